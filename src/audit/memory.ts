@@ -1,0 +1,24 @@
+import type { AuditEvent, AuditLog, AuditReceipt } from './port.js'
+
+/**
+ * In-memory audit log, for tests and for the embedded default until the
+ * PostgreSQL/PGlite log lands: records live as long as the process, and only
+ * the newest `keep` are held.
+ */
+export interface MemoryAuditLog extends AuditLog {
+  /** The held records, oldest first. */
+  events(): readonly AuditEvent[]
+}
+
+export function createMemoryAuditLog(keep = 10_000): MemoryAuditLog {
+  const held: AuditEvent[] = []
+  let seq = 0
+  return {
+    events: () => held,
+    append(event: AuditEvent): Promise<AuditReceipt> {
+      held.push(event)
+      if (held.length > keep) held.splice(0, held.length - keep)
+      return Promise.resolve({ seq: ++seq })
+    },
+  } satisfies MemoryAuditLog
+}

@@ -1,0 +1,67 @@
+import { serve as serveHttp, type ServerType } from '@hono/node-server'
+import { composeMandate } from '../compose.js'
+import { loadConfig, processEnv } from '../config/load.js'
+import { createLogger } from '../telemetry/log.js'
+
+export interface ServeOptions {
+  dev?: boolean
+  config?: string
+  port?: number
+}
+
+/** `mandate serve`: load config, compose, listen; SIGTERM/SIGINT close gracefully. */
+export async function serve(options: ServeOptions): Promise<void> {
+  const dev = options.dev === true
+  const env = { ...processEnv() }
+  if (options.port !== undefined) env['PORT'] = String(options.port)
+  const loaded = await loadConfig(options.config, env, { dev })
+  if (!loaded.ok) {
+    process.stderr.write(`mandate: invalid config: ${loaded.issues.join('; ')}\n`)
+    process.exit(1)
+  }
+  const { config } = loaded
+  const logger = createLogger(config.log.level)
+  let mandate
+  try {
+    mandate = await composeMandate(config, { dev, logger })
+  } catch (err) {
+    process.stderr.write(`mandate: cannot start: ${(err as Error).message}\n`)
+    process.exit(1)
+  }
+
+  const server: ServerType = serveHttp({ fetch: mandate.app.fetch, hostname: config.listen.host, port: config.listen.port })
+  server.on('error', (err: NodeJS.ErrnoException) => {
+    process.stderr.write(`mandate: cannot listen on ${config.listen.host}:${config.listen.port}: ${err.code ?? err.message}\n`)
+    process.exit(1)
+  })
+  server.on('listening', () => {
+    logger.info({ issuer: config.issuer, host: config.listen.host, port: config.listen.port, agents: mandate.agents, dev }, 'mandate listening')
+    if (dev) {
+      const base = `http://${config.listen.host === '127.0.0.1' ? 'localhost' : config.listen.host}:${config.listen.port}`
+      process.stderr.write(
+        `\nMandate (dev mode) on ${base}: issuer ${config.issuer}, ${mandate.agents} agents from ${config.policies_dir}.\n` +
+          `Dev-only credentials: agent demo-agent / demo-secret; never use --dev in production.\n` +
+          `Start the walkthrough (README "Walkthrough"): get a user token from the dev issuer:\n\n` +
+          `  curl -s -X POST ${base}/dev/users/alice/token -H 'content-type: application/json' -d '{"scope":"demo:read demo:write"}'\n\n`,
+      )
+    }
+  })
+
+  let closing = false
+  const shutdown = (signal: string) => {
+    if (closing) return
+    closing = true
+    logger.info({ signal }, 'shutting down')
+    const force = setTimeout(() => process.exit(1), 10_000).unref()
+    server.close(() => {
+      void mandate.close().finally(() => {
+        clearTimeout(force)
+        process.exit(0)
+      })
+    })
+    // Idle keep-alive sockets would hold close() open.
+    ;(server as import('node:http').Server).closeIdleConnections?.()
+  }
+  process.on('SIGTERM', () => shutdown('SIGTERM'))
+  process.on('SIGINT', () => shutdown('SIGINT'))
+}

@@ -1,0 +1,95 @@
+import { readFile } from 'node:fs/promises'
+import { parse } from 'yaml'
+import { Config } from './schema.js'
+
+export type ConfigResult = { readonly ok: true; readonly config: Config } | { readonly ok: false; readonly issues: readonly string[] }
+
+export interface LoadOptions {
+  /** `--dev`: embedded defaults for a laptop; never for production. */
+  readonly dev: boolean
+}
+
+/** Environment variables the config reads; nothing else in Mandate reads `process.env`. */
+export const CONFIG_ENV = {
+  MANDATE_CONFIG: 'path of the YAML config file (or --config)',
+  MANDATE_ISSUER: 'issuer',
+  HOST: 'listen.host',
+  PORT: 'listen.port',
+  MANDATE_POLICIES_DIR: 'policies_dir',
+  MANDATE_DATA_DIR: 'data_dir',
+  MANDATE_SIGNING_KEYS_FILE: 'signing.keys_file',
+  LOG_LEVEL: 'log.level',
+} as const
+
+type Raw = Record<string, unknown>
+const obj = (v: unknown): Raw => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Raw) : {})
+
+/** The process environment, for the entry points; the one place `process.env` is read. */
+export function processEnv(): Readonly<Record<string, string | undefined>> {
+  return process.env
+}
+
+/**
+ * Reads the YAML file (when given), applies environment overrides, then
+ * validates everything with the one schema. Returns every issue as
+ * `path: message`; never throws on bad input.
+ */
+export async function loadConfig(
+  file: string | undefined,
+  env: Readonly<Record<string, string | undefined>>,
+  options: LoadOptions,
+): Promise<ConfigResult> {
+  const path = file ?? env['MANDATE_CONFIG']
+  let raw: Raw = {}
+  if (path !== undefined && path !== '') {
+    let text: string
+    try {
+      text = await readFile(path, 'utf8')
+    } catch (err) {
+      return { ok: false, issues: [`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? 'error'})`] }
+    }
+    try {
+      const parsed: unknown = parse(text, { uniqueKeys: true, maxAliasCount: 50 })
+      if (parsed !== null && parsed !== undefined && (typeof parsed !== 'object' || Array.isArray(parsed))) {
+        return { ok: false, issues: [`${path}: must be a YAML mapping`] }
+      }
+      raw = obj(parsed)
+    } catch (err) {
+      return { ok: false, issues: [`${path}: YAML: ${(err as Error).message.split('\n')[0]}`] }
+    }
+  }
+
+  const listen = { ...obj(raw['listen']) }
+  const signing = { ...obj(raw['signing']) }
+  const log = { ...obj(raw['log']) }
+  const issues: string[] = []
+  if (env['HOST']) listen['host'] = env['HOST']
+  if (env['PORT']) {
+    const port = Number(env['PORT'])
+    if (!Number.isInteger(port)) issues.push(`listen.port: PORT must be an integer (got ${JSON.stringify(env['PORT'])})`)
+    listen['port'] = port
+  }
+  if (env['MANDATE_SIGNING_KEYS_FILE']) signing['keys_file'] = env['MANDATE_SIGNING_KEYS_FILE']
+  if (env['LOG_LEVEL']) log['level'] = env['LOG_LEVEL']
+  const merged: Raw = { ...raw, listen, signing, log }
+  if (env['MANDATE_ISSUER']) merged['issuer'] = env['MANDATE_ISSUER']
+  if (env['MANDATE_POLICIES_DIR']) merged['policies_dir'] = env['MANDATE_POLICIES_DIR']
+  if (env['MANDATE_DATA_DIR']) merged['data_dir'] = env['MANDATE_DATA_DIR']
+
+  if (options.dev) {
+    listen['host'] ??= '127.0.0.1'
+    listen['port'] ??= 8080
+    merged['issuer'] ??= `http://localhost:${String(listen['port'])}`
+    merged['policies_dir'] ??= './policies/dev'
+    signing['generate_if_missing'] ??= true
+  } else if (merged['issuer'] === undefined) {
+    issues.push('issuer: is required (set it in the config file or MANDATE_ISSUER)')
+  }
+
+  const parsed = Config.safeParse(merged)
+  if (!parsed.success) {
+    for (const i of parsed.error.issues) issues.push(`${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.message}`)
+  }
+  if (issues.length > 0 || !parsed.success) return { ok: false, issues: [...new Set(issues)] }
+  return { ok: true, config: parsed.data }
+}

@@ -1,0 +1,114 @@
+import { z } from 'zod'
+import { ASYMMETRIC_ALGORITHMS } from '../tokens/jws.js'
+
+const isLoopback = (u: URL) => ['localhost', '127.0.0.1', '[::1]'].includes(u.hostname)
+
+/** https, or http on a loopback host (tests, a local IdP). */
+const IssuerUrl = z.url().superRefine((s, ctx) => {
+  const u = new URL(s)
+  if (u.search !== '' || u.hash !== '') ctx.addIssue({ code: 'custom', message: 'must have no query or fragment' })
+  if (u.protocol !== 'https:' && !(u.protocol === 'http:' && isLoopback(u))) {
+    ctx.addIssue({ code: 'custom', message: 'must be https (http only on localhost)' })
+  }
+})
+
+export const TrustedIssuerConfig = z.strictObject({
+  issuer: IssuerUrl.describe('issuer identifier, compared exactly with the token’s `iss`'),
+  jwks_uri: IssuerUrl.optional().describe('JWKS location; discovered from RFC 8414 / OIDC metadata when absent'),
+  algorithms: z
+    .array(z.enum(ASYMMETRIC_ALGORITHMS))
+    .min(1)
+    .describe('signature algorithms this issuer uses; nothing else is accepted from it'),
+  audience: z.string().min(1).optional().describe('value its tokens must carry in `aud`; default: the broker’s issuer'),
+  typ: z
+    .string()
+    .min(1)
+    .nullable()
+    .optional()
+    .describe('required JWT `typ` header; default `at+jwt` for subjects; null accepts no typ or `JWT`'),
+})
+export type TrustedIssuerConfig = z.infer<typeof TrustedIssuerConfig>
+
+export const Config = z
+  .strictObject({
+    issuer: IssuerUrl.describe('this broker’s issuer identifier: `iss` of its tokens and the `aud` agents assert to. Env: MANDATE_ISSUER'),
+    listen: z
+      .strictObject({
+        host: z.string().min(1).default('0.0.0.0').describe('address to bind. Env: HOST'),
+        port: z.number().int().min(0).max(65535).default(8080).describe('TCP port. Env: PORT'),
+      })
+      .prefault({})
+      .describe('where the HTTP server listens'),
+    policies_dir: z.string().min(1).default('./policies').describe('directory of agent policy files (hot-reloaded). Env: MANDATE_POLICIES_DIR'),
+    data_dir: z.string().min(1).default('./data').describe('directory for embedded state (generated keys). Env: MANDATE_DATA_DIR'),
+    signing: z
+      .strictObject({
+        keys_file: z
+          .string()
+          .min(1)
+          .optional()
+          .describe('private JWK set (ES256) the broker signs with; first key signs. Default: <data_dir>/signing-keys.json. Env: MANDATE_SIGNING_KEYS_FILE'),
+        generate_if_missing: z
+          .boolean()
+          .default(false)
+          .describe('create a key set when keys_file does not exist (embedded default; never with several instances)'),
+      })
+      .prefault({})
+      .describe('signing keys'),
+    trust: z
+      .strictObject({
+        subjects: z.array(TrustedIssuerConfig).default([]).describe('issuers trusted for user subject tokens'),
+        workloads: z.array(TrustedIssuerConfig).default([]).describe('issuers trusted for workload identity actor tokens'),
+      })
+      .prefault({})
+      .describe('upstream issuers, per role; an issuer may hold one role only'),
+    limits: z
+      .strictObject({
+        clock_skew_seconds: z.number().int().min(0).max(60).default(30).describe('tolerance on exp, nbf and iat of inbound tokens'),
+        max_body_bytes: z.number().int().min(1024).max(1024 * 1024).default(64 * 1024).describe('largest request body accepted (413 beyond)'),
+        client_assertion_max_lifetime_seconds: z
+          .number()
+          .int()
+          .min(10)
+          .max(600)
+          .default(300)
+          .describe('longest remaining lifetime a client assertion may have'),
+        subject_cache_entries: z.number().int().min(0).max(1_000_000).default(10_000).describe('verified subject tokens kept until their exp'),
+      })
+      .prefault({})
+      .describe('request limits'),
+    jwks: z
+      .strictObject({
+        timeout_ms: z.number().int().min(100).max(5_000).default(5_000).describe('per fetch'),
+        max_bytes: z.number().int().min(1024).max(256 * 1024).default(256 * 1024).describe('largest JWKS or metadata document'),
+        max_keys: z.number().int().min(1).max(100).default(100).describe('most keys in one JWKS'),
+        cooldown_seconds: z.number().int().min(1).max(3600).default(30).describe('least time between two fetches for one issuer'),
+        cache_max_age_seconds: z.number().int().min(60).max(86_400).default(600).describe('refresh a key set after this'),
+        stale_max_age_seconds: z.number().int().min(0).max(3600).default(3600).describe('serve the last good set this long while the issuer is down'),
+      })
+      .prefault({})
+      .describe('fetching upstream key sets'),
+    log: z
+      .strictObject({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Env: LOG_LEVEL'),
+      })
+      .prefault({})
+      .describe('JSON logs on stdout'),
+  })
+  .superRefine((c, ctx) => {
+    const roles = new Map<string, string>()
+    for (const role of ['subjects', 'workloads'] as const) {
+      c.trust[role].forEach((t, i) => {
+        const other = roles.get(t.issuer)
+        if (other !== undefined || t.issuer === c.issuer) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['trust', role, i, 'issuer'],
+            message: t.issuer === c.issuer ? 'is this broker itself' : `is already trusted for ${other}; an issuer holds one role only`,
+          })
+        }
+        roles.set(t.issuer, role)
+      })
+    }
+  })
+export type Config = z.infer<typeof Config>

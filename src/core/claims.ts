@@ -1,0 +1,66 @@
+/** Look-alike strings, branded so that one is never passed as another. */
+export type AgentId = string & { readonly __brand: 'AgentId' }
+export type Subject = string & { readonly __brand: 'Subject' }
+export type Jti = string & { readonly __brand: 'Jti' }
+
+/** RFC 8693 §3 token type identifiers Mandate speaks. */
+export const TOKEN_TYPE = {
+  accessToken: 'urn:ietf:params:oauth:token-type:access_token',
+  jwt: 'urn:ietf:params:oauth:token-type:jwt',
+  idToken: 'urn:ietf:params:oauth:token-type:id_token',
+} as const
+
+export const GRANT_TYPE_TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange'
+export const CLIENT_ASSERTION_TYPE_JWT = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'
+
+/** RFC 8693 §4.1 actor claim: newest actor outermost. */
+export interface ActClaim {
+  readonly sub: AgentId
+  readonly act?: ActClaim
+}
+
+/**
+ * Claims of a Mandate access token (RFC 9068 profile, header `typ: at+jwt`).
+ * `chain` lists the `jti`s of every ancestor token, root first; it is absent
+ * on a first-hop token.
+ */
+export interface MandateClaims {
+  readonly iss: string
+  readonly sub: Subject
+  readonly aud: string
+  readonly client_id: AgentId
+  readonly act: ActClaim
+  readonly scope: string
+  readonly iat: number
+  readonly nbf: number
+  readonly exp: number
+  readonly jti: Jti
+  readonly chain?: readonly Jti[]
+}
+
+/** Builds the nested `act` claim from actors listed newest first. */
+export function actClaim(actorsNewestFirst: readonly AgentId[]): ActClaim {
+  const [newest, ...older] = actorsNewestFirst
+  if (newest === undefined) throw new TypeError('an act claim needs at least one actor')
+  return older.length === 0 ? { sub: newest } : { sub: newest, act: actClaim(older) }
+}
+
+/** Flattens a nested `act` claim to its actors, newest first. */
+export function actorsOf(act: ActClaim): AgentId[] {
+  const out: AgentId[] = []
+  for (let a: ActClaim | undefined = act; a !== undefined; a = a.act) out.push(a.sub)
+  return out
+}
+
+/** RFC 6749 §3.3 scope-token: 1*( %x21 / %x23-5B / %x5D-7E ). */
+const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/
+
+/**
+ * Parses a space-delimited scope string. Returns undefined when any token is
+ * malformed (empty tokens from double spaces included).
+ */
+export function parseScope(scope: string): string[] | undefined {
+  const parts = scope.split(' ')
+  for (const p of parts) if (!SCOPE_TOKEN.test(p)) return undefined
+  return [...new Set(parts)]
+}

@@ -1,0 +1,64 @@
+/**
+ * OAuth error codes Mandate answers with: RFC 6749 §5.2, `invalid_target` from
+ * RFC 8693 §2.2.2, and the two service-level codes of RFC 6749 §4.1.2.1.
+ */
+export type OAuthErrorCode =
+  | 'invalid_request'
+  | 'invalid_client'
+  | 'invalid_grant'
+  | 'unauthorized_client'
+  | 'unsupported_grant_type'
+  | 'invalid_scope'
+  | 'invalid_target'
+  | 'temporarily_unavailable'
+  | 'server_error'
+
+/**
+ * A failure the client caused (or a dependency outage it must be told about).
+ * `description` is short, safe and sent; `detail` goes to logs and the audit
+ * log only and may name the check that failed.
+ */
+export class OAuthError extends Error {
+  override readonly name = 'OAuthError'
+  readonly code: OAuthErrorCode
+  readonly description: string
+  readonly detail: string | undefined
+  /** Seconds, for `temporarily_unavailable` (sent as `Retry-After`). */
+  readonly retryAfter: number | undefined
+
+  constructor(
+    code: OAuthErrorCode,
+    description: string,
+    options: { detail?: string; retryAfter?: number; cause?: unknown } = {},
+  ) {
+    super(`${code}: ${description}`, options.cause === undefined ? undefined : { cause: options.cause })
+    this.code = code
+    this.description = description
+    this.detail = options.detail
+    this.retryAfter = options.retryAfter
+  }
+}
+
+/** HTTP status for each code: one exhaustive switch, no default. */
+export function statusOf(code: OAuthErrorCode): 400 | 401 | 500 | 503 {
+  switch (code) {
+    case 'invalid_client':
+      return 401
+    case 'temporarily_unavailable':
+      return 503
+    case 'server_error':
+      return 500
+    case 'invalid_request':
+    case 'invalid_grant':
+    case 'unauthorized_client':
+    case 'unsupported_grant_type':
+    case 'invalid_scope':
+    case 'invalid_target':
+      return 400
+  }
+}
+
+/** The one text every client-authentication failure carries. */
+export const CLIENT_AUTH_FAILED = 'client authentication failed'
+/** RFC 8693 §2.2.2: one fixed description whichever subject/actor check failed. */
+export const SUBJECT_TOKEN_UNACCEPTABLE = 'subject_token is invalid or not acceptable'

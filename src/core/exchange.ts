@@ -1,0 +1,232 @@
+import type { AgentId, Jti, MandateClaims, Subject } from './claims.js'
+import { actClaim, TOKEN_TYPE } from './claims.js'
+import { OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
+import { evaluatePolicy } from './policy-eval.js'
+import type { AuditLog } from '../audit/port.js'
+import type { PolicyStore } from '../policy/port.js'
+import type { RevocationStore } from '../revocation/port.js'
+import type { ClientAuthenticator, ClientCredentials, SubjectVerifier, TokenMinter } from '../tokens/port.js'
+
+/** A token-exchange request after the HTTP layer parsed it (RFC 8693 §2.1), before any check. */
+export interface ExchangeRequest {
+  readonly client: ClientCredentials
+  readonly subjectToken: string
+  readonly subjectTokenType: string
+  readonly audiences: readonly string[]
+  /** Undefined when the request left `scope` out. */
+  readonly scopes: readonly string[] | undefined
+  readonly requestedTokenType: string | undefined
+  readonly requestedTtl: number | undefined
+  readonly clientAddress: string | undefined
+}
+
+export interface ExchangeDeps {
+  readonly issuer: string
+  readonly policies: PolicyStore
+  readonly clients: ClientAuthenticator
+  readonly subjects: SubjectVerifier
+  readonly revocations: RevocationStore
+  readonly minter: TokenMinter
+  readonly audit: AuditLog
+  /** Epoch seconds. */
+  readonly now: () => number
+  /** A fresh, unguessable token identifier. */
+  readonly newJti: () => Jti
+  /** Called at each named step; telemetry hangs spans on it. */
+  readonly step?: <T>(name: ExchangeStep, fn: () => T) => T
+}
+
+export type ExchangeStep =
+  | 'mandate.client.authenticate'
+  | 'mandate.subject.verify'
+  | 'mandate.policy.evaluate'
+  | 'mandate.revocation.check'
+  | 'mandate.token.mint'
+  | 'mandate.audit.append'
+
+/** RFC 8693 §2.2.1 response, camelCase; `http/` spells it out. */
+export interface ExchangeResult {
+  readonly accessToken: string
+  readonly issuedTokenType: typeof TOKEN_TYPE.accessToken
+  readonly tokenType: 'Bearer'
+  readonly expiresIn: number
+  readonly scope: string
+  readonly claims: MandateClaims
+}
+
+/** Identifies the caller for logs when the exchange fails after authentication. */
+export interface ExchangeFailureContext {
+  agent: AgentId | undefined
+}
+
+const SUBJECT_TOKEN_TYPES: ReadonlySet<string> = new Set([TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt])
+const ISSUABLE_TOKEN_TYPES: ReadonlySet<string> = new Set([TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt])
+
+const direct = <T>(_name: ExchangeStep, fn: () => T): T => fn()
+
+/**
+ * The token exchange, DESIGN.md "The exchange, step by step" 2–8. Throws
+ * `OAuthError` for every refusal; an authenticated refusal is appended to the
+ * audit log before it is thrown. Resolves only once the `token.issued` record
+ * is durable.
+ */
+export async function exchangeToken(
+  req: ExchangeRequest,
+  deps: ExchangeDeps,
+  context: ExchangeFailureContext = { agent: undefined },
+): Promise<ExchangeResult> {
+  const step = deps.step ?? direct
+  if (!SUBJECT_TOKEN_TYPES.has(req.subjectTokenType)) {
+    throw new OAuthError('invalid_request', 'unsupported subject_token_type', { detail: req.subjectTokenType })
+  }
+  if (req.requestedTokenType !== undefined && !ISSUABLE_TOKEN_TYPES.has(req.requestedTokenType)) {
+    throw new OAuthError('invalid_request', 'unsupported requested_token_type', { detail: req.requestedTokenType })
+  }
+
+  // 2. Authenticate the agent. Failures here are metrics, never audit records.
+  const client = await step('mandate.client.authenticate', () => deps.clients.authenticate(req.client))
+  context.agent = client.agent
+  // The replay store's answer is awaited before minting; until then its round trip overlaps steps 3–5.
+  const replayChecked = client.ready.then(
+    () => undefined,
+    (err: unknown) => err,
+  )
+
+  let sub: Subject | undefined
+  try {
+    const policy = deps.policies.get(client.agent)
+    if (policy === undefined) {
+      // The policy went away between authentication and now (hot reload).
+      throw new OAuthError('unauthorized_client', 'agent has no policy', { detail: `agent=${client.agent}` })
+    }
+
+    // 3. Verify the subject token.
+    const subject = await step('mandate.subject.verify', () => deps.subjects.verify(req.subjectToken))
+    const subjectId = subject.kind === 'user' ? subject.sub : subject.claims.sub
+    sub = subjectId
+    const parentPolicy = subject.kind === 'mandate' ? deps.policies.get(subject.claims.client_id) : undefined
+
+    // 4. Evaluate the policy.
+    const now = deps.now()
+    const grant = step('mandate.policy.evaluate', () =>
+      evaluatePolicy({
+        issuer: deps.issuer,
+        policy,
+        subject,
+        parentPolicy,
+        audiences: req.audiences,
+        scopes: req.scopes,
+        requestedTtl: req.requestedTtl,
+        now,
+      }),
+    )
+
+    // 5. Revocation: the agent, the user, and every ancestor in the chain.
+    const verdict = step('mandate.revocation.check', () =>
+      deps.revocations.check({
+        agent: client.agent,
+        sub: subjectId,
+        actors: grant.actors.slice(1),
+        ancestors: grant.ancestors,
+        parentIssuedAt: subject.kind === 'mandate' ? subject.claims.iat : undefined,
+      }),
+    )
+    switch (verdict.state) {
+      case 'clear':
+        break
+      case 'unknown':
+        throw new OAuthError('temporarily_unavailable', 'revocation state is unknown; try again', {
+          detail: verdict.detail,
+          retryAfter: 1,
+        })
+      case 'revoked':
+        throw verdict.what === 'agent'
+          ? new OAuthError('unauthorized_client', 'agent is suspended', { detail: verdict.detail })
+          : new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail: verdict.detail })
+    }
+
+    const replay = await replayChecked
+    if (replay !== undefined) throw replay
+
+    // 6. Mint.
+    const jti = deps.newJti()
+    const claims: MandateClaims = {
+      iss: deps.issuer,
+      sub: subjectId,
+      aud: grant.audience,
+      client_id: client.agent,
+      act: actClaim(grant.actors),
+      scope: grant.scopes.join(' '),
+      iat: now,
+      nbf: now,
+      exp: grant.expiresAt,
+      jti,
+      ...(grant.ancestors.length > 0 ? { chain: grant.ancestors } : {}),
+    }
+    const accessToken = step('mandate.token.mint', () => deps.minter.mint(claims))
+
+    // 7. No token leaves without a durable audit record.
+    await step('mandate.audit.append', () =>
+      deps.audit.append({
+        type: 'token.issued',
+        at: now,
+        agent: client.agent,
+        sub: claims.sub,
+        actors: grant.actors,
+        jti,
+        parentJti: grant.ancestors.at(-1),
+        rootJti: grant.ancestors[0] ?? jti,
+        audience: grant.audience,
+        scopes: grant.scopes,
+        expiresAt: grant.expiresAt,
+        policyHash: policy.sourceHash,
+        clientAddress: req.clientAddress,
+      }),
+    )
+
+    // 8. RFC 8693 §2.2.1.
+    return {
+      accessToken,
+      issuedTokenType: TOKEN_TYPE.accessToken,
+      tokenType: 'Bearer',
+      expiresIn: grant.expiresAt - now,
+      scope: claims.scope,
+      claims,
+    }
+  } catch (err) {
+    // An assertion that fails the replay check never authenticated anyone: no audit record.
+    const replay = await replayChecked
+    if (replay !== undefined) throw replay
+    if (err instanceof OAuthError && err.code !== 'temporarily_unavailable' && err.code !== 'server_error') {
+      await recordDenial(deps, client.agent, sub, err, req.clientAddress)
+    }
+    throw err
+  }
+}
+
+async function recordDenial(
+  deps: ExchangeDeps,
+  agent: AgentId,
+  sub: Subject | undefined,
+  err: OAuthError,
+  clientAddress: string | undefined,
+): Promise<void> {
+  try {
+    await deps.audit.append({
+      type: 'token.denied',
+      at: deps.now(),
+      agent,
+      sub,
+      error: err.code,
+      reason: err.detail ?? err.description,
+      clientAddress,
+    })
+  } catch (cause) {
+    // Fail closed but keep the caller's answer honest: the denial stands, the log is down.
+    throw new OAuthError('temporarily_unavailable', 'audit log unavailable; try again', {
+      detail: 'denial could not be recorded',
+      retryAfter: 1,
+      cause,
+    })
+  }
+}

@@ -1,0 +1,174 @@
+import type { AgentId, Jti } from './claims.js'
+import { actorsOf } from './claims.js'
+import { OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
+import type { AgentPolicy, DelegatorRule } from '../policy/port.js'
+import type { UserSubject, VerifiedSubject } from '../tokens/port.js'
+
+export interface PolicyInput {
+  /** This broker's issuer identifier (for `may_act.iss`). */
+  readonly issuer: string
+  readonly policy: AgentPolicy
+  readonly subject: VerifiedSubject
+  /** Policy of the agent that holds the subject token, for a re-delegation. */
+  readonly parentPolicy: AgentPolicy | undefined
+  /** `resource` and `audience` values together, as sent. */
+  readonly audiences: readonly string[]
+  /** Requested scopes; undefined when the request left `scope` out. */
+  readonly scopes: readonly string[] | undefined
+  /** Requested lifetime in seconds, when the request named one. */
+  readonly requestedTtl: number | undefined
+  /** Epoch seconds. */
+  readonly now: number
+}
+
+/** What the policy allows for this request: everything the token will carry. */
+export interface Grant {
+  readonly audience: string
+  readonly scopes: readonly string[]
+  readonly expiresAt: number
+  /** Agents newest first, the requesting agent included. */
+  readonly actors: readonly AgentId[]
+  /** Ancestor `jti`s, root first; empty on a first hop. */
+  readonly ancestors: readonly Jti[]
+}
+
+/**
+ * Decides what an authenticated agent may receive for a verified subject.
+ * Pure: no I/O, no clock. Throws `OAuthError` with the code DESIGN.md names:
+ * `unauthorized_client` for an expired or ownerless policy, `invalid_request`
+ * for an unacceptable subject or chain, `invalid_target` for an audience,
+ * `invalid_scope` for scopes.
+ */
+export function evaluatePolicy(input: PolicyInput): Grant {
+  const { policy, subject, now } = input
+  checkPolicyInForce(policy, now, 'agent')
+
+  const { actors, ancestors } = checkDelegation(input)
+  const audience = selectAudience(input)
+  const grant = policy.grants.get(audience)
+  if (grant === undefined) {
+    throw new OAuthError('invalid_target', 'audience not permitted for this agent', { detail: `aud=${audience}` })
+  }
+
+  const authority = subjectAuthority(subject)
+  const allowed = authority === undefined ? grant.scopes : intersect(grant.scopes, authority)
+  let scopes: string[]
+  if (input.scopes === undefined) {
+    scopes = grant.defaultScopes.filter((s) => allowed.has(s))
+    if (scopes.length === 0) {
+      throw new OAuthError('invalid_scope', 'no default scope is available; request one', { detail: `aud=${audience}` })
+    }
+  } else {
+    if (input.scopes.length === 0) throw new OAuthError('invalid_scope', 'scope is empty')
+    const beyond = input.scopes.filter((s) => !allowed.has(s))
+    if (beyond.length > 0) {
+      throw new OAuthError('invalid_scope', 'requested scope exceeds what this agent may get for this user', {
+        detail: `beyond=${beyond.join(' ')}`,
+      })
+    }
+    scopes = [...input.scopes]
+  }
+
+  const ttl = Math.min(input.requestedTtl ?? policy.ttl.default, policy.ttl.max)
+  // A minted token never outlives its subject token (first hop included).
+  const expiresAt = Math.min(now + ttl, subjectExpiry(subject))
+  if (expiresAt <= now) {
+    throw new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail: 'subject token has no lifetime left' })
+  }
+  return { audience, scopes, expiresAt, actors, ancestors }
+}
+
+function checkPolicyInForce(policy: AgentPolicy, now: number, who: string): void {
+  if (policy.owner.trim() === '') {
+    throw new OAuthError('unauthorized_client', 'agent policy has no owner', { detail: `${who}=${policy.agent}` })
+  }
+  if (now >= policy.expires) {
+    throw new OAuthError('unauthorized_client', 'agent policy has expired', { detail: `${who}=${policy.agent}` })
+  }
+}
+
+function unacceptable(detail: string): OAuthError {
+  return new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail })
+}
+
+function checkDelegation(input: PolicyInput): { actors: AgentId[]; ancestors: Jti[] } {
+  const { policy, subject } = input
+  if (subject.kind === 'user') {
+    if (!policy.delegators.some((rule) => admits(rule, subject))) {
+      throw unacceptable(`user ${subject.sub} of ${subject.issuer} may not delegate to ${policy.agent}`)
+    }
+    checkMayAct(subject, policy.agent, input.issuer)
+    if (policy.delegation.maxDepth < 1) throw unacceptable('delegation depth exceeded')
+    return { actors: [policy.agent], ancestors: [] }
+  }
+
+  const parent = subject.claims
+  const parentPolicy = input.parentPolicy
+  if (parentPolicy === undefined || parentPolicy.agent !== parent.client_id) {
+    throw unacceptable(`no policy for parent agent ${parent.client_id}`)
+  }
+  try {
+    checkPolicyInForce(parentPolicy, input.now, 'parent')
+  } catch (err) {
+    throw unacceptable((err as OAuthError).detail ?? 'parent policy not in force')
+  }
+  if (!parentPolicy.delegation.subAgents.has(policy.agent)) {
+    throw unacceptable(`${parent.client_id} may not delegate to ${policy.agent}`)
+  }
+  const previous = actorsOf(parent.act)
+  if (previous.includes(policy.agent)) throw unacceptable(`cyclic delegation: ${policy.agent} already in chain`)
+  const depth = previous.length + 1
+  if (depth > policy.delegation.maxDepth || depth > parentPolicy.delegation.maxDepth) {
+    throw unacceptable(`delegation depth ${depth} exceeds the limit`)
+  }
+  return { actors: [policy.agent, ...previous], ancestors: [...(parent.chain ?? []), parent.jti] }
+}
+
+function admits(rule: DelegatorRule, subject: UserSubject): boolean {
+  if (rule.issuer !== subject.issuer) return false
+  for (const [name, accepted] of Object.entries(rule.claims)) {
+    const value = subject.claims[name]
+    const held = typeof value === 'string' ? [value] : Array.isArray(value) ? value : []
+    if (!held.some((v) => typeof v === 'string' && accepted.includes(v))) return false
+  }
+  return true
+}
+
+/** RFC 8693 §4.4: when the subject names who may act for it, that must be this agent. */
+function checkMayAct(subject: UserSubject, agent: AgentId, issuer: string): void {
+  const mayAct = subject.claims['may_act']
+  if (mayAct === undefined) return
+  if (typeof mayAct !== 'object' || mayAct === null || Array.isArray(mayAct)) throw unacceptable('malformed may_act')
+  const { sub, iss } = mayAct as Record<string, unknown>
+  if (sub !== agent) throw unacceptable(`may_act names another actor`)
+  if (iss !== undefined && iss !== issuer) throw unacceptable(`may_act names another issuer`)
+}
+
+function selectAudience(input: PolicyInput): string {
+  const distinct = [...new Set(input.audiences)]
+  const [audience] = distinct
+  if (audience === undefined) throw new OAuthError('invalid_request', 'resource or audience is required')
+  if (distinct.length > 1) {
+    throw new OAuthError('invalid_target', 'exactly one audience may be requested', { detail: distinct.join(' ') })
+  }
+  if (input.subject.kind === 'mandate' && input.subject.claims.aud !== audience) {
+    throw new OAuthError('invalid_target', 'audience must equal the parent token audience', {
+      detail: `aud=${audience} parent=${input.subject.claims.aud}`,
+    })
+  }
+  return audience
+}
+
+function subjectAuthority(subject: VerifiedSubject): ReadonlySet<string> | undefined {
+  return subject.kind === 'user' ? subject.scopes : new Set(subject.claims.scope.split(' '))
+}
+
+function subjectExpiry(subject: VerifiedSubject): number {
+  return subject.kind === 'user' ? subject.exp : subject.claims.exp
+}
+
+function intersect(a: ReadonlySet<string>, b: ReadonlySet<string>): Set<string> {
+  const out = new Set<string>()
+  for (const x of a) if (b.has(x)) out.add(x)
+  return out
+}

@@ -1,0 +1,103 @@
+import { randomUUID } from 'node:crypto'
+import { Hono } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
+import { OAuthError } from '../core/errors.js'
+import type { ExchangeDeps } from '../core/exchange.js'
+import type { Logger } from '../telemetry/log.js'
+import type { DevUserIssuer } from '../tokens/dev-issuer.js'
+import type { SigningKeys } from '../tokens/keys.js'
+import { renderOAuthError, toOAuthError } from './oauth-errors.js'
+import { devJwksRoute, devUserTokenRoute } from './routes/dev.js'
+import { tokenRoute } from './routes/token.js'
+import { jwksRoute, metadataRoute } from './routes/well-known.js'
+
+export interface AppEnv {
+  Variables: {
+    requestId: string
+    clientAddress: string | undefined
+    agent: string | undefined
+    jti: string | undefined
+    error: string | undefined
+  }
+}
+
+export interface AppDeps {
+  readonly exchange: ExchangeDeps
+  readonly keys: SigningKeys
+  readonly logger: Logger
+  readonly maxBodyBytes: number
+  /** Present only under `--dev`: without it no dev route exists. */
+  readonly devIssuer: DevUserIssuer | undefined
+  /** Socket address of the caller, when served by @hono/node-server. */
+  readonly clientAddress?: (c: import('hono').Context) => string | undefined
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
+
+/** The HTTP surface. Thin: parse, call the use-case, render. */
+export function createApp(deps: AppDeps): Hono<AppEnv> {
+  const { issuer } = deps.exchange
+  const log = deps.logger.child({ module: 'http' })
+  const app = new Hono<AppEnv>()
+
+  // One line per request: who, what, how it ended. Never a credential.
+  app.use(async (c, next) => {
+    const started = performance.now()
+    const offered = c.req.header('x-request-id')
+    const requestId = offered !== undefined && REQUEST_ID.test(offered) ? offered : randomUUID()
+    c.set('requestId', requestId)
+    c.set('clientAddress', deps.clientAddress?.(c))
+    await next()
+    c.header('X-Request-Id', requestId)
+    const status = c.res.status
+    const line = {
+      request_id: requestId,
+      method: c.req.method,
+      path: c.req.path,
+      status,
+      ms: Math.round((performance.now() - started) * 100) / 100,
+      agent: c.get('agent'),
+      jti: c.get('jti'),
+      error: c.get('error'),
+    }
+    if (status >= 500) log.error(line, 'request')
+    else log.info(line, 'request')
+  })
+
+  app.onError((err, c) => {
+    const error = toOAuthError(err)
+    c.set('error', error.code)
+    if (error.code === 'server_error' || error.code === 'temporarily_unavailable') {
+      log.error({ request_id: c.get('requestId'), error: error.code, detail: error.detail, cause: describe(error.cause) }, 'request failed')
+    } else if (error.detail !== undefined) {
+      log.debug({ request_id: c.get('requestId'), error: error.code, detail: error.detail }, 'request refused')
+    }
+    return renderOAuthError(c, error)
+  })
+
+  app.notFound((c) => c.json({ error: 'not_found', error_description: 'no such route' }, 404))
+
+  const limit = bodyLimit({
+    maxSize: deps.maxBodyBytes,
+    onError: (c) => c.json({ error: 'invalid_request', error_description: 'request body too large' }, 413, { 'Cache-Control': 'no-store' }),
+  })
+
+  app.post('/oauth2/token', limit, tokenRoute(deps.exchange))
+  app.get('/.well-known/oauth-authorization-server', metadataRoute(issuer, deps.keys))
+  app.get('/.well-known/jwks.json', jwksRoute(deps.keys))
+  app.get('/healthz', (c) => c.json({ status: 'ok' }))
+
+  if (deps.devIssuer !== undefined) {
+    app.post('/dev/users/:sub/token', limit, devUserTokenRoute(deps.devIssuer, deps.exchange.now))
+    app.get('/dev/jwks.json', devJwksRoute(deps.devIssuer))
+  }
+  return app
+}
+
+/** A cause for the log: its class and message, never a stack or a value that might hold a secret. */
+function describe(cause: unknown): string | undefined {
+  if (cause === undefined) return undefined
+  if (cause instanceof OAuthError) return cause.code
+  if (cause instanceof Error) return `${cause.name}: ${cause.message.slice(0, 200)}`
+  return typeof cause
+}

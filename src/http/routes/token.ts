@@ -1,0 +1,81 @@
+import type { Context } from 'hono'
+import { GRANT_TYPE_TOKEN_EXCHANGE, parseScope } from '../../core/claims.js'
+import { OAuthError } from '../../core/errors.js'
+import { exchangeToken, type ExchangeDeps, type ExchangeFailureContext, type ExchangeRequest } from '../../core/exchange.js'
+import { clientCredentials } from '../client-credentials.js'
+import { FormParams, readForm } from '../form.js'
+import { NO_STORE } from '../oauth-errors.js'
+import type { AppEnv } from '../app.js'
+
+/** RFC 8707 §2: a resource is an absolute URI without a fragment. */
+function isResourceUri(value: string): boolean {
+  try {
+    return new URL(value).hash === '' && !value.includes('#')
+  } catch {
+    return false
+  }
+}
+
+/** Mandate extension: `expires_in` asks for a lifetime, still capped by the policy maximum. */
+function requestedTtl(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined
+  if (!/^[1-9][0-9]{0,5}$/.test(value)) throw new OAuthError('invalid_request', 'expires_in must be a positive integer')
+  return Number(value)
+}
+
+/** Step 1 of DESIGN.md's exchange: the form, parameter by parameter (RFC 8693 §2.1). */
+export function parseExchangeRequest(form: FormParams, authorization: string | undefined, clientAddress: string | undefined): ExchangeRequest {
+  const grantType = form.required('grant_type')
+  if (grantType !== GRANT_TYPE_TOKEN_EXCHANGE) {
+    throw new OAuthError('unsupported_grant_type', 'only token exchange is supported', { detail: grantType })
+  }
+  const client = clientCredentials(authorization, form)
+  const subjectToken = form.required('subject_token')
+  const subjectTokenType = form.required('subject_token_type')
+  const resources = form.all('resource')
+  for (const r of resources) if (!isResourceUri(r)) throw new OAuthError('invalid_target', 'resource must be an absolute URI without a fragment')
+  const audiences = [...resources, ...form.all('audience')]
+  const scope = form.optional('scope')
+  let scopes: string[] | undefined
+  if (scope !== undefined) {
+    scopes = parseScope(scope)
+    if (scopes === undefined) throw new OAuthError('invalid_scope', 'scope is malformed')
+  }
+  return {
+    client,
+    subjectToken,
+    subjectTokenType,
+    audiences,
+    scopes,
+    requestedTokenType: form.optional('requested_token_type'),
+    requestedTtl: requestedTtl(form.optional('expires_in')),
+    clientAddress,
+  }
+}
+
+/** POST /oauth2/token: parse, call the use-case, render RFC 8693 §2.2.1. */
+export function tokenRoute(deps: ExchangeDeps) {
+  return async function token(c: Context<AppEnv>): Promise<Response> {
+    const form = new FormParams(await readForm(c))
+    const req = parseExchangeRequest(form, c.req.header('authorization'), c.get('clientAddress'))
+    const context: ExchangeFailureContext = { agent: undefined }
+    try {
+      const result = await exchangeToken(req, deps, context)
+      c.set('agent', result.claims.client_id)
+      c.set('jti', result.claims.jti)
+      return c.json(
+        {
+          access_token: result.accessToken,
+          issued_token_type: result.issuedTokenType,
+          token_type: result.tokenType,
+          expires_in: result.expiresIn,
+          scope: result.scope,
+        },
+        200,
+        NO_STORE,
+      )
+    } finally {
+      if (context.agent !== undefined) c.set('agent', context.agent)
+    }
+  }
+}

@@ -1,0 +1,32 @@
+import type { Context } from 'hono'
+import { GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../../core/claims.js'
+import { ASYMMETRIC_ALGORITHMS } from '../../tokens/jws.js'
+import type { SigningKeys } from '../../tokens/keys.js'
+
+/** RFC 8414 metadata; built once. */
+export function metadataRoute(issuer: string, keys: SigningKeys) {
+  const metadata = {
+    issuer,
+    token_endpoint: `${issuer}/oauth2/token`,
+    jwks_uri: `${issuer}/.well-known/jwks.json`,
+    grant_types_supported: [GRANT_TYPE_TOKEN_EXCHANGE],
+    response_types_supported: [],
+    token_endpoint_auth_methods_supported: ['private_key_jwt', 'client_secret_basic'],
+    token_endpoint_auth_signing_alg_values_supported: [...ASYMMETRIC_ALGORITHMS],
+    // Mandate names the token types it exchanges; RFC 8693 defines no metadata for them.
+    subject_token_types_supported: [TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt],
+    actor_token_types_supported: [TOKEN_TYPE.jwt, TOKEN_TYPE.accessToken],
+    issued_token_types_supported: [TOKEN_TYPE.accessToken],
+    access_token_signing_alg_values_supported: [keys.current.alg],
+  }
+  return function oauthAuthorizationServer(c: Context): Response {
+    return c.json(metadata, 200, { 'Cache-Control': 'public, max-age=300' })
+  }
+}
+
+/** RFC 7517 JWK Set of the signing keys' public halves. */
+export function jwksRoute(keys: SigningKeys) {
+  return function jwks(c: Context): Response {
+    return c.json(keys.jwks, 200, { 'Cache-Control': 'public, max-age=300', 'Content-Type': 'application/jwk-set+json' })
+  }
+}

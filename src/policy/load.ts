@@ -1,0 +1,189 @@
+import { createHash, createPublicKey } from 'node:crypto'
+import { readdir, readFile } from 'node:fs/promises'
+import { basename, join } from 'node:path'
+import { isMap, LineCounter, parseDocument, type Document } from 'yaml'
+import type { AgentId } from '../core/claims.js'
+import type { AgentPolicy, AgentPublicKey, AudienceGrant, PolicyStore } from './port.js'
+import { Policy } from './schema.js'
+
+/** One problem in one policy file, located as precisely as the YAML allows. */
+export interface PolicyIssue {
+  readonly file: string
+  readonly line: number
+  readonly column: number
+  /** Dotted path of the field, or '' for the whole file. */
+  readonly field: string
+  readonly message: string
+}
+
+export function formatIssue(i: PolicyIssue): string {
+  return `${i.file}:${i.line}:${i.column}: ${i.field === '' ? '' : `${i.field}: `}${i.message}`
+}
+
+export type LoadResult =
+  | { readonly ok: true; readonly policies: readonly AgentPolicy[] }
+  | { readonly ok: false; readonly issues: readonly PolicyIssue[] }
+
+const POLICY_FILE = /\.ya?ml$/
+
+/** Locates `path` in the document: the node itself, or the nearest ancestor that exists. */
+function locate(doc: Document, lines: LineCounter, path: readonly PropertyKey[]): { line: number; column: number } {
+  for (let n = path.length; n >= 0; n--) {
+    const node = n === 0 ? doc.contents : doc.getIn(path.slice(0, n) as unknown[], true)
+    const range = (node as { range?: [number, number, number] } | null | undefined)?.range
+    if (range !== undefined) {
+      // For a missing key, point at its parent mapping's first line, not its end.
+      const { line, col } = lines.linePos(range[0])
+      return { line, column: col }
+    }
+  }
+  return { line: 1, column: 1 }
+}
+
+/** Parses and validates one policy file's text. Never throws on bad input. */
+export function parsePolicy(file: string, text: string): { policy: AgentPolicy } | { issues: PolicyIssue[] } {
+  const lines = new LineCounter()
+  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false, version: '1.2' })
+  if (doc.errors.length > 0) {
+    return {
+      issues: doc.errors.map((e) => {
+        const { line, col } = lines.linePos(e.pos[0])
+        return { file, line, column: col, field: '', message: `YAML: ${e.message.split('\n')[0]}` }
+      }),
+    }
+  }
+  if (!isMap(doc.contents)) return { issues: [{ file, line: 1, column: 1, field: '', message: 'must be a YAML mapping' }] }
+  let raw: unknown
+  try {
+    raw = doc.toJS({ maxAliasCount: 50 })
+  } catch (err) {
+    return { issues: [{ file, line: 1, column: 1, field: '', message: `YAML: ${(err as Error).message}` }] }
+  }
+  const parsed = Policy.safeParse(raw)
+  const issue = (path: readonly PropertyKey[], message: string): PolicyIssue => ({
+    file,
+    ...locate(doc, lines, path),
+    field: path.map(String).join('.'),
+    message,
+  })
+  if (!parsed.success) return { issues: parsed.error.issues.map((i) => issue(i.path, i.message)) }
+
+  const p = parsed.data
+  const issues: PolicyIssue[] = []
+  const stem = basename(file).replace(POLICY_FILE, '')
+  if (stem !== p.agent) issues.push(issue(['agent'], `must match the file name (${stem})`))
+
+  let authentication: AgentPolicy['authentication']
+  switch (p.authentication.method) {
+    case 'client_secret_basic':
+      authentication = { method: 'client_secret_basic', secretSha256: Buffer.from(p.authentication.secret_sha256, 'hex') }
+      break
+    case 'workload_identity':
+      authentication = { method: 'workload_identity', issuer: p.authentication.issuer, subject: p.authentication.subject }
+      break
+    case 'private_key_jwt': {
+      const keys: AgentPublicKey[] = []
+      p.authentication.jwks.keys.forEach((jwk, i) => {
+        try {
+          const key = createPublicKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' })
+          keys.push({ kid: jwk.kid, alg: jwk.alg, key })
+        } catch {
+          issues.push(issue(['authentication', 'jwks', 'keys', i], 'is not a usable public JWK'))
+        }
+      })
+      authentication = { method: 'private_key_jwt', keys }
+      break
+    }
+  }
+  if (issues.length > 0) return { issues }
+
+  const expires = Date.parse(p.expires.length === 10 ? `${p.expires}T00:00:00Z` : p.expires) / 1000
+  const grants = new Map<string, AudienceGrant>(
+    p.grants.map((g) => [g.audience, { audience: g.audience, scopes: new Set(g.scopes), defaultScopes: g.default_scopes }]),
+  )
+  return {
+    policy: {
+      agent: p.agent as AgentId,
+      owner: p.owner,
+      purpose: p.purpose,
+      expires,
+      authentication,
+      delegators: p.users.map((u) => ({ issuer: u.issuer, claims: u.claims })),
+      grants,
+      ttl: { default: p.token_ttl.default, max: p.token_ttl.max },
+      delegation: { maxDepth: p.delegation.max_depth, subAgents: new Set(p.delegation.sub_agents as AgentId[]) },
+      sourceHash: createHash('sha256').update(text).digest('hex'),
+      source: file,
+    },
+  }
+}
+
+/**
+ * Loads every `*.yaml`/`*.yml` file directly in `dir`, all or nothing: any
+ * issue in any file, a duplicate agent, or a sub-agent that does not exist
+ * fails the whole set, so the broker never runs on a half-loaded one.
+ */
+export async function loadPolicies(dir: string): Promise<LoadResult> {
+  let names: string[]
+  try {
+    names = (await readdir(dir, { withFileTypes: true }))
+      .filter((d) => d.isFile() && POLICY_FILE.test(d.name))
+      .map((d) => d.name)
+      .sort()
+  } catch (err) {
+    return {
+      ok: false,
+      issues: [{ file: dir, line: 0, column: 0, field: '', message: `cannot read directory (${(err as NodeJS.ErrnoException).code})` }],
+    }
+  }
+  const policies: AgentPolicy[] = []
+  const issues: PolicyIssue[] = []
+  for (const name of names) {
+    const file = join(dir, name)
+    const result = parsePolicy(file, await readFile(file, 'utf8'))
+    if ('issues' in result) issues.push(...result.issues)
+    else policies.push(result.policy)
+  }
+  const byAgent = new Map<string, AgentPolicy>()
+  for (const p of policies) {
+    const other = byAgent.get(p.agent)
+    if (other !== undefined) {
+      issues.push({ file: p.source, line: 1, column: 1, field: 'agent', message: `duplicate of ${other.source}` })
+    }
+    byAgent.set(p.agent, p)
+  }
+  const workloads = new Map<string, AgentPolicy>()
+  for (const p of policies) {
+    for (const sub of p.delegation.subAgents) {
+      if (!byAgent.has(sub)) {
+        issues.push({ file: p.source, line: 1, column: 1, field: 'delegation.sub_agents', message: `unknown agent ${sub}` })
+      }
+    }
+    if (p.authentication.method === 'workload_identity') {
+      const key = `${p.authentication.issuer} ${p.authentication.subject}`
+      const other = workloads.get(key)
+      if (other !== undefined) {
+        issues.push({ file: p.source, line: 1, column: 1, field: 'authentication', message: `same workload as ${other.source}` })
+      }
+      workloads.set(key, p)
+    }
+  }
+  return issues.length > 0 ? { ok: false, issues } : { ok: true, policies }
+}
+
+/** An immutable, indexed policy set. */
+export function createPolicyStore(policies: readonly AgentPolicy[]): PolicyStore {
+  const byAgent = new Map(policies.map((p) => [p.agent as string, p]))
+  const byWorkload = new Map<string, AgentPolicy>()
+  for (const p of policies) {
+    if (p.authentication.method === 'workload_identity') {
+      byWorkload.set(`${p.authentication.issuer} ${p.authentication.subject}`, p)
+    }
+  }
+  return {
+    get: (agent) => byAgent.get(agent),
+    byWorkload: (issuer, subject) => byWorkload.get(`${issuer} ${subject}`),
+    size: byAgent.size,
+  }
+}
+

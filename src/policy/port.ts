@@ -1,0 +1,74 @@
+import type { AgentId } from '../core/claims.js'
+
+/** How an agent proves who it is at the token endpoint. */
+export type AgentAuthentication =
+  | {
+      /** RFC 7523 client assertion signed with one of these public keys. */
+      readonly method: 'private_key_jwt'
+      readonly keys: readonly AgentPublicKey[]
+    }
+  | {
+      /** RFC 6749 §2.3.1 Basic; the policy holds only the secret's SHA-256. */
+      readonly method: 'client_secret_basic'
+      readonly secretSha256: Buffer
+    }
+  | {
+      /** A workload identity token from an issuer trusted for workloads, sent as `actor_token`. */
+      readonly method: 'workload_identity'
+      readonly issuer: string
+      readonly subject: string
+    }
+
+/** A public key imported once at load time, never per request. */
+export interface AgentPublicKey {
+  readonly kid: string | undefined
+  readonly alg: string
+  readonly key: import('node:crypto').KeyObject
+}
+
+/** Which users may delegate to an agent: their token's issuer, and claims it must carry. */
+export interface DelegatorRule {
+  readonly issuer: string
+  /** Claim name → accepted values; the token's claim (string or array) must hold at least one. */
+  readonly claims: Readonly<Record<string, readonly string[]>>
+}
+
+export interface AudienceGrant {
+  readonly audience: string
+  readonly scopes: ReadonlySet<string>
+  /** Granted when the request leaves `scope` out. */
+  readonly defaultScopes: readonly string[]
+}
+
+/**
+ * One agent's policy, validated and compiled. Plain readonly data: the core
+ * evaluates it without I/O.
+ */
+export interface AgentPolicy {
+  readonly agent: AgentId
+  readonly owner: string
+  readonly purpose: string
+  /** Epoch seconds after which the agent gets nothing. */
+  readonly expires: number
+  readonly authentication: AgentAuthentication
+  readonly delegators: readonly DelegatorRule[]
+  readonly grants: ReadonlyMap<string, AudienceGrant>
+  readonly ttl: { readonly default: number; readonly max: number }
+  readonly delegation: {
+    /** Longest chain of agents (this one included) a token issued to this agent may belong to. */
+    readonly maxDepth: number
+    /** Agents this one may hand a narrower token to. */
+    readonly subAgents: ReadonlySet<AgentId>
+  }
+  /** SHA-256 of the file the policy was loaded from, hex; ties an issuance to its policy text. */
+  readonly sourceHash: string
+  readonly source: string
+}
+
+/** The current, complete set of policies. Reads are synchronous and never see a half-loaded set. */
+export interface PolicyStore {
+  get(agent: AgentId): AgentPolicy | undefined
+  /** Agent whose workload identity is (issuer, subject), if any. */
+  byWorkload(issuer: string, subject: string): AgentPolicy | undefined
+  readonly size: number
+}

@@ -1,0 +1,104 @@
+import { z } from 'zod'
+import { ASYMMETRIC_ALGORITHMS } from '../tokens/jws.js'
+
+/** Agent ids: short slugs, so an agent can never pass for an issuer URL or a user. */
+export const AgentIdString = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'must be 1-63 of a-z 0-9 . _ - starting with a letter or digit')
+
+const ScopeToken = z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'must be an RFC 6749 scope token')
+
+const AbsoluteUri = z.string().refine((s) => {
+  try {
+    const u = new URL(s)
+    return u.hash === '' && s === s.trim()
+  } catch {
+    return false
+  }
+}, 'must be an absolute URI without a fragment')
+
+const PublicJwk = z
+  .looseObject({
+    kty: z.enum(['EC', 'RSA', 'OKP']),
+    alg: z.enum(ASYMMETRIC_ALGORITHMS).describe('algorithm this key signs assertions with; required'),
+    kid: z.string().min(1).optional(),
+  })
+  .refine((k) => !('d' in k) && !('p' in k) && !('k' in k), 'must be a public key (no private members)')
+
+export const PolicyAuthentication = z.discriminatedUnion('method', [
+  z.strictObject({
+    method: z.literal('private_key_jwt').describe('RFC 7523 client assertion signed with one of these keys'),
+    jwks: z.strictObject({ keys: z.array(PublicJwk).min(1).max(10) }).describe('the agent’s public keys, inline'),
+  }),
+  z.strictObject({
+    method: z.literal('client_secret_basic').describe('HTTP Basic with a generated secret'),
+    secret_sha256: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits (sha256 of the secret)')
+      .describe('SHA-256 of the secret, hex; `mandate policy secret` makes both'),
+  }),
+  z.strictObject({
+    method: z.literal('workload_identity').describe('a token from an issuer trusted for workloads, sent as actor_token'),
+    issuer: z.url().describe('the workload issuer (must be listed in config trust.workloads)'),
+    subject: z.string().min(1).describe('the `sub` that identifies this agent’s workload'),
+  }),
+])
+
+const UserRule = z.strictObject({
+  issuer: z.string().min(1).describe('issuer of the user’s token (listed in config trust.subjects)'),
+  claims: z
+    .record(z.string().min(1), z.array(z.string()).min(1))
+    .default({})
+    .describe('claim → accepted values; the token’s claim must hold at least one of them'),
+})
+
+const Grant = z
+  .strictObject({
+    audience: AbsoluteUri.describe('resource (RFC 8707) the token is bound to'),
+    scopes: z.array(ScopeToken).min(1).describe('every scope the agent may ever get there'),
+    default_scopes: z.array(ScopeToken).default([]).describe('granted when a request leaves scope out'),
+  })
+  .refine((g) => g.default_scopes.every((s) => g.scopes.includes(s)), {
+    message: 'default_scopes must be a subset of scopes',
+    path: ['default_scopes'],
+  })
+
+const MAX_TTL = 24 * 3600
+
+export const Policy = z
+  .strictObject({
+    agent: AgentIdString.describe('the agent’s id: its client_id; must match the file name'),
+    owner: z.string().trim().min(1, 'is required: a person or team contact').describe('who answers for this agent'),
+    purpose: z.string().trim().min(1).describe('what the agent is for, in a sentence'),
+    expires: z
+      .union([z.iso.datetime({ offset: true }), z.iso.date()])
+      .describe('after this instant (or date, UTC midnight) the agent gets nothing'),
+    authentication: PolicyAuthentication,
+    users: z.array(UserRule).default([]).describe('which users may delegate to this agent (empty: only re-delegation from a parent agent)'),
+    grants: z.array(Grant).min(1).describe('audiences and their scopes'),
+    token_ttl: z
+      .strictObject({
+        default: z.number().int().min(1).max(MAX_TTL),
+        max: z.number().int().min(1).max(MAX_TTL),
+      })
+      .refine((t) => t.default <= t.max, { message: 'default must not exceed max', path: ['default'] })
+      .describe('lifetime of issued tokens, seconds'),
+    delegation: z
+      .strictObject({
+        max_depth: z.number().int().min(1).max(8).default(1),
+        sub_agents: z.array(AgentIdString).default([]),
+      })
+      .default({ max_depth: 1, sub_agents: [] })
+      .describe('re-delegation: longest chain, and agents this one may hand a narrower token to'),
+  })
+  .superRefine((p, ctx) => {
+    const seen = new Set<string>()
+    p.grants.forEach((g, i) => {
+      if (seen.has(g.audience)) ctx.addIssue({ code: 'custom', message: 'duplicate audience', path: ['grants', i, 'audience'] })
+      seen.add(g.audience)
+    })
+    if (p.delegation.sub_agents.includes(p.agent)) {
+      ctx.addIssue({ code: 'custom', message: 'an agent cannot be its own sub-agent', path: ['delegation', 'sub_agents'] })
+    }
+  })
+export type Policy = z.infer<typeof Policy>

@@ -1,0 +1,67 @@
+import { watch, type FSWatcher } from 'node:fs'
+import type { PolicyStore } from './port.js'
+import { createPolicyStore, loadPolicies, type PolicyIssue } from './load.js'
+
+export interface ReloadablePolicyStore extends PolicyStore {
+  /** Re-reads the directory; swaps the set in only when every file is good. */
+  reload(): Promise<{ ok: true; agents: number } | { ok: false; issues: readonly PolicyIssue[] }>
+  close(): void
+}
+
+export interface WatchEvents {
+  onLoaded?(agents: number): void
+  onRejected?(issues: readonly PolicyIssue[]): void
+}
+
+/**
+ * A policy store over `dir` that follows edits: a change triggers a reload
+ * after `debounceMs` of quiet; a bad edit is reported and the last good set
+ * stays in force. Readers always see one complete set.
+ */
+export function watchPolicies(
+  dir: string,
+  initial: PolicyStore,
+  events: WatchEvents = {},
+  debounceMs = 150,
+): ReloadablePolicyStore {
+  let current = initial
+  let timer: NodeJS.Timeout | undefined
+  let running: Promise<unknown> = Promise.resolve()
+
+  const reload: ReloadablePolicyStore['reload'] = async () => {
+    const result = await loadPolicies(dir)
+    if (!result.ok) {
+      events.onRejected?.(result.issues)
+      return { ok: false, issues: result.issues }
+    }
+    current = createPolicyStore(result.policies)
+    events.onLoaded?.(current.size)
+    return { ok: true, agents: current.size }
+  }
+
+  let watcher: FSWatcher | undefined
+  try {
+    watcher = watch(dir, { persistent: false }, () => {
+      clearTimeout(timer)
+      timer = setTimeout(() => {
+        running = running.then(reload, reload)
+      }, debounceMs)
+    })
+    watcher.on('error', () => undefined)
+  } catch {
+    watcher = undefined
+  }
+
+  return {
+    get: (agent) => current.get(agent),
+    byWorkload: (issuer, subject) => current.byWorkload(issuer, subject),
+    get size() {
+      return current.size
+    },
+    reload,
+    close() {
+      clearTimeout(timer)
+      watcher?.close()
+    },
+  }
+}

@@ -1,0 +1,162 @@
+import { createHash, generateKeyPairSync, randomBytes, sign, timingSafeEqual } from 'node:crypto'
+import type { AgentId } from '../core/claims.js'
+import { TOKEN_TYPE } from '../core/claims.js'
+import { CLIENT_AUTH_FAILED, OAuthError } from '../core/errors.js'
+import type { AgentPolicy, PolicyStore } from '../policy/port.js'
+import { UpstreamUnavailable } from './fetch-limited.js'
+import { checkClaims, checkHeader, decodeJws, JwtError, verifySignature } from './jws.js'
+import type { AuthenticatedClient, ClientAuthenticator, ClientCredentials, ReplayCache } from './port.js'
+import { unverifiedIssuer, verifyDecodedJwt, type IssuerRegistry } from './upstream.js'
+
+export interface ClientAuthOptions {
+  /** This broker's issuer identifier: the only `aud` a client assertion may carry (RFC 7523 update). */
+  readonly issuer: string
+  readonly policies: PolicyStore
+  readonly replay: ReplayCache
+  /** Issuers trusted for workload identities, and no other role. */
+  readonly workloads: IssuerRegistry
+  /** Epoch seconds. */
+  readonly now: () => number
+  readonly skew: number
+  /** Longest an assertion may still be valid when presented, in seconds. */
+  readonly assertionMaxLifetime: number
+}
+
+export const ACTOR_TOKEN_UNACCEPTABLE = 'actor_token is invalid or not acceptable'
+
+/** `typ` values a client assertion may carry: none, JWT, or the RFC 7523 update's explicit type. */
+const ASSERTION_TYP = [undefined, 'jwt', 'client-authentication+jwt']
+const ASSERTION_REQUIRED = ['iss', 'sub', 'aud', 'exp', 'jti'] as const
+const WORKLOAD_REQUIRED = ['iss', 'sub', 'aud', 'exp', 'iat'] as const
+const ACTOR_TOKEN_TYPES: ReadonlySet<string> = new Set([TOKEN_TYPE.jwt, TOKEN_TYPE.accessToken])
+
+/** SHA-256 of a client secret, as policies store it. */
+export function hashClientSecret(secret: string): Buffer {
+  return createHash('sha256').update(secret, 'utf8').digest()
+}
+
+/** A new client secret: 256 bits from the CSPRNG, base64url. */
+export function generateClientSecret(): string {
+  return randomBytes(32).toString('base64url')
+}
+
+/**
+ * Agent authentication (DESIGN.md step 2). Every failure is the same
+ * `invalid_client` with a fixed description; the check that failed is in
+ * `detail`. An unknown agent costs the same work as a known one with a wrong
+ * secret or signature, so timing tells nothing either.
+ */
+export function createClientAuthenticator(options: ClientAuthOptions): ClientAuthenticator {
+  const { policies } = options
+  const dummyHash = randomBytes(32)
+  const dummy = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+  const dummySignature = sign('sha256', Buffer.from('x'), { key: dummy.privateKey, dsaEncoding: 'ieee-p1363' })
+  const fail = (detail: string) => new OAuthError('invalid_client', CLIENT_AUTH_FAILED, { detail })
+  const settled: Promise<void> = Promise.resolve()
+
+  function secretBasic(clientId: string, secret: string): AuthenticatedClient {
+    const policy = policies.get(clientId as AgentId)
+    const expected = policy?.authentication.method === 'client_secret_basic' ? policy.authentication.secretSha256 : dummyHash
+    const matches = timingSafeEqual(hashClientSecret(secret), expected)
+    if (policy === undefined) throw fail(`unknown agent`)
+    if (policy.authentication.method !== 'client_secret_basic') throw fail(`${clientId} does not use client_secret_basic`)
+    if (!matches) throw fail(`wrong secret for ${clientId}`)
+    return { agent: policy.agent, method: 'client_secret_basic', ready: settled }
+  }
+
+  function privateKeyJwt(assertion: string, clientId: string | undefined): AuthenticatedClient {
+    const now = options.now()
+    let policy: AgentPolicy | undefined
+    try {
+      const decoded = decodeJws(assertion)
+      const iss = unverifiedIssuer(decoded.payload)
+      if (clientId !== undefined && clientId !== iss) throw new JwtError('client_id_mismatch')
+      policy = policies.get(iss as AgentId)
+      const auth = policy?.authentication
+      if (policy === undefined || auth?.method !== 'private_key_jwt') {
+        verifySignature('ES256', dummy.publicKey, decoded.signingInput, dummySignature)
+        throw new JwtError(policy === undefined ? 'unknown_agent' : 'agent_does_not_use_private_key_jwt')
+      }
+      const { header, payload } = decoded
+      checkHeader(header, { algorithms: [...new Set(auth.keys.map((k) => k.alg))], typ: ASSERTION_TYP })
+      const candidates = auth.keys.filter((k) => k.alg === header.alg && (header.kid === undefined || k.kid === header.kid))
+      if (candidates.length !== 1) throw new JwtError(candidates.length === 0 ? 'unknown_kid' : 'ambiguous_key')
+      if (!verifySignature(header.alg, candidates[0]!.key, decoded.signingInput, decoded.signature)) {
+        throw new JwtError('bad_signature')
+      }
+      checkClaims(payload, {
+        issuer: policy.agent,
+        audience: options.issuer,
+        audienceMustBeSingle: true,
+        now,
+        skew: options.skew,
+        required: ASSERTION_REQUIRED,
+      })
+      if (payload['sub'] !== policy.agent) throw new JwtError('sub_not_iss')
+      const exp = payload['exp'] as number
+      if (exp - now > options.assertionMaxLifetime) throw new JwtError('assertion_lifetime_too_long')
+      const key = `${policy.agent}:${payload['jti'] as string}`
+      const ready = options.replay.remember(key, exp + options.skew).then(
+        (fresh) => {
+          if (!fresh) throw fail('client assertion jti replayed')
+        },
+        (cause: unknown) => {
+          throw new OAuthError('temporarily_unavailable', 'replay cache unavailable; try again', {
+            detail: 'replay cache unavailable',
+            retryAfter: 1,
+            cause,
+          })
+        },
+      )
+      return { agent: policy.agent, method: 'private_key_jwt', ready }
+    } catch (err) {
+      if (err instanceof JwtError) throw fail(`assertion: ${err.code}`)
+      throw err
+    }
+  }
+
+  async function workloadIdentity(token: string, tokenType: string, clientId: string | undefined): Promise<AuthenticatedClient> {
+    const refuse = (detail: string) => new OAuthError('invalid_request', ACTOR_TOKEN_UNACCEPTABLE, { detail })
+    if (!ACTOR_TOKEN_TYPES.has(tokenType)) throw refuse(`actor_token_type ${tokenType}`)
+    try {
+      const decoded = decodeJws(token)
+      const trusted = options.workloads.get(unverifiedIssuer(decoded.payload))
+      if (trusted === undefined) throw new JwtError('issuer_not_trusted_for_workloads')
+      const { payload } = await verifyDecodedJwt(decoded, {
+        issuer: trusted.issuer,
+        keys: trusted.keys,
+        now: options.now(),
+        skew: options.skew,
+        required: WORKLOAD_REQUIRED,
+      })
+      const policy = policies.byWorkload(trusted.issuer.issuer, payload['sub'] as string)
+      if (policy === undefined) throw new JwtError('no_agent_for_workload')
+      if (clientId !== undefined && clientId !== policy.agent) throw new JwtError('client_id_mismatch')
+      return { agent: policy.agent, method: 'workload_identity', ready: settled }
+    } catch (err) {
+      if (err instanceof JwtError) throw refuse(`actor_token: ${err.code}`)
+      if (err instanceof UpstreamUnavailable) {
+        throw new OAuthError('temporarily_unavailable', 'workload issuer keys unavailable; try again', {
+          detail: err.message,
+          retryAfter: 5,
+        })
+      }
+      throw err
+    }
+  }
+
+  return {
+    async authenticate(credentials: ClientCredentials): Promise<AuthenticatedClient> {
+      switch (credentials.method) {
+        case 'client_secret_basic':
+          return secretBasic(credentials.clientId, credentials.secret)
+        case 'private_key_jwt':
+          return privateKeyJwt(credentials.assertion, credentials.clientId)
+        case 'workload_identity':
+          return workloadIdentity(credentials.actorToken, credentials.actorTokenType, credentials.clientId)
+        case 'none':
+          throw fail('no client authentication')
+      }
+    },
+  }
+}

@@ -1,0 +1,202 @@
+import { constants, verify as cryptoVerify, type KeyObject } from 'node:crypto'
+
+/**
+ * Compact-JWS verification on `node:crypto` one-shot calls with keys imported
+ * once. jose's verification goes through WebCrypto and costs more per call on
+ * this hot path; jose still fetches and selects keys (see upstream.ts).
+ *
+ * Every failure throws `JwtError` with a stable `code`; callers map it to the
+ * one OAuth error their role calls for.
+ */
+export class JwtError extends Error {
+  override readonly name = 'JwtError'
+  constructor(readonly code: string) {
+    super(code)
+  }
+}
+
+/** Algorithms Mandate accepts anywhere: asymmetric only (RFC 8725 §3.1, §3.2). */
+export const ASYMMETRIC_ALGORITHMS = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+  'Ed25519',
+] as const
+export type Algorithm = (typeof ASYMMETRIC_ALGORITHMS)[number]
+
+export interface JwsHeader {
+  readonly alg: string
+  readonly kid?: string
+  readonly typ?: string
+  readonly [name: string]: unknown
+}
+
+export interface DecodedJws {
+  readonly header: JwsHeader
+  readonly payload: Record<string, unknown>
+  readonly signingInput: Buffer
+  readonly signature: Buffer
+}
+
+const B64URL = /^[A-Za-z0-9_-]+$/
+/** Header parameters that carry keys or key locations: never trusted (RFC 8725 §3.10). */
+const KEY_HEADERS = ['jwk', 'jku', 'x5u', 'x5c']
+export const MAX_JWT_LENGTH = 16 * 1024
+
+function parseJsonObject(part: string, code: string): Record<string, unknown> {
+  let value: unknown
+  try {
+    value = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'))
+  } catch {
+    throw new JwtError(code)
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new JwtError(code)
+  return value as Record<string, unknown>
+}
+
+/** Splits and decodes a JWS in compact serialization; checks shape only, not the signature. */
+export function decodeJws(token: string): DecodedJws {
+  if (token.length > MAX_JWT_LENGTH) throw new JwtError('too_long')
+  const parts = token.split('.')
+  if (parts.length !== 3) throw new JwtError('not_compact_jws')
+  const [h, p, s] = parts as [string, string, string]
+  if (!B64URL.test(h) || !B64URL.test(p) || !B64URL.test(s)) throw new JwtError('bad_encoding')
+  const header = parseJsonObject(h, 'bad_header')
+  if (typeof header['alg'] !== 'string') throw new JwtError('bad_header')
+  return {
+    header: header as JwsHeader,
+    payload: parseJsonObject(p, 'bad_payload'),
+    signingInput: Buffer.from(`${h}.${p}`, 'ascii'),
+    signature: Buffer.from(s, 'base64url'),
+  }
+}
+
+/** `typ` compared as RFC 7515 §4.1.9 says: case-insensitive, `application/` optional. */
+export function normalizeTyp(typ: string): string {
+  const t = typ.toLowerCase()
+  return t.startsWith('application/') ? t.slice('application/'.length) : t
+}
+
+export interface HeaderRules {
+  readonly algorithms: readonly string[]
+  /**
+   * Accepted `typ` values, normalized; `undefined` in the list accepts a
+   * header without `typ`.
+   */
+  readonly typ: readonly (string | undefined)[]
+}
+
+/** RFC 8725 header profile: allowlisted `alg`, no keys from the header, no unknown `crit`, expected `typ`. */
+export function checkHeader(header: JwsHeader, rules: HeaderRules): void {
+  if (!rules.algorithms.includes(header.alg)) throw new JwtError('alg_not_allowed')
+  for (const name of KEY_HEADERS) if (name in header) throw new JwtError(`header_${name}_refused`)
+  // Mandate understands no JWS extension, so any `crit` is unknown (RFC 7515 §4.1.11); `b64` needs `crit`.
+  if ('crit' in header || 'b64' in header) throw new JwtError('crit_unsupported')
+  if (header.kid !== undefined && typeof header.kid !== 'string') throw new JwtError('bad_kid')
+  const typ = header.typ
+  if (typ !== undefined && typeof typ !== 'string') throw new JwtError('bad_typ')
+  if (!rules.typ.includes(typ === undefined ? undefined : normalizeTyp(typ))) throw new JwtError('typ_not_allowed')
+}
+
+const EC_CURVES: Record<string, { curve: string; hash: string; size: number }> = {
+  ES256: { curve: 'prime256v1', hash: 'sha256', size: 64 },
+  ES384: { curve: 'secp384r1', hash: 'sha384', size: 96 },
+  ES512: { curve: 'secp521r1', hash: 'sha512', size: 132 },
+}
+
+/** Verifies the signature with a key of the kind `alg` requires; a mismatched key type fails. */
+export function verifySignature(alg: string, key: KeyObject, data: Buffer, signature: Buffer): boolean {
+  if (key.type !== 'public') return false
+  const kind = key.asymmetricKeyType
+  switch (alg) {
+    case 'RS256':
+    case 'RS384':
+    case 'RS512':
+      if (kind !== 'rsa' || (key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048) return false
+      return cryptoVerify(`sha${alg.slice(2)}`, data, key, signature)
+    case 'PS256':
+    case 'PS384':
+    case 'PS512': {
+      if ((kind !== 'rsa' && kind !== 'rsa-pss') || (key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048) return false
+      const bits = Number(alg.slice(2))
+      return cryptoVerify(
+        `sha${bits}`,
+        data,
+        { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: bits / 8 },
+        signature,
+      )
+    }
+    case 'ES256':
+    case 'ES384':
+    case 'ES512': {
+      const ec = EC_CURVES[alg]
+      if (ec === undefined || kind !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== ec.curve) return false
+      if (signature.length !== ec.size) return false
+      return cryptoVerify(ec.hash, data, { key, dsaEncoding: 'ieee-p1363' }, signature)
+    }
+    case 'EdDSA':
+    case 'Ed25519':
+      if (kind !== 'ed25519' && !(alg === 'EdDSA' && kind === 'ed448')) return false
+      return cryptoVerify(null, data, key, signature)
+    default:
+      return false
+  }
+}
+
+export interface ClaimRules {
+  readonly issuer: string
+  /** `aud` must contain this value; when undefined `aud` need only be well-formed. */
+  readonly audience: string | undefined
+  /** RFC 7523 update: `aud` must be this single string, not an array. */
+  readonly audienceMustBeSingle?: boolean
+  /** Epoch seconds. */
+  readonly now: number
+  /** Seconds; at most 60. */
+  readonly skew: number
+  /** Claims that must be present, checked before any is compared. */
+  readonly required: readonly string[]
+}
+
+const NUMERIC = ['exp', 'iat', 'nbf'] as const
+const STRINGS = ['iss', 'sub', 'jti'] as const
+
+/** Registered-claim checks in a fixed order: presence, types, then values. */
+export function checkClaims(payload: Record<string, unknown>, rules: ClaimRules): void {
+  for (const name of rules.required) if (payload[name] === undefined) throw new JwtError(`missing_${name}`)
+  for (const name of NUMERIC) {
+    const v = payload[name]
+    if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v))) throw new JwtError(`bad_${name}`)
+  }
+  for (const name of STRINGS) {
+    const v = payload[name]
+    if (v !== undefined && (typeof v !== 'string' || v.length === 0)) throw new JwtError(`bad_${name}`)
+  }
+  const aud = payload['aud']
+  if (aud !== undefined) {
+    const single = typeof aud === 'string'
+    const list = Array.isArray(aud) && aud.length > 0 && aud.every((a) => typeof a === 'string')
+    if (!single && !list) throw new JwtError('bad_aud')
+  }
+
+  if (payload['iss'] !== rules.issuer) throw new JwtError('wrong_iss')
+  const expected = rules.audience
+  if (rules.audienceMustBeSingle) {
+    if (aud !== expected) throw new JwtError('wrong_aud')
+  } else if (expected !== undefined && !(aud === expected || (Array.isArray(aud) && aud.includes(expected)))) {
+    throw new JwtError('wrong_aud')
+  }
+  const { now, skew } = rules
+  const exp = payload['exp'] as number | undefined
+  const nbf = payload['nbf'] as number | undefined
+  const iat = payload['iat'] as number | undefined
+  if (exp !== undefined && now - skew >= exp) throw new JwtError('expired')
+  if (nbf !== undefined && nbf > now + skew) throw new JwtError('not_yet_valid')
+  if (iat !== undefined && iat > now + skew) throw new JwtError('issued_in_future')
+}

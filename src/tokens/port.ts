@@ -1,0 +1,75 @@
+import type { AgentId, Jti, MandateClaims, Subject } from '../core/claims.js'
+
+/** Credentials as they arrived at the token endpoint, before any check. */
+export type ClientCredentials =
+  | { readonly method: 'client_secret_basic'; readonly clientId: string; readonly secret: string }
+  | { readonly method: 'private_key_jwt'; readonly assertion: string; readonly clientId: string | undefined }
+  | {
+      readonly method: 'workload_identity'
+      readonly actorToken: string
+      readonly actorTokenType: string
+      readonly clientId: string | undefined
+    }
+  | { readonly method: 'none'; readonly clientId: string | undefined }
+
+export interface AuthenticatedClient {
+  readonly agent: AgentId
+  readonly method: ClientCredentials['method']
+  /**
+   * Settles once the assertion's `jti` has been recorded as used (RFC 7523
+   * §3 item 7); rejects with `invalid_client` on a replay, or
+   * `temporarily_unavailable` when the replay store cannot answer. Started
+   * during authentication so its round trip overlaps the rest of the exchange.
+   */
+  readonly ready: Promise<void>
+}
+
+/** Authenticates an agent; throws `OAuthError('invalid_client')` with a fixed description on any failure. */
+export interface ClientAuthenticator {
+  authenticate(credentials: ClientCredentials): Promise<AuthenticatedClient>
+}
+
+/** A user token from an issuer trusted for user subjects, fully verified. */
+export interface UserSubject {
+  readonly kind: 'user'
+  readonly issuer: string
+  readonly sub: Subject
+  readonly exp: number
+  /** The token's own authority (`scope` or `scp`), when it carries one. */
+  readonly scopes: ReadonlySet<string> | undefined
+  readonly claims: Readonly<Record<string, unknown>>
+}
+
+/** A Mandate token presented for re-delegation, fully verified. */
+export interface MandateSubject {
+  readonly kind: 'mandate'
+  readonly claims: MandateClaims
+}
+
+export type VerifiedSubject = UserSubject | MandateSubject
+
+/**
+ * Verifies a `subject_token` for the user-subject role or as a Mandate token.
+ * Throws `OAuthError('invalid_request')` with one fixed description whatever
+ * check failed (RFC 8693 §2.2.2), or `temporarily_unavailable` when the
+ * issuer's keys cannot be had.
+ */
+export interface SubjectVerifier {
+  verify(token: string): Promise<VerifiedSubject>
+}
+
+/** Signs Mandate access tokens with the current signing key. */
+export interface TokenMinter {
+  mint(claims: MandateClaims): string
+}
+
+/** Remembers single-use identifiers across instances. */
+export interface ReplayCache {
+  /**
+   * Records `key` until `expiresAt` (epoch seconds). Resolves true when it was
+   * not seen before, false on a replay; rejects when the store cannot answer.
+   */
+  remember(key: string, expiresAt: number): Promise<boolean>
+}
+
+export type { AgentId, Jti }

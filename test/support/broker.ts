@@ -1,0 +1,242 @@
+/**
+ * A broker assembled by the real composition root, with everything a test
+ * needs in hand: a fixed clock, a user issuer and a workload issuer whose
+ * private keys the test holds, agents of every authentication method, and the
+ * memory audit log and revocation store to inspect. Keys are generated here;
+ * nothing is read from the repository but the code.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK, type JWTPayload } from 'jose'
+import { createMemoryAuditLog, type MemoryAuditLog } from '../../src/audit/memory.js'
+import { composeMandate, type Mandate } from '../../src/compose.js'
+import { Config } from '../../src/config/schema.js'
+import { CLIENT_ASSERTION_TYPE_JWT, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../../src/core/claims.js'
+import { createMemoryRevocationStore, type MemoryRevocationStore } from '../../src/revocation/memory.js'
+import { createLogger } from '../../src/telemetry/log.js'
+import { hashClientSecret } from '../../src/tokens/client-auth.js'
+
+export const BROKER = 'https://mandate.test'
+export const USER_ISSUER = 'https://idp.test'
+export const WORKLOAD_ISSUER = 'https://workloads.test'
+export const AUDIENCE = 'https://api.test'
+export const OTHER_AUDIENCE = 'https://other.test'
+export const T0 = 1_800_000_000 // epoch seconds the clock starts at
+
+export const SECRET = 'correct-horse-battery-staple-0123456789'
+
+export interface Issuer {
+  readonly iss: string
+  readonly kid: string
+  readonly privateKey: CryptoKey
+  readonly publicJwk: JWK
+  /** Signs `claims` (merged over sensible defaults) with this issuer's key. */
+  sign(claims: JWTPayload, header?: Record<string, unknown>): Promise<string>
+}
+
+async function makeIssuer(iss: string, alg: 'RS256' | 'ES256', defaults: (now: number) => JWTPayload, now: () => number): Promise<Issuer> {
+  const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true })
+  const kid = `${alg.toLowerCase()}-${Math.random().toString(36).slice(2, 8)}`
+  const publicJwk = { ...(await exportJWK(publicKey)), kid, alg, use: 'sig' }
+  return {
+    iss,
+    kid,
+    privateKey,
+    publicJwk,
+    sign: (claims, header = {}) =>
+      new SignJWT({ ...defaults(now()), ...claims })
+        .setProtectedHeader({ alg, kid, typ: 'at+jwt', ...header } as { alg: string })
+        .sign(privateKey),
+  }
+}
+
+export interface TestBroker {
+  readonly mandate: Mandate
+  readonly audit: MemoryAuditLog
+  readonly revocations: MemoryRevocationStore
+  readonly users: Issuer
+  readonly workloads: Issuer
+  /** The private key `jwt-agent` signs its assertions with. */
+  readonly agentKey: { privateKey: CryptoKey; kid: string }
+  /** Current time, epoch seconds; move it with `advance`. */
+  now(): number
+  advance(seconds: number): void
+  /** Everything the broker logged, one parsed JSON object per line. */
+  logs(): Record<string, unknown>[]
+  /** A user token from the user issuer: `sub` alice, aud the broker, 1 h, scope `read write`. */
+  userToken(claims?: JWTPayload, header?: Record<string, unknown>): Promise<string>
+  /** A client assertion for `agent` (default `jwt-agent`), valid 60 s, fresh jti. */
+  assertion(claims?: JWTPayload, header?: Record<string, unknown>, key?: CryptoKey): Promise<string>
+  /** POSTs a form to /oauth2/token. */
+  token(form: Record<string, string | string[]>, headers?: Record<string, string>): Promise<Response>
+  /** A complete, valid exchange form for `subject_token`, to be overridden field by field. */
+  exchangeForm(subjectToken: string, extra?: Record<string, string | string[]>): Record<string, string | string[]>
+  close(): Promise<void>
+}
+
+export function basic(id: string, secret: string): Record<string, string> {
+  const enc = (s: string) => encodeURIComponent(s).replace(/%20/g, '+')
+  return { authorization: `Basic ${Buffer.from(`${enc(id)}:${enc(secret)}`).toString('base64')}` }
+}
+
+export function encodeForm(form: Record<string, string | string[]>): string {
+  const p = new URLSearchParams()
+  for (const [k, v] of Object.entries(form)) for (const x of Array.isArray(v) ? v : [v]) p.append(k, x)
+  return p.toString()
+}
+
+export interface TestBrokerOptions {
+  /** Extra or replacement policy files: name → YAML text. */
+  readonly policies?: Record<string, string>
+  readonly dev?: boolean
+}
+
+/** Policies of every kind; `{{...}}` is filled in by `startTestBroker`. */
+function defaultPolicies(agentJwk: JWK): Record<string, string> {
+  const secretHash = hashClientSecret(SECRET).toString('hex')
+  const common = (agent: string) => `agent: ${agent}
+owner: security@example.com
+purpose: test agent
+expires: 2030-01-01`
+  return {
+    'secret-agent.yaml': `${common('secret-agent')}
+authentication: { method: client_secret_basic, secret_sha256: ${secretHash} }
+users:
+  - issuer: ${USER_ISSUER}
+grants:
+  - { audience: ${AUDIENCE}, scopes: [read, write, admin], default_scopes: [read] }
+  - { audience: ${OTHER_AUDIENCE}, scopes: [read] }
+token_ttl: { default: 300, max: 900 }
+delegation: { max_depth: 3, sub_agents: [sub-agent, jwt-agent] }
+`,
+    'jwt-agent.yaml': `${common('jwt-agent')}
+authentication:
+  method: private_key_jwt
+  jwks: { keys: [${JSON.stringify(agentJwk)}] }
+users:
+  - issuer: ${USER_ISSUER}
+    claims: { groups: [engineering, sre] }
+grants:
+  - { audience: ${AUDIENCE}, scopes: [read, write], default_scopes: [read] }
+token_ttl: { default: 300, max: 600 }
+delegation: { max_depth: 3, sub_agents: [sub-agent] }
+`,
+    'workload-agent.yaml': `${common('workload-agent')}
+authentication: { method: workload_identity, issuer: ${WORKLOAD_ISSUER}, subject: 'spiffe://test/ns/agents/sa/runner' }
+users:
+  - issuer: ${USER_ISSUER}
+grants:
+  - { audience: ${AUDIENCE}, scopes: [read], default_scopes: [read] }
+token_ttl: { default: 300, max: 300 }
+`,
+    'sub-agent.yaml': `${common('sub-agent')}
+authentication: { method: client_secret_basic, secret_sha256: ${secretHash} }
+grants:
+  - { audience: ${AUDIENCE}, scopes: [read, write] }
+token_ttl: { default: 120, max: 300 }
+delegation: { max_depth: 3, sub_agents: [secret-agent] }
+`,
+    'expired-agent.yaml': `agent: expired-agent
+owner: security@example.com
+purpose: test agent
+expires: 2020-01-01
+authentication: { method: client_secret_basic, secret_sha256: ${secretHash} }
+users: [{ issuer: ${USER_ISSUER} }]
+grants: [{ audience: ${AUDIENCE}, scopes: [read], default_scopes: [read] }]
+token_ttl: { default: 300, max: 300 }
+`,
+  }
+}
+
+export async function startTestBroker(options: TestBrokerOptions = {}): Promise<TestBroker> {
+  let now = T0
+  const dir = await mkdtemp(join(tmpdir(), 'mandate-test-'))
+  const policiesDir = join(dir, 'policies')
+  await (await import('node:fs/promises')).mkdir(policiesDir)
+
+  const agentKeys = await generateKeyPair('ES256', { extractable: true })
+  const agentKid = 'agent-key-1'
+  const agentJwk = { ...(await exportJWK(agentKeys.publicKey)), kid: agentKid, alg: 'ES256' }
+  const files = { ...defaultPolicies(agentJwk), ...options.policies }
+  for (const [name, text] of Object.entries(files)) await writeFile(join(policiesDir, name), text)
+
+  const users = await makeIssuer(USER_ISSUER, 'RS256', (t) => ({
+    iss: USER_ISSUER, sub: 'alice', aud: BROKER, iat: t, exp: t + 3600, jti: `u-${Math.random()}`, scope: 'read write',
+  }), () => now)
+  const workloads = await makeIssuer(WORKLOAD_ISSUER, 'ES256', (t) => ({
+    iss: WORKLOAD_ISSUER, sub: 'spiffe://test/ns/agents/sa/runner', aud: BROKER, iat: t, exp: t + 600,
+  }), () => now)
+
+  const lines: string[] = []
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      lines.push(...String(chunk).split('\n').filter((l) => l !== ''))
+      cb()
+    },
+  })
+  const config = Config.parse({
+    issuer: BROKER,
+    policies_dir: policiesDir,
+    data_dir: join(dir, 'data'),
+    signing: { generate_if_missing: true },
+    log: { level: 'debug' },
+  })
+  const audit = createMemoryAuditLog()
+  const revocations = createMemoryRevocationStore()
+  const mandate = await composeMandate(config, {
+    dev: options.dev ?? false,
+    logger: createLogger('debug', sink),
+    clock: () => now * 1000,
+    audit,
+    revocations,
+    localSubjectIssuers: [
+      { trusted: { issuer: USER_ISSUER, jwksUri: undefined, algorithms: ['RS256'], audience: BROKER, typ: ['at+jwt'] }, jwks: { keys: [users.publicJwk] } },
+    ],
+    localWorkloadIssuers: [
+      { trusted: { issuer: WORKLOAD_ISSUER, jwksUri: undefined, algorithms: ['ES256'], audience: BROKER, typ: [undefined, 'jwt'] }, jwks: { keys: [workloads.publicJwk] } },
+    ],
+  })
+
+  let jtiCounter = 0
+  return {
+    mandate,
+    audit,
+    revocations,
+    users,
+    workloads,
+    agentKey: { privateKey: agentKeys.privateKey, kid: agentKid },
+    now: () => now,
+    advance: (s) => {
+      now += s
+    },
+    logs: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>),
+    userToken: (claims, header) => users.sign(claims ?? {}, header),
+    assertion: (claims = {}, header = {}, key = agentKeys.privateKey) =>
+      new SignJWT({ iss: 'jwt-agent', sub: 'jwt-agent', aud: BROKER, jti: `a-${++jtiCounter}-${Math.random()}`, iat: now, exp: now + 60, ...claims })
+        .setProtectedHeader({ alg: 'ES256', kid: agentKid, ...header } as { alg: string })
+        .sign(key),
+    token: (form, headers = {}) =>
+      Promise.resolve(
+        mandate.app.request('/oauth2/token', {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
+          body: encodeForm(form),
+        }),
+      ),
+    exchangeForm: (subjectToken, extra = {}) => ({
+      grant_type: GRANT_TYPE_TOKEN_EXCHANGE,
+      subject_token: subjectToken,
+      subject_token_type: TOKEN_TYPE.accessToken,
+      audience: AUDIENCE,
+      ...extra,
+    }),
+    close: async () => {
+      await mandate.close()
+      await rm(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+export { CLIENT_ASSERTION_TYPE_JWT, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE }
