@@ -25,7 +25,7 @@ export const TrustedIssuerConfig = z.strictObject({
     .min(1)
     .nullable()
     .optional()
-    .describe('required JWT `typ` header; default `at+jwt` for subjects; null accepts no typ or `JWT`'),
+    .describe('required JWT `typ` header; default `at+jwt` for subjects and null for workloads; null accepts no typ or `JWT`'),
 })
 export type TrustedIssuerConfig = z.infer<typeof TrustedIssuerConfig>
 

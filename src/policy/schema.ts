@@ -19,16 +19,16 @@ const AbsoluteUri = z.string().refine((s) => {
 
 const PublicJwk = z
   .looseObject({
-    kty: z.enum(['EC', 'RSA', 'OKP']),
+    kty: z.enum(['EC', 'RSA', 'OKP']).describe('key type; the other JWK members (crv, x, y, n, e) as RFC 7517 has them'),
     alg: z.enum(ASYMMETRIC_ALGORITHMS).describe('algorithm this key signs assertions with; required'),
-    kid: z.string().min(1).optional(),
+    kid: z.string().min(1).optional().describe('key id; needed when the agent has several keys'),
   })
   .refine((k) => !('d' in k) && !('p' in k) && !('k' in k), 'must be a public key (no private members)')
 
 export const PolicyAuthentication = z.discriminatedUnion('method', [
   z.strictObject({
     method: z.literal('private_key_jwt').describe('RFC 7523 client assertion signed with one of these keys'),
-    jwks: z.strictObject({ keys: z.array(PublicJwk).min(1).max(10) }).describe('the agent’s public keys, inline'),
+    jwks: z.strictObject({ keys: z.array(PublicJwk).min(1).max(10).describe('the agent’s public keys (1-10), inline') }),
   }),
   z.strictObject({
     method: z.literal('client_secret_basic').describe('HTTP Basic with a generated secret'),
@@ -72,24 +72,24 @@ export const Policy = z
     purpose: z.string().trim().min(1).describe('what the agent is for, in a sentence'),
     expires: z
       .union([z.iso.datetime({ offset: true }), z.iso.date()])
-      .describe('after this instant (or date, UTC midnight) the agent gets nothing'),
-    authentication: PolicyAuthentication,
+      .describe('ISO 8601 date-time with offset, or date (UTC midnight); from then on the agent gets nothing'),
+    authentication: PolicyAuthentication.describe('how the agent proves who it is'),
     users: z.array(UserRule).default([]).describe('which users may delegate to this agent (empty: only re-delegation from a parent agent)'),
     grants: z.array(Grant).min(1).describe('audiences and their scopes'),
     token_ttl: z
       .strictObject({
-        default: z.number().int().min(1).max(MAX_TTL),
-        max: z.number().int().min(1).max(MAX_TTL),
+        default: z.number().int().min(1).max(MAX_TTL).describe('seconds, when the request does not ask (expires_in)'),
+        max: z.number().int().min(1).max(MAX_TTL).describe('seconds; no request gets more'),
       })
       .refine((t) => t.default <= t.max, { message: 'default must not exceed max', path: ['default'] })
       .describe('lifetime of issued tokens, seconds'),
     delegation: z
       .strictObject({
-        max_depth: z.number().int().min(1).max(8).default(1),
-        sub_agents: z.array(AgentIdString).default([]),
+        max_depth: z.number().int().min(1).max(8).default(1).describe('longest chain of agents, this one included, its tokens may be part of'),
+        sub_agents: z.array(AgentIdString).default([]).describe('agents this one may hand a narrower token to'),
       })
       .default({ max_depth: 1, sub_agents: [] })
-      .describe('re-delegation: longest chain, and agents this one may hand a narrower token to'),
+      .describe('re-delegation'),
   })
   .superRefine((p, ctx) => {
     const seen = new Set<string>()
