@@ -3,7 +3,7 @@ import type { AuditEvent, AuditLog, AuditReceipt } from './port.js'
 /**
  * In-memory audit log, for tests and for the embedded default until the
  * PostgreSQL/PGlite log lands: records live as long as the process, and only
- * the newest `keep` are held.
+ * at least the newest `keep` (at most twice as many) are held.
  */
 export interface MemoryAuditLog extends AuditLog {
   /** The held records, oldest first. */
@@ -17,7 +17,8 @@ export function createMemoryAuditLog(keep = 10_000): MemoryAuditLog {
     events: () => held,
     append(event: AuditEvent): Promise<AuditReceipt> {
       held.push(event)
-      if (held.length > keep) held.splice(0, held.length - keep)
+      // Trim in batches so an append stays O(1) amortized.
+      if (held.length >= 2 * keep) held.splice(0, held.length - keep)
       return Promise.resolve({ seq: ++seq })
     },
   } satisfies MemoryAuditLog

@@ -91,6 +91,8 @@ export interface TestBrokerOptions {
   /** Extra or replacement policy files: name → YAML text. */
   readonly policies?: Record<string, string>
   readonly dev?: boolean
+  /** Log level of the captured logs (default debug). */
+  readonly logLevel?: string
 }
 
 /** Policies of every kind; `{{...}}` is filled in by `startTestBroker`. */
@@ -187,7 +189,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   const revocations = createMemoryRevocationStore()
   const mandate = await composeMandate(config, {
     dev: options.dev ?? false,
-    logger: createLogger('debug', sink),
+    logger: createLogger(options.logLevel ?? 'debug', sink),
     clock: () => now * 1000,
     audit,
     revocations,
