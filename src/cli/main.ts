@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError } from 'commander'
+import { keysGenerate } from './keys.js'
 import { policyCheck, policySecret } from './policy.js'
 import { serve } from './serve.js'
 
@@ -39,5 +40,12 @@ policy
   .command('secret')
   .description('generate a client secret (256 random bits) and the secret_sha256 a policy stores for it')
   .action(policySecret)
+
+const keys = program.command('keys').description('manage the broker’s signing keys')
+keys
+  .command('generate')
+  .description('write a new private ES256 JWK set for signing.keys_file (mode 0600; never overwrites)')
+  .argument('<file>', 'where to write it')
+  .action(keysGenerate)
 
 await program.parseAsync()

@@ -1,0 +1,98 @@
+/** The `mandate` command as a user runs it: exit codes, messages, --help. */
+import { spawnSync } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+const root = new URL('../../', import.meta.url).pathname
+const mandate = (args: string[], env: Record<string, string> = {}) =>
+  spawnSync(process.execPath, [join(root, 'bin/mandate.js'), ...args], {
+    cwd: root,
+    encoding: 'utf8',
+    timeout: 30_000,
+    env: { ...process.env, MANDATE_CONFIG: '', MANDATE_ISSUER: '', ...env },
+  })
+
+describe('mandate CLI', () => {
+  let dir: string
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mandate-cli-'))
+  })
+  afterAll(() => rm(dir, { recursive: true, force: true }))
+
+  it.each([[['--help']], [['serve', '--help']], [['policy', 'check', '--help']], [['policy', 'secret', '--help']], [['keys', 'generate', '--help']]])(
+    '%j prints help and exits 0',
+    (args) => {
+      const r = mandate(args)
+      expect(r.status).toBe(0)
+      expect(r.stdout).toMatch(/^Usage: mandate/)
+    },
+  )
+
+  it('policy check passes on the shipped policies', () => {
+    for (const d of ['policies', 'policies/dev']) {
+      const r = mandate(['policy', 'check', d])
+      expect(r.status, r.stderr).toBe(0)
+      expect(r.stdout).toMatch(/valid in/)
+    }
+  })
+
+  it('policy check exits 1 and names file, line and field of every error', async () => {
+    const bad = join(dir, 'bad')
+    await (await import('node:fs/promises')).mkdir(bad)
+    await writeFile(
+      join(bad, 'broken-agent.yaml'),
+      'agent: broken-agent\npurpose: x\nexpires: 2030-01-01\nauthentication:\n  method: client_secret_basic\n  secret_sha256: nothex\ngrants: []\ntoken_ttl: { default: 10, max: 5 }\n',
+    )
+    const r = mandate(['policy', 'check', bad])
+    expect(r.status).toBe(1)
+    expect(r.stderr).toContain(`${join(bad, 'broken-agent.yaml')}:1:1: owner:`)
+    expect(r.stderr).toContain(`${join(bad, 'broken-agent.yaml')}:6:18: authentication.secret_sha256:`)
+    expect(r.stderr).toMatch(/grants: /)
+    expect(r.stderr).toMatch(/token_ttl\.default: /)
+  })
+
+  it('policy secret prints a 256-bit secret and its SHA-256', async () => {
+    const r = mandate(['policy', 'secret'])
+    expect(r.status).toBe(0)
+    const secret = /^ {2}([A-Za-z0-9_-]{43})$/m.exec(r.stdout)?.[1]
+    const hash = /secret_sha256: ([0-9a-f]{64})/.exec(r.stdout)?.[1]
+    expect(secret).toBeDefined()
+    const { createHash } = await import('node:crypto')
+    expect(hash).toBe(createHash('sha256').update(secret!).digest('hex'))
+  })
+
+  it('serve refuses an invalid config with one line and exit 1', async () => {
+    const cfg = join(dir, 'bad.yaml')
+    await writeFile(cfg, 'issuer: http://example.com\nlimits: { clock_skew_seconds: 600 }\n')
+    const r = mandate(['serve', '--config', cfg])
+    expect(r.status).toBe(1)
+    const lines = r.stderr.trim().split('\n')
+    expect(lines).toHaveLength(1)
+    expect(lines[0]).toMatch(/^mandate: invalid config: .*issuer: .*limits\.clock_skew_seconds: /)
+  })
+
+  it('serve without --dev and without an issuer refuses to start', () => {
+    const r = mandate(['serve'])
+    expect(r.status).toBe(1)
+    expect(r.stderr).toMatch(/issuer: is required/)
+  })
+
+  it('serve refuses bad policies at start with file and line', async () => {
+    const policies = join(dir, 'p2')
+    await (await import('node:fs/promises')).mkdir(policies)
+    await writeFile(join(policies, 'x.yaml'), 'agent: x\n')
+    const keysFile = join(dir, 'keys.json')
+    const gen = mandate(['keys', 'generate', keysFile])
+    expect(gen.status, gen.stderr).toBe(0)
+    expect(mandate(['keys', 'generate', keysFile]).status).toBe(1) // never overwrites
+    const r = mandate(['serve'], {
+      MANDATE_ISSUER: 'https://mandate.example.com',
+      MANDATE_POLICIES_DIR: policies,
+      MANDATE_SIGNING_KEYS_FILE: keysFile,
+    })
+    expect(r.status).toBe(1)
+    expect(r.stderr).toMatch(/cannot start: .*x\.yaml:1:1: owner/)
+  })
+})
