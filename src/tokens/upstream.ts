@@ -82,87 +82,108 @@ export function createLocalKeyResolver(jwks: JSONWebKeySet): KeyResolver {
 }
 
 /**
- * Resolver over an issuer's published JWKS, through jose's remote JWK set
- * (cache, refetch on unknown `kid` after a cooldown), with DESIGN.md's
- * bounds: timeout, body size, key count, one network attempt per cooldown
- * after a failure, and the last good set served for `staleMaxAgeMs` while the
- * issuer is down.
+ * Resolver over an issuer's published JWKS. jose's remote JWK set selects
+ * and imports keys; when to touch the network is decided here, on the
+ * injected clock, with DESIGN.md's bounds: timeout, body size and key count
+ * per fetch; at most one network attempt (JWKS or discovery) per cooldown,
+ * whether the last one failed or an unknown `kid` asks again; a refresh after
+ * `cacheMaxAgeMs`; and while the issuer cannot be reached, the last good set
+ * serves until it is `max(cacheMaxAgeMs, staleMaxAgeMs)` old, then nothing does.
  */
 export function createRemoteKeyResolver(issuer: TrustedIssuer, policy: JwksPolicy, now: () => number = Date.now): KeyResolver {
-  let jwksUri: Promise<string> | undefined
+  const usableMs = Math.max(policy.cacheMaxAgeMs, policy.staleMaxAgeMs)
+  let jwksUri: string | undefined
+  let discoveryFailedAt = -Infinity
   let lastGood: { body: string; at: number } | undefined
   let lastAttempt = -Infinity
+  let remote: Promise<ReturnType<typeof createRemoteJWKSet>> | undefined
 
-  const discover = async (): Promise<string> => {
+  const fetchMetadata = (u: string, init: RequestInit) => fetchLimited(u, init, policy)
+
+  async function discover(): Promise<string> {
     if (issuer.jwksUri !== undefined) return issuer.jwksUri
+    if (jwksUri !== undefined) return jwksUri
+    if (now() - discoveryFailedAt < policy.cooldownMs) {
+      throw new UpstreamUnavailable(`discovery for ${issuer.issuer} failed recently; cooling down`)
+    }
     const url = new URL(issuer.issuer)
-    const options = {
-      algorithm: 'oauth2' as const,
-      [oauth.allowInsecureRequests]: url.protocol === 'http:',
-      [oauth.customFetch]: (u: string, init: RequestInit) => fetchLimited(u, init, policy),
-    }
-    try {
-      let response = await oauth.discoveryRequest(url, options)
-      let metadata: oauth.AuthorizationServer
+    const options = { [oauth.allowInsecureRequests]: url.protocol === 'http:', [oauth.customFetch]: fetchMetadata }
+    let metadata: oauth.AuthorizationServer | undefined
+    for (const algorithm of ['oauth2', 'oidc'] as const) {
       try {
-        metadata = await oauth.processDiscoveryResponse(url, response)
+        // RFC 8414 first, then OpenID Connect discovery; each response is checked against the issuer.
+        metadata = await oauth.processDiscoveryResponse(url, await oauth.discoveryRequest(url, { ...options, algorithm }))
+        break
       } catch {
-        // Not an RFC 8414 server: try OpenID Connect discovery.
-        response = await oauth.discoveryRequest(url, { ...options, algorithm: 'oidc' })
-        metadata = await oauth.processDiscoveryResponse(url, response)
+        // try the next well-known location
       }
-      const uri = metadata.jwks_uri
-      if (typeof uri !== 'string' || !isAllowedUpstreamUrl(new URL(uri))) {
-        throw new UpstreamUnavailable(`issuer ${issuer.issuer} metadata has no usable jwks_uri`)
-      }
-      return uri
-    } catch (err) {
-      jwksUri = undefined // try discovery again on a later request
-      throw err instanceof UpstreamUnavailable ? err : new UpstreamUnavailable(`discovery failed: ${(err as Error).name}`)
     }
+    const uri = metadata?.jwks_uri
+    if (typeof uri !== 'string' || !isAllowedUpstreamUrl(new URL(uri))) {
+      discoveryFailedAt = now()
+      throw new UpstreamUnavailable(`discovery for ${issuer.issuer} found no usable jwks_uri`)
+    }
+    jwksUri = uri
+    return uri
   }
 
-  const fetchJwks = async (url: string, init: RequestInit): Promise<Response> => {
+  function lastGoodOr(cause: Error): Response {
+    if (lastGood !== undefined && now() - lastGood.at <= usableMs) {
+      return new Response(lastGood.body, { status: 200, headers: { 'content-type': 'application/json' } })
+    }
+    throw cause
+  }
+
+  // jose calls this on every reload; within the cooldown it gets the last good set back without a fetch.
+  async function fetchJwks(url: string, init: RequestInit): Promise<Response> {
     const t = now()
-    const serveStale = (cause: Error): Response => {
-      if (lastGood !== undefined && t - lastGood.at <= policy.staleMaxAgeMs) {
-        return new Response(lastGood.body, { status: 200, headers: { 'content-type': 'application/json' } })
-      }
-      throw cause
-    }
-    if (t - lastAttempt < policy.cooldownMs && lastGood === undefined) {
-      throw new UpstreamUnavailable(`JWKS of ${issuer.issuer} failed recently; cooling down`)
-    }
-    if (t - lastAttempt < policy.cooldownMs) return serveStale(new UpstreamUnavailable('cooling down'))
+    if (t - lastAttempt < policy.cooldownMs) return lastGoodOr(new UpstreamUnavailable(`JWKS of ${issuer.issuer}: cooling down`))
     lastAttempt = t
     try {
       const response = await fetchLimited(url, init, policy)
       const body = await response.text()
-      const parsed = JSON.parse(body) as { keys?: unknown }
+      let parsed: { keys?: unknown }
+      try {
+        parsed = JSON.parse(body) as { keys?: unknown }
+      } catch {
+        throw new UpstreamUnavailable(`JWKS of ${issuer.issuer} is not JSON`)
+      }
       if (!Array.isArray(parsed.keys) || parsed.keys.length > policy.maxKeys) {
         throw new UpstreamUnavailable(`JWKS of ${issuer.issuer} is malformed or holds over ${policy.maxKeys} keys`)
       }
       lastGood = { body, at: t }
       return new Response(body, { status: 200, headers: { 'content-type': 'application/json' } })
     } catch (err) {
-      return serveStale(err instanceof UpstreamUnavailable ? err : new UpstreamUnavailable('JWKS is not JSON'))
+      return lastGoodOr(err instanceof UpstreamUnavailable ? err : new UpstreamUnavailable(`JWKS of ${issuer.issuer}: ${(err as Error).name}`))
     }
   }
 
-  let remote: ReturnType<typeof createRemoteJWKSet> | undefined
   return async (header) => {
     try {
+      // Concurrent first requests share one discovery; a failed one is forgotten (its cooldown is in discover).
       if (remote === undefined) {
-        jwksUri ??= discover()
-        const uri = await jwksUri
-        remote ??= createRemoteJWKSet(new URL(uri), {
-          timeoutDuration: policy.timeoutMs,
-          cooldownDuration: policy.cooldownMs,
-          cacheMaxAge: policy.cacheMaxAgeMs,
-          [customFetch]: fetchJwks,
+        const pending = discover().then((uri) =>
+          createRemoteJWKSet(new URL(uri), {
+            timeoutDuration: policy.timeoutMs,
+            // Timing is ours (above), on the injected clock: jose refetches whenever asked.
+            cooldownDuration: 0,
+            cacheMaxAge: Infinity,
+            [customFetch]: fetchJwks,
+          }),
+        )
+        remote = pending
+        pending.catch(() => {
+          if (remote === pending) remote = undefined
         })
       }
-      return toKeyObject(await remote(header as JWSHeaderParameters))
+      const jwks = await remote
+      if (lastGood === undefined || now() - lastGood.at > policy.cacheMaxAgeMs) {
+        await jwks.reload().catch(() => undefined)
+      }
+      if (lastGood === undefined || now() - lastGood.at > usableMs) {
+        throw new UpstreamUnavailable(`no usable JWKS for ${issuer.issuer}`)
+      }
+      return toKeyObject(await jwks(header as JWSHeaderParameters))
     } catch (err) {
       if (err instanceof JwtError) throw err
       throw joseToKeyError(err)

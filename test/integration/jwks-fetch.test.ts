@@ -1,0 +1,523 @@
+/**
+ * Fetching upstream key sets against real HTTP servers on 127.0.0.1 that the
+ * test controls: `fetchLimited`'s bounds, and `createRemoteKeyResolver`'s
+ * cache, unknown-`kid` refetch, cooldown, last-good set and discovery
+ * (DESIGN.md "Decisions": 5 s, 256 KiB, 100 keys, one refetch per 30 s per
+ * issuer, last good key set for up to an hour).
+ *
+ * Time: the resolver takes an injected clock (epoch ms). jose's remote JWK set,
+ * which it wraps, reads `Date.now()` for its own cache age and cooldown, so
+ * `TestClock` moves both together (only `Date` is faked: sockets and timeouts
+ * stay real). One test uses the injected clock alone, on purpose.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { exportJWK, generateKeyPair, type JWK } from 'jose'
+import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
+import { fetchLimited, UpstreamUnavailable } from '../../src/tokens/fetch-limited.js'
+import { JwtError } from '../../src/tokens/jws.js'
+import { createRemoteKeyResolver, DEFAULT_JWKS_POLICY, type JwksPolicy, type TrustedIssuer } from '../../src/tokens/upstream.js'
+
+const T0 = Date.UTC(2027, 0, 1) // epoch ms the clocks start at
+const SECOND = 1000
+const POLICY: JwksPolicy = DEFAULT_JWKS_POLICY // 5 s, 256 KiB, 100 keys, 30 s cooldown, 10 min cache, 1 h stale
+
+type Handler = (req: IncomingMessage, res: ServerResponse, path: string) => void
+
+interface TestServer {
+  /** `http://127.0.0.1:<port>`, no trailing slash. */
+  readonly url: string
+  /** Path of every request received, in order. */
+  readonly hits: string[]
+  count(path: string): number
+  /** Replace the request handler (the server "changes its mind"). */
+  handle(handler: Handler): void
+  close(): Promise<void>
+}
+
+const servers: TestServer[] = []
+
+async function startServer(handler: Handler): Promise<TestServer> {
+  let current = handler
+  const hits: string[] = []
+  const server: Server = createServer((req, res) => {
+    const path = new URL(req.url ?? '/', 'http://127.0.0.1').pathname
+    hits.push(path)
+    current(req, res, path)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  let closed = false
+  const s: TestServer = {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    hits,
+    count: (path) => hits.filter((h) => h === path).length,
+    handle: (h) => {
+      current = h
+    },
+    close: async () => {
+      if (closed) return
+      closed = true
+      const done = new Promise<void>((resolve) => server.close(() => resolve()))
+      server.closeAllConnections()
+      await done
+    },
+  }
+  servers.push(s)
+  return s
+}
+
+function json(res: ServerResponse, body: unknown, status = 200): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+  res.end(text)
+}
+
+/** Serves `jwks()` at /jwks (read on every request, so the test can rotate keys); 404 elsewhere. */
+function jwksAt(jwks: () => unknown): Handler {
+  return (_req, res, path) => {
+    if (path === '/jwks') json(res, jwks())
+    else json(res, { error: 'not_found' }, 404)
+  }
+}
+
+class TestClock {
+  private t = T0
+  constructor() {
+    vi.setSystemTime(this.t)
+  }
+  readonly now = (): number => this.t
+  advance(ms: number): void {
+    this.t += ms
+    vi.setSystemTime(this.t)
+  }
+}
+
+function trusted(issuer: string, jwksUri: string | undefined): TrustedIssuer {
+  return { issuer, jwksUri, algorithms: ['ES256'], audience: 'https://mandate.test', typ: ['at+jwt'] }
+}
+
+const header = (kid: string) => ({ alg: 'ES256', kid, typ: 'at+jwt' })
+
+let keyA: JWK
+let keyB: JWK
+let keyC: JWK
+
+async function publicJwk(kid: string): Promise<JWK> {
+  const { publicKey } = await generateKeyPair('ES256', { extractable: true })
+  return { ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' }
+}
+
+beforeAll(async () => {
+  keyA = await publicJwk('key-a')
+  keyB = await publicJwk('key-b')
+  keyC = await publicJwk('key-c')
+})
+
+beforeEach(() => {
+  vi.useFakeTimers({ toFake: ['Date'] })
+})
+
+afterEach(async () => {
+  vi.useRealTimers()
+  await Promise.all(servers.splice(0).map((s) => s.close()))
+})
+
+describe('fetchLimited', () => {
+  const limits = { timeoutMs: 200, maxBytes: 1024 }
+
+  it('returns a 200 body in memory', async () => {
+    const server = await startServer((_req, res) => json(res, { keys: [] }))
+    const response = await fetchLimited(`${server.url}/doc`, {}, limits)
+    expect(response.status).toBe(200)
+    expect(await response.json()).toEqual({ keys: [] })
+  })
+
+  it('accepts a body of exactly maxBytes and refuses one byte more, declared or streamed', async () => {
+    let size = limits.maxBytes
+    let chunked = false
+    const server = await startServer((_req, res) => {
+      const body = 'x'.repeat(size)
+      if (chunked) {
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.write(body.slice(0, 100))
+        res.end(body.slice(100))
+      } else {
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': size })
+        res.end(body)
+      }
+    })
+    expect((await (await fetchLimited(`${server.url}/doc`, {}, limits)).text()).length).toBe(limits.maxBytes)
+    chunked = true
+    expect((await (await fetchLimited(`${server.url}/doc`, {}, limits)).text()).length).toBe(limits.maxBytes)
+
+    size = limits.maxBytes + 1
+    await expect(fetchLimited(`${server.url}/doc`, {}, limits)).rejects.toBeInstanceOf(UpstreamUnavailable)
+    chunked = false
+    await expect(fetchLimited(`${server.url}/doc`, {}, limits)).rejects.toBeInstanceOf(UpstreamUnavailable)
+  })
+
+  it('refuses an oversize body delimited by the connection closing (no length, not chunked)', async () => {
+    const server = await startServer((req) => {
+      req.socket.end(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n${'x'.repeat(4096)}`)
+    })
+    await expect(fetchLimited(`${server.url}/doc`, {}, limits)).rejects.toBeInstanceOf(UpstreamUnavailable)
+  })
+
+  it('does not follow a redirect', async () => {
+    const server = await startServer((_req, res, path) => {
+      if (path === '/moved') {
+        res.writeHead(302, { location: '/target' })
+        res.end()
+      } else json(res, { keys: [] })
+    })
+    await expect(fetchLimited(`${server.url}/moved`, {}, limits)).rejects.toBeInstanceOf(UpstreamUnavailable)
+    expect(server.hits).toEqual(['/moved'])
+  })
+
+  it('refuses any status but 200', async () => {
+    const server = await startServer((_req, res) => json(res, { keys: [] }, 201))
+    await expect(fetchLimited(`${server.url}/doc`, {}, limits)).rejects.toBeInstanceOf(UpstreamUnavailable)
+  })
+
+  it('times out on a server that never answers', async () => {
+    const server = await startServer(() => {
+      // never answers
+    })
+    const started = performance.now()
+    await expect(fetchLimited(`${server.url}/doc`, {}, limits)).rejects.toBeInstanceOf(UpstreamUnavailable)
+    const elapsed = performance.now() - started
+    expect(elapsed).toBeGreaterThanOrEqual(150)
+    expect(elapsed).toBeLessThan(2_000)
+    expect(server.hits).toEqual(['/doc'])
+  })
+
+  it('times out on a server that sends headers and then stalls the body', async () => {
+    const server = await startServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.write('{"keys":[')
+    })
+    const started = performance.now()
+    await expect(fetchLimited(`${server.url}/doc`, {}, limits)).rejects.toBeInstanceOf(UpstreamUnavailable)
+    expect(performance.now() - started).toBeLessThan(2_000)
+  })
+
+  it('fails with UpstreamUnavailable when nothing listens', async () => {
+    const server = await startServer(() => undefined)
+    await server.close()
+    await expect(fetchLimited(`${server.url}/doc`, {}, limits)).rejects.toBeInstanceOf(UpstreamUnavailable)
+  })
+})
+
+describe('createRemoteKeyResolver', () => {
+  it('finds a key by kid and serves later lookups from cache', async () => {
+    const clock = new TestClock()
+    const server = await startServer(jwksAt(() => ({ keys: [keyA] })))
+    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+
+    const key = await resolve(header('key-a'))
+    expect(key.type).toBe('public')
+    expect(key.export({ format: 'jwk' })).toMatchObject({ kty: 'EC', crv: 'P-256', x: keyA.x, y: keyA.y })
+    clock.advance(5 * SECOND)
+    await resolve(header('key-a'))
+    expect(server.count('/jwks')).toBe(1)
+  })
+
+  it('refetches once for an unknown kid after the cooldown, and not again within it', async () => {
+    const clock = new TestClock()
+    let keys = [keyA]
+    const server = await startServer(jwksAt(() => ({ keys })))
+    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+
+    await resolve(header('key-a'))
+    expect(server.count('/jwks')).toBe(1)
+
+    // Within the cooldown of the first fetch: an unknown kid costs no request.
+    keys = [keyA, keyB]
+    clock.advance(SECOND)
+    await expect(resolve(header('key-b'))).rejects.toMatchObject({ name: 'JwtError', code: 'unknown_kid' })
+    expect(server.count('/jwks')).toBe(1)
+
+    // Past it: one refetch finds the rotated-in key.
+    clock.advance(POLICY.cooldownMs)
+    const key = await resolve(header('key-b'))
+    expect(key.export({ format: 'jwk' })).toMatchObject({ x: keyB.x, y: keyB.y })
+    expect(server.count('/jwks')).toBe(2)
+
+    // A second unknown kid within the cooldown of that refetch does not hit the server.
+    clock.advance(SECOND)
+    await expect(resolve(header('key-c'))).rejects.toBeInstanceOf(JwtError)
+    await expect(resolve(header('no-such-kid'))).rejects.toMatchObject({ code: 'unknown_kid' })
+    expect(server.count('/jwks')).toBe(2)
+
+    // After the next cooldown, one more.
+    keys = [keyA, keyB, keyC]
+    clock.advance(POLICY.cooldownMs)
+    await resolve(header('key-c'))
+    expect(server.count('/jwks')).toBe(3)
+  })
+
+  it('lets the injected clock alone decide when an unknown kid may refetch', async () => {
+    // No Date faking here: only the clock the resolver was given moves.
+    vi.useRealTimers()
+    let t = T0
+    let keys = [keyA]
+    const server = await startServer(jwksAt(() => ({ keys })))
+    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, () => t)
+
+    await resolve(header('key-a'))
+    keys = [keyA, keyB]
+    t += POLICY.cooldownMs + SECOND
+    await expect(resolve(header('key-b'))).resolves.toBeDefined()
+    expect(server.count('/jwks')).toBe(2)
+  })
+
+  it('refuses a JWKS over max_bytes (256 KiB)', async () => {
+    const clock = new TestClock()
+    const padding = 'x'.repeat(POLICY.maxBytes)
+    const server = await startServer(jwksAt(() => ({ keys: [keyA], padding })))
+    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+    await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
+  })
+
+  it('refuses a streamed JWKS over max_bytes that declares no length', async () => {
+    const clock = new TestClock()
+    const server = await startServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.write(`{"keys":[${JSON.stringify(keyA)}],"padding":"`)
+      for (let i = 0; i < 5; i++) res.write('x'.repeat(64 * 1024))
+      res.end('"}')
+    })
+    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+    await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
+  })
+
+  it('accepts max_keys keys and refuses one more', async () => {
+    const clock = new TestClock()
+    let count = POLICY.maxKeys
+    const server = await startServer(jwksAt(() => ({ keys: Array.from({ length: count }, (_, i) => ({ ...keyA, kid: `k${i}` })) })))
+
+    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+    await expect(resolve(header(`k${POLICY.maxKeys - 1}`))).resolves.toBeDefined()
+
+    count = POLICY.maxKeys + 1
+    const resolveMore = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+    await expect(resolveMore(header('k0'))).rejects.toBeInstanceOf(UpstreamUnavailable)
+  })
+
+  it('refuses a body that is not a key set', async () => {
+    const clock = new TestClock()
+    const server = await startServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end('<html>not json</html>')
+    })
+    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+    await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
+  })
+
+  it('times out on a JWKS server that never answers', async () => {
+    const clock = new TestClock()
+    const server = await startServer(() => {
+      // never answers
+    })
+    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), { ...POLICY, timeoutMs: 200 }, clock.now)
+    const started = performance.now()
+    await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
+    expect(performance.now() - started).toBeLessThan(2_000)
+  })
+
+  it('does not follow a redirect from the JWKS location', async () => {
+    const clock = new TestClock()
+    const server = await startServer((_req, res, path) => {
+      if (path === '/jwks') {
+        res.writeHead(302, { location: `/elsewhere` })
+        res.end()
+      } else json(res, { keys: [keyA] })
+    })
+    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+    await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
+    expect(server.hits).toEqual(['/jwks'])
+  })
+
+  it('after a failed first fetch, makes no new attempt within the cooldown, and one after it', async () => {
+    const clock = new TestClock()
+    let up = false
+    const server = await startServer((_req, res) => (up ? json(res, { keys: [keyA] }) : json(res, { error: 'down' }, 500)))
+    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+
+    await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
+    expect(server.count('/jwks')).toBe(1)
+    up = true
+    clock.advance(POLICY.cooldownMs - SECOND)
+    await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
+    expect(server.count('/jwks')).toBe(1)
+
+    clock.advance(SECOND)
+    await expect(resolve(header('key-a'))).resolves.toBeDefined()
+    expect(server.count('/jwks')).toBe(2)
+  })
+
+  describe('while the issuer is down', () => {
+    it('serves the last good set (server answers 500) and refuses it once it is older than staleMaxAgeMs', async () => {
+      const clock = new TestClock()
+      let down = false
+      const server = await startServer((req, res, path) => (down ? json(res, { error: 'down' }, 500) : jwksAt(() => ({ keys: [keyA] }))(req, res, path)))
+      const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now) // fetched at T0
+
+      await resolve(header('key-a'))
+      down = true
+
+      // Past the cache age: the refresh fails, the last good set answers.
+      clock.advance(POLICY.cacheMaxAgeMs + SECOND)
+      await expect(resolve(header('key-a'))).resolves.toBeDefined()
+      expect(server.count('/jwks')).toBe(2)
+
+      // Still within the stale window (counted from the last good fetch).
+      clock.advance(POLICY.staleMaxAgeMs - POLICY.cacheMaxAgeMs - 2 * SECOND) // T0 + stale - 1 s
+      await expect(resolve(header('key-a'))).resolves.toBeDefined()
+
+      // The last good set is now over an hour old: refused.
+      clock.advance(2 * SECOND) // T0 + stale + 1 s
+      await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
+    })
+
+    it('refuses the last good set after staleMaxAgeMs when the server is closed', async () => {
+      const clock = new TestClock()
+      const server = await startServer(jwksAt(() => ({ keys: [keyA] })))
+      const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+
+      await resolve(header('key-a'))
+      await server.close()
+
+      clock.advance(POLICY.cacheMaxAgeMs + SECOND)
+      await expect(resolve(header('key-a'))).resolves.toBeDefined()
+
+      clock.advance(POLICY.staleMaxAgeMs - POLICY.cacheMaxAgeMs) // T0 + stale + 1 s
+      await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
+      // And keeps refusing; an unknown kid too.
+      clock.advance(POLICY.cooldownMs)
+      await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
+    })
+
+    it('uses the new set once the issuer is back', async () => {
+      const clock = new TestClock()
+      let state: 'a' | 'down' | 'b' = 'a'
+      const server = await startServer((req, res, path) =>
+        state === 'down' ? json(res, {}, 503) : jwksAt(() => ({ keys: [state === 'a' ? keyA : keyB] }))(req, res, path),
+      )
+      const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+      await resolve(header('key-a'))
+      state = 'down'
+      clock.advance(POLICY.cacheMaxAgeMs + SECOND)
+      await expect(resolve(header('key-a'))).resolves.toBeDefined()
+      state = 'b'
+      clock.advance(POLICY.cacheMaxAgeMs + SECOND)
+      await expect(resolve(header('key-b'))).resolves.toBeDefined()
+      await expect(resolve(header('key-a'))).rejects.toMatchObject({ code: 'unknown_kid' })
+    })
+  })
+
+  describe('discovery (no jwks_uri configured)', () => {
+    function metadata(server: TestServer, paths: Record<string, 'good' | 'wrong-issuer'>): Handler {
+      return (_req, res, path) => {
+        const kind = paths[path]
+        if (kind !== undefined) {
+          json(res, { issuer: kind === 'good' ? server.url : `${server.url}/someone-else`, jwks_uri: `${server.url}/jwks` })
+        } else if (path === '/jwks') json(res, { keys: [keyA] })
+        else json(res, { error: 'not_found' }, 404)
+      }
+    }
+
+    it('finds jwks_uri through /.well-known/oauth-authorization-server, once', async () => {
+      const clock = new TestClock()
+      const server = await startServer(() => undefined)
+      server.handle(metadata(server, { '/.well-known/oauth-authorization-server': 'good' }))
+      const resolve = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
+
+      await expect(resolve(header('key-a'))).resolves.toBeDefined()
+      clock.advance(POLICY.cacheMaxAgeMs + SECOND)
+      await resolve(header('key-a'))
+      expect(server.hits).toEqual(['/.well-known/oauth-authorization-server', '/jwks', '/jwks'])
+    })
+
+    it('falls back to /.well-known/openid-configuration when the issuer has no RFC 8414 metadata', async () => {
+      const clock = new TestClock()
+      const server = await startServer(() => undefined)
+      server.handle(metadata(server, { '/.well-known/openid-configuration': 'good' }))
+      const resolve = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
+
+      await expect(resolve(header('key-a'))).resolves.toBeDefined()
+      expect(server.hits).toEqual(['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration', '/jwks'])
+    })
+
+    it('discovers for an issuer with a path (RFC 8414 §3.1 insertion, OIDC appending)', async () => {
+      const clock = new TestClock()
+      const server = await startServer(() => undefined)
+      const issuer = `${server.url}/tenant-1`
+      server.handle((_req, res, path) => {
+        if (path === '/tenant-1/.well-known/openid-configuration') json(res, { issuer, jwks_uri: `${server.url}/jwks` })
+        else if (path === '/jwks') json(res, { keys: [keyA] })
+        else json(res, {}, 404)
+      })
+      const resolve = createRemoteKeyResolver(trusted(issuer, undefined), POLICY, clock.now)
+      await expect(resolve(header('key-a'))).resolves.toBeDefined()
+      expect(server.hits).toEqual(['/.well-known/oauth-authorization-server/tenant-1', '/tenant-1/.well-known/openid-configuration', '/jwks'])
+    })
+
+    it('refuses metadata whose issuer differs from the configured one', async () => {
+      const clock = new TestClock()
+      const server = await startServer(() => undefined)
+      server.handle(
+        metadata(server, { '/.well-known/oauth-authorization-server': 'wrong-issuer', '/.well-known/openid-configuration': 'wrong-issuer' }),
+      )
+      const resolve = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
+      await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
+      expect(server.count('/jwks')).toBe(0)
+    })
+
+    it('refuses a jwks_uri that is neither https nor loopback http', async () => {
+      const clock = new TestClock()
+      const server = await startServer((_req, res, path) => {
+        if (path === '/.well-known/oauth-authorization-server') json(res, { issuer: server.url, jwks_uri: 'http://keys.example/jwks' })
+        else json(res, {}, 404)
+      })
+      const resolve = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
+      await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
+    })
+
+    it('does not follow a redirect from the metadata location', async () => {
+      const clock = new TestClock()
+      const server = await startServer(() => undefined)
+      server.handle((_req, res, path) => {
+        if (path.startsWith('/.well-known/')) {
+          res.writeHead(302, { location: '/moved-metadata' })
+          res.end()
+        } else if (path === '/moved-metadata') json(res, { issuer: server.url, jwks_uri: `${server.url}/jwks` })
+        else json(res, { keys: [keyA] })
+      })
+      const resolve = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
+      await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
+      expect(server.count('/moved-metadata')).toBe(0)
+      expect(server.count('/jwks')).toBe(0)
+    })
+
+    it('retries discovery after a failure, but not within the cooldown', async () => {
+      const clock = new TestClock()
+      let up = false
+      const server = await startServer(() => undefined)
+      const good = metadata(server, { '/.well-known/oauth-authorization-server': 'good' })
+      server.handle((req, res, path) => (up ? good(req, res, path) : json(res, {}, 500)))
+      const resolve = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
+
+      await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
+      const afterFirst = server.hits.length
+      expect(afterFirst).toBeGreaterThan(0)
+      clock.advance(SECOND)
+      await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
+      expect(server.hits.length).toBe(afterFirst)
+
+      up = true
+      clock.advance(POLICY.cooldownMs)
+      await expect(resolve(header('key-a'))).resolves.toBeDefined()
+    })
+  })
+})
