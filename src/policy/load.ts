@@ -1,7 +1,7 @@
 import { createHash, createPublicKey } from 'node:crypto'
-import { readdir, readFile } from 'node:fs/promises'
+import { readdir, readFile, stat } from 'node:fs/promises'
 import { basename, join } from 'node:path'
-import { isMap, LineCounter, parseDocument, type Document } from 'yaml'
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml'
 import type { AgentId } from '../core/claims.js'
 import type { AgentPolicy, AgentPublicKey, AudienceGrant, PolicyStore } from './port.js'
 import { Policy } from './schema.js'
@@ -26,22 +26,39 @@ export type LoadResult =
 
 const POLICY_FILE = /\.ya?ml$/
 
-/** Locates `path` in the document: the node itself, or the nearest ancestor that exists. */
+/**
+ * Locates `path` in the document: a scalar value itself, a block value at
+ * the key that names it, a list item, else the nearest ancestor that exists
+ * (a missing key is reported at its parent).
+ */
 function locate(doc: Document, lines: LineCounter, path: readonly PropertyKey[]): { line: number; column: number } {
-  for (let n = path.length; n >= 0; n--) {
-    const node = n === 0 ? doc.contents : doc.getIn(path.slice(0, n) as unknown[], true)
-    const range = (node as { range?: [number, number, number] } | null | undefined)?.range
-    if (range !== undefined) {
-      // For a missing key, point at its parent mapping's first line, not its end.
-      const { line, col } = lines.linePos(range[0])
-      return { line, column: col }
+  const at = (offset: number) => {
+    const { line, col } = lines.linePos(offset)
+    return { line, column: col }
+  }
+  for (let n = path.length; n > 0; n--) {
+    const parent = n === 1 ? doc.contents : doc.getIn(path.slice(0, n - 1) as unknown[], true)
+    const last = path[n - 1]
+    if (isMap(parent)) {
+      const pair = parent.items.find((item) => isScalar(item.key) && item.key.value === last)
+      // A scalar value is pointed at itself; a block value at the key that names it.
+      const node = isScalar(pair?.value) ? pair.value : pair?.key
+      const range = (node as { range?: [number, number, number] } | undefined)?.range
+      if (range !== undefined) return at(range[0])
+    } else if (isSeq(parent) && typeof last === 'number') {
+      const range = (parent.items[last] as { range?: [number, number, number] } | undefined)?.range
+      if (range !== undefined) return at(range[0])
     }
   }
-  return { line: 1, column: 1 }
+  const range = (doc.contents as { range?: [number, number, number] } | null)?.range
+  return range === undefined ? { line: 1, column: 1 } : at(range[0])
 }
 
+/** Places an issue about `path` of one file at the line the YAML gives it. */
+type Locator = (path: readonly PropertyKey[], message: string) => PolicyIssue
+
 /** Parses and validates one policy file's text. Never throws on bad input. */
-export function parsePolicy(file: string, text: string): { policy: AgentPolicy } | { issues: PolicyIssue[] } {
+export function parsePolicy(file: string, text: string): { policy: AgentPolicy; locate: Locator } | { issues: PolicyIssue[] } {
   const lines = new LineCounter()
   const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false, version: '1.2' })
   if (doc.errors.length > 0) {
@@ -66,7 +83,14 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy }
     field: path.map(String).join('.'),
     message,
   })
-  if (!parsed.success) return { issues: parsed.error.issues.map((i) => issue(i.path, i.message)) }
+  if (!parsed.success) {
+    return {
+      issues: parsed.error.issues.flatMap((i) =>
+        // zod reports unknown keys on their parent; point at each key instead.
+        i.code === 'unrecognized_keys' ? i.keys.map((k) => issue([...i.path, k], 'unknown field')) : [issue(i.path, i.message)],
+      ),
+    }
+  }
 
   const p = parsed.data
   const issues: PolicyIssue[] = []
@@ -102,6 +126,7 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy }
     p.grants.map((g) => [g.audience, { audience: g.audience, scopes: new Set(g.scopes), defaultScopes: g.default_scopes }]),
   )
   return {
+    locate: issue,
     policy: {
       agent: p.agent as AgentId,
       owner: p.owner,
@@ -124,51 +149,50 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy }
  * fails the whole set, so the broker never runs on a half-loaded one.
  */
 export async function loadPolicies(dir: string): Promise<LoadResult> {
+  const whole = (file: string, message: string): PolicyIssue => ({ file, line: 0, column: 0, field: '', message })
   let names: string[]
   try {
-    names = (await readdir(dir, { withFileTypes: true }))
-      .filter((d) => d.isFile() && POLICY_FILE.test(d.name))
-      .map((d) => d.name)
-      .sort()
+    names = (await readdir(dir)).filter((n) => POLICY_FILE.test(n) && !n.startsWith('.')).sort()
   } catch (err) {
-    return {
-      ok: false,
-      issues: [{ file: dir, line: 0, column: 0, field: '', message: `cannot read directory (${(err as NodeJS.ErrnoException).code})` }],
-    }
+    return { ok: false, issues: [whole(dir, `cannot read directory (${(err as NodeJS.ErrnoException).code})`)] }
   }
-  const policies: AgentPolicy[] = []
+  const loaded: { policy: AgentPolicy; locate: Locator }[] = []
   const issues: PolicyIssue[] = []
   for (const name of names) {
     const file = join(dir, name)
-    const result = parsePolicy(file, await readFile(file, 'utf8'))
+    let text: string
+    try {
+      // stat follows symlinks: Kubernetes mounts ConfigMap files as links into ..data/.
+      if (!(await stat(file)).isFile()) continue
+      text = await readFile(file, 'utf8')
+    } catch (err) {
+      issues.push(whole(file, `cannot read file (${(err as NodeJS.ErrnoException).code ?? 'error'})`))
+      continue
+    }
+    const result = parsePolicy(file, text)
     if ('issues' in result) issues.push(...result.issues)
-    else policies.push(result.policy)
+    else loaded.push(result)
   }
+
   const byAgent = new Map<string, AgentPolicy>()
-  for (const p of policies) {
-    const other = byAgent.get(p.agent)
-    if (other !== undefined) {
-      issues.push({ file: p.source, line: 1, column: 1, field: 'agent', message: `duplicate of ${other.source}` })
-    }
-    byAgent.set(p.agent, p)
-  }
   const workloads = new Map<string, AgentPolicy>()
-  for (const p of policies) {
-    for (const sub of p.delegation.subAgents) {
-      if (!byAgent.has(sub)) {
-        issues.push({ file: p.source, line: 1, column: 1, field: 'delegation.sub_agents', message: `unknown agent ${sub}` })
-      }
-    }
+  for (const { policy: p, locate } of loaded) {
+    const other = byAgent.get(p.agent)
+    if (other !== undefined) issues.push(locate(['agent'], `duplicate of ${other.source}`))
+    byAgent.set(p.agent, p)
     if (p.authentication.method === 'workload_identity') {
       const key = `${p.authentication.issuer} ${p.authentication.subject}`
-      const other = workloads.get(key)
-      if (other !== undefined) {
-        issues.push({ file: p.source, line: 1, column: 1, field: 'authentication', message: `same workload as ${other.source}` })
-      }
+      const same = workloads.get(key)
+      if (same !== undefined) issues.push(locate(['authentication'], `same workload as ${same.source}`))
       workloads.set(key, p)
     }
   }
-  return issues.length > 0 ? { ok: false, issues } : { ok: true, policies }
+  for (const { policy: p, locate } of loaded) {
+    for (const sub of p.delegation.subAgents) {
+      if (!byAgent.has(sub)) issues.push(locate(['delegation', 'sub_agents'], `unknown agent ${sub}`))
+    }
+  }
+  return issues.length > 0 ? { ok: false, issues } : { ok: true, policies: loaded.map((l) => l.policy) }
 }
 
 /** An immutable, indexed policy set. */

@@ -44,7 +44,10 @@ export function watchPolicies(
     watcher = watch(dir, { persistent: false }, () => {
       clearTimeout(timer)
       timer = setTimeout(() => {
-        running = running.then(reload, reload)
+        // One reload at a time; loadPolicies reports problems as issues, but never let one escape unhandled.
+        running = running.then(reload).catch((err: unknown) => events.onRejected?.([
+          { file: dir, line: 0, column: 0, field: '', message: `reload failed: ${(err as Error).message}` },
+        ]))
       }, debounceMs)
     })
     watcher.on('error', () => undefined)
