@@ -64,9 +64,13 @@ export async function loadConfig(
   const log = { ...obj(raw['log']) }
   const issues: string[] = []
   if (env['HOST']) listen['host'] = env['HOST']
+  let portValid = true
   if (env['PORT']) {
     const port = Number(env['PORT'])
-    if (!Number.isInteger(port)) issues.push(`listen.port: PORT must be an integer (got ${JSON.stringify(env['PORT'])})`)
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      issues.push(`listen.port: PORT must be a port number (got ${JSON.stringify(env['PORT'])})`)
+      portValid = false
+    }
     listen['port'] = port
   }
   if (env['MANDATE_SIGNING_KEYS_FILE']) signing['keys_file'] = env['MANDATE_SIGNING_KEYS_FILE']
@@ -79,7 +83,7 @@ export async function loadConfig(
   if (options.dev) {
     listen['host'] ??= '127.0.0.1'
     listen['port'] ??= 8080
-    merged['issuer'] ??= `http://localhost:${String(listen['port'])}`
+    if (portValid) merged['issuer'] ??= `http://localhost:${String(listen['port'])}`
     merged['policies_dir'] ??= './policies/dev'
     signing['generate_if_missing'] ??= true
   } else if (merged['issuer'] === undefined) {
@@ -88,7 +92,14 @@ export async function loadConfig(
 
   const parsed = Config.safeParse(merged)
   if (!parsed.success) {
-    for (const i of parsed.error.issues) issues.push(`${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.message}`)
+    for (const i of parsed.error.issues) {
+      const path = i.path.join('.')
+      // Already said above, in words that say how to fix it.
+      if (issues.some((said) => said.startsWith(`${path}: `)) && merged[path] === undefined) continue
+      // A bad PORT is reported once; in dev mode the issuer derived from it is its consequence.
+      if (!portValid && (path === 'listen.port' || (options.dev && path === 'issuer' && merged['issuer'] === undefined))) continue
+      issues.push(`${path === '' ? '(root)' : path}: ${i.message}`)
+    }
   }
   if (issues.length > 0 || !parsed.success) return { ok: false, issues: [...new Set(issues)] }
   return { ok: true, config: parsed.data }

@@ -5,6 +5,8 @@ const isLoopback = (u: URL) => ['localhost', '127.0.0.1', '[::1]'].includes(u.ho
 
 /** https, or http on a loopback host (tests, a local IdP). */
 const IssuerUrl = z.url().superRefine((s, ctx) => {
+  // zod still runs refinements after z.url() failed; that failure is already reported.
+  if (!URL.canParse(s)) return
   const u = new URL(s)
   if (u.search !== '' || u.hash !== '') ctx.addIssue({ code: 'custom', message: 'must have no query or fragment' })
   if (u.protocol !== 'https:' && !(u.protocol === 'http:' && isLoopback(u))) {
@@ -28,6 +30,15 @@ export const TrustedIssuerConfig = z.strictObject({
     .describe('required JWT `typ` header; default `at+jwt` for subjects and null for workloads; null accepts no typ or `JWT`'),
 })
 export type TrustedIssuerConfig = z.infer<typeof TrustedIssuerConfig>
+
+/** The part of the config the one-role-per-issuer check reads. */
+const RolesInput = z.object({
+  issuer: z.string(),
+  trust: z.object({
+    subjects: z.array(z.object({ issuer: z.string() })).default([]),
+    workloads: z.array(z.object({ issuer: z.string() })).default([]),
+  }).prefault({}),
+})
 
 export const Config = z
   .strictObject({
@@ -95,7 +106,14 @@ export const Config = z
       .prefault({})
       .describe('JSON logs on stdout'),
   })
-  .superRefine((c, ctx) => {
+  .superRefine(checkRoles, {
+    // Run even when other fields failed, so that every issue is reported at once.
+    when: (payload) => RolesInput.safeParse(payload.value).success,
+  })
+export type Config = z.infer<typeof Config>
+
+function checkRoles(c: z.infer<typeof RolesInput>, ctx: z.RefinementCtx): void {
+  {
     const roles = new Map<string, string>()
     for (const role of ['subjects', 'workloads'] as const) {
       c.trust[role].forEach((t, i) => {
@@ -110,5 +128,5 @@ export const Config = z
         roles.set(t.issuer, role)
       })
     }
-  })
-export type Config = z.infer<typeof Config>
+  }
+}
