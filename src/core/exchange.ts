@@ -1,5 +1,5 @@
 import type { AgentId, Jti, MandateClaims, Subject } from './claims.js'
-import { actClaim, TOKEN_TYPE } from './claims.js'
+import { actClaim, actorsOf, TOKEN_TYPE } from './claims.js'
 import { OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
 import { evaluatePolicy } from './policy-eval.js'
 import type { AuditLog } from '../audit/port.js'
@@ -104,7 +104,7 @@ export async function exchangeToken(
     const subject = await step('mandate.subject.verify', () => deps.subjects.verify(req.subjectToken))
     const subjectId = subject.kind === 'user' ? subject.sub : subject.claims.sub
     sub = subjectId
-    const parentPolicy = subject.kind === 'mandate' ? deps.policies.get(subject.claims.client_id) : undefined
+    const chainPolicies = subject.kind === 'mandate' ? actorsOf(subject.claims.act).map((a) => deps.policies.get(a)) : []
 
     // 4. Evaluate the policy.
     const now = deps.now()
@@ -113,7 +113,7 @@ export async function exchangeToken(
         issuer: deps.issuer,
         policy,
         subject,
-        parentPolicy,
+        chainPolicies,
         audiences: req.audiences,
         scopes: req.scopes,
         requestedTtl: req.requestedTtl,
@@ -128,7 +128,7 @@ export async function exchangeToken(
         sub: subjectId,
         actors: grant.actors.slice(1),
         ancestors: grant.ancestors,
-        parentIssuedAt: subject.kind === 'mandate' ? subject.claims.iat : undefined,
+        subjectIssuedAt: subject.kind === 'mandate' ? subject.claims.iat : subject.iat,
       }),
     )
     switch (verdict.state) {

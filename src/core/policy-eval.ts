@@ -9,8 +9,11 @@ export interface PolicyInput {
   readonly issuer: string
   readonly policy: AgentPolicy
   readonly subject: VerifiedSubject
-  /** Policy of the agent that holds the subject token, for a re-delegation. */
-  readonly parentPolicy: AgentPolicy | undefined
+  /**
+   * For a re-delegation, the policies of every agent already in the chain,
+   * newest first: `[0]` is the parent's. A missing one refuses the chain.
+   */
+  readonly chainPolicies: readonly (AgentPolicy | undefined)[]
   /** `resource` and `audience` values together, as sent. */
   readonly audiences: readonly string[]
   /** Requested scopes; undefined when the request left `scope` out. */
@@ -70,8 +73,9 @@ export function evaluatePolicy(input: PolicyInput): Grant {
   }
 
   const ttl = Math.min(input.requestedTtl ?? policy.ttl.default, policy.ttl.max)
-  // A minted token never outlives its subject token (first hop included).
-  const expiresAt = Math.min(now + ttl, subjectExpiry(subject))
+  // A minted token never outlives its subject token (first hop included), nor the policy that allowed it.
+  // Whole seconds: JWT times may be fractional, RFC 6749 expires_in may not.
+  const expiresAt = Math.floor(Math.min(now + ttl, subjectExpiry(subject), policy.expires))
   if (expiresAt <= now) {
     throw new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail: 'subject token has no lifetime left' })
   }
@@ -103,23 +107,24 @@ function checkDelegation(input: PolicyInput): { actors: AgentId[]; ancestors: Jt
   }
 
   const parent = subject.claims
-  const parentPolicy = input.parentPolicy
-  if (parentPolicy === undefined || parentPolicy.agent !== parent.client_id) {
-    throw unacceptable(`no policy for parent agent ${parent.client_id}`)
-  }
-  try {
-    checkPolicyInForce(parentPolicy, input.now, 'parent')
-  } catch (err) {
-    throw unacceptable((err as OAuthError).detail ?? 'parent policy not in force')
-  }
-  if (!parentPolicy.delegation.subAgents.has(policy.agent)) {
-    throw unacceptable(`${parent.client_id} may not delegate to ${policy.agent}`)
-  }
   const previous = actorsOf(parent.act)
+  if (previous[0] !== parent.client_id) throw unacceptable('parent act does not name its client')
   if (previous.includes(policy.agent)) throw unacceptable(`cyclic delegation: ${policy.agent} already in chain`)
   const depth = previous.length + 1
-  if (depth > policy.delegation.maxDepth || depth > parentPolicy.delegation.maxDepth) {
-    throw unacceptable(`delegation depth ${depth} exceeds the limit`)
+  if (depth > policy.delegation.maxDepth) throw unacceptable(`delegation depth ${depth} exceeds ${policy.agent}'s limit`)
+  // Every agent already in the chain must still be in force, and its depth limit holds for the whole chain.
+  previous.forEach((agent, i) => {
+    const p = input.chainPolicies[i]
+    if (p === undefined || p.agent !== agent) throw unacceptable(`no policy for chain agent ${agent}`)
+    try {
+      checkPolicyInForce(p, input.now, 'chain agent')
+    } catch (err) {
+      throw unacceptable((err as OAuthError).detail ?? 'chain policy not in force')
+    }
+    if (depth > p.delegation.maxDepth) throw unacceptable(`delegation depth ${depth} exceeds ${agent}'s limit`)
+  })
+  if (!input.chainPolicies[0]!.delegation.subAgents.has(policy.agent)) {
+    throw unacceptable(`${parent.client_id} may not delegate to ${policy.agent}`)
   }
   return { actors: [policy.agent, ...previous], ancestors: [...(parent.chain ?? []), parent.jti] }
 }

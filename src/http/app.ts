@@ -79,7 +79,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   const limit = bodyLimit({
     maxSize: deps.maxBodyBytes,
-    onError: (c) => c.json({ error: 'invalid_request', error_description: 'request body too large' }, 413, { 'Cache-Control': 'no-store' }),
+    onError: (c) => {
+      c.set('error', 'invalid_request')
+      return c.json({ error: 'invalid_request', error_description: 'request body too large' }, 413, { 'Cache-Control': 'no-store' })
+    },
   })
 
   app.post('/oauth2/token', limit, tokenRoute(deps.exchange))

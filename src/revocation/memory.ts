@@ -24,18 +24,18 @@ export function createMemoryRevocationStore(): MemoryRevocationStore {
   const users = new Map<Subject, Kill>()
   const tokens = new Set<Jti>()
 
-  // A parent token is dead if any agent in its chain, or its user, was killed after it was issued.
-  const killedSince = (kill: Kill | undefined, issuedAt: number | undefined): boolean =>
-    kill !== undefined && (kill.inForce || (issuedAt !== undefined && issuedAt <= kill.at))
+  // A subject token is dead if its user, or any agent in its chain, was killed after it was issued.
+  const killedSince = (kill: Kill | undefined, issuedAt: number): boolean =>
+    kill !== undefined && (kill.inForce || issuedAt <= kill.at)
 
   return {
     check(q: RevocationQuery): RevocationVerdict {
       if (agents.get(q.agent)?.inForce) return { state: 'revoked', what: 'agent', detail: `agent ${q.agent} killed` }
-      if (killedSince(users.get(q.sub), q.parentIssuedAt)) {
+      if (killedSince(users.get(q.sub), q.subjectIssuedAt)) {
         return { state: 'revoked', what: 'subject', detail: `user ${q.sub} killed` }
       }
       for (const actor of q.actors) {
-        if (killedSince(agents.get(actor), q.parentIssuedAt)) {
+        if (killedSince(agents.get(actor), q.subjectIssuedAt)) {
           return { state: 'revoked', what: 'subject', detail: `ancestor agent ${actor} killed` }
         }
       }

@@ -8,8 +8,12 @@ export interface RevocationQuery {
   readonly actors: readonly AgentId[]
   /** `jti`s of every ancestor token, root first; empty on a first hop. */
   readonly ancestors: readonly Jti[]
-  /** Issue time (epoch seconds) of the parent token, when there is one: kills are keyed on issue time. */
-  readonly parentIssuedAt: number | undefined
+  /**
+   * Issue time (epoch seconds) of the subject token (the user's token, or the
+   * parent Mandate token): kills are keyed on issue time, so a token issued
+   * before a kill stays dead after the kill is lifted.
+   */
+  readonly subjectIssuedAt: number
 }
 
 export type RevocationVerdict =

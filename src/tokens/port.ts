@@ -34,6 +34,7 @@ export interface UserSubject {
   readonly kind: 'user'
   readonly issuer: string
   readonly sub: Subject
+  readonly iat: number
   readonly exp: number
   /** The token's own authority (`scope` or `scp`), when it carries one. */
   readonly scopes: ReadonlySet<string> | undefined

@@ -108,6 +108,7 @@ function userSubject(issuer: string, payload: Record<string, unknown>): UserSubj
     kind: 'user',
     issuer,
     sub: payload['sub'] as UserSubject['sub'],
+    iat: payload['iat'] as number,
     exp: payload['exp'] as number,
     scopes: scopesOf(payload),
     claims: payload,

@@ -199,6 +199,9 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     localWorkloadIssuers: [
       { trusted: { issuer: WORKLOAD_ISSUER, jwksUri: undefined, algorithms: ['ES256'], audience: BROKER, typ: [undefined, 'jwt'] }, jwks: { keys: [workloads.publicJwk] } },
     ],
+  }).catch(async (err: unknown) => {
+    await rm(dir, { recursive: true, force: true })
+    throw err
   })
 
   let jtiCounter = 0
