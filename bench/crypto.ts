@@ -8,6 +8,7 @@
  *   2. Verifying: the same, plus RS256 (what most IdPs sign user tokens with).
  *   3. The whole exchange in-process (app.request, no sockets), per agent
  *      authentication method, against the crypto floor of the same request.
+ *   4. invalid_client timing: unknown agent vs wrong secret vs wrong method.
  *
  * `--quick` runs shorter rounds.
  */
@@ -137,5 +138,21 @@ await compare(
     { name: 'exchange, private_key_jwt, fresh subject', run: exchangeJwt, batch: 64 },
   ],
   'floor: RS256 verify + ES256 verify + sign',
+)
+
+// Client authentication failures must not tell an unknown agent from a wrong
+// secret by timing: same body, same work. Per-request cost of each, as ratios.
+const refuse = (headers: Record<string, string>) => async () => {
+  const res = await b.token(b.exchangeForm(cachedSubject, { scope: 'read' }), headers)
+  if (res.status !== 401) throw new Error(`expected 401, got ${res.status}`)
+}
+await compare(
+  'invalid_client timing (ratio near 1.00 means indistinguishable)',
+  [
+    { name: 'wrong secret for a known agent', run: refuse(basic('secret-agent', 'not-the-secret')) },
+    { name: 'unknown agent', run: refuse(basic('no-such-agent', 'not-the-secret')) },
+    { name: 'known agent that uses another method', run: refuse(basic('jwt-agent', 'not-the-secret')) },
+  ],
+  'wrong secret for a known agent',
 )
 await b.close()

@@ -113,7 +113,8 @@ describe('no 5xx from /oauth2/token, whatever the input', () => {
   const forms = fc
     .tuple(fc.tuple(...PARAMS.map((name) => slot(name, VALID[name]))), fc.array(anyField, { maxLength: 2 }))
     .map(([slots, other]) => {
-      const out: Record<string, string[]> = {}
+      // Null prototype: generated names such as "__proto__" or "toString" are plain keys here.
+      const out: Record<string, string[]> = Object.create(null) as Record<string, string[]>
       PARAMS.forEach((name, i) => {
         if (slots[i]!.length > 0) out[name] = slots[i]!
       })
