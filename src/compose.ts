@@ -100,6 +100,12 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       policyLog.error({ issues: issues.map(formatIssue), dir: config.policies_dir }, 'policy change rejected; last good set stays in force'),
   })
   policyLog.info({ agents: loaded.policies.length, dir: config.policies_dir }, 'policies loaded')
+  if (!options.dev && options.audit === undefined) {
+    log.warn(
+      { audit: 'memory', revocation: 'memory', replay_cache: 'memory' },
+      'this version keeps the audit log, the revocation list and the assertion replay cache in process memory: run one instance, and do not rely on the audit log surviving a restart',
+    )
+  }
 
   const jwksPolicy: JwksPolicy = {
     timeoutMs: config.jwks.timeout_ms,
@@ -132,12 +138,12 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     policies,
     clients: createClientAuthenticator({
       issuer: config.issuer,
-      policies,
       replay: options.replay ?? createMemoryReplayCache(nowSeconds),
       workloads: createIssuerRegistry(workloadIssuers, resolverFor),
       now: nowSeconds,
       skew,
       assertionMaxLifetime: config.limits.client_assertion_max_lifetime_seconds,
+      workloadTokenMaxLifetime: config.limits.workload_token_max_lifetime_seconds,
     }),
     subjects: createSubjectVerifier({
       selfIssuer: config.issuer,

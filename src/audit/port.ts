@@ -6,6 +6,8 @@ export type AuditEvent =
       readonly at: number
       readonly agent: AgentId
       readonly sub: Subject
+      /** Issuer of the user's upstream token: `sub` is unique only within it. */
+      readonly subIssuer: string
       /** Actors newest first, the requesting agent included. */
       readonly actors: readonly AgentId[]
       readonly jti: Jti

@@ -82,6 +82,10 @@ export async function loadConfig(
 
   if (options.dev) {
     listen['host'] ??= '127.0.0.1'
+    // Dev mode serves unauthenticated user tokens: never on an address another host can reach.
+    if (!['127.0.0.1', 'localhost', '::1'].includes(String(listen['host']))) {
+      issues.push(`listen.host: --dev listens on loopback only (got ${JSON.stringify(listen['host'])})`)
+    }
     listen['port'] ??= 8080
     if (portValid) merged['issuer'] ??= `http://localhost:${String(listen['port'])}`
     merged['policies_dir'] ??= './policies/dev'

@@ -84,7 +84,20 @@ export const Config = z
           .max(600)
           .default(300)
           .describe('longest remaining lifetime a client assertion may have'),
-        subject_cache_entries: z.number().int().min(0).max(1_000_000).default(10_000).describe('verified subject tokens kept until their exp'),
+        workload_token_max_lifetime_seconds: z
+          .number()
+          .int()
+          .min(60)
+          .max(86_400)
+          .default(3600)
+          .describe('longest remaining lifetime a workload identity token may have'),
+        subject_cache_entries: z
+          .number()
+          .int()
+          .min(0)
+          .max(1_000_000)
+          .default(10_000)
+          .describe('verified subject tokens kept until their exp (0: no cache)'),
       })
       .prefault({})
       .describe('request limits'),

@@ -20,13 +20,32 @@ export interface ActClaim {
 }
 
 /**
+ * RFC 9493 §3.2.5 subject identifier: a `sub` is unique only within its
+ * issuer, so a token names the user's issuer too.
+ */
+export interface SubjectIdentifier {
+  readonly format: 'iss_sub'
+  readonly iss: string
+  readonly sub: Subject
+}
+
+/** RFC 8693 §4.4: the only actor the user authorized, carried down the chain. */
+export interface MayActClaim {
+  readonly sub: AgentId
+  readonly iss?: string
+}
+
+/**
  * Claims of a Mandate access token (RFC 9068 profile, header `typ: at+jwt`).
  * `chain` lists the `jti`s of every ancestor token, root first; it is absent
- * on a first-hop token.
+ * on a first-hop token. `sub_id` names the user's upstream issuer; `may_act`
+ * is present when the user's own token restricted who may act for it.
  */
 export interface MandateClaims {
   readonly iss: string
   readonly sub: Subject
+  readonly sub_id: SubjectIdentifier
+  readonly may_act?: MayActClaim
   readonly aud: string
   readonly client_id: AgentId
   readonly act: ActClaim

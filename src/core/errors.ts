@@ -62,3 +62,12 @@ export function statusOf(code: OAuthErrorCode): 400 | 401 | 500 | 503 {
 export const CLIENT_AUTH_FAILED = 'client authentication failed'
 /** RFC 8693 §2.2.2: one fixed description whichever subject/actor check failed. */
 export const SUBJECT_TOKEN_UNACCEPTABLE = 'subject_token is invalid or not acceptable'
+
+/**
+ * A client-supplied value fit for `detail`: short identifiers pass, anything
+ * long or shaped like a JWT (a token sent in the wrong field) is named by its
+ * length only, so that logs never hold a credential.
+ */
+export function loggable(value: string): string {
+  return value.length <= 100 && !value.includes('.') ? JSON.stringify(value) : `<${value.length} chars>`
+}

@@ -1,6 +1,6 @@
 import type { AgentId, Jti, MandateClaims, Subject } from './claims.js'
 import { actClaim, actorsOf, TOKEN_TYPE } from './claims.js'
-import { OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
+import { loggable, OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
 import { evaluatePolicy } from './policy-eval.js'
 import type { AuditLog } from '../audit/port.js'
 import type { PolicyStore } from '../policy/port.js'
@@ -77,14 +77,17 @@ export async function exchangeToken(
 ): Promise<ExchangeResult> {
   const step = deps.step ?? direct
   if (!SUBJECT_TOKEN_TYPES.has(req.subjectTokenType)) {
-    throw new OAuthError('invalid_request', 'unsupported subject_token_type', { detail: req.subjectTokenType })
+    throw new OAuthError('invalid_request', 'unsupported subject_token_type', { detail: loggable(req.subjectTokenType) })
   }
   if (req.requestedTokenType !== undefined && !ISSUABLE_TOKEN_TYPES.has(req.requestedTokenType)) {
-    throw new OAuthError('invalid_request', 'unsupported requested_token_type', { detail: req.requestedTokenType })
+    throw new OAuthError('invalid_request', 'unsupported requested_token_type', { detail: loggable(req.requestedTokenType) })
   }
 
+  // One policy set for the whole request, even if a reload lands while it is in flight.
+  const policies = deps.policies.snapshot()
+
   // 2. Authenticate the agent. Failures here are metrics, never audit records.
-  const client = await step('mandate.client.authenticate', () => deps.clients.authenticate(req.client))
+  const client = await step('mandate.client.authenticate', () => deps.clients.authenticate(req.client, policies))
   context.agent = client.agent
   // The replay store's answer is awaited before minting; until then its round trip overlaps steps 3–5.
   const replayChecked = client.ready.then(
@@ -94,7 +97,7 @@ export async function exchangeToken(
 
   let sub: Subject | undefined
   try {
-    const policy = deps.policies.get(client.agent)
+    const policy = policies.get(client.agent)
     if (policy === undefined) {
       // The policy went away between authentication and now (hot reload).
       throw new OAuthError('unauthorized_client', 'agent has no policy', { detail: `agent=${client.agent}` })
@@ -104,7 +107,7 @@ export async function exchangeToken(
     const subject = await step('mandate.subject.verify', () => deps.subjects.verify(req.subjectToken))
     const subjectId = subject.kind === 'user' ? subject.sub : subject.claims.sub
     sub = subjectId
-    const chainPolicies = subject.kind === 'mandate' ? actorsOf(subject.claims.act).map((a) => deps.policies.get(a)) : []
+    const chainPolicies = subject.kind === 'mandate' ? actorsOf(subject.claims.act).map((a) => policies.get(a)) : []
 
     // 4. Evaluate the policy.
     const now = deps.now()
@@ -153,6 +156,8 @@ export async function exchangeToken(
     const claims: MandateClaims = {
       iss: deps.issuer,
       sub: subjectId,
+      sub_id: { format: 'iss_sub', iss: grant.userIssuer, sub: subjectId },
+      ...(grant.mayAct === undefined ? {} : { may_act: grant.mayAct }),
       aud: grant.audience,
       client_id: client.agent,
       act: actClaim(grant.actors),
@@ -172,6 +177,7 @@ export async function exchangeToken(
         at: now,
         agent: client.agent,
         sub: claims.sub,
+        subIssuer: grant.userIssuer,
         actors: grant.actors,
         jti,
         parentJti: grant.ancestors.at(-1),

@@ -1,4 +1,4 @@
-import type { AgentId, Jti } from './claims.js'
+import type { AgentId, Jti, MayActClaim } from './claims.js'
 import { actorsOf } from './claims.js'
 import { OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
 import type { AgentPolicy, DelegatorRule } from '../policy/port.js'
@@ -33,6 +33,10 @@ export interface Grant {
   readonly actors: readonly AgentId[]
   /** Ancestor `jti`s, root first; empty on a first hop. */
   readonly ancestors: readonly Jti[]
+  /** Issuer of the user's upstream token. */
+  readonly userIssuer: string
+  /** The user's `may_act`, carried to every token of the chain. */
+  readonly mayAct: MayActClaim | undefined
 }
 
 /**
@@ -46,7 +50,7 @@ export function evaluatePolicy(input: PolicyInput): Grant {
   const { policy, subject, now } = input
   checkPolicyInForce(policy, now, 'agent')
 
-  const { actors, ancestors } = checkDelegation(input)
+  const { actors, ancestors, userIssuer, mayAct } = checkDelegation(input)
   const audience = selectAudience(input)
   const grant = policy.grants.get(audience)
   if (grant === undefined) {
@@ -79,7 +83,7 @@ export function evaluatePolicy(input: PolicyInput): Grant {
   if (expiresAt <= now) {
     throw new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail: 'subject token has no lifetime left' })
   }
-  return { audience, scopes, expiresAt, actors, ancestors }
+  return { audience, scopes, expiresAt, actors, ancestors, userIssuer, mayAct }
 }
 
 function checkPolicyInForce(policy: AgentPolicy, now: number, who: string): void {
@@ -95,18 +99,25 @@ function unacceptable(detail: string): OAuthError {
   return new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail })
 }
 
-function checkDelegation(input: PolicyInput): { actors: AgentId[]; ancestors: Jti[] } {
+type Delegation = Pick<Grant, 'actors' | 'ancestors' | 'userIssuer' | 'mayAct'>
+
+function checkDelegation(input: PolicyInput): Delegation {
   const { policy, subject } = input
   if (subject.kind === 'user') {
     if (!policy.delegators.some((rule) => admits(rule, subject))) {
       throw unacceptable(`user ${subject.sub} of ${subject.issuer} may not delegate to ${policy.agent}`)
     }
-    checkMayAct(subject, policy.agent, input.issuer)
+    // An upstream token that is itself delegated would lose its actor here; refuse rather than drop it.
+    if (subject.claims['act'] !== undefined) throw unacceptable('subject token is already delegated (act)')
+    const mayAct = readMayAct(subject.claims['may_act'])
+    checkMayAct(mayAct, policy.agent, input.issuer)
     if (policy.delegation.maxDepth < 1) throw unacceptable('delegation depth exceeded')
-    return { actors: [policy.agent], ancestors: [] }
+    return { actors: [policy.agent], ancestors: [], userIssuer: subject.issuer, mayAct }
   }
 
   const parent = subject.claims
+  // The user's may_act binds the whole chain: a sub-agent it does not name gets nothing.
+  checkMayAct(parent.may_act, policy.agent, input.issuer)
   const previous = actorsOf(parent.act)
   if (previous[0] !== parent.client_id) throw unacceptable('parent act does not name its client')
   if (previous.includes(policy.agent)) throw unacceptable(`cyclic delegation: ${policy.agent} already in chain`)
@@ -126,7 +137,12 @@ function checkDelegation(input: PolicyInput): { actors: AgentId[]; ancestors: Jt
   if (!input.chainPolicies[0]!.delegation.subAgents.has(policy.agent)) {
     throw unacceptable(`${parent.client_id} may not delegate to ${policy.agent}`)
   }
-  return { actors: [policy.agent, ...previous], ancestors: [...(parent.chain ?? []), parent.jti] }
+  return {
+    actors: [policy.agent, ...previous],
+    ancestors: [...(parent.chain ?? []), parent.jti],
+    userIssuer: parent.sub_id.iss,
+    mayAct: parent.may_act,
+  }
 }
 
 function admits(rule: DelegatorRule, subject: UserSubject): boolean {
@@ -139,14 +155,20 @@ function admits(rule: DelegatorRule, subject: UserSubject): boolean {
   return true
 }
 
-/** RFC 8693 §4.4: when the subject names who may act for it, that must be this agent. */
-function checkMayAct(subject: UserSubject, agent: AgentId, issuer: string): void {
-  const mayAct = subject.claims['may_act']
+/** Reads a user token's `may_act` (RFC 8693 §4.4); anything malformed refuses the subject. */
+function readMayAct(value: unknown): MayActClaim | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw unacceptable('malformed may_act')
+  const { sub, iss } = value as Record<string, unknown>
+  if (typeof sub !== 'string' || (iss !== undefined && typeof iss !== 'string')) throw unacceptable('malformed may_act')
+  return iss === undefined ? { sub: sub as AgentId } : { sub: sub as AgentId, iss }
+}
+
+/** RFC 8693 §4.4: when the user named who may act for it, that must be this agent (of this broker). */
+function checkMayAct(mayAct: MayActClaim | undefined, agent: AgentId, issuer: string): void {
   if (mayAct === undefined) return
-  if (typeof mayAct !== 'object' || mayAct === null || Array.isArray(mayAct)) throw unacceptable('malformed may_act')
-  const { sub, iss } = mayAct as Record<string, unknown>
-  if (sub !== agent) throw unacceptable(`may_act names another actor`)
-  if (iss !== undefined && iss !== issuer) throw unacceptable(`may_act names another issuer`)
+  if (mayAct.sub !== agent) throw unacceptable(`may_act names another actor`)
+  if (mayAct.iss !== undefined && mayAct.iss !== issuer) throw unacceptable(`may_act names another issuer`)
 }
 
 function selectAudience(input: PolicyInput): string {

@@ -204,10 +204,12 @@ export function createPolicyStore(policies: readonly AgentPolicy[]): PolicyStore
       byWorkload.set(`${p.authentication.issuer} ${p.authentication.subject}`, p)
     }
   }
-  return {
+  const store: PolicyStore = {
+    snapshot: () => store,
     get: (agent) => byAgent.get(agent),
     byWorkload: (issuer, subject) => byWorkload.get(`${issuer} ${subject}`),
     size: byAgent.size,
   }
+  return store
 }
 

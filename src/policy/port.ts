@@ -67,6 +67,11 @@ export interface AgentPolicy {
 
 /** The current, complete set of policies. Reads are synchronous and never see a half-loaded set. */
 export interface PolicyStore {
+  /**
+   * The set as it is now, unchanged by later reloads: one request reads all
+   * its policies from one snapshot, never from two versions.
+   */
+  snapshot(): PolicyStore
   get(agent: AgentId): AgentPolicy | undefined
   /** Agent whose workload identity is (issuer, subject), if any. */
   byWorkload(issuer: string, subject: string): AgentPolicy | undefined

@@ -56,6 +56,7 @@ export function watchPolicies(
   }
 
   return {
+    snapshot: () => current,
     get: (agent) => current.get(agent),
     byWorkload: (issuer, subject) => current.byWorkload(issuer, subject),
     get size() {

@@ -1,7 +1,7 @@
 import { createHash, generateKeyPairSync, randomBytes, sign, timingSafeEqual } from 'node:crypto'
 import type { AgentId } from '../core/claims.js'
 import { TOKEN_TYPE } from '../core/claims.js'
-import { CLIENT_AUTH_FAILED, OAuthError } from '../core/errors.js'
+import { CLIENT_AUTH_FAILED, loggable, OAuthError } from '../core/errors.js'
 import type { AgentPolicy, PolicyStore } from '../policy/port.js'
 import { UpstreamUnavailable } from './fetch-limited.js'
 import { checkClaims, checkHeader, decodeJws, JwtError, verifySignature } from './jws.js'
@@ -11,7 +11,6 @@ import { unverifiedIssuer, verifyDecodedJwt, type IssuerRegistry } from './upstr
 export interface ClientAuthOptions {
   /** This broker's issuer identifier: the only `aud` a client assertion may carry (RFC 7523 update). */
   readonly issuer: string
-  readonly policies: PolicyStore
   readonly replay: ReplayCache
   /** Issuers trusted for workload identities, and no other role. */
   readonly workloads: IssuerRegistry
@@ -20,6 +19,8 @@ export interface ClientAuthOptions {
   readonly skew: number
   /** Longest an assertion may still be valid when presented, in seconds. */
   readonly assertionMaxLifetime: number
+  /** Longest a workload identity token may still be valid when presented, in seconds. */
+  readonly workloadTokenMaxLifetime: number
 }
 
 export const ACTOR_TOKEN_UNACCEPTABLE = 'actor_token is invalid or not acceptable'
@@ -47,14 +48,13 @@ export function generateClientSecret(): string {
  * secret or signature, so timing tells nothing either.
  */
 export function createClientAuthenticator(options: ClientAuthOptions): ClientAuthenticator {
-  const { policies } = options
   const dummyHash = randomBytes(32)
   const dummy = generateKeyPairSync('ec', { namedCurve: 'P-256' })
   const dummySignature = sign('sha256', Buffer.from('x'), { key: dummy.privateKey, dsaEncoding: 'ieee-p1363' })
   const fail = (detail: string) => new OAuthError('invalid_client', CLIENT_AUTH_FAILED, { detail })
   const settled: Promise<void> = Promise.resolve()
 
-  function secretBasic(clientId: string, secret: string): AuthenticatedClient {
+  function secretBasic(policies: PolicyStore, clientId: string, secret: string): AuthenticatedClient {
     const policy = policies.get(clientId as AgentId)
     const expected = policy?.authentication.method === 'client_secret_basic' ? policy.authentication.secretSha256 : dummyHash
     const matches = timingSafeEqual(hashClientSecret(secret), expected)
@@ -64,26 +64,38 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
     return { agent: policy.agent, method: 'client_secret_basic', ready: settled }
   }
 
-  function privateKeyJwt(assertion: string, clientId: string | undefined): AuthenticatedClient {
+  function privateKeyJwt(policies: PolicyStore, assertion: string, clientId: string | undefined): AuthenticatedClient {
     const now = options.now()
-    let policy: AgentPolicy | undefined
     try {
       const decoded = decodeJws(assertion)
       const iss = unverifiedIssuer(decoded.payload)
-      if (clientId !== undefined && clientId !== iss) throw new JwtError('client_id_mismatch')
-      policy = policies.get(iss as AgentId)
+      const policy = policies.get(iss as AgentId)
       const auth = policy?.authentication
-      if (policy === undefined || auth?.method !== 'private_key_jwt') {
-        verifySignature('ES256', dummy.publicKey, decoded.signingInput, dummySignature)
-        throw new JwtError(policy === undefined ? 'unknown_agent' : 'agent_does_not_use_private_key_jwt')
+      // Exactly one signature verification whatever fails before it, so that
+      // timing does not tell an unknown agent from a known one (DESIGN.md step 2).
+      let failure: string | undefined
+      let key = dummy.publicKey
+      try {
+        if (clientId !== undefined && clientId !== iss) throw new JwtError('client_id_mismatch')
+        if (policy === undefined) throw new JwtError('unknown_agent')
+        if (auth?.method !== 'private_key_jwt') throw new JwtError('agent_does_not_use_private_key_jwt')
+        checkHeader(decoded.header, { algorithms: [...new Set(auth.keys.map((k) => k.alg))], typ: ASSERTION_TYP })
+        const { alg, kid } = decoded.header
+        const candidates = auth.keys.filter((k) => k.alg === alg && (kid === undefined || k.kid === kid))
+        if (candidates.length !== 1) throw new JwtError(candidates.length === 0 ? 'unknown_kid' : 'ambiguous_key')
+        key = candidates[0]!.key
+      } catch (err) {
+        if (!(err instanceof JwtError)) throw err
+        failure = err.code
       }
-      const { header, payload } = decoded
-      checkHeader(header, { algorithms: [...new Set(auth.keys.map((k) => k.alg))], typ: ASSERTION_TYP })
-      const candidates = auth.keys.filter((k) => k.alg === header.alg && (header.kid === undefined || k.kid === header.kid))
-      if (candidates.length !== 1) throw new JwtError(candidates.length === 0 ? 'unknown_kid' : 'ambiguous_key')
-      if (!verifySignature(header.alg, candidates[0]!.key, decoded.signingInput, decoded.signature)) {
+      if (failure !== undefined || policy === undefined) {
+        verifySignature('ES256', key, decoded.signingInput, dummySignature)
+        throw new JwtError(failure ?? 'unknown_agent')
+      }
+      if (!verifySignature(decoded.header.alg, key, decoded.signingInput, decoded.signature)) {
         throw new JwtError('bad_signature')
       }
+      const { payload } = decoded
       checkClaims(payload, {
         issuer: policy.agent,
         audience: options.issuer,
@@ -95,8 +107,8 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
       if (payload['sub'] !== policy.agent) throw new JwtError('sub_not_iss')
       const exp = payload['exp'] as number
       if (exp - now > options.assertionMaxLifetime) throw new JwtError('assertion_lifetime_too_long')
-      const key = `${policy.agent}:${payload['jti'] as string}`
-      const ready = options.replay.remember(key, exp + options.skew).then(
+      const replayKey = `${policy.agent}:${payload['jti'] as string}`
+      const ready = options.replay.remember(replayKey, exp + options.skew).then(
         (fresh) => {
           if (!fresh) throw fail('client assertion jti replayed')
         },
@@ -115,20 +127,28 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
     }
   }
 
-  async function workloadIdentity(token: string, tokenType: string, clientId: string | undefined): Promise<AuthenticatedClient> {
+  async function workloadIdentity(
+    policies: PolicyStore,
+    token: string,
+    tokenType: string,
+    clientId: string | undefined,
+  ): Promise<AuthenticatedClient> {
     const refuse = (detail: string) => new OAuthError('invalid_request', ACTOR_TOKEN_UNACCEPTABLE, { detail })
-    if (!ACTOR_TOKEN_TYPES.has(tokenType)) throw refuse(`actor_token_type ${tokenType}`)
+    if (!ACTOR_TOKEN_TYPES.has(tokenType)) throw refuse(`actor_token_type ${loggable(tokenType)}`)
     try {
       const decoded = decodeJws(token)
       const trusted = options.workloads.get(unverifiedIssuer(decoded.payload))
       if (trusted === undefined) throw new JwtError('issuer_not_trusted_for_workloads')
+      const now = options.now()
       const { payload } = await verifyDecodedJwt(decoded, {
         issuer: trusted.issuer,
         keys: trusted.keys,
-        now: options.now(),
+        now,
         skew: options.skew,
         required: WORKLOAD_REQUIRED,
       })
+      // A workload token is a bearer credential: a long-lived one is refused, not trusted for a year.
+      if ((payload['exp'] as number) - now > options.workloadTokenMaxLifetime) throw new JwtError('workload_token_lifetime_too_long')
       const policy = policies.byWorkload(trusted.issuer.issuer, payload['sub'] as string)
       if (policy === undefined) throw new JwtError('no_agent_for_workload')
       if (clientId !== undefined && clientId !== policy.agent) throw new JwtError('client_id_mismatch')
@@ -146,14 +166,14 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
   }
 
   return {
-    async authenticate(credentials: ClientCredentials): Promise<AuthenticatedClient> {
+    async authenticate(credentials: ClientCredentials, policies: PolicyStore): Promise<AuthenticatedClient> {
       switch (credentials.method) {
         case 'client_secret_basic':
-          return secretBasic(credentials.clientId, credentials.secret)
+          return secretBasic(policies, credentials.clientId, credentials.secret)
         case 'private_key_jwt':
-          return privateKeyJwt(credentials.assertion, credentials.clientId)
+          return privateKeyJwt(policies, credentials.assertion, credentials.clientId)
         case 'workload_identity':
-          return workloadIdentity(credentials.actorToken, credentials.actorTokenType, credentials.clientId)
+          return workloadIdentity(policies, credentials.actorToken, credentials.actorTokenType, credentials.clientId)
         case 'none':
           throw fail('no client authentication')
       }

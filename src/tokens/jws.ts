@@ -68,13 +68,16 @@ export function decodeJws(token: string): DecodedJws {
   if (parts.length !== 3) throw new JwtError('not_compact_jws')
   const [h, p, s] = parts as [string, string, string]
   if (!B64URL.test(h) || !B64URL.test(p) || !B64URL.test(s)) throw new JwtError('bad_encoding')
+  // Canonical base64url only: no trailing bits that decode to the same bytes (one signature, one spelling).
+  const signature = Buffer.from(s, 'base64url')
+  if (signature.toString('base64url') !== s) throw new JwtError('bad_encoding')
   const header = parseJsonObject(h, 'bad_header')
   if (typeof header['alg'] !== 'string') throw new JwtError('bad_header')
   return {
     header: header as JwsHeader,
     payload: parseJsonObject(p, 'bad_payload'),
     signingInput: Buffer.from(`${h}.${p}`, 'ascii'),
-    signature: Buffer.from(s, 'base64url'),
+    signature,
   }
 }
 

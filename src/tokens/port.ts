@@ -1,4 +1,5 @@
 import type { AgentId, Jti, MandateClaims, Subject } from '../core/claims.js'
+import type { PolicyStore } from '../policy/port.js'
 
 /** Credentials as they arrived at the token endpoint, before any check. */
 export type ClientCredentials =
@@ -24,9 +25,13 @@ export interface AuthenticatedClient {
   readonly ready: Promise<void>
 }
 
-/** Authenticates an agent; throws `OAuthError('invalid_client')` with a fixed description on any failure. */
+/**
+ * Authenticates an agent against the policies of `policies` (the request's
+ * snapshot); throws `OAuthError('invalid_client')` with a fixed description
+ * on any failure.
+ */
 export interface ClientAuthenticator {
-  authenticate(credentials: ClientCredentials): Promise<AuthenticatedClient>
+  authenticate(credentials: ClientCredentials, policies: PolicyStore): Promise<AuthenticatedClient>
 }
 
 /** A user token from an issuer trusted for user subjects, fully verified. */

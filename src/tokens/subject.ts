@@ -22,7 +22,7 @@ export interface SubjectVerifierOptions {
 }
 
 const USER_REQUIRED = ['iss', 'sub', 'aud', 'exp', 'iat'] as const
-const MANDATE_REQUIRED = ['iss', 'sub', 'aud', 'exp', 'iat', 'jti', 'client_id', 'act', 'scope'] as const
+const MANDATE_REQUIRED = ['iss', 'sub', 'sub_id', 'aud', 'exp', 'iat', 'jti', 'client_id', 'act', 'scope'] as const
 const MAX_ACT_DEPTH = 16
 
 /**
@@ -32,7 +32,11 @@ const MAX_ACT_DEPTH = 16
  * expiry check; revocation is checked separately, on every exchange.
  */
 export function createSubjectVerifier(options: SubjectVerifierOptions): SubjectVerifier {
-  const cache = new LRUCache<string, VerifiedSubject>({ max: options.cacheSize })
+  // Bounded by count and by bytes (each entry charged its token's length): never more than ~64 MiB.
+  const cache =
+    options.cacheSize > 0
+      ? new LRUCache<string, VerifiedSubject>({ max: options.cacheSize, maxSize: 64 * 1024 * 1024 })
+      : undefined
   const unacceptable = (detail: string) => new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail })
 
   const expiryOf = (s: VerifiedSubject) => (s.kind === 'user' ? s.exp : s.claims.exp)
@@ -69,17 +73,17 @@ export function createSubjectVerifier(options: SubjectVerifierOptions): SubjectV
     async verify(token) {
       const now = options.now()
       const cacheKey = createHash('sha256').update(token).digest('base64url')
-      const hit = cache.get(cacheKey)
+      const hit = cache?.get(cacheKey)
       if (hit !== undefined) {
         if (now - options.skew >= expiryOf(hit)) {
-          cache.delete(cacheKey)
+          cache?.delete(cacheKey)
           throw unacceptable('expired')
         }
         return hit
       }
       try {
         const subject = await verifyUncached(token, now)
-        cache.set(cacheKey, subject)
+        cache?.set(cacheKey, subject, { size: token.length + 512 })
         return subject
       } catch (err) {
         if (err instanceof JwtError) throw unacceptable(err.code)
@@ -123,9 +127,16 @@ function isAct(value: unknown, depth: number): value is ActClaim {
 
 /** Shape checks on a token this broker signed; a mismatch means a bug or a forged key, so it is refused. */
 function mandateClaims(payload: Record<string, unknown>): MandateClaims {
-  const { aud, client_id, act, scope, chain } = payload
+  const { aud, client_id, act, scope, chain, sub_id, may_act, sub } = payload
   if (typeof aud !== 'string' || typeof client_id !== 'string' || typeof scope !== 'string') {
     throw new JwtError('bad_mandate_claims')
+  }
+  const id = sub_id as Record<string, unknown> | null
+  if (typeof id !== 'object' || id === null || id['format'] !== 'iss_sub' || typeof id['iss'] !== 'string' || id['sub'] !== sub) {
+    throw new JwtError('bad_sub_id')
+  }
+  if (may_act !== undefined && (typeof may_act !== 'object' || may_act === null || typeof (may_act as { sub?: unknown }).sub !== 'string')) {
+    throw new JwtError('bad_may_act')
   }
   if (!isAct(act, 1)) throw new JwtError('bad_act')
   if (chain !== undefined && !(Array.isArray(chain) && chain.every((j) => typeof j === 'string'))) {

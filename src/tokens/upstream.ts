@@ -81,24 +81,37 @@ export function createLocalKeyResolver(jwks: JSONWebKeySet): KeyResolver {
   }
 }
 
+/** jose asked for a refetch within the cooldown: the key set stays as it is. */
+class CoolingDown extends Error {
+  override readonly name = 'CoolingDown'
+}
+
 /**
  * Resolver over an issuer's published JWKS. jose's remote JWK set selects
- * and imports keys; when to touch the network is decided here, on the
- * injected clock, with DESIGN.md's bounds: timeout, body size and key count
- * per fetch; at most one network attempt (JWKS or discovery) per cooldown,
- * whether the last one failed or an unknown `kid` asks again; a refresh after
- * `cacheMaxAgeMs`; and while the issuer cannot be reached, the last good set
- * serves until it is `max(cacheMaxAgeMs, staleMaxAgeMs)` old, then nothing does.
+ * and imports keys and keeps the last set it loaded; when to touch the
+ * network is decided here, on the injected clock, with DESIGN.md's bounds:
+ * timeout, body size and key count per fetch; at most one network attempt
+ * (JWKS or discovery) per cooldown, whether the last one failed or an
+ * unknown `kid` asks again; a refresh after `cacheMaxAgeMs`; and while the
+ * issuer cannot be reached, the last good set serves until it is
+ * `max(cacheMaxAgeMs, staleMaxAgeMs)` old, then nothing does.
  */
 export function createRemoteKeyResolver(issuer: TrustedIssuer, policy: JwksPolicy, now: () => number = Date.now): KeyResolver {
   const usableMs = Math.max(policy.cacheMaxAgeMs, policy.staleMaxAgeMs)
+  const issuerUrl = new URL(issuer.issuer)
   let jwksUri: string | undefined
   let discoveryFailedAt = -Infinity
-  let lastGood: { body: string; at: number } | undefined
+  let lastGoodAt: number | undefined
   let lastAttempt = -Infinity
   let remote: Promise<ReturnType<typeof createRemoteJWKSet>> | undefined
 
   const fetchMetadata = (u: string, init: RequestInit) => fetchLimited(u, init, policy)
+
+  /** A discovered jwks_uri must be https, or loopback http only for a loopback issuer. */
+  const acceptableJwksUri = (uri: unknown): uri is string =>
+    typeof uri === 'string' &&
+    URL.canParse(uri) &&
+    (new URL(uri).protocol === 'https:' || (issuerUrl.protocol === 'http:' && isAllowedUpstreamUrl(new URL(uri))))
 
   async function discover(): Promise<string> {
     if (issuer.jwksUri !== undefined) return issuer.jwksUri
@@ -106,20 +119,19 @@ export function createRemoteKeyResolver(issuer: TrustedIssuer, policy: JwksPolic
     if (now() - discoveryFailedAt < policy.cooldownMs) {
       throw new UpstreamUnavailable(`discovery for ${issuer.issuer} failed recently; cooling down`)
     }
-    const url = new URL(issuer.issuer)
-    const options = { [oauth.allowInsecureRequests]: url.protocol === 'http:', [oauth.customFetch]: fetchMetadata }
-    let metadata: oauth.AuthorizationServer | undefined
+    const options = { [oauth.allowInsecureRequests]: issuerUrl.protocol === 'http:', [oauth.customFetch]: fetchMetadata }
+    let uri: unknown
     for (const algorithm of ['oauth2', 'oidc'] as const) {
       try {
         // RFC 8414 first, then OpenID Connect discovery; each response is checked against the issuer.
-        metadata = await oauth.processDiscoveryResponse(url, await oauth.discoveryRequest(url, { ...options, algorithm }))
+        const response = await oauth.discoveryRequest(issuerUrl, { ...options, algorithm })
+        uri = (await oauth.processDiscoveryResponse(issuerUrl, response)).jwks_uri
         break
       } catch {
         // try the next well-known location
       }
     }
-    const uri = metadata?.jwks_uri
-    if (typeof uri !== 'string' || !isAllowedUpstreamUrl(new URL(uri))) {
+    if (!acceptableJwksUri(uri)) {
       discoveryFailedAt = now()
       throw new UpstreamUnavailable(`discovery for ${issuer.issuer} found no usable jwks_uri`)
     }
@@ -127,65 +139,61 @@ export function createRemoteKeyResolver(issuer: TrustedIssuer, policy: JwksPolic
     return uri
   }
 
-  function lastGoodOr(cause: Error): Response {
-    if (lastGood !== undefined && now() - lastGood.at <= usableMs) {
-      return new Response(lastGood.body, { status: 200, headers: { 'content-type': 'application/json' } })
-    }
-    throw cause
-  }
-
-  // jose calls this on every reload; within the cooldown it gets the last good set back without a fetch.
+  // jose calls this on every reload it wants; within the cooldown it is refused without a fetch or a parse.
   async function fetchJwks(url: string, init: RequestInit): Promise<Response> {
     const t = now()
-    if (t - lastAttempt < policy.cooldownMs) return lastGoodOr(new UpstreamUnavailable(`JWKS of ${issuer.issuer}: cooling down`))
+    if (t - lastAttempt < policy.cooldownMs) throw new CoolingDown()
     lastAttempt = t
+    const response = await fetchLimited(url, init, policy)
+    const body = await response.text()
+    let parsed: { keys?: unknown }
     try {
-      const response = await fetchLimited(url, init, policy)
-      const body = await response.text()
-      let parsed: { keys?: unknown }
-      try {
-        parsed = JSON.parse(body) as { keys?: unknown }
-      } catch {
-        throw new UpstreamUnavailable(`JWKS of ${issuer.issuer} is not JSON`)
-      }
-      if (!Array.isArray(parsed.keys) || parsed.keys.length > policy.maxKeys) {
-        throw new UpstreamUnavailable(`JWKS of ${issuer.issuer} is malformed or holds over ${policy.maxKeys} keys`)
-      }
-      lastGood = { body, at: t }
-      return new Response(body, { status: 200, headers: { 'content-type': 'application/json' } })
-    } catch (err) {
-      return lastGoodOr(err instanceof UpstreamUnavailable ? err : new UpstreamUnavailable(`JWKS of ${issuer.issuer}: ${(err as Error).name}`))
+      parsed = JSON.parse(body) as { keys?: unknown }
+    } catch {
+      throw new UpstreamUnavailable(`JWKS of ${issuer.issuer} is not JSON`)
     }
+    if (!Array.isArray(parsed.keys) || parsed.keys.length > policy.maxKeys) {
+      throw new UpstreamUnavailable(`JWKS of ${issuer.issuer} is malformed or holds over ${policy.maxKeys} keys`)
+    }
+    lastGoodAt = t
+    return new Response(body, { status: 200, headers: { 'content-type': 'application/json' } })
+  }
+
+  function jwksSet(): Promise<ReturnType<typeof createRemoteJWKSet>> {
+    // Concurrent first requests share one discovery; a failed one is forgotten (its cooldown is in discover).
+    if (remote === undefined) {
+      const pending = discover().then((uri) =>
+        createRemoteJWKSet(new URL(uri), {
+          timeoutDuration: policy.timeoutMs,
+          // Timing is ours, on the injected clock: jose asks whenever it wants and fetchJwks decides.
+          cooldownDuration: 0,
+          cacheMaxAge: Infinity,
+          [customFetch]: fetchJwks,
+        }),
+      )
+      remote = pending
+      pending.catch(() => {
+        if (remote === pending) remote = undefined
+      })
+    }
+    return remote
   }
 
   return async (header) => {
     try {
-      // Concurrent first requests share one discovery; a failed one is forgotten (its cooldown is in discover).
-      if (remote === undefined) {
-        const pending = discover().then((uri) =>
-          createRemoteJWKSet(new URL(uri), {
-            timeoutDuration: policy.timeoutMs,
-            // Timing is ours (above), on the injected clock: jose refetches whenever asked.
-            cooldownDuration: 0,
-            cacheMaxAge: Infinity,
-            [customFetch]: fetchJwks,
-          }),
-        )
-        remote = pending
-        pending.catch(() => {
-          if (remote === pending) remote = undefined
-        })
-      }
-      const jwks = await remote
-      if (lastGood === undefined || now() - lastGood.at > policy.cacheMaxAgeMs) {
+      const jwks = await jwksSet()
+      const t = now()
+      if ((lastGoodAt === undefined || t - lastGoodAt > policy.cacheMaxAgeMs) && t - lastAttempt >= policy.cooldownMs) {
+        // A failed refresh leaves jose's last good set in place; the age check below decides whether it may serve.
         await jwks.reload().catch(() => undefined)
       }
-      if (lastGood === undefined || now() - lastGood.at > usableMs) {
+      if (lastGoodAt === undefined || now() - lastGoodAt > usableMs) {
         throw new UpstreamUnavailable(`no usable JWKS for ${issuer.issuer}`)
       }
       return toKeyObject(await jwks(header as JWSHeaderParameters))
     } catch (err) {
       if (err instanceof JwtError) throw err
+      if (err instanceof CoolingDown) throw new JwtError('unknown_kid')
       throw joseToKeyError(err)
     }
   }

@@ -1,6 +1,6 @@
 import type { Context } from 'hono'
 import { GRANT_TYPE_TOKEN_EXCHANGE, parseScope } from '../../core/claims.js'
-import { OAuthError } from '../../core/errors.js'
+import { loggable, OAuthError } from '../../core/errors.js'
 import { exchangeToken, type ExchangeDeps, type ExchangeFailureContext, type ExchangeRequest } from '../../core/exchange.js'
 import { clientCredentials } from '../client-credentials.js'
 import { FormParams, readForm } from '../form.js'
@@ -27,7 +27,7 @@ function requestedTtl(value: string | undefined): number | undefined {
 export function parseExchangeRequest(form: FormParams, authorization: string | undefined, clientAddress: string | undefined): ExchangeRequest {
   const grantType = form.required('grant_type')
   if (grantType !== GRANT_TYPE_TOKEN_EXCHANGE) {
-    throw new OAuthError('unsupported_grant_type', 'only token exchange is supported', { detail: grantType })
+    throw new OAuthError('unsupported_grant_type', 'only token exchange is supported', { detail: loggable(grantType) })
   }
   const client = clientCredentials(authorization, form)
   const subjectToken = form.required('subject_token')

@@ -61,9 +61,17 @@ describe('loadConfig: --dev defaults', () => {
   })
 
   it('takes MANDATE_ISSUER and HOST over the dev defaults', async () => {
-    const c = configOf(await loadConfig(undefined, { MANDATE_ISSUER: BROKER, HOST: '0.0.0.0', PORT: '9090' }, DEV))
+    const c = configOf(await loadConfig(undefined, { MANDATE_ISSUER: BROKER, HOST: '::1', PORT: '9090' }, DEV))
     expect(c.issuer).toBe(BROKER)
-    expect(c.listen).toEqual({ host: '0.0.0.0', port: 9090 })
+    expect(c.listen).toEqual({ host: '::1', port: 9090 })
+  })
+
+  it('refuses --dev on an address other hosts can reach (it serves unauthenticated user tokens)', async () => {
+    for (const HOST of ['0.0.0.0', '10.0.0.5', '::']) {
+      expect(paths(issuesOf(await loadConfig(undefined, { HOST }, DEV)))).toEqual(['listen.host'])
+    }
+    // Without --dev any address is fine.
+    expect(configOf(await loadConfig(undefined, { HOST: '0.0.0.0', MANDATE_ISSUER: BROKER }, PROD)).listen.host).toBe('0.0.0.0')
   })
 
   it('never turns on generated keys or dev policies without --dev', async () => {

@@ -61,6 +61,7 @@ function mandateSubject(o: Partial<MandateClaims> = {}): MandateSubject {
   const claims: MandateClaims = {
     iss: BROKER,
     sub: ALICE,
+    sub_id: { format: 'iss_sub', iss: IDP, sub: ALICE },
     aud: API,
     client_id: A,
     act: actClaim([A]),
@@ -281,7 +282,7 @@ describe('evaluatePolicy: scope properties', () => {
 
 describe('evaluatePolicy: the agent policy', () => {
   it('grants the defaults for a plain first hop', () => {
-    expect(grantOf(input())).toEqual({ audience: API, scopes: ['read'], expiresAt: NOW + 300, actors: [A], ancestors: [] })
+    expect(grantOf(input())).toEqual({ audience: API, scopes: ['read'], expiresAt: NOW + 300, actors: [A], ancestors: [], userIssuer: IDP, mayAct: undefined })
   })
 
   it('refuses an expired policy with unauthorized_client, from its expiry instant on', () => {
@@ -408,7 +409,27 @@ describe('evaluatePolicy: re-delegation', () => {
       expiresAt: NOW + 300,
       actors: [B, A],
       ancestors: ['jti-root'],
+      userIssuer: IDP,
+      mayAct: undefined,
     })
+  })
+
+  it('refuses a user token that is already delegated (act) rather than drop its actor', () => {
+    expect(codeOf(input({ subject: user({ claims: { act: { sub: 'someone-else' } } }) }))).toBe('invalid_request')
+  })
+
+  it('carries the user’s may_act down the chain: a sub-agent it does not name gets nothing', () => {
+    const hop1 = grantOf(input({ subject: user({ claims: { may_act: { sub: A } } }) }))
+    expect(hop1.mayAct).toEqual({ sub: A })
+    const parent = mandateSubject({ may_act: { sub: A } })
+    expect(codeOf(redelegation({ subject: parent }))).toBe('invalid_request')
+    // Control: without may_act the same hand-down is granted.
+    expect(grantOf(redelegation({ subject: mandateSubject() })).actors).toEqual([B, A])
+  })
+
+  it('names the user’s issuer on every hop (sub is unique only within it)', () => {
+    expect(grantOf(redelegation({})).userIssuer).toBe(IDP)
+    expect(grantOf(redelegation({ subject: mandateSubject({ sub_id: { format: 'iss_sub', iss: 'https://partner.test', sub: ALICE } }) })).userIssuer).toBe('https://partner.test')
   })
 
   it('refuses scopes beyond the parent token with invalid_scope', () => {
@@ -508,7 +529,7 @@ describe('evaluatePolicy: re-delegation', () => {
     expect(hop2).toMatchObject({ actors: [B, A], ancestors: ['jti-1'], expiresAt: NOW + 300 })
 
     const hop3 = grantOf(input({ policy: pc, subject: tokenFrom(hop2, B, 'jti-2'), chainPolicies: [pb, pa], scopes: ['read'] }))
-    expect(hop3).toEqual({ audience: API, scopes: ['read'], expiresAt: NOW + 300, actors: [C, B, A], ancestors: ['jti-1', 'jti-2'] })
+    expect(hop3).toEqual({ audience: API, scopes: ['read'], expiresAt: NOW + 300, actors: [C, B, A], ancestors: ['jti-1', 'jti-2'], userIssuer: IDP, mayAct: undefined })
 
     // A fourth hop back to A is a cycle.
     const pc2 = policy({ agent: C, subAgents: [A], maxDepth: 4 })
