@@ -15,6 +15,7 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY bin ./bin
+COPY migrations ./migrations
 # Policies and config are mounted (ConfigMap); signing keys from a Secret.
 RUN mkdir -p /etc/mandate/policies /var/lib/mandate && chown -R node:node /var/lib/mandate
 USER node

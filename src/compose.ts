@@ -3,7 +3,6 @@ import { join } from 'node:path'
 import type { Hono } from 'hono'
 import type { JSONWebKeySet } from 'jose'
 import type { AuditLog } from './audit/port.js'
-import type { RevocationStore } from './revocation/port.js'
 import type { ReplayCache } from './tokens/port.js'
 import { createMemoryAuditLog } from './audit/memory.js'
 import type { Config, TrustedIssuerConfig } from './config/schema.js'
@@ -12,7 +11,15 @@ import type { ExchangeDeps } from './core/exchange.js'
 import { createApp, type AppEnv } from './http/app.js'
 import { formatIssue, loadPolicies, createPolicyStore } from './policy/load.js'
 import { watchPolicies } from './policy/watch.js'
-import { createMemoryRevocationStore } from './revocation/memory.js'
+import { Redis } from 'ioredis'
+import { MAX_TOKEN_TTL } from './policy/schema.js'
+import { createSqlRevocationLog } from './revocation/log-sql.js'
+import { createRevocationMirror } from './revocation/mirror.js'
+import type { RevocationFeed, RevocationLog } from './revocation/port.js'
+import { createRedisRevocationFeed } from './revocation/redis.js'
+import { createRevocationService, type RevocationService } from './revocation/service.js'
+import { openDatabase } from './storage/database.js'
+import { createRedisReplayCache } from './tokens/replay-redis.js'
 import type { Logger } from './telemetry/log.js'
 import { createClientAuthenticator } from './tokens/client-auth.js'
 import { createDevUserIssuer } from './tokens/dev-issuer.js'
@@ -35,6 +42,9 @@ export interface Mandate {
   readonly config: Config
   /** Agents loaded at start. */
   readonly agents: number
+  readonly revocations: RevocationService
+  /** Where shared state lives, for the startup log line. */
+  readonly storage: { readonly database: 'postgres' | 'pglite' | 'memory'; readonly redis: boolean }
   close(): Promise<void>
 }
 
@@ -52,7 +62,8 @@ export interface ComposeOptions {
   readonly localWorkloadIssuers?: readonly LocalIssuer[]
   /** Adapters chosen by the caller instead of the embedded defaults (tests). */
   readonly audit?: AuditLog
-  readonly revocations?: RevocationStore
+  /** Durable revocation log instead of PostgreSQL/PGlite (tests). */
+  readonly revocationLog?: RevocationLog
   readonly replay?: ReplayCache
 }
 
@@ -101,10 +112,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
   })
   policyLog.info({ agents: loaded.policies.length, dir: config.policies_dir }, 'policies loaded')
   if (!options.dev && options.audit === undefined) {
-    log.warn(
-      { audit: 'memory', revocation: 'memory', replay_cache: 'memory' },
-      'this version keeps the audit log, the revocation list and the assertion replay cache in process memory: run one instance, and do not rely on the audit log surviving a restart',
-    )
+    log.warn({ audit: 'memory' }, 'this version keeps the audit log in process memory: do not rely on it surviving a restart')
   }
 
   const jwksPolicy: JwksPolicy = {
@@ -133,12 +141,74 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
   ]
 
   const skew = config.limits.clock_skew_seconds
+  const closers: (() => Promise<void>)[] = [async () => policies.close()]
+  const closeAll = async () => {
+    for (const close of closers.reverse()) await close().catch(() => undefined)
+  }
+
+  try {
+    // Durable revocation log: PostgreSQL when DATABASE_URL is set, PGlite under data_dir otherwise.
+    let database: Mandate['storage']['database'] = 'memory'
+    const openLog = async (): Promise<RevocationLog> => {
+      const db = await openDatabase(config.storage.database_url, { dataDir: config.data_dir })
+      closers.push(() => db.close())
+      await db.migrate()
+      database = db.engine
+      return createSqlRevocationLog(db.db)
+    }
+    const revocationLog = options.revocationLog ?? (await openLog())
+
+    // Propagation: Redis when REDIS_URL is set; one process needs none.
+    const mirror = createRevocationMirror(nowSeconds)
+    let feed: RevocationFeed | undefined
+    let replay = options.replay
+    if (config.storage.redis_url !== undefined) {
+      const redis = new Redis(config.storage.redis_url, {
+        lazyConnect: false,
+        maxRetriesPerRequest: 1,
+        enableOfflineQueue: false,
+        connectTimeout: 2000,
+        commandTimeout: 2000,
+      })
+      redis.on('error', () => undefined) // reported through freshness and failed calls, not per retry
+      closers.push(async () => void redis.disconnect())
+      await waitReady(redis)
+      feed = await createRedisRevocationFeed({
+        redis,
+        prefix: config.storage.key_prefix,
+        mirror,
+        log: revocationLog,
+        now: clock,
+        staleAfterMs: config.revocation.max_staleness_ms,
+        blockMs: Math.min(250, Math.floor(config.revocation.max_staleness_ms / 4)),
+        logger: log.child({ module: 'revocation' }),
+      })
+      closers.push(() => feed!.close())
+      replay ??= createRedisReplayCache(redis, config.storage.key_prefix, nowSeconds)
+    } else {
+      mirror.replaceAll(await revocationLog.listRelevant(nowSeconds()))
+      if (!options.dev) {
+        log.warn(
+          { replay_cache: 'memory', revocation_feed: 'none' },
+          'REDIS_URL is not set: revocations and client-assertion replays are tracked in this process only; run a single instance',
+        )
+      }
+    }
+    const revocations = createRevocationService({
+      log: revocationLog,
+      mirror,
+      feed,
+      now: nowSeconds,
+      // The longest any token can live (the policy schema's cap), plus skew.
+      tokenEntryTtl: MAX_TOKEN_TTL + skew,
+    })
+
   const exchange: ExchangeDeps = {
     issuer: config.issuer,
     policies,
     clients: createClientAuthenticator({
       issuer: config.issuer,
-      replay: options.replay ?? createMemoryReplayCache(nowSeconds),
+      replay: replay ?? createMemoryReplayCache(nowSeconds),
       workloads: createIssuerRegistry(workloadIssuers, resolverFor),
       now: nowSeconds,
       skew,
@@ -153,7 +223,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       skew,
       cacheSize: config.limits.subject_cache_entries,
     }),
-    revocations: options.revocations ?? createMemoryRevocationStore(),
+    revocations,
     minter: createTokenMinter(keys),
     audit: options.audit ?? createMemoryAuditLog(),
     now: nowSeconds,
@@ -162,6 +232,8 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
 
   const app = createApp({
     exchange,
+    revocations,
+    adminKeys: config.admin.keys.map((k) => ({ name: k.name, sha256: Buffer.from(k.sha256, 'hex'), roles: new Set(k.roles) })),
     keys,
     logger: log,
     maxBodyBytes: config.limits.max_body_bytes,
@@ -175,6 +247,24 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     app,
     config,
     agents: loaded.policies.length,
-    close: async () => policies.close(),
+    revocations,
+    storage: { database, redis: feed !== undefined },
+    close: closeAll,
   }
+  } catch (err) {
+    await closeAll()
+    throw err
+  }
+}
+
+/** Resolves once ioredis is connected; rejects (fail closed at start) after its connect timeout. */
+function waitReady(redis: Redis): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve()
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new TypeError('cannot reach Redis (REDIS_URL) within 5 s')), 5000)
+    redis.once('ready', () => {
+      clearTimeout(timer)
+      resolve()
+    })
+  })
 }

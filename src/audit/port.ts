@@ -1,4 +1,5 @@
 import type { AgentId, Jti, Subject } from '../core/claims.js'
+import type { Revocation } from '../revocation/port.js'
 
 export type AuditEvent =
   | {
@@ -26,6 +27,15 @@ export type AuditEvent =
       readonly sub: Subject | undefined
       readonly error: string
       readonly reason: string
+      readonly clientAddress: string | undefined
+    }
+
+  | {
+      readonly type: 'revocation.created' | 'revocation.lifted'
+      readonly at: number
+      /** The admin key's name, or the agent for an RFC 7009 self-revocation. */
+      readonly by: string
+      readonly revocation: Revocation
       readonly clientAddress: string | undefined
     }
 

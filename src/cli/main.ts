@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError } from 'commander'
 import { keysGenerate } from './keys.js'
+import { adminKey } from './admin.js'
+import { revokeAgent, revokeChain, revokeJti, revokeLift, revokeList, revokeSub } from './revoke.js'
 import { policyCheck, policySecret } from './policy.js'
 import { serve } from './serve.js'
 
@@ -25,7 +27,9 @@ program
     'after',
     `
 Environment: MANDATE_CONFIG, MANDATE_ISSUER, HOST, PORT, MANDATE_POLICIES_DIR,
-MANDATE_DATA_DIR, MANDATE_SIGNING_KEYS_FILE, LOG_LEVEL (see README "Configuration").
+MANDATE_DATA_DIR, MANDATE_SIGNING_KEYS_FILE, DATABASE_URL (PostgreSQL; PGlite
+under the data dir when unset), REDIS_URL (revocation list shared by every
+instance; in-process when unset), LOG_LEVEL (see README "Configuration").
 Exits 1 with one line on stderr when the config or the policies are invalid.`,
   )
   .action(serve)
@@ -47,5 +51,30 @@ keys
   .description('write a new private ES256 JWK set for signing.keys_file (mode 0600; never overwrites)')
   .argument('<file>', 'where to write it')
   .action(keysGenerate)
+
+const revoke = program
+  .command('revoke')
+  .description('kill switch: revoke through a running broker’s admin API (key in $MANDATE_ADMIN_KEY)')
+  .addHelpText('after', '\nThe broker is $MANDATE_URL (default http://localhost:8080) unless --url says otherwise.')
+const url = ['--url <url>', 'broker base URL (default: $MANDATE_URL or http://localhost:8080)'] as const
+const reason = ['--reason <text>', 'why (recorded with the revocation; required)'] as const
+revoke.command('agent').description('kill an agent: its live tokens die, and it gets nothing until lifted').argument('<agent>')
+  .requiredOption(...reason).option('--sub <sub>', 'only for this user').option(...url).action(revokeAgent)
+revoke.command('sub').description('kill a user: every delegation made for them, until lifted').argument('<sub>')
+  .requiredOption(...reason).option(...url).action(revokeSub)
+revoke.command('jti').description('revoke one token').argument('<jti>').requiredOption(...reason).option(...url).action(revokeJti)
+revoke.command('chain').description('revoke a token and every token delegated from it').argument('<jti>')
+  .requiredOption(...reason).option(...url).action(revokeChain)
+revoke.command('lift').description('lift an agent or user kill (tokens issued before it stay dead)').argument('<id>')
+  .option(...url).action(revokeLift)
+revoke.command('list').description('list revocations, newest first (auditor role)').option('--limit <n>', '1-1000', '100')
+  .option(...url).action(revokeList)
+
+program
+  .command('admin-key')
+  .description('generate an admin API key (256 random bits) and the config entry that holds its SHA-256')
+  .argument('<name>', 'who will hold it (recorded with every action)')
+  .option('--role <role...>', 'responder, auditor and/or admin', ['responder'])
+  .action(adminKey)
 
 await program.parseAsync()

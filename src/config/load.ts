@@ -18,10 +18,15 @@ export const CONFIG_ENV = {
   MANDATE_POLICIES_DIR: 'policies_dir',
   MANDATE_DATA_DIR: 'data_dir',
   MANDATE_SIGNING_KEYS_FILE: 'signing.keys_file',
+  DATABASE_URL: 'storage.database_url',
+  REDIS_URL: 'storage.redis_url',
   LOG_LEVEL: 'log.level',
 } as const
 
 type Raw = Record<string, unknown>
+
+/** sha256("demo-admin-key"): the dev-only admin key, in --dev only. */
+export const DEV_ADMIN_KEY_SHA256 = 'ac5bb3526d3be432ba19fb1fc0712d350c160bd2169cd24401c9fcaeaac2d860'
 const obj = (v: unknown): Raw => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Raw) : {})
 
 /** The process environment, for the entry points; the one place `process.env` is read. */
@@ -60,9 +65,17 @@ export async function loadConfig(
   }
 
   const listen = { ...obj(raw['listen']) }
+  const storage = { ...obj(raw['storage']) }
+  const admin = { ...obj(raw['admin']) }
   const signing = { ...obj(raw['signing']) }
   const log = { ...obj(raw['log']) }
   const issues: string[] = []
+  // Connection URLs may hold passwords: they come from the environment, never from the file.
+  for (const key of ['database_url', 'redis_url']) {
+    if (storage[key] !== undefined) issues.push(`storage.${key}: set it in the environment (${key.toUpperCase()}), not in the config file`)
+  }
+  if (env['DATABASE_URL']) storage['database_url'] = env['DATABASE_URL']
+  if (env['REDIS_URL']) storage['redis_url'] = env['REDIS_URL']
   if (env['HOST']) listen['host'] = env['HOST']
   let portValid = true
   if (env['PORT']) {
@@ -75,7 +88,7 @@ export async function loadConfig(
   }
   if (env['MANDATE_SIGNING_KEYS_FILE']) signing['keys_file'] = env['MANDATE_SIGNING_KEYS_FILE']
   if (env['LOG_LEVEL']) log['level'] = env['LOG_LEVEL']
-  const merged: Raw = { ...raw, listen, signing, log }
+  const merged: Raw = { ...raw, listen, signing, log, storage, admin }
   if (env['MANDATE_ISSUER']) merged['issuer'] = env['MANDATE_ISSUER']
   if (env['MANDATE_POLICIES_DIR']) merged['policies_dir'] = env['MANDATE_POLICIES_DIR']
   if (env['MANDATE_DATA_DIR']) merged['data_dir'] = env['MANDATE_DATA_DIR']
@@ -90,6 +103,8 @@ export async function loadConfig(
     if (portValid) merged['issuer'] ??= `http://localhost:${String(listen['port'])}`
     merged['policies_dir'] ??= './policies/dev'
     signing['generate_if_missing'] ??= true
+    // The documented dev-only admin key `demo-admin-key` (README), like the demo agent's secret.
+    admin['keys'] ??= [{ name: 'dev-admin', sha256: DEV_ADMIN_KEY_SHA256, roles: ['admin'] }]
   } else if (merged['issuer'] === undefined) {
     issues.push('issuer: is required (set it in the config file or MANDATE_ISSUER)')
   }

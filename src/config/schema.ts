@@ -112,6 +112,52 @@ export const Config = z
       })
       .prefault({})
       .describe('fetching upstream key sets'),
+    admin: z
+      .strictObject({
+        keys: z
+          .array(
+            z.strictObject({
+              name: z.string().regex(/^[A-Za-z0-9._@-]{1,64}$/).describe('who holds the key; recorded with every action it takes'),
+              sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits').describe('SHA-256 of the key, hex (`mandate admin key`)'),
+              roles: z
+                .array(z.enum(['responder', 'auditor', 'admin']))
+                .min(1)
+                .describe('responder: revoke and lift; auditor: read; admin: everything'),
+            }),
+          )
+          .default([])
+          .describe('keys of the admin API (Authorization: Bearer <key>)'),
+      })
+      .prefault({})
+      .describe('the admin API'),
+    storage: z
+      .strictObject({
+        database_url: z
+          .string()
+          .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+          .optional()
+          .describe('PostgreSQL for revocations (and the audit log); PGlite under data_dir when absent. Env only: DATABASE_URL'),
+        redis_url: z
+          .string()
+          .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
+          .optional()
+          .describe('Redis carrying the revocation list to every instance; in-process when absent. Env only: REDIS_URL'),
+        key_prefix: z.string().regex(/^[A-Za-z0-9:_-]{0,64}$/).default('mandate:').describe('prefix of every Redis key'),
+      })
+      .prefault({})
+      .describe('shared state'),
+    revocation: z
+      .strictObject({
+        max_staleness_ms: z
+          .number()
+          .int()
+          .min(200)
+          .max(10_000)
+          .default(1000)
+          .describe('an instance that has not heard from Redis for this long refuses to issue (503)'),
+      })
+      .prefault({})
+      .describe('the kill switch'),
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Env: LOG_LEVEL'),

@@ -1,14 +1,19 @@
 import { randomUUID } from 'node:crypto'
-import { Hono } from 'hono'
+import { Hono, type Context } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { OAuthError } from '../core/errors.js'
 import type { ExchangeDeps } from '../core/exchange.js'
 import type { Logger } from '../telemetry/log.js'
 import type { DevUserIssuer } from '../tokens/dev-issuer.js'
 import type { SigningKeys } from '../tokens/keys.js'
-import { renderOAuthError, toOAuthError } from './oauth-errors.js'
+import { AdminError, renderAdminError, renderOAuthError, toOAuthError } from './oauth-errors.js'
 import { devJwksRoute, devUserTokenRoute } from './routes/dev.js'
 import { tokenRoute } from './routes/token.js'
+import { introspectRoute, type TokenRoutesDeps } from './routes/introspect.js'
+import { revokeRoute } from './routes/revoke.js'
+import { mountAdminRevocations } from './routes/admin-revocations.js'
+import type { AdminKey } from './admin-auth.js'
+import type { RevocationService } from '../revocation/service.js'
 import { jwksRoute, metadataRoute } from './routes/well-known.js'
 
 export interface AppEnv {
@@ -18,11 +23,15 @@ export interface AppEnv {
     agent: string | undefined
     jti: string | undefined
     error: string | undefined
+    adminKey: string | undefined
   }
 }
 
 export interface AppDeps {
   readonly exchange: ExchangeDeps
+  /** The kill switch (the same object as `exchange.revocations`). */
+  readonly revocations: RevocationService
+  readonly adminKeys: readonly AdminKey[]
   readonly keys: SigningKeys
   readonly logger: Logger
   readonly maxBodyBytes: number
@@ -57,6 +66,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       status,
       ms: Math.round((performance.now() - started) * 100) / 100,
       agent: c.get('agent'),
+      admin_key: c.get('adminKey'),
       jti: c.get('jti'),
       error: c.get('error'),
     }
@@ -65,6 +75,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   })
 
   app.onError((err, c) => {
+    if (err instanceof AdminError) {
+      c.set('error', err.code)
+      if (err.detail !== undefined) log.debug({ request_id: c.get('requestId'), error: err.code, detail: err.detail }, 'admin request refused')
+      return renderAdminError(c, err)
+    }
     const error = toOAuthError(err)
     c.set('error', error.code)
     if (error.code === 'server_error' || error.code === 'temporarily_unavailable') {
@@ -85,10 +100,40 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     },
   })
 
+  const clientAddress = (c: Context) => deps.clientAddress?.(c)
+  const onAuditError = (err: unknown) =>
+    log.error({ error: 'audit_unavailable', cause: describe(err) }, 'audit record lost for an action that took effect')
+  const tokenDeps: TokenRoutesDeps = {
+    issuer,
+    keys: deps.keys,
+    clients: deps.exchange.clients,
+    policies: deps.exchange.policies,
+    revocations: deps.revocations,
+    adminKeys: deps.adminKeys,
+    now: deps.exchange.now,
+    onAuditError,
+  }
+
   app.post('/oauth2/token', limit, tokenRoute(deps.exchange))
+  app.post('/oauth2/introspect', limit, introspectRoute(tokenDeps))
+  app.post('/oauth2/revoke', limit, revokeRoute({ ...tokenDeps, service: deps.revocations, audit: deps.exchange.audit }))
+  app.use('/admin/*', limit)
+  mountAdminRevocations(app, {
+    keys: deps.adminKeys,
+    revocations: deps.revocations,
+    audit: deps.exchange.audit,
+    now: deps.exchange.now,
+    clientAddress,
+    onAuditError,
+  })
   app.get('/.well-known/oauth-authorization-server', metadataRoute(issuer, deps.keys))
   app.get('/.well-known/jwks.json', jwksRoute(deps.keys))
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
+  app.get('/readyz', (c) => {
+    const fresh = deps.revocations.fresh()
+    const body = { status: fresh ? 'ready' : 'not_ready', revocation_mirror: { fresh, lag_ms: deps.revocations.lag() } }
+    return c.json(body, fresh ? 200 : 503, { 'Cache-Control': 'no-store' })
+  })
 
   if (deps.devIssuer !== undefined) {
     app.post('/dev/users/:sub/token', limit, devUserTokenRoute(deps.devIssuer, deps.exchange.now))

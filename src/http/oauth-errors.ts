@@ -1,6 +1,46 @@
 import type { Context } from 'hono'
 import { OAuthError, statusOf } from '../core/errors.js'
 
+/** Codes of the admin API; same body shape as OAuth errors. */
+export type AdminErrorCode = 'invalid_request' | 'unauthorized' | 'forbidden' | 'not_found' | 'conflict' | 'temporarily_unavailable'
+
+/** A refusal of the admin API. `description` is sent; `detail` is for logs only. */
+export class AdminError extends Error {
+  override readonly name = 'AdminError'
+  constructor(
+    readonly code: AdminErrorCode,
+    readonly description: string,
+    readonly detail?: string,
+  ) {
+    super(`${code}: ${description}`)
+  }
+}
+
+function adminStatus(code: AdminErrorCode): 400 | 401 | 403 | 404 | 409 | 503 {
+  switch (code) {
+    case 'invalid_request':
+      return 400
+    case 'unauthorized':
+      return 401
+    case 'forbidden':
+      return 403
+    case 'not_found':
+      return 404
+    case 'conflict':
+      return 409
+    case 'temporarily_unavailable':
+      return 503
+  }
+}
+
+/** Renders an admin refusal: `{ error, error_description }`, no-store, and the scheme on a 401. */
+export function renderAdminError(c: Context, error: AdminError): Response {
+  const headers: Record<string, string> = { ...NO_STORE }
+  if (error.code === 'unauthorized') headers['WWW-Authenticate'] = 'Bearer realm="mandate-admin"'
+  if (error.code === 'temporarily_unavailable') headers['Retry-After'] = '1'
+  return c.json({ error: error.code, error_description: error.description }, adminStatus(error.code), headers)
+}
+
 /** Headers every token-endpoint answer carries (RFC 6749 §5.1). */
 export const NO_STORE = { 'Cache-Control': 'no-store', Pragma: 'no-cache' } as const
 

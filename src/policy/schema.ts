@@ -63,7 +63,8 @@ const Grant = z
     path: ['default_scopes'],
   })
 
-const MAX_TTL = 24 * 3600
+/** The longest lifetime any policy may give a token, seconds. */
+export const MAX_TOKEN_TTL = 24 * 3600
 
 export const Policy = z
   .strictObject({
@@ -78,8 +79,8 @@ export const Policy = z
     grants: z.array(Grant).min(1).describe('audiences and their scopes'),
     token_ttl: z
       .strictObject({
-        default: z.number().int().min(1).max(MAX_TTL).describe('seconds, when the request does not ask (expires_in)'),
-        max: z.number().int().min(1).max(MAX_TTL).describe('seconds; no request gets more'),
+        default: z.number().int().min(1).max(MAX_TOKEN_TTL).describe('seconds, when the request does not ask (expires_in)'),
+        max: z.number().int().min(1).max(MAX_TOKEN_TTL).describe('seconds; no request gets more'),
       })
       .refine((t) => t.default <= t.max, { message: 'default must not exceed max', path: ['default'] })
       .describe('lifetime of issued tokens, seconds'),

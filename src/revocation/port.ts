@@ -1,5 +1,48 @@
 import type { AgentId, Jti, Subject } from '../core/claims.js'
 
+/** What a revocation stops (DESIGN.md "Decisions", issue 3 §1). */
+export type RevocationTarget =
+  /** One token. Tokens already derived from it stay valid; no new ones can be. */
+  | { readonly kind: 'jti'; readonly jti: Jti }
+  /** A token and every token delegated from it, at any depth. */
+  | { readonly kind: 'chain'; readonly jti: Jti }
+  /** Every live token of the agent, and no new issuance until lifted. */
+  | { readonly kind: 'agent'; readonly agent: AgentId }
+  /** Every delegation made for the user, and no new one until lifted. */
+  | { readonly kind: 'sub'; readonly sub: Subject }
+  /** The agent, for one user only. */
+  | { readonly kind: 'agent_sub'; readonly agent: AgentId; readonly sub: Subject }
+
+export type RevocationKind = RevocationTarget['kind']
+
+/** Kinds that stay in force until lifted; the others end when their tokens have expired. */
+export const KILL_KINDS: ReadonlySet<RevocationKind> = new Set(['agent', 'sub', 'agent_sub'])
+
+/** One revocation as stored, propagated and listed. Times are epoch seconds. */
+export interface Revocation {
+  /** UUID. */
+  readonly id: string
+  readonly target: RevocationTarget
+  readonly reason: string
+  /** Who made it: the admin key's name. */
+  readonly createdBy: string
+  /** Tokens issued at or before this instant are dead for good, even after a lift. */
+  readonly createdAt: number
+  /**
+   * `jti`/`chain` only: when every affected token has expired (issue time +
+   * longest token lifetime + skew), after which the entry may be dropped.
+   */
+  readonly expiresAt: number | undefined
+  /** Kill kinds only: set once the kill is lifted. */
+  readonly liftedAt: number | undefined
+  readonly liftedBy: string | undefined
+}
+
+/** Whether a kill still stops new issuance. */
+export function inForce(r: Revocation): boolean {
+  return KILL_KINDS.has(r.target.kind) && r.liftedAt === undefined
+}
+
 /** What the exchange asks before it issues: may this agent act for this user on this chain? */
 export interface RevocationQuery {
   readonly agent: AgentId
@@ -16,11 +59,23 @@ export interface RevocationQuery {
   readonly subjectIssuedAt: number
 }
 
+/** A Mandate token as introspection and verifiers see it. */
+export interface TokenFacts {
+  readonly jti: Jti
+  readonly sub: Subject
+  /** Every agent in the token's `act`, newest first (the holder first). */
+  readonly actors: readonly AgentId[]
+  /** Ancestor `jti`s, root first. */
+  readonly chain: readonly Jti[]
+  readonly iat: number
+}
+
 export type RevocationVerdict =
   | { readonly state: 'clear' }
   /**
-   * `agent`: the requesting agent itself is killed (`unauthorized_client`);
-   * `subject`: the user, an ancestor token or an ancestor agent is (`invalid_request`).
+   * `agent`: the requesting agent itself is killed, for everyone or for this
+   * user (`unauthorized_client`); `subject`: the user, an ancestor token or an
+   * ancestor agent is (`invalid_request`).
    */
   | { readonly state: 'revoked'; readonly what: 'agent' | 'subject'; readonly detail: string }
   /** The list cannot be trusted right now (store unreachable, mirror stale): fail closed. */
@@ -31,5 +86,48 @@ export type RevocationVerdict =
  * network round trip. Adapters keep that memory in step with the shared store.
  */
 export interface RevocationStore {
+  /** May a new token be issued for this query? */
   check(query: RevocationQuery): RevocationVerdict
+  /** Is this already-issued token still good? */
+  checkToken(token: TokenFacts): RevocationVerdict
+}
+
+/** Durable record of every revocation (PostgreSQL, PGlite, or memory in tests). */
+export interface RevocationLog {
+  /** Resolves once the record is durable; rejects otherwise. */
+  insert(record: Revocation): Promise<void>
+  /**
+   * Marks a kill lifted; resolves with the updated record once durable.
+   * Resolves undefined when no record has that id.
+   */
+  lift(id: string, by: string, at: number): Promise<Revocation | undefined>
+  get(id: string): Promise<Revocation | undefined>
+  /** Every record still relevant at `now`: kills (in force or not) and unexpired jti/chain entries, oldest first. */
+  listRelevant(now: number): Promise<readonly Revocation[]>
+  /** Newest first, at most `limit`, before the `before` cursor (a record id) when given. */
+  list(options: { limit: number; before?: string }): Promise<readonly Revocation[]>
+}
+
+/**
+ * The in-memory index every instance checks on the hot path. Applying a
+ * record is idempotent (a record with a known id replaces the old version,
+ * e.g. when a kill is lifted).
+ */
+export interface RevocationMirror extends RevocationStore {
+  apply(record: Revocation): void
+  /** Replaces the whole state (a full resync). */
+  replaceAll(records: readonly Revocation[]): void
+  /** Every record held, oldest first. */
+  records(): readonly Revocation[]
+}
+
+/** Carries revocations between instances and keeps the local mirror in step. */
+export interface RevocationFeed {
+  /** Resolves once the shared store has the record (every mirror will apply it); rejects otherwise. */
+  publish(record: Revocation): Promise<void>
+  /** False when this instance has not heard from the shared store within the bound: fail closed. */
+  fresh(): boolean
+  /** Milliseconds since this instance last heard from the shared store. */
+  lag(): number
+  close(): Promise<void>
 }

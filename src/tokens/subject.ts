@@ -45,15 +45,7 @@ export function createSubjectVerifier(options: SubjectVerifierOptions): SubjectV
     const decoded = decodeJws(token)
     const iss = unverifiedIssuer(decoded.payload)
     if (iss === options.selfIssuer) {
-      const { header, payload } = decoded
-      checkHeader(header, { algorithms: ['ES256'], typ: ['at+jwt'] })
-      const key = header.kid === undefined ? undefined : options.selfKeys.byKid(header.kid)
-      if (key === undefined) throw new JwtError('unknown_kid')
-      if (!verifySignature(header.alg, key.publicKey, decoded.signingInput, decoded.signature)) {
-        throw new JwtError('bad_signature')
-      }
-      checkClaims(payload, { issuer: iss, audience: undefined, now, skew: options.skew, required: MANDATE_REQUIRED })
-      return { kind: 'mandate', claims: mandateClaims(payload) }
+      return { kind: 'mandate', claims: verifyOwnToken(decoded, options.selfIssuer, options.selfKeys, now, options.skew) }
     }
     const trusted = options.users.get(iss)
     if (trusted === undefined) throw new JwtError('issuer_not_trusted_for_subjects')
@@ -97,6 +89,27 @@ export function createSubjectVerifier(options: SubjectVerifierOptions): SubjectV
       }
     },
   }
+}
+
+/**
+ * Verifies a token this broker minted: ES256 with one of its keys, `typ`
+ * at+jwt, every Mandate claim present and well-formed, within its lifetime.
+ * Throws `JwtError`.
+ */
+export function verifyOwnToken(
+  decoded: ReturnType<typeof decodeJws>,
+  issuer: string,
+  keys: SigningKeys,
+  now: number,
+  skew: number,
+): MandateClaims {
+  const { header, payload } = decoded
+  checkHeader(header, { algorithms: ['ES256'], typ: ['at+jwt'] })
+  const key = header.kid === undefined ? undefined : keys.byKid(header.kid)
+  if (key === undefined) throw new JwtError('unknown_kid')
+  if (!verifySignature(header.alg, key.publicKey, decoded.signingInput, decoded.signature)) throw new JwtError('bad_signature')
+  checkClaims(payload, { issuer, audience: undefined, now, skew, required: MANDATE_REQUIRED })
+  return mandateClaims(payload)
 }
 
 function scopesOf(payload: Record<string, unknown>): Set<string> | undefined {

@@ -5,6 +5,7 @@
  * memory audit log and revocation store to inspect. Keys are generated here;
  * nothing is read from the repository but the code.
  */
+import { createHash } from 'node:crypto'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -14,7 +15,10 @@ import { createMemoryAuditLog, type MemoryAuditLog } from '../../src/audit/memor
 import { composeMandate, type Mandate } from '../../src/compose.js'
 import { Config } from '../../src/config/schema.js'
 import { CLIENT_ASSERTION_TYPE_JWT, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../../src/core/claims.js'
-import { createMemoryRevocationStore, type MemoryRevocationStore } from '../../src/revocation/memory.js'
+import type { AgentId, Jti, Subject } from '../../src/core/claims.js'
+import { createMemoryRevocationLog } from '../../src/revocation/log-memory.js'
+import type { RevocationTarget } from '../../src/revocation/port.js'
+import type { RevocationService } from '../../src/revocation/service.js'
 import { createLogger } from '../../src/telemetry/log.js'
 import { hashClientSecret } from '../../src/tokens/client-auth.js'
 
@@ -26,6 +30,14 @@ export const OTHER_AUDIENCE = 'https://other.test'
 export const T0 = 1_800_000_000 // epoch seconds the clock starts at
 
 export const SECRET = 'correct-horse-battery-staple-0123456789'
+
+/** Admin API keys configured on every test broker, one per role. */
+export const ADMIN_KEYS = {
+  responder: 'responder-key-5f0c1e7a9b2d4c6e8f10',
+  auditor: 'auditor-key-3a9d7b1c5e2f4a6b8c0d',
+  admin: 'admin-key-8e6c4a2b0d9f7e5c3a1b',
+} as const
+export const bearer = (key: string) => ({ authorization: `Bearer ${key}` })
 
 export interface Issuer {
   readonly iss: string
@@ -52,10 +64,21 @@ async function makeIssuer(iss: string, alg: 'RS256' | 'ES256', defaults: (now: n
   }
 }
 
+/** Kill-switch shortcuts over the broker's own revocation service (memory log). */
+export interface TestRevocations {
+  readonly service: RevocationService
+  revoke(target: RevocationTarget): Promise<string>
+  killAgent(agent: AgentId, _at?: number): Promise<string>
+  liftAgent(agent: AgentId): Promise<void>
+  killUser(sub: Subject, _at?: number): Promise<string>
+  liftUser(sub: Subject): Promise<void>
+  revokeToken(jti: Jti): Promise<string>
+}
+
 export interface TestBroker {
   readonly mandate: Mandate
   readonly audit: MemoryAuditLog
-  readonly revocations: MemoryRevocationStore
+  readonly revocations: TestRevocations
   readonly users: Issuer
   readonly workloads: Issuer
   /** The private key `jwt-agent` signs its assertions with. */
@@ -184,15 +207,21 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     data_dir: join(dir, 'data'),
     signing: { generate_if_missing: true },
     log: { level: 'debug' },
+    admin: {
+      keys: Object.entries(ADMIN_KEYS).map(([role, key]) => ({
+        name: `${role}-holder`,
+        sha256: createHash('sha256').update(key).digest('hex'),
+        roles: [role],
+      })),
+    },
   })
   const audit = createMemoryAuditLog()
-  const revocations = createMemoryRevocationStore()
   const mandate = await composeMandate(config, {
     dev: options.dev ?? false,
     logger: createLogger(options.logLevel ?? 'debug', sink),
     clock: () => now * 1000,
     audit,
-    revocations,
+    revocationLog: createMemoryRevocationLog(),
     localSubjectIssuers: [
       { trusted: { issuer: USER_ISSUER, jwksUri: undefined, algorithms: ['RS256'], audience: BROKER, typ: ['at+jwt'] }, jwks: { keys: [users.publicJwk] } },
     ],
@@ -203,6 +232,28 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     await rm(dir, { recursive: true, force: true })
     throw err
   })
+
+  const service = mandate.revocations
+  const kills = new Map<string, string[]>()
+  const revoke = async (target: RevocationTarget) => (await service.revoke({ target, reason: 'test', createdBy: 'test' })).id
+  const kill = async (key: string, target: RevocationTarget) => {
+    const id = await revoke(target)
+    kills.set(key, [...(kills.get(key) ?? []), id])
+    return id
+  }
+  const liftAll = async (key: string) => {
+    for (const id of kills.get(key) ?? []) await service.lift(id, 'test')
+    kills.delete(key)
+  }
+  const revocations: TestRevocations = {
+    service,
+    revoke,
+    killAgent: (agent) => kill(`agent:${agent}`, { kind: 'agent', agent }),
+    liftAgent: (agent) => liftAll(`agent:${agent}`),
+    killUser: (sub) => kill(`sub:${sub}`, { kind: 'sub', sub }),
+    liftUser: (sub) => liftAll(`sub:${sub}`),
+    revokeToken: (jti) => revoke({ kind: 'jti', jti }),
+  }
 
   let jtiCounter = 0
   return {

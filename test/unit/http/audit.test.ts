@@ -55,13 +55,13 @@ describe('audit of token-endpoint outcomes', () => {
   })
 
   it('records a killed agent as token.denied unauthorized_client', async () => {
-    b.revocations.killAgent('secret-agent' as AgentId, b.now())
+    await b.revocations.killAgent('secret-agent' as AgentId, b.now())
     try {
       const events = await appended(async () => void (await expectOAuthError(await b.token(exchange(await user()), secretAgent()), 400, 'unauthorized_client')))
       expect(events).toHaveLength(1)
       expect(events[0]).toMatchObject({ type: 'token.denied', agent: 'secret-agent', sub: 'alice', error: 'unauthorized_client' })
     } finally {
-      b.revocations.liftAgent('secret-agent' as AgentId)
+      await b.revocations.liftAgent('secret-agent' as AgentId)
       b.advance(1)
     }
   })

@@ -31,17 +31,17 @@ describe('revocation at the token endpoint', () => {
 
   it('refuses a killed agent → 400 unauthorized_client; lifting the kill lets it in again', async () => {
     await expectToken(await asSecretAgent())
-    b.revocations.killAgent(agent('secret-agent'), b.now())
+    await b.revocations.killAgent(agent('secret-agent'), b.now())
     await expectOAuthError(await asSecretAgent(), 400, 'unauthorized_client')
-    b.revocations.liftAgent(agent('secret-agent'))
+    await b.revocations.liftAgent(agent('secret-agent'))
     b.advance(1)
     await expectToken(await asSecretAgent())
   })
 
   it('refuses a killed user → 400 invalid_request; lifting the kill lets a new user token in', async () => {
-    b.revocations.killUser(alice, b.now())
+    await b.revocations.killUser(alice, b.now())
     await expectOAuthError(await asSecretAgent(), 400, 'invalid_request')
-    b.revocations.liftUser(alice)
+    await b.revocations.liftUser(alice)
     b.advance(1)
     await expectToken(await asSecretAgent())
   })
@@ -50,9 +50,9 @@ describe('revocation at the token endpoint', () => {
     // DESIGN.md: "Lifting a kill never revives tokens issued before it (kills are keyed on issue time)."
     const before = await userToken()
     b.advance(1)
-    b.revocations.killUser(alice, b.now())
+    await b.revocations.killUser(alice, b.now())
     await expectOAuthError(await asSecretAgent(before), 400, 'invalid_request')
-    b.revocations.liftUser(alice)
+    await b.revocations.liftUser(alice)
     b.advance(1)
     await expectToken(await asSecretAgent()) // a token issued after the kill
     await expectOAuthError(await asSecretAgent(before), 400, 'invalid_request')
@@ -61,7 +61,7 @@ describe('revocation at the token endpoint', () => {
   it('refuses re-delegation of a revoked parent token → 400 invalid_request', async () => {
     const parent = await parentToken()
     await expectToken(await asSubAgent(parent)) // control
-    b.revocations.revokeToken(decodeJwt(parent).jti as Jti)
+    await b.revocations.revokeToken(decodeJwt(parent).jti as Jti)
     await expectOAuthError(await asSubAgent(parent), 400, 'invalid_request')
   })
 
@@ -74,25 +74,25 @@ describe('revocation at the token endpoint', () => {
     const root = (await expectToken(await b.token(fields))).access_token // jwt-agent
     const mid = (await expectToken(await asSubAgent(root))).access_token
     await expectToken(await b.token(exchange(mid, { scope: 'read' }), basic('secret-agent', SECRET))) // control
-    b.revocations.revokeToken(decodeJwt(root).jti as Jti)
+    await b.revocations.revokeToken(decodeJwt(root).jti as Jti)
     await expectOAuthError(await b.token(exchange(mid, { scope: 'read' }), basic('secret-agent', SECRET)), 400, 'invalid_request')
   })
 
   it('refuses re-delegation from a killed parent agent’s token → 400 invalid_request (not unauthorized_client)', async () => {
     const parent = await parentToken()
-    b.revocations.killAgent(agent('secret-agent'), b.now())
+    await b.revocations.killAgent(agent('secret-agent'), b.now())
     try {
       await expectOAuthError(await asSubAgent(parent), 400, 'invalid_request')
     } finally {
-      b.revocations.liftAgent(agent('secret-agent'))
+      await b.revocations.liftAgent(agent('secret-agent'))
     }
   })
 
   it('keeps refusing, after an agent kill is lifted, its token issued before the kill', async () => {
     const parent = await parentToken()
     b.advance(1)
-    b.revocations.killAgent(agent('secret-agent'), b.now())
-    b.revocations.liftAgent(agent('secret-agent'))
+    await b.revocations.killAgent(agent('secret-agent'), b.now())
+    await b.revocations.liftAgent(agent('secret-agent'))
     b.advance(1)
     await expectOAuthError(await asSubAgent(parent), 400, 'invalid_request')
     await expectToken(await asSubAgent(await parentToken())) // issued after the kill
@@ -100,21 +100,21 @@ describe('revocation at the token endpoint', () => {
 
   it('refuses a killed sub-agent → 400 unauthorized_client', async () => {
     const parent = await parentToken()
-    b.revocations.killAgent(agent('sub-agent'), b.now())
+    await b.revocations.killAgent(agent('sub-agent'), b.now())
     try {
       await expectOAuthError(await asSubAgent(parent), 400, 'unauthorized_client')
     } finally {
-      b.revocations.liftAgent(agent('sub-agent'))
+      await b.revocations.liftAgent(agent('sub-agent'))
     }
   })
 
   it('refuses re-delegation for a killed user → 400 invalid_request', async () => {
     const parent = await parentToken()
-    b.revocations.killUser(alice, b.now())
+    await b.revocations.killUser(alice, b.now())
     try {
       await expectOAuthError(await asSubAgent(parent), 400, 'invalid_request')
     } finally {
-      b.revocations.liftUser(alice)
+      await b.revocations.liftUser(alice)
     }
   })
 

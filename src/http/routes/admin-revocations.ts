@@ -1,0 +1,137 @@
+import type { Context, Hono } from 'hono'
+import { z } from 'zod'
+import type { AuditLog } from '../../audit/port.js'
+import type { AgentId, Jti, Subject } from '../../core/claims.js'
+import { AgentIdString } from '../../policy/schema.js'
+import type { Revocation, RevocationTarget } from '../../revocation/port.js'
+import { RevocationError, type RevocationService } from '../../revocation/service.js'
+import { requireAdmin, type AdminKey } from '../admin-auth.js'
+import { AdminError, NO_STORE } from '../oauth-errors.js'
+
+const Identifier = z.string().min(1).max(256).regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
+
+/** POST body: exactly one target form, and a reason. */
+const RevokeBody = z.strictObject({
+  jti: Identifier.optional(),
+  chain: Identifier.optional(),
+  agent: AgentIdString.optional(),
+  sub: Identifier.optional(),
+  reason: z.string().trim().min(1).max(500),
+})
+
+function targetOf(body: z.infer<typeof RevokeBody>): RevocationTarget {
+  const named = (['jti', 'chain', 'agent', 'sub'] as const).filter((k) => body[k] !== undefined).sort().join('+')
+  switch (named) {
+    case 'jti':
+      return { kind: 'jti', jti: body.jti as Jti }
+    case 'chain':
+      return { kind: 'chain', jti: body.chain as Jti }
+    case 'agent':
+      return { kind: 'agent', agent: body.agent as AgentId }
+    case 'sub':
+      return { kind: 'sub', sub: body.sub as Subject }
+    case 'agent+sub':
+      return { kind: 'agent_sub', agent: body.agent as AgentId, sub: body.sub as Subject }
+    default:
+      throw new AdminError('invalid_request', 'name exactly one target: {"jti"}, {"chain"}, {"agent"}, {"sub"} or {"agent","sub"}')
+  }
+}
+
+/** The wire form of a revocation record (snake_case, ISO times). */
+export function revocationJson(r: Revocation) {
+  const iso = (t: number | undefined) => (t === undefined ? null : new Date(t * 1000).toISOString())
+  const { kind, ...target } = r.target
+  return {
+    id: r.id,
+    kind,
+    target,
+    reason: r.reason,
+    created_by: r.createdBy,
+    created_at: iso(r.createdAt),
+    expires_at: iso(r.expiresAt),
+    in_force: kind === 'agent' || kind === 'sub' || kind === 'agent_sub' ? r.liftedAt === undefined : null,
+    lifted_at: iso(r.liftedAt),
+    lifted_by: r.liftedBy ?? null,
+  }
+}
+
+function unavailable(err: unknown): never {
+  if (err instanceof RevocationError) {
+    switch (err.code) {
+      case 'not_found':
+        throw new AdminError('not_found', err.message)
+      case 'not_liftable':
+        throw new AdminError('conflict', err.message)
+      case 'unavailable':
+        throw new AdminError('temporarily_unavailable', err.message)
+    }
+  }
+  throw new AdminError('temporarily_unavailable', 'revocation store unavailable')
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+export interface AdminRevocationDeps {
+  readonly keys: readonly AdminKey[]
+  readonly revocations: RevocationService
+  readonly audit: AuditLog
+  readonly now: () => number
+  readonly clientAddress: (c: Context) => string | undefined
+  /** Called when an audit record could not be written for an action that already took effect. */
+  readonly onAuditError: (err: unknown) => void
+}
+
+/** /admin/revocations: the kill switch's API (responder: revoke and lift; auditor: read). */
+export function mountAdminRevocations(app: Hono<any>, deps: AdminRevocationDeps): void {
+  const { revocations, audit } = deps
+  const record = async (c: Context, type: 'revocation.created' | 'revocation.lifted', r: Revocation) => {
+    // The revocation itself is durable and in force: a failed audit line is reported, and must not undo it.
+    await audit
+      .append({ type, at: deps.now(), by: c.get('adminKey') as string, revocation: r, clientAddress: deps.clientAddress(c) })
+      .catch(deps.onAuditError)
+  }
+
+  app.post('/admin/revocations', requireAdmin(deps.keys, 'revoke'), async function createRevocation(c) {
+    let raw: unknown
+    try {
+      raw = await c.req.json()
+    } catch {
+      throw new AdminError('invalid_request', 'body must be a JSON object')
+    }
+    const parsed = RevokeBody.safeParse(raw)
+    if (!parsed.success) {
+      const field = parsed.error.issues[0]?.path.join('.') || 'body'
+      throw new AdminError('invalid_request', `invalid ${field}: ${parsed.error.issues[0]?.message ?? 'invalid'}`)
+    }
+    const target = targetOf(parsed.data)
+    const r = await revocations.revoke({ target, reason: parsed.data.reason, createdBy: c.get('adminKey') as string }).catch(unavailable)
+    await record(c, 'revocation.created', r)
+    return c.json(revocationJson(r), 201, { ...NO_STORE, Location: `/admin/revocations/${r.id}` })
+  })
+
+  app.get('/admin/revocations', requireAdmin(deps.keys, 'read'), async function listRevocations(c) {
+    const limitText = c.req.query('limit') ?? '100'
+    const before = c.req.query('before')
+    if (!/^[1-9][0-9]{0,3}$/.test(limitText) || Number(limitText) > 1000) throw new AdminError('invalid_request', 'limit must be 1-1000')
+    if (before !== undefined && !UUID.test(before)) throw new AdminError('invalid_request', 'before must be a revocation id')
+    const limit = Number(limitText)
+    const page = await revocations.list({ limit, ...(before === undefined ? {} : { before }) }).catch(unavailable)
+    const last = page.at(-1)
+    return c.json({ revocations: page.map(revocationJson), next: page.length === limit && last !== undefined ? last.id : null }, 200, NO_STORE)
+  })
+
+  app.get('/admin/revocations/:id', requireAdmin(deps.keys, 'read'), async function getRevocation(c) {
+    const id = c.req.param('id')
+    const r = UUID.test(id) ? await revocations.get(id).catch(unavailable) : undefined
+    if (r === undefined) throw new AdminError('not_found', 'no revocation has that id')
+    return c.json(revocationJson(r), 200, NO_STORE)
+  })
+
+  app.delete('/admin/revocations/:id', requireAdmin(deps.keys, 'revoke'), async function liftRevocation(c) {
+    const id = c.req.param('id')
+    if (!UUID.test(id)) throw new AdminError('not_found', 'no revocation has that id')
+    const r = await revocations.lift(id, c.get('adminKey') as string).catch(unavailable)
+    await record(c, 'revocation.lifted', r)
+    return c.json(revocationJson(r), 200, NO_STORE)
+  })
+}

@@ -1,0 +1,162 @@
+import type { AgentId, Jti, Subject } from '../core/claims.js'
+import type { Revocation, RevocationMirror, RevocationQuery, RevocationVerdict, TokenFacts } from './port.js'
+
+/** Aggregate of every kill record on one target: the latest kill instant, and how many are in force. */
+interface Kill {
+  readonly ids: Set<string>
+  latestAt: number
+  inForce: number
+}
+
+const CLEAR: RevocationVerdict = { state: 'clear' }
+
+/**
+ * The in-memory revocation index: O(1) lookups per agent, user, agent+user
+ * and `jti`, so the hot path checks a token's whole chain without a network
+ * round trip. Kills are keyed on issue time: a token issued at or before a
+ * kill's instant is dead for good, and while a kill is in force nothing new
+ * is issued. `jti`/`chain` entries are dropped once past `expiresAt`.
+ *
+ * `now` is epoch seconds.
+ */
+export function createRevocationMirror(now: () => number): RevocationMirror {
+  const byId = new Map<string, Revocation>()
+  const kills = new Map<string, Kill>()
+  /** jti → expiresAt, for `jti` and `chain` kinds. */
+  const tokens = new Map<Jti, number>()
+  const chains = new Map<Jti, number>()
+
+  const agentKey = (agent: AgentId) => `a\u0000${agent}`
+  const subKey = (sub: Subject) => `s\u0000${sub}`
+  const pairKey = (agent: AgentId, sub: Subject) => `p\u0000${agent}\u0000${sub}`
+
+  function killKey(r: Revocation): string | undefined {
+    const t = r.target
+    switch (t.kind) {
+      case 'agent':
+        return agentKey(t.agent)
+      case 'sub':
+        return subKey(t.sub)
+      case 'agent_sub':
+        return pairKey(t.agent, t.sub)
+      case 'jti':
+      case 'chain':
+        return undefined
+    }
+  }
+
+  function recompute(key: string): void {
+    const kill = kills.get(key)
+    if (kill === undefined) return
+    kill.latestAt = -Infinity
+    kill.inForce = 0
+    for (const id of kill.ids) {
+      const r = byId.get(id)
+      if (r === undefined) continue
+      kill.latestAt = Math.max(kill.latestAt, r.createdAt)
+      if (r.liftedAt === undefined) kill.inForce++
+    }
+  }
+
+  function remove(r: Revocation): void {
+    byId.delete(r.id)
+    const key = killKey(r)
+    if (key !== undefined) {
+      kills.get(key)?.ids.delete(r.id)
+      recompute(key)
+      return
+    }
+    const t = r.target as { kind: 'jti' | 'chain'; jti: Jti }
+    const map = t.kind === 'jti' ? tokens : chains
+    // Only forget the jti if no other record still names it.
+    if (![...byId.values()].some((o) => o.target.kind === t.kind && (o.target as { jti: Jti }).jti === t.jti)) map.delete(t.jti)
+  }
+
+  function apply(r: Revocation): void {
+    const previous = byId.get(r.id)
+    if (previous !== undefined) remove(previous)
+    if (r.expiresAt !== undefined && r.expiresAt <= now()) return
+    byId.set(r.id, r)
+    const key = killKey(r)
+    if (key !== undefined) {
+      let kill = kills.get(key)
+      if (kill === undefined) {
+        kill = { ids: new Set(), latestAt: -Infinity, inForce: 0 }
+        kills.set(key, kill)
+      }
+      kill.ids.add(r.id)
+      recompute(key)
+      return
+    }
+    const t = r.target as { kind: 'jti' | 'chain'; jti: Jti }
+    const map = t.kind === 'jti' ? tokens : chains
+    map.set(t.jti, Math.max(map.get(t.jti) ?? -Infinity, r.expiresAt ?? Infinity))
+  }
+
+  const live = (map: Map<Jti, number>, jti: Jti) => {
+    const exp = map.get(jti)
+    return exp !== undefined && exp > now()
+  }
+
+  /** Dead if the kill is in force, or was made at or after the token's issue time. */
+  const killed = (key: string, issuedAt: number): boolean => {
+    const kill = kills.get(key)
+    return kill !== undefined && kill.ids.size > 0 && (kill.inForce > 0 || issuedAt <= kill.latestAt)
+  }
+  const inForceKill = (key: string): boolean => (kills.get(key)?.inForce ?? 0) > 0
+
+  function checkChain(actors: readonly AgentId[], sub: Subject, chain: readonly Jti[], issuedAt: number): string | undefined {
+    if (killed(subKey(sub), issuedAt)) return `user ${sub} killed`
+    for (const actor of actors) {
+      if (killed(agentKey(actor), issuedAt)) return `chain agent ${actor} killed`
+      if (killed(pairKey(actor, sub), issuedAt)) return `chain agent ${actor} killed for ${sub}`
+    }
+    for (const jti of chain) if (live(chains, jti)) return `ancestor chain ${jti} revoked`
+    return undefined
+  }
+
+  // Periodic pruning keeps expired jti/chain entries from accumulating.
+  let nextPrune = 0
+  function prune(): void {
+    const t = now()
+    if (t < nextPrune) return
+    nextPrune = t + 60
+    for (const r of [...byId.values()]) if (r.expiresAt !== undefined && r.expiresAt <= t) remove(r)
+  }
+
+  return {
+    apply(record) {
+      prune()
+      apply(record)
+    },
+    replaceAll(records) {
+      byId.clear()
+      kills.clear()
+      tokens.clear()
+      chains.clear()
+      for (const r of records) apply(r)
+    },
+    records: () => [...byId.values()].sort((a, b) => a.createdAt - b.createdAt),
+
+    check(q: RevocationQuery): RevocationVerdict {
+      if (inForceKill(agentKey(q.agent))) return { state: 'revoked', what: 'agent', detail: `agent ${q.agent} killed` }
+      if (inForceKill(pairKey(q.agent, q.sub))) {
+        return { state: 'revoked', what: 'agent', detail: `agent ${q.agent} killed for ${q.sub}` }
+      }
+      // The subject token (user token or parent) and everything above it.
+      const detail = checkChain(q.actors, q.sub, q.ancestors, q.subjectIssuedAt)
+      if (detail !== undefined) return { state: 'revoked', what: 'subject', detail }
+      // A token revoked alone may not be the parent of new tokens either.
+      for (const jti of q.ancestors) {
+        if (live(tokens, jti)) return { state: 'revoked', what: 'subject', detail: `ancestor token ${jti} revoked` }
+      }
+      return CLEAR
+    },
+
+    checkToken(t: TokenFacts): RevocationVerdict {
+      if (live(tokens, t.jti) || live(chains, t.jti)) return { state: 'revoked', what: 'subject', detail: `token ${t.jti} revoked` }
+      const detail = checkChain(t.actors, t.sub, t.chain, t.iat)
+      return detail === undefined ? CLEAR : { state: 'revoked', what: 'subject', detail }
+    },
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * The durable tables, as drizzle pg-core declarations. `drizzle-kit generate`
+ * turns changes here into SQL under `migrations/`, which PostgreSQL and PGlite
+ * both run (migrations/README.md).
+ *
+ * Keep this module free of runtime imports outside drizzle-orm: drizzle-kit
+ * loads it on its own, without the project's module resolution.
+ */
+import { sql, type SQL } from 'drizzle-orm'
+import { check, customType, index, pgTable, text, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core'
+
+/** Every revocation kind, as stored in `revocations.kind` (`RevocationKind` in src/revocation/port.ts). */
+export const REVOCATION_KINDS = ['jti', 'chain', 'agent', 'sub', 'agent_sub'] as const
+
+/**
+ * `timestamptz` seen from TypeScript as epoch seconds. Written as an ISO 8601
+ * UTC instant; read from PostgreSQL's ISO text output whatever the session
+ * time zone, so a value comes back exactly as it went in.
+ */
+export const epochSeconds = customType<{ data: number; driverData: string }>({
+  dataType: () => 'timestamp with time zone',
+  toDriver: (seconds) => new Date(seconds * 1000).toISOString(),
+  fromDriver: (value) => parseTimestamptz(value),
+})
+
+// DateStyle ISO: `2027-01-01 00:00:00[.ffffff]+hh[:mm[:ss]]`, the offset the session time zone's
+// (9999-12-31T23:59:59Z is year 10000 east of UTC).
+const ISO_TIMESTAMPTZ = /^(\d{4,})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(\.\d{1,6})?(?:([+-])(\d{2})(?::?(\d{2}))?(?::?(\d{2}))?|Z)$/
+
+/** Epoch seconds of a `timestamptz` in PostgreSQL's ISO output. Throws `TypeError` on anything else (BC, infinity, other DateStyles). */
+export function parseTimestamptz(value: string | Date): number {
+  // Drivers configured by drizzle hand over text; a Date is accepted in case one does not.
+  if (value instanceof Date) return value.getTime() / 1000
+  const m = ISO_TIMESTAMPTZ.exec(value)
+  if (m === null) throw new TypeError(`unexpected timestamptz text: ${JSON.stringify(value)}`)
+  const [, y, mo, d, h, mi, s, frac, sign, oh, om, os] = m
+  const date = new Date(Date.UTC(2000, Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s)))
+  date.setUTCFullYear(Number(y)) // Date.UTC reads years 0-99 as 1900-1999
+  const local = date.getTime() / 1000
+  const offset = sign === undefined ? 0 : (sign === '-' ? -1 : 1) * (Number(oh) * 3600 + Number(om ?? 0) * 60 + Number(os ?? 0))
+  // Fractions are kept as they are: Revocation times are whole seconds, so none is expected.
+  return local - offset + (frac === undefined ? 0 : Number(frac))
+}
+
+/** `kind IN (...)` with the kinds inlined, so the planner can match it to the partial indexes below. */
+function kindIn(kind: AnyPgColumn, kinds: readonly string[]): SQL {
+  return sql`${kind} in (${sql.raw(kinds.map((k) => `'${k}'`).join(', '))})`
+}
+
+/** Kinds that stay in force until lifted (`KILL_KINDS` in src/revocation/port.ts). */
+export const isKillKind = (kind: AnyPgColumn): SQL => kindIn(kind, ['agent', 'sub', 'agent_sub'])
+/** Kinds that lapse once every affected token has expired. */
+export const isTokenKind = (kind: AnyPgColumn): SQL => kindIn(kind, ['jti', 'chain'])
+
+/**
+ * The durable revocation list (DESIGN.md: every revocation is written here,
+ * and Redis is re-seeded from it). Append-mostly: the one UPDATE ever made
+ * sets `lifted_at`/`lifted_by`, once, on a kill.
+ */
+export const revocations = pgTable(
+  'revocations',
+  {
+    id: uuid('id').primaryKey(),
+    kind: text('kind', { enum: REVOCATION_KINDS }).notNull(),
+    agent: text('agent'),
+    sub: text('sub'),
+    jti: text('jti'),
+    reason: text('reason').notNull(),
+    createdBy: text('created_by').notNull(),
+    createdAt: epochSeconds('created_at').notNull(),
+    expiresAt: epochSeconds('expires_at'),
+    liftedAt: epochSeconds('lifted_at'),
+    liftedBy: text('lifted_by'),
+  },
+  (t) => [
+    check('revocations_kind_check', kindIn(t.kind, REVOCATION_KINDS)),
+    check(
+      'revocations_target_check',
+      sql`case ${t.kind}
+        when 'jti' then ${t.jti} is not null and ${t.agent} is null and ${t.sub} is null
+        when 'chain' then ${t.jti} is not null and ${t.agent} is null and ${t.sub} is null
+        when 'agent' then ${t.agent} is not null and ${t.sub} is null and ${t.jti} is null
+        when 'sub' then ${t.sub} is not null and ${t.agent} is null and ${t.jti} is null
+        when 'agent_sub' then ${t.agent} is not null and ${t.sub} is not null and ${t.jti} is null
+        else false end`,
+    ),
+    // A lift names both when and who, and only a kill can be lifted.
+    check(
+      'revocations_lift_check',
+      sql`(${t.liftedAt} is null and ${t.liftedBy} is null) or (${t.liftedAt} is not null and ${t.liftedBy} is not null and ${isKillKind(t.kind)})`,
+    ),
+    // `list`: newest first, keyset on (created_at, id); scanned backwards, which is
+    // `desc nulls first`, the default order of `desc` (a `desc` index here would be `nulls last`).
+    index('revocations_created_at_id_idx').on(t.createdAt, t.id),
+    // `listRelevant`: every kill, oldest first...
+    index('revocations_kills_idx').on(t.createdAt, t.id).where(isKillKind(t.kind)),
+    // ...and the jti/chain entries not yet expired.
+    index('revocations_token_expiry_idx').on(t.expiresAt).where(isTokenKind(t.kind)),
+  ],
+)
+
+export type RevocationRow = typeof revocations.$inferSelect
