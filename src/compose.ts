@@ -17,7 +17,7 @@ import { createSqlRevocationLog } from './revocation/log-sql.js'
 import { createRevocationMirror } from './revocation/mirror.js'
 import type { RevocationFeed, RevocationLog } from './revocation/port.js'
 import { createRedisRevocationFeed } from './revocation/redis.js'
-import { createRevocationService, type RevocationService } from './revocation/service.js'
+import { createRevocationService, observeMirror, type RevocationService } from './revocation/service.js'
 import { openDatabase } from './storage/database.js'
 import { createRedisReplayCache } from './tokens/replay-redis.js'
 import type { Logger } from './telemetry/log.js'
@@ -159,7 +159,8 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     const revocationLog = options.revocationLog ?? (await openLog())
 
     // Propagation: Redis when REDIS_URL is set; one process needs none.
-    const mirror = createRevocationMirror(nowSeconds)
+    // Observed: the broker's /revocations/feed streams what it applies.
+    const mirror = observeMirror(createRevocationMirror(nowSeconds))
     let feed: RevocationFeed | undefined
     let replay = options.replay
     if (config.storage.redis_url !== undefined) {
@@ -202,6 +203,8 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       // The longest any token can live (the policy schema's cap), plus skew.
       tokenEntryTtl: MAX_TOKEN_TTL + skew,
     })
+    // Runs first on close: open revocation feed streams end before their sources do.
+    closers.push(async () => revocations.endSubscriptions())
 
   const exchange: ExchangeDeps = {
     issuer: config.issuer,

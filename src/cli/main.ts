@@ -29,7 +29,8 @@ program
 Environment: MANDATE_CONFIG, MANDATE_ISSUER, HOST, PORT, MANDATE_POLICIES_DIR,
 MANDATE_DATA_DIR, MANDATE_SIGNING_KEYS_FILE, DATABASE_URL (PostgreSQL; PGlite
 under the data dir when unset), REDIS_URL (revocation list shared by every
-instance; in-process when unset), LOG_LEVEL (see README "Configuration").
+instance; in-process when unset), MANDATE_REDIS_PREFIX (prefix of its keys),
+LOG_LEVEL (see README "Configuration").
 Exits 1 with one line on stderr when the config or the policies are invalid.`,
   )
   .action(serve)

@@ -56,6 +56,8 @@ export async function serve(options: ServeOptions): Promise<void> {
     closing = true
     logger.info({ signal }, 'shutting down')
     const force = setTimeout(() => process.exit(1), 10_000).unref()
+    // Open revocation feed streams end now, or they would hold close() open.
+    mandate.revocations.endSubscriptions()
     server.close(() => {
       void mandate.close().finally(() => {
         clearTimeout(force)

@@ -20,6 +20,7 @@ export const CONFIG_ENV = {
   MANDATE_SIGNING_KEYS_FILE: 'signing.keys_file',
   DATABASE_URL: 'storage.database_url',
   REDIS_URL: 'storage.redis_url',
+  MANDATE_REDIS_PREFIX: 'storage.key_prefix',
   LOG_LEVEL: 'log.level',
 } as const
 
@@ -76,6 +77,7 @@ export async function loadConfig(
   }
   if (env['DATABASE_URL']) storage['database_url'] = env['DATABASE_URL']
   if (env['REDIS_URL']) storage['redis_url'] = env['REDIS_URL']
+  if (env['MANDATE_REDIS_PREFIX']) storage['key_prefix'] = env['MANDATE_REDIS_PREFIX']
   if (env['HOST']) listen['host'] = env['HOST']
   let portValid = true
   if (env['PORT']) {

@@ -142,7 +142,7 @@ export const Config = z
           .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
           .optional()
           .describe('Redis carrying the revocation list to every instance; in-process when absent. Env only: REDIS_URL'),
-        key_prefix: z.string().regex(/^[A-Za-z0-9:_-]{0,64}$/).default('mandate:').describe('prefix of every Redis key'),
+        key_prefix: z.string().regex(/^[A-Za-z0-9:_-]{0,64}$/).default('mandate:').describe('prefix of every Redis key (instances sharing a revocation list share it). Env: MANDATE_REDIS_PREFIX'),
       })
       .prefault({})
       .describe('shared state'),

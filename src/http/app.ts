@@ -12,6 +12,7 @@ import { tokenRoute } from './routes/token.js'
 import { introspectRoute, type TokenRoutesDeps } from './routes/introspect.js'
 import { revokeRoute } from './routes/revoke.js'
 import { mountAdminRevocations } from './routes/admin-revocations.js'
+import { mountRevocationFeed } from './routes/revocation-feed.js'
 import type { AdminKey } from './admin-auth.js'
 import type { RevocationService } from '../revocation/service.js'
 import { jwksRoute, metadataRoute } from './routes/well-known.js'
@@ -126,6 +127,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     clientAddress,
     onAuditError,
   })
+  mountRevocationFeed(app, { keys: deps.adminKeys, revocations: deps.revocations })
   app.get('/.well-known/oauth-authorization-server', metadataRoute(issuer, deps.keys))
   app.get('/.well-known/jwks.json', jwksRoute(deps.keys))
   app.get('/healthz', (c) => c.json({ status: 'ok' }))

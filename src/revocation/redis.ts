@@ -60,35 +60,66 @@
  *
  * Logs name records by id and kind only; errors by their message only.
  *
+ * ## Read-only followers
+ * With `readOnly` (resource-server verifiers that reach Redis directly) the
+ * feed never writes to Redis: no writer connection, no sweep, no reseed, no
+ * write-back, no reconcile, and `publish` rejects. It needs no durable log.
+ * A missing epoch is "stale until a broker reseeds": nothing counts as heard
+ * until the epoch is back, then a full resync follows. Its full resyncs still
+ * merge what the mirror held (a follower never drops a revocation it knew;
+ * expired ones leave by `expiresAt`). The loop runs only read commands and
+ * the read-only snapshot script.
+ *
  * Redis Cluster: every key shares `prefix`; use a hash tag in it
  * (`{mandate}:`) so the scripts' keys land in one slot.
  */
 import { createHash, randomUUID } from 'node:crypto'
 import type { Redis, RedisOptions } from 'ioredis'
-import type { Logger } from 'pino'
+import { pino, type Logger } from 'pino'
 import { z } from 'zod'
 import type { Revocation, RevocationFeed, RevocationLog, RevocationMirror, RevocationTarget } from './port.js'
 
-export interface RedisRevocationFeedOptions {
-  /** Template connection: duplicated twice (writer, reader); never used or closed by the feed itself. */
+interface CommonFeedOptions {
+  /** Template connection: duplicated (writer, reader; the reader only when read-only); never used or closed by the feed itself. */
   readonly redis: Redis
   /** Key prefix, e.g. `mandate:`; keys are `<prefix>rev:*`. */
   readonly prefix: string
   readonly mirror: RevocationMirror
-  /** The durable log: the source for reseeding an empty Redis and for reconciling. */
-  readonly log: RevocationLog
   /** Epoch milliseconds. */
   readonly now: () => number
   /** Not heard from Redis for longer than this → `fresh()` is false (fail closed). About 1000. */
   readonly staleAfterMs: number
   /** `XREAD BLOCK` timeout; must be below `staleAfterMs`. About 250. */
   readonly blockMs: number
-  readonly logger: Logger
   /** Longest a publish waits for Redis before it rejects. Default 2000. */
   readonly publishTimeoutMs?: number
   /** Longest the factory waits for the first full sync before it rejects. Default 10 000. */
   readonly startTimeoutMs?: number
+  /**
+   * Default true. False: the factory resolves at once, and `fresh()` stays
+   * false until the first full sync (a follower that must start even when
+   * Redis or the list is not there yet).
+   */
+  readonly waitForFirstSync?: boolean
 }
+
+export type RedisRevocationFeedOptions = CommonFeedOptions &
+  (
+    | {
+        /** A broker: publishes, reseeds, reconciles. */
+        readonly readOnly?: false
+        /** The durable log: the source for reseeding an empty Redis and for reconciling. */
+        readonly log: RevocationLog
+        readonly logger: Logger
+      }
+    | {
+        /** A follower (see "Read-only followers"): never writes to Redis. */
+        readonly readOnly: true
+        readonly log?: undefined
+        /** Silent when absent. */
+        readonly logger?: Logger
+      }
+  )
 
 const STREAM_MAXLEN = 10_000
 const XREAD_COUNT = 500
@@ -101,13 +132,18 @@ const MAX_BACKOFF_MS = 1_000
 
 /**
  * Keeps `mirror` in step with the revocation list in Redis, and publishes
- * new and lifted records to every instance. Resolves once the first full
- * sync is done (the mirror then holds the whole list); rejects after
- * `startTimeoutMs` when Redis cannot be read. Throws `TypeError` on bad
- * options.
+ * new and lifted records to every instance (not when `readOnly`). Resolves
+ * once the first full sync is done (the mirror then holds the whole list);
+ * rejects after `startTimeoutMs` when Redis cannot be read. With
+ * `waitForFirstSync: false` it resolves at once instead. Throws `TypeError`
+ * on bad options.
  */
 export async function createRedisRevocationFeed(options: RedisRevocationFeedOptions): Promise<RevocationFeed> {
-  const { mirror, log, now, staleAfterMs, blockMs, logger } = options
+  const { mirror, now, staleAfterMs, blockMs } = options
+  const readOnly = options.readOnly === true
+  const logger = options.logger ?? pino({ enabled: false })
+  const log = options.log
+  if (!readOnly && log === undefined) throw new TypeError('a revocation feed that writes needs the durable log')
   const publishTimeoutMs = options.publishTimeoutMs ?? 2_000
   const startTimeoutMs = options.startTimeoutMs ?? 10_000
   if (!(Number.isInteger(blockMs) && blockMs > 0)) throw new TypeError('blockMs must be a positive integer (0 would block forever)')
@@ -125,7 +161,8 @@ export async function createRedisRevocationFeed(options: RedisRevocationFeedOpti
   const seconds = () => Math.floor(now() / 1000)
   // Reconnect at least once a second, whatever the template's backoff: freshness depends on it.
   const retryStrategy = (times: number) => Math.min(times * 100, MAX_BACKOFF_MS)
-  const writer = options.redis.duplicate({
+  // A follower has no writer at all: nothing it runs can write.
+  const writer = readOnly ? undefined : options.redis.duplicate({
     connectionName: 'mandate-revocation-writer',
     lazyConnect: false,
     enableOfflineQueue: true,
@@ -210,7 +247,7 @@ export async function createRedisRevocationFeed(options: RedisRevocationFeedOpti
   /** Returns false when the epoch vanished meanwhile (the loop then reseeds). */
   async function fullSync(withLog: boolean): Promise<boolean> {
     let durable: readonly Revocation[] = []
-    if (withLog) {
+    if (withLog && log !== undefined) {
       // Only the first sync waits for the log; later ones reconcile beside the loop.
       try {
         durable = await guard(withTimeout(log.listRelevant(seconds()), LOG_TIMEOUT_MS, 'revocation log'))
@@ -241,7 +278,7 @@ export async function createRedisRevocationFeed(options: RedisRevocationFeedOpti
     syncedEpoch = epoch
     lastId = tail ?? '0-0'
     heard()
-    if (writeBack.length > 0) {
+    if (writeBack.length > 0 && !readOnly) {
       logger.warn(
         { count: writeBack.length, ids: writeBack.slice(0, 20).map((r) => `${r.id}:${r.target.kind}`) },
         'writing back revocations redis lacked',
@@ -253,6 +290,7 @@ export async function createRedisRevocationFeed(options: RedisRevocationFeedOpti
 
   /** Returns false when another instance holds the seed lock. */
   async function reseed(): Promise<boolean> {
+    if (log === undefined) return false
     const taken = await guard(reader.set(keys.lock, instance, 'PX', SEED_LOCK_MS, 'NX'))
     if (taken === null && (await guard(reader.get(keys.lock))) !== instance) return false
     try {
@@ -270,6 +308,7 @@ export async function createRedisRevocationFeed(options: RedisRevocationFeedOpti
   }
 
   async function reconcile(): Promise<void> {
+    if (log === undefined || writer === undefined) return
     const nowSec = seconds()
     const durable = await guard(withTimeout(log.listRelevant(nowSec), LOG_TIMEOUT_MS, 'revocation log'))
     const live = durable.filter((r) => !expired(r, nowSec))
@@ -280,7 +319,7 @@ export async function createRedisRevocationFeed(options: RedisRevocationFeedOpti
   }
 
   function maybeReconcile(): void {
-    if (!reconcileWanted || reconciling !== undefined || now() < reconcileAt || closed) return
+    if (readOnly || !reconcileWanted || reconciling !== undefined || now() < reconcileAt || closed) return
     reconcileWanted = false
     reconciling = reconcile()
       .catch((err: unknown) => {
@@ -310,13 +349,17 @@ export async function createRedisRevocationFeed(options: RedisRevocationFeedOpti
     const t = now()
     // Stream entries may have been trimmed while this instance was not listening.
     if (t - lastHeard > staleAfterMs) resyncWanted = true
-    if (t >= nextSweepAt) {
+    if (t >= nextSweepAt && !readOnly) {
       await guard(runScript(reader, SWEEP, [keys.expiry, keys.records], [String(seconds())]))
       nextSweepAt = t + SWEEP_EVERY_MS
     }
     const epoch = await guard(reader.get(keys.epoch))
     if (epoch === null) {
-      if (!(await reseed())) await sleep(SEED_WAIT_MS)
+      // A follower waits (stale) for a broker to reseed; it resyncs fully once the epoch is back.
+      if (readOnly) {
+        resyncWanted = true
+        await sleep(blockMs)
+      } else if (!(await reseed())) await sleep(SEED_WAIT_MS)
       return
     }
     if (epoch !== syncedEpoch || resyncWanted) {
@@ -328,7 +371,7 @@ export async function createRedisRevocationFeed(options: RedisRevocationFeedOpti
       if (!firstSynced) {
         firstSynced = true
         resolveFirstSync()
-      } else {
+      } else if (!readOnly) {
         reconcileWanted = true
       }
       return
@@ -364,10 +407,8 @@ export async function createRedisRevocationFeed(options: RedisRevocationFeedOpti
   }
 
   const down = { reader: false, writer: false }
-  for (const [name, conn] of [
-    ['reader', reader],
-    ['writer', writer],
-  ] as const) {
+  const connections = writer === undefined ? ([['reader', reader]] as const) : ([['reader', reader], ['writer', writer]] as const)
+  for (const [name, conn] of connections) {
     let everReady = false
     conn.on('error', (err: Error) => {
       if (closed || down[name]) return
@@ -395,32 +436,35 @@ export async function createRedisRevocationFeed(options: RedisRevocationFeedOpti
       signalClose()
       await loop
       await reconciling
-      await Promise.all([quit(reader), quit(writer)])
+      await Promise.all([quit(reader), writer === undefined ? undefined : quit(writer)])
     })()
     return closePromise
   }
 
-  let startTimer: NodeJS.Timeout | undefined
-  try {
-    await Promise.race([
-      firstSync,
-      new Promise<never>((_, reject) => {
-        startTimer = setTimeout(
-          () => reject(new Error(`revocation feed: no first sync with redis within ${startTimeoutMs} ms (${lastError})`)),
-          startTimeoutMs,
-        )
-      }),
-    ])
-  } catch (err) {
-    await close()
-    throw err
-  } finally {
-    clearTimeout(startTimer)
+  if (options.waitForFirstSync !== false) {
+    let startTimer: NodeJS.Timeout | undefined
+    try {
+      await Promise.race([
+        firstSync,
+        new Promise<never>((_, reject) => {
+          startTimer = setTimeout(
+            () => reject(new Error(`revocation feed: no first sync with redis within ${startTimeoutMs} ms (${lastError})`)),
+            startTimeoutMs,
+          )
+        }),
+      ])
+    } catch (err) {
+      await close()
+      throw err
+    } finally {
+      clearTimeout(startTimer)
+    }
   }
 
   return {
     async publish(record) {
       if (closed) throw new Error('revocation feed closed')
+      if (writer === undefined) throw new Error('a read-only revocation feed does not publish')
       try {
         await put(writer, record, 'publish')
       } catch (err) {

@@ -12,6 +12,25 @@ import type {
 } from './port.js'
 import { KILL_KINDS } from './port.js'
 
+/** The durable log did not answer within {@link STORE_TIMEOUT_MS}. */
+class StoreTimeout extends Error {
+  override readonly name = 'StoreTimeout'
+}
+
+/**
+ * Longest a call waits for the durable log. A connection dropped without a
+ * reset can leave a driver waiting forever; the admin API answers 503 instead.
+ */
+export const STORE_TIMEOUT_MS = 3000
+
+function bounded<T>(work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new StoreTimeout('revocation store timed out')), STORE_TIMEOUT_MS)
+  })
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer))
+}
+
 /** Why a revocation call was not carried out. */
 export class RevocationError extends Error {
   override readonly name = 'RevocationError'
@@ -24,9 +43,79 @@ export class RevocationError extends Error {
   }
 }
 
+/** Told of each record the local mirror applies, made here or arriving from the shared store. */
+export type RevocationListener = (record: Revocation) => void
+
+export interface SubscribeOptions {
+  /**
+   * The mirror's whole state was replaced (a full resync): no per-record
+   * events were sent for it, so anything built from them must be rebuilt
+   * from `records()`.
+   */
+  readonly onResync?: () => void
+  /** No event will follow: the service is shutting down. Called at once when it already has. */
+  readonly onEnd?: () => void
+}
+
+/** A mirror that tells subscribers what it applies (the broker's revocation feed streams it). */
+export interface ObservedMirror extends RevocationMirror {
+  /** Returns the unsubscribe function; listeners' exceptions are swallowed, never reach the writer. */
+  subscribe(listener: RevocationListener, options?: SubscribeOptions): () => void
+  /** Ends every subscription (`onEnd`) and every later one at once. Idempotent. */
+  end(): void
+}
+
+/**
+ * Wraps `mirror` so that every `apply` is told to subscribers after it took
+ * effect, and every `replaceAll` as a resync. Re-applying a known record
+ * (the stream echoing a local revocation) is told again: consumers apply
+ * idempotently.
+ */
+export function observeMirror(mirror: RevocationMirror): ObservedMirror {
+  const subscribers = new Set<{ listener: RevocationListener; options: SubscribeOptions }>()
+  let ended = false
+  const each = (call: (s: { listener: RevocationListener; options: SubscribeOptions }) => void) => {
+    for (const s of [...subscribers]) {
+      try {
+        call(s)
+      } catch {
+        // A subscriber's failure is its own; the mirror's writer (the Redis loop) carries on.
+      }
+    }
+  }
+  return {
+    check: (q) => mirror.check(q),
+    checkToken: (t) => mirror.checkToken(t),
+    records: () => mirror.records(),
+    apply(record) {
+      mirror.apply(record)
+      each((s) => s.listener(record))
+    },
+    replaceAll(records) {
+      mirror.replaceAll(records)
+      each((s) => s.options.onResync?.())
+    },
+    subscribe(listener, options = {}) {
+      if (ended) {
+        options.onEnd?.()
+        return () => {}
+      }
+      const entry = { listener, options }
+      subscribers.add(entry)
+      return () => void subscribers.delete(entry)
+    },
+    end() {
+      if (ended) return
+      ended = true
+      each((s) => s.options.onEnd?.())
+      subscribers.clear()
+    },
+  }
+}
+
 export interface RevocationServiceOptions {
   readonly log: RevocationLog
-  readonly mirror: RevocationMirror
+  readonly mirror: ObservedMirror
   /** Absent in the embedded default: one process, nothing to propagate to. */
   readonly feed: RevocationFeed | undefined
   /** Epoch seconds. */
@@ -58,6 +147,16 @@ export interface RevocationService extends RevocationStore {
   fresh(): boolean
   /** Milliseconds since the shared store was last heard from (0 without one). */
   lag(): number
+  /** Every record the local mirror holds, oldest first. */
+  records(): readonly Revocation[]
+  /**
+   * Calls `listener` for every record the local mirror applies, made on this
+   * instance or arriving from the shared store, and `onResync` after a full
+   * resync. Returns the unsubscribe function.
+   */
+  subscribe(listener: RevocationListener, options?: SubscribeOptions): () => void
+  /** Ends every subscription (open revocation feeds close). Call when the server stops. Idempotent. */
+  endSubscriptions(): void
 }
 
 /**
@@ -98,9 +197,15 @@ export function createRevocationService(options: RevocationServiceOptions): Revo
         liftedBy: undefined,
       }
       try {
-        await log.insert(record)
+        await bounded(log.insert(record))
       } catch (cause) {
-        throw new RevocationError('unavailable', 'revocation store unavailable; nothing was revoked', { cause })
+        throw new RevocationError(
+          'unavailable',
+          cause instanceof StoreTimeout
+            ? 'revocation store did not answer in time; check the list before retrying'
+            : 'revocation store unavailable; nothing was revoked',
+          { cause },
+        )
       }
       await propagate(record)
       return record
@@ -109,7 +214,7 @@ export function createRevocationService(options: RevocationServiceOptions): Revo
     async lift(id, by) {
       let existing: Revocation | undefined
       try {
-        existing = await log.get(id)
+        existing = await bounded(log.get(id))
       } catch (cause) {
         throw new RevocationError('unavailable', 'revocation store unavailable', { cause })
       }
@@ -119,7 +224,7 @@ export function createRevocationService(options: RevocationServiceOptions): Revo
       }
       let lifted: Revocation | undefined
       try {
-        lifted = await log.lift(id, by, now())
+        lifted = await bounded(log.lift(id, by, now()))
       } catch (cause) {
         throw new RevocationError('unavailable', 'revocation store unavailable; the kill stays in force', { cause })
       }
@@ -128,10 +233,13 @@ export function createRevocationService(options: RevocationServiceOptions): Revo
       return lifted
     },
 
-    get: (id) => log.get(id),
-    list: (o) => log.list(o),
+    get: (id) => bounded(log.get(id)),
+    list: (o) => bounded(log.list(o)),
     fresh: () => feed?.fresh() ?? true,
     lag: () => feed?.lag() ?? 0,
+    records: () => mirror.records(),
+    subscribe: (listener, o) => mirror.subscribe(listener, o),
+    endSubscriptions: () => mirror.end(),
 
     check(query: RevocationQuery) {
       return feed !== undefined && !feed.fresh() ? stale() : mirror.check(query)

@@ -22,7 +22,8 @@ export interface SubjectVerifierOptions {
 }
 
 const USER_REQUIRED = ['iss', 'sub', 'aud', 'exp', 'iat'] as const
-const MANDATE_REQUIRED = ['iss', 'sub', 'sub_id', 'aud', 'exp', 'iat', 'jti', 'client_id', 'act', 'scope'] as const
+/** Claims every Mandate access token carries (verifiers check presence before any value). */
+export const MANDATE_REQUIRED = ['iss', 'sub', 'sub_id', 'aud', 'exp', 'iat', 'jti', 'client_id', 'act', 'scope'] as const
 const MAX_ACT_DEPTH = 16
 
 /**
@@ -138,8 +139,12 @@ function isAct(value: unknown, depth: number): value is ActClaim {
   return typeof sub === 'string' && (act === undefined || isAct(act, depth + 1))
 }
 
-/** Shape checks on a token this broker signed; a mismatch means a bug or a forged key, so it is refused. */
-function mandateClaims(payload: Record<string, unknown>): MandateClaims {
+/**
+ * Shape checks on a token this broker signed, after its signature and
+ * registered claims were checked; a mismatch means a bug or a forged key, so
+ * it is refused. Throws `JwtError`.
+ */
+export function mandateClaims(payload: Record<string, unknown>): MandateClaims {
   const { aud, client_id, act, scope, chain, sub_id, may_act, sub } = payload
   if (typeof aud !== 'string' || typeof client_id !== 'string' || typeof scope !== 'string') {
     throw new JwtError('bad_mandate_claims')

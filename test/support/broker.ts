@@ -116,6 +116,8 @@ export interface TestBrokerOptions {
   readonly dev?: boolean
   /** Log level of the captured logs (default debug). */
   readonly logLevel?: string
+  /** Shared state (e.g. a Redis URL and a test-owned key prefix); in-process when absent. */
+  readonly storage?: { readonly redis_url?: string; readonly key_prefix?: string }
 }
 
 /** Policies of every kind; `{{...}}` is filled in by `startTestBroker`. */
@@ -207,6 +209,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     data_dir: join(dir, 'data'),
     signing: { generate_if_missing: true },
     log: { level: 'debug' },
+    ...(options.storage === undefined ? {} : { storage: options.storage }),
     admin: {
       keys: Object.entries(ADMIN_KEYS).map(([role, key]) => ({
         name: `${role}-holder`,

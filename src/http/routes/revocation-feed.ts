@@ -1,0 +1,189 @@
+/**
+ * GET /revocations/feed: the broker's revocation list as server-sent events,
+ * for resource servers that cannot reach Redis (issue 3 §10). Wire format:
+ * src/revocation/feed-wire.ts.
+ *
+ * Authenticated with an admin key holding `read` (auditor, admin). A new
+ * connection gets a `snapshot`, then one `revocation` event per record the
+ * broker's mirror applies (made here or arriving from Redis; the Redis echo
+ * of a record made here is sent once), and a
+ * `heartbeat` every 250 ms carrying the broker's own freshness. A client
+ * reconnecting with `Last-Event-ID` is replayed exactly what it missed when
+ * this process still has it (a bounded journal); otherwise it gets a fresh
+ * snapshot. A resync of the broker's mirror sends every client a snapshot.
+ *
+ * A client that stops reading is cut off once its queue passes a bound (it
+ * reconnects and gets a snapshot). Streams end, and their timers with them,
+ * when the client disconnects and when the service ends its subscriptions
+ * (server shutdown).
+ */
+import { randomUUID } from 'node:crypto'
+import type { Context, Hono } from 'hono'
+import { streamSSE, type SSEMessage, type SSEStreamingApi } from 'hono/streaming'
+import type { RevocationService } from '../../revocation/service.js'
+import {
+  encodeFeedRecord,
+  encodeHeartbeat,
+  encodeSnapshot,
+  FEED_EVENTS,
+  feedEventId,
+  feedSequence,
+} from '../../revocation/feed-wire.js'
+import { requireAdmin, type AdminKey } from '../admin-auth.js'
+import type { AppEnv } from '../app.js'
+
+export interface RevocationFeedDeps {
+  readonly keys: readonly AdminKey[]
+  readonly revocations: Pick<RevocationService, 'records' | 'subscribe' | 'fresh' | 'lag'>
+  /** Default 250. */
+  readonly heartbeatMs?: number
+  /** Records kept to replay a resume exactly. Default 4096. */
+  readonly journalSize?: number
+  /** Messages queued for one slow client before it is cut off. Default 10 000. */
+  readonly maxQueue?: number
+}
+
+interface Client {
+  push(message: SSEMessage): void
+  /** Drops what is queued (the snapshot holds it) and queues `snapshot`. */
+  resync(snapshot: SSEMessage): void
+  end(): void
+}
+
+/** Mounts GET /revocations/feed. Subscribes to the service once, for the app's life. */
+export function mountRevocationFeed(app: Hono<AppEnv>, deps: RevocationFeedDeps): void {
+  const heartbeatMs = deps.heartbeatMs ?? 250
+  const journalSize = deps.journalSize ?? 4096
+  const maxQueue = deps.maxQueue ?? 10_000
+  if (!(heartbeatMs > 0) || !(journalSize >= 0) || !(maxQueue > 0)) throw new TypeError('revocation feed: bad limits')
+  const { revocations } = deps
+
+  const instance = randomUUID().replaceAll('-', '').slice(0, 16)
+  let sequence = 0
+  /** Sequence of the last resync: a resume from before it cannot be served exactly. */
+  let resetAt = 0
+  /** The last `journalSize` record events, oldest first, contiguous in sequence after `resetAt`. */
+  let journal: { readonly sequence: number; readonly data: string }[] = []
+  /** Record id → what was last sent for it: the Redis stream echoes each local revocation, sent once. */
+  const lastSent = new Map<string, string>()
+  const clients = new Set<Client>()
+  let ended = false
+
+  const freshness = () => ({ fresh: revocations.fresh(), lagMs: revocations.lag() })
+  const snapshot = (): SSEMessage => ({
+    event: FEED_EVENTS.snapshot,
+    id: feedEventId(instance, sequence),
+    data: encodeSnapshot(revocations.records(), freshness()),
+  })
+
+  revocations.subscribe(
+    (record) => {
+      const data = encodeFeedRecord(record)
+      if (lastSent.get(record.id) === data) return
+      lastSent.delete(record.id)
+      lastSent.set(record.id, data)
+      if (lastSent.size > Math.max(journalSize, 1024)) lastSent.delete(lastSent.keys().next().value!)
+      sequence++
+      journal.push({ sequence, data })
+      // Trimmed in batches: amortized O(1) per record.
+      if (journal.length > journalSize * 2) journal = journalSize === 0 ? [] : journal.slice(-journalSize)
+      const message = { event: FEED_EVENTS.revocation, id: feedEventId(instance, sequence), data }
+      for (const client of clients) client.push(message)
+    },
+    {
+      onResync() {
+        sequence++
+        resetAt = sequence
+        journal = []
+        lastSent.clear()
+        if (clients.size === 0) return
+        const message = snapshot()
+        for (const client of clients) client.resync(message)
+      },
+      onEnd() {
+        ended = true
+        for (const client of [...clients]) client.end()
+      },
+    },
+  )
+
+  /** What a (re)connecting client is sent first: the events it missed, or a snapshot. */
+  function opening(lastEventId: string | undefined): SSEMessage[] {
+    const from = feedSequence(instance, lastEventId)
+    if (from === undefined || from < resetAt || from > sequence) return [snapshot()]
+    if (from === sequence) return []
+    const kept = journal.filter((e) => e.sequence > from)
+    const first = kept[0]
+    if (first === undefined || first.sequence !== from + 1 || kept.length !== sequence - from) return [snapshot()]
+    return kept.map((e) => ({ event: FEED_EVENTS.revocation, id: feedEventId(instance, e.sequence), data: e.data }))
+  }
+
+  async function follow(c: Context, stream: SSEStreamingApi): Promise<void> {
+    if (ended) return
+    let queue: SSEMessage[] = []
+    let finished = false
+    let wake: (() => void) | undefined
+    let stop = () => {}
+    const stopped = new Promise<void>((resolve) => {
+      stop = resolve
+    })
+    const finish = () => {
+      finished = true
+      stop()
+      wake?.()
+    }
+    const client: Client = {
+      push(message) {
+        if (finished) return
+        if (queue.length >= maxQueue) return finish()
+        queue.push(message)
+        wake?.()
+      },
+      resync(message) {
+        queue = []
+        client.push(message)
+      },
+      end: finish,
+    }
+    const heartbeat = () => client.push({ event: FEED_EVENTS.heartbeat, data: encodeHeartbeat(freshness()) })
+    clients.add(client)
+    // One heartbeat at a time: a client that is not reading does not pile them up.
+    const timer = setInterval(() => queue.length === 0 && heartbeat(), heartbeatMs)
+    const signal = c.req.raw.signal
+    signal.addEventListener('abort', finish, { once: true })
+    stream.onAbort(finish)
+    let writing = false
+    try {
+      for (const m of opening(c.req.header('last-event-id'))) client.push(m)
+      if (queue.length === 0) heartbeat()
+      while (!finished && !signal.aborted) {
+        const message = queue.shift()
+        if (message === undefined) {
+          await new Promise<void>((resolve) => {
+            wake = resolve
+          })
+          wake = undefined
+          continue
+        }
+        // A write waits for the client to read: a client gone or cut off must not hold this loop.
+        writing = true
+        await Promise.race([stream.writeSSE(message).finally(() => (writing = false)), stopped])
+      }
+    } finally {
+      finish()
+      clearInterval(timer)
+      clients.delete(client)
+      signal.removeEventListener('abort', finish)
+      // Ends the response now rather than after a write the client will never read; otherwise streamSSE closes it.
+      if (writing) stream.abort()
+    }
+  }
+
+  app.get('/revocations/feed', requireAdmin(deps.keys, 'read'), (c) => {
+    c.header('X-Accel-Buffering', 'no')
+    const response = streamSSE(c, (stream) => follow(c, stream))
+    // The socket goes with the stream: a feed ended at shutdown must not linger as an idle keep-alive.
+    response.headers.set('Connection', 'close')
+    return response
+  })
+}
