@@ -162,6 +162,8 @@ export function followFeed(options: {
     }
   }
 
+  let currentReader: ReadableStreamDefaultReader<Uint8Array> | undefined
+
   async function connectOnce(): Promise<void> {
     const ac = new AbortController()
     controller = ac
@@ -183,6 +185,7 @@ export function followFeed(options: {
         throw new Error('feed answered something other than text/event-stream')
       }
       const reader = response.body.getReader()
+      currentReader = reader
       const decoder = new TextDecoder()
       const parser = new SseParser(onEvent)
       for (;;) {
@@ -203,6 +206,7 @@ export function followFeed(options: {
     } finally {
       ac.abort()
       if (controller === ac) controller = undefined
+      currentReader = undefined
     }
   }
 
@@ -255,8 +259,13 @@ export function followFeed(options: {
       closed = true
       clearInterval(watchdog)
       controller?.abort()
+      // An abort does not always settle a read already pending on the body; cancel it too.
+      void currentReader?.cancel().catch(() => undefined)
       wakeSleep()
-      await loop
+      // Never let a stuck socket hold a shutdown: the loop has nothing left to do once closed.
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([loop, new Promise<void>((resolve) => (timer = setTimeout(resolve, 2_000).unref()))])
+      clearTimeout(timer)
     },
   }
 }

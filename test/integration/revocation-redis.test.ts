@@ -14,6 +14,7 @@
  * The mirror and the durable log are small in-test implementations that record
  * what the feed does to them (`apply`/`replaceAll` calls).
  */
+import { REDIS_URL, redisAvailable } from '../support/redis.js'
 import { randomUUID } from 'node:crypto'
 import { createServer, connect, type Server, type Socket } from 'node:net'
 import type { AddressInfo } from 'node:net'
@@ -25,7 +26,6 @@ import type { AgentId, Jti, Subject } from '../../src/core/claims.js'
 import type { Revocation, RevocationFeed, RevocationLog, RevocationMirror, RevocationTarget } from '../../src/revocation/port.js'
 import { createRedisRevocationFeed, decodeRevocation, encodeRevocation } from '../../src/revocation/redis.js'
 
-const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379'
 const STALE_AFTER_MS = 1000
 const BLOCK_MS = 250
 /** As compose.ts configures the command connection. */
@@ -36,24 +36,8 @@ const CLIENT_OPTIONS: RedisOptions = {
   commandTimeout: 2000,
 }
 
-const reachable = await probe(REDIS_URL)
-if (!reachable && process.env['CI'] === 'true') {
-  throw new Error(`Redis is not reachable at ${REDIS_URL} (set REDIS_URL); CI must not skip these tests`)
-}
-if (!reachable) console.warn(`revocation-redis: Redis not reachable at ${REDIS_URL}; skipped (they fail under CI=true)`)
+const reachable = await redisAvailable('revocation-redis')
 
-async function probe(url: string): Promise<boolean> {
-  const r = new Redis(url, { ...CLIENT_OPTIONS, lazyConnect: true, retryStrategy: () => null })
-  r.on('error', () => {})
-  try {
-    await r.connect()
-    return (await r.ping()) === 'PONG'
-  } catch {
-    return false
-  } finally {
-    r.disconnect()
-  }
-}
 
 // ---------------------------------------------------------------- fixtures
 

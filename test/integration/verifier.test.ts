@@ -21,6 +21,7 @@
  * prefix and deletes its keys (never FLUSHALL). Under CI=true an unreachable
  * Redis fails the file; otherwise the Redis tests are skipped.
  */
+import { REDIS_URL, redisAvailable } from '../support/redis.js'
 import { createHash, randomUUID } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import { serve, type ServerType } from '@hono/node-server'
@@ -41,28 +42,11 @@ import {
 } from '../../src/verifier/index.js'
 import { ADMIN_KEYS, AUDIENCE, BROKER, OTHER_AUDIENCE, SECRET, T0, basic, bearer, startTestBroker, type TestBroker } from '../support/broker.js'
 
-const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379'
 const CLIENT_OPTIONS: RedisOptions = { maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000 }
 
-const reachable = await probe(REDIS_URL)
-if (!reachable && process.env['CI'] === 'true') {
-  throw new Error(`Redis is not reachable at ${REDIS_URL} (set REDIS_URL); CI must not skip these tests`)
-}
-if (!reachable) console.warn(`verifier: Redis not reachable at ${REDIS_URL}; Redis tests skipped (they fail under CI=true)`)
+const reachable = await redisAvailable('verifier')
 const describeRedis = reachable ? describe : describe.skip
 
-async function probe(url: string): Promise<boolean> {
-  const r = new Redis(url, { ...CLIENT_OPTIONS, lazyConnect: true, retryStrategy: () => null })
-  r.on('error', () => {})
-  try {
-    await r.connect()
-    return (await r.ping()) === 'PONG'
-  } catch {
-    return false
-  } finally {
-    r.disconnect()
-  }
-}
 
 // ---------------------------------------------------------------- fixtures
 
