@@ -9,6 +9,7 @@ import type { SigningKeys } from '../tokens/keys.js'
 import { AdminError, renderAdminError, renderOAuthError, toOAuthError } from './oauth-errors.js'
 import { devJwksRoute, devUserTokenRoute } from './routes/dev.js'
 import { tokenRoute } from './routes/token.js'
+import { PayloadTooLarge } from './form.js'
 import { introspectRoute, type TokenRoutesDeps } from './routes/introspect.js'
 import { revokeRoute } from './routes/revoke.js'
 import { mountAdminRevocations } from './routes/admin-revocations.js'
@@ -76,6 +77,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   })
 
   app.onError((err, c) => {
+    if (err instanceof PayloadTooLarge) return tooLarge(c)
     if (err instanceof AdminError) {
       c.set('error', err.code)
       if (err.detail !== undefined) log.debug({ request_id: c.get('requestId'), error: err.code, detail: err.detail }, 'admin request refused')
@@ -93,13 +95,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   app.notFound((c) => c.json({ error: 'not_found', error_description: 'no such route' }, 404))
 
-  const limit = bodyLimit({
-    maxSize: deps.maxBodyBytes,
-    onError: (c) => {
-      c.set('error', 'invalid_request')
-      return c.json({ error: 'invalid_request', error_description: 'request body too large' }, 413, { 'Cache-Control': 'no-store' })
-    },
-  })
+  const tooLarge = (c: Context<AppEnv>) => {
+    c.set('error', 'invalid_request')
+    return c.json({ error: 'invalid_request', error_description: 'request body too large' }, 413, { 'Cache-Control': 'no-store' })
+  }
+  const limit = bodyLimit({ maxSize: deps.maxBodyBytes, onError: tooLarge })
 
   const clientAddress = (c: Context) => deps.clientAddress?.(c)
   const onAuditError = (err: unknown) =>
@@ -113,11 +113,13 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     adminKeys: deps.adminKeys,
     now: deps.exchange.now,
     onAuditError,
+    maxBodyBytes: deps.maxBodyBytes,
   }
 
-  app.post('/oauth2/token', limit, tokenRoute(deps.exchange))
-  app.post('/oauth2/introspect', limit, introspectRoute(tokenDeps))
-  app.post('/oauth2/revoke', limit, revokeRoute({ ...tokenDeps, service: deps.revocations, audit: deps.exchange.audit }))
+  // /oauth2/* cap their bodies in readForm (on Node without building a web body stream).
+  app.post('/oauth2/token', tokenRoute(deps.exchange, deps.maxBodyBytes))
+  app.post('/oauth2/introspect', introspectRoute(tokenDeps))
+  app.post('/oauth2/revoke', revokeRoute({ ...tokenDeps, service: deps.revocations, audit: deps.exchange.audit }))
   app.use('/admin/*', limit)
   mountAdminRevocations(app, {
     keys: deps.adminKeys,

@@ -647,10 +647,10 @@ token_ttl: { default: 300, max: 300 }
         `for ${(report.ms / 1000).toFixed(1)} s): ${REVOCATIONS} revocations p50 ${ms(p50)}, p99 ${ms(p99)}, max ${ms(Math.max(...latencies))}`,
     )
     expect(report.statuses).toEqual({ 200: exchanges })
-    // Issue 3 asks for p99 < 250 ms here. On this 2-core machine it is 280-760 ms: the HTTP layer's
-    // per-request cost puts every await of a revocation behind a full event-loop turn of queued
-    // exchanges (issue 6 works on that cost). The figure is printed above and tracked in the issue;
-    // what is asserted is that every revocation was acknowledged, and within the 3 s store bound.
+    // Issue 3 asks for p99 < 250 ms here. On this 2-core machine, with the load generator on the same
+    // cores, it is 240-300 ms (p50 ~50 ms): every await of a revocation waits one event-loop turn of
+    // queued exchanges. The figure is printed above and tracked in the issue; what is asserted is
+    // that every revocation was acknowledged, within the 3 s store bound.
     expect(Math.max(...latencies)).toBeLessThan(3_000)
   }, 60_000)
 })

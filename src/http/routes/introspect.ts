@@ -24,6 +24,8 @@ export interface TokenRoutesDeps {
   readonly now: () => number
   /** Called when an audit record could not be written for an action that already took effect. */
   readonly onAuditError: (err: unknown) => void
+  /** Largest form body accepted (413 beyond). */
+  readonly maxBodyBytes: number
 }
 
 export type TokenStatus =
@@ -74,7 +76,7 @@ export async function authenticateAgent(c: Context, form: FormParams, deps: Toke
  */
 export function introspectRoute(deps: TokenRoutesDeps) {
   return async function introspect(c: Context<AppEnv>): Promise<Response> {
-    const form = new FormParams(await readForm(c))
+    const form = new FormParams(await readForm(c, deps.maxBodyBytes))
     const authorization = c.req.header('authorization')
     if (authorization !== undefined && /^Bearer /i.test(authorization)) {
       const key = findAdminKey(deps.adminKeys, authorization)

@@ -15,7 +15,7 @@ import { authenticateAgent, tokenStatus, type TokenRoutesDeps } from './introspe
  */
 export function revokeRoute(deps: TokenRoutesDeps & { readonly service: RevocationService; readonly audit: AuditLog }) {
   return async function revoke(c: Context<AppEnv>): Promise<Response> {
-    const form = new FormParams(await readForm(c))
+    const form = new FormParams(await readForm(c, deps.maxBodyBytes))
     const agent = await authenticateAgent(c, form, deps)
     c.set('agent', agent)
     const status = tokenStatus(form.required('token'), deps)

@@ -54,9 +54,9 @@ export function parseExchangeRequest(form: FormParams, authorization: string | u
 }
 
 /** POST /oauth2/token: parse, call the use-case, render RFC 8693 §2.2.1. */
-export function tokenRoute(deps: ExchangeDeps) {
+export function tokenRoute(deps: ExchangeDeps, maxBodyBytes: number) {
   return async function token(c: Context<AppEnv>): Promise<Response> {
-    const form = new FormParams(await readForm(c))
+    const form = new FormParams(await readForm(c, maxBodyBytes))
     const req = parseExchangeRequest(form, c.req.header('authorization'), c.get('clientAddress'))
     const context: ExchangeFailureContext = { agent: undefined }
     try {
