@@ -25,7 +25,7 @@
  * of its own through `DATABASE_URL` (test/support/pg-database.ts). Under
  * CI=true an unreachable server fails the file, never skips it.
  */
-import { REDIS_URL, redisAvailable } from '../support/redis.js'
+import { deletePrefix, REDIS_URL, redisAvailable } from '../support/redis.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises'
@@ -116,16 +116,6 @@ async function freePort(): Promise<number> {
   })
 }
 
-async function deletePrefix(redis: Redis, prefix: string): Promise<number> {
-  let cursor = '0'
-  let deleted = 0
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-    if (keys.length > 0) deleted += await redis.del(...keys)
-    cursor = next
-  } while (cursor !== '0')
-  return deleted
-}
 
 /** The exchange every test makes: `subjectToken` for `demo:read` at the demo audience. */
 const exchangeForm = (subjectToken: string) =>

@@ -4,19 +4,13 @@
  * failing closed (a rejection, never a hang) when Redis is unreachable. Each
  * test owns a random key prefix and deletes its keys afterwards.
  */
-import { REDIS_URL, redisAvailable } from '../support/redis.js'
+import { deletePrefix, REDIS_CLIENT_OPTIONS, REDIS_URL, redisAvailable } from '../support/redis.js'
 import { randomUUID } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { createRedisReplayCache } from '../../src/tokens/replay-redis.js'
 
-/** As compose.ts configures the connection. */
-const CLIENT_OPTIONS: RedisOptions = {
-  maxRetriesPerRequest: 1,
-  enableOfflineQueue: false,
-  connectTimeout: 2000,
-  commandTimeout: 2000,
-}
+const CLIENT_OPTIONS = REDIS_CLIENT_OPTIONS
 
 const reachable = await redisAvailable('replay-redis')
 
@@ -42,14 +36,7 @@ async function readyClient(url = REDIS_URL): Promise<Redis> {
 
 function newPrefix(redis: Redis): string {
   const prefix = `mandate-test:${randomUUID()}:`
-  cleanups.push(async () => {
-    let cursor = '0'
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-      if (keys.length > 0) await redis.del(...keys)
-      cursor = next
-    } while (cursor !== '0')
-  })
+  cleanups.push(async () => void (await deletePrefix(redis, prefix)))
   return prefix
 }
 

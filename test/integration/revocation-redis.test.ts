@@ -14,10 +14,9 @@
  * The mirror and the durable log are small in-test implementations that record
  * what the feed does to them (`apply`/`replaceAll` calls).
  */
-import { REDIS_URL, redisAvailable } from '../support/redis.js'
+import { startTcpProxy, type TcpProxy } from '../support/proxy.js'
+import { deletePrefix, REDIS_CLIENT_OPTIONS, REDIS_URL, redisAvailable } from '../support/redis.js'
 import { randomUUID } from 'node:crypto'
-import { createServer, connect, type Server, type Socket } from 'node:net'
-import type { AddressInfo } from 'node:net'
 import { Writable } from 'node:stream'
 import { Redis, type RedisOptions } from 'ioredis'
 import { pino } from 'pino'
@@ -28,13 +27,7 @@ import { createRedisRevocationFeed, decodeRevocation, encodeRevocation } from '.
 
 const STALE_AFTER_MS = 1000
 const BLOCK_MS = 250
-/** As compose.ts configures the command connection. */
-const CLIENT_OPTIONS: RedisOptions = {
-  maxRetriesPerRequest: 1,
-  enableOfflineQueue: false,
-  connectTimeout: 2000,
-  commandTimeout: 2000,
-}
+const CLIENT_OPTIONS = REDIS_CLIENT_OPTIONS
 
 const reachable = await redisAvailable('revocation-redis')
 
@@ -46,16 +39,6 @@ afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!()
 })
 
-async function deletePrefix(redis: Redis, prefix: string): Promise<number> {
-  let cursor = '0'
-  let deleted = 0
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-    if (keys.length > 0) deleted += await redis.del(...keys)
-    cursor = next
-  } while (cursor !== '0')
-  return deleted
-}
 
 /** A Redis client of the test's own, closed after the test (not yet connected). */
 function client(url = REDIS_URL): Redis {
@@ -222,82 +205,11 @@ async function startFeed(options: { prefix: string; log: RevocationLog; url?: st
   return { feed, mirror, redis }
 }
 
-interface Proxy {
-  readonly url: string
-  /** Resets every connection and refuses new ones, like a Redis that went away. */
-  cut(): void
-  /** Stops forwarding bytes (connections stay open), like a silent network partition. */
-  pause(): void
-  restore(): void
-}
-
-/** A TCP proxy to the Redis at REDIS_URL that the test can cut or pause. */
-async function startProxy(): Promise<Proxy> {
-  const target = new URL(REDIS_URL)
-  const pairs = new Set<[Socket, Socket]>()
-  let mode: 'open' | 'cut' | 'paused' = 'open'
-  const server: Server = createServer((downstream) => {
-    if (mode === 'cut') {
-      downstream.resetAndDestroy()
-      return
-    }
-    const upstream = connect(Number(target.port || 6379), target.hostname)
-    const pair: [Socket, Socket] = [downstream, upstream]
-    pairs.add(pair)
-    const drop = () => {
-      pairs.delete(pair)
-      downstream.destroy()
-      upstream.destroy()
-    }
-    downstream.on('error', drop).on('close', drop)
-    upstream.on('error', drop).on('close', drop)
-    downstream.pipe(upstream)
-    upstream.pipe(downstream)
-    if (mode === 'paused') {
-      downstream.pause()
-      upstream.pause()
-    }
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as AddressInfo).port
-  cleanups.push(async () => {
-    for (const [a, b] of pairs) {
-      a.destroy()
-      b.destroy()
-    }
-    await new Promise<void>((resolve) => server.close(() => resolve()))
-  })
-  const auth = target.username || target.password ? `${target.username}:${target.password}@` : ''
-  return {
-    url: `${target.protocol}//${auth}127.0.0.1:${port}${target.pathname}`,
-    cut() {
-      mode = 'cut'
-      for (const [a, b] of pairs) {
-        a.resetAndDestroy()
-        b.destroy()
-      }
-      pairs.clear()
-    },
-    pause() {
-      mode = 'paused'
-      for (const [a, b] of pairs) {
-        a.unpipe(b)
-        b.unpipe(a)
-        a.pause()
-        b.pause()
-      }
-    },
-    restore() {
-      const wasPaused = mode === 'paused'
-      mode = 'open'
-      if (wasPaused) {
-        for (const [a, b] of pairs) {
-          a.pipe(b)
-          b.pipe(a)
-        }
-      }
-    },
-  }
+/** A cuttable TCP proxy to the Redis at REDIS_URL, closed after the test. */
+async function startProxy(): Promise<TcpProxy> {
+  const proxy = await startTcpProxy(REDIS_URL)
+  cleanups.push(() => proxy.close())
+  return proxy
 }
 
 function percentile(sorted: readonly number[], p: number): number {

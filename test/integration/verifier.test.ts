@@ -21,7 +21,7 @@
  * prefix and deletes its keys (never FLUSHALL). Under CI=true an unreachable
  * Redis fails the file; otherwise the Redis tests are skipped.
  */
-import { REDIS_URL, redisAvailable } from '../support/redis.js'
+import { deletePrefix, REDIS_URL, redisAvailable } from '../support/redis.js'
 import { createHash, randomUUID } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import { serve, type ServerType } from '@hono/node-server'
@@ -79,15 +79,10 @@ async function dump(redis: Redis, prefix: string): Promise<Record<string, unknow
   return out
 }
 
-async function deletePrefix(prefix: string): Promise<void> {
+async function dropPrefix(prefix: string): Promise<void> {
   const redis = new Redis(REDIS_URL, CLIENT_OPTIONS)
   try {
-    let cursor = '0'
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-      if (keys.length > 0) await redis.del(...keys)
-      cursor = next
-    } while (cursor !== '0')
+    await deletePrefix(redis, prefix)
   } finally {
     redis.disconnect()
   }
@@ -213,7 +208,7 @@ describeRedis('a verifier beside a broker on Redis', () => {
     for (const v of persistent) await v.close()
     await broker?.stop()
     await b?.close()
-    await deletePrefix(prefix)
+    await dropPrefix(prefix)
   })
 
   const sources = () =>
@@ -321,7 +316,7 @@ describeRedis('a verifier beside a broker on Redis', () => {
 
   it('the Redis follower on an empty prefix writes nothing and answers 503 until a broker seeds it', async () => {
     const empty = `mandate-test-verifier:${randomUUID()}:`
-    cleanups.push(() => deletePrefix(empty))
+    cleanups.push(() => dropPrefix(empty))
     const redis = new Redis(REDIS_URL, CLIENT_OPTIONS)
     cleanups.push(async () => void redis.disconnect())
     expect(await dump(redis, empty)).toEqual({})

@@ -38,3 +38,15 @@ export async function redisAvailable(suite: string): Promise<boolean> {
   if (!reachable) console.warn(`${suite}: Redis not reachable at ${REDIS_URL}; skipped (a failure under CI=true)`)
   return reachable
 }
+
+/** Deletes every key under `prefix` (SCAN + DEL, never FLUSH); returns how many. */
+export async function deletePrefix(redis: Redis, prefix: string): Promise<number> {
+  let cursor = '0'
+  let deleted = 0
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
+    if (keys.length > 0) deleted += await redis.del(...keys)
+    cursor = next
+  } while (cursor !== '0')
+  return deleted
+}
