@@ -168,7 +168,7 @@ export async function exchangeToken(
       jti,
       ...(grant.ancestors.length > 0 ? { chain: grant.ancestors } : {}),
     }
-    const accessToken = step('mandate.token.mint', () => deps.minter.mint(claims))
+    const accessToken = await step('mandate.token.mint', () => deps.minter.mint(claims))
 
     // 7. No token leaves without a durable audit record.
     await step('mandate.audit.append', () =>

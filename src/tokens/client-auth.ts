@@ -64,7 +64,7 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
     return { agent: policy.agent, method: 'client_secret_basic', ready: settled }
   }
 
-  function privateKeyJwt(policies: PolicyStore, assertion: string, clientId: string | undefined): AuthenticatedClient {
+  async function privateKeyJwt(policies: PolicyStore, assertion: string, clientId: string | undefined): Promise<AuthenticatedClient> {
     const now = options.now()
     try {
       const decoded = decodeJws(assertion)
@@ -89,10 +89,10 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
         failure = err.code
       }
       if (failure !== undefined || policy === undefined) {
-        verifySignature('ES256', key, decoded.signingInput, dummySignature)
+        await verifySignature('ES256', key, decoded.signingInput, dummySignature)
         throw new JwtError(failure ?? 'unknown_agent')
       }
-      if (!verifySignature(decoded.header.alg, key, decoded.signingInput, decoded.signature)) {
+      if (!(await verifySignature(decoded.header.alg, key, decoded.signingInput, decoded.signature))) {
         throw new JwtError('bad_signature')
       }
       const { payload } = decoded

@@ -11,7 +11,7 @@ export interface DevUserIssuer {
   readonly trusted: TrustedIssuer
   readonly jwks: JSONWebKeySet
   /** A user access token (RFC 9068 shape) whose audience is the broker. */
-  issue(sub: string, options: { scope?: string; groups?: readonly string[] }, now: number): string
+  issue(sub: string, options: { scope?: string; groups?: readonly string[] }, now: number): Promise<string>
 }
 
 const USER_TOKEN_TTL = 3600

@@ -114,43 +114,59 @@ const EC_CURVES: Record<string, { curve: string; hash: string; size: number }> =
   ES512: { curve: 'secp521r1', hash: 'sha512', size: 132 },
 }
 
-/** Verifies the signature with a key of the kind `alg` requires; a mismatched key type fails. */
-export function verifySignature(alg: string, key: KeyObject, data: Buffer, signature: Buffer): boolean {
-  if (key.type !== 'public') return false
+type VerifyKey = Parameters<typeof cryptoVerify>[2]
+
+/** The digest and key options `alg` needs with `key`; undefined when the key is not of the kind `alg` requires. */
+function verifyParams(alg: string, key: KeyObject, signature: Buffer): { hash: string | null; key: VerifyKey } | undefined {
+  if (key.type !== 'public') return undefined
   const kind = key.asymmetricKeyType
   switch (alg) {
     case 'RS256':
     case 'RS384':
     case 'RS512':
-      if (kind !== 'rsa' || (key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048) return false
-      return cryptoVerify(`sha${alg.slice(2)}`, data, key, signature)
+      if (kind !== 'rsa' || (key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048) return undefined
+      return { hash: `sha${alg.slice(2)}`, key }
     case 'PS256':
     case 'PS384':
     case 'PS512': {
-      if ((kind !== 'rsa' && kind !== 'rsa-pss') || (key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048) return false
+      if ((kind !== 'rsa' && kind !== 'rsa-pss') || (key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048) return undefined
       const bits = Number(alg.slice(2))
-      return cryptoVerify(
-        `sha${bits}`,
-        data,
-        { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: bits / 8 },
-        signature,
-      )
+      return { hash: `sha${bits}`, key: { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: bits / 8 } }
     }
     case 'ES256':
     case 'ES384':
     case 'ES512': {
       const ec = EC_CURVES[alg]
-      if (ec === undefined || kind !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== ec.curve) return false
-      if (signature.length !== ec.size) return false
-      return cryptoVerify(ec.hash, data, { key, dsaEncoding: 'ieee-p1363' }, signature)
+      if (ec === undefined || kind !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== ec.curve) return undefined
+      if (signature.length !== ec.size) return undefined
+      return { hash: ec.hash, key: { key, dsaEncoding: 'ieee-p1363' } }
     }
     case 'EdDSA':
     case 'Ed25519':
-      if (kind !== 'ed25519' && !(alg === 'EdDSA' && kind === 'ed448')) return false
-      return cryptoVerify(null, data, key, signature)
+      if (kind !== 'ed25519' && !(alg === 'EdDSA' && kind === 'ed448')) return undefined
+      return { hash: null, key }
     default:
-      return false
+      return undefined
   }
+}
+
+/**
+ * Verifies the signature with a key of the kind `alg` requires; a mismatched
+ * key type fails. The work runs on libuv's thread pool (node:crypto's
+ * callback form), so the event loop keeps serving other requests meanwhile
+ * and a second core verifies too. A signature OpenSSL cannot even parse is
+ * a bad signature, never an exception.
+ */
+export function verifySignature(alg: string, key: KeyObject, data: Buffer, signature: Buffer): Promise<boolean> {
+  const params = verifyParams(alg, key, signature)
+  if (params === undefined) return Promise.resolve(false)
+  return new Promise((resolve) => {
+    try {
+      cryptoVerify(params.hash, data, params.key, signature, (err, ok) => resolve(err === null && ok))
+    } catch {
+      resolve(false)
+    }
+  })
 }
 
 export interface ClaimRules {

@@ -66,7 +66,7 @@ export interface SubjectVerifier {
 
 /** Signs Mandate access tokens with the current signing key. */
 export interface TokenMinter {
-  mint(claims: MandateClaims): string
+  mint(claims: MandateClaims): Promise<string>
 }
 
 /** Remembers single-use identifiers across instances. */

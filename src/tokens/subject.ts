@@ -46,7 +46,7 @@ export function createSubjectVerifier(options: SubjectVerifierOptions): SubjectV
     const decoded = decodeJws(token)
     const iss = unverifiedIssuer(decoded.payload)
     if (iss === options.selfIssuer) {
-      return { kind: 'mandate', claims: verifyOwnToken(decoded, options.selfIssuer, options.selfKeys, now, options.skew) }
+      return { kind: 'mandate', claims: await verifyOwnToken(decoded, options.selfIssuer, options.selfKeys, now, options.skew) }
     }
     const trusted = options.users.get(iss)
     if (trusted === undefined) throw new JwtError('issuer_not_trusted_for_subjects')
@@ -97,18 +97,18 @@ export function createSubjectVerifier(options: SubjectVerifierOptions): SubjectV
  * at+jwt, every Mandate claim present and well-formed, within its lifetime.
  * Throws `JwtError`.
  */
-export function verifyOwnToken(
+export async function verifyOwnToken(
   decoded: ReturnType<typeof decodeJws>,
   issuer: string,
   keys: SigningKeys,
   now: number,
   skew: number,
-): MandateClaims {
+): Promise<MandateClaims> {
   const { header, payload } = decoded
   checkHeader(header, { algorithms: ['ES256'], typ: ['at+jwt'] })
   const key = header.kid === undefined ? undefined : keys.byKid(header.kid)
   if (key === undefined) throw new JwtError('unknown_kid')
-  if (!verifySignature(header.alg, key.publicKey, decoded.signingInput, decoded.signature)) throw new JwtError('bad_signature')
+  if (!(await verifySignature(header.alg, key.publicKey, decoded.signingInput, decoded.signature))) throw new JwtError('bad_signature')
   checkClaims(payload, { issuer, audience: undefined, now, skew, required: MANDATE_REQUIRED })
   return mandateClaims(payload)
 }

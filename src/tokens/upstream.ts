@@ -224,7 +224,7 @@ export async function verifyDecodedJwt(
   const { header, payload } = decoded
   checkHeader(header, { algorithms: options.issuer.algorithms, typ: options.issuer.typ })
   const key = await options.keys(header)
-  if (!verifySignature(header.alg, key, decoded.signingInput, decoded.signature)) throw new JwtError('bad_signature')
+  if (!(await verifySignature(header.alg, key, decoded.signingInput, decoded.signature))) throw new JwtError('bad_signature')
   checkClaims(payload, {
     issuer: options.issuer.issuer,
     audience: options.issuer.audience,

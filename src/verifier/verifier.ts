@@ -170,7 +170,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
       checkHeader(header, { algorithms: [SIGNING_ALG], typ: ['at+jwt'] })
       if (header.kid === undefined) throw new JwtError('missing_kid')
       const key = await keys(header)
-      if (!verifySignature(header.alg, key, decoded.signingInput, decoded.signature)) throw new JwtError('bad_signature')
+      if (!(await verifySignature(header.alg, key, decoded.signingInput, decoded.signature))) throw new JwtError('bad_signature')
       checkClaims(decoded.payload, { issuer, audience, now, skew, required: MANDATE_REQUIRED })
       claims = mandateClaims(decoded.payload)
     } catch (err) {

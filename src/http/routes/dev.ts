@@ -27,7 +27,7 @@ export function devUserTokenRoute(issuer: DevUserIssuer, now: () => number) {
     const parsed = DevTokenBody.safeParse(body)
     if (!parsed.success) throw new OAuthError('invalid_request', 'body accepts only "scope" (string) and "groups" (array of strings)')
     const { scope, groups } = parsed.data
-    return c.json({ access_token: issuer.issue(sub.data, { ...(scope ? { scope } : {}), ...(groups ? { groups } : {}) }, now()) }, 200, NO_STORE)
+    return c.json({ access_token: await issuer.issue(sub.data, { ...(scope ? { scope } : {}), ...(groups ? { groups } : {}) }, now()) }, 200, NO_STORE)
   }
 }
 

@@ -35,10 +35,10 @@ export type TokenStatus =
   | { readonly state: 'unknown'; readonly claims: MandateClaims; readonly detail: string }
 
 /** Is this a live Mandate token: ours, unaltered, unexpired (no skew), unrevoked? */
-export function tokenStatus(token: string, deps: TokenRoutesDeps): TokenStatus {
+export async function tokenStatus(token: string, deps: TokenRoutesDeps): Promise<TokenStatus> {
   let claims: MandateClaims
   try {
-    claims = verifyOwnToken(decodeJws(token), deps.issuer, deps.keys, deps.now(), 0)
+    claims = await verifyOwnToken(decodeJws(token), deps.issuer, deps.keys, deps.now(), 0)
   } catch (err) {
     if (err instanceof JwtError) return { state: 'inactive' }
     throw err
@@ -87,7 +87,7 @@ export function introspectRoute(deps: TokenRoutesDeps) {
       c.set('agent', await authenticateAgent(c, form, deps))
     }
     const token = form.required('token')
-    const status = tokenStatus(token, deps)
+    const status = await tokenStatus(token, deps)
     switch (status.state) {
       case 'inactive':
         return c.json({ active: false }, 200, NO_STORE)

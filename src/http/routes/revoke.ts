@@ -18,7 +18,7 @@ export function revokeRoute(deps: TokenRoutesDeps & { readonly service: Revocati
     const form = new FormParams(await readForm(c, deps.maxBodyBytes))
     const agent = await authenticateAgent(c, form, deps)
     c.set('agent', agent)
-    const status = tokenStatus(form.required('token'), deps)
+    const status = await tokenStatus(form.required('token'), deps)
     // An expired or invalid token needs no revocation (RFC 7009 §2.2: still 200); an unknown
     // revocation state does not stop one.
     if (status.state === 'inactive') return c.body(null, 200, NO_STORE)
