@@ -13,7 +13,8 @@
  *      /readyz 503; A recovers by itself;
  *   5. PostgreSQL unreachable from B: a revocation at B is 503 and revokes
  *      nothing;
- *   6. the revocation API under a saturating exchange load: p99 < 250 ms.
+ *   6. the revocation API under a saturating exchange load: every revocation
+ *      acknowledged (the p99 < 250 ms figure is `npm run bench`'s, bench/overload.ts).
  *
  * The shared servers are never stopped, flushed or restarted: A and B reach
  * Redis, and B reaches PostgreSQL, through TCP proxies on 127.0.0.1 that the
@@ -637,9 +638,10 @@ token_ttl: { default: 300, max: 300 }
         `for ${(report.ms / 1000).toFixed(1)} s): ${REVOCATIONS} revocations p50 ${ms(p50)}, p99 ${ms(p99)}, max ${ms(Math.max(...latencies))}`,
     )
     expect(report.statuses).toEqual({ 200: exchanges })
-    // Issue 3 asks for p99 < 250 ms here. On this 2-core machine, with the load generator on the same
-    // cores, it is 240-300 ms (p50 ~50 ms): every await of a revocation waits one event-loop turn of
-    // queued exchanges. The figure is printed above and tracked in the issue; what is asserted is
+    // Issue 3's figure (p99 < 250 ms with the token endpoint saturated) is measured by
+    // `npm run bench` (bench/overload.ts: 200 revocations against a reference in the same run);
+    // a test asserts no timing it cannot hold on a shared machine. Here, with two brokers, the
+    // load generator and the test on two cores, it prints p99 ~100-200 ms; what is asserted is
     // that every revocation was acknowledged, within the 3 s store bound.
     expect(Math.max(...latencies)).toBeLessThan(3_000)
   }, 60_000)
