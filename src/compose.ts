@@ -4,7 +4,13 @@ import type { Hono } from 'hono'
 import type { JSONWebKeySet } from 'jose'
 import type { AuditLog } from './audit/port.js'
 import type { ReplayCache } from './tokens/port.js'
-import { createMemoryAuditLog } from './audit/memory.js'
+import { CHECKPOINT_TYP, createCheckpointWriter } from './audit/checkpoint.js'
+import { createSqlAuditLog, lastKeyRotation, type SqlAuditLog } from './audit/sql.js'
+import { delegationTree, queryAudit } from './audit/query.js'
+import { hostname } from 'node:os'
+import type { AgentPolicy } from './policy/port.js'
+import type { AgentId } from './core/claims.js'
+import { createJwtSigner } from './tokens/mint.js'
 import type { Config, TrustedIssuerConfig } from './config/schema.js'
 import type { Jti } from './core/claims.js'
 import type { ExchangeDeps } from './core/exchange.js'
@@ -43,6 +49,8 @@ export interface Mandate {
   /** Agents loaded at start. */
   readonly agents: number
   readonly revocations: RevocationService
+  /** The durable delegation log; undefined when the caller passed its own `audit` (tests). */
+  readonly audit: SqlAuditLog | undefined
   /** Where shared state lives, for the startup log line. */
   readonly storage: { readonly database: 'postgres' | 'pglite' | 'memory'; readonly redis: boolean }
   close(): Promise<void>
@@ -105,15 +113,17 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     throw new TypeError(`policies in ${config.policies_dir} are invalid: ${loaded.issues.map(formatIssue).join('; ')}`)
   }
   const policyLog = log.child({ module: 'policy' })
+  // Set once the audit log is open: every reload is recorded, file by file.
+  let onPoliciesLoaded: (set: readonly AgentPolicy[]) => void = () => {}
   const policies = watchPolicies(config.policies_dir, createPolicyStore(loaded.policies), {
-    onLoaded: (agents) => policyLog.info({ agents, dir: config.policies_dir }, 'policies reloaded'),
+    onLoaded: (agents, set) => {
+      policyLog.info({ agents, dir: config.policies_dir }, 'policies reloaded')
+      onPoliciesLoaded(set)
+    },
     onRejected: (issues) =>
       policyLog.error({ issues: issues.map(formatIssue), dir: config.policies_dir }, 'policy change rejected; last good set stays in force'),
   })
   policyLog.info({ agents: loaded.policies.length, dir: config.policies_dir }, 'policies loaded')
-  if (!options.dev && options.audit === undefined) {
-    log.warn({ audit: 'memory' }, 'this version keeps the audit log in process memory: do not rely on it surviving a restart')
-  }
 
   const jwksPolicy: JwksPolicy = {
     timeoutMs: config.jwks.timeout_ms,
@@ -147,16 +157,76 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
   }
 
   try {
-    // Durable revocation log: PostgreSQL when DATABASE_URL is set, PGlite under data_dir otherwise.
+    // Durable revocation list and delegation log: PostgreSQL when DATABASE_URL is set, PGlite under data_dir otherwise.
     let database: Mandate['storage']['database'] = 'memory'
-    const openLog = async (): Promise<RevocationLog> => {
-      const db = await openDatabase(config.storage.database_url, { dataDir: config.data_dir })
-      closers.push(() => db.close())
-      await db.migrate()
-      database = db.engine
-      return createSqlRevocationLog(db.db)
+    const sqlDb =
+      options.revocationLog !== undefined && options.audit !== undefined
+        ? undefined
+        : await openDatabase(config.storage.database_url, { dataDir: config.data_dir })
+    if (sqlDb !== undefined) {
+      closers.push(() => sqlDb.close())
+      await sqlDb.migrate()
+      database = sqlDb.engine
     }
-    const revocationLog = options.revocationLog ?? (await openLog())
+    const revocationLog = options.revocationLog ?? createSqlRevocationLog(sqlDb!.db)
+
+    let sqlAudit: SqlAuditLog | undefined
+    if (options.audit === undefined) {
+      const signCheckpoint = createJwtSigner(keys.current, CHECKPOINT_TYP)
+      sqlAudit = createSqlAuditLog({
+        database: sqlDb!,
+        instance: config.instance_id ?? `${hostname()}:${process.pid}`,
+        clock,
+        groupMaxRecords: config.audit.group_max_records,
+        groupMaxWaitMs: config.audit.group_max_wait_ms,
+        writeTimeoutMs: config.audit.write_timeout_ms,
+        checkpoints: {
+          writer: createCheckpointWriter({
+            dir: config.audit.checkpoint_dir ?? join(config.data_dir, 'checkpoints'),
+            issuer: config.issuer,
+            sign: signCheckpoint,
+          }),
+          everyRecords: config.audit.checkpoint_every_records,
+          intervalMs: config.audit.checkpoint_interval_ms,
+        },
+        logger: log.child({ module: 'audit' }),
+      })
+      // Runs before the database closes: queued groups are written, then a last checkpoint.
+      closers.push(() => sqlAudit!.close())
+    }
+    const audit: AuditLog = options.audit ?? sqlAudit!
+
+    // What is in force from now on: each policy file (by hash) and the signing key.
+    const inForce = new Map<AgentId, AgentPolicy>()
+    const recordPolicies = async (set: readonly AgentPolicy[]) => {
+      const at = nowSeconds()
+      const seen = new Set<AgentId>()
+      const writes: Promise<unknown>[] = []
+      for (const p of set) {
+        seen.add(p.agent)
+        const before = inForce.get(p.agent)
+        if (before?.sourceHash === p.sourceHash && before.source === p.source) continue
+        inForce.set(p.agent, p)
+        writes.push(audit.append({ type: 'policy.loaded', at, agent: p.agent, source: p.source, sha256: p.sourceHash }))
+      }
+      for (const [agent, p] of inForce) {
+        if (seen.has(agent)) continue
+        inForce.delete(agent)
+        writes.push(audit.append({ type: 'policy.unloaded', at, agent, source: p.source, sha256: p.sourceHash }))
+      }
+      await Promise.all(writes)
+    }
+    await recordPolicies(loaded.policies)
+    onPoliciesLoaded = (set) =>
+      void recordPolicies(set).catch((err: unknown) =>
+        policyLog.error({ error: 'audit_unavailable', code: (err as { code?: string }).code }, 'policy reload not recorded in the audit log'),
+      )
+    if (sqlDb !== undefined && sqlAudit !== undefined) {
+      const previousKid = await lastKeyRotation(sqlDb.db)
+      if (previousKid !== keys.current.kid) {
+        await audit.append({ type: 'key.rotated', at: nowSeconds(), kid: keys.current.kid, previousKid })
+      }
+    }
 
     // Propagation: Redis when REDIS_URL is set; one process needs none.
     // Observed: the broker's /revocations/feed streams what it applies.
@@ -228,7 +298,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     }),
     revocations,
     minter: createTokenMinter(keys),
-    audit: options.audit ?? createMemoryAuditLog(),
+    audit,
     now: nowSeconds,
     newJti: () => randomUUID() as Jti,
   }
@@ -241,6 +311,8 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     logger: log,
     maxBodyBytes: config.limits.max_body_bytes,
     devIssuer,
+    ...(sqlDb === undefined ? {} : { auditQueries: { page: (r) => queryAudit(sqlDb.db, r), tree: (jti) => delegationTree(sqlDb.db, jti) } }),
+    ...(sqlAudit === undefined ? {} : { auditHealthy: () => sqlAudit!.healthy() }),
     clientAddress: (c) => {
       const incoming = (c.env as { incoming?: import('node:http').IncomingMessage } | undefined)?.incoming
       return incoming?.socket.remoteAddress
@@ -251,6 +323,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     config,
     agents: loaded.policies.length,
     revocations,
+    audit: sqlAudit,
     storage: { database, redis: feed !== undefined },
     close: closeAll,
   }

@@ -1,9 +1,18 @@
 import type { AgentId, Jti, Subject } from '../core/claims.js'
 import type { Revocation } from '../revocation/port.js'
 
+/** Context every event may carry: where the request came from and its trace. */
+interface RequestContext {
+  /** The client's IP address as the socket saw it. */
+  readonly clientAddress?: string | undefined
+  /** W3C trace id (32 hex digits) of the request, when there was one. */
+  readonly traceId?: string | undefined
+}
+
 export type AuditEvent =
-  | {
+  | (RequestContext & {
       readonly type: 'token.issued'
+      /** Epoch seconds; the token's `iat`. */
       readonly at: number
       readonly agent: AgentId
       readonly sub: Subject
@@ -16,35 +25,90 @@ export type AuditEvent =
       readonly rootJti: Jti
       readonly audience: string
       readonly scopes: readonly string[]
+      /** Epoch seconds; the token's `exp`. */
       readonly expiresAt: number
+      /** SHA-256 of the policy file that allowed it (a `policy.loaded` record names the file). */
       readonly policyHash: string
-      readonly clientAddress: string | undefined
-    }
-  | {
+    })
+  | (RequestContext & {
       readonly type: 'token.denied'
       readonly at: number
       readonly agent: AgentId
       readonly sub: Subject | undefined
+      /** The RFC 6749 error code answered. */
       readonly error: string
+      /** Why, for the log: never a token or a secret. */
       readonly reason: string
-      readonly clientAddress: string | undefined
-    }
-
+    })
   | {
+      /**
+       * A `token.issued` record turned out committed although its request was
+       * answered 503 (the database's answer was lost): the token never left
+       * the broker.
+       */
+      readonly type: 'token.withheld'
+      readonly at: number
+      readonly agent: AgentId
+      readonly sub: Subject
+      readonly jti: Jti
+      readonly reason: string
+    }
+  | (RequestContext & {
       readonly type: 'revocation.created' | 'revocation.lifted'
       readonly at: number
       /** The admin key's name, or the agent for an RFC 7009 self-revocation. */
       readonly by: string
       readonly revocation: Revocation
-      readonly clientAddress: string | undefined
+    })
+  | {
+      /** A policy file in force from now on (at start, and on every reload that changed it). */
+      readonly type: 'policy.loaded' | 'policy.unloaded'
+      readonly at: number
+      readonly agent: AgentId
+      /** The file, as found in the policies directory. */
+      readonly source: string
+      /** SHA-256 of the file's bytes. */
+      readonly sha256: string
     }
+  | {
+      /** The key new tokens are signed with changed (or was first seen). */
+      readonly type: 'key.rotated'
+      readonly at: number
+      readonly kid: string
+      readonly previousKid: string | undefined
+    }
+  | (RequestContext & {
+      /** An admin read: who looked at what. */
+      readonly type: 'admin.revocations.read' | 'admin.audit.read' | 'admin.feed.opened'
+      readonly at: number
+      /** The admin key's name. */
+      readonly by: string
+      /** The path and the query as asked (filters; never a key). */
+      readonly request: string
+    })
+
+export type AuditEventType = AuditEvent['type']
 
 export interface AuditReceipt {
+  /** Position of the record in its writer's chain. */
   readonly seq: number
 }
 
 /** Append-only delegation log. */
 export interface AuditLog {
-  /** Resolves only once the record is durable; rejects otherwise. */
+  /** Resolves only once the record is durable; rejects otherwise (the caller fails closed). */
   append(event: AuditEvent): Promise<AuditReceipt>
+}
+
+/** Thrown by `append` when the record is not durable; `outcome` says whether it may still be. */
+export class AuditUnavailable extends Error {
+  override readonly name = 'AuditUnavailable'
+  constructor(
+    message: string,
+    /** `not_written`: certainly not committed; `unknown`: the database's answer was lost. */
+    readonly outcome: 'not_written' | 'unknown',
+    options?: { cause?: unknown },
+  ) {
+    super(message, options)
+  }
 }

@@ -21,6 +21,8 @@ export const CONFIG_ENV = {
   DATABASE_URL: 'storage.database_url',
   REDIS_URL: 'storage.redis_url',
   MANDATE_REDIS_PREFIX: 'storage.key_prefix',
+  MANDATE_CHECKPOINT_DIR: 'audit.checkpoint_dir',
+  MANDATE_INSTANCE_ID: 'instance_id',
   LOG_LEVEL: 'log.level',
 } as const
 
@@ -70,6 +72,7 @@ export async function loadConfig(
   const admin = { ...obj(raw['admin']) }
   const signing = { ...obj(raw['signing']) }
   const log = { ...obj(raw['log']) }
+  const audit = { ...obj(raw['audit']) }
   const issues: string[] = []
   // Connection URLs may hold passwords: they come from the environment, never from the file.
   for (const key of ['database_url', 'redis_url']) {
@@ -90,7 +93,9 @@ export async function loadConfig(
   }
   if (env['MANDATE_SIGNING_KEYS_FILE']) signing['keys_file'] = env['MANDATE_SIGNING_KEYS_FILE']
   if (env['LOG_LEVEL']) log['level'] = env['LOG_LEVEL']
-  const merged: Raw = { ...raw, listen, signing, log, storage, admin }
+  if (env['MANDATE_CHECKPOINT_DIR']) audit['checkpoint_dir'] = env['MANDATE_CHECKPOINT_DIR']
+  const merged: Raw = { ...raw, listen, signing, log, storage, admin, audit }
+  if (env['MANDATE_INSTANCE_ID']) merged['instance_id'] = env['MANDATE_INSTANCE_ID']
   if (env['MANDATE_ISSUER']) merged['issuer'] = env['MANDATE_ISSUER']
   if (env['MANDATE_POLICIES_DIR']) merged['policies_dir'] = env['MANDATE_POLICIES_DIR']
   if (env['MANDATE_DATA_DIR']) merged['data_dir'] = env['MANDATE_DATA_DIR']

@@ -136,7 +136,7 @@ export const Config = z
           .string()
           .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
           .optional()
-          .describe('PostgreSQL for revocations (and the audit log); PGlite under data_dir when absent. Env only: DATABASE_URL'),
+          .describe('PostgreSQL for revocations and the audit log; PGlite under data_dir when absent. Env only: DATABASE_URL'),
         redis_url: z
           .string()
           .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
@@ -158,6 +158,38 @@ export const Config = z
       })
       .prefault({})
       .describe('the kill switch'),
+    audit: z
+      .strictObject({
+        group_max_records: z.number().int().min(1).max(5_000).default(500).describe('most records one group commit (one INSERT) carries'),
+        group_max_wait_ms: z
+          .number()
+          .int()
+          .min(0)
+          .max(100)
+          .default(0)
+          .describe('longest an idle writer waits for more records before sending a group (0: the end of the current event-loop turn)'),
+        write_timeout_ms: z
+          .number()
+          .int()
+          .min(100)
+          .max(30_000)
+          .default(2_000)
+          .describe('a group not committed within this is answered 503 (fail closed)'),
+        checkpoint_dir: z
+          .string()
+          .min(1)
+          .optional()
+          .describe('where signed checkpoints of the log are written; keep it off the database host. Default: <data_dir>/checkpoints. Env: MANDATE_CHECKPOINT_DIR'),
+        checkpoint_interval_ms: z.number().int().min(1_000).max(60_000).default(10_000).describe('a checkpoint at least this often while records are written'),
+        checkpoint_every_records: z.number().int().min(100).max(1_000_000).default(10_000).describe('and at least every this many records'),
+      })
+      .prefault({})
+      .describe('the delegation log (PostgreSQL when DATABASE_URL is set, PGlite under data_dir otherwise)'),
+    instance_id: z
+      .string()
+      .regex(/^[A-Za-z0-9._:@-]{1,128}$/)
+      .optional()
+      .describe('names this instance in audit records. Default: <hostname>:<pid>. Env: MANDATE_INSTANCE_ID'),
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Env: LOG_LEVEL'),

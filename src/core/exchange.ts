@@ -18,6 +18,8 @@ export interface ExchangeRequest {
   readonly requestedTokenType: string | undefined
   readonly requestedTtl: number | undefined
   readonly clientAddress: string | undefined
+  /** W3C trace id of the request, recorded with the audit record. */
+  readonly traceId?: string | undefined
 }
 
 export interface ExchangeDeps {
@@ -170,7 +172,7 @@ export async function exchangeToken(
     }
     const accessToken = await step('mandate.token.mint', () => deps.minter.mint(claims))
 
-    // 7. No token leaves without a durable audit record.
+    // 7. No token leaves without a durable audit record: if it cannot be written, 503 and no token.
     await step('mandate.audit.append', () =>
       deps.audit.append({
         type: 'token.issued',
@@ -187,8 +189,15 @@ export async function exchangeToken(
         expiresAt: grant.expiresAt,
         policyHash: policy.sourceHash,
         clientAddress: req.clientAddress,
+        traceId: req.traceId,
       }),
-    )
+    ).catch((cause: unknown) => {
+      throw new OAuthError('temporarily_unavailable', 'audit log unavailable; nothing was issued; try again', {
+        detail: 'token.issued record not committed',
+        retryAfter: 1,
+        cause,
+      })
+    })
 
     // 8. RFC 8693 §2.2.1.
     return {
@@ -204,7 +213,7 @@ export async function exchangeToken(
     const replay = await replayChecked
     if (replay !== undefined) throw replay
     if (err instanceof OAuthError && err.code !== 'temporarily_unavailable' && err.code !== 'server_error') {
-      await recordDenial(deps, client.agent, sub, err, req.clientAddress)
+      await recordDenial(deps, client.agent, sub, err, req.clientAddress, req.traceId)
     }
     throw err
   }
@@ -216,6 +225,7 @@ async function recordDenial(
   sub: Subject | undefined,
   err: OAuthError,
   clientAddress: string | undefined,
+  traceId: string | undefined,
 ): Promise<void> {
   try {
     await deps.audit.append({
@@ -226,6 +236,7 @@ async function recordDenial(
       error: err.code,
       reason: err.detail ?? err.description,
       clientAddress,
+      traceId,
     })
   } catch (cause) {
     // Fail closed but keep the caller's answer honest: the denial stands, the log is down.

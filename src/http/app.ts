@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 import { Hono, type Context } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { OAuthError } from '../core/errors.js'
@@ -14,6 +14,7 @@ import { introspectRoute, type TokenRoutesDeps } from './routes/introspect.js'
 import { revokeRoute } from './routes/revoke.js'
 import { mountAdminRevocations } from './routes/admin-revocations.js'
 import { mountRevocationFeed } from './routes/revocation-feed.js'
+import { mountAdminAudit, recordAdminRead, type AuditQueries } from './routes/admin-audit.js'
 import type { AdminKey } from './admin-auth.js'
 import type { RevocationService } from '../revocation/service.js'
 import { jwksRoute, metadataRoute } from './routes/well-known.js'
@@ -21,6 +22,8 @@ import { jwksRoute, metadataRoute } from './routes/well-known.js'
 export interface AppEnv {
   Variables: {
     requestId: string
+    /** W3C trace id: the caller's `traceparent`, or a fresh one. Recorded in the audit log. */
+    traceId: string
     clientAddress: string | undefined
     agent: string | undefined
     jti: string | undefined
@@ -41,9 +44,21 @@ export interface AppDeps {
   readonly devIssuer: DevUserIssuer | undefined
   /** Socket address of the caller, when served by @hono/node-server. */
   readonly clientAddress?: (c: import('hono').Context) => string | undefined
+  /** Reads of the delegation log; without them /admin/audit does not exist (an in-memory log in tests). */
+  readonly auditQueries?: AuditQueries
+  /** Whether the delegation log's last write succeeded, for /readyz. */
+  readonly auditHealthy?: () => boolean
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
+/** W3C Trace Context `traceparent`, version 00: the trace id is the second field. */
+const TRACEPARENT = /^00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/
+
+/** The caller's trace id when its `traceparent` is well-formed (and not all zeros), else a new one. */
+export function traceIdOf(traceparent: string | undefined): string {
+  const id = traceparent === undefined ? undefined : TRACEPARENT.exec(traceparent.trim())?.[1]
+  return id !== undefined && id !== '0'.repeat(32) ? id : randomBytes(16).toString('hex')
+}
 
 /** The HTTP surface. Thin: parse, call the use-case, render. */
 export function createApp(deps: AppDeps): Hono<AppEnv> {
@@ -57,12 +72,14 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const offered = c.req.header('x-request-id')
     const requestId = offered !== undefined && REQUEST_ID.test(offered) ? offered : randomUUID()
     c.set('requestId', requestId)
+    c.set('traceId', traceIdOf(c.req.header('traceparent')))
     c.set('clientAddress', deps.clientAddress?.(c))
     await next()
     c.header('X-Request-Id', requestId)
     const status = c.res.status
     const line = {
       request_id: requestId,
+      trace_id: c.get('traceId'),
       method: c.req.method,
       path: c.req.path,
       status,
@@ -129,14 +146,23 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     clientAddress,
     onAuditError,
   })
-  mountRevocationFeed(app, { keys: deps.adminKeys, revocations: deps.revocations })
+  mountRevocationFeed(app, {
+    keys: deps.adminKeys,
+    revocations: deps.revocations,
+    recordOpen: (c) => recordAdminRead(c, deps.exchange.audit, 'admin.feed.opened', deps.exchange.now()),
+  })
+  if (deps.auditQueries !== undefined) {
+    mountAdminAudit(app, { keys: deps.adminKeys, audit: deps.exchange.audit, queries: deps.auditQueries, now: deps.exchange.now })
+  }
   app.get('/.well-known/oauth-authorization-server', metadataRoute(issuer, deps.keys))
   app.get('/.well-known/jwks.json', jwksRoute(deps.keys))
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
   app.get('/readyz', (c) => {
     const fresh = deps.revocations.fresh()
-    const body = { status: fresh ? 'ready' : 'not_ready', revocation_mirror: { fresh, lag_ms: deps.revocations.lag() } }
-    return c.json(body, fresh ? 200 : 503, { 'Cache-Control': 'no-store' })
+    const auditOk = deps.auditHealthy?.() ?? true
+    const ready = fresh && auditOk
+    const body = { status: ready ? 'ready' : 'not_ready', revocation_mirror: { fresh, lag_ms: deps.revocations.lag() }, audit_log: { writing: auditOk } }
+    return c.json(body, ready ? 200 : 503, { 'Cache-Control': 'no-store' })
   })
 
   if (deps.devIssuer !== undefined) {

@@ -1,5 +1,5 @@
 import { watch, type FSWatcher } from 'node:fs'
-import type { PolicyStore } from './port.js'
+import type { AgentPolicy, PolicyStore } from './port.js'
 import { createPolicyStore, loadPolicies, type PolicyIssue } from './load.js'
 
 export interface ReloadablePolicyStore extends PolicyStore {
@@ -9,7 +9,8 @@ export interface ReloadablePolicyStore extends PolicyStore {
 }
 
 export interface WatchEvents {
-  onLoaded?(agents: number): void
+  /** After every successful reload, with the whole new set. */
+  onLoaded?(agents: number, policies: readonly AgentPolicy[]): void
   onRejected?(issues: readonly PolicyIssue[]): void
 }
 
@@ -35,7 +36,7 @@ export function watchPolicies(
       return { ok: false, issues: result.issues }
     }
     current = createPolicyStore(result.policies)
-    events.onLoaded?.(current.size)
+    events.onLoaded?.(current.size, result.policies)
     return { ok: true, agents: current.size }
   }
 

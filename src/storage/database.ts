@@ -213,7 +213,8 @@ function* chain(error: unknown): Generator<unknown> {
   }
 }
 
-function codeOf(error: unknown): string {
+/** Code of an error or of the first of its causes that has one (SQLSTATE, socket or driver code); `unknown` otherwise. */
+export function codeOf(error: unknown): string {
   for (const e of chain(error)) {
     const code = (e as { code?: unknown }).code
     if (typeof code === 'string' && code !== '') return code
@@ -222,7 +223,7 @@ function codeOf(error: unknown): string {
 }
 
 /** Message of an error the server (or PGlite) reported: those carry a `severity`. */
-function serverError(error: unknown): string | undefined {
+export function serverError(error: unknown): string | undefined {
   for (const e of chain(error)) {
     if (e instanceof Error && typeof (e as { severity?: unknown }).severity === 'string') return e.message
   }
@@ -238,7 +239,7 @@ class Timeout extends Error {
 }
 
 /** `promise`, or a rejection with code `CONNECT_TIMEOUT` after `ms` (the promise is left to settle on its own). */
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+export function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Timeout(`no answer within ${ms} ms`)), ms)

@@ -7,7 +7,7 @@
  * loads it on its own, without the project's module resolution.
  */
 import { sql, type SQL } from 'drizzle-orm'
-import { check, customType, index, pgTable, text, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core'
+import { bigint, check, customType, index, pgTable, text, unique, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core'
 
 /** Every revocation kind, as stored in `revocations.kind` (`RevocationKind` in src/revocation/port.ts). */
 export const REVOCATION_KINDS = ['jti', 'chain', 'agent', 'sub', 'agent_sub'] as const
@@ -100,3 +100,63 @@ export const revocations = pgTable(
 )
 
 export type RevocationRow = typeof revocations.$inferSelect
+
+/** Event types the audit log records (`AuditEventType` in src/audit/port.ts). */
+export const AUDIT_EVENTS = [
+  'token.issued',
+  'token.denied',
+  'token.withheld',
+  'revocation.created',
+  'revocation.lifted',
+  'policy.loaded',
+  'policy.unloaded',
+  'key.rotated',
+  'admin.revocations.read',
+  'admin.audit.read',
+  'admin.feed.opened',
+] as const
+
+/**
+ * The delegation log (DESIGN.md "Guarantees"; src/audit/). Append-only: a
+ * trigger (migration 0001) refuses UPDATE, DELETE and TRUNCATE. One hash
+ * chain per writer process (`chain_id`, records numbered from 1 by `seq`):
+ * `hash` = SHA-256 over `prev_hash`, a newline and `record`, the canonical
+ * JSON (RFC 8785) of the whole event. The other columns repeat fields of
+ * `record` for queries; `mandate audit verify` checks that they agree.
+ */
+export const auditLog = pgTable(
+  'audit_log',
+  {
+    /** Commit order across chains; the keyset of `GET /admin/audit`. Not hashed. */
+    id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+    chainId: uuid('chain_id').notNull(),
+    seq: bigint('seq', { mode: 'number' }).notNull(),
+    at: epochSeconds('at').notNull(),
+    event: text('event', { enum: AUDIT_EVENTS }).notNull(),
+    instance: text('instance').notNull(),
+    /** The agent that acted (the requester for token.*), when there is one. */
+    agent: text('agent'),
+    /** Every agent in the delegation chain, newest first; `agent` included. */
+    actors: text('actors').array().notNull(),
+    sub: text('sub'),
+    jti: text('jti'),
+    parentJti: text('parent_jti'),
+    rootJti: text('root_jti'),
+    record: text('record').notNull(),
+    prevHash: text('prev_hash').notNull(),
+    hash: text('hash').notNull(),
+  },
+  (t) => [
+    unique('audit_log_chain_seq_key').on(t.chainId, t.seq),
+    check('audit_log_seq_check', sql`${t.seq} >= 1`),
+    check('audit_log_hash_check', sql`${t.hash} ~ '^[0-9a-f]{64}$' and ${t.prevHash} ~ '^[0-9a-f]{64}$'`),
+    index('audit_log_at_idx').on(t.at, t.id),
+    index('audit_log_event_idx').on(t.event, t.id),
+    index('audit_log_sub_idx').on(t.sub, t.id),
+    index('audit_log_jti_idx').on(t.jti),
+    index('audit_log_root_jti_idx').on(t.rootJti),
+    index('audit_log_actors_idx').using('gin', t.actors),
+  ],
+)
+
+export type AuditRow = typeof auditLog.$inferSelect

@@ -7,6 +7,7 @@ import type { Revocation, RevocationTarget } from '../../revocation/port.js'
 import { RevocationError, type RevocationService } from '../../revocation/service.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
 import { AdminError, NO_STORE } from '../oauth-errors.js'
+import { recordAdminRead } from './admin-audit.js'
 
 const Identifier = z.string().min(1).max(256).regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
 
@@ -87,7 +88,7 @@ export function mountAdminRevocations(app: Hono<any>, deps: AdminRevocationDeps)
   const record = async (c: Context, type: 'revocation.created' | 'revocation.lifted', r: Revocation) => {
     // The revocation itself is durable and in force: a failed audit line is reported, and must not undo it.
     await audit
-      .append({ type, at: deps.now(), by: c.get('adminKey') as string, revocation: r, clientAddress: deps.clientAddress(c) })
+      .append({ type, at: deps.now(), by: c.get('adminKey') as string, revocation: r, clientAddress: deps.clientAddress(c), traceId: c.get('traceId') as string | undefined })
       .catch(deps.onAuditError)
   }
 
@@ -115,6 +116,7 @@ export function mountAdminRevocations(app: Hono<any>, deps: AdminRevocationDeps)
     if (!/^[1-9][0-9]{0,3}$/.test(limitText) || Number(limitText) > 1000) throw new AdminError('invalid_request', 'limit must be 1-1000')
     if (before !== undefined && !UUID.test(before)) throw new AdminError('invalid_request', 'before must be a revocation id')
     const limit = Number(limitText)
+    await recordAdminRead(c, audit, 'admin.revocations.read', deps.now())
     const page = await revocations.list({ limit, ...(before === undefined ? {} : { before }) }).catch(unavailable)
     const last = page.at(-1)
     return c.json({ revocations: page.map(revocationJson), next: page.length === limit && last !== undefined ? last.id : null }, 200, NO_STORE)
@@ -122,6 +124,7 @@ export function mountAdminRevocations(app: Hono<any>, deps: AdminRevocationDeps)
 
   app.get('/admin/revocations/:id', requireAdmin(deps.keys, 'read'), async function getRevocation(c) {
     const id = c.req.param('id')
+    await recordAdminRead(c, audit, 'admin.revocations.read', deps.now())
     const r = UUID.test(id) ? await revocations.get(id).catch(unavailable) : undefined
     if (r === undefined) throw new AdminError('not_found', 'no revocation has that id')
     return c.json(revocationJson(r), 200, NO_STORE)

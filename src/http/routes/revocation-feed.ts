@@ -35,6 +35,8 @@ import type { AppEnv } from '../app.js'
 export interface RevocationFeedDeps {
   readonly keys: readonly AdminKey[]
   readonly revocations: Pick<RevocationService, 'records' | 'subscribe' | 'fresh' | 'lag'>
+  /** Records who opened the feed (the audit log); rejecting refuses the feed. */
+  readonly recordOpen?: (c: Context) => Promise<void>
   /** Default 250. */
   readonly heartbeatMs?: number
   /** Records kept to replay a resume exactly. Default 4096. */
@@ -179,7 +181,8 @@ export function mountRevocationFeed(app: Hono<AppEnv>, deps: RevocationFeedDeps)
     }
   }
 
-  app.get('/revocations/feed', requireAdmin(deps.keys, 'read'), (c) => {
+  app.get('/revocations/feed', requireAdmin(deps.keys, 'read'), async (c) => {
+    await deps.recordOpen?.(c)
     c.header('X-Accel-Buffering', 'no')
     const response = streamSSE(c, (stream) => follow(c, stream))
     // The socket goes with the stream: a feed ended at shutdown must not linger as an idle keep-alive.

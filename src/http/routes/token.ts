@@ -57,7 +57,7 @@ export function parseExchangeRequest(form: FormParams, authorization: string | u
 export function tokenRoute(deps: ExchangeDeps, maxBodyBytes: number) {
   return async function token(c: Context<AppEnv>): Promise<Response> {
     const form = new FormParams(await readForm(c, maxBodyBytes))
-    const req = parseExchangeRequest(form, c.req.header('authorization'), c.get('clientAddress'))
+    const req = { ...parseExchangeRequest(form, c.req.header('authorization'), c.get('clientAddress')), traceId: c.get('traceId') }
     const context: ExchangeFailureContext = { agent: undefined }
     try {
       const result = await exchangeToken(req, deps, context)

@@ -1,0 +1,230 @@
+/**
+ * The audit record's canonical form and the hash chain over it.
+ *
+ * A record is a JSON object serialized per RFC 8785 (JSON Canonicalization
+ * Scheme: sorted keys, no whitespace, one spelling per value), with snake_case
+ * fields, no token and no secret. Each carries its chain, its position and the
+ * instance that wrote it, so that it cannot be moved without changing it:
+ *
+ *   hash(record n) = SHA-256( prev_hash || "\n" || record )   (UTF-8, lowercase hex)
+ *   prev_hash(record 1) = 64 zeros;  prev_hash(record n) = hash(record n-1)
+ *
+ * Anyone can recompute a chain with `sha256sum`; `mandate audit verify` does.
+ */
+import { createHash } from 'node:crypto'
+import canonicalize from 'canonicalize'
+import type { AuditEvent } from './port.js'
+
+export const RECORD_VERSION = 1
+export const GENESIS_HASH = '0'.repeat(64)
+
+/** The columns stored next to a record, derived from it (and checked against it by `verify`). */
+export interface RecordColumns {
+  readonly chainId: string
+  readonly seq: number
+  readonly at: number
+  readonly event: AuditEvent['type']
+  readonly instance: string
+  readonly agent: string | null
+  readonly actors: string[]
+  readonly sub: string | null
+  readonly jti: string | null
+  readonly parentJti: string | null
+  readonly rootJti: string | null
+}
+
+export interface EncodedRecord extends RecordColumns {
+  /** Canonical JSON. */
+  readonly record: string
+  readonly prevHash: string
+  readonly hash: string
+}
+
+type Json = string | number | boolean | null | Json[] | { [key: string]: Json }
+
+/** The event's own fields, snake_case; undefined ones left out. */
+function body(event: AuditEvent): Record<string, Json | undefined> {
+  const context = 'clientAddress' in event ? { client_address: event.clientAddress, trace_id: event.traceId } : {}
+  switch (event.type) {
+    case 'token.issued':
+      return {
+        ...context,
+        agent: event.agent,
+        sub: event.sub,
+        sub_iss: event.subIssuer,
+        actors: [...event.actors],
+        jti: event.jti,
+        parent_jti: event.parentJti,
+        root_jti: event.rootJti,
+        aud: event.audience,
+        scopes: [...event.scopes],
+        exp: event.expiresAt,
+        lifetime: event.expiresAt - event.at,
+        policy_hash: event.policyHash,
+      }
+    case 'token.denied':
+      return { ...context, agent: event.agent, sub: event.sub, error: event.error, reason: event.reason }
+    case 'token.withheld':
+      return { agent: event.agent, sub: event.sub, jti: event.jti, reason: event.reason }
+    case 'revocation.created':
+    case 'revocation.lifted': {
+      const r = event.revocation
+      const t = r.target
+      return {
+        ...context,
+        by: event.by,
+        revocation: {
+          id: r.id,
+          kind: t.kind,
+          ...('agent' in t ? { agent: t.agent } : {}),
+          ...('sub' in t ? { sub: t.sub } : {}),
+          ...('jti' in t ? { jti: t.jti } : {}),
+          reason: r.reason,
+          created_by: r.createdBy,
+          created_at: r.createdAt,
+          ...(r.expiresAt === undefined ? {} : { expires_at: r.expiresAt }),
+          ...(r.liftedAt === undefined ? {} : { lifted_at: r.liftedAt }),
+          ...(r.liftedBy === undefined ? {} : { lifted_by: r.liftedBy }),
+        },
+      }
+    }
+    case 'policy.loaded':
+    case 'policy.unloaded':
+      return { agent: event.agent, source: event.source, sha256: event.sha256 }
+    case 'key.rotated':
+      return { kid: event.kid, previous_kid: event.previousKid ?? null }
+    case 'admin.revocations.read':
+    case 'admin.audit.read':
+    case 'admin.feed.opened':
+      return { ...context, by: event.by, request: event.request }
+  }
+}
+
+/** The query columns of an event: who acted, for whom, on which token. */
+function columnsOf(event: AuditEvent): Pick<RecordColumns, 'agent' | 'actors' | 'sub' | 'jti' | 'parentJti' | 'rootJti'> {
+  const none = { agent: null, actors: [], sub: null, jti: null, parentJti: null, rootJti: null }
+  switch (event.type) {
+    case 'token.issued':
+      return {
+        agent: event.agent,
+        actors: [...event.actors],
+        sub: event.sub,
+        jti: event.jti,
+        parentJti: event.parentJti ?? null,
+        rootJti: event.rootJti,
+      }
+    case 'token.denied':
+      return { ...none, agent: event.agent, actors: [event.agent], sub: event.sub ?? null }
+    case 'token.withheld':
+      return { ...none, agent: event.agent, actors: [event.agent], sub: event.sub, jti: event.jti }
+    case 'revocation.created':
+    case 'revocation.lifted': {
+      const t = event.revocation.target
+      const agent = 'agent' in t ? t.agent : null
+      return { ...none, agent, actors: agent === null ? [] : [agent], sub: 'sub' in t ? t.sub : null, jti: 'jti' in t ? t.jti : null }
+    }
+    case 'policy.loaded':
+    case 'policy.unloaded':
+      return { ...none, agent: event.agent, actors: [event.agent] }
+    default:
+      return none
+  }
+}
+
+/** SHA-256 of `prevHash`, a newline and `record`, lowercase hex. */
+export function chainHash(prevHash: string, record: string): string {
+  return createHash('sha256').update(prevHash).update('\n').update(record, 'utf8').digest('hex')
+}
+
+/** The record for `event` at position `seq` of `chainId`, chained to `prevHash`. */
+export function encodeRecord(event: AuditEvent, position: { chainId: string; seq: number; instance: string; prevHash: string }): EncodedRecord {
+  const { chainId, seq, instance, prevHash } = position
+  const doc = { v: RECORD_VERSION, chain: chainId, seq, instance, event: event.type, at: event.at, ...body(event) }
+  const record = canonicalize(doc)
+  if (record === undefined) throw new TypeError('audit record cannot be serialized')
+  return {
+    chainId,
+    seq,
+    at: event.at,
+    event: event.type,
+    instance,
+    ...columnsOf(event),
+    record,
+    prevHash,
+    hash: chainHash(prevHash, record),
+  }
+}
+
+/**
+ * The columns a stored record implies, or a reason it is not a record this
+ * version wrote (not canonical JSON, wrong version, missing fields).
+ */
+export function columnsFromRecord(record: string): { ok: true; columns: RecordColumns; doc: Record<string, unknown> } | { ok: false; reason: string } {
+  let doc: unknown
+  try {
+    doc = JSON.parse(record)
+  } catch {
+    return { ok: false, reason: 'record is not JSON' }
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return { ok: false, reason: 'record is not a JSON object' }
+  if (canonicalize(doc) !== record) return { ok: false, reason: 'record is not in canonical form (RFC 8785)' }
+  const d = doc as Record<string, unknown>
+  if (d['v'] !== RECORD_VERSION) return { ok: false, reason: `unknown record version ${JSON.stringify(d['v'])}` }
+  const str = (k: string) => (typeof d[k] === 'string' ? (d[k] as string) : undefined)
+  const chain = str('chain')
+  const instance = str('instance')
+  const event = str('event')
+  if (chain === undefined || instance === undefined || event === undefined || !Number.isSafeInteger(d['seq']) || typeof d['at'] !== 'number') {
+    return { ok: false, reason: 'record lacks chain, seq, instance, event or at' }
+  }
+  let implied: ReturnType<typeof columnsOf>
+  try {
+    implied = columnsOf(eventFromDoc(d))
+  } catch (err) {
+    return { ok: false, reason: (err as Error).message }
+  }
+  return {
+    ok: true,
+    doc: d,
+    columns: { chainId: chain, seq: d['seq'] as number, at: d['at'] as number, event: event as AuditEvent['type'], instance, ...implied },
+  }
+}
+
+/** Enough of an event, rebuilt from a stored record, to derive its columns. */
+function eventFromDoc(d: Record<string, unknown>): AuditEvent {
+  const s = (k: string, o: Record<string, unknown> = d): string | undefined => (typeof o[k] === 'string' ? (o[k] as string) : undefined)
+  const at = d['at'] as number
+  const type = d['event']
+  switch (type) {
+    case 'token.issued':
+      return {
+        type,
+        at,
+        agent: s('agent'),
+        sub: s('sub'),
+        actors: Array.isArray(d['actors']) ? d['actors'] : [],
+        jti: s('jti'),
+        parentJti: s('parent_jti'),
+        rootJti: s('root_jti'),
+      } as unknown as AuditEvent
+    case 'token.denied':
+    case 'token.withheld':
+      return { type, at, agent: s('agent'), sub: s('sub'), jti: s('jti') } as unknown as AuditEvent
+    case 'revocation.created':
+    case 'revocation.lifted': {
+      const r = (typeof d['revocation'] === 'object' && d['revocation'] !== null ? d['revocation'] : {}) as Record<string, unknown>
+      const target = { kind: s('kind', r), ...(s('agent', r) ? { agent: s('agent', r) } : {}), ...(s('sub', r) ? { sub: s('sub', r) } : {}), ...(s('jti', r) ? { jti: s('jti', r) } : {}) }
+      return { type, at, revocation: { target } } as unknown as AuditEvent
+    }
+    case 'policy.loaded':
+    case 'policy.unloaded':
+      return { type, at, agent: s('agent') } as unknown as AuditEvent
+    case 'key.rotated':
+    case 'admin.revocations.read':
+    case 'admin.audit.read':
+    case 'admin.feed.opened':
+      return { type, at } as unknown as AuditEvent
+    default:
+      throw new Error(`unknown event type ${JSON.stringify(type)}`)
+  }
+}

@@ -1,0 +1,316 @@
+/**
+ * The durable delegation log on PostgreSQL or PGlite, with group commit.
+ *
+ * Each process writes its own hash chain (a fresh `chain_id` per start), so
+ * instances never coordinate and never read a head on the hot path: the
+ * chain's head lives in this writer. Records are grouped: while one group's
+ * INSERT is in flight the next one gathers, and it leaves as one multi-row
+ * INSERT (one statement, so all of it commits or none) as soon as the first
+ * is answered. A group holds at most `groupMaxRecords`; a record waits at
+ * most `groupMaxWaitMs` (0: until the end of the current event-loop turn)
+ * plus the group in flight before its group is sent. `append` resolves
+ * only once the record's group is committed.
+ *
+ * Failures: a statement the server refused committed nothing; its callers
+ * get `AuditUnavailable('not_written')`. A lost answer (connection cut,
+ * timeout) may have committed: the callers get `AuditUnavailable('unknown')`
+ * and, before writing anything else, the writer reads its chain's head to
+ * find out. If the group did commit, its `token.issued` records are followed
+ * by `token.withheld` records (those tokens were never answered), so the log
+ * always tells which tokens left the broker.
+ */
+import { randomUUID } from 'node:crypto'
+import { desc, eq } from 'drizzle-orm'
+import type { Logger } from '../telemetry/log.js'
+import { codeOf, serverError, withTimeout, type Database, type Db } from '../storage/database.js'
+import { auditLog } from '../storage/schema.js'
+import type { CheckpointWriter } from './checkpoint.js'
+import { AuditUnavailable, type AuditEvent, type AuditLog, type AuditReceipt } from './port.js'
+import { encodeRecord, GENESIS_HASH, type EncodedRecord } from './record.js'
+
+export interface SqlAuditLogOptions {
+  readonly database: Database
+  /** Names this process in every record (`instance`). */
+  readonly instance: string
+  /** Epoch milliseconds. */
+  readonly clock: () => number
+  readonly groupMaxRecords: number
+  readonly groupMaxWaitMs: number
+  /** Longest a group's INSERT may take before its callers are answered 503. */
+  readonly writeTimeoutMs: number
+  readonly checkpoints?: {
+    readonly writer: CheckpointWriter
+    readonly everyRecords: number
+    readonly intervalMs: number
+  }
+  readonly logger: Logger
+}
+
+export interface AuditStats {
+  readonly chainId: string
+  readonly records: number
+  readonly groups: number
+  readonly failedGroups: number
+  /** Group sizes: mean, median, 99th percentile and largest, over the most recent 10,000 groups. */
+  readonly groupSize: { readonly mean: number; readonly p50: number; readonly p99: number; readonly max: number }
+  readonly lastCheckpointSeq: number
+}
+
+export interface SqlAuditLog extends AuditLog {
+  readonly chainId: () => string
+  /** False from a failed write until the next successful one. */
+  healthy(): boolean
+  stats(): AuditStats
+  /** Writes what is queued, a last checkpoint, and stops; later appends are refused. */
+  close(): Promise<void>
+}
+
+interface Pending {
+  readonly event: AuditEvent
+  readonly resolve: (receipt: AuditReceipt) => void
+  readonly reject: (err: unknown) => void
+}
+
+const SIZES_KEPT = 10_000
+const noop = () => {}
+
+export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
+  const { database, instance, logger } = options
+  const db = database.db
+  const groupMax = Math.max(1, options.groupMaxRecords)
+
+  let chainId = randomUUID()
+  let head = { seq: 0, hash: GENESIS_HASH }
+  let queue: Pending[] = []
+  let running: Promise<void> | undefined
+  let cancelScheduled: (() => void) | undefined
+  let closing = false
+  let healthy = true
+  /** The last group whose commit was not confirmed, with its events. */
+  let unconfirmed: { rows: EncodedRecord[]; events: AuditEvent[] } | undefined
+
+  let records = 0
+  let groups = 0
+  let failedGroups = 0
+  const sizes: number[] = []
+
+  let checkpointed = { seq: 0, at: options.clock() }
+  let checkpointing: Promise<void> | undefined
+  const interval =
+    options.checkpoints === undefined
+      ? undefined
+      : setInterval(() => void checkpoint(), Math.max(100, Math.min(options.checkpoints.intervalMs, 60_000)))
+  interval?.unref()
+
+  function schedule(): void {
+    if (running !== undefined) return // the running loop takes what is queued
+    if (queue.length >= groupMax) {
+      cancelScheduled?.()
+      start()
+      return
+    }
+    if (cancelScheduled !== undefined) return
+    if (options.groupMaxWaitMs > 0) {
+      const t = setTimeout(start, options.groupMaxWaitMs)
+      cancelScheduled = () => clearTimeout(t)
+    } else {
+      // The end of this loop turn: requests read in the same turn share a group.
+      const i = setImmediate(start)
+      cancelScheduled = () => clearImmediate(i)
+    }
+  }
+
+  function start(): void {
+    cancelScheduled = undefined
+    if (running === undefined) running = run()
+  }
+
+  async function run(): Promise<void> {
+    await null // `running` is set before this loop can end
+    try {
+      while (queue.length > 0) {
+        const group = queue.length <= groupMax ? queue : queue.slice(0, groupMax)
+        queue = queue.length <= groupMax ? [] : queue.slice(groupMax)
+        await writeGroup(group)
+      }
+    } finally {
+      running = undefined
+    }
+  }
+
+  async function writeGroup(group: Pending[]): Promise<void> {
+    let rows: EncodedRecord[] = []
+    try {
+      const extra = unconfirmed === undefined ? [] : await settleUnconfirmed()
+      const events = [...extra, ...group.map((p) => p.event)]
+      let { seq, hash } = head
+      rows = events.map((event) => {
+        const r = encodeRecord(event, { chainId, seq: ++seq, instance, prevHash: hash })
+        hash = r.hash
+        return r
+      })
+      try {
+        await withTimeout(db.insert(auditLog).values(rows.map(toRow)), options.writeTimeoutMs)
+      } catch (err) {
+        // The server refused the statement: nothing of it committed. Anything else: unknown.
+        const refused = serverError(err) !== undefined && codeOf(err) !== '23505'
+        if (!refused) unconfirmed = { rows, events }
+        throw new AuditUnavailable(
+          refused ? `audit log refused the write (${codeOf(err)})` : `audit log write unconfirmed (${codeOf(err)})`,
+          refused ? 'not_written' : 'unknown',
+          { cause: err },
+        )
+      }
+      head = { seq, hash }
+      healthy = true
+      records += rows.length
+      groups++
+      if (sizes.length >= SIZES_KEPT) sizes.splice(0, SIZES_KEPT / 2)
+      sizes.push(rows.length)
+      let i = extra.length
+      for (const p of group) p.resolve({ seq: rows[i++]!.seq })
+      if (options.checkpoints !== undefined && head.seq - checkpointed.seq >= options.checkpoints.everyRecords) void checkpoint()
+    } catch (err) {
+      healthy = false
+      failedGroups++
+      const failure = err instanceof AuditUnavailable ? err : new AuditUnavailable(`audit log unavailable (${codeOf(err)})`, 'not_written', { cause: err })
+      logger.warn({ chain: chainId, records: group.length, outcome: failure.outcome, code: codeOf(err) }, 'audit group not written')
+      for (const p of group) p.reject(failure)
+    }
+  }
+
+  /**
+   * Finds out whether the unconfirmed group committed (its last record is the
+   * chain's head) and moves the head accordingly. Returns the records to write
+   * first: a `token.withheld` for each token whose issuance committed but was
+   * answered 503. Throws (the new group is not written) while the database
+   * cannot answer.
+   */
+  async function settleUnconfirmed(): Promise<AuditEvent[]> {
+    const pending = unconfirmed!
+    const [last] = await withTimeout(
+      db.select({ seq: auditLog.seq, hash: auditLog.hash }).from(auditLog).where(eq(auditLog.chainId, chainId)).orderBy(desc(auditLog.seq)).limit(1),
+      options.writeTimeoutMs,
+    )
+    unconfirmed = undefined
+    const lastRow = pending.rows.at(-1)!
+    if (last !== undefined && last.seq === lastRow.seq && last.hash === lastRow.hash) {
+      head = { seq: last.seq, hash: last.hash }
+      records += pending.rows.length
+      const withheld = pending.events.flatMap((e): AuditEvent[] =>
+        e.type === 'token.issued'
+          ? [{ type: 'token.withheld', at: Math.floor(options.clock() / 1000), agent: e.agent, sub: e.sub, jti: e.jti, reason: 'issuance committed but the response was 503: the token never left the broker' }]
+          : [],
+      )
+      logger.warn({ chain: chainId, records: pending.rows.length, withheld: withheld.length }, 'an unconfirmed audit group had committed; recording its tokens as withheld')
+      return withheld
+    }
+    const unchanged = last === undefined ? head.seq === 0 : last.seq === head.seq && last.hash === head.hash
+    if (!unchanged) {
+      // Someone else wrote to this chain, or a late commit raced the check: never fork it.
+      const previous = chainId
+      chainId = randomUUID()
+      head = { seq: 0, hash: GENESIS_HASH }
+      checkpointed = { seq: 0, at: options.clock() }
+      logger.error({ previous_chain: previous, chain: chainId }, 'audit chain head is not where this writer left it; continuing on a new chain')
+    }
+    return []
+  }
+
+  async function checkpoint(): Promise<void> {
+    const cp = options.checkpoints
+    if (cp === undefined) return
+    if (checkpointing !== undefined) return checkpointing
+    const at = { ...head, chain: chainId }
+    if (at.seq === 0 || at.seq === checkpointed.seq) return
+    checkpointing = (async () => {
+      try {
+        const jws = await cp.writer.write({ chain: at.chain, instance, seq: at.seq, head: at.hash, at: Math.floor(options.clock() / 1000) })
+        if (at.chain === chainId) checkpointed = { seq: at.seq, at: options.clock() }
+        logger.info({ chain: at.chain, seq: at.seq, head: at.hash, checkpoint: jws }, 'audit checkpoint')
+      } catch (err) {
+        logger.error({ chain: at.chain, seq: at.seq, code: codeOf(err) }, 'audit checkpoint not written')
+      } finally {
+        checkpointing = undefined
+      }
+    })()
+    return checkpointing
+  }
+
+  return {
+    chainId: () => chainId,
+    append(event) {
+      if (closing) return Promise.reject(new AuditUnavailable('audit log is closing', 'not_written'))
+      return new Promise<AuditReceipt>((resolve, reject) => {
+        queue.push({ event, resolve, reject })
+        schedule()
+      })
+    },
+    healthy: () => healthy,
+    stats() {
+      const sorted = [...sizes].sort((a, b) => a - b)
+      const pick = (p: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))] ?? 0
+      return {
+        chainId,
+        records,
+        groups,
+        failedGroups,
+        groupSize: {
+          mean: sorted.length === 0 ? 0 : sorted.reduce((a, b) => a + b, 0) / sorted.length,
+          p50: pick(0.5),
+          p99: pick(0.99),
+          max: sorted.at(-1) ?? 0,
+        },
+        lastCheckpointSeq: checkpointed.seq,
+      }
+    },
+    async close() {
+      if (closing) return
+      closing = true
+      if (interval !== undefined) clearInterval(interval)
+      cancelScheduled?.()
+      cancelScheduled = undefined
+      if (running === undefined && queue.length > 0) running = run()
+      await running?.catch(noop)
+      await checkpointing
+      await checkpoint()
+      const s = this.stats()
+      logger.info(
+        { chain: chainId, records: s.records, groups: s.groups, failed_groups: s.failedGroups, group_size: s.groupSize, checkpoint_seq: s.lastCheckpointSeq },
+        'audit log closed',
+      )
+    },
+  }
+}
+
+function toRow(r: EncodedRecord): typeof auditLog.$inferInsert {
+  return {
+    chainId: r.chainId,
+    seq: r.seq,
+    at: r.at,
+    event: r.event,
+    instance: r.instance,
+    agent: r.agent,
+    actors: r.actors,
+    sub: r.sub,
+    jti: r.jti,
+    parentJti: r.parentJti,
+    rootJti: r.rootJti,
+    record: r.record,
+    prevHash: r.prevHash,
+    hash: r.hash,
+  }
+}
+
+/** The `kid` the newest `key.rotated` record names (any chain), or undefined when there is none. */
+export async function lastKeyRotation(db: Db): Promise<string | undefined> {
+  const [row] = await db
+    .select({ record: auditLog.record })
+    .from(auditLog)
+    .where(eq(auditLog.event, 'key.rotated'))
+    .orderBy(desc(auditLog.id))
+    .limit(1)
+  if (row === undefined) return undefined
+  const kid = (JSON.parse(row.record) as { kid?: unknown }).kid
+  return typeof kid === 'string' ? kid : undefined
+}

@@ -1,0 +1,191 @@
+/**
+ * `mandate audit verify`: recomputes every chain of the delegation log and
+ * names the first record that was changed, removed, inserted or moved, then
+ * holds the log against signed checkpoints (records cut off at the end, or a
+ * chain rewritten consistently from the start).
+ */
+import { and, asc, eq, gt, or } from 'drizzle-orm'
+import type { Db } from '../storage/database.js'
+import { auditLog } from '../storage/schema.js'
+import type { Checkpoint } from './checkpoint.js'
+import { chainHash, columnsFromRecord, GENESIS_HASH, type RecordColumns } from './record.js'
+
+export type FindingKind = 'changed' | 'removed' | 'inserted' | 'truncated' | 'rewritten' | 'missing_chain'
+
+export interface Finding {
+  readonly kind: FindingKind
+  readonly chain: string
+  /** The record concerned (for `removed`: the first missing seq). */
+  readonly seq: number
+  /** The row's `id` when there is a row. */
+  readonly id?: number
+  readonly message: string
+}
+
+export interface VerifyReport {
+  readonly ok: boolean
+  readonly records: number
+  readonly chains: number
+  readonly checkpoints: number
+  /** The first finding of each chain, then later ones, at most `maxFindings`. */
+  readonly findings: readonly Finding[]
+}
+
+export interface VerifyOptions {
+  readonly checkpoints?: readonly Checkpoint[]
+  /** Called every `progressEvery` records with the count so far. */
+  readonly onProgress?: (records: number) => void
+  readonly progressEvery?: number
+  readonly pageSize?: number
+  readonly maxFindings?: number
+}
+
+const COLUMN_NAMES: Record<keyof RecordColumns, string> = {
+  chainId: 'chain_id',
+  seq: 'seq',
+  at: 'at',
+  event: 'event',
+  instance: 'instance',
+  agent: 'agent',
+  actors: 'actors',
+  sub: 'sub',
+  jti: 'jti',
+  parentJti: 'parent_jti',
+  rootJti: 'root_jti',
+}
+
+const same = (a: unknown, b: unknown): boolean => JSON.stringify(a ?? null) === JSON.stringify(b ?? null)
+
+export async function verifyAuditLog(db: Db, options: VerifyOptions = {}): Promise<VerifyReport> {
+  const pageSize = options.pageSize ?? 5_000
+  const maxFindings = options.maxFindings ?? 100
+  const progressEvery = options.progressEvery ?? 100_000
+  const findings: Finding[] = []
+  const add = (f: Finding) => {
+    if (findings.length < maxFindings) findings.push(f)
+  }
+
+  // Checkpoints by chain, each chain's sorted by seq.
+  const expected = new Map<string, Checkpoint[]>()
+  for (const cp of options.checkpoints ?? []) {
+    const list = expected.get(cp.chain) ?? []
+    list.push(cp)
+    expected.set(cp.chain, list)
+  }
+  for (const list of expected.values()) list.sort((a, b) => a.seq - b.seq)
+
+  let records = 0
+  let chains = 0
+  let chain: string | undefined
+  let nextSeq = 1
+  let prevHash = GENESIS_HASH
+  let cps: Checkpoint[] = []
+  let cpIndex = 0
+
+  const endChain = () => {
+    if (chain === undefined) return
+    // Checkpoints beyond the last record: the end of the chain was cut off.
+    const lastSeq = nextSeq - 1
+    const beyond = cps.slice(cpIndex).filter((cp) => cp.seq > lastSeq)
+    if (beyond.length > 0) {
+      const cp = beyond.at(-1)!
+      add({
+        kind: 'truncated',
+        chain,
+        seq: lastSeq + 1,
+        message: `chain ${chain} ends at seq ${lastSeq}, but a checkpoint signed at ${new Date(cp.at * 1000).toISOString()} saw ${cp.seq} records: records ${lastSeq + 1}..${cp.seq} were removed`,
+      })
+    }
+    expected.delete(chain)
+  }
+
+  let after: { chain: string; seq: number } | undefined
+  for (;;) {
+    const page = await db
+      .select()
+      .from(auditLog)
+      .where(
+        after === undefined
+          ? undefined
+          : or(gt(auditLog.chainId, after.chain), and(eq(auditLog.chainId, after.chain), gt(auditLog.seq, after.seq))),
+      )
+      .orderBy(asc(auditLog.chainId), asc(auditLog.seq))
+      .limit(pageSize)
+    for (const row of page) {
+      if (row.chainId !== chain) {
+        endChain()
+        chain = row.chainId
+        chains++
+        nextSeq = 1
+        prevHash = GENESIS_HASH
+        cps = expected.get(chain) ?? []
+        cpIndex = 0
+      }
+      const at = { chain, seq: row.seq, id: row.id }
+      const parsed = columnsFromRecord(row.record)
+      if (!parsed.ok) {
+        add({ kind: 'changed', ...at, message: `record ${chain}/${row.seq} (id ${row.id}) was changed: ${parsed.reason}` })
+      } else {
+        const c = parsed.columns
+        const stored: RecordColumns = { ...row, actors: row.actors }
+        const differs = (Object.keys(COLUMN_NAMES) as (keyof RecordColumns)[]).filter((k) => !same(stored[k], c[k]))
+        if (differs.length > 0) {
+          add({
+            kind: 'changed',
+            ...at,
+            message: `record ${chain}/${row.seq} (id ${row.id}) was changed: column${differs.length > 1 ? 's' : ''} ${differs.map((k) => COLUMN_NAMES[k]).join(', ')} disagree${differs.length > 1 ? '' : 's'} with the hashed record`,
+          })
+        } else if (chainHash(row.prevHash, row.record) !== row.hash) {
+          add({ kind: 'changed', ...at, message: `record ${chain}/${row.seq} (id ${row.id}) was changed: its content does not match its hash` })
+        }
+      }
+      if (row.seq > nextSeq) {
+        add({
+          kind: 'removed',
+          chain,
+          seq: nextSeq,
+          message: `chain ${chain}: record${row.seq - nextSeq > 1 ? `s ${nextSeq}..${row.seq - 1}` : ` ${nextSeq}`} removed (seq jumps from ${nextSeq - 1} to ${row.seq})`,
+        })
+      } else if (row.prevHash !== prevHash) {
+        add({
+          kind: 'inserted',
+          ...at,
+          message: `record ${chain}/${row.seq} (id ${row.id}) does not follow record ${row.seq - 1}: it was inserted or moved, or its predecessor was replaced`,
+        })
+      }
+      // Checkpoints at this position must name this very record.
+      while (cpIndex < cps.length && cps[cpIndex]!.seq <= row.seq) {
+        const cp = cps[cpIndex++]!
+        if (cp.seq === row.seq && cp.head !== row.hash) {
+          add({
+            kind: 'rewritten',
+            ...at,
+            message: `record ${chain}/${row.seq} (id ${row.id}) is not the one a checkpoint signed at ${new Date(cp.at * 1000).toISOString()} saw: the chain was rewritten up to here`,
+          })
+        } else if (cp.seq < row.seq) {
+          // The checkpointed record itself is gone; `removed` above names the gap.
+        }
+      }
+      // Carry on from this record, so that one finding is not repeated for every later record.
+      prevHash = row.hash
+      nextSeq = row.seq + 1
+      records++
+      if (options.onProgress !== undefined && records % progressEvery === 0) options.onProgress(records)
+    }
+    if (page.length < pageSize) break
+    const last = page.at(-1)!
+    after = { chain: last.chainId, seq: last.seq }
+  }
+  endChain()
+  // Chains that checkpoints know and the database does not have at all.
+  for (const [missing, list] of expected) {
+    const cp = list.at(-1)!
+    add({
+      kind: 'missing_chain',
+      chain: missing,
+      seq: 1,
+      message: `chain ${missing} (instance ${cp.instance}) is missing: a checkpoint signed at ${new Date(cp.at * 1000).toISOString()} saw ${cp.seq} records`,
+    })
+  }
+  return { ok: findings.length === 0, records, chains, checkpoints: options.checkpoints?.length ?? 0, findings }
+}

@@ -1,0 +1,117 @@
+import type { Context, Hono } from 'hono'
+import { z } from 'zod'
+import type { AuditLog } from '../../audit/port.js'
+import { MAX_PAGE, type AuditPage, type AuditPageRequest, type DelegationTree } from '../../audit/query.js'
+import { AUDIT_EVENTS } from '../../storage/schema.js'
+import { requireAdmin, type AdminKey } from '../admin-auth.js'
+import { AdminError, NO_STORE } from '../oauth-errors.js'
+
+/** Reads of the delegation log, as the admin API needs them (src/audit/query.ts over the database). */
+export interface AuditQueries {
+  page(request: AuditPageRequest): Promise<AuditPage>
+  tree(jti: string): Promise<DelegationTree | undefined>
+}
+
+/**
+ * Records an admin read (who looked at what) before answering it. Fails
+ * closed: a read that cannot be recorded is not served.
+ */
+export async function recordAdminRead(
+  c: Context,
+  audit: AuditLog,
+  type: 'admin.revocations.read' | 'admin.audit.read' | 'admin.feed.opened',
+  at: number,
+): Promise<void> {
+  const url = new URL(c.req.url)
+  try {
+    await audit.append({
+      type,
+      at,
+      by: c.get('adminKey') as string,
+      request: `${url.pathname}${url.search}`.slice(0, 2048),
+      clientAddress: c.get('clientAddress') as string | undefined,
+      traceId: c.get('traceId') as string | undefined,
+    })
+  } catch {
+    throw new AdminError('temporarily_unavailable', 'audit log unavailable; the read was not recorded, so it is not served; try again')
+  }
+}
+
+const Text = z.string().min(1).max(1024)
+const Instant = z.union([
+  z.string().regex(/^\d{1,12}$/).transform(Number),
+  z.iso.datetime({ offset: true }).transform((s) => Math.floor(Date.parse(s) / 1000)),
+])
+const EventFilter = z.string().refine(
+  (e) => (AUDIT_EVENTS as readonly string[]).includes(e) || (e.endsWith('.*') && AUDIT_EVENTS.some((t) => t.startsWith(e.slice(0, -1)))),
+  { message: `must be one of ${AUDIT_EVENTS.join(', ')}, or a family such as token.* or admin.*` },
+)
+
+const AuditQuery = z.strictObject({
+  agent: Text.optional(),
+  sub: Text.optional(),
+  jti: Text.optional(),
+  event: EventFilter.optional(),
+  from: Instant.optional().describe('epoch seconds or an RFC 3339 time, inclusive'),
+  to: Instant.optional(),
+  limit: z.string().regex(/^[1-9]\d{0,3}$/, `must be 1-${MAX_PAGE}`).transform(Number).refine((n) => n <= MAX_PAGE, `must be 1-${MAX_PAGE}`).optional(),
+  before: z.string().regex(/^[1-9]\d{0,17}$/, 'must be a cursor from a previous page').transform(Number).optional(),
+})
+
+export interface AdminAuditDeps {
+  readonly keys: readonly AdminKey[]
+  readonly audit: AuditLog
+  readonly queries: AuditQueries
+  readonly now: () => number
+}
+
+function treeJson(tree: DelegationTree) {
+  const iso = (t: number) => new Date(t * 1000).toISOString()
+  type Node = DelegationTree['root']
+  const node = (n: Node): object => ({
+    jti: n.jti,
+    parent: n.parent,
+    agent: n.agent,
+    actors: n.actors,
+    sub: n.sub,
+    aud: n.audience,
+    scopes: n.scopes,
+    issued_at: iso(n.issuedAt),
+    expires_at: iso(n.expiresAt),
+    policy_hash: n.policyHash,
+    instance: n.instance,
+    withheld: n.withheld,
+    children: n.children.map(node),
+  })
+  return { jti: tree.jti, tokens: tree.tokens, root: node(tree.root), revocations: tree.revocations }
+}
+
+const unavailable = (): never => {
+  throw new AdminError('temporarily_unavailable', 'audit log unavailable; try again')
+}
+
+/** /admin/audit: the delegation log, for auditors (read permission). */
+export function mountAdminAudit(app: Hono<any>, deps: AdminAuditDeps): void {
+  app.get('/admin/audit', requireAdmin(deps.keys, 'read'), async function queryAudit(c) {
+    const parsed = AuditQuery.safeParse(c.req.query())
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]
+      const field = issue?.path.join('.') || 'query'
+      throw new AdminError('invalid_request', issue?.code === 'unrecognized_keys' ? `unknown parameter: ${issue.keys.join(', ')}` : `invalid ${field}: ${issue?.message ?? 'invalid'}`)
+    }
+    const q = parsed.data
+    if (q.from !== undefined && q.to !== undefined && q.from > q.to) throw new AdminError('invalid_request', 'from is after to')
+    await recordAdminRead(c, deps.audit, 'admin.audit.read', deps.now())
+    const page = await deps.queries.page(q).catch(unavailable)
+    return c.json({ records: page.records, next: page.next === undefined ? null : String(page.next) }, 200, NO_STORE)
+  })
+
+  app.get('/admin/audit/chains/:jti', requireAdmin(deps.keys, 'read'), async function delegationTree(c) {
+    const jti = c.req.param('jti')
+    if (!Text.safeParse(jti).success) throw new AdminError('invalid_request', 'invalid jti')
+    await recordAdminRead(c, deps.audit, 'admin.audit.read', deps.now())
+    const tree = await deps.queries.tree(jti).catch(unavailable)
+    if (tree === undefined) throw new AdminError('not_found', 'no token.issued record has that jti')
+    return c.json(treeJson(tree), 200, NO_STORE)
+  })
+}
