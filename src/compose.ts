@@ -312,7 +312,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     maxBodyBytes: config.limits.max_body_bytes,
     devIssuer,
     ...(sqlDb === undefined ? {} : { auditQueries: { page: (r) => queryAudit(sqlDb.db, r), tree: (jti) => delegationTree(sqlDb.db, jti) } }),
-    ...(sqlAudit === undefined ? {} : { auditHealthy: () => sqlAudit!.healthy() }),
+    ...(sqlAudit === undefined ? {} : { auditHealthy: () => sqlAudit!.probe() }),
     clientAddress: (c) => {
       const incoming = (c.env as { incoming?: import('node:http').IncomingMessage } | undefined)?.incoming
       return incoming?.socket.remoteAddress

@@ -60,6 +60,12 @@ export interface SqlAuditLog extends AuditLog {
   readonly chainId: () => string
   /** False from a failed write until the next successful one. */
   healthy(): boolean
+  /**
+   * For /readyz: true when healthy; after a failure, true again once the
+   * database answers (the next write settles whatever was left unconfirmed),
+   * so that an idle instance out of rotation can come back.
+   */
+  probe(): Promise<boolean>
   stats(): AuditStats
   /** Writes what is queued, a last checkpoint, and stops; later appends are refused. */
   close(): Promise<void>
@@ -247,6 +253,16 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
       })
     },
     healthy: () => healthy,
+    async probe() {
+      if (healthy) return true
+      try {
+        await withTimeout(database.ping(), options.writeTimeoutMs)
+        healthy = true
+      } catch {
+        // still down
+      }
+      return healthy
+    },
     stats() {
       const sorted = [...sizes].sort((a, b) => a - b)
       const pick = (p: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))] ?? 0

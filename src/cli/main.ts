@@ -5,6 +5,7 @@ import { adminKey } from './admin.js'
 import { revokeAgent, revokeChain, revokeJti, revokeLift, revokeList, revokeSub } from './revoke.js'
 import { policyCheck, policySecret } from './policy.js'
 import { serve } from './serve.js'
+import { auditQuery, auditVerify, migrate } from './audit.js'
 
 const program = new Command()
   .name('mandate')
@@ -30,7 +31,8 @@ Environment: MANDATE_CONFIG, MANDATE_ISSUER, HOST, PORT, MANDATE_POLICIES_DIR,
 MANDATE_DATA_DIR, MANDATE_SIGNING_KEYS_FILE, DATABASE_URL (PostgreSQL; PGlite
 under the data dir when unset), REDIS_URL (revocation list shared by every
 instance; in-process when unset), MANDATE_REDIS_PREFIX (prefix of its keys),
-LOG_LEVEL (see README "Configuration").
+MANDATE_CHECKPOINT_DIR (signed audit checkpoints), MANDATE_INSTANCE_ID (names
+this instance in audit records), LOG_LEVEL (see README "Configuration").
 Exits 1 with one line on stderr when the config or the policies are invalid.`,
   )
   .action(serve)
@@ -70,6 +72,45 @@ revoke.command('lift').description('lift an agent or user kill (tokens issued be
   .option(...url).action(revokeLift)
 revoke.command('list').description('list revocations, newest first (auditor role)').option('--limit <n>', '1-1000', '100')
   .option(...url).action(revokeList)
+
+const configOption = ['-c, --config <file>', 'YAML config file (default: $MANDATE_CONFIG); else the environment'] as const
+const dbHelp = `
+The database is PostgreSQL when DATABASE_URL is set, else PGlite under
+$MANDATE_DATA_DIR (default ./data), which a running broker holds: stop it first.`
+
+program
+  .command('migrate')
+  .description('apply pending database migrations (serve also does at start), then exit')
+  .option(...configOption)
+  .addHelpText('after', dbHelp)
+  .action(migrate)
+
+const audit = program.command('audit').description('the delegation log: verify its hash chains, query it')
+audit
+  .command('verify')
+  .description('recompute every hash chain and name the first record changed, removed or inserted; exit 0 ok, 1 findings, 2 error')
+  .option('--checkpoints <dir>', 'also hold the log against the signed checkpoints in this directory (catches truncation and rewrites)')
+  .option('--jwks <file|url>', 'public keys the checkpoints are signed with (default: the signing keys file)')
+  .option('--json', 'one JSON report on stdout')
+  .option(...configOption)
+  .addHelpText('after', dbHelp)
+  .action(auditVerify)
+audit
+  .command('query')
+  .description('records newest first, filtered; or with --chain the delegation tree around a token')
+  .option('--agent <agent>', 'the agent acted or is in the actor chain')
+  .option('--sub <sub>', 'for this user')
+  .option('--jti <jti>', 'about this token')
+  .option('--event <type>', 'an event type or a family such as token.* or admin.*')
+  .option('--from <time>', 'at or after (epoch seconds or RFC 3339)')
+  .option('--to <time>', 'at or before (epoch seconds or RFC 3339)')
+  .option('--limit <n>', '1-500', '50')
+  .option('--before <cursor>', 'the next page: the cursor the previous page printed')
+  .option('--chain <jti>', 'the delegation tree containing this token, with its revocations')
+  .option('--json', 'JSON, one record per line')
+  .option(...configOption)
+  .addHelpText('after', dbHelp)
+  .action(auditQuery)
 
 program
   .command('admin-key')

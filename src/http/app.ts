@@ -46,8 +46,8 @@ export interface AppDeps {
   readonly clientAddress?: (c: import('hono').Context) => string | undefined
   /** Reads of the delegation log; without them /admin/audit does not exist (an in-memory log in tests). */
   readonly auditQueries?: AuditQueries
-  /** Whether the delegation log's last write succeeded, for /readyz. */
-  readonly auditHealthy?: () => boolean
+  /** Whether the delegation log can write, for /readyz. */
+  readonly auditHealthy?: () => Promise<boolean>
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
@@ -157,9 +157,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.get('/.well-known/oauth-authorization-server', metadataRoute(issuer, deps.keys))
   app.get('/.well-known/jwks.json', jwksRoute(deps.keys))
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
-  app.get('/readyz', (c) => {
+  app.get('/readyz', async (c) => {
     const fresh = deps.revocations.fresh()
-    const auditOk = deps.auditHealthy?.() ?? true
+    const auditOk = (await deps.auditHealthy?.()) ?? true
     const ready = fresh && auditOk
     const body = { status: ready ? 'ready' : 'not_ready', revocation_mirror: { fresh, lag_ms: deps.revocations.lag() }, audit_log: { writing: auditOk } }
     return c.json(body, ready ? 200 : 503, { 'Cache-Control': 'no-store' })

@@ -15,6 +15,7 @@ import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator'
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator'
 import postgres from 'postgres'
+import lockfile from 'proper-lockfile'
 
 /** A drizzle database on either engine; adapters use only what both support. */
 export type Db = PgDatabase<PgQueryResultHKT>
@@ -156,18 +157,47 @@ async function openPostgres(url: string): Promise<Database> {
 
 async function openPglite(dir: string): Promise<Database> {
   let client: PGlite
+  // PGlite is one process's database: a second process opening the same files would corrupt them.
+  let release: () => Promise<void>
   try {
     await mkdir(dir, { recursive: true })
+    release = await lockfile.lock(dir, {
+      realpath: false,
+      retries: 0,
+      // The holder refreshes the lock every 5 s; one left by a crashed process is taken over after 20 s.
+      stale: 20_000,
+      update: 5_000,
+      onCompromised: () => {
+        // Someone removed or took over the lock: keep serving; the next open reports the conflict.
+      },
+    })
+  } catch (error) {
+    if (codeOf(error) === 'ELOCKED') {
+      throw new DatabaseError(
+        `the PGlite database in ${dir} is in use by another process (a running \`mandate serve\`?): stop it, or use PostgreSQL (DATABASE_URL)`,
+        'ELOCKED',
+      )
+    }
+    throw new DatabaseError(`cannot open the PGlite database in ${dir} (${codeOf(error)}): ${messageOf(error)}`, codeOf(error))
+  }
+  try {
     client = new PGlite(dir)
     await client.waitReady
   } catch (error) {
+    await release().catch(() => {})
     throw new DatabaseError(`cannot open the PGlite database in ${dir} (${codeOf(error)}): ${messageOf(error)}`, codeOf(error))
   }
   const db = drizzlePglite({ client })
   return {
     db,
     engine: 'pglite',
-    close: once(() => client.close()),
+    close: once(async () => {
+      try {
+        await client.close()
+      } finally {
+        await release().catch(() => {})
+      }
+    }),
     async ping() {
       try {
         await db.execute(sql`select 1`)

@@ -60,7 +60,12 @@ describe('README walkthrough', () => {
   }, 40_000)
 
   afterAll(async () => {
-    server?.kill('SIGTERM')
+    // The broker writes its last audit group and checkpoint on SIGTERM: let it finish before removing its files.
+    if (server !== undefined && server.exitCode === null) {
+      const exited = new Promise((resolve) => server!.once('exit', resolve))
+      server.kill('SIGTERM')
+      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 15_000))])
+    }
     await rm(dataDir, { recursive: true, force: true })
   })
 
@@ -96,5 +101,6 @@ describe('README walkthrough', () => {
     expect(child.act).toEqual({ sub: 'demo-subagent', act: { sub: 'demo-agent' } })
     expect(child.chain).toHaveLength(1)
     expect(child.scope).toBe('demo:read')
+    expect(steps[5]!.trim()).toBe('2 tokens: demo-agent -> demo-subagent')
   })
 })

@@ -1,0 +1,240 @@
+/**
+ * `mandate migrate` and `mandate audit verify|query`: work on the database
+ * directly (PostgreSQL when DATABASE_URL is set, PGlite under the data
+ * directory otherwise), never through a running broker.
+ */
+import { createPublicKey, type KeyObject } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { JWK } from 'jose'
+import { readCheckpoints } from '../audit/checkpoint.js'
+import { delegationTree, MAX_PAGE, queryAudit, type AuditEntry, type TreeNode } from '../audit/query.js'
+import { verifyAuditLog } from '../audit/verify.js'
+import { loadConfig, processEnv } from '../config/load.js'
+import type { Config } from '../config/schema.js'
+import { DatabaseError, openDatabase, type Database } from '../storage/database.js'
+import { AUDIT_EVENTS } from '../storage/schema.js'
+
+/** Exit codes: 0 fine, 1 the log failed verification, 2 the command could not run. */
+const EXIT_FINDINGS = 1
+const EXIT_ERROR = 2
+
+// These commands use the issuer only to check checkpoints, so one need not be configured.
+const PLACEHOLDER_ISSUER = 'https://issuer-not-configured.mandate.invalid'
+
+interface CommonOptions {
+  config?: string
+}
+
+function fail(message: string): never {
+  process.stderr.write(`mandate: ${message}\n`)
+  process.exit(EXIT_ERROR)
+}
+
+async function config(options: CommonOptions): Promise<{ config: Config; issuerKnown: boolean }> {
+  const env = { ...processEnv() }
+  const issuerKnown = Boolean(env['MANDATE_ISSUER']) || options.config !== undefined || Boolean(env['MANDATE_CONFIG'])
+  if (!env['MANDATE_ISSUER']) env['MANDATE_ISSUER'] = PLACEHOLDER_ISSUER
+  const loaded = await loadConfig(options.config, env, { dev: false })
+  if (!loaded.ok) fail(`invalid config: ${loaded.issues.join('; ')}`)
+  return { config: loaded.config, issuerKnown: issuerKnown && loaded.config.issuer !== PLACEHOLDER_ISSUER }
+}
+
+async function open(c: Config): Promise<Database> {
+  try {
+    const db = await openDatabase(c.storage.database_url, { dataDir: c.data_dir })
+    try {
+      await db.migrate()
+    } catch (err) {
+      await db.close()
+      throw err
+    }
+    return db
+  } catch (err) {
+    fail(err instanceof DatabaseError || err instanceof TypeError ? err.message : 'cannot open the database')
+  }
+}
+
+const where = (c: Config) => (c.storage.database_url === undefined ? `PGlite in ${join(c.data_dir, 'pglite')}` : 'PostgreSQL (DATABASE_URL)')
+
+/** `mandate migrate`: applies pending migrations and exits. */
+export async function migrate(options: CommonOptions): Promise<void> {
+  const { config: c } = await config(options)
+  const db = await open(c)
+  await db.close()
+  process.stdout.write(`migrations applied to ${where(c)}\n`)
+}
+
+/** Public keys by kid: from a JWK set (file or URL), else from the broker's signing-keys file. */
+async function verificationKeys(c: Config, jwks: string | undefined): Promise<Map<string, KeyObject>> {
+  let set: { keys?: unknown }
+  const source = jwks ?? c.signing.keys_file ?? join(c.data_dir, 'signing-keys.json')
+  try {
+    if (/^https?:\/\//.test(source)) {
+      const res = await fetch(source, { signal: AbortSignal.timeout(10_000) })
+      if (!res.ok) throw new Error(`HTTP ${res.status}`)
+      set = (await res.json()) as { keys?: unknown }
+    } else {
+      set = JSON.parse(await readFile(source, 'utf8')) as { keys?: unknown }
+    }
+  } catch (err) {
+    fail(`cannot read the keys that sign checkpoints from ${source}: ${(err as Error).message}`)
+  }
+  const keys = new Map<string, KeyObject>()
+  for (const jwk of Array.isArray(set.keys) ? (set.keys as JWK[]) : []) {
+    if (typeof jwk.kid !== 'string' || jwk.kty !== 'EC') continue
+    const { kty, crv, x, y } = jwk
+    try {
+      keys.set(jwk.kid, createPublicKey({ key: { kty, crv, x, y } as import('node:crypto').JsonWebKey, format: 'jwk' }))
+    } catch {
+      // not a usable EC public key: checkpoints naming it are reported as unknown_kid
+    }
+  }
+  if (keys.size === 0) fail(`no EC key with a kid in ${source}`)
+  return keys
+}
+
+export interface VerifyCliOptions extends CommonOptions {
+  checkpoints?: string
+  jwks?: string
+  json?: boolean
+}
+
+/** `mandate audit verify`: exit 0 when every chain (and every checkpoint) holds, 1 otherwise. */
+export async function auditVerify(options: VerifyCliOptions): Promise<void> {
+  const { config: c, issuerKnown } = await config(options)
+  let checkpoints: Awaited<ReturnType<typeof readCheckpoints>> | undefined
+  if (options.checkpoints !== undefined) {
+    const keys = await verificationKeys(c, options.jwks)
+    try {
+      checkpoints = await readCheckpoints(options.checkpoints, keys, issuerKnown ? c.issuer : undefined)
+    } catch (err) {
+      fail(`cannot read checkpoints in ${options.checkpoints}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+    }
+    if (checkpoints.checkpoints.length === 0 && checkpoints.invalid.length === 0) fail(`no checkpoints (*.jws) in ${options.checkpoints}`)
+  }
+  const db = await open(c)
+  const started = performance.now()
+  let report
+  try {
+    report = await verifyAuditLog(db.db, {
+      ...(checkpoints === undefined ? {} : { checkpoints: checkpoints.checkpoints }),
+      onProgress: (n) => process.stderr.write(`verified ${n.toLocaleString('en-US')} records…\n`),
+    })
+  } catch (err) {
+    await db.close()
+    fail(`verification could not finish: ${(err as Error).message}`)
+  }
+  await db.close()
+  const invalid = checkpoints?.invalid ?? []
+  const ok = report.ok && invalid.length === 0
+  const seconds = ((performance.now() - started) / 1000).toFixed(1)
+  if (options.json === true) {
+    process.stdout.write(`${JSON.stringify({ ...report, ok, invalid_checkpoints: invalid })}\n`)
+  } else {
+    for (const f of report.findings) process.stdout.write(`${f.kind.toUpperCase()}: ${f.message}\n`)
+    for (const i of invalid) process.stdout.write(`INVALID CHECKPOINT: ${i.file}: ${i.reason}\n`)
+    process.stdout.write(
+      `${ok ? 'OK' : 'FAILED'}: ${report.records} records in ${report.chains} chain${report.chains === 1 ? '' : 's'}` +
+        (checkpoints === undefined
+          ? ' (no checkpoints given: truncation and a consistent rewrite are not checked; use --checkpoints <dir>)'
+          : `, ${report.checkpoints} checkpoint${report.checkpoints === 1 ? '' : 's'}`) +
+        `, ${where(c)}, ${seconds} s\n`,
+    )
+  }
+  process.exit(ok ? 0 : EXIT_FINDINGS)
+}
+
+export interface QueryCliOptions extends CommonOptions {
+  agent?: string
+  sub?: string
+  jti?: string
+  event?: string
+  from?: string
+  to?: string
+  limit?: string
+  before?: string
+  chain?: string
+  json?: boolean
+}
+
+function instant(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined
+  if (/^\d{1,12}$/.test(value)) return Number(value)
+  const t = Date.parse(value)
+  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(t)) fail(`--${name} must be epoch seconds or an RFC 3339 time`)
+  return Math.floor(t / 1000)
+}
+
+const iso = (t: number) => new Date(t * 1000).toISOString()
+
+function line(e: AuditEntry): string {
+  const r = e.record
+  const who = [r['agent'], r['by']].find((v) => typeof v === 'string') ?? '-'
+  const fields = [`#${e.id}`, iso(r['at'] as number), String(r['event']).padEnd(22), `by=${String(who)}`]
+  if (typeof r['sub'] === 'string') fields.push(`sub=${r['sub']}`)
+  if (typeof r['jti'] === 'string') fields.push(`jti=${r['jti']}`)
+  if (Array.isArray(r['actors']) && r['actors'].length > 1) fields.push(`actors=${r['actors'].join('<')}`)
+  if (typeof r['error'] === 'string') fields.push(`error=${r['error']}`)
+  const rev = r['revocation'] as Record<string, unknown> | undefined
+  if (rev !== undefined) fields.push(`revocation=${String(rev['kind'])}:${[rev['agent'], rev['sub'], rev['jti']].filter(Boolean).join('/')}`)
+  return fields.join('  ')
+}
+
+function treeLines(node: TreeNode, asked: string, depth = 0): string[] {
+  const mark = node.jti === asked ? '  <= asked' : ''
+  const head =
+    `${'  '.repeat(depth)}${depth === 0 ? '' : '└ '}${node.jti}  agent=${node.agent}  sub=${node.sub}  aud=${node.audience}  ` +
+    `scopes=${node.scopes.join(' ')}  ${iso(node.issuedAt)} → ${iso(node.expiresAt)}${node.withheld ? '  WITHHELD' : ''}${mark}`
+  return [head, ...node.children.flatMap((child) => treeLines(child, asked, depth + 1))]
+}
+
+/** `mandate audit query`: filtered records, newest first, or the delegation tree around one token. */
+export async function auditQuery(options: QueryCliOptions): Promise<void> {
+  const { config: c } = await config(options)
+  const limit = options.limit === undefined ? 50 : Number(options.limit)
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) fail(`--limit must be 1-${MAX_PAGE}`)
+  const before = options.before === undefined ? undefined : Number(options.before)
+  if (before !== undefined && (!Number.isSafeInteger(before) || before < 1)) fail('--before must be a cursor a previous page printed')
+  if (options.event !== undefined) {
+    const e = options.event
+    const known = (AUDIT_EVENTS as readonly string[]).includes(e) || (e.endsWith('.*') && AUDIT_EVENTS.some((t) => t.startsWith(e.slice(0, -1))))
+    if (!known) fail(`--event must be one of ${AUDIT_EVENTS.join(', ')}, or a family such as token.*`)
+  }
+  const from = instant('from', options.from)
+  const to = instant('to', options.to)
+  const db = await open(c)
+  try {
+    if (options.chain !== undefined) {
+      const tree = await delegationTree(db.db, options.chain)
+      if (tree === undefined) {
+        process.stderr.write(`mandate: no token.issued record has jti ${options.chain}\n`)
+        process.exitCode = 1
+        return
+      }
+      if (options.json === true) {
+        process.stdout.write(`${JSON.stringify(tree)}\n`)
+        return
+      }
+      process.stdout.write(`delegation tree of ${tree.jti}: ${tree.tokens} token${tree.tokens === 1 ? '' : 's'}\n`)
+      for (const l of treeLines(tree.root, tree.jti)) process.stdout.write(`${l}\n`)
+      process.stdout.write(tree.revocations.length === 0 ? 'revocations: none\n' : 'revocations:\n')
+      for (const r of tree.revocations) process.stdout.write(`  ${line(r)}\n`)
+      return
+    }
+    const page = await queryAudit(db.db, {
+      ...(options.agent === undefined ? {} : { agent: options.agent }),
+      ...(options.sub === undefined ? {} : { sub: options.sub }),
+      ...(options.jti === undefined ? {} : { jti: options.jti }),
+      ...(options.event === undefined ? {} : { event: options.event }),
+      ...(from === undefined ? {} : { from }),
+      ...(to === undefined ? {} : { to }),
+      ...(before === undefined ? {} : { before }),
+      limit,
+    })
+    for (const e of page.records) process.stdout.write(`${options.json === true ? JSON.stringify(e) : line(e)}\n`)
+    if (page.next !== undefined) process.stderr.write(`more: --before ${page.next}\n`)
+  } finally {
+    await db.close()
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * `mandate migrate` and `mandate audit verify|query` as a user runs them, on
+ * the embedded default (PGlite under the data directory): a broker process
+ * issues a delegation, stops (SIGTERM: last group and checkpoint written),
+ * then the CLI verifies, queries, and catches tampering behind the trigger's
+ * back and truncation against the checkpoints.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { mkdtemp, readdir, rm } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { sql } from 'drizzle-orm'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { openDatabase } from '../../src/storage/database.js'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '../..')
+const bin = join(root, 'bin/mandate.js')
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number }
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+const exchangeForm = (subjectToken: string, scope: string) =>
+  new URLSearchParams({
+    grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+    subject_token: subjectToken,
+    subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+    audience: 'https://demo.example',
+    scope,
+  }).toString()
+
+const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`
+const jtiOf = (token: string) => (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { jti: string }).jti
+
+describe('mandate audit (PGlite)', () => {
+  let dataDir: string
+  let env: NodeJS.ProcessEnv
+  let server: ChildProcess | undefined
+  let parentJti: string
+  let childJti: string
+
+  const cli = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { cwd: root, env, encoding: 'utf8', timeout: 60_000 })
+
+  async function stopServer(): Promise<void> {
+    if (server === undefined || server.exitCode !== null) return
+    const exited = new Promise((resolve) => server!.once('exit', resolve))
+    server.kill('SIGTERM')
+    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 20_000))])
+  }
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'mandate-audit-cli-'))
+    const { DATABASE_URL: _db, REDIS_URL: _redis, ...rest } = process.env
+    env = { ...rest, MANDATE_DATA_DIR: dataDir, LOG_LEVEL: 'warn' }
+    const port = await freePort()
+    server = spawn(process.execPath, [bin, 'serve', '--dev'], { cwd: root, env: { ...env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] })
+    server.stdout!.resume()
+    server.stderr!.resume()
+    const base = `http://127.0.0.1:${port}`
+    const deadline = Date.now() + 45_000
+    while (!(await fetch(`${base}/readyz`).then((r) => r.ok, () => false))) {
+      if (Date.now() > deadline || server.exitCode !== null) throw new Error('broker did not become ready')
+      await new Promise((r) => setTimeout(r, 200))
+    }
+    const user = ((await (await fetch(`${base}/dev/users/alice/token`, { method: 'POST', body: '{"scope":"demo:read demo:write"}' })).json()) as { access_token: string }).access_token
+    const post = async (auth: string, form: string) => {
+      const res = await fetch(`${base}/oauth2/token`, { method: 'POST', headers: { authorization: auth, 'content-type': 'application/x-www-form-urlencoded' }, body: form })
+      const body = (await res.json()) as { access_token: string }
+      if (res.status !== 200) throw new Error(`exchange: ${res.status} ${JSON.stringify(body)}`)
+      return body.access_token
+    }
+    const parent = await post(basic('demo-agent', 'demo-secret'), exchangeForm(user, 'demo:read'))
+    const child = await post(basic('demo-subagent', 'demo-sub-secret'), exchangeForm(parent, 'demo:read'))
+    parentJti = jtiOf(parent)
+    childJti = jtiOf(child)
+
+    // While the broker holds PGlite, the CLI refuses to open it (two processes would corrupt it).
+    const busy = cli('audit', 'verify')
+    expect(busy.status).toBe(2)
+    expect(busy.stderr).toContain('in use by another process')
+
+    await stopServer()
+  }, 90_000)
+
+  afterAll(async () => {
+    await stopServer()
+    await rm(dataDir, { recursive: true, force: true })
+  })
+
+  it('migrate is idempotent', () => {
+    const run = cli('migrate')
+    expect(run.stderr).toBe('')
+    expect(run.status).toBe(0)
+    expect(run.stdout).toContain('migrations applied to PGlite')
+  })
+
+  it('verify passes on the untouched log, with its checkpoints', async () => {
+    const files = await readdir(join(dataDir, 'checkpoints'))
+    expect(files.filter((f) => f.endsWith('.jws')).length).toBeGreaterThan(0)
+    const run = cli('audit', 'verify', '--checkpoints', join(dataDir, 'checkpoints'))
+    expect(run.status, run.stdout + run.stderr).toBe(0)
+    expect(run.stdout).toMatch(/^OK: \d+ records in 1 chain, \d+ checkpoints?/m)
+  })
+
+  it('query --chain prints the delegation tree; query filters and pages', () => {
+    const tree = cli('audit', 'query', '--chain', childJti)
+    expect(tree.status, tree.stderr).toBe(0)
+    expect(tree.stdout).toContain('2 tokens')
+    expect(tree.stdout).toContain(`${parentJti}  agent=demo-agent`)
+    expect(tree.stdout).toContain(`└ ${childJti}  agent=demo-subagent`)
+    expect(tree.stdout).toContain('<= asked')
+
+    const issued = cli('audit', 'query', '--event', 'token.issued', '--json')
+    expect(issued.status, issued.stderr).toBe(0)
+    const records = issued.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { record: { jti: string; actors: string[] } }).record)
+    expect(records.map((r) => r.jti)).toEqual([childJti, parentJti])
+    expect(records[0]!.actors).toEqual(['demo-subagent', 'demo-agent'])
+
+    const page = cli('audit', 'query', '--limit', '1', '--agent', 'demo-agent', '--event', 'token.*')
+    expect(page.status, page.stderr).toBe(0)
+    expect(page.stdout.trim().split('\n')).toHaveLength(1)
+    expect(page.stderr).toMatch(/more: --before \d+/)
+
+    expect(cli('audit', 'query', '--chain', 'no-such-jti').status).toBe(1)
+    expect(cli('audit', 'query', '--event', 'nonsense').status).toBe(2)
+  })
+
+  it('verify names a record changed behind the trigger, and truncation against the checkpoints', async () => {
+    const db = await openDatabase(undefined, { dataDir })
+    try {
+      await expect(db.db.execute(sql`update audit_log set sub = 'mallory' where jti = ${childJti}`)).rejects.toThrow()
+      await db.db.execute(sql`alter table audit_log disable trigger user`)
+      await db.db.execute(sql`update audit_log set record = replace(record, '"alice"', '"mallory"') where jti = ${childJti}`)
+      await db.db.execute(sql`alter table audit_log enable trigger user`)
+    } finally {
+      await db.close()
+    }
+    const changed = cli('audit', 'verify')
+    expect(changed.status).toBe(1)
+    expect(changed.stdout).toMatch(/^CHANGED: record [0-9a-f-]+\/\d+ \(id \d+\) was changed/m)
+    expect(changed.stdout).toContain('FAILED')
+
+    // Remove the newest records: the chain alone still verifies from 1 to the new end; the checkpoint does not.
+    const db2 = await openDatabase(undefined, { dataDir })
+    try {
+      await db2.db.execute(sql`alter table audit_log disable trigger user`)
+      await db2.db.execute(sql`delete from audit_log where seq >= (select seq from audit_log where jti = ${childJti} and event = 'token.issued')`)
+      await db2.db.execute(sql`alter table audit_log enable trigger user`)
+    } finally {
+      await db2.close()
+    }
+    expect(cli('audit', 'verify').status).toBe(0)
+    const truncated = cli('audit', 'verify', '--checkpoints', join(dataDir, 'checkpoints'))
+    expect(truncated.status).toBe(1)
+    expect(truncated.stdout).toMatch(/^TRUNCATED: chain [0-9a-f-]+ ends at seq \d+, but a checkpoint/m)
+  })
+})
