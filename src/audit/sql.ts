@@ -94,6 +94,11 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
   let healthy = true
   /** The last group whose commit was not confirmed, with its events. */
   let unconfirmed: { rows: EncodedRecord[]; events: AuditEvent[] } | undefined
+  /**
+   * Records the writer owes the log (token.withheld for an issuance answered
+   * 503 that committed after all): they lead every group until one commits.
+   */
+  let owed: AuditEvent[] = []
 
   let records = 0
   let groups = 0
@@ -147,8 +152,10 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
   async function writeGroup(group: Pending[]): Promise<void> {
     let rows: EncodedRecord[] = []
     try {
-      const extra = unconfirmed === undefined ? [] : await settleUnconfirmed()
+      if (unconfirmed !== undefined) await settleUnconfirmed()
+      const extra = owed
       const events = [...extra, ...group.map((p) => p.event)]
+      if (events.length === 0) return
       let { seq, hash } = head
       rows = events.map((event) => {
         const r = encodeRecord(event, { chainId, seq: ++seq, instance, prevHash: hash })
@@ -168,6 +175,7 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
         )
       }
       head = { seq, hash }
+      owed = []
       healthy = true
       records += rows.length
       groups++
@@ -187,12 +195,12 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
 
   /**
    * Finds out whether the unconfirmed group committed (its last record is the
-   * chain's head) and moves the head accordingly. Returns the records to write
-   * first: a `token.withheld` for each token whose issuance committed but was
-   * answered 503. Throws (the new group is not written) while the database
-   * cannot answer.
+   * chain's head) and moves the head accordingly. If it did, what it owed is
+   * written, and a `token.withheld` is owed for each token whose issuance
+   * committed but was answered 503. Throws (the new group is not written)
+   * while the database cannot answer; the group stays unconfirmed.
    */
-  async function settleUnconfirmed(): Promise<AuditEvent[]> {
+  async function settleUnconfirmed(): Promise<void> {
     const pending = unconfirmed!
     const [last] = await withTimeout(
       db.select({ seq: auditLog.seq, hash: auditLog.hash }).from(auditLog).where(eq(auditLog.chainId, chainId)).orderBy(desc(auditLog.seq)).limit(1),
@@ -203,13 +211,15 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
     if (last !== undefined && last.seq === lastRow.seq && last.hash === lastRow.hash) {
       head = { seq: last.seq, hash: last.hash }
       records += pending.rows.length
-      const withheld = pending.events.flatMap((e): AuditEvent[] =>
+      const at = Math.floor(options.clock() / 1000)
+      // The group began with everything owed then: that is written now.
+      owed = pending.events.flatMap((e): AuditEvent[] =>
         e.type === 'token.issued'
-          ? [{ type: 'token.withheld', at: Math.floor(options.clock() / 1000), agent: e.agent, sub: e.sub, jti: e.jti, reason: 'issuance committed but the response was 503: the token never left the broker' }]
+          ? [{ type: 'token.withheld', at, agent: e.agent, sub: e.sub, jti: e.jti, reason: 'issuance committed but the response was 503: the token never left the broker' }]
           : [],
       )
-      logger.warn({ chain: chainId, records: pending.rows.length, withheld: withheld.length }, 'an unconfirmed audit group had committed; recording its tokens as withheld')
-      return withheld
+      logger.warn({ chain: chainId, records: pending.rows.length, withheld: owed.length }, 'an unconfirmed audit group had committed; recording its tokens as withheld')
+      return
     }
     const unchanged = last === undefined ? head.seq === 0 : last.seq === head.seq && last.hash === head.hash
     if (!unchanged) {
@@ -218,9 +228,8 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
       chainId = randomUUID()
       head = { seq: 0, hash: GENESIS_HASH }
       checkpointed = { seq: 0, at: options.clock() }
-      logger.error({ previous_chain: previous, chain: chainId }, 'audit chain head is not where this writer left it; continuing on a new chain')
+      logger.error({ previous_chain: previous, chain: chainId, owed: owed.length }, 'audit chain head is not where this writer left it; continuing on a new chain')
     }
-    return []
   }
 
   async function checkpoint(): Promise<void> {
@@ -288,6 +297,8 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
       cancelScheduled = undefined
       if (running === undefined && queue.length > 0) running = run()
       await running?.catch(noop)
+      // What the log still owes (withheld tokens, an unconfirmed group to settle): one last try.
+      if (owed.length > 0 || unconfirmed !== undefined) await writeGroup([])
       await checkpointing
       await checkpoint()
       const s = this.stats()

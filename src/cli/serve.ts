@@ -1,4 +1,5 @@
-import { serve as serveHttp, type ServerType } from '@hono/node-server'
+import { serve as serveHttp, type Http2Bindings, type HttpBindings, type ServerType } from '@hono/node-server'
+import { ServerResponse } from 'node:http'
 import { composeMandate } from '../compose.js'
 import { loadConfig, processEnv } from '../config/load.js'
 import { createLogger } from '../telemetry/log.js'
@@ -29,7 +30,14 @@ export async function serve(options: ServeOptions): Promise<void> {
     process.exit(1)
   }
 
-  const server: ServerType = serveHttp({ fetch: mandate.app.fetch, hostname: config.listen.host, port: config.listen.port })
+  let closing = false
+  // Once shutting down, every response closes its connection: clients that keep a keep-alive
+  // connection busy would otherwise hold server.close() open until the force timer fires.
+  const fetch = (req: Request, env: HttpBindings | Http2Bindings) => {
+    if (closing && env.outgoing instanceof ServerResponse) env.outgoing.setHeader('Connection', 'close')
+    return mandate.app.fetch(req, env)
+  }
+  const server: ServerType = serveHttp({ fetch, hostname: config.listen.host, port: config.listen.port })
   server.on('error', (err: NodeJS.ErrnoException) => {
     process.stderr.write(`mandate: cannot listen on ${config.listen.host}:${config.listen.port}: ${err.code ?? err.message}\n`)
     process.exit(1)
@@ -50,7 +58,6 @@ export async function serve(options: ServeOptions): Promise<void> {
     }
   })
 
-  let closing = false
   const shutdown = (signal: string) => {
     if (closing) return
     closing = true
