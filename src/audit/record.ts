@@ -44,7 +44,8 @@ type Json = string | number | boolean | null | Json[] | { [key: string]: Json }
 
 /** The event's own fields, snake_case; undefined ones left out. */
 function body(event: AuditEvent): Record<string, Json | undefined> {
-  const context = 'clientAddress' in event ? { client_address: event.clientAddress, trace_id: event.traceId } : {}
+  const ctx = event as { readonly clientAddress?: string; readonly traceId?: string }
+  const context = { client_address: ctx.clientAddress, trace_id: ctx.traceId }
   switch (event.type) {
     case 'token.issued':
       return {
@@ -213,7 +214,8 @@ function eventFromDoc(d: Record<string, unknown>): AuditEvent {
     case 'revocation.created':
     case 'revocation.lifted': {
       const r = (typeof d['revocation'] === 'object' && d['revocation'] !== null ? d['revocation'] : {}) as Record<string, unknown>
-      const target = { kind: s('kind', r), ...(s('agent', r) ? { agent: s('agent', r) } : {}), ...(s('sub', r) ? { sub: s('sub', r) } : {}), ...(s('jti', r) ? { jti: s('jti', r) } : {}) }
+      const field = (k: string) => (s(k, r) === undefined ? {} : { [k]: s(k, r) })
+      const target = { kind: s('kind', r), ...field('agent'), ...field('sub'), ...field('jti') }
       return { type, at, revocation: { target } } as unknown as AuditEvent
     }
     case 'policy.loaded':

@@ -93,7 +93,7 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
   let closing = false
   let healthy = true
   /** The last group whose commit was not confirmed, with its events. */
-  let unconfirmed: { rows: EncodedRecord[]; events: AuditEvent[] } | undefined
+  let unconfirmed: { rows: EncodedRecord[]; events: AuditEvent[]; done: Promise<void> } | undefined
   /**
    * Records the writer owes the log (token.withheld for an issuance answered
    * 503 that committed after all): they lead every group until one commits.
@@ -162,12 +162,13 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
         hash = r.hash
         return r
       })
+      const insert = Promise.resolve(db.insert(auditLog).values(rows.map(toRow)))
       try {
-        await withTimeout(db.insert(auditLog).values(rows.map(toRow)), options.writeTimeoutMs)
+        await withTimeout(insert, options.writeTimeoutMs)
       } catch (err) {
         // The server refused the statement: nothing of it committed. Anything else: unknown.
         const refused = serverError(err) !== undefined && codeOf(err) !== '23505'
-        if (!refused) unconfirmed = { rows, events }
+        if (!refused) unconfirmed = { rows, events, done: insert.then(noop, noop) }
         throw new AuditUnavailable(
           refused ? `audit log refused the write (${codeOf(err)})` : `audit log write unconfirmed (${codeOf(err)})`,
           refused ? 'not_written' : 'unknown',
@@ -202,6 +203,8 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
    */
   async function settleUnconfirmed(): Promise<void> {
     const pending = unconfirmed!
+    // A timed-out INSERT may still be running, and commit after the head is read: wait for its end first.
+    await withTimeout(pending.done, options.writeTimeoutMs)
     const [last] = await withTimeout(
       db.select({ seq: auditLog.seq, hash: auditLog.hash }).from(auditLog).where(eq(auditLog.chainId, chainId)).orderBy(desc(auditLog.seq)).limit(1),
       options.writeTimeoutMs,
