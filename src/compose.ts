@@ -175,6 +175,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       const signCheckpoint = createJwtSigner(keys.current, CHECKPOINT_TYP)
       sqlAudit = createSqlAuditLog({
         database: sqlDb!,
+        chains: sqlDb!.engine === 'postgres' ? config.audit.chains : 1,
         instance: config.instance_id ?? `${hostname()}:${process.pid}`,
         clock,
         groupMaxRecords: config.audit.group_max_records,

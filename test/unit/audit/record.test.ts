@@ -12,7 +12,8 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import type { AgentId, Jti, Subject } from '../../../src/core/claims.js'
 import type { AuditEvent } from '../../../src/audit/port.js'
-import { chainHash, columnsFromRecord, encodeRecord, GENESIS_HASH, RECORD_VERSION, type RecordColumns } from '../../../src/audit/record.js'
+import { canonicalJson, chainHash, columnsFromRecord, encodeRecord, GENESIS_HASH, RECORD_VERSION, type RecordColumns } from '../../../src/audit/record.js'
+import canonicalize from 'canonicalize'
 import type { Revocation, RevocationTarget } from '../../../src/revocation/port.js'
 
 const T0 = 1_800_000_000
@@ -528,5 +529,46 @@ describe('audit record: fields that are optional or empty', () => {
     const r = encodeRecord({ type: 'revocation.created', at: T0, by: 'ops-key', revocation: revocation({ kind: 'agent', agent: A('') }) }, position())
     const parsed = columnsFromRecord(r.record)
     expect(parsed.ok && parsed.columns.agent).toBe('')
+  })
+})
+
+describe('canonicalJson (the writer’s RFC 8785 serializer)', () => {
+  // Records hold strings, safe integers, booleans, null, arrays and plain objects.
+  const jsonValue = fc.letrec((tie) => ({
+    value: fc.oneof(
+      { depthSize: 'small' },
+      fc.string({ unit: 'grapheme' }),
+      fc.string(),
+      fc.maxSafeInteger(),
+      fc.boolean(),
+      fc.constant(null),
+      fc.array(tie('value'), { maxLength: 5 }),
+      fc.dictionary(fc.string({ unit: 'grapheme' }), tie('value'), { maxKeys: 6 }),
+    ),
+  })).value
+
+  it('matches the canonicalize package (the RFC’s reference implementation) on any such value', () => {
+    fc.assert(
+      fc.property(jsonValue, (v) => {
+        expect(canonicalJson(v)).toBe(canonicalize(v))
+      }),
+      { numRuns: 500 },
+    )
+  })
+
+  it('leaves out undefined members, as canonicalize does', () => {
+    expect(canonicalJson({ b: 1, a: undefined, c: [1, 'x'] })).toBe('{"b":1,"c":[1,"x"]}')
+  })
+
+  it('stores a lone surrogate as U+FFFD (as PostgreSQL would), so the stored record stays canonical', () => {
+    const out = canonicalJson({ sub: 'a\ud800b' })
+    expect(out).toBe('{"sub":"a\ufffdb"}')
+    expect(canonicalize(JSON.parse(out))).toBe(out)
+  })
+
+  it('refuses what a record never holds: fractions, unsafe integers, functions', () => {
+    expect(() => canonicalJson({ at: 1.5 })).toThrow(TypeError)
+    expect(() => canonicalJson({ at: 2 ** 60 })).toThrow(TypeError)
+    expect(() => canonicalJson({ f: () => 1 })).toThrow(TypeError)
   })
 })
