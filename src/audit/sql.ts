@@ -59,6 +59,8 @@ export interface AuditStats {
   readonly failedGroups: number
   /** Group sizes: mean, median, 99th percentile and largest, over the most recent 10,000 groups. */
   readonly groupSize: { readonly mean: number; readonly p50: number; readonly p99: number; readonly max: number }
+  /** Milliseconds from a group's INSERT sent to its answer, same window: mean, median, 99th percentile, longest. */
+  readonly commitMs: { readonly mean: number; readonly p50: number; readonly p99: number; readonly max: number }
   readonly lastCheckpointSeq: number
 }
 
@@ -87,6 +89,8 @@ interface Pending {
 }
 
 const SIZES_KEPT = 10_000
+/** Longest the writer waits, in all, for an INSERT it gave up on to end before it reads the head. */
+const ABANDONED_INSERT_WAIT_MS = 30_000
 const noop = () => {}
 
 /** One chain's writer, and what the dispatcher needs to know of it. */
@@ -97,6 +101,8 @@ interface ChainWriter extends SqlAuditLog {
   writing(): boolean
   /** Sizes of the most recent groups. */
   groupSizes(): readonly number[]
+  /** Commit times of the most recent groups, in ms. */
+  commitTimes(): readonly number[]
 }
 
 /**
@@ -132,6 +138,7 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
         groups: each.reduce((a, s) => a + s.groups, 0),
         failedGroups: each.reduce((a, s) => a + s.failedGroups, 0),
         groupSize: sizeSummary(sorted),
+        commitMs: sizeSummary(writers.flatMap((w) => w.commitTimes()).sort((a, b) => a - b)),
         lastCheckpointSeq: Math.min(...each.map((s) => s.lastCheckpointSeq)),
       }
     },
@@ -139,7 +146,7 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
       await Promise.all(writers.map((w) => w.close()))
       const s = log.stats()
       options.logger.info(
-        { chains: log.chainIds(), records: s.records, groups: s.groups, failed_groups: s.failedGroups, group_size: s.groupSize, checkpoint_seq: s.lastCheckpointSeq },
+        { chains: log.chainIds(), records: s.records, groups: s.groups, failed_groups: s.failedGroups, group_size: s.groupSize, commit_ms: s.commitMs, checkpoint_seq: s.lastCheckpointSeq },
         'audit log closed',
       )
     },
@@ -170,7 +177,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
   let closing = false
   let healthy = true
   /** The last group whose commit was not confirmed, with its events. */
-  let unconfirmed: { rows: EncodedRecord[]; events: AuditEvent[]; done: Promise<void> } | undefined
+  let unconfirmed: { rows: EncodedRecord[]; events: AuditEvent[]; done: Promise<void>; waitUntil: number } | undefined
   /**
    * Records the writer owes the log (token.withheld for an issuance answered
    * 503 that committed after all): they lead every group until one commits.
@@ -181,6 +188,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
   let groups = 0
   let failedGroups = 0
   const sizes: number[] = []
+  const commits: number[] = []
 
   let checkpointed = { seq: 0, at: options.clock() }
   let checkpointing: Promise<void> | undefined
@@ -239,13 +247,14 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
         hash = r.hash
         return r
       })
+      const sent = performance.now()
       const insert = Promise.resolve(db.execute(insertGroup(rows)))
       try {
         await withTimeout(insert, options.writeTimeoutMs)
       } catch (err) {
         // The server refused the statement: nothing of it committed. Anything else: unknown.
         const refused = serverError(err) !== undefined && codeOf(err) !== '23505'
-        if (!refused) unconfirmed = { rows, events, done: insert.then(noop, noop) }
+        if (!refused) unconfirmed = { rows, events, done: insert.then(noop, noop), waitUntil: performance.now() + ABANDONED_INSERT_WAIT_MS }
         throw new AuditUnavailable(
           refused ? `audit log refused the write (${codeOf(err)})` : `audit log write unconfirmed (${codeOf(err)})`,
           refused ? 'not_written' : 'unknown',
@@ -259,6 +268,8 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
       groups++
       if (sizes.length >= SIZES_KEPT) sizes.splice(0, SIZES_KEPT / 2)
       sizes.push(rows.length)
+      if (commits.length >= SIZES_KEPT) commits.splice(0, SIZES_KEPT / 2)
+      commits.push(Math.round((performance.now() - sent) * 100) / 100)
       let i = extra.length
       for (const p of group) p.resolve({ seq: rows[i++]!.seq })
       if (options.checkpoints !== undefined && head.seq - checkpointed.seq >= options.checkpoints.everyRecords) void checkpoint()
@@ -266,8 +277,13 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
       healthy = false
       failedGroups++
       const failure = err instanceof AuditUnavailable ? err : new AuditUnavailable(`audit log unavailable (${codeOf(err)})`, 'not_written', { cause: err })
-      logger.warn({ chain: chainId, records: group.length, outcome: failure.outcome, code: codeOf(err) }, 'audit group not written')
+      // The database is unreachable or its answer was lost: what is queued behind would only wait
+      // for the same failure, one group at a time. Refuse it now; the next append tries again.
+      const doomed = failure.outcome === 'unknown' || serverError(err) === undefined ? queue.splice(0) : []
+      logger.warn({ chain: chainId, records: group.length + doomed.length, outcome: failure.outcome, code: codeOf(err) }, 'audit group not written')
       for (const p of group) p.reject(failure)
+      const notSent = new AuditUnavailable(`audit log unavailable (${codeOf(err)})`, 'not_written', { cause: err })
+      for (const p of doomed) p.reject(notSent)
     }
   }
 
@@ -280,8 +296,11 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
    */
   async function settleUnconfirmed(): Promise<void> {
     const pending = unconfirmed!
-    // A timed-out INSERT may still be running, and commit after the head is read: wait for its end first.
-    await withTimeout(pending.done, options.writeTimeoutMs)
+    // A timed-out INSERT may still be running, and commit after the head is read: wait for its end
+    // first (each attempt up to a write timeout; meanwhile groups fail 503). A query on a connection
+    // that died may never settle: past ABANDONED_INSERT_WAIT_MS it no longer holds the log up.
+    const left = pending.waitUntil - performance.now()
+    if (left > 0) await withTimeout(pending.done, Math.min(left, options.writeTimeoutMs))
     const [last] = await withTimeout(
       db.select({ seq: auditLog.seq, hash: auditLog.hash }).from(auditLog).where(eq(auditLog.chainId, chainId)).orderBy(desc(auditLog.seq)).limit(1),
       options.writeTimeoutMs,
@@ -338,6 +357,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
     queued: () => queue.length,
     writing: () => running !== undefined,
     groupSizes: () => sizes,
+    commitTimes: () => commits,
     append(event) {
       if (closing) return Promise.reject(new AuditUnavailable('audit log is closing', 'not_written'))
       return new Promise<AuditReceipt>((resolve, reject) => {
@@ -363,6 +383,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
         groups,
         failedGroups,
         groupSize: sizeSummary([...sizes].sort((a, b) => a - b)),
+        commitMs: sizeSummary([...commits].sort((a, b) => a - b)),
         lastCheckpointSeq: checkpointed.seq,
       }
     },
