@@ -165,8 +165,8 @@ export const Config = z
           .int()
           .min(1)
           .max(16)
-          .default(4)
-          .describe('hash chains each instance writes in parallel on PostgreSQL, one group in flight on each (PGlite: always 1)'),
+          .default(1)
+          .describe('hash chains each instance writes in parallel on PostgreSQL, one group in flight on each (PGlite: always 1); more can help when commits are slow (a distant database)'),
         group_max_records: z.number().int().min(1).max(5_000).default(500).describe('most records one group commit (one INSERT) carries'),
         group_max_wait_ms: z
           .number()

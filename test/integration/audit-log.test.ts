@@ -299,6 +299,25 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         expect(await verifyAuditLog(db)).toStrictEqual({ ok: true, records: 300, chains: 1, checkpoints: 0, findings: [] })
       })
 
+      it('with several chains, concurrent appends spread over them, each chain numbered from 1, and all verify', async () => {
+        const log = newLog({ groupMaxRecords: 16, chains: 3 })
+        const events = Array.from({ length: 300 }, (_, i) => issued({ jti: `m-${i}`, actors: ['agent-a'], at: T0 + i }))
+        const receipts = await Promise.all(events.map((e) => log.append(e)))
+        expect(receipts).toHaveLength(300)
+        const ids = log.chainIds()
+        expect(new Set(ids).size).toBe(3)
+        const perChain = await Promise.all(ids.map((id) => rowsOf(id)))
+        expect(perChain.reduce((n, rows) => n + rows.length, 0)).toBe(300)
+        for (const rows of perChain) {
+          expect(rows.length).toBeGreaterThan(0)
+          expect(rows.map((r) => r.seq)).toEqual(rows.map((_, i) => i + 1))
+        }
+        const jtis = perChain.flatMap((rows) => rows.map((r) => r.jti)).sort()
+        expect(jtis).toEqual(events.map((e) => (e as { jti: string }).jti).sort())
+        expect(log.stats()).toMatchObject({ records: 300, failedGroups: 0 })
+        expect(await verifyAuditLog(db)).toStrictEqual({ ok: true, records: 300, chains: 3, checkpoints: 0, findings: [] })
+      })
+
       it('appends spread over event-loop turns share a group while one is in flight (groupMaxWaitMs)', async () => {
         const log = newLog({ groupMaxWaitMs: 20 })
         const pending: Promise<AuditReceipt>[] = []
