@@ -25,11 +25,11 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import postgres from 'postgres'
+import { freePort } from '../test/support/net.js'
 
 const quick = process.argv.includes('--quick')
 const ROUNDS = quick ? 2 : 3
@@ -52,16 +52,6 @@ function median(xs: readonly number[]): number {
 }
 const rate = (x: number) => `${Math.round(x).toLocaleString('en-US')}/s`
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    })
-  })
-}
 
 /**
  * Keeps a pool of keep-alive connections busy with exchanges. stdin: the

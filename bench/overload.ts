@@ -23,12 +23,12 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes, randomUUID } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { cpus, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import postgres from 'postgres'
+import { freePort } from '../test/support/net.js'
 
 const quick = process.argv.includes('--quick')
 const REVOCATIONS = quick ? 60 : 200
@@ -47,16 +47,6 @@ function percentile(xs: readonly number[], p: number): number {
 }
 const ms = (x: number) => `${x.toFixed(1)} ms`
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    })
-  })
-}
 
 /** Keeps a pool of keep-alive connections busy with exchanges until told to stop; prints its counts. */
 const LOAD_SCRIPT = `

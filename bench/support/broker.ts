@@ -22,11 +22,11 @@
  * `audit log closed` line (records, groups, group_size) is what the benchmark
  * reads. Listens on PORT (loopback, as --dev requires).
  */
-import { serve as serveHttp, type ServerType } from '@hono/node-server'
 import { createMemoryAuditLog } from '../../src/audit/memory.js'
 import { composeMandate, type Mandate } from '../../src/compose.js'
 import { loadConfig, processEnv } from '../../src/config/load.js'
 import { createLogger, type Logger } from '../../src/telemetry/log.js'
+import { listenAndServe } from '../../src/cli/serve.js'
 
 const arg = process.argv.slice(2).find((a) => a.startsWith('--audit='))
 const audit = arg?.slice('--audit='.length)
@@ -63,34 +63,14 @@ try {
   process.exit(1)
 }
 
-const server: ServerType = serveHttp({ fetch: mandate.app.fetch, hostname: config.listen.host, port: config.listen.port })
-server.on('error', (err: NodeJS.ErrnoException) => {
-  process.stderr.write(`bench broker: cannot listen on ${config.listen.host}:${config.listen.port}: ${err.code ?? err.message}\n`)
-  process.exit(1)
+listenAndServe(mandate, {
+  host: config.listen.host,
+  port: config.listen.port,
+  logger,
+  name: 'bench broker',
+  onListening: () =>
+    logger.info(
+      { audit, host: config.listen.host, port: config.listen.port, agents: mandate.agents, storage: mandate.storage },
+      'bench broker listening (benchmarks only)',
+    ),
 })
-server.on('listening', () => {
-  logger.info(
-    { audit, host: config.listen.host, port: config.listen.port, agents: mandate.agents, storage: mandate.storage },
-    'bench broker listening (benchmarks only)',
-  )
-})
-
-let closing = false
-const shutdown = (signal: string) => {
-  if (closing) return
-  closing = true
-  logger.info({ signal }, 'shutting down')
-  const force = setTimeout(() => process.exit(1), 10_000).unref()
-  // Open revocation feed streams end now, or they would hold close() open.
-  mandate.revocations.endSubscriptions()
-  server.close(() => {
-    void mandate.close().finally(() => {
-      clearTimeout(force)
-      process.exit(0)
-    })
-  })
-  // Idle keep-alive sockets would hold close() open.
-  ;(server as import('node:http').Server).closeIdleConnections?.()
-}
-process.on('SIGTERM', () => shutdown('SIGTERM'))
-process.on('SIGINT', () => shutdown('SIGINT'))

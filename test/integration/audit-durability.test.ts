@@ -33,6 +33,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest'
 import { GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../../src/core/claims.js'
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
 import { startTcpProxy, type TcpProxy } from '../support/proxy.js'
+import { freePort } from '../support/net.js'
 
 const root = new URL('../../', import.meta.url).pathname
 const AUDIENCE = 'https://demo.example'
@@ -63,16 +64,6 @@ async function until(what: string, test: () => Promise<boolean>, timeoutMs: numb
   }
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.on('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number }
-      srv.close(() => resolve(port))
-    })
-  })
-}
 
 function payloadOf(jws: string): Record<string, unknown> {
   return JSON.parse(Buffer.from(jws.split('.')[1]!, 'base64url').toString('utf8')) as Record<string, unknown>

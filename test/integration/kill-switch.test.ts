@@ -30,7 +30,6 @@ import { deletePrefix, REDIS_URL, redisAvailable } from '../support/redis.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis, type RedisOptions } from 'ioredis'
@@ -40,6 +39,7 @@ import { hashClientSecret } from '../../src/tokens/client-auth.js'
 import { generateSigningJwk } from '../../src/tokens/keys.js'
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
 import { startTcpProxy, type TcpProxy } from '../support/proxy.js'
+import { freePort } from '../support/net.js'
 
 const root = new URL('../../', import.meta.url).pathname
 /** Shared by every broker; never listened on (nothing here fetches the broker's metadata). */
@@ -106,16 +106,6 @@ function jtiOf(token: string): string {
   return payload.jti
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.on('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number }
-      srv.close(() => resolve(port))
-    })
-  })
-}
 
 
 /** The exchange every test makes: `subjectToken` for `demo:read` at the demo audience. */
