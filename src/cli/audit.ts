@@ -14,6 +14,7 @@ import { loadConfig, processEnv } from '../config/load.js'
 import type { Config } from '../config/schema.js'
 import { DatabaseError, openDatabase, type Database } from '../storage/database.js'
 import { AUDIT_EVENTS } from '../storage/schema.js'
+import { MAX_INSTANT } from '../http/routes/admin-audit.js'
 
 /** Exit codes: 0 fine, 1 the log failed verification, 2 the command could not run. */
 const EXIT_FINDINGS = 1
@@ -160,9 +161,9 @@ export interface QueryCliOptions extends CommonOptions {
 
 function instant(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined
-  if (/^\d{1,12}$/.test(value)) return Number(value)
+  if (/^\d{1,12}$/.test(value) && Number(value) <= MAX_INSTANT) return Number(value)
   const t = Date.parse(value)
-  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(t)) fail(`--${name} must be epoch seconds or an RFC 3339 time`)
+  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(t) || t / 1000 > MAX_INSTANT) fail(`--${name} must be epoch seconds or an RFC 3339 time`)
   return Math.floor(t / 1000)
 }
 

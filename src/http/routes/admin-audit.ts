@@ -38,8 +38,10 @@ export async function recordAdminRead(
 }
 
 const Text = z.string().min(1).max(1024)
+/** Latest instant PostgreSQL's ISO output round-trips here: 9999-12-31T23:59:59Z. */
+export const MAX_INSTANT = 253_402_300_799
 const Instant = z.union([
-  z.string().regex(/^\d{1,12}$/).transform(Number),
+  z.string().regex(/^\d{1,12}$/).transform(Number).refine((n) => n <= MAX_INSTANT, 'must be before the year 10000'),
   z.iso.datetime({ offset: true }).transform((s) => Math.floor(Date.parse(s) / 1000)),
 ])
 const EventFilter = z.string().refine(
