@@ -9,10 +9,9 @@ import { createSqlAuditLog, lastKeyRotation, type SqlAuditLog } from './audit/sq
 import { delegationTree, queryAudit } from './audit/query.js'
 import { hostname } from 'node:os'
 import type { AgentPolicy } from './policy/port.js'
-import type { AgentId } from './core/claims.js'
 import { createJwtSigner } from './tokens/mint.js'
 import type { Config, TrustedIssuerConfig } from './config/schema.js'
-import type { Jti } from './core/claims.js'
+import type { AgentId, Jti } from './core/claims.js'
 import type { ExchangeDeps } from './core/exchange.js'
 import { createApp, type AppEnv } from './http/app.js'
 import { formatIssue, loadPolicies, createPolicyStore } from './policy/load.js'
@@ -49,8 +48,6 @@ export interface Mandate {
   /** Agents loaded at start. */
   readonly agents: number
   readonly revocations: RevocationService
-  /** The durable delegation log; undefined when the caller passed its own `audit` (tests). */
-  readonly audit: SqlAuditLog | undefined
   /** Where shared state lives, for the startup log line. */
   readonly storage: { readonly database: 'postgres' | 'pglite' | 'memory'; readonly redis: boolean }
   close(): Promise<void>
@@ -324,7 +321,6 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     config,
     agents: loaded.policies.length,
     revocations,
-    audit: sqlAudit,
     storage: { database, redis: feed !== undefined },
     close: closeAll,
   }

@@ -1,9 +1,9 @@
 import type { AuditEvent, AuditLog, AuditReceipt } from './port.js'
 
 /**
- * In-memory audit log, for tests and for the embedded default until the
- * PostgreSQL/PGlite log lands: records live as long as the process, and only
- * at least the newest `keep` (at most twice as many) are held.
+ * In-memory audit log, for unit tests and as the reference of bench/audit.ts;
+ * never what `mandate serve` uses. Records live as long as the process, and
+ * only at least the newest `keep` (at most twice as many) are held.
  */
 export interface MemoryAuditLog extends AuditLog {
   /** The held records, oldest first. */

@@ -44,10 +44,10 @@ type Json = string | number | boolean | null | Json[] | { [key: string]: Json }
 
 /** The event's own fields, snake_case, written into `doc`; undefined ones are left out when serialized. */
 function body(event: AuditEvent, doc: Record<string, Json | undefined>): Record<string, Json | undefined> {
+  // Request context, for the events that carry it (undefined members are left out).
   const ctx = event as { readonly clientAddress?: string; readonly traceId?: string }
-  const context = doc
-  context['client_address'] = ctx.clientAddress
-  context['trace_id'] = ctx.traceId
+  doc['client_address'] = ctx.clientAddress
+  doc['trace_id'] = ctx.traceId
   const assign = (fields: Record<string, Json | undefined>) => Object.assign(doc, fields)
   switch (event.type) {
     case 'token.issued':

@@ -8,11 +8,11 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { JWK } from 'jose'
 import { readCheckpoints } from '../audit/checkpoint.js'
-import { delegationTree, MAX_PAGE, queryAudit, type AuditEntry, type TreeNode } from '../audit/query.js'
+import { delegationTree, isEventFilter, MAX_PAGE, queryAudit, type AuditEntry, type TreeNode } from '../audit/query.js'
 import { verifyAuditLog } from '../audit/verify.js'
 import { loadConfig, processEnv } from '../config/load.js'
 import type { Config } from '../config/schema.js'
-import { DatabaseError, openDatabase, type Database } from '../storage/database.js'
+import { codeOf, DatabaseError, openDatabase, type Database } from '../storage/database.js'
 import { AUDIT_EVENTS } from '../storage/schema.js'
 import { MAX_INSTANT } from '../http/routes/admin-audit.js'
 
@@ -198,9 +198,7 @@ export async function auditQuery(options: QueryCliOptions): Promise<void> {
   const before = options.before === undefined ? undefined : Number(options.before)
   if (before !== undefined && (!Number.isSafeInteger(before) || before < 1)) fail('--before must be a cursor a previous page printed')
   if (options.event !== undefined) {
-    const e = options.event
-    const known = (AUDIT_EVENTS as readonly string[]).includes(e) || (e.endsWith('.*') && AUDIT_EVENTS.some((t) => t.startsWith(e.slice(0, -1))))
-    if (!known) fail(`--event must be one of ${AUDIT_EVENTS.join(', ')}, or a family such as token.*`)
+    if (!isEventFilter(options.event)) fail(`--event must be one of ${AUDIT_EVENTS.join(', ')}, or a family such as token.*`)
   }
   const from = instant('from', options.from)
   const to = instant('to', options.to)
@@ -235,6 +233,9 @@ export async function auditQuery(options: QueryCliOptions): Promise<void> {
     })
     for (const e of page.records) process.stdout.write(`${options.json === true ? JSON.stringify(e) : line(e)}\n`)
     if (page.next !== undefined) process.stderr.write(`more: --before ${page.next}\n`)
+  } catch (err) {
+    process.exitCode = EXIT_ERROR
+    process.stderr.write(`mandate: the query failed (${codeOf(err)})\n`)
   } finally {
     await db.close()
   }

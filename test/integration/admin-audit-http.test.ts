@@ -126,6 +126,7 @@ describe('/admin/audit over PGlite', () => {
     ['?from=yesterday', 'invalid from'],
     ['?from=2000&to=1000', 'from is after to'],
     ['?to=999999999999', 'invalid to'],
+    ['?sub=a%00b', 'invalid sub'],
   ])('GET /admin/audit%s is 400 (%s), and records nothing', async (query, message) => {
     const before = (await page('?event=admin.audit.read&limit=1')).records[0]!.id
     const res = await get(`/admin/audit${query}`, KEYS.auditor)
