@@ -20,7 +20,7 @@
  * always tells which tokens left the broker.
  */
 import { randomUUID } from 'node:crypto'
-import { desc, eq, sql, type SQL } from 'drizzle-orm'
+import { desc, eq } from 'drizzle-orm'
 import type { Logger } from '../telemetry/log.js'
 import { codeOf, serverError, withTimeout, type Database, type Db } from '../storage/database.js'
 import { auditLog } from '../storage/schema.js'
@@ -248,7 +248,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
         return r
       })
       const sent = performance.now()
-      const insert = Promise.resolve(db.execute(insertGroup(rows)))
+      const insert = database.statement(INSERT_GROUP, groupParams(rows))
       try {
         await withTimeout(insert, options.writeTimeoutMs)
       } catch (err) {
@@ -409,34 +409,47 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
 }
 
 /**
- * One INSERT for the whole group, its rows in a single JSON parameter that
- * the server unpacks (json_to_recordset). Per record this costs one object
- * and its share of one JSON.stringify: a quarter of what binding 14
- * parameters per row through the query builder cost (bench/audit.ts).
+ * One INSERT for the whole group, run as a prepared statement
+ * (`Database.statement`): the group's values travel as one array per column
+ * and the server unnests them. What every row of a group shares (chain,
+ * instance) is sent once; `seq` counts on from the first; each row's
+ * `prev_hash` is the previous row's `hash` (the first row's is `$4`), so the
+ * chain is linked by the same statement that stores it. Measured against one
+ * JSON document per group unpacked by json_to_recordset: about a fifth less
+ * server CPU per record (PostgreSQL parses the array literals faster than the
+ * JSON that quotes each record a second time), and preparing the statement
+ * saves a round trip per group (bench/audit.ts).
  */
-function insertGroup(rows: readonly EncodedRecord[]): SQL {
-  const json = JSON.stringify(
-    rows.map((r) => ({
-      chain_id: r.chainId,
-      seq: r.seq,
-      at: new Date(r.at * 1000).toISOString(),
-      event: r.event,
-      instance: r.instance,
-      agent: r.agent,
-      actors: r.actors,
-      sub: r.sub,
-      jti: r.jti,
-      parent_jti: r.parentJti,
-      root_jti: r.rootJti,
-      record: r.record,
-      prev_hash: r.prevHash,
-      hash: r.hash,
-    })),
-  )
-  return sql`insert into audit_log (chain_id, seq, at, event, instance, agent, actors, sub, jti, parent_jti, root_jti, record, prev_hash, hash)
-    select chain_id, seq, at, event, instance, agent, actors, sub, jti, parent_jti, root_jti, record, prev_hash, hash
-    from json_to_recordset(${json}::json) as r(chain_id uuid, seq bigint, at timestamptz, event text, instance text, agent text,
-      actors text[], sub text, jti text, parent_jti text, root_jti text, record text, prev_hash text, hash text)`
+const INSERT_GROUP = `insert into audit_log (chain_id, seq, at, event, instance, agent, actors, sub, jti, parent_jti, root_jti, record, prev_hash, hash)
+  select $1::uuid, $2::bigint + r.n, to_timestamp(r.at), r.event, $3::text, r.agent, r.actors::text[], r.sub, r.jti, r.parent_jti, r.root_jti,
+    r.record, coalesce(lag(r.hash) over (order by r.n), $4::text), r.hash
+  from unnest($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
+    with ordinality as r(at, event, agent, actors, sub, jti, parent_jti, root_jti, record, hash, n)`
+
+/** The statement's parameters for consecutive rows of one chain. */
+function groupParams(rows: readonly EncodedRecord[]): (string | number | null | readonly (string | number | null)[])[] {
+  const first = rows[0]!
+  return [
+    first.chainId,
+    first.seq - 1,
+    first.instance,
+    first.prevHash,
+    rows.map((r) => r.at),
+    rows.map((r) => r.event),
+    rows.map((r) => r.agent),
+    rows.map((r) => textArrayLiteral(r.actors)),
+    rows.map((r) => r.sub),
+    rows.map((r) => r.jti),
+    rows.map((r) => r.parentJti),
+    rows.map((r) => r.rootJti),
+    rows.map((r) => r.record),
+    rows.map((r) => r.hash),
+  ]
+}
+
+/** A PostgreSQL array literal of text: every element double-quoted, `"` and `\` escaped with `\`. */
+export function textArrayLiteral(values: readonly string[]): string {
+  return `{${values.map((v) => `"${v.replace(/["\\]/g, '\\$&')}"`).join(',')}}`
 }
 
 /** The `kid` the newest `key.rotated` record names (any chain), or undefined when there is none. */

@@ -22,6 +22,9 @@ export type Db = PgDatabase<PgQueryResultHKT>
 
 export type Engine = 'postgres' | 'pglite'
 
+/** A bound value of `Database.statement`: a scalar, or a one-dimensional array of them. */
+export type StatementParam = string | number | null | readonly (string | number | null)[]
+
 export interface Database {
   readonly db: Db
   readonly engine: Engine
@@ -32,6 +35,14 @@ export interface Database {
    * Rejects with `DatabaseError`.
    */
   migrate(): Promise<void>
+  /**
+   * Runs one hot statement with bound parameters, prepared: on PostgreSQL it
+   * is parsed once per connection and then costs one round trip per call
+   * (drizzle's `db.execute` sends it unprepared, which postgres.js does in
+   * two: Parse/Describe, wait, then Bind/Execute). Rejects with the driver's
+   * error, as `db` does.
+   */
+  statement(text: string, params: readonly StatementParam[]): Promise<void>
   /** Resolves when the database answers a trivial query; rejects with `DatabaseError`. */
   ping(): Promise<void>
   /** Ends the pool (waiting up to 5 s for running queries) or closes PGlite. Idempotent. */
@@ -130,6 +141,9 @@ async function openPostgres(url: string): Promise<Database> {
   return {
     db,
     engine: 'postgres',
+    statement: async (text, params) => {
+      await client.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true })
+    },
     ping,
     close,
     migrate: serialized(async () => {
@@ -194,6 +208,9 @@ async function openPglite(dir: string): Promise<Database> {
   return {
     db,
     engine: 'pglite',
+    statement: async (text, params) => {
+      await client.query(text, params as unknown[])
+    },
     close: once(async () => {
       try {
         await client.close()

@@ -312,8 +312,11 @@ const msgCount = (broker: Broker, msg: string) => broker.lines.filter((l) => l['
 
 /**
  * A forwarding TCP hop in front of PostgreSQL that watches the broker's audit
- * INSERTs (`insert into audit_log (`, sent as text: drizzle does not prepare
- * unnamed queries) so that an outage can be made to land on one:
+ * INSERTs so that an outage can be made to land on one. The INSERT is a
+ * prepared statement: its text (`insert into audit_log (`) passes once per
+ * connection, in a Parse message that names the statement; every execution
+ * is a Bind message naming it. The tap learns the names from the Parses and
+ * recognizes either message:
  *
  * - `loseNextInsertAnswer(fire)`: the next audit INSERT reaches PostgreSQL,
  *   which commits it; its answer (`INSERT 0 n`) is dropped and `fire` called
@@ -333,10 +336,34 @@ interface Tap {
 
 const AUDIT_INSERT = 'insert into audit_log ('
 
+/**
+ * The statement names of the audit INSERT's Parse messages in `chunk`
+ * (Parse: 'P', int32 length, name NUL, query NUL, …). postgres.js names its
+ * statements with lowercase letters and digits: the name is the run of those
+ * just before the NUL that precedes the query.
+ */
+function auditStatementNames(chunk: Buffer): string[] {
+  const names: string[] = []
+  for (let q = chunk.indexOf(AUDIT_INSERT); q >= 0; q = chunk.indexOf(AUDIT_INSERT, q + 1)) {
+    if (chunk[q - 1] !== 0) continue
+    let start = q - 1
+    while (start > 0 && /[a-z0-9]/.test(String.fromCharCode(chunk[start - 1]!))) start--
+    if (start < q - 1) names.push(chunk.subarray(start, q - 1).toString('latin1'))
+  }
+  return names
+}
+
 async function startTap(targetUrl: string): Promise<Tap> {
   const target = new URL(targetUrl)
   const sockets = new Set<Socket>()
   let armed: { mode: 'lose-answer' | 'drop'; fire: () => void } | undefined
+  /** NUL name NUL, as a Bind message with the unnamed portal carries it, for each prepared audit INSERT seen. */
+  const binds: Buffer[] = []
+  const isAuditInsert = (chunk: Buffer) => {
+    const named = auditStatementNames(chunk)
+    for (const n of named) binds.push(Buffer.from(`\0${n}\0`, 'latin1'))
+    return named.length > 0 || chunk.includes(AUDIT_INSERT) || binds.some((b) => chunk.includes(b))
+  }
   const server = createServer((down) => {
     const up = connect(Number(target.port || 5432), target.hostname)
     sockets.add(down)
@@ -357,7 +384,7 @@ async function startTap(targetUrl: string): Promise<Tap> {
     up.setNoDelay(true)
     down.on('data', (chunk: Buffer) => {
       if (dead) return
-      if (armed !== undefined && chunk.includes(AUDIT_INSERT)) {
+      if (isAuditInsert(chunk) && armed !== undefined) {
         const { mode, fire } = armed
         armed = undefined
         if (mode === 'drop') {

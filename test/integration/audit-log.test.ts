@@ -250,6 +250,23 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
       expect(await verifyAuditLog(db)).toStrictEqual({ ok: true, records: 8, chains: 1, checkpoints: 0, findings: [] })
     })
 
+    it('stores a concurrent group exactly, whatever the values hold (quotes, backslashes, commas, braces, NULL, unicode)', async () => {
+      const log = newLog()
+      const odd = ['a"b', 'back\\slash', 'comma,brace{}', 'NULL', 'sp ace', 'é✓𝄞', "quote'single"]
+      const events = odd.map((v, i) => ({ ...issued({ actors: [`agent-${i}`, v], jti: `odd-${i}` }), sub: S(v) }))
+      const receipts = await Promise.all(events.map((e) => log.append(e)))
+      expect(receipts.map((r) => r.seq)).toEqual(events.map((_, i) => i + 1))
+      expect(log.stats().groups).toBe(1)
+      const rows = await rowsOf(log.chainId())
+      let prev = GENESIS_HASH
+      rows.forEach((row, i) => {
+        const expected = encodeRecord(events[i]!, { chainId: log.chainId(), seq: i + 1, instance: 'test-instance', prevHash: prev })
+        expect(insertRow(row)).toStrictEqual(insertRow(expected))
+        prev = row.hash
+      })
+      expect(await verifyAuditLog(db)).toMatchObject({ ok: true, records: odd.length })
+    })
+
     describe('append-only', () => {
       it('UPDATE, DELETE and TRUNCATE are refused by the trigger and the rows stay as they were', async () => {
         const chain = await seedChain(3)
