@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import type { Hono } from 'hono'
 import type { JSONWebKeySet } from 'jose'
 import type { AuditLog } from './audit/port.js'
-import type { ReplayCache } from './tokens/port.js'
+import type { ReplayCache, TokenMinter } from './tokens/port.js'
 import { CHECKPOINT_TYP, createCheckpointWriter } from './audit/checkpoint.js'
 import { createSqlAuditLog, lastKeyRotation, type SqlAuditLog } from './audit/sql.js'
 import { delegationTree, queryAudit } from './audit/query.js'
@@ -67,6 +67,8 @@ export interface ComposeOptions {
   readonly localWorkloadIssuers?: readonly LocalIssuer[]
   /** Adapters chosen by the caller instead of the embedded defaults (tests). */
   readonly audit?: AuditLog
+  /** Signs the issued tokens instead of the configured key (tests: a signer that fails). */
+  readonly minter?: TokenMinter
   /** Durable revocation log instead of PostgreSQL/PGlite (tests). */
   readonly revocationLog?: RevocationLog
   readonly replay?: ReplayCache
@@ -295,7 +297,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       cacheSize: config.limits.subject_cache_entries,
     }),
     revocations,
-    minter: createTokenMinter(keys),
+    minter: options.minter ?? createTokenMinter(keys),
     audit,
     now: nowSeconds,
     newJti: () => randomUUID() as Jti,

@@ -170,34 +170,47 @@ export async function exchangeToken(
       jti,
       ...(grant.ancestors.length > 0 ? { chain: grant.ancestors } : {}),
     }
-    const accessToken = await step('mandate.token.mint', () => deps.minter.mint(claims))
-
-    // 7. No token leaves without a durable audit record: if it cannot be written, 503 and no token.
-    await step('mandate.audit.append', () =>
-      deps.audit.append({
-        type: 'token.issued',
-        at: now,
-        agent: client.agent,
-        sub: claims.sub,
-        subIssuer: grant.userIssuer,
-        actors: grant.actors,
-        jti,
-        parentJti: grant.ancestors.at(-1),
-        rootJti: grant.ancestors[0] ?? jti,
-        audience: grant.audience,
-        scopes: grant.scopes,
-        expiresAt: grant.expiresAt,
-        policyHash: policy.sourceHash,
-        clientAddress: req.clientAddress,
-        traceId: req.traceId,
-      }),
-    ).catch((cause: unknown) => {
+    // 6–7. Sign, and make the `token.issued` record durable, at once: the record holds no part of
+    // the signature, so the commit's round trip overlaps the signing on the thread pool. No token
+    // leaves without its durable record: if the record cannot be written, 503 and the signed token
+    // is dropped. Should signing fail after the record committed, a `token.withheld` record says
+    // that this token never left.
+    const [minted, recorded] = await Promise.allSettled([
+      step('mandate.token.mint', () => deps.minter.mint(claims)),
+      step('mandate.audit.append', () =>
+        deps.audit.append({
+          type: 'token.issued',
+          at: now,
+          agent: client.agent,
+          sub: claims.sub,
+          subIssuer: grant.userIssuer,
+          actors: grant.actors,
+          jti,
+          parentJti: grant.ancestors.at(-1),
+          rootJti: grant.ancestors[0] ?? jti,
+          audience: grant.audience,
+          scopes: grant.scopes,
+          expiresAt: grant.expiresAt,
+          policyHash: policy.sourceHash,
+          clientAddress: req.clientAddress,
+          traceId: req.traceId,
+        }),
+      ),
+    ])
+    if (recorded.status === 'rejected') {
       throw new OAuthError('temporarily_unavailable', 'audit log unavailable; nothing was issued; try again', {
         detail: 'token.issued record not committed',
         retryAfter: 1,
-        cause,
+        cause: recorded.reason,
       })
-    })
+    }
+    if (minted.status === 'rejected') {
+      await deps.audit
+        .append({ type: 'token.withheld', at: deps.now(), agent: client.agent, sub: claims.sub, jti, reason: 'signing failed after the issuance was recorded: the token never left the broker' })
+        .catch(() => {}) // the issuance record stands; the failure below is what the caller sees
+      throw minted.reason
+    }
+    const accessToken = minted.value
 
     // 8. RFC 8693 §2.2.1.
     return {

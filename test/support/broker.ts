@@ -21,6 +21,7 @@ import type { RevocationTarget } from '../../src/revocation/port.js'
 import type { RevocationService } from '../../src/revocation/service.js'
 import { createLogger } from '../../src/telemetry/log.js'
 import { hashClientSecret } from '../../src/tokens/client-auth.js'
+import type { TokenMinter } from '../../src/tokens/port.js'
 
 export const BROKER = 'https://mandate.test'
 export const USER_ISSUER = 'https://idp.test'
@@ -118,6 +119,8 @@ export interface TestBrokerOptions {
   readonly logLevel?: string
   /** Shared state (e.g. a Redis URL and a test-owned key prefix); in-process when absent. */
   readonly storage?: { readonly redis_url?: string; readonly key_prefix?: string }
+  /** Replaces the token signer (e.g. one that fails). */
+  readonly minter?: TokenMinter
 }
 
 /** Policies of every kind; `{{...}}` is filled in by `startTestBroker`. */
@@ -224,6 +227,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     logger: createLogger(options.logLevel ?? 'debug', sink),
     clock: () => now * 1000,
     audit,
+    ...(options.minter === undefined ? {} : { minter: options.minter }),
     revocationLog: createMemoryRevocationLog(),
     localSubjectIssuers: [
       { trusted: { issuer: USER_ISSUER, jwksUri: undefined, algorithms: ['RS256'], audience: BROKER, typ: ['at+jwt'] }, jwks: { keys: [users.publicJwk] } },

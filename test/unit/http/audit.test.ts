@@ -4,6 +4,7 @@
  * before client authentication, so it cannot be flooded; never a credential.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { AuditEvent } from '../../../src/audit/port.js'
 import type { AgentId, Subject } from '../../../src/core/claims.js'
 import { AUDIENCE, basic, CLIENT_ASSERTION_TYPE_JWT, SECRET, TOKEN_TYPE } from '../../support/broker.js'
 import { exchange, expectCleanLogs, expectOAuthError, expectToken, rawUserToken, startTrackedBroker, type TrackedBroker } from './helpers.js'
@@ -111,5 +112,47 @@ describe('audit of token-endpoint outcomes', () => {
 
   it('logs no credential and a request_id on every request line', () => {
     expectCleanLogs(b)
+  })
+})
+
+/**
+ * Signing and the issuance record run at once (core/exchange.ts step 6–7);
+ * whichever fails, no token leaves, and the log says what happened.
+ */
+describe('signing and the issuance record, run at once', () => {
+  it('answers 503 temporarily_unavailable, and no token, when the token.issued record cannot be written', async () => {
+    const b = await startTrackedBroker()
+    try {
+      const append = b.audit.append
+      const before = b.audit.events().length
+      b.audit.append = (event) => (event.type === 'token.issued' ? Promise.reject(new Error('database gone')) : append(event))
+      const user = b.secret(await b.userToken())
+      const res = await b.token(exchange(user), basic('secret-agent', SECRET))
+      const body = await expectOAuthError(res, 503, 'temporarily_unavailable')
+      expect(res.headers.get('retry-after')).toBe('1')
+      expect(JSON.stringify(body)).not.toMatch(/access_token|eyJ/)
+      expect(b.audit.events().slice(before)).toEqual([])
+      b.audit.append = append
+      await expectToken(await b.token(exchange(user), basic('secret-agent', SECRET)))
+    } finally {
+      await b.close()
+    }
+  })
+
+  it('records token.withheld after a committed token.issued when signing fails, and answers 500 server_error without detail', async () => {
+    const b = await startTrackedBroker({ minter: { mint: () => Promise.reject(new Error('signing key unavailable: /secret/path')) } })
+    try {
+      const before = b.audit.events().length
+      const res = await b.token(exchange(b.secret(await b.userToken())), basic('secret-agent', SECRET))
+      const body = await expectOAuthError(res, 500, 'server_error')
+      expect(JSON.stringify(body)).not.toContain('/secret/path')
+      const events = b.audit.events().slice(before)
+      expect(events.map((e) => e.type)).toEqual(['token.issued', 'token.withheld'])
+      const [issued, withheld] = events as [Extract<AuditEvent, { type: 'token.issued' }>, Extract<AuditEvent, { type: 'token.withheld' }>]
+      expect(withheld).toMatchObject({ agent: 'secret-agent', sub: 'alice', jti: issued.jti })
+      expect(withheld.reason).toMatch(/signing failed/)
+    } finally {
+      await b.close()
+    }
   })
 })
