@@ -6,6 +6,7 @@ import { revokeAgent, revokeChain, revokeJti, revokeLift, revokeList, revokeSub 
 import { policyCheck, policySecret } from './policy.js'
 import { serve } from './serve.js'
 import { auditQuery, auditVerify, migrate } from './audit.js'
+import { configCheck } from './config.js'
 
 const program = new Command()
   .name('mandate')
@@ -36,6 +37,16 @@ this instance in audit records), LOG_LEVEL (see README "Configuration").
 Exits 1 with one line on stderr when the config or the policies are invalid.`,
   )
   .action(serve)
+
+program
+  .command('config')
+  .description('work with the config')
+  .command('check')
+  .description('validate the config, the policies it points at and the signing keys, as serve would at start; exit 0 valid, 1 not')
+  .option('-c, --config <file>', 'YAML config file (default: $MANDATE_CONFIG)')
+  .option('--dev', 'with the embedded --dev defaults')
+  .addHelpText('after', '\nEvery config error is printed with its path (e.g. `audit.group_max_records: ...`). Connects to nothing.')
+  .action(configCheck)
 
 const policy = program.command('policy').description('work with agent policy files')
 policy

@@ -21,7 +21,7 @@ describe('mandate CLI', () => {
   })
   afterAll(() => rm(dir, { recursive: true, force: true }))
 
-  it.each([[['--help']], [['serve', '--help']], [['policy', 'check', '--help']], [['policy', 'secret', '--help']], [['keys', 'generate', '--help']]])(
+  it.each([[['--help']], [['serve', '--help']], [['policy', 'check', '--help']], [['policy', 'secret', '--help']], [['keys', 'generate', '--help']], [['config', 'check', '--help']]])(
     '%j prints help and exits 0',
     (args) => {
       const r = mandate(args)
@@ -94,5 +94,41 @@ describe('mandate CLI', () => {
     })
     expect(r.status).toBe(1)
     expect(r.stderr).toMatch(/cannot start: .*x\.yaml:1:1: owner/)
+  })
+
+  describe('config check', () => {
+    it('prints every config error with its path, and exits 1', async () => {
+      const cfg = join(dir, 'check-bad.yaml')
+      await writeFile(cfg, 'issuer: https://mandate.example.com\naudit:\n  group_max_records: 0\nlimits: { clock_skew_seconds: 600 }\nbogus: 1\n')
+      const r = mandate(['config', 'check', '--config', cfg])
+      expect(r.status).toBe(1)
+      const lines = r.stderr.trim().split('\n')
+      expect(lines).toEqual([
+        expect.stringMatching(/^limits\.clock_skew_seconds: /),
+        expect.stringMatching(/^audit\.group_max_records: /),
+        expect.stringMatching(/^\(root\): .*bogus/),
+        '3 error(s) in the config',
+      ])
+    })
+
+    it('checks the policies and the keys file as serve would, connecting to nothing', async () => {
+      const policies = join(dir, 'check-policies')
+      await (await import('node:fs/promises')).mkdir(policies)
+      await writeFile(join(policies, 'x.yaml'), 'agent: x\n')
+      const env = { MANDATE_ISSUER: 'https://mandate.example.com', MANDATE_POLICIES_DIR: policies, MANDATE_SIGNING_KEYS_FILE: join(dir, 'absent.json'), DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none' }
+      const r = mandate(['config', 'check'], env)
+      expect(r.status).toBe(1)
+      expect(r.stderr).toMatch(/^policies_dir: .*x\.yaml:1:1: owner/m)
+      expect(r.stderr).toMatch(/^signing\.keys_file: cannot read signing keys from .*absent\.json: ENOENT/m)
+      expect(r.stderr).toMatch(/error\(s\): serve would refuse to start/)
+      expect(r.stdout).toMatch(/database: PostgreSQL \(DATABASE_URL\)/)
+      expect(r.stdout + r.stderr).not.toContain('nobody@')
+    })
+
+    it('exits 0 on the shipped dev defaults', () => {
+      const r = mandate(['config', 'check', '--dev'], { MANDATE_DATA_DIR: join(dir, 'check-data') })
+      expect(r.status, r.stderr).toBe(0)
+      expect(r.stdout).toMatch(/config valid: serve would start/)
+    })
   })
 })
