@@ -103,6 +103,8 @@ export function createRemoteKeyResolver(issuer: TrustedIssuer, policy: JwksPolic
   let discoveryFailedAt = -Infinity
   let lastGoodAt: number | undefined
   let lastAttempt = -Infinity
+  /** The JWKS fetch in flight, which concurrent requests share. */
+  let reloading: Promise<unknown> | undefined
   let remote: Promise<ReturnType<typeof createRemoteJWKSet>> | undefined
 
   const fetchMetadata = (u: string, init: RequestInit) => fetchLimited(u, init, policy)
@@ -185,8 +187,15 @@ export function createRemoteKeyResolver(issuer: TrustedIssuer, policy: JwksPolic
       const t = now()
       if ((lastGoodAt === undefined || t - lastGoodAt > policy.cacheMaxAgeMs) && t - lastAttempt >= policy.cooldownMs) {
         // A failed refresh leaves jose's last good set in place; the age check below decides whether it may serve.
-        await jwks.reload().catch(() => undefined)
+        const started = jwks.reload().catch(() => undefined)
+        reloading = started
+        void started.finally(() => {
+          if (reloading === started) reloading = undefined
+        })
       }
+      // Requests that arrive while a fetch is in flight wait for it (the first requests after a start
+      // would otherwise find no set yet and be answered 503).
+      if (reloading !== undefined) await reloading
       if (lastGoodAt === undefined || now() - lastGoodAt > usableMs) {
         throw new UpstreamUnavailable(`no usable JWKS for ${issuer.issuer}`)
       }

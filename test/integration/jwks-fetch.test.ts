@@ -222,6 +222,23 @@ describe('createRemoteKeyResolver', () => {
     expect(server.count('/jwks')).toBe(1)
   })
 
+  it('answers concurrent first lookups from the one fetch in flight (none refused while it runs)', async () => {
+    const clock = new TestClock()
+    let release: () => void = () => {}
+    const gate = new Promise<void>((r) => (release = r))
+    const server = await startServer((_req, res, path) => {
+      if (path !== '/jwks') return json(res, { error: 'not_found' }, 404)
+      void gate.then(() => json(res, { keys: [keyA] }))
+    })
+    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+    const lookups = Array.from({ length: 8 }, () => resolve(header('key-a')))
+    await new Promise((r) => setTimeout(r, 50))
+    release()
+    const keys = await Promise.all(lookups)
+    expect(keys.every((k) => k.asymmetricKeyType === 'ec')).toBe(true)
+    expect(server.count('/jwks')).toBe(1)
+  })
+
   it('refetches once for an unknown kid after the cooldown, and not again within it', async () => {
     const clock = new TestClock()
     let keys = [keyA]
