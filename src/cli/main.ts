@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { availableParallelism } from 'node:os'
 import { Command, InvalidArgumentError } from 'commander'
 import { keysGenerate } from './keys.js'
 import { adminKey } from './admin.js'
@@ -13,6 +14,13 @@ const program = new Command()
   .description('Mandate: a credential broker for AI agents (OAuth 2.0 Token Exchange, RFC 8693).')
   .showHelpAfterError()
 
+function workers(value: string): number {
+  if (value === 'auto') return availableParallelism()
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 1 || n > 256) throw new InvalidArgumentError('must be a number of processes (1-256) or auto')
+  return n
+}
+
 function port(value: string): number {
   const n = Number(value)
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('must be a port number')
@@ -25,6 +33,7 @@ program
   .option('--dev', 'embedded defaults for a laptop: dev user issuer, demo policies from policies/dev, generated keys; never in production')
   .option('-c, --config <file>', 'YAML config file (default: $MANDATE_CONFIG)')
   .option('-p, --port <port>', 'listen port (overrides config and $PORT)', port)
+  .option('-w, --workers <n>', 'worker processes sharing the port (node cluster), or auto for one per core; more than 1 needs DATABASE_URL and REDIS_URL', workers)
   .addHelpText(
     'after',
     `
@@ -34,7 +43,11 @@ under the data dir when unset), REDIS_URL (revocation list shared by every
 instance; in-process when unset), MANDATE_REDIS_PREFIX (prefix of its keys),
 MANDATE_CHECKPOINT_DIR (signed audit checkpoints), MANDATE_INSTANCE_ID (names
 this instance in audit records), LOG_LEVEL (see README "Configuration").
-Exits 1 with one line on stderr when the config or the policies are invalid.`,
+Exits 1 with one line on stderr when the config or the policies are invalid.
+SIGTERM or SIGINT: stops accepting, finishes the requests in flight, writes
+the queued audit records and a last checkpoint, closes PostgreSQL and Redis,
+exits 0 (1 if that took over 10 s). With --workers, the primary passes the
+signal on to every worker and exits 0 once they all did.`,
   )
   .action(serve)
 

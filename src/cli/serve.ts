@@ -1,14 +1,23 @@
 import { serve as serveHttp, type Http2Bindings, type HttpBindings, type ServerType } from '@hono/node-server'
+import cluster from 'node:cluster'
 import { ServerResponse } from 'node:http'
+import { join } from 'node:path'
 import { composeMandate, type Mandate } from '../compose.js'
 import { loadConfig, processEnv } from '../config/load.js'
+import type { Config } from '../config/schema.js'
 import { createLogger, type Logger } from '../telemetry/log.js'
+import { loadSigningKeys } from '../tokens/keys.js'
 
 export interface ServeOptions {
   dev?: boolean
   config?: string
   port?: number
+  /** Worker processes (node:cluster) sharing the listening port; 1: this process serves. */
+  workers?: number
 }
+
+/** How long a worker has to shut down after SIGTERM before the primary kills it (each worker forces its own exit at 10 s). */
+const WORKER_STOP_MS = 15_000
 
 /** `mandate serve`: load config, compose, listen; SIGTERM/SIGINT close gracefully. */
 export async function serve(options: ServeOptions): Promise<void> {
@@ -20,8 +29,17 @@ export async function serve(options: ServeOptions): Promise<void> {
     process.stderr.write(`mandate: invalid config: ${loaded.issues.join('; ')}\n`)
     process.exit(1)
   }
-  const { config } = loaded
+  let { config } = loaded
   const logger = createLogger(config.log.level)
+  const workers = options.workers ?? 1
+  if (workers > 1 && cluster.isPrimary) {
+    await runPrimary(config, workers, dev, logger)
+    return
+  }
+  if (cluster.isWorker && config.instance_id !== undefined) {
+    // Each worker writes its own audit chain: its records name it.
+    config = { ...config, instance_id: `${config.instance_id}/${cluster.worker!.id}` }
+  }
   let mandate
   try {
     mandate = await composeMandate(config, { dev, logger })
@@ -51,6 +69,82 @@ export async function serve(options: ServeOptions): Promise<void> {
       }
     },
   })
+}
+
+/**
+ * The primary of `serve --workers N`: checks what a fleet of processes needs,
+ * forks the workers (each composes the broker and listens on the shared
+ * port; the primary hands out connections), replaces a worker that dies,
+ * and on SIGTERM/SIGINT stops them all gracefully, exiting 0 only if every
+ * worker did. A worker that dies before it listens is a start failure (bad
+ * policies, database unreachable): the primary stops the others and exits 1
+ * rather than restart it in a loop.
+ */
+async function runPrimary(config: Config, count: number, dev: boolean, logger: Logger): Promise<void> {
+  const refuse = (why: string) => {
+    process.stderr.write(`mandate: --workers ${count}: ${why}\n`)
+    process.exit(1)
+  }
+  if (dev) refuse('--dev keeps its user issuer in one process; run --dev without --workers')
+  // Every worker must see every revocation and every spent client assertion, and write the same log.
+  if (config.storage.database_url === undefined) refuse('needs PostgreSQL (DATABASE_URL): PGlite is one process’s database')
+  if (config.storage.redis_url === undefined) refuse('needs Redis (REDIS_URL): without it each worker keeps its own revocation list')
+  if (config.signing.generate_if_missing) {
+    // Generated once, here, before the workers race to create it.
+    try {
+      await loadSigningKeys(config.signing.keys_file ?? join(config.data_dir, 'signing-keys.json'), true)
+    } catch (err) {
+      refuse(`cannot start: ${(err as Error).message}`)
+    }
+  }
+
+  const log = logger.child({ module: 'cluster' })
+  let stopping = false
+  let failed = false
+  const listening = new Set<number>()
+  const fork = () => {
+    const worker = cluster.fork()
+    worker.on('listening', () => {
+      listening.add(worker.id)
+      log.info({ worker: worker.id, pid: worker.process.pid }, 'worker listening')
+    })
+  }
+  cluster.on('exit', (worker, code, signal) => {
+    const started = listening.delete(worker.id)
+    if (stopping) {
+      if (code !== 0) failed = true
+      log.info({ worker: worker.id, pid: worker.process.pid, code, signal }, 'worker stopped')
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(failed ? 1 : 0)
+      return
+    }
+    if (!started) {
+      log.error({ worker: worker.id, pid: worker.process.pid, code, signal }, 'worker exited before it listened; stopping')
+      failed = true
+      stop('start failure')
+      return
+    }
+    log.error({ worker: worker.id, pid: worker.process.pid, code, signal }, 'worker died; starting another')
+    setTimeout(() => {
+      if (!stopping) fork()
+    }, 1_000).unref()
+  })
+  const stop = (reason: string) => {
+    if (stopping) return
+    stopping = true
+    log.info({ reason, workers: Object.keys(cluster.workers ?? {}).length }, 'stopping workers')
+    const left = Object.values(cluster.workers ?? {})
+    if (left.length === 0) process.exit(failed ? 1 : 0)
+    for (const w of left) w?.process.kill('SIGTERM')
+    setTimeout(() => {
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGKILL')
+      log.error({}, 'workers did not stop in time; killed')
+      process.exit(1)
+    }, WORKER_STOP_MS).unref()
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+  log.info({ workers: count, pid: process.pid }, 'starting workers')
+  for (let i = 0; i < count; i++) fork()
 }
 
 export interface ListenOptions {
