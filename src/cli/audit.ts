@@ -82,7 +82,9 @@ async function verificationKeys(c: Config, jwks: string | undefined): Promise<Ma
     fail(`cannot read the keys that sign checkpoints from ${source}: ${(err as Error).message}`)
   }
   const keys = new Map<string, KeyObject>()
-  for (const jwk of Array.isArray(set.keys) ? (set.keys as JWK[]) : []) {
+  // A keys file also lists, under `retired`, the public halves of keys rotated out (mandate keys rotate).
+  const retired = (set as { retired?: unknown }).retired
+  for (const jwk of [...(Array.isArray(set.keys) ? (set.keys as JWK[]) : []), ...(Array.isArray(retired) ? (retired as JWK[]) : [])]) {
     if (typeof jwk.kid !== 'string' || jwk.kty !== 'EC') continue
     const { kty, crv, x, y } = jwk
     try {

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 import { availableParallelism } from 'node:os'
 import { Command, InvalidArgumentError } from 'commander'
-import { keysGenerate } from './keys.js'
+import { keysGenerate, keysRotate } from './keys.js'
+import { MAX_TOKEN_TTL } from '../policy/schema.js'
 import { adminKey } from './admin.js'
 import { revokeAgent, revokeChain, revokeJti, revokeLift, revokeList, revokeSub } from './revoke.js'
 import { policyCheck, policySecret } from './policy.js'
@@ -13,6 +14,12 @@ const program = new Command()
   .name('mandate')
   .description('Mandate: a credential broker for AI agents (OAuth 2.0 Token Exchange, RFC 8693).')
   .showHelpAfterError()
+
+function seconds(value: string): number {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 0 || n > 365 * 86_400) throw new InvalidArgumentError('must be a number of seconds')
+  return n
+}
 
 function workers(value: string): number {
   if (value === 'auto') return availableParallelism()
@@ -78,6 +85,26 @@ keys
   .description('write a new private ES256 JWK set for signing.keys_file (mode 0600; never overwrites)')
   .argument('<file>', 'where to write it')
   .action(keysGenerate)
+keys
+  .command('rotate')
+  .description('add a new signing key that signs after a delay, and retire keys whose tokens have all expired')
+  .argument('<file>', 'the private JWK set (signing.keys_file); rewritten in place, mode 0600')
+  .option('--activate-after <seconds>', 'delay before the new key signs: longer than it takes every instance to re-read the file and every verifier to refresh the JWKS', seconds, 900)
+  .option('--retire-after <seconds>', 'how long a superseded key stays published: at least the longest token lifetime', seconds, MAX_TOKEN_TTL + 300)
+  .addHelpText(
+    'after',
+    `
+Every instance re-reads the keys file within 5 s of a change and publishes
+every key in it at /.well-known/jwks.json at once; each key signs only from
+its mandate_activates_at. So: rotate, distribute the file (e.g. update the
+Kubernetes Secret; the kubelet takes up to a minute or two), and the new key
+signs once the delay is over, on every instance at the same second. Run it
+again after the next rotation is due; one rotation may be pending at a time.
+Retired keys leave the JWKS; their public halves stay in the file under
+"retired" so that \`mandate audit verify --checkpoints\` still checks the
+checkpoints they signed.`,
+  )
+  .action((file: string, o: { activateAfter: number; retireAfter: number }) => keysRotate(file, o))
 
 const revoke = program
   .command('revoke')

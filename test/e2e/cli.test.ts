@@ -21,7 +21,7 @@ describe('mandate CLI', () => {
   })
   afterAll(() => rm(dir, { recursive: true, force: true }))
 
-  it.each([[['--help']], [['serve', '--help']], [['policy', 'check', '--help']], [['policy', 'secret', '--help']], [['keys', 'generate', '--help']], [['config', 'check', '--help']]])(
+  it.each([[['--help']], [['serve', '--help']], [['policy', 'check', '--help']], [['policy', 'secret', '--help']], [['keys', 'generate', '--help']], [['config', 'check', '--help']], [['keys', 'rotate', '--help']]])(
     '%j prints help and exits 0',
     (args) => {
       const r = mandate(args)
@@ -129,6 +129,53 @@ describe('mandate CLI', () => {
       const r = mandate(['config', 'check', '--dev'], { MANDATE_DATA_DIR: join(dir, 'check-data') })
       expect(r.status, r.stderr).toBe(0)
       expect(r.stdout).toMatch(/config valid: serve would start/)
+    })
+  })
+
+  describe('keys rotate', () => {
+    const read = async (f: string) => JSON.parse(await (await import('node:fs/promises')).readFile(f, 'utf8')) as { keys: Record<string, unknown>[]; retired?: Record<string, unknown>[] }
+
+    it('adds a key that signs after the delay, keeps the file private, and refuses a second pending rotation', async () => {
+      const file = join(dir, 'rotate.json')
+      expect(mandate(['keys', 'generate', file]).status).toBe(0)
+      const before = Math.floor(Date.now() / 1000)
+      const r = mandate(['keys', 'rotate', file, '--activate-after', '600'])
+      expect(r.status, r.stderr).toBe(0)
+      const after = await read(file)
+      expect(after.keys).toHaveLength(2)
+      const activates = after.keys[1]!['mandate_activates_at'] as number
+      expect(activates).toBeGreaterThanOrEqual(before + 600)
+      expect(activates).toBeLessThanOrEqual(before + 605)
+      expect(r.stdout).toContain(String(after.keys[1]!['kid']))
+      expect(r.stdout).not.toContain(String(after.keys[1]!['d']))
+      expect((await (await import('node:fs/promises')).stat(file)).mode & 0o777).toBe(0o600)
+      // Still valid for serve, still signing with the old key.
+      const check = mandate(['config', 'check'], { MANDATE_ISSUER: 'https://mandate.example.com', MANDATE_POLICIES_DIR: join(root, 'policies'), MANDATE_SIGNING_KEYS_FILE: file })
+      expect(check.status, check.stderr).toBe(0)
+      expect(check.stdout).toContain(`2 in ${file}, signing with ${String(after.keys[0]!['kid'])}`)
+
+      const again = mandate(['keys', 'rotate', file])
+      expect(again.status).toBe(1)
+      expect(again.stderr).toMatch(/a rotation is already pending/)
+      expect((await read(file)).keys).toHaveLength(2)
+    })
+
+    it('retires a key whose successor has signed longer than --retire-after, keeping only its public half', async () => {
+      const file = join(dir, 'retire.json')
+      expect(mandate(['keys', 'generate', file]).status).toBe(0)
+      const now = Math.floor(Date.now() / 1000)
+      const data = await read(file)
+      const { generateSigningJwk } = await import('../../src/tokens/keys.js')
+      const successor = { ...(await generateSigningJwk()), mandate_activates_at: now - 7200 }
+      await writeFile(file, JSON.stringify({ keys: [data.keys[0], successor] }), { mode: 0o600 })
+      const r = mandate(['keys', 'rotate', file, '--retire-after', '3600'])
+      expect(r.status, r.stderr).toBe(0)
+      expect(r.stdout).toMatch(/retired 1 key/)
+      const after = await read(file)
+      expect(after.keys.map((k) => k['kid'])).toEqual([successor.kid, expect.any(String)])
+      expect(after.retired).toHaveLength(1)
+      expect(after.retired![0]!['kid']).toBe(data.keys[0]!['kid'])
+      expect(after.retired![0]).not.toHaveProperty('d')
     })
   })
 })
