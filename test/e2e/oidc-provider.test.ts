@@ -19,6 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { composeMandate, type Mandate } from '../../src/compose.js'
 import { Config } from '../../src/config/schema.js'
 import { createLogger } from '../../src/telemetry/log.js'
+import { logSink } from '../support/log-sink.js'
 
 const RESOURCE = 'https://resource.example'
 const OTHER_RESOURCE = 'https://other-api.example'
@@ -181,8 +182,10 @@ token_ttl: { default: 300, max: 600 }
 `,
     )
 
+    const runWide = logSink('oidc-provider broker')
     const sink = new Writable({
       write(chunk, _enc, cb) {
+        runWide(chunk as Buffer)
         brokerLogs.push(...String(chunk).split('\n').filter((l) => l !== ''))
         cb()
       },

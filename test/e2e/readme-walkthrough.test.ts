@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { freePort } from '../support/net.js'
+import { logSink } from '../support/log-sink.js'
 
 const root = new URL('../../', import.meta.url).pathname
 
@@ -36,6 +37,8 @@ describe('README walkthrough', () => {
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     server.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
+    server.stderr!.on('data', logSink('readme walkthrough broker stderr'))
+    server.stdout!.on('data', logSink('readme walkthrough broker stdout'))
     const deadline = Date.now() + 30_000
     for (;;) {
       try {

@@ -33,6 +33,7 @@ import { generateSigningJwk } from '../../src/tokens/keys.js'
 import { freePort } from '../support/net.js'
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
 import { REDIS_URL, redisAvailable } from '../support/redis.js'
+import { logSink } from '../support/log-sink.js'
 
 const root = new URL('../../', import.meta.url).pathname
 const SECRET = 'workers-test-secret-0123456789abcdef0123456789abcdef'
@@ -207,6 +208,8 @@ trust:
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })))
     child.stdout!.on('data', (d: Buffer) => (output += d.toString()))
     child.stderr!.on('data', (d: Buffer) => (output += d.toString()))
+    child.stdout!.on('data', logSink('workers broker stdout'))
+    child.stderr!.on('data', logSink('workers broker stderr'))
     const lines = () =>
       output
         .split('\n')

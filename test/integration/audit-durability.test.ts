@@ -32,6 +32,7 @@ import postgres from 'postgres'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../../src/core/claims.js'
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
+import { logSink } from '../support/log-sink.js'
 import { startTcpProxy, type TcpProxy } from '../support/proxy.js'
 import { freePort } from '../support/net.js'
 
@@ -218,6 +219,8 @@ async function startBroker(instance: string, databaseUrl: string, dataDir: strin
   child.stderr!.on('data', (d: Buffer) => {
     tail = (tail + d.toString()).slice(-8192)
   })
+  child.stdout!.on('data', logSink('audit-durability broker stdout'))
+  child.stderr!.on('data', logSink('audit-durability broker stderr'))
 
   const broker: Broker = {
     base,

@@ -38,6 +38,7 @@ import { GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../../src/core/claims.js'
 import { hashClientSecret } from '../../src/tokens/client-auth.js'
 import { generateSigningJwk } from '../../src/tokens/keys.js'
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
+import { logSink } from '../support/log-sink.js'
 import { startTcpProxy, type TcpProxy } from '../support/proxy.js'
 import { freePort } from '../support/net.js'
 
@@ -254,6 +255,8 @@ async function startBroker(name: string, env: BrokerEnv): Promise<Broker> {
   // Always drained: a full pipe would block the broker.
   child.stdout!.on('data', keep)
   child.stderr!.on('data', keep)
+  child.stdout!.on('data', logSink('kill-switch broker stdout'))
+  child.stderr!.on('data', logSink('kill-switch broker stderr'))
 
   const post = async (path: string, body: string, headers: Record<string, string>, timeoutMs = 30_000) =>
     json(await fetch(`${base}${path}`, { method: 'POST', headers, body, signal: AbortSignal.timeout(timeoutMs) }))

@@ -1,0 +1,30 @@
+/**
+ * The run-wide log sink: every broker a test runs (in process or as a child
+ * process) copies its log output here, and test/global-setup.ts scans all of
+ * it at the end of the run for tokens and secrets (issue 5: "a test scans the
+ * logs of a full test run"). Outside `vitest run` (no file set) it does
+ * nothing.
+ */
+import { appendFileSync } from 'node:fs'
+
+export const LOG_SINK_ENV = 'MANDATE_TEST_LOG_FILE'
+
+function append(source: string, lines: string): void {
+  const file = process.env[LOG_SINK_ENV]
+  if (file === undefined || file === '' || lines === '') return
+  appendFileSync(file, `#source ${source}\n${lines}\n`)
+}
+
+/**
+ * A writer for one stream (a child's stdout, a logger's destination): it
+ * passes on whole lines only, so that output from several sources never
+ * interleaves mid-line. Call the returned function with each chunk.
+ */
+export function logSink(source: string): (chunk: Buffer | string) => void {
+  let partial = ''
+  return (chunk) => {
+    const parts = (partial + String(chunk)).split('\n')
+    partial = parts.pop()!
+    append(source, parts.filter((l) => l !== '').join('\n'))
+  }
+}
