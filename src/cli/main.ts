@@ -49,7 +49,10 @@ MANDATE_DATA_DIR, MANDATE_SIGNING_KEYS_FILE, DATABASE_URL (PostgreSQL; PGlite
 under the data dir when unset), REDIS_URL (revocation list shared by every
 instance; in-process when unset), MANDATE_REDIS_PREFIX (prefix of its keys),
 MANDATE_CHECKPOINT_DIR (signed audit checkpoints), MANDATE_INSTANCE_ID (names
-this instance in audit records), LOG_LEVEL (see README "Configuration").
+this instance in audit records), LOG_LEVEL, OTEL_EXPORTER_OTLP_ENDPOINT,
+OTEL_EXPORTER_OTLP_HEADERS and OTEL_SERVICE_NAME (OpenTelemetry export over
+OTLP/HTTP; nothing is exported when the endpoint is unset). See README
+"Configuration".
 Exits 1 with one line on stderr when the config or the policies are invalid.
 SIGTERM or SIGINT: stops accepting, finishes the requests in flight, writes
 the queued audit records and a last checkpoint, closes PostgreSQL and Redis,
