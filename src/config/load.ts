@@ -24,6 +24,9 @@ export const CONFIG_ENV = {
   MANDATE_CHECKPOINT_DIR: 'audit.checkpoint_dir',
   MANDATE_INSTANCE_ID: 'instance_id',
   LOG_LEVEL: 'log.level',
+  OTEL_EXPORTER_OTLP_ENDPOINT: 'telemetry.otlp_endpoint',
+  OTEL_EXPORTER_OTLP_HEADERS: 'telemetry.otlp_headers',
+  OTEL_SERVICE_NAME: 'telemetry.service_name',
 } as const
 
 type Raw = Record<string, unknown>
@@ -73,11 +76,19 @@ export async function loadConfig(
   const signing = { ...obj(raw['signing']) }
   const log = { ...obj(raw['log']) }
   const audit = { ...obj(raw['audit']) }
+  const telemetry = { ...obj(raw['telemetry']) }
   const issues: string[] = []
   // Connection URLs may hold passwords: they come from the environment, never from the file.
   for (const key of ['database_url', 'redis_url']) {
     if (storage[key] !== undefined) issues.push(`storage.${key}: set it in the environment (${key.toUpperCase()}), not in the config file`)
   }
+  // Collector credentials, like connection URLs, come from the environment only.
+  if (telemetry['otlp_headers'] !== undefined) {
+    issues.push('telemetry.otlp_headers: set it in the environment (OTEL_EXPORTER_OTLP_HEADERS), not in the config file')
+  }
+  if (env['OTEL_EXPORTER_OTLP_ENDPOINT']) telemetry['otlp_endpoint'] = env['OTEL_EXPORTER_OTLP_ENDPOINT']
+  if (env['OTEL_EXPORTER_OTLP_HEADERS']) telemetry['otlp_headers'] = env['OTEL_EXPORTER_OTLP_HEADERS']
+  if (env['OTEL_SERVICE_NAME']) telemetry['service_name'] = env['OTEL_SERVICE_NAME']
   if (env['DATABASE_URL']) storage['database_url'] = env['DATABASE_URL']
   if (env['REDIS_URL']) storage['redis_url'] = env['REDIS_URL']
   if (env['MANDATE_REDIS_PREFIX']) storage['key_prefix'] = env['MANDATE_REDIS_PREFIX']
@@ -94,7 +105,7 @@ export async function loadConfig(
   if (env['MANDATE_SIGNING_KEYS_FILE']) signing['keys_file'] = env['MANDATE_SIGNING_KEYS_FILE']
   if (env['LOG_LEVEL']) log['level'] = env['LOG_LEVEL']
   if (env['MANDATE_CHECKPOINT_DIR']) audit['checkpoint_dir'] = env['MANDATE_CHECKPOINT_DIR']
-  const merged: Raw = { ...raw, listen, signing, log, storage, admin, audit }
+  const merged: Raw = { ...raw, listen, signing, log, storage, admin, audit, telemetry }
   if (env['MANDATE_INSTANCE_ID']) merged['instance_id'] = env['MANDATE_INSTANCE_ID']
   if (env['MANDATE_ISSUER']) merged['issuer'] = env['MANDATE_ISSUER']
   if (env['MANDATE_POLICIES_DIR']) merged['policies_dir'] = env['MANDATE_POLICIES_DIR']

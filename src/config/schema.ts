@@ -203,6 +203,40 @@ export const Config = z
       })
       .prefault({})
       .describe('JSON logs on stdout'),
+    telemetry: z
+      .strictObject({
+        otlp_endpoint: z
+          .url({ protocol: /^https?$/ })
+          .optional()
+          .describe(
+            'OTLP/HTTP collector base URL; traces go to <url>/v1/traces, metrics to <url>/v1/metrics. Absent: no OpenTelemetry SDK runs and nothing is exported. Env: OTEL_EXPORTER_OTLP_ENDPOINT',
+          ),
+        otlp_headers: z
+          .string()
+          .regex(/^\s*[^=,\s]+\s*=[^,]*(,\s*[^=,\s]+\s*=[^,]*)*$/, 'must be key=value pairs separated by commas')
+          .optional()
+          .describe('headers sent with every export, `key=value,key2=value2` (e.g. the collector’s API key). Env only: OTEL_EXPORTER_OTLP_HEADERS'),
+        service_name: z
+          .string()
+          .regex(/^[A-Za-z0-9._:/-]{1,128}$/)
+          .default('mandate')
+          .describe('`service.name` of the exported traces and metrics. Env: OTEL_SERVICE_NAME'),
+        sample_ratio: z
+          .number()
+          .min(0)
+          .max(1)
+          .default(1)
+          .describe('share of new traces recorded; a caller’s `traceparent` sampled flag is followed (parent-based)'),
+        metrics_interval_ms: z
+          .number()
+          .int()
+          .min(1_000)
+          .max(300_000)
+          .default(60_000)
+          .describe('how often metrics are exported'),
+      })
+      .prefault({})
+      .describe('OpenTelemetry traces and metrics (OTLP/HTTP)'),
   })
   .superRefine(checkRoles, {
     // Run even when other fields failed, so that every issue is reported at once.

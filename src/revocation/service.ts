@@ -125,6 +125,12 @@ export interface RevocationServiceOptions {
    * token issued before it can live, plus clock skew.
    */
   readonly tokenEntryTtl: number
+  /**
+   * Told of each revocation this instance made durable, and of each kill it
+   * lifted (not of records arriving from other instances): metrics hang here.
+   * Must not throw.
+   */
+  readonly onRecorded?: (record: Revocation, action: 'created' | 'lifted') => void
 }
 
 export interface NewRevocation {
@@ -169,6 +175,13 @@ export interface RevocationService extends RevocationStore {
  */
 export function createRevocationService(options: RevocationServiceOptions): RevocationService {
   const { log, mirror, feed, now } = options
+  const recorded = (record: Revocation, action: 'created' | 'lifted') => {
+    try {
+      options.onRecorded?.(record, action)
+    } catch {
+      // metrics only: the revocation stands
+    }
+  }
 
   async function propagate(record: Revocation): Promise<void> {
     mirror.apply(record)
@@ -207,6 +220,8 @@ export function createRevocationService(options: RevocationServiceOptions): Revo
           { cause },
         )
       }
+      // Durable from here: counted even if propagation fails below (the call answers 503, the record holds).
+      recorded(record, 'created')
       await propagate(record)
       return record
     },
@@ -229,6 +244,7 @@ export function createRevocationService(options: RevocationServiceOptions): Revo
         throw new RevocationError('unavailable', 'revocation store unavailable; the kill stays in force', { cause })
       }
       if (lifted === undefined) throw new RevocationError('not_found', 'no revocation has that id')
+      if (existing.liftedAt === undefined) recorded(lifted, 'lifted')
       await propagate(lifted)
       return lifted
     },

@@ -1,3 +1,5 @@
+import { outgoingTraceHeaders } from '../telemetry/tracing.js'
+
 /** Bounds for every fetch of an upstream document (DESIGN.md "Decisions"). */
 export interface FetchLimits {
   readonly timeoutMs: number
@@ -11,13 +13,23 @@ export class UpstreamUnavailable extends Error {
 /**
  * GETs `url` with a timeout, no redirects and a body cap, and returns the
  * body as a fresh in-memory Response. Throws `UpstreamUnavailable` on any
- * network failure, non-200 status or oversize body.
+ * network failure, non-200 status or oversize body. Under an active span the
+ * request carries its W3C `traceparent`, so the issuer's side of a key fetch
+ * joins the exchange's trace.
  */
 export async function fetchLimited(url: string, init: RequestInit, limits: FetchLimits): Promise<Response> {
+  const trace = outgoingTraceHeaders()
+  let headers = init.headers
+  if (trace !== undefined) {
+    const merged = new Headers(init.headers)
+    for (const [name, value] of Object.entries(trace)) merged.set(name, value)
+    headers = merged
+  }
   let response: Response
   try {
     response = await fetch(url, {
       ...init,
+      ...(headers === undefined ? {} : { headers }),
       method: 'GET',
       redirect: 'manual',
       signal: AbortSignal.timeout(limits.timeoutMs),

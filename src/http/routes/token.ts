@@ -1,9 +1,11 @@
 import type { Context } from 'hono'
-import { GRANT_TYPE_TOKEN_EXCHANGE, parseScope } from '../../core/claims.js'
+import { GRANT_TYPE_TOKEN_EXCHANGE, parseScope, type AgentId } from '../../core/claims.js'
 import { loggable, OAuthError } from '../../core/errors.js'
 import { exchangeToken, type ExchangeDeps, type ExchangeFailureContext, type ExchangeRequest } from '../../core/exchange.js'
+import type { PolicyStore } from '../../policy/port.js'
+import { OTHER_AUDIENCE, UNAUTHENTICATED, type MandateMetrics } from '../../telemetry/metrics.js'
 import { clientCredentials } from '../client-credentials.js'
-import { FormParams, readForm } from '../form.js'
+import { FormParams, PayloadTooLarge, readForm } from '../form.js'
 import { NO_STORE } from '../oauth-errors.js'
 import type { AppEnv } from '../app.js'
 
@@ -53,16 +55,55 @@ export function parseExchangeRequest(form: FormParams, authorization: string | u
   }
 }
 
+/**
+ * The audience as a metric label: only one the agent's policy grants, so
+ * that a client cannot mint label values; `other` for anything else.
+ */
+function audienceLabel(policies: PolicyStore, agent: AgentId, audiences: readonly string[] | undefined): string {
+  const audience = audiences?.[0]
+  if (audience === undefined || audiences!.some((a) => a !== audience)) return OTHER_AUDIENCE
+  return policies.get(agent)?.grants.has(audience) === true ? audience : OTHER_AUDIENCE
+}
+
+/**
+ * Counts a request answered without a token, whatever stopped it: the body
+ * (413, not a form), the parameters, client authentication (DESIGN.md: these
+ * are counted here and never reach the audit log), or a later step. The
+ * agent is named only once authenticated.
+ */
+function countRefusal(
+  metrics: MandateMetrics,
+  policies: PolicyStore,
+  err: unknown,
+  agent: AgentId | undefined,
+  audiences: readonly string[] | undefined,
+  started: number,
+): void {
+  // The code the client is sent (a body over the limit is answered invalid_request, 413).
+  const code = err instanceof OAuthError ? err.code : err instanceof PayloadTooLarge ? 'invalid_request' : 'server_error'
+  const known = agent !== undefined && code !== 'invalid_client'
+  metrics.tokenDenied(known ? agent : UNAUTHENTICATED, known ? audienceLabel(policies, agent, audiences) : OTHER_AUDIENCE, code)
+  const failed = code === 'server_error' || code === 'temporarily_unavailable'
+  metrics.exchangeDuration((performance.now() - started) / 1000, failed ? 'failed' : 'denied')
+}
+
 /** POST /oauth2/token: parse, call the use-case, render RFC 8693 §2.2.1. */
-export function tokenRoute(deps: ExchangeDeps, maxBodyBytes: number) {
+export function tokenRoute(deps: ExchangeDeps, maxBodyBytes: number, metrics?: MandateMetrics) {
   return async function token(c: Context<AppEnv>): Promise<Response> {
-    const form = new FormParams(await readForm(c, maxBodyBytes))
-    const req = { ...parseExchangeRequest(form, c.req.header('authorization'), c.get('clientAddress')), traceId: c.get('traceId') }
+    const started = metrics === undefined ? 0 : performance.now()
     const context: ExchangeFailureContext = { agent: undefined }
+    let audiences: readonly string[] | undefined
     try {
+      const form = new FormParams(await readForm(c, maxBodyBytes))
+      const req = { ...parseExchangeRequest(form, c.req.header('authorization'), c.get('clientAddress')), traceId: c.get('traceId') }
+      audiences = req.audiences
       const result = await exchangeToken(req, deps, context)
       c.set('agent', result.claims.client_id)
       c.set('jti', result.claims.jti)
+      if (metrics !== undefined) {
+        metrics.tokenIssued(result.claims.client_id, audienceLabel(deps.policies, result.claims.client_id, [result.claims.aud]))
+        metrics.exchangeDuration((performance.now() - started) / 1000, 'issued')
+      }
       return c.json(
         {
           access_token: result.accessToken,
@@ -74,6 +115,9 @@ export function tokenRoute(deps: ExchangeDeps, maxBodyBytes: number) {
         200,
         NO_STORE,
       )
+    } catch (err) {
+      if (metrics !== undefined) countRefusal(metrics, deps.policies, err, context.agent, audiences, started)
+      throw err
     } finally {
       if (context.agent !== undefined) c.set('agent', context.agent)
     }

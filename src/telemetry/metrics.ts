@@ -1,0 +1,84 @@
+/**
+ * The broker's metrics. Every label value comes from a bounded set the
+ * broker defines, never from what a client sent: an agent is named only once
+ * it authenticated (its policy's id), an audience only when the agent's
+ * policy grants it. Anything else is `unauthenticated` or `other`, so that
+ * nobody can grow the number of series by making up names.
+ *
+ * Durations are in seconds (OpenTelemetry semantic conventions).
+ */
+import type { Meter } from '@opentelemetry/api'
+
+/** Agent label of a request that did not authenticate. */
+export const UNAUTHENTICATED = 'unauthenticated'
+/** Audience label of an audience the agent's policy does not grant (or no single audience). */
+export const OTHER_AUDIENCE = 'other'
+
+/** How an exchange ended: a token, a refusal (4xx), or a failure on the broker's side (5xx). */
+export type ExchangeOutcome = 'issued' | 'denied' | 'failed'
+
+export interface MandateMetrics {
+  /** `mandate.tokens.issued` {agent, audience}. */
+  tokenIssued(agent: string, audience: string): void
+  /** `mandate.tokens.denied` {agent, audience, error}: every request to the token endpoint answered without a token. */
+  tokenDenied(agent: string, audience: string, error: string): void
+  /** `mandate.exchange.duration` {outcome}, seconds. */
+  exchangeDuration(seconds: number, outcome: ExchangeOutcome): void
+  /** `mandate.revocations` {kind, action}. */
+  revocation(kind: string, action: 'created' | 'lifted'): void
+  /** `mandate.audit.group.size` and `mandate.audit.commit.duration` {outcome: committed|failed}. */
+  auditGroup(records: number, seconds: number, committed: boolean): void
+  /** `mandate.revocation.mirror.lag`: observed from `lagMs` at every collection. */
+  watchMirrorLag(lagMs: () => number): void
+}
+
+/** Seconds: from a cached in-memory exchange (about a millisecond) to the audit write timeout. */
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
+/** Records per group commit, up to `audit.group_max_records`' ceiling. */
+const GROUP_SIZE_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+
+export function createMetrics(meter: Meter): MandateMetrics {
+  const issued = meter.createCounter('mandate.tokens.issued', { description: 'tokens issued', unit: '{token}' })
+  const denied = meter.createCounter('mandate.tokens.denied', {
+    description: 'token requests answered without a token, failures before client authentication included',
+    unit: '{request}',
+  })
+  const duration = meter.createHistogram('mandate.exchange.duration', {
+    description: 'time from request to answer at the token endpoint',
+    unit: 's',
+    advice: { explicitBucketBoundaries: LATENCY_BUCKETS },
+  })
+  const revocations = meter.createCounter('mandate.revocations', { description: 'revocations made and lifted on this instance', unit: '{revocation}' })
+  const groupSize = meter.createHistogram('mandate.audit.group.size', {
+    description: 'records per audit group commit (one INSERT)',
+    unit: '{record}',
+    advice: { explicitBucketBoundaries: GROUP_SIZE_BUCKETS },
+  })
+  const commit = meter.createHistogram('mandate.audit.commit.duration', {
+    description: 'time from an audit group INSERT sent to its answer',
+    unit: 's',
+    advice: { explicitBucketBoundaries: LATENCY_BUCKETS },
+  })
+  const lag = meter.createObservableGauge('mandate.revocation.mirror.lag', {
+    description: 'time since the shared revocation store was last heard from (0 without one)',
+    unit: 's',
+  })
+  const committed = { outcome: 'committed' } as const
+  const failed = { outcome: 'failed' } as const
+  const outcomes = { issued: { outcome: 'issued' }, denied: { outcome: 'denied' }, failed: { outcome: 'failed' } } as const
+
+  return {
+    tokenIssued: (agent, audience) => issued.add(1, { agent, audience }),
+    tokenDenied: (agent, audience, error) => denied.add(1, { agent, audience, error }),
+    exchangeDuration: (seconds, outcome) => duration.record(seconds, outcomes[outcome]),
+    revocation: (kind, action) => revocations.add(1, { kind, action }),
+    auditGroup(records, seconds, ok) {
+      const attributes = ok ? committed : failed
+      groupSize.record(records, attributes)
+      commit.record(seconds, attributes)
+    },
+    watchMirrorLag(lagMs) {
+      lag.addCallback((result) => result.observe(lagMs() / 1000))
+    },
+  }
+}

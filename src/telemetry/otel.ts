@@ -1,0 +1,224 @@
+/**
+ * OpenTelemetry for one broker: a tracer provider and a meter provider, with
+ * OTLP/HTTP exporters when `telemetry.otlp_endpoint` is set, or the exporters
+ * a test hands in. Without either, nothing is created: no SDK object, no
+ * timer, no context manager, and the broker's hot path skips every telemetry
+ * call (callers hold `undefined`, not a no-op object).
+ *
+ * The providers belong to the broker, not to the process: they are not
+ * registered as the API's globals, so several brokers in one process (tests)
+ * each export their own. What is process-wide by nature is shared and
+ * reference-counted: the context manager (the active span follows async
+ * work through AsyncLocalStorage) and the API's diagnostic logger.
+ */
+import { context, diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api'
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
+import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http'
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
+import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources'
+import { MeterProvider, PeriodicExportingMetricReader, type MetricReader } from '@opentelemetry/sdk-metrics'
+import {
+  AlwaysOnSampler,
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  ParentBasedSampler,
+  SimpleSpanProcessor,
+  TraceIdRatioBasedSampler,
+  type SpanExporter,
+  type SpanProcessor,
+} from '@opentelemetry/sdk-trace-base'
+import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions'
+import type { Config } from '../config/schema.js'
+import type { Logger } from './log.js'
+import { createMetrics, type MandateMetrics } from './metrics.js'
+import { createTracing, type Tracing } from './tracing.js'
+
+/** Exporters chosen by the caller instead of OTLP (tests: the SDK's in-memory ones). */
+export interface TelemetryExporters {
+  /** Gets every finished span at once (a simple, unbatched processor). */
+  readonly spanExporter?: SpanExporter
+  /** Reads the metrics: an in-memory exporter behind a periodic reader, or a reader the test collects from. */
+  readonly metricReader?: MetricReader
+}
+
+export interface Telemetry {
+  /** Undefined when no spans are exported. */
+  readonly tracing: Tracing | undefined
+  /** Undefined when no metrics are exported. */
+  readonly metrics: MandateMetrics | undefined
+  /** Exports what is buffered and stops, within {@link SHUTDOWN_TIMEOUT_MS}. Idempotent. */
+  shutdown(): Promise<void>
+}
+
+export interface TelemetryOptions {
+  /** `service.instance.id`: the name this instance has in audit records. */
+  readonly instance: string
+  readonly logger: Logger
+  readonly exporters?: TelemetryExporters
+}
+
+/** Longest `shutdown` waits for a collector: the process must still stop when it is down. */
+export const SHUTDOWN_TIMEOUT_MS = 5_000
+/** Per export request. */
+const EXPORT_TIMEOUT_MS = 10_000
+
+/**
+ * Starts what the config asks for, or nothing (returns undefined). Throws
+ * `TypeError` when `otlp_headers` cannot be parsed.
+ */
+export function startTelemetry(config: Config['telemetry'], options: TelemetryOptions): Telemetry | undefined {
+  const endpoint = config.otlp_endpoint
+  const injected = options.exporters
+  const spanExporter = injected?.spanExporter ?? (endpoint === undefined ? undefined : new OTLPTraceExporter(otlpOptions(endpoint, 'v1/traces', config.otlp_headers)))
+  const metricReader =
+    injected?.metricReader ??
+    (endpoint === undefined
+      ? undefined
+      : new PeriodicExportingMetricReader({
+          exporter: new OTLPMetricExporter(otlpOptions(endpoint, 'v1/metrics', config.otlp_headers)),
+          exportIntervalMillis: config.metrics_interval_ms,
+          exportTimeoutMillis: Math.min(EXPORT_TIMEOUT_MS, config.metrics_interval_ms),
+        }))
+  if (spanExporter === undefined && metricReader === undefined) return undefined
+
+  const resource = defaultResource().merge(
+    resourceFromAttributes({ [ATTR_SERVICE_NAME]: config.service_name, 'service.instance.id': options.instance }),
+  )
+  const release = retainProcessWide(options.logger)
+
+  let tracerProvider: BasicTracerProvider | undefined
+  let tracing: Tracing | undefined
+  if (spanExporter !== undefined) {
+    // Sampler, limits and batching are all set here: the OTEL_* variables the SDK reads for them change nothing
+    // (config/load.ts is where Mandate reads its environment).
+    const processor: SpanProcessor =
+      injected?.spanExporter !== undefined
+        ? new SimpleSpanProcessor(spanExporter)
+        : new BatchSpanProcessor(spanExporter, { maxQueueSize: 8192, maxExportBatchSize: 512, scheduledDelayMillis: 5000, exportTimeoutMillis: EXPORT_TIMEOUT_MS })
+    tracerProvider = new BasicTracerProvider({
+      resource,
+      sampler: new ParentBasedSampler({ root: config.sample_ratio >= 1 ? new AlwaysOnSampler() : new TraceIdRatioBasedSampler(config.sample_ratio) }),
+      spanLimits: { attributeValueLengthLimit: 512, attributeCountLimit: 64, eventCountLimit: 32, linkCountLimit: 8, attributePerEventCountLimit: 16, attributePerLinkCountLimit: 16 },
+      generalLimits: { attributeValueLengthLimit: 512, attributeCountLimit: 64 },
+      spanProcessors: [processor],
+    })
+    tracing = createTracing(tracerProvider.getTracer('mandate'))
+  }
+
+  let meterProvider: MeterProvider | undefined
+  let metrics: MandateMetrics | undefined
+  if (metricReader !== undefined) {
+    meterProvider = new MeterProvider({ resource, readers: [metricReader] })
+    metrics = createMetrics(meterProvider.getMeter('mandate'))
+  }
+
+  if (endpoint !== undefined && (injected?.spanExporter === undefined || injected.metricReader === undefined)) {
+    const shown = new URL(endpoint)
+    // A URL may carry credentials; the log gets where, not who.
+    shown.username = ''
+    shown.password = ''
+    shown.search = ''
+    options.logger.child({ module: 'telemetry' }).info(
+      { otlp_endpoint: shown.href, service_name: config.service_name, sample_ratio: config.sample_ratio, traces: spanExporter !== undefined, metrics: metricReader !== undefined },
+      'exporting telemetry over OTLP/HTTP',
+    )
+  }
+
+  let stopped: Promise<void> | undefined
+  return {
+    tracing,
+    metrics,
+    shutdown() {
+      stopped ??= (async () => {
+        let timer: NodeJS.Timeout | undefined
+        const timeout = new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, SHUTDOWN_TIMEOUT_MS)
+          timer.unref()
+        })
+        const flush = Promise.allSettled([tracerProvider?.shutdown(), meterProvider?.shutdown()]).then(() => undefined)
+        await Promise.race([flush, timeout])
+        clearTimeout(timer)
+        release()
+      })()
+      return stopped
+    },
+  }
+}
+
+/**
+ * OTLP/HTTP exporter options: the signal's path under the base URL (as
+ * OTEL_EXPORTER_OTLP_ENDPOINT is defined), and the headers, given explicitly
+ * so that the exporter's own reading of the environment changes nothing.
+ */
+function otlpOptions(endpoint: string, signalPath: string, headers: string | undefined) {
+  return {
+    url: new URL(signalPath, endpoint.endsWith('/') ? endpoint : `${endpoint}/`).href,
+    headers: headers === undefined ? {} : parseOtlpHeaders(headers),
+    timeoutMillis: EXPORT_TIMEOUT_MS,
+  }
+}
+
+/**
+ * `key=value,key2=value2` with percent-encoded values, as the OpenTelemetry
+ * spec defines OTEL_EXPORTER_OTLP_HEADERS. Throws `TypeError` naming the
+ * position, never the value (it is often an API key).
+ */
+export function parseOtlpHeaders(text: string): Record<string, string> {
+  const headers: Record<string, string> = {}
+  text.split(',').forEach((pair, i) => {
+    const at = pair.indexOf('=')
+    const key = pair.slice(0, at).trim()
+    if (at < 1 || key === '') throw new TypeError(`telemetry.otlp_headers: entry ${i + 1} is not key=value`)
+    try {
+      headers[key.toLowerCase()] = decodeURIComponent(pair.slice(at + 1).trim())
+    } catch {
+      throw new TypeError(`telemetry.otlp_headers: entry ${i + 1} has a malformed percent-encoding`)
+    }
+  })
+  return headers
+}
+
+let processWideUsers = 0
+let ownContextManager: AsyncLocalStorageContextManager | undefined
+
+/**
+ * Registers the async context manager and the diagnostic logger while at
+ * least one broker runs telemetry; returns the release function (idempotent).
+ * A context manager some embedding application registered first is used
+ * as it is.
+ */
+function retainProcessWide(logger: Logger): () => void {
+  if (processWideUsers++ === 0) {
+    const manager = new AsyncLocalStorageContextManager().enable()
+    if (context.setGlobalContextManager(manager)) ownContextManager = manager
+    else manager.disable()
+    // Exporter failures (a collector down) reach the log; diag's default logger says nothing.
+    diag.setLogger(diagLogger(logger.child({ module: 'telemetry' })), { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true })
+  }
+  let released = false
+  return () => {
+    if (released) return
+    released = true
+    if (--processWideUsers > 0) return
+    if (ownContextManager !== undefined) {
+      context.disable()
+      ownContextManager = undefined
+    }
+    diag.disable()
+  }
+}
+
+/** The SDK's diagnostics as warnings: its message, and an error argument by class and a bounded message. */
+function diagLogger(log: Logger): DiagLogger {
+  const write = (message: string, args: unknown[]) => {
+    const cause = args.find((a): a is Error => a instanceof Error)
+    log.warn({ cause: cause === undefined ? undefined : `${cause.name}: ${cause.message.slice(0, 200)}` }, `opentelemetry: ${message.slice(0, 300)}`)
+  }
+  return {
+    error: (message, ...args) => write(message, args),
+    warn: (message, ...args) => write(message, args),
+    info: () => {},
+    debug: () => {},
+    verbose: () => {},
+  }
+}
