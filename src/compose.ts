@@ -20,16 +20,17 @@ import { Redis } from 'ioredis'
 import { MAX_TOKEN_TTL } from './policy/schema.js'
 import { createSqlRevocationLog } from './revocation/log-sql.js'
 import { createRevocationMirror } from './revocation/mirror.js'
-import type { RevocationFeed, RevocationLog } from './revocation/port.js'
+import type { Revocation, RevocationFeed, RevocationLog } from './revocation/port.js'
 import { createRedisRevocationFeed } from './revocation/redis.js'
 import { createRevocationService, observeMirror, type RevocationService } from './revocation/service.js'
 import { openDatabase } from './storage/database.js'
 import { createRedisReplayCache } from './tokens/replay-redis.js'
 import type { Logger } from './telemetry/log.js'
+import { startTelemetry, type TelemetryExporters } from './telemetry/otel.js'
 import { createClientAuthenticator } from './tokens/client-auth.js'
 import { createDevUserIssuer } from './tokens/dev-issuer.js'
 import { normalizeTyp } from './tokens/jws.js'
-import { loadSigningKeys } from './tokens/keys.js'
+import { openSigningKeys, type SigningKey } from './tokens/keys.js'
 import { createTokenMinter } from './tokens/mint.js'
 import { createMemoryReplayCache } from './tokens/replay-memory.js'
 import { createSubjectVerifier } from './tokens/subject.js'
@@ -72,6 +73,11 @@ export interface ComposeOptions {
   /** Durable revocation log instead of PostgreSQL/PGlite (tests). */
   readonly revocationLog?: RevocationLog
   readonly replay?: ReplayCache
+  /**
+   * Span and metric exporters instead of the configured OTLP ones (tests: the
+   * SDK's in-memory exporters). Either one turns its signal on.
+   */
+  readonly telemetry?: TelemetryExporters
 }
 
 /** A trusted issuer with its public keys in hand. */
@@ -102,10 +108,14 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
   const nowSeconds = () => Math.floor(clock() / 1000)
   const log = options.logger
 
-  const keys = await loadSigningKeys(
-    config.signing.keys_file ?? join(config.data_dir, 'signing-keys.json'),
-    config.signing.generate_if_missing,
-  )
+  // Set once the audit log is open: a rotation's switch to the new key is recorded.
+  let onKeySwitch: (key: SigningKey, previous: SigningKey) => void = () => {}
+  const keys = await openSigningKeys(config.signing.keys_file ?? join(config.data_dir, 'signing-keys.json'), {
+    generateIfMissing: config.signing.generate_if_missing,
+    clock,
+    logger: log,
+    onSwitch: (key, previous) => onKeySwitch(key, previous),
+  })
 
   const loaded = await loadPolicies(config.policies_dir)
   if (!loaded.ok) {
@@ -150,7 +160,17 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
   ]
 
   const skew = config.limits.clock_skew_seconds
-  const closers: (() => Promise<void>)[] = [async () => policies.close()]
+  const instance = config.instance_id ?? `${hostname()}:${process.pid}`
+  // Undefined when nothing is exported: then no span, attribute or metric call is made anywhere.
+  const telemetry = startTelemetry(config.telemetry, {
+    instance,
+    logger: log,
+    ...(options.telemetry === undefined ? {} : { exporters: options.telemetry }),
+  })
+  const tracing = telemetry?.tracing
+  const metrics = telemetry?.metrics
+  // Closed last (closers run in reverse): what the others record while they stop is exported too.
+  const closers: (() => Promise<void>)[] = [async () => telemetry?.shutdown(), async () => policies.close()]
   const closeAll = async () => {
     for (const close of closers.reverse()) await close().catch(() => undefined)
   }
@@ -171,11 +191,11 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
 
     let sqlAudit: SqlAuditLog | undefined
     if (options.audit === undefined) {
-      const signCheckpoint = createJwtSigner(keys.current, CHECKPOINT_TYP)
+      const signCheckpoint = createJwtSigner(() => keys.current, CHECKPOINT_TYP)
       sqlAudit = createSqlAuditLog({
         database: sqlDb!,
         chains: sqlDb!.engine === 'postgres' ? config.audit.chains : 1,
-        instance: config.instance_id ?? `${hostname()}:${process.pid}`,
+        instance,
         clock,
         groupMaxRecords: config.audit.group_max_records,
         groupMaxWaitMs: config.audit.group_max_wait_ms,
@@ -190,6 +210,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
           intervalMs: config.audit.checkpoint_interval_ms,
         },
         logger: log.child({ module: 'audit' }),
+        ...(metrics === undefined ? {} : { onGroup: metrics.auditGroup }),
       })
       // Runs before the database closes: queued groups are written, then a last checkpoint.
       closers.push(() => sqlAudit!.close())
@@ -227,6 +248,11 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
         await audit.append({ type: 'key.rotated', at: nowSeconds(), kid: keys.current.kid, previousKid })
       }
     }
+    onKeySwitch = (key, previous) =>
+      void audit
+        .append({ type: 'key.rotated', at: nowSeconds(), kid: key.kid, previousKid: previous.kid })
+        .catch((err: unknown) => log.error({ module: 'keys', kid: key.kid, code: (err as { code?: string }).code }, 'key rotation not recorded in the audit log'))
+    closers.push(async () => keys.close())
 
     // Propagation: Redis when REDIS_URL is set; one process needs none.
     // Observed: the broker's /revocations/feed streams what it applies.
@@ -272,7 +298,9 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       now: nowSeconds,
       // The longest any token can live (the policy schema's cap), plus skew.
       tokenEntryTtl: MAX_TOKEN_TTL + skew,
+      ...(metrics === undefined ? {} : { onRecorded: (r: Revocation, action: 'created' | 'lifted') => metrics.revocation(r.target.kind, action) }),
     })
+    metrics?.watchMirrorLag(() => revocations.lag())
     // Runs first on close: open revocation feed streams end before their sources do.
     closers.push(async () => revocations.endSubscriptions())
 
@@ -301,6 +329,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     audit,
     now: nowSeconds,
     newJti: () => randomUUID() as Jti,
+    ...(tracing === undefined ? {} : { step: tracing.step }),
   }
 
   const app = createApp({
@@ -311,6 +340,8 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     logger: log,
     maxBodyBytes: config.limits.max_body_bytes,
     devIssuer,
+    ...(tracing === undefined ? {} : { tracing }),
+    ...(metrics === undefined ? {} : { metrics }),
     ...(sqlDb === undefined ? {} : { auditQueries: { page: (r) => queryAudit(sqlDb.db, r), tree: (jti) => delegationTree(sqlDb.db, jti) } }),
     ...(sqlAudit === undefined ? {} : { auditHealthy: () => sqlAudit!.probe() }),
     clientAddress: (c) => {

@@ -50,6 +50,12 @@ export interface SqlAuditLogOptions {
     readonly intervalMs: number
   }
   readonly logger: Logger
+  /**
+   * Told of every group this writer sent: its records, the seconds from the
+   * INSERT sent to its answer, and whether it committed (metrics hang here).
+   * Must not throw.
+   */
+  readonly onGroup?: (records: number, seconds: number, committed: boolean) => void
 }
 
 export interface AuditStats {
@@ -92,6 +98,9 @@ const SIZES_KEPT = 10_000
 /** Longest the writer waits, in all, for an INSERT it gave up on to end before it reads the head. */
 const ABANDONED_INSERT_WAIT_MS = 30_000
 const noop = () => {}
+/** Readiness pings the database at most this often (an idle log writes nothing that would notice it gone). */
+const PING_EVERY_MS = 5_000
+const PING_TIMEOUT_MS = 2_000
 
 /** One chain's writer, and what the dispatcher needs to know of it. */
 interface ChainWriter extends SqlAuditLog {
@@ -123,12 +132,31 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
     }
     return best
   }
+  // The database answered at start (it was just migrated).
+  const ping = { ok: true, at: performance.now(), running: false }
+  const refreshPing = () => {
+    if (ping.running) return
+    ping.running = true
+    withTimeout(options.database.ping(), PING_TIMEOUT_MS).then(
+      () => void (ping.ok = true),
+      () => void (ping.ok = false),
+    ).finally(() => {
+      ping.at = performance.now()
+      ping.running = false
+    })
+  }
   const log: SqlAuditLog = {
     chainId: () => writers[0]!.chainId(),
     chainIds: () => writers.map((w) => w.chainId()),
     append: (event) => pick().append(event),
     healthy: () => writers.every((w) => w.healthy()),
-    probe: async () => (await Promise.all(writers.map((w) => w.probe()))).every(Boolean),
+    probe: async () => {
+      const chainsOk = (await Promise.all(writers.map((w) => w.probe()))).every(Boolean)
+      // An idle writer would learn that the database is gone only at its next write: readiness
+      // also pings it, in the background, at most every PING_EVERY_MS, and answers from the last ping.
+      if (performance.now() - ping.at > PING_EVERY_MS) refreshPing()
+      return chainsOk && ping.ok
+    },
     stats: () => {
       const each = writers.map((w) => w.stats())
       const sorted = writers.flatMap((w) => w.groupSizes()).sort((a, b) => a - b)
@@ -234,8 +262,19 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
     }
   }
 
+  /** The observer's failure is its own: a committed group is never reported as failed because of it. */
+  function observeGroup(records: number, seconds: number, committed: boolean): void {
+    if (options.onGroup === undefined) return
+    try {
+      options.onGroup(records, seconds, committed)
+    } catch {
+      // metrics only
+    }
+  }
+
   async function writeGroup(group: Pending[]): Promise<void> {
     let rows: EncodedRecord[] = []
+    let sent: number | undefined
     try {
       if (unconfirmed !== undefined) await settleUnconfirmed()
       const extra = owed
@@ -247,7 +286,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
         hash = r.hash
         return r
       })
-      const sent = performance.now()
+      sent = performance.now()
       const insert = database.statement(INSERT_GROUP, groupParams(rows))
       try {
         await withTimeout(insert, options.writeTimeoutMs)
@@ -269,13 +308,16 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
       if (sizes.length >= SIZES_KEPT) sizes.splice(0, SIZES_KEPT / 2)
       sizes.push(rows.length)
       if (commits.length >= SIZES_KEPT) commits.splice(0, SIZES_KEPT / 2)
-      commits.push(Math.round((performance.now() - sent) * 100) / 100)
+      const ms = performance.now() - sent
+      commits.push(Math.round(ms * 100) / 100)
+      observeGroup(rows.length, ms / 1000, true)
       let i = extra.length
       for (const p of group) p.resolve({ seq: rows[i++]!.seq })
       if (options.checkpoints !== undefined && head.seq - checkpointed.seq >= options.checkpoints.everyRecords) void checkpoint()
     } catch (err) {
       healthy = false
       failedGroups++
+      if (sent !== undefined) observeGroup(rows.length, (performance.now() - sent) / 1000, false)
       const failure = err instanceof AuditUnavailable ? err : new AuditUnavailable(`audit log unavailable (${codeOf(err)})`, 'not_written', { cause: err })
       // The database is unreachable or its answer was lost: what is queued behind would only wait
       // for the same failure, one group at a time. Refuse it now; the next append tries again.

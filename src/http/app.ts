@@ -1,9 +1,12 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import { Hono, type Context } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
+import { matchedRoutes } from 'hono/route'
 import { OAuthError } from '../core/errors.js'
 import type { ExchangeDeps } from '../core/exchange.js'
 import type { Logger } from '../telemetry/log.js'
+import type { MandateMetrics } from '../telemetry/metrics.js'
+import type { Tracing } from '../telemetry/tracing.js'
 import type { DevUserIssuer } from '../tokens/dev-issuer.js'
 import type { SigningKeys } from '../tokens/keys.js'
 import { AdminError, renderAdminError, renderOAuthError, toOAuthError } from './oauth-errors.js'
@@ -22,7 +25,11 @@ import { jwksRoute, metadataRoute } from './routes/well-known.js'
 export interface AppEnv {
   Variables: {
     requestId: string
-    /** W3C trace id: the caller's `traceparent`, or a fresh one. Recorded in the audit log. */
+    /**
+     * W3C trace id: the caller's `traceparent`, or a fresh one; with tracing
+     * on, the request span's (the same id when the caller sent one).
+     * Recorded in the audit log.
+     */
     traceId: string
     clientAddress: string | undefined
     agent: string | undefined
@@ -48,11 +55,32 @@ export interface AppDeps {
   readonly auditQueries?: AuditQueries
   /** Whether the delegation log can write, for /readyz. */
   readonly auditHealthy?: () => Promise<boolean>
+  /** A server span per request (health probes aside); absent when no traces are exported. */
+  readonly tracing?: Tracing
+  /** Token endpoint counters and latency; absent when no metrics are exported. */
+  readonly metrics?: MandateMetrics
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
 /** W3C Trace Context `traceparent`, version 00: the trace id is the second field. */
 const TRACEPARENT = /^00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/
+
+/** Liveness and readiness probes come every few seconds from the orchestrator: no spans for them. */
+const UNTRACED_PATHS: ReadonlySet<string> = new Set(['/healthz', '/readyz'])
+
+/**
+ * The pattern of the route that answers (`/admin/revocations/:id`), or
+ * undefined when none matched: app-wide middleware is registered for every
+ * method (`ALL`), a route for its own.
+ */
+function routeOf(c: Context): string | undefined {
+  const routes = matchedRoutes(c)
+  for (let i = routes.length - 1; i >= 0; i--) {
+    const r = routes[i]!
+    if (r.method !== 'ALL') return r.path
+  }
+  return undefined
+}
 
 /** The caller's trace id when its `traceparent` is well-formed (and not all zeros), else a new one. */
 export function traceIdOf(traceparent: string | undefined): string {
@@ -64,19 +92,33 @@ export function traceIdOf(traceparent: string | undefined): string {
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const { issuer } = deps.exchange
   const log = deps.logger.child({ module: 'http' })
+  const { tracing } = deps
   const app = new Hono<AppEnv>()
 
-  // One line per request: who, what, how it ended. Never a credential.
+  // One line per request: who, what, how it ended. Never a credential. With tracing on, its span.
   app.use(async (c, next) => {
     const started = performance.now()
     const offered = c.req.header('x-request-id')
     const requestId = offered !== undefined && REQUEST_ID.test(offered) ? offered : randomUUID()
     c.set('requestId', requestId)
-    c.set('traceId', traceIdOf(c.req.header('traceparent')))
+    const span =
+      tracing === undefined || UNTRACED_PATHS.has(c.req.path)
+        ? undefined
+        : tracing.startRequest(
+            c.req.method,
+            routeOf(c),
+            c.req.path,
+            c.req.url.startsWith('https:') ? 'https' : 'http',
+            c.req.header('traceparent'),
+            c.req.header('tracestate'),
+          )
+    c.set('traceId', span?.traceId ?? traceIdOf(c.req.header('traceparent')))
     c.set('clientAddress', deps.clientAddress?.(c))
-    await next()
+    if (span === undefined) await next()
+    else await span.run(next)
     c.header('X-Request-Id', requestId)
     const status = c.res.status
+    span?.end(status, c.get('error'), c.get('agent'), c.get('jti'))
     const line = {
       request_id: requestId,
       trace_id: c.get('traceId'),
@@ -134,7 +176,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   }
 
   // /oauth2/* cap their bodies in readForm (on Node without building a web body stream).
-  app.post('/oauth2/token', tokenRoute(deps.exchange, deps.maxBodyBytes))
+  app.post('/oauth2/token', tokenRoute(deps.exchange, deps.maxBodyBytes, deps.metrics))
   app.post('/oauth2/introspect', introspectRoute(tokenDeps))
   app.post('/oauth2/revoke', revokeRoute({ ...tokenDeps, service: deps.revocations, audit: deps.exchange.audit }))
   app.use('/admin/*', limit)
@@ -161,7 +203,14 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const fresh = deps.revocations.fresh()
     const auditOk = (await deps.auditHealthy?.()) ?? true
     const ready = fresh && auditOk
-    const body = { status: ready ? 'ready' : 'not_ready', revocation_mirror: { fresh, lag_ms: deps.revocations.lag() }, audit_log: { writing: auditOk } }
+    const body = {
+      status: ready ? 'ready' : 'not_ready',
+      revocation_mirror: { fresh, lag_ms: deps.revocations.lag() },
+      audit_log: { writing: auditOk },
+      // Loaded at start (the broker refuses to start without them) and kept through bad reloads.
+      signing_keys: { signing: deps.keys.current.kid, published: deps.keys.all.length },
+      policies: { agents: deps.exchange.policies.size },
+    }
     return c.json(body, ready ? 200 : 503, { 'Cache-Control': 'no-store' })
   })
 

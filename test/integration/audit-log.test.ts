@@ -912,6 +912,37 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         for (const jti of withheldSeq.keys()) expect(outcomes.find((o) => o.jti === jti)?.error, jti).toBeDefined()
       }
 
+      it('readiness of an idle log notices the database gone (a background ping, answered from the last one) and back', async () => {
+        const { proxy, log, close } = await proxiedLog()
+        try {
+          await log.append(issued({ actors: ['a'], jti: 'idle-1' }))
+          expect(await log.probe()).toBe(true)
+          proxy.cut()
+          // No write notices: readiness pings at most every 5 s, in the background, each bounded by 2 s.
+          const goneBy = Date.now() + 12_000
+          const answers: number[] = []
+          let ready = true
+          while (ready && Date.now() < goneBy) {
+            const t0 = performance.now()
+            ready = await log.probe()
+            answers.push(performance.now() - t0)
+            await new Promise((r) => setTimeout(r, 200))
+          }
+          expect(ready).toBe(false)
+          // Each answer came from the last ping, without waiting for one.
+          expect(Math.max(...answers)).toBeLessThan(100)
+          proxy.restore()
+          const backBy = Date.now() + 12_000
+          while (!ready && Date.now() < backBy) {
+            ready = await log.probe()
+            await new Promise((r) => setTimeout(r, 200))
+          }
+          expect(ready).toBe(true)
+        } finally {
+          await close()
+        }
+      }, 40_000)
+
       it('appends in flight when the connection is cut are refused (AuditUnavailable); after restore the chain goes on unforked', async () => {
         const { proxy, log, close } = await proxiedLog({ groupMaxRecords: 20 })
         try {

@@ -20,8 +20,10 @@ import { createMemoryRevocationLog } from '../../src/revocation/log-memory.js'
 import type { RevocationTarget } from '../../src/revocation/port.js'
 import type { RevocationService } from '../../src/revocation/service.js'
 import { createLogger } from '../../src/telemetry/log.js'
+import type { TelemetryExporters } from '../../src/telemetry/otel.js'
 import { hashClientSecret } from '../../src/tokens/client-auth.js'
 import type { TokenMinter } from '../../src/tokens/port.js'
+import { logSink } from './log-sink.js'
 
 export const BROKER = 'https://mandate.test'
 export const USER_ISSUER = 'https://idp.test'
@@ -121,6 +123,8 @@ export interface TestBrokerOptions {
   readonly storage?: { readonly redis_url?: string; readonly key_prefix?: string }
   /** Replaces the token signer (e.g. one that fails). */
   readonly minter?: TokenMinter
+  /** OpenTelemetry exporters (the SDK's in-memory ones); telemetry is off without them. */
+  readonly telemetry?: TelemetryExporters
 }
 
 /** Policies of every kind; `{{...}}` is filled in by `startTestBroker`. */
@@ -200,8 +204,10 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   }), () => now)
 
   const lines: string[] = []
+  const runWide = logSink('test broker (in process)')
   const sink = new Writable({
     write(chunk, _enc, cb) {
+      runWide(chunk as Buffer)
       lines.push(...String(chunk).split('\n').filter((l) => l !== ''))
       cb()
     },
@@ -228,6 +234,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     clock: () => now * 1000,
     audit,
     ...(options.minter === undefined ? {} : { minter: options.minter }),
+    ...(options.telemetry === undefined ? {} : { telemetry: options.telemetry }),
     revocationLog: createMemoryRevocationLog(),
     localSubjectIssuers: [
       { trusted: { issuer: USER_ISSUER, jwksUri: undefined, algorithms: ['RS256'], audience: BROKER, typ: ['at+jwt'] }, jwks: { keys: [users.publicJwk] } },

@@ -185,9 +185,15 @@ describe('admin API, introspection and RFC 7009 revocation', () => {
     })
   })
 
-  it('reports the mirror in /readyz', async () => {
+  it('reports the mirror, the signing key and the policies in /readyz', async () => {
     const res = await Promise.resolve(b.mandate.app.request('/readyz'))
     expect(res.status).toBe(200)
-    expect(await res.json()).toMatchObject({ revocation_mirror: { fresh: true } })
+    const jwks = (await (await Promise.resolve(b.mandate.app.request('/.well-known/jwks.json'))).json()) as { keys: { kid: string }[] }
+    expect(await res.json()).toMatchObject({
+      status: 'ready',
+      revocation_mirror: { fresh: true },
+      signing_keys: { signing: jwks.keys[0]!.kid, published: jwks.keys.length },
+      policies: { agents: 5 },
+    })
   })
 })
