@@ -45,7 +45,8 @@ program
     'after',
     `
 Environment: MANDATE_CONFIG, MANDATE_ISSUER, HOST, PORT, MANDATE_POLICIES_DIR,
-MANDATE_DATA_DIR, MANDATE_SIGNING_KEYS_FILE, DATABASE_URL (PostgreSQL; PGlite
+MANDATE_DATA_DIR, MANDATE_SIGNING_KEYS_FILE, MANDATE_ADMIN_KEYS_FILE (further
+admin key entries, read at start), DATABASE_URL (PostgreSQL; PGlite
 under the data dir when unset), REDIS_URL (revocation list shared by every
 instance; in-process when unset), MANDATE_REDIS_PREFIX (prefix of its keys),
 MANDATE_CHECKPOINT_DIR (signed audit checkpoints), MANDATE_INSTANCE_ID (names

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises'
-import { parse } from 'yaml'
-import { Config } from './schema.js'
+import { parse, YAMLParseError } from 'yaml'
+import { z } from 'zod'
+import { AdminKeyConfig, Config } from './schema.js'
 
 export type ConfigResult = { readonly ok: true; readonly config: Config } | { readonly ok: false; readonly issues: readonly string[] }
 
@@ -18,6 +19,7 @@ export const CONFIG_ENV = {
   MANDATE_POLICIES_DIR: 'policies_dir',
   MANDATE_DATA_DIR: 'data_dir',
   MANDATE_SIGNING_KEYS_FILE: 'signing.keys_file',
+  MANDATE_ADMIN_KEYS_FILE: 'admin.keys_file: file of further admin key entries (e.g. a mounted Secret)',
   DATABASE_URL: 'storage.database_url',
   REDIS_URL: 'storage.redis_url',
   MANDATE_REDIS_PREFIX: 'storage.key_prefix',
@@ -105,6 +107,7 @@ export async function loadConfig(
   if (env['MANDATE_SIGNING_KEYS_FILE']) signing['keys_file'] = env['MANDATE_SIGNING_KEYS_FILE']
   if (env['LOG_LEVEL']) log['level'] = env['LOG_LEVEL']
   if (env['MANDATE_CHECKPOINT_DIR']) audit['checkpoint_dir'] = env['MANDATE_CHECKPOINT_DIR']
+  if (env['MANDATE_ADMIN_KEYS_FILE']) admin['keys_file'] = env['MANDATE_ADMIN_KEYS_FILE']
   const merged: Raw = { ...raw, listen, signing, log, storage, admin, audit, telemetry }
   if (env['MANDATE_INSTANCE_ID']) merged['instance_id'] = env['MANDATE_INSTANCE_ID']
   if (env['MANDATE_ISSUER']) merged['issuer'] = env['MANDATE_ISSUER']
@@ -127,6 +130,10 @@ export async function loadConfig(
     issues.push('issuer: is required (set it in the config file or MANDATE_ISSUER)')
   }
 
+  // A keys_file that is not a string is the schema's finding below.
+  const adminKeysFile = typeof admin['keys_file'] === 'string' && admin['keys_file'] !== '' ? admin['keys_file'] : undefined
+  const fileKeys = adminKeysFile === undefined ? [] : await readAdminKeysFile(adminKeysFile, issues)
+
   const parsed = Config.safeParse(merged)
   if (!parsed.success) {
     for (const i of parsed.error.issues) {
@@ -138,6 +145,56 @@ export async function loadConfig(
       issues.push(`${path === '' ? '(root)' : path}: ${i.message}`)
     }
   }
+  if (parsed.success) checkAdminKeyNames(parsed.data.admin.keys, fileKeys, issues)
   if (issues.length > 0 || !parsed.success) return { ok: false, issues: [...new Set(issues)] }
-  return { ok: true, config: parsed.data }
+  // Merged here, so everything downstream reads admin.keys alone.
+  return { ok: true, config: { ...parsed.data, admin: { ...parsed.data.admin, keys: [...parsed.data.admin.keys, ...fileKeys] } } }
+}
+
+const AdminKeysFile = z.array(AdminKeyConfig)
+const ADMIN_KEY_FIELDS = AdminKeyConfig.keyof().options.join(', ')
+
+/**
+ * The entries of `admin.keys_file`, validated with the schema of `admin.keys`
+ * items; problems go to `issues` as `admin.keys_file[i].field: message`. The
+ * file holds key hashes, so no issue quotes its content: YAML errors give a
+ * position, unknown fields are not named.
+ */
+async function readAdminKeysFile(path: string, issues: string[]): Promise<AdminKeyConfig[]> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    issues.push(`admin.keys_file: ${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+    return []
+  }
+  let doc: unknown
+  try {
+    // logLevel error: a warning printed to the console could quote the file.
+    doc = parse(text, { uniqueKeys: true, maxAliasCount: 50, logLevel: 'error' })
+  } catch (err) {
+    const at = err instanceof YAMLParseError && err.linePos !== undefined ? ` at line ${err.linePos[0].line}, column ${err.linePos[0].col}` : ''
+    issues.push(`admin.keys_file: ${path}: invalid YAML${at}${err instanceof YAMLParseError ? ` (${err.code})` : ''}`)
+    return []
+  }
+  // An empty file is an empty list: no further keys.
+  if (doc === null || doc === undefined) return []
+  const parsed = AdminKeysFile.safeParse(doc)
+  if (parsed.success) return parsed.data
+  for (const i of parsed.error.issues) {
+    const where = i.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('')
+    const message = i.code === 'unrecognized_keys' ? `has fields other than ${ADMIN_KEY_FIELDS}` : i.path.length === 0 ? 'must be a YAML list of admin keys' : i.message
+    issues.push(`admin.keys_file${where}: ${message}`)
+  }
+  return []
+}
+
+/** A name held by two keys would make the audit trail ambiguous: each file entry's name must be new. */
+function checkAdminKeyNames(inline: readonly AdminKeyConfig[], fromFile: readonly AdminKeyConfig[], issues: string[]): void {
+  const seen = new Map<string, string>(inline.map((k, i) => [k.name, `admin.keys[${i}]`]))
+  fromFile.forEach((k, i) => {
+    const other = seen.get(k.name)
+    if (other !== undefined) issues.push(`admin.keys_file[${i}].name: ${k.name} is already the name of ${other}`)
+    else seen.set(k.name, `admin.keys_file[${i}]`)
+  })
 }

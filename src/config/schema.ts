@@ -31,6 +31,17 @@ export const TrustedIssuerConfig = z.strictObject({
 })
 export type TrustedIssuerConfig = z.infer<typeof TrustedIssuerConfig>
 
+/** One admin API key: its holder, the SHA-256 of the key, its roles. Items of `admin.keys` and of `admin.keys_file`. */
+export const AdminKeyConfig = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9._@-]{1,64}$/).describe('who holds the key; recorded with every action it takes'),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits').describe('SHA-256 of the key, hex (`mandate admin key`)'),
+  roles: z
+    .array(z.enum(['responder', 'auditor', 'admin']))
+    .min(1)
+    .describe('responder: revoke and lift; auditor: read; admin: everything'),
+})
+export type AdminKeyConfig = z.infer<typeof AdminKeyConfig>
+
 /** The part of the config the one-role-per-issuer check reads. */
 const RolesInput = z.object({
   issuer: z.string(),
@@ -114,19 +125,14 @@ export const Config = z
       .describe('fetching upstream key sets'),
     admin: z
       .strictObject({
-        keys: z
-          .array(
-            z.strictObject({
-              name: z.string().regex(/^[A-Za-z0-9._@-]{1,64}$/).describe('who holds the key; recorded with every action it takes'),
-              sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits').describe('SHA-256 of the key, hex (`mandate admin key`)'),
-              roles: z
-                .array(z.enum(['responder', 'auditor', 'admin']))
-                .min(1)
-                .describe('responder: revoke and lift; auditor: read; admin: everything'),
-            }),
-          )
-          .default([])
-          .describe('keys of the admin API (Authorization: Bearer <key>)'),
+        keys: z.array(AdminKeyConfig).default([]).describe('keys of the admin API (Authorization: Bearer <key>)'),
+        keys_file: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            'YAML (or JSON) file holding a list of further entries shaped like admin.keys (e.g. a mounted Secret), appended to them at start; read once, so a change needs a restart. Env: MANDATE_ADMIN_KEYS_FILE',
+          ),
       })
       .prefault({})
       .describe('the admin API'),

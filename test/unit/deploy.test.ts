@@ -5,11 +5,13 @@
  * gets is one the config reads (CONFIG_ENV, read here, never copied), the
  * config each one resolves passes the real loader, ports and probes agree
  * with it and with the app's routes, every path the config names is mounted
- * from the right place, and no private key is in the repository.
+ * from the right place (the admin keys from a mounted Secret, not the config
+ * ConfigMap), and no private key is in the repository.
  *
  * Each check collects its findings as `file: field: reason` and expects none,
  * so one run reports every disagreement.
  */
+import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, posix, relative } from 'node:path'
@@ -61,6 +63,27 @@ async function resolveConfig(text: string, env: Readonly<Record<string, string>>
   const result = await loadConfig(file, env, { dev: false })
   return result.ok ? { config: result.config, issues: [] } : { issues: result.issues }
 }
+
+/** Writes `text` to a file of its own under the test's temp directory; returns its path. */
+async function stage(text: string, name: string): Promise<string> {
+  const file = join(tmp, `${++tmpFiles}-${name}`)
+  await writeFile(file, text)
+  return file
+}
+
+/** The admin keys file a container reads: MANDATE_ADMIN_KEYS_FILE, else `admin.keys_file` of its config text. */
+function adminKeysFileOf(text: string, env: Readonly<Record<string, string>>): string | undefined {
+  if ((env['MANDATE_ADMIN_KEYS_FILE'] ?? '') !== '') return env['MANDATE_ADMIN_KEYS_FILE']
+  try {
+    return strOf(dig(parse(text) as unknown, 'admin', 'keys_file'))
+  } catch {
+    // Bad YAML: the loader reports it.
+    return undefined
+  }
+}
+
+/** A valid admin keys file, for mounts whose real file is not in the repository (deploy/secrets/). */
+const GENERATED_ADMIN_KEYS = `- name: deploy-test\n  sha256: "${createHash('sha256').update(randomBytes(32)).digest('hex')}"\n  roles: [admin]\n`
 
 /** Runs the real policy loader on `files` (name → text), as `mandate policy check` would. */
 async function checkPolicies(files: Readonly<Record<string, string>>): Promise<readonly string[]> {
@@ -249,8 +272,19 @@ function mountOf(c: PodContainer, path: string): { volume: Obj; mountPath: strin
   return best
 }
 
-/** Resolves the config a Kubernetes container runs with: its env, and the file MANDATE_CONFIG names, read from its ConfigMap. */
-async function k8sConfig(c: PodContainer, problems: string[]): Promise<{ env: Record<string, string>; config?: Config }> {
+/** The Secret or ConfigMap of deploy/kubernetes behind a volume. */
+function sourceOf(volume: Obj | undefined): Manifest | undefined {
+  const secret = strOf(dig(volume, 'secret', 'secretName'))
+  return secret !== undefined ? named('Secret', secret) : named('ConfigMap', strOf(dig(volume, 'configMap', 'name')))
+}
+
+/**
+ * Resolves the config a Kubernetes container runs with: its env, the file
+ * MANDATE_CONFIG names, read from its ConfigMap, and the admin keys file
+ * (`adminKeysFile`, its path in the container), read from the Secret or
+ * ConfigMap mounted there.
+ */
+async function k8sConfig(c: PodContainer, problems: string[]): Promise<{ env: Record<string, string>; config?: Config; adminKeysFile?: string }> {
   const env = containerEnv(c, problems)
   const path = env['MANDATE_CONFIG']
   if (path === undefined) {
@@ -264,9 +298,30 @@ async function k8sConfig(c: PodContainer, problems: string[]): Promise<{ env: Re
     problems.push(`${c.where}.env.MANDATE_CONFIG: ${path} is not a key of a ConfigMap of deploy/kubernetes mounted there`)
     return { env }
   }
-  const { config, issues } = await resolveConfig(text, { DATABASE_URL: '', REDIS_URL: '', ...env })
-  for (const issue of issues) problems.push(`deploy/kubernetes/${map?.file ?? '?'} (ConfigMap ${map?.name ?? '?'}): ${mount?.rest ?? '?'}: ${issue}`)
-  return config === undefined ? { env } : { env, config }
+  const loaderEnv: Record<string, string> = { DATABASE_URL: '', REDIS_URL: '', ...env }
+  const adminKeysFile = adminKeysFileOf(text, env)
+  let keys: { source: Manifest; rest: string; staged: string } | undefined
+  if (adminKeysFile !== undefined) {
+    const keysMount = mountOf(c, adminKeysFile)
+    const source = sourceOf(keysMount?.volume)
+    const keysText = keysMount === undefined ? undefined : keyOf(source, keysMount.rest)
+    if (source === undefined || keysMount === undefined || keysText === undefined) {
+      problems.push(`${c.where}: admin keys file ${adminKeysFile} is not a key of a Secret (secret.template.yaml) or ConfigMap of deploy/kubernetes mounted there`)
+      return { env, adminKeysFile }
+    }
+    keys = { source, rest: keysMount.rest, staged: await stage(keysText, 'admin-keys.yaml') }
+    loaderEnv['MANDATE_ADMIN_KEYS_FILE'] = keys.staged
+  }
+  const { config, issues } = await resolveConfig(text, loaderEnv)
+  for (const issue of issues) {
+    if (keys !== undefined && issue.startsWith('admin.keys_file')) {
+      problems.push(`deploy/kubernetes/${keys.source.file} (${keys.source.kind} ${keys.source.name}): ${keys.rest}: ${issue.replace(keys.staged, adminKeysFile ?? '')}`)
+    } else {
+      problems.push(`deploy/kubernetes/${map?.file ?? '?'} (ConfigMap ${map?.name ?? '?'}): ${mount?.rest ?? '?'}: ${issue}`)
+    }
+  }
+  const found = adminKeysFile === undefined ? {} : { adminKeysFile }
+  return config === undefined ? { env, ...found } : { env, config, ...found }
 }
 
 /** A container port by number or name, as probes and Services give it. */
@@ -336,7 +391,12 @@ const brokerServices = Object.keys(services).filter((name) => {
 })
 const imageService = (pattern: RegExp) => Object.keys(services).find((name) => pattern.test(strOf(service(name)['image']) ?? ''))
 
-async function composeConfig(name: string, problems: string[]): Promise<{ env: Record<string, string>; config?: Config }> {
+/**
+ * Resolves the config a broker service runs with. Its admin keys file lives in
+ * the git-ignored deploy/secrets/, so the loader gets a generated valid one in
+ * its place, provided the path is on a bind mount.
+ */
+async function composeConfig(name: string, problems: string[]): Promise<{ env: Record<string, string>; config?: Config; adminKeysFile?: string }> {
   const env = { ...imageEnv, ...composeEnv(name) }
   for (const [k, v] of Object.entries(env)) {
     if (v.includes('${')) problems.push(composeWhere(name, `environment.${k}`) + `: ${v} needs a variable without a default`)
@@ -352,9 +412,19 @@ async function composeConfig(name: string, problems: string[]): Promise<{ env: R
     problems.push(composeWhere(name, 'volumes') + `: ${mount.source} (the config file) does not exist`)
     return { env }
   }
-  const { config, issues } = await resolveConfig(text, env)
+  const loaderEnv = { ...env }
+  const adminKeysFile = adminKeysFileOf(text, env)
+  if (adminKeysFile !== undefined) {
+    if (composeMountHolding(name, adminKeysFile)?.type !== 'bind') {
+      problems.push(composeWhere(name, 'volumes') + `: the admin keys file ${adminKeysFile} is on no bind mount`)
+      return { env, adminKeysFile }
+    }
+    loaderEnv['MANDATE_ADMIN_KEYS_FILE'] = await stage(GENERATED_ADMIN_KEYS, 'admin-keys.yaml')
+  }
+  const { config, issues } = await resolveConfig(text, loaderEnv)
   for (const issue of issues) problems.push(`deploy/${posix.normalize(mount.source)} (as ${name} runs it): ${issue}`)
-  return config === undefined ? { env } : { env, config }
+  const found = adminKeysFile === undefined ? {} : { adminKeysFile }
+  return config === undefined ? { env, ...found } : { env, config, ...found }
 }
 
 /** Findings about a fleet member's resolved config that hold wherever it runs. */
@@ -535,12 +605,18 @@ describe('deploy/compose.yaml', () => {
     expect(problems).toEqual([])
   })
 
-  it('mounts the config, policies, signing keys and checkpoints where each broker’s config points', async () => {
+  it('mounts the config, policies, signing keys, admin keys and checkpoints where each broker’s config points', async () => {
     const problems: string[] = []
     const checkpointVolumes = new Set<string>()
     for (const name of brokerServices) {
-      const { config } = await composeConfig(name, [])
+      const { config, adminKeysFile } = await composeConfig(name, [])
       if (config === undefined) continue
+      const admin = composeMountHolding(name, adminKeysFile ?? '')
+      if (adminKeysFile === undefined) {
+        problems.push(composeWhere(name, 'environment.MANDATE_ADMIN_KEYS_FILE') + ': not set, so the admin key hashes would have to be in mandate.yaml')
+      } else if (admin?.type !== 'bind' || !admin.readOnly || !`${posix.normalize(admin.source)}/`.startsWith('secrets/')) {
+        problems.push(composeWhere(name, 'volumes') + `: the admin keys file ${adminKeysFile} is not on a read-only bind mount of the git-ignored deploy/secrets/`)
+      }
       const keysFile = config.signing.keys_file ?? ''
       const keys = composeMountHolding(name, keysFile)
       if (keys?.type !== 'bind' || !keys.readOnly) {
@@ -721,6 +797,30 @@ describe('deploy/kubernetes', () => {
     for (const path of [keysFile, config.policies_dir]) {
       if (mountOf(broker, path)?.readOnly !== true) problems.push(`${broker.where}.volumeMounts: ${path} must be mounted readOnly`)
     }
+    expect(problems).toEqual([])
+  })
+
+  it('the admin keys come from a Secret mounted as a directory, not from the config ConfigMap', async () => {
+    if (broker === undefined) return expect.fail('deploy/kubernetes: no Deployment runs the mandate image')
+    const problems: string[] = []
+    const { env, config, adminKeysFile } = await k8sConfig(broker, problems)
+    const configMap = sourceOf(mountOf(broker, env['MANDATE_CONFIG'] ?? '')?.volume)
+    const inline = listOf(dig(parse(keyOf(configMap, 'mandate.yaml') ?? '') as unknown, 'admin', 'keys'))
+    if (inline.length > 0) problems.push(at(configMap ?? broker.manifest, 'data.mandate.yaml') + `: admin.keys holds ${inline.length} key hash(es); they belong in the admin keys Secret`)
+    if (adminKeysFile === undefined) {
+      problems.push(`${broker.where}.env.MANDATE_ADMIN_KEYS_FILE: not set (nor admin.keys_file), so the broker has no admin keys`)
+    } else {
+      const mount = mountOf(broker, adminKeysFile)
+      const secret = named('Secret', strOf(dig(mount?.volume, 'secret', 'secretName')))
+      if (secret === undefined || !keysOf(secret).includes(mount?.rest ?? '')) {
+        problems.push(`${broker.where}.volumeMounts: the admin keys file ${adminKeysFile} is not a key of a Secret (shown in secret.template.yaml) mounted there as a directory`)
+      } else if (secret.file !== 'secret.template.yaml') {
+        problems.push(at(secret, 'metadata.name') + ': the admin keys Secret belongs in secret.template.yaml, never applied with placeholders')
+      }
+      if (mount?.readOnly !== true) problems.push(`${broker.where}.volumeMounts: ${adminKeysFile} must be mounted readOnly`)
+    }
+    // The loader merged the Secret's (placeholder) entries into admin.keys.
+    if (config !== undefined && config.admin.keys.length === 0) problems.push(`${broker.where}: the resolved config has no admin keys`)
     expect(problems).toEqual([])
   })
 

@@ -303,3 +303,84 @@ describe('loadConfig: refusals', () => {
     expect(paths(issuesOf(await loadConfig(path, {}, PROD)))).toEqual(['limits'])
   })
 })
+
+describe('loadConfig: admin.keys_file', () => {
+  const hash = (c: string) => c.repeat(64)
+  const entry = (name: string, sha256: string, roles = '[responder]') => `- name: ${name}\n  sha256: "${sha256}"\n  roles: ${roles}\n`
+  const inline = `issuer: ${BROKER}\nadmin:\n  keys:\n    - name: inline\n      sha256: "${hash('a')}"\n      roles: [admin]\n`
+
+  it('appends the file’s entries after the inline admin.keys', async () => {
+    const keys = await file(entry('oncall', hash('b')) + entry('auditor', hash('c'), '[auditor]'), 'admin-keys.yaml')
+    const c = configOf(await loadConfig(await file(`${inline}  keys_file: ${keys}\n`), {}, PROD))
+    expect(c.admin.keys).toEqual([
+      { name: 'inline', sha256: hash('a'), roles: ['admin'] },
+      { name: 'oncall', sha256: hash('b'), roles: ['responder'] },
+      { name: 'auditor', sha256: hash('c'), roles: ['auditor'] },
+    ])
+  })
+
+  it('reads JSON, which is YAML, and an empty file as no further keys', async () => {
+    const json = await file(JSON.stringify([{ name: 'oncall', sha256: hash('b'), roles: ['responder'] }]), 'admin-keys.json')
+    expect(configOf(await loadConfig(undefined, { MANDATE_ISSUER: BROKER, MANDATE_ADMIN_KEYS_FILE: json }, PROD)).admin.keys.map((k) => k.name)).toEqual(['oncall'])
+    const empty = await file('', 'empty.yaml')
+    expect(configOf(await loadConfig(undefined, { MANDATE_ISSUER: BROKER, MANDATE_ADMIN_KEYS_FILE: empty }, PROD)).admin.keys).toEqual([])
+  })
+
+  it('MANDATE_ADMIN_KEYS_FILE wins over admin.keys_file', async () => {
+    const fromFile = await file(entry('from-config', hash('b')), 'a.yaml')
+    const fromEnv = await file(entry('from-env', hash('c')), 'b.yaml')
+    const c = configOf(await loadConfig(await file(`${inline}  keys_file: ${fromFile}\n`), { MANDATE_ADMIN_KEYS_FILE: fromEnv }, PROD))
+    expect(c.admin.keys_file).toBe(fromEnv)
+    expect(c.admin.keys.map((k) => k.name)).toEqual(['inline', 'from-env'])
+  })
+
+  it('an unreadable file is one issue naming it and the error code', async () => {
+    const missing = join(dir, 'missing.yaml')
+    expect(issuesOf(await loadConfig(undefined, { MANDATE_ISSUER: BROKER, MANDATE_ADMIN_KEYS_FILE: missing }, PROD))).toEqual([
+      `admin.keys_file: ${missing}: cannot read (ENOENT)`,
+    ])
+  })
+
+  it('bad YAML is one issue with a position, never the content', async () => {
+    const keys = await file(`- name: oncall\n  sha256: "${hash('b')}\n  roles: [responder\n`, 'admin-keys.yaml')
+    const issues = issuesOf(await loadConfig(undefined, { MANDATE_ISSUER: BROKER, MANDATE_ADMIN_KEYS_FILE: keys }, PROD))
+    expect(issues).toHaveLength(1)
+    expect(issues[0]).toMatch(new RegExp(`^admin\\.keys_file: ${keys.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: invalid YAML at line \\d+, column \\d+`))
+    expect(issues[0]).not.toContain(hash('b'))
+  })
+
+  it('a bad entry is an issue at its index and field, without its value', async () => {
+    const keys = await file(entry('oncall', hash('b')) + entry('auditor', 'C'.repeat(64), '[auditor]') + entry('x', hash('d'), '[root]'), 'admin-keys.yaml')
+    const issues = issuesOf(await loadConfig(undefined, { MANDATE_ISSUER: BROKER, MANDATE_ADMIN_KEYS_FILE: keys }, PROD))
+    expect(issues).toContain('admin.keys_file[1].sha256: must be 64 lowercase hex digits')
+    expect(paths(issues)).toEqual(['admin.keys_file[1].sha256', 'admin.keys_file[2].roles[0]'])
+    expect(issues.join('\n')).not.toContain('C'.repeat(64))
+  })
+
+  it('an unknown field in an entry is an issue that does not repeat it', async () => {
+    const keys = await file(`${entry('oncall', hash('b'))}  key: the-raw-admin-key\n`, 'admin-keys.yaml')
+    const issues = issuesOf(await loadConfig(undefined, { MANDATE_ISSUER: BROKER, MANDATE_ADMIN_KEYS_FILE: keys }, PROD))
+    expect(paths(issues)).toEqual(['admin.keys_file[0]'])
+    expect(issues.join('\n')).not.toContain('the-raw-admin-key')
+  })
+
+  it('a file that is not a list is one issue', async () => {
+    const keys = await file(`name: oncall\nsha256: "${hash('b')}"\nroles: [responder]\n`, 'admin-keys.yaml')
+    expect(paths(issuesOf(await loadConfig(undefined, { MANDATE_ISSUER: BROKER, MANDATE_ADMIN_KEYS_FILE: keys }, PROD)))).toEqual(['admin.keys_file'])
+  })
+
+  it('refuses a name held twice, across the config and the file and within the file', async () => {
+    const keys = await file(entry('inline', hash('b')) + entry('oncall', hash('c')) + entry('oncall', hash('d')), 'admin-keys.yaml')
+    const issues = issuesOf(await loadConfig(await file(`${inline}  keys_file: ${keys}\n`), {}, PROD))
+    expect(paths(issues)).toEqual(['admin.keys_file[0].name', 'admin.keys_file[2].name'])
+  })
+
+  it('reports keys file issues with the config’s own, and never returns a config', async () => {
+    const keys = await file(entry('oncall', 'nothex'), 'admin-keys.yaml')
+    const r = await loadConfig(await file(`issuer: ${BROKER}\nlimits:\n  clock_skew_seconds: 61\nadmin:\n  keys_file: ${keys}\n`), {}, PROD)
+    expect(r.ok).toBe(false)
+    expect(new Set(paths(issuesOf(r)))).toEqual(new Set(['limits.clock_skew_seconds', 'admin.keys_file[0].sha256']))
+    // Alone, too.
+    expect((await loadConfig(undefined, { MANDATE_ISSUER: BROKER, MANDATE_ADMIN_KEYS_FILE: keys }, PROD)).ok).toBe(false)
+  })
+})
