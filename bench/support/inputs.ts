@@ -1,0 +1,270 @@
+/**
+ * FOR BENCHMARKS ONLY. The inputs issue 6's benchmark shares between Mandate,
+ * the oidc-provider reference peer (bench/support/peer.ts) and the crypto
+ * floor (bench/support/floor.ts), so that all three do the same work:
+ *
+ *   - an IdP with an RS256 key pair (2048-bit, as a typical IdP's) and its JWKS;
+ *   - N agents (default 8), each with an ES256 key pair for `private_key_jwt`
+ *     and a policy in Mandate's real format, granting two APIs of a small
+ *     fixed list of realistic ones;
+ *   - M users (default 100);
+ *   - one broker identifier (`issuer`): the `aud` of every subject token and
+ *     client assertion, and the issuer every server under test is given.
+ *
+ * Sizes are deterministic (fixed ids, lists and key sizes); the key material
+ * is fresh each time. Tokens are signed before a run by `createRequests`, so
+ * a load generator never signs while it measures. `writeInputs` splits the
+ * result: `server.json` holds public keys only (plus the server's own signing
+ * key), `generator.json` the private keys a generator needs.
+ */
+import { createPrivateKey, generateKeyPairSync, randomUUID, sign, type KeyObject, type JsonWebKey } from 'node:crypto'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+
+export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange'
+export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token'
+export const JWT_BEARER_ASSERTION = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'
+export const DEFAULT_ISSUER = 'https://broker.bench.example'
+export const DEFAULT_IDP_ISSUER = 'https://login.bench.example'
+
+/** The APIs agents are granted, as a company's policies would name them. */
+export const APIS: readonly { readonly audience: string; readonly scopes: readonly string[] }[] = [
+  { audience: 'https://calendar.example.com', scopes: ['calendar:freebusy', 'calendar:events.write'] },
+  { audience: 'https://mail.example.com', scopes: ['mail:read', 'mail:send'] },
+  { audience: 'https://drive.example.com', scopes: ['files:read', 'files:write'] },
+  { audience: 'https://crm.example.com', scopes: ['crm:contacts.read', 'crm:deals.write'] },
+  { audience: 'https://tickets.example.com', scopes: ['tickets:read', 'tickets:comment'] },
+]
+
+export interface AgentGrant {
+  readonly audience: string
+  readonly scopes: readonly string[]
+  readonly default_scopes: readonly string[]
+}
+
+/** An agent as a server sees it: public key only. */
+export interface ServerAgent {
+  readonly id: string
+  readonly kid: string
+  readonly jwks: { readonly keys: readonly JsonWebKey[] }
+  readonly grants: readonly AgentGrant[]
+  /** The agent's policy file (YAML, Mandate's format), to be written as `<id>.yaml`. */
+  readonly policy: string
+}
+
+/** Everything a server under test needs; no private key but its own signing key. */
+export interface ServerSettings {
+  readonly version: 1
+  readonly issuer: string
+  readonly idp: { readonly issuer: string; readonly jwks: { readonly keys: readonly JsonWebKey[] } }
+  readonly agents: readonly ServerAgent[]
+  /** The server's own ES256 signing key (private JWK), for the tokens it issues. */
+  readonly signing: { readonly kid: string; readonly privateJwk: JsonWebKey }
+  /** Lifetime of issued tokens, seconds. */
+  readonly tokenTtl: number
+}
+
+/** What a load generator needs to sign requests before a run: private keys, no server secret. */
+export interface GeneratorSettings {
+  readonly version: 1
+  readonly issuer: string
+  readonly idp: { readonly issuer: string; readonly kid: string; readonly privateJwk: JsonWebKey }
+  readonly agents: readonly { readonly id: string; readonly kid: string; readonly privateJwk: JsonWebKey; readonly grants: readonly AgentGrant[] }[]
+  readonly users: readonly string[]
+}
+
+export interface Inputs {
+  readonly server: ServerSettings
+  readonly generator: GeneratorSettings
+}
+
+export interface InputOptions {
+  readonly agents?: number
+  readonly users?: number
+  readonly issuer?: string
+  readonly idpIssuer?: string
+}
+
+function ecKeyPair(): { publicJwk: JsonWebKey; privateJwk: JsonWebKey } {
+  const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+  return { publicJwk: publicKey.export({ format: 'jwk' }), privateJwk: privateKey.export({ format: 'jwk' }) }
+}
+
+/** A policy file as an operator would write it (see policies/calendar-assistant.yaml). */
+function policyText(id: string, jwk: JsonWebKey, idpIssuer: string, grants: readonly AgentGrant[]): string {
+  const grantLines = grants
+    .map((g) => `  - audience: ${g.audience}\n    scopes: [${g.scopes.join(', ')}]\n    default_scopes: [${g.default_scopes.join(', ')}]`)
+    .join('\n')
+  return `# Generated for benchmarks (bench/support/inputs.ts).
+agent: ${id}
+owner: bench-team@example.com
+purpose: Acts for the users it works for against company APIs (benchmark agent).
+expires: 2099-01-01
+authentication:
+  method: private_key_jwt
+  jwks:
+    keys:
+      - ${JSON.stringify(jwk)}
+users:
+  - issuer: ${idpIssuer}
+grants:
+${grantLines}
+token_ttl:
+  default: 300
+  max: 900
+delegation:
+  max_depth: 1
+`
+}
+
+/** Generates the key pairs, agents, policies and users; sizes depend on `options` only. */
+export function generateInputs(options: InputOptions = {}): Inputs {
+  const agentCount = options.agents ?? 8
+  const userCount = options.users ?? 100
+  const issuer = options.issuer ?? DEFAULT_ISSUER
+  const idpIssuer = options.idpIssuer ?? DEFAULT_IDP_ISSUER
+  if (!Number.isInteger(agentCount) || agentCount < 1 || !Number.isInteger(userCount) || userCount < 1) {
+    throw new TypeError('agents and users must be positive integers')
+  }
+
+  const idpKid = 'idp-rs256-1'
+  const idp = generateKeyPairSync('rsa', { modulusLength: 2048 })
+  const idpPublic = { ...idp.publicKey.export({ format: 'jwk' }), kid: idpKid, alg: 'RS256', use: 'sig' }
+
+  const serverAgents: ServerAgent[] = []
+  const generatorAgents: GeneratorSettings['agents'][number][] = []
+  for (let i = 0; i < agentCount; i++) {
+    const id = `bench-agent-${String(i + 1).padStart(2, '0')}`
+    const kid = `${id}-es256-1`
+    const { publicJwk, privateJwk } = ecKeyPair()
+    const jwk = { ...publicJwk, alg: 'ES256', kid }
+    const grants = [APIS[i % APIS.length]!, APIS[(i + 1) % APIS.length]!].map((api) => ({
+      audience: api.audience,
+      scopes: [...api.scopes],
+      default_scopes: [api.scopes[0]!],
+    }))
+    serverAgents.push({ id, kid, jwks: { keys: [jwk] }, grants, policy: policyText(id, jwk, idpIssuer, grants) })
+    generatorAgents.push({ id, kid, privateJwk: { ...privateJwk, alg: 'ES256', kid }, grants })
+  }
+
+  const users = Array.from({ length: userCount }, (_, i) => `user-${String(i + 1).padStart(4, '0')}@example.com`)
+  const signingKid = 'broker-es256-1'
+  const signing = ecKeyPair()
+
+  return {
+    server: {
+      version: 1,
+      issuer,
+      idp: { issuer: idpIssuer, jwks: { keys: [idpPublic] } },
+      agents: serverAgents,
+      signing: { kid: signingKid, privateJwk: { ...signing.privateJwk, alg: 'ES256', kid: signingKid } },
+      tokenTtl: 300,
+    },
+    generator: {
+      version: 1,
+      issuer,
+      idp: { issuer: idpIssuer, kid: idpKid, privateJwk: { ...idp.privateKey.export({ format: 'jwk' }), alg: 'RS256', kid: idpKid } },
+      agents: generatorAgents,
+      users,
+    },
+  }
+}
+
+/** Writes `server.json` and `generator.json` in `dir`, and each agent's policy as `policies/<id>.yaml`; returns their paths. */
+export async function writeInputs(dir: string, inputs: Inputs): Promise<{ server: string; generator: string; policiesDir: string }> {
+  const server = join(dir, 'server.json')
+  const generator = join(dir, 'generator.json')
+  const policiesDir = join(dir, 'policies')
+  await mkdir(policiesDir, { recursive: true })
+  await writeFile(server, JSON.stringify(inputs.server))
+  await writeFile(generator, JSON.stringify(inputs.generator), { mode: 0o600 })
+  for (const agent of inputs.server.agents) await writeFile(join(policiesDir, `${agent.id}.yaml`), agent.policy)
+  return { server, generator, policiesDir }
+}
+
+const signAsync = promisify(sign)
+const b64 = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url')
+
+/** A compact JWS signed with a one-shot node:crypto call (thread pool). */
+async function signJwt(alg: 'RS256' | 'ES256', key: KeyObject, header: object, payload: object): Promise<string> {
+  const input = `${b64({ alg, ...header })}.${b64(payload)}`
+  const signature = await signAsync('sha256', Buffer.from(input), alg === 'ES256' ? { key, dsaEncoding: 'ieee-p1363' } : key)
+  return `${input}.${signature.toString('base64url')}`
+}
+
+/** One exchange, signed in advance: the form body and what it asks for. */
+export interface PreparedRequest {
+  readonly agent: string
+  readonly user: string
+  readonly audience: string
+  readonly scope: string
+  readonly subjectToken: string
+  readonly clientAssertion: string
+  /** `application/x-www-form-urlencoded` body for the token endpoint. */
+  readonly body: string
+}
+
+export interface RequestOptions {
+  /** Epoch seconds the tokens are issued at; now by default. */
+  readonly now?: number
+  /** Key the subject tokens are signed with instead of the IdP's (for refusal tests). */
+  readonly subjectKey?: KeyObject
+  /** `aud` of the client assertions; the broker's issuer by default. */
+  readonly assertionAudience?: string
+}
+
+/**
+ * Signs `count` exchanges before a run, cycling through users, agents and the
+ * agents' grants: each has its own subject token (RS256, `typ: at+jwt`, the
+ * user's `sub`, `aud` = the broker, 1 h) and its own client assertion (ES256,
+ * RFC 7523: `iss` = `sub` = the agent, `aud` = the broker's issuer, unique
+ * `jti`, 60 s). Requests are valid for 60 s after `now`.
+ */
+export async function createRequests(settings: GeneratorSettings, count: number, options: RequestOptions = {}): Promise<PreparedRequest[]> {
+  const now = options.now ?? Math.floor(Date.now() / 1000)
+  const idpKey = options.subjectKey ?? createPrivateKey({ key: settings.idp.privateJwk, format: 'jwk' })
+  const agentKeys = settings.agents.map((a) => createPrivateKey({ key: a.privateJwk, format: 'jwk' }))
+  const assertionAudience = options.assertionAudience ?? settings.issuer
+  const jobs: Promise<PreparedRequest>[] = []
+  for (let i = 0; i < count; i++) {
+    const user = settings.users[i % settings.users.length]!
+    const agentIndex = i % settings.agents.length
+    const agent = settings.agents[agentIndex]!
+    const grant = agent.grants[Math.floor(i / settings.agents.length) % agent.grants.length]!
+    const scope = grant.scopes.join(' ')
+    jobs.push(
+      (async () => {
+        const subjectToken = await signJwt('RS256', idpKey, { typ: 'at+jwt', kid: settings.idp.kid }, {
+          iss: settings.idp.issuer,
+          sub: user,
+          aud: settings.issuer,
+          client_id: 'bench-web-app',
+          scope: 'openid profile email',
+          jti: randomUUID(),
+          iat: now,
+          exp: now + 3600,
+        })
+        const clientAssertion = await signJwt('ES256', agentKeys[agentIndex]!, { typ: 'JWT', kid: agent.kid }, {
+          iss: agent.id,
+          sub: agent.id,
+          aud: assertionAudience,
+          jti: randomUUID(),
+          iat: now,
+          exp: now + 60,
+        })
+        const body = new URLSearchParams({
+          grant_type: TOKEN_EXCHANGE,
+          client_assertion_type: JWT_BEARER_ASSERTION,
+          client_assertion: clientAssertion,
+          subject_token: subjectToken,
+          subject_token_type: ACCESS_TOKEN_TYPE,
+          resource: grant.audience,
+          scope,
+        }).toString()
+        return { agent: agent.id, user, audience: grant.audience, scope, subjectToken, clientAssertion, body }
+      })(),
+    )
+  }
+  return Promise.all(jobs)
+}
