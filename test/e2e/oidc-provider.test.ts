@@ -11,7 +11,6 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Writable } from 'node:stream'
 import { serve, type ServerType } from '@hono/node-server'
 import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair, jwtVerify, type CryptoKey } from 'jose'
 import * as oauth from 'oauth4webapi'
@@ -19,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { composeMandate, type Mandate } from '../../src/compose.js'
 import { Config } from '../../src/config/schema.js'
 import { createLogger } from '../../src/telemetry/log.js'
-import { logSink } from '../support/log-sink.js'
+import { captureLogs } from '../support/log-sink.js'
 
 const RESOURCE = 'https://resource.example'
 const OTHER_RESOURCE = 'https://other-api.example'
@@ -182,14 +181,7 @@ token_ttl: { default: 300, max: 600 }
 `,
     )
 
-    const runWide = logSink('oidc-provider broker')
-    const sink = new Writable({
-      write(chunk, _enc, cb) {
-        runWide(chunk as Buffer)
-        brokerLogs.push(...String(chunk).split('\n').filter((l) => l !== ''))
-        cb()
-      },
-    })
+    const sink = captureLogs('oidc-provider broker', brokerLogs).stream
     mandate = await composeMandate(
       Config.parse({
         issuer: brokerIssuer,

@@ -9,7 +9,6 @@ import { createHash } from 'node:crypto'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Writable } from 'node:stream'
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK, type JWTPayload } from 'jose'
 import { createMemoryAuditLog, type MemoryAuditLog } from '../../src/audit/memory.js'
 import { composeMandate, type Mandate } from '../../src/compose.js'
@@ -23,7 +22,7 @@ import { createLogger } from '../../src/telemetry/log.js'
 import type { TelemetryExporters } from '../../src/telemetry/otel.js'
 import { hashClientSecret } from '../../src/tokens/client-auth.js'
 import type { TokenMinter } from '../../src/tokens/port.js'
-import { logSink } from './log-sink.js'
+import { captureLogs } from './log-sink.js'
 
 export const BROKER = 'https://mandate.test'
 export const USER_ISSUER = 'https://idp.test'
@@ -203,15 +202,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     iss: WORKLOAD_ISSUER, sub: 'spiffe://test/ns/agents/sa/runner', aud: BROKER, iat: t, exp: t + 600,
   }), () => now)
 
-  const lines: string[] = []
-  const runWide = logSink('test broker (in process)')
-  const sink = new Writable({
-    write(chunk, _enc, cb) {
-      runWide(chunk as Buffer)
-      lines.push(...String(chunk).split('\n').filter((l) => l !== ''))
-      cb()
-    },
-  })
+  const { lines, stream: sink } = captureLogs('test broker (in process)')
   const config = Config.parse({
     issuer: BROKER,
     policies_dir: policiesDir,

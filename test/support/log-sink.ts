@@ -6,6 +6,7 @@
  * nothing.
  */
 import { appendFileSync } from 'node:fs'
+import { Writable } from 'node:stream'
 
 export const LOG_SINK_ENV = 'MANDATE_TEST_LOG_FILE'
 
@@ -27,4 +28,21 @@ export function logSink(source: string): (chunk: Buffer | string) => void {
     partial = parts.pop()!
     append(source, parts.filter((l) => l !== '').join('\n'))
   }
+}
+
+/**
+ * A logger destination for a broker composed in the test process: keeps its
+ * lines (in `lines`, when given) for the test's own checks and copies them
+ * to the run-wide sink.
+ */
+export function captureLogs(source: string, lines: string[] = []): { readonly lines: string[]; readonly stream: Writable } {
+  const runWide = logSink(source)
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      runWide(chunk)
+      lines.push(...String(chunk).split('\n').filter((l) => l !== ''))
+      cb()
+    },
+  })
+  return { lines, stream }
 }

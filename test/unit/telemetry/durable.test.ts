@@ -10,7 +10,6 @@ import { createHash } from 'node:crypto'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Writable } from 'node:stream'
 import { SpanKind } from '@opentelemetry/api'
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
@@ -20,7 +19,7 @@ import { GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../../../src/core/claims.
 import { createLogger } from '../../../src/telemetry/log.js'
 import { hashClientSecret } from '../../../src/tokens/client-auth.js'
 import { basic, encodeForm } from '../../support/broker.js'
-import { logSink } from '../../support/log-sink.js'
+import { captureLogs } from '../../support/log-sink.js'
 import { CALLER, points, recorder, telemetryStrings, type Recorder } from './support.js'
 
 const BROKER = 'https://mandate.durable.test'
@@ -66,14 +65,7 @@ token_ttl: { default: 300, max: 300 }
   })
 
   rec = recorder()
-  const runWide = logSink('telemetry durable broker')
-  const sink = new Writable({
-    write(chunk, _enc, cb) {
-      runWide(chunk as Buffer)
-      lines.push(...String(chunk).split('\n').filter((l) => l !== ''))
-      cb()
-    },
-  })
+  const sink = captureLogs('telemetry durable broker', lines).stream
   const config = Config.parse({
     issuer: BROKER,
     policies_dir: join(dir, 'policies'),

@@ -8,7 +8,6 @@
 import { once } from 'node:events'
 import { createServer, type IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { Writable } from 'node:stream'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -30,7 +29,7 @@ import { createMemoryRevocationLog } from '../../../src/revocation/log-memory.js
 import { parseOtlpHeaders, SHUTDOWN_TIMEOUT_MS, startTelemetry, type TelemetryExporters } from '../../../src/telemetry/otel.js'
 import { hashClientSecret } from '../../../src/tokens/client-auth.js'
 import { AUDIENCE, basic, BROKER, encodeForm, SECRET, startTestBroker, USER_ISSUER } from '../../support/broker.js'
-import { logSink } from '../../support/log-sink.js'
+import { captureLogs } from '../../support/log-sink.js'
 import { expectToken } from '../http/helpers.js'
 import { CALLER, points, recorder } from './support.js'
 
@@ -179,15 +178,7 @@ token_ttl: { default: 300, max: 300 }
   const jwk = { ...(await exportJWK(keys.publicKey)), kid: 'u1', alg: 'ES256' }
   const config = Config.parse({ issuer: BROKER, policies_dir: join(dir, 'policies'), data_dir: join(dir, 'data'), signing: { generate_if_missing: true }, telemetry })
   const audit = createMemoryAuditLog()
-  const lines: string[] = []
-  const runWide = logSink('telemetry otlp broker')
-  const sink = new Writable({
-    write(chunk, _enc, cb) {
-      runWide(chunk as Buffer)
-      lines.push(...String(chunk).split('\n').filter((l) => l !== ''))
-      cb()
-    },
-  })
+  const { lines, stream: sink } = captureLogs('telemetry otlp broker')
   const mandate = await composeMandate(config, {
     dev: false,
     logger: createLogger('info', sink),
