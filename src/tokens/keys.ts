@@ -175,9 +175,10 @@ export async function openSigningKeys(file: string, options: KeyRingOptions): Pr
       timer = setTimeout(settle, Math.min(Math.max(0, next * 1000 - options.clock()) + 5, 2 ** 31 - 1))
       timer.unref()
     }
-    if (key.kid !== current.kid) {
-      const previous = current
-      current = key
+    // Always the object of the set in force: a reloaded file may bring new material under the same kid.
+    const previous = current
+    current = key
+    if (key.kid !== previous.kid) {
       log.info({ kid: key.kid, previous_kid: previous.kid }, 'signing with a new key')
       options.onSwitch?.(key, previous)
     }

@@ -118,6 +118,22 @@ describe('openSigningKeys: the keys file, followed', () => {
     expect(keys.byKid(a.kid!)).toBeUndefined()
   })
 
+  it('signs with the reloaded material when a key is replaced under the same kid', async () => {
+    await write([a])
+    const keys = await open()
+    const mint = createTokenMinter(keys)
+    const replaced = { ...c, kid: a.kid }
+    await write([replaced])
+    expect(await keys.reload()).toBe(true)
+    const token = await mint.mint({ sub: 'x' } as never)
+    const { verify } = await import('node:crypto')
+    const [h, p, sig] = token.split('.')
+    const ok = verify('sha256', Buffer.from(`${h}.${p}`), { key: keys.byKid(a.kid!)!.publicKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(sig!, 'base64url'))
+    expect(ok).toBe(true)
+    expect(keys.current.publicJwk.x).toBe(c.x)
+    expect(switches).toEqual([])
+  })
+
   it('keeps the last good set when the file is broken, or holds no key active yet', async () => {
     await write([a])
     const keys = await open()
