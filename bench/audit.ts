@@ -1,5 +1,5 @@
 /**
- * npm run bench (last): what the durable delegation log costs. Target:
+ * npm run bench:audit (also in bench:all): what the durable delegation log costs. Target:
  * durable logging costs under 25% of the token endpoint's throughput, i.e.
  * exchanges/s with the log in PostgreSQL/PGlite ≥ 0.75 × with it in memory.
  *

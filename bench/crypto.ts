@@ -1,5 +1,5 @@
 /**
- * npm run bench: where the token endpoint's CPU goes, in ratios measured in
+ * npm run bench:crypto (also in bench:all): where the token endpoint's CPU goes, in ratios measured in
  * one run (these machines are shared and noisy; absolute figures are not
  * comparable across runs). Rounds alternate between cases; each figure is the
  * median of the rounds.

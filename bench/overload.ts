@@ -1,5 +1,5 @@
 /**
- * npm run bench (last): the kill switch under overload. Issue 3: "the
+ * npm run bench:overload (also in bench:all): the kill switch under overload. Issue 3: "the
  * revocation API stays fast (p99 under 250 ms) while the token endpoint is
  * saturated".
  *

@@ -1,5 +1,5 @@
 /**
- * npm run bench (after bench/crypto.ts): what the kill switch costs, in-process.
+ * npm run bench:revocation (also in bench:all): what the kill switch costs, in-process.
  *
  *   1. Propagation between two Redis revocation feeds (the real
  *      `createRedisRevocationFeed` on two connections, as two brokers run it):

@@ -205,6 +205,19 @@ export interface PreparedRequest {
   readonly body: string
 }
 
+/**
+ * What the user's access token lets an agent act on: the sign-in scopes and
+ * every API's scopes (Mandate grants an agent no scope its user's token does
+ * not carry; the peer and the floor do not look).
+ */
+const USER_SCOPE = ['openid', 'profile', 'email', ...APIS.flatMap((a) => a.scopes)].join(' ')
+
+/** A user's access token as the IdP issued it. */
+export interface SubjectToken {
+  readonly user: string
+  readonly token: string
+}
+
 export interface RequestOptions {
   /** Epoch seconds the tokens are issued at; now by default. */
   readonly now?: number
@@ -212,59 +225,90 @@ export interface RequestOptions {
   readonly subjectKey?: KeyObject
   /** `aud` of the client assertions; the broker's issuer by default. */
   readonly assertionAudience?: string
+  /** Index of the first request in the cycle of users, agents and grants (to continue a series). */
+  readonly offset?: number
+}
+
+/** Runs `count` signing jobs, at most `width` at a time (a queue of 100,000 callbacks helps no one). */
+async function inBatches<T>(count: number, job: (i: number) => Promise<T>, width = 2048): Promise<T[]> {
+  const out: T[] = []
+  for (let start = 0; start < count; start += width) {
+    out.push(...(await Promise.all(Array.from({ length: Math.min(width, count - start) }, (_, k) => job(start + k)))))
+  }
+  return out
+}
+
+/**
+ * Signs `count` subject tokens as the IdP (RS256, `typ: at+jwt`, the user's
+ * `sub`, `aud` = the broker, unique `jti`, 1 h, `scope` = USER_SCOPE), cycling through the users
+ * from `offset`. Every token is distinct, so a server that caches verified
+ * subject tokens gets no hit from them.
+ */
+export async function signSubjectTokens(settings: GeneratorSettings, count: number, options: RequestOptions = {}): Promise<SubjectToken[]> {
+  const now = options.now ?? Math.floor(Date.now() / 1000)
+  const offset = options.offset ?? 0
+  const idpKey = options.subjectKey ?? createPrivateKey({ key: settings.idp.privateJwk, format: 'jwk' })
+  return inBatches(count, async (i) => {
+    const user = settings.users[(offset + i) % settings.users.length]!
+    const token = await signJwt('RS256', idpKey, { typ: 'at+jwt', kid: settings.idp.kid }, {
+      iss: settings.idp.issuer,
+      sub: user,
+      aud: settings.issuer,
+      client_id: 'bench-web-app',
+      scope: USER_SCOPE,
+      jti: randomUUID(),
+      iat: now,
+      exp: now + 3600,
+    })
+    return { user, token }
+  })
+}
+
+/**
+ * One exchange per subject token, in order: request `offset + i` is made by
+ * agent `(offset + i) mod agents`, for the next of that agent's grants, with
+ * its own freshly signed client assertion (ES256, RFC 7523: `iss` = `sub` =
+ * the agent, `aud` = the broker's issuer, unique `jti`, 60 s).
+ */
+export async function assertRequests(settings: GeneratorSettings, subjects: readonly SubjectToken[], options: RequestOptions = {}): Promise<PreparedRequest[]> {
+  const now = options.now ?? Math.floor(Date.now() / 1000)
+  const offset = options.offset ?? 0
+  const agentKeys = settings.agents.map((a) => createPrivateKey({ key: a.privateJwk, format: 'jwk' }))
+  const assertionAudience = options.assertionAudience ?? settings.issuer
+  return inBatches(subjects.length, async (i) => {
+    const n = offset + i
+    const { user, token: subjectToken } = subjects[i]!
+    const agentIndex = n % settings.agents.length
+    const agent = settings.agents[agentIndex]!
+    const grant = agent.grants[Math.floor(n / settings.agents.length) % agent.grants.length]!
+    const scope = grant.scopes.join(' ')
+    const clientAssertion = await signJwt('ES256', agentKeys[agentIndex]!, { typ: 'JWT', kid: agent.kid }, {
+      iss: agent.id,
+      sub: agent.id,
+      aud: assertionAudience,
+      jti: randomUUID(),
+      iat: now,
+      exp: now + 60,
+    })
+    const body = new URLSearchParams({
+      grant_type: TOKEN_EXCHANGE,
+      client_assertion_type: JWT_BEARER_ASSERTION,
+      client_assertion: clientAssertion,
+      subject_token: subjectToken,
+      subject_token_type: ACCESS_TOKEN_TYPE,
+      resource: grant.audience,
+      scope,
+    }).toString()
+    return { agent: agent.id, user, audience: grant.audience, scope, subjectToken, clientAssertion, body }
+  })
 }
 
 /**
  * Signs `count` exchanges before a run, cycling through users, agents and the
- * agents' grants: each has its own subject token (RS256, `typ: at+jwt`, the
- * user's `sub`, `aud` = the broker, 1 h) and its own client assertion (ES256,
- * RFC 7523: `iss` = `sub` = the agent, `aud` = the broker's issuer, unique
- * `jti`, 60 s). Requests are valid for 60 s after `now`.
+ * agents' grants: each has its own subject token (`signSubjectTokens`) and
+ * its own client assertion (`assertRequests`). Requests are valid for 60 s
+ * after `now`.
  */
 export async function createRequests(settings: GeneratorSettings, count: number, options: RequestOptions = {}): Promise<PreparedRequest[]> {
-  const now = options.now ?? Math.floor(Date.now() / 1000)
-  const idpKey = options.subjectKey ?? createPrivateKey({ key: settings.idp.privateJwk, format: 'jwk' })
-  const agentKeys = settings.agents.map((a) => createPrivateKey({ key: a.privateJwk, format: 'jwk' }))
-  const assertionAudience = options.assertionAudience ?? settings.issuer
-  const jobs: Promise<PreparedRequest>[] = []
-  for (let i = 0; i < count; i++) {
-    const user = settings.users[i % settings.users.length]!
-    const agentIndex = i % settings.agents.length
-    const agent = settings.agents[agentIndex]!
-    const grant = agent.grants[Math.floor(i / settings.agents.length) % agent.grants.length]!
-    const scope = grant.scopes.join(' ')
-    jobs.push(
-      (async () => {
-        const subjectToken = await signJwt('RS256', idpKey, { typ: 'at+jwt', kid: settings.idp.kid }, {
-          iss: settings.idp.issuer,
-          sub: user,
-          aud: settings.issuer,
-          client_id: 'bench-web-app',
-          scope: 'openid profile email',
-          jti: randomUUID(),
-          iat: now,
-          exp: now + 3600,
-        })
-        const clientAssertion = await signJwt('ES256', agentKeys[agentIndex]!, { typ: 'JWT', kid: agent.kid }, {
-          iss: agent.id,
-          sub: agent.id,
-          aud: assertionAudience,
-          jti: randomUUID(),
-          iat: now,
-          exp: now + 60,
-        })
-        const body = new URLSearchParams({
-          grant_type: TOKEN_EXCHANGE,
-          client_assertion_type: JWT_BEARER_ASSERTION,
-          client_assertion: clientAssertion,
-          subject_token: subjectToken,
-          subject_token_type: ACCESS_TOKEN_TYPE,
-          resource: grant.audience,
-          scope,
-        }).toString()
-        return { agent: agent.id, user, audience: grant.audience, scope, subjectToken, clientAssertion, body }
-      })(),
-    )
-  }
-  return Promise.all(jobs)
+  return assertRequests(settings, await signSubjectTokens(settings, count, options), options)
 }

@@ -14,7 +14,7 @@
  *   5. PostgreSQL unreachable from B: a revocation at B is 503 and revokes
  *      nothing;
  *   6. the revocation API under a saturating exchange load: every revocation
- *      acknowledged (the p99 < 250 ms figure is `npm run bench`'s, bench/overload.ts).
+ *      acknowledged (the p99 < 250 ms figure is `npm run bench:overload`'s, bench/overload.ts).
  *
  * The shared servers are never stopped, flushed or restarted: A and B reach
  * Redis, and B reaches PostgreSQL, through TCP proxies on 127.0.0.1 that the
@@ -632,7 +632,7 @@ token_ttl: { default: 300, max: 300 }
     )
     expect(report.statuses).toEqual({ 200: exchanges })
     // Issue 3's figure (p99 < 250 ms with the token endpoint saturated) is measured by
-    // `npm run bench` (bench/overload.ts: 200 revocations against a reference in the same run);
+    // `npm run bench:overload` (bench/overload.ts: 200 revocations against a reference in the same run);
     // a test asserts no timing it cannot hold on a shared machine. Here, with two brokers, the
     // load generator and the test on two cores, it prints p99 ~100-200 ms; what is asserted is
     // that every revocation was acknowledged, within the 3 s store bound.
