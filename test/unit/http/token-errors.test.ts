@@ -327,6 +327,16 @@ describe('POST /oauth2/token: request and client-authentication errors', () => {
       expect(lineFor('rid-413-1')).toMatchObject({ status: 413, error: 'invalid_request' })
     })
 
+    it('echoes X-Request-Id on a 200, a probe and an unknown route too (set before the route renders)', async () => {
+      const ok = await b.token(exchange(await user()), { ...secretAgent(), 'x-request-id': 'rid-200-1' })
+      await expectToken(ok)
+      expect(ok.headers.get('x-request-id')).toBe('rid-200-1')
+      for (const path of ['/healthz', '/no-such-route']) {
+        const res = await b.mandate.app.request(path, { headers: { 'x-request-id': `rid-${path.length}` } })
+        expect(res.headers.get('x-request-id'), path).toBe(`rid-${path.length}`)
+      }
+    })
+
     it('replaces an offered X-Request-Id that is not a safe token', async () => {
       const res = await b.token(exchange(await user()), { ...secretAgent(), 'x-request-id': 'bad id <script>' })
       const id = res.headers.get('x-request-id') ?? ''
