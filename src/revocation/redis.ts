@@ -175,6 +175,8 @@ export async function createRedisRevocationFeed(options: RedisRevocationFeedOpti
   const reader = options.redis.duplicate({
     connectionName: 'mandate-revocation-reader',
     lazyConnect: false,
+    // One blocking XREAD at a time: nothing to batch.
+    enableAutoPipelining: false,
     enableOfflineQueue: true,
     maxRetriesPerRequest: null,
     // Backstop: every loop step settles, even on a socket that died silently.
