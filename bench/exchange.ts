@@ -2,7 +2,7 @@
  * npm run bench (first): issue 6, the token exchange against a reference
  * OAuth server and the crypto floor, side by side in one run.
  *
- *   tsx bench/exchange.ts [--quick] [--rounds=N] [--only=NAME,…] [--profile[=NAME] | --no-profile] [--write | --no-write]
+ *   tsx bench/exchange.ts [--quick] [--rounds=N] [--only=NAME,…] [--variant=NAME=YAML …] [--profile[=NAME] | --no-profile] [--write | --no-write]
  *
  * Every server gets the same inputs (bench/support/inputs.ts: an RS256 IdP,
  * 8 agents with ES256 keys and policy files, 100 users) and the same load
@@ -68,6 +68,8 @@ const WINDOWS: Record<number, { warmupMs: number; durationMs: number }> = quick
   ? { 64: { warmupMs: 500, durationMs: 2_000 }, 1: { warmupMs: 300, durationMs: 1_000 } }
   : { 64: { warmupMs: 1_500, durationMs: 6_000 }, 1: { warmupMs: 500, durationMs: 3_000 } }
 const CONNECTIONS = [64, 1] as const
+/** Load on every server before the first round, uncounted. */
+const PRIME_MS = quick ? 1_500 : 3_000
 /** First guesses of each server's rate, to size the exchanges signed for a measurement; later rounds use what was seen. */
 const FIRST_GUESS: Record<number, number> = { 64: 12_000, 1: 6_000 }
 
@@ -75,8 +77,27 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const DATABASE_URL = process.env['DATABASE_URL'] || 'postgres://postgres@127.0.0.1:5432/postgres'
 const REDIS_URL = process.env['REDIS_URL'] || 'redis://127.0.0.1:6379'
 
-type TargetName = 'peer' | 'floor' | 'mandate-embedded' | 'mandate-prod-1w' | 'mandate-prod-2w'
+/** The servers; `mandate-prod-1w+NAME` is a `--variant`. */
+type TargetName = 'peer' | 'floor' | 'mandate-embedded' | 'mandate-prod-1w' | 'mandate-prod-2w' | `mandate-prod-1w+${string}`
 const MANDATE_PROD: readonly TargetName[] = ['mandate-prod-1w', 'mandate-prod-2w']
+/**
+ * `--variant=NAME=YAML` (repeatable): one more server, mandate-prod-1w+NAME,
+ * whose config file ends with YAML (e.g. `--variant=nocache='limits: { subject_cache_entries: 0 }'`),
+ * measured in the same rounds: an A/B of a setting on the same machine and inputs.
+ */
+const VARIANTS = new Map(
+  args
+    .filter((a) => a.startsWith('--variant='))
+    .map((a) => {
+      const spec = a.slice('--variant='.length)
+      const eq = spec.indexOf('=')
+      if (eq < 1) {
+        process.stderr.write(`--variant=NAME=YAML: got ${JSON.stringify(spec)}\n`)
+        process.exit(2)
+      }
+      return [`mandate-prod-1w+${spec.slice(0, eq)}` as TargetName, spec.slice(eq + 1)] as const
+    }),
+)
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 function median(xs: readonly number[]): number {
@@ -188,6 +209,7 @@ trust:
     - issuer: ${inputs.server.idp.issuer}
       jwks_uri: ${jwksUri}
       algorithms: [RS256]
+${VARIANTS.get(name as TargetName) ?? ''}
 `,
   )
   return file
@@ -298,9 +320,15 @@ async function loadAnswer(): Promise<Record<string, unknown>> {
 if ((await loadAnswer())['ready'] !== true) throw new Error('the load generator did not start')
 
 let commandId = 0
-async function measure(target: Target, connections: number, expectedRate: number): Promise<LoadResult & Pick<Measurement, 'cpuPerResponse' | 'threadsPerResponse'>> {
-  const { warmupMs, durationMs } = WINDOWS[connections]!
-  const count = Math.ceil((expectedRate * (warmupMs + durationMs) * 1.4) / 1000) + connections
+async function measure(
+  target: Target,
+  connections: number,
+  expectedRate: number,
+  window = WINDOWS[connections]!,
+): Promise<LoadResult & Pick<Measurement, 'cpuPerResponse' | 'threadsPerResponse'>> {
+  const { warmupMs, durationMs } = window
+  // Exchanges to sign: enough for half again the rate seen so far (a server still warming up speeds up).
+  const count = Math.ceil((expectedRate * (warmupMs + durationMs) * 1.5) / 1000) + connections
   const before = cpuMs(target.child.pid!)
   loadChild.stdin!.write(`${JSON.stringify({ id: String(++commandId), url: target.url, series: target.name, connections, count, warmupMs, durationMs })}\n`)
   const answer = await loadAnswer()
@@ -351,7 +379,7 @@ try {
     backing = prod
   }
 
-  const names = (['peer', 'floor', 'mandate-embedded', ...(backing !== undefined ? MANDATE_PROD : [])] as TargetName[]).filter(
+  const names = (['peer', 'floor', 'mandate-embedded', ...(backing !== undefined ? [...MANDATE_PROD, ...VARIANTS.keys()] : [])] as TargetName[]).filter(
     (n) => ONLY === undefined || ONLY.includes(n),
   )
   say(`exchange bench${quick ? ' (quick)' : ''}: ${names.join(', ')}; ${ROUNDS} round(s) of 64 and 1 connection(s); ${cpus().length} cores, Node ${process.version}`)
@@ -362,7 +390,15 @@ try {
     say(`  started ${name} in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
   }
 
+  // JIT, connection pools, the first JWKS fetch: every server runs a while before anything counts.
   const seen = new Map<string, number>()
+  for (const target of started) {
+    const m = await measure(target, 64, FIRST_GUESS[64]!, { warmupMs: PRIME_MS, durationMs: 500 })
+    seen.set(`${target.name}/64`, m.perSecond)
+    measurements.push({ ...m, round: 0 })
+    if (bad(m) > 0) failures.push(`${target.name}, priming: ${bad(m)} non-200/errors: ${m.samples.join(' | ')}`)
+  }
+  say(`  primed every server for ${PRIME_MS / 1000} s at 64 connections`)
   for (let round = 1; round <= ROUNDS; round++) {
     const order = started.map((_, i) => started[(i + round - 1) % started.length]!)
     say(`round ${round}/${ROUNDS}: ${order.map((t) => t.name).join(' → ')}`)
@@ -483,7 +519,7 @@ for (const connections of CONNECTIONS) {
       rounds: ms_.map((m) => Math.round(m.perSecond)),
       ...(target !== 'peer' ? { vsPeer: ratio(target, 'peer', connections) } : {}),
       ...(target !== 'floor' ? { vsFloor: ratio(target, 'floor', connections) } : {}),
-      ...(MANDATE_PROD.includes(target as TargetName) ? { vsEmbedded: ratio(target, 'mandate-embedded', connections) } : {}),
+      ...(target.startsWith('mandate-prod') ? { vsEmbedded: ratio(target, 'mandate-embedded', connections) } : {}),
     })
     void mandate
   }

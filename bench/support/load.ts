@@ -85,7 +85,7 @@ const cursors = new Map<string, number>()
 async function subjectsFor(series: string, count: number): Promise<{ tokens: SubjectToken[]; offset: number }> {
   const offset = cursors.get(series) ?? 0
   const missing = offset + count - subjects.length
-  if (missing > 0) subjects.push(...(await signSubjectTokens(settings, missing, { offset: subjects.length })))
+  if (missing > 0) for (const t of await signSubjectTokens(settings, missing, { offset: subjects.length })) subjects.push(t)
   return { tokens: subjects.slice(offset, offset + count), offset }
 }
 
@@ -141,6 +141,8 @@ async function run(cmd: Command): Promise<LoadResult> {
       }
     }
   }
+  // For an outside profiler (perf, bpftrace…) to time itself by: BENCH_LOAD_TRACE=1 prints the window's start on stderr.
+  if (process.env['BENCH_LOAD_TRACE'] === '1') setTimeout(() => process.stderr.write(`load: window start ${cmd.series} ${cmd.connections}\n`), cmd.warmupMs).unref()
   await Promise.all(Array.from({ length: cmd.connections }, connection))
   await pool.close()
 
