@@ -183,6 +183,48 @@ export async function writeInputs(dir: string, inputs: Inputs): Promise<{ server
   return { server, generator, policiesDir }
 }
 
+/** Where a Mandate under test finds what `writeInputs` and the benchmark wrote, and how it listens. */
+export interface MandateConfigOptions {
+  readonly port: number
+  readonly policiesDir: string
+  readonly dataDir: string
+  /** A JWK set file holding `ServerSettings.signing` (see `signingKeySet`). */
+  readonly signingKeysFile: string
+  /** Where the IdP's JWKS is served (http on loopback is accepted). */
+  readonly idpJwksUri: string
+  /** YAML appended at the end (a `--variant`'s settings). */
+  readonly extra?: string
+}
+
+/** The private JWK set Mandate signs with: the same key the peer and the floor get. */
+export function signingKeySet(server: ServerSettings): { keys: JsonWebKey[] } {
+  return { keys: [server.signing.privateJwk] }
+}
+
+/**
+ * A production config file for `mandate serve` (no --dev) over these inputs:
+ * its issuer is the one every token names, it trusts the IdP for user
+ * subject tokens (RS256, through the JWKS at `idpJwksUri`), and it reads the
+ * generated policy files. Storage comes from the environment as usual
+ * (DATABASE_URL and REDIS_URL, or embedded without them).
+ */
+export function mandateConfig(server: ServerSettings, options: MandateConfigOptions): string {
+  return `# Generated for a benchmark (bench/support/inputs.ts).
+issuer: ${server.issuer}
+listen: { host: 127.0.0.1, port: ${options.port} }
+policies_dir: ${JSON.stringify(options.policiesDir)}
+data_dir: ${JSON.stringify(options.dataDir)}
+signing:
+  keys_file: ${JSON.stringify(options.signingKeysFile)}
+trust:
+  subjects:
+    - issuer: ${server.idp.issuer}
+      jwks_uri: ${options.idpJwksUri}
+      algorithms: [RS256]
+${options.extra ?? ''}
+`
+}
+
 const signAsync = promisify(sign)
 const b64 = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url')
 
