@@ -95,8 +95,6 @@ interface Pending {
 }
 
 const SIZES_KEPT = 10_000
-/** Longest the writer waits, in all, for an INSERT it gave up on to end before it reads the head. */
-const ABANDONED_INSERT_WAIT_MS = 30_000
 const noop = () => {}
 /** Readiness pings the database at most this often (an idle log writes nothing that would notice it gone). */
 const PING_EVERY_MS = 5_000
@@ -293,7 +291,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
       } catch (err) {
         // The server refused the statement: nothing of it committed. Anything else: unknown.
         const refused = serverError(err) !== undefined && codeOf(err) !== '23505'
-        if (!refused) unconfirmed = { rows, events, done: insert.then(noop, noop), waitUntil: performance.now() + ABANDONED_INSERT_WAIT_MS }
+        if (!refused) unconfirmed = { rows, events, done: insert.then(noop, noop), waitUntil: performance.now() + options.writeTimeoutMs }
         throw new AuditUnavailable(
           refused ? `audit log refused the write (${codeOf(err)})` : `audit log write unconfirmed (${codeOf(err)})`,
           refused ? 'not_written' : 'unknown',
@@ -338,9 +336,12 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
    */
   async function settleUnconfirmed(): Promise<void> {
     const pending = unconfirmed!
-    // A timed-out INSERT may still be running, and commit after the head is read: wait for its end
-    // first (each attempt up to a write timeout; meanwhile groups fail 503). A query on a connection
-    // that died may never settle: past ABANDONED_INSERT_WAIT_MS it no longer holds the log up.
+    // A timed-out INSERT may still be running, and commit after the head is read: wait a while for its
+    // end first (at most one more write timeout; meanwhile groups fail 503). The wait is for the
+    // accounting only: were it to commit later, UNIQUE (chain_id, seq) refuses it once a later group
+    // holds its seqs, or the head read below moves onto it, so the chain never forks. It is short
+    // because a query can hang past any answer: postgres.js has left one pending for good when the
+    // connection was reset as it was sent, which held the whole log at 503 while it was awaited.
     const left = pending.waitUntil - performance.now()
     if (left > 0) await withTimeout(pending.done, Math.min(left, options.writeTimeoutMs))
     const [last] = await withTimeout(

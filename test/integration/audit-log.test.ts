@@ -250,6 +250,45 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
       expect(await verifyAuditLog(db)).toStrictEqual({ ok: true, records: 8, chains: 1, checkpoints: 0, findings: [] })
     })
 
+    // Regression: postgres.js once left an INSERT pending for good (the connection reset as it was sent);
+    // the writer waited 30 s for it before reading the head, and refused every append meanwhile.
+    it('an INSERT whose answer never comes holds the log about one more write timeout, then the chain goes on', async () => {
+      let hang = true
+      const database: Database = {
+        ...h.database,
+        statement: (text, params) => {
+          if (!hang) return h.database.statement(text, params)
+          hang = false
+          return new Promise<void>(() => {}) // sent, never answered, never failed
+        },
+      }
+      const log = newLog({ database, writeTimeoutMs: 200 })
+      const chain = log.chainId()
+      const lost = await rejection(log.append(issued({ jti: 'hung-1', actors: ['agent-a'] })))
+      expect(lost).toBeInstanceOf(AuditUnavailable)
+      expect((lost as AuditUnavailable).outcome).toBe('unknown')
+      const t0 = performance.now()
+      let receipt: AuditReceipt | undefined
+      for (let i = 0; receipt === undefined; i++) {
+        try {
+          receipt = await log.append(issued({ jti: `after-hang-${i}`, actors: ['agent-a'] }))
+        } catch (err) {
+          expect(err).toBeInstanceOf(AuditUnavailable)
+          // One more write timeout (200 ms) by design; 2 s leaves room for a loaded machine and is far
+          // below the 30 s the writer used to wait.
+          expect(performance.now() - t0, 'still refused 2 s after the write was lost').toBeLessThan(2_000)
+          await sleep(50)
+        }
+      }
+      // Nothing of the hung group reached the table: the chain goes on from where it was, not forked.
+      expect(receipt.seq).toBe(1)
+      expect(log.chainId()).toBe(chain)
+      const rows = await rowsOf(chain)
+      expect(rows).toHaveLength(1)
+      expect(rows[0]!.jti).toMatch(/^after-hang-/)
+      expect(await verifyAuditLog(db)).toMatchObject({ ok: true, chains: 1, findings: [] })
+    })
+
     it('stores a concurrent group exactly, whatever the values hold (quotes, backslashes, commas, braces, NULL, unicode)', async () => {
       const log = newLog()
       const odd = ['a"b', 'back\\slash', 'comma,brace{}', 'NULL', 'sp ace', 'é✓𝄞', "quote'single"]
@@ -1065,8 +1104,8 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         }
       })
 
-      // A timed-out INSERT is left running by withTimeout; the writer waits for its end before reading the
-      // head, or a late commit would be taken for "not committed" and the chain forked.
+      // A timed-out INSERT is left running by withTimeout; the writer waits for its end (up to one more
+      // write timeout) before reading the head, so that a late commit is found and its tokens withheld.
       it('a group that timed out and committed later (the next group already sent): its tokens are still recorded as withheld', async () => {
         // No proxy: the answer is lost to writeTimeoutMs, the commonest way under load. The server takes
         // 600 ms over each INSERT; the writer gives up after 200 ms and goes on with the next group at once.
