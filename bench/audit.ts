@@ -30,6 +30,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import postgres from 'postgres'
 import { freePort } from '../test/support/net.js'
+import { issuedRows } from './support/backing.js'
 
 const quick = process.argv.includes('--quick')
 const ROUNDS = quick ? 2 : 5
@@ -394,15 +395,7 @@ async function benchDatabase(): Promise<{ url: string; name: string; count: () =
     url: url.toString(),
     name,
     /** token.issued rows in the bench database's audit_log. */
-    async count() {
-      const sql = postgres(url.toString(), { max: 1, connect_timeout: 3, onnotice: () => {} })
-      try {
-        const [row] = await sql<{ n: string }[]>`select count(*)::text as n from audit_log where event = 'token.issued'`
-        return Number(row!.n)
-      } finally {
-        await sql.end({ timeout: 1 }).catch(() => {})
-      }
-    },
+    count: () => issuedRows(url.toString()),
     async cleanup() {
       await admin.unsafe(`drop database if exists "${name}" with (force)`).catch(() => {})
       await admin.end({ timeout: 1 }).catch(() => {})

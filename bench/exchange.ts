@@ -46,6 +46,7 @@ import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import postgres from 'postgres'
 import { freePort } from '../test/support/net.js'
+import { deleteKeys, issuedRows } from './support/backing.js'
 import { generateInputs, mandateConfig, signingKeySet, writeInputs } from './support/inputs.js'
 import type { LoadResult } from './support/load.js'
 import { summariseProfile, type ProfileSummary } from './support/profile.js'
@@ -160,24 +161,11 @@ async function production(): Promise<Backing | string> {
   return {
     url: url.toString(),
     prefix,
-    issuedRows: async () => {
-      const sql = postgres(url.toString(), { max: 1, connect_timeout: 3, onnotice: () => {} })
-      try {
-        const [row] = await sql<{ n: string }[]>`select count(*)::text as n from audit_log where event = 'token.issued'`
-        return Number(row!.n)
-      } finally {
-        await sql.end({ timeout: 1 }).catch(() => {})
-      }
-    },
+    issuedRows: () => issuedRows(url.toString()),
     cleanup: async () => {
       await admin.unsafe(`drop database if exists "${name}" with (force)`).catch(() => {})
       await admin.end({ timeout: 1 }).catch(() => {})
-      let cursor = '0'
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-        if (keys.length > 0) await redis.unlink(...keys)
-        cursor = next
-      } while (cursor !== '0')
+      await deleteKeys(redis, prefix)
       redis.disconnect()
     },
   }

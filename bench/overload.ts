@@ -29,6 +29,7 @@ import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import postgres from 'postgres'
 import { freePort } from '../test/support/net.js'
+import { deleteKeys } from './support/backing.js'
 
 const quick = process.argv.includes('--quick')
 const REVOCATIONS = quick ? 60 : 200
@@ -219,12 +220,7 @@ async function sharedServers(): Promise<{ env: Record<string, string>; cleanup: 
     async cleanup() {
       await admin.unsafe(`drop database if exists "${name}" with (force)`).catch(() => {})
       await admin.end({ timeout: 1 }).catch(() => {})
-      let cursor = '0'
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-        if (keys.length > 0) await redis.del(...keys)
-        cursor = next
-      } while (cursor !== '0')
+      await deleteKeys(redis, prefix)
       redis.disconnect()
     },
   }

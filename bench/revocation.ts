@@ -26,6 +26,7 @@ import { createRevocationMirror } from '../src/revocation/mirror.js'
 import type { Revocation, RevocationMirror, RevocationTarget, TokenFacts } from '../src/revocation/port.js'
 import { createRedisRevocationFeed } from '../src/revocation/redis.js'
 import { createLogger } from '../src/telemetry/log.js'
+import { deleteKeys } from './support/backing.js'
 
 const quick = process.argv.includes('--quick')
 const PUBLISHES = quick ? 200 : 500
@@ -134,12 +135,7 @@ async function propagation(): Promise<void> {
     await sender.close()
     await receiver.close()
     for (const r of connections) r.disconnect()
-    let cursor = '0'
-    do {
-      const [next, keys] = await probe.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-      if (keys.length > 0) await probe.del(...keys)
-      cursor = next
-    } while (cursor !== '0')
+    await deleteKeys(probe, prefix)
     probe.disconnect()
   }
 
