@@ -17,19 +17,13 @@
  * once listening; SIGTERM/SIGINT close it and exit 0.
  */
 import { createPrivateKey, createPublicKey, randomUUID, sign, verify, type KeyObject } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import { promisify } from 'node:util'
 import { serve } from '@hono/node-server'
 import { Hono } from 'hono'
-import { ACCESS_TOKEN_TYPE, JWT_BEARER_ASSERTION, TOKEN_EXCHANGE, type ServerSettings } from './inputs.js'
+import { ACCESS_TOKEN_TYPE, JWT_BEARER_ASSERTION, settingsFromArgv, TOKEN_EXCHANGE, type ServerSettings } from './inputs.js'
 
-const file = process.argv[2]
-if (file === undefined) {
-  process.stderr.write('usage: tsx bench/support/floor.ts <server.json>   (benchmarks only)\n')
-  process.exit(2)
-}
-const settings = JSON.parse(readFileSync(file, 'utf8')) as ServerSettings
+const settings = settingsFromArgv<ServerSettings>('bench/support/floor.ts', 'server.json')
 const port = Number(process.env['PORT'] ?? 0)
 
 const idpKeys = new Map(settings.idp.jwks.keys.map((k) => [String(k['kid']), createPublicKey({ key: k, format: 'jwk' })]))

@@ -18,6 +18,7 @@
  * key), `generator.json` the private keys a generator needs.
  */
 import { createPrivateKey, generateKeyPairSync, randomUUID, sign, type KeyObject, type JsonWebKey } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -181,6 +182,20 @@ export async function writeInputs(dir: string, inputs: Inputs): Promise<{ server
   await writeFile(generator, JSON.stringify(inputs.generator), { mode: 0o600 })
   for (const agent of inputs.server.agents) await writeFile(join(policiesDir, `${agent.id}.yaml`), agent.policy)
   return { server, generator, policiesDir }
+}
+
+/**
+ * The settings file a bench process is started with (its first argument:
+ * `server.json` or `generator.json` from `writeInputs`), parsed; without one,
+ * the usage line on stderr and exit 2.
+ */
+export function settingsFromArgv<T extends ServerSettings | GeneratorSettings>(script: string, file: 'server.json' | 'generator.json'): T {
+  const path = process.argv[2]
+  if (path === undefined) {
+    process.stderr.write(`usage: tsx ${script} <${file}>   (benchmarks only)\n`)
+    process.exit(2)
+  }
+  return JSON.parse(readFileSync(path, 'utf8')) as T
 }
 
 /** Where a Mandate under test finds what `writeInputs` and the benchmark wrote, and how it listens. */

@@ -27,12 +27,11 @@
  * the first few refusals' bodies. A 200 whose body has no `access_token` is
  * counted as `bad_200`.
  */
-import { readFileSync } from 'node:fs'
 import { createHistogram } from 'node:perf_hooks'
 import { createInterface } from 'node:readline'
 import { Pool } from 'undici'
 import { z } from 'zod'
-import { assertRequests, signSubjectTokens, type GeneratorSettings, type SubjectToken } from './inputs.js'
+import { assertRequests, settingsFromArgv, signSubjectTokens, type GeneratorSettings, type SubjectToken } from './inputs.js'
 
 const Command = z.strictObject({
   id: z.string(),
@@ -71,12 +70,7 @@ export interface LoadResult {
   readonly exhausted: boolean
 }
 
-const file = process.argv[2]
-if (file === undefined) {
-  process.stderr.write('usage: tsx bench/support/load.ts <generator.json>   (benchmarks only)\n')
-  process.exit(2)
-}
-const settings = JSON.parse(readFileSync(file, 'utf8')) as GeneratorSettings
+const settings = settingsFromArgv<GeneratorSettings>('bench/support/load.ts', 'generator.json')
 
 /** Subject tokens signed so far, shared by the series; each series reads it from its own cursor. */
 const subjects: SubjectToken[] = []

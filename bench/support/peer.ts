@@ -19,11 +19,10 @@
  * Listens on PORT (127.0.0.1); prints `{"ready":true,"port":…,"token_endpoint":…}`
  * once listening; SIGTERM/SIGINT close it and exit 0.
  */
-import { readFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { createLocalJWKSet, jwtVerify } from 'jose'
-import { ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE, type ServerSettings } from './inputs.js'
+import { ACCESS_TOKEN_TYPE, settingsFromArgv, TOKEN_EXCHANGE, type ServerSettings } from './inputs.js'
 
 /** oidc-provider ships no types: the little of it this peer touches. */
 interface OidcContext {
@@ -50,12 +49,7 @@ interface OidcProviderModule {
   errors: { InvalidRequest: ErrorClass; InvalidTarget: ErrorClass; InvalidScope: ErrorClass }
 }
 
-const file = process.argv[2]
-if (file === undefined) {
-  process.stderr.write('usage: tsx bench/support/peer.ts <server.json>   (benchmarks only)\n')
-  process.exit(2)
-}
-const settings = JSON.parse(readFileSync(file, 'utf8')) as ServerSettings
+const settings = settingsFromArgv<ServerSettings>('bench/support/peer.ts', 'server.json')
 const port = Number(process.env['PORT'] ?? 0)
 
 const { default: Provider, errors } = (await import('oidc-provider' as string)) as OidcProviderModule
