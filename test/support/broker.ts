@@ -126,6 +126,26 @@ export interface TestBrokerOptions {
   readonly telemetry?: TelemetryExporters
 }
 
+/**
+ * The simplest policy: a `client_secret_basic` agent that users of
+ * `userIssuer` may delegate `read` on `audience` to, for 300 s.
+ */
+export function secretAgentPolicy(
+  agent: string,
+  userIssuer: string,
+  options: { readonly secret?: string; readonly audience?: string; readonly owner?: string; readonly expires?: string } = {},
+): string {
+  return `agent: ${agent}
+owner: ${JSON.stringify(options.owner ?? 'security@example.com')}
+purpose: test agent
+expires: ${options.expires ?? '2099-01-01'}
+authentication: { method: client_secret_basic, secret_sha256: ${hashClientSecret(options.secret ?? SECRET).toString('hex')} }
+users: [{ issuer: ${userIssuer} }]
+grants: [{ audience: ${options.audience ?? AUDIENCE}, scopes: [read], default_scopes: [read] }]
+token_ttl: { default: 300, max: 300 }
+`
+}
+
 /** Policies of every kind; `{{...}}` is filled in by `startTestBroker`. */
 function defaultPolicies(agentJwk: JWK): Record<string, string> {
   const secretHash = hashClientSecret(SECRET).toString('hex')
@@ -171,15 +191,7 @@ grants:
 token_ttl: { default: 120, max: 300 }
 delegation: { max_depth: 3, sub_agents: [secret-agent] }
 `,
-    'expired-agent.yaml': `agent: expired-agent
-owner: security@example.com
-purpose: test agent
-expires: 2020-01-01
-authentication: { method: client_secret_basic, secret_sha256: ${secretHash} }
-users: [{ issuer: ${USER_ISSUER} }]
-grants: [{ audience: ${AUDIENCE}, scopes: [read], default_scopes: [read] }]
-token_ttl: { default: 300, max: 300 }
-`,
+    'expired-agent.yaml': secretAgentPolicy('expired-agent', USER_ISSUER, { expires: '2020-01-01' }),
   }
 }
 

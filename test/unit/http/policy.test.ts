@@ -5,8 +5,7 @@
  */
 import { decodeJwt } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { hashClientSecret } from '../../../src/tokens/client-auth.js'
-import { AUDIENCE, basic, OTHER_AUDIENCE, SECRET, startTestBroker, USER_ISSUER } from '../../support/broker.js'
+import { AUDIENCE, basic, OTHER_AUDIENCE, SECRET, secretAgentPolicy, startTestBroker, USER_ISSUER } from '../../support/broker.js'
 import { exchange, expectCleanLogs, expectOAuthError, expectToken, startTrackedBroker, type TrackedBroker } from './helpers.js'
 
 describe('policy refusals', () => {
@@ -81,15 +80,7 @@ describe('policy refusals', () => {
 
 describe('policy owner', () => {
   const policyWithOwner = (owner: string) => ({
-    'ownerless.yaml': `agent: ownerless
-owner: ${JSON.stringify(owner)}
-purpose: test agent
-expires: 2030-01-01
-authentication: { method: client_secret_basic, secret_sha256: ${hashClientSecret(SECRET).toString('hex')} }
-users: [{ issuer: ${USER_ISSUER} }]
-grants: [{ audience: ${AUDIENCE}, scopes: [read], default_scopes: [read] }]
-token_ttl: { default: 300, max: 300 }
-`,
+    'ownerless.yaml': secretAgentPolicy('ownerless', USER_ISSUER, { owner }),
   })
 
   it.each([['whitespace-only', ' \t '], ['empty', '']])('a policy whose owner is %s never loads: the broker does not start', async (_name, owner) => {

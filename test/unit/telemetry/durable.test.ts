@@ -17,8 +17,7 @@ import { composeMandate, type Mandate } from '../../../src/compose.js'
 import { Config } from '../../../src/config/schema.js'
 import { GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../../../src/core/claims.js'
 import { createLogger } from '../../../src/telemetry/log.js'
-import { hashClientSecret } from '../../../src/tokens/client-auth.js'
-import { basic, encodeForm } from '../../support/broker.js'
+import { basic, encodeForm, secretAgentPolicy } from '../../support/broker.js'
 import { captureLogs } from '../../support/log-sink.js'
 import { CALLER, points, recorder, telemetryStrings, type Recorder } from './support.js'
 
@@ -42,15 +41,7 @@ beforeAll(async () => {
   await mkdir(join(dir, 'policies'))
   await writeFile(
     join(dir, 'policies', 'remote-agent.yaml'),
-    `agent: remote-agent
-owner: security@example.com
-purpose: test agent
-expires: 2099-01-01
-authentication: { method: client_secret_basic, secret_sha256: ${hashClientSecret(SECRET).toString('hex')} }
-users: [{ issuer: ${IDP} }]
-grants: [{ audience: ${AUDIENCE}, scopes: [read], default_scopes: [read] }]
-token_ttl: { default: 300, max: 300 }
-`,
+    secretAgentPolicy('remote-agent', IDP, { secret: SECRET, audience: AUDIENCE }),
   )
   const keys = await generateKeyPair('RS256', { extractable: true })
   userKey = keys.privateKey

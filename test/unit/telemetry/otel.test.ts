@@ -27,8 +27,7 @@ import { createMetrics } from '../../../src/telemetry/metrics.js'
 import { GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE, type Subject } from '../../../src/core/claims.js'
 import { createMemoryRevocationLog } from '../../../src/revocation/log-memory.js'
 import { parseOtlpHeaders, SHUTDOWN_TIMEOUT_MS, startTelemetry, type TelemetryExporters } from '../../../src/telemetry/otel.js'
-import { hashClientSecret } from '../../../src/tokens/client-auth.js'
-import { AUDIENCE, basic, BROKER, encodeForm, SECRET, startTestBroker, USER_ISSUER } from '../../support/broker.js'
+import { AUDIENCE, basic, BROKER, encodeForm, SECRET, secretAgentPolicy, startTestBroker, USER_ISSUER } from '../../support/broker.js'
 import { captureLogs } from '../../support/log-sink.js'
 import { expectToken } from '../http/helpers.js'
 import { CALLER, points, recorder } from './support.js'
@@ -164,15 +163,7 @@ async function startOtlpBroker(telemetry: Record<string, unknown>, exporters?: T
   await mkdir(join(dir, 'policies'))
   await writeFile(
     join(dir, 'policies', 'otlp-agent.yaml'),
-    `agent: otlp-agent
-owner: security@example.com
-purpose: test agent
-expires: 2099-01-01
-authentication: { method: client_secret_basic, secret_sha256: ${hashClientSecret(SECRET).toString('hex')} }
-users: [{ issuer: ${USER_ISSUER} }]
-grants: [{ audience: ${AUDIENCE}, scopes: [read], default_scopes: [read] }]
-token_ttl: { default: 300, max: 300 }
-`,
+    secretAgentPolicy('otlp-agent', USER_ISSUER),
   )
   const keys = await generateKeyPair('ES256', { extractable: true })
   const jwk = { ...(await exportJWK(keys.publicKey)), kid: 'u1', alg: 'ES256' }
