@@ -181,6 +181,8 @@ export interface ClaimRules {
   readonly skew: number
   /** Claims that must be present, checked before any is compared. */
   readonly required: readonly string[]
+  /** Seconds: an `exp` further ahead of `now` than this (plus the skew) is refused. */
+  readonly maxExpiresIn?: number
 }
 
 const NUMERIC = ['exp', 'iat', 'nbf'] as const
@@ -191,7 +193,8 @@ export function checkClaims(payload: Record<string, unknown>, rules: ClaimRules)
   for (const name of rules.required) if (payload[name] === undefined) throw new JwtError(`missing_${name}`)
   for (const name of NUMERIC) {
     const v = payload[name]
-    if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v))) throw new JwtError(`bad_${name}`)
+    // RFC 7519 §2 NumericDate: seconds since the epoch, fractions allowed; JSON.parse turns 1e400 into Infinity.
+    if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < 0)) throw new JwtError(`bad_${name}`)
   }
   for (const name of STRINGS) {
     const v = payload[name]
@@ -216,6 +219,7 @@ export function checkClaims(payload: Record<string, unknown>, rules: ClaimRules)
   const nbf = payload['nbf'] as number | undefined
   const iat = payload['iat'] as number | undefined
   if (exp !== undefined && now - skew >= exp) throw new JwtError('expired')
+  if (exp !== undefined && rules.maxExpiresIn !== undefined && exp > now + rules.maxExpiresIn + skew) throw new JwtError('exp_too_far')
   if (nbf !== undefined && nbf > now + skew) throw new JwtError('not_yet_valid')
   if (iat !== undefined && iat > now + skew) throw new JwtError('issued_in_future')
 }

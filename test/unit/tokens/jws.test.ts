@@ -412,6 +412,32 @@ describe('checkClaims', () => {
   })
 
   it.each([
+    ['exp', { exp: -1 }],
+    ['iat', { iat: -0.5 }],
+    ['nbf', { nbf: -NOW }],
+  ])('refuses a negative %s (RFC 7519 §2 NumericDate counts from the epoch)', (name, over) => {
+    expect(jwtCode(() => checkClaims({ ...claims(), ...over }, rules()))).toBe(`bad_${name}`)
+  })
+
+  it('refuses a NumericDate that JSON parses to Infinity (1e400)', () => {
+    const token = `${b64({ alg: 'ES256' })}.${Buffer.from(`{"iss":"${ISS}","aud":"${AUD}","iat":${NOW},"exp":1e400}`).toString('base64url')}.c2ln`
+    expect(jwtCode(() => checkClaims(decodeJws(token).payload, rules()))).toBe('bad_exp')
+  })
+
+  it('accepts fractional NumericDates (RFC 7519 §2) and an epoch of 0', () => {
+    expect(() => checkClaims(claims({ iat: NOW - 0.25, nbf: 0, exp: NOW + 300.5 }), rules())).not.toThrow()
+  })
+
+  it('maxExpiresIn: refuses an exp further ahead than now + max + skew, accepts one at it', () => {
+    const max = 86_400
+    expect(() => checkClaims(claims({ exp: NOW + max + SKEW }), rules({ maxExpiresIn: max }))).not.toThrow()
+    expect(jwtCode(() => checkClaims(claims({ exp: NOW + max + SKEW + 0.5 }), rules({ maxExpiresIn: max })))).toBe('exp_too_far')
+    expect(jwtCode(() => checkClaims(claims({ exp: 1e15 }), rules({ maxExpiresIn: max })))).toBe('exp_too_far')
+    // Without the rule, only expiry in the past is checked.
+    expect(() => checkClaims(claims({ exp: 1e15 }), rules())).not.toThrow()
+  })
+
+  it.each([
     ['exp as a string', { exp: String(NOW + 300) }, 'bad_exp'],
     ['exp as NaN-like null', { exp: null }, 'bad_exp'],
     ['iat as a string', { iat: 'now' }, 'bad_iat'],
