@@ -116,20 +116,46 @@ const EC_CURVES: Record<string, { curve: string; hash: string; size: number }> =
 
 type VerifyKey = Parameters<typeof cryptoVerify>[2]
 
-/** The digest and key options `alg` needs with `key`; undefined when the key is not of the kind `alg` requires. */
-function verifyParams(alg: string, key: KeyObject, signature: Buffer): { hash: string | null; key: VerifyKey } | undefined {
-  if (key.type !== 'public') return undefined
+/**
+ * Whether `key` is a public key of the type (and curve) `alg` signs with
+ * (RFC 7518 §3.1, RFC 8037 §3.1); RSA under 2048 bits never fits (RFC 7518 §3.3).
+ */
+export function keyFitsAlgorithm(alg: string, key: KeyObject): boolean {
+  if (key.type !== 'public') return false
   const kind = key.asymmetricKeyType
   switch (alg) {
     case 'RS256':
     case 'RS384':
     case 'RS512':
-      if (kind !== 'rsa' || (key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048) return undefined
+      return kind === 'rsa' && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= 2048
+    case 'PS256':
+    case 'PS384':
+    case 'PS512':
+      return (kind === 'rsa' || kind === 'rsa-pss') && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= 2048
+    case 'ES256':
+    case 'ES384':
+    case 'ES512':
+      return kind === 'ec' && key.asymmetricKeyDetails?.namedCurve === EC_CURVES[alg]?.curve
+    case 'EdDSA':
+      return kind === 'ed25519' || kind === 'ed448'
+    case 'Ed25519':
+      return kind === 'ed25519'
+    default:
+      return false
+  }
+}
+
+/** The digest and key options `alg` needs with `key`; undefined when the key is not of the kind `alg` requires. */
+function verifyParams(alg: string, key: KeyObject, signature: Buffer): { hash: string | null; key: VerifyKey } | undefined {
+  if (!keyFitsAlgorithm(alg, key)) return undefined
+  switch (alg) {
+    case 'RS256':
+    case 'RS384':
+    case 'RS512':
       return { hash: `sha${alg.slice(2)}`, key }
     case 'PS256':
     case 'PS384':
     case 'PS512': {
-      if ((kind !== 'rsa' && kind !== 'rsa-pss') || (key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048) return undefined
       const bits = Number(alg.slice(2))
       return { hash: `sha${bits}`, key: { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: bits / 8 } }
     }
@@ -137,16 +163,12 @@ function verifyParams(alg: string, key: KeyObject, signature: Buffer): { hash: s
     case 'ES384':
     case 'ES512': {
       const ec = EC_CURVES[alg]
-      if (ec === undefined || kind !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== ec.curve) return undefined
-      if (signature.length !== ec.size) return undefined
+      if (ec === undefined || signature.length !== ec.size) return undefined
       return { hash: ec.hash, key: { key, dsaEncoding: 'ieee-p1363' } }
     }
-    case 'EdDSA':
-    case 'Ed25519':
-      if (kind !== 'ed25519' && !(alg === 'EdDSA' && kind === 'ed448')) return undefined
-      return { hash: null, key }
     default:
-      return undefined
+      // EdDSA and Ed25519: the curve fixes the hash.
+      return { hash: null, key }
   }
 }
 
