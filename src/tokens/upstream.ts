@@ -1,15 +1,10 @@
-import { KeyObject, type webcrypto } from 'node:crypto'
-import {
-  createLocalJWKSet,
-  createRemoteJWKSet,
-  customFetch,
-  errors as joseErrors,
-  type JSONWebKeySet,
-  type JWSHeaderParameters,
-} from 'jose'
+import type { KeyObject } from 'node:crypto'
+import type { JSONWebKeySet } from 'jose'
 import * as oauth from 'oauth4webapi'
+import type { Logger } from '../telemetry/log.js'
 import { fetchLimited, isAllowedUpstreamUrl, UpstreamUnavailable, type FetchLimits } from './fetch-limited.js'
-import { checkClaims, checkHeader, decodeJws, JwtError, verifySignature, type JwsHeader } from './jws.js'
+import { importPublicJwk, KeyRefused } from './jwk.js'
+import { ASYMMETRIC_ALGORITHMS, checkClaims, checkHeader, decodeJws, JwtError, keyFitsAlgorithm, verifySignature, type JwsHeader } from './jws.js'
 
 /** An issuer trusted for one role (user subjects, or workload actors). */
 export interface TrustedIssuer {
@@ -21,9 +16,12 @@ export interface TrustedIssuer {
   readonly audience: string
   /** Accepted `typ` header values, normalized; `undefined` accepts no `typ`. */
   readonly typ: readonly (string | undefined)[]
+  /** User subjects only: OpenID Connect ID tokens are accepted as subject tokens too (default: refused). */
+  readonly acceptIdTokens?: boolean
 }
 
 export interface JwksPolicy extends FetchLimits {
+  /** Most usable keys kept from one JWKS: later entries are cut (and a warning logged). */
   readonly maxKeys: number
   /** Minimum time between two fetches for one issuer (unknown `kid` refetch cooldown). */
   readonly cooldownMs: number
@@ -42,70 +40,162 @@ export const DEFAULT_JWKS_POLICY: JwksPolicy = {
   staleMaxAgeMs: 60 * 60_000,
 }
 
-/** Finds the verification key for a header; throws `JwtError('unknown_kid')` or `UpstreamUnavailable`. */
-export type KeyResolver = (header: JwsHeader) => Promise<KeyObject>
-
-/** Key objects are converted from jose's CryptoKeys once and kept as long as jose keeps the CryptoKey. */
-const keyObjects = new WeakMap<object, KeyObject>()
-
-function toKeyObject(key: unknown): KeyObject {
-  if (key instanceof KeyObject) return key
-  let ko = keyObjects.get(key as object)
-  if (ko === undefined) {
-    ko = KeyObject.from(key as webcrypto.CryptoKey)
-    keyObjects.set(key as object, ko)
-  }
-  return ko
+/** An issuer's verification keys. */
+export interface KeyResolver {
+  /** Finds the verification key for a header; throws `JwtError('unknown_kid' | 'ambiguous_key')` or `UpstreamUnavailable`. */
+  resolve(header: JwsHeader): Promise<KeyObject>
+  /**
+   * Whether `key`, once returned by `resolve`, is still in the issuer's
+   * current key set: a set lookup, no key import. Refreshes a set that is
+   * due exactly as `resolve` does, so a key removed upstream stops counting
+   * from the next refresh on. Throws `UpstreamUnavailable` when no set may serve.
+   */
+  holds(key: KeyObject): Promise<boolean>
 }
 
-function joseToKeyError(err: unknown): Error {
-  if (err instanceof UpstreamUnavailable) return err
-  if (err instanceof joseErrors.JWKSNoMatchingKey) return new JwtError('unknown_kid')
-  if (err instanceof joseErrors.JWKSMultipleMatchingKeys) return new JwtError('ambiguous_key')
-  if (err instanceof joseErrors.JOSENotSupported || err instanceof joseErrors.JWKInvalid) {
-    return new JwtError('unusable_key')
-  }
-  if (err instanceof joseErrors.JWKSTimeout) return new UpstreamUnavailable('JWKS fetch timed out')
-  return new UpstreamUnavailable(`JWKS unavailable: ${(err as Error).name}`)
+/** One usable key of a set. */
+interface SetKey {
+  readonly kid: string | undefined
+  readonly alg: string | undefined
+  readonly key: KeyObject
 }
 
-/** Resolver over a key set held in memory (the broker's own keys, the dev user issuer). */
-export function createLocalKeyResolver(jwks: JSONWebKeySet): KeyResolver {
-  const local = createLocalJWKSet(jwks)
-  return async (header) => {
-    try {
-      return toKeyObject(await local(header as JWSHeaderParameters))
-    } catch (err) {
-      throw joseToKeyError(err)
-    }
-  }
+/** The usable keys of one fetched JWKS. */
+interface KeySet {
+  readonly keys: readonly SetKey[]
+  readonly objects: ReadonlySet<KeyObject>
+  /** Each key under its entry's exact JSON text: an entry unchanged at the next fetch keeps its KeyObject. */
+  readonly byText: ReadonlyMap<string, SetKey>
 }
 
-/** jose asked for a refetch within the cooldown: the key set stays as it is. */
-class CoolingDown extends Error {
-  override readonly name = 'CoolingDown'
+/** A JWKS entry left out of the set, and why; never key material. */
+export interface IgnoredKey {
+  readonly kid: string | undefined
+  readonly reason: string
+}
+
+const ALGORITHMS: ReadonlySet<string> = new Set(ASYMMETRIC_ALGORITHMS)
+/** Most ignored entries named in one warning (a hostile JWKS can hold thousands). */
+const MAX_IGNORED_LOGGED = 20
+
+/** Whether a JWKS entry says it is no signature key of ours; such entries are skipped silently. */
+function otherPurpose(jwk: Record<string, unknown>): boolean {
+  const { use, key_ops: ops, alg } = jwk
+  // RFC 7517 §4.2, §4.3: an encryption key, or one not allowed to verify, is not for us.
+  if (typeof use === 'string' && use !== 'sig') return true
+  if (Array.isArray(ops) && !ops.includes('verify')) return true
+  // An algorithm we never accept (e.g. RSA-OAEP, HS256): no token we verify can select it.
+  return typeof alg === 'string' && !ALGORITHMS.has(alg)
 }
 
 /**
- * Resolver over an issuer's published JWKS. jose's remote JWK set selects
- * and imports keys and keeps the last set it loaded; when to touch the
- * network is decided here, on the injected clock, with DESIGN.md's bounds:
- * timeout, body size and key count per fetch; at most one network attempt
- * (JWKS or discovery) per cooldown, whether the last one failed or an
- * unknown `kid` asks again; a refresh after `cacheMaxAgeMs`; and while the
- * issuer cannot be reached, the last good set serves until it is
- * `max(cacheMaxAgeMs, staleMaxAgeMs)` old, then nothing does.
+ * The usable keys of a JWKS's `keys` array, in order, at most `maxKeys`:
+ * entries for another purpose are skipped; malformed or weak keys, or keys
+ * whose `alg` does not fit them, are ignored and reported; a repeated entry
+ * counts once. An entry whose JSON text is unchanged since `previous` keeps
+ * its key object.
  */
-export function createRemoteKeyResolver(issuer: TrustedIssuer, policy: JwksPolicy, now: () => number = Date.now): KeyResolver {
+function buildKeySet(
+  entries: readonly unknown[],
+  maxKeys: number,
+  previous: KeySet | undefined,
+): { set: KeySet; ignored: IgnoredKey[]; cut: number } {
+  const keys: SetKey[] = []
+  const byText = new Map<string, SetKey>()
+  const ignored: IgnoredKey[] = []
+  let i = 0
+  for (; i < entries.length && keys.length < maxKeys; i++) {
+    const entry = entries[i]
+    const text = JSON.stringify(entry)
+    if (byText.has(text)) continue
+    const known = previous?.byText.get(text)
+    if (known !== undefined) {
+      keys.push(known)
+      byText.set(text, known)
+      continue
+    }
+    const jwk = (typeof entry === 'object' && entry !== null ? entry : {}) as Record<string, unknown>
+    const kid = typeof jwk['kid'] === 'string' ? jwk['kid'].slice(0, 128) : undefined
+    try {
+      if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new KeyRefused('not a JSON object')
+      if ('kid' in jwk && kid === undefined) throw new KeyRefused('malformed kid')
+      if ('use' in jwk && typeof jwk['use'] !== 'string') throw new KeyRefused('malformed use')
+      if ('alg' in jwk && typeof jwk['alg'] !== 'string') throw new KeyRefused('malformed alg')
+      if ('key_ops' in jwk && !(Array.isArray(jwk['key_ops']) && jwk['key_ops'].every((o) => typeof o === 'string'))) {
+        throw new KeyRefused('malformed key_ops')
+      }
+      if (otherPurpose(jwk)) continue
+      const key = importPublicJwk(jwk)
+      const alg = jwk['alg'] as string | undefined
+      if (alg !== undefined && !keyFitsAlgorithm(alg, key)) throw new KeyRefused(`alg ${alg} does not fit the key`)
+      const setKey = { kid, alg, key }
+      keys.push(setKey)
+      byText.set(text, setKey)
+    } catch (err) {
+      if (!(err instanceof KeyRefused)) throw err
+      ignored.push({ kid, reason: err.message })
+    }
+  }
+  return { set: { keys, objects: new Set(keys.map((k) => k.key)), byText }, ignored, cut: entries.length - i }
+}
+
+/**
+ * The one key of `set` a header selects (RFC 7515 §4.1.4 `kid`, RFC 7517
+ * §4.4 `alg`, and the key type and curve `alg` needs); undefined when none,
+ * `JwtError('ambiguous_key')` when several.
+ */
+function selectKey(set: KeySet, header: JwsHeader): KeyObject | undefined {
+  let found: KeyObject | undefined
+  for (const k of set.keys) {
+    if (header.kid !== undefined && k.kid !== header.kid) continue
+    if (k.alg !== undefined && k.alg !== header.alg) continue
+    if (!keyFitsAlgorithm(header.alg, k.key)) continue
+    if (found !== undefined) throw new JwtError('ambiguous_key')
+    found = k.key
+  }
+  return found
+}
+
+/** Resolver over a key set held in memory (the dev user issuer, tests). Throws `TypeError` on a key it would not use. */
+export function createLocalKeyResolver(jwks: JSONWebKeySet): KeyResolver {
+  const { set, ignored } = buildKeySet(jwks.keys, Infinity, undefined)
+  if (ignored.length > 0) throw new TypeError(`local key set: ${ignored.map((k) => `${k.kid ?? '(no kid)'}: ${k.reason}`).join('; ')}`)
+  return {
+    async resolve(header) {
+      const key = selectKey(set, header)
+      if (key === undefined) throw new JwtError('unknown_kid')
+      return key
+    },
+    holds: async (key) => set.objects.has(key),
+  }
+}
+
+/**
+ * Resolver over an issuer's published JWKS, on the injected clock, with
+ * DESIGN.md's bounds: timeout and body size per fetch, at most `maxKeys`
+ * usable keys kept (the rest cut, with a warning); at most one network
+ * attempt (JWKS or discovery) per cooldown, whether the last one failed or
+ * an unknown `kid` asks again; a refresh after `cacheMaxAgeMs`, which every
+ * request waits for; and while the issuer cannot be reached, the last good
+ * set serves until it is `max(cacheMaxAgeMs, staleMaxAgeMs)` old, then
+ * nothing does. Each fetched JWKS is filtered by `importPublicJwk` before
+ * any key of it is used; one warning per fetch names what was left out.
+ */
+export function createRemoteKeyResolver(
+  issuer: TrustedIssuer,
+  policy: JwksPolicy,
+  now: () => number = Date.now,
+  logger?: Logger,
+): KeyResolver {
   const usableMs = Math.max(policy.cacheMaxAgeMs, policy.staleMaxAgeMs)
   const issuerUrl = new URL(issuer.issuer)
   let jwksUri: string | undefined
-  let discoveryFailedAt = -Infinity
+  let set: KeySet | undefined
   let lastGoodAt: number | undefined
   let lastAttempt = -Infinity
-  /** The JWKS fetch in flight, which concurrent requests share. */
-  let reloading: Promise<unknown> | undefined
-  let remote: Promise<ReturnType<typeof createRemoteJWKSet>> | undefined
+  let lastFailure = 'not fetched yet'
+  /** The fetch in flight, which concurrent requests share. */
+  let reloading: Promise<void> | undefined
 
   const fetchMetadata = (u: string, init: RequestInit) => fetchLimited(u, init, policy)
 
@@ -118,9 +208,6 @@ export function createRemoteKeyResolver(issuer: TrustedIssuer, policy: JwksPolic
   async function discover(): Promise<string> {
     if (issuer.jwksUri !== undefined) return issuer.jwksUri
     if (jwksUri !== undefined) return jwksUri
-    if (now() - discoveryFailedAt < policy.cooldownMs) {
-      throw new UpstreamUnavailable(`discovery for ${issuer.issuer} failed recently; cooling down`)
-    }
     const options = { [oauth.allowInsecureRequests]: issuerUrl.protocol === 'http:', [oauth.customFetch]: fetchMetadata }
     let uri: unknown
     for (const algorithm of ['oauth2', 'oidc'] as const) {
@@ -133,84 +220,86 @@ export function createRemoteKeyResolver(issuer: TrustedIssuer, policy: JwksPolic
         // try the next well-known location
       }
     }
-    if (!acceptableJwksUri(uri)) {
-      discoveryFailedAt = now()
-      throw new UpstreamUnavailable(`discovery for ${issuer.issuer} found no usable jwks_uri`)
-    }
+    if (!acceptableJwksUri(uri)) throw new UpstreamUnavailable(`discovery for ${issuer.issuer} found no usable jwks_uri`)
     jwksUri = uri
     return uri
   }
 
-  // jose calls this on every reload it wants; within the cooldown it is refused without a fetch or a parse.
-  async function fetchJwks(url: string, init: RequestInit): Promise<Response> {
-    const t = now()
-    if (t - lastAttempt < policy.cooldownMs) throw new CoolingDown()
-    lastAttempt = t
-    const response = await fetchLimited(url, init, policy)
-    const body = await response.text()
-    let parsed: { keys?: unknown }
+  async function fetchSet(): Promise<void> {
+    const started = now()
+    lastAttempt = started
+    const uri = await discover()
+    const response = await fetchLimited(uri, { headers: { accept: 'application/jwk-set+json, application/json' } }, policy)
+    let parsed: unknown
     try {
-      parsed = JSON.parse(body) as { keys?: unknown }
+      parsed = JSON.parse(await response.text())
     } catch {
       throw new UpstreamUnavailable(`JWKS of ${issuer.issuer} is not JSON`)
     }
-    if (!Array.isArray(parsed.keys) || parsed.keys.length > policy.maxKeys) {
-      throw new UpstreamUnavailable(`JWKS of ${issuer.issuer} is malformed or holds over ${policy.maxKeys} keys`)
-    }
-    lastGoodAt = t
-    return new Response(body, { status: 200, headers: { 'content-type': 'application/json' } })
-  }
-
-  function jwksSet(): Promise<ReturnType<typeof createRemoteJWKSet>> {
-    // Concurrent first requests share one discovery; a failed one is forgotten (its cooldown is in discover).
-    if (remote === undefined) {
-      const pending = discover().then((uri) =>
-        createRemoteJWKSet(new URL(uri), {
-          timeoutDuration: policy.timeoutMs,
-          // Timing is ours, on the injected clock: jose asks whenever it wants and fetchJwks decides.
-          cooldownDuration: 0,
-          cacheMaxAge: Infinity,
-          [customFetch]: fetchJwks,
-        }),
+    const entries = (parsed as { keys?: unknown } | null)?.keys
+    if (!Array.isArray(entries)) throw new UpstreamUnavailable(`JWKS of ${issuer.issuer} has no keys array`)
+    const built = buildKeySet(entries, policy.maxKeys, set)
+    if (built.ignored.length > 0 || built.cut > 0) {
+      logger?.warn(
+        {
+          issuer: issuer.issuer,
+          ignored: built.ignored.slice(0, MAX_IGNORED_LOGGED),
+          ignored_count: built.ignored.length,
+          cut: built.cut,
+          max_keys: policy.maxKeys,
+        },
+        'JWKS keys ignored',
       )
-      remote = pending
-      pending.catch(() => {
-        if (remote === pending) remote = undefined
-      })
     }
-    return remote
+    set = built.set
+    lastGoodAt = started
   }
 
-  return async (header) => {
-    try {
-      const jwks = await jwksSet()
-      const t = now()
-      if ((lastGoodAt === undefined || t - lastGoodAt > policy.cacheMaxAgeMs) && t - lastAttempt >= policy.cooldownMs) {
-        // A failed refresh leaves jose's last good set in place; the age check below decides whether it may serve.
-        const started = jwks.reload().catch(() => undefined)
-        reloading = started
-        void started.finally(() => {
-          if (reloading === started) reloading = undefined
-        })
-      }
-      // Requests that arrive while a fetch is in flight wait for it (the first requests after a start
-      // would otherwise find no set yet and be answered 503).
-      if (reloading !== undefined) await reloading
-      if (lastGoodAt === undefined || now() - lastGoodAt > usableMs) {
-        throw new UpstreamUnavailable(`no usable JWKS for ${issuer.issuer}`)
-      }
-      return toKeyObject(await jwks(header as JWSHeaderParameters))
-    } catch (err) {
-      if (err instanceof JwtError) throw err
-      if (err instanceof CoolingDown) throw new JwtError('unknown_kid')
-      throw joseToKeyError(err)
+  /** Starts one fetch unless one is in flight; it never rejects (a failure keeps the last good set). */
+  function refresh(): Promise<void> {
+    reloading ??= fetchSet()
+      .catch((err: unknown) => {
+        lastFailure = err instanceof UpstreamUnavailable ? err.message : `JWKS fetch failed: ${(err as Error).name}`
+      })
+      .finally(() => {
+        reloading = undefined
+      })
+    return reloading
+  }
+
+  /** The set requests are answered from, refreshed first when due. */
+  async function currentSet(): Promise<KeySet> {
+    const t = now()
+    if ((lastGoodAt === undefined || t - lastGoodAt > policy.cacheMaxAgeMs) && t - lastAttempt >= policy.cooldownMs) void refresh()
+    // Requests that arrive while a fetch is in flight wait for it: the first ones after a start
+    // would otherwise find no set, and later ones would still trust a key the refresh drops.
+    if (reloading !== undefined) await reloading
+    if (set === undefined || lastGoodAt === undefined || now() - lastGoodAt > usableMs) {
+      throw new UpstreamUnavailable(`no usable JWKS for ${issuer.issuer}: ${lastFailure}`)
     }
+    return set
+  }
+
+  return {
+    async resolve(header) {
+      let key = selectKey(await currentSet(), header)
+      if (key === undefined && now() - lastAttempt >= policy.cooldownMs) {
+        // An unknown kid may be a key rotated in since the last fetch: one refetch per cooldown.
+        await refresh()
+        key = selectKey(await currentSet(), header)
+      }
+      if (key === undefined) throw new JwtError('unknown_kid')
+      return key
+    },
+    holds: async (key) => (await currentSet()).objects.has(key),
   }
 }
 
 export interface VerifiedJwt {
   readonly header: JwsHeader
   readonly payload: Record<string, unknown>
+  /** The issuer key the signature was checked with (see `KeyResolver.holds`). */
+  readonly key: KeyObject
 }
 
 export interface VerifyOptions {
@@ -220,6 +309,8 @@ export interface VerifyOptions {
   readonly now: number
   readonly skew: number
   readonly required: readonly string[]
+  /** Seconds; see `ClaimRules.maxExpiresIn`. */
+  readonly maxExpiresIn?: number
 }
 
 /**
@@ -232,7 +323,7 @@ export async function verifyDecodedJwt(
 ): Promise<VerifiedJwt> {
   const { header, payload } = decoded
   checkHeader(header, { algorithms: options.issuer.algorithms, typ: options.issuer.typ })
-  const key = await options.keys(header)
+  const key = await options.keys.resolve(header)
   if (!(await verifySignature(header.alg, key, decoded.signingInput, decoded.signature))) throw new JwtError('bad_signature')
   checkClaims(payload, {
     issuer: options.issuer.issuer,
@@ -240,8 +331,9 @@ export async function verifyDecodedJwt(
     now: options.now,
     skew: options.skew,
     required: options.required,
+    ...(options.maxExpiresIn === undefined ? {} : { maxExpiresIn: options.maxExpiresIn }),
   })
-  return { header, payload }
+  return { header, payload, key }
 }
 
 /** Issuers trusted for one role, each with its key resolver. */

@@ -140,6 +140,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
     { issuer, jwksUri, algorithms: [SIGNING_ALG], audience, typ: ['at+jwt'] },
     policy,
     clock,
+    options.logger,
   )
 
   const mirror = createRevocationMirror(() => Math.floor(clock() / 1000))
@@ -169,7 +170,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
       const { header } = decoded
       checkHeader(header, { algorithms: [SIGNING_ALG], typ: ['at+jwt'] })
       if (header.kid === undefined) throw new JwtError('missing_kid')
-      const key = await keys(header)
+      const key = await keys.resolve(header)
       if (!(await verifySignature(header.alg, key, decoded.signingInput, decoded.signature))) throw new JwtError('bad_signature')
       checkClaims(decoded.payload, { issuer, audience, now, skew, required: MANDATE_REQUIRED })
       claims = mandateClaims(decoded.payload)
@@ -200,7 +201,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
   /** Fetches the key set: any answer about a key means the set is in hand; only an unreachable JWKS fails. */
   async function warmKeys(): Promise<void> {
     try {
-      await keys({ alg: SIGNING_ALG, kid: '\u0000warm-up' })
+      await keys.resolve({ alg: SIGNING_ALG, kid: '\u0000warm-up' })
     } catch (err) {
       if (!(err instanceof JwtError)) throw err
     }

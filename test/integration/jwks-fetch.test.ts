@@ -10,13 +10,21 @@
  * `TestClock` moves both together (only `Date` is faked: sockets and timeouts
  * stay real). One test uses the injected clock alone, on purpose.
  */
+import { generateKeyPairSync } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { exportJWK, generateKeyPair, type JWK } from 'jose'
+import { exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose'
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
+import { createLogger } from '../../src/telemetry/log.js'
 import { fetchLimited, UpstreamUnavailable } from '../../src/tokens/fetch-limited.js'
 import { JwtError } from '../../src/tokens/jws.js'
-import { createRemoteKeyResolver, DEFAULT_JWKS_POLICY, type JwksPolicy, type TrustedIssuer } from '../../src/tokens/upstream.js'
+import {
+  createRemoteKeyResolver,
+  DEFAULT_JWKS_POLICY,
+  type JwksPolicy,
+  type TrustedIssuer,
+} from '../../src/tokens/upstream.js'
+import { captureLogs } from '../support/log-sink.js'
 
 const T0 = Date.UTC(2027, 0, 1) // epoch ms the clocks start at
 const SECOND = 1000
@@ -101,17 +109,27 @@ const header = (kid: string) => ({ alg: 'ES256', kid, typ: 'at+jwt' })
 let keyA: JWK
 let keyB: JWK
 let keyC: JWK
+/** Signs with the private half of keyA. */
+let privateA: CryptoKey
 
-async function publicJwk(kid: string): Promise<JWK> {
-  const { publicKey } = await generateKeyPair('ES256', { extractable: true })
-  return { ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' }
+async function keyPair(kid: string): Promise<{ jwk: JWK; privateKey: CryptoKey }> {
+  const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true })
+  return { jwk: { ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' }, privateKey }
 }
 
 beforeAll(async () => {
-  keyA = await publicJwk('key-a')
-  keyB = await publicJwk('key-b')
-  keyC = await publicJwk('key-c')
+  const a = await keyPair('key-a')
+  keyA = a.jwk
+  privateA = a.privateKey
+  keyB = (await keyPair('key-b')).jwk
+  keyC = (await keyPair('key-c')).jwk
 })
+
+/** A logger whose lines the test reads back, parsed. */
+function warnings(): { logger: ReturnType<typeof createLogger>; lines: () => Record<string, unknown>[] } {
+  const { lines, stream } = captureLogs('jwks-fetch test')
+  return { logger: createLogger('warn', stream), lines: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>) }
+}
 
 beforeEach(() => {
   vi.useFakeTimers({ toFake: ['Date'] })
@@ -212,7 +230,7 @@ describe('createRemoteKeyResolver', () => {
   it('finds a key by kid and serves later lookups from cache', async () => {
     const clock = new TestClock()
     const server = await startServer(jwksAt(() => ({ keys: [keyA] })))
-    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+    const { resolve } = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
 
     const key = await resolve(header('key-a'))
     expect(key.type).toBe('public')
@@ -230,7 +248,7 @@ describe('createRemoteKeyResolver', () => {
       if (path !== '/jwks') return json(res, { error: 'not_found' }, 404)
       void gate.then(() => json(res, { keys: [keyA] }))
     })
-    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+    const { resolve } = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
     const lookups = Array.from({ length: 8 }, () => resolve(header('key-a')))
     await new Promise((r) => setTimeout(r, 50))
     release()
@@ -243,7 +261,7 @@ describe('createRemoteKeyResolver', () => {
     const clock = new TestClock()
     let keys = [keyA]
     const server = await startServer(jwksAt(() => ({ keys })))
-    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+    const { resolve } = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
 
     await resolve(header('key-a'))
     expect(server.count('/jwks')).toBe(1)
@@ -279,7 +297,7 @@ describe('createRemoteKeyResolver', () => {
     let t = T0
     let keys = [keyA]
     const server = await startServer(jwksAt(() => ({ keys })))
-    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, () => t)
+    const { resolve } = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, () => t)
 
     await resolve(header('key-a'))
     keys = [keyA, keyB]
@@ -292,7 +310,7 @@ describe('createRemoteKeyResolver', () => {
     const clock = new TestClock()
     const padding = 'x'.repeat(POLICY.maxBytes)
     const server = await startServer(jwksAt(() => ({ keys: [keyA], padding })))
-    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+    const { resolve } = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
     await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
   })
 
@@ -304,21 +322,83 @@ describe('createRemoteKeyResolver', () => {
       for (let i = 0; i < 5; i++) res.write('x'.repeat(64 * 1024))
       res.end('"}')
     })
-    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+    const { resolve } = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
     await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
   })
 
-  it('accepts max_keys keys and refuses one more', async () => {
+  it('keeps the first max_keys usable keys of a larger JWKS, cuts the rest, and warns once per fetch', async () => {
     const clock = new TestClock()
-    let count = POLICY.maxKeys
-    const server = await startServer(jwksAt(() => ({ keys: Array.from({ length: count }, (_, i) => ({ ...keyA, kid: `k${i}` })) })))
+    const log = warnings()
+    const policy = { ...POLICY, maxKeys: 3 }
+    // An ignored entry does not count against the bound: five entries, the third unusable.
+    const keys = [
+      { ...keyA, kid: 'k0' },
+      { ...keyA, kid: 'k1' },
+      { ...keyA, kid: 'weak', e: 'Aw', kty: 'RSA' },
+      { ...keyA, kid: 'k2' },
+      { ...keyA, kid: 'k3' },
+    ]
+    const server = await startServer(jwksAt(() => ({ keys })))
+    const { resolve } = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), policy, clock.now, log.logger)
 
-    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
-    await expect(resolve(header(`k${POLICY.maxKeys - 1}`))).resolves.toBeDefined()
+    await expect(resolve(header('k0'))).resolves.toBeDefined()
+    await expect(resolve(header('k2'))).resolves.toBeDefined()
+    await expect(resolve(header('k3'))).rejects.toMatchObject({ code: 'unknown_kid' })
+    expect(log.lines()).toEqual([
+      expect.objectContaining({ level: 'warn', issuer: server.url, cut: 1, max_keys: 3, ignored_count: 1, ignored: [expect.objectContaining({ kid: 'weak' })] }),
+    ])
 
-    count = POLICY.maxKeys + 1
-    const resolveMore = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
-    await expect(resolveMore(header('k0'))).rejects.toBeInstanceOf(UpstreamUnavailable)
+    // The next fetch warns again; nothing in between does.
+    clock.advance(POLICY.cacheMaxAgeMs + SECOND)
+    await resolve(header('k0'))
+    expect(server.count('/jwks')).toBe(2)
+    expect(log.lines()).toHaveLength(2)
+  })
+
+  it('ignores weak, malformed, private and unfitting keys with one warning naming kid and reason (no key material), and uses the rest', async () => {
+    const clock = new TestClock()
+    const log = warnings()
+    const rsa = (options: { modulusLength: number; publicExponent?: number }) =>
+      generateKeyPairSync('rsa', options).publicKey.export({ format: 'jwk' })
+    const good = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'jwk' })
+    const p256 = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+    const ignored = [
+      { ...rsa({ modulusLength: 2048, publicExponent: 3 }), kid: 'rsa-e3', alg: 'RS256' },
+      { ...good, e: 'AAEAAQ', kid: 'rsa-e-leading-zero' },
+      { ...rsa({ modulusLength: 1024 }), kid: 'rsa-1024' },
+      { ...generateKeyPairSync('ec', { namedCurve: 'secp256k1' }).publicKey.export({ format: 'jwk' }), kid: 'secp256k1' },
+      { ...p256.privateKey.export({ format: 'jwk' }), kid: 'private' },
+      { ...p256.publicKey.export({ format: 'jwk' }), kid: 'es384-on-p256', alg: 'ES384' },
+      { ...keyA, kid: 'off-curve', y: keyA.x },
+      { kid: 'no-kty', n: good.n, e: 'AQAB' },
+    ]
+    // Keys for another purpose are skipped without a warning.
+    const otherPurpose = [
+      { ...good, kid: 'enc', use: 'enc' },
+      { ...good, kid: 'wrap', key_ops: ['wrapKey'] },
+      { ...good, kid: 'oaep', alg: 'RSA-OAEP-256' },
+    ]
+    const server = await startServer(jwksAt(() => ({ keys: [...ignored, ...otherPurpose, keyA, { ...good, kid: 'rsa-good' }] })))
+    const issuer = { ...trusted(server.url, `${server.url}/jwks`), algorithms: ['ES256', 'RS256', 'ES384'] }
+    const { resolve } = createRemoteKeyResolver(issuer, POLICY, clock.now, log.logger)
+
+    await expect(resolve(header('key-a'))).resolves.toBeDefined()
+    await expect(resolve({ alg: 'RS256', kid: 'rsa-good' })).resolves.toBeDefined()
+    // Each probed with an alg its key type would fit.
+    const algFor = (k: Record<string, unknown>) => (k['alg'] === 'ES384' ? 'ES384' : k['kty'] === 'EC' ? 'ES256' : 'RS256')
+    for (const k of [...ignored, ...otherPurpose]) {
+      await expect(resolve({ alg: algFor(k), kid: k.kid })).rejects.toMatchObject({ code: 'unknown_kid' })
+    }
+    const lines = log.lines()
+    expect(lines).toHaveLength(1)
+    const line = lines[0]!
+    expect(line).toMatchObject({ level: 'warn', issuer: server.url, cut: 0, ignored_count: ignored.length })
+    const reasons = Object.fromEntries((line['ignored'] as { kid: string; reason: string }[]).map((i) => [i.kid, i.reason]))
+    expect(Object.keys(reasons).sort()).toEqual(ignored.map((k) => k.kid).sort())
+    expect(reasons['rsa-e3']).toMatch(/exponent/)
+    expect(reasons['rsa-1024']).toMatch(/1024 bits/)
+    const text = JSON.stringify(line)
+    for (const k of ignored) for (const m of ['n', 'x', 'y', 'd'] as const) if (typeof (k as Record<string, unknown>)[m] === 'string') expect(text).not.toContain((k as Record<string, string>)[m])
   })
 
   it('refuses a body that is not a key set', async () => {
@@ -327,7 +407,7 @@ describe('createRemoteKeyResolver', () => {
       res.writeHead(200, { 'content-type': 'application/json' })
       res.end('<html>not json</html>')
     })
-    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+    const { resolve } = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
     await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
   })
 
@@ -336,7 +416,7 @@ describe('createRemoteKeyResolver', () => {
     const server = await startServer(() => {
       // never answers
     })
-    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), { ...POLICY, timeoutMs: 200 }, clock.now)
+    const { resolve } = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), { ...POLICY, timeoutMs: 200 }, clock.now)
     const started = performance.now()
     await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
     expect(performance.now() - started).toBeLessThan(2_000)
@@ -350,7 +430,7 @@ describe('createRemoteKeyResolver', () => {
         res.end()
       } else json(res, { keys: [keyA] })
     })
-    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+    const { resolve } = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
     await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
     expect(server.hits).toEqual(['/jwks'])
   })
@@ -359,7 +439,7 @@ describe('createRemoteKeyResolver', () => {
     const clock = new TestClock()
     let up = false
     const server = await startServer((_req, res) => (up ? json(res, { keys: [keyA] }) : json(res, { error: 'down' }, 500)))
-    const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+    const { resolve } = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
 
     await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
     expect(server.count('/jwks')).toBe(1)
@@ -378,7 +458,7 @@ describe('createRemoteKeyResolver', () => {
       const clock = new TestClock()
       let down = false
       const server = await startServer((req, res, path) => (down ? json(res, { error: 'down' }, 500) : jwksAt(() => ({ keys: [keyA] }))(req, res, path)))
-      const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now) // fetched at T0
+      const { resolve } = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now) // fetched at T0
 
       await resolve(header('key-a'))
       down = true
@@ -400,7 +480,7 @@ describe('createRemoteKeyResolver', () => {
     it('refuses the last good set after staleMaxAgeMs when the server is closed', async () => {
       const clock = new TestClock()
       const server = await startServer(jwksAt(() => ({ keys: [keyA] })))
-      const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+      const { resolve } = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
 
       await resolve(header('key-a'))
       await server.close()
@@ -421,7 +501,7 @@ describe('createRemoteKeyResolver', () => {
       const server = await startServer((req, res, path) =>
         state === 'down' ? json(res, {}, 503) : jwksAt(() => ({ keys: [state === 'a' ? keyA : keyB] }))(req, res, path),
       )
-      const resolve = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+      const { resolve } = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
       await resolve(header('key-a'))
       state = 'down'
       clock.advance(POLICY.cacheMaxAgeMs + SECOND)
@@ -448,7 +528,7 @@ describe('createRemoteKeyResolver', () => {
       const clock = new TestClock()
       const server = await startServer(() => undefined)
       server.handle(metadata(server, { '/.well-known/oauth-authorization-server': 'good' }))
-      const resolve = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
+      const { resolve } = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
 
       await expect(resolve(header('key-a'))).resolves.toBeDefined()
       clock.advance(POLICY.cacheMaxAgeMs + SECOND)
@@ -460,7 +540,7 @@ describe('createRemoteKeyResolver', () => {
       const clock = new TestClock()
       const server = await startServer(() => undefined)
       server.handle(metadata(server, { '/.well-known/openid-configuration': 'good' }))
-      const resolve = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
+      const { resolve } = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
 
       await expect(resolve(header('key-a'))).resolves.toBeDefined()
       expect(server.hits).toEqual(['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration', '/jwks'])
@@ -475,7 +555,7 @@ describe('createRemoteKeyResolver', () => {
         else if (path === '/jwks') json(res, { keys: [keyA] })
         else json(res, {}, 404)
       })
-      const resolve = createRemoteKeyResolver(trusted(issuer, undefined), POLICY, clock.now)
+      const { resolve } = createRemoteKeyResolver(trusted(issuer, undefined), POLICY, clock.now)
       await expect(resolve(header('key-a'))).resolves.toBeDefined()
       expect(server.hits).toEqual(['/.well-known/oauth-authorization-server/tenant-1', '/tenant-1/.well-known/openid-configuration', '/jwks'])
     })
@@ -486,7 +566,7 @@ describe('createRemoteKeyResolver', () => {
       server.handle(
         metadata(server, { '/.well-known/oauth-authorization-server': 'wrong-issuer', '/.well-known/openid-configuration': 'wrong-issuer' }),
       )
-      const resolve = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
+      const { resolve } = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
       await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
       expect(server.count('/jwks')).toBe(0)
     })
@@ -497,7 +577,7 @@ describe('createRemoteKeyResolver', () => {
         if (path === '/.well-known/oauth-authorization-server') json(res, { issuer: server.url, jwks_uri: 'http://keys.example/jwks' })
         else json(res, {}, 404)
       })
-      const resolve = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
+      const { resolve } = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
       await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
     })
 
@@ -511,7 +591,7 @@ describe('createRemoteKeyResolver', () => {
         } else if (path === '/moved-metadata') json(res, { issuer: server.url, jwks_uri: `${server.url}/jwks` })
         else json(res, { keys: [keyA] })
       })
-      const resolve = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
+      const { resolve } = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
       await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
       expect(server.count('/moved-metadata')).toBe(0)
       expect(server.count('/jwks')).toBe(0)
@@ -523,7 +603,7 @@ describe('createRemoteKeyResolver', () => {
       const server = await startServer(() => undefined)
       const good = metadata(server, { '/.well-known/oauth-authorization-server': 'good' })
       server.handle((req, res, path) => (up ? good(req, res, path) : json(res, {}, 500)))
-      const resolve = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
+      const { resolve } = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
 
       await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
       const afterFirst = server.hits.length
@@ -537,4 +617,27 @@ describe('createRemoteKeyResolver', () => {
       await expect(resolve(header('key-a'))).resolves.toBeDefined()
     })
   })
+})
+
+describe('a key removed from the JWKS', () => {
+  it('stops being held at the next refresh; an unchanged key keeps its key object (no re-import)', async () => {
+    const clock = new TestClock()
+    let keys = [keyA, keyB]
+    const server = await startServer(jwksAt(() => ({ keys })))
+    const resolver = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+    const a = await resolver.resolve(header('key-a'))
+    const b = await resolver.resolve(header('key-b'))
+    expect(await resolver.holds(a)).toBe(true)
+
+    keys = [keyB]
+    clock.advance(POLICY.cacheMaxAgeMs)
+    expect(await resolver.holds(a)).toBe(true) // not refreshed yet: the set is exactly cacheMaxAgeMs old
+    expect(server.count('/jwks')).toBe(1)
+    clock.advance(1)
+    expect(await resolver.holds(a)).toBe(false)
+    expect(server.count('/jwks')).toBe(2)
+    expect(await resolver.holds(b)).toBe(true)
+    expect(await resolver.resolve(header('key-b'))).toBe(b)
+  })
+
 })
