@@ -26,31 +26,42 @@ const USER_REQUIRED = ['iss', 'sub', 'aud', 'exp', 'iat'] as const
 export const MANDATE_REQUIRED = ['iss', 'sub', 'sub_id', 'aud', 'exp', 'iat', 'jti', 'client_id', 'act', 'scope'] as const
 const MAX_ACT_DEPTH = 16
 
+/** A verified subject and a check that the key its signature was verified with is still trusted. */
+interface Verified {
+  readonly subject: VerifiedSubject
+  readonly keyStillTrusted: () => boolean | Promise<boolean>
+}
+
 /**
  * Verifies `subject_token`s (DESIGN.md step 3). A successfully verified token
  * is cached until its `exp` under the SHA-256 of its exact bytes, so a second
  * exchange with the same user token skips the signature check but never the
- * expiry check; revocation is checked separately, on every exchange.
+ * expiry check, nor the check that the key it was verified with is still in
+ * its issuer's current key set (else it is verified afresh); revocation is
+ * checked separately, on every exchange.
  */
 export function createSubjectVerifier(options: SubjectVerifierOptions): SubjectVerifier {
   // Bounded by count and by bytes (each entry charged its token's length): never more than ~64 MiB.
   const cache =
     options.cacheSize > 0
-      ? new LRUCache<string, VerifiedSubject>({ max: options.cacheSize, maxSize: 64 * 1024 * 1024 })
+      ? new LRUCache<string, Verified>({ max: options.cacheSize, maxSize: 64 * 1024 * 1024 })
       : undefined
   const unacceptable = (detail: string) => new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail })
 
   const expiryOf = (s: VerifiedSubject) => (s.kind === 'user' ? s.exp : s.claims.exp)
 
-  async function verifyUncached(token: string, now: number): Promise<VerifiedSubject> {
+  async function verifyUncached(token: string, now: number): Promise<Verified> {
     const decoded = decodeJws(token)
     const iss = unverifiedIssuer(decoded.payload)
     if (iss === options.selfIssuer) {
-      return { kind: 'mandate', claims: await verifyOwnToken(decoded, options.selfIssuer, options.selfKeys, now, options.skew) }
+      const claims = await verifyOwnToken(decoded, options.selfIssuer, options.selfKeys, now, options.skew)
+      const kid = decoded.header.kid as string // verifyOwnToken refuses a token without one
+      const signingKey = options.selfKeys.byKid(kid)
+      return { subject: { kind: 'mandate', claims }, keyStillTrusted: () => options.selfKeys.byKid(kid) === signingKey }
     }
     const trusted = options.users.get(iss)
     if (trusted === undefined) throw new JwtError('issuer_not_trusted_for_subjects')
-    const { payload } = await verifyDecodedJwt(decoded, {
+    const { payload, key } = await verifyDecodedJwt(decoded, {
       issuer: trusted.issuer,
       keys: trusted.keys,
       now,
@@ -59,25 +70,27 @@ export function createSubjectVerifier(options: SubjectVerifierOptions): SubjectV
     })
     // An ID token is no access token, whatever its typ says (OIDC Core §2).
     if ('nonce' in payload || 'at_hash' in payload) throw new JwtError('id_token_refused')
-    return userSubject(iss, payload)
+    return { subject: userSubject(iss, payload), keyStillTrusted: () => trusted.keys.holds(key) }
   }
 
   return {
     async verify(token) {
       const now = options.now()
       const cacheKey = createHash('sha256').update(token).digest('base64url')
-      const hit = cache?.get(cacheKey)
-      if (hit !== undefined) {
-        if (now - options.skew >= expiryOf(hit)) {
-          cache?.delete(cacheKey)
-          throw unacceptable('expired')
-        }
-        return hit
-      }
       try {
-        const subject = await verifyUncached(token, now)
-        cache?.set(cacheKey, subject, { size: token.length + 512 })
-        return subject
+        const hit = cache?.get(cacheKey)
+        if (hit !== undefined) {
+          if (now - options.skew >= expiryOf(hit.subject)) {
+            cache?.delete(cacheKey)
+            throw new JwtError('expired')
+          }
+          if (await hit.keyStillTrusted()) return hit.subject
+          // The key left its issuer's set since: the token is judged afresh against the current one.
+          cache?.delete(cacheKey)
+        }
+        const verified = await verifyUncached(token, now)
+        cache?.set(cacheKey, verified, { size: token.length + 512 })
+        return verified.subject
       } catch (err) {
         if (err instanceof JwtError) throw unacceptable(err.code)
         if (err instanceof UpstreamUnavailable) {

@@ -13,12 +13,15 @@
 import { generateKeyPairSync } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose'
+import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose'
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createLogger } from '../../src/telemetry/log.js'
 import { fetchLimited, UpstreamUnavailable } from '../../src/tokens/fetch-limited.js'
 import { JwtError } from '../../src/tokens/jws.js'
+import type { SigningKeys } from '../../src/tokens/keys.js'
+import { createSubjectVerifier } from '../../src/tokens/subject.js'
 import {
+  createIssuerRegistry,
   createRemoteKeyResolver,
   DEFAULT_JWKS_POLICY,
   type JwksPolicy,
@@ -640,4 +643,77 @@ describe('a key removed from the JWKS', () => {
     expect(await resolver.resolve(header('key-b'))).toBe(b)
   })
 
+  describe('and a subject token verified with it before (verified-subject cache)', () => {
+    const NOW = Math.floor(T0 / 1000)
+
+    function subjects(issuer: TrustedIssuer, clock: TestClock) {
+      const selfKeys = { byKid: () => undefined } as unknown as SigningKeys
+      return createSubjectVerifier({
+        selfIssuer: 'https://mandate.test',
+        selfKeys,
+        users: createIssuerRegistry([issuer], (t) => createRemoteKeyResolver(t, POLICY, clock.now)),
+        now: () => Math.floor(clock.now() / 1000),
+        skew: 30,
+        cacheSize: 100,
+      })
+    }
+
+    const userToken = (iss: string) =>
+      new SignJWT({ sub: 'alice', scope: 'read' })
+        .setProtectedHeader({ alg: 'ES256', kid: 'key-a', typ: 'at+jwt' })
+        .setIssuer(iss)
+        .setAudience('https://mandate.test')
+        .setIssuedAt(NOW)
+        .setExpirationTime(NOW + 4 * 3600)
+        .sign(privateA)
+
+    it('is refused from the refresh after the removal on, though still unexpired and cached', async () => {
+      const clock = new TestClock()
+      let keys = [keyA, keyB]
+      const server = await startServer(jwksAt(() => ({ keys })))
+      const verifier = subjects(trusted(server.url, `${server.url}/jwks`), clock)
+      const token = await userToken(server.url)
+      await expect(verifier.verify(token)).resolves.toMatchObject({ kind: 'user', sub: 'alice' })
+
+      keys = [keyB]
+      // Worst case: removed just after a fetch, the key is trusted until the set is cacheMaxAgeMs old.
+      clock.advance(POLICY.cacheMaxAgeMs)
+      await expect(verifier.verify(token)).resolves.toMatchObject({ kind: 'user' })
+      expect(server.count('/jwks')).toBe(1)
+
+      clock.advance(1)
+      await expect(verifier.verify(token)).rejects.toMatchObject({ code: 'invalid_request' })
+      expect(server.count('/jwks')).toBe(2)
+      clock.advance(SECOND)
+      await expect(verifier.verify(token)).rejects.toMatchObject({ code: 'invalid_request' })
+    })
+
+    it('stays accepted from the cache across refreshes that keep its key', async () => {
+      const clock = new TestClock()
+      let keys = [keyA]
+      const server = await startServer(jwksAt(() => ({ keys })))
+      const verifier = subjects(trusted(server.url, `${server.url}/jwks`), clock)
+      const token = await userToken(server.url)
+      await verifier.verify(token)
+      keys = [keyB, keyA]
+      clock.advance(POLICY.cacheMaxAgeMs + SECOND)
+      await expect(verifier.verify(token)).resolves.toMatchObject({ kind: 'user' })
+      expect(server.count('/jwks')).toBe(2)
+    })
+
+    it('while the issuer is down, is accepted until the last good set is too old to serve, then answered 503', async () => {
+      const clock = new TestClock()
+      let down = false
+      const server = await startServer((req, res, path) => (down ? json(res, {}, 503) : jwksAt(() => ({ keys: [keyA] }))(req, res, path)))
+      const verifier = subjects(trusted(server.url, `${server.url}/jwks`), clock)
+      const token = await userToken(server.url)
+      await verifier.verify(token)
+      down = true
+      const usable = Math.max(POLICY.cacheMaxAgeMs, POLICY.staleMaxAgeMs)
+      clock.advance(usable)
+      await expect(verifier.verify(token)).resolves.toMatchObject({ kind: 'user' })
+      clock.advance(1)
+      await expect(verifier.verify(token)).rejects.toMatchObject({ code: 'temporarily_unavailable' })
+    })
+  })
 })
