@@ -10,7 +10,7 @@ import { delegationTree, queryAudit } from './audit/query.js'
 import { hostname } from 'node:os'
 import type { AgentPolicy } from './policy/port.js'
 import { createJwtSigner } from './tokens/mint.js'
-import type { Config, TrustedIssuerConfig } from './config/schema.js'
+import type { Config, SubjectIssuerConfig, TrustedIssuerConfig } from './config/schema.js'
 import type { AgentId, Jti } from './core/claims.js'
 import type { ExchangeDeps } from './core/exchange.js'
 import { createApp, type AppEnv } from './http/app.js'
@@ -87,7 +87,7 @@ export interface LocalIssuer {
 }
 
 /** Config form of a trusted issuer → the verifier's form, with its role's `typ` default. */
-function trustedIssuer(t: TrustedIssuerConfig, brokerIssuer: string, defaultTyp: string | null): TrustedIssuer {
+function trustedIssuer(t: TrustedIssuerConfig | SubjectIssuerConfig, brokerIssuer: string, defaultTyp: string | null): TrustedIssuer {
   const typ = t.typ === undefined ? defaultTyp : t.typ
   return {
     issuer: t.issuer,
@@ -95,6 +95,7 @@ function trustedIssuer(t: TrustedIssuerConfig, brokerIssuer: string, defaultTyp:
     algorithms: t.algorithms,
     audience: t.audience ?? brokerIssuer,
     typ: typ === null ? [undefined, 'jwt'] : [normalizeTyp(typ)],
+    ...('accept_id_tokens' in t ? { acceptIdTokens: t.accept_id_tokens } : {}),
   }
 }
 

@@ -31,6 +31,15 @@ export const TrustedIssuerConfig = z.strictObject({
 })
 export type TrustedIssuerConfig = z.infer<typeof TrustedIssuerConfig>
 
+/** An issuer of user subject tokens: a trusted issuer that may also be allowed ID tokens. */
+export const SubjectIssuerConfig = TrustedIssuerConfig.extend({
+  accept_id_tokens: z
+    .boolean()
+    .default(false)
+    .describe('also accept its OpenID Connect ID tokens as subject tokens (refused by default: an ID token is not an access token)'),
+})
+export type SubjectIssuerConfig = z.infer<typeof SubjectIssuerConfig>
+
 /** One admin API key: its holder, the SHA-256 of the key, its roles. Items of `admin.keys` and of `admin.keys_file`. */
 export const AdminKeyConfig = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9._@-]{1,64}$/).describe('who holds the key; recorded with every action it takes'),
@@ -79,7 +88,7 @@ export const Config = z
       .describe('signing keys'),
     trust: z
       .strictObject({
-        subjects: z.array(TrustedIssuerConfig).default([]).describe('issuers trusted for user subject tokens'),
+        subjects: z.array(SubjectIssuerConfig).default([]).describe('issuers trusted for user subject tokens'),
         workloads: z.array(TrustedIssuerConfig).default([]).describe('issuers trusted for workload identity actor tokens'),
       })
       .prefault({})

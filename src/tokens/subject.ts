@@ -3,7 +3,7 @@ import { LRUCache } from 'lru-cache'
 import type { ActClaim, MandateClaims } from '../core/claims.js'
 import { OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from '../core/errors.js'
 import { UpstreamUnavailable } from './fetch-limited.js'
-import { checkClaims, checkHeader, decodeJws, JwtError, verifySignature } from './jws.js'
+import { checkClaims, checkHeader, decodeJws, JwtError, normalizeTyp, verifySignature, type JwsHeader } from './jws.js'
 import type { SigningKeys } from './keys.js'
 import type { SubjectVerifier, UserSubject, VerifiedSubject } from './port.js'
 import { unverifiedIssuer, verifyDecodedJwt, type IssuerRegistry } from './upstream.js'
@@ -61,15 +61,15 @@ export function createSubjectVerifier(options: SubjectVerifierOptions): SubjectV
     }
     const trusted = options.users.get(iss)
     if (trusted === undefined) throw new JwtError('issuer_not_trusted_for_subjects')
-    const { payload, key } = await verifyDecodedJwt(decoded, {
+    const { header, payload, key } = await verifyDecodedJwt(decoded, {
       issuer: trusted.issuer,
       keys: trusted.keys,
       now,
       skew: options.skew,
       required: USER_REQUIRED,
     })
-    // An ID token is no access token, whatever its typ says (OIDC Core §2).
-    if ('nonce' in payload || 'at_hash' in payload) throw new JwtError('id_token_refused')
+    const kind = subjectTokenKind(header, payload)
+    if (kind !== 'access' && !(kind === 'id' && trusted.issuer.acceptIdTokens === true)) throw new JwtError(`${kind}_token_refused`)
     return { subject: userSubject(iss, payload), keyStillTrusted: () => trusted.keys.holds(key) }
   }
 
@@ -103,6 +103,55 @@ export function createSubjectVerifier(options: SubjectVerifierOptions): SubjectV
       }
     },
   }
+}
+
+/** What kind of token a verified upstream JWT is, by what issuers put in it. */
+export type SubjectTokenKind = 'access' | 'id' | 'refresh' | 'security_event' | 'unknown'
+
+/** Header `typ`s (normalized) of JWTs that are never access tokens, whatever the issuer's `typ` rule admits. */
+const NON_ACCESS_TYP: Readonly<Record<string, SubjectTokenKind>> = {
+  'secevent+jwt': 'security_event', // RFC 8417 §2.3
+  'logout+jwt': 'security_event', // OpenID Connect Back-Channel Logout 1.0 §2.4
+  'refresh+jwt': 'refresh',
+}
+/** Payload claims some issuers name a token's kind with: Keycloak `typ`, Cognito `token_use`, ForgeRock `tokenName`, `token_type`. */
+const KIND_CLAIMS = ['typ', 'token_use', 'tokenName', 'token_type'] as const
+const KIND_VALUES: Readonly<Record<string, SubjectTokenKind>> = {
+  bearer: 'access',
+  access: 'access',
+  access_token: 'access',
+  'at+jwt': 'access',
+  'application/at+jwt': 'access',
+  id: 'id',
+  id_token: 'id',
+  refresh: 'refresh',
+  refresh_token: 'refresh',
+  offline: 'refresh',
+  logout: 'security_event',
+}
+/** Claims only ID tokens carry (OIDC Core §2, §3.3.2.11; FAPI 1.0 Advanced §5.1 `s_hash`). */
+const ID_TOKEN_CLAIMS = ['nonce', 'at_hash', 'c_hash', 's_hash'] as const
+/** When signals disagree, the kind furthest from an access token wins. */
+const PRECEDENCE: readonly SubjectTokenKind[] = ['security_event', 'refresh', 'unknown', 'id', 'access']
+
+/**
+ * Classifies an upstream JWT (RFC 8725 §3.11, §3.12: kinds of JWT must not
+ * be mistaken for one another): a Security Event Token has `events` (RFC
+ * 8417 §2.2; logout tokens are SETs), an ID token has `nonce`, `at_hash`,
+ * `c_hash` or `s_hash`, and a kind-naming claim or header `typ` says what it
+ * says; a kind-naming claim with a value not known here is `unknown`.
+ */
+export function subjectTokenKind(header: JwsHeader, payload: Record<string, unknown>): SubjectTokenKind {
+  const kinds = new Set<SubjectTokenKind>(['access'])
+  const typ = typeof header.typ === 'string' ? NON_ACCESS_TYP[normalizeTyp(header.typ)] : undefined
+  if (typ !== undefined) kinds.add(typ)
+  if ('events' in payload) kinds.add('security_event')
+  for (const name of ID_TOKEN_CLAIMS) if (name in payload) kinds.add('id')
+  for (const name of KIND_CLAIMS) {
+    const value = payload[name]
+    if (value !== undefined) kinds.add((typeof value === 'string' ? KIND_VALUES[value.toLowerCase()] : undefined) ?? 'unknown')
+  }
+  return PRECEDENCE.find((k) => kinds.has(k)) ?? 'access'
 }
 
 /**

@@ -11,10 +11,17 @@
  * stay real). One test uses the injected clock alone, on purpose.
  */
 import { generateKeyPairSync } from 'node:crypto'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose'
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
+import { createMemoryAuditLog } from '../../src/audit/memory.js'
+import { composeMandate } from '../../src/compose.js'
+import { Config } from '../../src/config/schema.js'
+import { createMemoryRevocationLog } from '../../src/revocation/log-memory.js'
 import { createLogger } from '../../src/telemetry/log.js'
 import { fetchLimited, UpstreamUnavailable } from '../../src/tokens/fetch-limited.js'
 import { JwtError } from '../../src/tokens/jws.js'
@@ -27,6 +34,7 @@ import {
   type JwksPolicy,
   type TrustedIssuer,
 } from '../../src/tokens/upstream.js'
+import { basic, encodeForm, GRANT_TYPE_TOKEN_EXCHANGE, SECRET, secretAgentPolicy, TOKEN_TYPE } from '../support/broker.js'
 import { captureLogs } from '../support/log-sink.js'
 
 const T0 = Date.UTC(2027, 0, 1) // epoch ms the clocks start at
@@ -715,5 +723,61 @@ describe('a key removed from the JWKS', () => {
       clock.advance(1)
       await expect(verifier.verify(token)).rejects.toMatchObject({ code: 'temporarily_unavailable' })
     })
+  })
+})
+
+describe('a user issuer from the config file, its keys fetched over HTTP', () => {
+  const BROKER = 'https://mandate.test'
+  const AUDIENCE = 'https://api.test'
+  const NOW = Math.floor(T0 / 1000)
+
+  /** A broker composed from config whose one subject issuer is `server`, with `issuerConfig` on top; answers the exchange of `token`. */
+  async function exchangeAt(server: TestServer, issuerConfig: Record<string, unknown>, token: string): Promise<Response> {
+    const clock = new TestClock()
+    const dir = await mkdtemp(join(tmpdir(), 'mandate-jwks-'))
+    await mkdir(join(dir, 'policies'))
+    await writeFile(join(dir, 'policies', 'agent.yaml'), secretAgentPolicy('agent', server.url))
+    const config = Config.parse({
+      issuer: BROKER,
+      policies_dir: join(dir, 'policies'),
+      data_dir: join(dir, 'data'),
+      signing: { generate_if_missing: true },
+      trust: { subjects: [{ issuer: server.url, jwks_uri: `${server.url}/jwks`, algorithms: ['ES256'], ...issuerConfig }] },
+    })
+    const mandate = await composeMandate(config, {
+      dev: false,
+      logger: createLogger('warn', captureLogs('jwks-fetch broker').stream),
+      clock: clock.now,
+      audit: createMemoryAuditLog(),
+      revocationLog: createMemoryRevocationLog(),
+    })
+    try {
+      return await mandate.app.request('/oauth2/token', {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', ...basic('agent', SECRET) },
+        body: encodeForm({ grant_type: GRANT_TYPE_TOKEN_EXCHANGE, subject_token: token, subject_token_type: TOKEN_TYPE.accessToken, audience: AUDIENCE }),
+      })
+    } finally {
+      await mandate.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  }
+
+  const sign = (iss: string, claims: Record<string, unknown>, typ: string) =>
+    new SignJWT({ sub: 'alice', ...claims })
+      .setProtectedHeader({ alg: 'ES256', kid: 'key-a', typ })
+      .setIssuer(iss)
+      .setAudience(BROKER)
+      .setIssuedAt(NOW)
+      .setExpirationTime(NOW + 3600)
+      .sign(privateA)
+
+  it('refuses its ID tokens unless accept_id_tokens is set', async () => {
+    const server = await startServer(jwksAt(() => ({ keys: [keyA] })))
+    const idToken = await sign(server.url, { nonce: 'n-0S6_WzA2Mj', azp: 'web-app' }, 'JWT')
+    const refused = await exchangeAt(server, { typ: null }, idToken)
+    expect({ status: refused.status, error: ((await refused.json()) as { error?: string }).error }).toEqual({ status: 400, error: 'invalid_request' })
+    const accepted = await exchangeAt(server, { typ: null, accept_id_tokens: true }, idToken)
+    expect(accepted.status).toBe(200)
   })
 })

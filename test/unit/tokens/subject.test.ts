@@ -88,3 +88,78 @@ describe('a cached Mandate token (re-delegation)', () => {
     await expect(subjects.verify(token)).rejects.toMatchObject({ code: 'invalid_request', detail: 'unknown_kid' })
   })
 })
+
+describe('only access tokens are subject tokens', () => {
+  const strict = idp()
+  /** An issuer that sets no `typ` (the relaxed check: none, or `JWT`). */
+  const relaxed = idp({ typ: [undefined, 'jwt'] })
+  const acceptsIdTokens = idp({ typ: [undefined, 'jwt'], acceptIdTokens: true })
+
+  const accepted = async (issuer: TrustedIssuer, token: Promise<string>) =>
+    expect(verifier(issuer).verify(await token)).resolves.toMatchObject({ kind: 'user', sub: 'alice' })
+  const refused = async (issuer: TrustedIssuer, token: Promise<string>) =>
+    expect(verifier(issuer).verify(await token)).rejects.toMatchObject({ code: 'invalid_request' })
+
+  const logoutEvents = { 'http://schemas.openid.net/event/backchannel-logout': {} }
+  const notAccessTokens: [string, JWTPayload][] = [
+    ['a Security Event Token (events, RFC 8417)', { events: { 'https://schemas.openid.net/secevent/risc/event-type/account-disabled': {} } }],
+    ['a back-channel logout token (events)', { events: logoutEvents, sid: 's-1' }],
+    ['a Keycloak refresh token (typ Refresh)', { typ: 'Refresh' }],
+    ['a Keycloak offline token (typ Offline)', { typ: 'Offline' }],
+    ['a Keycloak logout token (typ Logout)', { typ: 'Logout' }],
+    ['a kind claim with a value not known here', { typ: 'Session' }],
+    ['a kind claim that is not a string', { token_use: 1 }],
+    ['a Cognito refresh-like token_use', { token_use: 'refresh' }],
+    ['a ForgeRock refresh token (tokenName)', { tokenName: 'refresh_token' }],
+    ['a token_type naming a refresh token', { token_type: 'refresh_token' }],
+  ]
+  const idTokens: [string, JWTPayload][] = [
+    ['nonce', { nonce: 'n-0S6_WzA2Mj' }],
+    ['at_hash', { at_hash: 'HK6E_P6Dh8Y93mRNtsDB1Q' }],
+    ['c_hash (OIDC Core §3.3.2.11)', { c_hash: 'LDktKdoQak3Pk0cnXxCltA' }],
+    ['s_hash (FAPI)', { s_hash: 'x7ZkKSfK6Y0U2QvgNkS5dQ' }],
+    ['a Keycloak ID token (typ ID)', { typ: 'ID' }],
+    ['a Cognito ID token (token_use id)', { token_use: 'id' }],
+    ['a ForgeRock ID token (tokenName id_token)', { tokenName: 'id_token' }],
+  ]
+
+  it.each([...notAccessTokens, ...idTokens])('refuses %s, typ at+jwt', async (_name, claims) => {
+    await refused(strict, userToken(claims))
+  })
+
+  it.each([...notAccessTokens, ...idTokens])('refuses %s under the relaxed typ check (typ JWT, and no typ)', async (_name, claims) => {
+    await refused(relaxed, userToken(claims, { typ: 'JWT' }))
+    await refused(relaxed, userToken(claims, { typ: undefined }))
+  })
+
+  it.each(['logout+jwt', 'secevent+jwt', 'refresh+jwt', 'application/logout+jwt'])(
+    'refuses header typ %s, even from an issuer whose typ rule names it',
+    async (typ) => {
+      await refused(relaxed, userToken({}, { typ }))
+      await refused(idp({ typ: [typ.replace('application/', '')] }), userToken({}, { typ }))
+    },
+  )
+
+  it.each<[string, JWTPayload]>([
+    ['a Keycloak access token (typ Bearer)', { typ: 'Bearer' }],
+    ['a Cognito access token (token_use access)', { token_use: 'access' }],
+    ['a ForgeRock access token (tokenName access_token, token_type Bearer)', { tokenName: 'access_token', token_type: 'Bearer' }],
+    ['a plain access token', {}],
+  ])('accepts %s (control)', async (_name, claims) => {
+    await accepted(strict, userToken(claims))
+    await accepted(relaxed, userToken(claims, { typ: 'JWT' }))
+  })
+
+  it.each(idTokens)('accepts an ID token (%s) from an issuer configured to accept them', async (_name, claims) => {
+    await accepted(acceptsIdTokens, userToken(claims, { typ: 'JWT' }))
+    await refused(relaxed, userToken(claims, { typ: 'JWT' }))
+  })
+
+  it.each(notAccessTokens)('refuses %s even from an issuer that accepts ID tokens', async (_name, claims) => {
+    await refused(acceptsIdTokens, userToken(claims, { typ: 'JWT' }))
+  })
+
+  it('an ID token that also carries events is a SET, refused by an issuer that accepts ID tokens', async () => {
+    await refused(acceptsIdTokens, userToken({ nonce: 'n', events: logoutEvents }, { typ: 'JWT' }))
+  })
+})
