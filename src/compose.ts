@@ -326,6 +326,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       users: createIssuerRegistry(subjectIssuers, resolverFor),
       now: nowSeconds,
       skew,
+      maxAge: config.limits.subject_token_max_age_seconds,
       cacheSize: config.limits.subject_cache_entries,
     }),
     revocations,

@@ -118,6 +118,13 @@ export const Config = z
           .max(1_000_000)
           .default(10_000)
           .describe('verified subject tokens kept until their exp (0: no cache)'),
+        subject_token_max_age_seconds: z
+          .number()
+          .int()
+          .min(60)
+          .max(30 * 86_400)
+          .default(86_400)
+          .describe('user subject tokens whose exp is further ahead than this (plus the clock skew) are refused'),
       })
       .prefault({})
       .describe('request limits'),

@@ -17,6 +17,8 @@ export interface SubjectVerifierOptions {
   /** Epoch seconds. */
   readonly now: () => number
   readonly skew: number
+  /** Seconds: a user token whose `exp` is further ahead than this (plus the skew) is refused. */
+  readonly maxAge: number
   /** Verified tokens kept until their `exp`, keyed by the token's SHA-256. */
   readonly cacheSize: number
 }
@@ -67,6 +69,7 @@ export function createSubjectVerifier(options: SubjectVerifierOptions): SubjectV
       now,
       skew: options.skew,
       required: USER_REQUIRED,
+      maxExpiresIn: options.maxAge,
     })
     const kind = subjectTokenKind(header, payload)
     if (kind !== 'access' && !(kind === 'id' && trusted.issuer.acceptIdTokens === true)) throw new JwtError(`${kind}_token_refused`)

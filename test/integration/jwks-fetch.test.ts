@@ -662,6 +662,7 @@ describe('a key removed from the JWKS', () => {
         users: createIssuerRegistry([issuer], (t) => createRemoteKeyResolver(t, POLICY, clock.now)),
         now: () => Math.floor(clock.now() / 1000),
         skew: 30,
+        maxAge: 86_400,
         cacheSize: 100,
       })
     }
@@ -732,7 +733,12 @@ describe('a user issuer from the config file, its keys fetched over HTTP', () =>
   const NOW = Math.floor(T0 / 1000)
 
   /** A broker composed from config whose one subject issuer is `server`, with `issuerConfig` on top; answers the exchange of `token`. */
-  async function exchangeAt(server: TestServer, issuerConfig: Record<string, unknown>, token: string): Promise<Response> {
+  async function exchangeAt(
+    server: TestServer,
+    issuerConfig: Record<string, unknown>,
+    token: string,
+    limits: Record<string, unknown> = {},
+  ): Promise<Response> {
     const clock = new TestClock()
     const dir = await mkdtemp(join(tmpdir(), 'mandate-jwks-'))
     await mkdir(join(dir, 'policies'))
@@ -743,6 +749,7 @@ describe('a user issuer from the config file, its keys fetched over HTTP', () =>
       data_dir: join(dir, 'data'),
       signing: { generate_if_missing: true },
       trust: { subjects: [{ issuer: server.url, jwks_uri: `${server.url}/jwks`, algorithms: ['ES256'], ...issuerConfig }] },
+      limits,
     })
     const mandate = await composeMandate(config, {
       dev: false,
@@ -764,12 +771,10 @@ describe('a user issuer from the config file, its keys fetched over HTTP', () =>
   }
 
   const sign = (iss: string, claims: Record<string, unknown>, typ: string) =>
-    new SignJWT({ sub: 'alice', ...claims })
+    new SignJWT({ sub: 'alice', iat: NOW, exp: NOW + 3600, ...claims })
       .setProtectedHeader({ alg: 'ES256', kid: 'key-a', typ })
       .setIssuer(iss)
       .setAudience(BROKER)
-      .setIssuedAt(NOW)
-      .setExpirationTime(NOW + 3600)
       .sign(privateA)
 
   it('refuses its ID tokens unless accept_id_tokens is set', async () => {
@@ -779,5 +784,12 @@ describe('a user issuer from the config file, its keys fetched over HTTP', () =>
     expect({ status: refused.status, error: ((await refused.json()) as { error?: string }).error }).toEqual({ status: 400, error: 'invalid_request' })
     const accepted = await exchangeAt(server, { typ: null, accept_id_tokens: true }, idToken)
     expect(accepted.status).toBe(200)
+  })
+
+  it('refuses a token valid for longer than limits.subject_token_max_age_seconds (default 24 h)', async () => {
+    const server = await startServer(jwksAt(() => ({ keys: [keyA] })))
+    const twoDays = await sign(server.url, { exp: NOW + 2 * 86_400 }, 'at+jwt')
+    expect((await exchangeAt(server, {}, twoDays)).status).toBe(400)
+    expect((await exchangeAt(server, {}, twoDays, { subject_token_max_age_seconds: 3 * 86_400 })).status).toBe(200)
   })
 })

@@ -83,6 +83,9 @@ describe('subject_token refusals', () => {
     ['missing sub', (b) => rawUserToken(b, { sub: undefined })],
     ['nbf in the future', (b) => rawUserToken(b, { nbf: b.now() + 120 })],
     ['iat in the future', (b) => rawUserToken(b, { iat: b.now() + 120 })],
+    ['exp further ahead than the maximum age (24 h + skew)', (b) => rawUserToken(b, { exp: b.now() + 86_400 + 31 })],
+    ['exp far in the future', (b) => rawUserToken(b, { exp: 1e12 })],
+    ['a negative iat', (b) => rawUserToken(b, { iat: -1 })],
     ['wrong iss', (b) => rawUserToken(b, { iss: 'https://evil.test' })],
     ['wrong aud', (b) => rawUserToken(b, { aud: 'https://other-broker.test' })],
     ['aud array without the broker', (b) => rawUserToken(b, { aud: [AUDIENCE, 'https://other-broker.test'] })],
@@ -117,6 +120,8 @@ describe('subject_token refusals', () => {
     ['aud as an array containing the broker', (b: TrackedBroker) => rawUserToken(b, { aud: [AUDIENCE, BROKER] })],
     ['typ application/at+jwt (RFC 7515 §4.1.9)', (b: TrackedBroker) => rawUserToken(b, {}, { typ: 'application/at+jwt' })],
     ['nbf within the skew', (b: TrackedBroker) => rawUserToken(b, { nbf: b.now() + 20 })],
+    ['exp exactly the maximum age (24 h) plus the skew ahead', (b: TrackedBroker) => rawUserToken(b, { exp: b.now() + 86_400 + 30 })],
+    ['fractional NumericDates', (b: TrackedBroker) => rawUserToken(b, { iat: b.now() - 0.5, exp: b.now() + 600.25 })],
   ])('accepts %s (control)', async (_name, make) => {
     await expectToken(await asSecretAgent(make(b)))
   })

@@ -40,6 +40,7 @@ function verifier(issuer: TrustedIssuer, over: Partial<SubjectVerifierOptions> =
     users: createIssuerRegistry([issuer], () => createLocalKeyResolver({ keys: [idpJwk] })),
     now: () => NOW,
     skew: 30,
+    maxAge: 86_400,
     cacheSize: 100,
     ...over,
   })
@@ -161,5 +162,13 @@ describe('only access tokens are subject tokens', () => {
 
   it('an ID token that also carries events is a SET, refused by an issuer that accepts ID tokens', async () => {
     await refused(acceptsIdTokens, userToken({ nonce: 'n', events: logoutEvents }, { typ: 'JWT' }))
+  })
+})
+
+describe('the maximum age of a user token', () => {
+  it('refuses an exp further ahead than maxAge plus the skew, and accepts one at it', async () => {
+    const subjects = verifier(idp(), { maxAge: 3600 })
+    await expect(subjects.verify(await userToken({ exp: NOW + 3600 + 30 }))).resolves.toMatchObject({ kind: 'user' })
+    await expect(subjects.verify(await userToken({ exp: NOW + 3600 + 31 }))).rejects.toMatchObject({ code: 'invalid_request', detail: 'exp_too_far' })
   })
 })
