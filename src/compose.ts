@@ -147,9 +147,10 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
   const localSubjects = [...(options.localSubjectIssuers ?? []), ...(devIssuer === undefined ? [] : [devIssuer])]
   const localWorkloads = options.localWorkloadIssuers ?? []
   const local = new Map([...localSubjects, ...localWorkloads].map((l) => [l.trusted.issuer, l.jwks]))
+  const jwksLog = log.child({ module: 'jwks' })
   const resolverFor = (t: TrustedIssuer): KeyResolver => {
     const jwks = local.get(t.issuer)
-    return jwks === undefined ? createRemoteKeyResolver(t, jwksPolicy, clock) : createLocalKeyResolver(jwks)
+    return jwks === undefined ? createRemoteKeyResolver(t, jwksPolicy, clock, jwksLog) : createLocalKeyResolver(jwks)
   }
   const subjectIssuers = [
     ...config.trust.subjects.map((t) => trustedIssuer(t, config.issuer, 'at+jwt')),

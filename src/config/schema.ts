@@ -132,7 +132,7 @@ export const Config = z
       .strictObject({
         timeout_ms: z.number().int().min(100).max(5_000).default(5_000).describe('per fetch'),
         max_bytes: z.number().int().min(1024).max(256 * 1024).default(256 * 1024).describe('largest JWKS or metadata document'),
-        max_keys: z.number().int().min(1).max(100).default(100).describe('most keys in one JWKS'),
+        max_keys: z.number().int().min(1).max(100).default(100).describe('most usable keys kept from one JWKS; later entries are cut, with a warning'),
         cooldown_seconds: z.number().int().min(1).max(3600).default(30).describe('least time between two fetches for one issuer'),
         cache_max_age_seconds: z.number().int().min(60).max(86_400).default(600).describe('refresh a key set after this'),
         stale_max_age_seconds: z.number().int().min(0).max(3600).default(3600).describe('serve the last good set this long while the issuer is down'),

@@ -738,6 +738,7 @@ describe('a user issuer from the config file, its keys fetched over HTTP', () =>
     issuerConfig: Record<string, unknown>,
     token: string,
     limits: Record<string, unknown> = {},
+    logLines: string[] = [],
   ): Promise<Response> {
     const clock = new TestClock()
     const dir = await mkdtemp(join(tmpdir(), 'mandate-jwks-'))
@@ -753,7 +754,7 @@ describe('a user issuer from the config file, its keys fetched over HTTP', () =>
     })
     const mandate = await composeMandate(config, {
       dev: false,
-      logger: createLogger('warn', captureLogs('jwks-fetch broker').stream),
+      logger: createLogger('warn', captureLogs('jwks-fetch broker', logLines).stream),
       clock: clock.now,
       audit: createMemoryAuditLog(),
       revocationLog: createMemoryRevocationLog(),
@@ -791,5 +792,15 @@ describe('a user issuer from the config file, its keys fetched over HTTP', () =>
     const twoDays = await sign(server.url, { exp: NOW + 2 * 86_400 }, 'at+jwt')
     expect((await exchangeAt(server, {}, twoDays)).status).toBe(400)
     expect((await exchangeAt(server, {}, twoDays, { subject_token_max_age_seconds: 3 * 86_400 })).status).toBe(200)
+  })
+
+  it('warns in the broker log about a weak key in the fetched JWKS, and still uses the good ones', async () => {
+    const weak = { ...generateKeyPairSync('rsa', { modulusLength: 2048, publicExponent: 3 }).publicKey.export({ format: 'jwk' }), kid: 'weak-e' }
+    const server = await startServer(jwksAt(() => ({ keys: [weak, keyA] })))
+    const lines: string[] = []
+    const res = await exchangeAt(server, {}, await sign(server.url, {}, 'at+jwt'), {}, lines)
+    expect(res.status).toBe(200)
+    const warnings = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l['msg'] === 'JWKS keys ignored')
+    expect(warnings).toEqual([expect.objectContaining({ level: 'warn', module: 'jwks', issuer: server.url, ignored: [expect.objectContaining({ kid: 'weak-e' })] })])
   })
 })
