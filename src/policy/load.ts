@@ -1,9 +1,11 @@
-import { createHash, createPublicKey } from 'node:crypto'
+import { createHash } from 'node:crypto'
 import { readdir, readFile, stat } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml'
 import type { AgentId } from '../core/claims.js'
 import type { AgentPolicy, AgentPublicKey, AudienceGrant, PolicyStore } from './port.js'
+import { importPublicJwk, KeyRefused } from '../tokens/jwk.js'
+import { keyFitsAlgorithm } from '../tokens/jws.js'
 import { Policy } from './schema.js'
 
 /** One problem in one policy file, located as precisely as the YAML allows. */
@@ -108,11 +110,15 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy; 
     case 'private_key_jwt': {
       const keys: AgentPublicKey[] = []
       p.authentication.jwks.keys.forEach((jwk, i) => {
+        // The same key rules as an issuer's JWKS, but the operator writes this file: a bad key is an
+        // error to fix (the file is refused), not an entry to skip with a warning.
         try {
-          const key = createPublicKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' })
+          const key = importPublicJwk(jwk)
+          if (!keyFitsAlgorithm(jwk.alg, key)) throw new KeyRefused(`alg ${jwk.alg} does not fit the key`)
           keys.push({ kid: jwk.kid, alg: jwk.alg, key })
-        } catch {
-          issues.push(issue(['authentication', 'jwks', 'keys', i], 'is not a usable public JWK'))
+        } catch (err) {
+          if (!(err instanceof KeyRefused)) throw err
+          issues.push(issue(['authentication', 'jwks', 'keys', i], `is not a usable public JWK: ${err.message}`))
         }
       })
       authentication = { method: 'private_key_jwt', keys }

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { createHash, generateKeyPairSync } from 'node:crypto'
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -256,6 +256,33 @@ describe('parsePolicy / loadPolicies: issues carry file, line and field', () => 
     expect(parsedIssues('/p/agent-a.yaml', text)).toEqual([
       expect.objectContaining({ field: 'authentication.jwks.keys.0', line: lineOf(text, '"kty"') }),
     ])
+  })
+
+  describe('a weak or malformed agent key makes the file invalid, at that key, with the reason', () => {
+    const rsa = (options: { modulusLength: number; publicExponent?: number }) =>
+      generateKeyPairSync('rsa', options).publicKey.export({ format: 'jwk' })
+    const keyYaml = (jwk: object) => `authentication:\n  method: private_key_jwt\n  jwks:\n    keys:\n      - ${JSON.stringify(jwk)}`
+
+    it.each<[string, () => object, RegExp]>([
+      ['RSA 1024 bits', () => ({ ...rsa({ modulusLength: 1024 }), alg: 'RS256' }), /1024 bits/],
+      ['RSA e = 3', () => ({ ...rsa({ modulusLength: 2048, publicExponent: 3 }), alg: 'RS256' }), /exponent/],
+      ['RSA e = 65537 spelled with a leading zero octet', () => ({ ...rsa({ modulusLength: 2048 }), e: 'AAEAAQ', alg: 'RS256' }), /exponent/],
+      ['EC on secp256k1', () => ({ ...generateKeyPairSync('ec', { namedCurve: 'secp256k1' }).publicKey.export({ format: 'jwk' }), alg: 'ES256' }), /curve/],
+      ['an alg that does not fit the key (ES384 on P-256)', () => ({ ...generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }), alg: 'ES384' }), /ES384/],
+      ['an RSA alg on an EC key', () => ({ ...generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }), alg: 'RS256' }), /RS256/],
+    ])('%s', (_name, make, reason) => {
+      const text = policyYaml('agent-a', { authentication: keyYaml({ kid: 'k1', ...make() }) })
+      const issues = parsedIssues('/p/agent-a.yaml', text)
+      expect(issues).toEqual([expect.objectContaining({ field: 'authentication.jwks.keys.0', line: lineOf(text, '"kid"') })])
+      expect(issues[0]!.message).toMatch(reason)
+    })
+
+    it('accepts RSA 2048 with e = 65537 and EC P-256 (control)', () => {
+      const text = policyYaml('agent-a', {
+        authentication: `${keyYaml({ ...rsa({ modulusLength: 2048 }), alg: 'RS256', kid: 'r' })}\n      - ${JSON.stringify({ ...generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }), alg: 'ES256', kid: 'e' })}`,
+      })
+      expect('policy' in parsePolicy('/p/agent-a.yaml', text)).toBe(true)
+    })
   })
 
   it('duplicate audience: field grants.1.audience, at the second one', async () => {
