@@ -35,7 +35,7 @@ interface Verified {
 }
 
 /**
- * Verifies `subject_token`s (DESIGN.md step 3). A successfully verified token
+ * Verifies `subject_token`s (RFC 8693 §2.1). A successfully verified token
  * is cached until its `exp` under the SHA-256 of its exact bytes, so a second
  * exchange with the same user token skips the signature check but never the
  * expiry check, nor the check that the key it was verified with is still in

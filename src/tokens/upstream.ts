@@ -68,8 +68,8 @@ interface KeySet {
   readonly byText: ReadonlyMap<string, SetKey>
 }
 
-/** A JWKS entry left out of the set, and why; never key material. */
-export interface IgnoredKey {
+/** A JWKS entry left out of the set, and why (for the log: never key material). */
+interface IgnoredKey {
   readonly kid: string | undefined
   readonly reason: string
 }
@@ -115,7 +115,7 @@ function buildKeySet(
       continue
     }
     const jwk = (typeof entry === 'object' && entry !== null ? entry : {}) as Record<string, unknown>
-    const kid = typeof jwk['kid'] === 'string' ? jwk['kid'].slice(0, 128) : undefined
+    const kid = typeof jwk['kid'] === 'string' ? jwk['kid'] : undefined
     try {
       if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new KeyRefused('not a JSON object')
       if ('kid' in jwk && kid === undefined) throw new KeyRefused('malformed kid')
@@ -133,7 +133,7 @@ function buildKeySet(
       byText.set(text, setKey)
     } catch (err) {
       if (!(err instanceof KeyRefused)) throw err
-      ignored.push({ kid, reason: err.message })
+      ignored.push({ kid: kid?.slice(0, 128), reason: err.message })
     }
   }
   return { set: { keys, objects: new Set(keys.map((k) => k.key)), byText }, ignored, cut: entries.length - i }
@@ -172,7 +172,7 @@ export function createLocalKeyResolver(jwks: JSONWebKeySet): KeyResolver {
 
 /**
  * Resolver over an issuer's published JWKS, on the injected clock, with
- * DESIGN.md's bounds: timeout and body size per fetch, at most `maxKeys`
+ * these bounds: timeout and body size per fetch, at most `maxKeys`
  * usable keys kept (the rest cut, with a warning); at most one network
  * attempt (JWKS or discovery) per cooldown, whether the last one failed or
  * an unknown `kid` asks again; a refresh after `cacheMaxAgeMs`, which every

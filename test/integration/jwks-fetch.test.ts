@@ -1,14 +1,16 @@
 /**
  * Fetching upstream key sets against real HTTP servers on 127.0.0.1 that the
  * test controls: `fetchLimited`'s bounds, and `createRemoteKeyResolver`'s
- * cache, unknown-`kid` refetch, cooldown, last-good set and discovery
- * (DESIGN.md "Decisions": 5 s, 256 KiB, 100 keys, one refetch per 30 s per
- * issuer, last good key set for up to an hour).
+ * cache, unknown-`kid` refetch, cooldown, last-good set and discovery (5 s,
+ * 256 KiB, one refetch per 30 s per issuer, last good key set for up to an
+ * hour); the key checks applied to each fetched set and the `max_keys` cut;
+ * and how long a key removed from the JWKS keeps verifying, cached subject
+ * tokens included.
  *
- * Time: the resolver takes an injected clock (epoch ms). jose's remote JWK set,
- * which it wraps, reads `Date.now()` for its own cache age and cooldown, so
- * `TestClock` moves both together (only `Date` is faked: sockets and timeouts
- * stay real). One test uses the injected clock alone, on purpose.
+ * Time: the resolver reads only the injected clock (epoch ms). `TestClock`
+ * also moves a faked `Date` with it, so that nothing reading `Date.now()`
+ * disagrees (only `Date` is faked: sockets and timeouts stay real). One test
+ * uses the injected clock alone, on purpose.
  */
 import { generateKeyPairSync } from 'node:crypto'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
@@ -249,6 +251,14 @@ describe('createRemoteKeyResolver', () => {
     clock.advance(5 * SECOND)
     await resolve(header('key-a'))
     expect(server.count('/jwks')).toBe(1)
+  })
+
+  it('selects by the whole kid, however long', async () => {
+    const clock = new TestClock()
+    const kid = `${'k'.repeat(300)}-a`
+    const server = await startServer(jwksAt(() => ({ keys: [{ ...keyA, kid }, { ...keyB, kid: `${'k'.repeat(300)}-b` }] })))
+    const { resolve } = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
+    expect((await resolve(header(kid))).export({ format: 'jwk' })).toMatchObject({ x: keyA.x })
   })
 
   it('answers concurrent first lookups from the one fetch in flight (none refused while it runs)', async () => {
