@@ -13,7 +13,11 @@ export class KeyRefused extends Error {
 /** Members only a private or symmetric JWK has (RFC 7518 §6.2.2, §6.3.2, §6.4.1; RFC 8037 §2). */
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k']
 /** Members holding key values, each a base64url string (RFC 7518 §6.2.1, §6.3.1; RFC 8037 §2). */
-const VALUE_MEMBERS: Record<string, readonly string[]> = { RSA: ['n', 'e'], EC: ['x', 'y'], OKP: ['x'] }
+const VALUE_MEMBERS: ReadonlyMap<unknown, readonly string[]> = new Map([
+  ['RSA', ['n', 'e']],
+  ['EC', ['x', 'y']],
+  ['OKP', ['x']],
+])
 const B64URL = /^[A-Za-z0-9_-]+$/
 const CURVES = new Set(['prime256v1', 'secp384r1', 'secp521r1'])
 const MIN_RSA_BITS = 2048
@@ -50,7 +54,7 @@ export function importPublicJwk(jwk: unknown): KeyObject {
   if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) throw new KeyRefused('not a JSON object')
   const members = jwk as Record<string, unknown>
   if (PRIVATE_MEMBERS.some((m) => m in members)) throw new KeyRefused('holds private or symmetric key members')
-  const values = typeof members['kty'] === 'string' ? VALUE_MEMBERS[members['kty']] : undefined
+  const values = VALUE_MEMBERS.get(members['kty'])
   if (values === undefined) throw new KeyRefused('kty is not RSA, EC or OKP')
   // node:crypto decodes base64url leniently; a value it would silently reinterpret is malformed.
   for (const m of values) if (typeof members[m] !== 'string' || !B64URL.test(members[m])) throw new KeyRefused(`malformed ${m}`)

@@ -111,28 +111,29 @@ export function createSubjectVerifier(options: SubjectVerifierOptions): SubjectV
 /** What kind of token a verified upstream JWT is, by what issuers put in it. */
 export type SubjectTokenKind = 'access' | 'id' | 'refresh' | 'security_event' | 'unknown'
 
+// Maps, not object literals: a claim value such as "constructor" must find nothing.
 /** Header `typ`s (normalized) of JWTs that are never access tokens, whatever the issuer's `typ` rule admits. */
-const NON_ACCESS_TYP: Readonly<Record<string, SubjectTokenKind>> = {
-  'secevent+jwt': 'security_event', // RFC 8417 §2.3
-  'logout+jwt': 'security_event', // OpenID Connect Back-Channel Logout 1.0 §2.4
-  'refresh+jwt': 'refresh',
-}
+const NON_ACCESS_TYP: ReadonlyMap<string, SubjectTokenKind> = new Map([
+  ['secevent+jwt', 'security_event'], // RFC 8417 §2.3
+  ['logout+jwt', 'security_event'], // OpenID Connect Back-Channel Logout 1.0 §2.4
+  ['refresh+jwt', 'refresh'],
+])
 /** Payload claims some issuers name a token's kind with: Keycloak `typ`, Cognito `token_use`, ForgeRock `tokenName`, `token_type`. */
 const KIND_CLAIMS = ['typ', 'token_use', 'tokenName', 'token_type'] as const
-const KIND_VALUES: Readonly<Record<string, SubjectTokenKind>> = {
-  bearer: 'access',
-  access: 'access',
-  access_token: 'access',
-  'at+jwt': 'access',
-  'application/at+jwt': 'access',
-  id: 'id',
-  id_token: 'id',
-  refresh: 'refresh',
-  refresh_token: 'refresh',
-  offline: 'refresh',
-  logout: 'security_event',
-}
-/** Claims only ID tokens carry (OIDC Core §2, §3.3.2.11; FAPI 1.0 Advanced §5.1 `s_hash`). */
+const KIND_VALUES: ReadonlyMap<string, SubjectTokenKind> = new Map([
+  ['bearer', 'access'],
+  ['access', 'access'],
+  ['access_token', 'access'],
+  ['at+jwt', 'access'],
+  ['application/at+jwt', 'access'],
+  ['id', 'id'],
+  ['id_token', 'id'],
+  ['refresh', 'refresh'],
+  ['refresh_token', 'refresh'],
+  ['offline', 'refresh'],
+  ['logout', 'security_event'],
+])
+/** Claims only ID tokens carry (OIDC Core §2, §3.1.3.6, §3.3.2.11; FAPI 1.0 Advanced: `s_hash`). */
 const ID_TOKEN_CLAIMS = ['nonce', 'at_hash', 'c_hash', 's_hash'] as const
 /** When signals disagree, the kind furthest from an access token wins. */
 const PRECEDENCE: readonly SubjectTokenKind[] = ['security_event', 'refresh', 'unknown', 'id', 'access']
@@ -146,13 +147,13 @@ const PRECEDENCE: readonly SubjectTokenKind[] = ['security_event', 'refresh', 'u
  */
 export function subjectTokenKind(header: JwsHeader, payload: Record<string, unknown>): SubjectTokenKind {
   const kinds = new Set<SubjectTokenKind>(['access'])
-  const typ = typeof header.typ === 'string' ? NON_ACCESS_TYP[normalizeTyp(header.typ)] : undefined
+  const typ = typeof header.typ === 'string' ? NON_ACCESS_TYP.get(normalizeTyp(header.typ)) : undefined
   if (typ !== undefined) kinds.add(typ)
   if ('events' in payload) kinds.add('security_event')
   for (const name of ID_TOKEN_CLAIMS) if (name in payload) kinds.add('id')
   for (const name of KIND_CLAIMS) {
     const value = payload[name]
-    if (value !== undefined) kinds.add((typeof value === 'string' ? KIND_VALUES[value.toLowerCase()] : undefined) ?? 'unknown')
+    if (value !== undefined) kinds.add((typeof value === 'string' ? KIND_VALUES.get(value.toLowerCase()) : undefined) ?? 'unknown')
   }
   return PRECEDENCE.find((k) => kinds.has(k)) ?? 'access'
 }

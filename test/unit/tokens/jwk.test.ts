@@ -67,6 +67,8 @@ describe('importPublicJwk', () => {
     ['a symmetric key', { kty: 'oct', k: 'c2VjcmV0LXNlY3JldC1zZWNyZXQ' }, /private or symmetric/],
     ['an unknown kty', { kty: 'DSA', y: 'AQAB' }, /kty/],
     ['no kty', { n: rsa2048.n, e: 'AQAB' }, /kty/],
+    ['kty naming an Object.prototype member', { kty: 'constructor', n: rsa2048.n, e: 'AQAB' }, /kty/],
+    ['kty __proto__', { kty: '__proto__' }, /kty/],
     ['not an object', 'AQAB', /object/],
     ['null', null, /object/],
     ['an array', [rsa2048], /object/],

@@ -110,6 +110,8 @@ describe('only access tokens are subject tokens', () => {
     ['a Keycloak logout token (typ Logout)', { typ: 'Logout' }],
     ['a kind claim with a value not known here', { typ: 'Session' }],
     ['a kind claim that is not a string', { token_use: 1 }],
+    ['a kind claim naming an Object.prototype member', { typ: 'constructor' }],
+    ['a kind claim of __proto__', { token_use: '__proto__' }],
     ['a Cognito refresh-like token_use', { token_use: 'refresh' }],
     ['a ForgeRock refresh token (tokenName)', { tokenName: 'refresh_token' }],
     ['a token_type naming a refresh token', { token_type: 'refresh_token' }],
