@@ -48,8 +48,8 @@ export interface VerifierOptions {
   /** `realm` of every `WWW-Authenticate` challenge. Default: `audience`. */
   readonly realm?: string
   /**
-   * JWKS fetch bounds (jose's remote key set under src/tokens/upstream.ts):
-   * defaults 5 s timeout, 256 KiB, 100 keys, one fetch per 30 s (an unknown
+   * JWKS fetch bounds (the remote key resolver of src/tokens/upstream.ts):
+   * defaults 5 s timeout, 256 KiB, 100 usable keys kept, one fetch per 30 s (an unknown
    * `kid` included), refresh after 10 min, last good set kept up to 1 h
    * while the broker cannot be reached.
    */
