@@ -387,6 +387,59 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         expect((await verifyAuditLog(db)).ok).toBe(true)
       })
 
+      // The edge refuses such text; these append it directly, as a bug past the edge would, to exercise the writer.
+      it('a record the server refuses (a NUL, which text columns cannot hold) fails alone: the rest of its group commits, in order, re-chained', async () => {
+        const statements: { records: number; committed: boolean }[] = []
+        const log = newLog({ onGroup: (records, _s, committed) => void statements.push({ records, committed }) })
+        const bad = new Set([0, 17, 41])
+        const events = Array.from({ length: 42 }, (_, i) =>
+          bad.has(i) ? { ...issued({ jti: `bad-${i}`, actors: ['agent-a'] }), sub: S('ali\u0000ce') } : issued({ jti: `good-${i}`, actors: ['agent-a'], at: T0 + i }),
+        )
+        const outcomes = await Promise.allSettled(events.map((e) => log.append(e)))
+        // All 42 went out as one group, which the server refused; then one statement per record.
+        expect(statements[0]).toEqual({ records: 42, committed: false })
+        expect(statements.slice(1)).toHaveLength(42)
+        for (const i of bad) {
+          const o = outcomes[i]!
+          expect(o.status, `bad-${i}`).toBe('rejected')
+          expect((o as PromiseRejectedResult).reason).toBeInstanceOf(AuditUnavailable)
+          expect(((o as PromiseRejectedResult).reason as AuditUnavailable).outcome).toBe('not_written')
+        }
+        const good = outcomes.filter((_, i) => !bad.has(i))
+        expect(good.every((o) => o.status === 'fulfilled')).toBe(true)
+        // Receipts 1..39 in call order: the records after a refused one took its place in the chain.
+        expect(good.map((o) => (o as PromiseFulfilledResult<AuditReceipt>).value.seq)).toEqual(Array.from({ length: 39 }, (_, i) => i + 1))
+        const rows = await rowsOf(log.chainId())
+        expect(rows.map((r) => r.jti)).toEqual(events.filter((_, i) => !bad.has(i)).map((e) => (e as { jti: string }).jti))
+        expect(log.healthy()).toBe(true)
+        expect(log.stats()).toMatchObject({ records: 39 })
+        // The chain goes on from there, grouped again.
+        expect(await log.append(denied('agent-a'))).toEqual({ seq: 40 })
+        expect(await verifyAuditLog(db)).toStrictEqual({ ok: true, records: 40, chains: 1, checkpoints: 0, findings: [] })
+      })
+
+      it('a group the server refuses whatever it holds: one more statement, not one per record, and every caller is refused', async () => {
+        const statements: boolean[] = []
+        const observed = newLog({ onGroup: (_r, _s, committed) => void statements.push(committed) })
+        await db.execute(sql.raw(`create function test_refuse_insert() returns trigger language plpgsql as $$ begin raise exception 'disk full (test)' using errcode = '53100'; end $$`))
+        await db.execute(sql.raw(`create trigger test_refuse_insert before insert on audit_log for each statement execute function test_refuse_insert()`))
+        try {
+          const outcomes = await Promise.all(mixed(20, 'full').map((e) => rejection(observed.append(e))))
+          for (const e of outcomes) {
+            expect(e).toBeInstanceOf(AuditUnavailable)
+            expect((e as AuditUnavailable).outcome).toBe('not_written')
+          }
+          expect(statements).toEqual([false, false])
+          expect(observed.healthy()).toBe(false)
+        } finally {
+          await db.execute(sql.raw(`drop trigger if exists test_refuse_insert on audit_log`))
+          await db.execute(sql.raw(`drop function if exists test_refuse_insert()`))
+        }
+        expect(await observed.append(denied('agent-a'))).toEqual({ seq: 1 })
+        expect(observed.healthy()).toBe(true)
+        expect(await verifyAuditLog(db)).toMatchObject({ ok: true, records: 1, chains: 1 })
+      })
+
       it('two writers keep two chains; verify reads both, whatever its page size', async () => {
         const one = newLog({ instance: 'one' })
         const two = newLog({ instance: 'two' })
