@@ -249,6 +249,12 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
 
   let checkpointed = { seq: 0, at: options.clock() }
   let checkpointing: Promise<void> | undefined
+  /**
+   * The chain has no checkpoint yet: one is written as soon as its first
+   * records commit, not at the cadence, so that a process killed in its
+   * first seconds still leaves its chain covered (deleting it shows).
+   */
+  let firstCheckpointDue = true
   const interval =
     options.checkpoints === undefined
       ? undefined
@@ -415,7 +421,8 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
   }
 
   function checkpointIfDue(): void {
-    if (options.checkpoints !== undefined && head.seq - checkpointed.seq >= options.checkpoints.everyRecords) void checkpoint()
+    if (options.checkpoints === undefined) return
+    if (firstCheckpointDue || head.seq - checkpointed.seq >= options.checkpoints.everyRecords) void checkpoint()
   }
 
   /**
@@ -464,6 +471,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
       chainId = randomUUID()
       head = { seq: 0, hash: GENESIS_HASH }
       checkpointed = { seq: 0, at: options.clock() }
+      firstCheckpointDue = true
       logger.error({ previous_chain: previous, chain: chainId, owed: owed.length }, 'audit chain head is not where this writer left it; continuing on a new chain')
     }
   }
@@ -474,6 +482,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
     if (checkpointing !== undefined) return checkpointing
     const at = { ...head, chain: chainId }
     if (at.seq === 0 || at.seq === checkpointed.seq) return
+    firstCheckpointDue = false
     checkpointing = (async () => {
       try {
         const jws = await cp.writer.write({ chain: at.chain, instance, seq: at.seq, head: at.hash, at: Math.floor(options.clock() / 1000) })
@@ -483,6 +492,8 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
         logger.error({ chain: at.chain, seq: at.seq, code: codeOf(err) }, 'audit checkpoint not written')
       } finally {
         checkpointing = undefined
+        // This one was for a chain left since: the new chain's first is due now.
+        if (firstCheckpointDue) void checkpoint()
       }
     })()
     return checkpointing
