@@ -6,6 +6,7 @@
 import fc from 'fast-check'
 import { decodeJwt } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { mandateClaims } from '../../../src/tokens/subject.js'
 import { basic, BROKER, SECRET, USER_ISSUER } from '../../support/broker.js'
 import { exchange, expectCleanLogs, rawUserToken, startTrackedBroker, type TrackedBroker } from './helpers.js'
 
@@ -53,5 +54,12 @@ describe('claims of a minted token', () => {
     )
     // Most runs must reach a token, or the property says little.
     expect(issued).toBeGreaterThan(75)
+  })
+
+  it('accepts a parent minted before may_act stopped being copied, whatever its may_act holds, and reads nothing of it', () => {
+    const minted = { iss: BROKER, sub: 'alice', sub_id: { format: 'iss_sub', iss: USER_ISSUER, sub: 'alice' }, aud: 'https://api.test', client_id: 'secret-agent', act: { sub: 'secret-agent' }, scope: 'read', iat: 1, nbf: 1, exp: 2, jti: 'j' }
+    for (const mayAct of [{ sub: 'secret-agent' }, { sub: 'someone-else', iss: 'https://elsewhere.test' }, 'not an object', null]) {
+      expect(() => mandateClaims({ ...minted, may_act: mayAct })).not.toThrow()
+    }
   })
 })
