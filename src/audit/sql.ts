@@ -11,13 +11,18 @@
  * plus the group in flight before its group is sent. `append` resolves
  * only once the record's group is committed.
  *
- * Failures: a statement the server refused committed nothing; its callers
- * get `AuditUnavailable('not_written')`. A lost answer (connection cut,
- * timeout) may have committed: the callers get `AuditUnavailable('unknown')`
- * and, before writing anything else, the writer reads its chain's head to
- * find out. If the group did commit, its `token.issued` records are followed
- * by `token.withheld` records (those tokens were never answered), so the log
- * always tells which tokens left the broker.
+ * Failures: a statement the server refused committed nothing. Its records
+ * are then sent one INSERT each, in order, each chained to the head as it
+ * then stands, so that a record refused for its own values (a NUL the edge
+ * should have stopped) fails alone: only its caller gets
+ * `AuditUnavailable('not_written')`. When the server refuses every write
+ * (disk full), the first single INSERT shows it and every caller gets that.
+ * A lost answer (connection cut, timeout) may have committed: the callers
+ * get `AuditUnavailable('unknown')` and, before writing anything else, the
+ * writer reads its chain's head to find out. If the group did commit, its
+ * `token.issued` records are followed by `token.withheld` records (those
+ * tokens were never answered), so the log always tells which tokens left
+ * the broker.
  */
 import { randomUUID } from 'node:crypto'
 import { desc, eq } from 'drizzle-orm'
@@ -92,6 +97,12 @@ interface Pending {
   readonly event: AuditEvent
   readonly resolve: (receipt: AuditReceipt) => void
   readonly reject: (err: unknown) => void
+}
+
+/** A record of a group: a caller's, or one the writer owes the log (no caller). */
+interface Item {
+  readonly event: AuditEvent
+  readonly pending?: Pending
 }
 
 const SIZES_KEPT = 10_000
@@ -180,6 +191,26 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
   return log
 }
 
+/**
+ * The server refused the statement: nothing of it committed. A unique
+ * violation is not counted as one: a late commit of an unconfirmed group can
+ * hold those seqs, so whether it committed is unknown.
+ */
+function serverRefused(err: unknown): boolean {
+  return serverError(err) !== undefined && codeOf(err) !== '23505'
+}
+
+/**
+ * Refused for a value the statement carried (SQLSTATE class 22, data
+ * exception, such as 22021 for a NUL in text; or class 23, integrity
+ * constraint), rather than because the server takes no write at all (disk
+ * full, read-only, no privilege, a statement timeout).
+ */
+function refusedForItsData(err: unknown): boolean {
+  const code = codeOf(err)
+  return serverRefused(err) && (code.startsWith('22') || code.startsWith('23'))
+}
+
 function sizeSummary(sorted: readonly number[]): AuditStats['groupSize'] {
   const pick = (p: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))] ?? 0
   return {
@@ -218,6 +249,12 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
 
   let checkpointed = { seq: 0, at: options.clock() }
   let checkpointing: Promise<void> | undefined
+  /**
+   * The chain has no checkpoint yet: one is written as soon as its first
+   * records commit, not at the cadence, so that a process killed in its
+   * first seconds still leaves its chain covered (deleting it shows).
+   */
+  let firstCheckpointDue = true
   const interval =
     options.checkpoints === undefined
       ? undefined
@@ -271,60 +308,121 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
   }
 
   async function writeGroup(group: Pending[]): Promise<void> {
-    let rows: EncodedRecord[] = []
-    let sent: number | undefined
     try {
       if (unconfirmed !== undefined) await settleUnconfirmed()
-      const extra = owed
-      const events = [...extra, ...group.map((p) => p.event)]
-      if (events.length === 0) return
-      let { seq, hash } = head
-      rows = events.map((event) => {
-        const r = encodeRecord(event, { chainId, seq: ++seq, instance, prevHash: hash })
-        hash = r.hash
-        return r
-      })
-      sent = performance.now()
-      const insert = database.statement(INSERT_GROUP, groupParams(rows))
+      const items: Item[] = [...owed.map((event) => ({ event })), ...group.map((p) => ({ event: p.event, pending: p }))]
+      if (items.length === 0) return
+      let rows: EncodedRecord[]
       try {
-        await withTimeout(insert, options.writeTimeoutMs)
+        rows = await insertRecords(items.map((it) => it.event))
       } catch (err) {
-        // The server refused the statement: nothing of it committed. Anything else: unknown.
-        const refused = serverError(err) !== undefined && codeOf(err) !== '23505'
-        if (!refused) unconfirmed = { rows, events, done: insert.then(noop, noop), waitUntil: performance.now() + options.writeTimeoutMs }
-        throw new AuditUnavailable(
-          refused ? `audit log refused the write (${codeOf(err)})` : `audit log write unconfirmed (${codeOf(err)})`,
-          refused ? 'not_written' : 'unknown',
-          { cause: err },
-        )
+        // Refused: nothing of the group committed, and the refusal may be one record's alone.
+        if (items.length > 1 && serverRefused(err)) return await writeEach(items)
+        if (refusedForItsData(err)) return refuseRecord(items[0]!, err)
+        throw err
       }
-      head = { seq, hash }
       owed = []
-      healthy = true
-      records += rows.length
-      groups++
-      if (sizes.length >= SIZES_KEPT) sizes.splice(0, SIZES_KEPT / 2)
-      sizes.push(rows.length)
-      if (commits.length >= SIZES_KEPT) commits.splice(0, SIZES_KEPT / 2)
-      const ms = performance.now() - sent
-      commits.push(Math.round(ms * 100) / 100)
-      observeGroup(rows.length, ms / 1000, true)
-      let i = extra.length
-      for (const p of group) p.resolve({ seq: rows[i++]!.seq })
-      if (options.checkpoints !== undefined && head.seq - checkpointed.seq >= options.checkpoints.everyRecords) void checkpoint()
+      items.forEach((it, i) => it.pending?.resolve({ seq: rows[i]!.seq }))
+      checkpointIfDue()
     } catch (err) {
-      healthy = false
-      failedGroups++
-      if (sent !== undefined) observeGroup(rows.length, (performance.now() - sent) / 1000, false)
-      const failure = err instanceof AuditUnavailable ? err : new AuditUnavailable(`audit log unavailable (${codeOf(err)})`, 'not_written', { cause: err })
-      // The database is unreachable or its answer was lost: what is queued behind would only wait
-      // for the same failure, one group at a time. Refuse it now; the next append tries again.
-      const doomed = failure.outcome === 'unknown' || serverError(err) === undefined ? queue.splice(0) : []
-      logger.warn({ chain: chainId, records: group.length + doomed.length, outcome: failure.outcome, code: codeOf(err) }, 'audit group not written')
-      for (const p of group) p.reject(failure)
-      const notSent = new AuditUnavailable(`audit log unavailable (${codeOf(err)})`, 'not_written', { cause: err })
-      for (const p of doomed) p.reject(notSent)
+      // A failed INSERT was counted where it failed; this is a group that could not even be sent.
+      if (!(err instanceof AuditUnavailable)) failedGroups++
+      refuseGroup(group, err)
     }
+  }
+
+  /**
+   * Encodes `events` at the chain's head and sends them as one INSERT. On
+   * commit the head moves past them and their rows are returned. Otherwise
+   * throws `AuditUnavailable`; when the answer was lost, the rows are left
+   * unconfirmed for the next write to settle.
+   */
+  async function insertRecords(events: readonly AuditEvent[]): Promise<EncodedRecord[]> {
+    let { seq, hash } = head
+    const rows = events.map((event) => {
+      const r = encodeRecord(event, { chainId, seq: ++seq, instance, prevHash: hash })
+      hash = r.hash
+      return r
+    })
+    const sent = performance.now()
+    const insert = database.statement(INSERT_GROUP, groupParams(rows))
+    try {
+      await withTimeout(insert, options.writeTimeoutMs)
+    } catch (err) {
+      failedGroups++
+      observeGroup(rows.length, (performance.now() - sent) / 1000, false)
+      const refused = serverRefused(err)
+      if (!refused) unconfirmed = { rows, events: [...events], done: insert.then(noop, noop), waitUntil: performance.now() + options.writeTimeoutMs }
+      throw new AuditUnavailable(
+        refused ? `audit log refused the write (${codeOf(err)})` : `audit log write unconfirmed (${codeOf(err)})`,
+        refused ? 'not_written' : 'unknown',
+        { cause: err },
+      )
+    }
+    head = { seq, hash }
+    healthy = true
+    records += rows.length
+    groups++
+    if (sizes.length >= SIZES_KEPT) sizes.splice(0, SIZES_KEPT / 2)
+    sizes.push(rows.length)
+    if (commits.length >= SIZES_KEPT) commits.splice(0, SIZES_KEPT / 2)
+    const ms = performance.now() - sent
+    commits.push(Math.round(ms * 100) / 100)
+    observeGroup(rows.length, ms / 1000, true)
+    return rows
+  }
+
+  /**
+   * After the server refused a whole group: its records one INSERT each, in
+   * order, each encoded at the head as it then stands (the records after a
+   * refused one take its seq), so that a record refused for its own values
+   * fails alone, and only its caller is told. At the first failure of any
+   * other kind the rest would only fail alike: they are refused with it.
+   */
+  async function writeEach(items: readonly Item[]): Promise<void> {
+    for (const [i, item] of items.entries()) {
+      try {
+        const [row] = await insertRecords([item.event])
+        if (item.pending === undefined) owed = owed.filter((e) => e !== item.event)
+        else item.pending.resolve({ seq: row!.seq })
+      } catch (err) {
+        if (!refusedForItsData(err)) {
+          const rest = items.slice(i + 1).flatMap((it) => it.pending ?? [])
+          refuseGroup(item.pending === undefined ? [] : [item.pending], err, rest)
+          return
+        }
+        refuseRecord(item, err)
+      }
+    }
+    checkpointIfDue()
+  }
+
+  /** A record the server refused for its values: its caller alone is told; the log stays healthy. */
+  function refuseRecord(item: Item, err: unknown): void {
+    // An owed record stays owed: the next group carries it again.
+    logger.warn({ chain: chainId, event: item.event.type, code: codeOf(err) }, 'audit record refused by the database')
+    item.pending?.reject(err)
+  }
+
+  /**
+   * Refuses `group` with `err`, and `notSent` (never sent) as not written.
+   * When the database is unreachable or its answer was lost, what is queued
+   * behind would only wait for the same failure, one group at a time: it is
+   * refused now too, and the next append tries again.
+   */
+  function refuseGroup(group: readonly Pending[], err: unknown, notSent: readonly Pending[] = []): void {
+    healthy = false
+    const failure = err instanceof AuditUnavailable ? err : new AuditUnavailable(`audit log unavailable (${codeOf(err)})`, 'not_written', { cause: err })
+    const doomed = [...notSent, ...(failure.outcome === 'unknown' || serverError(err) === undefined ? queue.splice(0) : [])]
+    logger.warn({ chain: chainId, records: group.length + doomed.length, outcome: failure.outcome, code: codeOf(err) }, 'audit group not written')
+    for (const p of group) p.reject(failure)
+    const unsent = new AuditUnavailable(`audit log unavailable (${codeOf(err)})`, 'not_written', { cause: err })
+    for (const p of doomed) p.reject(unsent)
+  }
+
+  function checkpointIfDue(): void {
+    if (options.checkpoints === undefined) return
+    if (firstCheckpointDue || head.seq - checkpointed.seq >= options.checkpoints.everyRecords) void checkpoint()
   }
 
   /**
@@ -354,12 +452,15 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
       head = { seq: last.seq, hash: last.hash }
       records += pending.rows.length
       const at = Math.floor(options.clock() / 1000)
-      // The group began with everything owed then: that is written now.
-      owed = pending.events.flatMap((e): AuditEvent[] =>
-        e.type === 'token.issued'
-          ? [{ type: 'token.withheld', at, agent: e.agent, sub: e.sub, jti: e.jti, reason: 'issuance committed but the response was 503: the token never left the broker' }]
-          : [],
-      )
+      // What it carried of the records owed is written now; each token it issued is owed a token.withheld.
+      owed = [
+        ...owed.filter((e) => !pending.events.includes(e)),
+        ...pending.events.flatMap((e): AuditEvent[] =>
+          e.type === 'token.issued'
+            ? [{ type: 'token.withheld', at, agent: e.agent, sub: e.sub, jti: e.jti, reason: 'issuance committed but the response was 503: the token never left the broker' }]
+            : [],
+        ),
+      ]
       logger.warn({ chain: chainId, records: pending.rows.length, withheld: owed.length }, 'an unconfirmed audit group had committed; recording its tokens as withheld')
       return
     }
@@ -370,6 +471,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
       chainId = randomUUID()
       head = { seq: 0, hash: GENESIS_HASH }
       checkpointed = { seq: 0, at: options.clock() }
+      firstCheckpointDue = true
       logger.error({ previous_chain: previous, chain: chainId, owed: owed.length }, 'audit chain head is not where this writer left it; continuing on a new chain')
     }
   }
@@ -380,6 +482,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
     if (checkpointing !== undefined) return checkpointing
     const at = { ...head, chain: chainId }
     if (at.seq === 0 || at.seq === checkpointed.seq) return
+    firstCheckpointDue = false
     checkpointing = (async () => {
       try {
         const jws = await cp.writer.write({ chain: at.chain, instance, seq: at.seq, head: at.hash, at: Math.floor(options.clock() / 1000) })
@@ -389,6 +492,8 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
         logger.error({ chain: at.chain, seq: at.seq, code: codeOf(err) }, 'audit checkpoint not written')
       } finally {
         checkpointing = undefined
+        // This one was for a chain left since: the new chain's first is due now.
+        if (firstCheckpointDue) void checkpoint()
       }
     })()
     return checkpointing

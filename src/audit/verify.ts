@@ -2,7 +2,8 @@
  * `mandate audit verify`: recomputes every chain of the delegation log and
  * names the first record that was changed, removed, inserted or moved, then
  * holds the log against signed checkpoints (records cut off at the end, or a
- * chain rewritten consistently from the start).
+ * chain rewritten consistently from the start), and lists the records of
+ * each chain that no checkpoint covers yet.
  */
 import { and, asc, eq, gt, or } from 'drizzle-orm'
 import type { Db } from '../storage/database.js'
@@ -22,17 +23,47 @@ export interface Finding {
   readonly message: string
 }
 
+/**
+ * The newest records of a chain that no checkpoint covers: were they
+ * appended by someone with database rights, or records after them removed,
+ * nothing would show it. A running broker always has a few (until its next
+ * checkpoint); an old tail is a broker that died without its last
+ * checkpoint, or records added behind its back.
+ */
+export interface UncoveredTail {
+  readonly chain: string
+  /** The `instance` of the tail's first record. */
+  readonly instance: string
+  readonly firstSeq: number
+  readonly lastSeq: number
+  /** Records in the tail (fewer than lastSeq - firstSeq + 1 when some were removed). */
+  readonly records: number
+  /** Epoch seconds: the earliest `at` in the tail. */
+  readonly oldestAt: number
+  /** Seconds from `oldestAt` to the time verification began (0 for a record written after that). */
+  readonly age: number
+  /** Older than `maxUncoveredAge`: no running broker leaves a tail this old. */
+  readonly stale: boolean
+}
+
 export interface VerifyReport {
+  /** No finding: nothing shows the log altered (uncovered records are listed apart: unproven, not shown altered). */
   readonly ok: boolean
   readonly records: number
   readonly chains: number
   readonly checkpoints: number
   /** The first finding of each chain, then later ones, at most `maxFindings`. */
   readonly findings: readonly Finding[]
+  /** Present when checkpoints were given: each chain's records that none of them covers, chain by chain. */
+  readonly uncovered?: readonly UncoveredTail[]
 }
 
 export interface VerifyOptions {
   readonly checkpoints?: readonly Checkpoint[]
+  /** Epoch seconds when verification began (the checkpoints were read); default: the system clock. */
+  readonly now?: number
+  /** Seconds an uncovered tail may be old before it is `stale` (default 0). */
+  readonly maxUncoveredAge?: number
   /** Called every `progressEvery` records with the count so far. */
   readonly onProgress?: (records: number) => void
   readonly progressEvery?: number
@@ -60,7 +91,10 @@ export async function verifyAuditLog(db: Db, options: VerifyOptions = {}): Promi
   const pageSize = options.pageSize ?? 5_000
   const maxFindings = options.maxFindings ?? 100
   const progressEvery = options.progressEvery ?? 100_000
+  const now = options.now ?? Math.floor(Date.now() / 1000)
+  const maxUncoveredAge = options.maxUncoveredAge ?? 0
   const findings: Finding[] = []
+  const uncovered: UncoveredTail[] = []
   const add = (f: Finding) => {
     if (findings.length < maxFindings) findings.push(f)
   }
@@ -81,11 +115,19 @@ export async function verifyAuditLog(db: Db, options: VerifyOptions = {}): Promi
   let prevHash = GENESIS_HASH
   let cps: Checkpoint[] = []
   let cpIndex = 0
+  /** The highest seq a checkpoint of this chain names. */
+  let coveredTo = 0
+  /** The chain's records beyond `coveredTo`: the first of them, and how many. */
+  let tail: { seq: number; at: number; instance: string; records: number } | undefined
 
   const endChain = () => {
     if (chain === undefined) return
     // Checkpoints beyond the last record: the end of the chain was cut off.
     const lastSeq = nextSeq - 1
+    if (options.checkpoints !== undefined && tail !== undefined) {
+      const age = Math.max(0, now - tail.at)
+      uncovered.push({ chain, instance: tail.instance, firstSeq: tail.seq, lastSeq, records: tail.records, oldestAt: tail.at, age, stale: age > maxUncoveredAge })
+    }
     const beyond = cps.slice(cpIndex).filter((cp) => cp.seq > lastSeq)
     if (beyond.length > 0) {
       const cp = beyond.at(-1)!
@@ -120,6 +162,13 @@ export async function verifyAuditLog(db: Db, options: VerifyOptions = {}): Promi
         prevHash = GENESIS_HASH
         cps = expected.get(chain) ?? []
         cpIndex = 0
+        coveredTo = cps.at(-1)?.seq ?? 0
+        tail = undefined
+      }
+      if (row.seq > coveredTo) {
+        if (tail === undefined) tail = { seq: row.seq, at: row.at, instance: row.instance, records: 0 }
+        tail.records++
+        tail.at = Math.min(tail.at, row.at)
       }
       const at = { chain, seq: row.seq, id: row.id }
       const parsed = columnsFromRecord(row.record)
@@ -187,5 +236,12 @@ export async function verifyAuditLog(db: Db, options: VerifyOptions = {}): Promi
       message: `chain ${missing} (instance ${cp.instance}) is missing: a checkpoint signed at ${new Date(cp.at * 1000).toISOString()} saw ${cp.seq} records`,
     })
   }
-  return { ok: findings.length === 0, records, chains, checkpoints: options.checkpoints?.length ?? 0, findings }
+  return {
+    ok: findings.length === 0,
+    records,
+    chains,
+    checkpoints: options.checkpoints?.length ?? 0,
+    findings,
+    ...(options.checkpoints === undefined ? {} : { uncovered }),
+  }
 }

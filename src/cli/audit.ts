@@ -16,9 +16,14 @@ import { codeOf, DatabaseError, openDatabase, type Database } from '../storage/d
 import { AUDIT_EVENTS } from '../storage/schema.js'
 import { MAX_INSTANT } from '../http/routes/admin-audit.js'
 
-/** Exit codes: 0 fine, 1 the log failed verification, 2 the command could not run. */
+/**
+ * Exit codes: 0 fine, 1 the log failed verification, 2 the command could not
+ * run, 3 no finding but records that no checkpoint covers, older than any
+ * running broker leaves them (`audit verify --checkpoints`).
+ */
 const EXIT_FINDINGS = 1
 const EXIT_ERROR = 2
+const EXIT_UNCOVERED = 3
 
 // These commands use the issuer only to check checkpoints, so one need not be configured.
 const PLACEHOLDER_ISSUER = 'https://issuer-not-configured.mandate.invalid'
@@ -103,9 +108,28 @@ export interface VerifyCliOptions extends CommonOptions {
   json?: boolean
 }
 
-/** `mandate audit verify`: exit 0 when every chain (and every checkpoint) holds, 1 otherwise. */
+/** Seconds as a person reads them: `42 s`, `17 min`, `5 h`, `3 d`. */
+function duration(seconds: number): string {
+  if (seconds < 120) return `${seconds} s`
+  if (seconds < 7_200) return `${Math.floor(seconds / 60)} min`
+  if (seconds < 172_800) return `${Math.floor(seconds / 3_600)} h`
+  return `${Math.floor(seconds / 86_400)} d`
+}
+
+/**
+ * `mandate audit verify`: exit 0 when every chain (and every checkpoint)
+ * holds, 1 on any finding; with checkpoints, 3 when some chain's newest
+ * records are covered by none of them and older than twice the checkpoint
+ * interval (at least 10 s): a running broker checkpoints its chain at that
+ * interval, so such a tail is a broker that died without its last
+ * checkpoint, or records added behind its back. Younger tails are listed
+ * and do not change the exit code.
+ */
 export async function auditVerify(options: VerifyCliOptions): Promise<void> {
   const { config: c, issuerKnown } = await config(options)
+  // Taken before the checkpoints are read: a record written after this is not yet due a checkpoint.
+  const now = Math.floor(Date.now() / 1000)
+  const maxUncoveredAge = Math.max(10, Math.ceil((2 * c.audit.checkpoint_interval_ms) / 1000))
   let checkpoints: Awaited<ReturnType<typeof readCheckpoints>> | undefined
   if (options.checkpoints !== undefined) {
     const keys = await verificationKeys(c, options.jwks)
@@ -121,7 +145,7 @@ export async function auditVerify(options: VerifyCliOptions): Promise<void> {
   let report
   try {
     report = await verifyAuditLog(db.db, {
-      ...(checkpoints === undefined ? {} : { checkpoints: checkpoints.checkpoints }),
+      ...(checkpoints === undefined ? {} : { checkpoints: checkpoints.checkpoints, now, maxUncoveredAge }),
       onProgress: (n) => process.stderr.write(`verified ${n.toLocaleString('en-US')} records…\n`),
     })
   } catch (err) {
@@ -131,21 +155,34 @@ export async function auditVerify(options: VerifyCliOptions): Promise<void> {
   await db.close()
   const invalid = checkpoints?.invalid ?? []
   const ok = report.ok && invalid.length === 0
+  const uncovered = report.uncovered ?? []
+  const stale = uncovered.filter((t) => t.stale)
+  const status = !ok ? 'failed' : stale.length > 0 ? 'uncovered' : 'ok'
   const seconds = ((performance.now() - started) / 1000).toFixed(1)
   if (options.json === true) {
-    process.stdout.write(`${JSON.stringify({ ...report, ok, invalid_checkpoints: invalid })}\n`)
+    process.stdout.write(`${JSON.stringify({ ...report, ok, status, max_uncovered_age: maxUncoveredAge, invalid_checkpoints: invalid })}\n`)
   } else {
     for (const f of report.findings) process.stdout.write(`${f.kind.toUpperCase()}: ${f.message}\n`)
     for (const i of invalid) process.stdout.write(`INVALID CHECKPOINT: ${i.file}: ${i.reason}\n`)
+    for (const t of uncovered) {
+      const what = `chain ${t.chain} (instance ${t.instance}): record${t.records === 1 ? ` ${t.firstSeq}` : `s ${t.firstSeq}..${t.lastSeq}`} (${t.records} record${t.records === 1 ? '' : 's'}, the oldest ${duration(t.age)} old)`
+      process.stdout.write(
+        t.stale
+          ? `UNCOVERED: ${what}: no checkpoint covers them; records appended there, or removed after them, would not show\n`
+          : `NOT YET CHECKPOINTED: ${what}: a running broker checkpoints them within ${duration(c.audit.checkpoint_interval_ms / 1000)}\n`,
+      )
+    }
+    const staleRecords = stale.reduce((n, t) => n + t.records, 0)
     process.stdout.write(
-      `${ok ? 'OK' : 'FAILED'}: ${report.records} records in ${report.chains} chain${report.chains === 1 ? '' : 's'}` +
+      `${status.toUpperCase()}: ${report.records} records in ${report.chains} chain${report.chains === 1 ? '' : 's'}` +
         (checkpoints === undefined
           ? ' (no checkpoints given: truncation and a consistent rewrite are not checked; use --checkpoints <dir>)'
           : `, ${report.checkpoints} checkpoint${report.checkpoints === 1 ? '' : 's'}`) +
+        (stale.length === 0 ? '' : `, ${staleRecords} record${staleRecords === 1 ? '' : 's'} uncovered for over ${duration(maxUncoveredAge)}`) +
         `, ${where(c)}, ${seconds} s\n`,
     )
   }
-  process.exit(ok ? 0 : EXIT_FINDINGS)
+  process.exit(status === 'failed' ? EXIT_FINDINGS : status === 'uncovered' ? EXIT_UNCOVERED : 0)
 }
 
 export interface QueryCliOptions extends CommonOptions {

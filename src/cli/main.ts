@@ -143,7 +143,7 @@ program
 const audit = program.command('audit').description('the delegation log: verify its hash chains, query it')
 audit
   .command('verify')
-  .description('recompute every hash chain and name the first record changed, removed or inserted; exit 0 ok, 1 findings, 2 error')
+  .description('recompute every hash chain and name the first record changed, removed or inserted; exit 0 ok, 1 findings, 2 error, 3 records no checkpoint covers for too long')
   .option('--checkpoints <dir>', 'also hold the log against the signed checkpoints in this directory (catches truncation and rewrites)')
   .option('--jwks <file|url>', 'public keys the checkpoints are signed with (default: the signing keys file)')
   .option('--json', 'one JSON report on stdout')

@@ -29,23 +29,26 @@ export interface SubjectIdentifier {
   readonly sub: Subject
 }
 
-/** RFC 8693 §4.4: the only actor the user authorized, carried down the chain. */
+/**
+ * RFC 8693 §4.4: the only actor the user's token authorizes. Checked at the
+ * first hop; never copied into a minted token (later hops are governed by
+ * the first agent's policy).
+ */
 export interface MayActClaim {
   readonly sub: AgentId
   readonly iss?: string
 }
 
 /**
- * Claims of a Mandate access token (RFC 9068 profile, header `typ: at+jwt`).
- * `chain` lists the `jti`s of every ancestor token, root first; it is absent
- * on a first-hop token. `sub_id` names the user's upstream issuer; `may_act`
- * is present when the user's own token restricted who may act for it.
+ * Claims of a Mandate access token (RFC 9068 profile, header `typ: at+jwt`),
+ * and no other: nothing of a subject token is copied but what the exchange
+ * decided. `chain` lists the `jti`s of every ancestor token, root first; it
+ * is absent on a first-hop token. `sub_id` names the user's upstream issuer.
  */
 export interface MandateClaims {
   readonly iss: string
   readonly sub: Subject
   readonly sub_id: SubjectIdentifier
-  readonly may_act?: MayActClaim
   readonly aud: string
   readonly client_id: AgentId
   readonly act: ActClaim

@@ -159,7 +159,6 @@ export async function exchangeToken(
       iss: deps.issuer,
       sub: subjectId,
       sub_id: { format: 'iss_sub', iss: grant.userIssuer, sub: subjectId },
-      ...(grant.mayAct === undefined ? {} : { may_act: grant.mayAct }),
       aud: grant.audience,
       client_id: client.agent,
       act: actClaim(grant.actors),

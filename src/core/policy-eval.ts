@@ -35,8 +35,6 @@ export interface Grant {
   readonly ancestors: readonly Jti[]
   /** Issuer of the user's upstream token. */
   readonly userIssuer: string
-  /** The user's `may_act`, carried to every token of the chain. */
-  readonly mayAct: MayActClaim | undefined
 }
 
 /**
@@ -50,7 +48,7 @@ export function evaluatePolicy(input: PolicyInput): Grant {
   const { policy, subject, now } = input
   checkPolicyInForce(policy, now, 'agent')
 
-  const { actors, ancestors, userIssuer, mayAct } = checkDelegation(input)
+  const { actors, ancestors, userIssuer } = checkDelegation(input)
   const audience = selectAudience(input)
   const grant = policy.grants.get(audience)
   if (grant === undefined) {
@@ -83,7 +81,7 @@ export function evaluatePolicy(input: PolicyInput): Grant {
   if (expiresAt <= now) {
     throw new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail: 'subject token has no lifetime left' })
   }
-  return { audience, scopes, expiresAt, actors, ancestors, userIssuer, mayAct }
+  return { audience, scopes, expiresAt, actors, ancestors, userIssuer }
 }
 
 function checkPolicyInForce(policy: AgentPolicy, now: number, who: string): void {
@@ -99,7 +97,7 @@ function unacceptable(detail: string): OAuthError {
   return new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail })
 }
 
-type Delegation = Pick<Grant, 'actors' | 'ancestors' | 'userIssuer' | 'mayAct'>
+type Delegation = Pick<Grant, 'actors' | 'ancestors' | 'userIssuer'>
 
 function checkDelegation(input: PolicyInput): Delegation {
   const { policy, subject } = input
@@ -109,15 +107,14 @@ function checkDelegation(input: PolicyInput): Delegation {
     }
     // An upstream token that is itself delegated would lose its actor here; refuse rather than drop it.
     if (subject.claims['act'] !== undefined) throw unacceptable('subject token is already delegated (act)')
-    const mayAct = readMayAct(subject.claims['may_act'])
-    checkMayAct(mayAct, policy.agent, input.issuer)
+    checkMayAct(readMayAct(subject.claims['may_act']), policy.agent, input.issuer)
     if (policy.delegation.maxDepth < 1) throw unacceptable('delegation depth exceeded')
-    return { actors: [policy.agent], ancestors: [], userIssuer: subject.issuer, mayAct }
+    return { actors: [policy.agent], ancestors: [], userIssuer: subject.issuer }
   }
 
+  // The user's may_act named the first agent; from there its policy (sub_agents, max_depth) decides who
+  // acts next. A parent minted before may_act stopped being copied may still carry one: it is ignored.
   const parent = subject.claims
-  // The user's may_act binds the whole chain: a sub-agent it does not name gets nothing.
-  checkMayAct(parent.may_act, policy.agent, input.issuer)
   const previous = actorsOf(parent.act)
   if (previous[0] !== parent.client_id) throw unacceptable('parent act does not name its client')
   if (previous.includes(policy.agent)) throw unacceptable(`cyclic delegation: ${policy.agent} already in chain`)
@@ -141,7 +138,6 @@ function checkDelegation(input: PolicyInput): Delegation {
     actors: [policy.agent, ...previous],
     ancestors: [...(parent.chain ?? []), parent.jti],
     userIssuer: parent.sub_id.iss,
-    mayAct: parent.may_act,
   }
 }
 

@@ -1,5 +1,6 @@
 import { CLIENT_ASSERTION_TYPE_JWT } from '../core/claims.js'
 import { CLIENT_AUTH_FAILED, OAuthError } from '../core/errors.js'
+import { decodeUtf8, isStorableText } from '../core/text.js'
 import type { ClientCredentials } from '../tokens/port.js'
 import type { FormParams } from './form.js'
 
@@ -13,13 +14,16 @@ function formDecode(s: string): string {
 function parseBasic(header: string): { clientId: string; secret: string } {
   const match = /^Basic ([A-Za-z0-9+/]+={0,2})$/i.exec(header.trim())
   if (match === null) throw fail('malformed Authorization header')
-  const decoded = Buffer.from(match[1]!, 'base64').toString('utf8')
+  // RFC 7617 §2.1: UTF-8. Bytes that are not must not pass as U+FFFD.
+  const decoded = decodeUtf8(Buffer.from(match[1]!, 'base64'))
+  if (decoded === undefined) throw fail('malformed Basic credentials encoding')
   const colon = decoded.indexOf(':')
   if (colon < 0) throw fail('malformed Basic credentials')
   try {
     const clientId = formDecode(decoded.slice(0, colon))
     const secret = formDecode(decoded.slice(colon + 1))
     if (clientId === '' || secret === '') throw fail('empty Basic credentials')
+    if (!isStorableText(clientId) || !isStorableText(secret)) throw fail('malformed Basic credentials encoding')
     return { clientId, secret }
   } catch (err) {
     if (err instanceof OAuthError) throw err

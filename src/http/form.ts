@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import type { Context } from 'hono'
 import { OAuthError } from '../core/errors.js'
+import { decodeUtf8, isStorableText } from '../core/text.js'
 
 /** A body over the limit: answered 413 by the app's error handler. */
 export class PayloadTooLarge extends Error {
@@ -56,6 +57,11 @@ async function readWebBody(body: ReadableStream<Uint8Array> | null, maxBytes: nu
  * URLSearchParams. On Node the body is read from the socket's message
  * directly: materialising a web Request stream costs more CPU per request
  * than the exchange's own signature checks.
+ *
+ * Every name and value must be UTF-8 once percent-decoded (WHATWG URL
+ * §5.1) and storable text (`isStorableText`): URLSearchParams would turn
+ * bytes that are not UTF-8 into U+FFFD and pass a NUL on, so the body is
+ * checked first and refused whole with `invalid_request`.
  */
 export async function readForm(c: Context, maxBytes: number): Promise<URLSearchParams> {
   const type = c.req.header('content-type')?.split(';')[0]?.trim().toLowerCase()
@@ -66,10 +72,27 @@ export async function readForm(c: Context, maxBytes: number): Promise<URLSearchP
   if (declared > maxBytes) throw new PayloadTooLarge()
   const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming
   const bytes = incoming !== undefined ? await readIncoming(incoming, maxBytes) : await readWebBody(c.req.raw.body, maxBytes)
-  const text = bytes.toString('utf8')
-  // Malformed percent-encoding is replaced, not thrown, by URLSearchParams; refuse it instead.
-  if (/%(?![0-9a-fA-F]{2})/.test(text)) throw new OAuthError('invalid_request', 'malformed form body')
+  const text = decodeUtf8(bytes)
+  if (text === undefined || !isStorableForm(text)) throw new OAuthError('invalid_request', 'malformed form body')
   return new URLSearchParams(text)
+}
+
+/**
+ * True when every name and value of `body` percent-decodes to storable text.
+ * Decoding the whole body at once checks each part: `&` and `=` are never
+ * part of an escape, so a sequence decodes the same here as within its
+ * part, and decodeURIComponent throws on a malformed escape or escaped bytes
+ * that are not UTF-8 (a surrogate's included), which URLSearchParams would
+ * quietly replace.
+ */
+function isStorableForm(body: string): boolean {
+  let decoded: string
+  try {
+    decoded = decodeURIComponent(body)
+  } catch {
+    return false
+  }
+  return isStorableText(decoded)
 }
 
 /** Reads a form over parameters: single-valued ones must not repeat (RFC 6749 §3.1, §3.2). */

@@ -208,19 +208,17 @@ function isAct(value: unknown, depth: number): value is ActClaim {
 /**
  * Shape checks on a token this broker signed, after its signature and
  * registered claims were checked; a mismatch means a bug or a forged key, so
- * it is refused. Throws `JwtError`.
+ * it is refused. A `may_act` (tokens minted before it stopped being copied)
+ * is accepted and never read. Throws `JwtError`.
  */
 export function mandateClaims(payload: Record<string, unknown>): MandateClaims {
-  const { aud, client_id, act, scope, chain, sub_id, may_act, sub } = payload
+  const { aud, client_id, act, scope, chain, sub_id, sub } = payload
   if (typeof aud !== 'string' || typeof client_id !== 'string' || typeof scope !== 'string') {
     throw new JwtError('bad_mandate_claims')
   }
   const id = sub_id as Record<string, unknown> | null
   if (typeof id !== 'object' || id === null || id['format'] !== 'iss_sub' || typeof id['iss'] !== 'string' || id['sub'] !== sub) {
     throw new JwtError('bad_sub_id')
-  }
-  if (may_act !== undefined && (typeof may_act !== 'object' || may_act === null || typeof (may_act as { sub?: unknown }).sub !== 'string')) {
-    throw new JwtError('bad_may_act')
   }
   if (!isAct(act, 1)) throw new JwtError('bad_act')
   if (chain !== undefined && !(Array.isArray(chain) && chain.every((j) => typeof j === 'string'))) {

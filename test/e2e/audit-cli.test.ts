@@ -3,17 +3,24 @@
  * the embedded default (PGlite under the data directory): a broker process
  * issues a delegation, stops (SIGTERM: last group and checkpoint written),
  * then the CLI verifies, queries, and catches tampering behind the trigger's
- * back and truncation against the checkpoints.
+ * back and truncation against the checkpoints. And on PostgreSQL, a broker
+ * killed (SIGKILL) in its first seconds: its chain is covered by a
+ * checkpoint all the same, so an appended forgery and the chain's deletion
+ * both show.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdtemp, readdir, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { sql } from 'drizzle-orm'
+import { desc, eq, sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { encodeRecord } from '../../src/audit/record.js'
+import type { AgentId } from '../../src/core/claims.js'
 import { openDatabase } from '../../src/storage/database.js'
+import { auditLog } from '../../src/storage/schema.js'
 import { freePort } from '../support/net.js'
+import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..')
 const bin = join(root, 'bin/mandate.js')
@@ -30,6 +37,24 @@ const exchangeForm = (subjectToken: string, scope: string) =>
 
 const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`
 const jtiOf = (token: string) => (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { jti: string }).jti
+
+/** Starts `mandate serve --dev` with `env`; resolves with the process and its base URL once /readyz answers. */
+async function startBroker(env: NodeJS.ProcessEnv): Promise<{ server: ChildProcess; base: string }> {
+  const port = await freePort()
+  const server = spawn(process.execPath, [bin, 'serve', '--dev'], { cwd: root, env: { ...env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] })
+  server.stdout!.resume()
+  server.stderr!.resume()
+  const base = `http://127.0.0.1:${port}`
+  const deadline = Date.now() + 45_000
+  while (!(await fetch(`${base}/readyz`).then((r) => r.ok, () => false))) {
+    if (Date.now() > deadline || server.exitCode !== null) {
+      server.kill('SIGKILL')
+      throw new Error('broker did not become ready')
+    }
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  return { server, base }
+}
 
 describe('mandate audit (PGlite)', () => {
   let dataDir: string
@@ -51,16 +76,9 @@ describe('mandate audit (PGlite)', () => {
     dataDir = await mkdtemp(join(tmpdir(), 'mandate-audit-cli-'))
     const { DATABASE_URL: _db, REDIS_URL: _redis, ...rest } = process.env
     env = { ...rest, MANDATE_DATA_DIR: dataDir, LOG_LEVEL: 'warn' }
-    const port = await freePort()
-    server = spawn(process.execPath, [bin, 'serve', '--dev'], { cwd: root, env: { ...env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] })
-    server.stdout!.resume()
-    server.stderr!.resume()
-    const base = `http://127.0.0.1:${port}`
-    const deadline = Date.now() + 45_000
-    while (!(await fetch(`${base}/readyz`).then((r) => r.ok, () => false))) {
-      if (Date.now() > deadline || server.exitCode !== null) throw new Error('broker did not become ready')
-      await new Promise((r) => setTimeout(r, 200))
-    }
+    const started = await startBroker(env)
+    server = started.server
+    const base = started.base
     const user = ((await (await fetch(`${base}/dev/users/alice/token`, { method: 'POST', body: '{"scope":"demo:read demo:write"}' })).json()) as { access_token: string }).access_token
     const post = async (auth: string, form: string) => {
       const res = await fetch(`${base}/oauth2/token`, { method: 'POST', headers: { authorization: auth, 'content-type': 'application/x-www-form-urlencoded' }, body: form })
@@ -152,5 +170,83 @@ describe('mandate audit (PGlite)', () => {
     const truncated = cli('audit', 'verify', '--checkpoints', join(dataDir, 'checkpoints'))
     expect(truncated.status).toBe(1)
     expect(truncated.stdout).toMatch(/^TRUNCATED: chain [0-9a-f-]+ ends at seq \d+, but a checkpoint/m)
+  })
+})
+
+describePostgres('mandate audit verify: a broker killed in its first seconds (PostgreSQL)', () => {
+  let dataDir: string
+  let env: NodeJS.ProcessEnv
+  let test: TestDatabase | undefined
+  let chain: string
+
+  const cli = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { cwd: root, env, encoding: 'utf8', timeout: 60_000 })
+  const verify = () => cli('audit', 'verify', '--checkpoints', join(dataDir, 'checkpoints'))
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'mandate-audit-kill-'))
+    test = await createTestDatabase()
+    // The longest checkpoint interval: only the first checkpoint can cover anything in this test.
+    const config = join(dataDir, 'mandate.yaml')
+    await writeFile(config, 'audit:\n  checkpoint_interval_ms: 60000\n')
+    const { DATABASE_URL: _db, REDIS_URL: _redis, ...rest } = process.env
+    env = { ...rest, MANDATE_DATA_DIR: dataDir, MANDATE_CONFIG: config, DATABASE_URL: test.url, LOG_LEVEL: 'warn' }
+    const { server, base } = await startBroker(env)
+    try {
+      const user = ((await (await fetch(`${base}/dev/users/alice/token`, { method: 'POST', body: '{"scope":"demo:read"}' })).json()) as { access_token: string }).access_token
+      const res = await fetch(`${base}/oauth2/token`, { method: 'POST', headers: { authorization: basic('demo-agent', 'demo-secret'), 'content-type': 'application/x-www-form-urlencoded' }, body: exchangeForm(user, 'demo:read') })
+      expect(res.status).toBe(200)
+    } finally {
+      const exited = new Promise((resolve) => server.once('exit', resolve))
+      server.kill('SIGKILL')
+      await exited
+    }
+    const files = (await readdir(join(dataDir, 'checkpoints'))).filter((f) => f.endsWith('.jws'))
+    expect(files.length, 'a checkpoint written before the kill').toBeGreaterThan(0)
+    chain = files[0]!.split('.')[0]!
+  }, 90_000)
+
+  afterAll(async () => {
+    await test?.drop()
+    await rm(dataDir, { recursive: true, force: true })
+  })
+
+  it('lists the records after the first checkpoint as not yet checkpointed (exit 0), a forged record appended to the chain as uncovered (exit 3), and the chain deleted as missing (exit 1)', async () => {
+    const fresh = verify()
+    expect(fresh.status, fresh.stdout + fresh.stderr).toBe(0)
+    expect(fresh.stdout).toMatch(new RegExp(`^NOT YET CHECKPOINTED: chain ${chain} \\(instance [^)]+\\): records? \\d+`, 'm'))
+    expect(fresh.stdout).toMatch(/^OK: \d+ records in 1 chain, \d+ checkpoints?/m)
+
+    // Someone with database rights appends a well-chained record, dated a day ago: no finding, but no checkpoint covers it.
+    const db = await openDatabase(test!.url, { dataDir })
+    try {
+      const [last] = await db.db.select().from(auditLog).where(eq(auditLog.chainId, chain)).orderBy(desc(auditLog.seq)).limit(1)
+      const at = Math.floor(Date.now() / 1000) - 86_400
+      const forged = encodeRecord({ type: 'policy.loaded', at, agent: 'demo-agent' as AgentId, source: 'demo-agent.yaml', sha256: 'ab'.repeat(32) }, { chainId: chain, seq: last!.seq + 1, instance: last!.instance, prevHash: last!.hash })
+      await db.db.insert(auditLog).values({ ...forged, actors: [...forged.actors] })
+    } finally {
+      await db.close()
+    }
+    const appended = verify()
+    expect(appended.status, appended.stdout + appended.stderr).toBe(3)
+    expect(appended.stdout).toMatch(new RegExp(`^UNCOVERED: chain ${chain} \\(instance [^)]+\\): records \\d+\\.\\.\\d+ \\(\\d+ records, the oldest 24 h old\\)`, 'm'))
+    expect(appended.stdout).toMatch(/^UNCOVERED: \d+ records in 1 chain, \d+ checkpoints?, \d+ records uncovered for over 2 min/m)
+    const json = cli('audit', 'verify', '--checkpoints', join(dataDir, 'checkpoints'), '--json')
+    expect(json.status).toBe(3)
+    expect(JSON.parse(json.stdout)).toMatchObject({ ok: true, status: 'uncovered', max_uncovered_age: 120, uncovered: [{ chain, stale: true }] })
+
+    // The whole chain deleted: without the first checkpoint nothing would tell it ever existed.
+    const db2 = await openDatabase(test!.url, { dataDir })
+    try {
+      await db2.db.transaction(async (tx) => {
+        await tx.execute(sql`alter table audit_log disable trigger user`)
+        await tx.execute(sql`delete from audit_log where chain_id = ${chain}`)
+        await tx.execute(sql`alter table audit_log enable trigger user`)
+      })
+    } finally {
+      await db2.close()
+    }
+    const deleted = verify()
+    expect(deleted.status, deleted.stdout + deleted.stderr).toBe(1)
+    expect(deleted.stdout).toMatch(new RegExp(`^MISSING_CHAIN: chain ${chain} `, 'm'))
   })
 })

@@ -387,6 +387,59 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         expect((await verifyAuditLog(db)).ok).toBe(true)
       })
 
+      // The edge refuses such text; these append it directly, as a bug past the edge would, to exercise the writer.
+      it('a record the server refuses (a NUL, which text columns cannot hold) fails alone: the rest of its group commits, in order, re-chained', async () => {
+        const statements: { records: number; committed: boolean }[] = []
+        const log = newLog({ onGroup: (records, _s, committed) => void statements.push({ records, committed }) })
+        const bad = new Set([0, 17, 41])
+        const events = Array.from({ length: 42 }, (_, i) =>
+          bad.has(i) ? { ...issued({ jti: `bad-${i}`, actors: ['agent-a'] }), sub: S('ali\u0000ce') } : issued({ jti: `good-${i}`, actors: ['agent-a'], at: T0 + i }),
+        )
+        const outcomes = await Promise.allSettled(events.map((e) => log.append(e)))
+        // All 42 went out as one group, which the server refused; then one statement per record.
+        expect(statements[0]).toEqual({ records: 42, committed: false })
+        expect(statements.slice(1)).toHaveLength(42)
+        for (const i of bad) {
+          const o = outcomes[i]!
+          expect(o.status, `bad-${i}`).toBe('rejected')
+          expect((o as PromiseRejectedResult).reason).toBeInstanceOf(AuditUnavailable)
+          expect(((o as PromiseRejectedResult).reason as AuditUnavailable).outcome).toBe('not_written')
+        }
+        const good = outcomes.filter((_, i) => !bad.has(i))
+        expect(good.every((o) => o.status === 'fulfilled')).toBe(true)
+        // Receipts 1..39 in call order: the records after a refused one took its place in the chain.
+        expect(good.map((o) => (o as PromiseFulfilledResult<AuditReceipt>).value.seq)).toEqual(Array.from({ length: 39 }, (_, i) => i + 1))
+        const rows = await rowsOf(log.chainId())
+        expect(rows.map((r) => r.jti)).toEqual(events.filter((_, i) => !bad.has(i)).map((e) => (e as { jti: string }).jti))
+        expect(log.healthy()).toBe(true)
+        expect(log.stats()).toMatchObject({ records: 39 })
+        // The chain goes on from there, grouped again.
+        expect(await log.append(denied('agent-a'))).toEqual({ seq: 40 })
+        expect(await verifyAuditLog(db)).toStrictEqual({ ok: true, records: 40, chains: 1, checkpoints: 0, findings: [] })
+      })
+
+      it('a group the server refuses whatever it holds: one more statement, not one per record, and every caller is refused', async () => {
+        const statements: boolean[] = []
+        const observed = newLog({ onGroup: (_r, _s, committed) => void statements.push(committed) })
+        await db.execute(sql.raw(`create function test_refuse_insert() returns trigger language plpgsql as $$ begin raise exception 'disk full (test)' using errcode = '53100'; end $$`))
+        await db.execute(sql.raw(`create trigger test_refuse_insert before insert on audit_log for each statement execute function test_refuse_insert()`))
+        try {
+          const outcomes = await Promise.all(mixed(20, 'full').map((e) => rejection(observed.append(e))))
+          for (const e of outcomes) {
+            expect(e).toBeInstanceOf(AuditUnavailable)
+            expect((e as AuditUnavailable).outcome).toBe('not_written')
+          }
+          expect(statements).toEqual([false, false])
+          expect(observed.healthy()).toBe(false)
+        } finally {
+          await db.execute(sql.raw(`drop trigger if exists test_refuse_insert on audit_log`))
+          await db.execute(sql.raw(`drop function if exists test_refuse_insert()`))
+        }
+        expect(await observed.append(denied('agent-a'))).toEqual({ seq: 1 })
+        expect(observed.healthy()).toBe(true)
+        expect(await verifyAuditLog(db)).toMatchObject({ ok: true, records: 1, chains: 1 })
+      })
+
       it('two writers keep two chains; verify reads both, whatever its page size', async () => {
         const one = newLog({ instance: 'one' })
         const two = newLog({ instance: 'two' })
@@ -595,11 +648,71 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         expect(last).toMatchObject({ chain: log.chainId(), instance: 'test-instance', seq: 12, head: (await rowAt(log.chainId(), 12))!.hash })
         expect(last.file).toBe(join(dir, `${log.chainId()}.000000000012.jws`))
         for (const cp of read.checkpoints) expect(cp.head).toBe((await rowAt(cp.chain, cp.seq))!.hash)
-        expect(await verifyAuditLog(db, { checkpoints: read.checkpoints })).toStrictEqual({ ok: true, records: 12, chains: 1, checkpoints: read.checkpoints.length, findings: [] })
+        expect(await verifyAuditLog(db, { checkpoints: read.checkpoints })).toStrictEqual({ ok: true, records: 12, chains: 1, checkpoints: read.checkpoints.length, findings: [], uncovered: [] })
         // A checkpoint file is a compact JWS with the documented header and payload.
         const [header, payload] = (await readFile(last.file, 'utf8')).trim().split('.').slice(0, 2).map((p) => JSON.parse(Buffer.from(p, 'base64url').toString()) as Record<string, unknown>)
         expect(header).toEqual({ alg: 'ES256', typ: CHECKPOINT_TYP, kid: key.kid })
         expect(payload).toEqual({ iss: ISSUER, chain: log.chainId(), instance: 'test-instance', seq: 12, head: last.head, iat: expect.any(Number) })
+      })
+
+      it('a chain is checkpointed as soon as its first record commits (a broker killed in its first second leaves one), then on the cadence', async () => {
+        const real = checkpointWriter()
+        const written: Promise<string>[] = []
+        const writes: Checkpoint[] = []
+        const writer = {
+          write: (cp: Checkpoint) => {
+            writes.push(cp)
+            const jws = real.write(cp)
+            written.push(jws)
+            return jws
+          },
+        }
+        // Neither the interval (60 s) nor the record count (10,000) would come due in this test.
+        const log = newLog({ checkpoints: { writer, everyRecords: 10_000, intervalMs: 60_000 } })
+        await log.append(policyLoaded('agent-a'))
+        // Started before the append resolved to its caller: nothing to wait for.
+        expect(writes.map((cp) => [cp.chain, cp.seq])).toEqual([[log.chainId(), 1]])
+        await Promise.all(written)
+        const read = await readCheckpoints(dir, keys, ISSUER)
+        expect(read.checkpoints.map((c) => [c.chain, c.seq, c.head])).toEqual([[log.chainId(), 1, (await rowAt(log.chainId(), 1))!.hash]])
+        // From then on, the usual cadence: five more records, no checkpoint before one is due.
+        await appendEach(log, mixed(5))
+        expect(writes).toHaveLength(1)
+        // Were the broker killed now, deleting its chain would still be caught.
+        await behindTrigger((tx) => tx.delete(auditLog).where(eq(auditLog.chainId, log.chainId())))
+        expect(first(await verifyAuditLog(db, { checkpoints: read.checkpoints }))).toEqual({ kind: 'missing_chain', chain: log.chainId(), seq: 1 })
+      })
+
+      it('lists each chain’s records that no checkpoint covers, with the age of the oldest; stale past maxUncoveredAge', async () => {
+        const covered = await seedChain(5, 'c')
+        const partly = await seedChain(10, 'p')
+        const bare = await seedChain(3, 'b')
+        const w = checkpointWriter()
+        await w.write({ chain: covered, instance: 'test-instance', seq: 5, head: (await rowAt(covered, 5))!.hash, at: T0 })
+        await w.write({ chain: partly, instance: 'test-instance', seq: 6, head: (await rowAt(partly, 6))!.hash, at: T0 })
+        const { checkpoints } = await readCheckpoints(dir, keys, ISSUER)
+        // mixed() writes record i at T0 + i - 1.
+        const tailOf = (chain: string, firstSeq: number, lastSeq: number, age: number, stale: boolean) =>
+          ({ chain, instance: 'test-instance', firstSeq, lastSeq, records: lastSeq - firstSeq + 1, oldestAt: T0 + firstSeq - 1, age, stale })
+        const expected = (maxUncoveredAge: number) =>
+          [tailOf(partly, 7, 10, 94, 94 > maxUncoveredAge), tailOf(bare, 1, 3, 100, 100 > maxUncoveredAge)].sort((a, b) => (a.chain < b.chain ? -1 : 1))
+        for (const maxUncoveredAge of [0, 94, 99, 100]) {
+          const report = await verifyAuditLog(db, { checkpoints, now: T0 + 100, maxUncoveredAge })
+          expect(report, `maxUncoveredAge ${maxUncoveredAge}`).toMatchObject({ ok: true, findings: [], uncovered: expected(maxUncoveredAge) })
+          for (const pageSize of [1, 4]) expect(await verifyAuditLog(db, { checkpoints, now: T0 + 100, maxUncoveredAge, pageSize })).toStrictEqual(report)
+        }
+        // A record written after verification began is not old at all.
+        expect((await verifyAuditLog(db, { checkpoints, now: T0 - 50 })).uncovered!.map((t) => [t.age, t.stale])).toEqual([
+          [0, false],
+          [0, false],
+        ])
+        // Without checkpoints, coverage is not known, so not reported.
+        expect(await verifyAuditLog(db)).not.toHaveProperty('uncovered')
+        // Records cut off below a checkpoint are truncated, not uncovered.
+        await behindTrigger((tx) => tx.delete(auditLog).where(and(eq(auditLog.chainId, covered), gte(auditLog.seq, 4))))
+        const cut = await verifyAuditLog(db, { checkpoints, now: T0 + 100 })
+        expect(first(cut)).toEqual({ kind: 'truncated', chain: covered, seq: 4 })
+        expect(cut.uncovered!.map((t) => t.chain)).not.toContain(covered)
       })
 
       /** A chain of `n` records with a checkpoint written at its end by the writer; returns both. */

@@ -282,7 +282,7 @@ describe('evaluatePolicy: scope properties', () => {
 
 describe('evaluatePolicy: the agent policy', () => {
   it('grants the defaults for a plain first hop', () => {
-    expect(grantOf(input())).toEqual({ audience: API, scopes: ['read'], expiresAt: NOW + 300, actors: [A], ancestors: [], userIssuer: IDP, mayAct: undefined })
+    expect(grantOf(input())).toEqual({ audience: API, scopes: ['read'], expiresAt: NOW + 300, actors: [A], ancestors: [], userIssuer: IDP })
   })
 
   it('refuses an expired policy with unauthorized_client, from its expiry instant on', () => {
@@ -410,7 +410,6 @@ describe('evaluatePolicy: re-delegation', () => {
       actors: [B, A],
       ancestors: ['jti-root'],
       userIssuer: IDP,
-      mayAct: undefined,
     })
   })
 
@@ -418,13 +417,14 @@ describe('evaluatePolicy: re-delegation', () => {
     expect(codeOf(input({ subject: user({ claims: { act: { sub: 'someone-else' } } }) }))).toBe('invalid_request')
   })
 
-  it('carries the user’s may_act down the chain: a sub-agent it does not name gets nothing', () => {
+  it('holds the user’s may_act at the first hop only: the grant carries nothing of it, and the parent’s policy governs the sub-agents', () => {
     const hop1 = grantOf(input({ subject: user({ claims: { may_act: { sub: A } } }) }))
-    expect(hop1.mayAct).toEqual({ sub: A })
-    const parent = mandateSubject({ may_act: { sub: A } })
-    expect(codeOf(redelegation({ subject: parent }))).toBe('invalid_request')
-    // Control: without may_act the same hand-down is granted.
-    expect(grantOf(redelegation({ subject: mandateSubject() })).actors).toEqual([B, A])
+    expect(Object.keys(hop1).sort()).toEqual(['actors', 'ancestors', 'audience', 'expiresAt', 'scopes', 'userIssuer'])
+    // A parent token minted before may_act stopped being copied still carries it: ignored.
+    const older = { kind: 'mandate', claims: { ...mandateSubject().claims, may_act: { sub: A } } } as MandateSubject
+    expect(grantOf(redelegation({ subject: older })).actors).toEqual([B, A])
+    // The parent agent's policy is what binds: a sub-agent it does not list gets nothing.
+    expect(codeOf(redelegation({ subject: older, chainPolicies: [policy({ agent: A, subAgents: [], maxDepth: 3 })] }))).toBe('invalid_request')
   })
 
   it('names the user’s issuer on every hop (sub is unique only within it)', () => {
@@ -512,7 +512,7 @@ describe('evaluatePolicy: re-delegation', () => {
     expect(codeOf(redelegation({ chainPolicies: [policy({ agent: A, subAgents: [B], maxDepth: 1 })] }))).toBe('invalid_request')
   })
 
-  it('does not check the user delegator rules or may_act of the sub-agent', () => {
+  it('does not check the user delegator rules for the sub-agent', () => {
     // The sub-agent policy has no users at all; the parent token is what it acts on.
     expect(grantOf(redelegation({ policy: policy({ agent: B, delegators: [] }) })).actors).toEqual([B, A])
   })
@@ -529,7 +529,7 @@ describe('evaluatePolicy: re-delegation', () => {
     expect(hop2).toMatchObject({ actors: [B, A], ancestors: ['jti-1'], expiresAt: NOW + 300 })
 
     const hop3 = grantOf(input({ policy: pc, subject: tokenFrom(hop2, B, 'jti-2'), chainPolicies: [pb, pa], scopes: ['read'] }))
-    expect(hop3).toEqual({ audience: API, scopes: ['read'], expiresAt: NOW + 300, actors: [C, B, A], ancestors: ['jti-1', 'jti-2'], userIssuer: IDP, mayAct: undefined })
+    expect(hop3).toEqual({ audience: API, scopes: ['read'], expiresAt: NOW + 300, actors: [C, B, A], ancestors: ['jti-1', 'jti-2'], userIssuer: IDP })
 
     // A fourth hop back to A is a cycle.
     const pc2 = policy({ agent: C, subAgents: [A], maxDepth: 4 })
