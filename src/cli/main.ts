@@ -116,10 +116,13 @@ const revoke = program
   .addHelpText('after', '\nThe broker is $MANDATE_URL (default http://localhost:8080) unless --url says otherwise.')
 const url = ['--url <url>', 'broker base URL (default: $MANDATE_URL or http://localhost:8080)'] as const
 const reason = ['--reason <text>', 'why (recorded with the revocation; required)'] as const
+const iss = ['--iss <issuer>', 'the user’s issuer (a sub is unique only within it); default: the only issuer trusted for users'] as const
 revoke.command('agent').description('kill an agent: its live tokens die, and it gets nothing until lifted').argument('<agent>')
-  .requiredOption(...reason).option('--sub <sub>', 'only for this user').option(...url).action(revokeAgent)
-revoke.command('sub').description('kill a user: every delegation made for them, until lifted').argument('<sub>')
-  .requiredOption(...reason).option(...url).action(revokeSub)
+  .requiredOption(...reason).option('--sub <sub>', 'only for this user').option(...iss)
+  .option('--force', 'kill it even though no policy defines it (pre-emptively)').option(...url).action(revokeAgent)
+revoke.command('sub').description('kill a user (issuer and sub): every delegation made for them, until lifted').argument('<sub>')
+  .requiredOption(...reason).option(...iss).option('--force', 'kill at an issuer the broker does not trust (pre-emptively)')
+  .option(...url).action(revokeSub)
 revoke.command('jti').description('revoke one token').argument('<jti>').requiredOption(...reason).option(...url).action(revokeJti)
 revoke.command('chain').description('revoke a token and every token delegated from it').argument('<jti>')
   .requiredOption(...reason).option(...url).action(revokeChain)
@@ -155,6 +158,7 @@ audit
   .description('records newest first, filtered; or with --chain the delegation tree around a token')
   .option('--agent <agent>', 'the agent acted or is in the actor chain')
   .option('--sub <sub>', 'for this user')
+  .option('--iss <issuer>', 'with --sub: the user’s issuer (records naming no issuer for that sub match too)')
   .option('--jti <jti>', 'about this token')
   .option('--event <type>', 'an event type or a family such as token.* or admin.*')
   .option('--from <time>', 'at or after (epoch seconds or RFC 3339)')

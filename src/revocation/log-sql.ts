@@ -100,6 +100,7 @@ function toRow(r: Revocation): RevocationInsert & { id: string } {
     kind: target.kind,
     agent: target.kind === 'agent' || target.kind === 'agent_sub' ? target.agent : null,
     sub: target.kind === 'sub' || target.kind === 'agent_sub' ? target.sub : null,
+    subIss: target.kind === 'sub' || target.kind === 'agent_sub' ? target.iss : null,
     jti: target.kind === 'jti' || target.kind === 'chain' ? target.jti : null,
     reason: r.reason,
     createdBy: r.createdBy,
@@ -136,9 +137,9 @@ function targetOf(row: RevocationRow): RevocationTarget {
     case 'agent':
       return Object.freeze({ kind: row.kind, agent: need(row.agent, 'agent') as AgentId })
     case 'sub':
-      return Object.freeze({ kind: row.kind, sub: need(row.sub, 'sub') as Subject })
+      return Object.freeze({ kind: row.kind, sub: need(row.sub, 'sub') as Subject, iss: row.subIss })
     case 'agent_sub':
-      return Object.freeze({ kind: row.kind, agent: need(row.agent, 'agent') as AgentId, sub: need(row.sub, 'sub') as Subject })
+      return Object.freeze({ kind: row.kind, agent: need(row.agent, 'agent') as AgentId, sub: need(row.sub, 'sub') as Subject, iss: row.subIss })
   }
 }
 
