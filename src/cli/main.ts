@@ -126,7 +126,7 @@ revoke.command('sub').description('kill a user (issuer and sub): every delegatio
 revoke.command('jti').description('revoke one token').argument('<jti>').requiredOption(...reason).option(...url).action(revokeJti)
 revoke.command('chain').description('revoke a token and every token delegated from it').argument('<jti>')
   .requiredOption(...reason).option(...url).action(revokeChain)
-revoke.command('lift').description('lift an agent or user kill (tokens issued before it stay dead)').argument('<id>')
+revoke.command('lift').description('lift an agent or user kill (tokens issued before it stay dead); 409 if already lifted').argument('<id>')
   .option(...url).action(revokeLift)
 revoke.command('list').description('list revocations, newest first (auditor role)').option('--limit <n>', '1-1000', '100')
   .option(...url).action(revokeList)

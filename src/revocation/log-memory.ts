@@ -23,10 +23,10 @@ export function createMemoryRevocationLog(): RevocationLog {
       if (existing === undefined) return undefined
       if (!KILL_KINDS.has(existing.target.kind)) throw notLiftable(existing)
       // Lifted once: a second lift changes nothing, the first lifter is kept.
-      if (existing.liftedAt !== undefined) return existing
+      if (existing.liftedAt !== undefined) return { record: existing, changed: false }
       const lifted: Revocation = Object.freeze({ ...existing, liftedAt: at, liftedBy: by })
       byId.set(lifted.id, lifted)
-      return lifted
+      return { record: lifted, changed: true }
     },
 
     async get(id) {

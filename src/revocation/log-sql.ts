@@ -54,11 +54,12 @@ export function createSqlRevocationLog(db: Db): RevocationLog {
         .set({ liftedAt: at, liftedBy: by })
         .where(and(eq(t.id, key), isNull(t.liftedAt), isKillKind(t.kind)))
         .returning()
-      if (row !== undefined) return fromRow(row)
+      if (row !== undefined) return { record: fromRow(row), changed: true }
       // Unknown, already lifted (returned unchanged: the first lifter is kept), or not a kill.
       const existing = await get(key)
-      if (existing !== undefined && !KILL_KINDS.has(existing.target.kind)) throw notLiftable(existing)
-      return existing
+      if (existing === undefined) return undefined
+      if (!KILL_KINDS.has(existing.target.kind)) throw notLiftable(existing)
+      return { record: existing, changed: false }
     },
 
     get,

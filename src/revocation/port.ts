@@ -121,15 +121,23 @@ export interface RevocationLog {
   /** Resolves once the record is durable; rejects otherwise. */
   insert(record: Revocation): Promise<void>
   /**
-   * Marks a kill lifted; resolves with the updated record once durable.
-   * Resolves undefined when no record has that id.
+   * Marks a kill lifted, once; resolves once durable with the record as
+   * stored and whether this call lifted it (`changed: false`: it already
+   * was, and the first lifter is kept). Resolves undefined when no record
+   * has that id.
    */
-  lift(id: string, by: string, at: number): Promise<Revocation | undefined>
+  lift(id: string, by: string, at: number): Promise<LiftOutcome | undefined>
   get(id: string): Promise<Revocation | undefined>
   /** Every record still relevant at `now`: kills (in force or not) and unexpired jti/chain entries, oldest first. */
   listRelevant(now: number): Promise<readonly Revocation[]>
   /** Newest first, at most `limit`, before the `before` cursor (a record id) when given. */
   list(options: { limit: number; before?: string }): Promise<readonly Revocation[]>
+}
+
+export interface LiftOutcome {
+  readonly record: Revocation
+  /** False when the kill was already lifted: nothing was written. */
+  readonly changed: boolean
 }
 
 /**

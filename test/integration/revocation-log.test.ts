@@ -164,18 +164,19 @@ function describeRevocationLog(name: string, open: () => Promise<LogHarness>, op
       const kill = revocation(agentSub('a1', 'u1'))
       await log.insert(kill)
       const lifted = await log.lift(kill.id, 'alice', T0 + 60)
-      expect(lifted).toStrictEqual({ ...kill, liftedAt: T0 + 60, liftedBy: 'alice' })
-      expect(await log.get(kill.id)).toStrictEqual(lifted)
+      expect(lifted).toStrictEqual({ record: { ...kill, liftedAt: T0 + 60, liftedBy: 'alice' }, changed: true })
+      expect(await log.get(kill.id)).toStrictEqual(lifted!.record)
     })
 
-    it('lifting again returns the record unchanged: the first lifter is kept', async () => {
+    it('lifting again returns the record unchanged, says nothing changed: the first lifter is kept', async () => {
       const kill = revocation(sub('u1'))
       await log.insert(kill)
       const first = await log.lift(kill.id, 'alice', T0 + 60)
       const second = await log.lift(kill.id, 'bob', T0 + 120)
-      expect(second).toStrictEqual(first)
-      expect(second).toMatchObject({ liftedAt: T0 + 60, liftedBy: 'alice' })
-      expect(await log.get(kill.id)).toStrictEqual(first)
+      expect(first?.changed).toBe(true)
+      expect(second).toStrictEqual({ record: first!.record, changed: false })
+      expect(second!.record).toMatchObject({ liftedAt: T0 + 60, liftedBy: 'alice' })
+      expect(await log.get(kill.id)).toStrictEqual(first!.record)
     })
 
     it('concurrent lifts: exactly one lifter wins and every caller sees it', async () => {
@@ -184,7 +185,8 @@ function describeRevocationLog(name: string, open: () => Promise<LogHarness>, op
       const results = await Promise.all(['l0', 'l1', 'l2', 'l3', 'l4'].map((by, i) => log.lift(kill.id, by, T0 + 10 + i)))
       const stored = await log.get(kill.id)
       expect(stored?.liftedBy).toMatch(/^l[0-4]$/)
-      for (const r of results) expect(r).toStrictEqual(stored)
+      for (const r of results) expect(r?.record).toStrictEqual(stored)
+      expect(results.filter((r) => r?.changed === true)).toHaveLength(1)
     })
 
     it('lift of an unknown or malformed id resolves undefined and writes nothing', async () => {

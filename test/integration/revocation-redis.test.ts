@@ -131,7 +131,7 @@ function arrayLog(): RevocationLog & { readonly rows: Revocation[] } {
       if (i < 0) return undefined
       const lifted = { ...rows[i]!, liftedAt: at, liftedBy: by }
       rows[i] = lifted
-      return lifted
+      return { record: lifted, changed: true }
     },
     async get(id) {
       return rows.find((r) => r.id === id)

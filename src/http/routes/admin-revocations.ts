@@ -100,6 +100,7 @@ function unavailable(err: unknown): never {
       case 'not_found':
         throw new AdminError('not_found', err.message)
       case 'not_liftable':
+      case 'already_lifted':
         throw new AdminError('conflict', err.message)
       case 'unavailable':
         throw new AdminError('temporarily_unavailable', err.message)

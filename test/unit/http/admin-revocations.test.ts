@@ -184,6 +184,20 @@ describe('admin API, introspection and RFC 7009 revocation', () => {
     expect(await forced.json()).toMatchObject({ kind: 'agent', target: { agent: 'no-such-agent' }, in_force: true })
   })
 
+  it('answers 409 when lifting a kill that is already lifted, and records one lift', async () => {
+    const kill = (await (await admin('POST', '/admin/revocations', ADMIN_KEYS.responder, { agent: 'jwt-agent', reason: 'r' })).json()) as { id: string }
+    const first = await admin('DELETE', `/admin/revocations/${kill.id}`, ADMIN_KEYS.responder)
+    expect(first.status).toBe(200)
+    const firstBody = await first.json()
+    const again = await admin('DELETE', `/admin/revocations/${kill.id}`, ADMIN_KEYS.admin)
+    expect(again.status).toBe(409)
+    expect(((await again.json()) as { error: string }).error).toBe('conflict')
+    expect(again.headers.get('cache-control')).toBe('no-store')
+    expect(await (await admin('GET', `/admin/revocations/${kill.id}`, ADMIN_KEYS.auditor)).json()).toStrictEqual(firstBody)
+    const lifts = b.audit.events().filter((e) => e.type === 'revocation.lifted' && e.revocation.id === kill.id)
+    expect(lifts).toHaveLength(1)
+  })
+
   it('answers 404 for unknown ids and 409 when lifting a token revocation', async () => {
     expect((await admin('DELETE', '/admin/revocations/00000000-0000-4000-8000-000000000000', ADMIN_KEYS.admin)).status).toBe(404)
     expect((await admin('DELETE', '/admin/revocations/not-a-uuid', ADMIN_KEYS.admin)).status).toBe(404)

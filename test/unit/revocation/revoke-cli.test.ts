@@ -2,10 +2,11 @@
  * `mandate revoke` as it talks to a broker: the CLI's HTTP calls are served
  * by a real test broker's app (its `fetch` routed to `app.request`), so the
  * flags are checked against what the admin API does with them: `--iss`
- * names the user's issuer, `--force` kills an agent no policy defines.
+ * names the user's issuer, `--force` kills an agent no policy defines, and
+ * a second lift is refused.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
-import { revokeAgent, revokeSub } from '../../../src/cli/revoke.js'
+import { revokeAgent, revokeLift, revokeSub } from '../../../src/cli/revoke.js'
 import { ADMIN_KEYS, startTestBroker, USER_ISSUER, type TestBroker } from '../../support/broker.js'
 
 describe('mandate revoke against a broker', () => {
@@ -68,5 +69,14 @@ describe('mandate revoke against a broker', () => {
     const pair = await run(() => revokeAgent('secret-agent', { reason: 'r', sub: 'bob', iss: 'https://idp-b.test', url: 'http://broker.test' }))
     expect(pair.code).toBe(0)
     expect(pair.json).toMatchObject({ kind: 'agent_sub', target: { agent: 'secret-agent', sub: 'bob', iss: 'https://idp-b.test' } })
+  })
+
+  it('revoke lift twice: the second is refused with 409', async () => {
+    const kill = await run(() => revokeAgent('jwt-agent', { reason: 'r', url: 'http://broker.test' }))
+    const id = kill.json!['id'] as string
+    expect((await run(() => revokeLift(id, { url: 'http://broker.test' }))).code).toBe(0)
+    const again = await run(() => revokeLift(id, { url: 'http://broker.test' }))
+    expect(again.code).toBe(1)
+    expect(again.stderr).toMatch(/^mandate: 409 conflict/)
   })
 })
