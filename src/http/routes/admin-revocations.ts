@@ -43,7 +43,8 @@ function targetOf(body: RevokeBody, known: { readonly policies: PolicyStore; rea
   const agent = (): AgentId => {
     const id = body.agent as AgentId
     if (!force && known.policies.snapshot().get(id) === undefined) {
-      throw new AdminError('not_found', `no policy defines agent ${id}; send "force": true to kill that id pre-emptively`)
+      // Not an existence test for tokens: an agent whose policy was removed may still hold live ones, which `force` kills.
+      throw new AdminError('not_found', `no policy defines agent ${id}; to kill that id anyway (pre-emptively, or tokens it holds from a removed policy) send "force": true`)
     }
     return id
   }
