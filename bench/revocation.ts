@@ -164,8 +164,8 @@ async function checkCost(): Promise<void> {
           : n < 98
             ? { kind: 'agent', agent: `killed-agent-${i}` as AgentId }
             : n < 99
-              ? { kind: 'sub', sub: `killed-user-${i}` as Subject }
-              : { kind: 'agent_sub', agent: `agent-${i}` as AgentId, sub: `user-${i}` as Subject }
+              ? { kind: 'sub', sub: `killed-user-${i}` as Subject, iss: 'https://idp.example' }
+              : { kind: 'agent_sub', agent: `agent-${i}` as AgentId, sub: `user-${i}` as Subject, iss: 'https://idp.example' }
     records.push(revocation(target))
   }
   full.replaceAll(records)
@@ -176,6 +176,7 @@ async function checkCost(): Promise<void> {
   const clearToken: TokenFacts = {
     jti: randomUUID() as Jti,
     sub: 'alice' as Subject,
+    subIssuer: 'https://idp.example',
     actors: ['sub-agent', 'calendar-assistant'] as AgentId[],
     chain: [randomUUID() as Jti],
     iat: nowSeconds(),

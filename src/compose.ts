@@ -341,6 +341,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
   const app = createApp({
     exchange,
     revocations,
+    userIssuers: subjectIssuers.map((t) => t.issuer),
     adminKeys: config.admin.keys.map((k) => ({ name: k.name, sha256: Buffer.from(k.sha256, 'hex'), roles: new Set(k.roles) })),
     keys,
     logger: log,

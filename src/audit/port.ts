@@ -35,6 +35,8 @@ export type AuditEvent =
       readonly at: number
       readonly agent: AgentId
       readonly sub: Subject | undefined
+      /** Issuer of the user's token, once it was verified. */
+      readonly subIssuer?: string | undefined
       /** The RFC 6749 error code answered. */
       readonly error: string
       /** Why, for the log: never a token or a secret. */
@@ -50,6 +52,8 @@ export type AuditEvent =
       readonly at: number
       readonly agent: AgentId
       readonly sub: Subject
+      /** Issuer of the user's token (absent in records written before it was recorded). */
+      readonly subIssuer?: string | undefined
       readonly jti: Jti
       readonly reason: string
     }

@@ -11,6 +11,12 @@ export interface AuditFilter {
   /** Records where this agent acted or appears in the actor chain. */
   readonly agent?: string
   readonly sub?: string
+  /**
+   * With `sub` only: the user's issuer (a user is the pair). Records that
+   * name no issuer for that `sub` match too: kills of it at any issuer, and
+   * records written before the issuer was recorded.
+   */
+  readonly iss?: string
   /** Records about this token (`jti`, e.g. token.issued / token.withheld / a jti revocation). */
   readonly jti?: string
   /** An event type, or a family such as `admin.*` or `token.*`. */
@@ -59,6 +65,10 @@ function conditions(f: AuditFilter): SQL[] {
   const where: SQL[] = []
   if (f.agent !== undefined) where.push(arrayContains(auditLog.actors, [f.agent]))
   if (f.sub !== undefined) where.push(eq(auditLog.sub, f.sub))
+  if (f.iss !== undefined) {
+    if (f.sub === undefined) throw new TypeError('an iss filter needs a sub filter')
+    where.push(or(eq(auditLog.subIss, f.iss), isNull(auditLog.subIss))!)
+  }
   if (f.jti !== undefined) where.push(eq(auditLog.jti, f.jti))
   if (f.event !== undefined) {
     if (f.event.endsWith('.*')) where.push(like(auditLog.event, `${f.event.slice(0, -2).replace(/[\\%_]/g, '\\$&')}.%`))
@@ -92,6 +102,8 @@ export interface TreeNode {
   /** Newest first. */
   readonly actors: readonly string[]
   readonly sub: string
+  /** The user's issuer. */
+  readonly subIssuer: string | null
   readonly audience: string
   readonly scopes: readonly string[]
   readonly issuedAt: number
@@ -152,6 +164,7 @@ export async function delegationTree(db: Db, jti: string): Promise<DelegationTre
       agent: row.agent!,
       actors: row.actors,
       sub: row.sub!,
+      subIssuer: row.subIss,
       audience: rec['aud'] as string,
       scopes: rec['scopes'] as string[],
       issuedAt: row.at,
@@ -169,6 +182,9 @@ export async function delegationTree(db: Db, jti: string): Promise<DelegationTre
 
   const agents = [...new Set(issued.flatMap((r) => r.actors))]
   const subs = [...new Set(issued.map((r) => r.sub!))]
+  const issuers = [...new Set(issued.flatMap((r) => (r.subIss === null ? [] : [r.subIss])))]
+  // A user is (issuer, sub): a kill of the same sub at another issuer never touched this tree; one at any issuer did.
+  const ofUser = and(inArray(auditLog.sub, subs), or(isNull(auditLog.subIss), issuers.length === 0 ? undefined : inArray(auditLog.subIss, issuers)))
   const revocations = await db
     .select()
     .from(auditLog)
@@ -178,8 +194,8 @@ export async function delegationTree(db: Db, jti: string): Promise<DelegationTre
         or(
           inArray(auditLog.jti, jtis),
           // Kills: of an agent in the tree (for anyone, or for this user), or of the user.
-          and(inArray(auditLog.agent, agents), or(inArray(auditLog.sub, subs), isNull(auditLog.sub))),
-          and(inArray(auditLog.sub, subs), isNull(auditLog.agent)),
+          and(inArray(auditLog.agent, agents), or(ofUser, isNull(auditLog.sub))),
+          and(ofUser, isNull(auditLog.agent)),
         ),
       ),
     )

@@ -28,6 +28,8 @@ export interface RecordColumns {
   readonly agent: string | null
   readonly actors: string[]
   readonly sub: string | null
+  /** Issuer of `sub`: a user is the pair. */
+  readonly subIss: string | null
   readonly jti: string | null
   readonly parentJti: string | null
   readonly rootJti: string | null
@@ -66,9 +68,9 @@ function body(event: AuditEvent, doc: Record<string, Json | undefined>): Record<
         policy_hash: event.policyHash,
       })
     case 'token.denied':
-      return assign({ agent: event.agent, sub: event.sub, error: event.error, reason: event.reason })
+      return assign({ agent: event.agent, sub: event.sub, sub_iss: event.subIssuer, error: event.error, reason: event.reason })
     case 'token.withheld':
-      return assign({ agent: event.agent, sub: event.sub, jti: event.jti, reason: event.reason })
+      return assign({ agent: event.agent, sub: event.sub, sub_iss: event.subIssuer, jti: event.jti, reason: event.reason })
     case 'revocation.created':
     case 'revocation.lifted': {
       const r = event.revocation
@@ -80,6 +82,8 @@ function body(event: AuditEvent, doc: Record<string, Json | undefined>): Record<
           kind: t.kind,
           ...('agent' in t ? { agent: t.agent } : {}),
           ...('sub' in t ? { sub: t.sub } : {}),
+          // A user kill without an issuer (any issuer) leaves it out.
+          ...('iss' in t && t.iss !== null ? { iss: t.iss } : {}),
           ...('jti' in t ? { jti: t.jti } : {}),
           reason: r.reason,
           created_by: r.createdBy,
@@ -103,27 +107,35 @@ function body(event: AuditEvent, doc: Record<string, Json | undefined>): Record<
 }
 
 /** The query columns of an event: who acted, for whom, on which token. */
-function columnsOf(event: AuditEvent): Pick<RecordColumns, 'agent' | 'actors' | 'sub' | 'jti' | 'parentJti' | 'rootJti'> {
-  const none = { agent: null, actors: [], sub: null, jti: null, parentJti: null, rootJti: null }
+function columnsOf(event: AuditEvent): Pick<RecordColumns, 'agent' | 'actors' | 'sub' | 'subIss' | 'jti' | 'parentJti' | 'rootJti'> {
+  const none = { agent: null, actors: [], sub: null, subIss: null, jti: null, parentJti: null, rootJti: null }
   switch (event.type) {
     case 'token.issued':
       return {
         agent: event.agent,
         actors: [...event.actors],
         sub: event.sub,
+        subIss: event.subIssuer,
         jti: event.jti,
         parentJti: event.parentJti ?? null,
         rootJti: event.rootJti,
       }
     case 'token.denied':
-      return { ...none, agent: event.agent, actors: [event.agent], sub: event.sub ?? null }
+      return { ...none, agent: event.agent, actors: [event.agent], sub: event.sub ?? null, subIss: event.subIssuer ?? null }
     case 'token.withheld':
-      return { ...none, agent: event.agent, actors: [event.agent], sub: event.sub, jti: event.jti }
+      return { ...none, agent: event.agent, actors: [event.agent], sub: event.sub, subIss: event.subIssuer ?? null, jti: event.jti }
     case 'revocation.created':
     case 'revocation.lifted': {
       const t = event.revocation.target
       const agent = 'agent' in t ? t.agent : null
-      return { ...none, agent, actors: agent === null ? [] : [agent], sub: 'sub' in t ? t.sub : null, jti: 'jti' in t ? t.jti : null }
+      return {
+        ...none,
+        agent,
+        actors: agent === null ? [] : [agent],
+        sub: 'sub' in t ? t.sub : null,
+        subIss: 'iss' in t ? (t.iss ?? null) : null,
+        jti: 'jti' in t ? t.jti : null,
+      }
     }
     case 'policy.loaded':
     case 'policy.unloaded':
@@ -246,6 +258,7 @@ function eventFromDoc(d: Record<string, unknown>): AuditEvent {
         at,
         agent: s('agent'),
         sub: s('sub'),
+        subIssuer: s('sub_iss'),
         actors: Array.isArray(d['actors']) ? d['actors'] : [],
         jti: s('jti'),
         parentJti: s('parent_jti'),
@@ -253,12 +266,12 @@ function eventFromDoc(d: Record<string, unknown>): AuditEvent {
       } as unknown as AuditEvent
     case 'token.denied':
     case 'token.withheld':
-      return { type, at, agent: s('agent'), sub: s('sub'), jti: s('jti') } as unknown as AuditEvent
+      return { type, at, agent: s('agent'), sub: s('sub'), subIssuer: s('sub_iss'), jti: s('jti') } as unknown as AuditEvent
     case 'revocation.created':
     case 'revocation.lifted': {
       const r = (typeof d['revocation'] === 'object' && d['revocation'] !== null ? d['revocation'] : {}) as Record<string, unknown>
       const field = (k: string) => (s(k, r) === undefined ? {} : { [k]: s(k, r) })
-      const target = { kind: s('kind', r), ...field('agent'), ...field('sub'), ...field('jti') }
+      const target = { kind: s('kind', r), ...field('agent'), ...field('sub'), ...field('iss'), ...field('jti') }
       return { type, at, revocation: { target } } as unknown as AuditEvent
     }
     case 'policy.loaded':

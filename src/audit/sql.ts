@@ -457,7 +457,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
         ...owed.filter((e) => !pending.events.includes(e)),
         ...pending.events.flatMap((e): AuditEvent[] =>
           e.type === 'token.issued'
-            ? [{ type: 'token.withheld', at, agent: e.agent, sub: e.sub, jti: e.jti, reason: 'issuance committed but the response was 503: the token never left the broker' }]
+            ? [{ type: 'token.withheld', at, agent: e.agent, sub: e.sub, subIssuer: e.subIssuer, jti: e.jti, reason: 'issuance committed but the response was 503: the token never left the broker' }]
             : [],
         ),
       ]
@@ -568,11 +568,11 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
  * JSON that quotes each record a second time), and preparing the statement
  * saves a round trip per group (bench/audit.ts).
  */
-const INSERT_GROUP = `insert into audit_log (chain_id, seq, at, event, instance, agent, actors, sub, jti, parent_jti, root_jti, record, prev_hash, hash)
-  select $1::uuid, $2::bigint + r.n, to_timestamp(r.at), r.event, $3::text, r.agent, r.actors::text[], r.sub, r.jti, r.parent_jti, r.root_jti,
+const INSERT_GROUP = `insert into audit_log (chain_id, seq, at, event, instance, agent, actors, sub, sub_iss, jti, parent_jti, root_jti, record, prev_hash, hash)
+  select $1::uuid, $2::bigint + r.n, to_timestamp(r.at), r.event, $3::text, r.agent, r.actors::text[], r.sub, r.sub_iss, r.jti, r.parent_jti, r.root_jti,
     r.record, coalesce(lag(r.hash) over (order by r.n), $4::text), r.hash
-  from unnest($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
-    with ordinality as r(at, event, agent, actors, sub, jti, parent_jti, root_jti, record, hash, n)`
+  from unnest($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
+    with ordinality as r(at, event, agent, actors, sub, sub_iss, jti, parent_jti, root_jti, record, hash, n)`
 
 /** The statement's parameters for consecutive rows of one chain. */
 function groupParams(rows: readonly EncodedRecord[]): (string | number | null | readonly (string | number | null)[])[] {
@@ -587,6 +587,7 @@ function groupParams(rows: readonly EncodedRecord[]): (string | number | null | 
     rows.map((r) => r.agent),
     rows.map((r) => textArrayLiteral(r.actors)),
     rows.map((r) => r.sub),
+    rows.map((r) => r.subIss),
     rows.map((r) => r.jti),
     rows.map((r) => r.parentJti),
     rows.map((r) => r.rootJti),

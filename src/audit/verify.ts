@@ -80,6 +80,7 @@ const COLUMN_NAMES: Record<keyof RecordColumns, string> = {
   agent: 'agent',
   actors: 'actors',
   sub: 'sub',
+  subIss: 'sub_iss',
   jti: 'jti',
   parentJti: 'parent_jti',
   rootJti: 'root_jti',

@@ -188,6 +188,7 @@ export async function auditVerify(options: VerifyCliOptions): Promise<void> {
 export interface QueryCliOptions extends CommonOptions {
   agent?: string
   sub?: string
+  iss?: string
   jti?: string
   event?: string
   from?: string
@@ -213,18 +214,23 @@ function line(e: AuditEntry): string {
   const who = [r['agent'], r['by']].find((v) => typeof v === 'string') ?? '-'
   const fields = [`#${e.id}`, iso(r['at'] as number), String(r['event']).padEnd(22), `by=${String(who)}`]
   if (typeof r['sub'] === 'string') fields.push(`sub=${r['sub']}`)
+  if (typeof r['sub_iss'] === 'string') fields.push(`iss=${r['sub_iss']}`)
   if (typeof r['jti'] === 'string') fields.push(`jti=${r['jti']}`)
   if (Array.isArray(r['actors']) && r['actors'].length > 1) fields.push(`actors=${r['actors'].join('<')}`)
   if (typeof r['error'] === 'string') fields.push(`error=${r['error']}`)
   const rev = r['revocation'] as Record<string, unknown> | undefined
-  if (rev !== undefined) fields.push(`revocation=${String(rev['kind'])}:${[rev['agent'], rev['sub'], rev['jti']].filter(Boolean).join('/')}`)
+  if (rev !== undefined) {
+    fields.push(`revocation=${String(rev['kind'])}:${[rev['agent'], rev['sub'], rev['jti']].filter(Boolean).join('/')}`)
+    // A user kill without an issuer holds that sub at every issuer.
+    if (typeof rev['sub'] === 'string') fields.push(`iss=${typeof rev['iss'] === 'string' ? rev['iss'] : '(any)'}`)
+  }
   return fields.join('  ')
 }
 
 function treeLines(node: TreeNode, asked: string, depth = 0): string[] {
   const mark = node.jti === asked ? '  <= asked' : ''
   const head =
-    `${'  '.repeat(depth)}${depth === 0 ? '' : '└ '}${node.jti}  agent=${node.agent}  sub=${node.sub}  aud=${node.audience}  ` +
+    `${'  '.repeat(depth)}${depth === 0 ? '' : '└ '}${node.jti}  agent=${node.agent}  sub=${node.sub}  iss=${node.subIssuer ?? '-'}  aud=${node.audience}  ` +
     `scopes=${node.scopes.join(' ')}  ${iso(node.issuedAt)} → ${iso(node.expiresAt)}${node.withheld ? '  WITHHELD' : ''}${mark}`
   return [head, ...node.children.flatMap((child) => treeLines(child, asked, depth + 1))]
 }
@@ -239,6 +245,7 @@ export async function auditQuery(options: QueryCliOptions): Promise<void> {
   if (options.event !== undefined) {
     if (!isEventFilter(options.event)) fail(`--event must be one of ${AUDIT_EVENTS.join(', ')}, or a family such as token.*`)
   }
+  if (options.iss !== undefined && options.sub === undefined) fail('--iss names the issuer of a user: give --sub too')
   const from = instant('from', options.from)
   const to = instant('to', options.to)
   const db = await open(c)
@@ -263,6 +270,7 @@ export async function auditQuery(options: QueryCliOptions): Promise<void> {
     const page = await queryAudit(db.db, {
       ...(options.agent === undefined ? {} : { agent: options.agent }),
       ...(options.sub === undefined ? {} : { sub: options.sub }),
+      ...(options.iss === undefined ? {} : { iss: options.iss }),
       ...(options.jti === undefined ? {} : { jti: options.jti }),
       ...(options.event === undefined ? {} : { event: options.event }),
       ...(from === undefined ? {} : { from }),

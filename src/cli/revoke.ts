@@ -5,6 +5,10 @@ export interface AdminCallOptions {
   url?: string
   reason?: string
   sub?: string
+  /** The user's issuer; the broker's only trusted user issuer when left out. */
+  iss?: string
+  /** Kill an agent no policy defines, or a user at an issuer not trusted. */
+  force?: boolean
   limit?: string
 }
 
@@ -61,9 +65,16 @@ const reasonOf = (options: AdminCallOptions): string => {
   return options.reason
 }
 
+/** The user part of a kill: `iss` only with a `sub` (the broker answers 400 otherwise), and `force` when asked. */
+const userAndForce = (sub: string | undefined, o: AdminCallOptions) => ({
+  ...(sub === undefined ? {} : { sub }),
+  ...(o.iss === undefined ? {} : { iss: o.iss }),
+  ...(o.force === true ? { force: true } : {}),
+})
+
 export const revokeAgent = (agent: string, o: AdminCallOptions) =>
-  call('POST', '/admin/revocations', o, { agent, ...(o.sub === undefined ? {} : { sub: o.sub }), reason: reasonOf(o) })
-export const revokeSub = (sub: string, o: AdminCallOptions) => call('POST', '/admin/revocations', o, { sub, reason: reasonOf(o) })
+  call('POST', '/admin/revocations', o, { agent, ...userAndForce(o.sub, o), reason: reasonOf(o) })
+export const revokeSub = (sub: string, o: AdminCallOptions) => call('POST', '/admin/revocations', o, { ...userAndForce(sub, o), reason: reasonOf(o) })
 export const revokeJti = (jti: string, o: AdminCallOptions) => call('POST', '/admin/revocations', o, { jti, reason: reasonOf(o) })
 export const revokeChain = (jti: string, o: AdminCallOptions) => call('POST', '/admin/revocations', o, { chain: jti, reason: reasonOf(o) })
 export const revokeLift = (id: string, o: AdminCallOptions) => call('DELETE', `/admin/revocations/${encodeURIComponent(id)}`, o)

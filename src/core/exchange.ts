@@ -98,6 +98,7 @@ export async function exchangeToken(
   )
 
   let sub: Subject | undefined
+  let subIssuer: string | undefined
   try {
     const policy = policies.get(client.agent)
     if (policy === undefined) {
@@ -109,6 +110,7 @@ export async function exchangeToken(
     const subject = await step('mandate.subject.verify', () => deps.subjects.verify(req.subjectToken))
     const subjectId = subject.kind === 'user' ? subject.sub : subject.claims.sub
     sub = subjectId
+    subIssuer = subject.kind === 'user' ? subject.issuer : subject.claims.sub_id.iss
     const chainPolicies = subject.kind === 'mandate' ? actorsOf(subject.claims.act).map((a) => policies.get(a)) : []
 
     // 4. Evaluate the policy.
@@ -131,6 +133,7 @@ export async function exchangeToken(
       deps.revocations.check({
         agent: client.agent,
         sub: subjectId,
+        subIssuer: grant.userIssuer,
         actors: grant.actors.slice(1),
         ancestors: grant.ancestors,
         subjectIssuedAt: subject.kind === 'mandate' ? subject.claims.iat : subject.iat,
@@ -205,7 +208,7 @@ export async function exchangeToken(
     }
     if (minted.status === 'rejected') {
       await deps.audit
-        .append({ type: 'token.withheld', at: deps.now(), agent: client.agent, sub: claims.sub, jti, reason: 'signing failed after the issuance was recorded: the token never left the broker' })
+        .append({ type: 'token.withheld', at: deps.now(), agent: client.agent, sub: claims.sub, subIssuer: grant.userIssuer, jti, reason: 'signing failed after the issuance was recorded: the token never left the broker' })
         .catch(() => {}) // the issuance record stands; the failure below is what the caller sees
       throw minted.reason
     }
@@ -225,7 +228,7 @@ export async function exchangeToken(
     const replay = await replayChecked
     if (replay !== undefined) throw replay
     if (err instanceof OAuthError && err.code !== 'temporarily_unavailable' && err.code !== 'server_error') {
-      await recordDenial(deps, client.agent, sub, err, req.clientAddress, req.traceId)
+      await recordDenial(deps, client.agent, sub, subIssuer, err, req.clientAddress, req.traceId)
     }
     throw err
   }
@@ -235,6 +238,7 @@ async function recordDenial(
   deps: ExchangeDeps,
   agent: AgentId,
   sub: Subject | undefined,
+  subIssuer: string | undefined,
   err: OAuthError,
   clientAddress: string | undefined,
   traceId: string | undefined,
@@ -245,6 +249,7 @@ async function recordDenial(
       at: deps.now(),
       agent,
       sub,
+      subIssuer,
       error: err.code,
       reason: err.detail ?? err.description,
       clientAddress,

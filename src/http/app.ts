@@ -43,6 +43,8 @@ export interface AppDeps {
   readonly exchange: ExchangeDeps
   /** The kill switch (the same object as `exchange.revocations`). */
   readonly revocations: RevocationService
+  /** Issuers trusted for user subjects: a user kill names one (the only one by default). */
+  readonly userIssuers: readonly string[]
   readonly adminKeys: readonly AdminKey[]
   readonly keys: SigningKeys
   readonly logger: Logger
@@ -186,6 +188,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   mountAdminRevocations(app, {
     keys: deps.adminKeys,
     revocations: deps.revocations,
+    policies: deps.exchange.policies,
+    userIssuers: deps.userIssuers,
     audit: deps.exchange.audit,
     now: deps.exchange.now,
     clientAddress,

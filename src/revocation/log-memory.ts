@@ -1,5 +1,5 @@
 import type { AgentId, Jti, Subject } from '../core/claims.js'
-import { KILL_KINDS, type Revocation, type RevocationLog, type RevocationTarget } from './port.js'
+import { KILL_KINDS, type Revocation, type RevocationLog, type RevocationTarget, type UserIssuer } from './port.js'
 
 /**
  * The revocation log in process memory: tests, and the reference for the SQL
@@ -23,10 +23,10 @@ export function createMemoryRevocationLog(): RevocationLog {
       if (existing === undefined) return undefined
       if (!KILL_KINDS.has(existing.target.kind)) throw notLiftable(existing)
       // Lifted once: a second lift changes nothing, the first lifter is kept.
-      if (existing.liftedAt !== undefined) return existing
+      if (existing.liftedAt !== undefined) return { record: existing, changed: false }
       const lifted: Revocation = Object.freeze({ ...existing, liftedAt: at, liftedBy: by })
       byId.set(lifted.id, lifted)
-      return lifted
+      return { record: lifted, changed: true }
     },
 
     async get(id) {
@@ -70,7 +70,8 @@ export function normalizeId(id: string): string | undefined {
  * The record as the log stores and returns it: a fresh frozen object with
  * exactly the fields of `Revocation`, the id lower-cased. Throws `TypeError`
  * when the record cannot be stored: an id that is not a UUID; a target that
- * does not match its kind; a time that is not whole epoch seconds between
+ * does not match its kind (a user kill's `iss` is a non-empty string or
+ * `null`, never absent); a time that is not whole epoch seconds between
  * 1970 and 9999; a lift on a non-kill, or `liftedAt` without `liftedBy` (or
  * the reverse); a string holding NUL (PostgreSQL text cannot).
  */
@@ -111,16 +112,28 @@ function storableTarget(target: RevocationTarget): RevocationTarget {
     case 'agent':
       return Object.freeze({ kind, agent: checkText('target.agent', (target as { agent?: unknown }).agent) as AgentId })
     case 'sub':
-      return Object.freeze({ kind, sub: checkText('target.sub', (target as { sub?: unknown }).sub) as Subject })
+      return Object.freeze({
+        kind,
+        sub: checkText('target.sub', (target as { sub?: unknown }).sub) as Subject,
+        iss: checkIssuer((target as { iss?: unknown }).iss),
+      })
     case 'agent_sub':
       return Object.freeze({
         kind,
         agent: checkText('target.agent', (target as { agent?: unknown }).agent) as AgentId,
         sub: checkText('target.sub', (target as { sub?: unknown }).sub) as Subject,
+        iss: checkIssuer((target as { iss?: unknown }).iss),
       })
     default:
       throw new TypeError('unknown revocation kind')
   }
+}
+
+/** A user kill names its issuer, or `null` (any issuer) explicitly: a forgotten issuer must not widen a kill. */
+function checkIssuer(value: unknown): UserIssuer {
+  if (value === null) return null
+  if (checkText('target.iss', value) === '') throw new TypeError('target.iss must not be empty')
+  return value as string
 }
 
 function checkText(field: string, value: unknown): string {

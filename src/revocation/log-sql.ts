@@ -54,11 +54,12 @@ export function createSqlRevocationLog(db: Db): RevocationLog {
         .set({ liftedAt: at, liftedBy: by })
         .where(and(eq(t.id, key), isNull(t.liftedAt), isKillKind(t.kind)))
         .returning()
-      if (row !== undefined) return fromRow(row)
+      if (row !== undefined) return { record: fromRow(row), changed: true }
       // Unknown, already lifted (returned unchanged: the first lifter is kept), or not a kill.
       const existing = await get(key)
-      if (existing !== undefined && !KILL_KINDS.has(existing.target.kind)) throw notLiftable(existing)
-      return existing
+      if (existing === undefined) return undefined
+      if (!KILL_KINDS.has(existing.target.kind)) throw notLiftable(existing)
+      return { record: existing, changed: false }
     },
 
     get,
@@ -100,6 +101,7 @@ function toRow(r: Revocation): RevocationInsert & { id: string } {
     kind: target.kind,
     agent: target.kind === 'agent' || target.kind === 'agent_sub' ? target.agent : null,
     sub: target.kind === 'sub' || target.kind === 'agent_sub' ? target.sub : null,
+    subIss: target.kind === 'sub' || target.kind === 'agent_sub' ? target.iss : null,
     jti: target.kind === 'jti' || target.kind === 'chain' ? target.jti : null,
     reason: r.reason,
     createdBy: r.createdBy,
@@ -136,9 +138,9 @@ function targetOf(row: RevocationRow): RevocationTarget {
     case 'agent':
       return Object.freeze({ kind: row.kind, agent: need(row.agent, 'agent') as AgentId })
     case 'sub':
-      return Object.freeze({ kind: row.kind, sub: need(row.sub, 'sub') as Subject })
+      return Object.freeze({ kind: row.kind, sub: need(row.sub, 'sub') as Subject, iss: row.subIss })
     case 'agent_sub':
-      return Object.freeze({ kind: row.kind, agent: need(row.agent, 'agent') as AgentId, sub: need(row.sub, 'sub') as Subject })
+      return Object.freeze({ kind: row.kind, agent: need(row.agent, 'agent') as AgentId, sub: need(row.sub, 'sub') as Subject, iss: row.subIss })
   }
 }
 

@@ -1,5 +1,5 @@
 import type { AgentId, Jti, Subject } from '../core/claims.js'
-import type { Revocation, RevocationMirror, RevocationQuery, RevocationVerdict, TokenFacts } from './port.js'
+import type { Revocation, RevocationMirror, RevocationQuery, RevocationVerdict, TokenFacts, UserIssuer } from './port.js'
 
 /** Aggregate of every kill record on one target: the latest kill instant, and how many are in force. */
 interface Kill {
@@ -11,11 +11,12 @@ interface Kill {
 const CLEAR: RevocationVerdict = { state: 'clear' }
 
 /**
- * The in-memory revocation index: O(1) lookups per agent, user, agent+user
- * and `jti`, so the hot path checks a token's whole chain without a network
- * round trip. Kills are keyed on issue time: a token issued at or before a
- * kill's instant is dead for good, and while a kill is in force nothing new
- * is issued. `jti`/`chain` entries are dropped once past `expiresAt`.
+ * The in-memory revocation index: O(1) lookups per agent, user (issuer and
+ * `sub`), agent+user and `jti`, so the hot path checks a token's whole chain
+ * without a network round trip. Kills are keyed on issue time: a token
+ * issued at or before a kill's instant is dead for good, and while a kill is
+ * in force nothing new is issued. `jti`/`chain` entries are dropped once
+ * past `expiresAt`.
  *
  * `now` is epoch seconds.
  */
@@ -26,9 +27,13 @@ export function createRevocationMirror(now: () => number): RevocationMirror {
   const tokens = new Map<Jti, number>()
   const chains = new Map<Jti, number>()
 
+  // A user is (issuer, sub); a kill without an issuer holds the `sub` at every issuer and has
+  // keys of its own, so a check costs two lookups per user key, never a scan. No issuer holds
+  // NUL (the log and the codec refuse it), so `iss` then `sub` cannot be read two ways.
   const agentKey = (agent: AgentId) => `a\u0000${agent}`
-  const subKey = (sub: Subject) => `s\u0000${sub}`
-  const pairKey = (agent: AgentId, sub: Subject) => `p\u0000${agent}\u0000${sub}`
+  const subKey = (iss: UserIssuer, sub: Subject) => (iss === null ? `S\u0000${sub}` : `s\u0000${iss}\u0000${sub}`)
+  const pairKey = (agent: AgentId, iss: UserIssuer, sub: Subject) =>
+    iss === null ? `P\u0000${agent}\u0000${sub}` : `p\u0000${agent}\u0000${iss}\u0000${sub}`
 
   function killKey(r: Revocation): string | undefined {
     const t = r.target
@@ -36,9 +41,9 @@ export function createRevocationMirror(now: () => number): RevocationMirror {
       case 'agent':
         return agentKey(t.agent)
       case 'sub':
-        return subKey(t.sub)
+        return subKey(t.iss, t.sub)
       case 'agent_sub':
-        return pairKey(t.agent, t.sub)
+        return pairKey(t.agent, t.iss, t.sub)
       case 'jti':
       case 'chain':
         return undefined
@@ -105,11 +110,13 @@ export function createRevocationMirror(now: () => number): RevocationMirror {
   }
   const inForceKill = (key: string): boolean => (kills.get(key)?.inForce ?? 0) > 0
 
-  function checkChain(actors: readonly AgentId[], sub: Subject, chain: readonly Jti[], issuedAt: number): string | undefined {
-    if (killed(subKey(sub), issuedAt)) return `user ${sub} killed`
+  function checkChain(actors: readonly AgentId[], iss: string, sub: Subject, chain: readonly Jti[], issuedAt: number): string | undefined {
+    if (killed(subKey(iss, sub), issuedAt) || killed(subKey(null, sub), issuedAt)) return `user ${sub} of ${iss} killed`
     for (const actor of actors) {
       if (killed(agentKey(actor), issuedAt)) return `chain agent ${actor} killed`
-      if (killed(pairKey(actor, sub), issuedAt)) return `chain agent ${actor} killed for ${sub}`
+      if (killed(pairKey(actor, iss, sub), issuedAt) || killed(pairKey(actor, null, sub), issuedAt)) {
+        return `chain agent ${actor} killed for ${sub} of ${iss}`
+      }
     }
     for (const jti of chain) if (live(chains, jti)) return `ancestor chain ${jti} revoked`
     return undefined
@@ -140,11 +147,11 @@ export function createRevocationMirror(now: () => number): RevocationMirror {
 
     check(q: RevocationQuery): RevocationVerdict {
       if (inForceKill(agentKey(q.agent))) return { state: 'revoked', what: 'agent', detail: `agent ${q.agent} killed` }
-      if (inForceKill(pairKey(q.agent, q.sub))) {
-        return { state: 'revoked', what: 'agent', detail: `agent ${q.agent} killed for ${q.sub}` }
+      if (inForceKill(pairKey(q.agent, q.subIssuer, q.sub)) || inForceKill(pairKey(q.agent, null, q.sub))) {
+        return { state: 'revoked', what: 'agent', detail: `agent ${q.agent} killed for ${q.sub} of ${q.subIssuer}` }
       }
       // The subject token (user token or parent) and everything above it.
-      const detail = checkChain(q.actors, q.sub, q.ancestors, q.subjectIssuedAt)
+      const detail = checkChain(q.actors, q.subIssuer, q.sub, q.ancestors, q.subjectIssuedAt)
       if (detail !== undefined) return { state: 'revoked', what: 'subject', detail }
       // A token revoked alone may not be the parent of new tokens either.
       for (const jti of q.ancestors) {
@@ -155,7 +162,7 @@ export function createRevocationMirror(now: () => number): RevocationMirror {
 
     checkToken(t: TokenFacts): RevocationVerdict {
       if (live(tokens, t.jti) || live(chains, t.jti)) return { state: 'revoked', what: 'subject', detail: `token ${t.jti} revoked` }
-      const detail = checkChain(t.actors, t.sub, t.chain, t.iat)
+      const detail = checkChain(t.actors, t.subIssuer, t.sub, t.chain, t.iat)
       return detail === undefined ? CLEAR : { state: 'revoked', what: 'subject', detail }
     },
   }

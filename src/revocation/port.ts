@@ -1,4 +1,12 @@
-import type { AgentId, Jti, Subject } from '../core/claims.js'
+import { actorsOf, type AgentId, type Jti, type MandateClaims, type Subject } from '../core/claims.js'
+
+/**
+ * The issuer a user kill names: a `sub` is unique only within its issuer
+ * (RFC 9493 §3.2.5 `iss_sub`), so a user is the pair. `null` is "any
+ * issuer": kills recorded before kills named one keep applying to that `sub`
+ * at every issuer, so that no migration un-kills anyone.
+ */
+export type UserIssuer = string | null
 
 /** What a revocation stops (DESIGN.md "Decisions", issue 3 §1). */
 export type RevocationTarget =
@@ -9,9 +17,9 @@ export type RevocationTarget =
   /** Every live token of the agent, and no new issuance until lifted. */
   | { readonly kind: 'agent'; readonly agent: AgentId }
   /** Every delegation made for the user, and no new one until lifted. */
-  | { readonly kind: 'sub'; readonly sub: Subject }
+  | { readonly kind: 'sub'; readonly sub: Subject; readonly iss: UserIssuer }
   /** The agent, for one user only. */
-  | { readonly kind: 'agent_sub'; readonly agent: AgentId; readonly sub: Subject }
+  | { readonly kind: 'agent_sub'; readonly agent: AgentId; readonly sub: Subject; readonly iss: UserIssuer }
 
 export type RevocationKind = RevocationTarget['kind']
 
@@ -47,6 +55,8 @@ export function inForce(r: Revocation): boolean {
 export interface RevocationQuery {
   readonly agent: AgentId
   readonly sub: Subject
+  /** Issuer of the user's upstream token (`sub_id.iss` down a chain). */
+  readonly subIssuer: string
   /** Every agent already in the chain (for a re-delegation), newest first. */
   readonly actors: readonly AgentId[]
   /** `jti`s of every ancestor token, root first; empty on a first hop. */
@@ -63,11 +73,25 @@ export interface RevocationQuery {
 export interface TokenFacts {
   readonly jti: Jti
   readonly sub: Subject
+  /** The user's issuer, from the token's `sub_id` (RFC 9493). */
+  readonly subIssuer: string
   /** Every agent in the token's `act`, newest first (the holder first). */
   readonly actors: readonly AgentId[]
   /** Ancestor `jti`s, root first. */
   readonly chain: readonly Jti[]
   readonly iat: number
+}
+
+/** What the revocation list needs of a verified Mandate token. */
+export function tokenFacts(claims: MandateClaims): TokenFacts {
+  return {
+    jti: claims.jti,
+    sub: claims.sub,
+    subIssuer: claims.sub_id.iss,
+    actors: actorsOf(claims.act),
+    chain: claims.chain ?? [],
+    iat: claims.iat,
+  }
 }
 
 export type RevocationVerdict =
@@ -97,15 +121,23 @@ export interface RevocationLog {
   /** Resolves once the record is durable; rejects otherwise. */
   insert(record: Revocation): Promise<void>
   /**
-   * Marks a kill lifted; resolves with the updated record once durable.
-   * Resolves undefined when no record has that id.
+   * Marks a kill lifted, once; resolves once durable with the record as
+   * stored and whether this call lifted it (`changed: false`: it already
+   * was, and the first lifter is kept). Resolves undefined when no record
+   * has that id.
    */
-  lift(id: string, by: string, at: number): Promise<Revocation | undefined>
+  lift(id: string, by: string, at: number): Promise<LiftOutcome | undefined>
   get(id: string): Promise<Revocation | undefined>
   /** Every record still relevant at `now`: kills (in force or not) and unexpired jti/chain entries, oldest first. */
   listRelevant(now: number): Promise<readonly Revocation[]>
   /** Newest first, at most `limit`, before the `before` cursor (a record id) when given. */
   list(options: { limit: number; before?: string }): Promise<readonly Revocation[]>
+}
+
+export interface LiftOutcome {
+  readonly record: Revocation
+  /** False when the kill was already lifted: nothing was written. */
+  readonly changed: boolean
 }
 
 /**

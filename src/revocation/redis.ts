@@ -587,12 +587,19 @@ function messageOf(err: unknown): string {
 }
 
 const Id = z.string().min(1)
+/** Absent in records written before user kills named an issuer: those hold the `sub` at any issuer. No NUL: the mirror's keys rely on it. */
+const Issuer = z
+  .string()
+  .min(1)
+  .regex(/^[^\u0000]*$/)
+  .nullish()
+  .transform((iss) => iss ?? null)
 const StoredTarget = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('jti'), jti: Id }),
   z.object({ kind: z.literal('chain'), jti: Id }),
   z.object({ kind: z.literal('agent'), agent: Id }),
-  z.object({ kind: z.literal('sub'), sub: Id }),
-  z.object({ kind: z.literal('agent_sub'), agent: Id, sub: Id }),
+  z.object({ kind: z.literal('sub'), sub: Id, iss: Issuer }),
+  z.object({ kind: z.literal('agent_sub'), agent: Id, sub: Id, iss: Issuer }),
 ])
 const StoredRevocation = z.object({
   id: Id,
@@ -605,16 +612,20 @@ const StoredRevocation = z.object({
   liftedBy: z.string().optional(),
 })
 
-/** Canonical JSON (fixed key order), so equal records are equal strings in Redis. */
+/**
+ * Canonical JSON (fixed key order), so equal records are equal strings in
+ * Redis. A user kill without an issuer leaves `iss` out, as records written
+ * before kills named one did.
+ */
 export function encodeRevocation(r: Revocation): string {
   const t = r.target
   const target =
     t.kind === 'agent_sub'
-      ? { kind: t.kind, agent: t.agent, sub: t.sub }
+      ? { kind: t.kind, agent: t.agent, sub: t.sub, ...(t.iss === null ? {} : { iss: t.iss }) }
       : t.kind === 'agent'
         ? { kind: t.kind, agent: t.agent }
         : t.kind === 'sub'
-          ? { kind: t.kind, sub: t.sub }
+          ? { kind: t.kind, sub: t.sub, ...(t.iss === null ? {} : { iss: t.iss }) }
           : { kind: t.kind, jti: t.jti }
   return JSON.stringify({
     id: r.id,

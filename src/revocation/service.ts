@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type {
+  LiftOutcome,
   Revocation,
   RevocationFeed,
   RevocationLog,
@@ -35,12 +36,16 @@ function bounded<T>(work: Promise<T>): Promise<T> {
 export class RevocationError extends Error {
   override readonly name = 'RevocationError'
   constructor(
-    readonly code: 'not_found' | 'not_liftable' | 'unavailable',
+    readonly code: 'not_found' | 'not_liftable' | 'already_lifted' | 'unavailable',
     message: string,
     options?: { cause?: unknown },
   ) {
     super(message, options)
   }
+}
+
+function alreadyLifted(r: Revocation): RevocationError {
+  return new RevocationError('already_lifted', `that kill was already lifted by ${r.liftedBy ?? 'someone'}`)
 }
 
 /** Told of each record the local mirror applies, made here or arriving from the shared store. */
@@ -145,7 +150,10 @@ export interface NewRevocation {
 export interface RevocationService extends RevocationStore {
   /** Resolves once the record is durable and every mirror will apply it; rejects with `RevocationError` otherwise. */
   revoke(input: NewRevocation): Promise<Revocation>
-  /** Lifts an agent/user kill; tokens issued before it stay dead. Idempotent. */
+  /**
+   * Lifts an agent/user kill; tokens issued before it stay dead. Rejects with
+   * `already_lifted` when it was (by an earlier or a concurrent call).
+   */
   lift(id: string, by: string): Promise<Revocation>
   get(id: string): Promise<Revocation | undefined>
   list(options: { limit: number; before?: string }): Promise<readonly Revocation[]>
@@ -237,16 +245,19 @@ export function createRevocationService(options: RevocationServiceOptions): Revo
       if (!KILL_KINDS.has(existing.target.kind)) {
         throw new RevocationError('not_liftable', 'only agent and user kills can be lifted; a revoked token stays revoked')
       }
-      let lifted: Revocation | undefined
+      if (existing.liftedAt !== undefined) throw alreadyLifted(existing)
+      let outcome: LiftOutcome | undefined
       try {
-        lifted = await bounded(log.lift(id, by, now()))
+        outcome = await bounded(log.lift(id, by, now()))
       } catch (cause) {
         throw new RevocationError('unavailable', 'revocation store unavailable; the kill stays in force', { cause })
       }
-      if (lifted === undefined) throw new RevocationError('not_found', 'no revocation has that id')
-      if (existing.liftedAt === undefined) recorded(lifted, 'lifted')
-      await propagate(lifted)
-      return lifted
+      if (outcome === undefined) throw new RevocationError('not_found', 'no revocation has that id')
+      // Another lift won the race: the log kept its lifter, and it propagated the record.
+      if (!outcome.changed) throw alreadyLifted(outcome.record)
+      recorded(outcome.record, 'lifted')
+      await propagate(outcome.record)
+      return outcome.record
     },
 
     get: (id) => bounded(log.get(id)),

@@ -64,6 +64,8 @@ export const revocations = pgTable(
     kind: text('kind', { enum: REVOCATION_KINDS }).notNull(),
     agent: text('agent'),
     sub: text('sub'),
+    /** User kills: the user's issuer; null on one is "any issuer" (recorded before kills named one). */
+    subIss: text('sub_iss'),
     jti: text('jti'),
     reason: text('reason').notNull(),
     createdBy: text('created_by').notNull(),
@@ -77,11 +79,11 @@ export const revocations = pgTable(
     check(
       'revocations_target_check',
       sql`case ${t.kind}
-        when 'jti' then ${t.jti} is not null and ${t.agent} is null and ${t.sub} is null
-        when 'chain' then ${t.jti} is not null and ${t.agent} is null and ${t.sub} is null
-        when 'agent' then ${t.agent} is not null and ${t.sub} is null and ${t.jti} is null
-        when 'sub' then ${t.sub} is not null and ${t.agent} is null and ${t.jti} is null
-        when 'agent_sub' then ${t.agent} is not null and ${t.sub} is not null and ${t.jti} is null
+        when 'jti' then ${t.jti} is not null and ${t.agent} is null and ${t.sub} is null and ${t.subIss} is null
+        when 'chain' then ${t.jti} is not null and ${t.agent} is null and ${t.sub} is null and ${t.subIss} is null
+        when 'agent' then ${t.agent} is not null and ${t.sub} is null and ${t.jti} is null and ${t.subIss} is null
+        when 'sub' then ${t.sub} is not null and ${t.agent} is null and ${t.jti} is null and (${t.subIss} is null or ${t.subIss} <> '')
+        when 'agent_sub' then ${t.agent} is not null and ${t.sub} is not null and ${t.jti} is null and (${t.subIss} is null or ${t.subIss} <> '')
         else false end`,
     ),
     // A lift names both when and who, and only a kill can be lifted.
@@ -139,6 +141,8 @@ export const auditLog = pgTable(
     /** Every agent in the delegation chain, newest first; `agent` included. */
     actors: text('actors').array().notNull(),
     sub: text('sub'),
+    /** Issuer of `sub` (a user is the pair), when the record names one. */
+    subIss: text('sub_iss'),
     jti: text('jti'),
     parentJti: text('parent_jti'),
     rootJti: text('root_jti'),

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
-import { actorsOf, parseScope, type MandateClaims } from '../core/claims.js'
+import { parseScope, type MandateClaims } from '../core/claims.js'
 import { createRevocationMirror } from '../revocation/mirror.js'
+import { tokenFacts } from '../revocation/port.js'
 import { UpstreamUnavailable, isAllowedUpstreamUrl } from '../tokens/fetch-limited.js'
 import { checkClaims, checkHeader, decodeJws, JwtError, verifySignature } from '../tokens/jws.js'
 import { SIGNING_ALG } from '../tokens/keys.js'
@@ -180,7 +181,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
 
     // Revocation before scope: a revoked token is invalid whatever it asks for.
     if (!source.fresh()) throw fail('temporarily_unavailable', 'revocation state unknown; try again', `revocation mirror stale: ${source.status()}`)
-    const verdict = mirror.checkToken({ jti: claims.jti, sub: claims.sub, actors: actorsOf(claims.act), chain: claims.chain ?? [], iat: claims.iat })
+    const verdict = mirror.checkToken(tokenFacts(claims))
     switch (verdict.state) {
       case 'clear':
         break

@@ -142,6 +142,20 @@ describe('mandate audit (PGlite)', () => {
     expect(cli('audit', 'query', '--event', 'nonsense').status).toBe(2)
   })
 
+  it('query --sub --iss: the user of that issuer only; --iss needs --sub', () => {
+    const all = cli('audit', 'query', '--sub', 'alice', '--event', 'token.issued')
+    expect(all.status, all.stderr).toBe(0)
+    const iss = /iss=(\S+)/.exec(all.stdout)?.[1]
+    expect(iss).toMatch(/^https:\/\//)
+    const mine = cli('audit', 'query', '--sub', 'alice', '--iss', iss!, '--event', 'token.issued', '--json')
+    expect(mine.status, mine.stderr).toBe(0)
+    expect(mine.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { record: { jti: string } }).record.jti)).toEqual([childJti, parentJti])
+    const other = cli('audit', 'query', '--sub', 'alice', '--iss', 'https://other-idp.test', '--event', 'token.issued')
+    expect(other.status, other.stderr).toBe(0)
+    expect(other.stdout).toBe('')
+    expect(cli('audit', 'query', '--iss', iss!).status).toBe(2)
+  })
+
   it('verify names a record changed behind the trigger, and truncation against the checkpoints', async () => {
     const db = await openDatabase(undefined, { dataDir })
     try {

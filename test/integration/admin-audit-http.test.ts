@@ -127,6 +127,7 @@ describe('/admin/audit over PGlite', () => {
     ['?from=2000&to=1000', 'from is after to'],
     ['?to=999999999999', 'invalid to'],
     ['?sub=a%00b', 'invalid sub'],
+    ['?iss=https%3A%2F%2Fidp.test', 'iss names the issuer of a user'],
   ])('GET /admin/audit%s is 400 (%s), and records nothing', async (query, message) => {
     const before = (await page('?event=admin.audit.read&limit=1')).records[0]!.id
     const res = await get(`/admin/audit${query}`, KEYS.auditor)
@@ -209,6 +210,32 @@ describe('/admin/audit over PGlite', () => {
     // The same tree from the root's side.
     expect(((await (await get(`/admin/audit/chains/${jtiOf(parent)}`, KEYS.auditor)).json()) as { tokens: number }).tokens).toBe(2)
     expect((await get('/admin/audit/chains/unknown-jti', KEYS.auditor)).status).toBe(404)
+  })
+
+  it('user queries key on (iss, sub): alice at another issuer is another user; a kill naming no issuer matches both', async () => {
+    const issued = (await page('?event=token.issued&sub=alice')).records
+    const devIssuer = issued[0]!.record['sub_iss'] as string
+    expect(devIssuer).toMatch(/^https:\/\//)
+    const other = 'https://other-idp.test'
+    const kill = await m.app.request('/admin/revocations', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...bearer(KEYS.responder) },
+      body: JSON.stringify({ sub: 'alice', iss: other, force: true, reason: 'other IdP' }),
+    })
+    expect(kill.status).toBe(201)
+    const atDev = (await page(`?sub=alice&iss=${encodeURIComponent(devIssuer)}&event=token.*`)).records
+    expect(atDev.map((e) => e.record['event'])).toEqual(['token.denied', 'token.issued', 'token.issued'])
+    // The denial knows whose token it refused: the user is named with the issuer.
+    expect(atDev[0]!.record).toMatchObject({ sub: 'alice', sub_iss: devIssuer })
+    expect((await page(`?sub=alice&iss=${encodeURIComponent(devIssuer)}&event=revocation.*`)).records).toEqual([])
+    const atOther = (await page(`?sub=alice&iss=${encodeURIComponent(other)}`)).records
+    expect(atOther.map((e) => e.record['event'])).toEqual(['revocation.created'])
+    expect(atOther[0]!.record).toMatchObject({ revocation: { kind: 'sub', sub: 'alice', iss: other } })
+    // Without iss, every alice.
+    expect((await page('?sub=alice&event=revocation.*')).records).toHaveLength(1)
+    // alice@dev's delegation tree is untouched by alice@other's kill.
+    const tree = (await (await get(`/admin/audit/chains/${jtiOf(child)}`, KEYS.auditor)).json()) as { revocations: Entry[] }
+    expect(tree.revocations.map((r) => (r.record['revocation'] as { kind: string }).kind)).not.toContain('sub')
   })
 
   it('records every admin read with its caller and request', async () => {

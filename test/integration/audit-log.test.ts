@@ -34,6 +34,7 @@ import { startTcpProxy } from '../support/proxy.js'
 const T0 = 1_800_000_000 // 2027-01-15T08:00:00Z
 const ISSUER = 'https://broker.test'
 const POLICY_HASH = 'ab'.repeat(32)
+const USER_ISS = 'https://idp.test'
 const logger = createLogger('silent')
 
 const A = (s: string) => s as AgentId
@@ -59,7 +60,7 @@ function issued(t: IssuedSpec): AuditEvent {
     at,
     agent: A(t.actors[0]!),
     sub: S(t.sub ?? 'alice'),
-    subIssuer: 'https://idp.test',
+    subIssuer: USER_ISS,
     actors: t.actors.map(A),
     jti: J(t.jti),
     parentJti: t.parent === undefined ? undefined : J(t.parent),
@@ -136,6 +137,7 @@ const insertRow = (r: EncodedRecord | Omit<AuditRow, 'id'>): typeof auditLog.$in
   agent: r.agent,
   actors: [...r.actors],
   sub: r.sub,
+  subIss: r.subIss,
   jti: r.jti,
   parentJti: r.parentJti,
   rootJti: r.rootJti,
@@ -858,9 +860,9 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
           ['kill-x', revoked({ kind: 'agent', agent: A('agent-x') }, T0 + 45)],
           ['revoke-c', revoked({ kind: 'jti', jti: J('tok-c') }, T0 + 50)],
           ['revoke-x', revoked({ kind: 'jti', jti: J('tok-x') }, T0 + 51)],
-          ['kill-a-for-bob', revoked({ kind: 'agent_sub', agent: A('agent-a'), sub: S('bob') }, T0 + 52)],
-          ['kill-a-for-alice', revoked({ kind: 'agent_sub', agent: A('agent-a'), sub: S('alice') }, T0 + 53)],
-          ['kill-carol', revoked({ kind: 'sub', sub: S('carol') }, T0 + 54)],
+          ['kill-a-for-bob', revoked({ kind: 'agent_sub', agent: A('agent-a'), sub: S('bob'), iss: USER_ISS }, T0 + 52)],
+          ['kill-a-for-alice', revoked({ kind: 'agent_sub', agent: A('agent-a'), sub: S('alice'), iss: USER_ISS }, T0 + 53)],
+          ['kill-carol', revoked({ kind: 'sub', sub: S('carol'), iss: USER_ISS }, T0 + 54)],
           ['lift-b', lifted(killB, T0 + 60)],
           ['audit-read', { type: 'admin.audit.read', at: T0 + 70, by: 'auditor', request: '/admin/audit?agent=agent-b', clientAddress: undefined, traceId: undefined }],
           ['key', { type: 'key.rotated', at: T0 + 80, kid: 'k2', previousKid: 'k1' }],

@@ -32,8 +32,10 @@ interface LogHarness {
 const jti = (v: string) => ({ kind: 'jti', jti: v as Jti }) as const
 const chain = (v: string) => ({ kind: 'chain', jti: v as Jti }) as const
 const agent = (v: string) => ({ kind: 'agent', agent: v as AgentId }) as const
-const sub = (v: string) => ({ kind: 'sub', sub: v as Subject }) as const
-const agentSub = (a: string, s: string) => ({ kind: 'agent_sub', agent: a as AgentId, sub: s as Subject }) as const
+const IDP = 'https://idp.example'
+/** A user is (issuer, sub); `null` is any issuer (kills recorded before kills named one). */
+const sub = (v: string, iss: string | null = IDP) => ({ kind: 'sub', sub: v as Subject, iss }) as const
+const agentSub = (a: string, s: string, iss: string | null = IDP) => ({ kind: 'agent_sub', agent: a as AgentId, sub: s as Subject, iss }) as const
 
 function revocation(target: RevocationTarget, over: Partial<Revocation> = {}): Revocation {
   const token = target.kind === 'jti' || target.kind === 'chain'
@@ -93,6 +95,10 @@ function describeRevocationLog(name: string, open: () => Promise<LogHarness>, op
         revocation(agent('billing-bot'), { createdAt: T0 + 3 }),
         revocation(sub('user@example.com'), { createdAt: MAX_TIME }),
         revocation(agentSub('billing-bot', 'user@example.com'), { reason: 'ünïcode ✓ \'quoted\' "x"', createdBy: 'ops:key-7' }),
+        // The same user name at two issuers, and at any issuer: three users, three records.
+        revocation(sub('user@example.com', 'https://other-idp.example/tenants/7')),
+        revocation(sub('user@example.com', null)),
+        revocation(agentSub('billing-bot', 'user@example.com', null)),
         // Stored already lifted, and a kill with an expiry: both come back as written.
         revocation(agent('old-bot'), { createdAt: T0 - 86_400, expiresAt: T0, liftedAt: T0 - 3600, liftedBy: 'admin' }),
       ]
@@ -102,6 +108,8 @@ function describeRevocationLog(name: string, open: () => Promise<LogHarness>, op
       }
       const got = await log.get(records[2]!.id)
       expect(Object.keys(got!.target)).toEqual(['kind', 'agent'])
+      expect((await log.get(records[3]!.id))!.target).toStrictEqual({ kind: 'sub', sub: 'user@example.com', iss: IDP })
+      expect((await log.get(records[6]!.id))!.target).toStrictEqual({ kind: 'sub', sub: 'user@example.com', iss: null })
       expect(got!.expiresAt).toBeUndefined()
       expect(got!.liftedAt).toBeUndefined()
       expect(got!.liftedBy).toBeUndefined()
@@ -140,6 +148,11 @@ function describeRevocationLog(name: string, open: () => Promise<LogHarness>, op
         revocation(agent('a\u0000b')),
         revocation({ kind: 'bogus' } as unknown as RevocationTarget),
         revocation({ kind: 'agent_sub', agent: 'a1' } as unknown as RevocationTarget),
+        // A user kill states its issuer, or null for any: a forgotten one must not widen the kill.
+        revocation({ kind: 'sub', sub: 'u1' } as unknown as RevocationTarget),
+        revocation({ kind: 'agent_sub', agent: 'a1', sub: 'u1' } as unknown as RevocationTarget),
+        revocation(sub('u1', '')),
+        revocation(sub('u1', 'https://idp\u0000.example')),
       ]
       for (const r of bad) {
         expect(await rejection(log.insert(r)), JSON.stringify(r)).toBeInstanceOf(TypeError)
@@ -151,18 +164,19 @@ function describeRevocationLog(name: string, open: () => Promise<LogHarness>, op
       const kill = revocation(agentSub('a1', 'u1'))
       await log.insert(kill)
       const lifted = await log.lift(kill.id, 'alice', T0 + 60)
-      expect(lifted).toStrictEqual({ ...kill, liftedAt: T0 + 60, liftedBy: 'alice' })
-      expect(await log.get(kill.id)).toStrictEqual(lifted)
+      expect(lifted).toStrictEqual({ record: { ...kill, liftedAt: T0 + 60, liftedBy: 'alice' }, changed: true })
+      expect(await log.get(kill.id)).toStrictEqual(lifted!.record)
     })
 
-    it('lifting again returns the record unchanged: the first lifter is kept', async () => {
+    it('lifting again returns the record unchanged, says nothing changed: the first lifter is kept', async () => {
       const kill = revocation(sub('u1'))
       await log.insert(kill)
       const first = await log.lift(kill.id, 'alice', T0 + 60)
       const second = await log.lift(kill.id, 'bob', T0 + 120)
-      expect(second).toStrictEqual(first)
-      expect(second).toMatchObject({ liftedAt: T0 + 60, liftedBy: 'alice' })
-      expect(await log.get(kill.id)).toStrictEqual(first)
+      expect(first?.changed).toBe(true)
+      expect(second).toStrictEqual({ record: first!.record, changed: false })
+      expect(second!.record).toMatchObject({ liftedAt: T0 + 60, liftedBy: 'alice' })
+      expect(await log.get(kill.id)).toStrictEqual(first!.record)
     })
 
     it('concurrent lifts: exactly one lifter wins and every caller sees it', async () => {
@@ -171,7 +185,8 @@ function describeRevocationLog(name: string, open: () => Promise<LogHarness>, op
       const results = await Promise.all(['l0', 'l1', 'l2', 'l3', 'l4'].map((by, i) => log.lift(kill.id, by, T0 + 10 + i)))
       const stored = await log.get(kill.id)
       expect(stored?.liftedBy).toMatch(/^l[0-4]$/)
-      for (const r of results) expect(r).toStrictEqual(stored)
+      for (const r of results) expect(r?.record).toStrictEqual(stored)
+      expect(results.filter((r) => r?.changed === true)).toHaveLength(1)
     })
 
     it('lift of an unknown or malformed id resolves undefined and writes nothing', async () => {
@@ -254,9 +269,9 @@ function describeRevocationLog(name: string, open: () => Promise<LogHarness>, op
 
     it('the database refuses a row whose columns do not match its kind (CHECK)', async () => {
       const execute = harness!.execute!
-      const insert = (kind: string, a: string | null, s: string | null, j: string | null, lifted = false) =>
-        execute(sql`insert into revocations (id, kind, agent, sub, jti, reason, created_by, created_at, lifted_at, lifted_by)
-          values (${randomUUID()}, ${kind}, ${a}, ${s}, ${j}, 'r', 'c', now(),
+      const insert = (kind: string, a: string | null, s: string | null, j: string | null, lifted = false, iss: string | null = null) =>
+        execute(sql`insert into revocations (id, kind, agent, sub, sub_iss, jti, reason, created_by, created_at, lifted_at, lifted_by)
+          values (${randomUUID()}, ${kind}, ${a}, ${s}, ${iss}, ${j}, 'r', 'c', now(),
                   ${lifted ? sql`now()` : sql`null`}, ${lifted ? 'admin' : null})`)
       const refused: [string, Promise<unknown>][] = [
         ['jti with agent', insert('jti', 'a', null, 't')],
@@ -268,6 +283,9 @@ function describeRevocationLog(name: string, open: () => Promise<LogHarness>, op
         ['agent_sub without sub', insert('agent_sub', 'a', null, null)],
         ['unknown kind', insert('bogus', 'a', null, null)],
         ['lifted jti', insert('jti', null, null, 't', true)],
+        ['agent with an issuer', insert('agent', 'a', null, null, false, IDP)],
+        ['jti with an issuer', insert('jti', null, null, 't', false, IDP)],
+        ['sub with an empty issuer', insert('sub', null, 's', null, false, '')],
       ]
       for (const [what, attempt] of refused) {
         expect(sqlState(await rejection(attempt)), what).toBe('23514')
@@ -275,7 +293,8 @@ function describeRevocationLog(name: string, open: () => Promise<LogHarness>, op
       // The same statement shape is accepted when the columns fit the kind.
       await insert('agent_sub', 'a', 's', null, true)
       await insert('chain', null, null, 't')
-      expect(await log.list({ limit: 10 })).toHaveLength(2)
+      await insert('sub', null, 's', null, false, IDP)
+      expect(await log.list({ limit: 10 })).toHaveLength(3)
     })
   })
 }

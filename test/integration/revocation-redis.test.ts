@@ -23,6 +23,7 @@ import { pino } from 'pino'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import type { AgentId, Jti, Subject } from '../../src/core/claims.js'
 import type { Revocation, RevocationFeed, RevocationLog, RevocationMirror, RevocationTarget } from '../../src/revocation/port.js'
+import { createRevocationMirror } from '../../src/revocation/mirror.js'
 import { createRedisRevocationFeed, decodeRevocation, encodeRevocation } from '../../src/revocation/redis.js'
 
 const STALE_AFTER_MS = 1000
@@ -130,7 +131,7 @@ function arrayLog(): RevocationLog & { readonly rows: Revocation[] } {
       if (i < 0) return undefined
       const lifted = { ...rows[i]!, liftedAt: at, liftedBy: by }
       rows[i] = lifted
-      return lifted
+      return { record: lifted, changed: true }
     },
     async get(id) {
       return rows.find((r) => r.id === id)
@@ -152,9 +153,9 @@ function revocation(kind: RevocationTarget['kind'] = 'agent', overrides: Partial
     kind === 'agent'
       ? { kind, agent: `agent-${n}` as AgentId }
       : kind === 'sub'
-        ? { kind, sub: `user-${n}` as Subject }
+        ? { kind, sub: `user-${n}` as Subject, iss: 'https://idp.test' }
         : kind === 'agent_sub'
-          ? { kind, agent: `agent-${n}` as AgentId, sub: `user-${n}` as Subject }
+          ? { kind, agent: `agent-${n}` as AgentId, sub: `user-${n}` as Subject, iss: 'https://idp.test' }
           : { kind, jti: `jti-${n}` as Jti }
   return {
     id: randomUUID(),
@@ -472,5 +473,38 @@ describe.skipIf(!reachable)('redis revocation feed', () => {
     expect(decodeRevocation('{"id":"x"}')).toBeUndefined()
     expect(decodeRevocation('not json')).toBeUndefined()
     expect(decodeRevocation(JSON.stringify({ ...r, target: { kind: 'agent' } }))).toBeUndefined()
+  })
+
+  it('carries a user kill\'s issuer to the other instance, where it stops that user only; an old record without one stops the sub everywhere', async () => {
+    const prefix = newPrefix()
+    const log = arrayLog()
+    const a = await startFeed({ prefix, log })
+    // As a broker of the previous version wrote it: no `iss` in the target.
+    const nowSec = Math.floor(Date.now() / 1000)
+    const legacy = { id: randomUUID(), target: { kind: 'sub', sub: 'bob' }, reason: 'r', createdBy: 'c', createdAt: nowSec - 10 }
+    await a.redis.hset(`${prefix}rev:records`, legacy.id, JSON.stringify(legacy))
+    // Instance B checks for real: its mirror is the broker's.
+    const mirror = createRevocationMirror(() => Math.floor(Date.now() / 1000))
+    const b = await createRedisRevocationFeed({
+      redis: await readyClient(),
+      prefix,
+      mirror,
+      log,
+      now: () => Date.now(),
+      staleAfterMs: STALE_AFTER_MS,
+      blockMs: BLOCK_MS,
+      logger,
+    })
+    cleanups.push(() => b.close())
+    expect(mirror.records().find((r) => r.id === legacy.id)?.target).toStrictEqual({ kind: 'sub', sub: 'bob', iss: null })
+
+    const kill = revocation('sub', { target: { kind: 'sub', sub: 'alice' as Subject, iss: 'https://idp-a.test' } })
+    await a.feed.publish(kill)
+    const token = (sub: string, subIssuer: string) => ({ jti: randomUUID() as Jti, sub: sub as Subject, subIssuer, actors: ['agent-1' as AgentId], chain: [], iat: nowSec })
+    await vi.waitFor(() => expect(mirror.checkToken(token('alice', 'https://idp-a.test')).state).toBe('revoked'), WAIT)
+    expect(mirror.checkToken(token('alice', 'https://idp-b.test')).state).toBe('clear')
+    expect(mirror.checkToken(token('bob', 'https://idp-a.test')).state).toBe('revoked')
+    expect(mirror.checkToken(token('bob', 'https://idp-b.test')).state).toBe('revoked')
+    expect(JSON.parse((await a.redis.hget(`${prefix}rev:records`, kill.id))!).target).toStrictEqual({ kind: 'sub', sub: 'alice', iss: 'https://idp-a.test' })
   })
 })

@@ -26,6 +26,7 @@ import { createHash, randomUUID } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import { serve, type ServerType } from '@hono/node-server'
 import { Hono } from 'hono'
+import { decodeJwt } from 'jose'
 import { Redis, type RedisOptions } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import type { AppEnv } from '../../src/http/app.js'
@@ -40,7 +41,7 @@ import {
   type Verifier,
   type VerifierOptions,
 } from '../../src/verifier/index.js'
-import { ADMIN_KEYS, AUDIENCE, BROKER, OTHER_AUDIENCE, SECRET, T0, basic, bearer, startTestBroker, type TestBroker } from '../support/broker.js'
+import { ADMIN_KEYS, AUDIENCE, BROKER, OTHER_AUDIENCE, SECRET, T0, USER_ISSUER, basic, bearer, startTestBroker, type TestBroker } from '../support/broker.js'
 
 const CLIENT_OPTIONS: RedisOptions = { maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000 }
 
@@ -143,7 +144,7 @@ async function issue(b: TestBroker, extra: Record<string, string> = {}): Promise
 const jtiOf = (token: string) => (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { jti: string }).jti
 
 /** Revokes through the broker's admin API over HTTP; resolves once the broker acknowledged. */
-async function revokeOverHttp(url: string, target: Record<string, string>): Promise<string> {
+async function revokeOverHttp(url: string, target: Record<string, string | boolean>): Promise<string> {
   const res = await fetch(`${url}/admin/revocations`, {
     method: 'POST',
     headers: { ...bearer(ADMIN_KEYS.responder), 'content-type': 'application/json' },
@@ -296,6 +297,25 @@ describeRedis('a verifier beside a broker on Redis', () => {
     for (const [, v] of sources()) {
       await vi.waitFor(() => v.verify(fresh), { timeout: 500, interval: 5 })
       await expectRefused(v.verify(token), 401, 'invalid_token')
+    }
+  })
+
+  it('keys a user kill on (issuer, sub) with both sources: frank at another issuer is another user', async () => {
+    // Frank is this test's own user: his kills touch no other test's tokens.
+    const res = await b.token(b.exchangeForm(await b.userToken({ sub: 'frank' }), { scope: 'read' }), basic('secret-agent', SECRET))
+    expect(res.status).toBe(200)
+    const token = ((await res.json()) as { access_token: string }).access_token
+    await revokeOverHttp(broker.url, { sub: 'frank', iss: 'https://other-idp.test', force: true })
+    const marker = await issue(b)
+    await revokeOverHttp(broker.url, { jti: decodeJwt(marker).jti! })
+    for (const [name, v] of sources()) {
+      // Once the later marker revocation holds, the earlier kill has been applied too.
+      await vi.waitFor(async () => expect((await refusal(v.verify(marker))).error).toBe('invalid_token'), { timeout: 2000, interval: 5 })
+      expect((await v.verify(token)).sub, name).toBe('frank')
+    }
+    await revokeOverHttp(broker.url, { sub: 'frank', iss: USER_ISSUER })
+    for (const [, v] of sources()) {
+      await vi.waitFor(async () => expect((await refusal(v.verify(token))).error).toBe('invalid_token'), { timeout: 2000, interval: 5 })
     }
   })
 

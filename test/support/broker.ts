@@ -72,8 +72,9 @@ export interface TestRevocations {
   revoke(target: RevocationTarget): Promise<string>
   killAgent(agent: AgentId, _at?: number): Promise<string>
   liftAgent(agent: AgentId): Promise<void>
-  killUser(sub: Subject, _at?: number): Promise<string>
-  liftUser(sub: Subject): Promise<void>
+  /** Kills `sub` at `iss` (default the user issuer; `null`: any issuer, as kills recorded before issuers were). */
+  killUser(sub: Subject, _at?: number, iss?: string | null): Promise<string>
+  liftUser(sub: Subject, iss?: string | null): Promise<void>
   revokeToken(jti: Jti): Promise<string>
 }
 
@@ -82,6 +83,8 @@ export interface TestBroker {
   readonly audit: MemoryAuditLog
   readonly revocations: TestRevocations
   readonly users: Issuer
+  /** The issuers of `extraUserIssuers`, in order: trusted for user subjects like `users`. */
+  readonly otherUsers: readonly Issuer[]
   readonly workloads: Issuer
   /** The private key `jwt-agent` signs its assertions with. */
   readonly agentKey: { privateKey: CryptoKey; kid: string }
@@ -124,6 +127,8 @@ export interface TestBrokerOptions {
   readonly minter?: TokenMinter
   /** OpenTelemetry exporters (the SDK's in-memory ones); telemetry is off without them. */
   readonly telemetry?: TelemetryExporters
+  /** More issuers trusted for user subjects (RS256 keys generated here), e.g. a second IdP whose users share names with the first's. */
+  readonly extraUserIssuers?: readonly string[]
 }
 
 /**
@@ -210,6 +215,11 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   const users = await makeIssuer(USER_ISSUER, 'RS256', (t) => ({
     iss: USER_ISSUER, sub: 'alice', aud: BROKER, iat: t, exp: t + 3600, jti: `u-${Math.random()}`, scope: 'read write',
   }), () => now)
+  const otherUsers = await Promise.all(
+    (options.extraUserIssuers ?? []).map((iss) =>
+      makeIssuer(iss, 'RS256', (t) => ({ iss, sub: 'alice', aud: BROKER, iat: t, exp: t + 3600, jti: `u-${Math.random()}`, scope: 'read write' }), () => now),
+    ),
+  )
   const workloads = await makeIssuer(WORKLOAD_ISSUER, 'ES256', (t) => ({
     iss: WORKLOAD_ISSUER, sub: 'spiffe://test/ns/agents/sa/runner', aud: BROKER, iat: t, exp: t + 600,
   }), () => now)
@@ -239,9 +249,10 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ...(options.minter === undefined ? {} : { minter: options.minter }),
     ...(options.telemetry === undefined ? {} : { telemetry: options.telemetry }),
     revocationLog: createMemoryRevocationLog(),
-    localSubjectIssuers: [
-      { trusted: { issuer: USER_ISSUER, jwksUri: undefined, algorithms: ['RS256'], audience: BROKER, typ: ['at+jwt'] }, jwks: { keys: [users.publicJwk] } },
-    ],
+    localSubjectIssuers: [users, ...otherUsers].map((u) => ({
+      trusted: { issuer: u.iss, jwksUri: undefined, algorithms: ['RS256'], audience: BROKER, typ: ['at+jwt'] },
+      jwks: { keys: [u.publicJwk] },
+    })),
     localWorkloadIssuers: [
       { trusted: { issuer: WORKLOAD_ISSUER, jwksUri: undefined, algorithms: ['ES256'], audience: BROKER, typ: [undefined, 'jwt'] }, jwks: { keys: [workloads.publicJwk] } },
     ],
@@ -267,8 +278,8 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     revoke,
     killAgent: (agent) => kill(`agent:${agent}`, { kind: 'agent', agent }),
     liftAgent: (agent) => liftAll(`agent:${agent}`),
-    killUser: (sub) => kill(`sub:${sub}`, { kind: 'sub', sub }),
-    liftUser: (sub) => liftAll(`sub:${sub}`),
+    killUser: (sub, _at, iss = USER_ISSUER) => kill(`sub:${iss}:${sub}`, { kind: 'sub', sub, iss }),
+    liftUser: (sub, iss = USER_ISSUER) => liftAll(`sub:${iss}:${sub}`),
     revokeToken: (jti) => revoke({ kind: 'jti', jti }),
   }
 
@@ -278,6 +289,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     audit,
     revocations,
     users,
+    otherUsers,
     workloads,
     agentKey: { privateKey: agentKeys.privateKey, kid: agentKid },
     now: () => now,

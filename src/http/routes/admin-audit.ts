@@ -52,6 +52,7 @@ const EventFilter = z.string().refine(isEventFilter, {
 const AuditQuery = z.strictObject({
   agent: Text.optional(),
   sub: Text.optional(),
+  iss: Text.optional(),
   jti: Text.optional(),
   event: EventFilter.optional(),
   from: Instant.optional().describe('epoch seconds or an RFC 3339 time, inclusive'),
@@ -76,6 +77,7 @@ function treeJson(tree: DelegationTree) {
     agent: n.agent,
     actors: n.actors,
     sub: n.sub,
+    sub_iss: n.subIssuer,
     aud: n.audience,
     scopes: n.scopes,
     issued_at: iso(n.issuedAt),
@@ -103,6 +105,7 @@ export function mountAdminAudit(app: Hono<any>, deps: AdminAuditDeps): void {
     }
     const q = parsed.data
     if (q.from !== undefined && q.to !== undefined && q.from > q.to) throw new AdminError('invalid_request', 'from is after to')
+    if (q.iss !== undefined && q.sub === undefined) throw new AdminError('invalid_request', 'iss names the issuer of a user: send it with sub')
     await recordAdminRead(c, deps.audit, 'admin.audit.read', deps.now())
     const page = await deps.queries.page(q).catch(unavailable)
     return c.json({ records: page.records, next: page.next === undefined ? null : String(page.next) }, 200, NO_STORE)

@@ -2,6 +2,7 @@ import type { Context, Hono } from 'hono'
 import { z } from 'zod'
 import type { AuditLog } from '../../audit/port.js'
 import type { AgentId, Jti, Subject } from '../../core/claims.js'
+import type { PolicyStore } from '../../policy/port.js'
 import { AgentIdString } from '../../policy/schema.js'
 import type { Revocation, RevocationTarget } from '../../revocation/port.js'
 import { RevocationError, type RevocationService } from '../../revocation/service.js'
@@ -10,6 +11,8 @@ import { AdminError, NO_STORE } from '../oauth-errors.js'
 import { recordAdminRead } from './admin-audit.js'
 
 const Identifier = z.string().min(1).max(256).regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
+/** An issuer identifier (RFC 8414 §2: a URL), compared exactly. */
+const IssuerIdentifier = z.string().min(1).max(2048).regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
 
 /** POST body: exactly one target form, and a reason. */
 const RevokeBody = z.strictObject({
@@ -17,26 +20,62 @@ const RevokeBody = z.strictObject({
   chain: Identifier.optional(),
   agent: AgentIdString.optional(),
   sub: Identifier.optional(),
+  iss: IssuerIdentifier.optional(),
   reason: z.string().trim().min(1).max(500),
+  force: z.boolean().optional(),
 })
+type RevokeBody = z.infer<typeof RevokeBody>
 
-function targetOf(body: z.infer<typeof RevokeBody>): RevocationTarget {
+const TARGET_FORMS = '{"jti"}, {"chain"}, {"agent"}, {"sub", "iss"} or {"agent", "sub", "iss"}'
+
+/**
+ * The target a body names. A user is (issuer, subject) (RFC 9493 §3.2.5): a
+ * kill names the issuer, which must be one trusted for user subjects unless
+ * forced; left out, it is the only such issuer, when there is exactly one.
+ * An agent no policy defines is refused unless forced, so that a misspelt
+ * id is not taken for a kill that holds.
+ */
+function targetOf(body: RevokeBody, known: { readonly policies: PolicyStore; readonly userIssuers: readonly string[] }): RevocationTarget {
   const named = (['jti', 'chain', 'agent', 'sub'] as const).filter((k) => body[k] !== undefined).sort().join('+')
+  if (body.iss !== undefined && body.sub === undefined) throw new AdminError('invalid_request', 'iss names the issuer of a user: send it with sub')
+  const force = body.force === true
+  if (force && (named === 'jti' || named === 'chain')) throw new AdminError('invalid_request', 'force applies to agent and user kills only')
+  const agent = (): AgentId => {
+    const id = body.agent as AgentId
+    if (!force && known.policies.snapshot().get(id) === undefined) {
+      // Not an existence test for tokens: an agent whose policy was removed may still hold live ones, which `force` kills.
+      throw new AdminError('not_found', `no policy defines agent ${id}; to kill that id anyway (pre-emptively, or tokens it holds from a removed policy) send "force": true`)
+    }
+    return id
+  }
+  const iss = (): string => {
+    if (body.iss === undefined) {
+      const [only, ...more] = known.userIssuers
+      if (only !== undefined && more.length === 0) return only
+      throw new AdminError('invalid_request', `iss is required: a sub is unique only within its issuer (trusted: ${trustedList(known.userIssuers)})`)
+    }
+    if (!force && !known.userIssuers.includes(body.iss)) {
+      throw new AdminError('invalid_request', `iss is not trusted for user subjects (trusted: ${trustedList(known.userIssuers)}); send "force": true to kill at it pre-emptively`)
+    }
+    return body.iss
+  }
   switch (named) {
     case 'jti':
       return { kind: 'jti', jti: body.jti as Jti }
     case 'chain':
       return { kind: 'chain', jti: body.chain as Jti }
     case 'agent':
-      return { kind: 'agent', agent: body.agent as AgentId }
+      return { kind: 'agent', agent: agent() }
     case 'sub':
-      return { kind: 'sub', sub: body.sub as Subject }
+      return { kind: 'sub', sub: body.sub as Subject, iss: iss() }
     case 'agent+sub':
-      return { kind: 'agent_sub', agent: body.agent as AgentId, sub: body.sub as Subject }
+      return { kind: 'agent_sub', agent: agent(), sub: body.sub as Subject, iss: iss() }
     default:
-      throw new AdminError('invalid_request', 'name exactly one target: {"jti"}, {"chain"}, {"agent"}, {"sub"} or {"agent","sub"}')
+      throw new AdminError('invalid_request', `name exactly one target: ${TARGET_FORMS}`)
   }
 }
+
+const trustedList = (issuers: readonly string[]) => (issuers.length === 0 ? 'none' : issuers.join(', '))
 
 /** The wire form of a revocation record (snake_case, ISO times). */
 export function revocationJson(r: Revocation) {
@@ -62,6 +101,7 @@ function unavailable(err: unknown): never {
       case 'not_found':
         throw new AdminError('not_found', err.message)
       case 'not_liftable':
+      case 'already_lifted':
         throw new AdminError('conflict', err.message)
       case 'unavailable':
         throw new AdminError('temporarily_unavailable', err.message)
@@ -75,6 +115,10 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 export interface AdminRevocationDeps {
   readonly keys: readonly AdminKey[]
   readonly revocations: RevocationService
+  /** Which agents exist: a kill of an undefined one needs `force`. */
+  readonly policies: PolicyStore
+  /** Issuers trusted for user subjects: a user kill names one of them. */
+  readonly userIssuers: readonly string[]
   readonly audit: AuditLog
   readonly now: () => number
   readonly clientAddress: (c: Context) => string | undefined
@@ -104,7 +148,7 @@ export function mountAdminRevocations(app: Hono<any>, deps: AdminRevocationDeps)
       const field = parsed.error.issues[0]?.path.join('.') || 'body'
       throw new AdminError('invalid_request', `invalid ${field}: ${parsed.error.issues[0]?.message ?? 'invalid'}`)
     }
-    const target = targetOf(parsed.data)
+    const target = targetOf(parsed.data, deps)
     const r = await revocations.revoke({ target, reason: parsed.data.reason, createdBy: c.get('adminKey') as string }).catch(unavailable)
     await record(c, 'revocation.created', r)
     return c.json(revocationJson(r), 201, { ...NO_STORE, Location: `/admin/revocations/${r.id}` })

@@ -1,8 +1,8 @@
 import type { Context } from 'hono'
-import { actorsOf, type MandateClaims } from '../../core/claims.js'
+import type { MandateClaims } from '../../core/claims.js'
 import { OAuthError } from '../../core/errors.js'
 import type { PolicyStore } from '../../policy/port.js'
-import type { RevocationStore } from '../../revocation/port.js'
+import { tokenFacts, type RevocationStore } from '../../revocation/port.js'
 import { decodeJws, JwtError } from '../../tokens/jws.js'
 import type { SigningKeys } from '../../tokens/keys.js'
 import type { ClientAuthenticator } from '../../tokens/port.js'
@@ -43,13 +43,7 @@ export async function tokenStatus(token: string, deps: TokenRoutesDeps): Promise
     if (err instanceof JwtError) return { state: 'inactive' }
     throw err
   }
-  const verdict = deps.revocations.checkToken({
-    jti: claims.jti,
-    sub: claims.sub,
-    actors: actorsOf(claims.act),
-    chain: claims.chain ?? [],
-    iat: claims.iat,
-  })
+  const verdict = deps.revocations.checkToken(tokenFacts(claims))
   switch (verdict.state) {
     case 'clear':
       return { state: 'active', claims }

@@ -71,18 +71,29 @@ interface Case {
   readonly event: AuditEvent
   /** The record's fields beyond v/chain/seq/instance/event/at. */
   readonly body: Record<string, unknown>
-  readonly columns: Pick<RecordColumns, 'agent' | 'actors' | 'sub' | 'jti' | 'parentJti' | 'rootJti'>
+  readonly columns: Pick<RecordColumns, 'agent' | 'actors' | 'sub' | 'subIss' | 'jti' | 'parentJti' | 'rootJti'>
 }
 
-const none = { agent: null, actors: [], sub: null, jti: null, parentJti: null, rootJti: null }
+const none = { agent: null, actors: [], sub: null, subIss: null, jti: null, parentJti: null, rootJti: null }
 
 const TARGETS: [RevocationTarget, Record<string, unknown>, Case['columns']][] = [
   [{ kind: 'jti', jti: J('tok-c') }, { kind: 'jti', jti: 'tok-c' }, { ...none, jti: 'tok-c' }],
   [{ kind: 'chain', jti: J('tok-a') }, { kind: 'chain', jti: 'tok-a' }, { ...none, jti: 'tok-a' }],
   [{ kind: 'agent', agent: A('agent-b') }, { kind: 'agent', agent: 'agent-b' }, { ...none, agent: 'agent-b', actors: ['agent-b'] }],
-  [{ kind: 'sub', sub: S('alice') }, { kind: 'sub', sub: 'alice' }, { ...none, sub: 'alice' }],
   [
-    { kind: 'agent_sub', agent: A('agent-b'), sub: S('alice') },
+    { kind: 'sub', sub: S('alice'), iss: 'https://idp.example' },
+    { kind: 'sub', sub: 'alice', iss: 'https://idp.example' },
+    { ...none, sub: 'alice', subIss: 'https://idp.example' },
+  ],
+  [
+    { kind: 'agent_sub', agent: A('agent-b'), sub: S('alice'), iss: 'https://idp.example' },
+    { kind: 'agent_sub', agent: 'agent-b', sub: 'alice', iss: 'https://idp.example' },
+    { ...none, agent: 'agent-b', actors: ['agent-b'], sub: 'alice', subIss: 'https://idp.example' },
+  ],
+  // A kill recorded before kills named an issuer: any issuer, and no `iss` in the record.
+  [{ kind: 'sub', sub: S('alice'), iss: null }, { kind: 'sub', sub: 'alice' }, { ...none, sub: 'alice' }],
+  [
+    { kind: 'agent_sub', agent: A('agent-b'), sub: S('alice'), iss: null },
     { kind: 'agent_sub', agent: 'agent-b', sub: 'alice' },
     { ...none, agent: 'agent-b', actors: ['agent-b'], sub: 'alice' },
   ],
@@ -124,7 +135,7 @@ const CASES: Case[] = [
       lifetime: 120,
       policy_hash: POLICY_HASH,
     },
-    columns: { agent: 'agent-c', actors: ['agent-c', 'agent-b', 'agent-a'], sub: 'alice', jti: 'tok-c', parentJti: 'tok-b', rootJti: 'tok-a' },
+    columns: { agent: 'agent-c', actors: ['agent-c', 'agent-b', 'agent-a'], sub: 'alice', subIss: 'https://idp.example', jti: 'tok-c', parentJti: 'tok-b', rootJti: 'tok-a' },
   },
   {
     name: 'token.issued (root token, no parent, no request context)',
@@ -156,12 +167,18 @@ const CASES: Case[] = [
       lifetime: 300,
       policy_hash: POLICY_HASH,
     },
-    columns: { agent: 'agent-a', actors: ['agent-a'], sub: 'alice', jti: 'tok-a', parentJti: null, rootJti: 'tok-a' },
+    columns: { agent: 'agent-a', actors: ['agent-a'], sub: 'alice', subIss: 'https://idp.example', jti: 'tok-a', parentJti: null, rootJti: 'tok-a' },
   },
   {
     name: 'token.denied (user known)',
-    event: { type: 'token.denied', at: T0, agent: A('agent-a'), sub: S('alice'), error: 'invalid_scope', reason: 'scope exceeds policy', clientAddress: '2001:db8::1', traceId: TRACE },
-    body: { client_address: '2001:db8::1', trace_id: TRACE, agent: 'agent-a', sub: 'alice', error: 'invalid_scope', reason: 'scope exceeds policy' },
+    event: { type: 'token.denied', at: T0, agent: A('agent-a'), sub: S('alice'), subIssuer: 'https://idp.example', error: 'invalid_scope', reason: 'scope exceeds policy', clientAddress: '2001:db8::1', traceId: TRACE },
+    body: { client_address: '2001:db8::1', trace_id: TRACE, agent: 'agent-a', sub: 'alice', sub_iss: 'https://idp.example', error: 'invalid_scope', reason: 'scope exceeds policy' },
+    columns: { ...none, agent: 'agent-a', actors: ['agent-a'], sub: 'alice', subIss: 'https://idp.example' },
+  },
+  {
+    name: 'token.denied (user known, issuer not recorded: written before it was)',
+    event: { type: 'token.denied', at: T0, agent: A('agent-a'), sub: S('alice'), error: 'invalid_scope', reason: 'scope exceeds policy', clientAddress: undefined, traceId: undefined },
+    body: { agent: 'agent-a', sub: 'alice', error: 'invalid_scope', reason: 'scope exceeds policy' },
     columns: { ...none, agent: 'agent-a', actors: ['agent-a'], sub: 'alice' },
   },
   {
@@ -172,6 +189,12 @@ const CASES: Case[] = [
   },
   {
     name: 'token.withheld',
+    event: { type: 'token.withheld', at: T0, agent: A('agent-c'), sub: S('alice'), subIssuer: 'https://idp.example', jti: J('tok-c'), reason: 'answered 503' },
+    body: { agent: 'agent-c', sub: 'alice', sub_iss: 'https://idp.example', jti: 'tok-c', reason: 'answered 503' },
+    columns: { ...none, agent: 'agent-c', actors: ['agent-c'], sub: 'alice', subIss: 'https://idp.example', jti: 'tok-c' },
+  },
+  {
+    name: 'token.withheld (issuer not recorded: written before it was)',
     event: { type: 'token.withheld', at: T0, agent: A('agent-c'), sub: S('alice'), jti: J('tok-c'), reason: 'answered 503' },
     body: { agent: 'agent-c', sub: 'alice', jti: 'tok-c', reason: 'answered 503' },
     columns: { ...none, agent: 'agent-c', actors: ['agent-c'], sub: 'alice', jti: 'tok-c' },
@@ -395,15 +418,15 @@ const arbTarget: fc.Arbitrary<RevocationTarget> = fc.oneof(
   str.map((j): RevocationTarget => ({ kind: 'jti', jti: J(j) })),
   str.map((j): RevocationTarget => ({ kind: 'chain', jti: J(j) })),
   str.map((a): RevocationTarget => ({ kind: 'agent', agent: A(a) })),
-  str.map((s): RevocationTarget => ({ kind: 'sub', sub: S(s) })),
-  fc.tuple(str, str).map(([a, s]): RevocationTarget => ({ kind: 'agent_sub', agent: A(a), sub: S(s) })),
+  fc.tuple(str, fc.option(str, { nil: null })).map(([s, iss]): RevocationTarget => ({ kind: 'sub', sub: S(s), iss })),
+  fc.tuple(str, str, fc.option(str, { nil: null })).map(([a, s, iss]): RevocationTarget => ({ kind: 'agent_sub', agent: A(a), sub: S(s), iss })),
 )
 const arbEvent: fc.Arbitrary<AuditEvent> = fc.oneof(
   arbIssued,
-  fc.record({ at: epoch, agent: str, sub: fc.option(str, { nil: undefined }), error: str, reason: str }).map(
+  fc.record({ at: epoch, agent: str, sub: fc.option(str, { nil: undefined }), subIssuer: fc.option(str, { nil: undefined }), error: str, reason: str }).map(
     (r): AuditEvent => ({ type: 'token.denied', ...r, agent: A(r.agent), sub: r.sub === undefined ? undefined : S(r.sub), clientAddress: undefined, traceId: undefined }),
   ),
-  fc.record({ at: epoch, agent: str, sub: str, jti: str, reason: str }).map(
+  fc.record({ at: epoch, agent: str, sub: str, subIssuer: fc.option(str, { nil: undefined }), jti: str, reason: str }).map(
     (r): AuditEvent => ({ type: 'token.withheld', ...r, agent: A(r.agent), sub: S(r.sub), jti: J(r.jti) }),
   ),
   fc.record({ at: epoch, by: str, target: arbTarget, reason: str, lifted: fc.boolean() }).map(

@@ -5,7 +5,8 @@
  */
 import { decodeJwt } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ADMIN_KEYS, basic, bearer, encodeForm, SECRET, startTestBroker, type TestBroker } from '../../support/broker.js'
+import type { Subject } from '../../../src/core/claims.js'
+import { ADMIN_KEYS, basic, bearer, encodeForm, SECRET, secretAgentPolicy, startTestBroker, USER_ISSUER, type TestBroker } from '../../support/broker.js'
 import { expectOAuthError, expectToken } from './helpers.js'
 
 describe('admin API, introspection and RFC 7009 revocation', () => {
@@ -131,6 +132,11 @@ describe('admin API, introspection and RFC 7009 revocation', () => {
     ['no reason', { agent: 'secret-agent' }],
     ['unknown field', { agent: 'secret-agent', reason: 'x', kind: 'agent' }],
     ['bad agent id', { agent: 'Not An Agent', reason: 'x' }],
+    ['an issuer without a user', { iss: USER_ISSUER, reason: 'x' }],
+    ['an issuer with an agent alone', { agent: 'secret-agent', iss: USER_ISSUER, reason: 'x' }],
+    ['an issuer the broker does not trust', { sub: 'alice', iss: 'https://unknown-idp.test', reason: 'x' }],
+    ['force on a token', { jti: 'a', force: true, reason: 'x' }],
+    ['force that is not a boolean', { agent: 'secret-agent', force: 'yes', reason: 'x' }],
     ['not JSON', '{"agent":'],
     ['an array', '[]'],
   ])('refuses %s with 400 and changes nothing', async (_name, body) => {
@@ -139,6 +145,57 @@ describe('admin API, introspection and RFC 7009 revocation', () => {
     expect(res.status).toBe(400)
     expect(((await res.json()) as { error: string }).error).toBe('invalid_request')
     expect((await b.revocations.service.list({ limit: 1000 })).length).toBe(before)
+  })
+
+  it('names the user by issuer and sub: the only trusted issuer when left out, echoed in the answer', async () => {
+    const user = await admin('POST', '/admin/revocations', ADMIN_KEYS.responder, { sub: 'dave', reason: 'r' })
+    expect(user.status).toBe(201)
+    expect(await user.json()).toMatchObject({ kind: 'sub', target: { sub: 'dave', iss: USER_ISSUER } })
+    const pair = await admin('POST', '/admin/revocations', ADMIN_KEYS.responder, { agent: 'secret-agent', sub: 'dave', iss: USER_ISSUER, reason: 'r' })
+    expect(pair.status).toBe(201)
+    expect(await pair.json()).toMatchObject({ kind: 'agent_sub', target: { agent: 'secret-agent', sub: 'dave', iss: USER_ISSUER } })
+    // An issuer it does not trust, pre-emptively.
+    const forced = await admin('POST', '/admin/revocations', ADMIN_KEYS.responder, { sub: 'dave', iss: 'https://future-idp.test', force: true, reason: 'r' })
+    expect(forced.status).toBe(201)
+    expect(await forced.json()).toMatchObject({ target: { sub: 'dave', iss: 'https://future-idp.test' } })
+  })
+
+  it('shows a kill naming no issuer (recorded before kills named one) as iss null: any issuer', async () => {
+    const { id } = await b.revocations.service.revoke({ target: { kind: 'sub', sub: 'erin' as Subject, iss: null }, reason: 'old', createdBy: 'test' })
+    const one = (await (await admin('GET', `/admin/revocations/${id}`, ADMIN_KEYS.auditor)).json()) as { target: unknown }
+    expect(one.target).toStrictEqual({ sub: 'erin', iss: null })
+    const list = (await (await admin('GET', '/admin/revocations?limit=1000', ADMIN_KEYS.auditor)).json()) as { revocations: { id: string; target: unknown }[] }
+    expect(list.revocations.find((r) => r.id === id)?.target).toStrictEqual({ sub: 'erin', iss: null })
+    const erin = await b.userToken({ sub: 'erin' })
+    await expectOAuthError(await b.token(b.exchangeForm(erin, { scope: 'read' }), basic('secret-agent', SECRET)), 400, 'invalid_request')
+  })
+
+  it('refuses to kill an agent no policy defines (404), unless forced; nothing is recorded for the refusal', async () => {
+    const before = (await b.revocations.service.list({ limit: 1000 })).length
+    for (const body of [{ agent: 'no-such-agent', reason: 'typo?' }, { agent: 'no-such-agent', sub: 'alice', reason: 'typo?' }]) {
+      const res = await admin('POST', '/admin/revocations', ADMIN_KEYS.responder, body)
+      expect(res.status).toBe(404)
+      expect(((await res.json()) as { error: string }).error).toBe('not_found')
+      expect(res.headers.get('cache-control')).toBe('no-store')
+    }
+    expect((await b.revocations.service.list({ limit: 1000 })).length).toBe(before)
+    const forced = await admin('POST', '/admin/revocations', ADMIN_KEYS.responder, { agent: 'no-such-agent', force: true, reason: 'pre-emptive' })
+    expect(forced.status).toBe(201)
+    expect(await forced.json()).toMatchObject({ kind: 'agent', target: { agent: 'no-such-agent' }, in_force: true })
+  })
+
+  it('answers 409 when lifting a kill that is already lifted, and records one lift', async () => {
+    const kill = (await (await admin('POST', '/admin/revocations', ADMIN_KEYS.responder, { agent: 'jwt-agent', reason: 'r' })).json()) as { id: string }
+    const first = await admin('DELETE', `/admin/revocations/${kill.id}`, ADMIN_KEYS.responder)
+    expect(first.status).toBe(200)
+    const firstBody = await first.json()
+    const again = await admin('DELETE', `/admin/revocations/${kill.id}`, ADMIN_KEYS.admin)
+    expect(again.status).toBe(409)
+    expect(((await again.json()) as { error: string }).error).toBe('conflict')
+    expect(again.headers.get('cache-control')).toBe('no-store')
+    expect(await (await admin('GET', `/admin/revocations/${kill.id}`, ADMIN_KEYS.auditor)).json()).toStrictEqual(firstBody)
+    const lifts = b.audit.events().filter((e) => e.type === 'revocation.lifted' && e.revocation.id === kill.id)
+    expect(lifts).toHaveLength(1)
   })
 
   it('answers 404 for unknown ids and 409 when lifting a token revocation', async () => {
@@ -195,5 +252,84 @@ describe('admin API, introspection and RFC 7009 revocation', () => {
       signing_keys: { signing: jwks.keys[0]!.kid, published: jwks.keys.length },
       policies: { agents: 5 },
     })
+  })
+})
+
+describe('two trusted IdPs, each with an "alice": a user is (issuer, sub), end to end over HTTP', () => {
+  const IDP_B = 'https://idp-b.test'
+  let b: TestBroker
+  beforeAll(async () => {
+    b = await startTestBroker({
+      extraUserIssuers: [IDP_B],
+      policies: {
+        // One agent that users of both IdPs may delegate to.
+        'two-idp-agent.yaml': secretAgentPolicy('two-idp-agent', USER_ISSUER).replace(
+          `users: [{ issuer: ${USER_ISSUER} }]`,
+          `users: [{ issuer: ${USER_ISSUER} }, { issuer: ${IDP_B} }]`,
+        ),
+      },
+    })
+  })
+  afterAll(() => b.close())
+
+  const aliceAtA = () => b.userToken({ sub: 'alice' })
+  const aliceAtB = () => b.otherUsers[0]!.sign({ sub: 'alice' })
+  const exchangeFor = (subject: string) => b.token(b.exchangeForm(subject), basic('two-idp-agent', SECRET))
+  const admin = (method: string, path: string, body?: unknown) =>
+    Promise.resolve(
+      b.mandate.app.request(path, {
+        method,
+        headers: { ...bearer(ADMIN_KEYS.responder), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      }),
+    )
+  const active = async (token: string) =>
+    ((await (
+      await Promise.resolve(
+        b.mandate.app.request('/oauth2/introspect', {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded', ...basic('two-idp-agent', SECRET) },
+          body: encodeForm({ token }),
+        }),
+      )
+    ).json()) as { active: boolean }).active
+
+  it('killing alice@A stops alice@A everywhere and leaves alice@B working', async () => {
+    const tokenA = (await expectToken(await exchangeFor(await aliceAtA()))).access_token
+    const tokenB = (await expectToken(await exchangeFor(await aliceAtB()))).access_token
+    expect(decodeJwt(tokenB).sub_id).toEqual({ format: 'iss_sub', iss: IDP_B, sub: 'alice' })
+    b.advance(1)
+
+    // With two issuers trusted, which alice must be said.
+    const vague = await admin('POST', '/admin/revocations', { sub: 'alice', reason: 'which one?' })
+    expect(vague.status).toBe(400)
+    expect(((await vague.json()) as { error: string }).error).toBe('invalid_request')
+
+    const kill = await admin('POST', '/admin/revocations', { sub: 'alice', iss: USER_ISSUER, reason: 'phished at IdP A' })
+    expect(kill.status).toBe(201)
+    const record = (await kill.json()) as { id: string; target: unknown }
+    expect(record.target).toStrictEqual({ sub: 'alice', iss: USER_ISSUER })
+
+    expect(await active(tokenA)).toBe(false)
+    expect(await active(tokenB)).toBe(true)
+    await expectOAuthError(await exchangeFor(await aliceAtA()), 400, 'invalid_request')
+    await expectToken(await exchangeFor(await aliceAtB()))
+    // The denial names the user with the issuer.
+    const denied = b.audit.events().filter((e) => e.type === 'token.denied').at(-1)
+    expect(denied).toMatchObject({ type: 'token.denied', sub: 'alice', subIssuer: USER_ISSUER, error: 'invalid_request' })
+
+    // And the agent killed for alice@B only: alice@B is refused it, bob@B is not.
+    const pair = await admin('POST', '/admin/revocations', { agent: 'two-idp-agent', sub: 'alice', iss: IDP_B, reason: 'r' })
+    expect(pair.status).toBe(201)
+    expect(await active(tokenB)).toBe(false)
+    await expectOAuthError(await exchangeFor(await aliceAtB()), 400, 'unauthorized_client')
+    await expectToken(await exchangeFor(await b.otherUsers[0]!.sign({ sub: 'bob' })))
+
+    // Lifting alice@A's kill lets a new alice@A token through; the old one stays dead.
+    b.advance(1)
+    expect((await admin('DELETE', `/admin/revocations/${record.id}`)).status).toBe(200)
+    b.advance(1)
+    await expectToken(await exchangeFor(await aliceAtA()))
+    expect(await active(tokenA)).toBe(false)
   })
 })
