@@ -23,8 +23,6 @@ export interface ClientAuthOptions {
   readonly workloadTokenMaxLifetime: number
 }
 
-export const ACTOR_TOKEN_UNACCEPTABLE = 'actor_token is invalid or not acceptable'
-
 /** `typ` values a client assertion may carry: none, JWT, or the RFC 7523 update's explicit type. */
 const ASSERTION_TYP = [undefined, 'jwt', 'client-authentication+jwt']
 const ASSERTION_REQUIRED = ['iss', 'sub', 'aud', 'exp', 'jti'] as const
@@ -133,8 +131,9 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
     tokenType: string,
     clientId: string | undefined,
   ): Promise<AuthenticatedClient> {
-    const refuse = (detail: string) => new OAuthError('invalid_request', ACTOR_TOKEN_UNACCEPTABLE, { detail })
-    if (!ACTOR_TOKEN_TYPES.has(tokenType)) throw refuse(`actor_token_type ${loggable(tokenType)}`)
+    // The actor token is only ever the agent's whole client authentication (http/client-credentials.ts):
+    // refusing it is a failed client authentication, RFC 6749 §5.2 invalid_client, like a wrong secret.
+    if (!ACTOR_TOKEN_TYPES.has(tokenType)) throw fail(`actor_token_type ${loggable(tokenType)}`)
     try {
       const decoded = decodeJws(token)
       const trusted = options.workloads.get(unverifiedIssuer(decoded.payload))
@@ -154,7 +153,7 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
       if (clientId !== undefined && clientId !== policy.agent) throw new JwtError('client_id_mismatch')
       return { agent: policy.agent, method: 'workload_identity', ready: settled }
     } catch (err) {
-      if (err instanceof JwtError) throw refuse(`actor_token: ${err.code}`)
+      if (err instanceof JwtError) throw fail(`actor_token: ${err.code}`)
       if (err instanceof UpstreamUnavailable) {
         throw new OAuthError('temporarily_unavailable', 'workload issuer keys unavailable; try again', {
           detail: err.message,
