@@ -28,17 +28,21 @@ function parseBasic(header: string): { clientId: string; secret: string } {
 }
 
 /**
- * Finds how the client authenticates. RFC 6749 §2.3: exactly one method; two
- * at once is refused. `actor_token` is accepted only as a workload identity,
+ * Finds how the client authenticates. RFC 6749 §2.3: exactly one method per
+ * request; credentials in two places (Basic and a body `client_secret`, or
+ * any two of Basic, `client_secret`, `client_assertion`, `actor_token`) are
+ * `invalid_request`. A body `client_id` only identifies (RFC 6749 §3.2.1):
+ * beside Basic it must name the same client, else the request is ambiguous
+ * (`invalid_request`). `actor_token` is accepted only as a workload identity,
  * i.e. as the agent's whole authentication.
  */
 export function clientCredentials(authorization: string | undefined, form: FormParams): ClientCredentials {
   const clientId = form.optional('client_id')
+  const secret = form.optional('client_secret')
   const assertionType = form.optional('client_assertion_type')
   const assertion = form.optional('client_assertion')
   const actorToken = form.optional('actor_token')
   const actorTokenType = form.optional('actor_token_type')
-  if (form.optional('client_secret') !== undefined) throw fail('client_secret_post is not supported')
   if (actorToken !== undefined && actorTokenType === undefined) {
     throw new OAuthError('invalid_request', 'actor_token_type is required with actor_token')
   }
@@ -46,13 +50,21 @@ export function clientCredentials(authorization: string | undefined, form: FormP
     throw new OAuthError('invalid_request', 'actor_token_type given without actor_token')
   }
 
-  const methods = [authorization !== undefined, assertion !== undefined || assertionType !== undefined, actorToken !== undefined]
+  const methods = [
+    authorization !== undefined,
+    secret !== undefined,
+    assertion !== undefined || assertionType !== undefined,
+    actorToken !== undefined,
+  ]
   if (methods.filter(Boolean).length > 1) {
     throw new OAuthError('invalid_request', 'use exactly one client authentication method')
   }
+  if (secret !== undefined) throw fail('client_secret_post is not supported')
   if (authorization !== undefined) {
     const basic = parseBasic(authorization)
-    if (clientId !== undefined && clientId !== basic.clientId) throw fail('client_id does not match Basic credentials')
+    if (clientId !== undefined && clientId !== basic.clientId) {
+      throw new OAuthError('invalid_request', 'client_id does not match the Authorization header', { detail: 'client_id differs from the Basic id' })
+    }
     return { method: 'client_secret_basic', ...basic }
   }
   if (assertion !== undefined || assertionType !== undefined) {

@@ -190,8 +190,30 @@ describe('POST /oauth2/token: request and client-authentication errors', () => {
       await expectOAuthError(await b.token(fields), 401, 'invalid_client')
     })
 
-    it('refuses a client_id that differs from the Basic credentials → 401 invalid_client', async () => {
-      await expectOAuthError(await b.token(exchange(await user(), { client_id: 'jwt-agent' }), secretAgent()), 401, 'invalid_client')
+    it('refuses Basic credentials plus a client_secret in the body → 400 invalid_request (RFC 6749 §2.3: one method)', async () => {
+      for (const secret of [SECRET, 'some-other-secret-value']) {
+        const fields = exchange(await user(), { client_secret: b.secret(secret) })
+        await expectOAuthError(await b.token(fields, secretAgent()), 400, 'invalid_request')
+        await expectOAuthError(await b.token({ ...fields, client_id: 'secret-agent' }, secretAgent()), 400, 'invalid_request')
+      }
+    })
+
+    it('refuses a client_secret in the body plus a client assertion → 400 invalid_request', async () => {
+      const fields = exchange(await user(), {
+        client_secret: SECRET,
+        client_assertion_type: CLIENT_ASSERTION_TYPE_JWT,
+        client_assertion: b.secret(await b.assertion()),
+      })
+      await expectOAuthError(await b.token(fields), 400, 'invalid_request')
+    })
+
+    it('accepts a body client_id equal to the Basic id (RFC 6749 §3.2.1: it identifies, it does not authenticate)', async () => {
+      await expectToken(await b.token(exchange(await user(), { client_id: 'secret-agent' }), secretAgent()))
+    })
+
+    it('refuses a body client_id that differs from the Basic id → 400 invalid_request', async () => {
+      await expectOAuthError(await b.token(exchange(await user(), { client_id: 'jwt-agent' }), secretAgent()), 400, 'invalid_request')
+      await expectOAuthError(await b.token(exchange(await user(), { client_id: 'no-such-agent' }), secretAgent()), 400, 'invalid_request')
     })
   })
 
