@@ -33,6 +33,8 @@ export interface AppEnv {
     traceId: string
     clientAddress: string | undefined
     agent: string | undefined
+    /** A resource server's id (`rs/…`), once authenticated. */
+    resourceServer: string | undefined
     jti: string | undefined
     error: string | undefined
     adminKey: string | undefined
@@ -141,6 +143,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       status,
       ms: Math.round((performance.now() - started) * 100) / 100,
       agent: c.get('agent'),
+      resource_server: c.get('resourceServer'),
       admin_key: c.get('adminKey'),
       jti: c.get('jti'),
       error: c.get('error'),

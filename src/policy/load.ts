@@ -3,8 +3,8 @@ import { readdir, readFile, stat } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml'
 import type { AgentId } from '../core/claims.js'
-import type { AgentPolicy, AgentPublicKey, AudienceGrant, PolicyStore } from './port.js'
-import { Policy } from './schema.js'
+import type { AgentAuthentication, AgentPolicy, AgentPublicKey, AudienceGrant, PolicyStore } from './port.js'
+import { Policy, type PolicyAuthentication } from './schema.js'
 
 /** One problem in one policy file, located as precisely as the YAML allows. */
 export interface PolicyIssue {
@@ -54,6 +54,42 @@ function locate(doc: Document, lines: LineCounter, path: readonly PropertyKey[])
   return range === undefined ? { line: 1, column: 1 } : at(range[0])
 }
 
+export const UNUSABLE_JWK = 'is not a usable public JWK'
+
+/**
+ * Compiles an authentication as a policy (or a resource server in the config)
+ * declares it: public keys are imported here, once, never per request.
+ * `unusableKeys`: indexes of `jwks.keys` that do not import (left out).
+ */
+export function compileAuthentication<A extends PolicyAuthentication>(
+  declared: A,
+): { authentication: Extract<AgentAuthentication, { method: A['method'] }>; unusableKeys: number[] } {
+  const unusableKeys: number[] = []
+  let authentication: AgentAuthentication
+  switch (declared.method) {
+    case 'client_secret_basic':
+      authentication = { method: 'client_secret_basic', secretSha256: Buffer.from(declared.secret_sha256, 'hex') }
+      break
+    case 'workload_identity':
+      authentication = { method: 'workload_identity', issuer: declared.issuer, subject: declared.subject }
+      break
+    case 'private_key_jwt': {
+      const keys: AgentPublicKey[] = []
+      declared.jwks.keys.forEach((jwk, i) => {
+        try {
+          const key = createPublicKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' })
+          keys.push({ kid: jwk.kid, alg: jwk.alg, key })
+        } catch {
+          unusableKeys.push(i)
+        }
+      })
+      authentication = { method: 'private_key_jwt', keys }
+      break
+    }
+  }
+  return { authentication: authentication as Extract<AgentAuthentication, { method: A['method'] }>, unusableKeys }
+}
+
 /** Places an issue about `path` of one file at the line the YAML gives it. */
 type Locator = (path: readonly PropertyKey[], message: string) => PolicyIssue
 
@@ -97,28 +133,8 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy; 
   const stem = basename(file).replace(POLICY_FILE, '')
   if (stem !== p.agent) issues.push(issue(['agent'], `must match the file name (${stem})`))
 
-  let authentication: AgentPolicy['authentication']
-  switch (p.authentication.method) {
-    case 'client_secret_basic':
-      authentication = { method: 'client_secret_basic', secretSha256: Buffer.from(p.authentication.secret_sha256, 'hex') }
-      break
-    case 'workload_identity':
-      authentication = { method: 'workload_identity', issuer: p.authentication.issuer, subject: p.authentication.subject }
-      break
-    case 'private_key_jwt': {
-      const keys: AgentPublicKey[] = []
-      p.authentication.jwks.keys.forEach((jwk, i) => {
-        try {
-          const key = createPublicKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' })
-          keys.push({ kid: jwk.kid, alg: jwk.alg, key })
-        } catch {
-          issues.push(issue(['authentication', 'jwks', 'keys', i], 'is not a usable public JWK'))
-        }
-      })
-      authentication = { method: 'private_key_jwt', keys }
-      break
-    }
-  }
+  const { authentication, unusableKeys } = compileAuthentication(p.authentication)
+  for (const i of unusableKeys) issues.push(issue(['authentication', 'jwks', 'keys', i], UNUSABLE_JWK))
   if (issues.length > 0) return { issues }
 
   const expires = Date.parse(p.expires.length === 10 ? `${p.expires}T00:00:00Z` : p.expires) / 1000
