@@ -219,6 +219,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   })
   mountRevocationFeed(app, {
     keys: deps.adminKeys,
+    resourceServers: (credentials) => deps.exchange.clients.authenticateCaller(credentials, undefined),
+    maxBodyBytes: deps.maxBodyBytes,
     revocations: deps.revocations,
     recordOpen: (c) => recordAdminRead(c, deps.exchange.audit, 'admin.feed.opened', deps.exchange.now()),
   })

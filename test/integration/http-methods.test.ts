@@ -27,7 +27,7 @@ const ROUTES: Record<string, readonly string[]> = {
   '/admin/revocations/:id': ['GET', 'DELETE'],
   '/admin/audit': ['GET'],
   '/admin/audit/chains/:jti': ['GET'],
-  '/revocations/feed': ['GET'],
+  '/revocations/feed': ['GET', 'POST'],
   '/.well-known/oauth-authorization-server': ['GET'],
   '/.well-known/jwks.json': ['GET'],
   '/healthz': ['GET'],
@@ -58,7 +58,7 @@ describe('wrong method on any route: 405 with Allow', () => {
       log: { level: 'silent' },
     })
     m = await composeMandate(config, { dev: true, logger: createLogger('silent') })
-  })
+  }, 120_000) // PGlite's first start, on a busy machine
   afterAll(async () => {
     await m?.close()
     await rm(dir, { recursive: true, force: true })
