@@ -8,7 +8,7 @@ import type { SigningKeys } from '../../tokens/keys.js'
 import type { AuthenticatedCaller, ClientAuthenticator } from '../../tokens/port.js'
 import { verifyOwnToken } from '../../tokens/subject.js'
 import { findAdminKey, type AdminKey } from '../admin-auth.js'
-import { clientCredentials } from '../client-credentials.js'
+import { clientCredentials, refuseBodyCredentials } from '../client-credentials.js'
 import { FormParams, readForm } from '../form.js'
 import { NO_STORE } from '../oauth-errors.js'
 import type { AppEnv } from '../app.js'
@@ -100,6 +100,7 @@ async function authenticateIntrospector(c: Context<AppEnv>, form: FormParams, de
     if (key === undefined || ![...key.roles].some((r) => r === 'auditor' || r === 'admin')) {
       throw new OAuthError('invalid_client', CLIENT_AUTH_FAILED, { detail: 'introspection bearer key refused' })
     }
+    refuseBodyCredentials(form)
     c.set('adminKey', key.name)
     return { kind: 'auditor' }
   }

@@ -135,6 +135,12 @@ describe('introspection: who may see what', () => {
       await expectActive(await introspect(other, bearer(ADMIN_KEYS[role])), other)
     })
 
+    it('beside client credentials in the body is two methods at once → 400 invalid_request', async () => {
+      const token = await issue('secret-agent')
+      await expectOAuthError(await introspect(token, bearer(ADMIN_KEYS.auditor), await asAssertion(b.rsAssertion())), 400, 'invalid_request')
+      await expectOAuthError(await introspect(token, bearer(ADMIN_KEYS.auditor), { client_secret: SECRET }), 400, 'invalid_request')
+    })
+
     it('without read permission (responder), or unknown, is not an introspection credential → 401 invalid_client', async () => {
       const token = await issue('secret-agent')
       await expectOAuthError(await introspect(token, bearer(ADMIN_KEYS.responder)), 401, 'invalid_client')
