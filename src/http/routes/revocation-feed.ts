@@ -1,5 +1,5 @@
 /**
- * GET /revocations/feed: the broker's revocation list as server-sent events,
+ * /revocations/feed: the broker's revocation list as server-sent events,
  * for resource servers that cannot reach Redis (issue 3 §10). Wire format:
  * src/revocation/feed-wire.ts.
  *
@@ -7,10 +7,10 @@
  * in the config): Basic on GET or POST, or a client assertion (RFC 7523) in a
  * POST's form body, since RFC 7521 §4.2 puts assertions in the body, which a
  * GET lacks; a fresh assertion per connection. An admin key holding `read`
- * (auditor, admin) also opens it. A new connection gets a `snapshot`, then one `revocation` event per record the
- * broker's mirror applies (made here or arriving from Redis; the Redis echo
- * of a record made here is sent once), and a
- * `heartbeat` every 250 ms carrying the broker's own freshness. A client
+ * (auditor, admin) also opens it. A new connection gets a `snapshot`, then
+ * one `revocation` event per record the broker's mirror applies (made here
+ * or arriving from Redis; the Redis echo of a record made here is sent
+ * once), and a `heartbeat` every 250 ms carrying the broker's own freshness. A client
  * reconnecting with `Last-Event-ID` is replayed exactly what it missed when
  * this process still has it (a bounded journal); otherwise it gets a fresh
  * snapshot. A resync of the broker's mirror sends every client a snapshot.
