@@ -3,18 +3,18 @@ import { join } from 'node:path'
 import type { Hono } from 'hono'
 import type { JSONWebKeySet } from 'jose'
 import type { AuditLog } from './audit/port.js'
-import type { ReplayCache, TokenMinter } from './tokens/port.js'
+import type { ReplayCache, ResourceServer, TokenMinter } from './tokens/port.js'
 import { CHECKPOINT_TYP, createCheckpointWriter } from './audit/checkpoint.js'
 import { createSqlAuditLog, lastKeyRotation, type SqlAuditLog } from './audit/sql.js'
 import { delegationTree, queryAudit } from './audit/query.js'
 import { hostname } from 'node:os'
 import type { AgentPolicy } from './policy/port.js'
 import { createJwtSigner } from './tokens/mint.js'
-import type { Config, SubjectIssuerConfig, TrustedIssuerConfig } from './config/schema.js'
+import type { Config, ResourceServerConfig, SubjectIssuerConfig, TrustedIssuerConfig } from './config/schema.js'
 import type { AgentId, Jti } from './core/claims.js'
 import type { ExchangeDeps } from './core/exchange.js'
 import { createApp, type AppEnv } from './http/app.js'
-import { formatIssue, loadPolicies, createPolicyStore } from './policy/load.js'
+import { compileAuthentication, formatIssue, loadPolicies, createPolicyStore } from './policy/load.js'
 import { watchPolicies } from './policy/watch.js'
 import { Redis } from 'ioredis'
 import { MAX_TOKEN_TTL } from './policy/schema.js'
@@ -97,6 +97,13 @@ function trustedIssuer(t: TrustedIssuerConfig | SubjectIssuerConfig, brokerIssue
     typ: typ === null ? [undefined, 'jwt'] : [normalizeTyp(typ)],
     ...('accept_id_tokens' in t ? { acceptIdTokens: t.accept_id_tokens } : {}),
   }
+}
+
+/** Config form of a resource server → the authenticator's form, its keys imported (the schema checked they import). */
+function resourceServer(rs: ResourceServerConfig): ResourceServer {
+  const { authentication, unusableKeys } = compileAuthentication(rs.authentication)
+  if (unusableKeys.length > 0) throw new TypeError(`resource_servers: ${rs.id}: unusable public key`)
+  return { id: rs.id, audiences: new Set(rs.audiences), authentication }
 }
 
 /**
@@ -320,6 +327,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       skew,
       assertionMaxLifetime: config.limits.client_assertion_max_lifetime_seconds,
       workloadTokenMaxLifetime: config.limits.workload_token_max_lifetime_seconds,
+      resourceServers: config.resource_servers.map(resourceServer),
     }),
     subjects: createSubjectVerifier({
       selfIssuer: config.issuer,

@@ -1,4 +1,6 @@
 import { z } from 'zod'
+import { compileAuthentication, UNUSABLE_JWK } from '../policy/load.js'
+import { AbsoluteUri, ClientSecretBasicAuthentication, PrivateKeyJwtAuthentication } from '../policy/schema.js'
 import { ASYMMETRIC_ALGORITHMS } from '../tokens/jws.js'
 
 const isLoopback = (u: URL) => ['localhost', '127.0.0.1', '[::1]'].includes(u.hostname)
@@ -50,6 +52,39 @@ export const AdminKeyConfig = z.strictObject({
     .describe('responder: revoke and lift; auditor: read; admin: everything'),
 })
 export type AdminKeyConfig = z.infer<typeof AdminKeyConfig>
+
+/**
+ * `rs/` and an agent-id slug: agent ids never hold a `/`, so a resource
+ * server can never be named like an agent, whatever policy files appear later.
+ */
+export const RESOURCE_SERVER_ID = /^rs\/[a-z0-9][a-z0-9._-]{0,62}$/
+
+/**
+ * A resource server: its own identity for introspection and the revocation
+ * feed, bound to the audiences it serves. Never an agent: it cannot exchange tokens.
+ */
+export const ResourceServerConfig = z
+  .strictObject({
+    id: z
+      .string()
+      .regex(RESOURCE_SERVER_ID, 'must be rs/ and then 1-63 of a-z 0-9 . _ - starting with a letter or digit')
+      .describe('its client_id: `rs/<name>` (agent ids never hold a `/`, so it can never be an agent’s)'),
+    audiences: z
+      .array(AbsoluteUri)
+      .min(1)
+      .max(100)
+      .describe('the audiences (RFC 8707 resources) it serves: it may introspect tokens whose `aud` is one of them'),
+    authentication: z
+      .discriminatedUnion('method', [PrivateKeyJwtAuthentication, ClientSecretBasicAuthentication])
+      .describe('how it proves who it is, as in an agent policy: client_secret_basic (a hash here) or private_key_jwt (public keys here)'),
+  })
+  .superRefine((rs, ctx) => {
+    if (rs.authentication.method !== 'private_key_jwt') return
+    for (const k of compileAuthentication(rs.authentication).unusableKeys) {
+      ctx.addIssue({ code: 'custom', path: ['authentication', 'jwks', 'keys', k.index], message: `${UNUSABLE_JWK}: ${k.reason}` })
+    }
+  })
+export type ResourceServerConfig = z.infer<typeof ResourceServerConfig>
 
 /** The part of the config the one-role-per-issuer check reads. */
 const RolesInput = z.object({
@@ -152,6 +187,17 @@ export const Config = z
       })
       .prefault({})
       .describe('the admin API'),
+    resource_servers: z
+      .array(ResourceServerConfig)
+      .default([])
+      .superRefine((servers, ctx) => {
+        const seen = new Set<string>()
+        servers.forEach((rs, i) => {
+          if (seen.has(rs.id)) ctx.addIssue({ code: 'custom', path: [i, 'id'], message: 'is already used by another resource server' })
+          seen.add(rs.id)
+        })
+      })
+      .describe('resource servers that call /oauth2/introspect and /revocations/feed with credentials of their own'),
     storage: z
       .strictObject({
         database_url: z

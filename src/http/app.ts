@@ -33,6 +33,8 @@ export interface AppEnv {
     traceId: string
     clientAddress: string | undefined
     agent: string | undefined
+    /** A resource server's id (`rs/…`), once authenticated. */
+    resourceServer: string | undefined
     jti: string | undefined
     error: string | undefined
     adminKey: string | undefined
@@ -84,6 +86,17 @@ function routeOf(c: Context): string | undefined {
   return undefined
 }
 
+/**
+ * The methods the app's routes answer at `path`, asked of its own router so
+ * that `Allow` never disagrees with the routing; HEAD wherever GET is, since
+ * Hono answers HEAD with the GET route. `methods`: every method some route uses.
+ */
+function allowedMethods(app: Hono<AppEnv>, methods: readonly string[], path: string): string[] {
+  const allowed = methods.filter((method) => app.router.match(method, path)[0].some(([[, route]]) => route.method === method))
+  if (allowed.includes('GET')) allowed.push('HEAD')
+  return allowed
+}
+
 /** The caller's trace id when its `traceparent` is well-formed (and not all zeros), else a new one. */
 export function traceIdOf(traceparent: string | undefined): string {
   const id = traceparent === undefined ? undefined : TRACEPARENT.exec(traceparent.trim())?.[1]
@@ -132,6 +145,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       status,
       ms: Math.round((performance.now() - started) * 100) / 100,
       agent: c.get('agent'),
+      resource_server: c.get('resourceServer'),
       admin_key: c.get('adminKey'),
       jti: c.get('jti'),
       error: c.get('error'),
@@ -157,7 +171,19 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     return renderOAuthError(c, error)
   })
 
-  app.notFound((c) => c.json({ error: 'not_found', error_description: 'no such route' }, 404))
+  // Read at the first miss, once every route is registered; middleware is registered as `ALL`.
+  let routeMethods: readonly string[] | undefined
+  app.notFound((c) => {
+    routeMethods ??= [...new Set(app.routes.map((r) => r.method).filter((m) => m !== 'ALL'))]
+    // RFC 9110 §15.5.6: a path some route answers, asked with another method, is 405 with Allow.
+    const allow = allowedMethods(app, routeMethods, c.req.path)
+    if (allow.length === 0) return c.json({ error: 'not_found', error_description: 'no such route' }, 404)
+    c.set('error', 'method_not_allowed')
+    return c.json({ error: 'method_not_allowed', error_description: 'method not allowed on this route' }, 405, {
+      Allow: allow.join(', '),
+      'Cache-Control': 'no-store',
+    })
+  })
 
   const tooLarge = (c: Context<AppEnv>) => {
     c.set('error', 'invalid_request')
@@ -197,6 +223,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   })
   mountRevocationFeed(app, {
     keys: deps.adminKeys,
+    resourceServers: (credentials) => deps.exchange.clients.authenticateCaller(credentials, undefined),
+    maxBodyBytes: deps.maxBodyBytes,
     revocations: deps.revocations,
     recordOpen: (c) => recordAdminRead(c, deps.exchange.audit, 'admin.feed.opened', deps.exchange.now()),
   })

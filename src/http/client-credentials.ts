@@ -31,32 +31,53 @@ function parseBasic(header: string): { clientId: string; secret: string } {
   }
 }
 
-/**
- * Finds how the client authenticates. RFC 6749 §2.3: exactly one method; two
- * at once is refused. `actor_token` is accepted only as a workload identity,
- * i.e. as the agent's whole authentication.
- */
-export function clientCredentials(authorization: string | undefined, form: FormParams): ClientCredentials {
-  const clientId = form.optional('client_id')
+const twoMethods = () => new OAuthError('invalid_request', 'use exactly one client authentication method')
+
+/** The client credentials a form body carries, and how many methods they are. */
+function bodyCredentials(form: FormParams) {
+  const secret = form.optional('client_secret')
   const assertionType = form.optional('client_assertion_type')
   const assertion = form.optional('client_assertion')
   const actorToken = form.optional('actor_token')
   const actorTokenType = form.optional('actor_token_type')
-  if (form.optional('client_secret') !== undefined) throw fail('client_secret_post is not supported')
   if (actorToken !== undefined && actorTokenType === undefined) {
     throw new OAuthError('invalid_request', 'actor_token_type is required with actor_token')
   }
   if (actorToken === undefined && actorTokenType !== undefined) {
     throw new OAuthError('invalid_request', 'actor_token_type given without actor_token')
   }
+  const present = [secret !== undefined, assertion !== undefined || assertionType !== undefined, actorToken !== undefined]
+  return { secret, assertionType, assertion, actorToken, actorTokenType, methods: present.filter(Boolean).length }
+}
 
-  const methods = [authorization !== undefined, assertion !== undefined || assertionType !== undefined, actorToken !== undefined]
-  if (methods.filter(Boolean).length > 1) {
-    throw new OAuthError('invalid_request', 'use exactly one client authentication method')
-  }
+/**
+ * For a request authenticated some other way (an admin key in
+ * `Authorization: Bearer`): client credentials in the body as well are two
+ * methods at once, `invalid_request` (RFC 6749 §2.3).
+ */
+export function refuseBodyCredentials(form: FormParams): void {
+  if (bodyCredentials(form).methods > 0) throw twoMethods()
+}
+
+/**
+ * Finds how the client authenticates. RFC 6749 §2.3: exactly one method per
+ * request; credentials in two places (Basic and a body `client_secret`, or
+ * any two of Basic, `client_secret`, `client_assertion`, `actor_token`) are
+ * `invalid_request`. A body `client_id` only identifies (RFC 6749 §3.2.1):
+ * beside Basic it must name the same client, else the request is ambiguous
+ * (`invalid_request`). `actor_token` is accepted only as a workload identity,
+ * i.e. as the agent's whole authentication.
+ */
+export function clientCredentials(authorization: string | undefined, form: FormParams): ClientCredentials {
+  const clientId = form.optional('client_id')
+  const { secret, assertionType, assertion, actorToken, actorTokenType, methods } = bodyCredentials(form)
+  if (methods + (authorization === undefined ? 0 : 1) > 1) throw twoMethods()
+  if (secret !== undefined) throw fail('client_secret_post is not supported')
   if (authorization !== undefined) {
     const basic = parseBasic(authorization)
-    if (clientId !== undefined && clientId !== basic.clientId) throw fail('client_id does not match Basic credentials')
+    if (clientId !== undefined && clientId !== basic.clientId) {
+      throw new OAuthError('invalid_request', 'client_id does not match the Authorization header', { detail: 'client_id differs from the Basic id' })
+    }
     return { method: 'client_secret_basic', ...basic }
   }
   if (assertion !== undefined || assertionType !== undefined) {

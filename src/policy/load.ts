@@ -3,10 +3,10 @@ import { readdir, readFile, stat } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml'
 import type { AgentId } from '../core/claims.js'
-import type { AgentPolicy, AgentPublicKey, AudienceGrant, PolicyStore } from './port.js'
+import type { AgentAuthentication, AgentPolicy, AgentPublicKey, AudienceGrant, PolicyStore } from './port.js'
 import { importPublicJwk, KeyRefused } from '../tokens/jwk.js'
 import { keyFitsAlgorithm } from '../tokens/jws.js'
-import { Policy } from './schema.js'
+import { Policy, type PolicyAuthentication } from './schema.js'
 
 /** One problem in one policy file, located as precisely as the YAML allows. */
 export interface PolicyIssue {
@@ -56,6 +56,46 @@ function locate(doc: Document, lines: LineCounter, path: readonly PropertyKey[])
   return range === undefined ? { line: 1, column: 1 } : at(range[0])
 }
 
+export const UNUSABLE_JWK = 'is not a usable public JWK'
+
+/**
+ * Compiles an authentication as a policy (or a resource server in the config)
+ * declares it: public keys are imported here, once, never per request.
+ * `unusableKeys`: entries of `jwks.keys` that are refused (left out), with
+ * why. The key rules are an issuer's JWKS rules, but the operator writes
+ * this file: a bad key is an error to fix, not an entry to skip with a warning.
+ */
+export function compileAuthentication<A extends PolicyAuthentication>(
+  declared: A,
+): { authentication: Extract<AgentAuthentication, { method: A['method'] }>; unusableKeys: { index: number; reason: string }[] } {
+  const unusableKeys: { index: number; reason: string }[] = []
+  let authentication: AgentAuthentication
+  switch (declared.method) {
+    case 'client_secret_basic':
+      authentication = { method: 'client_secret_basic', secretSha256: Buffer.from(declared.secret_sha256, 'hex') }
+      break
+    case 'workload_identity':
+      authentication = { method: 'workload_identity', issuer: declared.issuer, subject: declared.subject }
+      break
+    case 'private_key_jwt': {
+      const keys: AgentPublicKey[] = []
+      declared.jwks.keys.forEach((jwk, i) => {
+        try {
+          const key = importPublicJwk(jwk)
+          if (!keyFitsAlgorithm(jwk.alg, key)) throw new KeyRefused(`alg ${jwk.alg} does not fit the key`)
+          keys.push({ kid: jwk.kid, alg: jwk.alg, key })
+        } catch (err) {
+          if (!(err instanceof KeyRefused)) throw err
+          unusableKeys.push({ index: i, reason: err.message })
+        }
+      })
+      authentication = { method: 'private_key_jwt', keys }
+      break
+    }
+  }
+  return { authentication: authentication as Extract<AgentAuthentication, { method: A['method'] }>, unusableKeys }
+}
+
 /** Places an issue about `path` of one file at the line the YAML gives it. */
 type Locator = (path: readonly PropertyKey[], message: string) => PolicyIssue
 
@@ -99,32 +139,8 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy; 
   const stem = basename(file).replace(POLICY_FILE, '')
   if (stem !== p.agent) issues.push(issue(['agent'], `must match the file name (${stem})`))
 
-  let authentication: AgentPolicy['authentication']
-  switch (p.authentication.method) {
-    case 'client_secret_basic':
-      authentication = { method: 'client_secret_basic', secretSha256: Buffer.from(p.authentication.secret_sha256, 'hex') }
-      break
-    case 'workload_identity':
-      authentication = { method: 'workload_identity', issuer: p.authentication.issuer, subject: p.authentication.subject }
-      break
-    case 'private_key_jwt': {
-      const keys: AgentPublicKey[] = []
-      p.authentication.jwks.keys.forEach((jwk, i) => {
-        // The same key rules as an issuer's JWKS, but the operator writes this file: a bad key is an
-        // error to fix (the file is refused), not an entry to skip with a warning.
-        try {
-          const key = importPublicJwk(jwk)
-          if (!keyFitsAlgorithm(jwk.alg, key)) throw new KeyRefused(`alg ${jwk.alg} does not fit the key`)
-          keys.push({ kid: jwk.kid, alg: jwk.alg, key })
-        } catch (err) {
-          if (!(err instanceof KeyRefused)) throw err
-          issues.push(issue(['authentication', 'jwks', 'keys', i], `is not a usable public JWK: ${err.message}`))
-        }
-      })
-      authentication = { method: 'private_key_jwt', keys }
-      break
-    }
-  }
+  const { authentication, unusableKeys } = compileAuthentication(p.authentication)
+  for (const k of unusableKeys) issues.push(issue(['authentication', 'jwks', 'keys', k.index], `${UNUSABLE_JWK}: ${k.reason}`))
   if (issues.length > 0) return { issues }
 
   const expires = Date.parse(p.expires.length === 10 ? `${p.expires}T00:00:00Z` : p.expires) / 1000

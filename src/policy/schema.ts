@@ -8,7 +8,7 @@ export const AgentIdString = z
 
 const ScopeToken = z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'must be an RFC 6749 scope token')
 
-const AbsoluteUri = z.string().refine((s) => {
+export const AbsoluteUri = z.string().refine((s) => {
   try {
     const u = new URL(s)
     return u.hash === '' && s === s.trim()
@@ -21,28 +21,35 @@ const PublicJwk = z
   .looseObject({
     kty: z.enum(['EC', 'RSA', 'OKP']).describe('key type; the other JWK members (crv, x, y, n, e) as RFC 7517 has them'),
     alg: z.enum(ASYMMETRIC_ALGORITHMS).describe('algorithm this key signs assertions with; required'),
-    kid: z.string().min(1).optional().describe('key id; needed when the agent has several keys'),
+    kid: z.string().min(1).optional().describe('key id; needed when there are several keys'),
   })
   .refine((k) => !('d' in k) && !('p' in k) && !('k' in k), 'must be a public key (no private members)')
 
+/** RFC 7523 client authentication; shared by agent policies and resource servers. */
+export const PrivateKeyJwtAuthentication = z.strictObject({
+  method: z.literal('private_key_jwt').describe('RFC 7523 client assertion signed with one of these keys'),
+  jwks: z.strictObject({ keys: z.array(PublicJwk).min(1).max(10).describe('the client’s public keys (1-10), inline') }),
+})
+
+/** RFC 6749 §2.3.1 client authentication; shared by agent policies and resource servers. */
+export const ClientSecretBasicAuthentication = z.strictObject({
+  method: z.literal('client_secret_basic').describe('HTTP Basic with a generated secret'),
+  secret_sha256: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits (sha256 of the secret)')
+    .describe('SHA-256 of the secret, hex; `mandate policy secret` makes both'),
+})
+
 export const PolicyAuthentication = z.discriminatedUnion('method', [
-  z.strictObject({
-    method: z.literal('private_key_jwt').describe('RFC 7523 client assertion signed with one of these keys'),
-    jwks: z.strictObject({ keys: z.array(PublicJwk).min(1).max(10).describe('the agent’s public keys (1-10), inline') }),
-  }),
-  z.strictObject({
-    method: z.literal('client_secret_basic').describe('HTTP Basic with a generated secret'),
-    secret_sha256: z
-      .string()
-      .regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits (sha256 of the secret)')
-      .describe('SHA-256 of the secret, hex; `mandate policy secret` makes both'),
-  }),
+  PrivateKeyJwtAuthentication,
+  ClientSecretBasicAuthentication,
   z.strictObject({
     method: z.literal('workload_identity').describe('a token from an issuer trusted for workloads, sent as actor_token'),
     issuer: z.url().describe('the workload issuer (must be listed in config trust.workloads)'),
     subject: z.string().min(1).describe('the `sub` that identifies this agent’s workload'),
   }),
 ])
+export type PolicyAuthentication = z.infer<typeof PolicyAuthentication>
 
 const UserRule = z.strictObject({
   issuer: z.string().min(1).describe('issuer of the user’s token (listed in config trust.subjects)'),

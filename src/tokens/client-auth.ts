@@ -2,10 +2,10 @@ import { createHash, generateKeyPairSync, randomBytes, sign, timingSafeEqual } f
 import type { AgentId } from '../core/claims.js'
 import { TOKEN_TYPE } from '../core/claims.js'
 import { CLIENT_AUTH_FAILED, loggable, OAuthError } from '../core/errors.js'
-import type { AgentPolicy, PolicyStore } from '../policy/port.js'
+import type { AgentAuthentication, PolicyStore } from '../policy/port.js'
 import { UpstreamUnavailable } from './fetch-limited.js'
 import { checkClaims, checkHeader, decodeJws, JwtError, verifySignature } from './jws.js'
-import type { AuthenticatedClient, ClientAuthenticator, ClientCredentials, ReplayCache } from './port.js'
+import type { AuthenticatedCaller, AuthenticatedClient, ClientAuthenticator, ClientCredentials, ReplayCache, ResourceServer } from './port.js'
 import { unverifiedIssuer, verifyDecodedJwt, type IssuerRegistry } from './upstream.js'
 
 export interface ClientAuthOptions {
@@ -21,9 +21,25 @@ export interface ClientAuthOptions {
   readonly assertionMaxLifetime: number
   /** Longest a workload identity token may still be valid when presented, in seconds. */
   readonly workloadTokenMaxLifetime: number
+  /** Configured resource servers; their `rs/` ids can never be agent ids. */
+  readonly resourceServers?: readonly ResourceServer[]
 }
 
-export const ACTOR_TOKEN_UNACCEPTABLE = 'actor_token is invalid or not acceptable'
+/** Who a client id names, an agent (its policy) or a resource server, with how it authenticates. */
+type Caller = { readonly kind: 'agent'; readonly agent: AgentId } | { readonly kind: 'resource_server'; readonly server: ResourceServer }
+interface Principal {
+  readonly id: string
+  readonly authentication: AgentAuthentication
+  readonly caller: Caller
+}
+type Principals = (id: string) => Principal | undefined
+
+function agents(policies: PolicyStore): Principals {
+  return (id) => {
+    const p = policies.get(id as AgentId)
+    return p === undefined ? undefined : { id: p.agent, authentication: p.authentication, caller: { kind: 'agent', agent: p.agent } }
+  }
+}
 
 /** `typ` values a client assertion may carry: none, JWT, or the RFC 7523 update's explicit type. */
 const ASSERTION_TYP = [undefined, 'jwt', 'client-authentication+jwt']
@@ -42,10 +58,12 @@ export function generateClientSecret(): string {
 }
 
 /**
- * Agent authentication (DESIGN.md step 2). Every failure is the same
- * `invalid_client` with a fixed description; the check that failed is in
- * `detail`. An unknown agent costs the same work as a known one with a wrong
- * secret or signature, so timing tells nothing either.
+ * Client authentication of agents (DESIGN.md step 2) and of resource servers,
+ * by the same checks. Every failure is the same `invalid_client` with a fixed
+ * description; the check that failed is in `detail`. An unknown client costs
+ * the same work as a known one with a wrong secret or signature, so timing
+ * tells nothing either. The token endpoint looks up agents only: a resource
+ * server's credentials never get it a token.
  */
 export function createClientAuthenticator(options: ClientAuthOptions): ClientAuthenticator {
   const dummyHash = randomBytes(32)
@@ -54,31 +72,32 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
   const fail = (detail: string) => new OAuthError('invalid_client', CLIENT_AUTH_FAILED, { detail })
   const settled: Promise<void> = Promise.resolve()
 
-  function secretBasic(policies: PolicyStore, clientId: string, secret: string): AuthenticatedClient {
-    const policy = policies.get(clientId as AgentId)
-    const expected = policy?.authentication.method === 'client_secret_basic' ? policy.authentication.secretSha256 : dummyHash
+  function secretBasic(principals: Principals, clientId: string, secret: string): { caller: Caller; ready: Promise<void> } {
+    const principal = principals(clientId)
+    const auth = principal?.authentication
+    const expected = auth?.method === 'client_secret_basic' ? auth.secretSha256 : dummyHash
     const matches = timingSafeEqual(hashClientSecret(secret), expected)
-    if (policy === undefined) throw fail(`unknown agent`)
-    if (policy.authentication.method !== 'client_secret_basic') throw fail(`${clientId} does not use client_secret_basic`)
+    if (principal === undefined) throw fail(`unknown client`)
+    if (auth?.method !== 'client_secret_basic') throw fail(`${clientId} does not use client_secret_basic`)
     if (!matches) throw fail(`wrong secret for ${clientId}`)
-    return { agent: policy.agent, method: 'client_secret_basic', ready: settled }
+    return { caller: principal.caller, ready: settled }
   }
 
-  async function privateKeyJwt(policies: PolicyStore, assertion: string, clientId: string | undefined): Promise<AuthenticatedClient> {
+  async function privateKeyJwt(principals: Principals, assertion: string, clientId: string | undefined): Promise<{ caller: Caller; ready: Promise<void> }> {
     const now = options.now()
     try {
       const decoded = decodeJws(assertion)
       const iss = unverifiedIssuer(decoded.payload)
-      const policy = policies.get(iss as AgentId)
-      const auth = policy?.authentication
+      const principal = principals(iss)
+      const auth = principal?.authentication
       // Exactly one signature verification whatever fails before it, so that
-      // timing does not tell an unknown agent from a known one (DESIGN.md step 2).
+      // timing does not tell an unknown client from a known one (DESIGN.md step 2).
       let failure: string | undefined
       let key = dummy.publicKey
       try {
         if (clientId !== undefined && clientId !== iss) throw new JwtError('client_id_mismatch')
-        if (policy === undefined) throw new JwtError('unknown_agent')
-        if (auth?.method !== 'private_key_jwt') throw new JwtError('agent_does_not_use_private_key_jwt')
+        if (principal === undefined) throw new JwtError('unknown_client')
+        if (auth?.method !== 'private_key_jwt') throw new JwtError('client_does_not_use_private_key_jwt')
         checkHeader(decoded.header, { algorithms: [...new Set(auth.keys.map((k) => k.alg))], typ: ASSERTION_TYP })
         const { alg, kid } = decoded.header
         const candidates = auth.keys.filter((k) => k.alg === alg && (kid === undefined || k.kid === kid))
@@ -88,26 +107,27 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
         if (!(err instanceof JwtError)) throw err
         failure = err.code
       }
-      if (failure !== undefined || policy === undefined) {
+      if (failure !== undefined || principal === undefined) {
         await verifySignature('ES256', key, decoded.signingInput, dummySignature)
-        throw new JwtError(failure ?? 'unknown_agent')
+        throw new JwtError(failure ?? 'unknown_client')
       }
       if (!(await verifySignature(decoded.header.alg, key, decoded.signingInput, decoded.signature))) {
         throw new JwtError('bad_signature')
       }
       const { payload } = decoded
       checkClaims(payload, {
-        issuer: policy.agent,
+        issuer: principal.id,
         audience: options.issuer,
         audienceMustBeSingle: true,
         now,
         skew: options.skew,
         required: ASSERTION_REQUIRED,
       })
-      if (payload['sub'] !== policy.agent) throw new JwtError('sub_not_iss')
+      if (payload['sub'] !== principal.id) throw new JwtError('sub_not_iss')
       const exp = payload['exp'] as number
       if (exp - now > options.assertionMaxLifetime) throw new JwtError('assertion_lifetime_too_long')
-      const replayKey = `${policy.agent}:${payload['jti'] as string}`
+      // Agent and resource-server ids never coincide, so neither can spend the other's jti.
+      const replayKey = `${principal.id}:${payload['jti'] as string}`
       const ready = options.replay.remember(replayKey, exp + options.skew).then(
         (fresh) => {
           if (!fresh) throw fail('client assertion jti replayed')
@@ -120,7 +140,7 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
           })
         },
       )
-      return { agent: policy.agent, method: 'private_key_jwt', ready }
+      return { caller: principal.caller, ready }
     } catch (err) {
       if (err instanceof JwtError) throw fail(`assertion: ${err.code}`)
       throw err
@@ -133,8 +153,9 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
     tokenType: string,
     clientId: string | undefined,
   ): Promise<AuthenticatedClient> {
-    const refuse = (detail: string) => new OAuthError('invalid_request', ACTOR_TOKEN_UNACCEPTABLE, { detail })
-    if (!ACTOR_TOKEN_TYPES.has(tokenType)) throw refuse(`actor_token_type ${loggable(tokenType)}`)
+    // The actor token is only ever the agent's whole client authentication (http/client-credentials.ts):
+    // refusing it is a failed client authentication, RFC 6749 §5.2 invalid_client, like a wrong secret.
+    if (!ACTOR_TOKEN_TYPES.has(tokenType)) throw fail(`actor_token_type ${loggable(tokenType)}`)
     try {
       const decoded = decodeJws(token)
       const trusted = options.workloads.get(unverifiedIssuer(decoded.payload))
@@ -154,7 +175,7 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
       if (clientId !== undefined && clientId !== policy.agent) throw new JwtError('client_id_mismatch')
       return { agent: policy.agent, method: 'workload_identity', ready: settled }
     } catch (err) {
-      if (err instanceof JwtError) throw refuse(`actor_token: ${err.code}`)
+      if (err instanceof JwtError) throw fail(`actor_token: ${err.code}`)
       if (err instanceof UpstreamUnavailable) {
         throw new OAuthError('temporarily_unavailable', 'workload issuer keys unavailable; try again', {
           detail: err.message,
@@ -165,15 +186,50 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
     }
   }
 
+  const servers = new Map<string, Principal>(
+    (options.resourceServers ?? []).map((server) => [server.id, { id: server.id, authentication: server.authentication, caller: { kind: 'resource_server', server } }]),
+  )
+  const serversOr = (policies: PolicyStore | undefined): Principals => {
+    const ofAgents = policies === undefined ? undefined : agents(policies)
+    return (id) => servers.get(id) ?? ofAgents?.(id)
+  }
+
   return {
     async authenticate(credentials: ClientCredentials, policies: PolicyStore): Promise<AuthenticatedClient> {
-      switch (credentials.method) {
+      const { method } = credentials
+      switch (method) {
         case 'client_secret_basic':
-          return secretBasic(policies, credentials.clientId, credentials.secret)
-        case 'private_key_jwt':
-          return privateKeyJwt(policies, credentials.assertion, credentials.clientId)
+        case 'private_key_jwt': {
+          const { caller, ready } =
+            method === 'client_secret_basic'
+              ? secretBasic(agents(policies), credentials.clientId, credentials.secret)
+              : await privateKeyJwt(agents(policies), credentials.assertion, credentials.clientId)
+          if (caller.kind !== 'agent') throw fail('not an agent')
+          return { agent: caller.agent, method, ready }
+        }
         case 'workload_identity':
           return workloadIdentity(policies, credentials.actorToken, credentials.actorTokenType, credentials.clientId)
+        case 'none':
+          throw fail('no client authentication')
+      }
+    },
+
+    async authenticateCaller(credentials: ClientCredentials, policies: PolicyStore | undefined): Promise<AuthenticatedCaller> {
+      switch (credentials.method) {
+        case 'client_secret_basic':
+        case 'private_key_jwt': {
+          const { caller, ready } =
+            credentials.method === 'client_secret_basic'
+              ? secretBasic(serversOr(policies), credentials.clientId, credentials.secret)
+              : await privateKeyJwt(serversOr(policies), credentials.assertion, credentials.clientId)
+          return caller.kind === 'agent' ? { kind: 'agent', agent: caller.agent, ready } : { kind: 'resource_server', server: caller.server, ready }
+        }
+        case 'workload_identity': {
+          // Only agents have workload identities; without policies, this is a refusal like any other.
+          if (policies === undefined) throw fail('resource servers do not use workload identity')
+          const client = await workloadIdentity(policies, credentials.actorToken, credentials.actorTokenType, credentials.clientId)
+          return { kind: 'agent', agent: client.agent, ready: client.ready }
+        }
         case 'none':
           throw fail('no client authentication')
       }

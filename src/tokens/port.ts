@@ -1,5 +1,5 @@
 import type { AgentId, Jti, MandateClaims, Subject } from '../core/claims.js'
-import type { PolicyStore } from '../policy/port.js'
+import type { AgentAuthentication, PolicyStore } from '../policy/port.js'
 
 /** Credentials as they arrived at the token endpoint, before any check. */
 export type ClientCredentials =
@@ -26,12 +26,35 @@ export interface AuthenticatedClient {
 }
 
 /**
+ * A resource server as configured (`resource_servers`): its own identity at
+ * introspection and the revocation feed, never an agent's. Its id is
+ * `rs/<name>`, a form no agent id can take.
+ */
+export interface ResourceServer {
+  readonly id: string
+  /** The token audiences it serves. */
+  readonly audiences: ReadonlySet<string>
+  readonly authentication: Extract<AgentAuthentication, { method: 'private_key_jwt' | 'client_secret_basic' }>
+}
+
+/** The authenticated caller of introspection or the revocation feed; `ready` as in `AuthenticatedClient`. */
+export type AuthenticatedCaller =
+  | { readonly kind: 'agent'; readonly agent: AgentId; readonly ready: Promise<void> }
+  | { readonly kind: 'resource_server'; readonly server: ResourceServer; readonly ready: Promise<void> }
+
+/**
  * Authenticates an agent against the policies of `policies` (the request's
  * snapshot); throws `OAuthError('invalid_client')` with a fixed description
  * on any failure.
  */
 export interface ClientAuthenticator {
   authenticate(credentials: ClientCredentials, policies: PolicyStore): Promise<AuthenticatedClient>
+  /**
+   * Authenticates a caller that may be a resource server: a configured one,
+   * or an agent of `policies` when given (introspection; the revocation feed
+   * passes none). Same checks, same failures, same work for an unknown id.
+   */
+  authenticateCaller(credentials: ClientCredentials, policies: PolicyStore | undefined): Promise<AuthenticatedCaller>
 }
 
 /** A user token from an issuer trusted for user subjects, fully verified. */

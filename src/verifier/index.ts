@@ -8,14 +8,19 @@
  * const verifier = createVerifier({
  *   issuer: 'https://mandate.example.com',
  *   audience: 'https://api.example.com',
- *   revocations: { feed: { url: 'https://mandate.example.com/revocations/feed', adminKey: process.env.MANDATE_FEED_KEY! } },
+ *   revocations: {
+ *     feed: {
+ *       url: 'https://mandate.example.com/revocations/feed',
+ *       client: { id: 'rs/api', secret: process.env.MANDATE_RS_SECRET! },   // resource_servers in the broker's config
+ *     },
+ *   },
  * })
  * await verifier.ready()
  * app.use('/tickets/*', mandateAuth(verifier, { scopes: ['tickets:read'] }))
  * ```
  */
 export { createVerifier } from './verifier.js'
-export type { RevocationSourceOptions, VerifiedToken, Verifier, VerifierOptions } from './verifier.js'
+export type { FeedClient, RevocationSourceOptions, VerifiedToken, Verifier, VerifierOptions } from './verifier.js'
 export { mandateAuth } from './middleware.js'
 export type { MandateAuthOptions, MandateEnv } from './middleware.js'
 export { VerifierError } from './errors.js'

@@ -6,6 +6,7 @@
  */
 import { Redis } from 'ioredis'
 import { pino, type Logger } from 'pino'
+import { CLIENT_ASSERTION_TYPE_JWT } from '../core/claims.js'
 import { decodeFeedRecord, decodeHeartbeat, decodeSnapshot, FEED_EVENTS } from '../revocation/feed-wire.js'
 import type { RevocationFeed, RevocationMirror } from '../revocation/port.js'
 import { createRedisRevocationFeed } from '../revocation/redis.js'
@@ -88,18 +89,48 @@ export function followRedis(options: {
 }
 
 /**
+ * How the feed client proves who it is, on every connection: a resource
+ * server's own credentials (Basic on a GET, or a fresh client assertion in a
+ * POST's form body, RFC 7521 §4.2), or an admin key holding `read`.
+ */
+export type FeedCredentials =
+  | { readonly method: 'client_secret_basic'; readonly id: string; readonly secret: string }
+  | { readonly method: 'private_key_jwt'; readonly assertion: () => Promise<string> }
+  | { readonly method: 'admin_key'; readonly key: string }
+
+/** RFC 6749 §2.3.1: the id and the secret are form-urlencoded, then Basic-encoded. */
+function basicAuthorization(id: string, secret: string): string {
+  const encode = (v: string) => new URLSearchParams({ v }).toString().slice(2)
+  return `Basic ${Buffer.from(`${encode(id)}:${encode(secret)}`).toString('base64')}`
+}
+
+/** The request that opens one connection: a new assertion each time, since the broker spends its `jti`. */
+async function feedRequest(credentials: FeedCredentials): Promise<{ method: 'GET' | 'POST'; headers: Record<string, string>; body?: string }> {
+  switch (credentials.method) {
+    case 'client_secret_basic':
+      return { method: 'GET', headers: { authorization: basicAuthorization(credentials.id, credentials.secret) } }
+    case 'admin_key':
+      return { method: 'GET', headers: { authorization: `Bearer ${credentials.key}` } }
+    case 'private_key_jwt': {
+      const body = new URLSearchParams({ client_assertion_type: CLIENT_ASSERTION_TYPE_JWT, client_assertion: await credentials.assertion() })
+      return { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: body.toString() }
+    }
+  }
+}
+
+/**
  * Follows the broker's `/revocations/feed` (wire format:
- * src/revocation/feed-wire.ts) with an admin key holding `read`. Reconnects
+ * src/revocation/feed-wire.ts) with `credentials`. Reconnects
  * by itself (100 ms, doubling to 1 s) with `Last-Event-ID`, so the broker
  * replays what was missed or sends a fresh snapshot. Fresh while a snapshot
  * was received, the last event (heartbeats every 250 ms) is at most
  * `staleAfterMs` old on the process's monotonic clock, and the broker says
  * its own list is fresh. A connection silent for twice that is dropped and
- * made again. Redirects are refused: the key goes to `url` only.
+ * made again. Redirects are refused: the credentials go to `url` only.
  */
 export function followFeed(options: {
   readonly url: string
-  readonly adminKey: string
+  readonly credentials: FeedCredentials
   readonly mirror: RevocationMirror
   readonly staleAfterMs: number
   readonly logger?: Logger
@@ -168,14 +199,11 @@ export function followFeed(options: {
     const ac = new AbortController()
     controller = ac
     lastByte = clock()
-    const headers: Record<string, string> = {
-      authorization: `Bearer ${options.adminKey}`,
-      accept: 'text/event-stream',
-      'cache-control': 'no-cache',
-    }
-    if (lastEventId !== undefined) headers['last-event-id'] = lastEventId
     try {
-      const response = await fetch(options.url, { headers, signal: ac.signal, redirect: 'error' })
+      const request = await feedRequest(options.credentials)
+      const headers: Record<string, string> = { ...request.headers, accept: 'text/event-stream', 'cache-control': 'no-cache' }
+      if (lastEventId !== undefined) headers['last-event-id'] = lastEventId
+      const response = await fetch(options.url, { ...request, headers, signal: ac.signal, redirect: 'error' })
       if (response.status !== 200 || response.body === null) {
         await response.body?.cancel().catch(() => undefined)
         throw new Error(`feed answered ${response.status}`)

@@ -1,14 +1,16 @@
+import { randomUUID, type KeyObject } from 'node:crypto'
+import { SignJWT, type CryptoKey } from 'jose'
 import type { Logger } from 'pino'
 import { parseScope, type MandateClaims } from '../core/claims.js'
 import { createRevocationMirror } from '../revocation/mirror.js'
 import { tokenFacts } from '../revocation/port.js'
 import { UpstreamUnavailable, isAllowedUpstreamUrl } from '../tokens/fetch-limited.js'
-import { checkClaims, checkHeader, decodeJws, JwtError, verifySignature } from '../tokens/jws.js'
+import { ASYMMETRIC_ALGORITHMS, checkClaims, checkHeader, decodeJws, JwtError, verifySignature, type Algorithm } from '../tokens/jws.js'
 import { SIGNING_ALG } from '../tokens/keys.js'
 import { MANDATE_REQUIRED, mandateClaims } from '../tokens/subject.js'
 import { createRemoteKeyResolver, DEFAULT_JWKS_POLICY, type KeyResolver } from '../tokens/upstream.js'
 import { VerifierError, type VerifierErrorCode } from './errors.js'
-import { followFeed, followRedis, type RevocationSource } from './sources.js'
+import { followFeed, followRedis, type FeedCredentials, type RevocationSource } from './sources.js'
 
 /** The claims of a Mandate access token that passed every check (RFC 9068 profile). */
 export type VerifiedToken = MandateClaims
@@ -24,12 +26,30 @@ export type RevocationSourceOptions =
     }
   | {
       /**
-       * Follow the broker's `GET /revocations/feed` (server-sent events), for
+       * Follow the broker's `/revocations/feed` (server-sent events), for
        * resource servers that cannot reach Redis. `url` is the feed's full
-       * URL; `adminKey` an admin key with `read` (auditor).
+       * URL. Exactly one of `client`, this resource server's credentials as
+       * the broker's `resource_servers` config holds them, or `adminKey`, an
+       * admin key with `read` (auditor), which can also read the whole
+       * delegation log: prefer `client`.
        */
-      readonly feed: { readonly url: string; readonly adminKey: string; readonly staleAfterMs?: number }
+      readonly feed: {
+        readonly url: string
+        readonly client?: FeedClient
+        readonly adminKey?: string
+        readonly staleAfterMs?: number
+      }
     }
+
+/**
+ * A resource server's credentials at the broker's feed: `secret` (HTTP
+ * Basic, on a GET), or `privateKey` and its `alg` (a client assertion, RFC
+ * 7523, signed afresh for every connection and sent in a POST's form body;
+ * `aud` is the broker's issuer, lifetime 60 s). `id` is its `rs/…` id.
+ */
+export type FeedClient =
+  | { readonly id: string; readonly secret: string }
+  | { readonly id: string; readonly privateKey: KeyObject | CryptoKey; readonly alg: Algorithm; readonly kid?: string }
 
 export interface VerifierOptions {
   /** The broker's issuer identifier, compared exactly with `iss`. */
@@ -99,6 +119,8 @@ export interface Verifier {
 }
 
 const DEFAULT_STALE_AFTER_MS = 1000
+/** Seconds a feed client assertion is valid: one connection's worth. */
+const ASSERTION_LIFETIME = 60
 /** Descriptions sent to clients: which check failed goes to `detail` only. */
 const INVALID = 'token is not valid'
 
@@ -145,7 +167,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
   )
 
   const mirror = createRevocationMirror(() => Math.floor(clock() / 1000))
-  const source = startSource(options.revocations, mirror, clock, options.logger)
+  const source = startSource(options.revocations, mirror, clock, issuer, options.logger)
 
   const fail = (code: VerifierErrorCode, description: string, detail?: string, scope?: string) =>
     new VerifierError(code, description, {
@@ -236,6 +258,7 @@ function startSource(
   options: RevocationSourceOptions,
   mirror: ReturnType<typeof createRevocationMirror>,
   clock: () => number,
+  issuer: string,
   logger: Logger | undefined,
 ): RevocationSource {
   if ('redis' in options) {
@@ -246,15 +269,48 @@ function startSource(
     return followRedis({ url, prefix, mirror, staleAfterMs, now: clock, ...(logger === undefined ? {} : { logger }) })
   }
   if ('feed' in options) {
-    const { url, adminKey, staleAfterMs = DEFAULT_STALE_AFTER_MS } = options.feed
+    const { url, client, adminKey, staleAfterMs = DEFAULT_STALE_AFTER_MS } = options.feed
     if (!isAllowedUpstreamUrl(validUrl(url, 'revocations.feed.url', ['https:', 'http:']))) {
-      throw new TypeError('revocations.feed.url must be https (http only on a loopback host): it carries an admin key')
+      throw new TypeError('revocations.feed.url must be https (http only on a loopback host): it carries credentials')
     }
-    if (typeof adminKey !== 'string' || !/^[\x21-\x7e]{1,512}$/.test(adminKey)) throw new TypeError('revocations.feed.adminKey is malformed')
+    if ((client === undefined) === (adminKey === undefined)) throw new TypeError('revocations.feed needs exactly one of client and adminKey')
+    let credentials: FeedCredentials
+    if (adminKey !== undefined) {
+      if (typeof adminKey !== 'string' || !/^[\x21-\x7e]{1,512}$/.test(adminKey)) throw new TypeError('revocations.feed.adminKey is malformed')
+      credentials = { method: 'admin_key', key: adminKey }
+    } else {
+      credentials = feedClientCredentials(client!, issuer, clock)
+    }
     checkStaleAfter(staleAfterMs)
-    return followFeed({ url, adminKey, mirror, staleAfterMs, ...(logger === undefined ? {} : { logger }) })
+    return followFeed({ url, credentials, mirror, staleAfterMs, ...(logger === undefined ? {} : { logger }) })
   }
   throw new TypeError('revocations must name { redis } or { feed }')
+}
+
+/** Checks a resource server's feed credentials; with a private key, signs a fresh assertion per connection. */
+function feedClientCredentials(client: FeedClient, issuer: string, clock: () => number): FeedCredentials {
+  const { id } = client
+  if (typeof id !== 'string' || !/^[\x21-\x7e]{1,128}$/.test(id)) throw new TypeError('revocations.feed.client.id is malformed')
+  if ('secret' in client) {
+    if (typeof client.secret !== 'string' || client.secret === '' || client.secret.length > 512) {
+      throw new TypeError('revocations.feed.client.secret is malformed')
+    }
+    return { method: 'client_secret_basic', id, secret: client.secret }
+  }
+  const { privateKey, alg, kid } = client
+  if (!(ASYMMETRIC_ALGORITHMS as readonly string[]).includes(alg)) throw new TypeError('revocations.feed.client.alg must be an asymmetric JWS algorithm')
+  if (typeof privateKey !== 'object' || privateKey === null) throw new TypeError('revocations.feed.client needs secret or privateKey')
+  if (kid !== undefined && (typeof kid !== 'string' || kid === '')) throw new TypeError('revocations.feed.client.kid is malformed')
+  return {
+    method: 'private_key_jwt',
+    assertion: () => {
+      const now = Math.floor(clock() / 1000)
+      // RFC 7523 §3 with its update: aud is the issuer identifier alone; a jti the broker spends once.
+      return new SignJWT({ iss: id, sub: id, aud: issuer, jti: randomUUID(), iat: now, exp: now + ASSERTION_LIFETIME })
+        .setProtectedHeader({ alg, typ: 'client-authentication+jwt', ...(kid === undefined ? {} : { kid }) })
+        .sign(privateKey)
+    },
+  }
 }
 
 function checkStaleAfter(ms: number): void {

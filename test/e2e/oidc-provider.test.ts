@@ -24,6 +24,9 @@ const RESOURCE = 'https://resource.example'
 const OTHER_RESOURCE = 'https://other-api.example'
 const AGENT = 'files-agent'
 const AGENT_KID = 'files-agent-es256-1'
+/** The resource server at RESOURCE, with an identity of its own at the broker. */
+const RS = 'rs/files'
+const RS_KID = 'rs-files-es256-1'
 const WEB_CLIENT_ID = 'web-app'
 const WEB_CLIENT_SECRET = 'web-app-secret-0123456789abcdef0123456789abcdef'
 /** Never contacted: the flow stops at the redirect and reads the code from it. */
@@ -89,6 +92,7 @@ describe('e2e: oidc-provider user tokens exchanged by an oauth4webapi agent at a
   let brokerIssuer: string
   let mandate: Mandate | undefined
   let agentKey: CryptoKey
+  let rsKey: CryptoKey
   /** The provider, as its client (the web app the user signs in to) sees it. */
   let provider: oauth.AuthorizationServer
   /** The broker, as the agent sees it. */
@@ -162,6 +166,9 @@ describe('e2e: oidc-provider user tokens exchanged by an oauth4webapi agent at a
     const agentKeys = await generateKeyPair('ES256', { extractable: true })
     agentKey = agentKeys.privateKey
     const agentJwk = { ...(await exportJWK(agentKeys.publicKey)), kid: AGENT_KID, alg: 'ES256' }
+    const rsKeys = await generateKeyPair('ES256', { extractable: true })
+    rsKey = rsKeys.privateKey
+    const rsJwk = { ...(await exportJWK(rsKeys.publicKey)), kid: RS_KID, alg: 'ES256' }
     const policiesDir = join(dir, 'policies')
     await mkdir(policiesDir)
     await writeFile(
@@ -190,6 +197,7 @@ token_ttl: { default: 300, max: 600 }
         signing: { generate_if_missing: true },
         // No jwks_uri: the broker must discover it from the provider's metadata.
         trust: { subjects: [{ issuer: providerIssuer, algorithms: ['RS256'] }] },
+        resource_servers: [{ id: RS, audiences: [RESOURCE], authentication: { method: 'private_key_jwt', jwks: { keys: [rsJwk] } } }],
         log: { level: 'debug' },
       }),
       { dev: false, logger: createLogger('debug', sink) },
@@ -354,6 +362,34 @@ token_ttl: { default: 300, max: 600 }
     expect(verified.payload['client_id']).toBe(AGENT)
     // Never outlives the user's token.
     expect(verified.payload.exp!).toBeLessThanOrEqual(upstream.exp!)
+  })
+
+  it('a stock client finds introspection and revocation in the metadata: the resource server introspects, the agent revokes', async () => {
+    const insecure = { [oauth.allowInsecureRequests]: true }
+    expect(broker.introspection_endpoint).toBe(`${brokerIssuer}/oauth2/introspect`)
+    expect(broker.revocation_endpoint).toBe(`${brokerIssuer}/oauth2/revoke`)
+    expect(broker.introspection_endpoint_auth_methods_supported).toContain('private_key_jwt')
+    expect(broker.revocation_endpoint_auth_methods_supported).toContain('private_key_jwt')
+
+    const user = await signIn('carol', brokerIssuer)
+    const issued = await exchange(user.access_token)
+    expect(issued.status, brokerLogs.slice(-3).join('\n')).toBe(200)
+    const token = (await oauth.processGenericTokenEndpointResponse(broker, { client_id: AGENT }, issued)).access_token
+
+    const rs: oauth.Client = { client_id: RS }
+    const introspect = async () =>
+      oauth.processIntrospectionResponse(
+        broker,
+        rs,
+        await oauth.introspectionRequest(broker, rs, oauth.PrivateKeyJwt({ key: rsKey, kid: RS_KID }), token, insecure),
+      )
+    expect(await introspect()).toMatchObject({ active: true, client_id: AGENT, aud: RESOURCE, sub: 'carol' })
+
+    const agent: oauth.Client = { client_id: AGENT }
+    await oauth.processRevocationResponse(
+      await oauth.revocationRequest(broker, agent, oauth.PrivateKeyJwt({ key: agentKey, kid: AGENT_KID }), token, insecure),
+    )
+    expect(await introspect()).toEqual({ active: false })
   })
 
   it('grants the policy’s default scope when the agent names none', async () => {

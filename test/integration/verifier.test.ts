@@ -26,9 +26,10 @@ import { createHash, randomUUID } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import { serve, type ServerType } from '@hono/node-server'
 import { Hono } from 'hono'
-import { decodeJwt } from 'jose'
+import { decodeJwt, type CryptoKey } from 'jose'
 import { Redis, type RedisOptions } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
+import type { Jti } from '../../src/core/claims.js'
 import type { AppEnv } from '../../src/http/app.js'
 import { mountRevocationFeed } from '../../src/http/routes/revocation-feed.js'
 import { createRevocationMirror } from '../../src/revocation/mirror.js'
@@ -41,7 +42,21 @@ import {
   type Verifier,
   type VerifierOptions,
 } from '../../src/verifier/index.js'
-import { ADMIN_KEYS, AUDIENCE, BROKER, OTHER_AUDIENCE, SECRET, T0, USER_ISSUER, basic, bearer, startTestBroker, type TestBroker } from '../support/broker.js'
+import {
+  ADMIN_KEYS,
+  AUDIENCE,
+  BROKER,
+  OTHER_AUDIENCE,
+  RESOURCE_SERVERS,
+  RS_SECRET,
+  SECRET,
+  T0,
+  USER_ISSUER,
+  basic,
+  bearer,
+  startTestBroker,
+  type TestBroker,
+} from '../support/broker.js'
 
 const CLIENT_OPTIONS: RedisOptions = { maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000 }
 
@@ -91,6 +106,8 @@ async function dropPrefix(prefix: string): Promise<void> {
 
 interface Served {
   readonly url: string
+  /** Cuts every open connection; the server keeps listening. */
+  drop(): void
   stop(): Promise<void>
 }
 
@@ -102,6 +119,7 @@ async function serveOnLoopback(fetch: (req: Request, env?: unknown) => Response 
   let stopped: Promise<void> | undefined
   return {
     url: `http://127.0.0.1:${port}`,
+    drop: () => (server as import('node:http').Server).closeAllConnections(),
     stop: () =>
       (stopped ??= new Promise<void>((resolve) => {
         server.close(() => resolve())
@@ -130,8 +148,13 @@ function verifierFor(b: TestBroker, url: string, revocations: VerifierOptions['r
   return v
 }
 
+/** The feed, followed as the resource server `rs/api` (Basic): the identity a resource server is meant to use. */
 const feedOf = (url: string, staleAfterMs?: number) => ({
-  feed: { url: `${url}/revocations/feed`, adminKey: ADMIN_KEYS.auditor, ...(staleAfterMs === undefined ? {} : { staleAfterMs }) },
+  feed: {
+    url: `${url}/revocations/feed`,
+    client: { id: RESOURCE_SERVERS.api, secret: RS_SECRET },
+    ...(staleAfterMs === undefined ? {} : { staleAfterMs }),
+  },
 })
 
 async function issue(b: TestBroker, extra: Record<string, string> = {}): Promise<string> {
@@ -410,6 +433,66 @@ describeRedis('a verifier beside a broker on Redis', () => {
   })
 })
 
+// ---------------------------------------------------------------- feed credentials (no Redis needed)
+
+describe('a feed verifier and its credentials', () => {
+  let b: TestBroker
+  beforeAll(async () => {
+    b = await startTestBroker({ logLevel: 'silent' })
+  })
+  afterAll(() => b.close())
+
+  it('follows the feed as a resource server with private_key_jwt: a fresh assertion per connection (POST)', async () => {
+    const seen: { method: string; status: number }[] = []
+    const served = await serveOnLoopback(async (req, env) => {
+      const res = await b.mandate.app.fetch(req, env)
+      if (new URL(req.url).pathname === '/revocations/feed') seen.push({ method: req.method, status: res.status })
+      return res
+    })
+    const opened = () => b.audit.events().filter((e) => e.type === 'admin.feed.opened' && e.by === RESOURCE_SERVERS.other).length
+    cleanups.push(() => served.stop())
+    const client = { id: RESOURCE_SERVERS.other, privateKey: b.rsKey.privateKey, alg: 'ES256', kid: b.rsKey.kid } as const
+    const v = verifierFor(b, served.url, { feed: { url: `${served.url}/revocations/feed`, client } }, { audience: OTHER_AUDIENCE })
+    await v.ready()
+    const token = await issue(b, { audience: OTHER_AUDIENCE })
+    expect(await v.verify(token)).toMatchObject({ aud: OTHER_AUDIENCE })
+
+    // The connection goes; the verifier comes back with a new assertion: the broker spent the first one's
+    // jti, so only a fresh one is let in again.
+    const before = opened()
+    served.drop()
+    await vi.waitFor(() => expect(seen.filter((r) => r.status === 200)).toHaveLength(2), { timeout: 3000, interval: 20 })
+    expect(seen).toEqual([
+      { method: 'POST', status: 200 },
+      { method: 'POST', status: 200 },
+    ])
+    expect(opened()).toBe(before + 1)
+
+    await b.revocations.revokeToken(jtiOf(token) as Jti)
+    await vi.waitFor(async () => expect((await refusal(v.verify(token))).error).toBe('invalid_token'), { timeout: 1000, interval: 10 })
+    expect(b.audit.events().filter((e) => e.type === 'admin.feed.opened').at(-1)).toMatchObject({ by: RESOURCE_SERVERS.other })
+  })
+
+  it('with credentials the broker refuses (an agent’s, a wrong secret), never becomes ready and answers 503', async () => {
+    const served = await serveOnLoopback(b.mandate.app.fetch)
+    cleanups.push(() => served.stop())
+    const token = await issue(b)
+    for (const client of [{ id: 'secret-agent', secret: SECRET }, { id: RESOURCE_SERVERS.api, secret: 'not-the-secret-at-all' }]) {
+      const v = verifierFor(b, served.url, { feed: { url: `${served.url}/revocations/feed`, client } }, { startTimeoutMs: 400 })
+      await expect(v.ready()).rejects.toThrow(/feed answered 401/)
+      await expectRefused(v.verify(token), 503, 'temporarily_unavailable')
+    }
+  })
+
+  it('still follows the feed with an admin key holding read', async () => {
+    const served = await serveOnLoopback(b.mandate.app.fetch)
+    cleanups.push(() => served.stop())
+    const v = verifierFor(b, served.url, { feed: { url: `${served.url}/revocations/feed`, adminKey: ADMIN_KEYS.auditor } })
+    await v.ready()
+    await v.verify(await issue(b))
+  })
+})
+
 // ---------------------------------------------------------------- feed liveness (no Redis needed)
 
 describe('a feed verifier whose broker goes away or goes stale', () => {
@@ -497,6 +580,11 @@ describe('a feed verifier whose broker goes away or goes stale', () => {
       { jwksUri: 'http://jwks.example.com/keys' },
       { revocations: { feed: { url: 'http://mandate.example.com/revocations/feed', adminKey: 'k' } } },
       { revocations: { feed: { url: 'http://127.0.0.1:1/revocations/feed', adminKey: 'k', staleAfterMs: 100 } } },
+      { revocations: { feed: { url: 'http://127.0.0.1:1/revocations/feed' } } },
+      { revocations: { feed: { url: 'http://127.0.0.1:1/revocations/feed', adminKey: 'k', client: { id: 'rs/api', secret: 's' } } } },
+      { revocations: { feed: { url: 'http://127.0.0.1:1/revocations/feed', client: { id: 'rs/api', secret: '' } } } },
+      { revocations: { feed: { url: 'http://127.0.0.1:1/revocations/feed', client: { id: 'rs api', secret: 's' } } } },
+      { revocations: { feed: { url: 'http://127.0.0.1:1/revocations/feed', client: { id: 'rs/api', privateKey: {} as CryptoKey, alg: 'HS256' as 'ES256' } } } },
       { revocations: { redis: { url: 'http://127.0.0.1:6379' } } },
     ]
     for (const options of bad) expect(() => createVerifier({ ...base, ...options }), JSON.stringify(options)).toThrow(TypeError)

@@ -41,6 +41,14 @@ export const ADMIN_KEYS = {
 } as const
 export const bearer = (key: string) => ({ authorization: `Bearer ${key}` })
 
+/**
+ * Resource servers configured on every test broker: `rs/api` serves
+ * AUDIENCE and authenticates with Basic (RS_SECRET); `rs/other` serves
+ * OTHER_AUDIENCE and signs client assertions (`rsAssertion`).
+ */
+export const RESOURCE_SERVERS = { api: 'rs/api', other: 'rs/other' } as const
+export const RS_SECRET = 'resource-server-secret-4d2a6c8e0b1f3a5c'
+
 export interface Issuer {
   readonly iss: string
   readonly kid: string
@@ -97,6 +105,10 @@ export interface TestBroker {
   userToken(claims?: JWTPayload, header?: Record<string, unknown>): Promise<string>
   /** A client assertion for `agent` (default `jwt-agent`), valid 60 s, fresh jti. */
   assertion(claims?: JWTPayload, header?: Record<string, unknown>, key?: CryptoKey): Promise<string>
+  /** The private key `rs/other` signs its assertions with. */
+  readonly rsKey: { privateKey: CryptoKey; kid: string }
+  /** A client assertion for `rs/other`, valid 60 s, fresh jti. */
+  rsAssertion(claims?: JWTPayload, header?: Record<string, unknown>): Promise<string>
   /** POSTs a form to /oauth2/token. */
   token(form: Record<string, string | string[]>, headers?: Record<string, string>): Promise<Response>
   /** A complete, valid exchange form for `subject_token`, to be overridden field by field. */
@@ -209,6 +221,9 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   const agentKeys = await generateKeyPair('ES256', { extractable: true })
   const agentKid = 'agent-key-1'
   const agentJwk = { ...(await exportJWK(agentKeys.publicKey)), kid: agentKid, alg: 'ES256' }
+  const rsKeys = await generateKeyPair('ES256', { extractable: true })
+  const rsKid = 'rs-key-1'
+  const rsJwk = { ...(await exportJWK(rsKeys.publicKey)), kid: rsKid, alg: 'ES256' }
   const files = { ...defaultPolicies(agentJwk), ...options.policies }
   for (const [name, text] of Object.entries(files)) await writeFile(join(policiesDir, name), text)
 
@@ -232,6 +247,10 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     signing: { generate_if_missing: true },
     log: { level: 'debug' },
     ...(options.storage === undefined ? {} : { storage: options.storage }),
+    resource_servers: [
+      { id: RESOURCE_SERVERS.api, audiences: [AUDIENCE], authentication: { method: 'client_secret_basic', secret_sha256: hashClientSecret(RS_SECRET).toString('hex') } },
+      { id: RESOURCE_SERVERS.other, audiences: [OTHER_AUDIENCE], authentication: { method: 'private_key_jwt', jwks: { keys: [rsJwk] } } },
+    ],
     admin: {
       keys: Object.entries(ADMIN_KEYS).map(([role, key]) => ({
         name: `${role}-holder`,
@@ -302,6 +321,11 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
       new SignJWT({ iss: 'jwt-agent', sub: 'jwt-agent', aud: BROKER, jti: `a-${++jtiCounter}-${Math.random()}`, iat: now, exp: now + 60, ...claims })
         .setProtectedHeader({ alg: 'ES256', kid: agentKid, ...header } as { alg: string })
         .sign(key),
+    rsKey: { privateKey: rsKeys.privateKey, kid: rsKid },
+    rsAssertion: (claims = {}, header = {}) =>
+      new SignJWT({ iss: RESOURCE_SERVERS.other, sub: RESOURCE_SERVERS.other, aud: BROKER, jti: `r-${++jtiCounter}-${Math.random()}`, iat: now, exp: now + 60, ...claims })
+        .setProtectedHeader({ alg: 'ES256', kid: rsKid, ...header } as { alg: string })
+        .sign(rsKeys.privateKey),
     token: (form, headers = {}) =>
       Promise.resolve(
         mandate.app.request('/oauth2/token', {

@@ -27,7 +27,8 @@ export async function recordAdminRead(
     await audit.append({
       type,
       at,
-      by: c.get('adminKey') as string,
+      // An admin key's name, or a resource server's `rs/` id (the feed): names no key can take.
+      by: (c.get('adminKey') ?? c.get('resourceServer')) as string,
       request: `${url.pathname}${url.search}`.slice(0, 2048),
       clientAddress: c.get('clientAddress') as string | undefined,
       traceId: c.get('traceId') as string | undefined,

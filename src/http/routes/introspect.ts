@@ -1,14 +1,14 @@
 import type { Context } from 'hono'
 import type { MandateClaims } from '../../core/claims.js'
-import { OAuthError } from '../../core/errors.js'
+import { CLIENT_AUTH_FAILED, OAuthError } from '../../core/errors.js'
 import type { PolicyStore } from '../../policy/port.js'
 import { tokenFacts, type RevocationStore } from '../../revocation/port.js'
 import { decodeJws, JwtError } from '../../tokens/jws.js'
 import type { SigningKeys } from '../../tokens/keys.js'
-import type { ClientAuthenticator } from '../../tokens/port.js'
+import type { AuthenticatedCaller, ClientAuthenticator } from '../../tokens/port.js'
 import { verifyOwnToken } from '../../tokens/subject.js'
 import { findAdminKey, type AdminKey } from '../admin-auth.js'
-import { clientCredentials } from '../client-credentials.js'
+import { clientCredentials, refuseBodyCredentials } from '../client-credentials.js'
 import { FormParams, readForm } from '../form.js'
 import { NO_STORE } from '../oauth-errors.js'
 import type { AppEnv } from '../app.js'
@@ -54,37 +54,73 @@ export async function tokenStatus(token: string, deps: TokenRoutesDeps): Promise
   }
 }
 
-/** Authenticates the caller of /oauth2/introspect and /oauth2/revoke as an agent; returns its id. */
+/** Authenticates the caller of /oauth2/revoke as an agent (RFC 7009: the holder); returns its id. */
 export async function authenticateAgent(c: Context, form: FormParams, deps: TokenRoutesDeps): Promise<string> {
   const client = await deps.clients.authenticate(clientCredentials(c.req.header('authorization'), form), deps.policies.snapshot())
   await client.ready
   return client.agent
 }
 
+/** Who asked: an introspection caller, authenticated. */
+type Introspector = { readonly kind: 'auditor' } | AuthenticatedCaller
+
 /**
- * POST /oauth2/introspect (RFC 7662), for agents (client authentication as
- * at the token endpoint) and resource servers holding an admin key with
- * read permission (`Authorization: Bearer`). Anything revoked, expired,
- * altered or unknown is `{"active": false}`; when the revocation state is
- * unknown the answer is 503, never `active: true`.
+ * Whether `caller` may learn anything about a token with these claims: the
+ * agent it was minted to, a resource server serving its audience, an
+ * auditor. RFC 7662 §2.2 lets the answer depend on who asks; §4: anyone
+ * else must not learn the token is live.
+ */
+function maySee(caller: Introspector, claims: MandateClaims): boolean {
+  switch (caller.kind) {
+    case 'auditor':
+      return true
+    case 'agent':
+      return claims.client_id === caller.agent
+    case 'resource_server':
+      return caller.server.audiences.has(claims.aud)
+  }
+}
+
+/**
+ * Authenticates the caller of /oauth2/introspect: an admin key with read
+ * permission (`Authorization: Bearer`), else client authentication as an
+ * agent or a resource server. A key without read permission is no
+ * introspection credential (401), not a caller who sees nothing.
+ */
+async function authenticateIntrospector(c: Context<AppEnv>, form: FormParams, deps: TokenRoutesDeps): Promise<Introspector> {
+  const authorization = c.req.header('authorization')
+  if (authorization !== undefined && /^Bearer /i.test(authorization)) {
+    const key = findAdminKey(deps.adminKeys, authorization)
+    if (key === undefined || ![...key.roles].some((r) => r === 'auditor' || r === 'admin')) {
+      throw new OAuthError('invalid_client', CLIENT_AUTH_FAILED, { detail: 'introspection bearer key refused' })
+    }
+    refuseBodyCredentials(form)
+    c.set('adminKey', key.name)
+    return { kind: 'auditor' }
+  }
+  const caller = await deps.clients.authenticateCaller(clientCredentials(authorization, form), deps.policies.snapshot())
+  await caller.ready
+  if (caller.kind === 'agent') c.set('agent', caller.agent)
+  else c.set('resourceServer', caller.server.id)
+  return caller
+}
+
+/**
+ * POST /oauth2/introspect (RFC 7662). Only a caller that may see the token
+ * (see `maySee`) gets `active: true` and its claims; everyone else, and
+ * anything revoked, expired, altered or unknown, gets `{"active": false}`.
+ * When the revocation state is unknown the answer is 503 for a caller that
+ * may see the token, never `active: true`.
  */
 export function introspectRoute(deps: TokenRoutesDeps) {
   return async function introspect(c: Context<AppEnv>): Promise<Response> {
     const form = new FormParams(await readForm(c, deps.maxBodyBytes))
-    const authorization = c.req.header('authorization')
-    if (authorization !== undefined && /^Bearer /i.test(authorization)) {
-      const key = findAdminKey(deps.adminKeys, authorization)
-      if (key === undefined || ![...key.roles].some((r) => r === 'auditor' || r === 'admin')) {
-        throw new OAuthError('invalid_client', 'client authentication failed', { detail: 'introspection bearer key refused' })
-      }
-    } else {
-      c.set('agent', await authenticateAgent(c, form, deps))
-    }
+    const caller = await authenticateIntrospector(c, form, deps)
     const token = form.required('token')
     const status = await tokenStatus(token, deps)
+    // Decided before the revocation state: a 503 would tell someone else the token is genuine.
+    if (status.state === 'inactive' || !maySee(caller, status.claims)) return c.json({ active: false }, 200, NO_STORE)
     switch (status.state) {
-      case 'inactive':
-        return c.json({ active: false }, 200, NO_STORE)
       case 'unknown':
         throw new OAuthError('temporarily_unavailable', 'revocation state is unknown; try again', { detail: status.detail, retryAfter: 1 })
       case 'active':

@@ -1,13 +1,16 @@
 /**
- * GET /revocations/feed: the broker's revocation list as server-sent events,
+ * /revocations/feed: the broker's revocation list as server-sent events,
  * for resource servers that cannot reach Redis (issue 3 §10). Wire format:
  * src/revocation/feed-wire.ts.
  *
- * Authenticated with an admin key holding `read` (auditor, admin). A new
- * connection gets a `snapshot`, then one `revocation` event per record the
- * broker's mirror applies (made here or arriving from Redis; the Redis echo
- * of a record made here is sent once), and a
- * `heartbeat` every 250 ms carrying the broker's own freshness. A client
+ * Followed by resource servers with their own credentials (`resource_servers`
+ * in the config): Basic on GET or POST, or a client assertion (RFC 7523) in a
+ * POST's form body, since RFC 7521 §4.2 puts assertions in the body, which a
+ * GET lacks; a fresh assertion per connection. An admin key holding `read`
+ * (auditor, admin) also opens it. A new connection gets a `snapshot`, then
+ * one `revocation` event per record the broker's mirror applies (made here
+ * or arriving from Redis; the Redis echo of a record made here is sent
+ * once), and a `heartbeat` every 250 ms carrying the broker's own freshness. A client
  * reconnecting with `Last-Event-ID` is replayed exactly what it missed when
  * this process still has it (a bounded journal); otherwise it gets a fresh
  * snapshot. A resync of the broker's mirror sends every client a snapshot.
@@ -29,11 +32,20 @@ import {
   feedEventId,
   feedSequence,
 } from '../../revocation/feed-wire.js'
+import { OAuthError } from '../../core/errors.js'
+import type { AuthenticatedCaller, ClientCredentials } from '../../tokens/port.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
 import type { AppEnv } from '../app.js'
+import { clientCredentials } from '../client-credentials.js'
+import { FormParams, readForm } from '../form.js'
+import { AdminError } from '../oauth-errors.js'
 
 export interface RevocationFeedDeps {
   readonly keys: readonly AdminKey[]
+  /** Authenticates a configured resource server; without it only admin keys open the feed. */
+  readonly resourceServers?: (credentials: ClientCredentials) => Promise<AuthenticatedCaller>
+  /** Largest POST body read. Default 64 KiB. */
+  readonly maxBodyBytes?: number
   readonly revocations: Pick<RevocationService, 'records' | 'subscribe' | 'fresh' | 'lag'>
   /** Records who opened the feed (the audit log); rejecting refuses the feed. */
   readonly recordOpen?: (c: Context) => Promise<void>
@@ -52,7 +64,7 @@ interface Client {
   end(): void
 }
 
-/** Mounts GET /revocations/feed. Subscribes to the service once, for the app's life. */
+/** Mounts GET and POST /revocations/feed. Subscribes to the service once, for the app's life. */
 export function mountRevocationFeed(app: Hono<AppEnv>, deps: RevocationFeedDeps): void {
   const heartbeatMs = deps.heartbeatMs ?? 250
   const journalSize = deps.journalSize ?? 4096
@@ -181,7 +193,42 @@ export function mountRevocationFeed(app: Hono<AppEnv>, deps: RevocationFeedDeps)
     }
   }
 
-  app.get('/revocations/feed', requireAdmin(deps.keys, 'read'), async (c) => {
+  const adminGuard = requireAdmin(deps.keys, 'read')
+  const maxBodyBytes = deps.maxBodyBytes ?? 64 * 1024
+
+  /**
+   * An admin key (`Authorization: Bearer`) through the admin guard; anything
+   * else is a resource server's client authentication. Sets `adminKey` or
+   * `resourceServer`, which the request log and the audit record name.
+   */
+  async function authenticateReader(c: Context<AppEnv>): Promise<void> {
+    const authorization = c.req.header('authorization')
+    const { resourceServers } = deps
+    if (resourceServers === undefined || (authorization !== undefined && /^Bearer /i.test(authorization))) {
+      await adminGuard(c as Context, async () => {})
+      return
+    }
+    try {
+      const form = new FormParams(c.req.method === 'POST' ? await readForm(c, maxBodyBytes) : new URLSearchParams())
+      const caller = await resourceServers(clientCredentials(authorization, form))
+      await caller.ready
+      if (caller.kind !== 'resource_server') throw new AdminError('unauthorized', 'valid credentials are required', 'not a resource server')
+      c.set('resourceServer', caller.server.id)
+    } catch (err) {
+      if (!(err instanceof OAuthError)) throw err
+      switch (err.code) {
+        case 'invalid_client':
+          throw new AdminError('unauthorized', 'valid credentials are required', err.detail)
+        case 'temporarily_unavailable':
+          throw new AdminError('temporarily_unavailable', err.description, err.detail)
+        default:
+          throw new AdminError('invalid_request', err.description, err.detail)
+      }
+    }
+  }
+
+  app.on(['GET', 'POST'], '/revocations/feed', async (c) => {
+    await authenticateReader(c)
     await deps.recordOpen?.(c)
     c.header('X-Accel-Buffering', 'no')
     const response = streamSSE(c, (stream) => follow(c, stream))

@@ -384,3 +384,59 @@ describe('loadConfig: admin.keys_file', () => {
     expect((await loadConfig(undefined, { MANDATE_ISSUER: BROKER, MANDATE_ADMIN_KEYS_FILE: keys }, PROD)).ok).toBe(false)
   })
 })
+
+describe('loadConfig: resource_servers', () => {
+  const basicAuth = `{ method: client_secret_basic, secret_sha256: "${'b'.repeat(64)}" }`
+  const rs = (id: string, auth = basicAuth, audiences = '[https://api.example.com]') => `  - id: ${id}\n    audiences: ${audiences}\n    authentication: ${auth}\n`
+  const load = async (servers: string) => loadConfig(await file(`issuer: ${BROKER}\nresource_servers:\n${servers}`), {}, PROD)
+
+  it('takes an rs/ id, its audiences and a Basic hash or public keys', async () => {
+    const { publicKey } = await import('node:crypto').then((c) => c.generateKeyPairSync('ec', { namedCurve: 'P-256' }))
+    const jwk = JSON.stringify({ ...publicKey.export({ format: 'jwk' }), alg: 'ES256', kid: 'k1' })
+    const c = configOf(await load(rs('rs/calendar') + rs('rs/files.v2', `{ method: private_key_jwt, jwks: { keys: [${jwk}] } }`, '[https://files.example.com, https://blobs.example.com]')))
+    expect(c.resource_servers.map((r) => [r.id, r.audiences, r.authentication.method])).toEqual([
+      ['rs/calendar', ['https://api.example.com'], 'client_secret_basic'],
+      ['rs/files.v2', ['https://files.example.com', 'https://blobs.example.com'], 'private_key_jwt'],
+    ])
+    expect(configOf(await loadConfig(undefined, { MANDATE_ISSUER: BROKER }, PROD)).resource_servers).toEqual([])
+  })
+
+  it.each(['calendar', 'secret-agent', 'rs/', 'rs/Calendar', 'rs/a/b', 'RS/calendar', 'rs:calendar'])(
+    'refuses the id %s: only rs/<agent-like slug>, which no agent id can be',
+    async (id) => {
+      expect(paths(issuesOf(await load(rs(JSON.stringify(id)))))).toEqual(['resource_servers.0.id'])
+    },
+  )
+
+  it('refuses an id used twice, at the second', async () => {
+    expect(paths(issuesOf(await load(rs('rs/api') + rs('rs/api'))))).toEqual(['resource_servers.1.id'])
+  })
+
+  it('refuses workload identity, which only agents have', async () => {
+    const r = await load(rs('rs/api', '{ method: workload_identity, issuer: "https://k8s.example.com", subject: x }'))
+    expect(paths(issuesOf(r))).toEqual(['resource_servers.0.authentication.method'])
+  })
+
+  it('refuses a private key, an unusable key, no audience and an audience that is not an absolute URI', async () => {
+    const { privateKey } = await import('node:crypto').then((c) => c.generateKeyPairSync('ec', { namedCurve: 'P-256' }))
+    const priv = JSON.stringify({ ...privateKey.export({ format: 'jwk' }), alg: 'ES256' })
+    const broken = JSON.stringify({ kty: 'EC', crv: 'P-256', x: 'AAAA', y: 'AAAA', alg: 'ES256' })
+    const issues = issuesOf(
+      await load(
+        rs('rs/a', `{ method: private_key_jwt, jwks: { keys: [${priv}] } }`) +
+          rs('rs/b', `{ method: private_key_jwt, jwks: { keys: [${broken}] } }`) +
+          rs('rs/c', basicAuth, '[]') +
+          rs('rs/d', basicAuth, '[not-a-uri]'),
+      ),
+    )
+    expect(new Set(paths(issues))).toEqual(
+      new Set([
+        'resource_servers.0.authentication.jwks.keys.0',
+        'resource_servers.1.authentication.jwks.keys.0',
+        'resource_servers.2.audiences',
+        'resource_servers.3.audiences.0',
+      ]),
+    )
+    expect(issues.join('\n')).not.toContain(String((privateKey.export({ format: 'jwk' }) as { d: string }).d))
+  })
+})

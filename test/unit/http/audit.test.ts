@@ -77,7 +77,7 @@ describe('audit of token-endpoint outcomes', () => {
       ['an unknown grant', async () => b.token(exchange(await user(), { grant_type: 'password' }), secretAgent()), 400, 'unsupported_grant_type'],
       ['two authentication methods', async () => b.token(exchange(await user(), withAssertion(await b.assertion())), secretAgent()), 400, 'invalid_request'],
       ['an id_token subject type', async () => b.token(exchange(await user(), { subject_token_type: TOKEN_TYPE.idToken }), secretAgent()), 400, 'invalid_request'],
-      ['a refused workload actor_token', async () => b.token(exchange(await user(), { actor_token: await user(), actor_token_type: TOKEN_TYPE.jwt })), 400, 'invalid_request'],
+      ['a refused workload actor_token', async () => b.token(exchange(await user(), { actor_token: await user(), actor_token_type: TOKEN_TYPE.jwt })), 401, 'invalid_client'],
     ] as const)('%s', async (_name, send, status, code) => {
       const events = await appended(async () => void (await expectOAuthError(await send(), status, code)))
       expect(events).toEqual([])

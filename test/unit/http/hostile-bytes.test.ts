@@ -140,9 +140,9 @@ describe('hostile bytes at the edge', () => {
       await expectOAuthError(res, 401, 'invalid_client')
     })
 
-    it('refuses a workload actor_token with a lone surrogate in a claim → 400 invalid_request', async () => {
+    it('refuses a workload actor_token with a lone surrogate in a claim → 401 invalid_client (the actor_token is the client authentication)', async () => {
       const actorToken = b.secret(await b.workloads.sign({ note: '\udbff' }, { typ: 'JWT' }))
-      await expectOAuthError(await b.token(exchange(await user(), { actor_token: actorToken, actor_token_type: TOKEN_TYPE.jwt })), 400, 'invalid_request')
+      await expectOAuthError(await b.token(exchange(await user(), { actor_token: actorToken, actor_token_type: TOKEN_TYPE.jwt })), 401, 'invalid_client')
     })
   })
 

@@ -20,7 +20,19 @@ import type { Revocation } from '../../../src/revocation/port.js'
 import { decodeRevocation } from '../../../src/revocation/redis.js'
 import { observeMirror } from '../../../src/revocation/service.js'
 import { SseParser, type SseEvent } from '../../../src/verifier/sse.js'
-import { ADMIN_KEYS, bearer, startTestBroker, T0, type TestBroker } from '../../support/broker.js'
+import {
+  ADMIN_KEYS,
+  basic,
+  bearer,
+  CLIENT_ASSERTION_TYPE_JWT,
+  encodeForm,
+  RESOURCE_SERVERS,
+  RS_SECRET,
+  SECRET,
+  startTestBroker,
+  T0,
+  type TestBroker,
+} from '../../support/broker.js'
 
 const KEY = 'feed-reader-key-0123456789'
 
@@ -135,6 +147,83 @@ describe('GET /revocations/feed on the broker', () => {
     const after = await b.revocations.killAgent(`agent-${role}` as AgentId)
     await vi.waitFor(() => expect(feed.of('revocation').map((e) => decodeRevocation(e.data)?.id)).toContain(after), WAIT)
     await feed.cancel()
+  })
+
+  describe('resource-server credentials', () => {
+    const assertionForm = async (assertion: Promise<string>) =>
+      encodeForm({ client_assertion_type: CLIENT_ASSERTION_TYPE_JWT, client_assertion: await assertion })
+    const postFeed = (body: string, headers: Record<string, string> = {}) =>
+      Promise.resolve(b.mandate.app.request('/revocations/feed', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers }, body }))
+    const opened = () => b.audit.events().filter((e) => e.type === 'admin.feed.opened')
+
+    /** A 200 event stream whose first event is a snapshot holding `id`. */
+    async function expectStream(res: Response, id: string): Promise<void> {
+      expect(res.status).toBe(200)
+      expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/)
+      const feed = reader(res)
+      await vi.waitFor(() => expect(feed.got.length).toBeGreaterThan(0), WAIT)
+      expect(feed.got[0]!.event).toBe('snapshot')
+      expect(recordsOf(feed.got[0]!)).toContain(id)
+      await feed.cancel()
+    }
+
+    it('streams to a resource server on GET with Basic, and records who opened it', async () => {
+      const id = await b.revocations.revokeToken('rs-basic' as Jti)
+      const before = opened().length
+      await expectStream(await b.mandate.app.request('/revocations/feed', { headers: basic(RESOURCE_SERVERS.api, RS_SECRET) }), id)
+      expect(opened().slice(before)).toEqual([expect.objectContaining({ type: 'admin.feed.opened', by: RESOURCE_SERVERS.api })])
+    })
+
+    it('streams to a resource server on POST with a client assertion in the body (RFC 7521 §4.2), one per connection', async () => {
+      const id = await b.revocations.revokeToken('rs-jwt' as Jti)
+      const body = await assertionForm(b.rsAssertion())
+      await expectStream(await postFeed(body), id)
+      expect(opened().at(-1)).toMatchObject({ by: RESOURCE_SERVERS.other })
+      // The same assertion again is a replay.
+      const replay = await postFeed(body)
+      expect(replay.status).toBe(401)
+      expect(((await replay.json()) as { error: string }).error).toBe('unauthorized')
+    })
+
+    it('streams on POST with Basic or an admin key too (the same credentials either way)', async () => {
+      const id = await b.revocations.revokeToken('rs-post' as Jti)
+      await expectStream(await postFeed('', basic(RESOURCE_SERVERS.api, RS_SECRET)), id)
+      await expectStream(await postFeed('', bearer(ADMIN_KEYS.auditor)), id)
+    })
+
+    it.each([
+      ['an agent’s credentials', () => ({ headers: basic('secret-agent', SECRET) })],
+      ['a wrong resource-server secret', () => ({ headers: basic(RESOURCE_SERVERS.api, 'not-the-secret-at-all') })],
+      ['an unknown resource server', () => ({ headers: basic('rs/nobody', RS_SECRET) })],
+      ['a malformed Basic header', () => ({ headers: { authorization: 'Basic !!!' } })],
+    ] as const)('refuses %s → 401 unauthorized, and opens nothing', async (_name, request) => {
+      const before = opened().length
+      const res = await b.mandate.app.request('/revocations/feed', request())
+      expect(res.status).toBe(401)
+      expect(res.headers.get('www-authenticate')).not.toBeNull()
+      expect(((await res.json()) as { error: string }).error).toBe('unauthorized')
+      expect(opened().length).toBe(before)
+    })
+
+    it('refuses an agent’s assertion, a wrong key, and an assertion in the query string', async () => {
+      for (const body of [
+        await assertionForm(b.assertion()),
+        await assertionForm(b.assertion({ iss: RESOURCE_SERVERS.other, sub: RESOURCE_SERVERS.other })),
+        await assertionForm(b.rsAssertion({ aud: 'https://elsewhere.test' })),
+      ]) {
+        expect((await postFeed(body)).status).toBe(401)
+      }
+      const query = await assertionForm(b.rsAssertion())
+      expect((await b.mandate.app.request(`/revocations/feed?${query}`)).status).toBe(401)
+    })
+
+    it('refuses two methods at once, and an unreadable body → 400 invalid_request', async () => {
+      const both = await postFeed(await assertionForm(b.rsAssertion()), basic(RESOURCE_SERVERS.api, RS_SECRET))
+      expect(both.status).toBe(400)
+      expect(((await both.json()) as { error: string }).error).toBe('invalid_request')
+      const json = await b.mandate.app.request('/revocations/feed', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
+      expect(json.status).toBe(400)
+    })
   })
 })
 

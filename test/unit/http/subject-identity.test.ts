@@ -49,7 +49,7 @@ describe('POST /oauth2/token: subject identity along a chain', () => {
   it('refuses a workload token that is still valid for longer than the limit (1 h)', async () => {
     const longLived = b.secret(await b.workloads.sign({ exp: b.now() + 3601 }, { typ: 'JWT' }))
     const res = await b.token(exchange(await user(), { actor_token: longLived, actor_token_type: TOKEN_TYPE.jwt }))
-    await expectOAuthError(res, 400, 'invalid_request')
+    await expectOAuthError(res, 401, 'invalid_client')
     const fine = b.secret(await b.workloads.sign({ exp: b.now() + 3600 }, { typ: 'JWT' }))
     await expectToken(await b.token(exchange(await user(), { actor_token: fine, actor_token_type: TOKEN_TYPE.jwt })))
   })

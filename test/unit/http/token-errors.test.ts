@@ -190,8 +190,30 @@ describe('POST /oauth2/token: request and client-authentication errors', () => {
       await expectOAuthError(await b.token(fields), 401, 'invalid_client')
     })
 
-    it('refuses a client_id that differs from the Basic credentials → 401 invalid_client', async () => {
-      await expectOAuthError(await b.token(exchange(await user(), { client_id: 'jwt-agent' }), secretAgent()), 401, 'invalid_client')
+    it('refuses Basic credentials plus a client_secret in the body → 400 invalid_request (RFC 6749 §2.3: one method)', async () => {
+      for (const secret of [SECRET, 'some-other-secret-value']) {
+        const fields = exchange(await user(), { client_secret: b.secret(secret) })
+        await expectOAuthError(await b.token(fields, secretAgent()), 400, 'invalid_request')
+        await expectOAuthError(await b.token({ ...fields, client_id: 'secret-agent' }, secretAgent()), 400, 'invalid_request')
+      }
+    })
+
+    it('refuses a client_secret in the body plus a client assertion → 400 invalid_request', async () => {
+      const fields = exchange(await user(), {
+        client_secret: SECRET,
+        client_assertion_type: CLIENT_ASSERTION_TYPE_JWT,
+        client_assertion: b.secret(await b.assertion()),
+      })
+      await expectOAuthError(await b.token(fields), 400, 'invalid_request')
+    })
+
+    it('accepts a body client_id equal to the Basic id (RFC 6749 §3.2.1: it identifies, it does not authenticate)', async () => {
+      await expectToken(await b.token(exchange(await user(), { client_id: 'secret-agent' }), secretAgent()))
+    })
+
+    it('refuses a body client_id that differs from the Basic id → 400 invalid_request', async () => {
+      await expectOAuthError(await b.token(exchange(await user(), { client_id: 'jwt-agent' }), secretAgent()), 400, 'invalid_request')
+      await expectOAuthError(await b.token(exchange(await user(), { client_id: 'no-such-agent' }), secretAgent()), 400, 'invalid_request')
     })
   })
 
@@ -283,24 +305,38 @@ describe('POST /oauth2/token: request and client-authentication errors', () => {
   })
 
   describe('workload identity (actor_token)', () => {
+    // The actor token is accepted only as the agent's whole client authentication (RFC 6749 §2.3): a
+    // refused one is a failed client authentication (RFC 6749 §5.2), never RFC 8693's invalid_request.
     it('refuses actor_token without actor_token_type → 400 invalid_request', async () => {
       const actor = b.secret(await b.workloads.sign({}, { typ: 'JWT' }))
       await expectOAuthError(await b.token(exchange(await user(), { actor_token: actor })), 400, 'invalid_request')
     })
 
-    it('refuses a user token offered as actor_token → 400 invalid_request', async () => {
-      await expectOAuthError(await b.token(exchange(await user(), { actor_token: await user(), actor_token_type: TOKEN_TYPE.jwt })), 400, 'invalid_request')
+    it('refuses a user token offered as actor_token → 401 invalid_client', async () => {
+      await expectOAuthError(await b.token(exchange(await user(), { actor_token: await user(), actor_token_type: TOKEN_TYPE.jwt })), 401, 'invalid_client')
     })
 
-    it('refuses a Mandate token offered as actor_token → 400 invalid_request', async () => {
+    it('refuses a Mandate token offered as actor_token → 401 invalid_client', async () => {
       const issued = await expectToken(await b.token(exchange(await user()), secretAgent()))
       const fields = exchange(await user(), { actor_token: issued.access_token, actor_token_type: TOKEN_TYPE.jwt })
-      await expectOAuthError(await b.token(fields), 400, 'invalid_request')
+      await expectOAuthError(await b.token(fields), 401, 'invalid_client')
     })
 
-    it('refuses a workload token for a subject no policy names → 400 invalid_request', async () => {
+    it('refuses a workload token for a subject no policy names → 401 invalid_client', async () => {
       const actor = b.secret(await b.workloads.sign({ sub: 'spiffe://test/ns/agents/sa/stranger' }, { typ: 'JWT' }))
-      await expectOAuthError(await b.token(exchange(await user(), { actor_token: actor, actor_token_type: TOKEN_TYPE.jwt })), 400, 'invalid_request')
+      await expectOAuthError(await b.token(exchange(await user(), { actor_token: actor, actor_token_type: TOKEN_TYPE.jwt })), 401, 'invalid_client')
+    })
+
+    it('refuses an unsupported actor_token_type → 401 invalid_client', async () => {
+      const actor = b.secret(await b.workloads.sign({}, { typ: 'JWT' }))
+      await expectOAuthError(await b.token(exchange(await user(), { actor_token: actor, actor_token_type: TOKEN_TYPE.idToken })), 401, 'invalid_client')
+    })
+
+    it('answers a refused workload token like a wrong secret: byte-identical bodies', async () => {
+      const stranger = b.secret(await b.workloads.sign({ sub: 'spiffe://test/ns/agents/sa/stranger' }, { typ: 'JWT' }))
+      const refused = await b.token(exchange(await user(), { actor_token: stranger, actor_token_type: TOKEN_TYPE.jwt }))
+      const wrong = await b.token(exchange(await user()), basic('secret-agent', 'not-the-secret-at-all'))
+      expect(await refused.text()).toBe(await wrong.text())
     })
   })
 

@@ -1,0 +1,103 @@
+/**
+ * Every route of the broker, OAuth, admin, well-known, health, dev and the
+ * revocation feed, against one table: a method the route does not answer is
+ * 405 with an `Allow` header naming exactly the methods it does (HEAD with
+ * GET, which Hono serves), and the table is exactly the routes the app
+ * registered, so a new route cannot go untested. Composed as `serve --dev`
+ * composes it, on PGlite, so that every route (the /admin/audit reads too)
+ * exists.
+ */
+import { cp, mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { composeMandate, type Mandate } from '../../src/compose.js'
+import { Config } from '../../src/config/schema.js'
+import { createLogger } from '../../src/telemetry/log.js'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '../..')
+
+/** Route pattern → the methods it answers. */
+const ROUTES: Record<string, readonly string[]> = {
+  '/oauth2/token': ['POST'],
+  '/oauth2/introspect': ['POST'],
+  '/oauth2/revoke': ['POST'],
+  '/admin/revocations': ['GET', 'POST'],
+  '/admin/revocations/:id': ['GET', 'DELETE'],
+  '/admin/audit': ['GET'],
+  '/admin/audit/chains/:jti': ['GET'],
+  '/revocations/feed': ['GET', 'POST'],
+  '/.well-known/oauth-authorization-server': ['GET'],
+  '/.well-known/jwks.json': ['GET'],
+  '/healthz': ['GET'],
+  '/readyz': ['GET'],
+  '/dev/users/:sub/token': ['POST'],
+  '/dev/jwks.json': ['GET'],
+}
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
+
+/** A concrete path for a route pattern. */
+const pathOf = (pattern: string) => pattern.replace(':id', '00000000-0000-4000-8000-000000000000').replace(':jti', 'some-jti').replace(':sub', 'alice')
+const allowedAt = (pattern: string) => {
+  const methods = ROUTES[pattern]!
+  return new Set(methods.includes('GET') ? [...methods, 'HEAD'] : methods)
+}
+
+describe('wrong method on any route: 405 with Allow', () => {
+  let dir: string
+  let m: Mandate
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mandate-methods-'))
+    await cp(join(root, 'policies/dev'), join(dir, 'policies'), { recursive: true })
+    const config = Config.parse({
+      issuer: 'https://mandate.test',
+      policies_dir: join(dir, 'policies'),
+      data_dir: join(dir, 'data'),
+      signing: { generate_if_missing: true },
+      log: { level: 'silent' },
+    })
+    m = await composeMandate(config, { dev: true, logger: createLogger('silent') })
+  }, 120_000) // PGlite's first start, on a busy machine
+  afterAll(async () => {
+    await m?.close()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('the table is every route the app registered, no more, no less', () => {
+    const registered = new Map<string, Set<string>>()
+    for (const r of m.app.routes) {
+      if (r.method === 'ALL') continue // middleware
+      registered.set(r.path, (registered.get(r.path) ?? new Set()).add(r.method))
+    }
+    expect(Object.fromEntries([...registered].map(([path, methods]) => [path, [...methods].sort()]))).toEqual(
+      Object.fromEntries(Object.entries(ROUTES).map(([path, methods]) => [path, [...methods].sort()])),
+    )
+  })
+
+  const cases = Object.keys(ROUTES).flatMap((pattern) =>
+    METHODS.filter((method) => !allowedAt(pattern).has(method)).map((method) => [method, pattern] as const),
+  )
+  it.each(cases)('%s %s → 405', async (method, pattern) => {
+    const res = await m.app.request(pathOf(pattern), { method, ...(method === 'GET' || method === 'HEAD' ? {} : { body: 'x=1' }) })
+    expect(res.status).toBe(405)
+    expect(new Set((res.headers.get('allow') ?? '').split(/,\s*/))).toEqual(allowedAt(pattern))
+    if (method !== 'HEAD') expect(((await res.json()) as { error: string }).error).toBe('method_not_allowed')
+  })
+
+  it.each(Object.keys(ROUTES).flatMap((pattern) => [...allowedAt(pattern)].map((method) => [method, pattern] as const)))(
+    '%s %s is answered by its route (neither 404 nor 405)',
+    async (method, pattern) => {
+      // No credentials and no body: the route itself refuses (or answers), the router does not.
+      const res = await m.app.request(pathOf(pattern), { method })
+      expect([404, 405]).not.toContain(res.status)
+      await res.body?.cancel()
+    },
+  )
+
+  it('an unknown path is still 404, without Allow', async () => {
+    const res = await m.app.request('/oauth2/authorize', { method: 'POST' })
+    expect(res.status).toBe(404)
+    expect(res.headers.get('allow')).toBeNull()
+  })
+})
