@@ -36,6 +36,13 @@ import { error, hostileCase, INVALID_CLIENT, INVALID_REQUEST, TOO_LARGE, type Ho
 
 export const AGENTS = ['secret-agent', 'jwt-agent', 'workload-agent'] as const
 export type Agent = (typeof AGENTS)[number]
+/**
+ * Holders of minted tokens: the agents, and sub-agent, which gets its tokens
+ * by re-delegation only and which no generated client authentication names,
+ * so that no wrongly accepted one can revoke its tokens under other cases.
+ */
+const OWNERS = [...AGENTS, 'sub-agent'] as const
+type Owner = (typeof OWNERS)[number]
 
 const WORKLOAD_SUB = 'spiffe://test/ns/agents/sa/runner'
 const UNSUPPORTED_GRANT = error(400, 'unsupported_grant_type')
@@ -74,8 +81,8 @@ export interface HostileContext {
   readonly strangers: Readonly<Record<'RS256' | 'ES256', Signer>>
   /** Valid user tokens that every agent may exchange (signed once: RSA signing is the costly part). */
   readonly userTokens: readonly string[]
-  /** Tokens this broker minted, per agent (live for the whole run: the clock stands still). */
-  readonly minted: Readonly<Record<Agent, readonly string[]>>
+  /** Tokens this broker minted, per holder (live for the whole run: the clock stands still). */
+  readonly minted: Readonly<Record<Owner, readonly string[]>>
   /** Client assertions of jwt-agent already used once. */
   readonly usedAssertions: readonly string[]
   /** A number not handed out before (jti values). */
@@ -114,24 +121,33 @@ export async function hostileContext(b: TestBroker): Promise<HostileContext> {
     strangers: { RS256: signerOf('RS256', users.kid, rsa.privateKey), ES256: signerOf('ES256', b.agentKey.kid, ec.privateKey) },
     next,
     userTokens: [],
-    minted: { 'secret-agent': [], 'jwt-agent': [], 'workload-agent': [] },
+    minted: { 'secret-agent': [], 'jwt-agent': [], 'workload-agent': [], 'sub-agent': [] },
     usedAssertions: [],
   }
   const userTokens = Array.from({ length: 12 }, () => buildJwt(subjectRole(keys, 'secret-agent')).token)
-  const minted: Record<Agent, string[]> = { 'secret-agent': [], 'jwt-agent': [], 'workload-agent': [] }
+  const minted: Record<Owner, string[]> = { 'secret-agent': [], 'jwt-agent': [], 'workload-agent': [], 'sub-agent': [] }
   const usedAssertions: string[] = []
+  const exchange = async (d: FormDraft, holder: Owner) => {
+    const c = finishForm(d, keys)
+    const res = await b.mandate.app.request(c.request.path, { method: 'POST', headers: c.request.headers, body: c.request.body! })
+    const body = (await res.json()) as { access_token?: string }
+    if (res.status !== 200 || typeof body.access_token !== 'string') {
+      throw new Error(`the hostile suite's setup exchange for ${holder} failed: ${res.status} ${JSON.stringify(body)}`)
+    }
+    minted[holder].push(body.access_token)
+  }
   for (let i = 0; i < 4; i++) {
     for (const agent of AGENTS) {
       const d = tokenBaseDraft({ ...keys, userTokens }, agent)
       if (agent === 'jwt-agent') usedAssertions.push(param(d, 'client_assertion')!)
-      const c = finishForm(d, keys)
-      const res = await b.mandate.app.request(c.request.path, { method: 'POST', headers: c.request.headers, body: c.request.body! })
-      const body = (await res.json()) as { access_token?: string }
-      if (res.status !== 200 || typeof body.access_token !== 'string') {
-        throw new Error(`the hostile suite's setup exchange for ${agent} failed: ${res.status} ${JSON.stringify(body)}`)
-      }
-      minted[agent].push(body.access_token)
+      await exchange(d, agent)
     }
+    // RFC 8693 §1.1 delegation: secret-agent's token, exchanged by the sub-agent its policy names.
+    const d = tokenBaseDraft({ ...keys, userTokens }, 'secret-agent')
+    setParam(d, 'subject_token', minted['secret-agent'][i]!)
+    setParam(d, 'scope', 'read')
+    d.headers['authorization'] = basic('sub-agent', SECRET).authorization!
+    await exchange(d, 'sub-agent')
   }
   return { ...keys, userTokens, minted, usedAssertions }
 }
@@ -483,7 +499,7 @@ export function jwtFormFaults(ctx: HostileContext, role: JwtRole): fc.Arbitrary<
           case 'empty':
             return `${h}.${p}.`
           case 'another token’s':
-            return `${h}.${p}.${valid().split('.')[2]!}`
+            return `${h}.${p}.${buildJwt(role, { claims: { x_other: 1 } }).token.split('.')[2]!}`
           default:
             return `${h}.${p}.${s}AAAA`
         }
@@ -782,14 +798,12 @@ export const neutralHeaders: fc.Arbitrary<Record<string, string>> = (() => {
     unit: fc.integer({ min: 1, max: 255 }).filter((c) => c !== 10 && c !== 13).map((c) => String.fromCharCode(c)),
     maxLength: 80,
   })
-  const huge = fc.integer({ min: 1_000, max: 100_000 }).map((n) => 'h'.repeat(n))
-  return fc.record(
+  const small = fc.record(
     {
       'x-request-id': fc.oneof(
         fc.stringMatching(/^[A-Za-z0-9._-]{1,64}$/),
         latin1,
         fc.constantFrom('', ' ', 'a'.repeat(65), 'id with spaces', '"><script>', '../../etc', 'ünïcode', 'a\tb'),
-        huge,
       ),
       traceparent: fc.oneof(
         fc.constantFrom(
@@ -801,16 +815,20 @@ export const neutralHeaders: fc.Arbitrary<Record<string, string>> = (() => {
           '',
         ),
         latin1,
-        huge,
       ),
-      tracestate: fc.oneof(latin1, huge),
+      tracestate: latin1,
       'x-forwarded-for': fc.oneof(latin1, fc.constantFrom('127.0.0.1, 10.0.0.1', '::1', 'unknown')),
       'user-agent': latin1,
-      cookie: fc.oneof(latin1, huge),
+      cookie: latin1,
       'x-hostile': latin1,
     },
     { requiredKeys: [] },
   )
+  // One huge header at most, within Node's default limit (16 KiB for all of them): beyond it the server answers 431 before the app.
+  const huge = fc.tuple(fc.constantFrom('x-request-id', 'traceparent', 'tracestate', 'cookie', 'x-hostile'), fc.integer({ min: 1_000, max: 12_000 }))
+  return fc
+    .tuple(small, fc.option(huge, { nil: undefined, freq: 6 }))
+    .map(([headers, big]) => (big === undefined ? headers : { ...headers, [big[0]]: 'h'.repeat(big[1]) }))
 })()
 
 /** An unknown parameter (RFC 6749 §3.1: ignored), well-formed text only. */
@@ -1140,7 +1158,7 @@ export function clientFaults(ctx: HostileContext, endpoint: 'token' | 'introspec
         '=',
       )
       .map((value) => replace(`malformed Authorization ${JSON.stringify(value.slice(0, 40))}`, [INVALID_CLIENT], (d) => void (d.headers['authorization'] = value))),
-    fc.integer({ min: 1_000, max: 100_000 }).map((n) =>
+    fc.integer({ min: 1_000, max: 12_000 }).map((n) =>
       replace(`huge Basic credentials (${n} bytes)`, [INVALID_CLIENT], (d) => void (d.headers['authorization'] = basicOf('secret-agent', 's'.repeat(n)))),
     ),
     fc.constant(null).map(() =>
@@ -1306,7 +1324,7 @@ export const several = (...families: fc.Arbitrary<FormFault>[]) => fc.uniqueArra
 export function deadToken(ctx: HostileContext): fc.Arbitrary<JwtFault> {
   return fc.oneof(
     fc
-      .record({ owner: fc.constantFrom(...AGENTS), i: fc.nat(), how: fc.constantFrom('altered signature', 'alg none', 'kid changed', 'typ changed', 'payload swapped') })
+      .record({ owner: fc.constantFrom(...OWNERS), i: fc.nat(), how: fc.constantFrom('altered signature', 'alg none', 'kid changed', 'typ changed', 'payload swapped') })
       .map(({ owner, i, how }) => jwt(`a Mandate token with ${how}`, () => alterMinted(ctx.minted[owner][i % ctx.minted[owner].length]!, how))),
     fc.nat().map((i) => jwt('a user token (not Mandate’s)', () => ctx.userTokens[i % ctx.userTokens.length]!)),
     fc.constant(null).map(() => jwt('a workload token', () => buildJwt(workloadRole(ctx)).token)),
@@ -1325,15 +1343,16 @@ type Caller = Agent | 'auditor' | 'admin'
  * `active: true` only for tokens issued to it, an auditor (admin key with
  * read permission) for any token, and everything else is inactive; a
  * revocation by an agent of a token issued to another is refused, of a dead
- * token a 200 (RFC 7009 §2.2). Revocations of live tokens are not generated:
- * they would change the broker under the other cases.
+ * token a 200 (RFC 7009 §2.2). Revocations that would take effect are not
+ * generated: they would change the broker under the other cases.
  */
 export function tokenRouteBase(ctx: HostileContext, endpoint: 'introspect' | 'revoke'): fc.Arbitrary<DraftMaker> {
   const callers: Caller[] = endpoint === 'introspect' ? [...AGENTS, 'auditor', 'admin'] : [...AGENTS]
   return fc
     .record({
       caller: fc.constantFrom(...callers),
-      owner: fc.constantFrom(...AGENTS),
+      // Revocation: only sub-agent's tokens, which no request here can authenticate for (see OWNERS).
+      owner: endpoint === 'revoke' ? fc.constant<Owner>('sub-agent') : fc.constantFrom(...OWNERS),
       i: fc.nat(),
       dead: fc.option(deadToken(ctx), { nil: undefined, freq: 2 }),
       hint: fc.constantFrom(undefined, 'access_token', 'refresh_token', 'junk'),
@@ -1345,8 +1364,7 @@ export function tokenRouteBase(ctx: HostileContext, endpoint: 'introspect' | 're
       headers: neutralHeaders,
     })
     .map((v) => () => {
-      // Revoking a token issued to the caller would revoke it for every later case.
-      const owner = endpoint === 'revoke' && v.owner === v.caller ? AGENTS[(AGENTS.indexOf(v.owner) + 1) % AGENTS.length]! : v.owner
+      const { owner } = v
       const token = v.dead?.token() ?? ctx.minted[owner][v.i % ctx.minted[owner].length]!
       const d: FormDraft = {
         path: `/oauth2/${endpoint}`,

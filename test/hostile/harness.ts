@@ -115,10 +115,12 @@ function requestText(r: HostileRequest): string {
 /** Stack-trace-like text in `text` that the request did not itself contain. */
 export function traces(text: string, request: HostileRequest | undefined): string[] {
   const found: string[] = []
-  const sent = request === undefined ? '' : requestText(request)
+  let sent: string | undefined
   for (const re of STACK) {
     const m = re.exec(text)
-    if (m !== null && !sent.includes(m[0])) found.push(m[0])
+    if (m === null) continue
+    sent ??= request === undefined ? '' : requestText(request)
+    if (!sent.includes(m[0])) found.push(m[0])
   }
   return found
 }
