@@ -160,9 +160,9 @@ const enc = (v: string | Uint8Array) => Buffer.from(v).toString('base64url')
 type Part = Record<string, unknown> | Uint8Array
 const partText = (p: Part) => enc(p instanceof Uint8Array ? p : JSON.stringify(p))
 
-/** A signature over `input`: RS256, PS256, ES256 with a private key, HS256 with a secret. */
+/** A signature over `input`: RS256, PS256, ES256 with a private key, HS256/384/512 with a secret. */
 function signature(input: string, alg: string, key: KeyObject | Uint8Array): string {
-  if (key instanceof Uint8Array) return createHmac('sha256', key).update(input).digest('base64url')
+  if (key instanceof Uint8Array) return createHmac(`sha${/^HS(384|512)$/.exec(alg)?.[1] ?? '256'}`, key).update(input).digest('base64url')
   const data = Buffer.from(input)
   if (alg === 'ES256') return cryptoSign('sha256', data, { key, dsaEncoding: 'ieee-p1363' }).toString('base64url')
   if (alg === 'PS256') return cryptoSign('sha256', data, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }).toString('base64url')
