@@ -8,7 +8,7 @@ import { basic, SECRET, startTestBroker, type TestBroker } from '../support/brok
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
 import { hostileContext, type HostileContext } from './arbitraries.js'
 import { runCase, stackTracesInLogs } from './harness.js'
-import { PROPERTIES, type HostileGroup } from './properties.js'
+import { PROPERTIES, TOTAL_RUNS, type HostileGroup } from './properties.js'
 
 /** The run's seed, when one is to be replayed; fast-check prints the seed of every failure. */
 export function seedFromEnv(): number | undefined {
@@ -49,6 +49,14 @@ export function describeHostile(group: HostileGroup): void {
           // Lines logged after a case answered (none should be) are checked here.
           expect(stackTracesInLogs(b, mark)).toEqual([])
         }
+      })
+    }
+
+    if (group === 'token-requests') {
+      // Checked in one file of the suite: each file imports the whole broker, a file of its own costs seconds.
+      it('generates at least 20,000 cases per run, under names unique for `fuzz --only`', () => {
+        expect(TOTAL_RUNS).toBeGreaterThanOrEqual(20_000)
+        expect(new Set(PROPERTIES.map((p) => p.name)).size).toBe(PROPERTIES.length)
       })
     }
 
