@@ -1151,7 +1151,8 @@ export function clientFaults(ctx: HostileContext, endpoint: 'token' | 'introspec
         `Basic ${b64(`%zz:${SECRET}`)}`,
         `Basic ${b64(`secret-agent:${SECRET}`)}, Basic ${b64('other:x')}`,
         `Basic\t${b64(`secret-agent:${SECRET}`)}`,
-        `Bearer ${ADMIN_KEYS.admin}`,
+        // At the introspection endpoint an admin key is an auditor's credential, not a malformed one.
+        endpoint === 'introspect' ? `Bearer ${ADMIN_KEYS.admin}x` : `Bearer ${ADMIN_KEYS.admin}`,
         'Digest username="secret-agent", realm="mandate"',
         'Negotiate YIIB',
         'basic',
