@@ -162,7 +162,8 @@ if (failures.length === 0) {
 // A kind of failure: one property answering one wrong way; its cases listed by what they were.
 const kinds = new Map<string, Failure[]>()
 for (const f of failures) {
-  const key = `${f.property.name}\n${blur(f.message.split('\n')[0]!)}`
+  // The first complaint, without what varies from case to case (the excerpt of a log line, a trace).
+  const key = `${f.property.name}\n${blur(f.message.split('\n')[0]!.split(' (')[0]!)}`
   kinds.set(key, [...(kinds.get(key) ?? []), f])
 }
 console.log(`\nfuzz: ${failures.length} failing cases of ${done}, ${kinds.size} kinds (seed ${seed}):`)
