@@ -101,6 +101,8 @@ export interface TestBroker {
   advance(seconds: number): void
   /** Everything the broker logged, one parsed JSON object per line. */
   logs(): Record<string, unknown>[]
+  /** The same lines as written, growing as the broker logs (cheap to read from an index on). */
+  readonly logLines: readonly string[]
   /** A user token from the user issuer: `sub` alice, aud the broker, 1 h, scope `read write`. */
   userToken(claims?: JWTPayload, header?: Record<string, unknown>): Promise<string>
   /** A client assertion for `agent` (default `jwt-agent`), valid 60 s, fresh jti. */
@@ -141,6 +143,12 @@ export interface TestBrokerOptions {
   readonly telemetry?: TelemetryExporters
   /** More issuers trusted for user subjects (RS256 keys generated here), e.g. a second IdP whose users share names with the first's. */
   readonly extraUserIssuers?: readonly string[]
+  /**
+   * A PostgreSQL URL: revocations are then kept there (migrated at start) and
+   * /admin/audit exists over it, as under `serve`; the audit records still go
+   * to the memory log. In memory when absent.
+   */
+  readonly database?: string
 }
 
 /**
@@ -246,7 +254,9 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     data_dir: join(dir, 'data'),
     signing: { generate_if_missing: true },
     log: { level: 'debug' },
-    ...(options.storage === undefined ? {} : { storage: options.storage }),
+    ...(options.storage === undefined && options.database === undefined
+      ? {}
+      : { storage: { ...options.storage, ...(options.database === undefined ? {} : { database_url: options.database }) } }),
     resource_servers: [
       { id: RESOURCE_SERVERS.api, audiences: [AUDIENCE], authentication: { method: 'client_secret_basic', secret_sha256: hashClientSecret(RS_SECRET).toString('hex') } },
       { id: RESOURCE_SERVERS.other, audiences: [OTHER_AUDIENCE], authentication: { method: 'private_key_jwt', jwks: { keys: [rsJwk] } } },
@@ -267,7 +277,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     audit,
     ...(options.minter === undefined ? {} : { minter: options.minter }),
     ...(options.telemetry === undefined ? {} : { telemetry: options.telemetry }),
-    revocationLog: createMemoryRevocationLog(),
+    ...(options.database === undefined ? { revocationLog: createMemoryRevocationLog() } : {}),
     localSubjectIssuers: [users, ...otherUsers].map((u) => ({
       trusted: { issuer: u.iss, jwksUri: undefined, algorithms: ['RS256'], audience: BROKER, typ: ['at+jwt'] },
       jwks: { keys: [u.publicJwk] },
@@ -316,6 +326,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
       now += s
     },
     logs: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>),
+    logLines: lines,
     userToken: (claims, header) => users.sign(claims ?? {}, header),
     assertion: (claims = {}, header = {}, key = agentKeys.privateKey) =>
       new SignJWT({ iss: 'jwt-agent', sub: 'jwt-agent', aud: BROKER, jti: `a-${++jtiCounter}-${Math.random()}`, iat: now, exp: now + 60, ...claims })

@@ -1,0 +1,181 @@
+/**
+ * The suite's properties: one per class of hostile input, so that a class
+ * the broker mishandles does not hide the others (a property stops at its
+ * first counterexample). `runs` are the cases of a normal `npm test`;
+ * `npm run fuzz` scales them up.
+ */
+import fc from 'fast-check'
+import {
+  clientFaults,
+  clientJwtFaults,
+  formBodyFaults,
+  formByteFaults,
+  one,
+  several,
+  subjectFaults,
+  tokenCase,
+  tokenParamFaults,
+  tokenParamFaultsOf,
+  tokenRouteCase,
+  bearerFaults,
+  adminRevokeCase,
+  adminListCase,
+  adminLiftCase,
+  adminAuditCase,
+  routeCase,
+  TOKEN_JUNK_ANSWERS,
+  TOKEN_ROUTE_JUNK_ANSWERS,
+  type HostileContext,
+} from './arbitraries.js'
+import type { HostileCase } from './harness.js'
+
+/** Test files of the suite; `admin` runs on a broker whose revocations and audit queries are on PostgreSQL. */
+export type HostileGroup = 'token-requests' | 'token-jwts' | 'oauth' | 'admin'
+
+export interface HostileProperty {
+  readonly name: string
+  readonly group: HostileGroup
+  readonly runs: number
+  cases(ctx: HostileContext): fc.Arbitrary<HostileCase>
+}
+
+const none = fc.constant([] as const)
+
+export const PROPERTIES: readonly HostileProperty[] = [
+  {
+    name: 'token: valid requests with junk headers and variations that change nothing',
+    group: 'token-requests',
+    runs: 800,
+    cases: (ctx) => tokenCase(ctx, () => none),
+  },
+  {
+    name: 'token: faulty parameters',
+    group: 'token-requests',
+    runs: 1500,
+    cases: (ctx) => tokenCase(ctx, (agent) => one(tokenParamFaults(agent))),
+  },
+  {
+    name: 'token: NUL, lone surrogates, invalid UTF-8 and bad percent-encoding in the form',
+    group: 'token-requests',
+    runs: 1200,
+    cases: (ctx) => tokenCase(ctx, () => one(formByteFaults())),
+  },
+  {
+    name: 'token: wrong content types, empty, junk and oversize bodies',
+    group: 'token-requests',
+    runs: 1000,
+    cases: (ctx) => tokenCase(ctx, () => one(formBodyFaults(ctx, TOKEN_JUNK_ANSWERS))),
+  },
+  {
+    name: 'token: client authentication faults',
+    group: 'token-requests',
+    runs: 1500,
+    cases: (ctx) => tokenCase(ctx, () => one(clientFaults(ctx, 'token'))),
+  },
+  {
+    name: 'token: several faults at once',
+    group: 'token-requests',
+    runs: 1500,
+    cases: (ctx) =>
+      tokenCase(ctx, (agent) =>
+        several(
+          tokenParamFaults(agent),
+          formByteFaults(),
+          formBodyFaults(ctx, TOKEN_JUNK_ANSWERS),
+          clientFaults(ctx, 'token'),
+          subjectFaults(ctx, agent, 'form'),
+          subjectFaults(ctx, agent, 'claims'),
+          clientJwtFaults(ctx, 'assertion', 'claims'),
+          clientJwtFaults(ctx, 'workload', 'form'),
+        ),
+      ),
+  },
+  {
+    name: 'token: subject_token encoding, header, key and signature faults',
+    group: 'token-jwts',
+    runs: 1200,
+    cases: (ctx) => tokenCase(ctx, (agent) => one(subjectFaults(ctx, agent, 'form'))),
+  },
+  {
+    name: 'token: subject_token claim faults',
+    group: 'token-jwts',
+    runs: 1500,
+    cases: (ctx) => tokenCase(ctx, (agent) => one(subjectFaults(ctx, agent, 'claims'))),
+  },
+  {
+    name: 'token: client_assertion encoding, header, key and signature faults',
+    group: 'token-jwts',
+    runs: 1000,
+    cases: (ctx) => tokenCase(ctx, () => one(clientJwtFaults(ctx, 'assertion', 'form'))),
+  },
+  {
+    name: 'token: client_assertion claim faults',
+    group: 'token-jwts',
+    runs: 1000,
+    cases: (ctx) => tokenCase(ctx, () => one(clientJwtFaults(ctx, 'assertion', 'claims'))),
+  },
+  {
+    name: 'token: workload actor_token encoding, header, key and signature faults',
+    group: 'token-jwts',
+    runs: 700,
+    cases: (ctx) => tokenCase(ctx, () => one(clientJwtFaults(ctx, 'workload', 'form'))),
+  },
+  {
+    name: 'token: workload actor_token claim faults',
+    group: 'token-jwts',
+    runs: 700,
+    cases: (ctx) => tokenCase(ctx, () => one(clientJwtFaults(ctx, 'workload', 'claims'))),
+  },
+  {
+    name: 'introspect: live, foreign and dead tokens, with junk around them',
+    group: 'oauth',
+    runs: 800,
+    cases: (ctx) => tokenRouteCase(ctx, 'introspect', none),
+  },
+  {
+    name: 'introspect: faults in client authentication, the token parameter and the form',
+    group: 'oauth',
+    runs: 1500,
+    cases: (ctx) => {
+      const families = [
+        clientFaults(ctx, 'introspect'),
+        clientJwtFaults(ctx, 'assertion', 'form'),
+        clientJwtFaults(ctx, 'workload', 'claims'),
+        bearerFaults('introspect'),
+        tokenParamFaultsOf(),
+        formByteFaults(),
+        formBodyFaults(ctx, TOKEN_ROUTE_JUNK_ANSWERS),
+      ]
+      return tokenRouteCase(ctx, 'introspect', fc.oneof({ weight: 3, arbitrary: one(fc.oneof(...families)) }, { weight: 1, arbitrary: several(...families) }))
+    },
+  },
+  {
+    name: 'revoke: dead and foreign tokens, and faults in client authentication, the token parameter and the form',
+    group: 'oauth',
+    runs: 1200,
+    cases: (ctx) => {
+      const families = [
+        clientFaults(ctx, 'revoke'),
+        clientJwtFaults(ctx, 'assertion', 'claims'),
+        clientJwtFaults(ctx, 'workload', 'form'),
+        bearerFaults('revoke'),
+        tokenParamFaultsOf(),
+        formByteFaults(),
+        formBodyFaults(ctx, TOKEN_ROUTE_JUNK_ANSWERS),
+      ]
+      return tokenRouteCase(
+        ctx,
+        'revoke',
+        fc.oneof({ weight: 1, arbitrary: none }, { weight: 3, arbitrary: one(fc.oneof(...families)) }, { weight: 1, arbitrary: several(...families) }),
+      )
+    },
+  },
+  { name: 'admin: POST /admin/revocations with bodies it must refuse', group: 'admin', runs: 1000, cases: (ctx) => adminRevokeCase(ctx) },
+  { name: 'admin: GET /admin/revocations with query junk', group: 'admin', runs: 600, cases: () => adminListCase() },
+  { name: 'admin: DELETE /admin/revocations/:id with ids that name nothing', group: 'admin', runs: 500, cases: () => adminLiftCase() },
+  { name: 'admin: GET /admin/audit with query junk', group: 'admin', runs: 1000, cases: () => adminAuditCase() },
+  { name: 'routes: wrong methods, unknown paths, junk queries on public routes', group: 'admin', runs: 1200, cases: () => routeCase() },
+]
+
+/** Cases a normal run generates. */
+export const TOTAL_RUNS = PROPERTIES.reduce((n, p) => n + p.runs, 0)
