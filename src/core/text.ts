@@ -19,3 +19,27 @@ export function decodeUtf8(bytes: Uint8Array): string | undefined {
     return undefined
   }
 }
+
+/**
+ * True when every string of a parsed JSON value, member names included,
+ * is storable text: JSON escapes can spell a NUL or a lone surrogate
+ * ("\u0000", "\ud800") in valid UTF-8. Iterative: nesting depth is bounded
+ * only by the input's length.
+ */
+export function holdsOnlyStorableText(root: unknown): boolean {
+  const stack: unknown[] = [root]
+  while (stack.length > 0) {
+    const v = stack.pop()
+    if (typeof v === 'string') {
+      if (!isStorableText(v)) return false
+    } else if (Array.isArray(v)) {
+      for (const item of v) stack.push(item)
+    } else if (typeof v === 'object' && v !== null) {
+      for (const [name, item] of Object.entries(v)) {
+        if (!isStorableText(name)) return false
+        stack.push(item)
+      }
+    }
+  }
+  return true
+}

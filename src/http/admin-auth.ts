@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { MiddlewareHandler } from 'hono'
+import { checkQuery } from './admin-input.js'
 import { AdminError } from './oauth-errors.js'
 
 export type AdminRole = 'responder' | 'auditor' | 'admin'
@@ -33,7 +34,8 @@ export function findAdminKey(keys: readonly AdminKey[], authorization: string | 
 }
 
 /**
- * Admin route guard: 401 without a valid key, 403 without the permission.
+ * Admin route guard: 401 without a valid key, 403 without the permission,
+ * 400 when the query string is not well-formed text.
  * Sets `adminKey` (the holder's name) for the handler and the request log.
  */
 export function requireAdmin(keys: readonly AdminKey[], permission: AdminPermission): MiddlewareHandler<{ Variables: { adminKey: string } }> {
@@ -44,6 +46,8 @@ export function requireAdmin(keys: readonly AdminKey[], permission: AdminPermiss
       throw new AdminError('forbidden', `this key may not ${permission}`, `key=${key.name}`)
     }
     c.set('adminKey', key.name)
+    // Only an authenticated caller learns that its input is malformed.
+    checkQuery(c)
     await next()
   }
 }

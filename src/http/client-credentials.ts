@@ -14,21 +14,24 @@ function formDecode(s: string): string {
 function parseBasic(header: string): { clientId: string; secret: string } {
   const match = /^Basic ([A-Za-z0-9+/]+={0,2})$/i.exec(header.trim())
   if (match === null) throw fail('malformed Authorization header')
-  // RFC 7617 §2.1: UTF-8. Bytes that are not must not pass as U+FFFD.
+  // RFC 7617 §2.1: UTF-8. Bytes that are not, a NUL, a lone surrogate or a broken escape are refused
+  // as a malformed request (400), as anywhere else a caller controls; they must not pass as U+FFFD.
+  const malformed = () => new OAuthError('invalid_request', 'malformed Basic credentials', { detail: 'Basic credentials are not well-formed text' })
   const decoded = decodeUtf8(Buffer.from(match[1]!, 'base64'))
-  if (decoded === undefined) throw fail('malformed Basic credentials encoding')
+  if (decoded === undefined) throw malformed()
   const colon = decoded.indexOf(':')
   if (colon < 0) throw fail('malformed Basic credentials')
+  let clientId: string
+  let secret: string
   try {
-    const clientId = formDecode(decoded.slice(0, colon))
-    const secret = formDecode(decoded.slice(colon + 1))
-    if (clientId === '' || secret === '') throw fail('empty Basic credentials')
-    if (!isStorableText(clientId) || !isStorableText(secret)) throw fail('malformed Basic credentials encoding')
-    return { clientId, secret }
-  } catch (err) {
-    if (err instanceof OAuthError) throw err
-    throw fail('malformed Basic credentials encoding')
+    clientId = formDecode(decoded.slice(0, colon))
+    secret = formDecode(decoded.slice(colon + 1))
+  } catch {
+    throw malformed()
   }
+  if (!isStorableText(clientId) || !isStorableText(secret)) throw malformed()
+  if (clientId === '' || secret === '') throw fail('empty Basic credentials')
+  return { clientId, secret }
 }
 
 const twoMethods = () => new OAuthError('invalid_request', 'use exactly one client authentication method')

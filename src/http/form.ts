@@ -78,14 +78,15 @@ export async function readForm(c: Context, maxBytes: number): Promise<URLSearchP
 }
 
 /**
- * True when every name and value of `body` percent-decodes to storable text.
+ * True when every name and value of `body` (a form, or a URL's query)
+ * percent-decodes to storable text.
  * Decoding the whole body at once checks each part: `&` and `=` are never
  * part of an escape, so a sequence decodes the same here as within its
  * part, and decodeURIComponent throws on a malformed escape or escaped bytes
  * that are not UTF-8 (a surrogate's included), which URLSearchParams would
  * quietly replace.
  */
-function isStorableForm(body: string): boolean {
+export function isStorableForm(body: string): boolean {
   let decoded: string
   try {
     decoded = decodeURIComponent(body)

@@ -1,5 +1,5 @@
 import { constants, verify as cryptoVerify, type KeyObject } from 'node:crypto'
-import { decodeUtf8, isStorableText } from '../core/text.js'
+import { decodeUtf8, holdsOnlyStorableText } from '../core/text.js'
 
 /**
  * Compact-JWS verification on `node:crypto` one-shot calls with keys imported
@@ -64,30 +64,6 @@ function parseJsonObject(part: string, code: string): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new JwtError(code)
   if (!holdsOnlyStorableText(value)) throw new JwtError(`${code}_text`)
   return value as Record<string, unknown>
-}
-
-/**
- * True when every string of a parsed JSON value, member names included,
- * is storable text: JSON escapes can spell a NUL or a lone surrogate
- * ("\u0000", "\ud800") in valid UTF-8. Iterative: nesting depth is bounded
- * only by the token's length.
- */
-function holdsOnlyStorableText(root: unknown): boolean {
-  const stack: unknown[] = [root]
-  while (stack.length > 0) {
-    const v = stack.pop()
-    if (typeof v === 'string') {
-      if (!isStorableText(v)) return false
-    } else if (Array.isArray(v)) {
-      for (const item of v) stack.push(item)
-    } else if (typeof v === 'object' && v !== null) {
-      for (const [name, item] of Object.entries(v)) {
-        if (!isStorableText(name)) return false
-        stack.push(item)
-      }
-    }
-  }
-  return true
 }
 
 /** Splits and decodes a JWS in compact serialization; checks shape only, not the signature. */

@@ -7,6 +7,7 @@ import { AgentIdString } from '../../policy/schema.js'
 import type { Revocation, RevocationTarget } from '../../revocation/port.js'
 import { RevocationError, type RevocationService } from '../../revocation/service.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
+import { readJsonBody } from '../admin-input.js'
 import { AdminError, NO_STORE } from '../oauth-errors.js'
 import { recordAdminRead } from './admin-audit.js'
 
@@ -137,12 +138,7 @@ export function mountAdminRevocations(app: Hono<any>, deps: AdminRevocationDeps)
   }
 
   app.post('/admin/revocations', requireAdmin(deps.keys, 'revoke'), async function createRevocation(c) {
-    let raw: unknown
-    try {
-      raw = await c.req.json()
-    } catch {
-      throw new AdminError('invalid_request', 'body must be a JSON object')
-    }
+    const raw = await readJsonBody(c)
     const parsed = RevokeBody.safeParse(raw)
     if (!parsed.success) {
       const field = parsed.error.issues[0]?.path.join('.') || 'body'

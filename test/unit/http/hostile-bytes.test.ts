@@ -81,21 +81,22 @@ describe('hostile bytes at the edge', () => {
       await expectToken(await b.token(exchange(await user()), basic(FFFD_AGENT, b.secret(FFFD_SECRET))))
     })
 
-    it('refuses bytes that are not UTF-8 where that secret has U+FFFD → 401 invalid_client', async () => {
+    it('refuses bytes that are not UTF-8 where that secret has U+FFFD → 400 invalid_request', async () => {
       const [before, after] = FFFD_SECRET.split('\ufffd') as [string, string]
       const header = rawBasic(Buffer.concat([Buffer.from(`${FFFD_AGENT}:${before}`), Buffer.from([0xff]), Buffer.from(after)]))
       b.secret(header.authorization)
-      await expectOAuthError(await b.token(exchange(await user()), header), 401, 'invalid_client')
+      await expectOAuthError(await b.token(exchange(await user()), header), 400, 'invalid_request')
     })
 
     it.each([
       ['a percent-encoded NUL in the client id', () => rawBasic(Buffer.from(`secret-agent%00:${SECRET}`))],
       ['a raw NUL in the secret', () => rawBasic(Buffer.from(`secret-agent:${SECRET}\u0000`))],
       ['a percent-encoded UTF-8 surrogate in the secret', () => rawBasic(Buffer.from(`secret-agent:${SECRET}%ED%A0%80`))],
-    ])('refuses %s → 401 invalid_client', async (_name, header) => {
+      ['a broken percent-escape in the client id', () => rawBasic(Buffer.from(`secret-agent%zz:${SECRET}`))],
+    ])('refuses %s → 400 invalid_request', async (_name, header) => {
       const h = header()
       b.secret(h.authorization)
-      await expectOAuthError(await b.token(exchange(await user()), h), 401, 'invalid_client')
+      await expectOAuthError(await b.token(exchange(await user()), h), 400, 'invalid_request')
     })
   })
 

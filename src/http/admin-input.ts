@@ -1,0 +1,35 @@
+import type { Context } from 'hono'
+import { decodeUtf8, holdsOnlyStorableText } from '../core/text.js'
+import { isStorableForm } from './form.js'
+import { AdminError } from './oauth-errors.js'
+
+/**
+ * The admin API's JSON body: strict UTF-8, JSON, and nothing Mandate could
+ * not store (a NUL or a lone surrogate spelled as a JSON escape would fail
+ * the database write and reach the caller as a 503). Throws `AdminError`
+ * `invalid_request`.
+ */
+export async function readJsonBody(c: Context): Promise<unknown> {
+  const text = decodeUtf8(new Uint8Array(await c.req.arrayBuffer()))
+  let value: unknown
+  try {
+    value = JSON.parse(text ?? '')
+  } catch {
+    throw new AdminError('invalid_request', 'body must be a JSON object')
+  }
+  if (!holdsOnlyStorableText(value)) {
+    throw new AdminError('invalid_request', 'body holds a NUL, a lone surrogate or bytes that are not UTF-8')
+  }
+  return value
+}
+
+/**
+ * Refuses an admin request whose query string does not percent-decode to
+ * storable text: Hono's query reader keeps a broken escape as literal text
+ * and would hand it to a filter. Throws `AdminError` `invalid_request`.
+ */
+export function checkQuery(c: Context): void {
+  const url = c.req.url
+  const at = url.indexOf('?')
+  if (at >= 0 && !isStorableForm(url.slice(at + 1))) throw new AdminError('invalid_request', 'malformed query string')
+}
