@@ -3,7 +3,10 @@ import { join } from 'node:path'
 import type { Hono } from 'hono'
 import type { JSONWebKeySet } from 'jose'
 import type { AuditLog } from './audit/port.js'
-import type { ReplayCache, TokenMinter } from './tokens/port.js'
+import type { TokenMinter } from './tokens/port.js'
+import type { AdmissionStore } from './admission/port.js'
+import { createMemoryAdmissionStore } from './admission/memory.js'
+import { createRedisAdmissionStore } from './admission/redis.js'
 import { CHECKPOINT_TYP, createCheckpointWriter } from './audit/checkpoint.js'
 import { createSqlAuditLog, lastKeyRotation, type SqlAuditLog } from './audit/sql.js'
 import { delegationTree, queryAudit } from './audit/query.js'
@@ -24,7 +27,6 @@ import type { Revocation, RevocationFeed, RevocationLog } from './revocation/por
 import { createRedisRevocationFeed } from './revocation/redis.js'
 import { createRevocationService, observeMirror, type RevocationService } from './revocation/service.js'
 import { openDatabase } from './storage/database.js'
-import { createRedisReplayCache } from './tokens/replay-redis.js'
 import type { Logger } from './telemetry/log.js'
 import { startTelemetry, type TelemetryExporters } from './telemetry/otel.js'
 import { createClientAuthenticator } from './tokens/client-auth.js'
@@ -32,7 +34,6 @@ import { createDevUserIssuer } from './tokens/dev-issuer.js'
 import { normalizeTyp } from './tokens/jws.js'
 import { openSigningKeys, type SigningKey } from './tokens/keys.js'
 import { createTokenMinter } from './tokens/mint.js'
-import { createMemoryReplayCache } from './tokens/replay-memory.js'
 import { createSubjectVerifier } from './tokens/subject.js'
 import {
   createIssuerRegistry,
@@ -72,7 +73,8 @@ export interface ComposeOptions {
   readonly minter?: TokenMinter
   /** Durable revocation log instead of PostgreSQL/PGlite (tests). */
   readonly revocationLog?: RevocationLog
-  readonly replay?: ReplayCache
+  /** Spent assertions and rate limits instead of Redis or process memory (tests). */
+  readonly admission?: AdmissionStore
   /**
    * Span and metric exporters instead of the configured OTLP ones (tests: the
    * SDK's in-memory exporters). Either one turns its signal on.
@@ -258,7 +260,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     // Observed: the broker's /revocations/feed streams what it applies.
     const mirror = observeMirror(createRevocationMirror(nowSeconds))
     let feed: RevocationFeed | undefined
-    let replay = options.replay
+    let admission = options.admission
     if (config.storage.redis_url !== undefined) {
       const redis = new Redis(config.storage.redis_url, {
         lazyConnect: false,
@@ -266,7 +268,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
         enableOfflineQueue: false,
         connectTimeout: 2000,
         commandTimeout: 2000,
-        // The replay check's SETs of one event-loop turn go out in one write and Redis answers them
+        // The admission scripts of one event-loop turn go out in one write and Redis answers them
         // in one read: one syscall each way for many exchanges, not one per exchange.
         enableAutoPipelining: true,
       })
@@ -284,16 +286,18 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
         logger: log.child({ module: 'revocation' }),
       })
       closers.push(() => feed!.close())
-      replay ??= createRedisReplayCache(redis, config.storage.key_prefix, nowSeconds)
+      admission ??= await createRedisAdmissionStore(redis, config.storage.key_prefix, clock)
     } else {
       mirror.replaceAll(await revocationLog.listRelevant(nowSeconds()))
       if (!options.dev) {
         log.warn(
-          { replay_cache: 'memory', revocation_feed: 'none' },
-          'REDIS_URL is not set: revocations and client-assertion replays are tracked in this process only; run a single instance',
+          { replay_cache: 'memory', rate_limits: 'memory', revocation_feed: 'none' },
+          'REDIS_URL is not set: revocations, client-assertion replays and rate limits are tracked in this process only; run a single instance',
         )
       }
     }
+    // Embedded: the process's memory, which begins now (an assertion from before a restart is refused).
+    admission ??= createMemoryAdmissionStore(clock)
     const revocations = createRevocationService({
       log: revocationLog,
       mirror,
@@ -312,7 +316,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     policies,
     clients: createClientAuthenticator({
       issuer: config.issuer,
-      replay: replay ?? createMemoryReplayCache(nowSeconds),
+      admission: admission,
       workloads: createIssuerRegistry(workloadIssuers, resolverFor),
       now: nowSeconds,
       skew,
@@ -330,6 +334,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     revocations,
     minter: options.minter ?? createTokenMinter(keys),
     audit,
+    admission,
     now: nowSeconds,
     newJti: () => randomUUID() as Jti,
     ...(tracing === undefined ? {} : { step: tracing.step }),

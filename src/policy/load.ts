@@ -3,8 +3,8 @@ import { readdir, readFile, stat } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml'
 import type { AgentId } from '../core/claims.js'
-import type { AgentPolicy, AgentPublicKey, AudienceGrant, PolicyStore } from './port.js'
-import { Policy } from './schema.js'
+import type { AgentPolicy, AgentPublicKey, AudienceGrant, PolicyStore, RateLimit } from './port.js'
+import { parseRate, Policy } from './schema.js'
 
 /** One problem in one policy file, located as precisely as the YAML allows. */
 export interface PolicyIssue {
@@ -137,10 +137,18 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy; 
       grants,
       ttl: { default: p.token_ttl.default, max: p.token_ttl.max },
       delegation: { maxDepth: p.delegation.max_depth, subAgents: new Set(p.delegation.sub_agents as AgentId[]) },
+      rateLimit: { agent: rateLimit(p.rate_limit.agent), user: rateLimit(p.rate_limit.user) },
       sourceHash: createHash('sha256').update(text).digest('hex'),
       source: file,
     },
   }
+}
+
+/** A validated `rate_limit` bucket, compiled; the burst defaults to the rate's count. */
+function rateLimit(bucket: { rate: string; burst?: number | undefined } | undefined): RateLimit | undefined {
+  if (bucket === undefined) return undefined
+  const rate = parseRate(bucket.rate)!
+  return { perSecond: rate.perSecond, burst: bucket.burst ?? rate.count }
 }
 
 /**

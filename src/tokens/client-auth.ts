@@ -5,13 +5,16 @@ import { CLIENT_AUTH_FAILED, loggable, OAuthError } from '../core/errors.js'
 import type { AgentPolicy, PolicyStore } from '../policy/port.js'
 import { UpstreamUnavailable } from './fetch-limited.js'
 import { checkClaims, checkHeader, decodeJws, JwtError, verifySignature } from './jws.js'
-import type { AuthenticatedClient, ClientAuthenticator, ClientCredentials, ReplayCache } from './port.js'
+import type { AdmissionStore } from '../admission/port.js'
+import { admissionRefusal, admissionUnavailable } from '../core/admission.js'
+import type { AuthenticatedClient, ClientAuthenticator, ClientCredentials } from './port.js'
 import { unverifiedIssuer, verifyDecodedJwt, type IssuerRegistry } from './upstream.js'
 
 export interface ClientAuthOptions {
   /** This broker's issuer identifier: the only `aud` a client assertion may carry (RFC 7523 update). */
   readonly issuer: string
-  readonly replay: ReplayCache
+  /** Where assertions are spent by `spend`. */
+  readonly admission: AdmissionStore
   /** Issuers trusted for workload identities, and no other role. */
   readonly workloads: IssuerRegistry
   /** Epoch seconds. */
@@ -52,7 +55,6 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
   const dummy = generateKeyPairSync('ec', { namedCurve: 'P-256' })
   const dummySignature = sign('sha256', Buffer.from('x'), { key: dummy.privateKey, dsaEncoding: 'ieee-p1363' })
   const fail = (detail: string) => new OAuthError('invalid_client', CLIENT_AUTH_FAILED, { detail })
-  const settled: Promise<void> = Promise.resolve()
 
   function secretBasic(policies: PolicyStore, clientId: string, secret: string): AuthenticatedClient {
     const policy = policies.get(clientId as AgentId)
@@ -61,7 +63,7 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
     if (policy === undefined) throw fail(`unknown agent`)
     if (policy.authentication.method !== 'client_secret_basic') throw fail(`${clientId} does not use client_secret_basic`)
     if (!matches) throw fail(`wrong secret for ${clientId}`)
-    return { agent: policy.agent, method: 'client_secret_basic', ready: settled }
+    return { agent: policy.agent, method: 'client_secret_basic', assertion: undefined }
   }
 
   async function privateKeyJwt(policies: PolicyStore, assertion: string, clientId: string | undefined): Promise<AuthenticatedClient> {
@@ -107,20 +109,13 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
       if (payload['sub'] !== policy.agent) throw new JwtError('sub_not_iss')
       const exp = payload['exp'] as number
       if (exp - now > options.assertionMaxLifetime) throw new JwtError('assertion_lifetime_too_long')
-      const replayKey = `${policy.agent}:${payload['jti'] as string}`
-      const ready = options.replay.remember(replayKey, exp + options.skew).then(
-        (fresh) => {
-          if (!fresh) throw fail('client assertion jti replayed')
-        },
-        (cause: unknown) => {
-          throw new OAuthError('temporarily_unavailable', 'replay cache unavailable; try again', {
-            detail: 'replay cache unavailable',
-            retryAfter: 1,
-            cause,
-          })
-        },
-      )
-      return { agent: policy.agent, method: 'private_key_jwt', ready }
+      const iat = payload['iat'] as number | undefined
+      // Any earlier acceptance happened no earlier than both bounds checked then: iat at most `skew`
+      // ahead of the broker's clock, exp at most the longest lifetime ahead. Client clocks may run fast,
+      // so iat alone would let a spent assertion pass after the replay store lost its memory.
+      const earliestUse = Math.max(exp - options.assertionMaxLifetime, iat === undefined ? -Infinity : iat - options.skew)
+      const use = { key: `${policy.agent}:${payload['jti'] as string}`, earliestUse: earliestUse * 1000, expiresAt: (exp + options.skew) * 1000 }
+      return { agent: policy.agent, method: 'private_key_jwt', assertion: use }
     } catch (err) {
       if (err instanceof JwtError) throw fail(`assertion: ${err.code}`)
       throw err
@@ -152,7 +147,7 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
       const policy = policies.byWorkload(trusted.issuer.issuer, payload['sub'] as string)
       if (policy === undefined) throw new JwtError('no_agent_for_workload')
       if (clientId !== undefined && clientId !== policy.agent) throw new JwtError('client_id_mismatch')
-      return { agent: policy.agent, method: 'workload_identity', ready: settled }
+      return { agent: policy.agent, method: 'workload_identity', assertion: undefined }
     } catch (err) {
       if (err instanceof JwtError) throw refuse(`actor_token: ${err.code}`)
       if (err instanceof UpstreamUnavailable) {
@@ -166,6 +161,14 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
   }
 
   return {
+    async spend(client: AuthenticatedClient): Promise<void> {
+      if (client.assertion === undefined) return
+      const decision = await options.admission.admit({ assertion: client.assertion, buckets: [] }).catch((cause: unknown) => {
+        throw admissionUnavailable(cause)
+      })
+      const refusal = admissionRefusal(decision)
+      if (refusal !== undefined) throw refusal
+    },
     async authenticate(credentials: ClientCredentials, policies: PolicyStore): Promise<AuthenticatedClient> {
       switch (credentials.method) {
         case 'client_secret_basic':

@@ -63,7 +63,7 @@ export async function tokenStatus(token: string, deps: TokenRoutesDeps): Promise
 /** Authenticates the caller of /oauth2/introspect and /oauth2/revoke as an agent; returns its id. */
 export async function authenticateAgent(c: Context, form: FormParams, deps: TokenRoutesDeps): Promise<string> {
   const client = await deps.clients.authenticate(clientCredentials(c.req.header('authorization'), form), deps.policies.snapshot())
-  await client.ready
+  await deps.clients.spend(client)
   return client.agent
 }
 
