@@ -7,6 +7,9 @@ import type { TokenMinter } from './tokens/port.js'
 import type { AdmissionStore } from './admission/port.js'
 import { createMemoryAdmissionStore } from './admission/memory.js'
 import { createRedisAdmissionStore } from './admission/redis.js'
+import { createAuthFailureThrottle } from './admission/auth-failures.js'
+import { clientAddressResolver } from './http/client-address.js'
+import { createRefusalLog } from './telemetry/refusal-log.js'
 import { CHECKPOINT_TYP, createCheckpointWriter } from './audit/checkpoint.js'
 import { createSqlAuditLog, lastKeyRotation, type SqlAuditLog } from './audit/sql.js'
 import { delegationTree, queryAudit } from './audit/query.js'
@@ -340,6 +343,16 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     ...(tracing === undefined ? {} : { step: tracing.step }),
   }
 
+  // Counted per agent (rate limits) and per endpoint (back-off), logged every 10 s: never a line per refusal.
+  const limitsLog = log.child({ module: 'limits' })
+  const refusals = {
+    rateLimited: createRefusalLog(limitsLog, { message: 'token exchanges refused by rate limits', subject: 'agent', intervalMs: 10_000 }),
+    throttled: createRefusalLog(limitsLog, { message: 'requests refused by the failed-authentication back-off', subject: 'endpoint', intervalMs: 10_000 }),
+  }
+  closers.push(async () => {
+    refusals.rateLimited.close()
+    refusals.throttled.close()
+  })
   const app = createApp({
     exchange,
     revocations,
@@ -352,10 +365,9 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     ...(metrics === undefined ? {} : { metrics }),
     ...(sqlDb === undefined ? {} : { auditQueries: { page: (r) => queryAudit(sqlDb.db, r), tree: (jti) => delegationTree(sqlDb.db, jti) } }),
     ...(sqlAudit === undefined ? {} : { auditHealthy: () => sqlAudit!.probe() }),
-    clientAddress: (c) => {
-      const incoming = (c.env as { incoming?: import('node:http').IncomingMessage } | undefined)?.incoming
-      return incoming?.socket.remoteAddress
-    },
+    clientAddress: clientAddressResolver(config.listen.trusted_proxies ?? []),
+    authFailures: createAuthFailureThrottle(clock),
+    refusals,
   })
   return {
     app,

@@ -142,6 +142,8 @@ export interface TestBrokerOptions {
   readonly agentKeys?: { readonly privateKey: CryptoKey; readonly publicKey: CryptoKey }
   /** Replaces the admission store (e.g. one that fails). */
   readonly admission?: AdmissionStore
+  /** `listen.trusted_proxies`: peers whose X-Forwarded-For names the client. */
+  readonly trustedProxies?: readonly string[]
 }
 
 /**
@@ -240,6 +242,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     signing: { generate_if_missing: true },
     log: { level: 'debug' },
     ...(options.storage === undefined ? {} : { storage: options.storage }),
+    ...(options.trustedProxies === undefined ? {} : { listen: { trusted_proxies: options.trustedProxies } }),
     admin: {
       keys: Object.entries(ADMIN_KEYS).map(([role, key]) => ({
         name: `${role}-holder`,
