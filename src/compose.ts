@@ -110,6 +110,8 @@ function trustedIssuer(t: TrustedIssuerConfig, brokerIssuer: string, defaultTyp:
  */
 export async function composeMandate(config: Config, options: ComposeOptions): Promise<Mandate> {
   const clock = options.clock ?? Date.now
+  // Nothing is accepted before this: where an embedded broker's replay memory begins.
+  const startedAt = clock()
   const nowSeconds = () => Math.floor(clock() / 1000)
   const log = options.logger
 
@@ -299,8 +301,8 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
         )
       }
     }
-    // Embedded: the process's memory, which begins now (an assertion from before a restart is refused).
-    admission ??= createMemoryAdmissionStore(clock)
+    // Embedded: the process's memory, which began at the start (an assertion from before a restart is refused).
+    admission ??= createMemoryAdmissionStore(clock, startedAt)
     const revocations = createRevocationService({
       log: revocationLog,
       mirror,

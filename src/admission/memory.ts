@@ -9,13 +9,13 @@ function bucketKey(b: BucketCharge): string {
 }
 
 /**
- * The store of a single process (embedded mode). Its memory begins when it
- * is created, i.e. at the broker's start: an assertion the previous process
- * may have accepted is refused, never replayed. `clock` is epoch
- * milliseconds.
+ * The store of a single process (embedded mode). Its memory begins at
+ * `since` (default: when it is created), which must not precede the moment
+ * this process could first accept an assertion, e.g. the broker's start: an
+ * assertion the previous process may have accepted is then refused, never
+ * replayed. `clock` is epoch milliseconds.
  */
-export function createMemoryAdmissionStore(clock: () => number): AdmissionStore {
-  const since = clock()
+export function createMemoryAdmissionStore(clock: () => number, since = clock()): AdmissionStore {
   const spent = new Map<string, number>()
   const buckets = new Map<string, BucketState & { fullAt: number }>()
   let nextSweep = since + SWEEP_EVERY_MS
