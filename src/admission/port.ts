@@ -49,13 +49,15 @@ export type Admission =
 
 /**
  * Single-use assertions and rate limits, shared by every instance, decided
- * in one step so that a request costs at most one round trip. `admit` does,
- * atomically and in this order: refuse an assertion whose `earliestUse`
- * precedes the start of the store's memory (`predates_memory`); spend its
- * `jti`, refusing a second use (`replayed`); draw one token from every
- * bucket, or from none when one is empty (`limited`). An assertion refused
- * for a limit stays spent. Resolves the decision; rejects when the store
- * cannot answer, and the caller then fails closed.
+ * in one step so that a request costs at most one round trip. `admit`
+ * decides, as if atomically and in this order: refuse an assertion whose
+ * `earliestUse` precedes the start of the store's memory
+ * (`predates_memory`); spend its `jti`, refusing a second use
+ * (`replayed`); draw one token from every bucket, or from none when one is
+ * empty (`limited`). A refused request draws from no bucket; its assertion
+ * may be left spent (one refused as predating stays refused anyway, and one
+ * refused for a limit must not be retried). Resolves the decision; rejects
+ * when the store cannot answer, and the caller then fails closed.
  *
  * The store's memory begins when it was found empty: at creation for a
  * process-local store, and for a shared one whenever its marker is missing

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { msToFill, retryAfterSeconds } from './bucket.js'
-import type { Admission, AdmissionRequest, AdmissionStore, BucketCharge } from './port.js'
+import type { Admission, AdmissionRequest, AdmissionStore, AssertionUse, BucketCharge } from './port.js'
 
 export interface RedisAdmissionStoreOptions {
   /** Longest `admit` waits for Redis before it rejects, whatever `redis` is configured with. Default 2000. */
@@ -12,10 +12,11 @@ export interface RedisAdmissionStoreOptions {
  * KEYS: the marker, then (with an assertion) its `jti` key, then one key per
  * bucket. ARGV: now (ms), 1 or 0 (an assertion?), its earliest use (ms), its
  * `jti`'s time to live (ms), then per bucket: tokens per ms, burst, time to
- * live (ms).
- * Returns {0} admitted, {1} replayed, {2, ms} predates the marker by ms,
- * {3, i, ms} bucket i (0-based) has a token in ms (to the nearest ms: floating-point
- * noise must not turn 3600 s into 3601).
+ * live (ms). A bucket is a string "<tokens> <last update ms>" with a time to
+ * live: two commands per bucket (GET, SET PX), not three (hash + PEXPIRE).
+ * Returns 0 admitted, 1 replayed, {2, ms} predates the marker by ms,
+ * {3, i, ms} bucket i (0-based) has a token in ms (to the nearest ms:
+ * floating-point noise must not turn 3600 s into 3601).
  */
 const ADMIT = `
 local now = tonumber(ARGV[1])
@@ -26,41 +27,43 @@ if ARGV[2] == '1' then
   if marker then since = tonumber(marker) else redis.call('SET', KEYS[1], ARGV[1]) end
   local earliest = tonumber(ARGV[3])
   if earliest < since then return {2, since - earliest} end
-  if not redis.call('SET', KEYS[2], '1', 'PX', ARGV[4], 'NX') then return {1} end
+  if not redis.call('SET', KEYS[2], '1', 'PX', ARGV[4], 'NX') then return 1 end
   k = 3
 end
 local left = {}
 for i = 0, #KEYS - k do
   local rate = tonumber(ARGV[5 + 3 * i])
   local burst = tonumber(ARGV[6 + 3 * i])
-  local state = redis.call('HMGET', KEYS[k + i], 't', 'at')
   local tokens = burst
-  if state[1] and state[2] then
-    tokens = math.min(burst, tonumber(state[1]) + math.max(0, now - tonumber(state[2])) * rate)
+  local state = redis.call('GET', KEYS[k + i])
+  if state then
+    local t, at = string.match(state, '^(%S+) (%S+)$')
+    if t then tokens = math.min(burst, tonumber(t) + math.max(0, now - tonumber(at)) * rate) end
   end
   if tokens < 1 then return {3, i, math.floor((1 - tokens) / rate + 0.5)} end
   left[i + 1] = tokens - 1
 end
 for i = 0, #KEYS - k do
-  redis.call('HSET', KEYS[k + i], 't', tostring(left[i + 1]), 'at', ARGV[1])
-  redis.call('PEXPIRE', KEYS[k + i], ARGV[7 + 3 * i])
+  redis.call('SET', KEYS[k + i], string.format('%.17g %s', left[i + 1], ARGV[1]), 'PX', ARGV[7 + 3 * i])
 end
-return {0}
+return 0
 `
 
 type AdmitCommand = (numKeys: number, ...args: (string | number)[]) => Promise<unknown>
 
 /**
- * The admission store shared by every instance: one Lua script per request
- * (ioredis `defineCommand`: EVAL once per connection, EVALSHA after, and
- * auto-pipelined with the other commands of the same event-loop turn when
- * the client enables it). Keys under `prefix`:
+ * The admission store shared by every instance, one round trip per request:
+ * a request with buckets is one Lua script (ioredis `defineCommand`: EVAL
+ * once per connection, EVALSHA after); one with an assertion only is a
+ * `SET NX` and a `GET` (see `spend`). Either is auto-pipelined with the
+ * other commands of the same event-loop turn when the client enables it.
+ * Keys under `prefix`:
  * - `replay:since`: epoch ms since which spent `jti`s are remembered, set
- *   by the script whenever it is missing (a new, flushed or restarted
- *   Redis) and at creation;
+ *   whenever it is found missing (a new, flushed or restarted Redis) and at
+ *   creation;
  * - `jti:<agent>:<jti>`: a spent assertion, until its expiry (`SET NX PX`);
  * - `rl:a:<agent>`, `rl:u:<agent>:<SHA-256 of issuer and sub>`: token buckets
- *   (hash of tokens and last update), expiring once they would be full again.
+ *   (tokens and last update), expiring once they would be full again.
  * Redis must not evict keys on its own (`maxmemory-policy noeviction`): a
  * spent `jti` evicted while the marker stays would be accepted again.
  *
@@ -70,7 +73,7 @@ type AdmitCommand = (numKeys: number, ...args: (string | number)[]) => Promise<u
  *
  * `redis` stays the caller's; give it `commandTimeout` (at most `timeoutMs`
  * spares a timer per call) and a small `maxRetriesPerRequest` (or no offline
- * queue). A script that reaches Redis after its call was rejected only
+ * queue). A command that reaches Redis after its call was rejected only
  * spends a `jti` or a token: the safe side. Redis Cluster: use a hash tag in
  * `prefix` so that a request's keys share a slot.
  */
@@ -95,7 +98,7 @@ export async function createRedisAdmissionStore(
       : `${prefix}rl:u:${b.agent}:${createHash('sha256').update(`${b.issuer}\n${b.sub}`).digest('base64url')}`
 
   function decide(reply: unknown, request: AdmissionRequest): Admission {
-    const [code, a, b] = reply as [number, number | undefined, number | undefined]
+    const [code, a, b] = (typeof reply === 'number' ? [reply] : reply) as [number, number | undefined, number | undefined]
     switch (code) {
       case 0:
         return { outcome: 'admitted' }
@@ -110,8 +113,29 @@ export async function createRedisAdmissionStore(
     }
   }
 
-  async function admit(request: AdmissionRequest): Promise<Admission> {
-    const now = clock()
+  /**
+   * An assertion and no bucket (the usual request) needs no script: `SET NX`
+   * of its `jti`, then `GET` of the marker, auto-pipelined into one round
+   * trip at a fraction of a script's Redis CPU. Sent in that order, they are
+   * safe against a flush that lands between them: a marker read from before
+   * the flush means the `SET` ran before it too, and so saw the spent `jti`;
+   * a missing marker means the memory starts now, which refuses the
+   * assertion. A refused assertion may be left spent: it stays refused.
+   */
+  async function spend(assertion: AssertionUse, now: number): Promise<Admission> {
+    const ttl = Math.max(1_000, Math.ceil(assertion.expiresAt - now))
+    const [fresh, marker] = await Promise.all([redis.set(`${prefix}jti:${assertion.key}`, '1', 'PX', ttl, 'NX'), redis.get(markerKey)])
+    let since = Number(marker)
+    if (marker === null) {
+      since = now
+      // Any instance's value will do: each is at or after the moment the store was emptied.
+      redis.set(markerKey, String(now), 'NX').catch(() => {})
+    }
+    if (assertion.earliestUse < since) return { outcome: 'predates_memory', retryAfter: retryAfterSeconds(since - assertion.earliestUse) }
+    return fresh === 'OK' ? { outcome: 'admitted' } : { outcome: 'replayed' }
+  }
+
+  async function script(request: AdmissionRequest, now: number): Promise<Admission> {
     const { assertion, buckets } = request
     const keys: string[] = [markerKey]
     const args: (string | number)[] = [now]
@@ -124,15 +148,21 @@ export async function createRedisAdmissionStore(
       keys.push(bucketKey(b))
       args.push(b.limit.perSecond / 1000, b.limit.burst, msToFill(b.limit) + 1_000)
     }
-    const reply = run(keys.length, ...keys, ...args)
-    if (clientBound) return decide(await reply, request)
-    reply.catch(() => {})
+    return decide(await run(keys.length, ...keys, ...args), request)
+  }
+
+  async function admit(request: AdmissionRequest): Promise<Admission> {
+    const now = clock()
+    const decision =
+      request.buckets.length === 0 && request.assertion !== undefined ? spend(request.assertion, now) : script(request, now)
+    if (clientBound) return decision
+    decision.catch(() => {})
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`admission store: redis did not answer within ${timeoutMs} ms`)), timeoutMs)
     })
     try {
-      return decide(await Promise.race([reply, timeout]), request)
+      return await Promise.race([decision, timeout])
     } finally {
       clearTimeout(timer)
     }
