@@ -273,7 +273,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
         enableOfflineQueue: false,
         connectTimeout: 2000,
         commandTimeout: 2000,
-        // The admission scripts of one event-loop turn go out in one write and Redis answers them
+        // The admission commands of one event-loop turn go out in one write and Redis answers them
         // in one read: one syscall each way for many exchanges, not one per exchange.
         enableAutoPipelining: true,
       })
@@ -321,7 +321,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     policies,
     clients: createClientAuthenticator({
       issuer: config.issuer,
-      admission: admission,
+      admission,
       workloads: createIssuerRegistry(workloadIssuers, resolverFor),
       now: nowSeconds,
       skew,

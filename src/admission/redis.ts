@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { msToFill, retryAfterSeconds } from './bucket.js'
-import type { Admission, AdmissionRequest, AdmissionStore, AssertionUse, BucketCharge } from './port.js'
+import type { Admission, AdmissionRequest, AdmissionStore, BucketCharge } from './port.js'
 
 export interface RedisAdmissionStoreOptions {
   /** Longest `admit` waits for Redis before it rejects, whatever `redis` is configured with. Default 2000. */
@@ -52,12 +52,10 @@ return 0
 type AdmitCommand = (numKeys: number, ...args: (string | number)[]) => Promise<unknown>
 
 /**
- * The admission store shared by every instance, one round trip per request:
- * a request with buckets is one Lua script (ioredis `defineCommand`: EVAL
- * once per connection, EVALSHA after); one with an assertion only is a
- * `SET NX` and a `GET` (see `spend`). Either is auto-pipelined with the
- * other commands of the same event-loop turn when the client enables it.
- * Keys under `prefix`:
+ * The admission store shared by every instance: one Lua script call per
+ * request (ioredis `defineCommand`: EVAL once per connection, EVALSHA
+ * after), auto-pipelined with the other commands of the same event-loop
+ * turn when the client enables it. Keys under `prefix`:
  * - `replay:since`: epoch ms since which spent `jti`s are remembered, set
  *   whenever it is found missing (a new, flushed or restarted Redis) and at
  *   creation;
@@ -73,7 +71,7 @@ type AdmitCommand = (numKeys: number, ...args: (string | number)[]) => Promise<u
  *
  * `redis` stays the caller's; give it `commandTimeout` (at most `timeoutMs`
  * spares a timer per call) and a small `maxRetriesPerRequest` (or no offline
- * queue). A command that reaches Redis after its call was rejected only
+ * queue). A script that reaches Redis after its call was rejected only
  * spends a `jti` or a token: the safe side. Redis Cluster: use a hash tag in
  * `prefix` so that a request's keys share a slot.
  */
@@ -113,28 +111,6 @@ export async function createRedisAdmissionStore(
     }
   }
 
-  /**
-   * An assertion and no bucket (the usual request) needs no script: `SET NX`
-   * of its `jti`, then `GET` of the marker, auto-pipelined into one round
-   * trip at a fraction of a script's Redis CPU. Sent in that order, they are
-   * safe against a flush that lands between them: a marker read from before
-   * the flush means the `SET` ran before it too, and so saw the spent `jti`;
-   * a missing marker means the memory starts now, which refuses the
-   * assertion. A refused assertion may be left spent: it stays refused.
-   */
-  async function spend(assertion: AssertionUse, now: number): Promise<Admission> {
-    const ttl = Math.max(1_000, Math.ceil(assertion.expiresAt - now))
-    const [fresh, marker] = await Promise.all([redis.set(`${prefix}jti:${assertion.key}`, '1', 'PX', ttl, 'NX'), redis.get(markerKey)])
-    let since = Number(marker)
-    if (marker === null) {
-      since = now
-      // Any instance's value will do: each is at or after the moment the store was emptied.
-      redis.set(markerKey, String(now), 'NX').catch(() => {})
-    }
-    if (assertion.earliestUse < since) return { outcome: 'predates_memory', retryAfter: retryAfterSeconds(since - assertion.earliestUse) }
-    return fresh === 'OK' ? { outcome: 'admitted' } : { outcome: 'replayed' }
-  }
-
   async function script(request: AdmissionRequest, now: number): Promise<Admission> {
     const { assertion, buckets } = request
     const keys: string[] = [markerKey]
@@ -153,8 +129,7 @@ export async function createRedisAdmissionStore(
 
   async function admit(request: AdmissionRequest): Promise<Admission> {
     const now = clock()
-    const decision =
-      request.buckets.length === 0 && request.assertion !== undefined ? spend(request.assertion, now) : script(request, now)
+    const decision = script(request, now)
     if (clientBound) return decision
     decision.catch(() => {})
     let timer: NodeJS.Timeout | undefined
