@@ -3,7 +3,13 @@ import { join } from 'node:path'
 import type { Hono } from 'hono'
 import type { JSONWebKeySet } from 'jose'
 import type { AuditLog } from './audit/port.js'
-import type { ReplayCache, ResourceServer, TokenMinter } from './tokens/port.js'
+import type { ResourceServer, TokenMinter } from './tokens/port.js'
+import type { AdmissionStore } from './admission/port.js'
+import { createMemoryAdmissionStore } from './admission/memory.js'
+import { createRedisAdmissionStore } from './admission/redis.js'
+import { createAuthFailureThrottle } from './admission/auth-failures.js'
+import { clientAddressResolver } from './http/client-address.js'
+import { createRefusalLog } from './telemetry/refusal-log.js'
 import { CHECKPOINT_TYP, createCheckpointWriter } from './audit/checkpoint.js'
 import { createSqlAuditLog, lastKeyRotation, type SqlAuditLog } from './audit/sql.js'
 import { delegationTree, queryAudit } from './audit/query.js'
@@ -24,7 +30,6 @@ import type { Revocation, RevocationFeed, RevocationLog } from './revocation/por
 import { createRedisRevocationFeed } from './revocation/redis.js'
 import { createRevocationService, observeMirror, type RevocationService } from './revocation/service.js'
 import { openDatabase } from './storage/database.js'
-import { createRedisReplayCache } from './tokens/replay-redis.js'
 import type { Logger } from './telemetry/log.js'
 import { startTelemetry, type TelemetryExporters } from './telemetry/otel.js'
 import { createClientAuthenticator } from './tokens/client-auth.js'
@@ -32,7 +37,6 @@ import { createDevUserIssuer } from './tokens/dev-issuer.js'
 import { normalizeTyp } from './tokens/jws.js'
 import { openSigningKeys, type SigningKey } from './tokens/keys.js'
 import { createTokenMinter } from './tokens/mint.js'
-import { createMemoryReplayCache } from './tokens/replay-memory.js'
 import { createSubjectVerifier } from './tokens/subject.js'
 import {
   createIssuerRegistry,
@@ -72,7 +76,8 @@ export interface ComposeOptions {
   readonly minter?: TokenMinter
   /** Durable revocation log instead of PostgreSQL/PGlite (tests). */
   readonly revocationLog?: RevocationLog
-  readonly replay?: ReplayCache
+  /** Spent assertions and rate limits instead of Redis or process memory (tests). */
+  readonly admission?: AdmissionStore
   /**
    * Span and metric exporters instead of the configured OTLP ones (tests: the
    * SDK's in-memory exporters). Either one turns its signal on.
@@ -113,6 +118,8 @@ function resourceServer(rs: ResourceServerConfig): ResourceServer {
  */
 export async function composeMandate(config: Config, options: ComposeOptions): Promise<Mandate> {
   const clock = options.clock ?? Date.now
+  // Nothing is accepted before this: where an embedded broker's replay memory begins.
+  const startedAt = clock()
   const nowSeconds = () => Math.floor(clock() / 1000)
   const log = options.logger
 
@@ -267,7 +274,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     // Observed: the broker's /revocations/feed streams what it applies.
     const mirror = observeMirror(createRevocationMirror(nowSeconds))
     let feed: RevocationFeed | undefined
-    let replay = options.replay
+    let admission = options.admission
     if (config.storage.redis_url !== undefined) {
       const redis = new Redis(config.storage.redis_url, {
         lazyConnect: false,
@@ -275,7 +282,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
         enableOfflineQueue: false,
         connectTimeout: 2000,
         commandTimeout: 2000,
-        // The replay check's SETs of one event-loop turn go out in one write and Redis answers them
+        // The admission commands of one event-loop turn go out in one write and Redis answers them
         // in one read: one syscall each way for many exchanges, not one per exchange.
         enableAutoPipelining: true,
       })
@@ -293,16 +300,18 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
         logger: log.child({ module: 'revocation' }),
       })
       closers.push(() => feed!.close())
-      replay ??= createRedisReplayCache(redis, config.storage.key_prefix, nowSeconds)
+      admission ??= await createRedisAdmissionStore(redis, config.storage.key_prefix, clock)
     } else {
       mirror.replaceAll(await revocationLog.listRelevant(nowSeconds()))
       if (!options.dev) {
         log.warn(
-          { replay_cache: 'memory', revocation_feed: 'none' },
-          'REDIS_URL is not set: revocations and client-assertion replays are tracked in this process only; run a single instance',
+          { replay_cache: 'memory', rate_limits: 'memory', revocation_feed: 'none' },
+          'REDIS_URL is not set: revocations, client-assertion replays and rate limits are tracked in this process only; run a single instance',
         )
       }
     }
+    // Embedded: the process's memory, which began at the start (an assertion from before a restart is refused).
+    admission ??= createMemoryAdmissionStore(clock, startedAt)
     const revocations = createRevocationService({
       log: revocationLog,
       mirror,
@@ -321,7 +330,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     policies,
     clients: createClientAuthenticator({
       issuer: config.issuer,
-      replay: replay ?? createMemoryReplayCache(nowSeconds),
+      admission,
       workloads: createIssuerRegistry(workloadIssuers, resolverFor),
       now: nowSeconds,
       skew,
@@ -341,11 +350,22 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     revocations,
     minter: options.minter ?? createTokenMinter(keys),
     audit,
+    admission,
     now: nowSeconds,
     newJti: () => randomUUID() as Jti,
     ...(tracing === undefined ? {} : { step: tracing.step }),
   }
 
+  // Counted per agent (rate limits) and per endpoint (back-off), logged every 10 s: never a line per refusal.
+  const limitsLog = log.child({ module: 'limits' })
+  const refusals = {
+    rateLimited: createRefusalLog(limitsLog, { message: 'token exchanges refused by rate limits', subject: 'agent', intervalMs: 10_000 }),
+    throttled: createRefusalLog(limitsLog, { message: 'requests refused by the failed-authentication back-off', subject: 'endpoint', intervalMs: 10_000 }),
+  }
+  closers.push(async () => {
+    refusals.rateLimited.close()
+    refusals.throttled.close()
+  })
   const app = createApp({
     exchange,
     revocations,
@@ -359,10 +379,9 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     ...(metrics === undefined ? {} : { metrics }),
     ...(sqlDb === undefined ? {} : { auditQueries: { page: (r) => queryAudit(sqlDb.db, r), tree: (jti) => delegationTree(sqlDb.db, jti) } }),
     ...(sqlAudit === undefined ? {} : { auditHealthy: () => sqlAudit!.probe() }),
-    clientAddress: (c) => {
-      const incoming = (c.env as { incoming?: import('node:http').IncomingMessage } | undefined)?.incoming
-      return incoming?.socket.remoteAddress
-    },
+    clientAddress: clientAddressResolver(config.listen.trusted_proxies ?? []),
+    authFailures: createAuthFailureThrottle(clock),
+    refusals,
   })
   return {
     app,

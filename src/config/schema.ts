@@ -1,3 +1,4 @@
+import { isIP } from 'node:net'
 import { z } from 'zod'
 import { compileAuthentication, UNUSABLE_JWK } from '../policy/load.js'
 import { AbsoluteUri, ClientSecretBasicAuthentication, PrivateKeyJwtAuthentication } from '../policy/schema.js'
@@ -86,6 +87,14 @@ export const ResourceServerConfig = z
   })
 export type ResourceServerConfig = z.infer<typeof ResourceServerConfig>
 
+/** An IPv4 or IPv6 address, or a CIDR block of either (`10.0.0.0/8`, `fd00::/8`). */
+const AddressOrBlock = z.string().refine((s) => {
+  const [address, bits, extra] = s.split('/')
+  const family = isIP(address ?? '')
+  if (family === 0 || extra !== undefined) return false
+  return bits === undefined || (/^[0-9]{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128))
+}, 'must be an IP address or a CIDR block')
+
 /** The part of the config the one-role-per-issuer check reads. */
 const RolesInput = z.object({
   issuer: z.string(),
@@ -102,6 +111,12 @@ export const Config = z
       .strictObject({
         host: z.string().min(1).default('0.0.0.0').describe('address to bind. Env: HOST'),
         port: z.number().int().min(0).max(65535).default(8080).describe('TCP port. Env: PORT'),
+        trusted_proxies: z
+          .array(AddressOrBlock)
+          .optional()
+          .describe(
+            'reverse proxies (addresses or CIDR blocks) whose X-Forwarded-For is believed: a request from one is taken to come from the nearest address in that header that is not a trusted proxy. The client address keys the failed-authentication back-off and is recorded in the audit log; behind a proxy not listed here, every client has the proxy’s address',
+          ),
       })
       .prefault({})
       .describe('where the HTTP server listens'),

@@ -1,6 +1,10 @@
 /**
  * OAuth error codes Mandate answers with: RFC 6749 §5.2, `invalid_target` from
  * RFC 8693 §2.2.2, and the two service-level codes of RFC 6749 §4.1.2.1.
+ * `rate_limited` is Mandate's name for a request over a limit: no registered
+ * code says that, so it is sent as `temporarily_unavailable` (the one a
+ * generic client already takes as "retry later") with status 429 and
+ * `Retry-After` (RFC 6585 §4); logs and metrics keep the distinct name.
  */
 export type OAuthErrorCode =
   | 'invalid_request'
@@ -10,6 +14,7 @@ export type OAuthErrorCode =
   | 'unsupported_grant_type'
   | 'invalid_scope'
   | 'invalid_target'
+  | 'rate_limited'
   | 'temporarily_unavailable'
   | 'server_error'
 
@@ -23,7 +28,7 @@ export class OAuthError extends Error {
   readonly code: OAuthErrorCode
   readonly description: string
   readonly detail: string | undefined
-  /** Seconds, for `temporarily_unavailable` (sent as `Retry-After`). */
+  /** Seconds, for `temporarily_unavailable` and `rate_limited` (sent as `Retry-After`). */
   readonly retryAfter: number | undefined
 
   constructor(
@@ -39,23 +44,30 @@ export class OAuthError extends Error {
   }
 }
 
-/** HTTP status for each code: one exhaustive switch, no default. */
-export function statusOf(code: OAuthErrorCode): 400 | 401 | 500 | 503 {
+/** HTTP status and the `error` sent for each code: one exhaustive switch, no default. */
+export function answerOf(code: OAuthErrorCode): { readonly status: 400 | 401 | 429 | 500 | 503; readonly error: OAuthErrorCode } {
   switch (code) {
     case 'invalid_client':
-      return 401
+      return { status: 401, error: code }
+    case 'rate_limited':
+      return { status: 429, error: 'temporarily_unavailable' }
     case 'temporarily_unavailable':
-      return 503
+      return { status: 503, error: code }
     case 'server_error':
-      return 500
+      return { status: 500, error: code }
     case 'invalid_request':
     case 'invalid_grant':
     case 'unauthorized_client':
     case 'unsupported_grant_type':
     case 'invalid_scope':
     case 'invalid_target':
-      return 400
+      return { status: 400, error: code }
   }
+}
+
+/** HTTP status for each code (see `answerOf`). */
+export function statusOf(code: OAuthErrorCode): 400 | 401 | 429 | 500 | 503 {
+  return answerOf(code).status
 }
 
 /** The one text every client-authentication failure carries. */

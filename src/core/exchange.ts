@@ -1,7 +1,9 @@
 import type { AgentId, Jti, MandateClaims, Subject } from './claims.js'
 import { actClaim, actorsOf, TOKEN_TYPE } from './claims.js'
+import { admissionRefusal, admissionUnavailable } from './admission.js'
 import { loggable, OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
 import { evaluatePolicy } from './policy-eval.js'
+import type { AdmissionStore, BucketCharge } from '../admission/port.js'
 import type { AuditLog } from '../audit/port.js'
 import type { PolicyStore } from '../policy/port.js'
 import type { RevocationStore } from '../revocation/port.js'
@@ -30,6 +32,8 @@ export interface ExchangeDeps {
   readonly revocations: RevocationStore
   readonly minter: TokenMinter
   readonly audit: AuditLog
+  /** Spends client assertions and draws from the policy's rate limits, in one call per request. */
+  readonly admission: AdmissionStore
   /** Epoch seconds. */
   readonly now: () => number
   /** A fresh, unguessable token identifier. */
@@ -59,12 +63,15 @@ export interface ExchangeResult {
 /** Identifies the caller for logs when the exchange fails after authentication. */
 export interface ExchangeFailureContext {
   agent: AgentId | undefined
+  /** Set when a rate limit refused the request: which one. */
+  limited?: BucketCharge['scope'] | undefined
 }
 
 const SUBJECT_TOKEN_TYPES: ReadonlySet<string> = new Set([TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt])
 const ISSUABLE_TOKEN_TYPES: ReadonlySet<string> = new Set([TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt])
 
 const direct = <T>(_name: ExchangeStep, fn: () => T): T => fn()
+const NO_BUCKETS: readonly BucketCharge[] = []
 
 /**
  * The token exchange, DESIGN.md "The exchange, step by step" 2–8. Throws
@@ -91,16 +98,31 @@ export async function exchangeToken(
   // 2. Authenticate the agent. Failures here are metrics, never audit records.
   const client = await step('mandate.client.authenticate', () => deps.clients.authenticate(req.client, policies))
   context.agent = client.agent
-  // The replay store's answer is awaited before minting; until then its round trip overlaps steps 3–5.
-  const replayChecked = client.ready.then(
-    () => undefined,
-    (err: unknown) => err,
-  )
+  const policy = policies.get(client.agent)
+  const agentLimit = policy?.rateLimit.agent
+  const userLimit = policy?.rateLimit.user
+  const agentBucket: readonly BucketCharge[] = agentLimit === undefined ? NO_BUCKETS : [{ scope: 'agent', agent: client.agent, limit: agentLimit }]
+
+  // One admission call per request: the assertion's jti and every rate limit at once, awaited before
+  // minting. Without a per-user limit it starts now and its round trip overlaps steps 3–5; a per-user
+  // limit needs the verified user, so then it starts after step 3 (or once step 3 failed).
+  let admitted: Promise<OAuthError | undefined> | undefined
+  const admit = (buckets: readonly BucketCharge[]): Promise<OAuthError | undefined> => {
+    if (client.assertion === undefined && buckets.length === 0) return Promise.resolve(undefined)
+    return deps.admission.admit({ assertion: client.assertion, buckets }).then(
+      (decision) => {
+        const refusal = admissionRefusal(decision)
+        if (decision.outcome === 'limited') context.limited = decision.scope
+        return refusal
+      },
+      admissionUnavailable,
+    )
+  }
+  if (userLimit === undefined) admitted = admit(agentBucket)
 
   let sub: Subject | undefined
   let subIssuer: string | undefined
   try {
-    const policy = policies.get(client.agent)
     if (policy === undefined) {
       // The policy went away between authentication and now (hot reload).
       throw new OAuthError('unauthorized_client', 'agent has no policy', { detail: `agent=${client.agent}` })
@@ -110,7 +132,11 @@ export async function exchangeToken(
     const subject = await step('mandate.subject.verify', () => deps.subjects.verify(req.subjectToken))
     const subjectId = subject.kind === 'user' ? subject.sub : subject.claims.sub
     sub = subjectId
+    // RFC 9493: a user is the issuer and `sub` together.
     subIssuer = subject.kind === 'user' ? subject.issuer : subject.claims.sub_id.iss
+    if (userLimit !== undefined) {
+      admitted = admit([...agentBucket, { scope: 'user', agent: client.agent, issuer: subIssuer, sub: subjectId, limit: userLimit }])
+    }
     const chainPolicies = subject.kind === 'mandate' ? actorsOf(subject.claims.act).map((a) => policies.get(a)) : []
 
     // 4. Evaluate the policy.
@@ -153,8 +179,8 @@ export async function exchangeToken(
           : new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail: verdict.detail })
     }
 
-    const replay = await replayChecked
-    if (replay !== undefined) throw replay
+    const refused = await admitted
+    if (refused !== undefined) throw refused
 
     // 6. Mint.
     const jti = deps.newJti()
@@ -224,9 +250,10 @@ export async function exchangeToken(
       claims,
     }
   } catch (err) {
-    // An assertion that fails the replay check never authenticated anyone: no audit record.
-    const replay = await replayChecked
-    if (replay !== undefined) throw replay
+    // A replayed assertion never authenticated anyone, and a request over a limit is one of a flood:
+    // neither leaves an audit record.
+    const refused = await (admitted ?? admit(agentBucket))
+    if (refused !== undefined) throw refused
     if (err instanceof OAuthError && err.code !== 'temporarily_unavailable' && err.code !== 'server_error') {
       await recordDenial(deps, client.agent, sub, subIssuer, err, req.clientAddress, req.traceId)
     }

@@ -5,7 +5,10 @@ import { matchedRoutes } from 'hono/route'
 import { OAuthError } from '../core/errors.js'
 import type { ExchangeDeps } from '../core/exchange.js'
 import type { Logger } from '../telemetry/log.js'
-import type { MandateMetrics } from '../telemetry/metrics.js'
+import { OTHER_AUDIENCE, UNAUTHENTICATED, type MandateMetrics } from '../telemetry/metrics.js'
+import type { RefusalLog } from '../telemetry/refusal-log.js'
+import type { AuthFailureThrottle } from '../admission/auth-failures.js'
+import { throttleClientAuth, type ClientAuthThrottle } from './auth-throttle.js'
 import type { Tracing } from '../telemetry/tracing.js'
 import type { DevUserIssuer } from '../tokens/dev-issuer.js'
 import type { SigningKeys } from '../tokens/keys.js'
@@ -63,6 +66,10 @@ export interface AppDeps {
   readonly tracing?: Tracing
   /** Token endpoint counters and latency; absent when no metrics are exported. */
   readonly metrics?: MandateMetrics
+  /** Back-off after failed client authentication at /oauth2/token, /introspect and /revoke. */
+  readonly authFailures: AuthFailureThrottle
+  /** Requests refused by a rate limit (by agent) and by the back-off (by endpoint), logged once per interval. */
+  readonly refusals: { readonly rateLimited: RefusalLog; readonly throttled: RefusalLog }
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
@@ -206,10 +213,20 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     maxBodyBytes: deps.maxBodyBytes,
   }
 
+  const throttle: ClientAuthThrottle = {
+    failures: deps.authFailures,
+    policies: deps.exchange.policies,
+    onThrottled(endpoint) {
+      deps.refusals.throttled.note(endpoint, 'back_off')
+      deps.metrics?.clientAuthThrottled(endpoint)
+      // Still a token request answered without a token.
+      if (endpoint === 'token') deps.metrics?.tokenDenied(UNAUTHENTICATED, OTHER_AUDIENCE, 'rate_limited')
+    },
+  }
   // /oauth2/* cap their bodies in readForm (on Node without building a web body stream).
-  app.post('/oauth2/token', tokenRoute(deps.exchange, deps.maxBodyBytes, deps.metrics))
-  app.post('/oauth2/introspect', introspectRoute(tokenDeps))
-  app.post('/oauth2/revoke', revokeRoute({ ...tokenDeps, service: deps.revocations, audit: deps.exchange.audit }))
+  app.post('/oauth2/token', throttleClientAuth(throttle, 'token', tokenRoute(deps.exchange, deps.maxBodyBytes, deps.refusals.rateLimited, deps.metrics)))
+  app.post('/oauth2/introspect', throttleClientAuth(throttle, 'introspect', introspectRoute(tokenDeps)))
+  app.post('/oauth2/revoke', throttleClientAuth(throttle, 'revoke', revokeRoute({ ...tokenDeps, service: deps.revocations, audit: deps.exchange.audit })))
   app.use('/admin/*', limit)
   mountAdminRevocations(app, {
     keys: deps.adminKeys,
@@ -223,7 +240,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   })
   mountRevocationFeed(app, {
     keys: deps.adminKeys,
-    resourceServers: (credentials) => deps.exchange.clients.authenticateCaller(credentials, undefined),
+    resourceServers: async (credentials) => {
+      const caller = await deps.exchange.clients.authenticateCaller(credentials, undefined)
+      await deps.exchange.clients.spend(caller)
+      return caller
+    },
     maxBodyBytes: deps.maxBodyBytes,
     revocations: deps.revocations,
     recordOpen: (c) => recordAdminRead(c, deps.exchange.audit, 'admin.feed.opened', deps.exchange.now()),

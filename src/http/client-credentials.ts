@@ -92,3 +92,17 @@ export function clientCredentials(authorization: string | undefined, form: FormP
   }
   return { method: 'none', clientId }
 }
+
+/**
+ * The client id an `Authorization: Basic` header claims, before any check;
+ * undefined for another scheme or a malformed header. For keying the
+ * failed-authentication back-off only: nothing is authenticated by it.
+ */
+export function claimedBasicClientId(authorization: string | undefined): string | undefined {
+  if (authorization === undefined || !/^Basic /i.test(authorization)) return undefined
+  try {
+    return parseBasic(authorization).clientId
+  } catch {
+    return undefined
+  }
+}

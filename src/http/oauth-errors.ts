@@ -1,5 +1,5 @@
 import type { Context } from 'hono'
-import { OAuthError, statusOf } from '../core/errors.js'
+import { answerOf, OAuthError } from '../core/errors.js'
 
 /** Codes of the admin API; same body shape as OAuth errors. */
 export type AdminErrorCode = 'invalid_request' | 'unauthorized' | 'forbidden' | 'not_found' | 'conflict' | 'temporarily_unavailable'
@@ -54,11 +54,13 @@ export function toOAuthError(err: unknown): OAuthError {
   return new OAuthError('server_error', 'internal error', { detail: 'unexpected error', cause: err })
 }
 
-/** The only place errors are rendered: RFC 6749 §5.2 body, no-store, and the status from `statusOf`. */
+/** The only place errors are rendered: RFC 6749 §5.2 body, no-store, and the status and code from `answerOf`. */
 export function renderOAuthError(c: Context, error: OAuthError): Response {
   const headers: Record<string, string> = { ...NO_STORE }
   // RFC 6749 §5.2: a 401 for client authentication names the scheme the client should use.
   if (error.code === 'invalid_client') headers['WWW-Authenticate'] = 'Basic realm="mandate", charset="UTF-8"'
-  if (error.code === 'temporarily_unavailable') headers['Retry-After'] = String(error.retryAfter ?? 1)
-  return c.json({ error: error.code, error_description: error.description }, statusOf(error.code), headers)
+  // RFC 9110 §10.2.3 (503), RFC 6585 §4 (429): when to come back.
+  if (error.code === 'temporarily_unavailable' || error.code === 'rate_limited') headers['Retry-After'] = String(error.retryAfter ?? 1)
+  const { status, error: code } = answerOf(error.code)
+  return c.json({ error: code, error_description: error.description }, status, headers)
 }

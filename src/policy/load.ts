@@ -3,10 +3,10 @@ import { readdir, readFile, stat } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml'
 import type { AgentId } from '../core/claims.js'
-import type { AgentAuthentication, AgentPolicy, AgentPublicKey, AudienceGrant, PolicyStore } from './port.js'
+import type { AgentAuthentication, AgentPolicy, AgentPublicKey, AudienceGrant, PolicyStore, RateLimit } from './port.js'
 import { importPublicJwk, KeyRefused } from '../tokens/jwk.js'
 import { keyFitsAlgorithm } from '../tokens/jws.js'
-import { Policy, type PolicyAuthentication } from './schema.js'
+import { parseRate, Policy, type PolicyAuthentication } from './schema.js'
 
 /** One problem in one policy file, located as precisely as the YAML allows. */
 export interface PolicyIssue {
@@ -159,10 +159,18 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy; 
       grants,
       ttl: { default: p.token_ttl.default, max: p.token_ttl.max },
       delegation: { maxDepth: p.delegation.max_depth, subAgents: new Set(p.delegation.sub_agents as AgentId[]) },
+      rateLimit: { agent: rateLimit(p.rate_limit.agent), user: rateLimit(p.rate_limit.user) },
       sourceHash: createHash('sha256').update(text).digest('hex'),
       source: file,
     },
   }
+}
+
+/** A validated `rate_limit` bucket, compiled; the burst defaults to the rate's count. */
+function rateLimit(bucket: { rate: string; burst?: number | undefined } | undefined): RateLimit | undefined {
+  if (bucket === undefined) return undefined
+  const rate = parseRate(bucket.rate)!
+  return { perSecond: rate.perSecond, burst: bucket.burst ?? rate.count }
 }
 
 /**

@@ -40,6 +40,12 @@ export interface AudienceGrant {
   readonly defaultScopes: readonly string[]
 }
 
+/** A token bucket: at most `burst` tokens, refilled at `perSecond`; a request takes one. */
+export interface RateLimit {
+  readonly perSecond: number
+  readonly burst: number
+}
+
 /**
  * One agent's policy, validated and compiled. Plain readonly data: the core
  * evaluates it without I/O.
@@ -59,6 +65,13 @@ export interface AgentPolicy {
     readonly maxDepth: number
     /** Agents this one may hand a narrower token to. */
     readonly subAgents: ReadonlySet<AgentId>
+  }
+  /** Token-exchange limits, shared by every instance; undefined means none. */
+  readonly rateLimit: {
+    /** All of the agent's exchanges. */
+    readonly agent: RateLimit | undefined
+    /** The agent's exchanges for one user, a user being (issuer, `sub`). */
+    readonly user: RateLimit | undefined
   }
   /** SHA-256 of the file the policy was loaded from, hex; ties an issuance to its policy text. */
   readonly sourceHash: string

@@ -70,6 +70,34 @@ const Grant = z
     path: ['default_scopes'],
   })
 
+/** Seconds in each unit a rate may be given per. */
+export const RATE_UNITS = { s: 1, min: 60, h: 3600 } as const
+const RATE = /^([1-9][0-9]{0,5})\/(s|min|h)$/
+
+/** `60/min` → 1 token/s; `undefined` when malformed (the schema refuses it first). */
+export function parseRate(text: string): { readonly count: number; readonly perSecond: number } | undefined {
+  const m = RATE.exec(text)
+  if (m === null) return undefined
+  const count = Number(m[1])
+  return { count, perSecond: count / RATE_UNITS[m[2] as keyof typeof RATE_UNITS] }
+}
+
+const Bucket = z
+  .strictObject({
+    rate: z
+      .string()
+      .regex(RATE, 'must be <count>/<unit>: a count of 1-999999, then s, min or h (e.g. 60/min)')
+      .describe('sustained rate, `<count>/s`, `/min` or `/h`, e.g. `60/min`'),
+    burst: z
+      .number()
+      .int()
+      .min(1)
+      .max(999_999)
+      .optional()
+      .describe('requests allowed at once after a quiet spell (the bucket’s size); default: the rate’s count'),
+  })
+  .describe('a token bucket: `burst` requests at once, refilled at `rate`')
+
 /** The longest lifetime any policy may give a token, seconds. */
 export const MAX_TOKEN_TTL = 24 * 3600
 
@@ -91,6 +119,13 @@ export const Policy = z
       })
       .refine((t) => t.default <= t.max, { message: 'default must not exceed max', path: ['default'] })
       .describe('lifetime of issued tokens, seconds'),
+    rate_limit: z
+      .strictObject({
+        agent: Bucket.optional().describe('every exchange by this agent, whoever the user, counted across all instances'),
+        user: Bucket.optional().describe('exchanges by this agent for one user (the subject token’s issuer and `sub`), across all instances'),
+      })
+      .default({})
+      .describe('token-exchange rate limits; over one, the answer is 429 with Retry-After. Absent: no limit'),
     delegation: z
       .strictObject({
         max_depth: z.number().int().min(1).max(8).default(1).describe('longest chain of agents, this one included, its tokens may be part of'),

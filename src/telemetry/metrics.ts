@@ -14,6 +14,9 @@ export const UNAUTHENTICATED = 'unauthenticated'
 /** Audience label of an audience the agent's policy does not grant (or no single audience). */
 export const OTHER_AUDIENCE = 'other'
 
+/** The endpoints whose client authentication is throttled. */
+export type ThrottledEndpoint = 'token' | 'introspect' | 'revoke'
+
 /** How an exchange ended: a token, a refusal (4xx), or a failure on the broker's side (5xx). */
 export type ExchangeOutcome = 'issued' | 'denied' | 'failed'
 
@@ -24,6 +27,10 @@ export interface MandateMetrics {
   tokenDenied(agent: string, audience: string, error: string): void
   /** `mandate.exchange.duration` {outcome}, seconds. */
   exchangeDuration(seconds: number, outcome: ExchangeOutcome): void
+  /** `mandate.rate_limited` {agent, limit: agent|user}: exchanges refused 429 by a policy's rate limit. */
+  rateLimited(agent: string, limit: 'agent' | 'user'): void
+  /** `mandate.client_auth.throttled` {endpoint}: requests refused 429 after repeated failed client authentication. */
+  clientAuthThrottled(endpoint: ThrottledEndpoint): void
   /** `mandate.revocations` {kind, action}. */
   revocation(kind: string, action: 'created' | 'lifted'): void
   /** `mandate.audit.group.size` and `mandate.audit.commit.duration` {outcome: committed|failed}. */
@@ -48,6 +55,14 @@ export function createMetrics(meter: Meter): MandateMetrics {
     unit: 's',
     advice: { explicitBucketBoundaries: LATENCY_BUCKETS },
   })
+  const rateLimited = meter.createCounter('mandate.rate_limited', {
+    description: 'token exchanges refused (429) by a policy rate limit',
+    unit: '{request}',
+  })
+  const throttled = meter.createCounter('mandate.client_auth.throttled', {
+    description: 'requests refused (429) without trying client authentication, after repeated failures from their address or for their client id',
+    unit: '{request}',
+  })
   const revocations = meter.createCounter('mandate.revocations', { description: 'revocations made and lifted on this instance', unit: '{revocation}' })
   const groupSize = meter.createHistogram('mandate.audit.group.size', {
     description: 'records per audit group commit (one INSERT)',
@@ -71,6 +86,8 @@ export function createMetrics(meter: Meter): MandateMetrics {
     tokenIssued: (agent, audience) => issued.add(1, { agent, audience }),
     tokenDenied: (agent, audience, error) => denied.add(1, { agent, audience, error }),
     exchangeDuration: (seconds, outcome) => duration.record(seconds, outcomes[outcome]),
+    rateLimited: (agent, limit) => rateLimited.add(1, { agent, limit }),
+    clientAuthThrottled: (endpoint) => throttled.add(1, { endpoint }),
     revocation: (kind, action) => revocations.add(1, { kind, action }),
     auditGroup(records, seconds, ok) {
       const attributes = ok ? committed : failed

@@ -5,13 +5,16 @@ import { CLIENT_AUTH_FAILED, loggable, OAuthError } from '../core/errors.js'
 import type { AgentAuthentication, PolicyStore } from '../policy/port.js'
 import { UpstreamUnavailable } from './fetch-limited.js'
 import { checkClaims, checkHeader, decodeJws, JwtError, verifySignature } from './jws.js'
-import type { AuthenticatedCaller, AuthenticatedClient, ClientAuthenticator, ClientCredentials, ReplayCache, ResourceServer } from './port.js'
+import type { AdmissionStore, AssertionUse } from '../admission/port.js'
+import { admissionRefusal, admissionUnavailable } from '../core/admission.js'
+import type { AuthenticatedCaller, AuthenticatedClient, ClientAuthenticator, ClientCredentials, ResourceServer } from './port.js'
 import { unverifiedIssuer, verifyDecodedJwt, type IssuerRegistry } from './upstream.js'
 
 export interface ClientAuthOptions {
   /** This broker's issuer identifier: the only `aud` a client assertion may carry (RFC 7523 update). */
   readonly issuer: string
-  readonly replay: ReplayCache
+  /** Where spent client assertions are remembered (and rate-limit buckets kept). */
+  readonly admission: AdmissionStore
   /** Issuers trusted for workload identities, and no other role. */
   readonly workloads: IssuerRegistry
   /** Epoch seconds. */
@@ -70,9 +73,8 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
   const dummy = generateKeyPairSync('ec', { namedCurve: 'P-256' })
   const dummySignature = sign('sha256', Buffer.from('x'), { key: dummy.privateKey, dsaEncoding: 'ieee-p1363' })
   const fail = (detail: string) => new OAuthError('invalid_client', CLIENT_AUTH_FAILED, { detail })
-  const settled: Promise<void> = Promise.resolve()
 
-  function secretBasic(principals: Principals, clientId: string, secret: string): { caller: Caller; ready: Promise<void> } {
+  function secretBasic(principals: Principals, clientId: string, secret: string): { caller: Caller; assertion: undefined } {
     const principal = principals(clientId)
     const auth = principal?.authentication
     const expected = auth?.method === 'client_secret_basic' ? auth.secretSha256 : dummyHash
@@ -80,10 +82,10 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
     if (principal === undefined) throw fail(`unknown client`)
     if (auth?.method !== 'client_secret_basic') throw fail(`${clientId} does not use client_secret_basic`)
     if (!matches) throw fail(`wrong secret for ${clientId}`)
-    return { caller: principal.caller, ready: settled }
+    return { caller: principal.caller, assertion: undefined }
   }
 
-  async function privateKeyJwt(principals: Principals, assertion: string, clientId: string | undefined): Promise<{ caller: Caller; ready: Promise<void> }> {
+  async function privateKeyJwt(principals: Principals, assertion: string, clientId: string | undefined): Promise<{ caller: Caller; assertion: AssertionUse }> {
     const now = options.now()
     try {
       const decoded = decodeJws(assertion)
@@ -126,21 +128,14 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
       if (payload['sub'] !== principal.id) throw new JwtError('sub_not_iss')
       const exp = payload['exp'] as number
       if (exp - now > options.assertionMaxLifetime) throw new JwtError('assertion_lifetime_too_long')
+      const iat = payload['iat'] as number | undefined
+      // Any earlier acceptance happened no earlier than both bounds checked then: iat at most `skew`
+      // ahead of the broker's clock, exp at most the longest lifetime ahead. Client clocks may run fast,
+      // so iat alone would let a spent assertion pass after the replay store lost its memory.
+      const earliestUse = Math.max(exp - options.assertionMaxLifetime, iat === undefined ? -Infinity : iat - options.skew)
       // Agent and resource-server ids never coincide, so neither can spend the other's jti.
-      const replayKey = `${principal.id}:${payload['jti'] as string}`
-      const ready = options.replay.remember(replayKey, exp + options.skew).then(
-        (fresh) => {
-          if (!fresh) throw fail('client assertion jti replayed')
-        },
-        (cause: unknown) => {
-          throw new OAuthError('temporarily_unavailable', 'replay cache unavailable; try again', {
-            detail: 'replay cache unavailable',
-            retryAfter: 1,
-            cause,
-          })
-        },
-      )
-      return { caller: principal.caller, ready }
+      const assertionUse = { key: `${principal.id}:${payload['jti'] as string}`, earliestUse: earliestUse * 1000, expiresAt: (exp + options.skew) * 1000 }
+      return { caller: principal.caller, assertion: assertionUse }
     } catch (err) {
       if (err instanceof JwtError) throw fail(`assertion: ${err.code}`)
       throw err
@@ -173,7 +168,7 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
       const policy = policies.byWorkload(trusted.issuer.issuer, payload['sub'] as string)
       if (policy === undefined) throw new JwtError('no_agent_for_workload')
       if (clientId !== undefined && clientId !== policy.agent) throw new JwtError('client_id_mismatch')
-      return { agent: policy.agent, method: 'workload_identity', ready: settled }
+      return { agent: policy.agent, method: 'workload_identity', assertion: undefined }
     } catch (err) {
       if (err instanceof JwtError) throw fail(`actor_token: ${err.code}`)
       if (err instanceof UpstreamUnavailable) {
@@ -195,17 +190,25 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
   }
 
   return {
+    async spend(client) {
+      if (client.assertion === undefined) return
+      const decision = await options.admission.admit({ assertion: client.assertion, buckets: [] }).catch((cause: unknown) => {
+        throw admissionUnavailable(cause)
+      })
+      const refusal = admissionRefusal(decision)
+      if (refusal !== undefined) throw refusal
+    },
     async authenticate(credentials: ClientCredentials, policies: PolicyStore): Promise<AuthenticatedClient> {
       const { method } = credentials
       switch (method) {
         case 'client_secret_basic':
         case 'private_key_jwt': {
-          const { caller, ready } =
+          const { caller, assertion } =
             method === 'client_secret_basic'
               ? secretBasic(agents(policies), credentials.clientId, credentials.secret)
               : await privateKeyJwt(agents(policies), credentials.assertion, credentials.clientId)
           if (caller.kind !== 'agent') throw fail('not an agent')
-          return { agent: caller.agent, method, ready }
+          return { agent: caller.agent, method, assertion }
         }
         case 'workload_identity':
           return workloadIdentity(policies, credentials.actorToken, credentials.actorTokenType, credentials.clientId)
@@ -218,17 +221,17 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
       switch (credentials.method) {
         case 'client_secret_basic':
         case 'private_key_jwt': {
-          const { caller, ready } =
+          const { caller, assertion } =
             credentials.method === 'client_secret_basic'
               ? secretBasic(serversOr(policies), credentials.clientId, credentials.secret)
               : await privateKeyJwt(serversOr(policies), credentials.assertion, credentials.clientId)
-          return caller.kind === 'agent' ? { kind: 'agent', agent: caller.agent, ready } : { kind: 'resource_server', server: caller.server, ready }
+          return caller.kind === 'agent' ? { kind: 'agent', agent: caller.agent, assertion } : { kind: 'resource_server', server: caller.server, assertion }
         }
         case 'workload_identity': {
           // Only agents have workload identities; without policies, this is a refusal like any other.
           if (policies === undefined) throw fail('resource servers do not use workload identity')
           const client = await workloadIdentity(policies, credentials.actorToken, credentials.actorTokenType, credentials.clientId)
-          return { kind: 'agent', agent: client.agent, ready: client.ready }
+          return { kind: 'agent', agent: client.agent, assertion: client.assertion }
         }
         case 'none':
           throw fail('no client authentication')

@@ -1,4 +1,5 @@
 import type { AgentId, Jti, MandateClaims, Subject } from '../core/claims.js'
+import type { AssertionUse } from '../admission/port.js'
 import type { AgentAuthentication, PolicyStore } from '../policy/port.js'
 
 /** Credentials as they arrived at the token endpoint, before any check. */
@@ -17,12 +18,12 @@ export interface AuthenticatedClient {
   readonly agent: AgentId
   readonly method: ClientCredentials['method']
   /**
-   * Settles once the assertion's `jti` has been recorded as used (RFC 7523
-   * §3 item 7); rejects with `invalid_client` on a replay, or
-   * `temporarily_unavailable` when the replay store cannot answer. Started
-   * during authentication so its round trip overlaps the rest of the exchange.
+   * The client assertion to spend (RFC 7523 §3 item 7) before anything is
+   * answered on the strength of this authentication; undefined for methods
+   * without one. Spending is the caller's: the token endpoint spends it in
+   * the same admission call as its rate limits, others with `spend`.
    */
-  readonly ready: Promise<void>
+  readonly assertion: AssertionUse | undefined
 }
 
 /**
@@ -37,10 +38,10 @@ export interface ResourceServer {
   readonly authentication: Extract<AgentAuthentication, { method: 'private_key_jwt' | 'client_secret_basic' }>
 }
 
-/** The authenticated caller of introspection or the revocation feed; `ready` as in `AuthenticatedClient`. */
+/** The authenticated caller of introspection or the revocation feed; `assertion` as in `AuthenticatedClient`. */
 export type AuthenticatedCaller =
-  | { readonly kind: 'agent'; readonly agent: AgentId; readonly ready: Promise<void> }
-  | { readonly kind: 'resource_server'; readonly server: ResourceServer; readonly ready: Promise<void> }
+  | { readonly kind: 'agent'; readonly agent: AgentId; readonly assertion: AssertionUse | undefined }
+  | { readonly kind: 'resource_server'; readonly server: ResourceServer; readonly assertion: AssertionUse | undefined }
 
 /**
  * Authenticates an agent against the policies of `policies` (the request's
@@ -55,6 +56,13 @@ export interface ClientAuthenticator {
    * passes none). Same checks, same failures, same work for an unknown id.
    */
   authenticateCaller(credentials: ClientCredentials, policies: PolicyStore | undefined): Promise<AuthenticatedCaller>
+  /**
+   * Spends the client's (or caller's) assertion, if it has one, drawing from no rate
+   * limit. Rejects with `invalid_client` on a replay, or
+   * `temporarily_unavailable` when the store cannot answer or the assertion
+   * predates its memory.
+   */
+  spend(client: { readonly assertion: AssertionUse | undefined }): Promise<void>
 }
 
 /** A user token from an issuer trusted for user subjects, fully verified. */
@@ -90,15 +98,6 @@ export interface SubjectVerifier {
 /** Signs Mandate access tokens with the current signing key. */
 export interface TokenMinter {
   mint(claims: MandateClaims): Promise<string>
-}
-
-/** Remembers single-use identifiers across instances. */
-export interface ReplayCache {
-  /**
-   * Records `key` until `expiresAt` (epoch seconds). Resolves true when it was
-   * not seen before, false on a replay; rejects when the store cannot answer.
-   */
-  remember(key: string, expiresAt: number): Promise<boolean>
 }
 
 export type { AgentId, Jti }

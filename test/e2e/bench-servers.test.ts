@@ -68,7 +68,9 @@ async function startMandate(dir: string, inputs: Inputs, policiesDir: string, id
   const signingKeysFile = join(dir, 'signing-keys.json')
   await writeFile(signingKeysFile, JSON.stringify(signingKeySet(inputs.server)), { mode: 0o600 })
   const config = join(dir, 'mandate.yaml')
-  await writeFile(config, mandateConfig(inputs.server, { port, policiesDir, dataDir: join(dir, 'mandate-data'), signingKeysFile, idpJwksUri }))
+  // The generator's assertions live 60 s; allowing no longer means none made after the start can predate its replay memory.
+  const extra = 'limits: { client_assertion_max_lifetime_seconds: 60 }'
+  await writeFile(config, mandateConfig(inputs.server, { port, policiesDir, dataDir: join(dir, 'mandate-data'), signingKeysFile, idpJwksUri, extra }))
   const env: NodeJS.ProcessEnv = { ...process.env, MANDATE_CONFIG: config, LOG_LEVEL: 'warn' }
   for (const k of Object.keys(env)) if (k.startsWith('OTEL_') || (k.startsWith('MANDATE_') && k !== 'MANDATE_CONFIG')) delete env[k]
   delete env['DATABASE_URL']
@@ -167,6 +169,13 @@ describe('bench reference servers: oidc-provider peer and crypto floor', () => {
       beforeAll(async () => {
         server = script === 'mandate' ? await startMandate(dir, inputs, policiesDir, idpJwksUri) : await start(script, settingsFile)
         children.push(server.child)
+        if (script === 'mandate') {
+          // An embedded broker's replay memory begins at its start: assertions made before (these were signed
+          // before it started), or in the same second (iat is whole seconds), may predate it and are refused.
+          await new Promise((resolve) => setTimeout(resolve, 1010 - (Date.now() % 1000)))
+          good = await createRequests(inputs.generator, 6)
+          forged = await createRequests(inputs.generator, 2, { subjectKey: generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey })
+        }
         let jwksUri = `${server.base}/jwks`
         if (script === 'mandate') jwksUri = `${server.base}/.well-known/jwks.json`
         else if (script.endsWith('peer.ts')) {

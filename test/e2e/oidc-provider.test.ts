@@ -198,11 +198,18 @@ token_ttl: { default: 300, max: 600 }
         // No jwks_uri: the broker must discover it from the provider's metadata.
         trust: { subjects: [{ issuer: providerIssuer, algorithms: ['RS256'] }] },
         resource_servers: [{ id: RS, audiences: [RESOURCE], authentication: { method: 'private_key_jwt', jwks: { keys: [rsJwk] } } }],
+        // oauth4webapi's assertions live 60 s. Allowing no more means none of them can predate the
+        // replay memory of a broker that has just started, so none is refused as possibly replayed.
+        limits: { client_assertion_max_lifetime_seconds: 60 },
         log: { level: 'debug' },
       }),
       { dev: false, logger: createLogger('debug', sink) },
     )
     app = mandate.app
+    // Its replay memory began when it started, to the millisecond, and an assertion's iat is in whole
+    // seconds: one stamped in that same second may predate it and is refused (fail closed). So the
+    // agent makes its first one a second later.
+    await new Promise((resolve) => setTimeout(resolve, 1010 - (Date.now() % 1000)))
 
     const insecure = { [oauth.allowInsecureRequests]: true }
     provider = await oauth.processDiscoveryResponse(

@@ -22,6 +22,7 @@ import { createLogger } from '../../src/telemetry/log.js'
 import type { TelemetryExporters } from '../../src/telemetry/otel.js'
 import { hashClientSecret } from '../../src/tokens/client-auth.js'
 import type { TokenMinter } from '../../src/tokens/port.js'
+import type { AdmissionStore } from '../../src/admission/port.js'
 import { captureLogs } from './log-sink.js'
 
 export const BROKER = 'https://mandate.test'
@@ -30,6 +31,12 @@ export const WORKLOAD_ISSUER = 'https://workloads.test'
 export const AUDIENCE = 'https://api.test'
 export const OTHER_AUDIENCE = 'https://other.test'
 export const T0 = 1_800_000_000 // epoch seconds the clock starts at
+/**
+ * Seconds the broker has been up at T0. Its replay memory begins at its start and refuses
+ * assertions that may predate it (clock skew included), so it starts a minute early: every
+ * assertion a test makes at T0 or later is after that.
+ */
+export const UP_BEFORE_T0 = 60
 
 export const SECRET = 'correct-horse-battery-staple-0123456789'
 
@@ -96,6 +103,8 @@ export interface TestBroker {
   readonly workloads: Issuer
   /** The private key `jwt-agent` signs its assertions with. */
   readonly agentKey: { privateKey: CryptoKey; kid: string }
+  /** The whole key pair, for a second broker (`agentKeys`) that must accept the same assertions. */
+  readonly agentKeys: { readonly privateKey: CryptoKey; readonly publicKey: CryptoKey }
   /** Current time, epoch seconds; move it with `advance`. */
   now(): number
   advance(seconds: number): void
@@ -149,6 +158,17 @@ export interface TestBrokerOptions {
    * to the memory log. In memory when absent.
    */
   readonly database?: string
+  /**
+   * Epoch seconds the broker starts at, and its clock stays at (a restarted broker).
+   * Default: it starts `UP_BEFORE_T0` before T0, and the clock then reads T0.
+   */
+  readonly startAt?: number
+  /** The key pair `jwt-agent` signs with (another broker's, to replay its assertions); new by default. */
+  readonly agentKeys?: { readonly privateKey: CryptoKey; readonly publicKey: CryptoKey }
+  /** Replaces the admission store (e.g. one that fails). */
+  readonly admission?: AdmissionStore
+  /** `listen.trusted_proxies`: peers whose X-Forwarded-For names the client. */
+  readonly trustedProxies?: readonly string[]
 }
 
 /**
@@ -221,12 +241,12 @@ delegation: { max_depth: 3, sub_agents: [secret-agent] }
 }
 
 export async function startTestBroker(options: TestBrokerOptions = {}): Promise<TestBroker> {
-  let now = T0
+  let now = options.startAt ?? T0 - UP_BEFORE_T0
   const dir = await mkdtemp(join(tmpdir(), 'mandate-test-'))
   const policiesDir = join(dir, 'policies')
   await (await import('node:fs/promises')).mkdir(policiesDir)
 
-  const agentKeys = await generateKeyPair('ES256', { extractable: true })
+  const agentKeys = options.agentKeys ?? (await generateKeyPair('ES256', { extractable: true }))
   const agentKid = 'agent-key-1'
   const agentJwk = { ...(await exportJWK(agentKeys.publicKey)), kid: agentKid, alg: 'ES256' }
   const rsKeys = await generateKeyPair('ES256', { extractable: true })
@@ -261,6 +281,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
       { id: RESOURCE_SERVERS.api, audiences: [AUDIENCE], authentication: { method: 'client_secret_basic', secret_sha256: hashClientSecret(RS_SECRET).toString('hex') } },
       { id: RESOURCE_SERVERS.other, audiences: [OTHER_AUDIENCE], authentication: { method: 'private_key_jwt', jwks: { keys: [rsJwk] } } },
     ],
+    ...(options.trustedProxies === undefined ? {} : { listen: { trusted_proxies: options.trustedProxies } }),
     admin: {
       keys: Object.entries(ADMIN_KEYS).map(([role, key]) => ({
         name: `${role}-holder`,
@@ -276,6 +297,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     clock: () => now * 1000,
     audit,
     ...(options.minter === undefined ? {} : { minter: options.minter }),
+    ...(options.admission === undefined ? {} : { admission: options.admission }),
     ...(options.telemetry === undefined ? {} : { telemetry: options.telemetry }),
     ...(options.database === undefined ? { revocationLog: createMemoryRevocationLog() } : {}),
     localSubjectIssuers: [users, ...otherUsers].map((u) => ({
@@ -289,6 +311,12 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     await rm(dir, { recursive: true, force: true })
     throw err
   })
+  now = options.startAt ?? T0
+  if (options.storage?.redis_url !== undefined) {
+    // The clock moved on from the start: wait for the revocation mirror to hear from Redis at the new time.
+    const deadline = Date.now() + 5_000
+    while (!mandate.revocations.fresh() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+  }
 
   const service = mandate.revocations
   const kills = new Map<string, string[]>()
@@ -321,6 +349,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     otherUsers,
     workloads,
     agentKey: { privateKey: agentKeys.privateKey, kid: agentKid },
+    agentKeys,
     now: () => now,
     advance: (s) => {
       now += s

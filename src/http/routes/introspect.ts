@@ -57,7 +57,7 @@ export async function tokenStatus(token: string, deps: TokenRoutesDeps): Promise
 /** Authenticates the caller of /oauth2/revoke as an agent (RFC 7009: the holder); returns its id. */
 export async function authenticateAgent(c: Context, form: FormParams, deps: TokenRoutesDeps): Promise<string> {
   const client = await deps.clients.authenticate(clientCredentials(c.req.header('authorization'), form), deps.policies.snapshot())
-  await client.ready
+  await deps.clients.spend(client)
   return client.agent
 }
 
@@ -99,7 +99,7 @@ async function authenticateIntrospector(c: Context<AppEnv>, form: FormParams, de
     return { kind: 'auditor' }
   }
   const caller = await deps.clients.authenticateCaller(clientCredentials(authorization, form), deps.policies.snapshot())
-  await caller.ready
+  await deps.clients.spend(caller)
   if (caller.kind === 'agent') c.set('agent', caller.agent)
   else c.set('resourceServer', caller.server.id)
   return caller

@@ -42,7 +42,7 @@ import { AdminError } from '../oauth-errors.js'
 
 export interface RevocationFeedDeps {
   readonly keys: readonly AdminKey[]
-  /** Authenticates a configured resource server; without it only admin keys open the feed. */
+  /** Authenticates a configured resource server and spends its assertion, if any; without it only admin keys open the feed. */
   readonly resourceServers?: (credentials: ClientCredentials) => Promise<AuthenticatedCaller>
   /** Largest POST body read. Default 64 KiB. */
   readonly maxBodyBytes?: number
@@ -211,7 +211,6 @@ export function mountRevocationFeed(app: Hono<AppEnv>, deps: RevocationFeedDeps)
     try {
       const form = new FormParams(c.req.method === 'POST' ? await readForm(c, maxBodyBytes) : new URLSearchParams())
       const caller = await resourceServers(clientCredentials(authorization, form))
-      await caller.ready
       if (caller.kind !== 'resource_server') throw new AdminError('unauthorized', 'valid credentials are required', 'not a resource server')
       c.set('resourceServer', caller.server.id)
     } catch (err) {

@@ -7,6 +7,7 @@ import { OTHER_AUDIENCE, UNAUTHENTICATED, type MandateMetrics } from '../../tele
 import { clientCredentials } from '../client-credentials.js'
 import { FormParams, PayloadTooLarge, readForm } from '../form.js'
 import { NO_STORE } from '../oauth-errors.js'
+import type { RefusalLog } from '../../telemetry/refusal-log.js'
 import type { AppEnv } from '../app.js'
 
 /** RFC 8707 §2: a resource is an absolute URI without a fragment. */
@@ -87,8 +88,12 @@ function countRefusal(
   metrics.exchangeDuration((performance.now() - started) / 1000, failed ? 'failed' : 'denied')
 }
 
-/** POST /oauth2/token: parse, call the use-case, render RFC 8693 §2.2.1. */
-export function tokenRoute(deps: ExchangeDeps, maxBodyBytes: number, metrics?: MandateMetrics) {
+/**
+ * POST /oauth2/token: parse, call the use-case, render RFC 8693 §2.2.1. A
+ * request a rate limit refused is counted in `rateLimited` (one log line per
+ * agent per interval) and the metrics, never logged one by one.
+ */
+export function tokenRoute(deps: ExchangeDeps, maxBodyBytes: number, rateLimited: RefusalLog, metrics?: MandateMetrics) {
   return async function token(c: Context<AppEnv>): Promise<Response> {
     const started = metrics === undefined ? 0 : performance.now()
     const context: ExchangeFailureContext = { agent: undefined }
@@ -116,6 +121,10 @@ export function tokenRoute(deps: ExchangeDeps, maxBodyBytes: number, metrics?: M
         NO_STORE,
       )
     } catch (err) {
+      if (context.limited !== undefined && context.agent !== undefined) {
+        rateLimited.note(context.agent, context.limited)
+        metrics?.rateLimited(context.agent, context.limited)
+      }
       if (metrics !== undefined) countRefusal(metrics, deps.policies, err, context.agent, audiences, started)
       throw err
     } finally {

@@ -48,6 +48,7 @@ function policy(o: PolicyOverrides = {}): AgentPolicy {
     grants: o.grants ?? grants([API, ['read', 'write'], ['read']]),
     ttl: o.ttl ?? { default: 300, max: 900 },
     delegation: { maxDepth: o.maxDepth ?? 3, subAgents: new Set(o.subAgents ?? []) },
+    rateLimit: { agent: undefined, user: undefined },
     sourceHash: '0'.repeat(64),
     source: `policies/${agent}.yaml`,
   }

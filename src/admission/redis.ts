@@ -1,0 +1,147 @@
+import { createHash } from 'node:crypto'
+import type { Redis } from 'ioredis'
+import { msToFill, retryAfterSeconds } from './bucket.js'
+import type { Admission, AdmissionRequest, AdmissionStore, BucketCharge } from './port.js'
+
+export interface RedisAdmissionStoreOptions {
+  /** Longest `admit` waits for Redis before it rejects, whatever `redis` is configured with. Default 2000. */
+  readonly timeoutMs?: number
+}
+
+/**
+ * KEYS: the marker, then (with an assertion) its `jti` key, then one key per
+ * bucket. ARGV: now (ms), 1 or 0 (an assertion?), its earliest use (ms), its
+ * `jti`'s time to live (ms), then per bucket: tokens per ms, burst, time to
+ * live (ms). A bucket is a string "<tokens> <last update ms>" with a time to
+ * live: two commands per bucket (GET, SET PX), not three (hash + PEXPIRE).
+ * Returns 0 admitted, 1 replayed, {2, ms} predates the marker by ms,
+ * {3, i, ms} bucket i (0-based) has a token in ms (to the nearest ms:
+ * floating-point noise must not turn 3600 s into 3601).
+ */
+const ADMIT = `
+local now = tonumber(ARGV[1])
+local k = 2
+if ARGV[2] == '1' then
+  local since = now
+  local marker = redis.call('GET', KEYS[1])
+  if marker then since = tonumber(marker) else redis.call('SET', KEYS[1], ARGV[1]) end
+  local earliest = tonumber(ARGV[3])
+  if earliest < since then return {2, since - earliest} end
+  if not redis.call('SET', KEYS[2], '1', 'PX', ARGV[4], 'NX') then return 1 end
+  k = 3
+end
+local left = {}
+for i = 0, #KEYS - k do
+  local rate = tonumber(ARGV[5 + 3 * i])
+  local burst = tonumber(ARGV[6 + 3 * i])
+  local tokens = burst
+  local state = redis.call('GET', KEYS[k + i])
+  if state then
+    local t, at = string.match(state, '^(%S+) (%S+)$')
+    if t then tokens = math.min(burst, tonumber(t) + math.max(0, now - tonumber(at)) * rate) end
+  end
+  if tokens < 1 then return {3, i, math.floor((1 - tokens) / rate + 0.5)} end
+  left[i + 1] = tokens - 1
+end
+for i = 0, #KEYS - k do
+  redis.call('SET', KEYS[k + i], string.format('%.17g %s', left[i + 1], ARGV[1]), 'PX', ARGV[7 + 3 * i])
+end
+return 0
+`
+
+type AdmitCommand = (numKeys: number, ...args: (string | number)[]) => Promise<unknown>
+
+/**
+ * The admission store shared by every instance: one Lua script call per
+ * request (ioredis `defineCommand`: EVAL once per connection, EVALSHA
+ * after), auto-pipelined with the other commands of the same event-loop
+ * turn when the client enables it. Keys under `prefix`:
+ * - `replay:since`: epoch ms since which spent `jti`s are remembered, set
+ *   whenever it is found missing (a new, flushed or restarted Redis) and at
+ *   creation;
+ * - `jti:<agent>:<jti>`: a spent assertion, until its expiry (`SET NX PX`);
+ * - `rl:a:<agent>`, `rl:u:<agent>:<SHA-256 of issuer and sub>`: token buckets
+ *   (tokens and last update), expiring once they would be full again.
+ * Redis must not evict keys on its own (`maxmemory-policy noeviction`): a
+ * spent `jti` evicted while the marker stays would be accepted again.
+ *
+ * Time is the broker's injected clock (`clock`, epoch ms), not Redis's, so
+ * that every decision is reproducible in tests; instances are assumed to
+ * agree on the time, as revocations already assume.
+ *
+ * `redis` stays the caller's; give it `commandTimeout` (at most `timeoutMs`
+ * spares a timer per call) and a small `maxRetriesPerRequest` (or no offline
+ * queue). A script that reaches Redis after its call was rejected only
+ * spends a `jti` or a token: the safe side. Redis Cluster: use a hash tag in
+ * `prefix` so that a request's keys share a slot.
+ */
+export async function createRedisAdmissionStore(
+  redis: Redis,
+  prefix: string,
+  clock: () => number,
+  options: RedisAdmissionStoreOptions = {},
+): Promise<AdmissionStore> {
+  const timeoutMs = options.timeoutMs ?? 2_000
+  if (!(timeoutMs > 0)) throw new TypeError('timeoutMs must be positive')
+  const clientBound = (redis.options.commandTimeout ?? Infinity) <= timeoutMs
+  const markerKey = `${prefix}replay:since`
+  if (!(redis as unknown as Record<string, unknown>)['mandateAdmit']) redis.defineCommand('mandateAdmit', { lua: ADMIT })
+  const run = (redis as unknown as { mandateAdmit: AdmitCommand }).mandateAdmit.bind(redis)
+  // The store's memory begins now when it is new; a marker already there is kept.
+  await redis.set(markerKey, String(clock()), 'NX')
+
+  const bucketKey = (b: BucketCharge): string =>
+    b.scope === 'agent'
+      ? `${prefix}rl:a:${b.agent}`
+      : `${prefix}rl:u:${b.agent}:${createHash('sha256').update(`${b.issuer}\n${b.sub}`).digest('base64url')}`
+
+  function decide(reply: unknown, request: AdmissionRequest): Admission {
+    const [code, a, b] = (typeof reply === 'number' ? [reply] : reply) as [number, number | undefined, number | undefined]
+    switch (code) {
+      case 0:
+        return { outcome: 'admitted' }
+      case 1:
+        return { outcome: 'replayed' }
+      case 2:
+        return { outcome: 'predates_memory', retryAfter: retryAfterSeconds(a!) }
+      case 3:
+        return { outcome: 'limited', scope: request.buckets[a!]!.scope, retryAfter: retryAfterSeconds(b!) }
+      default:
+        throw new Error(`admission script: unexpected reply ${String(code)}`)
+    }
+  }
+
+  async function script(request: AdmissionRequest, now: number): Promise<Admission> {
+    const { assertion, buckets } = request
+    const keys: string[] = [markerKey]
+    const args: (string | number)[] = [now]
+    if (assertion === undefined) args.push(0, 0, 0)
+    else {
+      keys.push(`${prefix}jti:${assertion.key}`)
+      args.push(1, assertion.earliestUse, Math.max(1_000, Math.ceil(assertion.expiresAt - now)))
+    }
+    for (const b of buckets) {
+      keys.push(bucketKey(b))
+      args.push(b.limit.perSecond / 1000, b.limit.burst, msToFill(b.limit) + 1_000)
+    }
+    return decide(await run(keys.length, ...keys, ...args), request)
+  }
+
+  async function admit(request: AdmissionRequest): Promise<Admission> {
+    const now = clock()
+    const decision = script(request, now)
+    if (clientBound) return decision
+    decision.catch(() => {})
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`admission store: redis did not answer within ${timeoutMs} ms`)), timeoutMs)
+    })
+    try {
+      return await Promise.race([decision, timeout])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  return { admit }
+}
