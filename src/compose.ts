@@ -21,7 +21,7 @@ import { MAX_TOKEN_TTL } from './policy/schema.js'
 import { createSqlRevocationLog } from './revocation/log-sql.js'
 import { createRevocationMirror } from './revocation/mirror.js'
 import type { Revocation, RevocationFeed, RevocationLog } from './revocation/port.js'
-import { createRedisRevocationFeed } from './revocation/redis.js'
+import { createRedisRevocationFeed, redisReconnectDelay } from './revocation/redis.js'
 import { createRevocationService, observeMirror, type RevocationService } from './revocation/service.js'
 import { openDatabase } from './storage/database.js'
 import { createRedisReplayCache } from './tokens/replay-redis.js'
@@ -266,6 +266,8 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
         enableOfflineQueue: false,
         connectTimeout: 2000,
         commandTimeout: 2000,
+        // The replay check runs on this connection: it must be back as soon as Redis is.
+        retryStrategy: redisReconnectDelay,
         // The replay check's SETs of one event-loop turn go out in one write and Redis answers them
         // in one read: one syscall each way for many exchanges, not one per exchange.
         enableAutoPipelining: true,
