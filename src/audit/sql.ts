@@ -98,6 +98,8 @@ const SIZES_KEPT = 10_000
 const noop = () => {}
 /** Readiness pings the database at most this often (an idle log writes nothing that would notice it gone). */
 const PING_EVERY_MS = 5_000
+/** And this often while the last ping failed, so that readiness returns soon after the database does. */
+const PING_RETRY_MS = 200
 const PING_TIMEOUT_MS = 2_000
 
 /** One chain's writer, and what the dispatcher needs to know of it. */
@@ -151,8 +153,9 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
     probe: async () => {
       const chainsOk = (await Promise.all(writers.map((w) => w.probe()))).every(Boolean)
       // An idle writer would learn that the database is gone only at its next write: readiness
-      // also pings it, in the background, at most every PING_EVERY_MS, and answers from the last ping.
-      if (performance.now() - ping.at > PING_EVERY_MS) refreshPing()
+      // also pings it, in the background, at most every PING_EVERY_MS (PING_RETRY_MS while it is
+      // gone), and answers from the last ping.
+      if (performance.now() - ping.at > (ping.ok ? PING_EVERY_MS : PING_RETRY_MS)) refreshPing()
       return chainsOk && ping.ok
     },
     stats: () => {

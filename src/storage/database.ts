@@ -111,9 +111,10 @@ async function openPostgres(url: string): Promise<Database> {
       max: 10,
       connect_timeout: 5,
       idle_timeout: 30,
-      // Retry a lost server within about a second, however long it was gone (the default backoff
-      // grows with every failed attempt to 10-20 s, and every write meanwhile fails 503).
-      backoff: (attempt: number) => Math.min(0.05 * 2 ** attempt, 1) * (0.5 + Math.random() / 2),
+      // Retry a lost server within a quarter of a second, however long it was gone (the default
+      // backoff grows with every failed attempt to 10-20 s, and every write meanwhile fails 503);
+      // jittered, so that a fleet does not reconnect in step.
+      backoff: (attempt: number) => Math.min(0.05 * 2 ** attempt, 0.25) * (0.5 + Math.random() / 2),
       onnotice: () => {},
       // ISO is the text form `epochSeconds` (schema.ts) reads, whatever the server's default.
       connection: { application_name: 'mandate', DateStyle: 'ISO, MDY' },
