@@ -139,6 +139,12 @@ async function openPostgres(url: string): Promise<Database> {
     await client.end({ timeout: 0 }).catch(() => {})
     throw error
   }
+  // postgres.js fetches the server's array types as the first query of every new connection and
+  // drops that query's promise: a connection lost right then (a database restarting, a network flap)
+  // is an unhandled rejection, which ends the process (porsager/postgres#1192). The first connection
+  // has fetched them (the ping ran after), and the codecs it installed are shared by the whole pool:
+  // later connections need not fetch them again. Each reads the flag when it connects.
+  client.options.fetch_types = false
   return {
     db,
     engine: 'postgres',
