@@ -27,6 +27,7 @@ import { openDatabase } from './storage/database.js'
 import { createRedisReplayCache } from './tokens/replay-redis.js'
 import type { Logger } from './telemetry/log.js'
 import { startTelemetry, type TelemetryExporters } from './telemetry/otel.js'
+import { createRefusalLog, type RefusalLog } from './telemetry/refusal-log.js'
 import { createClientAuthenticator } from './tokens/client-auth.js'
 import { createDevUserIssuer } from './tokens/dev-issuer.js'
 import { normalizeTyp } from './tokens/jws.js'
@@ -51,6 +52,8 @@ export interface Mandate {
   readonly revocations: RevocationService
   /** Where shared state lives, for the startup log line. */
   readonly storage: { readonly database: 'postgres' | 'pglite' | 'memory'; readonly redis: boolean }
+  /** Refusals on the broker's side, logged as one line per interval (the HTTP server counts its dropped connections here). */
+  readonly refusals: RefusalLog
   close(): Promise<void>
 }
 
@@ -337,8 +340,11 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     ...(tracing === undefined ? {} : { step: tracing.step }),
   }
 
+  const refusals = createRefusalLog(log.child({ module: 'http' }))
+  closers.push(async () => refusals.close())
   const app = createApp({
     exchange,
+    refusals,
     revocations,
     adminKeys: config.admin.keys.map((k) => ({ name: k.name, sha256: Buffer.from(k.sha256, 'hex'), roles: new Set(k.roles) })),
     keys,
@@ -360,6 +366,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     agents: loaded.policies.length,
     revocations,
     storage: { database, redis: feed !== undefined },
+    refusals,
     close: closeAll,
   }
   } catch (err) {

@@ -21,6 +21,7 @@ import { mountAdminAudit, recordAdminRead, type AuditQueries } from './routes/ad
 import type { AdminKey } from './admin-auth.js'
 import type { RevocationService } from '../revocation/service.js'
 import { jwksRoute, metadataRoute } from './routes/well-known.js'
+import type { RefusalLog } from '../telemetry/refusal-log.js'
 
 export interface AppEnv {
   Variables: {
@@ -59,6 +60,8 @@ export interface AppDeps {
   readonly tracing?: Tracing
   /** Token endpoint counters and latency; absent when no metrics are exported. */
   readonly metrics?: MandateMetrics
+  /** Where 503s are counted, by cause, instead of one log line each. */
+  readonly refusals: RefusalLog
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
@@ -134,7 +137,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       jti: c.get('jti'),
       error: c.get('error'),
     }
-    if (status >= 500) log.error(line, 'request')
+    // A 503 is an outage or an overload, not a bug: counted in the refusal log, not an error line each.
+    if (status >= 500 && status !== 503) log.error(line, 'request')
     else log.info(line, 'request')
   })
 
@@ -142,13 +146,18 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     if (err instanceof PayloadTooLarge) return tooLarge(c)
     if (err instanceof AdminError) {
       c.set('error', err.code)
+      if (err.code === 'temporarily_unavailable') deps.refusals.count(err.description)
       if (err.detail !== undefined) log.debug({ request_id: c.get('requestId'), error: err.code, detail: err.detail }, 'admin request refused')
       return renderAdminError(c, err)
     }
     const error = toOAuthError(err)
     c.set('error', error.code)
-    if (error.code === 'server_error' || error.code === 'temporarily_unavailable') {
+    if (error.code === 'server_error') {
       log.error({ request_id: c.get('requestId'), error: error.code, detail: error.detail, cause: describe(error.cause) }, 'request failed')
+    } else if (error.code === 'temporarily_unavailable') {
+      // Descriptions are fixed texts: a bounded set of causes.
+      deps.refusals.count(error.description)
+      log.debug({ request_id: c.get('requestId'), error: error.code, detail: error.detail, cause: describe(error.cause) }, 'request failed')
     } else if (error.detail !== undefined) {
       log.debug({ request_id: c.get('requestId'), error: error.code, detail: error.detail }, 'request refused')
     }
