@@ -27,6 +27,7 @@ import { openDatabase } from './storage/database.js'
 import { createRedisReplayCache } from './tokens/replay-redis.js'
 import type { Logger } from './telemetry/log.js'
 import { startTelemetry, type TelemetryExporters } from './telemetry/otel.js'
+import { monitorEventLoopLag } from './telemetry/event-loop.js'
 import { createRefusalLog, type RefusalLog } from './telemetry/refusal-log.js'
 import { createClientAuthenticator } from './tokens/client-auth.js'
 import { createDevUserIssuer } from './tokens/dev-issuer.js'
@@ -81,6 +82,8 @@ export interface ComposeOptions {
    * SDK's in-memory exporters). Either one turns its signal on.
    */
   readonly telemetry?: TelemetryExporters
+  /** Load-shedding signals instead of the measured ones (tests: a lag or a backlog set by hand). */
+  readonly loadSignals?: { readonly eventLoopLag?: () => number; readonly auditPending?: () => number }
 }
 
 /** A trusted issuer with its public keys in hand. */
@@ -342,9 +345,24 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
 
   const refusals = createRefusalLog(log.child({ module: 'http' }))
   closers.push(async () => refusals.close())
+  const eventLoop = options.loadSignals?.eventLoopLag === undefined ? monitorEventLoopLag() : undefined
+  closers.push(async () => eventLoop?.stop())
   const app = createApp({
     exchange,
     refusals,
+    shedding: {
+      eventLoopLag: options.loadSignals?.eventLoopLag ?? eventLoop!.current,
+      auditPending: options.loadSignals?.auditPending ?? (sqlAudit === undefined ? () => 0 : sqlAudit.pending),
+      maxConcurrent: config.overload.max_concurrent_requests,
+      maxEventLoopLagMs: config.overload.max_event_loop_lag_ms,
+      // A full group being written and a full one waiting: more means the database is not keeping up.
+      maxAuditPending: config.overload.max_audit_pending ?? 2 * config.audit.group_max_records,
+      retryAfterSeconds: config.overload.retry_after_seconds,
+      onShed: (reason) => {
+        refusals.count(`overloaded: ${reason}`)
+        metrics?.requestShed(reason)
+      },
+    },
     revocations,
     adminKeys: config.admin.keys.map((k) => ({ name: k.name, sha256: Buffer.from(k.sha256, 'hex'), roles: new Set(k.roles) })),
     keys,

@@ -77,6 +77,8 @@ export interface SqlAuditLog extends AuditLog {
   readonly chainIds: () => string[]
   /** False from a failed write until the next successful one. */
   healthy(): boolean
+  /** Records appended and not yet answered (queued, or in the group being written), over every chain. */
+  pending(): number
   /**
    * For /readyz: true when healthy; after a failure, true again once the
    * database answers (the next write settles whatever was left unconfirmed),
@@ -150,6 +152,11 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
     chainIds: () => writers.map((w) => w.chainId()),
     append: (event) => pick().append(event),
     healthy: () => writers.every((w) => w.healthy()),
+    pending: () => {
+      let n = 0
+      for (const w of writers) n += w.pending()
+      return n
+    },
     probe: async () => {
       const chainsOk = (await Promise.all(writers.map((w) => w.probe()))).every(Boolean)
       // An idle writer would learn that the database is gone only at its next write: readiness
@@ -201,6 +208,8 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
   let chainId = randomUUID()
   let head = { seq: 0, hash: GENESIS_HASH }
   let queue: Pending[] = []
+  /** Records of the group being written. */
+  let sending = 0
   let running: Promise<void> | undefined
   let cancelScheduled: (() => void) | undefined
   let closing = false
@@ -256,9 +265,12 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
       while (queue.length > 0) {
         const group = queue.length <= groupMax ? queue : queue.slice(0, groupMax)
         queue = queue.length <= groupMax ? [] : queue.slice(groupMax)
+        sending = group.length
         await writeGroup(group)
+        sending = 0
       }
     } finally {
+      sending = 0
       running = undefined
     }
   }
@@ -412,6 +424,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
       })
     },
     healthy: () => healthy,
+    pending: () => queue.length + sending,
     async probe() {
       if (healthy) return true
       try {

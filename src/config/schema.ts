@@ -116,6 +116,33 @@ export const Config = z
       })
       .prefault({})
       .describe('connections: limits on slow and idle clients'),
+    overload: z
+      .strictObject({
+        max_concurrent_requests: z
+          .number()
+          .int()
+          .min(1)
+          .max(100_000)
+          .default(128)
+          .describe('a token or introspection request is answered 503 with Retry-After, before any other work, while this many are being handled in this process'),
+        max_event_loop_lag_ms: z
+          .number()
+          .int()
+          .min(5)
+          .max(10_000)
+          .default(100)
+          .describe('and while the event loop runs this far behind (a moving average of how late a 20 ms timer fires)'),
+        max_audit_pending: z
+          .number()
+          .int()
+          .min(1)
+          .max(1_000_000)
+          .optional()
+          .describe('and while this many delegation log records wait for their commit (all chains of this process). Default: twice audit.group_max_records'),
+        retry_after_seconds: z.number().int().min(1).max(60).default(1).describe('the Retry-After of those answers'),
+      })
+      .prefault({})
+      .describe('load shedding; the admin API, the revocation feed, /oauth2/revoke, health and metadata are never shed'),
     policies_dir: z.string().min(1).default('./policies').describe('directory of agent policy files (hot-reloaded). Env: MANDATE_POLICIES_DIR'),
     data_dir: z.string().min(1).default('./data').describe('directory for embedded state (generated keys). Env: MANDATE_DATA_DIR'),
     signing: z

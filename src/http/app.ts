@@ -21,6 +21,7 @@ import { mountAdminAudit, recordAdminRead, type AuditQueries } from './routes/ad
 import type { AdminKey } from './admin-auth.js'
 import type { RevocationService } from '../revocation/service.js'
 import { jwksRoute, metadataRoute } from './routes/well-known.js'
+import { shedLoad, type LoadShedding, type ShedReason } from './shed.js'
 import type { RefusalLog } from '../telemetry/refusal-log.js'
 
 export interface AppEnv {
@@ -37,6 +38,8 @@ export interface AppEnv {
     jti: string | undefined
     error: string | undefined
     adminKey: string | undefined
+    /** Set when the request was shed under overload. */
+    shed: ShedReason | undefined
   }
 }
 
@@ -62,6 +65,8 @@ export interface AppDeps {
   readonly metrics?: MandateMetrics
   /** Where 503s are counted, by cause, instead of one log line each. */
   readonly refusals: RefusalLog
+  /** Load shedding of the token and introspection endpoints; none without it. */
+  readonly shedding?: LoadShedding
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
@@ -136,9 +141,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       admin_key: c.get('adminKey'),
       jti: c.get('jti'),
       error: c.get('error'),
+      shed: c.get('shed'),
     }
     // A 503 is an outage or an overload, not a bug: counted in the refusal log, not an error line each.
+    // A shed request must cost next to nothing: its line only at debug.
     if (status >= 500 && status !== 503) log.error(line, 'request')
+    else if (c.get('shed') !== undefined) log.debug(line, 'request')
     else log.info(line, 'request')
   })
 
@@ -187,6 +195,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     maxBodyBytes: deps.maxBodyBytes,
   }
 
+  if (deps.shedding !== undefined) {
+    // Before the routes: a shed request is answered before its body is read.
+    const shed = shedLoad(deps.shedding)
+    app.use('/oauth2/token', shed)
+    app.use('/oauth2/introspect', shed)
+  }
   // /oauth2/* cap their bodies in readForm (on Node without building a web body stream).
   app.post('/oauth2/token', tokenRoute(deps.exchange, deps.maxBodyBytes, deps.metrics))
   app.post('/oauth2/introspect', introspectRoute(tokenDeps))

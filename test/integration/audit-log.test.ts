@@ -355,6 +355,17 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         expect(await verifyAuditLog(db)).toStrictEqual({ ok: true, records: 300, chains: 1, checkpoints: 0, findings: [] })
       })
 
+      it('pending() counts the records appended and not yet answered, over every chain; 0 once they are committed', async () => {
+        const log = newLog({ groupMaxRecords: 16, chains: 2 })
+        expect(log.pending()).toBe(0)
+        const receipts = Array.from({ length: 100 }, (_, i) => log.append(issued({ jti: `p-${i}`, actors: ['agent-a'], at: T0 + i })))
+        expect(log.pending()).toBe(100)
+        await Promise.all(receipts)
+        // The writer's loop clears the last group's count right after answering it.
+        await new Promise((r) => setImmediate(r))
+        expect(log.pending()).toBe(0)
+      })
+
       it('with several chains, concurrent appends spread over them, each chain numbered from 1, and all verify', async () => {
         const log = newLog({ groupMaxRecords: 16, chains: 3 })
         const events = Array.from({ length: 300 }, (_, i) => issued({ jti: `m-${i}`, actors: ['agent-a'], at: T0 + i }))

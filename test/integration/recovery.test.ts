@@ -91,6 +91,8 @@ token_ttl: { default: 300, max: 300 }
   const mandate = await composeMandate(config, {
     dev: true,
     logger: createLogger('info', stream),
+    // A busy test machine must not shed the probes.
+    loadSignals: { eventLoopLag: () => 0 },
     ...(inMemoryLogs ? { audit: createMemoryAuditLog(), revocationLog: createMemoryRevocationLog() } : {}),
   })
   cleanups.push(() => mandate.close())

@@ -124,6 +124,13 @@ export interface TestBrokerOptions {
   readonly minter?: TokenMinter
   /** OpenTelemetry exporters (the SDK's in-memory ones); telemetry is off without them. */
   readonly telemetry?: TelemetryExporters
+  /**
+   * Load-shedding signals. Default: an event loop that never lags, so that a
+   * busy test machine never sheds a test's requests; `{}` measures the real one.
+   */
+  readonly loadSignals?: { readonly eventLoopLag?: () => number; readonly auditPending?: () => number }
+  /** The config's `overload` section (load shedding). */
+  readonly overload?: Record<string, number>
 }
 
 /**
@@ -222,6 +229,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     signing: { generate_if_missing: true },
     log: { level: 'debug' },
     ...(options.storage === undefined ? {} : { storage: options.storage }),
+    ...(options.overload === undefined ? {} : { overload: options.overload }),
     admin: {
       keys: Object.entries(ADMIN_KEYS).map(([role, key]) => ({
         name: `${role}-holder`,
@@ -238,6 +246,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     audit,
     ...(options.minter === undefined ? {} : { minter: options.minter }),
     ...(options.telemetry === undefined ? {} : { telemetry: options.telemetry }),
+    loadSignals: options.loadSignals ?? { eventLoopLag: () => 0 },
     revocationLog: createMemoryRevocationLog(),
     localSubjectIssuers: [
       { trusted: { issuer: USER_ISSUER, jwksUri: undefined, algorithms: ['RS256'], audience: BROKER, typ: ['at+jwt'] }, jwks: { keys: [users.publicJwk] } },
