@@ -144,9 +144,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       shed: c.get('shed'),
     }
     // A 503 is an outage or an overload, not a bug: counted in the refusal log, not an error line each.
-    // A shed request must cost next to nothing: its line only at debug.
     if (status >= 500 && status !== 503) log.error(line, 'request')
-    else if (c.get('shed') !== undefined) log.debug(line, 'request')
     else log.info(line, 'request')
   })
 

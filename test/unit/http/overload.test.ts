@@ -8,8 +8,8 @@
  *   audit record, no signature check), and counted (metric, refusal log);
  * - the kill switch (admin API, /oauth2/revoke), the health probes and the
  *   metadata keep answering meanwhile;
- * - a shed request is logged in the aggregated refusal line, its own
- *   request line only at debug, and never as an error.
+ * - a shed request is counted in the aggregated refusal line, keeps its
+ *   request line (at info, naming the reason), and is never an error line.
  *
  * The lag and the backlog are set by hand (the composition root's test seam),
  * except in the last test, which blocks the real event loop.
@@ -110,12 +110,12 @@ describe('load shedding', () => {
     await expectToken(await b.token(exchange(user), secretAgent()))
 
     expect(valueAt(await telemetry.metrics(), 'mandate.requests.shed', { reason: 'event_loop_lag' })).toBe(2)
-    // Logged as refusals (the first at once), each request line at debug, no error line.
+    // Logged as refusals (the first at once); each keeps its request line, at info, naming the reason; no error line.
     expect(refusedLines(b)[0]).toMatchObject({ level: 'warn', causes: { 'overloaded: event_loop_lag': 1 } })
     const shedLines = b.logs().filter((l) => l['msg'] === 'request' && l['shed'] === 'event_loop_lag')
     expect(shedLines.map((l) => [l['level'], l['status']])).toEqual([
-      ['debug', 503],
-      ['debug', 503],
+      ['info', 503],
+      ['info', 503],
     ])
     expect(errorLines(b)).toEqual([])
   })
