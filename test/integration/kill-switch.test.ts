@@ -583,7 +583,7 @@ token_ttl: { default: 300, max: 300 }
     expect(await b.active(await b.issue(PG_AGENT, await b.userToken('dave')))).toBe(true)
   }, 45_000)
 
-  it('the revocation API under a saturating exchange load at A: every revocation acknowledged (p99 printed; target 250 ms)', async () => {
+  it('the revocation API under a saturating exchange load at A: every revocation acknowledged (p99 printed; target 100 ms in bench:overload)', async () => {
     const user = await a.userToken('load-user')
     await a.issue(LOAD, user)
     const LOOPS = 64
@@ -633,7 +633,7 @@ token_ttl: { default: 300, max: 300 }
     // Saturated on a shared machine the broker may shed some exchanges (503, overloaded): nothing else.
     expect(Object.keys(report.statuses).filter((s) => s !== '200' && s !== '503')).toEqual([])
     expect(report.statuses['200']).toBeGreaterThan(0)
-    // Issue 3's figure (p99 < 250 ms with the token endpoint saturated) is measured by
+    // The figure (p99 within 100 ms with the token endpoint driven past saturation) is measured by
     // `npm run bench:overload` (bench/overload.ts: 200 revocations against a reference in the same run);
     // a test asserts no timing it cannot hold on a shared machine. Here, with two brokers, the
     // load generator and the test on two cores, it prints p99 ~100-200 ms; what is asserted is
