@@ -14,7 +14,7 @@
  *   5. PostgreSQL unreachable from B: a revocation at B is 503 and revokes
  *      nothing;
  *   6. the revocation API under a saturating exchange load: every revocation
- *      acknowledged (the p99 < 250 ms figure is `npm run bench:overload`'s, bench/overload.ts).
+ *      acknowledged (the p99 ≤ 100 ms figure is `npm run bench:overload`'s, bench/overload.ts).
  *
  * The shared servers are never stopped, flushed or restarted: A and B reach
  * Redis, and B reaches PostgreSQL, through TCP proxies on 127.0.0.1 that the
