@@ -131,7 +131,7 @@ export const Config = z
           .min(5)
           .max(10_000)
           .default(100)
-          .describe('and while the event loop runs this far behind (a moving average of how late a 20 ms timer fires)'),
+          .describe('and while the event loop runs this far behind (a moving average of how late a 20 ms timer fires) with at least a quarter of max_concurrent_requests being handled'),
         max_audit_pending: z
           .number()
           .int()

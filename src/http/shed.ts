@@ -30,21 +30,25 @@ export const OVERLOADED = 'the broker is overloaded; try again'
  * is read or any signature checked, while `maxConcurrent` requests of these
  * routes are already being handled (the work queued on the loop and the
  * thread pool stays bounded, whatever the arrival rate), or the event loop
- * runs more than `maxEventLoopLagMs` behind, or the delegation log has more
- * than `maxAuditPending` records waiting for their commit. An overload then
- * costs little more than the answers. Mount it only on such routes, and on
+ * runs more than `maxEventLoopLagMs` behind while at least a quarter of
+ * `maxConcurrent` are being handled, or the delegation log has more than
+ * `maxAuditPending` records waiting for their commit. An overload then costs
+ * little more than the answers. A lagging loop with few of these requests in
+ * flight is not theirs to relieve (an instance warming up, a pause, a host
+ * short of CPU): shedding them would refuse clients and change nothing. Mount it only on such routes, and on
  * every route that counts towards `maxConcurrent` with the same instance:
  * the kill switch (admin API, /oauth2/revoke), the revocation feed and the
  * health probes must keep answering under any load.
  */
 export function shedLoad(options: LoadShedding): MiddlewareHandler<AppEnv> {
   const refusal = new OAuthError('temporarily_unavailable', OVERLOADED, { retryAfter: options.retryAfterSeconds })
+  const busy = Math.floor(options.maxConcurrent / 4)
   let inFlight = 0
   return async function shed(c, next) {
     const reason: ShedReason | undefined =
       inFlight >= options.maxConcurrent
         ? 'concurrency'
-        : options.eventLoopLag() > options.maxEventLoopLagMs
+        : inFlight >= busy && options.eventLoopLag() > options.maxEventLoopLagMs
           ? 'event_loop_lag'
           : options.auditPending() > options.maxAuditPending
             ? 'audit_backlog'

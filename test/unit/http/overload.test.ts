@@ -75,7 +75,8 @@ describe('load shedding', () => {
   it('while the event loop lags: token and introspection requests are shed before their body is read; the kill switch, health and metadata answer', async () => {
     let lag = 0
     const telemetry = recorder()
-    const b = await broker({ loadSignals: { eventLoopLag: () => lag }, telemetry: telemetry.exporters })
+    // Below 4, a lagging loop sheds even with no request in flight.
+    const b = await broker({ loadSignals: { eventLoopLag: () => lag }, telemetry: telemetry.exporters, overload: { max_concurrent_requests: 3 } })
     const user = await b.userToken()
     const token = (await expectToken(await b.token(exchange(user), secretAgent()))).access_token
 
@@ -118,6 +119,12 @@ describe('load shedding', () => {
       ['info', 503],
     ])
     expect(errorLines(b)).toEqual([])
+  })
+
+  it('not for a lagging loop while fewer than a quarter of max_concurrent_requests are in flight (a loop lagging for another reason)', async () => {
+    const b = await broker({ loadSignals: { eventLoopLag: () => 500 } })
+    await expectToken(await b.token(exchange(await b.userToken()), secretAgent()))
+    expect(refusedLines(b)).toEqual([])
   })
 
   it('while the delegation log has more records waiting than its bound', async () => {
@@ -163,7 +170,7 @@ describe('load shedding', () => {
   })
 
   it('on the real event loop: a loop blocked for half a second sheds the next token request, and the broker serves again once it runs freely', async () => {
-    const b = await broker({ loadSignals: {} })
+    const b = await broker({ loadSignals: {}, overload: { max_concurrent_requests: 3 } })
     const user = await b.userToken()
     await expectToken(await b.token(exchange(user), secretAgent()))
     const until = performance.now() + 500
