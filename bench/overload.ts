@@ -173,7 +173,14 @@ interface Running {
   readonly base: string
   readonly child: ChildProcess
   output(): string
+  /** How many `requests refused` lines the broker has logged so far. */
+  refusalLines(): number
+  /** The refusals by cause in the lines logged since `from` (a `refusalLines()` value). */
+  refusedSince(from: number): Record<string, number>
 }
+
+/** The broker logs its refusals (shed requests among them) once per this interval, and once more after. */
+const REFUSAL_LOG_INTERVAL_MS = 5_000
 
 async function startBroker(env: Record<string, string>, dataDir: string): Promise<Running> {
   const port = await freePort()
@@ -187,6 +194,20 @@ async function startBroker(env: Record<string, string>, dataDir: string): Promis
   const keep = (d: Buffer) => (tail = (tail + d.toString()).slice(-4096))
   child.stdout!.on('data', keep)
   child.stderr!.on('data', keep)
+  const refusals: Record<string, number>[] = []
+  let partial = ''
+  child.stdout!.on('data', (d: Buffer) => {
+    const lines = (partial + d.toString()).split('\n')
+    partial = lines.pop()!
+    for (const line of lines) {
+      if (!line.includes('"requests refused"')) continue
+      try {
+        refusals.push((JSON.parse(line) as { causes: Record<string, number> }).causes)
+      } catch {
+        // not a log line
+      }
+    }
+  })
   const deadline = Date.now() + 30_000
   for (;;) {
     if (child.exitCode !== null) throw new Error(`broker exited (${child.exitCode}): ${tail}`)
@@ -195,7 +216,17 @@ async function startBroker(env: Record<string, string>, dataDir: string): Promis
     if (Date.now() > deadline) throw new Error(`broker not ready in 30 s: ${tail}`)
     await sleep(100)
   }
-  return { base, child, output: () => tail }
+  return {
+    base,
+    child,
+    output: () => tail,
+    refusalLines: () => refusals.length,
+    refusedSince(from) {
+      const sum: Record<string, number> = {}
+      for (const causes of refusals.slice(from)) for (const [cause, n] of Object.entries(causes)) sum[cause] = (sum[cause] ?? 0) + n
+      return sum
+    },
+  }
 }
 
 async function stop(child: ChildProcess): Promise<void> {
@@ -249,20 +280,26 @@ async function measure(label: string, env: Record<string, string>): Promise<void
     await revokeTimes(broker.base, 10) // warm-up
     const reference = await revokeTimes(broker.base, REVOCATIONS)
 
+    // Each loaded case ends with the broker's refusal log flushed: its refusals by cause are the case's.
+    let mark = broker.refusalLines()
     load = await startLoad(request, { connections: CONNECTIONS })
     await sleep(500) // at full strength
     const saturated = await revokeTimes(broker.base, REVOCATIONS)
     const closed = await load.stop()
     load = undefined
-    await sleep(500) // the broker settles
+    await sleep(REFUSAL_LOG_INTERVAL_MS + 500)
+    const closedRefusals = broker.refusedSince(mark)
     const capacity = ((closed.statuses['200'] ?? 0) / closed.ms) * 1000
 
     const rate = Math.round(OVERLOAD_FACTOR * capacity)
+    mark = broker.refusalLines()
     load = await startLoad(request, { rate, maxInFlight: MAX_IN_FLIGHT })
     await sleep(500)
     const past = await revokeTimes(broker.base, REVOCATIONS)
     const open = await load.stop()
     load = undefined
+    await sleep(REFUSAL_LOG_INTERVAL_MS + 500)
+    const openRefusals = broker.refusedSince(mark)
 
     const row = (name: string, xs: number[]) =>
       `  ${name.padEnd(34)} p50 ${ms(percentile(xs, 50)).padStart(9)}   p99 ${ms(percentile(xs, 99)).padStart(9)}   max ${ms(Math.max(...xs)).padStart(9)}`
@@ -281,8 +318,10 @@ async function measure(label: string, env: Record<string, string>): Promise<void
     console.log(row('idle broker (reference)', reference))
     console.log(row(`saturated (${CONNECTIONS} connections)`, saturated))
     console.log(`    exchanges meanwhile: ${served(closed)}; ${verdict(saturated)}`)
+    console.log(`    refused by the broker, by cause: ${JSON.stringify(closedRefusals)}`)
     console.log(row(`past saturation (${OVERLOAD_FACTOR}x: ${rate}/s offered)`, past))
     console.log(`    exchanges meanwhile: ${served(open)}; ${verdict(past)}`)
+    console.log(`    refused by the broker, by cause: ${JSON.stringify(openRefusals)}`)
   } finally {
     if (load !== undefined) await stop(load.child)
     await stop(broker.child)
