@@ -49,7 +49,7 @@ const TERM_INSTANCE = 'durability-sigterm'
 
 /** Longest any single exchange may take, outage or not (write timeout 2 s + settle 2 s + slack). */
 const ANSWER_BOUND_MS = 10_000
-/** Longest the broker may take to issue again once PostgreSQL is back: postgres.js's reconnect backoff tops out at 20 s. */
+/** How long the polls below wait for the broker to issue again once PostgreSQL is back (what the test asserts is far tighter). */
 const RECOVERY_BOUND_MS = 22_000
 
 // ---------------------------------------------------------------- helpers (after kill-switch.test.ts)
@@ -525,8 +525,8 @@ const brokerEvents = (broker: Broker) =>
 
 /**
  * After `proxy.restore()`: how long until the broker opens a connection through
- * the proxy again, and until it logs a token endpoint 200 again (ms, bounded by
- * postgres.js's longest reconnect backoff, 20 s, plus slack).
+ * the proxy again, and until it logs a token endpoint 200 again (ms; the polls
+ * give up after RECOVERY_BOUND_MS).
  */
 async function awaitRecovery(broker: Broker, proxy: TcpProxy, restoredAt: number, okBefore: number) {
   const [reconnect, firstOk] = await Promise.all([
