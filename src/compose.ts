@@ -9,7 +9,6 @@ import { createMemoryAdmissionStore } from './admission/memory.js'
 import { createRedisAdmissionStore } from './admission/redis.js'
 import { createAuthFailureThrottle } from './admission/auth-failures.js'
 import { clientAddressResolver } from './http/client-address.js'
-import { createRefusalLog } from './telemetry/refusal-log.js'
 import { CHECKPOINT_TYP, createCheckpointWriter } from './audit/checkpoint.js'
 import { createSqlAuditLog, lastKeyRotation, type SqlAuditLog } from './audit/sql.js'
 import { delegationTree, queryAudit } from './audit/query.js'
@@ -27,11 +26,13 @@ import { MAX_TOKEN_TTL } from './policy/schema.js'
 import { createSqlRevocationLog } from './revocation/log-sql.js'
 import { createRevocationMirror } from './revocation/mirror.js'
 import type { Revocation, RevocationFeed, RevocationLog } from './revocation/port.js'
-import { createRedisRevocationFeed } from './revocation/redis.js'
+import { createRedisRevocationFeed, redisReconnectDelay } from './revocation/redis.js'
 import { createRevocationService, observeMirror, type RevocationService } from './revocation/service.js'
 import { openDatabase } from './storage/database.js'
 import type { Logger } from './telemetry/log.js'
 import { startTelemetry, type TelemetryExporters } from './telemetry/otel.js'
+import { monitorEventLoopLag } from './telemetry/event-loop.js'
+import { createRefusals, type Refusals } from './telemetry/refusal-log.js'
 import { createClientAuthenticator } from './tokens/client-auth.js'
 import { createDevUserIssuer } from './tokens/dev-issuer.js'
 import { normalizeTyp } from './tokens/jws.js'
@@ -55,6 +56,8 @@ export interface Mandate {
   readonly revocations: RevocationService
   /** Where shared state lives, for the startup log line. */
   readonly storage: { readonly database: 'postgres' | 'pglite' | 'memory'; readonly redis: boolean }
+  /** Refusals, logged as one line per interval (the HTTP server counts its dropped connections in `unavailable`). */
+  readonly refusals: Refusals
   close(): Promise<void>
 }
 
@@ -83,6 +86,8 @@ export interface ComposeOptions {
    * SDK's in-memory exporters). Either one turns its signal on.
    */
   readonly telemetry?: TelemetryExporters
+  /** Load-shedding signals instead of the measured ones (tests: a lag or a backlog set by hand). */
+  readonly loadSignals?: { readonly eventLoopLag?: () => number; readonly auditPending?: () => number }
 }
 
 /** A trusted issuer with its public keys in hand. */
@@ -282,6 +287,8 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
         enableOfflineQueue: false,
         connectTimeout: 2000,
         commandTimeout: 2000,
+        // The admission commands run on this connection: it must be back as soon as Redis is.
+        retryStrategy: redisReconnectDelay,
         // The admission commands of one event-loop turn go out in one write and Redis answers them
         // in one read: one syscall each way for many exchanges, not one per exchange.
         enableAutoPipelining: true,
@@ -356,18 +363,27 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     ...(tracing === undefined ? {} : { step: tracing.step }),
   }
 
-  // Counted per agent (rate limits) and per endpoint (back-off), logged every 10 s: never a line per refusal.
-  const limitsLog = log.child({ module: 'limits' })
-  const refusals = {
-    rateLimited: createRefusalLog(limitsLog, { message: 'token exchanges refused by rate limits', subject: 'agent', intervalMs: 10_000 }),
-    throttled: createRefusalLog(limitsLog, { message: 'requests refused by the failed-authentication back-off', subject: 'endpoint', intervalMs: 10_000 }),
-  }
-  closers.push(async () => {
-    refusals.rateLimited.close()
-    refusals.throttled.close()
-  })
+  // Refusals are counted and logged once per interval, never a line each.
+  const refusals = createRefusals(log)
+  closers.push(async () => refusals.close())
+  const eventLoop = options.loadSignals?.eventLoopLag === undefined ? monitorEventLoopLag() : undefined
+  closers.push(async () => eventLoop?.stop())
   const app = createApp({
     exchange,
+    refusals,
+    shedding: {
+      eventLoopLag: options.loadSignals?.eventLoopLag ?? eventLoop!.current,
+      auditPending: options.loadSignals?.auditPending ?? (sqlAudit === undefined ? () => 0 : sqlAudit.pending),
+      maxConcurrent: config.overload.max_concurrent_requests,
+      maxEventLoopLagMs: config.overload.max_event_loop_lag_ms,
+      // A full group being written and a full one waiting: more means the database is not keeping up.
+      maxAuditPending: config.overload.max_audit_pending ?? 2 * config.audit.group_max_records,
+      retryAfterSeconds: config.overload.retry_after_seconds,
+      onShed: (reason) => {
+        refusals.unavailable.count(`overloaded: ${reason}`)
+        metrics?.requestShed(reason)
+      },
+    },
     revocations,
     userIssuers: subjectIssuers.map((t) => t.issuer),
     adminKeys: config.admin.keys.map((k) => ({ name: k.name, sha256: Buffer.from(k.sha256, 'hex'), roles: new Set(k.roles) })),
@@ -381,7 +397,6 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     ...(sqlAudit === undefined ? {} : { auditHealthy: () => sqlAudit!.probe() }),
     clientAddress: clientAddressResolver(config.listen.trusted_proxies ?? []),
     authFailures: createAuthFailureThrottle(clock),
-    refusals,
   })
   return {
     app,
@@ -389,6 +404,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     agents: loaded.policies.length,
     revocations,
     storage: { database, redis: feed !== undefined },
+    refusals,
     close: closeAll,
   }
   } catch (err) {

@@ -66,6 +66,7 @@ try {
 listenAndServe(mandate, {
   host: config.listen.host,
   port: config.listen.port,
+  limits: config.http,
   logger,
   name: 'bench broker',
   onListening: () =>

@@ -82,6 +82,8 @@ export interface SqlAuditLog extends AuditLog {
   readonly chainIds: () => string[]
   /** False from a failed write until the next successful one. */
   healthy(): boolean
+  /** Records appended and not yet answered (queued, or in the group being written), over every chain. */
+  pending(): number
   /**
    * For /readyz: true when healthy; after a failure, true again once the
    * database answers (the next write settles whatever was left unconfirmed),
@@ -109,6 +111,8 @@ const SIZES_KEPT = 10_000
 const noop = () => {}
 /** Readiness pings the database at most this often (an idle log writes nothing that would notice it gone). */
 const PING_EVERY_MS = 5_000
+/** And this often while the last ping failed, so that readiness returns soon after the database does. */
+const PING_RETRY_MS = 200
 const PING_TIMEOUT_MS = 2_000
 
 /** One chain's writer, and what the dispatcher needs to know of it. */
@@ -159,11 +163,17 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
     chainIds: () => writers.map((w) => w.chainId()),
     append: (event) => pick().append(event),
     healthy: () => writers.every((w) => w.healthy()),
+    pending: () => {
+      let n = 0
+      for (const w of writers) n += w.pending()
+      return n
+    },
     probe: async () => {
       const chainsOk = (await Promise.all(writers.map((w) => w.probe()))).every(Boolean)
       // An idle writer would learn that the database is gone only at its next write: readiness
-      // also pings it, in the background, at most every PING_EVERY_MS, and answers from the last ping.
-      if (performance.now() - ping.at > PING_EVERY_MS) refreshPing()
+      // also pings it, in the background, at most every PING_EVERY_MS (PING_RETRY_MS while it is
+      // gone), and answers from the last ping.
+      if (performance.now() - ping.at > (ping.ok ? PING_EVERY_MS : PING_RETRY_MS)) refreshPing()
       return chainsOk && ping.ok
     },
     stats: () => {
@@ -229,6 +239,8 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
   let chainId = randomUUID()
   let head = { seq: 0, hash: GENESIS_HASH }
   let queue: Pending[] = []
+  /** Records of the group being written. */
+  let sending = 0
   let running: Promise<void> | undefined
   let cancelScheduled: (() => void) | undefined
   let closing = false
@@ -290,9 +302,12 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
       while (queue.length > 0) {
         const group = queue.length <= groupMax ? queue : queue.slice(0, groupMax)
         queue = queue.length <= groupMax ? [] : queue.slice(groupMax)
+        sending = group.length
         await writeGroup(group)
+        sending = 0
       }
     } finally {
+      sending = 0
       running = undefined
     }
   }
@@ -514,6 +529,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
       })
     },
     healthy: () => healthy,
+    pending: () => queue.length + sending,
     async probe() {
       if (healthy) return true
       try {

@@ -1,6 +1,6 @@
-import { serve as serveHttp, type Http2Bindings, type HttpBindings, type ServerType } from '@hono/node-server'
+import { createAdaptorServer, type Http2Bindings, type HttpBindings, type ServerType } from '@hono/node-server'
 import cluster from 'node:cluster'
-import { ServerResponse } from 'node:http'
+import { ServerResponse, type Server } from 'node:http'
 import { join } from 'node:path'
 import { composeMandate, type Mandate } from '../compose.js'
 import { loadConfig, processEnv } from '../config/load.js'
@@ -51,6 +51,7 @@ export async function serve(options: ServeOptions): Promise<void> {
   listenAndServe(mandate, {
     host: config.listen.host,
     port: config.listen.port,
+    limits: config.http,
     logger,
     name: 'mandate',
     onListening: () => {
@@ -150,6 +151,7 @@ async function runPrimary(config: Config, count: number, dev: boolean, logger: L
 export interface ListenOptions {
   readonly host: string
   readonly port: number
+  readonly limits: Config['http']
   readonly logger: Logger
   /** Prefix of the messages written to stderr. */
   readonly name: string
@@ -171,12 +173,13 @@ export function listenAndServe(mandate: Mandate, options: ListenOptions): Server
     if (closing && env.outgoing instanceof ServerResponse) env.outgoing.setHeader('Connection', 'close')
     return mandate.app.fetch(req, env)
   }
-  const server: ServerType = serveHttp({ fetch, hostname: options.host, port: options.port })
+  const server = createHttpServer(fetch, options.host, options.limits, () => mandate.refusals.unavailable.count('connection limit (http.max_connections)'))
   server.on('error', (err: NodeJS.ErrnoException) => {
     process.stderr.write(`${options.name}: cannot listen on ${options.host}:${options.port}: ${err.code ?? err.message}\n`)
     process.exit(1)
   })
   server.on('listening', options.onListening)
+  server.listen(options.port, options.host)
 
   const shutdown = (signal: string) => {
     if (closing) return
@@ -192,9 +195,43 @@ export function listenAndServe(mandate: Mandate, options: ListenOptions): Server
       })
     })
     // Idle keep-alive sockets would hold close() open.
-    ;(server as import('node:http').Server).closeIdleConnections?.()
+    server.closeIdleConnections()
   }
   process.on('SIGTERM', () => shutdown('SIGTERM'))
   process.on('SIGINT', () => shutdown('SIGINT'))
+  return server
+}
+
+/**
+ * The broker's HTTP/1.1 server, not yet listening, with the limits that keep
+ * slow and idle clients from holding it (slowloris): the request head must
+ * arrive within `headers_timeout_ms` and the whole request within
+ * `request_timeout_ms` (Node answers 408 and closes), an idle keep-alive
+ * connection closes after `keep_alive_timeout_ms`, and a connection on which
+ * nothing moves for `idle_timeout_ms` is destroyed. Beyond `max_connections`
+ * open connections a new one is closed as it arrives, and `onDrop` told.
+ */
+export function createHttpServer(
+  fetch: (req: Request, env: HttpBindings | Http2Bindings) => Response | Promise<Response>,
+  hostname: string,
+  limits: Config['http'],
+  onDrop: () => void,
+): Server {
+  const server = createAdaptorServer({
+    fetch,
+    hostname,
+    serverOptions: {
+      headersTimeout: limits.headers_timeout_ms,
+      requestTimeout: limits.request_timeout_ms,
+      keepAliveTimeout: limits.keep_alive_timeout_ms,
+      maxHeaderSize: limits.max_header_bytes,
+      // Node enforces the two request timeouts only when it sweeps its connections (every 30 s by
+      // default): a sweep every quarter of the header timeout (at most 1 s) keeps them close to exact.
+      connectionsCheckingInterval: Math.min(1_000, Math.floor(limits.headers_timeout_ms / 4)),
+    },
+  }) as Server
+  server.timeout = limits.idle_timeout_ms
+  server.maxConnections = limits.max_connections
+  server.on('drop', onDrop)
   return server
 }

@@ -120,6 +120,88 @@ export const Config = z
       })
       .prefault({})
       .describe('where the HTTP server listens'),
+    http: z
+      .strictObject({
+        max_connections: z
+          .number()
+          .int()
+          .min(1)
+          .max(1_000_000)
+          .default(1_000)
+          .describe(
+            'most connections this process holds open (idle keep-alive ones and revocation feeds included); one more is closed as it arrives. Per worker with --workers; keep it below the open-file limit',
+          ),
+        headers_timeout_ms: z
+          .number()
+          .int()
+          .min(500)
+          .max(120_000)
+          .default(10_000)
+          .describe('a client must send the request line and headers within this, from when it connects or its previous answer (408, then closed)'),
+        request_timeout_ms: z
+          .number()
+          .int()
+          .min(500)
+          .max(600_000)
+          .default(30_000)
+          .describe('and the whole request, body included, within this (408, then closed); at least headers_timeout_ms'),
+        keep_alive_timeout_ms: z
+          .number()
+          .int()
+          .min(100)
+          .max(600_000)
+          .default(5_000)
+          .describe('an idle keep-alive connection is closed after this (plus up to 1 s); a load balancer in front should drop idle connections sooner'),
+        idle_timeout_ms: z
+          .number()
+          .int()
+          .min(1_000)
+          .max(3_600_000)
+          .default(120_000)
+          .describe(
+            'a connection on which no byte moves either way for this long is closed, whatever it is doing (a client that stops reading its answer); above the slowest answer',
+          ),
+        max_header_bytes: z
+          .number()
+          .int()
+          .min(1_024)
+          .max(65_536)
+          .default(16_384)
+          .describe('largest request line and headers (431 beyond)'),
+      })
+      .refine((h) => h.request_timeout_ms >= h.headers_timeout_ms, {
+        path: ['request_timeout_ms'],
+        message: 'must be at least headers_timeout_ms',
+      })
+      .prefault({})
+      .describe('connections: limits on slow and idle clients'),
+    overload: z
+      .strictObject({
+        max_concurrent_requests: z
+          .number()
+          .int()
+          .min(1)
+          .max(100_000)
+          .default(128)
+          .describe('a token or introspection request is answered 503 with Retry-After, before any other work, while this many are being handled in this process'),
+        max_event_loop_lag_ms: z
+          .number()
+          .int()
+          .min(5)
+          .max(10_000)
+          .default(100)
+          .describe('and while the event loop runs this far behind (a moving average of how late a 20 ms timer fires) with at least a quarter of max_concurrent_requests being handled'),
+        max_audit_pending: z
+          .number()
+          .int()
+          .min(1)
+          .max(1_000_000)
+          .optional()
+          .describe('and while this many delegation log records wait for their commit (all chains of this process). Default: twice audit.group_max_records'),
+        retry_after_seconds: z.number().int().min(1).max(60).default(1).describe('the Retry-After of those answers'),
+      })
+      .prefault({})
+      .describe('load shedding; the admin API, the revocation feed, /oauth2/revoke, health and metadata are never shed'),
     policies_dir: z.string().min(1).default('./policies').describe('directory of agent policy files (hot-reloaded). Env: MANDATE_POLICIES_DIR'),
     data_dir: z.string().min(1).default('./data').describe('directory for embedded state (generated keys). Env: MANDATE_DATA_DIR'),
     signing: z

@@ -6,7 +6,6 @@ import { OAuthError } from '../core/errors.js'
 import type { ExchangeDeps } from '../core/exchange.js'
 import type { Logger } from '../telemetry/log.js'
 import { OTHER_AUDIENCE, UNAUTHENTICATED, type MandateMetrics } from '../telemetry/metrics.js'
-import type { RefusalLog } from '../telemetry/refusal-log.js'
 import type { AuthFailureThrottle } from '../admission/auth-failures.js'
 import { throttleClientAuth, type ClientAuthThrottle } from './auth-throttle.js'
 import type { Tracing } from '../telemetry/tracing.js'
@@ -24,6 +23,8 @@ import { mountAdminAudit, recordAdminRead, type AuditQueries } from './routes/ad
 import type { AdminKey } from './admin-auth.js'
 import type { RevocationService } from '../revocation/service.js'
 import { jwksRoute, metadataRoute } from './routes/well-known.js'
+import { shedLoad, type LoadShedding, type ShedReason } from './shed.js'
+import type { Refusals } from '../telemetry/refusal-log.js'
 
 export interface AppEnv {
   Variables: {
@@ -41,6 +42,8 @@ export interface AppEnv {
     jti: string | undefined
     error: string | undefined
     adminKey: string | undefined
+    /** Set when the request was shed under overload. */
+    shed: ShedReason | undefined
   }
 }
 
@@ -68,8 +71,10 @@ export interface AppDeps {
   readonly metrics?: MandateMetrics
   /** Back-off after failed client authentication at /oauth2/token, /introspect and /revoke. */
   readonly authFailures: AuthFailureThrottle
-  /** Requests refused by a rate limit (by agent) and by the back-off (by endpoint), logged once per interval. */
-  readonly refusals: { readonly rateLimited: RefusalLog; readonly throttled: RefusalLog }
+  /** Where refusals are counted (outages and overload, rate limits, the back-off) instead of one log line each. */
+  readonly refusals: Refusals
+  /** Load shedding of the token and introspection endpoints; none without it. */
+  readonly shedding?: LoadShedding
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
@@ -156,8 +161,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       admin_key: c.get('adminKey'),
       jti: c.get('jti'),
       error: c.get('error'),
+      shed: c.get('shed'),
     }
-    if (status >= 500) log.error(line, 'request')
+    // A 503 is an outage or an overload, not a bug: counted in the refusal log, not an error line each.
+    if (status >= 500 && status !== 503) log.error(line, 'request')
     else log.info(line, 'request')
   })
 
@@ -165,13 +172,18 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     if (err instanceof PayloadTooLarge) return tooLarge(c)
     if (err instanceof AdminError) {
       c.set('error', err.code)
+      if (err.code === 'temporarily_unavailable') deps.refusals.unavailable.count(err.description)
       if (err.detail !== undefined) log.debug({ request_id: c.get('requestId'), error: err.code, detail: err.detail }, 'admin request refused')
       return renderAdminError(c, err)
     }
     const error = toOAuthError(err)
     c.set('error', error.code)
-    if (error.code === 'server_error' || error.code === 'temporarily_unavailable') {
+    if (error.code === 'server_error') {
       log.error({ request_id: c.get('requestId'), error: error.code, detail: error.detail, cause: describe(error.cause) }, 'request failed')
+    } else if (error.code === 'temporarily_unavailable') {
+      // Descriptions are fixed texts: a bounded set of causes.
+      deps.refusals.unavailable.count(error.description)
+      log.debug({ request_id: c.get('requestId'), error: error.code, detail: error.detail, cause: describe(error.cause) }, 'request failed')
     } else if (error.detail !== undefined) {
       log.debug({ request_id: c.get('requestId'), error: error.code, detail: error.detail }, 'request refused')
     }
@@ -217,11 +229,17 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     failures: deps.authFailures,
     policies: deps.exchange.policies,
     onThrottled(endpoint) {
-      deps.refusals.throttled.note(endpoint, 'back_off')
+      deps.refusals.throttled.count('back_off', endpoint)
       deps.metrics?.clientAuthThrottled(endpoint)
       // Still a token request answered without a token.
       if (endpoint === 'token') deps.metrics?.tokenDenied(UNAUTHENTICATED, OTHER_AUDIENCE, 'rate_limited')
     },
+  }
+  if (deps.shedding !== undefined) {
+    // Before the routes: a shed request is answered before its body is read.
+    const shed = shedLoad(deps.shedding)
+    app.use('/oauth2/token', shed)
+    app.use('/oauth2/introspect', shed)
   }
   // /oauth2/* cap their bodies in readForm (on Node without building a web body stream).
   app.post('/oauth2/token', throttleClientAuth(throttle, 'token', tokenRoute(deps.exchange, deps.maxBodyBytes, deps.refusals.rateLimited, deps.metrics)))

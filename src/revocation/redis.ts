@@ -128,7 +128,18 @@ const SEED_LOCK_MS = 10_000
 const SEED_WAIT_MS = 50
 const LOG_TIMEOUT_MS = 5_000
 const RECONCILE_RETRY_MS = 2_000
-const MAX_BACKOFF_MS = 1_000
+/** Longest wait between two reconnect attempts, and between two loop turns after a failure. */
+const MAX_BACKOFF_MS = 200
+
+/**
+ * ioredis `retryStrategy` for every connection the broker holds: the next
+ * reconnect attempt within MAX_BACKOFF_MS however long Redis has been gone
+ * (ioredis's default grows to 2 s), so that the broker serves again within
+ * about that much once Redis is back.
+ */
+export function redisReconnectDelay(times: number): number {
+  return Math.min(times * 50, MAX_BACKOFF_MS)
+}
 
 /**
  * Keeps `mirror` in step with the revocation list in Redis, and publishes
@@ -159,8 +170,8 @@ export async function createRedisRevocationFeed(options: RedisRevocationFeedOpti
   }
   const instance = randomUUID()
   const seconds = () => Math.floor(now() / 1000)
-  // Reconnect at least once a second, whatever the template's backoff: freshness depends on it.
-  const retryStrategy = (times: number) => Math.min(times * 100, MAX_BACKOFF_MS)
+  // Whatever the template's backoff: freshness depends on reconnecting soon.
+  const retryStrategy = redisReconnectDelay
   // A follower has no writer at all: nothing it runs can write.
   const writer = readOnly ? undefined : options.redis.duplicate({
     connectionName: 'mandate-revocation-writer',

@@ -111,9 +111,10 @@ async function openPostgres(url: string): Promise<Database> {
       max: 10,
       connect_timeout: 5,
       idle_timeout: 30,
-      // Retry a lost server within about a second, however long it was gone (the default backoff
-      // grows with every failed attempt to 10-20 s, and every write meanwhile fails 503).
-      backoff: (attempt: number) => Math.min(0.05 * 2 ** attempt, 1) * (0.5 + Math.random() / 2),
+      // Retry a lost server within a quarter of a second, however long it was gone (the default
+      // backoff grows with every failed attempt to 10-20 s, and every write meanwhile fails 503);
+      // jittered, so that a fleet does not reconnect in step.
+      backoff: (attempt: number) => Math.min(0.05 * 2 ** attempt, 0.25) * (0.5 + Math.random() / 2),
       onnotice: () => {},
       // ISO is the text form `epochSeconds` (schema.ts) reads, whatever the server's default.
       connection: { application_name: 'mandate', DateStyle: 'ISO, MDY' },
@@ -138,6 +139,12 @@ async function openPostgres(url: string): Promise<Database> {
     await client.end({ timeout: 0 }).catch(() => {})
     throw error
   }
+  // postgres.js fetches the server's array types as the first query of every new connection and
+  // drops that query's promise: a connection lost right then (a database restarting, a network flap)
+  // is an unhandled rejection, which ends the process (porsager/postgres#1192). The first connection
+  // has fetched them (the ping ran after), and the codecs it installed are shared by the whole pool:
+  // later connections need not fetch them again. Each reads the flag when it connects.
+  client.options.fetch_types = false
   return {
     db,
     engine: 'postgres',

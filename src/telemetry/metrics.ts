@@ -37,6 +37,8 @@ export interface MandateMetrics {
   auditGroup(records: number, seconds: number, committed: boolean): void
   /** `mandate.revocation.mirror.lag`: observed from `lagMs` at every collection. */
   watchMirrorLag(lagMs: () => number): void
+  /** `mandate.requests.shed` {reason}: requests answered 503 under overload, before any work. */
+  requestShed(reason: string): void
 }
 
 /** Seconds: from a cached in-memory exchange (about a millisecond) to the audit write timeout. */
@@ -78,6 +80,10 @@ export function createMetrics(meter: Meter): MandateMetrics {
     description: 'time since the shared revocation store was last heard from (0 without one)',
     unit: 's',
   })
+  const shed = meter.createCounter('mandate.requests.shed', {
+    description: 'token and introspection requests answered 503 under overload, before any work',
+    unit: '{request}',
+  })
   const committed = { outcome: 'committed' } as const
   const failed = { outcome: 'failed' } as const
   const outcomes = { issued: { outcome: 'issued' }, denied: { outcome: 'denied' }, failed: { outcome: 'failed' } } as const
@@ -97,5 +103,6 @@ export function createMetrics(meter: Meter): MandateMetrics {
     watchMirrorLag(lagMs) {
       lag.addCallback((result) => result.observe(lagMs() / 1000))
     },
+    requestShed: (reason) => shed.add(1, { reason }),
   }
 }

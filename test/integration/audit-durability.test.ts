@@ -8,7 +8,8 @@
  *      INSERT is in flight (PostgreSQL commits it, its answer is lost): every
  *      answer is 200 or a well-formed 503, none hangs; token.issued minus
  *      token.withheld in the log is exactly the set of tokens answered 200;
- *      the broker recovers by itself (exchanges, /readyz).
+ *      the broker recovers by itself (exchanges, /readyz), serving again
+ *      within 1 s of the restore.
  *   2. The same, with PostgreSQL going away a second time just as the broker,
  *      back, writes the token.withheld records of the lost answer.
  *   3. SIGTERM under load: every token answered 200 has its row, the process
@@ -48,7 +49,7 @@ const TERM_INSTANCE = 'durability-sigterm'
 
 /** Longest any single exchange may take, outage or not (write timeout 2 s + settle 2 s + slack). */
 const ANSWER_BOUND_MS = 10_000
-/** Longest the broker may take to issue again once PostgreSQL is back: postgres.js's reconnect backoff tops out at 20 s. */
+/** How long the polls below wait for the broker to issue again once PostgreSQL is back (what the test asserts is far tighter). */
 const RECOVERY_BOUND_MS = 22_000
 
 // ---------------------------------------------------------------- helpers (after kill-switch.test.ts)
@@ -524,8 +525,8 @@ const brokerEvents = (broker: Broker) =>
 
 /**
  * After `proxy.restore()`: how long until the broker opens a connection through
- * the proxy again, and until it logs a token endpoint 200 again (ms, bounded by
- * postgres.js's longest reconnect backoff, 20 s, plus slack).
+ * the proxy again, and until it logs a token endpoint 200 again (ms; the polls
+ * give up after RECOVERY_BOUND_MS).
  */
 async function awaitRecovery(broker: Broker, proxy: TcpProxy, restoredAt: number, okBefore: number) {
   const [reconnect, firstOk] = await Promise.all([
@@ -534,6 +535,8 @@ async function awaitRecovery(broker: Broker, proxy: TcpProxy, restoredAt: number
   ])
   return { reconnect, firstOk }
 }
+
+const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN
 
 /** Figures of a load run around an outage [cutAt, restoreAt] (epoch ms). */
 function outageFigures(answers: readonly Answer[], cutAt: number, restoreAt: number) {
@@ -551,6 +554,8 @@ function outageFigures(answers: readonly Answer[], cutAt: number, restoreAt: num
     /** 200s to requests started and answered entirely inside the outage: impossible if the log is honoured. */
     okInsideCut: ok.filter((a) => a[0] > cutAt + 50 && a[1] < restoreAt).length,
     firstOkAfterRestore,
+    /** Median time an exchange answered 200 took before the cut: what the load costs each one. */
+    medianOkBeforeCutMs: median(ok.filter((a) => a[1] < cutAt).map((a) => a[1] - a[0])),
     recoveryMs: firstOkAfterRestore.length === 0 ? Number.NaN : Math.min(...firstOkAfterRestore),
     span,
     malformed503: unavailable.filter((a) => a[3] !== 'temporarily_unavailable' || !(Number(a[4]) > 0) || a[5] !== 'no-store'),
@@ -605,7 +610,7 @@ describePostgres('the delegation log under faults, across broker processes (Post
 
   afterAll(cleanup, 30_000)
 
-  it('PostgreSQL cut for 2 s under 48 exchange loops: only 200s and 503s, the log holds exactly the tokens answered 200, the broker recovers by itself', async () => {
+  it('PostgreSQL cut for 2 s under 48 exchange loops: only 200s and 503s, the log holds exactly the tokens answered 200, the broker serves again within 1 s of the restore', async () => {
     const broker = cutBroker!
     const pg = cutPath!
     const LOOPS = 48
@@ -674,7 +679,8 @@ describePostgres('the delegation log under faults, across broker processes (Post
         `(${Math.round(answers.length / f.span)}/s), by status ${JSON.stringify(f.byStatus)}; cut by ${cutBy} for ${restoreAt - cutAt} ms: ` +
         `${f.during} 503s in the cut window, ${f.okInsideCut} 200s started and ended inside it; slowest answer ${f.maxMs} ms; ` +
         `${refusedInCut} connection attempts refused during the cut; after the restore: first connection ${recovery.reconnect} ms, ` +
-        `first 200 logged ${recovery.firstOk} ms, first 200 (load generator) to a request started after it ${f.recoveryMs} ms; ` +
+        `first 200 logged ${recovery.firstOk} ms (median 200 before the cut took ${f.medianOkBeforeCutMs} ms), ` +
+        `first 200 (load generator) to a request started after it ${f.recoveryMs} ms; ` +
         `/readyz during the cut ${JSON.stringify(countBy(readyDuringCut, (x) => `${x.status}/${String(x.writing)}`))}, ` +
         `ready+writing ${readyAfterMs.toFixed(0)} ms after the load stopped`,
     )
@@ -697,10 +703,10 @@ describePostgres('the delegation log under faults, across broker processes (Post
     expect(f.during).toBeGreaterThan(0)
     expect(f.okInsideCut).toBe(0)
     expect(readyDuringCut.some((x) => x.status === 503 && x.writing === false)).toBe(true)
-    // And it recovered by itself, under the same load.
+    // And it recovered by itself, under the same load: serving again within 1 s of the restore, plus the time
+    // an exchange takes under this load on this machine (the median answer before the cut).
     expect(f.firstOkAfterRestore.length).toBeGreaterThan(0)
-    // (How soon is not asserted: postgres.js's reconnect backoff, unset in src/storage/database.ts, grows with
-    // every refused connection attempt, up to 10-20 s; the figures above show what it was in this run.)
+    expect(recovery.firstOk).toBeLessThan(1_000 + f.medianOkBeforeCutMs)
 
     // The log: one row per token, withheld ⊆ issued, and issued − withheld = exactly the tokens answered 200.
     expect(r.issuedSet.size).toBe(r.issued.length)

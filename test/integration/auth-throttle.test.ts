@@ -143,6 +143,6 @@ describe('failed client authentication backs off', () => {
       await one.close()
     }
     const summaries = b.logs().filter((l) => l['msg'] === 'requests refused by the failed-authentication back-off')
-    expect(summaries).toEqual([expect.objectContaining({ endpoint: 'token', refused: { back_off: 10 } })])
+    expect(summaries).toEqual([expect.objectContaining({ endpoint: 'token', refused: 10, causes: { back_off: 10 } })])
   })
 })

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
-import { createServer, type AddressInfo, type Socket } from 'node:net'
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -135,6 +135,33 @@ describePostgres('openDatabase: PostgreSQL', () => {
     expect((error as DatabaseError).message).toMatch(/^cannot connect to PostgreSQL \(/)
   })
 
+  it('a connection reset as soon as it is ready (when the driver would fetch its types) fails queries, never the process', async () => {
+    const tap = await startResetTap(test.url)
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => void unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      const database = track(await openDatabase(tap.url, { dataDir: '/nonexistent' }))
+      await database.migrate()
+      tap.arm()
+      // Concurrent queries make the pool open connections, each reset once it is ready.
+      await Promise.allSettled(Array.from({ length: 4 }, () => rows(database, sql`select pg_sleep(0.05)`)))
+      tap.disarm()
+      await new Promise((r) => setTimeout(r, 200))
+      expect(tap.resets).toBeGreaterThan(0)
+      // postgres.js drops the promise of its own catalog query on a new connection: its failure
+      // would be an unhandled rejection, which ends a Node process.
+      expect(unhandled.map(String)).toEqual([])
+      await expect(database.ping()).resolves.toBeUndefined()
+      const record = kill()
+      await createSqlRevocationLog(database.db).insert(record)
+      expect(await createSqlRevocationLog(database.db).get(record.id)).toStrictEqual(record)
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+      await tap.close()
+    }
+  })
+
   it('a database that does not exist: rejected with its SQLSTATE, no URL, no password', async () => {
     const url = new URL(ADMIN_URL)
     url.password = 'pw-must-not-leak-3d000'
@@ -145,6 +172,62 @@ describePostgres('openDatabase: PostgreSQL', () => {
     expectNoSecret(error, url.toString(), 'pw-must-not-leak-3d000')
   })
 })
+
+/**
+ * A TCP hop in front of PostgreSQL that, once armed, resets every connection
+ * opened from then on as soon as the server has said it is ready (the first
+ * ReadyForQuery, `Z` length 5) and the client sends its next message.
+ */
+async function startResetTap(targetUrl: string): Promise<{ url: string; resets: number; arm(): void; disarm(): void; close(): Promise<void> }> {
+  const target = new URL(targetUrl)
+  const sockets = new Set<Socket>()
+  let armed = false
+  let resets = 0
+  const READY = Buffer.from([0x5a, 0, 0, 0, 5])
+  const server = createServer((down) => {
+    const doomed = armed
+    let ready = false
+    const up = connect(Number(target.port || 5432), target.hostname)
+    sockets.add(down).add(up)
+    const drop = () => {
+      down.destroy()
+      up.destroy()
+      sockets.delete(down)
+      sockets.delete(up)
+    }
+    down.on('error', drop).on('close', drop)
+    up.on('error', drop).on('close', drop)
+    up.on('data', (chunk: Buffer) => {
+      if (chunk.includes(READY)) ready = true
+      down.write(chunk)
+    })
+    down.on('data', (chunk: Buffer) => {
+      if (doomed && ready) {
+        resets++
+        down.resetAndDestroy()
+        up.destroy()
+        return
+      }
+      up.write(chunk)
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  const url = new URL(targetUrl)
+  url.hostname = '127.0.0.1'
+  url.port = String((server.address() as AddressInfo).port)
+  return {
+    url: url.toString(),
+    get resets() {
+      return resets
+    },
+    arm: () => void (armed = true),
+    disarm: () => void (armed = false),
+    async close() {
+      for (const s of sockets) s.destroy()
+      await new Promise<void>((r) => server.close(() => r()))
+    },
+  }
+}
 
 describe('openDatabase: failures', () => {
   it('a closed port rejects within 10 s, saying "cannot connect to PostgreSQL (<code>)" without the URL', async () => {

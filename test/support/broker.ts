@@ -169,6 +169,13 @@ export interface TestBrokerOptions {
   readonly admission?: AdmissionStore
   /** `listen.trusted_proxies`: peers whose X-Forwarded-For names the client. */
   readonly trustedProxies?: readonly string[]
+  /**
+   * Load-shedding signals. Default: an event loop that never lags, so that a
+   * busy test machine never sheds a test's requests; `{}` measures the real one.
+   */
+  readonly loadSignals?: { readonly eventLoopLag?: () => number; readonly auditPending?: () => number }
+  /** The config's `overload` section (load shedding). */
+  readonly overload?: Record<string, number>
 }
 
 /**
@@ -282,6 +289,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
       { id: RESOURCE_SERVERS.other, audiences: [OTHER_AUDIENCE], authentication: { method: 'private_key_jwt', jwks: { keys: [rsJwk] } } },
     ],
     ...(options.trustedProxies === undefined ? {} : { listen: { trusted_proxies: options.trustedProxies } }),
+    ...(options.overload === undefined ? {} : { overload: options.overload }),
     admin: {
       keys: Object.entries(ADMIN_KEYS).map(([role, key]) => ({
         name: `${role}-holder`,
@@ -299,6 +307,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ...(options.minter === undefined ? {} : { minter: options.minter }),
     ...(options.admission === undefined ? {} : { admission: options.admission }),
     ...(options.telemetry === undefined ? {} : { telemetry: options.telemetry }),
+    loadSignals: options.loadSignals ?? { eventLoopLag: () => 0 },
     ...(options.database === undefined ? { revocationLog: createMemoryRevocationLog() } : {}),
     localSubjectIssuers: [users, ...otherUsers].map((u) => ({
       trusted: { issuer: u.iss, jwksUri: undefined, algorithms: ['RS256'], audience: BROKER, typ: ['at+jwt'] },

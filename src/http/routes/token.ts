@@ -122,7 +122,7 @@ export function tokenRoute(deps: ExchangeDeps, maxBodyBytes: number, rateLimited
       )
     } catch (err) {
       if (context.limited !== undefined && context.agent !== undefined) {
-        rateLimited.note(context.agent, context.limited)
+        rateLimited.count(context.limited, context.agent)
         metrics?.rateLimited(context.agent, context.limited)
       }
       if (metrics !== undefined) countRefusal(metrics, deps.policies, err, context.agent, audiences, started)

@@ -114,7 +114,7 @@ describe('rate limits at the token endpoint', () => {
     await b.close()
     const summaries = b.logs().filter((l) => l['msg'] === 'token exchanges refused by rate limits')
     expect(summaries).toHaveLength(1)
-    expect(summaries[0]).toMatchObject({ agent: 'limited-agent', refused: { agent: 5 }, level: 'info' })
+    expect(summaries[0]).toMatchObject({ agent: 'limited-agent', refused: 5, causes: { agent: 5 }, level: 'info' })
     // Besides the one request line each, nothing per refusal above debug.
     const perRefusal = b.logs().filter((l) => l['msg'] !== 'request' && l['level'] !== 'debug' && JSON.stringify(l).includes('limited-agent'))
     expect(perRefusal).toEqual(summaries)

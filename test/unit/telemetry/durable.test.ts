@@ -65,7 +65,8 @@ beforeAll(async () => {
     trust: { subjects: [{ issuer: IDP, jwks_uri: JWKS_URI, algorithms: ['RS256'] }] },
     admin: { keys: [{ name: 'auditor', sha256: createHash('sha256').update(ADMIN_KEY).digest('hex'), roles: ['auditor'] }] },
   })
-  mandate = await composeMandate(config, { dev: false, logger: createLogger('info', sink), telemetry: rec.exporters })
+  // A busy test machine must not shed these requests (PGlite runs on the event loop).
+  mandate = await composeMandate(config, { dev: false, logger: createLogger('info', sink), telemetry: rec.exporters, loadSignals: { eventLoopLag: () => 0 } })
 }, 60_000)
 
 afterAll(async () => {

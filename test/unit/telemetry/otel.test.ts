@@ -174,6 +174,8 @@ async function startOtlpBroker(telemetry: Record<string, unknown>, exporters?: T
     dev: false,
     logger: createLogger('info', sink),
     audit,
+    // A busy test machine must not shed these requests.
+    loadSignals: { eventLoopLag: () => 0 },
     ...(exporters === undefined ? {} : { telemetry: exporters }),
     revocationLog: createMemoryRevocationLog(),
     localSubjectIssuers: [{ trusted: { issuer: USER_ISSUER, jwksUri: undefined, algorithms: ['ES256'], audience: BROKER, typ: ['at+jwt'] }, jwks: { keys: [jwk] } }],
