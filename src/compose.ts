@@ -38,6 +38,7 @@ import {
   createIssuerRegistry,
   createLocalKeyResolver,
   createRemoteKeyResolver,
+  keepKeySetsFresh,
   type JwksPolicy,
   type KeyResolver,
   type TrustedIssuer,
@@ -68,6 +69,8 @@ export interface ComposeOptions {
   readonly localWorkloadIssuers?: readonly LocalIssuer[]
   /** Adapters chosen by the caller instead of the embedded defaults (tests). */
   readonly audit?: AuditLog
+  /** How often the keys file and the policies directory are stat-polled for a change, in ms (default 5000; tests). */
+  readonly filePollMs?: number
   /** Signs the issued tokens instead of the configured key (tests: a signer that fails). */
   readonly minter?: TokenMinter
   /** Durable revocation log instead of PostgreSQL/PGlite (tests). */
@@ -116,6 +119,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     clock,
     logger: log,
     onSwitch: (key, previous) => onKeySwitch(key, previous),
+    ...(options.filePollMs === undefined ? {} : { pollMs: options.filePollMs }),
   })
 
   const loaded = await loadPolicies(config.policies_dir)
@@ -132,7 +136,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     },
     onRejected: (issues) =>
       policyLog.error({ issues: issues.map(formatIssue), dir: config.policies_dir }, 'policy change rejected; last good set stays in force'),
-  })
+  }, options.filePollMs === undefined ? {} : { pollMs: options.filePollMs })
   policyLog.info({ agents: loaded.policies.length, dir: config.policies_dir }, 'policies loaded')
 
   const jwksPolicy: JwksPolicy = {
@@ -148,9 +152,13 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
   const localWorkloads = options.localWorkloadIssuers ?? []
   const local = new Map([...localSubjects, ...localWorkloads].map((l) => [l.trusted.issuer, l.jwks]))
   const jwksLog = log.child({ module: 'jwks' })
-  const resolverFor = (t: TrustedIssuer): KeyResolver => {
+  // Every issuer's resolver, for readiness and the background refresh.
+  const keySets: { readonly issuer: string; readonly role: 'subjects' | 'workloads'; readonly keys: KeyResolver }[] = []
+  const resolverFor = (role: 'subjects' | 'workloads') => (t: TrustedIssuer): KeyResolver => {
     const jwks = local.get(t.issuer)
-    return jwks === undefined ? createRemoteKeyResolver(t, jwksPolicy, clock, jwksLog) : createLocalKeyResolver(jwks)
+    const keys = jwks === undefined ? createRemoteKeyResolver(t, jwksPolicy, clock, jwksLog) : createLocalKeyResolver(jwks)
+    keySets.push({ issuer: t.issuer, role, keys })
+    return keys
   }
   const subjectIssuers = [
     ...config.trust.subjects.map((t) => trustedIssuer(t, config.issuer, 'at+jwt')),
@@ -261,6 +269,8 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     const mirror = observeMirror(createRevocationMirror(nowSeconds))
     let feed: RevocationFeed | undefined
     let replay = options.replay
+    /** Set when the replay cache is the Redis one: whether its connection is up. */
+    let replayConnected: (() => boolean) | undefined
     if (config.storage.redis_url !== undefined) {
       const redis = new Redis(config.storage.redis_url, {
         lazyConnect: false,
@@ -286,7 +296,10 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
         logger: log.child({ module: 'revocation' }),
       })
       closers.push(() => feed!.close())
-      replay ??= createRedisReplayCache(redis, config.storage.key_prefix, nowSeconds)
+      if (replay === undefined) {
+        replay = createRedisReplayCache(redis, config.storage.key_prefix, nowSeconds)
+        replayConnected = () => redis.status === 'ready'
+      }
     } else {
       mirror.replaceAll(await revocationLog.listRelevant(nowSeconds()))
       if (!options.dev) {
@@ -309,13 +322,15 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     // Runs first on close: open revocation feed streams end before their sources do.
     closers.push(async () => revocations.endSubscriptions())
 
+  const userRegistry = createIssuerRegistry(subjectIssuers, resolverFor('subjects'))
+  const workloadRegistry = createIssuerRegistry(workloadIssuers, resolverFor('workloads'))
   const exchange: ExchangeDeps = {
     issuer: config.issuer,
     policies,
     clients: createClientAuthenticator({
       issuer: config.issuer,
       replay: replay ?? createMemoryReplayCache(nowSeconds),
-      workloads: createIssuerRegistry(workloadIssuers, resolverFor),
+      workloads: workloadRegistry,
       now: nowSeconds,
       skew,
       assertionMaxLifetime: config.limits.client_assertion_max_lifetime_seconds,
@@ -324,7 +339,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     subjects: createSubjectVerifier({
       selfIssuer: config.issuer,
       selfKeys: keys,
-      users: createIssuerRegistry(subjectIssuers, resolverFor),
+      users: userRegistry,
       now: nowSeconds,
       skew,
       maxAge: config.limits.subject_token_max_age_seconds,
@@ -338,6 +353,9 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     ...(tracing === undefined ? {} : { step: tracing.step }),
   }
 
+  const stopKeyRefresh = keepKeySetsFresh(keySets.map((k) => k.keys))
+  closers.push(async () => stopKeyRefresh())
+
   const app = createApp({
     exchange,
     revocations,
@@ -350,6 +368,12 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     ...(metrics === undefined ? {} : { metrics }),
     ...(sqlDb === undefined ? {} : { auditQueries: { page: (r) => queryAudit(sqlDb.db, r), tree: (jti) => delegationTree(sqlDb.db, jti) } }),
     ...(sqlAudit === undefined ? {} : { auditHealthy: () => sqlAudit!.probe() }),
+    readiness: {
+      policyReload: () => policies.status(),
+      keysFile: () => keys.status(),
+      upstream: () => keySets.map((k) => ({ issuer: k.issuer, role: k.role, ...k.keys.status() })),
+      replayConnected,
+    },
     clientAddress: (c) => {
       const incoming = (c.env as { incoming?: import('node:http').IncomingMessage } | undefined)?.incoming
       return incoming?.socket.remoteAddress

@@ -124,6 +124,8 @@ export interface TestBrokerOptions {
   readonly minter?: TokenMinter
   /** OpenTelemetry exporters (the SDK's in-memory ones); telemetry is off without them. */
   readonly telemetry?: TelemetryExporters
+  /** How often the keys file and the policies directory are polled, in ms (compose's default otherwise). */
+  readonly filePollMs?: number
 }
 
 /**
@@ -238,6 +240,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     audit,
     ...(options.minter === undefined ? {} : { minter: options.minter }),
     ...(options.telemetry === undefined ? {} : { telemetry: options.telemetry }),
+    ...(options.filePollMs === undefined ? {} : { filePollMs: options.filePollMs }),
     revocationLog: createMemoryRevocationLog(),
     localSubjectIssuers: [
       { trusted: { issuer: USER_ISSUER, jwksUri: undefined, algorithms: ['RS256'], audience: BROKER, typ: ['at+jwt'] }, jwks: { keys: [users.publicJwk] } },
