@@ -30,8 +30,10 @@ export interface ConfigCheckReport {
   readonly configValid: boolean
   readonly errors: readonly CheckFinding[]
   readonly warnings: readonly CheckFinding[]
-  /** What was checked and found good, or not checked, one line each. */
+  /** What was checked and found good, one line each (an indented line details the one before). */
   readonly ok: readonly string[]
+  /** What was not checked, and why. */
+  readonly skipped: readonly string[]
 }
 
 export interface CheckInput {
@@ -65,13 +67,14 @@ export async function checkConfig(input: CheckInput): Promise<ConfigCheckReport>
   const errors: CheckFinding[] = []
   const warnings: CheckFinding[] = []
   const ok: string[] = []
+  const skipped: string[] = []
   const file = input.file ?? (input.env['MANDATE_CONFIG'] || undefined)
   const where = await configLocator(file)
 
   const loaded = await loadConfig(input.file, input.env, { dev: input.dev })
   if (!loaded.ok) {
     for (const issue of loaded.issues) errors.push({ ...where(issue), message: issue, blocksStart: true })
-    return { configValid: false, errors, warnings, ok }
+    return { configValid: false, errors, warnings, ok, skipped: ['everything else: the config is invalid'] }
   }
   const { config } = loaded
 
@@ -136,8 +139,8 @@ export async function checkConfig(input: CheckInput): Promise<ConfigCheckReport>
   )
 
   if (input.online) await checkOnline(config, where, errors, ok)
-  else ok.push('not checked (no --online): the issuers’ JWKS, PostgreSQL, Redis')
-  return { configValid: true, errors, warnings, ok }
+  else skipped.push('the issuers’ JWKS, PostgreSQL and Redis (no --online)')
+  return { configValid: true, errors, warnings, ok, skipped }
 }
 
 /** `--online`: what readiness would find at start, asked now. Connects, writes nothing. */
@@ -242,6 +245,7 @@ export async function configCheck(options: ConfigCheckOptions): Promise<void> {
     now: Date.now(),
   })
   for (const line of report.ok) process.stdout.write(line.startsWith(' ') ? `${line}\n` : `ok  ${line}\n`)
+  if (report.configValid) for (const line of report.skipped) process.stdout.write(`--  not checked: ${line}\n`)
   for (const w of report.warnings) process.stderr.write(`warning: ${show(w)}\n`)
   for (const e of report.errors) process.stderr.write(`${show(e)}\n`)
   if (report.errors.length === 0) {

@@ -99,7 +99,7 @@ describe('checkConfig', () => {
     expect(r.warnings).toEqual([])
     expect(r.configValid).toBe(true)
     expect(r.ok).toContain(`policies: 2 in ${join(dir, 'policies')}`)
-    expect(r.ok).toContain('not checked (no --online): the issuers’ JWKS, PostgreSQL, Redis')
+    expect(r.skipped).toEqual(['the issuers’ JWKS, PostgreSQL and Redis (no --online)'])
   })
 
   it('reports every error in one run, each with file and line', async () => {
