@@ -90,7 +90,7 @@ export interface LocalIssuer {
 }
 
 /** Config form of a trusted issuer → the verifier's form, with its role's `typ` default. */
-function trustedIssuer(t: TrustedIssuerConfig | SubjectIssuerConfig, brokerIssuer: string, defaultTyp: string | null): TrustedIssuer {
+export function trustedIssuer(t: TrustedIssuerConfig | SubjectIssuerConfig, brokerIssuer: string, defaultTyp: string | null): TrustedIssuer {
   const typ = t.typ === undefined ? defaultTyp : t.typ
   return {
     issuer: t.issuer,
@@ -99,6 +99,18 @@ function trustedIssuer(t: TrustedIssuerConfig | SubjectIssuerConfig, brokerIssue
     audience: t.audience ?? brokerIssuer,
     typ: typ === null ? [undefined, 'jwt'] : [normalizeTyp(typ)],
     ...('accept_id_tokens' in t ? { acceptIdTokens: t.accept_id_tokens } : {}),
+  }
+}
+
+/** The `jwks` section of the config, as the key resolvers take it. */
+export function jwksPolicyOf(config: Config): JwksPolicy {
+  return {
+    timeoutMs: config.jwks.timeout_ms,
+    maxBytes: config.jwks.max_bytes,
+    maxKeys: config.jwks.max_keys,
+    cooldownMs: config.jwks.cooldown_seconds * 1000,
+    cacheMaxAgeMs: config.jwks.cache_max_age_seconds * 1000,
+    staleMaxAgeMs: config.jwks.stale_max_age_seconds * 1000,
   }
 }
 
@@ -139,14 +151,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
   }, options.filePollMs === undefined ? {} : { pollMs: options.filePollMs })
   policyLog.info({ agents: loaded.policies.length, dir: config.policies_dir }, 'policies loaded')
 
-  const jwksPolicy: JwksPolicy = {
-    timeoutMs: config.jwks.timeout_ms,
-    maxBytes: config.jwks.max_bytes,
-    maxKeys: config.jwks.max_keys,
-    cooldownMs: config.jwks.cooldown_seconds * 1000,
-    cacheMaxAgeMs: config.jwks.cache_max_age_seconds * 1000,
-    staleMaxAgeMs: config.jwks.stale_max_age_seconds * 1000,
-  }
+  const jwksPolicy = jwksPolicyOf(config)
   const devIssuer = options.dev ? await createDevUserIssuer(config.issuer) : undefined
   const localSubjects = [...(options.localSubjectIssuers ?? []), ...(devIssuer === undefined ? [] : [devIssuer])]
   const localWorkloads = options.localWorkloadIssuers ?? []

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { isMap, LineCounter, parseDocument, type Document } from 'yaml'
+import { jwksPolicyOf, trustedIssuer } from '../compose.js'
 import { loadConfig, processEnv } from '../config/load.js'
 import type { Config } from '../config/schema.js'
 import { formatIssue, loadPolicies, locate, type Locator, type PolicyIssue } from '../policy/load.js'
@@ -9,7 +10,7 @@ import type { AgentPolicy } from '../policy/port.js'
 import { openDatabase } from '../storage/database.js'
 import { DEV_USER_ISSUER } from '../tokens/dev-issuer.js'
 import { loadSigningKeys } from '../tokens/keys.js'
-import { createRemoteKeyResolver, type TrustedIssuer } from '../tokens/upstream.js'
+import { createRemoteKeyResolver } from '../tokens/upstream.js'
 
 export interface ConfigCheckOptions {
   config?: string
@@ -145,27 +146,18 @@ export async function checkConfig(input: CheckInput): Promise<ConfigCheckReport>
 
 /** `--online`: what readiness would find at start, asked now. Connects, writes nothing. */
 async function checkOnline(config: Config, where: (issue: string) => { where?: string }, errors: CheckFinding[], ok: string[]): Promise<void> {
-  const policy = {
-    timeoutMs: config.jwks.timeout_ms,
-    maxBytes: config.jwks.max_bytes,
-    maxKeys: config.jwks.max_keys,
-    cooldownMs: 0,
-    cacheMaxAgeMs: config.jwks.cache_max_age_seconds * 1000,
-    staleMaxAgeMs: config.jwks.stale_max_age_seconds * 1000,
-  }
+  const policy = jwksPolicyOf(config)
   const trusted = [
-    ...config.trust.subjects.map((t, i) => ({ t, path: `trust.subjects.${i}.issuer` })),
-    ...config.trust.workloads.map((t, i) => ({ t, path: `trust.workloads.${i}.issuer` })),
+    ...config.trust.subjects.map((t, i) => ({ issuer: trustedIssuer(t, config.issuer, 'at+jwt'), path: `trust.subjects.${i}.issuer` })),
+    ...config.trust.workloads.map((t, i) => ({ issuer: trustedIssuer(t, config.issuer, null), path: `trust.workloads.${i}.issuer` })),
   ]
   await Promise.all(
-    trusted.map(async ({ t, path }) => {
-      // Only the fetch matters here: the other fields of a TrustedIssuer verify tokens.
-      const issuer: TrustedIssuer = { issuer: t.issuer, jwksUri: t.jwks_uri, algorithms: t.algorithms, audience: config.issuer, typ: [] }
+    trusted.map(async ({ issuer, path }) => {
       const keys = createRemoteKeyResolver(issuer, policy)
       await keys.refreshIfDue()
       const status = keys.status()
-      if (status.usable) ok.push(`JWKS of ${t.issuer}: fetched`)
-      else errors.push({ ...where(`${path}: `), message: `${path}: ${t.issuer}: no usable key set: ${status.lastFailure ?? status.state}`, blocksStart: false })
+      if (status.usable) ok.push(`JWKS of ${issuer.issuer}: fetched`)
+      else errors.push({ ...where(`${path}: `), message: `${path}: ${issuer.issuer}: no usable key set: ${status.lastFailure ?? status.state}`, blocksStart: false })
     }),
   )
   if (config.storage.database_url !== undefined) {

@@ -369,6 +369,7 @@ export function createRemoteKeyResolver(
  * Returns the function that stops it.
  */
 export function keepKeySetsFresh(resolvers: readonly KeyResolver[], everyMs = 1_000): () => void {
+  if (resolvers.length === 0) return () => {}
   const tick = () => {
     for (const r of resolvers) void r.refreshIfDue()
   }
