@@ -173,6 +173,32 @@ describe('/readyz and the upstream key sets (a real JWKS server, injected clock)
     expect(issuersOf(back.body)).toEqual([{ issuer: idp.url, role: 'subjects', state: 'fresh', fetched_at: expect.any(String) }])
   })
 
+  it('not ready while the first fetch is under way: until then no key of the issuer is in hand', async () => {
+    let answer: () => void = () => {}
+    const held = new Promise<void>((resolve) => (answer = resolve))
+    const { publicKey } = await generateKeyPair('ES256', { extractable: true })
+    const jwks = JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k', alg: 'ES256' }] })
+    let asked = 0
+    const server = createServer((_req, res) => {
+      asked++
+      void held.then(() => res.writeHead(200, { 'content-type': 'application/json' }).end(jwks))
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    cleanups.push(async () => {
+      server.closeAllConnections()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    })
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    const m = await startBroker({ trust: { subjects: [{ issuer: url, jwks_uri: `${url}/jwks`, algorithms: ['ES256'] }] } })
+
+    await vi.waitFor(() => expect(asked).toBe(1))
+    const pending = await readyz(m)
+    expect(pending.status).toBe(503)
+    expect(pending.body.reasons).toEqual([{ check: 'upstream_jwks', detail: `${url} (subjects): no usable key set (pending)` }])
+    answer()
+    await readyzUntil(m, (r) => expect(r.status, r.text).toBe(200))
+  })
+
   it('a workload issuer unreachable at start: not ready until a fetch succeeds, retried in the background', async () => {
     const idp = await startJwksServer()
     cleanups.push(() => idp.close())
