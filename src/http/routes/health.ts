@@ -13,8 +13,9 @@ export interface UpstreamKeysStatus extends KeySetStatus {
 
 /**
  * Where readiness reads its state from. Every source answers from what its
- * component already knows (the audit log's ping runs in the background):
- * a probe never waits on an upstream.
+ * component already knows, never calling an IdP; only the delegation log,
+ * after a failed write, waits for a database ping (bounded by its write
+ * timeout) so that an idle instance out of rotation can come back.
  */
 export interface HealthDeps {
   readonly revocations: { fresh(): boolean; lag(): number }
