@@ -43,6 +43,7 @@ import {
   createIssuerRegistry,
   createLocalKeyResolver,
   createRemoteKeyResolver,
+  keepKeySetsFresh,
   type JwksPolicy,
   type KeyResolver,
   type TrustedIssuer,
@@ -75,6 +76,8 @@ export interface ComposeOptions {
   readonly localWorkloadIssuers?: readonly LocalIssuer[]
   /** Adapters chosen by the caller instead of the embedded defaults (tests). */
   readonly audit?: AuditLog
+  /** How often the keys file and the policies directory are stat-polled for a change, in ms (default 5000; tests). */
+  readonly filePollMs?: number
   /** Signs the issued tokens instead of the configured key (tests: a signer that fails). */
   readonly minter?: TokenMinter
   /** Durable revocation log instead of PostgreSQL/PGlite (tests). */
@@ -97,7 +100,7 @@ export interface LocalIssuer {
 }
 
 /** Config form of a trusted issuer → the verifier's form, with its role's `typ` default. */
-function trustedIssuer(t: TrustedIssuerConfig | SubjectIssuerConfig, brokerIssuer: string, defaultTyp: string | null): TrustedIssuer {
+export function trustedIssuer(t: TrustedIssuerConfig | SubjectIssuerConfig, brokerIssuer: string, defaultTyp: string | null): TrustedIssuer {
   const typ = t.typ === undefined ? defaultTyp : t.typ
   return {
     issuer: t.issuer,
@@ -114,6 +117,18 @@ function resourceServer(rs: ResourceServerConfig): ResourceServer {
   const { authentication, unusableKeys } = compileAuthentication(rs.authentication)
   if (unusableKeys.length > 0) throw new TypeError(`resource_servers: ${rs.id}: unusable public key`)
   return { id: rs.id, audiences: new Set(rs.audiences), authentication }
+}
+
+/** The `jwks` section of the config, as the key resolvers take it. */
+export function jwksPolicyOf(config: Config): JwksPolicy {
+  return {
+    timeoutMs: config.jwks.timeout_ms,
+    maxBytes: config.jwks.max_bytes,
+    maxKeys: config.jwks.max_keys,
+    cooldownMs: config.jwks.cooldown_seconds * 1000,
+    cacheMaxAgeMs: config.jwks.cache_max_age_seconds * 1000,
+    staleMaxAgeMs: config.jwks.stale_max_age_seconds * 1000,
+  }
 }
 
 /**
@@ -135,6 +150,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     clock,
     logger: log,
     onSwitch: (key, previous) => onKeySwitch(key, previous),
+    ...(options.filePollMs === undefined ? {} : { pollMs: options.filePollMs }),
   })
 
   const loaded = await loadPolicies(config.policies_dir)
@@ -151,25 +167,22 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     },
     onRejected: (issues) =>
       policyLog.error({ issues: issues.map(formatIssue), dir: config.policies_dir }, 'policy change rejected; last good set stays in force'),
-  })
+  }, options.filePollMs === undefined ? {} : { pollMs: options.filePollMs })
   policyLog.info({ agents: loaded.policies.length, dir: config.policies_dir }, 'policies loaded')
 
-  const jwksPolicy: JwksPolicy = {
-    timeoutMs: config.jwks.timeout_ms,
-    maxBytes: config.jwks.max_bytes,
-    maxKeys: config.jwks.max_keys,
-    cooldownMs: config.jwks.cooldown_seconds * 1000,
-    cacheMaxAgeMs: config.jwks.cache_max_age_seconds * 1000,
-    staleMaxAgeMs: config.jwks.stale_max_age_seconds * 1000,
-  }
+  const jwksPolicy = jwksPolicyOf(config)
   const devIssuer = options.dev ? await createDevUserIssuer(config.issuer) : undefined
   const localSubjects = [...(options.localSubjectIssuers ?? []), ...(devIssuer === undefined ? [] : [devIssuer])]
   const localWorkloads = options.localWorkloadIssuers ?? []
   const local = new Map([...localSubjects, ...localWorkloads].map((l) => [l.trusted.issuer, l.jwks]))
   const jwksLog = log.child({ module: 'jwks' })
-  const resolverFor = (t: TrustedIssuer): KeyResolver => {
+  // Every issuer's resolver, for readiness and the background refresh.
+  const keySets: { readonly issuer: string; readonly role: 'subjects' | 'workloads'; readonly keys: KeyResolver }[] = []
+  const resolverFor = (role: 'subjects' | 'workloads') => (t: TrustedIssuer): KeyResolver => {
     const jwks = local.get(t.issuer)
-    return jwks === undefined ? createRemoteKeyResolver(t, jwksPolicy, clock, jwksLog) : createLocalKeyResolver(jwks)
+    const keys = jwks === undefined ? createRemoteKeyResolver(t, jwksPolicy, clock, jwksLog) : createLocalKeyResolver(jwks)
+    keySets.push({ issuer: t.issuer, role, keys })
+    return keys
   }
   const subjectIssuers = [
     ...config.trust.subjects.map((t) => trustedIssuer(t, config.issuer, 'at+jwt')),
@@ -280,6 +293,8 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     const mirror = observeMirror(createRevocationMirror(nowSeconds))
     let feed: RevocationFeed | undefined
     let admission = options.admission
+    /** Set when the admission store is the Redis one: whether its connection is up. */
+    let admissionConnected: (() => boolean) | undefined
     if (config.storage.redis_url !== undefined) {
       const redis = new Redis(config.storage.redis_url, {
         lazyConnect: false,
@@ -307,7 +322,10 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
         logger: log.child({ module: 'revocation' }),
       })
       closers.push(() => feed!.close())
-      admission ??= await createRedisAdmissionStore(redis, config.storage.key_prefix, clock)
+      if (admission === undefined) {
+        admission = await createRedisAdmissionStore(redis, config.storage.key_prefix, clock)
+        admissionConnected = () => redis.status === 'ready'
+      }
     } else {
       mirror.replaceAll(await revocationLog.listRelevant(nowSeconds()))
       if (!options.dev) {
@@ -332,13 +350,15 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     // Runs first on close: open revocation feed streams end before their sources do.
     closers.push(async () => revocations.endSubscriptions())
 
+  const userRegistry = createIssuerRegistry(subjectIssuers, resolverFor('subjects'))
+  const workloadRegistry = createIssuerRegistry(workloadIssuers, resolverFor('workloads'))
   const exchange: ExchangeDeps = {
     issuer: config.issuer,
     policies,
     clients: createClientAuthenticator({
       issuer: config.issuer,
       admission,
-      workloads: createIssuerRegistry(workloadIssuers, resolverFor),
+      workloads: workloadRegistry,
       now: nowSeconds,
       skew,
       assertionMaxLifetime: config.limits.client_assertion_max_lifetime_seconds,
@@ -348,7 +368,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     subjects: createSubjectVerifier({
       selfIssuer: config.issuer,
       selfKeys: keys,
-      users: createIssuerRegistry(subjectIssuers, resolverFor),
+      users: userRegistry,
       now: nowSeconds,
       skew,
       maxAge: config.limits.subject_token_max_age_seconds,
@@ -368,6 +388,9 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
   closers.push(async () => refusals.close())
   const eventLoop = options.loadSignals?.eventLoopLag === undefined ? monitorEventLoopLag() : undefined
   closers.push(async () => eventLoop?.stop())
+  const stopKeyRefresh = keepKeySetsFresh(keySets.map((k) => k.keys))
+  closers.push(async () => stopKeyRefresh())
+
   const app = createApp({
     exchange,
     refusals,
@@ -395,6 +418,12 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     ...(metrics === undefined ? {} : { metrics }),
     ...(sqlDb === undefined ? {} : { auditQueries: { page: (r) => queryAudit(sqlDb.db, r), tree: (jti) => delegationTree(sqlDb.db, jti) } }),
     ...(sqlAudit === undefined ? {} : { auditHealthy: () => sqlAudit!.probe() }),
+    readiness: {
+      policyReload: () => policies.status(),
+      keysFile: () => keys.status(),
+      upstream: () => keySets.map((k) => ({ issuer: k.issuer, role: k.role, ...k.keys.status() })),
+      replayConnected: admissionConnected,
+    },
     clientAddress: clientAddressResolver(config.listen.trusted_proxies ?? []),
     authFailures: createAuthFailureThrottle(clock),
   })

@@ -66,10 +66,21 @@ program
   .command('config')
   .description('work with the config')
   .command('check')
-  .description('validate the config, the policies it points at and the signing keys, as serve would at start; exit 0 valid, 1 not')
+  .description('validate the config, the policies it points at and the signing keys, as serve would at start, and what readiness would refuse; exit 0 valid, 1 not')
   .option('-c, --config <file>', 'YAML config file (default: $MANDATE_CONFIG)')
   .option('--dev', 'with the embedded --dev defaults')
-  .addHelpText('after', '\nEvery config error is printed with its path (e.g. `audit.group_max_records: ...`). Connects to nothing.')
+  .option('--online', 'also fetch every trusted issuer’s JWKS and connect to PostgreSQL and Redis (writes nothing)')
+  .addHelpText(
+    'after',
+    `
+Prints every error in one run: config errors with their path and, when the
+config file sets them, file:line:column; policy errors as
+file:line:column: field: reason. Besides what serve refuses, it fails on a
+policy whose users' issuer is not in trust.subjects (or, for a workload
+agent, not in trust.workloads), an expired policy, and, without --dev, no
+admin key. A policy expiring within 14 days is a warning. Without --online
+it connects to nothing.`,
+  )
   .action(configCheck)
 
 const policy = program.command('policy').description('work with agent policy files')

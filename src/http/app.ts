@@ -25,6 +25,7 @@ import type { RevocationService } from '../revocation/service.js'
 import { jwksRoute, metadataRoute } from './routes/well-known.js'
 import { shedLoad, type LoadShedding, type ShedReason } from './shed.js'
 import type { Refusals } from '../telemetry/refusal-log.js'
+import { mountHealth, type HealthDeps } from './routes/health.js'
 
 export interface AppEnv {
   Variables: {
@@ -65,6 +66,8 @@ export interface AppDeps {
   readonly auditQueries?: AuditQueries
   /** Whether the delegation log can write, for /readyz. */
   readonly auditHealthy?: () => Promise<boolean>
+  /** The rest of what /readyz reports: policy reloads, the keys file, issuers' key sets, the replay cache. */
+  readonly readiness?: Pick<HealthDeps, 'keysFile' | 'policyReload' | 'upstream' | 'replayConnected'>
   /** A server span per request (health probes aside); absent when no traces are exported. */
   readonly tracing?: Tracing
   /** Token endpoint counters and latency; absent when no metrics are exported. */
@@ -272,20 +275,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   }
   app.get('/.well-known/oauth-authorization-server', metadataRoute(issuer, deps.keys))
   app.get('/.well-known/jwks.json', jwksRoute(deps.keys))
-  app.get('/healthz', (c) => c.json({ status: 'ok' }))
-  app.get('/readyz', async (c) => {
-    const fresh = deps.revocations.fresh()
-    const auditOk = (await deps.auditHealthy?.()) ?? true
-    const ready = fresh && auditOk
-    const body = {
-      status: ready ? 'ready' : 'not_ready',
-      revocation_mirror: { fresh, lag_ms: deps.revocations.lag() },
-      audit_log: { writing: auditOk },
-      // Loaded at start (the broker refuses to start without them) and kept through bad reloads.
-      signing_keys: { signing: deps.keys.current.kid, published: deps.keys.all.length },
-      policies: { agents: deps.exchange.policies.size },
-    }
-    return c.json(body, ready ? 200 : 503, { 'Cache-Control': 'no-store' })
+  mountHealth(app, {
+    revocations: deps.revocations,
+    keys: deps.keys,
+    policies: deps.exchange.policies,
+    auditHealthy: deps.auditHealthy,
+    ...deps.readiness,
   })
 
   if (deps.devIssuer !== undefined) {

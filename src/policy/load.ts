@@ -33,7 +33,7 @@ const POLICY_FILE = /\.ya?ml$/
  * the key that names it, a list item, else the nearest ancestor that exists
  * (a missing key is reported at its parent).
  */
-function locate(doc: Document, lines: LineCounter, path: readonly PropertyKey[]): { line: number; column: number } {
+export function locate(doc: Document, lines: LineCounter, path: readonly PropertyKey[]): { line: number; column: number } {
   const at = (offset: number) => {
     const { line, col } = lines.linePos(offset)
     return { line, column: col }
@@ -97,7 +97,7 @@ export function compileAuthentication<A extends PolicyAuthentication>(
 }
 
 /** Places an issue about `path` of one file at the line the YAML gives it. */
-type Locator = (path: readonly PropertyKey[], message: string) => PolicyIssue
+export type Locator = (path: readonly PropertyKey[], message: string) => PolicyIssue
 
 /** Parses and validates one policy file's text. Never throws on bad input. */
 export function parsePolicy(file: string, text: string): { policy: AgentPolicy; locate: Locator } | { issues: PolicyIssue[] } {
@@ -173,12 +173,21 @@ function rateLimit(bucket: { rate: string; burst?: number | undefined } | undefi
   return { perSecond: rate.perSecond, burst: bucket.burst ?? rate.count }
 }
 
+export interface LoadOptions {
+  /**
+   * Further checks on each file that parsed, even when another file did not
+   * (so that one run reports everything); what it returns fails the set
+   * like any other issue.
+   */
+  readonly check?: (policy: AgentPolicy, locate: Locator) => readonly PolicyIssue[]
+}
+
 /**
  * Loads every `*.yaml`/`*.yml` file directly in `dir`, all or nothing: any
  * issue in any file, a duplicate agent, or a sub-agent that does not exist
  * fails the whole set, so the broker never runs on a half-loaded one.
  */
-export async function loadPolicies(dir: string): Promise<LoadResult> {
+export async function loadPolicies(dir: string, options: LoadOptions = {}): Promise<LoadResult> {
   const whole = (file: string, message: string): PolicyIssue => ({ file, line: 0, column: 0, field: '', message })
   let names: string[]
   try {
@@ -200,8 +209,12 @@ export async function loadPolicies(dir: string): Promise<LoadResult> {
       continue
     }
     const result = parsePolicy(file, text)
-    if ('issues' in result) issues.push(...result.issues)
-    else loaded.push(result)
+    if ('issues' in result) {
+      issues.push(...result.issues)
+      continue
+    }
+    loaded.push(result)
+    if (options.check !== undefined) issues.push(...options.check(result.policy, result.locate))
   }
 
   const byAgent = new Map<string, AgentPolicy>()

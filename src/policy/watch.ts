@@ -1,11 +1,25 @@
-import { watch, type FSWatcher } from 'node:fs'
+import { unwatchFile, watch, watchFile, type FSWatcher, type Stats } from 'node:fs'
 import type { AgentPolicy, PolicyStore } from './port.js'
 import { createPolicyStore, loadPolicies, type PolicyIssue } from './load.js'
 
 export interface ReloadablePolicyStore extends PolicyStore {
   /** Re-reads the directory; swaps the set in only when every file is good. */
   reload(): Promise<{ ok: true; agents: number } | { ok: false; issues: readonly PolicyIssue[] }>
+  /** How the last reload went; no I/O. */
+  status(): PolicyReloadStatus
   close(): void
+}
+
+/**
+ * The outcome of the last reload (the load at start counts as a good one).
+ * After a rejected reload the last good set keeps serving, but the
+ * directory no longer says what is in force: `ok` stays false, with the
+ * issues, until a reload succeeds. A directory that is gone or unreadable is
+ * one issue on the directory itself (line 0).
+ */
+export interface PolicyReloadStatus {
+  readonly ok: boolean
+  readonly issues: readonly PolicyIssue[]
 }
 
 export interface WatchEvents {
@@ -14,47 +28,77 @@ export interface WatchEvents {
   onRejected?(issues: readonly PolicyIssue[]): void
 }
 
+export interface WatchOptions {
+  /** Quiet time after a change before the reload. Default 150 ms. */
+  readonly debounceMs?: number
+  /**
+   * How often the directory itself is stat-polled. The change watcher follows
+   * one directory inode: this notices the directory removed, moved away or
+   * replaced, reloads, and watches the new one. Default 5 s.
+   */
+  readonly pollMs?: number
+}
+
 /**
  * A policy store over `dir` that follows edits: a change triggers a reload
- * after `debounceMs` of quiet; a bad edit is reported and the last good set
- * stays in force. Readers always see one complete set.
+ * after `debounceMs` of quiet; a bad edit, or a directory that went away,
+ * is reported and the last good set stays in force. Readers always see one
+ * complete set.
  */
-export function watchPolicies(
-  dir: string,
-  initial: PolicyStore,
-  events: WatchEvents = {},
-  debounceMs = 150,
-): ReloadablePolicyStore {
+export function watchPolicies(dir: string, initial: PolicyStore, events: WatchEvents = {}, options: WatchOptions = {}): ReloadablePolicyStore {
+  const debounceMs = options.debounceMs ?? 150
   let current = initial
+  let status: PolicyReloadStatus = { ok: true, issues: [] }
   let timer: NodeJS.Timeout | undefined
   let running: Promise<unknown> = Promise.resolve()
+  let closed = false
 
   const reload: ReloadablePolicyStore['reload'] = async () => {
     const result = await loadPolicies(dir)
     if (!result.ok) {
+      status = { ok: false, issues: result.issues }
       events.onRejected?.(result.issues)
       return { ok: false, issues: result.issues }
     }
     current = createPolicyStore(result.policies)
+    status = { ok: true, issues: [] }
     events.onLoaded?.(current.size, result.policies)
     return { ok: true, agents: current.size }
   }
 
-  let watcher: FSWatcher | undefined
-  try {
-    watcher = watch(dir, { persistent: false }, () => {
-      clearTimeout(timer)
-      timer = setTimeout(() => {
-        // One reload at a time; loadPolicies reports problems as issues, but never let one escape unhandled.
-        running = running.then(reload).catch((err: unknown) => events.onRejected?.([
-          { file: dir, line: 0, column: 0, field: '', message: `reload failed: ${(err as Error).message}` },
-        ]))
-      }, debounceMs)
-    })
-    watcher.on('error', () => undefined)
-  } catch {
-    watcher = undefined
+  const schedule = () => {
+    if (closed) return
+    clearTimeout(timer)
+    timer = setTimeout(() => {
+      // One reload at a time; loadPolicies reports problems as issues, but never let one escape unhandled.
+      running = running.then(reload).catch((err: unknown) => {
+        const issues = [{ file: dir, line: 0, column: 0, field: '', message: `reload failed: ${(err as Error).message}` }]
+        status = { ok: false, issues }
+        events.onRejected?.(issues)
+      })
+    }, debounceMs)
   }
+
+  let watcher: FSWatcher | undefined
+  const rewatch = () => {
+    watcher?.close()
+    try {
+      watcher = watch(dir, { persistent: false }, schedule)
+      watcher.on('error', () => undefined)
+    } catch {
+      // Gone or unreadable: the reload reports it, the poll watches it again once it is back.
+      watcher = undefined
+    }
+  }
+  rewatch()
+
+  const onStat = (now: Stats, before: Stats) => {
+    // A missing directory stats as all zeros; a new one has another inode or birth time.
+    if (now.ino === before.ino && now.dev === before.dev && now.birthtimeMs === before.birthtimeMs) return
+    rewatch()
+    schedule()
+  }
+  watchFile(dir, { interval: options.pollMs ?? 5_000, persistent: false }, onStat)
 
   return {
     snapshot: () => current,
@@ -64,9 +108,12 @@ export function watchPolicies(
       return current.size
     },
     reload,
+    status: () => status,
     close() {
+      closed = true
       clearTimeout(timer)
       watcher?.close()
+      unwatchFile(dir, onStat)
     },
   }
 }

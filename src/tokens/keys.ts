@@ -134,8 +134,18 @@ export async function loadSigningKeys(file: string, generateIfMissing: boolean, 
 export interface SigningKeyRing extends SigningKeys {
   /** Re-reads the file now; a bad file is reported and the last good set stays. */
   reload(): Promise<boolean>
+  /** The keys file as last read; no I/O. */
+  status(): KeysFileStatus
   close(): void
 }
+
+/**
+ * Whether the keys file still holds the keys in force. Not `ok` from a
+ * change that left it unusable (removed, unreadable, not a key set, no key
+ * active) until a good one: the last good keys keep signing, but a rotation
+ * cannot arrive and an instance started now would refuse to start.
+ */
+export type KeysFileStatus = { readonly ok: true } | { readonly ok: false; readonly reason: string }
 
 export interface KeyRingOptions {
   readonly generateIfMissing: boolean
@@ -163,6 +173,7 @@ export async function openSigningKeys(file: string, options: KeyRingOptions): Pr
   let current = set.current
   let next = nextActivation(set.all, nowSeconds())
   let timer: NodeJS.Timeout | undefined
+  let fileStatus: KeysFileStatus = { ok: true }
 
   /** Moves `current` to the key active now; arms a timer for the next activation. */
   const settle = () => {
@@ -196,9 +207,11 @@ export async function openSigningKeys(file: string, options: KeyRingOptions): Pr
         )
       }
       settle()
+      fileStatus = { ok: true }
       return true
     } catch (err) {
-      log.error({ file, reason: (err as Error).message }, 'signing keys not reloaded; the last good set stays')
+      fileStatus = { ok: false, reason: (err as Error).message }
+      log.error({ file, reason: fileStatus.reason }, 'signing keys not reloaded; the last good set stays')
       return false
     }
   }
@@ -224,6 +237,7 @@ export async function openSigningKeys(file: string, options: KeyRingOptions): Pr
     },
     byKid: (kid) => set.byKid(kid),
     reload,
+    status: () => fileStatus,
     close() {
       clearTimeout(timer)
       unwatchFile(file, onChange)

@@ -51,6 +51,40 @@ export interface KeyResolver {
    * from the next refresh on. Throws `UpstreamUnavailable` when no set may serve.
    */
   holds(key: KeyObject): Promise<boolean>
+  /**
+   * What the key set can do now, from what is already known: no network.
+   * For readiness (a token of this issuer would be refused 503 when not `usable`).
+   */
+  status(): KeySetStatus
+  /**
+   * Fetches the set when it is due, exactly as a request would (never
+   * fetched or older than `cacheMaxAgeMs`, and the cooldown over): an idle
+   * broker keeps its sets current and learns that an issuer is down. Never
+   * rejects; a failure is kept in `status()`.
+   */
+  refreshIfDue(): Promise<void>
+}
+
+/**
+ * One issuer's key set, as readiness reports it:
+ * - `local`: held in memory (the dev user issuer, tests); always usable;
+ * - `pending`: no set yet and no fetch finished (the first one is under way);
+ * - `unavailable`: no set yet, and the last fetch failed;
+ * - `fresh`: fetched less than `cacheMaxAgeMs` ago;
+ * - `stale`: older, but within `max(cacheMaxAgeMs, staleMaxAgeMs)`: the last
+ *   good set still serves (the issuer is down, or the refresh is just due);
+ * - `expired`: older than that: nothing serves.
+ *
+ * `usable` (fresh, stale, local) says whether a token of the issuer can be
+ * verified now; otherwise its exchanges fail closed with 503.
+ */
+export interface KeySetStatus {
+  readonly state: 'local' | 'pending' | 'unavailable' | 'fresh' | 'stale' | 'expired'
+  readonly usable: boolean
+  /** Epoch milliseconds of the fetch the set in use came from. */
+  readonly fetchedAt?: number
+  /** Why the last fetch failed, every URL in it cut to its origin and path; absent once one succeeds. */
+  readonly lastFailure?: string
 }
 
 /** One usable key of a set. */
@@ -167,7 +201,18 @@ export function createLocalKeyResolver(jwks: JSONWebKeySet): KeyResolver {
       return key
     },
     holds: async (key) => set.objects.has(key),
+    status: () => ({ state: 'local', usable: true }),
+    refreshIfDue: async () => {},
   }
+}
+
+/** `text` with each URL in it cut to its origin and path: a configured or discovered URL may carry credentials or a query token. */
+function withoutUrlSecrets(text: string): string {
+  return text.replace(/\bhttps?:\/\/\S+/g, (u) => {
+    if (!URL.canParse(u)) return '(url)'
+    const url = new URL(u)
+    return `${url.origin}${url.pathname}`
+  })
 }
 
 /**
@@ -194,6 +239,8 @@ export function createRemoteKeyResolver(
   let lastGoodAt: number | undefined
   let lastAttempt = -Infinity
   let lastFailure = 'not fetched yet'
+  /** The last finished attempt failed (a success clears it). */
+  let failing = false
   /** The fetch in flight, which concurrent requests share. */
   let reloading: Promise<void> | undefined
 
@@ -258,8 +305,15 @@ export function createRemoteKeyResolver(
   /** Starts one fetch unless one is in flight; it never rejects (a failure keeps the last good set). */
   function refresh(): Promise<void> {
     reloading ??= fetchSet()
+      .then(() => {
+        if (failing) logger?.info({ issuer: issuer.issuer }, 'JWKS fetched again')
+        failing = false
+      })
       .catch((err: unknown) => {
         lastFailure = err instanceof UpstreamUnavailable ? err.message : `JWKS fetch failed: ${(err as Error).name}`
+        // Once per outage, not once per attempt: readiness reports it meanwhile.
+        if (!failing) logger?.warn({ issuer: issuer.issuer, reason: withoutUrlSecrets(lastFailure) }, 'JWKS fetch failed')
+        failing = true
       })
       .finally(() => {
         reloading = undefined
@@ -267,10 +321,12 @@ export function createRemoteKeyResolver(
     return reloading
   }
 
+  /** Never fetched, or older than the cache age; and the cooldown since the last attempt is over. */
+  const due = (t: number) => (lastGoodAt === undefined || t - lastGoodAt > policy.cacheMaxAgeMs) && t - lastAttempt >= policy.cooldownMs
+
   /** The set requests are answered from, refreshed first when due. */
   async function currentSet(): Promise<KeySet> {
-    const t = now()
-    if ((lastGoodAt === undefined || t - lastGoodAt > policy.cacheMaxAgeMs) && t - lastAttempt >= policy.cooldownMs) void refresh()
+    if (due(now())) void refresh()
     // Requests that arrive while a fetch is in flight wait for it: the first ones after a start
     // would otherwise find no set, and later ones would still trust a key the refresh drops.
     if (reloading !== undefined) await reloading
@@ -292,7 +348,35 @@ export function createRemoteKeyResolver(
       return key
     },
     holds: async (key) => (await currentSet()).objects.has(key),
+    status() {
+      const failure = failing ? { lastFailure: withoutUrlSecrets(lastFailure) } : {}
+      if (set === undefined || lastGoodAt === undefined) return { state: failing ? 'unavailable' : 'pending', usable: false, ...failure }
+      const age = now() - lastGoodAt
+      const state = age <= policy.cacheMaxAgeMs ? 'fresh' : age <= usableMs ? 'stale' : 'expired'
+      return { state, usable: state !== 'expired', fetchedAt: lastGoodAt, ...failure }
+    },
+    async refreshIfDue() {
+      if (due(now())) await refresh()
+    },
   }
+}
+
+/**
+ * Keeps remote key sets current in the background: a fetch for each at once
+ * (so the first tokens after a start need not wait, and readiness learns
+ * early whether an issuer can be reached), then a due check every `everyMs`
+ * (the fetches themselves follow each resolver's cache age and cooldown).
+ * Returns the function that stops it.
+ */
+export function keepKeySetsFresh(resolvers: readonly KeyResolver[], everyMs = 1_000): () => void {
+  if (resolvers.length === 0) return () => {}
+  const tick = () => {
+    for (const r of resolvers) void r.refreshIfDue()
+  }
+  tick()
+  const timer = setInterval(tick, everyMs)
+  timer.unref()
+  return () => clearInterval(timer)
 }
 
 export interface VerifiedJwt {

@@ -97,16 +97,16 @@ describe('mandate CLI', () => {
   })
 
   describe('config check', () => {
-    it('prints every config error with its path, and exits 1', async () => {
+    it('prints every config error with its path and its place in the config file, and exits 1', async () => {
       const cfg = join(dir, 'check-bad.yaml')
       await writeFile(cfg, 'issuer: https://mandate.example.com\naudit:\n  group_max_records: 0\nlimits: { clock_skew_seconds: 600 }\nbogus: 1\n')
       const r = mandate(['config', 'check', '--config', cfg])
       expect(r.status).toBe(1)
       const lines = r.stderr.trim().split('\n')
       expect(lines).toEqual([
-        expect.stringMatching(/^limits\.clock_skew_seconds: /),
-        expect.stringMatching(/^audit\.group_max_records: /),
-        expect.stringMatching(/^\(root\): .*bogus/),
+        `${cfg}:4:31: limits.clock_skew_seconds: Too big: expected number to be <=60`,
+        `${cfg}:3:22: audit.group_max_records: Too small: expected number to be >=1`,
+        `${cfg}:5:8: (root): Unrecognized key: "bogus"`,
         '3 error(s) in the config',
       ])
     })
@@ -118,11 +118,34 @@ describe('mandate CLI', () => {
       const env = { MANDATE_ISSUER: 'https://mandate.example.com', MANDATE_POLICIES_DIR: policies, MANDATE_SIGNING_KEYS_FILE: join(dir, 'absent.json'), DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none' }
       const r = mandate(['config', 'check'], env)
       expect(r.status).toBe(1)
-      expect(r.stderr).toMatch(/^policies_dir: .*x\.yaml:1:1: owner/m)
+      expect(r.stderr).toContain(`\n${join(policies, 'x.yaml')}:1:1: owner:`.slice(1))
       expect(r.stderr).toMatch(/^signing\.keys_file: cannot read signing keys from .*absent\.json: ENOENT/m)
       expect(r.stderr).toMatch(/error\(s\): serve would refuse to start/)
       expect(r.stdout).toMatch(/database: PostgreSQL \(DATABASE_URL\)/)
       expect(r.stdout + r.stderr).not.toContain('nobody@')
+    })
+
+    it('fails on a policy trusting an unlisted issuer, an expired policy and no admin key, and warns of one expiring soon', async () => {
+      const policies = join(dir, 'check-trust')
+      await (await import('node:fs/promises')).mkdir(policies)
+      const { secretAgentPolicy } = await import('../support/broker.js')
+      const soon = new Date(Date.now() + 3 * 86_400_000).toISOString().slice(0, 10)
+      await writeFile(join(policies, 'untrusted.yaml'), secretAgentPolicy('untrusted', 'https://elsewhere.example.com'))
+      await writeFile(join(policies, 'expired.yaml'), secretAgentPolicy('expired', 'https://login.example.com', { expires: '2020-01-01' }))
+      await writeFile(join(policies, 'soon.yaml'), secretAgentPolicy('soon', 'https://login.example.com', { expires: soon }))
+      const keysFile = join(dir, 'check-trust-keys.json')
+      expect(mandate(['keys', 'generate', keysFile]).status).toBe(0)
+      const cfg = join(dir, 'check-trust.yaml')
+      await writeFile(cfg, `issuer: https://mandate.example.com\npolicies_dir: ${policies}\nsigning: { keys_file: ${keysFile} }\ntrust:\n  subjects: [{ issuer: https://login.example.com, algorithms: [RS256] }]\n`)
+      const r = mandate(['config', 'check', '--config', cfg])
+      expect(r.status).toBe(1)
+      expect(r.stderr.trim().split('\n')).toEqual([
+        expect.stringMatching(/^warning: .*soon\.yaml:4:10: expires: expires in [1-3] day\(s\)/),
+        `${join(policies, 'expired.yaml')}:4:10: expires: expired on 2020-01-01T00:00:00.000Z: the agent gets no token`,
+        `${join(policies, 'untrusted.yaml')}:6:19: users.0.issuer: https://elsewhere.example.com is not in trust.subjects: its users' tokens would be refused`,
+        expect.stringMatching(/^admin\.keys: no admin key/),
+        '3 error(s): serve would start, but not as configured to work',
+      ])
     })
 
     it('exits 0 on the shipped dev defaults', () => {
@@ -150,7 +173,9 @@ describe('mandate CLI', () => {
       expect(r.stdout).not.toContain(String(after.keys[1]!['d']))
       expect((await (await import('node:fs/promises')).stat(file)).mode & 0o777).toBe(0o600)
       // Still valid for serve, still signing with the old key.
-      const check = mandate(['config', 'check'], { MANDATE_ISSUER: 'https://mandate.example.com', MANDATE_POLICIES_DIR: join(root, 'policies'), MANDATE_SIGNING_KEYS_FILE: file })
+      const cfg = join(dir, 'rotate.yaml')
+      await writeFile(cfg, 'trust:\n  subjects: [{ issuer: https://login.example.com, algorithms: [RS256] }]\nadmin:\n  keys: [{ name: ops, sha256: ' + 'ab'.repeat(32) + ', roles: [admin] }]\n')
+      const check = mandate(['config', 'check', '--config', cfg], { MANDATE_ISSUER: 'https://mandate.example.com', MANDATE_POLICIES_DIR: join(root, 'policies'), MANDATE_SIGNING_KEYS_FILE: file })
       expect(check.status, check.stderr).toBe(0)
       expect(check.stdout).toContain(`2 in ${file}, signing with ${String(after.keys[0]!['kid'])}`)
 

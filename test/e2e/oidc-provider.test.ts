@@ -321,10 +321,10 @@ token_ttl: { default: 300, max: 600 }
     expect(upstream).toMatchObject({ iss: providerIssuer, aud: brokerIssuer, sub: 'alice@example.com', client_id: WEB_CLIENT_ID })
 
     const jwksPath = new URL(provider.jwks_uri!).pathname
-    expect(providerRequests).not.toContain(`GET ${jwksPath}`)
     const response = await exchange(user.access_token, { scope: 'files:read files:write' })
     expect(response.status, brokerLogs.slice(-3).join('\n')).toBe(200)
-    // The broker found the provider's keys through its RFC 8414 metadata (no jwks_uri configured).
+    // The broker found the provider's keys through its RFC 8414 metadata (no jwks_uri configured), fetching
+    // them once: at start, before any token asked (or shared with the first exchange's wait).
     expect(providerRequests).toContain('GET /.well-known/oauth-authorization-server')
     expect(providerRequests.filter((r) => r === `GET ${jwksPath}`)).toHaveLength(1)
     expect(response.headers.get('cache-control')).toBe('no-store')

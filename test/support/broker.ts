@@ -176,6 +176,8 @@ export interface TestBrokerOptions {
   readonly loadSignals?: { readonly eventLoopLag?: () => number; readonly auditPending?: () => number }
   /** The config's `overload` section (load shedding). */
   readonly overload?: Record<string, number>
+  /** How often the keys file and the policies directory are polled, in ms (compose's default otherwise). */
+  readonly filePollMs?: number
 }
 
 /**
@@ -313,6 +315,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
       trusted: { issuer: u.iss, jwksUri: undefined, algorithms: ['RS256'], audience: BROKER, typ: ['at+jwt'] },
       jwks: { keys: [u.publicJwk] },
     })),
+    ...(options.filePollMs === undefined ? {} : { filePollMs: options.filePollMs }),
     localWorkloadIssuers: [
       { trusted: { issuer: WORKLOAD_ISSUER, jwksUri: undefined, algorithms: ['ES256'], audience: BROKER, typ: [undefined, 'jwt'] }, jwks: { keys: [workloads.publicJwk] } },
     ],

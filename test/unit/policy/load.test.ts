@@ -387,14 +387,14 @@ describe('watchPolicies', () => {
     store = undefined
   })
 
-  async function start(debounceMs: number) {
+  async function start(debounceMs: number, pollMs?: number) {
     const loaded = [] as number[]
     const rejected = [] as (readonly PolicyIssue[])[]
     store = watchPolicies(
       dir,
       createPolicyStore(policiesOf(await loadPolicies(dir))),
       { onLoaded: (n) => loaded.push(n), onRejected: (issues) => rejected.push(issues) },
-      debounceMs,
+      { debounceMs, ...(pollMs === undefined ? {} : { pollMs }) },
     )
     return { store, loaded, rejected }
   }
@@ -453,5 +453,35 @@ describe('watchPolicies', () => {
     await write('agent-b.yaml', policyYaml('agent-b'))
     await vi.waitFor(() => expect(s.get('agent-b' as AgentId)?.agent).toBe('agent-b'), { timeout: 5_000, interval: 50 })
     expect(s.size).toBe(2)
+  })
+
+  it('a removed directory stays in status() until one is back at the path, which is then watched for edits', async () => {
+    await write('agent-a.yaml', policyYaml('agent-a'))
+    const { store: s, loaded, rejected } = await start(20, 20)
+    expect(s.status()).toEqual({ ok: true, issues: [] })
+
+    await rm(dir, { recursive: true })
+    await vi.waitFor(() => expect(rejected.length).toBeGreaterThan(0), { timeout: 4_000, interval: 20 })
+    expect(s.status()).toEqual({ ok: false, issues: [expect.objectContaining({ file: dir, line: 0, message: 'cannot read directory (ENOENT)' })] })
+    expect(s.get('agent-a' as AgentId)?.agent).toBe('agent-a')
+
+    await mkdir(dir)
+    await write('agent-a.yaml', policyYaml('agent-a'))
+    await vi.waitFor(() => expect(loaded).toContain(1), { timeout: 4_000, interval: 20 })
+    expect(s.status()).toEqual({ ok: true, issues: [] })
+    // An edit in the new directory: only a watcher on it can see this one.
+    await write('agent-b.yaml', policyYaml('agent-b'))
+    await vi.waitFor(() => expect(s.size).toBe(2), { timeout: 4_000, interval: 20 })
+  }, 15_000)
+
+  it('a rejected reload stays in status() until a good one', async () => {
+    await write('agent-a.yaml', policyYaml('agent-a'))
+    const { store: s } = await start(60_000)
+    const bad = await write('agent-a.yaml', policyYaml('agent-a', { owner: null }))
+    await s.reload()
+    expect(s.status()).toEqual({ ok: false, issues: [expect.objectContaining({ file: bad, field: 'owner' })] })
+    await write('agent-a.yaml', policyYaml('agent-a'))
+    await s.reload()
+    expect(s.status()).toEqual({ ok: true, issues: [] })
   })
 })

@@ -2,7 +2,8 @@
  * Telemetry across the broker's own I/O, composed with the durable
  * delegation log (PGlite under a temporary data_dir) and a user issuer whose
  * keys are fetched (global fetch stubbed: no network): the JWKS fetch made
- * while verifying the subject carries the exchange's `traceparent`; the
+ * while verifying the subject (a refetch for a key rotated in after the
+ * fetch at start) carries the exchange's `traceparent`; the
  * committed `token.issued` record holds the request span's trace id; and the
  * audit writer's group size and commit latency are recorded.
  */
@@ -33,6 +34,8 @@ let rec: Recorder
 let mandate: Mandate
 let userKey: CryptoKey
 let jwk: JWK
+/** Added to the broker's clock: moves it past the JWKS refetch cooldown without waiting. */
+let offsetMs = 0
 const lines: string[] = []
 const upstream: { url: string; traceparent: string | null }[] = []
 
@@ -66,7 +69,13 @@ beforeAll(async () => {
     admin: { keys: [{ name: 'auditor', sha256: createHash('sha256').update(ADMIN_KEY).digest('hex'), roles: ['auditor'] }] },
   })
   // A busy test machine must not shed these requests (PGlite runs on the event loop).
-  mandate = await composeMandate(config, { dev: false, logger: createLogger('info', sink), telemetry: rec.exporters, loadSignals: { eventLoopLag: () => 0 } })
+  mandate = await composeMandate(config, {
+    dev: false,
+    logger: createLogger('info', sink),
+    telemetry: rec.exporters,
+    clock: () => Date.now() + offsetMs,
+    loadSignals: { eventLoopLag: () => 0 },
+  })
 }, 60_000)
 
 afterAll(async () => {
@@ -78,7 +87,7 @@ afterAll(async () => {
 async function userToken(): Promise<string> {
   const now = Math.floor(Date.now() / 1000)
   return new SignJWT({ scope: 'read' })
-    .setProtectedHeader({ alg: 'RS256', kid: 'idp-1', typ: 'at+jwt' })
+    .setProtectedHeader({ alg: 'RS256', kid: jwk.kid!, typ: 'at+jwt' })
     .setIssuer(IDP)
     .setSubject('carol')
     .setAudience(BROKER)
@@ -93,6 +102,13 @@ describe('telemetry with the durable log and a remote issuer', () => {
   let subject: string
 
   it('an exchange fetches the issuer keys with its traceparent, and commits its record with its trace id', async () => {
+    // Fetched once at start, outside any request. The IdP then rotates to a key the broker has not seen.
+    await vi.waitFor(() => expect(upstream).toHaveLength(1))
+    expect(upstream[0]!.traceparent).toBeNull()
+    const rotated = await generateKeyPair('RS256', { extractable: true })
+    userKey = rotated.privateKey
+    jwk = { ...(await exportJWK(rotated.publicKey)), kid: 'idp-2', alg: 'RS256', use: 'sig' }
+    offsetMs = 31_000
     subject = await userToken()
     const res = await mandate.app.request('/oauth2/token', {
       method: 'POST',
@@ -106,8 +122,8 @@ describe('telemetry with the durable log and a remote issuer', () => {
     // The key fetch ran inside the subject verification step, and says so.
     const verify = rec.spans().find((s) => s.name === 'mandate.subject.verify')!
     expect(verify.spanContext().traceId).toBe(CALLER.traceId)
-    expect(upstream.map((u) => u.url)).toEqual([JWKS_URI])
-    expect(upstream[0]!.traceparent).toBe(`00-${CALLER.traceId}-${verify.spanContext().spanId}-01`)
+    expect(upstream.map((u) => u.url)).toEqual([JWKS_URI, JWKS_URI])
+    expect(upstream[1]!.traceparent).toBe(`00-${CALLER.traceId}-${verify.spanContext().spanId}-01`)
 
     // The committed record, read back through the admin API, carries the trace id.
     const audit = await mandate.app.request('/admin/audit?event=token.issued', { headers: { authorization: `Bearer ${ADMIN_KEY}` } })
