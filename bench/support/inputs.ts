@@ -22,6 +22,7 @@ import { readFileSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml'
 
 export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange'
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token'
@@ -216,28 +217,44 @@ export function signingKeySet(server: ServerSettings): { keys: JsonWebKey[] } {
   return { keys: [server.signing.privateJwk] }
 }
 
+/** The lifetime of the generator's client assertions, seconds (see `prepareRequests`). */
+export const ASSERTION_LIFETIME_SECONDS = 60
+
+/** `over` merged into `base`, mappings key by key (a variant's `limits:` adds to the base's). */
+function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base }
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k]
+    const mergeable = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x)
+    out[k] = mergeable(b) && mergeable(v) ? deepMerge(b, v) : v
+  }
+  return out
+}
+
 /**
  * A production config file for `mandate serve` (no --dev) over these inputs:
  * its issuer is the one every token names, it trusts the IdP for user
  * subject tokens (RS256, through the JWKS at `idpJwksUri`), and it reads the
- * generated policy files. Storage comes from the environment as usual
- * (DATABASE_URL and REDIS_URL, or embedded without them).
+ * generated policy files. Client assertions may live as long as the
+ * generator makes them, as the README advises for production: then none made
+ * after the broker started predates its replay memory. Storage comes from the
+ * environment as usual (DATABASE_URL and REDIS_URL, or embedded without
+ * them). `extra` (a variant's YAML) is merged in, mapping by mapping.
  */
 export function mandateConfig(server: ServerSettings, options: MandateConfigOptions): string {
-  return `# Generated for a benchmark (bench/support/inputs.ts).
-issuer: ${server.issuer}
-listen: { host: 127.0.0.1, port: ${options.port} }
-policies_dir: ${JSON.stringify(options.policiesDir)}
-data_dir: ${JSON.stringify(options.dataDir)}
-signing:
-  keys_file: ${JSON.stringify(options.signingKeysFile)}
-trust:
-  subjects:
-    - issuer: ${server.idp.issuer}
-      jwks_uri: ${options.idpJwksUri}
-      algorithms: [RS256]
-${options.extra ?? ''}
-`
+  const base = {
+    issuer: server.issuer,
+    listen: { host: '127.0.0.1', port: options.port },
+    policies_dir: options.policiesDir,
+    data_dir: options.dataDir,
+    signing: { keys_file: options.signingKeysFile },
+    trust: { subjects: [{ issuer: server.idp.issuer, jwks_uri: options.idpJwksUri, algorithms: ['RS256'] }] },
+    limits: { client_assertion_max_lifetime_seconds: ASSERTION_LIFETIME_SECONDS },
+  }
+  const extra: unknown = options.extra === undefined ? undefined : parseYaml(options.extra)
+  if (extra !== undefined && extra !== null && (typeof extra !== 'object' || Array.isArray(extra))) throw new TypeError('a variant must be a YAML mapping')
+  const config = extra === undefined || extra === null ? base : deepMerge(base, extra as Record<string, unknown>)
+  return `# Generated for a benchmark (bench/support/inputs.ts).\n${stringifyYaml(config)}`
 }
 
 const signAsync = promisify(sign)
@@ -345,7 +362,7 @@ export async function assertRequests(settings: GeneratorSettings, subjects: read
       aud: assertionAudience,
       jti: randomUUID(),
       iat: now,
-      exp: now + 60,
+      exp: now + ASSERTION_LIFETIME_SECONDS,
     })
     const body = new URLSearchParams({
       grant_type: TOKEN_EXCHANGE,

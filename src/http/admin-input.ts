@@ -31,5 +31,11 @@ export async function readJsonBody(c: Context): Promise<unknown> {
 export function checkQuery(c: Context): void {
   const url = c.req.url
   const at = url.indexOf('?')
-  if (at >= 0 && !isStorableForm(url.slice(at + 1))) throw new AdminError('invalid_request', 'malformed query string')
+  if (at < 0) return
+  for (const pair of url.slice(at + 1).split('&')) {
+    if (isStorableForm(pair)) continue
+    const name = pair.split('=', 1)[0]!
+    // Name the parameter when its name itself is fine (an id-like token: never echo arbitrary text).
+    throw new AdminError('invalid_request', isStorableForm(name) && /^[a-z_]{1,32}$/.test(name) ? `invalid ${name}: not well-formed text` : 'malformed query string')
+  }
 }

@@ -68,9 +68,7 @@ async function startMandate(dir: string, inputs: Inputs, policiesDir: string, id
   const signingKeysFile = join(dir, 'signing-keys.json')
   await writeFile(signingKeysFile, JSON.stringify(signingKeySet(inputs.server)), { mode: 0o600 })
   const config = join(dir, 'mandate.yaml')
-  // The generator's assertions live 60 s; allowing no longer means none made after the start can predate its replay memory.
-  const extra = 'limits: { client_assertion_max_lifetime_seconds: 60 }'
-  await writeFile(config, mandateConfig(inputs.server, { port, policiesDir, dataDir: join(dir, 'mandate-data'), signingKeysFile, idpJwksUri, extra }))
+  await writeFile(config, mandateConfig(inputs.server, { port, policiesDir, dataDir: join(dir, 'mandate-data'), signingKeysFile, idpJwksUri }))
   const env: NodeJS.ProcessEnv = { ...process.env, MANDATE_CONFIG: config, LOG_LEVEL: 'warn' }
   for (const k of Object.keys(env)) if (k.startsWith('OTEL_') || (k.startsWith('MANDATE_') && k !== 'MANDATE_CONFIG')) delete env[k]
   delete env['DATABASE_URL']

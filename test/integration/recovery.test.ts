@@ -87,6 +87,8 @@ token_ttl: { default: 300, max: 300 }
     signing: { generate_if_missing: true },
     storage,
     log: { level: 'info' },
+    // The assertions below live 60 s: allowing no longer means none made after the start predates the replay memory.
+    limits: { client_assertion_max_lifetime_seconds: 60 },
   })
   const mandate = await composeMandate(config, {
     dev: true,
@@ -98,6 +100,8 @@ token_ttl: { default: 300, max: 300 }
   cleanups.push(() => mandate.close())
   const userRes = await mandate.app.request(`/dev/users/alice/token`, { method: 'POST', body: '{"scope":"read"}', headers: { 'content-type': 'application/json' } })
   const user = ((await userRes.json()) as { access_token: string }).access_token
+  // Assertions carry whole seconds: one stamped in the second the replay memory began may predate it.
+  await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 10))
   return {
     mandate,
     logs: lines,
