@@ -23,10 +23,14 @@ export function decodeUtf8(bytes: Uint8Array): string | undefined {
 /**
  * True when every string of a parsed JSON value, member names included,
  * is storable text: JSON escapes can spell a NUL or a lone surrogate
- * ("\u0000", "\ud800") in valid UTF-8. Iterative: nesting depth is bounded
- * only by the input's length.
+ * ("\u0000", "\ud800") in valid UTF-8. `source`, the JSON text `root` was
+ * parsed from, lets the common case skip the walk. Iterative: nesting depth
+ * is bounded only by the input's length.
  */
-export function holdsOnlyStorableText(root: unknown): boolean {
+export function holdsOnlyStorableText(root: unknown, source?: string): boolean {
+  // Fast path: well-formed JSON text (as decodeUtf8 gives) with no NUL and no `\u` escape can spell
+  // neither a NUL nor a lone surrogate, so no string parsed from it can hold one.
+  if (source !== undefined && source.isWellFormed() && !source.includes('\u0000') && !source.includes('\\u')) return true
   const stack: unknown[] = [root]
   while (stack.length > 0) {
     const v = stack.pop()

@@ -17,7 +17,7 @@ export async function readJsonBody(c: Context): Promise<unknown> {
   } catch {
     throw new AdminError('invalid_request', 'body must be a JSON object')
   }
-  if (!holdsOnlyStorableText(value)) {
+  if (!holdsOnlyStorableText(value, text)) {
     throw new AdminError('invalid_request', 'body holds a NUL, a lone surrogate or bytes that are not UTF-8')
   }
   return value

@@ -79,21 +79,25 @@ export async function readForm(c: Context, maxBytes: number): Promise<URLSearchP
 
 /**
  * True when every name and value of `body` (a form, or a URL's query)
- * percent-decodes to storable text.
- * Decoding the whole body at once checks each part: `&` and `=` are never
- * part of an escape, so a sequence decodes the same here as within its
- * part, and decodeURIComponent throws on a malformed escape or escaped bytes
+ * percent-decodes to storable text. Only an escape can spell a NUL or bytes
  * that are not UTF-8 (a surrogate's included), which URLSearchParams would
- * quietly replace.
+ * quietly replace; decodeURIComponent throws on those and on a malformed
+ * escape. So the raw text is checked once, and only the parts holding a `%`
+ * are decoded (`&` and `=` are never part of an escape): the long token
+ * values of a token request hold none.
  */
 export function isStorableForm(body: string): boolean {
-  let decoded: string
-  try {
-    decoded = decodeURIComponent(body)
-  } catch {
-    return false
+  if (!isStorableText(body)) return false
+  if (!body.includes('%')) return true
+  for (const part of body.split(/[&=]/)) {
+    if (!part.includes('%')) continue
+    try {
+      if (!isStorableText(decodeURIComponent(part))) return false
+    } catch {
+      return false
+    }
   }
-  return isStorableText(decoded)
+  return true
 }
 
 /** Reads a form over parameters: single-valued ones must not repeat (RFC 6749 §3.1, §3.2). */

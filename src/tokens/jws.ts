@@ -62,7 +62,7 @@ function parseJsonObject(part: string, code: string): Record<string, unknown> {
     throw new JwtError(code)
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new JwtError(code)
-  if (!holdsOnlyStorableText(value)) throw new JwtError(`${code}_text`)
+  if (!holdsOnlyStorableText(value, text)) throw new JwtError(`${code}_text`)
   return value as Record<string, unknown>
 }
 

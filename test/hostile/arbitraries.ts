@@ -1099,6 +1099,8 @@ export function formBodyFaults(ctx: Pick<HostileContext, 'maxBodyBytes'>, junkAn
         fc.jsonValue({ maxDepth: 3 }).map((j) => Buffer.from(JSON.stringify(j) ?? 'null')),
         fc.constant(Buffer.from('--x\r\nContent-Disposition: form-data; name="grant_type"\r\n\r\nclient_credentials\r\n--x--')),
       )
+      // A junk body that happens to spell `token=<something>` is a request with a (bad) token, not one of no parameter.
+      .filter((bytes) => (new URLSearchParams(bytes.toString('latin1')).get('token') ?? '') === '')
       .map((bytes) =>
         fault('body', `a body of no parameter (${bytes.length} bytes)`, junkAnswers, (d) => {
           d.rawBody = bytes
