@@ -81,21 +81,23 @@ export async function readForm(c: Context, maxBytes: number): Promise<URLSearchP
  * True when every name and value of `body` (a form, or a URL's query)
  * percent-decodes to storable text. Only an escape can spell a NUL or bytes
  * that are not UTF-8 (a surrogate's included), which URLSearchParams would
- * quietly replace; decodeURIComponent throws on those and on a malformed
- * escape. So the raw text is checked once, and only the parts holding a `%`
- * are decoded (`&` and `=` are never part of an escape): the long token
- * values of a token request hold none.
+ * quietly replace: the raw text is checked once, then each run of escapes is
+ * decoded alone (decodeURIComponent throws on a malformed escape and on bytes
+ * that are not UTF-8). The long token values of a token request hold none.
  */
 export function isStorableForm(body: string): boolean {
   if (!isStorableText(body)) return false
-  if (!body.includes('%')) return true
-  for (const part of body.split(/[&=]/)) {
-    if (!part.includes('%')) continue
+  for (let at = body.indexOf('%'); at !== -1; ) {
+    let end = at
+    while (body.charCodeAt(end) === 0x25) end += 3 // `%XX` after `%XX`: one run (a character's bytes stay together)
+    let decoded: string
     try {
-      if (!isStorableText(decodeURIComponent(part))) return false
+      decoded = decodeURIComponent(body.slice(at, end))
     } catch {
       return false
     }
+    if (!isStorableText(decoded)) return false
+    at = body.indexOf('%', end)
   }
   return true
 }
