@@ -22,6 +22,10 @@
  * generator runs on the same cores as the broker; the figures are for a
  * broker sharing its machine, i.e. on the pessimistic side.
  *
+ * With PostgreSQL + Redis a fourth case sends the revocations to a second
+ * instance that takes no token traffic while the first is past saturation
+ * (the admin API behind a Service of its own).
+ *
  * Configurations: the embedded default (PGlite, in-memory revocation list),
  * then PostgreSQL + Redis (a database of its own created through
  * DATABASE_URL's server and dropped afterwards, a Redis key prefix of its own
@@ -254,9 +258,18 @@ async function revokeTimes(base: string, count: number): Promise<number[]> {
   return times
 }
 
-async function measure(label: string, env: Record<string, string>): Promise<void> {
+/**
+ * `dedicatedAdmin` (needs shared PostgreSQL and Redis): a fourth case, past
+ * saturation again, with the revocations sent to a second broker instance
+ * that takes no token traffic, as a deployment can route its admin API to
+ * instances behind their own Service, while the flood hits the first. The
+ * kill reaches the first instance through Redis like any other.
+ */
+async function measure(label: string, env: Record<string, string>, options: { dedicatedAdmin?: boolean } = {}): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), 'mandate-bench-'))
   const broker = await startBroker(env, dataDir)
+  const adminDataDir = options.dedicatedAdmin === true ? mkdtempSync(join(tmpdir(), 'mandate-bench-')) : undefined
+  let adminBroker: Running | undefined
   let load: Awaited<ReturnType<typeof startLoad>> | undefined
   try {
     const userRes = await fetch(`${broker.base}/dev/users/bench-user/token`, { method: 'POST', body: '{"scope":"demo:read"}' })
@@ -301,6 +314,18 @@ async function measure(label: string, env: Record<string, string>): Promise<void
     await sleep(REFUSAL_LOG_INTERVAL_MS + 500)
     const openRefusals = broker.refusedSince(mark)
 
+    let dedicated: { times: number[]; report: LoadReport } | undefined
+    if (adminDataDir !== undefined) {
+      adminBroker = await startBroker(env, adminDataDir)
+      await revokeTimes(adminBroker.base, 10) // warm-up
+      load = await startLoad(request, { rate, maxInFlight: MAX_IN_FLIGHT })
+      await sleep(500)
+      const times = await revokeTimes(adminBroker.base, REVOCATIONS)
+      const report = await load.stop()
+      load = undefined
+      dedicated = { times, report }
+    }
+
     const row = (name: string, xs: number[]) =>
       `  ${name.padEnd(34)} p50 ${ms(percentile(xs, 50)).padStart(9)}   p99 ${ms(percentile(xs, 99)).padStart(9)}   max ${ms(Math.max(...xs)).padStart(9)}`
     const served = (r: LoadReport) => {
@@ -322,10 +347,16 @@ async function measure(label: string, env: Record<string, string>): Promise<void
     console.log(row(`past saturation (${OVERLOAD_FACTOR}x: ${rate}/s offered)`, past))
     console.log(`    exchanges meanwhile: ${served(open)}; ${verdict(past)}`)
     console.log(`    refused by the broker, by cause: ${JSON.stringify(openRefusals)}`)
+    if (dedicated !== undefined) {
+      console.log(row(`past saturation, admin instance (${rate}/s)`, dedicated.times))
+      console.log(`    exchanges meanwhile (at the other instance): ${served(dedicated.report)}; ${verdict(dedicated.times)}`)
+    }
   } finally {
     if (load !== undefined) await stop(load.child)
     await stop(broker.child)
+    if (adminBroker !== undefined) await stop(adminBroker.child)
     rmSync(dataDir, { recursive: true, force: true })
+    if (adminDataDir !== undefined) rmSync(adminDataDir, { recursive: true, force: true })
   }
 }
 
@@ -364,7 +395,7 @@ if (shared === undefined) {
   console.log(`\nPostgreSQL + Redis: skipped (not reachable at ${DATABASE_URL} / ${REDIS_URL})`)
 } else {
   try {
-    await measure('PostgreSQL + Redis', shared.env)
+    await measure('PostgreSQL + Redis', shared.env, { dedicatedAdmin: true })
   } finally {
     await shared.cleanup()
   }
