@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { Redis } from 'ioredis'
 import { freePort } from './net.js'
+import { redisAnswers } from './redis.js'
 
 export const REDIS_SERVER = process.env['REDIS_SERVER_BIN'] ?? '/usr/bin/redis-server'
 
@@ -23,19 +24,6 @@ export interface PrivateRedis {
   stop(): Promise<void>
 }
 
-async function answers(port: number): Promise<boolean> {
-  const r = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
-  r.on('error', () => {})
-  try {
-    await r.connect()
-    return (await r.ping()) === 'PONG'
-  } catch {
-    return false
-  } finally {
-    r.disconnect()
-  }
-}
-
 function launch(port: number): ChildProcess {
   const child = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'], {
     stdio: 'ignore',
@@ -46,7 +34,7 @@ function launch(port: number): ChildProcess {
 
 async function untilAnswers(port: number, child: ChildProcess): Promise<void> {
   const deadline = Date.now() + 10_000
-  while (!(await answers(port))) {
+  while (!(await redisAnswers(`redis://127.0.0.1:${port}`))) {
     if (child.exitCode !== null) throw new Error(`redis-server on port ${port} exited ${String(child.exitCode)}`)
     if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer within 10 s`)
     await new Promise((r) => setTimeout(r, 50))

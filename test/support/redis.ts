@@ -16,7 +16,8 @@ export const REDIS_CLIENT_OPTIONS: RedisOptions = {
   commandTimeout: 2000,
 }
 
-async function probe(url: string): Promise<boolean> {
+/** True when a Redis at `url` answers PING (one short-lived connection, no retry). */
+export async function redisAnswers(url: string): Promise<boolean> {
   const r = new Redis(url, { ...REDIS_CLIENT_OPTIONS, lazyConnect: true, retryStrategy: () => null })
   r.on('error', () => {})
   try {
@@ -31,7 +32,7 @@ async function probe(url: string): Promise<boolean> {
 
 /** True when Redis answers; throws under CI=true when it does not. */
 export async function redisAvailable(suite: string): Promise<boolean> {
-  const reachable = await probe(REDIS_URL)
+  const reachable = await redisAnswers(REDIS_URL)
   if (!reachable && process.env['CI'] === 'true') {
     throw new Error(`${suite}: Redis is not reachable at ${REDIS_URL} (set REDIS_URL); CI must not skip these tests`)
   }
