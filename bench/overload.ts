@@ -22,9 +22,9 @@
  * generator runs on the same cores as the broker; the figures are for a
  * broker sharing its machine, i.e. on the pessimistic side.
  *
- * With PostgreSQL + Redis a fourth case sends the revocations to a second
- * instance that takes no token traffic while the first is past saturation
- * (the admin API behind a Service of its own).
+ * With PostgreSQL + Redis a fourth case starts the broker again with an
+ * admin port (`MANDATE_ADMIN_PORT`: the admin API on a thread of its own) and
+ * sends the revocations there while its token endpoint is past saturation.
  *
  * Configurations: the embedded default (PGlite, in-memory revocation list),
  * then PostgreSQL + Redis (a database of its own created through
@@ -175,6 +175,8 @@ async function startLoad(request: { url: string; authorization: string; body: st
 
 interface Running {
   readonly base: string
+  /** The admin port's base URL, or `base` when the broker has none. */
+  readonly admin: string
   readonly child: ChildProcess
   output(): string
   /** How many `requests refused` lines the broker has logged so far. */
@@ -186,12 +188,20 @@ interface Running {
 /** The broker logs its refusals (shed requests among them) once per this interval, and once more after. */
 const REFUSAL_LOG_INTERVAL_MS = 5_000
 
-async function startBroker(env: Record<string, string>, dataDir: string): Promise<Running> {
+async function startBroker(env: Record<string, string>, dataDir: string, options: { adminPort?: boolean } = {}): Promise<Running> {
   const port = await freePort()
   const base = `http://127.0.0.1:${port}`
+  const adminPort = options.adminPort === true ? await freePort() : undefined
   const child = spawn(process.execPath, [join(root, 'bin/mandate.js'), 'serve', '--dev'], {
     cwd: root,
-    env: { ...process.env, ...env, PORT: String(port), MANDATE_DATA_DIR: dataDir, LOG_LEVEL: 'warn' },
+    env: {
+      ...process.env,
+      ...env,
+      PORT: String(port),
+      ...(adminPort === undefined ? {} : { MANDATE_ADMIN_PORT: String(adminPort) }),
+      MANDATE_DATA_DIR: dataDir,
+      LOG_LEVEL: 'warn',
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let tail = ''
@@ -222,6 +232,7 @@ async function startBroker(env: Record<string, string>, dataDir: string): Promis
   }
   return {
     base,
+    admin: adminPort === undefined ? base : `http://127.0.0.1:${adminPort}`,
     child,
     output: () => tail,
     refusalLines: () => refusals.length,
@@ -258,37 +269,39 @@ async function revokeTimes(base: string, count: number): Promise<number[]> {
   return times
 }
 
+/** The exchange the load generator repeats: a dev user token of `broker`'s, tried once. */
+async function exchangeRequest(broker: Running): Promise<{ url: string; authorization: string; body: string }> {
+  const userRes = await fetch(`${broker.base}/dev/users/bench-user/token`, { method: 'POST', body: '{"scope":"demo:read"}' })
+  const user = ((await userRes.json()) as { access_token: string }).access_token
+  const body = new URLSearchParams({
+    grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+    subject_token: user,
+    subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+    audience: 'https://demo.example',
+    scope: 'demo:read',
+  }).toString()
+  const authorization = `Basic ${Buffer.from('demo-agent:demo-secret').toString('base64')}`
+  const probe = await fetch(`${broker.base}/oauth2/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization },
+    body,
+  })
+  if (probe.status !== 200) throw new Error(`exchange probe: ${probe.status} ${await probe.text()}`)
+  return { url: `${broker.base}/oauth2/token`, authorization, body }
+}
+
 /**
- * `dedicatedAdmin` (needs shared PostgreSQL and Redis): a fourth case, past
- * saturation again, with the revocations sent to a second broker instance
- * that takes no token traffic, as a deployment can route its admin API to
- * instances behind their own Service, while the flood hits the first. The
- * kill reaches the first instance through Redis like any other.
+ * `adminPort` (needs PostgreSQL and Redis, which the admin thread shares): a
+ * fourth case, past saturation again, on a broker started with an admin port:
+ * the flood at its token endpoint, the revocations at its admin port.
  */
-async function measure(label: string, env: Record<string, string>, options: { dedicatedAdmin?: boolean } = {}): Promise<void> {
+async function measure(label: string, env: Record<string, string>, options: { adminPort?: boolean } = {}): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), 'mandate-bench-'))
-  const broker = await startBroker(env, dataDir)
-  const adminDataDir = options.dedicatedAdmin === true ? mkdtempSync(join(tmpdir(), 'mandate-bench-')) : undefined
-  let adminBroker: Running | undefined
+  let broker = await startBroker(env, dataDir)
+  const adminDataDir = options.adminPort === true ? mkdtempSync(join(tmpdir(), 'mandate-bench-')) : undefined
   let load: Awaited<ReturnType<typeof startLoad>> | undefined
   try {
-    const userRes = await fetch(`${broker.base}/dev/users/bench-user/token`, { method: 'POST', body: '{"scope":"demo:read"}' })
-    const user = ((await userRes.json()) as { access_token: string }).access_token
-    const body = new URLSearchParams({
-      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
-      subject_token: user,
-      subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
-      audience: 'https://demo.example',
-      scope: 'demo:read',
-    }).toString()
-    const authorization = `Basic ${Buffer.from('demo-agent:demo-secret').toString('base64')}`
-    const probe = await fetch(`${broker.base}/oauth2/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization },
-      body,
-    })
-    if (probe.status !== 200) throw new Error(`exchange probe: ${probe.status} ${await probe.text()}`)
-    const request = { url: `${broker.base}/oauth2/token`, authorization, body }
+    const request = await exchangeRequest(broker)
 
     await revokeTimes(broker.base, 10) // warm-up
     const reference = await revokeTimes(broker.base, REVOCATIONS)
@@ -314,16 +327,23 @@ async function measure(label: string, env: Record<string, string>, options: { de
     await sleep(REFUSAL_LOG_INTERVAL_MS + 500)
     const openRefusals = broker.refusedSince(mark)
 
-    let dedicated: { times: number[]; report: LoadReport } | undefined
+    let onAdminPort: { times: number[]; report: LoadReport } | undefined
     if (adminDataDir !== undefined) {
-      adminBroker = await startBroker(env, adminDataDir)
-      await revokeTimes(adminBroker.base, 10) // warm-up
-      load = await startLoad(request, { rate, maxInFlight: MAX_IN_FLIGHT })
+      await stop(broker.child)
+      broker = await startBroker(env, adminDataDir, { adminPort: true })
+      // Its dev issuer is its own: a user token from it.
+      const onNew = await exchangeRequest(broker)
+      await revokeTimes(broker.admin, 10) // warm-up
+      // Warmed as the first broker was by its saturated case, so that its token figures compare.
+      load = await startLoad(onNew, { connections: CONNECTIONS })
+      await sleep(3_000)
+      await load.stop()
+      load = await startLoad(onNew, { rate, maxInFlight: MAX_IN_FLIGHT })
       await sleep(500)
-      const times = await revokeTimes(adminBroker.base, REVOCATIONS)
+      const times = await revokeTimes(broker.admin, REVOCATIONS)
       const report = await load.stop()
       load = undefined
-      dedicated = { times, report }
+      onAdminPort = { times, report }
     }
 
     const row = (name: string, xs: number[]) =>
@@ -347,14 +367,13 @@ async function measure(label: string, env: Record<string, string>, options: { de
     console.log(row(`past saturation (${OVERLOAD_FACTOR}x: ${rate}/s offered)`, past))
     console.log(`    exchanges meanwhile: ${served(open)}; ${verdict(past)}`)
     console.log(`    refused by the broker, by cause: ${JSON.stringify(openRefusals)}`)
-    if (dedicated !== undefined) {
-      console.log(row(`past saturation, admin instance (${rate}/s)`, dedicated.times))
-      console.log(`    exchanges meanwhile (at the other instance): ${served(dedicated.report)}; ${verdict(dedicated.times)}`)
+    if (onAdminPort !== undefined) {
+      console.log(row(`past saturation, admin port (${rate}/s)`, onAdminPort.times))
+      console.log(`    exchanges meanwhile (its token endpoint): ${served(onAdminPort.report)}; ${verdict(onAdminPort.times)}`)
     }
   } finally {
     if (load !== undefined) await stop(load.child)
     await stop(broker.child)
-    if (adminBroker !== undefined) await stop(adminBroker.child)
     rmSync(dataDir, { recursive: true, force: true })
     if (adminDataDir !== undefined) rmSync(adminDataDir, { recursive: true, force: true })
   }
@@ -395,7 +414,7 @@ if (shared === undefined) {
   console.log(`\nPostgreSQL + Redis: skipped (not reachable at ${DATABASE_URL} / ${REDIS_URL})`)
 } else {
   try {
-    await measure('PostgreSQL + Redis', shared.env, { dedicatedAdmin: true })
+    await measure('PostgreSQL + Redis', shared.env, { adminPort: true })
   } finally {
     await shared.cleanup()
   }

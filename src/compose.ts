@@ -131,11 +131,17 @@ export function jwksPolicyOf(config: Config): JwksPolicy {
   }
 }
 
+/** The name this process's records and audit chain carry: `instance_id`, or host and pid. */
+export function instanceIdOf(config: Config): string {
+  return config.instance_id ?? `${hostname()}:${process.pid}`
+}
+
 /**
  * The composition root: config in, running app out. The only module that
  * picks concrete adapters. Throws `TypeError` on a config that cannot run
  * (unreadable keys, bad policies at start).
  */
+
 export async function composeMandate(config: Config, options: ComposeOptions): Promise<Mandate> {
   const clock = options.clock ?? Date.now
   // Nothing is accepted before this: where an embedded broker's replay memory begins.
@@ -194,7 +200,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
   ]
 
   const skew = config.limits.clock_skew_seconds
-  const instance = config.instance_id ?? `${hostname()}:${process.pid}`
+  const instance = instanceIdOf(config)
   // Undefined when nothing is exported: then no span, attribute or metric call is made anywhere.
   const telemetry = startTelemetry(config.telemetry, {
     instance,
@@ -426,6 +432,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     },
     clientAddress: clientAddressResolver(config.listen.trusted_proxies ?? []),
     authFailures: createAuthFailureThrottle(clock),
+    adminListener: config.listen.admin_port !== undefined,
   })
   return {
     app,

@@ -3,10 +3,12 @@ import cluster from 'node:cluster'
 import { ServerResponse, type Server } from 'node:http'
 import { join } from 'node:path'
 import { composeMandate, type Mandate } from '../compose.js'
+import type { AdminListenerBindings } from '../http/app.js'
 import { loadConfig, processEnv } from '../config/load.js'
 import type { Config } from '../config/schema.js'
 import { createLogger, type Logger } from '../telemetry/log.js'
 import { loadSigningKeys } from '../tokens/keys.js'
+import { startAdminThread, type AdminThread } from './admin-thread.js'
 
 export interface ServeOptions {
   dev?: boolean
@@ -14,6 +16,11 @@ export interface ServeOptions {
   port?: number
   /** Worker processes (node:cluster) sharing the listening port; 1: this process serves. */
   workers?: number
+}
+
+/** The admin thread composes a broker of its own: only shared state (PostgreSQL, Redis) makes its kills this process's. */
+function adminThreadPossible(config: Config): boolean {
+  return config.storage.database_url !== undefined && config.storage.redis_url !== undefined
 }
 
 /** How long a worker has to shut down after SIGTERM before the primary kills it (each worker forces its own exit at 10 s). */
@@ -48,15 +55,44 @@ export async function serve(options: ServeOptions): Promise<void> {
     process.exit(1)
   }
 
+  // The admin port: a thread of its own where the kill reaches this process through Redis; a cluster's primary serves it.
+  const adminPort = cluster.isWorker ? undefined : config.listen.admin_port
+  let adminThread: AdminThread | undefined
+  if (adminPort !== undefined && adminThreadPossible(config)) {
+    try {
+      adminThread = await startAdminThread(config, { dev, logger })
+    } catch (err) {
+      process.stderr.write(`mandate: cannot start: ${(err as Error).message}\n`)
+      await mandate.close()
+      process.exit(1)
+    }
+  } else if (adminPort !== undefined) {
+    logger.warn(
+      { admin_port: adminPort },
+      'the admin port shares this process’s event loop (its thread needs PostgreSQL and Redis): a token flood delays the kill switch',
+    )
+  }
+
   listenAndServe(mandate, {
     host: config.listen.host,
     port: config.listen.port,
+    ...(adminPort === undefined || adminThread !== undefined ? {} : { adminPort }),
     limits: config.http,
     logger,
     name: 'mandate',
+    ...(adminThread === undefined ? {} : { beforeClose: adminThread.stop }),
     onListening: () => {
       logger.info(
-        { issuer: config.issuer, host: config.listen.host, port: config.listen.port, agents: mandate.agents, dev, storage: mandate.storage },
+        {
+          issuer: config.issuer,
+          host: config.listen.host,
+          port: config.listen.port,
+          admin_port: adminPort,
+          admin_thread: adminThread !== undefined,
+          agents: mandate.agents,
+          dev,
+          storage: mandate.storage,
+        },
         'mandate listening',
       )
       if (dev) {
@@ -100,6 +136,16 @@ async function runPrimary(config: Config, count: number, dev: boolean, logger: L
   }
 
   const log = logger.child({ module: 'cluster' })
+  // The primary only hands out connections: its loop is free for the admin port, on a thread all the same.
+  let adminThread: AdminThread | undefined
+  if (config.listen.admin_port !== undefined) {
+    try {
+      adminThread = await startAdminThread(config, { dev, logger })
+    } catch (err) {
+      refuse(`cannot start: ${(err as Error).message}`)
+    }
+  }
+  const exit = (code: number) => void (adminThread?.stop() ?? Promise.resolve()).finally(() => process.exit(code))
   let stopping = false
   let failed = false
   const listening = new Set<number>()
@@ -115,7 +161,7 @@ async function runPrimary(config: Config, count: number, dev: boolean, logger: L
     if (stopping) {
       if (code !== 0) failed = true
       log.info({ worker: worker.id, pid: worker.process.pid, code, signal }, 'worker stopped')
-      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(failed ? 1 : 0)
+      if (Object.keys(cluster.workers ?? {}).length === 0) exit(failed ? 1 : 0)
       return
     }
     if (!started) {
@@ -134,7 +180,7 @@ async function runPrimary(config: Config, count: number, dev: boolean, logger: L
     stopping = true
     log.info({ reason, workers: Object.keys(cluster.workers ?? {}).length }, 'stopping workers')
     const left = Object.values(cluster.workers ?? {})
-    if (left.length === 0) process.exit(failed ? 1 : 0)
+    if (left.length === 0) exit(failed ? 1 : 0)
     for (const w of left) w?.process.kill('SIGTERM')
     setTimeout(() => {
       for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGKILL')
@@ -151,55 +197,96 @@ async function runPrimary(config: Config, count: number, dev: boolean, logger: L
 export interface ListenOptions {
   readonly host: string
   readonly port: number
+  /**
+   * `listen.admin_port` when this process serves it: a second listener whose
+   * requests the app takes for the admin API's (see `AppDeps.adminListener`).
+   * `port` is then the public one. With `adminOnly`, `port` is not opened.
+   */
+  readonly adminPort?: number
+  /** Only the admin listener (the admin thread). */
+  readonly adminOnly?: boolean
   readonly limits: Config['http']
   readonly logger: Logger
   /** Prefix of the messages written to stderr. */
   readonly name: string
+  /** Called once every listener listens. */
   readonly onListening: () => void
+  /** Runs on shutdown once the listeners have closed, before the broker closes (the admin thread stops here). */
+  readonly beforeClose?: () => Promise<void>
+  /** Shut down on SIGTERM/SIGINT (default); the admin thread is told by its parent instead. */
+  readonly signals?: boolean
+  /** A listener that cannot listen: default, the message on stderr and exit 1. */
+  readonly fatal?: (message: string) => void
+}
+
+export interface Serving {
+  readonly servers: readonly ServerType[]
+  /** Closes gracefully (as on SIGTERM) and exits: 0 once closed, 1 after 10 s. */
+  shutdown(reason: string): void
 }
 
 /**
- * Serves a composed broker over HTTP until SIGTERM/SIGINT, then closes it
- * gracefully: open revocation feeds end, every response from then on carries
- * `Connection: close` (busy keep-alive connections would otherwise hold
- * `server.close()` open), and once the last connection is gone
- * `mandate.close()` writes the queued audit groups and the last checkpoints.
- * Exits 1 after 10 s if that has not happened.
+ * Serves a composed broker over HTTP until SIGTERM/SIGINT (or `shutdown`),
+ * then closes it gracefully: open revocation feeds end, every response from
+ * then on carries `Connection: close` (busy keep-alive connections would
+ * otherwise hold `server.close()` open), and once the last connection is
+ * gone `mandate.close()` writes the queued audit groups and the last
+ * checkpoints. Exits 1 after 10 s if that has not happened.
  */
-export function listenAndServe(mandate: Mandate, options: ListenOptions): ServerType {
+export function listenAndServe(mandate: Mandate, options: ListenOptions): Serving {
   const { logger } = options
   let closing = false
   const fetch = (req: Request, env: HttpBindings | Http2Bindings) => {
     if (closing && env.outgoing instanceof ServerResponse) env.outgoing.setHeader('Connection', 'close')
     return mandate.app.fetch(req, env)
   }
-  const server = createHttpServer(fetch, options.host, options.limits, () => mandate.refusals.unavailable.count('connection limit (http.max_connections)'))
-  server.on('error', (err: NodeJS.ErrnoException) => {
-    process.stderr.write(`${options.name}: cannot listen on ${options.host}:${options.port}: ${err.code ?? err.message}\n`)
-    process.exit(1)
+  // The app tells the admin listener's requests by this binding.
+  const adminFetch = (req: Request, env: HttpBindings | Http2Bindings) => fetch(req, { ...env, listener: 'admin' } as HttpBindings & AdminListenerBindings)
+  const fatal =
+    options.fatal ??
+    ((message: string) => {
+      process.stderr.write(`${message}\n`)
+      process.exit(1)
+    })
+  const onDrop = () => mandate.refusals.unavailable.count('connection limit (http.max_connections)')
+  const wanted: { port: number; fetch: typeof fetch }[] = []
+  if (options.adminOnly !== true) wanted.push({ port: options.port, fetch })
+  if (options.adminPort !== undefined) wanted.push({ port: options.adminPort, fetch: adminFetch })
+  let pending = wanted.length
+  const servers = wanted.map(({ port, fetch }) => {
+    const server = createHttpServer(fetch, options.host, options.limits, onDrop)
+    server.on('error', (err: NodeJS.ErrnoException) => fatal(`${options.name}: cannot listen on ${options.host}:${port}: ${err.code ?? err.message}`))
+    server.on('listening', () => {
+      if (--pending === 0) options.onListening()
+    })
+    server.listen(port, options.host)
+    return server
   })
-  server.on('listening', options.onListening)
-  server.listen(options.port, options.host)
 
-  const shutdown = (signal: string) => {
+  const shutdown = (reason: string) => {
     if (closing) return
     closing = true
-    logger.info({ signal }, 'shutting down')
+    logger.info({ reason }, 'shutting down')
     const force = setTimeout(() => process.exit(1), 10_000).unref()
     // Open revocation feed streams end now, or they would hold close() open.
     mandate.revocations.endSubscriptions()
-    server.close(() => {
-      void mandate.close().finally(() => {
+    const closed = servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())))
+    void Promise.all(closed)
+      .then(() => options.beforeClose?.())
+      .catch((err: unknown) => logger.error({ cause: (err as Error).message }, 'shutdown step failed'))
+      .then(() => mandate.close())
+      .finally(() => {
         clearTimeout(force)
         process.exit(0)
       })
-    })
     // Idle keep-alive sockets would hold close() open.
-    server.closeIdleConnections()
+    for (const server of servers) server.closeIdleConnections()
   }
-  process.on('SIGTERM', () => shutdown('SIGTERM'))
-  process.on('SIGINT', () => shutdown('SIGINT'))
-  return server
+  if (options.signals !== false) {
+    process.on('SIGTERM', () => shutdown('SIGTERM'))
+    process.on('SIGINT', () => shutdown('SIGINT'))
+  }
+  return { servers, shutdown }
 }
 
 /**

@@ -16,6 +16,7 @@ export const CONFIG_ENV = {
   MANDATE_ISSUER: 'issuer',
   HOST: 'listen.host',
   PORT: 'listen.port',
+  MANDATE_ADMIN_PORT: 'listen.admin_port',
   MANDATE_POLICIES_DIR: 'policies_dir',
   MANDATE_DATA_DIR: 'data_dir',
   MANDATE_SIGNING_KEYS_FILE: 'signing.keys_file',
@@ -103,6 +104,13 @@ export async function loadConfig(
       portValid = false
     }
     listen['port'] = port
+  }
+  if (env['MANDATE_ADMIN_PORT']) {
+    const port = Number(env['MANDATE_ADMIN_PORT'])
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      issues.push(`listen.admin_port: MANDATE_ADMIN_PORT must be a port number (got ${JSON.stringify(env['MANDATE_ADMIN_PORT'])})`)
+    }
+    listen['admin_port'] = port
   }
   if (env['MANDATE_SIGNING_KEYS_FILE']) signing['keys_file'] = env['MANDATE_SIGNING_KEYS_FILE']
   if (env['LOG_LEVEL']) log['level'] = env['LOG_LEVEL']

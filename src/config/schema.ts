@@ -111,6 +111,15 @@ export const Config = z
       .strictObject({
         host: z.string().min(1).default('0.0.0.0').describe('address to bind. Env: HOST'),
         port: z.number().int().min(0).max(65535).default(8080).describe('TCP port. Env: PORT'),
+        admin_port: z
+          .number()
+          .int()
+          .min(1)
+          .max(65535)
+          .optional()
+          .describe(
+            'a second TCP port for the admin API (the kill switch and the delegation log’s queries), which then answers only there (404 on `port`, which keeps the OAuth endpoints, the revocation feed and metadata; health on both). With PostgreSQL and Redis it is served by a thread of its own, so a flood of token requests cannot delay a kill; without them, by this process’s event loop. Env: MANDATE_ADMIN_PORT',
+          ),
         trusted_proxies: z
           .array(AddressOrBlock)
           .optional()
@@ -118,6 +127,7 @@ export const Config = z
             'reverse proxies (addresses or CIDR blocks) whose X-Forwarded-For is believed: a request from one is taken to come from the nearest address in that header that is not a trusted proxy. The client address keys the failed-authentication back-off and is recorded in the audit log; behind a proxy not listed here, every client has the proxy’s address',
           ),
       })
+      .refine((l) => l.admin_port === undefined || l.admin_port !== l.port, { path: ['admin_port'], message: 'must differ from port' })
       .prefault({})
       .describe('where the HTTP server listens'),
     http: z

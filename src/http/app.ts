@@ -78,7 +78,21 @@ export interface AppDeps {
   readonly refusals: Refusals
   /** Load shedding of the token and introspection endpoints; none without it. */
   readonly shedding?: LoadShedding
+  /**
+   * The admin API has a listener of its own (`listen.admin_port`): it answers
+   * only requests that came through that listener, which answers nothing else
+   * but health. Without it, one listener serves every route.
+   */
+  readonly adminListener?: boolean
 }
+
+/** What `serve` adds to the bindings of a request that came through the admin listener. */
+export interface AdminListenerBindings {
+  readonly listener: 'admin'
+}
+
+/** The admin API's paths (the kill switch, the delegation log's queries). */
+const isAdminPath = (path: string) => path === '/admin' || path.startsWith('/admin/')
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
 /** W3C Trace Context `traceparent`, version 00: the trace id is the second field. */
@@ -170,6 +184,17 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     if (status >= 500 && status !== 503) log.error(line, 'request')
     else log.info(line, 'request')
   })
+
+  if (deps.adminListener === true) {
+    // Health on both listeners (each has its probe); every other route on one of them only.
+    app.use(async (c, next) => {
+      const path = c.req.path
+      if (UNTRACED_PATHS.has(path)) return next()
+      const viaAdmin = (c.env as Partial<AdminListenerBindings> | undefined)?.listener === 'admin'
+      if (isAdminPath(path) === viaAdmin) return next()
+      return c.json({ error: 'not_found', error_description: 'no such route on this port' }, 404, { 'Cache-Control': 'no-store' })
+    })
+  }
 
   app.onError((err, c) => {
     if (err instanceof PayloadTooLarge) return tooLarge(c)

@@ -138,6 +138,16 @@ describe('loadConfig: environment overrides', () => {
   it('refuses an out-of-range PORT', async () => {
     expect(paths(issuesOf(await loadConfig(undefined, { PORT: '70000' }, DEV)))).toContain('listen.port')
   })
+
+  it('takes MANDATE_ADMIN_PORT as listen.admin_port, and refuses one that is not a port or is the main port', async () => {
+    expect(configOf(await loadConfig(undefined, { MANDATE_ADMIN_PORT: '9090' }, DEV)).listen.admin_port).toBe(9090)
+    expect(configOf(await loadConfig(undefined, {}, DEV)).listen.admin_port).toBeUndefined()
+    for (const bad of ['nine', '0', '70000']) {
+      expect(paths(issuesOf(await loadConfig(undefined, { MANDATE_ADMIN_PORT: bad }, DEV)))).toContain('listen.admin_port')
+    }
+    const same = issuesOf(await loadConfig(undefined, { PORT: '9090', MANDATE_ADMIN_PORT: '9090' }, DEV))
+    expect(same.join('; ')).toMatch(/listen\.admin_port: must differ from port/)
+  })
 })
 
 describe('loadConfig: refusals', () => {
