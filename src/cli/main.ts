@@ -44,8 +44,9 @@ program
   .addHelpText(
     'after',
     `
-Environment: MANDATE_CONFIG, MANDATE_ISSUER, HOST, PORT, MANDATE_POLICIES_DIR,
-MANDATE_DATA_DIR, MANDATE_SIGNING_KEYS_FILE, MANDATE_ADMIN_KEYS_FILE (further
+Environment: MANDATE_CONFIG, MANDATE_ISSUER, HOST, PORT, MANDATE_ADMIN_PORT
+(the admin API on a port of its own: a thread of its own with PostgreSQL and
+Redis), MANDATE_POLICIES_DIR, MANDATE_DATA_DIR, MANDATE_SIGNING_KEYS_FILE, MANDATE_ADMIN_KEYS_FILE (further
 admin key entries, read at start), DATABASE_URL (PostgreSQL; PGlite
 under the data dir when unset), REDIS_URL (revocation list shared by every
 instance; in-process when unset), MANDATE_REDIS_PREFIX (prefix of its keys),
