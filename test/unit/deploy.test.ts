@@ -4,9 +4,10 @@
  * is what holds them together: every environment variable a broker container
  * gets is one the config reads (CONFIG_ENV, read here, never copied), the
  * config each one resolves passes the real loader, ports and probes agree
- * with it and with the app's routes, every path the config names is mounted
- * from the right place (the admin keys from a mounted Secret, not the config
- * ConfigMap), and no private key is in the repository.
+ * with it and with the app's routes (the admin API on listen.admin_port, with
+ * a Service and a load balancer route of its own), every path the config
+ * names is mounted from the right place (the admin keys from a mounted
+ * Secret, not the config ConfigMap), and no private key is in the repository.
  *
  * Each check collects its findings as `file: field: reason` and expects none,
  * so one run reports every disagreement.
@@ -331,6 +332,12 @@ function portNumber(c: PodContainer, port: unknown): number | undefined {
   return typeof p?.['containerPort'] === 'number' ? p['containerPort'] : undefined
 }
 
+const podLabels = () => dig(deployment?.body, 'spec', 'template', 'metadata', 'labels')
+/** The Services that select the broker pods. */
+const brokerServicesK8s = () => byKind('Service').filter((svc) => within(dig(svc.body, 'spec', 'selector'), podLabels()))
+/** The NetworkPolicy that selects the broker pods. */
+const brokerPolicy = () => byKind('NetworkPolicy').find((np) => within(dig(np.body, 'spec', 'podSelector', 'matchLabels'), podLabels()))
+
 // ----------------------------------------------------------------- compose
 
 /** `${VAR:-default}` → default (tests set no variables); a bare `${VAR}` stays, and is reported. */
@@ -427,6 +434,58 @@ async function composeConfig(name: string, problems: string[]): Promise<{ env: R
   return config === undefined ? { env, ...found } : { env, config, ...found }
 }
 
+interface NginxDirective {
+  readonly name: string
+  readonly args: readonly string[]
+  readonly block?: readonly NginxDirective[]
+}
+
+/** The directives of an nginx config, blocks nested, comments dropped (no `#` inside quotes, which deploy/nginx.conf never has). */
+function parseNginx(text: string): NginxDirective[] {
+  const tokens = [...text.replace(/#[^\n]*/g, '').matchAll(/"[^"]*"|'[^']*'|[{};]|[^\s{};]+/g)].map((m) => m[0])
+  let i = 0
+  const block = (): NginxDirective[] => {
+    const out: NginxDirective[] = []
+    while (i < tokens.length) {
+      const first = tokens[i++] as string
+      if (first === '}') return out
+      const words = [first]
+      while (i < tokens.length && !['{', '}', ';'].includes(tokens[i] as string)) words.push(tokens[i++] as string)
+      const [name = '', ...args] = words.map((w) => w.replace(/^(["'])(.*)\1$/, '$2'))
+      out.push(tokens[i++] === '{' ? { name, args, block: block() } : { name, args })
+    }
+    return out
+  }
+  return block()
+}
+
+/**
+ * Where nginx sends `path` arriving on its listen port `port`: the `host:port`
+ * of each server of the upstream that the matching location proxies to.
+ * Prefix and exact locations only (the longest prefix wins, as in nginx when
+ * no regex location is involved); undefined when nothing matches.
+ */
+function nginxRoute(conf: readonly NginxDirective[], port: number, path: string): string[] | undefined {
+  const listens = (d: NginxDirective) => (d.block ?? []).some((x) => x.name === 'listen' && Number(/(\d+)$/.exec(x.args[0] ?? '')?.[1]) === port)
+  const server = conf.find((d) => d.name === 'server' && listens(d))
+  let best: { length: number; location: NginxDirective } | undefined
+  for (const location of (server?.block ?? []).filter((d) => d.name === 'location')) {
+    const [first = '', second = ''] = location.args
+    if (first === '~' || first === '~*') continue
+    const exact = first === '='
+    const prefix = exact || first === '^~' ? second : first
+    if (exact ? path !== prefix : !path.startsWith(prefix)) continue
+    const length = exact ? Infinity : prefix.length
+    if (best === undefined || length > best.length) best = { length, location }
+  }
+  const pass = best?.location.block?.find((d) => d.name === 'proxy_pass')?.args[0]
+  if (pass === undefined || !URL.canParse(pass)) return undefined
+  const target = new URL(pass)
+  const upstream = conf.find((d) => d.name === 'upstream' && d.args[0] === target.hostname)
+  if (upstream === undefined) return [`${target.hostname}:${target.port || '80'}`]
+  return (upstream.block ?? []).filter((d) => d.name === 'server').map((d) => d.args[0] ?? '')
+}
+
 /** Findings about a fleet member's resolved config that hold wherever it runs. */
 function fleetConfigProblems(where: string, config: Config): string[] {
   const problems: string[] = []
@@ -436,6 +495,7 @@ function fleetConfigProblems(where: string, config: Config): string[] {
   if (config.storage.redis_url === undefined) problems.push(`${where}: REDIS_URL: not set, so a revocation would reach one instance only`)
   if (config.audit.checkpoint_dir === undefined) problems.push(`${where}: audit.checkpoint_dir: not set, so checkpoints would land under data_dir`)
   if (config.instance_id === undefined) problems.push(`${where}: MANDATE_INSTANCE_ID: not set, so audit records name a container hostname`)
+  if (config.listen.admin_port === undefined) problems.push(`${where}: listen.admin_port: not set, so a token flood delays the kill switch (it shares the token endpoint's event loop)`)
   return problems
 }
 
@@ -712,6 +772,41 @@ describe('deploy/compose.yaml', () => {
     if (URL.canParse(issuer) && !published.includes(new URL(issuer).port)) problems.push(`deploy/compose.yaml: MANDATE_ISSUER ${issuer}: no service publishes that port`)
     expect(problems).toEqual([])
   })
+
+  it('nginx sends the OAuth endpoints to the brokers’ listen.port and /admin/* to their listen.admin_port, published on loopback only', async () => {
+    const problems: string[] = []
+    const text = await readFile(join(DEPLOY, 'nginx.conf'), 'utf8').catch(() => undefined)
+    if (text === undefined) return expect.fail('deploy/nginx.conf: missing (the load balancer of deploy/compose.yaml)')
+    const conf = parseNginx(text)
+    const lb = imageService(/^nginx:/)
+    if (lb === undefined) return expect.fail('deploy/compose.yaml: services: no nginx image')
+    // "[host:]published:target"; the short syntax is what compose.yaml uses.
+    const published = listOf(service(lb)['ports']).map((p) => {
+      const parts = String(p).split(':')
+      return { spec: String(p), host: parts.length > 2 ? parts[0] : undefined, published: parts.at(-2), target: Number(parts.at(-1)) }
+    })
+    const configs = (await Promise.all(brokerServices.map(async (name) => ({ name, config: (await composeConfig(name, [])).config })))).filter(
+      (c): c is { name: string; config: Config } => c.config !== undefined,
+    )
+    const sorted = (xs: readonly string[] | undefined) => JSON.stringify([...(xs ?? [])].sort())
+    const main = configs.map(({ name, config }) => `${name}:${config.listen.port}`)
+    const issuer = composeEnv(brokerServices[0] ?? '')['MANDATE_ISSUER'] ?? ''
+    const front = published.find((p) => URL.canParse(issuer) && p.published === new URL(issuer).port)
+    for (const path of ['/oauth2/token', '/revocations/feed', '/.well-known/jwks.json']) {
+      const route = front === undefined ? undefined : nginxRoute(conf, front.target, path)
+      if (sorted(route) !== sorted(main)) problems.push(`deploy/nginx.conf: ${path} on the issuer's port goes to ${route?.join(', ') ?? 'nothing'}, not ${main.join(', ')}`)
+    }
+    // Its absence is the fleet config check's finding.
+    const admin = configs.flatMap(({ name, config }) => (config.listen.admin_port === undefined ? [] : [`${name}:${config.listen.admin_port}`]))
+    if (admin.length > 0) {
+      const adminFronts = published.filter((p) => sorted(nginxRoute(conf, p.target, '/admin/revocations')) === sorted(admin))
+      if (adminFronts.length === 0) problems.push(`deploy/nginx.conf, deploy/compose.yaml: no published port of ${lb} sends /admin/* to ${admin.join(', ')} (the brokers answer it nowhere else)`)
+      for (const p of adminFronts) {
+        if (!['127.0.0.1', 'localhost', '::1'].includes(p.host ?? '')) problems.push(composeWhere(lb, 'ports') + `: ${p.spec}: the admin API is published beyond this machine; bind it to 127.0.0.1`)
+      }
+    }
+    expect(problems).toEqual([])
+  })
 })
 
 describe('deploy/kubernetes', () => {
@@ -824,32 +919,62 @@ describe('deploy/kubernetes', () => {
     expect(problems).toEqual([])
   })
 
-  it('the container port, probes, Service and NetworkPolicy use the port the config resolves to', async () => {
+  it('the container ports, probes, Services and NetworkPolicy use the ports the config resolves to', async () => {
     const problems: string[] = []
     if (broker === undefined) return expect.fail('deploy/kubernetes: no Deployment runs the mandate image')
     const { config } = await k8sConfig(broker, [])
     const port = config?.listen.port
+    const adminPort = config?.listen.admin_port
+    const served = [port, ...(adminPort === undefined ? [] : [adminPort])]
     const ports = listOf(broker.container['ports']).filter(isObj).map((p) => p['containerPort'])
-    if (!ports.includes(port)) problems.push(`${broker.where}.ports: ${ports.join(', ') || 'none'}; the config resolves listen.port ${String(port)}`)
+    for (const p of served) if (!ports.includes(p)) problems.push(`${broker.where}.ports: ${ports.join(', ') || 'none'}; the config resolves listen.port ${String(port)}, listen.admin_port ${String(adminPort)}`)
     const probes = { livenessProbe: ['/healthz'], readinessProbe: ['/readyz'], startupProbe: ['/healthz', '/readyz'] }
     for (const [probe, paths] of Object.entries(probes)) {
       const get = objOf(dig(broker.container, probe, 'httpGet'))
       if (!paths.includes(strOf(get['path']) ?? '')) problems.push(`${broker.where}.${probe}.httpGet.path: ${String(get['path'])}, expected ${paths.join(' or ')}`)
       if (portNumber(broker, get['port']) !== port) problems.push(`${broker.where}.${probe}.httpGet.port: ${String(get['port'])} is not ${String(port)}`)
     }
-    for (const svc of byKind('Service')) {
-      if (!within(dig(svc.body, 'spec', 'selector'), dig(deployment?.body, 'spec', 'template', 'metadata', 'labels'))) continue
+    for (const svc of brokerServicesK8s()) {
       for (const p of listOf(dig(svc.body, 'spec', 'ports')).filter(isObj)) {
-        if (portNumber(broker, p['targetPort'] ?? p['port']) !== port) problems.push(at(svc, 'spec.ports.targetPort') + `: ${String(p['targetPort'])} is not ${String(port)}`)
+        const target = portNumber(broker, p['targetPort'] ?? p['port'])
+        if (!served.includes(target)) problems.push(at(svc, 'spec.ports.targetPort') + `: ${String(p['targetPort'])} is neither listen.port ${String(port)} nor listen.admin_port ${String(adminPort)}`)
       }
     }
-    const policy = byKind('NetworkPolicy').find((np) => within(dig(np.body, 'spec', 'podSelector', 'matchLabels'), dig(deployment?.body, 'spec', 'template', 'metadata', 'labels')))
+    const policy = brokerPolicy()
     if (policy === undefined) {
       problems.push('deploy/kubernetes: no NetworkPolicy selects the broker pods')
     } else {
       const ingress = listOf(dig(policy.body, 'spec', 'ingress')).flatMap((r) => listOf(dig(r, 'ports'))).map((p) => portNumber(broker, dig(p, 'port')))
-      if (!ingress.includes(port)) problems.push(at(policy, 'spec.ingress') + `: does not allow port ${String(port)}`)
-      if (ingress.some((p) => p !== port)) problems.push(at(policy, 'spec.ingress') + `: allows more than port ${String(port)}`)
+      for (const p of served) if (!ingress.includes(p)) problems.push(at(policy, 'spec.ingress') + `: does not allow port ${String(p)}`)
+      if (ingress.some((p) => !served.includes(p))) problems.push(at(policy, 'spec.ingress') + `: allows more than ports ${served.join(' and ')}`)
+    }
+    expect(problems).toEqual([])
+  })
+
+  it('the admin port is the container port `admin`, behind a Service of its own that no Ingress routes to', async () => {
+    const problems: string[] = []
+    if (broker === undefined) return expect.fail('deploy/kubernetes: no Deployment runs the mandate image')
+    const { config } = await k8sConfig(broker, [])
+    const adminPort = config?.listen.admin_port
+    // Its absence is the fleet config check's finding.
+    if (config === undefined || adminPort === undefined) return
+    const containerPort = listOf(broker.container['ports']).filter(isObj).find((p) => p['name'] === 'admin')
+    if (containerPort?.['containerPort'] !== adminPort) problems.push(`${broker.where}.ports: no port named admin with containerPort ${adminPort} (listen.admin_port)`)
+    const targets = (svc: Manifest) => listOf(dig(svc.body, 'spec', 'ports')).filter(isObj).map((p) => portNumber(broker, p['targetPort'] ?? p['port']))
+    const adminServices = brokerServicesK8s().filter((svc) => targets(svc).includes(adminPort))
+    if (adminServices.length === 0) problems.push(`deploy/kubernetes: no Service selects the broker pods on listen.admin_port ${adminPort}, so responders have no address for the kill switch`)
+    for (const svc of adminServices) {
+      // Whatever fronts the token Service (the Ingress) must not get the admin API with it.
+      if (targets(svc).includes(config.listen.port)) problems.push(at(svc, 'spec.ports') + `: serves both listen.port ${config.listen.port} and listen.admin_port ${adminPort}; give the admin API a Service of its own`)
+      if ((strOf(dig(svc.body, 'spec', 'type')) ?? 'ClusterIP') !== 'ClusterIP') problems.push(at(svc, 'spec.type') + ': the admin API must stay inside the cluster (ClusterIP)')
+    }
+    const adminNames = new Set(adminServices.map((svc) => svc.name))
+    for (const ingress of byKind('Ingress')) {
+      const backends = [dig(ingress.body, 'spec', 'defaultBackend'), ...listOf(dig(ingress.body, 'spec', 'rules')).flatMap((r) => listOf(dig(r, 'http', 'paths')).map((p) => dig(p, 'backend')))]
+      for (const b of backends) {
+        const name = strOf(dig(b, 'service', 'name'))
+        if (name !== undefined && adminNames.has(name)) problems.push(at(ingress, 'spec') + `: routes to ${name}, the admin API's Service`)
+      }
     }
     expect(problems).toEqual([])
   })
