@@ -13,7 +13,7 @@
  */
 import { readFileSync } from 'node:fs'
 import type { Context, Hono } from 'hono'
-import { describeRoute, generateSpecs, resolver, type DescribeRouteOptions, type GenerateSpecOptions } from 'hono-openapi'
+import { describeRoute, generateSpecs, resolver, type ContentWithResolver, type DescribeRouteOptions, type GenerateSpecOptions } from 'hono-openapi'
 import { z } from 'zod'
 import { CLIENT_ASSERTION_TYPE_JWT, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../core/claims.js'
 import { AUDIT_EVENTS } from '../storage/schema.js'
@@ -26,7 +26,7 @@ type Parameters = NonNullable<DescribeRouteOptions['parameters']>
 type ZodObject = z.ZodObject<z.ZodRawShape>
 
 /** A JSON body of this schema (resolved to a JSON Schema, or a `$ref` when it has a `meta` id). */
-export const jsonContent = (schema: z.ZodType) => ({ 'application/json': { schema: resolver(schema) } })
+export const jsonContent = (schema: z.ZodType): ContentWithResolver => ({ 'application/json': { schema: resolver(schema) } })
 
 /**
  * OpenAPI parameters from a zod object: the same schema a route validates a
