@@ -26,7 +26,7 @@ import { jwksRoute, metadataRoute } from './routes/well-known.js'
 import { shedLoad, type LoadShedding, type ShedReason } from './shed.js'
 import type { Refusals } from '../telemetry/refusal-log.js'
 import { mountHealth, type HealthDeps } from './routes/health.js'
-import { introspectDoc, jwksDoc, metadataDoc, mountOpenApi, revokeDoc, tokenDoc } from './openapi.js'
+import { described, introspectSpec, jwksDoc, metadataDoc, mountOpenApi, revokeSpec, tokenSpec } from './openapi.js'
 
 export interface AppEnv {
   Variables: {
@@ -271,9 +271,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     app.use('/oauth2/introspect', shed)
   }
   // /oauth2/* cap their bodies in readForm (on Node without building a web body stream).
-  app.post('/oauth2/token', tokenDoc, throttleClientAuth(throttle, 'token', tokenRoute(deps.exchange, deps.maxBodyBytes, deps.refusals.rateLimited, deps.metrics)))
-  app.post('/oauth2/introspect', introspectDoc, throttleClientAuth(throttle, 'introspect', introspectRoute(tokenDeps)))
-  app.post('/oauth2/revoke', revokeDoc, throttleClientAuth(throttle, 'revoke', revokeRoute({ ...tokenDeps, service: deps.revocations, audit: deps.exchange.audit })))
+  app.post('/oauth2/token', described(tokenSpec, throttleClientAuth(throttle, 'token', tokenRoute(deps.exchange, deps.maxBodyBytes, deps.refusals.rateLimited, deps.metrics))))
+  app.post('/oauth2/introspect', described(introspectSpec, throttleClientAuth(throttle, 'introspect', introspectRoute(tokenDeps))))
+  app.post('/oauth2/revoke', described(revokeSpec, throttleClientAuth(throttle, 'revoke', revokeRoute({ ...tokenDeps, service: deps.revocations, audit: deps.exchange.audit }))))
   app.use('/admin/*', limit)
   mountAdminRevocations(app, {
     keys: deps.adminKeys,

@@ -13,7 +13,15 @@
  */
 import { readFileSync } from 'node:fs'
 import type { Context, Hono } from 'hono'
-import { describeRoute, generateSpecs, resolver, type ContentWithResolver, type DescribeRouteOptions, type GenerateSpecOptions } from 'hono-openapi'
+import {
+  describeRoute,
+  generateSpecs,
+  resolver,
+  uniqueSymbol,
+  type ContentWithResolver,
+  type DescribeRouteOptions,
+  type GenerateSpecOptions,
+} from 'hono-openapi'
 import { z } from 'zod'
 import { CLIENT_ASSERTION_TYPE_JWT, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../core/claims.js'
 import { AUDIT_EVENTS } from '../storage/schema.js'
@@ -27,6 +35,15 @@ type ZodObject = z.ZodObject<z.ZodRawShape>
 
 /** A JSON body of this schema (resolved to a JSON Schema, or a `$ref` when it has a `meta` id). */
 export const jsonContent = (schema: z.ZodType): ContentWithResolver => ({ 'application/json': { schema: resolver(schema) } })
+
+/**
+ * `handler`, carrying the description `describeRoute(spec)` would carry,
+ * without a middleware of its own: nothing more runs per request. For the
+ * /oauth2/* routes, the token endpoint's hot path first.
+ */
+export function described<H extends (...args: never[]) => unknown>(spec: DescribeRouteOptions, handler: H): H {
+  return Object.assign(handler, { [uniqueSymbol]: { spec } })
+}
 
 /**
  * OpenAPI parameters from a zod object: the same schema a route validates a
@@ -286,7 +303,7 @@ export const IntrospectionForm = TokenForm('RFC 7662 §2.1').meta({ id: 'Introsp
 /** RFC 7009 §2.1. */
 export const RevocationForm = TokenForm('RFC 7009 §2.1').meta({ id: 'RevocationRequest' })
 
-export const tokenDoc = describeRoute({
+export const tokenSpec: DescribeRouteOptions = {
   tags: ['OAuth'],
   operationId: 'exchangeToken',
   summary: 'Token exchange (RFC 8693)',
@@ -303,9 +320,9 @@ export const tokenDoc = describeRoute({
     },
     ...oauthErrors(400, 401, 413, 429, 500, 503),
   },
-})
+}
 
-export const introspectDoc = describeRoute({
+export const introspectSpec: DescribeRouteOptions = {
   tags: ['OAuth'],
   operationId: 'introspectToken',
   summary: 'Token introspection (RFC 7662)',
@@ -321,9 +338,9 @@ export const introspectDoc = describeRoute({
       content: jsonContent(OAuthErrorBody),
     },
   },
-})
+}
 
-export const revokeDoc = describeRoute({
+export const revokeSpec: DescribeRouteOptions = {
   tags: ['OAuth'],
   operationId: 'revokeToken',
   summary: 'Token revocation (RFC 7009)',
@@ -336,7 +353,7 @@ export const revokeDoc = describeRoute({
     200: { description: 'Revoked, or nothing to revoke. Empty body.' },
     ...oauthErrors(400, 401, 413, 429, 500, 503),
   },
-})
+}
 
 // --- Discovery and health -----------------------------------------------------------------------
 
