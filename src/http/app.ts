@@ -12,7 +12,7 @@ import type { Tracing } from '../telemetry/tracing.js'
 import type { DevUserIssuer } from '../tokens/dev-issuer.js'
 import type { SigningKeys } from '../tokens/keys.js'
 import { AdminError, renderAdminError, renderOAuthError, toOAuthError } from './oauth-errors.js'
-import { devJwksRoute, devUserTokenRoute } from './routes/dev.js'
+import { devJwksDoc, devJwksRoute, devUserTokenDoc, devUserTokenRoute } from './routes/dev.js'
 import { tokenRoute } from './routes/token.js'
 import { PayloadTooLarge } from './form.js'
 import { introspectRoute, type TokenRoutesDeps } from './routes/introspect.js'
@@ -26,6 +26,7 @@ import { jwksRoute, metadataRoute } from './routes/well-known.js'
 import { shedLoad, type LoadShedding, type ShedReason } from './shed.js'
 import type { Refusals } from '../telemetry/refusal-log.js'
 import { mountHealth, type HealthDeps } from './routes/health.js'
+import { described, introspectSpec, jwksDoc, metadataDoc, mountOpenApi, revokeSpec, tokenSpec } from './openapi.js'
 
 export interface AppEnv {
   Variables: {
@@ -270,9 +271,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     app.use('/oauth2/introspect', shed)
   }
   // /oauth2/* cap their bodies in readForm (on Node without building a web body stream).
-  app.post('/oauth2/token', throttleClientAuth(throttle, 'token', tokenRoute(deps.exchange, deps.maxBodyBytes, deps.refusals.rateLimited, deps.metrics)))
-  app.post('/oauth2/introspect', throttleClientAuth(throttle, 'introspect', introspectRoute(tokenDeps)))
-  app.post('/oauth2/revoke', throttleClientAuth(throttle, 'revoke', revokeRoute({ ...tokenDeps, service: deps.revocations, audit: deps.exchange.audit })))
+  app.post('/oauth2/token', described(tokenSpec, throttleClientAuth(throttle, 'token', tokenRoute(deps.exchange, deps.maxBodyBytes, deps.refusals.rateLimited, deps.metrics))))
+  app.post('/oauth2/introspect', described(introspectSpec, throttleClientAuth(throttle, 'introspect', introspectRoute(tokenDeps))))
+  app.post('/oauth2/revoke', described(revokeSpec, throttleClientAuth(throttle, 'revoke', revokeRoute({ ...tokenDeps, service: deps.revocations, audit: deps.exchange.audit }))))
   app.use('/admin/*', limit)
   mountAdminRevocations(app, {
     keys: deps.adminKeys,
@@ -298,8 +299,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   if (deps.auditQueries !== undefined) {
     mountAdminAudit(app, { keys: deps.adminKeys, audit: deps.exchange.audit, queries: deps.auditQueries, now: deps.exchange.now })
   }
-  app.get('/.well-known/oauth-authorization-server', metadataRoute(issuer, deps.keys))
-  app.get('/.well-known/jwks.json', jwksRoute(deps.keys))
+  app.get('/.well-known/oauth-authorization-server', metadataDoc, metadataRoute(issuer, deps.keys))
+  app.get('/.well-known/jwks.json', jwksDoc, jwksRoute(deps.keys))
   mountHealth(app, {
     revocations: deps.revocations,
     keys: deps.keys,
@@ -309,9 +310,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   })
 
   if (deps.devIssuer !== undefined) {
-    app.post('/dev/users/:sub/token', limit, devUserTokenRoute(deps.devIssuer, deps.exchange.now))
-    app.get('/dev/jwks.json', devJwksRoute(deps.devIssuer))
+    app.post('/dev/users/:sub/token', devUserTokenDoc, limit, devUserTokenRoute(deps.devIssuer, deps.exchange.now))
+    app.get('/dev/jwks.json', devJwksDoc, devJwksRoute(deps.devIssuer))
   }
+  // Last: it describes the routes registered above.
+  mountOpenApi(app, { issuer })
   return app
 }
 

@@ -34,6 +34,7 @@ const ROUTES: Record<string, readonly string[]> = {
   '/readyz': ['GET'],
   '/dev/users/:sub/token': ['POST'],
   '/dev/jwks.json': ['GET'],
+  '/openapi.json': ['GET'],
 }
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 

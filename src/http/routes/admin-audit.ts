@@ -1,10 +1,12 @@
 import type { Context, Hono } from 'hono'
+import { describeRoute } from 'hono-openapi'
 import { z } from 'zod'
 import type { AuditLog } from '../../audit/port.js'
 import { isEventFilter, MAX_PAGE, type AuditPage, type AuditPageRequest, type DelegationTree } from '../../audit/query.js'
 import { AUDIT_EVENTS } from '../../storage/schema.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
 import { AdminError, NO_STORE } from '../oauth-errors.js'
+import { adminErrors, AuditPage as AuditPageBody, DelegationTree as DelegationTreeBody, jsonContent, parametersOf } from '../openapi.js'
 
 /** Reads of the delegation log, as the admin API needs them (src/audit/query.ts over the database). */
 export interface AuditQueries {
@@ -62,6 +64,28 @@ const AuditQuery = z.strictObject({
   before: z.string().regex(/^[1-9]\d{0,17}$/, 'must be a cursor from a previous page').transform(Number).optional(),
 })
 
+const adminKey = [{ adminKey: [] }]
+const queryDoc = describeRoute({
+  tags: ['Admin'],
+  operationId: 'queryAudit',
+  summary: 'Query the delegation log, newest first (auditor, admin)',
+  description:
+    'Filters combine with AND; `iss` only with `sub` (a user is unique within its issuer). Unknown parameters are refused. ' +
+    'The read is itself recorded before it is answered. Exists only when the broker has a database.',
+  security: adminKey,
+  parameters: parametersOf('query', AuditQuery),
+  responses: { 200: { description: 'A page.', content: jsonContent(AuditPageBody) }, ...adminErrors(400, 401, 403, 404, 503) },
+})
+const treeDoc = describeRoute({
+  tags: ['Admin'],
+  operationId: 'delegationTree',
+  summary: 'The delegation tree holding a token (auditor, admin)',
+  description: 'From the root token down, every token delegated from it, with the revocations that touch the tree.',
+  security: adminKey,
+  parameters: parametersOf('path', z.object({ jti: Text.describe('The `jti` of any token in the tree.') })),
+  responses: { 200: { description: 'The tree.', content: jsonContent(DelegationTreeBody) }, ...adminErrors(400, 401, 403, 404, 503) },
+})
+
 export interface AdminAuditDeps {
   readonly keys: readonly AdminKey[]
   readonly audit: AuditLog
@@ -97,7 +121,7 @@ const unavailable = (): never => {
 
 /** /admin/audit: the delegation log, for auditors (read permission). */
 export function mountAdminAudit(app: Hono<any>, deps: AdminAuditDeps): void {
-  app.get('/admin/audit', requireAdmin(deps.keys, 'read'), async function queryAudit(c) {
+  app.get('/admin/audit', queryDoc, requireAdmin(deps.keys, 'read'), async function queryAudit(c) {
     const parsed = AuditQuery.safeParse(c.req.query())
     if (!parsed.success) {
       const issue = parsed.error.issues[0]
@@ -112,7 +136,7 @@ export function mountAdminAudit(app: Hono<any>, deps: AdminAuditDeps): void {
     return c.json({ records: page.records, next: page.next === undefined ? null : String(page.next) }, 200, NO_STORE)
   })
 
-  app.get('/admin/audit/chains/:jti', requireAdmin(deps.keys, 'read'), async function delegationTree(c) {
+  app.get('/admin/audit/chains/:jti', treeDoc, requireAdmin(deps.keys, 'read'), async function delegationTree(c) {
     const jti = c.req.param('jti')
     if (!Text.safeParse(jti).success) throw new AdminError('invalid_request', 'invalid jti')
     await recordAdminRead(c, deps.audit, 'admin.audit.read', deps.now())

@@ -1,4 +1,5 @@
 import type { Context, Hono } from 'hono'
+import { describeRoute } from 'hono-openapi'
 import { z } from 'zod'
 import type { AuditLog } from '../../audit/port.js'
 import type { AgentId, Jti, Subject } from '../../core/claims.js'
@@ -9,6 +10,7 @@ import { RevocationError, type RevocationService } from '../../revocation/servic
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
 import { readJsonBody } from '../admin-input.js'
 import { AdminError, NO_STORE } from '../oauth-errors.js'
+import { adminErrors, jsonContent, parametersOf, RevocationList, RevocationRecord } from '../openapi.js'
 import { recordAdminRead } from './admin-audit.js'
 
 const Identifier = z.string().min(1).max(256).regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
@@ -112,6 +114,17 @@ function unavailable(err: unknown): never {
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+/** A revocation's id: anything else names no revocation (404, not 400). */
+const RevocationId = z.string().regex(UUID).describe('The revocation\'s id.')
+const LIMIT = 'limit must be 1-1000'
+/** GET's query; other parameters are ignored. */
+const RevocationListQuery = z.object({
+  limit: z.string().regex(/^[1-9][0-9]{0,3}$/, LIMIT).transform(Number).refine((n) => n <= 1000, LIMIT).optional().describe('Page size, 1-1000; default 100.'),
+  before: z.string().regex(UUID, 'before must be a revocation id').optional().describe('The `next` of the previous page.'),
+})
+
+const byId = parametersOf('path', z.object({ id: RevocationId }))
+const adminKey = [{ adminKey: [] }]
 
 export interface AdminRevocationDeps {
   readonly keys: readonly AdminKey[]
@@ -137,7 +150,25 @@ export function mountAdminRevocations(app: Hono<any>, deps: AdminRevocationDeps)
       .catch(deps.onAuditError)
   }
 
-  app.post('/admin/revocations', requireAdmin(deps.keys, 'revoke'), async function createRevocation(c) {
+  const createDoc = describeRoute({
+    tags: ['Admin'],
+    operationId: 'createRevocation',
+    summary: 'Revoke a token or a chain, or kill an agent or a user (responder, admin)',
+    description:
+      `Names exactly one target: ${TARGET_FORMS}. A kill (agent, user, or an agent acting for a user) holds until lifted; ` +
+      'an undefined agent, or a user at an issuer not trusted for user subjects, needs `"force": true`. In force at every instance within the revocation lag.',
+    security: adminKey,
+    requestBody: { required: true, content: jsonContent(RevokeBody) },
+    responses: {
+      201: {
+        description: 'Recorded and in force.',
+        headers: { Location: { description: '/admin/revocations/{id}', schema: { type: 'string' } } },
+        content: jsonContent(RevocationRecord),
+      },
+      ...adminErrors(400, 401, 403, 404, 413, 503),
+    },
+  })
+  app.post('/admin/revocations', createDoc, requireAdmin(deps.keys, 'revoke'), async function createRevocation(c) {
     const raw = await readJsonBody(c)
     const parsed = RevokeBody.safeParse(raw)
     if (!parsed.success) {
@@ -150,29 +181,53 @@ export function mountAdminRevocations(app: Hono<any>, deps: AdminRevocationDeps)
     return c.json(revocationJson(r), 201, { ...NO_STORE, Location: `/admin/revocations/${r.id}` })
   })
 
-  app.get('/admin/revocations', requireAdmin(deps.keys, 'read'), async function listRevocations(c) {
-    const limitText = c.req.query('limit') ?? '100'
-    const before = c.req.query('before')
-    if (!/^[1-9][0-9]{0,3}$/.test(limitText) || Number(limitText) > 1000) throw new AdminError('invalid_request', 'limit must be 1-1000')
-    if (before !== undefined && !UUID.test(before)) throw new AdminError('invalid_request', 'before must be a revocation id')
-    const limit = Number(limitText)
+  const listDoc = describeRoute({
+    tags: ['Admin'],
+    operationId: 'listRevocations',
+    summary: 'List revocations, newest first (auditor, admin)',
+    description: 'The read is recorded in the delegation log before it is answered.',
+    security: adminKey,
+    parameters: parametersOf('query', RevocationListQuery),
+    responses: { 200: { description: 'A page.', content: jsonContent(RevocationList) }, ...adminErrors(400, 401, 403, 404, 503) },
+  })
+  app.get('/admin/revocations', listDoc, requireAdmin(deps.keys, 'read'), async function listRevocations(c) {
+    const query = RevocationListQuery.safeParse(c.req.query())
+    if (!query.success) throw new AdminError('invalid_request', query.error.issues[0]?.message ?? 'malformed query string')
+    const { limit = 100, before } = query.data
     await recordAdminRead(c, audit, 'admin.revocations.read', deps.now())
     const page = await revocations.list({ limit, ...(before === undefined ? {} : { before }) }).catch(unavailable)
     const last = page.at(-1)
     return c.json({ revocations: page.map(revocationJson), next: page.length === limit && last !== undefined ? last.id : null }, 200, NO_STORE)
   })
 
-  app.get('/admin/revocations/:id', requireAdmin(deps.keys, 'read'), async function getRevocation(c) {
+  const getDoc = describeRoute({
+    tags: ['Admin'],
+    operationId: 'getRevocation',
+    summary: 'One revocation (auditor, admin)',
+    security: adminKey,
+    parameters: byId,
+    responses: { 200: { description: 'The record.', content: jsonContent(RevocationRecord) }, ...adminErrors(400, 401, 403, 404, 503) },
+  })
+  app.get('/admin/revocations/:id', getDoc, requireAdmin(deps.keys, 'read'), async function getRevocation(c) {
     const id = c.req.param('id')
     await recordAdminRead(c, audit, 'admin.revocations.read', deps.now())
-    const r = UUID.test(id) ? await revocations.get(id).catch(unavailable) : undefined
+    const r = RevocationId.safeParse(id).success ? await revocations.get(id).catch(unavailable) : undefined
     if (r === undefined) throw new AdminError('not_found', 'no revocation has that id')
     return c.json(revocationJson(r), 200, NO_STORE)
   })
 
-  app.delete('/admin/revocations/:id', requireAdmin(deps.keys, 'revoke'), async function liftRevocation(c) {
+  const liftDoc = describeRoute({
+    tags: ['Admin'],
+    operationId: 'liftRevocation',
+    summary: 'Lift a kill (responder, admin)',
+    description: 'Only kills (agent, user, agent for a user) can be lifted; a revoked token stays revoked.',
+    security: adminKey,
+    parameters: byId,
+    responses: { 200: { description: 'The record, lifted.', content: jsonContent(RevocationRecord) }, ...adminErrors(400, 401, 403, 404, 409, 503) },
+  })
+  app.delete('/admin/revocations/:id', liftDoc, requireAdmin(deps.keys, 'revoke'), async function liftRevocation(c) {
     const id = c.req.param('id')
-    if (!UUID.test(id)) throw new AdminError('not_found', 'no revocation has that id')
+    if (!RevocationId.safeParse(id).success) throw new AdminError('not_found', 'no revocation has that id')
     const r = await revocations.lift(id, c.get('adminKey') as string).catch(unavailable)
     await record(c, 'revocation.lifted', r)
     return c.json(revocationJson(r), 200, NO_STORE)

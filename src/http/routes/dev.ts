@@ -1,7 +1,9 @@
 import type { Context } from 'hono'
+import { describeRoute } from 'hono-openapi'
 import { z } from 'zod'
 import { OAuthError } from '../../core/errors.js'
 import type { DevUserIssuer } from '../../tokens/dev-issuer.js'
+import { JwkSet, jsonContent, oauthErrors, parametersOf } from '../openapi.js'
 import { NO_STORE } from '../oauth-errors.js'
 
 const DevTokenBody = z.strictObject({
@@ -9,6 +11,28 @@ const DevTokenBody = z.strictObject({
   groups: z.array(z.string().min(1).max(128)).max(32).optional(),
 })
 const DevSubject = z.string().regex(/^[A-Za-z0-9._@-]{1,128}$/)
+
+export const devUserTokenDoc = describeRoute({
+  tags: ['Dev'],
+  operationId: 'devUserToken',
+  summary: 'A user token from the built-in dev issuer',
+  description: 'Only under `mandate serve --dev`: a user access token to exchange, signed by the dev issuer (trusted for user subjects in dev mode).',
+  security: [],
+  parameters: parametersOf('path', z.object({ sub: DevSubject.describe('The user (`sub` of the token).') })),
+  requestBody: { required: false, description: 'Optional; an empty body asks for the defaults.', content: jsonContent(DevTokenBody) },
+  responses: {
+    200: { description: 'The token.', content: jsonContent(z.strictObject({ access_token: z.string() })) },
+    ...oauthErrors(400, 413),
+  },
+})
+
+export const devJwksDoc = describeRoute({
+  tags: ['Dev'],
+  operationId: 'devJwks',
+  summary: 'The dev issuer\'s public keys',
+  security: [],
+  responses: { 200: { description: 'The dev issuer\'s JWK Set.', content: jsonContent(JwkSet) } },
+})
 
 /** POST /dev/users/{sub}/token: a user token from the built-in dev issuer (`--dev` only). */
 export function devUserTokenRoute(issuer: DevUserIssuer, now: () => number) {

@@ -1,9 +1,12 @@
 import type { Hono } from 'hono'
+import { describeRoute } from 'hono-openapi'
+import { z } from 'zod'
 import { formatIssue } from '../../policy/load.js'
 import type { PolicyReloadStatus } from '../../policy/watch.js'
 import type { KeysFileStatus, SigningKeys } from '../../tokens/keys.js'
 import type { KeySetStatus } from '../../tokens/upstream.js'
 import type { AppEnv } from '../app.js'
+import { jsonContent } from '../openapi.js'
 
 /** One trusted issuer's key set, for readiness. */
 export interface UpstreamKeysStatus extends KeySetStatus {
@@ -39,6 +42,54 @@ export interface NotReadyReason {
 /** The names of the checks, stable: each is also a key of the /readyz body. */
 export type ReadinessCheck = 'revocation_mirror' | 'replay_cache' | 'audit_log' | 'signing_keys' | 'policies' | 'upstream_jwks'
 
+const READINESS_CHECKS = ['revocation_mirror', 'replay_cache', 'audit_log', 'signing_keys', 'policies', 'upstream_jwks'] as const satisfies readonly ReadinessCheck[]
+
+/** The /readyz body, for the OpenAPI document. */
+export const Readiness = z
+  .strictObject({
+    status: z.enum(['ready', 'not_ready']),
+    reasons: z.array(z.strictObject({ check: z.enum(READINESS_CHECKS), detail: z.string() })),
+    revocation_mirror: z.strictObject({ ready: z.boolean(), fresh: z.boolean(), lag_ms: z.number() }),
+    replay_cache: z.strictObject({ ready: z.boolean(), store: z.enum(['memory', 'redis']) }),
+    audit_log: z.strictObject({ ready: z.boolean(), writing: z.boolean() }),
+    signing_keys: z.strictObject({ ready: z.boolean(), signing: z.string(), published: z.int(), keys_file: z.enum(['ok', 'unusable']) }),
+    policies: z.strictObject({ ready: z.boolean(), agents: z.int(), issue_count: z.int(), issues: z.array(z.string()) }),
+    upstream_jwks: z.strictObject({
+      ready: z.boolean(),
+      issuers: z.array(
+        z.strictObject({
+          issuer: z.string(),
+          role: z.enum(['subjects', 'workloads']),
+          state: z.string(),
+          fetched_at: z.iso.datetime().optional(),
+          last_failure: z.string().optional(),
+        }),
+      ),
+    }),
+  })
+  .meta({ id: 'Readiness' })
+
+const healthzDoc = describeRoute({
+  tags: ['Health'],
+  operationId: 'healthz',
+  summary: 'Liveness',
+  description: 'The process answers; depends on nothing else. Answered on the admin port too.',
+  security: [],
+  responses: { 200: { description: 'Alive.', content: jsonContent(z.strictObject({ status: z.literal('ok') })) } },
+})
+
+const readyzDoc = describeRoute({
+  tags: ['Health'],
+  operationId: 'readyz',
+  summary: 'Readiness',
+  description: 'Whether the broker would serve, with every reason it would not. No URL, key or secret in the body. Answered on the admin port too.',
+  security: [],
+  responses: {
+    200: { description: 'Ready.', content: jsonContent(Readiness) },
+    503: { description: 'Not ready: `reasons` says why.', content: jsonContent(Readiness) },
+  },
+})
+
 /** Most policy issues listed in the body (the log has them all). */
 const MAX_ISSUES_SHOWN = 20
 
@@ -56,8 +107,8 @@ const MAX_ISSUES_SHOWN = 20
  * key or secret in the body.
  */
 export function mountHealth(app: Hono<AppEnv>, deps: HealthDeps): void {
-  app.get('/healthz', (c) => c.json({ status: 'ok' }))
-  app.get('/readyz', async (c) => {
+  app.get('/healthz', healthzDoc, (c) => c.json({ status: 'ok' }))
+  app.get('/readyz', readyzDoc, async (c) => {
     const reasons: NotReadyReason[] = []
     const not = (check: ReadinessCheck, detail: string) => {
       reasons.push({ check, detail })

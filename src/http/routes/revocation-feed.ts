@@ -22,6 +22,8 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { Context, Hono } from 'hono'
+import { describeRoute, resolver, type DescribeRouteOptions } from 'hono-openapi'
+import { z } from 'zod'
 import { streamSSE, type SSEMessage, type SSEStreamingApi } from 'hono/streaming'
 import type { RevocationService } from '../../revocation/service.js'
 import {
@@ -39,6 +41,7 @@ import type { AppEnv } from '../app.js'
 import { clientCredentials } from '../client-credentials.js'
 import { FormParams, readForm } from '../form.js'
 import { AdminError } from '../oauth-errors.js'
+import { adminErrors, ClientAuthFields } from '../openapi.js'
 
 export interface RevocationFeedDeps {
   readonly keys: readonly AdminKey[]
@@ -56,6 +59,23 @@ export interface RevocationFeedDeps {
   /** Messages queued for one slow client before it is cut off. Default 10 000. */
   readonly maxQueue?: number
 }
+
+const feedDoc = (method: 'GET' | 'POST', more: Partial<DescribeRouteOptions>) =>
+  describeRoute({
+    tags: ['Revocation feed'],
+    operationId: method === 'GET' ? 'followRevocationFeed' : 'followRevocationFeedWithAssertion',
+    summary: method === 'GET' ? 'Follow the revocation list (server-sent events)' : 'Follow the revocation list, authenticating in the form',
+    description:
+      'For resource servers that cannot reach Redis (`resource_servers` in the config), or an admin key with `read`. Events: `snapshot` ' +
+      '(`{"fresh", "lag_ms", "records"}`, every record; sent first, and again after a resync), `revocation` (one record, to apply), ' +
+      '`heartbeat` (`{"fresh", "lag_ms"}` every 250 ms; none heard, or `fresh: false`, means the revocation state is unknown). ' +
+      'Reconnect with `Last-Event-ID` to be replayed what was missed. Opening the feed is recorded in the delegation log.',
+    ...more,
+    responses: {
+      200: { description: 'The event stream, until either side closes it.', content: { 'text/event-stream': { schema: { type: 'string' } } } },
+      ...adminErrors(400, 401, 403, ...(method === 'POST' ? ([413] as const) : []), 503),
+    },
+  })
 
 interface Client {
   push(message: SSEMessage): void
@@ -226,6 +246,18 @@ export function mountRevocationFeed(app: Hono<AppEnv>, deps: RevocationFeedDeps)
     }
   }
 
+  app.get('/revocations/feed', feedDoc('GET', { security: [{ clientSecretBasic: [] }, { adminKey: [] }] }))
+  app.post(
+    '/revocations/feed',
+    feedDoc('POST', {
+      security: [{ clientSecretBasic: [] }, { adminKey: [] }, {}],
+      requestBody: {
+        required: false,
+        description: 'A client assertion (RFC 7521 §4.2 puts it in the body, which a GET lacks): a fresh one per connection.',
+        content: { 'application/x-www-form-urlencoded': { schema: resolver(z.object(ClientAuthFields)) } },
+      },
+    }),
+  )
   app.on(['GET', 'POST'], '/revocations/feed', async (c) => {
     await authenticateReader(c)
     await deps.recordOpen?.(c)

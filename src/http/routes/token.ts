@@ -1,5 +1,6 @@
 import type { Context } from 'hono'
-import { GRANT_TYPE_TOKEN_EXCHANGE, parseScope, type AgentId } from '../../core/claims.js'
+import { z } from 'zod'
+import { GRANT_TYPE_TOKEN_EXCHANGE, type AgentId } from '../../core/claims.js'
 import { loggable, OAuthError } from '../../core/errors.js'
 import { exchangeToken, type ExchangeDeps, type ExchangeFailureContext, type ExchangeRequest } from '../../core/exchange.js'
 import type { PolicyStore } from '../../policy/port.js'
@@ -19,11 +20,22 @@ function isResourceUri(value: string): boolean {
   }
 }
 
-/** Mandate extension: `expires_in` asks for a lifetime, still capped by the policy maximum. */
+// The values of the form's parameters that the HTTP layer checks; the same schemas describe them in /openapi.json.
+/** A `resource` (RFC 8707 §2). */
+export const ResourceUri = z.string().refine(isResourceUri).meta({ format: 'uri' })
+/** RFC 6749 §3.3: scope-tokens separated by single spaces; parsed to the distinct tokens. */
+export const Scope = z
+  .string()
+  .regex(/^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$/)
+  .transform((s) => [...new Set(s.split(' '))])
+/** Mandate extension: `expires_in` asks for a lifetime in seconds, still capped by the policy maximum. */
+export const ExpiresIn = z.string().regex(/^[1-9][0-9]{0,5}$/).transform(Number)
+
 function requestedTtl(value: string | undefined): number | undefined {
   if (value === undefined) return undefined
-  if (!/^[1-9][0-9]{0,5}$/.test(value)) throw new OAuthError('invalid_request', 'expires_in must be a positive integer')
-  return Number(value)
+  const ttl = ExpiresIn.safeParse(value)
+  if (!ttl.success) throw new OAuthError('invalid_request', 'expires_in must be a positive integer')
+  return ttl.data
 }
 
 /** Step 1 of DESIGN.md's exchange: the form, parameter by parameter (RFC 8693 §2.1). */
@@ -36,13 +48,14 @@ export function parseExchangeRequest(form: FormParams, authorization: string | u
   const subjectToken = form.required('subject_token')
   const subjectTokenType = form.required('subject_token_type')
   const resources = form.all('resource')
-  for (const r of resources) if (!isResourceUri(r)) throw new OAuthError('invalid_target', 'resource must be an absolute URI without a fragment')
+  for (const r of resources) if (!ResourceUri.safeParse(r).success) throw new OAuthError('invalid_target', 'resource must be an absolute URI without a fragment')
   const audiences = [...resources, ...form.all('audience')]
   const scope = form.optional('scope')
   let scopes: string[] | undefined
   if (scope !== undefined) {
-    scopes = parseScope(scope)
-    if (scopes === undefined) throw new OAuthError('invalid_scope', 'scope is malformed')
+    const parsed = Scope.safeParse(scope)
+    if (!parsed.success) throw new OAuthError('invalid_scope', 'scope is malformed')
+    scopes = parsed.data
   }
   return {
     client,
