@@ -19,14 +19,14 @@ import { defaultResource, resourceFromAttributes } from '@opentelemetry/resource
 import { MeterProvider, PeriodicExportingMetricReader, type MetricReader } from '@opentelemetry/sdk-metrics'
 import {
   AlwaysOnSampler,
-  BasicTracerProvider,
   BatchSpanProcessor,
   ParentBasedSampler,
   SimpleSpanProcessor,
   TraceIdRatioBasedSampler,
+  TracerProvider,
   type SpanExporter,
   type SpanProcessor,
-} from '@opentelemetry/sdk-trace-base'
+} from '@opentelemetry/sdk-trace'
 import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions'
 import type { Config } from '../config/schema.js'
 import type { Logger } from './log.js'
@@ -86,20 +86,19 @@ export function startTelemetry(config: Config['telemetry'], options: TelemetryOp
   )
   const release = retainProcessWide(options.logger)
 
-  let tracerProvider: BasicTracerProvider | undefined
+  let tracerProvider: TracerProvider | undefined
   let tracing: Tracing | undefined
   if (spanExporter !== undefined) {
     // Sampler, limits and batching are all set here: the OTEL_* variables the SDK reads for them change nothing
     // (config/load.ts is where Mandate reads its environment).
     const processor: SpanProcessor =
       injected?.spanExporter !== undefined
-        ? new SimpleSpanProcessor(spanExporter)
-        : new BatchSpanProcessor(spanExporter, { maxQueueSize: 8192, maxExportBatchSize: 512, scheduledDelayMillis: 5000, exportTimeoutMillis: EXPORT_TIMEOUT_MS })
-    tracerProvider = new BasicTracerProvider({
+        ? new SimpleSpanProcessor({ exporter: spanExporter })
+        : new BatchSpanProcessor({ exporter: spanExporter, maxQueueSize: 8192, maxExportBatchSize: 512, scheduledDelayMillis: 5000, exportTimeoutMillis: EXPORT_TIMEOUT_MS })
+    tracerProvider = new TracerProvider({
       resource,
       sampler: new ParentBasedSampler({ root: config.sample_ratio >= 1 ? new AlwaysOnSampler() : new TraceIdRatioBasedSampler(config.sample_ratio) }),
       spanLimits: { attributeValueLengthLimit: 512, attributeCountLimit: 64, eventCountLimit: 32, linkCountLimit: 8, attributePerEventCountLimit: 16, attributePerLinkCountLimit: 16 },
-      generalLimits: { attributeValueLengthLimit: 512, attributeCountLimit: 64 },
       spanProcessors: [processor],
     })
     tracing = createTracing(tracerProvider.getTracer('mandate'))

@@ -15,7 +15,7 @@ import { context } from '@opentelemetry/api'
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http'
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
 import { MeterProvider } from '@opentelemetry/sdk-metrics'
-import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base'
+import { TracerProvider } from '@opentelemetry/sdk-trace'
 import { exportJWK, generateKeyPair, SignJWT } from 'jose'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { createMemoryAuditLog } from '../../../src/audit/memory.js'
@@ -45,7 +45,7 @@ describe('telemetry off', () => {
 
   it('creates no span, meter or context, exports nothing, and keeps the caller’s trace id in the log', async () => {
     const spies = [
-      vi.spyOn(BasicTracerProvider.prototype, 'getTracer'),
+      vi.spyOn(TracerProvider.prototype, 'getTracer'),
       vi.spyOn(MeterProvider.prototype, 'getMeter'),
       vi.spyOn(OTLPTraceExporter.prototype, 'export'),
       vi.spyOn(OTLPMetricExporter.prototype, 'export'),
