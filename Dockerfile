@@ -3,8 +3,8 @@
 # with the dev dependencies, `deps` installs the production dependencies
 # alone, and `runtime` holds only what `mandate` reads when it runs.
 # test/unit/deploy.test.ts checks this file against the config schema.
-# Pin the base by digest in your own build (NODE_IMAGE=node:20-bookworm-slim@sha256:...).
-ARG NODE_IMAGE=node:20-bookworm-slim
+# Pin the base by digest in your own build (NODE_IMAGE=node:24-bookworm-slim@sha256:...).
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app

@@ -202,7 +202,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
   const skew = config.limits.clock_skew_seconds
   const instance = instanceIdOf(config)
   // Undefined when nothing is exported: then no span, attribute or metric call is made anywhere.
-  const telemetry = startTelemetry(config.telemetry, {
+  const telemetry = await startTelemetry(config.telemetry, {
     instance,
     logger: log,
     ...(options.telemetry === undefined ? {} : { exporters: options.telemetry }),

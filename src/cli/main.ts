@@ -53,7 +53,9 @@ instance; in-process when unset), MANDATE_REDIS_PREFIX (prefix of its keys),
 MANDATE_CHECKPOINT_DIR (signed audit checkpoints), MANDATE_INSTANCE_ID (names
 this instance in audit records), LOG_LEVEL, OTEL_EXPORTER_OTLP_ENDPOINT,
 OTEL_EXPORTER_OTLP_HEADERS and OTEL_SERVICE_NAME (OpenTelemetry export over
-OTLP/HTTP; nothing is exported when the endpoint is unset). See README
+OTLP/HTTP; nothing is exported when the endpoint is unset),
+MANDATE_PROMETHEUS_PORT and MANDATE_PROMETHEUS_HOST (GET /metrics for
+Prometheus on a port of its own; off when unset). See README
 "Configuration".
 Exits 1 with one line on stderr when the config or the policies are invalid.
 SIGTERM or SIGINT: stops accepting, finishes the requests in flight, writes

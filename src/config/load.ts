@@ -30,6 +30,8 @@ export const CONFIG_ENV = {
   OTEL_EXPORTER_OTLP_ENDPOINT: 'telemetry.otlp_endpoint',
   OTEL_EXPORTER_OTLP_HEADERS: 'telemetry.otlp_headers',
   OTEL_SERVICE_NAME: 'telemetry.service_name',
+  MANDATE_PROMETHEUS_PORT: 'telemetry.prometheus.port',
+  MANDATE_PROMETHEUS_HOST: 'telemetry.prometheus.host',
 } as const
 
 type Raw = Record<string, unknown>
@@ -92,6 +94,18 @@ export async function loadConfig(
   if (env['OTEL_EXPORTER_OTLP_ENDPOINT']) telemetry['otlp_endpoint'] = env['OTEL_EXPORTER_OTLP_ENDPOINT']
   if (env['OTEL_EXPORTER_OTLP_HEADERS']) telemetry['otlp_headers'] = env['OTEL_EXPORTER_OTLP_HEADERS']
   if (env['OTEL_SERVICE_NAME']) telemetry['service_name'] = env['OTEL_SERVICE_NAME']
+  if (env['MANDATE_PROMETHEUS_PORT'] || env['MANDATE_PROMETHEUS_HOST']) {
+    const prometheus = { ...obj(telemetry['prometheus']) }
+    if (env['MANDATE_PROMETHEUS_PORT']) {
+      const port = Number(env['MANDATE_PROMETHEUS_PORT'])
+      if (!Number.isInteger(port) || port < 0 || port > 65535) {
+        issues.push(`telemetry.prometheus.port: MANDATE_PROMETHEUS_PORT must be a port number (got ${JSON.stringify(env['MANDATE_PROMETHEUS_PORT'])})`)
+      }
+      prometheus['port'] = port
+    }
+    if (env['MANDATE_PROMETHEUS_HOST']) prometheus['host'] = env['MANDATE_PROMETHEUS_HOST']
+    telemetry['prometheus'] = prometheus
+  }
   if (env['DATABASE_URL']) storage['database_url'] = env['DATABASE_URL']
   if (env['REDIS_URL']) storage['redis_url'] = env['REDIS_URL']
   if (env['MANDATE_REDIS_PREFIX']) storage['key_prefix'] = env['MANDATE_REDIS_PREFIX']

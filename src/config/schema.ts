@@ -409,10 +409,32 @@ export const Config = z
           .max(300_000)
           .default(60_000)
           .describe('how often metrics are exported'),
+        prometheus: z
+          .strictObject({
+            port: z
+              .number()
+              .int()
+              .min(0)
+              .max(65535)
+              .describe(
+                'TCP port of `GET /metrics` for Prometheus: the metrics OTLP exports, beside it or alone, on a port apart from the broker’s (9464 is Prometheus’ registered default; 0 picks a free one, logged). Unset: not served. Served by the main broker, not the admin thread; not with `serve --workers`. Env: MANDATE_PROMETHEUS_PORT',
+              ),
+            host: z
+              .string()
+              .min(1)
+              .default('127.0.0.1')
+              .describe('address to bind; the endpoint has no authentication, so loopback unless a scraper on another host needs it (0.0.0.0 in a container). Env: MANDATE_PROMETHEUS_HOST'),
+          })
+          .optional()
+          .describe('metrics for Prometheus to scrape (text format, cumulative); absent: off. `serve --workers` cannot serve it: each process counts on its own'),
       })
       .prefault({})
-      .describe('OpenTelemetry traces and metrics (OTLP/HTTP)'),
+      .describe('OpenTelemetry traces and metrics (OTLP/HTTP), and metrics for Prometheus'),
   })
+  .refine(
+    ({ listen, telemetry }) => telemetry.prometheus === undefined || telemetry.prometheus.port === 0 || ![listen.port, listen.admin_port].includes(telemetry.prometheus.port),
+    { path: ['telemetry', 'prometheus', 'port'], message: 'must differ from listen.port and listen.admin_port' },
+  )
   .superRefine(checkRoles, {
     // Run even when other fields failed, so that every issue is reported at once.
     when: (payload) => RolesInput.safeParse(payload.value).success,

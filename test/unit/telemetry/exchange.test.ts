@@ -6,7 +6,7 @@
  * audiences; and nothing a span or a metric carries is a credential.
  */
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api'
-import type { ReadableSpan } from '@opentelemetry/sdk-trace-base'
+import type { ReadableSpan } from '@opentelemetry/sdk-trace'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import type { AgentId, Jti, Subject } from '../../../src/core/claims.js'
 import { AUDIENCE, basic, CLIENT_ASSERTION_TYPE_JWT, SECRET } from '../../support/broker.js'

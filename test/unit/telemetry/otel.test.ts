@@ -3,11 +3,13 @@
  * exporters) no SDK object exists and the request path makes no
  * OpenTelemetry call at all; with `otlp_endpoint`, traces and metrics reach
  * an OTLP/HTTP collector (a local server here) with the configured headers,
- * and `close()` flushes them. Also the config: the standard OTEL_* variables.
+ * and `close()` flushes them; with `prometheus`, the same metrics are scraped
+ * from `/metrics` on a port of their own. Also the config: the standard
+ * OTEL_* variables and MANDATE_PROMETHEUS_*.
  */
 import { once } from 'node:events'
 import { createServer, type IncomingHttpHeaders } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { createServer as createTcpServer, type AddressInfo } from 'node:net'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -15,7 +17,7 @@ import { context } from '@opentelemetry/api'
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http'
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
 import { MeterProvider } from '@opentelemetry/sdk-metrics'
-import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base'
+import { TracerProvider } from '@opentelemetry/sdk-trace'
 import { exportJWK, generateKeyPair, SignJWT } from 'jose'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { createMemoryAuditLog } from '../../../src/audit/memory.js'
@@ -30,22 +32,22 @@ import { parseOtlpHeaders, SHUTDOWN_TIMEOUT_MS, startTelemetry, type TelemetryEx
 import { AUDIENCE, basic, BROKER, encodeForm, SECRET, secretAgentPolicy, startTestBroker, USER_ISSUER } from '../../support/broker.js'
 import { captureLogs } from '../../support/log-sink.js'
 import { expectToken } from '../http/helpers.js'
-import { CALLER, points, recorder } from './support.js'
+import { CALLER, points, recorder, valueAt } from './support.js'
 
 afterEach(() => {
   vi.restoreAllMocks()
 })
 
 describe('telemetry off', () => {
-  it('starts nothing without an endpoint or exporters', () => {
+  it('starts nothing without an endpoint or exporters', async () => {
     const config = Config.parse({ issuer: 'https://mandate.test' })
     expect(config.telemetry).toEqual({ service_name: 'mandate', sample_ratio: 1, metrics_interval_ms: 60_000 })
-    expect(startTelemetry(config.telemetry, { instance: 'i', logger: createLogger('silent') })).toBeUndefined()
+    expect(await startTelemetry(config.telemetry, { instance: 'i', logger: createLogger('silent') })).toBeUndefined()
   })
 
   it('creates no span, meter or context, exports nothing, and keeps the caller’s trace id in the log', async () => {
     const spies = [
-      vi.spyOn(BasicTracerProvider.prototype, 'getTracer'),
+      vi.spyOn(TracerProvider.prototype, 'getTracer'),
       vi.spyOn(MeterProvider.prototype, 'getMeter'),
       vi.spyOn(OTLPTraceExporter.prototype, 'export'),
       vi.spyOn(OTLPMetricExporter.prototype, 'export'),
@@ -237,6 +239,117 @@ describe('sampling', () => {
   })
 })
 
+/** The `/metrics` URL the broker logged (it listens on port 0: a free port). */
+function metricsUrl(logs: readonly Record<string, unknown>[]): string {
+  const line = logs.find((l) => l['msg'] === 'serving metrics for Prometheus')
+  expect(line?.['prometheus']).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/metrics$/)
+  return line!['prometheus'] as string
+}
+
+/** Samples of one metric family in a Prometheus text exposition: labels (without the scope's) and value. */
+function samples(text: string, name: string): { labels: Record<string, string>; value: number }[] {
+  return text
+    .split('\n')
+    .filter((line) => line.startsWith(`${name}{`) || line.startsWith(`${name} `))
+    .map((line) => {
+      const labels: Record<string, string> = {}
+      for (const [, key, value] of line.matchAll(/([a-z_]+)="((?:[^"\\]|\\.)*)"/g)) if (!key!.startsWith('otel_scope_')) labels[key!] = value!
+      return { labels, value: Number(line.slice(line.lastIndexOf(' ') + 1)) }
+    })
+}
+
+describe('Prometheus endpoint', () => {
+  it('serves the metrics OTLP exports at /metrics on a port of its own, with the same values; closed with the broker', async () => {
+    const rec = recorder()
+    const broker = await startOtlpBroker({ prometheus: { port: 0 } }, rec.exporters)
+    let url: string
+    try {
+      url = metricsUrl(broker.logs())
+      const user = await broker.userToken()
+      await expectToken(await broker.token(user, basic('otlp-agent', SECRET)))
+      await expectToken(await broker.token(user, basic('otlp-agent', SECRET)))
+      const refused = await broker.token(user, basic('intruder-name', 'not-the-secret'))
+      expect(refused.status).toBe(401)
+
+      const res = await fetch(url)
+      expect(res.status).toBe(200)
+      expect(res.headers.get('content-type')).toMatch(/^text\/plain/)
+      const text = await res.text()
+      expect(samples(text, 'mandate_tokens_issued_total')).toEqual([{ labels: { agent: 'otlp-agent', audience: AUDIENCE }, value: 2 }])
+      expect(samples(text, 'mandate_tokens_denied_total')).toEqual([{ labels: { agent: 'unauthenticated', audience: 'other', error: 'invalid_client' }, value: 1 }])
+      expect(text).toContain('# TYPE mandate_tokens_issued_total counter')
+      expect(text).toContain('# TYPE mandate_exchange_duration histogram')
+      expect(samples(text, 'mandate_exchange_duration_count').map((s) => s.value).reduce((a, b) => a + b)).toBe(3)
+      // The very instruments the OTLP reader sees, with the same counts.
+      const otlp = await rec.metrics()
+      expect(valueAt(otlp, 'mandate.tokens.issued', { agent: 'otlp-agent', audience: AUDIENCE })).toBe(2)
+      expect(valueAt(otlp, 'mandate.tokens.denied', { agent: 'unauthenticated', audience: 'other', error: 'invalid_client' })).toBe(1)
+      expect(text).not.toContain('intruder-name')
+      expect(text).not.toContain(SECRET)
+
+      // Only GET (and HEAD) /metrics.
+      expect((await fetch(new URL('/', url))).status).toBe(404)
+      expect((await fetch(new URL('/metrics/x', url))).status).toBe(404)
+      const post = await fetch(url, { method: 'POST', body: 'x' })
+      expect(post.status).toBe(405)
+      expect(post.headers.get('allow')).toBe('GET, HEAD')
+    } finally {
+      await broker.close()
+    }
+    await expect(fetch(url, { signal: AbortSignal.timeout(5_000) })).rejects.toThrow()
+  })
+
+  it('alone (no OTLP endpoint): every instrument is served, and no tracer is made', async () => {
+    const getTracer = vi.spyOn(TracerProvider.prototype, 'getTracer')
+    const broker = await startOtlpBroker({ prometheus: { port: 0 } })
+    try {
+      await expectToken(await broker.token(await broker.userToken(), basic('otlp-agent', SECRET)))
+      const text = await (await fetch(metricsUrl(broker.logs()))).text()
+      expect(samples(text, 'mandate_tokens_issued_total')).toEqual([{ labels: { agent: 'otlp-agent', audience: AUDIENCE }, value: 1 }])
+      expect(samples(text, 'mandate_revocation_mirror_lag')).toEqual([{ labels: {}, value: 0 }])
+      const families = [...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map(([, name, type]) => `${name!} ${type!}`)
+      // Those recorded so far (this broker's audit log is in memory: no group commits), and the resource.
+      expect(families.sort()).toEqual(['mandate_exchange_duration histogram', 'mandate_revocation_mirror_lag gauge', 'mandate_tokens_issued_total counter', 'target_info gauge'])
+      expect(getTracer).not.toHaveBeenCalled()
+    } finally {
+      await broker.close()
+    }
+  })
+
+  it('is off by default: no endpoint is served beside OTLP', async () => {
+    const rec = recorder()
+    const { lines, stream } = captureLogs('telemetry prometheus off')
+    const config = Config.parse({ issuer: BROKER })
+    expect(config.telemetry.prometheus).toBeUndefined()
+    const telemetry = await startTelemetry(config.telemetry, { instance: 'i', logger: createLogger('info', stream), exporters: rec.exporters })
+    try {
+      expect(telemetry?.metrics).toBeDefined()
+      expect(telemetry?.prometheus).toBeUndefined()
+      expect(lines.map((l) => (JSON.parse(l) as Record<string, unknown>)['msg'])).not.toContain('serving metrics for Prometheus')
+    } finally {
+      await telemetry?.shutdown()
+    }
+  })
+
+  it('a port in use fails the start, naming the setting and the address, and stops what it had started', async () => {
+    const taken = createTcpServer()
+    taken.listen(0, '127.0.0.1')
+    await once(taken, 'listening')
+    const port = (taken.address() as AddressInfo).port
+    try {
+      const config = Config.parse({ issuer: BROKER, telemetry: { prometheus: { port } } })
+      const started = startTelemetry(config.telemetry, { instance: 'i', logger: createLogger('silent') })
+      await expect(started).rejects.toThrow(`telemetry.prometheus: cannot listen on 127.0.0.1:${String(port)} (EADDRINUSE)`)
+      // Nothing left holding the process-wide state: the next start and stop work.
+      const next = await startTelemetry(Config.parse({ issuer: BROKER, telemetry: { prometheus: { port: 0 } } }).telemetry, { instance: 'i', logger: createLogger('silent') })
+      expect(next?.prometheus?.port).toBeGreaterThan(0)
+      await next?.shutdown()
+    } finally {
+      taken.close()
+    }
+  })
+})
+
 describe('config', () => {
   let dir: string | undefined
   afterEach(async () => {
@@ -257,6 +370,23 @@ describe('config', () => {
       sample_ratio: 1,
       metrics_interval_ms: 60_000,
     })
+  })
+
+  it('reads MANDATE_PROMETHEUS_PORT and MANDATE_PROMETHEUS_HOST; refuses a bad port, one of the broker’s, or a host alone', async () => {
+    const prometheus = async (env: Record<string, string>) => {
+      const r = await loadConfig(undefined, env, { dev: true })
+      return r.ok ? r.config.telemetry.prometheus : r.issues
+    }
+    expect(await prometheus({})).toBeUndefined()
+    expect(await prometheus({ MANDATE_PROMETHEUS_PORT: '9464' })).toEqual({ port: 9464, host: '127.0.0.1' })
+    expect(await prometheus({ MANDATE_PROMETHEUS_PORT: '9464', MANDATE_PROMETHEUS_HOST: '0.0.0.0' })).toEqual({ port: 9464, host: '0.0.0.0' })
+    expect(await prometheus({ MANDATE_PROMETHEUS_PORT: '0' })).toEqual({ port: 0, host: '127.0.0.1' })
+    for (const bad of ['x', '-1', '65536', '94.64']) {
+      expect(await prometheus({ MANDATE_PROMETHEUS_PORT: bad }), bad).toEqual(expect.arrayContaining([expect.stringMatching(/^telemetry\.prometheus\.port: /)]))
+    }
+    expect(await prometheus({ PORT: '9464', MANDATE_PROMETHEUS_PORT: '9464' })).toEqual(['telemetry.prometheus.port: must differ from listen.port and listen.admin_port'])
+    expect(await prometheus({ MANDATE_ADMIN_PORT: '9464', MANDATE_PROMETHEUS_PORT: '9464' })).toEqual(['telemetry.prometheus.port: must differ from listen.port and listen.admin_port'])
+    expect(await prometheus({ MANDATE_PROMETHEUS_HOST: '0.0.0.0' })).toEqual([expect.stringMatching(/^telemetry\.prometheus\.port: /)])
   })
 
   it('refuses headers in the file (they hold collector credentials) and names a bad endpoint', async () => {

@@ -6,7 +6,7 @@
  * them.
  */
 import { AggregationTemporality, InMemoryMetricExporter, PeriodicExportingMetricReader, type DataPoint, type MetricData } from '@opentelemetry/sdk-metrics'
-import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base'
+import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace'
 import type { TelemetryExporters } from '../../../src/telemetry/otel.js'
 
 export interface Recorder {
