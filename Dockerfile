@@ -41,7 +41,8 @@ USER 1000:1000
 # would silently beat a mounted config. PORT is what HEALTHCHECK probes, so the
 # two always agree.
 ENV PORT=8080
-EXPOSE 8080
+# 9090: listen.admin_port in the deploy configs (the admin API on a thread of its own).
+EXPOSE 8080 9090
 # Liveness only (the process serves); readiness (/readyz) is the orchestrator's call.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
