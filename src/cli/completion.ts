@@ -125,6 +125,9 @@ function walkBody(name: string, words: string, cword: string, first: number): st
       if _${name}_is_word "$w" $REPLY; then
         cmd=\${cmd:+$cmd }$w
         npos=0
+      elif [[ -n $REPLY ]]; then
+        # Not a command of this group: an error to commander, nothing to offer.
+        cmd='?'
       else
         (( npos++ ))
       fi
