@@ -78,15 +78,18 @@ export function revocationTable(r: RevocationJson): string {
   return t.toString()
 }
 
-/** Many records, one a row; at a terminal, long targets and reasons wrap to fit its width. */
+/** Many records, one a row; at a terminal, long targets and reasons wrap to fit its width, the other cells take a line per part. */
 export function revocationsTable(list: readonly RevocationJson[], columns = process.stdout.isTTY ? process.stdout.columns : undefined): string {
-  const rows = list.map((r) => [r.id, r.kind, targetText(r), state(r), `${time(r.created_at)} by ${r.created_by}`, r.reason].map(printable))
+  const stateCell = (r: RevocationJson) =>
+    r.in_force === null ? `until\n${time(r.expires_at)}` : r.in_force ? 'in force' : `lifted\n${time(r.lifted_at)}\nby ${printable(r.lifted_by ?? '-')}`
+  const rows = list.map((r) => [printable(r.id), printable(r.kind), targetText(r), stateCell(r), `${time(r.created_at)}\nby ${printable(r.created_by)}`, r.reason])
   const head = ['id', 'kind', 'target', 'state', 'created', 'reason']
-  const natural = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)) + 2)
-  // What the fixed columns and the borders leave to target and reason, shared; 20 each at least.
-  const room = columns === undefined ? Infinity : Math.max(40, columns - natural[0]! - natural[1]! - natural[3]! - natural[4]! - head.length - 1)
-  const target = Math.min(natural[2]!, Math.max(20, Math.floor(room / 2)), 56)
-  const reason = Math.min(natural[5]!, Math.max(20, room - target), 42)
+  const width = (cell: string) => Math.max(...cell.split('\n').map((l) => l.length))
+  const natural = head.map((h, i) => Math.max(h.length, ...rows.map((row) => width(row[i]!))) + 2)
+  // What the other columns and the borders leave to target and reason, shared; 16 each at least.
+  const room = columns === undefined ? Infinity : Math.max(32, columns - natural[0]! - natural[1]! - natural[3]! - natural[4]! - head.length - 1)
+  const target = Math.min(natural[2]!, Math.max(16, Math.floor(room / 2)), 56)
+  const reason = Math.min(natural[5]!, Math.max(16, room - target), 42)
   const t = new Table({ ...plain(), head })
   for (const row of rows) t.push([row[0]!, row[1]!, wrap(row[2]!, target - 2), row[3]!, row[4]!, wrap(row[5]!, reason - 2)])
   return t.toString()
