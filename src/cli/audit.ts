@@ -15,15 +15,16 @@ import type { Config } from '../config/schema.js'
 import { codeOf, DatabaseError, openDatabase, type Database } from '../storage/database.js'
 import { AUDIT_EVENTS } from '../storage/schema.js'
 import { MAX_INSTANT } from '../http/routes/admin-audit.js'
+import { EXIT } from './exit-codes.js'
 
 /**
- * Exit codes: 0 fine, 1 the log failed verification, 2 the command could not
- * run, 3 no finding but records that no checkpoint covers, older than any
- * running broker leaves them (`audit verify --checkpoints`).
+ * Exit codes (exit-codes.ts): 0 fine, 1 the log failed verification, 2 the
+ * command could not run, 3 no finding but records that no checkpoint covers,
+ * older than any running broker leaves them (`audit verify --checkpoints`).
  */
-const EXIT_FINDINGS = 1
-const EXIT_ERROR = 2
-const EXIT_UNCOVERED = 3
+const EXIT_FINDINGS = EXIT.FAILED
+const EXIT_ERROR = EXIT.USAGE
+const EXIT_UNCOVERED = EXIT.UNCOVERED
 
 // These commands use the issuer only to check checkpoints, so one need not be configured.
 const PLACEHOLDER_ISSUER = 'https://issuer-not-configured.mandate.invalid'

@@ -1,19 +1,41 @@
 #!/usr/bin/env node
+/**
+ * The `mandate` command tree. Only commander and this file load before a
+ * command runs: each action imports its module when it is chosen, so that
+ * `--help`, a usage error or `completion` never load Hono, jose, the
+ * database drivers, pino or OpenTelemetry.
+ */
 import { availableParallelism } from 'node:os'
-import { Command, InvalidArgumentError } from 'commander'
-import { keysGenerate, keysRotate } from './keys.js'
-import { MAX_TOKEN_TTL } from '../policy/schema.js'
-import { adminKey } from './admin.js'
-import { revokeAgent, revokeChain, revokeJti, revokeLift, revokeList, revokeSub } from './revoke.js'
-import { policyCheck, policySecret } from './policy.js'
-import { serve } from './serve.js'
-import { auditQuery, auditVerify, migrate } from './audit.js'
-import { configCheck } from './config.js'
+import { Argument, Command, InvalidArgumentError, Option } from 'commander'
+import { BROKER_EXIT_CODES_HELP, EXIT, EXIT_CODES_HELP } from './exit-codes.js'
+
+/** An action that imports `name` from its module only when the command runs. */
+function lazy<M>(load: () => Promise<M>, name: keyof M): (...args: unknown[]) => Promise<void> {
+  return async (...args) => {
+    const fn = (await load())[name] as (...a: unknown[]) => unknown
+    await fn(...args)
+  }
+}
 
 const program = new Command()
   .name('mandate')
   .description('Mandate: a credential broker for AI agents (OAuth 2.0 Token Exchange, RFC 8693).')
+  // Before any subcommand exists: subcommands copy it. Usage errors exit 2, help 0.
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? EXIT.OK : EXIT.USAGE))
   .showHelpAfterError()
+  .addHelpText(
+    'after',
+    `
+The commands that call a running broker (revoke) find it at --url, else
+$MANDATE_URL, else "url" in the profile file $XDG_CONFIG_HOME/mandate/config.yaml
+(default ~/.config/mandate/config.yaml), else http://localhost:8080; the admin
+key in $MANDATE_ADMIN_KEY, else the file the profile's "admin_key_file" names.
+With listen.admin_port (MANDATE_ADMIN_PORT) the admin API answers only on that
+port: point MANDATE_URL at it. See docs/cli.md.
+${EXIT_CODES_HELP}
+
+Shell completion: mandate completion bash|zsh --help.`,
+  )
 
 function seconds(value: string): number {
   const n = Number(value)
@@ -63,7 +85,7 @@ the queued audit records and a last checkpoint, closes PostgreSQL and Redis,
 exits 0 (1 if that took over 10 s). With --workers, the primary passes the
 signal on to every worker and exits 0 once they all did.`,
   )
-  .action(serve)
+  .action(lazy(() => import('./serve.js'), 'serve'))
 
 program
   .command('config')
@@ -84,31 +106,31 @@ agent, not in trust.workloads), an expired policy, and, without --dev, no
 admin key. A policy expiring within 14 days is a warning. Without --online
 it connects to nothing.`,
   )
-  .action(configCheck)
+  .action(lazy(() => import('./config.js'), 'configCheck'))
 
 const policy = program.command('policy').description('work with agent policy files')
 policy
   .command('check')
   .description('validate every policy file in a directory; exits 1 on any error, printing file:line:column: field: reason')
   .argument('[dir]', 'policy directory', './policies')
-  .action(policyCheck)
+  .action(lazy(() => import('./policy.js'), 'policyCheck'))
 policy
   .command('secret')
   .description('generate a client secret (256 random bits) and the secret_sha256 a policy stores for it')
-  .action(policySecret)
+  .action(lazy(() => import('./policy.js'), 'policySecret'))
 
 const keys = program.command('keys').description('manage the broker’s signing keys')
 keys
   .command('generate')
   .description('write a new private ES256 JWK set for signing.keys_file (mode 0600; never overwrites)')
   .argument('<file>', 'where to write it')
-  .action(keysGenerate)
+  .action(lazy(() => import('./keys.js'), 'keysGenerate'))
 keys
   .command('rotate')
   .description('add a new signing key that signs after a delay, and retire keys whose tokens have all expired')
   .argument('<file>', 'the private JWK set (signing.keys_file); rewritten in place, mode 0600')
   .option('--activate-after <seconds>', 'delay before the new key signs: longer than it takes every instance to re-read the file and every verifier to refresh the JWKS', seconds, 900)
-  .option('--retire-after <seconds>', 'how long a superseded key stays published: at least the longest token lifetime', seconds, MAX_TOKEN_TTL + 300)
+  .option('--retire-after <seconds>', 'how long a superseded key stays published: at least the longest token lifetime (default: the longest a policy may give, plus 5 min)', seconds)
   .addHelpText(
     'after',
     `
@@ -122,28 +144,64 @@ Retired keys leave the JWKS; their public halves stay in the file under
 "retired" so that \`mandate audit verify --checkpoints\` still checks the
 checkpoints they signed.`,
   )
-  .action((file: string, o: { activateAfter: number; retireAfter: number }) => keysRotate(file, o))
+  .action(async (file: string, o: { activateAfter: number; retireAfter?: number }) => {
+    const [{ keysRotate }, { MAX_TOKEN_TTL }] = await Promise.all([import('./keys.js'), import('../policy/schema.js')])
+    await keysRotate(file, { activateAfter: o.activateAfter, retireAfter: o.retireAfter ?? MAX_TOKEN_TTL + 300 })
+  })
 
 const revoke = program
   .command('revoke')
-  .description('kill switch: revoke through a running broker’s admin API (key in $MANDATE_ADMIN_KEY)')
-  .addHelpText('after', '\nThe broker is $MANDATE_URL (default http://localhost:8080) unless --url says otherwise.')
-const url = ['--url <url>', 'broker base URL (default: $MANDATE_URL or http://localhost:8080)'] as const
-const reason = ['--reason <text>', 'why (recorded with the revocation; required)'] as const
+  .description('kill switch: revoke through a running broker’s admin API')
+  .addHelpText(
+    'after',
+    `
+The broker: --url, else $MANDATE_URL, else "url" in the profile file
+($XDG_CONFIG_HOME/mandate/config.yaml, default ~/.config/mandate/config.yaml),
+else http://localhost:8080. When the broker serves its admin API on a port of
+its own (listen.admin_port, MANDATE_ADMIN_PORT), that is the port to name: the
+main port answers admin paths with 404.
+The admin key: $MANDATE_ADMIN_KEY, else the file named by "admin_key_file" in
+the profile (mode 0600; the key alone). Never on the command line.
+Prints a table; --json prints the broker's JSON answer instead.
+${BROKER_EXIT_CODES_HELP}`,
+  )
+
+function nonBlank(value: string): string {
+  if (value.trim() === '') throw new InvalidArgumentError('must say why (it is recorded with the revocation)')
+  return value
+}
+function listLimit(value: string): string {
+  if (!/^[1-9][0-9]{0,3}$/.test(value) || Number(value) > 1000) throw new InvalidArgumentError('must be 1-1000')
+  return value
+}
+
+/** Options every revoke subcommand takes, added last so that --help lists them after its own. */
+function brokerOptions(cmd: Command): Command {
+  return cmd
+    .option('--url <url>', 'broker admin API base URL (default: $MANDATE_URL, the profile’s url, or http://localhost:8080)')
+    .option('--json', 'print the broker’s JSON answer instead of a table')
+}
+const reason = ['--reason <text>', 'why (recorded with the revocation; required)', nonBlank] as const
 const iss = ['--iss <issuer>', 'the user’s issuer (a sub is unique only within it); default: the only issuer trusted for users'] as const
-revoke.command('agent').description('kill an agent: its live tokens die, and it gets nothing until lifted').argument('<agent>')
-  .requiredOption(...reason).option('--sub <sub>', 'only for this user').option(...iss)
-  .option('--force', 'kill it even though no policy defines it (pre-emptively)').option(...url).action(revokeAgent)
-revoke.command('sub').description('kill a user (issuer and sub): every delegation made for them, until lifted').argument('<sub>')
-  .requiredOption(...reason).option(...iss).option('--force', 'kill at an issuer the broker does not trust (pre-emptively)')
-  .option(...url).action(revokeSub)
-revoke.command('jti').description('revoke one token').argument('<jti>').requiredOption(...reason).option(...url).action(revokeJti)
-revoke.command('chain').description('revoke a token and every token delegated from it').argument('<jti>')
-  .requiredOption(...reason).option(...url).action(revokeChain)
-revoke.command('lift').description('lift an agent or user kill (tokens issued before it stay dead); 409 if already lifted').argument('<id>')
-  .option(...url).action(revokeLift)
-revoke.command('list').description('list revocations, newest first (auditor role)').option('--limit <n>', '1-1000', '100')
-  .option(...url).action(revokeList)
+const revokeAction = (name: string) => lazy(() => import('./revoke.js'), name as keyof typeof import('./revoke.js'))
+brokerOptions(
+  revoke.command('agent').description('kill an agent: its live tokens die, and it gets nothing until lifted').argument('<agent>')
+    .requiredOption(...reason).option('--sub <sub>', 'only for this user').option(...iss)
+    .option('--force', 'kill it even though no policy defines it (pre-emptively)'),
+).action(revokeAction('revokeAgent'))
+brokerOptions(
+  revoke.command('sub').description('kill a user (issuer and sub): every delegation made for them, until lifted').argument('<sub>')
+    .requiredOption(...reason).option(...iss).option('--force', 'kill at an issuer the broker does not trust (pre-emptively)'),
+).action(revokeAction('revokeSub'))
+brokerOptions(revoke.command('jti').description('revoke one token').argument('<jti>').requiredOption(...reason)).action(revokeAction('revokeJti'))
+brokerOptions(revoke.command('chain').description('revoke a token and every token delegated from it').argument('<jti>').requiredOption(...reason))
+  .action(revokeAction('revokeChain'))
+brokerOptions(revoke.command('lift').description('lift an agent or user kill (tokens issued before it stay dead); 409 if already lifted').argument('<id>'))
+  .action(revokeAction('revokeLift'))
+brokerOptions(
+  revoke.command('list').description('list revocations, newest first (auditor role)').option('--limit <n>', '1-1000', listLimit, '100')
+    .option('--before <id>', 'the next page: the id the previous page ended with (printed on stderr as "more: --before <id>")'),
+).action(revokeAction('revokeList'))
 
 const configOption = ['-c, --config <file>', 'YAML config file (default: $MANDATE_CONFIG); else the environment'] as const
 const dbHelp = `
@@ -155,7 +213,7 @@ program
   .description('apply pending database migrations (serve also does at start), then exit')
   .option(...configOption)
   .addHelpText('after', dbHelp)
-  .action(migrate)
+  .action(lazy(() => import('./audit.js'), 'migrate'))
 
 const audit = program.command('audit').description('the delegation log: verify its hash chains, query it')
 audit
@@ -166,7 +224,7 @@ audit
   .option('--json', 'one JSON report on stdout')
   .option(...configOption)
   .addHelpText('after', dbHelp)
-  .action(auditVerify)
+  .action(lazy(() => import('./audit.js'), 'auditVerify'))
 audit
   .command('query')
   .description('records newest first, filtered; or with --chain the delegation tree around a token')
@@ -183,13 +241,32 @@ audit
   .option('--json', 'JSON, one record per line')
   .option(...configOption)
   .addHelpText('after', dbHelp)
-  .action(auditQuery)
+  .action(lazy(() => import('./audit.js'), 'auditQuery'))
 
 program
   .command('admin-key')
   .description('generate an admin API key (256 random bits) and the config entry that holds its SHA-256')
   .argument('<name>', 'who will hold it (recorded with every action)')
-  .option('--role <role...>', 'responder, auditor and/or admin', ['responder'])
-  .action(adminKey)
+  .addOption(new Option('--role <role...>', 'responder, auditor and/or admin').choices(['responder', 'auditor', 'admin']).default(['responder']))
+  .action(lazy(() => import('./admin.js'), 'adminKey'))
+
+program
+  .command('completion')
+  .description('print a shell completion script for bash or zsh')
+  .addArgument(new Argument('<shell>', 'bash or zsh').choices(['bash', 'zsh']))
+  .addHelpText(
+    'after',
+    `
+bash: add to ~/.bashrc        source <(mandate completion bash)
+      or, with bash-completion: mandate completion bash > ~/.local/share/bash-completion/completions/mandate
+zsh:  add to ~/.zshrc, after compinit:   source <(mandate completion zsh)
+      or write it as _mandate in a directory of $fpath (before compinit runs)
+Completes commands, options, their values (files, directories, choices) and
+arguments; it needs mandate on the PATH (npm link, or a global install).`,
+  )
+  .action(async (shell: 'bash' | 'zsh') => {
+    const { bashScript, zshScript } = await import('./completion.js')
+    process.stdout.write(shell === 'bash' ? bashScript('mandate', program) : zshScript('mandate', program))
+  })
 
 await program.parseAsync()

@@ -1,8 +1,15 @@
-import { processEnv } from '../config/load.js'
+/**
+ * `mandate revoke …`: the kill switch through a running broker's admin API
+ * (/admin/revocations). A table for people, `--json` for scripts; failures
+ * as one line and an exit code (client.ts).
+ */
+import { adminRequest, CliError, resolveBroker, run, type BrokerOptions } from './client.js'
+import { EXIT } from './exit-codes.js'
+import type { RevocationJson } from './output.js'
+import { printable } from './printable.js'
 
 /** Options every `mandate revoke` subcommand takes. */
-export interface AdminCallOptions {
-  url?: string
+export interface AdminCallOptions extends BrokerOptions {
   reason?: string
   sub?: string
   /** The user's issuer; the broker's only trusted user issuer when left out. */
@@ -10,58 +17,12 @@ export interface AdminCallOptions {
   /** Kill an agent no policy defines, or a user at an issuer not trusted. */
   force?: boolean
   limit?: string
-}
-
-function target(url: string | undefined): string {
-  const base = url ?? processEnv()['MANDATE_URL'] ?? 'http://localhost:8080'
-  return base.replace(/\/+$/, '')
-}
-
-/**
- * Calls the admin API of a running broker with `Authorization: Bearer
- * $MANDATE_ADMIN_KEY` (the key is read from the environment, never from the
- * command line, where other users of the host could see it). Prints the
- * JSON answer; exits 1 with the error on any refusal.
- */
-async function call(method: 'GET' | 'POST' | 'DELETE', path: string, options: AdminCallOptions, body?: object): Promise<void> {
-  const key = processEnv()['MANDATE_ADMIN_KEY']
-  if (key === undefined || key === '') {
-    process.stderr.write('mandate: set MANDATE_ADMIN_KEY to an admin key (dev mode: demo-admin-key)\n')
-    process.exitCode = 1
-    return
-  }
-  const url = `${target(options.url)}${path}`
-  let res: Response
-  try {
-    res = await fetch(url, {
-      method,
-      headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(10_000),
-    })
-  } catch (err) {
-    process.stderr.write(`mandate: cannot reach ${target(options.url)}: ${(err as Error).name}\n`)
-    process.exitCode = 1
-    return
-  }
-  const text = await res.text()
-  let json: unknown
-  try {
-    json = JSON.parse(text)
-  } catch {
-    json = undefined
-  }
-  if (!res.ok) {
-    const e = json as { error?: string; error_description?: string } | undefined
-    process.stderr.write(`mandate: ${res.status} ${e?.error ?? 'error'}: ${e?.error_description ?? text.slice(0, 200)}\n`)
-    process.exitCode = 1
-    return
-  }
-  process.stdout.write(`${JSON.stringify(json, null, 2)}\n`)
+  /** `revoke list`: the page after the one that ended with this revocation id. */
+  before?: string
 }
 
 const reasonOf = (options: AdminCallOptions): string => {
-  if (options.reason === undefined || options.reason.trim() === '') throw new TypeError('--reason is required')
+  if (options.reason === undefined || options.reason.trim() === '') throw new CliError('--reason must say why (it is recorded with the revocation)', EXIT.USAGE)
   return options.reason
 }
 
@@ -72,10 +33,42 @@ const userAndForce = (sub: string | undefined, o: AdminCallOptions) => ({
   ...(o.force === true ? { force: true } : {}),
 })
 
-export const revokeAgent = (agent: string, o: AdminCallOptions) =>
-  call('POST', '/admin/revocations', o, { agent, ...userAndForce(o.sub, o), reason: reasonOf(o) })
-export const revokeSub = (sub: string, o: AdminCallOptions) => call('POST', '/admin/revocations', o, { ...userAndForce(sub, o), reason: reasonOf(o) })
-export const revokeJti = (jti: string, o: AdminCallOptions) => call('POST', '/admin/revocations', o, { jti, reason: reasonOf(o) })
-export const revokeChain = (jti: string, o: AdminCallOptions) => call('POST', '/admin/revocations', o, { chain: jti, reason: reasonOf(o) })
-export const revokeLift = (id: string, o: AdminCallOptions) => call('DELETE', `/admin/revocations/${encodeURIComponent(id)}`, o)
-export const revokeList = (o: AdminCallOptions) => call('GET', `/admin/revocations?limit=${encodeURIComponent(o.limit ?? '100')}`, o)
+const write = (text: string) => process.stdout.write(text.endsWith('\n') ? text : `${text}\n`)
+
+/** Prints one revocation record the broker answered with, after a line saying what happened. */
+async function show(o: AdminCallOptions, verb: string, answer: unknown): Promise<void> {
+  const r = answer as RevocationJson
+  if (o.json === true) return void write(JSON.stringify(r))
+  const { revocationTable, targetText } = await import('./output.js')
+  write(printable(`${verb} ${r.kind} ${targetText(r)}`))
+  write(revocationTable(r))
+}
+
+const create = (o: AdminCallOptions, body: Record<string, unknown>) =>
+  run(async () => {
+    const reason = reasonOf(o) // before anything is read or sent
+    const b = await resolveBroker(o)
+    await show(o, 'revoked', await adminRequest(b, 'POST', '/admin/revocations', { ...body, reason }))
+  })
+
+export const revokeAgent = (agent: string, o: AdminCallOptions) => create(o, { agent, ...userAndForce(o.sub, o) })
+export const revokeSub = (sub: string, o: AdminCallOptions) => create(o, userAndForce(sub, o))
+export const revokeJti = (jti: string, o: AdminCallOptions) => create(o, { jti })
+export const revokeChain = (jti: string, o: AdminCallOptions) => create(o, { chain: jti })
+export const revokeLift = (id: string, o: AdminCallOptions) =>
+  run(async () => {
+    const b = await resolveBroker(o)
+    await show(o, 'lifted (tokens issued before it stay dead):', await adminRequest(b, 'DELETE', `/admin/revocations/${encodeURIComponent(id)}`))
+  })
+
+/** `mandate revoke list`: newest first; the next page's `--before` on stderr, so that stdout stays the table or the JSON. */
+export const revokeList = (o: AdminCallOptions) =>
+  run(async () => {
+    const b = await resolveBroker(o)
+    const query = new URLSearchParams({ limit: o.limit ?? '100', ...(o.before === undefined ? {} : { before: o.before }) })
+    const page = (await adminRequest(b, 'GET', `/admin/revocations?${query}`)) as { revocations: RevocationJson[]; next: string | null }
+    if (o.json === true) write(JSON.stringify(page))
+    else if (page.revocations.length === 0) write('no revocations')
+    else write((await import('./output.js')).revocationsTable(page.revocations))
+    if (page.next !== null && o.json !== true) process.stderr.write(`more: --before ${page.next}\n`)
+  })

@@ -1,6 +1,6 @@
 /** The `mandate` command as a user runs it: exit codes, messages, --help. */
 import { spawnSync } from 'node:child_process'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -29,6 +29,21 @@ describe('mandate CLI', () => {
       expect(r.stdout).toMatch(/^Usage: mandate/)
     },
   )
+
+  it('--help names the broker URL, the profile, the admin port and the exit codes', () => {
+    const r = mandate(['--help'])
+    expect(r.stdout).toContain('$MANDATE_URL')
+    expect(r.stdout).toContain('~/.config/mandate/config.yaml')
+    expect(r.stdout).toContain('MANDATE_ADMIN_PORT')
+    expect(r.stdout).toMatch(/Exit codes:\n {2}0 {2}done\n {2}1 {2}refused or failed/)
+    expect(r.stdout).toMatch(/^ {2}5 {2}the broker cannot be reached/m)
+  })
+
+  it('a usage error exits 2 with the usage', () => {
+    const r = mandate(['revoke', 'agent', 'x', '--reason', 'r', '--bogus'])
+    expect(r.status).toBe(2)
+    expect(r.stderr).toMatch(/^error: unknown option '--bogus'\n\nUsage: mandate revoke agent/)
+  })
 
   it('policy check passes on the shipped policies', () => {
     for (const d of ['policies', 'policies/dev']) {
@@ -201,6 +216,63 @@ describe('mandate CLI', () => {
       expect(after.retired).toHaveLength(1)
       expect(after.retired![0]!['kid']).toBe(data.keys[0]!['kid'])
       expect(after.retired![0]).not.toHaveProperty('d')
+    })
+  })
+
+  /**
+   * The build as the image holds it, without the sources, and with commander
+   * as the only package: --help, usage errors and completion must need
+   * nothing else (the command modules, and Hono, jose, the drivers, pino and
+   * OpenTelemetry with them, load only when their command runs).
+   */
+  describe('from the build, with commander alone installed', () => {
+    let app: string
+    const built = (args: string[]) => spawnSync(process.execPath, [join(app, 'bin/mandate.js'), ...args], { cwd: app, encoding: 'utf8', timeout: 30_000 })
+
+    beforeAll(async () => {
+      app = join(dir, 'app')
+      await mkdir(join(app, 'bin'), { recursive: true })
+      await mkdir(join(app, 'node_modules'))
+      // Type checking is the typecheck's job: emit only.
+      const tsc = spawnSync(
+        process.execPath,
+        [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json'), '--outDir', join(app, 'dist'), '--noCheck', '--declaration', 'false', '--sourceMap', 'false'],
+        { cwd: root, encoding: 'utf8', timeout: 170_000 },
+      )
+      expect(tsc.status, `tsc: ${tsc.stdout}${tsc.stderr}`).toBe(0)
+      await copyFile(join(root, 'package.json'), join(app, 'package.json'))
+      await copyFile(join(root, 'bin/mandate.js'), join(app, 'bin/mandate.js'))
+      await symlink(join(root, 'node_modules/commander'), join(app, 'node_modules/commander'))
+    }, 180_000)
+
+    it.each([[['--help']], [['revoke', '--help']], [['revoke', 'list', '--help']], [['serve', '--help']], [['audit', 'verify', '--help']], [['completion', '--help']]])('%j prints help and exits 0', (args) => {
+      const r = built(args)
+      expect(r.status, r.stderr).toBe(0)
+      expect(r.stdout).toMatch(/^Usage: mandate/)
+      expect(r.stderr).toBe('')
+    })
+
+    it('usage errors and completion scripts too', () => {
+      expect(built(['nonsense']).status).toBe(2)
+      expect(built(['completion', 'bash']).stdout).toContain('complete -F _mandate mandate')
+      expect(built(['completion', 'zsh']).stdout).toMatch(/^#compdef mandate\n/)
+    })
+
+    it('a command that needs more than commander fails here (the layout is what this test says)', () => {
+      const r = built(['policy', 'secret'])
+      expect(r.status).not.toBe(0)
+      expect(r.stderr).toMatch(/ERR_MODULE_NOT_FOUND|Cannot find package/)
+    })
+
+    it('without dist/ and without sources: one line saying to build, exit 2', async () => {
+      await rename(join(app, 'dist'), join(app, 'dist-away'))
+      try {
+        const r = built(['--help'])
+        expect(r.status).toBe(2)
+        expect(r.stderr).toBe('mandate: dist/ is missing and there are no sources to run: npm run build\n')
+      } finally {
+        await rename(join(app, 'dist-away'), join(app, 'dist'))
+      }
     })
   })
 })

@@ -50,32 +50,32 @@ describe('mandate revoke against a broker', () => {
   }
 
   it('revoke sub --iss kills the user of that issuer; without --iss, with two issuers trusted, the broker refuses', async () => {
-    const vague = await run(() => revokeSub('alice', { reason: 'r', url: 'http://broker.test' }))
+    const vague = await run(() => revokeSub('alice', { reason: 'r', url: 'http://broker.test', json: true }))
     expect(vague.code).toBe(1)
     expect(vague.stderr).toMatch(/^mandate: 400 invalid_request/)
-    const killed = await run(() => revokeSub('alice', { reason: 'r', iss: USER_ISSUER, url: 'http://broker.test' }))
+    const killed = await run(() => revokeSub('alice', { reason: 'r', iss: USER_ISSUER, url: 'http://broker.test', json: true }))
     expect(killed.code).toBe(0)
     expect(killed.json).toMatchObject({ kind: 'sub', target: { sub: 'alice', iss: USER_ISSUER } })
     expect(requests.at(-1)).toStrictEqual({ sub: 'alice', iss: USER_ISSUER, reason: 'r' })
   })
 
   it('revoke agent refuses an agent no policy defines (404) unless --force; --sub --iss kill it for one user', async () => {
-    const unknown = await run(() => revokeAgent('no-such-agent', { reason: 'r', url: 'http://broker.test' }))
+    const unknown = await run(() => revokeAgent('no-such-agent', { reason: 'r', url: 'http://broker.test', json: true }))
     expect(unknown.code).toBe(1)
     expect(unknown.stderr).toMatch(/^mandate: 404 not_found/)
-    const forced = await run(() => revokeAgent('no-such-agent', { reason: 'r', force: true, url: 'http://broker.test' }))
+    const forced = await run(() => revokeAgent('no-such-agent', { reason: 'r', force: true, url: 'http://broker.test', json: true }))
     expect(forced.code).toBe(0)
     expect(forced.json).toMatchObject({ kind: 'agent', target: { agent: 'no-such-agent' } })
-    const pair = await run(() => revokeAgent('secret-agent', { reason: 'r', sub: 'bob', iss: 'https://idp-b.test', url: 'http://broker.test' }))
+    const pair = await run(() => revokeAgent('secret-agent', { reason: 'r', sub: 'bob', iss: 'https://idp-b.test', url: 'http://broker.test', json: true }))
     expect(pair.code).toBe(0)
     expect(pair.json).toMatchObject({ kind: 'agent_sub', target: { agent: 'secret-agent', sub: 'bob', iss: 'https://idp-b.test' } })
   })
 
   it('revoke lift twice: the second is refused with 409', async () => {
-    const kill = await run(() => revokeAgent('jwt-agent', { reason: 'r', url: 'http://broker.test' }))
+    const kill = await run(() => revokeAgent('jwt-agent', { reason: 'r', url: 'http://broker.test', json: true }))
     const id = kill.json!['id'] as string
-    expect((await run(() => revokeLift(id, { url: 'http://broker.test' }))).code).toBe(0)
-    const again = await run(() => revokeLift(id, { url: 'http://broker.test' }))
+    expect((await run(() => revokeLift(id, { url: 'http://broker.test', json: true }))).code).toBe(0)
+    const again = await run(() => revokeLift(id, { url: 'http://broker.test', json: true }))
     expect(again.code).toBe(1)
     expect(again.stderr).toMatch(/^mandate: 409 conflict/)
   })
