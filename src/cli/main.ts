@@ -53,8 +53,8 @@ instance; in-process when unset), MANDATE_REDIS_PREFIX (prefix of its keys),
 MANDATE_CHECKPOINT_DIR (signed audit checkpoints), MANDATE_INSTANCE_ID (names
 this instance in audit records), LOG_LEVEL, OTEL_EXPORTER_OTLP_ENDPOINT,
 OTEL_EXPORTER_OTLP_HEADERS and OTEL_SERVICE_NAME (OpenTelemetry export over
-OTLP/HTTP; nothing is exported when the endpoint is unset). See README
-"Configuration".
+OTLP/HTTP; nothing is exported when the endpoint is unset). Every setting:
+docs/configuration.md.
 Exits 1 with one line on stderr when the config or the policies are invalid.
 SIGTERM or SIGINT: stops accepting, finishes the requests in flight, writes
 the queued audit records and a last checkpoint, closes PostgreSQL and Redis,
