@@ -10,7 +10,7 @@
  * in one transaction.
  */
 import { randomUUID } from 'node:crypto'
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { and, asc, eq, gte, sql } from 'drizzle-orm'
@@ -890,10 +890,18 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         expect(unkeyed.findings.filter((f) => f.kind === 'missing_chain').map((f) => f.chain).sort()).toEqual([deleted, f1, f2, legacy].sort())
         expect(unkeyed.otherStores).toEqual([])
 
+        // The migration the docs give for old files of another database: a subdirectory of their own.
+        await mkdir(join(dir, 'pglite-before'))
+        await rename(join(dir, `${legacy}.000000000001.jws`), join(dir, 'pglite-before', `${legacy}.000000000001.jws`))
+        const moved = await verifyAuditLog(db, { checkpoints: (await readCheckpoints(dir, keys, ISSUER)).checkpoints, store })
+        expect(moved.findings.map((f) => f.chain).sort()).toEqual([deleted, renamed].sort())
+        const byStore = (a: { store: string }, b: { store: string }) => (a.store < b.store ? -1 : 1)
+        expect(moved.otherStores).toEqual([{ store: foreign, checkpoints: 2, chains: 2 }, { store: 'pglite-before', checkpoints: 1, chains: 1 }].sort(byStore))
+
         // A file moved into another database's directory still names its own in its signed payload.
-        const moved = join(dir, foreign, `${here}.000000000003.jws`)
-        await writeFile(moved, await readFile(join(dir, store, `${here}.000000000003.jws`), 'utf8'))
-        expect((await readCheckpoints(dir, keys, ISSUER)).checkpoints.filter((c) => c.file === moved).map((c) => c.store)).toEqual([store])
+        const copied = join(dir, foreign, `${here}.000000000003.jws`)
+        await writeFile(copied, await readFile(join(dir, store, `${here}.000000000003.jws`), 'utf8'))
+        expect((await readCheckpoints(dir, keys, ISSUER)).checkpoints.filter((c) => c.file === copied).map((c) => c.store)).toEqual([store])
       })
     })
 
