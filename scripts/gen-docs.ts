@@ -1,14 +1,17 @@
-// Regenerates the config and policy references in README.md from the zod
-// schemas' descriptions (npm run docs). A unit test fails when they drift.
+// Regenerates the config reference in docs/configuration.md and the policy
+// reference in docs/policies.md from the zod schemas' descriptions
+// (npm run docs). A unit test fails when they drift.
 import { readFile, writeFile } from 'node:fs/promises'
-import { renderReferences } from './reference.js'
+import { REFERENCES, renderReference } from './reference.js'
 
-const file = new URL('../README.md', import.meta.url)
-const before = await readFile(file, 'utf8')
-const after = renderReferences(before)
-if (after !== before) {
-  await writeFile(file, after)
-  process.stdout.write('README.md references updated\n')
-} else {
-  process.stdout.write('README.md references already up to date\n')
+for (const { name, file } of REFERENCES) {
+  const url = new URL(`../${file}`, import.meta.url)
+  const before = await readFile(url, 'utf8')
+  const after = renderReference(before, name)
+  if (after !== before) {
+    await writeFile(url, after)
+    process.stdout.write(`${file}: ${name} reference updated\n`)
+  } else {
+    process.stdout.write(`${file}: ${name} reference already up to date\n`)
+  }
 }

@@ -81,18 +81,25 @@ export const configReference = (): string => table(Config)
 /** Markdown reference of a policy file, generated from the zod schema's descriptions. */
 export const policyReference = (): string => table(Policy)
 
-const SECTIONS = { config: configReference, policy: policyReference } as const
+/** Each generated reference, the document it lives in, and its markers' name. */
+export const REFERENCES = [
+  { name: 'config', file: 'docs/configuration.md', make: configReference },
+  { name: 'policy', file: 'docs/policies.md', make: policyReference },
+] as const
 
-/** Replaces each `<!-- NAME-reference:start -->…<!-- NAME-reference:end -->` block in `markdown`. */
-export function renderReferences(markdown: string): string {
-  let out = markdown
-  for (const [name, make] of Object.entries(SECTIONS)) {
-    const start = `<!-- ${name}-reference:start -->`
-    const end = `<!-- ${name}-reference:end -->`
-    const i = out.indexOf(start)
-    const j = out.indexOf(end)
-    if (i < 0 || j < i) throw new TypeError(`README lacks the ${start} … ${end} markers`)
-    out = `${out.slice(0, i + start.length)}\n${make()}\n${out.slice(j)}`
-  }
-  return out
+export type ReferenceName = (typeof REFERENCES)[number]['name']
+
+/**
+ * Replaces the `<!-- NAME-reference:start -->…<!-- NAME-reference:end -->`
+ * block in `markdown` with the reference `name`. Throws `TypeError` when the
+ * markers are missing.
+ */
+export function renderReference(markdown: string, name: ReferenceName): string {
+  const make = REFERENCES.find((r) => r.name === name)!.make
+  const start = `<!-- ${name}-reference:start -->`
+  const end = `<!-- ${name}-reference:end -->`
+  const i = markdown.indexOf(start)
+  const j = markdown.indexOf(end)
+  if (i < 0 || j < i) throw new TypeError(`the document lacks the ${start} … ${end} markers`)
+  return `${markdown.slice(0, i + start.length)}\n${make()}\n${markdown.slice(j)}`
 }

@@ -9,7 +9,7 @@ import { createMemoryAdmissionStore } from './admission/memory.js'
 import { createRedisAdmissionStore } from './admission/redis.js'
 import { createAuthFailureThrottle } from './admission/auth-failures.js'
 import { clientAddressResolver } from './http/client-address.js'
-import { CHECKPOINT_TYP, createCheckpointWriter } from './audit/checkpoint.js'
+import { CHECKPOINT_TYP, checkpointStore, createCheckpointWriter } from './audit/checkpoint.js'
 import { createSqlAuditLog, lastKeyRotation, type SqlAuditLog } from './audit/sql.js'
 import { delegationTree, queryAudit } from './audit/query.js'
 import { hostname } from 'node:os'
@@ -245,6 +245,8 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
             dir: config.audit.checkpoint_dir ?? join(config.data_dir, 'checkpoints'),
             issuer: config.issuer,
             sign: signCheckpoint,
+            // A subdirectory per database: one checkpoint directory may serve PGlite, then PostgreSQL.
+            store: await checkpointStore(sqlDb!),
           }),
           everyRecords: config.audit.checkpoint_every_records,
           intervalMs: config.audit.checkpoint_interval_ms,

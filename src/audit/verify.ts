@@ -9,6 +9,9 @@ import { and, asc, eq, gt, or } from 'drizzle-orm'
 import type { Db } from '../storage/database.js'
 import { auditLog } from '../storage/schema.js'
 import type { Checkpoint } from './checkpoint.js'
+
+/** A checkpoint, and the database it names when it names one (`ReadCheckpoint`). */
+export type StoreCheckpoint = Checkpoint & { readonly store?: string | undefined }
 import { chainHash, columnsFromRecord, GENESIS_HASH, type RecordColumns } from './record.js'
 
 export type FindingKind = 'changed' | 'removed' | 'inserted' | 'truncated' | 'rewritten' | 'missing_chain'
@@ -56,10 +59,30 @@ export interface VerifyReport {
   readonly findings: readonly Finding[]
   /** Present when checkpoints were given: each chain's records that none of them covers, chain by chain. */
   readonly uncovered?: readonly UncoveredTail[]
+  /**
+   * Checkpoints of other databases (another `store`) none of whose chains
+   * is in this one: not held against it. Present when checkpoints were given.
+   */
+  readonly otherStores?: readonly OtherStore[]
+}
+
+/** The checkpoints of another database, left aside. */
+export interface OtherStore {
+  readonly store: string
+  readonly checkpoints: number
+  readonly chains: number
 }
 
 export interface VerifyOptions {
-  readonly checkpoints?: readonly Checkpoint[]
+  readonly checkpoints?: readonly StoreCheckpoint[]
+  /**
+   * This database's identity (`checkpointStore`). Checkpoints naming another
+   * database are held against this one only when one of that database's
+   * chains is here (the same log under a new identity, e.g. after a major
+   * upgrade); otherwise they are listed in `otherStores`. Checkpoints naming
+   * no database are always held. Without it, every checkpoint is held.
+   */
+  readonly store?: string
   /** Epoch seconds when verification began (the checkpoints were read); default: the system clock. */
   readonly now?: number
   /** Seconds an uncovered tail may be old before it is `stale` (default 0). */
@@ -101,20 +124,30 @@ export async function verifyAuditLog(db: Db, options: VerifyOptions = {}): Promi
   }
 
   // Checkpoints by chain, each chain's sorted by seq.
-  const expected = new Map<string, Checkpoint[]>()
+  const expected = new Map<string, StoreCheckpoint[]>()
   for (const cp of options.checkpoints ?? []) {
     const list = expected.get(cp.chain) ?? []
     list.push(cp)
     expected.set(cp.chain, list)
   }
   for (const list of expected.values()) list.sort((a, b) => a.seq - b.seq)
+  /** The other database a chain's checkpoints name, or undefined when they are this one's (or name none). */
+  const otherStoreOf = (list: readonly StoreCheckpoint[]): string | undefined => {
+    if (options.store === undefined) return undefined
+    const stores = new Set(list.map((cp) => cp.store))
+    if (stores.size !== 1) return undefined
+    const [only] = stores
+    return only === undefined || only === options.store ? undefined : only
+  }
+  /** Other databases with a chain in this one: their checkpoints are held like this database's own. */
+  const present = new Set<string>()
 
   let records = 0
   let chains = 0
   let chain: string | undefined
   let nextSeq = 1
   let prevHash = GENESIS_HASH
-  let cps: Checkpoint[] = []
+  let cps: StoreCheckpoint[] = []
   let cpIndex = 0
   /** The highest seq a checkpoint of this chain names. */
   let coveredTo = 0
@@ -162,6 +195,8 @@ export async function verifyAuditLog(db: Db, options: VerifyOptions = {}): Promi
         nextSeq = 1
         prevHash = GENESIS_HASH
         cps = expected.get(chain) ?? []
+        const other = otherStoreOf(cps)
+        if (other !== undefined) present.add(other)
         cpIndex = 0
         coveredTo = cps.at(-1)?.seq ?? 0
         tail = undefined
@@ -228,21 +263,40 @@ export async function verifyAuditLog(db: Db, options: VerifyOptions = {}): Promi
   }
   endChain()
   // Chains that checkpoints know and the database does not have at all.
+  const others = new Map<string, { checkpoints: number; chains: number }>()
+  let heldAside = 0
   for (const [missing, list] of expected) {
+    const other = otherStoreOf(list)
+    if (other !== undefined && !present.has(other)) {
+      // Another database's chain: this one never had it.
+      const o = others.get(other) ?? { checkpoints: 0, chains: 0 }
+      o.checkpoints += list.length
+      o.chains++
+      others.set(other, o)
+      heldAside += list.length
+      continue
+    }
     const cp = list.at(-1)!
+    const unkeyed = list.every((c) => c.store === undefined) && options.store !== undefined
     add({
       kind: 'missing_chain',
       chain: missing,
       seq: 1,
-      message: `chain ${missing} (instance ${cp.instance}) is missing: a checkpoint signed at ${new Date(cp.at * 1000).toISOString()} saw ${cp.seq} records`,
+      message:
+        `chain ${missing} (instance ${cp.instance}) is missing: a checkpoint signed at ${new Date(cp.at * 1000).toISOString()} saw ${cp.seq} records` +
+        (unkeyed
+          ? ' (its checkpoints name no database, being older than per-database checkpoints: if they are of another database, e.g. PGlite before a move to PostgreSQL, move them into a directory of their own inside the checkpoint directory)'
+          : ''),
     })
   }
   return {
     ok: findings.length === 0,
     records,
     chains,
-    checkpoints: options.checkpoints?.length ?? 0,
+    checkpoints: (options.checkpoints?.length ?? 0) - heldAside,
     findings,
-    ...(options.checkpoints === undefined ? {} : { uncovered }),
+    ...(options.checkpoints === undefined
+      ? {}
+      : { uncovered, otherStores: [...others].map(([store, o]) => ({ store, ...o })).sort((a, b) => (a.store < b.store ? -1 : 1)) }),
   }
 }

@@ -7,7 +7,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { JWK } from 'jose'
-import { readCheckpoints } from '../audit/checkpoint.js'
+import { checkpointStore, readCheckpoints } from '../audit/checkpoint.js'
 import { delegationTree, isEventFilter, MAX_PAGE, queryAudit, type AuditEntry, type TreeNode } from '../audit/query.js'
 import { verifyAuditLog } from '../audit/verify.js'
 import { loadConfig, processEnv } from '../config/load.js'
@@ -144,9 +144,12 @@ export async function auditVerify(options: VerifyCliOptions): Promise<void> {
   const db = await open(c)
   const started = performance.now()
   let report
+  let store: string | undefined
   try {
+    // Checkpoints of another database in the same directory are not this log's.
+    store = checkpoints === undefined ? undefined : await checkpointStore(db)
     report = await verifyAuditLog(db.db, {
-      ...(checkpoints === undefined ? {} : { checkpoints: checkpoints.checkpoints, now, maxUncoveredAge }),
+      ...(checkpoints === undefined ? {} : { checkpoints: checkpoints.checkpoints, now, maxUncoveredAge, store }),
       onProgress: (n) => process.stderr.write(`verified ${n.toLocaleString('en-US')} records…\n`),
     })
   } catch (err) {
@@ -161,10 +164,15 @@ export async function auditVerify(options: VerifyCliOptions): Promise<void> {
   const status = !ok ? 'failed' : stale.length > 0 ? 'uncovered' : 'ok'
   const seconds = ((performance.now() - started) / 1000).toFixed(1)
   if (options.json === true) {
-    process.stdout.write(`${JSON.stringify({ ...report, ok, status, max_uncovered_age: maxUncoveredAge, invalid_checkpoints: invalid })}\n`)
+    process.stdout.write(`${JSON.stringify({ ...report, ok, status, store, max_uncovered_age: maxUncoveredAge, invalid_checkpoints: invalid })}\n`)
   } else {
     for (const f of report.findings) process.stdout.write(`${f.kind.toUpperCase()}: ${f.message}\n`)
     for (const i of invalid) process.stdout.write(`INVALID CHECKPOINT: ${i.file}: ${i.reason}\n`)
+    for (const o of report.otherStores ?? []) {
+      process.stdout.write(
+        `OTHER DATABASE: ${o.store}: ${o.checkpoints} checkpoint${o.checkpoints === 1 ? '' : 's'} of ${o.chains} chain${o.chains === 1 ? '' : 's'}, none of them in this database: not held against it\n`,
+      )
+    }
     for (const t of uncovered) {
       const what = `chain ${t.chain} (instance ${t.instance}): record${t.records === 1 ? ` ${t.firstSeq}` : `s ${t.firstSeq}..${t.lastSeq}`} (${t.records} record${t.records === 1 ? '' : 's'}, the oldest ${duration(t.age)} old)`
       process.stdout.write(

@@ -77,8 +77,8 @@ this instance in audit records), LOG_LEVEL, OTEL_EXPORTER_OTLP_ENDPOINT,
 OTEL_EXPORTER_OTLP_HEADERS and OTEL_SERVICE_NAME (OpenTelemetry export over
 OTLP/HTTP; nothing is exported when the endpoint is unset),
 MANDATE_PROMETHEUS_PORT and MANDATE_PROMETHEUS_HOST (GET /metrics for
-Prometheus on a port of its own; off when unset). See README
-"Configuration".
+Prometheus on a port of its own; off when unset). Every setting:
+docs/configuration.md.
 Exits 1 with one line on stderr when the config or the policies are invalid.
 SIGTERM or SIGINT: stops accepting, finishes the requests in flight, writes
 the queued audit records and a last checkpoint, closes PostgreSQL and Redis,

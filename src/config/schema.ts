@@ -46,7 +46,7 @@ export type SubjectIssuerConfig = z.infer<typeof SubjectIssuerConfig>
 /** One admin API key: its holder, the SHA-256 of the key, its roles. Items of `admin.keys` and of `admin.keys_file`. */
 export const AdminKeyConfig = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9._@-]{1,64}$/).describe('who holds the key; recorded with every action it takes'),
-  sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits').describe('SHA-256 of the key, hex (`mandate admin key`)'),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits').describe('SHA-256 of the key, hex (`mandate admin-key` prints it)'),
   roles: z
     .array(z.enum(['responder', 'auditor', 'admin']))
     .min(1)

@@ -11,7 +11,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { desc, eq, sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -112,7 +112,8 @@ describe('mandate audit (PGlite)', () => {
   })
 
   it('verify passes on the untouched log, with its checkpoints', async () => {
-    const files = await readdir(join(dataDir, 'checkpoints'))
+    // One subdirectory per database (src/audit/checkpoint.ts).
+    const files = await readdir(join(dataDir, 'checkpoints'), { recursive: true })
     expect(files.filter((f) => f.endsWith('.jws')).length).toBeGreaterThan(0)
     const run = cli('audit', 'verify', '--checkpoints', join(dataDir, 'checkpoints'))
     expect(run.status, run.stdout + run.stderr).toBe(0)
@@ -214,9 +215,9 @@ describePostgres('mandate audit verify: a broker killed in its first seconds (Po
       server.kill('SIGKILL')
       await exited
     }
-    const files = (await readdir(join(dataDir, 'checkpoints'))).filter((f) => f.endsWith('.jws'))
+    const files = (await readdir(join(dataDir, 'checkpoints'), { recursive: true })).filter((f) => f.endsWith('.jws'))
     expect(files.length, 'a checkpoint written before the kill').toBeGreaterThan(0)
-    chain = files[0]!.split('.')[0]!
+    chain = basename(files[0]!).split('.')[0]!
   }, 90_000)
 
   afterAll(async () => {

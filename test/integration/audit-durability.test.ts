@@ -28,7 +28,7 @@ import { createHash } from 'node:crypto'
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import postgres from 'postgres'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../../src/core/claims.js'
@@ -834,7 +834,8 @@ describePostgres('the delegation log under faults, across broker processes (Post
 
     // The checkpoint files and the head of each chain this broker wrote.
     const checkpointDir = join(broker.dataDir, 'checkpoints')
-    const files = (await readdir(checkpointDir).catch(() => [] as string[])).filter((f) => f.endsWith('.jws') && !f.startsWith('.'))
+    // One subdirectory per database (src/audit/checkpoint.ts).
+    const files = (await readdir(checkpointDir, { recursive: true }).catch(() => [] as string[])).filter((f) => f.endsWith('.jws') && !basename(f).startsWith('.'))
     const checkpoints = await Promise.all(files.map(async (f) => payloadOf((await readFile(join(checkpointDir, f), 'utf8')).trim())))
     const heads = await sql<{ chain_id: string; seq: number; hash: string; n: number }[]>`
       select distinct on (chain_id) chain_id, seq::int as seq, hash, (count(*) over (partition by chain_id))::int as n

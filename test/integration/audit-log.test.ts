@@ -10,12 +10,12 @@
  * in one transaction.
  */
 import { randomUUID } from 'node:crypto'
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, relative } from 'node:path'
 import { and, asc, eq, gte, sql } from 'drizzle-orm'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { CHECKPOINT_TYP, createCheckpointWriter, readCheckpoints, type Checkpoint } from '../../src/audit/checkpoint.js'
+import { CHECKPOINT_TYP, checkpointStore, createCheckpointWriter, readCheckpoints, type Checkpoint } from '../../src/audit/checkpoint.js'
 import { AuditUnavailable, type AuditEvent, type AuditReceipt } from '../../src/audit/port.js'
 import { delegationTree, queryAudit, type AuditFilter, type TreeNode } from '../../src/audit/query.js'
 import { chainHash, encodeRecord, GENESIS_HASH, type EncodedRecord } from '../../src/audit/record.js'
@@ -661,7 +661,7 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         expect(last).toMatchObject({ chain: log.chainId(), instance: 'test-instance', seq: 12, head: (await rowAt(log.chainId(), 12))!.hash })
         expect(last.file).toBe(join(dir, `${log.chainId()}.000000000012.jws`))
         for (const cp of read.checkpoints) expect(cp.head).toBe((await rowAt(cp.chain, cp.seq))!.hash)
-        expect(await verifyAuditLog(db, { checkpoints: read.checkpoints })).toStrictEqual({ ok: true, records: 12, chains: 1, checkpoints: read.checkpoints.length, findings: [], uncovered: [] })
+        expect(await verifyAuditLog(db, { checkpoints: read.checkpoints })).toStrictEqual({ ok: true, records: 12, chains: 1, checkpoints: read.checkpoints.length, findings: [], uncovered: [], otherStores: [] })
         // A checkpoint file is a compact JWS with the documented header and payload.
         const [header, payload] = (await readFile(last.file, 'utf8')).trim().split('.').slice(0, 2).map((p) => JSON.parse(Buffer.from(p, 'base64url').toString()) as Record<string, unknown>)
         expect(header).toEqual({ alg: 'ES256', typ: CHECKPOINT_TYP, kid: key.kid })
@@ -825,6 +825,7 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         await forge('e-other-issuer.jws', await createJwtSigner(key, CHECKPOINT_TYP)({ ...payload, iss: 'https://evil.test' }))
         await forge('f-garbage.jws', 'not a jws')
         await forge('g-bad-head.jws', await createJwtSigner(key, CHECKPOINT_TYP)({ ...payload, head: 'nope' }))
+        await forge('h-bad-store.jws', await createJwtSigner(key, CHECKPOINT_TYP)({ ...payload, store: '../elsewhere' }))
         await forge('.hidden.jws', 'ignored')
         await forge('notes.txt', 'ignored')
 
@@ -838,11 +839,69 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
           ['e-other-issuer.jws', 'wrong_issuer'],
           ['f-garbage.jws', 'not_compact_jws'],
           ['g-bad-head.jws', 'bad_head'],
+          ['h-bad-store.jws', 'bad_store'],
         ])
         // Had the forged seq-9 checkpoints been trusted, verify would report a truncation.
         expect(await verifyAuditLog(db, { checkpoints: read.checkpoints })).toMatchObject({ ok: true, checkpoints: 1 })
         // Without an issuer to check, the other-issuer file is accepted.
         expect((await readCheckpoints(dir, keys, undefined)).invalid.map((i) => i.reason)).not.toContain('wrong_issuer')
+      })
+
+      it('are kept per database: held when they name this one, none, or another with a chain here; set aside when another’s chains are all absent', async () => {
+        const store = await checkpointStore(h.database)
+        expect(store).toMatch(new RegExp(`^${h.database.engine}-[0-9]+-[A-Za-z0-9_-]+$`))
+        expect(await checkpointStore(h.database)).toBe(store)
+        const sign = createJwtSigner(key, CHECKPOINT_TYP)
+        const writerFor = (s?: string) => createCheckpointWriter({ dir, issuer: ISSUER, sign, ...(s === undefined ? {} : { store: s }) })
+        const cp = async (chain: string, seq: number, head?: string) => ({ chain, instance: 'test-instance', seq, head: head ?? (await rowAt(chain, seq))!.hash, at: T0 })
+        const here = await seedChain(3, 'h')
+        // A chain of this log checkpointed under another identity (a server upgraded or restored elsewhere), and a
+        // chain of that same identity since deleted from here: both are this log's, so both are held.
+        const renamed = await seedChain(2, 'r')
+        const older = `${h.database.engine}-1-before`
+        const deleted = randomUUID()
+        // Another database's chains, none of them here; and a checkpoint from before they named a database.
+        const foreign = `${h.database.engine}-2-elsewhere`
+        const [f1, f2, legacy] = [randomUUID(), randomUUID(), randomUUID()]
+        await writerFor(store).write(await cp(here, 3))
+        await writerFor(older).write(await cp(renamed, 2, 'ab'.repeat(32)))
+        await writerFor(older).write(await cp(deleted, 7, 'cd'.repeat(32)))
+        await writerFor(foreign).write(await cp(f1, 4, 'ef'.repeat(32)))
+        await writerFor(foreign).write(await cp(f2, 9, 'ef'.repeat(32)))
+        await writerFor(undefined).write(await cp(legacy, 1, '01'.repeat(32)))
+        expect(() => createCheckpointWriter({ dir, issuer: ISSUER, sign, store: '../x' })).toThrow(TypeError)
+
+        const read = await readCheckpoints(dir, keys, ISSUER)
+        expect(read.invalid).toEqual([])
+        const where = (chain: string) => read.checkpoints.filter((c) => c.chain === chain).map((c) => [c.store, relative(dir, c.file)])
+        expect(where(here)).toEqual([[store, join(store, `${here}.000000000003.jws`)]])
+        expect(where(legacy)).toEqual([[undefined, `${legacy}.000000000001.jws`]])
+        expect(where(f2)).toEqual([[foreign, join(foreign, `${f2}.000000000009.jws`)]])
+
+        const report = await verifyAuditLog(db, { checkpoints: read.checkpoints, store })
+        const found = report.findings.map((f) => [f.kind, f.chain]).sort()
+        expect(found).toEqual([['missing_chain', deleted], ['missing_chain', legacy], ['rewritten', renamed]].sort())
+        expect(report.findings.find((f) => f.chain === legacy)!.message).toContain('name no database')
+        expect(report.findings.find((f) => f.chain === deleted)!.message).not.toContain('name no database')
+        expect(report.otherStores).toEqual([{ store: foreign, checkpoints: 2, chains: 2 }])
+        expect(report.checkpoints).toBe(read.checkpoints.length - 2)
+        // Without this database's identity every checkpoint is held, the other database's included.
+        const unkeyed = await verifyAuditLog(db, { checkpoints: read.checkpoints })
+        expect(unkeyed.findings.filter((f) => f.kind === 'missing_chain').map((f) => f.chain).sort()).toEqual([deleted, f1, f2, legacy].sort())
+        expect(unkeyed.otherStores).toEqual([])
+
+        // The migration the docs give for old files of another database: a subdirectory of their own.
+        await mkdir(join(dir, 'pglite-before'))
+        await rename(join(dir, `${legacy}.000000000001.jws`), join(dir, 'pglite-before', `${legacy}.000000000001.jws`))
+        const moved = await verifyAuditLog(db, { checkpoints: (await readCheckpoints(dir, keys, ISSUER)).checkpoints, store })
+        expect(moved.findings.map((f) => f.chain).sort()).toEqual([deleted, renamed].sort())
+        const byStore = (a: { store: string }, b: { store: string }) => (a.store < b.store ? -1 : 1)
+        expect(moved.otherStores).toEqual([{ store: foreign, checkpoints: 2, chains: 2 }, { store: 'pglite-before', checkpoints: 1, chains: 1 }].sort(byStore))
+
+        // A file moved into another database's directory still names its own in its signed payload.
+        const copied = join(dir, foreign, `${here}.000000000003.jws`)
+        await writeFile(copied, await readFile(join(dir, store, `${here}.000000000003.jws`), 'utf8'))
+        expect((await readCheckpoints(dir, keys, ISSUER)).checkpoints.filter((c) => c.file === copied).map((c) => c.store)).toEqual([store])
       })
     })
 
