@@ -57,6 +57,8 @@ async function openSql(engine: 'pglite' | 'postgres', label: string): Promise<{ 
     try {
       const database = await openDatabase(undefined, { dataDir: dir })
       await database.migrate()
+      // PGlite is one connection: a session setting holds for every later query. -03:30 / -02:30.
+      await database.db.execute(sql`set time zone 'America/St_Johns'`)
       return {
         database,
         remove: async () => {
