@@ -36,6 +36,7 @@ import { createTestDatabase, describePostgres, type TestDatabase } from '../supp
 import { logSink } from '../support/log-sink.js'
 import { startTcpProxy, type TcpProxy } from '../support/proxy.js'
 import { freePort } from '../support/net.js'
+import { jtiOf, payloadOf } from '../support/tokens.js'
 
 const root = new URL('../../', import.meta.url).pathname
 const AUDIENCE = 'https://demo.example'
@@ -67,15 +68,6 @@ async function until(what: string, test: () => Promise<boolean>, timeoutMs: numb
 }
 
 
-function payloadOf(jws: string): Record<string, unknown> {
-  return JSON.parse(Buffer.from(jws.split('.')[1]!, 'base64url').toString('utf8')) as Record<string, unknown>
-}
-
-function jtiOf(token: string): string {
-  const jti = payloadOf(token)['jti']
-  if (typeof jti !== 'string') throw new Error('token without jti')
-  return jti
-}
 
 const exchangeForm = (subjectToken: string) =>
   new URLSearchParams({

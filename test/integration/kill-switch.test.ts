@@ -41,6 +41,7 @@ import { createTestDatabase, describePostgres, type TestDatabase } from '../supp
 import { logSink } from '../support/log-sink.js'
 import { startTcpProxy, type TcpProxy } from '../support/proxy.js'
 import { freePort } from '../support/net.js'
+import { jtiOf } from '../support/tokens.js'
 
 const root = new URL('../../', import.meta.url).pathname
 /** Shared by every broker; never listened on (nothing here fetches the broker's metadata). */
@@ -101,11 +102,6 @@ function percentile(values: readonly number[], p: number): number {
 
 const ms = (x: number) => `${x.toFixed(1)} ms`
 
-function jtiOf(token: string): string {
-  const payload = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8')) as { jti?: unknown }
-  if (typeof payload.jti !== 'string') throw new Error('token without jti')
-  return payload.jti
-}
 
 
 
