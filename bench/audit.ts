@@ -29,6 +29,7 @@ import { cpus, loadavg, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import postgres from 'postgres'
+import { LOAD_SCRIPTS, startLoadGenerator } from '../test/support/load/run.js'
 import { freePort } from '../test/support/net.js'
 import { issuedRows } from './support/backing.js'
 
@@ -53,60 +54,6 @@ function median(xs: readonly number[]): number {
 }
 const rate = (x: number) => `${Math.round(x).toLocaleString('en-US')}/s`
 
-
-/**
- * Keeps a pool of keep-alive connections busy with exchanges. stdin: the
- * settings, then `start` (count from now), then `stop`. stdout: `go` once
- * every connection has been answered once, then the counts as JSON.
- * `statuses` covers every response, warm-up included; `counted` and the
- * latencies only the window between `start` and `stop`.
- */
-const LOAD_SCRIPT = `
-import http from 'node:http'
-import { createInterface } from 'node:readline'
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]()
-const { url, authorization, body, connections } = JSON.parse((await lines.next()).value)
-let stop = false
-let counting = false
-let counted = 0
-let startedAt = 0
-let stoppedAt = 0
-const latencies = []
-void (async () => {
-  await lines.next()
-  counted = 0; latencies.length = 0; startedAt = performance.now(); counting = true
-  await lines.next()
-  stoppedAt = performance.now(); counting = false; stop = true
-})()
-const agent = new http.Agent({ keepAlive: true, maxSockets: connections })
-const target = new URL(url)
-const statuses = {}
-const once = () => new Promise((resolve) => {
-  const t0 = performance.now()
-  const req = http.request({ agent, host: target.hostname, port: target.port, path: target.pathname, method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body), authorization } }, (res) => {
-    res.resume()
-    res.on('end', () => {
-      statuses[res.statusCode] = (statuses[res.statusCode] ?? 0) + 1
-      if (counting && res.statusCode === 200) { counted++; latencies.push(performance.now() - t0) }
-      resolve()
-    })
-  })
-  req.on('error', () => { statuses.error = (statuses.error ?? 0) + 1; resolve() })
-  req.end(body)
-})
-let warm = 0
-const loop = async () => {
-  await once()
-  if (++warm === connections) process.stdout.write('go\\n')
-  while (!stop) await once()
-}
-await Promise.all(Array.from({ length: connections }, loop))
-latencies.sort((a, b) => a - b)
-const pick = (p) => latencies[Math.min(latencies.length - 1, Math.max(0, Math.ceil(p * latencies.length) - 1))] ?? 0
-process.stdout.write(JSON.stringify({ statuses, counted, ms: stoppedAt - startedAt, p50: pick(0.5), p99: pick(0.99) }) + '\\n')
-process.exit(0)
-`
 
 type AuditMode = 'memory' | 'sql'
 
@@ -247,28 +194,15 @@ async function runOnce(mode: AuditMode, env: Record<string, string>): Promise<Ru
     if (probe.status !== 200) throw new Error(`exchange probe (${mode}): ${probe.status} ${await probe.text()}`)
     await probe.arrayBuffer()
 
-    const gen = spawn(process.execPath, ['--input-type=module', '-e', LOAD_SCRIPT], { stdio: ['pipe', 'pipe', 'inherit'] })
-    load = gen
-    let out = ''
-    gen.stdout!.on('data', (d: Buffer) => (out += d.toString()))
-    gen.stdin!.write(JSON.stringify({ url: `${broker.base}/oauth2/token`, authorization, body, connections: CONNECTIONS }) + '\n')
-    const deadline = Date.now() + 20_000
-    while (!out.includes('go\n')) {
-      if (gen.exitCode !== null || Date.now() > deadline) throw new Error(`load generator did not start: ${out}`)
-      await sleep(10)
-    }
+    // Its own process (test/support/load/window.ts), counting between `start` and `stop`.
+    const gen = startLoadGenerator(LOAD_SCRIPTS.window, { url: `${broker.base}/oauth2/token`, authorization, body, connections: CONNECTIONS })
+    load = gen.child
+    await gen.started(20_000)
     await sleep(WARMUP_MS) // at full strength, JIT warm
-    gen.stdin!.write('start\n')
+    gen.start()
     await sleep(WINDOW_MS)
-    gen.stdin!.end('stop\n')
-    const stopDeadline = Date.now() + 20_000
-    while (!out.trimEnd().endsWith('}')) {
-      if (gen.exitCode !== null && !out.trimEnd().endsWith('}')) throw new Error(`load generator exited: ${out}`)
-      if (Date.now() > stopDeadline) throw new Error(`load generator did not stop: ${out}`)
-      await sleep(10)
-    }
-    const report = JSON.parse(out.slice(out.indexOf('{'))) as { statuses: Record<string, number>; counted: number; ms: number; p50: number; p99: number }
-    await stop(gen)
+    const report = await gen.stop(20_000)
+    await stop(gen.child)
     load = undefined
 
     // Graceful shutdown: the durable log writes what is queued and logs its stats.

@@ -39,6 +39,8 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import postgres from 'postgres'
+import type { Report as LoadReport } from '../test/support/load/overload.js'
+import { LOAD_SCRIPTS, startLoadGenerator } from '../test/support/load/run.js'
 import { freePort } from '../test/support/net.js'
 import { deleteKeys } from './support/backing.js'
 
@@ -65,112 +67,16 @@ function percentile(xs: readonly number[], p: number): number {
 const ms = (x: number) => `${x.toFixed(1)} ms`
 
 
-/**
- * The load generator (its own process). First stdin line: the request and the mode, either
- * `{ connections }` (closed loop: each connection posts the next exchange when the last one
- * is answered) or `{ rate, maxInFlight }` (open loop: `rate` exchanges a second, answered or
- * not, at most `maxInFlight` at once). Prints `go` once under way, stops at the next stdin
- * line, then prints its counts: answers by status and their latencies (ms).
- */
-const LOAD_SCRIPT = `
-import http from 'node:http'
-import { createInterface } from 'node:readline'
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]()
-const { url, authorization, body, connections, rate, maxInFlight } = JSON.parse((await lines.next()).value)
-let stop = false
-const stopped = lines.next().then(() => (stop = true))
-const agent = new http.Agent({ keepAlive: true, maxSockets: connections ?? maxInFlight })
-const target = new URL(url)
-const statuses = {}
-const latencies = {}
-let counting = false
-let startedAt = 0
-let inFlight = 0
-let notSent = 0
-const once = () => new Promise((resolve) => {
-  const t0 = performance.now()
-  inFlight++
-  const done = (status) => {
-    inFlight--
-    if (counting) {
-      statuses[status] = (statuses[status] ?? 0) + 1
-      ;(latencies[status] ??= []).push(performance.now() - t0)
-    }
-    resolve()
-  }
-  const req = http.request({ agent, host: target.hostname, port: target.port, path: target.pathname, method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body), authorization } }, (res) => {
-    res.resume()
-    res.on('end', () => done(res.statusCode))
-  })
-  req.on('error', () => done('error'))
-  req.end(body)
-})
-const go = () => { counting = true; startedAt = performance.now(); process.stdout.write('go\\n') }
-if (connections !== undefined) {
-  let warm = 0
-  const loop = async () => {
-    await once()
-    if (++warm === connections) go()
-    while (!stop) await once()
-  }
-  await Promise.all(Array.from({ length: connections }, loop))
-} else {
-  // Arrivals on a fixed schedule, caught up every millisecond: a late tick sends what it owes.
-  go()
-  let sent = 0
-  await new Promise((resolve) => {
-    const tick = setInterval(() => {
-      if (stop) { clearInterval(tick); resolve(); return }
-      const owed = Math.floor(((performance.now() - startedAt) / 1000) * rate) - sent
-      for (let i = 0; i < owed; i++) {
-        sent++
-        if (inFlight >= maxInFlight) notSent++
-        else void once()
-      }
-    }, 1)
-  })
-  while (inFlight > 0) await new Promise((r) => setTimeout(r, 10))
-}
-const elapsed = performance.now() - startedAt
-const pct = (xs, p) => { xs.sort((a, b) => a - b); return xs[Math.min(xs.length - 1, Math.max(0, Math.ceil(p * xs.length) - 1))] }
-const latency = Object.fromEntries(Object.entries(latencies).map(([k, xs]) => [k, { p50: pct(xs, 0.5), p99: pct(xs, 0.99) }]))
-process.stdout.write(JSON.stringify({ statuses, latency, notSent, ms: elapsed }) + '\\n')
-process.exit(0)
-`
-
-interface LoadReport {
-  readonly statuses: Record<string, number>
-  readonly latency: Record<string, { p50: number; p99: number }>
-  readonly notSent: number
-  readonly ms: number
-}
-
-/** Starts the load generator in `mode`; resolves once it is under way, with a function that stops it and returns its counts. */
+/** Starts the load generator (test/support/load/overload.ts, its own process) in `mode`; resolves once it is under way, with a function that stops it and returns its counts. */
 async function startLoad(request: { url: string; authorization: string; body: string }, mode: { connections: number } | { rate: number; maxInFlight: number }) {
-  const gen = spawn(process.execPath, ['--input-type=module', '-e', LOAD_SCRIPT], { stdio: ['pipe', 'pipe', 'inherit'] })
-  let out = ''
-  gen.stdout!.on('data', (d: Buffer) => (out += d.toString()))
-  gen.stdin!.write(JSON.stringify({ ...request, ...mode }) + '\n')
-  const deadline = Date.now() + 20_000
-  while (!out.includes('go\n')) {
-    if (gen.exitCode !== null || Date.now() > deadline) {
-      gen.kill('SIGKILL')
-      throw new Error(`load generator did not start: ${out}`)
-    }
-    await sleep(10)
+  const gen = startLoadGenerator(LOAD_SCRIPTS.overload, { ...request, ...mode })
+  try {
+    await gen.started(20_000)
+  } catch (err) {
+    gen.child.kill('SIGKILL')
+    throw err
   }
-  return {
-    child: gen,
-    async stop(): Promise<LoadReport> {
-      gen.stdin!.end('stop\n')
-      while (!out.trimEnd().endsWith('}')) {
-        if (gen.exitCode !== null && !out.trimEnd().endsWith('}')) throw new Error(`load generator exited: ${out}`)
-        await sleep(10)
-      }
-      return JSON.parse(out.slice(out.indexOf('{'))) as LoadReport
-    },
-  }
+  return { child: gen.child, stop: () => gen.stop(60_000) }
 }
 
 interface Running {

@@ -217,9 +217,17 @@ function serverRefused(err: unknown): boolean {
  * full, read-only, no privilege, a statement timeout).
  */
 function refusedForItsData(err: unknown): boolean {
+  if (err instanceof UnencodableRecord) return true
   const code = codeOf(err)
   return serverRefused(err) && (code.startsWith('22') || code.startsWith('23'))
 }
+
+/**
+ * A record the writer cannot encode (a value no record holds, such as a
+ * time that is not whole seconds): refused before anything is sent, and
+ * its caller's failure alone, as a value the server refuses is.
+ */
+class UnencodableRecord extends AuditUnavailable {}
 
 function sizeSummary(sorted: readonly number[]): AuditStats['groupSize'] {
   const pick = (p: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))] ?? 0
@@ -332,7 +340,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
         rows = await insertRecords(items.map((it) => it.event))
       } catch (err) {
         // Refused: nothing of the group committed, and the refusal may be one record's alone.
-        if (items.length > 1 && serverRefused(err)) return await writeEach(items)
+        if (items.length > 1 && (serverRefused(err) || err instanceof UnencodableRecord)) return await writeEach(items)
         if (refusedForItsData(err)) return refuseRecord(items[0]!, err)
         throw err
       }
@@ -354,11 +362,16 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
    */
   async function insertRecords(events: readonly AuditEvent[]): Promise<EncodedRecord[]> {
     let { seq, hash } = head
-    const rows = events.map((event) => {
-      const r = encodeRecord(event, { chainId, seq: ++seq, instance, prevHash: hash })
-      hash = r.hash
-      return r
-    })
+    let rows: EncodedRecord[]
+    try {
+      rows = events.map((event) => {
+        const r = encodeRecord(event, { chainId, seq: ++seq, instance, prevHash: hash })
+        hash = r.hash
+        return r
+      })
+    } catch (err) {
+      throw new UnencodableRecord(`audit record cannot be encoded (${(err as Error).message})`, 'not_written', { cause: err })
+    }
     const sent = performance.now()
     const insert = database.statement(INSERT_GROUP, groupParams(rows))
     try {

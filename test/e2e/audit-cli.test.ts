@@ -21,6 +21,7 @@ import { openDatabase } from '../../src/storage/database.js'
 import { auditLog } from '../../src/storage/schema.js'
 import { freePort } from '../support/net.js'
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
+import { jtiOf } from '../support/tokens.js'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..')
 const bin = join(root, 'bin/mandate.js')
@@ -36,7 +37,6 @@ const exchangeForm = (subjectToken: string, scope: string) =>
   }).toString()
 
 const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`
-const jtiOf = (token: string) => (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { jti: string }).jti
 
 /** Starts `mandate serve --dev` with `env`; resolves with the process and its base URL once /readyz answers. */
 async function startBroker(env: NodeJS.ProcessEnv): Promise<{ server: ChildProcess; base: string }> {

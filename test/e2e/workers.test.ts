@@ -25,7 +25,7 @@ import { copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promis
 import { createServer, request, type Server } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { decodeJwt, exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose'
+import { decodeJwt, exportJWK, generateKeyPair, type CryptoKey } from 'jose'
 import postgres from 'postgres'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { hashClientSecret } from '../../src/tokens/client-auth.js'
@@ -34,6 +34,7 @@ import { freePort } from '../support/net.js'
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
 import { REDIS_URL, redisAvailable } from '../support/redis.js'
 import { logSink } from '../support/log-sink.js'
+import { userAccessToken } from '../support/tokens.js'
 
 const root = new URL('../../', import.meta.url).pathname
 const SECRET = 'workers-test-secret-0123456789abcdef0123456789abcdef'
@@ -231,15 +232,11 @@ trust:
 
     const now = Math.floor(Date.now() / 1000)
     const userToken = (sub: string) =>
-      new SignJWT({ scope: 'read', client_id: 'idp-client' })
-        .setProtectedHeader({ alg: 'RS256', kid: 'idp-1', typ: 'at+jwt' })
-        .setIssuer(idpIssuer)
-        .setSubject(sub)
-        .setAudience(base)
-        .setIssuedAt(now)
-        .setExpirationTime(now + 3600)
-        .setJti(randomBytes(8).toString('hex'))
-        .sign(idpKey)
+      userAccessToken(
+        { privateKey: idpKey, alg: 'RS256', kid: 'idp-1' },
+        { iss: idpIssuer, sub, aud: base, client_id: 'idp-client', jti: randomBytes(8).toString('hex') },
+        { now, lifetime: 3600 },
+      )
     const bodies = await Promise.all(
       Array.from({ length: LOOPS }, async (_, i) =>
         new URLSearchParams({

@@ -15,6 +15,7 @@ import { composeMandate, type Mandate } from '../../src/compose.js'
 import { Config } from '../../src/config/schema.js'
 import { createMemoryRevocationLog } from '../../src/revocation/log-memory.js'
 import { createLogger } from '../../src/telemetry/log.js'
+import { jtiOf } from '../support/tokens.js'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..')
 const ISSUER = 'https://mandate.test'
@@ -44,7 +45,6 @@ async function setup(dir: string, audit?: AuditLog): Promise<Mandate> {
 
 const bearer = (key: string) => ({ authorization: `Bearer ${key}` })
 const basic = (id: string, secret: string) => ({ authorization: `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}` })
-const jtiOf = (token: string) => (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { jti: string }).jti
 
 async function userToken(m: Mandate, sub: string): Promise<string> {
   const res = await m.app.request(`/dev/users/${sub}/token`, { method: 'POST', body: '{"scope":"demo:read demo:write"}' })

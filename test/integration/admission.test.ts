@@ -1,9 +1,10 @@
 /**
- * The admission store contract (spent client assertions, token buckets), run
- * on the process-local store and on Redis: the same decisions from both. Then
- * what only Redis has: a FLUSHALL and a restart of a Redis that keeps nothing
- * on disk (a private redis-server, never the shared one), the key lifetimes,
- * several instances at once, and failing closed when Redis does not answer.
+ * What each admission store does beyond the port's contract (whose suite,
+ * test/contract/admission-store.test.ts, runs on both): the process-local
+ * store's memory by the injected clock, and what only Redis has: a FLUSHALL
+ * and a restart of a Redis that keeps nothing on disk (a private
+ * redis-server, never the shared one), the key lifetimes, several instances
+ * at once, and failing closed when Redis does not answer.
  * The clock is injected: buckets refill and memory begins by it, never by
  * sleeping. Each Redis test owns a key prefix and deletes it.
  */
@@ -11,7 +12,7 @@ import { randomUUID } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { createMemoryAdmissionStore } from '../../src/admission/memory.js'
-import type { AdmissionStore, AssertionUse, BucketCharge } from '../../src/admission/port.js'
+import type { AssertionUse, BucketCharge } from '../../src/admission/port.js'
 import { createRedisAdmissionStore } from '../../src/admission/redis.js'
 import type { AgentId } from '../../src/core/claims.js'
 import { deletePrefix, REDIS_CLIENT_OPTIONS, REDIS_URL, redisAvailable } from '../support/redis.js'
@@ -19,7 +20,6 @@ import { redisServerAvailable, startPrivateRedis, type PrivateRedis } from '../s
 
 const T0 = 1_800_000_000_000 // epoch ms
 const A = 'agent-a' as AgentId
-const B = 'agent-b' as AgentId
 
 const reachable = await redisAvailable('admission')
 
@@ -53,7 +53,6 @@ function assertion(key: string, iat: number): AssertionUse {
   return { key, earliestUse: Math.max(iat - 30_000, iat + 60_000 - 300_000), expiresAt: iat + 90_000 }
 }
 
-const perSecond = (n: number, burst: number) => ({ perSecond: n, burst })
 const agentBucket = (agent: AgentId, limit: { perSecond: number; burst: number }): BucketCharge => ({ scope: 'agent', agent, limit })
 const userBucket = (agent: AgentId, issuer: string, sub: string, limit: { perSecond: number; burst: number }): BucketCharge => ({
   scope: 'user',
@@ -71,125 +70,6 @@ function clockAt(ms: number): Clock {
   const c = { now: ms, read: () => c.now }
   return c
 }
-
-/** Opens a store on a fresh prefix (Redis) or a fresh process (memory), its memory beginning at `clock`'s time. */
-type Open = (clock: Clock) => Promise<AdmissionStore>
-
-function describeAdmissionStore(name: string, open: Open, options: { describe?: (name: string, fn: () => void) => void } = {}): void {
-  const suite = options.describe ?? describe
-  suite(`admission store: ${name}`, () => {
-    it('spends a jti once: admitted, then replayed; another jti, or another agent’s, is new', async () => {
-      const clock = clockAt(T0)
-      const store = await open(clock)
-      const t = (clock.now = T0 + 60_000)
-      expect(await store.admit({ assertion: assertion('agent-a:j1', t), buckets: [] })).toEqual({ outcome: 'admitted' })
-      expect(await store.admit({ assertion: assertion('agent-a:j1', t), buckets: [] })).toEqual({ outcome: 'replayed' })
-      expect(await store.admit({ assertion: assertion('agent-a:j2', t), buckets: [] })).toEqual({ outcome: 'admitted' })
-      expect(await store.admit({ assertion: assertion('agent-b:j1', t), buckets: [] })).toEqual({ outcome: 'admitted' })
-    })
-
-    it('refuses an assertion that may have been spent before its memory began, and says when a new one passes', async () => {
-      const clock = clockAt(T0)
-      const store = await open(clock)
-      // Issued 10 s before the memory began: with 30 s of skew it may have been accepted 40 s before.
-      expect(await store.admit({ assertion: assertion('a:old', T0 - 10_000), buckets: [] })).toEqual({ outcome: 'predates_memory', retryAfter: 40 })
-      // Issued right at the start: the client's clock may run 30 s fast, so it may predate it.
-      expect(await store.admit({ assertion: assertion('a:now', T0), buckets: [] })).toEqual({ outcome: 'predates_memory', retryAfter: 30 })
-      clock.now = T0 + 30_000
-      expect(await store.admit({ assertion: assertion('a:later', T0 + 30_000), buckets: [] })).toEqual({ outcome: 'admitted' })
-      // An assertion as long as the longest lifetime allowed cannot predate anything it was issued after.
-      const long = { key: 'a:long', earliestUse: T0, expiresAt: T0 + 300_000 }
-      expect(await store.admit({ assertion: long, buckets: [] })).toEqual({ outcome: 'admitted' })
-      // A refused request draws from no bucket.
-      expect(await store.admit({ assertion: assertion('a:old', T0 - 10_000), buckets: [agentBucket(A, perSecond(1, 1))] })).toMatchObject({
-        outcome: 'predates_memory',
-      })
-      expect(await store.admit({ assertion: undefined, buckets: [agentBucket(A, perSecond(1, 1))] })).toEqual({ outcome: 'admitted' })
-    })
-
-    it('lets a burst through at once, then one request per 1/rate, and says how long to wait', async () => {
-      const clock = clockAt(T0)
-      const store = await open(clock)
-      const limit = { perSecond: 2, burst: 5 } // 120/min, burst 5
-      for (let i = 0; i < 5; i++) expect(await store.admit({ assertion: undefined, buckets: [agentBucket(A, limit)] })).toEqual({ outcome: 'admitted' })
-      expect(await store.admit({ assertion: undefined, buckets: [agentBucket(A, limit)] })).toEqual({ outcome: 'limited', scope: 'agent', retryAfter: 1 })
-      clock.now += 499
-      expect((await store.admit({ assertion: undefined, buckets: [agentBucket(A, limit)] })).outcome).toBe('limited')
-      clock.now += 1
-      expect(await store.admit({ assertion: undefined, buckets: [agentBucket(A, limit)] })).toEqual({ outcome: 'admitted' })
-      expect((await store.admit({ assertion: undefined, buckets: [agentBucket(A, limit)] })).outcome).toBe('limited')
-      // Another agent has a bucket of its own.
-      expect(await store.admit({ assertion: undefined, buckets: [agentBucket(B, limit)] })).toEqual({ outcome: 'admitted' })
-      // A long quiet spell refills up to the burst, not beyond.
-      clock.now += 3_600_000
-      for (let i = 0; i < 5; i++) expect((await store.admit({ assertion: undefined, buckets: [agentBucket(A, limit)] })).outcome).toBe('admitted')
-      expect((await store.admit({ assertion: undefined, buckets: [agentBucket(A, limit)] })).outcome).toBe('limited')
-    })
-
-    it('waits the refill of a slow rate: 1/h with burst 1 says 3600 s', async () => {
-      const clock = clockAt(T0)
-      const store = await open(clock)
-      const hourly = { perSecond: 1 / 3600, burst: 1 }
-      expect((await store.admit({ assertion: undefined, buckets: [agentBucket(A, hourly)] })).outcome).toBe('admitted')
-      expect(await store.admit({ assertion: undefined, buckets: [agentBucket(A, hourly)] })).toEqual({ outcome: 'limited', scope: 'agent', retryAfter: 3600 })
-      clock.now += 1_800_000
-      expect(await store.admit({ assertion: undefined, buckets: [agentBucket(A, hourly)] })).toEqual({ outcome: 'limited', scope: 'agent', retryAfter: 1800 })
-    })
-
-    it('keys a user bucket on the agent, the issuer and the sub together', async () => {
-      const clock = clockAt(T0)
-      const store = await open(clock)
-      const one = { perSecond: 1 / 60, burst: 1 }
-      const alice = userBucket(A, 'https://idp-1.test', 'alice', one)
-      expect((await store.admit({ assertion: undefined, buckets: [alice] })).outcome).toBe('admitted')
-      expect(await store.admit({ assertion: undefined, buckets: [alice] })).toEqual({ outcome: 'limited', scope: 'user', retryAfter: 60 })
-      // Same sub at another issuer, another sub, another agent: other users' buckets.
-      expect((await store.admit({ assertion: undefined, buckets: [userBucket(A, 'https://idp-2.test', 'alice', one)] })).outcome).toBe('admitted')
-      expect((await store.admit({ assertion: undefined, buckets: [userBucket(A, 'https://idp-1.test', 'bob', one)] })).outcome).toBe('admitted')
-      expect((await store.admit({ assertion: undefined, buckets: [userBucket(B, 'https://idp-1.test', 'alice', one)] })).outcome).toBe('admitted')
-      // Separators cannot be forged into another user's key.
-      expect((await store.admit({ assertion: undefined, buckets: [userBucket(A, 'https://idp-1.test\nalice', '', one)] })).outcome).toBe('admitted')
-    })
-
-    it('draws from every bucket or from none: a request refused by the user limit leaves the agent’s tokens', async () => {
-      const clock = clockAt(T0)
-      const store = await open(clock)
-      const agent = agentBucket(A, { perSecond: 1 / 60, burst: 2 })
-      const user = userBucket(A, 'https://idp.test', 'alice', { perSecond: 1 / 60, burst: 1 })
-      expect((await store.admit({ assertion: undefined, buckets: [agent, user] })).outcome).toBe('admitted')
-      expect(await store.admit({ assertion: undefined, buckets: [agent, user] })).toEqual({ outcome: 'limited', scope: 'user', retryAfter: 60 })
-      expect(await store.admit({ assertion: undefined, buckets: [agent, user] })).toEqual({ outcome: 'limited', scope: 'user', retryAfter: 60 })
-      // The agent bucket still holds its second token.
-      expect((await store.admit({ assertion: undefined, buckets: [agent] })).outcome).toBe('admitted')
-      expect(await store.admit({ assertion: undefined, buckets: [agent] })).toMatchObject({ outcome: 'limited', scope: 'agent' })
-    })
-
-    it('spends the assertion of a request refused by a limit, and draws nothing for a replay', async () => {
-      const clock = clockAt(T0)
-      const limited = await open(clock)
-      clock.now = T0 + 60_000
-      const one = agentBucket(A, { perSecond: 1 / 60, burst: 1 })
-      expect((await limited.admit({ assertion: assertion('a:1', clock.now), buckets: [one] })).outcome).toBe('admitted')
-      expect((await limited.admit({ assertion: assertion('a:2', clock.now), buckets: [one] })).outcome).toBe('limited')
-      expect(await limited.admit({ assertion: assertion('a:2', clock.now), buckets: [] })).toEqual({ outcome: 'replayed' })
-      clock.now += 60_000
-      // A replay draws no token: the next fresh request still finds one.
-      expect(await limited.admit({ assertion: assertion('a:1', clock.now - 60_000), buckets: [one] })).toEqual({ outcome: 'replayed' })
-      expect((await limited.admit({ assertion: assertion('a:3', clock.now), buckets: [one] })).outcome).toBe('admitted')
-    })
-  })
-}
-
-describeAdmissionStore('memory', async (clock) => createMemoryAdmissionStore(clock.read))
-
-describeAdmissionStore(
-  'redis',
-  async (clock) => {
-    const redis = await readyClient()
-    return createRedisAdmissionStore(redis, newPrefix(redis), clock.read)
-  },
-  { describe: describe.skipIf(!reachable) },
-)
 
 describe('admission store: memory only', () => {
   it('forgets a spent jti once it expired, by the injected clock', async () => {

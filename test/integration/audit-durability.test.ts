@@ -36,6 +36,9 @@ import { createTestDatabase, describePostgres, type TestDatabase } from '../supp
 import { logSink } from '../support/log-sink.js'
 import { startTcpProxy, type TcpProxy } from '../support/proxy.js'
 import { freePort } from '../support/net.js'
+import type { Answer } from '../support/load/answers.js'
+import { LOAD_SCRIPTS, startLoadGenerator } from '../support/load/run.js'
+import { jtiOf, payloadOf } from '../support/tokens.js'
 
 const root = new URL('../../', import.meta.url).pathname
 const AUDIENCE = 'https://demo.example'
@@ -67,15 +70,6 @@ async function until(what: string, test: () => Promise<boolean>, timeoutMs: numb
 }
 
 
-function payloadOf(jws: string): Record<string, unknown> {
-  return JSON.parse(Buffer.from(jws.split('.')[1]!, 'base64url').toString('utf8')) as Record<string, unknown>
-}
-
-function jtiOf(token: string): string {
-  const jti = payloadOf(token)['jti']
-  if (typeof jti !== 'string') throw new Error('token without jti')
-  return jti
-}
 
 const exchangeForm = (subjectToken: string) =>
   new URLSearchParams({
@@ -86,56 +80,6 @@ const exchangeForm = (subjectToken: string) =>
     scope: 'demo:read',
   }).toString()
 
-/**
- * The load generator, a separate `node` process. Reads one JSON line on
- * stdin, runs `loops` concurrent exchange loops, prints `go` once every loop
- * has had its first answer, stops at the next stdin line (or after `maxMs`),
- * writes every answer to `out` as JSON and prints `done`.
- *
- * One answer: [startMs, endMs, 200, jti] or [startMs, endMs, status, error,
- * retry-after, cache-control]; status 0 is no HTTP answer (connection error,
- * or no answer within `timeoutMs`). Times are epoch milliseconds.
- */
-const LOAD_SCRIPT = `
-import { createInterface } from 'node:readline'
-import { writeFileSync } from 'node:fs'
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]()
-const { url, authorization, body, loops, maxMs, timeoutMs, out } = JSON.parse((await lines.next()).value)
-let stop = false
-lines.next().then(() => (stop = true))
-setTimeout(() => (stop = true), maxMs).unref()
-const results = []
-let warm = 0
-const jtiOf = (t) => { try { return JSON.parse(Buffer.from(t.split('.')[1], 'base64url').toString()).jti ?? null } catch { return null } }
-const once = async () => {
-  const start = Date.now()
-  let r
-  try {
-    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization }, body, signal: AbortSignal.timeout(timeoutMs) })
-    const text = await res.text()
-    let json = null
-    try { json = JSON.parse(text) } catch {}
-    if (res.status === 200) r = [start, Date.now(), 200, typeof json?.access_token === 'string' ? jtiOf(json.access_token) : null]
-    else r = [start, Date.now(), res.status, json?.error ?? text.slice(0, 200), res.headers.get('retry-after'), res.headers.get('cache-control')]
-  } catch (e) {
-    r = [start, Date.now(), 0, String(e?.name) + ': ' + String(e?.cause?.code ?? e?.message)]
-  }
-  results.push(r)
-  // A broker that is gone refuses at once: no hot spin.
-  if (r[2] === 0) await new Promise((resolve) => setTimeout(resolve, 5))
-}
-const loop = async () => {
-  await once()
-  if (++warm === loops) process.stdout.write('go\\n')
-  while (!stop) await once()
-}
-await Promise.all(Array.from({ length: loops }, loop))
-writeFileSync(out, JSON.stringify(results))
-process.stdout.write('done\\n')
-process.exit(0)
-`
-
-type Answer = [start: number, end: number, status: number, jtiOrError: string | null, retryAfter?: string | null, cacheControl?: string | null]
 
 const children = new Set<ChildProcess>()
 process.once('exit', () => {
@@ -273,35 +217,24 @@ interface Load {
   stop(): Promise<Answer[]>
 }
 
-function startLoad(broker: Broker, subjectToken: string, loops: number, outDir: string): Load {
-  const out = join(outDir, `answers-${Date.now()}-${Math.random().toString(36).slice(2)}.json`)
-  const load = spawn(process.execPath, ['--input-type=module', '-e', LOAD_SCRIPT], { stdio: ['pipe', 'pipe', 'inherit'] })
-  children.add(load)
-  let text = ''
-  load.stdout!.on('data', (d: Buffer) => (text += d.toString()))
-  const seen = (what: string, timeoutMs: number) =>
-    until(`the load generator printing ${JSON.stringify(what)} (${text})`, async () => text.includes(what) || load.exitCode !== null, timeoutMs, 10).then(() => {
-      if (!text.includes(what)) throw new Error(`load generator exited (${load.exitCode}): ${text}`)
-    })
-  load.stdin!.write(
-    JSON.stringify({
-      url: `${broker.base}/oauth2/token`,
-      authorization: DEMO_BASIC,
-      body: exchangeForm(subjectToken),
-      loops,
-      maxMs: 40_000,
-      timeoutMs: ANSWER_BOUND_MS + 5_000,
-      out,
-    }) + '\n',
-  )
+/** The load generator (test/support/load/answers.ts), its own process, at `broker`. */
+function startLoad(broker: Broker, subjectToken: string, loops: number): Load {
+  const load = startLoadGenerator(LOAD_SCRIPTS.answers, {
+    url: `${broker.base}/oauth2/token`,
+    authorization: DEMO_BASIC,
+    body: exchangeForm(subjectToken),
+    loops,
+    maxMs: 40_000,
+    timeoutMs: ANSWER_BOUND_MS + 5_000,
+  })
+  children.add(load.child)
   return {
-    go: seen('go\n', 15_000),
+    go: load.started(20_000),
     async stop() {
-      load.stdin!.end('stop\n')
       // In-flight requests end within their own timeout.
-      await seen('done\n', ANSWER_BOUND_MS + 10_000)
-      await stopChild(load)
-      return JSON.parse(await readFile(out, 'utf8')) as Answer[]
+      const { answers } = await load.stop(ANSWER_BOUND_MS + 10_000)
+      await stopChild(load.child)
+      return answers
     },
   }
 }
@@ -620,7 +553,7 @@ describePostgres('the delegation log under faults, across broker processes (Post
     expect(first.status, JSON.stringify(first.body)).toBe(200)
     const directJtis = [jtiOf(first.body['access_token'] as string)]
 
-    const load = startLoad(broker, user, LOOPS, broker.dataDir)
+    const load = startLoad(broker, user, LOOPS)
     let answers: Answer[]
     let cutAt = 0
     let restoreAt = 0
@@ -725,7 +658,7 @@ describePostgres('the delegation log under faults, across broker processes (Post
     const pg = flapPath!
     const LOOPS = 48
     const user = await broker.userToken('durability-carol')
-    const load = startLoad(broker, user, LOOPS, broker.dataDir)
+    const load = startLoad(broker, user, LOOPS)
     let answers: Answer[]
     const cuts: { by: string; at: number; restoreAt: number }[] = []
     let recovery = { reconnect: Number.NaN, firstOk: Number.NaN }
@@ -796,7 +729,7 @@ describePostgres('the delegation log under faults, across broker processes (Post
     const broker = termBroker!
     const LOOPS = 32
     const user = await broker.userToken('durability-bob')
-    const load = startLoad(broker, user, LOOPS, tempDirs[0]!)
+    const load = startLoad(broker, user, LOOPS)
     let answers: Answer[]
     let exitCode: number | null = null
     let exitSignal: NodeJS.Signals | null = null

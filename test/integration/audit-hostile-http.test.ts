@@ -11,7 +11,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { eq } from 'drizzle-orm'
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose'
+import { exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { verifyAuditLog } from '../../src/audit/verify.js'
 import { composeMandate, type Mandate } from '../../src/compose.js'
@@ -22,6 +22,7 @@ import { auditLog } from '../../src/storage/schema.js'
 import { createLogger } from '../../src/telemetry/log.js'
 import { hashClientSecret } from '../../src/tokens/client-auth.js'
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
+import { jtiOf, userAccessToken } from '../support/tokens.js'
 
 const ISSUER = 'https://mandate.test'
 const IDP = 'https://idp.test'
@@ -37,8 +38,6 @@ users: [{ issuer: ${IDP} }]
 grants: [{ audience: ${AUDIENCE}, scopes: [read], default_scopes: [read] }]
 token_ttl: { default: 300, max: 300 }
 `
-
-const jtiOf = (token: string) => (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { jti: string }).jti
 
 function describeHostileBytes(name: string, storage: () => Promise<{ url: string | undefined; drop(): Promise<void> }>, options: { describe?: typeof describe } = {}): void {
   ;(options.describe ?? describe)(`hostile bytes, concurrent exchanges, durable log: ${name}`, () => {
@@ -78,16 +77,8 @@ function describeHostileBytes(name: string, storage: () => Promise<{ url: string
       await rm(dir, { recursive: true, force: true })
     })
 
-    const userToken = (claims: Record<string, unknown>) => {
-      const now = Math.floor(Date.now() / 1000)
-      return new SignJWT({ sub: 'alice', scope: 'read', ...claims })
-        .setProtectedHeader({ alg: 'ES256', kid: 'idp-1', typ: 'at+jwt' })
-        .setIssuer(IDP)
-        .setAudience(ISSUER)
-        .setIssuedAt(now)
-        .setExpirationTime(now + 600)
-        .sign(key)
-    }
+    const userToken = (claims: Record<string, unknown>) =>
+      userAccessToken({ privateKey: key, alg: 'ES256', kid: 'idp-1' }, { sub: 'alice', ...claims, iss: IDP, aud: ISSUER })
     const post = (body: string | Uint8Array) =>
       Promise.resolve(m!.app.request('/oauth2/token', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...BASIC }, body }))
     const form = (subjectToken: string, extra: Record<string, string> = {}) =>

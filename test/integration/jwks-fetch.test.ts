@@ -18,7 +18,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose'
+import { exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose'
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createMemoryAuditLog } from '../../src/audit/memory.js'
 import { composeMandate } from '../../src/compose.js'
@@ -38,6 +38,7 @@ import {
 } from '../../src/tokens/upstream.js'
 import { basic, encodeForm, GRANT_TYPE_TOKEN_EXCHANGE, SECRET, secretAgentPolicy, TOKEN_TYPE } from '../support/broker.js'
 import { captureLogs } from '../support/log-sink.js'
+import { signToken, userAccessToken } from '../support/tokens.js'
 
 const T0 = Date.UTC(2027, 0, 1) // epoch ms the clocks start at
 const SECOND = 1000
@@ -678,13 +679,7 @@ describe('a key removed from the JWKS', () => {
     }
 
     const userToken = (iss: string) =>
-      new SignJWT({ sub: 'alice', scope: 'read' })
-        .setProtectedHeader({ alg: 'ES256', kid: 'key-a', typ: 'at+jwt' })
-        .setIssuer(iss)
-        .setAudience('https://mandate.test')
-        .setIssuedAt(NOW)
-        .setExpirationTime(NOW + 4 * 3600)
-        .sign(privateA)
+      userAccessToken({ privateKey: privateA, alg: 'ES256', kid: 'key-a' }, { iss, sub: 'alice', aud: 'https://mandate.test' }, { now: NOW, lifetime: 4 * 3600 })
 
     it('is refused from the refresh after the removal on, though still unexpired and cached', async () => {
       const clock = new TestClock()
@@ -782,11 +777,7 @@ describe('a user issuer from the config file, its keys fetched over HTTP', () =>
   }
 
   const sign = (iss: string, claims: Record<string, unknown>, typ: string) =>
-    new SignJWT({ sub: 'alice', iat: NOW, exp: NOW + 3600, ...claims })
-      .setProtectedHeader({ alg: 'ES256', kid: 'key-a', typ })
-      .setIssuer(iss)
-      .setAudience(BROKER)
-      .sign(privateA)
+    signToken({ privateKey: privateA, alg: 'ES256', kid: 'key-a' }, { sub: 'alice', iat: NOW, exp: NOW + 3600, ...claims, iss, aud: BROKER }, { typ })
 
   it('refuses its ID tokens unless accept_id_tokens is set', async () => {
     const server = await startServer(jwksAt(() => ({ keys: [keyA] })))

@@ -41,6 +41,8 @@ import { createTestDatabase, describePostgres, type TestDatabase } from '../supp
 import { logSink } from '../support/log-sink.js'
 import { startTcpProxy, type TcpProxy } from '../support/proxy.js'
 import { freePort } from '../support/net.js'
+import { LOAD_SCRIPTS, startLoadGenerator } from '../support/load/run.js'
+import { jtiOf } from '../support/tokens.js'
 
 const root = new URL('../../', import.meta.url).pathname
 /** Shared by every broker; never listened on (nothing here fetches the broker's metadata). */
@@ -101,11 +103,6 @@ function percentile(values: readonly number[], p: number): number {
 
 const ms = (x: number) => `${x.toFixed(1)} ms`
 
-function jtiOf(token: string): string {
-  const payload = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8')) as { jti?: unknown }
-  if (typeof payload.jti !== 'string') throw new Error('token without jti')
-  return payload.jti
-}
 
 
 
@@ -118,48 +115,6 @@ const exchangeForm = (subjectToken: string) =>
     audience: AUDIENCE,
     scope: 'demo:read',
   }).toString()
-
-/**
- * The load generator, run as a separate `node` process so that neither its
- * event loop nor its start-up sits between this file and the broker it loads.
- * Reads one JSON line on stdin, runs `loops` concurrent exchange loops, prints
- * `go` once every loop has had its first answer, and stops at the next stdin
- * line (or after `maxMs`): prints the answers per status, and the answers
- * received between `go` and the stop, as one JSON line, and exits.
- */
-const LOAD_SCRIPT = `
-import { createInterface } from 'node:readline'
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]()
-const { url, authorization, body, loops, maxMs } = JSON.parse((await lines.next()).value)
-let stop = false
-lines.next().then(() => (stop = true))
-setTimeout(() => (stop = true), maxMs).unref()
-const statuses = {}
-let warm = 0
-let goAt = 0
-let afterGo = 0
-const once = async () => {
-  let status = 0
-  try {
-    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization }, body })
-    await res.arrayBuffer()
-    status = res.status
-  } catch {}
-  statuses[status] = (statuses[status] ?? 0) + 1
-  if (goAt > 0) afterGo++
-}
-const loop = async () => {
-  await once()
-  if (++warm === loops) {
-    goAt = performance.now()
-    process.stdout.write('go\\n')
-  }
-  while (!stop) await once()
-}
-await Promise.all(Array.from({ length: loops }, loop))
-process.stdout.write(JSON.stringify({ statuses, afterGo, ms: performance.now() - goAt }) + '\\n')
-process.exit(0)
-`
 
 const basic = (agent: Agent) => `Basic ${Buffer.from(`${agent.id}:${agent.secret}`).toString('base64')}`
 
@@ -591,22 +546,12 @@ token_ttl: { default: 300, max: 300 }
     /** Least time between two revocation calls: 30 of them span about 2.5 s of load at least. */
     const SPACING_MS = 80
 
-    const load = spawn(process.execPath, ['--input-type=module', '-e', LOAD_SCRIPT], { stdio: ['pipe', 'pipe', 'inherit'] })
-    children.add(load)
-    let out = ''
-    load.stdout!.on('data', (d: Buffer) => (out += d.toString()))
-    const seen = (text: string, timeoutMs: number) =>
-      until(`the load generator printing ${JSON.stringify(text)} (${out})`, async () => out.includes(text) || load.exitCode !== null, timeoutMs, 10).then(
-        () => {
-          if (!out.includes(text)) throw new Error(`load generator exited (${load.exitCode}): ${out}`)
-        },
-      )
-    load.stdin!.write(
-      JSON.stringify({ url: `${a.base}/oauth2/token`, authorization: basic(LOAD), body: exchangeForm(user), loops: LOOPS, maxMs: 40_000 }) + '\n',
-    )
+    // Its own process (test/support/load/statuses.ts): neither its event loop nor its start-up sits between this file and the broker.
+    const load = startLoadGenerator(LOAD_SCRIPTS.statuses, { url: `${a.base}/oauth2/token`, authorization: basic(LOAD), body: exchangeForm(user), loops: LOOPS, maxMs: 40_000 })
+    children.add(load.child)
     const latencies: number[] = []
     try {
-      await seen('go\n', 10_000)
+      await load.started(20_000)
       // The load is at full strength; one revocation at a time, as a responder makes them, all while it lasts.
       const started = performance.now()
       for (let i = 0; i < REVOCATIONS; i++) {
@@ -617,11 +562,10 @@ token_ttl: { default: 300, max: 300 }
         expect(res.status, JSON.stringify(res.body)).toBe(201)
       }
     } finally {
-      load.stdin!.end('stop\n')
+      load.child.stdin!.end('stop\n')
     }
-    await seen('}\n', 10_000)
-    await stopChild(load)
-    const report = JSON.parse(out.slice(out.indexOf('{'))) as { statuses: Record<string, number>; afterGo: number; ms: number }
+    const report = await load.stop(10_000)
+    await stopChild(load.child)
 
     const exchanges = Object.values(report.statuses).reduce((x, y) => x + y, 0)
     const p50 = percentile(latencies, 50)

@@ -19,7 +19,7 @@ import { randomUUID } from 'node:crypto'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose'
+import { exportJWK, generateKeyPair } from 'jose'
 import { Redis } from 'ioredis'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createMemoryAuditLog } from '../../src/audit/memory.js'
@@ -33,6 +33,7 @@ import { captureLogs } from '../support/log-sink.js'
 import { createTestDatabase, describePostgres } from '../support/pg-database.js'
 import { startTcpProxy, type TcpProxy } from '../support/proxy.js'
 import { deletePrefix, REDIS_CLIENT_OPTIONS, REDIS_URL, redisAvailable } from '../support/redis.js'
+import { clientAssertion } from '../support/tokens.js'
 
 const ISSUER = 'http://localhost:18081'
 const AUDIENCE = 'https://api.test'
@@ -111,10 +112,7 @@ token_ttl: { default: 300, max: 300 }
       return res.status
     },
     async exchange() {
-      const now = Math.floor(Date.now() / 1000)
-      const assertion = await new SignJWT({ iss: AGENT, sub: AGENT, aud: ISSUER, jti: randomUUID(), iat: now, exp: now + 60 })
-        .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
-        .sign(privateKey as CryptoKey)
+      const assertion = await clientAssertion({ privateKey, alg: 'ES256', kid: 'k1' }, { client: AGENT, aud: ISSUER })
       const res = await mandate.app.request('/oauth2/token', {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded' },

@@ -57,12 +57,12 @@ import {
   startTestBroker,
   type TestBroker,
 } from '../support/broker.js'
+import { jtiOf } from '../support/tokens.js'
 
 const CLIENT_OPTIONS: RedisOptions = { maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000 }
 
 const reachable = await redisAvailable('verifier')
 const describeRedis = reachable ? describe : describe.skip
-
 
 // ---------------------------------------------------------------- fixtures
 
@@ -163,8 +163,6 @@ async function issue(b: TestBroker, extra: Record<string, string> = {}): Promise
   expect(res.status, JSON.stringify(body)).toBe(200)
   return body.access_token!
 }
-
-const jtiOf = (token: string) => (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { jti: string }).jti
 
 /** Revokes through the broker's admin API over HTTP; resolves once the broker acknowledged. */
 async function revokeOverHttp(url: string, target: Record<string, string | boolean>): Promise<string> {

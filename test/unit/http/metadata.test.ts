@@ -4,7 +4,7 @@
  * authentication method it lists for an endpoint works there, and so does
  * every signing algorithm it lists for assertions.
  */
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose'
+import { exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ASYMMETRIC_ALGORITHMS } from '../../../src/tokens/jws.js'
 import {
@@ -21,6 +21,7 @@ import {
   USER_ISSUER,
 } from '../../support/broker.js'
 import { expectCleanLogs, expectToken, startTrackedBroker, type TrackedBroker } from './helpers.js'
+import { clientAssertion } from '../../support/tokens.js'
 
 /** Every metadata member naming a URL the broker serves, with the method a client uses there. */
 const ENDPOINTS: Record<string, 'GET' | 'POST'> = {
@@ -174,10 +175,7 @@ describe('RFC 8414 metadata against what the broker does', () => {
       const key = algKeys.get(alg)
       if (key === undefined) throw new Error(`the metadata lists ${alg}, which no test key exercises`)
       const agent = agentOf(alg)
-      const assertion = () =>
-        new SignJWT({ iss: agent, sub: agent, aud: BROKER, jti: `${alg}-${Math.random()}`, iat: b.now(), exp: b.now() + 60 })
-          .setProtectedHeader({ alg, kid: `${alg}-1` })
-          .sign(key)
+      const assertion = () => clientAssertion({ privateKey: key, alg, kid: `${alg}-1` }, { client: agent, aud: BROKER, jti: `${alg}-${Math.random()}` }, { now: b.now() })
       await succeeds(endpoint, async () => ({ fields: await assertionFields(assertion()) }))
     }
   })

@@ -12,7 +12,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { SpanKind } from '@opentelemetry/api'
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose'
+import { exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { composeMandate, type Mandate } from '../../../src/compose.js'
 import { Config } from '../../../src/config/schema.js'
@@ -21,6 +21,7 @@ import { createLogger } from '../../../src/telemetry/log.js'
 import { basic, encodeForm, secretAgentPolicy } from '../../support/broker.js'
 import { captureLogs } from '../../support/log-sink.js'
 import { CALLER, points, recorder, telemetryStrings, type Recorder } from './support.js'
+import { userAccessToken } from '../../support/tokens.js'
 
 const BROKER = 'https://mandate.durable.test'
 const IDP = 'https://idp.remote.test'
@@ -85,16 +86,7 @@ afterAll(async () => {
 })
 
 async function userToken(): Promise<string> {
-  const now = Math.floor(Date.now() / 1000)
-  return new SignJWT({ scope: 'read' })
-    .setProtectedHeader({ alg: 'RS256', kid: jwk.kid!, typ: 'at+jwt' })
-    .setIssuer(IDP)
-    .setSubject('carol')
-    .setAudience(BROKER)
-    .setIssuedAt(now)
-    .setExpirationTime(now + 600)
-    .setJti(`u-${now}-${Math.random()}`)
-    .sign(userKey)
+  return userAccessToken({ privateKey: userKey, alg: 'RS256', kid: jwk.kid! }, { iss: IDP, sub: 'carol', aud: BROKER, jti: `u-${Date.now()}-${Math.random()}` })
 }
 
 describe('telemetry with the durable log and a remote issuer', () => {

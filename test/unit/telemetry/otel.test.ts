@@ -18,7 +18,7 @@ import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http'
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
 import { MeterProvider } from '@opentelemetry/sdk-metrics'
 import { TracerProvider } from '@opentelemetry/sdk-trace'
-import { exportJWK, generateKeyPair, SignJWT } from 'jose'
+import { exportJWK, generateKeyPair } from 'jose'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { createMemoryAuditLog } from '../../../src/audit/memory.js'
 import { composeMandate } from '../../../src/compose.js'
@@ -33,6 +33,7 @@ import { AUDIENCE, basic, BROKER, encodeForm, SECRET, secretAgentPolicy, startTe
 import { captureLogs } from '../../support/log-sink.js'
 import { expectToken } from '../http/helpers.js'
 import { CALLER, points, recorder, valueAt } from './support.js'
+import { userAccessToken } from '../../support/tokens.js'
 
 afterEach(() => {
   vi.restoreAllMocks()
@@ -186,17 +187,7 @@ async function startOtlpBroker(telemetry: Record<string, unknown>, exporters?: T
   return {
     audit,
     logs: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>),
-    userToken: () => {
-      const now = Math.floor(Date.now() / 1000)
-      return new SignJWT({ scope: 'read' })
-        .setProtectedHeader({ alg: 'ES256', kid: 'u1', typ: 'at+jwt' })
-        .setIssuer(USER_ISSUER)
-        .setSubject('dave')
-        .setAudience(BROKER)
-        .setIssuedAt(now)
-        .setExpirationTime(now + 600)
-        .sign(keys.privateKey)
-    },
+    userToken: () => userAccessToken({ privateKey: keys.privateKey, alg: 'ES256', kid: 'u1' }, { iss: USER_ISSUER, sub: 'dave', aud: BROKER }),
     token: (subjectToken: string, headers: Record<string, string>) =>
       Promise.resolve(
         mandate.app.request('/oauth2/token', {

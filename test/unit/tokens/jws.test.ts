@@ -1,6 +1,6 @@
 import { constants, createPrivateKey, createPublicKey, createSecretKey, generateKeyPairSync, sign as cryptoSign, type KeyObject } from 'node:crypto'
 import fc from 'fast-check'
-import { exportJWK, generateKeyPair, SignJWT, UnsecuredJWT, type CryptoKey, type JWTPayload } from 'jose'
+import { exportJWK, generateKeyPair, UnsecuredJWT, type CryptoKey, type JWTPayload } from 'jose'
 import { beforeAll, describe, expect, it } from 'vitest'
 import {
   checkClaims,
@@ -14,6 +14,7 @@ import {
   type HeaderRules,
   type JwsHeader,
 } from '../../../src/tokens/jws.js'
+import { signToken } from '../../support/tokens.js'
 
 const NOW = 1_800_000_000
 const ISS = 'https://idp.test'
@@ -54,7 +55,7 @@ async function signer(alg: string, options: { crv?: string } = {}): Promise<Sign
 const claims = (over: JWTPayload = {}): JWTPayload => ({ iss: ISS, sub: 'alice', aud: AUD, iat: NOW, exp: NOW + 300, jti: 'j-1', ...over })
 
 function sign(s: Signer, payload: JWTPayload = claims(), header: Record<string, unknown> = {}): Promise<string> {
-  return new SignJWT(payload).setProtectedHeader({ alg: s.alg, typ: 'at+jwt', ...header } as { alg: string }).sign(s.privateKey)
+  return signToken({ privateKey: s.privateKey, alg: s.alg }, payload, { typ: 'at+jwt', header })
 }
 
 const rules = (over: Partial<ClaimRules> = {}): ClaimRules => ({
@@ -173,7 +174,7 @@ describe('checkHeader', () => {
   it('refuses an HS256 token signed with the RSA public key as its secret (key confusion)', async () => {
     const pem = rs.publicKey.export({ type: 'spki', format: 'pem' }).toString()
     const secret = new TextEncoder().encode(pem)
-    const token = await new SignJWT(claims()).setProtectedHeader({ alg: 'HS256', typ: 'at+jwt' }).sign(secret)
+    const token = await signToken({ privateKey: secret, alg: 'HS256' }, claims(), { typ: 'at+jwt' })
     const d = decodeJws(token)
     expect(jwtCode(() => checkHeader(d.header, headerRules({ algorithms: ['RS256'] })))).toBe('alg_not_allowed')
     // Even if a caller skipped the allowlist, no public key (nor a secret key) verifies an HMAC.

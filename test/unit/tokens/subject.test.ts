@@ -3,13 +3,14 @@
  * holds in memory and a fixed clock: what it accepts as a subject token, and
  * that its verified-token cache never outlives the key a token was verified with.
  */
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK, type JWTPayload } from 'jose'
+import { exportJWK, generateKeyPair, type CryptoKey, type JWK, type JWTPayload } from 'jose'
 import { beforeAll, describe, expect, it } from 'vitest'
 import type { MandateClaims } from '../../../src/core/claims.js'
 import { generateSigningJwk, signingKeysFromJwks, type SigningKeys } from '../../../src/tokens/keys.js'
 import { createTokenMinter } from '../../../src/tokens/mint.js'
 import { createSubjectVerifier, type SubjectVerifierOptions } from '../../../src/tokens/subject.js'
 import { createIssuerRegistry, createLocalKeyResolver, type TrustedIssuer } from '../../../src/tokens/upstream.js'
+import { userAccessToken } from '../../support/tokens.js'
 
 const NOW = 1_800_000_000
 const BROKER = 'https://mandate.test'
@@ -47,9 +48,7 @@ function verifier(issuer: TrustedIssuer, over: Partial<SubjectVerifierOptions> =
 }
 
 function userToken(claims: JWTPayload = {}, header: Record<string, unknown> = {}): Promise<string> {
-  return new SignJWT({ iss: IDP, sub: 'alice', aud: BROKER, iat: NOW, exp: NOW + 3600, scope: 'read', ...claims })
-    .setProtectedHeader({ alg: 'ES256', kid: 'idp-1', typ: 'at+jwt', ...header } as { alg: string })
-    .sign(idpKey)
+  return userAccessToken({ privateKey: idpKey, alg: 'ES256', kid: 'idp-1' }, { iss: IDP, sub: 'alice', aud: BROKER, ...claims }, { now: NOW, lifetime: 3600, header })
 }
 
 describe('a cached Mandate token (re-delegation)', () => {
