@@ -1,5 +1,5 @@
 /**
- * npm run bench (first): issue 6, the token exchange against a reference
+ * npm run bench (first): the token exchange against a reference
  * OAuth server and the crypto floor, side by side in one run.
  *
  *   tsx bench/exchange.ts [--quick] [--rounds=N] [--only=NAME,…] [--variant=NAME=YAML …] [--profile[=NAME] | --no-profile] [--write | --no-write]

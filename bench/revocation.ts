@@ -5,8 +5,8 @@
  *      `createRedisRevocationFeed` on two connections, as two brokers run it):
  *      one record published at a time; the publish acknowledgement (what the
  *      admin API waits for before its 201) and the delivery to the other
- *      feed's mirror, both timed from the start of the publish. DESIGN.md
- *      "Guarantees": every mirror applies a revocation within 100 ms p99.
+ *      feed's mirror, both timed from the start of the publish. docs/ARCHITECTURE.md
+ *      "The kill switch": every mirror applies a revocation within 100 ms p99.
  *   2. The mirror check every verification makes (`checkToken`), on a mirror
  *      holding 10,000 revocations, against an empty mirror and against one
  *      ES256 signature verification (node:crypto) measured in the same run.

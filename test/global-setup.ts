@@ -1,7 +1,7 @@
 /**
  * vitest globalSetup: opens the run-wide log sink (test/support/log-sink.ts)
  * and, once every test file has run, scans everything the brokers logged for
- * what must never be logged (STYLE.md, issue 5): a compact JWS (a token or a
+ * what must never be logged (CONTRIBUTING.md "Conventions"): a compact JWS (a token or a
  * client assertion; the one exception is the signed audit checkpoint, which
  * the broker logs on purpose), an Authorization header's Basic or Bearer
  * value, a credential field with a value, and the secrets the tests use. A

@@ -1,5 +1,5 @@
 /**
- * FOR BENCHMARKS ONLY. The crypto floor of issue 6's benchmark, never part of
+ * FOR BENCHMARKS ONLY. The crypto floor of `npm run bench`, never part of
  * Mandate: nothing under src/ imports it and it is not built into dist/.
  *
  *   tsx bench/support/floor.ts <server.json>     (from bench/support/inputs.ts)

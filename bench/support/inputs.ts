@@ -1,5 +1,5 @@
 /**
- * FOR BENCHMARKS ONLY. The inputs issue 6's benchmark shares between Mandate,
+ * FOR BENCHMARKS ONLY. The inputs `npm run bench` shares between Mandate,
  * the oidc-provider reference peer (bench/support/peer.ts) and the crypto
  * floor (bench/support/floor.ts), so that all three do the same work:
  *

@@ -1,5 +1,5 @@
 /**
- * FOR BENCHMARKS ONLY. The load generator of issue 6's benchmark
+ * FOR BENCHMARKS ONLY. The load generator of `npm run bench`
  * (bench/exchange.ts), run as its own process so that it is measured apart
  * from the servers and signs nothing while it measures.
  *

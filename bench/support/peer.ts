@@ -1,5 +1,5 @@
 /**
- * FOR BENCHMARKS ONLY. The reference peer of issue 6's benchmark, never part
+ * FOR BENCHMARKS ONLY. The reference peer of `npm run bench`, never part
  * of Mandate: nothing under src/ imports it and it is not built into dist/.
  *
  *   tsx bench/support/peer.ts <server.json>     (from bench/support/inputs.ts)

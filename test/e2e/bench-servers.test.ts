@@ -1,5 +1,5 @@
 /**
- * The servers of issue 6's benchmark really do a token exchange: the two
+ * The servers of `npm run bench` really do a token exchange: the two
  * references (bench/support/peer.ts, bench/support/floor.ts) and Mandate
  * itself (`mandate serve`, embedded, with the config the benchmark writes),
  * each started as its own process from the shared inputs

@@ -1,5 +1,5 @@
 /**
- * Issue 5 "Done when": `mandate serve --workers 2`, built (`tsc -p
+ * `mandate serve --workers 2`, built (`tsc -p
  * tsconfig.build.json`, what `npm run build` runs) and started from the
  * build, against the real PostgreSQL and Redis, with a production config
  * (no --dev): a local RS256 identity provider serving its JWKS over HTTP,

@@ -1,6 +1,5 @@
 /**
- * The kill switch across real processes (DESIGN.md "Guarantees", issue 3
- * "Done when"): brokers A and B, each `node bin/mandate.js serve --dev`,
+ * The kill switch across real processes (docs/ARCHITECTURE.md "The kill switch"): brokers A and B, each `node bin/mandate.js serve --dev`,
  * share one Redis key prefix and one PostgreSQL database, with the same
  * issuer and signing key (so tokens of A validate at B) and data directories
  * of their own. A third broker C joins after Redis lost everything.
@@ -261,7 +260,7 @@ async function startBroker(name: string, env: BrokerEnv): Promise<Broker> {
   }
 }
 
-/** What a refused exchange must look like (STYLE.md "Tests": status, error, no-store, no token). */
+/** What a refused exchange must look like (CONTRIBUTING.md "Tests": status, error, no-store, no token). */
 function expectRefused(res: Json, status: number, error: string): void {
   expect(res.status, JSON.stringify(res.body)).toBe(status)
   expect(res.body['error']).toBe(error)
@@ -368,7 +367,7 @@ token_ttl: { default: 300, max: 300 }
     expect(kill.status, JSON.stringify(kill.body)).toBe(201)
     expect(kill.body).toMatchObject({ kind: 'agent', target: { agent: DEMO.id }, in_force: true })
 
-    // Within the propagation bound (DESIGN.md: 100 ms p99); polled, never slept through.
+    // Within the propagation bound (docs/ARCHITECTURE.md "The kill switch": 100 ms p99); polled, never slept through.
     await until('A introspects the killed agent’s token as inactive', async () => !(await a.active(token)), 1_000, 5)
     expectRefused(await a.exchange(DEMO, await a.userToken('alice')), 400, 'unauthorized_client')
     expectRefused(await a.exchange(DEMO, await a.userToken('bob')), 400, 'unauthorized_client')

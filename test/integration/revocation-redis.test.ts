@@ -1,6 +1,6 @@
 /**
  * The Redis revocation feed against a real Redis (`REDIS_URL`, default
- * redis://127.0.0.1:6379): propagation latency (DESIGN.md "Guarantees":
+ * redis://127.0.0.1:6379): propagation latency (docs/ARCHITECTURE.md "The kill switch":
  * p99 < 100 ms), lifts, a flush (reseed from the durable log, write-back
  * from mirrors), staleness and recovery, publish while unreachable, and
  * reconcile of records stored durably during an outage.

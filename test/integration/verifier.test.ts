@@ -1,5 +1,5 @@
 /**
- * The resource-server verifier (src/verifier, issue 3 §10) against a real
+ * The resource-server verifier (src/verifier) against a real
  * broker served over HTTP on 127.0.0.1: JWKS fetched from it, revocations
  * followed either from its Redis (read-only) or from its
  * `GET /revocations/feed` (server-sent events).
@@ -8,7 +8,7 @@
  *   unknown key and missing scope are refused with the RFC 6750 status, code
  *   and `WWW-Authenticate` challenge;
  * - a revocation made through the admin API is enforced by both kinds of
- *   verifier within 100 ms (DESIGN.md "Guarantees");
+ *   verifier within 100 ms (docs/ARCHITECTURE.md "The kill switch");
  * - the Redis follower writes nothing: the brokers' keys are byte-for-byte
  *   the same after it ran, and an empty prefix stays empty (it is stale, 503,
  *   until a broker seeds it);

@@ -1,8 +1,7 @@
 /**
  * The run-wide log sink: every broker a test runs (in process or as a child
  * process) copies its log output here, and test/global-setup.ts scans all of
- * it at the end of the run for tokens and secrets (issue 5: "a test scans the
- * logs of a full test run"). Outside `vitest run` (no file set) it does
+ * it at the end of the run for tokens and secrets. Outside `vitest run` (no file set) it does
  * nothing.
  */
 import { appendFileSync } from 'node:fs'

@@ -1,5 +1,5 @@
 /**
- * What the delegation log records (DESIGN.md "Decisions"): every issuance and
+ * What the delegation log records (docs/ARCHITECTURE.md "The delegation log"): every issuance and
  * every authenticated denial, with its error code; nothing for a failure
  * before client authentication, so it cannot be flooded; never a credential.
  */

@@ -1,5 +1,5 @@
 /**
- * Shared helpers for the HTTP tests: the OAuth error assertion STYLE.md asks
+ * Shared helpers for the HTTP tests: the OAuth error assertion CONTRIBUTING.md "Tests" asks
  * for, a raw JWS signer (so a test controls every header and claim, and can
  * build tokens jose refuses to sign), and a collector of every credential a
  * test file used, to prove none of them reached a log line.

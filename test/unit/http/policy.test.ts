@@ -1,5 +1,5 @@
 /**
- * Policy evaluation over HTTP (DESIGN.md step 4): granted scopes = requested
+ * Policy evaluation over HTTP (docs/ARCHITECTURE.md "The exchange, step by step", step 4): granted scopes = requested
  * ∩ policy ∩ the subject token's own authority; one permitted audience; an
  * expired policy gets nothing; a policy without an owner never loads.
  */

@@ -1,5 +1,5 @@
 /**
- * Revocation at the token endpoint (DESIGN.md step 5) over the memory
+ * Revocation at the token endpoint (docs/ARCHITECTURE.md "The exchange, step by step", step 5) over the memory
  * RevocationStore: a killed agent gets `unauthorized_client`; a killed user,
  * a revoked ancestor token or a killed ancestor agent gets `invalid_request`;
  * kills are keyed on issue time, so lifting one revives nothing issued before.
@@ -47,7 +47,7 @@ describe('revocation at the token endpoint', () => {
   })
 
   it('keeps refusing, after a user kill is lifted, a user token issued before the kill', async () => {
-    // DESIGN.md: "Lifting a kill never revives tokens issued before it (kills are keyed on issue time)."
+    // docs/ARCHITECTURE.md "Decisions": "Lifting a kill never revives tokens issued before it (kills are keyed on issue time)."
     const before = await userToken()
     b.advance(1)
     await b.revocations.killUser(alice, b.now())

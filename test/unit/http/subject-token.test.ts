@@ -1,5 +1,5 @@
 /**
- * subject_token verification (DESIGN.md step 3, RFC 8725): every refusal is
+ * subject_token verification (docs/ARCHITECTURE.md "The exchange, step by step", step 3; RFC 8725): every refusal is
  * 400 invalid_request with one fixed description, whichever check failed
  * (RFC 8693 §2.2.2), so the answer tells an attacker nothing.
  */

@@ -1,6 +1,6 @@
 /**
- * POST /oauth2/token refusals at the edge (STYLE.md "Input at the edge") and
- * in client authentication (DESIGN.md step 2): each an RFC 6749 §5.2 error
+ * POST /oauth2/token refusals at the edge (CONTRIBUTING.md "Conventions") and
+ * in client authentication (docs/ARCHITECTURE.md "The exchange, step by step", step 2): each an RFC 6749 §5.2 error
  * with the right status and code, no-store, and no token.
  */
 import { generateKeyPair } from 'jose'
@@ -340,7 +340,7 @@ describe('POST /oauth2/token: request and client-authentication errors', () => {
     })
   })
 
-  describe('request log lines (STYLE.md "Logging")', () => {
+  describe('request log lines (CONTRIBUTING.md "Conventions")', () => {
     const lineFor = (id: string) => b.logs().find((l) => l['msg'] === 'request' && l['request_id'] === id)
 
     it('uses an offered X-Request-Id, echoes it, and names agent and error on an authenticated denial', async () => {

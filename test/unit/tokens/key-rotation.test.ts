@@ -1,5 +1,5 @@
 /**
- * Signing-key rotation (issue 5): a key in the keys file signs only from its
+ * Signing-key rotation: a key in the keys file signs only from its
  * `mandate_activates_at`; every key in the file is published at once; the
  * key ring follows the file and switches at the activation second.
  */
