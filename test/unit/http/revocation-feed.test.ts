@@ -17,7 +17,7 @@ import { mountRevocationFeed, type RevocationFeedDeps } from '../../../src/http/
 import { decodeHeartbeat, decodeSnapshot } from '../../../src/revocation/feed-wire.js'
 import { createRevocationMirror } from '../../../src/revocation/mirror.js'
 import type { Revocation } from '../../../src/revocation/port.js'
-import { decodeRevocation } from '../../../src/revocation/redis.js'
+import { decodeRevocation } from '../../../src/revocation/codec.js'
 import { observeMirror } from '../../../src/revocation/service.js'
 import { SseParser, type SseEvent } from '../../../src/verifier/sse.js'
 import {
