@@ -70,3 +70,22 @@ export function closeGuard(message: string): CloseGuard {
     },
   }
 }
+
+/** Close functions of what a process opened, run in the reverse order of opening; a failing one does not stop the rest. */
+export class Closers {
+  readonly #closers: (() => Promise<void> | void)[] = []
+
+  add(close: () => Promise<void> | void): void {
+    this.#closers.push(close)
+  }
+
+  async closeAll(): Promise<void> {
+    for (const close of this.#closers.splice(0).reverse()) {
+      try {
+        await close()
+      } catch {
+        // Closing anyway: what is left must still be closed.
+      }
+    }
+  }
+}

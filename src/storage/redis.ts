@@ -1,5 +1,5 @@
 /** How Mandate holds a Redis connection: reconnecting soon, and letting go within a bound. */
-import type { Redis } from 'ioredis'
+import { Redis } from 'ioredis'
 
 /** Longest wait between two reconnect attempts. */
 export const MAX_RECONNECT_DELAY_MS = 200
@@ -25,4 +25,43 @@ export async function quitRedis(conn: Redis): Promise<void> {
   } finally {
     conn.disconnect()
   }
+}
+
+/**
+ * The broker's command connection (admission, and the template the
+ * revocation feed duplicates). Resolves once connected; rejects (fail closed
+ * at start) when Redis cannot be reached within 5 s.
+ */
+export async function openRedis(url: string): Promise<Redis> {
+  const redis = new Redis(url, {
+    lazyConnect: false,
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+    connectTimeout: 2000,
+    commandTimeout: 2000,
+    // The admission commands run on this connection: it must be back as soon as Redis is.
+    retryStrategy: redisReconnectDelay,
+    // The admission commands of one event-loop turn go out in one write and Redis answers them
+    // in one read: one syscall each way for many exchanges, not one per exchange.
+    enableAutoPipelining: true,
+  })
+  redis.on('error', () => undefined) // reported through freshness and failed calls, not per retry
+  try {
+    await waitReady(redis)
+  } catch (err) {
+    redis.disconnect()
+    throw err
+  }
+  return redis
+}
+
+function waitReady(redis: Redis): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve()
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new TypeError('cannot reach Redis (REDIS_URL) within 5 s')), 5000)
+    redis.once('ready', () => {
+      clearTimeout(timer)
+      resolve()
+    })
+  })
 }
