@@ -11,11 +11,13 @@ import { throttleClientAuth, type ClientAuthThrottle } from './auth-throttle.js'
 import type { Tracing } from '../telemetry/tracing.js'
 import type { DevUserIssuer } from '../tokens/dev-issuer.js'
 import type { SigningKeys } from '../tokens/keys.js'
+import { ownTokenVerifier } from '../tokens/subject.js'
 import { AdminError, renderAdminError, renderOAuthError, toOAuthError } from './oauth-errors.js'
 import { devJwksRoute, devUserTokenRoute } from './routes/dev.js'
 import { tokenRoute } from './routes/token.js'
 import { PayloadTooLarge } from './form.js'
-import { introspectRoute, type TokenRoutesDeps } from './routes/introspect.js'
+import { introspectRoute } from './routes/introspect.js'
+import type { TokenRoutesDeps } from './token-callers.js'
 import { revokeRoute } from './routes/revoke.js'
 import { mountAdminRevocations } from './routes/admin-revocations.js'
 import { mountRevocationFeed } from './routes/revocation-feed.js'
@@ -23,30 +25,13 @@ import { mountAdminAudit, recordAdminRead, type AuditQueries } from './routes/ad
 import type { AdminKey } from './admin-auth.js'
 import type { RevocationService } from '../revocation/service.js'
 import { jwksRoute, metadataRoute } from './routes/well-known.js'
-import { shedLoad, type LoadShedding, type ShedReason } from './shed.js'
+import { shedLoad, type LoadShedding } from './shed.js'
+import type { AdminListenerBindings, AppEnv } from './env.js'
 import type { Refusals } from '../telemetry/refusal-log.js'
 import { mountHealth, type HealthDeps } from './routes/health.js'
 
-export interface AppEnv {
-  Variables: {
-    requestId: string
-    /**
-     * W3C trace id: the caller's `traceparent`, or a fresh one; with tracing
-     * on, the request span's (the same id when the caller sent one).
-     * Recorded in the audit log.
-     */
-    traceId: string
-    clientAddress: string | undefined
-    agent: string | undefined
-    /** A resource server's id (`rs/…`), once authenticated. */
-    resourceServer: string | undefined
-    jti: string | undefined
-    error: string | undefined
-    adminKey: string | undefined
-    /** Set when the request was shed under overload. */
-    shed: ShedReason | undefined
-  }
-}
+// Kept for the CLI, which imports them from here.
+export type { AdminListenerBindings, AppEnv } from './env.js'
 
 export interface AppDeps {
   readonly exchange: ExchangeDeps
@@ -84,11 +69,6 @@ export interface AppDeps {
    * but health. Without it, one listener serves every route.
    */
   readonly adminListener?: boolean
-}
-
-/** What `serve` adds to the bindings of a request that came through the admin listener. */
-export interface AdminListenerBindings {
-  readonly listener: 'admin'
 }
 
 /** The admin API's paths (the kill switch, the delegation log's queries). */
@@ -242,8 +222,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const onAuditError = (err: unknown) =>
     log.error({ error: 'audit_unavailable', cause: describe(err) }, 'audit record lost for an action that took effect')
   const tokenDeps: TokenRoutesDeps = {
-    issuer,
-    keys: deps.keys,
+    verify: ownTokenVerifier(issuer, deps.keys, deps.exchange.now),
     clients: deps.exchange.clients,
     policies: deps.exchange.policies,
     revocations: deps.revocations,

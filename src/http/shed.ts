@@ -1,10 +1,7 @@
 import type { MiddlewareHandler } from 'hono'
 import { OAuthError } from '../core/errors.js'
-import type { AppEnv } from './app.js'
+import type { AppEnv, ShedReason } from './env.js'
 import { renderOAuthError } from './oauth-errors.js'
-
-/** Why a request was shed. */
-export type ShedReason = 'concurrency' | 'event_loop_lag' | 'audit_backlog'
 
 export interface LoadShedding {
   /** Milliseconds the event loop runs behind (telemetry/event-loop.ts). */
