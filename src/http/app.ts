@@ -12,7 +12,7 @@ import type { Tracing } from '../telemetry/tracing.js'
 import type { DevUserIssuer } from '../tokens/dev-issuer.js'
 import type { SigningKeys } from '../tokens/keys.js'
 import { ownTokenVerifier } from '../tokens/subject.js'
-import { AdminError, renderAdminError, renderOAuthError, toOAuthError } from './oauth-errors.js'
+import { AdminError, renderError, RouteError, toOAuthError } from './oauth-errors.js'
 import { devJwksRoute, devUserTokenRoute } from './routes/dev.js'
 import { tokenRoute } from './routes/token.js'
 import { PayloadTooLarge } from './form.js'
@@ -172,7 +172,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       if (UNTRACED_PATHS.has(path)) return next()
       const viaAdmin = (c.env as Partial<AdminListenerBindings> | undefined)?.listener === 'admin'
       if (isAdminPath(path) === viaAdmin) return next()
-      return c.json({ error: 'not_found', error_description: 'no such route on this port' }, 404, { 'Cache-Control': 'no-store' })
+      return renderError(c, new RouteError(404, 'not_found', 'no such route on this port'))
     })
   }
 
@@ -182,7 +182,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       c.set('error', err.code)
       if (err.code === 'temporarily_unavailable') deps.refusals.unavailable.count(err.description)
       if (err.detail !== undefined) log.debug({ request_id: c.get('requestId'), error: err.code, detail: err.detail }, 'admin request refused')
-      return renderAdminError(c, err)
+      return renderError(c, err)
     }
     const error = toOAuthError(err)
     c.set('error', error.code)
@@ -195,7 +195,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     } else if (error.detail !== undefined) {
       log.debug({ request_id: c.get('requestId'), error: error.code, detail: error.detail }, 'request refused')
     }
-    return renderOAuthError(c, error)
+    return renderError(c, error)
   })
 
   // Read at the first miss, once every route is registered; middleware is registered as `ALL`.
@@ -204,17 +204,14 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     routeMethods ??= [...new Set(app.routes.map((r) => r.method).filter((m) => m !== 'ALL'))]
     // RFC 9110 §15.5.6: a path some route answers, asked with another method, is 405 with Allow.
     const allow = allowedMethods(app, routeMethods, c.req.path)
-    if (allow.length === 0) return c.json({ error: 'not_found', error_description: 'no such route' }, 404)
+    if (allow.length === 0) return renderError(c, new RouteError(404, 'not_found', 'no such route'))
     c.set('error', 'method_not_allowed')
-    return c.json({ error: 'method_not_allowed', error_description: 'method not allowed on this route' }, 405, {
-      Allow: allow.join(', '),
-      'Cache-Control': 'no-store',
-    })
+    return renderError(c, new RouteError(405, 'method_not_allowed', 'method not allowed on this route', allow))
   })
 
   const tooLarge = (c: Context<AppEnv>) => {
     c.set('error', 'invalid_request')
-    return c.json({ error: 'invalid_request', error_description: 'request body too large' }, 413, { 'Cache-Control': 'no-store' })
+    return renderError(c, new RouteError(413, 'invalid_request', 'request body too large'))
   }
   const limit = bodyLimit({ maxSize: deps.maxBodyBytes, onError: tooLarge })
 

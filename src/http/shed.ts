@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from 'hono'
 import { OAuthError } from '../core/errors.js'
 import type { AppEnv, ShedReason } from './env.js'
-import { renderOAuthError } from './oauth-errors.js'
+import { renderError } from './oauth-errors.js'
 
 export interface LoadShedding {
   /** Milliseconds the event loop runs behind (telemetry/event-loop.ts). */
@@ -54,7 +54,7 @@ export function shedLoad(options: LoadShedding): MiddlewareHandler<AppEnv> {
       options.onShed(reason)
       c.set('shed', reason)
       c.set('error', refusal.code)
-      return renderOAuthError(c, refusal)
+      return renderError(c, refusal)
     }
     inFlight++
     try {
