@@ -2,16 +2,34 @@
 
 /**
  * `promise`, or a rejection with `timeoutError()` after `ms`. The promise is
- * left to settle on its own (a driver call cannot be taken back); its late
- * rejection is handled here, never unhandled.
+ * left to settle on its own (a driver call cannot be taken back); the race
+ * handles its late rejection. Subscribed to once: a query builder that runs
+ * at each `then` (drizzle) runs once.
  */
 export function withTimeout<T>(promise: Promise<T>, ms: number, timeoutError: () => Error): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(timeoutError()), ms)
   })
-  promise.catch(() => {})
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+/** Resolves once `promise` settles (either way) or after `ms`, whichever comes first: a bounded wait during a shutdown. */
+export async function settleWithin(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  const elapsed = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms)
+    timer.unref()
+  })
+  try {
+    const settled = promise.then(
+      () => undefined,
+      () => undefined,
+    )
+    await Promise.race([settled, elapsed])
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
 /** The usual timeout error: "`what` did not answer within `ms` ms". */

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { Hono, type Context } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { matchedRoutes } from 'hono/route'
-import { OAuthError } from '../core/errors.js'
+import { describeCause, OAuthError } from '../core/errors.js'
 import type { ExchangeDeps } from '../core/exchange.js'
 import type { Logger } from '../telemetry/log.js'
 import { OTHER_AUDIENCE, UNAUTHENTICATED, type MandateMetrics } from '../telemetry/metrics.js'
@@ -187,11 +187,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const error = toOAuthError(err)
     c.set('error', error.code)
     if (error.code === 'server_error') {
-      log.error({ request_id: c.get('requestId'), error: error.code, detail: error.detail, cause: describe(error.cause) }, 'request failed')
+      log.error({ request_id: c.get('requestId'), error: error.code, detail: error.detail, cause: describeCause(error.cause) }, 'request failed')
     } else if (error.code === 'temporarily_unavailable') {
       // Descriptions are fixed texts: a bounded set of causes.
       deps.refusals.unavailable.count(error.description)
-      log.debug({ request_id: c.get('requestId'), error: error.code, detail: error.detail, cause: describe(error.cause) }, 'request failed')
+      log.debug({ request_id: c.get('requestId'), error: error.code, detail: error.detail, cause: describeCause(error.cause) }, 'request failed')
     } else if (error.detail !== undefined) {
       log.debug({ request_id: c.get('requestId'), error: error.code, detail: error.detail }, 'request refused')
     }
@@ -217,7 +217,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   const clientAddress = (c: Context) => deps.clientAddress?.(c)
   const onAuditError = (err: unknown) =>
-    log.error({ error: 'audit_unavailable', cause: describe(err) }, 'audit record lost for an action that took effect')
+    log.error({ error: 'audit_unavailable', cause: describeCause(err) }, 'audit record lost for an action that took effect')
   const tokenDeps: TokenRoutesDeps = {
     verify: ownTokenVerifier(issuer, deps.keys, deps.exchange.now),
     clients: deps.exchange.clients,
@@ -289,12 +289,4 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     app.get('/dev/jwks.json', devJwksRoute(deps.devIssuer))
   }
   return app
-}
-
-/** A cause for the log: its class and message, never a stack or a value that might hold a secret. */
-function describe(cause: unknown): string | undefined {
-  if (cause === undefined) return undefined
-  if (cause instanceof OAuthError) return cause.code
-  if (cause instanceof Error) return `${cause.name}: ${cause.message.slice(0, 200)}`
-  return typeof cause
 }

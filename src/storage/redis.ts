@@ -1,5 +1,6 @@
 /** How Mandate holds a Redis connection: reconnecting soon, and letting go within a bound. */
 import { Redis } from 'ioredis'
+import { settleWithin } from '../core/async.js'
 
 /** Longest wait between two reconnect attempts. */
 export const MAX_RECONNECT_DELAY_MS = 200
@@ -16,15 +17,8 @@ export function redisReconnectDelay(times: number): number {
 
 /** QUIT when connected (waiting at most 1 s), then disconnect whatever happened. Never rejects. */
 export async function quitRedis(conn: Redis): Promise<void> {
-  try {
-    if (conn.status === 'ready') {
-      await Promise.race([conn.quit(), new Promise((resolve) => setTimeout(resolve, 1_000).unref())])
-    }
-  } catch {
-    // Closing anyway.
-  } finally {
-    conn.disconnect()
-  }
+  if (conn.status === 'ready') await settleWithin(conn.quit(), 1_000)
+  conn.disconnect()
 }
 
 /**

@@ -5,6 +5,7 @@
  * a source that cannot vouch for it makes the verifier refuse (503).
  */
 import { pino, type Logger } from 'pino'
+import { settleWithin } from '../core/async.js'
 import { CLIENT_ASSERTION_TYPE_JWT } from '../core/claims.js'
 import { messageOf } from '../core/errors.js'
 import { decodeFeedRecord, decodeHeartbeat, decodeSnapshot, FEED_EVENTS } from '../revocation/feed-wire.js'
@@ -297,9 +298,7 @@ export function followFeed(options: {
       void currentReader?.cancel().catch(() => undefined)
       wakeSleep()
       // Never let a stuck socket hold a shutdown: the loop has nothing left to do once closed.
-      let timer: NodeJS.Timeout | undefined
-      await Promise.race([loop, new Promise<void>((resolve) => (timer = setTimeout(resolve, 2_000).unref()))])
-      clearTimeout(timer)
+      await settleWithin(loop, 2_000)
     },
   }
 }
