@@ -49,7 +49,7 @@ function benchLogger(level: string): Logger {
   const child = root.child
   // Children are created from their parent's prototype chain: `this` keeps every level's bindings.
   root.child = function (this: Logger, bindings, options) {
-    return child.call(this, bindings, bindings['module'] === 'audit' ? { ...options, level: auditLevel } : options)
+    return child.bind(this)(bindings, bindings['module'] === 'audit' ? { ...options, level: auditLevel } : options)
   } as typeof root.child
   return root
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { Redis } from 'ioredis'
+import { withTimeout } from '../core/async.js'
 import { msToFill, retryAfterSeconds } from './bucket.js'
 import type { Admission, AdmissionRequest, AdmissionStore, BucketCharge } from './port.js'
 
@@ -131,16 +132,7 @@ export async function createRedisAdmissionStore(
     const now = clock()
     const decision = script(request, now)
     if (clientBound) return decision
-    decision.catch(() => {})
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`admission store: redis did not answer within ${timeoutMs} ms`)), timeoutMs)
-    })
-    try {
-      return await Promise.race([decision, timeout])
-    } finally {
-      clearTimeout(timer)
-    }
+    return withTimeout(decision, timeoutMs, () => new Error(`admission store: redis did not answer within ${timeoutMs} ms`))
   }
 
   return { admit }

@@ -27,7 +27,8 @@
 import { randomUUID } from 'node:crypto'
 import { desc, eq } from 'drizzle-orm'
 import type { Logger } from '../telemetry/log.js'
-import { codeOf, serverError, withTimeout, type Database, type Db } from '../storage/database.js'
+import { withTimeout } from '../core/async.js'
+import { codeOf, databaseTimeout, serverError, type Database, type Db } from '../storage/database.js'
 import { auditLog } from '../storage/schema.js'
 import type { CheckpointWriter } from './checkpoint.js'
 import { AuditUnavailable, type AuditEvent, type AuditLog, type AuditReceipt } from './port.js'
@@ -150,7 +151,7 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
   const refreshPing = () => {
     if (ping.running) return
     ping.running = true
-    withTimeout(options.database.ping(), PING_TIMEOUT_MS).then(
+    withTimeout(options.database.ping(), PING_TIMEOUT_MS, databaseTimeout(PING_TIMEOUT_MS)).then(
       () => void (ping.ok = true),
       () => void (ping.ok = false),
     ).finally(() => {
@@ -375,7 +376,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
     const sent = performance.now()
     const insert = database.statement(INSERT_GROUP, groupParams(rows))
     try {
-      await withTimeout(insert, options.writeTimeoutMs)
+      await withTimeout(insert, options.writeTimeoutMs, databaseTimeout(options.writeTimeoutMs))
     } catch (err) {
       failedGroups++
       observeGroup(rows.length, (performance.now() - sent) / 1000, false)
@@ -469,10 +470,14 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
     // because a query can hang past any answer: postgres.js has left one pending for good when the
     // connection was reset as it was sent, which held the whole log at 503 while it was awaited.
     const left = pending.waitUntil - performance.now()
-    if (left > 0) await withTimeout(pending.done, Math.min(left, options.writeTimeoutMs))
+    if (left > 0) {
+      const ms = Math.min(left, options.writeTimeoutMs)
+      await withTimeout(pending.done, ms, databaseTimeout(ms))
+    }
     const [last] = await withTimeout(
       db.select({ seq: auditLog.seq, hash: auditLog.hash }).from(auditLog).where(eq(auditLog.chainId, chainId)).orderBy(desc(auditLog.seq)).limit(1),
       options.writeTimeoutMs,
+      databaseTimeout(options.writeTimeoutMs),
     )
     unconfirmed = undefined
     const lastRow = pending.rows.at(-1)!
@@ -546,7 +551,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
     async probe() {
       if (healthy) return true
       try {
-        await withTimeout(database.ping(), options.writeTimeoutMs)
+        await withTimeout(database.ping(), options.writeTimeoutMs, databaseTimeout(options.writeTimeoutMs))
         healthy = true
       } catch {
         // still down

@@ -83,3 +83,19 @@ export const SUBJECT_TOKEN_UNACCEPTABLE = 'subject_token is invalid or not accep
 export function loggable(value: string): string {
   return value.length <= 100 && !value.includes('.') ? JSON.stringify(value) : `<${value.length} chars>`
 }
+
+/** The message of anything thrown, for a log line or an error of our own. */
+export function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}
+
+/**
+ * A cause for the log: its class and message (cut to 200 characters), never
+ * a stack or a value that might hold a secret; an OAuthError by its code.
+ */
+export function describeCause(cause: unknown): string | undefined {
+  if (cause === undefined) return undefined
+  if (cause instanceof OAuthError) return cause.code
+  if (cause instanceof Error) return `${cause.name}: ${cause.message.slice(0, 200)}`
+  return typeof cause
+}

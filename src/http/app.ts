@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { Hono, type Context } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { matchedRoutes } from 'hono/route'
-import { OAuthError } from '../core/errors.js'
+import { describeCause, OAuthError } from '../core/errors.js'
 import type { ExchangeDeps } from '../core/exchange.js'
 import type { Logger } from '../telemetry/log.js'
 import { OTHER_AUDIENCE, UNAUTHENTICATED, type MandateMetrics } from '../telemetry/metrics.js'
@@ -11,11 +11,13 @@ import { throttleClientAuth, type ClientAuthThrottle } from './auth-throttle.js'
 import type { Tracing } from '../telemetry/tracing.js'
 import type { DevUserIssuer } from '../tokens/dev-issuer.js'
 import type { SigningKeys } from '../tokens/keys.js'
-import { AdminError, renderAdminError, renderOAuthError, toOAuthError } from './oauth-errors.js'
+import { ownTokenVerifier } from '../tokens/subject.js'
+import { AdminError, renderError, RouteError, toOAuthError } from './oauth-errors.js'
 import { devJwksDoc, devJwksRoute, devUserTokenDoc, devUserTokenRoute } from './routes/dev.js'
 import { tokenRoute } from './routes/token.js'
 import { PayloadTooLarge } from './form.js'
-import { introspectRoute, type TokenRoutesDeps } from './routes/introspect.js'
+import { introspectRoute } from './routes/introspect.js'
+import type { TokenRoutesDeps } from './token-callers.js'
 import { revokeRoute } from './routes/revoke.js'
 import { mountAdminRevocations } from './routes/admin-revocations.js'
 import { mountRevocationFeed } from './routes/revocation-feed.js'
@@ -23,31 +25,14 @@ import { mountAdminAudit, recordAdminRead, type AuditQueries } from './routes/ad
 import type { AdminKey } from './admin-auth.js'
 import type { RevocationService } from '../revocation/service.js'
 import { jwksRoute, metadataRoute } from './routes/well-known.js'
-import { shedLoad, type LoadShedding, type ShedReason } from './shed.js'
+import { shedLoad, type LoadShedding } from './shed.js'
+import type { AdminListenerBindings, AppEnv } from './env.js'
 import type { Refusals } from '../telemetry/refusal-log.js'
 import { mountHealth, type HealthDeps } from './routes/health.js'
 import { described, introspectSpec, jwksDoc, metadataDoc, mountOpenApi, revokeSpec, tokenSpec } from './openapi.js'
 
-export interface AppEnv {
-  Variables: {
-    requestId: string
-    /**
-     * W3C trace id: the caller's `traceparent`, or a fresh one; with tracing
-     * on, the request span's (the same id when the caller sent one).
-     * Recorded in the audit log.
-     */
-    traceId: string
-    clientAddress: string | undefined
-    agent: string | undefined
-    /** A resource server's id (`rs/…`), once authenticated. */
-    resourceServer: string | undefined
-    jti: string | undefined
-    error: string | undefined
-    adminKey: string | undefined
-    /** Set when the request was shed under overload. */
-    shed: ShedReason | undefined
-  }
-}
+// Kept for the CLI, which imports them from here.
+export type { AdminListenerBindings, AppEnv } from './env.js'
 
 export interface AppDeps {
   readonly exchange: ExchangeDeps
@@ -85,11 +70,6 @@ export interface AppDeps {
    * but health. Without it, one listener serves every route.
    */
   readonly adminListener?: boolean
-}
-
-/** What `serve` adds to the bindings of a request that came through the admin listener. */
-export interface AdminListenerBindings {
-  readonly listener: 'admin'
 }
 
 /** The admin API's paths (the kill switch, the delegation log's queries). */
@@ -193,7 +173,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       if (UNTRACED_PATHS.has(path)) return next()
       const viaAdmin = (c.env as Partial<AdminListenerBindings> | undefined)?.listener === 'admin'
       if (isAdminPath(path) === viaAdmin) return next()
-      return c.json({ error: 'not_found', error_description: 'no such route on this port' }, 404, { 'Cache-Control': 'no-store' })
+      return renderError(c, new RouteError(404, 'not_found', 'no such route on this port'))
     })
   }
 
@@ -203,20 +183,20 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       c.set('error', err.code)
       if (err.code === 'temporarily_unavailable') deps.refusals.unavailable.count(err.description)
       if (err.detail !== undefined) log.debug({ request_id: c.get('requestId'), error: err.code, detail: err.detail }, 'admin request refused')
-      return renderAdminError(c, err)
+      return renderError(c, err)
     }
     const error = toOAuthError(err)
     c.set('error', error.code)
     if (error.code === 'server_error') {
-      log.error({ request_id: c.get('requestId'), error: error.code, detail: error.detail, cause: describe(error.cause) }, 'request failed')
+      log.error({ request_id: c.get('requestId'), error: error.code, detail: error.detail, cause: describeCause(error.cause) }, 'request failed')
     } else if (error.code === 'temporarily_unavailable') {
       // Descriptions are fixed texts: a bounded set of causes.
       deps.refusals.unavailable.count(error.description)
-      log.debug({ request_id: c.get('requestId'), error: error.code, detail: error.detail, cause: describe(error.cause) }, 'request failed')
+      log.debug({ request_id: c.get('requestId'), error: error.code, detail: error.detail, cause: describeCause(error.cause) }, 'request failed')
     } else if (error.detail !== undefined) {
       log.debug({ request_id: c.get('requestId'), error: error.code, detail: error.detail }, 'request refused')
     }
-    return renderOAuthError(c, error)
+    return renderError(c, error)
   })
 
   // Read at the first miss, once every route is registered; middleware is registered as `ALL`.
@@ -225,26 +205,22 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     routeMethods ??= [...new Set(app.routes.map((r) => r.method).filter((m) => m !== 'ALL'))]
     // RFC 9110 §15.5.6: a path some route answers, asked with another method, is 405 with Allow.
     const allow = allowedMethods(app, routeMethods, c.req.path)
-    if (allow.length === 0) return c.json({ error: 'not_found', error_description: 'no such route' }, 404)
+    if (allow.length === 0) return renderError(c, new RouteError(404, 'not_found', 'no such route'))
     c.set('error', 'method_not_allowed')
-    return c.json({ error: 'method_not_allowed', error_description: 'method not allowed on this route' }, 405, {
-      Allow: allow.join(', '),
-      'Cache-Control': 'no-store',
-    })
+    return renderError(c, new RouteError(405, 'method_not_allowed', 'method not allowed on this route', allow))
   })
 
   const tooLarge = (c: Context<AppEnv>) => {
     c.set('error', 'invalid_request')
-    return c.json({ error: 'invalid_request', error_description: 'request body too large' }, 413, { 'Cache-Control': 'no-store' })
+    return renderError(c, new RouteError(413, 'invalid_request', 'request body too large'))
   }
   const limit = bodyLimit({ maxSize: deps.maxBodyBytes, onError: tooLarge })
 
   const clientAddress = (c: Context) => deps.clientAddress?.(c)
   const onAuditError = (err: unknown) =>
-    log.error({ error: 'audit_unavailable', cause: describe(err) }, 'audit record lost for an action that took effect')
+    log.error({ error: 'audit_unavailable', cause: describeCause(err) }, 'audit record lost for an action that took effect')
   const tokenDeps: TokenRoutesDeps = {
-    issuer,
-    keys: deps.keys,
+    verify: ownTokenVerifier(issuer, deps.keys, deps.exchange.now),
     clients: deps.exchange.clients,
     policies: deps.exchange.policies,
     revocations: deps.revocations,
@@ -316,12 +292,4 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   // Last: it describes the routes registered above.
   mountOpenApi(app, { issuer })
   return app
-}
-
-/** A cause for the log: its class and message, never a stack or a value that might hold a secret. */
-function describe(cause: unknown): string | undefined {
-  if (cause === undefined) return undefined
-  if (cause instanceof OAuthError) return cause.code
-  if (cause instanceof Error) return `${cause.name}: ${cause.message.slice(0, 200)}`
-  return typeof cause
 }

@@ -6,7 +6,7 @@ import type { AgentId } from '../core/claims.js'
 import { OAuthError } from '../core/errors.js'
 import type { PolicyStore } from '../policy/port.js'
 import type { ThrottledEndpoint } from '../telemetry/metrics.js'
-import type { AppEnv } from './app.js'
+import type { AppEnv } from './env.js'
 import { claimedBasicClientId } from './client-credentials.js'
 
 export interface ClientAuthThrottle {

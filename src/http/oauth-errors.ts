@@ -1,3 +1,8 @@
+/**
+ * Every HTTP error answer, whoever refuses (an OAuth endpoint, the admin API,
+ * the router, the body limit), is rendered by {@link renderError}: one body
+ * shape, one set of cache headers.
+ */
 import type { Context } from 'hono'
 import { answerOf, OAuthError } from '../core/errors.js'
 
@@ -33,14 +38,6 @@ function adminStatus(code: AdminErrorCode): 400 | 401 | 403 | 404 | 409 | 503 {
   }
 }
 
-/** Renders an admin refusal: `{ error, error_description }`, no-store, and the scheme on a 401. */
-export function renderAdminError(c: Context, error: AdminError): Response {
-  const headers: Record<string, string> = { ...NO_STORE }
-  if (error.code === 'unauthorized') headers['WWW-Authenticate'] = 'Bearer realm="mandate-admin"'
-  if (error.code === 'temporarily_unavailable') headers['Retry-After'] = '1'
-  return c.json({ error: error.code, error_description: error.description }, adminStatus(error.code), headers)
-}
-
 /** Headers every token-endpoint answer carries (RFC 6749 §5.1). */
 export const NO_STORE = { 'Cache-Control': 'no-store', Pragma: 'no-cache' } as const
 
@@ -54,13 +51,51 @@ export function toOAuthError(err: unknown): OAuthError {
   return new OAuthError('server_error', 'internal error', { detail: 'unexpected error', cause: err })
 }
 
-/** The only place errors are rendered: RFC 6749 §5.2 body, no-store, and the status and code from `answerOf`. */
-export function renderOAuthError(c: Context, error: OAuthError): Response {
-  const headers: Record<string, string> = { ...NO_STORE }
-  // RFC 6749 §5.2: a 401 for client authentication names the scheme the client should use.
-  if (error.code === 'invalid_client') headers['WWW-Authenticate'] = 'Basic realm="mandate", charset="UTF-8"'
-  // RFC 9110 §10.2.3 (503), RFC 6585 §4 (429): when to come back.
-  if (error.code === 'temporarily_unavailable' || error.code === 'rate_limited') headers['Retry-After'] = String(error.retryAfter ?? 1)
-  const { status, error: code } = answerOf(error.code)
-  return c.json({ error: code, error_description: error.description }, status, headers)
+/**
+ * A refusal no route made: no such route (404), a method the route does not
+ * answer (405, with `Allow`: RFC 9110 §15.5.6), a body over the limit (413).
+ */
+export class RouteError extends Error {
+  override readonly name = 'RouteError'
+  constructor(
+    readonly status: 404 | 405 | 413,
+    readonly code: 'not_found' | 'method_not_allowed' | 'invalid_request',
+    readonly description: string,
+    /** 405 only: the methods the route does answer. */
+    readonly allow?: readonly string[],
+  ) {
+    super(`${code}: ${description}`)
+  }
+}
+
+export type HttpError = OAuthError | AdminError | RouteError
+
+/**
+ * The only place error answers are rendered: `{ error, error_description }`
+ * (RFC 6749 §5.2 for the OAuth endpoints, the same shape elsewhere), never
+ * cached (`Cache-Control: no-store`, `Pragma: no-cache`: RFC 6749 §5.1), and
+ * the headers each kind needs.
+ */
+export function renderError(c: Context, error: HttpError): Response {
+  const { status, code, headers } = answerFor(error)
+  return c.json({ error: code, error_description: error.description }, status, { ...NO_STORE, ...headers })
+}
+
+function answerFor(error: HttpError): { readonly status: 400 | 401 | 403 | 404 | 405 | 409 | 413 | 429 | 500 | 503; readonly code: string; readonly headers: Record<string, string> } {
+  if (error instanceof OAuthError) {
+    const headers: Record<string, string> = {}
+    // RFC 6749 §5.2: a 401 for client authentication names the scheme the client should use.
+    if (error.code === 'invalid_client') headers['WWW-Authenticate'] = 'Basic realm="mandate", charset="UTF-8"'
+    // RFC 9110 §10.2.3 (503), RFC 6585 §4 (429): when to come back.
+    if (error.code === 'temporarily_unavailable' || error.code === 'rate_limited') headers['Retry-After'] = String(error.retryAfter ?? 1)
+    const { status, error: code } = answerOf(error.code)
+    return { status, code, headers }
+  }
+  if (error instanceof AdminError) {
+    const headers: Record<string, string> = {}
+    if (error.code === 'unauthorized') headers['WWW-Authenticate'] = 'Bearer realm="mandate-admin"'
+    if (error.code === 'temporarily_unavailable') headers['Retry-After'] = '1'
+    return { status: adminStatus(error.code), code: error.code, headers }
+  }
+  return { status: error.status, code: error.code, headers: error.allow === undefined ? {} : { Allow: error.allow.join(', ') } }
 }

@@ -1,10 +1,7 @@
 import type { MiddlewareHandler } from 'hono'
 import { OAuthError } from '../core/errors.js'
-import type { AppEnv } from './app.js'
-import { renderOAuthError } from './oauth-errors.js'
-
-/** Why a request was shed. */
-export type ShedReason = 'concurrency' | 'event_loop_lag' | 'audit_backlog'
+import type { AppEnv, ShedReason } from './env.js'
+import { renderError } from './oauth-errors.js'
 
 export interface LoadShedding {
   /** Milliseconds the event loop runs behind (telemetry/event-loop.ts). */
@@ -57,7 +54,7 @@ export function shedLoad(options: LoadShedding): MiddlewareHandler<AppEnv> {
       options.onShed(reason)
       c.set('shed', reason)
       c.set('error', refusal.code)
-      return renderOAuthError(c, refusal)
+      return renderError(c, refusal)
     }
     inFlight++
     try {

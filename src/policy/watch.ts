@@ -1,12 +1,15 @@
 import { unwatchFile, watch, watchFile, type FSWatcher, type Stats } from 'node:fs'
 import type { AgentPolicy, PolicyStore } from './port.js'
-import { createPolicyStore, loadPolicies, type PolicyIssue } from './load.js'
+import type { Logger } from '../telemetry/log.js'
+import { createPolicyStore, formatIssue, loadPolicies, type PolicyIssue } from './load.js'
 
 export interface ReloadablePolicyStore extends PolicyStore {
   /** Re-reads the directory; swaps the set in only when every file is good. */
   reload(): Promise<{ ok: true; agents: number } | { ok: false; issues: readonly PolicyIssue[] }>
   /** How the last reload went; no I/O. */
   status(): PolicyReloadStatus
+  /** Tells `events` of every later reload; returns the unsubscribe. */
+  subscribe(events: WatchEvents): () => void
   close(): void
 }
 
@@ -45,24 +48,28 @@ export interface WatchOptions {
  * is reported and the last good set stays in force. Readers always see one
  * complete set.
  */
-export function watchPolicies(dir: string, initial: PolicyStore, events: WatchEvents = {}, options: WatchOptions = {}): ReloadablePolicyStore {
+export function watchPolicies(dir: string, initial: PolicyStore, options: WatchOptions = {}): ReloadablePolicyStore {
   const debounceMs = options.debounceMs ?? 150
   let current = initial
   let status: PolicyReloadStatus = { ok: true, issues: [] }
   let timer: NodeJS.Timeout | undefined
   let running: Promise<unknown> = Promise.resolve()
   let closed = false
+  const subscribers = new Set<WatchEvents>()
+  const rejected = (issues: readonly PolicyIssue[]) => {
+    for (const events of subscribers) events.onRejected?.(issues)
+  }
 
   const reload: ReloadablePolicyStore['reload'] = async () => {
     const result = await loadPolicies(dir)
     if (!result.ok) {
       status = { ok: false, issues: result.issues }
-      events.onRejected?.(result.issues)
+      rejected(result.issues)
       return { ok: false, issues: result.issues }
     }
     current = createPolicyStore(result.policies)
     status = { ok: true, issues: [] }
-    events.onLoaded?.(current.size, result.policies)
+    for (const events of subscribers) events.onLoaded?.(current.size, result.policies)
     return { ok: true, agents: current.size }
   }
 
@@ -74,7 +81,7 @@ export function watchPolicies(dir: string, initial: PolicyStore, events: WatchEv
       running = running.then(reload).catch((err: unknown) => {
         const issues = [{ file: dir, line: 0, column: 0, field: '', message: `reload failed: ${(err as Error).message}` }]
         status = { ok: false, issues }
-        events.onRejected?.(issues)
+        rejected(issues)
       })
     }, debounceMs)
   }
@@ -109,6 +116,10 @@ export function watchPolicies(dir: string, initial: PolicyStore, events: WatchEv
     },
     reload,
     status: () => status,
+    subscribe(events) {
+      subscribers.add(events)
+      return () => subscribers.delete(events)
+    },
     close() {
       closed = true
       clearTimeout(timer)
@@ -116,4 +127,25 @@ export function watchPolicies(dir: string, initial: PolicyStore, events: WatchEv
       unwatchFile(dir, onStat)
     },
   }
+}
+
+/**
+ * Loads `dir` and follows it (see `watchPolicies`), logging the load, each
+ * reload and each rejected change. Throws `TypeError` when a file is invalid
+ * at start: no instance starts on a partial set.
+ */
+export async function openPolicyDir(
+  dir: string,
+  logger: Logger,
+  options: WatchOptions = {},
+): Promise<{ readonly store: ReloadablePolicyStore; readonly initial: readonly AgentPolicy[] }> {
+  const loaded = await loadPolicies(dir)
+  if (!loaded.ok) throw new TypeError(`policies in ${dir} are invalid: ${loaded.issues.map(formatIssue).join('; ')}`)
+  const store = watchPolicies(dir, createPolicyStore(loaded.policies), options)
+  store.subscribe({
+    onLoaded: (agents) => logger.info({ agents, dir }, 'policies reloaded'),
+    onRejected: (issues) => logger.error({ issues: issues.map(formatIssue), dir }, 'policy change rejected; last good set stays in force'),
+  })
+  logger.info({ agents: loaded.policies.length, dir }, 'policies loaded')
+  return { store, initial: loaded.policies }
 }

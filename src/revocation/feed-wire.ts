@@ -20,7 +20,7 @@
  */
 import { z } from 'zod'
 import type { Revocation } from './port.js'
-import { decodeRevocation, encodeRevocation } from './redis.js'
+import { decodeRevocation, encodeRevocation } from './codec.js'
 
 export const FEED_EVENTS = { snapshot: 'snapshot', revocation: 'revocation', heartbeat: 'heartbeat' } as const
 

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { withTimeout } from '../core/async.js'
 import type {
   LiftOutcome,
   Revocation,
@@ -25,11 +26,7 @@ class StoreTimeout extends Error {
 export const STORE_TIMEOUT_MS = 3000
 
 function bounded<T>(work: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new StoreTimeout('revocation store timed out')), STORE_TIMEOUT_MS)
-  })
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer))
+  return withTimeout(work, STORE_TIMEOUT_MS, () => new StoreTimeout('revocation store timed out'))
 }
 
 /** Why a revocation call was not carried out. */

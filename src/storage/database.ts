@@ -16,6 +16,8 @@ import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator'
 import postgres from 'postgres'
 import lockfile from 'proper-lockfile'
+import { withTimeout } from '../core/async.js'
+import { messageOf } from '../core/errors.js'
 
 /** A drizzle database on either engine; adapters use only what both support. */
 export type Db = PgDatabase<PgQueryResultHKT>
@@ -127,7 +129,7 @@ async function openPostgres(url: string): Promise<Database> {
   const close = once(() => client.end({ timeout: 5 }))
   const ping = async () => {
     try {
-      await withTimeout(client`select 1`, CONNECT_TIMEOUT_MS)
+      await withTimeout(client`select 1`, CONNECT_TIMEOUT_MS, databaseTimeout(CONNECT_TIMEOUT_MS))
     } catch (error) {
       throw connectError(error)
     }
@@ -158,7 +160,7 @@ async function openPostgres(url: string): Promise<Database> {
       let lock: postgres.ReservedSql
       const reserving = client.reserve()
       try {
-        lock = await withTimeout(reserving, CONNECT_TIMEOUT_MS)
+        lock = await withTimeout(reserving, CONNECT_TIMEOUT_MS, databaseTimeout(CONNECT_TIMEOUT_MS))
       } catch (error) {
         // Should the connection come after all, give it back to the pool.
         reserving.then((late) => late.release(), () => {})
@@ -287,21 +289,13 @@ export function serverError(error: unknown): string | undefined {
   return undefined
 }
 
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error)
-}
-
 class Timeout extends Error {
   readonly code = 'CONNECT_TIMEOUT'
 }
 
-/** `promise`, or a rejection with code `CONNECT_TIMEOUT` after `ms` (the promise is left to settle on its own). */
-export function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Timeout(`no answer within ${ms} ms`)), ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+/** For `withTimeout`: the error of a database call that did not answer within `ms`, with code `CONNECT_TIMEOUT` (see `codeOf`). */
+export function databaseTimeout(ms: number): () => Error {
+  return () => new Timeout(`no answer within ${ms} ms`)
 }
 
 /** Runs calls one at a time: drizzle's migrator must not race itself within a process either. */

@@ -131,9 +131,14 @@ export async function loadSigningKeys(file: string, generateIfMissing: boolean, 
   }
 }
 
+/** Told when the signing key changed (a later key's activation came, or a reload brought one); `previous` signed until now. */
+export type KeySwitchListener = (current: SigningKey, previous: SigningKey) => void
+
 export interface SigningKeyRing extends SigningKeys {
   /** Re-reads the file now; a bad file is reported and the last good set stays. */
   reload(): Promise<boolean>
+  /** Calls `listener` at every later switch of the signing key; returns the unsubscribe. */
+  onSwitch(listener: KeySwitchListener): () => void
   /** The keys file as last read; no I/O. */
   status(): KeysFileStatus
   close(): void
@@ -154,8 +159,6 @@ export interface KeyRingOptions {
   readonly logger: Logger
   /** How often the file is checked for a change (a Kubernetes Secret is replaced by a symlink swap). */
   readonly pollMs?: number
-  /** The signing key changed (a later key's activation came, or a reload brought one); `previous` signed until now. */
-  readonly onSwitch?: (current: SigningKey, previous: SigningKey) => void
 }
 
 /**
@@ -174,6 +177,7 @@ export async function openSigningKeys(file: string, options: KeyRingOptions): Pr
   let next = nextActivation(set.all, nowSeconds())
   let timer: NodeJS.Timeout | undefined
   let fileStatus: KeysFileStatus = { ok: true }
+  const listeners = new Set<KeySwitchListener>()
 
   /** Moves `current` to the key active now; arms a timer for the next activation. */
   const settle = () => {
@@ -191,7 +195,7 @@ export async function openSigningKeys(file: string, options: KeyRingOptions): Pr
     current = key
     if (key.kid !== previous.kid) {
       log.info({ kid: key.kid, previous_kid: previous.kid }, 'signing with a new key')
-      options.onSwitch?.(key, previous)
+      for (const listener of listeners) listener(key, previous)
     }
   }
 
@@ -237,6 +241,10 @@ export async function openSigningKeys(file: string, options: KeyRingOptions): Pr
     },
     byKid: (kid) => set.byKid(kid),
     reload,
+    onSwitch(listener) {
+      listeners.add(listener)
+      return () => listeners.delete(listener)
+    },
     status: () => fileStatus,
     close() {
       clearTimeout(timer)

@@ -159,6 +159,22 @@ export function subjectTokenKind(header: JwsHeader, payload: Record<string, unkn
 }
 
 /**
+ * `verifyOwnToken` for a token string as a client sent it, with no skew:
+ * the claims, or undefined for a string that is no live token of ours.
+ * Introspection and revocation answer such a string "inactive", not an error.
+ */
+export function ownTokenVerifier(issuer: string, keys: SigningKeys, now: () => number): (token: string) => Promise<MandateClaims | undefined> {
+  return async (token) => {
+    try {
+      return await verifyOwnToken(decodeJws(token), issuer, keys, now(), 0)
+    } catch (err) {
+      if (err instanceof JwtError) return undefined
+      throw err
+    }
+  }
+}
+
+/**
  * Verifies a token this broker minted: ES256 with one of its keys, `typ`
  * at+jwt, every Mandate claim present and well-formed, within its lifetime.
  * Throws `JwtError`.

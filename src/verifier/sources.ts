@@ -4,12 +4,12 @@
  * events). Either way the mirror is checked in memory on every request, and
  * a source that cannot vouch for it makes the verifier refuse (503).
  */
-import { Redis } from 'ioredis'
 import { pino, type Logger } from 'pino'
+import { settleWithin } from '../core/async.js'
 import { CLIENT_ASSERTION_TYPE_JWT } from '../core/claims.js'
+import { messageOf } from '../core/errors.js'
 import { decodeFeedRecord, decodeHeartbeat, decodeSnapshot, FEED_EVENTS } from '../revocation/feed-wire.js'
 import type { RevocationFeed, RevocationMirror } from '../revocation/port.js'
-import { createRedisRevocationFeed } from '../revocation/redis.js'
 import { SseParser, type SseEvent } from './sse.js'
 
 export interface RevocationSource {
@@ -38,32 +38,39 @@ export function followRedis(options: {
   readonly now: () => number
   readonly logger?: Logger
 }): RevocationSource {
-  // A template only: the feed duplicates it; it never connects itself.
-  const template = new Redis(options.url, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 1 })
-  template.on('error', () => undefined)
   let feed: RevocationFeed | undefined
   let failure: string | undefined
   let closed = false
-  const started = createRedisRevocationFeed({
-    readOnly: true,
-    waitForFirstSync: false,
-    redis: template,
-    prefix: options.prefix,
-    mirror: options.mirror,
-    now: options.now,
-    staleAfterMs: options.staleAfterMs,
-    blockMs: Math.max(1, Math.min(250, Math.floor(options.staleAfterMs / 4))),
-    logger: options.logger ?? silent(),
-  }).then(
-    (f) => {
-      feed = f
-      return f
-    },
-    (err: unknown) => {
-      failure = err instanceof Error ? err.message : String(err)
-      return undefined
-    },
-  )
+  let disconnect = () => {}
+  // ioredis and the Redis feed are loaded only here: a verifier that follows the broker's feed never loads a Redis client.
+  const started = Promise.all([import('ioredis'), import('../revocation/redis.js')])
+    .then(([{ Redis }, { createRedisRevocationFeed }]) => {
+      // A template only: the feed duplicates it; it never connects itself.
+      const template = new Redis(options.url, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 1 })
+      template.on('error', () => undefined)
+      disconnect = () => template.disconnect()
+      return createRedisRevocationFeed({
+        readOnly: true,
+        waitForFirstSync: false,
+        redis: template,
+        prefix: options.prefix,
+        mirror: options.mirror,
+        now: options.now,
+        staleAfterMs: options.staleAfterMs,
+        blockMs: Math.max(1, Math.min(250, Math.floor(options.staleAfterMs / 4))),
+        logger: options.logger ?? silent(),
+      })
+    })
+    .then(
+      (f) => {
+        feed = f
+        return f
+      },
+      (err: unknown) => {
+        failure = messageOf(err)
+        return undefined
+      },
+    )
   const synced = started.then(
     (f) =>
       new Promise<void>((resolve) => {
@@ -83,7 +90,7 @@ export function followRedis(options: {
     async close() {
       closed = true
       await (await started)?.close()
-      template.disconnect()
+      disconnect()
     },
   }
 }
@@ -291,13 +298,7 @@ export function followFeed(options: {
       void currentReader?.cancel().catch(() => undefined)
       wakeSleep()
       // Never let a stuck socket hold a shutdown: the loop has nothing left to do once closed.
-      let timer: NodeJS.Timeout | undefined
-      await Promise.race([loop, new Promise<void>((resolve) => (timer = setTimeout(resolve, 2_000).unref()))])
-      clearTimeout(timer)
+      await settleWithin(loop, 2_000)
     },
   }
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
 }

@@ -1,6 +1,7 @@
 import { randomUUID, type KeyObject } from 'node:crypto'
 import { SignJWT, type CryptoKey } from 'jose'
 import type { Logger } from 'pino'
+import { withTimeout } from '../core/async.js'
 import { parseScope, type MandateClaims } from '../core/claims.js'
 import { createRevocationMirror } from '../revocation/mirror.js'
 import { tokenFacts } from '../revocation/port.js'
@@ -233,22 +234,8 @@ export function createVerifier(options: VerifierOptions): Verifier {
   return {
     realm,
     verify,
-    async ready() {
-      let timer: NodeJS.Timeout | undefined
-      try {
-        await Promise.race([
-          Promise.all([source.synced, warmKeys()]),
-          new Promise<never>((_, reject) => {
-            timer = setTimeout(
-              () => reject(new Error(`verifier not ready within ${startTimeoutMs} ms: ${source.status()}`)),
-              startTimeoutMs,
-            )
-          }),
-        ])
-      } finally {
-        clearTimeout(timer)
-      }
-    },
+    ready: () =>
+      withTimeout(Promise.all([source.synced, warmKeys()]).then(() => undefined), startTimeoutMs, () => new Error(`verifier not ready within ${startTimeoutMs} ms: ${source.status()}`)),
     fresh: () => source.fresh(),
     close: () => source.close(),
   }

@@ -101,6 +101,7 @@ async function expectSeparatePorts(b: Broker): Promise<void> {
   }
   const onPublic = await fetch(`${b.base}/admin/revocations`, { method: 'POST', headers: ADMIN, body: JSON.stringify({ jti: 'never-stored' }) })
   expect(onPublic.status).toBe(404)
+  expect(onPublic.headers.get('cache-control')).toBe('no-store')
   expect(await onPublic.json()).toEqual({ error: 'not_found', error_description: 'no such route on this port' })
   expect((await fetch(`${b.base}/admin/revocations`, { headers: ADMIN })).status).toBe(404)
   expect((await fetch(`${b.admin}/oauth2/token`, { method: 'POST', headers: AGENT, body: 'grant_type=x' })).status).toBe(404)

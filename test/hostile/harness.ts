@@ -185,8 +185,8 @@ export async function runCase(b: TestBroker, c: HostileCase): Promise<void> {
     const err = typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>)['error'] : undefined
     if (typeof err !== 'string') fail('a refusal without a JSON body holding a string `error` (RFC 6749 §5.2)')
     if (!(res.headers.get('content-type') ?? '').startsWith('application/json')) fail('a refusal that is not application/json')
-    const guarded = path.startsWith('/oauth2/') || path.startsWith('/admin/')
-    if (guarded && status !== 404 && status !== 405 && !/(^|,)\s*no-store\s*(,|$)/.test(res.headers.get('cache-control') ?? '')) {
+    // Every error answer, on any path and from the router too, is rendered by one renderer that sets it.
+    if (!/(^|,)\s*no-store\s*(,|$)/.test(res.headers.get('cache-control') ?? '')) {
       fail('a refusal without Cache-Control: no-store (RFC 6749 §5.1)')
     }
     if (status === 401 && (res.headers.get('www-authenticate') ?? '') === '') fail('a 401 without WWW-Authenticate (RFC 7235 §3.1)')

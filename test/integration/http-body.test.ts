@@ -9,7 +9,7 @@ import { serve, type ServerType } from '@hono/node-server'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { basic, encodeForm, SECRET, startTestBroker, type TestBroker } from '../support/broker.js'
 
-function post(port: number, body: string, chunked: boolean): Promise<{ status: number; text: string }> {
+function post(port: number, body: string, chunked: boolean): Promise<{ status: number; text: string; cacheControl: string | undefined }> {
   return new Promise((resolve, reject) => {
     const req = request(
       {
@@ -26,7 +26,7 @@ function post(port: number, body: string, chunked: boolean): Promise<{ status: n
       (res) => {
         let text = ''
         res.on('data', (d: Buffer) => (text += d.toString()))
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text, cacheControl: res.headers['cache-control'] }))
       },
     )
     req.on('error', reject)
@@ -63,5 +63,6 @@ describe('form bodies over a real socket', () => {
     const res = await post(port, form, chunked)
     expect(res.status).toBe(413)
     expect(JSON.parse(res.text)).toEqual({ error: 'invalid_request', error_description: 'request body too large' })
+    expect(res.cacheControl).toBe('no-store')
   })
 })

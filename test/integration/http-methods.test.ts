@@ -83,7 +83,8 @@ describe('wrong method on any route: 405 with Allow', () => {
     const res = await m.app.request(pathOf(pattern), { method, ...(method === 'GET' || method === 'HEAD' ? {} : { body: 'x=1' }) })
     expect(res.status).toBe(405)
     expect(new Set((res.headers.get('allow') ?? '').split(/,\s*/))).toEqual(allowedAt(pattern))
-    if (method !== 'HEAD') expect(((await res.json()) as { error: string }).error).toBe('method_not_allowed')
+    expect(res.headers.get('cache-control')).toBe('no-store')
+    if (method !== 'HEAD') expect(await res.json()).toEqual({ error: 'method_not_allowed', error_description: 'method not allowed on this route' })
   })
 
   it.each(Object.keys(ROUTES).flatMap((pattern) => [...allowedAt(pattern)].map((method) => [method, pattern] as const)))(
@@ -100,5 +101,9 @@ describe('wrong method on any route: 405 with Allow', () => {
     const res = await m.app.request('/oauth2/authorize', { method: 'POST' })
     expect(res.status).toBe(404)
     expect(res.headers.get('allow')).toBeNull()
+    // Rendered like every other error: never cached.
+    expect(res.headers.get('cache-control')).toBe('no-store')
+    expect(res.headers.get('pragma')).toBe('no-cache')
+    expect(await res.json()).toEqual({ error: 'not_found', error_description: 'no such route' })
   })
 })

@@ -24,7 +24,8 @@ import { afterEach, describe, expect, it, vi } from 'vitest'
 import type { AgentId, Jti, Subject } from '../../src/core/claims.js'
 import type { Revocation, RevocationFeed, RevocationLog, RevocationMirror, RevocationTarget } from '../../src/revocation/port.js'
 import { createRevocationMirror } from '../../src/revocation/mirror.js'
-import { createRedisRevocationFeed, decodeRevocation, encodeRevocation } from '../../src/revocation/redis.js'
+import { decodeRevocation, encodeRevocation } from '../../src/revocation/codec.js'
+import { createRedisRevocationFeed } from '../../src/revocation/redis.js'
 
 const STALE_AFTER_MS = 1000
 const BLOCK_MS = 250

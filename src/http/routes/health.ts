@@ -5,7 +5,7 @@ import { formatIssue } from '../../policy/load.js'
 import type { PolicyReloadStatus } from '../../policy/watch.js'
 import type { KeysFileStatus, SigningKeys } from '../../tokens/keys.js'
 import type { KeySetStatus } from '../../tokens/upstream.js'
-import type { AppEnv } from '../app.js'
+import type { AppEnv } from '../env.js'
 import { jsonContent } from '../openapi.js'
 
 /** One trusted issuer's key set, for readiness. */

@@ -37,7 +37,7 @@ import {
 import { OAuthError } from '../../core/errors.js'
 import type { AuthenticatedCaller, ClientCredentials } from '../../tokens/port.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
-import type { AppEnv } from '../app.js'
+import type { AppEnv } from '../env.js'
 import { clientCredentials } from '../client-credentials.js'
 import { FormParams, readForm } from '../form.js'
 import { AdminError } from '../oauth-errors.js'

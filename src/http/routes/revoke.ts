@@ -1,31 +1,26 @@
-import type { Context } from 'hono'
 import type { AuditLog } from '../../audit/port.js'
 import { OAuthError } from '../../core/errors.js'
+import { holderRevocation, tokenStatus } from '../../core/token-access.js'
 import { RevocationError, type RevocationService } from '../../revocation/service.js'
+import type { AppContext } from '../env.js'
 import { FormParams, readForm } from '../form.js'
 import { NO_STORE } from '../oauth-errors.js'
-import type { AppEnv } from '../app.js'
-import { authenticateAgent, tokenStatus, type TokenRoutesDeps } from './introspect.js'
+import { authenticateAgent, type TokenRoutesDeps } from '../token-callers.js'
 
 /**
  * POST /oauth2/revoke (RFC 7009): an agent drops a token it holds when its
  * task is done. The token and every token delegated from it are revoked
  * (kind `chain`). An invalid or unknown token is answered 200, as §2.2 says;
- * a token issued to another agent is refused.
+ * a token issued to another agent is refused (core/token-access.ts
+ * `holderRevocation`).
  */
 export function revokeRoute(deps: TokenRoutesDeps & { readonly service: RevocationService; readonly audit: AuditLog }) {
-  return async function revoke(c: Context<AppEnv>): Promise<Response> {
+  return async function revoke(c: AppContext): Promise<Response> {
     const form = new FormParams(await readForm(c, deps.maxBodyBytes))
     const agent = await authenticateAgent(c, form, deps)
-    c.set('agent', agent)
-    const status = await tokenStatus(form.required('token'), deps)
-    // An expired or invalid token needs no revocation (RFC 7009 §2.2: still 200); an unknown
-    // revocation state does not stop one.
-    if (status.state === 'inactive') return c.body(null, 200, NO_STORE)
-    const { claims } = status
-    if (claims.client_id !== agent) {
-      throw new OAuthError('unauthorized_client', 'the token was not issued to this client', { detail: `jti=${claims.jti}` })
-    }
+    const decision = holderRevocation(agent, await tokenStatus(form.required('token'), deps))
+    if (!decision.revoke) return c.body(null, 200, NO_STORE)
+    const { claims } = decision
     c.set('jti', claims.jti)
     try {
       const r = await deps.service.revoke({

@@ -9,7 +9,7 @@ import { clientCredentials } from '../client-credentials.js'
 import { FormParams, PayloadTooLarge, readForm } from '../form.js'
 import { NO_STORE } from '../oauth-errors.js'
 import type { RefusalLog } from '../../telemetry/refusal-log.js'
-import type { AppEnv } from '../app.js'
+import type { AppEnv } from '../env.js'
 
 /** RFC 8707 §2: a resource is an absolute URI without a fragment. */
 function isResourceUri(value: string): boolean {

@@ -11,13 +11,13 @@ import { createHash, randomUUID } from 'node:crypto'
 import { Hono } from 'hono'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import type { AgentId, Jti } from '../../../src/core/claims.js'
-import type { AppEnv } from '../../../src/http/app.js'
-import { AdminError, renderAdminError } from '../../../src/http/oauth-errors.js'
+import type { AppEnv } from '../../../src/http/env.js'
+import { AdminError, renderError } from '../../../src/http/oauth-errors.js'
 import { mountRevocationFeed, type RevocationFeedDeps } from '../../../src/http/routes/revocation-feed.js'
 import { decodeHeartbeat, decodeSnapshot } from '../../../src/revocation/feed-wire.js'
 import { createRevocationMirror } from '../../../src/revocation/mirror.js'
 import type { Revocation } from '../../../src/revocation/port.js'
-import { decodeRevocation } from '../../../src/revocation/redis.js'
+import { decodeRevocation } from '../../../src/revocation/codec.js'
 import { observeMirror } from '../../../src/revocation/service.js'
 import { SseParser, type SseEvent } from '../../../src/verifier/sse.js'
 import {
@@ -83,7 +83,7 @@ function feedApp(limits: Partial<RevocationFeedDeps> = {}) {
   let fresh = true
   let freshCalls = 0
   const app = new Hono<AppEnv>()
-  app.onError((err, c) => (err instanceof AdminError ? renderAdminError(c, err) : c.text('unexpected', 500)))
+  app.onError((err, c) => (err instanceof AdminError ? renderError(c, err) : c.text('unexpected', 500)))
   mountRevocationFeed(app, {
     keys: [{ name: 'reader', sha256: createHash('sha256').update(KEY).digest(), roles: new Set(['auditor']) }],
     revocations: {

@@ -390,12 +390,8 @@ describe('watchPolicies', () => {
   async function start(debounceMs: number, pollMs?: number) {
     const loaded = [] as number[]
     const rejected = [] as (readonly PolicyIssue[])[]
-    store = watchPolicies(
-      dir,
-      createPolicyStore(policiesOf(await loadPolicies(dir))),
-      { onLoaded: (n) => loaded.push(n), onRejected: (issues) => rejected.push(issues) },
-      { debounceMs, ...(pollMs === undefined ? {} : { pollMs }) },
-    )
+    store = watchPolicies(dir, createPolicyStore(policiesOf(await loadPolicies(dir))), { debounceMs, ...(pollMs === undefined ? {} : { pollMs }) })
+    store.subscribe({ onLoaded: (n) => loaded.push(n), onRejected: (issues) => rejected.push(issues) })
     return { store, loaded, rejected }
   }
 

@@ -72,8 +72,8 @@ describe('openSigningKeys: the keys file, followed', () => {
       clock: () => now * 1000,
       logger: logger(),
       pollMs,
-      onSwitch: (k: SigningKey, p: SigningKey) => void switches.push([p.kid, k.kid]),
     })
+    ring.onSwitch((k: SigningKey, p: SigningKey) => void switches.push([p.kid, k.kid]))
     return ring
   }
   const write = (keys: JWK[]) => writeFile(file, JSON.stringify({ keys }), { mode: 0o600 })

@@ -1,0 +1,56 @@
+/**
+ * Config sections in the forms the modules take: each function reads one
+ * part of a checked {@link Config} and returns what one module's factory
+ * expects, so that no module reads the config file's shape.
+ */
+import { hostname } from 'node:os'
+import { compileAuthentication } from '../policy/load.js'
+import { normalizeTyp } from '../tokens/jws.js'
+import type { ResourceServer } from '../tokens/port.js'
+import type { JwksPolicy, TrustedIssuer } from '../tokens/upstream.js'
+import type { Config, ResourceServerConfig, SubjectIssuerConfig, TrustedIssuerConfig } from './schema.js'
+
+/** A trusted issuer → the verifier's form, with its role's `typ` default (`null`: no `typ`, or `jwt`). */
+export function trustedIssuer(t: TrustedIssuerConfig | SubjectIssuerConfig, brokerIssuer: string, defaultTyp: string | null): TrustedIssuer {
+  const typ = t.typ === undefined ? defaultTyp : t.typ
+  return {
+    issuer: t.issuer,
+    jwksUri: t.jwks_uri,
+    algorithms: t.algorithms,
+    audience: t.audience ?? brokerIssuer,
+    typ: typ === null ? [undefined, 'jwt'] : [normalizeTyp(typ)],
+    ...('accept_id_tokens' in t ? { acceptIdTokens: t.accept_id_tokens } : {}),
+  }
+}
+
+/** `trust.subjects` (access tokens: `at+jwt` by default) and `trust.workloads` (any JWT), as the verifier takes them. */
+export function trustedIssuersOf(config: Config): { readonly subjects: TrustedIssuer[]; readonly workloads: TrustedIssuer[] } {
+  return {
+    subjects: config.trust.subjects.map((t) => trustedIssuer(t, config.issuer, 'at+jwt')),
+    workloads: config.trust.workloads.map((t) => trustedIssuer(t, config.issuer, null)),
+  }
+}
+
+/** A resource server → the client authenticator's form, its keys imported (the schema checked they import). */
+export function resourceServer(rs: ResourceServerConfig): ResourceServer {
+  const { authentication, unusableKeys } = compileAuthentication(rs.authentication)
+  if (unusableKeys.length > 0) throw new TypeError(`resource_servers: ${rs.id}: unusable public key`)
+  return { id: rs.id, audiences: new Set(rs.audiences), authentication }
+}
+
+/** The `jwks` section, as the key resolvers take it. */
+export function jwksPolicyOf(config: Config): JwksPolicy {
+  return {
+    timeoutMs: config.jwks.timeout_ms,
+    maxBytes: config.jwks.max_bytes,
+    maxKeys: config.jwks.max_keys,
+    cooldownMs: config.jwks.cooldown_seconds * 1000,
+    cacheMaxAgeMs: config.jwks.cache_max_age_seconds * 1000,
+    staleMaxAgeMs: config.jwks.stale_max_age_seconds * 1000,
+  }
+}
+
+/** The name this process's records and audit chain carry: `instance_id`, or host and pid. */
+export function instanceIdOf(config: Config): string {
+  return config.instance_id ?? `${hostname()}:${process.pid}`
+}
