@@ -468,9 +468,9 @@ interface Row {
   readonly nonOk: number
   /** The server's CPU per token (µs, all its processes and threads; PostgreSQL and Redis not included). */
   readonly cpu: number | undefined
-  readonly vsPeer?: number
-  readonly vsFloor?: number
-  readonly vsEmbedded?: number
+  readonly vsPeer?: number | undefined
+  readonly vsFloor?: number | undefined
+  readonly vsEmbedded?: number | undefined
   readonly rounds: readonly number[]
 }
 

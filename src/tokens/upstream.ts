@@ -244,7 +244,8 @@ export function createRemoteKeyResolver(
   /** The fetch in flight, which concurrent requests share. */
   let reloading: Promise<void> | undefined
 
-  const fetchMetadata = (u: string, init: RequestInit) => fetchLimited(u, init, policy)
+  // oauth4webapi's own options carry only headers for a GET (no body; fetchLimited sets method, redirect and timeout).
+  const fetchMetadata = (u: string, init: oauth.CustomFetchOptions<'GET'>) => fetchLimited(u, { headers: init.headers }, policy)
 
   /** A discovered jwks_uri must be https, or loopback http only for a loopback issuer. */
   const acceptableJwksUri = (uri: unknown): uri is string =>

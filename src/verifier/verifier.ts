@@ -75,10 +75,11 @@ export interface VerifierOptions {
    * while the broker cannot be reached.
    */
   readonly jwks?: {
-    readonly timeoutMs?: number
-    readonly cooldownMs?: number
-    readonly cacheMaxAgeMs?: number
-    readonly staleMaxAgeMs?: number
+    // `| undefined`: callers compiled without exactOptionalPropertyTypes may pass it, and it means the default.
+    readonly timeoutMs?: number | undefined
+    readonly cooldownMs?: number | undefined
+    readonly cacheMaxAgeMs?: number | undefined
+    readonly staleMaxAgeMs?: number | undefined
   }
   /** How long `ready()` waits. Default 10 000. */
   readonly startTimeoutMs?: number

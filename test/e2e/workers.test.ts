@@ -48,7 +48,8 @@ interface Outcome {
   readonly kind: 'ok' | 'refused-503' | 'conn-refused' | 'reset' | 'broken'
   /** Epoch ms the outcome was seen. */
   readonly at?: number
-  readonly status?: number
+  /** Absent when no response came back. */
+  readonly status?: number | undefined
   readonly jti?: string
   readonly detail?: string
 }

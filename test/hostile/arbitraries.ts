@@ -146,7 +146,7 @@ export async function hostileContext(b: TestBroker): Promise<HostileContext> {
     const d = tokenBaseDraft({ ...keys, userTokens }, 'secret-agent')
     setParam(d, 'subject_token', minted['secret-agent'][i]!)
     setParam(d, 'scope', 'read')
-    d.headers['authorization'] = basic('sub-agent', SECRET).authorization!
+    d.headers['authorization'] = basic('sub-agent', SECRET)['authorization']!
     await exchange(d, 'sub-agent')
   }
   return { ...keys, userTokens, minted, usedAssertions }
@@ -851,7 +851,7 @@ const SCOPES: Record<Agent, readonly (string | undefined)[]> = {
 function clientAuth(ctx: HostileContext, agent: Agent, d: FormDraft, v: { scheme?: string; clientId?: boolean; actorType?: string; credential?: string }): void {
   switch (agent) {
     case 'secret-agent':
-      d.headers['authorization'] = basic('secret-agent', SECRET).authorization!.replace(/^Basic/, v.scheme ?? 'Basic')
+      d.headers['authorization'] = basic('secret-agent', SECRET)['authorization']!.replace(/^Basic/, v.scheme ?? 'Basic')
       return
     case 'jwt-agent':
       d.params.push(['client_assertion_type', CLIENT_ASSERTION_TYPE_JWT], ['client_assertion', v.credential ?? buildJwt(assertionRole(ctx)).token])
@@ -1130,7 +1130,7 @@ export function clientFaults(ctx: HostileContext, endpoint: 'token' | 'introspec
     })
   const assertion = () => buildJwt(assertionRole(ctx)).token
   const workload = () => buildJwt(workloadRole(ctx)).token
-  const basicOf = (id: string, secret: string) => basic(id, secret).authorization!
+  const basicOf = (id: string, secret: string) => basic(id, secret)['authorization']!
   const list: fc.Arbitrary<FormFault>[] = [
     fc.constant(null).map(() => replace('no client authentication', [INVALID_CLIENT], () => {})),
     fc

@@ -28,7 +28,11 @@ afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!()
 })
 
-function client(url: string, options: RedisOptions = REDIS_CLIENT_OPTIONS): Redis {
+// ioredis's RedisOptions declares `replyMapping` `| undefined` and its constructor does not:
+// under exactOptionalPropertyTypes a whole RedisOptions does not fit the constructor.
+type ClientOptions = Omit<RedisOptions, 'replyMapping'>
+
+function client(url: string, options: ClientOptions = REDIS_CLIENT_OPTIONS): Redis {
   const r = new Redis(url, options)
   r.on('error', () => {})
   cleanups.push(async () => void r.disconnect())
@@ -36,7 +40,7 @@ function client(url: string, options: RedisOptions = REDIS_CLIENT_OPTIONS): Redi
 }
 
 /** Like compose.ts: a connection without offline queue, used once ready. */
-async function readyClient(url = REDIS_URL, options: RedisOptions = REDIS_CLIENT_OPTIONS): Promise<Redis> {
+async function readyClient(url = REDIS_URL, options: ClientOptions = REDIS_CLIENT_OPTIONS): Promise<Redis> {
   const r = client(url, options)
   if (r.status !== 'ready') await new Promise((resolve) => r.once('ready', resolve))
   return r

@@ -44,7 +44,7 @@ async function rows(database: Database, query: ReturnType<typeof sql>): Promise<
 }
 
 const appliedMigrations = async (database: Database) =>
-  Number((await rows(database, sql`select count(*)::int as n from drizzle.__drizzle_migrations`))[0]!.n)
+  Number((await rows(database, sql`select count(*)::int as n from drizzle.__drizzle_migrations`))[0]!['n'])
 
 const open: Database[] = []
 afterEach(async () => {

@@ -58,7 +58,7 @@ import {
   type TestBroker,
 } from '../support/broker.js'
 
-const CLIENT_OPTIONS: RedisOptions = { maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000 }
+const CLIENT_OPTIONS = { maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000 } satisfies RedisOptions
 
 const reachable = await redisAvailable('verifier')
 const describeRedis = reachable ? describe : describe.skip
@@ -406,7 +406,7 @@ describeRedis('a verifier beside a broker on Redis', () => {
     expect(ok.status).toBe(200)
     expect(await ok.json()).toEqual({ sub: 'alice', agent: 'secret-agent' })
 
-    for (const authorization of [undefined, basic('secret-agent', SECRET).authorization]) {
+    for (const authorization of [undefined, basic('secret-agent', SECRET)['authorization']]) {
       const res = await get('/tickets/mine', authorization)
       expect(res.status).toBe(401)
       expect(res.headers.get('www-authenticate')).toBe(`Bearer realm="${AUDIENCE}"`)

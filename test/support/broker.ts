@@ -114,8 +114,8 @@ export interface TestBroker {
   readonly logLines: readonly string[]
   /** A user token from the user issuer: `sub` alice, aud the broker, 1 h, scope `read write`. */
   userToken(claims?: JWTPayload, header?: Record<string, unknown>): Promise<string>
-  /** A client assertion for `agent` (default `jwt-agent`), valid 60 s, fresh jti. */
-  assertion(claims?: JWTPayload, header?: Record<string, unknown>, key?: CryptoKey): Promise<string>
+  /** A client assertion for `agent` (default `jwt-agent`), valid 60 s, fresh jti; a claim set to `undefined` is left out. */
+  assertion(claims?: Record<string, unknown>, header?: Record<string, unknown>, key?: CryptoKey): Promise<string>
   /** The private key `rs/other` signs its assertions with. */
   readonly rsKey: { privateKey: CryptoKey; kid: string }
   /** A client assertion for `rs/other`, valid 60 s, fresh jti. */

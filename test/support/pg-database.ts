@@ -11,9 +11,9 @@ import { randomBytes } from 'node:crypto'
 import postgres from 'postgres'
 import { describe } from 'vitest'
 
-export const ADMIN_URL = process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres'
+export const ADMIN_URL = process.env['DATABASE_URL'] || 'postgres://postgres@127.0.0.1:5432/postgres'
 
-const mustRun = process.env.CI === 'true' || Boolean(process.env.DATABASE_URL)
+const mustRun = process.env['CI'] === 'true' || Boolean(process.env['DATABASE_URL'])
 
 const admin = () => postgres(ADMIN_URL, { max: 1, connect_timeout: 5, onnotice: () => {} })
 

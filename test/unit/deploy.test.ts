@@ -226,7 +226,7 @@ const keysOf = (m: Manifest | undefined) => (m === undefined ? [] : [...Object.k
 function containerEnv(c: PodContainer, problems: string[]): Record<string, string> {
   const env: Record<string, string> = { ...imageEnv }
   for (const from of listOf(c.container['envFrom'])) {
-    const ref = objOf(dig(from, 'secretRef')).name !== undefined ? ['Secret', dig(from, 'secretRef', 'name')] : ['ConfigMap', dig(from, 'configMapRef', 'name')]
+    const ref = objOf(dig(from, 'secretRef'))['name'] !== undefined ? ['Secret', dig(from, 'secretRef', 'name')] : ['ConfigMap', dig(from, 'configMapRef', 'name')]
     const source = named(ref[0] as string, strOf(ref[1]))
     if (source === undefined) problems.push(`${c.where}.envFrom: ${String(ref[0])} ${String(ref[1])} is defined nowhere in deploy/kubernetes, so its variables cannot be checked`)
     for (const key of keysOf(source)) env[key] = keyOf(source, key) ?? ''

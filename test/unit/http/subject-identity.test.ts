@@ -27,9 +27,9 @@ describe('POST /oauth2/token: subject identity along a chain', () => {
   it('names the user’s issuer in sub_id (RFC 9493 iss_sub), on the first hop and every later one', async () => {
     const parent = await expectToken(await asSecretAgent(await user()))
     const expected = { format: 'iss_sub', iss: USER_ISSUER, sub: 'alice' }
-    expect(decodeJwt(parent.access_token).sub_id).toEqual(expected)
+    expect(decodeJwt(parent.access_token)['sub_id']).toEqual(expected)
     const child = await expectToken(await asSubAgent(b.secret(parent.access_token)))
-    expect(decodeJwt(child.access_token).sub_id).toEqual(expected)
+    expect(decodeJwt(child.access_token)['sub_id']).toEqual(expected)
     const issued = b.audit.events().filter((e) => e.type === 'token.issued')
     expect(issued.at(-1)).toMatchObject({ subIssuer: USER_ISSUER, sub: 'alice' })
   })

@@ -122,7 +122,7 @@ describe('openSigningKeys: the keys file, followed', () => {
     await write([a])
     const keys = await open()
     const mint = createTokenMinter(keys)
-    const replaced = { ...c, kid: a.kid }
+    const replaced = { ...c, kid: a.kid! }
     await write([replaced])
     expect(await keys.reload()).toBe(true)
     const token = await mint.mint({ sub: 'x' } as never)
