@@ -42,10 +42,6 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const DATABASE_URL = process.env['DATABASE_URL'] || 'postgres://postgres@127.0.0.1:5432/postgres'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-function percentile(xs: readonly number[], p: number): number {
-  const sorted = [...xs].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!
-}
 function median(xs: readonly number[]): number {
   const sorted = [...xs].sort((a, b) => a - b)
   const mid = Math.floor(sorted.length / 2)
@@ -165,7 +161,7 @@ async function startBroker(mode: AuditMode, env: Record<string, string>, dataDir
   let pending = ''
   let closed: Closed | undefined
   const complaints: string[] = []
-  child.stdout!.on('data', (d: Buffer) => {
+  child.stdout.on('data', (d: Buffer) => {
     tail = (tail + d.toString()).slice(-4096)
     pending += d.toString()
     let nl: number
@@ -183,7 +179,7 @@ async function startBroker(mode: AuditMode, env: Record<string, string>, dataDir
       else if (entry.level !== undefined && LEVEL_WARN.has(entry.level) && complaints.length < 50) complaints.push(line.slice(0, 500))
     }
   })
-  child.stderr!.on('data', (d: Buffer) => {
+  child.stderr.on('data', (d: Buffer) => {
     tail = (tail + d.toString()).slice(-4096)
     if (complaints.length < 50) complaints.push(`stderr: ${d.toString().trim().slice(0, 500)}`)
   })
@@ -250,17 +246,17 @@ async function runOnce(mode: AuditMode, env: Record<string, string>): Promise<Ru
     const gen = spawn(process.execPath, ['--input-type=module', '-e', LOAD_SCRIPT], { stdio: ['pipe', 'pipe', 'inherit'] })
     load = gen
     let out = ''
-    gen.stdout!.on('data', (d: Buffer) => (out += d.toString()))
-    gen.stdin!.write(JSON.stringify({ url: `${broker.base}/oauth2/token`, authorization, body, connections: CONNECTIONS }) + '\n')
+    gen.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    gen.stdin.write(JSON.stringify({ url: `${broker.base}/oauth2/token`, authorization, body, connections: CONNECTIONS }) + '\n')
     const deadline = Date.now() + 20_000
     while (!out.includes('go\n')) {
       if (gen.exitCode !== null || Date.now() > deadline) throw new Error(`load generator did not start: ${out}`)
       await sleep(10)
     }
     await sleep(WARMUP_MS) // at full strength, JIT warm
-    gen.stdin!.write('start\n')
+    gen.stdin.write('start\n')
     await sleep(WINDOW_MS)
-    gen.stdin!.end('stop\n')
+    gen.stdin.end('stop\n')
     const stopDeadline = Date.now() + 20_000
     while (!out.trimEnd().endsWith('}')) {
       if (gen.exitCode !== null && !out.trimEnd().endsWith('}')) throw new Error(`load generator exited: ${out}`)
@@ -303,7 +299,7 @@ function check(label: string, round: number, run: Run): void {
   const bad = Object.entries(run.statuses).filter(([status]) => status !== '200')
   if (bad.length > 0) failures.push(`${where}: non-200 responses ${JSON.stringify(Object.fromEntries(bad))} of ${JSON.stringify(run.statuses)}`)
   if (run.killed) failures.push(`${where}: the broker did not exit within 15 s of SIGTERM (killed)`)
-  else if (run.exitCode !== 0) failures.push(`${where}: the broker exited with ${run.exitCode}`)
+  else if (run.exitCode !== 0) failures.push(`${where}: the broker exited with ${String(run.exitCode)}`)
   if (run.mode === 'sql') {
     if (run.closed === undefined) failures.push(`${where}: no 'audit log closed' line at shutdown`)
     else {

@@ -250,7 +250,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
           intervalMs: config.audit.checkpoint_interval_ms,
         },
         logger: log.child({ module: 'audit' }),
-        ...(metrics === undefined ? {} : { onGroup: metrics.auditGroup }),
+        ...(metrics === undefined ? {} : { onGroup: metrics.auditGroup.bind(metrics) }),
       })
       // Runs before the database closes: queued groups are written, then a last checkpoint.
       closers.push(() => sqlAudit!.close())
@@ -315,7 +315,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
         enableAutoPipelining: true,
       })
       redis.on('error', () => undefined) // reported through freshness and failed calls, not per retry
-      closers.push(async () => void redis.disconnect())
+      closers.push(async () => redis.disconnect())
       await waitReady(redis)
       feed = await createRedisRevocationFeed({
         redis,
@@ -386,7 +386,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     admission,
     now: nowSeconds,
     newJti: () => randomUUID() as Jti,
-    ...(tracing === undefined ? {} : { step: tracing.step }),
+    ...(tracing === undefined ? {} : { step: tracing.step.bind(tracing) }),
   }
 
   // Refusals are counted and logged once per interval, never a line each.
@@ -401,8 +401,8 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     exchange,
     refusals,
     shedding: {
-      eventLoopLag: options.loadSignals?.eventLoopLag ?? eventLoop!.current,
-      auditPending: options.loadSignals?.auditPending ?? (sqlAudit === undefined ? () => 0 : sqlAudit.pending),
+      eventLoopLag: options.loadSignals?.eventLoopLag ?? (() => eventLoop!.current()),
+      auditPending: options.loadSignals?.auditPending ?? (sqlAudit === undefined ? () => 0 : () => sqlAudit.pending()),
       maxConcurrent: config.overload.max_concurrent_requests,
       maxEventLoopLagMs: config.overload.max_event_loop_lag_ms,
       // A full group being written and a full one waiting: more means the database is not keeping up.
@@ -423,7 +423,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     ...(tracing === undefined ? {} : { tracing }),
     ...(metrics === undefined ? {} : { metrics }),
     ...(sqlDb === undefined ? {} : { auditQueries: { page: (r) => queryAudit(sqlDb.db, r), tree: (jti) => delegationTree(sqlDb.db, jti) } }),
-    ...(sqlAudit === undefined ? {} : { auditHealthy: () => sqlAudit!.probe() }),
+    ...(sqlAudit === undefined ? {} : { auditHealthy: () => sqlAudit.probe() }),
     readiness: {
       policyReload: () => policies.status(),
       keysFile: () => keys.status(),

@@ -212,7 +212,7 @@ const iso = (t: number) => new Date(t * 1000).toISOString()
 function line(e: AuditEntry): string {
   const r = e.record
   const who = [r['agent'], r['by']].find((v) => typeof v === 'string') ?? '-'
-  const fields = [`#${e.id}`, iso(r['at'] as number), String(r['event']).padEnd(22), `by=${String(who)}`]
+  const fields = [`#${e.id}`, iso(r['at'] as number), String(r['event']).padEnd(22), `by=${who}`]
   if (typeof r['sub'] === 'string') fields.push(`sub=${r['sub']}`)
   if (typeof r['sub_iss'] === 'string') fields.push(`iss=${r['sub_iss']}`)
   if (typeof r['jti'] === 'string') fields.push(`jti=${r['jti']}`)

@@ -406,6 +406,7 @@ export async function createRedisRevocationFeed(options: RedisRevocationFeedOpti
           logger.info('revocation feed in step with redis again')
         }
       } catch (err) {
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by another callback while this awaits; TypeScript keeps the narrowing from before the await
         if (closed) return
         resyncWanted = true
         lastError = messageOf(err)
@@ -602,6 +603,7 @@ const Id = z.string().min(1)
 const Issuer = z
   .string()
   .min(1)
+  // eslint-disable-next-line no-control-regex -- NUL is what it refuses
   .regex(/^[^\u0000]*$/)
   .nullish()
   .transform((iss) => iss ?? null)

@@ -256,6 +256,7 @@ export function createRemoteKeyResolver(
   async function discover(): Promise<string> {
     if (issuer.jwksUri !== undefined) return issuer.jwksUri
     if (jwksUri !== undefined) return jwksUri
+    // eslint-disable-next-line @typescript-eslint/no-deprecated -- deprecated to stand out: the config accepts an http issuer on a loopback host only (tests, a local IdP)
     const options = { [oauth.allowInsecureRequests]: issuerUrl.protocol === 'http:', [oauth.customFetch]: fetchMetadata }
     let uri: unknown
     for (const algorithm of ['oauth2', 'oidc'] as const) {

@@ -300,6 +300,7 @@ function feedClientCredentials(client: FeedClient, issuer: string, clock: () => 
   }
   const { privateKey, alg, kid } = client
   if (!(ASYMMETRIC_ALGORITHMS as readonly string[]).includes(alg)) throw new TypeError('revocations.feed.client.alg must be an asymmetric JWS algorithm')
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- a public API: JavaScript callers are not type-checked
   if (typeof privateKey !== 'object' || privateKey === null) throw new TypeError('revocations.feed.client needs secret or privateKey')
   if (kid !== undefined && (typeof kid !== 'string' || kid === '')) throw new TypeError('revocations.feed.client.kid is malformed')
   return {

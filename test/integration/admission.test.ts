@@ -35,7 +35,7 @@ type ClientOptions = Omit<RedisOptions, 'replyMapping'>
 function client(url: string, options: ClientOptions = REDIS_CLIENT_OPTIONS): Redis {
   const r = new Redis(url, options)
   r.on('error', () => {})
-  cleanups.push(async () => void r.disconnect())
+  cleanups.push(async () => r.disconnect())
   return r
 }
 
@@ -48,7 +48,9 @@ async function readyClient(url = REDIS_URL, options: ClientOptions = REDIS_CLIEN
 
 function newPrefix(redis: Redis): string {
   const prefix = `mandate-test:${randomUUID()}:`
-  cleanups.push(async () => void (await deletePrefix(redis, prefix)))
+  cleanups.push(async () => {
+    await deletePrefix(redis, prefix)
+  })
   return prefix
 }
 

@@ -191,7 +191,7 @@ interface Broker {
 
 async function json(res: Response): Promise<Json> {
   const text = await res.text()
-  let body: Record<string, unknown> = {}
+  let body: Record<string, unknown>
   try {
     body = JSON.parse(text) as Record<string, unknown>
   } catch {
@@ -253,10 +253,10 @@ async function startBroker(name: string, env: BrokerEnv): Promise<Broker> {
     tail = (tail + d.toString()).slice(-8192)
   }
   // Always drained: a full pipe would block the broker.
-  child.stdout!.on('data', keep)
-  child.stderr!.on('data', keep)
-  child.stdout!.on('data', logSink('kill-switch broker stdout'))
-  child.stderr!.on('data', logSink('kill-switch broker stderr'))
+  child.stdout.on('data', keep)
+  child.stderr.on('data', keep)
+  child.stdout.on('data', logSink('kill-switch broker stdout'))
+  child.stderr.on('data', logSink('kill-switch broker stderr'))
 
   const post = async (path: string, body: string, headers: Record<string, string>, timeoutMs = 30_000) =>
     json(await fetch(`${base}${path}`, { method: 'POST', headers, body, signal: AbortSignal.timeout(timeoutMs) }))
@@ -594,14 +594,14 @@ token_ttl: { default: 300, max: 300 }
     const load = spawn(process.execPath, ['--input-type=module', '-e', LOAD_SCRIPT], { stdio: ['pipe', 'pipe', 'inherit'] })
     children.add(load)
     let out = ''
-    load.stdout!.on('data', (d: Buffer) => (out += d.toString()))
+    load.stdout.on('data', (d: Buffer) => (out += d.toString()))
     const seen = (text: string, timeoutMs: number) =>
       until(`the load generator printing ${JSON.stringify(text)} (${out})`, async () => out.includes(text) || load.exitCode !== null, timeoutMs, 10).then(
         () => {
-          if (!out.includes(text)) throw new Error(`load generator exited (${load.exitCode}): ${out}`)
+          if (!out.includes(text)) throw new Error(`load generator exited (${String(load.exitCode)}): ${out}`)
         },
       )
-    load.stdin!.write(
+    load.stdin.write(
       JSON.stringify({ url: `${a.base}/oauth2/token`, authorization: basic(LOAD), body: exchangeForm(user), loops: LOOPS, maxMs: 40_000 }) + '\n',
     )
     const latencies: number[] = []
@@ -617,13 +617,12 @@ token_ttl: { default: 300, max: 300 }
         expect(res.status, JSON.stringify(res.body)).toBe(201)
       }
     } finally {
-      load.stdin!.end('stop\n')
+      load.stdin.end('stop\n')
     }
     await seen('}\n', 10_000)
     await stopChild(load)
     const report = JSON.parse(out.slice(out.indexOf('{'))) as { statuses: Record<string, number>; afterGo: number; ms: number }
 
-    const exchanges = Object.values(report.statuses).reduce((x, y) => x + y, 0)
     const p50 = percentile(latencies, 50)
     const p99 = percentile(latencies, 99)
     console.log(

@@ -19,7 +19,7 @@ import { randomUUID } from 'node:crypto'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose'
+import { exportJWK, generateKeyPair, SignJWT } from 'jose'
 import { Redis } from 'ioredis'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createMemoryAuditLog } from '../../src/audit/memory.js'
@@ -114,7 +114,7 @@ token_ttl: { default: 300, max: 300 }
       const now = Math.floor(Date.now() / 1000)
       const assertion = await new SignJWT({ iss: AGENT, sub: AGENT, aud: ISSUER, jti: randomUUID(), iat: now, exp: now + 60 })
         .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
-        .sign(privateKey as CryptoKey)
+        .sign(privateKey)
       const res = await mandate.app.request('/oauth2/token', {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded' },

@@ -346,7 +346,7 @@ describeRedis('a verifier beside a broker on Redis', () => {
     await revokeOverHttp(broker.url, { jti: 'before-follower' })
     const token = await issue(b)
     const redis = new Redis(REDIS_URL, CLIENT_OPTIONS)
-    cleanups.push(async () => void redis.disconnect())
+    cleanups.push(async () => redis.disconnect())
     const before = await dump(redis, prefix)
     expect(Object.keys(before).length).toBeGreaterThan(0)
     const follower = verifierFor(b, broker.url, { redis: { url: REDIS_URL, prefix } })
@@ -361,7 +361,7 @@ describeRedis('a verifier beside a broker on Redis', () => {
     const empty = `mandate-test-verifier:${randomUUID()}:`
     cleanups.push(() => dropPrefix(empty))
     const redis = new Redis(REDIS_URL, CLIENT_OPTIONS)
-    cleanups.push(async () => void redis.disconnect())
+    cleanups.push(async () => redis.disconnect())
     expect(await dump(redis, empty)).toEqual({})
     const follower = verifierFor(b, broker.url, { redis: { url: REDIS_URL, prefix: empty } }, { startTimeoutMs: 500 })
     await expect(follower.ready()).rejects.toThrow(/not ready/)

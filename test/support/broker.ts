@@ -76,7 +76,7 @@ async function makeIssuer(iss: string, alg: 'RS256' | 'ES256', defaults: (now: n
     publicJwk,
     sign: (claims, header = {}) =>
       new SignJWT({ ...defaults(now()), ...claims })
-        .setProtectedHeader({ alg, kid, typ: 'at+jwt', ...header } as { alg: string })
+        .setProtectedHeader({ alg, kid, typ: 'at+jwt', ...header })
         .sign(privateKey),
   }
 }
@@ -347,8 +347,8 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     revoke,
     killAgent: (agent) => kill(`agent:${agent}`, { kind: 'agent', agent }),
     liftAgent: (agent) => liftAll(`agent:${agent}`),
-    killUser: (sub, _at, iss = USER_ISSUER) => kill(`sub:${iss}:${sub}`, { kind: 'sub', sub, iss }),
-    liftUser: (sub, iss = USER_ISSUER) => liftAll(`sub:${iss}:${sub}`),
+    killUser: (sub, _at, iss = USER_ISSUER) => kill(`sub:${String(iss)}:${sub}`, { kind: 'sub', sub, iss }),
+    liftUser: (sub, iss = USER_ISSUER) => liftAll(`sub:${String(iss)}:${sub}`),
     revokeToken: (jti) => revoke({ kind: 'jti', jti }),
   }
 
@@ -371,12 +371,12 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     userToken: (claims, header) => users.sign(claims ?? {}, header),
     assertion: (claims = {}, header = {}, key = agentKeys.privateKey) =>
       new SignJWT({ iss: 'jwt-agent', sub: 'jwt-agent', aud: BROKER, jti: `a-${++jtiCounter}-${Math.random()}`, iat: now, exp: now + 60, ...claims })
-        .setProtectedHeader({ alg: 'ES256', kid: agentKid, ...header } as { alg: string })
+        .setProtectedHeader({ alg: 'ES256', kid: agentKid, ...header })
         .sign(key),
     rsKey: { privateKey: rsKeys.privateKey, kid: rsKid },
     rsAssertion: (claims = {}, header = {}) =>
       new SignJWT({ iss: RESOURCE_SERVERS.other, sub: RESOURCE_SERVERS.other, aud: BROKER, jti: `r-${++jtiCounter}-${Math.random()}`, iat: now, exp: now + 60, ...claims })
-        .setProtectedHeader({ alg: 'ES256', kid: rsKid, ...header } as { alg: string })
+        .setProtectedHeader({ alg: 'ES256', kid: rsKid, ...header })
         .sign(rsKeys.privateKey),
     token: (form, headers = {}) =>
       Promise.resolve(

@@ -62,7 +62,9 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   return {
     url: url.toString(),
     name,
-    admin: async (statement) => void (await sql.unsafe(statement)),
+    admin: async (statement) => {
+      await sql.unsafe(statement)
+    },
     async drop() {
       try {
         await sql.unsafe(`drop database if exists "${name}" with (force)`)

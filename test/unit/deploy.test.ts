@@ -169,7 +169,7 @@ async function loadManifests(): Promise<{ manifests: Manifest[]; problems: strin
   const problems: string[] = []
   for (const file of (await readdir(K8S)).filter((f) => /\.ya?ml$/.test(f)).sort()) {
     for (const doc of parseAllDocuments(await readFile(join(K8S, file), 'utf8'))) {
-      for (const e of doc.errors) problems.push(`deploy/kubernetes/${file}: YAML: ${e.message.split('\n')[0]}`)
+      for (const e of doc.errors) problems.push(`deploy/kubernetes/${file}: YAML: ${e.message.split('\n')[0] ?? ''}`)
       const body = doc.toJS() as unknown
       if (body === null || body === undefined) continue
       if (!isObj(body)) {

@@ -8,6 +8,7 @@ import type { Revocation, RevocationTarget } from '../../revocation/port.js'
 import { RevocationError, type RevocationService } from '../../revocation/service.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
 import { readJsonBody } from '../admin-input.js'
+import type { AppEnv } from '../app.js'
 import { AdminError, NO_STORE } from '../oauth-errors.js'
 import { recordAdminRead } from './admin-audit.js'
 
@@ -128,7 +129,7 @@ export interface AdminRevocationDeps {
 }
 
 /** /admin/revocations: the kill switch's API (responder: revoke and lift; auditor: read). */
-export function mountAdminRevocations(app: Hono<any>, deps: AdminRevocationDeps): void {
+export function mountAdminRevocations(app: Hono<AppEnv>, deps: AdminRevocationDeps): void {
   const { revocations, audit } = deps
   const record = async (c: Context, type: 'revocation.created' | 'revocation.lifted', r: Revocation) => {
     // The revocation itself is durable and in force: a failed audit line is reported, and must not undo it.
@@ -145,7 +146,7 @@ export function mountAdminRevocations(app: Hono<any>, deps: AdminRevocationDeps)
       throw new AdminError('invalid_request', `invalid ${field}: ${parsed.error.issues[0]?.message ?? 'invalid'}`)
     }
     const target = targetOf(parsed.data, deps)
-    const r = await revocations.revoke({ target, reason: parsed.data.reason, createdBy: c.get('adminKey') as string }).catch(unavailable)
+    const r = await revocations.revoke({ target, reason: parsed.data.reason, createdBy: c.get('adminKey') }).catch(unavailable)
     await record(c, 'revocation.created', r)
     return c.json(revocationJson(r), 201, { ...NO_STORE, Location: `/admin/revocations/${r.id}` })
   })
@@ -173,7 +174,7 @@ export function mountAdminRevocations(app: Hono<any>, deps: AdminRevocationDeps)
   app.delete('/admin/revocations/:id', requireAdmin(deps.keys, 'revoke'), async function liftRevocation(c) {
     const id = c.req.param('id')
     if (!UUID.test(id)) throw new AdminError('not_found', 'no revocation has that id')
-    const r = await revocations.lift(id, c.get('adminKey') as string).catch(unavailable)
+    const r = await revocations.lift(id, c.get('adminKey')).catch(unavailable)
     await record(c, 'revocation.lifted', r)
     return c.json(revocationJson(r), 200, NO_STORE)
   })

@@ -60,7 +60,7 @@ describe('POST /oauth2/token: subject identity along a chain', () => {
     // A 64-byte ES256 signature is 86 base64url characters; the last carries 2 unused bits.
     const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
     const last = alphabet.indexOf(sig.at(-1)!)
-    const tweaked = `${assertion.slice(0, -1)}${alphabet[last ^ 1]}`
+    const tweaked = `${assertion.slice(0, -1)}${alphabet.charAt(last ^ 1)}`
     expect(Buffer.from(tweaked.slice(tweaked.lastIndexOf('.') + 1), 'base64url')).toEqual(Buffer.from(sig, 'base64url'))
     const res = await b.token(
       exchange(await user({ groups: ['engineering'] }), { client_assertion_type: CLIENT_ASSERTION_TYPE_JWT, client_assertion: tweaked }),

@@ -54,7 +54,7 @@ async function signer(alg: string, options: { crv?: string } = {}): Promise<Sign
 const claims = (over: JWTPayload = {}): JWTPayload => ({ iss: ISS, sub: 'alice', aud: AUD, iat: NOW, exp: NOW + 300, jti: 'j-1', ...over })
 
 function sign(s: Signer, payload: JWTPayload = claims(), header: Record<string, unknown> = {}): Promise<string> {
-  return new SignJWT(payload).setProtectedHeader({ alg: s.alg, typ: 'at+jwt', ...header } as { alg: string }).sign(s.privateKey)
+  return new SignJWT(payload).setProtectedHeader({ alg: s.alg, typ: 'at+jwt', ...header }).sign(s.privateKey)
 }
 
 const rules = (over: Partial<ClaimRules> = {}): ClaimRules => ({

@@ -128,7 +128,7 @@ describe('openSigningKeys: the keys file, followed', () => {
     const token = await mint.mint({ sub: 'x' } as never)
     const { verify } = await import('node:crypto')
     const [h, p, sig] = token.split('.')
-    const ok = verify('sha256', Buffer.from(`${h}.${p}`), { key: keys.byKid(a.kid!)!.publicKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(sig!, 'base64url'))
+    const ok = verify('sha256', Buffer.from(`${h!}.${p!}`), { key: keys.byKid(a.kid!)!.publicKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(sig!, 'base64url'))
     expect(ok).toBe(true)
     expect(keys.current.publicJwk.x).toBe(c.x)
     expect(switches).toEqual([])

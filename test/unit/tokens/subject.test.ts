@@ -48,7 +48,7 @@ function verifier(issuer: TrustedIssuer, over: Partial<SubjectVerifierOptions> =
 
 function userToken(claims: JWTPayload = {}, header: Record<string, unknown> = {}): Promise<string> {
   return new SignJWT({ iss: IDP, sub: 'alice', aud: BROKER, iat: NOW, exp: NOW + 3600, scope: 'read', ...claims })
-    .setProtectedHeader({ alg: 'ES256', kid: 'idp-1', typ: 'at+jwt', ...header } as { alg: string })
+    .setProtectedHeader({ alg: 'ES256', kid: 'idp-1', typ: 'at+jwt', ...header })
     .sign(idpKey)
 }
 
