@@ -219,8 +219,8 @@ async function start(name: TargetName, backing: Backing | undefined, nodeArgs: r
   }
   const child = spawn(process.execPath, argv, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let err = ''
-  child.stderr!.on('data', (d: Buffer) => (err = (err + String(d)).slice(-4000)))
-  child.stdout!.resume()
+  child.stderr.on('data', (d: Buffer) => (err = (err + String(d)).slice(-4000)))
+  child.stdout.resume()
   const url = `http://127.0.0.1:${port}${path}`
   const readyUrl = name === 'peer' || name === 'floor' ? undefined : `http://127.0.0.1:${port}/readyz`
   const deadline = Date.now() + 60_000
@@ -291,7 +291,7 @@ const loadChild = spawn(process.execPath, ['--import', 'tsx', join(root, 'bench/
   cwd: root,
   stdio: ['pipe', 'pipe', 'inherit'],
 })
-const loadLines = createInterface({ input: loadChild.stdout! })[Symbol.asyncIterator]()
+const loadLines = createInterface({ input: loadChild.stdout })[Symbol.asyncIterator]()
 async function loadAnswer(): Promise<Record<string, unknown>> {
   const next = await loadLines.next()
   if (next.done === true) throw new Error('the load generator exited')
@@ -310,7 +310,7 @@ async function measure(
   // Exchanges to sign: enough for half again the rate seen so far (a server still warming up speeds up).
   const count = Math.ceil((expectedRate * (warmupMs + durationMs) * 1.5) / 1000) + connections
   const before = cpuMs(target.child.pid!)
-  loadChild.stdin!.write(`${JSON.stringify({ id: String(++commandId), url: target.url, series: target.name, connections, count, warmupMs, durationMs })}\n`)
+  loadChild.stdin.write(`${JSON.stringify({ id: String(++commandId), url: target.url, series: target.name, connections, count, warmupMs, durationMs })}\n`)
   const answer = await loadAnswer()
   const after = cpuMs(target.child.pid!)
   if (typeof answer['error'] === 'string') throw new Error(`load generator: ${answer['error']}`)
@@ -437,7 +437,7 @@ try {
     const code = await stop(t)
     if (code !== 0 && code !== null) failures.push(`${t.name} exited ${code} on SIGTERM: ${t.stderr().trim().slice(-800)}`)
   }
-  loadChild.stdin!.end()
+  loadChild.stdin.end()
   idp.close()
 }
 
@@ -468,9 +468,9 @@ interface Row {
   readonly nonOk: number
   /** The server's CPU per token (µs, all its processes and threads; PostgreSQL and Redis not included). */
   readonly cpu: number | undefined
-  readonly vsPeer?: number
-  readonly vsFloor?: number
-  readonly vsEmbedded?: number
+  readonly vsPeer?: number | undefined
+  readonly vsFloor?: number | undefined
+  readonly vsEmbedded?: number | undefined
   readonly rounds: readonly number[]
 }
 
@@ -489,7 +489,6 @@ for (const connections of CONNECTIONS) {
   for (const target of [...new Set(counted.map((m) => m.series))]) {
     const ms_ = counted.filter((m) => m.series === target && m.connections === connections)
     if (ms_.length === 0) continue
-    const mandate = target.startsWith('mandate')
     rows.push({
       target,
       connections,
@@ -504,7 +503,6 @@ for (const connections of CONNECTIONS) {
       ...(target !== 'floor' ? { vsFloor: ratio(target, 'floor', connections) } : {}),
       ...(target.startsWith('mandate-prod') ? { vsEmbedded: ratio(target, 'mandate-embedded', connections) } : {}),
     })
-    void mandate
   }
 }
 

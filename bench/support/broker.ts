@@ -46,6 +46,7 @@ const { config } = loaded
 function benchLogger(level: string): Logger {
   const root = createLogger(level)
   const auditLevel = root.levels.values[level]! < root.levels.values['info']! ? level : 'info'
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- called below with `this` (child.call)
   const child = root.child
   // Children are created from their parent's prototype chain: `this` keeps every level's bindings.
   root.child = function (this: Logger, bindings, options) {

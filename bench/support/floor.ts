@@ -46,7 +46,7 @@ function decode(jwt: string | null, code: Refusal['code']) {
     return {
       header: JSON.parse(Buffer.from(parts[0]!, 'base64url').toString()) as Record<string, unknown>,
       payload: JSON.parse(Buffer.from(parts[1]!, 'base64url').toString()) as Record<string, unknown>,
-      input: Buffer.from(`${parts[0]}.${parts[1]}`),
+      input: Buffer.from(`${parts[0]!}.${parts[1]!}`),
       signature: Buffer.from(parts[2]!, 'base64url'),
     }
   } catch {

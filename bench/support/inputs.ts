@@ -209,7 +209,7 @@ export interface MandateConfigOptions {
   /** Where the IdP's JWKS is served (http on loopback is accepted). */
   readonly idpJwksUri: string
   /** YAML appended at the end (a `--variant`'s settings). */
-  readonly extra?: string
+  readonly extra?: string | undefined
 }
 
 /** The private JWK set Mandate signs with: the same key the peer and the floor get. */

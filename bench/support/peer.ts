@@ -52,8 +52,9 @@ interface OidcProviderModule {
 const settings = settingsFromArgv<ServerSettings>('bench/support/peer.ts', 'server.json')
 const port = Number(process.env['PORT'] ?? 0)
 
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- `as string` keeps TypeScript from resolving the untyped package (TS7016); OidcProviderModule types what is used
 const { default: Provider, errors } = (await import('oidc-provider' as string)) as OidcProviderModule
-const idpKeys = createLocalJWKSet({ keys: settings.idp.jwks.keys.map((k) => ({ ...k })) as never })
+const idpKeys = createLocalJWKSet({ keys: settings.idp.jwks.keys.map((k) => ({ ...k })) })
 const grantsByAgent = new Map(settings.agents.map((a) => [a.id, new Map(a.grants.map((g) => [g.audience, g]))]))
 
 /** A resource server as oidc-provider's token formats read it (audience, format, TTL, signing). */

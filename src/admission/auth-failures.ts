@@ -138,7 +138,7 @@ export function createAuthFailureThrottle(clock: () => number, limits: AuthFailu
       const now = clock()
       if (byClientAtAddress.size > 0) byClientAtAddress.delete(pair(clientId, address))
       let addresses = trusted.get(clientId)
-      if (addresses === undefined) trusted.set(clientId, (addresses = new Map()))
+      if (addresses === undefined) trusted.set(clientId, (addresses = new Map<string, number>()))
       const at = addresses.get(address)
       // A working agent succeeds many times a second: refresh its mark once a minute, not every time.
       if (at !== undefined && now - at < 60_000) return

@@ -9,29 +9,29 @@ import { AUDIT_EVENTS, auditLog, type AuditRow } from '../storage/schema.js'
 
 export interface AuditFilter {
   /** Records where this agent acted or appears in the actor chain. */
-  readonly agent?: string
-  readonly sub?: string
+  readonly agent?: string | undefined
+  readonly sub?: string | undefined
   /**
    * With `sub` only: the user's issuer (a user is the pair). Records that
    * name no issuer for that `sub` match too: kills of it at any issuer, and
    * records written before the issuer was recorded.
    */
-  readonly iss?: string
+  readonly iss?: string | undefined
   /** Records about this token (`jti`, e.g. token.issued / token.withheld / a jti revocation). */
-  readonly jti?: string
+  readonly jti?: string | undefined
   /** An event type, or a family such as `admin.*` or `token.*`. */
-  readonly event?: string
+  readonly event?: string | undefined
   /** Epoch seconds, inclusive. */
-  readonly from?: number
+  readonly from?: number | undefined
   /** Epoch seconds, inclusive. */
-  readonly to?: number
+  readonly to?: number | undefined
 }
 
 export interface AuditPageRequest extends AuditFilter {
   /** 1..500; default 100. */
-  readonly limit?: number
+  readonly limit?: number | undefined
   /** Cursor from a previous page: records older than it. */
-  readonly before?: number
+  readonly before?: number | undefined
 }
 
 /** One record as the API shows it: the hashed record itself, plus where it sits. */

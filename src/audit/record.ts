@@ -81,6 +81,7 @@ function body(event: AuditEvent, doc: Record<string, Json | undefined>): Record<
           id: r.id,
           kind: t.kind,
           ...('agent' in t ? { agent: t.agent } : {}),
+          // eslint-disable-next-line @typescript-eslint/no-deprecated -- a `sub` key where a string may also stand is taken for String.prototype.sub
           ...('sub' in t ? { sub: t.sub } : {}),
           // A user kill without an issuer (any issuer) leaves it out.
           ...('iss' in t && t.iss !== null ? { iss: t.iss } : {}),
@@ -226,7 +227,7 @@ export function columnsFromRecord(record: string): { ok: true; columns: RecordCo
   if (canonicalize(doc) !== record) return { ok: false, reason: 'record is not in canonical form (RFC 8785)' }
   const d = doc as Record<string, unknown>
   if (d['v'] !== RECORD_VERSION) return { ok: false, reason: `unknown record version ${JSON.stringify(d['v'])}` }
-  const str = (k: string) => (typeof d[k] === 'string' ? (d[k] as string) : undefined)
+  const str = (k: string) => (typeof d[k] === 'string' ? d[k] : undefined)
   const chain = str('chain')
   const instance = str('instance')
   const event = str('event')
@@ -242,13 +243,13 @@ export function columnsFromRecord(record: string): { ok: true; columns: RecordCo
   return {
     ok: true,
     doc: d,
-    columns: { chainId: chain, seq: d['seq'] as number, at: d['at'] as number, event: event as AuditEvent['type'], instance, ...implied },
+    columns: { chainId: chain, seq: d['seq'] as number, at: d['at'], event: event as AuditEvent['type'], instance, ...implied },
   }
 }
 
 /** Enough of an event, rebuilt from a stored record, to derive its columns. */
 function eventFromDoc(d: Record<string, unknown>): AuditEvent {
-  const s = (k: string, o: Record<string, unknown> = d): string | undefined => (typeof o[k] === 'string' ? (o[k] as string) : undefined)
+  const s = (k: string, o: Record<string, unknown> = d): string | undefined => (typeof o[k] === 'string' ? o[k] : undefined)
   const at = d['at'] as number
   const type = d['event']
   switch (type) {

@@ -306,7 +306,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
   }
 
   async function run(): Promise<void> {
-    await null // `running` is set before this loop can end
+    await Promise.resolve() // `running` is set before this loop can end
     try {
       while (queue.length > 0) {
         const group = queue.length <= groupMax ? queue : queue.slice(0, groupMax)
@@ -526,6 +526,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
       } finally {
         checkpointing = undefined
         // This one was for a chain left since: the new chain's first is due now.
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by another callback while this awaits; TypeScript keeps the narrowing from before the await
         if (firstCheckpointDue) void checkpoint()
       }
     })()

@@ -149,7 +149,7 @@ export async function auditVerify(options: VerifyCliOptions): Promise<void> {
     // Checkpoints of another database in the same directory are not this log's.
     store = checkpoints === undefined ? undefined : await checkpointStore(db)
     report = await verifyAuditLog(db.db, {
-      ...(checkpoints === undefined ? {} : { checkpoints: checkpoints.checkpoints, now, maxUncoveredAge, store }),
+      ...(checkpoints === undefined ? {} : { checkpoints: checkpoints.checkpoints, now, maxUncoveredAge, ...(store === undefined ? {} : { store }) }),
       onProgress: (n) => process.stderr.write(`verified ${n.toLocaleString('en-US')} records…\n`),
     })
   } catch (err) {
@@ -221,7 +221,7 @@ const iso = (t: number) => new Date(t * 1000).toISOString()
 function line(e: AuditEntry): string {
   const r = e.record
   const who = [r['agent'], r['by']].find((v) => typeof v === 'string') ?? '-'
-  const fields = [`#${e.id}`, iso(r['at'] as number), String(r['event']).padEnd(22), `by=${String(who)}`]
+  const fields = [`#${e.id}`, iso(r['at'] as number), String(r['event']).padEnd(22), `by=${who}`]
   if (typeof r['sub'] === 'string') fields.push(`sub=${r['sub']}`)
   if (typeof r['sub_iss'] === 'string') fields.push(`iss=${r['sub_iss']}`)
   if (typeof r['jti'] === 'string') fields.push(`jti=${r['jti']}`)

@@ -80,7 +80,7 @@ export async function serve(options: ServeOptions): Promise<void> {
     limits: config.http,
     logger,
     name: 'mandate',
-    ...(adminThread === undefined ? {} : { beforeClose: adminThread.stop }),
+    ...(adminThread === undefined ? {} : { beforeClose: () => adminThread.stop() }),
     onListening: () => {
       logger.info(
         {

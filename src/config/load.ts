@@ -71,7 +71,7 @@ export async function loadConfig(
       }
       raw = obj(parsed)
     } catch (err) {
-      return { ok: false, issues: [`${path}: YAML: ${(err as Error).message.split('\n')[0]}`] }
+      return { ok: false, issues: [`${path}: YAML: ${(err as Error).message.split('\n')[0] ?? ''}`] }
     }
   }
 

@@ -127,7 +127,7 @@ export const Config = z
             'reverse proxies (addresses or CIDR blocks) whose X-Forwarded-For is believed: a request from one is taken to come from the nearest address in that header that is not a trusted proxy. The client address keys the failed-authentication back-off and is recorded in the audit log; behind a proxy not listed here, every client has the proxy’s address',
           ),
       })
-      .refine((l) => l.admin_port === undefined || l.admin_port !== l.port, { path: ['admin_port'], message: 'must differ from port' })
+      .refine((l) => l.admin_port === undefined || l.admin_port !== l.port, { path: ['admin_port'], error: 'must differ from port' })
       .prefault({})
       .describe('where the HTTP server listens'),
     http: z
@@ -181,7 +181,7 @@ export const Config = z
       })
       .refine((h) => h.request_timeout_ms >= h.headers_timeout_ms, {
         path: ['request_timeout_ms'],
-        message: 'must be at least headers_timeout_ms',
+        error: 'must be at least headers_timeout_ms',
       })
       .prefault({})
       .describe('connections: limits on slow and idle clients'),
@@ -451,7 +451,7 @@ function checkRoles(c: z.infer<typeof RolesInput>, ctx: z.RefinementCtx): void {
           ctx.addIssue({
             code: 'custom',
             path: ['trust', role, i, 'issuer'],
-            message: t.issuer === c.issuer ? 'is this broker itself' : `is already trusted for ${other}; an issuer holds one role only`,
+            message: t.issuer === c.issuer || other === undefined ? 'is this broker itself' : `is already trusted for ${other}; an issuer holds one role only`,
           })
         }
         roles.set(t.issuer, role)

@@ -107,7 +107,7 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy; 
     return {
       issues: doc.errors.map((e) => {
         const { line, col } = lines.linePos(e.pos[0])
-        return { file, line, column: col, field: '', message: `YAML: ${e.message.split('\n')[0]}` }
+        return { file, line, column: col, field: '', message: `YAML: ${e.message.split('\n')[0] ?? ''}` }
       }),
     }
   }
@@ -193,7 +193,7 @@ export async function loadPolicies(dir: string, options: LoadOptions = {}): Prom
   try {
     names = (await readdir(dir)).filter((n) => POLICY_FILE.test(n) && !n.startsWith('.')).sort()
   } catch (err) {
-    return { ok: false, issues: [whole(dir, `cannot read directory (${(err as NodeJS.ErrnoException).code})`)] }
+    return { ok: false, issues: [whole(dir, `cannot read directory (${(err as NodeJS.ErrnoException).code ?? 'error'})`)] }
   }
   const loaded: { policy: AgentPolicy; locate: Locator }[] = []
   const issues: PolicyIssue[] = []

@@ -66,7 +66,7 @@ const Grant = z
     default_scopes: z.array(ScopeToken).default([]).describe('granted when a request leaves scope out'),
   })
   .refine((g) => g.default_scopes.every((s) => g.scopes.includes(s)), {
-    message: 'default_scopes must be a subset of scopes',
+    error: 'default_scopes must be a subset of scopes',
     path: ['default_scopes'],
   })
 
@@ -117,7 +117,7 @@ export const Policy = z
         default: z.number().int().min(1).max(MAX_TOKEN_TTL).describe('seconds, when the request does not ask (expires_in)'),
         max: z.number().int().min(1).max(MAX_TOKEN_TTL).describe('seconds; no request gets more'),
       })
-      .refine((t) => t.default <= t.max, { message: 'default must not exceed max', path: ['default'] })
+      .refine((t) => t.default <= t.max, { error: 'default must not exceed max', path: ['default'] })
       .describe('lifetime of issued tokens, seconds'),
     rate_limit: z
       .strictObject({

@@ -266,7 +266,7 @@ function migrateError(error: unknown): DatabaseError {
 }
 
 /** The error and its causes, outermost first (drizzle wraps driver errors in `DrizzleQueryError`). */
-function* chain(error: unknown): Generator<unknown> {
+function* chain(error: unknown): Generator {
   for (let e = error, depth = 0; e !== undefined && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
     yield e
   }

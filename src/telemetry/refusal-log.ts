@@ -75,7 +75,7 @@ export function createRefusalLog(logger: Logger, options: RefusalLogOptions): Re
         }
       }
       let causes = counts.get(subject)
-      if (causes === undefined) counts.set(subject, (causes = new Map()))
+      if (causes === undefined) counts.set(subject, (causes = new Map<string, number>()))
       causes.set(cause, (causes.get(cause) ?? 0) + 1)
     },
     close() {

@@ -164,6 +164,6 @@ export function outgoingTraceHeaders(): Record<string, string> | undefined {
   const active = context.active()
   if (trace.getSpan(active) === undefined) return undefined
   const headers: Record<string, string> = {}
-  W3C_TRACE_CONTEXT.inject(active, headers, { set: (carrier, key, value) => void (carrier[key] = value) })
+  W3C_TRACE_CONTEXT.inject(active, headers, { set: (carrier: Record<string, string>, key, value) => void (carrier[key] = value) })
   return headers['traceparent'] === undefined ? undefined : headers
 }

@@ -48,7 +48,8 @@ export async function fetchLimited(url: string, init: RequestInit, limits: Fetch
   }
   const chunks: Uint8Array[] = []
   let size = 0
-  const reader = response.body.getReader()
+  // A fetch body is a byte stream (Fetch standard); undici-types leaves its chunk type `any`.
+  const reader = (response.body as ReadableStream<Uint8Array>).getReader()
   try {
     for (;;) {
       const { done, value } = await reader.read()

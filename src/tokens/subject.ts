@@ -198,7 +198,7 @@ export async function verifyOwnToken(
 function scopesOf(payload: Record<string, unknown>): Set<string> | undefined {
   const { scope, scp } = payload
   if (typeof scope === 'string') return new Set(scope.split(' ').filter((s) => s !== ''))
-  if (Array.isArray(scp) && scp.every((s) => typeof s === 'string')) return new Set(scp as string[])
+  if (Array.isArray(scp) && scp.every((s) => typeof s === 'string')) return new Set(scp)
   if (scope !== undefined || scp !== undefined) throw new JwtError('bad_scope')
   return undefined
 }

@@ -244,7 +244,8 @@ export function createRemoteKeyResolver(
   /** The fetch in flight, which concurrent requests share. */
   let reloading: Promise<void> | undefined
 
-  const fetchMetadata = (u: string, init: RequestInit) => fetchLimited(u, init, policy)
+  // oauth4webapi's own options carry only headers for a GET (no body; fetchLimited sets method, redirect and timeout).
+  const fetchMetadata = (u: string, init: oauth.CustomFetchOptions<'GET'>) => fetchLimited(u, { headers: init.headers }, policy)
 
   /** A discovered jwks_uri must be https, or loopback http only for a loopback issuer. */
   const acceptableJwksUri = (uri: unknown): uri is string =>
@@ -255,6 +256,7 @@ export function createRemoteKeyResolver(
   async function discover(): Promise<string> {
     if (issuer.jwksUri !== undefined) return issuer.jwksUri
     if (jwksUri !== undefined) return jwksUri
+    // eslint-disable-next-line @typescript-eslint/no-deprecated -- deprecated to stand out: the config accepts an http issuer on a loopback host only (tests, a local IdP)
     const options = { [oauth.allowInsecureRequests]: issuerUrl.protocol === 'http:', [oauth.customFetch]: fetchMetadata }
     let uri: unknown
     for (const algorithm of ['oauth2', 'oidc'] as const) {

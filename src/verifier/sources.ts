@@ -219,7 +219,8 @@ export function followFeed(options: {
         await response.body.cancel().catch(() => undefined)
         throw new Error('feed answered something other than text/event-stream')
       }
-      const reader = response.body.getReader()
+      // A fetch body is a byte stream (Fetch standard); undici-types leaves its chunk type `any`.
+      const reader = (response.body as ReadableStream<Uint8Array>).getReader()
       currentReader = reader
       const decoder = new TextDecoder()
       const parser = new SseParser(onEvent)
@@ -261,6 +262,7 @@ export function followFeed(options: {
       try {
         await connectOnce()
       } catch (err) {
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by another callback while this awaits; TypeScript keeps the narrowing from before the await
         if (closed) return
         const message = messageOf(err)
         lastError = message

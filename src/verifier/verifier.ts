@@ -76,10 +76,11 @@ export interface VerifierOptions {
    * while the broker cannot be reached.
    */
   readonly jwks?: {
-    readonly timeoutMs?: number
-    readonly cooldownMs?: number
-    readonly cacheMaxAgeMs?: number
-    readonly staleMaxAgeMs?: number
+    // `| undefined`: callers compiled without exactOptionalPropertyTypes may pass it, and it means the default.
+    readonly timeoutMs?: number | undefined
+    readonly cooldownMs?: number | undefined
+    readonly cacheMaxAgeMs?: number | undefined
+    readonly staleMaxAgeMs?: number | undefined
   }
   /** How long `ready()` waits. Default 10 000. */
   readonly startTimeoutMs?: number
@@ -286,6 +287,7 @@ function feedClientCredentials(client: FeedClient, issuer: string, clock: () => 
   }
   const { privateKey, alg, kid } = client
   if (!(ASYMMETRIC_ALGORITHMS as readonly string[]).includes(alg)) throw new TypeError('revocations.feed.client.alg must be an asymmetric JWS algorithm')
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- a public API: JavaScript callers are not type-checked
   if (typeof privateKey !== 'object' || privateKey === null) throw new TypeError('revocations.feed.client needs secret or privateKey')
   if (kid !== undefined && (typeof kid !== 'string' || kid === '')) throw new TypeError('revocations.feed.client.kid is malformed')
   return {

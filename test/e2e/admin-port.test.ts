@@ -52,8 +52,8 @@ async function startBroker(env: Record<string, string>, dataDir: string, adminPo
     sink(d)
     lines.push(...d.toString().split('\n').filter(Boolean))
   }
-  child.stdout!.on('data', keep)
-  child.stderr!.on('data', keep)
+  child.stdout.on('data', keep)
+  child.stderr.on('data', keep)
   const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
   const broker = { child, base: `http://127.0.0.1:${port}`, admin: `http://127.0.0.1:${admin}`, lines, exited }
   const ready = (url: string) => fetch(`${url}/readyz`).then((r) => r.ok, () => false)

@@ -42,8 +42,8 @@ const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${id}:${secr
 async function startBroker(env: NodeJS.ProcessEnv): Promise<{ server: ChildProcess; base: string }> {
   const port = await freePort()
   const server = spawn(process.execPath, [bin, 'serve', '--dev'], { cwd: root, env: { ...env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] })
-  server.stdout!.resume()
-  server.stderr!.resume()
+  server.stdout.resume()
+  server.stderr.resume()
   const base = `http://127.0.0.1:${port}`
   const deadline = Date.now() + 45_000
   while (!(await fetch(`${base}/readyz`).then((r) => r.ok, () => false))) {

@@ -49,8 +49,8 @@ async function start(script: string, settingsFile: string): Promise<Started> {
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   const stderr: string[] = []
-  child.stderr!.on('data', (d: Buffer) => stderr.push(String(d)))
-  const lines = createInterface({ input: child.stdout! })
+  child.stderr.on('data', (d: Buffer) => stderr.push(String(d)))
+  const lines = createInterface({ input: child.stdout })
   const ready = await new Promise<{ port: number; token_endpoint: string }>((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`${script} exited ${String(code)}: ${stderr.join('')}`)))
     lines.on('line', (line) => {
@@ -76,7 +76,7 @@ async function startMandate(dir: string, inputs: Inputs, policiesDir: string, id
   delete env['PORT']
   const child = spawn(process.execPath, [join(root, 'bin/mandate.js'), 'serve'], { cwd: root, env, stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
-  child.stderr!.on('data', (d: Buffer) => (stderr += String(d)))
+  child.stderr.on('data', (d: Buffer) => (stderr += String(d)))
   const base = `http://127.0.0.1:${port}`
   for (const deadline = Date.now() + 30_000; ; ) {
     if (child.exitCode !== null) throw new Error(`mandate serve exited ${child.exitCode}: ${stderr}`)
@@ -215,19 +215,19 @@ describe('bench reference servers: oidc-provider peer and crypto floor', () => {
     children.push(floor.child)
     const gen = spawn(process.execPath, ['--import', 'tsx', join(root, 'bench/support/load.ts'), generatorFile], { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] })
     children.push(gen)
-    const answers = createInterface({ input: gen.stdout! })[Symbol.asyncIterator]()
+    const answers = createInterface({ input: gen.stdout })[Symbol.asyncIterator]()
     const next = async () => JSON.parse((await answers.next()).value as string) as Record<string, unknown>
     expect(await next()).toEqual({ ready: true })
 
     const run = { url: floor.tokenEndpoint, series: 'floor', connections: 4, warmupMs: 100, durationMs: 600 }
-    gen.stdin!.write(`${JSON.stringify({ id: 'a', ...run, count: 40 })}\n`)
+    gen.stdin.write(`${JSON.stringify({ id: 'a', ...run, count: 40 })}\n`)
     const few = (await next()) as unknown as LoadResult
     // 40 exchanges run out long before 700 ms: the window ends at the last one sent.
     expect(few).toMatchObject({ id: 'a', series: 'floor', connections: 4, sent: 40, errors: 0, exhausted: true, statuses: { '200': 40 } })
     expect(few.ok).toBeLessThanOrEqual(40)
 
     // More than 4 connections can use in 400 ms (the floor makes about 6,000/s on 2 cores).
-    gen.stdin!.write(`${JSON.stringify({ id: 'b', ...run, durationMs: 300, count: 8_000 })}\n`)
+    gen.stdin.write(`${JSON.stringify({ id: 'b', ...run, durationMs: 300, count: 8_000 })}\n`)
     const full = (await next()) as unknown as LoadResult
     expect(full.exhausted).toBe(false)
     expect(full.errors).toBe(0)
@@ -240,13 +240,13 @@ describe('bench reference servers: oidc-provider peer and crypto floor', () => {
     expect(full.windowMs).toBe(300)
 
     // A refused exchange is counted by status with its body, not hidden: assertions for another audience.
-    gen.stdin!.write(`${JSON.stringify({ id: 'c', ...run, url: `${floor.base}/no-such-path`, count: 8 })}\n`)
+    gen.stdin.write(`${JSON.stringify({ id: 'c', ...run, url: `${floor.base}/no-such-path`, count: 8 })}\n`)
     const refused = (await next()) as unknown as LoadResult
     expect(refused.statuses).toEqual({ '404': 8 })
     expect(refused.samples[0]).toMatch(/^404 /)
 
-    gen.stdin!.write('not json\n')
+    gen.stdin.write('not json\n')
     expect(String((await next())['error'])).toMatch(/^bad command/)
-    gen.stdin!.end()
+    gen.stdin.end()
   }, 60_000)
 })

@@ -119,6 +119,7 @@ describe('e2e: oidc-provider user tokens exchanged by an oauth4webapi agent at a
     brokerIssuer = `http://localhost:${(brokerServer.address() as AddressInfo).port}`
 
     // The upstream OpenID provider: RS256, JWT access tokens for the broker.
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- `as string` keeps TypeScript from resolving the untyped package (TS7016); OidcProviderModule types what is used
     const { default: Provider, errors } = (await import('oidc-provider' as string)) as OidcProviderModule
     const providerKeys = await generateKeyPair('RS256', { extractable: true })
     const providerJwk = { ...(await exportJWK(providerKeys.privateKey)), kid: 'idp-rs256-1', alg: 'RS256', use: 'sig' }

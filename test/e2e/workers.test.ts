@@ -49,7 +49,8 @@ interface Outcome {
   readonly kind: 'ok' | 'refused-503' | 'conn-refused' | 'reset' | 'broken'
   /** Epoch ms the outcome was seen. */
   readonly at?: number
-  readonly status?: number
+  /** Absent when no response came back. */
+  readonly status?: number | undefined
   readonly jti?: string
   readonly detail?: string
 }
@@ -207,10 +208,10 @@ trust:
     const child = spawn(process.execPath, [join(dir, 'app/bin/mandate.js'), 'serve', '--workers', '2'], { cwd: dir, env: env(), stdio: ['ignore', 'pipe', 'pipe'] })
     broker = child
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })))
-    child.stdout!.on('data', (d: Buffer) => (output += d.toString()))
-    child.stderr!.on('data', (d: Buffer) => (output += d.toString()))
-    child.stdout!.on('data', logSink('workers broker stdout'))
-    child.stderr!.on('data', logSink('workers broker stderr'))
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()))
+    child.stdout.on('data', logSink('workers broker stdout'))
+    child.stderr.on('data', logSink('workers broker stderr'))
     const lines = () =>
       output
         .split('\n')

@@ -146,7 +146,7 @@ export async function hostileContext(b: TestBroker): Promise<HostileContext> {
     const d = tokenBaseDraft({ ...keys, userTokens }, 'secret-agent')
     setParam(d, 'subject_token', minted['secret-agent'][i]!)
     setParam(d, 'scope', 'read')
-    d.headers['authorization'] = basic('sub-agent', SECRET).authorization!
+    d.headers['authorization'] = basic('sub-agent', SECRET)['authorization']!
     await exchange(d, 'sub-agent')
   }
   return { ...keys, userTokens, minted, usedAssertions }
@@ -364,7 +364,7 @@ function nonCanonical(part: string, k: number): string | undefined {
   if (unused === 0) return undefined
   const mask = (1 << unused) - 1
   const v = B64URL.indexOf(part.at(-1)!)
-  return `${part.slice(0, -1)}${B64URL[(v & ~mask) | (1 + (k % mask))]}`
+  return `${part.slice(0, -1)}${B64URL.charAt((v & ~mask) | (1 + (k % mask)))}`
 }
 
 const HOSTILE_CHARS = ['\u0000', '\ud800', '\udbff', '\udc00', '\udfff'] as const
@@ -602,8 +602,10 @@ export function jwtClaimFaults(ctx: HostileContext, role: JwtRole): fc.Arbitrary
               return sign({ [insertAt('x_note', at, ch)]: 'hello' })
             case 'a header parameter':
               return sign({}, { 'x-note': insertAt('hello', at, ch) })
-            default:
-              return sign({ [where]: insertAt(String(role.claims()[where] ?? 'value'), at, ch) })
+            default: {
+              const claim = role.claims()[where]
+              return sign({ [where]: insertAt(typeof claim === 'string' ? claim : 'value', at, ch) })
+            }
           }
         }),
       ),
@@ -851,7 +853,7 @@ const SCOPES: Record<Agent, readonly (string | undefined)[]> = {
 function clientAuth(ctx: HostileContext, agent: Agent, d: FormDraft, v: { scheme?: string; clientId?: boolean; actorType?: string; credential?: string }): void {
   switch (agent) {
     case 'secret-agent':
-      d.headers['authorization'] = basic('secret-agent', SECRET).authorization!.replace(/^Basic/, v.scheme ?? 'Basic')
+      d.headers['authorization'] = basic('secret-agent', SECRET)['authorization']!.replace(/^Basic/, v.scheme ?? 'Basic')
       return
     case 'jwt-agent':
       d.params.push(['client_assertion_type', CLIENT_ASSERTION_TYPE_JWT], ['client_assertion', v.credential ?? buildJwt(assertionRole(ctx)).token])
@@ -1130,7 +1132,7 @@ export function clientFaults(ctx: HostileContext, endpoint: 'token' | 'introspec
     })
   const assertion = () => buildJwt(assertionRole(ctx)).token
   const workload = () => buildJwt(workloadRole(ctx)).token
-  const basicOf = (id: string, secret: string) => basic(id, secret).authorization!
+  const basicOf = (id: string, secret: string) => basic(id, secret)['authorization']!
   const list: fc.Arbitrary<FormFault>[] = [
     fc.constant(null).map(() => replace('no client authentication', [INVALID_CLIENT], () => {})),
     fc
@@ -1634,6 +1636,7 @@ export function adminAuditCase(): fc.Arbitrary<HostileCase> {
   const text = mostlyGood(
     fc
       .string({ unit: 'grapheme', minLength: 1, maxLength: 40 })
+      // eslint-disable-next-line no-control-regex -- the good values are those without control characters
       .filter((s) => s.isWellFormed() && !/[\u0000-\u001f\u007f]/.test(s))
       .map((s) => good(s)),
     fc.constantFrom('', 'x'.repeat(1025), 'a\u0001b', '\u007f', 'a\nb').map(bad),

@@ -96,7 +96,7 @@ if (args.path !== undefined) {
   )
   if (result.failed) {
     const why = result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)
-    console.log(`${fc.defaultReportMessage(result)}\n\n${why}`)
+    console.log(`${fc.defaultReportMessage(result) ?? ''}\n\n${why}`)
   } else {
     console.log('fuzz: that case passes now')
   }

@@ -28,15 +28,19 @@ afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!()
 })
 
-function client(url: string, options: RedisOptions = REDIS_CLIENT_OPTIONS): Redis {
+// ioredis's RedisOptions declares `replyMapping` `| undefined` and its constructor does not:
+// under exactOptionalPropertyTypes a whole RedisOptions does not fit the constructor.
+type ClientOptions = Omit<RedisOptions, 'replyMapping'>
+
+function client(url: string, options: ClientOptions = REDIS_CLIENT_OPTIONS): Redis {
   const r = new Redis(url, options)
   r.on('error', () => {})
-  cleanups.push(async () => void r.disconnect())
+  cleanups.push(async () => r.disconnect())
   return r
 }
 
 /** Like compose.ts: a connection without offline queue, used once ready. */
-async function readyClient(url = REDIS_URL, options: RedisOptions = REDIS_CLIENT_OPTIONS): Promise<Redis> {
+async function readyClient(url = REDIS_URL, options: ClientOptions = REDIS_CLIENT_OPTIONS): Promise<Redis> {
   const r = client(url, options)
   if (r.status !== 'ready') await new Promise((resolve) => r.once('ready', resolve))
   return r
@@ -44,7 +48,9 @@ async function readyClient(url = REDIS_URL, options: RedisOptions = REDIS_CLIENT
 
 function newPrefix(redis: Redis): string {
   const prefix = `mandate-test:${randomUUID()}:`
-  cleanups.push(async () => void (await deletePrefix(redis, prefix)))
+  cleanups.push(async () => {
+    await deletePrefix(redis, prefix)
+  })
   return prefix
 }
 

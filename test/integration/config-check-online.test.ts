@@ -28,7 +28,10 @@ describe('checkConfig online', () => {
   beforeAll(async () => {
     const { publicKey } = await generateKeyPair('ES256', { extractable: true })
     const jwks = JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k', alg: 'ES256' }] })
-    server = createServer((_req, res) => void (down ? res.writeHead(500).end() : res.writeHead(200, { 'content-type': 'application/json' }).end(jwks)))
+    server = createServer((_req, res) => {
+      if (down) res.writeHead(500).end()
+      else res.writeHead(200, { 'content-type': 'application/json' }).end(jwks)
+    })
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
 

@@ -39,12 +39,12 @@ async function journalEntries(): Promise<number> {
 
 /** Rows of a raw query on either driver (postgres.js answers an array, PGlite `{ rows }`). */
 async function rows(database: Database, query: ReturnType<typeof sql>): Promise<Record<string, unknown>[]> {
-  const result = (await database.db.execute(query)) as unknown
+  const result: unknown = await database.db.execute(query)
   return (Array.isArray(result) ? result : (result as { rows: Record<string, unknown>[] }).rows) as Record<string, unknown>[]
 }
 
 const appliedMigrations = async (database: Database) =>
-  Number((await rows(database, sql`select count(*)::int as n from drizzle.__drizzle_migrations`))[0]!.n)
+  Number((await rows(database, sql`select count(*)::int as n from drizzle.__drizzle_migrations`))[0]!['n'])
 
 const open: Database[] = []
 afterEach(async () => {

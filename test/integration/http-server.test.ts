@@ -93,7 +93,7 @@ describe('HTTP server limits', () => {
 
   const tokenRequest = (body: string) =>
     `POST /oauth2/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n` +
-    `Authorization: ${basic('secret-agent', SECRET).authorization}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+    `Authorization: ${basic('secret-agent', SECRET)['authorization']!}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
 
   it('answers a normal request', async () => {
     const p = await open(port)

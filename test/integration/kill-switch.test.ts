@@ -61,7 +61,7 @@ type Agent = typeof DEMO
  */
 const PG_OUTAGE_ANSWER_MS = 6_000
 
-const REDIS_OPTIONS: RedisOptions = { maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 5000 }
+const REDIS_OPTIONS = { maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 5000 } satisfies RedisOptions
 
 const redisReachable = await redisAvailable('kill-switch')
 const describeKillSwitch: typeof describe = redisReachable ? describePostgres : (describe.skip as typeof describe)

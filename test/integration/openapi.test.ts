@@ -147,7 +147,7 @@ describePostgres('GET /openapi.json on the test broker (--dev, PostgreSQL)', () 
     expect(Object.keys(token.responses['429']!.headers ?? {})).toEqual(['Retry-After'])
     expect(Object.keys(token.responses['503']!.headers ?? {})).toEqual(['Retry-After'])
     expect(Object.keys(doc.paths['/admin/revocations']!['post']!.responses['401']!.headers ?? {})).toEqual(['WWW-Authenticate'])
-    expect(JSON.stringify(doc.info)).toContain('listen.admin_port')
+    expect(JSON.stringify(doc['info'])).toContain('listen.admin_port')
   })
 
   describe('a form\'s documented fields are the parameters its route reads', () => {

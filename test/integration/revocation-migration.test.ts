@@ -148,7 +148,8 @@ function describeMigration(name: string, open: (dir: string) => Promise<Harness>
 
     it('fills the delegation log\'s sub_iss from each record\'s JSON; verify finds nothing; the log stays append-only', async () => {
       const db = h!.database.db
-      const rows = (await db.execute(sql`select event, sub_iss from audit_log order by seq`)) as unknown as
+      const raw: unknown = await db.execute(sql`select event, sub_iss from audit_log order by seq`)
+      const rows = raw as
         | { rows: { event: string; sub_iss: string | null }[] }
         | { event: string; sub_iss: string | null }[]
       const list = Array.isArray(rows) ? rows : rows.rows

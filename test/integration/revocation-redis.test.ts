@@ -18,7 +18,7 @@ import { startTcpProxy, type TcpProxy } from '../support/proxy.js'
 import { deletePrefix, REDIS_CLIENT_OPTIONS, REDIS_URL, redisAvailable } from '../support/redis.js'
 import { randomUUID } from 'node:crypto'
 import { Writable } from 'node:stream'
-import { Redis, type RedisOptions } from 'ioredis'
+import { Redis } from 'ioredis'
 import { pino } from 'pino'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import type { AgentId, Jti, Subject } from '../../src/core/claims.js'
@@ -46,7 +46,7 @@ afterEach(async () => {
 function client(url = REDIS_URL): Redis {
   const r = new Redis(url, CLIENT_OPTIONS)
   r.on('error', () => {})
-  cleanups.push(async () => void r.disconnect())
+  cleanups.push(async () => r.disconnect())
   return r
 }
 
@@ -509,6 +509,6 @@ describe.skipIf(!reachable)('redis revocation feed', () => {
     expect(mirror.checkToken(token('alice', 'https://idp-b.test')).state).toBe('clear')
     expect(mirror.checkToken(token('bob', 'https://idp-a.test')).state).toBe('revoked')
     expect(mirror.checkToken(token('bob', 'https://idp-b.test')).state).toBe('revoked')
-    expect(JSON.parse((await a.redis.hget(`${prefix}rev:records`, kill.id))!).target).toStrictEqual({ kind: 'sub', sub: 'alice', iss: 'https://idp-a.test' })
+    expect((JSON.parse((await a.redis.hget(`${prefix}rev:records`, kill.id))!) as { target: unknown }).target).toStrictEqual({ kind: 'sub', sub: 'alice', iss: 'https://idp-a.test' })
   })
 })

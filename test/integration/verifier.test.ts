@@ -59,7 +59,7 @@ import {
 } from '../support/broker.js'
 import { jtiOf } from '../support/tokens.js'
 
-const CLIENT_OPTIONS: RedisOptions = { maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000 }
+const CLIENT_OPTIONS = { maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000 } satisfies RedisOptions
 
 const reachable = await redisAvailable('verifier')
 const describeRedis = reachable ? describe : describe.skip
@@ -344,7 +344,7 @@ describeRedis('a verifier beside a broker on Redis', () => {
     await revokeOverHttp(broker.url, { jti: 'before-follower' })
     const token = await issue(b)
     const redis = new Redis(REDIS_URL, CLIENT_OPTIONS)
-    cleanups.push(async () => void redis.disconnect())
+    cleanups.push(async () => redis.disconnect())
     const before = await dump(redis, prefix)
     expect(Object.keys(before).length).toBeGreaterThan(0)
     const follower = verifierFor(b, broker.url, { redis: { url: REDIS_URL, prefix } })
@@ -359,7 +359,7 @@ describeRedis('a verifier beside a broker on Redis', () => {
     const empty = `mandate-test-verifier:${randomUUID()}:`
     cleanups.push(() => dropPrefix(empty))
     const redis = new Redis(REDIS_URL, CLIENT_OPTIONS)
-    cleanups.push(async () => void redis.disconnect())
+    cleanups.push(async () => redis.disconnect())
     expect(await dump(redis, empty)).toEqual({})
     const follower = verifierFor(b, broker.url, { redis: { url: REDIS_URL, prefix: empty } }, { startTimeoutMs: 500 })
     await expect(follower.ready()).rejects.toThrow(/not ready/)
@@ -404,7 +404,7 @@ describeRedis('a verifier beside a broker on Redis', () => {
     expect(ok.status).toBe(200)
     expect(await ok.json()).toEqual({ sub: 'alice', agent: 'secret-agent' })
 
-    for (const authorization of [undefined, basic('secret-agent', SECRET).authorization]) {
+    for (const authorization of [undefined, basic('secret-agent', SECRET)['authorization']]) {
       const res = await get('/tickets/mine', authorization)
       expect(res.status).toBe(401)
       expect(res.headers.get('www-authenticate')).toBe(`Bearer realm="${AUDIENCE}"`)

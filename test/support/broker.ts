@@ -76,7 +76,7 @@ async function makeIssuer(iss: string, alg: 'RS256' | 'ES256', defaults: (now: n
     publicJwk,
     sign: (claims, header = {}) =>
       new SignJWT({ ...defaults(now()), ...claims })
-        .setProtectedHeader({ alg, kid, typ: 'at+jwt', ...header } as { alg: string })
+        .setProtectedHeader({ alg, kid, typ: 'at+jwt', ...header })
         .sign(privateKey),
   }
 }
@@ -114,8 +114,8 @@ export interface TestBroker {
   readonly logLines: readonly string[]
   /** A user token from the user issuer: `sub` alice, aud the broker, 1 h, scope `read write`. */
   userToken(claims?: JWTPayload, header?: Record<string, unknown>): Promise<string>
-  /** A client assertion for `agent` (default `jwt-agent`), valid 60 s, fresh jti. */
-  assertion(claims?: JWTPayload, header?: Record<string, unknown>, key?: CryptoKey): Promise<string>
+  /** A client assertion for `agent` (default `jwt-agent`), valid 60 s, fresh jti; a claim set to `undefined` is left out. */
+  assertion(claims?: Record<string, unknown>, header?: Record<string, unknown>, key?: CryptoKey): Promise<string>
   /** The private key `rs/other` signs its assertions with. */
   readonly rsKey: { privateKey: CryptoKey; kid: string }
   /** A client assertion for `rs/other`, valid 60 s, fresh jti. */
@@ -347,8 +347,8 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     revoke,
     killAgent: (agent) => kill(`agent:${agent}`, { kind: 'agent', agent }),
     liftAgent: (agent) => liftAll(`agent:${agent}`),
-    killUser: (sub, _at, iss = USER_ISSUER) => kill(`sub:${iss}:${sub}`, { kind: 'sub', sub, iss }),
-    liftUser: (sub, iss = USER_ISSUER) => liftAll(`sub:${iss}:${sub}`),
+    killUser: (sub, _at, iss = USER_ISSUER) => kill(`sub:${String(iss)}:${sub}`, { kind: 'sub', sub, iss }),
+    liftUser: (sub, iss = USER_ISSUER) => liftAll(`sub:${String(iss)}:${sub}`),
     revokeToken: (jti) => revoke({ kind: 'jti', jti }),
   }
 
@@ -371,12 +371,12 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     userToken: (claims, header) => users.sign(claims ?? {}, header),
     assertion: (claims = {}, header = {}, key = agentKeys.privateKey) =>
       new SignJWT({ iss: 'jwt-agent', sub: 'jwt-agent', aud: BROKER, jti: `a-${++jtiCounter}-${Math.random()}`, iat: now, exp: now + 60, ...claims })
-        .setProtectedHeader({ alg: 'ES256', kid: agentKid, ...header } as { alg: string })
+        .setProtectedHeader({ alg: 'ES256', kid: agentKid, ...header })
         .sign(key),
     rsKey: { privateKey: rsKeys.privateKey, kid: rsKid },
     rsAssertion: (claims = {}, header = {}) =>
       new SignJWT({ iss: RESOURCE_SERVERS.other, sub: RESOURCE_SERVERS.other, aud: BROKER, jti: `r-${++jtiCounter}-${Math.random()}`, iat: now, exp: now + 60, ...claims })
-        .setProtectedHeader({ alg: 'ES256', kid: rsKid, ...header } as { alg: string })
+        .setProtectedHeader({ alg: 'ES256', kid: rsKid, ...header })
         .sign(rsKeys.privateKey),
     token: (form, headers = {}) =>
       Promise.resolve(

@@ -11,9 +11,9 @@ import { randomBytes } from 'node:crypto'
 import postgres from 'postgres'
 import { describe } from 'vitest'
 
-export const ADMIN_URL = process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres'
+export const ADMIN_URL = process.env['DATABASE_URL'] || 'postgres://postgres@127.0.0.1:5432/postgres'
 
-const mustRun = process.env.CI === 'true' || Boolean(process.env.DATABASE_URL)
+const mustRun = process.env['CI'] === 'true' || Boolean(process.env['DATABASE_URL'])
 
 const admin = () => postgres(ADMIN_URL, { max: 1, connect_timeout: 5, onnotice: () => {} })
 
@@ -62,7 +62,9 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   return {
     url: url.toString(),
     name,
-    admin: async (statement) => void (await sql.unsafe(statement)),
+    admin: async (statement) => {
+      await sql.unsafe(statement)
+    },
     async drop() {
       try {
         await sql.unsafe(`drop database if exists "${name}" with (force)`)

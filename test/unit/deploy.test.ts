@@ -170,7 +170,7 @@ async function loadManifests(): Promise<{ manifests: Manifest[]; problems: strin
   const problems: string[] = []
   for (const file of (await readdir(K8S)).filter((f) => /\.ya?ml$/.test(f)).sort()) {
     for (const doc of parseAllDocuments(await readFile(join(K8S, file), 'utf8'))) {
-      for (const e of doc.errors) problems.push(`deploy/kubernetes/${file}: YAML: ${e.message.split('\n')[0]}`)
+      for (const e of doc.errors) problems.push(`deploy/kubernetes/${file}: YAML: ${e.message.split('\n')[0] ?? ''}`)
       const body = doc.toJS() as unknown
       if (body === null || body === undefined) continue
       if (!isObj(body)) {
@@ -227,7 +227,7 @@ const keysOf = (m: Manifest | undefined) => (m === undefined ? [] : [...Object.k
 function containerEnv(c: PodContainer, problems: string[]): Record<string, string> {
   const env: Record<string, string> = { ...imageEnv }
   for (const from of listOf(c.container['envFrom'])) {
-    const ref = objOf(dig(from, 'secretRef')).name !== undefined ? ['Secret', dig(from, 'secretRef', 'name')] : ['ConfigMap', dig(from, 'configMapRef', 'name')]
+    const ref = objOf(dig(from, 'secretRef'))['name'] !== undefined ? ['Secret', dig(from, 'secretRef', 'name')] : ['ConfigMap', dig(from, 'configMapRef', 'name')]
     const source = named(ref[0] as string, strOf(ref[1]))
     if (source === undefined) problems.push(`${c.where}.envFrom: ${String(ref[0])} ${String(ref[1])} is defined nowhere in deploy/kubernetes, so its variables cannot be checked`)
     for (const key of keysOf(source)) env[key] = keyOf(source, key) ?? ''

@@ -23,14 +23,14 @@ export interface UpstreamKeysStatus extends KeySetStatus {
 export interface HealthDeps {
   readonly revocations: { fresh(): boolean; lag(): number }
   /** Whether the delegation log can write; absent: an in-memory log (tests). */
-  readonly auditHealthy?: () => Promise<boolean>
+  readonly auditHealthy?: (() => Promise<boolean>) | undefined
   readonly keys: SigningKeys
   readonly policies: { readonly size: number }
   readonly keysFile?: () => KeysFileStatus
   readonly policyReload?: () => PolicyReloadStatus
   readonly upstream?: () => readonly UpstreamKeysStatus[]
   /** Whether the replay cache's Redis connection is up; absent: the cache is in process. */
-  readonly replayConnected?: () => boolean
+  readonly replayConnected?: (() => boolean) | undefined
 }
 
 /** Why the broker is not ready: a stable check name and a short, safe detail. */

@@ -190,6 +190,7 @@ export function mountRevocationFeed(app: Hono<AppEnv>, deps: RevocationFeedDeps)
     try {
       for (const m of opening(c.req.header('last-event-id'))) client.push(m)
       if (queue.length === 0) heartbeat()
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by another callback while this awaits; TypeScript keeps the narrowing from before the await
       while (!finished && !signal.aborted) {
         const message = queue.shift()
         if (message === undefined) {
@@ -225,6 +226,7 @@ export function mountRevocationFeed(app: Hono<AppEnv>, deps: RevocationFeedDeps)
     const authorization = c.req.header('authorization')
     const { resourceServers } = deps
     if (resourceServers === undefined || (authorization !== undefined && /^Bearer /i.test(authorization))) {
+      // eslint-disable-next-line @typescript-eslint/no-unsafe-argument -- the guard's env has `adminKey` set, AppEnv has it optional until the guard sets it: neither Context fits the other
       await adminGuard(c as Context, async () => {})
       return
     }

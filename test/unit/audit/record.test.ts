@@ -366,7 +366,7 @@ describe('audit record: the hash chain', () => {
       { numRuns: 500 },
     )
     fc.assert(
-      fc.property(fc.nat({ max: 63 }), fc.constantFrom(...'0123456789abcdef'), (i, ch) => {
+      fc.property(fc.nat({ max: 63 }), fc.constantFrom(...Array.from('0123456789abcdef')), (i, ch) => {
         fc.pre(prev[i] !== ch)
         expect(chainHash(prev.slice(0, i) + ch + prev.slice(i + 1), record)).not.toBe(hash)
       }),
@@ -448,7 +448,7 @@ const arbEvent: fc.Arbitrary<AuditEvent> = fc.oneof(
 
 /** The same object with its own keys (recursively) inserted in another order. */
 function reorder<T>(value: T, order: (keys: string[]) => string[]): T {
-  if (Array.isArray(value)) return value.map((v) => reorder(v, order)) as T
+  if (Array.isArray(value)) return value.map((v: unknown) => reorder(v, order)) as T
   if (value === null || typeof value !== 'object') return value
   const o = value as Record<string, unknown>
   return Object.fromEntries(order(Object.keys(o)).map((k) => [k, reorder(o[k], order)])) as T

@@ -447,6 +447,6 @@ describe('loadConfig: resource_servers', () => {
         'resource_servers.3.audiences.0',
       ]),
     )
-    expect(issues.join('\n')).not.toContain(String((privateKey.export({ format: 'jwk' }) as { d: string }).d))
+    expect(issues.join('\n')).not.toContain((privateKey.export({ format: 'jwk' }) as { d: string }).d)
   })
 })

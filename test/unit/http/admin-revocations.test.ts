@@ -299,7 +299,7 @@ describe('two trusted IdPs, each with an "alice": a user is (issuer, sub), end t
   it('killing alice@A stops alice@A everywhere and leaves alice@B working', async () => {
     const tokenA = (await expectToken(await exchangeFor(await aliceAtA()))).access_token
     const tokenB = (await expectToken(await exchangeFor(await aliceAtB()))).access_token
-    expect(decodeJwt(tokenB).sub_id).toEqual({ format: 'iss_sub', iss: IDP_B, sub: 'alice' })
+    expect(decodeJwt(tokenB)['sub_id']).toEqual({ format: 'iss_sub', iss: IDP_B, sub: 'alice' })
     b.advance(1)
 
     // With two issuers trusted, which alice must be said.

@@ -17,7 +17,7 @@ describe('audit of token-endpoint outcomes', () => {
   afterAll(() => b.close())
 
   /** Runs `act` and returns the audit events it appended. */
-  const appended = async (act: () => Promise<void>) => {
+  const appended = async (act: () => Promise<unknown>) => {
     const before = b.audit.events().length
     await act()
     return b.audit.events().slice(before)
@@ -27,7 +27,7 @@ describe('audit of token-endpoint outcomes', () => {
   const withAssertion = (assertion: string) => ({ client_assertion_type: CLIENT_ASSERTION_TYPE_JWT, client_assertion: b.secret(assertion) })
 
   it('records an issuance as one token.issued event', async () => {
-    const events = await appended(async () => void (await expectToken(await b.token(exchange(await user()), secretAgent()))))
+    const events = await appended(async () => expectToken(await b.token(exchange(await user()), secretAgent())))
     expect(events).toHaveLength(1)
     expect(events[0]).toMatchObject({ type: 'token.issued', agent: 'secret-agent', sub: 'alice', audience: AUDIENCE })
   })
@@ -37,20 +37,20 @@ describe('audit of token-endpoint outcomes', () => {
     ['invalid_target', async () => b.token(exchange(await user(), { audience: 'https://nope.test', scope: 'read' }), secretAgent()), 'alice'],
     ['invalid_target', async () => b.token(exchange(await user(), { audience: [AUDIENCE, 'https://nope.test'] }), secretAgent()), 'alice'],
   ] as const)('records an authenticated %s denial as token.denied with that code', async (code, send, sub) => {
-    const events = await appended(async () => void (await expectOAuthError(await send(), 400, code)))
+    const events = await appended(async () => expectOAuthError(await send(), 400, code))
     expect(events).toHaveLength(1)
     expect(events[0]).toMatchObject({ type: 'token.denied', agent: 'secret-agent' as AgentId, sub: sub as Subject, error: code, at: b.now() })
     expect(typeof (events[0] as { reason?: unknown }).reason).toBe('string')
   })
 
   it('records a refused subject token as token.denied invalid_request (agent known, user not)', async () => {
-    const events = await appended(async () => void (await expectOAuthError(await b.token(exchange(b.secret(rawUserToken(b, { aud: 'https://x.test' }))), secretAgent()), 400, 'invalid_request')))
+    const events = await appended(async () => expectOAuthError(await b.token(exchange(b.secret(rawUserToken(b, { aud: 'https://x.test' }))), secretAgent()), 400, 'invalid_request'))
     expect(events).toHaveLength(1)
     expect(events[0]).toMatchObject({ type: 'token.denied', agent: 'secret-agent', sub: undefined, error: 'invalid_request' })
   })
 
   it('records an expired policy as token.denied unauthorized_client', async () => {
-    const events = await appended(async () => void (await expectOAuthError(await b.token(exchange(await user()), basic('expired-agent', SECRET)), 400, 'unauthorized_client')))
+    const events = await appended(async () => expectOAuthError(await b.token(exchange(await user()), basic('expired-agent', SECRET)), 400, 'unauthorized_client'))
     expect(events).toHaveLength(1)
     expect(events[0]).toMatchObject({ type: 'token.denied', agent: 'expired-agent', error: 'unauthorized_client' })
   })
@@ -58,7 +58,7 @@ describe('audit of token-endpoint outcomes', () => {
   it('records a killed agent as token.denied unauthorized_client', async () => {
     await b.revocations.killAgent('secret-agent' as AgentId, b.now())
     try {
-      const events = await appended(async () => void (await expectOAuthError(await b.token(exchange(await user()), secretAgent()), 400, 'unauthorized_client')))
+      const events = await appended(async () => expectOAuthError(await b.token(exchange(await user()), secretAgent()), 400, 'unauthorized_client'))
       expect(events).toHaveLength(1)
       expect(events[0]).toMatchObject({ type: 'token.denied', agent: 'secret-agent', sub: 'alice', error: 'unauthorized_client' })
     } finally {
@@ -79,7 +79,7 @@ describe('audit of token-endpoint outcomes', () => {
       ['an id_token subject type', async () => b.token(exchange(await user(), { subject_token_type: TOKEN_TYPE.idToken }), secretAgent()), 400, 'invalid_request'],
       ['a refused workload actor_token', async () => b.token(exchange(await user(), { actor_token: await user(), actor_token_type: TOKEN_TYPE.jwt })), 401, 'invalid_client'],
     ] as const)('%s', async (_name, send, status, code) => {
-      const events = await appended(async () => void (await expectOAuthError(await send(), status, code)))
+      const events = await appended(async () => expectOAuthError(await send(), status, code))
       expect(events).toEqual([])
     })
 

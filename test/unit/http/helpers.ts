@@ -62,7 +62,7 @@ const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('bas
 export function signJws(header: Record<string, unknown>, payload: Record<string, unknown>, key: CryptoKey | KeyObject | Uint8Array): string {
   const input = `${b64(header)}.${b64(payload)}`
   if (key instanceof Uint8Array) return `${input}.${createHmac('sha256', key).update(input).digest('base64url')}`
-  const ko = key instanceof KeyObject ? key : KeyObject.from(key as unknown as Parameters<typeof KeyObject.from>[0])
+  const ko = key instanceof KeyObject ? key : KeyObject.from(key)
   const alg = header['alg']
   const sig =
     alg === 'ES256'

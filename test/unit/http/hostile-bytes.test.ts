@@ -8,7 +8,7 @@
  * (non-ASCII, U+FFFD sent as such) still passes.
  */
 import { KeyObject, sign as cryptoSign } from 'node:crypto'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, it } from 'vitest'
 import { hashClientSecret } from '../../../src/tokens/client-auth.js'
 import { AUDIENCE, basic, CLIENT_ASSERTION_TYPE_JWT, encodeForm, SECRET, TOKEN_TYPE, USER_ISSUER } from '../../support/broker.js'
 import { exchange, expectCleanLogs, expectOAuthError, expectToken, rawUserToken, startTrackedBroker, userClaims, type TrackedBroker } from './helpers.js'
@@ -106,7 +106,7 @@ describe('hostile bytes at the edge', () => {
     /** An RS256 user token over exactly these payload bytes (for bytes that are not UTF-8). */
     const userTokenOverBytes = (payload: Buffer) => {
       const input = `${b64url(JSON.stringify({ alg: 'RS256', kid: b.users.kid, typ: 'at+jwt' }))}.${b64url(payload)}`
-      const key = KeyObject.from(b.users.privateKey as unknown as Parameters<typeof KeyObject.from>[0])
+      const key = KeyObject.from(b.users.privateKey)
       return `${input}.${cryptoSign('sha256', Buffer.from(input), key).toString('base64url')}`
     }
 

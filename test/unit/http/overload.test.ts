@@ -52,7 +52,7 @@ function streamedPost(b: TestBroker, path: string, body: string, headers: Record
     headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
     body: stream,
     duplex: 'half',
-  } as RequestInit)
+  })
   return { response: Promise.resolve(b.mandate.app.request(request)), pulled: () => pulled }
 }
 

@@ -50,14 +50,14 @@ describe('re-delegation to a sub-agent', () => {
     const child = decodeJwt(body.access_token)
 
     expect(child.sub).toBe('alice')
-    expect(child.client_id).toBe('sub-agent')
+    expect(child['client_id']).toBe('sub-agent')
     // RFC 8693 §4.1: newest actor outermost.
-    expect(child.act).toEqual({ sub: 'sub-agent', act: { sub: 'secret-agent' } })
-    expect(child.chain).toEqual([parent.claims.jti])
+    expect(child['act']).toEqual({ sub: 'sub-agent', act: { sub: 'secret-agent' } })
+    expect(child['chain']).toEqual([parent.claims.jti])
     expect(child.aud).toBe(parent.claims.aud)
-    const parentScopes = new Set(String(parent.claims.scope).split(' '))
-    for (const s of String(child.scope).split(' ')) expect(parentScopes.has(s)).toBe(true)
-    expect(child.scope).toBe('read')
+    const parentScopes = new Set(String(parent.claims['scope']).split(' '))
+    for (const s of String(child['scope']).split(' ')) expect(parentScopes.has(s)).toBe(true)
+    expect(child['scope']).toBe('read')
     expect(child.exp!).toBeLessThanOrEqual(parent.claims.exp!)
     expect(child.jti).not.toBe(parent.claims.jti)
 
@@ -86,9 +86,9 @@ describe('re-delegation to a sub-agent', () => {
     const mid = await expectToken(await redelegate('sub-agent', root.token, { scope: 'read' }))
     const midClaims = decodeJwt(mid.access_token)
     const leaf = decodeJwt((await expectToken(await redelegate('secret-agent', mid.access_token, { scope: 'read' }))).access_token)
-    expect(leaf.act).toEqual({ sub: 'secret-agent', act: { sub: 'sub-agent', act: { sub: 'jwt-agent' } } })
-    expect(leaf.chain).toEqual([root.claims.jti, midClaims.jti])
-    expect(leaf.client_id).toBe('secret-agent')
+    expect(leaf['act']).toEqual({ sub: 'secret-agent', act: { sub: 'sub-agent', act: { sub: 'jwt-agent' } } })
+    expect(leaf['chain']).toEqual([root.claims.jti, midClaims.jti])
+    expect(leaf['client_id']).toBe('secret-agent')
   })
 
   it('refuses a scope broader than the parent token’s → invalid_scope', async () => {
@@ -170,7 +170,7 @@ describe.each([
     const mid = await expectToken(await redelegate('sub-agent', root.token))
     const res = await redelegate('jwt-agent', mid.access_token)
     if (third === 'refused') await expectOAuthError(res, 400, 'invalid_request')
-    else expect(decodeJwt((await expectToken(res)).access_token).act).toEqual({ sub: 'jwt-agent', act: { sub: 'sub-agent', act: { sub: 'secret-agent' } } })
+    else expect(decodeJwt((await expectToken(res)).access_token)['act']).toEqual({ sub: 'jwt-agent', act: { sub: 'sub-agent', act: { sub: 'secret-agent' } } })
   })
 
   it('logs no credential', () => {

@@ -54,7 +54,8 @@ function record(jti: string, extra: Partial<Revocation> = {}): Revocation {
 function reader(res: Response) {
   const got: SseEvent[] = []
   let ended = false
-  const stream = res.body!.getReader()
+  // A fetch body is a byte stream; undici-types leaves its chunk type `any`.
+  const stream = (res.body as ReadableStream<Uint8Array>).getReader()
   const parser = new SseParser((e) => got.push(e))
   const decoder = new TextDecoder()
   void (async () => {
@@ -304,7 +305,7 @@ describe('the feed stream', () => {
     await vi.waitFor(() => expect(feed.of('revocation')).toHaveLength(10), WAIT)
     await feed.cancel()
     // Too old for the journal, another process's id, one from the future, garbage.
-    for (const id of [snapshotId, `ffffffffffffffff.3`, `${instance}.99`, 'garbage', '']) {
+    for (const id of [snapshotId, `ffffffffffffffff.3`, `${instance!}.99`, 'garbage', '']) {
       const again = await f.open(id)
       await vi.waitFor(() => expect(again.got.length).toBeGreaterThan(0), WAIT)
       expect(again.got[0]!.event, id).toBe('snapshot')

@@ -103,7 +103,7 @@ describe('subject_token refusals', () => {
     ['a user token with an altered signature', (b) => alterSignature(rawUserToken(b))],
     ['a user token with an altered payload', (b) => {
       const [h, , s] = rawUserToken(b).split('.')
-      return `${h}.${Buffer.from(JSON.stringify(userClaims(b.now(), { sub: 'mallory' }))).toString('base64url')}.${s}`
+      return `${h!}.${Buffer.from(JSON.stringify(userClaims(b.now(), { sub: 'mallory' }))).toString('base64url')}.${s!}`
     }],
     ['not a JWT', () => 'opaque-token-value-0123456789'],
     ['a JWS in JSON serialization', (b) => JSON.stringify({ payload: rawUserToken(b).split('.')[1], signatures: [] })],

@@ -46,7 +46,7 @@ describe('mandate revoke against a broker', () => {
       stderr.mockRestore()
     }
     const text = out.join('')
-    return { code: Number(process.exitCode ?? 0), json: text === '' ? undefined : (JSON.parse(text) as Record<string, unknown>), stderr: err.join('') }
+    return { code: process.exitCode ?? 0, json: text === '' ? undefined : (JSON.parse(text) as Record<string, unknown>), stderr: err.join('') }
   }
 
   it('revoke sub --iss kills the user of that issuer; without --iss, with two issuers trusted, the broker refuses', async () => {

@@ -122,13 +122,13 @@ describe('openSigningKeys: the keys file, followed', () => {
     await write([a])
     const keys = await open()
     const mint = createTokenMinter(keys)
-    const replaced = { ...c, kid: a.kid }
+    const replaced = { ...c, kid: a.kid! }
     await write([replaced])
     expect(await keys.reload()).toBe(true)
     const token = await mint.mint({ sub: 'x' } as never)
     const { verify } = await import('node:crypto')
     const [h, p, sig] = token.split('.')
-    const ok = verify('sha256', Buffer.from(`${h}.${p}`), { key: keys.byKid(a.kid!)!.publicKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(sig!, 'base64url'))
+    const ok = verify('sha256', Buffer.from(`${h!}.${p!}`), { key: keys.byKid(a.kid!)!.publicKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(sig!, 'base64url'))
     expect(ok).toBe(true)
     expect(keys.current.publicJwk.x).toBe(c.x)
     expect(switches).toEqual([])
