@@ -43,10 +43,6 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const DATABASE_URL = process.env['DATABASE_URL'] || 'postgres://postgres@127.0.0.1:5432/postgres'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-function percentile(xs: readonly number[], p: number): number {
-  const sorted = [...xs].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!
-}
 function median(xs: readonly number[]): number {
   const sorted = [...xs].sort((a, b) => a - b)
   const mid = Math.floor(sorted.length / 2)
@@ -112,7 +108,7 @@ async function startBroker(mode: AuditMode, env: Record<string, string>, dataDir
   let pending = ''
   let closed: Closed | undefined
   const complaints: string[] = []
-  child.stdout!.on('data', (d: Buffer) => {
+  child.stdout.on('data', (d: Buffer) => {
     tail = (tail + d.toString()).slice(-4096)
     pending += d.toString()
     let nl: number
@@ -130,7 +126,7 @@ async function startBroker(mode: AuditMode, env: Record<string, string>, dataDir
       else if (entry.level !== undefined && LEVEL_WARN.has(entry.level) && complaints.length < 50) complaints.push(line.slice(0, 500))
     }
   })
-  child.stderr!.on('data', (d: Buffer) => {
+  child.stderr.on('data', (d: Buffer) => {
     tail = (tail + d.toString()).slice(-4096)
     if (complaints.length < 50) complaints.push(`stderr: ${d.toString().trim().slice(0, 500)}`)
   })
@@ -237,7 +233,7 @@ function check(label: string, round: number, run: Run): void {
   const bad = Object.entries(run.statuses).filter(([status]) => status !== '200')
   if (bad.length > 0) failures.push(`${where}: non-200 responses ${JSON.stringify(Object.fromEntries(bad))} of ${JSON.stringify(run.statuses)}`)
   if (run.killed) failures.push(`${where}: the broker did not exit within 15 s of SIGTERM (killed)`)
-  else if (run.exitCode !== 0) failures.push(`${where}: the broker exited with ${run.exitCode}`)
+  else if (run.exitCode !== 0) failures.push(`${where}: the broker exited with ${String(run.exitCode)}`)
   if (run.mode === 'sql') {
     if (run.closed === undefined) failures.push(`${where}: no 'audit log closed' line at shutdown`)
     else {

@@ -112,11 +112,11 @@ async function startBroker(env: Record<string, string>, dataDir: string, options
   })
   let tail = ''
   const keep = (d: Buffer) => (tail = (tail + d.toString()).slice(-4096))
-  child.stdout!.on('data', keep)
-  child.stderr!.on('data', keep)
+  child.stdout.on('data', keep)
+  child.stderr.on('data', keep)
   const refusals: Record<string, number>[] = []
   let partial = ''
-  child.stdout!.on('data', (d: Buffer) => {
+  child.stdout.on('data', (d: Buffer) => {
     const lines = (partial + d.toString()).split('\n')
     partial = lines.pop()!
     for (const line of lines) {
@@ -256,7 +256,7 @@ async function measure(label: string, env: Record<string, string>, options: { ad
       `  ${name.padEnd(34)} p50 ${ms(percentile(xs, 50)).padStart(9)}   p99 ${ms(percentile(xs, 99)).padStart(9)}   max ${ms(Math.max(...xs)).padStart(9)}`
     const served = (r: LoadReport) => {
       const perSecond = (n: number | undefined) => Math.round(((n ?? 0) / r.ms) * 1000)
-      const lat = (status: string) => (r.latency[status] === undefined ? '' : ` (p50 ${ms(r.latency[status]!.p50)}, p99 ${ms(r.latency[status]!.p99)})`)
+      const lat = (status: string) => (r.latency[status] === undefined ? '' : ` (p50 ${ms(r.latency[status].p50)}, p99 ${ms(r.latency[status].p99)})`)
       const others = Object.entries(r.statuses).filter(([k]) => k !== '200' && k !== '503')
       return (
         `200: ${perSecond(r.statuses['200'])}/s${lat('200')}; 503: ${perSecond(r.statuses['503'])}/s${lat('503')}` +

@@ -22,7 +22,7 @@ function stale() {
   // Directories too: their mtime changes when a file is added, removed or renamed.
   if (statSync(src).mtimeMs > built) return 'dist/ is older than src/'
   for (const entry of readdirSync(src, { recursive: true })) {
-    if (statSync(src + entry).mtimeMs > built) return 'dist/ is older than src/'
+    if (statSync(src + String(entry)).mtimeMs > built) return 'dist/ is older than src/'
   }
   return undefined
 }

@@ -197,7 +197,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       admission: shared.admission,
       now: nowSeconds,
       newJti: () => randomUUID() as Jti,
-      ...(tracing === undefined ? {} : { step: tracing.step }),
+      ...(tracing === undefined ? {} : { step: tracing.step.bind(tracing) }),
     }
 
     // Refusals are counted and logged once per interval, never a line each.
@@ -211,7 +211,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       refusals,
       shedding: {
         eventLoopLag,
-        auditPending: options.loadSignals?.auditPending ?? stores.sqlAudit?.pending ?? (() => 0),
+        auditPending: options.loadSignals?.auditPending ?? (stores.sqlAudit === undefined ? () => 0 : stores.sqlAudit.pending.bind(stores.sqlAudit)),
         maxConcurrent: config.overload.max_concurrent_requests,
         maxEventLoopLagMs: config.overload.max_event_loop_lag_ms,
         // A full group being written and a full one waiting: more means the database is not keeping up.
@@ -232,7 +232,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       ...(tracing === undefined ? {} : { tracing }),
       ...(metrics === undefined ? {} : { metrics }),
       ...(stores.auditQueries === undefined ? {} : { auditQueries: stores.auditQueries }),
-      ...(stores.sqlAudit === undefined ? {} : { auditHealthy: stores.sqlAudit.probe }),
+      ...(stores.sqlAudit === undefined ? {} : { auditHealthy: stores.sqlAudit.probe.bind(stores.sqlAudit) }),
       readiness: {
         policyReload: () => policies.store.status(),
         keysFile: () => keys.status(),
@@ -262,5 +262,5 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
 function startEventLoopMonitor(closers: Closers): () => number {
   const monitor = monitorEventLoopLag()
   closers.add(() => monitor.stop())
-  return monitor.current
+  return () => monitor.current()
 }

@@ -51,7 +51,7 @@ function benchLogger(level: string): Logger {
   // Children are created from their parent's prototype chain: `this` keeps every level's bindings.
   root.child = function (this: Logger, bindings, options) {
     return child.bind(this)(bindings, bindings['module'] === 'audit' ? { ...options, level: auditLevel } : options)
-  } as typeof root.child
+  }
   return root
 }
 const logger = benchLogger(config.log.level)

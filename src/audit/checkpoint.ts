@@ -63,6 +63,9 @@ const STORE = /^(postgres|pglite)-[0-9a-z]{1,40}-[A-Za-z0-9_-]{1,64}$/
  * name it alike whatever host name their URL uses. A database whose server
  * will not tell its system identifier is named by engine and name alone.
  */
+/** A text column's value; anything else (a driver surprise) is no name. */
+const textOf = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined)
+
 export async function checkpointStore(database: Pick<Database, 'db' | 'engine'>): Promise<string> {
   const rows = async (query: ReturnType<typeof sql>): Promise<Record<string, unknown>[]> => {
     const result = (await database.db.execute(query)) as unknown
@@ -73,11 +76,11 @@ export async function checkpointStore(database: Pick<Database, 'db' | 'engine'>)
   let name: string
   try {
     const [row] = await rows(sql`select system_identifier::text as system, current_database() as name from pg_control_system()`)
-    system = String(row?.['system'] ?? '0')
-    name = String(row?.['name'] ?? '')
+    system = textOf(row?.['system']) ?? '0'
+    name = textOf(row?.['name']) ?? ''
   } catch {
     const [row] = await rows(sql`select current_database() as name`)
-    name = String(row?.['name'] ?? '')
+    name = textOf(row?.['name']) ?? ''
   }
   const safeName = /^[A-Za-z0-9_-]{1,64}$/.test(name) ? name : `h${createHash('sha256').update(name).digest('hex').slice(0, 16)}`
   const safeSystem = /^[0-9]{1,40}$/.test(system) ? system : '0'

@@ -70,7 +70,7 @@ export function startAdminThread(config: Config, options: { dev: boolean; logger
         },
       })
     })
-    thread.on('error', (err) => {
+    thread.on('error', (err: Error) => {
       fatal ??= err.message
     })
     void exited.then((code) => {

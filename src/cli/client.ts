@@ -127,6 +127,8 @@ function unreachable(b: Broker, err: unknown): CliError {
     case 'EPIPE':
     case 'UND_ERR_SOCKET':
       return new CliError(`${at} closed the connection (${code}): is that the broker's HTTP port?`, EXIT.UNAVAILABLE)
+    default:
+      break
   }
   if (code !== undefined && /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY/.test(code)) {
     return new CliError(`TLS with ${at} failed (${code}); for a private CA set NODE_EXTRA_CA_CERTS=<ca.pem>`, EXIT.UNAVAILABLE)

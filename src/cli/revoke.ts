@@ -66,7 +66,7 @@ export const revokeList = (o: AdminCallOptions) =>
   run(async () => {
     const b = await resolveBroker(o)
     const query = new URLSearchParams({ limit: o.limit ?? '100', ...(o.before === undefined ? {} : { before: o.before }) })
-    const page = (await adminRequest(b, 'GET', `/admin/revocations?${query}`)) as { revocations: RevocationJson[]; next: string | null }
+    const page = (await adminRequest(b, 'GET', `/admin/revocations?${query.toString()}`)) as { revocations: RevocationJson[]; next: string | null }
     if (o.json === true) write(JSON.stringify(page))
     else if (page.revocations.length === 0) write('no revocations')
     else write((await import('./output.js')).revocationsTable(page.revocations))

@@ -55,7 +55,7 @@ export async function openPropagation(config: Config, options: PropagationOption
     }
   }
   const redis = await openRedis(url)
-  closers.add(() => void redis.disconnect())
+  closers.add(() => redis.disconnect())
   const feed = await createRedisRevocationFeed({
     redis,
     prefix: config.storage.key_prefix,

@@ -93,6 +93,6 @@ function openSqlAuditLog(config: Config, database: Database, options: StoreOptio
       intervalMs: config.audit.checkpoint_interval_ms,
     },
     logger: options.logger.child({ module: 'audit' }),
-    ...(options.metrics === undefined ? {} : { onGroup: options.metrics.auditGroup }),
+    ...(options.metrics === undefined ? {} : { onGroup: options.metrics.auditGroup.bind(options.metrics) }),
   })
 }

@@ -433,7 +433,7 @@ export const Config = z
   })
   .refine(
     ({ listen, telemetry }) => telemetry.prometheus === undefined || telemetry.prometheus.port === 0 || ![listen.port, listen.admin_port].includes(telemetry.prometheus.port),
-    { path: ['telemetry', 'prometheus', 'port'], message: 'must differ from listen.port and listen.admin_port' },
+    { path: ['telemetry', 'prometheus', 'port'], error: 'must differ from listen.port and listen.admin_port' },
   )
   .superRefine(checkRoles, {
     // Run even when other fields failed, so that every issue is reported at once.

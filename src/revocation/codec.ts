@@ -12,6 +12,7 @@ const Id = z.string().min(1)
 const Issuer = z
   .string()
   .min(1)
+  // eslint-disable-next-line no-control-regex -- PostgreSQL text holds no NUL
   .regex(/^[^\u0000]*$/)
   .nullish()
   .transform((iss) => iss ?? null)

@@ -69,7 +69,7 @@ export async function writeBack(ctx: WriteContext, conn: Redis, records: readonl
  * seed lock. False when another instance holds the lock.
  */
 export async function reseed(ctx: WriteContext, conn: Redis, log: RevocationLog, instance: string): Promise<boolean> {
-  const { guard } = ctx.lifetime
+  const guard = <T>(p: Promise<T>) => ctx.lifetime.guard(p)
   const taken = await guard(conn.set(ctx.keys.lock, instance, 'PX', SEED_LOCK_MS, 'NX'))
   if (taken === null && (await guard(conn.get(ctx.keys.lock))) !== instance) return false
   try {

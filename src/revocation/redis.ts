@@ -253,6 +253,7 @@ export async function createRedisRevocationFeed(options: RedisRevocationFeedOpti
           logger.info('revocation feed in step with redis again')
         }
       } catch (err) {
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- close() sets it while this awaited
         if (lifetime.closed) return
         resyncWanted = true
         lastError = messageOf(err)

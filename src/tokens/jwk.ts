@@ -1,4 +1,4 @@
-import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto'
+import { createPublicKey, type KeyObject } from 'node:crypto'
 
 /**
  * The public keys Mandate verifies with, wherever they come from (an
@@ -62,7 +62,7 @@ export function importPublicJwk(jwk: unknown): KeyObject {
   if (members['kty'] === 'RSA' && members['e'] !== 'AQAB') throw new KeyRefused('RSA public exponent is not 65537')
   let key: KeyObject
   try {
-    key = createPublicKey({ key: members as JsonWebKey, format: 'jwk' })
+    key = createPublicKey({ key: members, format: 'jwk' })
   } catch {
     throw new KeyRefused('not a valid key (bad curve point or members)')
   }

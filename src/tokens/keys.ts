@@ -68,7 +68,7 @@ async function toSigningKey(privateJwk: JWK): Promise<SigningKey> {
   if (activates !== undefined && !(Number.isSafeInteger(activates) && (activates as number) >= 0)) {
     throw new TypeError(`${ACTIVATES_AT} must be epoch seconds`)
   }
-  const privateKey = createPrivateKey({ key: privateJwk as import('node:crypto').JsonWebKey, format: 'jwk' })
+  const privateKey = createPrivateKey({ key: privateJwk, format: 'jwk' })
   const publicKey = createPublicKey(privateKey)
   const { kty, crv, x, y } = privateJwk
   const thumbprint = await calculateJwkThumbprint({ kty, crv, x, y } as JWK)

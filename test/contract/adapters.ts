@@ -325,7 +325,9 @@ export async function revocationFeedAdapters(): Promise<AdapterCase<FeedBacking>
         const { redis, prefix, remove } = await openRedis()
         const started: RevocationFeed[] = []
         const staleAfterMs = 1_000
-        const stopAll = async () => void (await Promise.all(started.splice(0).map((f) => f.close())))
+        const stopAll = async () => {
+          await Promise.all(started.splice(0).map((f) => f.close()))
+        }
         return {
           staleAfterMs,
           shared() {

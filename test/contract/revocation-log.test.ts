@@ -272,7 +272,7 @@ describeEachAdapter('RevocationLog', revocationLogAdapters(), (_adapter, backing
       ['alice', MAX_TIME + 1],
       ['alice', Number.NaN],
     ] as const) {
-      expect(await rejection(log.lift(kill.id, by, at)), `lift(${String(by)}, ${at})`).toBeInstanceOf(TypeError)
+      expect(await rejection(log.lift(kill.id, by, at)), `lift(${by}, ${at})`).toBeInstanceOf(TypeError)
     }
     expect(await log.get(kill.id)).toStrictEqual(kill)
     for (const now of [Number.NaN, -1, MAX_TIME + 1, Number.POSITIVE_INFINITY]) {

@@ -160,7 +160,7 @@ describe('mandate revoke against a running broker', () => {
     const table = await asAdmin(['revoke', 'list'])
     expect(table.status).toBe(0)
     expect(table.stdout).toMatch(/│ id +│ kind +│ target +│ state +│ created +│ reason +│/)
-    expect(table.stdout).toContain(`│ ${id} │ agent │ agent=demo-subagent`)
+    expect(table.stdout).toContain(`│ ${String(id)} │ agent │ agent=demo-subagent`)
 
     const json = await asAdmin(['revoke', 'list', '--json'])
     const page = JSON.parse(json.stdout) as { revocations: { id: string; in_force: boolean; reason: string }[]; next: string | null }

@@ -140,7 +140,7 @@ async function startBroker(instance: string, databaseUrl: string, dataDir: strin
   const lines: Record<string, unknown>[] = []
   const requestLines = new Map<number, number>()
   let tokenOk = 0
-  child.stdout!.on('data', (d: Buffer) => {
+  child.stdout.on('data', (d: Buffer) => {
     const text = d.toString()
     tail = (tail + text).slice(-8192)
     const parts = (partial + text).split('\n')
@@ -161,11 +161,11 @@ async function startBroker(instance: string, databaseUrl: string, dataDir: strin
       }
     }
   })
-  child.stderr!.on('data', (d: Buffer) => {
+  child.stderr.on('data', (d: Buffer) => {
     tail = (tail + d.toString()).slice(-8192)
   })
-  child.stdout!.on('data', logSink('audit-durability broker stdout'))
-  child.stderr!.on('data', logSink('audit-durability broker stderr'))
+  child.stdout.on('data', logSink('audit-durability broker stdout'))
+  child.stderr.on('data', logSink('audit-durability broker stderr'))
 
   const broker: Broker = {
     base,
@@ -531,9 +531,9 @@ describePostgres('the delegation log under faults, across broker processes (Post
       flapPath = await startPgPath(database.url)
       const [dataCut, dataFlap, dataTerm] = await Promise.all([newDir('cut'), newDir('flap'), newDir('term')])
       ;[cutBroker, flapBroker, termBroker] = await Promise.all([
-        startBroker(CUT_INSTANCE, cutPath.proxy.url, dataCut!),
-        startBroker(FLAP_INSTANCE, flapPath.proxy.url, dataFlap!),
-        startBroker(TERM_INSTANCE, database.url, dataTerm!),
+        startBroker(CUT_INSTANCE, cutPath.proxy.url, dataCut),
+        startBroker(FLAP_INSTANCE, flapPath.proxy.url, dataFlap),
+        startBroker(TERM_INSTANCE, database.url, dataTerm),
       ])
     } catch (err) {
       await cleanup()
@@ -555,11 +555,11 @@ describePostgres('the delegation log under faults, across broker processes (Post
 
     const load = startLoad(broker, user, LOOPS)
     let answers: Answer[]
-    let cutAt = 0
-    let restoreAt = 0
-    let cutBy: 'tap' | 'timer' = 'timer'
-    let refusedInCut = 0
-    let recovery = { reconnect: Number.NaN, firstOk: Number.NaN }
+    let cutAt: number
+    let restoreAt: number
+    let cutBy: 'tap' | 'timer'
+    let refusedInCut: number
+    let recovery: { reconnect: number; firstOk: number }
     const readyDuringCut: { status: number; writing: unknown }[] = []
     try {
       await load.go
@@ -661,7 +661,7 @@ describePostgres('the delegation log under faults, across broker processes (Post
     const load = startLoad(broker, user, LOOPS)
     let answers: Answer[]
     const cuts: { by: string; at: number; restoreAt: number }[] = []
-    let recovery = { reconnect: Number.NaN, firstOk: Number.NaN }
+    let recovery: { reconnect: number; firstOk: number }
     try {
       await load.go
       await sleep(1_000)
@@ -709,7 +709,7 @@ describePostgres('the delegation log under faults, across broker processes (Post
         select seq::int as seq, at::text as at from audit_log where jti in ${sql(r.issuedNeverAnswered)} and event = 'token.issued' order by seq`
       console.log(
         `audit durability, PostgreSQL flapping: token.issued rows never answered and never withheld: ${r.issuedNeverAnswered.length}, ` +
-          `seq ${lost[0]?.seq}..${lost.at(-1)?.seq} (e.g. jti ${r.issuedNeverAnswered[0]})`,
+          `seq ${String(lost[0]?.seq)}..${String(lost.at(-1)?.seq)} (e.g. jti ${String(r.issuedNeverAnswered[0])})`,
       )
     }
 
@@ -733,7 +733,7 @@ describePostgres('the delegation log under faults, across broker processes (Post
     let answers: Answer[]
     let exitCode: number | null = null
     let exitSignal: NodeJS.Signals | null = null
-    let exitMs = 0
+    let exitMs: number
     let sigtermAt = 0
     try {
       await load.go

@@ -145,7 +145,7 @@ interface Broker {
 
 async function json(res: Response): Promise<Json> {
   const text = await res.text()
-  let body: Record<string, unknown> = {}
+  let body: Record<string, unknown>
   try {
     body = JSON.parse(text) as Record<string, unknown>
   } catch {
@@ -207,10 +207,10 @@ async function startBroker(name: string, env: BrokerEnv): Promise<Broker> {
     tail = (tail + d.toString()).slice(-8192)
   }
   // Always drained: a full pipe would block the broker.
-  child.stdout!.on('data', keep)
-  child.stderr!.on('data', keep)
-  child.stdout!.on('data', logSink('kill-switch broker stdout'))
-  child.stderr!.on('data', logSink('kill-switch broker stderr'))
+  child.stdout.on('data', keep)
+  child.stderr.on('data', keep)
+  child.stdout.on('data', logSink('kill-switch broker stdout'))
+  child.stderr.on('data', logSink('kill-switch broker stderr'))
 
   const post = async (path: string, body: string, headers: Record<string, string>, timeoutMs = 30_000) =>
     json(await fetch(`${base}${path}`, { method: 'POST', headers, body, signal: AbortSignal.timeout(timeoutMs) }))
@@ -566,7 +566,6 @@ token_ttl: { default: 300, max: 300 }
     const report = await load.stop(10_000)
     await stopChild(load.child)
 
-    const exchanges = Object.values(report.statuses).reduce((x, y) => x + y, 0)
     const p50 = percentile(latencies, 50)
     const p99 = percentile(latencies, 99)
     console.log(

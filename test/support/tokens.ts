@@ -42,7 +42,7 @@ export function signToken(signer: TestSigner, claims: JWTPayload, options: SignO
     ...(options.typ === undefined || options.typ === null ? {} : { typ: options.typ }),
     ...options.header,
   }
-  return new SignJWT(claims).setProtectedHeader(header as { alg: string }).sign(signer.privateKey)
+  return new SignJWT(claims).setProtectedHeader(header).sign(signer.privateKey)
 }
 
 export interface TimedOptions extends SignOptions {

@@ -1,4 +1,5 @@
 import type { Context, Hono } from 'hono'
+import type { AppEnv } from '../env.js'
 import { describeRoute } from 'hono-openapi'
 import { z } from 'zod'
 import type { AuditLog } from '../../audit/port.js'
@@ -41,6 +42,7 @@ export async function recordAdminRead(
 }
 
 // PostgreSQL text holds no NUL; no identifier holds a control character.
+// eslint-disable-next-line no-control-regex -- control characters are what it refuses
 const Text = z.string().min(1).max(1024).regex(/^[^\u0000-\u001f\u007f]+$/, 'must not contain control characters')
 /** Latest instant PostgreSQL's ISO output round-trips here: 9999-12-31T23:59:59Z. */
 export const MAX_INSTANT = 253_402_300_799
@@ -49,7 +51,7 @@ const Instant = z.union([
   z.iso.datetime({ offset: true }).transform((s) => Math.floor(Date.parse(s) / 1000)),
 ])
 const EventFilter = z.string().refine(isEventFilter, {
-  message: `must be one of ${AUDIT_EVENTS.join(', ')}, or a family such as token.* or admin.*`,
+  error: `must be one of ${AUDIT_EVENTS.join(', ')}, or a family such as token.* or admin.*`,
 })
 
 const AuditQuery = z.strictObject({
@@ -120,7 +122,7 @@ const unavailable = (): never => {
 }
 
 /** /admin/audit: the delegation log, for auditors (read permission). */
-export function mountAdminAudit(app: Hono<any>, deps: AdminAuditDeps): void {
+export function mountAdminAudit(app: Hono<AppEnv>, deps: AdminAuditDeps): void {
   app.get('/admin/audit', queryDoc, requireAdmin(deps.keys, 'read'), async function queryAudit(c) {
     const parsed = AuditQuery.safeParse(c.req.query())
     if (!parsed.success) {

@@ -1,4 +1,5 @@
 import type { Context, Hono } from 'hono'
+import type { AppEnv } from '../env.js'
 import { describeRoute } from 'hono-openapi'
 import { z } from 'zod'
 import type { AuditLog } from '../../audit/port.js'
@@ -141,7 +142,7 @@ export interface AdminRevocationDeps {
 }
 
 /** /admin/revocations: the kill switch's API (responder: revoke and lift; auditor: read). */
-export function mountAdminRevocations(app: Hono<any>, deps: AdminRevocationDeps): void {
+export function mountAdminRevocations(app: Hono<AppEnv>, deps: AdminRevocationDeps): void {
   const { revocations, audit } = deps
   const record = async (c: Context, type: 'revocation.created' | 'revocation.lifted', r: Revocation) => {
     // The revocation itself is durable and in force: a failed audit line is reported, and must not undo it.

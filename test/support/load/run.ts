@@ -54,8 +54,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 export function startLoadGenerator<Settings, Report>(script: LoadScript<Settings, Report>, settings: Settings): LoadGenerator<Report> {
   const child = spawn(process.execPath, ['--import', 'tsx', script.path], { stdio: ['pipe', 'pipe', 'inherit'] })
   let out = ''
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()))
-  child.stdin!.write(`${JSON.stringify(settings)}\n`)
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  child.stdin.write(`${JSON.stringify(settings)}\n`)
   const reportLine = () => out.split('\n').find((line) => line.startsWith('{'))
   async function until(what: string, done: () => boolean, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs
@@ -64,7 +64,7 @@ export function startLoadGenerator<Settings, Report>(script: LoadScript<Settings
         // What it printed just before exiting may still be on its way.
         await sleep(50)
         if (done()) return
-        throw new Error(`load generator exited (${child.exitCode ?? child.signalCode}) before ${what}: ${out.slice(-2000)}`)
+        throw new Error(`load generator exited (${String(child.exitCode ?? child.signalCode)}) before ${what}: ${out.slice(-2000)}`)
       }
       if (Date.now() > deadline) throw new Error(`load generator: no ${what} within ${timeoutMs} ms: ${out.slice(-2000)}`)
       await sleep(10)
@@ -74,9 +74,9 @@ export function startLoadGenerator<Settings, Report>(script: LoadScript<Settings
     child,
     output: () => out,
     started: (timeoutMs) => until('go', () => out.includes('go\n'), timeoutMs),
-    start: () => void child.stdin!.write('start\n'),
+    start: () => void child.stdin.write('start\n'),
     async stop(timeoutMs) {
-      if (child.stdin!.writable) child.stdin!.end('stop\n')
+      if (child.stdin.writable) child.stdin.end('stop\n')
       await until('report', () => reportLine()?.endsWith('}') === true && out.endsWith('\n'), timeoutMs)
       return JSON.parse(reportLine()!) as Report
     },

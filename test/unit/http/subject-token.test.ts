@@ -56,7 +56,7 @@ describe('subject_token refusals', () => {
     [
       'HS256 keyed with the issuer public key (PEM)',
       (b) => {
-        const pem = createPublicKey({ key: b.users.publicJwk as import('node:crypto').JsonWebKey, format: 'jwk' }).export({ type: 'spki', format: 'pem' })
+        const pem = createPublicKey({ key: b.users.publicJwk, format: 'jwk' }).export({ type: 'spki', format: 'pem' })
         return signJws({ alg: 'HS256', kid: b.users.kid, typ: 'at+jwt' }, userClaims(b.now()), Buffer.from(pem))
       },
     ],
