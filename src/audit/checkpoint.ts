@@ -68,7 +68,7 @@ const textOf = (v: unknown): string | undefined => (typeof v === 'string' ? v : 
 
 export async function checkpointStore(database: Pick<Database, 'db' | 'engine'>): Promise<string> {
   const rows = async (query: ReturnType<typeof sql>): Promise<Record<string, unknown>[]> => {
-    const result = (await database.db.execute(query)) as unknown
+    const result: unknown = await database.db.execute(query)
     // postgres.js answers an array of rows, PGlite an object holding them.
     return Array.isArray(result) ? (result as Record<string, unknown>[]) : ((result as { rows?: Record<string, unknown>[] }).rows ?? [])
   }

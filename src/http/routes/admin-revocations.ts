@@ -177,7 +177,7 @@ export function mountAdminRevocations(app: Hono<AppEnv>, deps: AdminRevocationDe
       throw new AdminError('invalid_request', `invalid ${field}: ${parsed.error.issues[0]?.message ?? 'invalid'}`)
     }
     const target = targetOf(parsed.data, deps)
-    const r = await revocations.revoke({ target, reason: parsed.data.reason, createdBy: c.get('adminKey') as string }).catch(unavailable)
+    const r = await revocations.revoke({ target, reason: parsed.data.reason, createdBy: c.get('adminKey') }).catch(unavailable)
     await record(c, 'revocation.created', r)
     return c.json(revocationJson(r), 201, { ...NO_STORE, Location: `/admin/revocations/${r.id}` })
   })
@@ -229,7 +229,7 @@ export function mountAdminRevocations(app: Hono<AppEnv>, deps: AdminRevocationDe
   app.delete('/admin/revocations/:id', liftDoc, requireAdmin(deps.keys, 'revoke'), async function liftRevocation(c) {
     const id = c.req.param('id')
     if (!RevocationId.safeParse(id).success) throw new AdminError('not_found', 'no revocation has that id')
-    const r = await revocations.lift(id, c.get('adminKey') as string).catch(unavailable)
+    const r = await revocations.lift(id, c.get('adminKey')).catch(unavailable)
     await record(c, 'revocation.lifted', r)
     return c.json(revocationJson(r), 200, NO_STORE)
   })
