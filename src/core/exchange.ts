@@ -2,12 +2,12 @@ import type { AgentId, Jti, MandateClaims, Subject } from './claims.js'
 import { actClaim, actorsOf, TOKEN_TYPE } from './claims.js'
 import { admissionRefusal, admissionUnavailable } from './admission.js'
 import { loggable, OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
-import { evaluatePolicy } from './policy-eval.js'
+import { evaluatePolicy, type Grant } from './policy-eval.js'
 import type { AdmissionStore, BucketCharge } from '../admission/port.js'
 import type { AuditLog } from '../audit/port.js'
-import type { PolicyStore } from '../policy/port.js'
-import type { RevocationStore } from '../revocation/port.js'
-import type { ClientAuthenticator, ClientCredentials, SubjectVerifier, TokenMinter } from '../tokens/port.js'
+import type { AgentPolicy, PolicyStore } from '../policy/port.js'
+import type { RevocationStore, RevocationVerdict } from '../revocation/port.js'
+import type { AuthenticatedClient, ClientAuthenticator, ClientCredentials, SubjectVerifier, TokenMinter } from '../tokens/port.js'
 
 /** A token-exchange request after the HTTP layer parsed it (RFC 8693 §2.1), before any check. */
 export interface ExchangeRequest {
@@ -74,10 +74,10 @@ const direct = <T>(_name: ExchangeStep, fn: () => T): T => fn()
 const NO_BUCKETS: readonly BucketCharge[] = []
 
 /**
- * The token exchange, DESIGN.md "The exchange, step by step" 2–8. Throws
- * `OAuthError` for every refusal; an authenticated refusal is appended to the
- * audit log before it is thrown. Resolves only once the `token.issued` record
- * is durable.
+ * The token exchange, steps 2–8 after the HTTP layer parsed the request.
+ * Throws `OAuthError` for every refusal; an authenticated refusal is appended
+ * to the audit log before it is thrown. Resolves only once the `token.issued`
+ * record is durable.
  */
 export async function exchangeToken(
   req: ExchangeRequest,
@@ -85,12 +85,7 @@ export async function exchangeToken(
   context: ExchangeFailureContext = { agent: undefined },
 ): Promise<ExchangeResult> {
   const step = deps.step ?? direct
-  if (!SUBJECT_TOKEN_TYPES.has(req.subjectTokenType)) {
-    throw new OAuthError('invalid_request', 'unsupported subject_token_type', { detail: loggable(req.subjectTokenType) })
-  }
-  if (req.requestedTokenType !== undefined && !ISSUABLE_TOKEN_TYPES.has(req.requestedTokenType)) {
-    throw new OAuthError('invalid_request', 'unsupported requested_token_type', { detail: loggable(req.requestedTokenType) })
-  }
+  checkTokenTypes(req)
 
   // One policy set for the whole request, even if a reload lands while it is in flight.
   const policies = deps.policies.snapshot()
@@ -106,19 +101,7 @@ export async function exchangeToken(
   // One admission call per request: the assertion's jti and every rate limit at once, awaited before
   // minting. Without a per-user limit it starts now and its round trip overlaps steps 3–5; a per-user
   // limit needs the verified user, so then it starts after step 3 (or once step 3 failed).
-  let admitted: Promise<OAuthError | undefined> | undefined
-  const admit = (buckets: readonly BucketCharge[]): Promise<OAuthError | undefined> => {
-    if (client.assertion === undefined && buckets.length === 0) return Promise.resolve(undefined)
-    return deps.admission.admit({ assertion: client.assertion, buckets }).then(
-      (decision) => {
-        const refusal = admissionRefusal(decision)
-        if (decision.outcome === 'limited') context.limited = decision.scope
-        return refusal
-      },
-      admissionUnavailable,
-    )
-  }
-  if (userLimit === undefined) admitted = admit(agentBucket)
+  let admitted = userLimit === undefined ? admit(deps, client, agentBucket, context) : undefined
 
   let sub: Subject | undefined
   let subIssuer: string | undefined
@@ -135,7 +118,7 @@ export async function exchangeToken(
     // RFC 9493: a user is the issuer and `sub` together.
     subIssuer = subject.kind === 'user' ? subject.issuer : subject.claims.sub_id.iss
     if (userLimit !== undefined) {
-      admitted = admit([...agentBucket, { scope: 'user', agent: client.agent, issuer: subIssuer, sub: subjectId, limit: userLimit }])
+      admitted = admit(deps, client, [...agentBucket, { scope: 'user', agent: client.agent, issuer: subIssuer, sub: subjectId, limit: userLimit }], context)
     }
     const chainPolicies = subject.kind === 'mandate' ? actorsOf(subject.claims.act).map((a) => policies.get(a)) : []
 
@@ -165,80 +148,15 @@ export async function exchangeToken(
         subjectIssuedAt: subject.kind === 'mandate' ? subject.claims.iat : subject.iat,
       }),
     )
-    switch (verdict.state) {
-      case 'clear':
-        break
-      case 'unknown':
-        throw new OAuthError('temporarily_unavailable', 'revocation state is unknown; try again', {
-          detail: verdict.detail,
-          retryAfter: 1,
-        })
-      case 'revoked':
-        throw verdict.what === 'agent'
-          ? new OAuthError('unauthorized_client', 'agent is suspended', { detail: verdict.detail })
-          : new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail: verdict.detail })
-    }
+    const revoked = revocationRefusal(verdict)
+    if (revoked !== undefined) throw revoked
 
     const refused = await admitted
     if (refused !== undefined) throw refused
 
-    // 6. Mint.
-    const jti = deps.newJti()
-    const claims: MandateClaims = {
-      iss: deps.issuer,
-      sub: subjectId,
-      sub_id: { format: 'iss_sub', iss: grant.userIssuer, sub: subjectId },
-      aud: grant.audience,
-      client_id: client.agent,
-      act: actClaim(grant.actors),
-      scope: grant.scopes.join(' '),
-      iat: now,
-      nbf: now,
-      exp: grant.expiresAt,
-      jti,
-      ...(grant.ancestors.length > 0 ? { chain: grant.ancestors } : {}),
-    }
-    // 6–7. Sign, and make the `token.issued` record durable, at once: the record holds no part of
-    // the signature, so the commit's round trip overlaps the signing on the thread pool. No token
-    // leaves without its durable record: if the record cannot be written, 503 and the signed token
-    // is dropped. Should signing fail after the record committed, a `token.withheld` record says
-    // that this token never left.
-    const [minted, recorded] = await Promise.allSettled([
-      step('mandate.token.mint', () => deps.minter.mint(claims)),
-      step('mandate.audit.append', () =>
-        deps.audit.append({
-          type: 'token.issued',
-          at: now,
-          agent: client.agent,
-          sub: claims.sub,
-          subIssuer: grant.userIssuer,
-          actors: grant.actors,
-          jti,
-          parentJti: grant.ancestors.at(-1),
-          rootJti: grant.ancestors[0] ?? jti,
-          audience: grant.audience,
-          scopes: grant.scopes,
-          expiresAt: grant.expiresAt,
-          policyHash: policy.sourceHash,
-          clientAddress: req.clientAddress,
-          traceId: req.traceId,
-        }),
-      ),
-    ])
-    if (recorded.status === 'rejected') {
-      throw new OAuthError('temporarily_unavailable', 'audit log unavailable; nothing was issued; try again', {
-        detail: 'token.issued record not committed',
-        retryAfter: 1,
-        cause: recorded.reason,
-      })
-    }
-    if (minted.status === 'rejected') {
-      await deps.audit
-        .append({ type: 'token.withheld', at: deps.now(), agent: client.agent, sub: claims.sub, subIssuer: grant.userIssuer, jti, reason: 'signing failed after the issuance was recorded: the token never left the broker' })
-        .catch(() => {}) // the issuance record stands; the failure below is what the caller sees
-      throw minted.reason
-    }
-    const accessToken = minted.value
+    // 6–7. Mint and record.
+    const claims = mintedClaims(deps, client.agent, subjectId, grant, now)
+    const accessToken = await mintRecorded(deps, step, req, claims, grant, policy)
 
     // 8. RFC 8693 §2.2.1.
     return {
@@ -252,13 +170,133 @@ export async function exchangeToken(
   } catch (err) {
     // A replayed assertion never authenticated anyone, and a request over a limit is one of a flood:
     // neither leaves an audit record.
-    const refused = await (admitted ?? admit(agentBucket))
+    const refused = await (admitted ?? admit(deps, client, agentBucket, context))
     if (refused !== undefined) throw refused
     if (err instanceof OAuthError && err.code !== 'temporarily_unavailable' && err.code !== 'server_error') {
       await recordDenial(deps, client.agent, sub, subIssuer, err, req.clientAddress, req.traceId)
     }
     throw err
   }
+}
+
+/** RFC 8693 §2.1: the token types this broker takes and issues. */
+function checkTokenTypes(req: ExchangeRequest): void {
+  if (!SUBJECT_TOKEN_TYPES.has(req.subjectTokenType)) {
+    throw new OAuthError('invalid_request', 'unsupported subject_token_type', { detail: loggable(req.subjectTokenType) })
+  }
+  if (req.requestedTokenType !== undefined && !ISSUABLE_TOKEN_TYPES.has(req.requestedTokenType)) {
+    throw new OAuthError('invalid_request', 'unsupported requested_token_type', { detail: loggable(req.requestedTokenType) })
+  }
+}
+
+/**
+ * Spends the client's assertion and draws from `buckets` in one admission
+ * call. Resolves with the refusal to send (a replay, a limit, the store
+ * unavailable) or undefined; never rejects. Names the limit in `context`.
+ */
+function admit(
+  deps: ExchangeDeps,
+  client: AuthenticatedClient,
+  buckets: readonly BucketCharge[],
+  context: ExchangeFailureContext,
+): Promise<OAuthError | undefined> {
+  if (client.assertion === undefined && buckets.length === 0) return Promise.resolve(undefined)
+  return deps.admission.admit({ assertion: client.assertion, buckets }).then((decision) => {
+    const refusal = admissionRefusal(decision)
+    if (decision.outcome === 'limited') context.limited = decision.scope
+    return refusal
+  }, admissionUnavailable)
+}
+
+/** The refusal a revocation verdict calls for: an unknown state fails closed (503), a killed agent is `unauthorized_client`. */
+function revocationRefusal(verdict: RevocationVerdict): OAuthError | undefined {
+  switch (verdict.state) {
+    case 'clear':
+      return undefined
+    case 'unknown':
+      return new OAuthError('temporarily_unavailable', 'revocation state is unknown; try again', {
+        detail: verdict.detail,
+        retryAfter: 1,
+      })
+    case 'revoked':
+      return verdict.what === 'agent'
+        ? new OAuthError('unauthorized_client', 'agent is suspended', { detail: verdict.detail })
+        : new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail: verdict.detail })
+  }
+}
+
+/** The claims of the token to issue (step 6): exactly what the exchange decided, nothing copied from the subject token. */
+function mintedClaims(deps: ExchangeDeps, agent: AgentId, sub: Subject, grant: Grant, now: number): MandateClaims {
+  const jti = deps.newJti()
+  return {
+    iss: deps.issuer,
+    sub,
+    sub_id: { format: 'iss_sub', iss: grant.userIssuer, sub },
+    aud: grant.audience,
+    client_id: agent,
+    act: actClaim(grant.actors),
+    scope: grant.scopes.join(' '),
+    iat: now,
+    nbf: now,
+    exp: grant.expiresAt,
+    jti,
+    ...(grant.ancestors.length > 0 ? { chain: grant.ancestors } : {}),
+  }
+}
+
+/**
+ * Steps 6–7: signs `claims` and makes the `token.issued` record durable, at
+ * once: the record holds no part of the signature, so the commit's round
+ * trip overlaps the signing on the thread pool. No token leaves without its
+ * durable record: if the record cannot be written, 503 and the signed token
+ * is dropped. Should signing fail after the record committed, a
+ * `token.withheld` record says that this token never left.
+ */
+async function mintRecorded(
+  deps: ExchangeDeps,
+  step: NonNullable<ExchangeDeps['step']>,
+  req: ExchangeRequest,
+  claims: MandateClaims,
+  grant: Grant,
+  policy: AgentPolicy,
+): Promise<string> {
+  const agent = claims.client_id
+  const [minted, recorded] = await Promise.allSettled([
+    step('mandate.token.mint', () => deps.minter.mint(claims)),
+    step('mandate.audit.append', () =>
+      deps.audit.append({
+        type: 'token.issued',
+        at: claims.iat,
+        agent,
+        sub: claims.sub,
+        subIssuer: grant.userIssuer,
+        actors: grant.actors,
+        jti: claims.jti,
+        parentJti: grant.ancestors.at(-1),
+        rootJti: grant.ancestors[0] ?? claims.jti,
+        audience: grant.audience,
+        scopes: grant.scopes,
+        expiresAt: grant.expiresAt,
+        policyHash: policy.sourceHash,
+        clientAddress: req.clientAddress,
+        traceId: req.traceId,
+      }),
+    ),
+  ])
+  if (recorded.status === 'rejected') {
+    throw new OAuthError('temporarily_unavailable', 'audit log unavailable; nothing was issued; try again', {
+      detail: 'token.issued record not committed',
+      retryAfter: 1,
+      cause: recorded.reason,
+    })
+  }
+  if (minted.status === 'rejected') {
+    await deps.audit
+      .append({ type: 'token.withheld', at: deps.now(), agent, sub: claims.sub, subIssuer: grant.userIssuer, jti: claims.jti, reason: 'signing failed after the issuance was recorded: the token never left the broker' })
+      .catch(() => {}) // the issuance record stands; the failure below is what the caller sees
+    throw minted.reason
+  }
+  return minted.value
 }
 
 async function recordDenial(
