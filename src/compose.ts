@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import type { Hono } from 'hono'
 import { createAuthFailureThrottle } from './admission/auth-failures.js'
 import type { AdmissionStore } from './admission/port.js'
-import { policyRecorder, recordKeyInForce } from './audit/in-force.js'
+import { recordInForce } from './audit/in-force.js'
 import type { AuditLog } from './audit/port.js'
 import { openPropagation } from './compose/propagation.js'
 import { openDurableStores } from './compose/storage.js'
@@ -23,6 +23,7 @@ import type { ExchangeDeps } from './core/exchange.js'
 import { createApp } from './http/app.js'
 import type { AppEnv } from './http/env.js'
 import { clientAddressResolver } from './http/client-address.js'
+import type { LoadShedding } from './http/shed.js'
 import { MAX_TOKEN_TTL } from './policy/schema.js'
 import { openPolicyDir } from './policy/watch.js'
 import { createRevocationMirror } from './revocation/mirror.js'
@@ -31,14 +32,15 @@ import { createRevocationService, observeMirror, type RevocationService } from '
 import { monitorEventLoopLag } from './telemetry/event-loop.js'
 import type { Logger } from './telemetry/log.js'
 import { startTelemetry, type TelemetryExporters } from './telemetry/otel.js'
+import type { Tracing } from './telemetry/tracing.js'
 import { createRefusals, type Refusals } from './telemetry/refusal-log.js'
 import { createClientAuthenticator } from './tokens/client-auth.js'
 import { createDevUserIssuer } from './tokens/dev-issuer.js'
-import { openSigningKeys } from './tokens/keys.js'
+import { openSigningKeys, type SigningKeyRing } from './tokens/keys.js'
 import { createTokenMinter } from './tokens/mint.js'
 import type { TokenMinter } from './tokens/port.js'
 import { createSubjectVerifier } from './tokens/subject.js'
-import { buildIssuerTrust, type LocalIssuer } from './tokens/trust.js'
+import { buildIssuerTrust, type IssuerTrust, type LocalIssuer } from './tokens/trust.js'
 
 // Kept here for the CLI, which imports them from the composition root.
 export { instanceIdOf, jwksPolicyOf, trustedIssuer } from './config/translate.js'
@@ -88,6 +90,7 @@ export interface ComposeOptions {
   readonly loadSignals?: { readonly eventLoopLag?: () => number; readonly auditPending?: () => number }
 }
 
+// Reads top to bottom in the order things open (and, reversed, close): split further, that order would scatter.
 export async function composeMandate(config: Config, options: ComposeOptions): Promise<Mandate> {
   const clock = options.clock ?? Date.now
   // Nothing is accepted before this: where an embedded broker's replay memory begins.
@@ -123,21 +126,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     const stores = await openDurableStores(config, { instance, clock, keys, logger: log, metrics, revocationLog: options.revocationLog, audit: options.audit }, closers)
     const { audit } = stores
     // What is in force from now on, in the delegation log: each policy file (by hash) and the signing key.
-    const recordPolicies = policyRecorder(audit, nowSeconds)
-    await recordPolicies(policies.initial)
-    policies.store.subscribe({
-      onLoaded: (_agents, set) =>
-        void recordPolicies(set).catch((err: unknown) =>
-          policyLog.error({ error: 'audit_unavailable', code: (err as { code?: string }).code }, 'policy reload not recorded in the audit log'),
-        ),
-    })
-    if (stores.sqlAudit !== undefined) await recordKeyInForce(audit, keys.current.kid, await stores.lastRecordedKid(), nowSeconds())
-    keys.onSwitch(
-      (key, previous) =>
-        void recordKeyInForce(audit, key.kid, previous.kid, nowSeconds()).catch((err: unknown) =>
-          log.error({ module: 'keys', kid: key.kid, code: (err as { code?: string }).code }, 'key rotation not recorded in the audit log'),
-        ),
-    )
+    await recordInForce({ audit, policies, keys, lastRecordedKid: stores.lastRecordedKid, now: nowSeconds, logger: log })
 
     // Observed: the broker's /revocations/feed streams what it applies.
     const mirror = observeMirror(createRevocationMirror(nowSeconds))
@@ -168,37 +157,17 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       clock,
       logger: log.child({ module: 'jwks' }),
     })
-    const skew = config.limits.clock_skew_seconds
-    const exchange: ExchangeDeps = {
-      issuer: config.issuer,
+    const exchange = exchangeDeps(config, {
+      keys,
       policies: policies.store,
-      clients: createClientAuthenticator({
-        issuer: config.issuer,
-        admission: shared.admission,
-        workloads: trust.workloads,
-        now: nowSeconds,
-        skew,
-        assertionMaxLifetime: config.limits.client_assertion_max_lifetime_seconds,
-        workloadTokenMaxLifetime: config.limits.workload_token_max_lifetime_seconds,
-        resourceServers: config.resource_servers.map(resourceServer),
-      }),
-      subjects: createSubjectVerifier({
-        selfIssuer: config.issuer,
-        selfKeys: keys,
-        users: trust.users,
-        now: nowSeconds,
-        skew,
-        maxAge: config.limits.subject_token_max_age_seconds,
-        cacheSize: config.limits.subject_cache_entries,
-      }),
-      revocations,
-      minter: options.minter ?? createTokenMinter(keys),
-      audit,
+      trust,
       admission: shared.admission,
+      revocations,
+      audit,
       now: nowSeconds,
-      newJti: () => randomUUID() as Jti,
-      ...(tracing === undefined ? {} : { step: tracing.step.bind(tracing) }),
-    }
+      minter: options.minter,
+      tracing,
+    })
 
     // Refusals are counted and logged once per interval, never a line each.
     const refusals = createRefusals(log)
@@ -209,19 +178,14 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     const app = createApp({
       exchange,
       refusals,
-      shedding: {
+      shedding: sheddingOf(config, {
         eventLoopLag,
         auditPending: options.loadSignals?.auditPending ?? (stores.sqlAudit === undefined ? () => 0 : stores.sqlAudit.pending.bind(stores.sqlAudit)),
-        maxConcurrent: config.overload.max_concurrent_requests,
-        maxEventLoopLagMs: config.overload.max_event_loop_lag_ms,
-        // A full group being written and a full one waiting: more means the database is not keeping up.
-        maxAuditPending: config.overload.max_audit_pending ?? 2 * config.audit.group_max_records,
-        retryAfterSeconds: config.overload.retry_after_seconds,
         onShed: (reason) => {
           refusals.unavailable.count(`overloaded: ${reason}`)
           metrics?.requestShed(reason)
         },
-      },
+      }),
       revocations,
       userIssuers: trust.userIssuers,
       adminKeys: config.admin.keys.map((k) => ({ name: k.name, sha256: Buffer.from(k.sha256, 'hex'), roles: new Set(k.roles) })),
@@ -263,4 +227,66 @@ function startEventLoopMonitor(closers: Closers): () => number {
   const monitor = monitorEventLoopLag()
   closers.add(() => monitor.stop())
   return () => monitor.current()
+}
+
+/** What the token exchange runs on: the client authenticator and subject verifier as the config sets them, and the stores. */
+function exchangeDeps(
+  config: Config,
+  d: {
+    readonly keys: SigningKeyRing
+    readonly policies: ExchangeDeps['policies']
+    readonly trust: IssuerTrust
+    readonly admission: AdmissionStore
+    readonly revocations: RevocationService
+    readonly audit: AuditLog
+    /** Epoch seconds. */
+    readonly now: () => number
+    /** Instead of the configured key (tests). */
+    readonly minter: TokenMinter | undefined
+    readonly tracing: Tracing | undefined
+  },
+): ExchangeDeps {
+  const skew = config.limits.clock_skew_seconds
+  return {
+    issuer: config.issuer,
+    policies: d.policies,
+    clients: createClientAuthenticator({
+      issuer: config.issuer,
+      admission: d.admission,
+      workloads: d.trust.workloads,
+      now: d.now,
+      skew,
+      assertionMaxLifetime: config.limits.client_assertion_max_lifetime_seconds,
+      workloadTokenMaxLifetime: config.limits.workload_token_max_lifetime_seconds,
+      resourceServers: config.resource_servers.map(resourceServer),
+    }),
+    subjects: createSubjectVerifier({
+      selfIssuer: config.issuer,
+      selfKeys: d.keys,
+      users: d.trust.users,
+      now: d.now,
+      skew,
+      maxAge: config.limits.subject_token_max_age_seconds,
+      cacheSize: config.limits.subject_cache_entries,
+    }),
+    revocations: d.revocations,
+    minter: d.minter ?? createTokenMinter(d.keys),
+    audit: d.audit,
+    admission: d.admission,
+    now: d.now,
+    newJti: () => randomUUID() as Jti,
+    ...(d.tracing === undefined ? {} : { step: d.tracing.step.bind(d.tracing) }),
+  }
+}
+
+/** The `overload` section with the signals it is measured against. */
+function sheddingOf(config: Config, signals: Pick<LoadShedding, 'eventLoopLag' | 'auditPending' | 'onShed'>): LoadShedding {
+  return {
+    ...signals,
+    maxConcurrent: config.overload.max_concurrent_requests,
+    maxEventLoopLagMs: config.overload.max_event_loop_lag_ms,
+    // A full group being written and a full one waiting: more means the database is not keeping up.
+    maxAuditPending: config.overload.max_audit_pending ?? 2 * config.audit.group_max_records,
+    retryAfterSeconds: config.overload.retry_after_seconds,
+  }
 }

@@ -23,6 +23,10 @@
  * `token.issued` records are followed by `token.withheld` records (those
  * tokens were never answered), so the log always tells which tokens left
  * the broker.
+ *
+ * Over 400 lines because the group commit, its recovery after a lost answer
+ * and the checkpoints share one chain writer's state; the record's encoding
+ * lives in record.ts, the queries in query.ts.
  */
 import { randomUUID } from 'node:crypto'
 import { desc, eq } from 'drizzle-orm'
@@ -241,6 +245,7 @@ function sizeSummary(sorted: readonly number[]): AuditStats['groupSize'] {
 }
 
 function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
+  // Long, not split: one chain's head, queue and group in flight are shared by every inner function, each of them short.
   const { database, instance, logger } = options
   const db = database.db
   const groupMax = Math.max(1, options.groupMaxRecords)

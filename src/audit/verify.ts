@@ -112,6 +112,7 @@ const COLUMN_NAMES: Record<keyof RecordColumns, string> = {
 const same = (a: unknown, b: unknown): boolean => JSON.stringify(a ?? null) === JSON.stringify(b ?? null)
 
 export async function verifyAuditLog(db: Db, options: VerifyOptions = {}): Promise<VerifyReport> {
+  // Long, not split: one pass over every chain, page by page, whose findings, counters and expected checkpoints the checks share.
   const pageSize = options.pageSize ?? 5_000
   const maxFindings = options.maxFindings ?? 100
   const progressEvery = options.progressEvery ?? 100_000

@@ -28,8 +28,8 @@ export interface DurableStores {
   readonly sqlAudit: SqlAuditLog | undefined
   /** Reads of the delegation log on the database, for /admin/audit; undefined without a database. */
   readonly auditQueries: AuditQueries | undefined
-  /** The `kid` of the last `key.rotated` record of the SQL delegation log; undefined without one. */
-  lastRecordedKid(): Promise<string | undefined>
+  /** The `kid` of the last `key.rotated` record of the SQL delegation log; undefined when the log is not the SQL one. */
+  readonly lastRecordedKid: (() => Promise<string | undefined>) | undefined
 }
 
 export interface StoreOptions {
@@ -54,7 +54,7 @@ export async function openDurableStores(config: Config, options: StoreOptions, c
       audit: options.audit,
       sqlAudit: undefined,
       auditQueries: undefined,
-      lastRecordedKid: async () => undefined,
+      lastRecordedKid: undefined,
     }
   }
   const database = await openDatabase(config.storage.database_url, { dataDir: config.data_dir })
@@ -65,7 +65,7 @@ export async function openDurableStores(config: Config, options: StoreOptions, c
     revocationLog: options.revocationLog ?? createSqlRevocationLog(database.db),
     auditQueries: { page: (r) => queryAudit(database.db, r), tree: (jti) => delegationTree(database.db, jti) } satisfies AuditQueries,
   }
-  if (options.audit !== undefined) return { ...onDatabase, audit: options.audit, sqlAudit: undefined, lastRecordedKid: async () => undefined }
+  if (options.audit !== undefined) return { ...onDatabase, audit: options.audit, sqlAudit: undefined, lastRecordedKid: undefined }
   const sqlAudit = openSqlAuditLog(config, database, options, await checkpointStore(database))
   // Runs before the database closes: queued groups are written, then a last checkpoint.
   closers.add(() => sqlAudit.close())

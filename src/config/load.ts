@@ -55,6 +55,7 @@ export async function loadConfig(
   env: Readonly<Record<string, string | undefined>>,
   options: LoadOptions,
 ): Promise<ConfigResult> {
+  // Long, not split: read, override by environment, validate, in one readable sequence that returns every issue at once.
   const path = file ?? env['MANDATE_CONFIG']
   let raw: Raw = {}
   if (path !== undefined && path !== '') {

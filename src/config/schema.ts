@@ -1,3 +1,9 @@
+/**
+ * The one schema of Mandate's configuration (file and environment), every
+ * section with its defaults and descriptions. Over 400 lines because it is
+ * one schema: split, a reader would chase a section's checks across files,
+ * and the generated reference (scripts/reference.ts) reads it whole.
+ */
 import { isIP } from 'node:net'
 import { z } from 'zod'
 import { compileAuthentication, UNUSABLE_JWK } from '../policy/load.js'

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { Hono, type Context } from 'hono'
+import { Hono, type Context, type ErrorHandler, type MiddlewareHandler, type NotFoundHandler } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { matchedRoutes } from 'hono/route'
 import { describeCause } from '../core/errors.js'
@@ -26,7 +26,7 @@ import type { AdminKey } from './admin-auth.js'
 import type { RevocationService } from '../revocation/service.js'
 import { jwksRoute, metadataRoute } from './routes/well-known.js'
 import { shedLoad, type LoadShedding } from './shed.js'
-import type { AdminListenerBindings, AppEnv } from './env.js'
+import type { AdminListenerBindings, AppContext, AppEnv } from './env.js'
 import type { Refusals } from '../telemetry/refusal-log.js'
 import { mountHealth, type HealthDeps } from './routes/health.js'
 import { described, introspectSpec, jwksDoc, metadataDoc, mountOpenApi, revokeSpec, tokenSpec } from './openapi.js'
@@ -121,99 +121,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const { tracing } = deps
   const app = new Hono<AppEnv>()
 
-  // One line per request: who, what, how it ended. Never a credential. With tracing on, its span.
-  app.use(async (c, next) => {
-    const started = performance.now()
-    const offered = c.req.header('x-request-id')
-    const requestId = offered !== undefined && REQUEST_ID.test(offered) ? offered : randomUUID()
-    c.set('requestId', requestId)
-    const span =
-      tracing === undefined || UNTRACED_PATHS.has(c.req.path)
-        ? undefined
-        : tracing.startRequest(
-            c.req.method,
-            routeOf(c),
-            c.req.path,
-            c.req.url.startsWith('https:') ? 'https' : 'http',
-            c.req.header('traceparent'),
-            c.req.header('tracestate'),
-          )
-    c.set('traceId', span?.traceId ?? traceIdOf(c.req.header('traceparent')))
-    c.set('clientAddress', deps.clientAddress?.(c))
-    // Set before the response exists: Hono merges it into the one the route renders. Set after, it would
-    // rebuild that response as a full WHATWG Response, off @hono/node-server's fast path.
-    c.header('X-Request-Id', requestId)
-    if (span === undefined) await next()
-    else await span.run(next)
-    const status = c.res.status
-    span?.end(status, c.get('error'), c.get('agent'), c.get('jti'))
-    const line = {
-      request_id: requestId,
-      trace_id: c.get('traceId'),
-      method: c.req.method,
-      path: c.req.path,
-      status,
-      ms: Math.round((performance.now() - started) * 100) / 100,
-      agent: c.get('agent'),
-      resource_server: c.get('resourceServer'),
-      admin_key: c.get('adminKey'),
-      jti: c.get('jti'),
-      error: c.get('error'),
-      shed: c.get('shed'),
-    }
-    // A 503 is an outage or an overload, not a bug: counted in the refusal log, not an error line each.
-    if (status >= 500 && status !== 503) log.error(line, 'request')
-    else log.info(line, 'request')
-  })
+  app.use(requestLog(log, tracing, deps.clientAddress))
+  if (deps.adminListener === true) app.use(listenerSplit)
+  app.onError(errorHandler(log, deps.refusals))
+  app.notFound(notFoundHandler(app))
 
-  if (deps.adminListener === true) {
-    // Health on both listeners (each has its probe); every other route on one of them only.
-    app.use(async (c, next) => {
-      const path = c.req.path
-      if (UNTRACED_PATHS.has(path)) return next()
-      const viaAdmin = (c.env as Partial<AdminListenerBindings> | undefined)?.listener === 'admin'
-      if (isAdminPath(path) === viaAdmin) return next()
-      return renderError(c, new RouteError(404, 'not_found', 'no such route on this port'))
-    })
-  }
-
-  app.onError((err, c) => {
-    if (err instanceof PayloadTooLarge) return tooLarge(c)
-    if (err instanceof AdminError) {
-      c.set('error', err.code)
-      if (err.code === 'temporarily_unavailable') deps.refusals.unavailable.count(err.description)
-      if (err.detail !== undefined) log.debug({ request_id: c.get('requestId'), error: err.code, detail: err.detail }, 'admin request refused')
-      return renderError(c, err)
-    }
-    const error = toOAuthError(err)
-    c.set('error', error.code)
-    if (error.code === 'server_error') {
-      log.error({ request_id: c.get('requestId'), error: error.code, detail: error.detail, cause: describeCause(error.cause) }, 'request failed')
-    } else if (error.code === 'temporarily_unavailable') {
-      // Descriptions are fixed texts: a bounded set of causes.
-      deps.refusals.unavailable.count(error.description)
-      log.debug({ request_id: c.get('requestId'), error: error.code, detail: error.detail, cause: describeCause(error.cause) }, 'request failed')
-    } else if (error.detail !== undefined) {
-      log.debug({ request_id: c.get('requestId'), error: error.code, detail: error.detail }, 'request refused')
-    }
-    return renderError(c, error)
-  })
-
-  // Read at the first miss, once every route is registered; middleware is registered as `ALL`.
-  let routeMethods: readonly string[] | undefined
-  app.notFound((c) => {
-    routeMethods ??= [...new Set(app.routes.map((r) => r.method).filter((m) => m !== 'ALL'))]
-    // RFC 9110 §15.5.6: a path some route answers, asked with another method, is 405 with Allow.
-    const allow = allowedMethods(app, routeMethods, c.req.path)
-    if (allow.length === 0) return renderError(c, new RouteError(404, 'not_found', 'no such route'))
-    c.set('error', 'method_not_allowed')
-    return renderError(c, new RouteError(405, 'method_not_allowed', 'method not allowed on this route', allow))
-  })
-
-  const tooLarge = (c: Context<AppEnv>) => {
-    c.set('error', 'invalid_request')
-    return renderError(c, new RouteError(413, 'invalid_request', 'request body too large'))
-  }
   const limit = bodyLimit({ maxSize: deps.maxBodyBytes, onError: tooLarge })
 
   const clientAddress = (c: Context) => deps.clientAddress?.(c)
@@ -292,4 +204,104 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   // Last: it describes the routes registered above.
   mountOpenApi(app, { issuer })
   return app
+}
+
+/** One line per request: who, what, how it ended. Never a credential. With tracing on, its span. */
+function requestLog(log: Logger, tracing: Tracing | undefined, clientAddress: AppDeps['clientAddress']): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const started = performance.now()
+    const offered = c.req.header('x-request-id')
+    const requestId = offered !== undefined && REQUEST_ID.test(offered) ? offered : randomUUID()
+    c.set('requestId', requestId)
+    const span =
+      tracing === undefined || UNTRACED_PATHS.has(c.req.path)
+        ? undefined
+        : tracing.startRequest(
+            c.req.method,
+            routeOf(c),
+            c.req.path,
+            c.req.url.startsWith('https:') ? 'https' : 'http',
+            c.req.header('traceparent'),
+            c.req.header('tracestate'),
+          )
+    c.set('traceId', span?.traceId ?? traceIdOf(c.req.header('traceparent')))
+    c.set('clientAddress', clientAddress?.(c))
+    // Set before the response exists: Hono merges it into the one the route renders. Set after, it would
+    // rebuild that response as a full WHATWG Response, off @hono/node-server's fast path.
+    c.header('X-Request-Id', requestId)
+    if (span === undefined) await next()
+    else await span.run(next)
+    const status = c.res.status
+    span?.end(status, c.get('error'), c.get('agent'), c.get('jti'))
+    const line = {
+      request_id: requestId,
+      trace_id: c.get('traceId'),
+      method: c.req.method,
+      path: c.req.path,
+      status,
+      ms: Math.round((performance.now() - started) * 100) / 100,
+      agent: c.get('agent'),
+      resource_server: c.get('resourceServer'),
+      admin_key: c.get('adminKey'),
+      jti: c.get('jti'),
+      error: c.get('error'),
+      shed: c.get('shed'),
+    }
+    // A 503 is an outage or an overload, not a bug: counted in the refusal log, not an error line each.
+    if (status >= 500 && status !== 503) log.error(line, 'request')
+    else log.info(line, 'request')
+  }
+}
+
+/** With an admin listener: health on both listeners (each has its probe); every other route on one of them only. */
+const listenerSplit: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const path = c.req.path
+  if (UNTRACED_PATHS.has(path)) return next()
+  const viaAdmin = (c.env as Partial<AdminListenerBindings> | undefined)?.listener === 'admin'
+  if (isAdminPath(path) === viaAdmin) return next()
+  return renderError(c, new RouteError(404, 'not_found', 'no such route on this port'))
+}
+
+/** A body over the limit: 413, from the body limit or a form reader. */
+function tooLarge(c: AppContext): Response {
+  c.set('error', 'invalid_request')
+  return renderError(c, new RouteError(413, 'invalid_request', 'request body too large'))
+}
+
+/** Whatever a route threw, logged by its kind (never a stack or a secret value), outages counted, then rendered. */
+function errorHandler(log: Logger, refusals: Refusals): ErrorHandler<AppEnv> {
+  return (err, c) => {
+    if (err instanceof PayloadTooLarge) return tooLarge(c)
+    if (err instanceof AdminError) {
+      c.set('error', err.code)
+      if (err.code === 'temporarily_unavailable') refusals.unavailable.count(err.description)
+      if (err.detail !== undefined) log.debug({ request_id: c.get('requestId'), error: err.code, detail: err.detail }, 'admin request refused')
+      return renderError(c, err)
+    }
+    const error = toOAuthError(err)
+    c.set('error', error.code)
+    if (error.code === 'server_error') {
+      log.error({ request_id: c.get('requestId'), error: error.code, detail: error.detail, cause: describeCause(error.cause) }, 'request failed')
+    } else if (error.code === 'temporarily_unavailable') {
+      // Descriptions are fixed texts: a bounded set of causes.
+      refusals.unavailable.count(error.description)
+      log.debug({ request_id: c.get('requestId'), error: error.code, detail: error.detail, cause: describeCause(error.cause) }, 'request failed')
+    } else if (error.detail !== undefined) {
+      log.debug({ request_id: c.get('requestId'), error: error.code, detail: error.detail }, 'request refused')
+    }
+    return renderError(c, error)
+  }
+}
+
+/** No route matched: 405 with Allow where another method would be answered (RFC 9110 §15.5.6), else 404. */
+function notFoundHandler(app: Hono<AppEnv>): NotFoundHandler<AppEnv> {
+  // Read at the first miss, once every route is registered; middleware is registered as `ALL`.
+  let routeMethods: readonly string[] | undefined
+  return (c) => {
+    routeMethods ??= [...new Set(app.routes.map((r) => r.method).filter((m) => m !== 'ALL'))]
+    const allow = allowedMethods(app, routeMethods, c.req.path)
+    if (allow.length === 0) return renderError(c, new RouteError(404, 'not_found', 'no such route'))
+    c.set('error', 'method_not_allowed')
+    return renderError(c, new RouteError(405, 'method_not_allowed', 'method not allowed on this route', allow))
+  }
 }

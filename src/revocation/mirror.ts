@@ -21,6 +21,7 @@ const CLEAR: RevocationVerdict = { state: 'clear' }
  * `now` is epoch seconds.
  */
 export function createRevocationMirror(now: () => number): RevocationMirror {
+  // Long, not split: a factory whose short methods share the indexes (records, kills, tokens, chains) that every check reads.
   const byId = new Map<string, Revocation>()
   const kills = new Map<string, Kill>()
   /** jti → expiresAt, for `jti` and `chain` kinds. */

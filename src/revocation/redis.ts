@@ -147,6 +147,7 @@ const MAX_BACKOFF_MS = MAX_RECONNECT_DELAY_MS
  * on bad options.
  */
 export async function createRedisRevocationFeed(options: RedisRevocationFeedOptions): Promise<RevocationFeed> {
+  // Long, not split: the loop's state (epoch, stream position, freshness, first sync) is what step, run and close share; every job it calls lives in redis-*.ts.
   const { mirror, now, staleAfterMs, blockMs } = options
   const readOnly = options.readOnly === true
   const logger = options.logger ?? pino({ enabled: false })

@@ -1,3 +1,10 @@
+/**
+ * Trusted upstream issuers' keys and tokens: discovery and fetching of a
+ * JWKS within limits, the cached key set's life (fresh, stale, expired,
+ * cooldown), and the full check of a decoded JWS against one issuer. Over
+ * 400 lines because the key set's states and the checks that read them are
+ * one state machine, on the exchange's hot path.
+ */
 import type { KeyObject } from 'node:crypto'
 import type { JSONWebKeySet } from 'jose'
 import * as oauth from 'oauth4webapi'
@@ -232,6 +239,7 @@ export function createRemoteKeyResolver(
   now: () => number = Date.now,
   logger?: Logger,
 ): KeyResolver {
+  // Long, not split: a factory whose short methods share one issuer's cached key set, its age and its fetch cooldown.
   const usableMs = Math.max(policy.cacheMaxAgeMs, policy.staleMaxAgeMs)
   const issuerUrl = new URL(issuer.issuer)
   let jwksUri: string | undefined

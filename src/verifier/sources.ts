@@ -142,6 +142,7 @@ export function followFeed(options: {
   readonly staleAfterMs: number
   readonly logger?: Logger
 }): RevocationSource {
+  // Long, not split: the connection, the SSE parser, the watchdog and the backoff share one reconnecting state.
   const { mirror, staleAfterMs } = options
   const logger = options.logger ?? silent()
   const clock = () => performance.now()

@@ -141,6 +141,7 @@ function validUrl(value: string, what: string, protocols: readonly string[]): UR
  * `ready()`. Throws `TypeError` on bad options.
  */
 export function createVerifier(options: VerifierOptions): Verifier {
+  // Long, not split: option checks, then a factory whose verify and ready share the mirror, the key resolver and the source.
   const { issuer, audience } = options
   if (typeof issuer !== 'string' || issuer === '') throw new TypeError('issuer is required')
   if (typeof audience !== 'string' || audience === '') throw new TypeError('audience is required')

@@ -86,6 +86,7 @@ interface Client {
 
 /** Mounts GET and POST /revocations/feed. Subscribes to the service once, for the app's life. */
 export function mountRevocationFeed(app: Hono<AppEnv>, deps: RevocationFeedDeps): void {
+  // Long, not split: the GET and POST routes share the event sequence, the replay journal and the open clients.
   const heartbeatMs = deps.heartbeatMs ?? 250
   const journalSize = deps.journalSize ?? 4096
   const maxQueue = deps.maxQueue ?? 10_000
