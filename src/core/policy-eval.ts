@@ -39,7 +39,7 @@ export interface Grant {
 
 /**
  * Decides what an authenticated agent may receive for a verified subject.
- * Pure: no I/O, no clock. Throws `OAuthError` with the code DESIGN.md names:
+ * Pure: no I/O, no clock. Throws `OAuthError` with the code docs/ARCHITECTURE.md names (step 4):
  * `unauthorized_client` for an expired or ownerless policy, `invalid_request`
  * for an unacceptable subject or chain, `invalid_target` for an audience,
  * `invalid_scope` for scopes.

@@ -8,7 +8,7 @@ import { actorsOf, type AgentId, type Jti, type MandateClaims, type Subject } fr
  */
 export type UserIssuer = string | null
 
-/** What a revocation stops (DESIGN.md "Decisions", issue 3 §1). */
+/** What a revocation stops (docs/ARCHITECTURE.md "Decisions"). */
 export type RevocationTarget =
   /** One token. Tokens already derived from it stay valid; no new ones can be. */
   | { readonly kind: 'jti'; readonly jti: Jti }

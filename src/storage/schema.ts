@@ -53,7 +53,7 @@ export const isKillKind = (kind: AnyPgColumn): SQL => kindIn(kind, ['agent', 'su
 export const isTokenKind = (kind: AnyPgColumn): SQL => kindIn(kind, ['jti', 'chain'])
 
 /**
- * The durable revocation list (DESIGN.md: every revocation is written here,
+ * The durable revocation list (every revocation is written here,
  * and Redis is re-seeded from it). Append-mostly: the one UPDATE ever made
  * sets `lifted_at`/`lifted_by`, once, on a kill.
  */
@@ -119,7 +119,7 @@ export const AUDIT_EVENTS = [
 ] as const
 
 /**
- * The delegation log (DESIGN.md "Guarantees"; src/audit/). Append-only: a
+ * The delegation log (docs/ARCHITECTURE.md "The delegation log"; src/audit/). Append-only: a
  * trigger (migration 0001) refuses UPDATE, DELETE and TRUNCATE. One hash
  * chain per writer process (`chain_id`, records numbered from 1 by `seq`):
  * `hash` = SHA-256 over `prev_hash`, a newline and `record`, the canonical

@@ -1,7 +1,7 @@
 import { pino, type DestinationStream, type Logger } from 'pino'
 
 /**
- * The one redaction list (STYLE.md). Mandate never logs a request body or
+ * The one redaction list (CONTRIBUTING.md "Conventions"). Mandate never logs a request body or
  * header, so this is the safety net, not the mechanism: explicit paths, no
  * wildcards (a wildcard path costs several percent of the token endpoint's
  * CPU). Tokens are named by `jti`.

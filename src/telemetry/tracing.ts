@@ -1,7 +1,7 @@
 /**
  * Spans: one server span per HTTP request, joined to the caller's trace
  * (W3C Trace Context `traceparent`/`tracestate`), and one child span per
- * exchange step (STYLE.md: spans are named for exchange steps).
+ * exchange step (CONTRIBUTING.md "Conventions": spans are named for exchange steps).
  *
  * What a span may carry: the method, the route pattern, the path, the status,
  * the OAuth error code, the authenticated agent and the issued token's `jti`.

@@ -61,7 +61,7 @@ export function generateClientSecret(): string {
 }
 
 /**
- * Client authentication of agents (DESIGN.md step 2) and of resource servers,
+ * Client authentication of agents (docs/ARCHITECTURE.md, step 2) and of resource servers,
  * by the same checks. Every failure is the same `invalid_client` with a fixed
  * description; the check that failed is in `detail`. An unknown client costs
  * the same work as a known one with a wrong secret or signature, so timing
@@ -94,7 +94,7 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
       const principal = principals(iss)
       const auth = principal?.authentication
       // Exactly one signature verification whatever fails before it, so that
-      // timing does not tell an unknown client from a known one (DESIGN.md step 2).
+      // timing does not tell an unknown client from a known one (docs/ARCHITECTURE.md, step 2).
       let failure: string | undefined
       let key = dummy.publicKey
       try {

@@ -1,6 +1,6 @@
 import { outgoingTraceHeaders } from '../telemetry/tracing.js'
 
-/** Bounds for every fetch of an upstream document (DESIGN.md "Decisions"). */
+/** Bounds for every fetch of an upstream document (docs/ARCHITECTURE.md "Decisions"). */
 export interface FetchLimits {
   readonly timeoutMs: number
   readonly maxBytes: number

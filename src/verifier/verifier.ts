@@ -134,8 +134,8 @@ function validUrl(value: string, what: string, protocols: readonly string[]): UR
 }
 
 /**
- * A verifier of Mandate access tokens for resource servers (DESIGN.md "Who
- * uses it"): signature against the broker's JWKS (cached), `iss`, `aud`,
+ * A verifier of Mandate access tokens for resource servers (docs/ARCHITECTURE.md
+ * "What Mandate is"): signature against the broker's JWKS (cached), `iss`, `aud`,
  * lifetime, required scopes, then the in-memory revocation mirror, kept in
  * step from Redis or from the broker's feed. Starts following at once; see
  * `ready()`. Throws `TypeError` on bad options.

@@ -1,6 +1,6 @@
 /**
  * /revocations/feed: the broker's revocation list as server-sent events,
- * for resource servers that cannot reach Redis (issue 3 §10). Wire format:
+ * for resource servers that cannot reach Redis. Wire format:
  * src/revocation/feed-wire.ts.
  *
  * Followed by resource servers with their own credentials (`resource_servers`

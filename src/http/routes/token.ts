@@ -38,7 +38,7 @@ function requestedTtl(value: string | undefined): number | undefined {
   return ttl.data
 }
 
-/** Step 1 of DESIGN.md's exchange: the form, parameter by parameter (RFC 8693 §2.1). */
+/** Step 1 of the exchange (docs/ARCHITECTURE.md): the form, parameter by parameter (RFC 8693 §2.1). */
 export function parseExchangeRequest(form: FormParams, authorization: string | undefined, clientAddress: string | undefined): ExchangeRequest {
   const grantType = form.required('grant_type')
   if (grantType !== GRANT_TYPE_TOKEN_EXCHANGE) {
@@ -81,7 +81,7 @@ function audienceLabel(policies: PolicyStore, agent: AgentId, audiences: readonl
 
 /**
  * Counts a request answered without a token, whatever stopped it: the body
- * (413, not a form), the parameters, client authentication (DESIGN.md: these
+ * (413, not a form), the parameters, client authentication (these
  * are counted here and never reach the audit log), or a later step. The
  * agent is named only once authenticated.
  */
