@@ -50,7 +50,6 @@ function median(xs: readonly number[]): number {
 }
 const rate = (x: number) => `${Math.round(x).toLocaleString('en-US')}/s`
 
-
 type AuditMode = 'memory' | 'sql'
 
 interface GroupSize {
@@ -133,7 +132,10 @@ async function startBroker(mode: AuditMode, env: Record<string, string>, dataDir
   const deadline = Date.now() + 60_000
   for (;;) {
     if (child.exitCode !== null) throw new Error(`broker (${mode}) exited (${child.exitCode}): ${tail}`)
-    const ok = await fetch(`${base}/readyz`).then((r) => r.ok, () => false)
+    const ok = await fetch(`${base}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    )
     if (ok) break
     if (Date.now() > deadline) {
       child.kill('SIGKILL')
@@ -286,9 +288,7 @@ async function measure(label: string, env: Record<string, string>): Promise<Summ
   const groups = closed.reduce((a, c) => a + c.groups, 0)
   const records = closed.reduce((a, c) => a + c.records, 0)
   const responses = runs.flatMap((r) => [r.memory, r.sql]).reduce((a, r) => a + Object.values(r.statuses).reduce((x, y) => x + y, 0), 0)
-  const non200 = runs
-    .flatMap((r) => [r.memory, r.sql])
-    .reduce((a, r) => a + Object.entries(r.statuses).reduce((x, [s, n]) => x + (s === '200' ? 0 : n), 0), 0)
+  const non200 = runs.flatMap((r) => [r.memory, r.sql]).reduce((a, r) => a + Object.entries(r.statuses).reduce((x, [s, n]) => x + (s === '200' ? 0 : n), 0), 0)
   console.log(
     `  median   memory ${rate(memory).padStart(8)}${' '.repeat(15)}durable ${rate(sql).padStart(8)}${' '.repeat(15)}` +
       `ratio ${ratio.toFixed(2)}: the median of the per-round ratios ${ratios.map((r) => r.toFixed(2)).join(', ')} (ratio of the medians: ${(sql / memory).toFixed(2)})`,
@@ -336,7 +336,9 @@ async function benchDatabase(): Promise<{ url: string; name: string; count: () =
 console.log(
   `\nThe durable delegation log's cost: exchanges/s at ${CONNECTIONS} keep-alive connections, in-memory audit log vs durable ` +
     `(${cpus().length} cores, Node ${process.version}; ${ROUNDS} alternating rounds each, ${WARMUP_MS / 1000} s warm-up + ${WINDOW_MS / 1000} s counted${quick ? ', --quick' : ''})` +
-    `\nload average before the start: ${loadavg().map((x) => x.toFixed(2)).join(' ')} (other work on these cores skews both sides)`,
+    `\nload average before the start: ${loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')} (other work on these cores skews both sides)`,
 )
 const summaries: Summary[] = []
 let databaseChecked = false
@@ -363,7 +365,9 @@ summaries.push(await measure('Embedded default (PGlite, temp data dir)', {}))
 
 console.log(`\nSummary (target: durable/memory ≥ ${TARGET_RATIO}):`)
 for (const s of summaries) {
-  console.log(`  ${s.label.split(' (')[0]!.padEnd(18)} memory ${rate(s.memory).padStart(8)}   durable ${rate(s.sql).padStart(8)}   ratio ${s.ratio.toFixed(2)}   ${s.ratio >= TARGET_RATIO ? 'met' : 'MISSED'}`)
+  console.log(
+    `  ${s.label.split(' (')[0]!.padEnd(18)} memory ${rate(s.memory).padStart(8)}   durable ${rate(s.sql).padStart(8)}   ratio ${s.ratio.toFixed(2)}   ${s.ratio >= TARGET_RATIO ? 'met' : 'MISSED'}`,
+  )
 }
 if (!databaseChecked && db !== undefined) oddities.push('PostgreSQL: the audit_log row count could not be read')
 if (oddities.length > 0) {

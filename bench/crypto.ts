@@ -60,7 +60,18 @@ async function compare(title: string, cases: Case[], reference: string): Promise
 }
 
 const payload = Buffer.from(
-  JSON.stringify({ iss: 'https://mandate.example', sub: 'alice', aud: 'https://api.example', client_id: 'agent', act: { sub: 'agent' }, scope: 'read write', iat: 1, nbf: 1, exp: 2, jti: crypto.randomUUID() }),
+  JSON.stringify({
+    iss: 'https://mandate.example',
+    sub: 'alice',
+    aud: 'https://api.example',
+    client_id: 'agent',
+    act: { sub: 'agent' },
+    scope: 'read write',
+    iat: 1,
+    nbf: 1,
+    exp: 2,
+    jti: crypto.randomUUID(),
+  }),
 )
 const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' })
 const ed = generateKeyPairSync('ed25519')
@@ -87,8 +98,10 @@ await compare(
   'node:crypto ES256 sign',
 )
 
-const v = (alg: string | null, key: KeyObject, sig: Buffer, opts: object = {}) => () =>
-  void verify(alg, payload, { key, ...opts }, sig)
+const v =
+  (alg: string | null, key: KeyObject, sig: Buffer, opts: object = {}) =>
+  () =>
+    void verify(alg, payload, { key, ...opts }, sig)
 await compare(
   'Verifying a signature',
   [
@@ -116,9 +129,7 @@ const exchangeSecret = (s: string) => async () => {
   if (res.status !== 200) throw new Error(`exchange failed: ${res.status} ${await res.text()}`)
 }
 const exchangeJwt = async () => {
-  const res = await b.token(
-    b.exchangeForm(subject(), { scope: 'read', client_assertion_type: CLIENT_ASSERTION_TYPE_JWT, client_assertion: assertions[ai++]! }),
-  )
+  const res = await b.token(b.exchangeForm(subject(), { scope: 'read', client_assertion_type: CLIENT_ASSERTION_TYPE_JWT, client_assertion: assertions[ai++]! }))
   if (res.status !== 200) throw new Error(`exchange failed: ${res.status} ${await res.text()}`)
 }
 // Floor: what the exchange cannot avoid: verify the RS256 user token, verify an ES256 assertion, sign one ES256 token.

@@ -62,7 +62,10 @@ if (!Number.isInteger(ROUNDS) || ROUNDS < 1) {
 const PROFILE = args.includes('--profile') || args.some((a) => a.startsWith('--profile=')) || (!quick && !args.includes('--no-profile'))
 const PROFILED = (args.find((a) => a.startsWith('--profile='))?.slice('--profile='.length) ?? 'mandate-prod-1w') as TargetName
 /** `--only=peer,mandate-prod-1w`: measure these servers only (ratios need their references among them). */
-const ONLY = args.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',')
+const ONLY = args
+  .find((a) => a.startsWith('--only='))
+  ?.slice('--only='.length)
+  .split(',')
 const WRITE = args.includes('--write') || (!quick && !args.includes('--no-write'))
 /** Window lengths, ms: uncounted warm-up, then counted. */
 const WINDOWS: Record<number, { warmupMs: number; durationMs: number }> = quick
@@ -227,9 +230,16 @@ async function start(name: TargetName, backing: Backing | undefined, nodeArgs: r
   for (;;) {
     if (child.exitCode !== null) throw new Error(`${name} exited ${String(child.exitCode)} while starting: ${err.trim().slice(-1500)}`)
     if (Date.now() > deadline) throw new Error(`${name} did not start in 60 s: ${err.trim().slice(-1500)}`)
-    const up = readyUrl === undefined
-      ? await fetch(`http://127.0.0.1:${port}/`, { method: 'HEAD' }).then(() => true, () => false)
-      : await fetch(readyUrl).then((r) => r.ok, () => false)
+    const up =
+      readyUrl === undefined
+        ? await fetch(`http://127.0.0.1:${port}/`, { method: 'HEAD' }).then(
+            () => true,
+            () => false,
+          )
+        : await fetch(readyUrl).then(
+            (r) => r.ok,
+            () => false,
+          )
     if (up) break
     await sleep(200)
   }
@@ -362,8 +372,12 @@ try {
   const names = (['peer', 'floor', 'mandate-embedded', ...(backing !== undefined ? [...MANDATE_PROD, ...VARIANTS.keys()] : [])] as TargetName[]).filter(
     (n) => ONLY === undefined || ONLY.includes(n),
   )
-  say(`exchange bench${quick ? ' (quick)' : ''}: ${names.join(', ')}; ${ROUNDS} round(s) of 64 and 1 connection(s); ${cpus().length} cores, Node ${process.version}`)
-  say(`inputs: ${inputs.server.agents.length} agents, ${inputs.generator.users.length} users; a fresh ES256 client assertion and a distinct RS256 subject token per exchange`)
+  say(
+    `exchange bench${quick ? ' (quick)' : ''}: ${names.join(', ')}; ${ROUNDS} round(s) of 64 and 1 connection(s); ${cpus().length} cores, Node ${process.version}`,
+  )
+  say(
+    `inputs: ${inputs.server.agents.length} agents, ${inputs.generator.users.length} users; a fresh ES256 client assertion and a distinct RS256 subject token per exchange`,
+  )
   for (const name of names) {
     const t0 = performance.now()
     started.push(await start(name, name.startsWith('mandate-prod') ? backing : undefined))
@@ -416,7 +430,9 @@ try {
       const responses = Object.values(m.statuses).reduce((a, b) => a + b, 0)
       // The signing and signature checks run on libuv's pool, which the profile does not sample: /proc counts every thread.
       // The split is from an unprofiled measurement (the profiler's own thread would count).
-      const plain = counted_(measurements).filter((x) => x.series === PROFILED && x.connections === 64 && x.threadsPerResponse !== undefined).at(-1)
+      const plain = counted_(measurements)
+        .filter((x) => x.series === PROFILED && x.connections === 64 && x.threadsPerResponse !== undefined)
+        .at(-1)
       const threads =
         plain?.threadsPerResponse !== undefined
           ? `CPU per response of an unprofiled ${PROFILED} at 64 connections (round ${plain.round}; /proc, by thread): ` +
@@ -518,8 +534,16 @@ const prod1 = get('mandate-prod-1w', 1)
 const checks: Check[] = [
   { target: 'mandate-prod-1w ≥ 2.5× peer (64 conn)', figure: x(prod64?.vsPeer), met: prod64?.vsPeer === undefined ? undefined : prod64.vsPeer >= 2.5 },
   { target: 'mandate-prod-1w ≥ 0.8× floor (64 conn)', figure: x(prod64?.vsFloor), met: prod64?.vsFloor === undefined ? undefined : prod64.vsFloor >= 0.8 },
-  { target: 'mandate-prod-1w p99 < 25 ms (64 conn)', figure: prod64 === undefined ? '–' : `${ms(prod64.p99)} ms`, met: prod64 === undefined ? undefined : prod64.p99 < 25 },
-  { target: 'mandate-prod-1w p50 < 1 ms (1 conn)', figure: prod1 === undefined ? '–' : `${ms(prod1.p50)} ms`, met: prod1 === undefined ? undefined : prod1.p50 < 1 },
+  {
+    target: 'mandate-prod-1w p99 < 25 ms (64 conn)',
+    figure: prod64 === undefined ? '–' : `${ms(prod64.p99)} ms`,
+    met: prod64 === undefined ? undefined : prod64.p99 < 25,
+  },
+  {
+    target: 'mandate-prod-1w p50 < 1 ms (1 conn)',
+    figure: prod1 === undefined ? '–' : `${ms(prod1.p50)} ms`,
+    met: prod1 === undefined ? undefined : prod1.p50 < 1,
+  },
   {
     target: 'durable audit + revocation cost < 25% (prod-1w ≥ 0.75× embedded, 64 conn)',
     figure: x(prod64?.vsEmbedded),
@@ -552,7 +576,10 @@ say('')
 say(table.join('\n'))
 say('')
 for (const c of checks) say(`  ${c.target}: ${c.figure} — ${verdict(c.met)}`)
-if (auditCheck !== undefined) say(`  token.issued rows in PostgreSQL: ${auditCheck.rows.toLocaleString('en-US')} for ${auditCheck.answered200.toLocaleString('en-US')} tokens answered 200 by the production brokers`)
+if (auditCheck !== undefined)
+  say(
+    `  token.issued rows in PostgreSQL: ${auditCheck.rows.toLocaleString('en-US')} for ${auditCheck.answered200.toLocaleString('en-US')} tokens answered 200 by the production brokers`,
+  )
 for (const [t, why] of Object.entries(skipped)) say(`  ${t}: skipped, ${why}`)
 if (profile !== undefined) {
   say('')
@@ -600,7 +627,10 @@ if (WRITE) {
     ...checks.map((c) => `| ${c.target} | ${c.figure} | ${verdict(c.met)} |`),
     '',
     ...(auditCheck !== undefined
-      ? [`token.issued rows in PostgreSQL after the run: ${auditCheck.rows.toLocaleString('en-US')}, for ${auditCheck.answered200.toLocaleString('en-US')} tokens the production brokers answered 200 (warm-ups included).`, '']
+      ? [
+          `token.issued rows in PostgreSQL after the run: ${auditCheck.rows.toLocaleString('en-US')}, for ${auditCheck.answered200.toLocaleString('en-US')} tokens the production brokers answered 200 (warm-ups included).`,
+          '',
+        ]
       : []),
     ...Object.entries(skipped).map(([t, why]) => `- ${t}: skipped, ${why}`),
     ...(profile !== undefined ? [`## Where the CPU goes (${PROFILED}, 64 connections)`, '', profile.markdown, ''] : []),

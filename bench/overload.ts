@@ -66,7 +66,6 @@ function percentile(xs: readonly number[], p: number): number {
 }
 const ms = (x: number) => `${x.toFixed(1)} ms`
 
-
 /** Starts the load generator (test/support/load/overload.ts, its own process) in `mode`; resolves once it is under way, with a function that stops it and returns its counts. */
 async function startLoad(request: { url: string; authorization: string; body: string }, mode: { connections: number } | { rate: number; maxInFlight: number }) {
   const gen = startLoadGenerator(LOAD_SCRIPTS.overload, { ...request, ...mode })
@@ -131,7 +130,10 @@ async function startBroker(env: Record<string, string>, dataDir: string, options
   const deadline = Date.now() + 30_000
   for (;;) {
     if (child.exitCode !== null) throw new Error(`broker exited (${child.exitCode}): ${tail}`)
-    const ok = await fetch(`${base}/readyz`).then((r) => r.ok, () => false)
+    const ok = await fetch(`${base}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    )
     if (ok) break
     if (Date.now() > deadline) throw new Error(`broker not ready in 30 s: ${tail}`)
     await sleep(100)

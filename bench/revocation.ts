@@ -141,7 +141,9 @@ async function propagation(): Promise<void> {
 
   const row = (name: string, xs: readonly number[]) =>
     console.log(
-      `  ${name.padEnd(46)} p50 ${percentile(xs, 50).toFixed(2).padStart(7)} ms   p99 ${percentile(xs, 99).toFixed(2).padStart(7)} ms   max ${Math.max(...xs).toFixed(2).padStart(7)} ms`,
+      `  ${name.padEnd(46)} p50 ${percentile(xs, 50).toFixed(2).padStart(7)} ms   p99 ${percentile(xs, 99).toFixed(2).padStart(7)} ms   max ${Math.max(...xs)
+        .toFixed(2)
+        .padStart(7)} ms`,
     )
   console.log(`\nPropagation between two Redis feeds (${PUBLISHES} publishes, one at a time; from the start of each publish)`)
   row('publish acknowledged (what the 201 waits for)', ack)
@@ -190,7 +192,16 @@ async function checkCost(): Promise<void> {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
   const header = Buffer.from(JSON.stringify({ alg: 'ES256', typ: 'at+jwt', kid: 'k1' })).toString('base64url')
   const payload = Buffer.from(
-    JSON.stringify({ iss: 'https://mandate.example', sub: 'alice', aud: 'https://api.example', act: { sub: 'agent' }, scope: 'read', iat: 1, exp: 2, jti: randomUUID() }),
+    JSON.stringify({
+      iss: 'https://mandate.example',
+      sub: 'alice',
+      aud: 'https://api.example',
+      act: { sub: 'agent' },
+      scope: 'read',
+      iat: 1,
+      exp: 2,
+      jti: randomUUID(),
+    }),
   ).toString('base64url')
   const input = Buffer.from(`${header}.${payload}`)
   const signature = sign('sha256', input, { key: privateKey, dsaEncoding: 'ieee-p1363' })
@@ -199,8 +210,16 @@ async function checkCost(): Promise<void> {
   type Case = { name: string; batch: number; run: () => void }
   const cases: Case[] = [
     { name: `checkToken, empty mirror`, batch: 10_000, run: () => void (sink += empty.checkToken(clearToken).state.length) },
-    { name: `checkToken, ${MIRROR_SIZE.toLocaleString('en')} revocations, token clear`, batch: 10_000, run: () => void (sink += full.checkToken(clearToken).state.length) },
-    { name: `checkToken, ${MIRROR_SIZE.toLocaleString('en')} revocations, token revoked`, batch: 10_000, run: () => void (sink += full.checkToken(revokedToken).state.length) },
+    {
+      name: `checkToken, ${MIRROR_SIZE.toLocaleString('en')} revocations, token clear`,
+      batch: 10_000,
+      run: () => void (sink += full.checkToken(clearToken).state.length),
+    },
+    {
+      name: `checkToken, ${MIRROR_SIZE.toLocaleString('en')} revocations, token revoked`,
+      batch: 10_000,
+      run: () => void (sink += full.checkToken(revokedToken).state.length),
+    },
     {
       name: 'ES256 verify (node:crypto)',
       batch: 100,

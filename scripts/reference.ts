@@ -39,7 +39,8 @@ function rows(n: Node, path: string, required: boolean, out: string[]): void {
   const alts = n.oneOf ?? n.anyOf
   const objectAlts = alts?.filter((a) => a.properties !== undefined) ?? []
   if (objectAlts.length > 1) {
-    if (n.description !== undefined || path !== '') out.push(`| \`${path}\` | one of the forms below | ${required ? 'required' : ''} | ${n.description ?? ''} |`)
+    if (n.description !== undefined || path !== '')
+      out.push(`| \`${path}\` | one of the forms below | ${required ? 'required' : ''} | ${n.description ?? ''} |`)
     for (const alt of objectAlts) {
       const tag = Object.entries(alt.properties ?? {}).find(([, p]) => p.const !== undefined)
       const label = tag === undefined ? path : `${path} (${tag[0]}: ${String(tag[1].const)})`

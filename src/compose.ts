@@ -123,7 +123,11 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     const policies = await openPolicyDir(config.policies_dir, policyLog, pollMs)
     closers.add(() => policies.store.close())
 
-    const stores = await openDurableStores(config, { instance, clock, keys, logger: log, metrics, revocationLog: options.revocationLog, audit: options.audit }, closers)
+    const stores = await openDurableStores(
+      config,
+      { instance, clock, keys, logger: log, metrics, revocationLog: options.revocationLog, audit: options.audit },
+      closers,
+    )
     const { audit } = stores
     // What is in force from now on, in the delegation log: each policy file (by hash) and the signing key.
     await recordInForce({ audit, policies, keys, lastRecordedKid: stores.lastRecordedKid, now: nowSeconds, logger: log })

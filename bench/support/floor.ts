@@ -103,7 +103,13 @@ app.post('/oauth2/token', async (c) => {
     const input = `${header}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`
     const signature = await signAsync('sha256', Buffer.from(input), { key: signingKey, dsaEncoding: 'ieee-p1363' })
     c.header('Cache-Control', 'no-store')
-    return c.json({ access_token: `${input}.${signature.toString('base64url')}`, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'Bearer', expires_in: ttl, scope })
+    return c.json({
+      access_token: `${input}.${signature.toString('base64url')}`,
+      issued_token_type: ACCESS_TOKEN_TYPE,
+      token_type: 'Bearer',
+      expires_in: ttl,
+      scope,
+    })
   } catch (err) {
     const code = err instanceof Refusal ? err.code : 'invalid_request'
     c.header('Cache-Control', 'no-store')

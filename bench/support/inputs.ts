@@ -324,16 +324,21 @@ export async function signSubjectTokens(settings: GeneratorSettings, count: numb
   const idpKey = options.subjectKey ?? createPrivateKey({ key: settings.idp.privateJwk, format: 'jwk' })
   return inBatches(count, async (i) => {
     const user = settings.users[(offset + i) % settings.users.length]!
-    const token = await signJwt('RS256', idpKey, { typ: 'at+jwt', kid: settings.idp.kid }, {
-      iss: settings.idp.issuer,
-      sub: user,
-      aud: settings.issuer,
-      client_id: 'bench-web-app',
-      scope: USER_SCOPE,
-      jti: randomUUID(),
-      iat: now,
-      exp: now + 3600,
-    })
+    const token = await signJwt(
+      'RS256',
+      idpKey,
+      { typ: 'at+jwt', kid: settings.idp.kid },
+      {
+        iss: settings.idp.issuer,
+        sub: user,
+        aud: settings.issuer,
+        client_id: 'bench-web-app',
+        scope: USER_SCOPE,
+        jti: randomUUID(),
+        iat: now,
+        exp: now + 3600,
+      },
+    )
     return { user, token }
   })
 }
@@ -356,14 +361,19 @@ export async function assertRequests(settings: GeneratorSettings, subjects: read
     const agent = settings.agents[agentIndex]!
     const grant = agent.grants[Math.floor(n / settings.agents.length) % agent.grants.length]!
     const scope = grant.scopes.join(' ')
-    const clientAssertion = await signJwt('ES256', agentKeys[agentIndex]!, { typ: 'JWT', kid: agent.kid }, {
-      iss: agent.id,
-      sub: agent.id,
-      aud: assertionAudience,
-      jti: randomUUID(),
-      iat: now,
-      exp: now + ASSERTION_LIFETIME_SECONDS,
-    })
+    const clientAssertion = await signJwt(
+      'ES256',
+      agentKeys[agentIndex]!,
+      { typ: 'JWT', kid: agent.kid },
+      {
+        iss: agent.id,
+        sub: agent.id,
+        aud: assertionAudience,
+        jti: randomUUID(),
+        iat: now,
+        exp: now + ASSERTION_LIFETIME_SECONDS,
+      },
+    )
     const body = new URLSearchParams({
       grant_type: TOKEN_EXCHANGE,
       client_assertion_type: JWT_BEARER_ASSERTION,

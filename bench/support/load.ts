@@ -136,7 +136,8 @@ async function run(cmd: Command): Promise<LoadResult> {
     }
   }
   // For an outside profiler (perf, bpftrace…) to time itself by: BENCH_LOAD_TRACE=1 prints the window's start on stderr.
-  if (process.env['BENCH_LOAD_TRACE'] === '1') setTimeout(() => process.stderr.write(`load: window start ${cmd.series} ${cmd.connections}\n`), cmd.warmupMs).unref()
+  if (process.env['BENCH_LOAD_TRACE'] === '1')
+    setTimeout(() => process.stderr.write(`load: window start ${cmd.series} ${cmd.connections}\n`), cmd.warmupMs).unref()
   await Promise.all(Array.from({ length: cmd.connections }, connection))
   await pool.close()
 

@@ -70,7 +70,10 @@ function libraryCategory(url: string): string | undefined {
   }
   if (url.includes('/node_modules/pino')) return 'logging + telemetry'
   if (url.includes('/node_modules/hono/') || url.includes('/node_modules/@hono/')) return 'HTTP (routing, response)'
-  if (/^node:(_http|http|net|stream|internal\/(http|streams|stream_base|net|js_stream|timers|url|querystring))/.test(url) || url.startsWith('node:internal/streams')) {
+  if (
+    /^node:(_http|http|net|stream|internal\/(http|streams|stream_base|net|js_stream|timers|url|querystring))/.test(url) ||
+    url.startsWith('node:internal/streams')
+  ) {
     return 'HTTP (Node: sockets, parser, streams)'
   }
   return undefined

@@ -66,4 +66,3 @@ export type Admission =
 export interface AdmissionStore {
   admit(request: AdmissionRequest): Promise<Admission>
 }
-

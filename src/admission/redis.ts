@@ -92,9 +92,7 @@ export async function createRedisAdmissionStore(
   await redis.set(markerKey, String(clock()), 'NX')
 
   const bucketKey = (b: BucketCharge): string =>
-    b.scope === 'agent'
-      ? `${prefix}rl:a:${b.agent}`
-      : `${prefix}rl:u:${b.agent}:${createHash('sha256').update(`${b.issuer}\n${b.sub}`).digest('base64url')}`
+    b.scope === 'agent' ? `${prefix}rl:a:${b.agent}` : `${prefix}rl:u:${b.agent}:${createHash('sha256').update(`${b.issuer}\n${b.sub}`).digest('base64url')}`
 
   function decide(reply: unknown, request: AdmissionRequest): Admission {
     const [code, a, b] = (typeof reply === 'number' ? [reply] : reply) as [number, number | undefined, number | undefined]

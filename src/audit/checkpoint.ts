@@ -150,11 +150,7 @@ const HEX64 = /^[0-9a-f]{64}$/
  * checkpoint's database is its signed `store` claim, else the subdirectory
  * it lies in; a file directly in `dir` without the claim names none.
  */
-export async function readCheckpoints(
-  dir: string,
-  keys: ReadonlyMap<string, KeyObject>,
-  issuer: string | undefined,
-): Promise<ReadCheckpoints> {
+export async function readCheckpoints(dir: string, keys: ReadonlyMap<string, KeyObject>, issuer: string | undefined): Promise<ReadCheckpoints> {
   const entries = await readdir(dir, { withFileTypes: true })
   const files: { file: string; folder: string | undefined }[] = []
   const visible = (n: string) => !n.startsWith('.')

@@ -155,13 +155,15 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
   const refreshPing = () => {
     if (ping.running) return
     ping.running = true
-    withTimeout(options.database.ping(), PING_TIMEOUT_MS, databaseTimeout(PING_TIMEOUT_MS)).then(
-      () => void (ping.ok = true),
-      () => void (ping.ok = false),
-    ).finally(() => {
-      ping.at = performance.now()
-      ping.running = false
-    })
+    withTimeout(options.database.ping(), PING_TIMEOUT_MS, databaseTimeout(PING_TIMEOUT_MS))
+      .then(
+        () => void (ping.ok = true),
+        () => void (ping.ok = false),
+      )
+      .finally(() => {
+        ping.at = performance.now()
+        ping.running = false
+      })
   }
   const log: SqlAuditLog = {
     chainId: () => writers[0]!.chainId(),
@@ -198,7 +200,15 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
       await Promise.all(writers.map((w) => w.close()))
       const s = log.stats()
       options.logger.info(
-        { chains: log.chainIds(), records: s.records, groups: s.groups, failed_groups: s.failedGroups, group_size: s.groupSize, commit_ms: s.commitMs, checkpoint_seq: s.lastCheckpointSeq },
+        {
+          chains: log.chainIds(),
+          records: s.records,
+          groups: s.groups,
+          failed_groups: s.failedGroups,
+          group_size: s.groupSize,
+          commit_ms: s.commitMs,
+          checkpoint_seq: s.lastCheckpointSeq,
+        },
         'audit log closed',
       )
     },
@@ -282,9 +292,7 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
    */
   let firstCheckpointDue = true
   const interval =
-    options.checkpoints === undefined
-      ? undefined
-      : setInterval(() => void checkpoint(), Math.max(100, Math.min(options.checkpoints.intervalMs, 60_000)))
+    options.checkpoints === undefined ? undefined : setInterval(() => void checkpoint(), Math.max(100, Math.min(options.checkpoints.intervalMs, 60_000)))
   interval?.unref()
 
   function schedule(): void {
@@ -495,11 +503,24 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
         ...owed.filter((e) => !pending.events.includes(e)),
         ...pending.events.flatMap((e): AuditEvent[] =>
           e.type === 'token.issued'
-            ? [{ type: 'token.withheld', at, agent: e.agent, sub: e.sub, subIssuer: e.subIssuer, jti: e.jti, reason: 'issuance committed but the response was 503: the token never left the broker' }]
+            ? [
+                {
+                  type: 'token.withheld',
+                  at,
+                  agent: e.agent,
+                  sub: e.sub,
+                  subIssuer: e.subIssuer,
+                  jti: e.jti,
+                  reason: 'issuance committed but the response was 503: the token never left the broker',
+                },
+              ]
             : [],
         ),
       ]
-      logger.warn({ chain: chainId, records: pending.rows.length, withheld: owed.length }, 'an unconfirmed audit group had committed; recording its tokens as withheld')
+      logger.warn(
+        { chain: chainId, records: pending.rows.length, withheld: owed.length },
+        'an unconfirmed audit group had committed; recording its tokens as withheld',
+      )
       return
     }
     const unchanged = last === undefined ? head.seq === 0 : last.seq === head.seq && last.hash === head.hash
@@ -510,7 +531,10 @@ function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
       head = { seq: 0, hash: GENESIS_HASH }
       checkpointed = { seq: 0, at: options.clock() }
       firstCheckpointDue = true
-      logger.error({ previous_chain: previous, chain: chainId, owed: owed.length }, 'audit chain head is not where this writer left it; continuing on a new chain')
+      logger.error(
+        { previous_chain: previous, chain: chainId, owed: owed.length },
+        'audit chain head is not where this writer left it; continuing on a new chain',
+      )
     }
   }
 
@@ -643,12 +667,7 @@ export function textArrayLiteral(values: readonly string[]): string {
 
 /** The `kid` the newest `key.rotated` record names (any chain), or undefined when there is none. */
 export async function lastKeyRotation(db: Db): Promise<string | undefined> {
-  const [row] = await db
-    .select({ record: auditLog.record })
-    .from(auditLog)
-    .where(eq(auditLog.event, 'key.rotated'))
-    .orderBy(desc(auditLog.id))
-    .limit(1)
+  const [row] = await db.select({ record: auditLog.record }).from(auditLog).where(eq(auditLog.event, 'key.rotated')).orderBy(desc(auditLog.id)).limit(1)
   if (row === undefined) return undefined
   const kid = (JSON.parse(row.record) as { kid?: unknown }).kid
   return typeof kid === 'string' ? kid : undefined

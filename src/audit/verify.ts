@@ -161,7 +161,16 @@ export async function verifyAuditLog(db: Db, options: VerifyOptions = {}): Promi
     const lastSeq = nextSeq - 1
     if (options.checkpoints !== undefined && tail !== undefined) {
       const age = Math.max(0, now - tail.at)
-      uncovered.push({ chain, instance: tail.instance, firstSeq: tail.seq, lastSeq, records: tail.records, oldestAt: tail.at, age, stale: age > maxUncoveredAge })
+      uncovered.push({
+        chain,
+        instance: tail.instance,
+        firstSeq: tail.seq,
+        lastSeq,
+        records: tail.records,
+        oldestAt: tail.at,
+        age,
+        stale: age > maxUncoveredAge,
+      })
     }
     const beyond = cps.slice(cpIndex).filter((cp) => cp.seq > lastSeq)
     if (beyond.length > 0) {
@@ -181,11 +190,7 @@ export async function verifyAuditLog(db: Db, options: VerifyOptions = {}): Promi
     const page = await db
       .select()
       .from(auditLog)
-      .where(
-        after === undefined
-          ? undefined
-          : or(gt(auditLog.chainId, after.chain), and(eq(auditLog.chainId, after.chain), gt(auditLog.seq, after.seq))),
-      )
+      .where(after === undefined ? undefined : or(gt(auditLog.chainId, after.chain), and(eq(auditLog.chainId, after.chain), gt(auditLog.seq, after.seq))))
       .orderBy(asc(auditLog.chainId), asc(auditLog.seq))
       .limit(pageSize)
     for (const row of page) {

@@ -101,7 +101,8 @@ function baseUrl(url: string, from: string): string {
   }
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new CliError(`${from} must be an http(s) URL (got ${parsed.protocol})`, EXIT.USAGE)
   // Credentials in the URL would go to the broker besides the key, and show up in messages.
-  if (parsed.username !== '' || parsed.password !== '') throw new CliError(`${from} must not hold credentials: the admin key goes in MANDATE_ADMIN_KEY`, EXIT.USAGE)
+  if (parsed.username !== '' || parsed.password !== '')
+    throw new CliError(`${from} must not hold credentials: the admin key goes in MANDATE_ADMIN_KEY`, EXIT.USAGE)
   if (parsed.search !== '' || parsed.hash !== '') throw new CliError(`${from} must be a base URL, without ?query or #fragment`, EXIT.USAGE)
   return parsed.href.replace(/\/+$/, '')
 }
@@ -150,15 +151,22 @@ function refusal(b: Broker, status: number, body: unknown, text: string): CliErr
   const said = error === undefined ? `${status}` : `${status} ${error}${description === undefined ? '' : `: ${description}`}`
   if (status === 401) return new CliError(`the broker at ${b.base} refused the admin key from ${b.keyFrom} (${said})`, EXIT.AUTH)
   if (status === 403) {
-    return new CliError(`the admin key from ${b.keyFrom} is valid but may not do this (${said}): revoke and lift need the responder or admin role, list the auditor or admin role`, EXIT.AUTH)
+    return new CliError(
+      `the admin key from ${b.keyFrom} is valid but may not do this (${said}): revoke and lift need the responder or admin role, list the auditor or admin role`,
+      EXIT.AUTH,
+    )
   }
-  if (status >= 500) return new CliError(`the broker at ${b.base} failed: ${error === undefined ? `${status} ${text.slice(0, 200)}`.trim() : said}`, EXIT.UNAVAILABLE)
+  if (status >= 500)
+    return new CliError(`the broker at ${b.base} failed: ${error === undefined ? `${status} ${text.slice(0, 200)}`.trim() : said}`, EXIT.UNAVAILABLE)
   if (error === undefined) {
     // Not the admin API's answer: another server, or a proxy in between.
     return new CliError(`${status} from ${b.base} (${b.urlFrom}), not a Mandate admin API answer: is that the broker?`, EXIT.FAILED)
   }
   // The main port of a broker with listen.admin_port answers every admin path with this 404.
-  const hint = status === 404 && /^no such route/.test(description ?? '') ? ` (the admin API may be on a port of its own, listen.admin_port / MANDATE_ADMIN_PORT: point ${b.urlFrom} at it)` : ''
+  const hint =
+    status === 404 && /^no such route/.test(description ?? '')
+      ? ` (the admin API may be on a port of its own, listen.admin_port / MANDATE_ADMIN_PORT: point ${b.urlFrom} at it)`
+      : ''
   return new CliError(`${said}${hint}`, EXIT.FAILED)
 }
 
@@ -190,7 +198,10 @@ export async function adminRequest(b: Broker, method: 'GET' | 'POST' | 'DELETE',
   }
   if (res.status >= 300 && res.status < 400) {
     const location = res.headers.get('location')
-    throw new CliError(`the broker at ${b.base} answered ${res.status}${location === null ? '' : ` to ${location}`}: redirects are not followed (the admin key would go along); set MANDATE_URL or --url to the broker itself`, EXIT.FAILED)
+    throw new CliError(
+      `the broker at ${b.base} answered ${res.status}${location === null ? '' : ` to ${location}`}: redirects are not followed (the admin key would go along); set MANDATE_URL or --url to the broker itself`,
+      EXIT.FAILED,
+    )
   }
   if (!res.ok) throw refusal(b, res.status, json, text)
   if (json === undefined) throw new CliError(`${res.status} from ${b.base} (${b.urlFrom}) but not JSON: is that the broker?`, EXIT.FAILED)

@@ -112,7 +112,8 @@ export async function checkConfig(input: CheckInput): Promise<ConfigCheckReport>
   if (!input.dev && config.admin.keys.length === 0) {
     errors.push({
       ...where('admin.keys: '),
-      message: 'admin.keys: no admin key (admin.keys, or admin.keys_file / MANDATE_ADMIN_KEYS_FILE): nobody could revoke (the kill switch) or read the audit log over the API',
+      message:
+        'admin.keys: no admin key (admin.keys, or admin.keys_file / MANDATE_ADMIN_KEYS_FILE): nobody could revoke (the kill switch) or read the audit log over the API',
       blocksStart: false,
     })
   }
@@ -131,7 +132,10 @@ export async function checkConfig(input: CheckInput): Promise<ConfigCheckReport>
 
   // Where state lives, without the URLs (they may hold passwords).
   const database = config.storage.database_url === undefined ? `PGlite under ${join(config.data_dir, 'pglite')}` : 'PostgreSQL (DATABASE_URL)'
-  const redis = config.storage.redis_url === undefined ? 'none: revocations in this process only; run one instance' : `Redis (REDIS_URL), key prefix ${config.storage.key_prefix}`
+  const redis =
+    config.storage.redis_url === undefined
+      ? 'none: revocations in this process only; run one instance'
+      : `Redis (REDIS_URL), key prefix ${config.storage.key_prefix}`
   ok.push(
     `issuer ${config.issuer}, listening on ${config.listen.host}:${config.listen.port}`,
     `    database: ${database}`,
@@ -157,7 +161,12 @@ async function checkOnline(config: Config, where: (issue: string) => { where?: s
       await keys.refreshIfDue()
       const status = keys.status()
       if (status.usable) ok.push(`JWKS of ${issuer.issuer}: fetched`)
-      else errors.push({ ...where(`${path}: `), message: `${path}: ${issuer.issuer}: no usable key set: ${status.lastFailure ?? status.state}`, blocksStart: false })
+      else
+        errors.push({
+          ...where(`${path}: `),
+          message: `${path}: ${issuer.issuer}: no usable key set: ${status.lastFailure ?? status.state}`,
+          blocksStart: false,
+        })
     }),
   )
   if (config.storage.database_url !== undefined) {
@@ -171,7 +180,13 @@ async function checkOnline(config: Config, where: (issue: string) => { where?: s
     }
   }
   if (config.storage.redis_url !== undefined) {
-    const redis = new Redis(config.storage.redis_url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0, connectTimeout: 2000, commandTimeout: 2000 })
+    const redis = new Redis(config.storage.redis_url, {
+      lazyConnect: true,
+      retryStrategy: () => null,
+      maxRetriesPerRequest: 0,
+      connectTimeout: 2000,
+      commandTimeout: 2000,
+    })
     // The socket's error carries the code; connect() itself only rejects with "Connection is closed".
     let socketError: NodeJS.ErrnoException | undefined
     redis.on('error', (err: NodeJS.ErrnoException) => void (socketError ??= err))

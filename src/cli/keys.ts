@@ -54,7 +54,9 @@ export async function keysRotate(file: string, options: RotateOptions): Promise<
   const activation = (k: FileKey) => k[ACTIVATES_AT] ?? 0
   const pending = data.keys.filter((k) => activation(k) > now)
   if (pending.length > 0) {
-    return fail(`a rotation is already pending: ${pending.map((k) => `${k.kid ?? '(no kid)'} signs from ${new Date(activation(k) * 1000).toISOString()}`).join(', ')}`)
+    return fail(
+      `a rotation is already pending: ${pending.map((k) => `${k.kid ?? '(no kid)'} signs from ${new Date(activation(k) * 1000).toISOString()}`).join(', ')}`,
+    )
   }
   // A key is superseded when a key activated after it has begun to sign.
   const keep: FileKey[] = []

@@ -62,7 +62,11 @@ program
   .option('--dev', 'embedded defaults for a laptop: dev user issuer, demo policies from policies/dev, generated keys; never in production')
   .option('-c, --config <file>', 'YAML config file (default: $MANDATE_CONFIG)')
   .option('-p, --port <port>', 'listen port (overrides config and $PORT)', port)
-  .option('-w, --workers <n>', 'worker processes sharing the port (node cluster), or auto for one per core; more than 1 needs DATABASE_URL and REDIS_URL', workers)
+  .option(
+    '-w, --workers <n>',
+    'worker processes sharing the port (node cluster), or auto for one per core; more than 1 needs DATABASE_URL and REDIS_URL',
+    workers,
+  )
   .addHelpText(
     'after',
     `
@@ -91,7 +95,9 @@ program
   .command('config')
   .description('work with the config')
   .command('check')
-  .description('validate the config, the policies it points at and the signing keys, as serve would at start, and what readiness would refuse; exit 0 valid, 1 not')
+  .description(
+    'validate the config, the policies it points at and the signing keys, as serve would at start, and what readiness would refuse; exit 0 valid, 1 not',
+  )
   .option('-c, --config <file>', 'YAML config file (default: $MANDATE_CONFIG)')
   .option('--dev', 'with the embedded --dev defaults')
   .option('--online', 'also fetch every trusted issuer’s JWKS and connect to PostgreSQL and Redis (writes nothing)')
@@ -129,8 +135,17 @@ keys
   .command('rotate')
   .description('add a new signing key that signs after a delay, and retire keys whose tokens have all expired')
   .argument('<file>', 'the private JWK set (signing.keys_file); rewritten in place, mode 0600')
-  .option('--activate-after <seconds>', 'delay before the new key signs: longer than it takes every instance to re-read the file and every verifier to refresh the JWKS', seconds, 900)
-  .option('--retire-after <seconds>', 'how long a superseded key stays published: at least the longest token lifetime (default: the longest a policy may give, plus 5 min)', seconds)
+  .option(
+    '--activate-after <seconds>',
+    'delay before the new key signs: longer than it takes every instance to re-read the file and every verifier to refresh the JWKS',
+    seconds,
+    900,
+  )
+  .option(
+    '--retire-after <seconds>',
+    'how long a superseded key stays published: at least the longest token lifetime (default: the longest a policy may give, plus 5 min)',
+    seconds,
+  )
   .addHelpText(
     'after',
     `
@@ -185,21 +200,46 @@ const reason = ['--reason <text>', 'why (recorded with the revocation; required)
 const iss = ['--iss <issuer>', 'the user’s issuer (a sub is unique only within it); default: the only issuer trusted for users'] as const
 const revokeAction = (name: string) => lazy(() => import('./revoke.js'), name as keyof typeof import('./revoke.js'))
 brokerOptions(
-  revoke.command('agent').description('kill an agent: its live tokens die, and it gets nothing until lifted').argument('<agent>')
-    .requiredOption(...reason).option('--sub <sub>', 'only for this user').option(...iss)
+  revoke
+    .command('agent')
+    .description('kill an agent: its live tokens die, and it gets nothing until lifted')
+    .argument('<agent>')
+    .requiredOption(...reason)
+    .option('--sub <sub>', 'only for this user')
+    .option(...iss)
     .option('--force', 'kill it even though no policy defines it (pre-emptively)'),
 ).action(revokeAction('revokeAgent'))
 brokerOptions(
-  revoke.command('sub').description('kill a user (issuer and sub): every delegation made for them, until lifted').argument('<sub>')
-    .requiredOption(...reason).option(...iss).option('--force', 'kill at an issuer the broker does not trust (pre-emptively)'),
+  revoke
+    .command('sub')
+    .description('kill a user (issuer and sub): every delegation made for them, until lifted')
+    .argument('<sub>')
+    .requiredOption(...reason)
+    .option(...iss)
+    .option('--force', 'kill at an issuer the broker does not trust (pre-emptively)'),
 ).action(revokeAction('revokeSub'))
-brokerOptions(revoke.command('jti').description('revoke one token').argument('<jti>').requiredOption(...reason)).action(revokeAction('revokeJti'))
-brokerOptions(revoke.command('chain').description('revoke a token and every token delegated from it').argument('<jti>').requiredOption(...reason))
-  .action(revokeAction('revokeChain'))
-brokerOptions(revoke.command('lift').description('lift an agent or user kill (tokens issued before it stay dead); 409 if already lifted').argument('<id>'))
-  .action(revokeAction('revokeLift'))
 brokerOptions(
-  revoke.command('list').description('list revocations, newest first (auditor role)').option('--limit <n>', '1-1000', listLimit, '100')
+  revoke
+    .command('jti')
+    .description('revoke one token')
+    .argument('<jti>')
+    .requiredOption(...reason),
+).action(revokeAction('revokeJti'))
+brokerOptions(
+  revoke
+    .command('chain')
+    .description('revoke a token and every token delegated from it')
+    .argument('<jti>')
+    .requiredOption(...reason),
+).action(revokeAction('revokeChain'))
+brokerOptions(
+  revoke.command('lift').description('lift an agent or user kill (tokens issued before it stay dead); 409 if already lifted').argument('<id>'),
+).action(revokeAction('revokeLift'))
+brokerOptions(
+  revoke
+    .command('list')
+    .description('list revocations, newest first (auditor role)')
+    .option('--limit <n>', '1-1000', listLimit, '100')
     .option('--before <id>', 'the next page: the id the previous page ended with (printed on stderr as "more: --before <id>")'),
 ).action(revokeAction('revokeList'))
 
@@ -218,7 +258,9 @@ program
 const audit = program.command('audit').description('the delegation log: verify its hash chains, query it')
 audit
   .command('verify')
-  .description('recompute every hash chain and name the first record changed, removed or inserted; exit 0 ok, 1 findings, 2 error, 3 records no checkpoint covers for too long')
+  .description(
+    'recompute every hash chain and name the first record changed, removed or inserted; exit 0 ok, 1 findings, 2 error, 3 records no checkpoint covers for too long',
+  )
   .option('--checkpoints <dir>', 'also hold the log against the signed checkpoints in this directory (catches truncation and rewrites)')
   .option('--jwks <file|url>', 'public keys the checkpoints are signed with (default: the signing keys file)')
   .option('--json', 'one JSON report on stdout')

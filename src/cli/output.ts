@@ -82,7 +82,14 @@ export function revocationTable(r: RevocationJson): string {
 export function revocationsTable(list: readonly RevocationJson[], columns = process.stdout.isTTY ? process.stdout.columns : undefined): string {
   const stateCell = (r: RevocationJson) =>
     r.in_force === null ? `until\n${time(r.expires_at)}` : r.in_force ? 'in force' : `lifted\n${time(r.lifted_at)}\nby ${printable(r.lifted_by ?? '-')}`
-  const rows = list.map((r) => [printable(r.id), printable(r.kind), targetText(r), stateCell(r), `${time(r.created_at)}\nby ${printable(r.created_by)}`, r.reason])
+  const rows = list.map((r) => [
+    printable(r.id),
+    printable(r.kind),
+    targetText(r),
+    stateCell(r),
+    `${time(r.created_at)}\nby ${printable(r.created_by)}`,
+    r.reason,
+  ])
   const head = ['id', 'kind', 'target', 'state', 'created', 'reason']
   const width = (cell: string) => Math.max(...cell.split('\n').map((l) => l.length))
   const natural = head.map((h, i) => Math.max(h.length, ...rows.map((row) => width(row[i]!))) + 2)

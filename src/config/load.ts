@@ -50,11 +50,7 @@ export function processEnv(): Readonly<Record<string, string | undefined>> {
  * validates everything with the one schema. Returns every issue as
  * `path: message`; never throws on bad input.
  */
-export async function loadConfig(
-  file: string | undefined,
-  env: Readonly<Record<string, string | undefined>>,
-  options: LoadOptions,
-): Promise<ConfigResult> {
+export async function loadConfig(file: string | undefined, env: Readonly<Record<string, string | undefined>>, options: LoadOptions): Promise<ConfigResult> {
   // Long, not split: read, override by environment, validate, in one readable sequence that returns every issue at once.
   const path = file ?? env['MANDATE_CONFIG']
   let raw: Raw = {}
@@ -206,7 +202,8 @@ async function readAdminKeysFile(path: string, issues: string[]): Promise<AdminK
   if (parsed.success) return parsed.data
   for (const i of parsed.error.issues) {
     const where = i.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('')
-    const message = i.code === 'unrecognized_keys' ? `has fields other than ${ADMIN_KEY_FIELDS}` : i.path.length === 0 ? 'must be a YAML list of admin keys' : i.message
+    const message =
+      i.code === 'unrecognized_keys' ? `has fields other than ${ADMIN_KEY_FIELDS}` : i.path.length === 0 ? 'must be a YAML list of admin keys' : i.message
     issues.push(`admin.keys_file${where}: ${message}`)
   }
   return []

@@ -26,10 +26,7 @@ const IssuerUrl = z.url().superRefine((s, ctx) => {
 export const TrustedIssuerConfig = z.strictObject({
   issuer: IssuerUrl.describe('issuer identifier, compared exactly with the token’s `iss`'),
   jwks_uri: IssuerUrl.optional().describe('JWKS location; discovered from RFC 8414 / OIDC metadata when absent'),
-  algorithms: z
-    .array(z.enum(ASYMMETRIC_ALGORITHMS))
-    .min(1)
-    .describe('signature algorithms this issuer uses; nothing else is accepted from it'),
+  algorithms: z.array(z.enum(ASYMMETRIC_ALGORITHMS)).min(1).describe('signature algorithms this issuer uses; nothing else is accepted from it'),
   audience: z.string().min(1).optional().describe('value its tokens must carry in `aud`; default: the broker’s issuer'),
   typ: z
     .string()
@@ -51,8 +48,14 @@ export type SubjectIssuerConfig = z.infer<typeof SubjectIssuerConfig>
 
 /** One admin API key: its holder, the SHA-256 of the key, its roles. Items of `admin.keys` and of `admin.keys_file`. */
 export const AdminKeyConfig = z.strictObject({
-  name: z.string().regex(/^[A-Za-z0-9._@-]{1,64}$/).describe('who holds the key; recorded with every action it takes'),
-  sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits').describe('SHA-256 of the key, hex (`mandate admin-key` prints it)'),
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9._@-]{1,64}$/)
+    .describe('who holds the key; recorded with every action it takes'),
+  sha256: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits')
+    .describe('SHA-256 of the key, hex (`mandate admin-key` prints it)'),
   roles: z
     .array(z.enum(['responder', 'auditor', 'admin']))
     .min(1)
@@ -104,10 +107,12 @@ const AddressOrBlock = z.string().refine((s) => {
 /** The part of the config the one-role-per-issuer check reads. */
 const RolesInput = z.object({
   issuer: z.string(),
-  trust: z.object({
-    subjects: z.array(z.object({ issuer: z.string() })).default([]),
-    workloads: z.array(z.object({ issuer: z.string() })).default([]),
-  }).prefault({}),
+  trust: z
+    .object({
+      subjects: z.array(z.object({ issuer: z.string() })).default([]),
+      workloads: z.array(z.object({ issuer: z.string() })).default([]),
+    })
+    .prefault({}),
 })
 
 export const Config = z
@@ -177,13 +182,7 @@ export const Config = z
           .describe(
             'a connection on which no byte moves either way for this long is closed, whatever it is doing (a client that stops reading its answer); above the slowest answer',
           ),
-        max_header_bytes: z
-          .number()
-          .int()
-          .min(1_024)
-          .max(65_536)
-          .default(16_384)
-          .describe('largest request line and headers (431 beyond)'),
+        max_header_bytes: z.number().int().min(1_024).max(65_536).default(16_384).describe('largest request line and headers (431 beyond)'),
       })
       .refine((h) => h.request_timeout_ms >= h.headers_timeout_ms, {
         path: ['request_timeout_ms'],
@@ -199,14 +198,18 @@ export const Config = z
           .min(1)
           .max(100_000)
           .default(128)
-          .describe('a token or introspection request is answered 503 with Retry-After, before any other work, while this many are being handled in this process'),
+          .describe(
+            'a token or introspection request is answered 503 with Retry-After, before any other work, while this many are being handled in this process',
+          ),
         max_event_loop_lag_ms: z
           .number()
           .int()
           .min(5)
           .max(10_000)
           .default(100)
-          .describe('and while the event loop runs this far behind (a moving average of how late a 20 ms timer fires) with at least a quarter of max_concurrent_requests being handled'),
+          .describe(
+            'and while the event loop runs this far behind (a moving average of how late a 20 ms timer fires) with at least a quarter of max_concurrent_requests being handled',
+          ),
         max_audit_pending: z
           .number()
           .int()
@@ -244,7 +247,13 @@ export const Config = z
     limits: z
       .strictObject({
         clock_skew_seconds: z.number().int().min(0).max(60).default(30).describe('tolerance on exp, nbf and iat of inbound tokens'),
-        max_body_bytes: z.number().int().min(1024).max(1024 * 1024).default(64 * 1024).describe('largest request body accepted (413 beyond)'),
+        max_body_bytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(1024 * 1024)
+          .default(64 * 1024)
+          .describe('largest request body accepted (413 beyond)'),
         client_assertion_max_lifetime_seconds: z
           .number()
           .int()
@@ -259,13 +268,7 @@ export const Config = z
           .max(86_400)
           .default(3600)
           .describe('longest remaining lifetime a workload identity token may have'),
-        subject_cache_entries: z
-          .number()
-          .int()
-          .min(0)
-          .max(1_000_000)
-          .default(10_000)
-          .describe('verified subject tokens kept until their exp (0: no cache)'),
+        subject_cache_entries: z.number().int().min(0).max(1_000_000).default(10_000).describe('verified subject tokens kept until their exp (0: no cache)'),
         subject_token_max_age_seconds: z
           .number()
           .int()
@@ -279,7 +282,13 @@ export const Config = z
     jwks: z
       .strictObject({
         timeout_ms: z.number().int().min(100).max(5_000).default(5_000).describe('per fetch'),
-        max_bytes: z.number().int().min(1024).max(256 * 1024).default(256 * 1024).describe('largest JWKS or metadata document'),
+        max_bytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(256 * 1024)
+          .default(256 * 1024)
+          .describe('largest JWKS or metadata document'),
         max_keys: z.number().int().min(1).max(100).default(100).describe('most usable keys kept from one JWKS; later entries are cut, with a warning'),
         cooldown_seconds: z.number().int().min(1).max(3600).default(30).describe('least time between two fetches for one issuer'),
         cache_max_age_seconds: z.number().int().min(60).max(86_400).default(600).describe('refresh a key set after this'),
@@ -323,7 +332,11 @@ export const Config = z
           .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
           .optional()
           .describe('Redis carrying the revocation list to every instance; in-process when absent. Env only: REDIS_URL'),
-        key_prefix: z.string().regex(/^[A-Za-z0-9:_-]{0,64}$/).default('mandate:').describe('prefix of every Redis key (instances sharing a revocation list share it). Env: MANDATE_REDIS_PREFIX'),
+        key_prefix: z
+          .string()
+          .regex(/^[A-Za-z0-9:_-]{0,64}$/)
+          .default('mandate:')
+          .describe('prefix of every Redis key (instances sharing a revocation list share it). Env: MANDATE_REDIS_PREFIX'),
       })
       .prefault({})
       .describe('shared state'),
@@ -347,7 +360,9 @@ export const Config = z
           .min(1)
           .max(16)
           .default(1)
-          .describe('hash chains each instance writes in parallel on PostgreSQL, one group in flight on each (PGlite: always 1); more can help when commits are slow (a distant database)'),
+          .describe(
+            'hash chains each instance writes in parallel on PostgreSQL, one group in flight on each (PGlite: always 1); more can help when commits are slow (a distant database)',
+          ),
         group_max_records: z.number().int().min(1).max(5_000).default(500).describe('most records one group commit (one INSERT) carries'),
         group_max_wait_ms: z
           .number()
@@ -356,18 +371,14 @@ export const Config = z
           .max(100)
           .default(0)
           .describe('longest an idle writer waits for more records before sending a group (0: the end of the current event-loop turn)'),
-        write_timeout_ms: z
-          .number()
-          .int()
-          .min(100)
-          .max(30_000)
-          .default(2_000)
-          .describe('a group not committed within this is answered 503 (fail closed)'),
+        write_timeout_ms: z.number().int().min(100).max(30_000).default(2_000).describe('a group not committed within this is answered 503 (fail closed)'),
         checkpoint_dir: z
           .string()
           .min(1)
           .optional()
-          .describe('where signed checkpoints of the log are written; keep it off the database host. Default: <data_dir>/checkpoints. Env: MANDATE_CHECKPOINT_DIR'),
+          .describe(
+            'where signed checkpoints of the log are written; keep it off the database host. Default: <data_dir>/checkpoints. Env: MANDATE_CHECKPOINT_DIR',
+          ),
         checkpoint_interval_ms: z.number().int().min(1_000).max(60_000).default(10_000).describe('a checkpoint at least this often while records are written'),
         checkpoint_every_records: z.number().int().min(100).max(1_000_000).default(10_000).describe('and at least every this many records'),
       })
@@ -408,13 +419,7 @@ export const Config = z
           .max(1)
           .default(1)
           .describe('share of new traces recorded; a caller’s `traceparent` sampled flag is followed (parent-based)'),
-        metrics_interval_ms: z
-          .number()
-          .int()
-          .min(1_000)
-          .max(300_000)
-          .default(60_000)
-          .describe('how often metrics are exported'),
+        metrics_interval_ms: z.number().int().min(1_000).max(300_000).default(60_000).describe('how often metrics are exported'),
         prometheus: z
           .strictObject({
             port: z
@@ -429,16 +434,21 @@ export const Config = z
               .string()
               .min(1)
               .default('127.0.0.1')
-              .describe('address to bind; the endpoint has no authentication, so loopback unless a scraper on another host needs it (0.0.0.0 in a container). Env: MANDATE_PROMETHEUS_HOST'),
+              .describe(
+                'address to bind; the endpoint has no authentication, so loopback unless a scraper on another host needs it (0.0.0.0 in a container). Env: MANDATE_PROMETHEUS_HOST',
+              ),
           })
           .optional()
-          .describe('metrics for Prometheus to scrape (text format, cumulative); absent: off. `serve --workers` cannot serve it: each process counts on its own'),
+          .describe(
+            'metrics for Prometheus to scrape (text format, cumulative); absent: off. `serve --workers` cannot serve it: each process counts on its own',
+          ),
       })
       .prefault({})
       .describe('OpenTelemetry traces and metrics (OTLP/HTTP), and metrics for Prometheus'),
   })
   .refine(
-    ({ listen, telemetry }) => telemetry.prometheus === undefined || telemetry.prometheus.port === 0 || ![listen.port, listen.admin_port].includes(telemetry.prometheus.port),
+    ({ listen, telemetry }) =>
+      telemetry.prometheus === undefined || telemetry.prometheus.port === 0 || ![listen.port, listen.admin_port].includes(telemetry.prometheus.port),
     { path: ['telemetry', 'prometheus', 'port'], error: 'must differ from listen.port and listen.admin_port' },
   )
   .superRefine(checkRoles, {

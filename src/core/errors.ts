@@ -31,11 +31,7 @@ export class OAuthError extends Error {
   /** Seconds, for `temporarily_unavailable` and `rate_limited` (sent as `Retry-After`). */
   readonly retryAfter: number | undefined
 
-  constructor(
-    code: OAuthErrorCode,
-    description: string,
-    options: { detail?: string; retryAfter?: number; cause?: unknown } = {},
-  ) {
+  constructor(code: OAuthErrorCode, description: string, options: { detail?: string; retryAfter?: number; cause?: unknown } = {}) {
     super(`${code}: ${description}`, options.cause === undefined ? undefined : { cause: options.cause })
     this.code = code
     this.description = description

@@ -79,11 +79,7 @@ const NO_BUCKETS: readonly BucketCharge[] = []
  * to the audit log before it is thrown. Resolves only once the `token.issued`
  * record is durable.
  */
-export async function exchangeToken(
-  req: ExchangeRequest,
-  deps: ExchangeDeps,
-  context: ExchangeFailureContext = { agent: undefined },
-): Promise<ExchangeResult> {
+export async function exchangeToken(req: ExchangeRequest, deps: ExchangeDeps, context: ExchangeFailureContext = { agent: undefined }): Promise<ExchangeResult> {
   const step = deps.step ?? direct
   checkTokenTypes(req)
 
@@ -292,7 +288,15 @@ async function mintRecorded(
   }
   if (minted.status === 'rejected') {
     await deps.audit
-      .append({ type: 'token.withheld', at: deps.now(), agent, sub: claims.sub, subIssuer: grant.userIssuer, jti: claims.jti, reason: 'signing failed after the issuance was recorded: the token never left the broker' })
+      .append({
+        type: 'token.withheld',
+        at: deps.now(),
+        agent,
+        sub: claims.sub,
+        subIssuer: grant.userIssuer,
+        jti: claims.jti,
+        reason: 'signing failed after the issuance was recorded: the token never left the broker',
+      })
       .catch(() => {}) // the issuance record stands; the failure below is what the caller sees
     throw minted.reason
   }

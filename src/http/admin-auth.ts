@@ -27,7 +27,9 @@ const GRANTS: Record<AdminRole, ReadonlySet<AdminPermission>> = {
  */
 export function findAdminKey(keys: readonly AdminKey[], authorization: string | undefined): AdminKey | undefined {
   const match = authorization === undefined ? null : /^Bearer ([\x21-\x7e]{1,512})$/.exec(authorization)
-  const presented = createHash('sha256').update(match?.[1] ?? '').digest()
+  const presented = createHash('sha256')
+    .update(match?.[1] ?? '')
+    .digest()
   let found: AdminKey | undefined
   for (const key of keys) if (timingSafeEqual(presented, key.sha256) && match !== null) found = key
   return found

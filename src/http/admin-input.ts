@@ -36,6 +36,9 @@ export function checkQuery(c: Context): void {
     if (isStorableForm(pair)) continue
     const name = pair.split('=', 1)[0]!
     // Name the parameter when its name itself is fine (an id-like token: never echo arbitrary text).
-    throw new AdminError('invalid_request', isStorableForm(name) && /^[a-z_]{1,32}$/.test(name) ? `invalid ${name}: not well-formed text` : 'malformed query string')
+    throw new AdminError(
+      'invalid_request',
+      isStorableForm(name) && /^[a-z_]{1,32}$/.test(name) ? `invalid ${name}: not well-formed text` : 'malformed query string',
+    )
   }
 }

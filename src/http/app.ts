@@ -159,9 +159,15 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     app.use('/oauth2/introspect', shed)
   }
   // /oauth2/* cap their bodies in readForm (on Node without building a web body stream).
-  app.post('/oauth2/token', described(tokenSpec, throttleClientAuth(throttle, 'token', tokenRoute(deps.exchange, deps.maxBodyBytes, deps.refusals.rateLimited, deps.metrics))))
+  app.post(
+    '/oauth2/token',
+    described(tokenSpec, throttleClientAuth(throttle, 'token', tokenRoute(deps.exchange, deps.maxBodyBytes, deps.refusals.rateLimited, deps.metrics))),
+  )
   app.post('/oauth2/introspect', described(introspectSpec, throttleClientAuth(throttle, 'introspect', introspectRoute(tokenDeps))))
-  app.post('/oauth2/revoke', described(revokeSpec, throttleClientAuth(throttle, 'revoke', revokeRoute({ ...tokenDeps, service: deps.revocations, audit: deps.exchange.audit }))))
+  app.post(
+    '/oauth2/revoke',
+    described(revokeSpec, throttleClientAuth(throttle, 'revoke', revokeRoute({ ...tokenDeps, service: deps.revocations, audit: deps.exchange.audit }))),
+  )
   app.use('/admin/*', limit)
   mountAdminRevocations(app, {
     keys: deps.adminKeys,

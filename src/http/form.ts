@@ -87,7 +87,7 @@ export async function readForm(c: Context, maxBytes: number): Promise<URLSearchP
  */
 export function isStorableForm(body: string): boolean {
   if (!isStorableText(body)) return false
-  for (let at = body.indexOf('%'); at !== -1; ) {
+  for (let at = body.indexOf('%'); at !== -1;) {
     let end = at
     while (body.charCodeAt(end) === 0x25) end += 3 // `%XX` after `%XX`: one run (a character's bytes stay together)
     let decoded: string

@@ -81,7 +81,11 @@ export function renderError(c: Context, error: HttpError): Response {
   return c.json({ error: code, error_description: error.description }, status, { ...NO_STORE, ...headers })
 }
 
-function answerFor(error: HttpError): { readonly status: 400 | 401 | 403 | 404 | 405 | 409 | 413 | 429 | 500 | 503; readonly code: string; readonly headers: Record<string, string> } {
+function answerFor(error: HttpError): {
+  readonly status: 400 | 401 | 403 | 404 | 405 | 409 | 413 | 429 | 500 | 503
+  readonly code: string
+  readonly headers: Record<string, string>
+} {
   if (error instanceof OAuthError) {
     const headers: Record<string, string> = {}
     // RFC 6749 §5.2: a 401 for client authentication names the scheme the client should use.

@@ -209,11 +209,13 @@ export const ClientAuthFields = {
   client_assertion: z
     .string()
     .optional()
-    .describe('`private_key_jwt`: a JWT signed with a key of the client\'s JWKS, `aud` the issuer, single-use (`jti`), short-lived.'),
+    .describe("`private_key_jwt`: a JWT signed with a key of the client's JWKS, `aud` the issuer, single-use (`jti`), short-lived."),
   actor_token: z
     .string()
     .optional()
-    .describe('A workload identity (a JWT from a trusted workload issuer, e.g. a SPIFFE JWT-SVID) as the agent\'s whole authentication, with `actor_token_type`.'),
+    .describe(
+      "A workload identity (a JWT from a trusted workload issuer, e.g. a SPIFFE JWT-SVID) as the agent's whole authentication, with `actor_token_type`.",
+    ),
   actor_token_type: z.enum([TOKEN_TYPE.jwt, TOKEN_TYPE.accessToken]).optional().describe('Required with `actor_token`.'),
 }
 
@@ -238,16 +240,25 @@ const formBody = (schema: ZodObject) => ({
 export const TokenExchangeForm = z
   .object({
     grant_type: z.literal(GRANT_TYPE_TOKEN_EXCHANGE).describe('Token exchange is the only grant: anything else is `unsupported_grant_type`.'),
-    subject_token: z.string().describe('The user\'s access token (from a trusted issuer), or a Mandate token to delegate further.'),
+    subject_token: z.string().describe("The user's access token (from a trusted issuer), or a Mandate token to delegate further."),
     subject_token_type: z.enum([TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt]),
-    resource: z.array(ResourceUri).optional().describe('RFC 8707: where the token will be used; absolute URIs without a fragment (`invalid_target` otherwise). May repeat.'),
+    resource: z
+      .array(ResourceUri)
+      .optional()
+      .describe('RFC 8707: where the token will be used; absolute URIs without a fragment (`invalid_target` otherwise). May repeat.'),
     audience: z
       .array(z.string())
       .optional()
-      .describe('The logical name of the target service. May repeat. `resource` and `audience` together must name exactly one audience (`invalid_target` otherwise); one of them is required.'),
-    scope: Scope.optional().describe('Space-delimited scopes (RFC 6749 §3.3) within the policy\'s grant and the user\'s; `invalid_scope` otherwise. Default: the grant\'s `default_scopes`.'),
+      .describe(
+        'The logical name of the target service. May repeat. `resource` and `audience` together must name exactly one audience (`invalid_target` otherwise); one of them is required.',
+      ),
+    scope: Scope.optional().describe(
+      "Space-delimited scopes (RFC 6749 §3.3) within the policy's grant and the user's; `invalid_scope` otherwise. Default: the grant's `default_scopes`.",
+    ),
     requested_token_type: z.enum([TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt]).optional(),
-    expires_in: ExpiresIn.optional().describe('Mandate extension: the lifetime asked for, in seconds; capped by the policy\'s `token_ttl.max` and the subject token\'s expiry.'),
+    expires_in: ExpiresIn.optional().describe(
+      "Mandate extension: the lifetime asked for, in seconds; capped by the policy's `token_ttl.max` and the subject token's expiry.",
+    ),
     ...ClientAuthFields,
   })
   .meta({ id: 'TokenExchangeRequest' })
@@ -280,10 +291,7 @@ const Claims = {
 
 /** RFC 7662 §2.2. */
 export const IntrospectionResponse = z
-  .union([
-    z.strictObject({ active: z.literal(false) }),
-    z.strictObject({ active: z.literal(true), token_type: z.literal('Bearer'), ...Claims }),
-  ])
+  .union([z.strictObject({ active: z.literal(false) }), z.strictObject({ active: z.literal(true), token_type: z.literal('Bearer'), ...Claims })])
   .meta({
     id: 'IntrospectionResponse',
     description:
@@ -308,7 +316,7 @@ export const tokenSpec: DescribeRouteOptions = {
   operationId: 'exchangeToken',
   summary: 'Token exchange (RFC 8693)',
   description:
-    'An agent exchanges a user\'s token (or a Mandate token, to delegate further) for a short-lived token scoped to one audience, ' +
+    "An agent exchanges a user's token (or a Mandate token, to delegate further) for a short-lived token scoped to one audience, " +
     'as its policy allows. Every issuance and refusal after client authentication is in the delegation log.',
   security: [{ clientSecretBasic: [] }, FORM_CREDENTIALS],
   requestBody: formBody(TokenExchangeForm),
@@ -330,7 +338,7 @@ export const introspectSpec: DescribeRouteOptions = {
   security: [{ clientSecretBasic: [] }, { adminKey: [] }, FORM_CREDENTIALS],
   requestBody: formBody(IntrospectionForm),
   responses: {
-    200: { description: 'The token\'s state (RFC 7662 §2.2).', content: jsonContent(IntrospectionResponse) },
+    200: { description: "The token's state (RFC 7662 §2.2).", content: jsonContent(IntrospectionResponse) },
     ...oauthErrors(400, 401, 413, 429, 500),
     503: {
       ...OAUTH_ERRORS[503],
@@ -397,7 +405,7 @@ export const metadataDoc = describeRoute({
 export const jwksDoc = describeRoute({
   tags: ['Discovery'],
   operationId: 'jwks',
-  summary: 'The broker\'s signing keys (RFC 7517)',
+  summary: "The broker's signing keys (RFC 7517)",
   description: 'What resource servers verify Mandate tokens with: the current key and those still published after a rotation.',
   security: [],
   responses: {
@@ -411,7 +419,9 @@ const openApiDoc = describeRoute({
   operationId: 'openapi',
   summary: 'This document (OpenAPI 3.1)',
   security: [],
-  responses: { 200: { description: 'The OpenAPI document of the routes this broker serves.', content: { 'application/json': { schema: { type: 'object' } } } } },
+  responses: {
+    200: { description: 'The OpenAPI document of the routes this broker serves.', content: { 'application/json': { schema: { type: 'object' } } } },
+  },
 })
 
 // --- Revocation records (admin API and feed) ----------------------------------------------------
@@ -424,9 +434,9 @@ export const RevocationRecord = z
     kind: z.enum(['jti', 'chain', 'agent', 'sub', 'agent_sub']),
     target: z.looseObject({}).describe('The target without its kind: `{jti}`, `{jti}` (chain), `{agent}`, `{sub, iss}` or `{agent, sub, iss}`.'),
     reason: z.string(),
-    created_by: z.string().describe('The admin key\'s name, or `agent:<id>` for a revocation by the token\'s holder.'),
+    created_by: z.string().describe("The admin key's name, or `agent:<id>` for a revocation by the token's holder."),
     created_at: Instant,
-    expires_at: Instant.nullable().describe('When the record may be dropped: the revoked token\'s expiry; null for a kill, which holds until lifted.'),
+    expires_at: Instant.nullable().describe("When the record may be dropped: the revoked token's expiry; null for a kill, which holds until lifted."),
     in_force: z.boolean().nullable().describe('Kills (`agent`, `sub`, `agent_sub`): false once lifted; null for token revocations.'),
     lifted_at: Instant.nullable(),
     lifted_by: z.string().nullable(),

@@ -22,9 +22,7 @@ export function formatIssue(i: PolicyIssue): string {
   return `${i.file}:${i.line}:${i.column}: ${i.field === '' ? '' : `${i.field}: `}${i.message}`
 }
 
-export type LoadResult =
-  | { readonly ok: true; readonly policies: readonly AgentPolicy[] }
-  | { readonly ok: false; readonly issues: readonly PolicyIssue[] }
+export type LoadResult = { readonly ok: true; readonly policies: readonly AgentPolicy[] } | { readonly ok: false; readonly issues: readonly PolicyIssue[] }
 
 const POLICY_FILE = /\.ya?ml$/
 
@@ -255,4 +253,3 @@ export function createPolicyStore(policies: readonly AgentPolicy[]): PolicyStore
   }
   return store
 }
-

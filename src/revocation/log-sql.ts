@@ -3,15 +3,7 @@ import { alias } from 'drizzle-orm/pg-core'
 import type { AgentId, Jti, Subject } from '../core/claims.js'
 import type { Db } from '../storage/database.js'
 import { isKillKind, isTokenKind, revocations, type RevocationRow } from '../storage/schema.js'
-import {
-  checkLift,
-  checkLimit,
-  checkNow,
-  duplicateRevocation,
-  normalizeId,
-  notLiftable,
-  storableRevocation,
-} from './log-memory.js'
+import { checkLift, checkLimit, checkNow, duplicateRevocation, normalizeId, notLiftable, storableRevocation } from './log-memory.js'
 import { KILL_KINDS, type Revocation, type RevocationLog, type RevocationTarget } from './port.js'
 
 /**

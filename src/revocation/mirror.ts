@@ -33,8 +33,7 @@ export function createRevocationMirror(now: () => number): RevocationMirror {
   // NUL (the log and the codec refuse it), so `iss` then `sub` cannot be read two ways.
   const agentKey = (agent: AgentId) => `a\u0000${agent}`
   const subKey = (iss: UserIssuer, sub: Subject) => (iss === null ? `S\u0000${sub}` : `s\u0000${iss}\u0000${sub}`)
-  const pairKey = (agent: AgentId, iss: UserIssuer, sub: Subject) =>
-    iss === null ? `P\u0000${agent}\u0000${sub}` : `p\u0000${agent}\u0000${iss}\u0000${sub}`
+  const pairKey = (agent: AgentId, iss: UserIssuer, sub: Subject) => (iss === null ? `P\u0000${agent}\u0000${sub}` : `p\u0000${agent}\u0000${iss}\u0000${sub}`)
 
   function killKey(r: Revocation): string | undefined {
     const t = r.target

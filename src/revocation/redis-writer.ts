@@ -57,10 +57,7 @@ export async function sweepExpired(ctx: WriteContext, conn: Redis): Promise<void
 
 /** Writes back records a full sync found Redis lacking (merge: never over a newer version). */
 export async function writeBack(ctx: WriteContext, conn: Redis, records: readonly Revocation[]): Promise<void> {
-  ctx.logger.warn(
-    { count: records.length, ids: records.slice(0, 20).map((r) => `${r.id}:${r.target.kind}`) },
-    'writing back revocations redis lacked',
-  )
+  ctx.logger.warn({ count: records.length, ids: records.slice(0, 20).map((r) => `${r.id}:${r.target.kind}`) }, 'writing back revocations redis lacked')
   await ctx.lifetime.guard(Promise.all(records.map((r) => putRevocation(conn, ctx.keys, r, 'merge'))))
 }
 

@@ -355,9 +355,13 @@ function watchConnections(
   onReconnect: { readonly reader: () => void; readonly writer: () => void },
 ): void {
   const down = { reader: false, writer: false }
-  const named = connections.writer === undefined
-    ? ([['reader', connections.reader]] as const)
-    : ([['reader', connections.reader], ['writer', connections.writer]] as const)
+  const named =
+    connections.writer === undefined
+      ? ([['reader', connections.reader]] as const)
+      : ([
+          ['reader', connections.reader],
+          ['writer', connections.writer],
+        ] as const)
   for (const [name, conn] of named) {
     let everReady = false
     conn.on('error', (err: Error) => {

@@ -163,7 +163,10 @@ async function openPostgres(url: string): Promise<Database> {
         lock = await withTimeout(reserving, CONNECT_TIMEOUT_MS, databaseTimeout(CONNECT_TIMEOUT_MS))
       } catch (error) {
         // Should the connection come after all, give it back to the pool.
-        reserving.then((late) => late.release(), () => {})
+        reserving.then(
+          (late) => late.release(),
+          () => {},
+        )
         throw connectError(error)
       }
       try {

@@ -84,7 +84,8 @@ const SCRAPE_MAX_CONNECTIONS = 32
 export async function startTelemetry(config: Config['telemetry'], options: TelemetryOptions): Promise<Telemetry | undefined> {
   const endpoint = config.otlp_endpoint
   const injected = options.exporters
-  const spanExporter = injected?.spanExporter ?? (endpoint === undefined ? undefined : new OTLPTraceExporter(otlpOptions(endpoint, 'v1/traces', config.otlp_headers)))
+  const spanExporter =
+    injected?.spanExporter ?? (endpoint === undefined ? undefined : new OTLPTraceExporter(otlpOptions(endpoint, 'v1/traces', config.otlp_headers)))
   const metricReader =
     injected?.metricReader ??
     (endpoint === undefined
@@ -103,9 +104,7 @@ export async function startTelemetry(config: Config['telemetry'], options: Telem
   const metricReaders = [metricReader, prometheus].filter((r): r is MetricReader => r !== undefined)
   if (spanExporter === undefined && metricReaders.length === 0) return undefined
 
-  const resource = defaultResource().merge(
-    resourceFromAttributes({ [ATTR_SERVICE_NAME]: config.service_name, 'service.instance.id': options.instance }),
-  )
+  const resource = defaultResource().merge(resourceFromAttributes({ [ATTR_SERVICE_NAME]: config.service_name, 'service.instance.id': options.instance }))
   const release = retainProcessWide(options.logger)
 
   let tracerProvider: TracerProvider | undefined
@@ -116,11 +115,24 @@ export async function startTelemetry(config: Config['telemetry'], options: Telem
     const processor: SpanProcessor =
       injected?.spanExporter !== undefined
         ? new SimpleSpanProcessor({ exporter: spanExporter })
-        : new BatchSpanProcessor({ exporter: spanExporter, maxQueueSize: 8192, maxExportBatchSize: 512, scheduledDelayMillis: 5000, exportTimeoutMillis: EXPORT_TIMEOUT_MS })
+        : new BatchSpanProcessor({
+            exporter: spanExporter,
+            maxQueueSize: 8192,
+            maxExportBatchSize: 512,
+            scheduledDelayMillis: 5000,
+            exportTimeoutMillis: EXPORT_TIMEOUT_MS,
+          })
     tracerProvider = new TracerProvider({
       resource,
       sampler: new ParentBasedSampler({ root: config.sample_ratio >= 1 ? new AlwaysOnSampler() : new TraceIdRatioBasedSampler(config.sample_ratio) }),
-      spanLimits: { attributeValueLengthLimit: 512, attributeCountLimit: 64, eventCountLimit: 32, linkCountLimit: 8, attributePerEventCountLimit: 16, attributePerLinkCountLimit: 16 },
+      spanLimits: {
+        attributeValueLengthLimit: 512,
+        attributeCountLimit: 64,
+        eventCountLimit: 32,
+        linkCountLimit: 8,
+        attributePerEventCountLimit: 16,
+        attributePerLinkCountLimit: 16,
+      },
       spanProcessors: [processor],
     })
     tracing = createTracing(tracerProvider.getTracer('mandate'))
@@ -140,7 +152,13 @@ export async function startTelemetry(config: Config['telemetry'], options: Telem
     shown.password = ''
     shown.search = ''
     options.logger.child({ module: 'telemetry' }).info(
-      { otlp_endpoint: shown.href, service_name: config.service_name, sample_ratio: config.sample_ratio, traces: spanExporter !== undefined, metrics: metricReader !== undefined },
+      {
+        otlp_endpoint: shown.href,
+        service_name: config.service_name,
+        sample_ratio: config.sample_ratio,
+        traces: spanExporter !== undefined,
+        metrics: metricReader !== undefined,
+      },
       'exporting telemetry over OTLP/HTTP',
     )
   }

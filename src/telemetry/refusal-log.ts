@@ -103,7 +103,12 @@ export function createRefusals(logger: Logger): Refusals & { close(): void } {
   const refusals = {
     unavailable: createRefusalLog(logger.child({ module: 'http' }), { message: 'requests refused', level: 'warn', intervalMs: 5_000, firstAtOnce: true }),
     rateLimited: createRefusalLog(limits, { message: 'token exchanges refused by rate limits', level: 'info', subject: 'agent', intervalMs: 10_000 }),
-    throttled: createRefusalLog(limits, { message: 'requests refused by the failed-authentication back-off', level: 'info', subject: 'endpoint', intervalMs: 10_000 }),
+    throttled: createRefusalLog(limits, {
+      message: 'requests refused by the failed-authentication back-off',
+      level: 'info',
+      subject: 'endpoint',
+      intervalMs: 10_000,
+    }),
   }
   return {
     ...refusals,

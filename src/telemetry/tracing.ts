@@ -126,8 +126,7 @@ export function createTracing(tracer: Tracer): Tracing {
   return {
     step,
     startRequest(method, route, path, scheme, traceparent, tracestate) {
-      const parent =
-        traceparent === undefined ? ROOT_CONTEXT : W3C_TRACE_CONTEXT.extract(ROOT_CONTEXT, { traceparent, tracestate }, incomingGetter)
+      const parent = traceparent === undefined ? ROOT_CONTEXT : W3C_TRACE_CONTEXT.extract(ROOT_CONTEXT, { traceparent, tracestate }, incomingGetter)
       const knownMethod = KNOWN_METHODS.has(method) ? method : '_OTHER'
       const attributes: Record<string, string> = {
         [ATTR_HTTP_REQUEST_METHOD]: knownMethod,

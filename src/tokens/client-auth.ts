@@ -143,12 +143,7 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
     }
   }
 
-  async function workloadIdentity(
-    policies: PolicyStore,
-    token: string,
-    tokenType: string,
-    clientId: string | undefined,
-  ): Promise<AuthenticatedClient> {
+  async function workloadIdentity(policies: PolicyStore, token: string, tokenType: string, clientId: string | undefined): Promise<AuthenticatedClient> {
     // The actor token is only ever the agent's whole client authentication (http/client-credentials.ts):
     // refusing it is a failed client authentication, RFC 6749 §5.2 invalid_client, like a wrong secret.
     if (!ACTOR_TOKEN_TYPES.has(tokenType)) throw fail(`actor_token_type ${loggable(tokenType)}`)
@@ -183,7 +178,10 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
   }
 
   const servers = new Map<string, Principal>(
-    (options.resourceServers ?? []).map((server) => [server.id, { id: server.id, authentication: server.authentication, caller: { kind: 'resource_server', server } }]),
+    (options.resourceServers ?? []).map((server) => [
+      server.id,
+      { id: server.id, authentication: server.authentication, caller: { kind: 'resource_server', server } },
+    ]),
   )
   const serversOr = (policies: PolicyStore | undefined): Principals => {
     const ofAgents = policies === undefined ? undefined : agents(policies)

@@ -17,19 +17,7 @@ export class JwtError extends Error {
 }
 
 /** Algorithms Mandate accepts anywhere: asymmetric only (RFC 8725 §3.1, §3.2). */
-export const ASYMMETRIC_ALGORITHMS = [
-  'RS256',
-  'RS384',
-  'RS512',
-  'PS256',
-  'PS384',
-  'PS512',
-  'ES256',
-  'ES384',
-  'ES512',
-  'EdDSA',
-  'Ed25519',
-] as const
+export const ASYMMETRIC_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const
 export type Algorithm = (typeof ASYMMETRIC_ALGORITHMS)[number]
 
 export interface JwsHeader {

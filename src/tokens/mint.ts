@@ -17,7 +17,11 @@ export function createJwtSigner(key: SigningKey | (() => SigningKey), typ: strin
   return async (claims) => {
     const k = keyOf()
     if (last?.key !== k) {
-      last = { key: k, header: Buffer.from(JSON.stringify({ alg: k.alg, typ, kid: k.kid })).toString('base64url'), options: { key: k.privateKey, dsaEncoding: 'ieee-p1363' } }
+      last = {
+        key: k,
+        header: Buffer.from(JSON.stringify({ alg: k.alg, typ, kid: k.kid })).toString('base64url'),
+        options: { key: k.privateKey, dsaEncoding: 'ieee-p1363' },
+      }
     }
     const { header, options } = last
     const input = `${header}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`

@@ -44,10 +44,7 @@ interface Verified {
  */
 export function createSubjectVerifier(options: SubjectVerifierOptions): SubjectVerifier {
   // Bounded by count and by bytes (each entry charged its token's length): never more than ~64 MiB.
-  const cache =
-    options.cacheSize > 0
-      ? new LRUCache<string, Verified>({ max: options.cacheSize, maxSize: 64 * 1024 * 1024 })
-      : undefined
+  const cache = options.cacheSize > 0 ? new LRUCache<string, Verified>({ max: options.cacheSize, maxSize: 64 * 1024 * 1024 }) : undefined
   const unacceptable = (detail: string) => new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail })
 
   const expiryOf = (s: VerifiedSubject) => (s.kind === 'user' ? s.exp : s.claims.exp)

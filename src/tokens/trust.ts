@@ -58,12 +58,14 @@ export interface IssuerTrustOptions {
 export function buildIssuerTrust(options: IssuerTrustOptions): IssuerTrust {
   const local = new Map([...options.localSubjects, ...options.localWorkloads].map((l) => [l.trusted.issuer, l.jwks]))
   const keySets: { readonly issuer: string; readonly role: IssuerRole; readonly keys: KeyResolver }[] = []
-  const resolverFor = (role: IssuerRole) => (t: TrustedIssuer): KeyResolver => {
-    const jwks = local.get(t.issuer)
-    const keys = jwks === undefined ? createRemoteKeyResolver(t, options.jwksPolicy, options.clock, options.logger) : createLocalKeyResolver(jwks)
-    keySets.push({ issuer: t.issuer, role, keys })
-    return keys
-  }
+  const resolverFor =
+    (role: IssuerRole) =>
+    (t: TrustedIssuer): KeyResolver => {
+      const jwks = local.get(t.issuer)
+      const keys = jwks === undefined ? createRemoteKeyResolver(t, options.jwksPolicy, options.clock, options.logger) : createLocalKeyResolver(jwks)
+      keySets.push({ issuer: t.issuer, role, keys })
+      return keys
+    }
   const subjects = [...options.subjects, ...options.localSubjects.map((l) => l.trusted)]
   const workloads = [...options.workloads, ...options.localWorkloads.map((l) => l.trusted)]
   return {

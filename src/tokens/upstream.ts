@@ -136,11 +136,7 @@ function otherPurpose(jwk: Record<string, unknown>): boolean {
  * counts once. An entry whose JSON text is unchanged since `previous` keeps
  * its key object.
  */
-function buildKeySet(
-  entries: readonly unknown[],
-  maxKeys: number,
-  previous: KeySet | undefined,
-): { set: KeySet; ignored: IgnoredKey[]; cut: number } {
+function buildKeySet(entries: readonly unknown[], maxKeys: number, previous: KeySet | undefined): { set: KeySet; ignored: IgnoredKey[]; cut: number } {
   const keys: SetKey[] = []
   const byText = new Map<string, SetKey>()
   const ignored: IgnoredKey[] = []
@@ -233,12 +229,7 @@ function withoutUrlSecrets(text: string): string {
  * nothing does. Each fetched JWKS is filtered by `importPublicJwk` before
  * any key of it is used; one warning per fetch names what was left out.
  */
-export function createRemoteKeyResolver(
-  issuer: TrustedIssuer,
-  policy: JwksPolicy,
-  now: () => number = Date.now,
-  logger?: Logger,
-): KeyResolver {
+export function createRemoteKeyResolver(issuer: TrustedIssuer, policy: JwksPolicy, now: () => number = Date.now, logger?: Logger): KeyResolver {
   // Long, not split: a factory whose short methods share one issuer's cached key set, its age and its fetch cooldown.
   const usableMs = Math.max(policy.cacheMaxAgeMs, policy.staleMaxAgeMs)
   const issuerUrl = new URL(issuer.issuer)
@@ -411,10 +402,7 @@ export interface VerifyOptions {
  * Full check of an already-decoded JWS against one trusted issuer: header
  * profile, key, signature, then claims. Throws `JwtError` or `UpstreamUnavailable`.
  */
-export async function verifyDecodedJwt(
-  decoded: ReturnType<typeof decodeJws>,
-  options: VerifyOptions,
-): Promise<VerifiedJwt> {
+export async function verifyDecodedJwt(decoded: ReturnType<typeof decodeJws>, options: VerifyOptions): Promise<VerifiedJwt> {
   const { header, payload } = decoded
   checkHeader(header, { algorithms: options.issuer.algorithms, typ: options.issuer.typ })
   const key = await options.keys.resolve(header)
@@ -435,10 +423,7 @@ export interface IssuerRegistry {
   get(iss: string): { readonly issuer: TrustedIssuer; readonly keys: KeyResolver } | undefined
 }
 
-export function createIssuerRegistry(
-  issuers: readonly TrustedIssuer[],
-  resolverFor: (issuer: TrustedIssuer) => KeyResolver,
-): IssuerRegistry {
+export function createIssuerRegistry(issuers: readonly TrustedIssuer[], resolverFor: (issuer: TrustedIssuer) => KeyResolver): IssuerRegistry {
   const map = new Map(issuers.map((i) => [i.issuer, { issuer: i, keys: resolverFor(i) }]))
   return { get: (iss) => map.get(iss) }
 }

@@ -84,8 +84,7 @@ export function followRedis(options: {
   )
   return {
     fresh: () => !closed && feed !== undefined && feed.fresh(),
-    status: () =>
-      failure ?? (feed === undefined ? 'redis follower starting' : `no answer from redis (or no revocation list there) for ${feed.lag()} ms`),
+    status: () => failure ?? (feed === undefined ? 'redis follower starting' : `no answer from redis (or no revocation list there) for ${feed.lag()} ms`),
     synced,
     async close() {
       closed = true
@@ -278,10 +277,13 @@ export function followFeed(options: {
     }
   }
 
-  const watchdog = setInterval(() => {
-    // A connection that went silent (a partition, a stuck proxy) is made again.
-    if (controller !== undefined && clock() - lastByte > 2 * staleAfterMs) controller.abort()
-  }, Math.max(10, Math.floor(staleAfterMs / 4)))
+  const watchdog = setInterval(
+    () => {
+      // A connection that went silent (a partition, a stuck proxy) is made again.
+      if (controller !== undefined && clock() - lastByte > 2 * staleAfterMs) controller.abort()
+    },
+    Math.max(10, Math.floor(staleAfterMs / 4)),
+  )
   watchdog.unref()
   const loop = run()
 

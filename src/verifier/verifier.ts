@@ -162,12 +162,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
     Object.assign(policy, { [name]: value })
   }
   if (!(policy.timeoutMs > 0)) throw new TypeError('jwks.timeoutMs must be positive')
-  const keys: KeyResolver = createRemoteKeyResolver(
-    { issuer, jwksUri, algorithms: [SIGNING_ALG], audience, typ: ['at+jwt'] },
-    policy,
-    clock,
-    options.logger,
-  )
+  const keys: KeyResolver = createRemoteKeyResolver({ issuer, jwksUri, algorithms: [SIGNING_ALG], audience, typ: ['at+jwt'] }, policy, clock, options.logger)
 
   const mirror = createRevocationMirror(() => Math.floor(clock() / 1000))
   const source = startSource(options.revocations, mirror, clock, issuer, options.logger)
@@ -237,7 +232,11 @@ export function createVerifier(options: VerifierOptions): Verifier {
     realm,
     verify,
     ready: () =>
-      withTimeout(Promise.all([source.synced, warmKeys()]).then(() => undefined), startTimeoutMs, () => new Error(`verifier not ready within ${startTimeoutMs} ms: ${source.status()}`)),
+      withTimeout(
+        Promise.all([source.synced, warmKeys()]).then(() => undefined),
+        startTimeoutMs,
+        () => new Error(`verifier not ready within ${startTimeoutMs} ms: ${source.status()}`),
+      ),
     fresh: () => source.fresh(),
     close: () => source.close(),
   }

@@ -219,8 +219,7 @@ export function auditLogAdapters(): AuditLogAdapterCase[] {
           const log = createMemoryAuditLog()
           return {
             log,
-            stored: async () =>
-              log.events().map((e, i) => ({ seq: i + 1, type: e.type, at: e.at, jti: 'jti' in e ? e.jti : null })),
+            stored: async () => log.events().map((e, i) => ({ seq: i + 1, type: e.type, at: e.at, jti: 'jti' in e ? e.jti : null })),
           }
         },
         reset: async () => {},

@@ -176,7 +176,11 @@ describeEachAdapter('AdmissionStore', await admissionStoreAdapters(), (_adapter,
   it('draws a bucket exactly down to empty under concurrency: a burst of 7 admits 7 of 25 concurrent requests', async () => {
     const store = await backing().fresh(clockAt(T0).read)
     const limit = perSecond(1 / 60, 7)
-    const outcomes = await Promise.all(Array.from({ length: 25 }, () => store.admit({ assertion: undefined, buckets: [agentBucket(A, limit), userBucket(A, 'https://idp.test', 'alice', perSecond(1, 100))] })))
+    const outcomes = await Promise.all(
+      Array.from({ length: 25 }, () =>
+        store.admit({ assertion: undefined, buckets: [agentBucket(A, limit), userBucket(A, 'https://idp.test', 'alice', perSecond(1, 100))] }),
+      ),
+    )
     expect(count(outcomes, 'admitted')).toBe(7)
     expect(outcomes.filter((o) => o.outcome === 'limited')).toEqual(Array.from({ length: 18 }, () => ({ outcome: 'limited', scope: 'agent', retryAfter: 60 })))
   })

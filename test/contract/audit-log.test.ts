@@ -48,10 +48,26 @@ function issued(jti: string, at = T0, over: Partial<Extract<AuditEvent, { type: 
   }
 }
 
-const denied = (at = T0): AuditEvent => ({ type: 'token.denied', at, agent: A('agent-b'), sub: undefined, error: 'invalid_scope', reason: 'scope exceeds policy' })
+const denied = (at = T0): AuditEvent => ({
+  type: 'token.denied',
+  at,
+  agent: A('agent-b'),
+  sub: undefined,
+  error: 'invalid_scope',
+  reason: 'scope exceeds policy',
+})
 
 function revocation(at: number): Revocation {
-  return { id: randomUUID(), target: { kind: 'agent', agent: A('agent-c') }, reason: 'incident', createdBy: 'ops', createdAt: at, expiresAt: undefined, liftedAt: undefined, liftedBy: undefined }
+  return {
+    id: randomUUID(),
+    target: { kind: 'agent', agent: A('agent-c') },
+    reason: 'incident',
+    createdBy: 'ops',
+    createdAt: at,
+    expiresAt: undefined,
+    liftedAt: undefined,
+    liftedBy: undefined,
+  }
 }
 
 /** One event of every type the port defines, in a fixed order. */

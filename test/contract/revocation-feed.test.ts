@@ -115,9 +115,24 @@ describeEachAdapter('RevocationFeed', await revocationFeedAdapters(), (_adapter,
     const records = Array.from({ length: 60 }, (_, i) => revocation(i % 2 === 0 ? 'agent' : 'jti'))
     await Promise.all(records.map((r, i) => (i % 2 === 0 ? a : b).feed.publish(r)))
     const ids = records.map((r) => r.id).sort()
-    for (const { mirror } of [a, b]) await vi.waitFor(() => expect(mirror.records().map((r) => r.id).sort()).toEqual(ids), WAIT)
+    for (const { mirror } of [a, b])
+      await vi.waitFor(
+        () =>
+          expect(
+            mirror
+              .records()
+              .map((r) => r.id)
+              .sort(),
+          ).toEqual(ids),
+        WAIT,
+      )
     const c = await shared.start({ log })
-    expect(c.mirror.records().map((r) => r.id).sort()).toEqual(ids)
+    expect(
+      c.mirror
+        .records()
+        .map((r) => r.id)
+        .sort(),
+    ).toEqual(ids)
   })
 
   it('a new instance’s mirror holds the whole list when its feed has started, what only its durable log held included', async () => {

@@ -196,9 +196,7 @@ describeEachAdapter('RevocationLog', revocationLogAdapters(), (_adapter, backing
 
   it('list pages newest first by (createdAt, id) with a keyset cursor: 25 records → 10/10/5', async () => {
     // Three records per second: ties are broken by id, descending.
-    const records = Array.from({ length: 25 }, (_, i) =>
-      revocation(i % 2 === 0 ? agent(`a${i}`) : jti(`t${i}`), { createdAt: T0 + Math.floor(i / 3) }),
-    )
+    const records = Array.from({ length: 25 }, (_, i) => revocation(i % 2 === 0 ? agent(`a${i}`) : jti(`t${i}`), { createdAt: T0 + Math.floor(i / 3) }))
     // Inserted out of order: the order comes from the data, not insertion.
     for (const r of [...records].reverse()) await log.insert(r)
     const expected = [...records].sort(newestFirst)

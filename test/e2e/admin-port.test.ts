@@ -56,8 +56,12 @@ async function startBroker(env: Record<string, string>, dataDir: string, adminPo
   child.stderr.on('data', keep)
   const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
   const broker = { child, base: `http://127.0.0.1:${port}`, admin: `http://127.0.0.1:${admin}`, lines, exited }
-  const ready = (url: string) => fetch(`${url}/readyz`).then((r) => r.ok, () => false)
-  for (const deadline = Date.now() + 60_000; Date.now() < deadline; ) {
+  const ready = (url: string) =>
+    fetch(`${url}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    )
+  for (const deadline = Date.now() + 60_000; Date.now() < deadline;) {
     if (child.exitCode !== null) {
       await exited
       return { code: child.exitCode, lines }
@@ -154,12 +158,16 @@ describePostgres('admin port, PostgreSQL + Redis: a thread of its own', () => {
 
   it.skipIf(!redisUp)('a kill made on the admin port holds at the token endpoint of the same process', async () => {
     expect((await exchange(broker)).status).toBe(200)
-    const kill = await fetch(`${broker.admin}/admin/revocations`, { method: 'POST', headers: ADMIN, body: JSON.stringify({ agent: 'demo-agent', reason: 'admin port test' }) })
+    const kill = await fetch(`${broker.admin}/admin/revocations`, {
+      method: 'POST',
+      headers: ADMIN,
+      body: JSON.stringify({ agent: 'demo-agent', reason: 'admin port test' }),
+    })
     expect(kill.status).toBe(201)
     const { id } = (await kill.json()) as { id: string }
     // The thread's kill reaches this process's mirror through the Redis stream.
     let status = 200
-    for (const deadline = Date.now() + 5_000; Date.now() < deadline && status === 200; ) {
+    for (const deadline = Date.now() + 5_000; Date.now() < deadline && status === 200;) {
       status = (await exchange(broker)).status
       if (status === 200) await new Promise((r) => setTimeout(r, 50))
     }
@@ -171,25 +179,33 @@ describePostgres('admin port, PostgreSQL + Redis: a thread of its own', () => {
     expect((await fetch(`${broker.admin}/admin/revocations/${id}`, { method: 'DELETE', headers: ADMIN })).status).toBe(200)
   })
 
-  it.skipIf(!redisUp)('stops the thread with the process: SIGTERM exits 0', async () => {
-    expect(await stopBroker(broker)).toBe(0)
-  }, 30_000)
+  it.skipIf(!redisUp)(
+    'stops the thread with the process: SIGTERM exits 0',
+    async () => {
+      expect(await stopBroker(broker)).toBe(0)
+    },
+    30_000,
+  )
 
-  it.skipIf(!redisUp)('a port the thread cannot open stops the start (exit 1, the reason on stderr)', async () => {
-    const taken = createServer()
-    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r))
-    const port = (taken.address() as { port: number }).port
-    const dir = await mkdtemp(join(tmpdir(), 'mandate-admin-port-'))
-    try {
-      const started = await startBroker(env(), dir, port)
-      if ('child' in started) await stopBroker(started)
-      expect(started).toMatchObject({ code: 1 })
-      expect(started.lines.join('\n')).toContain(`mandate: cannot start: mandate admin thread: cannot listen on 127.0.0.1:${port}: EADDRINUSE`)
-    } finally {
-      taken.close()
-      await rm(dir, { recursive: true, force: true })
-    }
-  }, 90_000)
+  it.skipIf(!redisUp)(
+    'a port the thread cannot open stops the start (exit 1, the reason on stderr)',
+    async () => {
+      const taken = createServer()
+      await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r))
+      const port = (taken.address() as { port: number }).port
+      const dir = await mkdtemp(join(tmpdir(), 'mandate-admin-port-'))
+      try {
+        const started = await startBroker(env(), dir, port)
+        if ('child' in started) await stopBroker(started)
+        expect(started).toMatchObject({ code: 1 })
+        expect(started.lines.join('\n')).toContain(`mandate: cannot start: mandate admin thread: cannot listen on 127.0.0.1:${port}: EADDRINUSE`)
+      } finally {
+        taken.close()
+        await rm(dir, { recursive: true, force: true })
+      }
+    },
+    90_000,
+  )
 })
 
 describe('admin port, embedded: the process’s own loop', () => {
@@ -210,10 +226,16 @@ describe('admin port, embedded: the process’s own loop', () => {
 
   it('says the admin port shares the loop, and keeps the ports apart', async () => {
     expect(logged(broker, 'mandate listening')[0]).toMatchObject({ admin_thread: false })
-    expect(logged(broker, 'the admin port shares this process’s event loop (its thread needs PostgreSQL and Redis): a token flood delays the kill switch')).toHaveLength(1)
+    expect(
+      logged(broker, 'the admin port shares this process’s event loop (its thread needs PostgreSQL and Redis): a token flood delays the kill switch'),
+    ).toHaveLength(1)
     await expectSeparatePorts(broker)
     expect((await exchange(broker)).status).toBe(200)
-    const kill = await fetch(`${broker.admin}/admin/revocations`, { method: 'POST', headers: ADMIN, body: JSON.stringify({ agent: 'demo-agent', reason: 'admin port test' }) })
+    const kill = await fetch(`${broker.admin}/admin/revocations`, {
+      method: 'POST',
+      headers: ADMIN,
+      body: JSON.stringify({ agent: 'demo-agent', reason: 'admin port test' }),
+    })
     expect(kill.status).toBe(201)
     expect((await exchange(broker)).status).toBe(400)
   })

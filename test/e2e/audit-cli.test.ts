@@ -26,7 +26,6 @@ import { jtiOf } from '../support/tokens.js'
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..')
 const bin = join(root, 'bin/mandate.js')
 
-
 const exchangeForm = (subjectToken: string, scope: string) =>
   new URLSearchParams({
     grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
@@ -46,7 +45,12 @@ async function startBroker(env: NodeJS.ProcessEnv): Promise<{ server: ChildProce
   server.stderr.resume()
   const base = `http://127.0.0.1:${port}`
   const deadline = Date.now() + 45_000
-  while (!(await fetch(`${base}/readyz`).then((r) => r.ok, () => false))) {
+  while (
+    !(await fetch(`${base}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    ))
+  ) {
     if (Date.now() > deadline || server.exitCode !== null) {
       server.kill('SIGKILL')
       throw new Error('broker did not become ready')
@@ -79,9 +83,15 @@ describe('mandate audit (PGlite)', () => {
     const started = await startBroker(env)
     server = started.server
     const base = started.base
-    const user = ((await (await fetch(`${base}/dev/users/alice/token`, { method: 'POST', body: '{"scope":"demo:read demo:write"}' })).json()) as { access_token: string }).access_token
+    const user = (
+      (await (await fetch(`${base}/dev/users/alice/token`, { method: 'POST', body: '{"scope":"demo:read demo:write"}' })).json()) as { access_token: string }
+    ).access_token
     const post = async (auth: string, form: string) => {
-      const res = await fetch(`${base}/oauth2/token`, { method: 'POST', headers: { authorization: auth, 'content-type': 'application/x-www-form-urlencoded' }, body: form })
+      const res = await fetch(`${base}/oauth2/token`, {
+        method: 'POST',
+        headers: { authorization: auth, 'content-type': 'application/x-www-form-urlencoded' },
+        body: form,
+      })
       const body = (await res.json()) as { access_token: string }
       if (res.status !== 200) throw new Error(`exchange: ${res.status} ${JSON.stringify(body)}`)
       return body.access_token
@@ -130,7 +140,10 @@ describe('mandate audit (PGlite)', () => {
 
     const issued = cli('audit', 'query', '--event', 'token.issued', '--json')
     expect(issued.status, issued.stderr).toBe(0)
-    const records = issued.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { record: { jti: string; actors: string[] } }).record)
+    const records = issued.stdout
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { record: { jti: string; actors: string[] } }).record)
     expect(records.map((r) => r.jti)).toEqual([childJti, parentJti])
     expect(records[0]!.actors).toEqual(['demo-subagent', 'demo-agent'])
 
@@ -150,7 +163,12 @@ describe('mandate audit (PGlite)', () => {
     expect(iss).toMatch(/^https:\/\//)
     const mine = cli('audit', 'query', '--sub', 'alice', '--iss', iss!, '--event', 'token.issued', '--json')
     expect(mine.status, mine.stderr).toBe(0)
-    expect(mine.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { record: { jti: string } }).record.jti)).toEqual([childJti, parentJti])
+    expect(
+      mine.stdout
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { record: { jti: string } }).record.jti),
+    ).toEqual([childJti, parentJti])
     const other = cli('audit', 'query', '--sub', 'alice', '--iss', 'https://other-idp.test', '--event', 'token.issued')
     expect(other.status, other.stderr).toBe(0)
     expect(other.stdout).toBe('')
@@ -207,8 +225,14 @@ describePostgres('mandate audit verify: a broker killed in its first seconds (Po
     env = { ...rest, MANDATE_DATA_DIR: dataDir, MANDATE_CONFIG: config, DATABASE_URL: test.url, LOG_LEVEL: 'warn' }
     const { server, base } = await startBroker(env)
     try {
-      const user = ((await (await fetch(`${base}/dev/users/alice/token`, { method: 'POST', body: '{"scope":"demo:read"}' })).json()) as { access_token: string }).access_token
-      const res = await fetch(`${base}/oauth2/token`, { method: 'POST', headers: { authorization: basic('demo-agent', 'demo-secret'), 'content-type': 'application/x-www-form-urlencoded' }, body: exchangeForm(user, 'demo:read') })
+      const user = (
+        (await (await fetch(`${base}/dev/users/alice/token`, { method: 'POST', body: '{"scope":"demo:read"}' })).json()) as { access_token: string }
+      ).access_token
+      const res = await fetch(`${base}/oauth2/token`, {
+        method: 'POST',
+        headers: { authorization: basic('demo-agent', 'demo-secret'), 'content-type': 'application/x-www-form-urlencoded' },
+        body: exchangeForm(user, 'demo:read'),
+      })
       expect(res.status).toBe(200)
     } finally {
       const exited = new Promise((resolve) => server.once('exit', resolve))
@@ -236,14 +260,19 @@ describePostgres('mandate audit verify: a broker killed in its first seconds (Po
     try {
       const [last] = await db.db.select().from(auditLog).where(eq(auditLog.chainId, chain)).orderBy(desc(auditLog.seq)).limit(1)
       const at = Math.floor(Date.now() / 1000) - 86_400
-      const forged = encodeRecord({ type: 'policy.loaded', at, agent: 'demo-agent' as AgentId, source: 'demo-agent.yaml', sha256: 'ab'.repeat(32) }, { chainId: chain, seq: last!.seq + 1, instance: last!.instance, prevHash: last!.hash })
+      const forged = encodeRecord(
+        { type: 'policy.loaded', at, agent: 'demo-agent' as AgentId, source: 'demo-agent.yaml', sha256: 'ab'.repeat(32) },
+        { chainId: chain, seq: last!.seq + 1, instance: last!.instance, prevHash: last!.hash },
+      )
       await db.db.insert(auditLog).values({ ...forged, actors: [...forged.actors] })
     } finally {
       await db.close()
     }
     const appended = verify()
     expect(appended.status, appended.stdout + appended.stderr).toBe(3)
-    expect(appended.stdout).toMatch(new RegExp(`^UNCOVERED: chain ${chain} \\(instance [^)]+\\): records \\d+\\.\\.\\d+ \\(\\d+ records, the oldest 24 h old\\)`, 'm'))
+    expect(appended.stdout).toMatch(
+      new RegExp(`^UNCOVERED: chain ${chain} \\(instance [^)]+\\): records \\d+\\.\\.\\d+ \\(\\d+ records, the oldest 24 h old\\)`, 'm'),
+    )
     expect(appended.stdout).toMatch(/^UNCOVERED: \d+ records in 1 chain, \d+ checkpoints?, \d+ records uncovered for over 2 min/m)
     const json = cli('audit', 'verify', '--checkpoints', join(dataDir, 'checkpoints'), '--json')
     expect(json.status).toBe(3)

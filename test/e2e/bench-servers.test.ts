@@ -78,9 +78,15 @@ async function startMandate(dir: string, inputs: Inputs, policiesDir: string, id
   let stderr = ''
   child.stderr.on('data', (d: Buffer) => (stderr += String(d)))
   const base = `http://127.0.0.1:${port}`
-  for (const deadline = Date.now() + 30_000; ; ) {
+  for (const deadline = Date.now() + 30_000; ;) {
     if (child.exitCode !== null) throw new Error(`mandate serve exited ${child.exitCode}: ${stderr}`)
-    if (await fetch(`${base}/readyz`).then((r) => r.ok, () => false)) break
+    if (
+      await fetch(`${base}/readyz`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      break
     if (Date.now() > deadline) throw new Error(`mandate serve not ready in 30 s: ${stderr}`)
     await new Promise((r) => setTimeout(r, 200))
   }

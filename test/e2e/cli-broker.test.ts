@@ -105,7 +105,9 @@ describe('mandate revoke against a running broker', () => {
   it('no admin key: exit 4, naming both places one can be', async () => {
     const r = await mandate(['revoke', 'list'], { MANDATE_URL: admin })
     expect(r.status).toBe(4)
-    expect(r.stderr).toBe(`mandate: no admin key: set MANDATE_ADMIN_KEY, or admin_key_file in ${join(xdg, 'mandate', 'config.yaml')} (dev mode: demo-admin-key)\n`)
+    expect(r.stderr).toBe(
+      `mandate: no admin key: set MANDATE_ADMIN_KEY, or admin_key_file in ${join(xdg, 'mandate', 'config.yaml')} (dev mode: demo-admin-key)\n`,
+    )
   })
 
   it('a wrong key: the broker answers 401, exit 4, naming where the key came from', async () => {
@@ -118,7 +120,9 @@ describe('mandate revoke against a running broker', () => {
   it('a key without the role: the broker answers 403, exit 4, naming the roles needed', async () => {
     const r = await asAdmin(['revoke', 'agent', 'demo-agent', '--reason', 'r'], { MANDATE_ADMIN_KEY: AUDITOR_KEY })
     expect(r.status).toBe(4)
-    expect(r.stderr).toMatch(/^mandate: the admin key from MANDATE_ADMIN_KEY is valid but may not do this \(403 forbidden: this key may not revoke\): revoke and lift need the responder or admin role/)
+    expect(r.stderr).toMatch(
+      /^mandate: the admin key from MANDATE_ADMIN_KEY is valid but may not do this \(403 forbidden: this key may not revoke\): revoke and lift need the responder or admin role/,
+    )
     // The same key may read.
     expect((await asAdmin(['revoke', 'list'], { MANDATE_ADMIN_KEY: AUDITOR_KEY })).status).toBe(0)
   })
@@ -175,7 +179,8 @@ describe('mandate revoke against a running broker', () => {
   })
 
   it('revoke list pages: the next page’s --before on stderr, stdout the table alone', async () => {
-    for (const agent of ['demo-agent', 'demo-subagent']) expect((await asAdmin(['revoke', 'agent', agent, '--reason', `page ${agent}`, '--json'])).status).toBe(0)
+    for (const agent of ['demo-agent', 'demo-subagent'])
+      expect((await asAdmin(['revoke', 'agent', agent, '--reason', `page ${agent}`, '--json'])).status).toBe(0)
     const first = await asAdmin(['revoke', 'list', '--limit', '1'])
     expect(first.status).toBe(0)
     const next = /^more: --before ([0-9a-f-]{36})\n$/.exec(first.stderr)?.[1]

@@ -57,28 +57,58 @@ describe('bash', () => {
 
   it('completes commands, subcommands, options, option values and arguments', () => {
     const cases: [string[], string[]][] = [
-      [['mandate', ''], ['admin-key', 'audit', 'completion', 'config', 'help', 'keys', 'migrate', 'policy', 'revoke', 'serve']],
+      [
+        ['mandate', ''],
+        ['admin-key', 'audit', 'completion', 'config', 'help', 'keys', 'migrate', 'policy', 'revoke', 'serve'],
+      ],
       [['mandate', 're'], ['revoke']],
-      [['mandate', 'revoke', ''], ['agent', 'chain', 'help', 'jti', 'lift', 'list', 'sub']],
-      [['mandate', 'revoke', 'agent', 'x', '--'], ['--force', '--help', '--iss', '--json', '--reason', '--sub', '--url']],
+      [
+        ['mandate', 'revoke', ''],
+        ['agent', 'chain', 'help', 'jti', 'lift', 'list', 'sub'],
+      ],
+      [
+        ['mandate', 'revoke', 'agent', 'x', '--'],
+        ['--force', '--help', '--iss', '--json', '--reason', '--sub', '--url'],
+      ],
       // Free text: nothing is offered (not the files of the directory).
       [['mandate', 'revoke', 'agent', 'x', '--reason', ''], []],
       [['mandate', 'revoke', 'agent', '--reason', 'why', 'x', '--f'], ['--force']],
       // An option's value is not counted as an argument: the cursor is at rotate's <file>.
       [['mandate', 'keys', 'rotate', '--activate-after', '600', join(dir, 'key')], [join(dir, 'keys.json')]],
-      [['mandate', 'admin-key', 'bob', '--role', ''], ['admin', 'auditor', 'responder']],
+      [
+        ['mandate', 'admin-key', 'bob', '--role', ''],
+        ['admin', 'auditor', 'responder'],
+      ],
       // --role takes several.
-      [['mandate', 'admin-key', 'bob', '--role', 'admin', 'a'], ['admin', 'auditor']],
-      [['mandate', 'admin-key', 'bob', '--role', 'admin', '--'], ['--help', '--role']],
-      [['mandate', 'completion', ''], ['bash', 'zsh']],
+      [
+        ['mandate', 'admin-key', 'bob', '--role', 'admin', 'a'],
+        ['admin', 'auditor'],
+      ],
+      [
+        ['mandate', 'admin-key', 'bob', '--role', 'admin', '--'],
+        ['--help', '--role'],
+      ],
+      [
+        ['mandate', 'completion', ''],
+        ['bash', 'zsh'],
+      ],
       [['mandate', 'help', 'au'], ['audit']],
-      [['mandate', 'keys', 'help', ''], ['generate', 'rotate']],
-      [['mandate', 'keys', 'generate', join(dir, 'k')], [join(dir, 'keys.json'), join(dir, 'kept.txt')]],
+      [
+        ['mandate', 'keys', 'help', ''],
+        ['generate', 'rotate'],
+      ],
+      [
+        ['mandate', 'keys', 'generate', join(dir, 'k')],
+        [join(dir, 'keys.json'), join(dir, 'kept.txt')],
+      ],
       [['mandate', 'serve', '--config', join(dir, 'key')], [join(dir, 'keys.json')]],
       [['mandate', 'serve', '-c', join(dir, 'key')], [join(dir, 'keys.json')]],
       // A directory argument: directories only.
       [['mandate', 'policy', 'check', `${dir}/`], [join(dir, 'policies')]],
-      [['mandate', 'audit', 'query', '--event', 'token.*', '--j'], ['--jti', '--json']],
+      [
+        ['mandate', 'audit', 'query', '--event', 'token.*', '--j'],
+        ['--jti', '--json'],
+      ],
       [['mandate', 'nonsense', ''], []],
     ]
     const got = complete(cases.map(([words]) => words))

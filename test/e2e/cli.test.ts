@@ -21,14 +21,19 @@ describe('mandate CLI', () => {
   })
   afterAll(() => rm(dir, { recursive: true, force: true }))
 
-  it.each([[['--help']], [['serve', '--help']], [['policy', 'check', '--help']], [['policy', 'secret', '--help']], [['keys', 'generate', '--help']], [['config', 'check', '--help']], [['keys', 'rotate', '--help']]])(
-    '%j prints help and exits 0',
-    (args) => {
-      const r = mandate(args)
-      expect(r.status).toBe(0)
-      expect(r.stdout).toMatch(/^Usage: mandate/)
-    },
-  )
+  it.each([
+    [['--help']],
+    [['serve', '--help']],
+    [['policy', 'check', '--help']],
+    [['policy', 'secret', '--help']],
+    [['keys', 'generate', '--help']],
+    [['config', 'check', '--help']],
+    [['keys', 'rotate', '--help']],
+  ])('%j prints help and exits 0', (args) => {
+    const r = mandate(args)
+    expect(r.status).toBe(0)
+    expect(r.stdout).toMatch(/^Usage: mandate/)
+  })
 
   it('--help names the broker URL, the profile, the admin port and the exit codes', () => {
     const r = mandate(['--help'])
@@ -130,7 +135,12 @@ describe('mandate CLI', () => {
       const policies = join(dir, 'check-policies')
       await (await import('node:fs/promises')).mkdir(policies)
       await writeFile(join(policies, 'x.yaml'), 'agent: x\n')
-      const env = { MANDATE_ISSUER: 'https://mandate.example.com', MANDATE_POLICIES_DIR: policies, MANDATE_SIGNING_KEYS_FILE: join(dir, 'absent.json'), DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none' }
+      const env = {
+        MANDATE_ISSUER: 'https://mandate.example.com',
+        MANDATE_POLICIES_DIR: policies,
+        MANDATE_SIGNING_KEYS_FILE: join(dir, 'absent.json'),
+        DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none',
+      }
       const r = mandate(['config', 'check'], env)
       expect(r.status).toBe(1)
       expect(r.stderr).toContain(`\n${join(policies, 'x.yaml')}:1:1: owner:`.slice(1))
@@ -151,7 +161,10 @@ describe('mandate CLI', () => {
       const keysFile = join(dir, 'check-trust-keys.json')
       expect(mandate(['keys', 'generate', keysFile]).status).toBe(0)
       const cfg = join(dir, 'check-trust.yaml')
-      await writeFile(cfg, `issuer: https://mandate.example.com\npolicies_dir: ${policies}\nsigning: { keys_file: ${keysFile} }\ntrust:\n  subjects: [{ issuer: https://login.example.com, algorithms: [RS256] }]\n`)
+      await writeFile(
+        cfg,
+        `issuer: https://mandate.example.com\npolicies_dir: ${policies}\nsigning: { keys_file: ${keysFile} }\ntrust:\n  subjects: [{ issuer: https://login.example.com, algorithms: [RS256] }]\n`,
+      )
       const r = mandate(['config', 'check', '--config', cfg])
       expect(r.status).toBe(1)
       expect(r.stderr.trim().split('\n')).toEqual([
@@ -171,7 +184,8 @@ describe('mandate CLI', () => {
   })
 
   describe('keys rotate', () => {
-    const read = async (f: string) => JSON.parse(await (await import('node:fs/promises')).readFile(f, 'utf8')) as { keys: Record<string, unknown>[]; retired?: Record<string, unknown>[] }
+    const read = async (f: string) =>
+      JSON.parse(await (await import('node:fs/promises')).readFile(f, 'utf8')) as { keys: Record<string, unknown>[]; retired?: Record<string, unknown>[] }
 
     it('adds a key that signs after the delay, keeps the file private, and refuses a second pending rotation', async () => {
       const file = join(dir, 'rotate.json')
@@ -189,8 +203,17 @@ describe('mandate CLI', () => {
       expect((await (await import('node:fs/promises')).stat(file)).mode & 0o777).toBe(0o600)
       // Still valid for serve, still signing with the old key.
       const cfg = join(dir, 'rotate.yaml')
-      await writeFile(cfg, 'trust:\n  subjects: [{ issuer: https://login.example.com, algorithms: [RS256] }]\nadmin:\n  keys: [{ name: ops, sha256: ' + 'ab'.repeat(32) + ', roles: [admin] }]\n')
-      const check = mandate(['config', 'check', '--config', cfg], { MANDATE_ISSUER: 'https://mandate.example.com', MANDATE_POLICIES_DIR: join(root, 'policies'), MANDATE_SIGNING_KEYS_FILE: file })
+      await writeFile(
+        cfg,
+        'trust:\n  subjects: [{ issuer: https://login.example.com, algorithms: [RS256] }]\nadmin:\n  keys: [{ name: ops, sha256: ' +
+          'ab'.repeat(32) +
+          ', roles: [admin] }]\n',
+      )
+      const check = mandate(['config', 'check', '--config', cfg], {
+        MANDATE_ISSUER: 'https://mandate.example.com',
+        MANDATE_POLICIES_DIR: join(root, 'policies'),
+        MANDATE_SIGNING_KEYS_FILE: file,
+      })
       expect(check.status, check.stderr).toBe(0)
       expect(check.stdout).toContain(`2 in ${file}, signing with ${String(after.keys[0]!['kid'])}`)
 
@@ -236,7 +259,18 @@ describe('mandate CLI', () => {
       // Type checking is the typecheck's job: emit only.
       const tsc = spawnSync(
         process.execPath,
-        [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json'), '--outDir', join(app, 'dist'), '--noCheck', '--declaration', 'false', '--sourceMap', 'false'],
+        [
+          join(root, 'node_modules/typescript/bin/tsc'),
+          '-p',
+          join(root, 'tsconfig.build.json'),
+          '--outDir',
+          join(app, 'dist'),
+          '--noCheck',
+          '--declaration',
+          'false',
+          '--sourceMap',
+          'false',
+        ],
         { cwd: root, encoding: 'utf8', timeout: 170_000 },
       )
       expect(tsc.status, `tsc: ${tsc.stdout}${tsc.stderr}`).toBe(0)
@@ -245,7 +279,14 @@ describe('mandate CLI', () => {
       await symlink(join(root, 'node_modules/commander'), join(app, 'node_modules/commander'))
     }, 180_000)
 
-    it.each([[['--help']], [['revoke', '--help']], [['revoke', 'list', '--help']], [['serve', '--help']], [['audit', 'verify', '--help']], [['completion', '--help']]])('%j prints help and exits 0', (args) => {
+    it.each([
+      [['--help']],
+      [['revoke', '--help']],
+      [['revoke', 'list', '--help']],
+      [['serve', '--help']],
+      [['audit', 'verify', '--help']],
+      [['completion', '--help']],
+    ])('%j prints help and exits 0', (args) => {
       const r = built(args)
       expect(r.status, r.stderr).toBe(0)
       expect(r.stdout).toMatch(/^Usage: mandate/)

@@ -283,15 +283,10 @@ token_ttl: { default: 300, max: 600 }
     expect(callback).toBeDefined()
 
     const params = oauth.validateAuthResponse(provider, webApp, callback!, state)
-    const response = await oauth.authorizationCodeGrantRequest(
-      provider,
-      webApp,
-      oauth.ClientSecretBasic(WEB_CLIENT_SECRET),
-      params,
-      REDIRECT_URI,
-      verifier,
-      { [oauth.allowInsecureRequests]: true, additionalParameters: { resource } },
-    )
+    const response = await oauth.authorizationCodeGrantRequest(provider, webApp, oauth.ClientSecretBasic(WEB_CLIENT_SECRET), params, REDIRECT_URI, verifier, {
+      [oauth.allowInsecureRequests]: true,
+      additionalParameters: { resource },
+    })
     return oauth.processAuthorizationCodeResponse(provider, webApp, response)
   }
 
@@ -343,12 +338,9 @@ token_ttl: { default: 300, max: 600 }
     const token = result.access_token
 
     // oauth4webapi, as a resource server would call it: nothing special beyond plain http on localhost.
-    const claims = await oauth.validateJwtAccessToken(
-      broker,
-      new Request(`${RESOURCE}/files`, { headers: { authorization: `Bearer ${token}` } }),
-      RESOURCE,
-      { [oauth.allowInsecureRequests]: true },
-    )
+    const claims = await oauth.validateJwtAccessToken(broker, new Request(`${RESOURCE}/files`, { headers: { authorization: `Bearer ${token}` } }), RESOURCE, {
+      [oauth.allowInsecureRequests]: true,
+    })
     expect(claims).toMatchObject({
       iss: brokerIssuer,
       aud: RESOURCE,
@@ -394,9 +386,7 @@ token_ttl: { default: 300, max: 600 }
     expect(await introspect()).toMatchObject({ active: true, client_id: AGENT, aud: RESOURCE, sub: 'carol' })
 
     const agent: oauth.Client = { client_id: AGENT }
-    await oauth.processRevocationResponse(
-      await oauth.revocationRequest(broker, agent, oauth.PrivateKeyJwt({ key: agentKey, kid: AGENT_KID }), token, insecure),
-    )
+    await oauth.processRevocationResponse(await oauth.revocationRequest(broker, agent, oauth.PrivateKeyJwt({ key: agentKey, kid: AGENT_KID }), token, insecure))
     expect(await introspect()).toEqual({ active: false })
   })
 

@@ -14,7 +14,6 @@ import { logSink } from '../support/log-sink.js'
 
 const root = new URL('../../', import.meta.url).pathname
 
-
 function walkthroughBlocks(readme: string): string[] {
   const start = readme.indexOf('## Walkthrough')
   const end = readme.indexOf('\n## ', start + 1)
@@ -70,7 +69,8 @@ describe('README walkthrough', () => {
     const readme = await readFile(join(root, 'README.md'), 'utf8')
     const blocks = walkthroughBlocks(readme)
     expect(blocks.length).toBeGreaterThanOrEqual(5)
-    const script = ['set -e', ...blocks.map((b, i) => `echo "::step ${i + 1}::"\n${b}`)].join('\n')
+    const script = ['set -e', ...blocks.map((b, i) => `echo "::step ${i + 1}::"\n${b}`)]
+      .join('\n')
       .replaceAll('http://localhost:8080', `http://localhost:${port}`)
     const run = spawnSync('bash', ['-c', script], { encoding: 'utf8', timeout: 30_000 })
     expect(run.status, run.stderr).toBe(0)

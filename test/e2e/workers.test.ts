@@ -97,7 +97,8 @@ function exchangeOnce(port: number, body: string): Promise<Outcome> {
       // No response at all: a connection the closing listener never handed to the broker (its
       // backlog is reset when it closes) looks the same as one the broker dropped. The test tells
       // them apart by the broker's own request lines.
-      if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || err.message === 'socket hang up') return resolve({ kind: 'reset', at: Date.now(), detail: err.code ?? err.message })
+      if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || err.message === 'socket hang up')
+        return resolve({ kind: 'reset', at: Date.now(), detail: err.code ?? err.message })
       resolve({ kind: 'broken', detail: `${err.code ?? ''} ${err.message}` })
     })
     req.end(body)
@@ -129,11 +130,15 @@ describePostgres.runIf(redisUp)('mandate serve --workers 2, from the build, SIGT
     // The build, laid out as the image is.
     const app = join(dir, 'app')
     await mkdir(join(app, 'bin'), { recursive: true })
-    const tsc = spawnSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json'), '--outDir', join(app, 'dist')], {
-      cwd: root,
-      encoding: 'utf8',
-      timeout: 180_000,
-    })
+    const tsc = spawnSync(
+      process.execPath,
+      [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json'), '--outDir', join(app, 'dist')],
+      {
+        cwd: root,
+        encoding: 'utf8',
+        timeout: 180_000,
+      },
+    )
     expect(tsc.status, `tsc: ${tsc.stdout}${tsc.stderr}`).toBe(0)
     await copyFile(join(root, 'package.json'), join(app, 'package.json'))
     await copyFile(join(root, 'bin/mandate.js'), join(app, 'bin/mandate.js'))
@@ -205,7 +210,11 @@ trust:
     - { issuer: ${idpIssuer}, jwks_uri: ${idpIssuer}/jwks, algorithms: [RS256] }
 `,
     )
-    const child = spawn(process.execPath, [join(dir, 'app/bin/mandate.js'), 'serve', '--workers', '2'], { cwd: dir, env: env(), stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [join(dir, 'app/bin/mandate.js'), 'serve', '--workers', '2'], {
+      cwd: dir,
+      env: env(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     broker = child
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })))
     child.stdout.on('data', (d: Buffer) => (output += d.toString()))
@@ -223,7 +232,12 @@ trust:
     for (;;) {
       if (child.exitCode !== null) throw new Error(`broker exited (${child.exitCode}): ${output.slice(-3000)}`)
       const listening = lines().filter((l) => l['msg'] === 'worker listening').length
-      const ready = listening === 2 && (await fetch(`${base}/readyz`).then((r) => r.status === 200, () => false))
+      const ready =
+        listening === 2 &&
+        (await fetch(`${base}/readyz`).then(
+          (r) => r.status === 200,
+          () => false,
+        ))
       if (ready) break
       if (Date.now() > deadline) throw new Error(`not ready in 60 s: ${output.slice(-3000)}`)
       await new Promise((r) => setTimeout(r, 100))
@@ -265,7 +279,9 @@ trust:
     const trafficDeadline = Date.now() + 30_000
     while (outcomes.filter((o) => o.kind === 'ok').length < 300) {
       if (child.exitCode !== null || outcomes.some((o) => o.kind !== 'ok') || Date.now() > trafficDeadline) {
-        throw new Error(`traffic before SIGTERM: ${JSON.stringify(outcomes.filter((o) => o.kind !== 'ok').slice(0, 3))}, ${outcomes.length} answers; ${output.slice(-2000)}`)
+        throw new Error(
+          `traffic before SIGTERM: ${JSON.stringify(outcomes.filter((o) => o.kind !== 'ok').slice(0, 3))}, ${outcomes.length} answers; ${output.slice(-2000)}`,
+        )
       }
       await new Promise((r) => setTimeout(r, 20))
     }

@@ -93,8 +93,7 @@ function signerOf(alg: 'RS256' | 'ES256', kid: string, privateKey: KeyObject): S
   return { alg, kid, privateKey, publicJwk: { ...createPublicKey(privateKey).export({ format: 'jwk' }), kid, alg } }
 }
 
-const toKeyObject = (key: unknown): KeyObject =>
-  key instanceof KeyObject ? key : KeyObject.from(key as Parameters<typeof KeyObject.from>[0])
+const toKeyObject = (key: unknown): KeyObject => (key instanceof KeyObject ? key : KeyObject.from(key as Parameters<typeof KeyObject.from>[0]))
 
 /**
  * Keys and tokens for the generators, from a running test broker: its
@@ -162,7 +161,10 @@ const partText = (p: Part) => enc(p instanceof Uint8Array ? p : JSON.stringify(p
 
 /** A signature over `input`: RS256, PS256, ES256 with a private key, HS256/384/512 with a secret. */
 function signature(input: string, alg: string, key: KeyObject | Uint8Array): string {
-  if (key instanceof Uint8Array) return createHmac(`sha${/^HS(384|512)$/.exec(alg)?.[1] ?? '256'}`, key).update(input).digest('base64url')
+  if (key instanceof Uint8Array)
+    return createHmac(`sha${/^HS(384|512)$/.exec(alg)?.[1] ?? '256'}`, key)
+      .update(input)
+      .digest('base64url')
   const data = Buffer.from(input)
   if (alg === 'ES256') return cryptoSign('sha256', data, { key, dsaEncoding: 'ieee-p1363' }).toString('base64url')
   if (alg === 'PS256') return cryptoSign('sha256', data, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }).toString('base64url')
@@ -266,7 +268,9 @@ export function subjectRole(ctx: HostileContext, agent: Agent): JwtRole {
     own.push(
       fc
         .constantFrom<unknown>(['marketing'], 'marketing', [], [1], undefined)
-        .map((groups) => jwt(`a user jwt-agent's policy does not admit (groups ${JSON.stringify(groups)})`, () => buildJwt(role, { claims: { groups } }).token)),
+        .map((groups) =>
+          jwt(`a user jwt-agent's policy does not admit (groups ${JSON.stringify(groups)})`, () => buildJwt(role, { claims: { groups } }).token),
+        ),
     )
   }
   const role: JwtRole = {
@@ -288,7 +292,23 @@ export function subjectRole(ctx: HostileContext, agent: Agent): JwtRole {
     stringClaims: ['iss', 'sub', 'jti', 'scope'],
     maxLifetime: ctx.subjectMaxAge,
     validTyps: ['at+jwt', 'application/at+jwt', 'AT+JWT', 'Application/At+Jwt'],
-    wrongTyps: ['JWT', 'jwt', 'application/jwt', 'id_token+jwt', 'logout+jwt', 'secevent+jwt', 'refresh+jwt', 'at+jwt ', 'at-jwt', 'JOSE', '', 1, null, ['at+jwt'], undefined],
+    wrongTyps: [
+      'JWT',
+      'jwt',
+      'application/jwt',
+      'id_token+jwt',
+      'logout+jwt',
+      'secevent+jwt',
+      'refresh+jwt',
+      'at+jwt ',
+      'at-jwt',
+      'JOSE',
+      '',
+      1,
+      null,
+      ['at+jwt'],
+      undefined,
+    ],
     wrongIssuers: [
       { iss: 'https://evil.test' },
       { iss: `${USER_ISSUER}/` },
@@ -438,27 +458,59 @@ export function jwtFormFaults(ctx: HostileContext, role: JwtRole): fc.Arbitrary<
         return compact(merge(role.header(), { alg }), claims, { signature: s })
       }),
     ),
-    fc.record({ alg: fc.constantFrom('HS256', 'HS384', 'HS512'), secret: fc.constantFrom('public key PEM', 'public JWK', 'empty', 'guessable') }).map(({ alg, secret }) =>
-      jwt(`${alg} signed with ${secret} (algorithm confusion)`, () => {
-        const key =
-          secret === 'public key PEM'
-            ? Buffer.from(createPublicKey(role.signer.privateKey).export({ type: 'spki', format: 'pem' }) as string)
-            : secret === 'public JWK'
-              ? Buffer.from(JSON.stringify(role.signer.publicJwk))
-              : Buffer.from(secret === 'empty' ? '' : 'secret')
-        return compact(merge(role.header(), { alg }), role.claims(), { alg, key })
-      }),
-    ),
     fc
-      .constantFrom<unknown>('RS1', 'ES256K', 'EdDSA', 'Ed25519', 'PS256', 'PS512', 'ES384', 'ES512', 'RS384', 'RS512', 'A128KW', 'dir', 'RSA-OAEP', 'rs256', 'es256', `${role.signer.alg} `, '', 256, null, true, [role.signer.alg], {}, undefined)
+      .record({ alg: fc.constantFrom('HS256', 'HS384', 'HS512'), secret: fc.constantFrom('public key PEM', 'public JWK', 'empty', 'guessable') })
+      .map(({ alg, secret }) =>
+        jwt(`${alg} signed with ${secret} (algorithm confusion)`, () => {
+          const key =
+            secret === 'public key PEM'
+              ? Buffer.from(createPublicKey(role.signer.privateKey).export({ type: 'spki', format: 'pem' }) as string)
+              : secret === 'public JWK'
+                ? Buffer.from(JSON.stringify(role.signer.publicJwk))
+                : Buffer.from(secret === 'empty' ? '' : 'secret')
+          return compact(merge(role.header(), { alg }), role.claims(), { alg, key })
+        }),
+      ),
+    fc
+      .constantFrom<unknown>(
+        'RS1',
+        'ES256K',
+        'EdDSA',
+        'Ed25519',
+        'PS256',
+        'PS512',
+        'ES384',
+        'ES512',
+        'RS384',
+        'RS512',
+        'A128KW',
+        'dir',
+        'RSA-OAEP',
+        'rs256',
+        'es256',
+        `${role.signer.alg} `,
+        '',
+        256,
+        null,
+        true,
+        [role.signer.alg],
+        {},
+        undefined,
+      )
       .filter((alg) => alg !== role.signer.alg)
       .map((alg) =>
-        jwt(`alg ${JSON.stringify(alg) ?? 'absent'}`, () => buildJwt(role, { header: { alg }, alg: role.signer.alg === 'RS256' && alg === 'PS256' ? 'PS256' : role.signer.alg }).token),
+        jwt(
+          `alg ${JSON.stringify(alg) ?? 'absent'}`,
+          () => buildJwt(role, { header: { alg }, alg: role.signer.alg === 'RS256' && alg === 'PS256' ? 'PS256' : role.signer.alg }).token,
+        ),
       ),
     fc
       .record({ crit: fc.constantFrom<unknown>(['exp'], ['b64'], [], ['x-ext'], 'exp', {}, [1]), b64: fc.boolean() })
       .map(({ crit, b64 }) =>
-        jwt(`crit ${JSON.stringify(crit)}${b64 ? ' with b64: false' : ''}`, () => buildJwt(role, { header: { crit, 'x-ext': 1, ...(b64 ? { b64: false } : {}) } }).token),
+        jwt(
+          `crit ${JSON.stringify(crit)}${b64 ? ' with b64: false' : ''}`,
+          () => buildJwt(role, { header: { crit, 'x-ext': 1, ...(b64 ? { b64: false } : {}) } }).token,
+        ),
       ),
     fc.constant(null).map(() => jwt('b64: false without crit', () => buildJwt(role, { header: { b64: false } }).token)),
     fc.constantFrom('jku', 'x5u', 'jwk (a stranger key that signed)', 'jwk (the real public key)', 'x5c').map((which) =>
@@ -480,13 +532,29 @@ export function jwtFormFaults(ctx: HostileContext, role: JwtRole): fc.Arbitrary<
     fc
       .oneof(
         fc.string({ minLength: 1, maxLength: 40 }),
-        fc.constantFrom<unknown>('', `${role.signer.kid}x`, role.signer.kid.toUpperCase(), '../../../etc/passwd', "kid' OR 1=1 --", 1, null, {}, [role.signer.kid], true),
+        fc.constantFrom<unknown>(
+          '',
+          `${role.signer.kid}x`,
+          role.signer.kid.toUpperCase(),
+          '../../../etc/passwd',
+          "kid' OR 1=1 --",
+          1,
+          null,
+          {},
+          [role.signer.kid],
+          true,
+        ),
       )
       .filter((kid) => kid !== role.signer.kid)
       .map((kid) => jwt(`wrong kid ${JSON.stringify(kid)}`, () => buildJwt(role, { header: { kid } }).token)),
-    fc.boolean().map((withKid) =>
-      jwt(`signed by a stranger's key (${withKid ? 'the real kid' : 'no kid'})`, () => buildJwt(role, { header: withKid ? {} : { kid: undefined }, signer: other }).token),
-    ),
+    fc
+      .boolean()
+      .map((withKid) =>
+        jwt(
+          `signed by a stranger's key (${withKid ? 'the real kid' : 'no kid'})`,
+          () => buildJwt(role, { header: withKid ? {} : { kid: undefined }, signer: other }).token,
+        ),
+      ),
     fc.constantFrom('altered', 'truncated', 'empty', 'another token’s', 'extended').map((how) =>
       jwt(`${how} signature`, () => {
         const [h, p, s] = valid().split('.') as [string, string, string]
@@ -537,7 +605,6 @@ export function jwtFormFaults(ctx: HostileContext, role: JwtRole): fc.Arbitrary<
   )
 }
 
-
 /**
  * JWT faults about the claims (RFC 7519 §4.1, RFC 8725 §3): missing, of the
  * wrong type, out of range, naming the wrong party, or holding bytes no
@@ -559,16 +626,16 @@ export function jwtClaimFaults(ctx: HostileContext, role: JwtRole): fc.Arbitrary
         return compact(role.header(), Buffer.from(text), { alg: role.signer.alg, key: role.signer.privateKey })
       }),
     ),
-    fc
-      .tuple(dates, fc.constantFrom(-1, -0.5, -1e9, -(2 ** 53)))
-      .map(([name, value]) => jwt(`${name} is negative (${value})`, () => sign({ [name]: value }))),
+    fc.tuple(dates, fc.constantFrom(-1, -0.5, -1e9, -(2 ** 53))).map(([name, value]) => jwt(`${name} is negative (${value})`, () => sign({ [name]: value }))),
     fc
       .oneof(
         fc.integer({ min: 1, max: 1e9 }).map((k) => now + role.maxLifetime + 3600 + k),
         fc.constantFrom(1e15, Number.MAX_SAFE_INTEGER, 1e300, Number.MAX_VALUE),
       )
       .map((exp) => jwt(`exp too far ahead (${exp - now} s, the role allows ${role.maxLifetime} s)`, () => sign({ exp }))),
-    fc.integer({ min: 1, max: 1e9 }).map((k) => jwt(`expired (exp ${ctx.skew + k} s ago)`, () => sign({ exp: now - ctx.skew - k, iat: now - ctx.skew - k - 60 }))),
+    fc
+      .integer({ min: 1, max: 1e9 })
+      .map((k) => jwt(`expired (exp ${ctx.skew + k} s ago)`, () => sign({ exp: now - ctx.skew - k, iat: now - ctx.skew - k - 60 }))),
     fc.integer({ min: 31, max: 1e9 }).map((k) => jwt(`iat in the future (${ctx.skew + k} s)`, () => sign({ iat: now + ctx.skew + k }))),
     fc.integer({ min: 31, max: 1e9 }).map((k) => jwt(`nbf in the future (${ctx.skew + k} s)`, () => sign({ nbf: now + ctx.skew + k }))),
     fc
@@ -582,9 +649,7 @@ export function jwtClaimFaults(ctx: HostileContext, role: JwtRole): fc.Arbitrary
           return sign({ [name]: value })
         }),
       ),
-    fc
-      .constantFrom<unknown>([[BROKER]], [], [1], {}, 5, true, null)
-      .map((aud) => jwt(`aud is ${JSON.stringify(aud)}`, () => sign({ aud }))),
+    fc.constantFrom<unknown>([[BROKER]], [], [1], {}, 5, true, null).map((aud) => jwt(`aud is ${JSON.stringify(aud)}`, () => sign({ aud }))),
     fc.constantFrom(...role.wrongIssuers).map((over) => jwt(`wrong issuer ${JSON.stringify(over)}`, () => sign(over))),
     fc.constantFrom(...role.wrongAudiences).map((aud) => jwt(`wrong audience ${JSON.stringify(aud)}`, () => sign({ aud }))),
     fc
@@ -640,13 +705,16 @@ export function validJwt(ctx: HostileContext, role: JwtRole): fc.Arbitrary<JwtFa
       fractional: fc.boolean(),
     })
     .map(({ typ, claims, header, fractional }) =>
-      jwt(`valid (typ ${JSON.stringify(typ) ?? 'absent'}${Object.keys(claims).length > 0 ? ', extra claims' : ''}${header === undefined ? '' : ', extra header'}${fractional ? ', fractional exp' : ''})`, () => {
-        const base = role.claims()
-        return buildJwt(role, {
-          header: { typ, ...header },
-          claims: { ...claims, ...(fractional ? { exp: (base['exp'] as number) + 0.5 } : {}) },
-        }).token
-      }),
+      jwt(
+        `valid (typ ${JSON.stringify(typ) ?? 'absent'}${Object.keys(claims).length > 0 ? ', extra claims' : ''}${header === undefined ? '' : ', extra header'}${fractional ? ', fractional exp' : ''})`,
+        () => {
+          const base = role.claims()
+          return buildJwt(role, {
+            header: { typ, ...header },
+            claims: { ...claims, ...(fractional ? { exp: (base['exp'] as number) + 0.5 } : {}) },
+          }).token
+        },
+      ),
     )
 }
 
@@ -797,7 +865,10 @@ export function finishForm(d: FormDraft, ctx: Pick<HostileContext, 'maxBodyBytes
 /** Junk in headers Mandate reads only for logs and tracing, or not at all: none of it changes the answer. */
 export const neutralHeaders: fc.Arbitrary<Record<string, string>> = (() => {
   const latin1 = fc.string({
-    unit: fc.integer({ min: 1, max: 255 }).filter((c) => c !== 10 && c !== 13).map((c) => String.fromCharCode(c)),
+    unit: fc
+      .integer({ min: 1, max: 255 })
+      .filter((c) => c !== 10 && c !== 13)
+      .map((c) => String.fromCharCode(c)),
     maxLength: 80,
   })
   const small = fc.record(
@@ -850,7 +921,12 @@ const SCOPES: Record<Agent, readonly (string | undefined)[]> = {
   'workload-agent': [undefined, 'read'],
 }
 
-function clientAuth(ctx: HostileContext, agent: Agent, d: FormDraft, v: { scheme?: string; clientId?: boolean; actorType?: string; credential?: string }): void {
+function clientAuth(
+  ctx: HostileContext,
+  agent: Agent,
+  d: FormDraft,
+  v: { scheme?: string; clientId?: boolean; actorType?: string; credential?: string },
+): void {
   switch (agent) {
     case 'secret-agent':
       d.headers['authorization'] = basic('secret-agent', SECRET)['authorization']!.replace(/^Basic/, v.scheme ?? 'Basic')
@@ -929,7 +1005,12 @@ export function tokenBase(ctx: HostileContext, agent: Agent): fc.Arbitrary<Draft
       if (v.scope !== undefined) d.params.push(['scope', v.scope])
       if (v.expiresIn !== undefined) d.params.push(['expires_in', v.expiresIn])
       if (v.requested !== undefined) d.params.push(['requested_token_type', v.requested])
-      clientAuth(ctx, agent, d, { scheme: v.scheme, clientId: v.clientId, actorType: v.actorType, ...(v.client === undefined ? {} : { credential: v.client.token() }) })
+      clientAuth(ctx, agent, d, {
+        scheme: v.scheme,
+        clientId: v.clientId,
+        actorType: v.actorType,
+        ...(v.client === undefined ? {} : { credential: v.client.token() }),
+      })
       d.params.push(...v.extras)
       if (v.reversed) d.params.reverse()
       return d
@@ -948,7 +1029,9 @@ export function tokenParamFaults(agent: Agent): fc.Arbitrary<FormFault> {
   return fc.oneof(
     fc
       .record({ name: fc.constantFrom('grant_type', 'subject_token', 'subject_token_type'), empty: fc.boolean() })
-      .map(({ name, empty }) => fault(name, `${name} ${empty ? 'empty' : 'missing'}`, [INVALID_REQUEST], (d) => (empty ? setParam(d, name, '') : removeParam(d, name)))),
+      .map(({ name, empty }) =>
+        fault(name, `${name} ${empty ? 'empty' : 'missing'}`, [INVALID_REQUEST], (d) => (empty ? setParam(d, name, '') : removeParam(d, name))),
+      ),
     fc.constant(null).map(() =>
       fault('audience', 'neither audience nor resource', [INVALID_REQUEST], (d) => {
         removeParam(d, 'audience')
@@ -956,7 +1039,10 @@ export function tokenParamFaults(agent: Agent): fc.Arbitrary<FormFault> {
       }),
     ),
     fc
-      .record({ name: fc.constantFrom(...singleParams(agent), 'scope', 'expires_in', 'requested_token_type'), second: fc.oneof(fc.constant(undefined), fc.constant(''), junk) })
+      .record({
+        name: fc.constantFrom(...singleParams(agent), 'scope', 'expires_in', 'requested_token_type'),
+        second: fc.oneof(fc.constant(undefined), fc.constant(''), junk),
+      })
       .map(({ name, second }) =>
         fault(CLIENT_PARAMS.includes(name) ? 'client' : name, `${name} repeated`, [INVALID_REQUEST], (d) => {
           const first = param(d, name) ?? { scope: 'read', expires_in: '60', requested_token_type: TOKEN_TYPE.accessToken }[name] ?? 'x'
@@ -981,7 +1067,12 @@ export function tokenParamFaults(agent: Agent): fc.Arbitrary<FormFault> {
       .map((g) => fault('grant_type', `grant_type ${JSON.stringify(g)}`, [UNSUPPORTED_GRANT], (d) => setParam(d, 'grant_type', g))),
     fc
       .oneof(
-        fc.constantFrom(TOKEN_TYPE.idToken, 'urn:ietf:params:oauth:token-type:saml2', 'urn:ietf:params:oauth:token-type:refresh_token', `${TOKEN_TYPE.accessToken}x`),
+        fc.constantFrom(
+          TOKEN_TYPE.idToken,
+          'urn:ietf:params:oauth:token-type:saml2',
+          'urn:ietf:params:oauth:token-type:refresh_token',
+          `${TOKEN_TYPE.accessToken}x`,
+        ),
         junk,
       )
       .map((t) => fault('subject_token_type', `subject_token_type ${JSON.stringify(t)}`, [INVALID_REQUEST], (d) => setParam(d, 'subject_token_type', t))),
@@ -990,7 +1081,10 @@ export function tokenParamFaults(agent: Agent): fc.Arbitrary<FormFault> {
       .filter((t) => t !== TOKEN_TYPE.accessToken && t !== TOKEN_TYPE.jwt)
       .map((t) => fault('requested_token_type', `requested_token_type ${JSON.stringify(t)}`, [INVALID_REQUEST], (d) => setParam(d, 'requested_token_type', t))),
     fc
-      .oneof(fc.constantFrom('0', '-1', '1e3', '1.5', ' 60', '60 ', '0x10', '1000000', 'abc', '٣', '+60', '060', '１'), junk.filter((s) => !/^[1-9][0-9]{0,5}$/.test(s)))
+      .oneof(
+        fc.constantFrom('0', '-1', '1e3', '1.5', ' 60', '60 ', '0x10', '1000000', 'abc', '٣', '+60', '060', '１'),
+        junk.filter((s) => !/^[1-9][0-9]{0,5}$/.test(s)),
+      )
       .map((e) => fault('expires_in', `expires_in ${JSON.stringify(e)}`, [INVALID_REQUEST], (d) => setParam(d, 'expires_in', e))),
     fc
       .constantFrom('read  write', ' read', 'read ', '"', 'a\\b', 'é', 'read\twrite', 'read\nwrite')
@@ -1012,7 +1106,10 @@ export function tokenParamFaults(agent: Agent): fc.Arbitrary<FormFault> {
       .constantFrom('relative/path', '/api', `${AUDIENCE}#frag`, `${AUDIENCE}#`, 'not a uri', 'api.test')
       .map((r) => fault('audience', `resource ${JSON.stringify(r)} (RFC 8707 §2)`, [INVALID_TARGET], (d) => setParam(d, 'resource', r))),
     fc
-      .record({ name: fc.constantFrom('grant_type', 'subject_token', 'subject_token_type', 'audience', 'scope', 'expires_in', 'requested_token_type'), n: fc.integer({ min: 1_000, max: 70_000 }) })
+      .record({
+        name: fc.constantFrom('grant_type', 'subject_token', 'subject_token_type', 'audience', 'scope', 'expires_in', 'requested_token_type'),
+        n: fc.integer({ min: 1_000, max: 70_000 }),
+      })
       .map(({ name, n }) => {
         const [value, answer] = {
           grant_type: ['g'.repeat(n), UNSUPPORTED_GRANT],
@@ -1161,18 +1258,31 @@ export function clientFaults(ctx: HostileContext, endpoint: 'token' | 'introspec
         'basic',
         '=',
       )
-      .map((value) => replace(`malformed Authorization ${JSON.stringify(value.slice(0, 40))}`, [INVALID_CLIENT], (d) => void (d.headers['authorization'] = value))),
-    fc.integer({ min: 1_000, max: 12_000 }).map((n) =>
-      replace(`huge Basic credentials (${n} bytes)`, [INVALID_CLIENT], (d) => void (d.headers['authorization'] = basicOf('secret-agent', 's'.repeat(n)))),
-    ),
-    fc.constant(null).map(() =>
-      replace('Bearer <a user token> as client authentication', [INVALID_CLIENT], (d) => void (d.headers['authorization'] = `Bearer ${ctx.userTokens[1]!}`)),
-    ),
+      .map((value) =>
+        replace(`malformed Authorization ${JSON.stringify(value.slice(0, 40))}`, [INVALID_CLIENT], (d) => void (d.headers['authorization'] = value)),
+      ),
+    fc
+      .integer({ min: 1_000, max: 12_000 })
+      .map((n) =>
+        replace(`huge Basic credentials (${n} bytes)`, [INVALID_CLIENT], (d) => void (d.headers['authorization'] = basicOf('secret-agent', 's'.repeat(n)))),
+      ),
+    fc
+      .constant(null)
+      .map(() =>
+        replace('Bearer <a user token> as client authentication', [INVALID_CLIENT], (d) => void (d.headers['authorization'] = `Bearer ${ctx.userTokens[1]!}`)),
+      ),
     // Hostile bytes in decoded Basic credentials: 400, as anywhere else a caller controls.
     fc
       .record({
         part: fc.constantFrom('id', 'secret'),
-        bytes: fc.constantFrom<readonly number[]>([0x00], ...INVALID_UTF8, [...Buffer.from('%00')], [...Buffer.from('%ED%A0%80')], [...Buffer.from('%FF')], [...Buffer.from('%zz')]),
+        bytes: fc.constantFrom<readonly number[]>(
+          [0x00],
+          ...INVALID_UTF8,
+          [...Buffer.from('%00')],
+          [...Buffer.from('%ED%A0%80')],
+          [...Buffer.from('%FF')],
+          [...Buffer.from('%zz')],
+        ),
       })
       .map(({ part, bytes }) =>
         replace(`Basic: bytes ${Buffer.from(bytes).toString('hex')} in the client ${part}`, [INVALID_REQUEST], (d) => {
@@ -1194,9 +1304,11 @@ export function clientFaults(ctx: HostileContext, endpoint: 'token' | 'introspec
         d.params.push(['client_secret', SECRET])
       }),
     ),
-    fc.constant(null).map(() =>
-      replace('client_secret_post (not supported)', [INVALID_CLIENT], (d) => void d.params.push(['client_id', 'secret-agent'], ['client_secret', SECRET])),
-    ),
+    fc
+      .constant(null)
+      .map(() =>
+        replace('client_secret_post (not supported)', [INVALID_CLIENT], (d) => void d.params.push(['client_id', 'secret-agent'], ['client_secret', SECRET])),
+      ),
     fc.constantFrom('jwt-agent', 'nobody').map((id) =>
       replace(`Basic and a body client_id naming ${id}`, [INVALID_CLIENT, INVALID_REQUEST], (d) => {
         d.headers['authorization'] = basicOf('secret-agent', SECRET)
@@ -1204,26 +1316,46 @@ export function clientFaults(ctx: HostileContext, endpoint: 'token' | 'introspec
       }),
     ),
     fc
-      .constantFrom(undefined, 'urn:ietf:params:oauth:client-assertion-type:saml2-bearer', 'x', `${CLIENT_ASSERTION_TYPE_JWT} `, CLIENT_ASSERTION_TYPE_JWT.toUpperCase())
+      .constantFrom(
+        undefined,
+        'urn:ietf:params:oauth:client-assertion-type:saml2-bearer',
+        'x',
+        `${CLIENT_ASSERTION_TYPE_JWT} `,
+        CLIENT_ASSERTION_TYPE_JWT.toUpperCase(),
+      )
       .map((type) =>
         replace(`client_assertion_type ${JSON.stringify(type) ?? 'absent'}`, [INVALID_CLIENT], (d) => {
           if (type !== undefined) d.params.push(['client_assertion_type', type])
           d.params.push(['client_assertion', assertion()])
         }),
       ),
-    fc.constant(null).map(() =>
-      replace('client_assertion_type without client_assertion', [INVALID_CLIENT], (d) => void d.params.push(['client_assertion_type', CLIENT_ASSERTION_TYPE_JWT])),
-    ),
-    fc.constantFrom('secret-agent', 'JWT-AGENT', 'nobody').map((id) =>
-      replace(`client_id ${id} with jwt-agent's assertion`, [INVALID_CLIENT], (d) =>
-        void d.params.push(['client_id', id], ['client_assertion_type', CLIENT_ASSERTION_TYPE_JWT], ['client_assertion', assertion()]),
+    fc
+      .constant(null)
+      .map(() =>
+        replace(
+          'client_assertion_type without client_assertion',
+          [INVALID_CLIENT],
+          (d) => void d.params.push(['client_assertion_type', CLIENT_ASSERTION_TYPE_JWT]),
+        ),
       ),
-    ),
-    fc.constantFrom('secret-agent', 'nobody').map((id) =>
-      replace(`client_id ${id} with workload-agent's actor_token`, [INVALID_CLIENT], (d) =>
-        void d.params.push(['client_id', id], ['actor_token', workload()], ['actor_token_type', TOKEN_TYPE.jwt]),
+    fc
+      .constantFrom('secret-agent', 'JWT-AGENT', 'nobody')
+      .map((id) =>
+        replace(
+          `client_id ${id} with jwt-agent's assertion`,
+          [INVALID_CLIENT],
+          (d) => void d.params.push(['client_id', id], ['client_assertion_type', CLIENT_ASSERTION_TYPE_JWT], ['client_assertion', assertion()]),
+        ),
       ),
-    ),
+    fc
+      .constantFrom('secret-agent', 'nobody')
+      .map((id) =>
+        replace(
+          `client_id ${id} with workload-agent's actor_token`,
+          [INVALID_CLIENT],
+          (d) => void d.params.push(['client_id', id], ['actor_token', workload()], ['actor_token_type', TOKEN_TYPE.jwt]),
+        ),
+      ),
     // Malformed or unsupported actor_token framing: a malformed request, or a failed authentication.
     fc.constantFrom('actor_token without actor_token_type', 'actor_token_type without actor_token').map((what) =>
       replace(what, [INVALID_REQUEST, INVALID_CLIENT], (d) => {
@@ -1231,19 +1363,36 @@ export function clientFaults(ctx: HostileContext, endpoint: 'token' | 'introspec
         else d.params.push(['actor_token_type', TOKEN_TYPE.jwt])
       }),
     ),
-    fc.constantFrom(TOKEN_TYPE.idToken, 'urn:ietf:params:oauth:token-type:saml2', 'x').map((type) =>
-      replace(`actor_token_type ${type}`, [INVALID_REQUEST, INVALID_CLIENT], (d) => void d.params.push(['actor_token', workload()], ['actor_token_type', type])),
-    ),
-    fc.nat().map((i) =>
-      replace('a replayed client assertion (RFC 7523 §3)', [INVALID_CLIENT], (d) =>
-        void d.params.push(['client_assertion_type', CLIENT_ASSERTION_TYPE_JWT], ['client_assertion', ctx.usedAssertions[i % ctx.usedAssertions.length]!]),
+    fc
+      .constantFrom(TOKEN_TYPE.idToken, 'urn:ietf:params:oauth:token-type:saml2', 'x')
+      .map((type) =>
+        replace(
+          `actor_token_type ${type}`,
+          [INVALID_REQUEST, INVALID_CLIENT],
+          (d) => void d.params.push(['actor_token', workload()], ['actor_token_type', type]),
+        ),
       ),
-    ),
+    fc
+      .nat()
+      .map((i) =>
+        replace(
+          'a replayed client assertion (RFC 7523 §3)',
+          [INVALID_CLIENT],
+          (d) =>
+            void d.params.push(['client_assertion_type', CLIENT_ASSERTION_TYPE_JWT], ['client_assertion', ctx.usedAssertions[i % ctx.usedAssertions.length]!]),
+        ),
+      ),
   ]
   if (endpoint === 'token') {
     list.push(
-      fc.constant(null).map(() => replace('an agent whose policy expired', [UNAUTHORIZED_CLIENT], (d) => void (d.headers['authorization'] = basicOf('expired-agent', SECRET)))),
-      fc.constant(null).map(() => replace('an agent no user may delegate to', [INVALID_REQUEST], (d) => void (d.headers['authorization'] = basicOf('sub-agent', SECRET)))),
+      fc
+        .constant(null)
+        .map(() =>
+          replace('an agent whose policy expired', [UNAUTHORIZED_CLIENT], (d) => void (d.headers['authorization'] = basicOf('expired-agent', SECRET))),
+        ),
+      fc
+        .constant(null)
+        .map(() => replace('an agent no user may delegate to', [INVALID_REQUEST], (d) => void (d.headers['authorization'] = basicOf('sub-agent', SECRET)))),
     )
   }
   return fc.oneof(...list)
@@ -1272,9 +1421,11 @@ export function subjectFaults(ctx: HostileContext, agent: Agent, kind: 'form' | 
     kind === 'form'
       ? [
           // A token this broker minted, altered: the own-token path refuses it as firmly.
-          fc.record({ i: fc.nat(), how: fc.constantFrom('altered signature', 'alg none', 'kid changed', 'typ changed') }).map(({ i, how }) =>
-            jwt(`a Mandate token with ${how}`, () => alterMinted(ctx.minted['secret-agent'][i % ctx.minted['secret-agent'].length]!, how)),
-          ),
+          fc
+            .record({ i: fc.nat(), how: fc.constantFrom('altered signature', 'alg none', 'kid changed', 'typ changed') })
+            .map(({ i, how }) =>
+              jwt(`a Mandate token with ${how}`, () => alterMinted(ctx.minted['secret-agent'][i % ctx.minted['secret-agent'].length]!, how)),
+            ),
         ]
       : []
   const faults = kind === 'form' ? fc.oneof(jwtFormFaults(ctx, role), ...own) : jwtClaimFaults(ctx, role)
@@ -1321,7 +1472,8 @@ export function tokenCase(ctx: HostileContext, faults: (agent: Agent) => fc.Arbi
 export const one = (family: fc.Arbitrary<FormFault>) => family.map((f) => [f] as const)
 
 /** Two or three faults from the families, in distinct slots. */
-export const several = (...families: fc.Arbitrary<FormFault>[]) => fc.uniqueArray(fc.oneof(...families), { minLength: 2, maxLength: 3, selector: (f) => f.slot })
+export const several = (...families: fc.Arbitrary<FormFault>[]) =>
+  fc.uniqueArray(fc.oneof(...families), { minLength: 2, maxLength: 3, selector: (f) => f.slot })
 
 // ---------------------------------------------------------------------------
 // /oauth2/introspect (RFC 7662) and /oauth2/revoke (RFC 7009)
@@ -1330,7 +1482,11 @@ export const several = (...families: fc.Arbitrary<FormFault>[]) => fc.uniqueArra
 export function deadToken(ctx: HostileContext): fc.Arbitrary<JwtFault> {
   return fc.oneof(
     fc
-      .record({ owner: fc.constantFrom(...OWNERS), i: fc.nat(), how: fc.constantFrom('altered signature', 'alg none', 'kid changed', 'typ changed', 'payload swapped') })
+      .record({
+        owner: fc.constantFrom(...OWNERS),
+        i: fc.nat(),
+        how: fc.constantFrom('altered signature', 'alg none', 'kid changed', 'typ changed', 'payload swapped'),
+      })
       .map(({ owner, i, how }) => jwt(`a Mandate token with ${how}`, () => alterMinted(ctx.minted[owner][i % ctx.minted[owner].length]!, how))),
     fc.nat().map((i) => jwt('a user token (not Mandate’s)', () => ctx.userTokens[i % ctx.userTokens.length]!)),
     fc.constant(null).map(() => jwt('a workload token', () => buildJwt(workloadRole(ctx)).token)),
@@ -1397,7 +1553,11 @@ export function tokenRouteBase(ctx: HostileContext, endpoint: 'introspect' | 're
 /** Faults in the `token` parameter itself (RFC 7662 §2.1, RFC 7009 §2.1: required, once). */
 export function tokenParamFaultsOf(): fc.Arbitrary<FormFault> {
   return fc.oneof(
-    fc.boolean().map((empty) => fault('token', `token ${empty ? 'empty' : 'missing'}`, [INVALID_REQUEST], (d) => (empty ? setParam(d, 'token', '') : removeParam(d, 'token')))),
+    fc
+      .boolean()
+      .map((empty) =>
+        fault('token', `token ${empty ? 'empty' : 'missing'}`, [INVALID_REQUEST], (d) => (empty ? setParam(d, 'token', '') : removeParam(d, 'token'))),
+      ),
     fc.constantFrom('same', 'empty', 'other').map((second) =>
       fault('token', `token repeated (${second})`, [INVALID_REQUEST], (d) => {
         const first = param(d, 'token') ?? 'x'
@@ -1417,9 +1577,21 @@ export function bearerFaults(endpoint: 'introspect' | 'revoke'): fc.Arbitrary<Fo
   // A responder key authenticates an admin, not an auditor: no claims either way. Revocation takes agents only.
   const keys = endpoint === 'introspect' ? [ADMIN_KEYS.responder] : [ADMIN_KEYS.responder, ADMIN_KEYS.auditor, ADMIN_KEYS.admin]
   return fc.oneof(
-    fc.constantFrom(...keys).map((key) => refused('Bearer: an admin key that may not do this', endpoint === 'introspect' ? [INVALID_CLIENT, INACTIVE] : [INVALID_CLIENT], `Bearer ${key}`)),
     fc
-      .constantFrom('Bearer', 'Bearer ', `Bearer ${ADMIN_KEYS.auditor}x`, `Bearer ${ADMIN_KEYS.auditor.slice(0, -1)}`, `Bearer ${'k'.repeat(600)}`, `Bearer ${ADMIN_KEYS.auditor}, Bearer x`, 'Bearer a b')
+      .constantFrom(...keys)
+      .map((key) =>
+        refused('Bearer: an admin key that may not do this', endpoint === 'introspect' ? [INVALID_CLIENT, INACTIVE] : [INVALID_CLIENT], `Bearer ${key}`),
+      ),
+    fc
+      .constantFrom(
+        'Bearer',
+        'Bearer ',
+        `Bearer ${ADMIN_KEYS.auditor}x`,
+        `Bearer ${ADMIN_KEYS.auditor.slice(0, -1)}`,
+        `Bearer ${'k'.repeat(600)}`,
+        `Bearer ${ADMIN_KEYS.auditor}, Bearer x`,
+        'Bearer a b',
+      )
       .map((value) => refused(`Bearer: ${JSON.stringify(value.slice(0, 30))}`, [INVALID_CLIENT], value)),
   )
 }
@@ -1525,7 +1697,11 @@ export function adminRevokeCase(ctx: HostileContext): fc.Arbitrary<HostileCase> 
       )
       .map((t) => ({ label: `targets ${Object.keys(t).join('+') || 'none'}`, bytes: jsonWith({ ...t, reason }) })),
     fc
-      .tuple(target, fc.string({ minLength: 1, maxLength: 12 }).filter((k) => !['jti', 'chain', 'agent', 'sub', 'reason'].includes(k)), fc.jsonValue({ maxDepth: 1 }))
+      .tuple(
+        target,
+        fc.string({ minLength: 1, maxLength: 12 }).filter((k) => !['jti', 'chain', 'agent', 'sub', 'reason'].includes(k)),
+        fc.jsonValue({ maxDepth: 1 }),
+      )
       .map(([t, k, v]) => ({ label: `unknown member ${JSON.stringify(k)}`, bytes: jsonWith({ ...t, reason, [k]: v }) })),
     fc.tuple(target, fc.constantFrom('__proto__', 'constructor', 'prototype')).map(([t, k]) => ({
       label: `member ${k}`,
@@ -1554,7 +1730,13 @@ export function adminRevokeCase(ctx: HostileContext): fc.Arbitrary<HostileCase> 
     })),
   )
   return fc
-    .record({ key: adminKey, malformed: malformedBearer, body, type: fc.constantFrom(undefined, 'application/json', 'application/json; charset=utf-8', 'text/plain'), headers: neutralHeaders })
+    .record({
+      key: adminKey,
+      malformed: malformedBearer,
+      body,
+      type: fc.constantFrom(undefined, 'application/json', 'application/json; charset=utf-8', 'text/plain'),
+      headers: neutralHeaders,
+    })
     .map(({ key, malformed, body, type, headers }) => {
       const auth = adminAuth(key, malformed, 'revoke')
       const oversize = body.bytes.length > ctx.maxBodyBytes
@@ -1592,19 +1774,21 @@ function queryCase(
   params: fc.Arbitrary<Record<string, QueryValue | undefined>>,
   extraCheck: (p: Record<string, QueryValue | undefined>) => boolean = () => true,
 ): fc.Arbitrary<HostileCase> {
-  return fc.record({ key: adminKey, malformed: malformedBearer, params, headers: neutralHeaders, reversed: fc.boolean() }).map(({ key, malformed, params, headers, reversed }) => {
-    const auth = adminAuth(key, malformed, 'read')
-    const present = Object.entries(params).filter((e): e is [string, QueryValue] => e[1] !== undefined)
-    if (reversed) present.reverse()
-    const query = present.map(([k, v]) => `${encodeURIComponent(k)}=${v.text}`).join('&')
-    const valid = present.every(([, v]) => v.ok) && extraCheck(params)
-    return hostileCase({
-      label: `${label} as ${key}: ${present.map(([k, v]) => `${JSON.stringify(k)}${v.ok ? '' : '(bad)'}`).join(' ') || 'no parameters'}`,
-      request: { method: 'GET', path: `${path}${query === '' ? '' : `?${query}`}`, headers: { ...headers, ...auth.headers } },
-      expected: [auth.refusal ?? (valid ? { kind: 'ok', status: 200 } : ADMIN_INVALID)],
-      secrets: adminSecrets(auth.headers),
+  return fc
+    .record({ key: adminKey, malformed: malformedBearer, params, headers: neutralHeaders, reversed: fc.boolean() })
+    .map(({ key, malformed, params, headers, reversed }) => {
+      const auth = adminAuth(key, malformed, 'read')
+      const present = Object.entries(params).filter((e): e is [string, QueryValue] => e[1] !== undefined)
+      if (reversed) present.reverse()
+      const query = present.map(([k, v]) => `${encodeURIComponent(k)}=${v.text}`).join('&')
+      const valid = present.every(([, v]) => v.ok) && extraCheck(params)
+      return hostileCase({
+        label: `${label} as ${key}: ${present.map(([k, v]) => `${JSON.stringify(k)}${v.ok ? '' : '(bad)'}`).join(' ') || 'no parameters'}`,
+        request: { method: 'GET', path: `${path}${query === '' ? '' : `?${query}`}`, headers: { ...headers, ...auth.headers } },
+        expected: [auth.refusal ?? (valid ? { kind: 'ok', status: 200 } : ADMIN_INVALID)],
+        secrets: adminSecrets(auth.headers),
+      })
     })
-  })
 }
 
 /** A parameter present half the time. */
@@ -1623,7 +1807,13 @@ export function adminListCase(): fc.Arbitrary<HostileCase> {
   )
   const before = mostlyGood(
     uuid.map((u) => good(u)),
-    fc.oneof(uuid.map((u) => u.toUpperCase()), uuid.map((u) => `${u}0`), fc.constantFrom('x', '', 'x'.repeat(300))).map(bad),
+    fc
+      .oneof(
+        uuid.map((u) => u.toUpperCase()),
+        uuid.map((u) => `${u}0`),
+        fc.constantFrom('x', '', 'x'.repeat(300)),
+      )
+      .map(bad),
     fc.constantFrom(...HOSTILE_QUERY).map(badRaw),
   )
   // Unknown parameters are ignored by this route.
@@ -1650,10 +1840,12 @@ export function adminAuditCase(): fc.Arbitrary<HostileCase> {
   )
   const instant = mostlyGood(
     fc.integer({ min: 0, max: MAX_INSTANT }).map((n) => good(String(n), n)),
-    fc.integer({ min: 0, max: MAX_INSTANT - 86_400 }).chain((n) =>
-      fc.constantFrom(good(new Date(n * 1000).toISOString(), n), good(new Date((n + 7200) * 1000).toISOString().replace('Z', '+02:00'), n)),
-    ),
-    fc.constantFrom('-1', '1e5', '1.5', String(MAX_INSTANT + 1), '9'.repeat(13), '2024-13-01T00:00:00Z', '2024-01-01', 'now', '', '2024-01-01T00:00:00').map(bad),
+    fc
+      .integer({ min: 0, max: MAX_INSTANT - 86_400 })
+      .chain((n) => fc.constantFrom(good(new Date(n * 1000).toISOString(), n), good(new Date((n + 7200) * 1000).toISOString().replace('Z', '+02:00'), n))),
+    fc
+      .constantFrom('-1', '1e5', '1.5', String(MAX_INSTANT + 1), '9'.repeat(13), '2024-13-01T00:00:00Z', '2024-01-01', 'now', '', '2024-01-01T00:00:00')
+      .map(bad),
     fc.constantFrom(...HOSTILE_QUERY).map(badRaw),
   )
   const limit = mostlyGood(
@@ -1669,7 +1861,16 @@ export function adminAuditCase(): fc.Arbitrary<HostileCase> {
   const unknown = fc.string({ minLength: 1, maxLength: 10 }).filter((k) => !names.includes(k))
   const params = fc
     .tuple(
-      fc.record({ agent: opt(text), sub: opt(text), jti: opt(text), event: opt(event), from: opt(instant), to: opt(instant), limit: opt(limit), before: opt(before) }),
+      fc.record({
+        agent: opt(text),
+        sub: opt(text),
+        jti: opt(text),
+        event: opt(event),
+        from: opt(instant),
+        to: opt(instant),
+        limit: opt(limit),
+        before: opt(before),
+      }),
       fc.oneof({ weight: 6, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: unknown }),
     )
     .map(([known, name]): Record<string, QueryValue | undefined> => (name === undefined ? known : { ...known, [name]: { text: '1', ok: false } }))
@@ -1682,7 +1883,12 @@ export function adminLiftCase(): fc.Arbitrary<HostileCase> {
   const id = fc.oneof(
     uuid.map((u) => ({ path: u, answers: [ADMIN_NOT_FOUND] })),
     fc
-      .oneof(uuid.map((u) => u.toUpperCase()), uuid.map((u) => `${u}x`), fc.string({ minLength: 1, maxLength: 60 }), fc.integer({ min: 300, max: 20_000 }).map((n) => 'i'.repeat(n)))
+      .oneof(
+        uuid.map((u) => u.toUpperCase()),
+        uuid.map((u) => `${u}x`),
+        fc.string({ minLength: 1, maxLength: 60 }),
+        fc.integer({ min: 300, max: 20_000 }).map((n) => 'i'.repeat(n)),
+      )
       .filter((s) => s !== '.' && s !== '..')
       .map((s) => ({ path: encodeURIComponent(s), answers: [ADMIN_NOT_FOUND] })),
     fc.constantFrom('%zz', '%', 'a%2Fb').map((raw) => ({ path: raw, answers: [ADMIN_NOT_FOUND] })),
@@ -1734,7 +1940,12 @@ export function routeCase(): fc.Arbitrary<HostileCase> {
     fc.string({ unit: fc.constantFrom('%', '&', '=', '+', 'a', '?', '%zz', ';', '#'), maxLength: 30 }).map((s) => `?${s.replace('#', '%23')}`),
   )
   const wrongMethod = fc
-    .record({ route: fc.constantFrom(...ROUTES), method: fc.constantFrom(...METHODS), body: fc.option(fc.uint8Array({ maxLength: 64 }), { nil: undefined }), key: fc.boolean() })
+    .record({
+      route: fc.constantFrom(...ROUTES),
+      method: fc.constantFrom(...METHODS),
+      body: fc.option(fc.uint8Array({ maxLength: 64 }), { nil: undefined }),
+      key: fc.boolean(),
+    })
     .filter(({ route, method }) => {
       const m = normalized(method)
       return !route.allow.includes(m) && !(m === 'HEAD' && route.allow.includes('GET'))
@@ -1761,11 +1972,18 @@ export function routeCase(): fc.Arbitrary<HostileCase> {
       ),
       method: fc.constantFrom('GET', 'POST', 'DELETE', 'PUT'),
     })
-    .map(({ path, method }) => hostileCase({ label: `${method} ${path} (no such route)`, request: { method, path, headers: {} }, expected: [error(404, 'not_found')], secrets: [] }))
+    .map(({ path, method }) =>
+      hostileCase({ label: `${method} ${path} (no such route)`, request: { method, path, headers: {} }, expected: [error(404, 'not_found')], secrets: [] }),
+    )
   const publicGet = fc
     .record({ route: fc.constantFrom(...PUBLIC_GET), method: fc.constantFrom('GET', 'HEAD', 'get'), query, headers: neutralHeaders })
     .map(({ route, method, query, headers }) =>
-      hostileCase({ label: `${method} ${route.path} with a junk query`, request: { method, path: `${route.path}${query}`, headers }, expected: [{ kind: 'ok', status: 200 }], secrets: [] }),
+      hostileCase({
+        label: `${method} ${route.path} with a junk query`,
+        request: { method, path: `${route.path}${query}`, headers },
+        expected: [{ kind: 'ok', status: 200 }],
+        secrets: [],
+      }),
     )
   return fc.oneof({ weight: 3, arbitrary: wrongMethod }, { weight: 1, arbitrary: unknownPath }, { weight: 2, arbitrary: publicGet })
 }

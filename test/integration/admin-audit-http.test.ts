@@ -206,7 +206,13 @@ describe('/admin/audit over PGlite', () => {
     expect(tree.tokens).toBe(2)
     expect(tree.root).toMatchObject({ jti: jtiOf(parent), agent: 'demo-agent' })
     expect(tree.root.children).toHaveLength(1)
-    expect(tree.root.children[0]).toMatchObject({ jti: jtiOf(child), agent: 'demo-subagent', parent: jtiOf(parent), actors: ['demo-subagent', 'demo-agent'], children: [] })
+    expect(tree.root.children[0]).toMatchObject({
+      jti: jtiOf(child),
+      agent: 'demo-subagent',
+      parent: jtiOf(parent),
+      actors: ['demo-subagent', 'demo-agent'],
+      children: [],
+    })
     expect(tree.revocations.map((r) => r.record['event'])).toEqual(['revocation.created'])
     expect(tree.revocations[0]!.record).toMatchObject({ by: 'responder-holder', revocation: { kind: 'chain', jti: jtiOf(child), reason: 'tree test' } })
     // The same tree from the root's side.

@@ -66,7 +66,12 @@ describePostgres('audit checkpoints of two databases in one directory', () => {
   let postgresEnv: NodeJS.ProcessEnv
 
   const verify = (env: NodeJS.ProcessEnv) =>
-    spawnSync(process.execPath, [bin, 'audit', 'verify', '--checkpoints', join(dir, 'data', 'checkpoints')], { cwd: root, env, encoding: 'utf8', timeout: 120_000 })
+    spawnSync(process.execPath, [bin, 'audit', 'verify', '--checkpoints', join(dir, 'data', 'checkpoints')], {
+      cwd: root,
+      env,
+      encoding: 'utf8',
+      timeout: 120_000,
+    })
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'mandate-checkpoint-stores-'))

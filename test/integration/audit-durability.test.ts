@@ -69,8 +69,6 @@ async function until(what: string, test: () => Promise<boolean>, timeoutMs: numb
   }
 }
 
-
-
 const exchangeForm = (subjectToken: string) =>
   new URLSearchParams({
     grant_type: GRANT_TYPE_TOKEN_EXCHANGE,
@@ -79,7 +77,6 @@ const exchangeForm = (subjectToken: string) =>
     audience: AUDIENCE,
     scope: 'demo:read',
   }).toString()
-
 
 const children = new Set<ChildProcess>()
 process.once('exit', () => {
@@ -452,7 +449,12 @@ const failedGroups = (broker: Broker, since: number) =>
 const brokerEvents = (broker: Broker) =>
   `broker log: 'audit group not written' ×${msgCount(broker, 'audit group not written')}, ` +
   `'unconfirmed audit group had committed' ×${msgCount(broker, 'an unconfirmed audit group had committed; recording its tokens as withheld')} ` +
-  `(withheld ${broker.lines.filter((l) => l['msg'] === 'an unconfirmed audit group had committed; recording its tokens as withheld').map((l) => String(l['withheld'])).join('+') || 0}), ` +
+  `(withheld ${
+    broker.lines
+      .filter((l) => l['msg'] === 'an unconfirmed audit group had committed; recording its tokens as withheld')
+      .map((l) => String(l['withheld']))
+      .join('+') || 0
+  }), ` +
   `'continuing on a new chain' ×${msgCount(broker, 'audit chain head is not where this writer left it; continuing on a new chain')}; ` +
   `request lines by status ${JSON.stringify(Object.fromEntries(broker.requestLines))}`
 
@@ -572,7 +574,8 @@ describePostgres('the delegation log under faults, across broker processes (Post
       const poller = (async () => {
         while (polling) {
           const r = await broker.readyz().catch(() => undefined)
-          if (r !== undefined && polling) readyDuringCut.push({ status: r.status, writing: (r.body['audit_log'] as { writing?: unknown } | undefined)?.writing })
+          if (r !== undefined && polling)
+            readyDuringCut.push({ status: r.status, writing: (r.body['audit_log'] as { writing?: unknown } | undefined)?.writing })
           await sleep(100)
         }
       })()
@@ -617,7 +620,9 @@ describePostgres('the delegation log under faults, across broker processes (Post
         `/readyz during the cut ${JSON.stringify(countBy(readyDuringCut, (x) => `${x.status}/${String(x.writing)}`))}, ` +
         `ready+writing ${readyAfterMs.toFixed(0)} ms after the load stopped`,
     )
-    console.log(`audit durability, PostgreSQL cut: ${describeReconcile(r, answered)}; ${brokerEvents(broker)}; failed groups (ms after the cut:outcome/code/records) ${failedGroups(broker, cutAt)}`)
+    console.log(
+      `audit durability, PostgreSQL cut: ${describeReconcile(r, answered)}; ${brokerEvents(broker)}; failed groups (ms after the cut:outcome/code/records) ${failedGroups(broker, cutAt)}`,
+    )
 
     // Every answer is a 200 or a 503: no 500, no connection error, no hang.
     expect(f.byStatus, `answers by status; broker output:\n${broker.output()}`).toEqual({
@@ -686,12 +691,7 @@ describePostgres('the delegation log under faults, across broker processes (Post
     } finally {
       answers = await load.stop()
     }
-    await until(
-      '/readyz 200 with audit_log.writing true',
-      async () => (await broker.readyz()).status === 200,
-      15_000,
-      50,
-    )
+    await until('/readyz 200 with audit_log.writing true', async () => (await broker.readyz()).status === 200, 15_000, 50)
     const after = await broker.exchange(user)
     expect(after.status, JSON.stringify(after.body)).toBe(200)
 
@@ -703,7 +703,9 @@ describePostgres('the delegation log under faults, across broker processes (Post
         `outages ${JSON.stringify(cuts.map((c) => ({ by: c.by, ms: c.restoreAt - c.at })))}, ${Math.round(cuts[1]!.at - cuts[0]!.restoreAt)} ms apart; ` +
         `slowest answer ${f.maxMs} ms; after the last restore: first connection ${recovery.reconnect} ms, first 200 logged ${recovery.firstOk} ms`,
     )
-    console.log(`audit durability, PostgreSQL flapping: ${describeReconcile(r, answered)}; ${brokerEvents(broker)}; failed groups (ms after the first cut:outcome/code/records) ${failedGroups(broker, cuts[0]!.at)}`)
+    console.log(
+      `audit durability, PostgreSQL flapping: ${describeReconcile(r, answered)}; ${brokerEvents(broker)}; failed groups (ms after the first cut:outcome/code/records) ${failedGroups(broker, cuts[0]!.at)}`,
+    )
     if (r.issuedNeverAnswered.length > 0) {
       const lost = await sql<{ seq: number; at: string }[]>`
         select seq::int as seq, at::text as at from audit_log where jti in ${sql(r.issuedNeverAnswered)} and event = 'token.issued' order by seq`
@@ -768,7 +770,9 @@ describePostgres('the delegation log under faults, across broker processes (Post
     // The checkpoint files and the head of each chain this broker wrote.
     const checkpointDir = join(broker.dataDir, 'checkpoints')
     // One subdirectory per database (src/audit/checkpoint.ts).
-    const files = (await readdir(checkpointDir, { recursive: true }).catch(() => [] as string[])).filter((f) => f.endsWith('.jws') && !basename(f).startsWith('.'))
+    const files = (await readdir(checkpointDir, { recursive: true }).catch(() => [] as string[])).filter(
+      (f) => f.endsWith('.jws') && !basename(f).startsWith('.'),
+    )
     const checkpoints = await Promise.all(files.map(async (f) => payloadOf((await readFile(join(checkpointDir, f), 'utf8')).trim())))
     const heads = await sql<{ chain_id: string; seq: number; hash: string; n: number }[]>`
       select distinct on (chain_id) chain_id, seq::int as seq, hash, (count(*) over (partition by chain_id))::int as n
@@ -782,7 +786,12 @@ describePostgres('the delegation log under faults, across broker processes (Post
         `'audit log closed' ${JSON.stringify(closed.map(({ records, groups, failed_groups, group_size, checkpoint_seq }) => ({ records, groups, failed_groups, group_size, checkpoint_seq })))}; ` +
         `chains ${JSON.stringify(heads.map((h) => ({ chain: h.chain_id, rows: h.n, head_seq: h.seq })))}; ` +
         `checkpoints ${JSON.stringify(checkpoints.map((c) => ({ chain: c['chain'], seq: c['seq'] })))}; ` +
-        `other log lines ${JSON.stringify(broker.lines.filter((l) => l['level'] !== 'info' || ['shutting down', 'audit checkpoint'].includes(String(l['msg']))).slice(-5).map((l) => ({ level: l['level'], msg: l['msg'], seq: l['seq'] })))}`,
+        `other log lines ${JSON.stringify(
+          broker.lines
+            .filter((l) => l['level'] !== 'info' || ['shutting down', 'audit checkpoint'].includes(String(l['msg'])))
+            .slice(-5)
+            .map((l) => ({ level: l['level'], msg: l['msg'], seq: l['seq'] })),
+        )}`,
     )
 
     // Nothing but 200, 503 (refused once the log is closing) and, once the port is closed, connection errors.

@@ -39,7 +39,11 @@ grants: [{ audience: ${AUDIENCE}, scopes: [read], default_scopes: [read] }]
 token_ttl: { default: 300, max: 300 }
 `
 
-function describeHostileBytes(name: string, storage: () => Promise<{ url: string | undefined; drop(): Promise<void> }>, options: { describe?: typeof describe } = {}): void {
+function describeHostileBytes(
+  name: string,
+  storage: () => Promise<{ url: string | undefined; drop(): Promise<void> }>,
+  options: { describe?: typeof describe } = {},
+): void {
   ;(options.describe ?? describe)(`hostile bytes, concurrent exchanges, durable log: ${name}`, () => {
     let dir: string
     let url: string | undefined
@@ -67,7 +71,9 @@ function describeHostileBytes(name: string, storage: () => Promise<{ url: string
       m = await composeMandate(config, {
         dev: false,
         logger: createLogger('silent'),
-        localSubjectIssuers: [{ trusted: { issuer: IDP, jwksUri: undefined, algorithms: ['ES256'], audience: ISSUER, typ: ['at+jwt'] }, jwks: { keys: [jwk] } }],
+        localSubjectIssuers: [
+          { trusted: { issuer: IDP, jwksUri: undefined, algorithms: ['ES256'], audience: ISSUER, typ: ['at+jwt'] }, jwks: { keys: [jwk] } },
+        ],
       })
     }, 120_000)
 
@@ -82,7 +88,13 @@ function describeHostileBytes(name: string, storage: () => Promise<{ url: string
     const post = (body: string | Uint8Array) =>
       Promise.resolve(m!.app.request('/oauth2/token', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...BASIC }, body }))
     const form = (subjectToken: string, extra: Record<string, string> = {}) =>
-      new URLSearchParams({ grant_type: GRANT_TYPE_TOKEN_EXCHANGE, subject_token: subjectToken, subject_token_type: TOKEN_TYPE.accessToken, audience: AUDIENCE, ...extra }).toString()
+      new URLSearchParams({
+        grant_type: GRANT_TYPE_TOKEN_EXCHANGE,
+        subject_token: subjectToken,
+        subject_token_type: TOKEN_TYPE.accessToken,
+        audience: AUDIENCE,
+        ...extra,
+      }).toString()
 
     it('every good exchange gets its token and its record; each hostile one gets 400 invalid_request; none gets a 5xx', async () => {
       const good = await Promise.all(Array.from({ length: 60 }, (_, i) => userToken({ sub: `user-${i}` })))
@@ -100,12 +112,16 @@ function describeHostileBytes(name: string, storage: () => Promise<{ url: string
         if (i % 12 === 5) started.push({ kind: 'hostile', res: post(hostile[Math.floor(i / 12)]!) })
       })
       expect(started.filter((s) => s.kind === 'hostile')).toHaveLength(hostile.length)
-      const answers = await Promise.all(started.map(async (s) => ({ kind: s.kind, res: await s.res, body: (await (await s.res).clone().json()) as Record<string, unknown> })))
+      const answers = await Promise.all(
+        started.map(async (s) => ({ kind: s.kind, res: await s.res, body: (await (await s.res).clone().json()) as Record<string, unknown> })),
+      )
       for (const a of answers) expect(a.res.status, JSON.stringify(a.body)).toBeLessThan(500)
-      const issued = answers.filter((a) => a.kind === 'good').map((a) => {
-        expect(a.res.status, JSON.stringify(a.body)).toBe(200)
-        return jtiOf(a.body['access_token'] as string)
-      })
+      const issued = answers
+        .filter((a) => a.kind === 'good')
+        .map((a) => {
+          expect(a.res.status, JSON.stringify(a.body)).toBe(200)
+          return jtiOf(a.body['access_token'] as string)
+        })
       for (const a of answers.filter((x) => x.kind === 'hostile')) {
         expect({ status: a.res.status, error: a.body['error'] }).toEqual({ status: 400, error: 'invalid_request' })
       }

@@ -80,7 +80,17 @@ function revoked(target: RevocationTarget, at = T0, over: Partial<Revocation> = 
     type: 'revocation.created',
     at,
     by: 'ops-key',
-    revocation: { id: randomUUID(), target, reason: 'incident', createdBy: 'ops-key', createdAt: at, expiresAt: token ? at + 600 : undefined, liftedAt: undefined, liftedBy: undefined, ...over },
+    revocation: {
+      id: randomUUID(),
+      target,
+      reason: 'incident',
+      createdBy: 'ops-key',
+      createdAt: at,
+      expiresAt: token ? at + 600 : undefined,
+      liftedAt: undefined,
+      liftedBy: undefined,
+      ...over,
+    },
     clientAddress: undefined,
     traceId: undefined,
   }
@@ -91,7 +101,16 @@ function lifted(created: AuditEvent, at: number): AuditEvent {
   return { ...created, type: 'revocation.lifted', at, by: 'lead-key', revocation: { ...created.revocation, liftedAt: at, liftedBy: 'lead-key' } }
 }
 
-const denied = (agent: string, at = T0): AuditEvent => ({ type: 'token.denied', at, agent: A(agent), sub: S('alice'), error: 'invalid_scope', reason: 'scope exceeds policy', clientAddress: undefined, traceId: undefined })
+const denied = (agent: string, at = T0): AuditEvent => ({
+  type: 'token.denied',
+  at,
+  agent: A(agent),
+  sub: S('alice'),
+  error: 'invalid_scope',
+  reason: 'scope exceeds policy',
+  clientAddress: undefined,
+  traceId: undefined,
+})
 const policyLoaded = (agent: string, at = T0): AuditEvent => ({ type: 'policy.loaded', at, agent: A(agent), source: `${agent}.yaml`, sha256: POLICY_HASH })
 
 /** A mix of every kind of event, `n` of them, distinct jtis. */
@@ -197,7 +216,8 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
       })
     }
 
-    const checkpointWriter = (signer: SigningKey = key, at = dir) => createCheckpointWriter({ dir: at, issuer: ISSUER, sign: createJwtSigner(signer, CHECKPOINT_TYP) })
+    const checkpointWriter = (signer: SigningKey = key, at = dir) =>
+      createCheckpointWriter({ dir: at, issuer: ISSUER, sign: createJwtSigner(signer, CHECKPOINT_TYP) })
 
     function newLog(over: Partial<SqlAuditLogOptions> = {}): SqlAuditLog {
       const log = createSqlAuditLog({
@@ -222,7 +242,13 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
     }
 
     const rowsOf = (chain: string) => db.select().from(auditLog).where(eq(auditLog.chainId, chain)).orderBy(asc(auditLog.seq))
-    const rowAt = async (chain: string, seq: number) => (await db.select().from(auditLog).where(and(eq(auditLog.chainId, chain), eq(auditLog.seq, seq))))[0]
+    const rowAt = async (chain: string, seq: number) =>
+      (
+        await db
+          .select()
+          .from(auditLog)
+          .where(and(eq(auditLog.chainId, chain), eq(auditLog.seq, seq)))
+      )[0]
     const at = (chain: string, seq: number) => and(eq(auditLog.chainId, chain), eq(auditLog.seq, seq))
 
     /** A chain of `n` records from one writer, closed; returns its id. */
@@ -406,7 +432,9 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         const log = newLog({ onGroup: (records, _s, committed) => void statements.push({ records, committed }) })
         const bad = new Set([0, 17, 41])
         const events = Array.from({ length: 42 }, (_, i) =>
-          bad.has(i) ? { ...issued({ jti: `bad-${i}`, actors: ['agent-a'] }), sub: S('ali\u0000ce') } : issued({ jti: `good-${i}`, actors: ['agent-a'], at: T0 + i }),
+          bad.has(i)
+            ? { ...issued({ jti: `bad-${i}`, actors: ['agent-a'] }), sub: S('ali\u0000ce') }
+            : issued({ jti: `good-${i}`, actors: ['agent-a'], at: T0 + i }),
         )
         const outcomes = await Promise.allSettled(events.map((e) => log.append(e)))
         // All 42 went out as one group, which the server refused; then one statement per record.
@@ -434,7 +462,11 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
       it('a group the server refuses whatever it holds: one more statement, not one per record, and every caller is refused', async () => {
         const statements: boolean[] = []
         const observed = newLog({ onGroup: (_r, _s, committed) => void statements.push(committed) })
-        await db.execute(sql.raw(`create function test_refuse_insert() returns trigger language plpgsql as $$ begin raise exception 'disk full (test)' using errcode = '53100'; end $$`))
+        await db.execute(
+          sql.raw(
+            `create function test_refuse_insert() returns trigger language plpgsql as $$ begin raise exception 'disk full (test)' using errcode = '53100'; end $$`,
+          ),
+        )
         await db.execute(sql.raw(`create trigger test_refuse_insert before insert on audit_log for each statement execute function test_refuse_insert()`))
         try {
           const outcomes = await Promise.all(mixed(20, 'full').map((e) => rejection(observed.append(e))))
@@ -459,7 +491,13 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         await Promise.all([...mixed(13, 'x').map((e) => one.append(e)), ...mixed(9, 'y').map((e) => two.append(e))])
         expect(one.chainId()).not.toBe(two.chainId())
         for (const pageSize of [1, 2, 7, 13, 5_000]) {
-          expect(await verifyAuditLog(db, { pageSize }), `pageSize ${pageSize}`).toStrictEqual({ ok: true, records: 22, chains: 2, checkpoints: 0, findings: [] })
+          expect(await verifyAuditLog(db, { pageSize }), `pageSize ${pageSize}`).toStrictEqual({
+            ok: true,
+            records: 22,
+            chains: 2,
+            checkpoints: 0,
+            findings: [],
+          })
         }
         expect((await rowsOf(one.chainId())).every((r) => r.instance === 'one')).toBe(true)
       })
@@ -502,8 +540,14 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
       it('other columns edited (actors, at, event): changed, at that seq', async () => {
         const chain = await seedChain(10)
         await behindTrigger(async (tx) => {
-          await tx.update(auditLog).set({ actors: ['agent-a', 'agent-z'] }).where(at(chain, 1))
-          await tx.update(auditLog).set({ at: T0 - 1 }).where(at(chain, 6))
+          await tx
+            .update(auditLog)
+            .set({ actors: ['agent-a', 'agent-z'] })
+            .where(at(chain, 1))
+          await tx
+            .update(auditLog)
+            .set({ at: T0 - 1 })
+            .where(at(chain, 6))
           await tx.update(auditLog).set({ event: 'token.withheld' }).where(at(chain, 8))
         })
         const report = await verifyAll()
@@ -520,7 +564,12 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         expect(row.event).toBe('token.denied')
         const edited = row.record.replace(/"reason":"[^"]*"/, '"reason":"nothing to see"')
         expect(edited).not.toBe(row.record)
-        await behindTrigger((tx) => tx.update(auditLog).set({ record: edited, hash: chainHash(row.prevHash, edited) }).where(at(chain, 2)))
+        await behindTrigger((tx) =>
+          tx
+            .update(auditLog)
+            .set({ record: edited, hash: chainHash(row.prevHash, edited) })
+            .where(at(chain, 2)),
+        )
         const report = await verifyAll()
         expect(first(report)).toEqual({ kind: 'inserted', chain, seq: 3 })
         expect(report.findings).toHaveLength(1)
@@ -530,7 +579,12 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         const chain = await seedChain(6)
         const row = (await rowAt(chain, 3))!
         const spaced = JSON.stringify(JSON.parse(row.record), null, 1)
-        await behindTrigger((tx) => tx.update(auditLog).set({ record: spaced, hash: chainHash(row.prevHash, spaced) }).where(at(chain, 3)))
+        await behindTrigger((tx) =>
+          tx
+            .update(auditLog)
+            .set({ record: spaced, hash: chainHash(row.prevHash, spaced) })
+            .where(at(chain, 3)),
+        )
         const report = await verifyAll()
         expect(first(report)).toEqual({ kind: 'changed', chain, seq: 3 })
         expect(report.findings[0]!.message).toMatch(/canonical/)
@@ -573,7 +627,12 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
 
       it('a forged record inserted in the middle, hashed correctly over a wrong predecessor: inserted, at its seq', async () => {
         const chain = await seedChain(10)
-        const forged = encodeRecord(issued({ jti: 'forged', actors: ['agent-a'] }), { chainId: chain, seq: 5, instance: 'test-instance', prevHash: 'ee'.repeat(32) })
+        const forged = encodeRecord(issued({ jti: 'forged', actors: ['agent-a'] }), {
+          chainId: chain,
+          seq: 5,
+          instance: 'test-instance',
+          prevHash: 'ee'.repeat(32),
+        })
         expect(forged.hash).toBe(chainHash('ee'.repeat(32), forged.record))
         await behindTrigger(async (tx) => {
           await shiftUp(tx, chain, 5)
@@ -661,9 +720,21 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         expect(last).toMatchObject({ chain: log.chainId(), instance: 'test-instance', seq: 12, head: (await rowAt(log.chainId(), 12))!.hash })
         expect(last.file).toBe(join(dir, `${log.chainId()}.000000000012.jws`))
         for (const cp of read.checkpoints) expect(cp.head).toBe((await rowAt(cp.chain, cp.seq))!.hash)
-        expect(await verifyAuditLog(db, { checkpoints: read.checkpoints })).toStrictEqual({ ok: true, records: 12, chains: 1, checkpoints: read.checkpoints.length, findings: [], uncovered: [], otherStores: [] })
+        expect(await verifyAuditLog(db, { checkpoints: read.checkpoints })).toStrictEqual({
+          ok: true,
+          records: 12,
+          chains: 1,
+          checkpoints: read.checkpoints.length,
+          findings: [],
+          uncovered: [],
+          otherStores: [],
+        })
         // A checkpoint file is a compact JWS with the documented header and payload.
-        const [header, payload] = (await readFile(last.file, 'utf8')).trim().split('.').slice(0, 2).map((p) => JSON.parse(Buffer.from(p, 'base64url').toString()) as Record<string, unknown>)
+        const [header, payload] = (await readFile(last.file, 'utf8'))
+          .trim()
+          .split('.')
+          .slice(0, 2)
+          .map((p) => JSON.parse(Buffer.from(p, 'base64url').toString()) as Record<string, unknown>)
         expect(header).toEqual({ alg: 'ES256', typ: CHECKPOINT_TYP, kid: key.kid })
         expect(payload).toEqual({ iss: ISSUER, chain: log.chainId(), instance: 'test-instance', seq: 12, head: last.head, iat: expect.any(Number) })
       })
@@ -705,8 +776,16 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         await w.write({ chain: partly, instance: 'test-instance', seq: 6, head: (await rowAt(partly, 6))!.hash, at: T0 })
         const { checkpoints } = await readCheckpoints(dir, keys, ISSUER)
         // mixed() writes record i at T0 + i - 1.
-        const tailOf = (chain: string, firstSeq: number, lastSeq: number, age: number, stale: boolean) =>
-          ({ chain, instance: 'test-instance', firstSeq, lastSeq, records: lastSeq - firstSeq + 1, oldestAt: T0 + firstSeq - 1, age, stale })
+        const tailOf = (chain: string, firstSeq: number, lastSeq: number, age: number, stale: boolean) => ({
+          chain,
+          instance: 'test-instance',
+          firstSeq,
+          lastSeq,
+          records: lastSeq - firstSeq + 1,
+          oldestAt: T0 + firstSeq - 1,
+          age,
+          stale,
+        })
         const expected = (maxUncoveredAge: number) =>
           [tailOf(partly, 7, 10, 94, 94 > maxUncoveredAge), tailOf(bare, 1, 3, 100, 100 > maxUncoveredAge)].sort((a, b) => (a.chain < b.chain ? -1 : 1))
         for (const maxUncoveredAge of [0, 94, 99, 100]) {
@@ -853,7 +932,13 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         expect(await checkpointStore(h.database)).toBe(store)
         const sign = createJwtSigner(key, CHECKPOINT_TYP)
         const writerFor = (s?: string) => createCheckpointWriter({ dir, issuer: ISSUER, sign, ...(s === undefined ? {} : { store: s }) })
-        const cp = async (chain: string, seq: number, head?: string) => ({ chain, instance: 'test-instance', seq, head: head ?? (await rowAt(chain, seq))!.hash, at: T0 })
+        const cp = async (chain: string, seq: number, head?: string) => ({
+          chain,
+          instance: 'test-instance',
+          seq,
+          head: head ?? (await rowAt(chain, seq))!.hash,
+          at: T0,
+        })
         const here = await seedChain(3, 'h')
         // A chain of this log checkpointed under another identity (a server upgraded or restored elsewhere), and a
         // chain of that same identity since deleted from here: both are this log's, so both are held.
@@ -880,14 +965,25 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
 
         const report = await verifyAuditLog(db, { checkpoints: read.checkpoints, store })
         const found = report.findings.map((f) => [f.kind, f.chain]).sort()
-        expect(found).toEqual([['missing_chain', deleted], ['missing_chain', legacy], ['rewritten', renamed]].sort())
+        expect(found).toEqual(
+          [
+            ['missing_chain', deleted],
+            ['missing_chain', legacy],
+            ['rewritten', renamed],
+          ].sort(),
+        )
         expect(report.findings.find((f) => f.chain === legacy)!.message).toContain('name no database')
         expect(report.findings.find((f) => f.chain === deleted)!.message).not.toContain('name no database')
         expect(report.otherStores).toEqual([{ store: foreign, checkpoints: 2, chains: 2 }])
         expect(report.checkpoints).toBe(read.checkpoints.length - 2)
         // Without this database's identity every checkpoint is held, the other database's included.
         const unkeyed = await verifyAuditLog(db, { checkpoints: read.checkpoints })
-        expect(unkeyed.findings.filter((f) => f.kind === 'missing_chain').map((f) => f.chain).sort()).toEqual([deleted, f1, f2, legacy].sort())
+        expect(
+          unkeyed.findings
+            .filter((f) => f.kind === 'missing_chain')
+            .map((f) => f.chain)
+            .sort(),
+        ).toEqual([deleted, f1, f2, legacy].sort())
         expect(unkeyed.otherStores).toEqual([])
 
         // The migration the docs give for old files of another database: a subdirectory of their own.
@@ -896,7 +992,12 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         const moved = await verifyAuditLog(db, { checkpoints: (await readCheckpoints(dir, keys, ISSUER)).checkpoints, store })
         expect(moved.findings.map((f) => f.chain).sort()).toEqual([deleted, renamed].sort())
         const byStore = (a: { store: string }, b: { store: string }) => (a.store < b.store ? -1 : 1)
-        expect(moved.otherStores).toEqual([{ store: foreign, checkpoints: 2, chains: 2 }, { store: 'pglite-before', checkpoints: 1, chains: 1 }].sort(byStore))
+        expect(moved.otherStores).toEqual(
+          [
+            { store: foreign, checkpoints: 2, chains: 2 },
+            { store: 'pglite-before', checkpoints: 1, chains: 1 },
+          ].sort(byStore),
+        )
 
         // A file moved into another database's directory still names its own in its signed payload.
         const copied = join(dir, foreign, `${here}.000000000003.jws`)
@@ -934,7 +1035,10 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
           ['kill-a-for-alice', revoked({ kind: 'agent_sub', agent: A('agent-a'), sub: S('alice'), iss: USER_ISS }, T0 + 53)],
           ['kill-carol', revoked({ kind: 'sub', sub: S('carol'), iss: USER_ISS }, T0 + 54)],
           ['lift-b', lifted(killB, T0 + 60)],
-          ['audit-read', { type: 'admin.audit.read', at: T0 + 70, by: 'auditor', request: '/admin/audit?agent=agent-b', clientAddress: undefined, traceId: undefined }],
+          [
+            'audit-read',
+            { type: 'admin.audit.read', at: T0 + 70, by: 'auditor', request: '/admin/audit?agent=agent-b', clientAddress: undefined, traceId: undefined },
+          ],
           ['key', { type: 'key.rotated', at: T0 + 80, kid: 'k2', previousKid: 'k1' }],
         ]
         const log = newLog()
@@ -956,7 +1060,11 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         expect(tree!.tokens).toBe(3)
         const root = tree!.root
         const shape = (n: TreeNode): unknown => ({ jti: n.jti, parent: n.parent, children: n.children.map(shape) })
-        expect(shape(root)).toEqual({ jti: 'tok-a', parent: null, children: [{ jti: 'tok-b', parent: 'tok-a', children: [{ jti: 'tok-c', parent: 'tok-b', children: [] }] }] })
+        expect(shape(root)).toEqual({
+          jti: 'tok-a',
+          parent: null,
+          children: [{ jti: 'tok-b', parent: 'tok-a', children: [{ jti: 'tok-c', parent: 'tok-b', children: [] }] }],
+        })
         expect(root).toMatchObject({
           agent: 'agent-a',
           actors: ['agent-a'],
@@ -1011,7 +1119,16 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         expect(await q({ jti: 'tok-b' })).toEqual(['tok-b'])
         expect(await q({ event: 'token.issued' })).toEqual(['tok-c', 'tok-y', 'tok-b', 'tok-x', 'tok-a'])
         expect(await q({ event: 'token.*' })).toEqual(['tok-c', 'tok-y', 'denied-a', 'tok-b', 'tok-x', 'tok-a'])
-        expect(await q({ event: 'revocation.*' })).toEqual(['lift-b', 'kill-carol', 'kill-a-for-alice', 'kill-a-for-bob', 'revoke-x', 'revoke-c', 'kill-x', 'kill-b'])
+        expect(await q({ event: 'revocation.*' })).toEqual([
+          'lift-b',
+          'kill-carol',
+          'kill-a-for-alice',
+          'kill-a-for-bob',
+          'revoke-x',
+          'revoke-c',
+          'kill-x',
+          'kill-b',
+        ])
         expect(await q({ event: 'admin.*' })).toEqual(['audit-read'])
         expect(await q({ event: 'token' })).toEqual([])
         expect(await q({ event: 'tok*' })).toEqual([])
@@ -1325,7 +1442,10 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
             const row = issuedRows.find((r) => r.jti === o.jti)
             if (o.error === undefined || row === undefined) continue
             const w = withheldRows.find((r) => r.jti === o.jti)
-            expect(w, `${o.jti} committed (chain ${row.chainId === chain ? 'first' : 'other'}, seq ${row.seq}) but its caller was answered AuditUnavailable: no token.withheld`).toBeDefined()
+            expect(
+              w,
+              `${o.jti} committed (chain ${row.chainId === chain ? 'first' : 'other'}, seq ${row.seq}) but its caller was answered AuditUnavailable: no token.withheld`,
+            ).toBeDefined()
             expect(w!.id).toBeGreaterThan(row.id)
           }
           expect((await verifyAuditLog(db)).ok).toBe(true)
@@ -1342,7 +1462,11 @@ function describeAuditLog(name: string, open: () => Promise<Harness>, options: {
         const { proxy, log, close } = await proxiedLog({ writeTimeoutMs: 5_000 })
         const chain = log.chainId()
         await db.execute(sql.raw(`create function test_slow_insert() returns trigger language plpgsql as $$ begin perform pg_sleep(0.6); return null; end $$`))
-        await db.execute(sql.raw(`create function test_refuse_insert() returns trigger language plpgsql as $$ begin raise exception 'disk full (test)' using errcode = '53100'; end $$`))
+        await db.execute(
+          sql.raw(
+            `create function test_refuse_insert() returns trigger language plpgsql as $$ begin raise exception 'disk full (test)' using errcode = '53100'; end $$`,
+          ),
+        )
         await db.execute(sql.raw(`create trigger test_slow_insert before insert on audit_log for each statement execute function test_slow_insert()`))
         try {
           // A group committed while its answer was lost: w-1 is refused to its caller.

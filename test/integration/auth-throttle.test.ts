@@ -104,7 +104,8 @@ describe('failed client authentication backs off', () => {
   })
 
   it('at /oauth2/introspect and /oauth2/revoke too, admin-key guesses included', async () => {
-    for (let i = 0; i < 21; i++) await expectOAuthError(await s.post('/oauth2/introspect', '192.0.2.40', { token: 'x' }, bearer(`guess-${i}`)), 401, 'invalid_client')
+    for (let i = 0; i < 21; i++)
+      await expectOAuthError(await s.post('/oauth2/introspect', '192.0.2.40', { token: 'x' }, bearer(`guess-${i}`)), 401, 'invalid_client')
     await expectBackOff(await s.post('/oauth2/introspect', '192.0.2.40', { token: 'x' }, bearer(ADMIN_KEYS.auditor)), '1')
     await expectBackOff(await s.post('/oauth2/revoke', '192.0.2.40', { token: 'x' }, right), '1')
     await expectBackOff(await token('192.0.2.40', right), '1')

@@ -58,8 +58,7 @@ admin:
     await rm(dir, { recursive: true, force: true })
   })
 
-  const check = (env: Record<string, string> = {}) =>
-    checkConfig({ file: join(dir, 'mandate.yaml'), env, dev: false, online: true, now: Date.UTC(2027, 0, 1) })
+  const check = (env: Record<string, string> = {}) => checkConfig({ file: join(dir, 'mandate.yaml'), env, dev: false, online: true, now: Date.UTC(2027, 0, 1) })
 
   it('passes when the JWKS, PostgreSQL and Redis answer', async () => {
     down = false
@@ -72,7 +71,11 @@ admin:
     down = true
     const r = await check()
     expect(r.errors).toEqual([
-      { where: `${join(dir, 'mandate.yaml')}:6:17`, message: `trust.subjects.0.issuer: ${url}: no usable key set: fetch ${url}/jwks answered 500`, blocksStart: false },
+      {
+        where: `${join(dir, 'mandate.yaml')}:6:17`,
+        message: `trust.subjects.0.issuer: ${url}: no usable key set: fetch ${url}/jwks answered 500`,
+        blocksStart: false,
+      },
     ])
   })
 

@@ -130,7 +130,10 @@ describePostgres('openDatabase: PostgreSQL', () => {
     const database = await openDatabase(test.url, { dataDir: '/nonexistent' })
     await database.close()
     await database.close() // idempotent
-    const error = await database.ping().then(() => undefined, (e: unknown) => e)
+    const error = await database.ping().then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     expect(error).toBeInstanceOf(DatabaseError)
     expect((error as DatabaseError).message).toMatch(/^cannot connect to PostgreSQL \(/)
   })
@@ -166,7 +169,10 @@ describePostgres('openDatabase: PostgreSQL', () => {
     const url = new URL(ADMIN_URL)
     url.password = 'pw-must-not-leak-3d000'
     url.pathname = `/mandate_missing_${randomUUID().slice(0, 8)}`
-    const error = await openDatabase(url.toString(), { dataDir: '/nonexistent' }).then(() => undefined, (e: unknown) => e)
+    const error = await openDatabase(url.toString(), { dataDir: '/nonexistent' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     expect(error).toBeInstanceOf(DatabaseError)
     expect((error as DatabaseError).code).toBe('3D000')
     expectNoSecret(error, url.toString(), 'pw-must-not-leak-3d000')
@@ -233,7 +239,10 @@ describe('openDatabase: failures', () => {
   it('a closed port rejects within 10 s, saying "cannot connect to PostgreSQL (<code>)" without the URL', async () => {
     const url = 'postgres://postgres:pw-must-not-leak-1@127.0.0.1:1/x'
     const started = Date.now()
-    const error = await openDatabase(url, { dataDir: '/nonexistent' }).then(() => undefined, (e: unknown) => e)
+    const error = await openDatabase(url, { dataDir: '/nonexistent' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     expect(Date.now() - started).toBeLessThan(10_000)
     expect(error).toBeInstanceOf(DatabaseError)
     expect((error as DatabaseError).message).toBe('cannot connect to PostgreSQL (ECONNREFUSED)')
@@ -248,7 +257,10 @@ describe('openDatabase: failures', () => {
     const url = `postgres://postgres:pw-must-not-leak-5@127.0.0.1:${(silent.address() as AddressInfo).port}/x`
     try {
       const started = Date.now()
-      const error = await openDatabase(url, { dataDir: '/nonexistent' }).then(() => undefined, (e: unknown) => e)
+      const error = await openDatabase(url, { dataDir: '/nonexistent' }).then(
+        () => undefined,
+        (e: unknown) => e,
+      )
       expect(Date.now() - started).toBeLessThan(10_000)
       expect(error).toBeInstanceOf(DatabaseError)
       expect((error as DatabaseError).message).toBe('cannot connect to PostgreSQL (CONNECT_TIMEOUT)')
@@ -262,7 +274,10 @@ describe('openDatabase: failures', () => {
 
   it('a URL of another scheme is a TypeError that does not quote it', async () => {
     for (const url of ['mysql://root:pw-must-not-leak-2@db/x', 'pw-must-not-leak-2', '']) {
-      const error = await openDatabase(url, { dataDir: '/nonexistent' }).then(() => undefined, (e: unknown) => e)
+      const error = await openDatabase(url, { dataDir: '/nonexistent' }).then(
+        () => undefined,
+        (e: unknown) => e,
+      )
       expect(error).toBeInstanceOf(TypeError)
       expectNoSecret(error, url, 'pw-must-not-leak-2')
     }
@@ -270,7 +285,10 @@ describe('openDatabase: failures', () => {
 
   it('a malformed postgres URL is rejected without quoting it', async () => {
     const url = 'postgres://postgres:pw-must-not-leak-4@[not-a-host/x'
-    const error = await openDatabase(url, { dataDir: '/nonexistent' }).then(() => undefined, (e: unknown) => e)
+    const error = await openDatabase(url, { dataDir: '/nonexistent' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     expect(error).toBeInstanceOf(Error)
     expectNoSecret(error, url, 'pw-must-not-leak-4')
   }, 15_000)

@@ -170,7 +170,12 @@ describe('HTTP server idle timeout', () => {
   it('a client that stops reading a large answer is disconnected within idle_timeout_ms', async () => {
     // 16 MB: more than the socket buffers on both sides hold, so the write stalls.
     const big = Buffer.alloc(16 * 1024 * 1024, 97)
-    const server = createHttpServer(() => new Response(big), '127.0.0.1', LIMITS, () => {})
+    const server = createHttpServer(
+      () => new Response(big),
+      '127.0.0.1',
+      LIMITS,
+      () => {},
+    )
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
     // Measured on the server's side: a paused client does not see the close until it reads again.
     const serverClosed = new Promise<number>((r) => server.once('connection', (s: Socket) => s.once('close', () => r(performance.now()))))

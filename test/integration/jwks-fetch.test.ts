@@ -29,13 +29,7 @@ import { fetchLimited, UpstreamUnavailable } from '../../src/tokens/fetch-limite
 import { JwtError } from '../../src/tokens/jws.js'
 import type { SigningKeys } from '../../src/tokens/keys.js'
 import { createSubjectVerifier } from '../../src/tokens/subject.js'
-import {
-  createIssuerRegistry,
-  createRemoteKeyResolver,
-  DEFAULT_JWKS_POLICY,
-  type JwksPolicy,
-  type TrustedIssuer,
-} from '../../src/tokens/upstream.js'
+import { createIssuerRegistry, createRemoteKeyResolver, DEFAULT_JWKS_POLICY, type JwksPolicy, type TrustedIssuer } from '../../src/tokens/upstream.js'
 import { basic, encodeForm, GRANT_TYPE_TOKEN_EXCHANGE, SECRET, secretAgentPolicy, TOKEN_TYPE } from '../support/broker.js'
 import { captureLogs } from '../support/log-sink.js'
 import { signToken, userAccessToken } from '../support/tokens.js'
@@ -257,7 +251,14 @@ describe('createRemoteKeyResolver', () => {
   it('selects by the whole kid, however long', async () => {
     const clock = new TestClock()
     const kid = `${'k'.repeat(300)}-a`
-    const server = await startServer(jwksAt(() => ({ keys: [{ ...keyA, kid }, { ...keyB, kid: `${'k'.repeat(300)}-b` }] })))
+    const server = await startServer(
+      jwksAt(() => ({
+        keys: [
+          { ...keyA, kid },
+          { ...keyB, kid: `${'k'.repeat(300)}-b` },
+        ],
+      })),
+    )
     const { resolve } = createRemoteKeyResolver(trusted(server.url, `${server.url}/jwks`), POLICY, clock.now)
     expect((await resolve(header(kid))).export({ format: 'jwk' })).toMatchObject({ x: keyA.x })
   })
@@ -367,7 +368,14 @@ describe('createRemoteKeyResolver', () => {
     await expect(resolve(header('k2'))).resolves.toBeDefined()
     await expect(resolve(header('k3'))).rejects.toMatchObject({ code: 'unknown_kid' })
     expect(log.lines()).toEqual([
-      expect.objectContaining({ level: 'warn', issuer: server.url, cut: 1, max_keys: 3, ignored_count: 1, ignored: [expect.objectContaining({ kid: 'weak' })] }),
+      expect.objectContaining({
+        level: 'warn',
+        issuer: server.url,
+        cut: 1,
+        max_keys: 3,
+        ignored_count: 1,
+        ignored: [expect.objectContaining({ kid: 'weak' })],
+      }),
     ])
 
     // The next fetch warns again; nothing in between does.
@@ -380,8 +388,7 @@ describe('createRemoteKeyResolver', () => {
   it('ignores weak, malformed, private and unfitting keys with one warning naming kid and reason (no key material), and uses the rest', async () => {
     const clock = new TestClock()
     const log = warnings()
-    const rsa = (options: { modulusLength: number; publicExponent?: number }) =>
-      generateKeyPairSync('rsa', options).publicKey.export({ format: 'jwk' })
+    const rsa = (options: { modulusLength: number; publicExponent?: number }) => generateKeyPairSync('rsa', options).publicKey.export({ format: 'jwk' })
     const good = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'jwk' })
     const p256 = generateKeyPairSync('ec', { namedCurve: 'P-256' })
     const ignored = [
@@ -420,7 +427,9 @@ describe('createRemoteKeyResolver', () => {
     expect(reasons['rsa-e3']).toMatch(/exponent/)
     expect(reasons['rsa-1024']).toMatch(/1024 bits/)
     const text = JSON.stringify(line)
-    for (const k of ignored) for (const m of ['n', 'x', 'y', 'd'] as const) if (typeof (k as Record<string, unknown>)[m] === 'string') expect(text).not.toContain((k as Record<string, string>)[m])
+    for (const k of ignored)
+      for (const m of ['n', 'x', 'y', 'd'] as const)
+        if (typeof (k as Record<string, unknown>)[m] === 'string') expect(text).not.toContain((k as Record<string, string>)[m])
   })
 
   it('refuses a body that is not a key set', async () => {
@@ -585,9 +594,7 @@ describe('createRemoteKeyResolver', () => {
     it('refuses metadata whose issuer differs from the configured one', async () => {
       const clock = new TestClock()
       const server = await startServer(() => undefined)
-      server.handle(
-        metadata(server, { '/.well-known/oauth-authorization-server': 'wrong-issuer', '/.well-known/openid-configuration': 'wrong-issuer' }),
-      )
+      server.handle(metadata(server, { '/.well-known/oauth-authorization-server': 'wrong-issuer', '/.well-known/openid-configuration': 'wrong-issuer' }))
       const { resolve } = createRemoteKeyResolver(trusted(server.url, undefined), POLICY, clock.now)
       await expect(resolve(header('key-a'))).rejects.toBeInstanceOf(UpstreamUnavailable)
       expect(server.count('/jwks')).toBe(0)
@@ -679,7 +686,11 @@ describe('a key removed from the JWKS', () => {
     }
 
     const userToken = (iss: string) =>
-      userAccessToken({ privateKey: privateA, alg: 'ES256', kid: 'key-a' }, { iss, sub: 'alice', aud: 'https://mandate.test' }, { now: NOW, lifetime: 4 * 3600 })
+      userAccessToken(
+        { privateKey: privateA, alg: 'ES256', kid: 'key-a' },
+        { iss, sub: 'alice', aud: 'https://mandate.test' },
+        { now: NOW, lifetime: 4 * 3600 },
+      )
 
     it('is refused from the refresh after the removal on, though still unexpired and cached', async () => {
       const clock = new TestClock()
@@ -802,6 +813,8 @@ describe('a user issuer from the config file, its keys fetched over HTTP', () =>
     const res = await exchangeAt(server, {}, await sign(server.url, {}, 'at+jwt'), {}, lines)
     expect(res.status).toBe(200)
     const warnings = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l['msg'] === 'JWKS keys ignored')
-    expect(warnings).toEqual([expect.objectContaining({ level: 'warn', module: 'jwks', issuer: server.url, ignored: [expect.objectContaining({ kid: 'weak-e' })] })])
+    expect(warnings).toEqual([
+      expect.objectContaining({ level: 'warn', module: 'jwks', issuer: server.url, ignored: [expect.objectContaining({ kid: 'weak-e' })] }),
+    ])
   })
 })

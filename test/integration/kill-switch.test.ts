@@ -66,7 +66,6 @@ const REDIS_OPTIONS = { maxRetriesPerRequest: 1, connectTimeout: 2000, commandTi
 const redisReachable = await redisAvailable('kill-switch')
 const describeKillSwitch: typeof describe = redisReachable ? describePostgres : (describe.skip as typeof describe)
 
-
 // ---------------------------------------------------------------- helpers
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
@@ -101,9 +100,6 @@ function percentile(values: readonly number[], p: number): number {
 }
 
 const ms = (x: number) => `${x.toFixed(1)} ms`
-
-
-
 
 /** The exchange every test makes: `subjectToken` for `demo:read` at the demo audience. */
 const exchangeForm = (subjectToken: string) =>
@@ -224,11 +220,7 @@ async function startBroker(name: string, env: BrokerEnv): Promise<Broker> {
       return res.body['access_token'] as string
     },
     exchange: (agent, subjectToken) =>
-      post(
-        '/oauth2/token',
-        exchangeForm(subjectToken),
-        { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(agent) },
-      ),
+      post('/oauth2/token', exchangeForm(subjectToken), { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(agent) }),
     async issue(agent, subjectToken) {
       const res = await broker.exchange(agent, subjectToken)
       if (res.status !== 200) throw new Error(`${name}: exchange as ${agent.id}: ${res.status} ${JSON.stringify(res.body)}`)
@@ -244,8 +236,7 @@ async function startBroker(name: string, env: BrokerEnv): Promise<Broker> {
       if (res.status !== 200) throw new Error(`${name}: introspection: ${res.status} ${JSON.stringify(res.body)}`)
       return res.body['active'] === true
     },
-    revoke: (body, options) =>
-      post('/admin/revocations', JSON.stringify(body), { 'content-type': 'application/json', ...ADMIN }, options?.timeoutMs),
+    revoke: (body, options) => post('/admin/revocations', JSON.stringify(body), { 'content-type': 'application/json', ...ADMIN }, options?.timeoutMs),
     list: async () => json(await fetch(`${base}/admin/revocations?limit=1000`, { headers: ADMIN })),
     ready: async () => (await fetch(`${base}/readyz`)).status,
     stop: () => stopChild(child),
@@ -476,7 +467,9 @@ token_ttl: { default: 300, max: 300 }
     const burst = await mapLimit(Array.from({ length: 200 }), 32, () => a.exchange(LOAD, user))
     const statuses = new Map<number, number>()
     for (const r of burst) statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1)
-    console.log(`kill-switch Redis outage at A: fail-closed after ${ms(failedClosedAfter)}; burst of ${burst.length}: ${JSON.stringify(Object.fromEntries(statuses))}`)
+    console.log(
+      `kill-switch Redis outage at A: fail-closed after ${ms(failedClosedAfter)}; burst of ${burst.length}: ${JSON.stringify(Object.fromEntries(statuses))}`,
+    )
     expect(burst.filter((r) => r.status === 200 || r.body['access_token'] !== undefined)).toHaveLength(0)
     for (const r of burst) {
       expectRefused(r, 503, 'temporarily_unavailable')
@@ -500,9 +493,7 @@ token_ttl: { default: 300, max: 300 }
     // Three kinds of target, one after the other: each must fail closed on its own.
     const attempts: Record<string, string>[] = [{ agent: PG_AGENT.id }, { sub: `${tag}-user` }, { jti: `${tag}-jti` }]
     const ours = (res: Json) =>
-      (res.body['revocations'] as { reason: string; target: { agent?: string } }[]).filter(
-        (r) => r.reason.startsWith(tag) || r.target.agent === PG_AGENT.id,
-      )
+      (res.body['revocations'] as { reason: string; target: { agent?: string } }[]).filter((r) => r.reason.startsWith(tag) || r.target.agent === PG_AGENT.id)
 
     pgB.cut()
     try {
@@ -546,7 +537,13 @@ token_ttl: { default: 300, max: 300 }
     const SPACING_MS = 80
 
     // Its own process (test/support/load/statuses.ts): neither its event loop nor its start-up sits between this file and the broker.
-    const load = startLoadGenerator(LOAD_SCRIPTS.statuses, { url: `${a.base}/oauth2/token`, authorization: basic(LOAD), body: exchangeForm(user), loops: LOOPS, maxMs: 40_000 })
+    const load = startLoadGenerator(LOAD_SCRIPTS.statuses, {
+      url: `${a.base}/oauth2/token`,
+      authorization: basic(LOAD),
+      body: exchangeForm(user),
+      loops: LOOPS,
+      maxMs: 40_000,
+    })
     children.add(load.child)
     const latencies: number[] = []
     try {

@@ -29,15 +29,7 @@ import {
 } from '../../src/http/openapi.js'
 import { Readiness } from '../../src/http/routes/health.js'
 import { createLogger } from '../../src/telemetry/log.js'
-import {
-  ADMIN_KEYS,
-  basic,
-  bearer,
-  encodeForm,
-  SECRET,
-  startTestBroker,
-  type TestBroker,
-} from '../support/broker.js'
+import { ADMIN_KEYS, basic, bearer, encodeForm, SECRET, startTestBroker, type TestBroker } from '../support/broker.js'
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
 
 interface Operation {
@@ -140,7 +132,7 @@ describePostgres('GET /openapi.json on the test broker (--dev, PostgreSQL)', () 
     )
   })
 
-  it('names the security schemes, and the errors\' headers', () => {
+  it("names the security schemes, and the errors' headers", () => {
     expect(Object.keys(doc.components.securitySchemes).sort()).toEqual(['adminKey', 'clientSecretBasic'])
     const token = doc.paths['/oauth2/token']!['post']!
     expect(Object.keys(token.responses['401']!.headers ?? {})).toEqual(['WWW-Authenticate'])
@@ -150,7 +142,7 @@ describePostgres('GET /openapi.json on the test broker (--dev, PostgreSQL)', () 
     expect(JSON.stringify(doc['info'])).toContain('listen.admin_port')
   })
 
-  describe('a form\'s documented fields are the parameters its route reads', () => {
+  describe("a form's documented fields are the parameters its route reads", () => {
     // Read only to be refused (client_secret_post is not supported); documented as refused in the body's description.
     const refused = ['client_secret']
     // RFC 7662 §2.1, RFC 7009 §2.1: accepted and ignored.
@@ -171,7 +163,9 @@ describePostgres('GET /openapi.json on the test broker (--dev, PostgreSQL)', () 
     })
 
     const post = (path: string, form: Record<string, string>, headers: Record<string, string> = {}) =>
-      Promise.resolve(b.mandate.app.request(path, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers }, body: encodeForm(form) }))
+      Promise.resolve(
+        b.mandate.app.request(path, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers }, body: encodeForm(form) }),
+      )
 
     it.each(['/oauth2/introspect', '/oauth2/revoke'])('POST %s', async (path) => {
       const issued = (await (await b.token(b.exchangeForm(await b.userToken()), basic('secret-agent', SECRET))).json()) as { access_token: string }
@@ -215,7 +209,11 @@ describePostgres('GET /openapi.json on the test broker (--dev, PostgreSQL)', () 
 
     it('the kill switch', async () => {
       const json = { 'content-type': 'application/json', ...bearer(ADMIN_KEYS.responder) }
-      const created = await app().request('/admin/revocations', { method: 'POST', headers: json, body: JSON.stringify({ agent: 'jwt-agent', reason: 'openapi test' }) })
+      const created = await app().request('/admin/revocations', {
+        method: 'POST',
+        headers: json,
+        body: JSON.stringify({ agent: 'jwt-agent', reason: 'openapi test' }),
+      })
       const { id } = (await expectBody(created, 201, RevocationRecord)) as { id: string }
       await expectBody(await app().request('/admin/revocations?limit=5', { headers: bearer(ADMIN_KEYS.auditor) }), 200, RevocationList)
       await expectBody(await app().request(`/admin/revocations/${id}`, { headers: bearer(ADMIN_KEYS.auditor) }), 200, RevocationRecord)
@@ -242,7 +240,7 @@ describe('GET /openapi.json on a broker without --dev', () => {
 })
 
 /** The delegation log's bodies need real records: the broker composed as `serve --dev` composes it, on PostgreSQL. */
-describePostgres('the delegation log\'s answers match the documented bodies', () => {
+describePostgres("the delegation log's answers match the documented bodies", () => {
   const root = join(dirname(fileURLToPath(import.meta.url)), '../..')
   const KEY = 'auditor-key-0123456789abcdef'
   let db: TestDatabase
@@ -275,10 +273,18 @@ describePostgres('the delegation log\'s answers match the documented bodies', ()
       m.app.request('/oauth2/token', {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded', ...auth },
-        body: encodeForm({ grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: subjectToken, subject_token_type: TOKEN_TYPE.accessToken, audience: 'https://demo.example', scope: 'demo:read' }),
+        body: encodeForm({
+          grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+          subject_token: subjectToken,
+          subject_token_type: TOKEN_TYPE.accessToken,
+          audience: 'https://demo.example',
+          scope: 'demo:read',
+        }),
       })
     const parent = (await expectBody(await exchange(basic('demo-agent', 'demo-secret'), user.access_token), 200, TokenResponse)) as { access_token: string }
-    const child = (await expectBody(await exchange(basic('demo-subagent', 'demo-sub-secret'), parent.access_token), 200, TokenResponse)) as { access_token: string }
+    const child = (await expectBody(await exchange(basic('demo-subagent', 'demo-sub-secret'), parent.access_token), 200, TokenResponse)) as {
+      access_token: string
+    }
     const page = (await expectBody(await m.app.request('/admin/audit?event=token.*', { headers: bearer(KEY) }), 200, AuditPage)) as { records: unknown[] }
     expect(page.records.length).toBeGreaterThanOrEqual(2)
     const jti = (JSON.parse(Buffer.from(child.access_token.split('.')[1]!, 'base64url').toString()) as { jti: string }).jti

@@ -100,7 +100,12 @@ describe.skipIf(!reachable)('rate limits shared by every instance (Redis)', () =
       for (const command of admissions) {
         expect(command[0]!.toLowerCase()).toMatch(/^eval(sha)?$/)
         const keys = command.slice(3, 3 + Number(command[2]))
-        expect(keys).toEqual([`${prefix}replay:since`, expect.stringMatching(/jti:jwt-agent:/), `${prefix}rl:a:jwt-agent`, expect.stringMatching(/rl:u:jwt-agent:/)])
+        expect(keys).toEqual([
+          `${prefix}replay:since`,
+          expect.stringMatching(/jti:jwt-agent:/),
+          `${prefix}rl:a:jwt-agent`,
+          expect.stringMatching(/rl:u:jwt-agent:/),
+        ])
       }
     } finally {
       monitor.disconnect()

@@ -204,10 +204,7 @@ describe('/readyz and the upstream key sets (a real JWKS server, injected clock)
     cleanups.push(() => idp.close())
     idp.down = true
     let now = Date.UTC(2027, 0, 1)
-    const m = await startBroker(
-      { trust: { workloads: [{ issuer: idp.url, jwks_uri: `${idp.url}/jwks`, algorithms: ['ES256'] }] } },
-      { clock: () => now },
-    )
+    const m = await startBroker({ trust: { workloads: [{ issuer: idp.url, jwks_uri: `${idp.url}/jwks`, algorithms: ['ES256'] }] } }, { clock: () => now })
 
     const down = await readyzUntil(m, (r) => expect(issuersOf(r.body)[0]?.state).toBe('unavailable'))
     expect(down.status).toBe(503)

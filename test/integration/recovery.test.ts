@@ -99,7 +99,11 @@ token_ttl: { default: 300, max: 300 }
     ...(inMemoryLogs ? { audit: createMemoryAuditLog(), revocationLog: createMemoryRevocationLog() } : {}),
   })
   cleanups.push(() => mandate.close())
-  const userRes = await mandate.app.request(`/dev/users/alice/token`, { method: 'POST', body: '{"scope":"read"}', headers: { 'content-type': 'application/json' } })
+  const userRes = await mandate.app.request(`/dev/users/alice/token`, {
+    method: 'POST',
+    body: '{"scope":"read"}',
+    headers: { 'content-type': 'application/json' },
+  })
   const user = ((await userRes.json()) as { access_token: string }).access_token
   // Assertions carry whole seconds: one stamped in the second the replay memory began may predate it.
   await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 10))

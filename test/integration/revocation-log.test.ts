@@ -50,35 +50,35 @@ function describeRevocationsTable(name: string, open: () => Promise<{ database: 
       await database.db.execute(sql`delete from revocations`)
     })
 
-  it('the database refuses a row whose columns do not match its kind (CHECK)', async () => {
-    const execute = (query: SQL) => database.db.execute(query)
-    const insert = (kind: string, a: string | null, s: string | null, j: string | null, lifted = false, iss: string | null = null) =>
-      execute(sql`insert into revocations (id, kind, agent, sub, sub_iss, jti, reason, created_by, created_at, lifted_at, lifted_by)
+    it('the database refuses a row whose columns do not match its kind (CHECK)', async () => {
+      const execute = (query: SQL) => database.db.execute(query)
+      const insert = (kind: string, a: string | null, s: string | null, j: string | null, lifted = false, iss: string | null = null) =>
+        execute(sql`insert into revocations (id, kind, agent, sub, sub_iss, jti, reason, created_by, created_at, lifted_at, lifted_by)
         values (${randomUUID()}, ${kind}, ${a}, ${s}, ${iss}, ${j}, 'r', 'c', now(),
                 ${lifted ? sql`now()` : sql`null`}, ${lifted ? 'admin' : null})`)
-    const refused: [string, Promise<unknown>][] = [
-      ['jti with agent', insert('jti', 'a', null, 't')],
-      ['jti without jti', insert('jti', null, null, null)],
-      ['chain with sub', insert('chain', null, 's', 't')],
-      ['agent with jti', insert('agent', 'a', null, 't')],
-      ['agent without agent', insert('agent', null, null, null)],
-      ['sub with agent', insert('sub', 'a', 's', null)],
-      ['agent_sub without sub', insert('agent_sub', 'a', null, null)],
-      ['unknown kind', insert('bogus', 'a', null, null)],
-      ['lifted jti', insert('jti', null, null, 't', true)],
-      ['agent with an issuer', insert('agent', 'a', null, null, false, IDP)],
-      ['jti with an issuer', insert('jti', null, null, 't', false, IDP)],
-      ['sub with an empty issuer', insert('sub', null, 's', null, false, '')],
-    ]
-    for (const [what, attempt] of refused) {
-      expect(sqlState(await rejection(attempt)), what).toBe('23514')
-    }
-    // The same statement shape is accepted when the columns fit the kind.
-    await insert('agent_sub', 'a', 's', null, true)
-    await insert('chain', null, null, 't')
-    await insert('sub', null, 's', null, false, IDP)
-    expect(await createSqlRevocationLog(database.db).list({ limit: 10 })).toHaveLength(3)
-  })
+      const refused: [string, Promise<unknown>][] = [
+        ['jti with agent', insert('jti', 'a', null, 't')],
+        ['jti without jti', insert('jti', null, null, null)],
+        ['chain with sub', insert('chain', null, 's', 't')],
+        ['agent with jti', insert('agent', 'a', null, 't')],
+        ['agent without agent', insert('agent', null, null, null)],
+        ['sub with agent', insert('sub', 'a', 's', null)],
+        ['agent_sub without sub', insert('agent_sub', 'a', null, null)],
+        ['unknown kind', insert('bogus', 'a', null, null)],
+        ['lifted jti', insert('jti', null, null, 't', true)],
+        ['agent with an issuer', insert('agent', 'a', null, null, false, IDP)],
+        ['jti with an issuer', insert('jti', null, null, 't', false, IDP)],
+        ['sub with an empty issuer', insert('sub', null, 's', null, false, '')],
+      ]
+      for (const [what, attempt] of refused) {
+        expect(sqlState(await rejection(attempt)), what).toBe('23514')
+      }
+      // The same statement shape is accepted when the columns fit the kind.
+      await insert('agent_sub', 'a', 's', null, true)
+      await insert('chain', null, null, 't')
+      await insert('sub', null, 's', null, false, IDP)
+      expect(await createSqlRevocationLog(database.db).list({ limit: 10 })).toHaveLength(3)
+    })
   })
 }
 

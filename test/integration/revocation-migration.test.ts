@@ -84,7 +84,16 @@ const OLD_EVENTS: AuditEvent[] = [
     type: 'revocation.created',
     at: T0 + 2,
     by: 'ops',
-    revocation: { id: KILL_ALICE, target: { kind: 'sub', sub: S('alice'), iss: null }, reason: 'r', createdBy: 'ops', createdAt: T0 + 2, expiresAt: undefined, liftedAt: undefined, liftedBy: undefined },
+    revocation: {
+      id: KILL_ALICE,
+      target: { kind: 'sub', sub: S('alice'), iss: null },
+      reason: 'r',
+      createdBy: 'ops',
+      createdAt: T0 + 2,
+      expiresAt: undefined,
+      liftedAt: undefined,
+      liftedBy: undefined,
+    },
   },
 ]
 
@@ -138,20 +147,30 @@ function describeMigration(name: string, open: (dir: string) => Promise<Harness>
       const token = (iss: string): TokenFacts => ({ jti: J(randomUUID()), sub: S('alice'), subIssuer: iss, actors: [A('other-bot')], chain: [], iat: T0 + 5 })
       for (const iss of [IDP_A, IDP_B]) {
         expect(mirror.checkToken(token(iss)).state).toBe('revoked')
-        expect(mirror.check({ agent: A('bot'), sub: S('alice'), subIssuer: iss, actors: [], ancestors: [], subjectIssuedAt: T0 + 5 })).toMatchObject({ state: 'revoked', what: 'agent' })
+        expect(mirror.check({ agent: A('bot'), sub: S('alice'), subIssuer: iss, actors: [], ancestors: [], subjectIssuedAt: T0 + 5 })).toMatchObject({
+          state: 'revoked',
+          what: 'agent',
+        })
       }
       // And the migrated table takes kills naming an issuer.
-      const kill = { id: randomUUID(), target: { kind: 'sub', sub: S('bob'), iss: IDP_B }, reason: 'r', createdBy: 'ops', createdAt: T0 + 20, expiresAt: undefined, liftedAt: undefined, liftedBy: undefined } as const
+      const kill = {
+        id: randomUUID(),
+        target: { kind: 'sub', sub: S('bob'), iss: IDP_B },
+        reason: 'r',
+        createdBy: 'ops',
+        createdAt: T0 + 20,
+        expiresAt: undefined,
+        liftedAt: undefined,
+        liftedBy: undefined,
+      } as const
       await log.insert(kill)
       expect(await log.get(kill.id)).toStrictEqual(kill)
     })
 
-    it('fills the delegation log\'s sub_iss from each record\'s JSON; verify finds nothing; the log stays append-only', async () => {
+    it("fills the delegation log's sub_iss from each record's JSON; verify finds nothing; the log stays append-only", async () => {
       const db = h!.database.db
       const raw: unknown = await db.execute(sql`select event, sub_iss from audit_log order by seq`)
-      const rows = raw as
-        | { rows: { event: string; sub_iss: string | null }[] }
-        | { event: string; sub_iss: string | null }[]
+      const rows = raw as { rows: { event: string; sub_iss: string | null }[] } | { event: string; sub_iss: string | null }[]
       const list = Array.isArray(rows) ? rows : rows.rows
       expect(list.map((r) => [r.event, r.sub_iss])).toEqual([
         ['token.issued', IDP_A],
@@ -161,18 +180,36 @@ function describeMigration(name: string, open: (dir: string) => Promise<Harness>
       const report = await verifyAuditLog(db)
       expect(report.findings).toEqual([])
       expect(report).toMatchObject({ ok: true, records: 3 })
-      expect(sqlState(await db.execute(sql`update audit_log set sub_iss = 'x'`).then(() => undefined, (e: unknown) => e))).toBe('42501')
-      expect(sqlState(await db.execute(sql`delete from audit_log`).then(() => undefined, (e: unknown) => e))).toBe('42501')
+      expect(
+        sqlState(
+          await db.execute(sql`update audit_log set sub_iss = 'x'`).then(
+            () => undefined,
+            (e: unknown) => e,
+          ),
+        ),
+      ).toBe('42501')
+      expect(
+        sqlState(
+          await db.execute(sql`delete from audit_log`).then(
+            () => undefined,
+            (e: unknown) => e,
+          ),
+        ),
+      ).toBe('42501')
     })
   })
 }
 
 describeMigration('pglite', async (dir) => {
   const database = await openDatabase(undefined, { dataDir: dir })
-  return { database, dir, close: async () => {
-    await database.close()
-    await rm(dir, { recursive: true, force: true })
-  } }
+  return {
+    database,
+    dir,
+    close: async () => {
+      await database.close()
+      await rm(dir, { recursive: true, force: true })
+    },
+  }
 })
 
 describeMigration(
@@ -183,11 +220,15 @@ describeMigration(
       await test.drop()
       throw err
     })
-    return { database, dir, close: async () => {
-      await database.close()
-      await test.drop()
-      await rm(dir, { recursive: true, force: true })
-    } }
+    return {
+      database,
+      dir,
+      close: async () => {
+        await database.close()
+        await test.drop()
+        await rm(dir, { recursive: true, force: true })
+      },
+    }
   },
   { describe: describePostgres },
 )

@@ -33,14 +33,12 @@ const CLIENT_OPTIONS = REDIS_CLIENT_OPTIONS
 
 const reachable = await redisAvailable('revocation-redis')
 
-
 // ---------------------------------------------------------------- fixtures
 
 const cleanups: (() => Promise<void>)[] = []
 afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!()
 })
-
 
 /** A Redis client of the test's own, closed after the test (not yet connected). */
 function client(url = REDIS_URL): Redis {
@@ -348,12 +346,26 @@ describe.skipIf(!reachable)('redis revocation feed', () => {
 
     // Both instances end up with everything: the log's record and the other mirror's write-back included.
     for (const m of [a.mirror, b.mirror]) {
-      await vi.waitFor(() => expect(m.records().map((r) => r.id).sort()).toEqual(everything), WAIT)
+      await vi.waitFor(
+        () =>
+          expect(
+            m
+              .records()
+              .map((r) => r.id)
+              .sort(),
+          ).toEqual(everything),
+        WAIT,
+      )
     }
 
     // A third instance started now has the whole list as soon as it is created.
     const c = await startFeed({ prefix, log })
-    expect(c.mirror.records().map((r) => r.id).sort()).toEqual(everything)
+    expect(
+      c.mirror
+        .records()
+        .map((r) => r.id)
+        .sort(),
+    ).toEqual(everything)
     expect(c.mirror.get(onlyInMirrorA.id)).toEqual(onlyInMirrorA)
     expect(c.feed.fresh()).toBe(true)
   })
@@ -479,7 +491,7 @@ describe.skipIf(!reachable)('redis revocation feed', () => {
     expect(decodeRevocation(JSON.stringify({ ...r, target: { kind: 'agent' } }))).toBeUndefined()
   })
 
-  it('carries a user kill\'s issuer to the other instance, where it stops that user only; an old record without one stops the sub everywhere', async () => {
+  it("carries a user kill's issuer to the other instance, where it stops that user only; an old record without one stops the sub everywhere", async () => {
     const prefix = newPrefix()
     const log = arrayLog()
     const a = await startFeed({ prefix, log })
@@ -504,11 +516,22 @@ describe.skipIf(!reachable)('redis revocation feed', () => {
 
     const kill = revocation('sub', { target: { kind: 'sub', sub: 'alice' as Subject, iss: 'https://idp-a.test' } })
     await a.feed.publish(kill)
-    const token = (sub: string, subIssuer: string) => ({ jti: randomUUID() as Jti, sub: sub as Subject, subIssuer, actors: ['agent-1' as AgentId], chain: [], iat: nowSec })
+    const token = (sub: string, subIssuer: string) => ({
+      jti: randomUUID() as Jti,
+      sub: sub as Subject,
+      subIssuer,
+      actors: ['agent-1' as AgentId],
+      chain: [],
+      iat: nowSec,
+    })
     await vi.waitFor(() => expect(mirror.checkToken(token('alice', 'https://idp-a.test')).state).toBe('revoked'), WAIT)
     expect(mirror.checkToken(token('alice', 'https://idp-b.test')).state).toBe('clear')
     expect(mirror.checkToken(token('bob', 'https://idp-a.test')).state).toBe('revoked')
     expect(mirror.checkToken(token('bob', 'https://idp-b.test')).state).toBe('revoked')
-    expect((JSON.parse((await a.redis.hget(`${prefix}rev:records`, kill.id))!) as { target: unknown }).target).toStrictEqual({ kind: 'sub', sub: 'alice', iss: 'https://idp-a.test' })
+    expect((JSON.parse((await a.redis.hget(`${prefix}rev:records`, kill.id))!) as { target: unknown }).target).toStrictEqual({
+      kind: 'sub',
+      sub: 'alice',
+      iss: 'https://idp-a.test',
+    })
   })
 })

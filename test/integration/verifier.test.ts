@@ -34,14 +34,7 @@ import type { AppEnv } from '../../src/http/env.js'
 import { mountRevocationFeed } from '../../src/http/routes/revocation-feed.js'
 import { createRevocationMirror } from '../../src/revocation/mirror.js'
 import { observeMirror } from '../../src/revocation/service.js'
-import {
-  createVerifier,
-  mandateAuth,
-  VerifierError,
-  type MandateEnv,
-  type Verifier,
-  type VerifierOptions,
-} from '../../src/verifier/index.js'
+import { createVerifier, mandateAuth, VerifierError, type MandateEnv, type Verifier, type VerifierOptions } from '../../src/verifier/index.js'
 import {
   ADMIN_KEYS,
   AUDIENCE,
@@ -257,7 +250,14 @@ describeRedis('a verifier beside a broker on Redis', () => {
       ['another subject', alter(token, { payload: { sub: 'mallory' } }), 'bad_signature'],
       ['typ JWT', alter(token, { header: { typ: 'JWT' } }), 'typ_not_allowed'],
       ['alg HS256', alter(token, { header: { alg: 'HS256' } }), 'alg_not_allowed'],
-      ['alg none', `${alter(token, { header: { alg: 'none' } }).split('.').slice(0, 2).join('.')}.`, 'bad_encoding'],
+      [
+        'alg none',
+        `${alter(token, { header: { alg: 'none' } })
+          .split('.')
+          .slice(0, 2)
+          .join('.')}.`,
+        'bad_encoding',
+      ],
       ['an unknown kid', alter(token, { header: { kid: 'not-a-broker-key' } }), 'unknown_kid'],
       ['a key in the header', alter(token, { header: { jwk: { kty: 'EC' } } }), 'header_jwk_refused'],
       ['no kid', alter(token, { header: { kid: undefined } }), 'missing_kid'],
@@ -340,7 +340,7 @@ describeRedis('a verifier beside a broker on Redis', () => {
     }
   })
 
-  it('the Redis follower writes nothing: the brokers\' keys are unchanged after it synced and followed', async () => {
+  it("the Redis follower writes nothing: the brokers' keys are unchanged after it synced and followed", async () => {
     await revokeOverHttp(broker.url, { jti: 'before-follower' })
     const token = await issue(b)
     const redis = new Redis(REDIS_URL, CLIENT_OPTIONS)
@@ -396,8 +396,7 @@ describeRedis('a verifier beside a broker on Redis', () => {
     api.get('/admin/settings', (c) => c.json({ ok: true }))
     const served = await serveOnLoopback(api.fetch)
     cleanups.push(() => served.stop())
-    const get = (path: string, authorization?: string) =>
-      fetch(`${served.url}${path}`, { headers: authorization === undefined ? {} : { authorization } })
+    const get = (path: string, authorization?: string) => fetch(`${served.url}${path}`, { headers: authorization === undefined ? {} : { authorization } })
     const token = await issue(b)
 
     const ok = await get('/tickets/mine', `Bearer ${token}`)
@@ -468,14 +467,22 @@ describe('a feed verifier and its credentials', () => {
 
     await b.revocations.revokeToken(jtiOf(token) as Jti)
     await vi.waitFor(async () => expect((await refusal(v.verify(token))).error).toBe('invalid_token'), { timeout: 1000, interval: 10 })
-    expect(b.audit.events().filter((e) => e.type === 'admin.feed.opened').at(-1)).toMatchObject({ by: RESOURCE_SERVERS.other })
+    expect(
+      b.audit
+        .events()
+        .filter((e) => e.type === 'admin.feed.opened')
+        .at(-1),
+    ).toMatchObject({ by: RESOURCE_SERVERS.other })
   })
 
   it('with credentials the broker refuses (an agent’s, a wrong secret), never becomes ready and answers 503', async () => {
     const served = await serveOnLoopback(b.mandate.app.fetch)
     cleanups.push(() => served.stop())
     const token = await issue(b)
-    for (const client of [{ id: 'secret-agent', secret: SECRET }, { id: RESOURCE_SERVERS.api, secret: 'not-the-secret-at-all' }]) {
+    for (const client of [
+      { id: 'secret-agent', secret: SECRET },
+      { id: RESOURCE_SERVERS.api, secret: 'not-the-secret-at-all' },
+    ]) {
       const v = verifierFor(b, served.url, { feed: { url: `${served.url}/revocations/feed`, client } }, { startTimeoutMs: 400 })
       await expect(v.ready()).rejects.toThrow(/feed answered 401/)
       await expectRefused(v.verify(token), 503, 'temporarily_unavailable')
@@ -542,7 +549,7 @@ describe('a feed verifier whose broker goes away or goes stale', () => {
     await vi.waitFor(() => expect(v.fresh()).toBe(false), { timeout: 3000, interval: 20 })
   })
 
-  it('answers 503 when the broker\'s heartbeats say its own revocation list is stale', async () => {
+  it("answers 503 when the broker's heartbeats say its own revocation list is stale", async () => {
     const served = await serveOnLoopback(b.mandate.app.fetch)
     cleanups.push(() => served.stop())
     // A feed whose freshness the test sets; the keys come from the real broker.

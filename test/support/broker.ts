@@ -74,10 +74,7 @@ async function makeIssuer(iss: string, alg: 'RS256' | 'ES256', defaults: (now: n
     kid,
     privateKey,
     publicJwk,
-    sign: (claims, header = {}) =>
-      new SignJWT({ ...defaults(now()), ...claims })
-        .setProtectedHeader({ alg, kid, typ: 'at+jwt', ...header })
-        .sign(privateKey),
+    sign: (claims, header = {}) => new SignJWT({ ...defaults(now()), ...claims }).setProtectedHeader({ alg, kid, typ: 'at+jwt', ...header }).sign(privateKey),
   }
 }
 
@@ -264,17 +261,42 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   const files = { ...defaultPolicies(agentJwk), ...options.policies }
   for (const [name, text] of Object.entries(files)) await writeFile(join(policiesDir, name), text)
 
-  const users = await makeIssuer(USER_ISSUER, 'RS256', (t) => ({
-    iss: USER_ISSUER, sub: 'alice', aud: BROKER, iat: t, exp: t + 3600, jti: `u-${Math.random()}`, scope: 'read write',
-  }), () => now)
+  const users = await makeIssuer(
+    USER_ISSUER,
+    'RS256',
+    (t) => ({
+      iss: USER_ISSUER,
+      sub: 'alice',
+      aud: BROKER,
+      iat: t,
+      exp: t + 3600,
+      jti: `u-${Math.random()}`,
+      scope: 'read write',
+    }),
+    () => now,
+  )
   const otherUsers = await Promise.all(
     (options.extraUserIssuers ?? []).map((iss) =>
-      makeIssuer(iss, 'RS256', (t) => ({ iss, sub: 'alice', aud: BROKER, iat: t, exp: t + 3600, jti: `u-${Math.random()}`, scope: 'read write' }), () => now),
+      makeIssuer(
+        iss,
+        'RS256',
+        (t) => ({ iss, sub: 'alice', aud: BROKER, iat: t, exp: t + 3600, jti: `u-${Math.random()}`, scope: 'read write' }),
+        () => now,
+      ),
     ),
   )
-  const workloads = await makeIssuer(WORKLOAD_ISSUER, 'ES256', (t) => ({
-    iss: WORKLOAD_ISSUER, sub: 'spiffe://test/ns/agents/sa/runner', aud: BROKER, iat: t, exp: t + 600,
-  }), () => now)
+  const workloads = await makeIssuer(
+    WORKLOAD_ISSUER,
+    'ES256',
+    (t) => ({
+      iss: WORKLOAD_ISSUER,
+      sub: 'spiffe://test/ns/agents/sa/runner',
+      aud: BROKER,
+      iat: t,
+      exp: t + 600,
+    }),
+    () => now,
+  )
 
   const { lines, stream: sink } = captureLogs('test broker (in process)')
   const config = Config.parse({
@@ -287,7 +309,11 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
       ? {}
       : { storage: { ...options.storage, ...(options.database === undefined ? {} : { database_url: options.database }) } }),
     resource_servers: [
-      { id: RESOURCE_SERVERS.api, audiences: [AUDIENCE], authentication: { method: 'client_secret_basic', secret_sha256: hashClientSecret(RS_SECRET).toString('hex') } },
+      {
+        id: RESOURCE_SERVERS.api,
+        audiences: [AUDIENCE],
+        authentication: { method: 'client_secret_basic', secret_sha256: hashClientSecret(RS_SECRET).toString('hex') },
+      },
       { id: RESOURCE_SERVERS.other, audiences: [OTHER_AUDIENCE], authentication: { method: 'private_key_jwt', jwks: { keys: [rsJwk] } } },
     ],
     ...(options.trustedProxies === undefined ? {} : { listen: { trusted_proxies: options.trustedProxies } }),
@@ -317,7 +343,10 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     })),
     ...(options.filePollMs === undefined ? {} : { filePollMs: options.filePollMs }),
     localWorkloadIssuers: [
-      { trusted: { issuer: WORKLOAD_ISSUER, jwksUri: undefined, algorithms: ['ES256'], audience: BROKER, typ: [undefined, 'jwt'] }, jwks: { keys: [workloads.publicJwk] } },
+      {
+        trusted: { issuer: WORKLOAD_ISSUER, jwksUri: undefined, algorithms: ['ES256'], audience: BROKER, typ: [undefined, 'jwt'] },
+        jwks: { keys: [workloads.publicJwk] },
+      },
     ],
   }).catch(async (err: unknown) => {
     await rm(dir, { recursive: true, force: true })
@@ -375,7 +404,15 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
         .sign(key),
     rsKey: { privateKey: rsKeys.privateKey, kid: rsKid },
     rsAssertion: (claims = {}, header = {}) =>
-      new SignJWT({ iss: RESOURCE_SERVERS.other, sub: RESOURCE_SERVERS.other, aud: BROKER, jti: `r-${++jtiCounter}-${Math.random()}`, iat: now, exp: now + 60, ...claims })
+      new SignJWT({
+        iss: RESOURCE_SERVERS.other,
+        sub: RESOURCE_SERVERS.other,
+        aud: BROKER,
+        jti: `r-${++jtiCounter}-${Math.random()}`,
+        iat: now,
+        exp: now + 60,
+        ...claims,
+      })
         .setProtectedHeader({ alg: 'ES256', kid: rsKid, ...header })
         .sign(rsKeys.privateKey),
     token: (form, headers = {}) =>

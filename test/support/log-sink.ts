@@ -39,7 +39,11 @@ export function captureLogs(source: string, lines: string[] = []): { readonly li
   const stream = new Writable({
     write(chunk: Buffer, _enc, cb) {
       runWide(chunk)
-      lines.push(...String(chunk).split('\n').filter((l) => l !== ''))
+      lines.push(
+        ...String(chunk)
+          .split('\n')
+          .filter((l) => l !== ''),
+      )
       cb()
     },
   })

@@ -58,11 +58,7 @@ const nowSeconds = () => Math.floor(Date.now() / 1000)
  * A user's access token from an identity provider (RFC 9068: `typ` at+jwt):
  * `scope` read, issued now, 600 s long. `claims` go over those defaults.
  */
-export function userAccessToken(
-  signer: TestSigner,
-  claims: JWTPayload,
-  options: TimedOptions = {},
-): Promise<string> {
+export function userAccessToken(signer: TestSigner, claims: JWTPayload, options: TimedOptions = {}): Promise<string> {
   const iat = options.now ?? nowSeconds()
   return signToken(signer, { scope: 'read', iat, exp: iat + (options.lifetime ?? 600), ...claims }, { typ: 'at+jwt', ...options })
 }
@@ -72,11 +68,7 @@ export function userAccessToken(
  * broker, a fresh `jti`, issued now, 60 s long, no `typ`. `claims` go over
  * those defaults.
  */
-export function clientAssertion(
-  signer: TestSigner,
-  claims: JWTPayload & { readonly client: string },
-  options: TimedOptions = {},
-): Promise<string> {
+export function clientAssertion(signer: TestSigner, claims: JWTPayload & { readonly client: string }, options: TimedOptions = {}): Promise<string> {
   const iat = options.now ?? nowSeconds()
   const { client, ...rest } = claims
   return signToken(signer, { iss: client, sub: client, jti: randomUUID(), iat, exp: iat + (options.lifetime ?? 60), ...rest }, options)

@@ -28,7 +28,11 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const DEPLOY = join(ROOT, 'deploy')
 const K8S = join(DEPLOY, 'kubernetes')
 const read = (path: string) => readFile(join(ROOT, path), 'utf8')
-const exists = (path: string) => stat(path).then(() => true, () => false)
+const exists = (path: string) =>
+  stat(path).then(
+    () => true,
+    () => false,
+  )
 
 /** `listenAndServe` (src/cli/serve.ts) exits at the latest this long after SIGTERM. */
 const SHUTDOWN_BOUND_SECONDS = 10
@@ -204,11 +208,15 @@ interface PodContainer {
 const mandateContainers: PodContainer[] = manifests.flatMap((m) => {
   const pod = podSpecOf(m)
   if (pod === undefined) return []
-  return listOf(pod['containers']).filter(isObj).flatMap((container, i) => {
-    const image = strOf(container['image']) ?? ''
-    const repo = image.replace(/[@:][^/]*$/, '')
-    return repo.split('/').at(-1) === 'mandate' ? [{ manifest: m, pod, container, where: at(m, `containers[${i}] (${strOf(container['name']) ?? '?'})`) }] : []
-  })
+  return listOf(pod['containers'])
+    .filter(isObj)
+    .flatMap((container, i) => {
+      const image = strOf(container['image']) ?? ''
+      const repo = image.replace(/[@:][^/]*$/, '')
+      return repo.split('/').at(-1) === 'mandate'
+        ? [{ manifest: m, pod, container, where: at(m, `containers[${i}] (${strOf(container['name']) ?? '?'})`) }]
+        : []
+    })
 })
 const deployment = byKind('Deployment').find((m) => mandateContainers.some((c) => c.manifest === m))
 const broker = mandateContainers.find((c) => c.manifest === deployment)
@@ -227,9 +235,11 @@ const keysOf = (m: Manifest | undefined) => (m === undefined ? [] : [...Object.k
 function containerEnv(c: PodContainer, problems: string[]): Record<string, string> {
   const env: Record<string, string> = { ...imageEnv }
   for (const from of listOf(c.container['envFrom'])) {
-    const ref = objOf(dig(from, 'secretRef'))['name'] !== undefined ? ['Secret', dig(from, 'secretRef', 'name')] : ['ConfigMap', dig(from, 'configMapRef', 'name')]
+    const ref =
+      objOf(dig(from, 'secretRef'))['name'] !== undefined ? ['Secret', dig(from, 'secretRef', 'name')] : ['ConfigMap', dig(from, 'configMapRef', 'name')]
     const source = named(ref[0] as string, strOf(ref[1]))
-    if (source === undefined) problems.push(`${c.where}.envFrom: ${String(ref[0])} ${String(ref[1])} is defined nowhere in deploy/kubernetes, so its variables cannot be checked`)
+    if (source === undefined)
+      problems.push(`${c.where}.envFrom: ${String(ref[0])} ${String(ref[1])} is defined nowhere in deploy/kubernetes, so its variables cannot be checked`)
     for (const key of keysOf(source)) env[key] = keyOf(source, key) ?? ''
   }
   for (const e of listOf(c.container['env']).filter(isObj)) {
@@ -248,7 +258,9 @@ function containerEnv(c: PodContainer, problems: string[]): Record<string, strin
       const [kind, ref] = secret['name'] !== undefined ? ['Secret', secret] : ['ConfigMap', configMap]
       const value = keyOf(named(kind, strOf(ref['name'])), strOf(ref['key']) ?? '')
       if (value === undefined) {
-        problems.push(`${field}: ${kind} ${String(ref['name'])} key ${String(ref['key'])} is in no ${kind} of deploy/kubernetes (secret.template.yaml shows each Secret)`)
+        problems.push(
+          `${field}: ${kind} ${String(ref['name'])} key ${String(ref['key'])} is in no ${kind} of deploy/kubernetes (secret.template.yaml shows each Secret)`,
+        )
       }
       env[name] = value ?? ''
     } else {
@@ -267,7 +279,9 @@ function mountOf(c: PodContainer, path: string): { volume: Obj; mountPath: strin
     const rest = posix.relative(mountPath, path)
     if (rest.startsWith('..') || posix.isAbsolute(rest)) continue
     if (best !== undefined && best.mountPath.length >= mountPath.length) continue
-    const volume = listOf(c.pod['volumes']).filter(isObj).find((v) => v['name'] === mount['name'])
+    const volume = listOf(c.pod['volumes'])
+      .filter(isObj)
+      .find((v) => v['name'] === mount['name'])
     if (volume !== undefined) best = { volume, mountPath, rest, readOnly: mount['readOnly'] === true }
   }
   return best
@@ -307,7 +321,9 @@ async function k8sConfig(c: PodContainer, problems: string[]): Promise<{ env: Re
     const source = sourceOf(keysMount?.volume)
     const keysText = keysMount === undefined ? undefined : keyOf(source, keysMount.rest)
     if (source === undefined || keysMount === undefined || keysText === undefined) {
-      problems.push(`${c.where}: admin keys file ${adminKeysFile} is not a key of a Secret (secret.template.yaml) or ConfigMap of deploy/kubernetes mounted there`)
+      problems.push(
+        `${c.where}: admin keys file ${adminKeysFile} is not a key of a Secret (secret.template.yaml) or ConfigMap of deploy/kubernetes mounted there`,
+      )
       return { env, adminKeysFile }
     }
     keys = { source, rest: keysMount.rest, staged: await stage(keysText, 'admin-keys.yaml') }
@@ -316,7 +332,9 @@ async function k8sConfig(c: PodContainer, problems: string[]): Promise<{ env: Re
   const { config, issues } = await resolveConfig(text, loaderEnv)
   for (const issue of issues) {
     if (keys !== undefined && issue.startsWith('admin.keys_file')) {
-      problems.push(`deploy/kubernetes/${keys.source.file} (${keys.source.kind} ${keys.source.name}): ${keys.rest}: ${issue.replace(keys.staged, adminKeysFile ?? '')}`)
+      problems.push(
+        `deploy/kubernetes/${keys.source.file} (${keys.source.kind} ${keys.source.name}): ${keys.rest}: ${issue.replace(keys.staged, adminKeysFile ?? '')}`,
+      )
     } else {
       problems.push(`deploy/kubernetes/${map?.file ?? '?'} (ConfigMap ${map?.name ?? '?'}): ${mount?.rest ?? '?'}: ${issue}`)
     }
@@ -328,7 +346,9 @@ async function k8sConfig(c: PodContainer, problems: string[]): Promise<{ env: Re
 /** A container port by number or name, as probes and Services give it. */
 function portNumber(c: PodContainer, port: unknown): number | undefined {
   if (typeof port === 'number') return port
-  const p = listOf(c.container['ports']).filter(isObj).find((x) => x['name'] === port)
+  const p = listOf(c.container['ports'])
+    .filter(isObj)
+    .find((x) => x['name'] === port)
   return typeof p?.['containerPort'] === 'number' ? p['containerPort'] : undefined
 }
 
@@ -373,7 +393,12 @@ interface ComposeMount {
 function composeMounts(name: string): ComposeMount[] {
   return listOf(service(name)['volumes']).map((v): ComposeMount => {
     if (isObj(v)) {
-      return { type: v['type'] === 'bind' ? 'bind' : 'volume', source: strOf(v['source']) ?? '', target: strOf(v['target']) ?? '', readOnly: v['read_only'] === true }
+      return {
+        type: v['type'] === 'bind' ? 'bind' : 'volume',
+        source: strOf(v['source']) ?? '',
+        target: strOf(v['target']) ?? '',
+        readOnly: v['read_only'] === true,
+      }
     }
     const [source = '', target = '', mode = ''] = String(v).split(':')
     return { type: /^[./~]/.test(source) ? 'bind' : 'volume', source, target, readOnly: mode.split(',').includes('ro') }
@@ -489,13 +514,15 @@ function nginxRoute(conf: readonly NginxDirective[], port: number, path: string)
 /** Findings about a fleet member's resolved config that hold wherever it runs. */
 function fleetConfigProblems(where: string, config: Config): string[] {
   const problems: string[] = []
-  if (config.signing.generate_if_missing) problems.push(`${where}: signing.generate_if_missing: must be false in a fleet (each instance would make its own key)`)
+  if (config.signing.generate_if_missing)
+    problems.push(`${where}: signing.generate_if_missing: must be false in a fleet (each instance would make its own key)`)
   if (config.signing.keys_file === undefined) problems.push(`${where}: signing.keys_file: not set, so the keys would be looked for under data_dir`)
   if (config.storage.database_url === undefined) problems.push(`${where}: DATABASE_URL: not set, so each instance would open a PGlite database of its own`)
   if (config.storage.redis_url === undefined) problems.push(`${where}: REDIS_URL: not set, so a revocation would reach one instance only`)
   if (config.audit.checkpoint_dir === undefined) problems.push(`${where}: audit.checkpoint_dir: not set, so checkpoints would land under data_dir`)
   if (config.instance_id === undefined) problems.push(`${where}: MANDATE_INSTANCE_ID: not set, so audit records name a container hostname`)
-  if (config.listen.admin_port === undefined) problems.push(`${where}: listen.admin_port: not set, so a token flood delays the kill switch (it shares the token endpoint's event loop)`)
+  if (config.listen.admin_port === undefined)
+    problems.push(`${where}: listen.admin_port: not set, so a token flood delays the kill switch (it shares the token endpoint's event loop)`)
   return problems
 }
 
@@ -536,7 +563,9 @@ describe('Dockerfile', () => {
     if (!copied(/(^|\s)bin\/?\s/)) problems.push(where('COPY: bin/ is missing (the entrypoint bin/mandate.js)'))
     // src/storage/database.ts finds them as ../../migrations from dist/storage/.
     if (!copied(/(^|\s)migrations\/?\s+\S*migrations/)) problems.push(where('COPY: migrations/ is missing (serve and migrate apply them at run time)'))
-    const entry = runtimeOps('ENTRYPOINT').map((i) => i.args).join(' ')
+    const entry = runtimeOps('ENTRYPOINT')
+      .map((i) => i.args)
+      .join(' ')
     if (!entry.includes('bin/mandate.js')) problems.push(where(`ENTRYPOINT: ${entry || 'none'} does not run bin/mandate.js`))
     const cmd = runtimeOps('CMD').at(-1)?.args ?? ''
     if (!/"serve"/.test(cmd)) problems.push(where(`CMD: ${cmd || 'none'} does not run serve`))
@@ -583,8 +612,11 @@ describe('Dockerfile', () => {
     const { config, issues } = await resolveConfig('issuer: https://mandate.example.com\n', imageEnv)
     expect(issues, 'the image environment alone').toEqual([])
     const port = config?.listen.port
-    const exposed = runtimeOps('EXPOSE').flatMap((i) => i.args.split(/\s+/)).map((p) => Number(p.split('/')[0]))
-    if (port === undefined || !exposed.includes(port)) problems.push(where(`EXPOSE ${exposed.join(' ') || 'none'}: the config resolves listen.port ${String(port)}`))
+    const exposed = runtimeOps('EXPOSE')
+      .flatMap((i) => i.args.split(/\s+/))
+      .map((p) => Number(p.split('/')[0]))
+    if (port === undefined || !exposed.includes(port))
+      problems.push(where(`EXPOSE ${exposed.join(' ') || 'none'}: the config resolves listen.port ${String(port)}`))
     const check = runtimeOps('HEALTHCHECK').at(-1)?.args ?? ''
     if (!/\bCMD\b/.test(check)) problems.push(where('HEALTHCHECK: none'))
     if (!check.includes('/healthz')) problems.push(where(`HEALTHCHECK: does not ask /healthz (${check})`))
@@ -603,7 +635,14 @@ describe('Dockerfile', () => {
       .map((l) => {
         const negate = l.startsWith('!')
         const glob = posix.normalize((negate ? l.slice(1) : l).replace(/^\/+/, '')).replace(/\/$/, '')
-        const re = new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*\*/g, '\0').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]').replace(/\0/g, '.*')}$`)
+        const re = new RegExp(
+          `^${glob
+            .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+            .replace(/\*\*/g, '\0')
+            .replace(/\*/g, '[^/]*')
+            .replace(/\?/g, '[^/]')
+            .replace(/\0/g, '.*')}$`,
+        )
         return { negate, re }
       })
     // Docker: the last matching rule decides, and an excluded directory excludes what it holds.
@@ -612,8 +651,12 @@ describe('Dockerfile', () => {
     const problems: string[] = []
     for (const stage of dockerfile) {
       for (const copy of stage.instructions.filter((i) => i.op === 'COPY' && !/--from=/.test(i.args))) {
-        const sources = copy.args.split(/\s+/).filter((a) => !a.startsWith('--')).slice(0, -1)
-        for (const source of sources) if (ignored(posix.normalize(source).replace(/\/$/, ''))) problems.push(`.dockerignore: excludes ${source}, which the Dockerfile copies`)
+        const sources = copy.args
+          .split(/\s+/)
+          .filter((a) => !a.startsWith('--'))
+          .slice(0, -1)
+        for (const source of sources)
+          if (ignored(posix.normalize(source).replace(/\/$/, ''))) problems.push(`.dockerignore: excludes ${source}, which the Dockerfile copies`)
       }
     }
     for (const secret of ['deploy/secrets/signing-keys.json', '.env', 'data/signing-keys.json', 'node_modules', 'keys.pem', 'scratch']) {
@@ -675,7 +718,9 @@ describe('deploy/compose.yaml', () => {
       if (adminKeysFile === undefined) {
         problems.push(composeWhere(name, 'environment.MANDATE_ADMIN_KEYS_FILE') + ': not set, so the admin key hashes would have to be in mandate.yaml')
       } else if (admin?.type !== 'bind' || !admin.readOnly || !`${posix.normalize(admin.source)}/`.startsWith('secrets/')) {
-        problems.push(composeWhere(name, 'volumes') + `: the admin keys file ${adminKeysFile} is not on a read-only bind mount of the git-ignored deploy/secrets/`)
+        problems.push(
+          composeWhere(name, 'volumes') + `: the admin keys file ${adminKeysFile} is not on a read-only bind mount of the git-ignored deploy/secrets/`,
+        )
       }
       const keysFile = config.signing.keys_file ?? ''
       const keys = composeMountHolding(name, keysFile)
@@ -695,11 +740,13 @@ describe('deploy/compose.yaml', () => {
         if (!result.ok) problems.push(...result.issues.map((i) => composeWhere(name, 'volumes') + `: ${policies.source}: ${formatIssue(i)}`))
       }
       const checkpoints = composeMountAt(name, config.audit.checkpoint_dir ?? '')
-      if (checkpoints?.type !== 'volume') problems.push(composeWhere(name, 'volumes') + `: audit.checkpoint_dir ${String(config.audit.checkpoint_dir)} is not on a named volume`)
+      if (checkpoints?.type !== 'volume')
+        problems.push(composeWhere(name, 'volumes') + `: audit.checkpoint_dir ${String(config.audit.checkpoint_dir)} is not on a named volume`)
       else checkpointVolumes.add(checkpoints.source)
     }
     // One directory for `mandate audit verify --checkpoints`.
-    if (checkpointVolumes.size > 1) problems.push(`deploy/compose.yaml: the brokers write checkpoints to different volumes (${[...checkpointVolumes].join(', ')})`)
+    if (checkpointVolumes.size > 1)
+      problems.push(`deploy/compose.yaml: the brokers write checkpoints to different volumes (${[...checkpointVolumes].join(', ')})`)
     const ignore = await readFile(join(DEPLOY, 'secrets', '.gitignore'), 'utf8').catch(() => '')
     if (!ignore.split('\n').includes('*')) problems.push('deploy/secrets/.gitignore: must ignore everything (*), so no key file is committed')
     expect(problems).toEqual([])
@@ -708,7 +755,10 @@ describe('deploy/compose.yaml', () => {
   it('points the brokers at the compose PostgreSQL, Redis and the collector’s OTLP/HTTP port', async () => {
     const problems: string[] = []
     const collectorName = collector ?? 'otel-collector'
-    const configArg = listOf(service(collectorName)['command']).map(String).find((a) => a.startsWith('--config='))?.slice('--config='.length)
+    const configArg = listOf(service(collectorName)['command'])
+      .map(String)
+      .find((a) => a.startsWith('--config='))
+      ?.slice('--config='.length)
     const collectorFile = configArg === undefined ? undefined : composeMountAt(collectorName, configArg)
     let otlpPort: number | undefined
     if (collectorFile?.type !== 'bind') {
@@ -718,7 +768,8 @@ describe('deploy/compose.yaml', () => {
       if (otlpPort === undefined) problems.push(`deploy/${posix.normalize(collectorFile.source)}: receivers.otlp.protocols.http: no OTLP/HTTP receiver`)
       const pipelines = objOf(dig(parse(await readFile(join(DEPLOY, collectorFile.source), 'utf8')) as unknown, 'service', 'pipelines'))
       for (const signal of ['traces', 'metrics']) {
-        if (!listOf(dig(pipelines, signal, 'receivers')).includes('otlp')) problems.push(`deploy/${posix.normalize(collectorFile.source)}: service.pipelines.${signal}: does not receive otlp`)
+        if (!listOf(dig(pipelines, signal, 'receivers')).includes('otlp'))
+          problems.push(`deploy/${posix.normalize(collectorFile.source)}: service.pipelines.${signal}: does not receive otlp`)
       }
     }
     const pg = composeEnv(postgres ?? '')
@@ -726,12 +777,24 @@ describe('deploy/compose.yaml', () => {
       const env = composeEnv(name)
       const otel = env['OTEL_EXPORTER_OTLP_ENDPOINT']
       if (otel !== `http://${collectorName}:${String(otlpPort)}`) {
-        problems.push(composeWhere(name, 'environment.OTEL_EXPORTER_OTLP_ENDPOINT') + `: ${String(otel)}, not the collector's OTLP/HTTP receiver http://${collectorName}:${String(otlpPort)}`)
+        problems.push(
+          composeWhere(name, 'environment.OTEL_EXPORTER_OTLP_ENDPOINT') +
+            `: ${String(otel)}, not the collector's OTLP/HTTP receiver http://${collectorName}:${String(otlpPort)}`,
+        )
       }
       if ((env['OTEL_SERVICE_NAME'] ?? '') === '') problems.push(composeWhere(name, 'environment.OTEL_SERVICE_NAME') + ': not set')
       const db = URL.canParse(env['DATABASE_URL'] ?? '') ? new URL(env['DATABASE_URL'] as string) : undefined
-      if (db === undefined || db.hostname !== postgres || db.username !== pg['POSTGRES_USER'] || db.password !== pg['POSTGRES_PASSWORD'] || db.pathname !== `/${pg['POSTGRES_DB'] ?? ''}`) {
-        problems.push(composeWhere(name, 'environment.DATABASE_URL') + `: does not name the ${String(postgres)} service with its POSTGRES_USER, POSTGRES_PASSWORD and POSTGRES_DB`)
+      if (
+        db === undefined ||
+        db.hostname !== postgres ||
+        db.username !== pg['POSTGRES_USER'] ||
+        db.password !== pg['POSTGRES_PASSWORD'] ||
+        db.pathname !== `/${pg['POSTGRES_DB'] ?? ''}`
+      ) {
+        problems.push(
+          composeWhere(name, 'environment.DATABASE_URL') +
+            `: does not name the ${String(postgres)} service with its POSTGRES_USER, POSTGRES_PASSWORD and POSTGRES_DB`,
+        )
       }
       const rd = URL.canParse(env['REDIS_URL'] ?? '') ? new URL(env['REDIS_URL'] as string) : undefined
       if (rd?.hostname !== redis) problems.push(composeWhere(name, 'environment.REDIS_URL') + `: does not name the ${String(redis)} service`)
@@ -739,7 +802,8 @@ describe('deploy/compose.yaml', () => {
         if (dig(service(name), 'depends_on', dep ?? '', 'condition') !== 'service_healthy') {
           problems.push(composeWhere(name, `depends_on.${String(dep)}`) + ': the broker must wait for it to be healthy (it connects at start)')
         }
-        if (service(dep ?? '')['healthcheck'] === undefined) problems.push(composeWhere(String(dep), 'healthcheck') + ': none, so depends_on cannot wait for it')
+        if (service(dep ?? '')['healthcheck'] === undefined)
+          problems.push(composeWhere(String(dep), 'healthcheck') + ': none, so depends_on cannot wait for it')
       }
     }
     expect(problems).toEqual([])
@@ -754,22 +818,30 @@ describe('deploy/compose.yaml', () => {
       // An invalid config is the previous check's finding.
       if (config === undefined) continue
       const port = config.listen.port
-      const test = listOf(dig(service(name), 'healthcheck', 'test')).map(String).join(' ')
+      const test = listOf(dig(service(name), 'healthcheck', 'test'))
+        .map(String)
+        .join(' ')
       if (!/\/(readyz|healthz)\b/.test(test)) problems.push(composeWhere(name, 'healthcheck.test') + `: asks neither /readyz nor /healthz (${test || 'none'})`)
       const fallback = /process\.env\.PORT\s*\|\|\s*(\d+)/.exec(test)?.[1]
-      if (!test.includes(`:${String(port)}/`) && Number(fallback) !== port) problems.push(composeWhere(name, 'healthcheck.test') + `: does not ask port ${String(port)}`)
+      if (!test.includes(`:${String(port)}/`) && Number(fallback) !== port)
+        problems.push(composeWhere(name, 'healthcheck.test') + `: does not ask port ${String(port)}`)
       const command = listOf(service(name)['command']).map(String)
       const bound = command.includes('--workers') || command.some((a) => a.startsWith('--workers=')) ? WORKERS_SHUTDOWN_BOUND_SECONDS : SHUTDOWN_BOUND_SECONDS
       const grace = /^(\d+)s$/.exec(strOf(service(name)['stop_grace_period']) ?? '')?.[1]
-      if (!(Number(grace) > bound)) problems.push(composeWhere(name, 'stop_grace_period') + `: ${String(grace)} s must exceed the broker's ${bound} s shutdown bound (Docker's default is 10 s)`)
+      if (!(Number(grace) > bound))
+        problems.push(
+          composeWhere(name, 'stop_grace_period') + `: ${String(grace)} s must exceed the broker's ${bound} s shutdown bound (Docker's default is 10 s)`,
+        )
       if (command.length > 0 && command[0] !== 'serve') problems.push(composeWhere(name, 'command') + `: ${command.join(' ')} does not run serve`)
-      if (upstream !== undefined && !servers.includes(`${name}:${String(port)}`)) problems.push(`deploy/nginx.conf: upstream: no server ${name}:${String(port)}`)
+      if (upstream !== undefined && !servers.includes(`${name}:${String(port)}`))
+        problems.push(`deploy/nginx.conf: upstream: no server ${name}:${String(port)}`)
     }
     if (upstream === undefined) problems.push('deploy/nginx.conf: missing (the load balancer of deploy/compose.yaml)')
     // The issuer agents assert to is the load balancer's address.
     const issuer = composeEnv(brokerServices[0] ?? '')['MANDATE_ISSUER'] ?? ''
     const published = Object.keys(services).flatMap((n) => listOf(service(n)['ports']).map((p) => String(p).split(':').at(-2)))
-    if (URL.canParse(issuer) && !published.includes(new URL(issuer).port)) problems.push(`deploy/compose.yaml: MANDATE_ISSUER ${issuer}: no service publishes that port`)
+    if (URL.canParse(issuer) && !published.includes(new URL(issuer).port))
+      problems.push(`deploy/compose.yaml: MANDATE_ISSUER ${issuer}: no service publishes that port`)
     expect(problems).toEqual([])
   })
 
@@ -794,15 +866,20 @@ describe('deploy/compose.yaml', () => {
     const front = published.find((p) => URL.canParse(issuer) && p.published === new URL(issuer).port)
     for (const path of ['/oauth2/token', '/revocations/feed', '/.well-known/jwks.json']) {
       const route = front === undefined ? undefined : nginxRoute(conf, front.target, path)
-      if (sorted(route) !== sorted(main)) problems.push(`deploy/nginx.conf: ${path} on the issuer's port goes to ${route?.join(', ') ?? 'nothing'}, not ${main.join(', ')}`)
+      if (sorted(route) !== sorted(main))
+        problems.push(`deploy/nginx.conf: ${path} on the issuer's port goes to ${route?.join(', ') ?? 'nothing'}, not ${main.join(', ')}`)
     }
     // Its absence is the fleet config check's finding.
     const admin = configs.flatMap(({ name, config }) => (config.listen.admin_port === undefined ? [] : [`${name}:${config.listen.admin_port}`]))
     if (admin.length > 0) {
       const adminFronts = published.filter((p) => sorted(nginxRoute(conf, p.target, '/admin/revocations')) === sorted(admin))
-      if (adminFronts.length === 0) problems.push(`deploy/nginx.conf, deploy/compose.yaml: no published port of ${lb} sends /admin/* to ${admin.join(', ')} (the brokers answer it nowhere else)`)
+      if (adminFronts.length === 0)
+        problems.push(
+          `deploy/nginx.conf, deploy/compose.yaml: no published port of ${lb} sends /admin/* to ${admin.join(', ')} (the brokers answer it nowhere else)`,
+        )
       for (const p of adminFronts) {
-        if (!['127.0.0.1', 'localhost', '::1'].includes(p.host ?? '')) problems.push(composeWhere(lb, 'ports') + `: ${p.spec}: the admin API is published beyond this machine; bind it to 127.0.0.1`)
+        if (!['127.0.0.1', 'localhost', '::1'].includes(p.host ?? ''))
+          problems.push(composeWhere(lb, 'ports') + `: ${p.spec}: the admin API is published beyond this machine; bind it to 127.0.0.1`)
       }
     }
     expect(problems).toEqual([])
@@ -855,11 +932,17 @@ describe('deploy/kubernetes', () => {
     expect(problems).toEqual([])
     if (config === undefined) return
     problems.push(...fleetConfigProblems(`${broker.where}: the resolved config`, config))
-    const instance = listOf(broker.container['env']).filter(isObj).find((e) => e['name'] === 'MANDATE_INSTANCE_ID')
-    if (dig(instance, 'valueFrom', 'fieldRef', 'fieldPath') !== 'metadata.name') problems.push(`${broker.where}.env.MANDATE_INSTANCE_ID: must come from fieldRef metadata.name (the pod name)`)
+    const instance = listOf(broker.container['env'])
+      .filter(isObj)
+      .find((e) => e['name'] === 'MANDATE_INSTANCE_ID')
+    if (dig(instance, 'valueFrom', 'fieldRef', 'fieldPath') !== 'metadata.name')
+      problems.push(`${broker.where}.env.MANDATE_INSTANCE_ID: must come from fieldRef metadata.name (the pod name)`)
     for (const name of ['DATABASE_URL', 'REDIS_URL']) {
-      const entry = listOf(broker.container['env']).filter(isObj).find((e) => e['name'] === name)
-      if (dig(entry, 'valueFrom', 'secretKeyRef') === undefined) problems.push(`${broker.where}.env.${name}: must come from a Secret (secretKeyRef): the URL holds a password`)
+      const entry = listOf(broker.container['env'])
+        .filter(isObj)
+        .find((e) => e['name'] === name)
+      if (dig(entry, 'valueFrom', 'secretKeyRef') === undefined)
+        problems.push(`${broker.where}.env.${name}: must come from a Secret (secretKeyRef): the URL holds a password`)
     }
     if ((env['OTEL_EXPORTER_OTLP_ENDPOINT'] ?? '') === '') problems.push(`${broker.where}.env.OTEL_EXPORTER_OTLP_ENDPOINT: not set`)
     expect(problems).toEqual([])
@@ -874,7 +957,9 @@ describe('deploy/kubernetes', () => {
     const keys = mountOf(broker, keysFile)
     const secret = named('Secret', strOf(dig(keys?.volume, 'secret', 'secretName')))
     if (secret === undefined || !keysOf(secret).includes(keys?.rest ?? '')) {
-      problems.push(`${broker.where}.volumeMounts: signing.keys_file ${keysFile} is not a key of a Secret (shown in secret.template.yaml) mounted there as a directory (a subPath mount never shows a rotated key set)`)
+      problems.push(
+        `${broker.where}.volumeMounts: signing.keys_file ${keysFile} is not a key of a Secret (shown in secret.template.yaml) mounted there as a directory (a subPath mount never shows a rotated key set)`,
+      )
     }
     const policies = mountOf(broker, config.policies_dir)
     const map = named('ConfigMap', strOf(dig(policies?.volume, 'configMap', 'name')))
@@ -901,14 +986,19 @@ describe('deploy/kubernetes', () => {
     const { env, config, adminKeysFile } = await k8sConfig(broker, problems)
     const configMap = sourceOf(mountOf(broker, env['MANDATE_CONFIG'] ?? '')?.volume)
     const inline = listOf(dig(parse(keyOf(configMap, 'mandate.yaml') ?? '') as unknown, 'admin', 'keys'))
-    if (inline.length > 0) problems.push(at(configMap ?? broker.manifest, 'data.mandate.yaml') + `: admin.keys holds ${inline.length} key hash(es); they belong in the admin keys Secret`)
+    if (inline.length > 0)
+      problems.push(
+        at(configMap ?? broker.manifest, 'data.mandate.yaml') + `: admin.keys holds ${inline.length} key hash(es); they belong in the admin keys Secret`,
+      )
     if (adminKeysFile === undefined) {
       problems.push(`${broker.where}.env.MANDATE_ADMIN_KEYS_FILE: not set (nor admin.keys_file), so the broker has no admin keys`)
     } else {
       const mount = mountOf(broker, adminKeysFile)
       const secret = named('Secret', strOf(dig(mount?.volume, 'secret', 'secretName')))
       if (secret === undefined || !keysOf(secret).includes(mount?.rest ?? '')) {
-        problems.push(`${broker.where}.volumeMounts: the admin keys file ${adminKeysFile} is not a key of a Secret (shown in secret.template.yaml) mounted there as a directory`)
+        problems.push(
+          `${broker.where}.volumeMounts: the admin keys file ${adminKeysFile} is not a key of a Secret (shown in secret.template.yaml) mounted there as a directory`,
+        )
       } else if (secret.file !== 'secret.template.yaml') {
         problems.push(at(secret, 'metadata.name') + ': the admin keys Secret belongs in secret.template.yaml, never applied with placeholders')
       }
@@ -926,25 +1016,37 @@ describe('deploy/kubernetes', () => {
     const port = config?.listen.port
     const adminPort = config?.listen.admin_port
     const served = [port, ...(adminPort === undefined ? [] : [adminPort])]
-    const ports = listOf(broker.container['ports']).filter(isObj).map((p) => p['containerPort'])
-    for (const p of served) if (!ports.includes(p)) problems.push(`${broker.where}.ports: ${ports.join(', ') || 'none'}; the config resolves listen.port ${String(port)}, listen.admin_port ${String(adminPort)}`)
+    const ports = listOf(broker.container['ports'])
+      .filter(isObj)
+      .map((p) => p['containerPort'])
+    for (const p of served)
+      if (!ports.includes(p))
+        problems.push(
+          `${broker.where}.ports: ${ports.join(', ') || 'none'}; the config resolves listen.port ${String(port)}, listen.admin_port ${String(adminPort)}`,
+        )
     const probes = { livenessProbe: ['/healthz'], readinessProbe: ['/readyz'], startupProbe: ['/healthz', '/readyz'] }
     for (const [probe, paths] of Object.entries(probes)) {
       const get = objOf(dig(broker.container, probe, 'httpGet'))
-      if (!paths.includes(strOf(get['path']) ?? '')) problems.push(`${broker.where}.${probe}.httpGet.path: ${String(get['path'])}, expected ${paths.join(' or ')}`)
+      if (!paths.includes(strOf(get['path']) ?? ''))
+        problems.push(`${broker.where}.${probe}.httpGet.path: ${String(get['path'])}, expected ${paths.join(' or ')}`)
       if (portNumber(broker, get['port']) !== port) problems.push(`${broker.where}.${probe}.httpGet.port: ${String(get['port'])} is not ${String(port)}`)
     }
     for (const svc of brokerServicesK8s()) {
       for (const p of listOf(dig(svc.body, 'spec', 'ports')).filter(isObj)) {
         const target = portNumber(broker, p['targetPort'] ?? p['port'])
-        if (!served.includes(target)) problems.push(at(svc, 'spec.ports.targetPort') + `: ${String(p['targetPort'])} is neither listen.port ${String(port)} nor listen.admin_port ${String(adminPort)}`)
+        if (!served.includes(target))
+          problems.push(
+            at(svc, 'spec.ports.targetPort') + `: ${String(p['targetPort'])} is neither listen.port ${String(port)} nor listen.admin_port ${String(adminPort)}`,
+          )
       }
     }
     const policy = brokerPolicy()
     if (policy === undefined) {
       problems.push('deploy/kubernetes: no NetworkPolicy selects the broker pods')
     } else {
-      const ingress = listOf(dig(policy.body, 'spec', 'ingress')).flatMap((r) => listOf(dig(r, 'ports'))).map((p) => portNumber(broker, dig(p, 'port')))
+      const ingress = listOf(dig(policy.body, 'spec', 'ingress'))
+        .flatMap((r) => listOf(dig(r, 'ports')))
+        .map((p) => portNumber(broker, dig(p, 'port')))
       for (const p of served) if (!ingress.includes(p)) problems.push(at(policy, 'spec.ingress') + `: does not allow port ${String(p)}`)
       if (ingress.some((p) => !served.includes(p))) problems.push(at(policy, 'spec.ingress') + `: allows more than ports ${served.join(' and ')}`)
     }
@@ -958,19 +1060,35 @@ describe('deploy/kubernetes', () => {
     const adminPort = config?.listen.admin_port
     // Its absence is the fleet config check's finding.
     if (config === undefined || adminPort === undefined) return
-    const containerPort = listOf(broker.container['ports']).filter(isObj).find((p) => p['name'] === 'admin')
-    if (containerPort?.['containerPort'] !== adminPort) problems.push(`${broker.where}.ports: no port named admin with containerPort ${adminPort} (listen.admin_port)`)
-    const targets = (svc: Manifest) => listOf(dig(svc.body, 'spec', 'ports')).filter(isObj).map((p) => portNumber(broker, p['targetPort'] ?? p['port']))
+    const containerPort = listOf(broker.container['ports'])
+      .filter(isObj)
+      .find((p) => p['name'] === 'admin')
+    if (containerPort?.['containerPort'] !== adminPort)
+      problems.push(`${broker.where}.ports: no port named admin with containerPort ${adminPort} (listen.admin_port)`)
+    const targets = (svc: Manifest) =>
+      listOf(dig(svc.body, 'spec', 'ports'))
+        .filter(isObj)
+        .map((p) => portNumber(broker, p['targetPort'] ?? p['port']))
     const adminServices = brokerServicesK8s().filter((svc) => targets(svc).includes(adminPort))
-    if (adminServices.length === 0) problems.push(`deploy/kubernetes: no Service selects the broker pods on listen.admin_port ${adminPort}, so responders have no address for the kill switch`)
+    if (adminServices.length === 0)
+      problems.push(
+        `deploy/kubernetes: no Service selects the broker pods on listen.admin_port ${adminPort}, so responders have no address for the kill switch`,
+      )
     for (const svc of adminServices) {
       // Whatever fronts the token Service (the Ingress) must not get the admin API with it.
-      if (targets(svc).includes(config.listen.port)) problems.push(at(svc, 'spec.ports') + `: serves both listen.port ${config.listen.port} and listen.admin_port ${adminPort}; give the admin API a Service of its own`)
-      if ((strOf(dig(svc.body, 'spec', 'type')) ?? 'ClusterIP') !== 'ClusterIP') problems.push(at(svc, 'spec.type') + ': the admin API must stay inside the cluster (ClusterIP)')
+      if (targets(svc).includes(config.listen.port))
+        problems.push(
+          at(svc, 'spec.ports') + `: serves both listen.port ${config.listen.port} and listen.admin_port ${adminPort}; give the admin API a Service of its own`,
+        )
+      if ((strOf(dig(svc.body, 'spec', 'type')) ?? 'ClusterIP') !== 'ClusterIP')
+        problems.push(at(svc, 'spec.type') + ': the admin API must stay inside the cluster (ClusterIP)')
     }
     const adminNames = new Set(adminServices.map((svc) => svc.name))
     for (const ingress of byKind('Ingress')) {
-      const backends = [dig(ingress.body, 'spec', 'defaultBackend'), ...listOf(dig(ingress.body, 'spec', 'rules')).flatMap((r) => listOf(dig(r, 'http', 'paths')).map((p) => dig(p, 'backend')))]
+      const backends = [
+        dig(ingress.body, 'spec', 'defaultBackend'),
+        ...listOf(dig(ingress.body, 'spec', 'rules')).flatMap((r) => listOf(dig(r, 'http', 'paths')).map((p) => dig(p, 'backend'))),
+      ]
       for (const b of backends) {
         const name = strOf(dig(b, 'service', 'name'))
         if (name !== undefined && adminNames.has(name)) problems.push(at(ingress, 'spec') + `: routes to ${name}, the admin API's Service`)
@@ -983,7 +1101,9 @@ describe('deploy/kubernetes', () => {
     if (broker === undefined) return expect.fail('deploy/kubernetes: no Deployment runs the mandate image')
     const problems: string[] = []
     const { env } = await k8sConfig(broker, [])
-    const policy = byKind('NetworkPolicy').find((np) => within(dig(np.body, 'spec', 'podSelector', 'matchLabels'), dig(deployment?.body, 'spec', 'template', 'metadata', 'labels')))
+    const policy = byKind('NetworkPolicy').find((np) =>
+      within(dig(np.body, 'spec', 'podSelector', 'matchLabels'), dig(deployment?.body, 'spec', 'template', 'metadata', 'labels')),
+    )
     if (policy === undefined) return expect.fail('deploy/kubernetes: no NetworkPolicy selects the broker pods')
     if (!listOf(dig(policy.body, 'spec', 'policyTypes')).includes('Egress')) problems.push(at(policy, 'spec.policyTypes') + ': Egress is not restricted')
     const egress = listOf(dig(policy.body, 'spec', 'egress')).flatMap((r) =>
@@ -991,10 +1111,10 @@ describe('deploy/kubernetes', () => {
     )
     const portOf = (url: string | undefined, fallback: string) => (url !== undefined && URL.canParse(url) ? new URL(url).port || fallback : fallback)
     const needed: Record<string, string> = {
-      'DNS': '53/UDP',
+      DNS: '53/UDP',
       'DATABASE_URL (secret.template.yaml)': `${portOf(env['DATABASE_URL'], '5432')}/TCP`,
       'REDIS_URL (secret.template.yaml)': `${portOf(env['REDIS_URL'], '6379')}/TCP`,
-      'OTEL_EXPORTER_OTLP_ENDPOINT': `${portOf(env['OTEL_EXPORTER_OTLP_ENDPOINT'], '4318')}/TCP`,
+      OTEL_EXPORTER_OTLP_ENDPOINT: `${portOf(env['OTEL_EXPORTER_OTLP_ENDPOINT'], '4318')}/TCP`,
       'IdP metadata and JWKS (https)': '443/TCP',
     }
     for (const [what, port] of Object.entries(needed)) if (!egress.includes(port)) problems.push(at(policy, 'spec.egress') + `: no rule for ${port} (${what})`)
@@ -1005,11 +1125,13 @@ describe('deploy/kubernetes', () => {
     if (deployment === undefined || broker === undefined) return expect.fail('deploy/kubernetes: no Deployment runs the mandate image')
     const problems: string[] = []
     const labels = dig(deployment.body, 'spec', 'template', 'metadata', 'labels')
-    if (!within(dig(deployment.body, 'spec', 'selector', 'matchLabels'), labels)) problems.push(at(deployment, 'spec.selector.matchLabels') + ': does not match its pod template labels')
+    if (!within(dig(deployment.body, 'spec', 'selector', 'matchLabels'), labels))
+      problems.push(at(deployment, 'spec.selector.matchLabels') + ': does not match its pod template labels')
     const selects = (kind: string, path: string[]) => {
       const found = byKind(kind)
       if (found.length === 0) problems.push(`deploy/kubernetes: no ${kind}`)
-      for (const m of found) if (!within(dig(m.body, ...path), labels)) problems.push(at(m, path.join('.')) + `: does not select the pods of Deployment ${deployment.name}`)
+      for (const m of found)
+        if (!within(dig(m.body, ...path), labels)) problems.push(at(m, path.join('.')) + `: does not select the pods of Deployment ${deployment.name}`)
     }
     selects('Service', ['spec', 'selector'])
     selects('PodDisruptionBudget', ['spec', 'selector', 'matchLabels'])
@@ -1019,14 +1141,17 @@ describe('deploy/kubernetes', () => {
     for (const hpa of hpas) {
       const target = objOf(dig(hpa.body, 'spec', 'scaleTargetRef'))
       if (strOf(hpa.body['apiVersion']) !== 'autoscaling/v2') problems.push(at(hpa, 'apiVersion') + ': autoscaling/v2 expected')
-      if (target['kind'] !== 'Deployment' || target['name'] !== deployment.name) problems.push(at(hpa, 'spec.scaleTargetRef') + `: does not target Deployment ${deployment.name}`)
+      if (target['kind'] !== 'Deployment' || target['name'] !== deployment.name)
+        problems.push(at(hpa, 'spec.scaleTargetRef') + `: does not target Deployment ${deployment.name}`)
       const cpu = listOf(dig(hpa.body, 'spec', 'metrics')).some((m) => dig(m, 'resource', 'name') === 'cpu')
       if (!cpu) problems.push(at(hpa, 'spec.metrics') + ': no cpu metric')
-      if (!(Number(dig(hpa.body, 'spec', 'minReplicas')) >= 2)) problems.push(at(hpa, 'spec.minReplicas') + ': below 2, one pod loss would stop the kill switch')
+      if (!(Number(dig(hpa.body, 'spec', 'minReplicas')) >= 2))
+        problems.push(at(hpa, 'spec.minReplicas') + ': below 2, one pod loss would stop the kill switch')
       // kubectl apply would reset the count the HPA set.
       if (dig(deployment.body, 'spec', 'replicas') !== undefined) problems.push(at(deployment, 'spec.replicas') + ': set, while an HPA owns the count')
     }
-    if (dig(broker.container, 'resources', 'requests', 'cpu') === undefined) problems.push(`${broker.where}.resources.requests.cpu: the HPA's utilization needs it`)
+    if (dig(broker.container, 'resources', 'requests', 'cpu') === undefined)
+      problems.push(`${broker.where}.resources.requests.cpu: the HPA's utilization needs it`)
     expect(problems).toEqual([])
   })
 
@@ -1049,7 +1174,9 @@ describe('deploy/kubernetes', () => {
     if (!(sleep > 0)) problems.push(`${broker.where}.lifecycle.preStop: no sleep, so the pod stops before its endpoint is removed everywhere`)
     const grace = Number(broker.pod['terminationGracePeriodSeconds'] ?? 30)
     if (!(grace > (sleep > 0 ? sleep : 0) + SHUTDOWN_BOUND_SECONDS)) {
-      problems.push(`${broker.where}: terminationGracePeriodSeconds ${grace} must exceed preStop ${sleep} s + the broker's ${SHUTDOWN_BOUND_SECONDS} s shutdown bound`)
+      problems.push(
+        `${broker.where}: terminationGracePeriodSeconds ${grace} must exceed preStop ${sleep} s + the broker's ${SHUTDOWN_BOUND_SECONDS} s shutdown bound`,
+      )
     }
     const args = listOf(broker.container['args']).map(String)
     if (args[0] !== 'serve') problems.push(`${broker.where}.args: ${args.join(' ') || 'none'} (the image's CMD is serve; one process per pod)`)
@@ -1075,7 +1202,8 @@ describe('deploy/kubernetes', () => {
       if (data[name] === undefined) problems.push(at(policies, `data.${name}`) + ': missing (policies/ has it)')
       else if (data[name] !== (await read(`policies/${name}`))) problems.push(at(policies, `data.${name}`) + `: differs from policies/${name}`)
     }
-    for (const name of Object.keys(data)) if (!examples.includes(name)) problems.push(at(policies, `data.${name}`) + ': not one of the example policies in policies/')
+    for (const name of Object.keys(data))
+      if (!examples.includes(name)) problems.push(at(policies, `data.${name}`) + ': not one of the example policies in policies/')
     for (const issue of await checkPolicies(data)) problems.push(at(policies, 'data') + `: ${issue}`)
     expect(problems).toEqual([])
   })

@@ -80,7 +80,14 @@ describe('documentation links', () => {
   })
 
   it('the anchor rule matches GitHub’s on the headings these documents use', () => {
-    const doc = ['# The `mandate` command', '## GET or POST /revocations/feed', "## The responders' path: the admin port", '## Dev routes (`--dev` only)', '## Rate limits', '## Rate limits']
+    const doc = [
+      '# The `mandate` command',
+      '## GET or POST /revocations/feed',
+      "## The responders' path: the admin port",
+      '## Dev routes (`--dev` only)',
+      '## Rate limits',
+      '## Rate limits',
+    ]
     expect([...anchors(doc.join('\n'))]).toEqual([
       'the-mandate-command',
       'get-or-post-revocationsfeed',

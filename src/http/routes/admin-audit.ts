@@ -42,12 +42,20 @@ export async function recordAdminRead(
 }
 
 // PostgreSQL text holds no NUL; no identifier holds a control character.
-// eslint-disable-next-line no-control-regex -- control characters are what it refuses
-const Text = z.string().min(1).max(1024).regex(/^[^\u0000-\u001f\u007f]+$/, 'must not contain control characters')
+const Text = z
+  .string()
+  .min(1)
+  .max(1024)
+  // eslint-disable-next-line no-control-regex -- control characters are what it refuses
+  .regex(/^[^\u0000-\u001f\u007f]+$/, 'must not contain control characters')
 /** Latest instant PostgreSQL's ISO output round-trips here: 9999-12-31T23:59:59Z. */
 export const MAX_INSTANT = 253_402_300_799
 const Instant = z.union([
-  z.string().regex(/^\d{1,12}$/).transform(Number).refine((n) => n <= MAX_INSTANT, 'must be before the year 10000'),
+  z
+    .string()
+    .regex(/^\d{1,12}$/)
+    .transform(Number)
+    .refine((n) => n <= MAX_INSTANT, 'must be before the year 10000'),
   z.iso.datetime({ offset: true }).transform((s) => Math.floor(Date.parse(s) / 1000)),
 ])
 const EventFilter = z.string().refine(isEventFilter, {
@@ -62,8 +70,17 @@ const AuditQuery = z.strictObject({
   event: EventFilter.optional(),
   from: Instant.optional().describe('epoch seconds or an RFC 3339 time, inclusive'),
   to: Instant.optional(),
-  limit: z.string().regex(/^[1-9]\d{0,3}$/, `must be 1-${MAX_PAGE}`).transform(Number).refine((n) => n <= MAX_PAGE, `must be 1-${MAX_PAGE}`).optional(),
-  before: z.string().regex(/^[1-9]\d{0,17}$/, 'must be a cursor from a previous page').transform(Number).optional(),
+  limit: z
+    .string()
+    .regex(/^[1-9]\d{0,3}$/, `must be 1-${MAX_PAGE}`)
+    .transform(Number)
+    .refine((n) => n <= MAX_PAGE, `must be 1-${MAX_PAGE}`)
+    .optional(),
+  before: z
+    .string()
+    .regex(/^[1-9]\d{0,17}$/, 'must be a cursor from a previous page')
+    .transform(Number)
+    .optional(),
 })
 
 const adminKey = [{ adminKey: [] }]
@@ -128,7 +145,10 @@ export function mountAdminAudit(app: Hono<AppEnv>, deps: AdminAuditDeps): void {
     if (!parsed.success) {
       const issue = parsed.error.issues[0]
       const field = issue?.path.join('.') || 'query'
-      throw new AdminError('invalid_request', issue?.code === 'unrecognized_keys' ? `unknown parameter: ${issue.keys.join(', ')}` : `invalid ${field}: ${issue?.message ?? 'invalid'}`)
+      throw new AdminError(
+        'invalid_request',
+        issue?.code === 'unrecognized_keys' ? `unknown parameter: ${issue.keys.join(', ')}` : `invalid ${field}: ${issue?.message ?? 'invalid'}`,
+      )
     }
     const q = parsed.data
     if (q.from !== undefined && q.to !== undefined && q.from > q.to) throw new AdminError('invalid_request', 'from is after to')

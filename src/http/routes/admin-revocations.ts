@@ -14,9 +14,17 @@ import { AdminError, NO_STORE } from '../oauth-errors.js'
 import { adminErrors, jsonContent, parametersOf, RevocationList, RevocationRecord } from '../openapi.js'
 import { recordAdminRead } from './admin-audit.js'
 
-const Identifier = z.string().min(1).max(256).regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
+const Identifier = z
+  .string()
+  .min(1)
+  .max(256)
+  .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
 /** An issuer identifier (RFC 8414 §2: a URL), compared exactly. */
-const IssuerIdentifier = z.string().min(1).max(2048).regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
+const IssuerIdentifier = z
+  .string()
+  .min(1)
+  .max(2048)
+  .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
 
 /** POST body: exactly one target form, and a reason. */
 const RevokeBody = z.strictObject({
@@ -40,7 +48,10 @@ const TARGET_FORMS = '{"jti"}, {"chain"}, {"agent"}, {"sub", "iss"} or {"agent",
  * id is not taken for a kill that holds.
  */
 function targetOf(body: RevokeBody, known: { readonly policies: PolicyStore; readonly userIssuers: readonly string[] }): RevocationTarget {
-  const named = (['jti', 'chain', 'agent', 'sub'] as const).filter((k) => body[k] !== undefined).sort().join('+')
+  const named = (['jti', 'chain', 'agent', 'sub'] as const)
+    .filter((k) => body[k] !== undefined)
+    .sort()
+    .join('+')
   if (body.iss !== undefined && body.sub === undefined) throw new AdminError('invalid_request', 'iss names the issuer of a user: send it with sub')
   const force = body.force === true
   if (force && (named === 'jti' || named === 'chain')) throw new AdminError('invalid_request', 'force applies to agent and user kills only')
@@ -48,7 +59,10 @@ function targetOf(body: RevokeBody, known: { readonly policies: PolicyStore; rea
     const id = body.agent as AgentId
     if (!force && known.policies.snapshot().get(id) === undefined) {
       // Not an existence test for tokens: an agent whose policy was removed may still hold live ones, which `force` kills.
-      throw new AdminError('not_found', `no policy defines agent ${id}; to kill that id anyway (pre-emptively, or tokens it holds from a removed policy) send "force": true`)
+      throw new AdminError(
+        'not_found',
+        `no policy defines agent ${id}; to kill that id anyway (pre-emptively, or tokens it holds from a removed policy) send "force": true`,
+      )
     }
     return id
   }
@@ -59,7 +73,10 @@ function targetOf(body: RevokeBody, known: { readonly policies: PolicyStore; rea
       throw new AdminError('invalid_request', `iss is required: a sub is unique only within its issuer (trusted: ${trustedList(known.userIssuers)})`)
     }
     if (!force && !known.userIssuers.includes(body.iss)) {
-      throw new AdminError('invalid_request', `iss is not trusted for user subjects (trusted: ${trustedList(known.userIssuers)}); send "force": true to kill at it pre-emptively`)
+      throw new AdminError(
+        'invalid_request',
+        `iss is not trusted for user subjects (trusted: ${trustedList(known.userIssuers)}); send "force": true to kill at it pre-emptively`,
+      )
     }
     return body.iss
   }
@@ -116,11 +133,17 @@ function unavailable(err: unknown): never {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 /** A revocation's id: anything else names no revocation (404, not 400). */
-const RevocationId = z.string().regex(UUID).describe('The revocation\'s id.')
+const RevocationId = z.string().regex(UUID).describe("The revocation's id.")
 const LIMIT = 'limit must be 1-1000'
 /** GET's query; other parameters are ignored. */
 const RevocationListQuery = z.object({
-  limit: z.string().regex(/^[1-9][0-9]{0,3}$/, LIMIT).transform(Number).refine((n) => n <= 1000, LIMIT).optional().describe('Page size, 1-1000; default 100.'),
+  limit: z
+    .string()
+    .regex(/^[1-9][0-9]{0,3}$/, LIMIT)
+    .transform(Number)
+    .refine((n) => n <= 1000, LIMIT)
+    .optional()
+    .describe('Page size, 1-1000; default 100.'),
   before: z.string().regex(UUID, 'before must be a revocation id').optional().describe('The `next` of the previous page.'),
 })
 
@@ -147,7 +170,14 @@ export function mountAdminRevocations(app: Hono<AppEnv>, deps: AdminRevocationDe
   const record = async (c: Context, type: 'revocation.created' | 'revocation.lifted', r: Revocation) => {
     // The revocation itself is durable and in force: a failed audit line is reported, and must not undo it.
     await audit
-      .append({ type, at: deps.now(), by: c.get('adminKey') as string, revocation: r, clientAddress: deps.clientAddress(c), traceId: c.get('traceId') as string | undefined })
+      .append({
+        type,
+        at: deps.now(),
+        by: c.get('adminKey') as string,
+        revocation: r,
+        clientAddress: deps.clientAddress(c),
+        traceId: c.get('traceId') as string | undefined,
+      })
       .catch(deps.onAuditError)
   }
 

@@ -7,7 +7,10 @@ import { JwkSet, jsonContent, oauthErrors, parametersOf } from '../openapi.js'
 import { NO_STORE } from '../oauth-errors.js'
 
 const DevTokenBody = z.strictObject({
-  scope: z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$/).optional(),
+  scope: z
+    .string()
+    .regex(/^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$/)
+    .optional(),
   groups: z.array(z.string().min(1).max(128)).max(32).optional(),
 })
 const DevSubject = z.string().regex(/^[A-Za-z0-9._@-]{1,128}$/)
@@ -29,9 +32,9 @@ export const devUserTokenDoc = describeRoute({
 export const devJwksDoc = describeRoute({
   tags: ['Dev'],
   operationId: 'devJwks',
-  summary: 'The dev issuer\'s public keys',
+  summary: "The dev issuer's public keys",
   security: [],
-  responses: { 200: { description: 'The dev issuer\'s JWK Set.', content: jsonContent(JwkSet) } },
+  responses: { 200: { description: "The dev issuer's JWK Set.", content: jsonContent(JwkSet) } },
 })
 
 /** POST /dev/users/{sub}/token: a user token from the built-in dev issuer (`--dev` only). */

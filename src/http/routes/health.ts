@@ -42,7 +42,14 @@ export interface NotReadyReason {
 /** The names of the checks, stable: each is also a key of the /readyz body. */
 export type ReadinessCheck = 'revocation_mirror' | 'replay_cache' | 'audit_log' | 'signing_keys' | 'policies' | 'upstream_jwks'
 
-const READINESS_CHECKS = ['revocation_mirror', 'replay_cache', 'audit_log', 'signing_keys', 'policies', 'upstream_jwks'] as const satisfies readonly ReadinessCheck[]
+const READINESS_CHECKS = [
+  'revocation_mirror',
+  'replay_cache',
+  'audit_log',
+  'signing_keys',
+  'policies',
+  'upstream_jwks',
+] as const satisfies readonly ReadinessCheck[]
 
 /** The /readyz body, for the OpenAPI document. */
 export const Readiness = z

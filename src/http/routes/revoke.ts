@@ -30,7 +30,14 @@ export function revokeRoute(deps: TokenRoutesDeps & { readonly service: Revocati
         tokenExpiresAt: claims.exp,
       })
       await deps.audit
-        .append({ type: 'revocation.created', at: deps.now(), by: `agent:${agent}`, revocation: r, clientAddress: c.get('clientAddress'), traceId: c.get('traceId') })
+        .append({
+          type: 'revocation.created',
+          at: deps.now(),
+          by: `agent:${agent}`,
+          revocation: r,
+          clientAddress: c.get('clientAddress'),
+          traceId: c.get('traceId'),
+        })
         .catch(deps.onAuditError)
     } catch (err) {
       if (err instanceof RevocationError) {

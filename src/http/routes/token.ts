@@ -29,7 +29,10 @@ export const Scope = z
   .regex(/^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$/)
   .transform((s) => [...new Set(s.split(' '))])
 /** Mandate extension: `expires_in` asks for a lifetime in seconds, still capped by the policy maximum. */
-export const ExpiresIn = z.string().regex(/^[1-9][0-9]{0,5}$/).transform(Number)
+export const ExpiresIn = z
+  .string()
+  .regex(/^[1-9][0-9]{0,5}$/)
+  .transform(Number)
 
 function requestedTtl(value: string | undefined): number | undefined {
   if (value === undefined) return undefined
@@ -48,7 +51,8 @@ export function parseExchangeRequest(form: FormParams, authorization: string | u
   const subjectToken = form.required('subject_token')
   const subjectTokenType = form.required('subject_token_type')
   const resources = form.all('resource')
-  for (const r of resources) if (!ResourceUri.safeParse(r).success) throw new OAuthError('invalid_target', 'resource must be an absolute URI without a fragment')
+  for (const r of resources)
+    if (!ResourceUri.safeParse(r).success) throw new OAuthError('invalid_target', 'resource must be an absolute URI without a fragment')
   const audiences = [...resources, ...form.all('audience')]
   const scope = form.optional('scope')
   let scopes: string[] | undefined

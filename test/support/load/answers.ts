@@ -60,7 +60,14 @@ async function once(): Promise<void> {
     if (res.status === 200) answer = [start, Date.now(), 200, typeof token === 'string' ? jtiOf(token) : null]
     else {
       const error = json?.['error']
-      answer = [start, Date.now(), res.status, typeof error === 'string' ? error : text.slice(0, 200), res.headers.get('retry-after'), res.headers.get('cache-control')]
+      answer = [
+        start,
+        Date.now(),
+        res.status,
+        typeof error === 'string' ? error : text.slice(0, 200),
+        res.headers.get('retry-after'),
+        res.headers.get('cache-control'),
+      ]
     }
   } catch (e) {
     const err = e as { name?: unknown; message?: unknown; cause?: { code?: unknown } }

@@ -39,7 +39,10 @@ function jcs(value: unknown): string {
 }
 
 /** SHA-256 over `prev`, a newline and `record`, lowercase hex, as `sha256sum` would print it. */
-const sha256 = (prev: string, record: string) => createHash('sha256').update(Buffer.from(`${prev}\n${record}`, 'utf8')).digest('hex')
+const sha256 = (prev: string, record: string) =>
+  createHash('sha256')
+    .update(Buffer.from(`${prev}\n${record}`, 'utf8'))
+    .digest('hex')
 
 /** Every key of an object at any depth, in order of appearance. */
 function keysOf(value: unknown, out: string[][] = []): string[][] {
@@ -77,9 +80,21 @@ interface Case {
 const none = { agent: null, actors: [], sub: null, subIss: null, jti: null, parentJti: null, rootJti: null }
 
 const TARGETS: [RevocationTarget, Record<string, unknown>, Case['columns']][] = [
-  [{ kind: 'jti', jti: J('tok-c') }, { kind: 'jti', jti: 'tok-c' }, { ...none, jti: 'tok-c' }],
-  [{ kind: 'chain', jti: J('tok-a') }, { kind: 'chain', jti: 'tok-a' }, { ...none, jti: 'tok-a' }],
-  [{ kind: 'agent', agent: A('agent-b') }, { kind: 'agent', agent: 'agent-b' }, { ...none, agent: 'agent-b', actors: ['agent-b'] }],
+  [
+    { kind: 'jti', jti: J('tok-c') },
+    { kind: 'jti', jti: 'tok-c' },
+    { ...none, jti: 'tok-c' },
+  ],
+  [
+    { kind: 'chain', jti: J('tok-a') },
+    { kind: 'chain', jti: 'tok-a' },
+    { ...none, jti: 'tok-a' },
+  ],
+  [
+    { kind: 'agent', agent: A('agent-b') },
+    { kind: 'agent', agent: 'agent-b' },
+    { ...none, agent: 'agent-b', actors: ['agent-b'] },
+  ],
   [
     { kind: 'sub', sub: S('alice'), iss: 'https://idp.example' },
     { kind: 'sub', sub: 'alice', iss: 'https://idp.example' },
@@ -91,7 +106,11 @@ const TARGETS: [RevocationTarget, Record<string, unknown>, Case['columns']][] = 
     { ...none, agent: 'agent-b', actors: ['agent-b'], sub: 'alice', subIss: 'https://idp.example' },
   ],
   // A kill recorded before kills named an issuer: any issuer, and no `iss` in the record.
-  [{ kind: 'sub', sub: S('alice'), iss: null }, { kind: 'sub', sub: 'alice' }, { ...none, sub: 'alice' }],
+  [
+    { kind: 'sub', sub: S('alice'), iss: null },
+    { kind: 'sub', sub: 'alice' },
+    { ...none, sub: 'alice' },
+  ],
   [
     { kind: 'agent_sub', agent: A('agent-b'), sub: S('alice'), iss: null },
     { kind: 'agent_sub', agent: 'agent-b', sub: 'alice' },
@@ -135,7 +154,15 @@ const CASES: Case[] = [
       lifetime: 120,
       policy_hash: POLICY_HASH,
     },
-    columns: { agent: 'agent-c', actors: ['agent-c', 'agent-b', 'agent-a'], sub: 'alice', subIss: 'https://idp.example', jti: 'tok-c', parentJti: 'tok-b', rootJti: 'tok-a' },
+    columns: {
+      agent: 'agent-c',
+      actors: ['agent-c', 'agent-b', 'agent-a'],
+      sub: 'alice',
+      subIss: 'https://idp.example',
+      jti: 'tok-c',
+      parentJti: 'tok-b',
+      rootJti: 'tok-a',
+    },
   },
   {
     name: 'token.issued (root token, no parent, no request context)',
@@ -171,19 +198,55 @@ const CASES: Case[] = [
   },
   {
     name: 'token.denied (user known)',
-    event: { type: 'token.denied', at: T0, agent: A('agent-a'), sub: S('alice'), subIssuer: 'https://idp.example', error: 'invalid_scope', reason: 'scope exceeds policy', clientAddress: '2001:db8::1', traceId: TRACE },
-    body: { client_address: '2001:db8::1', trace_id: TRACE, agent: 'agent-a', sub: 'alice', sub_iss: 'https://idp.example', error: 'invalid_scope', reason: 'scope exceeds policy' },
+    event: {
+      type: 'token.denied',
+      at: T0,
+      agent: A('agent-a'),
+      sub: S('alice'),
+      subIssuer: 'https://idp.example',
+      error: 'invalid_scope',
+      reason: 'scope exceeds policy',
+      clientAddress: '2001:db8::1',
+      traceId: TRACE,
+    },
+    body: {
+      client_address: '2001:db8::1',
+      trace_id: TRACE,
+      agent: 'agent-a',
+      sub: 'alice',
+      sub_iss: 'https://idp.example',
+      error: 'invalid_scope',
+      reason: 'scope exceeds policy',
+    },
     columns: { ...none, agent: 'agent-a', actors: ['agent-a'], sub: 'alice', subIss: 'https://idp.example' },
   },
   {
     name: 'token.denied (user known, issuer not recorded: written before it was)',
-    event: { type: 'token.denied', at: T0, agent: A('agent-a'), sub: S('alice'), error: 'invalid_scope', reason: 'scope exceeds policy', clientAddress: undefined, traceId: undefined },
+    event: {
+      type: 'token.denied',
+      at: T0,
+      agent: A('agent-a'),
+      sub: S('alice'),
+      error: 'invalid_scope',
+      reason: 'scope exceeds policy',
+      clientAddress: undefined,
+      traceId: undefined,
+    },
     body: { agent: 'agent-a', sub: 'alice', error: 'invalid_scope', reason: 'scope exceeds policy' },
     columns: { ...none, agent: 'agent-a', actors: ['agent-a'], sub: 'alice' },
   },
   {
     name: 'token.denied (user unknown)',
-    event: { type: 'token.denied', at: T0, agent: A('agent-a'), sub: undefined, error: 'invalid_request', reason: 'subject token refused', clientAddress: undefined, traceId: undefined },
+    event: {
+      type: 'token.denied',
+      at: T0,
+      agent: A('agent-a'),
+      sub: undefined,
+      error: 'invalid_request',
+      reason: 'subject token refused',
+      clientAddress: undefined,
+      traceId: undefined,
+    },
     body: { agent: 'agent-a', error: 'invalid_request', reason: 'subject token refused' },
     columns: { ...none, agent: 'agent-a', actors: ['agent-a'] },
   },
@@ -253,14 +316,12 @@ const CASES: Case[] = [
     body: { kid: 'kid-2', previous_kid: 'kid-1' },
     columns: none,
   },
-  ...(['admin.revocations.read', 'admin.audit.read', 'admin.feed.opened'] as const).map(
-    (type): Case => ({
-      name: type,
-      event: { type, at: T0, by: 'auditor-key', request: '/admin/audit?agent=agent-b&limit=10', clientAddress: '198.51.100.2', traceId: TRACE },
-      body: { client_address: '198.51.100.2', trace_id: TRACE, by: 'auditor-key', request: '/admin/audit?agent=agent-b&limit=10' },
-      columns: none,
-    }),
-  ),
+  ...(['admin.revocations.read', 'admin.audit.read', 'admin.feed.opened'] as const).map((type): Case => ({
+    name: type,
+    event: { type, at: T0, by: 'auditor-key', request: '/admin/audit?agent=agent-b&limit=10', clientAddress: '198.51.100.2', traceId: TRACE },
+    body: { client_address: '198.51.100.2', trace_id: TRACE, by: 'auditor-key', request: '/admin/audit?agent=agent-b&limit=10' },
+    columns: none,
+  })),
 ]
 
 describe('audit record: canonical form (RFC 8785)', () => {
@@ -290,7 +351,16 @@ describe('audit record: canonical form (RFC 8785)', () => {
 
   it('one spelling per value: unicode as UTF-8, only the required escapes, integers without exponent or fraction', () => {
     const r = encodeRecord(
-      { type: 'token.denied', at: T0, agent: A('agent-ü'), sub: S('zoë@example.com'), error: 'invalid_request', reason: 'tab\there "quoted" \\ ✓ \u0001 😀', clientAddress: undefined, traceId: undefined },
+      {
+        type: 'token.denied',
+        at: T0,
+        agent: A('agent-ü'),
+        sub: S('zoë@example.com'),
+        error: 'invalid_request',
+        reason: 'tab\there "quoted" \\ ✓ \u0001 😀',
+        clientAddress: undefined,
+        traceId: undefined,
+      },
       position(),
     )
     expect(r.record).toContain('"agent":"agent-ü"')
@@ -321,7 +391,11 @@ describe('audit record: canonical form (RFC 8785)', () => {
 describe('audit record: the hash chain', () => {
   it('GENESIS_HASH is 64 zeros and chainHash is SHA-256(prev || "\\n" || record), lowercase hex', () => {
     expect(GENESIS_HASH).toBe('0'.repeat(64))
-    expect(chainHash(GENESIS_HASH, '')).toBe(createHash('sha256').update(`${'0'.repeat(64)}\n`).digest('hex'))
+    expect(chainHash(GENESIS_HASH, '')).toBe(
+      createHash('sha256')
+        .update(`${'0'.repeat(64)}\n`)
+        .digest('hex'),
+    )
     // Vectors from coreutils: printf '%064d\n' 0 | sha256sum;  printf '%064d\n{"x":"ü"}' 0 | sha256sum
     expect(chainHash(GENESIS_HASH, '')).toBe('827d096d92f3deeaa0e8070d79f45beb176768e57a958a1cd325f5f4b754b048')
     expect(chainHash(GENESIS_HASH, '{"x":"ü"}')).toBe('cde747c400c0a255db10b224c445e982ca239b93b79bd3a3cbd58124506ca7e6')
@@ -395,25 +469,23 @@ const arbIssued: fc.Arbitrary<AuditEvent> = fc
     clientAddress: fc.option(str, { nil: undefined }),
     traceId: fc.option(fc.stringMatching(/^[0-9a-f]{32}$/), { nil: undefined }),
   })
-  .map(
-    (r): AuditEvent => ({
-      type: 'token.issued',
-      at: r.at,
-      agent: A(r.agent),
-      sub: S(r.sub),
-      subIssuer: r.subIssuer,
-      actors: [A(r.agent), ...r.older.map(A)],
-      jti: J(r.jti),
-      parentJti: r.parentJti === undefined ? undefined : J(r.parentJti),
-      rootJti: J(r.rootJti),
-      audience: r.audience,
-      scopes: r.scopes,
-      expiresAt: r.at + r.life,
-      policyHash: r.policyHash,
-      clientAddress: r.clientAddress,
-      traceId: r.traceId,
-    }),
-  )
+  .map((r): AuditEvent => ({
+    type: 'token.issued',
+    at: r.at,
+    agent: A(r.agent),
+    sub: S(r.sub),
+    subIssuer: r.subIssuer,
+    actors: [A(r.agent), ...r.older.map(A)],
+    jti: J(r.jti),
+    parentJti: r.parentJti === undefined ? undefined : J(r.parentJti),
+    rootJti: J(r.rootJti),
+    audience: r.audience,
+    scopes: r.scopes,
+    expiresAt: r.at + r.life,
+    policyHash: r.policyHash,
+    clientAddress: r.clientAddress,
+    traceId: r.traceId,
+  }))
 const arbTarget: fc.Arbitrary<RevocationTarget> = fc.oneof(
   str.map((j): RevocationTarget => ({ kind: 'jti', jti: J(j) })),
   str.map((j): RevocationTarget => ({ kind: 'chain', jti: J(j) })),
@@ -423,27 +495,32 @@ const arbTarget: fc.Arbitrary<RevocationTarget> = fc.oneof(
 )
 const arbEvent: fc.Arbitrary<AuditEvent> = fc.oneof(
   arbIssued,
-  fc.record({ at: epoch, agent: str, sub: fc.option(str, { nil: undefined }), subIssuer: fc.option(str, { nil: undefined }), error: str, reason: str }).map(
-    (r): AuditEvent => ({ type: 'token.denied', ...r, agent: A(r.agent), sub: r.sub === undefined ? undefined : S(r.sub), clientAddress: undefined, traceId: undefined }),
-  ),
-  fc.record({ at: epoch, agent: str, sub: str, subIssuer: fc.option(str, { nil: undefined }), jti: str, reason: str }).map(
-    (r): AuditEvent => ({ type: 'token.withheld', ...r, agent: A(r.agent), sub: S(r.sub), jti: J(r.jti) }),
-  ),
-  fc.record({ at: epoch, by: str, target: arbTarget, reason: str, lifted: fc.boolean() }).map(
-    (r): AuditEvent => ({
-      type: r.lifted ? 'revocation.lifted' : 'revocation.created',
-      at: r.at,
-      by: r.by,
-      revocation: revocation(r.target, { reason: r.reason, createdAt: r.at, ...(r.lifted ? { liftedAt: r.at, liftedBy: r.by } : {}) }),
-    }),
-  ),
-  fc.record({ at: epoch, agent: str, source: str, sha256: fc.stringMatching(/^[0-9a-f]{64}$/), unloaded: fc.boolean() }).map(
-    (r): AuditEvent => ({ type: r.unloaded ? 'policy.unloaded' : 'policy.loaded', at: r.at, agent: A(r.agent), source: r.source, sha256: r.sha256 }),
-  ),
+  fc
+    .record({ at: epoch, agent: str, sub: fc.option(str, { nil: undefined }), subIssuer: fc.option(str, { nil: undefined }), error: str, reason: str })
+    .map((r): AuditEvent => ({
+      type: 'token.denied',
+      ...r,
+      agent: A(r.agent),
+      sub: r.sub === undefined ? undefined : S(r.sub),
+      clientAddress: undefined,
+      traceId: undefined,
+    })),
+  fc
+    .record({ at: epoch, agent: str, sub: str, subIssuer: fc.option(str, { nil: undefined }), jti: str, reason: str })
+    .map((r): AuditEvent => ({ type: 'token.withheld', ...r, agent: A(r.agent), sub: S(r.sub), jti: J(r.jti) })),
+  fc.record({ at: epoch, by: str, target: arbTarget, reason: str, lifted: fc.boolean() }).map((r): AuditEvent => ({
+    type: r.lifted ? 'revocation.lifted' : 'revocation.created',
+    at: r.at,
+    by: r.by,
+    revocation: revocation(r.target, { reason: r.reason, createdAt: r.at, ...(r.lifted ? { liftedAt: r.at, liftedBy: r.by } : {}) }),
+  })),
+  fc
+    .record({ at: epoch, agent: str, source: str, sha256: fc.stringMatching(/^[0-9a-f]{64}$/), unloaded: fc.boolean() })
+    .map((r): AuditEvent => ({ type: r.unloaded ? 'policy.unloaded' : 'policy.loaded', at: r.at, agent: A(r.agent), source: r.source, sha256: r.sha256 })),
   fc.record({ at: epoch, kid: str, previousKid: fc.option(str, { nil: undefined }) }).map((r): AuditEvent => ({ type: 'key.rotated', ...r })),
-  fc.record({ at: epoch, by: str, request: str, type: fc.constantFrom('admin.revocations.read', 'admin.audit.read', 'admin.feed.opened' as const) }).map(
-    (r): AuditEvent => ({ ...r, clientAddress: undefined, traceId: undefined }),
-  ),
+  fc
+    .record({ at: epoch, by: str, request: str, type: fc.constantFrom('admin.revocations.read', 'admin.audit.read', 'admin.feed.opened' as const) })
+    .map((r): AuditEvent => ({ ...r, clientAddress: undefined, traceId: undefined })),
 )
 
 /** The same object with its own keys (recursively) inserted in another order. */
@@ -488,18 +565,22 @@ describe('audit record: columnsFromRecord', () => {
 
   it('property: any other serialization of a record (whitespace, key order) is refused as not canonical', () => {
     fc.assert(
-      fc.property(arbEvent, fc.constantFrom<(doc: unknown) => string>(
-        (d) => JSON.stringify(d, null, 1),
-        (d) => JSON.stringify(reorder(d, (k) => [...k].sort().reverse())),
-        (d) => ` ${jcs(d)}`,
-        (d) => `${jcs(d)}\n`,
-        (d) => jcs(d).replace(/:/, ': '),
-      ), (event, respell) => {
-        const record = encodeRecord(event, position()).record
-        const other = respell(JSON.parse(record))
-        expect(other).not.toBe(record)
-        expect(columnsFromRecord(other)).toStrictEqual({ ok: false, reason: 'record is not in canonical form (RFC 8785)' })
-      }),
+      fc.property(
+        arbEvent,
+        fc.constantFrom<(doc: unknown) => string>(
+          (d) => JSON.stringify(d, null, 1),
+          (d) => JSON.stringify(reorder(d, (k) => [...k].sort().reverse())),
+          (d) => ` ${jcs(d)}`,
+          (d) => `${jcs(d)}\n`,
+          (d) => jcs(d).replace(/:/, ': '),
+        ),
+        (event, respell) => {
+          const record = encodeRecord(event, position()).record
+          const other = respell(JSON.parse(record))
+          expect(other).not.toBe(record)
+          expect(columnsFromRecord(other)).toStrictEqual({ ok: false, reason: 'record is not in canonical form (RFC 8785)' })
+        },
+      ),
       { numRuns: 200 },
     )
   })

@@ -141,7 +141,13 @@ describe('checkConfig', () => {
     expect(r.errors).toEqual([])
     // The same policies without --dev: their issuer is not trusted, and there is no admin key.
     const prod = await checkConfig(
-      input(undefined, { env: { MANDATE_ISSUER: 'https://mandate.example.com', MANDATE_POLICIES_DIR: join(root, 'policies/dev'), MANDATE_SIGNING_KEYS_FILE: join(dir, 'keys.json') } }),
+      input(undefined, {
+        env: {
+          MANDATE_ISSUER: 'https://mandate.example.com',
+          MANDATE_POLICIES_DIR: join(root, 'policies/dev'),
+          MANDATE_SIGNING_KEYS_FILE: join(dir, 'keys.json'),
+        },
+      }),
     )
     expect(prod.errors.map(shown)).toEqual([
       expect.stringMatching(/demo-agent\.yaml:11:\d+: users\.0\.issuer: https:\/\/users\.dev\.mandate\.invalid is not in trust\.subjects/),

@@ -19,7 +19,9 @@ const record = (over: Partial<RevocationJson> = {}): RevocationJson => ({
 
 describe('printable', () => {
   it('shows escape sequences, other control characters and bidi overrides as \\u escapes', () => {
-    expect(printable('ok\u001b[2J\u001b]0;owned\u0007 \r\n\u009b\u202eevil\u2066')).toBe('ok\\u001b[2J\\u001b]0;owned\\u0007 \\u000d\\u000a\\u009b\\u202eevil\\u2066')
+    expect(printable('ok\u001b[2J\u001b]0;owned\u0007 \r\n\u009b\u202eevil\u2066')).toBe(
+      'ok\\u001b[2J\\u001b]0;owned\\u0007 \\u000d\\u000a\\u009b\\u202eevil\\u2066',
+    )
     expect(printable('plain text, ü, 漢字 and the ’ quote')).toBe('plain text, ü, 漢字 and the ’ quote')
   })
 })

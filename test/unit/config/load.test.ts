@@ -95,15 +95,19 @@ describe('loadConfig: environment overrides', () => {
       ].join('\n'),
     )
     const c = configOf(
-      await loadConfig(path, {
-        MANDATE_ISSUER: 'https://other.example.com',
-        HOST: '10.0.0.2',
-        PORT: '8001',
-        MANDATE_POLICIES_DIR: '/policies',
-        MANDATE_DATA_DIR: '/data',
-        MANDATE_SIGNING_KEYS_FILE: '/keys.json',
-        LOG_LEVEL: 'debug',
-      }, PROD),
+      await loadConfig(
+        path,
+        {
+          MANDATE_ISSUER: 'https://other.example.com',
+          HOST: '10.0.0.2',
+          PORT: '8001',
+          MANDATE_POLICIES_DIR: '/policies',
+          MANDATE_DATA_DIR: '/data',
+          MANDATE_SIGNING_KEYS_FILE: '/keys.json',
+          LOG_LEVEL: 'debug',
+        },
+        PROD,
+      ),
     )
     expect(c).toMatchObject({
       issuer: 'https://other.example.com',
@@ -204,7 +208,9 @@ describe('loadConfig: refusals', () => {
   })
 
   it('accepts two different issuers in the two roles', async () => {
-    const path = await file(`issuer: ${BROKER}\ntrust:\n  subjects:\n${trusted('https://idp.example.com')}  workloads:\n${trusted('https://spiffe.example.com')}`)
+    const path = await file(
+      `issuer: ${BROKER}\ntrust:\n  subjects:\n${trusted('https://idp.example.com')}  workloads:\n${trusted('https://spiffe.example.com')}`,
+    )
     const c = configOf(await loadConfig(path, {}, PROD))
     expect(c.trust.subjects.map((t) => t.issuer)).toEqual(['https://idp.example.com'])
     expect(c.trust.workloads.map((t) => t.issuer)).toEqual(['https://spiffe.example.com'])
@@ -270,15 +276,7 @@ describe('loadConfig: refusals', () => {
       ].join('\n'),
     )
     expect(new Set(paths(issuesOf(await loadConfig(path, {}, PROD))))).toEqual(
-      new Set([
-        'issuer',
-        'listen.port',
-        'limits.clock_skew_seconds',
-        'limits.max_body_bytes',
-        'jwks.timeout_ms',
-        '(root)',
-        'trust.workloads.0.issuer',
-      ]),
+      new Set(['issuer', 'listen.port', 'limits.clock_skew_seconds', 'limits.max_body_bytes', 'jwks.timeout_ms', '(root)', 'trust.workloads.0.issuer']),
     )
   })
 
@@ -331,7 +329,9 @@ describe('loadConfig: admin.keys_file', () => {
 
   it('reads JSON, which is YAML, and an empty file as no further keys', async () => {
     const json = await file(JSON.stringify([{ name: 'oncall', sha256: hash('b'), roles: ['responder'] }]), 'admin-keys.json')
-    expect(configOf(await loadConfig(undefined, { MANDATE_ISSUER: BROKER, MANDATE_ADMIN_KEYS_FILE: json }, PROD)).admin.keys.map((k) => k.name)).toEqual(['oncall'])
+    expect(configOf(await loadConfig(undefined, { MANDATE_ISSUER: BROKER, MANDATE_ADMIN_KEYS_FILE: json }, PROD)).admin.keys.map((k) => k.name)).toEqual([
+      'oncall',
+    ])
     const empty = await file('', 'empty.yaml')
     expect(configOf(await loadConfig(undefined, { MANDATE_ISSUER: BROKER, MANDATE_ADMIN_KEYS_FILE: empty }, PROD)).admin.keys).toEqual([])
   })
@@ -397,13 +397,19 @@ describe('loadConfig: admin.keys_file', () => {
 
 describe('loadConfig: resource_servers', () => {
   const basicAuth = `{ method: client_secret_basic, secret_sha256: "${'b'.repeat(64)}" }`
-  const rs = (id: string, auth = basicAuth, audiences = '[https://api.example.com]') => `  - id: ${id}\n    audiences: ${audiences}\n    authentication: ${auth}\n`
+  const rs = (id: string, auth = basicAuth, audiences = '[https://api.example.com]') =>
+    `  - id: ${id}\n    audiences: ${audiences}\n    authentication: ${auth}\n`
   const load = async (servers: string) => loadConfig(await file(`issuer: ${BROKER}\nresource_servers:\n${servers}`), {}, PROD)
 
   it('takes an rs/ id, its audiences and a Basic hash or public keys', async () => {
     const { publicKey } = await import('node:crypto').then((c) => c.generateKeyPairSync('ec', { namedCurve: 'P-256' }))
     const jwk = JSON.stringify({ ...publicKey.export({ format: 'jwk' }), alg: 'ES256', kid: 'k1' })
-    const c = configOf(await load(rs('rs/calendar') + rs('rs/files.v2', `{ method: private_key_jwt, jwks: { keys: [${jwk}] } }`, '[https://files.example.com, https://blobs.example.com]')))
+    const c = configOf(
+      await load(
+        rs('rs/calendar') +
+          rs('rs/files.v2', `{ method: private_key_jwt, jwks: { keys: [${jwk}] } }`, '[https://files.example.com, https://blobs.example.com]'),
+      ),
+    )
     expect(c.resource_servers.map((r) => [r.id, r.audiences, r.authentication.method])).toEqual([
       ['rs/calendar', ['https://api.example.com'], 'client_secret_basic'],
       ['rs/files.v2', ['https://files.example.com', 'https://blobs.example.com'], 'private_key_jwt'],

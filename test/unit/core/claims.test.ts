@@ -83,16 +83,11 @@ describe('parseScope', () => {
       fc.integer({ min: 0, max: 0x20 }).map((c) => String.fromCharCode(c)),
     )
     fc.assert(
-      fc.property(
-        fc.array(scopeToken, { minLength: 1, maxLength: 4 }),
-        fc.nat(),
-        bad,
-        (tokens, at, ch) => {
-          const i = at % tokens.length
-          const poisoned = tokens.map((t, j) => (j === i ? `${t}${ch}` : t))
-          expect(parseScope(poisoned.join(' '))).toBeUndefined()
-        },
-      ),
+      fc.property(fc.array(scopeToken, { minLength: 1, maxLength: 4 }), fc.nat(), bad, (tokens, at, ch) => {
+        const i = at % tokens.length
+        const poisoned = tokens.map((t, j) => (j === i ? `${t}${ch}` : t))
+        expect(parseScope(poisoned.join(' '))).toBeUndefined()
+      }),
     )
   })
 })

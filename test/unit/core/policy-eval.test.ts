@@ -142,45 +142,40 @@ const policyGrant = nonEmptyScopeSet.chain((scopes) => fc.record({ scopes: fc.co
 describe('evaluatePolicy: scope properties', () => {
   it('grants exactly the requested scopes when they are within policy ∩ authority, otherwise invalid_scope (never narrowed)', () => {
     fc.assert(
-      fc.property(
-        policyGrant,
-        fc.option(scopeSet, { nil: undefined }),
-        fc.option(requestedScopes, { nil: undefined }),
-        (g, authority, requested) => {
-          const allowed = new Set(g.scopes.filter((s) => authority === undefined || authority.includes(s)))
-          const r = attempt(
-            input({
-              policy: policy({ grants: grants([API, g.scopes, g.defaults]) }),
-              subject: user({ scopes: authority === undefined ? undefined : new Set(authority) }),
-              scopes: requested,
-            }),
-          )
-          if (requested === undefined) {
-            const expected = g.defaults.filter((s) => allowed.has(s))
-            if (expected.length === 0) {
-              expect(r).toEqual({ ok: false, code: 'invalid_scope' })
-            } else {
-              expect(r.ok).toBe(true)
-              if (r.ok) expect(sorted(r.grant.scopes)).toEqual(sorted(expected))
-            }
-            return
-          }
-          const within = requested.length > 0 && requested.every((s) => allowed.has(s))
-          if (!within) {
+      fc.property(policyGrant, fc.option(scopeSet, { nil: undefined }), fc.option(requestedScopes, { nil: undefined }), (g, authority, requested) => {
+        const allowed = new Set(g.scopes.filter((s) => authority === undefined || authority.includes(s)))
+        const r = attempt(
+          input({
+            policy: policy({ grants: grants([API, g.scopes, g.defaults]) }),
+            subject: user({ scopes: authority === undefined ? undefined : new Set(authority) }),
+            scopes: requested,
+          }),
+        )
+        if (requested === undefined) {
+          const expected = g.defaults.filter((s) => allowed.has(s))
+          if (expected.length === 0) {
             expect(r).toEqual({ ok: false, code: 'invalid_scope' })
-            return
+          } else {
+            expect(r.ok).toBe(true)
+            if (r.ok) expect(sorted(r.grant.scopes)).toEqual(sorted(expected))
           }
-          expect(r.ok).toBe(true)
-          if (!r.ok) return
-          // ⊆ requested ∩ policy grant ∩ subject authority, and nothing requested was dropped.
-          for (const s of r.grant.scopes) {
-            expect(requested).toContain(s)
-            expect(g.scopes).toContain(s)
-            if (authority !== undefined) expect(authority).toContain(s)
-          }
-          expect(sorted(r.grant.scopes)).toEqual(sorted(requested))
-        },
-      ),
+          return
+        }
+        const within = requested.length > 0 && requested.every((s) => allowed.has(s))
+        if (!within) {
+          expect(r).toEqual({ ok: false, code: 'invalid_scope' })
+          return
+        }
+        expect(r.ok).toBe(true)
+        if (!r.ok) return
+        // ⊆ requested ∩ policy grant ∩ subject authority, and nothing requested was dropped.
+        for (const s of r.grant.scopes) {
+          expect(requested).toContain(s)
+          expect(g.scopes).toContain(s)
+          if (authority !== undefined) expect(authority).toContain(s)
+        }
+        expect(sorted(r.grant.scopes)).toEqual(sorted(requested))
+      }),
       { numRuns: 500 },
     )
   })
@@ -216,10 +211,7 @@ describe('evaluatePolicy: scope properties', () => {
 
           // Every reason this request must fail, and the code each one calls for.
           const allowed = new Set(g.scopes.filter((s) => parentScopes.includes(s)))
-          const scopesOk =
-            requested === undefined
-              ? g.defaults.some((s) => allowed.has(s))
-              : requested.length > 0 && requested.every((s) => allowed.has(s))
+          const scopesOk = requested === undefined ? g.defaults.some((s) => allowed.has(s)) : requested.length > 0 && requested.every((s) => allowed.has(s))
           const reasons = new Set<OAuthErrorCode>()
           if (requestedAud !== parentAud) reasons.add('invalid_target')
           if (!scopesOk) reasons.add('invalid_scope')
@@ -356,7 +348,11 @@ describe('evaluatePolicy: may_act (RFC 8693 §4.4)', () => {
     expect(codeOf(input({ subject: user({ claims: { may_act: { sub: A, iss: 'https://elsewhere.test' } } }) }))).toBe('invalid_request')
   })
 
-  it.each([['a string', A], ['an array', [{ sub: A }]], ['null', null]])('refuses may_act that is %s with invalid_request', (_n, mayAct) => {
+  it.each([
+    ['a string', A],
+    ['an array', [{ sub: A }]],
+    ['null', null],
+  ])('refuses may_act that is %s with invalid_request', (_n, mayAct) => {
     expect(codeOf(input({ subject: user({ claims: { may_act: mayAct } }) }))).toBe('invalid_request')
   })
 })
@@ -400,8 +396,7 @@ describe('evaluatePolicy: re-delegation', () => {
   const parentPolicy = policy({ agent: A, subAgents: [B], maxDepth: 3 })
   const chainPolicies = [parentPolicy]
   const childPolicy = policy({ agent: B, delegators: [], grants: grants([API, ['read', 'write'], ['read']]) })
-  const redelegation = (o: Partial<PolicyInput> = {}): PolicyInput =>
-    input({ policy: childPolicy, subject: mandateSubject(), chainPolicies, ...o })
+  const redelegation = (o: Partial<PolicyInput> = {}): PolicyInput => input({ policy: childPolicy, subject: mandateSubject(), chainPolicies, ...o })
 
   it('grants a narrower token to a listed sub-agent', () => {
     expect(grantOf(redelegation({ scopes: ['read'] }))).toEqual({
@@ -430,7 +425,9 @@ describe('evaluatePolicy: re-delegation', () => {
 
   it('names the user’s issuer on every hop (sub is unique only within it)', () => {
     expect(grantOf(redelegation({})).userIssuer).toBe(IDP)
-    expect(grantOf(redelegation({ subject: mandateSubject({ sub_id: { format: 'iss_sub', iss: 'https://partner.test', sub: ALICE } }) })).userIssuer).toBe('https://partner.test')
+    expect(grantOf(redelegation({ subject: mandateSubject({ sub_id: { format: 'iss_sub', iss: 'https://partner.test', sub: ALICE } }) })).userIssuer).toBe(
+      'https://partner.test',
+    )
   })
 
   it('refuses scopes beyond the parent token with invalid_scope', () => {
@@ -474,7 +471,11 @@ describe('evaluatePolicy: re-delegation', () => {
     })
     expect(codeOf(i)).toBe('invalid_request')
     // Control: the same chain handed to a newcomer is fine.
-    expect(grantOf({ ...i, policy: policy({ agent: C }), chainPolicies: [policy({ agent: B, subAgents: [C] }), policy({ agent: A })] }).actors).toEqual([C, B, A])
+    expect(grantOf({ ...i, policy: policy({ agent: C }), chainPolicies: [policy({ agent: B, subAgents: [C] }), policy({ agent: A })] }).actors).toEqual([
+      C,
+      B,
+      A,
+    ])
   })
 
   it('holds every earlier agent’s max_depth, not only the parent’s (invalid_request)', () => {

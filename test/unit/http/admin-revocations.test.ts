@@ -60,9 +60,7 @@ describe('admin API, introspection and RFC 7009 revocation', () => {
       expect(((await res.json()) as { error: string }).error).toBe('forbidden')
     })
     it('refuses a Basic header and a token-endpoint secret as admin credentials', async () => {
-      const res = await Promise.resolve(
-        b.mandate.app.request('/admin/revocations', { headers: basic('secret-agent', SECRET) }),
-      )
+      const res = await Promise.resolve(b.mandate.app.request('/admin/revocations', { headers: basic('secret-agent', SECRET) }))
       expect(res.status).toBe(401)
     })
   })
@@ -88,9 +86,12 @@ describe('admin API, introspection and RFC 7009 revocation', () => {
     const after = await issue()
     expect(await active(after)).toBe(true)
     expect(await active(before)).toBe(false)
-    expect(b.audit.events().filter((e) => e.type === 'revocation.created' || e.type === 'revocation.lifted').map((e) => e.type)).toEqual(
-      expect.arrayContaining(['revocation.created', 'revocation.lifted']),
-    )
+    expect(
+      b.audit
+        .events()
+        .filter((e) => e.type === 'revocation.created' || e.type === 'revocation.lifted')
+        .map((e) => e.type),
+    ).toEqual(expect.arrayContaining(['revocation.created', 'revocation.lifted']))
   })
 
   it('revokes a chain: the token and every token delegated from it, but not its parent', async () => {
@@ -174,7 +175,10 @@ describe('admin API, introspection and RFC 7009 revocation', () => {
 
   it('refuses to kill an agent no policy defines (404), unless forced; nothing is recorded for the refusal', async () => {
     const before = (await b.revocations.service.list({ limit: 1000 })).length
-    for (const body of [{ agent: 'no-such-agent', reason: 'typo?' }, { agent: 'no-such-agent', sub: 'alice', reason: 'typo?' }]) {
+    for (const body of [
+      { agent: 'no-such-agent', reason: 'typo?' },
+      { agent: 'no-such-agent', sub: 'alice', reason: 'typo?' },
+    ]) {
       const res = await admin('POST', '/admin/revocations', ADMIN_KEYS.responder, body)
       expect(res.status).toBe(404)
       expect(((await res.json()) as { error: string }).error).toBe('not_found')
@@ -286,15 +290,17 @@ describe('two trusted IdPs, each with an "alice": a user is (issuer, sub), end t
       }),
     )
   const active = async (token: string) =>
-    ((await (
-      await Promise.resolve(
-        b.mandate.app.request('/oauth2/introspect', {
-          method: 'POST',
-          headers: { 'content-type': 'application/x-www-form-urlencoded', ...basic('two-idp-agent', SECRET) },
-          body: encodeForm({ token }),
-        }),
-      )
-    ).json()) as { active: boolean }).active
+    (
+      (await (
+        await Promise.resolve(
+          b.mandate.app.request('/oauth2/introspect', {
+            method: 'POST',
+            headers: { 'content-type': 'application/x-www-form-urlencoded', ...basic('two-idp-agent', SECRET) },
+            body: encodeForm({ token }),
+          }),
+        )
+      ).json()) as { active: boolean }
+    ).active
 
   it('killing alice@A stops alice@A everywhere and leaves alice@B working', async () => {
     const tokenA = (await expectToken(await exchangeFor(await aliceAtA()))).access_token
@@ -317,7 +323,10 @@ describe('two trusted IdPs, each with an "alice": a user is (issuer, sub), end t
     await expectOAuthError(await exchangeFor(await aliceAtA()), 400, 'invalid_request')
     await expectToken(await exchangeFor(await aliceAtB()))
     // The denial names the user with the issuer.
-    const denied = b.audit.events().filter((e) => e.type === 'token.denied').at(-1)
+    const denied = b.audit
+      .events()
+      .filter((e) => e.type === 'token.denied')
+      .at(-1)
     expect(denied).toMatchObject({ type: 'token.denied', sub: 'alice', subIssuer: USER_ISSUER, error: 'invalid_request' })
 
     // And the agent killed for alice@B only: alice@B is refused it, bob@B is not.

@@ -44,13 +44,17 @@ describe('audit of token-endpoint outcomes', () => {
   })
 
   it('records a refused subject token as token.denied invalid_request (agent known, user not)', async () => {
-    const events = await appended(async () => expectOAuthError(await b.token(exchange(b.secret(rawUserToken(b, { aud: 'https://x.test' }))), secretAgent()), 400, 'invalid_request'))
+    const events = await appended(async () =>
+      expectOAuthError(await b.token(exchange(b.secret(rawUserToken(b, { aud: 'https://x.test' }))), secretAgent()), 400, 'invalid_request'),
+    )
     expect(events).toHaveLength(1)
     expect(events[0]).toMatchObject({ type: 'token.denied', agent: 'secret-agent', sub: undefined, error: 'invalid_request' })
   })
 
   it('records an expired policy as token.denied unauthorized_client', async () => {
-    const events = await appended(async () => expectOAuthError(await b.token(exchange(await user()), basic('expired-agent', SECRET)), 400, 'unauthorized_client'))
+    const events = await appended(async () =>
+      expectOAuthError(await b.token(exchange(await user()), basic('expired-agent', SECRET)), 400, 'unauthorized_client'),
+    )
     expect(events).toHaveLength(1)
     expect(events[0]).toMatchObject({ type: 'token.denied', agent: 'expired-agent', error: 'unauthorized_client' })
   })
@@ -72,12 +76,27 @@ describe('audit of token-endpoint outcomes', () => {
       ['a wrong secret', async () => b.token(exchange(await user()), basic('secret-agent', 'wrong-secret-value')), 401, 'invalid_client'],
       ['an unknown agent', async () => b.token(exchange(await user()), basic('nobody', SECRET)), 401, 'invalid_client'],
       ['no client authentication', async () => b.token(exchange(await user())), 401, 'invalid_client'],
-      ['an assertion signed for another audience', async () => b.token(exchange(await user(), withAssertion(await b.assertion({ aud: 'https://x.test' })))), 401, 'invalid_client'],
+      [
+        'an assertion signed for another audience',
+        async () => b.token(exchange(await user(), withAssertion(await b.assertion({ aud: 'https://x.test' })))),
+        401,
+        'invalid_client',
+      ],
       ['client_secret in the body', async () => b.token(exchange(await user(), { client_id: 'secret-agent', client_secret: SECRET })), 401, 'invalid_client'],
       ['an unknown grant', async () => b.token(exchange(await user(), { grant_type: 'password' }), secretAgent()), 400, 'unsupported_grant_type'],
       ['two authentication methods', async () => b.token(exchange(await user(), withAssertion(await b.assertion())), secretAgent()), 400, 'invalid_request'],
-      ['an id_token subject type', async () => b.token(exchange(await user(), { subject_token_type: TOKEN_TYPE.idToken }), secretAgent()), 400, 'invalid_request'],
-      ['a refused workload actor_token', async () => b.token(exchange(await user(), { actor_token: await user(), actor_token_type: TOKEN_TYPE.jwt })), 401, 'invalid_client'],
+      [
+        'an id_token subject type',
+        async () => b.token(exchange(await user(), { subject_token_type: TOKEN_TYPE.idToken }), secretAgent()),
+        400,
+        'invalid_request',
+      ],
+      [
+        'a refused workload actor_token',
+        async () => b.token(exchange(await user(), { actor_token: await user(), actor_token_type: TOKEN_TYPE.jwt })),
+        401,
+        'invalid_client',
+      ],
     ] as const)('%s', async (_name, send, status, code) => {
       const events = await appended(async () => expectOAuthError(await send(), status, code))
       expect(events).toEqual([])
@@ -97,7 +116,11 @@ describe('audit of token-endpoint outcomes', () => {
     it('an oversized body or a JSON body', async () => {
       const events = await appended(async () => {
         await expectOAuthError(await b.token(exchange(await user(), { pad: 'x'.repeat(65 * 1024) }), secretAgent()), 413, 'invalid_request')
-        const res = await b.mandate.app.request('/oauth2/token', { method: 'POST', headers: { 'content-type': 'application/json', ...secretAgent() }, body: '{}' })
+        const res = await b.mandate.app.request('/oauth2/token', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...secretAgent() },
+          body: '{}',
+        })
         await expectOAuthError(res, 400, 'invalid_request')
       })
       expect(events).toEqual([])

@@ -8,7 +8,11 @@ const answer = (status: number, body: unknown, headers: Record<string, string> =
 describe('expectOAuthError', () => {
   it('passes a proper RFC 6749 §5.2 answer', async () => {
     await expectOAuthError(answer(400, { error: 'invalid_request', error_description: 'x' }), 400, 'invalid_request')
-    await expectOAuthError(answer(401, { error: 'invalid_client' }, { 'cache-control': 'no-store', 'www-authenticate': 'Basic realm="m"' }), 401, 'invalid_client')
+    await expectOAuthError(
+      answer(401, { error: 'invalid_client' }, { 'cache-control': 'no-store', 'www-authenticate': 'Basic realm="m"' }),
+      401,
+      'invalid_client',
+    )
   })
 
   it.each([

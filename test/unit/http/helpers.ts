@@ -7,7 +7,16 @@
 import { createHmac, KeyObject, sign as cryptoSign } from 'node:crypto'
 import type { CryptoKey, JWTPayload } from 'jose'
 import { expect } from 'vitest'
-import { AUDIENCE, BROKER, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE, USER_ISSUER, startTestBroker, type TestBroker, type TestBrokerOptions } from '../../support/broker.js'
+import {
+  AUDIENCE,
+  BROKER,
+  GRANT_TYPE_TOKEN_EXCHANGE,
+  TOKEN_TYPE,
+  USER_ISSUER,
+  startTestBroker,
+  type TestBroker,
+  type TestBrokerOptions,
+} from '../../support/broker.js'
 
 export interface OAuthErrorBody {
   readonly error: string
@@ -64,10 +73,7 @@ export function signJws(header: Record<string, unknown>, payload: Record<string,
   if (key instanceof Uint8Array) return `${input}.${createHmac('sha256', key).update(input).digest('base64url')}`
   const ko = key instanceof KeyObject ? key : KeyObject.from(key)
   const alg = header['alg']
-  const sig =
-    alg === 'ES256'
-      ? cryptoSign('sha256', Buffer.from(input), { key: ko, dsaEncoding: 'ieee-p1363' })
-      : cryptoSign('sha256', Buffer.from(input), ko)
+  const sig = alg === 'ES256' ? cryptoSign('sha256', Buffer.from(input), { key: ko, dsaEncoding: 'ieee-p1363' }) : cryptoSign('sha256', Buffer.from(input), ko)
   return `${input}.${sig.toString('base64url')}`
 }
 

@@ -110,7 +110,11 @@ describe('introspection: who may see what', () => {
       const token = await issue('secret-agent')
       await expectOAuthError(await introspect(token, basic(RESOURCE_SERVERS.api, 'not-the-secret-at-all')), 401, 'invalid_client')
       await expectOAuthError(await introspect(token, basic('rs/nobody', RS_SECRET)), 401, 'invalid_client')
-      await expectOAuthError(await introspect(token, {}, await asAssertion(b.assertion({ iss: RESOURCE_SERVERS.other, sub: RESOURCE_SERVERS.other }))), 401, 'invalid_client')
+      await expectOAuthError(
+        await introspect(token, {}, await asAssertion(b.assertion({ iss: RESOURCE_SERVERS.other, sub: RESOURCE_SERVERS.other }))),
+        401,
+        'invalid_client',
+      )
       await expectOAuthError(await introspect(token, {}, await asAssertion(b.rsAssertion({ aud: 'https://elsewhere.test' }))), 401, 'invalid_client')
       const replayed = await asAssertion(b.rsAssertion())
       expect((await introspect(token, {}, replayed)).status).toBe(200)

@@ -83,7 +83,10 @@ describe('RFC 8414 metadata against what the broker does', () => {
     expect(url.origin).toBe(new URL(BROKER).origin)
     return url.pathname
   }
-  const assertionFields = async (assertion: Promise<string>) => ({ client_assertion_type: CLIENT_ASSERTION_TYPE_JWT, client_assertion: b.secret(await assertion) })
+  const assertionFields = async (assertion: Promise<string>) => ({
+    client_assertion_type: CLIENT_ASSERTION_TYPE_JWT,
+    client_assertion: b.secret(await assertion),
+  })
   const activeFor = async (token: string) =>
     ((await (await post('/oauth2/introspect', { token }, bearer(ADMIN_KEYS.auditor))).json()) as { active: boolean }).active
 
@@ -126,7 +129,10 @@ describe('RFC 8414 metadata against what the broker does', () => {
 
   it.each(Object.entries(ENDPOINTS))('%s exists and answers %s, and only that', async (member, method) => {
     const path = pathOf(member)
-    const res = await b.mandate.app.request(path, method === 'GET' ? {} : { method, headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: '' })
+    const res = await b.mandate.app.request(
+      path,
+      method === 'GET' ? {} : { method, headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: '' },
+    )
     expect([404, 405]).not.toContain(res.status)
     const other = await b.mandate.app.request(path, { method: method === 'GET' ? 'POST' : 'GET' })
     expect(other.status).toBe(405)
@@ -175,7 +181,8 @@ describe('RFC 8414 metadata against what the broker does', () => {
       const key = algKeys.get(alg)
       if (key === undefined) throw new Error(`the metadata lists ${alg}, which no test key exercises`)
       const agent = agentOf(alg)
-      const assertion = () => clientAssertion({ privateKey: key, alg, kid: `${alg}-1` }, { client: agent, aud: BROKER, jti: `${alg}-${Math.random()}` }, { now: b.now() })
+      const assertion = () =>
+        clientAssertion({ privateKey: key, alg, kid: `${alg}-1` }, { client: agent, aud: BROKER, jti: `${alg}-${Math.random()}` }, { now: b.now() })
       await succeeds(endpoint, async () => ({ fields: await assertionFields(assertion()) }))
     }
   })

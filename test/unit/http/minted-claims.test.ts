@@ -24,7 +24,29 @@ describe('claims of a minted token', () => {
   })
 
   const claimName = fc.oneof(
-    fc.constantFrom('may_act', 'cnf', 'groups', 'roles', 'email', 'azp', 'client_id', 'scp', 'chain', 'sub_id', 'entitlements', 'authorization_details', 'acr', 'amr', 'auth_time', 'sid', 'tenant', 'nbf', 'jti', '__proto__', 'constructor'),
+    fc.constantFrom(
+      'may_act',
+      'cnf',
+      'groups',
+      'roles',
+      'email',
+      'azp',
+      'client_id',
+      'scp',
+      'chain',
+      'sub_id',
+      'entitlements',
+      'authorization_details',
+      'acr',
+      'amr',
+      'auth_time',
+      'sid',
+      'tenant',
+      'nbf',
+      'jti',
+      '__proto__',
+      'constructor',
+    ),
     fc.string({ minLength: 1, maxLength: 10 }),
   )
   const claimValue = fc.oneof(
@@ -50,14 +72,29 @@ describe('claims of a minted token', () => {
         expect(child.status, await child.clone().text()).toBe(200)
         expect(Object.keys(decodeJwt(b.secret(((await child.json()) as { access_token: string }).access_token))).sort()).toEqual(REDELEGATED)
       }),
-      { numRuns: 150, examples: [[{ may_act: { sub: 'secret-agent' } }], [{ may_act: { sub: 'secret-agent', iss: 'https://mandate.test' }, cnf: { jkt: 'x' } }]] },
+      {
+        numRuns: 150,
+        examples: [[{ may_act: { sub: 'secret-agent' } }], [{ may_act: { sub: 'secret-agent', iss: 'https://mandate.test' }, cnf: { jkt: 'x' } }]],
+      },
     )
     // Most runs must reach a token, or the property says little.
     expect(issued).toBeGreaterThan(75)
   })
 
   it('accepts a parent minted before may_act stopped being copied, whatever its may_act holds, and reads nothing of it', () => {
-    const minted = { iss: BROKER, sub: 'alice', sub_id: { format: 'iss_sub', iss: USER_ISSUER, sub: 'alice' }, aud: 'https://api.test', client_id: 'secret-agent', act: { sub: 'secret-agent' }, scope: 'read', iat: 1, nbf: 1, exp: 2, jti: 'j' }
+    const minted = {
+      iss: BROKER,
+      sub: 'alice',
+      sub_id: { format: 'iss_sub', iss: USER_ISSUER, sub: 'alice' },
+      aud: 'https://api.test',
+      client_id: 'secret-agent',
+      act: { sub: 'secret-agent' },
+      scope: 'read',
+      iat: 1,
+      nbf: 1,
+      exp: 2,
+      jti: 'j',
+    }
     for (const mayAct of [{ sub: 'secret-agent' }, { sub: 'someone-else', iss: 'https://elsewhere.test' }, 'not an object', null]) {
       expect(() => mandateClaims({ ...minted, may_act: mayAct })).not.toThrow()
     }

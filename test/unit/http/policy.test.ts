@@ -83,7 +83,10 @@ describe('policy owner', () => {
     'ownerless.yaml': secretAgentPolicy('ownerless', USER_ISSUER, { owner }),
   })
 
-  it.each([['whitespace-only', ' \t '], ['empty', '']])('a policy whose owner is %s never loads: the broker does not start', async (_name, owner) => {
+  it.each([
+    ['whitespace-only', ' \t '],
+    ['empty', ''],
+  ])('a policy whose owner is %s never loads: the broker does not start', async (_name, owner) => {
     await expect(startTestBroker({ policies: policyWithOwner(owner) })).rejects.toThrow(/ownerless\.yaml.*owner/)
   })
 

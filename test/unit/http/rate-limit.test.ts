@@ -63,7 +63,8 @@ describe('rate limits at the token endpoint', () => {
   it('refuses a flood of bad requests at the limit without an audit record for each', async () => {
     const b = await start()
     // A denied request draws from the bucket too: the flood is what the limit is for.
-    for (let i = 0; i < 2; i++) await expectOAuthError(await b.token(exchange(await b.userToken(), { scope: 'admin' }), basic('limited-agent', SECRET)), 400, 'invalid_scope')
+    for (let i = 0; i < 2; i++)
+      await expectOAuthError(await b.token(exchange(await b.userToken(), { scope: 'admin' }), basic('limited-agent', SECRET)), 400, 'invalid_scope')
     for (let i = 0; i < 20; i++) {
       await expectLimited(await b.token(exchange(await b.userToken(), { scope: 'admin' }), basic('limited-agent', SECRET)), '1')
       await expectLimited(await b.token(exchange('not-a-jwt'), basic('limited-agent', SECRET)), '1')
@@ -82,7 +83,9 @@ describe('rate limits at the token endpoint', () => {
 
   it('counts a per-user agent’s requests whose subject token fails against its agent bucket', async () => {
     const b = await start({
-      policies: { 'per-user-agent.yaml': `${secretAgentPolicy('per-user-agent', USER_ISSUER)}rate_limit:\n  agent: { rate: 1/min, burst: 2 }\n  user: { rate: 1/min }\n` },
+      policies: {
+        'per-user-agent.yaml': `${secretAgentPolicy('per-user-agent', USER_ISSUER)}rate_limit:\n  agent: { rate: 1/min, burst: 2 }\n  user: { rate: 1/min }\n`,
+      },
     })
     await expectOAuthError(await exchangeAs(b, 'per-user-agent', 'alice', 'not-a-jwt'), 400, 'invalid_request')
     await expectOAuthError(await exchangeAs(b, 'per-user-agent', 'alice', 'not-a-jwt'), 400, 'invalid_request')

@@ -70,7 +70,12 @@ describe('/readyz', { timeout: 15_000 }, () => {
     expect(r.cacheControl).toBe('no-store')
     expect(r.body.status).toBe('not_ready')
     expect(r.body.reasons).toEqual([{ check: 'policies', detail: expect.stringContaining(`${file}:`) }])
-    expect(r.body['policies']).toMatchObject({ ready: false, agents: 5, issue_count: 1, issues: [expect.stringMatching(new RegExp(`^${file}:\\d+:\\d+: owner: `))] })
+    expect(r.body['policies']).toMatchObject({
+      ready: false,
+      agents: 5,
+      issue_count: 1,
+      issues: [expect.stringMatching(new RegExp(`^${file}:\\d+:\\d+: owner: `))],
+    })
     // Only the policies check failed.
     for (const check of CHECKS.filter((c) => c !== 'policies')) expect(r.body[check], check).toMatchObject({ ready: true })
     // The last good set still serves.

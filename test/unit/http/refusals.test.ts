@@ -26,7 +26,9 @@ describe('refusals from an outage', () => {
     for (let i = 0; i < 20; i++) await expectOAuthError(await b.token(exchange(user), secretAgent()), 503, 'temporarily_unavailable')
     expect(errorLines(b)).toEqual([])
     // The first at once; the other 19 are counted for the next line (at the end of the interval, or at close).
-    expect(refusedLines(b)).toEqual([expect.objectContaining({ level: 'warn', refused: 1, causes: { 'audit log unavailable; nothing was issued; try again': 1 } })])
+    expect(refusedLines(b)).toEqual([
+      expect.objectContaining({ level: 'warn', refused: 1, causes: { 'audit log unavailable; nothing was issued; try again': 1 } }),
+    ])
     const requestLines = b.logs().filter((l) => l['msg'] === 'request' && l['status'] === 503)
     expect(requestLines).toHaveLength(20)
     expect(new Set(requestLines.map((l) => l['level']))).toEqual(new Set(['info']))

@@ -154,7 +154,9 @@ describe('GET /revocations/feed on the broker', () => {
     const assertionForm = async (assertion: Promise<string>) =>
       encodeForm({ client_assertion_type: CLIENT_ASSERTION_TYPE_JWT, client_assertion: await assertion })
     const postFeed = (body: string, headers: Record<string, string> = {}) =>
-      Promise.resolve(b.mandate.app.request('/revocations/feed', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers }, body }))
+      Promise.resolve(
+        b.mandate.app.request('/revocations/feed', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers }, body }),
+      )
     const opened = () => b.audit.events().filter((e) => e.type === 'admin.feed.opened')
 
     /** A 200 event stream whose first event is a snapshot holding `id`. */

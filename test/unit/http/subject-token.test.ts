@@ -99,12 +99,18 @@ describe('subject_token refusals', () => {
     ['a logout token (events, RFC 8417)', (b) => rawUserToken(b, { events: { 'http://schemas.openid.net/event/backchannel-logout': {} }, sid: 's-1' })],
     ['a workload token', (b) => b.workloads.sign({ aud: BROKER })],
     ['a client assertion', (b) => b.assertion()],
-    ['signed by another key under the issuer kid', async (b) => signJws({ alg: 'RS256', kid: b.users.kid, typ: 'at+jwt' }, userClaims(b.now()), (await generateKeyPair('RS256')).privateKey)],
+    [
+      'signed by another key under the issuer kid',
+      async (b) => signJws({ alg: 'RS256', kid: b.users.kid, typ: 'at+jwt' }, userClaims(b.now()), (await generateKeyPair('RS256')).privateKey),
+    ],
     ['a user token with an altered signature', (b) => alterSignature(rawUserToken(b))],
-    ['a user token with an altered payload', (b) => {
-      const [h, , s] = rawUserToken(b).split('.')
-      return `${h!}.${Buffer.from(JSON.stringify(userClaims(b.now(), { sub: 'mallory' }))).toString('base64url')}.${s!}`
-    }],
+    [
+      'a user token with an altered payload',
+      (b) => {
+        const [h, , s] = rawUserToken(b).split('.')
+        return `${h!}.${Buffer.from(JSON.stringify(userClaims(b.now(), { sub: 'mallory' }))).toString('base64url')}.${s!}`
+      },
+    ],
     ['not a JWT', () => 'opaque-token-value-0123456789'],
     ['a JWS in JSON serialization', (b) => JSON.stringify({ payload: rawUserToken(b).split('.')[1], signatures: [] })],
     ['may_act naming another agent', (b) => rawUserToken(b, { may_act: { sub: 'jwt-agent' } })],

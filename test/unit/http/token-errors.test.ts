@@ -43,8 +43,7 @@ describe('POST /oauth2/token: request and client-authentication errors', () => {
 
   const user = async () => b.secret(await b.userToken({ groups: ['engineering'] }))
   const secretAgent = () => basic('secret-agent', SECRET)
-  const post = (body: string, headers: Record<string, string>) =>
-    Promise.resolve(b.mandate.app.request('/oauth2/token', { method: 'POST', headers, body }))
+  const post = (body: string, headers: Record<string, string>) => Promise.resolve(b.mandate.app.request('/oauth2/token', { method: 'POST', headers, body }))
 
   describe('the form', () => {
     it('refuses application/json → 400 invalid_request', async () => {
@@ -94,7 +93,11 @@ describe('POST /oauth2/token: request and client-authentication errors', () => {
     })
 
     it('refuses two distinct audiences → 400 invalid_target', async () => {
-      await expectOAuthError(await b.token(exchange(await user(), { audience: [AUDIENCE, OTHER_AUDIENCE], scope: 'read' }), secretAgent()), 400, 'invalid_target')
+      await expectOAuthError(
+        await b.token(exchange(await user(), { audience: [AUDIENCE, OTHER_AUDIENCE], scope: 'read' }), secretAgent()),
+        400,
+        'invalid_target',
+      )
     })
 
     it('refuses a resource and an audience that differ → 400 invalid_target', async () => {
@@ -181,7 +184,11 @@ describe('POST /oauth2/token: request and client-authentication errors', () => {
 
     it('refuses a malformed Authorization header → 401 invalid_client', async () => {
       await expectOAuthError(await b.token(exchange(await user()), { authorization: 'Basic !!!' }), 401, 'invalid_client')
-      await expectOAuthError(await b.token(exchange(await user()), { authorization: `Basic ${Buffer.from('no-colon').toString('base64')}` }), 401, 'invalid_client')
+      await expectOAuthError(
+        await b.token(exchange(await user()), { authorization: `Basic ${Buffer.from('no-colon').toString('base64')}` }),
+        401,
+        'invalid_client',
+      )
       await expectOAuthError(await b.token(exchange(await user()), { authorization: 'Bearer abc' }), 401, 'invalid_client')
     })
 
@@ -351,7 +358,11 @@ describe('POST /oauth2/token: request and client-authentication errors', () => {
     })
 
     it('names the error, and no agent, on a client-authentication failure', async () => {
-      await expectOAuthError(await b.token(exchange(await user()), { ...basic('secret-agent', 'wrong-one-1234'), 'x-request-id': 'rid-401-1' }), 401, 'invalid_client')
+      await expectOAuthError(
+        await b.token(exchange(await user()), { ...basic('secret-agent', 'wrong-one-1234'), 'x-request-id': 'rid-401-1' }),
+        401,
+        'invalid_client',
+      )
       const line = lineFor('rid-401-1')
       expect(line).toMatchObject({ status: 401, error: 'invalid_client' })
       expect(line?.['agent']).toBeUndefined()

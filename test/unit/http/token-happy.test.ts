@@ -5,14 +5,7 @@
  */
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  AUDIENCE,
-  basic,
-  BROKER,
-  CLIENT_ASSERTION_TYPE_JWT,
-  SECRET,
-  TOKEN_TYPE,
-} from '../../support/broker.js'
+import { AUDIENCE, basic, BROKER, CLIENT_ASSERTION_TYPE_JWT, SECRET, TOKEN_TYPE } from '../../support/broker.js'
 import { exchange, expectCleanLogs, expectToken, rawUserToken, startTrackedBroker, type TrackedBroker } from './helpers.js'
 
 describe('POST /oauth2/token: tokens issued', () => {

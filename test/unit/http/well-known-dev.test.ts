@@ -70,7 +70,11 @@ describe('without --dev', () => {
       const jwksPath = new URL(m['jwks_uri']!).pathname
       expect((await b.mandate.app.request(jwksPath)).status).toBe(200)
       // The token endpoint exists (an empty POST is an OAuth error, not a 404).
-      const res = await b.mandate.app.request(new URL(m['token_endpoint']!).pathname, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: '' })
+      const res = await b.mandate.app.request(new URL(m['token_endpoint']!).pathname, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: '',
+      })
       await expectOAuthError(res, 400, 'invalid_request')
     })
   })

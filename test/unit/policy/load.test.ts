@@ -193,9 +193,7 @@ describe('parsePolicy / loadPolicies: issues carry file, line and field', () => 
     const top = policyYaml('agent-a', { extra: 'colour: blue' })
     expect(parsedIssues('/p/agent-a.yaml', top)).toEqual([expect.objectContaining({ field: 'colour', line: lineOf(top, 'colour:') })])
     const nested = policyYaml('agent-a', { token_ttl: 'token_ttl:\n  default: 300\n  max: 900\n  maximum: 901' })
-    expect(parsedIssues('/p/agent-a.yaml', nested)).toEqual([
-      expect.objectContaining({ field: 'token_ttl.maximum', line: lineOf(nested, 'maximum:') }),
-    ])
+    expect(parsedIssues('/p/agent-a.yaml', nested)).toEqual([expect.objectContaining({ field: 'token_ttl.maximum', line: lineOf(nested, 'maximum:') })])
   })
 
   it('default_scopes not a subset of scopes: field grants.0.default_scopes, at its line', async () => {
@@ -209,9 +207,7 @@ describe('parsePolicy / loadPolicies: issues carry file, line and field', () => 
   it('ttl default over max: field token_ttl.default, at its line', async () => {
     const text = policyYaml('agent-a', { token_ttl: 'token_ttl:\n  default: 901\n  max: 900' })
     const file = await write('agent-a.yaml', text)
-    expect(issuesOf(await loadPolicies(dir))).toEqual([
-      expect.objectContaining({ file, field: 'token_ttl.default', line: lineOf(text, 'default: 901') }),
-    ])
+    expect(issuesOf(await loadPolicies(dir))).toEqual([expect.objectContaining({ file, field: 'token_ttl.default', line: lineOf(text, 'default: 901') })])
   })
 
   it('bad YAML syntax: the line of the error, no field', async () => {
@@ -245,22 +241,17 @@ describe('parsePolicy / loadPolicies: issues carry file, line and field', () => 
     expect(jwk.d).toBeDefined()
     const text = policyYaml('agent-a', { authentication: `authentication:\n  method: private_key_jwt\n  jwks:\n    keys:\n      - ${JSON.stringify(jwk)}` })
     const file = await write('agent-a.yaml', text)
-    expect(issuesOf(await loadPolicies(dir))).toEqual([
-      expect.objectContaining({ file, field: 'authentication.jwks.keys.0', line: lineOf(text, '"leaked"') }),
-    ])
+    expect(issuesOf(await loadPolicies(dir))).toEqual([expect.objectContaining({ file, field: 'authentication.jwks.keys.0', line: lineOf(text, '"leaked"') })])
   })
 
   it('a JWK that is no usable key: field authentication.jwks.keys.0', () => {
     const jwk = { kty: 'EC', crv: 'P-256', alg: 'ES256', x: 'AAAA', y: 'AAAA' }
     const text = policyYaml('agent-a', { authentication: `authentication:\n  method: private_key_jwt\n  jwks:\n    keys:\n      - ${JSON.stringify(jwk)}` })
-    expect(parsedIssues('/p/agent-a.yaml', text)).toEqual([
-      expect.objectContaining({ field: 'authentication.jwks.keys.0', line: lineOf(text, '"kty"') }),
-    ])
+    expect(parsedIssues('/p/agent-a.yaml', text)).toEqual([expect.objectContaining({ field: 'authentication.jwks.keys.0', line: lineOf(text, '"kty"') })])
   })
 
   describe('a weak or malformed agent key makes the file invalid, at that key, with the reason', () => {
-    const rsa = (options: { modulusLength: number; publicExponent?: number }) =>
-      generateKeyPairSync('rsa', options).publicKey.export({ format: 'jwk' })
+    const rsa = (options: { modulusLength: number; publicExponent?: number }) => generateKeyPairSync('rsa', options).publicKey.export({ format: 'jwk' })
     const keyYaml = (jwk: object) => `authentication:\n  method: private_key_jwt\n  jwks:\n    keys:\n      - ${JSON.stringify(jwk)}`
 
     it.each<[string, () => object, RegExp]>([
@@ -268,7 +259,11 @@ describe('parsePolicy / loadPolicies: issues carry file, line and field', () => 
       ['RSA e = 3', () => ({ ...rsa({ modulusLength: 2048, publicExponent: 3 }), alg: 'RS256' }), /exponent/],
       ['RSA e = 65537 spelled with a leading zero octet', () => ({ ...rsa({ modulusLength: 2048 }), e: 'AAEAAQ', alg: 'RS256' }), /exponent/],
       ['EC on secp256k1', () => ({ ...generateKeyPairSync('ec', { namedCurve: 'secp256k1' }).publicKey.export({ format: 'jwk' }), alg: 'ES256' }), /curve/],
-      ['an alg that does not fit the key (ES384 on P-256)', () => ({ ...generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }), alg: 'ES384' }), /ES384/],
+      [
+        'an alg that does not fit the key (ES384 on P-256)',
+        () => ({ ...generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }), alg: 'ES384' }),
+        /ES384/,
+      ],
       ['an RSA alg on an EC key', () => ({ ...generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }), alg: 'RS256' }), /RS256/],
     ])('%s', (_name, make, reason) => {
       const text = policyYaml('agent-a', { authentication: keyYaml({ kid: 'k1', ...make() }) })
@@ -290,15 +285,16 @@ describe('parsePolicy / loadPolicies: issues carry file, line and field', () => 
       grants: 'grants:\n  - audience: https://api.test\n    scopes: [read]\n  - audience: https://api.test\n    scopes: [write]',
     })
     const file = await write('agent-a.yaml', text)
-    expect(issuesOf(await loadPolicies(dir))).toEqual([
-      expect.objectContaining({ file, field: 'grants.1.audience', line: lineOf(text, 'audience:', 2) }),
-    ])
+    expect(issuesOf(await loadPolicies(dir))).toEqual([expect.objectContaining({ file, field: 'grants.1.audience', line: lineOf(text, 'audience:', 2) })])
   })
 
   it('several problems in one file are all reported', () => {
-    const text = policyYaml('agent-a', { owner: null, token_ttl: 'token_ttl:\n  default: 0\n  max: 900' })
-      .replace('expires: 2030-01-01', 'expires: someday')
-    expect(parsedIssues('/p/agent-a.yaml', text).map((i) => i.field).sort()).toEqual(['expires', 'owner', 'token_ttl.default'])
+    const text = policyYaml('agent-a', { owner: null, token_ttl: 'token_ttl:\n  default: 0\n  max: 900' }).replace('expires: 2030-01-01', 'expires: someday')
+    expect(
+      parsedIssues('/p/agent-a.yaml', text)
+        .map((i) => i.field)
+        .sort(),
+    ).toEqual(['expires', 'owner', 'token_ttl.default'])
   })
 })
 
@@ -313,9 +309,7 @@ describe('loadPolicies: across files', () => {
   it('an unknown sub-agent is located at the sub_agents line', async () => {
     const text = policyYaml('agent-a', { delegation: 'delegation:\n  max_depth: 2\n  sub_agents: [ghost]' })
     const file = await write('agent-a.yaml', text)
-    expect(issuesOf(await loadPolicies(dir))).toEqual([
-      expect.objectContaining({ file, field: 'delegation.sub_agents', line: lineOf(text, 'sub_agents:') }),
-    ])
+    expect(issuesOf(await loadPolicies(dir))).toEqual([expect.objectContaining({ file, field: 'delegation.sub_agents', line: lineOf(text, 'sub_agents:') })])
   })
 
   it('refuses one workload identity claimed by two agents: the second file', async () => {
@@ -330,9 +324,7 @@ describe('loadPolicies: across files', () => {
     await write('agent-a.yaml', policyYaml('agent-a', { authentication: workload('spiffe://test/shared') }))
     const text = policyYaml('agent-b', { authentication: workload('spiffe://test/shared') })
     const file = await write('agent-b.yaml', text)
-    expect(issuesOf(await loadPolicies(dir))).toEqual([
-      expect.objectContaining({ file, field: 'authentication', line: lineOf(text, 'authentication:') }),
-    ])
+    expect(issuesOf(await loadPolicies(dir))).toEqual([expect.objectContaining({ file, field: 'authentication', line: lineOf(text, 'authentication:') })])
   })
 
   it('refuses one agent defined in two files (.yaml and .yml): the second file, field agent', async () => {

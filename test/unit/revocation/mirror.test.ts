@@ -23,7 +23,14 @@ function kill(target: RevocationTarget, over: Partial<Revocation> = {}): Revocat
 }
 
 /** A first-hop request by `requester` for alice at `iss`, her token issued after every kill here. */
-const query = (iss: string, requester = agent): RevocationQuery => ({ agent: requester, sub: alice, subIssuer: iss, actors: [], ancestors: [], subjectIssuedAt: T0 + 10 })
+const query = (iss: string, requester = agent): RevocationQuery => ({
+  agent: requester,
+  sub: alice,
+  subIssuer: iss,
+  actors: [],
+  ancestors: [],
+  subjectIssuedAt: T0 + 10,
+})
 /** A token for alice at `iss`, held by `holder`, delegated from `above`, issued before every kill here. */
 const token = (iss: string, holder = agent, above: AgentId[] = []): TokenFacts => ({
   jti: randomUUID() as Jti,
@@ -71,7 +78,7 @@ describe('revocation mirror: a user is (issuer, sub)', () => {
     expect(pair.check(query(IDP_A, other))).toEqual({ state: 'clear' })
   })
 
-  it('lifting alice@A\'s kill leaves alice@B\'s in force, and each keeps its own pre-kill tokens dead', () => {
+  it("lifting alice@A's kill leaves alice@B's in force, and each keeps its own pre-kill tokens dead", () => {
     const atA = kill({ kind: 'sub', sub: alice, iss: IDP_A })
     const atB = kill({ kind: 'sub', sub: alice, iss: IDP_B })
     const m = mirrorOf(atA, atB)
@@ -82,7 +89,7 @@ describe('revocation mirror: a user is (issuer, sub)', () => {
   })
 })
 
-describe('revocation record codec (Redis, feed): the user\'s issuer', () => {
+describe("revocation record codec (Redis, feed): the user's issuer", () => {
   it('round-trips a user kill with its issuer, and one naming none', () => {
     for (const target of [
       { kind: 'sub', sub: alice, iss: IDP_A },

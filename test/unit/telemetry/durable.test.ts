@@ -43,10 +43,7 @@ const upstream: { url: string; traceparent: string | null }[] = []
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'mandate-otel-'))
   await mkdir(join(dir, 'policies'))
-  await writeFile(
-    join(dir, 'policies', 'remote-agent.yaml'),
-    secretAgentPolicy('remote-agent', IDP, { secret: SECRET, audience: AUDIENCE }),
-  )
+  await writeFile(join(dir, 'policies', 'remote-agent.yaml'), secretAgentPolicy('remote-agent', IDP, { secret: SECRET, audience: AUDIENCE }))
   const keys = await generateKeyPair('RS256', { extractable: true })
   userKey = keys.privateKey
   jwk = { ...(await exportJWK(keys.publicKey)), kid: 'idp-1', alg: 'RS256', use: 'sig' }
@@ -136,7 +133,12 @@ describe('telemetry with the durable log and a remote issuer', () => {
         mandate.app.request('/oauth2/token', {
           method: 'POST',
           headers: { 'content-type': 'application/x-www-form-urlencoded', ...basic('remote-agent', SECRET) },
-          body: encodeForm({ grant_type: GRANT_TYPE_TOKEN_EXCHANGE, subject_token: await userToken(), subject_token_type: TOKEN_TYPE.accessToken, audience: AUDIENCE }),
+          body: encodeForm({
+            grant_type: GRANT_TYPE_TOKEN_EXCHANGE,
+            subject_token: await userToken(),
+            subject_token_type: TOKEN_TYPE.accessToken,
+            audience: AUDIENCE,
+          }),
         }),
       ),
     )

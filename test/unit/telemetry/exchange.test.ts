@@ -47,7 +47,11 @@ const requestLines = () => b.logs().filter((l) => l['msg'] === 'request' && l['p
 describe('traces', () => {
   it('one exchange is a server span with the six step spans as children, in the trace of the incoming traceparent', async () => {
     const user = await b.userToken()
-    const res = await b.token(exchange(user, { scope: 'read' }), { ...basic('secret-agent', SECRET), traceparent: CALLER.traceparent, tracestate: 'vendor=abc' })
+    const res = await b.token(exchange(user, { scope: 'read' }), {
+      ...basic('secret-agent', SECRET),
+      traceparent: CALLER.traceparent,
+      tracestate: 'vendor=abc',
+    })
     const token = await expectToken(res)
     const jti = JSON.parse(Buffer.from(token.access_token.split('.')[1]!, 'base64url').toString()) as { jti: string }
 
@@ -82,7 +86,10 @@ describe('traces', () => {
 
     // The same trace id in the request log line and in the audit record.
     expect(requestLines().at(-1)?.['trace_id']).toBe(CALLER.traceId)
-    const issued = b.audit.events().filter((e) => e.type === 'token.issued').at(-1)
+    const issued = b.audit
+      .events()
+      .filter((e) => e.type === 'token.issued')
+      .at(-1)
     expect(issued).toMatchObject({ jti: jti.jti, traceId: CALLER.traceId })
   })
 
@@ -95,7 +102,12 @@ describe('traces', () => {
     expect(traceId).toMatch(/^[0-9a-f]{32}$/)
     expect(traceId).not.toBe(CALLER.traceId)
     expect(requestLines().at(-1)?.['trace_id']).toBe(traceId)
-    expect(b.audit.events().filter((e) => e.type === 'token.issued').at(-1)).toMatchObject({ traceId })
+    expect(
+      b.audit
+        .events()
+        .filter((e) => e.type === 'token.issued')
+        .at(-1),
+    ).toMatchObject({ traceId })
   })
 
   it('concurrent exchanges each keep their own step spans under their own server span', async () => {
@@ -114,7 +126,11 @@ describe('traces', () => {
       for (const s of steps) expect(s.spanContext().traceId).toBe(server.spanContext().traceId)
     }
     // Each audit record and log line names its own request's trace.
-    const audited = b.audit.events().filter((e) => e.type === 'token.issued').slice(-6).map((e) => (e as { traceId?: string }).traceId)
+    const audited = b.audit
+      .events()
+      .filter((e) => e.type === 'token.issued')
+      .slice(-6)
+      .map((e) => (e as { traceId?: string }).traceId)
     expect([...audited].sort()).toEqual([...traceIds].sort())
   })
 
@@ -228,7 +244,9 @@ describe('metrics', () => {
 
   it('counts a refusal by the revocation check under the authenticated agent', async () => {
     const user = await b.userToken()
-    const before = (valueAt(await rec.metrics(), 'mandate.tokens.denied', { agent: 'secret-agent', audience: AUDIENCE, error: 'unauthorized_client' }) as number | undefined) ?? 0
+    const before =
+      (valueAt(await rec.metrics(), 'mandate.tokens.denied', { agent: 'secret-agent', audience: AUDIENCE, error: 'unauthorized_client' }) as
+        number | undefined) ?? 0
     await b.revocations.killAgent('secret-agent' as AgentId)
     await expectOAuthError(await b.token(exchange(user), basic('secret-agent', SECRET)), 400, 'unauthorized_client')
     await b.revocations.liftAgent('secret-agent' as AgentId)

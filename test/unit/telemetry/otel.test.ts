@@ -69,11 +69,12 @@ describe('telemetry off', () => {
     for (const spy of spies) expect(spy).not.toHaveBeenCalled()
     const lines = b.logs().filter((l) => l['msg'] === 'request' && l['path'] === '/oauth2/token')
     expect(lines.slice(0, 3).map((l) => l['trace_id'])).toEqual([CALLER.traceId, CALLER.traceId, CALLER.traceId])
-    expect(b.audit.events().filter((e) => e.type === 'token.issued').map((e) => (e as { traceId?: string }).traceId)).toEqual([
-      CALLER.traceId,
-      CALLER.traceId,
-      CALLER.traceId,
-    ])
+    expect(
+      b.audit
+        .events()
+        .filter((e) => e.type === 'token.issued')
+        .map((e) => (e as { traceId?: string }).traceId),
+    ).toEqual([CALLER.traceId, CALLER.traceId, CALLER.traceId])
   })
 
   it('a broker with telemetry off beside one with it on records nothing of its own', async () => {
@@ -135,7 +136,8 @@ describe('OTLP export', () => {
       const traceText = traces.map((r) => r.body).join('\n')
       for (const name of ['POST /oauth2/token', 'mandate.subject.verify', 'mandate.audit.append', 'mandate-otlp-test']) expect(traceText).toContain(name)
       const metricText = metrics.map((r) => r.body).join('\n')
-      for (const name of ['mandate.tokens.issued', 'mandate.tokens.denied', 'mandate.exchange.duration', 'mandate.revocation.mirror.lag']) expect(metricText).toContain(name)
+      for (const name of ['mandate.tokens.issued', 'mandate.tokens.denied', 'mandate.exchange.duration', 'mandate.revocation.mirror.lag'])
+        expect(metricText).toContain(name)
       const all = received.map((r) => r.body).join('\n')
       const secrets = [SECRET, 'not-the-secret', user, user.split('.')[2]!, token, token.split('.')[2]!]
       expect(secrets.filter((s) => all.includes(s))).toEqual([])
@@ -146,14 +148,18 @@ describe('OTLP export', () => {
     }
   })
 
-  it('a collector that is down neither fails requests nor holds close() past its bound', async () => {
-    const broker = await startOtlpBroker({ otlp_endpoint: 'http://127.0.0.1:9/otlp' })
-    const res = await broker.token(await broker.userToken(), basic('otlp-agent', SECRET))
-    await expectToken(res)
-    const closing = Date.now()
-    await broker.close()
-    expect(Date.now() - closing).toBeLessThan(SHUTDOWN_TIMEOUT_MS + 1_000)
-  }, SHUTDOWN_TIMEOUT_MS + 5_000)
+  it(
+    'a collector that is down neither fails requests nor holds close() past its bound',
+    async () => {
+      const broker = await startOtlpBroker({ otlp_endpoint: 'http://127.0.0.1:9/otlp' })
+      const res = await broker.token(await broker.userToken(), basic('otlp-agent', SECRET))
+      await expectToken(res)
+      const closing = Date.now()
+      await broker.close()
+      expect(Date.now() - closing).toBeLessThan(SHUTDOWN_TIMEOUT_MS + 1_000)
+    },
+    SHUTDOWN_TIMEOUT_MS + 5_000,
+  )
 })
 
 /**
@@ -164,13 +170,16 @@ describe('OTLP export', () => {
 async function startOtlpBroker(telemetry: Record<string, unknown>, exporters?: TelemetryExporters) {
   const dir = await mkdtemp(join(tmpdir(), 'mandate-otlp-'))
   await mkdir(join(dir, 'policies'))
-  await writeFile(
-    join(dir, 'policies', 'otlp-agent.yaml'),
-    secretAgentPolicy('otlp-agent', USER_ISSUER),
-  )
+  await writeFile(join(dir, 'policies', 'otlp-agent.yaml'), secretAgentPolicy('otlp-agent', USER_ISSUER))
   const keys = await generateKeyPair('ES256', { extractable: true })
   const jwk = { ...(await exportJWK(keys.publicKey)), kid: 'u1', alg: 'ES256' }
-  const config = Config.parse({ issuer: BROKER, policies_dir: join(dir, 'policies'), data_dir: join(dir, 'data'), signing: { generate_if_missing: true }, telemetry })
+  const config = Config.parse({
+    issuer: BROKER,
+    policies_dir: join(dir, 'policies'),
+    data_dir: join(dir, 'data'),
+    signing: { generate_if_missing: true },
+    telemetry,
+  })
   const audit = createMemoryAuditLog()
   const { lines, stream: sink } = captureLogs('telemetry otlp broker')
   const mandate = await composeMandate(config, {
@@ -181,7 +190,9 @@ async function startOtlpBroker(telemetry: Record<string, unknown>, exporters?: T
     loadSignals: { eventLoopLag: () => 0 },
     ...(exporters === undefined ? {} : { telemetry: exporters }),
     revocationLog: createMemoryRevocationLog(),
-    localSubjectIssuers: [{ trusted: { issuer: USER_ISSUER, jwksUri: undefined, algorithms: ['ES256'], audience: BROKER, typ: ['at+jwt'] }, jwks: { keys: [jwk] } }],
+    localSubjectIssuers: [
+      { trusted: { issuer: USER_ISSUER, jwksUri: undefined, algorithms: ['ES256'], audience: BROKER, typ: ['at+jwt'] }, jwks: { keys: [jwk] } },
+    ],
   })
   let closed: Promise<void> | undefined
   return {
@@ -193,7 +204,12 @@ async function startOtlpBroker(telemetry: Record<string, unknown>, exporters?: T
         mandate.app.request('/oauth2/token', {
           method: 'POST',
           headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
-          body: encodeForm({ grant_type: GRANT_TYPE_TOKEN_EXCHANGE, subject_token: subjectToken, subject_token_type: TOKEN_TYPE.accessToken, audience: AUDIENCE }),
+          body: encodeForm({
+            grant_type: GRANT_TYPE_TOKEN_EXCHANGE,
+            subject_token: subjectToken,
+            subject_token_type: TOKEN_TYPE.accessToken,
+            audience: AUDIENCE,
+          }),
         }),
       ),
     close: () =>
@@ -221,9 +237,16 @@ describe('sampling', () => {
       expect(rec.spans().map((s) => s.spanContext().traceId)).toEqual(Array(7).fill(CALLER.traceId))
       // A caller that did not sample is followed too: nothing recorded, its trace id kept.
       rec.spanExporter.reset()
-      await expectToken(await broker.token(await broker.userToken(), { ...basic('otlp-agent', SECRET), traceparent: CALLER.traceparent.replace(/-01$/, '-00') }))
+      await expectToken(
+        await broker.token(await broker.userToken(), { ...basic('otlp-agent', SECRET), traceparent: CALLER.traceparent.replace(/-01$/, '-00') }),
+      )
       expect(rec.spans()).toEqual([])
-      expect(broker.logs().filter((l) => l['msg'] === 'request').at(-1)?.['trace_id']).toBe(CALLER.traceId)
+      expect(
+        broker
+          .logs()
+          .filter((l) => l['msg'] === 'request')
+          .at(-1)?.['trace_id'],
+      ).toBe(CALLER.traceId)
     } finally {
       await broker.close()
     }
@@ -267,10 +290,16 @@ describe('Prometheus endpoint', () => {
       expect(res.headers.get('content-type')).toMatch(/^text\/plain/)
       const text = await res.text()
       expect(samples(text, 'mandate_tokens_issued_total')).toEqual([{ labels: { agent: 'otlp-agent', audience: AUDIENCE }, value: 2 }])
-      expect(samples(text, 'mandate_tokens_denied_total')).toEqual([{ labels: { agent: 'unauthenticated', audience: 'other', error: 'invalid_client' }, value: 1 }])
+      expect(samples(text, 'mandate_tokens_denied_total')).toEqual([
+        { labels: { agent: 'unauthenticated', audience: 'other', error: 'invalid_client' }, value: 1 },
+      ])
       expect(text).toContain('# TYPE mandate_tokens_issued_total counter')
       expect(text).toContain('# TYPE mandate_exchange_duration histogram')
-      expect(samples(text, 'mandate_exchange_duration_count').map((s) => s.value).reduce((a, b) => a + b)).toBe(3)
+      expect(
+        samples(text, 'mandate_exchange_duration_count')
+          .map((s) => s.value)
+          .reduce((a, b) => a + b),
+      ).toBe(3)
       // The very instruments the OTLP reader sees, with the same counts.
       const otlp = await rec.metrics()
       expect(valueAt(otlp, 'mandate.tokens.issued', { agent: 'otlp-agent', audience: AUDIENCE })).toBe(2)
@@ -300,7 +329,12 @@ describe('Prometheus endpoint', () => {
       expect(samples(text, 'mandate_revocation_mirror_lag')).toEqual([{ labels: {}, value: 0 }])
       const families = [...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map(([, name, type]) => `${name!} ${type!}`)
       // Those recorded so far (this broker's audit log is in memory: no group commits), and the resource.
-      expect(families.sort()).toEqual(['mandate_exchange_duration histogram', 'mandate_revocation_mirror_lag gauge', 'mandate_tokens_issued_total counter', 'target_info gauge'])
+      expect(families.sort()).toEqual([
+        'mandate_exchange_duration histogram',
+        'mandate_revocation_mirror_lag gauge',
+        'mandate_tokens_issued_total counter',
+        'target_info gauge',
+      ])
       expect(getTracer).not.toHaveBeenCalled()
     } finally {
       await broker.close()
@@ -332,7 +366,10 @@ describe('Prometheus endpoint', () => {
       const started = startTelemetry(config.telemetry, { instance: 'i', logger: createLogger('silent') })
       await expect(started).rejects.toThrow(`telemetry.prometheus: cannot listen on 127.0.0.1:${String(port)} (EADDRINUSE)`)
       // Nothing left holding the process-wide state: the next start and stop work.
-      const next = await startTelemetry(Config.parse({ issuer: BROKER, telemetry: { prometheus: { port: 0 } } }).telemetry, { instance: 'i', logger: createLogger('silent') })
+      const next = await startTelemetry(Config.parse({ issuer: BROKER, telemetry: { prometheus: { port: 0 } } }).telemetry, {
+        instance: 'i',
+        logger: createLogger('silent'),
+      })
       expect(next?.prometheus?.port).toBeGreaterThan(0)
       await next?.shutdown()
     } finally {
@@ -375,8 +412,12 @@ describe('config', () => {
     for (const bad of ['x', '-1', '65536', '94.64']) {
       expect(await prometheus({ MANDATE_PROMETHEUS_PORT: bad }), bad).toEqual(expect.arrayContaining([expect.stringMatching(/^telemetry\.prometheus\.port: /)]))
     }
-    expect(await prometheus({ PORT: '9464', MANDATE_PROMETHEUS_PORT: '9464' })).toEqual(['telemetry.prometheus.port: must differ from listen.port and listen.admin_port'])
-    expect(await prometheus({ MANDATE_ADMIN_PORT: '9464', MANDATE_PROMETHEUS_PORT: '9464' })).toEqual(['telemetry.prometheus.port: must differ from listen.port and listen.admin_port'])
+    expect(await prometheus({ PORT: '9464', MANDATE_PROMETHEUS_PORT: '9464' })).toEqual([
+      'telemetry.prometheus.port: must differ from listen.port and listen.admin_port',
+    ])
+    expect(await prometheus({ MANDATE_ADMIN_PORT: '9464', MANDATE_PROMETHEUS_PORT: '9464' })).toEqual([
+      'telemetry.prometheus.port: must differ from listen.port and listen.admin_port',
+    ])
     expect(await prometheus({ MANDATE_PROMETHEUS_HOST: '0.0.0.0' })).toEqual([expect.stringMatching(/^telemetry\.prometheus\.port: /)])
   })
 

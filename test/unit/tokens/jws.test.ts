@@ -191,7 +191,12 @@ describe('checkHeader', () => {
   })
 
   it.each(['jwk', 'jku', 'x5u', 'x5c'])('refuses a %s header parameter', async (name) => {
-    const value = name === 'jwk' ? await exportJWK((await generateKeyPair('ES256', { extractable: true })).publicKey) : name === 'x5c' ? ['MIIB'] : 'https://attacker.test/keys'
+    const value =
+      name === 'jwk'
+        ? await exportJWK((await generateKeyPair('ES256', { extractable: true })).publicKey)
+        : name === 'x5c'
+          ? ['MIIB']
+          : 'https://attacker.test/keys'
     const token = await sign(es, claims(), { [name]: value })
     expect(jwtCode(() => checkHeader(decodeJws(token).header, headerRules()))).toBe(`header_${name}_refused`)
   })

@@ -48,7 +48,11 @@ function verifier(issuer: TrustedIssuer, over: Partial<SubjectVerifierOptions> =
 }
 
 function userToken(claims: JWTPayload = {}, header: Record<string, unknown> = {}): Promise<string> {
-  return userAccessToken({ privateKey: idpKey, alg: 'ES256', kid: 'idp-1' }, { iss: IDP, sub: 'alice', aud: BROKER, ...claims }, { now: NOW, lifetime: 3600, header })
+  return userAccessToken(
+    { privateKey: idpKey, alg: 'ES256', kid: 'idp-1' },
+    { iss: IDP, sub: 'alice', aud: BROKER, ...claims },
+    { now: NOW, lifetime: 3600, header },
+  )
 }
 
 describe('a cached Mandate token (re-delegation)', () => {

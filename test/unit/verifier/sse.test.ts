@@ -14,7 +14,8 @@ function parse(chunks: readonly string[], maxLineBytes?: number): SseEvent[] {
   return out
 }
 
-const STREAM = ': hello\n\nevent: snapshot\ndata: {"a":1}\nid: x.0\n\ndata: one\ndata:two\n\nevent: heartbeat\ndata\n\nevent: empty\n\nretry: 500\nid: x.1\nevent: revocation\ndata: r\n\n'
+const STREAM =
+  ': hello\n\nevent: snapshot\ndata: {"a":1}\nid: x.0\n\ndata: one\ndata:two\n\nevent: heartbeat\ndata\n\nevent: empty\n\nretry: 500\nid: x.1\nevent: revocation\ndata: r\n\n'
 const EXPECTED: SseEvent[] = [
   { event: 'snapshot', data: '{"a":1}', id: 'x.0' },
   { event: 'message', data: 'one\ntwo', id: undefined },
