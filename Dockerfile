@@ -9,14 +9,20 @@ ARG NODE_IMAGE=node:24-bookworm-slim
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
+# The workspace packages' manifests first: npm ci links them (package.json "workspaces").
+COPY packages/verifier/package.json ./packages/verifier/
+COPY packages/client/package.json ./packages/client/
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY packages ./packages
 COPY src ./src
 RUN npm run build
 
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
+COPY packages/verifier/package.json ./packages/verifier/
+COPY packages/client/package.json ./packages/client/
 # No production dependency needs an install script, so none gets to run one.
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 
@@ -26,6 +32,9 @@ WORKDIR /app
 COPY package.json ./
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+# The broker imports the verifier package's wire formats; node_modules/@mandate/* link to packages/.
+COPY --from=build /app/packages/verifier/package.json ./packages/verifier/
+COPY --from=build /app/packages/verifier/dist ./packages/verifier/dist
 # bin/mandate.js runs dist/cli/main.js when it exists (it does here; tsx is a dev dependency).
 COPY bin ./bin
 # Applied by `mandate serve` at start and by `mandate migrate`: found as ../../migrations from dist/storage/.

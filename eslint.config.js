@@ -19,7 +19,7 @@ import tseslint from 'typescript-eslint'
 export default defineConfig(
   {
     // migrations/ is SQL and drizzle-kit's generated snapshots.
-    ignores: ['node_modules/', 'dist/', 'data/', 'coverage/', 'scratch/', 'migrations/'],
+    ignores: ['node_modules/', '**/dist/', 'data/', 'coverage/', 'scratch/', 'migrations/'],
   },
   js.configs.recommended,
   tseslint.configs.recommendedTypeChecked,

@@ -1,0 +1,2 @@
+/** @mandate/client: get Mandate tokens for an agent. */
+export const PACKAGE_NAME = '@mandate/client'
