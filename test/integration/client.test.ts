@@ -226,6 +226,25 @@ describe('@mandate/client against a real broker over HTTP', () => {
       expect(issued() - before).toBe(1)
     })
 
+    it('a caller that aborts leaves the shared exchange to the others; when all abort, it is aborted', async () => {
+      const client = make('secret-agent', clientSecret(SECRET))
+      const subjectToken = await broker.userToken()
+      const leaving = new AbortController()
+      const a = client.getToken({ subjectToken, audience: AUDIENCE, scope: 'read', signal: leaving.signal })
+      const b = client.getToken({ subjectToken, audience: AUDIENCE, scope: 'read' })
+      leaving.abort(new Error('caller left'))
+      await expect(a).rejects.toThrow('caller left')
+      expect((await b).audience).toBe(AUDIENCE)
+      expect(tokenRequests).toBe(1)
+
+      const all = [new AbortController(), new AbortController()]
+      const calls = all.map((c) => client.getToken({ subjectToken, audience: OTHER_AUDIENCE, scope: 'read', signal: c.signal }))
+      for (const c of all) c.abort(new Error('everyone left'))
+      for (const call of calls) await expect(call).rejects.toThrow('everyone left')
+      // Nothing came back to cache: the shared exchange was aborted (before or after it reached the broker).
+      expect(client.cachedTokens).toBe(1)
+    })
+
     it('refreshes a token 30 s before it expires (10 % of a 300 s lifetime), and keeps no stale entry', async () => {
       const client = make('secret-agent', clientSecret(SECRET))
       const subjectToken = await broker.userToken()

@@ -242,8 +242,9 @@ export function createClient(options: ClientOptions): MandateClient {
     let body: oauth.TokenEndpointResponse
     try {
       body = await oauth.processGenericTokenEndpointResponse(as, client, response)
-    } catch (cause) {
-      throw new MandateClientError('invalid_response', 'the token response is not well-formed', { status: response.status, attempts, cause })
+    } catch {
+      // No cause: oauth4webapi's error carries the response body, which may hold the access token.
+      throw new MandateClientError('invalid_response', 'the token response is not well-formed', { status: response.status, attempts })
     }
     const issued = body['issued_token_type']
     const expiresIn = body.expires_in
