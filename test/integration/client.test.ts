@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { serve, type ServerType } from '@hono/node-server'
 import { clientSecret, createClient, MandateClientError, privateKeyJwt, workloadIdentity, type ClientOptions, type MandateClient } from '@mandate/client'
-import { exportJWK } from 'jose'
+import { exportJWK, generateKeyPair, type CryptoKey } from 'jose'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import {
   AUDIENCE,
@@ -68,6 +68,8 @@ describe('@mandate/client against a real broker over HTTP', () => {
   let rsRequests: string[] = []
   /** Every wait the client asked for, ms. */
   let sleeps: number[] = []
+  /** Private keys of the two Ed25519 agents, by the alg their policies name. */
+  const edKeys: Record<string, CryptoKey> = {}
 
   /** The client's fetch: the broker's and the resource server's public origins go to their local servers. */
   const route: typeof fetch = (input, init) => {
@@ -98,7 +100,17 @@ describe('@mandate/client against a real broker over HTTP', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'mandate-client-'))
-    broker = await startTestBroker({ policies: { 'limited-agent.yaml': LIMITED } })
+    const policies: Record<string, string> = { 'limited-agent.yaml': LIMITED }
+    for (const alg of ['EdDSA', 'Ed25519'] as const) {
+      const { privateKey, publicKey } = await generateKeyPair('Ed25519', { extractable: true })
+      edKeys[alg] = privateKey
+      const agent = `ed-agent-${alg.toLowerCase()}`
+      policies[`${agent}.yaml`] = secretAgentPolicy(agent, USER_ISSUER).replace(
+        /authentication: .*/,
+        `authentication: { method: private_key_jwt, jwks: { keys: [${JSON.stringify({ ...(await exportJWK(publicKey)), kid: 'ed-1', alg })}] } }`,
+      )
+    }
+    broker = await startTestBroker({ policies })
     ;({ server: brokerServer, origin: brokerOrigin } = await listen((req) => {
       if (new URL(req.url).pathname === '/oauth2/token') {
         if (unavailable.count > 0) {
@@ -170,6 +182,15 @@ describe('@mandate/client against a real broker over HTTP', () => {
         expect(payloadOf(token.accessToken)).toMatchObject({ act: { sub: 'jwt-agent' }, scope: 'write' })
       }
       expect(tokenRequests).toBe(2)
+    })
+
+    it('private_key_jwt with an Ed25519 key, as the policy names its alg (EdDSA or Ed25519)', async () => {
+      for (const [alg, privateKey] of Object.entries(edKeys)) {
+        const agent = `ed-agent-${alg.toLowerCase()}`
+        const client = make(agent, privateKeyJwt(privateKey, { kid: 'ed-1', alg: alg as 'EdDSA' | 'Ed25519' }))
+        const token = await client.getToken({ subjectToken: await broker.userToken(), audience: AUDIENCE })
+        expect(payloadOf(token.accessToken)).toMatchObject({ act: { sub: agent } })
+      }
     })
 
     it('refuses a key that cannot sign the algorithm asked for', () => {

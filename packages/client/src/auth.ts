@@ -96,6 +96,9 @@ async function importJwk(jwk: PrivateJwk, alg: AssertionAlgorithm | undefined): 
 export function privateKeyJwt(key: oauth.CryptoKey | PrivateJwk, options: PrivateKeyJwtOptions = {}): ClientAuth {
   let ready: Promise<oauth.CryptoKey>
   let kid = options.kid
+  // The `alg` the agent's policy names for the key. Ed25519 signs the same under `EdDSA` (RFC 8037) and `Ed25519` (RFC 9864),
+  // and the broker matches the header's name to the policy's: oauth4webapi writes `Ed25519`, so a key declared `EdDSA` says so.
+  let headerAlg = options.alg
   if (key instanceof globalThis.CryptoKey) {
     if (key.type !== 'private' || !key.usages.includes('sign')) throw new TypeError('privateKeyJwt: the key must be a private key with the "sign" usage')
     const implied = algorithmOf(key)
@@ -105,6 +108,7 @@ export function privateKeyJwt(key: oauth.CryptoKey | PrivateJwk, options: Privat
   } else {
     const jwk = key
     kid ??= jwk.kid
+    headerAlg ??= jwk.alg as AssertionAlgorithm | undefined
     ready = importJwk(jwk, options.alg)
     // Surfaces on first use; not an unhandled rejection meanwhile.
     ready.catch(() => {})
@@ -115,7 +119,8 @@ export function privateKeyJwt(key: oauth.CryptoKey | PrivateJwk, options: Privat
       const privateKey = await ready
       return oauth.PrivateKeyJwt(kid === undefined ? { key: privateKey } : { key: privateKey, kid }, {
         // The client's clock, not the machine's, sets the assertion's times (an injected clock in tests, a corrected one in production).
-        [oauth.modifyAssertion]: (_header, payload) => {
+        [oauth.modifyAssertion]: (header, payload) => {
+          if (headerAlg !== undefined) header['alg'] = headerAlg
           payload['iat'] = now
           payload['nbf'] = now
           payload['exp'] = now + ASSERTION_LIFETIME
