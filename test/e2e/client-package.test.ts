@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { logSink } from '../support/log-sink.js'
 import { freePort } from '../support/net.js'
+import { packageRuntimes } from '../support/node-runtimes.js'
 
 const root = new URL('../../', import.meta.url).pathname
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm'
@@ -100,7 +101,7 @@ describe('@mandate/client package, installed from its tarball', () => {
     console.log(`@mandate/client: tarball ${tarball.size} B, unpacked ${tarball.unpackedSize} B, installed node_modules ${installed} B`)
   })
 
-  it('runs the README example as written', async () => {
+  it.each(packageRuntimes())('runs the README example as written on $name', async ({ bin }) => {
     const issuer = `http://localhost:${port}`
     const answer = await fetch(`${issuer}/dev/users/alice/token`, {
       method: 'POST',
@@ -111,7 +112,7 @@ describe('@mandate/client package, installed from its tarball', () => {
     const { access_token: userToken } = (await answer.json()) as { access_token: string }
     const example = exampleOf(await readFile(join(root, 'packages/client/README.md'), 'utf8'))
     await writeFile(join(project, 'example.mjs'), example)
-    const result = spawnSync(process.execPath, ['example.mjs'], {
+    const result = spawnSync(bin, ['example.mjs'], {
       cwd: project,
       encoding: 'utf8',
       timeout: 30_000,
