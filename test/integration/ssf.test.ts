@@ -186,6 +186,20 @@ describePostgres('revocations as Security Event Tokens (one broker)', () => {
     }
   })
 
+  it('gives a SET up after ssf.retry.max_attempts pushes, then moves on', async () => {
+    receiver.respond = (claims) => (claims.events[EVENT_TYPES.token]?.['jti'] === 'always-503' ? { status: 503 } : { status: 202 })
+    try {
+      const { id } = await kill(broker, { jti: 'always-503' })
+      const next = await kill(broker, { jti: 'after-giving-up' })
+      // 5 attempts, waits of 10-20, 20-40, 40-80 and 50-100 ms between them.
+      await receiver.waitFor((r) => r.claims.txn === next.id, PUSH_BOUND_MS)
+      expect(receiver.received.filter((r) => r.claims.txn === id).map((r) => r.status)).toEqual([503, 503, 503, 503, 503])
+      expect(broker.logs().some((l) => l['msg'] === 'SET given up after ssf.retry.max_attempts pushes')).toBe(true)
+    } finally {
+      receiver.respond = () => ({ status: 202 })
+    }
+  })
+
   it('publishes nothing when a kill is lifted', async () => {
     const { id } = await kill(broker, { agent: 'workload-agent' })
     await receiver.waitFor((r) => r.claims.txn === id, PUSH_BOUND_MS)
