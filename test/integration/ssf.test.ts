@@ -12,6 +12,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose'
+import { Validator } from '@seriousme/openapi-schema-validator'
 import postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { EVENT_TYPES, setJti } from '../../src/ssf/events.js'
@@ -298,6 +299,12 @@ describePostgres('revocations as Security Event Tokens (one broker)', () => {
         jwks_uri: `${BROKER}/.well-known/jwks.json`,
         delivery_methods_supported: ['urn:ietf:rfc:8935', 'urn:ietf:rfc:8936'],
       })
+    })
+
+    it('documents its routes in a valid OpenAPI document', async () => {
+      const doc = (await (await broker.mandate.app.request('/openapi.json')).json()) as { paths: Record<string, object> }
+      expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/ssf/poll', '/.well-known/ssf-configuration']))
+      expect((await new Validator().validate(structuredClone(doc))).valid).toBe(true)
     })
   })
 })
