@@ -88,3 +88,17 @@ it('sends what the log held before it started (start: beginning), then what is w
   ])
   expect(receiver.rejected).toEqual([])
 })
+
+it('reports the backlog of a receiver that refuses to answer 202: pending SETs and the age of the oldest', async () => {
+  receiver.respond = () => ({ status: 503 })
+  const stuck = record('00000000-0000-4000-8000-000000000003', NOW)
+  await log.insert(stuck)
+  transmitter.wake()
+  await receiver.waitFor((r) => r.claims.txn === stuck.id, 2_000)
+  const deadline = Date.now() + 2_000
+  while ((transmitter.backlog().get('siem')?.pending ?? 0) < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+  const backlog = transmitter.backlog().get('siem')
+  expect(backlog?.pending).toBe(2)
+  expect(backlog?.lagSeconds).toBeGreaterThanOrEqual(0)
+  expect(backlog?.lagSeconds).toBeLessThan(60)
+})
