@@ -14,6 +14,7 @@ import type { AdmissionStore } from './admission/port.js'
 import { recordInForce } from './audit/in-force.js'
 import type { AuditLog } from './audit/port.js'
 import { openPropagation } from './compose/propagation.js'
+import { openSetTransmitter } from './compose/ssf.js'
 import { openDurableStores } from './compose/storage.js'
 import type { Config } from './config/schema.js'
 import { instanceIdOf, jwksPolicyOf, resourceServer, trustedIssuersOf } from './config/translate.js'
@@ -152,6 +153,9 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     // Runs first on close: open revocation feed streams end before their sources do.
     closers.add(async () => revocations.endSubscriptions())
 
+    // Revocations as Security Event Tokens, read from the durable log (none without receivers).
+    const transmitter = await openSetTransmitter(config, { database: stores.database, keys, revocations, instance, clock, logger: log, metrics }, closers)
+
     const devIssuer = options.dev ? await createDevUserIssuer(config.issuer) : undefined
     const trust = buildIssuerTrust({
       ...trustedIssuersOf(config),
@@ -210,6 +214,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       clientAddress: clientAddressResolver(config.listen.trusted_proxies ?? []),
       authFailures: createAuthFailureThrottle(clock),
       adminListener: config.listen.admin_port !== undefined,
+      ...(transmitter === undefined ? {} : { ssf: transmitter }),
     })
     return {
       app,

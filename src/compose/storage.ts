@@ -28,6 +28,8 @@ export interface DurableStores {
   readonly sqlAudit: SqlAuditLog | undefined
   /** Reads of the delegation log on the database, for /admin/audit; undefined without a database. */
   readonly auditQueries: AuditQueries | undefined
+  /** The SQL database, when one was opened (SET delivery keeps its queues there). */
+  readonly database: Database | undefined
   /** The `kid` of the last `key.rotated` record of the SQL delegation log; undefined when the log is not the SQL one. */
   readonly lastRecordedKid: (() => Promise<string | undefined>) | undefined
 }
@@ -54,6 +56,7 @@ export async function openDurableStores(config: Config, options: StoreOptions, c
       audit: options.audit,
       sqlAudit: undefined,
       auditQueries: undefined,
+      database: undefined,
       lastRecordedKid: undefined,
     }
   }
@@ -62,6 +65,7 @@ export async function openDurableStores(config: Config, options: StoreOptions, c
   await database.migrate()
   const onDatabase = {
     engine: database.engine,
+    database,
     revocationLog: options.revocationLog ?? createSqlRevocationLog(database.db),
     auditQueries: { page: (r) => queryAudit(database.db, r), tree: (jti) => delegationTree(database.db, jti) } satisfies AuditQueries,
   }

@@ -8,6 +8,7 @@ import { isIP } from 'node:net'
 import { z } from 'zod'
 import { compileAuthentication, UNUSABLE_JWK } from '../policy/load.js'
 import { AbsoluteUri, ClientSecretBasicAuthentication, PrivateKeyJwtAuthentication } from '../policy/schema.js'
+import { isAllowedUpstreamUrl } from '../tokens/fetch-limited.js'
 import { ASYMMETRIC_ALGORITHMS } from '../tokens/jws.js'
 
 const isLoopback = (u: URL) => ['localhost', '127.0.0.1', '[::1]'].includes(u.hostname)
@@ -95,6 +96,47 @@ export const ResourceServerConfig = z
     }
   })
 export type ResourceServerConfig = z.infer<typeof ResourceServerConfig>
+
+/** A receiver's push endpoint: https, or http on a loopback host (tests), as upstream fetches (tokens/fetch-limited.ts). */
+const PushEndpoint = z
+  .url()
+  .refine((s) => URL.canParse(s) && isAllowedUpstreamUrl(new URL(s)) && new URL(s).hash === '', 'must be https (http only on localhost), without a fragment')
+
+/** One receiver of Security Event Tokens (docs/events.md): where its SETs go and how. */
+export const SsfReceiverConfig = z.strictObject({
+  name: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'must be 1-63 of a-z 0-9 . _ - starting with a letter or digit')
+    .describe('names the receiver in the database (its cursor and queue), the logs and the metrics; renaming it starts a new stream'),
+  audience: AbsoluteUri.describe('`aud` of the SETs it receives (RFC 8417 §2.2)'),
+  delivery: z
+    .discriminatedUnion('method', [
+      z.strictObject({
+        method: z.literal('push'),
+        endpoint_url: PushEndpoint.describe('where SETs are POSTed (RFC 8935); redirects are not followed'),
+        authorization_file: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            'file holding the whole Authorization header value sent with each push (e.g. `Bearer …`, a mounted Secret); read at start, never from this YAML',
+          ),
+      }),
+      z.strictObject({
+        method: z.literal('poll'),
+        resource_server: z
+          .string()
+          .regex(RESOURCE_SERVER_ID)
+          .describe('the configured resource server (`resource_servers[].id`) that polls /ssf/poll with its client_secret_basic credentials (RFC 8936)'),
+      }),
+    ])
+    .describe('push (RFC 8935) to its endpoint, or poll (RFC 8936) by one of the resource servers'),
+  start: z
+    .enum(['now', 'beginning'])
+    .default('now')
+    .describe('where a new stream starts: at the first start that knows it (`now`), or with every revocation in the log (`beginning`)'),
+})
+export type SsfReceiverConfig = z.infer<typeof SsfReceiverConfig>
 
 /** An IPv4 or IPv6 address, or a CIDR block of either (`10.0.0.0/8`, `fd00::/8`). */
 const AddressOrBlock = z.string().refine((s) => {
@@ -320,6 +362,67 @@ export const Config = z
         })
       })
       .describe('resource servers that call /oauth2/introspect and /revocations/feed with credentials of their own'),
+    ssf: z
+      .strictObject({
+        receivers: z
+          .array(SsfReceiverConfig)
+          .max(100)
+          .default([])
+          .superRefine((receivers, ctx) => {
+            const names = new Set<string>()
+            const pollers = new Set<string>()
+            receivers.forEach((r, i) => {
+              if (names.has(r.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: 'is already used by another receiver' })
+              names.add(r.name)
+              if (r.delivery.method !== 'poll') return
+              if (pollers.has(r.delivery.resource_server)) {
+                ctx.addIssue({ code: 'custom', path: [i, 'delivery', 'resource_server'], message: 'already polls for another receiver' })
+              }
+              pollers.add(r.delivery.resource_server)
+            })
+          })
+          .describe('who learns of every revocation as Security Event Tokens (docs/events.md); none: nothing is sent and /ssf/poll does not exist'),
+        retry: z
+          .strictObject({
+            max_attempts: z.number().int().min(1).max(1000).default(20).describe('pushes of one SET before it is given up (logged, counted as failed)'),
+            max_age_seconds: z
+              .number()
+              .int()
+              .min(1)
+              .max(30 * 86_400)
+              .default(86_400)
+              .describe('a SET neither delivered nor acknowledged this long after it was made is given up, pushed or polled'),
+            initial_delay_ms: z
+              .number()
+              .int()
+              .min(10)
+              .max(60_000)
+              .default(1_000)
+              .describe('wait before the first retry, doubled at each; each wait is drawn between half of it and all of it (jitter)'),
+            max_delay_ms: z.number().int().min(10).max(3_600_000).default(300_000).describe('longest wait between two pushes of one SET'),
+          })
+          .prefault({})
+          .describe('retries of a push answered other than 202 or 400, or not answered (RFC 8935 §2.3)'),
+        push_timeout_ms: z.number().int().min(100).max(60_000).default(5_000).describe('a push not answered within this is retried'),
+        lease_seconds: z.number().int().min(2).max(300).default(15).describe('how long one instance holds the right to push to a receiver without renewing it'),
+        scan_interval_ms: z
+          .number()
+          .int()
+          .min(50)
+          .max(60_000)
+          .default(1_000)
+          .describe('how often each instance reads the revocation log for revocations it was not told of (made on another instance)'),
+        grace_seconds: z
+          .number()
+          .int()
+          .min(10)
+          .max(86_400)
+          .default(300)
+          .describe('each scan rereads this far behind its cursor, for revocations committed late or stamped by a slower clock'),
+        long_poll_max_seconds: z.number().int().min(1).max(30).default(30).describe('longest /ssf/poll holds a request open with no SET to return'),
+      })
+      .prefault({})
+      .describe('revocations as Shared Signals Security Event Tokens (RFC 8417), pushed (RFC 8935) or polled (RFC 8936); needs the SQL database'),
     storage: z
       .strictObject({
         database_url: z
@@ -451,6 +554,14 @@ export const Config = z
       telemetry.prometheus === undefined || telemetry.prometheus.port === 0 || ![listen.port, listen.admin_port].includes(telemetry.prometheus.port),
     { path: ['telemetry', 'prometheus', 'port'], error: 'must differ from listen.port and listen.admin_port' },
   )
+  .superRefine(({ ssf, resource_servers }, ctx) => {
+    const servers = new Set(resource_servers.map((rs) => rs.id))
+    ssf.receivers.forEach((r, i) => {
+      if (r.delivery.method === 'poll' && !servers.has(r.delivery.resource_server)) {
+        ctx.addIssue({ code: 'custom', path: ['ssf', 'receivers', i, 'delivery', 'resource_server'], message: 'is not a configured resource server' })
+      }
+    })
+  })
   .superRefine(checkRoles, {
     // Run even when other fields failed, so that every issue is reported at once.
     when: (payload) => RolesInput.safeParse(payload.value).success,

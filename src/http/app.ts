@@ -11,6 +11,7 @@ import { throttleClientAuth, type ClientAuthThrottle } from './auth-throttle.js'
 import type { Tracing } from '../telemetry/tracing.js'
 import type { DevUserIssuer } from '../tokens/dev-issuer.js'
 import type { SigningKeys } from '../tokens/keys.js'
+import type { ClientCredentials } from '../tokens/port.js'
 import { ownTokenVerifier } from '../tokens/subject.js'
 import { AdminError, renderError, RouteError, toOAuthError } from './oauth-errors.js'
 import { devJwksDoc, devJwksRoute, devUserTokenDoc, devUserTokenRoute } from './routes/dev.js'
@@ -29,6 +30,8 @@ import { shedLoad, type LoadShedding } from './shed.js'
 import type { AdminListenerBindings, AppContext, AppEnv } from './env.js'
 import type { Refusals } from '../telemetry/refusal-log.js'
 import { mountHealth, type HealthDeps } from './routes/health.js'
+import { mountSsf } from './routes/ssf.js'
+import type { SetPoller } from '../ssf/port.js'
 import { described, introspectSpec, jwksDoc, metadataDoc, mountOpenApi, revokeSpec, tokenSpec } from './openapi.js'
 
 // Kept for the CLI, which imports them from here.
@@ -70,6 +73,8 @@ export interface AppDeps {
    * but health. Without it, one listener serves every route.
    */
   readonly adminListener?: boolean
+  /** Poll delivery of revocation SETs (RFC 8936); without it /ssf/poll and the SSF metadata do not exist. */
+  readonly ssf?: SetPoller
 }
 
 /** The admin API's paths (the kill switch, the delegation log's queries). */
@@ -179,17 +184,27 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     clientAddress,
     onAuditError,
   })
+  const resourceServers = async (credentials: ClientCredentials) => {
+    const caller = await deps.exchange.clients.authenticateCaller(credentials, undefined)
+    await deps.exchange.clients.spend(caller)
+    return caller
+  }
   mountRevocationFeed(app, {
     keys: deps.adminKeys,
-    resourceServers: async (credentials) => {
-      const caller = await deps.exchange.clients.authenticateCaller(credentials, undefined)
-      await deps.exchange.clients.spend(caller)
-      return caller
-    },
+    resourceServers,
     maxBodyBytes: deps.maxBodyBytes,
     revocations: deps.revocations,
     recordOpen: (c) => recordAdminRead(c, deps.exchange.audit, 'admin.feed.opened', deps.exchange.now()),
   })
+  if (deps.ssf !== undefined) {
+    mountSsf(app, {
+      issuer,
+      poller: deps.ssf,
+      authenticate: resourceServers,
+      maxBodyBytes: deps.maxBodyBytes,
+      onFailure: (err) => log.warn({ error: 'temporarily_unavailable', cause: describeCause(err) }, 'SET poll failed'),
+    })
+  }
   if (deps.auditQueries !== undefined) {
     mountAdminAudit(app, { keys: deps.adminKeys, audit: deps.exchange.audit, queries: deps.auditQueries, now: deps.exchange.now })
   }

@@ -560,6 +560,7 @@ export function mountOpenApi(app: Hono<AppEnv>, options: OpenApiOptions): void {
         { name: 'OAuth', description: 'Token exchange, introspection and revocation.' },
         { name: 'Admin', description: 'The kill switch and the delegation log.' },
         { name: 'Revocation feed' },
+        { name: 'Shared Signals', description: 'Revocations as Security Event Tokens; only when `ssf.receivers` is set.' },
         { name: 'Discovery' },
         { name: 'Health' },
         { name: 'Dev', description: 'Only under `--dev`.' },

@@ -104,7 +104,8 @@ function toRow(r: Revocation): RevocationInsert & { id: string } {
   }
 }
 
-function fromRow(row: RevocationRow): Revocation {
+/** A `revocations` row as the record it stores (the SET outbox reads the log too: src/ssf/). */
+export function fromRow(row: RevocationRow): Revocation {
   return Object.freeze({
     id: row.id,
     target: targetOf(row),

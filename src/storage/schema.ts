@@ -7,7 +7,7 @@
  * loads it on its own, without the project's module resolution.
  */
 import { sql, type SQL } from 'drizzle-orm'
-import { bigint, check, customType, index, pgTable, text, unique, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core'
+import { bigint, check, customType, index, integer, pgTable, primaryKey, text, timestamp, unique, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core'
 
 /** Every revocation kind, as stored in `revocations.kind` (`RevocationKind` in src/revocation/port.ts). */
 export const REVOCATION_KINDS = ['jti', 'chain', 'agent', 'sub', 'agent_sub'] as const
@@ -164,3 +164,62 @@ export const auditLog = pgTable(
 )
 
 export type AuditRow = typeof auditLog.$inferSelect
+
+/**
+ * Shared Signals streams (src/ssf/): one row per configured receiver. Its
+ * cursor is the newest `revocations.created_at` turned into SETs; the lease
+ * says which instance pushes to it (one at a time).
+ */
+export const ssfStreams = pgTable('ssf_streams', {
+  receiver: text('receiver').primaryKey(),
+  /** Revocations made before this are never sent (a new receiver starts from "now" unless told otherwise). */
+  startAt: epochSeconds('start_at').notNull(),
+  /** Newest `created_at` enqueued; the next scan starts a grace period before it. */
+  cursorAt: epochSeconds('cursor_at').notNull(),
+  leaseOwner: text('lease_owner'),
+  /** On the database's clock, so that instances' clocks never decide who holds it. */
+  leaseUntil: timestamp('lease_until', { withTimezone: true, mode: 'string' }),
+})
+
+/** States of an outbox entry: `pending` until pushed (202) or acknowledged (poll), or given up. */
+export const SSF_STATES = ['pending', 'delivered', 'failed'] as const
+
+/**
+ * Security Event Tokens made from the revocation log, per receiver, signed
+ * once: a redelivery sends the same bytes. The primary key makes enqueueing
+ * idempotent across instances (the jti is a hash of revocation, receiver and
+ * event type).
+ */
+export const ssfOutbox = pgTable(
+  'ssf_outbox',
+  {
+    /** Enqueue order, which is delivery order: a kill is enqueued as soon as it is made (whole-second `created_at` cannot order kills of one second). */
+    seq: bigint('seq', { mode: 'number' }).generatedAlwaysAsIdentity(),
+    receiver: text('receiver').notNull(),
+    jti: text('jti').notNull(),
+    revocationId: uuid('revocation_id').notNull(),
+    /** The revocation's `created_at`. */
+    revokedAt: epochSeconds('revoked_at').notNull(),
+    ordinal: integer('ordinal').notNull(),
+    eventType: text('event_type').notNull(),
+    set: text('set').notNull(),
+    /** Epoch milliseconds of the enqueueing instance's wall clock: retries stop at `ssf.retry.max_age_seconds` after it. */
+    enqueuedAtMs: bigint('enqueued_at_ms', { mode: 'number' }).notNull(),
+    state: text('state', { enum: SSF_STATES }).notNull().default('pending'),
+    attempts: integer('attempts').notNull().default(0),
+    nextAttemptAtMs: bigint('next_attempt_at_ms', { mode: 'number' }).notNull().default(0),
+    lastError: text('last_error'),
+  },
+  (t) => [
+    primaryKey({ columns: [t.receiver, t.jti] }),
+    check('ssf_outbox_state_check', sql`${t.state} in ('pending', 'delivered', 'failed')`),
+    // The head of a receiver's queue, and a poll's page.
+    index('ssf_outbox_pending_idx')
+      .on(t.receiver, t.seq)
+      .where(sql`${t.state} = 'pending'`),
+    // "Already enqueued?" while scanning the log.
+    index('ssf_outbox_revocation_idx').on(t.receiver, t.revocationId),
+  ],
+)
+
+export type SsfOutboxRow = typeof ssfOutbox.$inferSelect

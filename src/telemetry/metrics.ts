@@ -39,6 +39,14 @@ export interface MandateMetrics {
   watchMirrorLag(lagMs: () => number): void
   /** `mandate.requests.shed` {reason}: requests answered 503 under overload, before any work. */
   requestShed(reason: string): void
+  /** `mandate.ssf.delivered` {receiver, method}: SETs pushed (202) or acknowledged by a poll. */
+  ssfDelivered(receiver: string, method: 'push' | 'poll', count: number): void
+  /** `mandate.ssf.failed` {receiver, reason}: SETs given up (refused, too many attempts, too old, reported in error). */
+  ssfFailed(receiver: string, reason: string, count: number): void
+  /** `mandate.ssf.retried` {receiver}: pushes that failed and will be tried again. */
+  ssfRetried(receiver: string): void
+  /** `mandate.ssf.lag` and `mandate.ssf.pending` {receiver}: observed from `backlog` at every collection. */
+  watchSsfBacklog(backlog: () => ReadonlyMap<string, { readonly pending: number; readonly lagSeconds: number }>): void
 }
 
 /** Seconds: from a cached in-memory exchange (about a millisecond) to the audit write timeout. */
@@ -84,6 +92,23 @@ export function createMetrics(meter: Meter): MandateMetrics {
     description: 'token and introspection requests answered 503 under overload, before any work',
     unit: '{request}',
   })
+  const ssfDelivered = meter.createCounter('mandate.ssf.delivered', {
+    description: 'Security Event Tokens pushed (202) or acknowledged by a poll',
+    unit: '{set}',
+  })
+  const ssfFailed = meter.createCounter('mandate.ssf.failed', { description: 'Security Event Tokens given up', unit: '{set}' })
+  const ssfRetried = meter.createCounter('mandate.ssf.retried', {
+    description: 'pushes of a Security Event Token that failed and will be retried',
+    unit: '{push}',
+  })
+  const ssfLag = meter.createObservableGauge('mandate.ssf.lag', {
+    description: 'age of the oldest Security Event Token not yet delivered to the receiver (0 when none)',
+    unit: 's',
+  })
+  const ssfPending = meter.createObservableGauge('mandate.ssf.pending', {
+    description: 'Security Event Tokens not yet delivered to the receiver',
+    unit: '{set}',
+  })
   const committed = { outcome: 'committed' } as const
   const failed = { outcome: 'failed' } as const
   const outcomes = { issued: { outcome: 'issued' }, denied: { outcome: 'denied' }, failed: { outcome: 'failed' } } as const
@@ -104,5 +129,16 @@ export function createMetrics(meter: Meter): MandateMetrics {
       lag.addCallback((result) => result.observe(lagMs() / 1000))
     },
     requestShed: (reason) => shed.add(1, { reason }),
+    ssfDelivered: (receiver, method, count) => ssfDelivered.add(count, { receiver, method }),
+    ssfFailed: (receiver, reason, count) => ssfFailed.add(count, { receiver, reason }),
+    ssfRetried: (receiver) => ssfRetried.add(1, { receiver }),
+    watchSsfBacklog(backlog) {
+      ssfLag.addCallback((result) => {
+        for (const [receiver, b] of backlog()) result.observe(b.lagSeconds, { receiver })
+      })
+      ssfPending.addCallback((result) => {
+        for (const [receiver, b] of backlog()) result.observe(b.pending, { receiver })
+      })
+    },
   }
 }

@@ -1,0 +1,177 @@
+/**
+ * The SQL side of SET delivery: each receiver's stream (cursor, lease) and
+ * its outbox. Revocations are read from the revocation log itself, never
+ * written twice on the kill path: a kill is durable in `revocations` before
+ * anything here sees it, and whatever this module loses is rebuilt from there.
+ */
+import { and, asc, count, eq, gte, inArray, isNull, lt, min, notExists, or, sql } from 'drizzle-orm'
+import { fromRow } from '../revocation/log-sql.js'
+import type { Revocation } from '../revocation/port.js'
+import type { Db } from '../storage/database.js'
+import { revocations, ssfOutbox, ssfStreams, type SsfOutboxRow } from '../storage/schema.js'
+
+export type OutboxEntry = Pick<SsfOutboxRow, 'receiver' | 'jti' | 'revocationId' | 'revokedAt' | 'ordinal' | 'eventType' | 'set' | 'enqueuedAtMs'>
+
+/** One receiver's undelivered SETs: how many, and the enqueue time (epoch ms) of the oldest. */
+export interface Backlog {
+  readonly pending: number
+  readonly oldestMs: number | undefined
+}
+
+export interface SsfStore {
+  /** Creates the receiver's stream starting at `startAt` (epoch seconds) unless it exists: a restart never moves a stream's start. */
+  ensureStream(receiver: string, startAt: number): Promise<void>
+  /**
+   * Revocations not yet in the receiver's outbox, made at or after its start
+   * and no more than `graceSeconds` before its cursor, oldest first, at most `limit`.
+   */
+  unsent(receiver: string, graceSeconds: number, limit: number): Promise<readonly Revocation[]>
+  /** Adds entries (an entry already there is left as it is) and moves the cursor to `cursorAt` unless it is past it. */
+  enqueue(receiver: string, entries: readonly OutboxEntry[], cursorAt: number): Promise<void>
+  /** Takes or renews the receiver's lease for `seconds` on the database's clock; false when another instance holds it. */
+  lease(receiver: string, owner: string, seconds: number): Promise<boolean>
+  release(receiver: string, owner: string): Promise<void>
+  /** The first pending entries in delivery order (enqueue order). */
+  pending(receiver: string, limit: number): Promise<readonly SsfOutboxRow[]>
+  /** Marks pending entries delivered (a 202, or a poll's `ack`); returns how many were pending. */
+  delivered(receiver: string, jtis: readonly string[]): Promise<number>
+  /** Gives up pending entries, with why; returns how many were pending. */
+  failed(receiver: string, errors: ReadonlyMap<string, string>): Promise<number>
+  /** Records a failed push and when the next may be tried. */
+  retryLater(receiver: string, jti: string, attempts: number, nextAttemptAtMs: number, error: string): Promise<void>
+  /** Pending entries and the oldest's age, per receiver. */
+  backlog(): Promise<ReadonlyMap<string, Backlog>>
+  /** Gives up pending entries enqueued before `beforeMs` (epoch ms); returns their jtis. */
+  expire(receiver: string, beforeMs: number): Promise<readonly string[]>
+  /** Deletes settled entries of revocations made before `before` (epoch seconds): a scan no longer reaches them. */
+  prune(receiver: string, before: number): Promise<void>
+  /** The receiver's stream: start and cursor (epoch seconds). */
+  stream(receiver: string): Promise<{ startAt: number; cursorAt: number } | undefined>
+}
+
+export function createSqlSsfStore(db: Db): SsfStore {
+  const o = ssfOutbox
+  const s = ssfStreams
+  const r = revocations
+  const stream = async (receiver: string) => {
+    const [row] = await db.select({ startAt: s.startAt, cursorAt: s.cursorAt }).from(s).where(eq(s.receiver, receiver)).limit(1)
+    return row
+  }
+  return {
+    async ensureStream(receiver, startAt) {
+      await db.insert(s).values({ receiver, startAt, cursorAt: startAt }).onConflictDoNothing()
+    },
+
+    stream,
+
+    async unsent(receiver, graceSeconds, limit) {
+      const at = await stream(receiver)
+      if (at === undefined) return []
+      const from = Math.max(at.startAt, at.cursorAt - graceSeconds)
+      const enqueued = db
+        .select({ one: sql`1` })
+        .from(o)
+        .where(and(eq(o.receiver, receiver), eq(o.revocationId, r.id)))
+      const rows = await db
+        .select()
+        .from(r)
+        .where(and(gte(r.createdAt, from), notExists(enqueued)))
+        // Kills of one second in the order they were written: the inserting transaction's id (`xmin`;
+        // a lift rewrites it, which only matters for a kill lifted before it was ever scanned).
+        .orderBy(asc(r.createdAt), sql`(${r}.xmin::text)::bigint`, asc(r.id))
+        .limit(limit)
+      return rows.map(fromRow)
+    },
+
+    async enqueue(receiver, entries, cursorAt) {
+      await db.transaction(async (tx) => {
+        if (entries.length > 0)
+          await tx
+            .insert(o)
+            .values([...entries])
+            .onConflictDoNothing()
+        await tx
+          .update(s)
+          .set({ cursorAt: sql`greatest(${s.cursorAt}, ${new Date(cursorAt * 1000).toISOString()}::timestamptz)` })
+          .where(eq(s.receiver, receiver))
+      })
+    },
+
+    async lease(receiver, owner, seconds) {
+      const rows = await db
+        .update(s)
+        .set({ leaseOwner: owner, leaseUntil: sql`clock_timestamp() + make_interval(secs => ${seconds}::int)` })
+        .where(and(eq(s.receiver, receiver), or(isNull(s.leaseOwner), eq(s.leaseOwner, owner), lt(s.leaseUntil, sql`clock_timestamp()`))))
+        .returning({ receiver: s.receiver })
+      return rows.length === 1
+    },
+
+    async release(receiver, owner) {
+      await db
+        .update(s)
+        .set({ leaseOwner: null, leaseUntil: null })
+        .where(and(eq(s.receiver, receiver), eq(s.leaseOwner, owner)))
+    },
+
+    async pending(receiver, limit) {
+      return db
+        .select()
+        .from(o)
+        .where(and(eq(o.receiver, receiver), eq(o.state, 'pending')))
+        .orderBy(asc(o.seq))
+        .limit(limit)
+    },
+
+    async delivered(receiver, jtis) {
+      if (jtis.length === 0) return 0
+      const rows = await db
+        .update(o)
+        .set({ state: 'delivered', lastError: null })
+        .where(and(eq(o.receiver, receiver), inArray(o.jti, [...jtis]), eq(o.state, 'pending')))
+        .returning({ jti: o.jti })
+      return rows.length
+    },
+
+    async failed(receiver, errors) {
+      let n = 0
+      for (const [jti, error] of errors) {
+        const rows = await db
+          .update(o)
+          .set({ state: 'failed', lastError: error })
+          .where(and(eq(o.receiver, receiver), eq(o.jti, jti), eq(o.state, 'pending')))
+          .returning({ jti: o.jti })
+        n += rows.length
+      }
+      return n
+    },
+
+    async retryLater(receiver, jti, attempts, nextAttemptAtMs, error) {
+      await db
+        .update(o)
+        .set({ attempts, nextAttemptAtMs, lastError: error })
+        .where(and(eq(o.receiver, receiver), eq(o.jti, jti), eq(o.state, 'pending')))
+    },
+
+    async backlog() {
+      const rows = await db
+        .select({ receiver: o.receiver, pending: count(), oldest: min(o.enqueuedAtMs) })
+        .from(o)
+        .where(eq(o.state, 'pending'))
+        .groupBy(o.receiver)
+      return new Map(rows.map((row) => [row.receiver, { pending: row.pending, oldestMs: row.oldest ?? undefined }]))
+    },
+
+    async expire(receiver, beforeMs) {
+      const rows = await db
+        .update(o)
+        .set({ state: 'failed', lastError: 'expired' })
+        .where(and(eq(o.receiver, receiver), eq(o.state, 'pending'), lt(o.enqueuedAtMs, beforeMs)))
+        .returning({ jti: o.jti })
+      return rows.map((row) => row.jti)
+    },
+
+    async prune(receiver, before) {
+      await db.delete(o).where(and(eq(o.receiver, receiver), sql`${o.state} <> 'pending'`, lt(o.revokedAt, before)))
+    },
+  }
+}
