@@ -210,6 +210,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       clientAddress: clientAddressResolver(config.listen.trusted_proxies ?? []),
       authFailures: createAuthFailureThrottle(clock),
       adminListener: config.listen.admin_port !== undefined,
+      forwardAuth: config.forward_auth.enabled,
     })
     return {
       app,

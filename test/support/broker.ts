@@ -175,6 +175,8 @@ export interface TestBrokerOptions {
   readonly overload?: Record<string, number>
   /** How often the keys file and the policies directory are polled, in ms (compose's default otherwise). */
   readonly filePollMs?: number
+  /** `forward_auth.enabled` (default: the config's default, on). */
+  readonly forwardAuth?: boolean
 }
 
 /**
@@ -318,6 +320,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ],
     ...(options.trustedProxies === undefined ? {} : { listen: { trusted_proxies: options.trustedProxies } }),
     ...(options.overload === undefined ? {} : { overload: options.overload }),
+    ...(options.forwardAuth === undefined ? {} : { forward_auth: { enabled: options.forwardAuth } }),
     admin: {
       keys: Object.entries(ADMIN_KEYS).map(([role, key]) => ({
         name: `${role}-holder`,
