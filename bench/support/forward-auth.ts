@@ -223,13 +223,14 @@ export async function forwardAuthBench(quick: boolean): Promise<void> {
         .join(', ') || 'none'
     console.log(`\nForward auth: GET /forward-auth with a live token (load generator in its own process, keep-alive, same machine)`)
     const p99 = open.latency['200']?.p99 ?? Number.NaN
+    const fixed = (x: number | undefined) => (x === undefined ? 'n/a' : x.toFixed(2))
     console.log(
-      `  open loop, 1,000/s for ${windowMs / 1000} s: ${perSecond(ok(open), open.ms)}/s answered 200, p50 ${open.latency['200']?.p50.toFixed(2)} ms, ` +
+      `  open loop, 1,000/s for ${windowMs / 1000} s: ${perSecond(ok(open), open.ms)}/s answered 200, p50 ${fixed(open.latency['200']?.p50)} ms, ` +
         `p99 ${p99.toFixed(2)} ms (target ≤ ${TARGET_P99_MS} ms: ${p99 <= TARGET_P99_MS ? 'met' : 'MISSED'}); other answers: ${others(open)}; not sent: ${open.notSent}`,
     )
     console.log(
-      `  closed loop, 16 connections: ${perSecond(ok(closed), closed.ms)}/s answered 200, p50 ${closed.latency['200']?.p50.toFixed(2)} ms, ` +
-        `p99 ${closed.latency['200']?.p99.toFixed(2)} ms; other answers: ${others(closed)}`,
+      `  closed loop, 16 connections: ${perSecond(ok(closed), closed.ms)}/s answered 200, p50 ${fixed(closed.latency['200']?.p50)} ms, ` +
+        `p99 ${fixed(closed.latency['200']?.p99)} ms; other answers: ${others(closed)}`,
     )
   } finally {
     for (const b of brokers) await stopBroker(b)
