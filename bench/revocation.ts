@@ -12,6 +12,11 @@
  *      ES256 signature verification (node:crypto) measured in the same run.
  *      Rounds alternate between cases; each figure is the median of the
  *      rounds (shared, noisy machines: compare ratios, not absolute figures).
+ *   3. Forward auth (bench/support/forward-auth.ts), against real brokers
+ *      (`npm run build` first): a kill to the first refusal at GET
+ *      /forward-auth, p50/p99 over many kills (across two brokers sharing
+ *      PostgreSQL and Redis when both answer), and its latency at 1,000
+ *      requests a second (target p99 ≤ 2 ms) and its capacity.
  *
  * Redis: REDIS_URL (default redis://127.0.0.1:6379), under a key prefix of
  * its own that is deleted afterwards; never flushed. Without Redis, part 1 is
@@ -27,6 +32,7 @@ import type { Revocation, RevocationMirror, RevocationTarget, TokenFacts } from 
 import { createRedisRevocationFeed } from '../src/revocation/redis.js'
 import { createLogger } from '../src/telemetry/log.js'
 import { deleteKeys } from './support/backing.js'
+import { forwardAuthBench } from './support/forward-auth.js'
 
 const quick = process.argv.includes('--quick')
 const PUBLISHES = quick ? 200 : 500
@@ -255,3 +261,4 @@ async function checkCost(): Promise<void> {
 
 await propagation()
 await checkCost()
+await forwardAuthBench(quick)

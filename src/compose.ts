@@ -215,6 +215,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       authFailures: createAuthFailureThrottle(clock),
       adminListener: config.listen.admin_port !== undefined,
       ...(transmitter === undefined ? {} : { ssf: transmitter }),
+      forwardAuth: config.forward_auth.enabled,
     })
     return {
       app,

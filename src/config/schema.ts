@@ -455,6 +455,17 @@ export const Config = z
       })
       .prefault({})
       .describe('the kill switch'),
+    forward_auth: z
+      .strictObject({
+        enabled: z
+          .boolean()
+          .default(true)
+          .describe(
+            'serve GET /forward-auth (and /forward-auth/ext-authz) on the main port: the allow/deny decision a proxy in front of a resource server asks for (nginx auth_request, Traefik forwardAuth, Envoy ext_authz). It authenticates no caller: it tells the holder of a token only what the resource server would (docs/security-model.md). false: 404',
+          ),
+      })
+      .prefault({})
+      .describe('forward authentication for proxies (docs/forward-auth.md)'),
     audit: z
       .strictObject({
         chains: z

@@ -10,7 +10,8 @@ import type { AuthenticatedCaller } from '../tokens/port.js'
 
 export type TokenStatus =
   | { readonly state: 'active'; readonly claims: MandateClaims }
-  | { readonly state: 'inactive' }
+  /** Not a live token of ours; `revoked` when it is genuine and unexpired but revoked (for metrics, never sent). */
+  | { readonly state: 'inactive'; readonly revoked?: true }
   /** Revocation state unknown: the caller must not treat the token as active. */
   | { readonly state: 'unknown'; readonly claims: MandateClaims; readonly detail: string }
 
@@ -29,7 +30,7 @@ export async function tokenStatus(token: string, deps: TokenStatusDeps): Promise
     case 'clear':
       return { state: 'active', claims }
     case 'revoked':
-      return { state: 'inactive' }
+      return { state: 'inactive', revoked: true }
     case 'unknown':
       return { state: 'unknown', claims, detail: verdict.detail }
   }

@@ -13,11 +13,12 @@ import type { DevUserIssuer } from '../tokens/dev-issuer.js'
 import type { SigningKeys } from '../tokens/keys.js'
 import type { ClientCredentials } from '../tokens/port.js'
 import { ownTokenVerifier } from '../tokens/subject.js'
-import { AdminError, renderError, RouteError, toOAuthError } from './oauth-errors.js'
+import { AdminError, BearerError, renderError, RouteError, toOAuthError } from './oauth-errors.js'
 import { devJwksDoc, devJwksRoute, devUserTokenDoc, devUserTokenRoute } from './routes/dev.js'
 import { tokenRoute } from './routes/token.js'
 import { PayloadTooLarge } from './form.js'
 import { introspectRoute } from './routes/introspect.js'
+import { mountForwardAuth } from './routes/forward-auth.js'
 import type { TokenRoutesDeps } from './token-callers.js'
 import { revokeRoute } from './routes/revoke.js'
 import { mountAdminRevocations } from './routes/admin-revocations.js'
@@ -67,6 +68,8 @@ export interface AppDeps {
   readonly refusals: Refusals
   /** Load shedding of the token and introspection endpoints; none without it. */
   readonly shedding?: LoadShedding
+  /** GET /forward-auth and /forward-auth/ext-authz (`forward_auth.enabled`); absent: not served. */
+  readonly forwardAuth?: boolean
   /**
    * The admin API has a listener of its own (`listen.admin_port`): it answers
    * only requests that came through that listener, which answers nothing else
@@ -173,6 +176,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     '/oauth2/revoke',
     described(revokeSpec, throttleClientAuth(throttle, 'revoke', revokeRoute({ ...tokenDeps, service: deps.revocations, audit: deps.exchange.audit }))),
   )
+  if (deps.forwardAuth === true) {
+    // A shedding instance of its own (its own concurrency count, no audit backlog: it writes nothing), so that a flood of
+    // proxy checks is refused before its signatures are checked, yet never crowds out token requests.
+    const shed = deps.shedding === undefined ? undefined : shedLoad({ ...deps.shedding, auditPending: () => 0 })
+    mountForwardAuth(app, { verify: tokenDeps.verify, revocations: deps.revocations, ...(deps.metrics === undefined ? {} : { metrics: deps.metrics }) }, shed)
+  }
   app.use('/admin/*', limit)
   mountAdminRevocations(app, {
     keys: deps.adminKeys,
@@ -293,6 +302,11 @@ function tooLarge(c: AppContext): Response {
 function errorHandler(log: Logger, refusals: Refusals): ErrorHandler<AppEnv> {
   return (err, c) => {
     if (err instanceof PayloadTooLarge) return tooLarge(c)
+    if (err instanceof BearerError) {
+      c.set('error', err.code)
+      if (err.detail !== undefined) log.debug({ request_id: c.get('requestId'), error: err.code, detail: err.detail }, 'bearer token refused')
+      return renderError(c, err)
+    }
     if (err instanceof AdminError) {
       c.set('error', err.code)
       if (err.code === 'temporarily_unavailable') refusals.unavailable.count(err.description)

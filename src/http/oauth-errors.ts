@@ -68,7 +68,43 @@ export class RouteError extends Error {
   }
 }
 
-export type HttpError = OAuthError | AdminError | RouteError
+/**
+ * A refusal of a bearer token by a protected resource's gatekeeper (GET
+ * /forward-auth), RFC 6750 §3: `missing_token` is the bare challenge of a
+ * request with no Bearer credentials (§3.1: no error code then; the body
+ * says `unauthorized`), `invalid_token` 401, `insufficient_scope` 403 with
+ * the `scope` the resource needs. `description` is fixed text; `detail` is
+ * for logs only.
+ */
+export class BearerError extends Error {
+  override readonly name = 'BearerError'
+  constructor(
+    readonly code: 'missing_token' | 'invalid_token' | 'insufficient_scope',
+    readonly description: string,
+    /** For logs only. */
+    readonly detail?: string,
+    /** `insufficient_scope`: the scopes the resource needs, space-separated. */
+    readonly scope?: string,
+  ) {
+    super(`${code}: ${description}`)
+  }
+}
+
+/** The realm of every Bearer challenge the broker sends (RFC 6750 §3). */
+export const BEARER_REALM = 'mandate'
+
+/**
+ * RFC 6750 §3 `WWW-Authenticate` for `error`. Every value is fixed text or a
+ * validated scope (RFC 6749 §3.3 scope-tokens hold no `"` or `\`), so it
+ * needs no escaping and holds no CR or LF.
+ */
+function bearerChallenge(error: BearerError): string {
+  if (error.code === 'missing_token') return `Bearer realm="${BEARER_REALM}"`
+  const scope = error.scope === undefined ? '' : `, scope="${error.scope}"`
+  return `Bearer realm="${BEARER_REALM}", error="${error.code}", error_description="${error.description}"${scope}`
+}
+
+export type HttpError = OAuthError | AdminError | RouteError | BearerError
 
 /**
  * The only place error answers are rendered: `{ error, error_description }`
@@ -100,6 +136,11 @@ function answerFor(error: HttpError): {
     if (error.code === 'unauthorized') headers['WWW-Authenticate'] = 'Bearer realm="mandate-admin"'
     if (error.code === 'temporarily_unavailable') headers['Retry-After'] = '1'
     return { status: adminStatus(error.code), code: error.code, headers }
+  }
+  if (error instanceof BearerError) {
+    const headers = { 'WWW-Authenticate': bearerChallenge(error) }
+    if (error.code === 'missing_token') return { status: 401, code: 'unauthorized', headers }
+    return { status: error.code === 'invalid_token' ? 401 : 403, code: error.code, headers }
   }
   return { status: error.status, code: error.code, headers: error.allow === undefined ? {} : { Allow: error.allow.join(', ') } }
 }

@@ -193,6 +193,13 @@ const SECURITY_SCHEMES = {
       'An admin key (`admin.keys`): `Authorization: Bearer <key>`. Roles: `responder` may revoke and lift, `auditor` may read ' +
       '(list, audit, introspect any token, follow the feed), `admin` may do both.',
   },
+  mandateToken: {
+    type: 'http',
+    scheme: 'bearer',
+    bearerFormat: 'JWT',
+    description:
+      'A Mandate access token (RFC 9068 `at+jwt`), as the agent sent it to the resource server: /forward-auth judges it, and does not authenticate its caller.',
+  },
 } as const
 
 /**
@@ -527,6 +534,7 @@ const DESCRIPTION = `Mandate is a credential broker for AI agents: an agent exch
 - **OAuth** (/oauth2/*): \`application/x-www-form-urlencoded\` bodies; refusals are RFC 6749 §5.2 error bodies with \`Cache-Control: no-store\`, \`WWW-Authenticate\` on a 401, \`Retry-After\` on a 429 or 503.
 - **Admin API** (/admin/*): JSON, authenticated with admin keys (\`Authorization: Bearer\`). With \`listen.admin_port\` set, /admin/* answers only on the admin port (and 404 on the public one), which serves nothing else but /healthz and /readyz.
 - **Revocation feed** (/revocations/feed): server-sent events for resource servers that cannot reach Redis.
+- **Forward auth** (/forward-auth): the allow/deny decision a proxy (nginx \`auth_request\`, Traefik \`forwardAuth\`, Envoy \`ext_authz\`) asks for before it forwards a request to a resource server; RFC 6750 §3 refusals.
 - **Dev routes** (/dev/*) exist only under \`mandate serve --dev\`.
 
 A method a path does not serve is answered 405 with \`Allow\` (RFC 9110 §15.5.6); HEAD is answered wherever GET is. Every answer carries \`X-Request-Id\`.`
@@ -561,6 +569,7 @@ export function mountOpenApi(app: Hono<AppEnv>, options: OpenApiOptions): void {
         { name: 'Admin', description: 'The kill switch and the delegation log.' },
         { name: 'Revocation feed' },
         { name: 'Shared Signals', description: 'Revocations as Security Event Tokens; only when `ssf.receivers` is set.' },
+        { name: 'Forward auth', description: 'For proxies in front of resource servers (nginx, Traefik, Envoy).' },
         { name: 'Discovery' },
         { name: 'Health' },
         { name: 'Dev', description: 'Only under `--dev`.' },
@@ -571,6 +580,8 @@ export function mountOpenApi(app: Hono<AppEnv>, options: OpenApiOptions): void {
     excludeStaticFile: false,
     // Every refusal is described with its own body; the library's default 400 is another shape.
     defaultValidationErrorResponse: false,
+    // The library leaves OPTIONS out by default; /forward-auth/ext-authz answers it (Envoy asks with the client's method).
+    excludeMethods: [],
   }
   let document: Promise<unknown> | undefined
   app.get('/openapi.json', openApiDoc, async (c: Context<AppEnv>) => {

@@ -20,6 +20,14 @@ export type ThrottledEndpoint = 'token' | 'introspect' | 'revoke'
 /** How an exchange ended: a token, a refusal (4xx), or a failure on the broker's side (5xx). */
 export type ExchangeOutcome = 'issued' | 'denied' | 'failed'
 
+/**
+ * How a forward-auth decision ended: allowed; refused for no Bearer token, an
+ * invalid (malformed, foreign, expired, altered, other-audience) one, a
+ * revoked one, a missing scope; the revocation state unknown (503); a bad
+ * query (the proxy's configuration).
+ */
+export type ForwardAuthOutcome = 'allowed' | 'no_token' | 'invalid_token' | 'revoked' | 'insufficient_scope' | 'unavailable' | 'bad_request'
+
 export interface MandateMetrics {
   /** `mandate.tokens.issued` {agent, audience}. */
   tokenIssued(agent: string, audience: string): void
@@ -47,6 +55,8 @@ export interface MandateMetrics {
   ssfRetried(receiver: string): void
   /** `mandate.ssf.lag` and `mandate.ssf.pending` {receiver}: observed from `backlog` at every collection. */
   watchSsfBacklog(backlog: () => ReadonlyMap<string, { readonly pending: number; readonly lagSeconds: number }>): void
+  /** `mandate.forward_auth.decisions` {outcome}: answers of /forward-auth. */
+  forwardAuthDecision(outcome: ForwardAuthOutcome): void
 }
 
 /** Seconds: from a cached in-memory exchange (about a millisecond) to the audit write timeout. */
@@ -109,6 +119,10 @@ export function createMetrics(meter: Meter): MandateMetrics {
     description: 'Security Event Tokens not yet delivered to the receiver',
     unit: '{set}',
   })
+  const forwardAuth = meter.createCounter('mandate.forward_auth.decisions', {
+    description: 'forward-auth answers to proxies in front of resource servers, by outcome',
+    unit: '{request}',
+  })
   const committed = { outcome: 'committed' } as const
   const failed = { outcome: 'failed' } as const
   const outcomes = { issued: { outcome: 'issued' }, denied: { outcome: 'denied' }, failed: { outcome: 'failed' } } as const
@@ -140,5 +154,6 @@ export function createMetrics(meter: Meter): MandateMetrics {
         for (const [receiver, b] of backlog()) result.observe(b.pending, { receiver })
       })
     },
+    forwardAuthDecision: (outcome) => forwardAuth.add(1, { outcome }),
   }
 }

@@ -1922,8 +1922,10 @@ export const ROUTES: readonly { readonly path: string; readonly allow: readonly 
   { path: '/admin/audit', allow: ['GET'] },
   { path: '/admin/audit/chains/some-jti', allow: ['GET'] },
   { path: '/revocations/feed', allow: ['GET', 'POST'] },
+  { path: '/forward-auth', allow: ['GET'] },
+  { path: '/forward-auth/ext-authz', allow: ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] },
 ]
-const PUBLIC_GET = ROUTES.filter((r) => r.path.startsWith('/.well-known/') || r.path.endsWith('z'))
+const PUBLIC_GET = ROUTES.filter((r) => r.path.startsWith('/.well-known/') || r.path === '/healthz' || r.path === '/readyz')
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'FOO', 'PROPFIND', 'M-SEARCH', 'get', 'post', 'delete', 'Put', 'options']
 /** The method as a fetch Request spells it (it upper-cases the six standard ones only). */
 const normalized = (m: string) => new Request('http://x/', { method: m }).method

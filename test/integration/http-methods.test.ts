@@ -28,6 +28,9 @@ const ROUTES: Record<string, readonly string[]> = {
   '/admin/audit': ['GET'],
   '/admin/audit/chains/:jti': ['GET'],
   '/revocations/feed': ['GET', 'POST'],
+  '/forward-auth': ['GET'],
+  // Envoy's ext_authz asks with the client's own method.
+  '/forward-auth/ext-authz': ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
   '/.well-known/oauth-authorization-server': ['GET'],
   '/.well-known/jwks.json': ['GET'],
   '/healthz': ['GET'],

@@ -27,12 +27,14 @@ import {
   RevocationRecord,
   TokenResponse,
 } from '../../src/http/openapi.js'
+import { BearerErrorBody } from '../../src/http/routes/forward-auth.js'
 import { Readiness } from '../../src/http/routes/health.js'
 import { createLogger } from '../../src/telemetry/log.js'
-import { ADMIN_KEYS, basic, bearer, encodeForm, SECRET, startTestBroker, type TestBroker } from '../support/broker.js'
+import { ADMIN_KEYS, AUDIENCE, basic, bearer, encodeForm, SECRET, startTestBroker, type TestBroker } from '../support/broker.js'
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
 
 interface Operation {
+  parameters?: { name: string; in: string }[]
   requestBody?: { content: Record<string, { schema: Schema }> }
   responses: Record<string, { headers?: Record<string, unknown> }>
 }
@@ -133,7 +135,7 @@ describePostgres('GET /openapi.json on the test broker (--dev, PostgreSQL)', () 
   })
 
   it("names the security schemes, and the errors' headers", () => {
-    expect(Object.keys(doc.components.securitySchemes).sort()).toEqual(['adminKey', 'clientSecretBasic'])
+    expect(Object.keys(doc.components.securitySchemes).sort()).toEqual(['adminKey', 'clientSecretBasic', 'mandateToken'])
     const token = doc.paths['/oauth2/token']!['post']!
     expect(Object.keys(token.responses['401']!.headers ?? {})).toEqual(['WWW-Authenticate'])
     expect(Object.keys(token.responses['429']!.headers ?? {})).toEqual(['Retry-After'])
@@ -174,6 +176,28 @@ describePostgres('GET /openapi.json on the test broker (--dev, PostgreSQL)', () 
       expectSame(names, formFields(doc, path, 'post'))
     })
 
+    it('GET /forward-auth and /forward-auth/ext-authz: the query parameters they read', async () => {
+      const issued = (await (await b.token(b.exchangeForm(await b.userToken(), { scope: 'read' }), basic('secret-agent', SECRET))).json()) as {
+        access_token: string
+      }
+      for (const [path, method] of [
+        ['/forward-auth', 'get'],
+        ['/forward-auth/ext-authz', 'post'],
+      ] as const) {
+        const { names, status } = await fieldsRead(() =>
+          Promise.resolve(
+            b.mandate.app.request(`${path}?audience=${encodeURIComponent(AUDIENCE)}&scope=read`, {
+              method: method.toUpperCase(),
+              headers: bearer(issued.access_token),
+            }),
+          ),
+        )
+        expect(status).toBe(200)
+        const documented = (doc.paths[path]![method]!.parameters ?? []).filter((p) => p.in === 'query').map((p) => p.name)
+        expect(names).toEqual(documented.sort())
+      }
+    })
+
     it('POST /revocations/feed', async () => {
       const form = { client_assertion_type: CLIENT_ASSERTION_TYPE_JWT, client_assertion: await b.rsAssertion() }
       const { names, status } = await fieldsRead(() => post('/revocations/feed', form))
@@ -198,6 +222,21 @@ describePostgres('GET /openapi.json on the test broker (--dev, PostgreSQL)', () 
         })
       expect(await expectBody(await introspect(access_token), 200, IntrospectionResponse)).toMatchObject({ active: true })
       expect(await expectBody(await introspect('not-a-token'), 200, IntrospectionResponse)).toEqual({ active: false })
+    })
+
+    it('forward auth', async () => {
+      const res = await b.token(b.exchangeForm(await b.userToken(), { scope: 'read' }), basic('secret-agent', SECRET))
+      const { access_token } = (await res.json()) as { access_token: string }
+      const ask = (query: string, headers: Record<string, string> = {}) => app().request(`/forward-auth${query}`, { headers })
+      const aud = `?audience=${encodeURIComponent(AUDIENCE)}`
+      const allowed = await ask(aud, bearer(access_token))
+      expect(allowed.status).toBe(200)
+      const documentedHeaders = Object.keys(doc.paths['/forward-auth']!['get']!.responses['200']!.headers ?? {}).map((h) => h.toLowerCase())
+      expect([...allowed.headers.keys()].filter((h) => h.startsWith('x-mandate-') || h === 'cache-control').sort()).toEqual(documentedHeaders.sort())
+      await expectBody(await ask(aud), 401, BearerErrorBody)
+      await expectBody(await ask(aud, bearer('not.a.token')), 401, BearerErrorBody)
+      await expectBody(await ask(`${aud}&scope=admin`, bearer(access_token)), 403, BearerErrorBody)
+      await expectBody(await ask(''), 400, OAuthErrorBody.strict())
     })
 
     it('discovery and health', async () => {

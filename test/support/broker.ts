@@ -177,6 +177,8 @@ export interface TestBrokerOptions {
   readonly filePollMs?: number
   /** The config's `ssf` section (Security Event Token receivers); needs `database`. */
   readonly ssf?: Record<string, unknown>
+  /** `forward_auth.enabled` (default: the config's default, on). */
+  readonly forwardAuth?: boolean
 }
 
 /**
@@ -321,6 +323,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ...(options.trustedProxies === undefined ? {} : { listen: { trusted_proxies: options.trustedProxies } }),
     ...(options.overload === undefined ? {} : { overload: options.overload }),
     ...(options.ssf === undefined ? {} : { ssf: options.ssf }),
+    ...(options.forwardAuth === undefined ? {} : { forward_auth: { enabled: options.forwardAuth } }),
     admin: {
       keys: Object.entries(ADMIN_KEYS).map(([role, key]) => ({
         name: `${role}-holder`,

@@ -13,6 +13,8 @@ interface Request {
   readonly url: string
   readonly authorization: string
   readonly body: string
+  /** Default POST (a form body); GET sends no body (the URL's query is kept either way). */
+  readonly method?: 'GET' | 'POST'
 }
 export type Settings = (Request & { readonly connections: number }) | (Request & { readonly rate: number; readonly maxInFlight: number })
 
@@ -26,6 +28,7 @@ export interface Report {
 const commands = await readCommands()
 const settings = commands.settings as Settings
 const { url, authorization, body } = settings
+const method = settings.method ?? 'POST'
 let stop = false
 void commands.next().then(() => (stop = true))
 const agent = new http.Agent({ keepAlive: true, maxSockets: 'connections' in settings ? settings.connections : settings.maxInFlight })
@@ -54,9 +57,12 @@ const once = () =>
         agent,
         host: target.hostname,
         port: target.port,
-        path: target.pathname,
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body), authorization },
+        path: `${target.pathname}${target.search}`,
+        method,
+        headers:
+          method === 'GET'
+            ? { authorization }
+            : { 'content-type': 'application/x-www-form-urlencoded', 'content-length': Buffer.byteLength(body), authorization },
       },
       (res) => {
         res.resume()
@@ -64,7 +70,7 @@ const once = () =>
       },
     )
     req.on('error', () => done('error'))
-    req.end(body)
+    req.end(method === 'GET' ? undefined : body)
   })
 
 const go = () => {

@@ -60,7 +60,10 @@ describe('tokenStatus', () => {
     const clear = store({ state: 'clear' })
     await expect(tokenStatus('t', { verify, revocations: clear.revocations })).resolves.toEqual(active)
     expect(clear.asked[0]).toMatchObject({ jti: 'jti-1', sub: 'alice', subIssuer: 'https://idp.test', actors: ['agent-a'], chain: [] })
-    await expect(tokenStatus('t', { verify, revocations: store({ state: 'revoked', what: 'agent', detail: 'd' }).revocations })).resolves.toEqual(inactive)
+    await expect(tokenStatus('t', { verify, revocations: store({ state: 'revoked', what: 'agent', detail: 'd' }).revocations })).resolves.toEqual({
+      state: 'inactive',
+      revoked: true,
+    })
     await expect(tokenStatus('t', { verify, revocations: store({ state: 'unknown', detail: 'stale' }).revocations })).resolves.toEqual({
       state: 'unknown',
       claims,

@@ -1,0 +1,250 @@
+/**
+ * Forward auth behind a real nginx: the server block of docs/forward-auth.md
+ * (read from the page, so the two cannot drift), in front of an upstream
+ * that does no authentication of its own, with a real `mandate serve --dev`
+ * as the broker. A token the broker minted passes and the upstream sees the
+ * X-Mandate-* headers (and none a client forged); the agent killed through
+ * the admin API is refused through nginx within 100 ms of the kill's 201; a
+ * missing scope is 403 with its challenge; no token is 401 with the bare
+ * challenge passed through to the client.
+ *
+ * nginx: NGINX_BIN (default /usr/sbin/nginx), run as a non-daemon child with
+ * its own prefix, temp dirs and pid under a temp folder, logging to stderr.
+ * Without it the file is skipped with a warning, except under CI=true, where
+ * a missing nginx fails the run.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { logSink } from '../support/log-sink.js'
+import { freePort } from '../support/net.js'
+
+const root = new URL('../../', import.meta.url).pathname
+const NGINX = process.env['NGINX_BIN'] || '/usr/sbin/nginx'
+const haveNginx = existsSync(NGINX)
+if (!haveNginx) {
+  if (process.env['CI'] === 'true') throw new Error(`nginx not found at ${NGINX}: CI must run the forward-auth e2e test (.ci/run installs nginx)`)
+  console.warn(`nginx not found at ${NGINX}: test/e2e/forward-auth-nginx.test.ts skipped (set NGINX_BIN, or install nginx)`)
+}
+
+const AGENT = { authorization: `Basic ${Buffer.from('demo-agent:demo-secret').toString('base64')}` }
+const ADMIN = { authorization: 'Bearer demo-admin-key', 'content-type': 'application/json' }
+/** The bound the kill switch promises (docs/ARCHITECTURE.md "The kill switch"): every mirror within 100 ms. */
+const KILL_BOUND_MS = 100
+
+/** The nginx server block of docs/forward-auth.md, pointed at this test's broker and upstream. */
+async function serverBlockFromDoc(brokerPort: number, upstreamPort: number, nginxPort: number): Promise<string> {
+  const doc = await readFile(join(root, 'docs/forward-auth.md'), 'utf8')
+  const block = /<!-- forward-auth-nginx:[^>]*-->\s*```nginx\n([\s\S]*?)```/.exec(doc)?.[1]
+  if (block === undefined) throw new Error('docs/forward-auth.md: no nginx block after the forward-auth-nginx marker')
+  const replaced = block
+    .replace('server mandate.internal:8080;', `server 127.0.0.1:${brokerPort};`)
+    .replace('proxy_pass http://orders.internal:3000;', `proxy_pass http://127.0.0.1:${upstreamPort};`)
+    .replace('listen 80;', `listen 127.0.0.1:${nginxPort};`)
+  for (const placeholder of ['mandate.internal', 'orders.internal', 'listen 80;']) {
+    if (replaced.includes(placeholder)) throw new Error(`docs/forward-auth.md's nginx block changed: ${placeholder} left after substitution`)
+  }
+  return replaced
+}
+
+interface Seen {
+  readonly path: string
+  readonly headers: IncomingHttpHeaders
+}
+
+describe.runIf(haveNginx)('forward auth behind nginx', () => {
+  let dir: string
+  let broker: ChildProcess
+  let nginx: ChildProcess
+  let upstream: Server
+  let brokerUrl: string
+  let front: string
+  const seen: Seen[] = []
+  const nginxLines: string[] = []
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mandate-fwdauth-nginx-'))
+    const [brokerPort, upstreamPort, nginxPort] = [await freePort(), await freePort(), await freePort()]
+
+    // The resource server: no authentication at all, it answers whatever reaches it and remembers what it saw.
+    upstream = createServer((req, res) => {
+      seen.push({ path: req.url ?? '', headers: req.headers })
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('orders')
+    })
+    await new Promise<void>((resolve) => upstream.listen(upstreamPort, '127.0.0.1', resolve))
+
+    // The dev demo agents, granted the page's audience and scopes instead of the walkthrough's.
+    const policies = join(dir, 'policies')
+    await mkdir(policies)
+    for (const name of ['demo-agent.yaml', 'demo-subagent.yaml']) {
+      const text = await readFile(join(root, 'policies/dev', name), 'utf8')
+      const orders = text.replaceAll('https://demo.example', 'https://orders.example').replaceAll('demo:', 'orders:')
+      if (!orders.includes('orders:read') || !orders.includes('https://orders.example')) throw new Error(`policies/dev/${name} changed: no grant to rewrite`)
+      await writeFile(join(policies, name), orders)
+    }
+    broker = spawn(process.execPath, [join(root, 'bin/mandate.js'), 'serve', '--dev'], {
+      cwd: root,
+      env: {
+        ...process.env,
+        PORT: String(brokerPort),
+        MANDATE_DATA_DIR: join(dir, 'data'),
+        MANDATE_POLICIES_DIR: policies,
+        LOG_LEVEL: 'info',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    const sink = logSink('forward-auth broker')
+    broker.stdout!.on('data', sink)
+    broker.stderr!.on('data', sink)
+    brokerUrl = `http://127.0.0.1:${brokerPort}`
+
+    const prefix = join(dir, 'nginx')
+    for (const d of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi', 'logs']) await mkdir(join(prefix, d), { recursive: true })
+    const conf = `daemon off;
+master_process off;
+worker_processes 1;
+pid ${join(prefix, 'nginx.pid')};
+error_log stderr warn;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path ${join(prefix, 'client_body')};
+    proxy_temp_path ${join(prefix, 'proxy')};
+    fastcgi_temp_path ${join(prefix, 'fastcgi')};
+    uwsgi_temp_path ${join(prefix, 'uwsgi')};
+    scgi_temp_path ${join(prefix, 'scgi')};
+${await serverBlockFromDoc(brokerPort, upstreamPort, nginxPort)}
+}
+`
+    await writeFile(join(prefix, 'nginx.conf'), conf)
+    nginx = spawn(NGINX, ['-p', prefix, '-c', join(prefix, 'nginx.conf'), '-e', 'stderr'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const keep = (d: Buffer) => nginxLines.push(...d.toString().split('\n').filter(Boolean))
+    nginx.stdout!.on('data', keep)
+    nginx.stderr!.on('data', keep)
+    front = `http://127.0.0.1:${nginxPort}`
+
+    const up = (url: string) =>
+      fetch(url).then(
+        (r) => r.status,
+        () => 0,
+      )
+    for (const deadline = Date.now() + 60_000; ;) {
+      if (broker.exitCode !== null) throw new Error(`broker exited with ${broker.exitCode}`)
+      if (nginx.exitCode !== null) throw new Error(`nginx exited with ${nginx.exitCode}: ${nginxLines.slice(-5).join('\n')}`)
+      // nginx answers 401 for / without a token once both it and the broker are up (500 while the broker is not).
+      if ((await up(`${brokerUrl}/readyz`)) === 200 && (await up(`${front}/`)) === 401) break
+      if (Date.now() > deadline) throw new Error(`broker or nginx not ready in 60 s: ${nginxLines.slice(-5).join('\n')}`)
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  }, 90_000)
+
+  afterAll(async () => {
+    const stop = async (child: ChildProcess | undefined, signal: NodeJS.Signals) => {
+      if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
+      const exited = new Promise((resolve) => child.once('exit', resolve))
+      child.kill(signal)
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+      await exited
+      clearTimeout(timer)
+    }
+    await stop(nginx, 'SIGQUIT') // nginx's graceful shutdown
+    await stop(broker, 'SIGTERM')
+    await new Promise((resolve) => upstream?.close(resolve))
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true })
+  })
+
+  /** A token for demo-agent from the dev user issuer, for https://orders.example with `scope`. */
+  async function token(scope: string): Promise<string> {
+    const user = (await (await fetch(`${brokerUrl}/dev/users/alice/token`, { method: 'POST', body: '{"scope":"orders:read orders:write"}' })).json()) as {
+      access_token: string
+    }
+    const res = await fetch(`${brokerUrl}/oauth2/token`, {
+      method: 'POST',
+      headers: AGENT,
+      body: new URLSearchParams({
+        grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+        subject_token: user.access_token,
+        subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+        audience: 'https://orders.example',
+        scope,
+      }),
+    })
+    const body = (await res.json()) as { access_token?: string }
+    expect(res.status, JSON.stringify(body)).toBe(200)
+    return body.access_token!
+  }
+
+  it('a live token passes, and the upstream sees the decision’s headers, never the ones a client forged', async () => {
+    const t = await token('orders:read orders:write')
+    const before = seen.length
+    const res = await fetch(`${front}/orders/7?x=1`, {
+      headers: { authorization: `Bearer ${t}`, 'x-mandate-subject': 'mallory', 'x-mandate-agent': 'forged', 'x-mandate-scope': 'admin' },
+    })
+    expect(res.status).toBe(200)
+    expect(await res.text()).toBe('orders')
+    expect(seen.length).toBe(before + 1)
+    const got = seen.at(-1)!
+    expect(got.path).toBe('/orders/7?x=1')
+    expect(got.headers['x-mandate-subject']).toBe('alice')
+    expect(got.headers['x-mandate-subject-issuer']).toBe('https://users.dev.mandate.invalid')
+    expect(got.headers['x-mandate-agent']).toBe('demo-agent')
+    expect(got.headers['x-mandate-scope']).toBe('orders:read orders:write')
+    expect(got.headers['x-mandate-actor-chain']).toBe('demo-agent')
+    expect(got.headers['x-mandate-token-id']).toMatch(/^[0-9a-f-]{36}$/)
+  })
+
+  it('no token: 401 with the bare challenge passed through to the client; the upstream never sees the request', async () => {
+    const before = seen.length
+    const res = await fetch(`${front}/orders/7`, { headers: { 'x-mandate-subject': 'mallory' } })
+    expect(res.status).toBe(401)
+    expect(res.headers.get('www-authenticate')).toBe('Bearer realm="mandate"')
+    const bad = await fetch(`${front}/orders/7`, { headers: { authorization: 'Bearer not.a.token' } })
+    expect(bad.status).toBe(401)
+    expect(bad.headers.get('www-authenticate')).toMatch(/^Bearer realm="mandate", error="invalid_token", error_description="[^"]+"$/)
+    expect(seen.length).toBe(before)
+  })
+
+  it('a missing scope: 403 with the insufficient_scope challenge', async () => {
+    const t = await token('orders:write')
+    const before = seen.length
+    const res = await fetch(`${front}/orders/7`, { headers: { authorization: `Bearer ${t}` } })
+    expect(res.status).toBe(403)
+    expect(res.headers.get('www-authenticate')).toBe(
+      'Bearer realm="mandate", error="insufficient_scope", error_description="the access token lacks a scope this resource needs", scope="orders:read"',
+    )
+    expect(seen.length).toBe(before)
+  })
+
+  it(`the agent killed through the admin API is refused through nginx within ${KILL_BOUND_MS} ms of the kill's 201`, async () => {
+    const t = await token('orders:read')
+    const through = () => fetch(`${front}/orders/7`, { headers: { authorization: `Bearer ${t}` } })
+    expect((await through()).status).toBe(200)
+
+    const kill = await fetch(`${brokerUrl}/admin/revocations`, { method: 'POST', headers: ADMIN, body: JSON.stringify({ agent: 'demo-agent', reason: 'e2e' }) })
+    const killedAt = performance.now()
+    expect(kill.status).toBe(201)
+    const { id } = (await kill.json()) as { id: string }
+
+    // Polled through nginx, bounded: the first refusal's time after the 201.
+    let refusedAfter: number | undefined
+    const polls: number[] = []
+    while (performance.now() - killedAt < 5_000) {
+      const res = await through()
+      polls.push(res.status)
+      if (res.status === 401) {
+        refusedAfter = performance.now() - killedAt
+        expect(res.headers.get('www-authenticate')).toMatch(/error="invalid_token"/)
+        break
+      }
+    }
+    expect(refusedAfter, `statuses seen: ${polls.join(',')}`).toBeDefined()
+    expect(refusedAfter!).toBeLessThan(KILL_BOUND_MS)
+    expect(polls.filter((s) => s !== 200 && s !== 401)).toEqual([])
+
+    await fetch(`${brokerUrl}/admin/revocations/${id}`, { method: 'DELETE', headers: ADMIN })
+  })
+})
