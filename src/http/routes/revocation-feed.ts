@@ -26,7 +26,7 @@ import { describeRoute, resolver, type DescribeRouteOptions } from 'hono-openapi
 import { z } from 'zod'
 import { streamSSE, type SSEMessage, type SSEStreamingApi } from 'hono/streaming'
 import type { RevocationService } from '../../revocation/service.js'
-import { encodeFeedRecord, encodeHeartbeat, encodeSnapshot, FEED_EVENTS, feedEventId, feedSequence } from '../../revocation/feed-wire.js'
+import { encodeFeedRecord, encodeHeartbeat, encodeSnapshot, FEED_EVENTS, feedEventId, feedSequence } from '@mandate/verifier/feed-wire'
 import { OAuthError } from '../../core/errors.js'
 import type { AuthenticatedCaller, ClientCredentials } from '../../tokens/port.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
