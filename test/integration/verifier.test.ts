@@ -27,9 +27,10 @@
 import { deletePrefix, REDIS_URL, redisAvailable } from '../support/redis.js'
 import { randomUUID } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
 import { serve, type ServerType } from '@hono/node-server'
 import { Hono } from 'hono'
-import { decodeJwt } from 'jose'
+import { CompactSign, decodeJwt } from 'jose'
 import { Redis, type RedisOptions } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import type { Jti } from '../../src/core/claims.js'
@@ -37,6 +38,7 @@ import type { AppEnv } from '../../src/http/env.js'
 import { mountRevocationFeed } from '../../src/http/routes/revocation-feed.js'
 import { createRevocationMirror } from '@mandate/verifier/mirror'
 import { observeMirror } from '../../src/revocation/service.js'
+import { loadSigningKeys, type SigningKey } from '../../src/tokens/keys.js'
 import type { ResourceServer } from '../../src/tokens/port.js'
 import { createVerifier, VerifierError, type Verifier, type VerifierOptions } from '@mandate/verifier'
 import { mandateAuth, type MandateEnv } from '@mandate/verifier/hono'
@@ -570,5 +572,118 @@ describe('a verifier whose broker goes away or goes stale', () => {
       { credentials: undefined as unknown as VerifierOptions['credentials'] },
     ]
     for (const options of bad) expect(() => createVerifier({ ...base, ...options }), JSON.stringify(options)).toThrow(TypeError)
+  })
+})
+
+// ---------------------------------------------------------------- claims, signed with the broker's own key (no Redis needed)
+
+describe('the claims a Mandate token must carry', () => {
+  let b: TestBroker
+  let served: Served
+  let v: Verifier
+  let key: SigningKey
+  beforeAll(async () => {
+    b = await startTestBroker({ logLevel: 'silent' })
+    served = await serveOnLoopback(b.mandate.app.fetch)
+    key = (await loadSigningKeys(join(b.mandate.config.data_dir, 'signing-keys.json'), false)).current
+    v = createVerifier({
+      issuer: BROKER,
+      audience: AUDIENCE,
+      credentials: RS_API,
+      clock: anchoredClock(b),
+      fetch: via(served.url),
+      resource: 'https://api.test/tickets',
+    })
+    await v.ready()
+  })
+  afterAll(async () => {
+    await v?.close()
+    await served?.stop()
+    await b?.close()
+  })
+
+  /** A token as the broker would mint it, with `claims` merged in (undefined drops one), signed with the broker's key. */
+  function mint(claims: Record<string, unknown> = {}, header: Record<string, unknown> = {}, raw?: (json: string) => string): Promise<string> {
+    const t = b.now()
+    const payload: Record<string, unknown> = {
+      iss: BROKER,
+      sub: 'alice',
+      sub_id: { format: 'iss_sub', iss: USER_ISSUER, sub: 'alice' },
+      aud: AUDIENCE,
+      client_id: 'secret-agent',
+      act: { sub: 'secret-agent' },
+      scope: 'read',
+      iat: t,
+      nbf: t,
+      exp: t + 300,
+      jti: randomUUID(),
+      ...claims,
+    }
+    const json = JSON.stringify(payload)
+    return new CompactSign(new TextEncoder().encode(raw === undefined ? json : raw(json)))
+      .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: key.kid, ...header })
+      .sign(key.privateKey)
+  }
+
+  it('verifies what the broker would mint, `application/at+jwt` and a leftover may_act included', async () => {
+    await v.verify(await mint())
+    await v.verify(await mint({ may_act: { sub: 'secret-agent' } }, { typ: 'application/at+jwt' }))
+    await v.verify(await mint({ chain: [randomUUID()] }))
+  })
+
+  const deep = (n: number): Record<string, unknown> => (n === 0 ? { sub: 'a' } : { sub: 'a', act: deep(n - 1) })
+  it.each([
+    ['typ JWT', {}, { typ: 'JWT' }, 'wrong_type'],
+    ['no typ', {}, { typ: undefined }, 'wrong_type'],
+    ['another issuer', { iss: 'https://elsewhere.test' }, {}, 'wrong_issuer'],
+    ['another audience', { aud: OTHER_AUDIENCE }, {}, 'wrong_audience'],
+    ['an audience list (a Mandate token has one)', { aud: [AUDIENCE, OTHER_AUDIENCE] }, {}, 'bad_claims'],
+    ['no jti', { jti: undefined }, {}, 'bad_claims'],
+    ['a numeric jti', { jti: 7 }, {}, 'bad_claims'],
+    ['no sub_id', { sub_id: undefined }, {}, 'bad_claims'],
+    ['a sub_id of another user', { sub_id: { format: 'iss_sub', iss: USER_ISSUER, sub: 'mallory' } }, {}, 'bad_claims'],
+    ['no act', { act: undefined }, {}, 'bad_claims'],
+    ['an act 17 deep', { act: deep(16) }, {}, 'bad_claims'],
+    ['a chain of numbers', { chain: [1] }, {}, 'bad_claims'],
+    ['no scope', { scope: undefined }, {}, 'bad_claims'],
+    ['no client_id', { client_id: undefined }, {}, 'bad_claims'],
+    ['a string iat', { iat: 'now' }, {}, 'bad_claims'],
+    ['an iat past the skew', { iat: T0 + 10_000 }, {}, 'issued_in_future'],
+    ['an nbf past the skew', { nbf: T0 + 10_000 }, {}, 'not_yet_valid'],
+  ] as const)('refuses %s', async (_name, claims, header, reason) => {
+    await expectReason(v.verify(await mint(claims, header)), 401, 'invalid_token', reason)
+  })
+
+  it('refuses an exp of 1e400 (Infinity once parsed), which a plain comparison would let live forever', async () => {
+    const token = await mint({ exp: 1 }, {}, (json) => json.replace('"exp":1', '"exp":1e400'))
+    await expectReason(v.verify(token), 401, 'invalid_token', 'bad_claims')
+  })
+
+  it('names its RFC 9728 metadata in every challenge, and builds that document', async () => {
+    const metadataUrl = 'https://api.test/.well-known/oauth-protected-resource/tickets'
+    const bare = await v.authenticate(new Request('https://api.test/tickets/1'))
+    expect(bare).toMatchObject({ ok: false, status: 401, reason: 'missing_token' })
+    expect(!bare.ok && bare.headers['WWW-Authenticate']).toBe(`Bearer realm="${AUDIENCE}", resource_metadata="${metadataUrl}"`)
+    const err = await expectReason(v.verify(await mint({ aud: OTHER_AUDIENCE })), 401, 'invalid_token', 'wrong_audience')
+    expect(err.wwwAuthenticate).toMatch(new RegExp(`, resource_metadata="${metadataUrl.replace(/[.]/g, '\\.')}"$`))
+    expect(v.protectedResourceMetadata({ scopesSupported: ['read'] })).toStrictEqual({
+      path: '/.well-known/oauth-protected-resource/tickets',
+      url: metadataUrl,
+      document: { resource: 'https://api.test/tickets', authorization_servers: [BROKER], scopes_supported: ['read'], bearer_methods_supported: ['header'] },
+    })
+  })
+
+  it('authenticate: a token in the query or a form body is no token; two Authorization headers are malformed', async () => {
+    const token = await mint()
+    const query = await v.authenticate(new Request(`https://api.test/?access_token=${token}`))
+    expect(query).toMatchObject({ ok: false, status: 401, reason: 'missing_token' })
+    const headers = new Headers()
+    headers.append('authorization', `Bearer ${token}`)
+    headers.append('authorization', `Bearer ${token}`)
+    const twice = await v.authenticate(new Request('https://api.test/', { headers }))
+    expect(twice).toMatchObject({ ok: false, status: 400, reason: 'malformed_header' })
+    expect(!twice.ok && JSON.parse(twice.body)).toStrictEqual({ error: 'invalid_request', error_description: 'malformed Authorization header' })
+    const ok = await v.authenticate(new Request('https://api.test/', { headers: { authorization: `bearer ${token}` } }), { scopes: ['read'] })
+    expect(ok).toMatchObject({ ok: true, token: { sub: 'alice' } })
   })
 })

@@ -1,7 +1,7 @@
 /**
  * /revocations/feed: the broker's revocation list as server-sent events,
  * for resource servers that cannot reach Redis. Wire format:
- * src/revocation/feed-wire.ts.
+ * packages/verifier/src/feed-wire.ts (`@mandate/verifier/feed-wire`).
  *
  * Followed by resource servers with their own credentials (`resource_servers`
  * in the config): Basic on GET or POST, or a client assertion (RFC 7523) in a
