@@ -6,12 +6,17 @@ import { defineConfig, type TestProjectInlineConfiguration } from 'vitest/config
  * runs a stale build of a package. The packed tarballs are tested as users
  * install them by the e2e package tests.
  */
+const conditions = ['mandate-source', 'module', 'node', 'import', 'default']
+const resolveSources = { resolve: { conditions }, ssr: { resolve: { conditions, externalConditions: ['mandate-source'] } } }
+
 function project(config: NonNullable<TestProjectInlineConfiguration['test']>): TestProjectInlineConfiguration {
-  const conditions = ['mandate-source', 'module', 'node', 'import', 'default']
-  return { resolve: { conditions }, ssr: { resolve: { conditions, externalConditions: ['mandate-source'] } }, test: config }
+  return { ...resolveSources, test: config }
 }
 
 export default defineConfig({
+  // The global setup runs in Vitest's own environment (`__vitest__`), which takes no project's resolve
+  // options: it imports the broker's test support, which reads the packages, so it gets the condition too.
+  environments: { __vitest__: { resolve: { conditions, externalConditions: ['mandate-source'] } } },
   test: {
     // Opens the run-wide log sink and scans it for tokens and secrets once every file has run.
     globalSetup: ['test/global-setup.ts'],

@@ -1,6 +1,6 @@
 /** The stream consumer of the Redis revocation feed (redis.ts "The loop", last case): XREAD, and every record to the mirror. */
 import type { Redis } from 'ioredis'
-import { decodeRevocation } from './codec.js'
+import { decodeRevocation } from '@mandate/verifier/codec'
 import type { SyncContext } from './redis-sync.js'
 
 const XREAD_COUNT = 500

@@ -5,7 +5,7 @@
  * knew.
  */
 import type { Redis } from 'ioredis'
-import { decodeRevocation } from './codec.js'
+import { decodeRevocation } from '@mandate/verifier/codec'
 import type { Revocation, RevocationMirror } from './port.js'
 import { runScript, SNAPSHOT } from './redis-scripts.js'
 import { expired, nowSeconds, type WriteContext } from './redis-writer.js'

@@ -9,7 +9,7 @@ import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import { noAnswer, withTimeout, type CloseGuard } from '../core/async.js'
 import { messageOf } from '../core/errors.js'
-import { encodeRevocation } from './codec.js'
+import { encodeRevocation } from '@mandate/verifier/codec'
 import type { Revocation, RevocationLog } from './port.js'
 import { PUT, runScript, SWEEP, UNLOCK, type FeedKeys, type PutMode } from './redis-scripts.js'
 

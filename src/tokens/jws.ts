@@ -16,9 +16,8 @@ export class JwtError extends Error {
   }
 }
 
-/** Algorithms Mandate accepts anywhere: asymmetric only (RFC 8725 §3.1, §3.2). */
-export const ASYMMETRIC_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const
-export type Algorithm = (typeof ASYMMETRIC_ALGORITHMS)[number]
+// Algorithms Mandate accepts anywhere: the verifier package's list, so that resource servers accept exactly what the broker does.
+export { ASYMMETRIC_ALGORITHMS, type AsymmetricAlgorithm as Algorithm } from '@mandate/verifier/claims'
 
 export interface JwsHeader {
   readonly alg: string

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
-import type { ActClaim, MandateClaims } from '../core/claims.js'
+import { MANDATE_REQUIRED, mandateClaimsProblem } from '@mandate/verifier/claims'
+import type { MandateClaims } from '../core/claims.js'
 import { OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from '../core/errors.js'
 import { UpstreamUnavailable } from './fetch-limited.js'
 import { checkClaims, checkHeader, decodeJws, JwtError, normalizeTyp, verifySignature, type JwsHeader } from './jws.js'
@@ -24,9 +25,6 @@ export interface SubjectVerifierOptions {
 }
 
 const USER_REQUIRED = ['iss', 'sub', 'aud', 'exp', 'iat'] as const
-/** Claims every Mandate access token carries (verifiers check presence before any value). */
-export const MANDATE_REQUIRED = ['iss', 'sub', 'sub_id', 'aud', 'exp', 'iat', 'jti', 'client_id', 'act', 'scope'] as const
-const MAX_ACT_DEPTH = 16
 
 /** A verified subject and a check that the key its signature was verified with is still trusted. */
 interface Verified {
@@ -212,12 +210,6 @@ function userSubject(issuer: string, payload: Record<string, unknown>): UserSubj
   }
 }
 
-function isAct(value: unknown, depth: number): value is ActClaim {
-  if (depth > MAX_ACT_DEPTH || typeof value !== 'object' || value === null) return false
-  const { sub, act } = value as Record<string, unknown>
-  return typeof sub === 'string' && (act === undefined || isAct(act, depth + 1))
-}
-
 /**
  * Shape checks on a token this broker signed, after its signature and
  * registered claims were checked; a mismatch means a bug or a forged key, so
@@ -225,17 +217,7 @@ function isAct(value: unknown, depth: number): value is ActClaim {
  * is accepted and never read. Throws `JwtError`.
  */
 export function mandateClaims(payload: Record<string, unknown>): MandateClaims {
-  const { aud, client_id, act, scope, chain, sub_id, sub } = payload
-  if (typeof aud !== 'string' || typeof client_id !== 'string' || typeof scope !== 'string') {
-    throw new JwtError('bad_mandate_claims')
-  }
-  const id = sub_id as Record<string, unknown> | null
-  if (typeof id !== 'object' || id === null || id['format'] !== 'iss_sub' || typeof id['iss'] !== 'string' || id['sub'] !== sub) {
-    throw new JwtError('bad_sub_id')
-  }
-  if (!isAct(act, 1)) throw new JwtError('bad_act')
-  if (chain !== undefined && !(Array.isArray(chain) && chain.every((j) => typeof j === 'string'))) {
-    throw new JwtError('bad_chain')
-  }
+  const problem = mandateClaimsProblem(payload)
+  if (problem !== undefined) throw new JwtError(problem)
   return payload as unknown as MandateClaims
 }

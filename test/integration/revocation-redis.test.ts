@@ -23,8 +23,8 @@ import { pino } from 'pino'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import type { AgentId, Jti, Subject } from '../../src/core/claims.js'
 import type { Revocation, RevocationFeed, RevocationLog, RevocationMirror, RevocationTarget } from '../../src/revocation/port.js'
-import { createRevocationMirror } from '../../src/revocation/mirror.js'
-import { decodeRevocation, encodeRevocation } from '../../src/revocation/codec.js'
+import { createRevocationMirror } from '@mandate/verifier/mirror'
+import { decodeRevocation, encodeRevocation } from '@mandate/verifier/codec'
 import { createRedisRevocationFeed } from '../../src/revocation/redis.js'
 
 const STALE_AFTER_MS = 1000

@@ -1,2 +1,18 @@
-/** @mandate/verifier: verify Mandate access tokens at a resource server. */
-export const PACKAGE_NAME = '@mandate/verifier'
+/**
+ * @mandate/verifier: verify Mandate access tokens at a resource server,
+ * locally, against the broker's keys and a live mirror of its revocation
+ * list. See the README for the example and every option.
+ */
+export { createVerifier } from './verifier.js'
+export type { AuthenticateResult, RequiredScopes, VerifiedToken, Verifier, VerifierOptions } from './verifier.js'
+export type { Credentials } from './credentials.js'
+export { VerifierError } from './errors.js'
+export type { VerifierErrorCode, VerifierReason } from './errors.js'
+export { metadataUrl } from './discovery.js'
+export { FEED_METADATA_MEMBER } from './feed-wire.js'
+export type { BrokerMetadata } from './discovery.js'
+export { protectedResourceMetadata, protectedResourceMetadataUrl } from './resource-metadata.js'
+export type { ProtectedResourceMetadata } from './resource-metadata.js'
+export type { VerifierLogger } from './feed.js'
+export { actorsOf, ASYMMETRIC_ALGORITHMS } from './claims.js'
+export type { ActClaim, AgentId, AsymmetricAlgorithm, Jti, MandateClaims, MayActClaim, Subject, SubjectIdentifier } from './claims.js'

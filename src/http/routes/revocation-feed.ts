@@ -1,7 +1,7 @@
 /**
  * /revocations/feed: the broker's revocation list as server-sent events,
  * for resource servers that cannot reach Redis. Wire format:
- * src/revocation/feed-wire.ts.
+ * packages/verifier/src/feed-wire.ts (`@mandate/verifier/feed-wire`).
  *
  * Followed by resource servers with their own credentials (`resource_servers`
  * in the config): Basic on GET or POST, or a client assertion (RFC 7523) in a
@@ -26,7 +26,7 @@ import { describeRoute, resolver, type DescribeRouteOptions } from 'hono-openapi
 import { z } from 'zod'
 import { streamSSE, type SSEMessage, type SSEStreamingApi } from 'hono/streaming'
 import type { RevocationService } from '../../revocation/service.js'
-import { encodeFeedRecord, encodeHeartbeat, encodeSnapshot, FEED_EVENTS, feedEventId, feedSequence } from '../../revocation/feed-wire.js'
+import { encodeFeedRecord, encodeHeartbeat, encodeSnapshot, FEED_EVENTS, feedEventId, feedSequence } from '@mandate/verifier/feed-wire'
 import { OAuthError } from '../../core/errors.js'
 import type { AuthenticatedCaller, ClientCredentials } from '../../tokens/port.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'

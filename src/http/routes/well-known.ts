@@ -1,3 +1,4 @@
+import { FEED_METADATA_MEMBER } from '@mandate/verifier/feed-wire'
 import type { Context } from 'hono'
 import { GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../../core/claims.js'
 import { ASYMMETRIC_ALGORITHMS } from '../../tokens/jws.js'
@@ -32,6 +33,10 @@ export function metadataRoute(issuer: string, keys: SigningKeys) {
     actor_token_types_supported: [TOKEN_TYPE.jwt, TOKEN_TYPE.accessToken],
     issued_token_types_supported: [TOKEN_TYPE.accessToken],
     access_token_signing_alg_values_supported: [keys.current.alg],
+    // Where resource servers follow the revocation list (@mandate/verifier discovers it here). No
+    // registered member names such a feed; RFC 8414 §2 allows additional ones, and the `mandate_`
+    // prefix keeps this one from ever colliding with a registered name.
+    [FEED_METADATA_MEMBER]: `${issuer}/revocations/feed`,
   }
   return function oauthAuthorizationServer(c: Context): Response {
     return c.json(metadata, 200, { 'Cache-Control': 'public, max-age=300' })

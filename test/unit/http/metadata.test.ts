@@ -123,8 +123,17 @@ describe('RFC 8414 metadata against what the broker does', () => {
 
   it('lists the introspection and revocation endpoints beside the token endpoint and the JWKS', () => {
     const listed = Object.keys(metadata).filter((k) => k.endsWith('_endpoint') || k.endsWith('_uri'))
-    expect(listed.sort()).toEqual(Object.keys(ENDPOINTS).sort())
+    expect(listed.sort()).toEqual([...Object.keys(ENDPOINTS), 'mandate_revocation_feed_endpoint'].sort())
     expect(metadata['grant_types_supported']).toEqual(['urn:ietf:params:oauth:grant-type:token-exchange'])
+  })
+
+  it('names the revocation feed resource servers follow (a member of its own: GET or POST, credentials required)', async () => {
+    expect(metadata['mandate_revocation_feed_endpoint']).toBe(`${BROKER}/revocations/feed`)
+    const path = pathOf('mandate_revocation_feed_endpoint')
+    expect((await b.mandate.app.request(path)).status).toBe(401)
+    const form = { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: '' }
+    expect((await b.mandate.app.request(path, form)).status).toBe(401)
+    expect((await b.mandate.app.request(path, { method: 'PUT' })).status).toBe(405)
   })
 
   it.each(Object.entries(ENDPOINTS))('%s exists and answers %s, and only that', async (member, method) => {

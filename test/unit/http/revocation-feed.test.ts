@@ -14,12 +14,12 @@ import type { AgentId, Jti } from '../../../src/core/claims.js'
 import type { AppEnv } from '../../../src/http/env.js'
 import { AdminError, renderError } from '../../../src/http/oauth-errors.js'
 import { mountRevocationFeed, type RevocationFeedDeps } from '../../../src/http/routes/revocation-feed.js'
-import { decodeHeartbeat, decodeSnapshot } from '../../../src/revocation/feed-wire.js'
-import { createRevocationMirror } from '../../../src/revocation/mirror.js'
+import { decodeHeartbeat, decodeSnapshot } from '@mandate/verifier/feed-wire'
+import { createRevocationMirror } from '@mandate/verifier/mirror'
 import type { Revocation } from '../../../src/revocation/port.js'
-import { decodeRevocation } from '../../../src/revocation/codec.js'
+import { decodeRevocation } from '@mandate/verifier/codec'
 import { observeMirror } from '../../../src/revocation/service.js'
-import { SseParser, type SseEvent } from '../../../src/verifier/sse.js'
+import { SseParser, type SseEvent } from '../../../packages/verifier/src/sse.js'
 import {
   ADMIN_KEYS,
   basic,

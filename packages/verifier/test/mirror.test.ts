@@ -6,10 +6,10 @@
  */
 import { randomUUID } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
-import type { AgentId, Jti, Subject } from '../../../src/core/claims.js'
-import { createRevocationMirror } from '../../../src/revocation/mirror.js'
-import type { Revocation, RevocationQuery, RevocationTarget, TokenFacts } from '../../../src/revocation/port.js'
-import { decodeRevocation, encodeRevocation } from '../../../src/revocation/codec.js'
+import type { AgentId, Jti, Subject } from '../src/claims.js'
+import { createRevocationMirror } from '../src/mirror.js'
+import type { Revocation, RevocationQuery, RevocationTarget, TokenFacts } from '../src/revocation.js'
+import { decodeRevocation, encodeRevocation } from '../src/codec.js'
 
 const T0 = 1_800_000_000
 const IDP_A = 'https://idp-a.example'

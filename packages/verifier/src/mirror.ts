@@ -1,5 +1,5 @@
-import type { AgentId, Jti, Subject } from '../core/claims.js'
-import type { Revocation, RevocationMirror, RevocationQuery, RevocationVerdict, TokenFacts, UserIssuer } from './port.js'
+import type { AgentId, Jti, Subject } from './claims.js'
+import type { Revocation, RevocationMirror, RevocationQuery, RevocationVerdict, TokenFacts, UserIssuer } from './revocation.js'
 
 /** Aggregate of every kill record on one target: the latest kill instant, and how many are in force. */
 interface Kill {

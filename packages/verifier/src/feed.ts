@@ -1,16 +1,21 @@
 /**
- * Where a verifier's revocation mirror comes from: the broker's Redis (a
- * read-only follower) or the broker's `/revocations/feed` (server-sent
- * events). Either way the mirror is checked in memory on every request, and
- * a source that cannot vouch for it makes the verifier refuse (503).
+ * The client of the broker's revocation feed (`/revocations/feed`,
+ * server-sent events, wire format in feed-wire.ts): it keeps a
+ * {@link RevocationMirror} in step, and says whether it can vouch for it.
+ * The mirror is checked in memory on every request; a feed that cannot vouch
+ * for it makes the verifier refuse (503).
  */
-import { pino, type Logger } from 'pino'
-import { settleWithin } from '../core/async.js'
-import { CLIENT_ASSERTION_TYPE_JWT } from '../core/claims.js'
-import { messageOf } from '../core/errors.js'
-import { decodeFeedRecord, decodeHeartbeat, decodeSnapshot, FEED_EVENTS } from '../revocation/feed-wire.js'
-import type { RevocationFeed, RevocationMirror } from '../revocation/port.js'
+import { decodeFeedRecord, decodeHeartbeat, decodeSnapshot, FEED_EVENTS } from './feed-wire.js'
+import type { RevocationMirror } from './revocation.js'
 import { SseParser, type SseEvent } from './sse.js'
+
+/** Where a verifier's warnings go: pino's `logger.warn(fields, message)` fits, as does a console wrapper. */
+export interface VerifierLogger {
+  warn(fields: Record<string, unknown>, message: string): void
+  info(fields: Record<string, unknown>, message: string): void
+}
+
+const SILENT: VerifierLogger = { warn: () => undefined, info: () => undefined }
 
 export interface RevocationSource {
   /** True while the mirror is known to be in step with the broker. */
@@ -22,111 +27,34 @@ export interface RevocationSource {
   close(): Promise<void>
 }
 
-const silent = () => pino({ enabled: false })
+/** One connection's request: method, headers and body, made afresh for each connection (a client assertion's `jti` is spent once). */
+export interface FeedRequest {
+  readonly method: 'GET' | 'POST'
+  readonly headers: Readonly<Record<string, string>>
+  readonly body?: string
+}
 
-/**
- * Follows the broker's Redis read-only (src/revocation/redis.ts "Read-only
- * followers"): it never writes a key, and a Redis the brokers have not
- * (re)seeded yet leaves it stale.
- */
-export function followRedis(options: {
-  readonly url: string
-  readonly prefix: string
-  readonly mirror: RevocationMirror
-  readonly staleAfterMs: number
-  /** Epoch milliseconds. */
-  readonly now: () => number
-  readonly logger?: Logger
-}): RevocationSource {
-  let feed: RevocationFeed | undefined
-  let failure: string | undefined
-  let closed = false
-  let disconnect = () => {}
-  // ioredis and the Redis feed are loaded only here: a verifier that follows the broker's feed never loads a Redis client.
-  const started = Promise.all([import('ioredis'), import('../revocation/redis.js')])
-    .then(([{ Redis }, { createRedisRevocationFeed }]) => {
-      // A template only: the feed duplicates it; it never connects itself.
-      const template = new Redis(options.url, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 1 })
-      template.on('error', () => undefined)
-      disconnect = () => template.disconnect()
-      return createRedisRevocationFeed({
-        readOnly: true,
-        waitForFirstSync: false,
-        redis: template,
-        prefix: options.prefix,
-        mirror: options.mirror,
-        now: options.now,
-        staleAfterMs: options.staleAfterMs,
-        blockMs: Math.max(1, Math.min(250, Math.floor(options.staleAfterMs / 4))),
-        logger: options.logger ?? silent(),
-      })
-    })
-    .then(
-      (f) => {
-        feed = f
-        return f
-      },
-      (err: unknown) => {
-        failure = messageOf(err)
-        return undefined
-      },
-    )
-  const synced = started.then(
-    (f) =>
-      new Promise<void>((resolve) => {
-        const poll = () => {
-          if (closed || f === undefined) return
-          if (f.fresh()) resolve()
-          else setTimeout(poll, 10).unref()
-        }
-        poll()
-      }),
-  )
-  return {
-    fresh: () => !closed && feed !== undefined && feed.fresh(),
-    status: () => failure ?? (feed === undefined ? 'redis follower starting' : `no answer from redis (or no revocation list there) for ${feed.lag()} ms`),
-    synced,
-    async close() {
-      closed = true
-      await (await started)?.close()
-      disconnect()
-    },
+export function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}
+
+/** Resolves once `promise` settles (either way) or after `ms`: a bounded wait during a shutdown. */
+async function settleWithin(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const elapsed = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms)
+  })
+  try {
+    await Promise.race([promise.then(noop, noop), elapsed])
+  } finally {
+    clearTimeout(timer)
   }
 }
+const noop = () => undefined
 
 /**
- * How the feed client proves who it is, on every connection: a resource
- * server's own credentials (Basic on a GET, or a fresh client assertion in a
- * POST's form body, RFC 7521 §4.2), or an admin key holding `read`.
- */
-export type FeedCredentials =
-  | { readonly method: 'client_secret_basic'; readonly id: string; readonly secret: string }
-  | { readonly method: 'private_key_jwt'; readonly assertion: () => Promise<string> }
-  | { readonly method: 'admin_key'; readonly key: string }
-
-/** RFC 6749 §2.3.1: the id and the secret are form-urlencoded, then Basic-encoded. */
-function basicAuthorization(id: string, secret: string): string {
-  const encode = (v: string) => new URLSearchParams({ v }).toString().slice(2)
-  return `Basic ${Buffer.from(`${encode(id)}:${encode(secret)}`).toString('base64')}`
-}
-
-/** The request that opens one connection: a new assertion each time, since the broker spends its `jti`. */
-async function feedRequest(credentials: FeedCredentials): Promise<{ method: 'GET' | 'POST'; headers: Record<string, string>; body?: string }> {
-  switch (credentials.method) {
-    case 'client_secret_basic':
-      return { method: 'GET', headers: { authorization: basicAuthorization(credentials.id, credentials.secret) } }
-    case 'admin_key':
-      return { method: 'GET', headers: { authorization: `Bearer ${credentials.key}` } }
-    case 'private_key_jwt': {
-      const body = new URLSearchParams({ client_assertion_type: CLIENT_ASSERTION_TYPE_JWT, client_assertion: await credentials.assertion() })
-      return { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: body.toString() }
-    }
-  }
-}
-
-/**
- * Follows the broker's `/revocations/feed` (wire format:
- * src/revocation/feed-wire.ts) with `credentials`. Reconnects
+ * Follows the broker's revocation feed (wire format: feed-wire.ts), each
+ * connection opened with a fresh `request()`. Reconnects
  * by itself (100 ms, doubling to 1 s) with `Last-Event-ID`, so the broker
  * replays what was missed or sends a fresh snapshot. Fresh while a snapshot
  * was received, the last event (heartbeats every 250 ms) is at most
@@ -136,14 +64,16 @@ async function feedRequest(credentials: FeedCredentials): Promise<{ method: 'GET
  */
 export function followFeed(options: {
   readonly url: string
-  readonly credentials: FeedCredentials
+  readonly request: () => Promise<FeedRequest>
   readonly mirror: RevocationMirror
   readonly staleAfterMs: number
-  readonly logger?: Logger
+  readonly fetch?: typeof fetch
+  readonly logger?: VerifierLogger
 }): RevocationSource {
   // Long, not split: the connection, the SSE parser, the watchdog and the backoff share one reconnecting state.
   const { mirror, staleAfterMs } = options
-  const logger = options.logger ?? silent()
+  const logger = options.logger ?? SILENT
+  const fetchImpl = options.fetch ?? fetch
   const clock = () => performance.now()
   let closed = false
   let controller: AbortController | undefined
@@ -207,10 +137,10 @@ export function followFeed(options: {
     controller = ac
     lastByte = clock()
     try {
-      const request = await feedRequest(options.credentials)
+      const request = await options.request()
       const headers: Record<string, string> = { ...request.headers, accept: 'text/event-stream', 'cache-control': 'no-cache' }
       if (lastEventId !== undefined) headers['last-event-id'] = lastEventId
-      const response = await fetch(options.url, { ...request, headers, signal: ac.signal, redirect: 'error' })
+      const response = await fetchImpl(options.url, { ...request, headers, signal: ac.signal, redirect: 'error' })
       if (response.status !== 200 || response.body === null) {
         await response.body?.cancel().catch(() => undefined)
         throw new Error(`feed answered ${response.status}`)
@@ -231,7 +161,7 @@ export function followFeed(options: {
         parser.push(decoder.decode(value, { stream: true }))
         if (troubled) {
           troubled = false
-          logger.info('revocation feed connected again')
+          logger.info({}, 'revocation feed connected again')
         }
       }
       throw new Error('feed ended by the broker')
@@ -284,7 +214,8 @@ export function followFeed(options: {
     },
     Math.max(10, Math.floor(staleAfterMs / 4)),
   )
-  watchdog.unref()
+  // Never holds a process open (Node; other runtimes' timers have no unref).
+  ;(watchdog as { unref?: () => void }).unref?.()
   const loop = run()
 
   return {

@@ -5,7 +5,7 @@
  */
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { SseParser, type SseEvent } from '../../../src/verifier/sse.js'
+import { SseParser, type SseEvent } from '../src/sse.js'
 
 function parse(chunks: readonly string[], maxLineBytes?: number): SseEvent[] {
   const out: SseEvent[] = []

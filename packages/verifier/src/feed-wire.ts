@@ -1,6 +1,8 @@
 /**
  * Wire format of the broker's revocation feed (`GET /revocations/feed`,
  * server-sent events), shared by the broker route and the verifier's client.
+ * Read by hand, strictly: an event that is not exactly what this says is
+ * unreadable, and the client treats its revocation state as unknown.
  *
  * Events, in order:
  * - `snapshot` (with `id`): `{"fresh": bool, "lag_ms": n, "records": [...]}`,
@@ -18,9 +20,15 @@
  * and the instance part keeps a reconnecting client's `Last-Event-ID` from
  * being read against another process's sequence.
  */
-import { z } from 'zod'
-import type { Revocation } from './port.js'
-import { decodeRevocation, encodeRevocation } from './codec.js'
+import { decodeRevocation, encodeRevocation, isRecord, readRevocation } from './codec.js'
+import type { Revocation } from './revocation.js'
+
+/**
+ * The broker's RFC 8414 metadata member naming the feed's URL. Not a
+ * registered name: RFC 8414 §2 allows additional members, and the `mandate_`
+ * prefix keeps this one from ever meaning something else.
+ */
+export const FEED_METADATA_MEMBER = 'mandate_revocation_feed_endpoint'
 
 export const FEED_EVENTS = { snapshot: 'snapshot', revocation: 'revocation', heartbeat: 'heartbeat' } as const
 
@@ -44,26 +52,32 @@ export function encodeHeartbeat(freshness: FeedFreshness): string {
 
 export { encodeRevocation as encodeFeedRecord }
 
-const Freshness = z.object({ fresh: z.boolean(), lag_ms: z.number().nonnegative() })
-const Snapshot = Freshness.extend({ records: z.array(z.unknown()) })
+/** `{"fresh": bool, "lag_ms": n}` with n a finite number ≥ 0; undefined otherwise. */
+function readFreshness(json: unknown): FeedFreshness | undefined {
+  if (!isRecord(json)) return undefined
+  const { fresh, lag_ms: lagMs } = json
+  if (typeof fresh !== 'boolean' || typeof lagMs !== 'number' || !Number.isFinite(lagMs) || lagMs < 0) return undefined
+  return { fresh, lagMs }
+}
 
 /** Undefined when `data` is no snapshot; `unreadable` counts records this version could not read. */
 export function decodeSnapshot(data: string): (FeedSnapshot & { readonly unreadable: number }) | undefined {
-  const parsed = Snapshot.safeParse(parseJson(data))
-  if (!parsed.success) return undefined
+  const json = parseJson(data)
+  const freshness = readFreshness(json)
+  const list = isRecord(json) ? json['records'] : undefined
+  if (freshness === undefined || !Array.isArray(list)) return undefined
   const records: Revocation[] = []
   let unreadable = 0
-  for (const r of parsed.data.records) {
-    const record = decodeRevocation(JSON.stringify(r))
+  for (const r of list as unknown[]) {
+    const record = readRevocation(r)
     if (record === undefined) unreadable++
     else records.push(record)
   }
-  return { fresh: parsed.data.fresh, lagMs: parsed.data.lag_ms, records, unreadable }
+  return { ...freshness, records, unreadable }
 }
 
 export function decodeHeartbeat(data: string): FeedFreshness | undefined {
-  const parsed = Freshness.safeParse(parseJson(data))
-  return parsed.success ? { fresh: parsed.data.fresh, lagMs: parsed.data.lag_ms } : undefined
+  return readFreshness(parseJson(data))
 }
 
 export { decodeRevocation as decodeFeedRecord }
