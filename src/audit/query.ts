@@ -197,3 +197,11 @@ export async function delegationTree(db: Db, jti: string): Promise<DelegationTre
     .limit(TREE_LIMIT)
   return { jti, root, tokens: nodes.size, revocations: revocations.map(entry) }
 }
+
+/** The `kid` the newest `key.rotated` record names (any chain), or undefined when there is none. */
+export async function lastKeyRotation(db: Db): Promise<string | undefined> {
+  const [row] = await db.select({ record: auditLog.record }).from(auditLog).where(eq(auditLog.event, 'key.rotated')).orderBy(desc(auditLog.id)).limit(1)
+  if (row === undefined) return undefined
+  const kid = (JSON.parse(row.record) as { kid?: unknown }).kid
+  return typeof kid === 'string' ? kid : undefined
+}
