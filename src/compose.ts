@@ -91,8 +91,8 @@ export interface ComposeOptions {
   readonly loadSignals?: { readonly eventLoopLag?: () => number; readonly auditPending?: () => number }
 }
 
-// Reads top to bottom in the order things open (and, reversed, close): split further, that order would scatter.
 export async function composeMandate(config: Config, options: ComposeOptions): Promise<Mandate> {
+  // Long, not split: it reads top to bottom in the order things open (and, reversed, close); split further, that order would scatter.
   const clock = options.clock ?? Date.now
   // Nothing is accepted before this: where an embedded broker's replay memory begins.
   const startedAt = clock()

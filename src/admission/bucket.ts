@@ -26,8 +26,3 @@ export function msUntilToken(tokens: number, limit: RateLimit): number {
 export function msToFill(limit: RateLimit): number {
   return Math.ceil((limit.burst * 1000) / limit.perSecond)
 }
-
-/** Seconds to wait, rounded up and at least 1: what `Retry-After` carries (RFC 9110 §10.2.3). */
-export function retryAfterSeconds(ms: number): number {
-  return Math.max(1, Math.ceil(ms / 1000))
-}

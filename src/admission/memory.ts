@@ -1,4 +1,5 @@
-import { msToFill, msUntilToken, retryAfterSeconds, tokensAt, type BucketState } from './bucket.js'
+import { retryAfterSeconds } from '../core/errors.js'
+import { msToFill, msUntilToken, tokensAt, type BucketState } from './bucket.js'
 import type { Admission, AdmissionRequest, AdmissionStore, BucketCharge } from './port.js'
 
 /** How often, by the injected clock, spent `jti`s and refilled buckets are dropped. */

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { withTimeout } from '../core/async.js'
-import { msToFill, retryAfterSeconds } from './bucket.js'
+import { retryAfterSeconds } from '../core/errors.js'
+import { msToFill } from './bucket.js'
 import type { Admission, AdmissionRequest, AdmissionStore, BucketCharge } from './port.js'
 
 export interface RedisAdmissionStoreOptions {

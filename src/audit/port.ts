@@ -1,5 +1,6 @@
 import type { AgentId, Jti, Subject } from '../core/claims.js'
 import type { Revocation } from '../revocation/port.js'
+import { AUDIT_EVENTS as STORED_EVENTS } from '../storage/schema.js'
 
 /** Context every event may carry: where the request came from and its trace. */
 interface RequestContext {
@@ -92,6 +93,23 @@ export type AuditEvent =
     })
 
 export type AuditEventType = AuditEvent['type']
+
+/**
+ * Every event type the log records. The table declares the list (storage/schema.ts, which
+ * drizzle-kit loads on its own); `satisfies` holds it to `AuditEventType`.
+ */
+export const AUDIT_EVENTS = STORED_EVENTS satisfies readonly AuditEventType[]
+
+/** An event type the log records, or a family of them such as `token.*` or `admin.*`. */
+export function isEventFilter(e: string): boolean {
+  return (AUDIT_EVENTS as readonly string[]).includes(e) || (e.endsWith('.*') && AUDIT_EVENTS.some((t) => t.startsWith(e.slice(0, -1))))
+}
+
+/** Most records one page of a query of the log holds (`GET /admin/audit`, `mandate audit query`). */
+export const MAX_PAGE = 500
+
+/** Latest instant a query of the log may name: PostgreSQL's ISO output round-trips up to 9999-12-31T23:59:59Z. */
+export const MAX_INSTANT = 253_402_300_799
 
 export interface AuditReceipt {
   /** Position of the record in its writer's chain. */

@@ -5,7 +5,8 @@
  */
 import { and, arrayContains, asc, desc, eq, gte, inArray, isNull, like, lt, lte, or, type SQL } from 'drizzle-orm'
 import type { Db } from '../storage/database.js'
-import { AUDIT_EVENTS, auditLog, type AuditRow } from '../storage/schema.js'
+import { auditLog, type AuditRow } from '../storage/schema.js'
+import { MAX_PAGE } from './port.js'
 
 export interface AuditFilter {
   /** Records where this agent acted or appears in the actor chain. */
@@ -48,13 +49,6 @@ export interface AuditPage {
   readonly records: readonly AuditEntry[]
   /** Pass as `before` for the next page; undefined on the last one. */
   readonly next: number | undefined
-}
-
-export const MAX_PAGE = 500
-
-/** An event type the log records, or a family of them such as `token.*` or `admin.*`. */
-export function isEventFilter(e: string): boolean {
-  return (AUDIT_EVENTS as readonly string[]).includes(e) || (e.endsWith('.*') && AUDIT_EVENTS.some((t) => t.startsWith(e.slice(0, -1))))
 }
 
 export function entry(row: AuditRow): AuditEntry {
@@ -202,4 +196,12 @@ export async function delegationTree(db: Db, jti: string): Promise<DelegationTre
     .orderBy(asc(auditLog.id))
     .limit(TREE_LIMIT)
   return { jti, root, tokens: nodes.size, revocations: revocations.map(entry) }
+}
+
+/** The `kid` the newest `key.rotated` record names (any chain), or undefined when there is none. */
+export async function lastKeyRotation(db: Db): Promise<string | undefined> {
+  const [row] = await db.select({ record: auditLog.record }).from(auditLog).where(eq(auditLog.event, 'key.rotated')).orderBy(desc(auditLog.id)).limit(1)
+  if (row === undefined) return undefined
+  const kid = (JSON.parse(row.record) as { kid?: unknown }).kid
+  return typeof kid === 'string' ? kid : undefined
 }

@@ -1,5 +1,6 @@
 import { generateClientSecret, hashClientSecret } from '../tokens/client-auth.js'
-import { formatIssue, loadPolicies } from '../policy/load.js'
+import { loadPolicies } from '../policy/load.js'
+import { formatIssue } from '../policy/port.js'
 
 /** `mandate policy check [dir]` */
 export async function policyCheck(dir: string): Promise<void> {

@@ -12,6 +12,10 @@ export {
 } from '@mandate/verifier/claims'
 import type { ActClaim, AgentId } from '@mandate/verifier/claims'
 
+/** Agent ids: short slugs, so an agent can never pass for an issuer URL or a user (policies and the admin API check it). */
+export const AGENT_ID = /^[a-z0-9][a-z0-9._-]{0,62}$/
+export const AGENT_ID_RULE = 'must be 1-63 of a-z 0-9 . _ - starting with a letter or digit'
+
 /** RFC 8693 §3 token type identifiers Mandate speaks. */
 export const TOKEN_TYPE = {
   accessToken: 'urn:ietf:params:oauth:token-type:access_token',

@@ -40,6 +40,11 @@ export class OAuthError extends Error {
   }
 }
 
+/** Seconds to wait, rounded up and at least 1: what `Retry-After` carries (RFC 9110 §10.2.3). */
+export function retryAfterSeconds(ms: number): number {
+  return Math.max(1, Math.ceil(ms / 1000))
+}
+
 /** HTTP status and the `error` sent for each code: one exhaustive switch, no default. */
 export function answerOf(code: OAuthErrorCode): { readonly status: 400 | 401 | 429 | 500 | 503; readonly error: OAuthErrorCode } {
   switch (code) {

@@ -27,7 +27,7 @@ import {
 } from 'hono-openapi'
 import { z } from 'zod'
 import { CLIENT_ASSERTION_TYPE_JWT, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../core/claims.js'
-import { AUDIT_EVENTS } from '../storage/schema.js'
+import { AUDIT_EVENTS } from '../audit/port.js'
 import { ASYMMETRIC_ALGORITHMS } from '../tokens/jws.js'
 import type { AppEnv } from './app.js'
 import { ExpiresIn, ResourceUri, Scope } from './routes/token.js'

@@ -3,24 +3,10 @@ import { readdir, readFile, stat } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml'
 import type { AgentId } from '../core/claims.js'
-import type { AgentAuthentication, AgentPolicy, AgentPublicKey, AudienceGrant, PolicyStore, RateLimit } from './port.js'
+import type { AgentAuthentication, AgentPolicy, AgentPublicKey, AudienceGrant, PolicyIssue, PolicyStore, RateLimit } from './port.js'
 import { importPublicJwk, KeyRefused } from '../tokens/jwk.js'
 import { keyFitsAlgorithm } from '../tokens/jws.js'
 import { parseRate, Policy, type PolicyAuthentication } from './schema.js'
-
-/** One problem in one policy file, located as precisely as the YAML allows. */
-export interface PolicyIssue {
-  readonly file: string
-  readonly line: number
-  readonly column: number
-  /** Dotted path of the field, or '' for the whole file. */
-  readonly field: string
-  readonly message: string
-}
-
-export function formatIssue(i: PolicyIssue): string {
-  return `${i.file}:${i.line}:${i.column}: ${i.field === '' ? '' : `${i.field}: `}${i.message}`
-}
 
 export type LoadResult = { readonly ok: true; readonly policies: readonly AgentPolicy[] } | { readonly ok: false; readonly issues: readonly PolicyIssue[] }
 

@@ -90,3 +90,18 @@ export interface PolicyStore {
   byWorkload(issuer: string, subject: string): AgentPolicy | undefined
   readonly size: number
 }
+
+/** One problem in one policy file, located as precisely as the YAML allows. */
+export interface PolicyIssue {
+  readonly file: string
+  readonly line: number
+  readonly column: number
+  /** Dotted path of the field, or '' for the whole file. */
+  readonly field: string
+  readonly message: string
+}
+
+/** `file:line:column: field: message`, as compilers print theirs (`/readyz`, `mandate policy check`, the reload log). */
+export function formatIssue(i: PolicyIssue): string {
+  return `${i.file}:${i.line}:${i.column}: ${i.field === '' ? '' : `${i.field}: `}${i.message}`
+}

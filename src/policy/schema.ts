@@ -1,8 +1,8 @@
 import { z } from 'zod'
+import { AGENT_ID, AGENT_ID_RULE } from '../core/claims.js'
 import { ASYMMETRIC_ALGORITHMS } from '../tokens/jws.js'
 
-/** Agent ids: short slugs, so an agent can never pass for an issuer URL or a user. */
-export const AgentIdString = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'must be 1-63 of a-z 0-9 . _ - starting with a letter or digit')
+const AgentIdString = z.string().regex(AGENT_ID, AGENT_ID_RULE)
 
 const ScopeToken = z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'must be an RFC 6749 scope token')
 

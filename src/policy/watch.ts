@@ -1,7 +1,7 @@
 import { unwatchFile, watch, watchFile, type FSWatcher, type Stats } from 'node:fs'
-import type { AgentPolicy, PolicyStore } from './port.js'
+import { formatIssue, type AgentPolicy, type PolicyIssue, type PolicyStore } from './port.js'
 import type { Logger } from '../telemetry/log.js'
-import { createPolicyStore, formatIssue, loadPolicies, type PolicyIssue } from './load.js'
+import { createPolicyStore, loadPolicies } from './load.js'
 
 export interface ReloadablePolicyStore extends PolicyStore {
   /** Re-reads the directory; swaps the set in only when every file is good. */

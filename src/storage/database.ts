@@ -141,12 +141,9 @@ async function openPostgres(url: string): Promise<Database> {
     await client.end({ timeout: 0 }).catch(() => {})
     throw error
   }
-  // postgres.js fetches the server's array types as the first query of every new connection and
-  // drops that query's promise: a connection lost right then (a database restarting, a network flap)
-  // is an unhandled rejection, which ends the process (porsager/postgres#1192). The first connection
-  // has fetched them (the ping ran after), and the codecs it installed are shared by the whole pool:
-  // later connections need not fetch them again. Each reads the flag when it connects.
-  client.options.fetch_types = false
+  // postgres.js 4 knows the built-in array types and fetches types only for a query that names a
+  // user-defined one (none here), with its failure handled: v3 fetched them on every new connection
+  // and dropped that promise, so a connection lost right then was an unhandled rejection.
   return {
     db,
     engine: 'postgres',

@@ -21,7 +21,7 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http'
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus'
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
-import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources'
+import { defaultResource, resourceFromAttributes, type Resource } from '@opentelemetry/resources'
 import { MeterProvider, PeriodicExportingMetricReader, type MetricReader } from '@opentelemetry/sdk-metrics'
 import {
   AlwaysOnSampler,
@@ -107,36 +107,8 @@ export async function startTelemetry(config: Config['telemetry'], options: Telem
   const resource = defaultResource().merge(resourceFromAttributes({ [ATTR_SERVICE_NAME]: config.service_name, 'service.instance.id': options.instance }))
   const release = retainProcessWide(options.logger)
 
-  let tracerProvider: TracerProvider | undefined
-  let tracing: Tracing | undefined
-  if (spanExporter !== undefined) {
-    // Sampler, limits and batching are all set here: the OTEL_* variables the SDK reads for them change nothing
-    // (config/load.ts is where Mandate reads its environment).
-    const processor: SpanProcessor =
-      injected?.spanExporter !== undefined
-        ? new SimpleSpanProcessor({ exporter: spanExporter })
-        : new BatchSpanProcessor({
-            exporter: spanExporter,
-            maxQueueSize: 8192,
-            maxExportBatchSize: 512,
-            scheduledDelayMillis: 5000,
-            exportTimeoutMillis: EXPORT_TIMEOUT_MS,
-          })
-    tracerProvider = new TracerProvider({
-      resource,
-      sampler: new ParentBasedSampler({ root: config.sample_ratio >= 1 ? new AlwaysOnSampler() : new TraceIdRatioBasedSampler(config.sample_ratio) }),
-      spanLimits: {
-        attributeValueLengthLimit: 512,
-        attributeCountLimit: 64,
-        eventCountLimit: 32,
-        linkCountLimit: 8,
-        attributePerEventCountLimit: 16,
-        attributePerLinkCountLimit: 16,
-      },
-      spanProcessors: [processor],
-    })
-    tracing = createTracing(tracerProvider.getTracer('mandate'))
-  }
+  const tracerProvider = spanExporter === undefined ? undefined : createTracerProvider(config, resource, spanExporter, injected?.spanExporter !== undefined)
+  const tracing = tracerProvider === undefined ? undefined : createTracing(tracerProvider.getTracer('mandate'))
 
   let meterProvider: MeterProvider | undefined
   let metrics: MandateMetrics | undefined
@@ -146,21 +118,7 @@ export async function startTelemetry(config: Config['telemetry'], options: Telem
   }
 
   if (endpoint !== undefined && (injected?.spanExporter === undefined || injected.metricReader === undefined)) {
-    const shown = new URL(endpoint)
-    // A URL may carry credentials; the log gets where, not who.
-    shown.username = ''
-    shown.password = ''
-    shown.search = ''
-    options.logger.child({ module: 'telemetry' }).info(
-      {
-        otlp_endpoint: shown.href,
-        service_name: config.service_name,
-        sample_ratio: config.sample_ratio,
-        traces: spanExporter !== undefined,
-        metrics: metricReader !== undefined,
-      },
-      'exporting telemetry over OTLP/HTTP',
-    )
+    logOtlpExport(options.logger, endpoint, config, { traces: spanExporter !== undefined, metrics: metricReader !== undefined })
   }
 
   let server: Server | undefined
@@ -196,6 +154,43 @@ export async function startTelemetry(config: Config['telemetry'], options: Telem
   }
 
   return { tracing, metrics, prometheus: served, shutdown }
+}
+
+/** Sampler, limits and batching are all set here: the OTEL_* variables the SDK reads for them change nothing (config/load.ts is where Mandate reads its environment). */
+function createTracerProvider(config: Config['telemetry'], resource: Resource, exporter: SpanExporter, injected: boolean): TracerProvider {
+  const processor: SpanProcessor = injected
+    ? new SimpleSpanProcessor({ exporter })
+    : new BatchSpanProcessor({
+        exporter,
+        maxQueueSize: 8192,
+        maxExportBatchSize: 512,
+        scheduledDelayMillis: 5000,
+        exportTimeoutMillis: EXPORT_TIMEOUT_MS,
+      })
+  return new TracerProvider({
+    resource,
+    sampler: new ParentBasedSampler({ root: config.sample_ratio >= 1 ? new AlwaysOnSampler() : new TraceIdRatioBasedSampler(config.sample_ratio) }),
+    spanLimits: {
+      attributeValueLengthLimit: 512,
+      attributeCountLimit: 64,
+      eventCountLimit: 32,
+      linkCountLimit: 8,
+      attributePerEventCountLimit: 16,
+      attributePerLinkCountLimit: 16,
+    },
+    spanProcessors: [processor],
+  })
+}
+
+function logOtlpExport(logger: Logger, endpoint: string, config: Config['telemetry'], signals: { traces: boolean; metrics: boolean }): void {
+  const shown = new URL(endpoint)
+  // A URL may carry credentials; the log gets where, not who.
+  shown.username = ''
+  shown.password = ''
+  shown.search = ''
+  logger
+    .child({ module: 'telemetry' })
+    .info({ otlp_endpoint: shown.href, service_name: config.service_name, sample_ratio: config.sample_ratio, ...signals }, 'exporting telemetry over OTLP/HTTP')
 }
 
 /**

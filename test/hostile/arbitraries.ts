@@ -14,9 +14,7 @@
  */
 import { constants, createHmac, createPublicKey, generateKeyPairSync, KeyObject, randomUUID, sign as cryptoSign } from 'node:crypto'
 import fc from 'fast-check'
-import { MAX_INSTANT } from '../../src/http/routes/admin-audit.js'
-import { MAX_PAGE } from '../../src/audit/query.js'
-import { AUDIT_EVENTS } from '../../src/storage/schema.js'
+import { AUDIT_EVENTS, MAX_INSTANT, MAX_PAGE } from '../../src/audit/port.js'
 import { MAX_JWT_LENGTH } from '../../src/tokens/jws.js'
 import {
   ADMIN_KEYS,

@@ -21,7 +21,8 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { parse, parseAllDocuments } from 'yaml'
 import { CONFIG_ENV, loadConfig } from '../../src/config/load.js'
 import type { Config } from '../../src/config/schema.js'
-import { formatIssue, loadPolicies } from '../../src/policy/load.js'
+import { loadPolicies } from '../../src/policy/load.js'
+import { formatIssue } from '../../src/policy/port.js'
 import { startTestBroker } from '../support/broker.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))

@@ -2,9 +2,8 @@ import type { Context, Hono } from 'hono'
 import type { AppEnv } from '../env.js'
 import { describeRoute } from 'hono-openapi'
 import { z } from 'zod'
-import type { AuditLog } from '../../audit/port.js'
-import { isEventFilter, MAX_PAGE, type AuditPage, type AuditPageRequest, type DelegationTree } from '../../audit/query.js'
-import { AUDIT_EVENTS } from '../../storage/schema.js'
+import { AUDIT_EVENTS, isEventFilter, MAX_INSTANT, MAX_PAGE, type AuditLog } from '../../audit/port.js'
+import type { AuditPage, AuditPageRequest, DelegationTree } from '../../audit/query.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
 import { AdminError, NO_STORE } from '../oauth-errors.js'
 import { adminErrors, AuditPage as AuditPageBody, DelegationTree as DelegationTreeBody, jsonContent, parametersOf } from '../openapi.js'
@@ -48,8 +47,6 @@ const Text = z
   .max(1024)
   // eslint-disable-next-line no-control-regex -- control characters are what it refuses
   .regex(/^[^\u0000-\u001f\u007f]+$/, 'must not contain control characters')
-/** Latest instant PostgreSQL's ISO output round-trips here: 9999-12-31T23:59:59Z. */
-export const MAX_INSTANT = 253_402_300_799
 const Instant = z.union([
   z
     .string()

@@ -3,9 +3,8 @@ import type { AppEnv } from '../env.js'
 import { describeRoute } from 'hono-openapi'
 import { z } from 'zod'
 import type { AuditLog } from '../../audit/port.js'
-import type { AgentId, Jti, Subject } from '../../core/claims.js'
+import { AGENT_ID, AGENT_ID_RULE, type AgentId, type Jti, type Subject } from '../../core/claims.js'
 import type { PolicyStore } from '../../policy/port.js'
-import { AgentIdString } from '../../policy/schema.js'
 import type { Revocation, RevocationTarget } from '../../revocation/port.js'
 import { RevocationError, type RevocationService } from '../../revocation/service.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
@@ -30,7 +29,7 @@ const IssuerIdentifier = z
 const RevokeBody = z.strictObject({
   jti: Identifier.optional(),
   chain: Identifier.optional(),
-  agent: AgentIdString.optional(),
+  agent: z.string().regex(AGENT_ID, AGENT_ID_RULE).optional(),
   sub: Identifier.optional(),
   iss: IssuerIdentifier.optional(),
   reason: z.string().trim().min(1).max(500),

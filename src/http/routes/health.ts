@@ -1,7 +1,7 @@
 import type { Hono } from 'hono'
 import { describeRoute } from 'hono-openapi'
 import { z } from 'zod'
-import { formatIssue } from '../../policy/load.js'
+import { formatIssue } from '../../policy/port.js'
 import type { PolicyReloadStatus } from '../../policy/watch.js'
 import type { KeysFileStatus, SigningKeys } from '../../tokens/keys.js'
 import type { KeySetStatus } from '../../tokens/upstream.js'

@@ -3,7 +3,8 @@
  * mistake is reported.
  */
 import { describe, expect, it } from 'vitest'
-import { formatIssue, parsePolicy } from '../../../src/policy/load.js'
+import { parsePolicy } from '../../../src/policy/load.js'
+import { formatIssue } from '../../../src/policy/port.js'
 import type { AgentPolicy } from '../../../src/policy/port.js'
 
 const HASH = 'ab'.repeat(32)
