@@ -150,38 +150,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     maxBodyBytes: deps.maxBodyBytes,
   }
 
-  const throttle: ClientAuthThrottle = {
-    failures: deps.authFailures,
-    policies: deps.exchange.policies,
-    onThrottled(endpoint) {
-      deps.refusals.throttled.count('back_off', endpoint)
-      deps.metrics?.clientAuthThrottled(endpoint)
-      // Still a token request answered without a token.
-      if (endpoint === 'token') deps.metrics?.tokenDenied(UNAUTHENTICATED, OTHER_AUDIENCE, 'rate_limited')
-    },
-  }
-  if (deps.shedding !== undefined) {
-    // Before the routes: a shed request is answered before its body is read.
-    const shed = shedLoad(deps.shedding)
-    app.use('/oauth2/token', shed)
-    app.use('/oauth2/introspect', shed)
-  }
-  // /oauth2/* cap their bodies in readForm (on Node without building a web body stream).
-  app.post(
-    '/oauth2/token',
-    described(tokenSpec, throttleClientAuth(throttle, 'token', tokenRoute(deps.exchange, deps.maxBodyBytes, deps.refusals.rateLimited, deps.metrics))),
-  )
-  app.post('/oauth2/introspect', described(introspectSpec, throttleClientAuth(throttle, 'introspect', introspectRoute(tokenDeps))))
-  app.post(
-    '/oauth2/revoke',
-    described(revokeSpec, throttleClientAuth(throttle, 'revoke', revokeRoute({ ...tokenDeps, service: deps.revocations, audit: deps.exchange.audit }))),
-  )
-  if (deps.forwardAuth === true) {
-    // A shedding instance of its own (its own concurrency count, no audit backlog: it writes nothing), so that a flood of
-    // proxy checks is refused before its signatures are checked, yet never crowds out token requests.
-    const shed = deps.shedding === undefined ? undefined : shedLoad({ ...deps.shedding, auditPending: () => 0 })
-    mountForwardAuth(app, { verify: tokenDeps.verify, revocations: deps.revocations, ...(deps.metrics === undefined ? {} : { metrics: deps.metrics }) }, shed)
-  }
+  mountOAuthEndpoints(app, deps, tokenDeps)
   app.use('/admin/*', limit)
   mountAdminRevocations(app, {
     keys: deps.adminKeys,
@@ -234,6 +203,46 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   // Last: it describes the routes registered above.
   mountOpenApi(app, { issuer })
   return app
+}
+
+/**
+ * RFC 6749 token, RFC 7662 introspection, RFC 7009 revocation, with the
+ * client-authentication back-off and load shedding in front of them; and
+ * forward auth, which checks the same tokens for proxies.
+ */
+function mountOAuthEndpoints(app: Hono<AppEnv>, deps: AppDeps, tokenDeps: TokenRoutesDeps): void {
+  const throttle: ClientAuthThrottle = {
+    failures: deps.authFailures,
+    policies: deps.exchange.policies,
+    onThrottled(endpoint) {
+      deps.refusals.throttled.count('back_off', endpoint)
+      deps.metrics?.clientAuthThrottled(endpoint)
+      // Still a token request answered without a token.
+      if (endpoint === 'token') deps.metrics?.tokenDenied(UNAUTHENTICATED, OTHER_AUDIENCE, 'rate_limited')
+    },
+  }
+  if (deps.shedding !== undefined) {
+    // Before the routes: a shed request is answered before its body is read.
+    const shed = shedLoad(deps.shedding)
+    app.use('/oauth2/token', shed)
+    app.use('/oauth2/introspect', shed)
+  }
+  // /oauth2/* cap their bodies in readForm (on Node without building a web body stream).
+  app.post(
+    '/oauth2/token',
+    described(tokenSpec, throttleClientAuth(throttle, 'token', tokenRoute(deps.exchange, deps.maxBodyBytes, deps.refusals.rateLimited, deps.metrics))),
+  )
+  app.post('/oauth2/introspect', described(introspectSpec, throttleClientAuth(throttle, 'introspect', introspectRoute(tokenDeps))))
+  app.post(
+    '/oauth2/revoke',
+    described(revokeSpec, throttleClientAuth(throttle, 'revoke', revokeRoute({ ...tokenDeps, service: deps.revocations, audit: deps.exchange.audit }))),
+  )
+  if (deps.forwardAuth === true) {
+    // A shedding instance of its own (its own concurrency count, no audit backlog: it writes nothing), so that a flood of
+    // proxy checks is refused before its signatures are checked, yet never crowds out token requests.
+    const shed = deps.shedding === undefined ? undefined : shedLoad({ ...deps.shedding, auditPending: () => 0 })
+    mountForwardAuth(app, { verify: tokenDeps.verify, revocations: deps.revocations, ...(deps.metrics === undefined ? {} : { metrics: deps.metrics }) }, shed)
+  }
 }
 
 /** One line per request: who, what, how it ended. Never a credential. With tracing on, its span. */
