@@ -126,6 +126,9 @@ async function runPrimary(config: Config, count: number, dev: boolean, logger: L
   // Every worker must see every revocation and every spent client assertion, and write the same log.
   if (config.storage.database_url === undefined) refuse('needs PostgreSQL (DATABASE_URL): PGlite is one process’s database')
   if (config.storage.redis_url === undefined) refuse('needs Redis (REDIS_URL): without it each worker keeps its own revocation list')
+  // Each process counts on its own and a scrape would reach whichever worker the primary picked: the numbers would jump.
+  if (config.telemetry.prometheus !== undefined)
+    refuse('telemetry.prometheus cannot be served by several processes; export with OTLP (telemetry.otlp_endpoint) instead')
   if (config.signing.generate_if_missing) {
     // Generated once, here, before the workers race to create it.
     try {

@@ -542,7 +542,7 @@ export const Config = z
               .min(0)
               .max(65535)
               .describe(
-                'TCP port of `GET /metrics` for Prometheus: the metrics OTLP exports, beside it or alone, on a port apart from the broker’s (9464 is Prometheus’ registered default; 0 picks a free one, logged). Unset: not served. Served by the main broker, not the admin thread; not with `serve --workers`. Env: MANDATE_PROMETHEUS_PORT',
+                'TCP port of `GET /metrics` for Prometheus: the metrics OTLP exports, beside it or alone, on a port apart from the broker’s (9464 is Prometheus’ registered default; 0 picks a free one, logged). Unset: not served. Served by the main broker, not the admin thread; `serve --workers` refuses it. Env: MANDATE_PROMETHEUS_PORT',
               ),
             host: z
               .string()
@@ -554,7 +554,7 @@ export const Config = z
           })
           .optional()
           .describe(
-            'metrics for Prometheus to scrape (text format, cumulative); absent: off. `serve --workers` cannot serve it: each process counts on its own',
+            'metrics for Prometheus to scrape (text format, cumulative); absent: off. `serve --workers` refuses to start with it: each process counts on its own, and a scrape would reach one of them',
           ),
       })
       .prefault({})
