@@ -6,7 +6,10 @@ import { defineConfig, type TestProjectInlineConfiguration } from 'vitest/config
  * runs a stale build of a package. The packed tarballs are tested as users
  * install them by the e2e package tests.
  */
-const conditions = ['mandate-source', 'module', 'node', 'import', 'default']
+// No 'import' here: Vite adds it for imports by itself, and Vitest hands these conditions to the
+// worker's Node as --conditions, where 'import' would make a CommonJS require() of a dual package
+// (express's is-promise) load its ESM build.
+const conditions = ['mandate-source', 'module', 'node', 'default']
 const resolveSources = { resolve: { conditions }, ssr: { resolve: { conditions, externalConditions: ['mandate-source'] } } }
 
 function project(config: NonNullable<TestProjectInlineConfiguration['test']>): TestProjectInlineConfiguration {

@@ -31,3 +31,21 @@ export function mandateAuth(verifier: Verifier, options: MandateAuthOptions = {}
     return next()
   }
 }
+
+/**
+ * Serves this resource's RFC 9728 metadata (§3: `GET` at the path §3.1 builds
+ * from the resource, e.g. `/.well-known/oauth-protected-resource/api`), and
+ * passes every other request on: `app.use(mandateResourceMetadata(verifier))`.
+ * Throws `TypeError` when neither `resource` nor the verifier's `resource` is set.
+ */
+export function mandateResourceMetadata(
+  verifier: Verifier,
+  options: { readonly resource?: string; readonly scopesSupported?: readonly string[] } = {},
+): MiddlewareHandler {
+  const metadata = verifier.protectedResourceMetadata(options)
+  const body = JSON.stringify(metadata.document)
+  return async function mandateResourceMetadataMiddleware(c, next) {
+    if (c.req.path !== metadata.path || (c.req.method !== 'GET' && c.req.method !== 'HEAD')) return next()
+    return new Response(body, { status: 200, headers: { 'Content-Type': 'application/json', 'Cache-Control': 'max-age=300' } })
+  }
+}

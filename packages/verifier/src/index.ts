@@ -4,7 +4,7 @@
  * list. See the README for the example and every option.
  */
 export { createVerifier } from './verifier.js'
-export type { AuthenticateResult, RequiredScopes, VerifiedToken, Verifier, VerifierOptions } from './verifier.js'
+export type { AuthenticateResult, BearerRequest, RequiredScopes, VerifiedToken, Verifier, VerifierOptions } from './verifier.js'
 export type { Credentials } from './credentials.js'
 export { VerifierError } from './errors.js'
 export type { VerifierErrorCode, VerifierReason } from './errors.js'

@@ -85,6 +85,11 @@ export type AuthenticateResult =
       readonly error: VerifierError | undefined
     }
 
+/** What `authenticate` reads of a request: its `Authorization` header. A web `Request` is one. */
+export interface BearerRequest {
+  readonly headers: { get(name: string): string | null }
+}
+
 export interface RequiredScopes {
   /** Scopes the token must all carry (RFC 6749 §3.3 scope-tokens). */
   readonly scopes?: readonly string[]
@@ -110,7 +115,7 @@ export interface Verifier {
    * with a bare challenge (§3.1); a malformed header → 400
    * `invalid_request`; otherwise `verify`'s refusal, ready to send.
    */
-  authenticate(request: Request, required?: RequiredScopes): Promise<AuthenticateResult>
+  authenticate(request: BearerRequest, required?: RequiredScopes): Promise<AuthenticateResult>
   /**
    * Resolves once the broker's metadata and keys are in hand and the
    * revocation mirror holds its list; rejects after `startTimeoutMs` (the
@@ -314,7 +319,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
   /** RFC 6750 §2.1: `Bearer` and a b64token. */
   const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
 
-  async function authenticate(req: Request, required: RequiredScopes = {}): Promise<AuthenticateResult> {
+  async function authenticate(req: BearerRequest, required: RequiredScopes = {}): Promise<AuthenticateResult> {
     checkScopes(required)
     const authorization = req.headers.get('authorization')
     // Credentials of another scheme are no bearer token at all (§3.1: no error code).
