@@ -3,6 +3,7 @@
  * its outbox. Revocations are read from the revocation log itself, never
  * written twice on the kill path: a kill is durable in `revocations` before
  * anything here sees it, and whatever this module loses is rebuilt from there.
+ * One function per query, each taking the database; `createSqlSsfStore` binds them.
  */
 import { and, asc, count, eq, gte, inArray, isNull, lt, min, notExists, or, sql } from 'drizzle-orm'
 import { fromRow } from '../revocation/log-sql.js'
@@ -50,128 +51,148 @@ export interface SsfStore {
 }
 
 export function createSqlSsfStore(db: Db): SsfStore {
-  const o = ssfOutbox
-  const s = ssfStreams
-  const r = revocations
-  const stream = async (receiver: string) => {
-    const [row] = await db.select({ startAt: s.startAt, cursorAt: s.cursorAt }).from(s).where(eq(s.receiver, receiver)).limit(1)
-    return row
-  }
   return {
-    async ensureStream(receiver, startAt) {
-      await db.insert(s).values({ receiver, startAt, cursorAt: startAt }).onConflictDoNothing()
-    },
-
-    stream,
-
-    async unsent(receiver, graceSeconds, limit) {
-      const at = await stream(receiver)
-      if (at === undefined) return []
-      const from = Math.max(at.startAt, at.cursorAt - graceSeconds)
-      const enqueued = db
-        .select({ one: sql`1` })
-        .from(o)
-        .where(and(eq(o.receiver, receiver), eq(o.revocationId, r.id)))
-      const rows = await db
-        .select()
-        .from(r)
-        .where(and(gte(r.createdAt, from), notExists(enqueued)))
-        // Kills of one second in the order they were written: the inserting transaction's id (`xmin`;
-        // a lift rewrites it, which only matters for a kill lifted before it was ever scanned).
-        .orderBy(asc(r.createdAt), sql`(${r}.xmin::text)::bigint`, asc(r.id))
-        .limit(limit)
-      return rows.map(fromRow)
-    },
-
-    async enqueue(receiver, entries, cursorAt) {
-      await db.transaction(async (tx) => {
-        if (entries.length > 0)
-          await tx
-            .insert(o)
-            .values([...entries])
-            .onConflictDoNothing()
-        await tx
-          .update(s)
-          .set({ cursorAt: sql`greatest(${s.cursorAt}, ${new Date(cursorAt * 1000).toISOString()}::timestamptz)` })
-          .where(eq(s.receiver, receiver))
-      })
-    },
-
-    async lease(receiver, owner, seconds) {
-      const rows = await db
-        .update(s)
-        .set({ leaseOwner: owner, leaseUntil: sql`clock_timestamp() + make_interval(secs => ${seconds}::int)` })
-        .where(and(eq(s.receiver, receiver), or(isNull(s.leaseOwner), eq(s.leaseOwner, owner), lt(s.leaseUntil, sql`clock_timestamp()`))))
-        .returning({ receiver: s.receiver })
-      return rows.length === 1
-    },
-
-    async release(receiver, owner) {
-      await db
-        .update(s)
-        .set({ leaseOwner: null, leaseUntil: null })
-        .where(and(eq(s.receiver, receiver), eq(s.leaseOwner, owner)))
-    },
-
-    async pending(receiver, limit) {
-      return db
-        .select()
-        .from(o)
-        .where(and(eq(o.receiver, receiver), eq(o.state, 'pending')))
-        .orderBy(asc(o.seq))
-        .limit(limit)
-    },
-
-    async delivered(receiver, jtis) {
-      if (jtis.length === 0) return 0
-      const rows = await db
-        .update(o)
-        .set({ state: 'delivered', lastError: null })
-        .where(and(eq(o.receiver, receiver), inArray(o.jti, [...jtis]), eq(o.state, 'pending')))
-        .returning({ jti: o.jti })
-      return rows.length
-    },
-
-    async failed(receiver, errors) {
-      let n = 0
-      for (const [jti, error] of errors) {
-        const rows = await db
-          .update(o)
-          .set({ state: 'failed', lastError: error })
-          .where(and(eq(o.receiver, receiver), eq(o.jti, jti), eq(o.state, 'pending')))
-          .returning({ jti: o.jti })
-        n += rows.length
-      }
-      return n
-    },
-
-    async retryLater(receiver, jti, attempts, nextAttemptAtMs, error) {
-      await db
-        .update(o)
-        .set({ attempts, nextAttemptAtMs, lastError: error })
-        .where(and(eq(o.receiver, receiver), eq(o.jti, jti), eq(o.state, 'pending')))
-    },
-
-    async backlog() {
-      const rows = await db
-        .select({ receiver: o.receiver, pending: count(), oldest: min(o.enqueuedAtMs) })
-        .from(o)
-        .where(eq(o.state, 'pending'))
-        .groupBy(o.receiver)
-      return new Map(rows.map((row) => [row.receiver, { pending: row.pending, oldestMs: row.oldest ?? undefined }]))
-    },
-
-    async expire(receiver, beforeMs) {
-      const rows = await db
-        .update(o)
-        .set({ state: 'failed', lastError: 'expired' })
-        .where(and(eq(o.receiver, receiver), eq(o.state, 'pending'), lt(o.enqueuedAtMs, beforeMs)))
-        .returning({ jti: o.jti })
-      return rows.map((row) => row.jti)
-    },
-
-    async prune(receiver, before) {
-      await db.delete(o).where(and(eq(o.receiver, receiver), sql`${o.state} <> 'pending'`, lt(o.revokedAt, before)))
-    },
+    ensureStream: (receiver, startAt) => ensureStream(db, receiver, startAt),
+    stream: (receiver) => stream(db, receiver),
+    unsent: (receiver, graceSeconds, limit) => unsent(db, receiver, graceSeconds, limit),
+    enqueue: (receiver, entries, cursorAt) => enqueue(db, receiver, entries, cursorAt),
+    lease: (receiver, owner, seconds) => lease(db, receiver, owner, seconds),
+    release: (receiver, owner) => release(db, receiver, owner),
+    pending: (receiver, limit) => pending(db, receiver, limit),
+    delivered: (receiver, jtis) => delivered(db, receiver, jtis),
+    failed: (receiver, errors) => failed(db, receiver, errors),
+    retryLater: (receiver, jti, attempts, nextAttemptAtMs, error) => retryLater(db, receiver, jti, attempts, nextAttemptAtMs, error),
+    backlog: () => backlog(db),
+    expire: (receiver, beforeMs) => expire(db, receiver, beforeMs),
+    prune: (receiver, before) => prune(db, receiver, before),
   }
+}
+
+const o = ssfOutbox
+const s = ssfStreams
+const r = revocations
+
+// The stream: where the receiver's queue starts, and how far the scan has read.
+
+async function ensureStream(db: Db, receiver: string, startAt: number): Promise<void> {
+  await db.insert(s).values({ receiver, startAt, cursorAt: startAt }).onConflictDoNothing()
+}
+
+async function stream(db: Db, receiver: string): Promise<{ startAt: number; cursorAt: number } | undefined> {
+  const [row] = await db.select({ startAt: s.startAt, cursorAt: s.cursorAt }).from(s).where(eq(s.receiver, receiver)).limit(1)
+  return row
+}
+
+async function unsent(db: Db, receiver: string, graceSeconds: number, limit: number): Promise<readonly Revocation[]> {
+  const at = await stream(db, receiver)
+  if (at === undefined) return []
+  const from = Math.max(at.startAt, at.cursorAt - graceSeconds)
+  const enqueued = db
+    .select({ one: sql`1` })
+    .from(o)
+    .where(and(eq(o.receiver, receiver), eq(o.revocationId, r.id)))
+  const rows = await db
+    .select()
+    .from(r)
+    .where(and(gte(r.createdAt, from), notExists(enqueued)))
+    // Kills of one second in the order they were written: the inserting transaction's id (`xmin`;
+    // a lift rewrites it, which only matters for a kill lifted before it was ever scanned).
+    .orderBy(asc(r.createdAt), sql`(${r}.xmin::text)::bigint`, asc(r.id))
+    .limit(limit)
+  return rows.map(fromRow)
+}
+
+async function enqueue(db: Db, receiver: string, entries: readonly OutboxEntry[], cursorAt: number): Promise<void> {
+  await db.transaction(async (tx) => {
+    if (entries.length > 0)
+      await tx
+        .insert(o)
+        .values([...entries])
+        .onConflictDoNothing()
+    await tx
+      .update(s)
+      .set({ cursorAt: sql`greatest(${s.cursorAt}, ${new Date(cursorAt * 1000).toISOString()}::timestamptz)` })
+      .where(eq(s.receiver, receiver))
+  })
+}
+
+// The lease: which instance pushes the receiver's queue, on the database's clock.
+
+async function lease(db: Db, receiver: string, owner: string, seconds: number): Promise<boolean> {
+  const rows = await db
+    .update(s)
+    .set({ leaseOwner: owner, leaseUntil: sql`clock_timestamp() + make_interval(secs => ${seconds}::int)` })
+    .where(and(eq(s.receiver, receiver), or(isNull(s.leaseOwner), eq(s.leaseOwner, owner), lt(s.leaseUntil, sql`clock_timestamp()`))))
+    .returning({ receiver: s.receiver })
+  return rows.length === 1
+}
+
+async function release(db: Db, receiver: string, owner: string): Promise<void> {
+  await db
+    .update(s)
+    .set({ leaseOwner: null, leaseUntil: null })
+    .where(and(eq(s.receiver, receiver), eq(s.leaseOwner, owner)))
+}
+
+// The queue: each entry pending until delivered or given up.
+
+async function pending(db: Db, receiver: string, limit: number): Promise<readonly SsfOutboxRow[]> {
+  return db
+    .select()
+    .from(o)
+    .where(and(eq(o.receiver, receiver), eq(o.state, 'pending')))
+    .orderBy(asc(o.seq))
+    .limit(limit)
+}
+
+async function delivered(db: Db, receiver: string, jtis: readonly string[]): Promise<number> {
+  if (jtis.length === 0) return 0
+  const rows = await db
+    .update(o)
+    .set({ state: 'delivered', lastError: null })
+    .where(and(eq(o.receiver, receiver), inArray(o.jti, [...jtis]), eq(o.state, 'pending')))
+    .returning({ jti: o.jti })
+  return rows.length
+}
+
+async function failed(db: Db, receiver: string, errors: ReadonlyMap<string, string>): Promise<number> {
+  let n = 0
+  for (const [jti, error] of errors) {
+    const rows = await db
+      .update(o)
+      .set({ state: 'failed', lastError: error })
+      .where(and(eq(o.receiver, receiver), eq(o.jti, jti), eq(o.state, 'pending')))
+      .returning({ jti: o.jti })
+    n += rows.length
+  }
+  return n
+}
+
+async function retryLater(db: Db, receiver: string, jti: string, attempts: number, nextAttemptAtMs: number, error: string): Promise<void> {
+  await db
+    .update(o)
+    .set({ attempts, nextAttemptAtMs, lastError: error })
+    .where(and(eq(o.receiver, receiver), eq(o.jti, jti), eq(o.state, 'pending')))
+}
+
+async function backlog(db: Db): Promise<ReadonlyMap<string, Backlog>> {
+  const rows = await db
+    .select({ receiver: o.receiver, pending: count(), oldest: min(o.enqueuedAtMs) })
+    .from(o)
+    .where(eq(o.state, 'pending'))
+    .groupBy(o.receiver)
+  return new Map(rows.map((row) => [row.receiver, { pending: row.pending, oldestMs: row.oldest ?? undefined }]))
+}
+
+async function expire(db: Db, receiver: string, beforeMs: number): Promise<readonly string[]> {
+  const rows = await db
+    .update(o)
+    .set({ state: 'failed', lastError: 'expired' })
+    .where(and(eq(o.receiver, receiver), eq(o.state, 'pending'), lt(o.enqueuedAtMs, beforeMs)))
+    .returning({ jti: o.jti })
+  return rows.map((row) => row.jti)
+}
+
+async function prune(db: Db, receiver: string, before: number): Promise<void> {
+  await db.delete(o).where(and(eq(o.receiver, receiver), sql`${o.state} <> 'pending'`, lt(o.revokedAt, before)))
 }

@@ -2,17 +2,17 @@
  * The Mandate client: discovers the broker's token endpoint (RFC 8414),
  * exchanges tokens (RFC 8693), caches what it got until shortly before it
  * expires, shares one request among concurrent callers that want the same
- * token, and retries what the broker says may succeed later.
+ * token (flight.ts), and retries what the broker says may succeed later
+ * (exchange.ts). Every function here takes one `ClientState`.
  */
 import { createHash } from 'node:crypto'
-import * as oauth from 'oauth4webapi'
+import type * as oauth from 'oauth4webapi'
 import { APPLY, type ClientAuth } from './auth.js'
 import { TokenCache } from './cache.js'
-import { errorFromResponse, MandateClientError } from './errors.js'
-import { backoffDelay, isRetryableStatus, parseRetryAfter, retryPolicy, sleep, type RetryOptions, type RetryPolicy } from './retry.js'
+import { checkedIssuer, exchange } from './exchange.js'
+import { joinFlight, type Flight } from './flight.js'
+import { retryPolicy, sleep, type RetryOptions, type RetryPolicy } from './retry.js'
 
-const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange'
-const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token'
 /** RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ). */
 const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/
 /** An audience is a URI or a name the broker's policies list; it is sent as a form value, so only printable text. */
@@ -119,26 +119,72 @@ export interface MandateClient {
   clear(): void
 }
 
-interface Flight {
-  readonly promise: Promise<MandateToken>
-  readonly controller: AbortController
-  waiters: number
+/** Everything the client's functions share: its options as checked, its clock, its cache, the exchanges in flight. */
+export interface ClientState {
+  readonly issuer: URL
+  /** oauth4webapi's switch is all or nothing: it is on for an http issuer checkedIssuer let through, whose metadata `discover` then checks. */
+  readonly insecure: boolean
+  /** `ClientOptions.allowInsecureRequests`. */
+  readonly allowInsecureRequests: boolean
+  readonly fetch: typeof fetch
+  readonly clock: Clock
+  readonly retry: RetryPolicy
+  /** `cache.refreshMarginSeconds`, in ms. */
+  readonly marginMs: number
+  readonly cache: TokenCache<MandateToken>
+  /** Exchanges in flight, by cache key. */
+  readonly flights: Map<string, Flight<MandateToken>>
+  /** The broker's metadata once asked for; undefined again after a failure. */
+  metadata: Promise<oauth.AuthorizationServer> | undefined
+  /** This client's own agent: the actor of `getToken`, and of `delegate` by default. */
+  readonly self: Actor
 }
 
-const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/i
+/**
+ * Makes a client for one agent at one broker. Nothing is sent until the first
+ * token is asked for; the broker's metadata is then fetched once (again
+ * only after a failure). Throws `TypeError` for options that cannot work.
+ */
+export function createClient(options: ClientOptions): MandateClient {
+  const c = clientState(options)
+  return {
+    getToken: (request) => obtain(c, request.subjectToken, request, c.self),
+    delegate: (request) => obtain(c, request.parentToken, request, request.actor ?? c.self),
+    forget(request) {
+      const [subject, actor] = actorOf(c, request)
+      c.cache.delete(parse(subject, request, actor).key)
+    },
+    get cachedTokens() {
+      return c.cache.size
+    },
+    clear: () => c.cache.clear(),
+    fetch: (subjectToken, fetchOptions) => authorizedFetch(c, subjectToken, fetchOptions),
+  }
+}
 
-function checkedIssuer(issuer: string, insecure: boolean): URL {
-  let url: URL
-  try {
-    url = new URL(issuer)
-  } catch {
-    throw new TypeError('issuer must be an absolute URL')
+/** The options checked (`TypeError` for one that cannot work), with their defaults. */
+function clientState(options: ClientOptions): ClientState {
+  if (typeof options.clientId !== 'string' || options.clientId === '') throw new TypeError('clientId must be a non-empty string')
+  if (typeof options.auth !== 'object' || typeof options.auth[APPLY] !== 'function')
+    throw new TypeError('auth must come from privateKeyJwt, clientSecret or workloadIdentity')
+  const issuer = checkedIssuer(options.issuer, options.allowInsecureRequests === true)
+  const clock: Clock = { now: options.clock?.now ?? Date.now, sleep: options.clock?.sleep ?? sleep }
+  const retry = retryPolicy(options.retry)
+  const marginMs = (options.cache?.refreshMarginSeconds ?? 30) * 1000
+  if (!(marginMs >= 0)) throw new TypeError('cache.refreshMarginSeconds must be non-negative')
+  return {
+    issuer,
+    insecure: issuer.protocol === 'http:',
+    allowInsecureRequests: options.allowInsecureRequests === true,
+    fetch: options.fetch ?? globalThis.fetch,
+    clock,
+    retry,
+    marginMs,
+    cache: new TokenCache<MandateToken>(options.cache?.maxEntries ?? 1000, () => clock.now()),
+    flights: new Map(),
+    metadata: undefined,
+    self: { clientId: options.clientId, auth: options.auth },
   }
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && (insecure || LOOPBACK.test(url.hostname)))) {
-    throw new TypeError('issuer must be https (http only on loopback, or with allowInsecureRequests)')
-  }
-  if (url.search !== '' || url.hash !== '') throw new TypeError('issuer must not have a query or fragment (RFC 8414 §2)')
-  return url
 }
 
 function scopesOf(scope: string | readonly string[] | undefined): readonly string[] | undefined {
@@ -150,232 +196,75 @@ function scopesOf(scope: string | readonly string[] | undefined): readonly strin
 
 const sha256 = (text: string) => createHash('sha256').update(text, 'utf8').digest('base64url')
 
-/**
- * Makes a client for one agent at one broker. Nothing is sent until the first
- * token is asked for; the broker's metadata is then fetched once (again
- * only after a failure). Throws `TypeError` for options that cannot work.
- */
-export function createClient(options: ClientOptions): MandateClient {
-  if (typeof options.clientId !== 'string' || options.clientId === '') throw new TypeError('clientId must be a non-empty string')
-  if (typeof options.auth !== 'object' || typeof options.auth[APPLY] !== 'function')
-    throw new TypeError('auth must come from privateKeyJwt, clientSecret or workloadIdentity')
-  const issuer = checkedIssuer(options.issuer, options.allowInsecureRequests === true)
-  // oauth4webapi's switch is all or nothing: it is on for an http issuer we allowed above, whose metadata is then checked below.
-  const insecure = issuer.protocol === 'http:'
-  const fetchImpl = options.fetch ?? globalThis.fetch
-  const clock: Clock = { now: options.clock?.now ?? Date.now, sleep: options.clock?.sleep ?? sleep }
-  const retry: RetryPolicy = retryPolicy(options.retry)
-  const marginMs = (options.cache?.refreshMarginSeconds ?? 30) * 1000
-  if (!(marginMs >= 0)) throw new TypeError('cache.refreshMarginSeconds must be non-negative')
-  const cache = new TokenCache<MandateToken>(options.cache?.maxEntries ?? 1000, () => clock.now())
-  const flights = new Map<string, Flight>()
-  const requestOptions = (signal: AbortSignal) => ({
-    signal,
-    [oauth.customFetch]: (url: string, init: oauth.CustomFetchOptions<'GET' | 'POST', URLSearchParams | undefined>) => fetchImpl(url, init as RequestInit),
-    // eslint-disable-next-line @typescript-eslint/no-deprecated -- oauth4webapi's one switch for http endpoints; deprecated to stand out, and on only for an issuer checkedIssuer let through
-    ...(insecure ? { [oauth.allowInsecureRequests]: true } : {}),
-  })
+function keyOf(actor: Actor, subjectToken: string, audience: string, scopes: readonly string[] | undefined): string {
+  // Only digests: the cache holds no subject token, not even as a key.
+  return sha256(JSON.stringify([actor.clientId, sha256(subjectToken), audience, scopes ?? null]))
+}
 
-  let metadata: Promise<oauth.AuthorizationServer> | undefined
-  const discover = (signal: AbortSignal): Promise<oauth.AuthorizationServer> => {
-    metadata ??= (async () => {
-      const response = await oauth.discoveryRequest(issuer, { algorithm: 'oauth2', ...requestOptions(signal) })
-      let as: oauth.AuthorizationServer
-      try {
-        as = await oauth.processDiscoveryResponse(issuer, response)
-      } catch (cause) {
-        throw new MandateClientError('invalid_response', "the broker's authorization server metadata (RFC 8414) is not usable", {
-          status: response.status,
-          cause,
-        })
-      }
-      if (typeof as.token_endpoint !== 'string') throw new MandateClientError('invalid_response', "the broker's metadata has no token_endpoint")
-      const endpoint = new URL(as.token_endpoint)
-      if (endpoint.protocol !== 'https:' && !(options.allowInsecureRequests === true || LOOPBACK.test(endpoint.hostname))) {
-        throw new MandateClientError('invalid_response', "the broker's token_endpoint is not https")
-      }
-      return as
-    })()
-    // A failed discovery is tried again by the next call, not remembered.
-    metadata.catch(() => (metadata = undefined))
-    return metadata
+/** A request checked (`TypeError` for one that cannot work): its scopes in order, and its cache key. */
+function parse(subjectToken: string, request: TokenRequest, actor: Actor) {
+  if (typeof subjectToken !== 'string' || subjectToken === '') throw new TypeError('the subject token must be a non-empty string')
+  if (typeof request.audience !== 'string' || !AUDIENCE.test(request.audience)) throw new TypeError('audience must be a non-empty printable string')
+  if (typeof actor.clientId !== 'string' || actor.clientId === '' || typeof actor.auth[APPLY] !== 'function') {
+    throw new TypeError('actor must have a clientId and an auth from privateKeyJwt, clientSecret or workloadIdentity')
   }
+  const scopes = scopesOf(request.scope)
+  return { scopes, key: keyOf(actor, subjectToken, request.audience, scopes) }
+}
 
-  /** One exchange with its retries; `signal` aborts it. */
-  async function exchange(
-    subjectToken: string,
-    actor: Actor,
-    audience: string,
-    scopes: readonly string[] | undefined,
-    signal: AbortSignal,
-  ): Promise<MandateToken> {
-    const as = await discover(signal)
-    const client: oauth.Client = { client_id: actor.clientId }
-    let waited = 0
-    for (let attempt = 1; ; attempt++) {
-      const sentAt = clock.now()
-      const params = new URLSearchParams({ subject_token: subjectToken, subject_token_type: ACCESS_TOKEN_TYPE, audience })
-      if (scopes !== undefined) params.set('scope', scopes.join(' '))
-      // Applied for each attempt: an assertion's jti is single-use, and a workload token file may have rotated.
-      const auth = await actor.auth[APPLY](Math.floor(sentAt / 1000), signal)
-      const response = await oauth.genericTokenEndpointRequest(as, client, auth, TOKEN_EXCHANGE, params, requestOptions(signal))
-      if (response.status === 200) return tokenOf(as, client, response, audience, scopes, sentAt, attempt)
-      const retryAfter = isRetryableStatus(response.status) ? parseRetryAfter(response.headers.get('retry-after'), clock.now()) : undefined
-      const error = await errorFromResponse(response, retryAfter, attempt)
-      if (!isRetryableStatus(response.status) || attempt >= retry.maxAttempts) throw error
-      const delay = backoffDelay(retry, attempt, retryAfter)
-      if (waited + delay > retry.maxWaitMs) throw error
-      waited += delay
-      await clock.sleep(delay, signal)
-    }
-  }
-
-  async function tokenOf(
-    as: oauth.AuthorizationServer,
-    client: oauth.Client,
-    response: Response,
-    audience: string,
-    scopes: readonly string[] | undefined,
-    sentAt: number,
-    attempts: number,
-  ): Promise<MandateToken> {
-    let body: oauth.TokenEndpointResponse
-    try {
-      body = await oauth.processGenericTokenEndpointResponse(as, client, response)
-    } catch {
-      // No cause: oauth4webapi's error carries the response body, which may hold the access token.
-      throw new MandateClientError('invalid_response', 'the token response is not well-formed', { status: response.status, attempts })
-    }
-    const issued = body['issued_token_type']
-    const expiresIn = body.expires_in
-    // RFC 8693 §2.2.1: issued_token_type is required; Mandate always says how long a token lives.
-    if (typeof issued !== 'string' || expiresIn === undefined || !(expiresIn > 0) || body.token_type !== 'bearer') {
-      throw new MandateClientError('invalid_response', 'the token response lacks issued_token_type, expires_in or a Bearer token_type', {
-        status: 200,
-        attempts,
-      })
-    }
-    const granted = typeof body.scope === 'string' ? body.scope.split(' ').filter((s) => s !== '') : (scopes ?? [])
-    return { accessToken: body.access_token, tokenType: 'Bearer', issuedTokenType: issued, audience, scope: granted, expiresAt: sentAt + expiresIn * 1000 }
-  }
-
-  /** Shares one exchange among the callers that want the same token; it is aborted only once every one of them has given up. */
-  function join(key: string, start: (signal: AbortSignal) => Promise<MandateToken>, signal: AbortSignal | undefined): Promise<MandateToken> {
-    let flight = flights.get(key)
-    if (flight === undefined) {
-      const controller = new AbortController()
-      const promise = start(controller.signal).finally(() => {
-        if (flights.get(key) === flight) flights.delete(key)
-      })
-      // Every waiter may have left; the outcome is then nobody's, and must not surface as unhandled.
-      promise.catch(() => {})
-      flight = { promise, controller, waiters: 0 }
-      flights.set(key, flight)
-    }
-    const joined = flight
-    joined.waiters++
-    if (signal === undefined) return joined.promise
-    return new Promise((resolve, reject) => {
-      const leave = () => {
-        if (--joined.waiters === 0) joined.controller.abort(signal.reason)
-        reject(signal.reason as Error)
-      }
-      if (signal.aborted) {
-        leave()
-        return
-      }
-      signal.addEventListener('abort', leave, { once: true })
-      joined.promise.then(
-        (token) => {
-          signal.removeEventListener('abort', leave)
-          resolve(token)
-        },
-        (err: unknown) => {
-          signal.removeEventListener('abort', leave)
-          // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- passes on the shared exchange's own rejection, whatever it is
-          reject(err)
-        },
-      )
-    })
-  }
-
-  const self: Actor = { clientId: options.clientId, auth: options.auth }
-
-  function keyOf(actor: Actor, subjectToken: string, audience: string, scopes: readonly string[] | undefined): string {
-    // Only digests: the cache holds no subject token, not even as a key.
-    return sha256(JSON.stringify([actor.clientId, sha256(subjectToken), audience, scopes ?? null]))
-  }
-
-  function parse(subjectToken: string, request: TokenRequest, actor: Actor) {
-    if (typeof subjectToken !== 'string' || subjectToken === '') throw new TypeError('the subject token must be a non-empty string')
-    if (typeof request.audience !== 'string' || !AUDIENCE.test(request.audience)) throw new TypeError('audience must be a non-empty printable string')
-    if (typeof actor.clientId !== 'string' || actor.clientId === '' || typeof actor.auth[APPLY] !== 'function') {
-      throw new TypeError('actor must have a clientId and an auth from privateKeyJwt, clientSecret or workloadIdentity')
-    }
-    const scopes = scopesOf(request.scope)
-    return { scopes, key: keyOf(actor, subjectToken, request.audience, scopes) }
-  }
-
-  function obtain(subjectToken: string, request: TokenRequest, actor: Actor): Promise<MandateToken> {
-    const { scopes, key } = parse(subjectToken, request, actor)
-    const cached = cache.get(key)
-    if (cached !== undefined) return Promise.resolve(cached)
-    return join(
-      key,
-      async (signal) => {
-        const token = await exchange(subjectToken, actor, request.audience, scopes, signal)
-        const lifetime = token.expiresAt - clock.now()
-        cache.set(key, token, token.expiresAt - Math.min(marginMs, lifetime * 0.1))
-        return token
-      },
-      request.signal,
-    )
-  }
-
-  const actorOf = (request: GetTokenRequest | DelegateRequest): [string, Actor] =>
-    'parentToken' in request ? [request.parentToken, request.actor ?? self] : [request.subjectToken, self]
-
-  return {
-    getToken: (request) => obtain(request.subjectToken, request, self),
-    delegate: (request) => obtain(request.parentToken, request, request.actor ?? self),
-    forget(request) {
-      const [subject, actor] = actorOf(request)
-      cache.delete(parse(subject, request, actor).key)
+/** The token from the cache when fresh, else from the exchange in flight for the same key, else from a new one (cached). */
+function obtain(c: ClientState, subjectToken: string, request: TokenRequest, actor: Actor): Promise<MandateToken> {
+  const { scopes, key } = parse(subjectToken, request, actor)
+  const cached = c.cache.get(key)
+  if (cached !== undefined) return Promise.resolve(cached)
+  return joinFlight(
+    c.flights,
+    key,
+    async (signal) => {
+      const token = await exchange(c, subjectToken, actor, request.audience, scopes, signal)
+      const lifetime = token.expiresAt - c.clock.now()
+      c.cache.set(key, token, token.expiresAt - Math.min(c.marginMs, lifetime * 0.1))
+      return token
     },
-    get cachedTokens() {
-      return cache.size
-    },
-    clear: () => cache.clear(),
-    fetch(subjectToken, fetchOptions) {
-      return async (input, init) => {
-        const request = new Request(input, init)
-        const target = fetchOptions.audienceFor(new URL(request.url))
-        if (target === undefined) return fetchImpl(request)
-        const tokenRequest: GetTokenRequest = {
-          subjectToken,
-          audience: target.audience,
-          signal: request.signal,
-          ...(target.scope === undefined ? {} : { scope: target.scope }),
-        }
-        // Kept for the one retry: a body can be sent only once.
-        const spare = request.clone()
-        const send = (req: Request, token: MandateToken) => {
-          const headers = new Headers(req.headers)
-          headers.set('authorization', `Bearer ${token.accessToken}`)
-          return fetchImpl(new Request(req, { headers }))
-        }
-        const token = await obtain(subjectToken, tokenRequest, self)
-        const response = await send(request, token)
-        if (response.status !== 401 || !invalidTokenChallenge(response.headers.get('www-authenticate'))) {
-          await spare.body?.cancel()
-          return response
-        }
-        await response.body?.cancel()
-        cache.delete(parse(subjectToken, tokenRequest, self).key, token)
-        return send(spare, await obtain(subjectToken, tokenRequest, self))
-      }
-    },
+    request.signal,
+  )
+}
+
+function actorOf(c: ClientState, request: GetTokenRequest | DelegateRequest): [string, Actor] {
+  return 'parentToken' in request ? [request.parentToken, request.actor ?? c.self] : [request.subjectToken, c.self]
+}
+
+/** `MandateClient.fetch`. */
+function authorizedFetch(c: ClientState, subjectToken: string, fetchOptions: FetchOptions) {
+  return async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+    const request = new Request(input, init)
+    const target = fetchOptions.audienceFor(new URL(request.url))
+    if (target === undefined) return c.fetch(request)
+    const tokenRequest: GetTokenRequest = {
+      subjectToken,
+      audience: target.audience,
+      signal: request.signal,
+      ...(target.scope === undefined ? {} : { scope: target.scope }),
+    }
+    // Kept for the one retry: a body can be sent only once.
+    const spare = request.clone()
+    const token = await obtain(c, subjectToken, tokenRequest, c.self)
+    const response = await sendWith(c, request, token)
+    if (response.status !== 401 || !invalidTokenChallenge(response.headers.get('www-authenticate'))) {
+      await spare.body?.cancel()
+      return response
+    }
+    await response.body?.cancel()
+    c.cache.delete(parse(subjectToken, tokenRequest, c.self).key, token)
+    return sendWith(c, spare, await obtain(c, subjectToken, tokenRequest, c.self))
   }
+}
+
+/** `request` with `Authorization: Bearer` and the token (RFC 6750 §2.1). */
+function sendWith(c: ClientState, request: Request, token: MandateToken): Promise<Response> {
+  const headers = new Headers(request.headers)
+  headers.set('authorization', `Bearer ${token.accessToken}`)
+  return c.fetch(new Request(request, { headers }))
 }
 
 /** RFC 6750 §3: a Bearer challenge with `error="invalid_token"` (the token is expired, revoked or otherwise not accepted). */
