@@ -41,7 +41,10 @@ function requestOptions(c: ClientState, signal: AbortSignal) {
 /** The broker's metadata: fetched by the first call, shared by the calls after it; a failed discovery is tried again by the next call, not remembered. */
 export function discover(c: ClientState, signal: AbortSignal): Promise<oauth.AuthorizationServer> {
   const metadata = (c.metadata ??= fetchMetadata(c, signal))
-  metadata.catch(() => (c.metadata = undefined))
+  metadata.catch(() => {
+    // Only this attempt: a later call may already have started a newer one.
+    if (c.metadata === metadata) c.metadata = undefined
+  })
   return metadata
 }
 
