@@ -23,15 +23,13 @@
  * `--quick` runs fewer, shorter rounds.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import postgres from 'postgres'
 import { LOAD_SCRIPTS, startLoadGenerator } from '../test/support/load/run.js'
 import { freePort } from '../test/support/net.js'
-import { issuedRows } from './support/backing.js'
+import { DATABASE_URL, ownBacking } from './support/backing.js'
 
 const quick = process.argv.includes('--quick')
 const ROUNDS = quick ? 2 : 5
@@ -40,7 +38,6 @@ const WINDOW_MS = quick ? 2_000 : 3_000
 const CONNECTIONS = 64
 const TARGET_RATIO = 0.75
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-const DATABASE_URL = process.env['DATABASE_URL'] || 'postgres://postgres@127.0.0.1:5432/postgres'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 function median(xs: readonly number[]): number {
@@ -308,31 +305,6 @@ async function measure(label: string, env: Record<string, string>): Promise<Summ
   return { label, memory, sql, ratio, issuedDurable: runs.reduce((a, r) => a + r.sql.issued, 0) }
 }
 
-/** A database of its own on DATABASE_URL's server, or undefined when the server does not answer. */
-async function benchDatabase(): Promise<{ url: string; name: string; count: () => Promise<number>; cleanup: () => Promise<void> } | undefined> {
-  const admin = postgres(DATABASE_URL, { max: 1, connect_timeout: 3, onnotice: () => {} })
-  try {
-    await admin`select 1`
-  } catch {
-    await admin.end({ timeout: 1 }).catch(() => {})
-    return undefined
-  }
-  const name = `mandate_bench_audit_${randomBytes(6).toString('hex')}`
-  await admin.unsafe(`create database "${name}"`)
-  const url = new URL(DATABASE_URL)
-  url.pathname = `/${name}`
-  return {
-    url: url.toString(),
-    name,
-    /** token.issued rows in the bench database's audit_log. */
-    count: () => issuedRows(url.toString()),
-    async cleanup() {
-      await admin.unsafe(`drop database if exists "${name}" with (force)`).catch(() => {})
-      await admin.end({ timeout: 1 }).catch(() => {})
-    },
-  }
-}
-
 console.log(
   `\nThe durable delegation log's cost: exchanges/s at ${CONNECTIONS} keep-alive connections, in-memory audit log vs durable ` +
     `(${cpus().length} cores, Node ${process.version}; ${ROUNDS} alternating rounds each, ${WARMUP_MS / 1000} s warm-up + ${WINDOW_MS / 1000} s counted${quick ? ', --quick' : ''})` +
@@ -342,15 +314,15 @@ console.log(
 )
 const summaries: Summary[] = []
 let databaseChecked = false
-const db = await benchDatabase()
-if (db === undefined) {
-  console.log(`\nPostgreSQL: skipped (not reachable at ${DATABASE_URL})`)
+const backing = await ownBacking({ redis: false })
+if (typeof backing === 'string') {
+  console.log(`\nPostgreSQL: skipped (${backing})`)
 } else {
   try {
-    const summary = await measure(`PostgreSQL (database ${db.name} on ${new URL(DATABASE_URL).host}, dropped afterwards)`, { DATABASE_URL: db.url })
+    const summary = await measure(`PostgreSQL (database ${backing.databaseName} on ${new URL(DATABASE_URL).host}, dropped afterwards)`, { ...backing.env })
     summaries.push(summary)
     // Every token answered 200 by a durable broker must be in the table, committed.
-    const rows = await db.count()
+    const rows = await backing.issuedRows()
     console.log(
       `  token.issued rows in the database after all rounds: ${rows.toLocaleString('en-US')} ` +
         `(tokens answered 200 by the durable brokers: ${summary.issuedDurable.toLocaleString('en-US')})`,
@@ -358,7 +330,7 @@ if (db === undefined) {
     if (rows !== summary.issuedDurable) failures.push(`PostgreSQL: ${rows} token.issued rows for ${summary.issuedDurable} tokens answered 200`)
     databaseChecked = true
   } finally {
-    await db.cleanup()
+    await backing.cleanup()
   }
 }
 summaries.push(await measure('Embedded default (PGlite, temp data dir)', {}))
@@ -369,7 +341,7 @@ for (const s of summaries) {
     `  ${s.label.split(' (')[0]!.padEnd(18)} memory ${rate(s.memory).padStart(8)}   durable ${rate(s.sql).padStart(8)}   ratio ${s.ratio.toFixed(2)}   ${s.ratio >= TARGET_RATIO ? 'met' : 'MISSED'}`,
   )
 }
-if (!databaseChecked && db !== undefined) oddities.push('PostgreSQL: the audit_log row count could not be read')
+if (!databaseChecked && typeof backing !== 'string') oddities.push('PostgreSQL: the audit_log row count could not be read')
 if (oddities.length > 0) {
   console.log(`\nBroker warnings and oddities (${oddities.length}):`)
   for (const o of oddities.slice(0, 30)) console.log(`  ${o}`)

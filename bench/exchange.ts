@@ -36,17 +36,14 @@
  * measurement makes the run exit 1.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { Redis } from 'ioredis'
-import postgres from 'postgres'
 import { freePort } from '../test/support/net.js'
-import { deleteKeys, issuedRows } from './support/backing.js'
+import { ownBacking, type OwnBacking as Backing } from './support/backing.js'
 import { generateInputs, mandateConfig, signingKeySet, writeInputs } from './support/inputs.js'
 import type { LoadResult } from './support/load.js'
 import { summariseProfile, type ProfileSummary } from './support/profile.js'
@@ -78,8 +75,6 @@ const PRIME_MS = quick ? 1_500 : 3_000
 const FIRST_GUESS: Record<number, number> = { 64: 12_000, 1: 6_000 }
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-const DATABASE_URL = process.env['DATABASE_URL'] || 'postgres://postgres@127.0.0.1:5432/postgres'
-const REDIS_URL = process.env['REDIS_URL'] || 'redis://127.0.0.1:6379'
 
 /** The servers; `mandate-prod-1w+NAME` is a `--variant`. */
 type TargetName = 'peer' | 'floor' | 'mandate-embedded' | 'mandate-prod-1w' | 'mandate-prod-2w' | `mandate-prod-1w+${string}`
@@ -132,48 +127,6 @@ const idp = createServer((req, res) => {
 await new Promise<void>((resolve) => idp.listen(0, '127.0.0.1', resolve))
 const jwksUri = `http://127.0.0.1:${(idp.address() as { port: number }).port}/jwks`
 
-interface Backing {
-  readonly url: string
-  readonly prefix: string
-  readonly issuedRows: () => Promise<number>
-  readonly cleanup: () => Promise<void>
-}
-
-/** A database and a Redis prefix of this run's own, or why there are none. */
-async function production(): Promise<Backing | string> {
-  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 2_000, retryStrategy: () => null })
-  try {
-    await redis.connect()
-    await redis.ping()
-  } catch (err) {
-    redis.disconnect()
-    return `Redis at ${REDIS_URL} does not answer (${(err as Error).message})`
-  }
-  const admin = postgres(DATABASE_URL, { max: 1, connect_timeout: 3, onnotice: () => {} })
-  const name = `mandate_bench_${randomBytes(4).toString('hex')}`
-  try {
-    await admin.unsafe(`create database "${name}"`)
-  } catch (err) {
-    await admin.end({ timeout: 1 }).catch(() => {})
-    redis.disconnect()
-    return `PostgreSQL at ${DATABASE_URL.replace(/\/\/[^@]*@/, '//')} does not answer (${(err as Error).message})`
-  }
-  const url = new URL(DATABASE_URL)
-  url.pathname = `/${name}`
-  const prefix = `mandate-bench-${randomBytes(4).toString('hex')}:`
-  return {
-    url: url.toString(),
-    prefix,
-    issuedRows: () => issuedRows(url.toString()),
-    cleanup: async () => {
-      await admin.unsafe(`drop database if exists "${name}" with (force)`).catch(() => {})
-      await admin.end({ timeout: 1 }).catch(() => {})
-      await deleteKeys(redis, prefix)
-      redis.disconnect()
-    },
-  }
-}
-
 // ---------------------------------------------------------------------------
 // Servers under test
 
@@ -214,9 +167,7 @@ async function start(name: TargetName, backing: Backing | undefined, nodeArgs: r
     env['MANDATE_CONFIG'] = mandateConfigFile(name, port)
     env['MANDATE_CHECKPOINT_DIR'] = join(dir, `checkpoints-${name}`)
     if (backing !== undefined) {
-      env['DATABASE_URL'] = backing.url
-      env['REDIS_URL'] = REDIS_URL
-      env['MANDATE_REDIS_PREFIX'] = backing.prefix
+      Object.assign(env, backing.env)
     }
     argv = [...nodeArgs, join(root, 'bin/mandate.js'), 'serve', ...(name === 'mandate-prod-2w' ? ['--workers', '2'] : [])]
   }
@@ -361,7 +312,7 @@ function bad(m: LoadResult): number {
 }
 
 try {
-  const prod = await production()
+  const prod = await ownBacking({ redis: true })
   if (typeof prod === 'string') {
     for (const t of MANDATE_PROD) skipped[t] = prod
     say(`production rows skipped: ${prod}`)

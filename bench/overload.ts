@@ -32,17 +32,15 @@
  * deleted afterwards) when both answer. `--quick` makes fewer revocations.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { randomBytes, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Redis } from 'ioredis'
-import postgres from 'postgres'
 import type { Report as LoadReport } from '../test/support/load/overload.js'
 import { LOAD_SCRIPTS, startLoadGenerator } from '../test/support/load/run.js'
 import { freePort } from '../test/support/net.js'
-import { deleteKeys } from './support/backing.js'
+import { ownBacking } from './support/backing.js'
 
 const quick = process.argv.includes('--quick')
 const REVOCATIONS = quick ? 60 : 200
@@ -56,8 +54,6 @@ const MAX_IN_FLIGHT = 512
 const TARGET_P99_MS = 100
 const ADMIN_KEY = 'demo-admin-key'
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-const DATABASE_URL = process.env['DATABASE_URL'] || 'postgres://postgres@127.0.0.1:5432/postgres'
-const REDIS_URL = process.env['REDIS_URL'] || 'redis://127.0.0.1:6379'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 function percentile(xs: readonly number[], p: number): number {
@@ -287,42 +283,14 @@ async function measure(label: string, env: Record<string, string>, options: { ad
   }
 }
 
-async function sharedServers(): Promise<{ env: Record<string, string>; cleanup: () => Promise<void> } | undefined> {
-  const admin = postgres(DATABASE_URL, { max: 1, connect_timeout: 3, onnotice: () => {} })
-  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 3000, retryStrategy: () => null })
-  try {
-    await admin`select 1`
-    await redis.connect()
-    await redis.ping()
-  } catch {
-    await admin.end({ timeout: 1 }).catch(() => {})
-    redis.disconnect()
-    return undefined
-  }
-  const name = `mandate_bench_${randomBytes(6).toString('hex')}`
-  await admin.unsafe(`create database "${name}"`)
-  const url = new URL(DATABASE_URL)
-  url.pathname = `/${name}`
-  const prefix = `mandate-bench-${randomBytes(6).toString('hex')}:`
-  return {
-    env: { DATABASE_URL: url.toString(), REDIS_URL, MANDATE_REDIS_PREFIX: prefix },
-    async cleanup() {
-      await admin.unsafe(`drop database if exists "${name}" with (force)`).catch(() => {})
-      await admin.end({ timeout: 1 }).catch(() => {})
-      await deleteKeys(redis, prefix)
-      redis.disconnect()
-    },
-  }
-}
-
 console.log(`\nThe kill switch under overload (${cpus().length} cores, Node ${process.version}${quick ? ', --quick' : ''})`)
 await measure('Embedded default (PGlite, in-memory revocation list)', {})
-const shared = await sharedServers()
-if (shared === undefined) {
-  console.log(`\nPostgreSQL + Redis: skipped (not reachable at ${DATABASE_URL} / ${REDIS_URL})`)
+const shared = await ownBacking({ redis: true })
+if (typeof shared === 'string') {
+  console.log(`\nPostgreSQL + Redis: skipped (${shared})`)
 } else {
   try {
-    await measure('PostgreSQL + Redis', shared.env, { adminPort: true })
+    await measure('PostgreSQL + Redis', { ...shared.env }, { adminPort: true })
   } finally {
     await shared.cleanup()
   }

@@ -15,15 +15,12 @@
  *      then a closed loop on 16 connections for the broker's capacity.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Redis } from 'ioredis'
-import postgres from 'postgres'
 import { LOAD_SCRIPTS, startLoadGenerator } from '../../test/support/load/run.js'
 import { freePort } from '../../test/support/net.js'
-import { deleteKeys } from './backing.js'
+import { ownBacking } from './backing.js'
 
 const root = new URL('../../', import.meta.url).pathname
 const ADMIN = { authorization: 'Bearer demo-admin-key', 'content-type': 'application/json' }
@@ -153,36 +150,6 @@ async function load(gate: Broker, token: string, mode: { rate: number; maxInFlig
   return gen.stop(60_000)
 }
 
-async function sharedServers(): Promise<{ env: Record<string, string>; cleanup: () => Promise<void> } | undefined> {
-  const DATABASE_URL = process.env['DATABASE_URL'] || 'postgres://postgres@127.0.0.1:5432/postgres'
-  const REDIS_URL = process.env['REDIS_URL'] || 'redis://127.0.0.1:6379'
-  const admin = postgres(DATABASE_URL, { max: 1, connect_timeout: 3, onnotice: () => {} })
-  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 3000, retryStrategy: () => null })
-  try {
-    await admin`select 1`
-    await redis.connect()
-    await redis.ping()
-  } catch {
-    await admin.end({ timeout: 1 }).catch(() => {})
-    redis.disconnect()
-    return undefined
-  }
-  const name = `mandate_bench_${randomBytes(6).toString('hex')}`
-  await admin.unsafe(`create database "${name}"`)
-  const url = new URL(DATABASE_URL)
-  url.pathname = `/${name}`
-  const prefix = `mandate-bench-${randomBytes(6).toString('hex')}:`
-  return {
-    env: { DATABASE_URL: url.toString(), REDIS_URL, MANDATE_REDIS_PREFIX: prefix },
-    async cleanup() {
-      await admin.unsafe(`drop database if exists "${name}" with (force)`).catch(() => {})
-      await admin.end({ timeout: 1 }).catch(() => {})
-      await deleteKeys(redis, prefix)
-      redis.disconnect()
-    },
-  }
-}
-
 const row = (name: string, xs: readonly number[]) =>
   console.log(
     `  ${name.padEnd(46)} p50 ${percentile(xs, 50).toFixed(2).padStart(7)} ms   p99 ${percentile(xs, 99).toFixed(2).padStart(7)} ms   max ${Math.max(...xs)
@@ -193,7 +160,8 @@ const row = (name: string, xs: readonly number[]) =>
 export async function forwardAuthBench(quick: boolean): Promise<void> {
   const kills = quick ? 30 : 200
   const windowMs = quick ? 3_000 : 10_000
-  const shared = await sharedServers()
+  const backing = await ownBacking({ redis: true })
+  const shared = typeof backing === 'string' ? undefined : backing
   const env = shared?.env ?? {}
   const brokers: Broker[] = []
   try {
