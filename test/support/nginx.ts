@@ -86,7 +86,7 @@ ${serverBlock}
   const child = spawn(NGINX, ['-p', prefix, '-c', join(prefix, 'nginx.conf'), '-e', 'stderr'], { stdio: ['ignore', 'pipe', 'pipe'] })
   const lines: string[] = []
   const keep = (d: Buffer) => lines.push(...d.toString().split('\n').filter(Boolean))
-  child.stdout!.on('data', keep)
-  child.stderr!.on('data', keep)
+  child.stdout.on('data', keep)
+  child.stderr.on('data', keep)
   return { child, lines, stop: () => stopChild(child, 'SIGQUIT') }
 }
