@@ -7,7 +7,15 @@ import { defineConfig, type TestProjectInlineConfiguration } from 'vitest/config
  * install them by the e2e package tests.
  */
 const conditions = ['mandate-source', 'module', 'node', 'import', 'default']
-const resolveSources = { resolve: { conditions }, ssr: { resolve: { conditions, externalConditions: ['mandate-source'] } } }
+/**
+ * Vitest hands the SSR conditions to the worker's Node as `--conditions`, and
+ * Node applies them to `require()` as well: with `import` among them, a CommonJS
+ * package requiring a dual one (express's router and `is-promise`) got its ESM
+ * entry and a namespace object instead of a function. Vite adds `import`,
+ * `require` and `default` by itself, as each import asks.
+ */
+const ssrConditions = ['mandate-source', 'module', 'node', 'development|production']
+const resolveSources = { resolve: { conditions }, ssr: { resolve: { conditions: ssrConditions, externalConditions: ['mandate-source'] } } }
 
 function project(config: NonNullable<TestProjectInlineConfiguration['test']>): TestProjectInlineConfiguration {
   return { ...resolveSources, test: config }
