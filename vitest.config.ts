@@ -6,11 +6,16 @@ import { defineConfig, type TestProjectInlineConfiguration } from 'vitest/config
  * runs a stale build of a package. The packed tarballs are tested as users
  * install them by the e2e package tests.
  */
-// No 'import' here: Vite adds it for imports by itself, and Vitest hands these conditions to the
-// worker's Node as --conditions, where 'import' would make a CommonJS require() of a dual package
-// (express's is-promise) load its ESM build.
-const conditions = ['mandate-source', 'module', 'node', 'default']
-const resolveSources = { resolve: { conditions }, ssr: { resolve: { conditions, externalConditions: ['mandate-source'] } } }
+const conditions = ['mandate-source', 'module', 'node', 'import', 'default']
+/**
+ * Vitest hands the SSR conditions to the worker's Node as `--conditions`, and
+ * Node applies them to `require()` as well: with `import` among them, a CommonJS
+ * package requiring a dual one (express's router and `is-promise`) got its ESM
+ * entry and a namespace object instead of a function. Vite adds `import`,
+ * `require` and `default` by itself, as each import asks.
+ */
+const ssrConditions = ['mandate-source', 'module', 'node', 'development|production']
+const resolveSources = { resolve: { conditions }, ssr: { resolve: { conditions: ssrConditions, externalConditions: ['mandate-source'] } } }
 
 function project(config: NonNullable<TestProjectInlineConfiguration['test']>): TestProjectInlineConfiguration {
   return { ...resolveSources, test: config }

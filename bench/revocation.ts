@@ -17,6 +17,9 @@
  *      /forward-auth, p50/p99 over many kills (across two brokers sharing
  *      PostgreSQL and Redis when both answer), and its latency at 1,000
  *      requests a second (target p99 ≤ 2 ms) and its capacity.
+ *   4. @mandate/verifier (bench/support/verifier.ts), against real brokers
+ *      likewise: a kill to the first refusal by a verifier following a
+ *      broker's revocation feed, p50/p99 over many kills.
  *
  * Redis: REDIS_URL (default redis://127.0.0.1:6379), under a key prefix of
  * its own that is deleted afterwards; never flushed. Without Redis, part 1 is
@@ -33,6 +36,7 @@ import { createRedisRevocationFeed } from '../src/revocation/redis.js'
 import { createLogger } from '../src/telemetry/log.js'
 import { deleteKeys } from './support/backing.js'
 import { forwardAuthBench } from './support/forward-auth.js'
+import { verifierBench } from './support/verifier.js'
 
 const quick = process.argv.includes('--quick')
 const PUBLISHES = quick ? 200 : 500
@@ -262,3 +266,4 @@ async function checkCost(): Promise<void> {
 await propagation()
 await checkCost()
 await forwardAuthBench(quick)
+await verifierBench(quick)

@@ -23,9 +23,9 @@ import { freePort } from '../../test/support/net.js'
 import { ownBacking } from './backing.js'
 
 const root = new URL('../../', import.meta.url).pathname
-const ADMIN = { authorization: 'Bearer demo-admin-key', 'content-type': 'application/json' }
+export const ADMIN = { authorization: 'Bearer demo-admin-key', 'content-type': 'application/json' }
 const AGENT = `Basic ${Buffer.from('demo-agent:demo-secret').toString('base64')}`
-const AUDIENCE = 'https://demo.example'
+export const AUDIENCE = 'https://demo.example'
 const FORWARD_AUTH = `/forward-auth?audience=${encodeURIComponent(AUDIENCE)}&scope=demo%3Aread`
 /** The target for a proxy's check: it sits in front of every request to the resource server. */
 const TARGET_P99_MS = 2
@@ -36,17 +36,19 @@ function percentile(xs: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!
 }
 
-interface Broker {
+export interface Broker {
   readonly base: string
   readonly child: ChildProcess
   readonly dataDir: string
 }
 
-async function startBroker(env: Record<string, string>): Promise<Broker> {
+/** `mandate serve --dev` (with `--config configFile` when given) on a free port; resolves once /readyz says 200. */
+export async function startBroker(env: Record<string, string>, configFile?: string): Promise<Broker> {
   const port = await freePort()
   const base = `http://127.0.0.1:${port}`
   const dataDir = mkdtempSync(join(tmpdir(), 'mandate-bench-fwd-'))
-  const child = spawn(process.execPath, [join(root, 'bin/mandate.js'), 'serve', '--dev'], {
+  const config = configFile === undefined ? [] : ['--config', configFile]
+  const child = spawn(process.execPath, [join(root, 'bin/mandate.js'), 'serve', '--dev', ...config], {
     cwd: root,
     env: { ...process.env, ...env, PORT: String(port), MANDATE_DATA_DIR: dataDir, LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -69,7 +71,7 @@ async function startBroker(env: Record<string, string>): Promise<Broker> {
   }
 }
 
-async function stopBroker(b: Broker): Promise<void> {
+export async function stopBroker(b: Broker): Promise<void> {
   if (b.child.exitCode === null) {
     const exited = new Promise((r) => b.child.once('exit', r))
     b.child.kill('SIGTERM')
@@ -79,7 +81,7 @@ async function stopBroker(b: Broker): Promise<void> {
 }
 
 /** A token of `b`'s for demo-agent (dev user issuer → exchange). */
-async function mint(b: Broker): Promise<string> {
+export async function mint(b: Broker): Promise<string> {
   const user = (await (await fetch(`${b.base}/dev/users/bench-user/token`, { method: 'POST', body: '{"scope":"demo:read"}' })).json()) as {
     access_token: string
   }
@@ -150,7 +152,7 @@ async function load(gate: Broker, token: string, mode: { rate: number; maxInFlig
   return gen.stop(60_000)
 }
 
-const row = (name: string, xs: readonly number[]) =>
+export const row = (name: string, xs: readonly number[]) =>
   console.log(
     `  ${name.padEnd(46)} p50 ${percentile(xs, 50).toFixed(2).padStart(7)} ms   p99 ${percentile(xs, 99).toFixed(2).padStart(7)} ms   max ${Math.max(...xs)
       .toFixed(2)
@@ -162,7 +164,7 @@ export async function forwardAuthBench(quick: boolean): Promise<void> {
   const windowMs = quick ? 3_000 : 10_000
   const backing = await ownBacking({ redis: true })
   const shared = typeof backing === 'string' ? undefined : backing
-  const env = shared?.env ?? {}
+  const env = { ...shared?.env }
   const brokers: Broker[] = []
   try {
     const gate = await startBroker(env)

@@ -137,7 +137,7 @@ export async function startTicketServer(options: TicketServerOptions): Promise<T
       resource: new URL(resource),
       extra: { sub: claims.sub, act: claims.act },
     }
-    Object.assign(req, { auth })
+    const authenticated = Object.assign(req, { auth })
     // Stateless: a server and transport per request (the SDK's stateless example), so no session outlives its token.
     const server = mcpServerFor(tickets)
     const transport = new StreamableHTTPServerTransport({}) // no sessionIdGenerator: stateless
@@ -147,7 +147,7 @@ export async function startTicketServer(options: TicketServerOptions): Promise<T
     })
     try {
       await server.connect(transport)
-      await transport.handleRequest(req, res, req.body)
+      await transport.handleRequest(authenticated, res, req.body)
     } catch {
       if (!res.headersSent) res.status(500).json({ jsonrpc: '2.0', error: { code: -32603, message: 'internal error' }, id: null })
     }

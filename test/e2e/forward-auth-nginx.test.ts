@@ -14,7 +14,6 @@
  * a missing nginx fails the run.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http'
 import { tmpdir } from 'node:os'
@@ -22,49 +21,28 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { logSink } from '../support/log-sink.js'
 import { freePort } from '../support/net.js'
+import { haveNginx, serverBlockFromDoc, startNginx, stopChild, type Nginx } from '../support/nginx.js'
 
 const root = new URL('../../', import.meta.url).pathname
-const NGINX = process.env['NGINX_BIN'] || '/usr/sbin/nginx'
-const haveNginx = existsSync(NGINX)
-if (!haveNginx) {
-  if (process.env['CI'] === 'true') throw new Error(`nginx not found at ${NGINX}: CI must run the forward-auth e2e test (.ci/run installs nginx)`)
-  console.warn(`nginx not found at ${NGINX}: test/e2e/forward-auth-nginx.test.ts skipped (set NGINX_BIN, or install nginx)`)
-}
 
 const AGENT = { authorization: `Basic ${Buffer.from('demo-agent:demo-secret').toString('base64')}` }
 const ADMIN = { authorization: 'Bearer demo-admin-key', 'content-type': 'application/json' }
 /** The bound the kill switch promises (docs/ARCHITECTURE.md "The kill switch"): every mirror within 100 ms. */
 const KILL_BOUND_MS = 100
 
-/** The nginx server block of docs/forward-auth.md, pointed at this test's broker and upstream. */
-async function serverBlockFromDoc(brokerPort: number, upstreamPort: number, nginxPort: number): Promise<string> {
-  const doc = await readFile(join(root, 'docs/forward-auth.md'), 'utf8')
-  const block = /<!-- forward-auth-nginx:[^>]*-->\s*```nginx\n([\s\S]*?)```/.exec(doc)?.[1]
-  if (block === undefined) throw new Error('docs/forward-auth.md: no nginx block after the forward-auth-nginx marker')
-  const replaced = block
-    .replace('server mandate.internal:8080;', `server 127.0.0.1:${brokerPort};`)
-    .replace('proxy_pass http://orders.internal:3000;', `proxy_pass http://127.0.0.1:${upstreamPort};`)
-    .replace('listen 80;', `listen 127.0.0.1:${nginxPort};`)
-  for (const placeholder of ['mandate.internal', 'orders.internal', 'listen 80;']) {
-    if (replaced.includes(placeholder)) throw new Error(`docs/forward-auth.md's nginx block changed: ${placeholder} left after substitution`)
-  }
-  return replaced
-}
-
 interface Seen {
   readonly path: string
   readonly headers: IncomingHttpHeaders
 }
 
-describe.runIf(haveNginx)('forward auth behind nginx', () => {
+describe.runIf(haveNginx('test/e2e/forward-auth-nginx.test.ts'))('forward auth behind nginx', () => {
   let dir: string
   let broker: ChildProcess
-  let nginx: ChildProcess
+  let nginx: Nginx | undefined
   let upstream: Server
   let brokerUrl: string
   let front: string
   const seen: Seen[] = []
-  const nginxLines: string[] = []
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'mandate-fwdauth-nginx-'))
@@ -102,29 +80,7 @@ describe.runIf(haveNginx)('forward auth behind nginx', () => {
     broker.stderr!.on('data', sink)
     brokerUrl = `http://127.0.0.1:${brokerPort}`
 
-    const prefix = join(dir, 'nginx')
-    for (const d of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi', 'logs']) await mkdir(join(prefix, d), { recursive: true })
-    const conf = `daemon off;
-master_process off;
-worker_processes 1;
-pid ${join(prefix, 'nginx.pid')};
-error_log stderr warn;
-events { worker_connections 256; }
-http {
-    access_log off;
-    client_body_temp_path ${join(prefix, 'client_body')};
-    proxy_temp_path ${join(prefix, 'proxy')};
-    fastcgi_temp_path ${join(prefix, 'fastcgi')};
-    uwsgi_temp_path ${join(prefix, 'uwsgi')};
-    scgi_temp_path ${join(prefix, 'scgi')};
-${await serverBlockFromDoc(brokerPort, upstreamPort, nginxPort)}
-}
-`
-    await writeFile(join(prefix, 'nginx.conf'), conf)
-    nginx = spawn(NGINX, ['-p', prefix, '-c', join(prefix, 'nginx.conf'), '-e', 'stderr'], { stdio: ['ignore', 'pipe', 'pipe'] })
-    const keep = (d: Buffer) => nginxLines.push(...d.toString().split('\n').filter(Boolean))
-    nginx.stdout!.on('data', keep)
-    nginx.stderr!.on('data', keep)
+    nginx = await startNginx(dir, await serverBlockFromDoc(brokerPort, upstreamPort, nginxPort))
     front = `http://127.0.0.1:${nginxPort}`
 
     const up = (url: string) =>
@@ -134,25 +90,17 @@ ${await serverBlockFromDoc(brokerPort, upstreamPort, nginxPort)}
       )
     for (const deadline = Date.now() + 60_000; ;) {
       if (broker.exitCode !== null) throw new Error(`broker exited with ${broker.exitCode}`)
-      if (nginx.exitCode !== null) throw new Error(`nginx exited with ${nginx.exitCode}: ${nginxLines.slice(-5).join('\n')}`)
+      if (nginx.child.exitCode !== null) throw new Error(`nginx exited with ${nginx.child.exitCode}: ${nginx.lines.slice(-5).join('\n')}`)
       // nginx answers 401 for / without a token once both it and the broker are up (500 while the broker is not).
       if ((await up(`${brokerUrl}/readyz`)) === 200 && (await up(`${front}/`)) === 401) break
-      if (Date.now() > deadline) throw new Error(`broker or nginx not ready in 60 s: ${nginxLines.slice(-5).join('\n')}`)
+      if (Date.now() > deadline) throw new Error(`broker or nginx not ready in 60 s: ${nginx.lines.slice(-5).join('\n')}`)
       await new Promise((r) => setTimeout(r, 100))
     }
   }, 90_000)
 
   afterAll(async () => {
-    const stop = async (child: ChildProcess | undefined, signal: NodeJS.Signals) => {
-      if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
-      const exited = new Promise((resolve) => child.once('exit', resolve))
-      child.kill(signal)
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-      await exited
-      clearTimeout(timer)
-    }
-    await stop(nginx, 'SIGQUIT') // nginx's graceful shutdown
-    await stop(broker, 'SIGTERM')
+    await nginx?.stop() // nginx's graceful shutdown
+    await stopChild(broker, 'SIGTERM')
     await new Promise((resolve) => upstream?.close(resolve))
     if (dir !== undefined) await rm(dir, { recursive: true, force: true })
   })
