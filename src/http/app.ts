@@ -2,12 +2,13 @@ import { randomUUID } from 'node:crypto'
 import { Hono, type Context, type ErrorHandler, type MiddlewareHandler, type NotFoundHandler } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { matchedRoutes } from 'hono/route'
+import type { AgentId } from '../core/claims.js'
 import { describeCause } from '../core/errors.js'
 import type { ExchangeDeps } from '../core/exchange.js'
 import type { Logger } from '../telemetry/log.js'
 import { OTHER_AUDIENCE, UNAUTHENTICATED, type MandateMetrics } from '../telemetry/metrics.js'
 import type { AuthFailureThrottle } from '../admission/auth-failures.js'
-import { throttleClientAuth, type ClientAuthThrottle } from './auth-throttle.js'
+import { clientAuthAttempt, throttleClientAuth, type ClientAuthThrottle } from './auth-throttle.js'
 import type { Tracing } from '../telemetry/tracing.js'
 import type { DevUserIssuer } from '../tokens/dev-issuer.js'
 import type { SigningKeys } from '../tokens/keys.js'
@@ -62,8 +63,10 @@ export interface AppDeps {
   readonly tracing?: Tracing
   /** Token endpoint counters and latency; absent when no metrics are exported. */
   readonly metrics?: MandateMetrics
-  /** Back-off after failed client authentication at /oauth2/token, /introspect and /revoke. */
+  /** Back-off after failed client authentication at /oauth2/token, /introspect, /revoke and /ssf/poll. */
   readonly authFailures: AuthFailureThrottle
+  /** The configured resource servers' client ids: they key the back-off as agents' ids do. */
+  readonly resourceServerIds: readonly string[]
   /** Where refusals are counted (outages and overload, rate limits, the back-off) instead of one log line each. */
   readonly refusals: Refusals
   /** Load shedding of the token and introspection endpoints; none without it. */
@@ -150,9 +153,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     maxBodyBytes: deps.maxBodyBytes,
   }
 
+  const resourceServerIds: ReadonlySet<string> = new Set(deps.resourceServerIds)
   const throttle: ClientAuthThrottle = {
     failures: deps.authFailures,
-    policies: deps.exchange.policies,
+    known: (id) => resourceServerIds.has(id) || deps.exchange.policies.get(id as AgentId) !== undefined,
     onThrottled(endpoint) {
       deps.refusals.throttled.count('back_off', endpoint)
       deps.metrics?.clientAuthThrottled(endpoint)
@@ -210,6 +214,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       issuer,
       poller: deps.ssf,
       authenticate: resourceServers,
+      throttle: (c) => clientAuthAttempt(throttle, 'ssf_poll', c),
       maxBodyBytes: deps.maxBodyBytes,
       onFailure: (err) => log.warn({ error: 'temporarily_unavailable', cause: describeCause(err) }, 'SET poll failed'),
     })
