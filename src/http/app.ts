@@ -13,7 +13,6 @@ import type { Tracing } from '../telemetry/tracing.js'
 import type { DevUserIssuer } from '../tokens/dev-issuer.js'
 import type { SigningKeys } from '../tokens/keys.js'
 import type { ClientCredentials } from '../tokens/port.js'
-import { ownTokenVerifier } from '../tokens/subject.js'
 import { AdminError, BearerError, renderError, RouteError, toOAuthError } from './oauth-errors.js'
 import { devJwksDoc, devJwksRoute, devUserTokenDoc, devUserTokenRoute } from './routes/dev.js'
 import { tokenRoute } from './routes/token.js'
@@ -143,7 +142,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const onAuditError = (err: unknown) =>
     log.error({ error: 'audit_unavailable', cause: describeCause(err) }, 'audit record lost for an action that took effect')
   const tokenDeps: TokenRoutesDeps = {
-    verify: ownTokenVerifier(issuer, deps.keys, deps.exchange.now),
+    // The exchange's verifier, so that every route shares its cache of verified tokens.
+    verify: (token) => deps.exchange.subjects.verifyOwn(token),
     clients: deps.exchange.clients,
     policies: deps.exchange.policies,
     revocations: deps.revocations,
