@@ -9,6 +9,7 @@ import { bodyLimit } from 'hono/body-limit'
 import { describeRoute, resolver } from 'hono-openapi'
 import { z } from 'zod'
 import { OAuthError } from '../../core/errors.js'
+import { decodeUtf8, holdsOnlyStorableText } from '../../core/text.js'
 import type { PollRequest, SetPoller } from '../../ssf/port.js'
 import type { AuthenticatedCaller, ClientCredentials } from '../../tokens/port.js'
 import { clientCredentials } from '../client-credentials.js'
@@ -73,7 +74,7 @@ const SetError = z.object({ err: z.string(), description: z.string() }).meta({ i
 const errorResponses = Object.fromEntries(
   (
     [
-      [400, 'Malformed body (not JSON, unknown member, out of bounds), or not `application/json`.'],
+      [400, 'Malformed body (not UTF-8 JSON, a NUL or lone surrogate, unknown member, out of bounds), or not `application/json`.'],
       [401, 'Client authentication failed (client_secret_basic of a configured resource server).'],
       [403, 'The resource server polls for no receiver.'],
       [413, 'Body too large.'],
@@ -159,12 +160,17 @@ export function mountSsf(app: Hono<AppEnv>, deps: SsfRoutesDeps): void {
 
     const type = c.req.header('content-type')?.split(';')[0]?.trim().toLowerCase()
     if (type !== 'application/json') return setError(c, 'invalid_request', 'the body must be application/json')
+    // Strict UTF-8 (RFC 8259 §8.1), never replaced; and no NUL or lone surrogate spelled as a JSON escape: the jtis
+    // and errors a receiver echoes reach PostgreSQL, which would refuse them and turn hostile input into a 503.
+    const text = decodeUtf8(new Uint8Array(await c.req.arrayBuffer()))
+    if (text === undefined) return setError(c, 'invalid_request', 'the body is not UTF-8')
     let raw: unknown
     try {
-      raw = JSON.parse(await c.req.text())
+      raw = JSON.parse(text)
     } catch {
       return setError(c, 'invalid_request', 'the body is not JSON')
     }
+    if (!holdsOnlyStorableText(raw, text)) return setError(c, 'invalid_request', 'the body holds a NUL or a lone surrogate')
     const parsed = PollBody.safeParse(raw)
     if (!parsed.success) {
       const where = parsed.error.issues[0]?.path[0]
