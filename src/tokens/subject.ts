@@ -262,7 +262,8 @@ function isAct(value: unknown, depth: number): value is ActClaim {
  */
 export function mandateClaims(payload: Record<string, unknown>): MandateClaims {
   const { aud, client_id, act, scope, chain, sub_id, sub } = payload
-  if (typeof aud !== 'string' || typeof client_id !== 'string' || typeof scope !== 'string') {
+  // An empty scope grants nothing (RFC 6749 §3.3); an empty holder or audience is no claim at all.
+  if (typeof aud !== 'string' || aud === '' || typeof client_id !== 'string' || client_id === '' || typeof scope !== 'string') {
     throw new JwtError('bad_mandate_claims')
   }
   const id = sub_id as Record<string, unknown> | null

@@ -2286,21 +2286,25 @@ export function forwardAuthCase(ctx: HostileContext, faults: { query: boolean; b
     .map((v) => {
       const live = v.live()
       const claims = claimsOf(live.token)
+      const bearer = v.bearer?.(live.token)
+      // Audience and scope are judged against the live token; a faulty one is refused whatever the query asks
+      // (and a token with a wrong audience would pass a query that names that audience).
+      const target = bearer === undefined ? v.target : undefined
       const granted = claims.scope.split(' ').filter((s) => s !== '')
       const labels: string[] = [live.label]
       // The query as the proxy is configured to send it.
       let audience: FwdParam[] = [
-        v.target === 'audience' ? fwdGood(v.otherAudience) : v.audienceEncoding === 'raw' ? { text: claims.aud, bad: false, label: 'ok' } : fwdGood(claims.aud),
+        target === 'audience' ? fwdGood(v.otherAudience) : v.audienceEncoding === 'raw' ? { text: claims.aud, bad: false, label: 'ok' } : fwdGood(claims.aud),
       ]
-      if (v.target === 'audience') labels.push(`audience ${v.otherAudience} (not the token's)`)
+      if (target === 'audience') labels.push(`audience ${v.otherAudience} (not the token's)`)
       const asked =
-        v.target === 'scope'
+        target === 'scope'
           ? [...granted.slice(0, typeof v.scopeAsk === 'number' ? v.scopeAsk % (granted.length + 1) : 0), v.missingScope]
           : typeof v.scopeAsk === 'number'
             ? granted.slice(0, 1 + (v.scopeAsk % Math.max(1, granted.length))).reverse()
             : []
-      if (v.target === 'scope') labels.push(`scope ${v.missingScope} (not granted)`)
-      let scope: FwdParam[] = v.scopeAsk === '' && v.target !== 'scope' ? [fwdGood('')] : asked.length > 0 ? [fwdGood(asked.join(' '))] : []
+      if (target === 'scope') labels.push(`scope ${v.missingScope} (not granted)`)
+      let scope: FwdParam[] = v.scopeAsk === '' && target !== 'scope' ? [fwdGood('')] : asked.length > 0 ? [fwdGood(asked.join(' '))] : []
       const other: FwdParam[] = []
       if (v.query !== undefined) {
         if (v.query.audience !== undefined) audience = v.query.audience
@@ -2318,7 +2322,6 @@ export function forwardAuthCase(ctx: HostileContext, faults: { query: boolean; b
       // Envoy appends the client's own path, after `path=` in the configured prefix.
       if (v.route.envoy) query = `${query}&path=${v.tail}`
 
-      const bearer = v.bearer?.(live.token)
       if (bearer !== undefined) labels.push(bearer.label)
       const headers: Record<string, string> = { ...v.headers }
       const authorization = bearer === undefined ? `${v.scheme} ${live.token}` : bearer.header
@@ -2326,8 +2329,8 @@ export function forwardAuthCase(ctx: HostileContext, faults: { query: boolean; b
       let expected: Outcome
       if (queryRefused) expected = INVALID_REQUEST
       else if (bearer?.answer !== undefined) expected = bearer.answer
-      else if (v.target === 'audience') expected = INVALID_TOKEN
-      else if (v.target === 'scope') expected = INSUFFICIENT_SCOPE
+      else if (target === 'audience') expected = INVALID_TOKEN
+      else if (target === 'scope') expected = INSUFFICIENT_SCOPE
       else expected = { kind: 'forward_allowed', clientId: claims.client_id }
       const m = normalized(v.route.method)
       const secrets = [live.token, live.token.split('.')[2]!, ...(bearer?.token !== undefined && bearer.token.length >= 16 ? [bearer.token] : [])]

@@ -224,6 +224,14 @@ describe('verifyOwn: the broker’s own tokens at forward auth, introspection an
     expect(await subjects.verifyOwn(await mandateToken(selfB))).toBeUndefined()
     for (const junk of ['', 'x', 'a.b.c', `${'A'.repeat(20_000)}.x.y`]) expect(await subjects.verifyOwn(junk)).toBeUndefined()
   })
+
+  it('refuses a token of its own key whose holder or audience is empty: no claim a resource server would be handed is blank', async () => {
+    const subjects = verifier(idp())
+    expect(await subjects.verifyOwn(await mandateToken(selfA, { client_id: '' }))).toBeUndefined()
+    expect(await subjects.verifyOwn(await mandateToken(selfA, { aud: '' }))).toBeUndefined()
+    await expect(subjects.verify(await mandateToken(selfA, { client_id: '' }))).rejects.toMatchObject({ detail: 'bad_mandate_claims' })
+    expect(await subjects.verifyOwn(await mandateToken(selfA, { scope: '' }))).toMatchObject({ scope: '' }) // RFC 6749 §3.3: grants nothing, still well-formed
+  })
 })
 
 describe('only access tokens are subject tokens', () => {
