@@ -11,6 +11,9 @@
  *      (node:crypto's callback form, 64 at a time on libuv's thread pool, as
  *      the broker does it; the synchronous floor is shown for comparison).
  *   4. invalid_client timing: unknown agent vs wrong secret vs wrong method.
+ *   5. Forward auth: verifying the broker's own token with its verification
+ *      cached (a token sent again) and not (the cache off: what every check
+ *      cost before the cache), and the whole GET /forward-auth in-process.
  *
  * `--quick` runs shorter rounds.
  */
@@ -19,7 +22,11 @@ import { cpus } from 'node:os'
 import { promisify } from 'node:util'
 import { generateKeyPair, jwtVerify, SignJWT } from 'jose'
 import { basic, SECRET, startTestBroker } from '../test/support/broker.js'
-import { CLIENT_ASSERTION_TYPE_JWT } from '../src/core/claims.js'
+import { CLIENT_ASSERTION_TYPE_JWT, type MandateClaims } from '../src/core/claims.js'
+import { generateSigningJwk, signingKeysFromJwks } from '../src/tokens/keys.js'
+import { createTokenMinter } from '../src/tokens/mint.js'
+import { createSubjectVerifier } from '../src/tokens/subject.js'
+import { createIssuerRegistry } from '../src/tokens/upstream.js'
 
 const quick = process.argv.includes('--quick')
 const ROUND_MS = quick ? 300 : 1000
@@ -163,9 +170,62 @@ await compare(
   'floor: RS256 verify + ES256 verify + sign',
 )
 
+// Forward auth checks the same token many times: its verification is cached (SHA-256 keyed, until exp), its revocation is not.
+const selfKeys = await signingKeysFromJwks({ keys: [await generateSigningJwk()] })
+const nowS = () => Math.floor(Date.now() / 1000)
+const ownToken = await createTokenMinter(selfKeys).mint({
+  iss: 'https://mandate.example',
+  sub: 'alice',
+  sub_id: { format: 'iss_sub', iss: 'https://idp.example', sub: 'alice' },
+  aud: 'https://api.example',
+  client_id: 'agent',
+  act: { sub: 'agent' },
+  scope: 'read write',
+  iat: nowS(),
+  nbf: nowS(),
+  exp: nowS() + 3600,
+  jti: crypto.randomUUID(),
+} as unknown as MandateClaims)
+const ownVerifier = (cacheSize: number) =>
+  createSubjectVerifier({
+    selfIssuer: 'https://mandate.example',
+    selfKeys,
+    users: createIssuerRegistry([], () => {
+      throw new TypeError('no user issuers here')
+    }),
+    now: nowS,
+    skew: 30,
+    maxAge: 86_400,
+    cacheSize,
+  })
+const uncached = ownVerifier(0)
+const cached = ownVerifier(10_000)
+const verified = (v: typeof cached) => async () => {
+  if ((await v.verifyOwn(ownToken)) === undefined) throw new Error('verifyOwn refused a live token')
+}
+const fwdToken = ((await (await b.token(b.exchangeForm(cachedSubject, { scope: 'read' }), auth)).json()) as { access_token: string }).access_token
+const forwardAuth = async () => {
+  const res = await b.mandate.app.request(`/forward-auth?audience=${encodeURIComponent('https://api.test')}&scope=read`, {
+    headers: { authorization: `Bearer ${fwdToken}` },
+  })
+  if (res.status !== 200) throw new Error(`forward auth refused: ${res.status}`)
+}
+await compare(
+  "Forward auth: the broker's own token, verified (verifyOwn) and checked (GET /forward-auth, app.request)",
+  [
+    { name: 'node:crypto ES256 verify', run: v('sha256', ec.publicKey, sigs.es, { dsaEncoding: 'ieee-p1363' }) },
+    { name: 'verifyOwn, cache off (verified each time)', run: verified(uncached) },
+    { name: 'verifyOwn, a token sent again (cached)', run: verified(cached) },
+    { name: 'GET /forward-auth, a token sent again', run: forwardAuth },
+  ],
+  'node:crypto ES256 verify',
+)
 // Client authentication failures must not tell an unknown agent from a wrong
 // secret by timing: same body, same work. Per-request cost of each, as ratios.
+// The failed-authentication back-off would answer 429 after the free failures: the clock moves past every block
+// (5 min at most) before each try, so that each one is tried.
 const refuse = (headers: Record<string, string>) => async () => {
+  b.advance(301)
   const res = await b.token(b.exchangeForm(cachedSubject, { scope: 'read' }), headers)
   if (res.status !== 401) throw new Error(`expected 401, got ${res.status}`)
 }
@@ -178,4 +238,5 @@ await compare(
   ],
   'wrong secret for a known agent',
 )
+
 await b.close()

@@ -213,6 +213,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       },
       clientAddress: clientAddressResolver(config.listen.trusted_proxies ?? []),
       authFailures: createAuthFailureThrottle(clock),
+      resourceServerIds: config.resource_servers.map((rs) => rs.id),
       adminListener: config.listen.admin_port !== undefined,
       ...(transmitter === undefined ? {} : { ssf: transmitter }),
       forwardAuth: config.forward_auth.enabled,

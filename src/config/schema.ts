@@ -310,7 +310,15 @@ export const Config = z
           .max(86_400)
           .default(3600)
           .describe('longest remaining lifetime a workload identity token may have'),
-        subject_cache_entries: z.number().int().min(0).max(1_000_000).default(10_000).describe('verified subject tokens kept until their exp (0: no cache)'),
+        subject_cache_entries: z
+          .number()
+          .int()
+          .min(0)
+          .max(1_000_000)
+          .default(10_000)
+          .describe(
+            "verified tokens kept until their exp, keyed by SHA-256: subject tokens, and the broker's own wherever they are checked (forward auth, introspection, revocation); 0: no cache",
+          ),
         subject_token_max_age_seconds: z
           .number()
           .int()

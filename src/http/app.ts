@@ -2,17 +2,17 @@ import { randomUUID } from 'node:crypto'
 import { Hono, type Context, type ErrorHandler, type MiddlewareHandler, type NotFoundHandler } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { matchedRoutes } from 'hono/route'
+import type { AgentId } from '../core/claims.js'
 import { describeCause } from '../core/errors.js'
 import type { ExchangeDeps } from '../core/exchange.js'
 import type { Logger } from '../telemetry/log.js'
 import { OTHER_AUDIENCE, UNAUTHENTICATED, type MandateMetrics } from '../telemetry/metrics.js'
 import type { AuthFailureThrottle } from '../admission/auth-failures.js'
-import { throttleClientAuth, type ClientAuthThrottle } from './auth-throttle.js'
+import { clientAuthAttempt, throttleClientAuth, type ClientAuthThrottle } from './auth-throttle.js'
 import type { Tracing } from '../telemetry/tracing.js'
 import type { DevUserIssuer } from '../tokens/dev-issuer.js'
 import type { SigningKeys } from '../tokens/keys.js'
 import type { ClientCredentials } from '../tokens/port.js'
-import { ownTokenVerifier } from '../tokens/subject.js'
 import { AdminError, BearerError, renderError, RouteError, toOAuthError } from './oauth-errors.js'
 import { devJwksDoc, devJwksRoute, devUserTokenDoc, devUserTokenRoute } from './routes/dev.js'
 import { tokenRoute } from './routes/token.js'
@@ -62,8 +62,10 @@ export interface AppDeps {
   readonly tracing?: Tracing
   /** Token endpoint counters and latency; absent when no metrics are exported. */
   readonly metrics?: MandateMetrics
-  /** Back-off after failed client authentication at /oauth2/token, /introspect and /revoke. */
+  /** Back-off after failed client authentication at /oauth2/token, /introspect, /revoke and /ssf/poll. */
   readonly authFailures: AuthFailureThrottle
+  /** The configured resource servers' client ids: they key the back-off as agents' ids do. */
+  readonly resourceServerIds: readonly string[]
   /** Where refusals are counted (outages and overload, rate limits, the back-off) instead of one log line each. */
   readonly refusals: Refusals
   /** Load shedding of the token and introspection endpoints; none without it. */
@@ -140,7 +142,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const onAuditError = (err: unknown) =>
     log.error({ error: 'audit_unavailable', cause: describeCause(err) }, 'audit record lost for an action that took effect')
   const tokenDeps: TokenRoutesDeps = {
-    verify: ownTokenVerifier(issuer, deps.keys, deps.exchange.now),
+    // The exchange's verifier, so that every route shares its cache of verified tokens.
+    verify: (token) => deps.exchange.subjects.verifyOwn(token),
     clients: deps.exchange.clients,
     policies: deps.exchange.policies,
     revocations: deps.revocations,
@@ -150,7 +153,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     maxBodyBytes: deps.maxBodyBytes,
   }
 
-  mountOAuthEndpoints(app, deps, tokenDeps)
+  const throttle = clientAuthThrottle(deps)
+  mountOAuthEndpoints(app, deps, tokenDeps, throttle)
   app.use('/admin/*', limit)
   mountAdminRevocations(app, {
     keys: deps.adminKeys,
@@ -179,6 +183,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       issuer,
       poller: deps.ssf,
       authenticate: resourceServers,
+      throttle: (c) => clientAuthAttempt(throttle, 'ssf_poll', c),
       maxBodyBytes: deps.maxBodyBytes,
       onFailure: (err) => log.warn({ error: 'temporarily_unavailable', cause: describeCause(err) }, 'SET poll failed'),
     })
@@ -205,15 +210,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   return app
 }
 
-/**
- * RFC 6749 token, RFC 7662 introspection, RFC 7009 revocation, with the
- * client-authentication back-off and load shedding in front of them; and
- * forward auth, which checks the same tokens for proxies.
- */
-function mountOAuthEndpoints(app: Hono<AppEnv>, deps: AppDeps, tokenDeps: TokenRoutesDeps): void {
-  const throttle: ClientAuthThrottle = {
+/** The failed-authentication back-off of every endpoint where a client (agent or resource server) authenticates. */
+function clientAuthThrottle(deps: AppDeps): ClientAuthThrottle {
+  const resourceServerIds: ReadonlySet<string> = new Set(deps.resourceServerIds)
+  return {
     failures: deps.authFailures,
-    policies: deps.exchange.policies,
+    known: (id) => resourceServerIds.has(id) || deps.exchange.policies.get(id as AgentId) !== undefined,
     onThrottled(endpoint) {
       deps.refusals.throttled.count('back_off', endpoint)
       deps.metrics?.clientAuthThrottled(endpoint)
@@ -221,6 +223,14 @@ function mountOAuthEndpoints(app: Hono<AppEnv>, deps: AppDeps, tokenDeps: TokenR
       if (endpoint === 'token') deps.metrics?.tokenDenied(UNAUTHENTICATED, OTHER_AUDIENCE, 'rate_limited')
     },
   }
+}
+
+/**
+ * RFC 6749 token, RFC 7662 introspection, RFC 7009 revocation, with the
+ * client-authentication back-off and load shedding in front of them; and
+ * forward auth, which checks the same tokens for proxies.
+ */
+function mountOAuthEndpoints(app: Hono<AppEnv>, deps: AppDeps, tokenDeps: TokenRoutesDeps, throttle: ClientAuthThrottle): void {
   if (deps.shedding !== undefined) {
     // Before the routes: a shed request is answered before its body is read.
     const shed = shedLoad(deps.shedding)

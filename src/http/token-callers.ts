@@ -15,7 +15,7 @@ import type { AppContext } from './env.js'
 import type { FormParams } from './form.js'
 
 export interface TokenRoutesDeps {
-  /** Our token's claims, or undefined for any other string (`ownTokenVerifier`). */
+  /** Our token's claims, or undefined for any other string (`SubjectVerifier.verifyOwn`). */
   readonly verify: (token: string) => Promise<MandateClaims | undefined>
   readonly clients: ClientAuthenticator
   readonly policies: PolicyStore

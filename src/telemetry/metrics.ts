@@ -15,7 +15,7 @@ export const UNAUTHENTICATED = 'unauthenticated'
 export const OTHER_AUDIENCE = 'other'
 
 /** The endpoints whose client authentication is throttled. */
-export type ThrottledEndpoint = 'token' | 'introspect' | 'revoke'
+export type ThrottledEndpoint = 'token' | 'introspect' | 'revoke' | 'ssf_poll'
 
 /** How an exchange ended: a token, a refusal (4xx), or a failure on the broker's side (5xx). */
 export type ExchangeOutcome = 'issued' | 'denied' | 'failed'

@@ -93,6 +93,14 @@ export type VerifiedSubject = UserSubject | MandateSubject
  */
 export interface SubjectVerifier {
   verify(token: string): Promise<VerifiedSubject>
+  /**
+   * A token string as a client sent it to a route that takes only this
+   * broker's tokens (forward auth, RFC 7662 introspection, RFC 7009
+   * revocation): its claims when it is one of ours, unaltered, signed by a
+   * key still held, within its lifetime (no skew); undefined for any other
+   * string. Never checks revocation.
+   */
+  verifyOwn(token: string): Promise<MandateClaims | undefined>
 }
 
 /** Signs Mandate access tokens with the current signing key. */

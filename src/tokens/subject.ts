@@ -4,9 +4,9 @@ import { MANDATE_REQUIRED, mandateClaimsProblem } from '@mandate/verifier/claims
 import type { MandateClaims } from '../core/claims.js'
 import { OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from '../core/errors.js'
 import { UpstreamUnavailable } from './fetch-limited.js'
-import { checkClaims, checkHeader, decodeJws, JwtError, normalizeTyp, verifySignature, type JwsHeader } from './jws.js'
+import { checkClaims, checkHeader, decodeJws, JwtError, MAX_JWT_LENGTH, normalizeTyp, verifySignature, type JwsHeader } from './jws.js'
 import type { SigningKeys } from './keys.js'
-import type { SubjectVerifier, UserSubject, VerifiedSubject } from './port.js'
+import type { MandateSubject, SubjectVerifier, UserSubject, VerifiedSubject } from './port.js'
 import { unverifiedIssuer, verifyDecodedJwt, type IssuerRegistry } from './upstream.js'
 
 export interface SubjectVerifierOptions {
@@ -20,42 +20,84 @@ export interface SubjectVerifierOptions {
   readonly skew: number
   /** Seconds: a user token whose `exp` is further ahead than this (plus the skew) is refused. */
   readonly maxAge: number
-  /** Verified tokens kept until their `exp`, keyed by the token's SHA-256. */
+  /**
+   * Verified tokens kept until their `exp`, keyed by the token's SHA-256:
+   * subject tokens, and this broker's own tokens wherever they are verified
+   * (`verifyOwn`: forward auth, introspection, revocation). 0: no cache.
+   */
   readonly cacheSize: number
 }
 
 const USER_REQUIRED = ['iss', 'sub', 'aud', 'exp', 'iat'] as const
 
-/** A verified subject and a check that the key its signature was verified with is still trusted. */
+/** A verified token: its subject, when it may first be accepted, and a check that the key its signature was verified with is still held. */
 interface Verified {
   readonly subject: VerifiedSubject
+  /** The later of its `nbf` and `iat` (RFC 7519 §4.1.5, §4.1.6): accepted from `notBefore - skew` on. */
+  readonly notBefore: number
   readonly keyStillTrusted: () => boolean | Promise<boolean>
 }
 
+const expiryOf = (s: VerifiedSubject) => (s.kind === 'user' ? s.exp : s.claims.exp)
+const notBeforeOf = (payload: Record<string, unknown>) =>
+  Math.max(0, ...(['nbf', 'iat'] as const).map((n) => (typeof payload[n] === 'number' ? payload[n] : 0)))
+
 /**
- * Verifies `subject_token`s (RFC 8693 §2.1). A successfully verified token
- * is cached until its `exp` under the SHA-256 of its exact bytes, so a second
- * exchange with the same user token skips the signature check but never the
- * expiry check, nor the check that the key it was verified with is still in
- * its issuer's current key set (else it is verified afresh); revocation is
- * checked separately, on every exchange.
+ * Verifies `subject_token`s (RFC 8693 §2.1), and this broker's own tokens
+ * for the routes that take them (`verifyOwn`). A successfully verified
+ * token is cached until its `exp` under the SHA-256 of its exact bytes
+ * (one cache for both: the same token is often exchanged, introspected and
+ * checked by forward auth), so a later use skips the signature check but
+ * never the lifetime checks, with the skew of that use, nor the check that
+ * the key it was verified with is still held (the broker's key set, or its
+ * issuer's current one: else it is verified afresh). A failure is never
+ * cached. Revocation is checked separately, on every use.
  */
 export function createSubjectVerifier(options: SubjectVerifierOptions): SubjectVerifier {
   // Bounded by count and by bytes (each entry charged its token's length): never more than ~64 MiB.
+  // Keyed by the digest, not the token: the cache holds no bearer token, and its keys are 43 bytes whatever the token's size.
   const cache = options.cacheSize > 0 ? new LRUCache<string, Verified>({ max: options.cacheSize, maxSize: 64 * 1024 * 1024 }) : undefined
   const unacceptable = (detail: string) => new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail })
+  const keyOf = (token: string) => createHash('sha256').update(token).digest('base64url')
 
-  const expiryOf = (s: VerifiedSubject) => (s.kind === 'user' ? s.exp : s.claims.exp)
+  /**
+   * Whether `hit`, the cached verification of the token whose digest is
+   * `key`, still holds at `now` with `skew`: false when its key is no longer
+   * held (dropped then). Throws `JwtError` when it is expired or not yet
+   * valid, as a fresh verification would. Called on a hit only, so that a
+   * miss costs no extra promise.
+   */
+  async function stillHolds(hit: Verified, key: string, now: number, skew: number): Promise<boolean> {
+    if (now - skew >= expiryOf(hit.subject)) {
+      cache?.delete(key)
+      throw new JwtError('expired')
+    }
+    // Verified earlier under another use's skew: judged again under this one's.
+    if (hit.notBefore > now + skew) throw new JwtError('not_yet_valid')
+    if (await hit.keyStillTrusted()) return true
+    // The key left the set since: the token is judged afresh against the current one.
+    cache?.delete(key)
+    return false
+  }
+
+  const remember = (key: string, token: string, verified: Verified) => cache?.set(key, verified, { size: token.length + 512 })
+
+  async function verifiedOwn(decoded: ReturnType<typeof decodeJws>, now: number, skew: number): Promise<Verified> {
+    const claims = await verifyOwnToken(decoded, options.selfIssuer, options.selfKeys, now, skew)
+    const kid = decoded.header.kid as string // verifyOwnToken refuses a token without one
+    const signingKey = options.selfKeys.byKid(kid)
+    return {
+      subject: { kind: 'mandate', claims },
+      notBefore: notBeforeOf(decoded.payload),
+      // The very key object: a reloaded keys file with new material under the same kid does not vouch for it.
+      keyStillTrusted: () => options.selfKeys.byKid(kid) === signingKey,
+    }
+  }
 
   async function verifyUncached(token: string, now: number): Promise<Verified> {
     const decoded = decodeJws(token)
     const iss = unverifiedIssuer(decoded.payload)
-    if (iss === options.selfIssuer) {
-      const claims = await verifyOwnToken(decoded, options.selfIssuer, options.selfKeys, now, options.skew)
-      const kid = decoded.header.kid as string // verifyOwnToken refuses a token without one
-      const signingKey = options.selfKeys.byKid(kid)
-      return { subject: { kind: 'mandate', claims }, keyStillTrusted: () => options.selfKeys.byKid(kid) === signingKey }
-    }
+    if (iss === options.selfIssuer) return verifiedOwn(decoded, now, options.skew)
     const trusted = options.users.get(iss)
     if (trusted === undefined) throw new JwtError('issuer_not_trusted_for_subjects')
     const { header, payload, key } = await verifyDecodedJwt(decoded, {
@@ -68,26 +110,18 @@ export function createSubjectVerifier(options: SubjectVerifierOptions): SubjectV
     })
     const kind = subjectTokenKind(header, payload)
     if (kind !== 'access' && !(kind === 'id' && trusted.issuer.acceptIdTokens === true)) throw new JwtError(`${kind}_token_refused`)
-    return { subject: userSubject(iss, payload), keyStillTrusted: () => trusted.keys.holds(key) }
+    return { subject: userSubject(iss, payload), notBefore: notBeforeOf(payload), keyStillTrusted: () => trusted.keys.holds(key) }
   }
 
   return {
     async verify(token) {
       const now = options.now()
-      const cacheKey = createHash('sha256').update(token).digest('base64url')
+      const key = keyOf(token)
       try {
-        const hit = cache?.get(cacheKey)
-        if (hit !== undefined) {
-          if (now - options.skew >= expiryOf(hit.subject)) {
-            cache?.delete(cacheKey)
-            throw new JwtError('expired')
-          }
-          if (await hit.keyStillTrusted()) return hit.subject
-          // The key left its issuer's set since: the token is judged afresh against the current one.
-          cache?.delete(cacheKey)
-        }
+        const hit = cache?.get(key)
+        if (hit !== undefined && (await stillHolds(hit, key, now, options.skew))) return hit.subject
         const verified = await verifyUncached(token, now)
-        cache?.set(cacheKey, verified, { size: token.length + 512 })
+        remember(key, token, verified)
         return verified.subject
       } catch (err) {
         if (err instanceof JwtError) throw unacceptable(err.code)
@@ -97,6 +131,24 @@ export function createSubjectVerifier(options: SubjectVerifierOptions): SubjectV
             retryAfter: 5,
           })
         }
+        throw err
+      }
+    },
+
+    async verifyOwn(token) {
+      // As a client sent it, with no skew: the broker's own clock judges its own tokens.
+      const now = options.now()
+      try {
+        // Anything longer is no token of ours (decodeJws refuses it): not worth a digest.
+        if (token.length > MAX_JWT_LENGTH) return undefined
+        const key = keyOf(token)
+        const hit = cache?.get(key)
+        if (hit !== undefined && (await stillHolds(hit, key, now, 0))) return hit.subject.kind === 'mandate' ? hit.subject.claims : undefined
+        const verified = await verifiedOwn(decodeJws(token), now, 0)
+        remember(key, token, verified)
+        return (verified.subject as MandateSubject).claims
+      } catch (err) {
+        if (err instanceof JwtError) return undefined
         throw err
       }
     },
@@ -151,22 +203,6 @@ export function subjectTokenKind(header: JwsHeader, payload: Record<string, unkn
     if (value !== undefined) kinds.add((typeof value === 'string' ? KIND_VALUES.get(value.toLowerCase()) : undefined) ?? 'unknown')
   }
   return PRECEDENCE.find((k) => kinds.has(k)) ?? 'access'
-}
-
-/**
- * `verifyOwnToken` for a token string as a client sent it, with no skew:
- * the claims, or undefined for a string that is no live token of ours.
- * Introspection and revocation answer such a string "inactive", not an error.
- */
-export function ownTokenVerifier(issuer: string, keys: SigningKeys, now: () => number): (token: string) => Promise<MandateClaims | undefined> {
-  return async (token) => {
-    try {
-      return await verifyOwnToken(decodeJws(token), issuer, keys, now(), 0)
-    } catch (err) {
-      if (err instanceof JwtError) return undefined
-      throw err
-    }
-  }
 }
 
 /**

@@ -12,7 +12,19 @@
  * (the user, workload and agent issuers of test/support/broker.ts) when the
  * case needs a valid signature, so that only the fault can refuse them.
  */
-import { constants, createHmac, createPublicKey, generateKeyPairSync, KeyObject, randomUUID, sign as cryptoSign } from 'node:crypto'
+import {
+  constants,
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  KeyObject,
+  randomUUID,
+  sign as cryptoSign,
+  type JsonWebKey,
+} from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import fc from 'fast-check'
 import { AUDIT_EVENTS, MAX_INSTANT, MAX_PAGE } from '../../src/audit/port.js'
 import { MAX_JWT_LENGTH } from '../../src/tokens/jws.js'
@@ -24,6 +36,8 @@ import {
   CLIENT_ASSERTION_TYPE_JWT,
   GRANT_TYPE_TOKEN_EXCHANGE,
   OTHER_AUDIENCE,
+  RESOURCE_SERVERS,
+  RS_SECRET,
   SECRET,
   TOKEN_TYPE,
   USER_ISSUER,
@@ -75,6 +89,8 @@ export interface HostileContext {
   readonly users: Signer
   readonly workloads: Signer
   readonly agentKey: Signer
+  /** The broker's own signing key (from its keys file): Mandate tokens built from parts. */
+  readonly broker: Signer
   /** Keys nobody trusts, one per algorithm. */
   readonly strangers: Readonly<Record<'RS256' | 'ES256', Signer>>
   /** Valid user tokens that every agent may exchange (signed once: RSA signing is the costly part). */
@@ -92,6 +108,15 @@ function signerOf(alg: 'RS256' | 'ES256', kid: string, privateKey: KeyObject): S
 }
 
 const toKeyObject = (key: unknown): KeyObject => (key instanceof KeyObject ? key : KeyObject.from(key as Parameters<typeof KeyObject.from>[0]))
+
+/** The key the broker signs with, read from its keys file (the test broker generates it in its own directory). */
+async function brokerSigner(b: TestBroker): Promise<Signer> {
+  const { config } = b.mandate
+  const file = config.signing.keys_file ?? join(config.data_dir, 'signing-keys.json')
+  const set = JSON.parse(await readFile(file, 'utf8')) as { keys: (JsonWebKey & { kid: string })[] }
+  const jwk = set.keys[0]!
+  return signerOf('ES256', jwk.kid, createPrivateKey({ key: jwk, format: 'jwk' }))
+}
 
 /**
  * Keys and tokens for the generators, from a running test broker: its
@@ -115,6 +140,7 @@ export async function hostileContext(b: TestBroker): Promise<HostileContext> {
     users,
     workloads: signerOf('ES256', b.workloads.kid, toKeyObject(b.workloads.privateKey)),
     agentKey: signerOf('ES256', b.agentKey.kid, toKeyObject(b.agentKey.privateKey)),
+    broker: await brokerSigner(b),
     strangers: { RS256: signerOf('RS256', users.kid, rsa.privateKey), ES256: signerOf('ES256', b.agentKey.kid, ec.privateKey) },
     next,
     userTokens: [],
@@ -187,7 +213,7 @@ function merge(base: Record<string, unknown>, over: Record<string, unknown> = {}
 
 /** A JWT's role in a request: who signs it, what it must carry, and what a refusal of it is answered with. */
 export interface JwtRole {
-  readonly field: 'subject_token' | 'client_assertion' | 'actor_token'
+  readonly field: 'subject_token' | 'client_assertion' | 'actor_token' | 'access_token'
   readonly signer: Signer
   readonly refused: readonly Outcome[]
   header(): Record<string, unknown>
@@ -625,12 +651,17 @@ export function jwtClaimFaults(ctx: HostileContext, role: JwtRole): fc.Arbitrary
       }),
     ),
     fc.tuple(dates, fc.constantFrom(-1, -0.5, -1e9, -(2 ** 53))).map(([name, value]) => jwt(`${name} is negative (${value})`, () => sign({ [name]: value }))),
-    fc
-      .oneof(
-        fc.integer({ min: 1, max: 1e9 }).map((k) => now + role.maxLifetime + 3600 + k),
-        fc.constantFrom(1e15, Number.MAX_SAFE_INTEGER, 1e300, Number.MAX_VALUE),
-      )
-      .map((exp) => jwt(`exp too far ahead (${exp - now} s, the role allows ${role.maxLifetime} s)`, () => sign({ exp }))),
+    // A role with no maximum lifetime (the broker's own tokens) has no exp too far ahead.
+    ...(Number.isFinite(role.maxLifetime)
+      ? [
+          fc
+            .oneof(
+              fc.integer({ min: 1, max: 1e9 }).map((k) => now + role.maxLifetime + 3600 + k),
+              fc.constantFrom(1e15, Number.MAX_SAFE_INTEGER, 1e300, Number.MAX_VALUE),
+            )
+            .map((exp) => jwt(`exp too far ahead (${exp - now} s, the role allows ${role.maxLifetime} s)`, () => sign({ exp }))),
+        ]
+      : []),
     fc
       .integer({ min: 1, max: 1e9 })
       .map((k) => jwt(`expired (exp ${ctx.skew + k} s ago)`, () => sign({ exp: now - ctx.skew - k, iat: now - ctx.skew - k - 60 }))),
@@ -1986,4 +2017,589 @@ export function routeCase(): fc.Arbitrary<HostileCase> {
       }),
     )
   return fc.oneof({ weight: 3, arbitrary: wrongMethod }, { weight: 1, arbitrary: unknownPath }, { weight: 2, arbitrary: publicGet })
+}
+
+// ---------------------------------------------------------------------------
+// GET /forward-auth and /forward-auth/ext-authz (RFC 6750 §2.1, §3.1)
+
+const INVALID_TOKEN = error(401, 'invalid_token')
+/** RFC 6750 §3.1: no Bearer credentials at all, a bare challenge (the body says `unauthorized`). */
+const NO_BEARER = error(401, 'unauthorized')
+const INSUFFICIENT_SCOPE = error(403, 'insufficient_scope')
+
+/** The claims of a token the test holds (it built or was handed it): what a fault is judged against, never the answer. */
+function claimsOf(token: string): { aud: string; scope: string; client_id: string } {
+  return JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { aud: string; scope: string; client_id: string }
+}
+
+/**
+ * A Mandate access token as the broker mints them (RFC 9068), signed with
+ * the broker's own key, so that only the fault can refuse one built from it.
+ * Its own tokens have no maximum lifetime to exceed.
+ */
+export function mandateRole(ctx: HostileContext): JwtRole {
+  const role: JwtRole = {
+    field: 'access_token',
+    signer: ctx.broker,
+    refused: [INVALID_TOKEN],
+    header: () => ({ alg: 'ES256', kid: ctx.broker.kid, typ: 'at+jwt' }),
+    claims: () => ({
+      iss: BROKER,
+      sub: 'alice',
+      sub_id: { format: 'iss_sub', iss: USER_ISSUER, sub: 'alice' },
+      aud: AUDIENCE,
+      client_id: 'secret-agent',
+      act: { sub: 'secret-agent' },
+      scope: 'read write',
+      jti: `m-${ctx.next()}-${randomUUID()}`,
+      iat: ctx.now,
+      exp: ctx.now + 300,
+    }),
+    required: ['iss', 'sub', 'sub_id', 'aud', 'exp', 'iat', 'jti', 'client_id', 'act', 'scope'],
+    stringClaims: ['iss', 'sub', 'jti', 'aud', 'client_id', 'scope'],
+    maxLifetime: Infinity,
+    validTyps: ['at+jwt', 'application/at+jwt', 'AT+JWT'],
+    wrongTyps: [undefined, 'JWT', 'jwt', 'application/jwt', 'secevent+jwt', 'at+jwt ', '', 5, null, ['at+jwt']],
+    wrongIssuers: [{ iss: USER_ISSUER }, { iss: `${BROKER}/` }, { iss: BROKER.toUpperCase() }, { iss: 'https://evil.test' }],
+    wrongAudiences: [OTHER_AUDIENCE, `${AUDIENCE}/`, AUDIENCE.toUpperCase(), BROKER, ''],
+    foreign: () => [ctx.userTokens[0]!, buildJwt(workloadRole(ctx)).token],
+    own: [
+      fc
+        .constantFrom<unknown>(
+          { format: 'opaque', iss: USER_ISSUER, sub: 'alice' },
+          { format: 'iss_sub', iss: USER_ISSUER, sub: 'bob' },
+          { format: 'iss_sub', sub: 'alice' },
+          { format: 'iss_sub', iss: 5, sub: 'alice' },
+          'alice',
+          null,
+          [],
+        )
+        .map((subId) => jwt(`sub_id ${JSON.stringify(subId)}`, () => buildJwt(role, { claims: { sub_id: subId } }).token)),
+      fc
+        .oneof(
+          fc.constantFrom<unknown>('secret-agent', null, [], { sub: 5 }, { act: { sub: 'x' } }, { sub: 'a', act: 'b' }),
+          fc.integer({ min: 17, max: 200 }).map((n) => {
+            let act: Record<string, unknown> = { sub: 'deepest' }
+            for (let i = 0; i < n; i++) act = { sub: `a${i}`, act }
+            return act
+          }),
+        )
+        .map((act) => jwt(`act ${JSON.stringify(act).slice(0, 40)}`, () => buildJwt(role, { claims: { act } }).token)),
+      fc.constantFrom<unknown>('j-1', [1], [null], {}).map((chain) => jwt(`chain ${JSON.stringify(chain)}`, () => buildJwt(role, { claims: { chain } }).token)),
+    ],
+  }
+  return role
+}
+
+/** A Bearer credential as an Authorization header can carry it: what a header cannot hold (CR, LF, NUL, beyond Latin-1) and edge whitespace, which a header loses, become `!`, which no b64token holds. */
+const inHeader = (token: string) =>
+  token
+    .replace(/[\0\n\r]|[^\0-\xff]/g, '!') // what an HTTP field value may not hold
+    .replace(/^[\t ]+|[\t ]+$/g, (ws) => '!'.repeat(ws.length))
+
+/** The Authorization header of a forward-auth case, and the answer it calls for when nothing in the query refuses first. */
+interface BearerChoice {
+  readonly label: string
+  /** undefined: no Authorization header. */
+  readonly header: string | undefined
+  /** undefined: a live token of `holder`, judged on audience and scope. */
+  readonly answer: Outcome | undefined
+  readonly token: string | undefined
+}
+
+/** A live token the broker minted (the base of every case), or a Mandate token built from its parts. */
+function liveBearer(ctx: HostileContext): fc.Arbitrary<() => { label: string; token: string }> {
+  return fc.oneof(
+    {
+      weight: 3,
+      arbitrary: fc
+        .record({ owner: fc.constantFrom(...OWNERS), i: fc.nat() })
+        .map(({ owner, i }) => () => ({ label: `${owner}'s token`, token: ctx.minted[owner][i % ctx.minted[owner].length]! })),
+    },
+    { weight: 1, arbitrary: validJwt(ctx, mandateRole(ctx)).map((f) => () => ({ label: `built: ${f.label}`, token: f.token() })) },
+  )
+}
+
+/** Authorization headers that are not a live Bearer token, each with the answer it calls for. */
+export function bearerHeaderFaults(ctx: HostileContext): fc.Arbitrary<(live: string) => BearerChoice> {
+  const role = mandateRole(ctx)
+  const choice = (label: string, header: string | undefined, answer: Outcome, token?: string) => ({ label, header, answer, token })
+  const jwtFault = (f: JwtFault) => () => {
+    const token = inHeader(f.token())
+    return choice(`Bearer ${f.label}`, `Bearer ${token}`, INVALID_TOKEN, token)
+  }
+  return fc.oneof(
+    fc.constant(() => choice('no Authorization', undefined, NO_BEARER)),
+    fc
+      .constantFrom(
+        () => `Basic ${b64(`secret-agent:${SECRET}`)}`,
+        (t: string) => `Token ${t}`,
+        (t: string) => `MAC ${t}`,
+        (t: string) => `Digest username="x", response="${t.slice(0, 20)}"`,
+        (t: string) => `Negotiate ${t}`,
+        (t: string) => `Bearerx ${t}`,
+        (t: string) => `Bearer-${t}`,
+        (t: string) => t,
+        () => 'Basic',
+        () => '',
+        (t: string) => `Bearer,${t}`,
+      )
+      .map((make) => (live: string) => {
+        const header = make(live)
+        return choice(`another scheme (${JSON.stringify(header.slice(0, 12))})`, header, NO_BEARER, live)
+      }),
+    fc
+      .constantFrom(
+        () => 'Bearer',
+        () => 'bearer ',
+        (t: string) => `Bearer ${t}, Bearer ${t}`,
+        (t: string) => `Bearer ${t} ${t}`,
+        (t: string) => `Bearer\t${t}`,
+        (t: string) => `Bearer ${t} x`,
+        (t: string) => `Bearer "${t}"`,
+        (t: string) => `Bearer ${t};`,
+        (t: string) => `Bearer ==${t}`,
+        (t: string) => `Bearer ${t.replace('.', '=.')}`,
+        (t: string) => `Bearer ${t}\u0001`,
+        (t: string) => `Bearer ${t}\u007f`,
+        (t: string) => `Bearer ${t}\u00e9`,
+      )
+      .map((make) => (live: string) => {
+        const header = make(live)
+        return choice(`malformed Bearer (${JSON.stringify(header.replace(live, '<token>').slice(0, 24))})`, header, INVALID_TOKEN, live)
+      }),
+    fc
+      .record({ at: fc.nat(), ch: fc.constantFrom('!', '"', ',', ';', '\\', '%', '@', '(', '*', '\u0001', '\u007f', '\u00e9', ' ', '\t', '=') })
+      .map(({ at, ch }) => (live: string) => {
+        // Inside the token: not at its edges, where whitespace would only be more separator.
+        const i = 1 + (at % (live.length - 1))
+        const token = `${live.slice(0, i)}${ch}${live.slice(i)}`
+        return choice(`${JSON.stringify(ch)} inside the token (bad b64token)`, `Bearer ${token}`, INVALID_TOKEN, live)
+      }),
+    fc.integer({ min: 1_000, max: 70_000 }).map((n) => () => choice(`a huge token (${n} bytes)`, `Bearer eyJ${'A'.repeat(n)}`, INVALID_TOKEN)),
+    deadToken(ctx).map((f) => () => {
+      const token = inHeader(f.token())
+      return choice(`Bearer ${f.label}`, `Bearer ${token}`, INVALID_TOKEN, token)
+    }),
+    jwtFormFaults(ctx, role)
+      // A JWS with a leading space or a trailing newline is, in a header, just the JWS: no fault there.
+      .filter((f) => !f.label.includes('leading space') && !f.label.includes('trailing newline'))
+      .map(jwtFault),
+    jwtClaimFaults(ctx, role).map(jwtFault),
+  )
+}
+
+/** A query parameter's text as sent (percent-encoded) and, when it is bad, that it is. */
+interface FwdParam {
+  readonly text: string
+  readonly bad: boolean
+  readonly label: string
+}
+const fwdGood = (value: string, label = 'ok'): FwdParam => ({ text: encodeURIComponent(value), bad: false, label })
+const fwdBad = (text: string, label: string): FwdParam => ({ text, bad: true, label })
+
+/**
+ * A forward-auth request (GET /forward-auth, or /forward-auth/ext-authz with
+ * any method and Envoy's `&path=` tail): a live token with junk around it,
+ * and faults in the query (400 `invalid_request`, decided first: it is the
+ * proxy's configuration), the Authorization header (401, a bare challenge
+ * when there are no Bearer credentials at all: RFC 6750 §3.1), the audience
+ * (401 `invalid_token`) and the scopes (403 `insufficient_scope`).
+ */
+export function forwardAuthCase(ctx: HostileContext, faults: { query: boolean; bearer: boolean; target: boolean }): fc.Arbitrary<HostileCase> {
+  const hostileValue = fc.oneof(fc.constantFrom(...HOSTILE_QUERY, '%zz', '%', '%2', 'a%G0', '%E2%82%28').map((raw) => ({ raw, label: `bad escape ${raw}` })))
+  const audienceFault: fc.Arbitrary<FwdParam[]> = fc.oneof(
+    fc.constant([]).map(() => [] as FwdParam[]),
+    fc.constant<FwdParam[]>([fwdBad('', 'audience empty')]),
+    fc
+      .constantFrom(AUDIENCE, '', 'https://other.test')
+      .map((second) => [fwdGood(AUDIENCE), { ...fwdGood(second), bad: true, label: `audience repeated (${second || 'empty'})` }]),
+    fc
+      .constantFrom(
+        `${AUDIENCE} x`,
+        `${AUDIENCE}\u00e9`,
+        `${AUDIENCE}\u0001`,
+        `\u007f`,
+        ' ',
+        `${AUDIENCE}\t`,
+        'a'.repeat(2049),
+        `https://${'a'.repeat(20_000)}`,
+      )
+      .map((v) => [{ ...fwdGood(v), bad: true, label: `audience ${JSON.stringify(v.slice(0, 20))} (${v.length} chars)` }]),
+    hostileValue.map(({ raw, label }) => [fwdBad(`${encodeURIComponent(AUDIENCE)}${raw}`, `audience with ${label}`)]),
+    fc.constant<FwdParam[]>([fwdBad(`${encodeURIComponent(AUDIENCE)}+x`, 'audience with + (a space in a query)')]),
+  )
+  const scopeFault: fc.Arbitrary<FwdParam[]> = fc.oneof(
+    fc
+      .constantFrom('read  write', ' read', 'read ', 'a"b', 'a\\b', 'r\u00e9ad', 'read\twrite', '\u0001', 'x'.repeat(5_000) + ' "')
+      .map((v) => [{ ...fwdGood(v), bad: true, label: `scope ${JSON.stringify(v.slice(0, 20))}` }]),
+    fc.constantFrom('read', '').map((second) => [fwdGood('read'), { ...fwdGood(second), bad: true, label: `scope repeated (${second || 'empty'})` }]),
+    hostileValue.map(({ raw, label }) => [fwdBad(`read${raw}`, `scope with ${label}`)]),
+  )
+  const otherFault = hostileValue.map(({ raw, label }) => fwdBad(`x${raw}`, `an ignored parameter with ${label}`))
+  const queryFault = fc.oneof(
+    audienceFault.map((audience) => ({ audience, scope: undefined as FwdParam[] | undefined, other: undefined as FwdParam | undefined })),
+    scopeFault.map((scope) => ({ audience: undefined, scope, other: undefined })),
+    otherFault.map((other) => ({ audience: undefined, scope: undefined, other })),
+  )
+  const neutralQuery = fc.array(
+    fc.oneof(
+      fc
+        .tuple(fc.constantFrom('x', 'path', 'Audience', 'SCOPE', 'audience_', 'redirect', '_'), fc.string({ maxLength: 30 }))
+        .map(([k, v]) => `${k}=${encodeURIComponent(v)}`),
+      fc.integer({ min: 100, max: 20_000 }).map((n) => `pad=${'v'.repeat(n)}`),
+      fc.constantFrom('flag', '=', '&', 'x=%41'),
+    ),
+    { maxLength: 3 },
+  )
+  const method = fc.oneof(
+    fc.constantFrom('GET', 'HEAD', 'get').map((m) => ({ path: '/forward-auth', method: m, envoy: false })),
+    fc
+      .constantFrom('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'HEAD', 'post', 'Put')
+      .map((m) => ({ path: '/forward-auth/ext-authz', method: m, envoy: true })),
+  )
+  const envoyTail = fc.oneof(
+    fc.constantFrom('/', '/api/items?x=1', '/a?audience=x', '/%2e%2e/admin', '/?scope', ''),
+    fc.string({ maxLength: 30 }).map((s) => `/${encodeURIComponent(s)}`),
+  )
+  return fc
+    .record({
+      live: liveBearer(ctx),
+      scheme: fc.constantFrom('Bearer', 'bearer', 'BEARER', 'Bearer  '),
+      // The scopes asked for: none, some the token holds, or (a target fault) one it lacks.
+      scopeAsk: fc.oneof(fc.constant(undefined), fc.constant(''), fc.nat()),
+      audienceEncoding: fc.constantFrom('encoded', 'raw'),
+      query: faults.query ? fc.option(queryFault, { nil: undefined, freq: 3 }) : fc.constant(undefined),
+      bearer: faults.bearer ? fc.option(bearerHeaderFaults(ctx), { nil: undefined, freq: 3 }) : fc.constant(undefined),
+      target: faults.target ? fc.option(fc.constantFrom<'audience' | 'scope'>('audience', 'scope'), { nil: undefined, freq: 2 }) : fc.constant(undefined),
+      otherAudience: fc.constantFrom(OTHER_AUDIENCE, `${AUDIENCE}/`, AUDIENCE.toUpperCase(), 'urn:x'),
+      missingScope: fc.constantFrom('admin', 'delete', 'read:all', 'READ'),
+      extras: neutralQuery,
+      reversed: fc.boolean(),
+      route: method,
+      tail: envoyTail,
+      headers: neutralHeaders,
+      body: fc.option(fc.uint8Array({ maxLength: 64 }), { nil: undefined, freq: 3 }),
+    })
+    .map((v) => {
+      const live = v.live()
+      const claims = claimsOf(live.token)
+      const bearer = v.bearer?.(live.token)
+      // Audience and scope are judged against the live token; a faulty one is refused whatever the query asks
+      // (and a token with a wrong audience would pass a query that names that audience).
+      const target = bearer === undefined ? v.target : undefined
+      const granted = claims.scope.split(' ').filter((s) => s !== '')
+      const labels: string[] = [live.label]
+      // The query as the proxy is configured to send it.
+      let audience: FwdParam[] = [
+        target === 'audience' ? fwdGood(v.otherAudience) : v.audienceEncoding === 'raw' ? { text: claims.aud, bad: false, label: 'ok' } : fwdGood(claims.aud),
+      ]
+      if (target === 'audience') labels.push(`audience ${v.otherAudience} (not the token's)`)
+      const asked =
+        target === 'scope'
+          ? [...granted.slice(0, typeof v.scopeAsk === 'number' ? v.scopeAsk % (granted.length + 1) : 0), v.missingScope]
+          : typeof v.scopeAsk === 'number'
+            ? granted.slice(0, 1 + (v.scopeAsk % Math.max(1, granted.length))).reverse()
+            : []
+      if (target === 'scope') labels.push(`scope ${v.missingScope} (not granted)`)
+      let scope: FwdParam[] = v.scopeAsk === '' && target !== 'scope' ? [fwdGood('')] : asked.length > 0 ? [fwdGood(asked.join(' '))] : []
+      const other: FwdParam[] = []
+      if (v.query !== undefined) {
+        if (v.query.audience !== undefined) audience = v.query.audience
+        if (v.query.scope !== undefined) scope = v.query.scope
+        if (v.query.other !== undefined) other.push(v.query.other)
+      }
+      const params = [...audience.map((p) => ({ name: 'audience', p })), ...scope.map((p) => ({ name: 'scope', p })), ...other.map((p) => ({ name: 'x', p }))]
+      if (v.reversed) params.reverse()
+      const badQuery = params.filter(({ p }) => p.bad)
+      const noAudience = !audience.some((p) => p.text !== '')
+      if (noAudience && audience.length <= 1) labels.push(audience.length === 0 ? 'audience missing' : 'audience empty')
+      for (const { p } of badQuery) labels.push(p.label)
+      const queryRefused = badQuery.length > 0 || noAudience
+      let query = [...params.map(({ name, p }) => `${name}=${p.text}`), ...v.extras].join('&')
+      // Envoy appends the client's own path, after `path=` in the configured prefix.
+      if (v.route.envoy) query = `${query}&path=${v.tail}`
+
+      if (bearer !== undefined) labels.push(bearer.label)
+      const headers: Record<string, string> = { ...v.headers }
+      const authorization = bearer === undefined ? `${v.scheme} ${live.token}` : bearer.header
+      if (authorization !== undefined) headers['authorization'] = authorization
+      let expected: Outcome
+      if (queryRefused) expected = INVALID_REQUEST
+      else if (bearer?.answer !== undefined) expected = bearer.answer
+      else if (target === 'audience') expected = INVALID_TOKEN
+      else if (target === 'scope') expected = INSUFFICIENT_SCOPE
+      else expected = { kind: 'forward_allowed', clientId: claims.client_id }
+      const m = normalized(v.route.method)
+      const secrets = [live.token, live.token.split('.')[2]!, ...(bearer?.token !== undefined && bearer.token.length >= 16 ? [bearer.token] : [])]
+      return hostileCase({
+        label: `${v.route.method} ${v.route.path}: ${labels.join(' + ')}`,
+        request: {
+          method: v.route.method,
+          path: `${v.route.path}?${query}`,
+          headers,
+          ...(v.body === undefined || m === 'GET' || m === 'HEAD' ? {} : { body: v.body }),
+        },
+        expected: [expected],
+        secrets,
+      })
+    })
+}
+
+// ---------------------------------------------------------------------------
+// POST /ssf/poll (RFC 8936 §2.4): errors are RFC 8935 §2.3's `{ err, description }`
+
+const SET_INVALID = (status = 400): Outcome => ({ kind: 'set_error', status, err: 'invalid_request' })
+const SET_AUTH_FAILED: Outcome = { kind: 'set_error', status: 401, err: 'authentication_failed' }
+const POLLED: Outcome = { kind: 'polled' }
+
+/** A jti a receiver may echo (1 to 128 characters); none names a pending SET: the suite revokes nothing. */
+const pollJti = fc.oneof(
+  fc.stringMatching(/^[A-Za-z0-9_-]{1,40}$/),
+  fc.string({ minLength: 1, maxLength: 128 }).filter((s) => s.isWellFormed() && !s.includes('\u0000')),
+)
+
+/**
+ * Faults in a poll body, each answered 400 `invalid_request`: not JSON, not
+ * an object, unknown members, wrong types, out-of-range `maxEvents`, junk in
+ * `ack` and `setErrs`, text the broker could not store, deep nesting.
+ */
+function pollBodyFaults(): fc.Arbitrary<{ label: string; bytes: (valid: Record<string, unknown>) => Uint8Array }> {
+  const json = (value: unknown) => Buffer.from(JSON.stringify(value))
+  const over = (label: string, change: (v: Record<string, unknown>) => unknown) => ({ label, bytes: (v: Record<string, unknown>) => json(change({ ...v })) })
+  return fc.oneof(
+    fc
+      .oneof(
+        fc.string({ maxLength: 60 }).filter((s) => {
+          try {
+            JSON.parse(s)
+            return false
+          } catch {
+            return true
+          }
+        }),
+        fc.constantFrom('{', '{"maxEvents":', '{"ack":[}', "{'maxEvents':1}", '{"maxEvents":1,}', '\ufeff{}', 'NaN', '{"maxEvents":0x10}'),
+      )
+      .map((text) => ({ label: `not JSON (${JSON.stringify(text.slice(0, 20))})`, bytes: () => Buffer.from(text) })),
+    fc
+      .jsonValue({ maxDepth: 2 })
+      .filter((v) => typeof v !== 'object' || v === null || Array.isArray(v))
+      .map((v) => ({ label: `JSON ${JSON.stringify(v)?.slice(0, 20)} (not an object)`, bytes: () => json(v) })),
+    fc
+      .tuple(
+        fc.string({ minLength: 1, maxLength: 12 }).filter((k) => !['maxEvents', 'returnImmediately', 'ack', 'setErrs'].includes(k)),
+        fc.jsonValue({ maxDepth: 1 }),
+      )
+      .map(([k, value]) => over(`unknown member ${JSON.stringify(k)}`, (v) => ({ ...v, [k]: value }))),
+    fc.constantFrom('__proto__', 'constructor', 'prototype').map((k) => ({
+      label: `member ${k}`,
+      bytes: (v: Record<string, unknown>) => Buffer.from(`{"${k}":{"maxEvents":5},${JSON.stringify(v).slice(1)}`),
+    })),
+    fc
+      .constantFrom<unknown>(-1, 1001, 1e9, 0.5, 99.9, '5', null, true, [], {}, -0.0001, 2 ** 53)
+      .map((n) => over(`maxEvents ${JSON.stringify(n)}`, (v) => ({ ...v, maxEvents: n }))),
+    fc.constantFrom<unknown>('true', 1, 0, null, [], {}).map((b) => over(`returnImmediately ${JSON.stringify(b)}`, (v) => ({ ...v, returnImmediately: b }))),
+    fc
+      .oneof(
+        fc.constantFrom<unknown>('jti', 5, null, {}, true),
+        fc.constantFrom<unknown>([''], [5], [null], [[]], [{}], ['x'.repeat(129)], [true]),
+        fc.integer({ min: 1001, max: 5000 }).map((n) => Array.from({ length: n }, (_, i) => `j${i}`)),
+      )
+      .map((ack) => over(`ack ${Array.isArray(ack) && ack.length > 10 ? `of ${ack.length} jtis` : JSON.stringify(ack).slice(0, 30)}`, (v) => ({ ...v, ack }))),
+    fc
+      .constantFrom<unknown>(
+        [],
+        'x',
+        5,
+        null,
+        { j1: 'bad' },
+        { j1: {} },
+        { j1: { err: 'x' } },
+        { j1: { description: 'x' } },
+        { j1: { err: '', description: 'x' } },
+        { j1: { err: 'e'.repeat(65), description: 'x' } },
+        { j1: { err: 'x', description: 'd'.repeat(257) } },
+        { j1: { err: 'x', description: 'y', extra: 1 } },
+        { j1: { err: 5, description: 'y' } },
+        { '': { err: 'x', description: 'y' } },
+        { ['k'.repeat(129)]: { err: 'x', description: 'y' } },
+      )
+      .map((setErrs) => over(`setErrs ${JSON.stringify(setErrs).slice(0, 40)}`, (v) => ({ ...v, setErrs }))),
+    // NUL, lone surrogates (as JSON escapes) and invalid UTF-8 where a receiver echoes text: the broker stores it, so 400 as anywhere.
+    fc
+      .record({ where: fc.constantFrom('ack', 'setErrs key', 'err', 'description'), ch: fc.constantFrom(...HOSTILE_CHARS), at: fc.nat() })
+      .map(({ where, ch, at }) =>
+        over(`${JSON.stringify(ch)} in ${where}`, (v) => {
+          const text = insertAt('jti-1', at, ch)
+          if (where === 'ack') return { ...v, ack: ['ok-jti', text] }
+          if (where === 'setErrs key') return { ...v, setErrs: { [text]: { err: 'invalid_key', description: 'd' } } }
+          return { ...v, setErrs: { 'jti-2': { err: where === 'err' ? text : 'invalid_key', description: where === 'description' ? text : 'd' } } }
+        }),
+      ),
+    fc.record({ where: fc.constantFrom('ack', 'description'), bytes: fc.constantFrom(...INVALID_UTF8) }).map(({ where, bytes }) => ({
+      label: `invalid UTF-8 (${Buffer.from(bytes).toString('hex')}) in ${where}`,
+      bytes: (v: Record<string, unknown>) =>
+        withBytes(where === 'ack' ? { ...v, ack: [MARK] } : { ...v, setErrs: { 'jti-3': { err: 'invalid_key', description: MARK } } }, bytes),
+    })),
+    fc.record({ n: fc.integer({ min: 100, max: 20_000 }), where: fc.constantFrom('ack', 'setErrs', 'unknown') }).map(({ n, where }) => ({
+      label: `nested ${n} deep in ${where}`,
+      bytes: () =>
+        Buffer.from(
+          where === 'ack'
+            ? `{"ack":${'['.repeat(n)}${']'.repeat(n)}}`
+            : where === 'setErrs'
+              ? `{"setErrs":{"j":${'{"a":'.repeat(n)}1${'}'.repeat(n)}}}`
+              : `{"x":${'['.repeat(n)}${']'.repeat(n)}}`,
+        ),
+    })),
+  )
+}
+
+/** Client authentication of a poll that must fail (RFC 8935 §2.3 `authentication_failed`, 401). */
+function pollAuthFaults(): fc.Arbitrary<{ label: string; headers: Record<string, string>; secrets: string[] }> {
+  const basicOf = (id: string, secret: string) => basic(id, secret)['authorization']!
+  const as = (label: string, authorization: string | undefined, secrets: string[] = []) => ({
+    label,
+    headers: authorization === undefined ? {} : { authorization },
+    secrets,
+  })
+  return fc.oneof(
+    fc.constant(as('no Authorization', undefined)),
+    // Few: each counts against the receiver's id in the back-off (200 free where it never succeeded).
+    {
+      weight: 1,
+      arbitrary: fc
+        .constantFrom(`${RS_SECRET}x`, RS_SECRET.slice(0, -1), RS_SECRET.toUpperCase(), 'x')
+        .map((s) => as('Basic: rs/api, wrong secret', basicOf(RESOURCE_SERVERS.api, s), [RS_SECRET])),
+    },
+    fc.constant(as('Basic: rs/other (a private_key_jwt client) with a secret', basicOf(RESOURCE_SERVERS.other, RS_SECRET), [RS_SECRET])),
+    fc.constant(as('Basic: an agent (no receiver)', basicOf('secret-agent', SECRET), [SECRET])),
+    fc
+      .oneof(fc.string({ minLength: 1, maxLength: 30 }), fc.constantFrom('RS/API', 'rs/api ', ' rs/api', 'rs%2Fapi', 'rs'))
+      .filter((id) => id !== RESOURCE_SERVERS.api && !id.includes(':'))
+      .map((id) => as(`Basic: client ${JSON.stringify(id)}`, basicOf(id, RS_SECRET), [RS_SECRET])),
+    fc
+      .constantFrom(
+        'Basic',
+        'Basic ',
+        'Basic !!!!',
+        `Basic ${b64(RESOURCE_SERVERS.api)}`,
+        `Basic ${b64(`${RESOURCE_SERVERS.api}:`)}`,
+        `Basic ${b64(`:${RS_SECRET}`)}`,
+        `Basic ${b64(`${RESOURCE_SERVERS.api}:${RS_SECRET}`)}===`,
+        `Basic ${b64(`${RESOURCE_SERVERS.api}:${RS_SECRET}`)}, Basic ${b64('x:y')}`,
+        `Basic\t${b64(`${RESOURCE_SERVERS.api}:${RS_SECRET}`)}`,
+        `Bearer ${ADMIN_KEYS.admin}`,
+        `Bearer ${RS_SECRET}`,
+        'Digest username="rs/api"',
+        RS_SECRET,
+      )
+      .map((value) => as(`malformed Authorization ${JSON.stringify(value.slice(0, 24))}`, value, [RS_SECRET, ADMIN_KEYS.admin])),
+    // A made-up id: it keys no back-off counter, so these never add up to a block of rs/api.
+    fc.integer({ min: 1_000, max: 12_000 }).map((n) => as(`huge Basic credentials (${n} bytes)`, basicOf('rs/huge', 's'.repeat(n)))),
+    fc
+      .record({
+        part: fc.constantFrom('id', 'secret'),
+        bytes: fc.constantFrom<readonly number[]>([0x00], ...INVALID_UTF8, [...Buffer.from('%00')], [...Buffer.from('%zz')]),
+      })
+      .map(({ part, bytes }) => {
+        const id = part === 'id' ? Buffer.concat([Buffer.from(RESOURCE_SERVERS.api), Buffer.from(bytes)]) : Buffer.from(RESOURCE_SERVERS.api)
+        const secret = part === 'secret' ? Buffer.concat([Buffer.from(RS_SECRET), Buffer.from(bytes)]) : Buffer.from(RS_SECRET)
+        return as(`Basic: bytes ${Buffer.from(bytes).toString('hex')} in the ${part}`, `Basic ${b64(Buffer.concat([id, Buffer.from(':'), secret]))}`, [
+          RS_SECRET,
+        ])
+      }),
+  )
+}
+
+/**
+ * POST /ssf/poll by the configured poll receiver (rs/api, Basic): valid
+ * polls that answer at once (`returnImmediately`, or `maxEvents: 0`) with
+ * junk around them, and faults in its size (413, first), its
+ * authentication (401, before the body is looked at), its content type and
+ * its body (400).
+ */
+export function ssfPollCase(ctx: HostileContext, faults: { auth: boolean; body: boolean }): fc.Arbitrary<HostileCase> {
+  const validBody = fc
+    .record(
+      {
+        maxEvents: fc.integer({ min: 0, max: 1000 }),
+        ack: fc.array(pollJti, { maxLength: 20 }),
+        setErrs: fc.dictionary(
+          pollJti,
+          fc.record({
+            err: fc.constantFrom('invalid_key', 'invalid_issuer', 'x'.repeat(64)),
+            description: fc.string({ maxLength: 256 }).filter((s) => s.isWellFormed() && !s.includes('\u0000')),
+          }),
+          { maxKeys: 3 },
+        ),
+      },
+      { requiredKeys: [] },
+    )
+    // Answered at once: returnImmediately, or maxEvents 0 (acknowledge only); never a long poll.
+    .chain((b) =>
+      b.maxEvents === 0
+        ? fc.constantFrom({ ...b }, { ...b, returnImmediately: false }, { ...b, returnImmediately: true })
+        : fc.constant({ ...b, returnImmediately: true }),
+    )
+  return fc
+    .record({
+      body: validBody,
+      bodyFault: faults.body ? fc.option(pollBodyFaults(), { nil: undefined, freq: 2 }) : fc.constant(undefined),
+      auth: faults.auth ? fc.option(pollAuthFaults(), { nil: undefined, freq: 2 }) : fc.constant(undefined),
+      scheme: fc.constantFrom('Basic', 'basic', 'BASIC'),
+      type: fc.oneof(
+        {
+          weight: 6,
+          arbitrary: fc
+            .constantFrom('application/json', 'application/json; charset=utf-8', 'Application/JSON', 'application/json;charset=UTF-8')
+            .map((t): { type: string | undefined; ok: boolean } => ({ type: t, ok: true })),
+        },
+        {
+          weight: faults.body ? 1 : 0,
+          arbitrary: fc
+            .constantFrom(undefined, 'text/plain', 'application/x-www-form-urlencoded', 'application/jsonx', 'application/secevent+jwt', '')
+            .map((t) => ({ type: t, ok: false })),
+        },
+      ),
+      oversize: faults.body ? fc.option(fc.integer({ min: 1, max: 64 * 1024 }), { nil: undefined, freq: 8 }) : fc.constant(undefined),
+      headers: neutralHeaders,
+    })
+    .map((v) => {
+      const labels: string[] = []
+      let bytes: Uint8Array = Buffer.from(JSON.stringify(v.body))
+      if (v.bodyFault !== undefined) {
+        bytes = v.bodyFault.bytes(v.body)
+        labels.push(v.bodyFault.label)
+      }
+      if (v.oversize !== undefined) {
+        bytes = Buffer.from(JSON.stringify({ ...v.body, ack: ['x'.repeat(ctx.maxBodyBytes + v.oversize)] }))
+        labels.push(`body ${v.oversize} bytes over the limit`)
+      }
+      const oversize = bytes.length > ctx.maxBodyBytes
+      const headers: Record<string, string> = { ...v.headers }
+      const secrets = [RS_SECRET]
+      if (v.auth === undefined) headers['authorization'] = basic(RESOURCE_SERVERS.api, RS_SECRET)['authorization']!.replace(/^Basic/, v.scheme)
+      else {
+        Object.assign(headers, v.auth.headers)
+        secrets.push(...v.auth.secrets)
+        labels.push(v.auth.label)
+      }
+      if (v.type.type !== undefined) headers['content-type'] = v.type.type
+      if (!v.type.ok) labels.push(`content type ${JSON.stringify(v.type.type ?? '(none)')}`)
+      // The order the route decides in: the body limit (before the route: it reads the body), authentication, the type, the body.
+      const expected: Outcome[] = oversize
+        ? [SET_INVALID(413)]
+        : v.auth !== undefined
+          ? [SET_AUTH_FAILED]
+          : !v.type.ok || v.bodyFault !== undefined
+            ? [SET_INVALID()]
+            : [POLLED]
+      return hostileCase({
+        label: `POST /ssf/poll: ${labels.join(' + ') || 'valid poll'}`,
+        request: { method: 'POST', path: '/ssf/poll', headers, body: bytes },
+        expected,
+        secrets: [...new Set(secrets)].filter((s) => s.length >= 12),
+      })
+    })
 }

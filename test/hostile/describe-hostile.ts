@@ -8,7 +8,7 @@ import { basic, SECRET, startTestBroker, type TestBroker } from '../support/brok
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
 import { hostileContext, type HostileContext } from './arbitraries.js'
 import { runCase, stackTracesInLogs } from './harness.js'
-import { PROPERTIES, TOTAL_RUNS, type HostileGroup } from './properties.js'
+import { brokerFor, PROPERTIES, TOTAL_RUNS, type HostileGroup } from './properties.js'
 
 /** The run's seed, when one is to be replayed; fast-check prints the seed of every failure. */
 export function seedFromEnv(): number | undefined {
@@ -20,7 +20,7 @@ export function seedFromEnv(): number | undefined {
 }
 
 export function describeHostile(group: HostileGroup): void {
-  const postgres = group === 'admin'
+  const { postgres, ssf } = brokerFor(group)
   ;(postgres ? describePostgres : describe)(`hostile input: ${group}`, () => {
     let b: TestBroker
     let ctx: HostileContext
@@ -29,7 +29,7 @@ export function describeHostile(group: HostileGroup): void {
 
     beforeAll(async () => {
       db = postgres ? await createTestDatabase() : undefined
-      b = await startTestBroker({ logLevel: 'debug', ...(db === undefined ? {} : { database: db.url }) })
+      b = await startTestBroker({ logLevel: 'debug', ...(db === undefined ? {} : { database: db.url }), ...(ssf === undefined ? {} : { ssf }) })
       ctx = await hostileContext(b)
     })
     afterAll(async () => {

@@ -19,7 +19,7 @@ import { startTestBroker, type TestBroker } from '../support/broker.js'
 import { createTestDatabase, type TestDatabase } from '../support/pg-database.js'
 import { hostileContext, type HostileContext } from './arbitraries.js'
 import { runCase } from './harness.js'
-import { PROPERTIES, type HostileProperty } from './properties.js'
+import { brokerFor, PROPERTIES, type HostileProperty } from './properties.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -56,14 +56,15 @@ interface Target {
   readonly ctx: HostileContext
   readonly db: TestDatabase | undefined
 }
-const targets = new Map<'memory' | 'postgres', Promise<Target>>()
+const targets = new Map<string, Promise<Target>>()
 function targetFor(p: HostileProperty): Promise<Target> {
-  const kind = p.group === 'admin' ? 'postgres' : 'memory'
+  const { postgres, ssf } = brokerFor(p.group)
+  const kind = `${postgres ? 'postgres' : 'memory'}${ssf === undefined ? '' : '+ssf'}`
   let t = targets.get(kind)
   if (t === undefined) {
     t = (async () => {
-      const db = kind === 'postgres' ? await createTestDatabase() : undefined
-      const broker = await startTestBroker({ logLevel: 'debug', ...(db === undefined ? {} : { database: db.url }) })
+      const db = postgres ? await createTestDatabase() : undefined
+      const broker = await startTestBroker({ logLevel: 'debug', ...(db === undefined ? {} : { database: db.url }), ...(ssf === undefined ? {} : { ssf }) })
       return { broker, ctx: await hostileContext(broker), db }
     })()
     targets.set(kind, t)

@@ -25,6 +25,12 @@ export type Outcome =
   | { readonly kind: 'ok'; readonly status: number }
   /** 405 naming at least these methods in `Allow`. */
   | { readonly kind: 'method_not_allowed'; readonly allow: readonly string[] }
+  /** GET /forward-auth allowed: 200, an empty body, `no-store`, and `X-Mandate-Agent` naming the token's holder. */
+  | { readonly kind: 'forward_allowed'; readonly clientId: string }
+  /** RFC 8935 §2.3 (RFC 8936 §2.4.4): an error body `{ err }` with this status. */
+  | { readonly kind: 'set_error'; readonly status: number; readonly err: string }
+  /** RFC 8936 §2.4: 200 `{ sets: {…}, moreAvailable }`. */
+  | { readonly kind: 'polled' }
 
 export const error = (status: number, code: string): Outcome => ({ kind: 'error', status, error: code })
 export const INVALID_REQUEST = error(400, 'invalid_request')
@@ -81,6 +87,12 @@ function describeOutcome(o: Outcome): string {
       return `${o.status}`
     case 'method_not_allowed':
       return `405 Allow: ${o.allow.join(', ')}`
+    case 'forward_allowed':
+      return `200 allowed for ${o.clientId}`
+    case 'set_error':
+      return `${o.status} {"err":"${o.err}"}`
+    case 'polled':
+      return '200 polled'
   }
 }
 
@@ -125,13 +137,16 @@ export function traces(text: string, request: HostileRequest | undefined): strin
   return found
 }
 
-function matches(o: Outcome, status: number, body: unknown, res: Response, issued: number): boolean {
+const noStore = (res: Response) => /(^|,)\s*no-store\s*(,|$)/.test(res.headers.get('cache-control') ?? '')
+
+/** `head`: a HEAD answer has no body, so an error is told by its status alone. */
+function matches(o: Outcome, status: number, body: unknown, res: Response, issued: number, head: boolean, text: string): boolean {
   const obj = typeof body === 'object' && body !== null && !Array.isArray(body) ? (body as Record<string, unknown>) : undefined
   switch (o.kind) {
     case 'token':
       return status === 200 && typeof obj?.['access_token'] === 'string' && obj['token_type'] === 'Bearer' && issued === 1
     case 'error':
-      return status === o.status && obj?.['error'] === o.error
+      return status === o.status && (head || obj?.['error'] === o.error)
     case 'inactive':
       return status === 200 && obj?.['active'] === false && Object.keys(obj).length === 1
     case 'active':
@@ -142,6 +157,12 @@ function matches(o: Outcome, status: number, body: unknown, res: Response, issue
       const allow = (res.headers.get('allow') ?? '').split(',').map((m) => m.trim().toUpperCase())
       return status === 405 && o.allow.every((m) => allow.includes(m))
     }
+    case 'forward_allowed':
+      return status === 200 && text === '' && noStore(res) && res.headers.get('x-mandate-agent') === o.clientId
+    case 'set_error':
+      return status === o.status && obj?.['err'] === o.err
+    case 'polled':
+      return status === 200 && typeof obj?.['sets'] === 'object' && obj['sets'] !== null && typeof obj['moreAvailable'] === 'boolean' && noStore(res)
   }
 }
 
@@ -170,7 +191,7 @@ export async function runCase(b: TestBroker, c: HostileCase): Promise<void> {
   const head = new Request('http://x/', { method }).method === 'HEAD'
   if (status >= 500) fail(`answered ${status}: a 5xx for hostile input`)
   const expectedToken = c.expected.some((o) => o.kind === 'token')
-  if (!c.expected.some((o) => matches(o, status, parsed, res, issued))) {
+  if (!c.expected.some((o) => matches(o, status, parsed, res, issued, head, text))) {
     const got = typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>)['error'] : undefined
     fail(`answered ${status}${typeof got === 'string' ? ` ${got}` : ''}, expected ${c.expected.map(describeOutcome).join(' or ')}`)
   }
@@ -182,8 +203,10 @@ export async function runCase(b: TestBroker, c: HostileCase): Promise<void> {
     fail(`a token answered with ${issued} token.issued records`)
   }
   if (status >= 400 && !head) {
-    const err = typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>)['error'] : undefined
-    if (typeof err !== 'string') fail('a refusal without a JSON body holding a string `error` (RFC 6749 §5.2)')
+    const body = typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>) : undefined
+    // SET delivery errors have RFC 8935 §2.3's shape; every other refusal RFC 6749 §5.2's.
+    const setShaped = c.expected.some((o) => o.kind === 'set_error') && typeof body?.['err'] === 'string'
+    if (typeof body?.['error'] !== 'string' && !setShaped) fail('a refusal without a JSON body holding a string `error` (RFC 6749 §5.2)')
     if (!(res.headers.get('content-type') ?? '').startsWith('application/json')) fail('a refusal that is not application/json')
     // Every error answer, on any path and from the router too, is rendered by one renderer that sets it.
     if (!/(^|,)\s*no-store\s*(,|$)/.test(res.headers.get('cache-control') ?? '')) {
@@ -194,6 +217,9 @@ export async function runCase(b: TestBroker, c: HostileCase): Promise<void> {
   if (tokenAnswer && !/(^|,)\s*no-store\s*(,|$)/.test(res.headers.get('cache-control') ?? '')) fail('a token without Cache-Control: no-store')
   for (const t of traces(text, c.request)) fail(`the answer holds a stack trace or source path (${printable(t, 60)})`)
   for (const s of c.secrets) if (text.includes(s)) fail(`the answer echoes a credential of the request (${s.slice(0, 12)}…)`)
+  for (const [name, value] of res.headers) {
+    for (const s of c.secrets) if (value.includes(s)) fail(`the answer's ${name} header echoes a credential of the request (${s.slice(0, 12)}…)`)
+  }
   const requestId = res.headers.get('x-request-id')
   if (requestId === null || !REQUEST_ID.test(requestId)) fail(`X-Request-Id answered as ${printable(requestId ?? '(none)', 80)}`)
 

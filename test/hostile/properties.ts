@@ -23,14 +23,30 @@ import {
   adminLiftCase,
   adminAuditCase,
   routeCase,
+  forwardAuthCase,
+  ssfPollCase,
   TOKEN_JUNK_ANSWERS,
   TOKEN_ROUTE_JUNK_ANSWERS,
   type HostileContext,
 } from './arbitraries.js'
 import type { HostileCase } from './harness.js'
 
-/** Test files of the suite; `admin` runs on a broker whose revocations and audit queries are on PostgreSQL. */
-export type HostileGroup = 'token-requests' | 'token-jwts' | 'oauth' | 'admin'
+/**
+ * Test files of the suite; `admin` runs on a broker whose revocations and
+ * audit queries are on PostgreSQL, `edge` (forward auth, Shared Signals poll)
+ * on one that also has a poll receiver (`HOSTILE_SSF`: SETs need the database).
+ */
+export type HostileGroup = 'token-requests' | 'token-jwts' | 'oauth' | 'admin' | 'edge'
+
+/** The `ssf` config of the `edge` group's broker: rs/api polls (RFC 8936). */
+export const HOSTILE_SSF = {
+  receivers: [{ name: 'rs-api', audience: 'https://rs.test/events', delivery: { method: 'poll', resource_server: 'rs/api' } }],
+}
+
+/** What broker a group runs against. */
+export function brokerFor(group: HostileGroup): { readonly postgres: boolean; readonly ssf?: Record<string, unknown> } {
+  return group === 'edge' ? { postgres: true, ssf: HOSTILE_SSF } : { postgres: group === 'admin' }
+}
 
 export interface HostileProperty {
   readonly name: string
@@ -175,6 +191,43 @@ export const PROPERTIES: readonly HostileProperty[] = [
   { name: 'admin: DELETE /admin/revocations/:id with ids that name nothing', group: 'admin', runs: 500, cases: () => adminLiftCase() },
   { name: 'admin: GET /admin/audit with query junk', group: 'admin', runs: 1000, cases: () => adminAuditCase() },
   { name: 'routes: wrong methods, unknown paths, junk queries on public routes', group: 'admin', runs: 1200, cases: () => routeCase() },
+  {
+    name: 'forward-auth: live tokens with junk around them, every method at ext-authz',
+    group: 'edge',
+    runs: 500,
+    cases: (ctx) => forwardAuthCase(ctx, { query: false, bearer: false, target: false }),
+  },
+  {
+    name: 'forward-auth: hostile query strings (missing, repeated, huge audience; bad scope syntax; bad percent-encoding)',
+    group: 'edge',
+    runs: 700,
+    cases: (ctx) => forwardAuthCase(ctx, { query: true, bearer: false, target: true }),
+  },
+  {
+    name: 'forward-auth: hostile Authorization (other schemes, repeated, huge, bad b64token, dead tokens, Mandate JWTs from parts)',
+    group: 'edge',
+    runs: 1500,
+    cases: (ctx) => forwardAuthCase(ctx, { query: false, bearer: true, target: true }),
+  },
+  {
+    name: 'forward-auth: faults in the query and the Authorization header at once',
+    group: 'edge',
+    runs: 500,
+    cases: (ctx) => forwardAuthCase(ctx, { query: true, bearer: true, target: true }),
+  },
+  { name: 'ssf poll: valid polls with junk around them', group: 'edge', runs: 300, cases: (ctx) => ssfPollCase(ctx, { auth: false, body: false }) },
+  {
+    name: 'ssf poll: hostile JSON bodies (wrong types, unknown members, deep, huge, ack and setErrs junk, maxEvents out of range)',
+    group: 'edge',
+    runs: 800,
+    cases: (ctx) => ssfPollCase(ctx, { auth: false, body: true }),
+  },
+  {
+    name: 'ssf poll: bad client credentials, with bodies good and bad',
+    group: 'edge',
+    runs: 500,
+    cases: (ctx) => ssfPollCase(ctx, { auth: true, body: true }),
+  },
 ]
 
 /** Cases a normal run generates. */

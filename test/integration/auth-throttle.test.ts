@@ -1,7 +1,7 @@
 /**
  * Failed client authentication backs off, per source address and per
  * client id (+ address), at /oauth2/token, /oauth2/introspect and
- * /oauth2/revoke: a secret cannot be guessed at line rate, and an attacker
+ * /oauth2/revoke, and /ssf/poll: a secret cannot be guessed at line rate, and an attacker
  * failing on purpose does not lock an agent out where it runs. Over real
  * sockets: the broker is served on 127.0.0.1, which the config trusts as a
  * proxy, so X-Forwarded-For names each caller. The clock is injected; blocks
@@ -10,13 +10,16 @@
 import { serve, type ServerType } from '@hono/node-server'
 import type { AddressInfo } from 'node:net'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { ADMIN_KEYS, basic, bearer, encodeForm, SECRET, startTestBroker, type TestBroker } from '../support/broker.js'
+import { ADMIN_KEYS, basic, bearer, encodeForm, RESOURCE_SERVERS, RS_SECRET, SECRET, startTestBroker, type TestBroker } from '../support/broker.js'
+import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
 import { recorder, valueAt, type Recorder } from '../unit/telemetry/support.js'
 import { exchange, expectOAuthError, expectToken } from '../unit/http/helpers.js'
 
 interface Served {
   readonly b: TestBroker
   post(path: string, from: string | undefined, form: Record<string, string | string[]>, headers?: Record<string, string>): Promise<Response>
+  /** POST /ssf/poll with a JSON body (RFC 8936 §2.4). */
+  poll(from: string | undefined, body: unknown, headers: Record<string, string>): Promise<Response>
   close(): Promise<void>
 }
 
@@ -31,6 +34,12 @@ async function served(b: TestBroker): Promise<Served> {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded', ...(from === undefined ? {} : { 'x-forwarded-for': from }), ...headers },
         body: encodeForm(form),
+      }),
+    poll: (from, body, headers) =>
+      fetch(`${base}/ssf/poll`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(from === undefined ? {} : { 'x-forwarded-for': from }), ...headers },
+        body: JSON.stringify(body),
       }),
     close: async () => {
       await new Promise<void>((resolve) => server.close(() => resolve()))
@@ -145,5 +154,62 @@ describe('failed client authentication backs off', () => {
     }
     const summaries = b.logs().filter((l) => l['msg'] === 'requests refused by the failed-authentication back-off')
     expect(summaries).toEqual([expect.objectContaining({ endpoint: 'token', refused: 10, causes: { back_off: 10 } })])
+  })
+})
+
+describePostgres('failed client authentication backs off at /ssf/poll (RFC 8936)', () => {
+  let db: TestDatabase
+  let p: Served
+  let pollRec: Recorder
+  const receiver = basic(RESOURCE_SERVERS.api, RS_SECRET)
+  const guess = basic(RESOURCE_SERVERS.api, 'not-the-secret')
+  const poll = (from: string, headers: Record<string, string>) => p.poll(from, { returnImmediately: true, maxEvents: 0 }, headers)
+
+  async function expectSetError(res: Response, status: number, err: string): Promise<void> {
+    expect(res.status).toBe(status)
+    expect(res.headers.get('cache-control')).toContain('no-store')
+    expect(((await res.json()) as { err?: unknown }).err).toBe(err)
+  }
+
+  beforeAll(async () => {
+    db = await createTestDatabase()
+    pollRec = recorder()
+    const b = await startTestBroker({
+      database: db.url,
+      trustedProxies: ['127.0.0.1', '::1'],
+      telemetry: pollRec.exporters,
+      ssf: { receivers: [{ name: 'rs-api', audience: 'https://rs.test/events', delivery: { method: 'poll', resource_server: RESOURCE_SERVERS.api } }] },
+    })
+    p = await served(b)
+  })
+  afterAll(async () => {
+    await p?.close()
+    await db?.drop()
+  })
+
+  it('per receiver at an address: 5 wrong secrets free, then 429 with Retry-After even for the right one; the receiver elsewhere polls', async () => {
+    await expectSetError(await poll('192.0.2.70', guess), 401, 'authentication_failed')
+    for (let i = 0; i < 5; i++) await expectSetError(await poll('192.0.2.70', guess), 401, 'authentication_failed')
+    const waited = await poll('192.0.2.70', receiver)
+    expect(waited.headers.get('retry-after')).toBe('1')
+    await expectSetError(waited, 429, 'temporarily_unavailable')
+    expect((await poll('192.0.2.71', receiver)).status).toBe(200)
+    p.b.advance(1)
+    expect((await poll('192.0.2.70', receiver)).status).toBe(200)
+    // The success cleared the receiver at that address: five more guesses are free again.
+    for (let i = 0; i < 5; i++) await expectSetError(await poll('192.0.2.70', guess), 401, 'authentication_failed')
+    expect((await poll('192.0.2.70', receiver)).status).toBe(200)
+    const metrics = await pollRec.metrics()
+    expect(valueAt(metrics, 'mandate.client_auth.throttled', { endpoint: 'ssf_poll' })).toBeGreaterThanOrEqual(1)
+  })
+
+  it('per address: 20 failures with made-up ids or malformed credentials, then the receiver waits there too, and at the token endpoint', async () => {
+    for (let i = 0; i < 21; i++) {
+      const headers = i % 3 === 0 ? { authorization: 'Basic !!!' } : i % 3 === 1 ? basic(`made-up-${i}`, 'x') : {}
+      await expectSetError(await poll('192.0.2.80', headers), 401, 'authentication_failed')
+    }
+    await expectSetError(await poll('192.0.2.80', receiver), 429, 'temporarily_unavailable')
+    await expectBackOff(await p.post('/oauth2/introspect', '192.0.2.80', { token: 'x' }, receiver), '1')
+    expect((await poll('192.0.2.81', receiver)).status).toBe(200)
   })
 })

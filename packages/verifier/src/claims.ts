@@ -104,7 +104,8 @@ export type MandateClaimsProblem = 'bad_mandate_claims' | 'bad_sub_id' | 'bad_ac
  */
 export function mandateClaimsProblem(payload: Record<string, unknown>): MandateClaimsProblem | undefined {
   const { aud, client_id, act, scope, chain, sub_id, sub } = payload
-  if (typeof aud !== 'string' || typeof client_id !== 'string' || typeof scope !== 'string') return 'bad_mandate_claims'
+  // An empty scope grants nothing (RFC 6749 §3.3); an empty holder or audience is no claim at all.
+  if (typeof aud !== 'string' || aud === '' || typeof client_id !== 'string' || client_id === '' || typeof scope !== 'string') return 'bad_mandate_claims'
   const id = sub_id as Record<string, unknown> | null
   if (typeof id !== 'object' || id === null || id['format'] !== 'iss_sub' || typeof id['iss'] !== 'string' || id['sub'] !== sub) return 'bad_sub_id'
   if (!isAct(act, 1)) return 'bad_act'

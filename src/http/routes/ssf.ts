@@ -9,9 +9,11 @@ import { bodyLimit } from 'hono/body-limit'
 import { describeRoute, resolver } from 'hono-openapi'
 import { z } from 'zod'
 import { OAuthError } from '../../core/errors.js'
+import { decodeUtf8, holdsOnlyStorableText } from '../../core/text.js'
 import type { PollRequest, SetPoller } from '../../ssf/port.js'
 import type { AuthenticatedCaller, ClientCredentials } from '../../tokens/port.js'
 import { clientCredentials } from '../client-credentials.js'
+import type { ClientAuthAttempt } from '../auth-throttle.js'
 import type { AppEnv } from '../env.js'
 import { FormParams } from '../form.js'
 import { jsonContent } from '../openapi.js'
@@ -22,18 +24,22 @@ export interface SsfRoutesDeps {
   readonly poller: SetPoller
   /** Authenticates a configured resource server (client_secret_basic) and spends its assertion, if any. */
   readonly authenticate: (credentials: ClientCredentials) => Promise<AuthenticatedCaller>
+  /** The failed-authentication back-off, as at /oauth2/token (`clientAuthAttempt`); none without it. */
+  readonly throttle?: (c: Context<AppEnv>) => ClientAuthAttempt
   readonly maxBodyBytes: number
   /** Told why a poll could not be answered (the database failed); the answer is a 503. */
   readonly onFailure: (err: unknown) => void
 }
 
 /** RFC 8935 §2.3 / §7.1 error codes used here, and `temporarily_unavailable` (RFC 6749's) for an outage. */
-type SetErrCode = 'invalid_request' | 'authentication_failed' | 'access_denied' | 'temporarily_unavailable'
+type SetErrCode = 'invalid_request' | 'authentication_failed' | 'access_denied' | 'temporarily_unavailable' | 'rate_limited'
 
-const STATUS: Record<SetErrCode, 400 | 401 | 403 | 503> = {
+const STATUS: Record<SetErrCode, 400 | 401 | 403 | 429 | 503> = {
   invalid_request: 400,
   authentication_failed: 401,
   access_denied: 403,
+  // RFC 6585 §4; sent as `temporarily_unavailable`, as the OAuth endpoints send their back-off.
+  rate_limited: 429,
   temporarily_unavailable: 503,
 }
 
@@ -68,10 +74,11 @@ const SetError = z.object({ err: z.string(), description: z.string() }).meta({ i
 const errorResponses = Object.fromEntries(
   (
     [
-      [400, 'Malformed body (not JSON, unknown member, out of bounds), or not `application/json`.'],
+      [400, 'Malformed body (not UTF-8 JSON, a NUL or lone surrogate, unknown member, out of bounds), or not `application/json`.'],
       [401, 'Client authentication failed (client_secret_basic of a configured resource server).'],
       [403, 'The resource server polls for no receiver.'],
       [413, 'Body too large.'],
+      [429, 'Too many failed client authentications from this address or for this client: `temporarily_unavailable` with Retry-After.'],
       [503, 'The database did not answer; retry.'],
     ] as const
   ).map(([status, description]) => [status, { description, content: jsonContent(SetError) }]),
@@ -97,12 +104,12 @@ const configurationDoc = describeRoute({
   responses: { 200: { description: 'The metadata.', content: { 'application/json': { schema: resolver(z.record(z.string(), z.unknown())) } } } },
 })
 
-function setError(c: Context<AppEnv>, code: SetErrCode, description: string): Response {
+function setError(c: Context<AppEnv>, code: SetErrCode, description: string, retryAfter = 1): Response {
   c.set('error', code)
   const headers: Record<string, string> = { ...NO_STORE }
   if (code === 'authentication_failed') headers['WWW-Authenticate'] = 'Basic realm="mandate", charset="UTF-8"'
-  if (code === 'temporarily_unavailable') headers['Retry-After'] = '1'
-  return c.json({ err: code, description }, STATUS[code], headers)
+  if (code === 'temporarily_unavailable' || code === 'rate_limited') headers['Retry-After'] = String(retryAfter)
+  return c.json({ err: code === 'rate_limited' ? 'temporarily_unavailable' : code, description }, STATUS[code], headers)
 }
 
 /** Mounts the SSF routes; only called when receivers are configured. */
@@ -128,26 +135,42 @@ export function mountSsf(app: Hono<AppEnv>, deps: SsfRoutesDeps): void {
   })
 
   app.post('/ssf/poll', pollDoc, limit, async (c) => {
+    const attempt = deps.throttle?.(c)
+    // Backing off: nothing is checked, as at the token endpoint.
+    if (attempt?.retryAfter !== undefined) return setError(c, 'rate_limited', 'too many failed client authentications; try again later', attempt.retryAfter)
     let caller: AuthenticatedCaller
     try {
       // RFC 8936's body is JSON, so credentials come in the Authorization header only (no form to carry an assertion).
       caller = await deps.authenticate(clientCredentials(c.req.header('authorization'), new FormParams(new URLSearchParams())))
     } catch (err) {
       if (err instanceof OAuthError && err.code === 'temporarily_unavailable') return setError(c, 'temporarily_unavailable', err.description)
-      if (err instanceof OAuthError) return setError(c, 'authentication_failed', 'client authentication failed')
+      if (err instanceof OAuthError) {
+        // invalid_request too (malformed Basic credentials): each is a guess the back-off must count.
+        attempt?.failed()
+        return setError(c, 'authentication_failed', 'client authentication failed')
+      }
       throw err
     }
-    if (caller.kind !== 'resource_server') return setError(c, 'authentication_failed', 'client authentication failed')
+    if (caller.kind !== 'resource_server') {
+      attempt?.failed()
+      return setError(c, 'authentication_failed', 'client authentication failed')
+    }
+    attempt?.succeeded(caller.server.id)
     c.set('resourceServer', caller.server.id)
 
     const type = c.req.header('content-type')?.split(';')[0]?.trim().toLowerCase()
     if (type !== 'application/json') return setError(c, 'invalid_request', 'the body must be application/json')
+    // Strict UTF-8 (RFC 8259 §8.1), never replaced; and no NUL or lone surrogate spelled as a JSON escape: the jtis
+    // and errors a receiver echoes reach PostgreSQL, which would refuse them and turn hostile input into a 503.
+    const text = decodeUtf8(new Uint8Array(await c.req.arrayBuffer()))
+    if (text === undefined) return setError(c, 'invalid_request', 'the body is not UTF-8')
     let raw: unknown
     try {
-      raw = JSON.parse(await c.req.text())
+      raw = JSON.parse(text)
     } catch {
       return setError(c, 'invalid_request', 'the body is not JSON')
     }
+    if (!holdsOnlyStorableText(raw, text)) return setError(c, 'invalid_request', 'the body holds a NUL or a lone surrogate')
     const parsed = PollBody.safeParse(raw)
     if (!parsed.success) {
       const where = parsed.error.issues[0]?.path[0]

@@ -182,6 +182,8 @@ describe('GET /forward-auth', () => {
 
     it('revoked: the token, its chain, its agent (and still dead once the kill is lifted)', async () => {
       const one = await issue()
+      // Allowed first, so its verification is cached: the revocation is still checked on every request.
+      expect((await ask(`?audience=${AUD}`, `Bearer ${one}`)).status).toBe(200)
       await b.revocations.revokeToken(decodeJwt(one).jti as Jti)
       await expectInvalid(await ask(`?audience=${AUD}`, `Bearer ${one}`))
 

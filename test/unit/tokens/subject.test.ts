@@ -93,6 +93,147 @@ describe('a cached Mandate token (re-delegation)', () => {
   })
 })
 
+/** A Mandate token minted with `keys`, claims as the exchange mints them. */
+function mandateToken(keys: SigningKeys, over: Partial<Record<keyof MandateClaims, unknown>> = {}): Promise<string> {
+  const claims = {
+    iss: BROKER,
+    sub: 'alice',
+    sub_id: { format: 'iss_sub', iss: IDP, sub: 'alice' },
+    aud: 'https://api.test',
+    client_id: 'agent',
+    act: { sub: 'agent' },
+    scope: 'read',
+    iat: NOW,
+    nbf: NOW,
+    exp: NOW + 300,
+    jti: `j-${Math.random()}`,
+    ...over,
+  } as MandateClaims
+  return createTokenMinter(keys).mint(claims)
+}
+
+/** `keys`, whose public keys count the signature checks made with them (a cache hit makes none). */
+function countingKeys(keys: SigningKeys): { readonly keys: SigningKeys; readonly checks: () => number } {
+  let checks = 0
+  const counted = new Map(
+    keys.all.map((k) => [
+      k.kid,
+      Object.create(k, {
+        publicKey: {
+          get: () => {
+            checks++
+            return k.publicKey
+          },
+        },
+      }) as typeof k,
+    ]),
+  )
+  const byKid = (kid: string) => counted.get(kid)
+  return { keys: { current: keys.current, all: [...counted.values()], jwks: keys.jwks, byKid }, checks: () => checks }
+}
+
+describe('verifyOwn: the broker’s own tokens at forward auth, introspection and revocation', () => {
+  it('checks a token’s signature once, then answers from the cache with the same claims', async () => {
+    const { keys, checks } = countingKeys(selfA)
+    const token = await mandateToken(selfA)
+    const subjects = verifier(idp(), { selfKeys: keys })
+    const first = await subjects.verifyOwn(token)
+    expect(first).toMatchObject({ iss: BROKER, client_id: 'agent', aud: 'https://api.test' })
+    expect(checks()).toBe(1)
+    for (let i = 0; i < 5; i++) expect(await subjects.verifyOwn(token)).toEqual(first)
+    expect(checks()).toBe(1)
+    // One cache for both uses: the exchange's verify finds it too.
+    await expect(subjects.verify(token)).resolves.toMatchObject({ kind: 'mandate', claims: first })
+    expect(checks()).toBe(1)
+  })
+
+  it('without a cache (cacheSize 0) checks the signature every time', async () => {
+    const { keys, checks } = countingKeys(selfA)
+    const token = await mandateToken(selfA)
+    const subjects = verifier(idp(), { selfKeys: keys, cacheSize: 0 })
+    for (let i = 0; i < 3; i++) expect(await subjects.verifyOwn(token)).toBeDefined()
+    expect(checks()).toBe(3)
+  })
+
+  it('never outlives the token: undefined from its exp on, with no skew, though it was cached', async () => {
+    let now = NOW
+    const token = await mandateToken(selfA, { exp: NOW + 60 })
+    const subjects = verifier(idp(), { now: () => now })
+    expect(await subjects.verifyOwn(token)).toBeDefined()
+    now = NOW + 59
+    expect(await subjects.verifyOwn(token)).toBeDefined()
+    now = NOW + 60
+    expect(await subjects.verifyOwn(token)).toBeUndefined()
+  })
+
+  it('judges a token cached by the exchange (verified with the skew) with no skew', async () => {
+    let now = NOW + 70
+    const token = await mandateToken(selfA, { exp: NOW + 60 })
+    const subjects = verifier(idp(), { now: () => now })
+    // Within the 30 s skew the exchange accepts it (and caches it); forward auth must not.
+    await expect(subjects.verify(token)).resolves.toMatchObject({ kind: 'mandate' })
+    expect(await subjects.verifyOwn(token)).toBeUndefined()
+    now = NOW - 20
+    const early = await mandateToken(selfA, { iat: NOW, nbf: NOW })
+    await expect(subjects.verify(early)).resolves.toMatchObject({ kind: 'mandate' })
+    expect(await subjects.verifyOwn(early)).toBeUndefined()
+    now = NOW
+    expect(await subjects.verifyOwn(early)).toBeDefined()
+  })
+
+  it('is undefined once the key that verified it leaves the key set, or new material takes its kid', async () => {
+    let self = selfA
+    const selfKeys: SigningKeys = {
+      get current() {
+        return self.current
+      },
+      get all() {
+        return self.all
+      },
+      get jwks() {
+        return self.jwks
+      },
+      byKid: (kid) => self.byKid(kid),
+    }
+    const token = await mandateToken(selfA)
+    const subjects = verifier(idp(), { selfKeys })
+    expect(await subjects.verifyOwn(token)).toBeDefined()
+    self = selfB
+    expect(await subjects.verifyOwn(token)).toBeUndefined()
+    // The same kid with other key material (a keys file replaced in place): verified afresh, and refused.
+    self = selfA
+    expect(await subjects.verifyOwn(token)).toBeDefined()
+    const impostor = await signingKeysFromJwks({ keys: [{ ...(await generateSigningJwk()), kid: selfA.current.kid }] }, NOW)
+    self = impostor
+    expect(await subjects.verifyOwn(token)).toBeUndefined()
+  })
+
+  it('caches no failure, and answers undefined for anything that is not a live token of ours', async () => {
+    const { keys, checks } = countingKeys(selfA)
+    const subjects = verifier(idp(), { selfKeys: keys })
+    const token = await mandateToken(selfA)
+    const [h, p, sig] = token.split('.') as [string, string, string]
+    const altered = `${h}.${p}.${sig.slice(0, -2)}${sig.endsWith('AA') ? 'BB' : 'AA'}`
+    for (let i = 0; i < 2; i++) expect(await subjects.verifyOwn(altered)).toBeUndefined()
+    expect(checks()).toBe(2)
+    expect(await subjects.verifyOwn(await userToken())).toBeUndefined()
+    // A user token cached by the exchange is still no token of ours.
+    const user = await userToken()
+    await expect(subjects.verify(user)).resolves.toMatchObject({ kind: 'user' })
+    expect(await subjects.verifyOwn(user)).toBeUndefined()
+    expect(await subjects.verifyOwn(await mandateToken(selfB))).toBeUndefined()
+    for (const junk of ['', 'x', 'a.b.c', `${'A'.repeat(20_000)}.x.y`]) expect(await subjects.verifyOwn(junk)).toBeUndefined()
+  })
+
+  it('refuses a token of its own key whose holder or audience is empty: no claim a resource server would be handed is blank', async () => {
+    const subjects = verifier(idp())
+    expect(await subjects.verifyOwn(await mandateToken(selfA, { client_id: '' }))).toBeUndefined()
+    expect(await subjects.verifyOwn(await mandateToken(selfA, { aud: '' }))).toBeUndefined()
+    await expect(subjects.verify(await mandateToken(selfA, { client_id: '' }))).rejects.toMatchObject({ detail: 'bad_mandate_claims' })
+    expect(await subjects.verifyOwn(await mandateToken(selfA, { scope: '' }))).toMatchObject({ scope: '' }) // RFC 6749 §3.3: grants nothing, still well-formed
+  })
+})
+
 describe('only access tokens are subject tokens', () => {
   const strict = idp()
   /** An issuer that sets no `typ` (the relaxed check: none, or `JWT`). */
