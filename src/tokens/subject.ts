@@ -54,6 +54,7 @@ const notBeforeOf = (payload: Record<string, unknown>) =>
  * cached. Revocation is checked separately, on every use.
  */
 export function createSubjectVerifier(options: SubjectVerifierOptions): SubjectVerifier {
+  // Long, not split: `verify` and `verifyOwn` share one digest-keyed cache and its rules for a hit (expiry, skew, key still held).
   // Bounded by count and by bytes (each entry charged its token's length): never more than ~64 MiB.
   // Keyed by the digest, not the token: the cache holds no bearer token, and its keys are 43 bytes whatever the token's size.
   const cache = options.cacheSize > 0 ? new LRUCache<string, Verified>({ max: options.cacheSize, maxSize: 64 * 1024 * 1024 }) : undefined
