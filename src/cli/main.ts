@@ -124,6 +124,17 @@ policy
   .command('secret')
   .description('generate a client secret (256 random bits) and the secret_sha256 a policy stores for it')
   .action(lazy(() => import('./policy.js'), 'policySecret'))
+policy
+  .command('diff')
+  .description(
+    'what every agent gains and loses between two policy directories (or a directory and itself at a git ref); ' +
+      'exits 6 when anything widens (a new agent, audience or scope, a longer lifetime, deeper delegation, more users or credentials, a later expiry, a looser rate limit), 0 otherwise',
+  )
+  .argument('[old_dir]', 'the policies before (with --git: the working policy directory, default ./policies)')
+  .argument('[new_dir]', 'the policies after')
+  .option('--git <ref>', 'compare the policy directory with itself at this git ref (git archive)')
+  .option('--json', 'print the differences as JSON')
+  .action(lazy(() => import('./policy.js'), 'policyDiff'))
 
 const keys = program.command('keys').description('manage the broker’s signing keys')
 keys
