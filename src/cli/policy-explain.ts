@@ -72,7 +72,10 @@ export const policyExplain = (o: ExplainOptions) =>
       const lines =
         a.decision === 'granted'
           ? [`granted: ${a.grant!.audience} scope "${a.grant!.scope}" for ${a.grant!.expires_in} s, actors ${a.grant!.actors.join(' < ')}`]
-          : [`denied at ${a.failed_check}: ${a.status} ${a.error} (${a.error_description})`, ...(a.reason == null ? [] : [`  reason in the log: ${a.reason}`])]
+          : [
+              `denied at ${a.failed_check ?? '?'}: ${a.status ?? '?'} ${a.error ?? '?'} (${a.error_description ?? ''})`,
+              ...(a.reason == null ? [] : [`  reason in the log: ${a.reason}`]),
+            ]
       for (const c of a.checks) {
         lines.push(
           `  ${MARK[c.outcome] ?? c.outcome} ${c.check}${c.error === undefined ? '' : ` (${c.error})`}${c.reason === undefined ? '' : `: ${c.reason}`}`,
