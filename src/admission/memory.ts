@@ -53,5 +53,14 @@ export function createMemoryAdmissionStore(clock: () => number, since = clock())
     return { outcome: 'admitted' }
   }
 
-  return { admit: (request) => Promise.resolve(admit(request)) }
+  function peek(charges: readonly BucketCharge[]): Admission {
+    const now = clock()
+    for (const b of charges) {
+      const tokens = tokensAt(buckets.get(bucketKey(b)), b.limit, now)
+      if (tokens < 1) return { outcome: 'limited', scope: b.scope, retryAfter: retryAfterSeconds(msUntilToken(tokens, b.limit)) }
+    }
+    return { outcome: 'admitted' }
+  }
+
+  return { admit: (request) => Promise.resolve(admit(request)), peek: (charges) => Promise.resolve(peek(charges)) }
 }

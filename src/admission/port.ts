@@ -65,4 +65,10 @@ export type Admission =
  */
 export interface AdmissionStore {
   admit(request: AdmissionRequest): Promise<Admission>
+  /**
+   * What `admit` would say of `buckets` now, drawing from none and spending
+   * nothing (policy explain). `admitted` or `limited` only. Absent: the store
+   * cannot tell without drawing.
+   */
+  peek?(buckets: readonly BucketCharge[]): Promise<Admission>
 }

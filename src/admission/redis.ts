@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { withTimeout } from '../core/async.js'
 import { retryAfterSeconds } from '../core/errors.js'
-import { msToFill } from './bucket.js'
+import { msToFill, msUntilToken, tokensAt } from './bucket.js'
 import type { Admission, AdmissionRequest, AdmissionStore, BucketCharge } from './port.js'
 
 export interface RedisAdmissionStoreOptions {
@@ -134,5 +134,22 @@ export async function createRedisAdmissionStore(
     return withTimeout(decision, timeoutMs, () => new Error(`admission store: redis did not answer within ${timeoutMs} ms`))
   }
 
-  return { admit }
+  /** Reads the buckets (one MGET) and does the script's arithmetic on them here: nothing is written. */
+  async function peek(charges: readonly BucketCharge[]): Promise<Admission> {
+    if (charges.length === 0) return { outcome: 'admitted' }
+    const now = clock()
+    const states = await withTimeout(
+      redis.mget(...charges.map(bucketKey)),
+      timeoutMs,
+      () => new Error(`admission store: redis did not answer within ${timeoutMs} ms`),
+    )
+    for (const [i, b] of charges.entries()) {
+      const m = /^(\S+) (\S+)$/.exec(states[i] ?? '')
+      const tokens = tokensAt(m === null ? undefined : { tokens: Number(m[1]), at: Number(m[2]) }, b.limit, now)
+      if (tokens < 1) return { outcome: 'limited', scope: b.scope, retryAfter: retryAfterSeconds(msUntilToken(tokens, b.limit)) }
+    }
+    return { outcome: 'admitted' }
+  }
+
+  return { admit, peek }
 }

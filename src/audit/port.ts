@@ -84,7 +84,7 @@ export type AuditEvent =
     }
   | (RequestContext & {
       /** An admin read: who looked at what. */
-      readonly type: 'admin.revocations.read' | 'admin.audit.read' | 'admin.feed.opened'
+      readonly type: 'admin.revocations.read' | 'admin.audit.read' | 'admin.feed.opened' | 'admin.policy.explained'
       readonly at: number
       /** The admin key's name. */
       readonly by: string

@@ -103,6 +103,7 @@ function body(event: AuditEvent, doc: Record<string, Json | undefined>): Record<
     case 'admin.revocations.read':
     case 'admin.audit.read':
     case 'admin.feed.opened':
+    case 'admin.policy.explained':
       return assign({ by: event.by, request: event.request })
   }
 }
@@ -282,6 +283,7 @@ function eventFromDoc(d: Record<string, unknown>): AuditEvent {
     case 'admin.revocations.read':
     case 'admin.audit.read':
     case 'admin.feed.opened':
+    case 'admin.policy.explained':
       return { type, at } as unknown as AuditEvent
     default:
       throw new Error(`unknown event type ${JSON.stringify(type)}`)

@@ -15,6 +15,8 @@ export const EXIT = {
   AUTH: 4,
   /** The broker could not be reached, timed out, or failed (5xx): worth retrying. */
   UNAVAILABLE: 5,
+  /** `policy diff`: the new policies let some agent get something the old ones did not. */
+  WIDENED: 6,
 } as const
 
 export const EXIT_CODES_HELP = `
@@ -26,7 +28,9 @@ Exit codes:
      command could not run (e.g. the database cannot be opened)
   3  audit verify --checkpoints: records no checkpoint covers for too long
   4  no admin key, or the broker refused it (401) or its role (403)
-  5  the broker cannot be reached, timed out, or failed (5xx): try again`
+  5  the broker cannot be reached, timed out, or failed (5xx): try again
+  6  policy diff: some agent gains (a new agent, audience, scope, longer
+     lifetime, deeper delegation, more users or credentials, later expiry)`
 
 /** The codes the commands that call a broker (revoke) exit with. */
 export const BROKER_EXIT_CODES_HELP = `

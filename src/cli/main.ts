@@ -124,6 +124,32 @@ policy
   .command('secret')
   .description('generate a client secret (256 random bits) and the secret_sha256 a policy stores for it')
   .action(lazy(() => import('./policy.js'), 'policySecret'))
+policy
+  .command('diff')
+  .description(
+    'what every agent gains and loses between two policy directories (or a directory and itself at a git ref); ' +
+      'exits 6 when anything widens (a new agent, audience or scope, a longer lifetime, deeper delegation, more users or credentials, a later expiry, a looser rate limit), 0 otherwise',
+  )
+  .argument('[old_dir]', 'the policies before (with --git: the working policy directory, default ./policies)')
+  .argument('[new_dir]', 'the policies after')
+  .option('--git <ref>', 'compare the policy directory with itself at this git ref (git archive)')
+  .option('--json', 'print the differences as JSON')
+  .action(lazy(() => import('./policy.js'), 'policyDiff'))
+brokerOptions(
+  policy
+    .command('explain')
+    .description(
+      'ask a running broker what its token endpoint would answer AGENT for USER, and why: every check in the exchange’s order ' +
+        '(auditor role; mints nothing, spends no rate limit); exits 0 when granted, 1 when denied',
+    )
+    .requiredOption('--agent <agent>', 'the agent asking')
+    .requiredOption('--user <iss:sub>', 'the user: issuer and sub, split at the last colon (e.g. https://idp.example.com:alice)')
+    .requiredOption('--audience <uri>', 'the audience (or resource) asked for')
+    .option('--scope <scopes>', 'the scopes asked for, space-separated (default: the grant’s default scopes)')
+    .option('--claims <file.json>', 'other claims of the user’s token (scope, groups, may_act, iat, exp), as a JSON object')
+    .option('--ttl <seconds>', 'the lifetime asked for')
+    .option('--chain <agents>', 'for a re-delegation: the agents already in the chain, newest first, comma-separated (depth = their number + 1)'),
+).action(lazy(() => import('./policy-explain.js'), 'policyExplain'))
 
 const keys = program.command('keys').description('manage the broker’s signing keys')
 keys

@@ -205,7 +205,7 @@ function admit(
 }
 
 /** The refusal a revocation verdict calls for: an unknown state fails closed (503), a killed agent is `unauthorized_client`. */
-function revocationRefusal(verdict: RevocationVerdict): OAuthError | undefined {
+export function revocationRefusal(verdict: RevocationVerdict): OAuthError | undefined {
   switch (verdict.state) {
     case 'clear':
       return undefined

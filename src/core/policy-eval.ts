@@ -38,23 +38,52 @@ export interface Grant {
 }
 
 /**
+ * The checks of `evaluatePolicy`, in the order it makes them. `agent.delegator` to `delegation.subagent`
+ * apply to one kind of subject each (a user's token, or a parent Mandate token).
+ */
+export const POLICY_CHECKS = [
+  'agent.in_force',
+  'agent.delegator',
+  'subject.not_delegated',
+  'subject.may_act',
+  'delegation.chain',
+  'delegation.depth',
+  'delegation.subagent',
+  'audience',
+  'grant',
+  'scope',
+  'ttl',
+] as const
+export type PolicyCheck = (typeof POLICY_CHECKS)[number]
+
+/**
+ * Told the name of each check just before it is made: a check it was told of that the evaluation then threw
+ * in is the one that refused. Only explain passes one; the exchange's calls cost a test of `undefined` each.
+ */
+export type PolicyTrace = (check: PolicyCheck) => void
+
+/**
  * Decides what an authenticated agent may receive for a verified subject.
  * Pure: no I/O, no clock. Throws `OAuthError` with the code docs/ARCHITECTURE.md names (step 4):
  * `unauthorized_client` for an expired or ownerless policy, `invalid_request`
  * for an unacceptable subject or chain, `invalid_target` for an audience,
  * `invalid_scope` for scopes.
  */
-export function evaluatePolicy(input: PolicyInput): Grant {
+export function evaluatePolicy(input: PolicyInput, trace?: PolicyTrace): Grant {
   const { policy, subject, now } = input
+  trace?.('agent.in_force')
   checkPolicyInForce(policy, now, 'agent')
 
-  const { actors, ancestors, userIssuer } = checkDelegation(input)
+  const { actors, ancestors, userIssuer } = checkDelegation(input, trace)
+  trace?.('audience')
   const audience = selectAudience(input)
+  trace?.('grant')
   const grant = policy.grants.get(audience)
   if (grant === undefined) {
     throw new OAuthError('invalid_target', 'audience not permitted for this agent', { detail: `aud=${audience}` })
   }
 
+  trace?.('scope')
   const authority = subjectAuthority(subject)
   const allowed = authority === undefined ? grant.scopes : intersect(grant.scopes, authority)
   let scopes: string[]
@@ -74,6 +103,7 @@ export function evaluatePolicy(input: PolicyInput): Grant {
     scopes = [...input.scopes]
   }
 
+  trace?.('ttl')
   const ttl = Math.min(input.requestedTtl ?? policy.ttl.default, policy.ttl.max)
   // A minted token never outlives its subject token (first hop included), nor the policy that allowed it.
   // Whole seconds: JWT times may be fractional, RFC 6749 expires_in may not.
@@ -99,28 +129,35 @@ function unacceptable(detail: string): OAuthError {
 
 type Delegation = Pick<Grant, 'actors' | 'ancestors' | 'userIssuer'>
 
-function checkDelegation(input: PolicyInput): Delegation {
+function checkDelegation(input: PolicyInput, trace: PolicyTrace | undefined): Delegation {
   const { policy, subject } = input
   if (subject.kind === 'user') {
+    trace?.('agent.delegator')
     if (!policy.delegators.some((rule) => admits(rule, subject))) {
       throw unacceptable(`user ${subject.sub} of ${subject.issuer} may not delegate to ${policy.agent}`)
     }
     // An upstream token that is itself delegated would lose its actor here; refuse rather than drop it.
+    trace?.('subject.not_delegated')
     if (subject.claims['act'] !== undefined) throw unacceptable('subject token is already delegated (act)')
+    trace?.('subject.may_act')
     checkMayAct(readMayAct(subject.claims['may_act']), policy.agent, input.issuer)
+    trace?.('delegation.depth')
     if (policy.delegation.maxDepth < 1) throw unacceptable('delegation depth exceeded')
     return { actors: [policy.agent], ancestors: [], userIssuer: subject.issuer }
   }
 
   // The user's may_act named the first agent; from there its policy (sub_agents, max_depth) decides who
   // acts next. A parent minted before may_act stopped being copied may still carry one: it is ignored.
+  trace?.('delegation.chain')
   const parent = subject.claims
   const previous = actorsOf(parent.act)
   if (previous[0] !== parent.client_id) throw unacceptable('parent act does not name its client')
   if (previous.includes(policy.agent)) throw unacceptable(`cyclic delegation: ${policy.agent} already in chain`)
   const depth = previous.length + 1
+  trace?.('delegation.depth')
   if (depth > policy.delegation.maxDepth) throw unacceptable(`delegation depth ${depth} exceeds ${policy.agent}'s limit`)
   // Every agent already in the chain must still be in force, and its depth limit holds for the whole chain.
+  trace?.('delegation.chain')
   previous.forEach((agent, i) => {
     const p = input.chainPolicies[i]
     if (p === undefined || p.agent !== agent) throw unacceptable(`no policy for chain agent ${agent}`)
@@ -131,6 +168,7 @@ function checkDelegation(input: PolicyInput): Delegation {
     }
     if (depth > p.delegation.maxDepth) throw unacceptable(`delegation depth ${depth} exceeds ${agent}'s limit`)
   })
+  trace?.('delegation.subagent')
   if (!input.chainPolicies[0]!.delegation.subAgents.has(policy.agent)) {
     throw unacceptable(`${parent.client_id} may not delegate to ${policy.agent}`)
   }

@@ -24,6 +24,7 @@ import { revokeRoute } from './routes/revoke.js'
 import { mountAdminRevocations } from './routes/admin-revocations.js'
 import { mountRevocationFeed } from './routes/revocation-feed.js'
 import { mountAdminAudit, recordAdminRead, type AuditQueries } from './routes/admin-audit.js'
+import { mountAdminPolicy } from './routes/admin-policy.js'
 import type { AdminKey } from './admin-auth.js'
 import type { RevocationService } from '../revocation/service.js'
 import { jwksRoute, metadataRoute } from './routes/well-known.js'
@@ -166,6 +167,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     clientAddress,
     onAuditError,
   })
+  mountAdminPolicy(app, { ...deps.exchange, keys: deps.adminKeys, userIssuers: deps.userIssuers })
   const resourceServers = async (credentials: ClientCredentials) => {
     const caller = await deps.exchange.clients.authenticateCaller(credentials, undefined)
     await deps.exchange.clients.spend(caller)

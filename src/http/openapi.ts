@@ -530,6 +530,35 @@ export const DelegationTree = z
   })
   .meta({ id: 'DelegationTree' })
 
+const ExplainedCheck = z
+  .strictObject({
+    check: z
+      .string()
+      .describe(
+        'agent.known, subject.issuer, agent.in_force, agent.delegator, subject.not_delegated, subject.may_act, delegation.chain, delegation.depth, delegation.subagent, audience, grant, scope, ttl, revocation, rate_limit',
+      ),
+    outcome: z.enum(['pass', 'fail', 'not_reached', 'unknown']),
+    error: z.string().optional().describe('The RFC 6749 §5.2 error this check answers with.'),
+    reason: z.string().optional().describe('The reason the delegation log records (never sent to the agent).'),
+  })
+  .meta({ id: 'ExplainedCheck' })
+
+export const PolicyExplanation = z
+  .strictObject({
+    decision: z.enum(['granted', 'denied']),
+    status: z.int().optional().describe('When denied: the HTTP status the token endpoint answers with.'),
+    error: z.string().optional().describe('When denied: the error the token endpoint answers with.'),
+    error_description: z.string().optional(),
+    reason: z.string().nullable().optional(),
+    failed_check: z.string().optional().describe('The check whose refusal is the answer.'),
+    grant: z
+      .strictObject({ audience: z.string(), scope: z.string(), expires_in: z.int(), actors: z.array(z.string()).describe('Newest first.') })
+      .optional()
+      .describe('When granted: what the token would carry.'),
+    checks: z.array(ExplainedCheck).describe('Every check the exchange makes, in its order.'),
+  })
+  .meta({ id: 'PolicyExplanation' })
+
 // --- The document -------------------------------------------------------------------------------
 
 const DESCRIPTION = `Mandate is a credential broker for AI agents: an agent exchanges a user's token for a short-lived, scoped, delegated, auditable, revocable one (OAuth 2.0 Token Exchange, RFC 8693).

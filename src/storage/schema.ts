@@ -116,6 +116,7 @@ export const AUDIT_EVENTS = [
   'admin.revocations.read',
   'admin.audit.read',
   'admin.feed.opened',
+  'admin.policy.explained',
 ] as const
 
 /**

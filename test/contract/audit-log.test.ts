@@ -86,6 +86,7 @@ function everyType(): AuditEvent[] {
     { type: 'admin.revocations.read', at: T0 + 8, by: 'auditor', request: '/admin/revocations?limit=10' },
     { type: 'admin.audit.read', at: T0 + 9, by: 'auditor', request: '/admin/audit?agent=agent-a' },
     { type: 'admin.feed.opened', at: T0 + 10, by: 'verifier', request: '/revocations/feed' },
+    { type: 'admin.policy.explained', at: T0 + 11, by: 'auditor', request: '/admin/policy/explain' },
   ]
   const covered = new Set(events.map((e) => e.type))
   const all: Record<AuditEventType, true> = {
@@ -100,6 +101,7 @@ function everyType(): AuditEvent[] {
     'admin.revocations.read': true,
     'admin.audit.read': true,
     'admin.feed.opened': true,
+    'admin.policy.explained': true,
   }
   for (const type of Object.keys(all)) if (!covered.has(type as AuditEventType)) throw new Error(`everyType() lacks ${type}`)
   return events

@@ -144,6 +144,21 @@ describe('mandate revoke against a running broker', () => {
     )
   })
 
+  it('policy explain: every check with --json, a list for people; exit 0 granted, 1 denied (auditor key)', async () => {
+    const user = ['--user', 'https://users.dev.mandate.invalid:alice', '--agent', 'demo-agent', '--audience', 'https://demo.example']
+    const auditor = { MANDATE_ADMIN_KEY: AUDITOR_KEY }
+    const granted = await asAdmin(['policy', 'explain', ...user, '--scope', 'demo:read', '--json'], auditor)
+    expect(granted.status, granted.stderr).toBe(0)
+    const g = JSON.parse(granted.stdout) as { decision: string; checks: { check: string; outcome: string }[] }
+    expect(g.decision).toBe('granted')
+    expect(g.checks.map((c) => c.check)).toContain('rate_limit')
+    const denied = await asAdmin(['policy', 'explain', ...user, '--scope', 'demo:delete'], auditor)
+    expect(denied.status).toBe(1)
+    expect(denied.stdout).toMatch(/^denied at scope: 400 invalid_scope/)
+    expect(denied.stdout).toMatch(/^ {2}FAIL scope \(invalid_scope\): beyond=demo:delete$/m)
+    expect((await asAdmin(['policy', 'explain', '--user', 'nocolon', '--agent', 'a', '--audience', 'x'], auditor)).status).toBe(2)
+  })
+
   it('usage errors exit 2 before anything is sent', async () => {
     const blank = await asAdmin(['revoke', 'agent', 'demo-agent', '--reason', '  '])
     expect(blank.status).toBe(2)

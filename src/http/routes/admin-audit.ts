@@ -21,7 +21,7 @@ export interface AuditQueries {
 export async function recordAdminRead(
   c: Context,
   audit: AuditLog,
-  type: 'admin.revocations.read' | 'admin.audit.read' | 'admin.feed.opened',
+  type: 'admin.revocations.read' | 'admin.audit.read' | 'admin.feed.opened' | 'admin.policy.explained',
   at: number,
 ): Promise<void> {
   const url = new URL(c.req.url)
