@@ -4,6 +4,8 @@
  * (node:http) verifies every delivery with the `standardwebhooks` package as
  * a receiver would.
  */
+import { serve } from '@hono/node-server'
+import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { createServer, type Server } from 'node:http'
@@ -87,6 +89,19 @@ async function startReceiver(verifySecret: string): Promise<Receiver> {
       }),
     close: () => new Promise((resolve) => server.close(() => resolve())),
   }
+}
+
+const bin = join(import.meta.dirname, '../../bin/mandate.js')
+
+/** Runs `mandate` as a user does (the sources through tsx when dist/ is stale), with no profile and no MANDATE_* but `env`. */
+function mandate(args: string[], env: Record<string, string>, xdg: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MANDATE_')))
+  const child = spawn(process.execPath, [bin, ...args], { env: { ...base, XDG_CONFIG_HOME: xdg, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  return new Promise((resolve) => child.on('close', (status) => resolve({ status, stdout, stderr })))
 }
 
 /** Waits (bounded) until `check` holds; polls every 10 ms. */
@@ -225,6 +240,36 @@ function describeWebhooks(
       const forged = webhooks[2]!
       expect(forged['last_failure']).toBe('status 401')
       expect(forged['last_success_at']).toBeNull()
+    })
+
+    it('shows that state in `mandate webhooks list`, as a table and as --json', async () => {
+      const server = serve({ fetch: broker.mandate.app.fetch, hostname: '127.0.0.1', port: 0 })
+      await new Promise<void>((resolve) => server.once('listening', () => resolve()))
+      try {
+        const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+        const env = { MANDATE_ADMIN_KEY: ADMIN_KEYS.auditor }
+        const table = await mandate(['webhooks', 'list', '--url', url], env, dir)
+        expect(table.stderr).toBe('')
+        expect(table.status).toBe(0)
+        const lines = table.stdout.split('\n')
+        expect(lines.find((l) => l.includes(' ops '))).toMatch(/status 500|kill\.created/)
+        expect(table.stdout).toContain('status 500')
+        expect(table.stdout).toContain('status 401')
+        expect(table.stdout).toMatch(/│ chat +│ http:\/\/127\.0\.0\.1:\d+\/hook/)
+        const json = await mandate(['webhooks', 'list', '--url', url, '--json'], env, dir)
+        expect(json.status).toBe(0)
+        const parsed = JSON.parse(json.stdout) as { webhooks: { id: string; last_failure: string | null }[] }
+        expect(parsed.webhooks.map((w) => [w.id, w.last_failure])).toEqual([
+          ['ops', 'status 500'],
+          ['chat', null],
+          ['forged', 'status 401'],
+        ])
+        const refused = await mandate(['webhooks', 'list', '--url', url], { MANDATE_ADMIN_KEY: ADMIN_KEYS.responder }, dir)
+        expect(refused.status).not.toBe(0)
+        expect(refused.stdout).toBe('')
+      } finally {
+        await new Promise((resolve) => server.close(resolve))
+      }
     })
 
     it('refuses /admin/webhooks without a key and to a key without the read role', async () => {
