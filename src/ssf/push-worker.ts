@@ -101,16 +101,17 @@ async function settlePush(t: TransmitterState, w: PushWorker, head: SsfOutboxRow
   const { store, metrics, logger } = t.options
   const { name } = w.receiver
   if (outcome.kind === 'delivered') {
-    await store.delivered(name, [head.jti])
+    // Noted first: whoever sees the entry settled sees the success too.
     await store.noteOutcome(name, t.wallMs(), undefined)
+    await store.delivered(name, [head.jti])
     metrics?.delivered(name, 'push', 1)
     logger.debug({ receiver: name, set_jti: head.jti, attempts: head.attempts + 1 }, 'SET delivered')
     return 'next'
   }
   if (outcome.kind === 'refused') {
     // RFC 8935 §2.3: the receiver will never take this SET; sending it again would not help.
-    await store.failed(name, new Map([[head.jti, `${outcome.err}: ${outcome.description}`]]))
     await store.noteOutcome(name, t.wallMs(), `refused: ${outcome.err}`)
+    await store.failed(name, new Map([[head.jti, `${outcome.err}: ${outcome.description}`]]))
     metrics?.failed(name, 'refused', 1)
     logger.error({ receiver: name, set_jti: head.jti, err: outcome.err, description: outcome.description }, 'SET refused by its receiver (400)')
     return 'next'

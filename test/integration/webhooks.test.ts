@@ -289,3 +289,48 @@ describeWebhooks('PostgreSQL', describePostgres, async () => {
 })
 
 describeWebhooks('PGlite', describe, async () => Promise.resolve({ options: { embedded: true }, drop: () => Promise.resolve() }))
+
+describePostgres('webhook notifications (two brokers, one database)', () => {
+  let db: TestDatabase
+  let dir: string
+  let receiver: Receiver
+  let brokers: TestBroker[] = []
+
+  beforeAll(async () => {
+    db = await createTestDatabase()
+    dir = await mkdtemp(join(tmpdir(), 'mandate-webhooks-two-'))
+    const key = secret()
+    await writeFile(join(dir, 'secret'), key)
+    receiver = await startReceiver(key)
+    const notifications = {
+      webhooks: [{ id: 'ops', url: receiver.url, events: ['kill.created', 'kill.lifted'], secret_file: join(dir, 'secret') }],
+      retry: { initial_delay_ms: 10, max_delay_ms: 50 },
+    }
+    brokers = [await startTestBroker({ database: db.url, notifications }), await startTestBroker({ database: db.url, notifications })]
+  })
+
+  afterAll(async () => {
+    for (const b of brokers) await b.close()
+    await receiver?.close()
+    await db?.drop()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('delivers each event once, whichever broker made it, in the order the kills were made (one sender: the lease)', async () => {
+    const ids: string[] = []
+    for (let i = 0; i < 6; i++) ids.push(await brokers[i % 2]!.revocations.revokeToken(`two-${i}` as never))
+    await until(() => ids.every((id) => receiver.deliveries.some((d) => payload(d).data['revocation_id'] === id)), 5_000, 'all six delivered')
+    // Settled: nothing is pending at either broker, so a duplicate could only already have arrived.
+    await until(
+      async () => {
+        const res = await brokers[0]!.mandate.app.request('/admin/webhooks', { headers: bearer(ADMIN_KEYS.auditor) })
+        return ((await res.json()) as { webhooks: { pending: number }[] }).webhooks[0]?.pending === 0
+      },
+      2_000,
+      'queue drained',
+    )
+    expect(receiver.deliveries.every((d) => d.verified && d.status === 200)).toBe(true)
+    expect(receiver.deliveries.map((d) => payload(d).data['revocation_id'])).toEqual(ids)
+    expect(new Set(receiver.deliveries.map((d) => d.id)).size).toBe(6)
+  })
+})
