@@ -14,6 +14,7 @@ import type { AdmissionStore } from './admission/port.js'
 import { recordInForce } from './audit/in-force.js'
 import type { AuditLog } from './audit/port.js'
 import { openPropagation } from './compose/propagation.js'
+import { openWebhookNotifier } from './compose/notifications.js'
 import { openSetTransmitter } from './compose/ssf.js'
 import { openDurableStores } from './compose/storage.js'
 import type { Config } from './config/schema.js'
@@ -155,6 +156,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
 
     // Revocations as Security Event Tokens, read from the durable log (none without receivers).
     const transmitter = await openSetTransmitter(config, { database: stores.database, keys, revocations, instance, clock, logger: log, metrics }, closers)
+    const webhooks = await openWebhookNotifier(config, { database: stores.database, revocations, instance, clock, logger: log }, closers)
 
     const devIssuer = options.dev ? await createDevUserIssuer(config.issuer) : undefined
     const trust = buildIssuerTrust({
@@ -216,6 +218,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       resourceServerIds: config.resource_servers.map((rs) => rs.id),
       adminListener: config.listen.admin_port !== undefined,
       ...(transmitter === undefined ? {} : { ssf: transmitter }),
+      ...(webhooks === undefined ? {} : { webhooks }),
       forwardAuth: config.forward_auth.enabled,
     })
     return {

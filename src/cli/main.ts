@@ -269,6 +269,14 @@ brokerOptions(
     .option('--before <id>', 'the next page: the id the previous page ended with (printed on stderr as "more: --before <id>")'),
 ).action(revokeAction('revokeList'))
 
+brokerOptions(
+  program
+    .command('webhooks')
+    .description('webhook notifications (notifications.webhooks): their delivery state, through a running broker’s admin API')
+    .command('list')
+    .description('each webhook: last success, last failure and why, events pending, next attempt (auditor role)'),
+).action(lazy(() => import('./webhooks.js'), 'webhooksList'))
+
 const configOption = ['-c, --config <file>', 'YAML config file (default: $MANDATE_CONFIG); else the environment'] as const
 const dbHelp = `
 The database is PostgreSQL when DATABASE_URL is set, else PGlite under

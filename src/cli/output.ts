@@ -50,7 +50,7 @@ export function wrap(text: string, width: number): string {
 }
 
 /** `2025-06-01T12:00:00.000Z` → `2025-06-01 12:00:00Z`. */
-const time = (iso: string | null) => (iso === null ? '-' : iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z'))
+export const time = (iso: string | null) => (iso === null ? '-' : iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z'))
 
 export const targetText = (r: RevocationJson) =>
   Object.entries(r.target)

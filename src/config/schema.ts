@@ -9,6 +9,7 @@ import { z } from 'zod'
 import { compileAuthentication, UNUSABLE_JWK } from '../policy/load.js'
 import { AbsoluteUri, ClientSecretBasicAuthentication, PrivateKeyJwtAuthentication } from '../policy/schema.js'
 import { isAllowedUpstreamUrl } from '../tokens/fetch-limited.js'
+import { WEBHOOK_EVENT_TYPES } from '../notify/events.js'
 import { ASYMMETRIC_ALGORITHMS } from '../tokens/jws.js'
 
 const isLoopback = (u: URL) => ['localhost', '127.0.0.1', '[::1]'].includes(u.hostname)
@@ -137,6 +138,28 @@ export const SsfReceiverConfig = z.strictObject({
     .describe('where a new stream starts: at the first start that knows it (`now`), or with every revocation in the log (`beginning`)'),
 })
 export type SsfReceiverConfig = z.infer<typeof SsfReceiverConfig>
+
+/** One webhook (docs/notifications.md): the events it is sent, signed per Standard Webhooks. */
+export const WebhookConfig = z.strictObject({
+  id: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'must be 1-63 of a-z 0-9 . _ - starting with a letter or digit')
+    .describe('names the webhook in the database (its cursor and queue), `mandate webhooks list`, the logs and the metrics; renaming it starts a new queue'),
+  url: PushEndpoint.describe('where events are POSTed; redirects are not followed'),
+  events: z
+    .array(z.enum(WEBHOOK_EVENT_TYPES))
+    .min(1)
+    .describe('the event types sent to it (docs/notifications.md); `kill.created` and `kill.lifted` are delivered today, the others are reserved'),
+  secret_file: z
+    .string()
+    .min(1)
+    .describe('file holding the Standard Webhooks signing secret (`whsec_` and base64, 24-64 bytes); read at start, never from this YAML'),
+  format: z
+    .enum(['standard', 'slack'])
+    .default('standard')
+    .describe('`standard`: `{ type, timestamp, data }`; `slack`: `{ text, blocks }` for a Slack incoming-webhook URL (signed the same way)'),
+})
+export type WebhookConfig = z.infer<typeof WebhookConfig>
 
 /** An IPv4 or IPv6 address, or a CIDR block of either (`10.0.0.0/8`, `fd00::/8`). */
 const AddressOrBlock = z.string().refine((s) => {
@@ -431,6 +454,45 @@ export const Config = z
       })
       .prefault({})
       .describe('revocations as Shared Signals Security Event Tokens (RFC 8417), pushed (RFC 8935) or polled (RFC 8936); needs the SQL database'),
+    notifications: z
+      .strictObject({
+        webhooks: z
+          .array(WebhookConfig)
+          .max(100)
+          .default([])
+          .superRefine((hooks, ctx) => {
+            const ids = new Set<string>()
+            hooks.forEach((h, i) => {
+              if (ids.has(h.id)) ctx.addIssue({ code: 'custom', path: [i, 'id'], message: 'is already used by another webhook' })
+              ids.add(h.id)
+            })
+          })
+          .describe('webhooks told of kills, lifts and lifecycle events (docs/notifications.md); needs the SQL database'),
+        retry: z
+          .strictObject({
+            max_attempts: z.number().int().min(1).max(1000).default(20).describe('deliveries of one event before it is given up'),
+            max_age_seconds: z
+              .number()
+              .int()
+              .min(1)
+              .max(30 * 86_400)
+              .default(86_400)
+              .describe('an event not delivered this long after it was queued is given up'),
+            initial_delay_ms: z
+              .number()
+              .int()
+              .min(10)
+              .max(60_000)
+              .default(1_000)
+              .describe('wait before the first retry, doubled at each; each wait is drawn between half of it and all of it (jitter)'),
+            max_delay_ms: z.number().int().min(10).max(3_600_000).default(300_000).describe('longest wait between two deliveries of one event'),
+          })
+          .prefault({})
+          .describe('retries of a delivery answered other than 2xx, or not answered'),
+        timeout_ms: z.number().int().min(100).max(60_000).default(5_000).describe('a delivery not answered within this is retried'),
+      })
+      .prefault({})
+      .describe('notifications by webhook, delivered in order per webhook by one instance at a time, with the lease, scan and grace settings of `ssf`'),
     storage: z
       .strictObject({
         database_url: z

@@ -33,6 +33,7 @@ import type { AdminListenerBindings, AppContext, AppEnv } from './env.js'
 import type { Refusals } from '../telemetry/refusal-log.js'
 import { mountHealth, type HealthDeps } from './routes/health.js'
 import { mountSsf } from './routes/ssf.js'
+import { mountAdminWebhooks, type WebhookStatuses } from './routes/admin-webhooks.js'
 import type { SetPoller } from '../ssf/port.js'
 import { described, introspectSpec, jwksDoc, metadataDoc, mountOpenApi, revokeSpec, tokenSpec } from './openapi.js'
 
@@ -81,6 +82,8 @@ export interface AppDeps {
   readonly adminListener?: boolean
   /** Poll delivery of revocation SETs (RFC 8936); without it /ssf/poll and the SSF metadata do not exist. */
   readonly ssf?: SetPoller
+  /** The webhooks' delivery state; absent: /admin/webhooks lists none. */
+  readonly webhooks?: WebhookStatuses
 }
 
 /** The admin API's paths (the kill switch, the delegation log's queries). */
@@ -190,6 +193,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       onFailure: (err) => log.warn({ error: 'temporarily_unavailable', cause: describeCause(err) }, 'SET poll failed'),
     })
   }
+  mountAdminWebhooks(app, { keys: deps.adminKeys, webhooks: deps.webhooks })
   if (deps.auditQueries !== undefined) {
     mountAdminAudit(app, { keys: deps.adminKeys, audit: deps.exchange.audit, queries: deps.auditQueries, now: deps.exchange.now })
   }

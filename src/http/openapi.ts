@@ -463,6 +463,26 @@ export const RevocationList = z
   })
   .meta({ id: 'RevocationList' })
 
+// --- Webhooks (admin API) -------------------------------------------------------------------------
+
+export const WebhookList = z
+  .strictObject({
+    webhooks: z.array(
+      z.strictObject({
+        id: z.string(),
+        url: z.string().describe('Origin and path, a long path shortened: an incoming-webhook URL is a credential.'),
+        events: z.array(z.string()),
+        format: z.enum(['standard', 'slack']),
+        last_success_at: Instant.nullable().describe('Last delivery answered 2xx.'),
+        last_failure_at: Instant.nullable(),
+        last_failure: z.string().nullable().describe('Why the last failed delivery failed: `status 500`, `timeout`, `network: ECONNREFUSED`.'),
+        pending: z.int().describe('Events waiting, in order.'),
+        next_attempt_at: Instant.nullable().describe('When the head of the queue is tried again after a failure; null when none waits.'),
+      }),
+    ),
+  })
+  .meta({ id: 'WebhookList' })
+
 // --- Delegation log (admin API) -----------------------------------------------------------------
 
 const AuditEntry = z

@@ -5,13 +5,37 @@
  * anything here sees it, and whatever this module loses is rebuilt from there.
  * One function per query, each taking the database; `createSqlSsfStore` binds them.
  */
-import { and, asc, count, eq, gte, inArray, isNull, lt, min, notExists, or, sql } from 'drizzle-orm'
+import { and, asc, count, eq, gte, inArray, isNotNull, isNull, lt, max, min, notExists, or, sql } from 'drizzle-orm'
 import { fromRow } from '../revocation/log-sql.js'
 import type { Revocation } from '../revocation/port.js'
 import type { Db } from '../storage/database.js'
 import { revocations, ssfOutbox, ssfStreams, type SsfOutboxRow } from '../storage/schema.js'
 
 export type OutboxEntry = Pick<SsfOutboxRow, 'receiver' | 'jti' | 'revocationId' | 'revokedAt' | 'ordinal' | 'eventType' | 'set' | 'enqueuedAtMs'>
+
+/** A moment of the revocation log: a revocation made, or a kill lifted (`lift`), at `at` (epoch seconds). */
+export interface LogMoment {
+  readonly revocation: Revocation
+  readonly lift: boolean
+  readonly at: number
+}
+
+/** The event types under which a receiver's queue records each moment; a moment with none is not scanned for. */
+export interface MomentTypes {
+  readonly created: string | undefined
+  readonly lifted: string | undefined
+}
+
+/** A receiver's delivery state, for `mandate webhooks list`. Times are epoch ms. */
+export interface DeliveryStatus {
+  readonly receiver: string
+  readonly lastSuccessAtMs: number | undefined
+  readonly lastFailureAtMs: number | undefined
+  readonly lastFailure: string | undefined
+  readonly pending: number
+  /** When the head of the queue is tried again, after a failure; undefined when nothing waits for a retry. */
+  readonly nextAttemptAtMs: number | undefined
+}
 
 /** One receiver's undelivered SETs: how many, and the enqueue time (epoch ms) of the oldest. */
 export interface Backlog {
@@ -46,6 +70,15 @@ export interface SsfStore {
   expire(receiver: string, beforeMs: number): Promise<readonly string[]>
   /** Deletes settled entries of revocations made before `before` (epoch seconds): a scan no longer reaches them. */
   prune(receiver: string, before: number): Promise<void>
+  /**
+   * Like `unsent`, for receivers told of lifts too: moments (made, lifted)
+   * whose event type is not yet in the receiver's queue, oldest first, at most `limit`.
+   */
+  unsentMoments(receiver: string, types: MomentTypes, graceSeconds: number, limit: number): Promise<readonly LogMoment[]>
+  /** Records a delivery's outcome on the stream: a success, or a failure and why. */
+  noteOutcome(receiver: string, atMs: number, failure: string | undefined): Promise<void>
+  /** Delivery state of each named receiver that has a stream. */
+  status(receivers: readonly string[]): Promise<readonly DeliveryStatus[]>
   /** The receiver's stream: start and cursor (epoch seconds). */
   stream(receiver: string): Promise<{ startAt: number; cursorAt: number } | undefined>
 }
@@ -55,6 +88,9 @@ export function createSqlSsfStore(db: Db): SsfStore {
     ensureStream: (receiver, startAt) => ensureStream(db, receiver, startAt),
     stream: (receiver) => stream(db, receiver),
     unsent: (receiver, graceSeconds, limit) => unsent(db, receiver, graceSeconds, limit),
+    unsentMoments: (receiver, types, graceSeconds, limit) => unsentMoments(db, receiver, types, graceSeconds, limit),
+    noteOutcome: (receiver, atMs, failure) => noteOutcome(db, receiver, atMs, failure),
+    status: (receivers) => status(db, receivers),
     enqueue: (receiver, entries, cursorAt) => enqueue(db, receiver, entries, cursorAt),
     lease: (receiver, owner, seconds) => lease(db, receiver, owner, seconds),
     release: (receiver, owner) => release(db, receiver, owner),
@@ -100,6 +136,75 @@ async function unsent(db: Db, receiver: string, graceSeconds: number, limit: num
     .orderBy(asc(r.createdAt), sql`(${r}.xmin::text)::bigint`, asc(r.id))
     .limit(limit)
   return rows.map(fromRow)
+}
+
+async function unsentMoments(db: Db, receiver: string, types: MomentTypes, graceSeconds: number, limit: number): Promise<readonly LogMoment[]> {
+  const at = await stream(db, receiver)
+  if (at === undefined) return []
+  const from = Math.max(at.startAt, at.cursorAt - graceSeconds)
+  const enqueued = (type: string) =>
+    db
+      .select({ one: sql`1` })
+      .from(o)
+      .where(and(eq(o.receiver, receiver), eq(o.revocationId, r.id), eq(o.eventType, type)))
+  const order = [sql`(${r}.xmin::text)::bigint`, asc(r.id)]
+  const made =
+    types.created === undefined
+      ? []
+      : await db
+          .select()
+          .from(r)
+          .where(and(gte(r.createdAt, from), notExists(enqueued(types.created))))
+          .orderBy(asc(r.createdAt), ...order)
+          .limit(limit)
+  const lifted =
+    types.lifted === undefined
+      ? []
+      : await db
+          .select()
+          .from(r)
+          .where(and(isNotNull(r.liftedAt), gte(r.liftedAt, from), notExists(enqueued(types.lifted))))
+          .orderBy(asc(r.liftedAt), ...order)
+          .limit(limit)
+  // Each list holds its `limit` oldest; the `limit` oldest of both together are the oldest overall.
+  const moments = [
+    ...made.map((row) => ({ revocation: fromRow(row), lift: false, at: row.createdAt })),
+    ...lifted.map((row) => ({ revocation: fromRow(row), lift: true, at: row.liftedAt ?? row.createdAt })),
+  ]
+  return moments.sort((a, b) => a.at - b.at || Number(a.lift) - Number(b.lift)).slice(0, limit)
+}
+
+async function noteOutcome(db: Db, receiver: string, atMs: number, failure: string | undefined): Promise<void> {
+  await db
+    .update(s)
+    .set(failure === undefined ? { lastSuccessAtMs: atMs } : { lastFailureAtMs: atMs, lastFailure: failure })
+    .where(eq(s.receiver, receiver))
+}
+
+async function status(db: Db, receivers: readonly string[]): Promise<readonly DeliveryStatus[]> {
+  if (receivers.length === 0) return []
+  const streams = await db
+    .select()
+    .from(s)
+    .where(inArray(s.receiver, [...receivers]))
+  // Delivery is in order: only the head has been tried, so the latest retry time among pending entries is the head's.
+  const queues = await db
+    .select({ receiver: o.receiver, pending: count(), next: max(o.nextAttemptAtMs) })
+    .from(o)
+    .where(and(inArray(o.receiver, [...receivers]), eq(o.state, 'pending')))
+    .groupBy(o.receiver)
+  const byReceiver = new Map(queues.map((q) => [q.receiver, q]))
+  return streams.map((row) => {
+    const q = byReceiver.get(row.receiver)
+    return {
+      receiver: row.receiver,
+      lastSuccessAtMs: row.lastSuccessAtMs ?? undefined,
+      lastFailureAtMs: row.lastFailureAtMs ?? undefined,
+      lastFailure: row.lastFailure ?? undefined,
+      pending: q?.pending ?? 0,
+      nextAttemptAtMs: q?.next === null || q?.next === undefined || q.next === 0 ? undefined : q.next,
+    }
+  })
 }
 
 async function enqueue(db: Db, receiver: string, entries: readonly OutboxEntry[], cursorAt: number): Promise<void> {

@@ -7,9 +7,10 @@
 import type { SsfOutboxRow } from '../storage/schema.js'
 import { pushSet, type PushOutcome } from './push.js'
 import { serial } from './serial.js'
-import type { Receiver, RetryPolicy, TransmitterState } from './transmitter.js'
+import type { Receiver, ReceiverDelivery, RetryPolicy, TransmitterState } from './transmitter.js'
 
-export type PushReceiver = Receiver & { readonly delivery: { readonly method: 'push' } }
+/** A receiver this instance pushes to: an RFC 8935 push receiver, or a webhook. */
+export type PushReceiver = Receiver & { readonly delivery: Extract<ReceiverDelivery, { readonly method: 'push' | 'webhook' }> }
 
 /** One push receiver's worker: its lease and its retry timer. */
 export interface PushWorker {
@@ -85,11 +86,11 @@ async function pushHead(t: TransmitterState, w: PushWorker, head: SsfOutboxRow):
     return 'wait'
   }
   if (!(await holdLease(t, w))) return 'stop'
-  const outcome = await pushSet(delivery.endpointUrl, head.set, {
-    authorization: delivery.authorization,
-    timeoutMs: options.pushTimeoutMs,
-    signal: t.closing.signal,
-  })
+  const sending = { timeoutMs: options.pushTimeoutMs, signal: t.closing.signal }
+  const outcome =
+    delivery.method === 'push'
+      ? await pushSet(delivery.endpointUrl, head.set, { authorization: delivery.authorization, ...sending })
+      : await delivery.send(head, sending)
   // Stopping: the push was aborted or its answer may be lost; the next instance sends the same SET again.
   if (stopping(t)) return 'stop'
   return settlePush(t, w, head, outcome)
@@ -100,6 +101,8 @@ async function settlePush(t: TransmitterState, w: PushWorker, head: SsfOutboxRow
   const { store, metrics, logger } = t.options
   const { name } = w.receiver
   if (outcome.kind === 'delivered') {
+    // Noted first: whoever sees the entry settled sees the success too.
+    await store.noteOutcome(name, t.wallMs(), undefined)
     await store.delivered(name, [head.jti])
     metrics?.delivered(name, 'push', 1)
     logger.debug({ receiver: name, set_jti: head.jti, attempts: head.attempts + 1 }, 'SET delivered')
@@ -107,6 +110,7 @@ async function settlePush(t: TransmitterState, w: PushWorker, head: SsfOutboxRow
   }
   if (outcome.kind === 'refused') {
     // RFC 8935 §2.3: the receiver will never take this SET; sending it again would not help.
+    await store.noteOutcome(name, t.wallMs(), `refused: ${outcome.err}`)
     await store.failed(name, new Map([[head.jti, `${outcome.err}: ${outcome.description}`]]))
     metrics?.failed(name, 'refused', 1)
     logger.error({ receiver: name, set_jti: head.jti, err: outcome.err, description: outcome.description }, 'SET refused by its receiver (400)')
@@ -120,6 +124,7 @@ async function retryOrGiveUp(t: TransmitterState, w: PushWorker, head: SsfOutbox
   const { store, metrics, logger, retry } = t.options
   const { name } = w.receiver
   const attempts = head.attempts + 1
+  await store.noteOutcome(name, t.wallMs(), reason)
   if (attempts >= retry.maxAttempts) {
     await store.failed(name, new Map([[head.jti, reason]]))
     metrics?.failed(name, 'attempts', 1)

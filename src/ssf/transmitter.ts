@@ -11,7 +11,9 @@ import { describeCause } from '../core/errors.js'
 import type { Revocation } from '../revocation/port.js'
 import type { Logger } from '../telemetry/log.js'
 import { eventsOf, setClaims, setJti } from './events.js'
-import type { OutboxEntry, SsfStore } from './outbox.js'
+import type { SsfOutboxRow } from '../storage/schema.js'
+import type { LogMoment, MomentTypes, OutboxEntry, SsfStore } from './outbox.js'
+import type { PushOutcome } from './push.js'
 import type { PollAnswer, PollRequest, SetPoller } from './port.js'
 import { createPushWorker, releaseLease, type PushReceiver, type PushWorker } from './push-worker.js'
 import { serial } from './serial.js'
@@ -19,6 +21,21 @@ import { serial } from './serial.js'
 export type ReceiverDelivery =
   | { readonly method: 'push'; readonly endpointUrl: string; readonly authorization: string | undefined }
   | { readonly method: 'poll'; readonly resourceServer: string }
+  | WebhookDelivery
+
+/**
+ * Pushed like `push`, one entry at a time in order under the lease, but of
+ * entries of its own making (src/notify/): the moments of `types` (lifts
+ * too), each made into an entry by `entryOf` and sent by `send`.
+ */
+export interface WebhookDelivery {
+  readonly method: 'webhook'
+  readonly types: MomentTypes
+  /** The queue entry for one moment, enqueued at `atMs` (epoch ms). */
+  readonly entryOf: (moment: LogMoment, atMs: number) => OutboxEntry
+  /** Sends one entry; never rejects. */
+  readonly send: (entry: SsfOutboxRow, options: { readonly timeoutMs: number; readonly signal: AbortSignal }) => Promise<PushOutcome>
+}
 
 export interface Receiver {
   readonly name: string
@@ -137,7 +154,7 @@ export function createTransmitter(options: TransmitterOptions): Transmitter {
     backlog: new Map(),
   }
   for (const r of options.receivers) {
-    if (r.delivery.method === 'push') t.workers.set(r.name, createPushWorker(t, r as PushReceiver))
+    if (r.delivery.method !== 'poll') t.workers.set(r.name, createPushWorker(t, r as PushReceiver))
   }
   return {
     start: () => start(t),
@@ -204,6 +221,7 @@ async function enqueueUnsent(t: TransmitterState, receiver: Receiver): Promise<b
   const { store, graceSeconds } = t.options
   let found = false
   try {
+    if (receiver.delivery.method === 'webhook') return await enqueueMoments(t, receiver.name, receiver.delivery)
     for (;;) {
       const unsent = await store.unsent(receiver.name, graceSeconds, SCAN_PAGE)
       if (unsent.length === 0) break
@@ -217,6 +235,26 @@ async function enqueueUnsent(t: TransmitterState, receiver: Receiver): Promise<b
   } catch (err) {
     t.note(`scan ${receiver.name}`, err)
   }
+  return found
+}
+
+/** A webhook receiver's unsent moments into its queue, a page at a time; true when it enqueued any. Rejects when the database fails. */
+async function enqueueMoments(t: TransmitterState, name: string, delivery: WebhookDelivery): Promise<boolean> {
+  const { store, graceSeconds } = t.options
+  let found = false
+  for (;;) {
+    const moments = await store.unsentMoments(name, delivery.types, graceSeconds, SCAN_PAGE)
+    if (moments.length === 0) break
+    const at = t.wallMs()
+    await store.enqueue(
+      name,
+      moments.map((m) => delivery.entryOf(m, at)),
+      Math.max(...moments.map((m) => m.at)),
+    )
+    found = true
+    if (moments.length < SCAN_PAGE) break
+  }
+  t.note(`scan ${name}`, undefined)
   return found
 }
 

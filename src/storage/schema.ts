@@ -180,6 +180,10 @@ export const ssfStreams = pgTable('ssf_streams', {
   leaseOwner: text('lease_owner'),
   /** On the database's clock, so that instances' clocks never decide who holds it. */
   leaseUntil: timestamp('lease_until', { withTimezone: true, mode: 'string' }),
+  /** Delivery state for `mandate webhooks list`: epoch ms of the last accepted delivery and the last failed one, and why it failed. */
+  lastSuccessAtMs: bigint('last_success_at_ms', { mode: 'number' }),
+  lastFailureAtMs: bigint('last_failure_at_ms', { mode: 'number' }),
+  lastFailure: text('last_failure'),
 })
 
 /** States of an outbox entry: `pending` until pushed (202) or acknowledged (poll), or given up. */

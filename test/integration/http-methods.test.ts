@@ -25,6 +25,7 @@ const ROUTES: Record<string, readonly string[]> = {
   '/oauth2/revoke': ['POST'],
   '/admin/revocations': ['GET', 'POST'],
   '/admin/revocations/:id': ['GET', 'DELETE'],
+  '/admin/webhooks': ['GET'],
   '/admin/audit': ['GET'],
   '/admin/audit/chains/:jti': ['GET'],
   '/revocations/feed': ['GET', 'POST'],

@@ -177,6 +177,10 @@ export interface TestBrokerOptions {
   readonly filePollMs?: number
   /** The config's `ssf` section (Security Event Token receivers); needs `database`. */
   readonly ssf?: Record<string, unknown>
+  /** The config's `notifications` section (webhooks); needs `database` or `embedded`. */
+  readonly notifications?: Record<string, unknown>
+  /** PGlite under the test's data_dir, as `serve` without DATABASE_URL (ignored with `database`). */
+  readonly embedded?: boolean
   /** `forward_auth.enabled` (default: the config's default, on). */
   readonly forwardAuth?: boolean
 }
@@ -323,6 +327,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ...(options.trustedProxies === undefined ? {} : { listen: { trusted_proxies: options.trustedProxies } }),
     ...(options.overload === undefined ? {} : { overload: options.overload }),
     ...(options.ssf === undefined ? {} : { ssf: options.ssf }),
+    ...(options.notifications === undefined ? {} : { notifications: options.notifications }),
     ...(options.forwardAuth === undefined ? {} : { forward_auth: { enabled: options.forwardAuth } }),
     admin: {
       keys: Object.entries(ADMIN_KEYS).map(([role, key]) => ({
@@ -342,7 +347,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ...(options.admission === undefined ? {} : { admission: options.admission }),
     ...(options.telemetry === undefined ? {} : { telemetry: options.telemetry }),
     loadSignals: options.loadSignals ?? { eventLoopLag: () => 0 },
-    ...(options.database === undefined ? { revocationLog: createMemoryRevocationLog() } : {}),
+    ...(options.database === undefined && options.embedded !== true ? { revocationLog: createMemoryRevocationLog() } : {}),
     localSubjectIssuers: [users, ...otherUsers].map((u) => ({
       trusted: { issuer: u.iss, jwksUri: undefined, algorithms: ['RS256'], audience: BROKER, typ: ['at+jwt'] },
       jwks: { keys: [u.publicJwk] },

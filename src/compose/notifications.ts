@@ -1,0 +1,133 @@
+/**
+ * Notifications by webhook (`notifications` in the config): a SET
+ * transmitter of its own (src/ssf/transmitter.ts: cursor over the revocation
+ * log, outbox, lease, ordered retries) whose receivers are webhooks, woken by
+ * every revocation and lift the local mirror applies. Nothing runs when no
+ * webhook is configured.
+ */
+import { readFile } from 'node:fs/promises'
+import type { Closers } from '../core/async.js'
+import type { Config, WebhookConfig } from '../config/schema.js'
+import type { WebhookStatus, WebhookStatuses } from '../http/routes/admin-webhooks.js'
+import { webhookBody, webhookMessageId, type RevocationEventType } from '../notify/events.js'
+import { sendWebhook, webhookSigner } from '../notify/webhook.js'
+import type { RevocationService } from '../revocation/service.js'
+import { createSqlSsfStore, type LogMoment } from '../ssf/outbox.js'
+import { createTransmitter, type Receiver } from '../ssf/transmitter.js'
+import type { Database } from '../storage/database.js'
+import type { Logger } from '../telemetry/log.js'
+
+export interface NotificationOptions {
+  readonly database: Database | undefined
+  readonly revocations: RevocationService
+  readonly instance: string
+  /** Epoch milliseconds (the broker's clock). */
+  readonly clock: () => number
+  readonly logger: Logger
+}
+
+/** A webhook's stream and queue name: `:` keeps it apart from every SSF receiver's name. */
+export const webhookStream = (id: string) => `webhook:${id}`
+
+/**
+ * Starts delivery and returns the webhooks' delivery state; undefined
+ * without webhooks. Throws `TypeError` when webhooks are configured with no
+ * SQL database (the queues live there) or a secret file is unreadable or not
+ * one `whsec_` secret.
+ */
+export async function openWebhookNotifier(config: Config, options: NotificationOptions, closers: Closers): Promise<WebhookStatuses | undefined> {
+  const { webhooks, retry, timeout_ms: timeoutMs } = config.notifications
+  if (webhooks.length === 0) return undefined
+  if (options.database === undefined)
+    throw new TypeError('notifications.webhooks need the SQL database (PostgreSQL or PGlite), not an in-memory revocation log')
+  const receivers: Receiver[] = []
+  for (const hook of webhooks) receivers.push(await receiverOf(hook))
+  const store = createSqlSsfStore(options.database.db)
+  const log = options.logger.child({ module: 'notifications' })
+  const ssf = config.ssf
+  const transmitter = createTransmitter({
+    issuer: config.issuer,
+    receivers,
+    store,
+    sign: () => Promise.reject(new TypeError('webhooks sign at send time')),
+    instance: options.instance,
+    now: () => Math.floor(options.clock() / 1000),
+    retry: { maxAttempts: retry.max_attempts, maxAgeMs: retry.max_age_seconds * 1000, initialDelayMs: retry.initial_delay_ms, maxDelayMs: retry.max_delay_ms },
+    pushTimeoutMs: timeoutMs,
+    leaseSeconds: ssf.lease_seconds,
+    scanIntervalMs: ssf.scan_interval_ms,
+    graceSeconds: ssf.grace_seconds,
+    longPollMaxMs: 1000,
+    logger: log,
+  })
+  await transmitter.start()
+  closers.add(() => transmitter.close())
+  const unsubscribe = options.revocations.subscribe(() => transmitter.wake())
+  closers.add(async () => unsubscribe())
+  log.info({ webhooks: webhooks.map((h) => h.id) }, 'webhook notifications started')
+  return {
+    async list(): Promise<readonly WebhookStatus[]> {
+      const states = new Map((await store.status(webhooks.map((h) => webhookStream(h.id)))).map((s) => [s.receiver, s]))
+      return webhooks.map((h) => {
+        const s = states.get(webhookStream(h.id))
+        return {
+          id: h.id,
+          url: redactedUrl(h.url),
+          events: h.events,
+          format: h.format,
+          lastSuccessAt: s?.lastSuccessAtMs,
+          lastFailureAt: s?.lastFailureAtMs,
+          lastFailure: s?.lastFailure,
+          pending: s?.pending ?? 0,
+          nextAttemptAt: s?.nextAttemptAtMs,
+        }
+      })
+    },
+  }
+}
+
+/** A webhook as a push receiver of its own entries: one per subscribed moment, the body made once, signed at each send. */
+async function receiverOf(hook: WebhookConfig): Promise<Receiver> {
+  const name = webhookStream(hook.id)
+  const signer = webhookSigner(await secretOf(hook.secret_file), `notifications.webhooks ${hook.id} secret_file`)
+  const subscribed = (type: RevocationEventType) => (hook.events.includes(type) ? type : undefined)
+  return {
+    name,
+    audience: hook.url,
+    start: 'now',
+    delivery: {
+      method: 'webhook',
+      types: { created: subscribed('kill.created'), lifted: subscribed('kill.lifted') },
+      entryOf: (m: LogMoment, atMs: number) => {
+        const event = { type: m.lift ? ('kill.lifted' as const) : ('kill.created' as const), revocation: m.revocation, at: m.at }
+        return {
+          receiver: name,
+          jti: webhookMessageId(hook.id, event),
+          revocationId: m.revocation.id,
+          // The moment's time: settled entries are pruned by it, and a lift's entry must outlive the scan window after the lift.
+          revokedAt: m.at,
+          ordinal: m.lift ? 1 : 0,
+          eventType: event.type,
+          set: webhookBody(hook.format, event),
+          enqueuedAtMs: atMs,
+        }
+      },
+      send: (entry, sending) => sendWebhook(hook.url, signer, entry.jti, entry.set, sending),
+    },
+  }
+}
+
+async function secretOf(file: string): Promise<string> {
+  try {
+    return (await readFile(file, 'utf8')).trim()
+  } catch (err) {
+    throw new TypeError(`notifications.webhooks secret_file ${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+}
+
+/** Origin and path only: a Slack incoming-webhook URL's path is itself a credential, so it is shortened, and a query never shown. */
+function redactedUrl(url: string): string {
+  const u = new URL(url)
+  const path = u.pathname.length > 24 ? `${u.pathname.slice(0, 16)}…` : u.pathname
+  return `${u.origin}${path}`
+}
