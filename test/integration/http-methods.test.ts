@@ -26,6 +26,7 @@ const ROUTES: Record<string, readonly string[]> = {
   '/admin/revocations': ['GET', 'POST'],
   '/admin/revocations/:id': ['GET', 'DELETE'],
   '/admin/webhooks': ['GET'],
+  '/admin/policy/explain': ['POST'],
   '/admin/audit': ['GET'],
   '/admin/audit/chains/:jti': ['GET'],
   '/revocations/feed': ['GET', 'POST'],
