@@ -11,8 +11,12 @@ import { cp, mkdtemp, rm, unlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { serve, type ServerType } from '@hono/node-server'
 import { sql } from 'drizzle-orm'
+import type { AddressInfo } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { agentsList, agentsShow } from '../../src/cli/agents.js'
+import { EXIT } from '../../src/cli/exit-codes.js'
 import { composeMandate, type Mandate } from '../../src/compose.js'
 import { Config } from '../../src/config/schema.js'
 import { openDatabase } from '../../src/storage/database.js'
@@ -239,6 +243,43 @@ function describeInventory(
       const body = (await res.json()) as { error: string; error_description: string }
       expect(body.error).toBe('invalid_request')
       expect(body.error_description).toContain(message)
+    })
+
+    it('mandate agents list and show print the inventory over HTTP, and exit non-zero on a refusal', async () => {
+      const server: ServerType = serve({ fetch: m.app.fetch, hostname: '127.0.0.1', port: 0 })
+      await new Promise<void>((resolve) => server.once('listening', () => resolve()))
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+      const saved = { key: process.env['MANDATE_ADMIN_KEY'], write: process.stdout.write, err: process.stderr.write, code: process.exitCode }
+      const out: string[] = []
+      process.stdout.write = (chunk: string) => out.push(chunk) > 0
+      process.stderr.write = (chunk: string) => out.push(chunk) > 0
+      try {
+        process.env['MANDATE_ADMIN_KEY'] = KEYS.auditor
+        await agentsList({ url })
+        await agentsShow('demo-agent', { url })
+        const human = out.join('')
+        if (process.env['INVENTORY_PRINT'] === '1') saved.write.call(process.stdout, human)
+        expect(human).toMatch(/demo-agent +│ active +│ platform-team@example\.com/)
+        expect(human).toMatch(/gone-agent +│ unknown/)
+        expect(human).toMatch(/│ 3 \/ 2 +│ 5 \/ 3 +│/)
+        expect(human).toContain('5 agents')
+        expect(human).toContain('demo-agent -> demo-subagent')
+        expect(human).toContain('invalid_scope')
+        out.length = 0
+        await agentsList({ url, json: true })
+        expect((JSON.parse(out.join('')) as ListBody).total).toBe(5)
+        expect(process.exitCode ?? 0).toBe(0)
+        process.env['MANDATE_ADMIN_KEY'] = KEYS.responder
+        await agentsList({ url })
+        expect(process.exitCode).toBe(EXIT.AUTH)
+      } finally {
+        process.stdout.write = saved.write
+        process.stderr.write = saved.err
+        process.exitCode = saved.code
+        if (saved.key === undefined) delete process.env['MANDATE_ADMIN_KEY']
+        else process.env['MANDATE_ADMIN_KEY'] = saved.key
+        server.close()
+      }
     })
 
     // Last: it closes the broker to read its database.
