@@ -206,6 +206,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       ...(tracing === undefined ? {} : { tracing }),
       ...(metrics === undefined ? {} : { metrics }),
       ...(stores.auditQueries === undefined ? {} : { auditQueries: stores.auditQueries }),
+      ...(stores.usageReads === undefined ? {} : { usageReads: stores.usageReads }),
       ...(stores.sqlAudit === undefined ? {} : { auditHealthy: stores.sqlAudit.probe.bind(stores.sqlAudit) }),
       readiness: {
         policyReload: () => policies.store.status(),

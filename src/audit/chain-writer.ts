@@ -232,7 +232,7 @@ async function insertRecords(w: ChainState, events: readonly AuditEvent[]): Prom
     throw new UnencodableRecord(`audit record cannot be encoded (${(err as Error).message})`, 'not_written', { cause: err })
   }
   const sent = performance.now()
-  const insert = options.database.statement(INSERT_GROUP, groupParams(rows))
+  const insert = options.database.statement(INSERT_GROUP, groupParams(rows, events))
   try {
     await withTimeout(insert, options.writeTimeoutMs, databaseTimeout(options.writeTimeoutMs))
   } catch (err) {

@@ -3,7 +3,9 @@
  * parameters: the encoded records (record.ts) as column arrays.
  */
 import type { StatementParam } from '../storage/database.js'
+import type { AuditEvent } from './port.js'
 import type { EncodedRecord } from './record.js'
+import { usageCtes, usageParams } from './usage.js'
 
 /**
  * One INSERT for the whole group, run as a prepared statement
@@ -16,15 +18,19 @@ import type { EncodedRecord } from './record.js'
  * server CPU per record (PostgreSQL parses the array literals faster than the
  * JSON that quotes each record a second time), and preparing the statement
  * saves a round trip per group (bench/audit.ts).
+ *
+ * The same statement keeps the usage summaries (usage.ts): their upserts
+ * ride along as CTEs, so they commit with the records or not at all, with no
+ * extra round trip and no second statement.
  */
-export const INSERT_GROUP = `insert into audit_log (chain_id, seq, at, event, instance, agent, actors, sub, sub_iss, jti, parent_jti, root_jti, record, prev_hash, hash)
+export const INSERT_GROUP = `${usageCtes(16)}insert into audit_log (chain_id, seq, at, event, instance, agent, actors, sub, sub_iss, jti, parent_jti, root_jti, record, prev_hash, hash)
   select $1::uuid, $2::bigint + r.n, to_timestamp(r.at), r.event, $3::text, r.agent, r.actors::text[], r.sub, r.sub_iss, r.jti, r.parent_jti, r.root_jti,
     r.record, coalesce(lag(r.hash) over (order by r.n), $4::text), r.hash
   from unnest($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
     with ordinality as r(at, event, agent, actors, sub, sub_iss, jti, parent_jti, root_jti, record, hash, n)`
 
-/** The statement's parameters for consecutive rows of one chain. */
-export function groupParams(rows: readonly EncodedRecord[]): StatementParam[] {
+/** The statement's parameters for consecutive rows of one chain, encoded from `events` (same order). */
+export function groupParams(rows: readonly EncodedRecord[], events: readonly AuditEvent[]): StatementParam[] {
   const first = rows[0]!
   return [
     first.chainId,
@@ -42,6 +48,7 @@ export function groupParams(rows: readonly EncodedRecord[]): StatementParam[] {
     rows.map((r) => r.rootJti),
     rows.map((r) => r.record),
     rows.map((r) => r.hash),
+    ...usageParams(events),
   ]
 }
 

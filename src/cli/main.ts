@@ -276,6 +276,25 @@ brokerOptions(
     .command('list')
     .description('each webhook: last success, last failure and why, events pending, next attempt (auditor role)'),
 ).action(lazy(() => import('./webhooks.js'), 'webhooksList'))
+const agents = program
+  .command('agents')
+  .description('the agent inventory: every agent, its owner, state and usage (auditor role)')
+  .addHelpText('after', `\nThe broker and the admin key are found as for "mandate revoke" (see its --help).\n${BROKER_EXIT_CODES_HELP}`)
+const agentsAction = (name: string) => lazy(() => import('./agents.js'), name as keyof typeof import('./agents.js'))
+brokerOptions(
+  agents
+    .command('list')
+    .description('every agent of the policies and of the log (no policy: state unknown)')
+    .option('--owner <owner>', 'only this owner')
+    .option('--state <state>', 'active, expiring, expired, killed, dormant or unknown')
+    .option('--expiring <duration>', 'expiring within this long, e.g. 14d (expired ones included)')
+    .option('--sort <key>', 'agent, owner, expires, last_token, tokens_24h or tokens_30d')
+    .option('--limit <n>', '1-500 (default 100)')
+    .option('--offset <n>', 'the next page (printed on stderr as "more: --offset <n>")'),
+).action(agentsAction('agentsList'))
+brokerOptions(agents.command('show').description('one agent: usage per grant, recent denials, kills, delegation chains').argument('<agent>')).action(
+  agentsAction('agentsShow'),
+)
 
 const configOption = ['-c, --config <file>', 'YAML config file (default: $MANDATE_CONFIG); else the environment'] as const
 const dbHelp = `

@@ -6,7 +6,9 @@
 import { join } from 'node:path'
 import { CHECKPOINT_TYP, checkpointStore, createCheckpointWriter } from '../audit/checkpoint.js'
 import type { AuditLog } from '../audit/port.js'
+import { createUsageReads } from '../audit/inventory.js'
 import { delegationTree, lastKeyRotation, queryAudit } from '../audit/query.js'
+import type { UsageReads } from '../core/inventory.js'
 import { createSqlAuditLog, type SqlAuditLog } from '../audit/sql.js'
 import type { Closers } from '../core/async.js'
 import type { Config } from '../config/schema.js'
@@ -28,6 +30,8 @@ export interface DurableStores {
   readonly sqlAudit: SqlAuditLog | undefined
   /** Reads of the delegation log on the database, for /admin/audit; undefined without a database. */
   readonly auditQueries: AuditQueries | undefined
+  /** Reads of the usage summaries the delegation log keeps, for /admin/agents; undefined without a database. */
+  readonly usageReads: UsageReads | undefined
   /** The SQL database, when one was opened (SET delivery keeps its queues there). */
   readonly database: Database | undefined
   /** The `kid` of the last `key.rotated` record of the SQL delegation log; undefined when the log is not the SQL one. */
@@ -56,6 +60,7 @@ export async function openDurableStores(config: Config, options: StoreOptions, c
       audit: options.audit,
       sqlAudit: undefined,
       auditQueries: undefined,
+      usageReads: undefined,
       database: undefined,
       lastRecordedKid: undefined,
     }
@@ -68,6 +73,7 @@ export async function openDurableStores(config: Config, options: StoreOptions, c
     database,
     revocationLog: options.revocationLog ?? createSqlRevocationLog(database.db),
     auditQueries: { page: (r) => queryAudit(database.db, r), tree: (jti) => delegationTree(database.db, jti) } satisfies AuditQueries,
+    usageReads: createUsageReads(database.db),
   }
   if (options.audit !== undefined) return { ...onDatabase, audit: options.audit, sqlAudit: undefined, lastRecordedKid: undefined }
   const sqlAudit = openSqlAuditLog(config, database, options, await checkpointStore(database))

@@ -25,6 +25,8 @@ import { mountAdminRevocations } from './routes/admin-revocations.js'
 import { mountRevocationFeed } from './routes/revocation-feed.js'
 import { mountAdminAudit, recordAdminRead, type AuditQueries } from './routes/admin-audit.js'
 import { mountAdminPolicy } from './routes/admin-policy.js'
+import { mountAdminAgents } from './routes/admin-agents.js'
+import type { UsageReads } from '../core/inventory.js'
 import type { AdminKey } from './admin-auth.js'
 import type { RevocationService } from '../revocation/service.js'
 import { jwksRoute, metadataRoute } from './routes/well-known.js'
@@ -56,6 +58,8 @@ export interface AppDeps {
   readonly clientAddress?: (c: import('hono').Context) => string | undefined
   /** Reads of the delegation log; without them /admin/audit does not exist (an in-memory log in tests). */
   readonly auditQueries?: AuditQueries
+  /** Reads of the usage summaries; without them /admin/agents does not exist (no database). */
+  readonly usageReads?: UsageReads
   /** Whether the delegation log can write, for /readyz. */
   readonly auditHealthy?: () => Promise<boolean>
   /** The rest of what /readyz reports: policy reloads, the keys file, issuers' key sets, the replay cache. */
@@ -196,6 +200,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   mountAdminWebhooks(app, { keys: deps.adminKeys, webhooks: deps.webhooks })
   if (deps.auditQueries !== undefined) {
     mountAdminAudit(app, { keys: deps.adminKeys, audit: deps.exchange.audit, queries: deps.auditQueries, now: deps.exchange.now })
+  }
+  if (deps.usageReads !== undefined) {
+    const { audit, now, policies } = deps.exchange
+    mountAdminAgents(app, { keys: deps.adminKeys, audit, usage: deps.usageReads, policies, revocations: deps.revocations, now })
   }
   app.get('/.well-known/oauth-authorization-server', metadataDoc, metadataRoute(issuer, deps.keys))
   app.get('/.well-known/jwks.json', jwksDoc, jwksRoute(deps.keys))

@@ -225,6 +225,7 @@ export async function loadPolicies(dir: string, options: LoadOptions = {}): Prom
 /** An immutable, indexed policy set. */
 export function createPolicyStore(policies: readonly AgentPolicy[]): PolicyStore {
   const byAgent = new Map(policies.map((p) => [p.agent as string, p]))
+  const all = [...byAgent.values()]
   const byWorkload = new Map<string, AgentPolicy>()
   for (const p of policies) {
     if (p.authentication.method === 'workload_identity') {
@@ -235,6 +236,7 @@ export function createPolicyStore(policies: readonly AgentPolicy[]): PolicyStore
     snapshot: () => store,
     get: (agent) => byAgent.get(agent),
     byWorkload: (issuer, subject) => byWorkload.get(`${issuer} ${subject}`),
+    agents: () => all,
     size: byAgent.size,
   }
   return store

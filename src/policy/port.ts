@@ -88,6 +88,8 @@ export interface PolicyStore {
   get(agent: AgentId): AgentPolicy | undefined
   /** Agent whose workload identity is (issuer, subject), if any. */
   byWorkload(issuer: string, subject: string): AgentPolicy | undefined
+  /** Every policy of the set, in no particular order (the inventory lists them). */
+  agents(): readonly AgentPolicy[]
   readonly size: number
 }
 

@@ -161,6 +161,10 @@ export const auditLog = pgTable(
     index('audit_log_jti_idx').on(t.jti),
     index('audit_log_root_jti_idx').on(t.rootJti),
     index('audit_log_actors_idx').using('gin', t.actors),
+    // An agent's recent denials (the inventory): only denials pay for it on the write path.
+    index('audit_log_denied_agent_idx')
+      .on(t.agent, t.id)
+      .where(sql`${t.event} = 'token.denied'`),
   ],
 )
 
@@ -228,3 +232,70 @@ export const ssfOutbox = pgTable(
 )
 
 export type SsfOutboxRow = typeof ssfOutbox.$inferSelect
+
+/*
+ * Usage summaries of the delegation log (src/audit/usage.ts), kept by the
+ * statement that writes each group of records, in its transaction: they
+ * always agree with the log, and the inventory (`GET /admin/agents`) reads
+ * them instead of scanning it. Days and hours are UTC, counted from the
+ * epoch (`floor(at / 86400)`, `floor(at / 3600)`), so no time zone is
+ * involved. `agent` is the id the record names: a denial may name an agent
+ * no policy knows.
+ */
+
+/** Per agent and day: tokens issued, denials, the last issuance. */
+export const agentUsageDay = pgTable(
+  'agent_usage_day',
+  {
+    agent: text('agent').notNull(),
+    day: integer('day').notNull(),
+    tokens: bigint('tokens', { mode: 'number' }).notNull(),
+    denials: bigint('denials', { mode: 'number' }).notNull(),
+    /** Epoch seconds of the day's last `token.issued`; null while there is none. */
+    lastTokenAt: bigint('last_token_at', { mode: 'number' }),
+  },
+  (t) => [primaryKey({ columns: [t.agent, t.day] }), index('agent_usage_day_day_idx').on(t.day)],
+)
+
+/** Per agent and hour: tokens and denials, for the trailing 24 hours exactly. */
+export const agentUsageHour = pgTable(
+  'agent_usage_hour',
+  {
+    agent: text('agent').notNull(),
+    hour: integer('hour').notNull(),
+    tokens: bigint('tokens', { mode: 'number' }).notNull(),
+    denials: bigint('denials', { mode: 'number' }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.agent, t.hour] }), index('agent_usage_hour_hour_idx').on(t.hour)],
+)
+
+/** Per agent, audience, scope and day: tokens carrying that scope for that audience. */
+export const agentGrantUsageDay = pgTable(
+  'agent_grant_usage_day',
+  {
+    agent: text('agent').notNull(),
+    audience: text('audience').notNull(),
+    scope: text('scope').notNull(),
+    day: integer('day').notNull(),
+    tokens: bigint('tokens', { mode: 'number' }).notNull(),
+    lastTokenAt: bigint('last_token_at', { mode: 'number' }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.agent, t.audience, t.scope, t.day] })],
+)
+
+/**
+ * Per agent and user (issuer, `sub`): when the agent was first and last
+ * issued a token for that user. Distinct users over any trailing window are
+ * the rows whose `last_at` falls in it: exact, one row per pair.
+ */
+export const agentUsers = pgTable(
+  'agent_users',
+  {
+    agent: text('agent').notNull(),
+    subIss: text('sub_iss').notNull(),
+    sub: text('sub').notNull(),
+    firstAt: bigint('first_at', { mode: 'number' }).notNull(),
+    lastAt: bigint('last_at', { mode: 'number' }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.agent, t.subIss, t.sub] }), index('agent_users_agent_last_idx').on(t.agent, t.lastAt)],
+)

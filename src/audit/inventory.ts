@@ -1,0 +1,113 @@
+/**
+ * Reads of the usage summaries (usage.ts writes them) for the agent
+ * inventory, and the two bounded reads of the log an agent's page adds:
+ * its latest denials (the partial index on denials by agent) and the
+ * delegation chains it appears in (the GIN index on actors).
+ */
+import { and, arrayContains, desc, eq, gte, sql } from 'drizzle-orm'
+import type { AgentDetailUsage, AgentUsage, UsageReads } from '../core/inventory.js'
+import { NO_USAGE } from '../core/inventory.js'
+import type { Db } from '../storage/database.js'
+import { agentGrantUsageDay, agentUsageDay, agentUsageHour, agentUsers, auditLog } from '../storage/schema.js'
+import { DAY, HOUR } from './usage.js'
+
+/** Denials and chains an agent's page shows at most. */
+export const DETAIL_ROWS = 20
+
+/** The trailing windows: the current hour and the 23 before it; the current day and the 29 before it. */
+function windows(now: number) {
+  return { hour: Math.floor(now / HOUR) - 23, day: Math.floor(now / DAY) - 29, users24h: now - DAY, users30d: now - 30 * DAY }
+}
+
+const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v))
+
+async function usageOf(db: Db, now: number, agent: string | undefined): Promise<Map<string, AgentUsage>> {
+  const w = windows(now)
+  const one = <T>(col: T) => (agent === undefined ? undefined : eq(col as never, agent))
+  const [days, hours, users] = await Promise.all([
+    db
+      .select({
+        agent: agentUsageDay.agent,
+        tokens: sql<string>`sum(${agentUsageDay.tokens}) filter (where ${agentUsageDay.day} >= ${w.day})`,
+        denials: sql<string>`sum(${agentUsageDay.denials}) filter (where ${agentUsageDay.day} >= ${w.day})`,
+        last: sql<string | null>`max(${agentUsageDay.lastTokenAt})`,
+      })
+      .from(agentUsageDay)
+      .where(one(agentUsageDay.agent))
+      .groupBy(agentUsageDay.agent),
+    db
+      .select({ agent: agentUsageHour.agent, tokens: sql<string>`sum(${agentUsageHour.tokens})`, denials: sql<string>`sum(${agentUsageHour.denials})` })
+      .from(agentUsageHour)
+      .where(and(gte(agentUsageHour.hour, w.hour), one(agentUsageHour.agent)))
+      .groupBy(agentUsageHour.agent),
+    db
+      .select({
+        agent: agentUsers.agent,
+        d1: sql<string>`count(*) filter (where ${agentUsers.lastAt} >= ${w.users24h})`,
+        d30: sql<string>`count(*)`,
+      })
+      .from(agentUsers)
+      .where(and(gte(agentUsers.lastAt, w.users30d), one(agentUsers.agent)))
+      .groupBy(agentUsers.agent),
+  ])
+  const h = new Map(hours.map((r) => [r.agent, r]))
+  const u = new Map(users.map((r) => [r.agent, r]))
+  const out = new Map<string, AgentUsage>()
+  for (const d of days) {
+    out.set(d.agent, {
+      tokens24h: num(h.get(d.agent)?.tokens),
+      denials24h: num(h.get(d.agent)?.denials),
+      users24h: num(u.get(d.agent)?.d1),
+      tokens30d: num(d.tokens),
+      denials30d: num(d.denials),
+      users30d: num(u.get(d.agent)?.d30),
+      lastTokenAt: d.last === null ? undefined : Number(d.last),
+    })
+  }
+  return out
+}
+
+async function detailOf(db: Db, agent: string, now: number): Promise<AgentDetailUsage> {
+  const w = windows(now)
+  const [usage, grants, denials, chains] = await Promise.all([
+    usageOf(db, now, agent),
+    db
+      .select({
+        audience: agentGrantUsageDay.audience,
+        scope: agentGrantUsageDay.scope,
+        tokens: sql<string>`sum(${agentGrantUsageDay.tokens})`,
+        last: sql<string>`max(${agentGrantUsageDay.lastTokenAt})`,
+      })
+      .from(agentGrantUsageDay)
+      .where(and(eq(agentGrantUsageDay.agent, agent), gte(agentGrantUsageDay.day, w.day)))
+      .groupBy(agentGrantUsageDay.audience, agentGrantUsageDay.scope)
+      .orderBy(agentGrantUsageDay.audience, agentGrantUsageDay.scope),
+    db
+      .select({ at: auditLog.at, sub: auditLog.sub, record: auditLog.record })
+      .from(auditLog)
+      .where(and(eq(auditLog.agent, agent), eq(auditLog.event, 'token.denied')))
+      .orderBy(desc(auditLog.id))
+      .limit(DETAIL_ROWS),
+    db
+      .select({ jti: auditLog.jti, root: auditLog.rootJti, at: auditLog.at, actors: auditLog.actors })
+      .from(auditLog)
+      .where(and(arrayContains(auditLog.actors, [agent]), eq(auditLog.event, 'token.issued'), sql`cardinality(${auditLog.actors}) > 1`))
+      .orderBy(desc(auditLog.id))
+      .limit(DETAIL_ROWS),
+  ])
+  return {
+    usage: usage.get(agent) ?? NO_USAGE,
+    grants: grants.map((g) => ({ audience: g.audience, scope: g.scope, tokens30d: num(g.tokens), lastTokenAt: num(g.last) })),
+    denials: denials.map((d) => {
+      const doc = JSON.parse(d.record) as { error?: unknown; reason?: unknown }
+      const text = (v: unknown) => (typeof v === 'string' ? v : '')
+      return { at: d.at, error: text(doc.error), reason: text(doc.reason), sub: d.sub ?? undefined }
+    }),
+    chains: chains.map((c) => ({ jti: c.jti ?? '', rootJti: c.root ?? '', at: c.at, actors: c.actors })),
+  }
+}
+
+/** The inventory's reads on `db` (PostgreSQL or PGlite alike). */
+export function createUsageReads(db: Db): UsageReads {
+  return { usage: (now) => usageOf(db, now, undefined), detail: (agent, now) => detailOf(db, agent, now) }
+}

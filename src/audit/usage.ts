@@ -1,0 +1,116 @@
+/**
+ * The usage summaries (storage/schema.ts: agent_usage_day, agent_usage_hour,
+ * agent_grant_usage_day, agent_users), kept by the very statement that
+ * writes a group of records (group-insert.ts): the group's `token.issued`
+ * and `token.denied` records are aggregated here, in memory, into one row
+ * per key, and the statement upserts those rows next to the records. So the
+ * summaries commit exactly when the records do, cost no round trip, and a
+ * group touches each summary row once (ON CONFLICT DO UPDATE may not touch
+ * one row twice in a statement).
+ */
+import type { StatementParam } from '../storage/database.js'
+import type { AuditEvent } from './port.js'
+
+export const DAY = 86_400
+export const HOUR = 3_600
+
+/**
+ * The upserts, as data-modifying CTEs placed before the group's INSERT
+ * (PostgreSQL runs every one to completion, read or not). Parameters from
+ * `$first` on, in the order `usageParams` returns them.
+ */
+export function usageCtes(first: number): string {
+  const p = (i: number) => `$${first + i}`
+  return `with usage_day as (
+    insert into agent_usage_day as u (agent, day, tokens, denials, last_token_at)
+      select * from unnest(${p(0)}::text[], ${p(1)}::int[], ${p(2)}::bigint[], ${p(3)}::bigint[], ${p(4)}::bigint[])
+    on conflict (agent, day) do update set tokens = u.tokens + excluded.tokens, denials = u.denials + excluded.denials,
+      last_token_at = greatest(u.last_token_at, excluded.last_token_at)
+  ), usage_hour as (
+    insert into agent_usage_hour as u (agent, hour, tokens, denials)
+      select * from unnest(${p(5)}::text[], ${p(6)}::int[], ${p(7)}::bigint[], ${p(8)}::bigint[])
+    on conflict (agent, hour) do update set tokens = u.tokens + excluded.tokens, denials = u.denials + excluded.denials
+  ), usage_grant as (
+    insert into agent_grant_usage_day as u (agent, audience, scope, day, tokens, last_token_at)
+      select * from unnest(${p(9)}::text[], ${p(10)}::text[], ${p(11)}::text[], ${p(12)}::int[], ${p(13)}::bigint[], ${p(14)}::bigint[])
+    on conflict (agent, audience, scope, day) do update set tokens = u.tokens + excluded.tokens, last_token_at = greatest(u.last_token_at, excluded.last_token_at)
+  ), usage_users as (
+    insert into agent_users as u (agent, sub_iss, sub, first_at, last_at)
+      select * from unnest(${p(15)}::text[], ${p(16)}::text[], ${p(17)}::text[], ${p(18)}::bigint[], ${p(19)}::bigint[])
+    on conflict (agent, sub_iss, sub) do update set first_at = least(u.first_at, excluded.first_at), last_at = greatest(u.last_at, excluded.last_at)
+  )
+  `
+}
+
+/** Parameters `usageCtes` reads. */
+export const USAGE_PARAMS = 20
+
+/** The group's summary rows, one per key, as the column arrays `usageCtes` reads. */
+export function usageParams(events: readonly AuditEvent[]): StatementParam[] {
+  const days = new Map<string, { agent: string; day: number; tokens: number; denials: number; last: number | null }>()
+  const hours = new Map<string, { agent: string; hour: number; tokens: number; denials: number }>()
+  const grants = new Map<string, { agent: string; audience: string; scope: string; day: number; tokens: number; last: number }>()
+  const users = new Map<string, { agent: string; iss: string; sub: string; first: number; last: number }>()
+  for (const e of events) {
+    if (e.type !== 'token.issued' && e.type !== 'token.denied') continue
+    const day = Math.floor(e.at / DAY)
+    const hour = Math.floor(e.at / HOUR)
+    // NUL cannot be in stored text (the edge refuses it), so it separates key parts safely.
+    const dk = `${e.agent}\u0000${day}`
+    let d = days.get(dk)
+    if (d === undefined) days.set(dk, (d = { agent: e.agent, day, tokens: 0, denials: 0, last: null }))
+    const hk = `${e.agent}\u0000${hour}`
+    let h = hours.get(hk)
+    if (h === undefined) hours.set(hk, (h = { agent: e.agent, hour, tokens: 0, denials: 0 }))
+    if (e.type === 'token.denied') {
+      d.denials++
+      h.denials++
+      continue
+    }
+    d.tokens++
+    h.tokens++
+    d.last = Math.max(d.last ?? e.at, e.at)
+    for (const scope of e.scopes) {
+      const gk = `${e.agent}\u0000${e.audience}\u0000${scope}\u0000${day}`
+      const g = grants.get(gk)
+      if (g === undefined) grants.set(gk, { agent: e.agent, audience: e.audience, scope, day, tokens: 1, last: e.at })
+      else {
+        g.tokens++
+        g.last = Math.max(g.last, e.at)
+      }
+    }
+    const uk = `${e.agent}\u0000${e.subIssuer}\u0000${e.sub}`
+    const u = users.get(uk)
+    if (u === undefined) users.set(uk, { agent: e.agent, iss: e.subIssuer, sub: e.sub, first: e.at, last: e.at })
+    else {
+      u.first = Math.min(u.first, e.at)
+      u.last = Math.max(u.last, e.at)
+    }
+  }
+  const d = [...days.values()]
+  const h = [...hours.values()]
+  const g = [...grants.values()]
+  const u = [...users.values()]
+  return [
+    d.map((r) => r.agent),
+    d.map((r) => r.day),
+    d.map((r) => r.tokens),
+    d.map((r) => r.denials),
+    d.map((r) => r.last),
+    h.map((r) => r.agent),
+    h.map((r) => r.hour),
+    h.map((r) => r.tokens),
+    h.map((r) => r.denials),
+    g.map((r) => r.agent),
+    g.map((r) => r.audience),
+    g.map((r) => r.scope),
+    g.map((r) => r.day),
+    g.map((r) => r.tokens),
+    g.map((r) => r.last),
+    u.map((r) => r.agent),
+    u.map((r) => r.iss),
+    u.map((r) => r.sub),
+    u.map((r) => r.first),
+    u.map((r) => r.last),
+  ]
+}
