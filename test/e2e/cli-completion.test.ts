@@ -61,7 +61,7 @@ describe('bash', () => {
     const cases: [string[], string[]][] = [
       [
         ['mandate', ''],
-        ['admin-key', 'audit', 'completion', 'config', 'help', 'keys', 'migrate', 'policy', 'revoke', 'serve', 'webhooks'],
+        ['admin-key', 'agents', 'audit', 'completion', 'config', 'help', 'keys', 'migrate', 'policy', 'revoke', 'serve', 'webhooks'],
       ],
       [['mandate', 're'], ['revoke']],
       [

@@ -27,6 +27,8 @@ const ROUTES: Record<string, readonly string[]> = {
   '/admin/revocations/:id': ['GET', 'DELETE'],
   '/admin/webhooks': ['GET'],
   '/admin/policy/explain': ['POST'],
+  '/admin/agents': ['GET'],
+  '/admin/agents/:id': ['GET'],
   '/admin/audit': ['GET'],
   '/admin/audit/chains/:jti': ['GET'],
   '/revocations/feed': ['GET', 'POST'],
