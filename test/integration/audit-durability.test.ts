@@ -272,17 +272,20 @@ const AUDIT_INSERT = 'insert into audit_log ('
 
 /**
  * The statement names of the audit INSERT's Parse messages in `chunk`
- * (Parse: 'P', int32 length, name NUL, query NUL, …). postgres.js names its
- * statements with lowercase letters and digits: the name is the run of those
- * just before the NUL that precedes the query.
+ * (Parse: 'P', int32 length, name NUL, query NUL, …). The audit INSERT may
+ * follow CTEs in its query (the usage summaries ride in the same statement),
+ * and a query holds no NUL: the last NUL before the INSERT's text ends the
+ * name. postgres.js names its statements with lowercase letters and digits:
+ * the name is the run of those just before that NUL.
  */
 function auditStatementNames(chunk: Buffer): string[] {
   const names: string[] = []
   for (let q = chunk.indexOf(AUDIT_INSERT); q >= 0; q = chunk.indexOf(AUDIT_INSERT, q + 1)) {
-    if (chunk[q - 1] !== 0) continue
-    let start = q - 1
+    const nul = chunk.lastIndexOf(0, q - 1)
+    if (nul < 0) continue
+    let start = nul
     while (start > 0 && /[a-z0-9]/.test(String.fromCharCode(chunk[start - 1]!))) start--
-    if (start < q - 1) names.push(chunk.subarray(start, q - 1).toString('latin1'))
+    if (start < nul) names.push(chunk.subarray(start, nul).toString('latin1'))
   }
   return names
 }
