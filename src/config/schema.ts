@@ -180,6 +180,30 @@ const RolesInput = z.object({
     .prefault({}),
 })
 
+/** Retries with exponential back-off and jitter, as Shared Signals pushes and webhooks both deliver. */
+function deliveryRetry(said: { readonly attempts: string; readonly age: string; readonly longest: string }) {
+  return z
+    .strictObject({
+      max_attempts: z.number().int().min(1).max(1000).default(20).describe(said.attempts),
+      max_age_seconds: z
+        .number()
+        .int()
+        .min(1)
+        .max(30 * 86_400)
+        .default(86_400)
+        .describe(said.age),
+      initial_delay_ms: z
+        .number()
+        .int()
+        .min(10)
+        .max(60_000)
+        .default(1_000)
+        .describe('wait before the first retry, doubled at each; each wait is drawn between half of it and all of it (jitter)'),
+      max_delay_ms: z.number().int().min(10).max(3_600_000).default(300_000).describe(said.longest),
+    })
+    .prefault({})
+}
+
 export const Config = z
   .strictObject({
     issuer: IssuerUrl.describe('this broker’s issuer identifier: `iss` of its tokens and the `aud` agents assert to. Env: MANDATE_ISSUER'),
@@ -413,27 +437,11 @@ export const Config = z
             })
           })
           .describe('who learns of every revocation as Security Event Tokens (docs/events.md); none: nothing is sent and /ssf/poll does not exist'),
-        retry: z
-          .strictObject({
-            max_attempts: z.number().int().min(1).max(1000).default(20).describe('pushes of one SET before it is given up (logged, counted as failed)'),
-            max_age_seconds: z
-              .number()
-              .int()
-              .min(1)
-              .max(30 * 86_400)
-              .default(86_400)
-              .describe('a SET neither delivered nor acknowledged this long after it was made is given up, pushed or polled'),
-            initial_delay_ms: z
-              .number()
-              .int()
-              .min(10)
-              .max(60_000)
-              .default(1_000)
-              .describe('wait before the first retry, doubled at each; each wait is drawn between half of it and all of it (jitter)'),
-            max_delay_ms: z.number().int().min(10).max(3_600_000).default(300_000).describe('longest wait between two pushes of one SET'),
-          })
-          .prefault({})
-          .describe('retries of a push answered other than 202 or 400, or not answered (RFC 8935 §2.3)'),
+        retry: deliveryRetry({
+          attempts: 'pushes of one SET before it is given up (logged, counted as failed)',
+          age: 'a SET neither delivered nor acknowledged this long after it was made is given up, pushed or polled',
+          longest: 'longest wait between two pushes of one SET',
+        }).describe('retries of a push answered other than 202 or 400, or not answered (RFC 8935 §2.3)'),
         push_timeout_ms: z.number().int().min(100).max(60_000).default(5_000).describe('a push not answered within this is retried'),
         lease_seconds: z.number().int().min(2).max(300).default(15).describe('how long one instance holds the right to push to a receiver without renewing it'),
         scan_interval_ms: z
@@ -468,27 +476,11 @@ export const Config = z
             })
           })
           .describe('webhooks told of kills, lifts and lifecycle events (docs/notifications.md); needs the SQL database'),
-        retry: z
-          .strictObject({
-            max_attempts: z.number().int().min(1).max(1000).default(20).describe('deliveries of one event before it is given up'),
-            max_age_seconds: z
-              .number()
-              .int()
-              .min(1)
-              .max(30 * 86_400)
-              .default(86_400)
-              .describe('an event not delivered this long after it was queued is given up'),
-            initial_delay_ms: z
-              .number()
-              .int()
-              .min(10)
-              .max(60_000)
-              .default(1_000)
-              .describe('wait before the first retry, doubled at each; each wait is drawn between half of it and all of it (jitter)'),
-            max_delay_ms: z.number().int().min(10).max(3_600_000).default(300_000).describe('longest wait between two deliveries of one event'),
-          })
-          .prefault({})
-          .describe('retries of a delivery answered other than 2xx, or not answered'),
+        retry: deliveryRetry({
+          attempts: 'deliveries of one event before it is given up',
+          age: 'an event not delivered this long after it was queued is given up',
+          longest: 'longest wait between two deliveries of one event',
+        }).describe('retries of a delivery answered other than 2xx, or not answered'),
         timeout_ms: z.number().int().min(100).max(60_000).default(5_000).describe('a delivery not answered within this is retried'),
       })
       .prefault({})
