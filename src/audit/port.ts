@@ -92,6 +92,58 @@ export type AuditEvent =
       readonly request: string
     })
 
+  | (RequestContext & {
+      /** The agent's owner vouched that it is still needed and rightly granted (an admin acting for them). */
+      readonly type: 'agent.attested'
+      readonly at: number
+      readonly agent: AgentId
+      /** The admin key's name (or the admin's identity) that recorded the attestation. */
+      readonly by: string
+      /** Epoch seconds when the next attestation is due. */
+      readonly nextDue: number
+      /** What the attester said, when anything. */
+      readonly note?: string | undefined
+    })
+  | {
+      /**
+       * The agent's lifecycle state changed (attestation due or overdue, expiry
+       * near, expired, orphaned, dormant, or back to good standing), and
+       * whether Mandate now refuses it tokens for it.
+       */
+      readonly type: 'agent.lifecycle'
+      readonly at: number
+      readonly agent: AgentId
+      readonly transition: LifecycleTransition
+      /** True when the agent gets no tokens from now on until the cause is resolved. */
+      readonly suspended: boolean
+      /** Why, for people: never a token or a secret. */
+      readonly detail: string
+    }
+  | {
+      /** An anomaly rule matched the agent's traffic; a `quarantine` action also killed the agent (`revocationId`). */
+      readonly type: 'agent.anomaly'
+      readonly at: number
+      readonly agent: AgentId
+      /** The rule's name, as configured. */
+      readonly rule: string
+      readonly action: 'alert' | 'quarantine'
+      /** What was seen against what was expected. */
+      readonly detail: string
+      readonly revocationId?: string | undefined
+    }
+
+/** Lifecycle transitions an `agent.lifecycle` record names (docs/policies.md "Lifecycle"). */
+export const LIFECYCLE_TRANSITIONS = [
+  'attestation_due',
+  'attestation_overdue',
+  'expiry_near',
+  'expired',
+  'orphaned',
+  'dormant',
+  'reinstated',
+] as const
+export type LifecycleTransition = (typeof LIFECYCLE_TRANSITIONS)[number]
+
 export type AuditEventType = AuditEvent['type']
 
 /**

@@ -105,6 +105,12 @@ function body(event: AuditEvent, doc: Record<string, Json | undefined>): Record<
     case 'admin.feed.opened':
     case 'admin.policy.explained':
       return assign({ by: event.by, request: event.request })
+    case 'agent.attested':
+      return assign({ agent: event.agent, by: event.by, next_due: event.nextDue, note: event.note })
+    case 'agent.lifecycle':
+      return assign({ agent: event.agent, transition: event.transition, suspended: event.suspended, detail: event.detail })
+    case 'agent.anomaly':
+      return assign({ agent: event.agent, rule: event.rule, action: event.action, detail: event.detail, revocation_id: event.revocationId })
   }
 }
 
@@ -141,6 +147,9 @@ function columnsOf(event: AuditEvent): Pick<RecordColumns, 'agent' | 'actors' | 
     }
     case 'policy.loaded':
     case 'policy.unloaded':
+    case 'agent.attested':
+    case 'agent.lifecycle':
+    case 'agent.anomaly':
       return { ...none, agent: event.agent, actors: [event.agent] }
     default:
       return none
@@ -278,6 +287,9 @@ function eventFromDoc(d: Record<string, unknown>): AuditEvent {
     }
     case 'policy.loaded':
     case 'policy.unloaded':
+    case 'agent.attested':
+    case 'agent.lifecycle':
+    case 'agent.anomaly':
       return { type, at, agent: s('agent') } as unknown as AuditEvent
     case 'key.rotated':
     case 'admin.revocations.read':

@@ -117,6 +117,9 @@ export const AUDIT_EVENTS = [
   'admin.audit.read',
   'admin.feed.opened',
   'admin.policy.explained',
+  'agent.attested',
+  'agent.lifecycle',
+  'agent.anomaly',
 ] as const
 
 /**

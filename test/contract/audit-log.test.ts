@@ -87,6 +87,9 @@ function everyType(): AuditEvent[] {
     { type: 'admin.audit.read', at: T0 + 9, by: 'auditor', request: '/admin/audit?agent=agent-a' },
     { type: 'admin.feed.opened', at: T0 + 10, by: 'verifier', request: '/revocations/feed' },
     { type: 'admin.policy.explained', at: T0 + 11, by: 'auditor', request: '/admin/policy/explain' },
+    { type: 'agent.attested', at: T0 + 12, agent: A('agent-a'), by: 'owner-key', nextDue: T0 + 90 * 86_400, note: 'still needed' },
+    { type: 'agent.lifecycle', at: T0 + 13, agent: A('agent-b'), transition: 'attestation_overdue', suspended: true, detail: 'attestation overdue' },
+    { type: 'agent.anomaly', at: T0 + 14, agent: A('agent-b'), rule: 'denial-burst', action: 'quarantine', detail: '20 denials in 60 s', revocationId: 'rev-1' },
   ]
   const covered = new Set(events.map((e) => e.type))
   const all: Record<AuditEventType, true> = {
@@ -102,6 +105,9 @@ function everyType(): AuditEvent[] {
     'admin.audit.read': true,
     'admin.feed.opened': true,
     'admin.policy.explained': true,
+    'agent.attested': true,
+    'agent.lifecycle': true,
+    'agent.anomaly': true,
   }
   for (const type of Object.keys(all)) if (!covered.has(type as AuditEventType)) throw new Error(`everyType() lacks ${type}`)
   return events

@@ -305,6 +305,24 @@ const CASES: Case[] = [
     columns: { ...none, agent: 'agent-a', actors: ['agent-a'] },
   },
   {
+    name: 'agent.attested',
+    event: { type: 'agent.attested', at: T0, agent: A('agent-a'), by: 'owner-key', nextDue: T0 + 90 * 86_400, note: undefined },
+    body: { agent: 'agent-a', by: 'owner-key', next_due: T0 + 90 * 86_400 },
+    columns: { ...none, agent: 'agent-a', actors: ['agent-a'] },
+  },
+  {
+    name: 'agent.lifecycle',
+    event: { type: 'agent.lifecycle', at: T0, agent: A('agent-a'), transition: 'dormant', suspended: false, detail: 'no token in 90 days' },
+    body: { agent: 'agent-a', transition: 'dormant', suspended: false, detail: 'no token in 90 days' },
+    columns: { ...none, agent: 'agent-a', actors: ['agent-a'] },
+  },
+  {
+    name: 'agent.anomaly',
+    event: { type: 'agent.anomaly', at: T0, agent: A('agent-a'), rule: 'new-audience', action: 'alert', detail: 'https://new.example' },
+    body: { agent: 'agent-a', rule: 'new-audience', action: 'alert', detail: 'https://new.example' },
+    columns: { ...none, agent: 'agent-a', actors: ['agent-a'] },
+  },
+  {
     name: 'key.rotated (first key)',
     event: { type: 'key.rotated', at: T0, kid: 'kid-1', previousKid: undefined },
     body: { kid: 'kid-1', previous_kid: null },
