@@ -47,6 +47,7 @@ import { ownBacking, type OwnBacking as Backing } from './support/backing.js'
 import { generateInputs, mandateConfig, signingKeySet, writeInputs } from './support/inputs.js'
 import type { LoadResult } from './support/load.js'
 import { summariseProfile, type ProfileSummary } from './support/profile.js'
+import { ownedSections } from './support/results-md.js'
 
 const args = process.argv.slice(2)
 const quick = args.includes('--quick')
@@ -587,7 +588,9 @@ if (WRITE) {
     ...(profile !== undefined ? [`## Where the CPU goes (${PROFILED}, 64 connections)`, '', profile.markdown, ''] : []),
     ...(failures.length > 0 ? ['## Failures', '', ...failures.map((f) => `- ${f}`), ''] : []),
   ]
-  writeFileSync(join(root, 'bench/RESULTS.md'), `${md.join('\n')}\n`)
+  // The sections other benchmarks own (bench:governance) stay until those benchmarks run again.
+  const kept = ownedSections(join(root, 'bench/RESULTS.md'))
+  writeFileSync(join(root, 'bench/RESULTS.md'), `${md.join('\n')}\n${kept.map((k) => `\n${k}`).join('')}`)
   say('\nwrote bench/RESULTS.md and bench/results.json')
 }
 
