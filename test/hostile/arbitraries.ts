@@ -27,6 +27,8 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import fc from 'fast-check'
 import { AUDIT_EVENTS, MAX_INSTANT, MAX_PAGE } from '../../src/audit/port.js'
+import { AGENT_STATES, INVENTORY_SORTS } from '../../src/core/inventory.js'
+import { MAX_AGENTS_PAGE } from '../../src/http/routes/admin-agents.js'
 import { MAX_JWT_LENGTH } from '../../src/tokens/jws.js'
 import {
   ADMIN_KEYS,
@@ -1907,6 +1909,154 @@ export function adminAuditCase(): fc.Arbitrary<HostileCase> {
   return queryCase('GET /admin/audit', '/admin/audit', params, ordered)
 }
 
+/** GET /admin/agents with query junk: owner, state, expiring, sort, limit, offset; unknown parameters refused. */
+export function adminAgentsCase(): fc.Arbitrary<HostileCase> {
+  const owner = mostlyGood(
+    fc
+      .string({ unit: 'grapheme', minLength: 1, maxLength: 40 })
+      // eslint-disable-next-line no-control-regex -- the good values are those without control characters
+      .filter((s) => s.isWellFormed() && !/[\u0000-\u001f\u007f]/.test(s))
+      .map((s) => good(s)),
+    fc.constantFrom('', 'x'.repeat(257), 'a\u0001b', '\u007f', 'a\nb').map(bad),
+    fc.constantFrom(...HOSTILE_QUERY).map(badRaw),
+  )
+  const state = mostlyGood(
+    fc.constantFrom(...AGENT_STATES).map((v) => good(v)),
+    fc.constantFrom('ACTIVE', 'active ', 'all', '', 'killed,active', '*').map(bad),
+  )
+  const duration = mostlyGood(
+    fc.tuple(fc.integer({ min: 1, max: 9999 }), fc.constantFrom('d', 'h')).map(([n, u]) => good(`${n}${u}`)),
+    fc.constantFrom('0d', '14', '14m', '10000d', '-1d', '1.5d', 'd', '', '14D', ' 14d').map(bad),
+  )
+  const sort = mostlyGood(
+    fc.constantFrom(...INVENTORY_SORTS).map((v) => good(v)),
+    fc.constantFrom('AGENT', 'tokens', '-agent', '', 'agent,owner').map(bad),
+  )
+  const limit = mostlyGood(
+    fc.integer({ min: 1, max: MAX_AGENTS_PAGE }).map((n) => good(String(n))),
+    fc.constantFrom('0', String(MAX_AGENTS_PAGE + 1), '01', 'x', '', '1.0', '-1').map(bad),
+  )
+  const offset = mostlyGood(
+    fc.integer({ min: 0, max: 1_000_000 }).map((n) => good(String(n))),
+    fc.constantFrom('-1', '1000001', '01', 'x', '', '1e3').map(bad),
+  )
+  const names = ['owner', 'state', 'expiring', 'sort', 'limit', 'offset']
+  const unknown = fc.string({ minLength: 1, maxLength: 10 }).filter((k) => !names.includes(k))
+  const params = fc
+    .tuple(
+      fc.record({ owner: opt(owner), state: opt(state), expiring: opt(duration), sort: opt(sort), limit: opt(limit), offset: opt(offset) }),
+      fc.oneof({ weight: 6, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: unknown }),
+    )
+    .map(([known, name]): Record<string, QueryValue | undefined> => (name === undefined ? known : { ...known, [name]: { text: '1', ok: false } }))
+  return queryCase('GET /admin/agents', '/admin/agents', params)
+}
+
+/** GET /admin/agents/:id: the test broker's agents (200), ids nothing names (404), ids that are no id (400, or 404 for the router). */
+export function adminAgentCase(): fc.Arbitrary<HostileCase> {
+  const id = fc.oneof(
+    fc
+      .constantFrom('secret-agent', 'jwt-agent', 'workload-agent', 'sub-agent', 'expired-agent')
+      .map((path) => ({ path, answers: [{ kind: 'ok', status: 200 }] })),
+    fc
+      .stringMatching(/^[a-z][a-z0-9-]{0,40}$/)
+      .filter((s) => !['secret-agent', 'jwt-agent', 'workload-agent', 'sub-agent', 'expired-agent'].includes(s))
+      .map((s) => ({ path: `nobody-${s}`, answers: [ADMIN_NOT_FOUND] })),
+    fc.constantFrom('a'.repeat(257), 'a%20b', '%C3%A9t%C3%A9', 'a%09b').map((path) => ({ path, answers: [ADMIN_INVALID] })),
+    fc.constantFrom(...HOSTILE_QUERY).map((path) => ({ path, answers: [ADMIN_INVALID, ADMIN_NOT_FOUND] })),
+    fc.constantFrom('%zz', '%', 'a%2Fb').map((path) => ({ path, answers: [ADMIN_INVALID, ADMIN_NOT_FOUND] })),
+  )
+  return fc.record({ key: adminKey, malformed: malformedBearer, id, headers: neutralHeaders }).map(({ key, malformed, id, headers }) => {
+    const auth = adminAuth(key, malformed, 'read')
+    return hostileCase({
+      label: `GET /admin/agents/<id> as ${key}`,
+      request: { method: 'GET', path: `/admin/agents/${id.path}`, headers: { ...headers, ...auth.headers } },
+      expected: auth.refusal !== undefined ? [auth.refusal] : id.answers,
+      secrets: adminSecrets(auth.headers),
+    })
+  })
+}
+
+/**
+ * POST /admin/policy/explain with bodies good (200: an explanation, granted or denied; it mints and spends
+ * nothing) and bad (400; 413 over the limit), under every kind of key.
+ */
+export function adminExplainCase(ctx: HostileContext): fc.Arbitrary<HostileCase> {
+  const base = { agent: 'secret-agent', iss: USER_ISSUER, sub: 'hostile-user', audience: AUDIENCE }
+  const goodBody = fc
+    .record({
+      agent: fc.constantFrom('secret-agent', 'jwt-agent', 'sub-agent', 'expired-agent', 'nobody-agent'),
+      scope: opt(fc.constantFrom('read', 'read write', 'admin', 'x')),
+      ttl: opt(fc.integer({ min: 1, max: 31_536_000 })),
+      chain: opt(fc.array(fc.constantFrom('secret-agent', 'jwt-agent', 'workload-agent'), { maxLength: 3 })),
+      claims: opt(
+        fc.record({
+          scope: opt(fc.constantFrom('read', 'read write', '')),
+          iat: opt(fc.oneof(fc.integer({ min: 0, max: 2 ** 40 }), fc.constant(1e300), fc.constant(-1))),
+          exp: opt(fc.oneof(fc.integer({ min: 0, max: 2 ** 40 }), fc.constant(1e300))),
+          groups: opt(fc.array(fc.string({ maxLength: 10 }), { maxLength: 3 })),
+        }),
+      ),
+    })
+    .map((over) => ({ label: 'a good body', bytes: jsonWith(JSON.parse(JSON.stringify({ ...base, ...over }))), ok: true }))
+  const badBody = fc
+    .oneof(
+      fc.constantFrom<[string, unknown]>(
+        ['agent missing', { iss: USER_ISSUER, sub: 'u', audience: AUDIENCE }],
+        ['agent not an id', { ...base, agent: 'Not An Id' }],
+        ['agent a number', { ...base, agent: 7 }],
+        ['iss with a space', { ...base, iss: 'https://idp .test' }],
+        ['sub empty', { ...base, sub: '' }],
+        ['sub 1025 characters', { ...base, sub: 'u'.repeat(1025) }],
+        ['audience missing', { agent: 'secret-agent', iss: USER_ISSUER, sub: 'u' }],
+        ['scope with two spaces', { ...base, scope: 'read  write' }],
+        ['scope with a quote', { ...base, scope: 'read "write"' }],
+        ['ttl 0', { ...base, ttl: 0 }],
+        ['ttl fractional', { ...base, ttl: 1.5 }],
+        ['ttl a string', { ...base, ttl: '60' }],
+        ['chain of 33', { ...base, chain: Array.from({ length: 33 }, () => 'jwt-agent') }],
+        ['chain not an array', { ...base, chain: 'jwt-agent' }],
+        ['claims an array', { ...base, claims: [] }],
+        ['claim name of 257 characters', { ...base, claims: { ['c'.repeat(257)]: 1 } }],
+        ['an unknown member', { ...base, depth: 2 }],
+        ['an array', [base]],
+        ['null', null],
+      ),
+    )
+    .map(([label, value]) => ({ label, bytes: jsonWith(value), ok: false }))
+  const junk = fc.oneof(
+    fc
+      .constantFrom('', '{', '{"agent":', 'agent=secret-agent', '\u0000', '{"agent":"a\u0000b"}')
+      .map((t) => ({ label: `not JSON: ${JSON.stringify(t)}`, bytes: Buffer.from(t), ok: false })),
+    fc.constant({ label: 'over the body limit', bytes: Buffer.alloc(ctx.maxBodyBytes + 1, 0x20), ok: false }),
+  )
+  return fc
+    .record({
+      key: adminKey,
+      malformed: malformedBearer,
+      body: fc.oneof({ weight: 3, arbitrary: goodBody }, { weight: 3, arbitrary: badBody }, { weight: 1, arbitrary: junk }),
+      headers: neutralHeaders,
+    })
+    .map(({ key, malformed, body, headers }) => {
+      const auth = adminAuth(key, malformed, 'read')
+      const oversize = body.bytes.length > ctx.maxBodyBytes
+      const expected =
+        auth.refusal !== undefined
+          ? [auth.refusal, ...(oversize ? [TOO_LARGE] : [])]
+          : [oversize ? TOO_LARGE : body.ok ? ({ kind: 'ok', status: 200 } as Outcome) : ADMIN_INVALID]
+      return hostileCase({
+        label: `POST /admin/policy/explain as ${key}: ${body.label}`,
+        request: {
+          method: 'POST',
+          path: '/admin/policy/explain',
+          headers: { ...headers, ...auth.headers, 'content-type': 'application/json' },
+          body: body.bytes,
+        },
+        expected,
+        secrets: adminSecrets(auth.headers),
+      })
+    })
+}
+
 /** DELETE /admin/revocations/:id for ids that name no revocation: 404 (400 for hostile bytes is right too). */
 export function adminLiftCase(): fc.Arbitrary<HostileCase> {
   const id = fc.oneof(
@@ -1950,6 +2100,10 @@ export const ROUTES: readonly { readonly path: string; readonly allow: readonly 
   { path: '/admin/revocations/6f1c1c39-5a55-4b1e-8f3e-0c8f0a8a2b1d', allow: ['GET', 'DELETE'] },
   { path: '/admin/audit', allow: ['GET'] },
   { path: '/admin/audit/chains/some-jti', allow: ['GET'] },
+  { path: '/admin/agents', allow: ['GET'] },
+  { path: '/admin/agents/secret-agent', allow: ['GET'] },
+  { path: '/admin/policy/explain', allow: ['POST'] },
+  { path: '/admin/webhooks', allow: ['GET'] },
   { path: '/revocations/feed', allow: ['GET', 'POST'] },
   { path: '/forward-auth', allow: ['GET'] },
   { path: '/forward-auth/ext-authz', allow: ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] },
