@@ -4,7 +4,8 @@
  * Writes groups of GROUP `token.issued` records (default 32: 8 agents, 100 users, 2 scopes) through the
  * group INSERT the audit writer uses, alternately without and with the summaries' upserts (the CTEs of
  * src/audit/usage.ts), in a database of its own (dropped afterwards), and prints per record: the wall
- * time, the writer's synchronous CPU (encoding and parameters), and the CPU of the PostgreSQL backends
+ * time, the writer's synchronous CPU (encoding and parameters), this process's CPU in all (the writer, the
+ * PostgreSQL client's serialization and parsing, the event loop), and the CPU of the PostgreSQL backends
  * serving this database (from /proc: CPU time, so less sensitive to a busy machine than throughput).
  * Four rounds of each, one after the other, so that the tables' growth shows.
  */
@@ -78,6 +79,7 @@ const group = (): AuditEvent[] =>
 
 async function round(withSummaries: boolean): Promise<string> {
   let syncMs = 0
+  const node0 = process.cpuUsage()
   const cpu0 = backendCpuMs()
   const t0 = performance.now()
   for (let g = 0; g < GROUPS; g++) {
@@ -96,8 +98,10 @@ async function round(withSummaries: boolean): Promise<string> {
   }
   const wallMs = performance.now() - t0
   const backendMs = backendCpuMs() - cpu0
+  const node = process.cpuUsage(node0)
   const perRecord = (ms: number) => ((ms * 1000) / GROUPS / GROUP).toFixed(1)
-  return `wall ${perRecord(wallMs)} µs, writer ${perRecord(syncMs)} µs, PostgreSQL ${perRecord(backendMs)} µs`
+  const nodeMs = (node.user + node.system) / 1000
+  return `wall ${perRecord(wallMs)} µs, writer ${perRecord(syncMs)} µs, Node in all ${perRecord(nodeMs)} µs, PostgreSQL ${perRecord(backendMs)} µs`
 }
 
 console.log(`usage summaries: ${ROUNDS} rounds of ${GROUPS} groups of ${GROUP} token.issued records; per record:`)
