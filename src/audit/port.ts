@@ -91,7 +91,6 @@ export type AuditEvent =
       /** The path and the query as asked (filters; never a key). */
       readonly request: string
     })
-
   | (RequestContext & {
       /** The agent's owner vouched that it is still needed and rightly granted (an admin acting for them). */
       readonly type: 'agent.attested'
@@ -133,15 +132,7 @@ export type AuditEvent =
     }
 
 /** Lifecycle transitions an `agent.lifecycle` record names (docs/policies.md "Lifecycle"). */
-export const LIFECYCLE_TRANSITIONS = [
-  'attestation_due',
-  'attestation_overdue',
-  'expiry_near',
-  'expired',
-  'orphaned',
-  'dormant',
-  'reinstated',
-] as const
+export const LIFECYCLE_TRANSITIONS = ['attestation_due', 'attestation_overdue', 'expiry_near', 'expired', 'orphaned', 'dormant', 'reinstated'] as const
 export type LifecycleTransition = (typeof LIFECYCLE_TRANSITIONS)[number]
 
 export type AuditEventType = AuditEvent['type']

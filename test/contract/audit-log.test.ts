@@ -89,7 +89,15 @@ function everyType(): AuditEvent[] {
     { type: 'admin.policy.explained', at: T0 + 11, by: 'auditor', request: '/admin/policy/explain' },
     { type: 'agent.attested', at: T0 + 12, agent: A('agent-a'), by: 'owner-key', nextDue: T0 + 90 * 86_400, note: 'still needed' },
     { type: 'agent.lifecycle', at: T0 + 13, agent: A('agent-b'), transition: 'attestation_overdue', suspended: true, detail: 'attestation overdue' },
-    { type: 'agent.anomaly', at: T0 + 14, agent: A('agent-b'), rule: 'denial-burst', action: 'quarantine', detail: '20 denials in 60 s', revocationId: 'rev-1' },
+    {
+      type: 'agent.anomaly',
+      at: T0 + 14,
+      agent: A('agent-b'),
+      rule: 'denial-burst',
+      action: 'quarantine',
+      detail: '20 denials in 60 s',
+      revocationId: 'rev-1',
+    },
   ]
   const covered = new Set(events.map((e) => e.type))
   const all: Record<AuditEventType, true> = {

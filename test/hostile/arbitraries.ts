@@ -1956,7 +1956,7 @@ export function adminAgentCase(): fc.Arbitrary<HostileCase> {
   const id = fc.oneof(
     fc
       .constantFrom('secret-agent', 'jwt-agent', 'workload-agent', 'sub-agent', 'expired-agent')
-      .map((path) => ({ path, answers: [{ kind: 'ok', status: 200 }] })),
+      .map((path) => ({ path, answers: [{ kind: 'ok', status: 200 } satisfies Outcome] })),
     fc
       .stringMatching(/^[a-z][a-z0-9-]{0,40}$/)
       .filter((s) => !['secret-agent', 'jwt-agent', 'workload-agent', 'sub-agent', 'expired-agent'].includes(s))
