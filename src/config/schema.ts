@@ -462,6 +462,18 @@ export const Config = z
       })
       .prefault({})
       .describe('revocations as Shared Signals Security Event Tokens (RFC 8417), pushed (RFC 8935) or polled (RFC 8936); needs the SQL database'),
+    governance: z
+      .strictObject({
+        // Lifecycle: attestation, dormancy, orphans.
+
+        // Anomaly rules and their actions.
+
+        // Agent credentials: age and rotation.
+
+        // Least privilege: unused grants and shrink.
+      })
+      .prefault({})
+      .describe('agent governance: lifecycle, anomalies, credentials, least privilege'),
     notifications: z
       .strictObject({
         webhooks: z

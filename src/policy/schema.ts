@@ -131,6 +131,11 @@ export const Policy = z
       })
       .default({ max_depth: 1, sub_agents: [] })
       .describe('re-delegation'),
+    // Lifecycle (attestation) fields.
+
+    // Anomaly rules and declared hours.
+
+    // Credential age.
   })
   .superRefine((p, ctx) => {
     const seen = new Set<string>()
