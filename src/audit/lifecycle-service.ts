@@ -1,0 +1,212 @@
+/**
+ * The lifecycle of every agent, kept in memory for the token endpoint and
+ * recorded in the delegation log: a sweep at start and every
+ * `governance.lifecycle_sweep_seconds` re-reads the `agent_lifecycle` table
+ * (attestations made on any instance) and the usage summaries (the last
+ * token), evaluates each agent (core/lifecycle.ts), and writes each
+ * transition once across instances; attestations are recorded here; the
+ * owners directory is a file re-read when it changes.
+ *
+ * The token endpoint only reads the map this keeps: no I/O on the hot path.
+ */
+import { readFile, stat } from 'node:fs/promises'
+import type { AgentId } from '../core/claims.js'
+import { describeCause } from '../core/errors.js'
+import type { UsageReads } from '../core/inventory.js'
+import {
+  evaluateLifecycle,
+  LIFECYCLE_CONDITIONS,
+  standingRefusal,
+  transitionsOf,
+  type AgentLifecycleView,
+  type AgentStanding,
+  type LifecycleReads,
+  type LifecycleSettings,
+  type LifecycleStanding,
+} from '../core/lifecycle.js'
+import type { AgentPolicy, PolicyStore } from '../policy/port.js'
+import type { Logger } from '../telemetry/log.js'
+import type { LifecycleRow, LifecycleStore } from './lifecycle-sql.js'
+import type { AuditLog } from './port.js'
+
+export interface LifecycleServiceOptions {
+  readonly store: LifecycleStore
+  readonly audit: AuditLog
+  readonly policies: PolicyStore
+  /** The usage summaries (the last token of each agent); undefined without a database: then no agent is found dormant. */
+  readonly usage: UsageReads | undefined
+  readonly settings: LifecycleSettings
+  /** The owners directory; undefined: no agent is orphaned. */
+  readonly ownersFile: string | undefined
+  /** Epoch seconds. */
+  readonly now: () => number
+  readonly sweepMs: number
+  /** How often the owners file is stat-polled for a change. */
+  readonly pollMs: number
+  readonly logger: Logger
+}
+
+export interface Attestation {
+  readonly agent: AgentId
+  /** The admin key's name. */
+  readonly by: string
+  readonly note: string | undefined
+  readonly clientAddress?: string | undefined
+  readonly traceId?: string | undefined
+}
+
+export interface LifecycleService extends LifecycleStanding, LifecycleReads {
+  /** Evaluates every agent now and records its transitions; sweeps run one at a time. Rejects when the database does. */
+  sweep(): Promise<void>
+  /**
+   * Records that the agent's owner vouched for it (an `agent.attested` record, durable before this resolves),
+   * then reinstates it here at once and on the other instances at their next sweep. Resolves with when the next is due.
+   */
+  attest(a: Attestation): Promise<{ readonly at: number; readonly nextDue: number }>
+  close(): Promise<void>
+}
+
+/** Agents evaluated and recorded at once in a sweep (their appends share group commits). */
+const SWEEP_BATCH = 50
+
+/** Reads the owners directory: one identity a line, `#` to the end of a line is a comment; compared without case. */
+export function parseOwners(text: string): Set<string> {
+  const owners = new Set<string>()
+  for (const line of text.split('\n')) {
+    const id = line.replace(/#.*$/, '').trim().toLowerCase()
+    if (id !== '') owners.add(id)
+  }
+  return owners
+}
+
+/**
+ * Opens the lifecycle: reads the owners file and runs the first sweep before it resolves (so a broker never
+ * serves with an agent's standing unknown). Throws `TypeError` when the owners file cannot be read at start.
+ */
+export async function openLifecycle(o: LifecycleServiceOptions): Promise<LifecycleService> {
+  const log = o.logger
+  let standing = new Map<string, AgentStanding>()
+  let owners: Set<string> | undefined
+  let ownersStamp = ''
+  // Without the summaries nothing can be found dormant: never-used and busy agents would look alike.
+  const settings: LifecycleSettings = o.usage === undefined ? { ...o.settings, dormantAfter: Number.POSITIVE_INFINITY } : o.settings
+
+  const readOwners = async (): Promise<boolean> => {
+    if (o.ownersFile === undefined) return false
+    const s = await stat(o.ownersFile)
+    const stamp = `${s.ino}:${s.size}:${s.mtimeMs}`
+    if (stamp === ownersStamp) return false
+    owners = parseOwners(await readFile(o.ownersFile, 'utf8'))
+    ownersStamp = stamp
+    return true
+  }
+  try {
+    await readOwners()
+  } catch (err) {
+    throw new TypeError(`governance.owners_file cannot be read: ${describeCause(err)}`)
+  }
+  const ownerListed = (p: AgentPolicy) => (owners === undefined ? undefined : owners.has(p.owner.trim().toLowerCase()))
+  const standingOf = (p: AgentPolicy, now: number): AgentStanding =>
+    standing.get(p.agent) ?? { trackedSince: now, attestedAt: undefined, attestedBy: undefined, dormant: false }
+
+  async function recordAgent(policy: AgentPolicy, row: LifecycleRow, lastTokenAt: number | undefined, now: number): Promise<AgentStanding> {
+    const facts = { trackedSince: row.trackedSince, attestedAt: row.attestedAt, attestedBy: row.attestedBy, lastTokenAt, ownerListed: ownerListed(policy) }
+    const e = evaluateLifecycle(policy, facts, settings, now)
+    const result: AgentStanding = { ...facts, dormant: e.conditions.includes('dormant') }
+    if (e.suspended === row.suspended && e.conditions.length === row.conditions.length && e.conditions.every((c) => row.conditions.includes(c))) {
+      return result
+    }
+    // Of the instances sweeping now, only the one whose conditional update matched writes the records.
+    if (!(await o.store.transition(policy.agent, row.version, e.conditions, e.suspended))) return result
+    try {
+      for (const t of transitionsOf(row, e, policy, facts, settings)) {
+        await o.audit.append({ type: 'agent.lifecycle', at: now, agent: policy.agent, ...t })
+      }
+    } catch (err) {
+      // Put the row back so that a later sweep (here or elsewhere) records the transitions.
+      await o.store.transition(policy.agent, row.version + 1, row.conditions, row.suspended).catch(() => {})
+      log.warn({ agent: policy.agent, cause: describeCause(err) }, 'lifecycle transition not recorded; retried at the next sweep')
+    }
+    return result
+  }
+
+  async function sweepOnce(): Promise<void> {
+    const now = o.now()
+    const policies = o.policies.snapshot().agents()
+    let rows = new Map((await o.store.list()).map((r) => [r.agent, r]))
+    const untracked = policies.filter((p) => !rows.has(p.agent)).map((p) => p.agent)
+    if (untracked.length > 0) {
+      await o.store.track(untracked, now)
+      // Re-read: another instance may have tracked some first, from its own time.
+      rows = new Map((await o.store.list()).map((r) => [r.agent, r]))
+    }
+    const usage = o.usage === undefined ? undefined : await o.usage.usage(now)
+    const next = new Map<string, AgentStanding>()
+    for (let i = 0; i < policies.length; i += SWEEP_BATCH) {
+      const batch = policies.slice(i, i + SWEEP_BATCH)
+      const results = await Promise.all(
+        batch.map((p) => {
+          const row = rows.get(p.agent)
+          return row === undefined ? Promise.resolve(standingOf(p, now)) : recordAgent(p, row, usage?.get(p.agent)?.lastTokenAt, now)
+        }),
+      )
+      batch.forEach((p, j) => next.set(p.agent, results[j]!))
+    }
+    standing = next
+  }
+
+  let chain: Promise<void> = Promise.resolve()
+  const sweep = (): Promise<void> => {
+    const run = chain.then(sweepOnce)
+    chain = run.catch(() => {})
+    return run
+  }
+  const background = () => sweep().catch((err: unknown) => log.warn({ cause: describeCause(err) }, 'lifecycle sweep failed; retried at the next one'))
+
+  await sweep()
+  const sweeper = setInterval(background, o.sweepMs)
+  sweeper.unref()
+  const poller =
+    o.ownersFile === undefined
+      ? undefined
+      : setInterval(() => {
+          readOwners().then(
+            (changed) => {
+              if (changed) void background()
+            },
+            // The last directory read stays in force: an unreadable file orphans nobody and reinstates nobody.
+            (err: unknown) => log.warn({ cause: describeCause(err) }, 'owners file unreadable; the last one read stays in force'),
+          )
+        }, o.pollMs)
+  poller?.unref()
+
+  return {
+    refusal: (policy, now) => standingRefusal(policy, standingOf(policy, now), ownerListed(policy), settings, now),
+    view(policy, now): AgentLifecycleView {
+      const s = standingOf(policy, now)
+      const e = evaluateLifecycle(policy, { ...s, lastTokenAt: now, ownerListed: ownerListed(policy) }, settings, now)
+      const held = new Set(e.conditions)
+      if (s.dormant) held.add('dormant')
+      return { attestedAt: s.attestedAt, attestedBy: s.attestedBy, nextDue: e.nextDue, conditions: LIFECYCLE_CONDITIONS.filter((c) => held.has(c)) }
+    },
+    sweep,
+    async attest(a) {
+      const policy = o.policies.get(a.agent)
+      if (policy === undefined) throw new TypeError(`no policy names ${a.agent}`)
+      const at = o.now()
+      // Without `attest_every`, an attestation still vouches for a dormant agent: the next is due when it would turn dormant again.
+      const nextDue = at + (policy.attestEvery ?? o.settings.dormantAfter)
+      await o.audit.append({ type: 'agent.attested', at, agent: a.agent, by: a.by, nextDue, note: a.note, clientAddress: a.clientAddress, traceId: a.traceId })
+      await o.store.attest(a.agent, at, a.by, nextDue)
+      standing.set(a.agent, { ...standingOf(policy, at), attestedAt: at, attestedBy: a.by, dormant: false })
+      // Records `reinstated` when the attestation lifted a suspension; the attestation stands if this fails.
+      void background()
+      return { at, nextDue }
+    },
+    async close() {
+      clearInterval(sweeper)
+      if (poller !== undefined) clearInterval(poller)
+      await chain
+    },
+  }
+}
