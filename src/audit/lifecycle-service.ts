@@ -187,7 +187,9 @@ export async function openLifecycle(o: LifecycleServiceOptions): Promise<Lifecyc
       const e = evaluateLifecycle(policy, { ...s, lastTokenAt: now, ownerListed: ownerListed(policy) }, settings, now)
       const held = new Set(e.conditions)
       if (s.dormant) held.add('dormant')
-      return { attestedAt: s.attestedAt, attestedBy: s.attestedBy, nextDue: e.nextDue, conditions: LIFECYCLE_CONDITIONS.filter((c) => held.has(c)) }
+      // Without `attest_every`, an attestation's next is due when the agent would turn dormant unused (as `attest` answered).
+      const nextDue = e.nextDue ?? (s.attestedAt === undefined ? undefined : s.attestedAt + o.settings.dormantAfter)
+      return { attestedAt: s.attestedAt, attestedBy: s.attestedBy, nextDue, conditions: LIFECYCLE_CONDITIONS.filter((c) => held.has(c)) }
     },
     sweep,
     async attest(a) {
