@@ -164,7 +164,15 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
 
     const lifecycle = await openAgentLifecycle(
       config,
-      { database: stores.database, audit, policies: policies.store, usage: stores.usageReads, now: nowSeconds, pollMs: options.filePollMs ?? 5000, logger: log },
+      {
+        database: stores.database,
+        audit,
+        policies: policies.store,
+        usage: stores.usageReads,
+        now: nowSeconds,
+        pollMs: options.filePollMs ?? 5000,
+        logger: log,
+      },
       closers,
     )
 

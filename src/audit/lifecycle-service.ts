@@ -79,6 +79,75 @@ export function parseOwners(text: string): Set<string> {
   return owners
 }
 
+/** The owners directory, re-read when the file changes; `listed` undefined without one. */
+interface OwnersDirectory {
+  listed(p: AgentPolicy): boolean | undefined
+  close(): void
+}
+
+/** Reads the owners file now (throws `TypeError` when it cannot), then polls it; `onChange` after each change read. */
+async function openOwnersDirectory(file: string | undefined, pollMs: number, log: Logger, onChange: () => void): Promise<OwnersDirectory> {
+  if (file === undefined) return { listed: () => undefined, close: () => {} }
+  let owners = new Set<string>()
+  let stamp = ''
+  const read = async (): Promise<boolean> => {
+    const s = await stat(file)
+    const now = `${s.ino}:${s.size}:${s.mtimeMs}`
+    if (now === stamp) return false
+    owners = parseOwners(await readFile(file, 'utf8'))
+    stamp = now
+    return true
+  }
+  try {
+    await read()
+  } catch (err) {
+    throw new TypeError(`governance.owners_file cannot be read: ${describeCause(err) ?? 'unknown'}`)
+  }
+  const poller = setInterval(() => {
+    read().then(
+      (changed) => {
+        if (changed) onChange()
+      },
+      // The last directory read stays in force: an unreadable file orphans nobody and reinstates nobody.
+      (err: unknown) => log.warn({ cause: describeCause(err) }, 'owners file unreadable; the last one read stays in force'),
+    )
+  }, pollMs)
+  poller.unref()
+  return { listed: (p) => owners.has(p.owner.trim().toLowerCase()), close: () => clearInterval(poller) }
+}
+
+interface Recorder {
+  readonly store: LifecycleStore
+  readonly audit: AuditLog
+  readonly settings: LifecycleSettings
+  readonly owners: OwnersDirectory
+  readonly log: Logger
+}
+
+/**
+ * Evaluates one agent against its row and, when its conditions changed, records the change: of the
+ * instances sweeping at once, only the one whose conditional update matched writes the transitions.
+ */
+async function recordAgent(r: Recorder, policy: AgentPolicy, row: LifecycleRow, lastTokenAt: number | undefined, now: number): Promise<AgentStanding> {
+  const facts = { trackedSince: row.trackedSince, attestedAt: row.attestedAt, attestedBy: row.attestedBy, lastTokenAt, ownerListed: r.owners.listed(policy) }
+  const e = evaluateLifecycle(policy, facts, r.settings, now)
+  const result: AgentStanding = { ...facts, dormant: e.conditions.includes('dormant') }
+  if (e.suspended === row.suspended && e.conditions.length === row.conditions.length && e.conditions.every((c) => row.conditions.includes(c))) {
+    return result
+  }
+  if (!(await r.store.transition(policy.agent, row.version, e.conditions, e.suspended))) return result
+  try {
+    for (const t of transitionsOf(row, e, policy, facts, r.settings)) {
+      await r.audit.append({ type: 'agent.lifecycle', at: now, agent: policy.agent, ...t })
+    }
+  } catch (err) {
+    // Put the row back so that a later sweep (here or elsewhere) records the transitions.
+    await r.store.transition(policy.agent, row.version + 1, row.conditions, row.suspended).catch(() => {})
+    r.log.warn({ agent: policy.agent, cause: describeCause(err) }, 'lifecycle transition not recorded; retried at the next sweep')
+  }
+  return result
+}
+
 /**
  * Opens the lifecycle: reads the owners file and runs the first sweep before it resolves (so a broker never
  * serves with an agent's standing unknown). Throws `TypeError` when the owners file cannot be read at start.
@@ -86,49 +155,13 @@ export function parseOwners(text: string): Set<string> {
 export async function openLifecycle(o: LifecycleServiceOptions): Promise<LifecycleService> {
   const log = o.logger
   let standing = new Map<string, AgentStanding>()
-  let owners: Set<string> | undefined
-  let ownersStamp = ''
   // Without the summaries nothing can be found dormant: never-used and busy agents would look alike.
   const settings: LifecycleSettings = o.usage === undefined ? { ...o.settings, dormantAfter: Number.POSITIVE_INFINITY } : o.settings
-
-  const readOwners = async (): Promise<boolean> => {
-    if (o.ownersFile === undefined) return false
-    const s = await stat(o.ownersFile)
-    const stamp = `${s.ino}:${s.size}:${s.mtimeMs}`
-    if (stamp === ownersStamp) return false
-    owners = parseOwners(await readFile(o.ownersFile, 'utf8'))
-    ownersStamp = stamp
-    return true
-  }
-  try {
-    await readOwners()
-  } catch (err) {
-    throw new TypeError(`governance.owners_file cannot be read: ${describeCause(err)}`)
-  }
-  const ownerListed = (p: AgentPolicy) => (owners === undefined ? undefined : owners.has(p.owner.trim().toLowerCase()))
+  // A changed directory is swept at once (`background` is defined below, before any poll can fire).
+  const owners = await openOwnersDirectory(o.ownersFile, o.pollMs, log, () => void background())
+  const recorder: Recorder = { store: o.store, audit: o.audit, settings, owners, log }
   const standingOf = (p: AgentPolicy, now: number): AgentStanding =>
     standing.get(p.agent) ?? { trackedSince: now, attestedAt: undefined, attestedBy: undefined, dormant: false }
-
-  async function recordAgent(policy: AgentPolicy, row: LifecycleRow, lastTokenAt: number | undefined, now: number): Promise<AgentStanding> {
-    const facts = { trackedSince: row.trackedSince, attestedAt: row.attestedAt, attestedBy: row.attestedBy, lastTokenAt, ownerListed: ownerListed(policy) }
-    const e = evaluateLifecycle(policy, facts, settings, now)
-    const result: AgentStanding = { ...facts, dormant: e.conditions.includes('dormant') }
-    if (e.suspended === row.suspended && e.conditions.length === row.conditions.length && e.conditions.every((c) => row.conditions.includes(c))) {
-      return result
-    }
-    // Of the instances sweeping now, only the one whose conditional update matched writes the records.
-    if (!(await o.store.transition(policy.agent, row.version, e.conditions, e.suspended))) return result
-    try {
-      for (const t of transitionsOf(row, e, policy, facts, settings)) {
-        await o.audit.append({ type: 'agent.lifecycle', at: now, agent: policy.agent, ...t })
-      }
-    } catch (err) {
-      // Put the row back so that a later sweep (here or elsewhere) records the transitions.
-      await o.store.transition(policy.agent, row.version + 1, row.conditions, row.suspended).catch(() => {})
-      log.warn({ agent: policy.agent, cause: describeCause(err) }, 'lifecycle transition not recorded; retried at the next sweep')
-    }
-    return result
-  }
 
   async function sweepOnce(): Promise<void> {
     const now = o.now()
@@ -147,7 +180,7 @@ export async function openLifecycle(o: LifecycleServiceOptions): Promise<Lifecyc
       const results = await Promise.all(
         batch.map((p) => {
           const row = rows.get(p.agent)
-          return row === undefined ? Promise.resolve(standingOf(p, now)) : recordAgent(p, row, usage?.get(p.agent)?.lastTokenAt, now)
+          return row === undefined ? Promise.resolve(standingOf(p, now)) : recordAgent(recorder, p, row, usage?.get(p.agent)?.lastTokenAt, now)
         }),
       )
       batch.forEach((p, j) => next.set(p.agent, results[j]!))
@@ -164,27 +197,14 @@ export async function openLifecycle(o: LifecycleServiceOptions): Promise<Lifecyc
   const background = () => sweep().catch((err: unknown) => log.warn({ cause: describeCause(err) }, 'lifecycle sweep failed; retried at the next one'))
 
   await sweep()
-  const sweeper = setInterval(background, o.sweepMs)
+  const sweeper = setInterval(() => void background(), o.sweepMs)
   sweeper.unref()
-  const poller =
-    o.ownersFile === undefined
-      ? undefined
-      : setInterval(() => {
-          readOwners().then(
-            (changed) => {
-              if (changed) void background()
-            },
-            // The last directory read stays in force: an unreadable file orphans nobody and reinstates nobody.
-            (err: unknown) => log.warn({ cause: describeCause(err) }, 'owners file unreadable; the last one read stays in force'),
-          )
-        }, o.pollMs)
-  poller?.unref()
 
   return {
-    refusal: (policy, now) => standingRefusal(policy, standingOf(policy, now), ownerListed(policy), settings, now),
+    refusal: (policy, now) => standingRefusal(policy, standingOf(policy, now), owners.listed(policy), settings, now),
     view(policy, now): AgentLifecycleView {
       const s = standingOf(policy, now)
-      const e = evaluateLifecycle(policy, { ...s, lastTokenAt: now, ownerListed: ownerListed(policy) }, settings, now)
+      const e = evaluateLifecycle(policy, { ...s, lastTokenAt: now, ownerListed: owners.listed(policy) }, settings, now)
       const held = new Set(e.conditions)
       if (s.dormant) held.add('dormant')
       // Without `attest_every`, an attestation's next is due when the agent would turn dormant unused (as `attest` answered).
@@ -207,7 +227,7 @@ export async function openLifecycle(o: LifecycleServiceOptions): Promise<Lifecyc
     },
     async close() {
       clearInterval(sweeper)
-      if (poller !== undefined) clearInterval(poller)
+      owners.close()
       await chain
     },
   }

@@ -94,7 +94,16 @@ export function createMemoryLifecycleStore(): LifecycleStore {
     track(agents, now) {
       for (const agent of agents) {
         if (!rows.has(agent)) {
-          rows.set(agent, { agent, trackedSince: now, attestedAt: undefined, attestedBy: undefined, nextDue: undefined, conditions: [], suspended: false, version: 0 })
+          rows.set(agent, {
+            agent,
+            trackedSince: now,
+            attestedAt: undefined,
+            attestedBy: undefined,
+            nextDue: undefined,
+            conditions: [],
+            suspended: false,
+            version: 0,
+          })
         }
       }
       return Promise.resolve()

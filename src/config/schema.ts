@@ -485,14 +485,18 @@ export const Config = z
         on_orphan: z
           .enum(['warn', 'suspend'])
           .default('warn')
-          .describe('`warn`: an orphaned agent is recorded and listed; `suspend`: it also gets no tokens until its owner is listed again or its policy names a listed owner'),
+          .describe(
+            '`warn`: an orphaned agent is recorded and listed; `suspend`: it also gets no tokens until its owner is listed again or its policy names a listed owner',
+          ),
         lifecycle_sweep_seconds: z
           .number()
           .int()
           .min(1)
           .max(3600)
           .default(60)
-          .describe('how often every instance re-reads attestations and evaluates every agent’s lifecycle (an attestation reaches the other instances within this)'),
+          .describe(
+            'how often every instance re-reads attestations and evaluates every agent’s lifecycle (an attestation reaches the other instances within this)',
+          ),
 
         // Anomaly rules and their actions.
 

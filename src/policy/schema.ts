@@ -145,10 +145,9 @@ export const Policy = z
       .default({ max_depth: 1, sub_agents: [] })
       .describe('re-delegation'),
     // Lifecycle (attestation) fields.
-    attest_every: DurationText.optional()
-      .describe(
-        'the owner re-attests the agent this often (`mandate agents attest`); past it plus `governance.attestation_grace` the agent gets no tokens. Absent: no attestation needed',
-      ),
+    attest_every: DurationText.optional().describe(
+      'the owner re-attests the agent this often (`mandate agents attest`); past it plus `governance.attestation_grace` the agent gets no tokens. Absent: no attestation needed',
+    ),
 
     // Anomaly rules and declared hours.
 

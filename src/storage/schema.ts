@@ -317,7 +317,10 @@ export const agentLifecycle = pgTable('agent_lifecycle', {
   attestedBy: text('attested_by'),
   /** When the attestation recorded last said the next one is due. */
   nextDue: bigint('next_due', { mode: 'number' }),
-  conditions: text('conditions').array().notNull().default(sql`'{}'::text[]`),
+  conditions: text('conditions')
+    .array()
+    .notNull()
+    .default(sql`'{}'::text[]`),
   suspended: boolean('suspended').notNull().default(false),
   version: bigint('version', { mode: 'number' }).notNull().default(0),
 })

@@ -129,7 +129,11 @@ describe('mandate agents attest against a running broker', () => {
     const list = JSON.parse((await mandate(['agents', 'list', '--json'])).stdout) as {
       agents: { agent: string; attestation: { last_attested_at: string; by: string; next_due: string } | null }[]
     }
-    expect(list.agents.find((a) => a.agent === 'demo-agent')!.attestation).toEqual({ last_attested_at: done.attested_at, by: 'dev-admin', next_due: done.next_due })
+    expect(list.agents.find((a) => a.agent === 'demo-agent')!.attestation).toEqual({
+      last_attested_at: done.attested_at,
+      by: 'dev-admin',
+      next_due: done.next_due,
+    })
   })
 
   it('an auditor key may not attest (exit 4); an unknown agent is a refusal (exit 1)', async () => {

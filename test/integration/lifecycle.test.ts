@@ -49,7 +49,12 @@ interface Lifecycle {
   detail: string
 }
 
-function describeLifecycle(name: string, databaseUrl: () => Promise<{ url: string | undefined; done: () => Promise<void> }>, brokers: 1 | 2, d = describe): void {
+function describeLifecycle(
+  name: string,
+  databaseUrl: () => Promise<{ url: string | undefined; done: () => Promise<void> }>,
+  brokers: 1 | 2,
+  d = describe,
+): void {
   d(`agent lifecycle: ${name}`, () => {
     let dir: string
     const m: Mandate[] = []
@@ -113,11 +118,24 @@ function describeLifecycle(name: string, databaseUrl: () => Promise<{ url: strin
           log: { level: 'silent' },
           ...(db.url === undefined ? {} : { storage: { database_url: db.url } }),
           admin: {
-            keys: Object.entries(KEYS).map(([role, key]) => ({ name: `${role}-holder`, sha256: createHash('sha256').update(key).digest('hex'), roles: [role] })),
+            keys: Object.entries(KEYS).map(([role, key]) => ({
+              name: `${role}-holder`,
+              sha256: createHash('sha256').update(key).digest('hex'),
+              roles: [role],
+            })),
           },
-          governance: { attestation_grace: '7d', dormant_after: '60d', on_dormant: 'suspend', owners_file: owners, on_orphan: 'suspend', lifecycle_sweep_seconds: 3600 },
+          governance: {
+            attestation_grace: '7d',
+            dormant_after: '60d',
+            on_dormant: 'suspend',
+            owners_file: owners,
+            on_orphan: 'suspend',
+            lifecycle_sweep_seconds: 3600,
+          },
         })
-        m.push(await composeMandate(config, { dev: true, logger: createLogger('silent'), clock: () => now, filePollMs: 50, loadSignals: { eventLoopLag: () => 0 } }))
+        m.push(
+          await composeMandate(config, { dev: true, logger: createLogger('silent'), clock: () => now, filePollMs: 50, loadSignals: { eventLoopLag: () => 0 } }),
+        )
       }
     }, 60_000)
 
@@ -128,7 +146,8 @@ function describeLifecycle(name: string, databaseUrl: () => Promise<{ url: strin
     })
 
     it('suspends the orphan from the start, recorded once however many brokers started', async () => {
-      for (const b of m) expect(await exchange(b, 'orphan-agent')).toEqual({ status: 400, body: { error: 'unauthorized_client', error_description: 'agent orphaned' } })
+      for (const b of m)
+        expect(await exchange(b, 'orphan-agent')).toEqual({ status: 400, body: { error: 'unauthorized_client', error_description: 'agent orphaned' } })
       expect(await transitions('orphan-agent')).toEqual([['orphaned', true]])
       expect((await agentEntry('orphan-agent')).state).toBe('orphaned')
     })
@@ -186,7 +205,13 @@ function describeLifecycle(name: string, databaseUrl: () => Promise<{ url: strin
       await sweepAll()
       for (const b of m) expect((await exchange(b, 'attest-agent')).status).toBe(200)
       expect(await records('agent.attested')).toEqual([
-        expect.objectContaining({ event: 'agent.attested', agent: 'attest-agent', by: 'admin-holder', next_due: T0 + 67 * DAY, note: 'still needed for the Q3 reports' }),
+        expect.objectContaining({
+          event: 'agent.attested',
+          agent: 'attest-agent',
+          by: 'admin-holder',
+          next_due: T0 + 67 * DAY,
+          note: 'still needed for the Q3 reports',
+        }),
       ])
       expect(await transitions('attest-agent')).toEqual([
         ['attestation_due', false],
@@ -198,12 +223,25 @@ function describeLifecycle(name: string, databaseUrl: () => Promise<{ url: strin
       expect(entry.attestation).toEqual({ last_attested_at: new Date(now).toISOString(), by: 'admin-holder', next_due: nextDue })
     })
 
+    it('re-reads the owners file when it changes: an owner listed again reinstates the orphan', async () => {
+      await writeFile(join(dir, 'owners.txt'), 'platform-team@example.com\nops@example.com\nleft@example.com\n')
+      const bound = Date.now() + 10_000
+      while (Date.now() < bound && (await exchange(m[0]!, 'orphan-agent')).status !== 200) await new Promise((r) => setTimeout(r, 50))
+      for (const b of m) expect((await exchange(b, 'orphan-agent')).status).toBe(200)
+      await sweepAll()
+      expect(await transitions('orphan-agent')).toEqual([
+        ['orphaned', true],
+        ['reinstated', false],
+      ])
+    })
+
     it('suspends a dormant agent under on_dormant: suspend until attested', async () => {
       // idle-agent's last token was at T0; attest-agent's at T0 + 37 d.
       now = (T0 + 61 * DAY) * 1000
       await sweepAll()
       expect(await transitions('idle-agent')).toEqual([['dormant', true]])
-      for (const b of m) expect(await exchange(b, 'idle-agent')).toEqual({ status: 400, body: { error: 'unauthorized_client', error_description: 'agent dormant' } })
+      for (const b of m)
+        expect(await exchange(b, 'idle-agent')).toEqual({ status: 400, body: { error: 'unauthorized_client', error_description: 'agent dormant' } })
       expect((await exchange(m[0]!, 'attest-agent')).status).toBe(200)
       expect((await agentEntry('idle-agent')).state).toBe('dormant')
       // Without attest_every, the next attestation is due when the agent would turn dormant again.

@@ -225,7 +225,9 @@ export function entryJson(e: InventoryEntry) {
     grants: e.grants,
     kills: e.kills.map(killJson),
     attestation:
-      e.attestation === undefined ? null : { last_attested_at: iso(e.attestation.lastAttestedAt), by: e.attestation.by ?? null, next_due: iso(e.attestation.nextDue) },
+      e.attestation === undefined
+        ? null
+        : { last_attested_at: iso(e.attestation.lastAttestedAt), by: e.attestation.by ?? null, next_due: iso(e.attestation.nextDue) },
   }
 }
 
@@ -306,16 +308,16 @@ export function mountAdminAgents(app: Hono<AppEnv>, deps: AdminAgentsDeps): void
       const issue = body.error.issues[0]
       throw new AdminError(
         'invalid_request',
-        issue?.code === 'unrecognized_keys' ? `unknown member: ${issue.keys.join(', ')}` : `invalid ${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'invalid'}`,
+        issue?.code === 'unrecognized_keys'
+          ? `unknown member: ${issue.keys.join(', ')}`
+          : `invalid ${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'invalid'}`,
       )
     }
     if (deps.policies.snapshot().get(agent) === undefined) throw new AdminError('not_found', 'no policy names that agent')
     const by = c.get('adminKey')
-    const done = await lifecycle
-      .attest({ agent, by, note: body.data.note, clientAddress: c.get('clientAddress') as string | undefined, traceId: c.get('traceId') as string | undefined })
-      .catch(() => {
-        throw new AdminError('temporarily_unavailable', 'the attestation could not be recorded; try again')
-      })
+    const done = await lifecycle.attest({ agent, by, note: body.data.note, clientAddress: c.get('clientAddress'), traceId: c.get('traceId') }).catch(() => {
+      throw new AdminError('temporarily_unavailable', 'the attestation could not be recorded; try again')
+    })
     return c.json({ agent, attested_at: iso(done.at), by, next_due: iso(done.nextDue) }, 200, NO_STORE)
   })
 }

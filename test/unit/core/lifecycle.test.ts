@@ -138,7 +138,12 @@ describe('inventory states', () => {
     ({ id: 'k', target: { kind: 'agent', agent: 'agent-a' }, reason, createdBy: 'responder', createdAt: T0, liftedAt: undefined }) as unknown as Revocation
 
   it('says quarantined for a quarantine kill, then attestation_overdue and orphaned from the lifecycle', () => {
-    const view = (conditions: readonly ('attestation_overdue' | 'orphaned' | 'dormant')[]) => ({ attestedAt: undefined, attestedBy: undefined, nextDue: undefined, conditions })
+    const view = (conditions: readonly ('attestation_overdue' | 'orphaned' | 'dormant')[]) => ({
+      attestedAt: undefined,
+      attestedBy: undefined,
+      nextDue: undefined,
+      conditions,
+    })
     expect(stateOf(policy(), NO_USAGE, [kill('quarantine: burst of denials')], T0)).toBe('quarantined')
     expect(stateOf(policy(), NO_USAGE, [kill('leaked key')], T0)).toBe('killed')
     expect(stateOf(policy(), NO_USAGE, [], T0, view(['attestation_overdue', 'orphaned']))).toBe('attestation_overdue')
