@@ -185,6 +185,13 @@ export async function openLifecycle(o: LifecycleServiceOptions): Promise<Lifecyc
       )
       batch.forEach((p, j) => next.set(p.agent, results[j]!))
     }
+    // An attestation taken here while this sweep ran is newer than the rows it read: keep it.
+    for (const [agent, s] of standing) {
+      const n = next.get(agent)
+      if (n !== undefined && s.attestedAt !== undefined && (n.attestedAt === undefined || n.attestedAt < s.attestedAt)) {
+        next.set(agent, { ...n, attestedAt: s.attestedAt, attestedBy: s.attestedBy, dormant: false })
+      }
+    }
     standing = next
   }
 
