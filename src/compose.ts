@@ -217,6 +217,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       }),
       revocations,
       userIssuers: trust.userIssuers,
+      subjectLifetime: { skew: config.limits.clock_skew_seconds, maxAge: config.limits.subject_token_max_age_seconds },
       adminKeys: config.admin.keys.map((k) => ({ name: k.name, sha256: Buffer.from(k.sha256, 'hex'), roles: new Set(k.roles) })),
       keys,
       logger: log,

@@ -1,8 +1,9 @@
 import type { AgentId, Jti, MandateClaims, Subject } from './claims.js'
 import { actClaim } from './claims.js'
 import { admissionRefusal } from './admission.js'
-import { answerOf, OAuthError } from './errors.js'
+import { answerOf, OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
 import type { LifecycleStanding } from './lifecycle.js'
+import { lifetimeProblem, numericDateProblem } from './lifetime.js'
 import { evaluatePolicy, type Grant, type PolicyCheck } from './policy-eval.js'
 import { revocationRefusal } from './exchange.js'
 import type { AdmissionStore, BucketCharge } from '../admission/port.js'
@@ -37,13 +38,15 @@ export interface ExplainDeps {
   readonly userIssuers: readonly string[]
   readonly revocations: RevocationStore
   readonly admission: AdmissionStore
+  /** The subject verifier's clock rules: seconds of skew, and the longest a user token may still live. */
+  readonly subjectLifetime: { readonly skew: number; readonly maxAge: number }
   /** Epoch seconds. */
   readonly now: () => number
   /** The agent's standing (attestation, dormancy, orphaning), as the exchange reads it; absent: no lifecycle refusals. */
   readonly lifecycle?: LifecycleStanding | undefined
 }
 
-export type CheckName = 'agent.known' | 'subject.issuer' | PolicyCheck | 'revocation' | 'attestation' | 'rate_limit'
+export type CheckName = 'agent.known' | 'subject.issuer' | 'subject.lifetime' | PolicyCheck | 'revocation' | 'attestation' | 'rate_limit'
 
 /** `not_reached`: the exchange stops at the first failure and never makes it; `unknown`: it could not be told. */
 export type CheckOutcome = 'pass' | 'fail' | 'not_reached' | 'unknown'
@@ -108,18 +111,16 @@ export async function explainExchange(req: ExplainRequest, deps: ExplainDeps): P
   const user = userSubject(req, now)
   let grant: Grant | undefined
   let refusal: ExplainedCheck | undefined
+  const late = req.chain.length === 0 ? subjectLifetimeProblem(req.claims, now, deps.subjectLifetime) : undefined
   if (req.chain.length === 0 && !deps.userIssuers.includes(req.userIssuer)) {
     // The subject verifier refuses a token of an issuer it does not trust.
-    refusal = {
-      check: 'subject.issuer',
-      outcome: 'fail',
-      status: 400,
-      error: 'invalid_request',
-      description: 'subject_token is invalid',
-      detail: `iss=${req.userIssuer}`,
-    }
+    refusal = unacceptableSubject('subject.issuer', `iss=${req.userIssuer}`)
+  } else if (late !== undefined) {
+    checks.push({ check: 'subject.issuer', outcome: 'pass' })
+    refusal = unacceptableSubject('subject.lifetime', late)
   } else {
     checks.push({ check: 'subject.issuer', outcome: 'pass' })
+    if (req.chain.length === 0) checks.push({ check: 'subject.lifetime', outcome: 'pass', detail: describedTimes(req.claims) })
     const subject: VerifiedSubject = req.chain.length === 0 ? user : parentSubject(req, deps.issuer, user)
     const entered: PolicyCheck[] = []
     try {
@@ -218,6 +219,25 @@ async function peekLimits(
       detail: 'admission store unavailable',
     }
   }
+}
+
+/** RFC 8693 §2.2.2: the subject verifier's one answer for any subject token it does not accept. */
+function unacceptableSubject(check: CheckName, detail: string): ExplainedCheck {
+  return { check, outcome: 'fail', status: 400, error: 'invalid_request', description: SUBJECT_TOKEN_UNACCEPTABLE, detail }
+}
+
+/**
+ * The described user token's `exp`, `iat` and `nbf` under the verifier's rules (tokens/subject.ts): NumericDates,
+ * not expired, `exp` at most `maxAge` ahead, nothing issued in the future. Claims not described are not judged:
+ * the verifier requires `exp` and `iat`, so a real token has them.
+ */
+function subjectLifetimeProblem(claims: Readonly<Record<string, unknown>>, now: number, rules: ExplainDeps['subjectLifetime']): string | undefined {
+  return numericDateProblem(claims) ?? lifetimeProblem(claims, { now, skew: rules.skew, maxExpiresIn: rules.maxAge })
+}
+
+function describedTimes(claims: Readonly<Record<string, unknown>>): string | undefined {
+  const missing = (['exp', 'iat'] as const).filter((n) => claims[n] === undefined)
+  return missing.length === 0 ? undefined : `${missing.join(' and ')} not described: judged as a token issued now that does not expire`
 }
 
 /** The user's token as the subject verifier would have verified it; a token with no `exp` outlives any policy. */

@@ -24,6 +24,7 @@ import { revokeRoute } from './routes/revoke.js'
 import { mountAdminRevocations } from './routes/admin-revocations.js'
 import { mountRevocationFeed } from './routes/revocation-feed.js'
 import { mountAdminAudit, recordAdminRead, type AuditQueries } from './routes/admin-audit.js'
+import type { ExplainDeps } from '../core/explain.js'
 import { mountAdminPolicy } from './routes/admin-policy.js'
 import { mountAdminAgents, type AgentAttestations } from './routes/admin-agents.js'
 import type { LifecycleReads } from '../core/lifecycle.js'
@@ -49,6 +50,8 @@ export interface AppDeps {
   readonly revocations: RevocationService
   /** Issuers trusted for user subjects: a user kill names one (the only one by default). */
   readonly userIssuers: readonly string[]
+  /** The subject verifier's clock rules, which `policy explain` applies to a described user token. */
+  readonly subjectLifetime: ExplainDeps['subjectLifetime']
   readonly adminKeys: readonly AdminKey[]
   readonly keys: SigningKeys
   readonly logger: Logger
@@ -177,7 +180,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     clientAddress,
     onAuditError,
   })
-  mountAdminPolicy(app, { ...deps.exchange, keys: deps.adminKeys, userIssuers: deps.userIssuers })
+  mountAdminPolicy(app, { ...deps.exchange, keys: deps.adminKeys, userIssuers: deps.userIssuers, subjectLifetime: deps.subjectLifetime })
   const resourceServers = async (credentials: ClientCredentials) => {
     const caller = await deps.exchange.clients.authenticateCaller(credentials, undefined)
     await deps.exchange.clients.spend(caller)

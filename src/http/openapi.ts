@@ -555,7 +555,7 @@ const ExplainedCheck = z
     check: z
       .string()
       .describe(
-        'agent.known, subject.issuer, agent.in_force, agent.delegator, subject.not_delegated, subject.may_act, delegation.chain, delegation.depth, delegation.subagent, audience, grant, scope, ttl, revocation, rate_limit',
+        'agent.known, subject.issuer, subject.lifetime, agent.in_force, agent.delegator, subject.not_delegated, subject.may_act, delegation.chain, delegation.depth, delegation.subagent, audience, grant, scope, ttl, revocation, rate_limit',
       ),
     outcome: z.enum(['pass', 'fail', 'not_reached', 'unknown']),
     error: z.string().optional().describe('The RFC 6749 §5.2 error this check answers with.'),

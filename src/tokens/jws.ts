@@ -1,5 +1,6 @@
 import { constants, verify as cryptoVerify, type KeyObject } from 'node:crypto'
 import { decodeUtf8, holdsOnlyStorableText } from '../core/text.js'
+import { lifetimeProblem, numericDateProblem } from '../core/lifetime.js'
 
 /**
  * Compact-JWS verification on `node:crypto` one-shot calls with keys imported
@@ -199,17 +200,13 @@ export interface ClaimRules {
   readonly maxExpiresIn?: number
 }
 
-const NUMERIC = ['exp', 'iat', 'nbf'] as const
 const STRINGS = ['iss', 'sub', 'jti'] as const
 
 /** Registered-claim checks in a fixed order: presence, types, then values. */
 export function checkClaims(payload: Record<string, unknown>, rules: ClaimRules): void {
   for (const name of rules.required) if (payload[name] === undefined) throw new JwtError(`missing_${name}`)
-  for (const name of NUMERIC) {
-    const v = payload[name]
-    // RFC 7519 §2 NumericDate: seconds since the epoch, fractions allowed; JSON.parse turns 1e400 into Infinity.
-    if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < 0)) throw new JwtError(`bad_${name}`)
-  }
+  const badDate = numericDateProblem(payload)
+  if (badDate !== undefined) throw new JwtError(badDate)
   for (const name of STRINGS) {
     const v = payload[name]
     if (v !== undefined && (typeof v !== 'string' || v.length === 0)) throw new JwtError(`bad_${name}`)
@@ -228,12 +225,6 @@ export function checkClaims(payload: Record<string, unknown>, rules: ClaimRules)
   } else if (expected !== undefined && !(aud === expected || (Array.isArray(aud) && aud.includes(expected)))) {
     throw new JwtError('wrong_aud')
   }
-  const { now, skew } = rules
-  const exp = payload['exp'] as number | undefined
-  const nbf = payload['nbf'] as number | undefined
-  const iat = payload['iat'] as number | undefined
-  if (exp !== undefined && now - skew >= exp) throw new JwtError('expired')
-  if (exp !== undefined && rules.maxExpiresIn !== undefined && exp > now + rules.maxExpiresIn + skew) throw new JwtError('exp_too_far')
-  if (nbf !== undefined && nbf > now + skew) throw new JwtError('not_yet_valid')
-  if (iat !== undefined && iat > now + skew) throw new JwtError('issued_in_future')
+  const late = lifetimeProblem(payload, rules)
+  if (late !== undefined) throw new JwtError(late)
 }

@@ -77,7 +77,7 @@ const explainDoc = describeRoute({
     'Runs the exchange’s own checks, in its order, on a described request: the agent’s policy, the user’s issuer, the policy evaluation ' +
     '(in force, delegator, may_act, depth, audience, grant, scope, lifetime), the kill switch, and the rate limits, read without drawing from them. ' +
     'Mints nothing and spends nothing; the question is recorded (`admin.policy.explained`) before it is answered. ' +
-    'A token the caller would present is described, not sent, so its signature and lifetime are not part of the answer.',
+    'A token the caller would present is described, not sent: its signature is not part of the answer, but its described `exp`, `iat` and `nbf` are judged by the verifier’s rules (clock skew, longest lifetime).',
   security: [{ adminKey: [] }],
   requestBody: { required: true, content: jsonContent(ExplainBody) },
   responses: { 200: { description: 'The decision and every check.', content: jsonContent(PolicyExplanation) }, ...adminErrors(400, 401, 403, 413, 503) },

@@ -59,6 +59,7 @@ describe('POST /admin/policy/explain', () => {
     expect(e.checks.map((c) => c.check)).toEqual([
       'agent.known',
       'subject.issuer',
+      'subject.lifetime',
       'agent.in_force',
       'agent.delegator',
       'subject.not_delegated',
@@ -95,6 +96,35 @@ describe('POST /admin/policy/explain', () => {
     expect(e).toMatchObject({ decision: 'denied', failed_check: check, error })
     expect(outcome(e, check)).toBe('fail')
     if (check !== 'agent.known') expect(outcome(e, 'revocation')).toBe('not_reached')
+  })
+
+  it.each([
+    ['expired', (now: number) => ({ iat: now - 600, exp: now - 120 }), 'expired'],
+    ['exp too far ahead (1e300)', (now: number) => ({ iat: now, exp: 1e300 }), 'exp_too_far'],
+    ['exp a day and an hour ahead', (now: number) => ({ iat: now, exp: now + 25 * 3600 }), 'exp_too_far'],
+    ['issued in the future', (now: number) => ({ iat: now + 3600, exp: now + 7200 }), 'issued_in_future'],
+    ['not yet valid', (now: number) => ({ iat: now, nbf: now + 3600, exp: now + 7200 }), 'not_yet_valid'],
+    ['negative exp', () => ({ iat: 1, exp: -1 }), 'bad_exp'],
+  ])('a described user token the verifier refuses (%s) is denied at subject.lifetime, as the exchange answers', async (_name, times, reason) => {
+    const claims = { scope: 'read', ...times(b.now()) }
+    const e = await explain({ agent: 'secret-agent', scope: 'read', claims })
+    expect(e).toMatchObject({ decision: 'denied', failed_check: 'subject.lifetime', error: 'invalid_request', reason })
+    expect(outcome(e, 'subject.issuer')).toBe('pass')
+    expect(outcome(e, 'revocation')).toBe('not_reached')
+    const res = await exchange('secret-agent', claims, { scope: 'read' })
+    expect(res.status).toBe(400)
+    expect(await res.json()).toMatchObject({ error: 'invalid_request', error_description: 'subject_token is invalid or not acceptable' })
+  })
+
+  it('a described user token within its lifetime passes subject.lifetime, and one without times says it judged none', async () => {
+    const now = b.now()
+    const timed = await explain({ agent: 'secret-agent', scope: 'read', claims: { scope: 'read', iat: now - 10, exp: now + 3600 } })
+    expect(timed.checks.find((c) => c.check === 'subject.lifetime')).toEqual({ check: 'subject.lifetime', outcome: 'pass' })
+    const untimed = await explain({ agent: 'secret-agent', scope: 'read', claims: { scope: 'read' } })
+    expect(untimed.checks.find((c) => c.check === 'subject.lifetime')).toMatchObject({
+      outcome: 'pass',
+      reason: expect.stringContaining('exp and iat not described'),
+    })
   })
 
   it('scope not granted: the real exchange answers the same error', async () => {
