@@ -15,6 +15,8 @@ import { recordInForce } from './audit/in-force.js'
 import type { AuditLog } from './audit/port.js'
 import { openPropagation } from './compose/propagation.js'
 import { openWebhookNotifier } from './compose/notifications.js'
+import { openAgentLifecycle } from './compose/lifecycle.js'
+import type { LifecycleService } from './audit/lifecycle-service.js'
 import { openSetTransmitter } from './compose/ssf.js'
 import { openDurableStores } from './compose/storage.js'
 import type { Config } from './config/schema.js'
@@ -58,6 +60,8 @@ export interface Mandate {
   readonly storage: { readonly database: 'postgres' | 'pglite' | 'memory'; readonly redis: boolean }
   /** Refusals, logged as one line per interval (the HTTP server counts its dropped connections in `unavailable`). */
   readonly refusals: Refusals
+  /** The agents' lifecycle: attestations, and the sweep that records transitions (tests run it at will). */
+  readonly lifecycle: LifecycleService
   close(): Promise<void>
 }
 
@@ -158,6 +162,20 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     const transmitter = await openSetTransmitter(config, { database: stores.database, keys, revocations, instance, clock, logger: log, metrics }, closers)
     const webhooks = await openWebhookNotifier(config, { database: stores.database, revocations, instance, clock, logger: log }, closers)
 
+    const lifecycle = await openAgentLifecycle(
+      config,
+      {
+        database: stores.database,
+        audit,
+        policies: policies.store,
+        usage: stores.usageReads,
+        now: nowSeconds,
+        pollMs: options.filePollMs ?? 5000,
+        logger: log,
+      },
+      closers,
+    )
+
     const devIssuer = options.dev ? await createDevUserIssuer(config.issuer) : undefined
     const trust = buildIssuerTrust({
       ...trustedIssuersOf(config),
@@ -177,6 +195,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       now: nowSeconds,
       minter: options.minter,
       tracing,
+      lifecycle,
     })
 
     // Refusals are counted and logged once per interval, never a line each.
@@ -222,6 +241,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       ...(transmitter === undefined ? {} : { ssf: transmitter }),
       ...(webhooks === undefined ? {} : { webhooks }),
       forwardAuth: config.forward_auth.enabled,
+      lifecycle,
     })
     return {
       app,
@@ -230,6 +250,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       revocations,
       storage: { database: stores.engine, redis: shared.feed !== undefined },
       refusals,
+      lifecycle,
       close: () => closers.closeAll(),
     }
   } catch (err) {
@@ -260,6 +281,7 @@ function exchangeDeps(
     /** Instead of the configured key (tests). */
     readonly minter: TokenMinter | undefined
     readonly tracing: Tracing | undefined
+    readonly lifecycle: NonNullable<ExchangeDeps['lifecycle']>
   },
 ): ExchangeDeps {
   const skew = config.limits.clock_skew_seconds
@@ -291,6 +313,7 @@ function exchangeDeps(
     admission: d.admission,
     now: d.now,
     newJti: () => randomUUID() as Jti,
+    lifecycle: d.lifecycle,
     ...(d.tracing === undefined ? {} : { step: d.tracing.step.bind(d.tracing) }),
   }
 }

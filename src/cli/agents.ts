@@ -1,5 +1,5 @@
 /**
- * `mandate agents list|show`: the agent inventory through a running
+ * `mandate agents list|show|attest`: the agent inventory through a running
  * broker's admin API (/admin/agents). A table for people, `--json` for
  * scripts; failures as one line and an exit code (client.ts).
  */
@@ -15,6 +15,7 @@ export interface AgentsOptions extends BrokerOptions {
   sort?: string
   limit?: string
   offset?: string
+  note?: string
 }
 
 interface Usage {
@@ -37,6 +38,7 @@ interface AgentJson {
   usage: Usage
   grants: { audience: string; scopes: string[] }[]
   kills: { id: string; reason: string; created_by: string; created_at: string }[]
+  attestation: { last_attested_at: string | null; by: string | null; next_due: string | null } | null
 }
 interface AgentDetailJson extends AgentJson {
   grant_usage: { audience: string; scope: string; tokens_30d: number; last_token_at: string }[]
@@ -50,6 +52,8 @@ const plain = () => ({ style: { head: [] as string[], border: [] as string[] } }
 const time = (iso: string | null) => (iso === null ? '-' : iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z'))
 const day = (iso: string | null) => (iso === null ? '-' : iso.slice(0, 10))
 const expiry = (a: AgentJson) => (a.expires === null ? '-' : `${day(a.expires)} (${a.days_left ?? 0} d)`)
+const attested = (a: AgentJson) =>
+  a.attestation?.last_attested_at == null ? 'never' : `${time(a.attestation.last_attested_at)} by ${printable(a.attestation.by ?? '-')}`
 const stale = (fresh: boolean) => {
   if (!fresh) process.stderr.write('warning: the broker’s revocation mirror is stale: a kill may be missing from "state"\n')
 }
@@ -105,6 +109,8 @@ export const agentsShow = (agent: string, o: AgentsOptions) =>
       ['expires', expiry(a)],
       ['authentication', a.authentication ?? '-'],
       ['last token', time(a.last_token_at)],
+      ['attested', attested(a)],
+      ['next attestation', a.attestation?.next_due == null ? '-' : day(a.attestation.next_due)],
       ['last 24 h', `${u.tokens_24h} tokens, ${u.users_24h} users, ${u.denials_24h} denial${u.denials_24h === 1 ? '' : 's'}`],
       ['last 30 d', `${u.tokens_30d} tokens, ${u.users_30d} users, ${u.denials_30d} denial${u.denials_30d === 1 ? '' : 's'}`],
     ] as const)
@@ -135,4 +141,18 @@ export const agentsShow = (agent: string, o: AgentsOptions) =>
     }
     write('\ndelegation chains (newest first)')
     write(a.chains.length === 0 ? 'none' : a.chains.map((c) => printable(`${time(c.at)}  ${[...c.actors].reverse().join(' -> ')}  jti ${c.jti}`)).join('\n'))
+  })
+
+/** `mandate agents attest AGENT [--note TEXT]`: records the owner's attestation; prints when the next is due. */
+export const agentsAttest = (agent: string, o: AgentsOptions) =>
+  run(async () => {
+    const b = await resolveBroker(o)
+    const done = (await adminRequest(b, 'POST', `/admin/agents/${encodeURIComponent(agent)}/attest`, o.note === undefined ? {} : { note: o.note })) as {
+      agent: string
+      attested_at: string
+      by: string
+      next_due: string
+    }
+    if (o.json === true) return void write(JSON.stringify(done))
+    write(printable(`attested ${done.agent} at ${time(done.attested_at)} as ${done.by}; next attestation due ${day(done.next_due)}`))
   })

@@ -278,7 +278,7 @@ brokerOptions(
 ).action(lazy(() => import('./webhooks.js'), 'webhooksList'))
 const agents = program
   .command('agents')
-  .description('the agent inventory: every agent, its owner, state and usage (auditor role)')
+  .description('the agent inventory: every agent, its owner, state and usage (auditor role); owners’ attestations (admin role)')
   .addHelpText('after', `\nThe broker and the admin key are found as for "mandate revoke" (see its --help).\n${BROKER_EXIT_CODES_HELP}`)
 const agentsAction = (name: string) => lazy(() => import('./agents.js'), name as keyof typeof import('./agents.js'))
 brokerOptions(
@@ -286,7 +286,7 @@ brokerOptions(
     .command('list')
     .description('every agent of the policies and of the log (no policy: state unknown)')
     .option('--owner <owner>', 'only this owner')
-    .option('--state <state>', 'active, expiring, expired, killed, dormant or unknown')
+    .option('--state <state>', 'active, expiring, expired, killed, quarantined, attestation_overdue, orphaned, dormant or unknown')
     .option('--expiring <duration>', 'expiring within this long, e.g. 14d (expired ones included)')
     .option('--sort <key>', 'agent, owner, expires, last_token, tokens_24h or tokens_30d')
     .option('--limit <n>', '1-500 (default 100)')
@@ -295,6 +295,17 @@ brokerOptions(
 brokerOptions(agents.command('show').description('one agent: usage per grant, recent denials, kills, delegation chains').argument('<agent>')).action(
   agentsAction('agentsShow'),
 )
+brokerOptions(
+  agents
+    .command('attest')
+    .description('record that the agent’s owner vouches for it (admin role): lifts an overdue attestation or a dormancy suspension')
+    .argument('<agent>')
+    .option('--note <text>', 'what the owner said, kept in the agent.attested record')
+    .addHelpText(
+      'after',
+      '\nThe record names the admin key. The next attestation is due attest_every from now (the policy\u2019s; without it, when the agent\nwould turn dormant unused). Other instances see it within governance.lifecycle_sweep_seconds.',
+    ),
+).action(agentsAction('agentsAttest'))
 
 const configOption = ['-c, --config <file>', 'YAML config file (default: $MANDATE_CONFIG); else the environment'] as const
 const dbHelp = `

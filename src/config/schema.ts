@@ -7,7 +7,7 @@
 import { isIP } from 'node:net'
 import { z } from 'zod'
 import { compileAuthentication, UNUSABLE_JWK } from '../policy/load.js'
-import { AbsoluteUri, ClientSecretBasicAuthentication, PrivateKeyJwtAuthentication } from '../policy/schema.js'
+import { AbsoluteUri, ClientSecretBasicAuthentication, DurationText, PrivateKeyJwtAuthentication } from '../policy/schema.js'
 import { isAllowedUpstreamUrl } from '../tokens/fetch-limited.js'
 import { WEBHOOK_EVENT_TYPES } from '../notify/events.js'
 import { ASYMMETRIC_ALGORITHMS } from '../tokens/jws.js'
@@ -465,6 +465,38 @@ export const Config = z
     governance: z
       .strictObject({
         // Lifecycle: attestation, dormancy, orphans.
+        attestation_grace: DurationText.default('7d').describe(
+          'an agent whose policy sets `attest_every` gets no tokens once its attestation is this long overdue (`unauthorized_client`, "attestation overdue")',
+        ),
+        dormant_after: DurationText.default('90d').describe(
+          'an agent with no token and no attestation for this long is dormant (one never used: counted from when the broker first loaded its policy)',
+        ),
+        on_dormant: z
+          .enum(['warn', 'suspend'])
+          .default('warn')
+          .describe('`warn`: a dormant agent is recorded (`agent.lifecycle`) and listed; `suspend`: it also gets no tokens until attested'),
+        owners_file: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            'a file listing the current owner identities, one a line (`#` starts a comment), re-read when it changes; an agent whose owner is not listed is orphaned. Absent: no agent is orphaned',
+          ),
+        on_orphan: z
+          .enum(['warn', 'suspend'])
+          .default('warn')
+          .describe(
+            '`warn`: an orphaned agent is recorded and listed; `suspend`: it also gets no tokens until its owner is listed again or its policy names a listed owner',
+          ),
+        lifecycle_sweep_seconds: z
+          .number()
+          .int()
+          .min(1)
+          .max(3600)
+          .default(60)
+          .describe(
+            'how often every instance re-reads attestations and evaluates every agent’s lifecycle (an attestation reaches the other instances within this)',
+          ),
 
         // Anomaly rules and their actions.
 

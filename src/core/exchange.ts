@@ -2,6 +2,7 @@ import type { AgentId, Jti, MandateClaims, Subject } from './claims.js'
 import { actClaim, actorsOf, TOKEN_TYPE } from './claims.js'
 import { admissionRefusal, admissionUnavailable } from './admission.js'
 import { loggable, OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
+import type { LifecycleStanding } from './lifecycle.js'
 import { evaluatePolicy, type Grant } from './policy-eval.js'
 import type { AdmissionStore, BucketCharge } from '../admission/port.js'
 import type { AuditLog } from '../audit/port.js'
@@ -38,6 +39,8 @@ export interface ExchangeDeps {
   readonly now: () => number
   /** A fresh, unguessable token identifier. */
   readonly newJti: () => Jti
+  /** Attestation, dormancy and orphaning, answered from memory; absent: no lifecycle refusals. */
+  readonly lifecycle?: LifecycleStanding
   /** Called at each named step; telemetry hangs spans on it. */
   readonly step?: <T>(name: ExchangeStep, fn: () => T) => T
 }
@@ -146,6 +149,9 @@ export async function exchangeToken(req: ExchangeRequest, deps: ExchangeDeps, co
     )
     const revoked = revocationRefusal(verdict)
     if (revoked !== undefined) throw revoked
+    // The agent's standing: an overdue attestation, or dormant or orphaned under `suspend`. From memory.
+    const standing = deps.lifecycle?.refusal(policy, now)
+    if (standing !== undefined) throw standing
 
     const refused = await admitted
     if (refused !== undefined) throw refused

@@ -2,6 +2,7 @@ import type { AgentId, Jti, MandateClaims, Subject } from './claims.js'
 import { actClaim } from './claims.js'
 import { admissionRefusal } from './admission.js'
 import { answerOf, OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
+import type { LifecycleStanding } from './lifecycle.js'
 import { lifetimeProblem, numericDateProblem } from './lifetime.js'
 import { evaluatePolicy, type Grant, type PolicyCheck } from './policy-eval.js'
 import { revocationRefusal } from './exchange.js'
@@ -41,9 +42,11 @@ export interface ExplainDeps {
   readonly subjectLifetime: { readonly skew: number; readonly maxAge: number }
   /** Epoch seconds. */
   readonly now: () => number
+  /** The agent's standing (attestation, dormancy, orphaning), as the exchange reads it; absent: no lifecycle refusals. */
+  readonly lifecycle?: LifecycleStanding | undefined
 }
 
-export type CheckName = 'agent.known' | 'subject.issuer' | 'subject.lifetime' | PolicyCheck | 'revocation' | 'rate_limit'
+export type CheckName = 'agent.known' | 'subject.issuer' | 'subject.lifetime' | PolicyCheck | 'revocation' | 'attestation' | 'rate_limit'
 
 /** `not_reached`: the exchange stops at the first failure and never makes it; `unknown`: it could not be told. */
 export type CheckOutcome = 'pass' | 'fail' | 'not_reached' | 'unknown'
@@ -162,6 +165,14 @@ export async function explainExchange(req: ExplainRequest, deps: ExplainDeps): P
     if (refusal !== undefined) checks.push(refusal)
   } else {
     checks.push({ check: 'revocation', outcome: 'not_reached' })
+  }
+  // The exchange asks the agent's standing right after the revocation check (attestation, dormancy, orphaning).
+  if (refusal === undefined && grant !== undefined) {
+    const standing = deps.lifecycle?.refusal(policy, now)
+    if (standing === undefined) checks.push({ check: 'attestation', outcome: 'pass' })
+    else checks.push((refusal = failed('attestation', standing)))
+  } else {
+    checks.push({ check: 'attestation', outcome: 'not_reached' })
   }
 
   // The exchange draws from the rate limits whatever else refuses, and a limit's refusal is the answer then.

@@ -5,10 +5,11 @@
  * come in; nothing is read here.
  */
 import type { AgentId } from './claims.js'
+import type { AgentLifecycleView, LifecycleReads } from './lifecycle.js'
 import type { AgentPolicy } from '../policy/port.js'
 import type { Revocation } from '../revocation/port.js'
 
-export const AGENT_STATES = ['active', 'expiring', 'expired', 'killed', 'dormant', 'unknown'] as const
+export const AGENT_STATES = ['active', 'expiring', 'expired', 'killed', 'dormant', 'unknown', 'attestation_overdue', 'orphaned', 'quarantined'] as const
 export type AgentState = (typeof AGENT_STATES)[number]
 
 /** An agent is `expiring` this close to its policy's `expires`. */
@@ -81,14 +82,32 @@ export interface InventoryEntry {
   readonly grants: readonly { readonly audience: string; readonly scopes: readonly string[] }[]
   /** Agent kills in force. */
   readonly kills: readonly Revocation[]
+  /** The last attestation and when the next is due; undefined without a policy (or without the lifecycle). */
+  readonly attestation?: { readonly lastAttestedAt: number | undefined; readonly by: string | undefined; readonly nextDue: number | undefined } | undefined
 }
 
-/** The state of one agent: a kill wins, then expiry, then dormancy. */
-export function stateOf(policy: AgentPolicy | undefined, usage: AgentUsage, kills: readonly Revocation[], now: number): AgentState {
+/** A kill an anomaly rule made: its reason starts so (the anomaly rules' `quarantine` action). */
+export const QUARANTINE_REASON_PREFIX = 'quarantine:'
+
+/**
+ * The state of one agent: a kill wins (a quarantine first), then expiry, an overdue attestation, an owner gone,
+ * expiry near, then dormancy. With the lifecycle, dormancy is its (`governance.dormant_after`); without, 90 days.
+ */
+export function stateOf(
+  policy: AgentPolicy | undefined,
+  usage: AgentUsage,
+  kills: readonly Revocation[],
+  now: number,
+  lifecycle?: AgentLifecycleView,
+): AgentState {
   if (policy === undefined) return 'unknown'
+  if (kills.some((k) => k.reason.startsWith(QUARANTINE_REASON_PREFIX))) return 'quarantined'
   if (kills.length > 0) return 'killed'
   if (policy.expires <= now) return 'expired'
+  if (lifecycle?.conditions.includes('attestation_overdue') === true) return 'attestation_overdue'
+  if (lifecycle?.conditions.includes('orphaned') === true) return 'orphaned'
   if (policy.expires - now <= EXPIRING_WITHIN) return 'expiring'
+  if (lifecycle !== undefined) return lifecycle.conditions.includes('dormant') ? 'dormant' : 'active'
   if (usage.lastTokenAt !== undefined && now - usage.lastTokenAt > DORMANT_AFTER) return 'dormant'
   return 'active'
 }
@@ -111,16 +130,25 @@ export function buildInventory(
   usage: ReadonlyMap<string, AgentUsage>,
   kills: ReadonlyMap<string, readonly Revocation[]>,
   now: number,
+  lifecycle?: LifecycleReads,
 ): InventoryEntry[] {
   const byAgent = new Map<string, AgentPolicy>(policies.map((p) => [p.agent, p]))
   const ids = [...new Set([...byAgent.keys(), ...usage.keys()])].sort()
-  return ids.map((agent) => entryOf(agent as AgentId, byAgent.get(agent), usage.get(agent) ?? NO_USAGE, kills.get(agent) ?? [], now))
+  return ids.map((agent) => entryOf(agent as AgentId, byAgent.get(agent), usage.get(agent) ?? NO_USAGE, kills.get(agent) ?? [], now, lifecycle))
 }
 
-export function entryOf(agent: AgentId, policy: AgentPolicy | undefined, usage: AgentUsage, kills: readonly Revocation[], now: number): InventoryEntry {
+export function entryOf(
+  agent: AgentId,
+  policy: AgentPolicy | undefined,
+  usage: AgentUsage,
+  kills: readonly Revocation[],
+  now: number,
+  lifecycle?: LifecycleReads,
+): InventoryEntry {
+  const view = policy === undefined ? undefined : lifecycle?.view(policy, now)
   return {
     agent,
-    state: stateOf(policy, usage, kills, now),
+    state: stateOf(policy, usage, kills, now, view),
     owner: policy?.owner,
     purpose: policy?.purpose,
     expires: policy?.expires,
@@ -132,6 +160,7 @@ export function entryOf(agent: AgentId, policy: AgentPolicy | undefined, usage: 
         ? []
         : [...policy.grants.values()].map((g) => ({ audience: g.audience, scopes: [...g.scopes].sort() })).sort((a, b) => cmp(a.audience, b.audience)),
     kills,
+    attestation: view === undefined ? undefined : { lastAttestedAt: view.attestedAt, by: view.attestedBy, nextDue: view.nextDue },
   }
 }
 

@@ -12,12 +12,12 @@ export interface AdminKey {
   readonly roles: ReadonlySet<AdminRole>
 }
 
-/** What each admin action needs; `admin` may do everything. */
-export type AdminPermission = 'revoke' | 'read'
+/** What each admin action needs; `admin` may do everything (and alone vouches for an agent, for its owner: `attest`). */
+export type AdminPermission = 'revoke' | 'read' | 'attest'
 const GRANTS: Record<AdminRole, ReadonlySet<AdminPermission>> = {
   responder: new Set(['revoke']),
   auditor: new Set(['read']),
-  admin: new Set(['revoke', 'read']),
+  admin: new Set(['revoke', 'read', 'attest']),
 }
 
 /**

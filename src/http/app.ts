@@ -26,7 +26,8 @@ import { mountRevocationFeed } from './routes/revocation-feed.js'
 import { mountAdminAudit, recordAdminRead, type AuditQueries } from './routes/admin-audit.js'
 import type { ExplainDeps } from '../core/explain.js'
 import { mountAdminPolicy } from './routes/admin-policy.js'
-import { mountAdminAgents } from './routes/admin-agents.js'
+import { mountAdminAgents, type AgentAttestations } from './routes/admin-agents.js'
+import type { LifecycleReads } from '../core/lifecycle.js'
 import type { UsageReads } from '../core/inventory.js'
 import type { AdminKey } from './admin-auth.js'
 import type { RevocationService } from '../revocation/service.js'
@@ -91,6 +92,8 @@ export interface AppDeps {
   readonly ssf?: SetPoller
   /** The webhooks' delivery state; absent: /admin/webhooks lists none. */
   readonly webhooks?: WebhookStatuses
+  /** Attestations and lifecycle states for /admin/agents; absent: not shown, and no POST /admin/agents/{id}/attest. */
+  readonly lifecycle?: LifecycleReads & AgentAttestations
 }
 
 /** The admin API's paths (the kill switch, the delegation log's queries). */
@@ -206,7 +209,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   }
   if (deps.usageReads !== undefined) {
     const { audit, now, policies } = deps.exchange
-    mountAdminAgents(app, { keys: deps.adminKeys, audit, usage: deps.usageReads, policies, revocations: deps.revocations, now })
+    mountAdminAgents(app, { keys: deps.adminKeys, audit, usage: deps.usageReads, policies, revocations: deps.revocations, now, lifecycle: deps.lifecycle })
   }
   app.get('/.well-known/oauth-authorization-server', metadataDoc, metadataRoute(issuer, deps.keys))
   app.get('/.well-known/jwks.json', jwksDoc, jwksRoute(deps.keys))

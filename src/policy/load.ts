@@ -6,7 +6,7 @@ import type { AgentId } from '../core/claims.js'
 import type { AgentAuthentication, AgentPolicy, AgentPublicKey, AudienceGrant, PolicyIssue, PolicyStore, RateLimit } from './port.js'
 import { importPublicJwk, KeyRefused } from '../tokens/jwk.js'
 import { keyFitsAlgorithm } from '../tokens/jws.js'
-import { parseRate, Policy, type PolicyAuthentication } from './schema.js'
+import { parseRate, Policy, type PolicyAuthentication, parseDuration } from './schema.js'
 
 export type LoadResult = { readonly ok: true; readonly policies: readonly AgentPolicy[] } | { readonly ok: false; readonly issues: readonly PolicyIssue[] }
 
@@ -144,6 +144,7 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy; 
       ttl: { default: p.token_ttl.default, max: p.token_ttl.max },
       delegation: { maxDepth: p.delegation.max_depth, subAgents: new Set(p.delegation.sub_agents as AgentId[]) },
       rateLimit: { agent: rateLimit(p.rate_limit.agent), user: rateLimit(p.rate_limit.user) },
+      ...(p.attest_every === undefined ? {} : { attestEvery: parseDuration(p.attest_every) }),
       sourceHash: createHash('sha256').update(text).digest('hex'),
       source: file,
     },

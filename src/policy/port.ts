@@ -73,6 +73,8 @@ export interface AgentPolicy {
     /** The agent's exchanges for one user, a user being (issuer, `sub`). */
     readonly user: RateLimit | undefined
   }
+  /** Seconds between two attestations by the owner (`attest_every`); undefined: none needed. */
+  readonly attestEvery?: number | undefined
   /** SHA-256 of the file the policy was loaded from, hex; ties an issuance to its policy text. */
   readonly sourceHash: string
   readonly source: string

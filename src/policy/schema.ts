@@ -96,6 +96,19 @@ const Bucket = z
   })
   .describe('a token bucket: `burst` requests at once, refilled at `rate`')
 
+// `90d`, `36h`: a count of 1-9999, then the unit.
+const DURATION = /^([1-9][0-9]{0,3})(d|h)$/
+
+/** A duration as policies and the config's governance section write it: `90d`, `36h`. */
+export const DurationText = z.string().regex(DURATION, 'must be a duration in days or hours, such as 90d or 36h')
+
+/** `90d` → seconds; `undefined` when malformed (the schemas refuse it first). */
+export function parseDuration(text: string): number | undefined {
+  const m = DURATION.exec(text)
+  if (m === null) return undefined
+  return Number(m[1]) * (m[2] === 'd' ? 86_400 : 3_600)
+}
+
 /** The longest lifetime any policy may give a token, seconds. */
 export const MAX_TOKEN_TTL = 24 * 3600
 
@@ -132,6 +145,9 @@ export const Policy = z
       .default({ max_depth: 1, sub_agents: [] })
       .describe('re-delegation'),
     // Lifecycle (attestation) fields.
+    attest_every: DurationText.optional().describe(
+      'the owner re-attests the agent this often (`mandate agents attest`); past it plus `governance.attestation_grace` the agent gets no tokens. Absent: no attestation needed',
+    ),
 
     // Anomaly rules and declared hours.
 

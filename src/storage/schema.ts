@@ -7,7 +7,7 @@
  * loads it on its own, without the project's module resolution.
  */
 import { sql, type SQL } from 'drizzle-orm'
-import { bigint, check, customType, index, integer, pgTable, primaryKey, text, timestamp, unique, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core'
+import { bigint, boolean, check, customType, index, integer, pgTable, primaryKey, text, timestamp, unique, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core'
 
 /** Every revocation kind, as stored in `revocations.kind` (`RevocationKind` in src/revocation/port.ts). */
 export const REVOCATION_KINDS = ['jti', 'chain', 'agent', 'sub', 'agent_sub'] as const
@@ -302,3 +302,25 @@ export const agentUsers = pgTable(
   },
   (t) => [primaryKey({ columns: [t.agent, t.subIss, t.sub] }), index('agent_users_agent_last_idx').on(t.agent, t.lastAt)],
 )
+
+/**
+ * One row per agent the lifecycle sweep has seen (src/audit/lifecycle-sql.ts): when the broker first
+ * loaded its policy (an agent never attested is counted from then), its last attestation, and the
+ * lifecycle conditions last recorded. `version` makes recording a transition a conditional update:
+ * of instances sweeping at once, only the one whose update matched writes the `agent.lifecycle` records.
+ * Times are epoch seconds.
+ */
+export const agentLifecycle = pgTable('agent_lifecycle', {
+  agent: text('agent').primaryKey(),
+  trackedSince: bigint('tracked_since', { mode: 'number' }).notNull(),
+  attestedAt: bigint('attested_at', { mode: 'number' }),
+  attestedBy: text('attested_by'),
+  /** When the attestation recorded last said the next one is due. */
+  nextDue: bigint('next_due', { mode: 'number' }),
+  conditions: text('conditions')
+    .array()
+    .notNull()
+    .default(sql`'{}'::text[]`),
+  suspended: boolean('suspended').notNull().default(false),
+  version: bigint('version', { mode: 'number' }).notNull().default(0),
+})

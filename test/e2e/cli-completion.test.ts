@@ -65,6 +65,10 @@ describe('bash', () => {
       ],
       [['mandate', 're'], ['revoke']],
       [
+        ['mandate', 'agents', ''],
+        ['attest', 'help', 'list', 'show'],
+      ],
+      [
         ['mandate', 'revoke', ''],
         ['agent', 'chain', 'help', 'jti', 'lift', 'list', 'sub'],
       ],

@@ -1661,7 +1661,11 @@ const malformedBearer = fc.constantFrom(
 )
 
 /** The Authorization header for a key choice, and the refusal it gets for a permission (undefined: allowed). */
-function adminAuth(choice: KeyChoice, malformed: string, permission: 'revoke' | 'read'): { headers: Record<string, string>; refusal: Outcome | undefined } {
+function adminAuth(
+  choice: KeyChoice,
+  malformed: string,
+  permission: 'revoke' | 'read' | 'attest',
+): { headers: Record<string, string>; refusal: Outcome | undefined } {
   switch (choice) {
     case 'none':
       return { headers: {}, refusal: ADMIN_UNAUTHORIZED }
@@ -1670,7 +1674,8 @@ function adminAuth(choice: KeyChoice, malformed: string, permission: 'revoke' | 
     case 'malformed':
       return { headers: { authorization: malformed }, refusal: ADMIN_UNAUTHORIZED }
     default: {
-      const allowed = choice === 'admin' || (choice === 'responder') === (permission === 'revoke')
+      // Only the admin role attests.
+      const allowed = choice === 'admin' || (permission !== 'attest' && (choice === 'responder') === (permission === 'revoke'))
       return { headers: { authorization: `Bearer ${ADMIN_KEYS[choice]}` }, refusal: allowed ? undefined : ADMIN_FORBIDDEN }
     }
   }
@@ -2057,6 +2062,68 @@ export function adminExplainCase(ctx: HostileContext): fc.Arbitrary<HostileCase>
     })
 }
 
+/**
+ * POST /admin/agents/:id/attest with ids good, unknown and hostile, and bodies good (none, or a note: 200 for
+ * an agent a policy names, 404 for one nothing names) and bad (400; 413 over the limit), under every kind of key.
+ * An attestation only records and reinstates: it changes no other case's answer.
+ */
+export function adminAttestCase(ctx: HostileContext): fc.Arbitrary<HostileCase> {
+  const id = fc.oneof(
+    fc.constantFrom('secret-agent', 'jwt-agent', 'workload-agent', 'sub-agent', 'expired-agent').map((path) => ({ path, known: true, hostile: false })),
+    fc.stringMatching(/^[a-z][a-z0-9-]{0,40}$/).map((s) => ({ path: `nobody-${s}`, known: false, hostile: false })),
+    fc.constantFrom('a'.repeat(257), 'a%20b', '%C3%A9t%C3%A9', 'a%09b', '%zz').map((path) => ({ path, known: false, hostile: true })),
+  )
+  const body = fc.oneof(
+    fc.constant({ label: 'no body', bytes: Buffer.alloc(0), ok: true }),
+    fc
+      .oneof(
+        // eslint-disable-next-line no-control-regex -- control characters but line breaks are what the route refuses
+        fc.string({ minLength: 1, maxLength: 200 }).filter((t) => !/[\u0000-\u0009\u000b-\u001f\u007f]/.test(t)),
+        fc.constant('line one\nline two'),
+      )
+      .map((note) => ({ label: 'a note', bytes: jsonWith({ note }), ok: true })),
+    fc
+      .constantFrom<[string, unknown]>(
+        ['note empty', { note: '' }],
+        ['note 1025 characters', { note: 'n'.repeat(1025) }],
+        ['note a number', { note: 7 }],
+        ['note with a tab', { note: 'a\tb' }],
+        ['note with a NUL', { note: 'a\u0000b' }],
+        ['an unknown member', { note: 'n', by: 'someone-else' }],
+        ['an array', [{ note: 'n' }]],
+        ['null', null],
+      )
+      .map(([label, value]) => ({ label, bytes: jsonWith(value), ok: false })),
+    fc.constantFrom('{', 'note=x', '\u0000').map((t) => ({ label: `not JSON: ${JSON.stringify(t)}`, bytes: Buffer.from(t), ok: false })),
+    fc.constant({ label: 'over the body limit', bytes: Buffer.alloc(ctx.maxBodyBytes + 1, 0x20), ok: false }),
+  )
+  return fc.record({ key: adminKey, malformed: malformedBearer, id, body, headers: neutralHeaders }).map(({ key, malformed, id, body, headers }) => {
+    const auth = adminAuth(key, malformed, 'attest')
+    const oversize = body.bytes.length > ctx.maxBodyBytes
+    // The router may not match a hostile id at all (404); a hostile one it matches is refused (400).
+    const answers: Outcome[] = oversize
+      ? [TOO_LARGE]
+      : id.hostile
+        ? [ADMIN_INVALID, ADMIN_NOT_FOUND]
+        : !body.ok
+          ? [ADMIN_INVALID]
+          : id.known
+            ? [{ kind: 'ok', status: 200 }]
+            : [ADMIN_NOT_FOUND]
+    return hostileCase({
+      label: `POST /admin/agents/<id>/attest as ${key}: ${body.label}`,
+      request: {
+        method: 'POST',
+        path: `/admin/agents/${id.path}/attest`,
+        headers: { ...headers, ...auth.headers, ...(body.bytes.length === 0 ? {} : { 'content-type': 'application/json' }) },
+        body: body.bytes,
+      },
+      expected: auth.refusal !== undefined ? [auth.refusal, ...(oversize ? [TOO_LARGE] : []), ...(id.hostile ? [ADMIN_NOT_FOUND] : [])] : answers,
+      secrets: adminSecrets(auth.headers),
+    })
+  })
+}
+
 /** DELETE /admin/revocations/:id for ids that name no revocation: 404 (400 for hostile bytes is right too). */
 export function adminLiftCase(): fc.Arbitrary<HostileCase> {
   const id = fc.oneof(
@@ -2102,6 +2169,7 @@ export const ROUTES: readonly { readonly path: string; readonly allow: readonly 
   { path: '/admin/audit/chains/some-jti', allow: ['GET'] },
   { path: '/admin/agents', allow: ['GET'] },
   { path: '/admin/agents/secret-agent', allow: ['GET'] },
+  { path: '/admin/agents/secret-agent/attest', allow: ['POST'] },
   { path: '/admin/policy/explain', allow: ['POST'] },
   { path: '/admin/webhooks', allow: ['GET'] },
   { path: '/revocations/feed', allow: ['GET', 'POST'] },

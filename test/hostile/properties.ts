@@ -25,6 +25,7 @@ import {
   adminAgentsCase,
   adminAgentCase,
   adminExplainCase,
+  adminAttestCase,
   routeCase,
   forwardAuthCase,
   ssfPollCase,
@@ -196,6 +197,7 @@ export const PROPERTIES: readonly HostileProperty[] = [
   { name: 'admin: GET /admin/agents with query junk', group: 'admin', runs: 600, cases: () => adminAgentsCase() },
   { name: 'admin: GET /admin/agents/:id with ids good, unknown and hostile', group: 'admin', runs: 300, cases: () => adminAgentCase() },
   { name: 'admin: POST /admin/policy/explain with bodies good and bad', group: 'admin', runs: 600, cases: (ctx) => adminExplainCase(ctx) },
+  { name: 'admin: POST /admin/agents/:id/attest with ids and bodies good and bad', group: 'admin', runs: 400, cases: (ctx) => adminAttestCase(ctx) },
   { name: 'routes: wrong methods, unknown paths, junk queries on public routes', group: 'admin', runs: 1200, cases: () => routeCase() },
   {
     name: 'forward-auth: live tokens with junk around them, every method at ext-authz',

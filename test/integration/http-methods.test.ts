@@ -29,6 +29,7 @@ const ROUTES: Record<string, readonly string[]> = {
   '/admin/policy/explain': ['POST'],
   '/admin/agents': ['GET'],
   '/admin/agents/:id': ['GET'],
+  '/admin/agents/:id/attest': ['POST'],
   '/admin/audit': ['GET'],
   '/admin/audit/chains/:jti': ['GET'],
   '/revocations/feed': ['GET', 'POST'],

@@ -13,11 +13,13 @@ import {
   type InventoryEntry,
   type UsageReads,
 } from '../../core/inventory.js'
+import type { LifecycleReads } from '../../core/lifecycle.js'
 import type { PolicyStore } from '../../policy/port.js'
 import type { Revocation } from '../../revocation/port.js'
 import type { RevocationService } from '../../revocation/service.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
 import type { AppEnv } from '../env.js'
+import { readJsonBody } from '../admin-input.js'
 import { AdminError, NO_STORE } from '../oauth-errors.js'
 import { adminErrors, jsonContent, parametersOf } from '../openapi.js'
 import { recordAdminRead } from './admin-audit.js'
@@ -88,6 +90,14 @@ const AgentEntry = z
     usage: Usage.describe('24 h: the current hour and the 23 before it; 30 d: the current UTC day and the 29 before it.'),
     grants: z.array(z.strictObject({ audience: z.string(), scopes: z.array(z.string()) })),
     kills: z.array(Kill).describe('Agent kills in force.'),
+    attestation: z
+      .strictObject({
+        last_attested_at: Instant.nullable(),
+        by: z.string().nullable().describe('The admin key that recorded the last attestation.'),
+        next_due: Instant.nullable().describe('Null when the policy sets no `attest_every`.'),
+      })
+      .nullable()
+      .describe('The owner’s attestations; null for an agent without a policy.'),
   })
   .meta({ id: 'AgentEntry' })
 export const AgentListBody = z
@@ -112,6 +122,26 @@ export const AgentDetailBody = z
   })
   .meta({ id: 'AgentDetail' })
 
+// PostgreSQL text holds no NUL; a note is one line or a few, never a document.
+const AttestBody = z.strictObject({
+  note: z
+    .string()
+    .min(1)
+    .max(1024)
+    // eslint-disable-next-line no-control-regex -- control characters but line breaks are what it refuses
+    .regex(/^[^\u0000-\u0009\u000b-\u001f\u007f]+$/, 'must not contain control characters')
+    .optional()
+    .describe('What the owner said, kept in the `agent.attested` record.'),
+})
+export const AttestedBody = z
+  .strictObject({
+    agent: z.string(),
+    attested_at: Instant,
+    by: z.string().describe('The admin key that recorded it.'),
+    next_due: Instant.describe('When the next attestation is due: `attest_every` from now, or, without it, when the agent would turn dormant unused.'),
+  })
+  .meta({ id: 'AgentAttested' })
+
 const adminKey = [{ adminKey: [] }]
 const listDoc = describeRoute({
   tags: ['Admin'],
@@ -133,6 +163,30 @@ const showDoc = describeRoute({
   responses: { 200: { description: 'The agent.', content: jsonContent(AgentDetailBody) }, ...adminErrors(400, 401, 403, 404, 503) },
 })
 
+const attestDoc = describeRoute({
+  tags: ['Admin'],
+  operationId: 'attestAgent',
+  summary: 'Record that the agent’s owner vouches for it (admin)',
+  description:
+    'Writes an `agent.attested` record naming the admin key, then lifts an overdue attestation or a dormancy suspension: at once on this ' +
+    'instance, on the others within `governance.lifecycle_sweep_seconds`. The body is optional. Kills, expiry and orphaning are not lifted.',
+  security: adminKey,
+  parameters: parametersOf('path', z.object({ id: AgentParam.describe('The agent id.') })),
+  requestBody: { content: jsonContent(AttestBody) },
+  responses: { 200: { description: 'Recorded.', content: jsonContent(AttestedBody) }, ...adminErrors(400, 401, 403, 404, 503) },
+})
+
+/** Records attestations (src/audit/lifecycle-service.ts). */
+export interface AgentAttestations {
+  attest(a: {
+    readonly agent: AgentId
+    readonly by: string
+    readonly note: string | undefined
+    readonly clientAddress?: string | undefined
+    readonly traceId?: string | undefined
+  }): Promise<{ readonly at: number; readonly nextDue: number }>
+}
+
 export interface AdminAgentsDeps {
   readonly keys: readonly AdminKey[]
   readonly audit: AuditLog
@@ -140,6 +194,8 @@ export interface AdminAgentsDeps {
   readonly policies: PolicyStore
   readonly revocations: Pick<RevocationService, 'records' | 'fresh'>
   readonly now: () => number
+  /** Attestation and lifecycle states; absent: neither is shown and POST …/attest does not exist. */
+  readonly lifecycle?: (LifecycleReads & AgentAttestations) | undefined
 }
 
 const iso = (t: number | undefined) => (t === undefined ? null : new Date(t * 1000).toISOString())
@@ -168,6 +224,10 @@ export function entryJson(e: InventoryEntry) {
     },
     grants: e.grants,
     kills: e.kills.map(killJson),
+    attestation:
+      e.attestation === undefined
+        ? null
+        : { last_attested_at: iso(e.attestation.lastAttestedAt), by: e.attestation.by ?? null, next_due: iso(e.attestation.nextDue) },
   }
 }
 
@@ -193,7 +253,7 @@ export function mountAdminAgents(app: Hono<AppEnv>, deps: AdminAgentsDeps): void
     const now = deps.now()
     await recordAdminRead(c, deps.audit, 'admin.audit.read', now)
     const usage = await deps.usage.usage(now).catch(unavailable)
-    const all = buildInventory(deps.policies.snapshot().agents(), usage, agentKills(deps.revocations.records()), now)
+    const all = buildInventory(deps.policies.snapshot().agents(), usage, agentKills(deps.revocations.records()), now, deps.lifecycle)
     const selected = selectInventory(all, { owner: q.owner, state: q.state, expiringWithin: q.expiring }, q.sort ?? 'agent', now)
     const offset = q.offset ?? 0
     const limit = q.limit ?? 100
@@ -222,7 +282,7 @@ export function mountAdminAgents(app: Hono<AppEnv>, deps: AdminAgentsDeps): void
     if (policy === undefined && detail.usage.lastTokenAt === undefined && detail.usage.denials30d === 0 && detail.denials.length === 0) {
       throw new AdminError('not_found', 'no policy names that agent and the log holds no usage of it')
     }
-    const entry = entryOf(agent, policy, detail.usage, agentKills(deps.revocations.records()).get(agent) ?? [], now)
+    const entry = entryOf(agent, policy, detail.usage, agentKills(deps.revocations.records()).get(agent) ?? [], now, deps.lifecycle)
     return c.json(
       {
         ...entryJson(entry),
@@ -234,5 +294,30 @@ export function mountAdminAgents(app: Hono<AppEnv>, deps: AdminAgentsDeps): void
       200,
       NO_STORE,
     )
+  })
+  const lifecycle = deps.lifecycle
+  if (lifecycle === undefined) return
+  app.post('/admin/agents/:id/attest', attestDoc, requireAdmin(deps.keys, 'attest'), async function attestAgent(c) {
+    const id = AgentParam.safeParse(c.req.param('id'))
+    if (!id.success) throw new AdminError('invalid_request', 'invalid id')
+    const agent = id.data as AgentId
+    // The body is optional: none, or a JSON object with a note.
+    const empty = (await c.req.raw.clone().arrayBuffer()).byteLength === 0
+    const body = AttestBody.safeParse(empty ? {} : await readJsonBody(c))
+    if (!body.success) {
+      const issue = body.error.issues[0]
+      throw new AdminError(
+        'invalid_request',
+        issue?.code === 'unrecognized_keys'
+          ? `unknown member: ${issue.keys.join(', ')}`
+          : `invalid ${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'invalid'}`,
+      )
+    }
+    if (deps.policies.snapshot().get(agent) === undefined) throw new AdminError('not_found', 'no policy names that agent')
+    const by = c.get('adminKey')
+    const done = await lifecycle.attest({ agent, by, note: body.data.note, clientAddress: c.get('clientAddress'), traceId: c.get('traceId') }).catch(() => {
+      throw new AdminError('temporarily_unavailable', 'the attestation could not be recorded; try again')
+    })
+    return c.json({ agent, attested_at: iso(done.at), by, next_due: iso(done.nextDue) }, 200, NO_STORE)
   })
 }

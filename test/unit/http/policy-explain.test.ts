@@ -70,6 +70,7 @@ describe('POST /admin/policy/explain', () => {
       'scope',
       'ttl',
       'revocation',
+      'attestation',
       'rate_limit',
     ])
     expect(e.checks.every((c) => c.outcome === 'pass')).toBe(true)
