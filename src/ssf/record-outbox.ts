@@ -45,7 +45,9 @@ const s = ssfStreams
 /** SQL matching the records any selector picks. */
 function selected(selectors: readonly RecordSelector[]): SQL | undefined {
   // `->>` with a text key: the field is a parameter, never spliced into the statement.
-  const matches = selectors.filter((x) => x.values.length > 0).map((x) => and(eq(a.event, x.event), inArray(sql`(${a.record}::jsonb ->> ${x.field}::text)`, [...x.values])))
+  const matches = selectors
+    .filter((x) => x.values.length > 0)
+    .map((x) => and(eq(a.event, x.event), inArray(sql`(${a.record}::jsonb ->> ${x.field}::text)`, [...x.values])))
   return matches.length === 0 ? undefined : or(...matches)
 }
 

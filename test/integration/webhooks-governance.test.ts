@@ -116,31 +116,11 @@ function describeGovernanceWebhooks(
       await rm(dir, { recursive: true, force: true })
     })
 
-    it('delivers a lifecycle record as soon as it is durable, signed, with its payload', async () => {
-      const started = performance.now()
-      await broker.mandate.audit.append(lifecycle(broker.now(), 'secret-agent', 'attestation_due', 'attestation due in 14 days'))
-      const d = await all.waitFor((x) => payload(x).type === 'agent.attestation_due', DELIVERY_BOUND_MS)
-      latencies.push(performance.now() - started)
-      expect(d.verified).toBe(true)
-      expect(d.id).toMatch(/^msg_[A-Za-z0-9_-]{22}$/)
-      expect(d.headers['content-type']).toBe('application/json')
-      const p = payload(d)
-      expect(p.timestamp).toBe(new Date(broker.now() * 1000).toISOString())
-      expect(p.data).toEqual({
-        agent: 'secret-agent',
-        transition: 'attestation_due',
-        suspended: false,
-        detail: 'attestation due in 14 days',
-        at: broker.now(),
-        audit: { id: expect.any(Number), chain: expect.stringMatching(/^[0-9a-f-]{36}$/), seq: expect.any(Number) },
-      })
-    })
-
     it('delivers every lifecycle transition and both anomaly actions as their own event types, in the order they were recorded', async () => {
       const at = broker.now()
       const before = governance(all).length
       const killed = await broker.revocations.killAgent('jwt-agent' as AgentId)
-      const transitions = LIFECYCLE_TRANSITIONS.filter((t) => t !== 'attestation_due')
+      const transitions = LIFECYCLE_TRANSITIONS
       for (const t of transitions) await broker.mandate.audit.append(lifecycle(at, 'jwt-agent', t))
       await broker.mandate.audit.append(anomaly(at, 'jwt-agent', 'alert'))
       await broker.mandate.audit.append(anomaly(at, 'jwt-agent', 'quarantine', killed))
@@ -187,6 +167,26 @@ function describeGovernanceWebhooks(
       expect(quarantined!.blocks[0]).toEqual({ type: 'section', text: { type: 'mrkdwn', text: quarantined!.text } })
     })
 
+    it('delivers a lifecycle record as soon as it is durable (no scan runs meanwhile), signed, with its payload', async () => {
+      const started = performance.now()
+      await broker.mandate.audit.append(lifecycle(broker.now(), 'secret-agent', 'attestation_due', 'attestation due in 14 days'))
+      const d = await all.waitFor((x) => payload(x).type === 'agent.attestation_due' && payload(x).data['agent'] === 'secret-agent', DELIVERY_BOUND_MS)
+      latencies.push(performance.now() - started)
+      expect(d.verified).toBe(true)
+      expect(d.id).toMatch(/^msg_[A-Za-z0-9_-]{22}$/)
+      expect(d.headers['content-type']).toBe('application/json')
+      const p = payload(d)
+      expect(p.timestamp).toBe(new Date(broker.now() * 1000).toISOString())
+      expect(p.data).toEqual({
+        agent: 'secret-agent',
+        transition: 'attestation_due',
+        suspended: false,
+        detail: 'attestation due in 14 days',
+        at: broker.now(),
+        audit: { id: expect.any(Number), chain: expect.stringMatching(/^[0-9a-f-]{36}$/), seq: expect.any(Number) },
+      })
+    })
+
     it('retries a receiver that answers 500 twice, then delivers the record once, same id and bytes', async () => {
       all.statuses.push(500, 500)
       await broker.mandate.audit.append(lifecycle(broker.now(), 'sub-agent', 'expiry_near', 'expires in 7 days'))
@@ -214,8 +214,11 @@ function describeGovernanceWebhooks(
         )
         const json = await mandate(['webhooks', 'list', '--url', `http://127.0.0.1:${port}`, '--json'], { MANDATE_ADMIN_KEY: ADMIN_KEYS.auditor }, dir)
         expect(json.status).toBe(0)
-        const listed = (JSON.parse(json.stdout) as { webhooks: { id: string; events: string[]; pending: number; last_failure: string | null; last_success_at: string | null }[] })
-          .webhooks
+        const listed = (
+          JSON.parse(json.stdout) as {
+            webhooks: { id: string; events: string[]; pending: number; last_failure: string | null; last_success_at: string | null }[]
+          }
+        ).webhooks
         expect(listed.map((w) => [w.id, w.pending])).toEqual([
           ['all', 0],
           ['owners', 0],
