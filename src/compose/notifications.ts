@@ -104,6 +104,8 @@ async function receiverOf(hook: WebhookConfig, log: Logger): Promise<Receiver> {
   const signer = webhookSigner(await secretOf(hook.secret_file), `notifications.webhooks ${hook.id} secret_file`)
   const subscribed = (type: RevocationEventType) => (hook.events.includes(type) ? type : undefined)
   const selectors = governanceSelectors(hook.events)
+  // Unreadable records this webhook already logged (`audit_log.id`), bounded.
+  const unreadable = new Set<number>()
   return {
     name,
     audience: hook.url,
@@ -125,17 +127,22 @@ async function receiverOf(hook: WebhookConfig, log: Logger): Promise<Receiver> {
           enqueuedAtMs: atMs,
         }
       },
-      ...(selectors.length === 0 ? {} : { records: { selectors, entryOf: (r: LogRecord, atMs: number) => recordEntry(hook, name, r, atMs, log) } }),
+      ...(selectors.length === 0
+        ? {}
+        : { records: { selectors, entryOf: (r: LogRecord, atMs: number) => recordEntry(hook, name, r, atMs, { log, unreadable }) } }),
       send: (entry, sending) => sendWebhook(hook.url, signer, entry.jti, entry.set, sending),
     },
   }
 }
 
-/** Unreadable records already logged (`audit_log.id`), bounded. */
-const unreadable = new Set<number>()
-
 /** The queue entry for one governance record; undefined (logged) for a record this version cannot read: it is skipped, never sent half-read. */
-function recordEntry(hook: WebhookConfig, name: string, r: LogRecord, atMs: number, log: Logger): OutboxEntry | undefined {
+function recordEntry(
+  hook: WebhookConfig,
+  name: string,
+  r: LogRecord,
+  atMs: number,
+  { log, unreadable }: { readonly log: Logger; readonly unreadable: Set<number> },
+): OutboxEntry | undefined {
   const event = governanceEventOf(r)
   if (event === undefined) {
     // Each scan rereads the grace period: logged once per record, not once per scan.
