@@ -56,6 +56,8 @@ export interface Mandate {
   /** Agents loaded at start. */
   readonly agents: number
   readonly revocations: RevocationService
+  /** The delegation log this broker writes; what runs beside it appends through it, so that its records wake delivery as the broker's own do. */
+  readonly audit: AuditLog
   /** Where shared state lives, for the startup log line. */
   readonly storage: { readonly database: 'postgres' | 'pglite' | 'memory'; readonly redis: boolean }
   /** Refusals, logged as one line per interval (the HTTP server counts its dropped connections in `unavailable`). */
@@ -160,7 +162,11 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
 
     // Revocations as Security Event Tokens, read from the durable log (none without receivers).
     const transmitter = await openSetTransmitter(config, { database: stores.database, keys, revocations, instance, clock, logger: log, metrics }, closers)
-    const webhooks = await openWebhookNotifier(config, { database: stores.database, revocations, instance, clock, logger: log }, closers)
+    const webhooks = await openWebhookNotifier(
+      config,
+      { database: stores.database, revocations, audit: stores.sqlAudit, instance, clock, logger: log },
+      closers,
+    )
 
     const lifecycle = await openAgentLifecycle(
       config,
@@ -248,6 +254,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       config,
       agents: policies.initial.length,
       revocations,
+      audit,
       storage: { database: stores.engine, redis: shared.feed !== undefined },
       refusals,
       lifecycle,

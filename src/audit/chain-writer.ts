@@ -26,7 +26,7 @@ interface Item {
 }
 
 /** One chain's writer, and what the dispatcher needs to know of it. */
-export interface ChainWriter extends SqlAuditLog {
+export interface ChainWriter extends Omit<SqlAuditLog, 'onDurable'> {
   /** Records queued and not yet sent. */
   queued(): number
   /** A group is being written. */

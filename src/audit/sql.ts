@@ -34,7 +34,7 @@ import { withTimeout } from '../core/async.js'
 import { databaseTimeout, type Database } from '../storage/database.js'
 import type { CheckpointWriter } from './checkpoint.js'
 import { createChainWriter, sizeSummary, type ChainWriter } from './chain-writer.js'
-import type { AuditLog } from './port.js'
+import type { AuditEvent, AuditEventType, AuditLog } from './port.js'
 
 export interface SqlAuditLogOptions {
   readonly database: Database
@@ -94,6 +94,12 @@ export interface SqlAuditLog extends AuditLog {
    */
   probe(): Promise<boolean>
   stats(): AuditStats
+  /**
+   * Calls `listener` with each record of one of `types` this process appends,
+   * once it is durable (webhook notifications wake on it). A listener must
+   * not throw. Returns the unsubscribe.
+   */
+  onDurable(types: readonly AuditEventType[], listener: (event: AuditEvent) => void): () => void
   /** Writes what is queued, a last checkpoint, and stops; later appends are refused. */
   close(): Promise<void>
 }
@@ -103,6 +109,7 @@ const PING_EVERY_MS = 5_000
 /** And this often while the last ping failed, so that readiness returns soon after the database does. */
 const PING_RETRY_MS = 200
 const PING_TIMEOUT_MS = 2_000
+const noop = () => {}
 
 /**
  * The durable log. With `chains` > 1, appends go to the chain that is
@@ -137,10 +144,26 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
         ping.running = false
       })
   }
+  // Listeners by event type: empty unless webhooks want governance records, so an append pays one lookup.
+  const durable = new Map<AuditEventType, Set<(event: AuditEvent) => void>>()
   const log: SqlAuditLog = {
     chainId: () => writers[0]!.chainId(),
     chainIds: () => writers.map((w) => w.chainId()),
-    append: (event) => pick().append(event),
+    append: (event) => {
+      const receipt = pick().append(event)
+      const listeners = durable.size === 0 ? undefined : durable.get(event.type)
+      if (listeners !== undefined) void receipt.then(() => listeners.forEach((l) => l(event)), noop)
+      return receipt
+    },
+    onDurable: (types, listener) => {
+      for (const type of types) durable.set(type, (durable.get(type) ?? new Set()).add(listener))
+      return () => {
+        for (const type of types) {
+          durable.get(type)?.delete(listener)
+          if (durable.get(type)?.size === 0) durable.delete(type)
+        }
+      }
+    },
     healthy: () => writers.every((w) => w.healthy()),
     pending: () => {
       let n = 0

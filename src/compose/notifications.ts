@@ -1,18 +1,24 @@
 /**
  * Notifications by webhook (`notifications` in the config): a SET
  * transmitter of its own (src/ssf/transmitter.ts: cursor over the revocation
- * log, outbox, lease, ordered retries) whose receivers are webhooks, woken by
- * every revocation and lift the local mirror applies. Nothing runs when no
- * webhook is configured.
+ * log, outbox, lease, ordered retries) whose receivers are webhooks, with a
+ * second source, the governance records of the delegation log
+ * (src/ssf/record-outbox.ts). Woken by every revocation and lift the local
+ * mirror applies and by every governance record this instance's delegation
+ * log makes durable; records other instances write arrive by the scan.
+ * Nothing runs when no webhook is configured.
  */
 import { readFile } from 'node:fs/promises'
+import type { SqlAuditLog } from '../audit/sql.js'
 import type { Closers } from '../core/async.js'
 import type { Config, WebhookConfig } from '../config/schema.js'
 import type { WebhookStatus, WebhookStatuses } from '../http/routes/admin-webhooks.js'
 import { webhookBody, webhookMessageId, type RevocationEventType } from '../notify/events.js'
+import { governanceBody, governanceEventOf, governanceMessageId, governanceSelectors } from '../notify/governance.js'
 import { sendWebhook, webhookSigner } from '../notify/webhook.js'
 import type { RevocationService } from '../revocation/service.js'
-import { createSqlSsfStore, type LogMoment } from '../ssf/outbox.js'
+import { createSqlSsfStore, type LogMoment, type OutboxEntry } from '../ssf/outbox.js'
+import type { LogRecord } from '../ssf/record-outbox.js'
 import { createTransmitter, type Receiver } from '../ssf/transmitter.js'
 import type { Database } from '../storage/database.js'
 import type { Logger } from '../telemetry/log.js'
@@ -20,6 +26,8 @@ import type { Logger } from '../telemetry/log.js'
 export interface NotificationOptions {
   readonly database: Database | undefined
   readonly revocations: RevocationService
+  /** This instance's SQL delegation log, when it writes one: governance records it makes durable wake delivery at once. */
+  readonly audit?: Pick<SqlAuditLog, 'onDurable'> | undefined
   readonly instance: string
   /** Epoch milliseconds (the broker's clock). */
   readonly clock: () => number
@@ -40,10 +48,10 @@ export async function openWebhookNotifier(config: Config, options: NotificationO
   if (webhooks.length === 0) return undefined
   if (options.database === undefined)
     throw new TypeError('notifications.webhooks need the SQL database (PostgreSQL or PGlite), not an in-memory revocation log')
-  const receivers: Receiver[] = []
-  for (const hook of webhooks) receivers.push(await receiverOf(hook))
-  const store = createSqlSsfStore(options.database.db)
   const log = options.logger.child({ module: 'notifications' })
+  const receivers: Receiver[] = []
+  for (const hook of webhooks) receivers.push(await receiverOf(hook, log))
+  const store = createSqlSsfStore(options.database.db)
   const ssf = config.ssf
   const transmitter = createTransmitter({
     issuer: config.issuer,
@@ -64,6 +72,10 @@ export async function openWebhookNotifier(config: Config, options: NotificationO
   closers.add(() => transmitter.close())
   const unsubscribe = options.revocations.subscribe(() => transmitter.wake())
   closers.add(async () => unsubscribe())
+  if (webhooks.some((h) => governanceSelectors(h.events).length > 0) && options.audit !== undefined) {
+    const stopListening = options.audit.onDurable(['agent.lifecycle', 'agent.anomaly'], () => transmitter.wake())
+    closers.add(async () => stopListening())
+  }
   log.info({ webhooks: webhooks.map((h) => h.id) }, 'webhook notifications started')
   return {
     async list(): Promise<readonly WebhookStatus[]> {
@@ -86,11 +98,14 @@ export async function openWebhookNotifier(config: Config, options: NotificationO
   }
 }
 
-/** A webhook as a push receiver of its own entries: one per subscribed moment, the body made once, signed at each send. */
-async function receiverOf(hook: WebhookConfig): Promise<Receiver> {
+/** A webhook as a push receiver of its own entries: one per subscribed moment or governance record, the body made once, signed at each send. */
+async function receiverOf(hook: WebhookConfig, log: Logger): Promise<Receiver> {
   const name = webhookStream(hook.id)
   const signer = webhookSigner(await secretOf(hook.secret_file), `notifications.webhooks ${hook.id} secret_file`)
   const subscribed = (type: RevocationEventType) => (hook.events.includes(type) ? type : undefined)
+  const selectors = governanceSelectors(hook.events)
+  // Unreadable records this webhook already logged (`audit_log.id`), bounded.
+  const unreadable = new Set<number>()
   return {
     name,
     audience: hook.url,
@@ -112,8 +127,40 @@ async function receiverOf(hook: WebhookConfig): Promise<Receiver> {
           enqueuedAtMs: atMs,
         }
       },
+      ...(selectors.length === 0
+        ? {}
+        : { records: { selectors, entryOf: (r: LogRecord, atMs: number) => recordEntry(hook, name, r, atMs, { log, unreadable }) } }),
       send: (entry, sending) => sendWebhook(hook.url, signer, entry.jti, entry.set, sending),
     },
+  }
+}
+
+/** The queue entry for one governance record; undefined (logged) for a record this version cannot read: it is skipped, never sent half-read. */
+function recordEntry(
+  hook: WebhookConfig,
+  name: string,
+  r: LogRecord,
+  atMs: number,
+  { log, unreadable }: { readonly log: Logger; readonly unreadable: Set<number> },
+): OutboxEntry | undefined {
+  const event = governanceEventOf(r)
+  if (event === undefined) {
+    // Each scan rereads the grace period: logged once per record, not once per scan.
+    if (!unreadable.has(r.id)) log.error({ webhook: hook.id, audit_id: r.id, chain: r.chain, seq: r.seq }, 'governance record not readable; not sent')
+    if (unreadable.size >= 1_000) unreadable.clear()
+    unreadable.add(r.id)
+    return undefined
+  }
+  return {
+    receiver: name,
+    jti: governanceMessageId(hook.id, event),
+    auditId: r.id,
+    // The record's time: settled entries are pruned by it against the record cursor.
+    revokedAt: r.at,
+    ordinal: 0,
+    eventType: event.type,
+    set: governanceBody(hook.format, event),
+    enqueuedAtMs: atMs,
   }
 }
 

@@ -149,7 +149,9 @@ export const WebhookConfig = z.strictObject({
   events: z
     .array(z.enum(WEBHOOK_EVENT_TYPES))
     .min(1)
-    .describe('the event types sent to it (docs/notifications.md); `kill.created` and `kill.lifted` are delivered today, the others are reserved'),
+    .describe(
+      'the event types sent to it (docs/notifications.md): `kill.*` from the revocation log, `agent.*` from the lifecycle and anomaly records of the delegation log',
+    ),
   secret_file: z
     .string()
     .min(1)

@@ -8,19 +8,23 @@ import type { Revocation, RevocationTarget } from '../revocation/port.js'
 
 /**
  * Every event type a webhook may subscribe to. `kill.created` and
- * `kill.lifted` come from the revocation log and are delivered; the agent
- * lifecycle events are named now so that configs written today stay valid
- * when they are delivered.
+ * `kill.lifted` come from the revocation log; the `agent.*` types from the
+ * governance records of the delegation log (governance.ts): `agent.anomaly`
+ * records (a quarantine, an alert) and `agent.lifecycle` records, one type
+ * per transition.
  */
 export const WEBHOOK_EVENT_TYPES = [
   'kill.created',
   'kill.lifted',
   'agent.quarantined',
+  'agent.anomaly_alert',
   'agent.attestation_due',
   'agent.attestation_overdue',
   'agent.expiry_near',
+  'agent.expired',
   'agent.orphaned',
   'agent.dormant',
+  'agent.reinstated',
 ] as const
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number]
 
@@ -81,7 +85,7 @@ export function standardPayload(e: RevocationEvent): Record<string, unknown> {
 }
 
 /** Slack's mrkdwn reserves `&`, `<` and `>`; everything a kill names is escaped, so that no text turns into a link or a mention. */
-function mrkdwn(text: string): string {
+export function mrkdwn(text: string): string {
   return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
 }
 

@@ -4,14 +4,18 @@
  * written twice on the kill path: a kill is durable in `revocations` before
  * anything here sees it, and whatever this module loses is rebuilt from there.
  * One function per query, each taking the database; `createSqlSsfStore` binds them.
+ * Webhooks also queue governance records of the delegation log: record-outbox.ts.
  */
 import { and, asc, count, eq, gte, inArray, isNotNull, isNull, lt, max, min, notExists, or, sql } from 'drizzle-orm'
 import { fromRow } from '../revocation/log-sql.js'
 import type { Revocation } from '../revocation/port.js'
 import type { Db } from '../storage/database.js'
 import { revocations, ssfOutbox, ssfStreams, type SsfOutboxRow } from '../storage/schema.js'
+import { enqueueRecords, pruneRecords, unsentRecords, type LogRecord, type RecordKey, type RecordSelector } from './record-outbox.js'
 
-export type OutboxEntry = Pick<SsfOutboxRow, 'receiver' | 'jti' | 'revocationId' | 'revokedAt' | 'ordinal' | 'eventType' | 'set' | 'enqueuedAtMs'>
+/** A queue entry; its source is a revocation (`revocationId`) or a delegation-log record (`auditId`), never both. */
+export type OutboxEntry = Pick<SsfOutboxRow, 'receiver' | 'jti' | 'revokedAt' | 'ordinal' | 'eventType' | 'set' | 'enqueuedAtMs'> &
+  ({ readonly revocationId: string; readonly auditId?: undefined } | { readonly revocationId?: undefined; readonly auditId: number })
 
 /** A moment of the revocation log: a revocation made, or a kill lifted (`lift`), at `at` (epoch seconds). */
 export interface LogMoment {
@@ -71,6 +75,22 @@ export interface SsfStore {
   /** Deletes settled entries of revocations made before `before` (epoch seconds): a scan no longer reaches them. */
   prune(receiver: string, before: number): Promise<void>
   /**
+   * Governance records of the delegation log picked by `selectors` and not
+   * yet in the receiver's queue (record-outbox.ts), oldest first, after
+   * `after` when given, at most `limit`.
+   */
+  unsentRecords(
+    receiver: string,
+    selectors: readonly RecordSelector[],
+    graceSeconds: number,
+    after: RecordKey | undefined,
+    limit: number,
+  ): Promise<readonly LogRecord[]>
+  /** Adds record entries and moves the record cursor to `cursorAt` unless it is past it. */
+  enqueueRecords(receiver: string, entries: readonly OutboxEntry[], cursorAt: number): Promise<void>
+  /** Deletes settled entries of records made before `before` (epoch seconds). */
+  pruneRecords(receiver: string, before: number): Promise<void>
+  /**
    * Like `unsent`, for receivers told of lifts too: moments (made, lifted)
    * whose event type is not yet in the receiver's queue, oldest first, at most `limit`.
    */
@@ -79,8 +99,8 @@ export interface SsfStore {
   noteOutcome(receiver: string, atMs: number, failure: string | undefined): Promise<void>
   /** Delivery state of each named receiver that has a stream. */
   status(receivers: readonly string[]): Promise<readonly DeliveryStatus[]>
-  /** The receiver's stream: start and cursor (epoch seconds). */
-  stream(receiver: string): Promise<{ startAt: number; cursorAt: number } | undefined>
+  /** The receiver's stream: start, revocation cursor and record cursor (epoch seconds; the last undefined until a record is enqueued). */
+  stream(receiver: string): Promise<{ startAt: number; cursorAt: number; auditCursorAt: number | undefined } | undefined>
 }
 
 export function createSqlSsfStore(db: Db): SsfStore {
@@ -101,6 +121,9 @@ export function createSqlSsfStore(db: Db): SsfStore {
     backlog: () => backlog(db),
     expire: (receiver, beforeMs) => expire(db, receiver, beforeMs),
     prune: (receiver, before) => prune(db, receiver, before),
+    unsentRecords: (receiver, selectors, graceSeconds, after, limit) => unsentRecords(db, receiver, selectors, graceSeconds, after, limit),
+    enqueueRecords: (receiver, entries, cursorAt) => enqueueRecords(db, receiver, entries, cursorAt),
+    pruneRecords: (receiver, before) => pruneRecords(db, receiver, before),
   }
 }
 
@@ -114,9 +137,9 @@ async function ensureStream(db: Db, receiver: string, startAt: number): Promise<
   await db.insert(s).values({ receiver, startAt, cursorAt: startAt }).onConflictDoNothing()
 }
 
-async function stream(db: Db, receiver: string): Promise<{ startAt: number; cursorAt: number } | undefined> {
-  const [row] = await db.select({ startAt: s.startAt, cursorAt: s.cursorAt }).from(s).where(eq(s.receiver, receiver)).limit(1)
-  return row
+async function stream(db: Db, receiver: string): Promise<{ startAt: number; cursorAt: number; auditCursorAt: number | undefined } | undefined> {
+  const [row] = await db.select({ startAt: s.startAt, cursorAt: s.cursorAt, auditCursorAt: s.auditCursorAt }).from(s).where(eq(s.receiver, receiver)).limit(1)
+  return row === undefined ? undefined : { ...row, auditCursorAt: row.auditCursorAt ?? undefined }
 }
 
 async function unsent(db: Db, receiver: string, graceSeconds: number, limit: number): Promise<readonly Revocation[]> {
@@ -299,5 +322,6 @@ async function expire(db: Db, receiver: string, beforeMs: number): Promise<reado
 }
 
 async function prune(db: Db, receiver: string, before: number): Promise<void> {
-  await db.delete(o).where(and(eq(o.receiver, receiver), sql`${o.state} <> 'pending'`, lt(o.revokedAt, before)))
+  // Revocation entries only: record entries follow the record cursor (pruneRecords), which may lag this one by days.
+  await db.delete(o).where(and(eq(o.receiver, receiver), isNotNull(o.revocationId), sql`${o.state} <> 'pending'`, lt(o.revokedAt, before)))
 }

@@ -13,6 +13,8 @@ import type { Logger } from '../telemetry/log.js'
 import { eventsOf, setClaims, setJti } from './events.js'
 import type { SsfOutboxRow } from '../storage/schema.js'
 import type { LogMoment, MomentTypes, OutboxEntry, SsfStore } from './outbox.js'
+import type { LogRecord, RecordSelector } from './record-outbox.js'
+import { enqueueWebhookEntries } from './webhook-scan.js'
 import type { PushOutcome } from './push.js'
 import type { PollAnswer, PollRequest, SetPoller } from './port.js'
 import { createPushWorker, releaseLease, type PushReceiver, type PushWorker } from './push-worker.js'
@@ -26,13 +28,21 @@ export type ReceiverDelivery =
 /**
  * Pushed like `push`, one entry at a time in order under the lease, but of
  * entries of its own making (src/notify/): the moments of `types` (lifts
- * too), each made into an entry by `entryOf` and sent by `send`.
+ * too), each made into an entry by `entryOf`, and the governance records of
+ * the delegation log `records` picks, each made into an entry by its
+ * `entryOf`; all sent by `send` (webhook-scan.ts).
  */
 export interface WebhookDelivery {
   readonly method: 'webhook'
   readonly types: MomentTypes
   /** The queue entry for one moment, enqueued at `atMs` (epoch ms). */
   readonly entryOf: (moment: LogMoment, atMs: number) => OutboxEntry
+  /** Governance records of the delegation log this webhook is told of; none when absent. */
+  readonly records?: {
+    readonly selectors: readonly RecordSelector[]
+    /** The queue entry for one record, enqueued at `atMs`; undefined for a record it cannot read (logged, skipped). */
+    readonly entryOf: (record: LogRecord, atMs: number) => OutboxEntry | undefined
+  }
   /** Sends one entry; never rejects. */
   readonly send: (entry: SsfOutboxRow, options: { readonly timeoutMs: number; readonly signal: AbortSignal }) => Promise<PushOutcome>
 }
@@ -93,7 +103,7 @@ export interface Transmitter extends SetPoller {
   close(): Promise<void>
 }
 
-/** Revocations read from the log per query while scanning. */
+/** Revocations (or records) read from the log per query while scanning. */
 const SCAN_PAGE = 200
 /** RFC 8936 leaves the default to the transmitter; a cap keeps one answer bounded. */
 export const POLL_DEFAULT_EVENTS = 100
@@ -221,7 +231,11 @@ async function enqueueUnsent(t: TransmitterState, receiver: Receiver): Promise<b
   const { store, graceSeconds } = t.options
   let found = false
   try {
-    if (receiver.delivery.method === 'webhook') return await enqueueMoments(t, receiver.name, receiver.delivery)
+    if (receiver.delivery.method === 'webhook') {
+      found = await enqueueWebhookEntries(t, receiver.name, receiver.delivery)
+      t.note(`scan ${receiver.name}`, undefined)
+      return found
+    }
     for (;;) {
       const unsent = await store.unsent(receiver.name, graceSeconds, SCAN_PAGE)
       if (unsent.length === 0) break
@@ -235,26 +249,6 @@ async function enqueueUnsent(t: TransmitterState, receiver: Receiver): Promise<b
   } catch (err) {
     t.note(`scan ${receiver.name}`, err)
   }
-  return found
-}
-
-/** A webhook receiver's unsent moments into its queue, a page at a time; true when it enqueued any. Rejects when the database fails. */
-async function enqueueMoments(t: TransmitterState, name: string, delivery: WebhookDelivery): Promise<boolean> {
-  const { store, graceSeconds } = t.options
-  let found = false
-  for (;;) {
-    const moments = await store.unsentMoments(name, delivery.types, graceSeconds, SCAN_PAGE)
-    if (moments.length === 0) break
-    const at = t.wallMs()
-    await store.enqueue(
-      name,
-      moments.map((m) => delivery.entryOf(m, at)),
-      Math.max(...moments.map((m) => m.at)),
-    )
-    found = true
-    if (moments.length < SCAN_PAGE) break
-  }
-  t.note(`scan ${name}`, undefined)
   return found
 }
 
@@ -313,12 +307,14 @@ async function measureBacklog(t: TransmitterState, now: number): Promise<void> {
   )
 }
 
-/** Settled entries a scan can no longer reach, kept RETENTION_SECONDS longer for inspection. */
+/** Settled entries a scan can no longer reach, kept RETENTION_SECONDS longer for inspection; each source by its own cursor. */
 async function pruneSettled(t: TransmitterState): Promise<void> {
   const { store, receivers, graceSeconds } = t.options
   for (const r of receivers) {
     const s = await store.stream(r.name)
-    if (s !== undefined) await store.prune(r.name, s.cursorAt - graceSeconds - RETENTION_SECONDS)
+    if (s === undefined) continue
+    await store.prune(r.name, s.cursorAt - graceSeconds - RETENTION_SECONDS)
+    if (s.auditCursorAt !== undefined) await store.pruneRecords(r.name, s.auditCursorAt - graceSeconds - RETENTION_SECONDS)
   }
 }
 

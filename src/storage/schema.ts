@@ -184,6 +184,13 @@ export const ssfStreams = pgTable('ssf_streams', {
   startAt: epochSeconds('start_at').notNull(),
   /** Newest `created_at` enqueued; the next scan starts a grace period before it. */
   cursorAt: epochSeconds('cursor_at').notNull(),
+  /**
+   * A webhook's second source: the newest `audit_log.at` of the governance
+   * records (agent lifecycle, anomalies) it enqueued; null until the first,
+   * when scans start at `start_at`. Kept apart from `cursor_at` so that one
+   * source's clock never moves the other's reading point.
+   */
+  auditCursorAt: epochSeconds('audit_cursor_at'),
   leaseOwner: text('lease_owner'),
   /** On the database's clock, so that instances' clocks never decide who holds it. */
   leaseUntil: timestamp('lease_until', { withTimezone: true, mode: 'string' }),
@@ -209,8 +216,11 @@ export const ssfOutbox = pgTable(
     seq: bigint('seq', { mode: 'number' }).generatedAlwaysAsIdentity(),
     receiver: text('receiver').notNull(),
     jti: text('jti').notNull(),
-    revocationId: uuid('revocation_id').notNull(),
-    /** The revocation's `created_at`. */
+    /** The entry's source: a revocation (SETs, kill and lift webhooks) or a delegation-log record (governance webhooks); exactly one is set. */
+    revocationId: uuid('revocation_id'),
+    /** `audit_log.id` of the governance record the entry tells of. */
+    auditId: bigint('audit_id', { mode: 'number' }),
+    /** The moment the entry tells of: the revocation's `created_at`, a lift's `lifted_at`, or the record's `at`. */
     revokedAt: epochSeconds('revoked_at').notNull(),
     ordinal: integer('ordinal').notNull(),
     eventType: text('event_type').notNull(),
@@ -225,12 +235,17 @@ export const ssfOutbox = pgTable(
   (t) => [
     primaryKey({ columns: [t.receiver, t.jti] }),
     check('ssf_outbox_state_check', sql`${t.state} in ('pending', 'delivered', 'failed')`),
+    check('ssf_outbox_source_check', sql`(${t.revocationId} is null) <> (${t.auditId} is null)`),
     // The head of a receiver's queue, and a poll's page.
     index('ssf_outbox_pending_idx')
       .on(t.receiver, t.seq)
       .where(sql`${t.state} = 'pending'`),
     // "Already enqueued?" while scanning the log.
     index('ssf_outbox_revocation_idx').on(t.receiver, t.revocationId),
+    // "Already enqueued?" while scanning the delegation log for governance records.
+    index('ssf_outbox_audit_idx')
+      .on(t.receiver, t.auditId)
+      .where(sql`${t.auditId} is not null`),
   ],
 )
 

@@ -183,6 +183,12 @@ export interface TestBrokerOptions {
   readonly embedded?: boolean
   /** `forward_auth.enabled` (default: the config's default, on). */
   readonly forwardAuth?: boolean
+  /**
+   * The broker writes its delegation log to its SQL database (`database` or
+   * `embedded`), as `serve` does, instead of the memory log: append through
+   * `mandate.audit`; `audit` then stays empty.
+   */
+  readonly sqlAudit?: boolean
 }
 
 /**
@@ -342,7 +348,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     dev: options.dev ?? false,
     logger: createLogger(options.logLevel ?? 'debug', sink),
     clock: () => now * 1000,
-    audit,
+    ...(options.sqlAudit === true ? {} : { audit }),
     ...(options.minter === undefined ? {} : { minter: options.minter }),
     ...(options.admission === undefined ? {} : { admission: options.admission }),
     ...(options.telemetry === undefined ? {} : { telemetry: options.telemetry }),
