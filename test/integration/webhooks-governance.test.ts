@@ -67,6 +67,8 @@ const anomaly = (at: number, agent: string, action: 'alert' | 'quarantine', revo
 
 /** The governance deliveries a receiver accepted (2xx), in arrival order. */
 const governance = (r: Receiver): Delivery[] => r.deliveries.filter((d) => d.status === 200 && d.verified && payload(d).type.startsWith('agent.'))
+/** Those about one agent: the broker's own lifecycle sweep records transitions of the test policies too. */
+const governanceOf = (r: Receiver, agent: string): Delivery[] => governance(r).filter((d) => (payload(d).data as { agent?: string }).agent === agent)
 
 function describeGovernanceWebhooks(
   name: string,
@@ -116,17 +118,23 @@ function describeGovernanceWebhooks(
       await rm(dir, { recursive: true, force: true })
     })
 
+    it('delivers what the broker’s own lifecycle sweep records: expired-agent’s policy is past its expiry at start', async () => {
+      await until(() => governanceOf(all, 'expired-agent').length > 0, DELIVERY_BOUND_MS * 2, 'the sweep’s transition delivered')
+      expect(governanceOf(all, 'expired-agent').map((d) => payload(d).type)).toEqual(['agent.expired'])
+      expect(payload(governanceOf(all, 'expired-agent')[0]!).data).toMatchObject({ agent: 'expired-agent', transition: 'expired', suspended: true })
+    })
+
     it('delivers every lifecycle transition and both anomaly actions as their own event types, in the order they were recorded', async () => {
       const at = broker.now()
-      const before = governance(all).length
+      const before = governanceOf(all, 'jwt-agent').length
       const killed = await broker.revocations.killAgent('jwt-agent' as AgentId)
       const transitions = LIFECYCLE_TRANSITIONS
       for (const t of transitions) await broker.mandate.audit.append(lifecycle(at, 'jwt-agent', t))
       await broker.mandate.audit.append(anomaly(at, 'jwt-agent', 'alert'))
       await broker.mandate.audit.append(anomaly(at, 'jwt-agent', 'quarantine', killed))
       const expected = [...transitions.map((t) => TYPE_OF_TRANSITION[t]), 'agent.anomaly_alert', 'agent.quarantined']
-      await until(() => governance(all).length >= before + expected.length, DELIVERY_BOUND_MS * 2, 'every governance event delivered')
-      const got = governance(all).slice(before)
+      await until(() => governanceOf(all, 'jwt-agent').length >= before + expected.length, DELIVERY_BOUND_MS * 2, 'every governance event delivered')
+      const got = governanceOf(all, 'jwt-agent').slice(before)
       expect(got.map((d) => payload(d).type)).toEqual(expected)
       expect(new Set(got.map((d) => d.id)).size).toBe(expected.length)
       const quarantine = payload(got.at(-1)!)
