@@ -1,7 +1,7 @@
 import type { Closers } from '../core/async.js'
 import type { Config } from '../config/schema.js'
-import { parseAgeDuration, type CredentialAgeRule } from '../core/credential-age.js'
-import { createSqlCredentialStore } from '../audit/credentials.js'
+import { parseAgeDuration, type CredentialAgeRule, type CredentialReads } from '../core/credential-age.js'
+import { createCredentialReads, createSqlCredentialStore } from '../audit/credentials.js'
 import type { Logger } from '../telemetry/log.js'
 import { createCredentialLedger, type CredentialLedger } from '../tokens/credential-ledger.js'
 import type { DurableStores } from './storage.js'
@@ -16,7 +16,7 @@ export async function openCredentialLedger(
   database: DurableStores['database'],
   log: Logger,
   closers: Closers,
-): Promise<{ ledger: CredentialLedger; rule: CredentialAgeRule }> {
+): Promise<{ ledger: CredentialLedger; rule: CredentialAgeRule; reads: CredentialReads | undefined }> {
   const store = database === undefined ? undefined : createSqlCredentialStore(database.db)
   const c = config.governance.credentials
   const ledger = createCredentialLedger({
@@ -26,6 +26,6 @@ export async function openCredentialLedger(
     ...(store === undefined ? {} : { initial: await store.read() }),
   })
   closers.add(() => ledger.close())
-  return { ledger, rule: { maxAge: parseAgeDuration(c.max_age)!, warnBefore: parseAgeDuration(c.warn_before)! } }
+  const rule = { maxAge: parseAgeDuration(c.max_age)!, warnBefore: parseAgeDuration(c.warn_before)! }
+  return { ledger, rule, reads: database === undefined ? undefined : createCredentialReads(database.db, rule) }
 }
-

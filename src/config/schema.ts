@@ -476,7 +476,9 @@ export const Config = z
               .string()
               .regex(AGE_DURATION, AGE_DURATION_RULE)
               .default('90d')
-              .describe('oldest an agent credential (secret or key) may be, counted from its first use; a policy’s `max_credential_age` overrides it. Past it: `invalid_client`'),
+              .describe(
+                'oldest an agent credential (secret or key) may be, counted from its first use; a policy’s `max_credential_age` overrides it. Past it: `invalid_client`',
+              ),
             warn_before: z
               .string()
               .regex(AGE_DURATION, AGE_DURATION_RULE)

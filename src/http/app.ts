@@ -27,6 +27,7 @@ import { mountAdminAudit, recordAdminRead, type AuditQueries } from './routes/ad
 import { mountAdminPolicy } from './routes/admin-policy.js'
 import { mountAdminAgents } from './routes/admin-agents.js'
 import type { UsageReads } from '../core/inventory.js'
+import type { CredentialReads } from '../core/credential-age.js'
 import type { AdminKey } from './admin-auth.js'
 import type { RevocationService } from '../revocation/service.js'
 import { jwksRoute, metadataRoute } from './routes/well-known.js'
@@ -60,6 +61,8 @@ export interface AppDeps {
   readonly auditQueries?: AuditQueries
   /** Reads of the usage summaries; without them /admin/agents does not exist (no database). */
   readonly usageReads?: UsageReads
+  /** Reads of the credential ledger, for the credentials of /admin/agents (absent: null there). */
+  readonly credentialReads?: CredentialReads
   /** Whether the delegation log can write, for /readyz. */
   readonly auditHealthy?: () => Promise<boolean>
   /** The rest of what /readyz reports: policy reloads, the keys file, issuers' key sets, the replay cache. */
@@ -203,7 +206,15 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   }
   if (deps.usageReads !== undefined) {
     const { audit, now, policies } = deps.exchange
-    mountAdminAgents(app, { keys: deps.adminKeys, audit, usage: deps.usageReads, policies, revocations: deps.revocations, now })
+    mountAdminAgents(app, {
+      keys: deps.adminKeys,
+      audit,
+      usage: deps.usageReads,
+      policies,
+      revocations: deps.revocations,
+      now,
+      credentials: deps.credentialReads,
+    })
   }
   app.get('/.well-known/oauth-authorization-server', metadataDoc, metadataRoute(issuer, deps.keys))
   app.get('/.well-known/jwks.json', jwksDoc, jwksRoute(deps.keys))

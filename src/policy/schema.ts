@@ -35,7 +35,10 @@ export const PrivateKeyJwtAuthentication = z
       .describe('the client’s public keys, inline; or `jwks_uri`'),
     jwks_uri: z
       .string()
-      .refine((s) => URL.canParse(s) && isAllowedUpstreamUrl(new URL(s)) && new URL(s).hash === '', 'must be https (http only on localhost), without a fragment')
+      .refine(
+        (s) => URL.canParse(s) && isAllowedUpstreamUrl(new URL(s)) && new URL(s).hash === '',
+        'must be https (http only on localhost), without a fragment',
+      )
       .optional()
       .describe(
         'where the client publishes its JWK set (RFC 7591 §2 `jwks_uri`), instead of `jwks`: fetched with the bounds of config `jwks` (size, key count, timeout, cache, cooldown) like an issuer’s',

@@ -11,7 +11,17 @@ import * as oauth from 'oauth4webapi'
 import type { Logger } from '../telemetry/log.js'
 import { fetchLimited, isAllowedUpstreamUrl, UpstreamUnavailable, type FetchLimits } from './fetch-limited.js'
 import { importPublicJwk, KeyRefused } from './jwk.js'
-import { algorithmAccepts, ASYMMETRIC_ALGORITHMS, checkClaims, checkHeader, decodeJws, JwtError, keyFitsAlgorithm, verifySignature, type JwsHeader } from './jws.js'
+import {
+  algorithmAccepts,
+  ASYMMETRIC_ALGORITHMS,
+  checkClaims,
+  checkHeader,
+  decodeJws,
+  JwtError,
+  keyFitsAlgorithm,
+  verifySignature,
+  type JwsHeader,
+} from './jws.js'
 
 /** An issuer trusted for one role (user subjects, or workload actors). */
 export interface TrustedIssuer {

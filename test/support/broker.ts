@@ -183,6 +183,8 @@ export interface TestBrokerOptions {
   readonly embedded?: boolean
   /** `forward_auth.enabled` (default: the config's default, on). */
   readonly forwardAuth?: boolean
+  /** The config's `governance` section. */
+  readonly governance?: Record<string, unknown>
 }
 
 /**
@@ -329,6 +331,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ...(options.ssf === undefined ? {} : { ssf: options.ssf }),
     ...(options.notifications === undefined ? {} : { notifications: options.notifications }),
     ...(options.forwardAuth === undefined ? {} : { forward_auth: { enabled: options.forwardAuth } }),
+    ...(options.governance === undefined ? {} : { governance: options.governance }),
     admin: {
       keys: Object.entries(ADMIN_KEYS).map(([role, key]) => ({
         name: `${role}-holder`,
