@@ -305,7 +305,10 @@ brokerOptions(
     .command('list')
     .description('every agent of the policies and of the log (no policy: state unknown)')
     .option('--owner <owner>', 'only this owner')
-    .option('--state <state>', 'active, expiring, expired, killed, dormant or unknown')
+    .option(
+      '--state <state>',
+      'active, expiring, expired, killed, dormant or unknown; or shared-secret: agents still on client_secret_basic, with the suggested fix',
+    )
     .option('--expiring <duration>', 'expiring within this long, e.g. 14d (expired ones included)')
     .option('--sort <key>', 'agent, owner, expires, last_token, tokens_24h or tokens_30d')
     .option('--limit <n>', '1-500 (default 100)')
