@@ -170,7 +170,7 @@ export const Policy = z
       .regex(AGE_DURATION, AGE_DURATION_RULE)
       .optional()
       .describe(
-        'oldest a credential of this agent may be, counted from its first use (e.g. `30d`); warned 14 days ahead, refused (`invalid_client`) after. Default: the config’s `governance.credentials.max_age` (90d)',
+        'oldest a credential of this agent may be, counted from its first use (e.g. `30d`); warned `governance.credentials.warn_before` ahead, refused (`invalid_client`) after. Default: the config’s `governance.credentials.max_age` (90d)',
       ),
   })
   .superRefine((p, ctx) => {
