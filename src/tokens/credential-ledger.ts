@@ -64,37 +64,49 @@ const keyOf = (agent: string, c: CredentialRef) => `${agent}\u0000${c.kind}\u000
 /** One warning per credential this often at most, while it is `rotate_soon`. */
 const WARN_EVERY_SECONDS = 86_400
 
-/** The in-memory ledger; flushes every `flushIntervalMs` (the timer does not keep the process alive). */
+/** What the ledger holds of one credential, updated in place on each use. */
+interface Entry {
+  readonly agent: string
+  readonly kind: CredentialKind
+  readonly id: string
+  firstSeen: number
+  lastSeen: number
+  /** Epoch seconds of the last `rotate_soon` warning logged. */
+  warnedAt: number
+}
+
+const sightingOf = (e: Entry): CredentialSighting => ({ agent: e.agent, kind: e.kind, id: e.id, firstSeen: e.firstSeen, lastSeen: e.lastSeen })
+
+/**
+ * The in-memory ledger; flushes every `flushIntervalMs` (the timer does not
+ * keep the process alive). A use costs a map lookup and two assignments: the
+ * entries used since the last flush are kept in a set, not copied.
+ */
 export function createCredentialLedger(options: CredentialLedgerOptions): CredentialLedger {
-  const firstSeen = new Map<string, number>()
-  for (const s of options.initial ?? []) firstSeen.set(keyOf(s.agent, s), s.firstSeen)
-  let pending = new Map<string, CredentialSighting>()
-  const warned = new Map<string, number>()
+  const entries = new Map<string, Entry>()
+  for (const s of options.initial ?? []) {
+    entries.set(keyOf(s.agent, s), { agent: s.agent, kind: s.kind, id: s.id, firstSeen: s.firstSeen, lastSeen: s.lastSeen, warnedAt: -Infinity })
+  }
+  let used = new Set<Entry>()
   let failing = false
   let flushing: Promise<void> | undefined
 
-  const merge = (into: Map<string, CredentialSighting>, s: CredentialSighting) => {
-    const k = keyOf(s.agent, s)
-    const had = into.get(k)
-    into.set(k, had === undefined ? s : { ...s, firstSeen: Math.min(had.firstSeen, s.firstSeen), lastSeen: Math.max(had.lastSeen, s.lastSeen) })
-  }
-
   async function write(): Promise<void> {
     const store = options.store
-    if (store === undefined || pending.size === 0) return
-    const batch = pending
-    pending = new Map()
+    if (store === undefined || used.size === 0) return
+    const batch = used
+    used = new Set()
     try {
-      const stored = await store.record([...batch.values()])
+      const stored = await store.record([...batch].map(sightingOf))
       // Another instance may have seen a credential earlier: its sighting is the one that ages it.
       for (const s of stored) {
-        const k = keyOf(s.agent, s)
-        firstSeen.set(k, Math.min(firstSeen.get(k) ?? s.firstSeen, s.firstSeen))
+        const e = entries.get(keyOf(s.agent, s))
+        if (e !== undefined && s.firstSeen < e.firstSeen) e.firstSeen = s.firstSeen
       }
       if (failing) options.logger?.info('credential ledger written again')
       failing = false
     } catch (err) {
-      for (const s of batch.values()) merge(pending, s)
+      for (const e of batch) used.add(e)
       if (!failing) options.logger?.warn({ cause: (err as Error).name }, 'credential ledger could not be written; kept for the next flush')
       failing = true
     }
@@ -112,19 +124,24 @@ export function createCredentialLedger(options: CredentialLedgerOptions): Creden
   return {
     use(agent, credential, now, rule) {
       const k = keyOf(agent, credential)
-      const first = firstSeen.get(k) ?? now
-      if (!firstSeen.has(k)) firstSeen.set(k, first)
-      merge(pending, { agent, kind: credential.kind, id: credential.id, firstSeen: first, lastSeen: now })
-      const state = credentialAgeState(first, now, rule)
-      if (state === 'rotate_soon' && now - (warned.get(k) ?? -Infinity) >= WARN_EVERY_SECONDS) {
-        warned.set(k, now)
-        const daysLeft = Math.max(0, Math.floor((first + rule.maxAge - now) / 86_400))
+      let e = entries.get(k)
+      if (e === undefined) {
+        e = { agent, kind: credential.kind, id: credential.id, firstSeen: now, lastSeen: now, warnedAt: -Infinity }
+        entries.set(k, e)
+      } else if (now > e.lastSeen) {
+        e.lastSeen = now
+      }
+      used.add(e)
+      const state = credentialAgeState(e.firstSeen, now, rule)
+      if (state === 'rotate_soon' && now - e.warnedAt >= WARN_EVERY_SECONDS) {
+        e.warnedAt = now
+        const daysLeft = Math.max(0, Math.floor((e.firstSeen + rule.maxAge - now) / 86_400))
         options.logger?.warn(
           { agent, credential_kind: credential.kind, credential: credential.id.slice(0, 12), days_left: daysLeft },
           'credential nears max_credential_age; rotate it',
         )
       }
-      return { firstSeen: first, state }
+      return { firstSeen: e.firstSeen, state }
     },
     flush,
     async close() {
