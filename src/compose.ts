@@ -18,6 +18,7 @@ import { openWebhookNotifier } from './compose/notifications.js'
 import { openAgentLifecycle } from './compose/lifecycle.js'
 import type { LifecycleService } from './audit/lifecycle-service.js'
 import { openSetTransmitter } from './compose/ssf.js'
+import { openCredentialLedger } from './compose/credentials.js'
 import { openDurableStores } from './compose/storage.js'
 import type { Config } from './config/schema.js'
 import { instanceIdOf, jwksPolicyOf, resourceServer, trustedIssuersOf } from './config/translate.js'
@@ -39,12 +40,16 @@ import { startTelemetry, type TelemetryExporters } from './telemetry/otel.js'
 import type { Tracing } from './telemetry/tracing.js'
 import { createRefusals, type Refusals } from './telemetry/refusal-log.js'
 import { createClientAuthenticator } from './tokens/client-auth.js'
+import { createClientKeySets } from './tokens/client-jwks.js'
+import type { CredentialLedger } from './tokens/credential-ledger.js'
+import type { CredentialAgeRule } from './core/credential-age.js'
 import { createDevUserIssuer } from './tokens/dev-issuer.js'
 import { openSigningKeys, type SigningKeyRing } from './tokens/keys.js'
 import { createTokenMinter } from './tokens/mint.js'
 import type { TokenMinter } from './tokens/port.js'
 import { createSubjectVerifier } from './tokens/subject.js'
 import { buildIssuerTrust, type IssuerTrust, type LocalIssuer } from './tokens/trust.js'
+import type { KeyResolver } from './tokens/upstream.js'
 
 // Kept here for the CLI, which imports them from the composition root.
 export { instanceIdOf, jwksPolicyOf, trustedIssuer } from './config/translate.js'
@@ -191,7 +196,10 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       clock,
       logger: log.child({ module: 'jwks' }),
     })
+    const credentials = await openCredentialLedger(config, stores.database, log, closers)
     const exchange = exchangeDeps(config, {
+      credentials,
+      clientKeySets: createClientKeySets(jwksPolicyOf(config), clock, log.child({ module: 'client-jwks' })),
       keys,
       policies: policies.store,
       trust,
@@ -233,6 +241,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       ...(metrics === undefined ? {} : { metrics }),
       ...(stores.auditQueries === undefined ? {} : { auditQueries: stores.auditQueries }),
       ...(stores.usageReads === undefined ? {} : { usageReads: stores.usageReads }),
+      ...(credentials.reads === undefined ? {} : { credentialReads: credentials.reads }),
       ...(stores.sqlAudit === undefined ? {} : { auditHealthy: stores.sqlAudit.probe.bind(stores.sqlAudit) }),
       readiness: {
         policyReload: () => policies.store.status(),
@@ -277,6 +286,8 @@ function startEventLoopMonitor(closers: Closers): () => number {
 function exchangeDeps(
   config: Config,
   d: {
+    readonly credentials: { readonly ledger: CredentialLedger; readonly rule: CredentialAgeRule }
+    readonly clientKeySets: (jwksUri: string) => KeyResolver
     readonly keys: SigningKeyRing
     readonly policies: ExchangeDeps['policies']
     readonly trust: IssuerTrust
@@ -304,6 +315,9 @@ function exchangeDeps(
       assertionMaxLifetime: config.limits.client_assertion_max_lifetime_seconds,
       workloadTokenMaxLifetime: config.limits.workload_token_max_lifetime_seconds,
       resourceServers: config.resource_servers.map(resourceServer),
+      clientKeySets: d.clientKeySets,
+      ledger: d.credentials.ledger,
+      credentialAge: d.credentials.rule,
     }),
     subjects: createSubjectVerifier({
       selfIssuer: config.issuer,

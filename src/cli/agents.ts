@@ -39,6 +39,24 @@ interface AgentJson {
   grants: { audience: string; scopes: string[] }[]
   kills: { id: string; reason: string; created_by: string; created_at: string }[]
   attestation: { last_attested_at: string | null; by: string | null; next_due: string | null } | null
+  credentials?: CredentialsJson | null
+}
+interface CredentialsJson {
+  kind: string
+  state: string
+  max_age_days: number
+  oldest_age_days: number | null
+  last_used_at: string | null
+  suggested_fix: string | null
+  credentials: { kind: string; id: string; first_used_at: string; last_used_at: string; age_days: number; state: string; in_policy: boolean | null }[]
+}
+
+/** `secret 12 d (rotate_soon)`: the kind, the oldest accepted credential's age, and its state when not fresh. */
+const credentialCell = (c: CredentialsJson | null | undefined) => {
+  if (c === null || c === undefined) return '-'
+  if (c.kind === 'workload') return 'workload'
+  const age = c.oldest_age_days === null ? 'unused' : `${c.oldest_age_days} d`
+  return `${c.kind} ${age}${c.state === 'fresh' || c.state === 'unused' ? '' : ` (${c.state})`}`
 }
 interface AgentDetailJson extends AgentJson {
   grant_usage: { audience: string; scope: string; tokens_30d: number; last_token_at: string }[]
@@ -73,7 +91,10 @@ export const agentsList = (o: AgentsOptions) =>
     if (o.json === true) return void write(JSON.stringify(page))
     stale(page.revocations_fresh)
     if (page.agents.length === 0) return void write('no agents')
-    const t = new Table({ ...plain(), head: ['agent', 'state', 'owner', 'expires', 'auth', 'last token', '24h tok/users', '30d tok/users', 'grants'] })
+    const t = new Table({
+      ...plain(),
+      head: ['agent', 'state', 'owner', 'expires', 'auth', 'credential', 'last token', '24h tok/users', '30d tok/users', 'grants'],
+    })
     for (const a of page.agents) {
       t.push([
         printable(a.agent),
@@ -81,6 +102,7 @@ export const agentsList = (o: AgentsOptions) =>
         wrap(a.owner ?? '-', 28),
         expiry(a),
         a.authentication ?? '-',
+        credentialCell(a.credentials),
         time(a.last_token_at),
         `${a.usage.tokens_24h} / ${a.usage.users_24h}`,
         `${a.usage.tokens_30d} / ${a.usage.users_30d}`,
@@ -90,6 +112,8 @@ export const agentsList = (o: AgentsOptions) =>
     write(t.toString())
     write(`${page.total} agent${page.total === 1 ? '' : 's'}`)
     if (page.next_offset !== null) process.stderr.write(`more: --offset ${page.next_offset}\n`)
+    const fix = page.agents.find((a) => a.credentials?.suggested_fix != null)?.credentials?.suggested_fix
+    if (o.state === 'shared-secret' && fix !== undefined && fix !== null) write(`suggested fix for each: ${fix}`)
   })
 
 /** `mandate agents show AGENT`: the agent, its usage per grant, recent denials, kills, delegation chains. */
@@ -108,6 +132,7 @@ export const agentsShow = (agent: string, o: AgentsOptions) =>
       ['purpose', a.purpose ?? '-'],
       ['expires', expiry(a)],
       ['authentication', a.authentication ?? '-'],
+      ['credential', credentialCell(a.credentials)],
       ['last token', time(a.last_token_at)],
       ['attested', attested(a)],
       ['next attestation', a.attestation?.next_due == null ? '-' : day(a.attestation.next_due)],
@@ -128,6 +153,27 @@ export const agentsShow = (agent: string, o: AgentsOptions) =>
       if (!a.grants.some((g) => g.audience === x.audience && g.scopes.includes(x.scope))) {
         grants.push([wrap(x.audience, 40), `${printable(x.scope)} (not granted)`, String(x.tokens_30d), time(x.last_token_at)])
       }
+    const creds = a.credentials
+    if (creds !== null && creds !== undefined && creds.kind !== 'workload') {
+      write(`\ncredentials (max age ${creds.max_age_days} d)`)
+      if (creds.credentials.length === 0) write('none used yet')
+      else {
+        const t = new Table({ ...plain(), head: ['kind', 'id', 'first used', 'last used', 'age', 'state', 'in policy'] })
+        for (const c of creds.credentials) {
+          t.push([
+            c.kind,
+            `${printable(c.id.slice(0, 16))}…`,
+            time(c.first_used_at),
+            time(c.last_used_at),
+            `${c.age_days} d`,
+            c.state,
+            c.in_policy === null ? '?' : c.in_policy ? 'yes' : 'no',
+          ])
+        }
+        write(t.toString())
+      }
+      if (creds.suggested_fix !== null) write(`suggested fix: ${creds.suggested_fix}`)
+    }
     write('\ngrants')
     write(grants.length === 0 ? 'none' : grants.toString())
     write('\nkills in force')

@@ -120,10 +120,29 @@ policy
   .description('validate every policy file in a directory; exits 1 on any error, printing file:line:column: field: reason')
   .argument('[dir]', 'policy directory', './policies')
   .action(lazy(() => import('./policy.js'), 'policyCheck'))
-policy
-  .command('secret')
-  .description('generate a client secret (256 random bits) and the secret_sha256 a policy stores for it')
-  .action(lazy(() => import('./policy.js'), 'policySecret'))
+brokerOptions(
+  policy
+    .command('secret')
+    .description(
+      'generate a client secret (256 random bits) and the secret_sha256 a policy stores for it; ' +
+        'with --rotate AGENT, add a new one to the agent’s policy file (printed once; old and new both work), ' +
+        'with --retire AGENT, remove all but the newest once the broker saw the newest in use',
+    )
+    .option('--rotate <agent>', 'add a new secret to this agent’s policy file, keeping its comments and layout')
+    .option('--retire <agent>', 'remove every secret of this agent but the newest, once the broker’s credential ledger says the newest was used (auditor role)')
+    .option('--force', 'with --retire: do not ask the broker whether the newest secret was used')
+    .option('--dir <dir>', 'policy directory', './policies')
+    .addHelpText(
+      'after',
+      `
+A rollover: "--rotate AGENT" prints the new secret once and adds its sha256
+to the agent's file (a list: up to 5 secrets are accepted at once); give the
+agent the new secret; once it has used it, "--retire AGENT" removes the old
+ones. The broker reloads the file by itself. --retire reads the credential
+ledger through the admin API (found as for "mandate revoke"); --json prints
+what was done as JSON.`,
+    ),
+).action(lazy(() => import('./policy-secret.js'), 'policySecretCommand'))
 policy
   .command('diff')
   .description(
@@ -286,7 +305,10 @@ brokerOptions(
     .command('list')
     .description('every agent of the policies and of the log (no policy: state unknown)')
     .option('--owner <owner>', 'only this owner')
-    .option('--state <state>', 'active, expiring, expired, killed, quarantined, attestation_overdue, orphaned, dormant or unknown')
+    .option(
+      '--state <state>',
+      'active, expiring, expired, killed, quarantined, attestation_overdue, orphaned, dormant or unknown; or shared-secret: agents still on client_secret_basic, with the suggested fix',
+    )
     .option('--expiring <duration>', 'expiring within this long, e.g. 14d (expired ones included)')
     .option('--sort <key>', 'agent, owner, expires, last_token, tokens_24h or tokens_30d')
     .option('--limit <n>', '1-500 (default 100)')

@@ -9,6 +9,7 @@ import { z } from 'zod'
 import { compileAuthentication, UNUSABLE_JWK } from '../policy/load.js'
 import { AbsoluteUri, ClientSecretBasicAuthentication, DurationText, PrivateKeyJwtAuthentication } from '../policy/schema.js'
 import { isAllowedUpstreamUrl } from '../tokens/fetch-limited.js'
+import { AGE_DURATION, AGE_DURATION_RULE, parseAgeDuration } from '../core/credential-age.js'
 import { WEBHOOK_EVENT_TYPES } from '../notify/events.js'
 import { ASYMMETRIC_ALGORITHMS } from '../tokens/jws.js'
 
@@ -503,6 +504,31 @@ export const Config = z
         // Anomaly rules and their actions.
 
         // Agent credentials: age and rotation.
+        credentials: z
+          .strictObject({
+            max_age: z
+              .string()
+              .regex(AGE_DURATION, AGE_DURATION_RULE)
+              .default('90d')
+              .describe(
+                'oldest an agent credential (secret or key) may be, counted from its first use; a policy’s `max_credential_age` overrides it. Past it: `invalid_client`',
+              ),
+            warn_before: z
+              .string()
+              .regex(AGE_DURATION, AGE_DURATION_RULE)
+              .default('14d')
+              .describe('how long before `max_age` a credential is reported `rotate_soon` (a log line a day per credential, and the inventory)'),
+            flush_interval_ms: z
+              .number()
+              .int()
+              .min(100)
+              .max(60_000)
+              .default(5_000)
+              .describe('how often each instance writes the first and last use of credentials it saw to the database (off the token path)'),
+          })
+          .refine((c) => parseAgeDuration(c.warn_before)! < parseAgeDuration(c.max_age)!, { error: 'must be shorter than max_age', path: ['warn_before'] })
+          .prefault({})
+          .describe('agent credentials: the ledger of their first and last use, and their maximum age'),
 
         // Least privilege: unused grants and shrink.
       })

@@ -29,6 +29,7 @@ import { mountAdminPolicy } from './routes/admin-policy.js'
 import { mountAdminAgents, type AgentAttestations } from './routes/admin-agents.js'
 import type { LifecycleReads } from '../core/lifecycle.js'
 import type { UsageReads } from '../core/inventory.js'
+import type { CredentialReads } from '../core/credential-age.js'
 import type { AdminKey } from './admin-auth.js'
 import type { RevocationService } from '../revocation/service.js'
 import { jwksRoute, metadataRoute } from './routes/well-known.js'
@@ -64,6 +65,8 @@ export interface AppDeps {
   readonly auditQueries?: AuditQueries
   /** Reads of the usage summaries; without them /admin/agents does not exist (no database). */
   readonly usageReads?: UsageReads
+  /** Reads of the credential ledger, for the credentials of /admin/agents (absent: null there). */
+  readonly credentialReads?: CredentialReads
   /** Whether the delegation log can write, for /readyz. */
   readonly auditHealthy?: () => Promise<boolean>
   /** The rest of what /readyz reports: policy reloads, the keys file, issuers' key sets, the replay cache. */
@@ -209,7 +212,16 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   }
   if (deps.usageReads !== undefined) {
     const { audit, now, policies } = deps.exchange
-    mountAdminAgents(app, { keys: deps.adminKeys, audit, usage: deps.usageReads, policies, revocations: deps.revocations, now, lifecycle: deps.lifecycle })
+    mountAdminAgents(app, {
+      keys: deps.adminKeys,
+      audit,
+      usage: deps.usageReads,
+      policies,
+      revocations: deps.revocations,
+      now,
+      lifecycle: deps.lifecycle,
+      credentials: deps.credentialReads,
+    })
   }
   app.get('/.well-known/oauth-authorization-server', metadataDoc, metadataRoute(issuer, deps.keys))
   app.get('/.well-known/jwks.json', jwksDoc, jwksRoute(deps.keys))

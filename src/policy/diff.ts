@@ -28,8 +28,9 @@ const iso = (t: number) => new Date(t * 1000).toISOString().slice(0, 10)
 function credentials(a: AgentAuthentication): string[] {
   switch (a.method) {
     case 'client_secret_basic':
-      return [`client_secret_basic secret ${createHash('sha256').update(a.secretSha256).digest('hex').slice(0, 12)}`]
+      return a.secretHashes.map((h) => `client_secret_basic secret ${createHash('sha256').update(h).digest('hex').slice(0, 12)}`)
     case 'private_key_jwt':
+      if (a.jwksUri !== undefined) return [`private_key_jwt jwks_uri ${a.jwksUri}`]
       return a.keys.map((k) => {
         const jwk = k.key.export({ format: 'jwk' })
         const thumb = createHash('sha256')

@@ -3,6 +3,7 @@ import { readdir, readFile, stat } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml'
 import type { AgentId } from '../core/claims.js'
+import { parseAgeDuration } from '../core/credential-age.js'
 import type { AgentAuthentication, AgentPolicy, AgentPublicKey, AudienceGrant, PolicyIssue, PolicyStore, RateLimit } from './port.js'
 import { importPublicJwk, KeyRefused } from '../tokens/jwk.js'
 import { keyFitsAlgorithm } from '../tokens/jws.js'
@@ -56,14 +57,17 @@ export function compileAuthentication<A extends PolicyAuthentication>(
   let authentication: AgentAuthentication
   switch (declared.method) {
     case 'client_secret_basic':
-      authentication = { method: 'client_secret_basic', secretSha256: Buffer.from(declared.secret_sha256, 'hex') }
+      authentication = {
+        method: 'client_secret_basic',
+        secretHashes: (typeof declared.secret_sha256 === 'string' ? [declared.secret_sha256] : declared.secret_sha256).map((h) => Buffer.from(h, 'hex')),
+      }
       break
     case 'workload_identity':
       authentication = { method: 'workload_identity', issuer: declared.issuer, subject: declared.subject }
       break
     case 'private_key_jwt': {
       const keys: AgentPublicKey[] = []
-      declared.jwks.keys.forEach((jwk, i) => {
+      ;(declared.jwks?.keys ?? []).forEach((jwk, i) => {
         try {
           const key = importPublicJwk(jwk)
           if (!keyFitsAlgorithm(jwk.alg, key)) throw new KeyRefused(`alg ${jwk.alg} does not fit the key`)
@@ -73,7 +77,7 @@ export function compileAuthentication<A extends PolicyAuthentication>(
           unusableKeys.push({ index: i, reason: err.message })
         }
       })
-      authentication = { method: 'private_key_jwt', keys }
+      authentication = { method: 'private_key_jwt', keys, ...(declared.jwks_uri === undefined ? {} : { jwksUri: declared.jwks_uri }) }
       break
     }
   }
@@ -145,6 +149,7 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy; 
       delegation: { maxDepth: p.delegation.max_depth, subAgents: new Set(p.delegation.sub_agents as AgentId[]) },
       rateLimit: { agent: rateLimit(p.rate_limit.agent), user: rateLimit(p.rate_limit.user) },
       ...(p.attest_every === undefined ? {} : { attestEvery: parseDuration(p.attest_every) }),
+      ...(p.max_credential_age === undefined ? {} : { maxCredentialAge: parseAgeDuration(p.max_credential_age) }),
       sourceHash: createHash('sha256').update(text).digest('hex'),
       source: file,
     },

@@ -3,14 +3,17 @@ import type { AgentId } from '../core/claims.js'
 /** How an agent proves who it is at the token endpoint. */
 export type AgentAuthentication =
   | {
-      /** RFC 7523 client assertion signed with one of these public keys. */
+      /** RFC 7523 client assertion signed with one of these public keys, or of the key set at `jwksUri`. */
       readonly method: 'private_key_jwt'
+      /** Empty when the keys are published at `jwksUri`. */
       readonly keys: readonly AgentPublicKey[]
+      /** Where the client publishes its JWK set (fetched within the config's JWKS bounds); undefined for inline keys. */
+      readonly jwksUri?: string | undefined
     }
   | {
-      /** RFC 6749 §2.3.1 Basic; the policy holds only the secret's SHA-256. */
+      /** RFC 6749 §2.3.1 Basic; the policy holds only each secret's SHA-256 (one, or several during a rollover). */
       readonly method: 'client_secret_basic'
-      readonly secretSha256: Buffer
+      readonly secretHashes: readonly Buffer[]
     }
   | {
       /** A workload identity token from an issuer trusted for workloads, sent as `actor_token`. */
@@ -75,6 +78,8 @@ export interface AgentPolicy {
   }
   /** Seconds between two attestations by the owner (`attest_every`); undefined: none needed. */
   readonly attestEvery?: number | undefined
+  /** `max_credential_age`, seconds; undefined: the config's (`governance.credentials.max_age`). */
+  readonly maxCredentialAge?: number | undefined
   /** SHA-256 of the file the policy was loaded from, hex; ties an issuance to its policy text. */
   readonly sourceHash: string
   readonly source: string

@@ -1,5 +1,7 @@
 import { z } from 'zod'
 import { AGENT_ID, AGENT_ID_RULE } from '../core/claims.js'
+import { AGE_DURATION, AGE_DURATION_RULE } from '../core/credential-age.js'
+import { isAllowedUpstreamUrl } from '../tokens/fetch-limited.js'
 import { ASYMMETRIC_ALGORITHMS } from '../tokens/jws.js'
 
 const AgentIdString = z.string().regex(AGENT_ID, AGENT_ID_RULE)
@@ -24,18 +26,45 @@ const PublicJwk = z
   .refine((k) => !('d' in k) && !('p' in k) && !('k' in k), 'must be a public key (no private members)')
 
 /** RFC 7523 client authentication; shared by agent policies and resource servers. */
-export const PrivateKeyJwtAuthentication = z.strictObject({
-  method: z.literal('private_key_jwt').describe('RFC 7523 client assertion signed with one of these keys'),
-  jwks: z.strictObject({ keys: z.array(PublicJwk).min(1).max(10).describe('the client’s public keys (1-10), inline') }),
-})
+export const PrivateKeyJwtAuthentication = z
+  .strictObject({
+    method: z.literal('private_key_jwt').describe('RFC 7523 client assertion signed with one of these keys'),
+    jwks: z
+      .strictObject({ keys: z.array(PublicJwk).min(1).max(10).describe('the client’s public keys (1-10), inline') })
+      .optional()
+      .describe('the client’s public keys, inline; or `jwks_uri`'),
+    jwks_uri: z
+      .string()
+      .refine(
+        (s) => URL.canParse(s) && isAllowedUpstreamUrl(new URL(s)) && new URL(s).hash === '',
+        'must be https (http only on localhost), without a fragment',
+      )
+      .optional()
+      .describe(
+        'where the client publishes its JWK set (RFC 7591 §2 `jwks_uri`), instead of `jwks`: fetched with the bounds of config `jwks` (size, key count, timeout, cache, cooldown) like an issuer’s',
+      ),
+  })
+  .refine((a) => (a.jwks === undefined) !== (a.jwks_uri === undefined), 'give exactly one of jwks and jwks_uri')
+
+/** Most secrets one client may hold at once: enough for a rollover, few enough to compare every one per request. */
+export const MAX_CLIENT_SECRETS = 5
+const SecretSha256 = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits (sha256 of the secret)')
 
 /** RFC 6749 §2.3.1 client authentication; shared by agent policies and resource servers. */
 export const ClientSecretBasicAuthentication = z.strictObject({
   method: z.literal('client_secret_basic').describe('HTTP Basic with a generated secret'),
   secret_sha256: z
-    .string()
-    .regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits (sha256 of the secret)')
-    .describe('SHA-256 of the secret, hex; `mandate policy secret` makes both'),
+    .union([
+      SecretSha256,
+      z
+        .array(SecretSha256)
+        .min(1)
+        .max(MAX_CLIENT_SECRETS)
+        .refine((l) => new Set(l).size === l.length, 'must not repeat a secret'),
+    ])
+    .describe(
+      `SHA-256 of the secret, hex, or a list of up to ${MAX_CLIENT_SECRETS} (any of them is accepted: a rollover); \`mandate policy secret\` makes one, \`--rotate\` adds one to a policy`,
+    ),
 })
 
 export const PolicyAuthentication = z.discriminatedUnion('method', [
@@ -152,6 +181,13 @@ export const Policy = z
     // Anomaly rules and declared hours.
 
     // Credential age.
+    max_credential_age: z
+      .string()
+      .regex(AGE_DURATION, AGE_DURATION_RULE)
+      .optional()
+      .describe(
+        'oldest a credential of this agent may be, counted from its first use (e.g. `30d`); warned `governance.credentials.warn_before` ahead, refused (`invalid_client`) after. Default: the config’s `governance.credentials.max_age` (90d)',
+      ),
   })
   .superRefine((p, ctx) => {
     const seen = new Set<string>()

@@ -339,3 +339,22 @@ export const agentLifecycle = pgTable('agent_lifecycle', {
   suspended: boolean('suspended').notNull().default(false),
   version: bigint('version', { mode: 'number' }).notNull().default(0),
 })
+
+/**
+ * The credential ledger (src/audit/credentials.ts): when each agent
+ * credential was first and last seen in use, epoch seconds. Written in
+ * batches off the token path, merged with LEAST and GREATEST so that
+ * instances flushing in any order agree.
+ */
+export const agentCredentials = pgTable(
+  'agent_credentials',
+  {
+    agent: text('agent').notNull(),
+    /** `secret` (id: its SHA-256, hex) or `key` (id: its RFC 7638 thumbprint). */
+    kind: text('kind').notNull(),
+    credential: text('credential').notNull(),
+    firstSeen: bigint('first_seen', { mode: 'number' }).notNull(),
+    lastSeen: bigint('last_seen', { mode: 'number' }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.agent, t.kind, t.credential] }), check('agent_credentials_kind', sql`${t.kind} in ('secret', 'key')`)],
+)

@@ -1,14 +1,17 @@
-import { createHash, generateKeyPairSync, randomBytes, sign, timingSafeEqual } from 'node:crypto'
+import { createHash, generateKeyPairSync, randomBytes, sign, timingSafeEqual, type KeyObject } from 'node:crypto'
+import { CREDENTIAL_TOO_OLD, DEFAULT_CREDENTIAL_WARN_BEFORE, DEFAULT_MAX_CREDENTIAL_AGE, type CredentialAgeRule } from '../core/credential-age.js'
+import { MAX_CLIENT_SECRETS } from '../policy/schema.js'
+import { keyThumbprint, type CredentialLedger, type CredentialRef } from './credential-ledger.js'
 import type { AgentId } from '../core/claims.js'
 import { TOKEN_TYPE } from '../core/claims.js'
 import { CLIENT_AUTH_FAILED, loggable, OAuthError } from '../core/errors.js'
 import type { AgentAuthentication, PolicyStore } from '../policy/port.js'
 import { UpstreamUnavailable } from './fetch-limited.js'
-import { checkClaims, checkHeader, decodeJws, JwtError, verifySignature } from './jws.js'
+import { algorithmAccepts, ASYMMETRIC_ALGORITHMS, checkClaims, checkHeader, decodeJws, JwtError, verifySignature, type JwsHeader } from './jws.js'
 import type { AdmissionStore, AssertionUse } from '../admission/port.js'
 import { admissionRefusal, admissionUnavailable } from '../core/admission.js'
 import type { AuthenticatedCaller, AuthenticatedClient, ClientAuthenticator, ClientCredentials, ResourceServer } from './port.js'
-import { unverifiedIssuer, verifyDecodedJwt, type IssuerRegistry } from './upstream.js'
+import { unverifiedIssuer, verifyDecodedJwt, type IssuerRegistry, type KeyResolver } from './upstream.js'
 
 export interface ClientAuthOptions {
   /** This broker's issuer identifier: the only `aud` a client assertion may carry (RFC 7523 update). */
@@ -26,6 +29,12 @@ export interface ClientAuthOptions {
   readonly workloadTokenMaxLifetime: number
   /** Configured resource servers; their `rs/` ids can never be agent ids. */
   readonly resourceServers?: readonly ResourceServer[]
+  /** The key set a `private_key_jwt` client publishes at its `jwks_uri` (one resolver per URI, kept by the caller). */
+  readonly clientKeySets?: (jwksUri: string) => KeyResolver
+  /** Where an agent's use of each credential is recorded, and its age read; absent: credentials do not age. */
+  readonly ledger?: CredentialLedger
+  /** `max_credential_age` and its warning, where a policy sets none. */
+  readonly credentialAge?: CredentialAgeRule
 }
 
 /** Who a client id names, an agent (its policy) or a resource server, with how it authenticates. */
@@ -34,13 +43,17 @@ interface Principal {
   readonly id: string
   readonly authentication: AgentAuthentication
   readonly caller: Caller
+  /** The policy's own `max_credential_age`, seconds. */
+  readonly maxCredentialAge?: number | undefined
 }
 type Principals = (id: string) => Principal | undefined
 
 function agents(policies: PolicyStore): Principals {
   return (id) => {
     const p = policies.get(id as AgentId)
-    return p === undefined ? undefined : { id: p.agent, authentication: p.authentication, caller: { kind: 'agent', agent: p.agent } }
+    return p === undefined
+      ? undefined
+      : { id: p.agent, authentication: p.authentication, caller: { kind: 'agent', agent: p.agent }, maxCredentialAge: p.maxCredentialAge }
   }
 }
 
@@ -49,6 +62,30 @@ const ASSERTION_TYP = [undefined, 'jwt', 'client-authentication+jwt']
 const ASSERTION_REQUIRED = ['iss', 'sub', 'aud', 'exp', 'jti'] as const
 const WORKLOAD_REQUIRED = ['iss', 'sub', 'aud', 'exp', 'iat'] as const
 const ACTOR_TOKEN_TYPES: ReadonlySet<string> = new Set([TOKEN_TYPE.jwt, TOKEN_TYPE.accessToken])
+
+/** A principal that proved who it is, the credential it proved it with, and the assertion to spend. */
+interface Authenticated {
+  readonly principal: Principal
+  readonly assertion: AssertionUse | undefined
+  readonly credential: CredentialRef
+}
+
+/**
+ * Whether `presented` equals any of `expected`, in time that depends on
+ * neither which one matched nor how many there are: every slot up to the
+ * most a policy may hold is compared (empty ones against `filler`), with
+ * no early exit.
+ */
+export function matchesAnySecret(presented: Buffer, expected: readonly Buffer[], filler: Buffer): boolean {
+  let matched = 0
+  for (let i = 0; i < MAX_CLIENT_SECRETS; i++) {
+    const candidate = expected[i]
+    // A filler compare always runs, so a list of one costs what a list of five does.
+    const equal = timingSafeEqual(presented, candidate ?? filler) ? 1 : 0
+    matched |= candidate === undefined ? 0 : equal
+  }
+  return matched === 1
+}
 
 /** SHA-256 of a client secret, as policies store it. */
 export function hashClientSecret(secret: string): Buffer {
@@ -75,18 +112,24 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
   const dummySignature = sign('sha256', Buffer.from('x'), { key: dummy.privateKey, dsaEncoding: 'ieee-p1363' })
   const fail = (detail: string) => new OAuthError('invalid_client', CLIENT_AUTH_FAILED, { detail })
 
-  function secretBasic(principals: Principals, clientId: string, secret: string): { caller: Caller; assertion: undefined } {
+  function secretBasic(principals: Principals, clientId: string, secret: string): Authenticated {
     const principal = principals(clientId)
     const auth = principal?.authentication
-    const expected = auth?.method === 'client_secret_basic' ? auth.secretSha256 : dummyHash
-    const matches = timingSafeEqual(hashClientSecret(secret), expected)
+    const presented = hashClientSecret(secret)
+    const matches = matchesAnySecret(presented, auth?.method === 'client_secret_basic' ? auth.secretHashes : [], dummyHash)
     if (principal === undefined) throw fail(`unknown client`)
     if (auth?.method !== 'client_secret_basic') throw fail(`${clientId} does not use client_secret_basic`)
     if (!matches) throw fail(`wrong secret for ${clientId}`)
-    return { caller: principal.caller, assertion: undefined }
+    return { principal, assertion: undefined, credential: { kind: 'secret', id: presented.toString('hex') } }
   }
 
-  async function privateKeyJwt(principals: Principals, assertion: string, clientId: string | undefined): Promise<{ caller: Caller; assertion: AssertionUse }> {
+  /** The key a client's own JWK set (its `jwks_uri`) holds for this header; `UpstreamUnavailable` when the set cannot be had. */
+  async function publishedKey(jwksUri: string, header: JwsHeader): Promise<KeyObject> {
+    if (options.clientKeySets === undefined) throw new JwtError('jwks_uri_not_supported')
+    return options.clientKeySets(jwksUri).resolve(header)
+  }
+
+  async function privateKeyJwt(principals: Principals, assertion: string, clientId: string | undefined): Promise<Authenticated> {
     const now = options.now()
     try {
       const decoded = decodeJws(assertion)
@@ -101,11 +144,15 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
         if (clientId !== undefined && clientId !== iss) throw new JwtError('client_id_mismatch')
         if (principal === undefined) throw new JwtError('unknown_client')
         if (auth?.method !== 'private_key_jwt') throw new JwtError('client_does_not_use_private_key_jwt')
-        checkHeader(decoded.header, { algorithms: [...new Set(auth.keys.map((k) => k.alg))], typ: ASSERTION_TYP })
-        const { alg, kid } = decoded.header
-        const candidates = auth.keys.filter((k) => k.alg === alg && (kid === undefined || k.kid === kid))
-        if (candidates.length !== 1) throw new JwtError(candidates.length === 0 ? 'unknown_kid' : 'ambiguous_key')
-        key = candidates[0]!.key
+        checkHeader(decoded.header, { algorithms: ASYMMETRIC_ALGORITHMS, typ: ASSERTION_TYP })
+        if (auth.jwksUri !== undefined) {
+          key = await publishedKey(auth.jwksUri, decoded.header)
+        } else {
+          const { alg, kid } = decoded.header
+          const candidates = auth.keys.filter((k) => algorithmAccepts(k.alg, alg, k.key) && (kid === undefined || k.kid === kid))
+          if (candidates.length !== 1) throw new JwtError(candidates.length === 0 ? 'unknown_kid' : 'ambiguous_key')
+          key = candidates[0]!.key
+        }
       } catch (err) {
         if (!(err instanceof JwtError)) throw err
         failure = err.code
@@ -136,11 +183,32 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
       const earliestUse = Math.max(exp - options.assertionMaxLifetime, iat === undefined ? -Infinity : iat - options.skew)
       // Agent and resource-server ids never coincide, so neither can spend the other's jti.
       const assertionUse = { key: `${principal.id}:${payload['jti'] as string}`, earliestUse: earliestUse * 1000, expiresAt: (exp + options.skew) * 1000 }
-      return { caller: principal.caller, assertion: assertionUse }
+      return { principal, assertion: assertionUse, credential: { kind: 'key', id: keyThumbprint(key) } }
     } catch (err) {
       if (err instanceof JwtError) throw fail(`assertion: ${err.code}`)
+      if (err instanceof UpstreamUnavailable) {
+        throw new OAuthError('temporarily_unavailable', 'client keys unavailable; try again', { detail: err.message, retryAfter: 5 })
+      }
       throw err
     }
+  }
+
+  /**
+   * Records the use of an agent's credential in the ledger and refuses one
+   * older than `max_credential_age` (the policy's, else the config's). The
+   * caller proved it holds the credential, so saying why it is refused
+   * tells an attacker nothing a stolen credential does not.
+   */
+  function aged(a: Authenticated): Caller {
+    const { principal, credential } = a
+    if (options.ledger === undefined || principal.caller.kind !== 'agent') return principal.caller
+    const global = options.credentialAge ?? { maxAge: DEFAULT_MAX_CREDENTIAL_AGE, warnBefore: DEFAULT_CREDENTIAL_WARN_BEFORE }
+    const rule = principal.maxCredentialAge === undefined ? global : { ...global, maxAge: principal.maxCredentialAge }
+    const { state, firstSeen } = options.ledger.use(principal.id, credential, options.now(), rule)
+    if (state === 'too_old') {
+      throw new OAuthError('invalid_client', CREDENTIAL_TOO_OLD, { detail: `${credential.kind} ${credential.id.slice(0, 12)} first seen ${firstSeen}` })
+    }
+    return principal.caller
   }
 
   async function workloadIdentity(policies: PolicyStore, token: string, tokenType: string, clientId: string | undefined): Promise<AuthenticatedClient> {
@@ -202,10 +270,12 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
       switch (method) {
         case 'client_secret_basic':
         case 'private_key_jwt': {
-          const { caller, assertion } =
+          const authenticated =
             method === 'client_secret_basic'
               ? secretBasic(agents(policies), credentials.clientId, credentials.secret)
               : await privateKeyJwt(agents(policies), credentials.assertion, credentials.clientId)
+          const caller = aged(authenticated)
+          const { assertion } = authenticated
           if (caller.kind !== 'agent') throw fail('not an agent')
           return { agent: caller.agent, method, assertion }
         }
@@ -220,10 +290,12 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
       switch (credentials.method) {
         case 'client_secret_basic':
         case 'private_key_jwt': {
-          const { caller, assertion } =
+          const authenticated =
             credentials.method === 'client_secret_basic'
               ? secretBasic(serversOr(policies), credentials.clientId, credentials.secret)
               : await privateKeyJwt(serversOr(policies), credentials.assertion, credentials.clientId)
+          const caller = aged(authenticated)
+          const { assertion } = authenticated
           return caller.kind === 'agent' ? { kind: 'agent', agent: caller.agent, assertion } : { kind: 'resource_server', server: caller.server, assertion }
         }
         case 'workload_identity': {

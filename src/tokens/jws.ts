@@ -138,6 +138,17 @@ export function keyFitsAlgorithm(alg: string, key: KeyObject): boolean {
   }
 }
 
+/**
+ * Whether a key declared for `keyAlg` may verify a JWS whose header says
+ * `headerAlg`: the same algorithm, or RFC 9864's fully-specified `Ed25519`
+ * for a key declared with the polymorphic `EdDSA` when the key is on
+ * Ed25519 (the signature is the same; only the name is more precise).
+ */
+export function algorithmAccepts(keyAlg: string, headerAlg: string, key: KeyObject): boolean {
+  if (keyAlg === headerAlg) return true
+  return keyAlg === 'EdDSA' && headerAlg === 'Ed25519' && keyFitsAlgorithm('Ed25519', key)
+}
+
 /** The digest and key options `alg` needs with `key`; undefined when the key is not of the kind `alg` requires. */
 function verifyParams(alg: string, key: KeyObject, signature: Buffer): { hash: string | null; key: VerifyKey } | undefined {
   if (!keyFitsAlgorithm(alg, key)) return undefined

@@ -11,7 +11,17 @@ import * as oauth from 'oauth4webapi'
 import type { Logger } from '../telemetry/log.js'
 import { fetchLimited, isAllowedUpstreamUrl, UpstreamUnavailable, type FetchLimits } from './fetch-limited.js'
 import { importPublicJwk, KeyRefused } from './jwk.js'
-import { ASYMMETRIC_ALGORITHMS, checkClaims, checkHeader, decodeJws, JwtError, keyFitsAlgorithm, verifySignature, type JwsHeader } from './jws.js'
+import {
+  algorithmAccepts,
+  ASYMMETRIC_ALGORITHMS,
+  checkClaims,
+  checkHeader,
+  decodeJws,
+  JwtError,
+  keyFitsAlgorithm,
+  verifySignature,
+  type JwsHeader,
+} from './jws.js'
 
 /** An issuer trusted for one role (user subjects, or workload actors). */
 export interface TrustedIssuer {
@@ -185,7 +195,7 @@ function selectKey(set: KeySet, header: JwsHeader): KeyObject | undefined {
   let found: KeyObject | undefined
   for (const k of set.keys) {
     if (header.kid !== undefined && k.kid !== header.kid) continue
-    if (k.alg !== undefined && k.alg !== header.alg) continue
+    if (k.alg !== undefined && !algorithmAccepts(k.alg, header.alg, k.key)) continue
     if (!keyFitsAlgorithm(header.alg, k.key)) continue
     if (found !== undefined) throw new JwtError('ambiguous_key')
     found = k.key

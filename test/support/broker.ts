@@ -189,6 +189,8 @@ export interface TestBrokerOptions {
    * `mandate.audit`; `audit` then stays empty.
    */
   readonly sqlAudit?: boolean
+  /** The config's `governance` section. */
+  readonly governance?: Record<string, unknown>
 }
 
 /**
@@ -335,6 +337,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ...(options.ssf === undefined ? {} : { ssf: options.ssf }),
     ...(options.notifications === undefined ? {} : { notifications: options.notifications }),
     ...(options.forwardAuth === undefined ? {} : { forward_auth: { enabled: options.forwardAuth } }),
+    ...(options.governance === undefined ? {} : { governance: options.governance }),
     admin: {
       keys: Object.entries(ADMIN_KEYS).map(([role, key]) => ({
         name: `${role}-holder`,

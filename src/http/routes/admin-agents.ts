@@ -15,6 +15,8 @@ import {
 } from '../../core/inventory.js'
 import type { LifecycleReads } from '../../core/lifecycle.js'
 import type { PolicyStore } from '../../policy/port.js'
+import { SHARED_SECRET, type CredentialReads, type CredentialSummary } from '../../core/credential-age.js'
+import { AgentCredentialsBody, credentialsJson } from './admin-agent-credentials.js'
 import type { Revocation } from '../../revocation/port.js'
 import type { RevocationService } from '../../revocation/service.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
@@ -42,7 +44,10 @@ const AgentsQuery = z.strictObject({
     .regex(/^[^\u0000-\u001f\u007f]+$/, 'must not contain control characters')
     .optional()
     .describe('Only agents with this owner (exact).'),
-  state: z.enum(AGENT_STATES).optional(),
+  state: z
+    .enum([...AGENT_STATES, SHARED_SECRET])
+    .optional()
+    .describe(`An agent state, or \`${SHARED_SECRET}\`: agents still on client_secret_basic, with the suggested fix in \`credentials\`.`),
   expiring: Duration.optional().describe('Only agents whose policy expires within this long (e.g. 14d), expired ones included.'),
   sort: z.enum(INVENTORY_SORTS).optional().describe('Default `agent`; usage sorts put the busiest first, `last_token` the latest.'),
   limit: z
@@ -98,6 +103,9 @@ const AgentEntry = z
       })
       .nullable()
       .describe('The owner’s attestations; null for an agent without a policy.'),
+    credentials: AgentCredentialsBody.nullable().describe(
+      'Its credentials’ kind, age and last use; null for an agent without a policy, or without a database.',
+    ),
   })
   .meta({ id: 'AgentEntry' })
 export const AgentListBody = z
@@ -196,6 +204,8 @@ export interface AdminAgentsDeps {
   readonly now: () => number
   /** Attestation and lifecycle states; absent: neither is shown and POST …/attest does not exist. */
   readonly lifecycle?: (LifecycleReads & AgentAttestations) | undefined
+  /** The credential ledger's reads; without them `credentials` is null. */
+  readonly credentials?: CredentialReads | undefined
 }
 
 const iso = (t: number | undefined) => (t === undefined ? null : new Date(t * 1000).toISOString())
@@ -244,6 +254,8 @@ const unavailable = (): never => {
   throw new AdminError('temporarily_unavailable', 'usage summaries unavailable; try again')
 }
 
+const credentialsOf = (s: CredentialSummary | undefined) => (s === undefined ? null : credentialsJson(s))
+
 /** /admin/agents: the inventory, for auditors (read permission). */
 export function mountAdminAgents(app: Hono<AppEnv>, deps: AdminAgentsDeps): void {
   app.get('/admin/agents', listDoc, requireAdmin(deps.keys, 'read'), async function listAgents(c) {
@@ -253,14 +265,20 @@ export function mountAdminAgents(app: Hono<AppEnv>, deps: AdminAgentsDeps): void
     const now = deps.now()
     await recordAdminRead(c, deps.audit, 'admin.audit.read', now)
     const usage = await deps.usage.usage(now).catch(unavailable)
-    const all = buildInventory(deps.policies.snapshot().agents(), usage, agentKills(deps.revocations.records()), now, deps.lifecycle)
-    const selected = selectInventory(all, { owner: q.owner, state: q.state, expiringWithin: q.expiring }, q.sort ?? 'agent', now)
+    const policies = deps.policies.snapshot().agents()
+    const credentials = await deps.credentials?.summaries(policies, now).catch(unavailable)
+    const sharedOnly = q.state === SHARED_SECRET
+    const all = buildInventory(policies, usage, agentKills(deps.revocations.records()), now, deps.lifecycle).filter(
+      (e) => !sharedOnly || e.authentication === 'client_secret_basic',
+    )
+    const state = q.state === SHARED_SECRET ? undefined : q.state
+    const selected = selectInventory(all, { owner: q.owner, state, expiringWithin: q.expiring }, q.sort ?? 'agent', now)
     const offset = q.offset ?? 0
     const limit = q.limit ?? 100
     const page = selected.slice(offset, offset + limit)
     return c.json(
       {
-        agents: page.map(entryJson),
+        agents: page.map((e) => ({ ...entryJson(e), credentials: credentialsOf(credentials?.get(e.agent)) })),
         total: selected.length,
         next_offset: offset + limit < selected.length ? offset + limit : null,
         // Kills come from the local revocation mirror: when it is stale, `killed` may be missing.
@@ -283,9 +301,11 @@ export function mountAdminAgents(app: Hono<AppEnv>, deps: AdminAgentsDeps): void
       throw new AdminError('not_found', 'no policy names that agent and the log holds no usage of it')
     }
     const entry = entryOf(agent, policy, detail.usage, agentKills(deps.revocations.records()).get(agent) ?? [], now, deps.lifecycle)
+    const credentials = await deps.credentials?.summary(policy, now).catch(unavailable)
     return c.json(
       {
         ...entryJson(entry),
+        credentials: credentialsOf(credentials),
         grant_usage: detail.grants.map((g) => ({ audience: g.audience, scope: g.scope, tokens_30d: g.tokens30d, last_token_at: iso(g.lastTokenAt) })),
         recent_denials: detail.denials.map((d) => ({ at: iso(d.at), error: d.error, reason: d.reason, sub: d.sub ?? null })),
         chains: detail.chains.map((ch) => ({ jti: ch.jti, root_jti: ch.rootJti, at: iso(ch.at), actors: ch.actors })),

@@ -122,7 +122,7 @@ describe('parsePolicy / loadPolicies: a good policy', () => {
       sourceHash: createHash('sha256').update(text).digest('hex'),
       source: file,
     })
-    expect(a.authentication.method === 'client_secret_basic' && a.authentication.secretSha256.equals(Buffer.from(HASH, 'hex'))).toBe(true)
+    expect(a.authentication.method === 'client_secret_basic' && a.authentication.secretHashes[0]!.equals(Buffer.from(HASH, 'hex'))).toBe(true)
     expect([...a.grants.entries()]).toEqual([
       ['https://api.test', { audience: 'https://api.test', scopes: new Set(['read', 'write']), defaultScopes: ['read'] }],
     ])
