@@ -81,6 +81,8 @@ async function detailOf(db: Db, agent: string, now: number): Promise<AgentDetail
       .from(agentGrantUsageDay)
       .where(and(eq(agentGrantUsageDay.agent, agent), gte(agentGrantUsageDay.day, w.day)))
       .groupBy(agentGrantUsageDay.audience, agentGrantUsageDay.scope)
+      // Rows of grants that were only asked for and denied are for `policy unused`, not usage.
+      .having(sql`sum(${agentGrantUsageDay.tokens}) > 0`)
       .orderBy(agentGrantUsageDay.audience, agentGrantUsageDay.scope),
     db
       .select({ at: auditLog.at, sub: auditLog.sub, record: auditLog.record })
