@@ -207,6 +207,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       ...(metrics === undefined ? {} : { metrics }),
       ...(stores.auditQueries === undefined ? {} : { auditQueries: stores.auditQueries }),
       ...(stores.usageReads === undefined ? {} : { usageReads: stores.usageReads }),
+      shrinkMinTokens: config.governance.shrink_min_tokens,
       ...(stores.sqlAudit === undefined ? {} : { auditHealthy: stores.sqlAudit.probe.bind(stores.sqlAudit) }),
       readiness: {
         policyReload: () => policies.store.status(),

@@ -25,6 +25,7 @@ import { mountAdminRevocations } from './routes/admin-revocations.js'
 import { mountRevocationFeed } from './routes/revocation-feed.js'
 import { mountAdminAudit, recordAdminRead, type AuditQueries } from './routes/admin-audit.js'
 import { mountAdminPolicy } from './routes/admin-policy.js'
+import { mountAdminPolicyUnused } from './routes/admin-policy-unused.js'
 import { mountAdminAgents } from './routes/admin-agents.js'
 import type { UsageReads } from '../core/inventory.js'
 import type { AdminKey } from './admin-auth.js'
@@ -60,6 +61,8 @@ export interface AppDeps {
   readonly auditQueries?: AuditQueries
   /** Reads of the usage summaries; without them /admin/agents does not exist (no database). */
   readonly usageReads?: UsageReads
+  /** `governance.shrink_min_tokens`: fewest tokens in a window before GET /admin/policy/unused suggests a removal (default 100). */
+  readonly shrinkMinTokens?: number
   /** Whether the delegation log can write, for /readyz. */
   readonly auditHealthy?: () => Promise<boolean>
   /** The rest of what /readyz reports: policy reloads, the keys file, issuers' key sets, the replay cache. */
@@ -204,6 +207,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   if (deps.usageReads !== undefined) {
     const { audit, now, policies } = deps.exchange
     mountAdminAgents(app, { keys: deps.adminKeys, audit, usage: deps.usageReads, policies, revocations: deps.revocations, now })
+    mountAdminPolicyUnused(app, { keys: deps.adminKeys, audit, usage: deps.usageReads, policies, now, minTokens: deps.shrinkMinTokens ?? 100 })
   }
   app.get('/.well-known/oauth-authorization-server', metadataDoc, metadataRoute(issuer, deps.keys))
   app.get('/.well-known/jwks.json', jwksDoc, jwksRoute(deps.keys))
