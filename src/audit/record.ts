@@ -75,8 +75,8 @@ function body(event: AuditEvent, doc: Record<string, Json | undefined>): Record<
         sub_iss: event.subIssuer,
         error: event.error,
         reason: event.reason,
-        requested_aud: event.audiences?.slice(0, MAX_RECORDED_AUDIENCES) as string[] | undefined,
-        requested_scopes: event.scopes?.slice(0, MAX_RECORDED_SCOPES) as string[] | undefined,
+        requested_aud: event.audiences?.slice(0, MAX_RECORDED_AUDIENCES),
+        requested_scopes: event.scopes?.slice(0, MAX_RECORDED_SCOPES),
       })
     case 'token.withheld':
       return assign({ agent: event.agent, sub: event.sub, sub_iss: event.subIssuer, jti: event.jti, reason: event.reason })

@@ -41,7 +41,8 @@ export function entryLines(e: Entry): string[] {
 export const auditShow = (requestId: string, o: BrokerOptions) =>
   run(async () => {
     const id = requestId.startsWith(DENIAL_URN_PREFIX) ? requestId.slice(DENIAL_URN_PREFIX.length) : requestId
-    if (!/^[A-Za-z0-9._-]{1,64}$/.test(id)) throw new CliError('REQUEST_ID must be 1-64 letters, digits, ".", "_" or "-" (the answer’s X-Request-Id)', EXIT.USAGE)
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(id))
+      throw new CliError('REQUEST_ID must be 1-64 letters, digits, ".", "_" or "-" (the answer’s X-Request-Id)', EXIT.USAGE)
     const b = await resolveBroker(o)
     const answer = (await adminRequest(b, 'GET', `/admin/audit/requests/${id}`)) as { request_id: string; records: Entry[] }
     if (o.json === true) return void process.stdout.write(`${JSON.stringify(answer)}\n`)

@@ -173,7 +173,9 @@ export const policyShrink = (agent: string, o: ShrinkOptions) =>
     const [from, to] = isAbsolute(name) ? [name, name] : [`a/${name}`, `b/${name}`]
     const patch = removed.length === 0 ? '' : createTwoFilesPatch(from, to, old, text, undefined, undefined, { context: 3 })
     if (o.json === true) {
-      process.stdout.write(`${JSON.stringify({ agent, file: name, suggest: unused.suggest, reason: unused.reason, removed, diff: patch, written: o.write === true && removed.length > 0 })}\n`)
+      process.stdout.write(
+        `${JSON.stringify({ agent, file: name, suggest: unused.suggest, reason: unused.reason, removed, diff: patch, written: o.write === true && removed.length > 0 })}\n`,
+      )
     } else if (removed.length === 0) {
       process.stderr.write(`${unusedLines(unused).join('\n')}\nnothing to remove from ${printable(name)}\n`)
     } else {

@@ -151,7 +151,10 @@ function describeLeastPrivilege(
       policies = join(dir, 'policies')
       await cp(join(root, 'policies/dev'), policies, { recursive: true })
       await writeFile(join(policies, 'lp-agent.yaml'), LP_AGENT)
-      await writeFile(join(policies, 'lp-sub.yaml'), simple('lp-sub', 'delegation: { max_depth: 2 }\n').replace(`users: [{ issuer: ${DEV_USERS} }]`, 'users: []'))
+      await writeFile(
+        join(policies, 'lp-sub.yaml'),
+        simple('lp-sub', 'delegation: { max_depth: 2 }\n').replace(`users: [{ issuer: ${DEV_USERS} }]`, 'users: []'),
+      )
       await writeFile(join(policies, 'young-agent.yaml'), simple('young-agent'))
       const config = Config.parse({
         issuer: ISSUER,

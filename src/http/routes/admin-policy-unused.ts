@@ -111,7 +111,9 @@ export function mountAdminPolicyUnused(app: Hono<AppEnv>, deps: AdminPolicyUnuse
       const issue = parsed.error.issues[0]
       throw new AdminError(
         'invalid_request',
-        issue?.code === 'unrecognized_keys' ? `unknown parameter: ${issue.keys.join(', ')}` : `invalid ${issue?.path.join('.') || 'query'}: ${issue?.message ?? 'invalid'}`,
+        issue?.code === 'unrecognized_keys'
+          ? `unknown parameter: ${issue.keys.join(', ')}`
+          : `invalid ${issue?.path.join('.') || 'query'}: ${issue?.message ?? 'invalid'}`,
       )
     }
     const q = parsed.data
@@ -121,12 +123,14 @@ export function mountAdminPolicyUnused(app: Hono<AppEnv>, deps: AdminPolicyUnuse
     const now = deps.now()
     const windowDays = q.since ?? 30
     await recordAdminRead(c, deps.audit, 'admin.audit.read', now)
-    const usage = await deps.usage.windowUsage(
-      policies.map((p) => p.agent),
-      now - windowDays * DAY_SECONDS,
-    ).catch(() => {
-      throw new AdminError('temporarily_unavailable', 'usage summaries unavailable; try again')
-    })
+    const usage = await deps.usage
+      .windowUsage(
+        policies.map((p) => p.agent),
+        now - windowDays * DAY_SECONDS,
+      )
+      .catch(() => {
+        throw new AdminError('temporarily_unavailable', 'usage summaries unavailable; try again')
+      })
     const agents = policies
       .sort((a, b) => (a.agent < b.agent ? -1 : a.agent > b.agent ? 1 : 0))
       .map((p) => unusedJson(p.owner, unusedGrants(p, usage.get(p.agent) ?? NO_WINDOW_USAGE, { now, windowDays, minTokens: deps.minTokens })))
