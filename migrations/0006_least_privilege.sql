@@ -7,4 +7,4 @@ CREATE TABLE "agent_depth_day" (
 --> statement-breakpoint
 ALTER TABLE "agent_grant_usage_day" ALTER COLUMN "last_token_at" DROP NOT NULL;--> statement-breakpoint
 ALTER TABLE "agent_grant_usage_day" ADD COLUMN "denials" bigint DEFAULT 0 NOT NULL;--> statement-breakpoint
-CREATE INDEX "audit_log_request_id_idx" ON "audit_log" USING btree (("record"::jsonb ->> 'request_id')) WHERE "audit_log"."event" in ('token.issued', 'token.denied');
+CREATE INDEX "audit_log_denied_request_id_idx" ON "audit_log" USING btree (("record"::jsonb ->> 'request_id')) WHERE "audit_log"."event" = 'token.denied';

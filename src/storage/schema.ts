@@ -168,11 +168,12 @@ export const auditLog = pgTable(
     index('audit_log_denied_agent_idx')
       .on(t.agent, t.id)
       .where(sql`${t.event} = 'token.denied'`),
-    // `mandate audit show REQUEST_ID`: a token request's record by the id its answer carried (X-Request-Id,
-    // `error_uri`). An expression over the record, so no column is added to what `verify` checks.
-    index('audit_log_request_id_idx')
+    // `mandate audit show REQUEST_ID`: a denial's record by the id its answer carried (X-Request-Id,
+    // `error_uri`). An expression over the record, so no column is added to what `verify` checks; denials
+    // only, since on issuances it cost about 20 µs of PostgreSQL CPU per record (bench/usage-statement.ts).
+    index('audit_log_denied_request_id_idx')
       .on(sql`(${t.record}::jsonb ->> 'request_id')`)
-      .where(sql`${t.event} in ('token.issued', 'token.denied')`),
+      .where(sql`${t.event} = 'token.denied'`),
   ],
 )
 

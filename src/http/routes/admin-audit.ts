@@ -12,7 +12,7 @@ import { adminErrors, AuditPage as AuditPageBody, DelegationTree as DelegationTr
 export interface AuditQueries {
   page(request: AuditPageRequest): Promise<AuditPage>
   tree(jti: string): Promise<DelegationTree | undefined>
-  /** The `token.issued` and `token.denied` records of the request answered with this id, oldest first. */
+  /** The `token.denied` records of the request answered with this id, oldest first. */
   request(id: string): Promise<readonly AuditEntry[]>
 }
 
@@ -112,11 +112,12 @@ export const RequestRecordsBody = z
 const requestDoc = describeRoute({
   tags: ['Admin'],
   operationId: 'requestRecords',
-  summary: 'The audit records of one token request, by its request id (auditor, admin)',
+  summary: 'The denial record of one token request, by its request id (auditor, admin)',
   description:
     'Every answer of the token endpoint carries `X-Request-Id`; a denial also names it in `error_uri` (`urn:mandate:request:<id>`). ' +
     'The denied caller sees only the standard error; this returns the full records: the reason, the agent, the user, the audiences and scopes asked for, the time. ' +
-    'A caller may choose its request id, so one id can name several records. The read is recorded before it is answered.',
+    'A caller may choose its request id, so one id can name several records. A granted request’s `token.issued` record carries its request id too ' +
+    'but is found by the token’s `jti` (`GET /admin/audit?jti=`). The read is recorded before it is answered.',
   security: adminKey,
   parameters: parametersOf('path', z.object({ id: RequestIdParam.describe('The request id (`X-Request-Id`).') })),
   responses: { 200: { description: 'The records.', content: jsonContent(RequestRecordsBody) }, ...adminErrors(400, 401, 403, 404, 503) },
@@ -189,7 +190,7 @@ export function mountAdminAudit(app: Hono<AppEnv>, deps: AdminAuditDeps): void {
     if (!id.success) throw new AdminError('invalid_request', 'invalid id: must be 1-64 letters, digits, `.`, `_` or `-`')
     await recordAdminRead(c, deps.audit, 'admin.audit.read', deps.now())
     const records = await deps.queries.request(id.data).catch(unavailable)
-    if (records.length === 0) throw new AdminError('not_found', 'no token.issued or token.denied record names that request id')
+    if (records.length === 0) throw new AdminError('not_found', 'no token.denied record names that request id')
     return c.json({ request_id: id.data, records }, 200, NO_STORE)
   })
 }
