@@ -74,6 +74,8 @@ const group = (): AuditEvent[] =>
       scopes: ['read', 'write'],
       expiresAt: now + 300,
       policyHash: 'ab'.repeat(32),
+      // Every token request carries one (X-Request-Id); the log indexes it for `mandate audit show`.
+      requestId: randomUUID(),
     } as unknown as AuditEvent
   })
 

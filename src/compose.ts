@@ -242,6 +242,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       ...(stores.auditQueries === undefined ? {} : { auditQueries: stores.auditQueries }),
       ...(stores.usageReads === undefined ? {} : { usageReads: stores.usageReads }),
       ...(credentials.reads === undefined ? {} : { credentialReads: credentials.reads }),
+      shrinkMinTokens: config.governance.shrink_min_tokens,
       ...(stores.sqlAudit === undefined ? {} : { auditHealthy: stores.sqlAudit.probe.bind(stores.sqlAudit) }),
       readiness: {
         policyReload: () => policies.store.status(),

@@ -4,11 +4,12 @@
  * its latest denials (the partial index on denials by agent) and the
  * delegation chains it appears in (the GIN index on actors).
  */
-import { and, arrayContains, desc, eq, gte, sql } from 'drizzle-orm'
+import { and, arrayContains, desc, eq, gte, inArray, sql } from 'drizzle-orm'
 import type { AgentDetailUsage, AgentUsage, UsageReads } from '../core/inventory.js'
 import { NO_USAGE } from '../core/inventory.js'
 import type { Db } from '../storage/database.js'
-import { agentGrantUsageDay, agentUsageDay, agentUsageHour, agentUsers, auditLog } from '../storage/schema.js'
+import type { WindowUsage } from '../core/least-privilege.js'
+import { agentDepthDay, agentGrantUsageDay, agentUsageDay, agentUsageHour, agentUsers, auditLog } from '../storage/schema.js'
 import { DAY, HOUR } from './usage.js'
 
 /** Denials and chains an agent's page shows at most. */
@@ -81,6 +82,8 @@ async function detailOf(db: Db, agent: string, now: number): Promise<AgentDetail
       .from(agentGrantUsageDay)
       .where(and(eq(agentGrantUsageDay.agent, agent), gte(agentGrantUsageDay.day, w.day)))
       .groupBy(agentGrantUsageDay.audience, agentGrantUsageDay.scope)
+      // Rows of grants that were only asked for and denied are for `policy unused`, not usage.
+      .having(sql`sum(${agentGrantUsageDay.tokens}) > 0`)
       .orderBy(agentGrantUsageDay.audience, agentGrantUsageDay.scope),
     db
       .select({ at: auditLog.at, sub: auditLog.sub, record: auditLog.record })
@@ -107,7 +110,58 @@ async function detailOf(db: Db, agent: string, now: number): Promise<AgentDetail
   }
 }
 
-/** The inventory's reads on `db` (PostgreSQL or PGlite alike). */
+/** The inventory's and `policy unused`'s reads on `db` (PostgreSQL or PGlite alike). */
 export function createUsageReads(db: Db): UsageReads {
-  return { usage: (now) => usageOf(db, now, undefined), detail: (agent, now) => detailOf(db, agent, now) }
+  return {
+    usage: (now) => usageOf(db, now, undefined),
+    detail: (agent, now) => detailOf(db, agent, now),
+    windowUsage: (agents, from) => (agents.length === 0 ? Promise.resolve(new Map()) : windowUsageOf(db, agents, from)),
+  }
+}
+
+/** Each agent's use of its grants from epoch second `from` (whole UTC days: the day holding `from` counts in full). */
+async function windowUsageOf(db: Db, agents: readonly string[], from: number): Promise<Map<string, WindowUsage>> {
+  const day = Math.floor(from / DAY)
+  const [tokens, first, grants, depths] = await Promise.all([
+    db
+      .select({ agent: agentUsageDay.agent, tokens: sql<string>`sum(${agentUsageDay.tokens})` })
+      .from(agentUsageDay)
+      .where(and(inArray(agentUsageDay.agent, [...agents]), gte(agentUsageDay.day, day)))
+      .groupBy(agentUsageDay.agent),
+    db
+      .select({ agent: agentUsers.agent, first: sql<string>`min(${agentUsers.firstAt})` })
+      .from(agentUsers)
+      .where(inArray(agentUsers.agent, [...agents]))
+      .groupBy(agentUsers.agent),
+    db
+      .select({
+        agent: agentGrantUsageDay.agent,
+        audience: agentGrantUsageDay.audience,
+        scope: agentGrantUsageDay.scope,
+        tokens: sql<string>`sum(${agentGrantUsageDay.tokens})`,
+        denials: sql<string>`sum(${agentGrantUsageDay.denials})`,
+      })
+      .from(agentGrantUsageDay)
+      .where(and(inArray(agentGrantUsageDay.agent, [...agents]), gte(agentGrantUsageDay.day, day)))
+      .groupBy(agentGrantUsageDay.agent, agentGrantUsageDay.audience, agentGrantUsageDay.scope),
+    db
+      .select({ agent: agentDepthDay.agent, depth: sql<number>`max(${agentDepthDay.maxDepth})` })
+      .from(agentDepthDay)
+      .where(and(inArray(agentDepthDay.agent, [...agents]), gte(agentDepthDay.day, day)))
+      .groupBy(agentDepthDay.agent),
+  ])
+  const t = new Map(tokens.map((r) => [r.agent, num(r.tokens)]))
+  const f = new Map(first.map((r) => [r.agent, num(r.first)]))
+  const d = new Map(depths.map((r) => [r.agent, num(r.depth)]))
+  const g = new Map<string, WindowUsage['grants'][number][]>()
+  for (const r of grants) {
+    const list = g.get(r.agent) ?? []
+    list.push({ audience: r.audience, scope: r.scope, tokens: num(r.tokens), denials: num(r.denials) })
+    g.set(r.agent, list)
+  }
+  const out = new Map<string, WindowUsage>()
+  for (const agent of agents) {
+    out.set(agent, { tokens: t.get(agent) ?? 0, firstTokenAt: f.get(agent), grants: g.get(agent) ?? [], maxDepth: d.get(agent) ?? 0 })
+  }
+  return out
 }

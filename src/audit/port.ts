@@ -8,6 +8,8 @@ interface RequestContext {
   readonly clientAddress?: string | undefined
   /** W3C trace id (32 hex digits) of the request, when there was one. */
   readonly traceId?: string | undefined
+  /** The id the answer carried (`X-Request-Id`, and a denial's `error_uri`): what `mandate audit show` looks up. */
+  readonly requestId?: string | undefined
 }
 
 export type AuditEvent =
@@ -42,6 +44,10 @@ export type AuditEvent =
       readonly error: string
       /** Why, for the log: never a token or a secret. */
       readonly reason: string
+      /** The audiences (and resources) the request asked for; at most `MAX_RECORDED_AUDIENCES` are recorded. */
+      readonly audiences?: readonly string[] | undefined
+      /** The scopes it asked for, undefined when it left `scope` out; at most `MAX_RECORDED_SCOPES` are recorded. */
+      readonly scopes?: readonly string[] | undefined
     })
   | {
       /**
@@ -130,6 +136,11 @@ export type AuditEvent =
       readonly detail: string
       readonly revocationId?: string | undefined
     }
+
+/** Most audiences of a denied request its record keeps (one is all a request may be granted). */
+export const MAX_RECORDED_AUDIENCES = 4
+/** Most scopes of a denied request its record keeps: a refused request cannot grow the log or the summaries without bound. */
+export const MAX_RECORDED_SCOPES = 32
 
 /** Lifecycle transitions an `agent.lifecycle` record names (docs/policies.md "Lifecycle"). */
 export const LIFECYCLE_TRANSITIONS = ['attestation_due', 'attestation_overdue', 'expiry_near', 'expired', 'orphaned', 'dormant', 'reinstated'] as const

@@ -13,7 +13,7 @@
  */
 import { createHash } from 'node:crypto'
 import canonicalize from 'canonicalize'
-import type { AuditEvent } from './port.js'
+import { MAX_RECORDED_AUDIENCES, MAX_RECORDED_SCOPES, type AuditEvent } from './port.js'
 
 export const RECORD_VERSION = 1
 export const GENESIS_HASH = '0'.repeat(64)
@@ -47,9 +47,10 @@ type Json = string | number | boolean | null | Json[] | { [key: string]: Json }
 /** The event's own fields, snake_case, written into `doc`; undefined ones are left out when serialized. */
 function body(event: AuditEvent, doc: Record<string, Json | undefined>): Record<string, Json | undefined> {
   // Request context, for the events that carry it (undefined members are left out).
-  const ctx = event as { readonly clientAddress?: string; readonly traceId?: string }
+  const ctx = event as { readonly clientAddress?: string; readonly traceId?: string; readonly requestId?: string }
   doc['client_address'] = ctx.clientAddress
   doc['trace_id'] = ctx.traceId
+  doc['request_id'] = ctx.requestId
   const assign = (fields: Record<string, Json | undefined>) => Object.assign(doc, fields)
   switch (event.type) {
     case 'token.issued':
@@ -68,7 +69,15 @@ function body(event: AuditEvent, doc: Record<string, Json | undefined>): Record<
         policy_hash: event.policyHash,
       })
     case 'token.denied':
-      return assign({ agent: event.agent, sub: event.sub, sub_iss: event.subIssuer, error: event.error, reason: event.reason })
+      return assign({
+        agent: event.agent,
+        sub: event.sub,
+        sub_iss: event.subIssuer,
+        error: event.error,
+        reason: event.reason,
+        requested_aud: event.audiences?.slice(0, MAX_RECORDED_AUDIENCES),
+        requested_scopes: event.scopes?.slice(0, MAX_RECORDED_SCOPES),
+      })
     case 'token.withheld':
       return assign({ agent: event.agent, sub: event.sub, sub_iss: event.subIssuer, jti: event.jti, reason: event.reason })
     case 'revocation.created':

@@ -1,6 +1,6 @@
 /**
  * The usage summaries (storage/schema.ts: agent_usage_day, agent_usage_hour,
- * agent_grant_usage_day, agent_users), kept by the very statement that
+ * agent_grant_usage_day, agent_users, agent_depth_day), kept by the very statement that
  * writes a group of records (group-insert.ts): the group's `token.issued`
  * and `token.denied` records are aggregated here, in memory, into one row
  * per key, and the statement upserts those rows next to the records. So the
@@ -9,7 +9,7 @@
  * one row twice in a statement).
  */
 import type { StatementParam } from '../storage/database.js'
-import type { AuditEvent } from './port.js'
+import { MAX_RECORDED_AUDIENCES, MAX_RECORDED_SCOPES, type AuditEvent } from './port.js'
 
 export const DAY = 86_400
 export const HOUR = 3_600
@@ -31,26 +31,80 @@ export function usageCtes(first: number): string {
       select * from unnest(${p(5)}::text[], ${p(6)}::int[], ${p(7)}::bigint[], ${p(8)}::bigint[])
     on conflict (agent, hour) do update set tokens = u.tokens + excluded.tokens, denials = u.denials + excluded.denials
   ), usage_grant as (
-    insert into agent_grant_usage_day as u (agent, audience, scope, day, tokens, last_token_at)
-      select * from unnest(${p(9)}::text[], ${p(10)}::text[], ${p(11)}::text[], ${p(12)}::int[], ${p(13)}::bigint[], ${p(14)}::bigint[])
-    on conflict (agent, audience, scope, day) do update set tokens = u.tokens + excluded.tokens, last_token_at = greatest(u.last_token_at, excluded.last_token_at)
+    insert into agent_grant_usage_day as u (agent, audience, scope, day, tokens, denials, last_token_at)
+      select * from unnest(${p(9)}::text[], ${p(10)}::text[], ${p(11)}::text[], ${p(12)}::int[], ${p(13)}::bigint[], ${p(20)}::bigint[], ${p(14)}::bigint[])
+    on conflict (agent, audience, scope, day) do update set tokens = u.tokens + excluded.tokens, denials = u.denials + excluded.denials,
+      last_token_at = greatest(u.last_token_at, excluded.last_token_at)
   ), usage_users as (
     insert into agent_users as u (agent, sub_iss, sub, first_at, last_at)
       select * from unnest(${p(15)}::text[], ${p(16)}::text[], ${p(17)}::text[], ${p(18)}::bigint[], ${p(19)}::bigint[])
     on conflict (agent, sub_iss, sub) do update set first_at = least(u.first_at, excluded.first_at), last_at = greatest(u.last_at, excluded.last_at)
+  ), usage_depth as (
+    insert into agent_depth_day as u (agent, day, max_depth)
+      select * from unnest(${p(21)}::text[], ${p(22)}::int[], ${p(23)}::int[])
+    on conflict (agent, day) do update set max_depth = greatest(u.max_depth, excluded.max_depth)
   )
   `
 }
 
 /** Parameters `usageCtes` reads. */
-export const USAGE_PARAMS = 20
+export const USAGE_PARAMS = 24
+
+interface GrantRow {
+  agent: string
+  audience: string
+  scope: string
+  day: number
+  tokens: number
+  denials: number
+  last: number | null
+}
+
+/** Adds one token (or one denial) to the grant row of its key. */
+function countGrant(grants: Map<string, GrantRow>, agent: string, audience: string, scope: string, day: number, issuedAt: number | null): void {
+  const gk = `${agent}\u0000${audience}\u0000${scope}\u0000${day}`
+  let g = grants.get(gk)
+  if (g === undefined) grants.set(gk, (g = { agent, audience, scope, day, tokens: 0, denials: 0, last: null }))
+  if (issuedAt === null) g.denials++
+  else {
+    g.tokens++
+    g.last = Math.max(g.last ?? issuedAt, issuedAt)
+  }
+}
+
+/**
+ * A denial counts against each audience and scope it asked for (as its
+ * record keeps them: record.ts caps both); one that left `scope` out counts
+ * under scope `''`.
+ */
+function countDenial(grants: Map<string, GrantRow>, e: Extract<AuditEvent, { type: 'token.denied' }>, day: number): void {
+  const scopes = e.scopes === undefined ? [''] : e.scopes.slice(0, MAX_RECORDED_SCOPES)
+  for (const audience of e.audiences?.slice(0, MAX_RECORDED_AUDIENCES) ?? []) {
+    for (const scope of scopes) countGrant(grants, e.agent, audience, scope, day, null)
+  }
+}
+
+/**
+ * Depth 1 is every issuance's, so only longer chains get a row: each agent
+ * of the chain (RFC 8693 §4.1 actors) needed its `max_depth` to allow it.
+ */
+function countDepth(depths: Map<string, { agent: string; day: number; depth: number }>, actors: readonly string[], day: number): void {
+  if (actors.length < 2) return
+  for (const agent of actors) {
+    const k = `${agent}\u0000${day}`
+    const d = depths.get(k)
+    if (d === undefined) depths.set(k, { agent, day, depth: actors.length })
+    else d.depth = Math.max(d.depth, actors.length)
+  }
+}
 
 /** The group's summary rows, one per key, as the column arrays `usageCtes` reads. */
 export function usageParams(events: readonly AuditEvent[]): StatementParam[] {
   const days = new Map<string, { agent: string; day: number; tokens: number; denials: number; last: number | null }>()
   const hours = new Map<string, { agent: string; hour: number; tokens: number; denials: number }>()
-  const grants = new Map<string, { agent: string; audience: string; scope: string; day: number; tokens: number; last: number }>()
+  const grants = new Map<string, GrantRow>()
   const users = new Map<string, { agent: string; iss: string; sub: string; first: number; last: number }>()
+  const depths = new Map<string, { agent: string; day: number; depth: number }>()
   for (const e of events) {
     if (e.type !== 'token.issued' && e.type !== 'token.denied') continue
     const day = Math.floor(e.at / DAY)
@@ -65,20 +119,14 @@ export function usageParams(events: readonly AuditEvent[]): StatementParam[] {
     if (e.type === 'token.denied') {
       d.denials++
       h.denials++
+      if (e.audiences !== undefined) countDenial(grants, e, day)
       continue
     }
     d.tokens++
     h.tokens++
     d.last = Math.max(d.last ?? e.at, e.at)
-    for (const scope of e.scopes) {
-      const gk = `${e.agent}\u0000${e.audience}\u0000${scope}\u0000${day}`
-      const g = grants.get(gk)
-      if (g === undefined) grants.set(gk, { agent: e.agent, audience: e.audience, scope, day, tokens: 1, last: e.at })
-      else {
-        g.tokens++
-        g.last = Math.max(g.last, e.at)
-      }
-    }
+    for (const scope of e.scopes) countGrant(grants, e.agent, e.audience, scope, day, e.at)
+    countDepth(depths, e.actors, day)
     const uk = `${e.agent}\u0000${e.subIssuer}\u0000${e.sub}`
     const u = users.get(uk)
     if (u === undefined) users.set(uk, { agent: e.agent, iss: e.subIssuer, sub: e.sub, first: e.at, last: e.at })
@@ -91,6 +139,7 @@ export function usageParams(events: readonly AuditEvent[]): StatementParam[] {
   const h = [...hours.values()]
   const g = [...grants.values()]
   const u = [...users.values()]
+  const x = [...depths.values()]
   return [
     d.map((r) => r.agent),
     d.map((r) => r.day),
@@ -112,5 +161,9 @@ export function usageParams(events: readonly AuditEvent[]): StatementParam[] {
     u.map((r) => r.sub),
     u.map((r) => r.first),
     u.map((r) => r.last),
+    g.map((r) => r.denials),
+    x.map((r) => r.agent),
+    x.map((r) => r.day),
+    x.map((r) => r.depth),
   ]
 }

@@ -169,6 +169,29 @@ brokerOptions(
     .option('--ttl <seconds>', 'the lifetime asked for')
     .option('--chain <agents>', 'for a re-delegation: the agents already in the chain, newest first, comma-separated (depth = their number + 1)'),
 ).action(lazy(() => import('./policy-explain.js'), 'policyExplain'))
+brokerOptions(
+  policy
+    .command('unused')
+    .description(
+      'what agents are granted but did not use in the window (audiences, scopes, delegation depth), and what they asked for and were only ever denied, ' +
+        'from a running broker’s usage summaries (auditor role); nothing is suggested for an agent younger than the window or with fewer than ' +
+        'governance.shrink_min_tokens tokens in it',
+    )
+    .argument('[agent]', 'one agent (default: every agent a policy names)')
+    .option('--since <days>', 'the window, in days ending now', '30d'),
+).action(lazy(() => import('./policy-unused.js'), 'policyUnused'))
+brokerOptions(
+  policy
+    .command('shrink')
+    .description(
+      'print a unified diff of AGENT’s policy file without what it did not use in the window (as `policy unused` reports it), keeping comments ' +
+        'and layout; --write applies it. The file is read from --dir, the usage from a running broker (auditor role)',
+    )
+    .argument('<agent>')
+    .option('--since <days>', 'the window, in days ending now', '30d')
+    .option('--dir <dir>', 'the policy directory holding the agent’s file', './policies')
+    .option('--write', 'write the shrunk policy to the file'),
+).action(lazy(() => import('./policy-shrink.js'), 'policyShrink'))
 
 const keys = program.command('keys').description('manage the broker’s signing keys')
 keys
@@ -370,6 +393,15 @@ audit
   .option(...configOption)
   .addHelpText('after', dbHelp)
   .action(lazy(() => import('./audit.js'), 'auditQuery'))
+brokerOptions(
+  audit
+    .command('show')
+    .description(
+      'the full audit record(s) of one token request, from a running broker (auditor role): the reason of a denial, the agent, the user, ' +
+        'the audiences and scopes asked for, the time. The id is the answer’s X-Request-Id, or a denial’s error_uri (urn:mandate:request:ID)',
+    )
+    .argument('<request_id>'),
+).action(lazy(() => import('./audit-show.js'), 'auditShow'))
 
 program
   .command('admin-key')

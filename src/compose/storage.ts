@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { CHECKPOINT_TYP, checkpointStore, createCheckpointWriter } from '../audit/checkpoint.js'
 import type { AuditLog } from '../audit/port.js'
 import { createUsageReads } from '../audit/inventory.js'
+import { recordsOfRequest } from '../audit/request-records.js'
 import { delegationTree, lastKeyRotation, queryAudit } from '../audit/query.js'
 import type { UsageReads } from '../core/inventory.js'
 import { createSqlAuditLog, type SqlAuditLog } from '../audit/sql.js'
@@ -72,7 +73,11 @@ export async function openDurableStores(config: Config, options: StoreOptions, c
     engine: database.engine,
     database,
     revocationLog: options.revocationLog ?? createSqlRevocationLog(database.db),
-    auditQueries: { page: (r) => queryAudit(database.db, r), tree: (jti) => delegationTree(database.db, jti) } satisfies AuditQueries,
+    auditQueries: {
+      page: (r) => queryAudit(database.db, r),
+      tree: (jti) => delegationTree(database.db, jti),
+      request: (id) => recordsOfRequest(database.db, id),
+    } satisfies AuditQueries,
     usageReads: createUsageReads(database.db),
   }
   if (options.audit !== undefined) return { ...onDatabase, audit: options.audit, sqlAudit: undefined, lastRecordedKid: undefined }

@@ -531,6 +531,13 @@ export const Config = z
           .describe('agent credentials: the ledger of their first and last use, and their maximum age'),
 
         // Least privilege: unused grants and shrink.
+        shrink_min_tokens: z
+          .number()
+          .int()
+          .min(1)
+          .max(1_000_000_000)
+          .default(100)
+          .describe('fewest tokens an agent must have been issued in the window before `mandate policy unused` and `shrink` suggest removing a grant'),
       })
       .prefault({})
       .describe('agent governance: lifecycle, anomalies, credentials, least privilege'),

@@ -23,6 +23,8 @@ export interface ExchangeRequest {
   readonly clientAddress: string | undefined
   /** W3C trace id of the request, recorded with the audit record. */
   readonly traceId?: string | undefined
+  /** The id the answer carries (`X-Request-Id`), recorded with the audit record for `mandate audit show`. */
+  readonly requestId?: string | undefined
 }
 
 export interface ExchangeDeps {
@@ -68,6 +70,8 @@ export interface ExchangeFailureContext {
   agent: AgentId | undefined
   /** Set when a rate limit refused the request: which one. */
   limited?: BucketCharge['scope'] | undefined
+  /** Set once the refusal is in the audit log under the request's id: the answer may then point to it. */
+  denialRecorded?: boolean
 }
 
 const SUBJECT_TOKEN_TYPES: ReadonlySet<string> = new Set([TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt])
@@ -175,7 +179,8 @@ export async function exchangeToken(req: ExchangeRequest, deps: ExchangeDeps, co
     const refused = await (admitted ?? admit(deps, client, agentBucket, context))
     if (refused !== undefined) throw refused
     if (err instanceof OAuthError && err.code !== 'temporarily_unavailable' && err.code !== 'server_error') {
-      await recordDenial(deps, client.agent, sub, subIssuer, err, req.clientAddress, req.traceId)
+      await recordDenial(deps, client.agent, sub, subIssuer, err, req)
+      context.denialRecorded = true
     }
     throw err
   }
@@ -282,6 +287,7 @@ async function mintRecorded(
         policyHash: policy.sourceHash,
         clientAddress: req.clientAddress,
         traceId: req.traceId,
+        requestId: req.requestId,
       }),
     ),
   ])
@@ -315,8 +321,7 @@ async function recordDenial(
   sub: Subject | undefined,
   subIssuer: string | undefined,
   err: OAuthError,
-  clientAddress: string | undefined,
-  traceId: string | undefined,
+  req: ExchangeRequest,
 ): Promise<void> {
   try {
     await deps.audit.append({
@@ -327,8 +332,11 @@ async function recordDenial(
       subIssuer,
       error: err.code,
       reason: err.detail ?? err.description,
-      clientAddress,
-      traceId,
+      audiences: req.audiences,
+      scopes: req.scopes,
+      clientAddress: req.clientAddress,
+      traceId: req.traceId,
+      requestId: req.requestId,
     })
   } catch (cause) {
     // Fail closed but keep the caller's answer honest: the denial stands, the log is down.

@@ -8,6 +8,7 @@ import type { AgentId } from './claims.js'
 import type { AgentLifecycleView, LifecycleReads } from './lifecycle.js'
 import type { AgentPolicy } from '../policy/port.js'
 import type { Revocation } from '../revocation/port.js'
+import type { LeastPrivilegeReads } from './least-privilege.js'
 
 export const AGENT_STATES = ['active', 'expiring', 'expired', 'killed', 'dormant', 'unknown', 'attestation_overdue', 'orphaned', 'quarantined'] as const
 export type AgentState = (typeof AGENT_STATES)[number]
@@ -32,7 +33,7 @@ export interface AgentUsage {
 export const NO_USAGE: AgentUsage = { tokens24h: 0, denials24h: 0, users24h: 0, tokens30d: 0, denials30d: 0, users30d: 0, lastTokenAt: undefined }
 
 /** Reads of the usage summaries the inventory needs (src/audit/inventory.ts). */
-export interface UsageReads {
+export interface UsageReads extends LeastPrivilegeReads {
   /** Every agent the summaries name, with its usage up to `now` (epoch seconds). */
   usage(now: number): Promise<ReadonlyMap<string, AgentUsage>>
   /** One agent's usage, its grants' usage over 30 days, its recent denials and the delegation chains it is in. */

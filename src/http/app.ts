@@ -26,6 +26,7 @@ import { mountRevocationFeed } from './routes/revocation-feed.js'
 import { mountAdminAudit, recordAdminRead, type AuditQueries } from './routes/admin-audit.js'
 import type { ExplainDeps } from '../core/explain.js'
 import { mountAdminPolicy } from './routes/admin-policy.js'
+import { mountAdminPolicyUnused } from './routes/admin-policy-unused.js'
 import { mountAdminAgents, type AgentAttestations } from './routes/admin-agents.js'
 import type { LifecycleReads } from '../core/lifecycle.js'
 import type { UsageReads } from '../core/inventory.js'
@@ -67,6 +68,8 @@ export interface AppDeps {
   readonly usageReads?: UsageReads
   /** Reads of the credential ledger, for the credentials of /admin/agents (absent: null there). */
   readonly credentialReads?: CredentialReads
+  /** `governance.shrink_min_tokens`: fewest tokens in a window before GET /admin/policy/unused suggests a removal (default 100). */
+  readonly shrinkMinTokens?: number
   /** Whether the delegation log can write, for /readyz. */
   readonly auditHealthy?: () => Promise<boolean>
   /** The rest of what /readyz reports: policy reloads, the keys file, issuers' key sets, the replay cache. */
@@ -222,6 +225,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       lifecycle: deps.lifecycle,
       credentials: deps.credentialReads,
     })
+    mountAdminPolicyUnused(app, { keys: deps.adminKeys, audit, usage: deps.usageReads, policies, now, minTokens: deps.shrinkMinTokens ?? 100 })
   }
   app.get('/.well-known/oauth-authorization-server', metadataDoc, metadataRoute(issuer, deps.keys))
   app.get('/.well-known/jwks.json', jwksDoc, jwksRoute(deps.keys))

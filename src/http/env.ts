@@ -25,6 +25,8 @@ export interface AppEnv {
     jti: string | undefined
     error: string | undefined
     adminKey: string | undefined
+    /** RFC 6749 §5.2 `error_uri` of the refusal being answered (the token endpoint's recorded denials). */
+    errorUri: string | undefined
     /** Set when the request was shed under overload. */
     shed: ShedReason | undefined
   }

@@ -5,6 +5,7 @@
  */
 import type { Context } from 'hono'
 import { answerOf, OAuthError } from '../core/errors.js'
+import type { AppContext } from './env.js'
 
 /** Codes of the admin API; same body shape as OAuth errors. */
 export type AdminErrorCode = 'invalid_request' | 'unauthorized' | 'forbidden' | 'not_found' | 'conflict' | 'temporarily_unavailable'
@@ -114,7 +115,8 @@ export type HttpError = OAuthError | AdminError | RouteError | BearerError
  */
 export function renderError(c: Context, error: HttpError): Response {
   const { status, code, headers } = answerFor(error)
-  return c.json({ error: code, error_description: error.description }, status, { ...NO_STORE, ...headers })
+  const uri = error instanceof OAuthError ? (c as AppContext).get('errorUri') : undefined
+  return c.json({ error: code, error_description: error.description, ...(uri === undefined ? {} : { error_uri: uri }) }, status, { ...NO_STORE, ...headers })
 }
 
 function answerFor(error: HttpError): {

@@ -87,6 +87,12 @@ export const OAuthErrorBody = z
       'server_error',
     ]),
     error_description: z.string().optional().describe('short, fixed text; never a token, a secret or a stack trace'),
+    error_uri: z
+      .string()
+      .optional()
+      .describe(
+        'On a token-endpoint refusal recorded in the delegation log: `urn:mandate:request:<X-Request-Id>`, which the agent’s owner looks up with `mandate audit show`',
+      ),
   })
   .meta({
     id: 'OAuthError',

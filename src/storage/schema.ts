@@ -168,6 +168,12 @@ export const auditLog = pgTable(
     index('audit_log_denied_agent_idx')
       .on(t.agent, t.id)
       .where(sql`${t.event} = 'token.denied'`),
+    // `mandate audit show REQUEST_ID`: a denial's record by the id its answer carried (X-Request-Id,
+    // `error_uri`). An expression over the record, so no column is added to what `verify` checks; denials
+    // only, since on issuances it cost about 20 µs of PostgreSQL CPU per record (bench/usage-statement.ts).
+    index('audit_log_denied_request_id_idx')
+      .on(sql`(${t.record}::jsonb ->> 'request_id')`)
+      .where(sql`${t.event} = 'token.denied'`),
   ],
 )
 
@@ -287,7 +293,12 @@ export const agentUsageHour = pgTable(
   (t) => [primaryKey({ columns: [t.agent, t.hour] }), index('agent_usage_hour_hour_idx').on(t.hour)],
 )
 
-/** Per agent, audience, scope and day: tokens carrying that scope for that audience. */
+/**
+ * Per agent, audience, scope and day: tokens carrying that scope for that
+ * audience, and denials of requests that asked for it (a denial that named
+ * no scope counts under scope `''`). A grant with denials and no tokens in a
+ * window was only ever denied.
+ */
 export const agentGrantUsageDay = pgTable(
   'agent_grant_usage_day',
   {
@@ -296,9 +307,27 @@ export const agentGrantUsageDay = pgTable(
     scope: text('scope').notNull(),
     day: integer('day').notNull(),
     tokens: bigint('tokens', { mode: 'number' }).notNull(),
-    lastTokenAt: bigint('last_token_at', { mode: 'number' }).notNull(),
+    denials: bigint('denials', { mode: 'number' }).notNull().default(0),
+    /** Epoch seconds of the day's last `token.issued` with this grant; null while only denials were seen. */
+    lastTokenAt: bigint('last_token_at', { mode: 'number' }),
   },
   (t) => [primaryKey({ columns: [t.agent, t.audience, t.scope, t.day] })],
+)
+
+/**
+ * Per agent and day: the longest delegation chain (actors, RFC 8693 §4.1)
+ * of any token issued that day that the agent is part of, as the requester
+ * or as an ancestor. `delegation.max_depth` bounds every agent of a chain,
+ * so this is the depth the agent's policy had to allow.
+ */
+export const agentDepthDay = pgTable(
+  'agent_depth_day',
+  {
+    agent: text('agent').notNull(),
+    day: integer('day').notNull(),
+    maxDepth: integer('max_depth').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.agent, t.day] })],
 )
 
 /**

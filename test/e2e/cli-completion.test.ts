@@ -112,6 +112,18 @@ describe('bash', () => {
       // A directory argument: directories only.
       [['mandate', 'policy', 'check', `${dir}/`], [join(dir, 'policies')]],
       [
+        ['mandate', 'policy', ''],
+        ['check', 'diff', 'explain', 'help', 'secret', 'shrink', 'unused'],
+      ],
+      [
+        ['mandate', 'audit', ''],
+        ['help', 'query', 'show', 'verify'],
+      ],
+      [
+        ['mandate', 'policy', 'shrink', 'x', '--'],
+        ['--dir', '--help', '--json', '--since', '--url', '--write'],
+      ],
+      [
         ['mandate', 'audit', 'query', '--event', 'token.*', '--j'],
         ['--jti', '--json'],
       ],

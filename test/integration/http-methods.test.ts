@@ -32,6 +32,8 @@ const ROUTES: Record<string, readonly string[]> = {
   '/admin/agents/:id/attest': ['POST'],
   '/admin/audit': ['GET'],
   '/admin/audit/chains/:jti': ['GET'],
+  '/admin/audit/requests/:id': ['GET'],
+  '/admin/policy/unused': ['GET'],
   '/revocations/feed': ['GET', 'POST'],
   '/forward-auth': ['GET'],
   // Envoy's ext_authz asks with the client's own method.

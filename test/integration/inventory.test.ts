@@ -310,7 +310,7 @@ function describeInventory(
              (count(*) filter (where event = 'token.denied'))::int as denials from audit_log where event in ('token.issued', 'token.denied') group by 1, 2 order by 1, 2`,
         )
         await same(
-          `select agent, audience, scope, day::int, tokens::int from agent_grant_usage_day order by 1, 2, 3, 4`,
+          `select agent, audience, scope, day::int, tokens::int from agent_grant_usage_day where tokens > 0 order by 1, 2, 3, 4`,
           `select agent, record::json->>'aud' as audience, s.scope, floor(extract(epoch from at) / 86400)::int as day, count(*)::int as tokens
            from audit_log, json_array_elements_text(record::json->'scopes') as s(scope) where event = 'token.issued' group by 1, 2, 3, 4 order by 1, 2, 3, 4`,
         )

@@ -3,7 +3,7 @@ import type { AppEnv } from '../env.js'
 import { describeRoute } from 'hono-openapi'
 import { z } from 'zod'
 import { AUDIT_EVENTS, isEventFilter, MAX_INSTANT, MAX_PAGE, type AuditLog } from '../../audit/port.js'
-import type { AuditPage, AuditPageRequest, DelegationTree } from '../../audit/query.js'
+import type { AuditEntry, AuditPage, AuditPageRequest, DelegationTree } from '../../audit/query.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
 import { AdminError, NO_STORE } from '../oauth-errors.js'
 import { adminErrors, AuditPage as AuditPageBody, DelegationTree as DelegationTreeBody, jsonContent, parametersOf } from '../openapi.js'
@@ -12,6 +12,8 @@ import { adminErrors, AuditPage as AuditPageBody, DelegationTree as DelegationTr
 export interface AuditQueries {
   page(request: AuditPageRequest): Promise<AuditPage>
   tree(jti: string): Promise<DelegationTree | undefined>
+  /** The `token.denied` records of the request answered with this id, oldest first. */
+  request(id: string): Promise<readonly AuditEntry[]>
 }
 
 /**
@@ -102,6 +104,25 @@ const treeDoc = describeRoute({
   responses: { 200: { description: 'The tree.', content: jsonContent(DelegationTreeBody) }, ...adminErrors(400, 401, 403, 404, 503) },
 })
 
+/** A request id as the broker hands them out or accepts them (`X-Request-Id`, app.ts). */
+export const RequestIdParam = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 letters, digits, `.`, `_` or `-`')
+export const RequestRecordsBody = z
+  .strictObject({ request_id: z.string(), records: AuditPageBody.shape.records.describe('Oldest first.') })
+  .meta({ id: 'RequestRecords' })
+const requestDoc = describeRoute({
+  tags: ['Admin'],
+  operationId: 'requestRecords',
+  summary: 'The denial record of one token request, by its request id (auditor, admin)',
+  description:
+    'Every answer of the token endpoint carries `X-Request-Id`; a denial also names it in `error_uri` (`urn:mandate:request:<id>`). ' +
+    'The denied caller sees only the standard error; this returns the full records: the reason, the agent, the user, the audiences and scopes asked for, the time. ' +
+    'A caller may choose its request id, so one id can name several records. A granted request’s `token.issued` record carries its request id too ' +
+    'but is found by the token’s `jti` (`GET /admin/audit?jti=`). The read is recorded before it is answered.',
+  security: adminKey,
+  parameters: parametersOf('path', z.object({ id: RequestIdParam.describe('The request id (`X-Request-Id`).') })),
+  responses: { 200: { description: 'The records.', content: jsonContent(RequestRecordsBody) }, ...adminErrors(400, 401, 403, 404, 503) },
+})
+
 export interface AdminAuditDeps {
   readonly keys: readonly AdminKey[]
   readonly audit: AuditLog
@@ -162,5 +183,14 @@ export function mountAdminAudit(app: Hono<AppEnv>, deps: AdminAuditDeps): void {
     const tree = await deps.queries.tree(jti).catch(unavailable)
     if (tree === undefined) throw new AdminError('not_found', 'no token.issued record has that jti')
     return c.json(treeJson(tree), 200, NO_STORE)
+  })
+
+  app.get('/admin/audit/requests/:id', requestDoc, requireAdmin(deps.keys, 'read'), async function requestRecords(c) {
+    const id = RequestIdParam.safeParse(c.req.param('id'))
+    if (!id.success) throw new AdminError('invalid_request', 'invalid id: must be 1-64 letters, digits, `.`, `_` or `-`')
+    await recordAdminRead(c, deps.audit, 'admin.audit.read', deps.now())
+    const records = await deps.queries.request(id.data).catch(unavailable)
+    if (records.length === 0) throw new AdminError('not_found', 'no token.denied record names that request id')
+    return c.json({ request_id: id.data, records }, 200, NO_STORE)
   })
 }

@@ -74,6 +74,19 @@ export function parseExchangeRequest(form: FormParams, authorization: string | u
 }
 
 /**
+ * The `error_uri` of a recorded denial (RFC 6749 §5.2): a URN naming the
+ * request, since the record is behind the admin API and the caller may not
+ * read it. A request id is `[A-Za-z0-9._-]{1,64}` (app.ts), so it needs no
+ * escaping and stays within the characters §5.2 allows.
+ */
+export function denialUri(requestId: string): string {
+  return `${DENIAL_URN_PREFIX}${requestId}`
+}
+
+/** What precedes the request id in a denial's `error_uri`; `mandate audit show` accepts either. */
+export const DENIAL_URN_PREFIX = 'urn:mandate:request:'
+
+/**
  * The audience as a metric label: only one the agent's policy grants, so
  * that a client cannot mint label values; `other` for anything else.
  */
@@ -117,7 +130,11 @@ export function tokenRoute(deps: ExchangeDeps, maxBodyBytes: number, rateLimited
     let audiences: readonly string[] | undefined
     try {
       const form = new FormParams(await readForm(c, maxBodyBytes))
-      const req = { ...parseExchangeRequest(form, c.req.header('authorization'), c.get('clientAddress')), traceId: c.get('traceId') }
+      const req = {
+        ...parseExchangeRequest(form, c.req.header('authorization'), c.get('clientAddress')),
+        traceId: c.get('traceId'),
+        requestId: c.get('requestId'),
+      }
       audiences = req.audiences
       const result = await exchangeToken(req, deps, context)
       c.set('agent', result.claims.client_id)
@@ -143,6 +160,8 @@ export function tokenRoute(deps: ExchangeDeps, maxBodyBytes: number, rateLimited
         metrics?.rateLimited(context.agent, context.limited)
       }
       if (metrics !== undefined) countRefusal(metrics, deps.policies, err, context.agent, audiences, started)
+      // RFC 6749 §5.2 error_uri: the denial's record, which the agent's owner looks up with `mandate audit show`.
+      if (context.denialRecorded === true) c.set('errorUri', denialUri(c.get('requestId')))
       throw err
     } finally {
       if (context.agent !== undefined) c.set('agent', context.agent)
