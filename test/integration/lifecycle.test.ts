@@ -26,6 +26,8 @@ const DEV_USERS = 'https://users.dev.mandate.invalid'
 const KEYS = { auditor: 'auditor-key-0123456789', admin: 'admin-key-0123456789' } as const
 const T0 = 1_800_000_000 // 2027-01-15T08:00:00Z
 const DAY = 86_400
+/** A refusal recorded in the delegation log names its request (RFC 6749 §5.2 `error_uri`), for `mandate audit show`. */
+const RECORDED_DENIAL = expect.stringMatching(/^urn:mandate:request:[A-Za-z0-9._-]+$/) as unknown as string
 
 const bearer = (key: string) => ({ authorization: `Bearer ${key}` })
 const basic = (id: string, secret: string) => ({ authorization: `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}` })
@@ -147,7 +149,10 @@ function describeLifecycle(
 
     it('suspends the orphan from the start, recorded once however many brokers started', async () => {
       for (const b of m)
-        expect(await exchange(b, 'orphan-agent')).toEqual({ status: 400, body: { error: 'unauthorized_client', error_description: 'agent orphaned' } })
+        expect(await exchange(b, 'orphan-agent')).toEqual({
+          status: 400,
+          body: { error: 'unauthorized_client', error_description: 'agent orphaned', error_uri: RECORDED_DENIAL },
+        })
       expect(await transitions('orphan-agent')).toEqual([['orphaned', true]])
       expect((await agentEntry('orphan-agent')).state).toBe('orphaned')
     })
@@ -165,7 +170,10 @@ function describeLifecycle(
       now = (T0 + 37 * DAY) * 1000
       // Refused from memory as soon as the clock says so, before any sweep.
       for (const b of m) {
-        expect(await exchange(b, 'attest-agent')).toEqual({ status: 400, body: { error: 'unauthorized_client', error_description: 'attestation overdue' } })
+        expect(await exchange(b, 'attest-agent')).toEqual({
+          status: 400,
+          body: { error: 'unauthorized_client', error_description: 'attestation overdue', error_uri: RECORDED_DENIAL },
+        })
       }
       await sweepAll()
       await sweepAll()
@@ -241,7 +249,10 @@ function describeLifecycle(
       await sweepAll()
       expect(await transitions('idle-agent')).toEqual([['dormant', true]])
       for (const b of m)
-        expect(await exchange(b, 'idle-agent')).toEqual({ status: 400, body: { error: 'unauthorized_client', error_description: 'agent dormant' } })
+        expect(await exchange(b, 'idle-agent')).toEqual({
+          status: 400,
+          body: { error: 'unauthorized_client', error_description: 'agent dormant', error_uri: RECORDED_DENIAL },
+        })
       expect((await exchange(m[0]!, 'attest-agent')).status).toBe(200)
       expect((await agentEntry('idle-agent')).state).toBe('dormant')
       // Without attest_every, the next attestation is due when the agent would turn dormant again.
