@@ -7,6 +7,7 @@ import type { AgentAuthentication, AgentPolicy, AgentPublicKey, AudienceGrant, P
 import { importPublicJwk, KeyRefused } from '../tokens/jwk.js'
 import { keyFitsAlgorithm } from '../tokens/jws.js'
 import { parseRate, Policy, type PolicyAuthentication } from './schema.js'
+import { parseHours } from '../core/anomaly.js'
 
 export type LoadResult = { readonly ok: true; readonly policies: readonly AgentPolicy[] } | { readonly ok: false; readonly issues: readonly PolicyIssue[] }
 
@@ -144,6 +145,9 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy; 
       ttl: { default: p.token_ttl.default, max: p.token_ttl.max },
       delegation: { maxDepth: p.delegation.max_depth, subAgents: new Set(p.delegation.sub_agents as AgentId[]) },
       rateLimit: { agent: rateLimit(p.rate_limit.agent), user: rateLimit(p.rate_limit.user) },
+      ...(p.anomalies === undefined && p.hours === undefined
+        ? {}
+        : { anomalies: { rules: p.anomalies, hours: p.hours === undefined ? undefined : { text: p.hours, entries: parseHours(p.hours)!, timeZone: p.timezone } } }),
       sourceHash: createHash('sha256').update(text).digest('hex'),
       source: file,
     },

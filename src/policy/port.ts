@@ -1,3 +1,4 @@
+import type { AnomalyRulesInput, DeclaredHours } from '../core/anomaly.js'
 import type { AgentId } from '../core/claims.js'
 
 /** How an agent proves who it is at the token endpoint. */
@@ -73,6 +74,8 @@ export interface AgentPolicy {
     /** The agent's exchanges for one user, a user being (issuer, `sub`). */
     readonly user: RateLimit | undefined
   }
+  /** Anomaly rules the policy declares over the config's, and its declared hours (absent: none of either). */
+  readonly anomalies?: { readonly rules: AnomalyRulesInput | undefined; readonly hours: DeclaredHours | undefined } | undefined
   /** SHA-256 of the file the policy was loaded from, hex; ties an issuance to its policy text. */
   readonly sourceHash: string
   readonly source: string
