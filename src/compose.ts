@@ -13,6 +13,7 @@ import { createAuthFailureThrottle } from './admission/auth-failures.js'
 import type { AdmissionStore } from './admission/port.js'
 import { recordInForce } from './audit/in-force.js'
 import type { AuditLog } from './audit/port.js'
+import { openAnomalyMonitor } from './compose/anomaly.js'
 import { openPropagation } from './compose/propagation.js'
 import { openWebhookNotifier } from './compose/notifications.js'
 import { openSetTransmitter } from './compose/ssf.js'
@@ -153,6 +154,9 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     metrics?.watchMirrorLag(() => revocations.lag())
     // Runs first on close: open revocation feed streams end before their sources do.
     closers.add(async () => revocations.endSubscriptions())
+
+    // Anomaly rules, evaluated from the log's committed groups and the usage summaries, off the token path.
+    openAnomalyMonitor(config, { sqlAudit: stores.sqlAudit, database: stores.database, policies: policies.store, revocations, now: nowSeconds, logger: log }, closers)
 
     // Revocations as Security Event Tokens, read from the durable log (none without receivers).
     const transmitter = await openSetTransmitter(config, { database: stores.database, keys, revocations, instance, clock, logger: log, metrics }, closers)

@@ -34,7 +34,7 @@ import { withTimeout } from '../core/async.js'
 import { databaseTimeout, type Database } from '../storage/database.js'
 import type { CheckpointWriter } from './checkpoint.js'
 import { createChainWriter, sizeSummary, type ChainWriter } from './chain-writer.js'
-import type { AuditLog } from './port.js'
+import type { AuditEvent, AuditLog } from './port.js'
 
 export interface SqlAuditLogOptions {
   readonly database: Database
@@ -64,6 +64,8 @@ export interface SqlAuditLogOptions {
    * Must not throw.
    */
   readonly onGroup?: (records: number, seconds: number, committed: boolean) => void
+  /** Told of the events of every group once committed; set by `observeCommits` (anomaly rules hang here). Must not throw. */
+  readonly onCommitted?: (events: readonly AuditEvent[]) => void
 }
 
 export interface AuditStats {
@@ -94,6 +96,12 @@ export interface SqlAuditLog extends AuditLog {
    */
   probe(): Promise<boolean>
   stats(): AuditStats
+  /**
+   * Calls `listener` with the events of every group once it is committed,
+   * synchronously in the writer's loop: it must be quick and must not
+   * throw (a throw is swallowed). Returns the unsubscribe function.
+   */
+  observeCommits(listener: (events: readonly AuditEvent[]) => void): () => void
   /** Writes what is queued, a last checkpoint, and stops; later appends are refused. */
   close(): Promise<void>
 }
@@ -110,7 +118,12 @@ const PING_TIMEOUT_MS = 2_000
  */
 export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
   const n = Math.max(1, Math.min(16, options.chains ?? 1))
-  const writers = Array.from({ length: n }, () => createChainWriter(options))
+  const listeners = new Set<(events: readonly AuditEvent[]) => void>()
+  const onCommitted = (events: readonly AuditEvent[]) => {
+    options.onCommitted?.(events)
+    for (const l of listeners) l(events)
+  }
+  const writers = Array.from({ length: n }, () => createChainWriter({ ...options, onCommitted }))
   const pick = (): ChainWriter => {
     let best = writers[0]!
     for (const w of writers) {
@@ -141,6 +154,10 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
     chainId: () => writers[0]!.chainId(),
     chainIds: () => writers.map((w) => w.chainId()),
     append: (event) => pick().append(event),
+    observeCommits: (listener) => {
+      listeners.add(listener)
+      return () => void listeners.delete(listener)
+    },
     healthy: () => writers.every((w) => w.healthy()),
     pending: () => {
       let n = 0

@@ -1,0 +1,216 @@
+/**
+ * The anomaly monitor: told of every group of records the delegation log
+ * commits (never on the token path: after the commit, on the writer's
+ * loop), it notes which agents were issued or denied tokens, and shortly
+ * after evaluates their rules (src/core/anomaly.ts) from the usage
+ * summaries and a few bounded reads (anomaly-store.ts). A rule that trips
+ * acts once per agent and cool-down, whichever instance saw it first: an
+ * `agent.anomaly` record, and for `quarantine` an agent kill through the
+ * revocation service first, which every instance enforces from memory as
+ * soon as it is applied.
+ */
+import type { AuditEvent, AuditLog } from '../audit/port.js'
+import {
+  denialBurstFinding,
+  newAudienceFinding,
+  outsideHoursFinding,
+  rateFinding,
+  resolveAnomalyRules,
+  userSpikeFinding,
+  type AgentAnomalyRules,
+  type AnomalyRuleName,
+  type AnomalyRulesInput,
+} from '../core/anomaly.js'
+import type { AgentId } from '../core/claims.js'
+import { agentKills } from '../core/inventory.js'
+import type { PolicyStore } from '../policy/port.js'
+import type { Revocation } from '../revocation/port.js'
+import type { RevocationService } from '../revocation/service.js'
+import type { Logger } from '../telemetry/log.js'
+import type { AnomalyStore } from './anomaly-store.js'
+
+/** Who a quarantine's kill and its records name as their maker. */
+export const ANOMALY_ACTOR = 'mandate:anomaly'
+
+/**
+ * Least time between two evaluations: traffic arriving meanwhile is
+ * evaluated together, so a busy broker reads the summaries a few times a
+ * second rather than once per group; well within the 1 s a quarantine has
+ * to take effect.
+ */
+const EVALUATE_EVERY_MS = 100
+/** After a claim another instance won, this instance does not try it again for this long. */
+const CLAIM_LOST_BACKOFF_SECONDS = 10
+
+export interface AnomalyMonitorOptions {
+  readonly rules: AnomalyRulesInput
+  readonly cooldownSeconds: number
+  readonly policies: PolicyStore
+  readonly store: AnomalyStore
+  readonly revocations: RevocationService
+  readonly audit: AuditLog
+  /** Epoch seconds. */
+  readonly now: () => number
+  readonly logger: Logger
+}
+
+export interface AnomalyMonitor {
+  /** The events of a committed group; quick, never throws. */
+  observe(events: readonly AuditEvent[]): void
+  /** Resolves once everything observed so far is evaluated and acted on (tests, close). */
+  settled(): Promise<void>
+  close(): Promise<void>
+}
+
+/** What the committed records showed of one agent since its last evaluation. */
+interface Seen {
+  /** Latest `token.issued` time, when any. */
+  issuedAt: number | undefined
+  denied: boolean
+  /** Audiences of its tokens, with the first time each was seen. */
+  readonly audiences: Map<string, number>
+}
+
+export function createAnomalyMonitor(options: AnomalyMonitorOptions): AnomalyMonitor {
+  const { store, logger } = options
+  let pending = new Map<string, Seen>()
+  /** Audiences this instance already recorded, per agent: no SQL for them again. */
+  const known = new Map<string, Set<string>>()
+  /** (agent, rule) → epoch seconds before which this instance does not try to act again. */
+  const quiet = new Map<string, number>()
+  let running: Promise<void> | undefined
+  let timer: NodeJS.Timeout | undefined
+  let lastRun = 0
+  let closed = false
+
+  const schedule = () => {
+    if (closed || running !== undefined || timer !== undefined) return
+    const wait = Math.max(0, lastRun + EVALUATE_EVERY_MS - performance.now())
+    timer = setTimeout(() => {
+      timer = undefined
+      running = evaluateAll().finally(() => {
+        running = undefined
+        if (pending.size > 0) schedule()
+      })
+    }, wait)
+  }
+
+  async function evaluateAll(): Promise<void> {
+    lastRun = performance.now()
+    const batch = pending
+    pending = new Map()
+    const kills = agentKills(options.revocations.records())
+    for (const [agent, seen] of batch) {
+      try {
+        await evaluate(agent as AgentId, seen, kills.has(agent))
+      } catch (err) {
+        logger.warn({ agent, code: (err as { code?: unknown }).code ?? (err as Error).name }, 'anomaly rules not evaluated')
+      }
+    }
+  }
+
+  async function evaluate(agent: AgentId, seen: Seen, killed: boolean): Promise<void> {
+    const policy = options.policies.get(agent)
+    const rules = resolveAnomalyRules(options.rules, policy?.anomalies?.rules, policy?.anomalies?.hours !== undefined)
+    const newAudiences = await recordAudiences(agent, seen)
+    // A killed agent's requests are refused, and its denials expected: nothing to add until the kill is lifted.
+    if (rules.size === 0 || killed) return
+    for (const [rule, detail] of await findings(agent, rules, seen, newAudiences)) {
+      const acted = await act(agent, rule, rules.get(rule)!.action, detail)
+      if (acted === 'quarantine') return // killed now: the other rules would only repeat it
+    }
+  }
+
+  async function recordAudiences(agent: AgentId, seen: Seen): Promise<string[]> {
+    let mine = known.get(agent)
+    if (mine === undefined) known.set(agent, (mine = new Set()))
+    const fresh: string[] = []
+    for (const [audience, at] of seen.audiences) {
+      if (mine.has(audience)) continue
+      if (await store.recordAudience(agent, audience, at)) fresh.push(audience)
+      mine.add(audience)
+    }
+    return fresh
+  }
+
+  async function findings(agent: AgentId, rules: AgentAnomalyRules, seen: Seen, newAudiences: readonly string[]): Promise<[AnomalyRuleName, string][]> {
+    const now = options.now()
+    const out: [AnomalyRuleName, string | undefined][] = []
+    const hours = options.policies.get(agent)?.anomalies?.hours
+    const rule = (name: AnomalyRuleName) => (isQuiet(agent, name, now) ? undefined : rules.get(name))
+    const denialBurst = rule('denial_burst')
+    if (denialBurst !== undefined && seen.denied) out.push(['denial_burst', denialBurstFinding(denialBurst, await store.latestDenials(agent, denialBurst.count), now)])
+    if (seen.issuedAt !== undefined) {
+      const outside = rule('outside_hours')
+      if (outside !== undefined && hours !== undefined) out.push(['outside_hours', outsideHoursFinding(hours, seen.issuedAt)])
+      if (rule('new_audience') !== undefined && newAudiences.length > 0) out.push(['new_audience', newAudienceFinding(newAudiences.join(', '))])
+      const rate = rule('rate')
+      if (rate !== undefined) out.push(['rate', rateFinding(rate, await store.tokenCounts(agent, now))])
+      const users = rule('user_spike')
+      if (users !== undefined) out.push(['user_spike', userSpikeFinding(users, await store.newUserCounts(agent, now))])
+    }
+    // Quarantines first: once one acts, the agent is killed.
+    const found = out.filter((f): f is [AnomalyRuleName, string] => f[1] !== undefined)
+    return found.sort((a, b) => Number(rules.get(b[0])!.action === 'quarantine') - Number(rules.get(a[0])!.action === 'quarantine'))
+  }
+
+  const quietKey = (agent: string, rule: string) => `${agent}\u0000${rule}`
+  const isQuiet = (agent: string, rule: string, now: number) => (quiet.get(quietKey(agent, rule)) ?? 0) > now
+
+  async function act(agent: AgentId, rule: AnomalyRuleName, action: 'alert' | 'quarantine', detail: string): Promise<'alert' | 'quarantine' | undefined> {
+    const now = options.now()
+    if (!(await store.claim(agent, rule, now, options.cooldownSeconds))) {
+      quiet.set(quietKey(agent, rule), now + CLAIM_LOST_BACKOFF_SECONDS)
+      return undefined
+    }
+    quiet.set(quietKey(agent, rule), now + options.cooldownSeconds)
+    let revocationId: string | undefined
+    if (action === 'quarantine') {
+      let kill: Revocation
+      try {
+        kill = await options.revocations.revoke({ target: { kind: 'agent', agent }, reason: `quarantine: ${rule}`, createdBy: ANOMALY_ACTOR })
+      } catch (err) {
+        // Not killed, or durable but not yet on every instance: evaluate again at the next traffic rather than wait a cool-down.
+        quiet.delete(quietKey(agent, rule))
+        await store.release(agent, rule, now).catch(() => {})
+        throw err
+      }
+      revocationId = kill.id
+      await store.quarantined(agent, rule, kill.id)
+      await options.audit.append({ type: 'revocation.created', at: now, by: ANOMALY_ACTOR, revocation: kill })
+    }
+    await options.audit.append({ type: 'agent.anomaly', at: now, agent, rule, action, detail, revocationId })
+    logger.warn({ agent, rule, action, detail, revocation: revocationId }, 'anomaly')
+    return action
+  }
+
+  return {
+    observe(events) {
+      if (closed) return
+      for (const e of events) {
+        if (e.type !== 'token.issued' && e.type !== 'token.denied') continue
+        let seen = pending.get(e.agent)
+        if (seen === undefined) pending.set(e.agent, (seen = { issuedAt: undefined, denied: false, audiences: new Map() }))
+        if (e.type === 'token.denied') {
+          seen.denied = true
+          continue
+        }
+        seen.issuedAt = Math.max(seen.issuedAt ?? e.at, e.at)
+        if (!seen.audiences.has(e.audience)) seen.audiences.set(e.audience, e.at)
+      }
+      if (pending.size > 0) schedule()
+    },
+    async settled() {
+      while (timer !== undefined || running !== undefined) {
+        if (timer !== undefined) await new Promise((r) => setTimeout(r, EVALUATE_EVERY_MS))
+        await running
+      }
+    },
+    async close() {
+      closed = true
+      if (timer !== undefined) clearTimeout(timer)
+      timer = undefined
+      await running
+    },
+  }
+}

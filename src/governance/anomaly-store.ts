@@ -1,0 +1,132 @@
+/**
+ * What the anomaly monitor reads and writes in SQL (PostgreSQL or PGlite
+ * alike): bounded reads of the usage summaries (src/audit/usage.ts keeps
+ * them) and of an agent's latest denials (the partial index on denials by
+ * agent), the audiences each agent had tokens for, and the conditional
+ * write that lets one instance only act per agent, rule and cool-down.
+ */
+import { and, desc, eq, gte, lt, sql } from 'drizzle-orm'
+import { BASELINE_HOURS } from '../core/anomaly.js'
+import type { Db } from '../storage/database.js'
+import { agentGrantUsageDay, agentUsageHour, agentUsers, anomalyActions, anomalyAudiences, auditLog, revocations } from '../storage/schema.js'
+
+const HOUR = 3_600
+const DAY = 86_400
+
+export interface AnomalyStore {
+  /** Tokens of the agent in the UTC hour of `now`, and in the `BASELINE_HOURS` before it. */
+  tokenCounts(agent: string, now: number): Promise<{ currentHour: number; baseline: number }>
+  /** Users first served by the agent in the UTC hour of `now`, and in the `BASELINE_HOURS` before it. */
+  newUserCounts(agent: string, now: number): Promise<{ currentHour: number; baseline: number }>
+  /** Times (epoch seconds) of the agent's `limit` latest denials, newest first. */
+  latestDenials(agent: string, limit: number): Promise<number[]>
+  /**
+   * Records that the agent had a token for `audience` at `at`; true when
+   * this call is the first to record it and the summaries hold no token of
+   * the agent for it on an earlier day (a new audience).
+   */
+  recordAudience(agent: string, audience: string, at: number): Promise<boolean>
+  /**
+   * Claims the right to act for (agent, rule) at `now`: true for exactly
+   * one caller, on any instance, per cool-down, and never while the
+   * quarantine the rule made last is in force or within a cool-down of its
+   * lift.
+   */
+  claim(agent: string, rule: string, now: number, cooldownSeconds: number): Promise<boolean>
+  /** Gives a claim back (its action could not be carried out), so that the next evaluation may act. */
+  release(agent: string, rule: string, actedAt: number): Promise<void>
+  /** Ties the claim to the quarantine it made. */
+  quarantined(agent: string, rule: string, revocationId: string): Promise<void>
+}
+
+const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v))
+
+export function createSqlAnomalyStore(db: Db): AnomalyStore {
+  return {
+    async tokenCounts(agent, now) {
+      const hour = Math.floor(now / HOUR)
+      const h = agentUsageHour
+      const [row] = await db
+        .select({
+          current: sql<string>`sum(${h.tokens}) filter (where ${h.hour} = ${hour})`,
+          baseline: sql<string>`sum(${h.tokens}) filter (where ${h.hour} < ${hour})`,
+        })
+        .from(h)
+        .where(and(eq(h.agent, agent), gte(h.hour, hour - BASELINE_HOURS), lt(h.hour, hour + 1)))
+      return { currentHour: num(row?.current), baseline: num(row?.baseline) }
+    },
+
+    async newUserCounts(agent, now) {
+      const start = Math.floor(now / HOUR) * HOUR
+      const u = agentUsers
+      // A user first served since `since` was last served since then too: the (agent, last_at) index bounds the read.
+      const since = start - BASELINE_HOURS * HOUR
+      const [row] = await db
+        .select({
+          current: sql<string>`count(*) filter (where ${u.firstAt} >= ${start})`,
+          baseline: sql<string>`count(*) filter (where ${u.firstAt} >= ${since} and ${u.firstAt} < ${start})`,
+        })
+        .from(u)
+        .where(and(eq(u.agent, agent), gte(u.lastAt, since)))
+      return { currentHour: num(row?.current), baseline: num(row?.baseline) }
+    },
+
+    async latestDenials(agent, limit) {
+      const rows = await db
+        .select({ at: auditLog.at })
+        .from(auditLog)
+        .where(and(eq(auditLog.agent, agent), eq(auditLog.event, 'token.denied')))
+        .orderBy(desc(auditLog.id))
+        .limit(limit)
+      return rows.map((r) => r.at).sort((a, b) => b - a)
+    },
+
+    async recordAudience(agent, audience, at) {
+      const inserted = await db
+        .insert(anomalyAudiences)
+        .values({ agent, audience, firstAt: at })
+        .onConflictDoNothing()
+        .returning({ agent: anomalyAudiences.agent })
+      if (inserted.length === 0) return false
+      const g = agentGrantUsageDay
+      const earlier = await db
+        .select({ day: g.day })
+        .from(g)
+        .where(and(eq(g.agent, agent), eq(g.audience, audience), lt(g.day, Math.floor(at / DAY))))
+        .limit(1)
+      return earlier.length === 0
+    },
+
+    async claim(agent, rule, now, cooldownSeconds) {
+      const a = anomalyActions
+      const since = now - cooldownSeconds
+      // One statement: the row lock of ON CONFLICT DO UPDATE serializes instances racing for
+      // the same (agent, rule), and the loser re-reads the winner's acted_at, which fails the WHERE.
+      const rows = await db
+        .insert(a)
+        .values({ agent, rule, actedAt: now })
+        .onConflictDoUpdate({
+          target: [a.agent, a.rule],
+          set: { actedAt: now, revocationId: null },
+          setWhere: sql`${a.actedAt} <= ${since} and not exists (
+            select 1 from ${revocations} r where r.id = ${a.revocationId}
+              and (r.lifted_at is null or r.lifted_at > to_timestamp(${since})))`,
+        })
+        .returning({ agent: a.agent })
+      return rows.length === 1
+    },
+
+    async release(agent, rule, actedAt) {
+      const a = anomalyActions
+      await db
+        .update(a)
+        .set({ actedAt: 0 })
+        .where(and(eq(a.agent, agent), eq(a.rule, rule), eq(a.actedAt, actedAt)))
+    },
+
+    async quarantined(agent, rule, revocationId) {
+      const a = anomalyActions
+      await db.update(a).set({ revocationId }).where(and(eq(a.agent, agent), eq(a.rule, rule)))
+    },
+  }
+}
