@@ -14,6 +14,7 @@ import type { AdmissionStore } from './admission/port.js'
 import { recordInForce } from './audit/in-force.js'
 import type { AuditLog } from './audit/port.js'
 import { openAnomalyMonitor } from './compose/anomaly.js'
+import type { AnomalyMonitor } from './governance/anomaly-monitor.js'
 import { openPropagation } from './compose/propagation.js'
 import { openWebhookNotifier } from './compose/notifications.js'
 import { openSetTransmitter } from './compose/ssf.js'
@@ -59,6 +60,8 @@ export interface Mandate {
   readonly storage: { readonly database: 'postgres' | 'pglite' | 'memory'; readonly redis: boolean }
   /** Refusals, logged as one line per interval (the HTTP server counts its dropped connections in `unavailable`). */
   readonly refusals: Refusals
+  /** The anomaly monitor, when the SQL delegation log runs (tests wait on `settled()`). */
+  readonly anomalies: AnomalyMonitor | undefined
   close(): Promise<void>
 }
 
@@ -156,7 +159,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     closers.add(async () => revocations.endSubscriptions())
 
     // Anomaly rules, evaluated from the log's committed groups and the usage summaries, off the token path.
-    openAnomalyMonitor(config, { sqlAudit: stores.sqlAudit, database: stores.database, policies: policies.store, revocations, now: nowSeconds, logger: log }, closers)
+    const anomalies = openAnomalyMonitor(config, { sqlAudit: stores.sqlAudit, database: stores.database, policies: policies.store, revocations, now: nowSeconds, logger: log }, closers)
 
     // Revocations as Security Event Tokens, read from the durable log (none without receivers).
     const transmitter = await openSetTransmitter(config, { database: stores.database, keys, revocations, instance, clock, logger: log, metrics }, closers)
@@ -233,6 +236,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       revocations,
       storage: { database: stores.engine, redis: shared.feed !== undefined },
       refusals,
+      anomalies,
       close: () => closers.closeAll(),
     }
   } catch (err) {

@@ -5,7 +5,7 @@
  * agent), the audiences each agent had tokens for, and the conditional
  * write that lets one instance only act per agent, rule and cool-down.
  */
-import { and, desc, eq, gte, lt, sql } from 'drizzle-orm'
+import { and, desc, eq, gte, lt, lte, ne, sql } from 'drizzle-orm'
 import { BASELINE_HOURS } from '../core/anomaly.js'
 import type { Db } from '../storage/database.js'
 import { agentGrantUsageDay, agentUsageHour, agentUsers, anomalyActions, anomalyAudiences, auditLog, revocations } from '../storage/schema.js'
@@ -22,8 +22,9 @@ export interface AnomalyStore {
   latestDenials(agent: string, limit: number): Promise<number[]>
   /**
    * Records that the agent had a token for `audience` at `at`; true when
-   * this call is the first to record it and the summaries hold no token of
-   * the agent for it on an earlier day (a new audience).
+   * this call is the first to record it, the agent had another audience
+   * before, and the summaries hold no token of the agent for this one on an
+   * earlier day (a new audience).
    */
   recordAudience(agent: string, audience: string, at: number): Promise<boolean>
   /**
@@ -88,6 +89,13 @@ export function createSqlAnomalyStore(db: Db): AnomalyStore {
         .onConflictDoNothing()
         .returning({ agent: anomalyAudiences.agent })
       if (inserted.length === 0) return false
+      // An agent's first audience is no change of behaviour: there is nothing before it to differ from.
+      const other = await db
+        .select({ audience: anomalyAudiences.audience })
+        .from(anomalyAudiences)
+        .where(and(eq(anomalyAudiences.agent, agent), ne(anomalyAudiences.audience, audience), lte(anomalyAudiences.firstAt, at)))
+        .limit(1)
+      if (other.length === 0) return false
       const g = agentGrantUsageDay
       const earlier = await db
         .select({ day: g.day })
