@@ -213,6 +213,8 @@ function describeAnomalies(name: string, databaseUrl: () => Promise<{ url: strin
       expect(found).toMatchObject({ rule: 'denial_burst', action: 'quarantine' })
       expect(found!.detail).toContain('5 denials within 0 s; trips at 5 within 60 s')
 
+      // Lifted two hours on, past the cool-down since the quarantine: the cool-down runs again from the lift.
+      now += 2 * HOUR * 1000
       const lift = await m.app.request(`/admin/revocations/${found!.revocation_id}`, { method: 'DELETE', headers: bearer(KEYS.responder) })
       expect(lift.status, await lift.clone().text()).toBe(200)
       await c.issue('burst-agent', 'alice')
