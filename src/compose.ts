@@ -159,7 +159,11 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     closers.add(async () => revocations.endSubscriptions())
 
     // Anomaly rules, evaluated from the log's committed groups and the usage summaries, off the token path.
-    const anomalies = openAnomalyMonitor(config, { sqlAudit: stores.sqlAudit, database: stores.database, policies: policies.store, revocations, now: nowSeconds, logger: log }, closers)
+    const anomalies = openAnomalyMonitor(
+      config,
+      { sqlAudit: stores.sqlAudit, database: stores.database, policies: policies.store, revocations, now: nowSeconds, logger: log },
+      closers,
+    )
 
     // Revocations as Security Event Tokens, read from the durable log (none without receivers).
     const transmitter = await openSetTransmitter(config, { database: stores.database, keys, revocations, instance, clock, logger: log, metrics }, closers)

@@ -18,6 +18,7 @@ import {
   resolveAnomalyRules,
   userSpikeFinding,
   type AgentAnomalyRules,
+  type AnomalyAction,
   type AnomalyRuleName,
   type AnomalyRulesInput,
 } from '../core/anomaly.js'
@@ -71,13 +72,18 @@ interface Seen {
   readonly audiences: Map<string, number>
 }
 
-export function createAnomalyMonitor(options: AnomalyMonitorOptions): AnomalyMonitor {
-  const { store, logger } = options
-  let pending = new Map<string, Seen>()
+/** What evaluations share: the options, and this instance's memory of audiences and of claims. */
+interface Evaluator {
+  readonly options: AnomalyMonitorOptions
   /** Audiences this instance already recorded, per agent: no SQL for them again. */
-  const known = new Map<string, Set<string>>()
+  readonly known: Map<string, Set<string>>
   /** (agent, rule) → epoch seconds before which this instance does not try to act again. */
-  const quiet = new Map<string, number>()
+  readonly quiet: Map<string, number>
+}
+
+export function createAnomalyMonitor(options: AnomalyMonitorOptions): AnomalyMonitor {
+  const ev: Evaluator = { options, known: new Map(), quiet: new Map() }
+  let pending = new Map<string, Seen>()
   let running: Promise<void> | undefined
   let timer: NodeJS.Timeout | undefined
   let lastRun = 0
@@ -88,100 +94,14 @@ export function createAnomalyMonitor(options: AnomalyMonitorOptions): AnomalyMon
     const wait = Math.max(0, lastRun + EVALUATE_EVERY_MS - performance.now())
     timer = setTimeout(() => {
       timer = undefined
-      running = evaluateAll().finally(() => {
+      lastRun = performance.now()
+      const batch = pending
+      pending = new Map()
+      running = evaluateAll(ev, batch).finally(() => {
         running = undefined
         if (pending.size > 0) schedule()
       })
     }, wait)
-  }
-
-  async function evaluateAll(): Promise<void> {
-    lastRun = performance.now()
-    const batch = pending
-    pending = new Map()
-    const kills = agentKills(options.revocations.records())
-    for (const [agent, seen] of batch) {
-      try {
-        await evaluate(agent as AgentId, seen, kills.has(agent))
-      } catch (err) {
-        logger.warn({ agent, code: (err as { code?: unknown }).code ?? (err as Error).name }, 'anomaly rules not evaluated')
-      }
-    }
-  }
-
-  async function evaluate(agent: AgentId, seen: Seen, killed: boolean): Promise<void> {
-    const policy = options.policies.get(agent)
-    const rules = resolveAnomalyRules(options.rules, policy?.anomalies?.rules, policy?.anomalies?.hours !== undefined)
-    const newAudiences = await recordAudiences(agent, seen)
-    // A killed agent's requests are refused, and its denials expected: nothing to add until the kill is lifted.
-    if (rules.size === 0 || killed) return
-    for (const [rule, detail] of await findings(agent, rules, seen, newAudiences)) {
-      const acted = await act(agent, rule, rules.get(rule)!.action, detail)
-      if (acted === 'quarantine') return // killed now: the other rules would only repeat it
-    }
-  }
-
-  async function recordAudiences(agent: AgentId, seen: Seen): Promise<string[]> {
-    let mine = known.get(agent)
-    if (mine === undefined) known.set(agent, (mine = new Set()))
-    const fresh: string[] = []
-    for (const [audience, at] of seen.audiences) {
-      if (mine.has(audience)) continue
-      if (await store.recordAudience(agent, audience, at)) fresh.push(audience)
-      mine.add(audience)
-    }
-    return fresh
-  }
-
-  async function findings(agent: AgentId, rules: AgentAnomalyRules, seen: Seen, newAudiences: readonly string[]): Promise<[AnomalyRuleName, string][]> {
-    const now = options.now()
-    const out: [AnomalyRuleName, string | undefined][] = []
-    const hours = options.policies.get(agent)?.anomalies?.hours
-    const rule = (name: AnomalyRuleName) => (isQuiet(agent, name, now) ? undefined : rules.get(name))
-    const denialBurst = rule('denial_burst')
-    if (denialBurst !== undefined && seen.denied) out.push(['denial_burst', denialBurstFinding(denialBurst, await store.latestDenials(agent, denialBurst.count), now)])
-    if (seen.issuedAt !== undefined) {
-      const outside = rule('outside_hours')
-      if (outside !== undefined && hours !== undefined) out.push(['outside_hours', outsideHoursFinding(hours, seen.issuedAt)])
-      if (rule('new_audience') !== undefined && newAudiences.length > 0) out.push(['new_audience', newAudienceFinding(newAudiences.join(', '))])
-      const rate = rule('rate')
-      if (rate !== undefined) out.push(['rate', rateFinding(rate, await store.tokenCounts(agent, now))])
-      const users = rule('user_spike')
-      if (users !== undefined) out.push(['user_spike', userSpikeFinding(users, await store.newUserCounts(agent, now))])
-    }
-    // Quarantines first: once one acts, the agent is killed.
-    const found = out.filter((f): f is [AnomalyRuleName, string] => f[1] !== undefined)
-    return found.sort((a, b) => Number(rules.get(b[0])!.action === 'quarantine') - Number(rules.get(a[0])!.action === 'quarantine'))
-  }
-
-  const quietKey = (agent: string, rule: string) => `${agent}\u0000${rule}`
-  const isQuiet = (agent: string, rule: string, now: number) => (quiet.get(quietKey(agent, rule)) ?? 0) > now
-
-  async function act(agent: AgentId, rule: AnomalyRuleName, action: 'alert' | 'quarantine', detail: string): Promise<'alert' | 'quarantine' | undefined> {
-    const now = options.now()
-    if (!(await store.claim(agent, rule, now, options.cooldownSeconds))) {
-      quiet.set(quietKey(agent, rule), now + CLAIM_LOST_BACKOFF_SECONDS)
-      return undefined
-    }
-    quiet.set(quietKey(agent, rule), now + options.cooldownSeconds)
-    let revocationId: string | undefined
-    if (action === 'quarantine') {
-      let kill: Revocation
-      try {
-        kill = await options.revocations.revoke({ target: { kind: 'agent', agent }, reason: `quarantine: ${rule}`, createdBy: ANOMALY_ACTOR })
-      } catch (err) {
-        // Not killed, or durable but not yet on every instance: evaluate again at the next traffic rather than wait a cool-down.
-        quiet.delete(quietKey(agent, rule))
-        await store.release(agent, rule, now).catch(() => {})
-        throw err
-      }
-      revocationId = kill.id
-      await store.quarantined(agent, rule, kill.id)
-      await options.audit.append({ type: 'revocation.created', at: now, by: ANOMALY_ACTOR, revocation: kill })
-    }
-    await options.audit.append({ type: 'agent.anomaly', at: now, agent, rule, action, detail, revocationId })
-    logger.warn({ agent, rule, action, detail, revocation: revocationId }, 'anomaly')
-    return action
   }
 
   return {
@@ -213,4 +133,99 @@ export function createAnomalyMonitor(options: AnomalyMonitorOptions): AnomalyMon
       await running
     },
   }
+}
+
+async function evaluateAll(ev: Evaluator, batch: ReadonlyMap<string, Seen>): Promise<void> {
+  const kills = agentKills(ev.options.revocations.records())
+  for (const [agent, seen] of batch) {
+    try {
+      await evaluate(ev, agent as AgentId, seen, kills.has(agent))
+    } catch (err) {
+      ev.options.logger.warn({ agent, code: (err as { code?: unknown }).code ?? (err as Error).name }, 'anomaly rules not evaluated')
+    }
+  }
+}
+
+async function evaluate(ev: Evaluator, agent: AgentId, seen: Seen, killed: boolean): Promise<void> {
+  const policy = ev.options.policies.get(agent)
+  const rules = resolveAnomalyRules(ev.options.rules, policy?.anomalies?.rules, policy?.anomalies?.hours !== undefined)
+  const newAudiences = await recordAudiences(ev, agent, seen)
+  // A killed agent's requests are refused, and its denials expected: nothing to add until the kill is lifted.
+  if (rules.size === 0 || killed) return
+  for (const [rule, detail] of await findings(ev, agent, rules, seen, newAudiences)) {
+    const acted = await act(ev, agent, rule, rules.get(rule)!.action, detail)
+    if (acted === 'quarantine') return // killed now: the other rules would only repeat it
+  }
+}
+
+async function recordAudiences(ev: Evaluator, agent: AgentId, seen: Seen): Promise<string[]> {
+  let mine = ev.known.get(agent)
+  if (mine === undefined) ev.known.set(agent, (mine = new Set()))
+  const fresh: string[] = []
+  for (const [audience, at] of seen.audiences) {
+    if (mine.has(audience)) continue
+    if (await ev.options.store.recordAudience(agent, audience, at)) fresh.push(audience)
+    mine.add(audience)
+  }
+  return fresh
+}
+
+/** The rules that trip, quarantines first (once one acts the agent is killed); each read only when its rule is in force. */
+async function findings(
+  ev: Evaluator,
+  agent: AgentId,
+  rules: AgentAnomalyRules,
+  seen: Seen,
+  newAudiences: readonly string[],
+): Promise<[AnomalyRuleName, string][]> {
+  const { store, now: clock } = ev.options
+  const now = clock()
+  const out: [AnomalyRuleName, string | undefined][] = []
+  const hours = ev.options.policies.get(agent)?.anomalies?.hours
+  const rule = (name: AnomalyRuleName) => ((ev.quiet.get(quietKey(agent, name)) ?? 0) > now ? undefined : rules.get(name))
+  const denialBurst = rule('denial_burst')
+  if (denialBurst !== undefined && seen.denied)
+    out.push(['denial_burst', denialBurstFinding(denialBurst, await store.latestDenials(agent, denialBurst.count), now)])
+  if (seen.issuedAt !== undefined) {
+    if (rule('outside_hours') !== undefined && hours !== undefined) out.push(['outside_hours', outsideHoursFinding(hours, seen.issuedAt)])
+    if (rule('new_audience') !== undefined && newAudiences.length > 0) out.push(['new_audience', newAudienceFinding(newAudiences.join(', '))])
+    const rate = rule('rate')
+    if (rate !== undefined) out.push(['rate', rateFinding(rate, await store.tokenCounts(agent, now))])
+    const users = rule('user_spike')
+    if (users !== undefined) out.push(['user_spike', userSpikeFinding(users, await store.newUserCounts(agent, now))])
+  }
+  const found = out.filter((f): f is [AnomalyRuleName, string] => f[1] !== undefined)
+  const quarantines = (name: AnomalyRuleName) => Number(rules.get(name)!.action === 'quarantine')
+  return found.sort((a, b) => quarantines(b[0]) - quarantines(a[0]))
+}
+
+const quietKey = (agent: string, rule: string) => `${agent}\u0000${rule}`
+
+/** Acts on a finding if this instance wins the claim: for a quarantine the kill first, then the records. */
+async function act(ev: Evaluator, agent: AgentId, rule: AnomalyRuleName, action: AnomalyAction, detail: string): Promise<AnomalyAction | undefined> {
+  const { options, quiet } = ev
+  const now = options.now()
+  if (!(await options.store.claim(agent, rule, now, options.cooldownSeconds))) {
+    quiet.set(quietKey(agent, rule), now + CLAIM_LOST_BACKOFF_SECONDS)
+    return undefined
+  }
+  quiet.set(quietKey(agent, rule), now + options.cooldownSeconds)
+  let revocationId: string | undefined
+  if (action === 'quarantine') {
+    let kill: Revocation
+    try {
+      kill = await options.revocations.revoke({ target: { kind: 'agent', agent }, reason: `quarantine: ${rule}`, createdBy: ANOMALY_ACTOR })
+    } catch (err) {
+      // Not killed, or durable but not yet on every instance: evaluate again at the next traffic rather than wait a cool-down.
+      quiet.delete(quietKey(agent, rule))
+      await options.store.release(agent, rule, now).catch(() => {})
+      throw err
+    }
+    revocationId = kill.id
+    await options.store.quarantined(agent, rule, kill.id)
+    await options.audit.append({ type: 'revocation.created', at: now, by: ANOMALY_ACTOR, revocation: kill })
+  }
+  await options.audit.append({ type: 'agent.anomaly', at: now, agent, rule, action, detail, revocationId })
+  options.logger.warn({ agent, rule, action, detail, revocation: revocationId }, 'anomaly')
+  return action
 }

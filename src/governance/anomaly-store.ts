@@ -134,7 +134,10 @@ export function createSqlAnomalyStore(db: Db): AnomalyStore {
 
     async quarantined(agent, rule, revocationId) {
       const a = anomalyActions
-      await db.update(a).set({ revocationId }).where(and(eq(a.agent, agent), eq(a.rule, rule)))
+      await db
+        .update(a)
+        .set({ revocationId })
+        .where(and(eq(a.agent, agent), eq(a.rule, rule)))
     },
   }
 }

@@ -147,7 +147,12 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy; 
       rateLimit: { agent: rateLimit(p.rate_limit.agent), user: rateLimit(p.rate_limit.user) },
       ...(p.anomalies === undefined && p.hours === undefined
         ? {}
-        : { anomalies: { rules: p.anomalies, hours: p.hours === undefined ? undefined : { text: p.hours, entries: parseHours(p.hours)!, timeZone: p.timezone } } }),
+        : {
+            anomalies: {
+              rules: p.anomalies,
+              hours: p.hours === undefined ? undefined : { text: p.hours, entries: parseHours(p.hours)!, timeZone: p.timezone },
+            },
+          }),
       sourceHash: createHash('sha256').update(text).digest('hex'),
       source: file,
     },

@@ -98,7 +98,10 @@ const Bucket = z
   .describe('a token bucket: `burst` requests at once, refilled at `rate`')
 
 /** One anomaly rule's settings; every field optional (a policy's override the config's, which override the defaults). */
-const AnomalyRuleAction = z.enum(['alert', 'quarantine', 'off']).optional().describe('`alert`: an `agent.anomaly` record; `quarantine`: also an agent kill; `off`: not evaluated (default alert)')
+const AnomalyRuleAction = z
+  .enum(['alert', 'quarantine', 'off'])
+  .optional()
+  .describe('`alert`: an `agent.anomaly` record; `quarantine`: also an agent kill; `off`: not evaluated (default alert)')
 const Factor = z.number().min(1).max(10_000).optional().describe('trips above this many times the 7-day hourly baseline (default 10)')
 
 /** Anomaly rules, in the config (`governance.anomalies.rules`) and in a policy (`anomalies`): docs/anomalies.md. */
@@ -129,7 +132,10 @@ export const AnomalyRules = z
       })
       .optional()
       .describe('users first served in the current UTC hour over `factor` times the hourly mean of the 7 days before'),
-    outside_hours: z.strictObject({ action: AnomalyRuleAction }).optional().describe('a token outside the policy’s declared `hours` (policies without `hours` are not checked)'),
+    outside_hours: z
+      .strictObject({ action: AnomalyRuleAction })
+      .optional()
+      .describe('a token outside the policy’s declared `hours` (policies without `hours` are not checked)'),
   })
   .describe('anomaly rules: rate, new_audience, denial_burst, user_spike, outside_hours')
 export type AnomalyRules = z.infer<typeof AnomalyRules>

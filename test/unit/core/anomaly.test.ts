@@ -97,7 +97,9 @@ describe('declared hours', () => {
       grants: [{ audience: 'https://x.example', scopes: ['s'] }],
       token_ttl: { default: 60, max: 60 },
     }
-    expect(Policy.safeParse({ ...base, hours: 'Mon-Fri 08:00-18:00', timezone: 'Europe/Berlin', anomalies: { outside_hours: { action: 'quarantine' } } }).success).toBe(true)
+    expect(
+      Policy.safeParse({ ...base, hours: 'Mon-Fri 08:00-18:00', timezone: 'Europe/Berlin', anomalies: { outside_hours: { action: 'quarantine' } } }).success,
+    ).toBe(true)
     const issues = (x: object) => Policy.safeParse({ ...base, ...x }).error?.issues.map((i) => i.path.join('.'))
     expect(issues({ anomalies: { outside_hours: {} } })).toEqual(['anomalies.outside_hours'])
     expect(issues({ hours: 'weekdays' })).toEqual(['hours'])
