@@ -60,11 +60,22 @@ export interface ChainAppearance {
   readonly actors: readonly string[]
 }
 
+/** An `agent.anomaly` record: a rule that tripped on the agent's traffic (docs/anomalies.md). */
+export interface AnomalySeen {
+  readonly at: number
+  readonly rule: string
+  readonly action: string
+  readonly detail: string
+  readonly revocationId: string | undefined
+}
+
 export interface AgentDetailUsage {
   readonly usage: AgentUsage
   readonly grants: readonly GrantUsage[]
   readonly denials: readonly Denial[]
   readonly chains: readonly ChainAppearance[]
+  /** Its latest anomalies, newest first. */
+  readonly anomalies?: readonly AnomalySeen[]
 }
 
 export interface InventoryEntry {

@@ -11,7 +11,10 @@ import { createHash } from 'node:crypto'
 import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { AddressInfo } from 'node:net'
+import { serve, type ServerType } from '@hono/node-server'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { agentsShow } from '../../src/cli/agents.js'
 import { composeMandate, type Mandate } from '../../src/compose.js'
 import { Config } from '../../src/config/schema.js'
 import { createLogger } from '../../src/telemetry/log.js'
@@ -225,6 +228,37 @@ function describeAnomalies(
       for (let i = 0; i < 6; i++) await c.deny('burst-agent')
       expect(await c.anomalies('burst-agent')).toHaveLength(1)
       await c.issue('burst-agent', 'alice')
+    })
+
+    it('mandate agents show prints the agent’s recent anomalies, human and --json', async () => {
+      const server: ServerType = serve({ fetch: m.app.fetch, hostname: '127.0.0.1', port: 0 })
+      await new Promise<void>((resolve) => server.once('listening', () => resolve()))
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+      const saved = { key: process.env['MANDATE_ADMIN_KEY'], write: process.stdout.write, code: process.exitCode }
+      const out: string[] = []
+      process.stdout.write = (chunk: string) => out.push(chunk) > 0
+      try {
+        process.env['MANDATE_ADMIN_KEY'] = KEYS.auditor
+        await agentsShow('burst-agent', { url })
+        const human = out.join('')
+        if (process.env['ANOMALY_PRINT'] === '1') saved.write.call(process.stdout, human)
+        expect(human).toMatch(/recent anomalies\n[^\n]*\n│ at +│ rule +│ action +│ detail/)
+        expect(human).toMatch(/denial_burst +│ quarantine \(kill [0-9a-f-]{36}\) +│ 5 denials within 0 s/)
+        out.length = 0
+        await agentsShow('burst-agent', { url, json: true })
+        const body = JSON.parse(out.join('')) as { recent_anomalies: { rule: string; action: string; revocation_id: string | null }[] }
+        expect(body.recent_anomalies).toEqual([expect.objectContaining({ rule: 'denial_burst', action: 'quarantine', revocation_id: expect.any(String) })])
+        out.length = 0
+        await agentsShow('hours-agent', { url })
+        expect(out.join('')).toMatch(/recent anomalies\nnone/)
+        expect(process.exitCode ?? 0).toBe(0)
+      } finally {
+        process.stdout.write = saved.write
+        process.exitCode = saved.code
+        if (saved.key === undefined) delete process.env['MANDATE_ADMIN_KEY']
+        else process.env['MANDATE_ADMIN_KEY'] = saved.key
+        server.close()
+      }
     })
 
     it('outside_hours: alerts on a token outside the declared hours in the policy’s time zone', async () => {
