@@ -18,6 +18,7 @@ import {
   resolveAnomalyRules,
   userSpikeFinding,
   type AgentAnomalyRules,
+  type AnomalyRule,
   type AnomalyAction,
   type AnomalyRuleName,
   type AnomalyRulesInput,
@@ -28,7 +29,7 @@ import type { PolicyStore } from '../policy/port.js'
 import type { Revocation } from '../revocation/port.js'
 import type { RevocationService } from '../revocation/service.js'
 import type { Logger } from '../telemetry/log.js'
-import type { AnomalyStore } from './anomaly-store.js'
+import type { AnomalyStore, HourCounts } from './anomaly-store.js'
 
 /** Who a quarantine's kill and its records name as their maker. */
 export const ANOMALY_ACTOR = 'mandate:anomaly'
@@ -135,27 +136,63 @@ export function createAnomalyMonitor(options: AnomalyMonitorOptions): AnomalyMon
   }
 }
 
+/** One agent to evaluate: what was seen of it, and its rules. */
+interface Plan {
+  readonly agent: AgentId
+  readonly seen: Seen
+  readonly rules: AgentAnomalyRules
+  readonly newAudiences: readonly string[]
+}
+
 async function evaluateAll(ev: Evaluator, batch: ReadonlyMap<string, Seen>): Promise<void> {
-  const kills = agentKills(ev.options.revocations.records())
-  for (const [agent, seen] of batch) {
+  const { options } = ev
+  const warn = (agent: string | undefined, err: unknown) =>
+    options.logger.warn({ agent, code: (err as { code?: unknown }).code ?? (err as Error).name }, 'anomaly rules not evaluated')
+  const kills = agentKills(options.revocations.records())
+  const now = options.now()
+  const plans: Plan[] = []
+  for (const [id, seen] of batch) {
+    const agent = id as AgentId
     try {
-      await evaluate(ev, agent as AgentId, seen, kills.has(agent))
+      const policy = options.policies.get(agent)
+      const rules = resolveAnomalyRules(options.rules, policy?.anomalies?.rules, policy?.anomalies?.hours !== undefined)
+      const newAudiences = await recordAudiences(ev, agent, seen)
+      // A killed agent's requests are refused, and its denials expected: nothing to add until the kill is lifted.
+      if (rules.size > 0 && !kills.has(agent)) plans.push({ agent, seen, rules, newAudiences })
     } catch (err) {
-      ev.options.logger.warn({ agent, code: (err as { code?: unknown }).code ?? (err as Error).name }, 'anomaly rules not evaluated')
+      warn(agent, err)
+    }
+  }
+  if (plans.length === 0) return
+  // The summary reads of every agent at once: one statement per rule, however many agents.
+  const wanting = (rule: AnomalyRuleName) => plans.filter((p) => p.seen.issuedAt !== undefined && ruleOf(ev, p, rule, now) !== undefined).map((p) => p.agent)
+  let counts: Counts
+  try {
+    const [tokens, users] = await Promise.all([options.store.tokenCounts(wanting('rate'), now), options.store.newUserCounts(wanting('user_spike'), now)])
+    counts = { tokens, users }
+  } catch (err) {
+    return warn(undefined, err)
+  }
+  for (const plan of plans) {
+    try {
+      for (const [rule, detail] of await findings(ev, plan, now, counts)) {
+        const acted = await act(ev, plan.agent, rule, plan.rules.get(rule)!.action, detail)
+        if (acted === 'quarantine') break // killed now: the other rules would only repeat it
+      }
+    } catch (err) {
+      warn(plan.agent, err)
     }
   }
 }
 
-async function evaluate(ev: Evaluator, agent: AgentId, seen: Seen, killed: boolean): Promise<void> {
-  const policy = ev.options.policies.get(agent)
-  const rules = resolveAnomalyRules(ev.options.rules, policy?.anomalies?.rules, policy?.anomalies?.hours !== undefined)
-  const newAudiences = await recordAudiences(ev, agent, seen)
-  // A killed agent's requests are refused, and its denials expected: nothing to add until the kill is lifted.
-  if (rules.size === 0 || killed) return
-  for (const [rule, detail] of await findings(ev, agent, rules, seen, newAudiences)) {
-    const acted = await act(ev, agent, rule, rules.get(rule)!.action, detail)
-    if (acted === 'quarantine') return // killed now: the other rules would only repeat it
-  }
+interface Counts {
+  readonly tokens: ReadonlyMap<string, HourCounts>
+  readonly users: ReadonlyMap<string, HourCounts>
+}
+
+/** The agent's rule, unless this instance acted on it (or lost the claim) too recently to try again. */
+function ruleOf(ev: Evaluator, plan: Plan, name: AnomalyRuleName, now: number): AnomalyRule | undefined {
+  return (ev.quiet.get(quietKey(plan.agent, name)) ?? 0) > now ? undefined : plan.rules.get(name)
 }
 
 async function recordAudiences(ev: Evaluator, agent: AgentId, seen: Seen): Promise<string[]> {
@@ -170,29 +207,25 @@ async function recordAudiences(ev: Evaluator, agent: AgentId, seen: Seen): Promi
   return fresh
 }
 
-/** The rules that trip, quarantines first (once one acts the agent is killed); each read only when its rule is in force. */
-async function findings(
-  ev: Evaluator,
-  agent: AgentId,
-  rules: AgentAnomalyRules,
-  seen: Seen,
-  newAudiences: readonly string[],
-): Promise<[AnomalyRuleName, string][]> {
-  const { store, now: clock } = ev.options
-  const now = clock()
+/** The rules that trip, quarantines first (once one acts the agent is killed). */
+async function findings(ev: Evaluator, plan: Plan, now: number, counts: Counts): Promise<[AnomalyRuleName, string][]> {
+  const { agent, seen, rules } = plan
   const out: [AnomalyRuleName, string | undefined][] = []
   const hours = ev.options.policies.get(agent)?.anomalies?.hours
-  const rule = (name: AnomalyRuleName) => ((ev.quiet.get(quietKey(agent, name)) ?? 0) > now ? undefined : rules.get(name))
+  const rule = (name: AnomalyRuleName) => ruleOf(ev, plan, name, now)
   const denialBurst = rule('denial_burst')
-  if (denialBurst !== undefined && seen.denied)
-    out.push(['denial_burst', denialBurstFinding(denialBurst, await store.latestDenials(agent, denialBurst.count), now)])
+  if (denialBurst !== undefined && seen.denied) {
+    out.push(['denial_burst', denialBurstFinding(denialBurst, await ev.options.store.latestDenials(agent, denialBurst.count), now)])
+  }
   if (seen.issuedAt !== undefined) {
     if (rule('outside_hours') !== undefined && hours !== undefined) out.push(['outside_hours', outsideHoursFinding(hours, seen.issuedAt)])
-    if (rule('new_audience') !== undefined && newAudiences.length > 0) out.push(['new_audience', newAudienceFinding(newAudiences.join(', '))])
+    if (rule('new_audience') !== undefined && plan.newAudiences.length > 0) out.push(['new_audience', newAudienceFinding(plan.newAudiences.join(', '))])
     const rate = rule('rate')
-    if (rate !== undefined) out.push(['rate', rateFinding(rate, await store.tokenCounts(agent, now))])
+    const tokens = counts.tokens.get(agent)
+    if (rate !== undefined && tokens !== undefined) out.push(['rate', rateFinding(rate, tokens)])
     const users = rule('user_spike')
-    if (users !== undefined) out.push(['user_spike', userSpikeFinding(users, await store.newUserCounts(agent, now))])
+    const newUsers = counts.users.get(agent)
+    if (users !== undefined && newUsers !== undefined) out.push(['user_spike', userSpikeFinding(users, newUsers)])
   }
   const found = out.filter((f): f is [AnomalyRuleName, string] => f[1] !== undefined)
   const quarantines = (name: AnomalyRuleName) => Number(rules.get(name)!.action === 'quarantine')

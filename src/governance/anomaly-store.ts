@@ -5,7 +5,7 @@
  * agent), the audiences each agent had tokens for, and the conditional
  * write that lets one instance only act per agent, rule and cool-down.
  */
-import { and, desc, eq, gte, lt, lte, ne, sql } from 'drizzle-orm'
+import { and, desc, eq, gte, inArray, lt, lte, ne, sql } from 'drizzle-orm'
 import { BASELINE_HOURS } from '../core/anomaly.js'
 import type { Db } from '../storage/database.js'
 import { agentGrantUsageDay, agentUsageHour, agentUsers, anomalyActions, anomalyAudiences, auditLog, revocations } from '../storage/schema.js'
@@ -14,10 +14,10 @@ const HOUR = 3_600
 const DAY = 86_400
 
 export interface AnomalyStore {
-  /** Tokens of the agent in the UTC hour of `now`, and in the `BASELINE_HOURS` before it. */
-  tokenCounts(agent: string, now: number): Promise<{ currentHour: number; baseline: number }>
-  /** Users first served by the agent in the UTC hour of `now`, and in the `BASELINE_HOURS` before it. */
-  newUserCounts(agent: string, now: number): Promise<{ currentHour: number; baseline: number }>
+  /** Per agent: its tokens in the UTC hour of `now`, and in the `BASELINE_HOURS` before it. */
+  tokenCounts(agents: readonly string[], now: number): Promise<ReadonlyMap<string, HourCounts>>
+  /** Per agent: the users it first served in the UTC hour of `now`, and in the `BASELINE_HOURS` before it. */
+  newUserCounts(agents: readonly string[], now: number): Promise<ReadonlyMap<string, HourCounts>>
   /** Times (epoch seconds) of the agent's `limit` latest denials, newest first. */
   latestDenials(agent: string, limit: number): Promise<number[]>
   /**
@@ -40,36 +40,84 @@ export interface AnomalyStore {
   quarantined(agent: string, rule: string, revocationId: string): Promise<void>
 }
 
+/** Counts of one agent: the current UTC hour so far, and the `BASELINE_HOURS` before it. */
+export interface HourCounts {
+  readonly currentHour: number
+  readonly baseline: number
+}
+
 const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v))
 
+/**
+ * The baselines of the hour, per agent: the hours before the current one
+ * are complete, so each agent's baseline is read once an hour and every
+ * later evaluation reads only the current hour's counts, for every agent in
+ * one statement.
+ */
+function baselineCache(read: (agents: string[], hour: number) => Promise<Map<string, number>>) {
+  let hour = -1
+  let known = new Map<string, number>()
+  return async (agents: readonly string[], now: number): Promise<Map<string, number>> => {
+    const h = Math.floor(now / HOUR)
+    if (h !== hour) {
+      hour = h
+      known = new Map()
+    }
+    const missing = agents.filter((a) => !known.has(a))
+    if (missing.length > 0) {
+      const counts = await read(missing, h)
+      for (const a of missing) known.set(a, counts.get(a) ?? 0)
+    }
+    return known
+  }
+}
+
 export function createSqlAnomalyStore(db: Db): AnomalyStore {
+  const h = agentUsageHour
+  const u = agentUsers
+  const tokenBaselines = baselineCache(async (agents, hour) => {
+    const rows = await db
+      .select({ agent: h.agent, n: sql<string>`sum(${h.tokens})` })
+      .from(h)
+      .where(and(inArray(h.agent, agents), gte(h.hour, hour - BASELINE_HOURS), lt(h.hour, hour)))
+      .groupBy(h.agent)
+    return new Map(rows.map((r) => [r.agent, num(r.n)]))
+  })
+  const userBaselines = baselineCache(async (agents, hour) => {
+    const start = hour * HOUR
+    const since = start - BASELINE_HOURS * HOUR
+    // A user first served since `since` was last served since then too: the (agent, last_at) index bounds the read.
+    const rows = await db
+      .select({ agent: u.agent, n: sql<string>`count(*)` })
+      .from(u)
+      .where(and(inArray(u.agent, agents), gte(u.lastAt, since), gte(u.firstAt, since), lt(u.firstAt, start)))
+      .groupBy(u.agent)
+    return new Map(rows.map((r) => [r.agent, num(r.n)]))
+  })
+  const merge = (agents: readonly string[], current: Map<string, number>, baselines: Map<string, number>) =>
+    new Map(agents.map((a) => [a, { currentHour: current.get(a) ?? 0, baseline: baselines.get(a) ?? 0 }]))
+
   return {
-    async tokenCounts(agent, now) {
-      const hour = Math.floor(now / HOUR)
-      const h = agentUsageHour
-      const [row] = await db
-        .select({
-          current: sql<string>`sum(${h.tokens}) filter (where ${h.hour} = ${hour})`,
-          baseline: sql<string>`sum(${h.tokens}) filter (where ${h.hour} < ${hour})`,
-        })
+    async tokenCounts(agents, now) {
+      if (agents.length === 0) return new Map()
+      const baselines = await tokenBaselines(agents, now)
+      const rows = await db
+        .select({ agent: h.agent, n: h.tokens })
         .from(h)
-        .where(and(eq(h.agent, agent), gte(h.hour, hour - BASELINE_HOURS), lt(h.hour, hour + 1)))
-      return { currentHour: num(row?.current), baseline: num(row?.baseline) }
+        .where(and(inArray(h.agent, [...agents]), eq(h.hour, Math.floor(now / HOUR))))
+      return merge(agents, new Map(rows.map((r) => [r.agent, num(r.n)])), baselines)
     },
 
-    async newUserCounts(agent, now) {
+    async newUserCounts(agents, now) {
+      if (agents.length === 0) return new Map()
+      const baselines = await userBaselines(agents, now)
       const start = Math.floor(now / HOUR) * HOUR
-      const u = agentUsers
-      // A user first served since `since` was last served since then too: the (agent, last_at) index bounds the read.
-      const since = start - BASELINE_HOURS * HOUR
-      const [row] = await db
-        .select({
-          current: sql<string>`count(*) filter (where ${u.firstAt} >= ${start})`,
-          baseline: sql<string>`count(*) filter (where ${u.firstAt} >= ${since} and ${u.firstAt} < ${start})`,
-        })
+      const rows = await db
+        .select({ agent: u.agent, n: sql<string>`count(*)` })
         .from(u)
-        .where(and(eq(u.agent, agent), gte(u.lastAt, since)))
-      return { currentHour: num(row?.current), baseline: num(row?.baseline) }
+        .where(and(inArray(u.agent, [...agents]), gte(u.lastAt, start), gte(u.firstAt, start)))
+        .groupBy(u.agent)
+      return merge(agents, new Map(rows.map((r) => [r.agent, num(r.n)])), baselines)
     },
 
     async latestDenials(agent, limit) {
@@ -82,6 +130,14 @@ export function createSqlAnomalyStore(db: Db): AnomalyStore {
       return rows.map((r) => r.at).sort((a, b) => b - a)
     },
 
+    ...audiencesOn(db),
+    ...claimsOn(db),
+  }
+}
+
+/** The audiences each agent had tokens for. */
+function audiencesOn(db: Db): Pick<AnomalyStore, 'recordAudience'> {
+  return {
     async recordAudience(agent, audience, at) {
       const inserted = await db
         .insert(anomalyAudiences)
@@ -104,7 +160,12 @@ export function createSqlAnomalyStore(db: Db): AnomalyStore {
         .limit(1)
       return earlier.length === 0
     },
+  }
+}
 
+/** The conditional write that lets one instance act per agent, rule and cool-down. */
+function claimsOn(db: Db): Pick<AnomalyStore, 'claim' | 'release' | 'quarantined'> {
+  return {
     async claim(agent, rule, now, cooldownSeconds) {
       const a = anomalyActions
       const since = now - cooldownSeconds
