@@ -89,7 +89,7 @@ export const agentsList = (o: AgentsOptions) =>
     if (page.next_offset !== null) process.stderr.write(`more: --offset ${page.next_offset}\n`)
   })
 
-/** `mandate agents show AGENT`: the agent, its usage per grant, recent denials, kills, delegation chains. */
+/** `mandate agents show AGENT`: the agent, its usage per grant, recent denials, kills, recent anomalies, delegation chains. */
 export const agentsShow = (agent: string, o: AgentsOptions) =>
   run(async () => {
     const b = await resolveBroker(o)
