@@ -292,9 +292,9 @@ brokerOptions(
     .option('--limit <n>', '1-500 (default 100)')
     .option('--offset <n>', 'the next page (printed on stderr as "more: --offset <n>")'),
 ).action(agentsAction('agentsList'))
-brokerOptions(agents.command('show').description('one agent: usage per grant, recent denials, kills, recent anomalies, delegation chains').argument('<agent>')).action(
-  agentsAction('agentsShow'),
-)
+brokerOptions(
+  agents.command('show').description('one agent: usage per grant, recent denials, kills, recent anomalies, delegation chains').argument('<agent>'),
+).action(agentsAction('agentsShow'))
 
 const configOption = ['-c, --config <file>', 'YAML config file (default: $MANDATE_CONFIG); else the environment'] as const
 const dbHelp = `
