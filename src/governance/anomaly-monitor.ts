@@ -25,7 +25,7 @@ import {
 } from '../core/anomaly.js'
 import type { AgentId } from '../core/claims.js'
 import { agentKills } from '../core/inventory.js'
-import type { PolicyStore } from '../policy/port.js'
+import type { AgentPolicy, PolicyStore } from '../policy/port.js'
 import type { Revocation } from '../revocation/port.js'
 import type { RevocationService } from '../revocation/service.js'
 import type { Logger } from '../telemetry/log.js'
@@ -80,10 +80,37 @@ interface Evaluator {
   readonly known: Map<string, Set<string>>
   /** (agent, rule) → epoch seconds before which this instance does not try to act again. */
   readonly quiet: Map<string, number>
+  /** Each loaded policy's rules, resolved once (a reload makes new policy objects); the config's alone under `undefined`. */
+  readonly resolved: WeakMap<AgentPolicy, AgentAnomalyRules>
+  readonly configOnly: AgentAnomalyRules
+}
+
+function rulesOf(ev: Evaluator, policy: AgentPolicy | undefined): AgentAnomalyRules {
+  if (policy === undefined) return ev.configOnly
+  let rules = ev.resolved.get(policy)
+  if (rules === undefined) {
+    rules = resolveAnomalyRules(ev.options.rules, policy.anomalies?.rules, policy.anomalies?.hours !== undefined)
+    ev.resolved.set(policy, rules)
+  }
+  return rules
+}
+
+/** True when the agent had a token for an audience this instance has not recorded yet (most evaluations: false, no await). */
+function unknownAudiences(ev: Evaluator, agent: string, seen: Seen): boolean {
+  const mine = ev.known.get(agent)
+  if (mine === undefined) return seen.audiences.size > 0
+  for (const audience of seen.audiences.keys()) if (!mine.has(audience)) return true
+  return false
 }
 
 export function createAnomalyMonitor(options: AnomalyMonitorOptions): AnomalyMonitor {
-  const ev: Evaluator = { options, known: new Map(), quiet: new Map() }
+  const ev: Evaluator = {
+    options,
+    known: new Map(),
+    quiet: new Map(),
+    resolved: new WeakMap(),
+    configOnly: resolveAnomalyRules(options.rules, undefined, false),
+  }
   let pending = new Map<string, Seen>()
   let running: Promise<void> | undefined
   let timer: NodeJS.Timeout | undefined
@@ -154,9 +181,8 @@ async function evaluateAll(ev: Evaluator, batch: ReadonlyMap<string, Seen>): Pro
   for (const [id, seen] of batch) {
     const agent = id as AgentId
     try {
-      const policy = options.policies.get(agent)
-      const rules = resolveAnomalyRules(options.rules, policy?.anomalies?.rules, policy?.anomalies?.hours !== undefined)
-      const newAudiences = await recordAudiences(ev, agent, seen)
+      const rules = rulesOf(ev, options.policies.get(agent))
+      const newAudiences = unknownAudiences(ev, agent, seen) ? await recordAudiences(ev, agent, seen) : []
       // A killed agent's requests are refused, and its denials expected: nothing to add until the kill is lifted.
       if (rules.size > 0 && !kills.has(agent)) plans.push({ agent, seen, rules, newAudiences })
     } catch (err) {
