@@ -286,7 +286,7 @@ brokerOptions(
     .command('list')
     .description('every agent of the policies and of the log (no policy: state unknown)')
     .option('--owner <owner>', 'only this owner')
-    .option('--state <state>', 'active, expiring, expired, killed, dormant or unknown')
+    .option('--state <state>', 'active, expiring, expired, killed, quarantined, dormant or unknown')
     .option('--expiring <duration>', 'expiring within this long, e.g. 14d (expired ones included)')
     .option('--sort <key>', 'agent, owner, expires, last_token, tokens_24h or tokens_30d')
     .option('--limit <n>', '1-500 (default 100)')

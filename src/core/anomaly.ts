@@ -6,6 +6,14 @@
  * gathers the observations and acts on the findings.
  */
 
+/** Who a quarantine's kill and its records name as their maker. */
+export const ANOMALY_ACTOR = 'mandate:anomaly'
+
+/** A quarantine: an agent kill an anomaly rule made (its reason `quarantine: RULE`). */
+export function isQuarantine(kill: { readonly createdBy: string; readonly reason: string }): boolean {
+  return kill.createdBy === ANOMALY_ACTOR && kill.reason.startsWith('quarantine: ')
+}
+
 /** Every rule, by its name in config, policies and `agent.anomaly` records. */
 export const ANOMALY_RULES = ['rate', 'new_audience', 'denial_burst', 'user_spike', 'outside_hours'] as const
 export type AnomalyRuleName = (typeof ANOMALY_RULES)[number]

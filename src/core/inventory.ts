@@ -7,8 +7,9 @@
 import type { AgentId } from './claims.js'
 import type { AgentPolicy } from '../policy/port.js'
 import type { Revocation } from '../revocation/port.js'
+import { isQuarantine } from './anomaly.js'
 
-export const AGENT_STATES = ['active', 'expiring', 'expired', 'killed', 'dormant', 'unknown'] as const
+export const AGENT_STATES = ['active', 'expiring', 'expired', 'killed', 'quarantined', 'dormant', 'unknown'] as const
 export type AgentState = (typeof AGENT_STATES)[number]
 
 /** An agent is `expiring` this close to its policy's `expires`. */
@@ -94,10 +95,10 @@ export interface InventoryEntry {
   readonly kills: readonly Revocation[]
 }
 
-/** The state of one agent: a kill wins, then expiry, then dormancy. */
+/** The state of one agent: a kill wins (`quarantined` when every kill in force is an anomaly rule's), then expiry, then dormancy. */
 export function stateOf(policy: AgentPolicy | undefined, usage: AgentUsage, kills: readonly Revocation[], now: number): AgentState {
   if (policy === undefined) return 'unknown'
-  if (kills.length > 0) return 'killed'
+  if (kills.length > 0) return kills.every(isQuarantine) ? 'quarantined' : 'killed'
   if (policy.expires <= now) return 'expired'
   if (policy.expires - now <= EXPIRING_WITHIN) return 'expiring'
   if (usage.lastTokenAt !== undefined && now - usage.lastTokenAt > DORMANT_AFTER) return 'dormant'

@@ -11,6 +11,7 @@
  */
 import type { AuditEvent, AuditLog } from '../audit/port.js'
 import {
+  ANOMALY_ACTOR,
   denialBurstFinding,
   newAudienceFinding,
   outsideHoursFinding,
@@ -31,8 +32,6 @@ import type { RevocationService } from '../revocation/service.js'
 import type { Logger } from '../telemetry/log.js'
 import type { AnomalyStore, HourCounts } from './anomaly-store.js'
 
-/** Who a quarantine's kill and its records name as their maker. */
-export const ANOMALY_ACTOR = 'mandate:anomaly'
 
 /**
  * Least time between two evaluations: traffic arriving meanwhile is

@@ -179,6 +179,8 @@ function describeAnomalies(
       expect(found!.detail).toMatch(/^([5-9]|\d\d+) tokens this hour; 7-day baseline 0\.50\/h; trips above 8x the baseline and at 2 tokens or more$/)
       const kill = await m.revocations.get(found!.revocation_id!)
       expect(kill).toMatchObject({ target: { kind: 'agent', agent: 'rate-agent' }, reason: 'quarantine: rate', createdBy: 'mandate:anomaly' })
+      const listed = await m.app.request('/admin/agents?state=quarantined', { headers: bearer(KEYS.auditor) })
+      expect(((await listed.json()) as { agents: { agent: string }[] }).agents.map((a) => a.agent)).toEqual(['rate-agent'])
     })
 
     it('new_audience: alerts on the first token for an audience the agent never had, once, and keeps serving it', async () => {
