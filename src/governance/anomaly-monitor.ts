@@ -32,7 +32,6 @@ import type { RevocationService } from '../revocation/service.js'
 import type { Logger } from '../telemetry/log.js'
 import type { AnomalyStore, HourCounts } from './anomaly-store.js'
 
-
 /**
  * Least time between two evaluations: traffic arriving meanwhile is
  * evaluated together, so a busy broker reads the summaries a few times a
@@ -67,6 +66,8 @@ export interface AnomalyMonitor {
 interface Seen {
   /** Latest `token.issued` time, when any. */
   issuedAt: number | undefined
+  /** Earliest `token.issued` time: a batch spans a moment, so its tokens are inside the declared hours when its first and last are. */
+  firstIssuedAt: number | undefined
   denied: boolean
   /** Audiences of its tokens, with the first time each was seen. */
   readonly audiences: Map<string, number>
@@ -137,12 +138,13 @@ export function createAnomalyMonitor(options: AnomalyMonitorOptions): AnomalyMon
       for (const e of events) {
         if (e.type !== 'token.issued' && e.type !== 'token.denied') continue
         let seen = pending.get(e.agent)
-        if (seen === undefined) pending.set(e.agent, (seen = { issuedAt: undefined, denied: false, audiences: new Map() }))
+        if (seen === undefined) pending.set(e.agent, (seen = { issuedAt: undefined, firstIssuedAt: undefined, denied: false, audiences: new Map() }))
         if (e.type === 'token.denied') {
           seen.denied = true
           continue
         }
         seen.issuedAt = Math.max(seen.issuedAt ?? e.at, e.at)
+        seen.firstIssuedAt = Math.min(seen.firstIssuedAt ?? e.at, e.at)
         if (!seen.audiences.has(e.audience)) seen.audiences.set(e.audience, e.at)
       }
       if (pending.size > 0) schedule()
@@ -243,7 +245,9 @@ async function findings(ev: Evaluator, plan: Plan, now: number, counts: Counts):
     out.push(['denial_burst', denialBurstFinding(denialBurst, await ev.options.store.latestDenials(agent, denialBurst.count), now)])
   }
   if (seen.issuedAt !== undefined) {
-    if (rule('outside_hours') !== undefined && hours !== undefined) out.push(['outside_hours', outsideHoursFinding(hours, seen.issuedAt)])
+    if (rule('outside_hours') !== undefined && hours !== undefined) {
+      out.push(['outside_hours', outsideHoursFinding(hours, seen.firstIssuedAt ?? seen.issuedAt) ?? outsideHoursFinding(hours, seen.issuedAt)])
+    }
     if (rule('new_audience') !== undefined && plan.newAudiences.length > 0) out.push(['new_audience', newAudienceFinding(plan.newAudiences.join(', '))])
     const rate = rule('rate')
     const tokens = counts.tokens.get(agent)
