@@ -115,7 +115,7 @@ export function createSqlAnomalyStore(db: Db): AnomalyStore {
       const rows = await db
         .select({ agent: u.agent, n: sql<string>`count(*)` })
         .from(u)
-        .where(and(inArray(u.agent, [...agents]), gte(u.lastAt, start), gte(u.firstAt, start)))
+        .where(and(inArray(u.agent, [...agents]), gte(u.lastAt, start), gte(u.firstAt, start), lt(u.firstAt, start + HOUR)))
         .groupBy(u.agent)
       return merge(agents, new Map(rows.map((r) => [r.agent, num(r.n)])), baselines)
     },

@@ -7,7 +7,7 @@
  * quarantine is not re-imposed at once; and two broker instances on one
  * database act once.
  */
-import { createHash } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -19,7 +19,9 @@ import { composeMandate, type Mandate } from '../../src/compose.js'
 import { Config } from '../../src/config/schema.js'
 import { createLogger } from '../../src/telemetry/log.js'
 import { hashClientSecret } from '../../src/tokens/client-auth.js'
+import { Redis } from 'ioredis'
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
+import { deletePrefix, REDIS_CLIENT_OPTIONS, REDIS_URL, redisAvailable } from '../support/redis.js'
 
 const ISSUER = 'https://mandate.test'
 const DEV_USERS = 'https://users.dev.mandate.invalid'
@@ -52,6 +54,7 @@ const POLICIES: Record<string, string> = {
   'burst-agent': policy('burst-agent', 'anomalies: { denial_burst: { action: quarantine } }'),
   'hours-agent': policy('hours-agent', 'hours: "Mon-Fri 08:00-18:00"\ntimezone: Europe/Berlin\nanomalies: { outside_hours: { action: alert } }'),
   'pair-agent': policy('pair-agent', ''),
+  'qpair-agent': policy('qpair-agent', 'anomalies: { denial_burst: { action: quarantine } }'),
 }
 
 interface AnomalyRecord {
@@ -62,7 +65,7 @@ interface AnomalyRecord {
   revocation_id?: string
 }
 
-async function brokerConfig(dir: string, url: string | undefined): Promise<Config> {
+async function brokerConfig(dir: string, url: string | undefined, redis?: { url: string; prefix: string }): Promise<Config> {
   const policies = join(dir, 'policies')
   await mkdir(policies, { recursive: true })
   for (const [agent, text] of Object.entries(POLICIES)) await writeFile(join(policies, `${agent}.yaml`), text)
@@ -72,7 +75,7 @@ async function brokerConfig(dir: string, url: string | undefined): Promise<Confi
     data_dir: join(dir, 'data'),
     signing: { generate_if_missing: true },
     log: { level: 'silent' },
-    ...(url === undefined ? {} : { storage: { database_url: url } }),
+    ...(url === undefined ? {} : { storage: { database_url: url, ...(redis === undefined ? {} : { redis_url: redis.url, key_prefix: redis.prefix }) } }),
     admin: {
       keys: Object.entries(KEYS).map(([role, key]) => ({ name: `${role}-holder`, sha256: createHash('sha256').update(key).digest('hex'), roles: [role] })),
     },
@@ -287,15 +290,17 @@ describePostgres('anomaly rules: PostgreSQL', () => {
   afterAll(async () => pg?.drop())
   describeAnomalies('PostgreSQL', async () => ({ url: pg.url, done: async () => {} }))
 
-  describe('two broker instances on one database', () => {
+  describe('two broker instances on one database and one Redis', () => {
     let dir: string
     const brokers: Mandate[] = []
     let db: TestDatabase
+    const prefix = `mandate-test-anomaly-${randomUUID()}:`
     beforeAll(async () => {
+      if (!(await redisAvailable('anomaly rules: two instances'))) return
       db = await createTestDatabase()
       dir = await mkdtemp(join(tmpdir(), 'mandate-anomaly-pair-'))
       for (const instance of ['a', 'b']) {
-        const config = await brokerConfig(join(dir, instance), db.url)
+        const config = await brokerConfig(join(dir, instance), db.url, { url: REDIS_URL, prefix })
         brokers.push(
           await composeMandate(
             { ...config, instance_id: `anomaly-${instance}` },
@@ -306,8 +311,27 @@ describePostgres('anomaly rules: PostgreSQL', () => {
     }, 60_000)
     afterAll(async () => {
       for (const b of brokers) await b.close().catch(() => {})
-      await rm(dir, { recursive: true, force: true })
+      if (dir !== undefined) await rm(dir, { recursive: true, force: true })
       await db?.drop()
+      const redis = new Redis(REDIS_URL, { ...REDIS_CLIENT_OPTIONS, lazyConnect: true })
+      await redis
+        .connect()
+        .then(() => deletePrefix(redis, prefix))
+        .finally(() => redis.disconnect())
+    })
+
+    it('a quarantine made on one holds on the other within 1 s of the request that tripped it', async () => {
+      const [a, b] = [client(() => brokers[0]!), client(() => brokers[1]!)]
+      for (let i = 0; i < 4; i++) await a.deny('qpair-agent')
+      await b.issue('qpair-agent', 'alice')
+      await a.deny('qpair-agent') // the 5th, on A
+      const ms = await b.untilRefused('qpair-agent')
+      console.info(
+        `[PostgreSQL + Redis] denial_burst quarantine made on instance A: first refused exchange on B ${ms.toFixed(0)} ms after the answer that tripped it`,
+      )
+      expect(ms).toBeLessThan(1_000)
+      const kills = brokers[1]!.revocations.records().filter((r) => r.target.kind === 'agent' && r.target.agent === 'qpair-agent')
+      expect(kills.map((k) => [k.reason, k.createdBy])).toEqual([['quarantine: denial_burst', 'mandate:anomaly']])
     })
 
     it('act once for a burst both of them see', async () => {
