@@ -174,6 +174,7 @@ interface Plan {
 
 async function evaluateAll(ev: Evaluator, batch: ReadonlyMap<string, Seen>): Promise<void> {
   const { options } = ev
+  // A failure is most likely the database's: the rest of the batch would only fail alike and flood the log, so it ends here.
   const warn = (agent: string | undefined, err: unknown) =>
     options.logger.warn({ agent, code: (err as { code?: unknown }).code ?? (err as Error).name }, 'anomaly rules not evaluated')
   const kills = agentKills(options.revocations.records())
@@ -187,7 +188,7 @@ async function evaluateAll(ev: Evaluator, batch: ReadonlyMap<string, Seen>): Pro
       // A killed agent's requests are refused, and its denials expected: nothing to add until the kill is lifted.
       if (rules.size > 0 && !kills.has(agent)) plans.push({ agent, seen, rules, newAudiences })
     } catch (err) {
-      warn(agent, err)
+      return warn(agent, err)
     }
   }
   if (plans.length === 0) return
@@ -207,7 +208,7 @@ async function evaluateAll(ev: Evaluator, batch: ReadonlyMap<string, Seen>): Pro
         if (acted === 'quarantine') break // killed now: the other rules would only repeat it
       }
     } catch (err) {
-      warn(plan.agent, err)
+      return warn(plan.agent, err)
     }
   }
 }
