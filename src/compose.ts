@@ -13,6 +13,8 @@ import { createAuthFailureThrottle } from './admission/auth-failures.js'
 import type { AdmissionStore } from './admission/port.js'
 import { recordInForce } from './audit/in-force.js'
 import type { AuditLog } from './audit/port.js'
+import { openAnomalyMonitor } from './compose/anomaly.js'
+import type { AnomalyMonitor } from './governance/anomaly-monitor.js'
 import { openPropagation } from './compose/propagation.js'
 import { openWebhookNotifier } from './compose/notifications.js'
 import { openAgentLifecycle } from './compose/lifecycle.js'
@@ -69,6 +71,8 @@ export interface Mandate {
   readonly refusals: Refusals
   /** The agents' lifecycle: attestations, and the sweep that records transitions (tests run it at will). */
   readonly lifecycle: LifecycleService
+  /** The anomaly monitor, when the SQL delegation log runs (tests wait on `settled()`). */
+  readonly anomalies: AnomalyMonitor | undefined
   close(): Promise<void>
 }
 
@@ -164,6 +168,13 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     metrics?.watchMirrorLag(() => revocations.lag())
     // Runs first on close: open revocation feed streams end before their sources do.
     closers.add(async () => revocations.endSubscriptions())
+
+    // Anomaly rules, evaluated from the log's committed groups and the usage summaries, off the token path.
+    const anomalies = openAnomalyMonitor(
+      config,
+      { sqlAudit: stores.sqlAudit, database: stores.database, policies: policies.store, revocations, now: nowSeconds, logger: log },
+      closers,
+    )
 
     // Revocations as Security Event Tokens, read from the durable log (none without receivers).
     const transmitter = await openSetTransmitter(config, { database: stores.database, keys, revocations, instance, clock, logger: log, metrics }, closers)
@@ -268,6 +279,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       storage: { database: stores.engine, redis: shared.feed !== undefined },
       refusals,
       lifecycle,
+      anomalies,
       close: () => closers.closeAll(),
     }
   } catch (err) {

@@ -26,7 +26,7 @@ interface Item {
 }
 
 /** One chain's writer, and what the dispatcher needs to know of it. */
-export interface ChainWriter extends Omit<SqlAuditLog, 'onDurable'> {
+export interface ChainWriter extends Omit<SqlAuditLog, 'onDurable' | 'observeCommits'> {
   /** Records queued and not yet sent. */
   queued(): number
   /** A group is being written. */
@@ -256,6 +256,11 @@ async function insertRecords(w: ChainState, events: readonly AuditEvent[]): Prom
   const ms = performance.now() - sent
   w.commits.push(Math.round(ms * 100) / 100)
   observeGroup(w, rows.length, ms / 1000, true)
+  try {
+    w.options.onCommitted?.(events)
+  } catch {
+    // A watcher's failure is its own: the records are committed whatever it does.
+  }
   return rows
 }
 

@@ -70,7 +70,7 @@ async function usageOf(db: Db, now: number, agent: string | undefined): Promise<
 
 async function detailOf(db: Db, agent: string, now: number): Promise<AgentDetailUsage> {
   const w = windows(now)
-  const [usage, grants, denials, chains] = await Promise.all([
+  const [usage, grants, denials, chains, anomalies] = await Promise.all([
     usageOf(db, now, agent),
     db
       .select({
@@ -97,6 +97,13 @@ async function detailOf(db: Db, agent: string, now: number): Promise<AgentDetail
       .where(and(arrayContains(auditLog.actors, [agent]), eq(auditLog.event, 'token.issued'), sql`cardinality(${auditLog.actors}) > 1`))
       .orderBy(desc(auditLog.id))
       .limit(DETAIL_ROWS),
+    // Anomaly records are few: the (event, id) index walks them newest first.
+    db
+      .select({ at: auditLog.at, record: auditLog.record })
+      .from(auditLog)
+      .where(and(eq(auditLog.event, 'agent.anomaly'), eq(auditLog.agent, agent)))
+      .orderBy(desc(auditLog.id))
+      .limit(DETAIL_ROWS),
   ])
   return {
     usage: usage.get(agent) ?? NO_USAGE,
@@ -107,6 +114,18 @@ async function detailOf(db: Db, agent: string, now: number): Promise<AgentDetail
       return { at: d.at, error: text(doc.error), reason: text(doc.reason), sub: d.sub ?? undefined }
     }),
     chains: chains.map((c) => ({ jti: c.jti ?? '', rootJti: c.root ?? '', at: c.at, actors: c.actors })),
+    anomalies: anomalies.map((a) => {
+      const doc = JSON.parse(a.record) as Record<string, unknown>
+      const text = (v: unknown) => (typeof v === 'string' ? v : '')
+      const id = doc['revocation_id']
+      return {
+        at: a.at,
+        rule: text(doc['rule']),
+        action: text(doc['action']),
+        detail: text(doc['detail']),
+        revocationId: typeof id === 'string' ? id : undefined,
+      }
+    }),
   }
 }
 

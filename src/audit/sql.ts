@@ -64,6 +64,8 @@ export interface SqlAuditLogOptions {
    * Must not throw.
    */
   readonly onGroup?: (records: number, seconds: number, committed: boolean) => void
+  /** Told of the events of every group once committed; set by `observeCommits` (anomaly rules hang here). Must not throw. */
+  readonly onCommitted?: (events: readonly AuditEvent[]) => void
 }
 
 export interface AuditStats {
@@ -96,10 +98,16 @@ export interface SqlAuditLog extends AuditLog {
   stats(): AuditStats
   /**
    * Calls `listener` with each record of one of `types` this process appends,
-   * once it is durable (webhook notifications wake on it). A listener must
-   * not throw. Returns the unsubscribe.
+   * once its group is committed (webhook notifications wake on it), through
+   * `observeCommits`: the same rules. Returns the unsubscribe.
    */
   onDurable(types: readonly AuditEventType[], listener: (event: AuditEvent) => void): () => void
+  /**
+   * Calls `listener` with the events of every group once it is committed,
+   * synchronously in the writer's loop: it must be quick and must not
+   * throw (a throw is swallowed). Returns the unsubscribe function.
+   */
+  observeCommits(listener: (events: readonly AuditEvent[]) => void): () => void
   /** Writes what is queued, a last checkpoint, and stops; later appends are refused. */
   close(): Promise<void>
 }
@@ -109,7 +117,6 @@ const PING_EVERY_MS = 5_000
 /** And this often while the last ping failed, so that readiness returns soon after the database does. */
 const PING_RETRY_MS = 200
 const PING_TIMEOUT_MS = 2_000
-const noop = () => {}
 
 /**
  * The durable log. With `chains` > 1, appends go to the chain that is
@@ -117,7 +124,12 @@ const noop = () => {}
  */
 export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
   const n = Math.max(1, Math.min(16, options.chains ?? 1))
-  const writers = Array.from({ length: n }, () => createChainWriter(options))
+  const listeners = new Set<(events: readonly AuditEvent[]) => void>()
+  const onCommitted = (events: readonly AuditEvent[]) => {
+    options.onCommitted?.(events)
+    for (const l of listeners) l(events)
+  }
+  const writers = Array.from({ length: n }, () => createChainWriter({ ...options, onCommitted }))
   const pick = (): ChainWriter => {
     let best = writers[0]!
     for (const w of writers) {
@@ -145,24 +157,18 @@ export function createSqlAuditLog(options: SqlAuditLogOptions): SqlAuditLog {
       })
   }
   // Listeners by event type: empty unless webhooks want governance records, so an append pays one lookup.
-  const durable = new Map<AuditEventType, Set<(event: AuditEvent) => void>>()
   const log: SqlAuditLog = {
     chainId: () => writers[0]!.chainId(),
     chainIds: () => writers.map((w) => w.chainId()),
-    append: (event) => {
-      const receipt = pick().append(event)
-      const listeners = durable.size === 0 ? undefined : durable.get(event.type)
-      if (listeners !== undefined) void receipt.then(() => listeners.forEach((l) => l(event)), noop)
-      return receipt
-    },
-    onDurable: (types, listener) => {
-      for (const type of types) durable.set(type, (durable.get(type) ?? new Set()).add(listener))
-      return () => {
-        for (const type of types) {
-          durable.get(type)?.delete(listener)
-          if (durable.get(type)?.size === 0) durable.delete(type)
-        }
-      }
+    append: (event) => pick().append(event),
+    // Governance records reach their listeners through the commit observers: one hook on the writer, none on append.
+    onDurable: (types, listener) =>
+      log.observeCommits((events) => {
+        for (const e of events) if (types.includes(e.type)) listener(e)
+      }),
+    observeCommits: (listener) => {
+      listeners.add(listener)
+      return () => void listeners.delete(listener)
     },
     healthy: () => writers.every((w) => w.healthy()),
     pending: () => {

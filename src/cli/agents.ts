@@ -62,6 +62,7 @@ interface AgentDetailJson extends AgentJson {
   grant_usage: { audience: string; scope: string; tokens_30d: number; last_token_at: string }[]
   recent_denials: { at: string; error: string; reason: string; sub: string | null }[]
   chains: { jti: string; root_jti: string; at: string; actors: string[] }[]
+  recent_anomalies?: { at: string; rule: string; action: string; detail: string; revocation_id: string | null }[]
   revocations_fresh: boolean
 }
 
@@ -116,7 +117,7 @@ export const agentsList = (o: AgentsOptions) =>
     if (o.state === 'shared-secret' && fix !== undefined && fix !== null) write(`suggested fix for each: ${fix}`)
   })
 
-/** `mandate agents show AGENT`: the agent, its usage per grant, recent denials, kills, delegation chains. */
+/** `mandate agents show AGENT`: the agent, its usage per grant, recent denials, kills, recent anomalies, delegation chains. */
 export const agentsShow = (agent: string, o: AgentsOptions) =>
   run(async () => {
     const b = await resolveBroker(o)
@@ -183,6 +184,15 @@ export const agentsShow = (agent: string, o: AgentsOptions) =>
     else {
       const t = new Table({ ...plain(), head: ['at', 'error', 'user', 'reason'] })
       for (const d of a.recent_denials) t.push([time(d.at), d.error, printable(d.sub ?? '-'), wrap(d.reason, 48)])
+      write(t.toString())
+    }
+    write('\nrecent anomalies')
+    const anomalies = a.recent_anomalies ?? []
+    if (anomalies.length === 0) write('none')
+    else {
+      const t = new Table({ ...plain(), head: ['at', 'rule', 'action', 'detail'] })
+      for (const x of anomalies)
+        t.push([time(x.at), printable(x.rule), x.action + (x.revocation_id === null ? '' : ` (kill ${x.revocation_id})`), wrap(x.detail, 48)])
       write(t.toString())
     }
     write('\ndelegation chains (newest first)')

@@ -337,9 +337,9 @@ brokerOptions(
     .option('--limit <n>', '1-500 (default 100)')
     .option('--offset <n>', 'the next page (printed on stderr as "more: --offset <n>")'),
 ).action(agentsAction('agentsList'))
-brokerOptions(agents.command('show').description('one agent: usage per grant, recent denials, kills, delegation chains').argument('<agent>')).action(
-  agentsAction('agentsShow'),
-)
+brokerOptions(
+  agents.command('show').description('one agent: usage per grant, recent denials, kills, recent anomalies, delegation chains').argument('<agent>'),
+).action(agentsAction('agentsShow'))
 brokerOptions(
   agents
     .command('attest')

@@ -7,7 +7,7 @@
 import { isIP } from 'node:net'
 import { z } from 'zod'
 import { compileAuthentication, UNUSABLE_JWK } from '../policy/load.js'
-import { AbsoluteUri, ClientSecretBasicAuthentication, DurationText, PrivateKeyJwtAuthentication } from '../policy/schema.js'
+import { AbsoluteUri, AnomalyRules, ClientSecretBasicAuthentication, DurationText, PrivateKeyJwtAuthentication } from '../policy/schema.js'
 import { isAllowedUpstreamUrl } from '../tokens/fetch-limited.js'
 import { AGE_DURATION, AGE_DURATION_RULE, parseAgeDuration } from '../core/credential-age.js'
 import { WEBHOOK_EVENT_TYPES } from '../notify/events.js'
@@ -502,6 +502,19 @@ export const Config = z
           ),
 
         // Anomaly rules and their actions.
+        anomalies: z
+          .strictObject({
+            rules: AnomalyRules.default({}).describe('rules for every agent; a policy’s `anomalies` override them field by field (docs/anomalies.md)'),
+            cooldown_seconds: z
+              .number()
+              .int()
+              .min(60)
+              .max(30 * 86_400)
+              .default(3_600)
+              .describe('after a rule acted on an agent (or a quarantine it made was lifted), it does not act on that agent again for this long'),
+          })
+          .prefault({})
+          .describe('anomaly rules evaluated from committed records and the usage summaries, off the token path; needs the SQL database'),
 
         // Agent credentials: age and rotation.
         credentials: z

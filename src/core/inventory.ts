@@ -9,6 +9,7 @@ import type { AgentLifecycleView, LifecycleReads } from './lifecycle.js'
 import type { AgentPolicy } from '../policy/port.js'
 import type { Revocation } from '../revocation/port.js'
 import type { LeastPrivilegeReads } from './least-privilege.js'
+import { isQuarantine } from './anomaly.js'
 
 export const AGENT_STATES = ['active', 'expiring', 'expired', 'killed', 'dormant', 'unknown', 'attestation_overdue', 'orphaned', 'quarantined'] as const
 export type AgentState = (typeof AGENT_STATES)[number]
@@ -62,11 +63,22 @@ export interface ChainAppearance {
   readonly actors: readonly string[]
 }
 
+/** An `agent.anomaly` record: a rule that tripped on the agent's traffic (docs/anomalies.md). */
+export interface AnomalySeen {
+  readonly at: number
+  readonly rule: string
+  readonly action: string
+  readonly detail: string
+  readonly revocationId: string | undefined
+}
+
 export interface AgentDetailUsage {
   readonly usage: AgentUsage
   readonly grants: readonly GrantUsage[]
   readonly denials: readonly Denial[]
   readonly chains: readonly ChainAppearance[]
+  /** Its latest anomalies, newest first. */
+  readonly anomalies?: readonly AnomalySeen[]
 }
 
 export interface InventoryEntry {
@@ -87,11 +99,8 @@ export interface InventoryEntry {
   readonly attestation?: { readonly lastAttestedAt: number | undefined; readonly by: string | undefined; readonly nextDue: number | undefined } | undefined
 }
 
-/** A kill an anomaly rule made: its reason starts so (the anomaly rules' `quarantine` action). */
-export const QUARANTINE_REASON_PREFIX = 'quarantine:'
-
 /**
- * The state of one agent: a kill wins (a quarantine first), then expiry, an overdue attestation, an owner gone,
+ * The state of one agent: a kill wins (`quarantined` when every kill in force is an anomaly rule's), then expiry, an overdue attestation, an owner gone,
  * expiry near, then dormancy. With the lifecycle, dormancy is its (`governance.dormant_after`); without, 90 days.
  */
 export function stateOf(
@@ -102,8 +111,7 @@ export function stateOf(
   lifecycle?: AgentLifecycleView,
 ): AgentState {
   if (policy === undefined) return 'unknown'
-  if (kills.some((k) => k.reason.startsWith(QUARANTINE_REASON_PREFIX))) return 'quarantined'
-  if (kills.length > 0) return 'killed'
+  if (kills.length > 0) return kills.every(isQuarantine) ? 'quarantined' : 'killed'
   if (policy.expires <= now) return 'expired'
   if (lifecycle?.conditions.includes('attestation_overdue') === true) return 'attestation_overdue'
   if (lifecycle?.conditions.includes('orphaned') === true) return 'orphaned'

@@ -8,6 +8,7 @@ import type { AgentAuthentication, AgentPolicy, AgentPublicKey, AudienceGrant, P
 import { importPublicJwk, KeyRefused } from '../tokens/jwk.js'
 import { keyFitsAlgorithm } from '../tokens/jws.js'
 import { parseRate, Policy, type PolicyAuthentication, parseDuration } from './schema.js'
+import { parseHours } from '../core/anomaly.js'
 
 export type LoadResult = { readonly ok: true; readonly policies: readonly AgentPolicy[] } | { readonly ok: false; readonly issues: readonly PolicyIssue[] }
 
@@ -150,6 +151,14 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy; 
       rateLimit: { agent: rateLimit(p.rate_limit.agent), user: rateLimit(p.rate_limit.user) },
       ...(p.attest_every === undefined ? {} : { attestEvery: parseDuration(p.attest_every) }),
       ...(p.max_credential_age === undefined ? {} : { maxCredentialAge: parseAgeDuration(p.max_credential_age) }),
+      ...(p.anomalies === undefined && p.hours === undefined
+        ? {}
+        : {
+            anomalies: {
+              rules: p.anomalies,
+              hours: p.hours === undefined ? undefined : { text: p.hours, entries: parseHours(p.hours)!, timeZone: p.timezone },
+            },
+          }),
       sourceHash: createHash('sha256').update(text).digest('hex'),
       source: file,
     },

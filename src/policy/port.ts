@@ -1,3 +1,4 @@
+import type { AnomalyRulesInput, DeclaredHours } from '../core/anomaly.js'
 import type { AgentId } from '../core/claims.js'
 
 /** How an agent proves who it is at the token endpoint. */
@@ -80,6 +81,8 @@ export interface AgentPolicy {
   readonly attestEvery?: number | undefined
   /** `max_credential_age`, seconds; undefined: the config's (`governance.credentials.max_age`). */
   readonly maxCredentialAge?: number | undefined
+  /** Anomaly rules the policy declares over the config's, and its declared hours (absent: none of either). */
+  readonly anomalies?: { readonly rules: AnomalyRulesInput | undefined; readonly hours: DeclaredHours | undefined } | undefined
   /** SHA-256 of the file the policy was loaded from, hex; ties an issuance to its policy text. */
   readonly sourceHash: string
   readonly source: string

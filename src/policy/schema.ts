@@ -3,6 +3,7 @@ import { AGENT_ID, AGENT_ID_RULE } from '../core/claims.js'
 import { AGE_DURATION, AGE_DURATION_RULE } from '../core/credential-age.js'
 import { isAllowedUpstreamUrl } from '../tokens/fetch-limited.js'
 import { ASYMMETRIC_ALGORITHMS } from '../tokens/jws.js'
+import { isTimeZone, parseHours } from '../core/anomaly.js'
 
 const AgentIdString = z.string().regex(AGENT_ID, AGENT_ID_RULE)
 
@@ -138,6 +139,49 @@ export function parseDuration(text: string): number | undefined {
   return Number(m[1]) * (m[2] === 'd' ? 86_400 : 3_600)
 }
 
+/** One anomaly rule's settings; every field optional (a policy's override the config's, which override the defaults). */
+const AnomalyRuleAction = z
+  .enum(['alert', 'quarantine', 'off'])
+  .optional()
+  .describe('`alert`: an `agent.anomaly` record; `quarantine`: also an agent kill; `off`: not evaluated (default alert)')
+const Factor = z.number().min(1).max(10_000).optional().describe('trips above this many times the 7-day hourly baseline (default 10)')
+
+/** Anomaly rules, in the config (`governance.anomalies.rules`) and in a policy (`anomalies`): docs/anomalies.md. */
+export const AnomalyRules = z
+  .strictObject({
+    rate: z
+      .strictObject({
+        action: AnomalyRuleAction,
+        factor: Factor,
+        min_tokens: z.number().int().min(1).max(1_000_000_000).optional().describe('tokens in the current hour below which it never trips (default 100)'),
+      })
+      .optional()
+      .describe('tokens in the current UTC hour over `factor` times the hourly mean of the 7 days before'),
+    new_audience: z.strictObject({ action: AnomalyRuleAction }).optional().describe('a token for an audience the agent never had a token for'),
+    denial_burst: z
+      .strictObject({
+        action: AnomalyRuleAction,
+        count: z.number().int().min(2).max(100_000).optional().describe('denials that trip it (default 20)'),
+        window_seconds: z.number().int().min(1).max(3_600).optional().describe('within this many seconds (default 60)'),
+      })
+      .optional()
+      .describe('`count` denials of the agent within `window_seconds`'),
+    user_spike: z
+      .strictObject({
+        action: AnomalyRuleAction,
+        factor: Factor,
+        min_users: z.number().int().min(1).max(1_000_000_000).optional().describe('new users in the current hour below which it never trips (default 20)'),
+      })
+      .optional()
+      .describe('users first served in the current UTC hour over `factor` times the hourly mean of the 7 days before'),
+    outside_hours: z
+      .strictObject({ action: AnomalyRuleAction })
+      .optional()
+      .describe('a token outside the policy’s declared `hours` (policies without `hours` are not checked)'),
+  })
+  .describe('anomaly rules: rate, new_audience, denial_burst, user_spike, outside_hours')
+export type AnomalyRules = z.infer<typeof AnomalyRules>
+
 /** The longest lifetime any policy may give a token, seconds. */
 export const MAX_TOKEN_TTL = 24 * 3600
 
@@ -179,6 +223,13 @@ export const Policy = z
     ),
 
     // Anomaly rules and declared hours.
+    anomalies: AnomalyRules.optional().describe('anomaly rules for this agent, each field over the config’s `governance.anomalies.rules`'),
+    hours: z
+      .string()
+      .refine((h) => parseHours(h) !== undefined, 'must be entries like `Mon-Fri 08:00-18:00`, separated by commas (a time range ends after it starts)')
+      .optional()
+      .describe('when the agent is expected to be used, e.g. `Mon-Fri 08:00-18:00, Sat 09:00-12:00`, in `timezone`; the `outside_hours` rule checks it'),
+    timezone: z.string().refine(isTimeZone, 'must be an IANA time zone, e.g. Europe/Berlin').default('UTC').describe('IANA time zone of `hours`'),
 
     // Credential age.
     max_credential_age: z
@@ -195,6 +246,9 @@ export const Policy = z
       if (seen.has(g.audience)) ctx.addIssue({ code: 'custom', message: 'duplicate audience', path: ['grants', i, 'audience'] })
       seen.add(g.audience)
     })
+    if (p.anomalies?.outside_hours !== undefined && p.anomalies.outside_hours.action !== 'off' && p.hours === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'outside_hours needs the policy’s hours', path: ['anomalies', 'outside_hours'] })
+    }
     if (p.delegation.sub_agents.includes(p.agent)) {
       ctx.addIssue({ code: 'custom', message: 'an agent cannot be its own sub-agent', path: ['delegation', 'sub_agents'] })
     }

@@ -387,3 +387,34 @@ export const agentCredentials = pgTable(
   },
   (t) => [primaryKey({ columns: [t.agent, t.kind, t.credential] }), check('agent_credentials_kind', sql`${t.kind} in ('secret', 'key')`)],
 )
+
+/*
+ * Anomaly rules (src/governance/): what they acted on, so that every broker
+ * instance acts once per agent and rule per cool-down, and the audiences
+ * each agent was issued tokens for, so that a new one is known as new
+ * whichever instance issued the earlier ones.
+ */
+
+/** Per agent and rule: when it last acted (epoch seconds), and the quarantine it made, if any. */
+export const anomalyActions = pgTable(
+  'anomaly_actions',
+  {
+    agent: text('agent').notNull(),
+    rule: text('rule').notNull(),
+    actedAt: bigint('acted_at', { mode: 'number' }).notNull(),
+    /** The agent kill a `quarantine` action made: while it is in force, and for a cool-down after its lift, the rule does not act again. */
+    revocationId: uuid('revocation_id'),
+  },
+  (t) => [primaryKey({ columns: [t.agent, t.rule] })],
+)
+
+/** Per agent and audience: when the first token for it was seen (epoch seconds). */
+export const anomalyAudiences = pgTable(
+  'anomaly_audiences',
+  {
+    agent: text('agent').notNull(),
+    audience: text('audience').notNull(),
+    firstAt: bigint('first_at', { mode: 'number' }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.agent, t.audience] })],
+)

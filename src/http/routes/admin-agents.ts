@@ -126,6 +126,17 @@ export const AgentDetailBody = z
     chains: z
       .array(z.strictObject({ jti: z.string(), root_jti: z.string(), at: Instant, actors: z.array(z.string()) }))
       .describe('Delegated tokens (two or more actors) the agent is in, newest first, at most 20.'),
+    recent_anomalies: z
+      .array(
+        z.strictObject({
+          at: Instant,
+          rule: z.string(),
+          action: z.enum(['alert', 'quarantine']),
+          detail: z.string(),
+          revocation_id: z.string().nullable().describe('The kill a quarantine made.'),
+        }),
+      )
+      .describe('Anomaly rules that tripped on its traffic (docs/anomalies.md), newest first, at most 20.'),
     revocations_fresh: z.boolean(),
   })
   .meta({ id: 'AgentDetail' })
@@ -165,7 +176,7 @@ const listDoc = describeRoute({
 const showDoc = describeRoute({
   tags: ['Admin'],
   operationId: 'showAgent',
-  summary: 'One agent: usage per grant, recent denials, kills, delegation chains (auditor, admin)',
+  summary: 'One agent: usage per grant, recent denials, kills, delegation chains, anomalies (auditor, admin)',
   security: adminKey,
   parameters: parametersOf('path', z.object({ id: AgentParam.describe('The agent id.') })),
   responses: { 200: { description: 'The agent.', content: jsonContent(AgentDetailBody) }, ...adminErrors(400, 401, 403, 404, 503) },
@@ -309,6 +320,13 @@ export function mountAdminAgents(app: Hono<AppEnv>, deps: AdminAgentsDeps): void
         grant_usage: detail.grants.map((g) => ({ audience: g.audience, scope: g.scope, tokens_30d: g.tokens30d, last_token_at: iso(g.lastTokenAt) })),
         recent_denials: detail.denials.map((d) => ({ at: iso(d.at), error: d.error, reason: d.reason, sub: d.sub ?? null })),
         chains: detail.chains.map((ch) => ({ jti: ch.jti, root_jti: ch.rootJti, at: iso(ch.at), actors: ch.actors })),
+        recent_anomalies: (detail.anomalies ?? []).map((a) => ({
+          at: iso(a.at),
+          rule: a.rule,
+          action: a.action,
+          detail: a.detail,
+          revocation_id: a.revocationId ?? null,
+        })),
         revocations_fresh: deps.revocations.fresh(),
       },
       200,
