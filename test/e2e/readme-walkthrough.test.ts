@@ -89,6 +89,7 @@ describe('README walkthrough', () => {
     expect(JSON.parse(steps[3]!)).toEqual({
       error: 'invalid_scope',
       error_description: 'requested scope exceeds what this agent may get for this user',
+      error_uri: expect.stringMatching(/^urn:mandate:request:[0-9a-f-]{36}$/),
     })
     const child = JSON.parse(steps[4]!) as { act: unknown; chain: string[]; scope: string }
     expect(child.act).toEqual({ sub: 'demo-subagent', act: { sub: 'demo-agent' } })
