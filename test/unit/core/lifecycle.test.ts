@@ -7,6 +7,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import type { AgentId } from '../../../src/core/claims.js'
+import { ANOMALY_ACTOR } from '../../../src/core/anomaly.js'
 import { OAuthError } from '../../../src/core/errors.js'
 import { stateOf, NO_USAGE } from '../../../src/core/inventory.js'
 import {
@@ -134,8 +135,8 @@ describe('standingRefusal', () => {
 })
 
 describe('inventory states', () => {
-  const kill = (reason: string): Revocation =>
-    ({ id: 'k', target: { kind: 'agent', agent: 'agent-a' }, reason, createdBy: 'responder', createdAt: T0, liftedAt: undefined }) as unknown as Revocation
+  const kill = (reason: string, createdBy = 'responder'): Revocation =>
+    ({ id: 'k', target: { kind: 'agent', agent: 'agent-a' }, reason, createdBy, createdAt: T0, liftedAt: undefined }) as unknown as Revocation
 
   it('says quarantined for a quarantine kill, then attestation_overdue and orphaned from the lifecycle', () => {
     const view = (conditions: readonly ('attestation_overdue' | 'orphaned' | 'dormant')[]) => ({
@@ -144,7 +145,10 @@ describe('inventory states', () => {
       nextDue: undefined,
       conditions,
     })
-    expect(stateOf(policy(), NO_USAGE, [kill('quarantine: burst of denials')], T0)).toBe('quarantined')
+    expect(stateOf(policy(), NO_USAGE, [kill('quarantine: denial_burst', ANOMALY_ACTOR)], T0)).toBe('quarantined')
+    // Only the anomaly monitor quarantines: a responder's kill with such a reason is a kill.
+    expect(stateOf(policy(), NO_USAGE, [kill('quarantine: denial_burst')], T0)).toBe('killed')
+    expect(stateOf(policy(), NO_USAGE, [kill('quarantine: denial_burst', ANOMALY_ACTOR), kill('leaked key')], T0)).toBe('killed')
     expect(stateOf(policy(), NO_USAGE, [kill('leaked key')], T0)).toBe('killed')
     expect(stateOf(policy(), NO_USAGE, [], T0, view(['attestation_overdue', 'orphaned']))).toBe('attestation_overdue')
     expect(stateOf(policy(), NO_USAGE, [], T0, view(['orphaned']))).toBe('orphaned')
