@@ -1,4 +1,5 @@
 import type { Context } from 'hono'
+import type { z } from 'zod'
 import { decodeUtf8, holdsOnlyStorableText } from '../core/text.js'
 import { isStorableForm } from './form.js'
 import { AdminError } from './oauth-errors.js'
@@ -41,4 +42,20 @@ export function checkQuery(c: Context): void {
       isStorableForm(name) && /^[a-z_]{1,32}$/.test(name) ? `invalid ${name}: not well-formed text` : 'malformed query string',
     )
   }
+}
+
+/**
+ * The admin API's one refusal for input its zod schema rejected: the first
+ * issue, naming an unknown member of a body or parameter of a query, or the
+ * field and why. Throws `AdminError` `invalid_request`.
+ */
+export function refuseInvalid(error: z.ZodError, source: 'body' | 'query'): never {
+  const issue = error.issues[0]
+  const field = issue?.path.join('.') || source
+  throw new AdminError(
+    'invalid_request',
+    issue?.code === 'unrecognized_keys'
+      ? `unknown ${source === 'body' ? 'member' : 'parameter'}: ${issue.keys.join(', ')}`
+      : `invalid ${field}: ${issue?.message ?? 'invalid'}`,
+  )
 }

@@ -21,7 +21,7 @@ import type { Revocation } from '../../revocation/port.js'
 import type { RevocationService } from '../../revocation/service.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
 import type { AppEnv } from '../env.js'
-import { readJsonBody } from '../admin-input.js'
+import { readJsonBody, refuseInvalid } from '../admin-input.js'
 import { AdminError, NO_STORE } from '../oauth-errors.js'
 import { adminErrors, jsonContent, parametersOf } from '../openapi.js'
 import { recordAdminRead } from './admin-audit.js'
@@ -253,12 +253,7 @@ export function entryJson(e: InventoryEntry) {
 }
 
 function invalid(error: z.ZodError): never {
-  const issue = error.issues[0]
-  const field = issue?.path.join('.') || 'query'
-  throw new AdminError(
-    'invalid_request',
-    issue?.code === 'unrecognized_keys' ? `unknown parameter: ${issue.keys.join(', ')}` : `invalid ${field}: ${issue?.message ?? 'invalid'}`,
-  )
+  return refuseInvalid(error, 'query')
 }
 
 const unavailable = (): never => {
@@ -343,13 +338,7 @@ export function mountAdminAgents(app: Hono<AppEnv>, deps: AdminAgentsDeps): void
     const empty = (await c.req.raw.clone().arrayBuffer()).byteLength === 0
     const body = AttestBody.safeParse(empty ? {} : await readJsonBody(c))
     if (!body.success) {
-      const issue = body.error.issues[0]
-      throw new AdminError(
-        'invalid_request',
-        issue?.code === 'unrecognized_keys'
-          ? `unknown member: ${issue.keys.join(', ')}`
-          : `invalid ${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'invalid'}`,
-      )
+      refuseInvalid(body.error, 'body')
     }
     if (deps.policies.snapshot().get(agent) === undefined) throw new AdminError('not_found', 'no policy names that agent')
     const by = c.get('adminKey')

@@ -1,3 +1,4 @@
+import { refuseInvalid } from '../admin-input.js'
 import type { Context, Hono } from 'hono'
 import type { AppEnv } from '../env.js'
 import { describeRoute } from 'hono-openapi'
@@ -161,12 +162,7 @@ export function mountAdminAudit(app: Hono<AppEnv>, deps: AdminAuditDeps): void {
   app.get('/admin/audit', queryDoc, requireAdmin(deps.keys, 'read'), async function queryAudit(c) {
     const parsed = AuditQuery.safeParse(c.req.query())
     if (!parsed.success) {
-      const issue = parsed.error.issues[0]
-      const field = issue?.path.join('.') || 'query'
-      throw new AdminError(
-        'invalid_request',
-        issue?.code === 'unrecognized_keys' ? `unknown parameter: ${issue.keys.join(', ')}` : `invalid ${field}: ${issue?.message ?? 'invalid'}`,
-      )
+      refuseInvalid(parsed.error, 'query')
     }
     const q = parsed.data
     if (q.from !== undefined && q.to !== undefined && q.from > q.to) throw new AdminError('invalid_request', 'from is after to')

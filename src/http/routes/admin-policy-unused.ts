@@ -5,6 +5,7 @@
  * (src/core/least-privilege.ts decides). `mandate policy unused` prints it
  * and `mandate policy shrink` turns it into a diff of the policy file.
  */
+import { refuseInvalid } from '../admin-input.js'
 import type { Hono } from 'hono'
 import { describeRoute } from 'hono-openapi'
 import { z } from 'zod'
@@ -108,13 +109,7 @@ export function mountAdminPolicyUnused(app: Hono<AppEnv>, deps: AdminPolicyUnuse
   app.get('/admin/policy/unused', unusedDoc, requireAdmin(deps.keys, 'read'), async function unusedPolicyGrants(c) {
     const parsed = UnusedQuery.safeParse(c.req.query())
     if (!parsed.success) {
-      const issue = parsed.error.issues[0]
-      throw new AdminError(
-        'invalid_request',
-        issue?.code === 'unrecognized_keys'
-          ? `unknown parameter: ${issue.keys.join(', ')}`
-          : `invalid ${issue?.path.join('.') || 'query'}: ${issue?.message ?? 'invalid'}`,
-      )
+      refuseInvalid(parsed.error, 'query')
     }
     const q = parsed.data
     const snapshot = deps.policies.snapshot()

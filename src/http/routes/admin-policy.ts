@@ -6,8 +6,8 @@ import type { AuditLog } from '../../audit/port.js'
 import { AGENT_ID, AGENT_ID_RULE, type AgentId, type Subject } from '../../core/claims.js'
 import { explainExchange, type ExplainDeps, type Explanation } from '../../core/explain.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
-import { readJsonBody } from '../admin-input.js'
-import { AdminError, NO_STORE } from '../oauth-errors.js'
+import { readJsonBody, refuseInvalid } from '../admin-input.js'
+import { NO_STORE } from '../oauth-errors.js'
 import { adminErrors, jsonContent, PolicyExplanation } from '../openapi.js'
 import { recordAdminRead } from './admin-audit.js'
 
@@ -88,13 +88,7 @@ export function mountAdminPolicy(app: Hono<AppEnv>, deps: AdminPolicyDeps): void
   app.post('/admin/policy/explain', explainDoc, requireAdmin(deps.keys, 'read'), async function explainPolicy(c) {
     const parsed = ExplainBody.safeParse(await readJsonBody(c))
     if (!parsed.success) {
-      const issue = parsed.error.issues[0]
-      throw new AdminError(
-        'invalid_request',
-        issue?.code === 'unrecognized_keys'
-          ? `unknown member: ${issue.keys.join(', ')}`
-          : `invalid ${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'invalid'}`,
-      )
+      refuseInvalid(parsed.error, 'body')
     }
     const b = parsed.data
     await recordAdminRead(c, deps.audit, 'admin.policy.explained', deps.now())
