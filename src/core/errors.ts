@@ -85,6 +85,19 @@ export function loggable(value: string): string {
   return value.length <= 100 && !value.includes('.') ? JSON.stringify(value) : `<${value.length} chars>`
 }
 
+/** JWS or JWE compact serialization: base64url parts joined by dots (RFC 7515 §7.1, RFC 7516 §7.1). */
+const COMPACT_JOSE = /^[A-Za-z0-9_-]{8,}(\.[A-Za-z0-9_-]*){2,4}$/
+
+/**
+ * A client-supplied value fit for the delegation log as asked (an audience or
+ * a scope of a denied request): kept as it is unless it is longer than 512
+ * characters or shaped like a JWT (a token pasted into the wrong field), then
+ * named by its length only, so that the log never holds a credential.
+ */
+export function recordable(value: string): string {
+  return value.length <= 512 && !COMPACT_JOSE.test(value) ? value : `<${value.length} chars>`
+}
+
 /** The message of anything thrown, for a log line or an error of our own. */
 export function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err)

@@ -1,7 +1,7 @@
 import type { AgentId, Jti, MandateClaims, Subject } from './claims.js'
 import { actClaim, actorsOf, TOKEN_TYPE } from './claims.js'
 import { admissionRefusal, admissionUnavailable } from './admission.js'
-import { loggable, OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
+import { loggable, OAuthError, recordable, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
 import type { LifecycleStanding } from './lifecycle.js'
 import { evaluatePolicy, type Grant } from './policy-eval.js'
 import type { AdmissionStore, BucketCharge } from '../admission/port.js'
@@ -332,8 +332,9 @@ async function recordDenial(
       subIssuer,
       error: err.code,
       reason: err.detail ?? err.description,
-      audiences: req.audiences,
-      scopes: req.scopes,
+      // As asked, but never a token pasted into the wrong field.
+      audiences: req.audiences.map(recordable),
+      scopes: req.scopes?.map(recordable),
       clientAddress: req.clientAddress,
       traceId: req.traceId,
       requestId: req.requestId,

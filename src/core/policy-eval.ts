@@ -1,6 +1,6 @@
 import type { AgentId, Jti, MayActClaim } from './claims.js'
 import { actorsOf } from './claims.js'
-import { OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
+import { OAuthError, recordable, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
 import type { AgentPolicy, DelegatorRule } from '../policy/port.js'
 import type { UserSubject, VerifiedSubject } from '../tokens/port.js'
 
@@ -80,7 +80,7 @@ export function evaluatePolicy(input: PolicyInput, trace?: PolicyTrace): Grant {
   trace?.('grant')
   const grant = policy.grants.get(audience)
   if (grant === undefined) {
-    throw new OAuthError('invalid_target', 'audience not permitted for this agent', { detail: `aud=${audience}` })
+    throw new OAuthError('invalid_target', 'audience not permitted for this agent', { detail: `aud=${recordable(audience)}` })
   }
 
   trace?.('scope')
@@ -97,7 +97,7 @@ export function evaluatePolicy(input: PolicyInput, trace?: PolicyTrace): Grant {
     const beyond = input.scopes.filter((s) => !allowed.has(s))
     if (beyond.length > 0) {
       throw new OAuthError('invalid_scope', 'requested scope exceeds what this agent may get for this user', {
-        detail: `beyond=${beyond.join(' ')}`,
+        detail: `beyond=${beyond.map(recordable).join(' ')}`,
       })
     }
     scopes = [...input.scopes]
@@ -210,11 +210,11 @@ function selectAudience(input: PolicyInput): string {
   const [audience] = distinct
   if (audience === undefined) throw new OAuthError('invalid_request', 'resource or audience is required')
   if (distinct.length > 1) {
-    throw new OAuthError('invalid_target', 'exactly one audience may be requested', { detail: distinct.join(' ') })
+    throw new OAuthError('invalid_target', 'exactly one audience may be requested', { detail: distinct.map(recordable).join(' ') })
   }
   if (input.subject.kind === 'mandate' && input.subject.claims.aud !== audience) {
     throw new OAuthError('invalid_target', 'audience must equal the parent token audience', {
-      detail: `aud=${audience} parent=${input.subject.claims.aud}`,
+      detail: `aud=${recordable(audience)} parent=${input.subject.claims.aud}`,
     })
   }
   return audience
