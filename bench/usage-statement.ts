@@ -92,7 +92,7 @@ async function round(withSummaries: boolean): Promise<string> {
       prevHash = row.hash
       return row
     })
-    const params = groupParams(rows, events)
+    const { params } = groupParams(rows, events)
     const sent = withSummaries ? database.statement(INSERT_GROUP, params) : database.statement(RECORDS_ONLY, params.slice(0, params.length - USAGE_PARAMS))
     const c1 = process.cpuUsage(c0)
     syncMs += (c1.user + c1.system) / 1000

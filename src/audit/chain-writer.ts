@@ -9,6 +9,7 @@ import { codeOf, databaseTimeout, serverError } from '../storage/database.js'
 import { AuditUnavailable, type AuditEvent, type AuditReceipt } from './port.js'
 import { encodeRecord, GENESIS_HASH, type EncodedRecord } from './record.js'
 import { groupParams, INSERT_GROUP } from './group-insert.js'
+import { RecentUsers } from './usage.js'
 import type { AuditStats, SqlAuditLog, SqlAuditLogOptions } from './sql.js'
 import { settleUnconfirmed } from './unconfirmed.js'
 import { refusedForItsData, serverRefused, UnencodableRecord } from './write-failures.js'
@@ -73,6 +74,8 @@ export interface ChainState {
   readonly commits: number[]
   checkpointed: { seq: number; at: number }
   checkpointing: Promise<void> | undefined
+  /** User summary rows this chain committed lately (usage.ts: distinct users to the minute). */
+  readonly recentUsers: RecentUsers
   /**
    * The chain has no checkpoint yet: one is written as soon as its first
    * records commit, not at the cadence, so that a process killed in its
@@ -107,6 +110,7 @@ export function createChainWriter(options: SqlAuditLogOptions): ChainWriter {
     commits: [],
     checkpointed: { seq: 0, at: options.clock() },
     checkpointing: undefined,
+    recentUsers: new RecentUsers(),
     firstCheckpointDue: true,
     interval: undefined,
   }
@@ -232,7 +236,8 @@ async function insertRecords(w: ChainState, events: readonly AuditEvent[]): Prom
     throw new UnencodableRecord(`audit record cannot be encoded (${(err as Error).message})`, 'not_written', { cause: err })
   }
   const sent = performance.now()
-  const insert = options.database.statement(INSERT_GROUP, groupParams(rows, events))
+  const { params, users } = groupParams(rows, events, w.recentUsers)
+  const insert = options.database.statement(INSERT_GROUP, params)
   try {
     await withTimeout(insert, options.writeTimeoutMs, databaseTimeout(options.writeTimeoutMs))
   } catch (err) {
@@ -248,6 +253,7 @@ async function insertRecords(w: ChainState, events: readonly AuditEvent[]): Prom
   }
   w.head = { seq, hash }
   w.healthy = true
+  w.recentUsers.remember(users)
   w.records += rows.length
   w.groups++
   if (w.sizes.length >= SIZES_KEPT) w.sizes.splice(0, SIZES_KEPT / 2)

@@ -5,7 +5,7 @@
 import type { StatementParam } from '../storage/database.js'
 import type { AuditEvent } from './port.js'
 import type { EncodedRecord } from './record.js'
-import { usageCtes, usageParams } from './usage.js'
+import { usageCtes, usageParams, type RecentUsers, type UserRow } from './usage.js'
 
 /**
  * One INSERT for the whole group, run as a prepared statement
@@ -29,10 +29,18 @@ export const INSERT_GROUP = `${usageCtes(16)}insert into audit_log (chain_id, se
   from unnest($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
     with ordinality as r(at, event, agent, actors, sub, sub_iss, jti, parent_jti, root_jti, record, hash, n)`
 
-/** The statement's parameters for consecutive rows of one chain, encoded from `events` (same order). */
-export function groupParams(rows: readonly EncodedRecord[], events: readonly AuditEvent[]): StatementParam[] {
+/**
+ * The statement's parameters for consecutive rows of one chain, encoded from
+ * `events` (same order), and the user summary rows it writes (usage.ts).
+ */
+export function groupParams(
+  rows: readonly EncodedRecord[],
+  events: readonly AuditEvent[],
+  recent?: RecentUsers,
+): { params: StatementParam[]; users: UserRow[] } {
   const first = rows[0]!
-  return [
+  const usage = usageParams(events, recent)
+  const params = [
     first.chainId,
     first.seq - 1,
     first.instance,
@@ -48,8 +56,9 @@ export function groupParams(rows: readonly EncodedRecord[], events: readonly Aud
     rows.map((r) => r.rootJti),
     rows.map((r) => r.record),
     rows.map((r) => r.hash),
-    ...usageParams(events),
+    ...usage.params,
   ]
+  return { params, users: usage.users }
 }
 
 /** A PostgreSQL array literal of text: every element double-quoted, `"` and `\` escaped with `\`. */

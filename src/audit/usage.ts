@@ -15,6 +15,55 @@ export const DAY = 86_400
 export const HOUR = 3_600
 
 /**
+ * Distinct users are counted to the minute: a writer leaves an (agent, user)
+ * row out of a group when it committed that row's `last_at` less than this
+ * many seconds before, so an agent serving one user many times a minute
+ * costs one row update a minute, not one per token (each row an upsert is a
+ * hot-row update, the summaries' dearest part). `first_at` stays exact: a
+ * pair's first token always writes its row.
+ */
+export const USER_PRECISION = 60
+
+/** The (agent, user) rows one writer committed in the last minute or two, with the `last_at` each got. */
+export class RecentUsers {
+  private current = new Map<string, number>()
+  private previous = new Map<string, number>()
+  private rotatedAt = 0
+
+  /** Bounded: past `max` pairs a minute, the rest are written every time. */
+  constructor(private readonly max = 100_000) {}
+
+  /** The committed row already says what `first`..`last` would: `first_at` ≤ `first` and `last_at` within the precision. */
+  covers(key: string, first: number, last: number): boolean {
+    const at = this.current.get(key) ?? this.previous.get(key)
+    return at !== undefined && first >= at && last - at < USER_PRECISION
+  }
+
+  /** Rows a group wrote, once it committed. */
+  remember(rows: readonly UserRow[]): void {
+    for (const r of rows) {
+      if (r.last - this.rotatedAt >= USER_PRECISION) {
+        this.previous = this.current
+        this.current = new Map()
+        this.rotatedAt = r.last
+      }
+      if (this.current.size < this.max) this.current.set(userKey(r), r.last)
+    }
+  }
+}
+
+export interface UserRow {
+  readonly agent: string
+  readonly iss: string
+  readonly sub: string
+  first: number
+  last: number
+}
+
+// NUL cannot be in stored text (the edge refuses it), so it separates key parts safely.
+const userKey = (r: { agent: string; iss: string; sub: string }) => `${r.agent}\u0000${r.iss}\u0000${r.sub}`
+
+/**
  * The upserts, as data-modifying CTEs placed before the group's INSERT
  * (PostgreSQL runs every one to completion, read or not). Parameters from
  * `$first` on, in the order `usageParams` returns them.
@@ -98,18 +147,21 @@ function countDepth(depths: Map<string, { agent: string; day: number; depth: num
   }
 }
 
-/** The group's summary rows, one per key, as the column arrays `usageCtes` reads. */
-export function usageParams(events: readonly AuditEvent[]): StatementParam[] {
+/**
+ * The group's summary rows, one per key, as the column arrays `usageCtes`
+ * reads, and the user rows among them (for `RecentUsers.remember` once the
+ * group commits). User rows `recent` covers are left out.
+ */
+export function usageParams(events: readonly AuditEvent[], recent?: RecentUsers): { params: StatementParam[]; users: UserRow[] } {
   const days = new Map<string, { agent: string; day: number; tokens: number; denials: number; last: number | null }>()
   const hours = new Map<string, { agent: string; hour: number; tokens: number; denials: number }>()
   const grants = new Map<string, GrantRow>()
-  const users = new Map<string, { agent: string; iss: string; sub: string; first: number; last: number }>()
+  const users = new Map<string, UserRow>()
   const depths = new Map<string, { agent: string; day: number; depth: number }>()
   for (const e of events) {
     if (e.type !== 'token.issued' && e.type !== 'token.denied') continue
     const day = Math.floor(e.at / DAY)
     const hour = Math.floor(e.at / HOUR)
-    // NUL cannot be in stored text (the edge refuses it), so it separates key parts safely.
     const dk = `${e.agent}\u0000${day}`
     let d = days.get(dk)
     if (d === undefined) days.set(dk, (d = { agent: e.agent, day, tokens: 0, denials: 0, last: null }))
@@ -127,9 +179,10 @@ export function usageParams(events: readonly AuditEvent[]): StatementParam[] {
     d.last = Math.max(d.last ?? e.at, e.at)
     for (const scope of e.scopes) countGrant(grants, e.agent, e.audience, scope, day, e.at)
     countDepth(depths, e.actors, day)
-    const uk = `${e.agent}\u0000${e.subIssuer}\u0000${e.sub}`
+    const row = { agent: e.agent, iss: e.subIssuer, sub: e.sub, first: e.at, last: e.at }
+    const uk = userKey(row)
     const u = users.get(uk)
-    if (u === undefined) users.set(uk, { agent: e.agent, iss: e.subIssuer, sub: e.sub, first: e.at, last: e.at })
+    if (u === undefined) users.set(uk, row)
     else {
       u.first = Math.min(u.first, e.at)
       u.last = Math.max(u.last, e.at)
@@ -138,9 +191,9 @@ export function usageParams(events: readonly AuditEvent[]): StatementParam[] {
   const d = [...days.values()]
   const h = [...hours.values()]
   const g = [...grants.values()]
-  const u = [...users.values()]
+  const u = recent === undefined ? [...users.values()] : [...users.entries()].filter(([k, r]) => !recent.covers(k, r.first, r.last)).map(([, r]) => r)
   const x = [...depths.values()]
-  return [
+  const params = [
     d.map((r) => r.agent),
     d.map((r) => r.day),
     d.map((r) => r.tokens),
@@ -166,4 +219,5 @@ export function usageParams(events: readonly AuditEvent[]): StatementParam[] {
     x.map((r) => r.day),
     x.map((r) => r.depth),
   ]
+  return { params, users: u }
 }

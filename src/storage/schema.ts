@@ -335,7 +335,7 @@ export const agentDepthDay = pgTable(
 /**
  * Per agent and user (issuer, `sub`): when the agent was first and last
  * issued a token for that user. Distinct users over any trailing window are
- * the rows whose `last_at` falls in it: exact, one row per pair.
+ * the rows whose `last_at` falls in it: one row per pair, `last_at` exact to the minute (src/audit/usage.ts: USER_PRECISION).
  */
 export const agentUsers = pgTable(
   'agent_users',

@@ -76,7 +76,7 @@ const Instant = z.string().describe('RFC 3339, UTC.')
 const Usage = z.strictObject({
   tokens_24h: z.int(),
   denials_24h: z.int(),
-  users_24h: z.int().describe('Distinct users (issuer, sub) issued a token in the window: exact.'),
+  users_24h: z.int().describe('Distinct users (issuer, sub) issued a token in the window, exact to the minute.'),
   tokens_30d: z.int(),
   denials_30d: z.int(),
   users_30d: z.int(),
