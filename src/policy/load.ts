@@ -8,7 +8,7 @@ import type { AgentAuthentication, AgentPolicy, AgentPublicKey, AudienceGrant, P
 import { importPublicJwk, KeyRefused } from '../tokens/jwk.js'
 import { keyFitsAlgorithm } from '../tokens/jws.js'
 import { parseRate, Policy, type PolicyAuthentication, parseDuration } from './schema.js'
-import { parseHours } from '../core/anomaly.js'
+import { declareHours } from '../core/hours.js'
 
 export type LoadResult = { readonly ok: true; readonly policies: readonly AgentPolicy[] } | { readonly ok: false; readonly issues: readonly PolicyIssue[] }
 
@@ -134,8 +134,19 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy; 
 
   const expires = Date.parse(p.expires.length === 10 ? `${p.expires}T00:00:00Z` : p.expires) / 1000
   const grants = new Map<string, AudienceGrant>(
-    p.grants.map((g) => [g.audience, { audience: g.audience, scopes: new Set(g.scopes), defaultScopes: g.default_scopes }]),
+    p.grants.map((g) => [
+      g.audience,
+      {
+        audience: g.audience,
+        scopes: new Set(g.scopes),
+        defaultScopes: g.default_scopes,
+        ...(g.hours === undefined ? {} : { hours: declareHours(g.hours, g.timezone ?? p.timezone) }),
+      },
+    ]),
   )
+  const hours = p.hours === undefined ? undefined : declareHours(p.hours, p.timezone)
+  const rule = p.anomalies?.outside_hours
+  const expected = rule?.hours === undefined ? hours : declareHours(rule.hours, rule.timezone ?? p.timezone)
   return {
     locate: issue,
     policy: {
@@ -151,14 +162,8 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy; 
       rateLimit: { agent: rateLimit(p.rate_limit.agent), user: rateLimit(p.rate_limit.user) },
       ...(p.attest_every === undefined ? {} : { attestEvery: parseDuration(p.attest_every) }),
       ...(p.max_credential_age === undefined ? {} : { maxCredentialAge: parseAgeDuration(p.max_credential_age) }),
-      ...(p.anomalies === undefined && p.hours === undefined
-        ? {}
-        : {
-            anomalies: {
-              rules: p.anomalies,
-              hours: p.hours === undefined ? undefined : { text: p.hours, entries: parseHours(p.hours)!, timeZone: p.timezone },
-            },
-          }),
+      ...(hours === undefined ? {} : { hours }),
+      ...(p.anomalies === undefined && expected === undefined ? {} : { anomalies: { rules: p.anomalies, hours: expected } }),
       sourceHash: createHash('sha256').update(text).digest('hex'),
       source: file,
     },
