@@ -123,6 +123,9 @@ export async function explainExchange(req: ExplainRequest, deps: ExplainDeps): P
     if (req.chain.length === 0) checks.push({ check: 'subject.lifetime', outcome: 'pass', detail: describedTimes(req.claims) })
     const subject: VerifiedSubject = req.chain.length === 0 ? user : parentSubject(req, deps.issuer, user)
     const entered: PolicyCheck[] = []
+    const found = new Map<PolicyCheck, string>()
+    const passed = (check: PolicyCheck): ExplainedCheck =>
+      found.has(check) ? { check, outcome: 'pass', detail: found.get(check) } : { check, outcome: 'pass' }
     try {
       grant = evaluatePolicy(
         {
@@ -135,16 +138,17 @@ export async function explainExchange(req: ExplainRequest, deps: ExplainDeps): P
           requestedTtl: req.requestedTtl,
           now,
         },
-        (check) => {
+        (check, detail) => {
+          if (detail !== undefined) found.set(check, detail)
           if (!entered.includes(check)) entered.push(check)
           else entered.push(...entered.splice(entered.indexOf(check), 1))
         },
       )
-      for (const check of entered) checks.push({ check, outcome: 'pass' })
+      for (const check of entered) checks.push(passed(check))
     } catch (err) {
       const last = entered.pop()
       if (last === undefined) throw err
-      for (const check of entered) checks.push({ check, outcome: 'pass' })
+      for (const check of entered) checks.push(passed(check))
       refusal = failed(last, err)
     }
   }
