@@ -55,21 +55,30 @@ export function isTimeZone(timeZone: string): boolean {
   }
 }
 
-// One formatter per zone: building one costs far more than formatting with it.
-const formatters = new Map<string, Intl.DateTimeFormat>()
+type LocalTime = { readonly weekday: number; readonly minutes: number; readonly text: string }
+
+// One formatter per zone (building one costs far more than formatting with it), and the last minute it read:
+// the exchange asks for now, again and again within one minute, and formatting costs microseconds. Every zone's
+// offset today is a whole number of minutes, so one UTC minute is one local minute.
+const zones = new Map<string, { readonly format: Intl.DateTimeFormat; minute: number; local: LocalTime | undefined }>()
 
 /** Weekday (0 = Sunday) and minutes after midnight of `at` (epoch seconds) in `timeZone`, by the runtime's time-zone data. */
-export function localTime(at: number, timeZone: string): { readonly weekday: number; readonly minutes: number; readonly text: string } {
-  let f = formatters.get(timeZone)
-  if (f === undefined) {
-    f = new Intl.DateTimeFormat('en-US', { timeZone, weekday: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' })
-    formatters.set(timeZone, f)
+export function localTime(at: number, timeZone: string): LocalTime {
+  let zone = zones.get(timeZone)
+  if (zone === undefined) {
+    const format = new Intl.DateTimeFormat('en-US', { timeZone, weekday: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' })
+    zone = { format, minute: Number.NaN, local: undefined }
+    zones.set(timeZone, zone)
   }
+  const minute = Math.floor(at / 60)
+  if (zone.minute === minute && zone.local !== undefined) return zone.local
   const part = (type: Intl.DateTimeFormatPartTypes) => parts.find((p) => p.type === type)?.value ?? ''
-  const parts = f.formatToParts(new Date(at * 1000))
-  const [day, hour, minute] = [part('weekday'), part('hour'), part('minute')]
+  const parts = zone.format.formatToParts(new Date(minute * 60_000))
+  const [day, hour, minutes] = [part('weekday'), part('hour'), part('minute')]
   const weekday = DAY_NAMES.indexOf(day as (typeof DAY_NAMES)[number])
-  return { weekday, minutes: Number(hour) * 60 + Number(minute), text: `${day} ${hour}:${minute}` }
+  zone.local = { weekday, minutes: Number(hour) * 60 + Number(minutes), text: `${day} ${hour}:${minutes}` }
+  zone.minute = minute
+  return zone.local
 }
 
 /** Declared hours: as written, parsed, and the IANA zone they are in. */

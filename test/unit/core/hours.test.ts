@@ -4,7 +4,7 @@
  * offset (the runtime's time-zone data through Intl, no offset arithmetic of ours).
  */
 import { describe, expect, it } from 'vitest'
-import { declareHours, judgeHours, parseHours, weekMinutes } from '../../../src/core/hours.js'
+import { declareHours, judgeHours, localTime, parseHours, weekMinutes } from '../../../src/core/hours.js'
 
 const utc = (y: number, mo: number, d: number, h: number, mi = 0) => Date.UTC(y, mo - 1, d, h, mi) / 1000
 const hours = (text: string, zone = 'UTC') => declareHours(text, zone)!
@@ -61,6 +61,19 @@ describe('judgeHours', () => {
     // The hour that does not exist (02:00-03:00 on 2027-03-28) is never inside a window that lies in it.
     expect(inside('Sun 02:00-03:00', utc(2027, 3, 28, 0, 59), 'Europe/Berlin')).toBe(false) // 01:59 CET
     expect(inside('Sun 02:00-03:00', utc(2027, 3, 28, 1, 0), 'Europe/Berlin')).toBe(false) // 03:00 CEST
+  })
+})
+
+describe('localTime', () => {
+  it('reads each minute afresh, whatever it read last, in any zone (it keeps the last minute read per zone)', () => {
+    const t = utc(2027, 3, 28, 0, 59) // 01:59 CET; the next minute is 03:00 CEST
+    expect(localTime(t, 'Europe/Berlin').text).toBe('Sun 01:59')
+    expect(localTime(t + 59, 'Europe/Berlin').text).toBe('Sun 01:59')
+    expect(localTime(t + 60, 'Europe/Berlin').text).toBe('Sun 03:00')
+    expect(localTime(t + 60, 'Asia/Kolkata').text).toBe('Sun 06:30')
+    expect(localTime(t, 'Europe/Berlin').text).toBe('Sun 01:59')
+    expect(localTime(t - 0.5, 'Europe/Berlin').text).toBe('Sun 01:58')
+    expect(localTime(t + 60, 'Europe/Berlin')).toEqual({ weekday: 0, minutes: 180, text: 'Sun 03:00' })
   })
 })
 
