@@ -113,8 +113,7 @@ function agentChanges(o: AgentPolicy, n: AgentPolicy): PolicyChange[] {
     const before = o.grants.get(aud)
     if (before !== undefined) {
       changes.push(...setChanges(`scope at ${aud}`, before.scopes, g.scopes), ...hoursChanges(`hours at ${aud}`, before.hours, g.hours))
-    }
-    else changes.push(...[...g.scopes].sort().map((s): PolicyChange => ({ what: `scope at ${aud}`, change: 'gains', widens: true, new: s })))
+    } else changes.push(...[...g.scopes].sort().map((s): PolicyChange => ({ what: `scope at ${aud}`, change: 'gains', widens: true, new: s })))
   }
   changes.push(...numberChange('ttl max (s)', o.ttl.max, n.ttl.max), ...numberChange('ttl default (s)', o.ttl.default, n.ttl.default))
   changes.push(...numberChange('delegation depth', o.delegation.maxDepth, n.delegation.maxDepth))

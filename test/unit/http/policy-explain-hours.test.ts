@@ -136,7 +136,11 @@ describe('hours: explain and the exchange agree', () => {
     }
     at(utc(19, 0)) // Tue 00:00 UTC
     const e = await agree('shift-agent', OTHER_AUDIENCE)
-    expect(e).toMatchObject({ failed_check: 'grant.hours', error: 'invalid_target', reason: `aud=${OTHER_AUDIENCE} at Tue 00:00 UTC, outside Fri-Mon 00:00-24:00` })
+    expect(e).toMatchObject({
+      failed_check: 'grant.hours',
+      error: 'invalid_target',
+      reason: `aud=${OTHER_AUDIENCE} at Tue 00:00 UTC, outside Fri-Mon 00:00-24:00`,
+    })
     // Tuesday 09:00 in Berlin is inside the first grant's (weekday) hours.
     at(utc(19, 8))
     expect((await agree('shift-agent')).decision).toBe('granted')

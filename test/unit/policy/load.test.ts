@@ -513,7 +513,9 @@ describe('hours on a policy, a grant and the outside_hours rule', () => {
   })
 
   it('the policy’s and the rule’s malformed hours or zone, each at its value', async () => {
-    const text = policyYaml('agent-a', { extra: 'hours: weekdays\ntimezone: CEST\nanomalies:\n  outside_hours:\n    hours: Mon-Fri 8-18\n    timezone: Mars/Olympus' })
+    const text = policyYaml('agent-a', {
+      extra: 'hours: weekdays\ntimezone: CEST\nanomalies:\n  outside_hours:\n    hours: Mon-Fri 8-18\n    timezone: Mars/Olympus',
+    })
     const file = await write('agent-a.yaml', text)
     const issues = issuesOf(await loadPolicies(dir))
     expect(issues.map((i) => [i.field, i.line, i.column])).toEqual(
