@@ -185,7 +185,7 @@ export const AnomalyRules = z
     outside_hours: z
       .strictObject({ action: AnomalyRuleAction })
       .optional()
-      .describe('a token outside the policy’s declared `hours` (policies without `hours` are not checked)'),
+      .describe('a token outside the hours a policy gives the rule, else the policy’s `hours` (policies with neither are not checked)'),
   })
   .describe('anomaly rules: rate, new_audience, denial_burst, user_spike, outside_hours')
 export type AnomalyRules = z.infer<typeof AnomalyRules>
