@@ -60,6 +60,7 @@ function helpers(b: () => TestBroker) {
   /** Explain, then the real exchange: both grant, or both refuse with the same status, error and description. */
   const agree = async (agent: string, audience: string = AUDIENCE): Promise<Explained> => {
     const e = await explain(agent, audience)
+    const denials = b().audit.events().filter((r) => r.type === 'token.denied').length
     const res = await exchange(agent, audience)
     if (e.decision === 'granted') {
       expect(res.status).toBe(200)
@@ -68,6 +69,8 @@ function helpers(b: () => TestBroker) {
       const body = (await res.json()) as { error: string; error_description: string; access_token?: string }
       expect(body).toMatchObject({ error: e.error, error_description: e.error_description })
       expect(body.access_token).toBeUndefined()
+      // Recorded as a denial like any policy refusal, once, with the reason explain gave.
+      expect(b().audit.events().filter((r) => r.type === 'token.denied').length).toBe(denials + 1)
       expect(lastDenial()).toMatchObject({ agent, error: e.error, reason: e.reason })
     }
     return e
