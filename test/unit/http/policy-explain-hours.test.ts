@@ -60,7 +60,9 @@ function helpers(b: () => TestBroker) {
   /** Explain, then the real exchange: both grant, or both refuse with the same status, error and description. */
   const agree = async (agent: string, audience: string = AUDIENCE): Promise<Explained> => {
     const e = await explain(agent, audience)
-    const denials = b().audit.events().filter((r) => r.type === 'token.denied').length
+    const denials = b()
+      .audit.events()
+      .filter((r) => r.type === 'token.denied').length
     const res = await exchange(agent, audience)
     if (e.decision === 'granted') {
       expect(res.status).toBe(200)
@@ -70,7 +72,11 @@ function helpers(b: () => TestBroker) {
       expect(body).toMatchObject({ error: e.error, error_description: e.error_description })
       expect(body.access_token).toBeUndefined()
       // Recorded as a denial like any policy refusal, once, with the reason explain gave.
-      expect(b().audit.events().filter((r) => r.type === 'token.denied').length).toBe(denials + 1)
+      expect(
+        b()
+          .audit.events()
+          .filter((r) => r.type === 'token.denied').length,
+      ).toBe(denials + 1)
       expect(lastDenial()).toMatchObject({ agent, error: e.error, reason: e.reason })
     }
     return e
