@@ -4,7 +4,7 @@ import { admissionRefusal } from './admission.js'
 import { answerOf, OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
 import type { LifecycleStanding } from './lifecycle.js'
 import { lifetimeProblem, numericDateProblem } from './lifetime.js'
-import { evaluatePolicy, type Grant, type PolicyCheck } from './policy-eval.js'
+import { evaluatePolicy, type Grant, type PolicyCheck, type PolicyTrace } from './policy-eval.js'
 import { revocationRefusal } from './exchange.js'
 import type { AdmissionStore, BucketCharge } from '../admission/port.js'
 import type { PolicyStore } from '../policy/port.js'
@@ -122,7 +122,7 @@ export async function explainExchange(req: ExplainRequest, deps: ExplainDeps): P
     checks.push({ check: 'subject.issuer', outcome: 'pass' })
     if (req.chain.length === 0) checks.push({ check: 'subject.lifetime', outcome: 'pass', detail: describedTimes(req.claims) })
     const subject: VerifiedSubject = req.chain.length === 0 ? user : parentSubject(req, deps.issuer, user)
-    const entered: PolicyCheck[] = []
+    const { entered, trace, passed } = traceChecks()
     try {
       grant = evaluatePolicy(
         {
@@ -135,16 +135,13 @@ export async function explainExchange(req: ExplainRequest, deps: ExplainDeps): P
           requestedTtl: req.requestedTtl,
           now,
         },
-        (check) => {
-          if (!entered.includes(check)) entered.push(check)
-          else entered.push(...entered.splice(entered.indexOf(check), 1))
-        },
+        trace,
       )
-      for (const check of entered) checks.push({ check, outcome: 'pass' })
+      for (const check of entered) checks.push(passed(check))
     } catch (err) {
       const last = entered.pop()
       if (last === undefined) throw err
-      for (const check of entered) checks.push({ check, outcome: 'pass' })
+      for (const check of entered) checks.push(passed(check))
       refusal = failed(last, err)
     }
   }
@@ -185,6 +182,19 @@ export async function explainExchange(req: ExplainRequest, deps: ExplainDeps): P
     grant: { audience: grant.audience, scopes: grant.scopes, expiresIn: grant.expiresAt - now, actors: grant.actors },
     checks,
   }
+}
+
+/** The checks `evaluatePolicy` entered, in order (one entered again moves last), and what each found. */
+function traceChecks(): { entered: PolicyCheck[]; trace: PolicyTrace; passed: (check: PolicyCheck) => ExplainedCheck } {
+  const entered: PolicyCheck[] = []
+  const found = new Map<PolicyCheck, string>()
+  const trace: PolicyTrace = (check, detail) => {
+    if (detail !== undefined) found.set(check, detail)
+    if (!entered.includes(check)) entered.push(check)
+    else entered.push(...entered.splice(entered.indexOf(check), 1))
+  }
+  const passed = (check: PolicyCheck): ExplainedCheck => (found.has(check) ? { check, outcome: 'pass', detail: found.get(check) } : { check, outcome: 'pass' })
+  return { entered, trace, passed }
 }
 
 function denied(checks: ExplainedCheck[], refusal: ExplainedCheck | undefined = checks.at(-1)): Explanation {
