@@ -5,7 +5,7 @@ import { answerOf, OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
 import type { LifecycleStanding } from './lifecycle.js'
 import { lifetimeProblem, numericDateProblem } from './lifetime.js'
 import { evaluatePolicy, type Grant, type PolicyCheck, type PolicyTrace } from './policy-eval.js'
-import { revocationRefusal } from './exchange.js'
+import { approvalRefusal, revocationRefusal } from './exchange.js'
 import type { AdmissionStore, BucketCharge } from '../admission/port.js'
 import type { PolicyStore } from '../policy/port.js'
 import type { RevocationStore } from '../revocation/port.js'
@@ -46,7 +46,7 @@ export interface ExplainDeps {
   readonly lifecycle?: LifecycleStanding | undefined
 }
 
-export type CheckName = 'agent.known' | 'subject.issuer' | 'subject.lifetime' | PolicyCheck | 'revocation' | 'attestation' | 'rate_limit'
+export type CheckName = 'agent.known' | 'subject.issuer' | 'subject.lifetime' | PolicyCheck | 'approval' | 'revocation' | 'attestation' | 'rate_limit'
 
 /** `not_reached`: the exchange stops at the first failure and never makes it; `unknown`: it could not be told. */
 export type CheckOutcome = 'pass' | 'fail' | 'not_reached' | 'unknown'
@@ -146,6 +146,12 @@ export async function explainExchange(req: ExplainRequest, deps: ExplainDeps): P
     }
   }
   if (refusal !== undefined) checks.push(refusal)
+  // The exchange refuses a grant that needs a person's approval right after the policy (core/exchange.ts).
+  const needsApproval = grant === undefined || refusal !== undefined ? undefined : approvalRefusal(policy, grant)
+  if (needsApproval !== undefined) {
+    checks.push((refusal = failed('approval', needsApproval)))
+    grant = undefined
+  }
 
   if (grant !== undefined) {
     const verdict = deps.revocations.check({
