@@ -7,6 +7,7 @@
  */
 import { availableParallelism } from 'node:os'
 import { Argument, Command, InvalidArgumentError, Option } from 'commander'
+import { addApprovalCommands } from './commands-approvals.js'
 import { brokerOptions, lazy } from './command-kit.js'
 import { addAgentCommands, addPolicyAnalysisCommands } from './commands-governance.js'
 import { BROKER_EXIT_CODES_HELP, EXIT, EXIT_CODES_HELP } from './exit-codes.js'
@@ -263,6 +264,7 @@ brokerOptions(
 ).action(revokeAction('revokeList'))
 
 addAgentCommands(program)
+addApprovalCommands(program)
 
 const configOption = ['-c, --config <file>', 'YAML config file (default: $MANDATE_CONFIG); else the environment'] as const
 const dbHelp = `

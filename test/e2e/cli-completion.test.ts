@@ -61,7 +61,19 @@ describe('bash', () => {
     const cases: [string[], string[]][] = [
       [
         ['mandate', ''],
-        ['admin-key', 'agents', 'audit', 'completion', 'config', 'help', 'keys', 'migrate', 'policy', 'revoke', 'serve', 'webhooks'],
+        ['admin-key', 'agents', 'approvals', 'audit', 'completion', 'config', 'help', 'keys', 'migrate', 'policy', 'revoke', 'serve', 'webhooks'],
+      ],
+      [
+        ['mandate', 'approvals', ''],
+        ['approve', 'deny', 'help', 'list', 'show'],
+      ],
+      [
+        ['mandate', 'approvals', 'list', '--status', ''],
+        ['approved', 'cancelled', 'denied', 'expired', 'issued', 'pending'],
+      ],
+      [
+        ['mandate', 'approvals', 'approve', 'x', '--'],
+        ['--help', '--json', '--note', '--url'],
       ],
       [['mandate', 're'], ['revoke']],
       [
