@@ -75,8 +75,12 @@ export function detailsText(details: readonly Record<string, unknown>[]): string
   })
 }
 
-/** The binding message as shown: quoted, its control characters escaped; `(none)` when the agent sent none. */
-export const bindingText = (a: ApprovalJson) => (a.binding_message === null ? '(none)' : `"${printable(a.binding_message)}"`)
+/**
+ * The binding message as shown: a JSON string, so that a quote inside cannot
+ * pass for its end, its control characters escaped; `(none)` when the agent
+ * sent none.
+ */
+export const bindingText = (a: ApprovalJson) => (a.binding_message === null ? '(none)' : printable(JSON.stringify(a.binding_message)))
 
 const userText = (a: ApprovalJson) => `${a.user.sub} (${a.user.iss})`
 
