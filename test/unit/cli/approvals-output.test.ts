@@ -23,6 +23,10 @@ const approval = (over: Partial<ApprovalJson> = {}): ApprovalJson => ({
   ...over,
 })
 
+/** Control characters (C0) and the bidi override a terminal would act on. */
+// eslint-disable-next-line no-control-regex -- control characters are what it looks for
+const RAW = /[\u0000-\u001f\u202e]/
+
 describe('detailsText', () => {
   it('one line a detail: its type, then key=value, nested members dotted, arrays bracketed, spaced strings quoted', () => {
     expect(detailsText(approval().authorization_details)).toEqual([
@@ -36,7 +40,7 @@ describe('detailsText', () => {
 
   it('escapes what the agent wrote: no control character reaches the terminal', () => {
     const [line] = detailsText([{ type: 'x\u001b[2J', note: 'a\u202eb' }])
-    expect(line).not.toMatch(/[\u0000-\u001f\u202e]/)
+    expect(line).not.toMatch(RAW)
   })
 })
 
@@ -44,7 +48,7 @@ describe('bindingText', () => {
   it('quoted as a JSON string: a quote inside cannot pass for its end; control characters and bidi overrides escaped', () => {
     expect(bindingText(approval())).toBe('"Pay ACME 120 EUR, order 4711"')
     expect(bindingText(approval({ binding_message: 'Pay 1 EUR" (approved) "x' }))).toBe('"Pay 1 EUR\\" (approved) \\"x"')
-    expect(bindingText(approval({ binding_message: 'Pay \u202e10 EUR\u001b[2J' }))).not.toMatch(/[\u0000-\u001f\u202e]/)
+    expect(bindingText(approval({ binding_message: 'Pay \u202e10 EUR\u001b[2J' }))).not.toMatch(RAW)
     expect(bindingText(approval({ binding_message: null }))).toBe('(none)')
   })
 })
