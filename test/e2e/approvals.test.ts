@@ -351,7 +351,7 @@ describe('human approval: @mandate/client and mandate approvals against a runnin
   })
 
   it('approvals show of an unknown id exits 1 with the broker’s 404', async () => {
-    const r = await mandate(['approvals', 'show', 'no-such-approval'], KEYS.auditor)
+    const r = await mandate(['approvals', 'show', 'apr_AAAAAAAAAAAAAAAAAAAAAA'], KEYS.auditor)
     expect(r.status).toBe(1)
     expect(r.stderr).toMatch(/^mandate: 404 /)
   })

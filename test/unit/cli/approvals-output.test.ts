@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { approvalsTable, approvalTable, bindingText, detailsText, type ApprovalJson } from '../../../src/cli/approvals.js'
 
 const approval = (over: Partial<ApprovalJson> = {}): ApprovalJson => ({
-  id: '0193a7c2-5d1e-7b3a-9f00-2c4e6a8b0d12',
+  id: 'apr_Q2xN8vKc3TmW5pYr7LdE0u',
   status: 'pending',
   agent: 'payments-agent',
   user: { iss: 'https://login.example.com', sub: 'alice' },
@@ -59,7 +59,7 @@ describe('approvalTable', () => {
     const lines = text.split('\n')
     expect(lines[0]).toBe('binding message: "Pay ACME 120 EUR, order 4711"')
     for (const v of [
-      '0193a7c2-5d1e-7b3a-9f00-2c4e6a8b0d12',
+      'apr_Q2xN8vKc3TmW5pYr7LdE0u',
       'pending',
       'payments-agent',
       'alice (https://login.example.com)',
