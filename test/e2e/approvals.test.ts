@@ -4,7 +4,8 @@
  * `@mandate/client` (`requestApproval`, OpenID CIBA poll mode, with RFC 9396
  * details and a binding message), a person decides with `mandate approvals`
  * (an admin key whose `approver` is the user the agent acts for), and the
- * agent's `waitForApproval` gets the token, or `access_denied`. Also: a key
+ * agent's `waitForApproval` gets the token, or `access_denied`, or
+ * `expired_token` when nobody decides in time. Also: a key
  * that names another person may not decide (exit 4), a decision is taken once
  * (409, exit 1), the auth_req_id is never shown, and the client slows down by
  * 5 s when the broker says `slow_down` (CIBA §11).
@@ -286,6 +287,24 @@ describe('human approval: @mandate/client and mandate approvals against a runnin
     expect(err).toBeInstanceOf(MandateClientError)
     expect((err as MandateClientError).error).toBe('access_denied')
     expect((err as MandateClientError).status).toBe(400)
+  }, 120_000)
+
+  it('expiry: nobody decides within requested_expiry, waitForApproval throws expired_token', async () => {
+    const message = 'Delete report q2-costs 4714'
+    const pending = await agent.requestApproval({
+      subjectToken: await userToken(),
+      audience: AUDIENCE,
+      scope: 'reports:delete',
+      bindingMessage: message,
+      requestedExpiry: 1,
+    })
+    expect(pending.expiresIn).toBe(1)
+    // The first poll comes an interval (longer than 1 s) later: past the expiry.
+    const err = await agent.waitForApproval(pending, { signal: AbortSignal.timeout(60_000) }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(MandateClientError)
+    expect((err as MandateClientError).error).toBe('expired_token')
+    const r = await mandate(['approvals', 'list', '--status', 'expired', '--agent', AGENT, '--json'], KEYS.auditor)
+    expect((JSON.parse(r.stdout) as { approvals: ApprovalJson[] }).approvals.map((a) => a.binding_message)).toContain(message)
   }, 120_000)
 
   it('slow_down: polled too fast, the client adds 5 s to its interval for every later poll (CIBA §11)', async () => {
