@@ -115,22 +115,37 @@ export function approvalTable(a: ApprovalJson): string {
   return lines.join('\n')
 }
 
-/** Many approvals, one a row; the binding message and the details in full, wrapped. */
-export function approvalsTable(list: readonly ApprovalJson[]): string {
-  const t = new Table({ ...plain(), head: ['id', 'status', 'agent', 'user', 'audience / scopes', 'binding message', 'details', 'expires'] })
-  for (const a of list) {
-    t.push([
+/**
+ * Many approvals, one a row; the binding message and the details in full,
+ * wrapped: at a terminal to fit its width (16 characters each at least),
+ * else at 26 and 40.
+ */
+export function approvalsTable(list: readonly ApprovalJson[], columns = process.stdout.isTTY ? process.stdout.columns : undefined): string {
+  const head = ['id', 'status', 'agent', 'user', 'audience / scopes', 'binding message', 'details', 'expires']
+  const rows = list.map((a) => ({
+    // Every column but the binding message's and the details'.
+    cells: [
       printable(a.id),
       a.status,
       printable(a.agent),
       wrap(a.user.sub, 20),
       `${wrap(a.audience, 32)}\n${wrap(a.scopes.join(' ') || '-', 32)}`,
-      wrap(bindingText(a), 26),
-      detailsText(a.authorization_details)
-        .map((d) => wrap(d, 36))
-        .join('\n') || '-',
       time(a.expires_at),
-    ])
+    ],
+    binding: bindingText(a),
+    details: detailsText(a.authorization_details),
+  }))
+  const fixedHead = [...head.slice(0, 5), head[7]!]
+  const width = (cell: string) => Math.max(...cell.split('\n').map((l) => l.length))
+  const fixed = fixedHead.reduce((sum, h, i) => sum + Math.max(h.length, ...rows.map((r) => width(r.cells[i]!))) + 2, 0)
+  // What the other columns and the borders leave to the binding message and the details, shared.
+  const room = columns === undefined ? 66 : Math.max(32, columns - fixed - head.length - 1)
+  const binding = Math.min(26, Math.max(16, Math.floor(room * 0.4)))
+  const details = Math.max(16, room - binding)
+  const t = new Table({ ...plain(), head })
+  for (const { cells, binding: message, details: lines } of rows) {
+    const detailCell = lines.map((d) => wrap(d, details - 2)).join('\n') || '-'
+    t.push([...cells.slice(0, 5), wrap(message, binding - 2), detailCell, cells[5]!])
   }
   return t.toString()
 }

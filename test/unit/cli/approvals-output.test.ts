@@ -58,14 +58,7 @@ describe('approvalTable', () => {
     const text = approvalTable(approval())
     const lines = text.split('\n')
     expect(lines[0]).toBe('binding message: "Pay ACME 120 EUR, order 4711"')
-    for (const v of [
-      'apr_Q2xN8vKc3TmW5pYr7LdE0u',
-      'pending',
-      'payments-agent',
-      'alice (https://login.example.com)',
-      'payments:send',
-      'finance@example.com',
-    ])
+    for (const v of ['apr_Q2xN8vKc3TmW5pYr7LdE0u', 'pending', 'payments-agent', 'alice (https://login.example.com)', 'payments:send', 'finance@example.com'])
       expect(text).toContain(v)
     expect(lines.slice(-2)).toEqual(['authorization details:', `  ${detailsText(approval().authorization_details)[0]!}`])
   })
@@ -93,5 +86,29 @@ describe('approvalsTable', () => {
     expect(text).toContain('second')
     expect(text).toContain('(none)')
     expect(text.replace(/[│\s]+/g, ' ')).toContain('payment_initiation:')
+  })
+
+  it('at a terminal, fits its width: the binding message and the details wrap, nothing is cut short', () => {
+    const long = approval({
+      authorization_details: [
+        {
+          type: 'payment_initiation',
+          amount: '120.00',
+          currency: 'EUR',
+          creditor: { name: 'ACME Industrial Supplies GmbH & Co. KG', iban: 'DE02100100109307118603' },
+        },
+      ],
+    })
+    for (const columns of [200, 160]) {
+      const text = approvalsTable([long], columns)
+      expect(Math.max(...text.split('\n').map((l) => l.length))).toBeLessThanOrEqual(columns)
+      // The details column, read top to bottom, is the whole line.
+      const column = text
+        .split('\n')
+        .slice(3, -1)
+        .map((l) => l.split('│')[7]!.replace(/ /g, ''))
+        .join('')
+      expect(column).toBe(detailsText(long.authorization_details)[0]!.replace(/ /g, ''))
+    }
   })
 })
