@@ -321,7 +321,10 @@ program
   .command('admin-key')
   .description('generate an admin API key (256 random bits) and the config entry that holds its SHA-256')
   .argument('<name>', 'who will hold it (recorded with every action)')
-  .addOption(new Option('--role <role...>', 'responder, auditor and/or admin').choices(['responder', 'auditor', 'admin']).default(['responder']))
+  .addOption(
+    new Option('--role <role...>', 'responder, auditor, approver and/or admin').choices(['responder', 'auditor', 'approver', 'admin']).default(['responder']),
+  )
+  .option('--approver <issuer:sub>', 'the person the key belongs to, who may approve agents’ requests: their IdP issuer and sub, split at the last colon')
   .action(lazy(() => import('./admin.js'), 'adminKey'))
 
 program

@@ -15,7 +15,7 @@
  * slow_down); in the slow_down case they are recorded and skipped, so that
  * the client polls too fast on purpose.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -23,6 +23,7 @@ import { join } from 'node:path'
 import { clientSecret, createClient, MandateClientError, type Clock, type MandateClient, type PendingApproval } from '@mandate/client'
 import { decodeJwt } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { parse, stringify } from 'yaml'
 import { logSink } from '../support/log-sink.js'
 import { freePort } from '../support/net.js'
 
@@ -37,10 +38,11 @@ const AGENT_SECRET = 'approval-agent-secret-2f6b9d1c4e8a0b3d5f7a'
 const AUDIENCE = 'https://reports.example'
 /** Admin keys: alice's (the user), bob's (another person), an auditor's. */
 const KEYS = {
-  alice: 'approvals-test-alice-key-5b1d9e3f7a2c4e6b',
+  /** Made by `mandate admin-key alice --role approver --approver ISSUER:alice` in beforeAll, as an operator would. */
+  alice: '',
   bob: 'approvals-test-bob-key-8c0a2e4f6b1d3f5a',
   auditor: 'approvals-test-auditor-key-1e3a5c7b9d0f2a4c',
-} as const
+}
 
 const POLICY = `agent: ${AGENT}
 owner: platform-team@example.com
@@ -65,11 +67,7 @@ grants:
 token_ttl: { default: 300, max: 300 }
 `
 
-const ADMIN_KEYS_FILE = `- name: alice
-  sha256: ${sha256(KEYS.alice)}
-  roles: [approver]
-  approver: { issuer: ${DEV_USERS}, sub: alice }
-- name: bob
+const OTHER_ADMIN_KEYS = `- name: bob
   sha256: ${sha256(KEYS.bob)}
   roles: [approver]
   approver: { issuer: ${DEV_USERS}, sub: bob }
@@ -146,8 +144,18 @@ describe('human approval: @mandate/client and mandate approvals against a runnin
     await mkdir(xdg)
     await mkdir(policies)
     await writeFile(join(policies, `${AGENT}.yaml`), POLICY)
+    // Alice's key as \`mandate admin-key\` makes it: the key, and the config entry naming her as the approver.
+    const made = spawnSync(process.execPath, [bin, 'admin-key', 'alice', '--role', 'approver', '--approver', `${DEV_USERS}:alice`], {
+      cwd: root,
+      encoding: 'utf8',
+    })
+    expect(made.status, made.stderr).toBe(0)
+    KEYS.alice = made.stdout.split('\n')[1]!.trim()
+    const entry = (parse(made.stdout.slice(made.stdout.indexOf('for the config file:\n') + 21)) as { admin: { keys: Record<string, unknown>[] } }).admin
+      .keys[0]!
+    expect(entry).toEqual({ name: 'alice', sha256: sha256(KEYS.alice), roles: ['approver'], approver: { issuer: DEV_USERS, sub: 'alice' } })
     const keysFile = join(dir, 'admin-keys.yaml')
-    await writeFile(keysFile, ADMIN_KEYS_FILE)
+    await writeFile(keysFile, `${stringify([entry])}${OTHER_ADMIN_KEYS}`)
     const port = await freePort()
     base = `http://localhost:${port}`
     const env: Record<string, string | undefined> = {

@@ -95,16 +95,16 @@ describe('bash', () => {
       [['mandate', 'keys', 'rotate', '--activate-after', '600', join(dir, 'key')], [join(dir, 'keys.json')]],
       [
         ['mandate', 'admin-key', 'bob', '--role', ''],
-        ['admin', 'auditor', 'responder'],
+        ['admin', 'approver', 'auditor', 'responder'],
       ],
       // --role takes several.
       [
         ['mandate', 'admin-key', 'bob', '--role', 'admin', 'a'],
-        ['admin', 'auditor'],
+        ['admin', 'approver', 'auditor'],
       ],
       [
         ['mandate', 'admin-key', 'bob', '--role', 'admin', '--'],
-        ['--help', '--role'],
+        ['--approver', '--help', '--role'],
       ],
       [
         ['mandate', 'completion', ''],
