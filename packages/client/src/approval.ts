@@ -106,10 +106,12 @@ function approvalParams(request: ApprovalRequest): { params: URLSearchParams; au
  * CIBA §7.1: asks the broker for a token that a person must approve first.
  * Retries 429 and 503 as an exchange does (`retry` options). Throws
  * `TypeError` for a request that cannot work, and `MandateClientError` for
- * the broker's refusals: `invalid_request`, `invalid_client`,
- * `unauthorized_client` (the grant needs no approval, or the broker offers
- * none), `invalid_scope`, `invalid_target`, `invalid_authorization_details`,
- * `access_denied`, and 429 (too many of the agent's requests are pending).
+ * the broker's refusals: `invalid_request` (e.g. the audience needs no
+ * approval: exchange the token instead), `invalid_client`,
+ * `unauthorized_client` (also this client's own, before anything is sent,
+ * when the broker's metadata offers no CIBA poll mode), `invalid_scope`,
+ * `invalid_target`, `invalid_authorization_details`, `access_denied`, and
+ * 429 (too many of the agent's requests are pending).
  */
 export async function requestApproval(c: ClientState, request: ApprovalRequest): Promise<PendingApproval> {
   const { params, audience, scopes } = approvalParams(request)
