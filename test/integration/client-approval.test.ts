@@ -226,4 +226,10 @@ describe('@mandate/client human approval against a real broker over HTTP', () =>
       .catch((e: unknown) => e)
     expect(err).toMatchObject({ error: 'invalid_authorization_details', status: 400 })
   })
+
+  it('an audience that needs no approval: invalid_request (the agent exchanges the token instead)', async () => {
+    const plain = createClient({ issuer: BROKER, clientId: 'secret-agent', auth: clientSecret(SECRET), fetch: route })
+    const err = await plain.requestApproval({ subjectToken: await broker.userToken(), audience: AUDIENCE, scope: 'read' }).catch((e: unknown) => e)
+    expect(err).toMatchObject({ error: 'invalid_request', status: 400 })
+  })
 })
