@@ -52,6 +52,8 @@ import type { TokenMinter } from './tokens/port.js'
 import { createSubjectVerifier } from './tokens/subject.js'
 import { buildIssuerTrust, type IssuerTrust, type LocalIssuer } from './tokens/trust.js'
 import type { KeyResolver } from './tokens/upstream.js'
+import { createApprovalStore } from './approvals/store.js'
+import { cancelApprovalsOnKill } from './approvals/cancel-on-kill.js'
 
 // Kept here for the CLI, which imports them from the composition root.
 export { instanceIdOf, jwksPolicyOf, trustedIssuer } from './config/translate.js'
@@ -223,6 +225,13 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       lifecycle,
     })
 
+    // Human approval needs the database: the requests outlive any one instance.
+    const approvals = stores.database === undefined ? undefined : createApprovalStore(stores.database.db)
+    if (approvals !== undefined) {
+      const stop = cancelApprovalsOnKill({ revocations, approvals, audit, now: nowSeconds, logger: log })
+      closers.add(async () => stop())
+    }
+
     // Refusals are counted and logged once per interval, never a line each.
     const refusals = createRefusals(log)
     closers.add(async () => refusals.close())
@@ -243,7 +252,21 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       revocations,
       userIssuers: trust.userIssuers,
       subjectLifetime: { skew: config.limits.clock_skew_seconds, maxAge: config.limits.subject_token_max_age_seconds },
-      adminKeys: config.admin.keys.map((k) => ({ name: k.name, sha256: Buffer.from(k.sha256, 'hex'), roles: new Set(k.roles) })),
+      adminKeys: config.admin.keys.map((k) => ({
+        name: k.name,
+        sha256: Buffer.from(k.sha256, 'hex'),
+        roles: new Set(k.roles),
+        approver:
+          k.approver === undefined
+            ? undefined
+            : {
+                iss: k.approver.issuer,
+                sub: k.approver.sub,
+                names: [k.name, ...(k.approver.email === undefined ? [] : [k.approver.email])],
+                groups: k.approver.groups,
+                label: `${k.name} (${k.approver.sub} of ${k.approver.issuer})`,
+              },
+      })),
       keys,
       logger: log,
       maxBodyBytes: config.limits.max_body_bytes,
@@ -269,6 +292,9 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       ...(webhooks === undefined ? {} : { webhooks }),
       forwardAuth: config.forward_auth.enabled,
       lifecycle,
+      ...(approvals === undefined
+        ? {}
+        : { approvals: { store: approvals, maxPending: config.approvals.max_pending_per_agent, pollInterval: config.approvals.poll_interval } }),
     })
     return {
       app,

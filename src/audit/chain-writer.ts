@@ -76,11 +76,7 @@ export interface ChainState {
   checkpointing: Promise<void> | undefined
   /** User summary rows this chain committed lately (usage.ts: distinct users to the minute). */
   readonly recentUsers: RecentUsers
-  /**
-   * The chain has no checkpoint yet: one is written as soon as its first
-   * records commit, not at the cadence, so that a process killed in its
-   * first seconds still leaves its chain covered (deleting it shows).
-   */
+  /** No checkpoint yet: one follows the first commit, not the cadence, so a process killed in its first seconds leaves its chain covered. */
   firstCheckpointDue: boolean
   interval: NodeJS.Timeout | undefined
 }

@@ -32,6 +32,8 @@ export type AuditEvent =
       readonly expiresAt: number
       /** SHA-256 of the policy file that allowed it (a `policy.loaded` record names the file). */
       readonly policyHash: string
+      /** The approval that allowed it, when its grant needs one (an `approval.requested` record names it). */
+      readonly approval?: string | undefined
     })
   | (RequestContext & {
       readonly type: 'token.denied'
@@ -136,6 +138,49 @@ export type AuditEvent =
       readonly detail: string
       readonly revocationId?: string | undefined
     }
+  | ApprovalEvent
+
+/** The agent, user and approval an approval record is about. */
+interface ApprovalRef {
+  readonly at: number
+  readonly agent: AgentId
+  readonly sub: Subject
+  readonly subIssuer: string
+  /** The approval's public id. */
+  readonly approval: string
+}
+
+/** Human approval (CIBA): a request, its decision, or its end without one. */
+export type ApprovalEvent =
+  | (RequestContext &
+      ApprovalRef & {
+        /** An agent asked a person to approve one action; the approvers were notified by this record. */
+        readonly type: 'approval.requested'
+        readonly audience: string
+        readonly scopes: readonly string[]
+        /** RFC 9396 authorization_details as validated, JSON text (numbers in them need not be integers). */
+        readonly details: string
+        readonly bindingMessage?: string | undefined
+        /** Who may decide, as the policy says it: `user`, `owner`, `group:NAME`. */
+        readonly approvers: string
+        readonly expiresAt: number
+        /** When an earlier approval of the same action covers it (`reuse`): that approval's id. */
+        readonly reuses?: string | undefined
+      })
+  | (RequestContext &
+      ApprovalRef & {
+        readonly type: 'approval.decided'
+        readonly decision: 'approved' | 'denied'
+        /** Who decided: the admin key's name and person, or the IdP identity that signed in. */
+        readonly by: string
+        readonly via: 'admin_api' | 'link'
+        readonly note?: string | undefined
+      })
+  | (ApprovalRef & {
+      /** A pending or approved request ended without a token: a kill of its agent or user. */
+      readonly type: 'approval.cancelled'
+      readonly reason: string
+    })
 
 /** Most audiences of a denied request its record keeps (one is all a request may be granted). */
 export const MAX_RECORDED_AUDIENCES = 4

@@ -67,6 +67,7 @@ function body(event: AuditEvent, doc: Record<string, Json | undefined>): Record<
         exp: event.expiresAt,
         lifetime: event.expiresAt - event.at,
         policy_hash: event.policyHash,
+        approval: event.approval,
       })
     case 'token.denied':
       return assign({
@@ -120,7 +121,26 @@ function body(event: AuditEvent, doc: Record<string, Json | undefined>): Record<
       return assign({ agent: event.agent, transition: event.transition, suspended: event.suspended, detail: event.detail })
     case 'agent.anomaly':
       return assign({ agent: event.agent, rule: event.rule, action: event.action, detail: event.detail, revocation_id: event.revocationId })
+    case 'approval.requested':
+      return assign({
+        ...approvalRef(event),
+        aud: event.audience,
+        scopes: event.scopes as unknown as string[],
+        authorization_details: event.details,
+        binding_message: event.bindingMessage,
+        approvers: event.approvers,
+        expires_at: event.expiresAt,
+        reuses: event.reuses,
+      })
+    case 'approval.decided':
+      return assign({ ...approvalRef(event), decision: event.decision, by: event.by, via: event.via, note: event.note })
+    case 'approval.cancelled':
+      return assign({ ...approvalRef(event), reason: event.reason })
   }
+}
+
+function approvalRef(e: { agent: string; sub: string; subIssuer: string; approval: string }): Record<string, Json> {
+  return { agent: e.agent, sub: e.sub, sub_iss: e.subIssuer, approval: e.approval }
 }
 
 /** The query columns of an event: who acted, for whom, on which token. */
@@ -160,6 +180,10 @@ function columnsOf(event: AuditEvent): Pick<RecordColumns, 'agent' | 'actors' | 
     case 'agent.lifecycle':
     case 'agent.anomaly':
       return { ...none, agent: event.agent, actors: [event.agent] }
+    case 'approval.requested':
+    case 'approval.decided':
+    case 'approval.cancelled':
+      return { ...none, agent: event.agent, actors: [event.agent], sub: event.sub, subIss: event.subIssuer }
     default:
       return none
   }
@@ -287,6 +311,10 @@ function eventFromDoc(d: Record<string, unknown>): AuditEvent {
     case 'token.denied':
     case 'token.withheld':
       return { type, at, agent: s('agent'), sub: s('sub'), subIssuer: s('sub_iss'), jti: s('jti') } as unknown as AuditEvent
+    case 'approval.requested':
+    case 'approval.decided':
+    case 'approval.cancelled':
+      return { type, at, agent: s('agent'), sub: s('sub'), subIssuer: s('sub_iss') } as unknown as AuditEvent
     case 'revocation.created':
     case 'revocation.lifted': {
       const r = (typeof d['revocation'] === 'object' && d['revocation'] !== null ? d['revocation'] : {}) as Record<string, unknown>

@@ -60,9 +60,18 @@ export const AdminKeyConfig = z.strictObject({
     .regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits')
     .describe('SHA-256 of the key, hex (`mandate admin-key` prints it)'),
   roles: z
-    .array(z.enum(['responder', 'auditor', 'admin']))
+    .array(z.enum(['responder', 'auditor', 'approver', 'admin']))
     .min(1)
-    .describe('responder: revoke and lift; auditor: read; admin: everything'),
+    .describe('responder: revoke and lift; auditor: read; approver: decide approval requests; admin: everything'),
+  approver: z
+    .strictObject({
+      issuer: z.string().min(1).describe('issuer of the person’s IdP identity'),
+      sub: z.string().min(1).describe('their `sub` there'),
+      email: z.string().min(3).optional().describe('their email: matched against a policy’s `owner` for `approvers: owner`'),
+      groups: z.array(z.string().min(1)).default([]).describe('IdP groups they belong to, for `approvers: group:NAME`'),
+    })
+    .optional()
+    .describe('the person holding the key, for deciding approval requests (`mandate approvals approve`); without it the key approves nothing'),
 })
 export type AdminKeyConfig = z.infer<typeof AdminKeyConfig>
 
@@ -409,6 +418,19 @@ export const Config = z
       })
       .prefault({})
       .describe('the admin API'),
+    approvals: z
+      .strictObject({
+        max_pending_per_agent: z
+          .number()
+          .int()
+          .min(1)
+          .max(10_000)
+          .default(20)
+          .describe('approval requests one agent may have pending at once; past it the backchannel endpoint answers 429'),
+        poll_interval: z.number().int().min(1).max(60).default(5).describe('seconds an agent waits between polls of a pending request (CIBA `interval`)'),
+      })
+      .prefault({})
+      .describe('human approval of grants that say `approval` (OpenID CIBA, poll mode; docs/approvals.md)'),
     resource_servers: z
       .array(ResourceServerConfig)
       .default([])

@@ -24,6 +24,8 @@ export const TOKEN_TYPE = {
 } as const
 
 export const GRANT_TYPE_TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange'
+/** OpenID CIBA Core §10.1: an agent polls for the token a person approved. */
+export const GRANT_TYPE_CIBA = 'urn:openid:params:grant-type:ciba'
 export const CLIENT_ASSERTION_TYPE_JWT = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'
 
 /** Builds the nested `act` claim from actors listed newest first. */

@@ -14,6 +14,15 @@ export type OAuthErrorCode =
   | 'unsupported_grant_type'
   | 'invalid_scope'
   | 'invalid_target'
+  /** RFC 9396 §5: `authorization_details` malformed, of an undeclared type, or outside its schema. */
+  | 'invalid_authorization_details'
+  /** OpenID Connect Core §3.1.2.6: this grant needs a person's approval first (CIBA). */
+  | 'interaction_required'
+  /** CIBA Core §11 (polling): not decided yet; poll too fast; the approver said no; the request lapsed. */
+  | 'authorization_pending'
+  | 'slow_down'
+  | 'access_denied'
+  | 'expired_token'
   | 'rate_limited'
   | 'temporarily_unavailable'
   | 'server_error'
@@ -62,6 +71,12 @@ export function answerOf(code: OAuthErrorCode): { readonly status: 400 | 401 | 4
     case 'unsupported_grant_type':
     case 'invalid_scope':
     case 'invalid_target':
+    case 'invalid_authorization_details':
+    case 'interaction_required':
+    case 'authorization_pending':
+    case 'slow_down':
+    case 'access_denied':
+    case 'expired_token':
       return { status: 400, error: code }
   }
 }

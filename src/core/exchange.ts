@@ -139,6 +139,7 @@ export async function exchangeToken(req: ExchangeRequest, deps: ExchangeDeps, co
         now,
       }),
     )
+    refuseIfApprovalNeeded(policy, grant)
 
     // 5. Revocation: the agent, the user, and every ancestor in the chain.
     const verdict = step('mandate.revocation.check', () =>
@@ -186,6 +187,14 @@ export async function exchangeToken(req: ExchangeRequest, deps: ExchangeDeps, co
   }
 }
 
+/** A grant that needs a person's approval is issued only through CIBA (core/ciba.ts), never by exchange. */
+function refuseIfApprovalNeeded(policy: AgentPolicy, grant: Grant): void {
+  if (policy.grants.get(grant.audience)?.approval === undefined) return
+  throw new OAuthError('interaction_required', 'this audience needs a person’s approval: use the backchannel authentication endpoint', {
+    detail: `aud=${grant.audience} needs approval`,
+  })
+}
+
 /** RFC 8693 §2.1: the token types this broker takes and issues. */
 function checkTokenTypes(req: ExchangeRequest): void {
   if (!SUBJECT_TOKEN_TYPES.has(req.subjectTokenType)) {
@@ -201,7 +210,7 @@ function checkTokenTypes(req: ExchangeRequest): void {
  * call. Resolves with the refusal to send (a replay, a limit, the store
  * unavailable) or undefined; never rejects. Names the limit in `context`.
  */
-function admit(
+export function admit(
   deps: ExchangeDeps,
   client: AuthenticatedClient,
   buckets: readonly BucketCharge[],
@@ -232,8 +241,18 @@ export function revocationRefusal(verdict: RevocationVerdict): OAuthError | unde
   }
 }
 
-/** The claims of the token to issue (step 6): exactly what the exchange decided, nothing copied from the subject token. */
-function mintedClaims(deps: ExchangeDeps, agent: AgentId, sub: Subject, grant: Grant, now: number): MandateClaims {
+/**
+ * The claims of the token to issue (step 6): exactly what the exchange decided, nothing copied from the
+ * subject token; after a person's approval, also what they approved (RFC 9396 §9.1) and the approval's id.
+ */
+export function mintedClaims(
+  deps: ExchangeDeps,
+  agent: AgentId,
+  sub: Subject,
+  grant: Grant,
+  now: number,
+  approved?: { readonly id: string; readonly details: readonly Readonly<Record<string, unknown>>[] },
+): MandateClaims {
   const jti = deps.newJti()
   return {
     iss: deps.issuer,
@@ -248,6 +267,7 @@ function mintedClaims(deps: ExchangeDeps, agent: AgentId, sub: Subject, grant: G
     exp: grant.expiresAt,
     jti,
     ...(grant.ancestors.length > 0 ? { chain: grant.ancestors } : {}),
+    ...(approved === undefined ? {} : { approval: approved.id, ...(approved.details.length > 0 ? { authorization_details: approved.details } : {}) }),
   }
 }
 
@@ -259,10 +279,10 @@ function mintedClaims(deps: ExchangeDeps, agent: AgentId, sub: Subject, grant: G
  * is dropped. Should signing fail after the record committed, a
  * `token.withheld` record says that this token never left.
  */
-async function mintRecorded(
+export async function mintRecorded(
   deps: ExchangeDeps,
   step: NonNullable<ExchangeDeps['step']>,
-  req: ExchangeRequest,
+  req: Pick<ExchangeRequest, 'clientAddress' | 'traceId' | 'requestId'>,
   claims: MandateClaims,
   grant: Grant,
   policy: AgentPolicy,
@@ -285,6 +305,7 @@ async function mintRecorded(
         scopes: grant.scopes,
         expiresAt: grant.expiresAt,
         policyHash: policy.sourceHash,
+        approval: claims.approval,
         clientAddress: req.clientAddress,
         traceId: req.traceId,
         requestId: req.requestId,
@@ -315,13 +336,13 @@ async function mintRecorded(
   return minted.value
 }
 
-async function recordDenial(
+export async function recordDenial(
   deps: ExchangeDeps,
   agent: AgentId,
   sub: Subject | undefined,
   subIssuer: string | undefined,
   err: OAuthError,
-  req: ExchangeRequest,
+  req: Pick<ExchangeRequest, 'audiences' | 'scopes' | 'clientAddress' | 'traceId' | 'requestId'>,
 ): Promise<void> {
   try {
     await deps.audit.append({

@@ -1,23 +1,30 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { MiddlewareHandler } from 'hono'
 import { checkQuery } from './admin-input.js'
+import type { Approver } from '../core/approval.js'
 import { AdminError } from './oauth-errors.js'
 
-export type AdminRole = 'responder' | 'auditor' | 'admin'
+export type AdminRole = 'responder' | 'auditor' | 'approver' | 'admin'
 
 /** An admin key as configured: its holder's name, the SHA-256 of the key, its roles. */
 export interface AdminKey {
   readonly name: string
   readonly sha256: Buffer
   readonly roles: ReadonlySet<AdminRole>
+  /** The person holding the key, as an approver of human-approval requests; undefined: the key approves nothing. */
+  readonly approver?: Approver | undefined
 }
 
-/** What each admin action needs; `admin` may do everything (and alone vouches for an agent, for its owner: `attest`). */
-export type AdminPermission = 'revoke' | 'read' | 'attest'
+/**
+ * What each admin action needs; `admin` may do everything (and alone vouches for an agent, for its owner:
+ * `attest`). `approve` also needs the key's person to be one the request's grant names (approvals/decide.ts).
+ */
+export type AdminPermission = 'revoke' | 'read' | 'attest' | 'approve'
 const GRANTS: Record<AdminRole, ReadonlySet<AdminPermission>> = {
   responder: new Set(['revoke']),
   auditor: new Set(['read']),
-  admin: new Set(['revoke', 'read', 'attest']),
+  approver: new Set(['approve']),
+  admin: new Set(['revoke', 'read', 'attest', 'approve']),
 }
 
 /**

@@ -1,3 +1,9 @@
+/**
+ * The HTTP surface: every route mounted, with the middleware before them.
+ * Over 400 lines because the mount order is the matching order (Hono), and
+ * the request log, error rendering and admin-listener split it depends on
+ * are kept beside it; each route's own code lives in routes/.
+ */
 import { randomUUID } from 'node:crypto'
 import { Hono, type Context, type ErrorHandler, type MiddlewareHandler, type NotFoundHandler } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
@@ -16,6 +22,9 @@ import type { ClientCredentials } from '../tokens/port.js'
 import { AdminError, BearerError, renderError, RouteError, toOAuthError } from './oauth-errors.js'
 import { devJwksDoc, devJwksRoute, devUserTokenDoc, devUserTokenRoute } from './routes/dev.js'
 import { tokenRoute } from './routes/token.js'
+import { bcAuthorizeRoute, cibaDeps, type ApprovalSettings } from './routes/bc-authorize.js'
+import { mountAdminApprovals } from './routes/admin-approvals.js'
+import type { CibaDeps } from '../core/ciba.js'
 import { PayloadTooLarge } from './form.js'
 import { introspectRoute } from './routes/introspect.js'
 import { mountForwardAuth } from './routes/forward-auth.js'
@@ -41,7 +50,7 @@ import { mountHealth, type HealthDeps } from './routes/health.js'
 import { mountSsf } from './routes/ssf.js'
 import { mountAdminWebhooks, type WebhookStatuses } from './routes/admin-webhooks.js'
 import type { SetPoller } from '../ssf/port.js'
-import { described, introspectSpec, jwksDoc, metadataDoc, mountOpenApi, revokeSpec, tokenSpec } from './openapi.js'
+import { bcAuthorizeSpec, described, introspectSpec, jwksDoc, metadataDoc, mountOpenApi, revokeSpec, tokenSpec } from './openapi.js'
 
 // Kept for the CLI, which imports them from here.
 export type { AdminListenerBindings, AppEnv } from './env.js'
@@ -100,6 +109,8 @@ export interface AppDeps {
   readonly webhooks?: WebhookStatuses
   /** Attestations and lifecycle states for /admin/agents; absent: not shown, and no POST /admin/agents/{id}/attest. */
   readonly lifecycle?: LifecycleReads & AgentAttestations
+  /** Human approval (CIBA); absent (no database): no backchannel endpoint, no CIBA grant, no /admin/approvals. */
+  readonly approvals?: ApprovalSettings
 }
 
 /** The admin API's paths (the kill switch, the delegation log's queries). */
@@ -146,6 +157,7 @@ export function traceIdOf(traceparent: string | undefined): string {
 
 /** The HTTP surface. Thin: parse, call the use-case, render. */
 export function createApp(deps: AppDeps): Hono<AppEnv> {
+  // Long, not split: the order routes and middleware are mounted in is Hono's order of matching them, read here in one place.
   const { issuer } = deps.exchange
   const log = deps.logger.child({ module: 'http' })
   const { tracing } = deps
@@ -174,7 +186,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   }
 
   const throttle = clientAuthThrottle(deps)
-  mountOAuthEndpoints(app, deps, tokenDeps, throttle)
+  const ciba = deps.approvals === undefined ? undefined : cibaDeps(deps.exchange, deps.approvals)
+  mountOAuthEndpoints(app, deps, tokenDeps, throttle, ciba)
   app.use('/admin/*', limit)
   mountAdminRevocations(app, {
     keys: deps.adminKeys,
@@ -227,7 +240,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     })
     mountAdminPolicyUnused(app, { keys: deps.adminKeys, audit, usage: deps.usageReads, policies, now, minTokens: deps.shrinkMinTokens ?? 100 })
   }
-  app.get('/.well-known/oauth-authorization-server', metadataDoc, metadataRoute(issuer, deps.keys))
+  if (deps.approvals !== undefined) mountAdminApprovals(app, { ...deps.exchange, keys: deps.adminKeys, approvals: deps.approvals.store, logger: log })
+  app.get(
+    '/.well-known/oauth-authorization-server',
+    metadataDoc,
+    metadataRoute(issuer, deps.keys, deps.approvals === undefined ? undefined : deps.exchange.policies),
+  )
   app.get('/.well-known/jwks.json', jwksDoc, jwksRoute(deps.keys))
   mountHealth(app, {
     revocations: deps.revocations,
@@ -266,7 +284,7 @@ function clientAuthThrottle(deps: AppDeps): ClientAuthThrottle {
  * client-authentication back-off and load shedding in front of them; and
  * forward auth, which checks the same tokens for proxies.
  */
-function mountOAuthEndpoints(app: Hono<AppEnv>, deps: AppDeps, tokenDeps: TokenRoutesDeps, throttle: ClientAuthThrottle): void {
+function mountOAuthEndpoints(app: Hono<AppEnv>, deps: AppDeps, tokenDeps: TokenRoutesDeps, throttle: ClientAuthThrottle, ciba: CibaDeps | undefined): void {
   if (deps.shedding !== undefined) {
     // Before the routes: a shed request is answered before its body is read.
     const shed = shedLoad(deps.shedding)
@@ -276,8 +294,12 @@ function mountOAuthEndpoints(app: Hono<AppEnv>, deps: AppDeps, tokenDeps: TokenR
   // /oauth2/* cap their bodies in readForm (on Node without building a web body stream).
   app.post(
     '/oauth2/token',
-    described(tokenSpec, throttleClientAuth(throttle, 'token', tokenRoute(deps.exchange, deps.maxBodyBytes, deps.refusals.rateLimited, deps.metrics))),
+    described(tokenSpec, throttleClientAuth(throttle, 'token', tokenRoute(deps.exchange, deps.maxBodyBytes, deps.refusals.rateLimited, deps.metrics, ciba))),
   )
+  if (ciba !== undefined) {
+    if (deps.shedding !== undefined) app.use('/oauth2/bc-authorize', shedLoad(deps.shedding))
+    app.post('/oauth2/bc-authorize', described(bcAuthorizeSpec, throttleClientAuth(throttle, 'token', bcAuthorizeRoute(ciba, deps.maxBodyBytes))))
+  }
   app.post('/oauth2/introspect', described(introspectSpec, throttleClientAuth(throttle, 'introspect', introspectRoute(tokenDeps))))
   app.post(
     '/oauth2/revoke',

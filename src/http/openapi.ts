@@ -26,7 +26,7 @@ import {
   type GenerateSpecOptions,
 } from 'hono-openapi'
 import { z } from 'zod'
-import { CLIENT_ASSERTION_TYPE_JWT, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../core/claims.js'
+import { CLIENT_ASSERTION_TYPE_JWT, GRANT_TYPE_CIBA, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../core/claims.js'
 import { AUDIT_EVENTS } from '../audit/port.js'
 import { ASYMMETRIC_ALGORITHMS } from '../tokens/jws.js'
 import type { AppEnv } from './app.js'
@@ -255,7 +255,12 @@ const formBody = (schema: ZodObject) => ({
  */
 export const TokenExchangeForm = z
   .object({
-    grant_type: z.literal(GRANT_TYPE_TOKEN_EXCHANGE).describe('Token exchange is the only grant: anything else is `unsupported_grant_type`.'),
+    grant_type: z
+      .enum([GRANT_TYPE_TOKEN_EXCHANGE, GRANT_TYPE_CIBA])
+      .describe(
+        'Token exchange, or (with a database) polling for an approved token (OpenID CIBA Core §10.1, with `auth_req_id` and client authentication only).',
+      ),
+    auth_req_id: z.string().optional().describe('CIBA: the handle `/oauth2/bc-authorize` answered.'),
     subject_token: z.string().describe("The user's access token (from a trusted issuer), or a Mandate token to delegate further."),
     subject_token_type: z.enum([TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt]),
     resource: z
@@ -287,6 +292,7 @@ export const TokenResponse = z
     token_type: z.literal('Bearer'),
     expires_in: z.int().positive(),
     scope: z.string(),
+    authorization_details: z.array(z.record(z.string(), z.unknown())).optional().describe('RFC 9396 §7: after a CIBA approval, what was approved.'),
   })
   .meta({ id: 'TokenExchangeResponse' })
 
@@ -346,6 +352,46 @@ export const tokenSpec: DescribeRouteOptions = {
   },
 }
 
+/** OpenID CIBA Core §7.1, as Mandate takes it. */
+export const BackchannelForm = z
+  .object({
+    login_hint_token: z.string().optional().describe("The user's token (what an exchange takes as `subject_token`). This or `id_token_hint`."),
+    id_token_hint: z.string().optional().describe("The user's ID token from a trusted issuer, in place of `login_hint_token`."),
+    resource: z.array(ResourceUri).optional().describe('RFC 8707, as at the token endpoint.'),
+    audience: z.array(z.string()).optional().describe('As at the token endpoint: `resource` and `audience` together name exactly one audience.'),
+    scope: z.string().optional().describe('Space-delimited scopes; `openid` is ignored. Default: the grant’s `default_scopes`.'),
+    authorization_details: z
+      .string()
+      .optional()
+      .describe('RFC 9396: JSON array of objects with a `type` the grant declares, each checked against its schema (`invalid_authorization_details`).'),
+    binding_message: z.string().optional().describe('1-64 printable characters shown to the approver (and by the agent to its user).'),
+    requested_expiry: z.string().optional().describe('Seconds the agent will wait; capped by the grant’s `approval.timeout` and the user token’s expiry.'),
+    ...ClientAuthFields,
+  })
+  .meta({ id: 'BackchannelAuthenticationRequest' })
+
+export const bcAuthorizeSpec: DescribeRouteOptions = {
+  tags: ['OAuth'],
+  operationId: 'backchannelAuthentication',
+  summary: 'Ask a person to approve one token (OpenID CIBA, poll mode)',
+  description:
+    'For a grant that says `approval`: checked like an exchange, then stored pending and recorded (`approval.requested`), which notifies the approvers. ' +
+    'Poll the token endpoint with `grant_type=urn:openid:params:grant-type:ciba` and the `auth_req_id`.',
+  security: [{ clientSecretBasic: [] }, FORM_CREDENTIALS],
+  requestBody: formBody(BackchannelForm),
+  responses: {
+    200: {
+      description: 'CIBA Core §7.3, `Cache-Control: no-store`.',
+      content: jsonContent(
+        z
+          .strictObject({ auth_req_id: z.string(), expires_in: z.int().positive(), interval: z.int().positive() })
+          .meta({ id: 'BackchannelAuthenticationResponse' }),
+      ),
+    },
+    ...oauthErrors(400, 401, 413, 429, 500, 503),
+  },
+}
+
 export const introspectSpec: DescribeRouteOptions = {
   tags: ['OAuth'],
   operationId: 'introspectToken',
@@ -391,7 +437,7 @@ export const AuthorizationServerMetadata = z
     issuer: z.string(),
     token_endpoint: z.string(),
     jwks_uri: z.string(),
-    grant_types_supported: z.array(z.literal(GRANT_TYPE_TOKEN_EXCHANGE)),
+    grant_types_supported: z.array(z.enum([GRANT_TYPE_TOKEN_EXCHANGE, GRANT_TYPE_CIBA])).describe('The CIBA grant only with a database.'),
     response_types_supported: z.array(z.string()).max(0).describe('Empty: there is no authorization endpoint.'),
     token_endpoint_auth_methods_supported: uris,
     token_endpoint_auth_signing_alg_values_supported: z.array(z.enum(ASYMMETRIC_ALGORITHMS)),
@@ -408,6 +454,9 @@ export const AuthorizationServerMetadata = z
     mandate_revocation_feed_endpoint: z
       .string()
       .describe('Mandate’s own member (RFC 8414 §2 allows additional ones): the revocation feed resource servers follow, GET /revocations/feed.'),
+    backchannel_authentication_endpoint: z.string().optional().describe('OpenID CIBA Core §4: where agents ask for approval (with a database).'),
+    backchannel_token_delivery_modes_supported: z.array(z.literal('poll')).optional(),
+    authorization_details_types_supported: z.array(z.string()).optional().describe('RFC 9396 §10: the types some grant declares.'),
   })
   .meta({ id: 'AuthorizationServerMetadata' })
 

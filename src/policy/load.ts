@@ -7,8 +7,10 @@ import { parseAgeDuration } from '../core/credential-age.js'
 import type { AgentAuthentication, AgentPolicy, AgentPublicKey, AudienceGrant, PolicyIssue, PolicyStore, RateLimit } from './port.js'
 import { importPublicJwk, KeyRefused } from '../tokens/jwk.js'
 import { keyFitsAlgorithm } from '../tokens/jws.js'
-import { parseRate, Policy, type PolicyAuthentication, parseDuration } from './schema.js'
+import { parseRate, Policy, type PolicyAuthentication, parseDuration, parseShortDuration } from './schema.js'
 import { parseHours } from '../core/anomaly.js'
+import { parseApprovers } from '../core/approval.js'
+import { compileDetailTypes } from './detail-schemas.js'
 
 export type LoadResult = { readonly ok: true; readonly policies: readonly AgentPolicy[] } | { readonly ok: false; readonly issues: readonly PolicyIssue[] }
 
@@ -133,9 +135,26 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy; 
   if (issues.length > 0) return { issues }
 
   const expires = Date.parse(p.expires.length === 10 ? `${p.expires}T00:00:00Z` : p.expires) / 1000
-  const grants = new Map<string, AudienceGrant>(
-    p.grants.map((g) => [g.audience, { audience: g.audience, scopes: new Set(g.scopes), defaultScopes: g.default_scopes }]),
-  )
+  const grants = new Map<string, AudienceGrant>()
+  p.grants.forEach((g, i) => {
+    const compiled = g.authorization_details === undefined ? undefined : compileDetailTypes(g.authorization_details)
+    if (compiled !== undefined && 'reason' in compiled) {
+      issues.push(issue(['grants', i, 'authorization_details', compiled.type], `not a usable JSON Schema: ${compiled.reason}`))
+      return
+    }
+    const a = g.approval
+    grants.set(g.audience, {
+      audience: g.audience,
+      scopes: new Set(g.scopes),
+      defaultScopes: g.default_scopes,
+      approval:
+        a === undefined || !a.required
+          ? undefined
+          : { approvers: parseApprovers(a.approvers), timeout: parseShortDuration(a.timeout)!, reuse: a.reuse === 'none' ? 0 : parseShortDuration(a.reuse)! },
+      detailTypes: compiled?.types,
+    })
+  })
+  if (issues.length > 0) return { issues }
   return {
     locate: issue,
     policy: {

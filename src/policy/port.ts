@@ -1,5 +1,6 @@
 import type { AnomalyRulesInput, DeclaredHours } from '../core/anomaly.js'
 import type { AgentId } from '../core/claims.js'
+import type { ApprovalRule, DetailTypes } from '../core/approval.js'
 
 /** How an agent proves who it is at the token endpoint. */
 export type AgentAuthentication =
@@ -42,6 +43,10 @@ export interface AudienceGrant {
   readonly scopes: ReadonlySet<string>
   /** Granted when the request leaves `scope` out. */
   readonly defaultScopes: readonly string[]
+  /** A person approves each token first (CIBA); undefined: none needed. */
+  readonly approval?: ApprovalRule | undefined
+  /** RFC 9396 types a request may describe its action with; undefined: none. */
+  readonly detailTypes?: DetailTypes | undefined
 }
 
 /** A token bucket: at most `burst` tokens, refilled at `perSecond`; a request takes one. */

@@ -87,11 +87,57 @@ const UserRule = z.strictObject({
     .describe('claim → accepted values; the token’s claim must hold at least one of them'),
 })
 
+// `300s`, `10m`, `1h`: a count of 1-999999, then the unit.
+const SHORT_DURATION = /^([1-9][0-9]{0,5})(s|m|h)$/
+const SHORT_UNITS = { s: 1, m: 60, h: 3600 } as const
+
+/** `300s` → 300; `undefined` when malformed (the schema refuses it first). */
+export function parseShortDuration(text: string): number | undefined {
+  const m = SHORT_DURATION.exec(text)
+  return m === null ? undefined : Number(m[1]) * SHORT_UNITS[m[2] as keyof typeof SHORT_UNITS]
+}
+const ShortDuration = (max: number) =>
+  z
+    .string()
+    .regex(SHORT_DURATION, 'must be a duration in seconds, minutes or hours, such as 300s, 10m or 1h')
+    .refine((t) => (parseShortDuration(t) ?? 0) <= max, `must be at most ${max / 3600}h`)
+
+/** Most an approval request may wait, and most an approval may be reused. */
+export const MAX_APPROVAL_TIMEOUT = 24 * 3600
+export const MAX_APPROVAL_REUSE = 24 * 3600
+
+const Approval = z
+  .strictObject({
+    required: z.boolean().default(true).describe('false turns the approval off without deleting it'),
+    approvers: z
+      .union([z.enum(['user', 'owner']), z.string().regex(/^group:[A-Za-z0-9._:@/-]{1,128}$/, 'must be user, owner or group:NAME')])
+      .default('user')
+      .describe(
+        'who decides: `user` (the person the agent acts for, same issuer and sub), `owner` (the policy’s owner), or `group:NAME` (a member of the IdP group NAME)',
+      ),
+    timeout: ShortDuration(MAX_APPROVAL_TIMEOUT).default('300s').describe('how long a request waits for a decision, e.g. `300s`'),
+    reuse: z
+      .union([z.literal('none'), ShortDuration(MAX_APPROVAL_REUSE)])
+      .default('none')
+      .describe('`none`, or how long an approval also covers identical requests (same agent, user, audience, scopes and details), e.g. `10m`'),
+  })
+  .describe('a person approves each token for this audience before it is issued (OpenID CIBA, poll mode)')
+
+/** RFC 9396 §2: a type is a string; these keep it printable and short. */
+const DetailType = z.string().regex(/^[A-Za-z0-9._:/-]{1,128}$/, 'must be 1-128 of A-Z a-z 0-9 . _ : / -')
+
 const Grant = z
   .strictObject({
     audience: AbsoluteUri.describe('resource (RFC 8707) the token is bound to'),
     scopes: z.array(ScopeToken).min(1).describe('every scope the agent may ever get there'),
     default_scopes: z.array(ScopeToken).default([]).describe('granted when a request leaves scope out'),
+    approval: Approval.optional(),
+    authorization_details: z
+      .record(DetailType, z.record(z.string(), z.unknown()))
+      .optional()
+      .describe(
+        'RFC 9396 types a request may carry for this audience: type → JSON Schema (2020-12) of the detail’s other members; the token carries the details as approved',
+      ),
   })
   .refine((g) => g.default_scopes.every((s) => g.scopes.includes(s)), {
     error: 'default_scopes must be a subset of scopes',

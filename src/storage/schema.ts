@@ -122,6 +122,9 @@ export const AUDIT_EVENTS = [
   'agent.attested',
   'agent.lifecycle',
   'agent.anomaly',
+  'approval.requested',
+  'approval.decided',
+  'approval.cancelled',
 ] as const
 
 /**
@@ -419,4 +422,55 @@ export const anomalyAudiences = pgTable(
     firstAt: bigint('first_at', { mode: 'number' }).notNull(),
   },
   (t) => [primaryKey({ columns: [t.agent, t.audience] })],
+)
+
+/*
+ * Human approval (OpenID CIBA, poll mode; src/approvals/): one row per
+ * request an agent made at the backchannel authentication endpoint, from
+ * `pending` to its decision and the one token it allowed. Times are epoch
+ * seconds.
+ */
+
+export const APPROVAL_STATUSES = ['pending', 'approved', 'denied', 'expired', 'cancelled', 'issued'] as const
+
+export const approvalRequests = pgTable(
+  'approval_requests',
+  {
+    /** Public: what approvers, the log and the admin API name it by. */
+    id: text('id').primaryKey(),
+    /** SHA-256 (hex) of the `auth_req_id` the agent polls with: the handle itself is never stored. */
+    handleHash: text('handle_hash').notNull().unique(),
+    agent: text('agent').notNull(),
+    sub: text('sub').notNull(),
+    subIss: text('sub_iss').notNull(),
+    audience: text('audience').notNull(),
+    scopes: text('scopes').array().notNull(),
+    /** RFC 9396 authorization_details as validated, JSON text (`[]` when none). */
+    details: text('details').notNull(),
+    /** The lifetime the agent asked for (`expires_in`), when it did. */
+    requestedTtl: integer('requested_ttl'),
+    /**
+     * The verified user token's claims, JSON, signature dropped: the policy is evaluated again with them
+     * when the token is issued. Not a credential: it cannot be presented anywhere.
+     */
+    subject: text('subject').notNull(),
+    bindingMessage: text('binding_message'),
+    /** SHA-256 (hex) of what the request asks for (core/approval.ts actionKey): an approval reused covers this exact action. */
+    actionHash: text('action_hash').notNull(),
+    approvers: text('approvers').notNull(),
+    status: text('status', { enum: APPROVAL_STATUSES }).notNull(),
+    createdAt: bigint('created_at', { mode: 'number' }).notNull(),
+    expiresAt: bigint('expires_at', { mode: 'number' }).notNull(),
+    /** Seconds the agent waits between polls; grows by 5 at each `slow_down` (CIBA Core §11). */
+    pollInterval: integer('poll_interval').notNull(),
+    lastPollAt: bigint('last_poll_at', { mode: 'number' }),
+    decidedAt: bigint('decided_at', { mode: 'number' }),
+    /** Who decided: an admin key's name and its person, or an IdP identity (issuer and sub). */
+    decidedBy: text('decided_by'),
+    decidedVia: text('decided_via', { enum: ['admin_api', 'link', 'reuse', 'revocation'] }),
+    note: text('note'),
+    /** The token the approval allowed. */
+    issuedJti: text('issued_jti'),
+  },
+  (t) => [index('approval_requests_agent_status_idx').on(t.agent, t.status), index('approval_requests_action_idx').on(t.actionHash, t.decidedAt)],
 )

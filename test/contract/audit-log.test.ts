@@ -98,6 +98,32 @@ function everyType(): AuditEvent[] {
       detail: '20 denials in 60 s',
       revocationId: 'rev-1',
     },
+    {
+      type: 'approval.requested',
+      at: T0 + 15,
+      agent: A('agent-a'),
+      sub: S('alice'),
+      subIssuer: 'https://idp.test',
+      approval: 'apr_1',
+      audience: 'https://payments.test',
+      scopes: ['pay'],
+      details: '[{"type":"payment_initiation","amount":"12.50"}]',
+      bindingMessage: 'pay 12.50 EUR',
+      approvers: 'user',
+      expiresAt: T0 + 315,
+    },
+    {
+      type: 'approval.decided',
+      at: T0 + 16,
+      agent: A('agent-a'),
+      sub: S('alice'),
+      subIssuer: 'https://idp.test',
+      approval: 'apr_1',
+      decision: 'approved',
+      by: 'alice',
+      via: 'link',
+    },
+    { type: 'approval.cancelled', at: T0 + 17, agent: A('agent-a'), sub: S('alice'), subIssuer: 'https://idp.test', approval: 'apr_2', reason: 'agent killed' },
   ]
   const covered = new Set(events.map((e) => e.type))
   const all: Record<AuditEventType, true> = {
@@ -116,6 +142,9 @@ function everyType(): AuditEvent[] {
     'agent.attested': true,
     'agent.lifecycle': true,
     'agent.anomaly': true,
+    'approval.requested': true,
+    'approval.decided': true,
+    'approval.cancelled': true,
   }
   for (const type of Object.keys(all)) if (!covered.has(type as AuditEventType)) throw new Error(`everyType() lacks ${type}`)
   return events

@@ -23,6 +23,7 @@ const ROUTES: Record<string, readonly string[]> = {
   '/oauth2/token': ['POST'],
   '/oauth2/introspect': ['POST'],
   '/oauth2/revoke': ['POST'],
+  '/oauth2/bc-authorize': ['POST'],
   '/admin/revocations': ['GET', 'POST'],
   '/admin/revocations/:id': ['GET', 'DELETE'],
   '/admin/webhooks': ['GET'],
@@ -34,6 +35,8 @@ const ROUTES: Record<string, readonly string[]> = {
   '/admin/audit/chains/:jti': ['GET'],
   '/admin/audit/requests/:id': ['GET'],
   '/admin/policy/unused': ['GET'],
+  '/admin/approvals': ['GET'],
+  '/admin/approvals/:id': ['GET', 'POST'],
   '/revocations/feed': ['GET', 'POST'],
   '/forward-auth': ['GET'],
   // Envoy's ext_authz asks with the client's own method.

@@ -54,6 +54,10 @@ export interface MandateClaims {
   readonly exp: number
   readonly jti: Jti
   readonly chain?: readonly Jti[]
+  /** RFC 9396 §9.1: the action a person approved, exactly as approved (a token issued after a CIBA approval). */
+  readonly authorization_details?: readonly Readonly<Record<string, unknown>>[]
+  /** The id of the approval that allowed this token (`GET /admin/approvals/{id}`). */
+  readonly approval?: string
 }
 
 /** Algorithms Mandate accepts anywhere: asymmetric only (RFC 8725 §3.1, §3.2); never `none`, never an HMAC. */

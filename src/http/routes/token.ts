@@ -1,6 +1,7 @@
 import type { Context } from 'hono'
 import { z } from 'zod'
-import { GRANT_TYPE_TOKEN_EXCHANGE, type AgentId } from '../../core/claims.js'
+import { GRANT_TYPE_CIBA, GRANT_TYPE_TOKEN_EXCHANGE, type AgentId } from '../../core/claims.js'
+import { redeemApproval, type CibaDeps } from '../../core/ciba.js'
 import { loggable, OAuthError } from '../../core/errors.js'
 import { exchangeToken, type ExchangeDeps, type ExchangeFailureContext, type ExchangeRequest } from '../../core/exchange.js'
 import type { PolicyStore } from '../../policy/port.js'
@@ -45,7 +46,7 @@ function requestedTtl(value: string | undefined): number | undefined {
 export function parseExchangeRequest(form: FormParams, authorization: string | undefined, clientAddress: string | undefined): ExchangeRequest {
   const grantType = form.required('grant_type')
   if (grantType !== GRANT_TYPE_TOKEN_EXCHANGE) {
-    throw new OAuthError('unsupported_grant_type', 'only token exchange is supported', { detail: loggable(grantType) })
+    throw new OAuthError('unsupported_grant_type', 'only token exchange and CIBA polling are supported', { detail: loggable(grantType) })
   }
   const client = clientCredentials(authorization, form)
   const subjectToken = form.required('subject_token')
@@ -119,17 +120,52 @@ function countRefusal(
 }
 
 /**
+ * CIBA Core §10.1: a poll for an approved token. Answered like an exchange
+ * (RFC 8693 §2.2.1), plus the approved `authorization_details` (RFC 9396 §7).
+ */
+async function poll(c: Context<AppEnv>, form: FormParams, deps: CibaDeps, context: ExchangeFailureContext): Promise<Response> {
+  const authReqId = form.required('auth_req_id')
+  if (!/^[A-Za-z0-9_-]{16,128}$/.test(authReqId)) throw new OAuthError('invalid_grant', 'auth_req_id is unknown or was used')
+  const result = await redeemApproval(
+    {
+      client: clientCredentials(c.req.header('authorization'), form),
+      authReqId,
+      clientAddress: c.get('clientAddress'),
+      traceId: c.get('traceId'),
+      requestId: c.get('requestId'),
+    },
+    deps,
+    context,
+  )
+  c.set('agent', result.claims.client_id)
+  c.set('jti', result.claims.jti)
+  return c.json(
+    {
+      access_token: result.accessToken,
+      issued_token_type: result.issuedTokenType,
+      token_type: result.tokenType,
+      expires_in: result.expiresIn,
+      scope: result.scope,
+      ...(result.authorizationDetails.length > 0 ? { authorization_details: result.authorizationDetails } : {}),
+    },
+    200,
+    NO_STORE,
+  )
+}
+
+/**
  * POST /oauth2/token: parse, call the use-case, render RFC 8693 §2.2.1. A
  * request a rate limit refused is counted in `rateLimited` (one log line per
  * agent per interval) and the metrics, never logged one by one.
  */
-export function tokenRoute(deps: ExchangeDeps, maxBodyBytes: number, rateLimited: RefusalLog, metrics?: MandateMetrics) {
+export function tokenRoute(deps: ExchangeDeps, maxBodyBytes: number, rateLimited: RefusalLog, metrics?: MandateMetrics, ciba?: CibaDeps) {
   return async function token(c: Context<AppEnv>): Promise<Response> {
     const started = metrics === undefined ? 0 : performance.now()
     const context: ExchangeFailureContext = { agent: undefined }
     let audiences: readonly string[] | undefined
     try {
       const form = new FormParams(await readForm(c, maxBodyBytes))
+      if (ciba !== undefined && form.optional('grant_type') === GRANT_TYPE_CIBA) return await poll(c, form, ciba, context)
       const req = {
         ...parseExchangeRequest(form, c.req.header('authorization'), c.get('clientAddress')),
         traceId: c.get('traceId'),

@@ -1,6 +1,7 @@
 import { FEED_METADATA_MEMBER } from '@mandate/verifier/feed-wire'
 import type { Context } from 'hono'
-import { GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../../core/claims.js'
+import { GRANT_TYPE_CIBA, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../../core/claims.js'
+import type { PolicyStore } from '../../policy/port.js'
 import { ASYMMETRIC_ALGORITHMS } from '../../tokens/jws.js'
 import type { SigningKeys } from '../../tokens/keys.js'
 
@@ -11,14 +12,18 @@ import type { SigningKeys } from '../../tokens/keys.js'
  */
 const AUTH_METHODS = ['private_key_jwt', 'client_secret_basic']
 
-/** RFC 8414 §2 metadata, every endpoint that exists with its authentication; built once. */
-export function metadataRoute(issuer: string, keys: SigningKeys) {
+/**
+ * RFC 8414 §2 metadata, every endpoint that exists with its authentication; built once, but for the
+ * RFC 9396 types the policies declare, which follow a reload. `approvals`: the policies, when human
+ * approval (OpenID CIBA, poll mode) is served.
+ */
+export function metadataRoute(issuer: string, keys: SigningKeys, approvals?: PolicyStore) {
   const metadata = {
     issuer,
     token_endpoint: `${issuer}/oauth2/token`,
     jwks_uri: `${issuer}/.well-known/jwks.json`,
-    // Token exchange is the only grant: there is no authorization endpoint, so no response type.
-    grant_types_supported: [GRANT_TYPE_TOKEN_EXCHANGE],
+    // Token exchange (and polling for an approved token): there is no authorization endpoint, so no response type.
+    grant_types_supported: approvals === undefined ? [GRANT_TYPE_TOKEN_EXCHANGE] : [GRANT_TYPE_TOKEN_EXCHANGE, GRANT_TYPE_CIBA],
     response_types_supported: [],
     token_endpoint_auth_methods_supported: AUTH_METHODS,
     token_endpoint_auth_signing_alg_values_supported: [...ASYMMETRIC_ALGORITHMS],
@@ -37,9 +42,17 @@ export function metadataRoute(issuer: string, keys: SigningKeys) {
     // registered member names such a feed; RFC 8414 §2 allows additional ones, and the `mandate_`
     // prefix keeps this one from ever colliding with a registered name.
     [FEED_METADATA_MEMBER]: `${issuer}/revocations/feed`,
+    // OpenID CIBA Core §4: poll mode only (the agent polls; Mandate calls no client back).
+    ...(approvals === undefined
+      ? {}
+      : { backchannel_authentication_endpoint: `${issuer}/oauth2/bc-authorize`, backchannel_token_delivery_modes_supported: ['poll'] }),
   }
   return function oauthAuthorizationServer(c: Context): Response {
-    return c.json(metadata, 200, { 'Cache-Control': 'public, max-age=300' })
+    if (approvals === undefined) return c.json(metadata, 200, { 'Cache-Control': 'public, max-age=300' })
+    // RFC 9396 §10: the types some grant declares.
+    const types = new Set<string>()
+    for (const p of approvals.snapshot().agents()) for (const g of p.grants.values()) for (const t of g.detailTypes?.keys() ?? []) types.add(t)
+    return c.json({ ...metadata, authorization_details_types_supported: [...types].sort() }, 200, { 'Cache-Control': 'public, max-age=300' })
   }
 }
 
