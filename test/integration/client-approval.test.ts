@@ -232,4 +232,10 @@ describe('@mandate/client human approval against a real broker over HTTP', () =>
     const err = await plain.requestApproval({ subjectToken: await broker.userToken(), audience: AUDIENCE, scope: 'read' }).catch((e: unknown) => e)
     expect(err).toMatchObject({ error: 'invalid_request', status: 400 })
   })
+
+  it('getToken for a grant that needs approval: interaction_required, the cue to call requestApproval', async () => {
+    const err = await agent.getToken({ subjectToken: await broker.userToken(), audience: AUDIENCE, scope: 'write' }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(MandateClientError)
+    expect((err as MandateClientError).error).toBe('interaction_required')
+  })
 })
