@@ -61,6 +61,8 @@ describe('@mandate/client human approval against a real broker over HTTP', () =>
   let sleeps: number[] = []
   /** Polls of the token endpoint the broker answered, by `error` (or `200`). */
   let answers: string[] = []
+  /** Where the client's waits stop (after that many answers) until released, and the signal that they did. */
+  let hold: { after: number; reached: () => void; released: Promise<void> } | undefined
   /** Polls the 503 switch answers itself, and the Retry-After it sends. */
   let unavailable = { count: 0, retryAfter: undefined as string | undefined }
 
@@ -131,10 +133,14 @@ describe('@mandate/client human approval against a real broker over HTTP', () =>
       clock: {
         // One clock for broker and client; a wait moves it, and nothing really sleeps.
         now: () => broker.now() * 1000,
-        sleep: (ms) => {
+        sleep: async (ms) => {
           sleeps.push(ms)
+          // A test that decides while the client polls holds the client here, between two polls.
+          if (hold !== undefined && answers.length >= hold.after) {
+            hold.reached()
+            await hold.released
+          }
           broker.advance(Math.ceil(ms / 1000))
-          return Promise.resolve()
         },
       },
     })
@@ -149,6 +155,7 @@ describe('@mandate/client human approval against a real broker over HTTP', () =>
   })
 
   beforeEach(() => {
+    hold = undefined
     sleeps = []
     answers = []
     unavailable = { count: 0, retryAfter: undefined }
@@ -171,14 +178,18 @@ describe('@mandate/client human approval against a real broker over HTTP', () =>
 
   it('pending for a while: polls every interval until the approval, then the token', async () => {
     const pending = await ask('Delete q4.pdf')
+    // Three polls, then the client is held between two polls while the person decides.
+    let release = () => {}
+    const reached = new Promise<void>((resolve) => {
+      hold = { after: 3, reached: resolve, released: new Promise<void>((r) => (release = r)) }
+    })
     const waiting = agent.waitForApproval(pending)
-    // Let it poll a few times; the clock moves only when it waits.
-    while (answers.length < 3) await new Promise((r) => setTimeout(r, 10))
+    await reached
     await decide('Delete q4.pdf', 'approve')
+    release()
     const token = await waiting
     expect(token.authorizationDetails).toEqual([])
-    expect(answers.slice(0, 3)).toEqual(['authorization_pending', 'authorization_pending', 'authorization_pending'])
-    expect(answers.at(-1)).toBe('200')
+    expect(answers).toEqual(['authorization_pending', 'authorization_pending', 'authorization_pending', '200'])
     expect(sleeps.every((ms) => ms === INTERVAL * 1000)).toBe(true)
     expect(sleeps).toHaveLength(answers.length)
   })
