@@ -139,7 +139,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
     })
     closers.add(() => keys.close())
     const policyLog = log.child({ module: 'policy' })
-    const policies = await openPolicyDir(config.policies_dir, policyLog, pollMs)
+    const policies = await openPolicyDir(config.policies_dir, policyLog, { ...pollMs, anomalyRules: config.governance.anomalies.rules })
     closers.add(() => policies.store.close())
 
     const stores = await openDurableStores(

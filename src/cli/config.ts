@@ -101,9 +101,11 @@ export async function checkConfig(input: CheckInput): Promise<ConfigCheckReport>
     for (const issue of found) crossChecked.add(issue)
     return found
   }
-  const policies = await loadPolicies(config.policies_dir, { check })
-  if (policies.ok) ok.push(`policies: ${policies.policies.length} in ${config.policies_dir}`)
-  else {
+  const policies = await loadPolicies(config.policies_dir, { check, anomalyRules: config.governance.anomalies.rules })
+  if (policies.ok) {
+    ok.push(`policies: ${policies.policies.length} in ${config.policies_dir}`)
+    policyWarnings.push(...policies.warnings)
+  } else {
     // What the loader itself refuses stops serve; the checks above do not.
     for (const issue of policies.issues) errors.push({ message: formatIssue(issue), blocksStart: !crossChecked.has(issue) })
   }

@@ -18,6 +18,7 @@ export async function policyCheck(dir: string): Promise<void> {
     process.exitCode = 1
     return
   }
+  for (const w of result.warnings) process.stderr.write(`warning: ${formatIssue(w)}\n`)
   for (const p of result.policies) process.stdout.write(`ok  ${p.agent}  (${p.source}, owner ${p.owner})\n`)
   process.stdout.write(`${result.policies.length} polic${result.policies.length === 1 ? 'y' : 'ies'} valid in ${dir}\n`)
 }

@@ -1,10 +1,12 @@
 /**
  * Anomaly rules (docs/anomalies.md): which rules apply to an agent (the
- * config's, overridden rule by rule by its policy's), declared hours, and
+ * config's, overridden rule by rule by its policy's), and
  * the decision of each rule from what the usage summaries and the committed
  * records show. Pure: no I/O, no clock; the monitor (src/governance/)
  * gathers the observations and acts on the findings.
  */
+
+import { judgeHours, type DeclaredHours } from './hours.js'
 
 /** Who a quarantine's kill and its records name as their maker. */
 export const ANOMALY_ACTOR = 'mandate:anomaly'
@@ -119,78 +121,8 @@ export function newAudienceFinding(audience: string): string {
   return `first token for audience ${audience}`
 }
 
-/* Declared hours: `Mon-Fri 08:00-18:00`, entries separated by commas. */
-
-const DAY_NAMES = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'] as const
-const DAY = '(Mon|Tue|Wed|Thu|Fri|Sat|Sun)'
-const TIME = '([01][0-9]|2[0-3]):([0-5][0-9])'
-const END = '([01][0-9]|2[0-3]):([0-5][0-9])|24:00'
-const ENTRY = new RegExp(`^${DAY}(?:-${DAY})? ${TIME}-(${END})$`)
-
-/** One entry of declared hours: on these weekdays (0 = Sunday), from `from` to `to` minutes after local midnight. */
-export interface HoursEntry {
-  readonly days: ReadonlySet<number>
-  readonly from: number
-  readonly to: number
-}
-
-/** Declared hours, parsed; `undefined` when malformed. A day range may wrap (`Fri-Mon`); a time range may not (`to` > `from`). */
-export function parseHours(text: string): readonly HoursEntry[] | undefined {
-  const entries: HoursEntry[] = []
-  for (const part of text.split(',')) {
-    const m = ENTRY.exec(part.trim())
-    if (m === null) return undefined
-    const first = DAY_NAMES.indexOf(m[1] as (typeof DAY_NAMES)[number])
-    const last = m[2] === undefined ? first : DAY_NAMES.indexOf(m[2] as (typeof DAY_NAMES)[number])
-    const days = new Set<number>()
-    for (let d = first; ; d = (d + 1) % 7) {
-      days.add(d)
-      if (d === last) break
-    }
-    const from = Number(m[3]) * 60 + Number(m[4])
-    const to = m[5] === '24:00' ? 24 * 60 : Number(m[6]) * 60 + Number(m[7])
-    if (to <= from) return undefined
-    entries.push({ days, from, to })
-  }
-  return entries
-}
-
-/** True when `timeZone` is an IANA zone name the runtime knows. */
-export function isTimeZone(timeZone: string): boolean {
-  try {
-    new Intl.DateTimeFormat('en-US', { timeZone })
-    return true
-  } catch {
-    return false
-  }
-}
-
-const formatters = new Map<string, Intl.DateTimeFormat>()
-
-/** Weekday (0 = Sunday) and minutes after midnight of `at` (epoch seconds) in `timeZone`, by the runtime's time-zone data. */
-export function localTime(at: number, timeZone: string): { readonly weekday: number; readonly minutes: number; readonly text: string } {
-  let f = formatters.get(timeZone)
-  if (f === undefined) {
-    f = new Intl.DateTimeFormat('en-US', { timeZone, weekday: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' })
-    formatters.set(timeZone, f)
-  }
-  const part = (type: Intl.DateTimeFormatPartTypes) => parts.find((p) => p.type === type)?.value ?? ''
-  const parts = f.formatToParts(new Date(at * 1000))
-  const [day, hour, minute] = [part('weekday'), part('hour'), part('minute')]
-  const weekday = DAY_NAMES.indexOf(day as (typeof DAY_NAMES)[number])
-  return { weekday, minutes: Number(hour) * 60 + Number(minute), text: `${day} ${hour}:${minute}` }
-}
-
-/** A policy's declared hours: as written, parsed, and the IANA zone they are in. */
-export interface DeclaredHours {
-  readonly text: string
-  readonly entries: readonly HoursEntry[]
-  readonly timeZone: string
-}
-
 /** `outside_hours`: the detail when `at` falls outside every entry of `hours` in their zone, else undefined. */
 export function outsideHoursFinding(hours: DeclaredHours, at: number): string | undefined {
-  const t = localTime(at, hours.timeZone)
-  if (hours.entries.some((e) => e.days.has(t.weekday) && t.minutes >= e.from && t.minutes < e.to)) return undefined
-  return `token at ${t.text} ${hours.timeZone}, outside ${hours.text}`
+  const judged = judgeHours(hours, at)
+  return judged.inside ? undefined : `token ${judged.detail}`
 }

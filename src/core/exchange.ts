@@ -1,6 +1,7 @@
 import type { AgentId, Jti, MandateClaims, Subject } from './claims.js'
 import { actClaim, actorsOf, TOKEN_TYPE } from './claims.js'
 import { admissionRefusal, admissionUnavailable } from './admission.js'
+import { approversText } from './approval.js'
 import { loggable, OAuthError, recordable, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
 import type { LifecycleStanding } from './lifecycle.js'
 import { evaluatePolicy, type Grant } from './policy-eval.js'
@@ -139,7 +140,8 @@ export async function exchangeToken(req: ExchangeRequest, deps: ExchangeDeps, co
         now,
       }),
     )
-    refuseIfApprovalNeeded(policy, grant)
+    const needsApproval = approvalRefusal(policy, grant)
+    if (needsApproval !== undefined) throw needsApproval
 
     // 5. Revocation: the agent, the user, and every ancestor in the chain.
     const verdict = step('mandate.revocation.check', () =>
@@ -175,8 +177,7 @@ export async function exchangeToken(req: ExchangeRequest, deps: ExchangeDeps, co
       claims,
     }
   } catch (err) {
-    // A replayed assertion never authenticated anyone, and a request over a limit is one of a flood:
-    // neither leaves an audit record.
+    // A replayed assertion never authenticated anyone, and a request over a limit is one of a flood: neither is recorded.
     const refused = await (admitted ?? admit(deps, client, agentBucket, context))
     if (refused !== undefined) throw refused
     if (err instanceof OAuthError && err.code !== 'temporarily_unavailable' && err.code !== 'server_error') {
@@ -187,11 +188,12 @@ export async function exchangeToken(req: ExchangeRequest, deps: ExchangeDeps, co
   }
 }
 
-/** A grant that needs a person's approval is issued only through CIBA (core/ciba.ts), never by exchange. */
-function refuseIfApprovalNeeded(policy: AgentPolicy, grant: Grant): void {
-  if (policy.grants.get(grant.audience)?.approval === undefined) return
-  throw new OAuthError('interaction_required', 'this audience needs a person’s approval: use the backchannel authentication endpoint', {
-    detail: `aud=${grant.audience} needs approval`,
+/** A grant that needs a person's approval is issued only through CIBA (core/ciba.ts), never by exchange: the refusal, or undefined. */
+export function approvalRefusal(policy: AgentPolicy, grant: Pick<Grant, 'audience'>): OAuthError | undefined {
+  const approval = policy.grants.get(grant.audience)?.approval
+  if (approval === undefined) return undefined
+  return new OAuthError('interaction_required', 'this audience needs a person’s approval: use the backchannel authentication endpoint', {
+    detail: `aud=${grant.audience} needs approval by ${approversText(approval.approvers)}`,
   })
 }
 

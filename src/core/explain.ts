@@ -4,8 +4,8 @@ import { admissionRefusal } from './admission.js'
 import { answerOf, OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
 import type { LifecycleStanding } from './lifecycle.js'
 import { lifetimeProblem, numericDateProblem } from './lifetime.js'
-import { evaluatePolicy, type Grant, type PolicyCheck } from './policy-eval.js'
-import { revocationRefusal } from './exchange.js'
+import { evaluatePolicy, type Grant, type PolicyCheck, type PolicyTrace } from './policy-eval.js'
+import { approvalRefusal, revocationRefusal } from './exchange.js'
 import type { AdmissionStore, BucketCharge } from '../admission/port.js'
 import type { PolicyStore } from '../policy/port.js'
 import type { RevocationStore } from '../revocation/port.js'
@@ -46,7 +46,7 @@ export interface ExplainDeps {
   readonly lifecycle?: LifecycleStanding | undefined
 }
 
-export type CheckName = 'agent.known' | 'subject.issuer' | 'subject.lifetime' | PolicyCheck | 'revocation' | 'attestation' | 'rate_limit'
+export type CheckName = 'agent.known' | 'subject.issuer' | 'subject.lifetime' | PolicyCheck | 'approval' | 'revocation' | 'attestation' | 'rate_limit'
 
 /** `not_reached`: the exchange stops at the first failure and never makes it; `unknown`: it could not be told. */
 export type CheckOutcome = 'pass' | 'fail' | 'not_reached' | 'unknown'
@@ -122,7 +122,7 @@ export async function explainExchange(req: ExplainRequest, deps: ExplainDeps): P
     checks.push({ check: 'subject.issuer', outcome: 'pass' })
     if (req.chain.length === 0) checks.push({ check: 'subject.lifetime', outcome: 'pass', detail: describedTimes(req.claims) })
     const subject: VerifiedSubject = req.chain.length === 0 ? user : parentSubject(req, deps.issuer, user)
-    const entered: PolicyCheck[] = []
+    const { entered, trace, passed } = traceChecks()
     try {
       grant = evaluatePolicy(
         {
@@ -135,20 +135,23 @@ export async function explainExchange(req: ExplainRequest, deps: ExplainDeps): P
           requestedTtl: req.requestedTtl,
           now,
         },
-        (check) => {
-          if (!entered.includes(check)) entered.push(check)
-          else entered.push(...entered.splice(entered.indexOf(check), 1))
-        },
+        trace,
       )
-      for (const check of entered) checks.push({ check, outcome: 'pass' })
+      for (const check of entered) checks.push(passed(check))
     } catch (err) {
       const last = entered.pop()
       if (last === undefined) throw err
-      for (const check of entered) checks.push({ check, outcome: 'pass' })
+      for (const check of entered) checks.push(passed(check))
       refusal = failed(last, err)
     }
   }
   if (refusal !== undefined) checks.push(refusal)
+  // The exchange refuses a grant that needs a person's approval right after the policy (core/exchange.ts).
+  const needsApproval = grant === undefined || refusal !== undefined ? undefined : approvalRefusal(policy, grant)
+  if (needsApproval !== undefined) {
+    checks.push((refusal = failed('approval', needsApproval)))
+    grant = undefined
+  }
 
   if (grant !== undefined) {
     const verdict = deps.revocations.check({
@@ -185,6 +188,19 @@ export async function explainExchange(req: ExplainRequest, deps: ExplainDeps): P
     grant: { audience: grant.audience, scopes: grant.scopes, expiresIn: grant.expiresAt - now, actors: grant.actors },
     checks,
   }
+}
+
+/** The checks `evaluatePolicy` entered, in order (one entered again moves last), and what each found. */
+function traceChecks(): { entered: PolicyCheck[]; trace: PolicyTrace; passed: (check: PolicyCheck) => ExplainedCheck } {
+  const entered: PolicyCheck[] = []
+  const found = new Map<PolicyCheck, string>()
+  const trace: PolicyTrace = (check, detail) => {
+    if (detail !== undefined) found.set(check, detail)
+    if (!entered.includes(check)) entered.push(check)
+    else entered.push(...entered.splice(entered.indexOf(check), 1))
+  }
+  const passed = (check: PolicyCheck): ExplainedCheck => (found.has(check) ? { check, outcome: 'pass', detail: found.get(check) } : { check, outcome: 'pass' })
+  return { entered, trace, passed }
 }
 
 function denied(checks: ExplainedCheck[], refusal: ExplainedCheck | undefined = checks.at(-1)): Explanation {

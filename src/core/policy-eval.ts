@@ -1,6 +1,7 @@
 import type { AgentId, Jti, MayActClaim } from './claims.js'
 import { actorsOf } from './claims.js'
 import { OAuthError, recordable, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
+import { judgeHours } from './hours.js'
 import type { AgentPolicy, DelegatorRule } from '../policy/port.js'
 import type { UserSubject, VerifiedSubject } from '../tokens/port.js'
 
@@ -39,10 +40,12 @@ export interface Grant {
 
 /**
  * The checks of `evaluatePolicy`, in the order it makes them. `agent.delegator` to `delegation.subagent`
- * apply to one kind of subject each (a user's token, or a parent Mandate token).
+ * apply to one kind of subject each (a user's token, or a parent Mandate token); `policy.hours` and
+ * `grant.hours` are made only when the policy, or the grant asked for, has hours.
  */
 export const POLICY_CHECKS = [
   'agent.in_force',
+  'policy.hours',
   'agent.delegator',
   'subject.not_delegated',
   'subject.may_act',
@@ -51,6 +54,7 @@ export const POLICY_CHECKS = [
   'delegation.subagent',
   'audience',
   'grant',
+  'grant.hours',
   'scope',
   'ttl',
 ] as const
@@ -59,20 +63,30 @@ export type PolicyCheck = (typeof POLICY_CHECKS)[number]
 /**
  * Told the name of each check just before it is made: a check it was told of that the evaluation then threw
  * in is the one that refused. Only explain passes one; the exchange's calls cost a test of `undefined` each.
+ * `detail` says what a check found when it passes too (the hours checks: the local time and the window).
  */
-export type PolicyTrace = (check: PolicyCheck) => void
+export type PolicyTrace = (check: PolicyCheck, detail?: string) => void
+
+/** What the token endpoint says when the policy's hours exclude now; the local time and window go in `detail`. */
+export const OUTSIDE_AGENT_HOURS = "outside the agent's hours"
 
 /**
  * Decides what an authenticated agent may receive for a verified subject.
  * Pure: no I/O, no clock. Throws `OAuthError` with the code docs/ARCHITECTURE.md names (step 4):
- * `unauthorized_client` for an expired or ownerless policy, `invalid_request`
- * for an unacceptable subject or chain, `invalid_target` for an audience,
- * `invalid_scope` for scopes.
+ * `unauthorized_client` for an expired or ownerless policy or outside its hours, `invalid_request`
+ * for an unacceptable subject or chain, `invalid_target` for an audience (a grant outside its hours
+ * included: it does not apply then), `invalid_scope` for scopes.
  */
 export function evaluatePolicy(input: PolicyInput, trace?: PolicyTrace): Grant {
   const { policy, subject, now } = input
   trace?.('agent.in_force')
   checkPolicyInForce(policy, now, 'agent')
+  // Only a policy with hours pays for reading the local time.
+  if (policy.hours !== undefined) {
+    const judged = judgeHours(policy.hours, now)
+    trace?.('policy.hours', judged.detail)
+    if (!judged.inside) throw new OAuthError('unauthorized_client', OUTSIDE_AGENT_HOURS, { detail: judged.detail })
+  }
 
   const { actors, ancestors, userIssuer } = checkDelegation(input, trace)
   trace?.('audience')
@@ -80,7 +94,13 @@ export function evaluatePolicy(input: PolicyInput, trace?: PolicyTrace): Grant {
   trace?.('grant')
   const grant = policy.grants.get(audience)
   if (grant === undefined) {
-    throw new OAuthError('invalid_target', 'audience not permitted for this agent', { detail: `aud=${recordable(audience)}` })
+    throw new OAuthError('invalid_target', AUDIENCE_NOT_PERMITTED, { detail: `aud=${recordable(audience)}` })
+  }
+  if (grant.hours !== undefined) {
+    const judged = judgeHours(grant.hours, now)
+    trace?.('grant.hours', judged.detail)
+    // Outside its hours the grant does not apply: the same answer as an audience never granted (RFC 8707 §2).
+    if (!judged.inside) throw new OAuthError('invalid_target', AUDIENCE_NOT_PERMITTED, { detail: `aud=${audience} ${judged.detail}` })
   }
 
   trace?.('scope')
@@ -113,6 +133,8 @@ export function evaluatePolicy(input: PolicyInput, trace?: PolicyTrace): Grant {
   }
   return { audience, scopes, expiresAt, actors, ancestors, userIssuer }
 }
+
+const AUDIENCE_NOT_PERMITTED = 'audience not permitted for this agent'
 
 function checkPolicyInForce(policy: AgentPolicy, now: number, who: string): void {
   if (policy.owner.trim() === '') {

@@ -610,7 +610,7 @@ const ExplainedCheck = z
     check: z
       .string()
       .describe(
-        'agent.known, subject.issuer, subject.lifetime, agent.in_force, agent.delegator, subject.not_delegated, subject.may_act, delegation.chain, delegation.depth, delegation.subagent, audience, grant, scope, ttl, revocation, rate_limit',
+        'agent.known, subject.issuer, subject.lifetime, agent.in_force, policy.hours, agent.delegator, subject.not_delegated, subject.may_act, delegation.chain, delegation.depth, delegation.subagent, audience, grant, grant.hours, scope, ttl, approval, revocation, attestation, rate_limit (policy.hours and grant.hours only where the policy or the grant has hours; approval only where the grant needs one, which the exchange then refuses: `interaction_required`)',
       ),
     outcome: z.enum(['pass', 'fail', 'not_reached', 'unknown']),
     error: z.string().optional().describe('The RFC 6749 §5.2 error this check answers with.'),

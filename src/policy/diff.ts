@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import canonicalize from 'canonicalize'
+import { weekMinutes, type DeclaredHours } from '../core/hours.js'
 import type { AgentAuthentication, AgentPolicy, RateLimit } from './port.js'
 
 /** One difference of one agent: `widens` when the new policy lets the agent get something the old one did not. */
@@ -71,6 +72,25 @@ const rateText = (r: RateLimit | undefined) => (r === undefined ? 'none' : `${r.
 const rateWidens = (o: RateLimit | undefined, n: RateLimit | undefined) =>
   n === undefined ? o !== undefined : o !== undefined && (n.perSecond > o.perSecond || n.burst > o.burst)
 
+const hoursText = (h: DeclaredHours | undefined) => (h === undefined ? 'always' : `${h.text} ${h.timeZone}`)
+
+/** `n` admits an instant `o` did not: no window any more, or one not inside the old (another zone counts as not inside). */
+function hoursWiden(o: DeclaredHours | undefined, n: DeclaredHours | undefined): boolean {
+  if (n === undefined) return o !== undefined
+  if (o === undefined) return false
+  if (o.timeZone !== n.timeZone) return true
+  const [before, after] = [weekMinutes(o), weekMinutes(n)]
+  return after.some((m, i) => m === 1 && before[i] === 0)
+}
+
+/** A window gained narrows; one lost widens (the agent gets tokens at any time); one changed widens unless it only shrank. */
+function hoursChanges(what: string, o: DeclaredHours | undefined, n: DeclaredHours | undefined): PolicyChange[] {
+  const [a, b] = [hoursText(o), hoursText(n)]
+  if (a === b) return []
+  const widens = hoursWiden(o, n)
+  return [{ what, change: o === undefined ? 'gains' : n === undefined ? 'loses' : 'changes', widens, old: a, new: b }]
+}
+
 function setChanges(what: string, o: Iterable<string>, n: Iterable<string>): PolicyChange[] {
   const before = new Set(o)
   const after = new Set(n)
@@ -91,8 +111,9 @@ function agentChanges(o: AgentPolicy, n: AgentPolicy): PolicyChange[] {
   changes.push(...setChanges('audience', o.grants.keys(), n.grants.keys()))
   for (const [aud, g] of n.grants) {
     const before = o.grants.get(aud)
-    if (before !== undefined) changes.push(...setChanges(`scope at ${aud}`, before.scopes, g.scopes))
-    else changes.push(...[...g.scopes].sort().map((s): PolicyChange => ({ what: `scope at ${aud}`, change: 'gains', widens: true, new: s })))
+    if (before !== undefined) {
+      changes.push(...setChanges(`scope at ${aud}`, before.scopes, g.scopes), ...hoursChanges(`hours at ${aud}`, before.hours, g.hours))
+    } else changes.push(...[...g.scopes].sort().map((s): PolicyChange => ({ what: `scope at ${aud}`, change: 'gains', widens: true, new: s })))
   }
   changes.push(...numberChange('ttl max (s)', o.ttl.max, n.ttl.max), ...numberChange('ttl default (s)', o.ttl.default, n.ttl.default))
   changes.push(...numberChange('delegation depth', o.delegation.maxDepth, n.delegation.maxDepth))
@@ -103,6 +124,7 @@ function agentChanges(o: AgentPolicy, n: AgentPolicy): PolicyChange[] {
   }
   changes.push(...setChanges('credential', credentials(o.authentication), credentials(n.authentication)))
   changes.push(...numberChange('expiry', o.expires, n.expires, iso))
+  changes.push(...hoursChanges('hours', o.hours, n.hours))
   for (const scope of ['agent', 'user'] as const) {
     const [a, b] = [o.rateLimit[scope], n.rateLimit[scope]]
     if (rateText(a) !== rateText(b)) {

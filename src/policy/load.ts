@@ -8,11 +8,15 @@ import type { AgentAuthentication, AgentPolicy, AgentPublicKey, AudienceGrant, P
 import { importPublicJwk, KeyRefused } from '../tokens/jwk.js'
 import { keyFitsAlgorithm } from '../tokens/jws.js'
 import { parseRate, Policy, type PolicyAuthentication, parseDuration, parseShortDuration } from './schema.js'
-import { parseHours } from '../core/anomaly.js'
+import { resolveAnomalyRules, type AnomalyRulesInput } from '../core/anomaly.js'
+import { declareHours } from '../core/hours.js'
 import { parseApprovers } from '../core/approval.js'
 import { compileDetailTypes } from './detail-schemas.js'
 
-export type LoadResult = { readonly ok: true; readonly policies: readonly AgentPolicy[] } | { readonly ok: false; readonly issues: readonly PolicyIssue[] }
+/** `warnings`: what is valid but likely not meant (one per policy at most; logged at each load, printed by the checks). */
+export type LoadResult =
+  | { readonly ok: true; readonly policies: readonly AgentPolicy[]; readonly warnings: readonly PolicyIssue[] }
+  | { readonly ok: false; readonly issues: readonly PolicyIssue[] }
 
 const POLICY_FILE = /\.ya?ml$/
 
@@ -147,6 +151,7 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy; 
       audience: g.audience,
       scopes: new Set(g.scopes),
       defaultScopes: g.default_scopes,
+      ...(g.hours === undefined ? {} : { hours: declareHours(g.hours, g.timezone ?? p.timezone) }),
       approval:
         a === undefined || !a.required
           ? undefined
@@ -155,6 +160,9 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy; 
     })
   })
   if (issues.length > 0) return { issues }
+  const hours = p.hours === undefined ? undefined : declareHours(p.hours, p.timezone)
+  const rule = p.anomalies?.outside_hours
+  const expected = rule?.hours === undefined ? hours : declareHours(rule.hours, rule.timezone ?? p.timezone)
   return {
     locate: issue,
     policy: {
@@ -170,14 +178,8 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy; 
       rateLimit: { agent: rateLimit(p.rate_limit.agent), user: rateLimit(p.rate_limit.user) },
       ...(p.attest_every === undefined ? {} : { attestEvery: parseDuration(p.attest_every) }),
       ...(p.max_credential_age === undefined ? {} : { maxCredentialAge: parseAgeDuration(p.max_credential_age) }),
-      ...(p.anomalies === undefined && p.hours === undefined
-        ? {}
-        : {
-            anomalies: {
-              rules: p.anomalies,
-              hours: p.hours === undefined ? undefined : { text: p.hours, entries: parseHours(p.hours)!, timeZone: p.timezone },
-            },
-          }),
+      ...(hours === undefined ? {} : { hours }),
+      ...(p.anomalies === undefined && expected === undefined ? {} : { anomalies: { rules: p.anomalies, hours: expected } }),
       sourceHash: createHash('sha256').update(text).digest('hex'),
       source: file,
     },
@@ -198,6 +200,24 @@ export interface LoadOptions {
    * like any other issue.
    */
   readonly check?: (policy: AgentPolicy, locate: Locator) => readonly PolicyIssue[]
+  /** The config's anomaly rules (`governance.anomalies.rules`), to tell which policies the `outside_hours` rule applies to. */
+  readonly anomalyRules?: AnomalyRulesInput | undefined
+}
+
+/** The warning for a policy whose `hours` both restrict issuance and serve as the `outside_hours` rule's expected hours. */
+export const HOURS_NOW_RESTRICT =
+  'now restricts issuance (outside these hours the agent gets no token), and the outside_hours rule still expects them; to alert outside hours wider than the agent may work in, give the rule its own (anomalies.outside_hours.hours)'
+
+/**
+ * Policy-level `hours` once only fed the `outside_hours` rule; they now refuse tokens outside them. A policy
+ * that sets them while the rule applies to it without hours of its own was most likely written for the alert:
+ * say so, once per load, at its `hours`.
+ */
+function hoursWarning(policy: AgentPolicy, locate: Locator, global: AnomalyRulesInput): PolicyIssue | undefined {
+  // The rule borrows the policy's hours exactly when it declares none (load.ts compiles them so).
+  if (policy.hours === undefined || policy.anomalies?.hours !== policy.hours) return undefined
+  if (!resolveAnomalyRules(global, policy.anomalies.rules, true).has('outside_hours')) return undefined
+  return locate(['hours'], HOURS_NOW_RESTRICT)
 }
 
 /**
@@ -215,6 +235,7 @@ export async function loadPolicies(dir: string, options: LoadOptions = {}): Prom
   }
   const loaded: { policy: AgentPolicy; locate: Locator }[] = []
   const issues: PolicyIssue[] = []
+  const warnings: PolicyIssue[] = []
   for (const name of names) {
     const file = join(dir, name)
     let text: string
@@ -233,6 +254,8 @@ export async function loadPolicies(dir: string, options: LoadOptions = {}): Prom
     }
     loaded.push(result)
     if (options.check !== undefined) issues.push(...options.check(result.policy, result.locate))
+    const warning = hoursWarning(result.policy, result.locate, options.anomalyRules ?? {})
+    if (warning !== undefined) warnings.push(warning)
   }
 
   const byAgent = new Map<string, AgentPolicy>()
@@ -253,7 +276,7 @@ export async function loadPolicies(dir: string, options: LoadOptions = {}): Prom
       if (!byAgent.has(sub)) issues.push(locate(['delegation', 'sub_agents'], `unknown agent ${sub}`))
     }
   }
-  return issues.length > 0 ? { ok: false, issues } : { ok: true, policies: loaded.map((l) => l.policy) }
+  return issues.length > 0 ? { ok: false, issues } : { ok: true, policies: loaded.map((l) => l.policy), warnings }
 }
 
 /** An immutable, indexed policy set. */

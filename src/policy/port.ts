@@ -1,4 +1,5 @@
-import type { AnomalyRulesInput, DeclaredHours } from '../core/anomaly.js'
+import type { AnomalyRulesInput } from '../core/anomaly.js'
+import type { DeclaredHours } from '../core/hours.js'
 import type { AgentId } from '../core/claims.js'
 import type { ApprovalRule, DetailTypes } from '../core/approval.js'
 
@@ -47,6 +48,8 @@ export interface AudienceGrant {
   readonly approval?: ApprovalRule | undefined
   /** RFC 9396 types a request may describe its action with; undefined: none. */
   readonly detailTypes?: DetailTypes | undefined
+  /** When the grant applies (its `hours`, parsed at load); undefined: always. */
+  readonly hours?: DeclaredHours | undefined
 }
 
 /** A token bucket: at most `burst` tokens, refilled at `perSecond`; a request takes one. */
@@ -86,7 +89,12 @@ export interface AgentPolicy {
   readonly attestEvery?: number | undefined
   /** `max_credential_age`, seconds; undefined: the config's (`governance.credentials.max_age`). */
   readonly maxCredentialAge?: number | undefined
-  /** Anomaly rules the policy declares over the config's, and its declared hours (absent: none of either). */
+  /** When the agent may get tokens at all (the policy's `hours`, parsed at load); undefined: always. */
+  readonly hours?: DeclaredHours | undefined
+  /**
+   * Anomaly rules the policy declares over the config's, and the hours the `outside_hours` rule expects: its
+   * own, else the policy's (absent: none of either).
+   */
   readonly anomalies?: { readonly rules: AnomalyRulesInput | undefined; readonly hours: DeclaredHours | undefined } | undefined
   /** SHA-256 of the file the policy was loaded from, hex; ties an issuance to its policy text. */
   readonly sourceHash: string

@@ -3,7 +3,7 @@ import { AGENT_ID, AGENT_ID_RULE } from '../core/claims.js'
 import { AGE_DURATION, AGE_DURATION_RULE } from '../core/credential-age.js'
 import { isAllowedUpstreamUrl } from '../tokens/fetch-limited.js'
 import { ASYMMETRIC_ALGORITHMS } from '../tokens/jws.js'
-import { isTimeZone, parseHours } from '../core/anomaly.js'
+import { HOURS_RULE, isTimeZone, parseHours, TIME_ZONE_RULE } from '../core/hours.js'
 
 const AgentIdString = z.string().regex(AGENT_ID, AGENT_ID_RULE)
 
@@ -126,6 +126,10 @@ const Approval = z
 /** RFC 9396 §2: a type is a string; these keep it printable and short. */
 const DetailType = z.string().regex(/^[A-Za-z0-9._:/-]{1,128}$/, 'must be 1-128 of A-Z a-z 0-9 . _ : / -')
 
+/** Hours as policies write them (core/hours.ts): `Mon-Fri 08:00-18:00, Sat 09:00-12:00`. */
+const HoursText = z.string().refine((h) => parseHours(h) !== undefined, HOURS_RULE)
+const TimeZoneText = z.string().refine(isTimeZone, TIME_ZONE_RULE)
+
 const Grant = z
   .strictObject({
     audience: AbsoluteUri.describe('resource (RFC 8707) the token is bound to'),
@@ -138,6 +142,10 @@ const Grant = z
       .describe(
         'RFC 9396 types a request may carry for this audience: type → JSON Schema (2020-12) of the detail’s other members; the token carries the details as approved',
       ),
+    hours: HoursText.optional().describe(
+      'when this grant applies, e.g. `Mon-Fri 08:00-18:00`, in `timezone` (from 08:00 up to, not including, 18:00); outside them the audience is refused (`invalid_target`) as if not granted. Absent: always',
+    ),
+    timezone: TimeZoneText.optional().describe('IANA time zone of the grant’s `hours`; default: the policy’s `timezone`'),
   })
   .refine((g) => g.default_scopes.every((s) => g.scopes.includes(s)), {
     error: 'default_scopes must be a subset of scopes',
@@ -223,10 +231,22 @@ export const AnomalyRules = z
     outside_hours: z
       .strictObject({ action: AnomalyRuleAction })
       .optional()
-      .describe('a token outside the policy’s declared `hours` (policies without `hours` are not checked)'),
+      .describe('a token outside the hours a policy gives the rule, else the policy’s `hours` (policies with neither are not checked)'),
   })
   .describe('anomaly rules: rate, new_audience, denial_burst, user_spike, outside_hours')
 export type AnomalyRules = z.infer<typeof AnomalyRules>
+
+/** A policy's anomaly rules: the config's, and `outside_hours` may declare the hours it expects. */
+const PolicyAnomalyRules = AnomalyRules.extend({
+  outside_hours: z
+    .strictObject({
+      action: AnomalyRuleAction,
+      hours: HoursText.optional().describe('when the agent is expected to be used, e.g. `Mon-Fri 07:00-20:00`; default: the policy’s `hours`'),
+      timezone: TimeZoneText.optional().describe('IANA time zone of the rule’s `hours`; default: the policy’s `timezone`'),
+    })
+    .optional()
+    .describe('a token outside the rule’s `hours`, else the policy’s (a policy with neither is not checked)'),
+})
 
 /** The longest lifetime any policy may give a token, seconds. */
 export const MAX_TOKEN_TTL = 24 * 3600
@@ -268,14 +288,12 @@ export const Policy = z
       'the owner re-attests the agent this often (`mandate agents attest`); past it plus `governance.attestation_grace` the agent gets no tokens. Absent: no attestation needed',
     ),
 
-    // Anomaly rules and declared hours.
-    anomalies: AnomalyRules.optional().describe('anomaly rules for this agent, each field over the config’s `governance.anomalies.rules`'),
-    hours: z
-      .string()
-      .refine((h) => parseHours(h) !== undefined, 'must be entries like `Mon-Fri 08:00-18:00`, separated by commas (a time range ends after it starts)')
-      .optional()
-      .describe('when the agent is expected to be used, e.g. `Mon-Fri 08:00-18:00, Sat 09:00-12:00`, in `timezone`; the `outside_hours` rule checks it'),
-    timezone: z.string().refine(isTimeZone, 'must be an IANA time zone, e.g. Europe/Berlin').default('UTC').describe('IANA time zone of `hours`'),
+    // Anomaly rules, and the hours the agent may get tokens in.
+    anomalies: PolicyAnomalyRules.optional().describe('anomaly rules for this agent, each field over the config’s `governance.anomalies.rules`'),
+    hours: HoursText.optional().describe(
+      'when the agent may get tokens, e.g. `Mon-Fri 08:00-18:00, Sat 09:00-12:00`, in `timezone` (from 08:00 up to, not including, 18:00); outside them every exchange is refused (`unauthorized_client`). Also the hours the `outside_hours` rule expects when it has none of its own. Absent: always',
+    ),
+    timezone: TimeZoneText.default('UTC').describe('IANA time zone of `hours`, and of a grant’s or the `outside_hours` rule’s `hours` that name none'),
 
     // Credential age.
     max_credential_age: z
@@ -292,8 +310,9 @@ export const Policy = z
       if (seen.has(g.audience)) ctx.addIssue({ code: 'custom', message: 'duplicate audience', path: ['grants', i, 'audience'] })
       seen.add(g.audience)
     })
-    if (p.anomalies?.outside_hours !== undefined && p.anomalies.outside_hours.action !== 'off' && p.hours === undefined) {
-      ctx.addIssue({ code: 'custom', message: 'outside_hours needs the policy’s hours', path: ['anomalies', 'outside_hours'] })
+    const rule = p.anomalies?.outside_hours
+    if (rule !== undefined && rule.action !== 'off' && rule.hours === undefined && p.hours === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'outside_hours needs hours of its own or the policy’s', path: ['anomalies', 'outside_hours'] })
     }
     if (p.delegation.sub_agents.includes(p.agent)) {
       ctx.addIssue({ code: 'custom', message: 'an agent cannot be its own sub-agent', path: ['delegation', 'sub_agents'] })

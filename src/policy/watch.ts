@@ -1,7 +1,7 @@
 import { unwatchFile, watch, watchFile, type FSWatcher, type Stats } from 'node:fs'
 import { formatIssue, type AgentPolicy, type PolicyIssue, type PolicyStore } from './port.js'
 import type { Logger } from '../telemetry/log.js'
-import { createPolicyStore, loadPolicies } from './load.js'
+import { createPolicyStore, loadPolicies, type LoadOptions } from './load.js'
 
 export interface ReloadablePolicyStore extends PolicyStore {
   /** Re-reads the directory; swaps the set in only when every file is good. */
@@ -26,12 +26,12 @@ export interface PolicyReloadStatus {
 }
 
 export interface WatchEvents {
-  /** After every successful reload, with the whole new set. */
-  onLoaded?(agents: number, policies: readonly AgentPolicy[]): void
+  /** After every successful reload, with the whole new set and what the loader warned of. */
+  onLoaded?(agents: number, policies: readonly AgentPolicy[], warnings: readonly PolicyIssue[]): void
   onRejected?(issues: readonly PolicyIssue[]): void
 }
 
-export interface WatchOptions {
+export interface WatchOptions extends Pick<LoadOptions, 'anomalyRules'> {
   /** Quiet time after a change before the reload. Default 150 ms. */
   readonly debounceMs?: number
   /**
@@ -61,7 +61,7 @@ export function watchPolicies(dir: string, initial: PolicyStore, options: WatchO
   }
 
   const reload: ReloadablePolicyStore['reload'] = async () => {
-    const result = await loadPolicies(dir)
+    const result = await loadPolicies(dir, { anomalyRules: options.anomalyRules })
     if (!result.ok) {
       status = { ok: false, issues: result.issues }
       rejected(result.issues)
@@ -69,7 +69,7 @@ export function watchPolicies(dir: string, initial: PolicyStore, options: WatchO
     }
     current = createPolicyStore(result.policies)
     status = { ok: true, issues: [] }
-    for (const events of subscribers) events.onLoaded?.(current.size, result.policies)
+    for (const events of subscribers) events.onLoaded?.(current.size, result.policies, result.warnings)
     return { ok: true, agents: current.size }
   }
 
@@ -140,11 +140,19 @@ export async function openPolicyDir(
   logger: Logger,
   options: WatchOptions = {},
 ): Promise<{ readonly store: ReloadablePolicyStore; readonly initial: readonly AgentPolicy[] }> {
-  const loaded = await loadPolicies(dir)
+  const loaded = await loadPolicies(dir, { anomalyRules: options.anomalyRules })
   if (!loaded.ok) throw new TypeError(`policies in ${dir} are invalid: ${loaded.issues.map(formatIssue).join('; ')}`)
   const store = watchPolicies(dir, createPolicyStore(loaded.policies), options)
+  // One line per warning, naming the file, at each load: a reload says it again until the file changes.
+  const warn = (warnings: readonly PolicyIssue[]) => {
+    for (const w of warnings) logger.warn({ file: w.file }, formatIssue(w))
+  }
+  warn(loaded.warnings)
   store.subscribe({
-    onLoaded: (agents) => logger.info({ agents, dir }, 'policies reloaded'),
+    onLoaded: (agents, _policies, warnings) => {
+      logger.info({ agents, dir }, 'policies reloaded')
+      warn(warnings)
+    },
     onRejected: (issues) => logger.error({ issues: issues.map(formatIssue), dir }, 'policy change rejected; last good set stays in force'),
   })
   logger.info({ agents: loaded.policies.length, dir }, 'policies loaded')

@@ -83,6 +83,18 @@ describe('mandate policy diff', () => {
     expect(r.stdout).toContain('+ gains users: https://idp.example.com with groups=sales|sre  [widens]')
   })
 
+  it('hours lost widen (exit 6); hours gained narrow (exit 0)', async () => {
+    const office = policy().replace('token_ttl:', 'hours: Mon-Fri 08:00-18:00\ntimezone: Europe/Berlin\ntoken_ttl:')
+    const windowed = await write('h-old', { 'mail-agent.yaml': office })
+    const always = await write('h-new', { 'mail-agent.yaml': policy() })
+    const lost = mandate(['policy', 'diff', windowed, always])
+    expect(lost.status, lost.stdout + lost.stderr).toBe(6)
+    expect(lost.stdout).toContain('+ loses hours: Mon-Fri 08:00-18:00 Europe/Berlin -> always  [widens]')
+    const gained = mandate(['policy', 'diff', always, windowed])
+    expect(gained.status, gained.stdout + gained.stderr).toBe(0)
+    expect(gained.stdout).toContain('~ gains hours: always -> Mon-Fri 08:00-18:00 Europe/Berlin')
+  })
+
   it('--git REF compares the working directory with its own committed version', async () => {
     const repo = join(dir, 'repo')
     const policies = await write('repo/policies', { 'mail-agent.yaml': policy() })

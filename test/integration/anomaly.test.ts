@@ -52,7 +52,8 @@ const POLICIES: Record<string, string> = {
   'spike-agent': policy('spike-agent', 'anomalies: { user_spike: { action: alert, factor: 4, min_users: 3 } }'),
   // Its count and window come from the config's rule; the policy makes it a quarantine.
   'burst-agent': policy('burst-agent', 'anomalies: { denial_burst: { action: quarantine } }'),
-  'hours-agent': policy('hours-agent', 'hours: "Mon-Fri 08:00-18:00"\ntimezone: Europe/Berlin\nanomalies: { outside_hours: { action: alert } }'),
+  // The rule's own hours: the policy's would refuse the token the rule is to alert on.
+  'hours-agent': policy('hours-agent', 'anomalies: { outside_hours: { action: alert, hours: "Mon-Fri 08:00-18:00", timezone: Europe/Berlin } }'),
   'pair-agent': policy('pair-agent', ''),
   'qpair-agent': policy('qpair-agent', 'anomalies: { denial_burst: { action: quarantine } }'),
 }
@@ -266,7 +267,7 @@ function describeAnomalies(
       }
     })
 
-    it('outside_hours: alerts on a token outside the declared hours in the policy’s time zone', async () => {
+    it('outside_hours: alerts on a token outside the rule’s hours in their time zone', async () => {
       now = (T0 + 8 * HOUR + 1800) * 1000 // Friday 16:30 UTC, 17:30 in Berlin: inside
       await c.issue('hours-agent', 'alice')
       expect(await c.anomalies('hours-agent')).toEqual([])

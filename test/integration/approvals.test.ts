@@ -210,6 +210,24 @@ function describeApprovals(
       expect(body.error_uri).toMatch(/^urn:mandate:request:/)
     })
 
+    it('policy explain says why: the approval check refuses as the exchange does, naming the approvers', async () => {
+      const res = await m.app.request('/admin/policy/explain', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...bearer(KEYS.auditor) },
+        body: JSON.stringify({ agent: 'pay-agent', iss: DEV_USERS, sub: 'alice', audience: PAYMENTS, claims: { scope: 'payments:initiate' } }),
+      })
+      expect(res.status, await res.clone().text()).toBe(200)
+      const body = (await res.json()) as { decision: string; checks: { check: string; outcome: string; error?: string; reason?: string }[] }
+      expect(body.decision).toBe('denied')
+      const approval = body.checks.find((c) => c.check === 'approval')
+      expect(approval, JSON.stringify(approval)).toMatchObject({
+        outcome: 'fail',
+        error: 'interaction_required',
+        reason: `aud=${PAYMENTS} needs approval by user`,
+      })
+      expect(body.checks.find((c) => c.check === 'revocation')?.outcome).toBe('not_reached')
+    })
+
     it('the user approves: pending, slow_down, then one token with exactly the approved details, then invalid_grant', async () => {
       const r = await asked('pay-agent', 'alice')
       expect(r.interval).toBe(5)

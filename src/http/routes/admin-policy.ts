@@ -75,7 +75,7 @@ const explainDoc = describeRoute({
   summary: 'Explain what the token endpoint would answer an agent for a user, and why (auditor, admin)',
   description:
     'Runs the exchange’s own checks, in its order, on a described request: the agent’s policy, the user’s issuer, the policy evaluation ' +
-    '(in force, delegator, may_act, depth, audience, grant, scope, lifetime), the kill switch, and the rate limits, read without drawing from them. ' +
+    '(in force, the policy’s hours, delegator, may_act, depth, audience, grant, the grant’s hours, scope, lifetime), the kill switch, and the rate limits, read without drawing from them. ' +
     'Mints nothing and spends nothing; the question is recorded (`admin.policy.explained`) before it is answered. ' +
     'A token the caller would present is described, not sent: its signature is not part of the answer, but its described `exp`, `iat` and `nbf` are judged by the verifier’s rules (clock skew, longest lifetime).',
   security: [{ adminKey: [] }],

@@ -128,6 +128,17 @@ describe('checkConfig', () => {
     expect(r.warnings.map(shown)).toEqual([`${soon}:4:10: expires: expires in 5 day(s), on 2027-01-06T00:00:00.000Z`])
   })
 
+  it('warns of a policy whose hours the config’s outside_hours rule borrows: they now restrict issuance', async () => {
+    const office = await policy('office', `${agentYaml('office')}hours: Mon-Fri 08:00-18:00\n`)
+    await policy('plain', agentYaml('plain'))
+    const quiet = await checkConfig(input(await configFile()))
+    expect(quiet.warnings).toEqual([])
+    const r = await checkConfig(input(await configFile('governance:\n  anomalies:\n    rules:\n      outside_hours: { action: alert }\n')))
+    expect(r.errors).toEqual([])
+    expect(r.warnings.map(shown)).toEqual([expect.stringMatching(new RegExp(`^${office}:14:8: hours: now restricts issuance`))])
+    expect(r.warnings.every((w) => !w.blocksStart)).toBe(true)
+  })
+
   it('counts admin keys from admin.keys_file', async () => {
     await policy('user-agent', agentYaml('user-agent'))
     const keysFile = join(dir, 'admin-keys.yaml')

@@ -7,16 +7,14 @@
 import { describe, expect, it } from 'vitest'
 import {
   denialBurstFinding,
-  isTimeZone,
-  localTime,
   outsideHoursFinding,
-  parseHours,
   rateFinding,
   resolveAnomalyRules,
   RULE_DEFAULTS,
   userSpikeFinding,
   type AnomalyRule,
 } from '../../../src/core/anomaly.js'
+import { isTimeZone, localTime, parseHours } from '../../../src/core/hours.js'
 import { Policy } from '../../../src/policy/schema.js'
 
 const rule = (over: Partial<AnomalyRule> = {}): AnomalyRule => ({ ...RULE_DEFAULTS, ...over })
@@ -102,6 +100,9 @@ describe('declared hours', () => {
     ).toBe(true)
     const issues = (x: object) => Policy.safeParse({ ...base, ...x }).error?.issues.map((i) => i.path.join('.'))
     expect(issues({ anomalies: { outside_hours: {} } })).toEqual(['anomalies.outside_hours'])
+    // The rule may declare the hours it expects, apart from the hours that restrict issuance.
+    expect(issues({ anomalies: { outside_hours: { hours: 'Mon-Fri 07:00-20:00', timezone: 'Europe/Berlin' } } })).toBeUndefined()
+    expect(issues({ anomalies: { outside_hours: { hours: 'Mon-Fri 7-20' } } })).toEqual(['anomalies.outside_hours.hours'])
     expect(issues({ hours: 'weekdays' })).toEqual(['hours'])
     expect(issues({ hours: 'Mon 08:00-09:00', timezone: 'Berlin' })).toEqual(['timezone'])
     expect(issues({ anomalies: { rate: { action: 'kill' } } })).toEqual(['anomalies.rate.action'])

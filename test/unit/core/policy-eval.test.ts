@@ -2,7 +2,8 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { actClaim, type AgentId, type Jti, type MandateClaims, type Subject } from '../../../src/core/claims.js'
 import { OAuthError, type OAuthErrorCode } from '../../../src/core/errors.js'
-import { evaluatePolicy, type Grant, type PolicyInput } from '../../../src/core/policy-eval.js'
+import { declareHours, type DeclaredHours } from '../../../src/core/hours.js'
+import { evaluatePolicy, OUTSIDE_AGENT_HOURS, type Grant, type PolicyCheck, type PolicyInput } from '../../../src/core/policy-eval.js'
 import type { AgentPolicy, AudienceGrant, DelegatorRule } from '../../../src/policy/port.js'
 import type { MandateSubject, UserSubject } from '../../../src/tokens/port.js'
 
@@ -34,6 +35,7 @@ interface PolicyOverrides {
   readonly ttl?: { readonly default: number; readonly max: number }
   readonly maxDepth?: number
   readonly subAgents?: readonly AgentId[]
+  readonly hours?: DeclaredHours
 }
 
 function policy(o: PolicyOverrides = {}): AgentPolicy {
@@ -49,6 +51,7 @@ function policy(o: PolicyOverrides = {}): AgentPolicy {
     ttl: o.ttl ?? { default: 300, max: 900 },
     delegation: { maxDepth: o.maxDepth ?? 3, subAgents: new Set(o.subAgents ?? []) },
     rateLimit: { agent: undefined, user: undefined },
+    ...(o.hours === undefined ? {} : { hours: o.hours }),
     sourceHash: '0'.repeat(64),
     source: `policies/${agent}.yaml`,
   }
@@ -375,6 +378,77 @@ describe('evaluatePolicy: audience', () => {
     expect(codeOf(input({ audiences: ['https://unknown.test'] }))).toBe('invalid_target')
     // Exact comparison: a trailing slash is another audience.
     expect(codeOf(input({ audiences: [`${API}/`] }))).toBe('invalid_target')
+  })
+})
+
+describe('evaluatePolicy: hours', () => {
+  // NOW is Friday 2027-01-15 08:00 UTC, 09:00 in Berlin.
+  const office = declareHours('Mon-Fri 08:00-18:00', 'Europe/Berlin')!
+  const evening = declareHours('Mon-Fri 18:00-22:00', 'Europe/Berlin')!
+  const refusal = (i: PolicyInput) => {
+    try {
+      evaluatePolicy(i)
+    } catch (err) {
+      if (err instanceof OAuthError) return { code: err.code, description: err.description, detail: err.detail }
+      throw err
+    }
+    throw new Error('expected a refusal')
+  }
+  const traced = (i: PolicyInput) => {
+    const seen: [PolicyCheck, string | undefined][] = []
+    try {
+      evaluatePolicy(i, (check, detail) => seen.push([check, detail]))
+    } catch {
+      // The trace is what is asked for.
+    }
+    return seen
+  }
+
+  it('grants inside the policy’s hours; outside them refuses unauthorized_client with fixed text, the local time in the detail', () => {
+    expect(grantOf(input({ policy: policy({ hours: office }) })).audience).toBe(API)
+    expect(refusal(input({ policy: policy({ hours: evening }) }))).toEqual({
+      code: 'unauthorized_client',
+      description: OUTSIDE_AGENT_HOURS,
+      detail: 'at Fri 09:00 Europe/Berlin, outside Mon-Fri 18:00-22:00',
+    })
+  })
+
+  it('checks the policy’s hours right after it is in force, before who the user is', () => {
+    const outsider = user({ issuer: OTHER_IDP })
+    expect(codeOf(input({ policy: policy({ hours: evening }), subject: outsider }))).toBe('unauthorized_client')
+    expect(codeOf(input({ policy: policy({ hours: evening, expires: NOW }) }))).toBe('unauthorized_client')
+    expect(traced(input({ policy: policy({ hours: office }) })).slice(0, 3)).toEqual([
+      ['agent.in_force', undefined],
+      ['policy.hours', 'at Fri 09:00 Europe/Berlin, inside Mon-Fri 08:00-18:00'],
+      ['agent.delegator', undefined],
+    ])
+  })
+
+  it('treats a grant outside its hours as absent: invalid_target, as for an audience never granted; the other grants still apply', () => {
+    const g = grants([API, ['read'], ['read']], [API2, ['read'], ['read']])
+    const shifted = new Map([...g].map(([aud, grant]) => [aud, aud === API ? { ...grant, hours: evening } : grant]))
+    const absent = refusal(input({ audiences: ['https://unknown.test'] }))
+    expect(refusal(input({ policy: policy({ grants: shifted }) }))).toEqual({
+      code: 'invalid_target',
+      description: absent.description,
+      detail: `aud=${API} at Fri 09:00 Europe/Berlin, outside Mon-Fri 18:00-22:00`,
+    })
+    expect(grantOf(input({ policy: policy({ grants: shifted }), audiences: [API2] })).audience).toBe(API2)
+    const inside = new Map([...g].map(([aud, grant]) => [aud, { ...grant, hours: office }]))
+    expect(grantOf(input({ policy: policy({ grants: inside }) })).audience).toBe(API)
+  })
+
+  it('needs both: the policy’s hours are checked first, then the grant’s', () => {
+    const shifted = new Map([[API, { ...grants([API, ['read'], ['read']]).get(API)!, hours: evening }]])
+    expect(codeOf(input({ policy: policy({ hours: office, grants: shifted }) }))).toBe('invalid_target')
+    expect(codeOf(input({ policy: policy({ hours: evening, grants: shifted }) }))).toBe('unauthorized_client')
+  })
+
+  it('holds the requesting agent’s hours on a re-delegation too', () => {
+    const parent = policy({ subAgents: [B] })
+    const i = input({ policy: policy({ agent: B, hours: evening }), subject: mandateSubject(), chainPolicies: [parent], scopes: ['read'] })
+    expect(codeOf(i)).toBe('unauthorized_client')
+    expect(grantOf({ ...i, policy: policy({ agent: B, hours: office }) }).actors).toEqual([B, A])
   })
 })
 

@@ -5,10 +5,10 @@ import { join } from 'node:path'
 import { exportJWK, generateKeyPair, type JWK } from 'jose'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import type { AgentId } from '../../../src/core/claims.js'
-import { createPolicyStore, loadPolicies, parsePolicy, type LoadResult } from '../../../src/policy/load.js'
-import type { PolicyIssue } from '../../../src/policy/port.js'
+import { createPolicyStore, HOURS_NOW_RESTRICT, loadPolicies, parsePolicy, type LoadResult } from '../../../src/policy/load.js'
+import { formatIssue, type PolicyIssue } from '../../../src/policy/port.js'
 import type { AgentPolicy } from '../../../src/policy/port.js'
-import { watchPolicies, type ReloadablePolicyStore } from '../../../src/policy/watch.js'
+import { openPolicyDir, watchPolicies, type ReloadablePolicyStore } from '../../../src/policy/watch.js'
 
 /**
  * `readFile` passes through to the real one, except for paths a test names in
@@ -472,5 +472,108 @@ describe('watchPolicies', () => {
     await write('agent-a.yaml', policyYaml('agent-a'))
     await s.reload()
     expect(s.status()).toEqual({ ok: true, issues: [] })
+  })
+})
+
+describe('hours on a policy, a grant and the outside_hours rule', () => {
+  const grantWith = (fields: string) => `grants:\n  - audience: https://api.test\n    scopes: [read]\n    default_scopes: [read]\n${fields}`
+
+  it('compiles each window parsed, a grant’s zone defaulting to the policy’s, and the rule’s hours to the policy’s', () => {
+    const text = policyYaml('agent-a', {
+      grants: `${grantWith('    hours: Mon-Fri 09:00-17:00')}\n  - audience: https://other.test\n    scopes: [read]\n    hours: Sat 10:00-12:00\n    timezone: Asia/Tokyo`,
+      extra: 'hours: Mon-Sat 07:00-20:00\ntimezone: Europe/Berlin\nanomalies:\n  outside_hours: { action: alert }',
+    })
+    const r = parsePolicy('/p/agent-a.yaml', text)
+    if (!('policy' in r)) throw new Error(JSON.stringify(r.issues))
+    const p = r.policy
+    expect(p.hours).toMatchObject({ text: 'Mon-Sat 07:00-20:00', timeZone: 'Europe/Berlin' })
+    expect(p.grants.get('https://api.test')?.hours).toMatchObject({ text: 'Mon-Fri 09:00-17:00', timeZone: 'Europe/Berlin' })
+    expect(p.grants.get('https://other.test')?.hours).toMatchObject({ text: 'Sat 10:00-12:00', timeZone: 'Asia/Tokyo' })
+    expect(p.anomalies?.hours).toBe(p.hours)
+    const own = parsePolicy('/p/agent-a.yaml', policyYaml('agent-a', { extra: 'anomalies:\n  outside_hours: { hours: Mon-Fri 06:00-22:00 }' }))
+    if (!('policy' in own)) throw new Error(JSON.stringify(own.issues))
+    // The rule's own hours restrict nothing: the policy has none, its grants none.
+    expect(own.policy.hours).toBeUndefined()
+    expect(own.policy.anomalies?.hours).toMatchObject({ text: 'Mon-Fri 06:00-22:00', timeZone: 'UTC' })
+    const none = parsePolicy('/p/agent-a.yaml', policyYaml('agent-a'))
+    expect('policy' in none && none.policy.hours === undefined && none.policy.grants.get('https://api.test')?.hours === undefined).toBe(true)
+  })
+
+  it.each([
+    ['a grant’s unknown zone', grantWith('    hours: Mon-Fri 09:00-17:00\n    timezone: Europe/Atlantis'), 'grants.0.timezone', 'timezone:', 15],
+    ['a grant’s malformed hours', grantWith('    hours: 9-5'), 'grants.0.hours', 'hours:', 12],
+    ['a grant’s time range ending before it starts', grantWith('    hours: Mon 18:00-08:00'), 'grants.0.hours', 'hours:', 12],
+  ])('%s: file, line and column of the value, as any other issue', async (_name, grants, field, needle, column) => {
+    const text = policyYaml('agent-a', { grants })
+    const file = await write('agent-a.yaml', text)
+    const [issue, ...more] = issuesOf(await loadPolicies(dir))
+    expect(more).toEqual([])
+    expect(issue).toMatchObject({ file, field, line: lineOf(text, needle), column })
+    expect(formatIssue(issue!)).toMatch(new RegExp(`^${file}:${lineOf(text, needle)}:${column}: ${field.replace(/\./g, '\\.')}: must `))
+  })
+
+  it('the policy’s and the rule’s malformed hours or zone, each at its value', async () => {
+    const text = policyYaml('agent-a', {
+      extra: 'hours: weekdays\ntimezone: CEST\nanomalies:\n  outside_hours:\n    hours: Mon-Fri 8-18\n    timezone: Mars/Olympus',
+    })
+    const file = await write('agent-a.yaml', text)
+    const issues = issuesOf(await loadPolicies(dir))
+    expect(issues.map((i) => [i.field, i.line, i.column])).toEqual(
+      expect.arrayContaining([
+        ['hours', lineOf(text, 'hours: weekdays'), 8],
+        ['timezone', lineOf(text, 'timezone: CEST'), 11],
+        ['anomalies.outside_hours.hours', lineOf(text, 'Mon-Fri 8-18'), 12],
+        ['anomalies.outside_hours.timezone', lineOf(text, 'Mars/Olympus'), 15],
+      ]),
+    )
+    expect(issues.every((i) => i.file === file)).toBe(true)
+  })
+
+  describe('the warning for hours that now restrict issuance', () => {
+    const warningsOf = (r: LoadResult) => {
+      if (!r.ok) throw new Error(JSON.stringify(r.issues))
+      return r.warnings
+    }
+
+    it('warns once, at the policy’s hours, when the outside_hours rule (the policy’s or the config’s) borrows them', async () => {
+      const text = policyYaml('agent-a', { extra: 'hours: Mon-Fri 08:00-18:00\nanomalies:\n  outside_hours: { action: quarantine }' })
+      const file = await write('agent-a.yaml', text)
+      await write('agent-b.yaml', policyYaml('agent-b', { extra: 'hours: Mon-Fri 08:00-18:00' }))
+      const [warning, ...more] = warningsOf(await loadPolicies(dir))
+      expect(more).toEqual([])
+      expect(warning).toMatchObject({ file, field: 'hours', line: lineOf(text, 'hours:') })
+      expect(formatIssue(warning!)).not.toContain('\n')
+      // The config's rule applies to agent-b too.
+      const both = warningsOf(await loadPolicies(dir, { anomalyRules: { outside_hours: { action: 'alert' } } }))
+      expect(both.map((w) => w.file.endsWith('agent-b.yaml') || w.file === file)).toEqual([true, true])
+    })
+
+    it('is quiet when the rule has hours of its own, is off, applies to no one, or the policy has no hours', async () => {
+      await write('own.yaml', policyYaml('own', { extra: 'hours: Mon-Fri 08:00-18:00\nanomalies:\n  outside_hours: { hours: Mon-Sun 06:00-23:00 }' }))
+      await write('off.yaml', policyYaml('off', { extra: 'hours: Mon-Fri 08:00-18:00\nanomalies:\n  outside_hours: { action: off }' }))
+      await write('plain.yaml', policyYaml('plain', { extra: 'hours: Mon-Fri 08:00-18:00' }))
+      await write('rule-only.yaml', policyYaml('rule-only', { extra: 'anomalies:\n  outside_hours: { hours: Mon-Fri 08:00-18:00 }' }))
+      expect(warningsOf(await loadPolicies(dir))).toEqual([])
+      const withConfig = warningsOf(await loadPolicies(dir, { anomalyRules: { outside_hours: {} } }))
+      expect(withConfig.map((w) => w.file)).toEqual([join(dir, 'plain.yaml')])
+    })
+
+    it('openPolicyDir logs it as one line naming the file at the load, and again at each reload', async () => {
+      const text = policyYaml('agent-a', { extra: 'hours: Mon-Fri 08:00-18:00' })
+      const file = await write('agent-a.yaml', text)
+      const warn = vi.fn()
+      const logger = { info: vi.fn(), warn, error: vi.fn() } as unknown as Parameters<typeof openPolicyDir>[1]
+      const { store: s } = await openPolicyDir(dir, logger, { anomalyRules: { outside_hours: { action: 'alert' } }, pollMs: 60_000, debounceMs: 60_000 })
+      try {
+        expect(warn).toHaveBeenCalledTimes(1)
+        const [fields, line] = warn.mock.calls[0] as [Record<string, unknown>, string]
+        expect(fields).toEqual({ file })
+        expect(line).toBe(`${file}:${lineOf(text, 'hours:')}:8: hours: ${HOURS_NOW_RESTRICT}`)
+        await s.reload()
+        expect(warn).toHaveBeenCalledTimes(2)
+      } finally {
+        s.close()
+      }
+    })
   })
 })
