@@ -1,3 +1,4 @@
+import { DEV_USER_ISSUER } from '../tokens/dev-issuer.js'
 import { readFile } from 'node:fs/promises'
 import { parse, YAMLParseError } from 'yaml'
 import { z } from 'zod'
@@ -38,6 +39,8 @@ type Raw = Record<string, unknown>
 
 /** sha256("demo-admin-key"): the dev-only admin key, in --dev only. */
 export const DEV_ADMIN_KEY_SHA256 = 'ac5bb3526d3be432ba19fb1fc0712d350c160bd2169cd24401c9fcaeaac2d860'
+/** sha256("demo-approver-key"): the dev-only key of the dev user alice as an approver (docs/approvals.md), in --dev only. */
+export const DEV_APPROVER_KEY_SHA256 = '2fd89efd7e2cd87f7f5df2038bf200b0f66e1dd460172a80283b38ada74c25fc'
 const obj = (v: unknown): Raw => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Raw) : {})
 
 /** The process environment, for the entry points; the one place `process.env` is read. */
@@ -143,8 +146,12 @@ export async function loadConfig(file: string | undefined, env: Readonly<Record<
     if (portValid) merged['issuer'] ??= `http://localhost:${String(listen['port'])}`
     merged['policies_dir'] ??= './policies/dev'
     signing['generate_if_missing'] ??= true
-    // The documented dev-only admin key `demo-admin-key` (README), like the demo agent's secret.
-    admin['keys'] ??= [{ name: 'dev-admin', sha256: DEV_ADMIN_KEY_SHA256, roles: ['admin'] }]
+    // The documented dev-only admin keys (README), like the demo agent's secret: `demo-admin-key`, and
+    // `demo-approver-key`, held by the dev user alice, who approves what demo-payer asks on her behalf.
+    admin['keys'] ??= [
+      { name: 'dev-admin', sha256: DEV_ADMIN_KEY_SHA256, roles: ['admin'] },
+      { name: 'dev-approver-alice', sha256: DEV_APPROVER_KEY_SHA256, roles: ['approver', 'auditor'], approver: { issuer: DEV_USER_ISSUER, sub: 'alice' } },
+    ]
   } else if (merged['issuer'] === undefined) {
     issues.push('issuer: is required (set it in the config file or MANDATE_ISSUER)')
   }

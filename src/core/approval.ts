@@ -68,7 +68,7 @@ export function parseAuthorizationDetails(text: string | undefined, types: Detai
     if (validate === undefined) throw invalidDetails('authorization detail type not permitted for this audience', `[${i}] undeclared type`)
     const why = validate(rest)
     if (why !== undefined) throw invalidDetails('authorization detail does not fit its type', `[${i}] ${type}: ${why}`)
-    return { ...rest, type }
+    return { type, ...rest }
   })
 }
 

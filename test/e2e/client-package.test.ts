@@ -126,4 +126,64 @@ describe('@mandate/client package, installed from its tarball', () => {
     expect(lines[3]).toBe('refused: invalid_scope (400)')
     expect(lines).toHaveLength(4)
   })
+
+  it.each(packageRuntimes())(
+    'asks a person to approve one payment and waits for it, on $name',
+    async ({ bin }) => {
+      const issuer = `http://localhost:${port}`
+      const answer = await fetch(`${issuer}/dev/users/alice/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ scope: 'payments:initiate' }),
+      })
+      const { access_token: userToken } = (await answer.json()) as { access_token: string }
+      // demo-payer (policies/dev) needs its user's approval for every payment.
+      await writeFile(
+        join(project, 'approval.mjs'),
+        `import { clientSecret, createClient } from '@mandate/client'
+const mandate = createClient({ issuer: process.env.MANDATE_URL, clientId: 'demo-payer', auth: clientSecret('demo-payer-secret') })
+const pending = await mandate.requestApproval({
+  subjectToken: process.env.USER_TOKEN,
+  audience: 'https://payments.example',
+  authorizationDetails: [{ type: 'payment_initiation', instructedAmount: { currency: 'EUR', amount: '42.00' }, creditorName: 'Merchant B' }],
+  bindingMessage: 'Pay 42.00 EUR to Merchant B',
+})
+console.log('pending', pending.interval)
+const token = await mandate.waitForApproval(pending, { signal: AbortSignal.timeout(60_000) })
+console.log('approved', JSON.stringify(token.authorizationDetails))
+`,
+      )
+      const script = spawn(bin, ['approval.mjs'], { cwd: project, env: { PATH: process.env['PATH'], MANDATE_URL: issuer, USER_TOKEN: userToken } })
+      let out = ''
+      let err = ''
+      script.stdout.on('data', (d: Buffer) => (out += d.toString()))
+      script.stderr.on('data', (d: Buffer) => (err += d.toString()))
+      const exited = new Promise<number | null>((resolve) => script.once('exit', resolve))
+      // The dev user alice decides, with the dev-only approver key, once the request is in the queue.
+      const admin = { authorization: 'Bearer demo-approver-key' }
+      let id: string | undefined
+      const deadline = Date.now() + 30_000
+      while (id === undefined && Date.now() < deadline) {
+        const queue = (await (await fetch(`${issuer}/admin/approvals?status=pending&agent=demo-payer`, { headers: admin })).json()) as {
+          approvals: { id: string; binding_message: string }[]
+        }
+        id = queue.approvals.find((a) => a.binding_message === 'Pay 42.00 EUR to Merchant B')?.id
+        // Polls the queue of a running broker, bounded by the deadline above.
+        if (id === undefined) await new Promise((r) => setTimeout(r, 200))
+      }
+      expect(id, err).toBeDefined()
+      const decided = await fetch(`${issuer}/admin/approvals/${id!}`, {
+        method: 'POST',
+        headers: { ...admin, 'content-type': 'application/json' },
+        body: JSON.stringify({ decision: 'approve' }),
+      })
+      expect(decided.status).toBe(200)
+      expect(await exited, err).toBe(0)
+      expect(out.trim().split('\n')).toEqual([
+        'pending 5',
+        'approved [{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"42.00"},"creditorName":"Merchant B"}]',
+      ])
+    },
+    90_000,
+  )
 })
