@@ -99,7 +99,8 @@ export function isEntitled(approvers: Approvers, request: ApprovalSubject, appro
       return approver.iss === request.userIssuer && approver.sub === request.sub
     case 'owner': {
       const owner = request.owner.trim().toLowerCase()
-      return approver.names.some((n) => n.trim().toLowerCase() === owner)
+      // A policy gone (no owner to compare) has nobody to decide for it.
+      return owner !== '' && approver.names.some((n) => n.trim().toLowerCase() === owner)
     }
     case 'group':
       return approver.groups.includes(approvers.group)
