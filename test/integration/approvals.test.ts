@@ -384,6 +384,23 @@ function describeApprovals(
       expect((await decide(pending.approvals[0]!.id, KEYS.alice, 'approve')).status).toBe(409)
     })
 
+    it('a kill of the user cancels her requests with every agent, and only hers', async () => {
+      const hers = await asked('pay-agent', 'dora')
+      const his = await asked('pay-agent', 'erin')
+      const kill = await m.app.request('/admin/revocations', {
+        method: 'POST',
+        headers: { ...bearer(KEYS.responder), 'content-type': 'application/json' },
+        body: JSON.stringify({ sub: 'dora', iss: DEV_USERS, reason: 'account compromised' }),
+      })
+      expect(kill.status, await kill.clone().text()).toBe(201)
+      const cancelled = async () => (await queue('?agent=pay-agent&status=cancelled')).approvals.map((a) => a.user.sub)
+      const bound = Date.now() + 5_000
+      while (Date.now() < bound && !(await cancelled()).includes('dora')) await new Promise((r) => setTimeout(r, 20))
+      expect(await cancelled()).toEqual(['dora'])
+      expect(await pollError('pay-agent', hers.auth_req_id)).toBe('access_denied')
+      expect(await pollError('pay-agent', his.auth_req_id)).toBe('authorization_pending')
+    })
+
     it('the owner approves for `approvers: owner` (email matched case-insensitively); reuse covers the same action for 10 minutes, not another', async () => {
       const first = await asked('owner-pay-agent', 'carol')
       const id = (await latest('owner-pay-agent')).id
