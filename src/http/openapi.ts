@@ -356,7 +356,10 @@ export const tokenSpec: DescribeRouteOptions = {
 export const BackchannelForm = z
   .object({
     login_hint_token: z.string().optional().describe("The user's token (what an exchange takes as `subject_token`). This or `id_token_hint`."),
-    id_token_hint: z.string().optional().describe("The user's ID token from a trusted issuer, in place of `login_hint_token`."),
+    id_token_hint: z
+      .string()
+      .optional()
+      .describe("In place of `login_hint_token`, verified the same way (as a user's access token): a plain ID token, made for another client, is refused."),
     resource: z.array(ResourceUri).optional().describe('RFC 8707, as at the token endpoint.'),
     audience: z.array(z.string()).optional().describe('As at the token endpoint: `resource` and `audience` together name exactly one audience.'),
     scope: z.string().optional().describe('Space-delimited scopes; `openid` is ignored. Default: the grant’s `default_scopes`.'),

@@ -45,7 +45,8 @@ export function bcAuthorizeRoute(deps: CibaDeps, maxBodyBytes: number) {
     const context: ExchangeFailureContext = { agent: undefined }
     try {
       const form = new FormParams(await readForm(c, maxBodyBytes))
-      // §7.1: exactly one hint; Mandate takes the user's token itself (or an ID token, which names them alike).
+      // §7.1: exactly one hint. Mandate needs the user's own token (as an exchange does); `id_token_hint` is
+      // verified the same way, so a plain ID token, made for another client, is refused like any unacceptable token.
       const hints = [form.optional('login_hint_token'), form.optional('id_token_hint')].filter((h) => h !== undefined)
       if (form.optional('login_hint') !== undefined)
         throw new OAuthError('invalid_request', 'login_hint is not supported: send the user’s token as login_hint_token')
