@@ -337,6 +337,8 @@ function describeApprovals(
         [{ audience: 'https://demo.example' }, 'invalid_target'],
         [{ scope: 'payments:refund' }, 'invalid_scope'],
         [{ login_hint: 'alice' }, 'invalid_request'],
+        [{ id_token_hint: 'x' }, 'invalid_request'],
+        [{ user_code: '1234' }, 'invalid_request'],
       ]
       const before = (await queue('?agent=pay-agent')).total
       for (const [extra, error] of cases) {
@@ -353,6 +355,11 @@ function describeApprovals(
         body: new URLSearchParams({ login_hint_token: await userToken('alice'), audience: PAYMENTS }).toString(),
       })
       expect(wrongSecret.status).toBe(401)
+      // id_token_hint is verified as the user's token is: the same token is good there, junk is not.
+      const viaHint = await form('/oauth2/bc-authorize', 'pay-agent', { id_token_hint: await userToken('alice'), audience: PAYMENTS })
+      expect(viaHint.status, await viaHint.clone().text()).toBe(200)
+      const junkHint = await form('/oauth2/bc-authorize', 'pay-agent', { id_token_hint: 'eyJhbGciOiJub25lIn0.e30.', audience: PAYMENTS })
+      expect(((await junkHint.json()) as { error: string }).error).toBe('invalid_request')
     })
 
     it('a handle is good only for the agent it was given to; an unknown one is invalid_grant', async () => {
