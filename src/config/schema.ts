@@ -117,11 +117,19 @@ const PushEndpoint = z
 export const ApprovalSignInConfig = z.strictObject({
   issuer: z
     .url()
-    .refine((s) => URL.canParse(s) && isAllowedUpstreamUrl(new URL(s)) && new URL(s).hash === '' && new URL(s).search === '', 'must be https (http only on localhost), without query or fragment')
+    .refine(
+      (s) => URL.canParse(s) && isAllowedUpstreamUrl(new URL(s)) && new URL(s).hash === '' && new URL(s).search === '',
+      'must be https (http only on localhost), without query or fragment',
+    )
     .describe('the OpenID Provider’s issuer URL; its metadata is discovered from it (OpenID Connect Discovery 1.0 §4)'),
   client_id: z.string().min(1).max(256).describe('Mandate’s client id at that provider; register `{issuer}/approvals/callback` as its redirect URI'),
   client_secret_file: z.string().min(1).describe('file holding that client’s secret (client_secret_basic); read at start, never from this YAML'),
   groups_claim: z.string().min(1).max(128).default('groups').describe('ID token claim listing the groups the person belongs to (for `approvers: group:NAME`)'),
+  groups_scope: z
+    .string()
+    .regex(/^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/, 'must be one scope token (RFC 6749 §3.3)')
+    .optional()
+    .describe('a scope to ask for besides `openid email`, when the provider puts the groups claim in the ID token only for it; absent: none'),
   email_claim: z.string().min(1).max(128).default('email').describe('ID token claim holding the person’s email (for `approvers: owner`)'),
 })
 export type ApprovalSignInConfig = z.infer<typeof ApprovalSignInConfig>
