@@ -214,6 +214,7 @@ export function mountApprovalPages(app: Hono<AppEnv>, deps: ApprovalPagesDeps): 
     }
     const sealed = await linkCookie.seal({ ...link, ...started.state }, SIGN_IN_TTL)
     setCookie(c, LINK_COOKIE, sealed, { ...cookieOptions, maxAge: SIGN_IN_TTL })
+    for (const [name, value] of Object.entries(PAGE_HEADERS)) c.header(name, value)
     return c.redirect(started.url.href, 302)
   })
 
