@@ -259,8 +259,8 @@ describe('approval link: sign in with the upstream IdP and confirm', () => {
     const a = await ask('pay-agent', 'alice')
     const b = await ask('pay-agent', 'alice')
     const link = await m.approvalLinks!.link(a.id, a.expiresAt)
-    const [head, payload, signature] = new URL(link).searchParams.get('t')!.split('.')
-    const claims = JSON.parse(Buffer.from(payload!, 'base64url').toString()) as Record<string, unknown>
+    const [head = '', payload = '', signature = ''] = new URL(link).searchParams.get('t')!.split('.')
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString()) as Record<string, unknown>
     const forged = `${head}.${Buffer.from(JSON.stringify({ ...claims, approval: b.id })).toString('base64url')}.${signature}`
     const tampered = await fetch(`${broker}/approvals/link?t=${forged}`, { redirect: 'manual' })
     expect(tampered.status).toBe(400)
