@@ -14,6 +14,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { serve, type ServerType } from '@hono/node-server'
 import { createHash } from 'node:crypto'
+import { Validator } from '@seriousme/openapi-schema-validator'
 import { decodeJwt } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { composeMandate, type Mandate } from '../../src/compose.js'
@@ -128,6 +129,7 @@ describe('approval link: sign in with the upstream IdP and confirm', () => {
   })
 
   const auditor = { authorization: `Bearer ${AUDITOR_KEY}` }
+  const seen = new Set<string>()
   const approval = async (id: string) => {
     const res = await fetch(`${broker}/admin/approvals/${id}`, { headers: auditor })
     expect(res.status, await res.clone().text()).toBe(200)
@@ -151,8 +153,12 @@ describe('approval link: sign in with the upstream IdP and confirm', () => {
     })
     expect(res.status, await res.clone().text()).toBe(200)
     const authReqId = ((await res.json()) as { auth_req_id: string }).auth_req_id
-    const list = await fetch(`${broker}/admin/approvals?agent=${agent}&status=pending&limit=1`, { headers: auditor })
-    const row = ((await list.json()) as { approvals: { id: string; expires_at: string }[] }).approvals[0]!
+    // The request just made: the one pending request not seen before (several may share a second of creation).
+    const list = await fetch(`${broker}/admin/approvals?agent=${agent}&status=pending&limit=500`, { headers: auditor })
+    const fresh = ((await list.json()) as { approvals: { id: string; expires_at: string }[] }).approvals.filter((r) => !seen.has(r.id))
+    expect(fresh).toHaveLength(1)
+    const row = fresh[0]!
+    seen.add(row.id)
     return { id: row.id, authReqId, expiresAt: Date.parse(row.expires_at) / 1000, agent }
   }
   const poll = async (a: Asked) => {
@@ -258,6 +264,7 @@ describe('approval link: sign in with the upstream IdP and confirm', () => {
   it('a link for A cannot decide B: a re-signed claim fails, and A’s session with B’s id is refused', async () => {
     const a = await ask('pay-agent', 'alice')
     const b = await ask('pay-agent', 'alice')
+    expect(b.id).not.toBe(a.id)
     const link = await m.approvalLinks!.link(a.id, a.expiresAt)
     const [head = '', payload = '', signature = ''] = new URL(link).searchParams.get('t')!.split('.')
     const claims = JSON.parse(Buffer.from(payload, 'base64url').toString()) as Record<string, unknown>
@@ -339,5 +346,14 @@ describe('approval link: sign in with the upstream IdP and confirm', () => {
       offset = 0
     }
     expect((await approval(a.id)).status).toBe('pending')
+  })
+
+  it('the OpenAPI document describes the three pages, and stays valid', async () => {
+    const doc = (await (await fetch(`${broker}/openapi.json`)).json()) as { paths: Record<string, Record<string, { tags?: string[] }>> }
+    expect(doc.paths['/approvals/link']?.['get']?.tags).toEqual(['Approvals'])
+    expect(doc.paths['/approvals/callback']?.['get']?.tags).toEqual(['Approvals'])
+    expect(doc.paths['/approvals/confirm']?.['post']?.tags).toEqual(['Approvals'])
+    const result = await new Validator().validate(structuredClone(doc) as object)
+    expect(result.valid, JSON.stringify(result.errors)).toBe(true)
   })
 })
