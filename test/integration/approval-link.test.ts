@@ -349,11 +349,11 @@ describe('approval link: sign in with the upstream IdP and confirm', () => {
   })
 
   it('the OpenAPI document describes the three pages, and stays valid', async () => {
-    const doc = (await (await fetch(`${broker}/openapi.json`)).json()) as { paths: Record<string, Record<string, { tags?: string[] }>> }
+    const doc = (await (await fetch(`${broker}/openapi.json`)).json()) as { openapi: string; paths: Record<string, Record<string, { tags?: string[] }>> }
     expect(doc.paths['/approvals/link']?.['get']?.tags).toEqual(['Approvals'])
     expect(doc.paths['/approvals/callback']?.['get']?.tags).toEqual(['Approvals'])
     expect(doc.paths['/approvals/confirm']?.['post']?.tags).toEqual(['Approvals'])
-    const result = await new Validator().validate(structuredClone(doc) as object)
+    const result = await new Validator().validate(structuredClone(doc))
     expect(result.valid, JSON.stringify(result.errors)).toBe(true)
   })
 })
