@@ -89,7 +89,8 @@ export function createApprovalSignIn(deps: ApprovalSignInDeps): ApprovalSignIn {
       const claims = oauth.getValidatedIdTokenClaims(result)!
       const email = claims[deps.emailClaim]
       const groups = claims[deps.groupsClaim]
-      const name = typeof email === 'string' && email !== '' ? email : undefined
+      // An address the provider says it did not verify names nobody: anyone could have typed it in (OpenID Connect Core §5.1).
+      const name = typeof email === 'string' && email !== '' && claims['email_verified'] !== false ? email : undefined
       return {
         iss: claims.iss,
         sub: claims.sub,
