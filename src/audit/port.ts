@@ -163,6 +163,8 @@ export type ApprovalEvent =
         readonly bindingMessage?: string | undefined
         /** Who may decide, as the policy says it: `user`, `owner`, `group:NAME`. */
         readonly approvers: string
+        /** The agent's purpose, from its policy: what the approvers are told it is for. */
+        readonly purpose: string
         readonly expiresAt: number
         /** When an earlier approval of the same action covers it (`reuse`): that approval's id. */
         readonly reuses?: string | undefined

@@ -129,6 +129,7 @@ function body(event: AuditEvent, doc: Record<string, Json | undefined>): Record<
         authorization_details: event.details,
         binding_message: event.bindingMessage,
         approvers: event.approvers,
+        purpose: event.purpose,
         expires_at: event.expiresAt,
         reuses: event.reuses,
       })

@@ -152,7 +152,7 @@ function refusal(b: Broker, status: number, body: unknown, text: string): CliErr
   if (status === 401) return new CliError(`the broker at ${b.base} refused the admin key from ${b.keyFrom} (${said})`, EXIT.AUTH)
   if (status === 403) {
     return new CliError(
-      `the admin key from ${b.keyFrom} is valid but may not do this (${said}): revoke and lift need the responder or admin role, list the auditor or admin role, attest the admin role`,
+      `the admin key from ${b.keyFrom} is valid but may not do this (${said}): revoke and lift need the responder or admin role, list the auditor or admin role, attest the admin role, approve and deny the approver or admin role and a person the grant’s approvers name`,
       EXIT.AUTH,
     )
   }

@@ -7,6 +7,7 @@
  */
 import { availableParallelism } from 'node:os'
 import { Argument, Command, InvalidArgumentError, Option } from 'commander'
+import { addApprovalCommands } from './commands-approvals.js'
 import { brokerOptions, lazy } from './command-kit.js'
 import { addAgentCommands, addPolicyAnalysisCommands } from './commands-governance.js'
 import { BROKER_EXIT_CODES_HELP, EXIT, EXIT_CODES_HELP } from './exit-codes.js'
@@ -263,6 +264,7 @@ brokerOptions(
 ).action(revokeAction('revokeList'))
 
 addAgentCommands(program)
+addApprovalCommands(program)
 
 const configOption = ['-c, --config <file>', 'YAML config file (default: $MANDATE_CONFIG); else the environment'] as const
 const dbHelp = `
@@ -319,7 +321,10 @@ program
   .command('admin-key')
   .description('generate an admin API key (256 random bits) and the config entry that holds its SHA-256')
   .argument('<name>', 'who will hold it (recorded with every action)')
-  .addOption(new Option('--role <role...>', 'responder, auditor and/or admin').choices(['responder', 'auditor', 'admin']).default(['responder']))
+  .addOption(
+    new Option('--role <role...>', 'responder, auditor, approver and/or admin').choices(['responder', 'auditor', 'approver', 'admin']).default(['responder']),
+  )
+  .option('--approver <issuer:sub>', 'the person the key belongs to, who may approve agents’ requests: their IdP issuer and sub, split at the last colon')
   .action(lazy(() => import('./admin.js'), 'adminKey'))
 
 program

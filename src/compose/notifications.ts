@@ -73,7 +73,7 @@ export async function openWebhookNotifier(config: Config, options: NotificationO
   const unsubscribe = options.revocations.subscribe(() => transmitter.wake())
   closers.add(async () => unsubscribe())
   if (webhooks.some((h) => governanceSelectors(h.events).length > 0) && options.audit !== undefined) {
-    const stopListening = options.audit.onDurable(['agent.lifecycle', 'agent.anomaly'], () => transmitter.wake())
+    const stopListening = options.audit.onDurable(['agent.lifecycle', 'agent.anomaly', 'approval.requested', 'approval.decided'], () => transmitter.wake())
     closers.add(async () => stopListening())
   }
   log.info({ webhooks: webhooks.map((h) => h.id) }, 'webhook notifications started')

@@ -181,7 +181,7 @@ export const WebhookConfig = z.strictObject({
     .array(z.enum(WEBHOOK_EVENT_TYPES))
     .min(1)
     .describe(
-      'the event types sent to it (docs/notifications.md): `kill.*` from the revocation log, `agent.*` from the lifecycle and anomaly records of the delegation log',
+      'the event types sent to it (docs/notifications.md): `kill.*` from the revocation log, `agent.*` from the lifecycle and anomaly records of the delegation log, `approval.*` from its human-approval records',
     ),
   secret_file: z
     .string()

@@ -181,6 +181,7 @@ export async function requestApproval(req: BackchannelRequest, deps: CibaDeps, c
       grant,
       details,
       approvers: approversText(rule.approval.approvers),
+      purpose: policy.purpose,
       expiresAt,
       reuses: reused?.id,
       req,
@@ -211,6 +212,7 @@ async function recordRequest(
     grant: Grant
     details: readonly AuthorizationDetail[]
     approvers: string
+    purpose: string
     expiresAt: number
     reuses: string | undefined
     req: BackchannelRequest
@@ -230,6 +232,7 @@ async function recordRequest(
       details: JSON.stringify(r.details),
       bindingMessage: r.req.bindingMessage,
       approvers: r.approvers,
+      purpose: r.purpose,
       expiresAt: r.expiresAt,
       reuses: r.reuses,
       clientAddress: r.req.clientAddress,

@@ -11,7 +11,8 @@ import type { Revocation, RevocationTarget } from '../revocation/port.js'
  * `kill.lifted` come from the revocation log; the `agent.*` types from the
  * governance records of the delegation log (governance.ts): `agent.anomaly`
  * records (a quarantine, an alert) and `agent.lifecycle` records, one type
- * per transition.
+ * per transition; the `approval.*` types from the human-approval records
+ * (an agent asks a person to approve one action; the person decided).
  */
 export const WEBHOOK_EVENT_TYPES = [
   'kill.created',
@@ -25,6 +26,8 @@ export const WEBHOOK_EVENT_TYPES = [
   'agent.orphaned',
   'agent.dormant',
   'agent.reinstated',
+  'approval.requested',
+  'approval.decided',
 ] as const
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number]
 

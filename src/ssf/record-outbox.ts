@@ -15,7 +15,7 @@ import type { OutboxEntry } from './outbox.js'
 
 /** Governance records of one event type whose `field` (a member of the record's JSON) holds one of `values`. */
 export interface RecordSelector {
-  readonly event: 'agent.lifecycle' | 'agent.anomaly'
+  readonly event: 'agent.lifecycle' | 'agent.anomaly' | 'approval.requested' | 'approval.decided'
   readonly field: string
   readonly values: readonly string[]
 }

@@ -110,6 +110,7 @@ function everyType(): AuditEvent[] {
       details: '[{"type":"payment_initiation","amount":"12.50"}]',
       bindingMessage: 'pay 12.50 EUR',
       approvers: 'user',
+      purpose: 'pays invoices',
       expiresAt: T0 + 315,
     },
     {

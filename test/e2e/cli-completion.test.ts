@@ -61,7 +61,19 @@ describe('bash', () => {
     const cases: [string[], string[]][] = [
       [
         ['mandate', ''],
-        ['admin-key', 'agents', 'audit', 'completion', 'config', 'help', 'keys', 'migrate', 'policy', 'revoke', 'serve', 'webhooks'],
+        ['admin-key', 'agents', 'approvals', 'audit', 'completion', 'config', 'help', 'keys', 'migrate', 'policy', 'revoke', 'serve', 'webhooks'],
+      ],
+      [
+        ['mandate', 'approvals', ''],
+        ['approve', 'deny', 'help', 'list', 'show'],
+      ],
+      [
+        ['mandate', 'approvals', 'list', '--status', ''],
+        ['approved', 'cancelled', 'denied', 'expired', 'issued', 'pending'],
+      ],
+      [
+        ['mandate', 'approvals', 'approve', 'x', '--'],
+        ['--help', '--json', '--note', '--url'],
       ],
       [['mandate', 're'], ['revoke']],
       [
@@ -83,16 +95,16 @@ describe('bash', () => {
       [['mandate', 'keys', 'rotate', '--activate-after', '600', join(dir, 'key')], [join(dir, 'keys.json')]],
       [
         ['mandate', 'admin-key', 'bob', '--role', ''],
-        ['admin', 'auditor', 'responder'],
+        ['admin', 'approver', 'auditor', 'responder'],
       ],
       // --role takes several.
       [
         ['mandate', 'admin-key', 'bob', '--role', 'admin', 'a'],
-        ['admin', 'auditor'],
+        ['admin', 'approver', 'auditor'],
       ],
       [
         ['mandate', 'admin-key', 'bob', '--role', 'admin', '--'],
-        ['--help', '--role'],
+        ['--approver', '--help', '--role'],
       ],
       [
         ['mandate', 'completion', ''],

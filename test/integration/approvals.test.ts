@@ -19,6 +19,7 @@ import { Config } from '../../src/config/schema.js'
 import { createLogger } from '../../src/telemetry/log.js'
 import { hashClientSecret } from '../../src/tokens/client-auth.js'
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
+import { payload, secret, startReceiver, type Receiver } from '../support/webhook-receiver.js'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..')
 const ISSUER = 'https://mandate.test'
@@ -92,6 +93,7 @@ function describeApprovals(
     let m: Mandate
     let now = T0 * 1000
     let db: { url: string | undefined; done: () => Promise<void> }
+    let approvers: Receiver
     const wait = (seconds: number) => {
       now += seconds * 1000
     }
@@ -157,6 +159,9 @@ function describeApprovals(
       await writeFile(join(policies, 'pay-agent.yaml'), payPolicy('pay-agent', 'user'))
       await writeFile(join(policies, 'owner-pay-agent.yaml'), payPolicy('owner-pay-agent', 'owner', '10m'))
       await writeFile(join(policies, 'other-agent.yaml'), payPolicy('other-agent', 'user'))
+      const hookSecret = secret()
+      approvers = await startReceiver(hookSecret)
+      await writeFile(join(dir, 'hook-secret'), hookSecret)
       const config = Config.parse({
         issuer: ISSUER,
         policies_dir: policies,
@@ -164,6 +169,11 @@ function describeApprovals(
         signing: { generate_if_missing: true },
         log: { level: 'silent' },
         approvals: { max_pending_per_agent: 3, poll_interval: 5 },
+        notifications: {
+          webhooks: [{ id: 'approvers', url: approvers.url, events: ['approval.requested', 'approval.decided'], secret_file: join(dir, 'hook-secret') }],
+          retry: { max_attempts: 5, initial_delay_ms: 10, max_delay_ms: 50 },
+          timeout_ms: 2_000,
+        },
         ...(db.url === undefined ? {} : { storage: { database_url: db.url } }),
         admin: {
           keys: [
@@ -185,6 +195,7 @@ function describeApprovals(
 
     afterAll(async () => {
       await m?.close().catch(() => {})
+      await approvers?.close()
       await rm(dir, { recursive: true, force: true })
       await db?.done()
     })
@@ -264,6 +275,22 @@ function describeApprovals(
       wait(6)
       expect(await pollError('pay-agent', r.auth_req_id)).toBe('invalid_grant')
       expect((await latest('pay-agent')).status).toBe('issued')
+
+      // The approvers were told, signed (Standard Webhooks), with what they need to decide; then the decision.
+      const told = await approvers.waitFor((x) => payload(x).type === 'approval.requested' && payload(x).data['approval_id'] === pending.id, 10_000)
+      expect(told.verified).toBe(true)
+      expect(payload(told).data).toMatchObject({
+        agent: 'pay-agent',
+        user: { iss: DEV_USERS, sub: 'alice' },
+        purpose: 'pays invoices for its user',
+        audience: PAYMENTS,
+        scopes: ['payments:initiate'],
+        authorization_details: PAYMENT,
+        binding_message: 'Pay 123.50 EUR to Merchant A',
+        approvers: 'user',
+      })
+      const decided = await approvers.waitFor((x) => payload(x).type === 'approval.decided' && payload(x).data['approval_id'] === pending.id, 10_000)
+      expect(payload(decided).data).toMatchObject({ decision: 'approved', via: 'admin_api' })
 
       const log = await records(`agent=pay-agent&limit=20`)
       const mine = log.filter((x) => x.record['approval'] === pending.id)

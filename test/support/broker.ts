@@ -191,6 +191,8 @@ export interface TestBrokerOptions {
   readonly sqlAudit?: boolean
   /** The config's `governance` section. */
   readonly governance?: Record<string, unknown>
+  /** More `admin.keys` entries besides the one key per role of `ADMIN_KEYS` (e.g. an approver's, with `approver`). */
+  readonly adminKeys?: readonly Record<string, unknown>[]
 }
 
 /**
@@ -339,11 +341,14 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ...(options.forwardAuth === undefined ? {} : { forward_auth: { enabled: options.forwardAuth } }),
     ...(options.governance === undefined ? {} : { governance: options.governance }),
     admin: {
-      keys: Object.entries(ADMIN_KEYS).map(([role, key]) => ({
-        name: `${role}-holder`,
-        sha256: createHash('sha256').update(key).digest('hex'),
-        roles: [role],
-      })),
+      keys: [
+        ...Object.entries(ADMIN_KEYS).map(([role, key]) => ({
+          name: `${role}-holder`,
+          sha256: createHash('sha256').update(key).digest('hex'),
+          roles: [role],
+        })),
+        ...(options.adminKeys ?? []),
+      ],
     },
   })
   const audit = createMemoryAuditLog()

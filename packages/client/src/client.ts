@@ -7,16 +7,13 @@
  */
 import { createHash } from 'node:crypto'
 import type * as oauth from 'oauth4webapi'
+import { requestApproval, waitForApproval, type ApprovalRequest, type ApprovedToken, type PendingApproval, type WaitOptions } from './approval.js'
 import { APPLY, type ClientAuth } from './auth.js'
 import { TokenCache } from './cache.js'
 import { checkedIssuer, exchange } from './exchange.js'
+import { checkedAudience, scopesOf } from './params.js'
 import { joinFlight, type Flight } from './flight.js'
 import { retryPolicy, sleep, type RetryOptions, type RetryPolicy } from './retry.js'
-
-/** RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ). */
-const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/
-/** An audience is a URI or a name the broker's policies list; it is sent as a form value, so only printable text. */
-const AUDIENCE = /^[\x21-\x7E]{1,2048}$/
 
 /** Time as the client sees it: the cache and the retries read it, tests inject it. */
 export interface Clock {
@@ -111,6 +108,20 @@ export interface MandateClient {
    * with a new one.
    */
   fetch(subjectToken: string, options: FetchOptions): (input: string | URL | Request, init?: RequestInit) => Promise<Response>
+  /**
+   * OpenID CIBA §7.1 (poll mode): asks for a token to `audience` that a
+   * person must approve first, as the agent's policy says for that grant.
+   * Returns the pending request; pass it to `waitForApproval`. Nothing is
+   * cached. Throws `MandateClientError` (see `requestApproval` in approval.ts).
+   */
+  requestApproval(request: ApprovalRequest): Promise<PendingApproval>
+  /**
+   * Polls until the person decides (CIBA §7.3, §11: every `interval`
+   * seconds, 5 s slower after each `slow_down`); resolves with the token and
+   * the approved `authorizationDetails`. Throws `MandateClientError`
+   * `access_denied`, `expired_token` or `invalid_grant`, or the signal's reason.
+   */
+  waitForApproval(pending: PendingApproval, options?: WaitOptions): Promise<ApprovedToken>
   /** Drops a cached token (e.g. one a resource server refused by other means). */
   forget(request: GetTokenRequest | DelegateRequest): void
   /** Tokens cached now. */
@@ -159,6 +170,8 @@ export function createClient(options: ClientOptions): MandateClient {
     },
     clear: () => c.cache.clear(),
     fetch: (subjectToken, fetchOptions) => authorizedFetch(c, subjectToken, fetchOptions),
+    requestApproval: (request) => requestApproval(c, request),
+    waitForApproval: (pending, waitOptions) => waitForApproval(c, pending, waitOptions),
   }
 }
 
@@ -187,13 +200,6 @@ function clientState(options: ClientOptions): ClientState {
   }
 }
 
-function scopesOf(scope: string | readonly string[] | undefined): readonly string[] | undefined {
-  if (scope === undefined) return undefined
-  const list = typeof scope === 'string' ? scope.split(' ').filter((s) => s !== '') : scope
-  for (const s of list) if (typeof s !== 'string' || !SCOPE_TOKEN.test(s)) throw new TypeError('scope: each scope must be an RFC 6749 §3.3 scope-token')
-  return [...new Set(list)].sort()
-}
-
 const sha256 = (text: string) => createHash('sha256').update(text, 'utf8').digest('base64url')
 
 function keyOf(actor: Actor, subjectToken: string, audience: string, scopes: readonly string[] | undefined): string {
@@ -204,7 +210,7 @@ function keyOf(actor: Actor, subjectToken: string, audience: string, scopes: rea
 /** A request checked (`TypeError` for one that cannot work): its scopes in order, and its cache key. */
 function parse(subjectToken: string, request: TokenRequest, actor: Actor) {
   if (typeof subjectToken !== 'string' || subjectToken === '') throw new TypeError('the subject token must be a non-empty string')
-  if (typeof request.audience !== 'string' || !AUDIENCE.test(request.audience)) throw new TypeError('audience must be a non-empty printable string')
+  checkedAudience(request.audience)
   if (typeof actor.clientId !== 'string' || actor.clientId === '' || typeof actor.auth[APPLY] !== 'function') {
     throw new TypeError('actor must have a clientId and an auth from privateKeyJwt, clientSecret or workloadIdentity')
   }

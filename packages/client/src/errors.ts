@@ -5,7 +5,17 @@
  * `invalid_client`, `invalid_grant`, `unauthorized_client`, `invalid_scope`,
  * `invalid_target` from RFC 8693 §2.2.2, `temporarily_unavailable`,
  * `server_error`, …) when the broker answered with one, or one of this
- * client's own codes when it did not:
+ * client's own codes when it did not. Human approval (OpenID CIBA Core 1.0
+ * §11, §13; RFC 9396 §5) adds `interaction_required` (an exchange for a
+ * grant that needs a person's approval: use `requestApproval`),
+ * `access_denied` (the approver denied the request, or a revocation
+ * cancelled it), `expired_token` (nobody decided before it expired),
+ * `invalid_grant` (the `auth_req_id` is unknown or its token was already
+ * issued) and `invalid_authorization_details`; the polling codes
+ * `authorization_pending` and `slow_down` are handled by `waitForApproval`
+ * and never thrown.
+ *
+ * Its own codes:
  *
  * `invalid_response`: the broker's answer was neither a token response nor
  * an RFC 6749 §5.2 error (a proxy's HTML page, a truncated body, bad

@@ -29,7 +29,7 @@ export function checkedIssuer(issuer: string, insecure: boolean): URL {
 }
 
 /** oauth4webapi's options for one request: the client's fetch, and `signal`. */
-function requestOptions(c: ClientState, signal: AbortSignal) {
+export function requestOptions(c: ClientState, signal: AbortSignal) {
   return {
     signal,
     [oauth.customFetch]: (url: string, init: oauth.CustomFetchOptions<'GET' | 'POST', URLSearchParams | undefined>) => c.fetch(url, init as RequestInit),
@@ -64,10 +64,41 @@ async function fetchMetadata(c: ClientState, signal: AbortSignal): Promise<oauth
   return as
 }
 
+/** A 200 answer, with when its request was sent (epoch ms, the client's clock) and how many requests it took. */
+export interface Answered {
+  readonly response: Response
+  readonly sentAt: number
+  readonly attempts: number
+}
+
 /**
- * One exchange, retried while the broker's answer says a retry may succeed
- * (429, 503; its Retry-After honoured) within `retry.maxAttempts` and
- * `retry.maxWaitMs`; `signal` aborts it. Throws `MandateClientError`.
+ * Sends a request made by `send` (once per attempt: an assertion's jti is
+ * single-use) until the broker answers 200, retrying while its answer says a
+ * retry may succeed (429, 503; its Retry-After honoured) within
+ * `retry.maxAttempts` and `retry.maxWaitMs`; `signal` aborts it. Throws
+ * `MandateClientError` for any other answer, or the last one.
+ */
+export async function sendRetried(c: ClientState, signal: AbortSignal, send: (auth: oauth.ClientAuth) => Promise<Response>, actor: Actor): Promise<Answered> {
+  let waited = 0
+  for (let attempt = 1; ; attempt++) {
+    const sentAt = c.clock.now()
+    // Applied for each attempt: an assertion's jti is single-use, and a workload token file may have rotated.
+    const auth = await actor.auth[APPLY](Math.floor(sentAt / 1000), signal)
+    const response = await send(auth)
+    if (response.status === 200) return { response, sentAt, attempts: attempt }
+    const retryAfter = isRetryableStatus(response.status) ? parseRetryAfter(response.headers.get('retry-after'), c.clock.now()) : undefined
+    const error = await errorFromResponse(response, retryAfter, attempt)
+    if (!isRetryableStatus(response.status) || attempt >= c.retry.maxAttempts) throw error
+    const delay = backoffDelay(c.retry, attempt, retryAfter)
+    if (waited + delay > c.retry.maxWaitMs) throw error
+    waited += delay
+    await c.clock.sleep(delay, signal)
+  }
+}
+
+/**
+ * One exchange, retried as `sendRetried` says; `signal` aborts it. Throws
+ * `MandateClientError`.
  */
 export async function exchange(
   c: ClientState,
@@ -79,23 +110,15 @@ export async function exchange(
 ): Promise<MandateToken> {
   const as = await discover(c, signal)
   const client: oauth.Client = { client_id: actor.clientId }
-  let waited = 0
-  for (let attempt = 1; ; attempt++) {
-    const sentAt = c.clock.now()
-    const params = new URLSearchParams({ subject_token: subjectToken, subject_token_type: ACCESS_TOKEN_TYPE, audience })
-    if (scopes !== undefined) params.set('scope', scopes.join(' '))
-    // Applied for each attempt: an assertion's jti is single-use, and a workload token file may have rotated.
-    const auth = await actor.auth[APPLY](Math.floor(sentAt / 1000), signal)
-    const response = await oauth.genericTokenEndpointRequest(as, client, auth, TOKEN_EXCHANGE, params, requestOptions(c, signal))
-    if (response.status === 200) return tokenOf(as, client, response, audience, scopes, sentAt, attempt)
-    const retryAfter = isRetryableStatus(response.status) ? parseRetryAfter(response.headers.get('retry-after'), c.clock.now()) : undefined
-    const error = await errorFromResponse(response, retryAfter, attempt)
-    if (!isRetryableStatus(response.status) || attempt >= c.retry.maxAttempts) throw error
-    const delay = backoffDelay(c.retry, attempt, retryAfter)
-    if (waited + delay > c.retry.maxWaitMs) throw error
-    waited += delay
-    await c.clock.sleep(delay, signal)
-  }
+  const params = new URLSearchParams({ subject_token: subjectToken, subject_token_type: ACCESS_TOKEN_TYPE, audience })
+  if (scopes !== undefined) params.set('scope', scopes.join(' '))
+  const { response, sentAt, attempts } = await sendRetried(
+    c,
+    signal,
+    (auth) => oauth.genericTokenEndpointRequest(as, client, auth, TOKEN_EXCHANGE, params, requestOptions(c, signal)),
+    actor,
+  )
+  return tokenOf(as, client, response, audience, scopes, sentAt, attempts)
 }
 
 /** The token a 200 answer holds (RFC 8693 §2.2.1); `MandateClientError` when it is not well-formed. */
@@ -115,6 +138,21 @@ async function tokenOf(
     // No cause: oauth4webapi's error carries the response body, which may hold the access token.
     throw new MandateClientError('invalid_response', 'the token response is not well-formed', { status: response.status, attempts })
   }
+  return tokenFromBody(body, audience, scopes, sentAt, attempts)
+}
+
+/**
+ * A token response oauth4webapi parsed, as a `MandateToken`:
+ * `MandateClientError` `invalid_response` unless it has `issued_token_type`,
+ * `expires_in` and a Bearer `token_type`.
+ */
+export function tokenFromBody(
+  body: oauth.TokenEndpointResponse,
+  audience: string,
+  scopes: readonly string[] | undefined,
+  sentAt: number,
+  attempts: number,
+): MandateToken {
   const issued = body['issued_token_type']
   const expiresIn = body.expires_in
   // RFC 8693 §2.2.1: issued_token_type is required; Mandate always says how long a token lives.

@@ -20,6 +20,7 @@ export type {
   MandateToken,
   TokenRequest,
 } from './client.js'
+export type { ApprovalRequest, ApprovedToken, AuthorizationDetail, PendingApproval, WaitOptions } from './approval.js'
 export { clientSecret, privateKeyJwt, workloadIdentity } from './auth.js'
 export type { AssertionAlgorithm, ClientAuth, PrivateKeyJwtOptions, WorkloadTokenSource } from './auth.js'
 export { MandateClientError } from './errors.js'
