@@ -122,7 +122,11 @@ export const ApprovalSignInConfig = z.strictObject({
       'must be https (http only on localhost), without query or fragment',
     )
     .describe('the OpenID Provider’s issuer URL; its metadata is discovered from it (OpenID Connect Discovery 1.0 §4)'),
-  client_id: z.string().min(1).max(256).describe('Mandate’s client id at that provider; register Mandate’s `issuer` + `/approvals/callback` as its redirect URI'),
+  client_id: z
+    .string()
+    .min(1)
+    .max(256)
+    .describe('Mandate’s client id at that provider; register Mandate’s `issuer` + `/approvals/callback` as its redirect URI'),
   client_secret_file: z.string().min(1).describe('file holding that client’s secret (client_secret_basic); read at start, never from this YAML'),
   groups_claim: z.string().min(1).max(128).default('groups').describe('ID token claim listing the groups the person belongs to (for `approvers: group:NAME`)'),
   groups_scope: z
