@@ -254,6 +254,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       approvals: deps.approvals.store,
       keys: deps.keys,
       logger: log,
+      refusals: deps.refusals,
       maxBodyBytes: deps.maxBodyBytes,
     })
   }

@@ -21,6 +21,7 @@ import type { ApprovalRow } from '../../approvals/port.js'
 import type { ApprovalSignIn, SignInState } from '../../approvals/sign-in.js'
 import type { SigningKeys } from '../../tokens/keys.js'
 import type { Logger } from '../../telemetry/log.js'
+import type { Refusals } from '../../telemetry/refusal-log.js'
 import type { AppEnv } from '../env.js'
 import { parametersOf } from '../openapi.js'
 
@@ -31,6 +32,8 @@ export interface ApprovalPagesDeps extends DecideDeps {
   readonly links: ApprovalLinks
   readonly signIn: ApprovalSignIn
   readonly logger: Logger
+  /** Outages are counted there, a line per interval, never a line per page. */
+  readonly refusals: Refusals
   readonly maxBodyBytes: number
 }
 
@@ -168,7 +171,8 @@ export function mountApprovalPages(app: Hono<AppEnv>, deps: ApprovalPagesDeps): 
   const sessionCookie = createSealer(deps.keys, 'approval-session', deps.now)
   const cookieOptions = { httpOnly: true, sameSite: 'Lax', secure: deps.issuer.startsWith('https:'), path: '/approvals' } as const
   const unavailable = (c: Context<AppEnv>, err: unknown, what: string) => {
-    log.warn({ error: 'temporarily_unavailable', cause: describeCause(err) }, `approval page: ${what} unavailable`)
+    deps.refusals.unavailable.count(`approval page: ${what} unavailable`)
+    log.debug({ error: 'temporarily_unavailable', cause: describeCause(err) }, `approval page: ${what} unavailable`)
     return message(c, 503, 'Try again later', `The ${what} is unavailable right now; follow the link again in a moment.`)
   }
   const opened = async <T>(sealer: typeof linkCookie, schema: z.ZodType<T>, value: string | undefined): Promise<T | undefined> => {
