@@ -54,6 +54,8 @@ import { buildIssuerTrust, type IssuerTrust, type LocalIssuer } from './tokens/t
 import type { KeyResolver } from './tokens/upstream.js'
 import { createApprovalStore } from './approvals/store.js'
 import { cancelApprovalsOnKill } from './approvals/cancel-on-kill.js'
+import type { ApprovalLinks } from './approvals/link.js'
+import { approvalPagesOf } from './compose/approvals.js'
 
 // Kept here for the CLI, which imports them from the composition root.
 export { instanceIdOf, jwksPolicyOf, trustedIssuer } from './config/translate.js'
@@ -75,6 +77,8 @@ export interface Mandate {
   readonly lifecycle: LifecycleService
   /** The anomaly monitor, when the SQL delegation log runs (tests wait on `settled()`). */
   readonly anomalies: AnomalyMonitor | undefined
+  /** Signed links to the approver's sign-in page (`approvals.sign_in`), for the approval notification; absent: no links. */
+  readonly approvalLinks: ApprovalLinks | undefined
   close(): Promise<void>
 }
 
@@ -231,6 +235,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       const stop = cancelApprovalsOnKill({ revocations, approvals, audit, now: nowSeconds, logger: log })
       closers.add(async () => stop())
     }
+    const approvalPages = approvals === undefined ? undefined : await approvalPagesOf(config, keys, nowSeconds)
 
     // Refusals are counted and logged once per interval, never a line each.
     const refusals = createRefusals(log)
@@ -295,6 +300,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       ...(approvals === undefined
         ? {}
         : { approvals: { store: approvals, maxPending: config.approvals.max_pending_per_agent, pollInterval: config.approvals.poll_interval } }),
+      ...(approvalPages === undefined ? {} : { approvalPages }),
     })
     return {
       app,
@@ -306,6 +312,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       refusals,
       lifecycle,
       anomalies,
+      approvalLinks: approvalPages?.links,
       close: () => closers.closeAll(),
     }
   } catch (err) {

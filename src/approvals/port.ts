@@ -45,6 +45,8 @@ export interface ApprovalStore {
   releaseIssue(id: string, jti: string): Promise<void>
   /** Cancels the pending and approved requests a kill covers; the rows cancelled. */
   cancel(target: CancelTarget, reason: string, now: number): Promise<ApprovalRow[]>
+  /** Spends a signed approval link's `jti`: true for exactly one caller, ever. */
+  spendLink(jti: string, now: number): Promise<boolean>
 }
 
 /** The requests a kill reaches (or one request, by id): an agent's, a user's (any issuer when `iss` is null), or an agent's for one user. */

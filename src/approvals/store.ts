@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto'
 import { and, count, desc, eq, gt, gte, inArray, isNull, or, sql, type SQL } from 'drizzle-orm'
 import type { ApprovalStatus } from '../core/approval.js'
 import type { Db } from '../storage/database.js'
-import { approvalRequests } from '../storage/schema.js'
+import { approvalLinksUsed, approvalRequests } from '../storage/schema.js'
 import type { ApprovalStore } from './port.js'
 
 /** SHA-256, hex: the handle and the action are stored only as this. */
@@ -125,6 +125,12 @@ export function createApprovalStore(db: Db): ApprovalStore {
         .set({ status: 'cancelled', decidedAt: now, decidedBy: 'mandate:revocation', decidedVia: 'revocation', note: reason })
         .where(and(who, inArray(a.status, ['pending', 'approved'])))
         .returning()
+    },
+
+    async spendLink(jti, now) {
+      // One conditional insert: of two instances (or two tabs) confirming with the same link, exactly one inserts.
+      const rows = await db.insert(approvalLinksUsed).values({ jti, usedAt: now }).onConflictDoNothing().returning({ jti: approvalLinksUsed.jti })
+      return rows.length === 1
     },
   }
 }

@@ -113,6 +113,31 @@ const PushEndpoint = z
   .url()
   .refine((s) => URL.canParse(s) && isAllowedUpstreamUrl(new URL(s)) && new URL(s).hash === '', 'must be https (http only on localhost), without a fragment')
 
+/** The OpenID Provider approvers sign in with on the approval page (docs/approval-sign-in.md). */
+export const ApprovalSignInConfig = z.strictObject({
+  issuer: z
+    .url()
+    .refine(
+      (s) => URL.canParse(s) && isAllowedUpstreamUrl(new URL(s)) && new URL(s).hash === '' && new URL(s).search === '',
+      'must be https (http only on localhost), without query or fragment',
+    )
+    .describe('the OpenID Provider’s issuer URL; its metadata is discovered from it (OpenID Connect Discovery 1.0 §4)'),
+  client_id: z
+    .string()
+    .min(1)
+    .max(256)
+    .describe('Mandate’s client id at that provider; register Mandate’s `issuer` + `/approvals/callback` as its redirect URI'),
+  client_secret_file: z.string().min(1).describe('file holding that client’s secret (client_secret_basic); read at start, never from this YAML'),
+  groups_claim: z.string().min(1).max(128).default('groups').describe('ID token claim listing the groups the person belongs to (for `approvers: group:NAME`)'),
+  groups_scope: z
+    .string()
+    .regex(/^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/, 'must be one scope token (RFC 6749 §3.3)')
+    .optional()
+    .describe('a scope to ask for besides `openid email`, when the provider puts the groups claim in the ID token only for it; absent: none'),
+  email_claim: z.string().min(1).max(128).default('email').describe('ID token claim holding the person’s email (for `approvers: owner`)'),
+})
+export type ApprovalSignInConfig = z.infer<typeof ApprovalSignInConfig>
+
 /** One receiver of Security Event Tokens (docs/events.md): where its SETs go and how. */
 export const SsfReceiverConfig = z.strictObject({
   name: z
@@ -428,6 +453,9 @@ export const Config = z
           .default(20)
           .describe('approval requests one agent may have pending at once; past it the backchannel endpoint answers 429'),
         poll_interval: z.number().int().min(1).max(60).default(5).describe('seconds an agent waits between polls of a pending request (CIBA `interval`)'),
+        sign_in: ApprovalSignInConfig.optional().describe(
+          'the approver’s sign-in page: a signed one-time link to it, sign-in with this OpenID Provider (authorization code + PKCE), then approve or deny; absent: no link and no /approvals/* routes',
+        ),
       })
       .prefault({})
       .describe('human approval of grants that say `approval` (OpenID CIBA, poll mode; docs/approvals.md)'),

@@ -24,6 +24,9 @@ import { devJwksDoc, devJwksRoute, devUserTokenDoc, devUserTokenRoute } from './
 import { tokenRoute } from './routes/token.js'
 import { bcAuthorizeRoute, cibaDeps, type ApprovalSettings } from './routes/bc-authorize.js'
 import { mountAdminApprovals } from './routes/admin-approvals.js'
+import { mountApprovalPages } from './routes/approval-pages.js'
+import type { ApprovalLinks } from '../approvals/link.js'
+import type { ApprovalSignIn } from '../approvals/sign-in.js'
 import type { CibaDeps } from '../core/ciba.js'
 import { PayloadTooLarge } from './form.js'
 import { introspectRoute } from './routes/introspect.js'
@@ -111,6 +114,8 @@ export interface AppDeps {
   readonly lifecycle?: LifecycleReads & AgentAttestations
   /** Human approval (CIBA); absent (no database): no backchannel endpoint, no CIBA grant, no /admin/approvals. */
   readonly approvals?: ApprovalSettings
+  /** The approver's sign-in pages (`approvals.sign_in`, with `approvals`); absent: no /approvals/* route. */
+  readonly approvalPages?: { readonly links: ApprovalLinks; readonly signIn: ApprovalSignIn }
 }
 
 /** The admin API's paths (the kill switch, the delegation log's queries). */
@@ -241,6 +246,18 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     mountAdminPolicyUnused(app, { keys: deps.adminKeys, audit, usage: deps.usageReads, policies, now, minTokens: deps.shrinkMinTokens ?? 100 })
   }
   if (deps.approvals !== undefined) mountAdminApprovals(app, { ...deps.exchange, keys: deps.adminKeys, approvals: deps.approvals.store, logger: log })
+  if (deps.approvals !== undefined && deps.approvalPages !== undefined) {
+    app.use('/approvals/*', limit)
+    mountApprovalPages(app, {
+      ...deps.exchange,
+      ...deps.approvalPages,
+      approvals: deps.approvals.store,
+      keys: deps.keys,
+      logger: log,
+      refusals: deps.refusals,
+      maxBodyBytes: deps.maxBodyBytes,
+    })
+  }
   app.get(
     '/.well-known/oauth-authorization-server',
     metadataDoc,

@@ -677,6 +677,7 @@ export function mountOpenApi(app: Hono<AppEnv>, options: OpenApiOptions): void {
       tags: [
         { name: 'OAuth', description: 'Token exchange, introspection and revocation.' },
         { name: 'Admin', description: 'The kill switch and the delegation log.' },
+        { name: 'Approvals', description: 'The approver’s sign-in pages (HTML); only when `approvals.sign_in` is set.' },
         { name: 'Revocation feed' },
         { name: 'Shared Signals', description: 'Revocations as Security Event Tokens; only when `ssf.receivers` is set.' },
         { name: 'Forward auth', description: 'For proxies in front of resource servers (nginx, Traefik, Envoy).' },

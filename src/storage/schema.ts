@@ -474,3 +474,13 @@ export const approvalRequests = pgTable(
   },
   (t) => [index('approval_requests_agent_status_idx').on(t.agent, t.status), index('approval_requests_action_idx').on(t.actionHash, t.decidedAt)],
 )
+
+/*
+ * Approval links spent (src/approvals/link.ts): the `jti` of each signed link
+ * whose decision was confirmed, so that a link decides once, on any instance.
+ * Epoch seconds.
+ */
+export const approvalLinksUsed = pgTable('approval_links_used', {
+  jti: text('jti').primaryKey(),
+  usedAt: bigint('used_at', { mode: 'number' }).notNull(),
+})

@@ -433,6 +433,12 @@ function describeApprovals(
       expect(await pollError('owner-pay-agent', late.auth_req_id)).toBe('authorization_pending')
     })
 
+    it('without approvals.sign_in: no link is made and the approver pages do not exist', async () => {
+      expect(m.approvalLinks).toBeUndefined()
+      for (const path of ['/approvals/link?t=x', '/approvals/callback?code=x&state=y']) expect((await m.app.request(path)).status).toBe(404)
+      expect((await m.app.request('/approvals/confirm', { method: 'POST' })).status).toBe(404)
+    })
+
     it('admin API input: unknown id 404, malformed id or body 400, no key 401', async () => {
       expect((await decide('apr_AAAAAAAAAAAAAAAAAAAAAA', KEYS.alice, 'approve')).status).toBe(404)
       expect((await decide('not-an-id', KEYS.alice, 'approve')).status).toBe(400)

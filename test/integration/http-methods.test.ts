@@ -1,13 +1,13 @@
 /**
- * Every route of the broker, OAuth, admin, well-known, health, dev and the
- * revocation feed, against one table: a method the route does not answer is
+ * Every route of the broker, OAuth, admin, well-known, health, dev, the
+ * approver's pages and the revocation feed, against one table: a method the route does not answer is
  * 405 with an `Allow` header naming exactly the methods it does (HEAD with
  * GET, which Hono serves), and the table is exactly the routes the app
  * registered, so a new route cannot go untested. Composed as `serve --dev`
  * composes it, on PGlite, so that every route (the /admin/audit reads too)
  * exists.
  */
-import { cp, mkdtemp, rm } from 'node:fs/promises'
+import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -37,6 +37,9 @@ const ROUTES: Record<string, readonly string[]> = {
   '/admin/policy/unused': ['GET'],
   '/admin/approvals': ['GET'],
   '/admin/approvals/:id': ['GET', 'POST'],
+  '/approvals/link': ['GET'],
+  '/approvals/callback': ['GET'],
+  '/approvals/confirm': ['POST'],
   '/revocations/feed': ['GET', 'POST'],
   '/forward-auth': ['GET'],
   // Envoy's ext_authz asks with the client's own method.
@@ -64,12 +67,15 @@ describe('wrong method on any route: 405 with Allow', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'mandate-methods-'))
     await cp(join(root, 'policies/dev'), join(dir, 'policies'), { recursive: true })
+    await writeFile(join(dir, 'idp-secret'), 'not-a-real-secret')
     const config = Config.parse({
       issuer: 'https://mandate.test',
       policies_dir: join(dir, 'policies'),
       data_dir: join(dir, 'data'),
       signing: { generate_if_missing: true },
       log: { level: 'silent' },
+      // The approver's pages exist only with a provider to sign in with; it is asked nothing until a link is followed.
+      approvals: { sign_in: { issuer: 'https://idp.invalid', client_id: 'mandate', client_secret_file: join(dir, 'idp-secret') } },
     })
     m = await composeMandate(config, { dev: true, logger: createLogger('silent') })
   }, 120_000) // PGlite's first start, on a busy machine

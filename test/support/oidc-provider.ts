@@ -25,8 +25,8 @@ interface OidcProviderModule {
   errors: { InvalidTarget: new () => Error }
 }
 
-/** Cookies by name, enough for oidc-provider's session and interaction cookies on one host. */
-class CookieJar {
+/** Cookies by name, enough for oidc-provider's session and interaction cookies on one host (ports share cookies, as in a browser). */
+export class CookieJar {
   private readonly cookies = new Map<string, string>()
   store(res: Response): void {
     for (const line of res.headers.getSetCookie()) {
@@ -45,6 +45,34 @@ class CookieJar {
   header(): string {
     return [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ')
   }
+  get(name: string): string | undefined {
+    return this.cookies.get(name)
+  }
+  set(name: string, value: string): void {
+    this.cookies.set(name, value)
+  }
+}
+
+/** Where a browser that followed a link ended up: the first answer that is neither a redirect nor one of the provider's forms. */
+export interface BrowsedTo {
+  readonly url: string
+  readonly status: number
+  readonly html: string
+  /** The login and consent prompts the provider showed on the way. */
+  readonly prompts: readonly string[]
+}
+
+/** Fills the provider's dev login (any login name) and consent forms; the form to post next, or undefined when `html` is none of them. */
+function devInteraction(html: string, login: string, at: string): { url: string; init: RequestInit; prompt: string } | undefined {
+  const action = /<form[^>]*action="([^"]+)"/.exec(html)?.[1]
+  const prompt = /name="prompt" value="([^"]+)"/.exec(html)?.[1]
+  if (action === undefined || (prompt !== 'login' && prompt !== 'consent')) return undefined
+  const form: Record<string, string> = prompt === 'login' ? { prompt: 'login', login, password: 'any password' } : { prompt: 'consent' }
+  return {
+    url: new URL(action.replace(/&amp;/g, '&'), at).href,
+    init: { method: 'POST', body: new URLSearchParams(form).toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } },
+    prompt,
+  }
 }
 
 export interface UpstreamIdp {
@@ -61,8 +89,21 @@ export interface UpstreamIdp {
    * both forms were shown.
    */
   signIn(login: string, resource: string): Promise<oauth.TokenEndpointResponse>
+  /**
+   * A browser with `jar` opens `start` and follows every redirect, signing in
+   * as `login` at the provider's forms, until a page that is not the
+   * provider's form answers (a relying party's own page).
+   */
+  browse(start: string, login: string, jar: CookieJar): Promise<BrowsedTo>
   /** Stops listening (idempotent). */
   stop(): Promise<void>
+}
+
+/** Another client of the provider: a relying party that signs people in (code flow, PKCE, client_secret_basic). */
+export interface IdpClient {
+  readonly client_id: string
+  readonly client_secret: string
+  readonly redirect_uris: readonly string[]
 }
 
 export interface UpstreamIdpOptions {
@@ -70,6 +111,10 @@ export interface UpstreamIdpOptions {
   readonly resourceServers: Readonly<Record<string, string>>
   /** The scopes every resource offers and every sign-in asks for, space-separated. */
   readonly scope: string
+  /** More clients than the web app. */
+  readonly clients?: readonly IdpClient[]
+  /** Claims of an account besides `sub` (`email`, `groups`), in its ID token for the scopes asked (`email`, `groups`). */
+  readonly claims?: (sub: string) => Record<string, unknown>
 }
 
 /** Starts the provider on 127.0.0.1, port chosen by the OS. */
@@ -98,10 +143,20 @@ export async function startUpstreamIdp(options: UpstreamIdpOptions): Promise<Ups
         response_types: ['code'],
         token_endpoint_auth_method: 'client_secret_basic',
       },
+      ...(options.clients ?? []).map((c) => ({
+        ...c,
+        redirect_uris: [...c.redirect_uris],
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'client_secret_basic',
+      })),
     ],
+    claims: { openid: ['sub'], email: ['email', 'email_verified'], groups: ['groups'] },
+    // The ID token carries the scopes' claims (a relying party reads it, not userinfo); the web app asks for no ID token.
+    conformIdTokenClaims: false,
     jwks: { keys: [jwk] },
     cookies: { keys: ['e2e-cookie-signing-key-0123456789'] },
-    findAccount: async (_ctx: unknown, sub: string) => ({ accountId: sub, claims: async () => ({ sub }) }),
+    findAccount: async (_ctx: unknown, sub: string) => ({ accountId: sub, claims: async () => ({ ...options.claims?.(sub), sub }) }),
     pkce: { required: () => true },
     ttl: { AccessToken: 3600, AuthorizationCode: 60, Grant: 3600, Interaction: 600, Session: 3600 },
     features: {
@@ -182,6 +237,29 @@ export async function startUpstreamIdp(options: UpstreamIdpOptions): Promise<Ups
     return oauth.processAuthorizationCodeResponse(metadata, webApp, response)
   }
 
+  async function browse(start: string, login: string, jar: CookieJar): Promise<BrowsedTo> {
+    let url = start
+    let init: RequestInit = {}
+    const prompts: string[] = []
+    for (let hop = 0; hop < 20; hop++) {
+      const res = await fetch(url, { ...init, redirect: 'manual', headers: { ...(init.headers as Record<string, string>), cookie: jar.header() } })
+      jar.store(res)
+      if (res.status >= 300 && res.status < 400) {
+        await res.body?.cancel()
+        url = new URL(res.headers.get('location')!, url).href
+        init = {}
+        continue
+      }
+      const html = await res.text()
+      const next = url.startsWith(issuer) && res.status === 200 ? devInteraction(html, login, url) : undefined
+      if (next === undefined) return { url, status: res.status, html, prompts }
+      prompts.push(next.prompt)
+      url = next.url
+      init = next.init
+    }
+    throw new Error(`browsing from ${start}: more than 20 hops`)
+  }
+
   async function stop(): Promise<void> {
     if (!server.listening) return
     const closed = new Promise<void>((resolve) => server.close(() => resolve()))
@@ -189,5 +267,5 @@ export async function startUpstreamIdp(options: UpstreamIdpOptions): Promise<Ups
     await closed
   }
 
-  return { issuer, metadata, requests, signIn, stop }
+  return { issuer, metadata, requests, signIn, browse, stop }
 }
