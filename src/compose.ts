@@ -184,9 +184,17 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
 
     // Revocations as Security Event Tokens, read from the durable log (none without receivers).
     const transmitter = await openSetTransmitter(config, { database: stores.database, keys, revocations, instance, clock, logger: log, metrics }, closers)
+    // Human approval needs the database: the requests outlive any one instance.
+    const approvals = stores.database === undefined ? undefined : createApprovalStore(stores.database.db)
+    if (approvals !== undefined) {
+      const stop = cancelApprovalsOnKill({ revocations, approvals, audit, now: nowSeconds, logger: log })
+      closers.add(async () => stop())
+    }
+    const approvalPages = approvals === undefined ? undefined : await approvalPagesOf(config, keys, nowSeconds)
+
     const webhooks = await openWebhookNotifier(
       config,
-      { database: stores.database, revocations, audit: stores.sqlAudit, instance, clock, logger: log },
+      { database: stores.database, revocations, audit: stores.sqlAudit, instance, clock, logger: log, approvalLinks: approvalPages?.links },
       closers,
     )
 
@@ -228,14 +236,6 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       tracing,
       lifecycle,
     })
-
-    // Human approval needs the database: the requests outlive any one instance.
-    const approvals = stores.database === undefined ? undefined : createApprovalStore(stores.database.db)
-    if (approvals !== undefined) {
-      const stop = cancelApprovalsOnKill({ revocations, approvals, audit, now: nowSeconds, logger: log })
-      closers.add(async () => stop())
-    }
-    const approvalPages = approvals === undefined ? undefined : await approvalPagesOf(config, keys, nowSeconds)
 
     // Refusals are counted and logged once per interval, never a line each.
     const refusals = createRefusals(log)

@@ -14,7 +14,8 @@ import type { Closers } from '../core/async.js'
 import type { Config, WebhookConfig } from '../config/schema.js'
 import type { WebhookStatus, WebhookStatuses } from '../http/routes/admin-webhooks.js'
 import { webhookBody, webhookMessageId, type RevocationEventType } from '../notify/events.js'
-import { governanceBody, governanceEventOf, governanceMessageId, governanceSelectors } from '../notify/governance.js'
+import { governanceBody, governanceEventOf, governanceMessageId, governanceSelectors, type GovernanceEvent } from '../notify/governance.js'
+import type { ApprovalLinks } from '../approvals/link.js'
 import { sendWebhook, webhookSigner } from '../notify/webhook.js'
 import type { RevocationService } from '../revocation/service.js'
 import { createSqlSsfStore, type LogMoment, type OutboxEntry } from '../ssf/outbox.js'
@@ -32,6 +33,8 @@ export interface NotificationOptions {
   /** Epoch milliseconds (the broker's clock). */
   readonly clock: () => number
   readonly logger: Logger
+  /** The approver sign-in's links, when configured: an `approval.requested` notification carries one. */
+  readonly approvalLinks?: ApprovalLinks | undefined
 }
 
 /** A webhook's stream and queue name: `:` keeps it apart from every SSF receiver's name. */
@@ -50,7 +53,7 @@ export async function openWebhookNotifier(config: Config, options: NotificationO
     throw new TypeError('notifications.webhooks need the SQL database (PostgreSQL or PGlite), not an in-memory revocation log')
   const log = options.logger.child({ module: 'notifications' })
   const receivers: Receiver[] = []
-  for (const hook of webhooks) receivers.push(await receiverOf(hook, log))
+  for (const hook of webhooks) receivers.push(await receiverOf(hook, log, options.approvalLinks))
   const store = createSqlSsfStore(options.database.db)
   const ssf = config.ssf
   const transmitter = createTransmitter({
@@ -99,7 +102,7 @@ export async function openWebhookNotifier(config: Config, options: NotificationO
 }
 
 /** A webhook as a push receiver of its own entries: one per subscribed moment or governance record, the body made once, signed at each send. */
-async function receiverOf(hook: WebhookConfig, log: Logger): Promise<Receiver> {
+async function receiverOf(hook: WebhookConfig, log: Logger, links: ApprovalLinks | undefined): Promise<Receiver> {
   const name = webhookStream(hook.id)
   const signer = webhookSigner(await secretOf(hook.secret_file), `notifications.webhooks ${hook.id} secret_file`)
   const subscribed = (type: RevocationEventType) => (hook.events.includes(type) ? type : undefined)
@@ -129,20 +132,20 @@ async function receiverOf(hook: WebhookConfig, log: Logger): Promise<Receiver> {
       },
       ...(selectors.length === 0
         ? {}
-        : { records: { selectors, entryOf: (r: LogRecord, atMs: number) => recordEntry(hook, name, r, atMs, { log, unreadable }) } }),
+        : { records: { selectors, entryOf: (r: LogRecord, atMs: number) => recordEntry(hook, name, r, atMs, { log, unreadable, links }) } }),
       send: (entry, sending) => sendWebhook(hook.url, signer, entry.jti, entry.set, sending),
     },
   }
 }
 
 /** The queue entry for one governance record; undefined (logged) for a record this version cannot read: it is skipped, never sent half-read. */
-function recordEntry(
+async function recordEntry(
   hook: WebhookConfig,
   name: string,
   r: LogRecord,
   atMs: number,
-  { log, unreadable }: { readonly log: Logger; readonly unreadable: Set<number> },
-): OutboxEntry | undefined {
+  { log, unreadable, links }: { readonly log: Logger; readonly unreadable: Set<number>; readonly links: ApprovalLinks | undefined },
+): Promise<OutboxEntry | undefined> {
   const event = governanceEventOf(r)
   if (event === undefined) {
     // Each scan rereads the grace period: logged once per record, not once per scan.
@@ -159,8 +162,23 @@ function recordEntry(
     revokedAt: r.at,
     ordinal: 0,
     eventType: event.type,
-    set: governanceBody(hook.format, event),
+    set: governanceBody(hook.format, event, await approvalLinkOf(event, links, log)),
     enqueuedAtMs: atMs,
+  }
+}
+
+/**
+ * The signed one-time link to the sign-in page for an `approval.requested` event, when the sign-in is
+ * configured; made once, with the entry, so every delivery of it sends the same bytes. A link that cannot
+ * be signed leaves the notification without it: the approvers still hear of the request.
+ */
+async function approvalLinkOf(event: GovernanceEvent, links: ApprovalLinks | undefined, log: Logger): Promise<string | undefined> {
+  if (links === undefined || event.kind !== 'approval' || event.type !== 'approval.requested' || event.approval.expiresAt === undefined) return undefined
+  try {
+    return await links.link(event.approval.id, event.approval.expiresAt)
+  } catch (err) {
+    log.warn({ approval: event.approval.id, cause: (err as Error).message }, 'approval link not signed; notified without it')
+    return undefined
   }
 }
 

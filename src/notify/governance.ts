@@ -178,15 +178,18 @@ export function governanceMessageId(webhook: string, e: Pick<GovernanceEvent, 't
   return `msg_${digest.subarray(0, 16).toString('base64url')}`
 }
 
-/** Standard Webhooks payload: `type`, `timestamp` (the record's time, RFC 3339, so a redelivery sends the same bytes), `data`. */
-export function governanceStandardPayload(e: GovernanceEvent): Record<string, unknown> {
+/**
+ * Standard Webhooks payload: `type`, `timestamp` (the record's time, RFC 3339, so a redelivery sends the same bytes), `data`.
+ * `link`: an approval request's signed one-time link to the approver's sign-in page, when there is one.
+ */
+export function governanceStandardPayload(e: GovernanceEvent, link?: string): Record<string, unknown> {
   const audit = { id: e.record.id, chain: e.record.chain, seq: e.record.seq }
   const data =
     e.kind === 'lifecycle'
       ? { agent: e.agent, transition: e.transition, suspended: e.suspended, detail: e.detail, at: e.at, audit }
       : e.kind === 'anomaly'
         ? { agent: e.agent, rule: e.rule, action: e.action, detail: e.detail, revocation_id: e.revocationId ?? null, at: e.at, audit }
-        : approvalData(e.agent, e.approval, e.at, audit)
+        : { ...approvalData(e.agent, e.approval, e.at, audit), ...(link === undefined ? {} : { link }) }
   return { type: e.type, timestamp: new Date(e.at * 1000).toISOString(), data }
 }
 
@@ -218,14 +221,14 @@ const LIFECYCLE_WORDS: Record<LifecycleTransition, string> = {
 }
 
 /** Slack incoming-webhook payload: `text` (the notification's fallback) and a section and a context block; every name escaped. */
-export function governanceSlackPayload(e: GovernanceEvent): Record<string, unknown> {
+export function governanceSlackPayload(e: GovernanceEvent, link?: string): Record<string, unknown> {
   const agent = mrkdwn(e.agent)
   const detail = mrkdwn(e.detail)
   const text =
     e.kind === 'lifecycle'
       ? `Mandate: agent ${agent} ${LIFECYCLE_WORDS[e.transition]}${e.suspended ? ' (tokens suspended)' : ''}: ${detail}`
       : e.kind === 'approval'
-        ? approvalText(agent, e.approval)
+        ? approvalText(agent, e.approval, link)
         : e.action === 'quarantine'
           ? `Mandate: agent ${agent} quarantined by anomaly rule ${mrkdwn(e.rule)}: ${detail}`
           : `Mandate: anomaly on agent ${agent} (rule ${mrkdwn(e.rule)}): ${detail}`
@@ -240,15 +243,17 @@ export function governanceSlackPayload(e: GovernanceEvent): Record<string, unkno
 }
 
 /** An approval in words: the request with the binding message and how to decide it, or the decision. */
-function approvalText(agent: string, a: ApprovalFields): string {
+function approvalText(agent: string, a: ApprovalFields, link: string | undefined): string {
   const user = mrkdwn(a.user.sub)
   if (a.decision !== undefined) return `Mandate: approval ${mrkdwn(a.id)} for agent ${agent} (user ${user}) ${a.decision} by ${mrkdwn(a.by ?? '?')}`
   const what = `${mrkdwn(a.audience ?? '')} ${mrkdwn((a.scopes ?? []).join(' '))}`
   const message = a.bindingMessage === undefined ? '' : ` “${mrkdwn(a.bindingMessage)}”`
-  return `Mandate: agent ${agent} asks approval for user ${user}:${message} (${what}; approvers: ${mrkdwn(a.approvers ?? '?')}). Decide with \`mandate approvals approve ${mrkdwn(a.id)}\` or \`deny\`.`
+  // Slack's link form: the URL is ours (base64url token), and `|`/`>` cannot occur in it.
+  const page = link === undefined ? '' : ` or <${link}|sign in and decide>`
+  return `Mandate: agent ${agent} asks approval for user ${user}:${message} (${what}; approvers: ${mrkdwn(a.approvers ?? '?')}). Decide with \`mandate approvals approve ${mrkdwn(a.id)}\` or \`deny\`${page}.`
 }
 
 /** The body POSTed for `e` in `format`, as the bytes signed and sent. */
-export function governanceBody(format: WebhookFormat, e: GovernanceEvent): string {
-  return JSON.stringify(format === 'slack' ? governanceSlackPayload(e) : governanceStandardPayload(e))
+export function governanceBody(format: WebhookFormat, e: GovernanceEvent, link?: string): string {
+  return JSON.stringify(format === 'slack' ? governanceSlackPayload(e, link) : governanceStandardPayload(e, link))
 }

@@ -41,7 +41,7 @@ export interface WebhookDelivery {
   readonly records?: {
     readonly selectors: readonly RecordSelector[]
     /** The queue entry for one record, enqueued at `atMs`; undefined for a record it cannot read (logged, skipped). */
-    readonly entryOf: (record: LogRecord, atMs: number) => OutboxEntry | undefined
+    readonly entryOf: (record: LogRecord, atMs: number) => OutboxEntry | undefined | Promise<OutboxEntry | undefined>
   }
   /** Sends one entry; never rejects. */
   readonly send: (entry: SsfOutboxRow, options: { readonly timeoutMs: number; readonly signal: AbortSignal }) => Promise<PushOutcome>

@@ -24,6 +24,7 @@ import { hashClientSecret } from '../../src/tokens/client-auth.js'
 import { captureLogs } from '../support/log-sink.js'
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
 import { CookieJar, startUpstreamIdp, type UpstreamIdp } from '../support/oidc-provider.js'
+import { payload, secret, startReceiver, type Receiver } from '../support/webhook-receiver.js'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..')
 const PAYMENTS = 'https://payments.example'
@@ -82,6 +83,7 @@ function describeLink(name: string, databaseUrl: () => Promise<{ url: string | u
     let m: Mandate
     let offset = 0
     let db: { url: string | undefined; done: () => Promise<void> } | undefined
+    let approvers: Receiver
     const logs: string[] = []
 
     beforeAll(async () => {
@@ -106,6 +108,9 @@ function describeLink(name: string, databaseUrl: () => Promise<{ url: string | u
       await writeFile(join(policies, 'pay-agent.yaml'), payPolicy('pay-agent', idp.issuer, 'user'))
       await writeFile(join(policies, 'group-agent.yaml'), payPolicy('group-agent', idp.issuer, 'group:payments-approvers'))
       await writeFile(join(policies, 'owner-agent.yaml'), payPolicy('owner-agent', idp.issuer, 'owner'))
+      const hookSecret = secret()
+      approvers = await startReceiver(hookSecret)
+      await writeFile(join(dir, 'hook-secret'), hookSecret)
       const secretFile = join(dir, 'idp-client-secret')
       await writeFile(secretFile, `${CLIENT_SECRET}\n`, { mode: 0o600 })
       const config = Config.parse({
@@ -116,6 +121,10 @@ function describeLink(name: string, databaseUrl: () => Promise<{ url: string | u
         trust: { subjects: [{ issuer: idp.issuer, algorithms: ['RS256'] }] },
         approvals: { poll_interval: 1, sign_in: { issuer: idp.issuer, client_id: CLIENT_ID, client_secret_file: secretFile, groups_scope: 'groups' } },
         admin: { keys: [{ name: 'auditor', sha256: createHash('sha256').update(AUDITOR_KEY).digest('hex'), roles: ['auditor'] }] },
+        notifications: {
+          webhooks: [{ id: 'approvers', url: approvers.url, events: ['approval.requested'], secret_file: join(dir, 'hook-secret') }],
+          retry: { max_attempts: 5, initial_delay_ms: 10, max_delay_ms: 50 },
+        },
         log: { level: 'warn' },
         ...(db.url === undefined ? {} : { storage: { database_url: db.url } }),
       })
@@ -134,6 +143,7 @@ function describeLink(name: string, databaseUrl: () => Promise<{ url: string | u
         await closed
       }
       await idp?.stop()
+      await approvers?.close()
       await m?.close().catch(() => {})
       if (dir !== undefined) await rm(dir, { recursive: true, force: true })
       await db?.done()
@@ -196,7 +206,10 @@ function describeLink(name: string, databaseUrl: () => Promise<{ url: string | u
     it('the user signs in and approves: the page shows the request, escaped; the agent’s poll gets the token; decided via link', async () => {
       const a = await ask('pay-agent', 'alice')
       expect((await poll(a)).body.error).toBe('authorization_pending')
-      const link = await m.approvalLinks!.link(a.id, a.expiresAt)
+      // The link the approvers were sent, in the signed notification of the request.
+      const told = await approvers.waitFor((d) => payload(d).type === 'approval.requested' && payload(d).data['approval_id'] === a.id, 10_000)
+      expect(told.verified).toBe(true)
+      const link = payload(told).data['link'] as string
       expect(link.startsWith(`${broker}/approvals/link?t=`)).toBe(true)
       const { page, jar } = await open(link, 'alice')
       expect(page.prompts).toEqual(['login', 'consent'])
