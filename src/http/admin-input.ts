@@ -1,5 +1,5 @@
 import type { Context } from 'hono'
-import type { z } from 'zod'
+import { z } from 'zod'
 import { decodeUtf8, holdsOnlyStorableText } from '../core/text.js'
 import { isStorableForm } from './form.js'
 import { AdminError } from './oauth-errors.js'
@@ -59,3 +59,11 @@ export function refuseInvalid(error: z.ZodError, source: 'body' | 'query'): neve
       : `invalid ${field}: ${issue?.message ?? 'invalid'}`,
   )
 }
+
+/** A note an admin adds to an action (an attestation, a decision): a line or a few, kept in its record; PostgreSQL text holds no NUL. */
+export const AdminNote = z
+  .string()
+  .min(1)
+  .max(1024)
+  // eslint-disable-next-line no-control-regex -- control characters but line breaks are what it refuses
+  .regex(/^[^\u0000-\u0009\u000b-\u001f\u007f]+$/, 'must not contain control characters')

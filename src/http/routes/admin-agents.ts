@@ -21,7 +21,7 @@ import type { Revocation } from '../../revocation/port.js'
 import type { RevocationService } from '../../revocation/service.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
 import type { AppEnv } from '../env.js'
-import { readJsonBody, refuseInvalid } from '../admin-input.js'
+import { AdminNote, readJsonBody, refuseInvalid } from '../admin-input.js'
 import { AdminError, NO_STORE } from '../oauth-errors.js'
 import { adminErrors, jsonContent, parametersOf } from '../openapi.js'
 import { recordAdminRead } from './admin-audit.js'
@@ -141,16 +141,8 @@ export const AgentDetailBody = z
   })
   .meta({ id: 'AgentDetail' })
 
-// PostgreSQL text holds no NUL; a note is one line or a few, never a document.
 const AttestBody = z.strictObject({
-  note: z
-    .string()
-    .min(1)
-    .max(1024)
-    // eslint-disable-next-line no-control-regex -- control characters but line breaks are what it refuses
-    .regex(/^[^\u0000-\u0009\u000b-\u001f\u007f]+$/, 'must not contain control characters')
-    .optional()
-    .describe('What the owner said, kept in the `agent.attested` record.'),
+  note: AdminNote.optional().describe('What the owner said, kept in the `agent.attested` record.'),
 })
 export const AttestedBody = z
   .strictObject({

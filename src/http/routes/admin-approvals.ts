@@ -11,7 +11,7 @@ import { decideApproval, type DecideDeps } from '../../approvals/decide.js'
 import type { ApprovalRow } from '../../approvals/port.js'
 import type { AgentId } from '../../core/claims.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
-import { readJsonBody, refuseInvalid } from '../admin-input.js'
+import { AdminNote, readJsonBody, refuseInvalid } from '../admin-input.js'
 import type { AppEnv } from '../env.js'
 import { AdminError, NO_STORE } from '../oauth-errors.js'
 import { adminErrors, jsonContent, parametersOf } from '../openapi.js'
@@ -28,17 +28,9 @@ const ListQuery = z.strictObject({
   offset: z.coerce.number().int().min(0).max(1_000_000).default(0),
 })
 
-// PostgreSQL text holds no NUL; a note is a line or a few.
 const DecideBody = z.strictObject({
   decision: z.enum(['approve', 'deny']),
-  note: z
-    .string()
-    .min(1)
-    .max(1024)
-    // eslint-disable-next-line no-control-regex -- control characters but line breaks are what it refuses
-    .regex(/^[^\u0000-\u0009\u000b-\u001f\u007f]+$/, 'must not contain control characters')
-    .optional()
-    .describe('Why, kept in the `approval.decided` record.'),
+  note: AdminNote.optional().describe('Why, kept in the `approval.decided` record.'),
 })
 
 export const ApprovalBody = z

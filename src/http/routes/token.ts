@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { GRANT_TYPE_CIBA, GRANT_TYPE_TOKEN_EXCHANGE, type AgentId } from '../../core/claims.js'
 import { redeemApproval, type CibaDeps } from '../../core/ciba.js'
 import { loggable, OAuthError } from '../../core/errors.js'
-import { exchangeToken, type ExchangeDeps, type ExchangeFailureContext, type ExchangeRequest } from '../../core/exchange.js'
+import { exchangeToken, type ExchangeDeps, type ExchangeFailureContext, type ExchangeRequest, type ExchangeResult } from '../../core/exchange.js'
 import type { PolicyStore } from '../../policy/port.js'
 import { OTHER_AUDIENCE, UNAUTHENTICATED, type MandateMetrics } from '../../telemetry/metrics.js'
 import { clientCredentials } from '../client-credentials.js'
@@ -137,6 +137,11 @@ async function poll(c: Context<AppEnv>, form: FormParams, deps: CibaDeps, contex
     deps,
     context,
   )
+  return issued(c, result, result.authorizationDetails)
+}
+
+/** RFC 8693 §2.2.1 (and RFC 9396 §7's `authorization_details` after an approval), `no-store`; the request log names the token. */
+function issued(c: Context<AppEnv>, result: ExchangeResult, authorizationDetails: readonly unknown[] = []): Response {
   c.set('agent', result.claims.client_id)
   c.set('jti', result.claims.jti)
   return c.json(
@@ -146,7 +151,7 @@ async function poll(c: Context<AppEnv>, form: FormParams, deps: CibaDeps, contex
       token_type: result.tokenType,
       expires_in: result.expiresIn,
       scope: result.scope,
-      ...(result.authorizationDetails.length > 0 ? { authorization_details: result.authorizationDetails } : {}),
+      ...(authorizationDetails.length > 0 ? { authorization_details: authorizationDetails } : {}),
     },
     200,
     NO_STORE,
@@ -173,23 +178,11 @@ export function tokenRoute(deps: ExchangeDeps, maxBodyBytes: number, rateLimited
       }
       audiences = req.audiences
       const result = await exchangeToken(req, deps, context)
-      c.set('agent', result.claims.client_id)
-      c.set('jti', result.claims.jti)
       if (metrics !== undefined) {
         metrics.tokenIssued(result.claims.client_id, audienceLabel(deps.policies, result.claims.client_id, [result.claims.aud]))
         metrics.exchangeDuration((performance.now() - started) / 1000, 'issued')
       }
-      return c.json(
-        {
-          access_token: result.accessToken,
-          issued_token_type: result.issuedTokenType,
-          token_type: result.tokenType,
-          expires_in: result.expiresIn,
-          scope: result.scope,
-        },
-        200,
-        NO_STORE,
-      )
+      return issued(c, result)
     } catch (err) {
       if (context.limited !== undefined && context.agent !== undefined) {
         rateLimited.count(context.limited, context.agent)
