@@ -238,7 +238,7 @@ describe.skipIf(!runZsh)('zsh', () => {
       '--sub -- only for this user',
       '--url -- broker admin API base URL',
     ])
-    expect(complete('mandate admin-key bob --role admin ')).toEqual(['admin', 'auditor', 'responder'])
+    expect(complete('mandate admin-key bob --role admin ')).toEqual(['admin', 'approver', 'auditor', 'responder'])
     expect(complete('mandate completion ')).toEqual(['bash', 'zsh'])
     expect(complete(`mandate keys generate ${dir}/key`)).toEqual(['keys.json'])
   })
