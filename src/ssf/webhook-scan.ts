@@ -52,7 +52,7 @@ async function enqueueRecords(t: TransmitterState, name: string, records: NonNul
     const page = await store.unsentRecords(name, records.selectors, graceSeconds, after, SCAN_PAGE)
     if (page.length === 0) break
     const at = t.wallMs()
-    const entries = (await Promise.all(page.map((r) => records.entryOf(r, at)))).flatMap((e) => e ?? [])
+    const entries = (await Promise.all(page.map(async (r) => records.entryOf(r, at)))).flatMap((e) => e ?? [])
     const last = page[page.length - 1]!
     await store.enqueueRecords(name, entries, last.at)
     if (entries.length > 0) found = true
