@@ -59,7 +59,7 @@ import type { ApprovalLinks } from './approvals/link.js'
 import { approvalPagesOf } from './compose/approvals.js'
 
 // Kept here for the CLI, which imports them from the composition root.
-export { instanceIdOf, jwksPolicyOf, trustedIssuer } from './config/translate.js'
+export { idJagIssuer, instanceIdOf, jwksPolicyOf, trustedIssuer } from './config/translate.js'
 export type { LocalIssuer } from './tokens/trust.js'
 
 export interface Mandate {
