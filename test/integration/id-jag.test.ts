@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { decodeJwt, exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose'
+import fc from 'fast-check'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { GRANT_TYPE_JWT_BEARER } from '../../src/core/claims.js'
@@ -221,6 +222,42 @@ describe('ID-JAG redemption (JWT bearer grant)', () => {
     )
     expect(broker.audit.events().length).toBe(before)
     await expectError(await broker.token({ grant_type: GRANT_TYPE_JWT_BEARER, audience: AUDIENCE }, agent), 400, 'invalid_request')
+  })
+
+  it('hostile ID-JAGs: junk, claims of any JSON value, any typ: never a 5xx, never a token unless valid, a refusal is never recorded as issued', async () => {
+    const claimNames = ['iss', 'sub', 'aud', 'client_id', 'jti', 'exp', 'iat', 'nbf', 'scope', 'resource', 'act', 'may_act', 'constructor', '__proto__']
+    const mutated = fc.record({
+      claim: fc.constantFrom(...claimNames),
+      value: fc.oneof(fc.jsonValue({ maxDepth: 2 }), fc.constant(undefined)),
+      typ: fc.option(fc.oneof(fc.string({ maxLength: 30 }), fc.constantFrom('oauth-id-jag+jwt', 'JWT', 'at+jwt', 'id-jag+jwt')), { nil: undefined }),
+    })
+    const junk = fc.oneof(
+      fc.string({ maxLength: 200 }),
+      fc.array(fc.base64String({ maxLength: 80 }), { minLength: 1, maxLength: 5 }).map((parts) => parts.join('.').replace(/[+/=]/g, '_')),
+    )
+    const allowed = new Set(['invalid_grant', 'invalid_request', 'invalid_scope', 'invalid_target'])
+    await fc.assert(
+      fc.asyncProperty(fc.oneof(mutated, junk), async (input) => {
+        const assertion = typeof input === 'string' ? input : await idp.sign({ [input.claim]: input.value }, input.typ === undefined ? {} : { typ: input.typ })
+        const issuedBefore = broker.audit.events().filter((e) => e.type === 'token.issued').length
+        const res = await broker.token(grantForm(assertion, { audience: AUDIENCE }), agent)
+        const body = (await res.json()) as Record<string, unknown>
+        const issuedAfter = broker.audit.events().filter((e) => e.type === 'token.issued').length
+        if (res.status === 200) {
+          expect(typeof input).not.toBe('string')
+          expect(issuedAfter).toBe(issuedBefore + 1)
+          return
+        }
+        expect(res.status).toBe(400)
+        expect(allowed.has(body['error'] as string)).toBe(true)
+        expect(body['access_token']).toBeUndefined()
+        expect(res.headers.get('cache-control')).toBe('no-store')
+        expect(issuedAfter).toBe(issuedBefore)
+        if (body['error'] === 'invalid_grant') expect(body['error_description']).toBe(ASSERTION_UNACCEPTABLE)
+        if (typeof input === 'string' && body['error'] !== 'invalid_request') expect(body['error']).toBe('invalid_grant')
+      }),
+      { numRuns: 150 },
+    )
   })
 
   it('a killed user of the IdP is refused invalid_grant', async () => {
