@@ -59,16 +59,22 @@ async function startIdp(now: () => number): Promise<TestIdp & { readonly otherKe
   }
 }
 
-function policy(agent: string, userIssuers: readonly string[]): string {
+const PAYMENTS = 'https://payments.test'
+
+function policy(agent: string, userIssuers: readonly string[], userClaims = ''): string {
   return `agent: ${agent}
 owner: security@example.com
 purpose: cross-app access test agent
 expires: 2099-01-01
 authentication: { method: client_secret_basic, secret_sha256: ${hashClientSecret(SECRET).toString('hex')} }
-users: [${userIssuers.map((i) => `{ issuer: '${i}' }`).join(', ')}]
+users: [${userIssuers.map((i) => `{ issuer: '${i}'${userClaims} }`).join(', ')}]
 grants:
   - { audience: ${AUDIENCE}, scopes: [read, write], default_scopes: [read] }
   - { audience: ${OTHER_AUDIENCE}, scopes: [read], default_scopes: [read] }
+  - audience: ${PAYMENTS}
+    scopes: [pay]
+    default_scopes: [pay]
+    approval: { required: true, approvers: user, timeout: 300s, reuse: none }
 token_ttl: { default: 300, max: 600 }
 `
 }
@@ -86,7 +92,11 @@ async function expectError(res: Response, status: number, error: string): Promis
 async function startBroker(idp: TestIdp, extra: Parameters<typeof startTestBroker>[0] = {}): Promise<TestBroker> {
   return startTestBroker({
     idJag: [{ issuer: idp.iss, jwks_uri: `${idp.iss}/jwks`, algorithms: ['ES256'], max_lifetime_seconds: 300 }],
-    policies: { 'xaa-agent.yaml': policy('xaa-agent', [idp.iss, USER_ISSUER]), 'narrow-agent.yaml': policy('narrow-agent', [USER_ISSUER]) },
+    policies: {
+      'xaa-agent.yaml': policy('xaa-agent', [idp.iss, USER_ISSUER]),
+      'narrow-agent.yaml': policy('narrow-agent', [USER_ISSUER]),
+      'sre-agent.yaml': policy('sre-agent', [idp.iss], ', claims: { groups: [sre] }'),
+    },
     ...extra,
   })
 }
@@ -191,6 +201,18 @@ describe('ID-JAG redemption (JWT bearer grant)', () => {
     const body = await expectError(res, 400, 'invalid_grant')
     expect(body['error_description']).toBe(ASSERTION_UNACCEPTABLE)
     expect(broker.audit.events().at(-1)).toMatchObject({ type: 'token.denied', agent: 'narrow-agent', error: 'invalid_grant' })
+  })
+
+  it('the policy’s user rules read the ID-JAG’s claims as a user token’s', async () => {
+    const sre = basic('sre-agent', SECRET)
+    await expectError(await broker.token(grantForm(await idp.sign({ client_id: 'sre-agent' }), { audience: AUDIENCE }), sre), 400, 'invalid_grant')
+    const res = await broker.token(grantForm(await idp.sign({ client_id: 'sre-agent', groups: ['sre'] }), { audience: AUDIENCE }), sre)
+    expect(res.status).toBe(200)
+  })
+
+  it('a grant that needs a person’s approval → interaction_required, recorded', async () => {
+    await expectError(await broker.token(grantForm(await idp.sign({ scope: 'pay' }), { audience: PAYMENTS }), agent), 400, 'interaction_required')
+    expect(broker.audit.events().at(-1)).toMatchObject({ type: 'token.denied', agent: 'xaa-agent', error: 'interaction_required' })
   })
 
   it('a resource beyond the ID-JAG’s → invalid_target; beyond the policy’s → invalid_target', async () => {
