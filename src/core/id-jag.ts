@@ -145,6 +145,7 @@ export async function redeemIdJag(req: IdJagRequest, deps: IdJagDeps, context: E
     const refused = await admitted
     if (refused !== undefined) throw refused
     // Last before minting: a refused request leaves the ID-JAG unspent, so its holder may retry within its policy.
+    // Should minting or the record fail after this, the ID-JAG stays spent (fail closed): the agent gets a new one.
     await spend(deps.admission, grant)
 
     const claims = mintedClaims(deps, client.agent, user.sub, decided, now)
