@@ -16,6 +16,8 @@ import { GRANT_TYPE_JWT_BEARER } from '../../src/core/claims.js'
 import { hashClientSecret } from '../../src/tokens/client-auth.js'
 import { AUDIENCE, basic, BROKER, OTHER_AUDIENCE, SECRET, startTestBroker, USER_ISSUER, type TestBroker } from '../support/broker.js'
 import { deletePrefix, REDIS_CLIENT_OPTIONS, REDIS_URL, redisAvailable } from '../support/redis.js'
+import { encodeForm } from '../support/broker.js'
+import { error, runCase, type HostileCase } from '../hostile/harness.js'
 
 const ASSERTION_UNACCEPTABLE = 'assertion is invalid or not acceptable'
 
@@ -279,6 +281,40 @@ describe('ID-JAG redemption (JWT bearer grant)', () => {
         if (typeof input === 'string' && body['error'] !== 'invalid_request') expect(body['error']).toBe('invalid_grant')
       }),
       { numRuns: 150 },
+    )
+  })
+
+  it('hostile required claims (absent, or any JSON value of the wrong type) are invalid_grant, under the hostile suite’s rules', async () => {
+    const notString = fc.jsonValue({ maxDepth: 2 }).filter((v) => typeof v !== 'string')
+    const notNumber = fc.jsonValue({ maxDepth: 2 }).filter((v) => typeof v !== 'number')
+    const fault = fc.oneof(
+      fc.record({ claim: fc.constantFrom('iss', 'sub', 'client_id', 'jti'), value: fc.oneof(notString, fc.constant(undefined), fc.constant('')) }),
+      fc.record({ claim: fc.constantFrom('exp', 'iat'), value: fc.oneof(notNumber, fc.constant(undefined), fc.constantFrom(-1, 1e300)) }),
+      fc.record({
+        claim: fc.constant('aud'),
+        value: fc.oneof(
+          notString.filter((v) => !Array.isArray(v) || v.length > 0),
+          fc.constant(undefined),
+        ),
+      }),
+    )
+    await fc.assert(
+      fc.asyncProperty(fault, async ({ claim, value }) => {
+        const assertion = await idp.sign({ [claim]: value })
+        const c: HostileCase = {
+          label: `id-jag ${claim}: ${JSON.stringify(value)}`,
+          request: {
+            method: 'POST',
+            path: '/oauth2/token',
+            headers: { 'content-type': 'application/x-www-form-urlencoded', ...agent },
+            body: new TextEncoder().encode(encodeForm(grantForm(assertion, { audience: AUDIENCE }))),
+          },
+          expected: [error(400, 'invalid_grant')],
+          secrets: [assertion, SECRET],
+        }
+        await runCase(broker, c)
+      }),
+      { numRuns: 200 },
     )
   })
 
