@@ -51,6 +51,7 @@ import { createTokenMinter } from './tokens/mint.js'
 import type { TokenMinter } from './tokens/port.js'
 import { createSubjectVerifier } from './tokens/subject.js'
 import { buildIssuerTrust, type IssuerTrust, type LocalIssuer } from './tokens/trust.js'
+import { createIdJagVerifier } from './tokens/id-jag.js'
 import type { KeyResolver } from './tokens/upstream.js'
 import { createApprovalStore } from './approvals/store.js'
 import { cancelApprovalsOnKill } from './approvals/cancel-on-kill.js'
@@ -58,7 +59,7 @@ import type { ApprovalLinks } from './approvals/link.js'
 import { approvalPagesOf } from './compose/approvals.js'
 
 // Kept here for the CLI, which imports them from the composition root.
-export { instanceIdOf, jwksPolicyOf, trustedIssuer } from './config/translate.js'
+export { idJagIssuer, instanceIdOf, jwksPolicyOf, trustedIssuer } from './config/translate.js'
 export type { LocalIssuer } from './tokens/trust.js'
 
 export interface Mandate {
@@ -255,6 +256,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
         },
       }),
       revocations,
+      ...(trust.idJagServed ? { idJag: createIdJagVerifier({ issuers: trust.idJag, now: nowSeconds, skew: config.limits.clock_skew_seconds }) } : {}),
       userIssuers: trust.userIssuers,
       subjectLifetime: { skew: config.limits.clock_skew_seconds, maxAge: config.limits.subject_token_max_age_seconds },
       adminKeys: config.admin.keys.map((k) => ({

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { isMap, LineCounter, parseDocument, type Document } from 'yaml'
-import { jwksPolicyOf, trustedIssuer } from '../compose.js'
+import { idJagIssuer, jwksPolicyOf, trustedIssuer } from '../compose.js'
 import { loadConfig, processEnv } from '../config/load.js'
 import type { Config } from '../config/schema.js'
 import { loadPolicies, locate, type Locator } from '../policy/load.js'
@@ -56,8 +56,8 @@ const DAY_MS = 86_400_000
  * Everything `serve` would refuse at start, and what would make the running
  * broker not ready or not work as configured, in one run: every config error
  * (located in the config file where the YAML allows), every policy error
- * (file:line:column), a policy whose user issuer is not in `trust.subjects`
- * or whose workload issuer is not in `trust.workloads` (under `--dev` the
+ * (file:line:column), a policy whose user issuer is in neither `trust.subjects`
+ * nor `trust.id_jag`, or whose workload issuer is not in `trust.workloads` (under `--dev` the
  * dev user issuer counts as trusted), an expired policy (a warning within 14
  * days), no admin key outside `--dev`, and the signing keys file. With
  * `online`, also each trusted issuer's JWKS, PostgreSQL and Redis. Writes
@@ -80,14 +80,16 @@ export async function checkConfig(input: CheckInput): Promise<ConfigCheckReport>
   const { config } = loaded
 
   // Policies: what the loader refuses, plus whom they trust and when they end.
-  const subjects = new Set([...config.trust.subjects.map((t) => t.issuer), ...(input.dev ? [DEV_USER_ISSUER] : [])])
+  // An ID-JAG's user is a user of its issuer, as a user token's is of its own.
+  const subjects = new Set([...[...config.trust.subjects, ...config.trust.id_jag].map((t) => t.issuer), ...(input.dev ? [DEV_USER_ISSUER] : [])])
   const workloads = new Set(config.trust.workloads.map((t) => t.issuer))
   const policyWarnings: PolicyIssue[] = []
   const crossChecked = new Set<PolicyIssue>()
   const check = (p: AgentPolicy, at: Locator): PolicyIssue[] => {
     const found: PolicyIssue[] = []
     p.delegators.forEach((d, i) => {
-      if (!subjects.has(d.issuer)) found.push(at(['users', i, 'issuer'], `${d.issuer} is not in trust.subjects: its users' tokens would be refused`))
+      if (!subjects.has(d.issuer))
+        found.push(at(['users', i, 'issuer'], `${d.issuer} is not in trust.subjects or trust.id_jag: its users' tokens would be refused`))
     })
     if (p.authentication.method === 'workload_identity' && !workloads.has(p.authentication.issuer)) {
       found.push(at(['authentication', 'issuer'], `${p.authentication.issuer} is not in trust.workloads: the agent could not authenticate`))
@@ -156,6 +158,7 @@ async function checkOnline(config: Config, where: (issue: string) => { where?: s
   const trusted = [
     ...config.trust.subjects.map((t, i) => ({ issuer: trustedIssuer(t, config.issuer, 'at+jwt'), path: `trust.subjects.${i}.issuer` })),
     ...config.trust.workloads.map((t, i) => ({ issuer: trustedIssuer(t, config.issuer, null), path: `trust.workloads.${i}.issuer` })),
+    ...config.trust.id_jag.map((t, i) => ({ issuer: idJagIssuer(t, config.issuer), path: `trust.id_jag.${i}.issuer` })),
   ]
   await Promise.all(
     trusted.map(async ({ issuer, path }) => {

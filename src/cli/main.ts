@@ -102,7 +102,7 @@ program
 Prints every error in one run: config errors with their path and, when the
 config file sets them, file:line:column; policy errors as
 file:line:column: field: reason. Besides what serve refuses, it fails on a
-policy whose users' issuer is not in trust.subjects (or, for a workload
+policy whose users' issuer is in neither trust.subjects nor trust.id_jag (or, for a workload
 agent, not in trust.workloads), an expired policy, and, without --dev, no
 admin key. A policy expiring within 14 days is a warning. Without --online
 it connects to nothing.`,

@@ -49,6 +49,26 @@ export const SubjectIssuerConfig = TrustedIssuerConfig.extend({
 })
 export type SubjectIssuerConfig = z.infer<typeof SubjectIssuerConfig>
 
+/**
+ * An IdP trusted to issue Identity Assertion JWT Authorization Grants
+ * (draft-ietf-oauth-identity-assertion-authz-grant) redeemed with the RFC
+ * 7523 JWT bearer grant. Its own role: `typ` is fixed (`oauth-id-jag+jwt`)
+ * and `aud` is always this broker's issuer.
+ */
+export const IdJagIssuerConfig = z.strictObject({
+  issuer: IssuerUrl.describe('issuer identifier, compared exactly with the ID-JAG’s `iss`'),
+  jwks_uri: IssuerUrl.optional().describe('JWKS location; discovered from RFC 8414 / OIDC metadata when absent'),
+  algorithms: z.array(z.enum(ASYMMETRIC_ALGORITHMS)).min(1).describe('signature algorithms this issuer uses; nothing else is accepted from it'),
+  max_lifetime_seconds: z
+    .number()
+    .int()
+    .min(10)
+    .max(3600)
+    .default(300)
+    .describe('longest lifetime (`exp` − `iat`, and `exp` − now) an ID-JAG of this issuer may have; a longer one is refused'),
+})
+export type IdJagIssuerConfig = z.infer<typeof IdJagIssuerConfig>
+
 /** One admin API key: its holder, the SHA-256 of the key, its roles. Items of `admin.keys` and of `admin.keys_file`. */
 export const AdminKeyConfig = z.strictObject({
   name: z
@@ -213,6 +233,7 @@ const RolesInput = z.object({
     .object({
       subjects: z.array(z.object({ issuer: z.string() })).default([]),
       workloads: z.array(z.object({ issuer: z.string() })).default([]),
+      id_jag: z.array(z.object({ issuer: z.string() })).default([]),
     })
     .prefault({}),
 })
@@ -367,6 +388,12 @@ export const Config = z
       .strictObject({
         subjects: z.array(SubjectIssuerConfig).default([]).describe('issuers trusted for user subject tokens'),
         workloads: z.array(TrustedIssuerConfig).default([]).describe('issuers trusted for workload identity actor tokens'),
+        id_jag: z
+          .array(IdJagIssuerConfig)
+          .default([])
+          .describe(
+            'enterprise IdPs whose Identity Assertion JWT Authorization Grants (ID-JAG) agents may redeem with the JWT bearer grant; none: the grant is not served',
+          ),
       })
       .prefault({})
       .describe('upstream issuers, per role; an issuer may hold one role only'),
@@ -786,7 +813,7 @@ export type Config = z.infer<typeof Config>
 function checkRoles(c: z.infer<typeof RolesInput>, ctx: z.RefinementCtx): void {
   {
     const roles = new Map<string, string>()
-    for (const role of ['subjects', 'workloads'] as const) {
+    for (const role of ['subjects', 'workloads', 'id_jag'] as const) {
       c.trust[role].forEach((t, i) => {
         const other = roles.get(t.issuer)
         if (other !== undefined || t.issuer === c.issuer) {

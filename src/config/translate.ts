@@ -5,10 +5,11 @@
  */
 import { hostname } from 'node:os'
 import { compileAuthentication } from '../policy/load.js'
+import { ID_JAG_TYP } from '../tokens/id-jag.js'
 import { normalizeTyp } from '../tokens/jws.js'
 import type { ResourceServer } from '../tokens/port.js'
 import type { JwksPolicy, TrustedIssuer } from '../tokens/upstream.js'
-import type { Config, ResourceServerConfig, SubjectIssuerConfig, TrustedIssuerConfig } from './schema.js'
+import type { Config, IdJagIssuerConfig, ResourceServerConfig, SubjectIssuerConfig, TrustedIssuerConfig } from './schema.js'
 
 /** A trusted issuer → the verifier's form, with its role's `typ` default (`null`: no `typ`, or `jwt`). */
 export function trustedIssuer(t: TrustedIssuerConfig | SubjectIssuerConfig, brokerIssuer: string, defaultTyp: string | null): TrustedIssuer {
@@ -23,11 +24,31 @@ export function trustedIssuer(t: TrustedIssuerConfig | SubjectIssuerConfig, brok
   }
 }
 
-/** `trust.subjects` (access tokens: `at+jwt` by default) and `trust.workloads` (any JWT), as the verifier takes them. */
-export function trustedIssuersOf(config: Config): { readonly subjects: TrustedIssuer[]; readonly workloads: TrustedIssuer[] } {
+/** An ID-JAG issuer → the verifier's form: `typ` exactly `oauth-id-jag+jwt` (RFC 8725 §3.11), `aud` this broker. */
+export function idJagIssuer(t: IdJagIssuerConfig, brokerIssuer: string): TrustedIssuer {
+  return {
+    issuer: t.issuer,
+    jwksUri: t.jwks_uri,
+    algorithms: t.algorithms,
+    audience: brokerIssuer,
+    typ: [ID_JAG_TYP],
+    maxLifetime: t.max_lifetime_seconds,
+  }
+}
+
+/**
+ * `trust.subjects` (access tokens: `at+jwt` by default), `trust.workloads` (any JWT) and `trust.id_jag`
+ * (ID-JAGs only), as the verifiers take them.
+ */
+export function trustedIssuersOf(config: Config): {
+  readonly subjects: TrustedIssuer[]
+  readonly workloads: TrustedIssuer[]
+  readonly idJag: TrustedIssuer[]
+} {
   return {
     subjects: config.trust.subjects.map((t) => trustedIssuer(t, config.issuer, 'at+jwt')),
     workloads: config.trust.workloads.map((t) => trustedIssuer(t, config.issuer, null)),
+    idJag: config.trust.id_jag.map((t) => idJagIssuer(t, config.issuer)),
   }
 }
 

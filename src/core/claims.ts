@@ -26,6 +26,8 @@ export const TOKEN_TYPE = {
 export const GRANT_TYPE_TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange'
 /** OpenID CIBA Core §10.1: an agent polls for the token a person approved. */
 export const GRANT_TYPE_CIBA = 'urn:openid:params:grant-type:ciba'
+/** RFC 7523 §2.1: a JWT as an authorization grant; Mandate takes only ID-JAGs (draft-ietf-oauth-identity-assertion-authz-grant). */
+export const GRANT_TYPE_JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer'
 export const CLIENT_ASSERTION_TYPE_JWT = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'
 
 /** Builds the nested `act` claim from actors listed newest first. */

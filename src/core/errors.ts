@@ -90,6 +90,8 @@ export function statusOf(code: OAuthErrorCode): 400 | 401 | 429 | 500 | 503 {
 export const CLIENT_AUTH_FAILED = 'client authentication failed'
 /** RFC 8693 §2.2.2: one fixed description whichever subject/actor check failed. */
 export const SUBJECT_TOKEN_UNACCEPTABLE = 'subject_token is invalid or not acceptable'
+/** RFC 7523 §3.1: one fixed `invalid_grant` description whichever check of a JWT authorization grant (an ID-JAG) failed. */
+export const ASSERTION_UNACCEPTABLE = 'assertion is invalid or not acceptable'
 
 /**
  * A client-supplied value fit for `detail`: short identifiers pass, anything

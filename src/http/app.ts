@@ -28,6 +28,8 @@ import { mountApprovalPages } from './routes/approval-pages.js'
 import type { ApprovalLinks } from '../approvals/link.js'
 import type { ApprovalSignIn } from '../approvals/sign-in.js'
 import type { CibaDeps } from '../core/ciba.js'
+import type { IdJagDeps } from '../core/id-jag.js'
+import type { IdJagVerifier } from '../tokens/port.js'
 import { PayloadTooLarge } from './form.js'
 import { introspectRoute } from './routes/introspect.js'
 import { mountForwardAuth } from './routes/forward-auth.js'
@@ -112,6 +114,8 @@ export interface AppDeps {
   readonly webhooks?: WebhookStatuses
   /** Attestations and lifecycle states for /admin/agents; absent: not shown, and no POST /admin/agents/{id}/attest. */
   readonly lifecycle?: LifecycleReads & AgentAttestations
+  /** ID-JAG verification (`trust.id_jag`); absent: the JWT bearer grant is not served nor advertised. */
+  readonly idJag?: IdJagVerifier
   /** Human approval (CIBA); absent (no database): no backchannel endpoint, no CIBA grant, no /admin/approvals. */
   readonly approvals?: ApprovalSettings
   /** The approver's sign-in pages (`approvals.sign_in`, with `approvals`); absent: no /approvals/* route. */
@@ -261,7 +265,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.get(
     '/.well-known/oauth-authorization-server',
     metadataDoc,
-    metadataRoute(issuer, deps.keys, deps.approvals === undefined ? undefined : deps.exchange.policies),
+    metadataRoute(issuer, deps.keys, deps.approvals === undefined ? undefined : deps.exchange.policies, deps.idJag !== undefined),
   )
   app.get('/.well-known/jwks.json', jwksDoc, jwksRoute(deps.keys))
   mountHealth(app, {
@@ -296,6 +300,11 @@ function clientAuthThrottle(deps: AppDeps): ClientAuthThrottle {
   }
 }
 
+/** The JWT bearer grant's dependencies: the exchange's, and the ID-JAG verifier when one is configured. */
+function idJagDeps(deps: AppDeps): IdJagDeps | undefined {
+  return deps.idJag === undefined ? undefined : { ...deps.exchange, idJag: deps.idJag }
+}
+
 /**
  * RFC 6749 token, RFC 7662 introspection, RFC 7009 revocation, with the
  * client-authentication back-off and load shedding in front of them; and
@@ -311,7 +320,10 @@ function mountOAuthEndpoints(app: Hono<AppEnv>, deps: AppDeps, tokenDeps: TokenR
   // /oauth2/* cap their bodies in readForm (on Node without building a web body stream).
   app.post(
     '/oauth2/token',
-    described(tokenSpec, throttleClientAuth(throttle, 'token', tokenRoute(deps.exchange, deps.maxBodyBytes, deps.refusals.rateLimited, deps.metrics, ciba))),
+    described(
+      tokenSpec,
+      throttleClientAuth(throttle, 'token', tokenRoute(deps.exchange, deps.maxBodyBytes, deps.refusals.rateLimited, deps.metrics, ciba, idJagDeps(deps))),
+    ),
   )
   if (ciba !== undefined) {
     if (deps.shedding !== undefined) app.use('/oauth2/bc-authorize', shedLoad(deps.shedding))

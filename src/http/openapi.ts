@@ -26,7 +26,7 @@ import {
   type GenerateSpecOptions,
 } from 'hono-openapi'
 import { z } from 'zod'
-import { CLIENT_ASSERTION_TYPE_JWT, GRANT_TYPE_CIBA, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../core/claims.js'
+import { CLIENT_ASSERTION_TYPE_JWT, GRANT_TYPE_CIBA, GRANT_TYPE_JWT_BEARER, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../core/claims.js'
 import { AUDIT_EVENTS } from '../audit/port.js'
 import { ASYMMETRIC_ALGORITHMS } from '../tokens/jws.js'
 import type { AppEnv } from './app.js'
@@ -256,11 +256,15 @@ const formBody = (schema: ZodObject) => ({
 export const TokenExchangeForm = z
   .object({
     grant_type: z
-      .enum([GRANT_TYPE_TOKEN_EXCHANGE, GRANT_TYPE_CIBA])
+      .enum([GRANT_TYPE_TOKEN_EXCHANGE, GRANT_TYPE_CIBA, GRANT_TYPE_JWT_BEARER])
       .describe(
-        'Token exchange, or (with a database) polling for an approved token (OpenID CIBA Core §10.1, with `auth_req_id` and client authentication only).',
+        'Token exchange; or (with a database) polling for an approved token (OpenID CIBA Core §10.1, with `auth_req_id` and client authentication only); or (with `trust.id_jag`) the RFC 7523 JWT bearer grant with an ID-JAG as `assertion`, `resource`/`audience`, `scope` and `expires_in` (no `subject_token`).',
       ),
     auth_req_id: z.string().optional().describe('CIBA: the handle `/oauth2/bc-authorize` answered.'),
+    assertion: z
+      .string()
+      .optional()
+      .describe('JWT bearer grant: an Identity Assertion JWT Authorization Grant (`typ: oauth-id-jag+jwt`) from an issuer of `trust.id_jag`.'),
     subject_token: z.string().describe("The user's access token (from a trusted issuer), or a Mandate token to delegate further."),
     subject_token_type: z.enum([TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt]),
     resource: z
@@ -440,7 +444,9 @@ export const AuthorizationServerMetadata = z
     issuer: z.string(),
     token_endpoint: z.string(),
     jwks_uri: z.string(),
-    grant_types_supported: z.array(z.enum([GRANT_TYPE_TOKEN_EXCHANGE, GRANT_TYPE_CIBA])).describe('The CIBA grant only with a database.'),
+    grant_types_supported: z
+      .array(z.enum([GRANT_TYPE_TOKEN_EXCHANGE, GRANT_TYPE_CIBA, GRANT_TYPE_JWT_BEARER]))
+      .describe('The CIBA grant only with a database; the JWT bearer grant (ID-JAG) only with `trust.id_jag`.'),
     response_types_supported: z.array(z.string()).max(0).describe('Empty: there is no authorization endpoint.'),
     token_endpoint_auth_methods_supported: uris,
     token_endpoint_auth_signing_alg_values_supported: z.array(z.enum(ASYMMETRIC_ALGORITHMS)),

@@ -80,7 +80,7 @@ export const PolicyAuthentication = z.discriminatedUnion('method', [
 export type PolicyAuthentication = z.infer<typeof PolicyAuthentication>
 
 const UserRule = z.strictObject({
-  issuer: z.string().min(1).describe('issuer of the user’s token (listed in config trust.subjects)'),
+  issuer: z.string().min(1).describe('issuer of the user’s token, or of the ID-JAG naming the user (listed in config trust.subjects or trust.id_jag)'),
   claims: z
     .record(z.string().min(1), z.array(z.string()).min(1))
     .default({})

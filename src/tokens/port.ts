@@ -103,6 +103,30 @@ export interface SubjectVerifier {
   verifyOwn(token: string): Promise<MandateClaims | undefined>
 }
 
+/**
+ * A verified Identity Assertion JWT Authorization Grant
+ * (draft-ietf-oauth-identity-assertion-authz-grant): the user it asserts, as
+ * a user token's would be, and the limits it sets on what may be issued.
+ */
+export interface VerifiedIdJag {
+  /** The asserted user (`iss`, `sub`); `scopes` is the ID-JAG's `scope`, when it carries one. */
+  readonly user: UserSubject
+  /** The ID-JAG's `resource` values, when it names any. */
+  readonly resources: readonly string[] | undefined
+  /** Its `jti` to spend (RFC 7523 §3 item 7), in a namespace no client assertion's key can take. */
+  readonly use: AssertionUse
+}
+
+/**
+ * Verifies an ID-JAG presented with the RFC 7523 JWT bearer grant by
+ * `agent`. Throws `OAuthError('invalid_grant')` with one fixed description
+ * whatever check failed (RFC 7523 §3.1), or `temporarily_unavailable` when
+ * the issuer's keys cannot be had. Does not spend the `jti`.
+ */
+export interface IdJagVerifier {
+  verify(assertion: string, agent: AgentId): Promise<VerifiedIdJag>
+}
+
 /** Signs Mandate access tokens with the current signing key. */
 export interface TokenMinter {
   mint(claims: MandateClaims): Promise<string>

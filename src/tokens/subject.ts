@@ -165,6 +165,8 @@ const NON_ACCESS_TYP: ReadonlyMap<string, SubjectTokenKind> = new Map([
   ['secevent+jwt', 'security_event'], // RFC 8417 §2.3
   ['logout+jwt', 'security_event'], // OpenID Connect Back-Channel Logout 1.0 §2.4
   ['refresh+jwt', 'refresh'],
+  // An authorization grant (draft-ietf-oauth-identity-assertion-authz-grant), redeemed only by the JWT bearer grant.
+  ['oauth-id-jag+jwt', 'unknown'],
 ])
 /** Payload claims some issuers name a token's kind with: Keycloak `typ`, Cognito `token_use`, ForgeRock `tokenName`, `token_type`. */
 const KIND_CLAIMS = ['typ', 'token_use', 'tokenName', 'token_type'] as const

@@ -1,6 +1,6 @@
 /**
- * The issuers Mandate trusts, in their two roles (user subjects, workload
- * actors), each with its key resolver: held in memory for a local issuer
+ * The issuers Mandate trusts, in their three roles (user subjects, workload
+ * actors, ID-JAG grants), each with its key resolver: held in memory for a local issuer
  * (tests, the dev issuer), fetched over HTTP for every other.
  */
 import type { JSONWebKeySet } from 'jose'
@@ -23,7 +23,7 @@ export interface LocalIssuer {
   readonly jwks: JSONWebKeySet
 }
 
-export type IssuerRole = 'subjects' | 'workloads'
+export type IssuerRole = 'subjects' | 'workloads' | 'id_jag'
 
 /** One trusted issuer's key set, for readiness. */
 export interface IssuerKeysStatus extends KeySetStatus {
@@ -34,7 +34,11 @@ export interface IssuerKeysStatus extends KeySetStatus {
 export interface IssuerTrust {
   readonly users: IssuerRegistry
   readonly workloads: IssuerRegistry
-  /** Issuers trusted for user subjects, configured first, then local ones. */
+  /** Issuers of ID-JAGs (draft-ietf-oauth-identity-assertion-authz-grant); empty: the JWT bearer grant is not served. */
+  readonly idJag: IssuerRegistry
+  /** Whether any issuer is trusted for ID-JAGs. */
+  readonly idJagServed: boolean
+  /** Issuers whose users a token may name (user subjects, then ID-JAG issuers), configured first, then local ones. */
   readonly userIssuers: readonly string[]
   /** Every issuer's key set as known now (no network). */
   status(): IssuerKeysStatus[]
@@ -46,6 +50,7 @@ export interface IssuerTrustOptions {
   /** Configured issuers, by role (their keys fetched). */
   readonly subjects: readonly TrustedIssuer[]
   readonly workloads: readonly TrustedIssuer[]
+  readonly idJag: readonly TrustedIssuer[]
   /** Issuers whose keys are held in memory, by role; one also configured uses these keys. */
   readonly localSubjects: readonly LocalIssuer[]
   readonly localWorkloads: readonly LocalIssuer[]
@@ -71,7 +76,9 @@ export function buildIssuerTrust(options: IssuerTrustOptions): IssuerTrust {
   return {
     users: createIssuerRegistry(subjects, resolverFor('subjects')),
     workloads: createIssuerRegistry(workloads, resolverFor('workloads')),
-    userIssuers: subjects.map((t) => t.issuer),
+    idJag: createIssuerRegistry(options.idJag, resolverFor('id_jag')),
+    idJagServed: options.idJag.length > 0,
+    userIssuers: [...subjects, ...options.idJag].map((t) => t.issuer),
     status: () => keySets.map((k) => ({ issuer: k.issuer, role: k.role, ...k.keys.status() })),
     keepFresh: () => keepKeySetsFresh(keySets.map((k) => k.keys)),
   }

@@ -35,6 +35,8 @@ export interface TrustedIssuer {
   readonly typ: readonly (string | undefined)[]
   /** User subjects only: OpenID Connect ID tokens are accepted as subject tokens too (default: refused). */
   readonly acceptIdTokens?: boolean
+  /** ID-JAG issuers only: seconds an ID-JAG may live (`exp` − `iat`, and `exp` − now). */
+  readonly maxLifetime?: number
 }
 
 export interface JwksPolicy extends FetchLimits {

@@ -170,7 +170,7 @@ describe('mandate CLI', () => {
       expect(r.stderr.trim().split('\n')).toEqual([
         expect.stringMatching(/^warning: .*soon\.yaml:4:10: expires: expires in [1-3] day\(s\)/),
         `${join(policies, 'expired.yaml')}:4:10: expires: expired on 2020-01-01T00:00:00.000Z: the agent gets no token`,
-        `${join(policies, 'untrusted.yaml')}:6:19: users.0.issuer: https://elsewhere.example.com is not in trust.subjects: its users' tokens would be refused`,
+        `${join(policies, 'untrusted.yaml')}:6:19: users.0.issuer: https://elsewhere.example.com is not in trust.subjects or trust.id_jag: its users' tokens would be refused`,
         expect.stringMatching(/^admin\.keys: no admin key/),
         '3 error(s): serve would start, but not as configured to work',
       ])

@@ -161,10 +161,11 @@ describePostgres('GET /openapi.json on the test broker (--dev, PostgreSQL)', () 
       // Every client-authentication field is read whichever method is used (two methods at once are refused).
       const { names, status } = await fieldsRead(() => b.token(form, basic('secret-agent', SECRET)))
       expect(status).toBe(200)
-      // `auth_req_id` is the CIBA grant's (test/integration/approvals.test.ts), which an exchange does not read.
+      // `auth_req_id` is the CIBA grant's (test/integration/approvals.test.ts) and `assertion` the JWT bearer grant's
+      // (test/integration/id-jag.test.ts), which an exchange does not read.
       expectSame(
         names,
-        formFields(doc, '/oauth2/token', 'post').filter((n) => n !== 'auth_req_id'),
+        formFields(doc, '/oauth2/token', 'post').filter((n) => n !== 'auth_req_id' && n !== 'assertion'),
       )
     })
 

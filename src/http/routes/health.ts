@@ -11,7 +11,7 @@ import { jsonContent } from '../openapi.js'
 /** One trusted issuer's key set, for readiness. */
 export interface UpstreamKeysStatus extends KeySetStatus {
   readonly issuer: string
-  readonly role: 'subjects' | 'workloads'
+  readonly role: 'subjects' | 'workloads' | 'id_jag'
 }
 
 /**
@@ -66,7 +66,7 @@ export const Readiness = z
       issuers: z.array(
         z.strictObject({
           issuer: z.string(),
-          role: z.enum(['subjects', 'workloads']),
+          role: z.enum(['subjects', 'workloads', 'id_jag']),
           state: z.string(),
           fetched_at: z.iso.datetime().optional(),
           last_failure: z.string().optional(),

@@ -1,7 +1,8 @@
 import type { Context } from 'hono'
 import { z } from 'zod'
-import { GRANT_TYPE_CIBA, GRANT_TYPE_TOKEN_EXCHANGE, type AgentId } from '../../core/claims.js'
+import { GRANT_TYPE_CIBA, GRANT_TYPE_JWT_BEARER, GRANT_TYPE_TOKEN_EXCHANGE, type AgentId } from '../../core/claims.js'
 import { redeemApproval, type CibaDeps } from '../../core/ciba.js'
+import { redeemIdJag, type IdJagDeps, type IdJagRequest } from '../../core/id-jag.js'
 import { loggable, OAuthError } from '../../core/errors.js'
 import { exchangeToken, type ExchangeDeps, type ExchangeFailureContext, type ExchangeRequest, type ExchangeResult } from '../../core/exchange.js'
 import type { PolicyStore } from '../../policy/port.js'
@@ -42,26 +43,47 @@ function requestedTtl(value: string | undefined): number | undefined {
   return ttl.data
 }
 
+/** `resource` (RFC 8707 §2) and `audience` values of a form, in that order; a malformed resource is `invalid_target`. */
+function targetsOf(form: FormParams): string[] {
+  const resources = form.all('resource')
+  for (const r of resources)
+    if (!ResourceUri.safeParse(r).success) throw new OAuthError('invalid_target', 'resource must be an absolute URI without a fragment')
+  return [...resources, ...form.all('audience')]
+}
+
+/** `scope` parsed (RFC 6749 §3.3); undefined when absent, `invalid_scope` when malformed. */
+function scopesOf(form: FormParams): string[] | undefined {
+  const scope = form.optional('scope')
+  if (scope === undefined) return undefined
+  const parsed = Scope.safeParse(scope)
+  if (!parsed.success) throw new OAuthError('invalid_scope', 'scope is malformed')
+  return parsed.data
+}
+
+/** RFC 7523 §2.1: the JWT bearer grant's form; the ID-JAG is checked by core/id-jag.ts. */
+export function parseIdJagRequest(form: FormParams, authorization: string | undefined, clientAddress: string | undefined): IdJagRequest {
+  const client = clientCredentials(authorization, form)
+  return {
+    client,
+    assertion: form.required('assertion'),
+    audiences: targetsOf(form),
+    scopes: scopesOf(form),
+    requestedTtl: requestedTtl(form.optional('expires_in')),
+    clientAddress,
+  }
+}
+
 /** Step 1 of the exchange (docs/ARCHITECTURE.md): the form, parameter by parameter (RFC 8693 §2.1). */
 export function parseExchangeRequest(form: FormParams, authorization: string | undefined, clientAddress: string | undefined): ExchangeRequest {
   const grantType = form.required('grant_type')
   if (grantType !== GRANT_TYPE_TOKEN_EXCHANGE) {
-    throw new OAuthError('unsupported_grant_type', 'only token exchange and CIBA polling are supported', { detail: loggable(grantType) })
+    throw new OAuthError('unsupported_grant_type', 'this grant type is not supported', { detail: loggable(grantType) })
   }
   const client = clientCredentials(authorization, form)
   const subjectToken = form.required('subject_token')
   const subjectTokenType = form.required('subject_token_type')
-  const resources = form.all('resource')
-  for (const r of resources)
-    if (!ResourceUri.safeParse(r).success) throw new OAuthError('invalid_target', 'resource must be an absolute URI without a fragment')
-  const audiences = [...resources, ...form.all('audience')]
-  const scope = form.optional('scope')
-  let scopes: string[] | undefined
-  if (scope !== undefined) {
-    const parsed = Scope.safeParse(scope)
-    if (!parsed.success) throw new OAuthError('invalid_scope', 'scope is malformed')
-    scopes = parsed.data
-  }
+  const audiences = targetsOf(form)
+  const scopes = scopesOf(form)
   return {
     client,
     subjectToken,
@@ -163,7 +185,7 @@ function issued(c: Context<AppEnv>, result: ExchangeResult, authorizationDetails
  * request a rate limit refused is counted in `rateLimited` (one log line per
  * agent per interval) and the metrics, never logged one by one.
  */
-export function tokenRoute(deps: ExchangeDeps, maxBodyBytes: number, rateLimited: RefusalLog, metrics?: MandateMetrics, ciba?: CibaDeps) {
+export function tokenRoute(deps: ExchangeDeps, maxBodyBytes: number, rateLimited: RefusalLog, metrics?: MandateMetrics, ciba?: CibaDeps, idJag?: IdJagDeps) {
   return async function token(c: Context<AppEnv>): Promise<Response> {
     const started = metrics === undefined ? 0 : performance.now()
     const context: ExchangeFailureContext = { agent: undefined }
@@ -171,13 +193,17 @@ export function tokenRoute(deps: ExchangeDeps, maxBodyBytes: number, rateLimited
     try {
       const form = new FormParams(await readForm(c, maxBodyBytes))
       if (ciba !== undefined && form.optional('grant_type') === GRANT_TYPE_CIBA) return await poll(c, form, ciba, context)
-      const req = {
-        ...parseExchangeRequest(form, c.req.header('authorization'), c.get('clientAddress')),
-        traceId: c.get('traceId'),
-        requestId: c.get('requestId'),
+      const ids = { traceId: c.get('traceId'), requestId: c.get('requestId') }
+      let result: ExchangeResult
+      if (idJag !== undefined && form.optional('grant_type') === GRANT_TYPE_JWT_BEARER) {
+        const req = { ...parseIdJagRequest(form, c.req.header('authorization'), c.get('clientAddress')), ...ids }
+        audiences = req.audiences
+        result = await redeemIdJag(req, idJag, context)
+      } else {
+        const req = { ...parseExchangeRequest(form, c.req.header('authorization'), c.get('clientAddress')), ...ids }
+        audiences = req.audiences
+        result = await exchangeToken(req, deps, context)
       }
-      audiences = req.audiences
-      const result = await exchangeToken(req, deps, context)
       if (metrics !== undefined) {
         metrics.tokenIssued(result.claims.client_id, audienceLabel(deps.policies, result.claims.client_id, [result.claims.aud]))
         metrics.exchangeDuration((performance.now() - started) / 1000, 'issued')

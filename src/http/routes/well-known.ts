@@ -1,6 +1,6 @@
 import { FEED_METADATA_MEMBER } from '@mandate/verifier/feed-wire'
 import type { Context } from 'hono'
-import { GRANT_TYPE_CIBA, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../../core/claims.js'
+import { GRANT_TYPE_CIBA, GRANT_TYPE_JWT_BEARER, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../../core/claims.js'
 import type { PolicyStore } from '../../policy/port.js'
 import { ASYMMETRIC_ALGORITHMS } from '../../tokens/jws.js'
 import type { SigningKeys } from '../../tokens/keys.js'
@@ -15,15 +15,16 @@ const AUTH_METHODS = ['private_key_jwt', 'client_secret_basic']
 /**
  * RFC 8414 §2 metadata, every endpoint that exists with its authentication; built once, but for the
  * RFC 9396 types the policies declare, which follow a reload. `approvals`: the policies, when human
- * approval (OpenID CIBA, poll mode) is served.
+ * approval (OpenID CIBA, poll mode) is served; `jwtBearer`: whether ID-JAGs are redeemed (an issuer is
+ * trusted for them).
  */
-export function metadataRoute(issuer: string, keys: SigningKeys, approvals?: PolicyStore) {
+export function metadataRoute(issuer: string, keys: SigningKeys, approvals?: PolicyStore, jwtBearer = false) {
   const metadata = {
     issuer,
     token_endpoint: `${issuer}/oauth2/token`,
     jwks_uri: `${issuer}/.well-known/jwks.json`,
     // Token exchange (and polling for an approved token): there is no authorization endpoint, so no response type.
-    grant_types_supported: approvals === undefined ? [GRANT_TYPE_TOKEN_EXCHANGE] : [GRANT_TYPE_TOKEN_EXCHANGE, GRANT_TYPE_CIBA],
+    grant_types_supported: [GRANT_TYPE_TOKEN_EXCHANGE, ...(approvals === undefined ? [] : [GRANT_TYPE_CIBA]), ...(jwtBearer ? [GRANT_TYPE_JWT_BEARER] : [])],
     response_types_supported: [],
     token_endpoint_auth_methods_supported: AUTH_METHODS,
     token_endpoint_auth_signing_alg_values_supported: [...ASYMMETRIC_ALGORITHMS],

@@ -67,7 +67,7 @@ token_ttl: { default: 300, max: 300 }
 `
 
 /** A production config file: the user issuer and the workload issuer trusted, one admin key. */
-async function configFile(extra = '', o: { adminKey?: boolean } = {}): Promise<string> {
+async function configFile(extra = '', o: { adminKey?: boolean; idJag?: string } = {}): Promise<string> {
   const path = join(dir, 'mandate.yaml')
   await writeFile(
     path,
@@ -82,7 +82,7 @@ trust:
   workloads:
     - issuer: ${WORKLOADS}
       algorithms: [ES256]
-${o.adminKey === false ? '' : `admin:\n  keys:\n    - { name: ops, sha256: ${ADMIN_SHA}, roles: [admin] }\n`}${extra}`,
+${o.idJag === undefined ? '' : `  id_jag:\n    - issuer: ${o.idJag}\n      algorithms: [RS256]\n`}${o.adminKey === false ? '' : `admin:\n  keys:\n    - { name: ops, sha256: ${ADMIN_SHA}, roles: [admin] }\n`}${extra}`,
   )
   return path
 }
@@ -102,6 +102,12 @@ describe('checkConfig', () => {
     expect(r.skipped).toEqual(['the issuers’ JWKS, PostgreSQL and Redis (no --online)'])
   })
 
+  it('counts an ID-JAG issuer as trusted for its users', async () => {
+    await policy('xaa-agent', agentYaml('xaa-agent', { userIssuer: 'https://enterprise-idp.example.com' }))
+    const r = await checkConfig(input(await configFile('', { idJag: 'https://enterprise-idp.example.com' })))
+    expect(r.errors).toEqual([])
+  })
+
   it('reports every error in one run, each with file and line', async () => {
     const untrusted = await policy('untrusted', agentYaml('untrusted', { userIssuer: 'https://elsewhere.example.com' }))
     const workload = await policy('workload', workloadYaml('workload', 'https://other-workloads.example.com'))
@@ -115,7 +121,7 @@ describe('checkConfig', () => {
     expect(r.errors.map(shown)).toEqual([
       `${broken}:1:1: owner: Invalid input: expected string, received undefined`,
       `${expired}:4:10: expires: expired on 2026-12-01T00:00:00.000Z: the agent gets no token`,
-      `${untrusted}:9:13: users.0.issuer: https://elsewhere.example.com is not in trust.subjects: its users' tokens would be refused`,
+      `${untrusted}:9:13: users.0.issuer: https://elsewhere.example.com is not in trust.subjects or trust.id_jag: its users' tokens would be refused`,
       `${workload}:7:11: authentication.issuer: https://other-workloads.example.com is not in trust.workloads: the agent could not authenticate`,
       expect.stringMatching(/^admin\.keys: no admin key /),
       `${dir}/mandate.yaml:4:14: signing.keys_file: cannot read signing keys from ${dir}/keys.json: ENOENT`,

@@ -46,7 +46,7 @@ describe('loadConfig: --dev defaults', () => {
     expect(c.policies_dir).toBe('./policies/dev')
     expect(c.signing.generate_if_missing).toBe(true)
     expect(c.limits.clock_skew_seconds).toBe(30)
-    expect(c.trust).toEqual({ subjects: [], workloads: [] })
+    expect(c.trust).toEqual({ subjects: [], workloads: [], id_jag: [] })
   })
 
   it('derives the issuer from PORT', async () => {
@@ -205,6 +205,20 @@ describe('loadConfig: refusals', () => {
   it('refuses one issuer trusted in two roles', async () => {
     const path = await file(`issuer: ${BROKER}\ntrust:\n  subjects:\n${trusted('https://idp.example.com')}  workloads:\n${trusted('https://idp.example.com')}`)
     expect(paths(issuesOf(await loadConfig(path, {}, PROD)))).toEqual(['trust.workloads.0.issuer'])
+  })
+
+  it('refuses an ID-JAG issuer also trusted for user subjects: an issuer holds one role only', async () => {
+    const path = await file(`issuer: ${BROKER}\ntrust:\n  subjects:\n${trusted('https://idp.example.com')}  id_jag:\n${trusted('https://idp.example.com')}`)
+    expect(paths(issuesOf(await loadConfig(path, {}, PROD)))).toEqual(['trust.id_jag.0.issuer'])
+  })
+
+  it('takes an ID-JAG issuer with its lifetime bound (300 s by default, at most 3600), and no typ or audience of its own', async () => {
+    const c = configOf(await loadConfig(await file(`issuer: ${BROKER}\ntrust:\n  id_jag:\n${trusted('https://idp.example.com')}`), {}, PROD))
+    expect(c.trust.id_jag).toEqual([{ issuer: 'https://idp.example.com', algorithms: ['RS256'], max_lifetime_seconds: 300 }])
+    const long = await file(`issuer: ${BROKER}\ntrust:\n  id_jag:\n${trusted('https://idp.example.com')}      max_lifetime_seconds: 3601\n`, 'long.yaml')
+    expect(paths(issuesOf(await loadConfig(long, {}, PROD)))).toEqual(['trust.id_jag.0.max_lifetime_seconds'])
+    const typ = await file(`issuer: ${BROKER}\ntrust:\n  id_jag:\n${trusted('https://idp.example.com')}      typ: JWT\n`, 'typ.yaml')
+    expect(paths(issuesOf(await loadConfig(typ, {}, PROD)))).toEqual(['trust.id_jag.0'])
   })
 
   it('accepts two different issuers in the two roles', async () => {

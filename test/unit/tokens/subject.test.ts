@@ -279,7 +279,7 @@ describe('only access tokens are subject tokens', () => {
     await refused(relaxed, userToken(claims, { typ: undefined }))
   })
 
-  it.each(['logout+jwt', 'secevent+jwt', 'refresh+jwt', 'application/logout+jwt'])(
+  it.each(['logout+jwt', 'secevent+jwt', 'refresh+jwt', 'application/logout+jwt', 'oauth-id-jag+jwt', 'application/OAuth-ID-JAG+JWT'])(
     'refuses header typ %s, even from an issuer whose typ rule names it',
     async (typ) => {
       await refused(relaxed, userToken({}, { typ }))
