@@ -27,6 +27,8 @@ export const GRANT_TYPE_TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token
 /** OpenID CIBA Core §10.1: an agent polls for the token a person approved. */
 export const GRANT_TYPE_CIBA = 'urn:openid:params:grant-type:ciba'
 export const CLIENT_ASSERTION_TYPE_JWT = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'
+/** draft-ietf-oauth-spiffe-client-auth: the client assertion is a SPIFFE JWT-SVID. */
+export const CLIENT_ASSERTION_TYPE_SPIFFE = 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe'
 
 /** Builds the nested `act` claim from actors listed newest first. */
 export function actClaim(actorsNewestFirst: readonly AgentId[]): ActClaim {
