@@ -86,6 +86,9 @@ function checkSvidClaims(payload: Record<string, unknown>, policy: AgentPolicy, 
   const jti = payload['jti']
   if (jti === undefined) return undefined
   if (typeof jti !== 'string' || jti === '') throw new JwtError('bad_jti')
-  // As for the agent's other client assertions (one namespace of jtis): no earlier acceptance before exp minus the longest lifetime.
-  return { key: `${policy.agent}:${jti}`, earliestUse: (exp - rules.maxLifetime) * 1000, expiresAt: (exp + rules.skew) * 1000 }
+  // As for the agent's client assertions (tokens/client-auth.ts), in their namespace of jtis: no earlier
+  // acceptance than exp minus the longest lifetime, nor than iat minus the skew when there is an iat.
+  const iat = payload['iat'] as number | undefined
+  const earliestUse = Math.max(exp - rules.maxLifetime, iat === undefined ? -Infinity : iat - rules.skew)
+  return { key: `${policy.agent}:${jti}`, earliestUse: earliestUse * 1000, expiresAt: (exp + rules.skew) * 1000 }
 }
