@@ -23,7 +23,7 @@ import { openSetTransmitter } from './compose/ssf.js'
 import { openCredentialLedger } from './compose/credentials.js'
 import { openDurableStores } from './compose/storage.js'
 import type { Config } from './config/schema.js'
-import { instanceIdOf, jwksPolicyOf, resourceServer, spiffeBundlesOf, trustedIssuersOf } from './config/translate.js'
+import { instanceIdOf, jwksPolicyOf, resourceServer, trustedIssuersOf } from './config/translate.js'
 import { Closers } from './core/async.js'
 import type { Jti } from './core/claims.js'
 import type { ExchangeDeps } from './core/exchange.js'
@@ -42,8 +42,7 @@ import { startTelemetry, type TelemetryExporters } from './telemetry/otel.js'
 import type { Tracing } from './telemetry/tracing.js'
 import { createRefusals, type Refusals } from './telemetry/refusal-log.js'
 import { createClientAuthenticator } from './tokens/client-auth.js'
-import { createClientKeySets } from './tokens/client-jwks.js'
-import { createSpiffeBundles, type SpiffeBundles } from './tokens/spiffe-bundle.js'
+import { openClientKeys, type ClientKeys } from './compose/client-keys.js'
 import type { CredentialLedger } from './tokens/credential-ledger.js'
 import type { CredentialAgeRule } from './core/credential-age.js'
 import { createDevUserIssuer } from './tokens/dev-issuer.js'
@@ -52,7 +51,6 @@ import { createTokenMinter } from './tokens/mint.js'
 import type { TokenMinter } from './tokens/port.js'
 import { createSubjectVerifier } from './tokens/subject.js'
 import { buildIssuerTrust, type IssuerTrust, type LocalIssuer } from './tokens/trust.js'
-import type { KeyResolver } from './tokens/upstream.js'
 import { createApprovalStore } from './approvals/store.js'
 import { cancelApprovalsOnKill } from './approvals/cancel-on-kill.js'
 import type { ApprovalLinks } from './approvals/link.js'
@@ -223,11 +221,10 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       logger: log.child({ module: 'jwks' }),
     })
     const credentials = await openCredentialLedger(config, stores.database, log, closers)
-    const spiffe = await openSpiffeBundles(config, clock, log, closers)
+    const clientKeys = await openClientKeys(config, clock, log, closers)
     const exchange = exchangeDeps(config, {
       credentials,
-      spiffe,
-      clientKeySets: createClientKeySets(jwksPolicyOf(config), clock, log.child({ module: 'client-jwks' })),
+      clientKeys,
       keys,
       policies: policies.store,
       trust,
@@ -324,19 +321,6 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
   }
 }
 
-/**
- * The SPIFFE trust domains' bundles, each read once before the broker
- * serves (a failure is logged, and its SVIDs refused until a read succeeds),
- * then kept fresh until close.
- */
-async function openSpiffeBundles(config: Config, clock: () => number, log: Logger, closers: Closers): Promise<SpiffeBundles> {
-  const { sources, limits } = spiffeBundlesOf(config)
-  const bundles = createSpiffeBundles(sources, limits, clock, log.child({ module: 'spiffe' }))
-  await bundles.refreshIfDue()
-  closers.add(bundles.keepFresh())
-  return bundles
-}
-
 /** The measured event-loop lag, for load shedding; stopped at close. */
 function startEventLoopMonitor(closers: Closers): () => number {
   const monitor = monitorEventLoopLag()
@@ -349,8 +333,7 @@ function exchangeDeps(
   config: Config,
   d: {
     readonly credentials: { readonly ledger: CredentialLedger; readonly rule: CredentialAgeRule }
-    readonly clientKeySets: (jwksUri: string) => KeyResolver
-    readonly spiffe: SpiffeBundles
+    readonly clientKeys: ClientKeys
     readonly keys: SigningKeyRing
     readonly policies: ExchangeDeps['policies']
     readonly trust: IssuerTrust
@@ -378,8 +361,7 @@ function exchangeDeps(
       assertionMaxLifetime: config.limits.client_assertion_max_lifetime_seconds,
       workloadTokenMaxLifetime: config.limits.workload_token_max_lifetime_seconds,
       resourceServers: config.resource_servers.map(resourceServer),
-      clientKeySets: d.clientKeySets,
-      spiffe: d.spiffe,
+      ...d.clientKeys,
       ledger: d.credentials.ledger,
       credentialAge: d.credentials.rule,
     }),

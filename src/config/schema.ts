@@ -47,11 +47,7 @@ export const SpiffeTrustDomainConfig = z
       .string()
       .regex(/^[a-z0-9._-]+$/, 'must be a SPIFFE trust domain: lowercase letters, digits, `.`, `-`, `_` (SPIFFE-ID §2.1)')
       .describe('the trust domain, as the SPIFFE IDs of its workloads name it (`example.org` for spiffe://example.org/…)'),
-    bundle_file: z
-      .string()
-      .min(1)
-      .optional()
-      .describe('a SPIFFE bundle (a JWK set) on disk, e.g. one written by SPIRE; read again when it changes'),
+    bundle_file: z.string().min(1).optional().describe('a SPIFFE bundle (a JWK set) on disk, e.g. one written by SPIRE; read again when it changes'),
     bundle_url: IssuerUrl.optional().describe(
       'a SPIFFE bundle endpoint (https_web profile) serving the bundle; fetched within the bounds of `jwks` (size, timeout) and refreshed',
     ),

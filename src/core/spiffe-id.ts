@@ -61,6 +61,12 @@ export function spiffeIdPrefixes(id: SpiffeId): string[] {
   const out: string[] = []
   const base = `spiffe://${id.trustDomain}`
   const segments = id.path === '' ? [] : id.path.slice(1).split('/')
-  for (let n = segments.length - 1; n >= 0; n--) out.push(`${base}/${segments.slice(0, n).map((s) => `${s}/`).join('')}`)
+  for (let n = segments.length - 1; n >= 0; n--)
+    out.push(
+      `${base}/${segments
+        .slice(0, n)
+        .map((s) => `${s}/`)
+        .join('')}`,
+    )
   return out
 }

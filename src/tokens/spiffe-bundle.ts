@@ -128,7 +128,8 @@ function bundleReader(source: SpiffeBundleSource, limits: SpiffeBundleLimits, cl
       nextDue = started + interval()
     } catch (err) {
       const reason = (err as Error).message
-      if (lastFailure === undefined) logger?.warn({ trustDomain: source.trustDomain, reason }, 'SPIFFE bundle read failed; its SVIDs are refused once no bundle serves')
+      if (lastFailure === undefined)
+        logger?.warn({ trustDomain: source.trustDomain, reason }, 'SPIFFE bundle read failed; its SVIDs are refused once no bundle serves')
       lastFailure = reason
       nextDue = started + Math.min(interval(), 5_000)
     }
@@ -179,7 +180,12 @@ function bundleReader(source: SpiffeBundleSource, limits: SpiffeBundleLimits, cl
  * file also as soon as it changes. A bundle that cannot be read is kept for
  * `staleMaxAgeMs` past its due time, then nothing serves: fail closed.
  */
-export function createSpiffeBundles(sources: readonly SpiffeBundleSource[], limits: SpiffeBundleLimits, clock: () => number = Date.now, logger?: Logger): SpiffeBundles {
+export function createSpiffeBundles(
+  sources: readonly SpiffeBundleSource[],
+  limits: SpiffeBundleLimits,
+  clock: () => number = Date.now,
+  logger?: Logger,
+): SpiffeBundles {
   const readers = new Map(sources.map((s) => [s.trustDomain, bundleReader(s, limits, clock, logger)]))
   const refreshIfDue = async () => {
     await Promise.all([...readers.values()].map((r) => r.refreshIfDue()))

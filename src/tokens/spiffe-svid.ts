@@ -38,7 +38,12 @@ const SVID_TYP = [undefined, 'jwt', 'jose']
  * has it spent like any client assertion's (RFC 7523 §3 item 7); one
  * without is bounded by its short lifetime only.
  */
-export function createSvidVerifier(): (assertion: string, clientId: string | undefined, policies: PolicyStore, rules: SvidRules) => Promise<{ policy: AgentPolicy; assertion: AssertionUse | undefined }> {
+export function createSvidVerifier(): (
+  assertion: string,
+  clientId: string | undefined,
+  policies: PolicyStore,
+  rules: SvidRules,
+) => Promise<{ policy: AgentPolicy; assertion: AssertionUse | undefined }> {
   const dummy = generateKeyPairSync('ec', { namedCurve: 'P-256' })
   const dummySignature = sign('sha256', Buffer.from('x'), { key: dummy.privateKey, dsaEncoding: 'ieee-p1363' })
   return async (assertion, clientId, policies, rules) => {
@@ -76,7 +81,7 @@ function checkSvidClaims(payload: Record<string, unknown>, policy: AgentPolicy, 
   if (badDate !== undefined) throw new JwtError(badDate)
   const aud = payload['aud']
   // JWT-SVID §3: `aud` is a string or an array of them; one must name this broker.
-  const auds = typeof aud === 'string' ? [aud] : Array.isArray(aud) && aud.every((a) => typeof a === 'string') ? (aud as string[]) : undefined
+  const auds = typeof aud === 'string' ? [aud] : Array.isArray(aud) && aud.every((a) => typeof a === 'string') ? aud : undefined
   if (auds === undefined || auds.length === 0) throw new JwtError('bad_aud')
   if (!auds.some((a) => rules.audiences.includes(a))) throw new JwtError('wrong_aud')
   const late = lifetimeProblem(payload, { now: rules.now, skew: rules.skew })

@@ -34,7 +34,8 @@ async function signingKey(kid: string, alg: 'ES256' | 'RS256', use = 'jwt-svid')
   return { kid, alg, privateKey, jwk: { ...(await exportJWK(publicKey)), kid, use } }
 }
 
-const bundle = (keys: readonly SigningKey[], sequence: number) => JSON.stringify({ keys: keys.map((k) => k.jwk), spiffe_sequence: sequence, spiffe_refresh_hint: 1 })
+const bundle = (keys: readonly SigningKey[], sequence: number) =>
+  JSON.stringify({ keys: keys.map((k) => k.jwk), spiffe_sequence: sequence, spiffe_refresh_hint: 1 })
 
 function policy(agent: string, authentication: string): string {
   return `agent: ${agent}
@@ -58,7 +59,11 @@ describe('SPIFFE JWT-SVID client authentication', () => {
   let x509Key: SigningKey
   let bundleFile: string
 
-  const svid = async (key: SigningKey, sub: string, over: { aud?: string | string[]; exp?: number | null; alg?: string; kid?: string; jti?: string; iat?: number } = {}) => {
+  const svid = async (
+    key: SigningKey,
+    sub: string,
+    over: { aud?: string | string[]; exp?: number | null; alg?: string; kid?: string; jti?: string; iat?: number } = {},
+  ) => {
     const now = Math.floor(Date.now() / 1000)
     const claims: Record<string, unknown> = { sub, aud: over.aud ?? ISSUER }
     if (over.exp !== null) claims['exp'] = over.exp ?? now + 120
@@ -110,10 +115,16 @@ describe('SPIFFE JWT-SVID client authentication', () => {
 
     const policies = join(dir, 'policies')
     await mkdir(policies)
-    await writeFile(join(policies, 'billing-agent.yaml'), policy('billing-agent', '{ method: spiffe, spiffe_id: "spiffe://file.test/ns/prod/sa/billing-agent" }'))
+    await writeFile(
+      join(policies, 'billing-agent.yaml'),
+      policy('billing-agent', '{ method: spiffe, spiffe_id: "spiffe://file.test/ns/prod/sa/billing-agent" }'),
+    )
     await writeFile(join(policies, 'bill-agent.yaml'), policy('bill-agent', '{ method: spiffe, spiffe_id_prefix: "spiffe://file.test/sa/bill/" }'))
     await writeFile(join(policies, 'prod-agent.yaml'), policy('prod-agent', '{ method: spiffe, spiffe_id_prefix: "spiffe://url.test/ns/prod/" }'))
-    await writeFile(join(policies, 'prod-exact-agent.yaml'), policy('prod-exact-agent', '{ method: spiffe, spiffe_id: "spiffe://url.test/ns/prod/sa/special" }'))
+    await writeFile(
+      join(policies, 'prod-exact-agent.yaml'),
+      policy('prod-exact-agent', '{ method: spiffe, spiffe_id: "spiffe://url.test/ns/prod/sa/special" }'),
+    )
     const config = Config.parse({
       issuer: ISSUER,
       policies_dir: policies,

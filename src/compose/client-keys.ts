@@ -1,0 +1,31 @@
+/**
+ * The keys clients authenticate with that no policy holds: the JWK sets
+ * `private_key_jwt` agents publish at a `jwks_uri`, and the bundles of the
+ * SPIFFE trust domains (`trust.spiffe`) whose JWT-SVIDs authenticate agents.
+ */
+import type { Closers } from '../core/async.js'
+import type { Config } from '../config/schema.js'
+import { jwksPolicyOf, spiffeBundlesOf } from '../config/translate.js'
+import type { Logger } from '../telemetry/log.js'
+import { createClientKeySets } from '../tokens/client-jwks.js'
+import { createSpiffeBundles, type SpiffeBundles } from '../tokens/spiffe-bundle.js'
+import type { KeyResolver } from '../tokens/upstream.js'
+
+export interface ClientKeys {
+  /** One resolver per `jwks_uri`, fetched on demand within the config's `jwks` bounds. */
+  readonly clientKeySets: (jwksUri: string) => KeyResolver
+  readonly spiffe: SpiffeBundles
+}
+
+/**
+ * The client key sources. Each SPIFFE bundle is read once before the broker
+ * serves (a failure is logged, and that trust domain's SVIDs are refused
+ * until a read succeeds: fail closed), then kept fresh until close.
+ */
+export async function openClientKeys(config: Config, clock: () => number, log: Logger, closers: Closers): Promise<ClientKeys> {
+  const { sources, limits } = spiffeBundlesOf(config)
+  const spiffe = createSpiffeBundles(sources, limits, clock, log.child({ module: 'spiffe' }))
+  await spiffe.refreshIfDue()
+  closers.add(spiffe.keepFresh())
+  return { clientKeySets: createClientKeySets(jwksPolicyOf(config), clock, log.child({ module: 'client-jwks' })), spiffe }
+}
