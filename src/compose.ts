@@ -42,7 +42,7 @@ import { startTelemetry, type TelemetryExporters } from './telemetry/otel.js'
 import type { Tracing } from './telemetry/tracing.js'
 import { createRefusals, type Refusals } from './telemetry/refusal-log.js'
 import { createClientAuthenticator } from './tokens/client-auth.js'
-import { openClientKeys, type ClientKeys } from './compose/client-keys.js'
+import { openClientKeys, spiffeReadiness, type ClientKeys } from './compose/client-keys.js'
 import type { CredentialLedger } from './tokens/credential-ledger.js'
 import type { CredentialAgeRule } from './core/credential-age.js'
 import { createDevUserIssuer } from './tokens/dev-issuer.js'
@@ -286,7 +286,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       readiness: {
         policyReload: () => policies.store.status(),
         keysFile: () => keys.status(),
-        upstream: () => trust.status(),
+        upstream: () => [...trust.status(), ...spiffeReadiness(clientKeys)],
         replayConnected: shared.admissionConnected,
       },
       clientAddress: clientAddressResolver(config.listen.trusted_proxies ?? []),

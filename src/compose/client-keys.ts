@@ -6,6 +6,7 @@
 import type { Closers } from '../core/async.js'
 import type { Config } from '../config/schema.js'
 import { jwksPolicyOf, spiffeBundlesOf } from '../config/translate.js'
+import type { UpstreamKeysStatus } from '../http/routes/health.js'
 import type { Logger } from '../telemetry/log.js'
 import { createClientKeySets } from '../tokens/client-jwks.js'
 import { createSpiffeBundles, type SpiffeBundles } from '../tokens/spiffe-bundle.js'
@@ -28,4 +29,20 @@ export async function openClientKeys(config: Config, clock: () => number, log: L
   await spiffe.refreshIfDue()
   closers.add(spiffe.keepFresh())
   return { clientKeySets: createClientKeySets(jwksPolicyOf(config), clock, log.child({ module: 'client-jwks' })), spiffe }
+}
+
+/**
+ * The SPIFFE bundles as readiness lists upstream key sets: a trust domain
+ * with no bundle that serves makes the broker not ready, as an issuer
+ * without keys does, and says why.
+ */
+export function spiffeReadiness(keys: ClientKeys): UpstreamKeysStatus[] {
+  return keys.spiffe.status().map((b) => ({
+    issuer: `spiffe://${b.trustDomain}`,
+    role: 'spiffe',
+    state: b.usable ? (b.lastFailure === undefined ? 'fresh' : 'stale') : b.fetchedAt === undefined ? 'unavailable' : 'expired',
+    usable: b.usable,
+    ...(b.fetchedAt === undefined ? {} : { fetchedAt: b.fetchedAt }),
+    ...(b.lastFailure === undefined ? {} : { lastFailure: b.lastFailure }),
+  }))
 }

@@ -152,6 +152,17 @@ describe('SPIFFE JWT-SVID client authentication', () => {
     expect(meta['token_endpoint_auth_methods_supported']).toContain('spiffe_jwt')
   })
 
+  it('lists each trust domain’s bundle in readiness', async () => {
+    const body = (await (await m.app.request('/readyz')).json()) as {
+      upstream_jwks: { ready: boolean; issuers: { issuer: string; role: string; state: string }[] }
+    }
+    expect(body.upstream_jwks.ready).toBe(true)
+    expect(body.upstream_jwks.issuers.filter((i) => i.role === 'spiffe').map((i) => [i.issuer, i.state])).toEqual([
+      ['spiffe://file.test', 'fresh'],
+      ['spiffe://url.test', 'fresh'],
+    ])
+  })
+
   it('accepts an ES256 SVID checked against a bundle file, with no iss or iat', async () => {
     expect(await issuedTo(await exchange(await svid(fileKey, 'spiffe://file.test/ns/prod/sa/billing-agent')))).toBe('billing-agent')
   })
