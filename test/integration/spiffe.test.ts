@@ -195,6 +195,24 @@ describe('SPIFFE JWT-SVID client authentication', () => {
     expect((await exchange(token)).status).not.toBe(200)
   })
 
+  it('authenticates the agent at introspection and revocation too', async () => {
+    const billing = 'spiffe://file.test/ns/prod/sa/billing-agent'
+    const res = await exchange(await svid(fileKey, billing))
+    const { access_token: token } = (await res.json()) as { access_token: string }
+    const form = async (extra: Record<string, string>) => ({
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ client_assertion_type: SPIFFE_TYPE, client_assertion: await svid(fileKey, billing), ...extra }).toString(),
+    })
+    const introspected = await m.app.request('/oauth2/introspect', await form({ token }))
+    expect(introspected.status, await introspected.clone().text()).toBe(200)
+    expect(((await introspected.json()) as { active: boolean }).active).toBe(true)
+    const revoked = await m.app.request('/oauth2/revoke', await form({ token }))
+    expect(revoked.status, await revoked.clone().text()).toBe(200)
+    const other = await m.app.request('/oauth2/revoke', await form({ token, client_assertion: await svid(fileKey, 'spiffe://file.test/nobody') }))
+    expect(other.status).toBe(401)
+  })
+
   it('refuses every bad SVID with the same 401 invalid_client', async () => {
     const now = Math.floor(Date.now() / 1000)
     const billing = 'spiffe://file.test/ns/prod/sa/billing-agent'
