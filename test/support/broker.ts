@@ -191,6 +191,8 @@ export interface TestBrokerOptions {
   readonly sqlAudit?: boolean
   /** The config's `governance` section. */
   readonly governance?: Record<string, unknown>
+  /** The config's `trust.spiffe` (SPIFFE trust domains and their bundles). */
+  readonly spiffe?: readonly Record<string, unknown>[]
   /** More `admin.keys` entries besides the one key per role of `ADMIN_KEYS` (e.g. an approver's, with `approver`). */
   readonly adminKeys?: readonly Record<string, unknown>[]
 }
@@ -340,6 +342,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ...(options.notifications === undefined ? {} : { notifications: options.notifications }),
     ...(options.forwardAuth === undefined ? {} : { forward_auth: { enabled: options.forwardAuth } }),
     ...(options.governance === undefined ? {} : { governance: options.governance }),
+    ...(options.spiffe === undefined ? {} : { trust: { spiffe: options.spiffe } }),
     admin: {
       keys: [
         ...Object.entries(ADMIN_KEYS).map(([role, key]) => ({
