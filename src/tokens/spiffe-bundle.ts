@@ -4,6 +4,7 @@ import type { Logger } from '../telemetry/log.js'
 import { fetchLimited, type FetchLimits } from './fetch-limited.js'
 import { importPublicJwk, KeyRefused } from './jwk.js'
 import { JwtError, keyFitsAlgorithm, type JwsHeader } from './jws.js'
+import { withoutUrlSecrets } from './upstream.js'
 
 /** Where one trust domain's bundle is read from, and how often. */
 export interface SpiffeBundleSource {
@@ -127,7 +128,8 @@ function bundleReader(source: SpiffeBundleSource, limits: SpiffeBundleLimits, cl
       lastFailure = undefined
       nextDue = started + interval()
     } catch (err) {
-      const reason = (err as Error).message
+      // A bundle URL may carry credentials: the reason (logged, and shown by readiness) keeps its origin and path only.
+      const reason = withoutUrlSecrets((err as Error).message)
       if (lastFailure === undefined)
         logger?.warn({ trustDomain: source.trustDomain, reason }, 'SPIFFE bundle read failed; its SVIDs are refused once no bundle serves')
       lastFailure = reason
