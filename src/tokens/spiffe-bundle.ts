@@ -109,6 +109,8 @@ function bundleReader(source: SpiffeBundleSource, limits: SpiffeBundleLimits, cl
     if (source.file !== undefined) {
       const s = await stat(source.file)
       fileStamp = `${s.ino}:${s.size}:${s.mtimeMs}`
+      // The same bound as a fetched bundle's: a runaway file is refused, not read whole.
+      if (s.size > limits.maxBytes) throw new Error(`bundle file over ${limits.maxBytes} bytes`)
       return readFile(source.file, 'utf8')
     }
     const response = await fetchLimited(source.url!, { headers: { accept: 'application/json' } }, limits)
