@@ -192,7 +192,9 @@ describe('SPIFFE JWT-SVID client authentication', () => {
     const token = await svid(fileKey, 'spiffe://file.test/ns/prod/sa/billing-agent', { jti: 'once', iat: Math.floor(Date.now() / 1000) + 30 })
     const first = await exchange(token)
     expect(first.status, await first.text()).toBe(200)
-    expect((await exchange(token)).status).not.toBe(200)
+    const again = await exchange(token)
+    expect(again.status).toBe(401)
+    expect(((await again.json()) as { error: string }).error).toBe('invalid_client')
   })
 
   it('authenticates the agent at introspection and revocation too', async () => {
