@@ -42,7 +42,7 @@ import { startTelemetry, type TelemetryExporters } from './telemetry/otel.js'
 import type { Tracing } from './telemetry/tracing.js'
 import { createRefusals, type Refusals } from './telemetry/refusal-log.js'
 import { createClientAuthenticator } from './tokens/client-auth.js'
-import { createClientKeySets } from './tokens/client-jwks.js'
+import { openClientKeys, spiffeReadiness, type ClientKeys } from './compose/client-keys.js'
 import type { CredentialLedger } from './tokens/credential-ledger.js'
 import type { CredentialAgeRule } from './core/credential-age.js'
 import { createDevUserIssuer } from './tokens/dev-issuer.js'
@@ -52,7 +52,6 @@ import type { TokenMinter } from './tokens/port.js'
 import { createSubjectVerifier } from './tokens/subject.js'
 import { buildIssuerTrust, type IssuerTrust, type LocalIssuer } from './tokens/trust.js'
 import { createIdJagVerifier } from './tokens/id-jag.js'
-import type { KeyResolver } from './tokens/upstream.js'
 import { createApprovalStore } from './approvals/store.js'
 import { cancelApprovalsOnKill } from './approvals/cancel-on-kill.js'
 import type { ApprovalLinks } from './approvals/link.js'
@@ -223,9 +222,10 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       logger: log.child({ module: 'jwks' }),
     })
     const credentials = await openCredentialLedger(config, stores.database, log, closers)
+    const clientKeys = await openClientKeys(config, clock, log, closers)
     const exchange = exchangeDeps(config, {
       credentials,
-      clientKeySets: createClientKeySets(jwksPolicyOf(config), clock, log.child({ module: 'client-jwks' })),
+      clientKeys,
       keys,
       policies: policies.store,
       trust,
@@ -288,7 +288,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       readiness: {
         policyReload: () => policies.store.status(),
         keysFile: () => keys.status(),
-        upstream: () => trust.status(),
+        upstream: () => [...trust.status(), ...spiffeReadiness(clientKeys)],
         replayConnected: shared.admissionConnected,
       },
       clientAddress: clientAddressResolver(config.listen.trusted_proxies ?? []),
@@ -335,7 +335,7 @@ function exchangeDeps(
   config: Config,
   d: {
     readonly credentials: { readonly ledger: CredentialLedger; readonly rule: CredentialAgeRule }
-    readonly clientKeySets: (jwksUri: string) => KeyResolver
+    readonly clientKeys: ClientKeys
     readonly keys: SigningKeyRing
     readonly policies: ExchangeDeps['policies']
     readonly trust: IssuerTrust
@@ -363,7 +363,7 @@ function exchangeDeps(
       assertionMaxLifetime: config.limits.client_assertion_max_lifetime_seconds,
       workloadTokenMaxLifetime: config.limits.workload_token_max_lifetime_seconds,
       resourceServers: config.resource_servers.map(resourceServer),
-      clientKeySets: d.clientKeySets,
+      ...d.clientKeys,
       ledger: d.credentials.ledger,
       credentialAge: d.credentials.rule,
     }),

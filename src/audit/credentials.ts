@@ -69,6 +69,7 @@ function acceptedBy(policy: AgentPolicy): { kind: CredentialSummary['kind']; acc
       return { kind: 'key', accepted: (c) => c.kind === 'key' && thumbprints.has(c.id) }
     }
     case 'workload_identity':
+    case 'spiffe':
       return { kind: 'workload', accepted: () => false }
   }
 }

@@ -1,3 +1,4 @@
+import { parseSpiffeId, parseSpiffeIdPrefix } from '../core/spiffe-id.js'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
@@ -83,6 +84,7 @@ export async function checkConfig(input: CheckInput): Promise<ConfigCheckReport>
   // An ID-JAG's user is a user of its issuer, as a user token's is of its own.
   const subjects = new Set([...[...config.trust.subjects, ...config.trust.id_jag].map((t) => t.issuer), ...(input.dev ? [DEV_USER_ISSUER] : [])])
   const workloads = new Set(config.trust.workloads.map((t) => t.issuer))
+  const trustDomains = new Set(config.trust.spiffe.map((t) => t.trust_domain))
   const policyWarnings: PolicyIssue[] = []
   const crossChecked = new Set<PolicyIssue>()
   const check = (p: AgentPolicy, at: Locator): PolicyIssue[] => {
@@ -93,6 +95,14 @@ export async function checkConfig(input: CheckInput): Promise<ConfigCheckReport>
     })
     if (p.authentication.method === 'workload_identity' && !workloads.has(p.authentication.issuer)) {
       found.push(at(['authentication', 'issuer'], `${p.authentication.issuer} is not in trust.workloads: the agent could not authenticate`))
+    }
+    const a = p.authentication
+    if (a.method === 'spiffe') {
+      const domain = (a.prefix ? parseSpiffeIdPrefix(a.spiffeId) : parseSpiffeId(a.spiffeId))?.trustDomain
+      if (domain !== undefined && !trustDomains.has(domain)) {
+        const field = a.prefix ? 'spiffe_id_prefix' : 'spiffe_id'
+        found.push(at(['authentication', field], `trust domain ${domain} is not in trust.spiffe: the agent could not authenticate`))
+      }
     }
     const expiresMs = p.expires * 1000
     if (input.now >= expiresMs) {

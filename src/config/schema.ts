@@ -40,6 +40,28 @@ export const TrustedIssuerConfig = z.strictObject({
 })
 export type TrustedIssuerConfig = z.infer<typeof TrustedIssuerConfig>
 
+/** One SPIFFE trust domain whose JWT-SVIDs authenticate agents (draft-ietf-oauth-spiffe-client-auth). */
+export const SpiffeTrustDomainConfig = z
+  .strictObject({
+    trust_domain: z
+      .string()
+      .regex(/^[a-z0-9._-]+$/, 'must be a SPIFFE trust domain: lowercase letters, digits, `.`, `-`, `_` (SPIFFE-ID §2.1)')
+      .describe('the trust domain, as the SPIFFE IDs of its workloads name it (`example.org` for spiffe://example.org/…)'),
+    bundle_file: z.string().min(1).optional().describe('a SPIFFE bundle (a JWK set) on disk, e.g. one written by SPIRE; read again when it changes'),
+    bundle_url: IssuerUrl.optional().describe(
+      'a SPIFFE bundle endpoint (https_web profile) serving the bundle; fetched within the bounds of `jwks` (size, timeout) and refreshed',
+    ),
+    refresh_seconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(86_400)
+      .default(300)
+      .describe('longest time between two reads of the bundle; a shorter `spiffe_refresh_hint` in the bundle is honoured (never under 1 s)'),
+  })
+  .refine((t) => (t.bundle_file === undefined) !== (t.bundle_url === undefined), 'give exactly one of bundle_file and bundle_url')
+export type SpiffeTrustDomainConfig = z.infer<typeof SpiffeTrustDomainConfig>
+
 /** An issuer of user subject tokens: a trusted issuer that may also be allowed ID tokens. */
 export const SubjectIssuerConfig = TrustedIssuerConfig.extend({
   accept_id_tokens: z
@@ -394,6 +416,11 @@ export const Config = z
           .describe(
             'enterprise IdPs whose Identity Assertion JWT Authorization Grants (ID-JAG) agents may redeem with the JWT bearer grant; none: the grant is not served',
           ),
+        spiffe: z
+          .array(SpiffeTrustDomainConfig)
+          .default([])
+          .refine((l) => new Set(l.map((t) => t.trust_domain)).size === l.length, 'must not list a trust domain twice')
+          .describe('SPIFFE trust domains whose JWT-SVIDs authenticate agents (policy `authentication.method: spiffe`), each with its bundle'),
       })
       .prefault({})
       .describe('upstream issuers, per role; an issuer may hold one role only'),

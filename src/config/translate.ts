@@ -8,6 +8,7 @@ import { compileAuthentication } from '../policy/load.js'
 import { ID_JAG_TYP } from '../tokens/id-jag.js'
 import { normalizeTyp } from '../tokens/jws.js'
 import type { ResourceServer } from '../tokens/port.js'
+import type { SpiffeBundleLimits, SpiffeBundleSource } from '../tokens/spiffe-bundle.js'
 import type { JwksPolicy, TrustedIssuer } from '../tokens/upstream.js'
 import type { Config, IdJagIssuerConfig, ResourceServerConfig, SubjectIssuerConfig, TrustedIssuerConfig } from './schema.js'
 
@@ -68,6 +69,19 @@ export function jwksPolicyOf(config: Config): JwksPolicy {
     cooldownMs: config.jwks.cooldown_seconds * 1000,
     cacheMaxAgeMs: config.jwks.cache_max_age_seconds * 1000,
     staleMaxAgeMs: config.jwks.stale_max_age_seconds * 1000,
+  }
+}
+
+/** `trust.spiffe`: each trust domain's bundle source, and the `jwks` bounds its reads keep. */
+export function spiffeBundlesOf(config: Config): { sources: SpiffeBundleSource[]; limits: SpiffeBundleLimits } {
+  return {
+    sources: config.trust.spiffe.map((t) => ({ trustDomain: t.trust_domain, file: t.bundle_file, url: t.bundle_url, refreshSeconds: t.refresh_seconds })),
+    limits: {
+      timeoutMs: config.jwks.timeout_ms,
+      maxBytes: config.jwks.max_bytes,
+      maxKeys: config.jwks.max_keys,
+      staleMaxAgeMs: config.jwks.stale_max_age_seconds * 1000,
+    },
   }
 }
 

@@ -29,6 +29,8 @@ export const GRANT_TYPE_CIBA = 'urn:openid:params:grant-type:ciba'
 /** RFC 7523 §2.1: a JWT as an authorization grant; Mandate takes only ID-JAGs (draft-ietf-oauth-identity-assertion-authz-grant). */
 export const GRANT_TYPE_JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer'
 export const CLIENT_ASSERTION_TYPE_JWT = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'
+/** draft-ietf-oauth-spiffe-client-auth: the client assertion is a SPIFFE JWT-SVID. */
+export const CLIENT_ASSERTION_TYPE_SPIFFE = 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe'
 
 /** Builds the nested `act` claim from actors listed newest first. */
 export function actClaim(actorsNewestFirst: readonly AgentId[]): ActClaim {

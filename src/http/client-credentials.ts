@@ -1,4 +1,4 @@
-import { CLIENT_ASSERTION_TYPE_JWT } from '../core/claims.js'
+import { CLIENT_ASSERTION_TYPE_JWT, CLIENT_ASSERTION_TYPE_SPIFFE } from '../core/claims.js'
 import { CLIENT_AUTH_FAILED, OAuthError } from '../core/errors.js'
 import { decodeUtf8, isStorableText } from '../core/text.js'
 import type { ClientCredentials } from '../tokens/port.js'
@@ -68,7 +68,8 @@ export function refuseBodyCredentials(form: FormParams): void {
  * any two of Basic, `client_secret`, `client_assertion`, `actor_token`) are
  * `invalid_request`. A body `client_id` only identifies (RFC 6749 §3.2.1):
  * beside Basic it must name the same client, else the request is ambiguous
- * (`invalid_request`). `actor_token` is accepted only as a workload identity,
+ * (`invalid_request`). A `client_assertion` of type `jwt-spiffe` is a SPIFFE
+ * JWT-SVID (draft-ietf-oauth-spiffe-client-auth). `actor_token` is accepted only as a workload identity,
  * i.e. as the agent's whole authentication.
  */
 export function clientCredentials(authorization: string | undefined, form: FormParams): ClientCredentials {
@@ -84,7 +85,9 @@ export function clientCredentials(authorization: string | undefined, form: FormP
     return { method: 'client_secret_basic', ...basic }
   }
   if (assertion !== undefined || assertionType !== undefined) {
-    if (assertionType !== CLIENT_ASSERTION_TYPE_JWT || assertion === undefined) throw fail('unsupported client assertion')
+    if (assertion === undefined) throw fail('client_assertion missing')
+    if (assertionType === CLIENT_ASSERTION_TYPE_SPIFFE) return { method: 'spiffe_jwt', assertion, clientId }
+    if (assertionType !== CLIENT_ASSERTION_TYPE_JWT) throw fail('unsupported client assertion')
     return { method: 'private_key_jwt', assertion, clientId }
   }
   if (actorToken !== undefined && actorTokenType !== undefined) {

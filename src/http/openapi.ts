@@ -26,7 +26,14 @@ import {
   type GenerateSpecOptions,
 } from 'hono-openapi'
 import { z } from 'zod'
-import { CLIENT_ASSERTION_TYPE_JWT, GRANT_TYPE_CIBA, GRANT_TYPE_JWT_BEARER, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../core/claims.js'
+import {
+  CLIENT_ASSERTION_TYPE_JWT,
+  CLIENT_ASSERTION_TYPE_SPIFFE,
+  GRANT_TYPE_CIBA,
+  GRANT_TYPE_JWT_BEARER,
+  GRANT_TYPE_TOKEN_EXCHANGE,
+  TOKEN_TYPE,
+} from '../core/claims.js'
 import { AUDIT_EVENTS } from '../audit/port.js'
 import { ASYMMETRIC_ALGORITHMS } from '../tokens/jws.js'
 import type { AppEnv } from './app.js'
@@ -221,11 +228,16 @@ export const ClientAuthFields = {
     .string()
     .optional()
     .describe('Identifies the client (RFC 6749 §3.2.1); beside Basic it must name the same client. With `private_key_jwt` the assertion names it anyway.'),
-  client_assertion_type: z.literal(CLIENT_ASSERTION_TYPE_JWT).optional().describe('`private_key_jwt` (RFC 7523 §2.2): with `client_assertion`.'),
+  client_assertion_type: z
+    .enum([CLIENT_ASSERTION_TYPE_JWT, CLIENT_ASSERTION_TYPE_SPIFFE])
+    .optional()
+    .describe('`private_key_jwt` (RFC 7523 §2.2), or `spiffe_jwt` (draft-ietf-oauth-spiffe-client-auth, `jwt-spiffe`): with `client_assertion`.'),
   client_assertion: z
     .string()
     .optional()
-    .describe("`private_key_jwt`: a JWT signed with a key of the client's JWKS, `aud` the issuer, single-use (`jti`), short-lived."),
+    .describe(
+      "`private_key_jwt`: a JWT signed with a key of the client's JWKS, `aud` the issuer, single-use (`jti`), short-lived. `spiffe_jwt`: a JWT-SVID whose `sub` a policy names, `aud` the issuer or token endpoint.",
+    ),
   actor_token: z
     .string()
     .optional()

@@ -42,6 +42,8 @@ function credentials(a: AgentAuthentication): string[] {
       })
     case 'workload_identity':
       return [`workload_identity ${a.issuer} ${a.subject}`]
+    case 'spiffe':
+      return [`spiffe ${a.prefix ? 'under ' : ''}${a.spiffeId}`]
   }
 }
 

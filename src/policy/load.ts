@@ -4,6 +4,7 @@ import { basename, join } from 'node:path'
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml'
 import type { AgentId } from '../core/claims.js'
 import { parseAgeDuration } from '../core/credential-age.js'
+import { parseSpiffeId, spiffeIdPrefixes } from '../core/spiffe-id.js'
 import type { AgentAuthentication, AgentPolicy, AgentPublicKey, AudienceGrant, PolicyIssue, PolicyStore, RateLimit } from './port.js'
 import { importPublicJwk, KeyRefused } from '../tokens/jwk.js'
 import { keyFitsAlgorithm } from '../tokens/jws.js'
@@ -71,6 +72,12 @@ export function compileAuthentication<A extends PolicyAuthentication>(
       break
     case 'workload_identity':
       authentication = { method: 'workload_identity', issuer: declared.issuer, subject: declared.subject }
+      break
+    case 'spiffe':
+      authentication =
+        declared.spiffe_id === undefined
+          ? { method: 'spiffe', spiffeId: declared.spiffe_id_prefix!, prefix: true }
+          : { method: 'spiffe', spiffeId: declared.spiffe_id, prefix: false }
       break
     case 'private_key_jwt': {
       const keys: AgentPublicKey[] = []
@@ -260,6 +267,7 @@ export async function loadPolicies(dir: string, options: LoadOptions = {}): Prom
 
   const byAgent = new Map<string, AgentPolicy>()
   const workloads = new Map<string, AgentPolicy>()
+  const spiffeIds = new Map<string, AgentPolicy>()
   for (const { policy: p, locate } of loaded) {
     const other = byAgent.get(p.agent)
     if (other !== undefined) issues.push(locate(['agent'], `duplicate of ${other.source}`))
@@ -270,6 +278,13 @@ export async function loadPolicies(dir: string, options: LoadOptions = {}): Prom
       if (same !== undefined) issues.push(locate(['authentication'], `same workload as ${same.source}`))
       workloads.set(key, p)
     }
+    if (p.authentication.method === 'spiffe') {
+      // Two policies with the same ID (or the same prefix) would leave the agent to chance; nested prefixes are fine: the longer wins.
+      const key = spiffeKey(p.authentication)
+      const same = spiffeIds.get(key)
+      if (same !== undefined) issues.push(locate(['authentication'], `same SPIFFE ID as ${same.source}`))
+      spiffeIds.set(key, p)
+    }
   }
   for (const { policy: p, locate } of loaded) {
     for (const sub of p.delegation.subAgents) {
@@ -279,20 +294,36 @@ export async function loadPolicies(dir: string, options: LoadOptions = {}): Prom
   return issues.length > 0 ? { ok: false, issues } : { ok: true, policies: loaded.map((l) => l.policy), warnings }
 }
 
+/** A SPIFFE authentication's index key: exact IDs and prefixes apart, so `spiffe://td/` the prefix is not `spiffe://td/` the ID. */
+const spiffeKey = (a: Extract<AgentAuthentication, { method: 'spiffe' }>) => `${a.prefix ? '/' : '='} ${a.spiffeId}`
+
 /** An immutable, indexed policy set. */
 export function createPolicyStore(policies: readonly AgentPolicy[]): PolicyStore {
   const byAgent = new Map(policies.map((p) => [p.agent as string, p]))
   const all = [...byAgent.values()]
   const byWorkload = new Map<string, AgentPolicy>()
+  const bySpiffe = new Map<string, AgentPolicy>()
   for (const p of policies) {
     if (p.authentication.method === 'workload_identity') {
       byWorkload.set(`${p.authentication.issuer} ${p.authentication.subject}`, p)
     }
+    if (p.authentication.method === 'spiffe') bySpiffe.set(spiffeKey(p.authentication), p)
   }
   const store: PolicyStore = {
     snapshot: () => store,
     get: (agent) => byAgent.get(agent),
     byWorkload: (issuer, subject) => byWorkload.get(`${issuer} ${subject}`),
+    bySpiffeId(id) {
+      const parsed = parseSpiffeId(id)
+      if (parsed === undefined) return undefined
+      const exact = bySpiffe.get(`= ${parsed.id}`)
+      if (exact !== undefined) return exact
+      for (const prefix of spiffeIdPrefixes(parsed)) {
+        const under = bySpiffe.get(`/ ${prefix}`)
+        if (under !== undefined) return under
+      }
+      return undefined
+    },
     agents: () => all,
     size: byAgent.size,
   }

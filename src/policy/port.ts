@@ -24,6 +24,13 @@ export type AgentAuthentication =
       readonly issuer: string
       readonly subject: string
     }
+  | {
+      /** A SPIFFE JWT-SVID (draft-ietf-oauth-spiffe-client-auth) whose `sub` is `spiffeId`, or under it when `prefix`. */
+      readonly method: 'spiffe'
+      /** A SPIFFE ID; with `prefix`, one ending in `/`. */
+      readonly spiffeId: string
+      readonly prefix: boolean
+    }
 
 /** A public key imported once at load time, never per request. */
 export interface AgentPublicKey {
@@ -111,6 +118,8 @@ export interface PolicyStore {
   get(agent: AgentId): AgentPolicy | undefined
   /** Agent whose workload identity is (issuer, subject), if any. */
   byWorkload(issuer: string, subject: string): AgentPolicy | undefined
+  /** Agent whose policy names this SPIFFE ID: an exact `spiffe_id` first, else the longest `spiffe_id_prefix` it falls under. */
+  bySpiffeId(id: string): AgentPolicy | undefined
   /** Every policy of the set, in no particular order (the inventory lists them). */
   agents(): readonly AgentPolicy[]
   readonly size: number

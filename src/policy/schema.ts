@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { AGENT_ID, AGENT_ID_RULE } from '../core/claims.js'
+import { parseSpiffeId, parseSpiffeIdPrefix } from '../core/spiffe-id.js'
 import { AGE_DURATION, AGE_DURATION_RULE } from '../core/credential-age.js'
 import { isAllowedUpstreamUrl } from '../tokens/fetch-limited.js'
 import { ASYMMETRIC_ALGORITHMS } from '../tokens/jws.js'
@@ -68,6 +69,25 @@ export const ClientSecretBasicAuthentication = z.strictObject({
     ),
 })
 
+/** draft-ietf-oauth-spiffe-client-auth: a JWT-SVID as the client assertion, its SPIFFE ID naming the agent. */
+const SpiffeAuthentication = z
+  .strictObject({
+    method: z.literal('spiffe').describe('a SPIFFE JWT-SVID sent as client_assertion (type `urn:ietf:params:oauth:client-assertion-type:jwt-spiffe`)'),
+    spiffe_id: z
+      .string()
+      .refine((s) => parseSpiffeId(s) !== undefined, 'must be a SPIFFE ID: spiffe://<lowercase trust domain>/<path>, no port, query, fragment, `.` or `..`')
+      .optional()
+      .describe('the one SPIFFE ID (the SVID’s `sub`) that is this agent'),
+    spiffe_id_prefix: z
+      .string()
+      .refine((s) => parseSpiffeIdPrefix(s) !== undefined, 'must be a SPIFFE ID ending in `/` (spiffe://example.org/ns/prod/)')
+      .optional()
+      .describe(
+        'instead of `spiffe_id`: every SPIFFE ID under this path is this agent; ends in `/`, so it matches whole segments. An exact `spiffe_id` of another policy wins over it, and a longer prefix over a shorter one',
+      ),
+  })
+  .refine((a) => (a.spiffe_id === undefined) !== (a.spiffe_id_prefix === undefined), 'give exactly one of spiffe_id and spiffe_id_prefix')
+
 export const PolicyAuthentication = z.discriminatedUnion('method', [
   PrivateKeyJwtAuthentication,
   ClientSecretBasicAuthentication,
@@ -76,6 +96,7 @@ export const PolicyAuthentication = z.discriminatedUnion('method', [
     issuer: z.url().describe('the workload issuer (must be listed in config trust.workloads)'),
     subject: z.string().min(1).describe('the `sub` that identifies this agent’s workload'),
   }),
+  SpiffeAuthentication,
 ])
 export type PolicyAuthentication = z.infer<typeof PolicyAuthentication>
 

@@ -111,6 +111,7 @@ export function watchPolicies(dir: string, initial: PolicyStore, options: WatchO
     snapshot: () => current,
     get: (agent) => current.get(agent),
     byWorkload: (issuer, subject) => current.byWorkload(issuer, subject),
+    bySpiffeId: (id) => current.bySpiffeId(id),
     agents: () => current.agents(),
     get size() {
       return current.size

@@ -12,6 +12,8 @@ import type { AdmissionStore, AssertionUse } from '../admission/port.js'
 import { admissionRefusal, admissionUnavailable } from '../core/admission.js'
 import type { AuthenticatedCaller, AuthenticatedClient, ClientAuthenticator, ClientCredentials, ResourceServer } from './port.js'
 import { unverifiedIssuer, verifyDecodedJwt, type IssuerRegistry, type KeyResolver } from './upstream.js'
+import type { SpiffeBundles } from './spiffe-bundle.js'
+import { createSvidVerifier } from './spiffe-svid.js'
 
 export interface ClientAuthOptions {
   /** This broker's issuer identifier: the only `aud` a client assertion may carry (RFC 7523 update). */
@@ -35,6 +37,8 @@ export interface ClientAuthOptions {
   readonly ledger?: CredentialLedger
   /** `max_credential_age` and its warning, where a policy sets none. */
   readonly credentialAge?: CredentialAgeRule
+  /** The bundles of the SPIFFE trust domains (config `trust.spiffe`); absent: every JWT-SVID is refused. */
+  readonly spiffe?: SpiffeBundles
 }
 
 /** Who a client id names, an agent (its policy) or a resource server, with how it authenticates. */
@@ -211,6 +215,25 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
     return principal.caller
   }
 
+  const verifySvid = createSvidVerifier()
+  /** A SPIFFE JWT-SVID (draft-ietf-oauth-spiffe-client-auth): agents only; not aged, the SVID rotates by itself. */
+  async function spiffeJwt(policies: PolicyStore, assertion: string, clientId: string | undefined): Promise<AuthenticatedClient> {
+    try {
+      if (options.spiffe === undefined) throw new JwtError('no_trust_domains')
+      const { policy, assertion: use } = await verifySvid(assertion, clientId, policies, {
+        bundles: options.spiffe,
+        audiences: [options.issuer, `${options.issuer}/oauth2/token`],
+        now: options.now(),
+        skew: options.skew,
+        maxLifetime: options.assertionMaxLifetime,
+      })
+      return { agent: policy.agent, method: 'spiffe_jwt', assertion: use }
+    } catch (err) {
+      if (err instanceof JwtError) throw fail(`spiffe: ${err.code}`)
+      throw err
+    }
+  }
+
   async function workloadIdentity(policies: PolicyStore, token: string, tokenType: string, clientId: string | undefined): Promise<AuthenticatedClient> {
     // The actor token is only ever the agent's whole client authentication (http/client-credentials.ts):
     // refusing it is a failed client authentication, RFC 6749 §5.2 invalid_client, like a wrong secret.
@@ -281,6 +304,8 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
         }
         case 'workload_identity':
           return workloadIdentity(policies, credentials.actorToken, credentials.actorTokenType, credentials.clientId)
+        case 'spiffe_jwt':
+          return spiffeJwt(policies, credentials.assertion, credentials.clientId)
         case 'none':
           throw fail('no client authentication')
       }
@@ -302,6 +327,12 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
           // Only agents have workload identities; without policies, this is a refusal like any other.
           if (policies === undefined) throw fail('resource servers do not use workload identity')
           const client = await workloadIdentity(policies, credentials.actorToken, credentials.actorTokenType, credentials.clientId)
+          return { kind: 'agent', agent: client.agent, assertion: client.assertion }
+        }
+        case 'spiffe_jwt': {
+          // Resource servers authenticate by key or secret; a SPIFFE ID names agents only.
+          if (policies === undefined) throw fail('resource servers do not use SPIFFE')
+          const client = await spiffeJwt(policies, credentials.assertion, credentials.clientId)
           return { kind: 'agent', agent: client.agent, assertion: client.assertion }
         }
         case 'none':

@@ -6,6 +6,8 @@ import type { AgentAuthentication, PolicyStore } from '../policy/port.js'
 export type ClientCredentials =
   | { readonly method: 'client_secret_basic'; readonly clientId: string; readonly secret: string }
   | { readonly method: 'private_key_jwt'; readonly assertion: string; readonly clientId: string | undefined }
+  /** draft-ietf-oauth-spiffe-client-auth: a JWT-SVID as `client_assertion`. */
+  | { readonly method: 'spiffe_jwt'; readonly assertion: string; readonly clientId: string | undefined }
   | {
       readonly method: 'workload_identity'
       readonly actorToken: string

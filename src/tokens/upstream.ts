@@ -222,7 +222,7 @@ export function createLocalKeyResolver(jwks: JSONWebKeySet): KeyResolver {
 }
 
 /** `text` with each URL in it cut to its origin and path: a configured or discovered URL may carry credentials or a query token. */
-function withoutUrlSecrets(text: string): string {
+export function withoutUrlSecrets(text: string): string {
   return text.replace(/\bhttps?:\/\/\S+/g, (u) => {
     if (!URL.canParse(u)) return '(url)'
     const url = new URL(u)

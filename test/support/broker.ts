@@ -193,6 +193,8 @@ export interface TestBrokerOptions {
   readonly governance?: Record<string, unknown>
   /** The config's `trust.id_jag` (issuers of ID-JAGs, their keys fetched over HTTP). */
   readonly idJag?: readonly Record<string, unknown>[]
+  /** The config's `trust.spiffe` (SPIFFE trust domains and their bundles). */
+  readonly spiffe?: readonly Record<string, unknown>[]
   /** More `admin.keys` entries besides the one key per role of `ADMIN_KEYS` (e.g. an approver's, with `approver`). */
   readonly adminKeys?: readonly Record<string, unknown>[]
 }
@@ -342,7 +344,9 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ...(options.notifications === undefined ? {} : { notifications: options.notifications }),
     ...(options.forwardAuth === undefined ? {} : { forward_auth: { enabled: options.forwardAuth } }),
     ...(options.governance === undefined ? {} : { governance: options.governance }),
-    ...(options.idJag === undefined ? {} : { trust: { id_jag: options.idJag } }),
+    ...(options.idJag === undefined && options.spiffe === undefined
+      ? {}
+      : { trust: { ...(options.idJag === undefined ? {} : { id_jag: options.idJag }), ...(options.spiffe === undefined ? {} : { spiffe: options.spiffe }) } }),
     admin: {
       keys: [
         ...Object.entries(ADMIN_KEYS).map(([role, key]) => ({

@@ -8,10 +8,10 @@ import type { KeySetStatus } from '../../tokens/upstream.js'
 import type { AppEnv } from '../env.js'
 import { jsonContent } from '../openapi.js'
 
-/** One trusted issuer's key set, for readiness. */
+/** One trusted issuer's key set, or a SPIFFE trust domain's bundle (`issuer` then `spiffe://<trust domain>`), for readiness. */
 export interface UpstreamKeysStatus extends KeySetStatus {
   readonly issuer: string
-  readonly role: 'subjects' | 'workloads' | 'id_jag'
+  readonly role: 'subjects' | 'workloads' | 'id_jag' | 'spiffe'
 }
 
 /**
@@ -66,7 +66,7 @@ export const Readiness = z
       issuers: z.array(
         z.strictObject({
           issuer: z.string(),
-          role: z.enum(['subjects', 'workloads', 'id_jag']),
+          role: z.enum(['subjects', 'workloads', 'id_jag', 'spiffe']),
           state: z.string(),
           fetched_at: z.iso.datetime().optional(),
           last_failure: z.string().optional(),

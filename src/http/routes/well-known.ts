@@ -7,10 +7,12 @@ import type { SigningKeys } from '../../tokens/keys.js'
 
 /**
  * Client authentication at every OAuth endpoint: agents at all three,
- * resource servers at introspection. Workload identities (`actor_token`) and
- * admin keys have no RFC 8414 name and are documented instead.
+ * resource servers at introspection. `spiffe_jwt` is a SPIFFE JWT-SVID as the
+ * client assertion, the name draft-ietf-oauth-spiffe-client-auth gives it.
+ * Workload identities (`actor_token`) and admin keys have no RFC 8414 name and
+ * are documented instead.
  */
-const AUTH_METHODS = ['private_key_jwt', 'client_secret_basic']
+const AUTH_METHODS = ['private_key_jwt', 'client_secret_basic', 'spiffe_jwt']
 
 /**
  * RFC 8414 §2 metadata, every endpoint that exists with its authentication; built once, but for the

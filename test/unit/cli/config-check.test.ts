@@ -134,6 +134,20 @@ describe('checkConfig', () => {
     expect(r.warnings.map(shown)).toEqual([`${soon}:4:10: expires: expires in 5 day(s), on 2027-01-06T00:00:00.000Z`])
   })
 
+  it('reports a SPIFFE policy whose trust domain is not in trust.spiffe', async () => {
+    const spiffe = await policy(
+      'svid-agent',
+      workloadYaml('svid-agent', WORKLOADS).replace(
+        /authentication:\n[^]*?(?=grants:)/,
+        'authentication: { method: spiffe, spiffe_id_prefix: "spiffe://example.org/ns/" }\n',
+      ),
+    )
+    const r = await checkConfig(input(await configFile()))
+    expect(r.errors.map(shown)).toEqual([
+      `${spiffe}:5:53: authentication.spiffe_id_prefix: trust domain example.org is not in trust.spiffe: the agent could not authenticate`,
+    ])
+  })
+
   it('warns of a policy whose hours the config’s outside_hours rule borrows: they now restrict issuance', async () => {
     const office = await policy('office', `${agentYaml('office')}hours: Mon-Fri 08:00-18:00\n`)
     await policy('plain', agentYaml('plain'))

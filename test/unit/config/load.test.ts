@@ -46,7 +46,7 @@ describe('loadConfig: --dev defaults', () => {
     expect(c.policies_dir).toBe('./policies/dev')
     expect(c.signing.generate_if_missing).toBe(true)
     expect(c.limits.clock_skew_seconds).toBe(30)
-    expect(c.trust).toEqual({ subjects: [], workloads: [], id_jag: [] })
+    expect(c.trust).toEqual({ subjects: [], workloads: [], id_jag: [], spiffe: [] })
   })
 
   it('derives the issuer from PORT', async () => {

@@ -4,7 +4,10 @@
  * authentication method it lists for an endpoint works there, and so does
  * every signing algorithm it lists for assertions.
  */
-import { exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ASYMMETRIC_ALGORITHMS } from '../../../src/tokens/jws.js'
 import {
@@ -52,15 +55,27 @@ describe('RFC 8414 metadata against what the broker does', () => {
   let b: TrackedBroker
   let metadata: Record<string, unknown>
   const algKeys = new Map<string, CryptoKey>()
+  let spiffeDir: string
+  let svidKey: CryptoKey
+  const SVID_SUB = 'spiffe://metadata.test/ns/test/sa/svid-agent'
 
   beforeAll(async () => {
     const policies: Record<string, string> = {}
+    // An agent that authenticates with a JWT-SVID, its trust domain's bundle in a file.
+    spiffeDir = await mkdtemp(join(tmpdir(), 'mandate-metadata-spiffe-'))
+    const svid = await generateKeyPair('ES256', { extractable: true })
+    svidKey = svid.privateKey
+    const bundleFile = join(spiffeDir, 'bundle.json')
+    await writeFile(bundleFile, JSON.stringify({ keys: [{ ...(await exportJWK(svid.publicKey)), use: 'jwt-svid', kid: 'svid-1' }] }))
+    policies['svid-agent.yaml'] = algPolicy('ES256', {})
+      .replace(`agent: ${agentOf('ES256')}`, 'agent: svid-agent')
+      .replace(/authentication: .*\n/, `authentication: { method: spiffe, spiffe_id: "${SVID_SUB}" }\n`)
     for (const alg of ASYMMETRIC_ALGORITHMS) {
       const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true })
       algKeys.set(alg, privateKey)
       policies[`${agentOf(alg)}.yaml`] = algPolicy(alg, await exportJWK(publicKey))
     }
-    b = await startTrackedBroker({ policies })
+    b = await startTrackedBroker({ policies, spiffe: [{ trust_domain: 'metadata.test', bundle_file: bundleFile }] })
     const res = await b.mandate.app.request('/.well-known/oauth-authorization-server')
     expect(res.status).toBe(200)
     metadata = (await res.json()) as Record<string, unknown>
@@ -68,6 +83,7 @@ describe('RFC 8414 metadata against what the broker does', () => {
   afterAll(async () => {
     expectCleanLogs(b)
     await b.close()
+    await rm(spiffeDir, { recursive: true, force: true })
   })
 
   const post = (path: string, fields: Record<string, string>, headers: Record<string, string> = {}) =>
@@ -153,6 +169,14 @@ describe('RFC 8414 metadata against what the broker does', () => {
     const agentAuth: Record<string, () => Promise<{ headers?: Record<string, string>; fields?: Record<string, string> }>> = {
       client_secret_basic: async () => ({ headers: basic('secret-agent', SECRET) }),
       private_key_jwt: async () => ({ fields: await assertionFields(b.assertion()) }),
+      spiffe_jwt: async () => ({
+        fields: {
+          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe',
+          client_assertion: b.secret(
+            await new SignJWT({ sub: SVID_SUB, aud: BROKER, exp: b.now() + 60 }).setProtectedHeader({ alg: 'ES256', kid: 'svid-1' }).sign(svidKey),
+          ),
+        },
+      }),
     }
     const serverAuth: Record<string, () => Promise<{ headers?: Record<string, string>; fields?: Record<string, string> }>> = {
       client_secret_basic: async () => ({ headers: basic(RESOURCE_SERVERS.api, RS_SECRET) }),

@@ -58,7 +58,7 @@ describe('without --dev', () => {
       expect(m['jwks_uri']).toBe(`${BROKER}/.well-known/jwks.json`)
       expect(m['grant_types_supported']).toEqual([GRANT_TYPE_TOKEN_EXCHANGE])
       const methods = m['token_endpoint_auth_methods_supported'] as string[]
-      expect([...methods].sort()).toEqual(['client_secret_basic', 'private_key_jwt'])
+      expect([...methods].sort()).toEqual(['client_secret_basic', 'private_key_jwt', 'spiffe_jwt'])
       const algs = m['token_endpoint_auth_signing_alg_values_supported'] as string[]
       expect(algs).toContain('ES256')
       expect(algs).not.toContain('none')
