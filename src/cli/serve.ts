@@ -99,7 +99,7 @@ export async function serve(options: ServeOptions): Promise<void> {
         const base = `http://${config.listen.host === '127.0.0.1' ? 'localhost' : config.listen.host}:${config.listen.port}`
         process.stderr.write(
           `\nMandate (dev mode) on ${base}: issuer ${config.issuer}, ${mandate.agents} agents from ${config.policies_dir}.\n` +
-            `Dev-only credentials: agent demo-agent / demo-secret, admin key demo-admin-key; never use --dev in production.\n` +
+            `Dev-only credentials: agent demo-agent / demo-secret, admin key demo-admin-key, approval agent demo-payer / demo-payer-secret and approver key demo-approver-key (alice); never use --dev in production.\n` +
             `Start the walkthrough (README "Walkthrough"): get a user token from the dev issuer:\n\n` +
             `  curl -s -X POST ${base}/dev/users/alice/token -H 'content-type: application/json' -d '{"scope":"demo:read demo:write"}'\n\n`,
         )

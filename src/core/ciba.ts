@@ -15,14 +15,14 @@ import {
   mintedClaims,
   mintRecorded,
   recordDenial,
-  revocationRefusal,
+  standingRefusal,
   type ExchangeDeps,
   type ExchangeFailureContext,
   type ExchangeResult,
 } from './exchange.js'
 import { evaluatePolicy, type Grant } from './policy-eval.js'
 import type { ApprovalRow, ApprovalStore } from '../approvals/port.js'
-import type { AgentPolicy, PolicyStore } from '../policy/port.js'
+import type { PolicyStore } from '../policy/port.js'
 import type { ClientCredentials, UserSubject } from '../tokens/port.js'
 
 /** CIBA Core §7.1, as the HTTP layer parsed it. */
@@ -135,7 +135,8 @@ export async function requestApproval(req: BackchannelRequest, deps: CibaDeps, c
       throw new OAuthError('invalid_request', 'this audience needs no approval: exchange the token', { detail: `aud=${grant.audience}` })
     }
     const details = parseAuthorizationDetails(req.authorizationDetails, rule.detailTypes)
-    checkStanding(deps, policy, grant, subject, now)
+    const standing = standingRefusal(deps, policy, grant, subject.sub, subject.iat, now)
+    if (standing !== undefined) throw standing
     const refused = await admitted
     if (refused !== undefined) throw refused
 
@@ -245,23 +246,6 @@ async function recordRequest(
   }
 }
 
-/** The kill switch and the agent's standing, from memory, as an exchange checks them. */
-function checkStanding(deps: ExchangeDeps, policy: AgentPolicy, grant: Grant, subject: UserSubject, now: number): void {
-  const revoked = revocationRefusal(
-    deps.revocations.check({
-      agent: policy.agent,
-      sub: subject.sub,
-      subIssuer: grant.userIssuer,
-      actors: grant.actors.slice(1),
-      ancestors: grant.ancestors,
-      subjectIssuedAt: subject.iat,
-    }),
-  )
-  if (revoked !== undefined) throw revoked
-  const standing = deps.lifecycle?.refusal(policy, now)
-  if (standing !== undefined) throw standing
-}
-
 /** A poll of the token endpoint (CIBA Core §10.1), after parsing. */
 export interface ApprovalPoll {
   readonly client: ClientCredentials
@@ -320,7 +304,8 @@ async function issueApproved(row: ApprovalRow, req: ApprovalPoll, deps: CibaDeps
     })
     // The policy may have changed since the request: its details must still fit the grant's types.
     const details = row.details === '[]' ? [] : parseAuthorizationDetails(row.details, policy.grants.get(grant.audience)?.detailTypes)
-    checkStanding(deps, policy, grant, subject, now)
+    const standing = standingRefusal(deps, policy, grant, subject.sub, subject.iat, now)
+    if (standing !== undefined) throw standing
     if (!(await deps.approvals.claimIssue(row.id, jti))) {
       throw new OAuthError('invalid_grant', 'auth_req_id is unknown or was used', { detail: `approval ${row.id} already redeemed` })
     }

@@ -226,6 +226,30 @@ export function admit(
   }, admissionUnavailable)
 }
 
+/**
+ * Step 5 for the flows beside the exchange (CIBA, ID-JAG): the kill switch (the agent, the user, every
+ * ancestor) and the agent's standing, from memory; the refusal, or undefined. The exchange makes the same
+ * two checks inline, each in its own telemetry step.
+ */
+export function standingRefusal(
+  deps: Pick<ExchangeDeps, 'revocations' | 'lifecycle'>,
+  policy: AgentPolicy,
+  grant: Pick<Grant, 'userIssuer' | 'actors' | 'ancestors'>,
+  sub: Subject,
+  subjectIssuedAt: number,
+  now: number,
+): OAuthError | undefined {
+  const verdict = deps.revocations.check({
+    agent: policy.agent,
+    sub,
+    subIssuer: grant.userIssuer,
+    actors: grant.actors.slice(1),
+    ancestors: grant.ancestors,
+    subjectIssuedAt,
+  })
+  return revocationRefusal(verdict) ?? deps.lifecycle?.refusal(policy, now)
+}
+
 /** The refusal a revocation verdict calls for: an unknown state fails closed (503), a killed agent is `unauthorized_client`. */
 export function revocationRefusal(verdict: RevocationVerdict): OAuthError | undefined {
   switch (verdict.state) {

@@ -18,7 +18,7 @@ import {
   mintedClaims,
   mintRecorded,
   recordDenial,
-  revocationRefusal,
+  standingRefusal,
   type ExchangeDeps,
   type ExchangeFailureContext,
   type ExchangeResult,
@@ -135,12 +135,7 @@ export async function redeemIdJag(req: IdJagRequest, deps: IdJagDeps, context: E
     )
     const needsApproval = approvalRefusal(policy, decided)
     if (needsApproval !== undefined) throw needsApproval
-    const verdict = step('mandate.revocation.check', () =>
-      deps.revocations.check({ agent: client.agent, sub: user.sub, subIssuer: user.issuer, actors: [], ancestors: [], subjectIssuedAt: user.iat }),
-    )
-    const revoked = revocationRefusal(verdict)
-    if (revoked !== undefined) throw revoked
-    const standing = deps.lifecycle?.refusal(policy, now)
+    const standing = step('mandate.revocation.check', () => standingRefusal(deps, policy, decided, user.sub, user.iat, now))
     if (standing !== undefined) throw standing
     const refused = await admitted
     if (refused !== undefined) throw refused
