@@ -9,10 +9,24 @@ export type AgentId = string & { readonly __brand: 'AgentId' }
 export type Subject = string & { readonly __brand: 'Subject' }
 export type Jti = string & { readonly __brand: 'Jti' }
 
-/** RFC 8693 §4.1 actor claim: newest actor outermost. */
+/**
+ * RFC 8693 §4.1 actor claim: newest actor outermost. Beside `sub`, the
+ * members that identify the actor at that hop (§4.1 allows them): the
+ * running copy of the agent that asked (`instance`: its SPIFFE ID or its
+ * workload token's subject) and the RFC 7638 thumbprint of the DPoP key the
+ * hop's token was bound to (`jkt`, RFC 9449 §6.1), so an investigator sees
+ * which key acted at each hop.
+ */
 export interface ActClaim {
   readonly sub: AgentId
+  readonly instance?: string
+  readonly jkt?: string
   readonly act?: ActClaim
+}
+
+/** RFC 7800 §3.1 confirmation: the DPoP key the token is bound to (RFC 9449 §6.1). */
+export interface ConfirmationClaim {
+  readonly jkt: string
 }
 
 /**
@@ -58,6 +72,8 @@ export interface MandateClaims {
   readonly authorization_details?: readonly Readonly<Record<string, unknown>>[]
   /** The id of the approval that allowed this token (`GET /admin/approvals/{id}`). */
   readonly approval?: string
+  /** RFC 9449 §6.1: present on a DPoP-bound token; only a proof signed by this key may present it. */
+  readonly cnf?: ConfirmationClaim
 }
 
 /** Algorithms Mandate accepts anywhere: asymmetric only (RFC 8725 §3.1, §3.2); never `none`, never an HMAC. */
@@ -92,12 +108,17 @@ export function parseScope(scope: string): string[] | undefined {
 
 function isAct(value: unknown, depth: number): value is ActClaim {
   if (depth > MAX_ACT_DEPTH || typeof value !== 'object' || value === null) return false
-  const { sub, act } = value as Record<string, unknown>
-  return typeof sub === 'string' && (act === undefined || isAct(act, depth + 1))
+  const { sub, act, instance, jkt } = value as Record<string, unknown>
+  return (
+    typeof sub === 'string' &&
+    (instance === undefined || typeof instance === 'string') &&
+    (jkt === undefined || typeof jkt === 'string') &&
+    (act === undefined || isAct(act, depth + 1))
+  )
 }
 
 /** Why a payload is not shaped as a Mandate token, in {@link mandateClaimsProblem}. */
-export type MandateClaimsProblem = 'bad_mandate_claims' | 'bad_sub_id' | 'bad_act' | 'bad_chain'
+export type MandateClaimsProblem = 'bad_mandate_claims' | 'bad_sub_id' | 'bad_act' | 'bad_chain' | 'bad_cnf'
 
 /**
  * Shape checks of the Mandate-specific claims, on a payload whose signature
@@ -107,12 +128,14 @@ export type MandateClaimsProblem = 'bad_mandate_claims' | 'bad_sub_id' | 'bad_ac
  * stopped being copied) is accepted and never read.
  */
 export function mandateClaimsProblem(payload: Record<string, unknown>): MandateClaimsProblem | undefined {
-  const { aud, client_id, act, scope, chain, sub_id, sub } = payload
+  const { aud, client_id, act, scope, chain, sub_id, sub, cnf } = payload
   // An empty scope grants nothing (RFC 6749 §3.3); an empty holder or audience is no claim at all.
   if (typeof aud !== 'string' || aud === '' || typeof client_id !== 'string' || client_id === '' || typeof scope !== 'string') return 'bad_mandate_claims'
   const id = sub_id as Record<string, unknown> | null
   if (typeof id !== 'object' || id === null || id['format'] !== 'iss_sub' || typeof id['iss'] !== 'string' || id['sub'] !== sub) return 'bad_sub_id'
   if (!isAct(act, 1)) return 'bad_act'
   if (chain !== undefined && !(Array.isArray(chain) && chain.every((j) => typeof j === 'string'))) return 'bad_chain'
+  // RFC 9449 §6.1: a confirmation this package cannot check must not be ignored.
+  if (cnf !== undefined && !(typeof cnf === 'object' && cnf !== null && typeof (cnf as Record<string, unknown>)['jkt'] === 'string')) return 'bad_cnf'
   return undefined
 }

@@ -1,0 +1,223 @@
+/**
+ * DPoP proofs (RFC 9449): the checks of §4.3 and §7.1, shared by the broker's
+ * token endpoint, this package's resource-server verification and the
+ * broker's forward auth, so that every hop judges a proof the same way.
+ * Replay of a proof's `jti` is the caller's to refuse (the broker in its
+ * shared replay store, a resource server in its own memory): `verifyDpopProof`
+ * answers the `jti` and until when it must be remembered.
+ */
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
+import { calculateJwkThumbprint, decodeProtectedHeader, EmbeddedJWK, errors, jwtVerify, type JWK } from 'jose'
+import { ASYMMETRIC_ALGORITHMS } from './claims.js'
+
+/** RFC 9449 §7.1 and §12.2 error codes: the proof is bad, or the server wants its nonce in it. */
+export type DpopErrorCode = 'invalid_dpop_proof' | 'use_dpop_nonce'
+
+/**
+ * A refused proof. `message` is safe to send (it never says which check
+ * failed beyond what RFC 9449 says); `detail` names the check, for logs only.
+ */
+export class DpopError extends Error {
+  override readonly name = 'DpopError'
+  constructor(
+    readonly code: DpopErrorCode,
+    readonly detail: string,
+  ) {
+    super(code === 'use_dpop_nonce' ? 'a DPoP nonce from the server is required' : 'DPoP proof is invalid')
+  }
+}
+
+/** The DPoP proof algorithms accepted: asymmetric only (RFC 9449 §4.3 item 5, RFC 8725 §3.1). */
+export const DPOP_ALGORITHMS: readonly string[] = ASYMMETRIC_ALGORITHMS
+
+/** Longest a proof may be: far above any real one, so hostile input is bounded before decoding. */
+export const MAX_DPOP_PROOF_LENGTH = 8 * 1024
+
+export interface DpopCheck {
+  /** The request's method: `htm` must be it (RFC 9449 §4.3 item 8). */
+  readonly method: string
+  /** The request's URI: `htu` must be it without query and fragment (§4.3 item 9). */
+  readonly url: string | URL
+  /** Epoch seconds now. */
+  readonly now: number
+  /** How old an `iat` may be, in seconds (§4.3 item 11, §11.1). Default 60. */
+  readonly maxAgeSeconds?: number
+  /** How far in the future an `iat` may be (clock skew), in seconds. Default 5. */
+  readonly clockSkewSeconds?: number
+  /** The access token the proof comes with: `ath` must be its SHA-256 (§4.3 item 12, §7.1). */
+  readonly accessToken?: string
+  /** The token's `cnf.jkt`: the proof's key must be that key (§7.1). */
+  readonly boundJkt?: string
+  /** When given, the proof must carry a nonce it accepts (§8, §9); else `use_dpop_nonce`. */
+  readonly nonces?: DpopNonces
+  /** Default `DPOP_ALGORITHMS`. */
+  readonly algorithms?: readonly string[]
+}
+
+/** A proof that passed every check of RFC 9449 §4.3 but the replay of its `jti`. */
+export interface DpopProof {
+  /** RFC 7638 SHA-256 thumbprint of the proof's key (base64url): what `cnf.jkt` binds (§6.1). */
+  readonly jkt: string
+  readonly jti: string
+  readonly iat: number
+  /** Epoch seconds until which `jti` must be remembered: after that, `iat` alone refuses the proof. */
+  readonly rememberUntil: number
+}
+
+/**
+ * The one `DPoP` header value of a request, or undefined when there is none.
+ * Several `DPoP` fields arrive joined by commas, which no compact JWS holds:
+ * refused (§4.3 item 1).
+ */
+export function dpopHeaderValue(header: string | readonly string[] | null | undefined): string | undefined {
+  if (header === null || header === undefined) return undefined
+  if (typeof header !== 'string') {
+    if (header.length === 0) return undefined
+    if (header.length > 1) throw new DpopError('invalid_dpop_proof', 'more than one DPoP header')
+    return dpopHeaderValue(header[0])
+  }
+  if (header.includes(',')) throw new DpopError('invalid_dpop_proof', 'more than one DPoP header')
+  return header.trim()
+}
+
+/** `htu` comparison (§4.3 item 9): scheme and host case-folded, default port dropped, no query, no fragment (RFC 3986 §6.2.2–6.2.3). */
+export function normalizedHtu(url: string | URL): string | undefined {
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    return undefined
+  }
+  if (parsed.protocol !== 'https:' && parsed.protocol !== 'http:') return undefined
+  parsed.search = ''
+  parsed.hash = ''
+  parsed.username = ''
+  parsed.password = ''
+  return parsed.href
+}
+
+/** base64url(SHA-256(ASCII(token))), the `ath` of a proof sent with `token` (§4.2). */
+export function accessTokenHash(token: string): string {
+  // node:crypto's hash, not WebCrypto's: synchronous and a few microseconds.
+  return createHash('sha256').update(token, 'ascii').digest('base64url')
+}
+
+const B64URL_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/
+
+/**
+ * Checks a DPoP proof (RFC 9449 §4.3; with an access token, §7.1 too):
+ * `typ` `dpop+jwt`, an asymmetric `alg`, a public `jwk` that verifies the
+ * signature, `jti`, `htm`, `htu`, `iat` within the window, `ath` and the
+ * bound key when an access token comes with it, the nonce when one is
+ * required. Throws `DpopError`; the caller refuses a replayed `jti`.
+ */
+export async function verifyDpopProof(proof: string, check: DpopCheck): Promise<DpopProof> {
+  const fail = (detail: string): never => {
+    throw new DpopError('invalid_dpop_proof', detail)
+  }
+  if (proof.length === 0 || proof.length > MAX_DPOP_PROOF_LENGTH || !B64URL_JWS.test(proof)) fail('not a compact JWS')
+  let header: ReturnType<typeof decodeProtectedHeader>
+  try {
+    header = decodeProtectedHeader(proof)
+  } catch {
+    return fail('header is not JSON')
+  }
+  if (header.typ !== 'dpop+jwt') fail('typ is not dpop+jwt')
+  const algorithms = check.algorithms ?? DPOP_ALGORITHMS
+  if (typeof header.alg !== 'string' || !algorithms.includes(header.alg)) fail('alg not allowed')
+  const jwk = header.jwk as JWK | undefined
+  if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) fail('no jwk header')
+  // §4.3 item 7: a private key in the header means the client has leaked it.
+  if ('d' in jwk! || 'p' in jwk! || 'q' in jwk! || 'dp' in jwk! || 'dq' in jwk! || 'qi' in jwk! || 'k' in jwk!) fail('jwk holds a private key')
+
+  let payload: Record<string, unknown>
+  try {
+    const verified = await jwtVerify(proof, EmbeddedJWK, { typ: 'dpop+jwt', algorithms: [...algorithms] })
+    payload = verified.payload as Record<string, unknown>
+  } catch (err) {
+    if (err instanceof errors.JOSEError) return fail(`signature or structure: ${err.code}`)
+    throw err
+  }
+
+  const { jti, htm, htu, iat } = payload
+  if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256) fail('jti missing or too long')
+  if (htm !== check.method) fail('htm does not match the method')
+  const expectedHtu = normalizedHtu(check.url)
+  if (expectedHtu === undefined) throw new TypeError('DpopCheck.url must be an absolute http(s) URL')
+  if (typeof htu !== 'string' || normalizedHtu(htu) !== expectedHtu) fail('htu does not match the URI')
+  if (typeof iat !== 'number' || !Number.isFinite(iat)) fail('iat missing')
+  const maxAge = check.maxAgeSeconds ?? 60
+  const skew = check.clockSkewSeconds ?? 5
+  if ((iat as number) > check.now + skew) fail('iat in the future')
+  if ((iat as number) < check.now - maxAge) fail('iat too old')
+
+  if (check.accessToken !== undefined) {
+    if (payload['ath'] !== accessTokenHash(check.accessToken)) fail('ath does not match the access token')
+  }
+  const jkt = await calculateJwkThumbprint(jwk!, 'sha256')
+  if (check.boundJkt !== undefined && !sameText(jkt, check.boundJkt)) fail('key is not the one the token is bound to')
+
+  // The nonce last: a proof bad in any other way is refused as such, not sent round for a nonce.
+  if (check.nonces !== undefined) {
+    const nonce = payload['nonce']
+    if (typeof nonce !== 'string' || !check.nonces.accepts(nonce)) {
+      throw new DpopError('use_dpop_nonce', nonce === undefined ? 'no nonce' : 'nonce unknown or expired')
+    }
+  }
+  return { jkt, jti: jti as string, iat: iat as number, rememberUntil: Math.floor(iat as number) + maxAge + skew }
+}
+
+function sameText(a: string, b: string): boolean {
+  const x = Buffer.from(a)
+  const y = Buffer.from(b)
+  return x.length === y.length && timingSafeEqual(x, y)
+}
+
+/**
+ * Server-provided nonces (RFC 9449 §8, §9) without server state: a nonce
+ * names a time window and carries an HMAC of it, so every instance holding
+ * the same secret accepts every other's. One is good for the window it was
+ * made in and the next: between `windowSeconds` and twice that.
+ */
+export interface DpopNonces {
+  /** The nonce to send now in `DPoP-Nonce`. */
+  current(): string
+  accepts(nonce: string): boolean
+}
+
+export interface DpopNonceOptions {
+  /** At least 32 bytes. Instances that accept each other's nonces share it. */
+  readonly secrets: readonly Uint8Array[]
+  /** Default 300. */
+  readonly windowSeconds?: number
+  /** Epoch seconds. Default the system clock. */
+  readonly now?: () => number
+}
+
+/** The nonces of `secrets`: made with the first, accepted under any (so a secret can be rotated). */
+export function createDpopNonces(options: DpopNonceOptions): DpopNonces {
+  const { secrets } = options
+  if (secrets.length === 0 || secrets.some((s) => s.byteLength < 32)) throw new TypeError('DPoP nonce secrets must be at least 32 bytes each')
+  const windowSeconds = options.windowSeconds ?? 300
+  if (!(Number.isInteger(windowSeconds) && windowSeconds >= 10)) throw new TypeError('windowSeconds must be an integer of at least 10')
+  const now = options.now ?? (() => Date.now() / 1000)
+  const mac = (secret: Uint8Array, window: number): string =>
+    createHmac('sha256', secret).update(`mandate-dpop-nonce:${window}`).digest('base64url').slice(0, 22)
+  const windowOf = (): number => Math.floor(now() / windowSeconds)
+  let cached: { window: number; nonce: string } | undefined
+  return {
+    current() {
+      const window = windowOf()
+      if (cached?.window !== window) cached = { window, nonce: `${window.toString(36)}.${mac(secrets[0]!, window)}` }
+      return cached.nonce
+    },
+    accepts(nonce) {
+      const m = /^([0-9a-z]{1,12})\.([A-Za-z0-9_-]{22})$/.exec(nonce)
+      if (m === null) return false
+      const window = parseInt(m[1]!, 36)
+      const current = windowOf()
+      if (window !== current && window !== current - 1) return false
+      return secrets.some((s) => sameText(mac(s, window), m[2]!))
+    },
+  }
+}
