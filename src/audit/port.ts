@@ -34,6 +34,8 @@ export type AuditEvent =
       readonly policyHash: string
       /** The approval that allowed it, when its grant needs one (an `approval.requested` record names it). */
       readonly approval?: string | undefined
+      /** The running copy of the agent that asked (the token's `act.instance`), when its authentication named one. */
+      readonly instance?: string | undefined
     })
   | (RequestContext & {
       readonly type: 'token.denied'
@@ -42,6 +44,8 @@ export type AuditEvent =
       readonly sub: Subject | undefined
       /** Issuer of the user's token, once it was verified. */
       readonly subIssuer?: string | undefined
+      /** The running copy of the agent that asked, when its authentication named one. */
+      readonly instance?: string | undefined
       /** The RFC 6749 error code answered. */
       readonly error: string
       /** Why, for the log: never a token or a secret. */

@@ -1,5 +1,6 @@
 import type { AgentId, Jti, MandateClaims, Subject } from './claims.js'
 import { actClaim, actorsOf, TOKEN_TYPE } from './claims.js'
+import { revocationQuery, revocationRefusal } from './kill-check.js'
 import { admissionRefusal, admissionUnavailable } from './admission.js'
 import { approversText } from './approval.js'
 import { loggable, OAuthError, recordable, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
@@ -8,7 +9,7 @@ import { evaluatePolicy, type Grant } from './policy-eval.js'
 import type { AdmissionStore, BucketCharge } from '../admission/port.js'
 import type { AuditLog } from '../audit/port.js'
 import type { AgentPolicy, PolicyStore } from '../policy/port.js'
-import type { RevocationStore, RevocationVerdict } from '../revocation/port.js'
+import type { RevocationStore } from '../revocation/port.js'
 import type { AuthenticatedClient, ClientAuthenticator, ClientCredentials, SubjectVerifier, TokenMinter } from '../tokens/port.js'
 
 /** A token-exchange request after the HTTP layer parsed it (RFC 8693 §2.1), before any check. */
@@ -143,16 +144,9 @@ export async function exchangeToken(req: ExchangeRequest, deps: ExchangeDeps, co
     const needsApproval = approvalRefusal(policy, grant)
     if (needsApproval !== undefined) throw needsApproval
 
-    // 5. Revocation: the agent, the user, and every ancestor in the chain.
+    // 5. Revocation: the agent and its instance, the user, and every hop and ancestor in the chain.
     const verdict = step('mandate.revocation.check', () =>
-      deps.revocations.check({
-        agent: client.agent,
-        sub: subjectId,
-        subIssuer: grant.userIssuer,
-        actors: grant.actors.slice(1),
-        ancestors: grant.ancestors,
-        subjectIssuedAt: subject.kind === 'mandate' ? subject.claims.iat : subject.iat,
-      }),
+      deps.revocations.check(revocationQuery(client, subjectId, grant, subject.kind === 'mandate' ? subject.claims.iat : subject.iat)),
     )
     const revoked = revocationRefusal(verdict)
     if (revoked !== undefined) throw revoked
@@ -164,7 +158,7 @@ export async function exchangeToken(req: ExchangeRequest, deps: ExchangeDeps, co
     if (refused !== undefined) throw refused
 
     // 6–7. Mint and record.
-    const claims = mintedClaims(deps, client.agent, subjectId, grant, now)
+    const claims = mintedClaims(deps, client, subjectId, grant, now)
     const accessToken = await mintRecorded(deps, step, req, claims, grant, policy)
 
     // 8. RFC 8693 §2.2.1.
@@ -181,12 +175,14 @@ export async function exchangeToken(req: ExchangeRequest, deps: ExchangeDeps, co
     const refused = await (admitted ?? admit(deps, client, agentBucket, context))
     if (refused !== undefined) throw refused
     if (err instanceof OAuthError && err.code !== 'temporarily_unavailable' && err.code !== 'server_error') {
-      await recordDenial(deps, client.agent, sub, subIssuer, err, req)
+      await recordDenial(deps, client.agent, sub, subIssuer, err, req, client.instance)
       context.denialRecorded = true
     }
     throw err
   }
 }
+
+export { revocationRefusal }
 
 /** A grant that needs a person's approval is issued only through CIBA (core/ciba.ts), never by exchange: the refusal, or undefined. */
 export function approvalRefusal(policy: AgentPolicy, grant: Pick<Grant, 'audience'>): OAuthError | undefined {
@@ -234,37 +230,14 @@ export function admit(
 export function standingRefusal(
   deps: Pick<ExchangeDeps, 'revocations' | 'lifecycle'>,
   policy: AgentPolicy,
-  grant: Pick<Grant, 'userIssuer' | 'actors' | 'ancestors'>,
+  grant: Pick<Grant, 'userIssuer' | 'actors' | 'ancestors' | 'parentAct'>,
   sub: Subject,
   subjectIssuedAt: number,
   now: number,
+  instance?: string,
 ): OAuthError | undefined {
-  const verdict = deps.revocations.check({
-    agent: policy.agent,
-    sub,
-    subIssuer: grant.userIssuer,
-    actors: grant.actors.slice(1),
-    ancestors: grant.ancestors,
-    subjectIssuedAt,
-  })
+  const verdict = deps.revocations.check(revocationQuery({ agent: policy.agent, instance }, sub, grant, subjectIssuedAt))
   return revocationRefusal(verdict) ?? deps.lifecycle?.refusal(policy, now)
-}
-
-/** The refusal a revocation verdict calls for: an unknown state fails closed (503), a killed agent is `unauthorized_client`. */
-export function revocationRefusal(verdict: RevocationVerdict): OAuthError | undefined {
-  switch (verdict.state) {
-    case 'clear':
-      return undefined
-    case 'unknown':
-      return new OAuthError('temporarily_unavailable', 'revocation state is unknown; try again', {
-        detail: verdict.detail,
-        retryAfter: 1,
-      })
-    case 'revoked':
-      return verdict.what === 'agent'
-        ? new OAuthError('unauthorized_client', 'agent is suspended', { detail: verdict.detail })
-        : new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail: verdict.detail })
-  }
 }
 
 /**
@@ -273,20 +246,21 @@ export function revocationRefusal(verdict: RevocationVerdict): OAuthError | unde
  */
 export function mintedClaims(
   deps: ExchangeDeps,
-  agent: AgentId,
+  client: Pick<AuthenticatedClient, 'agent' | 'instance'>,
   sub: Subject,
   grant: Grant,
   now: number,
   approved?: { readonly id: string; readonly details: readonly Readonly<Record<string, unknown>>[] },
 ): MandateClaims {
   const jti = deps.newJti()
+  const agent = client.agent
   return {
     iss: deps.issuer,
     sub,
     sub_id: { format: 'iss_sub', iss: grant.userIssuer, sub },
     aud: grant.audience,
     client_id: agent,
-    act: actClaim(grant.actors),
+    act: actClaim(grant.actors, { instance: client.instance }, grant.parentAct),
     scope: grant.scopes.join(' '),
     iat: now,
     nbf: now,
@@ -332,6 +306,7 @@ export async function mintRecorded(
         expiresAt: grant.expiresAt,
         policyHash: policy.sourceHash,
         approval: claims.approval,
+        instance: claims.act.instance,
         clientAddress: req.clientAddress,
         traceId: req.traceId,
         requestId: req.requestId,
@@ -369,12 +344,14 @@ export async function recordDenial(
   subIssuer: string | undefined,
   err: OAuthError,
   req: Pick<ExchangeRequest, 'audiences' | 'scopes' | 'clientAddress' | 'traceId' | 'requestId'>,
+  instance?: string,
 ): Promise<void> {
   try {
     await deps.audit.append({
       type: 'token.denied',
       at: deps.now(),
       agent,
+      instance,
       sub,
       subIssuer,
       error: err.code,
