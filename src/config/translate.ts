@@ -13,7 +13,11 @@ import type { JwksPolicy, TrustedIssuer } from '../tokens/upstream.js'
 import type { Config, IdJagIssuerConfig, ResourceServerConfig, SubjectIssuerConfig, TrustedIssuerConfig, WorkloadIssuerConfig } from './schema.js'
 
 /** A trusted issuer → the verifier's form, with its role's `typ` default (`null`: no `typ`, or `jwt`). */
-export function trustedIssuer(t: TrustedIssuerConfig | SubjectIssuerConfig | WorkloadIssuerConfig, brokerIssuer: string, defaultTyp: string | null): TrustedIssuer {
+export function trustedIssuer(
+  t: TrustedIssuerConfig | SubjectIssuerConfig | WorkloadIssuerConfig,
+  brokerIssuer: string,
+  defaultTyp: string | null,
+): TrustedIssuer {
   const typ = t.typ === undefined ? defaultTyp : t.typ
   return {
     issuer: t.issuer,

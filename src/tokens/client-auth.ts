@@ -230,7 +230,11 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
   async function spiffeJwt(policies: PolicyStore, assertion: string, clientId: string | undefined): Promise<AuthenticatedClient> {
     try {
       if (options.spiffe === undefined) throw new JwtError('no_trust_domains')
-      const { policy, assertion: use, spiffeId } = await verifySvid(assertion, clientId, policies, {
+      const {
+        policy,
+        assertion: use,
+        spiffeId,
+      } = await verifySvid(assertion, clientId, policies, {
         bundles: options.spiffe,
         audiences: [options.issuer, `${options.issuer}/oauth2/token`],
         now: options.now(),

@@ -22,7 +22,19 @@ import { createVerifier, VerifierError, type Verifier } from '@mandate/verifier'
 import { decodeJwt, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
-import { ADMIN_KEYS, AUDIENCE, BROKER, RESOURCE_SERVERS, RS_SECRET, SECRET, USER_ISSUER, basic, bearer, startTestBroker, type TestBroker } from '../support/broker.js'
+import {
+  ADMIN_KEYS,
+  AUDIENCE,
+  BROKER,
+  RESOURCE_SERVERS,
+  RS_SECRET,
+  SECRET,
+  USER_ISSUER,
+  basic,
+  bearer,
+  startTestBroker,
+  type TestBroker,
+} from '../support/broker.js'
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
 import { deletePrefix, REDIS_URL, redisAvailable } from '../support/redis.js'
 import { hashClientSecret } from '../../src/tokens/client-auth.js'
@@ -83,7 +95,11 @@ interface Setup {
   readonly key: { privateKey: CryptoKey; jwk: JWK }
 }
 
-function describeInstanceKill(name: string, describeFn: typeof describe, start: (bundleFile: string) => Promise<{ b: TestBroker; cleanup: () => Promise<void> }>) {
+function describeInstanceKill(
+  name: string,
+  describeFn: typeof describe,
+  start: (bundleFile: string) => Promise<{ b: TestBroker; cleanup: () => Promise<void> }>,
+) {
   describeFn(name, () => {
     let dir: string
     let s: Setup

@@ -258,7 +258,9 @@ export function entryJson(e: InventoryEntry) {
 
 /** The instances seen, each with whether an instance kill of it is in force (from the local mirror). */
 function instancesJson(agent: string, seen: readonly InstanceSeen[], records: readonly Revocation[]) {
-  const killed = new Set(records.flatMap((r) => (r.target.kind === 'instance' && r.target.agent === agent && r.liftedAt === undefined ? [r.target.instance] : [])))
+  const killed = new Set(
+    records.flatMap((r) => (r.target.kind === 'instance' && r.target.agent === agent && r.liftedAt === undefined ? [r.target.instance] : [])),
+  )
   return seen.map((i) => ({ instance: i.instance, tokens: i.tokens, first_seen: iso(i.firstAt), last_seen: iso(i.lastAt), killed: killed.has(i.instance) }))
 }
 

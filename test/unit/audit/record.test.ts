@@ -654,7 +654,10 @@ describe('audit record: fields that are optional or empty', () => {
     expect(issued).toMatchObject({ instance: INSTANCE, agent_instance: pod })
     const denied = { type: 'token.denied', at: T0, agent: A('agent-a'), sub: undefined, instance: pod, error: 'unauthorized_client', reason: 'r' }
     expect(JSON.parse(encodeRecord(denied as AuditEvent, position()).record)).toMatchObject({ instance: INSTANCE, agent_instance: pod })
-    const kill = encodeRecord({ type: 'revocation.created', at: T0, by: 'ops-key', revocation: revocation({ kind: 'instance', agent: A('agent-a'), instance: pod }) }, position())
+    const kill = encodeRecord(
+      { type: 'revocation.created', at: T0, by: 'ops-key', revocation: revocation({ kind: 'instance', agent: A('agent-a'), instance: pod }) },
+      position(),
+    )
     expect((JSON.parse(kill.record) as { revocation: unknown }).revocation).toMatchObject({ kind: 'instance', agent: 'agent-a', instance: pod })
     const parsed = columnsFromRecord(kill.record)
     expect(parsed.ok && parsed.columns.agent).toBe('agent-a')

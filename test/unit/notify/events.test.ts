@@ -42,7 +42,10 @@ describe('webhook payloads', () => {
   })
 
   it('names an instance kill’s agent and instance', () => {
-    const instanceKill: RevocationEvent = { ...kill, revocation: { ...kill.revocation, target: { kind: 'instance', agent: 'billing-bot' as AgentId, instance: 'pod-7' } } }
+    const instanceKill: RevocationEvent = {
+      ...kill,
+      revocation: { ...kill.revocation, target: { kind: 'instance', agent: 'billing-bot' as AgentId, instance: 'pod-7' } },
+    }
     expect((standardPayload(instanceKill)['data'] as Record<string, unknown>)['target']).toEqual({ kind: 'instance', agent: 'billing-bot', instance: 'pod-7' })
     expect((slackPayload(instanceKill) as { text: string }).text).toMatch(/^Mandate: instance pod-7 of agent billing-bot killed by oncall: /)
   })
