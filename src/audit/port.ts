@@ -36,6 +36,8 @@ export type AuditEvent =
       readonly approval?: string | undefined
       /** The running copy of the agent that asked (the token's `act.instance`), when its authentication named one. */
       readonly instance?: string | undefined
+      /** RFC 7638 thumbprint of the DPoP key the token is bound to (`cnf.jkt`, RFC 9449 §6.1); absent: a bearer token. */
+      readonly jkt?: string | undefined
     })
   | (RequestContext & {
       readonly type: 'token.denied'

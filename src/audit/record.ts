@@ -71,6 +71,7 @@ function body(event: AuditEvent, doc: Record<string, Json | undefined>): Record<
         // `instance` is the writing broker's; this is the agent's running copy. Left out when undefined,
         // so records without one encode (and hash) as they always did.
         agent_instance: event.instance,
+        jkt: event.jkt,
       })
     case 'token.denied':
       return assign({

@@ -38,11 +38,13 @@ export const CLIENT_ASSERTION_TYPE_SPIFFE = 'urn:ietf:params:oauth:client-assert
 
 /**
  * What identifies the newest hop's actor beyond its agent id (RFC 8693 §4.1
- * allows such members): the attested running copy that asked (`instance`).
- * Absent members are left out of the claim.
+ * allows such members): the attested running copy that asked (`instance`)
+ * and the DPoP key it proved (`jkt`). Absent members are left out of the claim.
  */
 export interface ActHop {
   readonly instance?: string | undefined
+  /** RFC 7638 thumbprint of the DPoP key the hop's token is bound to (RFC 9449 §6.1). */
+  readonly jkt?: string | undefined
 }
 
 /**
@@ -55,8 +57,9 @@ export interface ActHop {
 export function actClaim(actorsNewestFirst: readonly AgentId[], newestHop: ActHop = {}, olderAct?: ActClaim): ActClaim {
   const [newest, ...older] = actorsNewestFirst
   if (newest === undefined) throw new TypeError('an act claim needs at least one actor')
-  const hop: { sub: AgentId; instance?: string } = { sub: newest }
+  const hop: { sub: AgentId; instance?: string; jkt?: string } = { sub: newest }
   if (newestHop.instance !== undefined) hop.instance = newestHop.instance
+  if (newestHop.jkt !== undefined) hop.jkt = newestHop.jkt
   if (olderAct !== undefined) {
     const named = actorsOf(olderAct)
     if (named.length !== older.length || named.some((a, i) => a !== older[i])) throw new TypeError('olderAct names other actors than the chain')

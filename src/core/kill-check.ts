@@ -5,8 +5,28 @@
 import { instancesOf, type Subject } from './claims.js'
 import { OAuthError, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
 import type { Grant } from './policy-eval.js'
-import type { RevocationQuery, RevocationVerdict } from '../revocation/port.js'
+import type { LifecycleStanding } from './lifecycle.js'
+import type { AgentPolicy } from '../policy/port.js'
+import type { RevocationQuery, RevocationStore, RevocationVerdict } from '../revocation/port.js'
 import type { AuthenticatedClient } from '../tokens/port.js'
+
+/**
+ * Step 5 for the flows beside the exchange (CIBA, ID-JAG): the kill switch (the agent and its instance, the user, every
+ * ancestor) and the agent's standing, from memory; the refusal, or undefined. The exchange makes the same
+ * two checks inline, each in its own telemetry step.
+ */
+export function standingRefusal(
+  deps: { readonly revocations: RevocationStore; readonly lifecycle?: LifecycleStanding | undefined },
+  policy: AgentPolicy,
+  grant: Pick<Grant, 'userIssuer' | 'actors' | 'ancestors' | 'parentAct'>,
+  sub: Subject,
+  subjectIssuedAt: number,
+  now: number,
+  instance?: string,
+): OAuthError | undefined {
+  const verdict = deps.revocations.check(revocationQuery({ agent: policy.agent, instance }, sub, grant, subjectIssuedAt))
+  return revocationRefusal(verdict) ?? deps.lifecycle?.refusal(policy, now)
+}
 
 /** Step 5's question: the requester and its instance, the user, and every older hop (with the instance it named) and ancestor. */
 export function revocationQuery(

@@ -197,6 +197,8 @@ export interface TestBrokerOptions {
   readonly spiffe?: readonly Record<string, unknown>[]
   /** The workload issuer's `instance_claim` (the claim naming the running copy; `sub` when absent). */
   readonly workloadInstanceClaim?: string
+  /** The config's `dpop` section (DPoP proofs at the token endpoint). */
+  readonly dpop?: Record<string, unknown>
   /** More `admin.keys` entries besides the one key per role of `ADMIN_KEYS` (e.g. an approver's, with `approver`). */
   readonly adminKeys?: readonly Record<string, unknown>[]
 }
@@ -346,6 +348,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ...(options.notifications === undefined ? {} : { notifications: options.notifications }),
     ...(options.forwardAuth === undefined ? {} : { forward_auth: { enabled: options.forwardAuth } }),
     ...(options.governance === undefined ? {} : { governance: options.governance }),
+    ...(options.dpop === undefined ? {} : { dpop: options.dpop }),
     ...(options.idJag === undefined && options.spiffe === undefined
       ? {}
       : { trust: { ...(options.idJag === undefined ? {} : { id_jag: options.idJag }), ...(options.spiffe === undefined ? {} : { spiffe: options.spiffe }) } }),
