@@ -135,9 +135,9 @@ async function detailOf(db: Db, agent: string, now: number): Promise<AgentDetail
 
 /**
  * The running copies of `agent` issued a token in the last hour, from its `token.issued` records'
- * `agent_instance`: an index range on `at` (the last hour of the log, every agent's), filtered to the
- * agent. An expression over the record, so no column is added to what `verify` checks, and no index
- * to the write path of every issuance.
+ * `agent_instance`: an index range on `at` (the last hour of the log, every agent's) or the GIN index on
+ * `actors`, whichever the planner finds narrower. An expression over the record, so no column is added
+ * to what `verify` checks, and no index to the write path of every issuance.
  */
 async function instancesOf(db: Db, agent: string, now: number): Promise<InstanceSeen[]> {
   const instance = sql<string>`(${auditLog.record}::jsonb ->> 'agent_instance')`
@@ -149,7 +149,16 @@ async function instancesOf(db: Db, agent: string, now: number): Promise<Instance
       last: sql<string>`extract(epoch from max(${auditLog.at}))`,
     })
     .from(auditLog)
-    .where(and(gte(auditLog.at, now - INSTANCE_WINDOW), eq(auditLog.event, 'token.issued'), eq(auditLog.agent, agent), sql`${instance} is not null`))
+    .where(
+      and(
+        gte(auditLog.at, now - INSTANCE_WINDOW),
+        eq(auditLog.event, 'token.issued'),
+        eq(auditLog.agent, agent),
+        // Implied by `agent` (actors include the requester), and lets the planner use the GIN index on actors instead.
+        arrayContains(auditLog.actors, [agent]),
+        sql`${instance} is not null`,
+      ),
+    )
     .groupBy(instance)
     .orderBy(sql`max(${auditLog.at}) desc`, instance)
     .limit(MAX_INSTANCES)
