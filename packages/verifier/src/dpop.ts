@@ -102,6 +102,9 @@ export function accessTokenHash(token: string): string {
   return createHash('sha256').update(token, 'ascii').digest('base64url')
 }
 
+/** `DpopError.detail` when the proof's key is not the token's `cnf.jkt`: a stolen token, not a broken client (§7.1). */
+export const DPOP_KEY_MISMATCH = 'key is not the one the token is bound to'
+
 const B64URL_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/
 
 /**
@@ -125,15 +128,16 @@ export async function verifyDpopProof(proof: string, check: DpopCheck): Promise<
   if (header.typ !== 'dpop+jwt') fail('typ is not dpop+jwt')
   const algorithms = check.algorithms ?? DPOP_ALGORITHMS
   if (typeof header.alg !== 'string' || !algorithms.includes(header.alg)) fail('alg not allowed')
-  const jwk = header.jwk as JWK | undefined
-  if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) fail('no jwk header')
+  const jwkValue: unknown = header.jwk
+  if (typeof jwkValue !== 'object' || jwkValue === null || Array.isArray(jwkValue)) return fail('no jwk header')
+  const jwk = jwkValue as JWK
   // §4.3 item 7: a private key in the header means the client has leaked it.
-  if ('d' in jwk! || 'p' in jwk! || 'q' in jwk! || 'dp' in jwk! || 'dq' in jwk! || 'qi' in jwk! || 'k' in jwk!) fail('jwk holds a private key')
+  if ('d' in jwk || 'p' in jwk || 'q' in jwk || 'dp' in jwk || 'dq' in jwk || 'qi' in jwk || 'k' in jwk) fail('jwk holds a private key')
 
   let payload: Record<string, unknown>
   try {
     const verified = await jwtVerify(proof, EmbeddedJWK, { typ: 'dpop+jwt', algorithms: [...algorithms] })
-    payload = verified.payload as Record<string, unknown>
+    payload = verified.payload
   } catch (err) {
     if (err instanceof errors.JOSEError) return fail(`signature or structure: ${err.code}`)
     throw err
@@ -154,8 +158,8 @@ export async function verifyDpopProof(proof: string, check: DpopCheck): Promise<
   if (check.accessToken !== undefined) {
     if (payload['ath'] !== accessTokenHash(check.accessToken)) fail('ath does not match the access token')
   }
-  const jkt = await calculateJwkThumbprint(jwk!, 'sha256')
-  if (check.boundJkt !== undefined && !sameText(jkt, check.boundJkt)) fail('key is not the one the token is bound to')
+  const jkt = await calculateJwkThumbprint(jwk, 'sha256')
+  if (check.boundJkt !== undefined && !sameText(jkt, check.boundJkt)) fail(DPOP_KEY_MISMATCH)
 
   // The nonce last: a proof bad in any other way is refused as such, not sent round for a nonce.
   if (check.nonces !== undefined) {

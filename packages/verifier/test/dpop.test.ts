@@ -4,7 +4,7 @@
  * for the ones no honest client makes.
  */
 import { randomBytes } from 'node:crypto'
-import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose'
+import { exportJWK, generateKeyPair, SignJWT } from 'jose'
 import * as oauth from 'oauth4webapi'
 import { describe, expect, it } from 'vitest'
 import { accessTokenHash, createDpopNonces, DpopError, dpopHeaderValue, normalizedHtu, verifyDpopProof } from '../src/dpop.js'
@@ -16,7 +16,7 @@ const publicJwk = await exportJWK(keys.publicKey)
 
 async function proof(claims: Record<string, unknown>, header: Record<string, unknown> = {}, key = keys.privateKey): Promise<string> {
   return new SignJWT({ jti: crypto.randomUUID(), htm: 'GET', htu: URL_, iat: NOW, ...claims })
-    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: publicJwk as JWK, ...header })
+    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: publicJwk, ...header })
     .sign(key)
 }
 
@@ -84,12 +84,12 @@ describe('a DPoP proof (RFC 9449 §4.3)', () => {
       messages.add(e.message)
     }
     expect([...messages]).toEqual(['DPoP proof is invalid'])
-    for (const junk of ['', 'a.b', 'a.b.c', 'x'.repeat(9000), `${'e30'}.${'e30'}.`]) {
+    for (const junk of ['', 'a.b', 'a.b.c', 'x'.repeat(9000), `e30.e30.`]) {
       expect((await refusal(verifyDpopProof(junk, check))).code).toBe('invalid_dpop_proof')
     }
     // An HMAC "proof" (alg not asymmetric) and alg none.
     const hs = await new SignJWT({ jti: 'j', htm: 'GET', htu: URL_, iat: NOW })
-      .setProtectedHeader({ alg: 'HS256', typ: 'dpop+jwt', jwk: publicJwk as JWK })
+      .setProtectedHeader({ alg: 'HS256', typ: 'dpop+jwt', jwk: publicJwk })
       .sign(randomBytes(32))
     expect((await refusal(verifyDpopProof(hs, check))).code).toBe('invalid_dpop_proof')
     const none = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'dpop+jwt', jwk: publicJwk })).toString('base64url')}.${Buffer.from(JSON.stringify({ jti: 'j', htm: 'GET', htu: URL_, iat: NOW })).toString('base64url')}.`
