@@ -10,6 +10,8 @@ import { OAuthError } from '../../core/errors.js'
 import type { AppContext } from '../env.js'
 import { BearerError } from '../oauth-errors.js'
 
+export { DPOP_ALGORITHMS }
+
 /** One description for every proof failure: which check failed is logged (`detail`), never sent. */
 export const PROOF_INVALID = 'DPoP proof is invalid'
 /** How far ahead of the broker's clock a proof's `iat` may be (`verifyDpopProof`'s default). */
@@ -51,11 +53,22 @@ function originalRequest(c: AppContext, ownMethodIsOriginal: boolean): { method:
 }
 
 /**
+ * The admission store's key of a proof's `jti`. RFC 9449 §11.1: a `jti` is
+ * unique per key, and each resource server (audience) keeps its own. `#`
+ * starts no agent id (a client assertion's key is `<agent>:<jti>`), and
+ * `#id-jag:` is the ID-JAG's; the audience is percent-encoded, so the
+ * first two `#` after the prefix delimit it and the thumbprint (base64url).
+ */
+export function replayKey(audience: string, proof: Pick<DpopProof, 'jkt' | 'jti'>): string {
+  return `#dpop-rs:${encodeURIComponent(audience)}#${proof.jkt}#${proof.jti}`
+}
+
+/**
  * Checks the DPoP proof of a request carrying `token`, bound to `jkt`, for
  * `audience` (RFC 9449 §4.3, §7.1): one `DPoP` header, signed by the key
  * `jkt` names, for the original method and URL, `ath` the token's hash,
  * `iat` within 60 s; then spends its `jti` under
- * `dpop-rs:<audience>:<jkt>:<jti>`. Throws `BearerError`
+ * `replayKey`. Throws `BearerError`
  * (`invalid_dpop_proof`), `OAuthError` `invalid_request` (the proxy passed
  * no original method or URL) or `temporarily_unavailable` (the replay store
  * cannot answer, or began remembering after the proof could first be used).
@@ -78,8 +91,7 @@ export async function checkForwardProof(
   const decision = await deps.admission
     .admit({
       assertion: {
-        // RFC 9449 §11.1: a jti is unique per key; namespaced by audience, as each resource server keeps its own.
-        key: `dpop-rs:${check.audience}:${proof.jkt}:${proof.jti}`,
+        key: replayKey(check.audience, proof),
         earliestUse: (proof.iat - PROOF_SKEW_SECONDS) * 1000,
         expiresAt: proof.rememberUntil * 1000,
       },

@@ -8,7 +8,7 @@ import type { ForwardAuthOutcome, MandateMetrics } from '../../telemetry/metrics
 import type { AppContext, AppEnv } from '../env.js'
 import { isStorableForm } from '../form.js'
 import { BearerError, NO_STORE } from '../oauth-errors.js'
-import { checkForwardProof, proofRefused, type ForwardProofDeps } from './forward-auth-dpop.js'
+import { checkForwardProof, DPOP_ALGORITHMS, proofRefused, type ForwardProofDeps } from './forward-auth-dpop.js'
 import type { DescribeRouteOptions } from 'hono-openapi'
 import { described, jsonContent, oauthErrors, parametersOf } from '../openapi.js'
 import { Scope } from './token.js'
@@ -246,6 +246,8 @@ export function forwardAuthRoute(deps: ForwardAuthDeps, ownMethodIsOriginal = fa
       throw dpop === null ? proofRefused('malformed DPoP credentials') : new BearerError('invalid_token', INVALID, 'malformed Bearer credentials')
     }
     const scheme = dpop === undefined ? 'Bearer' : 'DPoP'
+    // RFC 9449 §7.1: a refusal of a DPoP request is challenged in its scheme, with the proof algorithms.
+    const algs = scheme === 'DPoP' ? DPOP_ALGORITHMS : undefined
     const decision = forwardAuthorization(await tokenStatus(token, deps), query.audience, query.scopes, scheme)
     if (decision.claims !== undefined) {
       c.set('jti', decision.claims.jti)
@@ -266,10 +268,10 @@ export function forwardAuthRoute(deps: ForwardAuthDeps, ownMethodIsOriginal = fa
         return c.body(null, 200, claimHeaders(decision.claims))
       case 'invalid_token':
         count(decision.revoked ? 'revoked' : 'invalid_token')
-        throw new BearerError('invalid_token', INVALID, decision.detail)
+        throw new BearerError('invalid_token', INVALID, decision.detail, undefined, algs)
       case 'insufficient_scope':
         count('insufficient_scope')
-        throw new BearerError('insufficient_scope', INSUFFICIENT, `missing=${decision.missing.join(' ')}`, query.scopes.join(' '))
+        throw new BearerError('insufficient_scope', INSUFFICIENT, `missing=${decision.missing.join(' ')}`, query.scopes.join(' '), algs)
       case 'unavailable':
         count('unavailable')
         throw new OAuthError('temporarily_unavailable', 'revocation state is unknown; try again', { detail: decision.detail, retryAfter: 1 })
