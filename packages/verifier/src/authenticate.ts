@@ -101,7 +101,7 @@ export function createAuthenticate(d: AuthenticateDeps): (req: BearerRequest, re
   async function authenticate(req: BearerRequest, required: RequiredScopes = {}): Promise<AuthenticateResult> {
     const scopes = d.checkScopes(required)
     // RFC 9449 §9: with nonces, every answer carries the current one.
-    const nonce: Record<string, string> = dpop?.nonces === undefined ? {} : { 'DPoP-Nonce': dpop.nonces.current() }
+    const nonce: Record<string, string> = dpop?.nonces === undefined ? {} : { 'DPoP-Nonce': await dpop.nonces.current() }
     const authorization = req.headers.get('authorization')
     const scheme = schemeOf(authorization)
     // Credentials of another scheme are no credentials at all (§3.1: no error code); nor is Bearer where only DPoP is accepted.

@@ -6,8 +6,7 @@
  * shared replay store, a resource server in its own memory): `verifyDpopProof`
  * answers the `jti` and until when it must be remembered.
  */
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
-import { calculateJwkThumbprint, decodeProtectedHeader, EmbeddedJWK, errors, jwtVerify, type JWK } from 'jose'
+import { base64url, calculateJwkThumbprint, decodeProtectedHeader, errors, importJWK, jwtVerify, type CryptoKey, type JWK } from 'jose'
 import { ASYMMETRIC_ALGORITHMS } from './claims.js'
 
 /** RFC 9449 §7.1 and §12.2 error codes: the proof is bad, or the server wants its nonce in it. */
@@ -96,10 +95,22 @@ export function normalizedHtu(url: string | URL): string | undefined {
   return parsed.href
 }
 
-/** base64url(SHA-256(ASCII(token))), the `ath` of a proof sent with `token` (§4.2). */
-export function accessTokenHash(token: string): string {
-  // node:crypto's hash, not WebCrypto's: synchronous and a few microseconds.
-  return createHash('sha256').update(token, 'ascii').digest('base64url')
+/** The last URL a check named, normalized: a server checks proofs for a few URLs, most often the same one again. */
+let lastUrl: { readonly url: string | URL; readonly htu: string } | undefined
+
+/** Whether a proof's `htu` names `url` (§4.3 item 9): the same text as its normalized form, or once normalized. */
+function sameUri(htu: string, url: string | URL): boolean {
+  if (lastUrl?.url !== url) {
+    const normalized = normalizedHtu(url)
+    if (normalized === undefined) throw new TypeError('DpopCheck.url must be an absolute http(s) URL')
+    lastUrl = { url, htu: normalized }
+  }
+  return htu === lastUrl.htu || normalizedHtu(htu) === lastUrl.htu
+}
+
+/** base64url(SHA-256(ASCII(token))), the `ath` of a proof sent with `token` (§4.2). WebCrypto: this package runs beyond Node. */
+export async function accessTokenHash(token: string): Promise<string> {
+  return base64url.encode(new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(token))))
 }
 
 /** `DpopError.detail` when the proof's key is not the token's `cnf.jkt`: a stolen token, not a broken client (§7.1). */
@@ -128,27 +139,28 @@ export async function verifyDpopProof(proof: string, check: DpopCheck): Promise<
   if (header.typ !== 'dpop+jwt') fail('typ is not dpop+jwt')
   const algorithms = check.algorithms ?? DPOP_ALGORITHMS
   if (typeof header.alg !== 'string' || !algorithms.includes(header.alg)) fail('alg not allowed')
-  const jwkValue: unknown = header.jwk
-  if (typeof jwkValue !== 'object' || jwkValue === null || Array.isArray(jwkValue)) return fail('no jwk header')
-  const jwk = jwkValue as JWK
+  const jwk: unknown = header.jwk
+  if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) return fail('no jwk header')
   // §4.3 item 7: a private key in the header means the client has leaked it.
-  if ('d' in jwk || 'p' in jwk || 'q' in jwk || 'dp' in jwk || 'dq' in jwk || 'qi' in jwk || 'k' in jwk) fail('jwk holds a private key')
+  if (['d', 'p', 'q', 'dp', 'dq', 'qi', 'k'].some((member) => member in jwk)) fail('jwk holds a private key')
+  const kty = (jwk as JWK).kty
+  if (kty !== 'EC' && kty !== 'RSA' && kty !== 'OKP') fail('jwk of an unsupported key type')
 
   let payload: Record<string, unknown>
+  let jkt: string
   try {
-    const verified = await jwtVerify(proof, EmbeddedJWK, { typ: 'dpop+jwt', algorithms: [...algorithms] })
-    payload = verified.payload
+    const key = await proofKey(jwk, header.alg as string)
+    jkt = key.jkt
+    payload = (await jwtVerify(proof, key.key, { typ: 'dpop+jwt', algorithms: [...algorithms] })).payload
   } catch (err) {
-    if (err instanceof errors.JOSEError) return fail(`signature or structure: ${err.code}`)
+    if (err instanceof errors.JOSEError) return fail(`key, signature or structure: ${err.code}`)
     throw err
   }
 
   const { jti, htm, htu, iat } = payload
   if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256) fail('jti missing or too long')
   if (htm !== check.method) fail('htm does not match the method')
-  const expectedHtu = normalizedHtu(check.url)
-  if (expectedHtu === undefined) throw new TypeError('DpopCheck.url must be an absolute http(s) URL')
-  if (typeof htu !== 'string' || normalizedHtu(htu) !== expectedHtu) fail('htu does not match the URI')
+  if (typeof htu !== 'string' || !sameUri(htu, check.url)) fail('htu does not match the URI')
   if (typeof iat !== 'number' || !Number.isFinite(iat)) fail('iat missing')
   const maxAge = check.maxAgeSeconds ?? 60
   const skew = check.clockSkewSeconds ?? 5
@@ -156,25 +168,50 @@ export async function verifyDpopProof(proof: string, check: DpopCheck): Promise<
   if ((iat as number) < check.now - maxAge) fail('iat too old')
 
   if (check.accessToken !== undefined) {
-    if (payload['ath'] !== accessTokenHash(check.accessToken)) fail('ath does not match the access token')
+    if (payload['ath'] !== (await accessTokenHash(check.accessToken))) fail('ath does not match the access token')
   }
-  const jkt = await calculateJwkThumbprint(jwk, 'sha256')
   if (check.boundJkt !== undefined && !sameText(jkt, check.boundJkt)) fail(DPOP_KEY_MISMATCH)
 
   // The nonce last: a proof bad in any other way is refused as such, not sent round for a nonce.
   if (check.nonces !== undefined) {
     const nonce = payload['nonce']
-    if (typeof nonce !== 'string' || !check.nonces.accepts(nonce)) {
+    if (typeof nonce !== 'string' || !(await check.nonces.accepts(nonce))) {
       throw new DpopError('use_dpop_nonce', nonce === undefined ? 'no nonce' : 'nonce unknown or expired')
     }
   }
   return { jkt, jti: jti as string, iat: iat as number, rememberUntil: Math.floor(iat as number) + maxAge + skew }
 }
 
+/** Compares in time independent of where the texts differ (they are public thumbprints and MACs of equal length). */
+/**
+ * A client signs every proof with the same key (RFC 9449 §2): its public key
+ * is imported, and its thumbprint taken, once. Keyed by the algorithm and
+ * the members RFC 7638 §3.2 hashes, in its order; at most `MAX_PROOF_KEYS`,
+ * the oldest dropped first.
+ */
+const MAX_PROOF_KEYS = 4_096
+const proofKeys = new Map<string, Promise<{ readonly key: CryptoKey | Uint8Array; readonly jkt: string }>>()
+
+function proofKey(jwk: JWK, alg: string): Promise<{ readonly key: CryptoKey | Uint8Array; readonly jkt: string }> {
+  // kty is one of EC, RSA, OKP here: these members are the whole public key.
+  const members = jwk.kty === 'EC' ? [jwk.crv, jwk.kty, jwk.x, jwk.y] : jwk.kty === 'RSA' ? [jwk.e, jwk.kty, jwk.n] : [jwk.crv, jwk.kty, jwk.x]
+  const id = `${alg}|${members.map((m) => (typeof m === 'string' ? m : '')).join('|')}`
+  let entry = proofKeys.get(id)
+  if (entry === undefined) {
+    entry = Promise.all([importJWK(jwk, alg), calculateJwkThumbprint(jwk, 'sha256')]).then(([key, jkt]) => ({ key, jkt }))
+    // A key that does not import is not remembered.
+    entry.catch(() => proofKeys.delete(id))
+    if (proofKeys.size >= MAX_PROOF_KEYS) proofKeys.delete(proofKeys.keys().next().value!)
+    proofKeys.set(id, entry)
+  }
+  return entry
+}
+
 function sameText(a: string, b: string): boolean {
-  const x = Buffer.from(a)
-  const y = Buffer.from(b)
-  return x.length === y.length && timingSafeEqual(x, y)
+  if (a.length !== b.length) return false
+  let diff = 0
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i)
+  return diff === 0
 }
 
 /**
@@ -185,8 +222,8 @@ function sameText(a: string, b: string): boolean {
  */
 export interface DpopNonces {
   /** The nonce to send now in `DPoP-Nonce`. */
-  current(): string
-  accepts(nonce: string): boolean
+  current(): Promise<string>
+  accepts(nonce: string): Promise<boolean>
 }
 
 export interface DpopNonceOptions {
@@ -205,23 +242,26 @@ export function createDpopNonces(options: DpopNonceOptions): DpopNonces {
   const windowSeconds = options.windowSeconds ?? 300
   if (!(Number.isInteger(windowSeconds) && windowSeconds >= 10)) throw new TypeError('windowSeconds must be an integer of at least 10')
   const now = options.now ?? (() => Date.now() / 1000)
-  const mac = (secret: Uint8Array, window: number): string =>
-    createHmac('sha256', secret).update(`mandate-dpop-nonce:${window}`).digest('base64url').slice(0, 22)
+  const keys = secrets.map((s) => crypto.subtle.importKey('raw', new Uint8Array(s), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']))
+  const mac = async (key: Promise<CryptoKey>, window: number): Promise<string> =>
+    base64url.encode(new Uint8Array(await crypto.subtle.sign('HMAC', await key, new TextEncoder().encode(`mandate-dpop-nonce:${window}`)))).slice(0, 22)
   const windowOf = (): number => Math.floor(now() / windowSeconds)
-  let cached: { window: number; nonce: string } | undefined
+  // The current window's nonce, made once per window.
+  let cached: { window: number; nonce: Promise<string> } | undefined
   return {
     current() {
       const window = windowOf()
-      if (cached?.window !== window) cached = { window, nonce: `${window.toString(36)}.${mac(secrets[0]!, window)}` }
+      if (cached?.window !== window) cached = { window, nonce: mac(keys[0]!, window).then((m) => `${window.toString(36)}.${m}`) }
       return cached.nonce
     },
-    accepts(nonce) {
+    async accepts(nonce) {
       const m = /^([0-9a-z]{1,12})\.([A-Za-z0-9_-]{22})$/.exec(nonce)
       if (m === null) return false
       const window = parseInt(m[1]!, 36)
       const current = windowOf()
       if (window !== current && window !== current - 1) return false
-      return secrets.some((s) => sameText(mac(s, window), m[2]!))
+      for (const key of keys) if (sameText(await mac(key, window), m[2]!)) return true
+      return false
     },
   }
 }
