@@ -14,6 +14,9 @@
  * - `/strict`: DPoP only, server nonces, no `baseUrl` (`htu` is the URL the
  *   framework builds from `Host`).
  *
+ * One test per framework gets its token from the broker's token endpoint
+ * instead, through oauth4webapi's DPoP client (a real exchange binding it).
+ *
  * Every proof failure is 401 `invalid_dpop_proof` with one description and
  * one challenge; the reason, for logs, is checked through `authenticate`
  * directly (no framework) at the end.
@@ -34,7 +37,18 @@ import * as expressAdapter from '@mandate/verifier/express'
 import * as fastifyAdapter from '@mandate/verifier/fastify'
 import * as honoAdapter from '@mandate/verifier/hono'
 import { loadSigningKeys, type SigningKey } from '../../src/tokens/keys.js'
-import { AUDIENCE, BROKER, RESOURCE_SERVERS, RS_SECRET, USER_ISSUER, startTestBroker, type TestBroker } from '../support/broker.js'
+import {
+  AUDIENCE,
+  BROKER,
+  GRANT_TYPE_TOKEN_EXCHANGE,
+  RESOURCE_SERVERS,
+  RS_SECRET,
+  SECRET,
+  TOKEN_TYPE,
+  USER_ISSUER,
+  startTestBroker,
+  type TestBroker,
+} from '../support/broker.js'
 
 const PUBLIC = 'https://api.test'
 const ALGS = DPOP_ALGORITHMS.join(' ')
@@ -231,6 +245,23 @@ describe.each(Object.keys(frameworks))('DPoP at the %s adapter, asked by oauth4w
     expect(sent['authorization']).toBe(`DPoP ${token}`)
     expect(res.status).toBe(200)
     expect(await res.json()).toStrictEqual({ sub: 'alice', jkt: key.jkt })
+  })
+
+  it('a real exchange: the token endpoint binds the token to oauth4webapi’s key, whose proofs pass here and no other key’s do', async () => {
+    const as: oauth.AuthorizationServer = { issuer: BROKER, token_endpoint: `${BROKER}/oauth2/token` }
+    const client: oauth.Client = { client_id: 'secret-agent' }
+    const handle = handleOf(f, key.pair)
+    const params = new URLSearchParams({ subject_token: await f.b.userToken(), subject_token_type: TOKEN_TYPE.accessToken, audience: AUDIENCE, scope: 'read' })
+    const res = await oauth.genericTokenEndpointRequest(as, client, oauth.ClientSecretBasic(SECRET), GRANT_TYPE_TOKEN_EXCHANGE, params, {
+      DPoP: handle,
+      [oauth.customFetch]: async (url, init) => f.b.mandate.app.request(url, init),
+    })
+    const issued = await oauth.processGenericTokenEndpointResponse(as, client, res)
+    expect(issued.token_type).toBe('dpop')
+    const got = await dpopGet(f, api.url, `${PUBLIC}/tickets`, issued.access_token, handle)
+    expect(got.res.status).toBe(200)
+    expect(await got.res.json()).toStrictEqual({ sub: 'alice', jkt: key.jkt })
+    await expectProofRefused((await dpopGet(f, api.url, `${PUBLIC}/tickets`, issued.access_token, handleOf(f, (await dpopKey()).pair))).res)
   })
 
   it.each<[string, Modify | 'other key']>([
