@@ -265,7 +265,13 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.get(
     '/.well-known/oauth-authorization-server',
     metadataDoc,
-    metadataRoute(issuer, deps.keys, deps.approvals === undefined ? undefined : deps.exchange.policies, deps.idJag !== undefined, deps.exchange.dpop?.algorithms),
+    metadataRoute(
+      issuer,
+      deps.keys,
+      deps.approvals === undefined ? undefined : deps.exchange.policies,
+      deps.idJag !== undefined,
+      deps.exchange.dpop?.algorithms,
+    ),
   )
   app.get('/.well-known/jwks.json', jwksDoc, jwksRoute(deps.keys))
   mountHealth(app, {
@@ -345,6 +351,7 @@ function mountOAuthEndpoints(app: Hono<AppEnv>, deps: AppDeps, tokenDeps: TokenR
         revocations: deps.revocations,
         admission: deps.exchange.admission,
         now: deps.exchange.now,
+        ...(deps.exchange.dpop === undefined ? {} : { dpopAlgorithms: deps.exchange.dpop.algorithms }),
         ...(deps.metrics === undefined ? {} : { metrics: deps.metrics }),
       },
       shed,

@@ -21,14 +21,14 @@ import { calculateJwkThumbprint, CompactSign, exportJWK } from 'jose'
 import { Redis } from 'ioredis'
 import * as oauth from 'oauth4webapi'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { DPOP_ALGORITHMS } from '@mandate/verifier/dpop'
 import { loadSigningKeys, type SigningKey } from '../../src/tokens/keys.js'
 import { AUDIENCE, BROKER, USER_ISSUER, startTestBroker, type TestBroker } from '../support/broker.js'
 import { deletePrefix, REDIS_CLIENT_OPTIONS, REDIS_URL, redisAvailable } from '../support/redis.js'
 
 const AUD = encodeURIComponent(AUDIENCE)
 const ORIGINAL = 'https://orders.example/orders/7'
-const ALGS = DPOP_ALGORITHMS.join(' ')
+/** The broker's `dpop.algorithms` (its default), which its DPoP challenges name: the proofs it accepts there and here. */
+const ALGS = 'ES256 ES384 EdDSA Ed25519 PS256 RS256'
 const PROOF_CHALLENGE = `DPoP realm="mandate", error="invalid_dpop_proof", error_description="DPoP proof is invalid", algs="${ALGS}"`
 const PROOF_BODY = { error: 'invalid_dpop_proof', error_description: 'DPoP proof is invalid' }
 
@@ -133,6 +133,11 @@ describe('GET /forward-auth with DPoP', () => {
   })
   afterAll(async () => {
     await broker?.b.close()
+  })
+
+  it('names in its challenges the proof algorithms the broker advertises (dpop.algorithms)', async () => {
+    const metadata = (await (await broker.b.mandate.app.request('/.well-known/oauth-authorization-server')).json()) as Record<string, unknown>
+    expect((metadata['dpop_signing_alg_values_supported'] as string[]).join(' ')).toBe(ALGS)
   })
 
   it('allows a bound token with a proof for the original request, with the claims in headers', async () => {

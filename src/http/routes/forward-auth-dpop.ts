@@ -22,11 +22,13 @@ export interface ForwardProofDeps {
   readonly admission: AdmissionStore
   /** Epoch seconds. */
   readonly now: () => number
+  /** Proof algorithms accepted: the broker's `dpop.algorithms`. Default `DPOP_ALGORITHMS`. */
+  readonly dpopAlgorithms?: readonly string[]
 }
 
 /** A refused proof: 401 `invalid_dpop_proof`, challenged with the DPoP scheme. */
-export function proofRefused(detail: string): BearerError {
-  return new BearerError('invalid_dpop_proof', PROOF_INVALID, detail, undefined, DPOP_ALGORITHMS)
+export function proofRefused(detail: string, algorithms: readonly string[] = DPOP_ALGORITHMS): BearerError {
+  return new BearerError('invalid_dpop_proof', PROOF_INVALID, detail, undefined, algorithms)
 }
 
 /**
@@ -55,9 +57,10 @@ function originalRequest(c: AppContext, ownMethodIsOriginal: boolean): { method:
 /**
  * The admission store's key of a proof's `jti`. RFC 9449 §11.1: a `jti` is
  * unique per key, and each resource server (audience) keeps its own. `#`
- * starts no agent id (a client assertion's key is `<agent>:<jti>`), and
- * `#id-jag:` is the ID-JAG's; the audience is percent-encoded, so the
- * first two `#` after the prefix delimit it and the thumbprint (base64url).
+ * starts no agent id (a client assertion's key is `<agent>:<jti>`);
+ * `#id-jag:` is the ID-JAG's and `#dpop:` the token endpoint's proofs'. The
+ * audience is percent-encoded, so the first two `#` after the prefix delimit
+ * it and the thumbprint (base64url).
  */
 export function replayKey(audience: string, proof: Pick<DpopProof, 'jkt' | 'jti'>): string {
   return `#dpop-rs:${encodeURIComponent(audience)}#${proof.jkt}#${proof.jti}`
@@ -79,22 +82,27 @@ export async function checkForwardProof(
   check: { readonly audience: string; readonly token: string; readonly jkt: string; readonly ownMethodIsOriginal: boolean },
 ): Promise<void> {
   const original = originalRequest(c, check.ownMethodIsOriginal)
+  const algorithms = deps.dpopAlgorithms ?? DPOP_ALGORITHMS
   let proof: DpopProof
   try {
     const value = dpopHeaderValue(c.req.header('dpop'))
-    if (value === undefined) throw proofRefused('no DPoP header')
-    proof = await verifyDpopProof(value, { method: original.method, url: original.url, now: deps.now(), accessToken: check.token, boundJkt: check.jkt })
+    if (value === undefined) throw proofRefused('no DPoP header', algorithms)
+    proof = await verifyDpopProof(value, {
+      method: original.method,
+      url: original.url,
+      now: deps.now(),
+      accessToken: check.token,
+      boundJkt: check.jkt,
+      algorithms,
+    })
   } catch (err) {
-    if (err instanceof DpopError) throw proofRefused(err.detail)
+    if (err instanceof DpopError) throw proofRefused(err.detail, algorithms)
     throw err
   }
   const decision = await deps.admission
     .admit({
-      assertion: {
-        key: replayKey(check.audience, proof),
-        earliestUse: (proof.iat - PROOF_SKEW_SECONDS) * 1000,
-        expiresAt: proof.rememberUntil * 1000,
-      },
+      assertion: undefined,
+      proofs: [{ key: replayKey(check.audience, proof), earliestUse: (proof.iat - PROOF_SKEW_SECONDS) * 1000, expiresAt: proof.rememberUntil * 1000 }],
       buckets: [],
     })
     .catch((cause: unknown) => {
@@ -105,7 +113,8 @@ export async function checkForwardProof(
     case 'limited':
       return
     case 'replayed':
-      throw proofRefused('jti seen before')
+    case 'proof_replayed':
+      throw proofRefused('jti seen before', algorithms)
     case 'predates_memory':
       throw new OAuthError('temporarily_unavailable', 'replay state began after this proof; try again', {
         detail: 'dpop proof issued before the replay store began remembering',

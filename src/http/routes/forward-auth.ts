@@ -243,11 +243,13 @@ export function forwardAuthRoute(deps: ForwardAuthDeps, ownMethodIsOriginal = fa
     }
     if (token === null) {
       count('invalid_token')
-      throw dpop === null ? proofRefused('malformed DPoP credentials') : new BearerError('invalid_token', INVALID, 'malformed Bearer credentials')
+      throw dpop === null
+        ? proofRefused('malformed DPoP credentials', deps.dpopAlgorithms)
+        : new BearerError('invalid_token', INVALID, 'malformed Bearer credentials')
     }
     const scheme = dpop === undefined ? 'Bearer' : 'DPoP'
     // RFC 9449 §7.1: a refusal of a DPoP request is challenged in its scheme, with the proof algorithms.
-    const algs = scheme === 'DPoP' ? DPOP_ALGORITHMS : undefined
+    const algs = scheme === 'DPoP' ? (deps.dpopAlgorithms ?? DPOP_ALGORITHMS) : undefined
     const decision = forwardAuthorization(await tokenStatus(token, deps), query.audience, query.scopes, scheme)
     if (decision.claims !== undefined) {
       c.set('jti', decision.claims.jti)
