@@ -6,8 +6,8 @@
  * X-Mandate-* headers (and none a client forged); the agent killed through
  * the admin API is refused through nginx within 100 ms of the kill's 201; a
  * missing scope is 403 with its challenge; no token is 401 with the bare
- * challenge passed through to the client. A DPoP-bound token (RFC 9449)
- * with oauth4webapi's proof for the original method and URL passes (the
+ * challenge passed through to the client. A DPoP-bound token (RFC 9449),
+ * from the token endpoint through oauth4webapi's DPoP client, with its proof for the original method and URL passes (the
  * page's block passes them as X-Original-Method and X-Original-URL); the
  * same token sent with a proof of another key (a stolen token) is refused,
  * and so is a proof replayed.
@@ -22,10 +22,8 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { calculateJwkThumbprint, CompactSign, decodeJwt, decodeProtectedHeader, exportJWK } from 'jose'
 import * as oauth from 'oauth4webapi'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { loadSigningKeys } from '../../src/tokens/keys.js'
 import { logSink } from '../support/log-sink.js'
 import { freePort } from '../support/net.js'
 import { haveNginx, serverBlockFromDoc, startNginx, stopChild, type Nginx } from '../support/nginx.js'
@@ -174,29 +172,47 @@ describe.runIf(haveNginx('test/e2e/forward-auth-nginx.test.ts'))('forward auth b
     expect(seen.length).toBe(before)
   })
 
+  type KeyPair = Awaited<ReturnType<typeof oauth.generateKeyPair>>
+
   /**
-   * `token` bound to a new DPoP key (`cnf.jkt`, RFC 9449 §6.1), signed again
-   * with the broker's own key, as its token endpoint mints one for a DPoP client.
+   * A token for demo-agent bound to a new key (`cnf.jkt`, RFC 9449 §6.1):
+   * oauth4webapi's DPoP client at the broker's token endpoint, as the
+   * metadata names it.
    */
-  async function bound(token: string): Promise<{ token: string; pair: Awaited<ReturnType<typeof oauth.generateKeyPair>>; jkt: string }> {
+  async function bound(scope: string): Promise<{ token: string; pair: KeyPair }> {
+    const user = (await (await fetch(`${brokerUrl}/dev/users/alice/token`, { method: 'POST', body: '{"scope":"orders:read orders:write"}' })).json()) as {
+      access_token: string
+    }
+    const metadata = (await (await fetch(`${brokerUrl}/.well-known/oauth-authorization-server`)).json()) as { issuer: string; token_endpoint: string }
+    const as: oauth.AuthorizationServer = { issuer: metadata.issuer, token_endpoint: metadata.token_endpoint }
+    const client: oauth.Client = { client_id: 'demo-agent' }
     const pair = await oauth.generateKeyPair('ES256')
-    const jkt = await calculateJwkThumbprint(await exportJWK(pair.publicKey))
-    const key = (await loadSigningKeys(join(dir, 'data', 'signing-keys.json'), false)).current
-    expect(decodeProtectedHeader(token).kid).toBe(key.kid)
-    const payload = { ...decodeJwt(token), cnf: { jkt } }
-    const signed = await new CompactSign(new TextEncoder().encode(JSON.stringify(payload)))
-      .setProtectedHeader({ ...decodeProtectedHeader(token), alg: key.alg })
-      .sign(key.privateKey)
-    return { token: signed, pair, jkt }
+    const DPoP = oauth.DPoP(client, pair)
+    const params = new URLSearchParams({
+      subject_token: user.access_token,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      audience: 'https://orders.example',
+      scope,
+    })
+    const res = await oauth.genericTokenEndpointRequest(
+      as,
+      client,
+      oauth.ClientSecretBasic('demo-secret'),
+      'urn:ietf:params:oauth:grant-type:token-exchange',
+      params,
+      {
+        DPoP,
+        [oauth.allowInsecureRequests]: true,
+        [oauth.customFetch]: (url, init) => fetch(new URL(new URL(url).pathname, brokerUrl), init),
+      },
+    )
+    const body = await oauth.processGenericTokenEndpointResponse(as, client, res)
+    expect(body.token_type).toBe('dpop')
+    return { token: body.access_token, pair }
   }
 
   /** oauth4webapi's DPoP request for https://orders.example`path`, sent to nginx: the answer, challenged or not, and the headers sent. */
-  async function dpopThrough(
-    token: string,
-    pair: Awaited<ReturnType<typeof oauth.generateKeyPair>>,
-    method: string,
-    path: string,
-  ): Promise<{ res: Response; sent: Record<string, string> }> {
+  async function dpopThrough(token: string, pair: KeyPair, method: string, path: string): Promise<{ res: Response; sent: Record<string, string> }> {
     let sent: Record<string, string> = {}
     const options: oauth.ProtectedResourceRequestOptions = {
       DPoP: oauth.DPoP({}, pair),
@@ -225,7 +241,7 @@ describe.runIf(haveNginx('test/e2e/forward-auth-nginx.test.ts'))('forward auth b
   }
 
   it('DPoP: a bound token with a proof for the original method and URL passes; the upstream sees the request', async () => {
-    const { token: t, pair } = await bound(await token('orders:read'))
+    const { token: t, pair } = await bound('orders:read')
     const before = seen.length
     const { res, sent } = await dpopThrough(t, pair, 'POST', '/orders/7?x=1')
     expect(sent['authorization']).toBe(`DPoP ${t}`)
@@ -240,9 +256,9 @@ describe.runIf(haveNginx('test/e2e/forward-auth-nginx.test.ts'))('forward auth b
   })
 
   it('DPoP: a stolen token sent with another key’s proof, and a replayed proof, are refused through nginx', async () => {
-    const { token: t, pair } = await bound(await token('orders:read'))
+    const { token: t, pair } = await bound('orders:read')
     const before = seen.length
-    const stolen = await dpopThrough(t, (await bound(await token('orders:read'))).pair, 'GET', '/orders/7')
+    const stolen = await dpopThrough(t, await oauth.generateKeyPair('ES256'), 'GET', '/orders/7')
     expect(stolen.res.status).toBe(401)
     expect(stolen.res.headers.get('www-authenticate')).toMatch(
       /^DPoP realm="mandate", error="invalid_dpop_proof", error_description="DPoP proof is invalid", algs="/,
