@@ -7,10 +7,12 @@
  * key), so each rule of the client is seen against the answer that calls
  * for it. The broker itself is in test/integration/client-dpop.test.ts.
  */
+import type { webcrypto } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import { serve, type ServerType } from '@hono/node-server'
 import { clientSecret, createClient, MandateClientError, type ClientOptions, type MandateToken } from '@mandate/client'
 import { accessTokenHash, createDpopNonces, DpopError, verifyDpopProof, type DpopNonces, type DpopProof } from '@mandate/verifier/dpop'
+import { generateKeyPair } from 'jose'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 
 const AGENT = 'dpop-agent'
@@ -106,8 +108,15 @@ describe('@mandate/client DPoP proofs, as a server checks them', () => {
       fetch: (req) => {
         const path = new URL(req.url).pathname
         if (path === '/.well-known/oauth-authorization-server') {
-          return json({ issuer: origin, token_endpoint: tokenEndpoint, dpop_signing_alg_values_supported: ['ES256', 'EdDSA'] })
+          return json({
+            issuer: origin,
+            token_endpoint: tokenEndpoint,
+            backchannel_authentication_endpoint: `${origin}/bc-authorize`,
+            backchannel_token_delivery_modes_supported: ['poll'],
+            dpop_signing_alg_values_supported: ['ES256', 'EdDSA'],
+          })
         }
+        if (path === '/bc-authorize') return json({ auth_req_id: 'req-1', expires_in: 60, interval: 1 })
         if (path === '/token') return tokenEndpointAnswer(req)
         if (path.startsWith('/api/')) return resourceAnswer(req)
         return new Response(null, { status: 404 })
@@ -167,13 +176,13 @@ describe('@mandate/client DPoP proofs, as a server checks them', () => {
     })
 
     it('a dpop option that is no usable key pair is a TypeError at once', async () => {
-      expect(() => createClient({ issuer: origin, clientId: AGENT, auth: clientSecret('s'), dpop: {} as CryptoKeyPair })).toThrow(TypeError)
+      expect(() => createClient({ issuer: origin, clientId: AGENT, auth: clientSecret('s'), dpop: {} as webcrypto.CryptoKeyPair })).toThrow(TypeError)
       const { publicKey } = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify'])
       expect(() => createClient({ issuer: origin, clientId: AGENT, auth: clientSecret('s'), dpop: { publicKey, privateKey: publicKey } })).toThrow(TypeError)
     })
 
     it('a key pair of the caller’s signs the proofs (Ed25519 here)', async () => {
-      const pair = (await crypto.subtle.generateKey({ name: 'Ed25519' }, false, ['sign', 'verify'])) as CryptoKeyPair
+      const pair = await generateKeyPair('Ed25519')
       const client = make(AGENT, { dpop: pair })
       const token = await client.getToken({ subjectToken: USER_TOKEN, audience: 'https://api.example' })
       expect(token.tokenType).toBe('DPoP')
@@ -200,6 +209,20 @@ describe('@mandate/client DPoP proofs, as a server checks them', () => {
       expect(err).toBeInstanceOf(MandateClientError)
       expect((err as MandateClientError).error).toBe('use_dpop_nonce')
       expect(seen).toHaveLength(2)
+    })
+
+    it('the CIBA polls of waitForApproval carry proofs too, and answer use_dpop_nonce at once', async () => {
+      nonces = createDpopNonces({ secrets: [secret()] })
+      // Waits nothing: the test is about the polls, not their pace.
+      const client = make(AGENT, { clock: { sleep: () => Promise.resolve() } })
+      const pending = await client.requestApproval({ subjectToken: USER_TOKEN, audience: 'https://api.example' })
+      const token = await client.waitForApproval(pending)
+      expect(token.tokenType).toBe('DPoP')
+      expect(seen.map((s) => [s.form.get('grant_type'), s.refusal?.code ?? 'ok'])).toEqual([
+        ['urn:openid:params:grant-type:ciba', 'use_dpop_nonce'],
+        ['urn:openid:params:grant-type:ciba', 'ok'],
+      ])
+      expect(seen[1]!.proof!.jkt).toBe(await client.dpopThumbprint())
     })
 
     it('a Bearer answer to a DPoP client is a Bearer token; a DPoP answer to a client without a key is invalid_response', async () => {
