@@ -68,7 +68,12 @@ export function dpopState(option: DpopOption | undefined, clock: Clock): DpopSta
     // Checked as a JavaScript caller may pass anything.
     const given: unknown = option
     const { privateKey, publicKey } = (given ?? {}) as Partial<oauth.CryptoKeyPair>
-    if (!(privateKey instanceof globalThis.CryptoKey) || privateKey.type !== 'private' || !privateKey.usages.includes('sign') || signing(privateKey) === undefined) {
+    if (
+      !(privateKey instanceof globalThis.CryptoKey) ||
+      privateKey.type !== 'private' ||
+      !privateKey.usages.includes('sign') ||
+      signing(privateKey) === undefined
+    ) {
       throw new TypeError('dpop must be true or a CryptoKeyPair whose private key signs ES256/384/512, RS*, PS* or Ed25519 with the "sign" usage')
     }
     if (!(publicKey instanceof globalThis.CryptoKey) || publicKey.type !== 'public' || !publicKey.extractable) {
@@ -82,8 +87,7 @@ export function dpopState(option: DpopOption | undefined, clock: Clock): DpopSta
 }
 
 async function readyKey(option: DpopOption, clock: Clock): Promise<DpopKey> {
-  const pair =
-    option === true ? await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']) : option
+  const pair = option === true ? await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']) : option
   const handle = oauth.DPoP({}, pair, {
     // The client's clock, not the machine's, sets the proof's time (an injected clock in tests, a corrected one in production).
     [oauth.modifyAssertion]: (_header, payload) => {

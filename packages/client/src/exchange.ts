@@ -141,8 +141,7 @@ export async function exchange(c: ClientState, request: ExchangeRequest, actor: 
   if (scopes !== undefined) params.set('scope', scopes.join(' '))
   const options = await tokenRequestOptions(c, signal)
   const send = async (auth: oauth.ClientAuth) => {
-    if (subjectTokenProof !== undefined)
-      params.set('subject_token_dpop', typeof subjectTokenProof === 'string' ? subjectTokenProof : await subjectTokenProof())
+    if (subjectTokenProof !== undefined) params.set('subject_token_dpop', typeof subjectTokenProof === 'string' ? subjectTokenProof : await subjectTokenProof())
     return oauth.genericTokenEndpointRequest(as, client, auth, TOKEN_EXCHANGE, params, options)
   }
   const { response, sentAt, attempts } = await sendRetried(c, signal, send, actor)
@@ -190,10 +189,14 @@ export async function tokenFromBody(
   // RFC 8693 §2.2.1: issued_token_type is required; Mandate always says how long a token lives.
   const dpop = body.token_type === 'dpop' && c.dpop !== undefined
   if (typeof issued !== 'string' || expiresIn === undefined || !(expiresIn > 0) || !(dpop || body.token_type === 'bearer')) {
-    throw new MandateClientError('invalid_response', 'the token response lacks issued_token_type, expires_in or a Bearer (or, with a DPoP key, DPoP) token_type', {
-      status: 200,
-      attempts,
-    })
+    throw new MandateClientError(
+      'invalid_response',
+      'the token response lacks issued_token_type, expires_in or a Bearer (or, with a DPoP key, DPoP) token_type',
+      {
+        status: 200,
+        attempts,
+      },
+    )
   }
   if (dpop) {
     const jkt = boundJktOf(body.access_token)

@@ -15,7 +15,8 @@ import { rememberNonce, signProof, useDpopNonceChallenge } from './dpop.js'
  */
 export async function fetchWithToken(c: ClientState, token: MandateToken, input: string | URL | Request, init?: RequestInit): Promise<Response> {
   const given = token as Partial<MandateToken> | undefined
-  if (typeof given?.accessToken !== 'string' || !['Bearer', 'DPoP'].includes(given.tokenType as string)) throw new TypeError('fetchWithToken takes a MandateToken')
+  if (typeof given?.accessToken !== 'string' || !['Bearer', 'DPoP'].includes(given.tokenType as string))
+    throw new TypeError('fetchWithToken takes a MandateToken')
   const request = new Request(input, init)
   if (token.tokenType === 'Bearer') return sendWith(c, request, token)
   // Kept for the one retry: a body can be sent only once.

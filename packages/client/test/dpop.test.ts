@@ -93,10 +93,16 @@ describe('@mandate/client DPoP proofs, as a server checks them', () => {
   async function resourceAnswer(req: Request): Promise<Response> {
     const authorization = req.headers.get('authorization')
     const token = authorization?.replace(/^(DPoP|Bearer) /, '') ?? ''
-    const { proof, refusal } = await check(req.headers.get('dpop'), req.method, req.url, { accessToken: token, ...(rsNonces === undefined ? {} : { nonces: rsNonces }) })
+    const { proof, refusal } = await check(req.headers.get('dpop'), req.method, req.url, {
+      accessToken: token,
+      ...(rsNonces === undefined ? {} : { nonces: rsNonces }),
+    })
     rsSeen.push({ authorization, proof, refusal, body: await req.text() })
     if (refusal?.code === 'use_dpop_nonce') {
-      return new Response(null, { status: 401, headers: { 'www-authenticate': 'DPoP error="use_dpop_nonce", algs="ES256"', 'dpop-nonce': rsNonces!.current() } })
+      return new Response(null, {
+        status: 401,
+        headers: { 'www-authenticate': 'DPoP error="use_dpop_nonce", algs="ES256"', 'dpop-nonce': rsNonces!.current() },
+      })
     }
     return new Response(refusal === undefined ? 'ok' : 'refused', { status: refusal === undefined ? 200 : 401 })
   }
@@ -226,9 +232,11 @@ describe('@mandate/client DPoP proofs, as a server checks them', () => {
     })
 
     it('a Bearer answer to a DPoP client is a Bearer token; a DPoP answer to a client without a key is invalid_response', async () => {
-      answer = () => json({ access_token: accessToken(undefined), token_type: 'Bearer', issued_token_type: 'urn:ietf:params:oauth:token-type:access_token', expires_in: 60 })
+      answer = () =>
+        json({ access_token: accessToken(undefined), token_type: 'Bearer', issued_token_type: 'urn:ietf:params:oauth:token-type:access_token', expires_in: 60 })
       expect((await make().getToken({ subjectToken: USER_TOKEN, audience: 'https://api.example' })).tokenType).toBe('Bearer')
-      answer = () => json({ access_token: accessToken('x'), token_type: 'DPoP', issued_token_type: 'urn:ietf:params:oauth:token-type:access_token', expires_in: 60 })
+      answer = () =>
+        json({ access_token: accessToken('x'), token_type: 'DPoP', issued_token_type: 'urn:ietf:params:oauth:token-type:access_token', expires_in: 60 })
       const plain = createClient({ issuer: origin, clientId: AGENT, auth: clientSecret('s3cret') })
       await expect(plain.getToken({ subjectToken: USER_TOKEN, audience: 'https://api.example' })).rejects.toMatchObject({ error: 'invalid_response' })
       expect(seen.at(-1)!.rawProof).toBeUndefined()
@@ -262,7 +270,13 @@ describe('@mandate/client DPoP proofs, as a server checks them', () => {
       const parentJkt = await parent.dpopThumbprint()
       const proof = await parent.delegationProof(parentToken.accessToken)
       // What the broker checks of it: POST, the token endpoint, ath of the parent token, the parent's key.
-      const checked = await verifyDpopProof(proof, { method: 'POST', url: tokenEndpoint, now: now(), accessToken: parentToken.accessToken, boundJkt: parentJkt })
+      const checked = await verifyDpopProof(proof, {
+        method: 'POST',
+        url: tokenEndpoint,
+        now: now(),
+        accessToken: parentToken.accessToken,
+        boundJkt: parentJkt,
+      })
       expect(checked.jkt).toBe(parentJkt)
       expect(JSON.parse(Buffer.from(proof.split('.')[1]!, 'base64url').toString())).toMatchObject({ ath: accessTokenHash(parentToken.accessToken) })
 
@@ -299,7 +313,9 @@ describe('@mandate/client DPoP proofs, as a server checks them', () => {
       const parent = make()
       const parentToken = await parent.getToken({ subjectToken: USER_TOKEN, audience: 'https://api.example' })
       const proof = await parent.delegationProof(parentToken.accessToken)
-      await expect(verifyDpopProof(proof, { method: 'POST', url: tokenEndpoint, now: now(), accessToken: parentToken.accessToken, nonces })).resolves.toBeDefined()
+      await expect(
+        verifyDpopProof(proof, { method: 'POST', url: tokenEndpoint, now: now(), accessToken: parentToken.accessToken, nonces }),
+      ).resolves.toBeDefined()
     })
   })
 
