@@ -48,6 +48,7 @@ import type { CredentialAgeRule } from './core/credential-age.js'
 import { createDevUserIssuer } from './tokens/dev-issuer.js'
 import { openSigningKeys, type SigningKeyRing } from './tokens/keys.js'
 import { createTokenMinter } from './tokens/mint.js'
+import { createDpopProofVerifier, signingKeyNonces } from './tokens/dpop.js'
 import type { TokenMinter } from './tokens/port.js'
 import { createSubjectVerifier } from './tokens/subject.js'
 import { buildIssuerTrust, type IssuerTrust, type LocalIssuer } from './tokens/trust.js'
@@ -383,6 +384,15 @@ function exchangeDeps(
     now: d.now,
     newJti: () => randomUUID() as Jti,
     lifecycle: d.lifecycle,
+    dpop: createDpopProofVerifier({
+      tokenEndpoint: `${config.issuer}/oauth2/token`,
+      now: d.now,
+      maxAgeSeconds: config.dpop.max_age_seconds,
+      clockSkewSeconds: config.dpop.clock_skew_seconds,
+      algorithms: config.dpop.algorithms,
+      ...(config.dpop.nonces ? { nonces: signingKeyNonces(d.keys, config.dpop.nonce_window_seconds, d.now) } : {}),
+    }),
+    dpopRequired: config.dpop.required,
     ...(d.tracing === undefined ? {} : { step: d.tracing.step.bind(d.tracing) }),
   }
 }

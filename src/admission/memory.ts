@@ -30,12 +30,13 @@ export function createMemoryAdmissionStore(clock: () => number, since = clock())
   function admit(request: AdmissionRequest): Admission {
     const now = clock()
     if (now >= nextSweep) sweep(now)
-    const { assertion } = request
-    if (assertion !== undefined) {
-      if (assertion.earliestUse < since) return { outcome: 'predates_memory', retryAfter: retryAfterSeconds(since - assertion.earliestUse) }
-      const until = spent.get(assertion.key)
-      if (until !== undefined && until > now) return { outcome: 'replayed' }
-      spent.set(assertion.key, Math.max(assertion.expiresAt, now + 1000))
+    const { assertion, proofs = [] } = request
+    const uses = assertion === undefined ? proofs : [assertion, ...proofs]
+    for (const [i, use] of uses.entries()) {
+      if (use.earliestUse < since) return { outcome: 'predates_memory', retryAfter: retryAfterSeconds(since - use.earliestUse) }
+      const until = spent.get(use.key)
+      if (until !== undefined && until > now) return { outcome: i === 0 && assertion !== undefined ? 'replayed' : 'proof_replayed' }
+      spent.set(use.key, Math.max(use.expiresAt, now + 1000))
     }
     if (request.buckets.length === 0) return { outcome: 'admitted' }
     const keys = request.buckets.map(bucketKey)

@@ -34,6 +34,8 @@ export type BucketCharge =
 
 export interface AdmissionRequest {
   readonly assertion: AssertionUse | undefined
+  /** DPoP proofs to spend with it (RFC 9449 §11.1: a proof's `jti` is used once), after the assertion. */
+  readonly proofs?: readonly AssertionUse[]
   readonly buckets: readonly BucketCharge[]
 }
 
@@ -42,6 +44,8 @@ export type Admission =
   | { readonly outcome: 'admitted' }
   /** The `jti` was spent before. */
   | { readonly outcome: 'replayed' }
+  /** A DPoP proof's `jti` was spent before. */
+  | { readonly outcome: 'proof_replayed' }
   /** The assertion may have been spent before the store's memory began: a fresh one is needed. */
   | { readonly outcome: 'predates_memory'; readonly retryAfter: number }
   /** A bucket is empty; nothing was drawn from any. */
@@ -53,7 +57,7 @@ export type Admission =
  * decides, as if atomically and in this order: refuse an assertion whose
  * `earliestUse` precedes the start of the store's memory
  * (`predates_memory`); spend its `jti`, refusing a second use
- * (`replayed`); draw one token from every bucket, or from none when one is
+ * (`replayed`); the same for each DPoP proof (`proof_replayed`); draw one token from every bucket, or from none when one is
  * empty (`limited`). A refused request draws from no bucket; its assertion
  * may be left spent (one refused as predating stays refused anyway, and one
  * refused for a limit must not be retried). Resolves the decision; rejects

@@ -11,31 +11,37 @@ export interface RedisAdmissionStoreOptions {
 }
 
 /**
- * KEYS: the marker, then (with an assertion) its `jti` key, then one key per
- * bucket. ARGV: now (ms), 1 or 0 (an assertion?), its earliest use (ms), its
- * `jti`'s time to live (ms), then per bucket: tokens per ms, burst, time to
- * live (ms). A bucket is a string "<tokens> <last update ms>" with a time to
- * live: two commands per bucket (GET, SET PX), not three (hash + PEXPIRE).
- * Returns 0 admitted, 1 replayed, {2, ms} predates the marker by ms,
- * {3, i, ms} bucket i (0-based) has a token in ms (to the nearest ms:
- * floating-point noise must not turn 3600 s into 3601).
+ * KEYS: the marker, then one key per `jti` to spend (the assertion's, then
+ * each DPoP proof's), then one key per bucket. ARGV: now (ms), the number n
+ * of `jti`s, then per `jti` its earliest use (ms) and time to live (ms),
+ * then per bucket: tokens per ms, burst, time to live (ms). A bucket is a
+ * string "<tokens> <last update ms>" with a time to live: two commands per
+ * bucket (GET, SET PX), not three (hash + PEXPIRE).
+ * Returns 0 admitted, {1, i} the i-th `jti` (0-based) replayed, {2, ms}
+ * predates the marker by ms, {3, i, ms} bucket i (0-based) has a token in ms
+ * (to the nearest ms: floating-point noise must not turn 3600 s into 3601).
  */
 const ADMIT = `
 local now = tonumber(ARGV[1])
-local k = 2
-if ARGV[2] == '1' then
+local n = tonumber(ARGV[2])
+if n > 0 then
   local since = now
   local marker = redis.call('GET', KEYS[1])
   if marker then since = tonumber(marker) else redis.call('SET', KEYS[1], ARGV[1]) end
-  local earliest = tonumber(ARGV[3])
-  if earliest < since then return {2, since - earliest} end
-  if not redis.call('SET', KEYS[2], '1', 'PX', ARGV[4], 'NX') then return 1 end
-  k = 3
+  for j = 1, n do
+    local earliest = tonumber(ARGV[1 + 2 * j])
+    if earliest < since then return {2, since - earliest} end
+  end
+  for j = 1, n do
+    if not redis.call('SET', KEYS[1 + j], '1', 'PX', ARGV[2 + 2 * j], 'NX') then return {1, j - 1} end
+  end
 end
+local k = 2 + n
+local a = 3 + 2 * n
 local left = {}
 for i = 0, #KEYS - k do
-  local rate = tonumber(ARGV[5 + 3 * i])
-  local burst = tonumber(ARGV[6 + 3 * i])
+  local rate = tonumber(ARGV[a + 3 * i])
+  local burst = tonumber(ARGV[a + 1 + 3 * i])
   local tokens = burst
   local state = redis.call('GET', KEYS[k + i])
   if state then
@@ -46,7 +52,7 @@ for i = 0, #KEYS - k do
   left[i + 1] = tokens - 1
 end
 for i = 0, #KEYS - k do
-  redis.call('SET', KEYS[k + i], string.format('%.17g %s', left[i + 1], ARGV[1]), 'PX', ARGV[7 + 3 * i])
+  redis.call('SET', KEYS[k + i], string.format('%.17g %s', left[i + 1], ARGV[1]), 'PX', ARGV[a + 2 + 3 * i])
 end
 return 0
 `
@@ -62,6 +68,7 @@ type AdmitCommand = (numKeys: number, ...args: (string | number)[]) => Promise<u
  *   whenever it is found missing (a new, flushed or restarted Redis) and at
  *   creation;
  * - `jti:<agent>:<jti>`: a spent assertion, until its expiry (`SET NX PX`);
+ *   `jti:#dpop:<jkt>#<jti>` a spent DPoP proof, `jti:#id-jag:…` a spent ID-JAG;
  * - `rl:a:<agent>`, `rl:u:<agent>:<SHA-256 of issuer and sub>`: token buckets
  *   (tokens and last update), expiring once they would be full again.
  * Redis must not evict keys on its own (`maxmemory-policy noeviction`): a
@@ -101,7 +108,7 @@ export async function createRedisAdmissionStore(
       case 0:
         return { outcome: 'admitted' }
       case 1:
-        return { outcome: 'replayed' }
+        return { outcome: a === 0 && request.assertion !== undefined ? 'replayed' : 'proof_replayed' }
       case 2:
         return { outcome: 'predates_memory', retryAfter: retryAfterSeconds(a!) }
       case 3:
@@ -112,13 +119,13 @@ export async function createRedisAdmissionStore(
   }
 
   async function script(request: AdmissionRequest, now: number): Promise<Admission> {
-    const { assertion, buckets } = request
+    const { assertion, proofs = [], buckets } = request
+    const uses = assertion === undefined ? proofs : [assertion, ...proofs]
     const keys: string[] = [markerKey]
-    const args: (string | number)[] = [now]
-    if (assertion === undefined) args.push(0, 0, 0)
-    else {
-      keys.push(`${prefix}jti:${assertion.key}`)
-      args.push(1, assertion.earliestUse, Math.max(1_000, Math.ceil(assertion.expiresAt - now)))
+    const args: (string | number)[] = [now, uses.length]
+    for (const use of uses) {
+      keys.push(`${prefix}jti:${use.key}`)
+      args.push(use.earliestUse, Math.max(1_000, Math.ceil(use.expiresAt - now)))
     }
     for (const b of buckets) {
       keys.push(bucketKey(b))

@@ -34,6 +34,8 @@ export type AuditEvent =
       readonly policyHash: string
       /** The approval that allowed it, when its grant needs one (an `approval.requested` record names it). */
       readonly approval?: string | undefined
+      /** RFC 7638 thumbprint of the DPoP key the token is bound to (`cnf.jkt`, RFC 9449 §6.1); absent: a bearer token. */
+      readonly jkt?: string | undefined
     })
   | (RequestContext & {
       readonly type: 'token.denied'

@@ -68,6 +68,7 @@ function body(event: AuditEvent, doc: Record<string, Json | undefined>): Record<
         lifetime: event.expiresAt - event.at,
         policy_hash: event.policyHash,
         approval: event.approval,
+        jkt: event.jkt,
       })
     case 'token.denied':
       return assign({

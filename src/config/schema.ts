@@ -713,6 +713,31 @@ export const Config = z
       })
       .prefault({})
       .describe('the kill switch'),
+    dpop: z
+      .strictObject({
+        required: z
+          .boolean()
+          .default(false)
+          .describe(
+            'every agent must send a DPoP proof (RFC 9449) at the token endpoint and gets only sender-constrained tokens, unless its policy says `require_dpop: false`',
+          ),
+        nonces: z
+          .boolean()
+          .default(false)
+          .describe(
+            'proofs at the token endpoint must carry a nonce the broker gave (`DPoP-Nonce`, RFC 9449 §8); without one the answer is `use_dpop_nonce`. Nonces are derived from the signing keys, so every instance accepts every other’s',
+          ),
+        nonce_window_seconds: z.number().int().min(10).max(3_600).default(300).describe('a nonce is good for the window it was made in and the next'),
+        max_age_seconds: z.number().int().min(5).max(600).default(60).describe('oldest a proof’s `iat` may be (RFC 9449 §11.1)'),
+        clock_skew_seconds: z.number().int().min(0).max(60).default(5).describe('how far in the future a proof’s `iat` may be'),
+        algorithms: z
+          .array(z.enum(ASYMMETRIC_ALGORITHMS))
+          .min(1)
+          .default(['ES256', 'ES384', 'EdDSA', 'Ed25519', 'PS256', 'RS256'])
+          .describe('proof algorithms accepted, advertised as `dpop_signing_alg_values_supported`'),
+      })
+      .prefault({})
+      .describe('sender-constrained tokens (RFC 9449 DPoP; docs/dpop.md)'),
     forward_auth: z
       .strictObject({
         enabled: z

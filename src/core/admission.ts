@@ -1,5 +1,5 @@
 import type { Admission } from '../admission/port.js'
-import { CLIENT_AUTH_FAILED, OAuthError } from './errors.js'
+import { CLIENT_AUTH_FAILED, DPOP_PROOF_INVALID, OAuthError } from './errors.js'
 
 /** The refusal an admission decision means; undefined when the request was admitted. */
 export function admissionRefusal(decision: Admission): OAuthError | undefined {
@@ -9,6 +9,9 @@ export function admissionRefusal(decision: Admission): OAuthError | undefined {
     case 'replayed':
       // RFC 7523 §3 item 7: a jti is used once.
       return new OAuthError('invalid_client', CLIENT_AUTH_FAILED, { detail: 'client assertion jti replayed' })
+    case 'proof_replayed':
+      // RFC 9449 §11.1: a proof is used once.
+      return new OAuthError('invalid_dpop_proof', DPOP_PROOF_INVALID, { detail: 'DPoP proof jti replayed' })
     case 'predates_memory':
       // Fail closed: it may have been spent before the replay store lost its memory. A new assertion passes.
       return new OAuthError('temporarily_unavailable', 'client assertion predates the replay store; send a new one', {

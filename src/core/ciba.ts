@@ -10,9 +10,11 @@ import type { AgentId, Subject } from './claims.js'
 import { TOKEN_TYPE } from './claims.js'
 import { actionKey, approversText, parseAuthorizationDetails, pollRefusal, type AuthorizationDetail } from './approval.js'
 import { OAuthError } from './errors.js'
+import { requestProofs, type CheckedProofs, type RequestProofs } from './dpop.js'
 import {
   admit,
   mintedClaims,
+  tokenTypeOf,
   mintRecorded,
   recordDenial,
   standingRefusal,
@@ -247,7 +249,7 @@ async function recordRequest(
 }
 
 /** A poll of the token endpoint (CIBA Core §10.1), after parsing. */
-export interface ApprovalPoll {
+export interface ApprovalPoll extends Pick<RequestProofs, 'dpop'> {
   readonly client: ClientCredentials
   readonly authReqId: string
   readonly clientAddress: string | undefined
@@ -270,7 +272,13 @@ export async function redeemApproval(req: ApprovalPoll, deps: CibaDeps, context:
   const policies = deps.policies.snapshot()
   const client = await deps.clients.authenticate(req.client, policies)
   context.agent = client.agent
-  const refused = await admit(deps, client, [], context)
+  let proofs: CheckedProofs
+  try {
+    proofs = await requestProofs(deps, policies.get(client.agent), { dpop: req.dpop })
+  } catch (err) {
+    throw (await admit(deps, client, [], context)) ?? err
+  }
+  const refused = await admit(deps, client, [], context, proofs.uses)
   if (refused !== undefined) throw refused
   const now = deps.now()
   const polled = await deps.approvals.poll(req.authReqId, client.agent, now)
@@ -281,10 +289,18 @@ export async function redeemApproval(req: ApprovalPoll, deps: CibaDeps, context:
   if (polled.tooSoon && waiting?.code === 'authorization_pending')
     throw new OAuthError('slow_down', 'polling too fast: wait the interval, 5 s more from now on')
   if (waiting !== undefined) throw waiting
-  return issueApproved(row, req, deps, policies, client.agent, now)
+  return issueApproved(row, req, deps, policies, client.agent, now, proofs.client?.jkt)
 }
 
-async function issueApproved(row: ApprovalRow, req: ApprovalPoll, deps: CibaDeps, policies: PolicyStore, agent: AgentId, now: number): Promise<ApprovedResult> {
+async function issueApproved(
+  row: ApprovalRow,
+  req: ApprovalPoll,
+  deps: CibaDeps,
+  policies: PolicyStore,
+  agent: AgentId,
+  now: number,
+  jkt: string | undefined,
+): Promise<ApprovedResult> {
   const subject = userSubject(row.subject)
   const scopes = row.scopes
   const asked = { audiences: [row.audience], scopes, clientAddress: req.clientAddress, traceId: req.traceId, requestId: req.requestId }
@@ -309,7 +325,7 @@ async function issueApproved(row: ApprovalRow, req: ApprovalPoll, deps: CibaDeps
     if (!(await deps.approvals.claimIssue(row.id, jti))) {
       throw new OAuthError('invalid_grant', 'auth_req_id is unknown or was used', { detail: `approval ${row.id} already redeemed` })
     }
-    const claims = { ...mintedClaims(deps, agent, subject.sub, grant, now, { id: row.id, details }), jti: jti }
+    const claims = { ...mintedClaims(deps, agent, subject.sub, grant, now, { approved: { id: row.id, details }, jkt }), jti: jti }
     let accessToken: string
     try {
       accessToken = await mintRecorded(deps, deps.step ?? ((_n, fn) => fn()), asked, claims, grant, policy)
@@ -321,7 +337,7 @@ async function issueApproved(row: ApprovalRow, req: ApprovalPoll, deps: CibaDeps
     return {
       accessToken,
       issuedTokenType: TOKEN_TYPE.accessToken,
-      tokenType: 'Bearer',
+      tokenType: tokenTypeOf(claims),
       expiresIn: grant.expiresAt - now,
       scope: claims.scope,
       claims,

@@ -23,6 +23,9 @@ export type OAuthErrorCode =
   | 'slow_down'
   | 'access_denied'
   | 'expired_token'
+  /** RFC 9449 §5: the DPoP proof is missing where required, malformed, or fails a check; and the server's nonce is needed (§8). */
+  | 'invalid_dpop_proof'
+  | 'use_dpop_nonce'
   | 'rate_limited'
   | 'temporarily_unavailable'
   | 'server_error'
@@ -77,6 +80,8 @@ export function answerOf(code: OAuthErrorCode): { readonly status: 400 | 401 | 4
     case 'slow_down':
     case 'access_denied':
     case 'expired_token':
+    case 'invalid_dpop_proof':
+    case 'use_dpop_nonce':
       return { status: 400, error: code }
   }
 }
@@ -90,6 +95,8 @@ export function statusOf(code: OAuthErrorCode): 400 | 401 | 429 | 500 | 503 {
 export const CLIENT_AUTH_FAILED = 'client authentication failed'
 /** RFC 8693 §2.2.2: one fixed description whichever subject/actor check failed. */
 export const SUBJECT_TOKEN_UNACCEPTABLE = 'subject_token is invalid or not acceptable'
+/** RFC 9449 §5: one fixed description whichever check of a DPoP proof failed (the verifier package's text). */
+export const DPOP_PROOF_INVALID = 'DPoP proof is invalid'
 /** RFC 7523 §3.1: one fixed `invalid_grant` description whichever check of a JWT authorization grant (an ID-JAG) failed. */
 export const ASSERTION_UNACCEPTABLE = 'assertion is invalid or not acceptable'
 

@@ -2,17 +2,18 @@ import type { AgentId, Jti, MandateClaims, Subject } from './claims.js'
 import { actClaim, actorsOf, TOKEN_TYPE } from './claims.js'
 import { admissionRefusal, admissionUnavailable } from './admission.js'
 import { approversText } from './approval.js'
+import { dpopRequirementRefusal, NO_PROOFS, requestProofs, subjectProofRefusal, type DpopDeps, type RequestProofs } from './dpop.js'
 import { loggable, OAuthError, recordable, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
 import type { LifecycleStanding } from './lifecycle.js'
 import { evaluatePolicy, type Grant } from './policy-eval.js'
-import type { AdmissionStore, BucketCharge } from '../admission/port.js'
+import type { AdmissionStore, AssertionUse, BucketCharge } from '../admission/port.js'
 import type { AuditLog } from '../audit/port.js'
 import type { AgentPolicy, PolicyStore } from '../policy/port.js'
 import type { RevocationStore, RevocationVerdict } from '../revocation/port.js'
 import type { AuthenticatedClient, ClientAuthenticator, ClientCredentials, SubjectVerifier, TokenMinter } from '../tokens/port.js'
 
 /** A token-exchange request after the HTTP layer parsed it (RFC 8693 §2.1), before any check. */
-export interface ExchangeRequest {
+export interface ExchangeRequest extends RequestProofs {
   readonly client: ClientCredentials
   readonly subjectToken: string
   readonly subjectTokenType: string
@@ -28,7 +29,7 @@ export interface ExchangeRequest {
   readonly requestId?: string | undefined
 }
 
-export interface ExchangeDeps {
+export interface ExchangeDeps extends DpopDeps {
   readonly issuer: string
   readonly policies: PolicyStore
   readonly clients: ClientAuthenticator
@@ -50,6 +51,7 @@ export interface ExchangeDeps {
 
 export type ExchangeStep =
   | 'mandate.client.authenticate'
+  | 'mandate.dpop.verify'
   | 'mandate.subject.verify'
   | 'mandate.policy.evaluate'
   | 'mandate.revocation.check'
@@ -60,7 +62,8 @@ export type ExchangeStep =
 export interface ExchangeResult {
   readonly accessToken: string
   readonly issuedTokenType: typeof TOKEN_TYPE.accessToken
-  readonly tokenType: 'Bearer'
+  /** `DPoP` when the token is bound to the client's key (RFC 9449 §5). */
+  readonly tokenType: 'Bearer' | 'DPoP'
   readonly expiresIn: number
   readonly scope: string
   readonly claims: MandateClaims
@@ -102,10 +105,12 @@ export async function exchangeToken(req: ExchangeRequest, deps: ExchangeDeps, co
   const userLimit = policy?.rateLimit.user
   const agentBucket: readonly BucketCharge[] = agentLimit === undefined ? NO_BUCKETS : [{ scope: 'agent', agent: client.agent, limit: agentLimit }]
 
-  // One admission call per request: the assertion's jti and every rate limit at once, awaited before
-  // minting. Without a per-user limit it starts now and its round trip overlaps steps 3–5; a per-user
-  // limit needs the verified user, so then it starts after step 3 (or once step 3 failed).
-  let admitted = userLimit === undefined ? admit(deps, client, agentBucket, context) : undefined
+  // One admission call per request: the assertion's and the DPoP proofs' jtis and every rate limit at once,
+  // awaited before minting. Without a per-user limit it starts once the proofs are checked and its round
+  // trip overlaps steps 3–5; a per-user limit needs the verified user, so then it starts after step 3 (or
+  // once a step failed).
+  let admitted: Promise<OAuthError | undefined> | undefined
+  let proofs = NO_PROOFS
 
   let sub: Subject | undefined
   let subIssuer: string | undefined
@@ -114,15 +119,31 @@ export async function exchangeToken(req: ExchangeRequest, deps: ExchangeDeps, co
       // The policy went away between authentication and now (hot reload).
       throw new OAuthError('unauthorized_client', 'agent has no policy', { detail: `agent=${client.agent}` })
     }
+    // 2b. DPoP (RFC 9449 §5): the client's key and a bound subject token's holder.
+    if (req.dpop !== undefined || req.subjectTokenProof !== undefined) {
+      proofs = await step('mandate.dpop.verify', () => requestProofs(deps, policy, req, req.subjectToken))
+    } else {
+      const mustProve = dpopRequirementRefusal(policy, deps.dpopRequired ?? false, NO_PROOFS)
+      if (mustProve !== undefined) throw mustProve
+    }
+    if (userLimit === undefined) admitted = admit(deps, client, agentBucket, context, proofs.uses)
 
     // 3. Verify the subject token.
     const subject = await step('mandate.subject.verify', () => deps.subjects.verify(req.subjectToken))
     const subjectId = subject.kind === 'user' ? subject.sub : subject.claims.sub
     sub = subjectId
+    const unproven = subjectProofRefusal(subject, proofs)
+    if (unproven !== undefined) throw unproven
     // RFC 9493: a user is the issuer and `sub` together.
     subIssuer = subject.kind === 'user' ? subject.issuer : subject.claims.sub_id.iss
     if (userLimit !== undefined) {
-      admitted = admit(deps, client, [...agentBucket, { scope: 'user', agent: client.agent, issuer: subIssuer, sub: subjectId, limit: userLimit }], context)
+      admitted = admit(
+        deps,
+        client,
+        [...agentBucket, { scope: 'user', agent: client.agent, issuer: subIssuer, sub: subjectId, limit: userLimit }],
+        context,
+        proofs.uses,
+      )
     }
     const chainPolicies = subject.kind === 'mandate' ? actorsOf(subject.claims.act).map((a) => policies.get(a)) : []
 
@@ -164,21 +185,21 @@ export async function exchangeToken(req: ExchangeRequest, deps: ExchangeDeps, co
     if (refused !== undefined) throw refused
 
     // 6–7. Mint and record.
-    const claims = mintedClaims(deps, client.agent, subjectId, grant, now)
+    const claims = mintedClaims(deps, client.agent, subjectId, grant, now, { jkt: proofs.client?.jkt })
     const accessToken = await mintRecorded(deps, step, req, claims, grant, policy)
 
     // 8. RFC 8693 §2.2.1.
     return {
       accessToken,
       issuedTokenType: TOKEN_TYPE.accessToken,
-      tokenType: 'Bearer',
+      tokenType: tokenTypeOf(claims),
       expiresIn: grant.expiresAt - now,
       scope: claims.scope,
       claims,
     }
   } catch (err) {
     // A replayed assertion never authenticated anyone, and a request over a limit is one of a flood: neither is recorded.
-    const refused = await (admitted ?? admit(deps, client, agentBucket, context))
+    const refused = await (admitted ?? admit(deps, client, agentBucket, context, proofs.uses))
     if (refused !== undefined) throw refused
     if (err instanceof OAuthError && err.code !== 'temporarily_unavailable' && err.code !== 'server_error') {
       await recordDenial(deps, client.agent, sub, subIssuer, err, req)
@@ -208,7 +229,7 @@ function checkTokenTypes(req: ExchangeRequest): void {
 }
 
 /**
- * Spends the client's assertion and draws from `buckets` in one admission
+ * Spends the client's assertion and DPoP proofs and draws from `buckets` in one admission
  * call. Resolves with the refusal to send (a replay, a limit, the store
  * unavailable) or undefined; never rejects. Names the limit in `context`.
  */
@@ -217,9 +238,10 @@ export function admit(
   client: AuthenticatedClient,
   buckets: readonly BucketCharge[],
   context: ExchangeFailureContext,
+  proofs: readonly AssertionUse[] = [],
 ): Promise<OAuthError | undefined> {
-  if (client.assertion === undefined && buckets.length === 0) return Promise.resolve(undefined)
-  return deps.admission.admit({ assertion: client.assertion, buckets }).then((decision) => {
+  if (client.assertion === undefined && buckets.length === 0 && proofs.length === 0) return Promise.resolve(undefined)
+  return deps.admission.admit({ assertion: client.assertion, proofs, buckets }).then((decision) => {
     const refusal = admissionRefusal(decision)
     if (decision.outcome === 'limited') context.limited = decision.scope
     return refusal
@@ -267,26 +289,30 @@ export function revocationRefusal(verdict: RevocationVerdict): OAuthError | unde
   }
 }
 
+/** What a token carries beyond the exchange's decision. */
+export interface MintExtras {
+  /** After a person's approval: what they approved (RFC 9396 §9.1) and the approval's id. */
+  readonly approved?: { readonly id: string; readonly details: readonly Readonly<Record<string, unknown>>[] } | undefined
+  /** The client's DPoP key (RFC 9449 §6.1): the token is bound to it (`cnf.jkt`), and this hop's `act` names it. */
+  readonly jkt?: string | undefined
+}
+
 /**
  * The claims of the token to issue (step 6): exactly what the exchange decided, nothing copied from the
- * subject token; after a person's approval, also what they approved (RFC 9396 §9.1) and the approval's id.
+ * subject token; after a person's approval, also what they approved and the approval's id; bound to the
+ * client's DPoP key when it proved one.
  */
-export function mintedClaims(
-  deps: ExchangeDeps,
-  agent: AgentId,
-  sub: Subject,
-  grant: Grant,
-  now: number,
-  approved?: { readonly id: string; readonly details: readonly Readonly<Record<string, unknown>>[] },
-): MandateClaims {
+export function mintedClaims(deps: ExchangeDeps, agent: AgentId, sub: Subject, grant: Grant, now: number, extras: MintExtras = {}): MandateClaims {
   const jti = deps.newJti()
+  const { approved, jkt } = extras
+  const act = actClaim(grant.actors)
   return {
     iss: deps.issuer,
     sub,
     sub_id: { format: 'iss_sub', iss: grant.userIssuer, sub },
     aud: grant.audience,
     client_id: agent,
-    act: actClaim(grant.actors),
+    act: jkt === undefined ? act : { ...act, jkt },
     scope: grant.scopes.join(' '),
     iat: now,
     nbf: now,
@@ -294,7 +320,13 @@ export function mintedClaims(
     jti,
     ...(grant.ancestors.length > 0 ? { chain: grant.ancestors } : {}),
     ...(approved === undefined ? {} : { approval: approved.id, ...(approved.details.length > 0 ? { authorization_details: approved.details } : {}) }),
+    ...(jkt === undefined ? {} : { cnf: { jkt } }),
   }
+}
+
+/** RFC 9449 §5: a token bound to a key is a `DPoP` token, any other `Bearer`. */
+export function tokenTypeOf(claims: Pick<MandateClaims, 'cnf'>): ExchangeResult['tokenType'] {
+  return claims.cnf === undefined ? 'Bearer' : 'DPoP'
 }
 
 /**
@@ -332,6 +364,7 @@ export async function mintRecorded(
         expiresAt: grant.expiresAt,
         policyHash: policy.sourceHash,
         approval: claims.approval,
+        jkt: claims.cnf?.jkt,
         clientAddress: req.clientAddress,
         traceId: req.traceId,
         requestId: req.requestId,

@@ -19,17 +19,19 @@ import {
   mintRecorded,
   recordDenial,
   standingRefusal,
+  tokenTypeOf,
   type ExchangeDeps,
   type ExchangeFailureContext,
   type ExchangeResult,
   type ExchangeStep,
 } from './exchange.js'
+import { NO_PROOFS, requestProofs, type RequestProofs } from './dpop.js'
 import { evaluatePolicy } from './policy-eval.js'
 import type { AdmissionStore, BucketCharge } from '../admission/port.js'
 import type { ClientCredentials, IdJagVerifier, VerifiedIdJag } from '../tokens/port.js'
 
 /** RFC 7523 §2.1 as the HTTP layer parsed it, with RFC 8707 `resource`/`audience` and `scope`. */
-export interface IdJagRequest {
+export interface IdJagRequest extends Pick<RequestProofs, 'dpop'> {
   readonly client: ClientCredentials
   /** The ID-JAG (`assertion`). */
   readonly assertion: string
@@ -85,6 +87,7 @@ async function spend(admission: AdmissionStore, grant: VerifiedIdJag): Promise<v
     case 'limited':
       return
     case 'replayed':
+    case 'proof_replayed': // never: no proof is spent here
       throw new OAuthError('invalid_grant', ASSERTION_UNACCEPTABLE, { detail: 'id-jag jti replayed' })
     case 'predates_memory':
       throw new OAuthError('temporarily_unavailable', 'assertion predates the replay store; get a new one', {
@@ -110,11 +113,14 @@ export async function redeemIdJag(req: IdJagRequest, deps: IdJagDeps, context: E
   context.agent = client.agent
   const policy = policies.get(client.agent)
   const buckets: BucketCharge[] = policy?.rateLimit.agent === undefined ? [] : [{ scope: 'agent', agent: client.agent, limit: policy.rateLimit.agent }]
-  let admitted = policy?.rateLimit.user === undefined ? admit(deps, client, buckets, context) : undefined
+  let admitted: Promise<OAuthError | undefined> | undefined
+  let proofs = NO_PROOFS
   let sub: Subject | undefined
   let subIssuer: string | undefined
   try {
     if (policy === undefined) throw new OAuthError('unauthorized_client', 'agent has no policy', { detail: `agent=${client.agent}` })
+    proofs = await step('mandate.dpop.verify', () => requestProofs(deps, policy, { dpop: req.dpop }))
+    if (policy.rateLimit.user === undefined) admitted = admit(deps, client, buckets, context, proofs.uses)
     const grant = await step('mandate.subject.verify', () => deps.idJag.verify(req.assertion, client.agent))
     const user = grant.user
     sub = user.sub
@@ -125,6 +131,7 @@ export async function redeemIdJag(req: IdJagRequest, deps: IdJagDeps, context: E
         client,
         [...buckets, { scope: 'user', agent: client.agent, issuer: user.issuer, sub: user.sub, limit: policy.rateLimit.user }],
         context,
+        proofs.uses,
       )
     }
     const audiences = audiencesWithin(req, grant)
@@ -143,12 +150,12 @@ export async function redeemIdJag(req: IdJagRequest, deps: IdJagDeps, context: E
     // Should minting or the record fail after this, the ID-JAG stays spent (fail closed): the agent gets a new one.
     await spend(deps.admission, grant)
 
-    const claims = mintedClaims(deps, client.agent, user.sub, decided, now)
+    const claims = mintedClaims(deps, client.agent, user.sub, decided, now, { jkt: proofs.client?.jkt })
     const accessToken = await mintRecorded(deps, step, req, claims, decided, policy)
-    return { accessToken, issuedTokenType: TOKEN_TYPE.accessToken, tokenType: 'Bearer', expiresIn: decided.expiresAt - now, scope: claims.scope, claims }
+    return { accessToken, issuedTokenType: TOKEN_TYPE.accessToken, tokenType: tokenTypeOf(claims), expiresIn: decided.expiresAt - now, scope: claims.scope, claims }
   } catch (caught) {
     const err = asGrantRefusal(caught)
-    const refused = await (admitted ?? admit(deps, client, buckets, context))
+    const refused = await (admitted ?? admit(deps, client, buckets, context, proofs.uses))
     if (refused !== undefined) throw refused
     if (err instanceof OAuthError && err.code !== 'temporarily_unavailable' && err.code !== 'server_error') {
       await recordDenial(deps, client.agent, sub, subIssuer, err, req)

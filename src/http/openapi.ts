@@ -292,6 +292,12 @@ export const TokenExchangeForm = z
     scope: Scope.optional().describe(
       "Space-delimited scopes (RFC 6749 §3.3) within the policy's grant and the user's; `invalid_scope` otherwise. Default: the grant's `default_scopes`.",
     ),
+    subject_token_dpop: z
+      .string()
+      .optional()
+      .describe(
+        'Mandate parameter (RFC 9449 §7 applied to the subject token): when `subject_token` is bound to a key (`cnf.jkt`), a DPoP proof made with that key by its holder (the parent agent) for this endpoint (`htm` POST, `htu` the token endpoint) with `ath` of the subject token. Without it a bound subject token is refused (`invalid_dpop_proof`).',
+      ),
     requested_token_type: z.enum([TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt]).optional(),
     expires_in: ExpiresIn.optional().describe(
       "Mandate extension: the lifetime asked for, in seconds; capped by the policy's `token_ttl.max` and the subject token's expiry.",
@@ -305,7 +311,7 @@ export const TokenResponse = z
   .strictObject({
     access_token: z.string().describe('A JWT (RFC 9068 `at+jwt`) naming the user (`sub`), the agent (`client_id`) and the chain of actors (`act`).'),
     issued_token_type: z.literal(TOKEN_TYPE.accessToken),
-    token_type: z.literal('Bearer'),
+    token_type: z.enum(['Bearer', 'DPoP']).describe('`DPoP` when the request carried a DPoP proof: the token is bound to its key (`cnf.jkt`, RFC 9449 §5).'),
     expires_in: z.int().positive(),
     scope: z.string(),
     authorization_details: z.array(z.record(z.string(), z.unknown())).optional().describe('RFC 9396 §7: after a CIBA approval, what was approved.'),
@@ -318,18 +324,21 @@ const Claims = {
   sub_id: z.object({ format: z.literal('iss_sub'), iss: z.string(), sub: z.string() }).describe('RFC 9493 subject identifier: the user at its issuer.'),
   aud: z.string(),
   client_id: z.string().describe('The agent the token was minted to.'),
-  act: z.looseObject({ sub: z.string() }).describe('RFC 8693 §4.1: the actors, newest outermost.'),
+  act: z
+    .looseObject({ sub: z.string(), instance: z.string().optional(), jkt: z.string().optional() })
+    .describe('RFC 8693 §4.1: the actors, newest outermost; at each hop the DPoP key thumbprint its token was bound to (`jkt`).'),
   scope: z.string(),
   iat: z.int(),
   nbf: z.int(),
   exp: z.int(),
   jti: z.string(),
   chain: z.array(z.string()).optional().describe('The `jti`s of the tokens this one was delegated from, oldest first.'),
+  cnf: z.object({ jkt: z.string() }).optional().describe('RFC 9449 §6: the DPoP key the token is bound to.'),
 }
 
 /** RFC 7662 §2.2. */
 export const IntrospectionResponse = z
-  .union([z.strictObject({ active: z.literal(false) }), z.strictObject({ active: z.literal(true), token_type: z.literal('Bearer'), ...Claims })])
+  .union([z.strictObject({ active: z.literal(false) }), z.strictObject({ active: z.literal(true), token_type: z.enum(['Bearer', 'DPoP']), ...Claims })])
   .meta({
     id: 'IntrospectionResponse',
     description:
@@ -358,9 +367,19 @@ export const tokenSpec: DescribeRouteOptions = {
     'as its policy allows. Every issuance and refusal after client authentication is in the delegation log.',
   security: [{ clientSecretBasic: [] }, FORM_CREDENTIALS],
   requestBody: formBody(TokenExchangeForm),
+  parameters: [
+    {
+      name: 'DPoP',
+      in: 'header',
+      required: false,
+      description:
+        'RFC 9449 §4: a DPoP proof (`typ: dpop+jwt`, `htm` POST, `htu` the token endpoint) of the key the token is to be bound to. Required for an agent whose policy (or the config) says `require_dpop`. One only. Any failed check is 400 `invalid_dpop_proof`; with `dpop.nonces` a proof without the current nonce is 400 `use_dpop_nonce` with the nonce in `DPoP-Nonce`.',
+      schema: { type: 'string' },
+    },
+  ],
   responses: {
     200: {
-      description: 'The token (RFC 8693 §2.2.1), `Cache-Control: no-store`.',
+      description: 'The token (RFC 8693 §2.2.1), `Cache-Control: no-store`; with `dpop.nonces`, the nonce to use next in `DPoP-Nonce`.',
       headers: { 'Cache-Control': header('CacheControl') },
       content: jsonContent(TokenResponse),
     },
@@ -472,6 +491,7 @@ export const AuthorizationServerMetadata = z
     actor_token_types_supported: uris,
     issued_token_types_supported: uris,
     access_token_signing_alg_values_supported: z.array(z.string()),
+    dpop_signing_alg_values_supported: z.array(z.enum(ASYMMETRIC_ALGORITHMS)).optional().describe('RFC 9449 §5.1: the DPoP proof algorithms the token endpoint takes.'),
     mandate_revocation_feed_endpoint: z
       .string()
       .describe('Mandate’s own member (RFC 8414 §2 allows additional ones): the revocation feed resource servers follow, GET /revocations/feed.'),

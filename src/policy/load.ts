@@ -183,6 +183,7 @@ export function parsePolicy(file: string, text: string): { policy: AgentPolicy; 
       ttl: { default: p.token_ttl.default, max: p.token_ttl.max },
       delegation: { maxDepth: p.delegation.max_depth, subAgents: new Set(p.delegation.sub_agents as AgentId[]) },
       rateLimit: { agent: rateLimit(p.rate_limit.agent), user: rateLimit(p.rate_limit.user) },
+      requireDpop: p.require_dpop,
       ...(p.attest_every === undefined ? {} : { attestEvery: parseDuration(p.attest_every) }),
       ...(p.max_credential_age === undefined ? {} : { maxCredentialAge: parseAgeDuration(p.max_credential_age) }),
       ...(hours === undefined ? {} : { hours }),

@@ -92,6 +92,8 @@ export interface AgentPolicy {
     /** The agent's exchanges for one user, a user being (issuer, `sub`). */
     readonly user: RateLimit | undefined
   }
+  /** `require_dpop`: true or false as the policy says; undefined: the config's `dpop.required`. */
+  readonly requireDpop?: boolean | undefined
   /** Seconds between two attestations by the owner (`attest_every`); undefined: none needed. */
   readonly attestEvery?: number | undefined
   /** `max_credential_age`, seconds; undefined: the config's (`governance.credentials.max_age`). */

@@ -304,6 +304,12 @@ export const Policy = z
       })
       .default({ max_depth: 1, sub_agents: [] })
       .describe('re-delegation'),
+    require_dpop: z
+      .boolean()
+      .optional()
+      .describe(
+        'the agent must prove a key with a DPoP proof (RFC 9449) at every token request, and gets only tokens bound to that key (`invalid_dpop_proof` otherwise). Default: the config’s `dpop.required`',
+      ),
     // Lifecycle (attestation) fields.
     attest_every: DurationText.optional().describe(
       'the owner re-attests the agent this often (`mandate agents attest`); past it plus `governance.attestation_grace` the agent gets no tokens. Absent: no attestation needed',

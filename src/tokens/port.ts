@@ -135,3 +135,30 @@ export interface TokenMinter {
 }
 
 export type { AgentId, Jti }
+
+/** A DPoP proof the token endpoint accepted (RFC 9449 §4.3): its key, and its `jti` to spend with the request's admission. */
+export interface CheckedProof {
+  /** RFC 7638 thumbprint of the proof's key: the new token's `cnf.jkt` (§6.1). */
+  readonly jkt: string
+  readonly use: AssertionUse
+}
+
+/**
+ * Checks DPoP proofs sent to the token endpoint (`htm` POST, `htu` the token
+ * endpoint). Throws `OAuthError` `invalid_dpop_proof` with one fixed text
+ * whichever check failed, or `use_dpop_nonce` when nonces are on and the
+ * proof has none or a stale one. Spending the `jti` is the caller's.
+ */
+export interface DpopProofVerifier {
+  /**
+   * A proof of the request's own key; with `accessToken`, the proof of that
+   * token's holder (`ath` must match, RFC 9449 §4.3 item 12), such as a
+   * DPoP-bound subject token's.
+   */
+  check(proof: string, accessToken?: string): Promise<CheckedProof>
+  /** The nonce to send in `DPoP-Nonce` now; undefined (at once) when nonces are off. */
+  nonce(): Promise<string> | undefined
+  /** `dpop_signing_alg_values_supported` (RFC 9449 §5.1). */
+  readonly algorithms: readonly string[]
+}
+

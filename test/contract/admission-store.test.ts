@@ -54,6 +54,28 @@ describeEachAdapter('AdmissionStore', await admissionStoreAdapters(), (_adapter,
     expect(await store.admit({ assertion: assertion('agent-b:j1', t), buckets: [] })).toEqual({ outcome: 'admitted' })
   })
 
+  it('spends DPoP proofs with the assertion: a proof again is proof_replayed, the assertion again replayed; a refusal draws no token', async () => {
+    const clock = clockAt(T0)
+    const store = await backing().fresh(clock.read)
+    const t = (clock.now = T0 + 60_000)
+    const proof = (jti: string): AssertionUse => ({ key: `#dpop:k#${jti}`, earliestUse: t - 5_000, expiresAt: t + 65_000 })
+    const one = agentBucket(A, perSecond(1, 2))
+    expect(await store.admit({ assertion: assertion('agent-a:p1', t), proofs: [proof('d1'), proof('s1')], buckets: [one] })).toEqual({
+      outcome: 'admitted',
+    })
+    // The same client proof with a new assertion, and a new proof with the spent assertion.
+    expect(await store.admit({ assertion: assertion('agent-a:p2', t), proofs: [proof('d1')], buckets: [one] })).toEqual({ outcome: 'proof_replayed' })
+    expect(await store.admit({ assertion: assertion('agent-a:p1', t), proofs: [proof('d2')], buckets: [one] })).toEqual({ outcome: 'replayed' })
+    // A holder's proof spent before, second in the list; proofs without an assertion (a secret-authenticated client).
+    expect(await store.admit({ assertion: undefined, proofs: [proof('d3'), proof('s1')], buckets: [] })).toEqual({ outcome: 'proof_replayed' })
+    expect(await store.admit({ assertion: undefined, proofs: [proof('d4')], buckets: [one] })).toEqual({ outcome: 'admitted' })
+    // Two admitted requests drew the bucket's two tokens; the refused ones drew none.
+    expect(await store.admit({ assertion: undefined, proofs: [proof('d5')], buckets: [one] })).toMatchObject({ outcome: 'limited' })
+    // A proof that may predate the store's memory is refused as an assertion would be.
+    const early: AssertionUse = { key: '#dpop:k#early', earliestUse: T0 - 1_000, expiresAt: t + 65_000 }
+    expect(await store.admit({ assertion: undefined, proofs: [early], buckets: [] })).toMatchObject({ outcome: 'predates_memory' })
+  })
+
   it('refuses an assertion that may have been spent before its memory began, and says when a new one passes', async () => {
     const clock = clockAt(T0)
     const store = await backing().fresh(clock.read)

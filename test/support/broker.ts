@@ -195,6 +195,8 @@ export interface TestBrokerOptions {
   readonly idJag?: readonly Record<string, unknown>[]
   /** The config's `trust.spiffe` (SPIFFE trust domains and their bundles). */
   readonly spiffe?: readonly Record<string, unknown>[]
+  /** The config's `dpop` section (DPoP proofs at the token endpoint). */
+  readonly dpop?: Record<string, unknown>
   /** More `admin.keys` entries besides the one key per role of `ADMIN_KEYS` (e.g. an approver's, with `approver`). */
   readonly adminKeys?: readonly Record<string, unknown>[]
 }
@@ -344,6 +346,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ...(options.notifications === undefined ? {} : { notifications: options.notifications }),
     ...(options.forwardAuth === undefined ? {} : { forward_auth: { enabled: options.forwardAuth } }),
     ...(options.governance === undefined ? {} : { governance: options.governance }),
+    ...(options.dpop === undefined ? {} : { dpop: options.dpop }),
     ...(options.idJag === undefined && options.spiffe === undefined
       ? {}
       : { trust: { ...(options.idJag === undefined ? {} : { id_jag: options.idJag }), ...(options.spiffe === undefined ? {} : { spiffe: options.spiffe }) } }),

@@ -6,8 +6,7 @@
  * shared replay store, a resource server in its own memory): `verifyDpopProof`
  * answers the `jti` and until when it must be remembered.
  */
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
-import { calculateJwkThumbprint, decodeProtectedHeader, EmbeddedJWK, errors, jwtVerify, type JWK } from 'jose'
+import { base64url, calculateJwkThumbprint, decodeProtectedHeader, EmbeddedJWK, errors, jwtVerify, type CryptoKey } from 'jose'
 import { ASYMMETRIC_ALGORITHMS } from './claims.js'
 
 /** RFC 9449 §7.1 and §12.2 error codes: the proof is bad, or the server wants its nonce in it. */
@@ -96,10 +95,9 @@ export function normalizedHtu(url: string | URL): string | undefined {
   return parsed.href
 }
 
-/** base64url(SHA-256(ASCII(token))), the `ath` of a proof sent with `token` (§4.2). */
-export function accessTokenHash(token: string): string {
-  // node:crypto's hash, not WebCrypto's: synchronous and a few microseconds.
-  return createHash('sha256').update(token, 'ascii').digest('base64url')
+/** base64url(SHA-256(ASCII(token))), the `ath` of a proof sent with `token` (§4.2). WebCrypto: this package runs beyond Node. */
+export async function accessTokenHash(token: string): Promise<string> {
+  return base64url.encode(new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(token))))
 }
 
 const B64URL_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/
@@ -125,15 +123,15 @@ export async function verifyDpopProof(proof: string, check: DpopCheck): Promise<
   if (header.typ !== 'dpop+jwt') fail('typ is not dpop+jwt')
   const algorithms = check.algorithms ?? DPOP_ALGORITHMS
   if (typeof header.alg !== 'string' || !algorithms.includes(header.alg)) fail('alg not allowed')
-  const jwk = header.jwk as JWK | undefined
-  if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) fail('no jwk header')
+  const jwk: unknown = header.jwk
+  if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) return fail('no jwk header')
   // §4.3 item 7: a private key in the header means the client has leaked it.
-  if ('d' in jwk! || 'p' in jwk! || 'q' in jwk! || 'dp' in jwk! || 'dq' in jwk! || 'qi' in jwk! || 'k' in jwk!) fail('jwk holds a private key')
+  if (['d', 'p', 'q', 'dp', 'dq', 'qi', 'k'].some((member) => member in jwk)) fail('jwk holds a private key')
 
   let payload: Record<string, unknown>
   try {
     const verified = await jwtVerify(proof, EmbeddedJWK, { typ: 'dpop+jwt', algorithms: [...algorithms] })
-    payload = verified.payload as Record<string, unknown>
+    payload = verified.payload
   } catch (err) {
     if (err instanceof errors.JOSEError) return fail(`signature or structure: ${err.code}`)
     throw err
@@ -152,25 +150,27 @@ export async function verifyDpopProof(proof: string, check: DpopCheck): Promise<
   if ((iat as number) < check.now - maxAge) fail('iat too old')
 
   if (check.accessToken !== undefined) {
-    if (payload['ath'] !== accessTokenHash(check.accessToken)) fail('ath does not match the access token')
+    if (payload['ath'] !== (await accessTokenHash(check.accessToken))) fail('ath does not match the access token')
   }
-  const jkt = await calculateJwkThumbprint(jwk!, 'sha256')
+  const jkt = await calculateJwkThumbprint(jwk, 'sha256')
   if (check.boundJkt !== undefined && !sameText(jkt, check.boundJkt)) fail('key is not the one the token is bound to')
 
   // The nonce last: a proof bad in any other way is refused as such, not sent round for a nonce.
   if (check.nonces !== undefined) {
     const nonce = payload['nonce']
-    if (typeof nonce !== 'string' || !check.nonces.accepts(nonce)) {
+    if (typeof nonce !== 'string' || !(await check.nonces.accepts(nonce))) {
       throw new DpopError('use_dpop_nonce', nonce === undefined ? 'no nonce' : 'nonce unknown or expired')
     }
   }
   return { jkt, jti: jti as string, iat: iat as number, rememberUntil: Math.floor(iat as number) + maxAge + skew }
 }
 
+/** Compares in time independent of where the texts differ (they are public thumbprints and MACs of equal length). */
 function sameText(a: string, b: string): boolean {
-  const x = Buffer.from(a)
-  const y = Buffer.from(b)
-  return x.length === y.length && timingSafeEqual(x, y)
+  if (a.length !== b.length) return false
+  let diff = 0
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i)
+  return diff === 0
 }
 
 /**
@@ -181,8 +181,8 @@ function sameText(a: string, b: string): boolean {
  */
 export interface DpopNonces {
   /** The nonce to send now in `DPoP-Nonce`. */
-  current(): string
-  accepts(nonce: string): boolean
+  current(): Promise<string>
+  accepts(nonce: string): Promise<boolean>
 }
 
 export interface DpopNonceOptions {
@@ -201,23 +201,26 @@ export function createDpopNonces(options: DpopNonceOptions): DpopNonces {
   const windowSeconds = options.windowSeconds ?? 300
   if (!(Number.isInteger(windowSeconds) && windowSeconds >= 10)) throw new TypeError('windowSeconds must be an integer of at least 10')
   const now = options.now ?? (() => Date.now() / 1000)
-  const mac = (secret: Uint8Array, window: number): string =>
-    createHmac('sha256', secret).update(`mandate-dpop-nonce:${window}`).digest('base64url').slice(0, 22)
+  const keys = secrets.map((s) => crypto.subtle.importKey('raw', new Uint8Array(s), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']))
+  const mac = async (key: Promise<CryptoKey>, window: number): Promise<string> =>
+    base64url.encode(new Uint8Array(await crypto.subtle.sign('HMAC', await key, new TextEncoder().encode(`mandate-dpop-nonce:${window}`)))).slice(0, 22)
   const windowOf = (): number => Math.floor(now() / windowSeconds)
-  let cached: { window: number; nonce: string } | undefined
+  // The current window's nonce, made once per window.
+  let cached: { window: number; nonce: Promise<string> } | undefined
   return {
     current() {
       const window = windowOf()
-      if (cached?.window !== window) cached = { window, nonce: `${window.toString(36)}.${mac(secrets[0]!, window)}` }
+      if (cached?.window !== window) cached = { window, nonce: mac(keys[0]!, window).then((m) => `${window.toString(36)}.${m}`) }
       return cached.nonce
     },
-    accepts(nonce) {
+    async accepts(nonce) {
       const m = /^([0-9a-z]{1,12})\.([A-Za-z0-9_-]{22})$/.exec(nonce)
       if (m === null) return false
       const window = parseInt(m[1]!, 36)
       const current = windowOf()
       if (window !== current && window !== current - 1) return false
-      return secrets.some((s) => sameText(mac(s, window), m[2]!))
+      for (const key of keys) if (sameText(await mac(key, window), m[2]!)) return true
+      return false
     },
   }
 }

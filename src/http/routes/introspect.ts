@@ -1,3 +1,4 @@
+import { tokenTypeOf } from '../../core/exchange.js'
 import { introspection, tokenStatus } from '../../core/token-access.js'
 import type { AppContext } from '../env.js'
 import { FormParams, readForm } from '../form.js'
@@ -18,6 +19,7 @@ export function introspectRoute(deps: TokenRoutesDeps) {
     const answer = introspection(caller, await tokenStatus(form.required('token'), deps))
     if (!answer.active) return c.json({ active: false }, 200, NO_STORE)
     c.set('jti', answer.claims.jti)
-    return c.json({ active: true, token_type: 'Bearer', ...answer.claims }, 200, NO_STORE)
+    // RFC 9449 §6.2: a bound token says so, and its `cnf` names the key.
+    return c.json({ active: true, token_type: tokenTypeOf(answer.claims), ...answer.claims }, 200, NO_STORE)
   }
 }

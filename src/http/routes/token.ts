@@ -1,9 +1,10 @@
+import { DpopError, dpopHeaderValue } from '@mandate/verifier/dpop'
 import type { Context } from 'hono'
 import { z } from 'zod'
 import { GRANT_TYPE_CIBA, GRANT_TYPE_JWT_BEARER, GRANT_TYPE_TOKEN_EXCHANGE, type AgentId } from '../../core/claims.js'
 import { redeemApproval, type CibaDeps } from '../../core/ciba.js'
 import { redeemIdJag, type IdJagDeps, type IdJagRequest } from '../../core/id-jag.js'
-import { loggable, OAuthError } from '../../core/errors.js'
+import { DPOP_PROOF_INVALID, loggable, OAuthError } from '../../core/errors.js'
 import { exchangeToken, type ExchangeDeps, type ExchangeFailureContext, type ExchangeRequest, type ExchangeResult } from '../../core/exchange.js'
 import type { PolicyStore } from '../../policy/port.js'
 import { OTHER_AUDIENCE, UNAUTHENTICATED, type MandateMetrics } from '../../telemetry/metrics.js'
@@ -60,10 +61,24 @@ function scopesOf(form: FormParams): string[] | undefined {
   return parsed.data
 }
 
+/**
+ * RFC 9449 §4.1: the request's one `DPoP` header, undefined without one; several, or one that is not a
+ * compact JWS, are `invalid_dpop_proof` (the proof's checks are core's).
+ */
+export function dpopOf(c: Context<AppEnv>): string | undefined {
+  try {
+    return dpopHeaderValue(c.req.header('dpop'))
+  } catch (err) {
+    if (err instanceof DpopError) throw new OAuthError('invalid_dpop_proof', DPOP_PROOF_INVALID, { detail: `dpop: ${err.detail}` })
+    throw err
+  }
+}
+
 /** RFC 7523 §2.1: the JWT bearer grant's form; the ID-JAG is checked by core/id-jag.ts. */
-export function parseIdJagRequest(form: FormParams, authorization: string | undefined, clientAddress: string | undefined): IdJagRequest {
+export function parseIdJagRequest(form: FormParams, authorization: string | undefined, clientAddress: string | undefined, dpop?: string): IdJagRequest {
   const client = clientCredentials(authorization, form)
   return {
+    dpop,
     client,
     assertion: form.required('assertion'),
     audiences: targetsOf(form),
@@ -74,7 +89,12 @@ export function parseIdJagRequest(form: FormParams, authorization: string | unde
 }
 
 /** Step 1 of the exchange (docs/ARCHITECTURE.md): the form, parameter by parameter (RFC 8693 §2.1). */
-export function parseExchangeRequest(form: FormParams, authorization: string | undefined, clientAddress: string | undefined): ExchangeRequest {
+export function parseExchangeRequest(
+  form: FormParams,
+  authorization: string | undefined,
+  clientAddress: string | undefined,
+  dpop?: string,
+): ExchangeRequest {
   const grantType = form.required('grant_type')
   if (grantType !== GRANT_TYPE_TOKEN_EXCHANGE) {
     throw new OAuthError('unsupported_grant_type', 'this grant type is not supported', { detail: loggable(grantType) })
@@ -85,6 +105,8 @@ export function parseExchangeRequest(form: FormParams, authorization: string | u
   const audiences = targetsOf(form)
   const scopes = scopesOf(form)
   return {
+    dpop,
+    subjectTokenProof: form.optional('subject_token_dpop'),
     client,
     subjectToken,
     subjectTokenType,
@@ -150,6 +172,7 @@ async function poll(c: Context<AppEnv>, form: FormParams, deps: CibaDeps, contex
   if (!/^[A-Za-z0-9_-]{16,128}$/.test(authReqId)) throw new OAuthError('invalid_grant', 'auth_req_id is unknown or was used')
   const result = await redeemApproval(
     {
+      dpop: dpopOf(c),
       client: clientCredentials(c.req.header('authorization'), form),
       authReqId,
       clientAddress: c.get('clientAddress'),
@@ -190,17 +213,20 @@ export function tokenRoute(deps: ExchangeDeps, maxBodyBytes: number, rateLimited
     const started = metrics === undefined ? 0 : performance.now()
     const context: ExchangeFailureContext = { agent: undefined }
     let audiences: readonly string[] | undefined
+    // RFC 9449 §8: with nonces on, every answer carries the current one, refusals included.
+    const nonce = deps.dpop?.nonce()
+    if (nonce !== undefined) c.header('DPoP-Nonce', await nonce)
     try {
       const form = new FormParams(await readForm(c, maxBodyBytes))
       if (ciba !== undefined && form.optional('grant_type') === GRANT_TYPE_CIBA) return await poll(c, form, ciba, context)
       const ids = { traceId: c.get('traceId'), requestId: c.get('requestId') }
       let result: ExchangeResult
       if (idJag !== undefined && form.optional('grant_type') === GRANT_TYPE_JWT_BEARER) {
-        const req = { ...parseIdJagRequest(form, c.req.header('authorization'), c.get('clientAddress')), ...ids }
+        const req = { ...parseIdJagRequest(form, c.req.header('authorization'), c.get('clientAddress'), dpopOf(c)), ...ids }
         audiences = req.audiences
         result = await redeemIdJag(req, idJag, context)
       } else {
-        const req = { ...parseExchangeRequest(form, c.req.header('authorization'), c.get('clientAddress')), ...ids }
+        const req = { ...parseExchangeRequest(form, c.req.header('authorization'), c.get('clientAddress'), dpopOf(c)), ...ids }
         audiences = req.audiences
         result = await exchangeToken(req, deps, context)
       }

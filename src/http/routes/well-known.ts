@@ -18,9 +18,9 @@ const AUTH_METHODS = ['private_key_jwt', 'client_secret_basic', 'spiffe_jwt']
  * RFC 8414 §2 metadata, every endpoint that exists with its authentication; built once, but for the
  * RFC 9396 types the policies declare, which follow a reload. `approvals`: the policies, when human
  * approval (OpenID CIBA, poll mode) is served; `jwtBearer`: whether ID-JAGs are redeemed (an issuer is
- * trusted for them).
+ * trusted for them); `dpopAlgorithms`: the DPoP proof algorithms, when proofs are taken.
  */
-export function metadataRoute(issuer: string, keys: SigningKeys, approvals?: PolicyStore, jwtBearer = false) {
+export function metadataRoute(issuer: string, keys: SigningKeys, approvals?: PolicyStore, jwtBearer = false, dpopAlgorithms?: readonly string[]) {
   const metadata = {
     issuer,
     token_endpoint: `${issuer}/oauth2/token`,
@@ -41,6 +41,8 @@ export function metadataRoute(issuer: string, keys: SigningKeys, approvals?: Pol
     actor_token_types_supported: [TOKEN_TYPE.jwt, TOKEN_TYPE.accessToken],
     issued_token_types_supported: [TOKEN_TYPE.accessToken],
     access_token_signing_alg_values_supported: [keys.current.alg],
+    // RFC 9449 §5.1: the token endpoint takes DPoP proofs signed with these.
+    ...(dpopAlgorithms === undefined ? {} : { dpop_signing_alg_values_supported: [...dpopAlgorithms] }),
     // Where resource servers follow the revocation list (@mandate/verifier discovers it here). No
     // registered member names such a feed; RFC 8414 §2 allows additional ones, and the `mandate_`
     // prefix keeps this one from ever colliding with a registered name.
