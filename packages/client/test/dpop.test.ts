@@ -78,7 +78,7 @@ describe('@mandate/client DPoP proofs, as a server checks them', () => {
     const { proof, refusal } = await check(req.headers.get('dpop'), 'POST', tokenEndpoint, nonces === undefined ? {} : { nonces })
     const s: Seen = { form, proof, rawProof, refusal }
     seen.push(s)
-    const nonceHeader: Record<string, string> = nonces === undefined ? {} : { 'dpop-nonce': nonces.current() }
+    const nonceHeader: Record<string, string> = nonces === undefined ? {} : { 'dpop-nonce': await nonces.current() }
     if (refusal !== undefined) return json({ error: refusal.code, error_description: refusal.message }, 400, nonceHeader)
     if (answer !== undefined) return answer(s)
     const body = {
@@ -101,7 +101,7 @@ describe('@mandate/client DPoP proofs, as a server checks them', () => {
     if (refusal?.code === 'use_dpop_nonce') {
       return new Response(null, {
         status: 401,
-        headers: { 'www-authenticate': 'DPoP error="use_dpop_nonce", algs="ES256"', 'dpop-nonce': rsNonces!.current() },
+        headers: { 'www-authenticate': 'DPoP error="use_dpop_nonce", algs="ES256"', 'dpop-nonce': await rsNonces!.current() },
       })
     }
     return new Response(refusal === undefined ? 'ok' : 'refused', { status: refusal === undefined ? 200 : 401 })
@@ -208,7 +208,7 @@ describe('@mandate/client DPoP proofs, as a server checks them', () => {
 
     it('a broker that keeps asking for a nonce gets two requests, then the refusal is thrown', async () => {
       // Each nonce it hands out is one it will not take: a fresh secret for every check.
-      nonces = { current: () => createDpopNonces({ secrets: [secret()] }).current(), accepts: () => false }
+      nonces = { current: () => createDpopNonces({ secrets: [secret()] }).current(), accepts: () => Promise.resolve(false) }
       const err = await make()
         .getToken({ subjectToken: USER_TOKEN, audience: 'https://api.example' })
         .catch((e: unknown) => e)
@@ -278,7 +278,7 @@ describe('@mandate/client DPoP proofs, as a server checks them', () => {
         boundJkt: parentJkt,
       })
       expect(checked.jkt).toBe(parentJkt)
-      expect(JSON.parse(Buffer.from(proof.split('.')[1]!, 'base64url').toString())).toMatchObject({ ath: accessTokenHash(parentToken.accessToken) })
+      expect(JSON.parse(Buffer.from(proof.split('.')[1]!, 'base64url').toString())).toMatchObject({ ath: await accessTokenHash(parentToken.accessToken) })
 
       const token = await child.delegate({ parentToken: parentToken.accessToken, subjectTokenProof: proof, audience: 'https://api.example' })
       const hop = seen.at(-1)!
@@ -337,7 +337,7 @@ describe('@mandate/client DPoP proofs, as a server checks them', () => {
     })
 
     it('a server that refuses the nonce again gets its 401 back after the one retry', async () => {
-      rsNonces = { current: () => 'n-1', accepts: () => false }
+      rsNonces = { current: () => Promise.resolve('n-1'), accepts: () => Promise.resolve(false) }
       const client = make()
       const token = await client.getToken({ subjectToken: USER_TOKEN, audience: 'https://api.example' })
       expect((await client.fetchWithToken(token, `${origin}/api/x`)).status).toBe(401)
