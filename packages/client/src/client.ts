@@ -124,10 +124,11 @@ export interface MandateClient {
   /** A delegation hop: the parent's Mandate token exchanged for a narrower one held by `actor`. Throws `MandateClientError`. */
   delegate(request: DelegateRequest): Promise<MandateToken>
   /**
-   * A fetch that attaches `Authorization: Bearer` with the token for each
-   * request's audience. A 401 whose challenge says `error="invalid_token"`
-   * (RFC 6750 §3.1: revoked, expired) drops that token and retries once
-   * with a new one.
+   * A fetch that attaches the token for each request's audience, as
+   * `fetchWithToken` does (`Authorization: Bearer`, or `DPoP` with a proof).
+   * A 401 whose challenge says `error="invalid_token"` (RFC 6750 §3.1:
+   * revoked, expired) drops that token and retries once with a new one; one
+   * that asks for the server's DPoP nonce is sent again with it, once.
    */
   fetch(subjectToken: string, options: FetchOptions): (input: string | URL | Request, init?: RequestInit) => Promise<Response>
   /**
