@@ -23,7 +23,8 @@ function targetOf(r: Revocation): CancelTarget | undefined {
     case 'agent_sub':
       return { kind: 'agent_sub', agent: t.agent, iss: t.iss, sub: t.sub }
     default:
-      // A token or a chain: no request waits on one.
+      // A token or a chain: no request waits on one. An instance: a request is the agent's, and its
+      // other copies may still redeem it (the killed copy's poll is refused).
       return undefined
   }
 }

@@ -5,8 +5,8 @@
  * delegation chains it appears in (the GIN index on actors).
  */
 import { and, arrayContains, desc, eq, gte, inArray, sql } from 'drizzle-orm'
-import type { AgentDetailUsage, AgentUsage, UsageReads } from '../core/inventory.js'
-import { NO_USAGE } from '../core/inventory.js'
+import type { AgentDetailUsage, AgentUsage, InstanceSeen, UsageReads } from '../core/inventory.js'
+import { INSTANCE_WINDOW, NO_USAGE } from '../core/inventory.js'
 import type { Db } from '../storage/database.js'
 import type { WindowUsage } from '../core/least-privilege.js'
 import { agentDepthDay, agentGrantUsageDay, agentUsageDay, agentUsageHour, agentUsers, auditLog } from '../storage/schema.js'
@@ -14,6 +14,8 @@ import { DAY, HOUR } from './usage.js'
 
 /** Denials and chains an agent's page shows at most. */
 export const DETAIL_ROWS = 20
+/** Instances an agent's page lists at most. */
+export const MAX_INSTANCES = 100
 
 /** The trailing windows: the current hour and the 23 before it; the current day and the 29 before it. */
 function windows(now: number) {
@@ -70,7 +72,7 @@ async function usageOf(db: Db, now: number, agent: string | undefined): Promise<
 
 async function detailOf(db: Db, agent: string, now: number): Promise<AgentDetailUsage> {
   const w = windows(now)
-  const [usage, grants, denials, chains, anomalies] = await Promise.all([
+  const [usage, grants, denials, chains, anomalies, instances] = await Promise.all([
     usageOf(db, now, agent),
     db
       .select({
@@ -104,6 +106,7 @@ async function detailOf(db: Db, agent: string, now: number): Promise<AgentDetail
       .where(and(eq(auditLog.event, 'agent.anomaly'), eq(auditLog.agent, agent)))
       .orderBy(desc(auditLog.id))
       .limit(DETAIL_ROWS),
+    instancesOf(db, agent, now),
   ])
   return {
     usage: usage.get(agent) ?? NO_USAGE,
@@ -114,6 +117,7 @@ async function detailOf(db: Db, agent: string, now: number): Promise<AgentDetail
       return { at: d.at, error: text(doc.error), reason: text(doc.reason), sub: d.sub ?? undefined }
     }),
     chains: chains.map((c) => ({ jti: c.jti ?? '', rootJti: c.root ?? '', at: c.at, actors: c.actors })),
+    instances,
     anomalies: anomalies.map((a) => {
       const doc = JSON.parse(a.record) as Record<string, unknown>
       const text = (v: unknown) => (typeof v === 'string' ? v : '')
@@ -127,6 +131,38 @@ async function detailOf(db: Db, agent: string, now: number): Promise<AgentDetail
       }
     }),
   }
+}
+
+/**
+ * The running copies of `agent` issued a token in the last hour, from its `token.issued` records'
+ * `agent_instance`: an index range on `at` (the last hour of the log, every agent's) or the GIN index on
+ * `actors`, whichever the planner finds narrower. An expression over the record, so no column is added
+ * to what `verify` checks, and no index to the write path of every issuance.
+ */
+async function instancesOf(db: Db, agent: string, now: number): Promise<InstanceSeen[]> {
+  const instance = sql<string>`(${auditLog.record}::jsonb ->> 'agent_instance')`
+  const rows = await db
+    .select({
+      instance,
+      tokens: sql<string>`count(*)`,
+      first: sql<string>`extract(epoch from min(${auditLog.at}))`,
+      last: sql<string>`extract(epoch from max(${auditLog.at}))`,
+    })
+    .from(auditLog)
+    .where(
+      and(
+        gte(auditLog.at, now - INSTANCE_WINDOW),
+        eq(auditLog.event, 'token.issued'),
+        eq(auditLog.agent, agent),
+        // Implied by `agent` (actors include the requester), and lets the planner use the GIN index on actors instead.
+        arrayContains(auditLog.actors, [agent]),
+        sql`${instance} is not null`,
+      ),
+    )
+    .groupBy(instance)
+    .orderBy(sql`max(${auditLog.at}) desc`, instance)
+    .limit(MAX_INSTANCES)
+  return rows.map((r) => ({ instance: r.instance, tokens: num(r.tokens), firstAt: num(r.first), lastAt: num(r.last) }))
 }
 
 /** The inventory's and `policy unused`'s reads on `db` (PostgreSQL or PGlite alike). */

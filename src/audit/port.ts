@@ -34,6 +34,8 @@ export type AuditEvent =
       readonly policyHash: string
       /** The approval that allowed it, when its grant needs one (an `approval.requested` record names it). */
       readonly approval?: string | undefined
+      /** The running copy of the agent that asked (the token's `act.instance`), when its authentication named one. */
+      readonly instance?: string | undefined
       /** RFC 7638 thumbprint of the DPoP key the token is bound to (`cnf.jkt`, RFC 9449 §6.1); absent: a bearer token. */
       readonly jkt?: string | undefined
     })
@@ -44,6 +46,8 @@ export type AuditEvent =
       readonly sub: Subject | undefined
       /** Issuer of the user's token, once it was verified. */
       readonly subIssuer?: string | undefined
+      /** The running copy of the agent that asked, when its authentication named one. */
+      readonly instance?: string | undefined
       /** The RFC 6749 error code answered. */
       readonly error: string
       /** Why, for the log: never a token or a secret. */

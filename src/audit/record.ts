@@ -68,6 +68,9 @@ function body(event: AuditEvent, doc: Record<string, Json | undefined>): Record<
         lifetime: event.expiresAt - event.at,
         policy_hash: event.policyHash,
         approval: event.approval,
+        // `instance` is the writing broker's; this is the agent's running copy. Left out when undefined,
+        // so records without one encode (and hash) as they always did.
+        agent_instance: event.instance,
         jkt: event.jkt,
       })
     case 'token.denied':
@@ -75,6 +78,7 @@ function body(event: AuditEvent, doc: Record<string, Json | undefined>): Record<
         agent: event.agent,
         sub: event.sub,
         sub_iss: event.subIssuer,
+        agent_instance: event.instance,
         error: event.error,
         reason: event.reason,
         requested_aud: event.audiences?.slice(0, MAX_RECORDED_AUDIENCES),
@@ -97,6 +101,7 @@ function body(event: AuditEvent, doc: Record<string, Json | undefined>): Record<
           // A user kill without an issuer (any issuer) leaves it out.
           ...('iss' in t && t.iss !== null ? { iss: t.iss } : {}),
           ...('jti' in t ? { jti: t.jti } : {}),
+          ...('instance' in t ? { instance: t.instance } : {}),
           reason: r.reason,
           created_by: r.createdBy,
           created_at: r.createdAt,
@@ -321,7 +326,7 @@ function eventFromDoc(d: Record<string, unknown>): AuditEvent {
     case 'revocation.lifted': {
       const r = (typeof d['revocation'] === 'object' && d['revocation'] !== null ? d['revocation'] : {}) as Record<string, unknown>
       const field = (k: string) => (s(k, r) === undefined ? {} : { [k]: s(k, r) })
-      const target = { kind: s('kind', r), ...field('agent'), ...field('sub'), ...field('iss'), ...field('jti') }
+      const target = { kind: s('kind', r), ...field('agent'), ...field('sub'), ...field('iss'), ...field('jti'), ...field('instance') }
       return { type, at, revocation: { target } } as unknown as AuditEvent
     }
     case 'policy.loaded':

@@ -63,6 +63,7 @@ interface AgentDetailJson extends AgentJson {
   recent_denials: { at: string; error: string; reason: string; sub: string | null }[]
   chains: { jti: string; root_jti: string; at: string; actors: string[] }[]
   recent_anomalies?: { at: string; rule: string; action: string; detail: string; revocation_id: string | null }[]
+  instances?: { instance: string; tokens: number; first_seen: string; last_seen: string; killed: boolean }[]
   revocations_fresh: boolean
 }
 
@@ -117,7 +118,7 @@ export const agentsList = (o: AgentsOptions) =>
     if (o.state === 'shared-secret' && fix !== undefined && fix !== null) write(`suggested fix for each: ${fix}`)
   })
 
-/** `mandate agents show AGENT`: the agent, its usage per grant, recent denials, kills, recent anomalies, delegation chains. */
+/** `mandate agents show AGENT`: the agent, its usage per grant, kills, live instances, recent denials, recent anomalies, delegation chains. */
 export const agentsShow = (agent: string, o: AgentsOptions) =>
   run(async () => {
     const b = await resolveBroker(o)
@@ -179,6 +180,14 @@ export const agentsShow = (agent: string, o: AgentsOptions) =>
     write(grants.length === 0 ? 'none' : grants.toString())
     write('\nkills in force')
     write(a.kills.length === 0 ? 'none' : a.kills.map((k) => printable(`${k.id}  ${time(k.created_at)} by ${k.created_by}: ${k.reason}`)).join('\n'))
+    write('\nlive instances (tokens in the last hour)')
+    const instances = a.instances ?? []
+    if (instances.length === 0) write('none')
+    else {
+      const t = new Table({ ...plain(), head: ['instance', 'tokens', 'first seen', 'last seen', 'killed'] })
+      for (const i of instances) t.push([wrap(i.instance, 48), String(i.tokens), time(i.first_seen), time(i.last_seen), i.killed ? 'yes' : 'no'])
+      write(t.toString())
+    }
     write('\nrecent denials')
     if (a.recent_denials.length === 0) write('none')
     else {

@@ -79,7 +79,10 @@ export function addAgentCommands(program: Command): void {
       .option('--offset <n>', 'the next page (printed on stderr as "more: --offset <n>")'),
   ).action(agentsAction('agentsList'))
   brokerOptions(
-    agents.command('show').description('one agent: usage per grant, recent denials, kills, recent anomalies, delegation chains').argument('<agent>'),
+    agents
+      .command('show')
+      .description('one agent: usage per grant, kills, live instances (last hour), recent denials and anomalies, delegation chains')
+      .argument('<agent>'),
   ).action(agentsAction('agentsShow'))
   brokerOptions(
     agents

@@ -231,6 +231,15 @@ brokerOptions(
 ).action(revokeAction('revokeAgent'))
 brokerOptions(
   revoke
+    .command('instance')
+    .description('kill one running copy of an agent (its act.instance: SPIFFE ID or workload instance); its other copies keep working')
+    .argument('<agent>')
+    .argument('<instance>')
+    .requiredOption(...reason)
+    .option('--force', 'kill it even though no policy defines the agent (pre-emptively)'),
+).action(revokeAction('revokeInstance'))
+brokerOptions(
+  revoke
     .command('sub')
     .description('kill a user (issuer and sub): every delegation made for them, until lifted')
     .argument('<sub>')
@@ -253,7 +262,7 @@ brokerOptions(
     .requiredOption(...reason),
 ).action(revokeAction('revokeChain'))
 brokerOptions(
-  revoke.command('lift').description('lift an agent or user kill (tokens issued before it stay dead); 409 if already lifted').argument('<id>'),
+  revoke.command('lift').description('lift an agent, user or instance kill (tokens issued before it stay dead); 409 if already lifted').argument('<id>'),
 ).action(revokeAction('revokeLift'))
 brokerOptions(
   revoke

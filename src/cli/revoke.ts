@@ -52,6 +52,8 @@ const create = (o: AdminCallOptions, body: Record<string, unknown>) =>
   })
 
 export const revokeAgent = (agent: string, o: AdminCallOptions) => create(o, { agent, ...userAndForce(o.sub, o) })
+export const revokeInstance = (agent: string, instance: string, o: AdminCallOptions) =>
+  create(o, { agent, instance, ...(o.force === true ? { force: true } : {}) })
 export const revokeSub = (sub: string, o: AdminCallOptions) => create(o, userAndForce(sub, o))
 export const revokeJti = (jti: string, o: AdminCallOptions) => create(o, { jti })
 export const revokeChain = (jti: string, o: AdminCallOptions) => create(o, { chain: jti })

@@ -71,6 +71,19 @@ export const SubjectIssuerConfig = TrustedIssuerConfig.extend({
 })
 export type SubjectIssuerConfig = z.infer<typeof SubjectIssuerConfig>
 
+/** An issuer of workload identity tokens (actor tokens): a trusted issuer that may name the claim holding the instance. */
+export const WorkloadIssuerConfig = TrustedIssuerConfig.extend({
+  instance_claim: z
+    .string()
+    .regex(/^[A-Za-z0-9_.:-]{1,128}$/, 'must be a top-level claim name: letters, digits, `_`, `.`, `:`, `-`')
+    .refine((c) => !['iss', 'aud', 'exp', 'nbf', 'iat', 'jti'].includes(c), 'must not be a registered claim other than sub')
+    .optional()
+    .describe(
+      'top-level claim of its tokens that names the running copy of the agent (its instance, e.g. a pod name), a string; default `sub`. A token without it is refused',
+    ),
+})
+export type WorkloadIssuerConfig = z.infer<typeof WorkloadIssuerConfig>
+
 /**
  * An IdP trusted to issue Identity Assertion JWT Authorization Grants
  * (draft-ietf-oauth-identity-assertion-authz-grant) redeemed with the RFC
@@ -409,7 +422,7 @@ export const Config = z
     trust: z
       .strictObject({
         subjects: z.array(SubjectIssuerConfig).default([]).describe('issuers trusted for user subject tokens'),
-        workloads: z.array(TrustedIssuerConfig).default([]).describe('issuers trusted for workload identity actor tokens'),
+        workloads: z.array(WorkloadIssuerConfig).default([]).describe('issuers trusted for workload identity actor tokens'),
         id_jag: z
           .array(IdJagIssuerConfig)
           .default([])

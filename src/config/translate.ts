@@ -10,10 +10,14 @@ import { normalizeTyp } from '../tokens/jws.js'
 import type { ResourceServer } from '../tokens/port.js'
 import type { SpiffeBundleLimits, SpiffeBundleSource } from '../tokens/spiffe-bundle.js'
 import type { JwksPolicy, TrustedIssuer } from '../tokens/upstream.js'
-import type { Config, IdJagIssuerConfig, ResourceServerConfig, SubjectIssuerConfig, TrustedIssuerConfig } from './schema.js'
+import type { Config, IdJagIssuerConfig, ResourceServerConfig, SubjectIssuerConfig, TrustedIssuerConfig, WorkloadIssuerConfig } from './schema.js'
 
 /** A trusted issuer → the verifier's form, with its role's `typ` default (`null`: no `typ`, or `jwt`). */
-export function trustedIssuer(t: TrustedIssuerConfig | SubjectIssuerConfig, brokerIssuer: string, defaultTyp: string | null): TrustedIssuer {
+export function trustedIssuer(
+  t: TrustedIssuerConfig | SubjectIssuerConfig | WorkloadIssuerConfig,
+  brokerIssuer: string,
+  defaultTyp: string | null,
+): TrustedIssuer {
   const typ = t.typ === undefined ? defaultTyp : t.typ
   return {
     issuer: t.issuer,
@@ -22,6 +26,7 @@ export function trustedIssuer(t: TrustedIssuerConfig | SubjectIssuerConfig, brok
     audience: t.audience ?? brokerIssuer,
     typ: typ === null ? [undefined, 'jwt'] : [normalizeTyp(typ)],
     ...('accept_id_tokens' in t ? { acceptIdTokens: t.accept_id_tokens } : {}),
+    ...('instance_claim' in t && t.instance_claim !== undefined ? { instanceClaim: t.instance_claim } : {}),
   }
 }
 

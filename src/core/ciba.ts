@@ -25,7 +25,7 @@ import {
 import { evaluatePolicy, type Grant } from './policy-eval.js'
 import type { ApprovalRow, ApprovalStore } from '../approvals/port.js'
 import type { PolicyStore } from '../policy/port.js'
-import type { ClientCredentials, UserSubject } from '../tokens/port.js'
+import type { AuthenticatedClient, ClientCredentials, UserSubject } from '../tokens/port.js'
 
 /** CIBA Core §7.1, as the HTTP layer parsed it. */
 export interface BackchannelRequest {
@@ -137,7 +137,7 @@ export async function requestApproval(req: BackchannelRequest, deps: CibaDeps, c
       throw new OAuthError('invalid_request', 'this audience needs no approval: exchange the token', { detail: `aud=${grant.audience}` })
     }
     const details = parseAuthorizationDetails(req.authorizationDetails, rule.detailTypes)
-    const standing = standingRefusal(deps, policy, grant, subject.sub, subject.iat, now)
+    const standing = standingRefusal(deps, policy, grant, subject.sub, subject.iat, now, client.instance)
     if (standing !== undefined) throw standing
     const refused = await admitted
     if (refused !== undefined) throw refused
@@ -195,7 +195,7 @@ export async function requestApproval(req: BackchannelRequest, deps: CibaDeps, c
     const refused = await admitted
     if (refused !== undefined) throw refused
     if (err instanceof OAuthError && err.code !== 'temporarily_unavailable' && err.code !== 'server_error' && err.code !== 'rate_limited') {
-      await recordDenial(deps, client.agent, user?.sub, user?.issuer, err, { ...req, audiences: req.audiences })
+      await recordDenial(deps, client.agent, user?.sub, user?.issuer, err, { ...req, audiences: req.audiences }, client.instance)
       context.denialRecorded = true
     }
     throw err
@@ -289,7 +289,7 @@ export async function redeemApproval(req: ApprovalPoll, deps: CibaDeps, context:
   if (polled.tooSoon && waiting?.code === 'authorization_pending')
     throw new OAuthError('slow_down', 'polling too fast: wait the interval, 5 s more from now on')
   if (waiting !== undefined) throw waiting
-  return issueApproved(row, req, deps, policies, client.agent, now, proofs.client?.jkt)
+  return issueApproved(row, req, deps, policies, client, now, proofs.client?.jkt)
 }
 
 async function issueApproved(
@@ -297,10 +297,11 @@ async function issueApproved(
   req: ApprovalPoll,
   deps: CibaDeps,
   policies: PolicyStore,
-  agent: AgentId,
+  client: AuthenticatedClient,
   now: number,
   jkt: string | undefined,
 ): Promise<ApprovedResult> {
+  const agent = client.agent
   const subject = userSubject(row.subject)
   const scopes = row.scopes
   const asked = { audiences: [row.audience], scopes, clientAddress: req.clientAddress, traceId: req.traceId, requestId: req.requestId }
@@ -320,12 +321,13 @@ async function issueApproved(
     })
     // The policy may have changed since the request: its details must still fit the grant's types.
     const details = row.details === '[]' ? [] : parseAuthorizationDetails(row.details, policy.grants.get(grant.audience)?.detailTypes)
-    const standing = standingRefusal(deps, policy, grant, subject.sub, subject.iat, now)
+    // The copy that polls is the one the token goes to: its instance is checked and carried.
+    const standing = standingRefusal(deps, policy, grant, subject.sub, subject.iat, now, client.instance)
     if (standing !== undefined) throw standing
     if (!(await deps.approvals.claimIssue(row.id, jti))) {
       throw new OAuthError('invalid_grant', 'auth_req_id is unknown or was used', { detail: `approval ${row.id} already redeemed` })
     }
-    const claims = { ...mintedClaims(deps, agent, subject.sub, grant, now, { approved: { id: row.id, details }, jkt }), jti: jti }
+    const claims = { ...mintedClaims(deps, agent, subject.sub, grant, now, { approved: { id: row.id, details }, jkt, instance: client.instance }), jti: jti }
     let accessToken: string
     try {
       accessToken = await mintRecorded(deps, deps.step ?? ((_n, fn) => fn()), asked, claims, grant, policy)
@@ -345,7 +347,7 @@ async function issueApproved(
     }
   } catch (err) {
     if (err instanceof OAuthError && err.code !== 'temporarily_unavailable' && err.code !== 'server_error' && err.code !== 'invalid_grant') {
-      await recordDenial(deps, agent, subject.sub, subject.issuer, err, asked)
+      await recordDenial(deps, agent, subject.sub, subject.issuer, err, asked, client.instance)
     }
     throw err
   }

@@ -1,15 +1,16 @@
 import type { AgentId, Jti, MandateClaims, Subject } from './claims.js'
 import { actClaim, actorsOf, TOKEN_TYPE } from './claims.js'
+import { revocationQuery, revocationRefusal, standingRefusal } from './kill-check.js'
 import { admissionRefusal, admissionUnavailable } from './admission.js'
 import { approversText } from './approval.js'
 import { dpopRequirementRefusal, NO_PROOFS, requestProofs, subjectProofRefusal, type DpopDeps, type RequestProofs } from './dpop.js'
-import { loggable, OAuthError, recordable, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
+import { loggable, OAuthError, recordable } from './errors.js'
 import type { LifecycleStanding } from './lifecycle.js'
 import { evaluatePolicy, type Grant } from './policy-eval.js'
 import type { AdmissionStore, AssertionUse, BucketCharge } from '../admission/port.js'
 import type { AuditLog } from '../audit/port.js'
 import type { AgentPolicy, PolicyStore } from '../policy/port.js'
-import type { RevocationStore, RevocationVerdict } from '../revocation/port.js'
+import type { RevocationStore } from '../revocation/port.js'
 import type { AuthenticatedClient, ClientAuthenticator, ClientCredentials, SubjectVerifier, TokenMinter } from '../tokens/port.js'
 
 /** A token-exchange request after the HTTP layer parsed it (RFC 8693 §2.1), before any check. */
@@ -91,6 +92,7 @@ const NO_BUCKETS: readonly BucketCharge[] = []
  * record is durable.
  */
 export async function exchangeToken(req: ExchangeRequest, deps: ExchangeDeps, context: ExchangeFailureContext = { agent: undefined }): Promise<ExchangeResult> {
+  // Long, not split: steps 2–8 in their order, each a few lines, sharing what the refusal path needs (client, proofs, admission, user).
   const step = deps.step ?? direct
   checkTokenTypes(req)
 
@@ -164,16 +166,9 @@ export async function exchangeToken(req: ExchangeRequest, deps: ExchangeDeps, co
     const needsApproval = approvalRefusal(policy, grant)
     if (needsApproval !== undefined) throw needsApproval
 
-    // 5. Revocation: the agent, the user, and every ancestor in the chain.
+    // 5. Revocation: the agent and its instance, the user, and every hop and ancestor in the chain.
     const verdict = step('mandate.revocation.check', () =>
-      deps.revocations.check({
-        agent: client.agent,
-        sub: subjectId,
-        subIssuer: grant.userIssuer,
-        actors: grant.actors.slice(1),
-        ancestors: grant.ancestors,
-        subjectIssuedAt: subject.kind === 'mandate' ? subject.claims.iat : subject.iat,
-      }),
+      deps.revocations.check(revocationQuery(client, subjectId, grant, subject.kind === 'mandate' ? subject.claims.iat : subject.iat)),
     )
     const revoked = revocationRefusal(verdict)
     if (revoked !== undefined) throw revoked
@@ -185,7 +180,7 @@ export async function exchangeToken(req: ExchangeRequest, deps: ExchangeDeps, co
     if (refused !== undefined) throw refused
 
     // 6–7. Mint and record.
-    const claims = mintedClaims(deps, client.agent, subjectId, grant, now, { jkt: proofs.client?.jkt })
+    const claims = mintedClaims(deps, client.agent, subjectId, grant, now, { jkt: proofs.client?.jkt, instance: client.instance })
     const accessToken = await mintRecorded(deps, step, req, claims, grant, policy)
 
     // 8. RFC 8693 §2.2.1.
@@ -202,12 +197,14 @@ export async function exchangeToken(req: ExchangeRequest, deps: ExchangeDeps, co
     const refused = await (admitted ?? admit(deps, client, agentBucket, context, proofs.uses))
     if (refused !== undefined) throw refused
     if (err instanceof OAuthError && err.code !== 'temporarily_unavailable' && err.code !== 'server_error') {
-      await recordDenial(deps, client.agent, sub, subIssuer, err, req)
+      await recordDenial(deps, client.agent, sub, subIssuer, err, req, client.instance)
       context.denialRecorded = true
     }
     throw err
   }
 }
+
+export { revocationRefusal, standingRefusal }
 
 /** A grant that needs a person's approval is issued only through CIBA (core/ciba.ts), never by exchange: the refusal, or undefined. */
 export function approvalRefusal(policy: AgentPolicy, grant: Pick<Grant, 'audience'>): OAuthError | undefined {
@@ -248,53 +245,14 @@ export function admit(
   }, admissionUnavailable)
 }
 
-/**
- * Step 5 for the flows beside the exchange (CIBA, ID-JAG): the kill switch (the agent, the user, every
- * ancestor) and the agent's standing, from memory; the refusal, or undefined. The exchange makes the same
- * two checks inline, each in its own telemetry step.
- */
-export function standingRefusal(
-  deps: Pick<ExchangeDeps, 'revocations' | 'lifecycle'>,
-  policy: AgentPolicy,
-  grant: Pick<Grant, 'userIssuer' | 'actors' | 'ancestors'>,
-  sub: Subject,
-  subjectIssuedAt: number,
-  now: number,
-): OAuthError | undefined {
-  const verdict = deps.revocations.check({
-    agent: policy.agent,
-    sub,
-    subIssuer: grant.userIssuer,
-    actors: grant.actors.slice(1),
-    ancestors: grant.ancestors,
-    subjectIssuedAt,
-  })
-  return revocationRefusal(verdict) ?? deps.lifecycle?.refusal(policy, now)
-}
-
-/** The refusal a revocation verdict calls for: an unknown state fails closed (503), a killed agent is `unauthorized_client`. */
-export function revocationRefusal(verdict: RevocationVerdict): OAuthError | undefined {
-  switch (verdict.state) {
-    case 'clear':
-      return undefined
-    case 'unknown':
-      return new OAuthError('temporarily_unavailable', 'revocation state is unknown; try again', {
-        detail: verdict.detail,
-        retryAfter: 1,
-      })
-    case 'revoked':
-      return verdict.what === 'agent'
-        ? new OAuthError('unauthorized_client', 'agent is suspended', { detail: verdict.detail })
-        : new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail: verdict.detail })
-  }
-}
-
 /** What a token carries beyond the exchange's decision. */
 export interface MintExtras {
   /** After a person's approval: what they approved (RFC 9396 §9.1) and the approval's id. */
   readonly approved?: { readonly id: string; readonly details: readonly Readonly<Record<string, unknown>>[] } | undefined
   /** The client's DPoP key (RFC 9449 §6.1): the token is bound to it (`cnf.jkt`), and this hop's `act` names it. */
   readonly jkt?: string | undefined
+  /** The running copy of the agent that asked, from its attested credential: this hop's `act.instance`. */
+  readonly instance?: string | undefined
 }
 
 /**
@@ -304,15 +262,16 @@ export interface MintExtras {
  */
 export function mintedClaims(deps: ExchangeDeps, agent: AgentId, sub: Subject, grant: Grant, now: number, extras: MintExtras = {}): MandateClaims {
   const jti = deps.newJti()
-  const { approved, jkt } = extras
-  const act = actClaim(grant.actors)
+  const { approved, jkt, instance } = extras
+  // The newest hop names the copy that asked and its key; the older hops are the parent token's, as they were.
+  const act = actClaim(grant.actors, { instance, jkt }, grant.parentAct)
   return {
     iss: deps.issuer,
     sub,
     sub_id: { format: 'iss_sub', iss: grant.userIssuer, sub },
     aud: grant.audience,
     client_id: agent,
-    act: jkt === undefined ? act : { ...act, jkt },
+    act,
     scope: grant.scopes.join(' '),
     iat: now,
     nbf: now,
@@ -365,6 +324,7 @@ export async function mintRecorded(
         policyHash: policy.sourceHash,
         approval: claims.approval,
         jkt: claims.cnf?.jkt,
+        instance: claims.act.instance,
         clientAddress: req.clientAddress,
         traceId: req.traceId,
         requestId: req.requestId,
@@ -402,12 +362,14 @@ export async function recordDenial(
   subIssuer: string | undefined,
   err: OAuthError,
   req: Pick<ExchangeRequest, 'audiences' | 'scopes' | 'clientAddress' | 'traceId' | 'requestId'>,
+  instance?: string,
 ): Promise<void> {
   try {
     await deps.audit.append({
       type: 'token.denied',
       at: deps.now(),
       agent,
+      instance,
       sub,
       subIssuer,
       error: err.code,

@@ -142,7 +142,7 @@ export async function redeemIdJag(req: IdJagRequest, deps: IdJagDeps, context: E
     )
     const needsApproval = approvalRefusal(policy, decided)
     if (needsApproval !== undefined) throw needsApproval
-    const standing = step('mandate.revocation.check', () => standingRefusal(deps, policy, decided, user.sub, user.iat, now))
+    const standing = step('mandate.revocation.check', () => standingRefusal(deps, policy, decided, user.sub, user.iat, now, client.instance))
     if (standing !== undefined) throw standing
     const refused = await admitted
     if (refused !== undefined) throw refused
@@ -150,15 +150,22 @@ export async function redeemIdJag(req: IdJagRequest, deps: IdJagDeps, context: E
     // Should minting or the record fail after this, the ID-JAG stays spent (fail closed): the agent gets a new one.
     await spend(deps.admission, grant)
 
-    const claims = mintedClaims(deps, client.agent, user.sub, decided, now, { jkt: proofs.client?.jkt })
+    const claims = mintedClaims(deps, client.agent, user.sub, decided, now, { jkt: proofs.client?.jkt, instance: client.instance })
     const accessToken = await mintRecorded(deps, step, req, claims, decided, policy)
-    return { accessToken, issuedTokenType: TOKEN_TYPE.accessToken, tokenType: tokenTypeOf(claims), expiresIn: decided.expiresAt - now, scope: claims.scope, claims }
+    return {
+      accessToken,
+      issuedTokenType: TOKEN_TYPE.accessToken,
+      tokenType: tokenTypeOf(claims),
+      expiresIn: decided.expiresAt - now,
+      scope: claims.scope,
+      claims,
+    }
   } catch (caught) {
     const err = asGrantRefusal(caught)
     const refused = await (admitted ?? admit(deps, client, buckets, context, proofs.uses))
     if (refused !== undefined) throw refused
     if (err instanceof OAuthError && err.code !== 'temporarily_unavailable' && err.code !== 'server_error') {
-      await recordDenial(deps, client.agent, sub, subIssuer, err, req)
+      await recordDenial(deps, client.agent, sub, subIssuer, err, req, client.instance)
       context.denialRecorded = true
     }
     throw err

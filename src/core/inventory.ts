@@ -79,6 +79,20 @@ export interface AgentDetailUsage {
   readonly chains: readonly ChainAppearance[]
   /** Its latest anomalies, newest first. */
   readonly anomalies?: readonly AnomalySeen[]
+  /** The running copies of it issued a token in the last hour (`INSTANCE_WINDOW`), the latest first. */
+  readonly instances?: readonly InstanceSeen[]
+}
+
+/** How far back `mandate agents show` looks for live instances: an hour, in seconds. */
+export const INSTANCE_WINDOW = 3600
+
+/** One running copy of an agent (its `act.instance`) and the tokens issued to it in the window. */
+export interface InstanceSeen {
+  readonly instance: string
+  readonly tokens: number
+  /** Epoch seconds of its first and latest token in the window. */
+  readonly firstAt: number
+  readonly lastAt: number
 }
 
 export interface InventoryEntry {

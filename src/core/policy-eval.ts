@@ -1,4 +1,4 @@
-import type { AgentId, Jti, MayActClaim } from './claims.js'
+import type { ActClaim, AgentId, Jti, MayActClaim } from './claims.js'
 import { actorsOf } from './claims.js'
 import { OAuthError, recordable, SUBJECT_TOKEN_UNACCEPTABLE } from './errors.js'
 import { judgeHours } from './hours.js'
@@ -36,6 +36,8 @@ export interface Grant {
   readonly ancestors: readonly Jti[]
   /** Issuer of the user's upstream token. */
   readonly userIssuer: string
+  /** A re-delegation: the parent token's `act`, the older hops as they were (their instances kept). */
+  readonly parentAct?: ActClaim | undefined
 }
 
 /**
@@ -88,7 +90,7 @@ export function evaluatePolicy(input: PolicyInput, trace?: PolicyTrace): Grant {
     if (!judged.inside) throw new OAuthError('unauthorized_client', OUTSIDE_AGENT_HOURS, { detail: judged.detail })
   }
 
-  const { actors, ancestors, userIssuer } = checkDelegation(input, trace)
+  const { actors, ancestors, userIssuer, parentAct } = checkDelegation(input, trace)
   trace?.('audience')
   const audience = selectAudience(input)
   trace?.('grant')
@@ -131,7 +133,7 @@ export function evaluatePolicy(input: PolicyInput, trace?: PolicyTrace): Grant {
   if (expiresAt <= now) {
     throw new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail: 'subject token has no lifetime left' })
   }
-  return { audience, scopes, expiresAt, actors, ancestors, userIssuer }
+  return { audience, scopes, expiresAt, actors, ancestors, userIssuer, ...(parentAct === undefined ? {} : { parentAct }) }
 }
 
 const AUDIENCE_NOT_PERMITTED = 'audience not permitted for this agent'
@@ -149,7 +151,7 @@ function unacceptable(detail: string): OAuthError {
   return new OAuthError('invalid_request', SUBJECT_TOKEN_UNACCEPTABLE, { detail })
 }
 
-type Delegation = Pick<Grant, 'actors' | 'ancestors' | 'userIssuer'>
+type Delegation = Pick<Grant, 'actors' | 'ancestors' | 'userIssuer' | 'parentAct'>
 
 function checkDelegation(input: PolicyInput, trace: PolicyTrace | undefined): Delegation {
   const { policy, subject } = input
@@ -198,6 +200,7 @@ function checkDelegation(input: PolicyInput, trace: PolicyTrace | undefined): De
     actors: [policy.agent, ...previous],
     ancestors: [...(parent.chain ?? []), parent.jti],
     userIssuer: parent.sub_id.iss,
+    parentAct: parent.act,
   }
 }
 

@@ -540,13 +540,15 @@ const Instant = z.iso.datetime({ offset: true })
 export const RevocationRecord = z
   .strictObject({
     id: z.uuid(),
-    kind: z.enum(['jti', 'chain', 'agent', 'sub', 'agent_sub']),
-    target: z.looseObject({}).describe('The target without its kind: `{jti}`, `{jti}` (chain), `{agent}`, `{sub, iss}` or `{agent, sub, iss}`.'),
+    kind: z.enum(['jti', 'chain', 'agent', 'sub', 'agent_sub', 'instance']),
+    target: z
+      .looseObject({})
+      .describe('The target without its kind: `{jti}`, `{jti}` (chain), `{agent}`, `{sub, iss}`, `{agent, sub, iss}` or `{agent, instance}`.'),
     reason: z.string(),
     created_by: z.string().describe("The admin key's name, or `agent:<id>` for a revocation by the token's holder."),
     created_at: Instant,
     expires_at: Instant.nullable().describe("When the record may be dropped: the revoked token's expiry; null for a kill, which holds until lifted."),
-    in_force: z.boolean().nullable().describe('Kills (`agent`, `sub`, `agent_sub`): false once lifted; null for token revocations.'),
+    in_force: z.boolean().nullable().describe('Kills (`agent`, `sub`, `agent_sub`, `instance`): false once lifted; null for token revocations.'),
     lifted_at: Instant.nullable(),
     lifted_by: z.string().nullable(),
   })

@@ -67,6 +67,8 @@ function targetJson(t: RevocationTarget): Record<string, unknown> {
       return { kind: t.kind, iss: t.iss, sub: t.sub }
     case 'agent_sub':
       return { kind: t.kind, agent: t.agent, iss: t.iss, sub: t.sub }
+    case 'instance':
+      return { kind: t.kind, agent: t.agent, instance: t.instance }
   }
 }
 
@@ -104,6 +106,8 @@ function describeTarget(t: RevocationTarget): string {
       return `user ${t.sub}${t.iss === null ? '' : ` (${t.iss})`}`
     case 'agent_sub':
       return `agent ${t.agent} for user ${t.sub}${t.iss === null ? '' : ` (${t.iss})`}`
+    case 'instance':
+      return `instance ${t.instance} of agent ${t.agent}`
   }
 }
 

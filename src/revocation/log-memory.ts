@@ -124,6 +124,11 @@ function storableTarget(target: RevocationTarget): RevocationTarget {
         sub: checkText('target.sub', (target as { sub?: unknown }).sub) as Subject,
         iss: checkIssuer((target as { iss?: unknown }).iss),
       })
+    case 'instance': {
+      const instance = checkText('target.instance', (target as { instance?: unknown }).instance)
+      if (instance === '') throw new TypeError('target.instance must not be empty')
+      return Object.freeze({ kind, agent: checkText('target.agent', (target as { agent?: unknown }).agent) as AgentId, instance })
+    }
     default:
       throw new TypeError('unknown revocation kind')
   }

@@ -91,10 +91,11 @@ function toRow(r: Revocation): RevocationInsert & { id: string } {
   return {
     id: r.id,
     kind: target.kind,
-    agent: target.kind === 'agent' || target.kind === 'agent_sub' ? target.agent : null,
+    agent: target.kind === 'agent' || target.kind === 'agent_sub' || target.kind === 'instance' ? target.agent : null,
     sub: target.kind === 'sub' || target.kind === 'agent_sub' ? target.sub : null,
     subIss: target.kind === 'sub' || target.kind === 'agent_sub' ? target.iss : null,
     jti: target.kind === 'jti' || target.kind === 'chain' ? target.jti : null,
+    instance: target.kind === 'instance' ? target.instance : null,
     reason: r.reason,
     createdBy: r.createdBy,
     createdAt: r.createdAt,
@@ -134,6 +135,8 @@ function targetOf(row: RevocationRow): RevocationTarget {
       return Object.freeze({ kind: row.kind, sub: need(row.sub, 'sub') as Subject, iss: row.subIss })
     case 'agent_sub':
       return Object.freeze({ kind: row.kind, agent: need(row.agent, 'agent') as AgentId, sub: need(row.sub, 'sub') as Subject, iss: row.subIss })
+    case 'instance':
+      return Object.freeze({ kind: row.kind, agent: need(row.agent, 'agent') as AgentId, instance: need(row.instance, 'instance') })
   }
 }
 

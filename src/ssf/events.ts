@@ -14,6 +14,7 @@ export const EVENT_TYPES = {
   agent: `${MANDATE_EVENT_BASE}agent`,
   user: `${MANDATE_EVENT_BASE}user`,
   agentUser: `${MANDATE_EVENT_BASE}agent-user`,
+  agentInstance: `${MANDATE_EVENT_BASE}agent-instance`,
   /** OpenID CAEP 1.0 §3.1. */
   sessionRevoked: 'https://schemas.openid.net/secevent/caep/event-type/session-revoked',
 } as const
@@ -43,7 +44,10 @@ export interface Addressee {
  * and for a user kill also CAEP `session-revoked` (every session the broker
  * delegated for that user ends). An agent-for-one-user kill publishes no CAEP
  * event: its subject would be the user, and a receiver would end all of the
- * user's sessions rather than the one agent's.
+ * user's sessions rather than the one agent's. An instance kill publishes
+ * the Mandate event only: CAEP has no event for one running copy of a
+ * workload, and its subject is the instance as an opaque id (RFC 9493
+ * §3.2.4), whatever form the instance takes (a SPIFFE ID, a pod name).
  */
 export function eventsOf(r: Revocation): readonly SecurityEvent[] {
   // CAEP 1.0 §2: optional claims every event type may carry; the Mandate events reuse them.
@@ -65,6 +69,8 @@ export function eventsOf(r: Revocation): readonly SecurityEvent[] {
     }
     case 'agent_sub':
       return [{ type: EVENT_TYPES.agentUser, subId: userId(t.sub, t.iss), payload: { ...common, agent: t.agent, iss: t.iss, sub: t.sub } }]
+    case 'instance':
+      return [{ type: EVENT_TYPES.agentInstance, subId: { format: 'opaque', id: t.instance }, payload: { ...common, agent: t.agent, instance: t.instance } }]
   }
 }
 

@@ -12,7 +12,7 @@ import { sql, type SQL } from 'drizzle-orm'
 import { bigint, boolean, check, customType, index, integer, pgTable, primaryKey, text, timestamp, unique, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core'
 
 /** Every revocation kind, as stored in `revocations.kind` (`RevocationKind` in src/revocation/port.ts). */
-export const REVOCATION_KINDS = ['jti', 'chain', 'agent', 'sub', 'agent_sub'] as const
+export const REVOCATION_KINDS = ['jti', 'chain', 'agent', 'sub', 'agent_sub', 'instance'] as const
 
 /**
  * `timestamptz` seen from TypeScript as epoch seconds. Written as an ISO 8601
@@ -50,7 +50,7 @@ function kindIn(kind: AnyPgColumn, kinds: readonly string[]): SQL {
 }
 
 /** Kinds that stay in force until lifted (`KILL_KINDS` in src/revocation/port.ts). */
-export const isKillKind = (kind: AnyPgColumn): SQL => kindIn(kind, ['agent', 'sub', 'agent_sub'])
+export const isKillKind = (kind: AnyPgColumn): SQL => kindIn(kind, ['agent', 'sub', 'agent_sub', 'instance'])
 /** Kinds that lapse once every affected token has expired. */
 export const isTokenKind = (kind: AnyPgColumn): SQL => kindIn(kind, ['jti', 'chain'])
 
@@ -69,6 +69,8 @@ export const revocations = pgTable(
     /** User kills: the user's issuer; null on one is "any issuer" (recorded before kills named one). */
     subIss: text('sub_iss'),
     jti: text('jti'),
+    /** Instance kills: the running copy of `agent` (`act.instance`). */
+    instance: text('instance'),
     reason: text('reason').notNull(),
     createdBy: text('created_by').notNull(),
     createdAt: epochSeconds('created_at').notNull(),
@@ -81,11 +83,12 @@ export const revocations = pgTable(
     check(
       'revocations_target_check',
       sql`case ${t.kind}
-        when 'jti' then ${t.jti} is not null and ${t.agent} is null and ${t.sub} is null and ${t.subIss} is null
-        when 'chain' then ${t.jti} is not null and ${t.agent} is null and ${t.sub} is null and ${t.subIss} is null
-        when 'agent' then ${t.agent} is not null and ${t.sub} is null and ${t.jti} is null and ${t.subIss} is null
-        when 'sub' then ${t.sub} is not null and ${t.agent} is null and ${t.jti} is null and (${t.subIss} is null or ${t.subIss} <> '')
-        when 'agent_sub' then ${t.agent} is not null and ${t.sub} is not null and ${t.jti} is null and (${t.subIss} is null or ${t.subIss} <> '')
+        when 'jti' then ${t.jti} is not null and ${t.agent} is null and ${t.sub} is null and ${t.subIss} is null and ${t.instance} is null
+        when 'chain' then ${t.jti} is not null and ${t.agent} is null and ${t.sub} is null and ${t.subIss} is null and ${t.instance} is null
+        when 'agent' then ${t.agent} is not null and ${t.sub} is null and ${t.jti} is null and ${t.subIss} is null and ${t.instance} is null
+        when 'sub' then ${t.sub} is not null and ${t.agent} is null and ${t.jti} is null and (${t.subIss} is null or ${t.subIss} <> '') and ${t.instance} is null
+        when 'agent_sub' then ${t.agent} is not null and ${t.sub} is not null and ${t.jti} is null and (${t.subIss} is null or ${t.subIss} <> '') and ${t.instance} is null
+        when 'instance' then ${t.agent} is not null and ${t.instance} is not null and ${t.instance} <> '' and ${t.sub} is null and ${t.jti} is null and ${t.subIss} is null
         else false end`,
     ),
     // A lift names both when and who, and only a kill can be lifted.

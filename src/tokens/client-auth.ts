@@ -3,7 +3,7 @@ import { CREDENTIAL_TOO_OLD, DEFAULT_CREDENTIAL_WARN_BEFORE, DEFAULT_MAX_CREDENT
 import { MAX_CLIENT_SECRETS } from '../policy/schema.js'
 import { keyThumbprint, type CredentialLedger, type CredentialRef } from './credential-ledger.js'
 import type { AgentId } from '../core/claims.js'
-import { TOKEN_TYPE } from '../core/claims.js'
+import { INSTANCE_ID, TOKEN_TYPE } from '../core/claims.js'
 import { CLIENT_AUTH_FAILED, loggable, OAuthError } from '../core/errors.js'
 import type { AgentAuthentication, PolicyStore } from '../policy/port.js'
 import { UpstreamUnavailable } from './fetch-limited.js'
@@ -66,6 +66,16 @@ const ASSERTION_TYP = [undefined, 'jwt', 'client-authentication+jwt']
 const ASSERTION_REQUIRED = ['iss', 'sub', 'aud', 'exp', 'jti'] as const
 const WORKLOAD_REQUIRED = ['iss', 'sub', 'aud', 'exp', 'iat'] as const
 const ACTOR_TOKEN_TYPES: ReadonlySet<string> = new Set([TOKEN_TYPE.jwt, TOKEN_TYPE.accessToken])
+
+/**
+ * An instance identifier from a verified credential, bounded before it goes
+ * into tokens, logs, headers and SQL: one that does not fit `INSTANCE_ID`
+ * fails the authentication (fail closed: an instance kill could not name it).
+ */
+function attestedInstance(value: string): string {
+  if (!INSTANCE_ID.test(value)) throw new JwtError('instance_not_acceptable')
+  return value
+}
 
 /** A principal that proved who it is, the credential it proved it with, and the assertion to spend. */
 interface Authenticated {
@@ -220,14 +230,19 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
   async function spiffeJwt(policies: PolicyStore, assertion: string, clientId: string | undefined): Promise<AuthenticatedClient> {
     try {
       if (options.spiffe === undefined) throw new JwtError('no_trust_domains')
-      const { policy, assertion: use } = await verifySvid(assertion, clientId, policies, {
+      const {
+        policy,
+        assertion: use,
+        spiffeId,
+      } = await verifySvid(assertion, clientId, policies, {
         bundles: options.spiffe,
         audiences: [options.issuer, `${options.issuer}/oauth2/token`],
         now: options.now(),
         skew: options.skew,
         maxLifetime: options.assertionMaxLifetime,
       })
-      return { agent: policy.agent, method: 'spiffe_jwt', assertion: use }
+      // The SPIFFE ID names the workload the SVID was attested for: the instance (a parsed one always fits INSTANCE_ID).
+      return { agent: policy.agent, method: 'spiffe_jwt', assertion: use, instance: attestedInstance(spiffeId) }
     } catch (err) {
       if (err instanceof JwtError) throw fail(`spiffe: ${err.code}`)
       throw err
@@ -255,7 +270,11 @@ export function createClientAuthenticator(options: ClientAuthOptions): ClientAut
       const policy = policies.byWorkload(trusted.issuer.issuer, payload['sub'] as string)
       if (policy === undefined) throw new JwtError('no_agent_for_workload')
       if (clientId !== undefined && clientId !== policy.agent) throw new JwtError('client_id_mismatch')
-      return { agent: policy.agent, method: 'workload_identity', assertion: undefined }
+      // The running copy: the issuer's `instance_claim` when it names one (every copy may share the `sub`), else the `sub`.
+      const claim = trusted.issuer.instanceClaim
+      const instance = claim === undefined ? payload['sub'] : payload[claim]
+      if (typeof instance !== 'string') throw new JwtError('missing_instance_claim')
+      return { agent: policy.agent, method: 'workload_identity', assertion: undefined, instance: attestedInstance(instance) }
     } catch (err) {
       if (err instanceof JwtError) throw fail(`actor_token: ${err.code}`)
       if (err instanceof UpstreamUnavailable) {

@@ -26,6 +26,14 @@ export interface AuthenticatedClient {
    * the same admission call as its rate limits, others with `spend`.
    */
   readonly assertion: AssertionUse | undefined
+  /**
+   * The running copy of the agent that authenticated, from an attested
+   * credential only (never from anything the client may choose): a JWT-SVID's
+   * SPIFFE ID, or a workload token's subject (or the claim its issuer's
+   * `instance_claim` names). Undefined for client secrets and private-key
+   * assertions, which every copy of an agent shares. Matches `INSTANCE_ID`.
+   */
+  readonly instance?: string | undefined
 }
 
 /**

@@ -43,7 +43,7 @@ export function createSvidVerifier(): (
   clientId: string | undefined,
   policies: PolicyStore,
   rules: SvidRules,
-) => Promise<{ policy: AgentPolicy; assertion: AssertionUse | undefined }> {
+) => Promise<{ policy: AgentPolicy; assertion: AssertionUse | undefined; spiffeId: string }> {
   const dummy = generateKeyPairSync('ec', { namedCurve: 'P-256' })
   const dummySignature = sign('sha256', Buffer.from('x'), { key: dummy.privateKey, dsaEncoding: 'ieee-p1363' })
   return async (assertion, clientId, policies, rules) => {
@@ -52,11 +52,13 @@ export function createSvidVerifier(): (
     let failure: string | undefined
     let key = dummy.publicKey
     let policy: AgentPolicy | undefined
+    let spiffeId = ''
     try {
       checkHeader(header, { algorithms: ASYMMETRIC_ALGORITHMS, typ: SVID_TYP })
       const sub = payload['sub']
       const id = typeof sub === 'string' ? parseSpiffeId(sub) : undefined
       if (id === undefined) throw new JwtError(sub === undefined ? 'missing_sub' : 'sub_not_a_spiffe_id')
+      spiffeId = id.id
       key = rules.bundles.key(id.trustDomain, header)
       policy = policies.bySpiffeId(id.id)
       if (policy === undefined) throw new JwtError('no_agent_for_spiffe_id')
@@ -70,7 +72,7 @@ export function createSvidVerifier(): (
       throw new JwtError(failure ?? 'no_agent_for_spiffe_id')
     }
     if (!(await verifySignature(header.alg, key, decoded.signingInput, decoded.signature))) throw new JwtError('bad_signature')
-    return { policy, assertion: checkSvidClaims(payload, policy, rules) }
+    return { policy, assertion: checkSvidClaims(payload, policy, rules), spiffeId }
   }
 }
 

@@ -37,6 +37,8 @@ export interface TrustedIssuer {
   readonly acceptIdTokens?: boolean
   /** ID-JAG issuers only: seconds an ID-JAG may live (`exp` − `iat`, and `exp` − now). */
   readonly maxLifetime?: number
+  /** Workload issuers only: the top-level claim naming the running copy (the instance); absent: `sub`. */
+  readonly instanceClaim?: string
 }
 
 export interface JwksPolicy extends FetchLimits {

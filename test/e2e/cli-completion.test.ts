@@ -82,11 +82,15 @@ describe('bash', () => {
       ],
       [
         ['mandate', 'revoke', ''],
-        ['agent', 'chain', 'help', 'jti', 'lift', 'list', 'sub'],
+        ['agent', 'chain', 'help', 'instance', 'jti', 'lift', 'list', 'sub'],
       ],
       [
         ['mandate', 'revoke', 'agent', 'x', '--'],
         ['--force', '--help', '--iss', '--json', '--reason', '--sub', '--url'],
+      ],
+      [
+        ['mandate', 'revoke', 'instance', 'x', 'y', '--'],
+        ['--force', '--help', '--json', '--reason', '--url'],
       ],
       // Free text: nothing is offered (not the files of the directory).
       [['mandate', 'revoke', 'agent', 'x', '--reason', ''], []],
@@ -221,8 +225,9 @@ describe.skipIf(!runZsh)('zsh', () => {
       'agent -- kill an agent',
       'chain -- revoke a token and every token delegated from it',
       'help -- display help for command',
+      'instance -- kill one running copy of an agent',
       'jti -- revoke one token',
-      'lift -- lift an agent or user kill',
+      'lift -- lift an agent, user or instance kill',
       'list -- list revocations, newest first',
       'sub -- kill a user',
     ])

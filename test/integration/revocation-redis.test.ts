@@ -155,7 +155,9 @@ function revocation(kind: RevocationTarget['kind'] = 'agent', overrides: Partial
         ? { kind, sub: `user-${n}` as Subject, iss: 'https://idp.test' }
         : kind === 'agent_sub'
           ? { kind, agent: `agent-${n}` as AgentId, sub: `user-${n}` as Subject, iss: 'https://idp.test' }
-          : { kind, jti: `jti-${n}` as Jti }
+          : kind === 'instance'
+            ? { kind, agent: `agent-${n}` as AgentId, instance: `spiffe://example.org/pod-${n}` }
+            : { kind, jti: `jti-${n}` as Jti }
   return {
     id: randomUUID(),
     target,

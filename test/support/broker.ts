@@ -195,6 +195,8 @@ export interface TestBrokerOptions {
   readonly idJag?: readonly Record<string, unknown>[]
   /** The config's `trust.spiffe` (SPIFFE trust domains and their bundles). */
   readonly spiffe?: readonly Record<string, unknown>[]
+  /** The workload issuer's `instance_claim` (the claim naming the running copy; `sub` when absent). */
+  readonly workloadInstanceClaim?: string
   /** The config's `dpop` section (DPoP proofs at the token endpoint). */
   readonly dpop?: Record<string, unknown>
   /** More `admin.keys` entries besides the one key per role of `ADMIN_KEYS` (e.g. an approver's, with `approver`). */
@@ -379,7 +381,14 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ...(options.filePollMs === undefined ? {} : { filePollMs: options.filePollMs }),
     localWorkloadIssuers: [
       {
-        trusted: { issuer: WORKLOAD_ISSUER, jwksUri: undefined, algorithms: ['ES256'], audience: BROKER, typ: [undefined, 'jwt'] },
+        trusted: {
+          issuer: WORKLOAD_ISSUER,
+          jwksUri: undefined,
+          algorithms: ['ES256'],
+          audience: BROKER,
+          typ: [undefined, 'jwt'],
+          ...(options.workloadInstanceClaim === undefined ? {} : { instanceClaim: options.workloadInstanceClaim }),
+        },
         jwks: { keys: [workloads.publicJwk] },
       },
     ],

@@ -93,6 +93,27 @@ export function actorsOf(act: ActClaim): AgentId[] {
   return out
 }
 
+/**
+ * An instance identifier as the broker takes one from an attested credential
+ * (a SPIFFE ID, a workload token's subject or instance claim) and a kill
+ * names it: 1 to 2048 printable ASCII characters without spaces (2048 bytes
+ * is SPIFFE-ID §2.3's bound), so that it is safe in logs, headers and keys.
+ */
+export const INSTANCE_ID = /^[\x21-\x7e]{1,2048}$/
+
+/** One hop of an `act` chain that names the running copy of its agent. */
+export interface ActorInstance {
+  readonly agent: AgentId
+  readonly instance: string
+}
+
+/** The hops of a nested `act` claim that name an instance, newest first. */
+export function instancesOf(act: ActClaim): ActorInstance[] {
+  const out: ActorInstance[] = []
+  for (let a: ActClaim | undefined = act; a !== undefined; a = a.act) if (a.instance !== undefined) out.push({ agent: a.sub, instance: a.instance })
+  return out
+}
+
 /** RFC 6749 §3.3 scope-token: 1*( %x21 / %x23-5B / %x5D-7E ). */
 const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/
 

@@ -4,7 +4,7 @@
  * transport and of any schema library: every field is checked by hand, here,
  * and a record that fails any check is not read at all.
  */
-import type { AgentId, Jti, Subject } from './claims.js'
+import { INSTANCE_ID, type AgentId, type Jti, type Subject } from './claims.js'
 import type { Revocation, RevocationTarget, UserIssuer } from './revocation.js'
 
 /**
@@ -19,9 +19,11 @@ export function encodeRevocation(r: Revocation): string {
       ? { kind: t.kind, agent: t.agent, sub: t.sub, ...(t.iss === null ? {} : { iss: t.iss }) }
       : t.kind === 'agent'
         ? { kind: t.kind, agent: t.agent }
-        : t.kind === 'sub'
-          ? { kind: t.kind, sub: t.sub, ...(t.iss === null ? {} : { iss: t.iss }) }
-          : { kind: t.kind, jti: t.jti }
+        : t.kind === 'instance'
+          ? { kind: t.kind, agent: t.agent, instance: t.instance }
+          : t.kind === 'sub'
+            ? { kind: t.kind, sub: t.sub, ...(t.iss === null ? {} : { iss: t.iss }) }
+            : { kind: t.kind, jti: t.jti }
   return JSON.stringify({
     id: r.id,
     target,
@@ -65,6 +67,12 @@ function readIssuer(v: unknown): UserIssuer | false {
   return isId(v) && !v.includes('\u0000') ? v : false
 }
 
+/**
+ * An instance as the broker accepts one ({@link INSTANCE_ID}): the mirror's
+ * keys rely on it holding no NUL.
+ */
+const isInstance = (v: unknown): v is string => typeof v === 'string' && INSTANCE_ID.test(v)
+
 function readTarget(t: unknown): RevocationTarget | undefined {
   if (!isRecord(t)) return undefined
   const { kind } = t
@@ -78,6 +86,8 @@ function readTarget(t: unknown): RevocationTarget | undefined {
       const iss = readIssuer(t['iss'])
       return isId(t['sub']) && iss !== false ? { kind, sub: t['sub'] as Subject, iss } : undefined
     }
+    case 'instance':
+      return isId(t['agent']) && isInstance(t['instance']) ? { kind, agent: t['agent'] as AgentId, instance: t['instance'] } : undefined
     case 'agent_sub': {
       const iss = readIssuer(t['iss'])
       return isId(t['agent']) && isId(t['sub']) && iss !== false ? { kind, agent: t['agent'] as AgentId, sub: t['sub'] as Subject, iss } : undefined

@@ -1,4 +1,4 @@
-import type { AgentId, Jti, Subject } from './claims.js'
+import type { ActorInstance, AgentId, Jti, Subject } from './claims.js'
 import type { Revocation, RevocationMirror, RevocationQuery, RevocationVerdict, TokenFacts, UserIssuer } from './revocation.js'
 
 /** Aggregate of every kill record on one target: the latest kill instant, and how many are in force. */
@@ -33,6 +33,7 @@ export function createRevocationMirror(now: () => number): RevocationMirror {
   // NUL (the log and the codec refuse it), so `iss` then `sub` cannot be read two ways.
   const agentKey = (agent: AgentId) => `a\u0000${agent}`
   const subKey = (iss: UserIssuer, sub: Subject) => (iss === null ? `S\u0000${sub}` : `s\u0000${iss}\u0000${sub}`)
+  const instanceKey = (agent: AgentId, instance: string) => `i\u0000${agent}\u0000${instance}`
   const pairKey = (agent: AgentId, iss: UserIssuer, sub: Subject) => (iss === null ? `P\u0000${agent}\u0000${sub}` : `p\u0000${agent}\u0000${iss}\u0000${sub}`)
 
   function killKey(r: Revocation): string | undefined {
@@ -44,6 +45,8 @@ export function createRevocationMirror(now: () => number): RevocationMirror {
         return subKey(t.iss, t.sub)
       case 'agent_sub':
         return pairKey(t.agent, t.iss, t.sub)
+      case 'instance':
+        return instanceKey(t.agent, t.instance)
       case 'jti':
       case 'chain':
         return undefined
@@ -110,13 +113,24 @@ export function createRevocationMirror(now: () => number): RevocationMirror {
   }
   const inForceKill = (key: string): boolean => (kills.get(key)?.inForce ?? 0) > 0
 
-  function checkChain(actors: readonly AgentId[], iss: string, sub: Subject, chain: readonly Jti[], issuedAt: number): string | undefined {
+  function checkChain(
+    actors: readonly AgentId[],
+    instances: readonly ActorInstance[] | undefined,
+    iss: string,
+    sub: Subject,
+    chain: readonly Jti[],
+    issuedAt: number,
+  ): string | undefined {
     if (killed(subKey(iss, sub), issuedAt) || killed(subKey(null, sub), issuedAt)) return `user ${sub} of ${iss} killed`
     for (const actor of actors) {
       if (killed(agentKey(actor), issuedAt)) return `chain agent ${actor} killed`
       if (killed(pairKey(actor, iss, sub), issuedAt) || killed(pairKey(actor, null, sub), issuedAt)) {
         return `chain agent ${actor} killed for ${sub} of ${iss}`
       }
+    }
+    // An instance kill covers every token a hop of which that copy asked for, like an agent kill.
+    for (const hop of instances ?? []) {
+      if (killed(instanceKey(hop.agent, hop.instance), issuedAt)) return `chain agent ${hop.agent} instance ${hop.instance} killed`
     }
     for (const jti of chain) if (live(chains, jti)) return `ancestor chain ${jti} revoked`
     return undefined
@@ -147,11 +161,14 @@ export function createRevocationMirror(now: () => number): RevocationMirror {
 
     check(q: RevocationQuery): RevocationVerdict {
       if (inForceKill(agentKey(q.agent))) return { state: 'revoked', what: 'agent', detail: `agent ${q.agent} killed` }
+      if (q.instance !== undefined && inForceKill(instanceKey(q.agent, q.instance))) {
+        return { state: 'revoked', what: 'agent', detail: `agent ${q.agent} instance ${q.instance} killed` }
+      }
       if (inForceKill(pairKey(q.agent, q.subIssuer, q.sub)) || inForceKill(pairKey(q.agent, null, q.sub))) {
         return { state: 'revoked', what: 'agent', detail: `agent ${q.agent} killed for ${q.sub} of ${q.subIssuer}` }
       }
       // The subject token (user token or parent) and everything above it.
-      const detail = checkChain(q.actors, q.subIssuer, q.sub, q.ancestors, q.subjectIssuedAt)
+      const detail = checkChain(q.actors, q.actorInstances, q.subIssuer, q.sub, q.ancestors, q.subjectIssuedAt)
       if (detail !== undefined) return { state: 'revoked', what: 'subject', detail }
       // A token revoked alone may not be the parent of new tokens either.
       for (const jti of q.ancestors) {
@@ -162,7 +179,7 @@ export function createRevocationMirror(now: () => number): RevocationMirror {
 
     checkToken(t: TokenFacts): RevocationVerdict {
       if (live(tokens, t.jti) || live(chains, t.jti)) return { state: 'revoked', what: 'subject', detail: `token ${t.jti} revoked` }
-      const detail = checkChain(t.actors, t.subIssuer, t.sub, t.chain, t.iat)
+      const detail = checkChain(t.actors, t.instances, t.subIssuer, t.sub, t.chain, t.iat)
       return detail === undefined ? CLEAR : { state: 'revoked', what: 'subject', detail }
     },
   }

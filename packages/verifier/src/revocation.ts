@@ -4,7 +4,7 @@
  * (src/revocation/port.ts) re-exports these: one definition of the records
  * that cross the wire.
  */
-import { actorsOf, type AgentId, type Jti, type MandateClaims, type Subject } from './claims.js'
+import { actorsOf, instancesOf, type ActorInstance, type AgentId, type Jti, type MandateClaims, type Subject } from './claims.js'
 
 /**
  * The issuer a user kill names: a `sub` is unique only within its issuer
@@ -26,11 +26,17 @@ export type RevocationTarget =
   | { readonly kind: 'sub'; readonly sub: Subject; readonly iss: UserIssuer }
   /** The agent, for one user only. */
   | { readonly kind: 'agent_sub'; readonly agent: AgentId; readonly sub: Subject; readonly iss: UserIssuer }
+  /**
+   * One running copy of the agent (its attested instance, as `act.instance`
+   * names it): every live token a hop of which that copy asked for, and no
+   * new issuance to it until lifted. The agent's other copies are untouched.
+   */
+  | { readonly kind: 'instance'; readonly agent: AgentId; readonly instance: string }
 
 export type RevocationKind = RevocationTarget['kind']
 
 /** Kinds that stay in force until lifted; the others end when their tokens have expired. */
-export const KILL_KINDS: ReadonlySet<RevocationKind> = new Set(['agent', 'sub', 'agent_sub'])
+export const KILL_KINDS: ReadonlySet<RevocationKind> = new Set(['agent', 'sub', 'agent_sub', 'instance'])
 
 /** One revocation as stored, propagated and listed. Times are epoch seconds. */
 export interface Revocation {
@@ -60,6 +66,8 @@ export function inForce(r: Revocation): boolean {
 /** What the exchange asks before it issues: may this agent act for this user on this chain? */
 export interface RevocationQuery {
   readonly agent: AgentId
+  /** The requesting agent's attested instance, when its authentication names one. */
+  readonly instance?: string | undefined
   readonly sub: Subject
   /** Issuer of the user's upstream token (`sub_id.iss` down a chain). */
   readonly subIssuer: string
@@ -67,6 +75,8 @@ export interface RevocationQuery {
   readonly actors: readonly AgentId[]
   /** `jti`s of every ancestor token, root first; empty on a first hop. */
   readonly ancestors: readonly Jti[]
+  /** The instances the chain's earlier hops name (`act.instance`), newest first; absent: none. */
+  readonly actorInstances?: readonly ActorInstance[] | undefined
   /**
    * Issue time (epoch seconds) of the subject token (the user's token, or the
    * parent Mandate token): kills are keyed on issue time, so a token issued
@@ -86,6 +96,8 @@ export interface TokenFacts {
   /** Ancestor `jti`s, root first. */
   readonly chain: readonly Jti[]
   readonly iat: number
+  /** The instances the token's `act` hops name, newest first; absent: none. */
+  readonly instances?: readonly ActorInstance[] | undefined
 }
 
 /** What the revocation list needs of a verified Mandate token. */
@@ -97,6 +109,7 @@ export function tokenFacts(claims: MandateClaims): TokenFacts {
     actors: actorsOf(claims.act),
     chain: claims.chain ?? [],
     iat: claims.iat,
+    instances: instancesOf(claims.act),
   }
 }
 

@@ -122,3 +122,47 @@ describe("revocation record codec (Redis, feed): the user's issuer", () => {
     }
   })
 })
+
+describe('revocation mirror: an instance kill', () => {
+  const podA = 'spiffe://example.org/ns/prod/pod-a'
+  const podB = 'spiffe://example.org/ns/prod/pod-b'
+  const asCopy = (instance: string | undefined, over: Partial<RevocationQuery> = {}): RevocationQuery => ({ ...query(IDP_A), instance, ...over })
+  const tokenOf = (instances: TokenFacts['instances'], holder = agent, above: AgentId[] = []): TokenFacts => ({ ...token(IDP_A, holder, above), instances })
+
+  it('refuses the killed copy and no other copy of the agent, nor the agent without an instance', () => {
+    const m = mirrorOf(kill({ kind: 'instance', agent, instance: podA }))
+    expect(m.check(asCopy(podA))).toEqual({ state: 'revoked', what: 'agent', detail: `agent ${agent} instance ${podA} killed` })
+    expect(m.check(asCopy(podB))).toEqual({ state: 'clear' })
+    expect(m.check(asCopy(undefined))).toEqual({ state: 'clear' })
+    // Another agent's copy with the same instance name is another copy.
+    expect(m.check(asCopy(podA, { agent: other }))).toEqual({ state: 'clear' })
+  })
+
+  it('kills every token a hop of which the copy asked for, at any depth; the other copy’s live on', () => {
+    const m = mirrorOf(kill({ kind: 'instance', agent, instance: podA }))
+    expect(m.checkToken(tokenOf([{ agent, instance: podA }]))).toMatchObject({ state: 'revoked' })
+    expect(m.checkToken(tokenOf([{ agent, instance: podA }], other, [agent]))).toMatchObject({ state: 'revoked' })
+    expect(m.checkToken(tokenOf([{ agent, instance: podB }]))).toEqual({ state: 'clear' })
+    expect(m.checkToken(tokenOf(undefined))).toEqual({ state: 'clear' })
+    // A sub-agent building on the copy's token is refused as the subject: the chain holds a killed hop.
+    expect(m.check(asCopy(undefined, { agent: other, actors: [agent], actorInstances: [{ agent, instance: podA }] }))).toMatchObject({
+      state: 'revoked',
+      what: 'subject',
+    })
+  })
+
+  it('once lifted, lets the copy ask again; its tokens from before the kill stay dead', () => {
+    const r = kill({ kind: 'instance', agent, instance: podA })
+    const m = mirrorOf(r)
+    m.apply({ ...r, liftedAt: T0 + 5, liftedBy: 'ops' })
+    expect(m.check(asCopy(podA))).toEqual({ state: 'clear' })
+    expect(m.checkToken(tokenOf([{ agent, instance: podA }]))).toMatchObject({ state: 'revoked' })
+    expect(m.checkToken({ ...tokenOf([{ agent, instance: podA }]), iat: T0 + 6 })).toEqual({ state: 'clear' })
+  })
+
+  it('round-trips through the codec and indexes the same', () => {
+    const r = kill({ kind: 'instance', agent, instance: podA })
+    const m = mirrorOf(decodeRevocation(encodeRevocation(r))!)
+    expect(m.check(asCopy(podA))).toMatchObject({ state: 'revoked', what: 'agent' })
+  })
+})

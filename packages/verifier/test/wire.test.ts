@@ -32,6 +32,7 @@ describe('a revocation record', () => {
       { kind: 'chain', jti: 'j' as Jti },
       { kind: 'agent', agent: 'bot' as AgentId },
       { kind: 'sub', sub: 'alice' as Subject, iss: null },
+      { kind: 'instance', agent: 'bot' as AgentId, instance: 'spiffe://example.org/ns/prod/pod-a' },
       base.target,
     ] as const) {
       const r = { ...base, target, expiresAt: 1_800_000_300 }
@@ -58,6 +59,11 @@ describe('a revocation record', () => {
     ['an unknown kind', withTarget({ kind: 'everyone' })],
     ['a jti kill without jti', withTarget({ kind: 'jti' })],
     ['an agent kill with an empty agent', withTarget({ kind: 'agent', agent: '' })],
+    ['an instance kill without an instance', withTarget({ kind: 'instance', agent: 'bot' })],
+    ['an instance kill with an empty instance', withTarget({ kind: 'instance', agent: 'bot', instance: '' })],
+    ['an instance with a NUL (the mirror keys on it)', withTarget({ kind: 'instance', agent: 'bot', instance: 'pod\u0000a' })],
+    ['an instance with a space', withTarget({ kind: 'instance', agent: 'bot', instance: 'pod a' })],
+    ['an instance kill without an agent', withTarget({ kind: 'instance', instance: 'pod-a' })],
     ['a user kill with an empty issuer', withTarget({ kind: 'sub', sub: 'alice', iss: '' })],
     ['a user kill whose issuer holds NUL', withTarget({ kind: 'sub', sub: 'alice', iss: 'https://a\u0000b' })],
     ['an agent+user kill without sub', withTarget({ kind: 'agent_sub', agent: 'bot' })],

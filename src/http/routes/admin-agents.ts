@@ -10,6 +10,7 @@ import {
   entryOf,
   INVENTORY_SORTS,
   selectInventory,
+  type InstanceSeen,
   type InventoryEntry,
   type UsageReads,
 } from '../../core/inventory.js'
@@ -137,6 +138,17 @@ export const AgentDetailBody = z
         }),
       )
       .describe('Anomaly rules that tripped on its traffic (docs/anomalies.md), newest first, at most 20.'),
+    instances: z
+      .array(
+        z.strictObject({
+          instance: z.string().describe('As `act.instance` names it: a SPIFFE ID, or a workload token’s subject or instance claim.'),
+          tokens: z.int().describe('Tokens issued to it in the last hour.'),
+          first_seen: Instant.describe('Its first token in the last hour.'),
+          last_seen: Instant,
+          killed: z.boolean().describe('An instance kill of it is in force.'),
+        }),
+      )
+      .describe('The running copies of the agent issued a token in the last hour, the latest first, at most 100.'),
     revocations_fresh: z.boolean(),
   })
   .meta({ id: 'AgentDetail' })
@@ -168,7 +180,7 @@ const listDoc = describeRoute({
 const showDoc = describeRoute({
   tags: ['Admin'],
   operationId: 'showAgent',
-  summary: 'One agent: usage per grant, recent denials, kills, delegation chains, anomalies (auditor, admin)',
+  summary: 'One agent: usage per grant, recent denials, kills, delegation chains, anomalies, live instances (auditor, admin)',
   security: adminKey,
   parameters: parametersOf('path', z.object({ id: AgentParam.describe('The agent id.') })),
   responses: { 200: { description: 'The agent.', content: jsonContent(AgentDetailBody) }, ...adminErrors(400, 401, 403, 404, 503) },
@@ -244,6 +256,14 @@ export function entryJson(e: InventoryEntry) {
   }
 }
 
+/** The instances seen, each with whether an instance kill of it is in force (from the local mirror). */
+function instancesJson(agent: string, seen: readonly InstanceSeen[], records: readonly Revocation[]) {
+  const killed = new Set(
+    records.flatMap((r) => (r.target.kind === 'instance' && r.target.agent === agent && r.liftedAt === undefined ? [r.target.instance] : [])),
+  )
+  return seen.map((i) => ({ instance: i.instance, tokens: i.tokens, first_seen: iso(i.firstAt), last_seen: iso(i.lastAt), killed: killed.has(i.instance) }))
+}
+
 function invalid(error: z.ZodError): never {
   return refuseInvalid(error, 'query')
 }
@@ -314,6 +334,7 @@ export function mountAdminAgents(app: Hono<AppEnv>, deps: AdminAgentsDeps): void
           detail: a.detail,
           revocation_id: a.revocationId ?? null,
         })),
+        instances: instancesJson(agent, detail.instances ?? [], deps.revocations.records()),
         revocations_fresh: deps.revocations.fresh(),
       },
       200,

@@ -3,9 +3,9 @@ import type { AppEnv } from '../env.js'
 import { describeRoute } from 'hono-openapi'
 import { z } from 'zod'
 import type { AuditLog } from '../../audit/port.js'
-import { AGENT_ID, AGENT_ID_RULE, type AgentId, type Jti, type Subject } from '../../core/claims.js'
+import { AGENT_ID, AGENT_ID_RULE, INSTANCE_ID, type AgentId, type Jti, type Subject } from '../../core/claims.js'
 import type { PolicyStore } from '../../policy/port.js'
-import type { Revocation, RevocationTarget } from '../../revocation/port.js'
+import { KILL_KINDS, type Revocation, type RevocationTarget } from '../../revocation/port.js'
 import { RevocationError, type RevocationService } from '../../revocation/service.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
 import { readJsonBody } from '../admin-input.js'
@@ -32,12 +32,17 @@ const RevokeBody = z.strictObject({
   agent: z.string().regex(AGENT_ID, AGENT_ID_RULE).optional(),
   sub: Identifier.optional(),
   iss: IssuerIdentifier.optional(),
+  instance: z
+    .string()
+    .regex(INSTANCE_ID, 'must be 1-2048 printable ASCII characters without spaces')
+    .optional()
+    .describe('With `agent`: one running copy of it, as `act.instance` names it (a SPIFFE ID, a workload token’s subject or instance claim).'),
   reason: z.string().trim().min(1).max(500),
   force: z.boolean().optional(),
 })
 type RevokeBody = z.infer<typeof RevokeBody>
 
-const TARGET_FORMS = '{"jti"}, {"chain"}, {"agent"}, {"sub", "iss"} or {"agent", "sub", "iss"}'
+const TARGET_FORMS = '{"jti"}, {"chain"}, {"agent"}, {"sub", "iss"}, {"agent", "sub", "iss"} or {"agent", "instance"}'
 
 /**
  * The target a body names. A user is (issuer, subject) (RFC 9493 §3.2.5): a
@@ -47,7 +52,7 @@ const TARGET_FORMS = '{"jti"}, {"chain"}, {"agent"}, {"sub", "iss"} or {"agent",
  * id is not taken for a kill that holds.
  */
 function targetOf(body: RevokeBody, known: { readonly policies: PolicyStore; readonly userIssuers: readonly string[] }): RevocationTarget {
-  const named = (['jti', 'chain', 'agent', 'sub'] as const)
+  const named = (['jti', 'chain', 'agent', 'instance', 'sub'] as const)
     .filter((k) => body[k] !== undefined)
     .sort()
     .join('+')
@@ -90,6 +95,9 @@ function targetOf(body: RevokeBody, known: { readonly policies: PolicyStore; rea
       return { kind: 'sub', sub: body.sub as Subject, iss: iss() }
     case 'agent+sub':
       return { kind: 'agent_sub', agent: agent(), sub: body.sub as Subject, iss: iss() }
+    case 'agent+instance':
+      // The instance is not checked against anything: a copy not yet seen can be killed before it asks.
+      return { kind: 'instance', agent: agent(), instance: body.instance as string }
     default:
       throw new AdminError('invalid_request', `name exactly one target: ${TARGET_FORMS}`)
   }
@@ -109,7 +117,7 @@ export function revocationJson(r: Revocation) {
     created_by: r.createdBy,
     created_at: iso(r.createdAt),
     expires_at: iso(r.expiresAt),
-    in_force: kind === 'agent' || kind === 'sub' || kind === 'agent_sub' ? r.liftedAt === undefined : null,
+    in_force: KILL_KINDS.has(kind) ? r.liftedAt === undefined : null,
     lifted_at: iso(r.liftedAt),
     lifted_by: r.liftedBy ?? null,
   }
@@ -186,7 +194,8 @@ export function mountAdminRevocations(app: Hono<AppEnv>, deps: AdminRevocationDe
     summary: 'Revoke a token or a chain, or kill an agent or a user (responder, admin)',
     description:
       `Names exactly one target: ${TARGET_FORMS}. A kill (agent, user, or an agent acting for a user) holds until lifted; ` +
-      'an undefined agent, or a user at an issuer not trusted for user subjects, needs `"force": true`. In force at every instance within the revocation lag.',
+      'an undefined agent, or a user at an issuer not trusted for user subjects, needs `"force": true`. An instance kill stops one running copy of ' +
+      'the agent (its `act.instance`) and leaves its other copies working. In force at every broker instance within the revocation lag.',
     security: adminKey,
     requestBody: { required: true, content: jsonContent(RevokeBody) },
     responses: {
@@ -250,7 +259,7 @@ export function mountAdminRevocations(app: Hono<AppEnv>, deps: AdminRevocationDe
     tags: ['Admin'],
     operationId: 'liftRevocation',
     summary: 'Lift a kill (responder, admin)',
-    description: 'Only kills (agent, user, agent for a user) can be lifted; a revoked token stays revoked.',
+    description: 'Only kills (agent, user, agent for a user, instance) can be lifted; a revoked token stays revoked.',
     security: adminKey,
     parameters: byId,
     responses: { 200: { description: 'The record, lifted.', content: jsonContent(RevocationRecord) }, ...adminErrors(400, 401, 403, 404, 409, 503) },

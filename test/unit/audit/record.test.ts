@@ -646,6 +646,23 @@ describe('audit record: fields that are optional or empty', () => {
     expect(JSON.parse(encodeRecord(event, position()).record)).toMatchObject({ trace_id: TRACE })
   })
 
+  // The agent's running copy is `agent_instance`: `instance` is the writing broker's, and a record without one
+  // encodes byte for byte as before (the pinned record above has none), so old chains verify unchanged.
+  it('records the agent’s instance as agent_instance beside the broker’s own instance, and an instance kill’s target', () => {
+    const pod = 'spiffe://example.org/ns/prod/pod-a'
+    const issued = JSON.parse(encodeRecord({ ...CASES[0]!.event, instance: pod } as AuditEvent, position()).record) as Record<string, unknown>
+    expect(issued).toMatchObject({ instance: INSTANCE, agent_instance: pod })
+    const denied = { type: 'token.denied', at: T0, agent: A('agent-a'), sub: undefined, instance: pod, error: 'unauthorized_client', reason: 'r' }
+    expect(JSON.parse(encodeRecord(denied as AuditEvent, position()).record)).toMatchObject({ instance: INSTANCE, agent_instance: pod })
+    const kill = encodeRecord(
+      { type: 'revocation.created', at: T0, by: 'ops-key', revocation: revocation({ kind: 'instance', agent: A('agent-a'), instance: pod }) },
+      position(),
+    )
+    expect((JSON.parse(kill.record) as { revocation: unknown }).revocation).toMatchObject({ kind: 'instance', agent: 'agent-a', instance: pod })
+    const parsed = columnsFromRecord(kill.record)
+    expect(parsed.ok && parsed.columns.agent).toBe('agent-a')
+  })
+
   // An empty identifier is stored as '' and must come back as '' (not a null column), or verify would flag it.
   it('round-trips a revocation whose target is an empty string', () => {
     const r = encodeRecord({ type: 'revocation.created', at: T0, by: 'ops-key', revocation: revocation({ kind: 'agent', agent: A('') }) }, position())

@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { actClaim, actorsOf, parseScope, type ActClaim, type AgentId } from '../../../src/core/claims.js'
+import { actClaim, actorsOf, instancesOf, parseScope, type ActClaim, type AgentId } from '../../../src/core/claims.js'
 
 const agentId = fc.stringMatching(/^[a-z0-9][a-z0-9._-]{0,15}$/).map((s) => s as AgentId)
 /** RFC 6749 §3.3 scope-token characters: %x21 / %x23-5B / %x5D-7E. */
@@ -34,6 +34,22 @@ describe('actClaim / actorsOf', () => {
         expect(depth).toBe(actors.length)
       }),
     )
+  })
+
+  it('puts the instance on the newest hop only, and keeps the older hops of the parent’s act as they were', () => {
+    const [c, b, a] = ['agent-c', 'agent-b', 'agent-a'] as AgentId[] as [AgentId, AgentId, AgentId]
+    expect(actClaim([a], { instance: 'spiffe://td/pod-1' })).toEqual({ sub: a, instance: 'spiffe://td/pod-1' })
+    expect(actClaim([a], { instance: undefined })).toEqual({ sub: a })
+    const parent: ActClaim = { sub: b, instance: 'pod-b', act: { sub: a, instance: 'pod-a' } }
+    const built = actClaim([c, b, a], { instance: 'pod-c' }, parent)
+    expect(built).toEqual({ sub: c, instance: 'pod-c', act: { sub: b, instance: 'pod-b', act: { sub: a, instance: 'pod-a' } } })
+    expect(instancesOf(built)).toEqual([
+      { agent: c, instance: 'pod-c' },
+      { agent: b, instance: 'pod-b' },
+      { agent: a, instance: 'pod-a' },
+    ])
+    // The parent's act must name exactly the older actors.
+    expect(() => actClaim([c, a], {}, parent)).toThrow(TypeError)
   })
 
   it('refuses an empty actor list', () => {

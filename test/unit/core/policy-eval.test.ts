@@ -480,6 +480,8 @@ describe('evaluatePolicy: re-delegation', () => {
       actors: [B, A],
       ancestors: ['jti-root'],
       userIssuer: IDP,
+      // The parent's act as it was, so that its hops keep their instances.
+      parentAct: { sub: A },
     })
   })
 
@@ -605,7 +607,15 @@ describe('evaluatePolicy: re-delegation', () => {
     expect(hop2).toMatchObject({ actors: [B, A], ancestors: ['jti-1'], expiresAt: NOW + 300 })
 
     const hop3 = grantOf(input({ policy: pc, subject: tokenFrom(hop2, B, 'jti-2'), chainPolicies: [pb, pa], scopes: ['read'] }))
-    expect(hop3).toEqual({ audience: API, scopes: ['read'], expiresAt: NOW + 300, actors: [C, B, A], ancestors: ['jti-1', 'jti-2'], userIssuer: IDP })
+    expect(hop3).toEqual({
+      audience: API,
+      scopes: ['read'],
+      expiresAt: NOW + 300,
+      actors: [C, B, A],
+      ancestors: ['jti-1', 'jti-2'],
+      userIssuer: IDP,
+      parentAct: { sub: B, act: { sub: A } },
+    })
 
     // A fourth hop back to A is a cycle.
     const pc2 = policy({ agent: C, subAgents: [A], maxDepth: 4 })

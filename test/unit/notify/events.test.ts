@@ -41,6 +41,15 @@ describe('webhook payloads', () => {
     expect(webhookBody('slack', kill)).not.toContain('<')
   })
 
+  it('names an instance kill’s agent and instance', () => {
+    const instanceKill: RevocationEvent = {
+      ...kill,
+      revocation: { ...kill.revocation, target: { kind: 'instance', agent: 'billing-bot' as AgentId, instance: 'pod-7' } },
+    }
+    expect((standardPayload(instanceKill)['data'] as Record<string, unknown>)['target']).toEqual({ kind: 'instance', agent: 'billing-bot', instance: 'pod-7' })
+    expect((slackPayload(instanceKill) as { text: string }).text).toMatch(/^Mandate: instance pod-7 of agent billing-bot killed by oncall: /)
+  })
+
   it('message ids: one per revocation, event type and webhook, whoever makes them', () => {
     const lift = { ...kill, type: 'kill.lifted' as const }
     expect(webhookMessageId('ops', kill)).toBe(webhookMessageId('ops', { ...kill }))

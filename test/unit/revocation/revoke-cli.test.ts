@@ -6,7 +6,7 @@
  * a second lift is refused.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
-import { revokeAgent, revokeLift, revokeSub } from '../../../src/cli/revoke.js'
+import { revokeAgent, revokeInstance, revokeLift, revokeSub } from '../../../src/cli/revoke.js'
 import { ADMIN_KEYS, startTestBroker, USER_ISSUER, type TestBroker } from '../../support/broker.js'
 
 describe('mandate revoke against a broker', () => {
@@ -78,5 +78,21 @@ describe('mandate revoke against a broker', () => {
     const again = await run(() => revokeLift(id, { url: 'http://broker.test', json: true }))
     expect(again.code).toBe(1)
     expect(again.stderr).toMatch(/^mandate: 409 conflict/)
+  })
+
+  it('revoke instance kills one running copy of an agent, and it can be lifted; an undefined agent needs --force', async () => {
+    const pod = 'spiffe://test/ns/agents/pod-a'
+    const killed = await run(() => revokeInstance('workload-agent', pod, { reason: 'r', url: 'http://broker.test', json: true }))
+    expect(killed.code).toBe(0)
+    expect(killed.json).toMatchObject({ kind: 'instance', target: { agent: 'workload-agent', instance: pod }, in_force: true })
+    expect(requests.at(-1)).toStrictEqual({ agent: 'workload-agent', instance: pod, reason: 'r' })
+    const lifted = await run(() => revokeLift(killed.json!['id'] as string, { url: 'http://broker.test', json: true }))
+    expect(lifted.json).toMatchObject({ kind: 'instance', in_force: false })
+    const unknown = await run(() => revokeInstance('no-such-agent', 'pod-1', { reason: 'r', url: 'http://broker.test', json: true }))
+    expect(unknown.stderr).toMatch(/^mandate: 404 not_found/)
+    const forced = await run(() => revokeInstance('no-such-agent', 'pod-1', { reason: 'r', force: true, url: 'http://broker.test', json: true }))
+    expect(forced.json).toMatchObject({ kind: 'instance', target: { agent: 'no-such-agent', instance: 'pod-1' } })
+    const blank = await run(() => revokeInstance('workload-agent', 'pod 1', { reason: 'r', url: 'http://broker.test', json: true }))
+    expect(blank.stderr).toMatch(/^mandate: 400 invalid_request/)
   })
 })

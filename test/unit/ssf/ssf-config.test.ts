@@ -61,4 +61,23 @@ describe('SET ids', () => {
     expect(event?.subId).toEqual({ format: 'opaque', id: 'alice' })
     expect(event?.payload['iss']).toBeNull()
   })
+
+  it('an instance kill is one Mandate event, its subject the instance as an opaque id; no CAEP event', () => {
+    const events = eventsOf({
+      id: 'x',
+      target: { kind: 'instance', agent: 'worker' as never, instance: 'spiffe://example.org/ns/prod/pod-a' },
+      reason: 'r',
+      createdBy: 'k',
+      createdAt: 1,
+      expiresAt: undefined,
+      liftedAt: undefined,
+      liftedBy: undefined,
+    })
+    expect(events).toHaveLength(1)
+    expect(events[0]).toMatchObject({
+      type: EVENT_TYPES.agentInstance,
+      subId: { format: 'opaque', id: 'spiffe://example.org/ns/prod/pod-a' },
+      payload: { agent: 'worker', instance: 'spiffe://example.org/ns/prod/pod-a', reason_admin: { en: 'r' } },
+    })
+  })
 })
