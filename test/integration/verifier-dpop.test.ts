@@ -15,7 +15,9 @@
  *   framework builds from `Host`).
  *
  * One test per framework gets its token from the broker's token endpoint
- * instead, through oauth4webapi's DPoP client (a real exchange binding it).
+ * instead, through oauth4webapi's DPoP client (a real exchange binding it);
+ * at the end @mandate/client gets its own and answers the Hono adapter's
+ * nonce challenge by itself.
  *
  * Every proof failure is 401 `invalid_dpop_proof` with one description and
  * one challenge; the reason, for logs, is checked through `authenticate`
@@ -32,6 +34,7 @@ import { Hono } from 'hono'
 import { calculateJwkThumbprint, CompactSign, exportJWK } from 'jose'
 import * as oauth from 'oauth4webapi'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { clientSecret, createClient } from '@mandate/client'
 import { createMemoryDpopReplayStore, createVerifier, DPOP_ALGORITHMS, type AuthenticateResult, type Verifier, type VerifierOptions } from '@mandate/verifier'
 import * as expressAdapter from '@mandate/verifier/express'
 import * as fastifyAdapter from '@mandate/verifier/fastify'
@@ -523,5 +526,61 @@ describe('DPoP reasons, through authenticate (no framework)', () => {
     ]) {
       expect(() => createVerifier(f.options({ dpop }))).toThrow(TypeError)
     }
+  })
+})
+
+describe('@mandate/client’s DPoP against the Hono adapter (DPoP only, nonces)', () => {
+  let f: Fixture
+  let v: Verifier
+  let api: Listening
+  /** What the resource server answered, in order. */
+  const answers: number[] = []
+
+  beforeAll(async () => {
+    f = await startFixture()
+    v = createVerifier(f.options({ dpop: { required: true, baseUrl: PUBLIC, nonceSecrets: [NONCE_SECRET] } }))
+    await v.ready()
+    const app = new Hono<honoAdapter.MandateEnv>()
+    app.use('*', async (c, next) => {
+      await next()
+      answers.push(c.res.status)
+    })
+    app.get('/tickets', honoAdapter.mandateAuth(v, { scopes: ['read'] }), (c) => c.json({ sub: c.get('mandate').sub, jkt: c.get('mandate').cnf?.jkt }))
+    api = await listening(serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as Server)
+  })
+  afterAll(async () => {
+    await api?.stop()
+    await v?.close()
+    await f?.broker.stop()
+    await f?.b.close()
+  })
+
+  it('gets a bound token from the broker, answers the nonce challenge by itself, and passes; its token alone (Bearer) does not', async () => {
+    const agent = createClient({
+      issuer: BROKER,
+      clientId: 'secret-agent',
+      auth: clientSecret(SECRET),
+      dpop: true,
+      // The broker's issuer and this resource server's public URL, both sent to their loopback servers.
+      fetch: (input, init) => {
+        const target = new URL(input instanceof Request ? input.url : String(input))
+        const base = target.origin === BROKER ? f.broker.url : target.origin === PUBLIC ? api.url : undefined
+        const url = base === undefined ? target : new URL(`${target.pathname}${target.search}`, base)
+        // A Request carries its own method, headers and body.
+        return input instanceof Request ? fetch(new Request(url, input), init) : fetch(url, init)
+      },
+      clock: { now: () => f.b.now() * 1000, sleep: () => Promise.resolve() },
+    })
+    const token = await agent.getToken({ subjectToken: await f.b.userToken(), audience: AUDIENCE, scope: 'read' })
+    expect(token.tokenType).toBe('DPoP')
+    answers.length = 0
+    const res = await agent.fetchWithToken(token, `${PUBLIC}/tickets`)
+    expect(res.status).toBe(200)
+    expect(await res.json()).toStrictEqual({ sub: 'alice', jkt: await agent.dpopThumbprint() })
+    // The first proof had no nonce: use_dpop_nonce, then the client's retry with it.
+    expect(answers).toEqual([401, 200])
+    const bearer = await fetch(`${api.url}/tickets`, { headers: { authorization: `Bearer ${token.accessToken}` } })
+    expect(bearer.status).toBe(401)
+    expect(bearer.headers.get('www-authenticate')).toBe(`DPoP realm="${AUDIENCE}", algs="${ALGS}"`)
   })
 })
