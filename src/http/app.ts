@@ -265,7 +265,13 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.get(
     '/.well-known/oauth-authorization-server',
     metadataDoc,
-    metadataRoute(issuer, deps.keys, deps.approvals === undefined ? undefined : deps.exchange.policies, deps.idJag !== undefined, deps.exchange.dpop?.algorithms),
+    metadataRoute(
+      issuer,
+      deps.keys,
+      deps.approvals === undefined ? undefined : deps.exchange.policies,
+      deps.idJag !== undefined,
+      deps.exchange.dpop?.algorithms,
+    ),
   )
   app.get('/.well-known/jwks.json', jwksDoc, jwksRoute(deps.keys))
   mountHealth(app, {
