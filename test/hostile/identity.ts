@@ -668,6 +668,20 @@ function svidRequestFaults(): fc.Arbitrary<FormFault> {
   )
 }
 
+/**
+ * A valid DPoP proof by one of the client keys, or none: every grant binds
+ * its token to the proof's key (RFC 9449 §5), so a request valid otherwise
+ * must get a `DPoP` token bound to it.
+ */
+function withProof(ictx: IdentityContext): fc.Arbitrary<(d: FormDraft) => void> {
+  return fc.option(fc.constantFrom(...ictx.clients), { nil: undefined, freq: 2 }).map((key) => (d: FormDraft) => {
+    if (key === undefined) return
+    d.headers['dpop'] = proof(ictx, { key })
+    d.labels.push(`with a ${key.alg} DPoP proof`)
+    d.valid = [{ kind: 'token', tokenType: 'DPoP', jkt: key.jkt }]
+  })
+}
+
 /** JWT-SVID client authentication with `faults` (form or claims), valid SVIDs (with `typ` spellings, unknown claims) in between. */
 export function svidCase(ictx: IdentityContext, kind: 'form' | 'claims'): fc.Arbitrary<HostileCase> {
   const role = svidRole(ictx)
@@ -680,10 +694,12 @@ export function svidCase(ictx: IdentityContext, kind: 'form' | 'claims'): fc.Arb
       contentType: fc.constantFrom(...FORM_TYPES),
       headers: neutralHeaders,
       subject: fc.constantFrom(...ictx.base.userTokens),
+      dpop: withProof(ictx),
     })
     .map((v) => {
       const d = svidDraft(ictx, v.svid.f.token(), v)
       d.labels.push(`client_assertion (SVID): ${v.svid.f.label}`)
+      v.dpop(d)
       if (v.svid.bad) d.answers.push(SVID_REFUSED)
       // Around a valid SVID only: a valid token of another role with the other assertion type is that role's valid assertion.
       if (!v.svid.bad) v.around?.apply(d)
@@ -805,6 +821,7 @@ export function idJagCase(ictx: IdentityContext, kind: 'form' | 'claims'): fc.Ar
       scope: fc.constantFrom(undefined, 'read', 'write', 'read write'),
       contentType: fc.constantFrom(...FORM_TYPES),
       headers: neutralHeaders,
+      dpop: withProof(ictx),
     })
     .map((v) => {
       const own = new Set(v.jag.params.map(([n]) => n))
@@ -820,6 +837,7 @@ export function idJagCase(ictx: IdentityContext, kind: 'form' | 'claims'): fc.Ar
         [{ kind: 'token' }],
       )
       d.labels.push(`assertion (ID-JAG): ${v.jag.label}`)
+      v.dpop(d)
       if (v.jag.answer !== undefined) d.answers.push(v.jag.answer)
       return finishForm(d, ictx.base)
     })
