@@ -428,6 +428,14 @@ function badProofs(ictx: IdentityContext, where: 'header' | 'subject'): fc.Arbit
     fc
       .constantFrom(', ', ',')
       .map((sep) => bad(`two proofs joined by ${JSON.stringify(sep)} (several DPoP fields)`, (t) => `${proof(ictx, t)}${sep}${proof(ictx, t)}`)),
+    // Bytes no base64url holds, inside the value (a field's ends are trimmed): Latin-1 bytes that are not UTF-8 text on their own, a tab, a space.
+    fc.record({ ch: fc.constantFrom('\u00ff', '\u0080', '\u00e9', '\t', ' ', '+', '/', '='), at: fc.nat() }).map(({ ch, at }) =>
+      bad(`${JSON.stringify(ch)} inside the proof`, (t) => {
+        const p = proof(ictx, t)
+        const i = 1 + (at % (p.length - 1))
+        return `${p.slice(0, i)}${ch}${p.slice(i)}`
+      }),
+    ),
     fc.record({ where: fc.constantFrom('header', 'payload'), bytes: fc.constantFrom(...INVALID_UTF8) }).map(({ where: part, bytes }) =>
       bad(`invalid UTF-8 (${Buffer.from(bytes).toString('hex')}) in the proof's ${part}`, (t) =>
         part === 'header'
@@ -674,12 +682,24 @@ function svidRequestFaults(): fc.Arbitrary<FormFault> {
  * must get a `DPoP` token bound to it.
  */
 function withProof(ictx: IdentityContext): fc.Arbitrary<(d: FormDraft) => void> {
-  return fc.option(fc.constantFrom(...ictx.clients), { nil: undefined, freq: 2 }).map((key) => (d: FormDraft) => {
-    if (key === undefined) return
-    d.headers['dpop'] = proof(ictx, { key })
-    d.labels.push(`with a ${key.alg} DPoP proof`)
-    d.valid = [{ kind: 'token', tokenType: 'DPoP', jkt: key.jkt }]
-  })
+  return fc
+    .record({
+      key: fc.option(fc.constantFrom(...ictx.clients), { nil: undefined, freq: 2 }),
+      bad: fc.oneof({ weight: 7, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: badProofs(ictx, 'header') }),
+    })
+    .map(({ key, bad }) => (d: FormDraft) => {
+      if (key === undefined) return
+      if (bad !== undefined) {
+        // A bad proof refuses the request whatever else is wrong with it (either refusal is right).
+        d.headers['dpop'] = bad.make({ key })
+        d.labels.push(`with a ${key.alg} DPoP proof: ${bad.label}`)
+        d.answers.push(answerOf(ictx, bad))
+        return
+      }
+      d.headers['dpop'] = proof(ictx, { key })
+      d.labels.push(`with a ${key.alg} DPoP proof`)
+      d.valid = [{ kind: 'token', tokenType: 'DPoP', jkt: key.jkt }]
+    })
 }
 
 /** JWT-SVID client authentication with `faults` (form or claims), valid SVIDs (with `typ` spellings, unknown claims) in between. */
