@@ -154,6 +154,9 @@ export async function verifyDpopProof(proof: string, check: DpopCheck): Promise<
     payload = (await jwtVerify(proof, key.key, { typ: 'dpop+jwt', algorithms: [...algorithms] })).payload
   } catch (err) {
     if (err instanceof errors.JOSEError) return fail(`key, signature or structure: ${err.code}`)
+    // WebCrypto refuses a key that does not fit the alg (a P-256 jwk under ES384, say) with its own DataError or
+    // NotSupportedError, and jose passes them on: the proof is as bad as with any other key fault (§4.3 item 6).
+    if (err instanceof DOMException || err instanceof TypeError) return fail(`key: ${err.name}`)
     throw err
   }
 
