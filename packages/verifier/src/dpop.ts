@@ -113,6 +113,9 @@ export async function accessTokenHash(token: string): Promise<string> {
   return base64url.encode(new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(token))))
 }
 
+/** `DpopError.detail` when the proof's key is not the token's `cnf.jkt`: a stolen token, not a broken client (§7.1). */
+export const DPOP_KEY_MISMATCH = 'key is not the one the token is bound to'
+
 const B64URL_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/
 
 /**
@@ -170,7 +173,7 @@ export async function verifyDpopProof(proof: string, check: DpopCheck): Promise<
   if (check.accessToken !== undefined) {
     if (payload['ath'] !== (await accessTokenHash(check.accessToken))) fail('ath does not match the access token')
   }
-  if (check.boundJkt !== undefined && !sameText(jkt, check.boundJkt)) fail('key is not the one the token is bound to')
+  if (check.boundJkt !== undefined && !sameText(jkt, check.boundJkt)) fail(DPOP_KEY_MISMATCH)
 
   // The nonce last: a proof bad in any other way is refused as such, not sent round for a nonce.
   if (check.nonces !== undefined) {
