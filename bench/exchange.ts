@@ -15,6 +15,8 @@
  *   mandate-embedded  `mandate serve`, no DATABASE_URL/REDIS_URL: PGlite log, in-process revocation list
  *   mandate-prod-1w   `mandate serve` with PostgreSQL (group-committed log) and Redis (revocation mirror, replay cache)
  *   mandate-prod-2w   the same, `--workers 2`
+ *   mandate-prod-1w-dpop  the mandate-prod-1w server, every exchange with a DPoP proof (RFC 9449) of its
+ *                     agent's key, so tokens come bound: the DPoP path against the bearer path, same process
  *
  * Mandate runs with a production config (no --dev): its issuer is the one the
  * inputs name, it trusts the IdP through a JWKS served over HTTP by this
@@ -78,7 +80,7 @@ const FIRST_GUESS: Record<number, number> = { 64: 12_000, 1: 6_000 }
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 
 /** The servers; `mandate-prod-1w+NAME` is a `--variant`. */
-type TargetName = 'peer' | 'floor' | 'mandate-embedded' | 'mandate-prod-1w' | 'mandate-prod-2w' | `mandate-prod-1w+${string}`
+type TargetName = 'peer' | 'floor' | 'mandate-embedded' | 'mandate-prod-1w' | 'mandate-prod-2w' | 'mandate-prod-1w-dpop' | `mandate-prod-1w+${string}`
 const MANDATE_PROD: readonly TargetName[] = ['mandate-prod-1w', 'mandate-prod-2w']
 /**
  * `--variant=NAME=YAML` (repeatable): one more server, mandate-prod-1w+NAME,
@@ -134,6 +136,8 @@ const jwksUri = `http://127.0.0.1:${(idp.address() as { port: number }).port}/jw
 interface Target {
   readonly name: TargetName
   readonly url: string
+  /** The load sends a DPoP proof with every exchange. */
+  readonly dpop?: boolean
   readonly child: ChildProcess
   readonly stderr: () => string
 }
@@ -272,7 +276,9 @@ async function measure(
   // Exchanges to sign: enough for half again the rate seen so far (a server still warming up speeds up).
   const count = Math.ceil((expectedRate * (warmupMs + durationMs) * 1.5) / 1000) + connections
   const before = cpuMs(target.child.pid!)
-  loadChild.stdin.write(`${JSON.stringify({ id: String(++commandId), url: target.url, series: target.name, connections, count, warmupMs, durationMs })}\n`)
+  loadChild.stdin.write(
+    `${JSON.stringify({ id: String(++commandId), url: target.url, series: target.name, connections, count, warmupMs, durationMs, dpop: target.dpop === true })}\n`,
+  )
   const answer = await loadAnswer()
   const after = cpuMs(target.child.pid!)
   if (typeof answer['error'] === 'string') throw new Error(`load generator: ${answer['error']}`)
@@ -324,6 +330,8 @@ try {
   const names = (['peer', 'floor', 'mandate-embedded', ...(backing !== undefined ? [...MANDATE_PROD, ...VARIANTS.keys()] : [])] as TargetName[]).filter(
     (n) => ONLY === undefined || ONLY.includes(n),
   )
+  // The DPoP path is measured on the mandate-prod-1w process itself, so its ratio to the bearer path compares like with like.
+  const withDpop = backing !== undefined && names.includes('mandate-prod-1w') && (ONLY === undefined || ONLY.includes('mandate-prod-1w-dpop'))
   say(
     `exchange bench${quick ? ' (quick)' : ''}: ${names.join(', ')}; ${ROUNDS} round(s) of 64 and 1 connection(s); ${cpus().length} cores, Node ${process.version}`,
   )
@@ -335,10 +343,12 @@ try {
     started.push(await start(name, name.startsWith('mandate-prod') ? backing : undefined))
     say(`  started ${name} in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
   }
+  const prodTarget = started.find((t) => t.name === 'mandate-prod-1w')
+  const measured: Target[] = withDpop && prodTarget !== undefined ? [...started, { ...prodTarget, name: 'mandate-prod-1w-dpop', dpop: true }] : started
 
   // JIT, connection pools, the first JWKS fetch: every server runs a while before anything counts.
   const seen = new Map<string, number>()
-  for (const target of started) {
+  for (const target of measured) {
     const m = await measure(target, 64, FIRST_GUESS[64]!, { warmupMs: PRIME_MS, durationMs: 500 })
     seen.set(`${target.name}/64`, m.perSecond)
     measurements.push({ ...m, round: 0 })
@@ -346,7 +356,7 @@ try {
   }
   say(`  primed every server for ${PRIME_MS / 1000} s at 64 connections`)
   for (let round = 1; round <= ROUNDS; round++) {
-    const order = started.map((_, i) => started[(i + round - 1) % started.length]!)
+    const order = measured.map((_, i) => measured[(i + round - 1) % measured.length]!)
     say(`round ${round}/${ROUNDS}: ${order.map((t) => t.name).join(' → ')}`)
     for (const connections of CONNECTIONS) {
       for (const target of order) {
@@ -356,7 +366,7 @@ try {
         measurements.push({ ...m, round })
         const refused = bad(m)
         say(
-          `  ${target.name.padEnd(17)} ${String(connections).padStart(2)} conn  ${rate(m.perSecond).padStart(9)}  ` +
+          `  ${target.name.padEnd(20)} ${String(connections).padStart(2)} conn  ${rate(m.perSecond).padStart(9)}  ` +
             `p50 ${ms(m.p50)}  p99 ${ms(m.p99)}  p99.9 ${ms(m.p999)} ms  CPU ${m.cpuPerResponse?.toFixed(0) ?? '?'} µs/token  non-200/errors ${refused}` +
             `${m.exhausted ? '  (ran out of signed exchanges: window shortened)' : ''}  [signed in ${(m.signMs / 1000).toFixed(1)} s]`,
         )
@@ -483,6 +493,18 @@ interface Check {
 }
 const prod64 = get('mandate-prod-1w', 64)
 const prod1 = get('mandate-prod-1w', 1)
+/** The DPoP path's server CPU per token over the bearer path's, within each round (median): what binding a token costs. */
+function cpuRatio(target: string, reference: string, connections: number): number | undefined {
+  const per = []
+  for (let r = 1; r <= ROUNDS; r++) {
+    const a = counted.find((m) => m.series === target && m.connections === connections && m.round === r)?.cpuPerResponse
+    const b = counted.find((m) => m.series === reference && m.connections === connections && m.round === r)?.cpuPerResponse
+    if (a !== undefined && b !== undefined && b > 0) per.push(a / b)
+  }
+  return per.length === 0 ? undefined : median(per)
+}
+const dpopCost = cpuRatio('mandate-prod-1w-dpop', 'mandate-prod-1w', 64)
+const dpopSpeed = ratio('mandate-prod-1w', 'mandate-prod-1w-dpop', 64)
 const checks: Check[] = [
   { target: 'mandate-prod-1w ≥ 2.5× peer (64 conn)', figure: x(prod64?.vsPeer), met: prod64?.vsPeer === undefined ? undefined : prod64.vsPeer >= 2.5 },
   { target: 'mandate-prod-1w ≥ 0.8× floor (64 conn)', figure: x(prod64?.vsFloor), met: prod64?.vsFloor === undefined ? undefined : prod64.vsFloor >= 0.8 },
@@ -500,6 +522,11 @@ const checks: Check[] = [
     target: 'durable audit + revocation cost < 25% (prod-1w ≥ 0.75× embedded, 64 conn)',
     figure: x(prod64?.vsEmbedded),
     met: prod64?.vsEmbedded === undefined ? undefined : prod64.vsEmbedded >= 0.75,
+  },
+  {
+    target: 'DPoP path ≤ 1.3× the bearer path: server CPU per token (mandate-prod-1w, 64 conn)',
+    figure: dpopCost === undefined ? '–' : `${x(dpopCost)} (bearer/DPoP tokens/s ${x(dpopSpeed)})`,
+    met: dpopCost === undefined ? undefined : dpopCost <= 1.3,
   },
 ]
 const verdict = (met: boolean | undefined) => (met === undefined ? 'not measured' : met ? 'met' : 'MISSED')

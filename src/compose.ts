@@ -6,7 +6,6 @@
  * Throws `TypeError` on a config that cannot run (unreadable keys, bad
  * policies at start).
  */
-import { randomUUID } from 'node:crypto'
 import { join } from 'node:path'
 import type { Hono } from 'hono'
 import { createAuthFailureThrottle } from './admission/auth-failures.js'
@@ -20,13 +19,12 @@ import { openWebhookNotifier } from './compose/notifications.js'
 import { openAgentLifecycle } from './compose/lifecycle.js'
 import type { LifecycleService } from './audit/lifecycle-service.js'
 import { openSetTransmitter } from './compose/ssf.js'
+import { exchangeDeps } from './compose/exchange.js'
 import { openCredentialLedger } from './compose/credentials.js'
 import { openDurableStores } from './compose/storage.js'
 import type { Config } from './config/schema.js'
-import { instanceIdOf, jwksPolicyOf, resourceServer, trustedIssuersOf } from './config/translate.js'
+import { instanceIdOf, jwksPolicyOf, trustedIssuersOf } from './config/translate.js'
 import { Closers } from './core/async.js'
-import type { Jti } from './core/claims.js'
-import type { ExchangeDeps } from './core/exchange.js'
 import { createApp } from './http/app.js'
 import type { AppEnv } from './http/env.js'
 import { clientAddressResolver } from './http/client-address.js'
@@ -39,19 +37,12 @@ import { createRevocationService, observeMirror, type RevocationService } from '
 import { monitorEventLoopLag } from './telemetry/event-loop.js'
 import type { Logger } from './telemetry/log.js'
 import { startTelemetry, type TelemetryExporters } from './telemetry/otel.js'
-import type { Tracing } from './telemetry/tracing.js'
 import { createRefusals, type Refusals } from './telemetry/refusal-log.js'
-import { createClientAuthenticator } from './tokens/client-auth.js'
-import { openClientKeys, spiffeReadiness, type ClientKeys } from './compose/client-keys.js'
-import type { CredentialLedger } from './tokens/credential-ledger.js'
-import type { CredentialAgeRule } from './core/credential-age.js'
+import { openClientKeys, spiffeReadiness } from './compose/client-keys.js'
 import { createDevUserIssuer } from './tokens/dev-issuer.js'
-import { openSigningKeys, type SigningKeyRing } from './tokens/keys.js'
-import { createTokenMinter } from './tokens/mint.js'
-import { createDpopProofVerifier, signingKeyNonces } from './tokens/dpop.js'
+import { openSigningKeys } from './tokens/keys.js'
 import type { TokenMinter } from './tokens/port.js'
-import { createSubjectVerifier } from './tokens/subject.js'
-import { buildIssuerTrust, type IssuerTrust, type LocalIssuer } from './tokens/trust.js'
+import { buildIssuerTrust, type LocalIssuer } from './tokens/trust.js'
 import { createIdJagVerifier } from './tokens/id-jag.js'
 import { createApprovalStore } from './approvals/store.js'
 import { cancelApprovalsOnKill } from './approvals/cancel-on-kill.js'
@@ -329,72 +320,6 @@ function startEventLoopMonitor(closers: Closers): () => number {
   const monitor = monitorEventLoopLag()
   closers.add(() => monitor.stop())
   return () => monitor.current()
-}
-
-/** What the token exchange runs on: the client authenticator and subject verifier as the config sets them, and the stores. */
-function exchangeDeps(
-  config: Config,
-  d: {
-    readonly credentials: { readonly ledger: CredentialLedger; readonly rule: CredentialAgeRule }
-    readonly clientKeys: ClientKeys
-    readonly keys: SigningKeyRing
-    readonly policies: ExchangeDeps['policies']
-    readonly trust: IssuerTrust
-    readonly admission: AdmissionStore
-    readonly revocations: RevocationService
-    readonly audit: AuditLog
-    /** Epoch seconds. */
-    readonly now: () => number
-    /** Instead of the configured key (tests). */
-    readonly minter: TokenMinter | undefined
-    readonly tracing: Tracing | undefined
-    readonly lifecycle: NonNullable<ExchangeDeps['lifecycle']>
-  },
-): ExchangeDeps {
-  const skew = config.limits.clock_skew_seconds
-  return {
-    issuer: config.issuer,
-    policies: d.policies,
-    clients: createClientAuthenticator({
-      issuer: config.issuer,
-      admission: d.admission,
-      workloads: d.trust.workloads,
-      now: d.now,
-      skew,
-      assertionMaxLifetime: config.limits.client_assertion_max_lifetime_seconds,
-      workloadTokenMaxLifetime: config.limits.workload_token_max_lifetime_seconds,
-      resourceServers: config.resource_servers.map(resourceServer),
-      ...d.clientKeys,
-      ledger: d.credentials.ledger,
-      credentialAge: d.credentials.rule,
-    }),
-    subjects: createSubjectVerifier({
-      selfIssuer: config.issuer,
-      selfKeys: d.keys,
-      users: d.trust.users,
-      now: d.now,
-      skew,
-      maxAge: config.limits.subject_token_max_age_seconds,
-      cacheSize: config.limits.subject_cache_entries,
-    }),
-    revocations: d.revocations,
-    minter: d.minter ?? createTokenMinter(d.keys),
-    audit: d.audit,
-    admission: d.admission,
-    now: d.now,
-    newJti: () => randomUUID() as Jti,
-    lifecycle: d.lifecycle,
-    dpop: createDpopProofVerifier({
-      tokenEndpoint: `${config.issuer}/oauth2/token`,
-      now: d.now,
-      maxAgeSeconds: config.dpop.max_age_seconds,
-      clockSkewSeconds: config.dpop.clock_skew_seconds,
-      algorithms: config.dpop.algorithms,
-      ...(config.dpop.nonces ? { nonces: signingKeyNonces(d.keys, config.dpop.nonce_window_seconds, d.now) } : {}),
-    }),
-    dpopRequired: config.dpop.required,
-    ...(d.tracing === undefined ? {} : { step: d.tracing.step.bind(d.tracing) }),
-  }
 }
 
 /** The `overload` section with the signals it is measured against. */

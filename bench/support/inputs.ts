@@ -277,6 +277,8 @@ export interface PreparedRequest {
   readonly clientAssertion: string
   /** `application/x-www-form-urlencoded` body for the token endpoint. */
   readonly body: string
+  /** A DPoP proof (RFC 9449 §4) of the agent's DPoP key for the token endpoint, when asked for. */
+  readonly dpop?: string
 }
 
 /**
@@ -301,6 +303,22 @@ export interface RequestOptions {
   readonly assertionAudience?: string
   /** Index of the first request in the cycle of users, agents and grants (to continue a series). */
   readonly offset?: number
+  /** Sign a DPoP proof for each exchange too, with a key per agent (its token is then bound to it). */
+  readonly dpop?: boolean
+}
+
+/** One DPoP key per agent, made once per process: an agent instance keeps its key (RFC 9449 §2). */
+const dpopKeys = new Map<string, { readonly key: KeyObject; readonly jwk: JsonWebKey }>()
+function dpopKeyOf(agent: string): { readonly key: KeyObject; readonly jwk: JsonWebKey } {
+  let k = dpopKeys.get(agent)
+  if (k === undefined) {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+    // Only the public members RFC 7638 hashes: the proof's `jwk` header.
+    const { kty, crv, x, y } = publicKey.export({ format: 'jwk' }) as Record<'kty' | 'crv' | 'x' | 'y', string>
+    k = { key: privateKey, jwk: { kty, crv, x, y } }
+    dpopKeys.set(agent, k)
+  }
+  return k
 }
 
 /** Runs `count` signing jobs, at most `width` at a time (a queue of 100,000 callbacks helps no one). */
@@ -383,7 +401,11 @@ export async function assertRequests(settings: GeneratorSettings, subjects: read
       resource: grant.audience,
       scope,
     }).toString()
-    return { agent: agent.id, user, audience: grant.audience, scope, subjectToken, clientAssertion, body }
+    const prepared = { agent: agent.id, user, audience: grant.audience, scope, subjectToken, clientAssertion, body }
+    if (options.dpop !== true) return prepared
+    const { key, jwk } = dpopKeyOf(agent.id)
+    const dpop = await signJwt('ES256', key, { typ: 'dpop+jwt', jwk }, { jti: randomUUID(), htm: 'POST', htu: `${settings.issuer}/oauth2/token`, iat: now })
+    return { ...prepared, dpop }
   })
 }
 

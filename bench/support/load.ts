@@ -8,11 +8,11 @@
  * stdin: one JSON command per line; stdout: one JSON answer per line.
  *
  *   {"id":…, "url":"http://127.0.0.1:…/oauth2/token", "series":"peer",
- *    "connections":64, "count":30000, "warmupMs":1000, "durationMs":5000}
+ *    "connections":64, "count":30000, "warmupMs":1000, "durationMs":5000, "dpop":false}
  *
  * For each command it first signs, before any request goes out, `count`
- * exchanges (bench/support/inputs.ts): a fresh ES256 client assertion each,
- * and a subject token each, taken from an RS256 pool that is shared by the
+ * exchanges (bench/support/inputs.ts): a fresh ES256 client assertion each
+ * (and with `dpop`, a DPoP proof of the agent's key each), and a subject token each, taken from an RS256 pool that is shared by the
  * series but never repeated within one (a server sees every subject token
  * once, so a cache of verified subject tokens has nothing to hit; tokens a
  * run did not send are used by the next). Then it keeps `connections`
@@ -41,6 +41,8 @@ const Command = z.strictObject({
   count: z.number().int().min(1).max(1_000_000),
   warmupMs: z.number().int().min(0),
   durationMs: z.number().int().min(100),
+  /** Each exchange carries a DPoP proof (RFC 9449) of its agent's key. */
+  dpop: z.boolean().default(false),
 })
 type Command = z.infer<typeof Command>
 
@@ -86,7 +88,7 @@ async function subjectsFor(series: string, count: number): Promise<{ tokens: Sub
 async function run(cmd: Command): Promise<LoadResult> {
   const signStart = performance.now()
   const { tokens, offset } = await subjectsFor(cmd.series, cmd.count)
-  const requests = await assertRequests(settings, tokens, { offset })
+  const requests = await assertRequests(settings, tokens, { offset, dpop: cmd.dpop })
   const signMs = performance.now() - signStart
 
   const url = new URL(cmd.url)
@@ -108,13 +110,13 @@ async function run(cmd: Command): Promise<LoadResult> {
     for (;;) {
       const sentAt = performance.now()
       if (sentAt >= windowEnd || next >= requests.length) return
-      const body = requests[next++]!.body
+      const { body, dpop } = requests[next++]!
       lastSentAt = sentAt
       try {
         const res = await pool.request({
           path: url.pathname,
           method: 'POST',
-          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          headers: { 'content-type': 'application/x-www-form-urlencoded', ...(dpop === undefined ? {} : { dpop }) },
           body,
         })
         const text = await res.body.text()

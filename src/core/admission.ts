@@ -13,9 +13,9 @@ export function admissionRefusal(decision: Admission): OAuthError | undefined {
       // RFC 9449 §11.1: a proof is used once.
       return new OAuthError('invalid_dpop_proof', DPOP_PROOF_INVALID, { detail: 'DPoP proof jti replayed' })
     case 'predates_memory':
-      // Fail closed: it may have been spent before the replay store lost its memory. A new assertion passes.
-      return new OAuthError('temporarily_unavailable', 'client assertion predates the replay store; send a new one', {
-        detail: 'client assertion issued before the replay store began remembering',
+      // Fail closed: it may have been spent before the replay store lost its memory. A new assertion (or proof) passes.
+      return new OAuthError('temporarily_unavailable', 'client assertion or DPoP proof predates the replay store; send a new one', {
+        detail: 'client assertion or DPoP proof issued before the replay store began remembering',
         retryAfter: decision.retryAfter,
       })
     case 'limited':

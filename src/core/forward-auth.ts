@@ -20,17 +20,28 @@ export type ForwardAuthDecision =
 
 /**
  * Decides on a token's status for `audience` and the `scopes` the resource
- * needs (each must be in the token's `scope`: RFC 6749 §3.3). The audience
- * and the scopes are judged before an unknown revocation state: a token
- * that would be refused anyway is refused as such, not answered 503.
+ * needs (each must be in the token's `scope`: RFC 6749 §3.3), presented
+ * with `scheme`: a DPoP-bound token (`cnf.jkt`) only as DPoP (RFC 9449
+ * §7.2), and DPoP only with a bound token (§7.1); the caller checks the
+ * proof of a DPoP one before it acts on any outcome but `invalid_token`.
+ * The audience and the scopes are judged before an unknown revocation
+ * state: a token that would be refused anyway is refused as such, not
+ * answered 503.
  */
-export function forwardAuthorization(status: TokenStatus, audience: string, scopes: readonly string[]): ForwardAuthDecision {
+export function forwardAuthorization(
+  status: TokenStatus,
+  audience: string,
+  scopes: readonly string[],
+  scheme: 'Bearer' | 'DPoP' = 'Bearer',
+): ForwardAuthDecision {
   if (status.state === 'inactive') {
     return { outcome: 'invalid_token', revoked: status.revoked === true, claims: undefined, detail: status.revoked === true ? 'revoked' : 'not a live token' }
   }
   const { claims } = status
   // RFC 9068 §4: the resource server must check that the token is meant for it.
   if (claims.aud !== audience) return { outcome: 'invalid_token', revoked: false, claims, detail: 'audience mismatch' }
+  if (scheme === 'Bearer' && claims.cnf !== undefined) return { outcome: 'invalid_token', revoked: false, claims, detail: 'DPoP-bound token sent as Bearer' }
+  if (scheme === 'DPoP' && claims.cnf === undefined) return { outcome: 'invalid_token', revoked: false, claims, detail: 'unbound token sent as DPoP' }
   const granted = new Set(claims.scope.split(' '))
   const missing = scopes.filter((s) => !granted.has(s))
   if (missing.length > 0) return { outcome: 'insufficient_scope', claims, missing }

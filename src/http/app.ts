@@ -265,7 +265,13 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.get(
     '/.well-known/oauth-authorization-server',
     metadataDoc,
-    metadataRoute(issuer, deps.keys, deps.approvals === undefined ? undefined : deps.exchange.policies, deps.idJag !== undefined, deps.exchange.dpop?.algorithms),
+    metadataRoute(
+      issuer,
+      deps.keys,
+      deps.approvals === undefined ? undefined : deps.exchange.policies,
+      deps.idJag !== undefined,
+      deps.exchange.dpop?.algorithms,
+    ),
   )
   app.get('/.well-known/jwks.json', jwksDoc, jwksRoute(deps.keys))
   mountHealth(app, {
@@ -338,7 +344,18 @@ function mountOAuthEndpoints(app: Hono<AppEnv>, deps: AppDeps, tokenDeps: TokenR
     // A shedding instance of its own (its own concurrency count, no audit backlog: it writes nothing), so that a flood of
     // proxy checks is refused before its signatures are checked, yet never crowds out token requests.
     const shed = deps.shedding === undefined ? undefined : shedLoad({ ...deps.shedding, auditPending: () => 0 })
-    mountForwardAuth(app, { verify: tokenDeps.verify, revocations: deps.revocations, ...(deps.metrics === undefined ? {} : { metrics: deps.metrics }) }, shed)
+    mountForwardAuth(
+      app,
+      {
+        verify: tokenDeps.verify,
+        revocations: deps.revocations,
+        admission: deps.exchange.admission,
+        now: deps.exchange.now,
+        ...(deps.exchange.dpop === undefined ? {} : { dpopAlgorithms: deps.exchange.dpop.algorithms }),
+        ...(deps.metrics === undefined ? {} : { metrics: deps.metrics }),
+      },
+      shed,
+    )
   }
 }
 

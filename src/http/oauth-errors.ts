@@ -80,12 +80,15 @@ export class RouteError extends Error {
 export class BearerError extends Error {
   override readonly name = 'BearerError'
   constructor(
-    readonly code: 'missing_token' | 'invalid_token' | 'insufficient_scope',
+    /** `invalid_dpop_proof`: RFC 9449 §7.1, with the DPoP scheme only. */
+    readonly code: 'missing_token' | 'invalid_token' | 'insufficient_scope' | 'invalid_dpop_proof',
     readonly description: string,
     /** For logs only. */
     readonly detail?: string,
     /** `insufficient_scope`: the scopes the resource needs, space-separated. */
     readonly scope?: string,
+    /** When the request used the DPoP scheme: the proof algorithms, and the challenge names DPoP and `algs` (RFC 9449 §7.1). */
+    readonly dpopAlgs?: readonly string[],
   ) {
     super(`${code}: ${description}`)
   }
@@ -95,14 +98,16 @@ export class BearerError extends Error {
 export const BEARER_REALM = 'mandate'
 
 /**
- * RFC 6750 §3 `WWW-Authenticate` for `error`. Every value is fixed text or a
+ * RFC 6750 §3 (RFC 9449 §7.1 for DPoP) `WWW-Authenticate` for `error`. Every value is fixed text or a
  * validated scope (RFC 6749 §3.3 scope-tokens hold no `"` or `\`), so it
  * needs no escaping and holds no CR or LF.
  */
 function bearerChallenge(error: BearerError): string {
-  if (error.code === 'missing_token') return `Bearer realm="${BEARER_REALM}"`
+  const scheme = error.dpopAlgs === undefined ? 'Bearer' : 'DPoP'
+  const algs = error.dpopAlgs === undefined ? '' : `, algs="${error.dpopAlgs.join(' ')}"`
+  if (error.code === 'missing_token') return `${scheme} realm="${BEARER_REALM}"${algs}`
   const scope = error.scope === undefined ? '' : `, scope="${error.scope}"`
-  return `Bearer realm="${BEARER_REALM}", error="${error.code}", error_description="${error.description}"${scope}`
+  return `${scheme} realm="${BEARER_REALM}", error="${error.code}", error_description="${error.description}"${scope}${algs}`
 }
 
 export type HttpError = OAuthError | AdminError | RouteError | BearerError
@@ -142,7 +147,7 @@ function answerFor(error: HttpError): {
   if (error instanceof BearerError) {
     const headers = { 'WWW-Authenticate': bearerChallenge(error) }
     if (error.code === 'missing_token') return { status: 401, code: 'unauthorized', headers }
-    return { status: error.code === 'invalid_token' ? 401 : 403, code: error.code, headers }
+    return { status: error.code === 'insufficient_scope' ? 403 : 401, code: error.code, headers }
   }
   return { status: error.status, code: error.code, headers: error.allow === undefined ? {} : { Allow: error.allow.join(', ') } }
 }

@@ -491,7 +491,10 @@ export const AuthorizationServerMetadata = z
     actor_token_types_supported: uris,
     issued_token_types_supported: uris,
     access_token_signing_alg_values_supported: z.array(z.string()),
-    dpop_signing_alg_values_supported: z.array(z.enum(ASYMMETRIC_ALGORITHMS)).optional().describe('RFC 9449 §5.1: the DPoP proof algorithms the token endpoint takes.'),
+    dpop_signing_alg_values_supported: z
+      .array(z.enum(ASYMMETRIC_ALGORITHMS))
+      .optional()
+      .describe('RFC 9449 §5.1: the DPoP proof algorithms the token endpoint takes.'),
     mandate_revocation_feed_endpoint: z
       .string()
       .describe('Mandate’s own member (RFC 8414 §2 allows additional ones): the revocation feed resource servers follow, GET /revocations/feed.'),

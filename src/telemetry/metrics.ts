@@ -26,7 +26,8 @@ export type ExchangeOutcome = 'issued' | 'denied' | 'failed'
  * revoked one, a missing scope; the revocation state unknown (503); a bad
  * query (the proxy's configuration).
  */
-export type ForwardAuthOutcome = 'allowed' | 'no_token' | 'invalid_token' | 'revoked' | 'insufficient_scope' | 'unavailable' | 'bad_request'
+export type ForwardAuthOutcome =
+  'allowed' | 'no_token' | 'invalid_token' | 'revoked' | 'insufficient_scope' | 'unavailable' | 'bad_request' | 'invalid_dpop_proof'
 
 export interface MandateMetrics {
   /** `mandate.tokens.issued` {agent, audience}. */

@@ -169,4 +169,3 @@ export interface DpopProofVerifier {
   /** `dpop_signing_alg_values_supported` (RFC 9449 §5.1). */
   readonly algorithms: readonly string[]
 }
-

@@ -127,6 +127,47 @@ describe('@mandate/client package, installed from its tarball', () => {
     expect(lines).toHaveLength(4)
   })
 
+  it.each(packageRuntimes())('binds tokens to DPoP keys, a sub-agent’s to its own with the parent’s proof, on $name', async ({ bin }) => {
+    const issuer = `http://localhost:${port}`
+    const answer = await fetch(`${issuer}/dev/users/alice/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ scope: 'demo:read' }),
+    })
+    const { access_token: userToken } = (await answer.json()) as { access_token: string }
+    // The README's DPoP delegation flow, with the dev agents: parent and sub-agent each with a key of its own.
+    await writeFile(
+      join(project, 'dpop.mjs'),
+      `import { clientSecret, createClient, MandateClientError } from '@mandate/client'
+const jkt = (token) => JSON.parse(Buffer.from(token.split('.')[1], 'base64url')).cnf?.jkt
+const issuer = process.env.MANDATE_URL
+const parent = createClient({ issuer, clientId: 'demo-agent', auth: clientSecret('demo-secret'), dpop: true })
+const sub = createClient({ issuer, clientId: 'demo-subagent', auth: clientSecret('demo-sub-secret'), dpop: true })
+const mine = await parent.getToken({ subjectToken: process.env.USER_TOKEN, audience: 'https://demo.example', scope: 'demo:read' })
+console.log('parent', mine.tokenType, jkt(mine.accessToken) === (await parent.dpopThumbprint()))
+const proof = await parent.delegationProof(mine.accessToken)
+const child = await sub.delegate({ parentToken: mine.accessToken, subjectTokenProof: proof, audience: 'https://demo.example', scope: 'demo:read' })
+console.log('child', child.tokenType, jkt(child.accessToken) === (await sub.dpopThumbprint()))
+// A client of its own: \`sub\` would answer from its cache.
+const another = createClient({ issuer, clientId: 'demo-subagent', auth: clientSecret('demo-sub-secret'), dpop: true })
+try {
+  await another.delegate({ parentToken: mine.accessToken, audience: 'https://demo.example', scope: 'demo:read' })
+} catch (err) {
+  if (!(err instanceof MandateClientError)) throw err
+  console.log('without the parent proof:', err.error)
+}
+`,
+    )
+    const result = spawnSync(bin, ['dpop.mjs'], {
+      cwd: project,
+      encoding: 'utf8',
+      timeout: 30_000,
+      env: { PATH: process.env['PATH'], MANDATE_URL: issuer, USER_TOKEN: userToken },
+    })
+    expect(result.status, result.stderr).toBe(0)
+    expect(result.stdout.trim().split('\n')).toEqual(['parent DPoP true', 'child DPoP true', 'without the parent proof: invalid_dpop_proof'])
+  })
+
   it.each(packageRuntimes())(
     'asks a person to approve one payment and waits for it, on $name',
     async ({ bin }) => {

@@ -6,7 +6,11 @@
  * X-Mandate-* headers (and none a client forged); the agent killed through
  * the admin API is refused through nginx within 100 ms of the kill's 201; a
  * missing scope is 403 with its challenge; no token is 401 with the bare
- * challenge passed through to the client.
+ * challenge passed through to the client. A DPoP-bound token (RFC 9449),
+ * from the token endpoint through oauth4webapi's DPoP client, with its proof for the original method and URL passes (the
+ * page's block passes them as X-Original-Method and X-Original-URL); the
+ * same token sent with a proof of another key (a stolen token) is refused,
+ * and so is a proof replayed.
  *
  * nginx: NGINX_BIN (default /usr/sbin/nginx), run as a non-daemon child with
  * its own prefix, temp dirs and pid under a temp folder, logging to stderr.
@@ -18,6 +22,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import * as oauth from 'oauth4webapi'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { logSink } from '../support/log-sink.js'
 import { freePort } from '../support/net.js'
@@ -167,6 +172,120 @@ describe.runIf(haveNginx('test/e2e/forward-auth-nginx.test.ts'))('forward auth b
     expect(seen.length).toBe(before)
   })
 
+  type KeyPair = Awaited<ReturnType<typeof oauth.generateKeyPair>>
+
+  /**
+   * A token for demo-agent bound to a new key (`cnf.jkt`, RFC 9449 §6.1):
+   * oauth4webapi's DPoP client at the broker's token endpoint, as the
+   * metadata names it.
+   */
+  async function bound(scope: string): Promise<{ token: string; pair: KeyPair }> {
+    const user = (await (await fetch(`${brokerUrl}/dev/users/alice/token`, { method: 'POST', body: '{"scope":"orders:read orders:write"}' })).json()) as {
+      access_token: string
+    }
+    const metadata = (await (await fetch(`${brokerUrl}/.well-known/oauth-authorization-server`)).json()) as { issuer: string; token_endpoint: string }
+    const as: oauth.AuthorizationServer = { issuer: metadata.issuer, token_endpoint: metadata.token_endpoint }
+    const client: oauth.Client = { client_id: 'demo-agent' }
+    const pair = await oauth.generateKeyPair('ES256')
+    const DPoP = oauth.DPoP(client, pair)
+    const params = new URLSearchParams({
+      subject_token: user.access_token,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      audience: 'https://orders.example',
+      scope,
+    })
+    const res = await oauth.genericTokenEndpointRequest(
+      as,
+      client,
+      oauth.ClientSecretBasic('demo-secret'),
+      'urn:ietf:params:oauth:grant-type:token-exchange',
+      params,
+      {
+        DPoP,
+        [oauth.allowInsecureRequests]: true,
+        [oauth.customFetch]: (url, init) => fetch(new URL(new URL(url).pathname, brokerUrl), init),
+      },
+    )
+    const body = await oauth.processGenericTokenEndpointResponse(as, client, res)
+    expect(body.token_type).toBe('dpop')
+    return { token: body.access_token, pair }
+  }
+
+  /** oauth4webapi's DPoP request for https://orders.example`path`, sent to nginx: the answer, challenged or not, and the headers sent. */
+  async function dpopThrough(token: string, pair: KeyPair, method: string, path: string): Promise<{ res: Response; sent: Record<string, string> }> {
+    let sent: Record<string, string> = {}
+    const options: oauth.ProtectedResourceRequestOptions = {
+      DPoP: oauth.DPoP({}, pair),
+      [oauth.customFetch]: (target: string, init: oauth.CustomFetchOptions<string, oauth.ProtectedResourceRequestBody>) => {
+        sent = { ...init.headers }
+        const u = new URL(target)
+        return fetch(`${front}${u.pathname}${u.search}`, { method: init.method, headers: init.headers, ...(method === 'GET' ? {} : { body: 'x' }) })
+      },
+    }
+    try {
+      return {
+        res: await oauth.protectedResourceRequest(
+          token,
+          method,
+          new URL(`https://orders.example${path}`),
+          new Headers(),
+          method === 'GET' ? null : 'x',
+          options,
+        ),
+        sent,
+      }
+    } catch (err) {
+      if (err instanceof oauth.WWWAuthenticateChallengeError) return { res: err.response, sent }
+      throw err
+    }
+  }
+
+  it('DPoP: a bound token with a proof for the original method and URL passes; the upstream sees the request', async () => {
+    const { token: t, pair } = await bound('orders:read')
+    const before = seen.length
+    const { res, sent } = await dpopThrough(t, pair, 'POST', '/orders/7?x=1')
+    expect(sent['authorization']).toBe(`DPoP ${t}`)
+    expect(res.status).toBe(200)
+    expect(seen.length).toBe(before + 1)
+    expect(seen.at(-1)!.path).toBe('/orders/7?x=1')
+    expect(seen.at(-1)!.headers['x-mandate-agent']).toBe('demo-agent')
+    // The same token as Bearer: refused (RFC 9449 §7.2).
+    const bearer = await fetch(`${front}/orders/7`, { headers: { authorization: `Bearer ${t}` } })
+    expect(bearer.status).toBe(401)
+    expect(bearer.headers.get('www-authenticate')).toMatch(/^Bearer realm="mandate", error="invalid_token"/)
+  })
+
+  it('DPoP: a stolen token sent with another key’s proof, and a replayed proof, are refused through nginx', async () => {
+    const { token: t, pair } = await bound('orders:read')
+    const before = seen.length
+    const stolen = await dpopThrough(t, await oauth.generateKeyPair('ES256'), 'GET', '/orders/7')
+    expect(stolen.res.status).toBe(401)
+    expect(stolen.res.headers.get('www-authenticate')).toMatch(
+      /^DPoP realm="mandate", error="invalid_dpop_proof", error_description="DPoP proof is invalid", algs="/,
+    )
+
+    const first = await dpopThrough(t, pair, 'GET', '/orders/7')
+    expect(first.res.status).toBe(200)
+    const replayed = await fetch(`${front}/orders/7`, { headers: first.sent })
+    expect(replayed.status).toBe(401)
+    expect(replayed.headers.get('www-authenticate')).toMatch(/error="invalid_dpop_proof"/)
+    // A fresh proof for /orders/7 sent to /orders/8 is refused too: nginx passes the URL the client asked for.
+    let unsent: Record<string, string> = {}
+    await oauth.protectedResourceRequest(t, 'GET', new URL('https://orders.example/orders/7'), new Headers(), null, {
+      DPoP: oauth.DPoP({}, pair),
+      [oauth.customFetch]: (_target: string, init: oauth.CustomFetchOptions<string, oauth.ProtectedResourceRequestBody>) => {
+        unsent = { ...init.headers }
+        return Promise.resolve(new Response(null, { status: 204 }))
+      },
+    })
+    const elsewhere = await fetch(`${front}/orders/8`, { headers: unsent })
+    expect(elsewhere.status).toBe(401)
+    expect(elsewhere.headers.get('www-authenticate')).toMatch(/error="invalid_dpop_proof"/)
+    expect((await fetch(`${front}/orders/7`, { headers: unsent })).status).toBe(200)
+    expect(seen.length).toBe(before + 2)
+  })
+
+  // Last: it kills demo-agent, which the tests above need alive.
   it(`the agent killed through the admin API is refused through nginx within ${KILL_BOUND_MS} ms of the kill's 201`, async () => {
     const t = await token('orders:read')
     const through = () => fetch(`${front}/orders/7`, { headers: { authorization: `Bearer ${t}` } })

@@ -46,6 +46,7 @@ import {
   WORKLOAD_ISSUER,
   type TestBroker,
 } from '../support/broker.js'
+import type { IdentityContext } from './identity.js'
 import { error, hostileCase, INVALID_CLIENT, INVALID_REQUEST, TOO_LARGE, type HostileCase, type Outcome } from './harness.js'
 
 export const AGENTS = ['secret-agent', 'jwt-agent', 'workload-agent'] as const
@@ -103,9 +104,11 @@ export interface HostileContext {
   readonly usedAssertions: readonly string[]
   /** A number not handed out before (jti values). */
   readonly next: () => number
+  /** DPoP keys, bound tokens, SVID and ID-JAG issuers: on the `identity` group's broker only. */
+  readonly identity?: IdentityContext
 }
 
-function signerOf(alg: 'RS256' | 'ES256', kid: string, privateKey: KeyObject): Signer {
+export function signerOf(alg: 'RS256' | 'ES256', kid: string, privateKey: KeyObject): Signer {
   return { alg, kid, privateKey, publicJwk: { ...createPublicKey(privateKey).export({ format: 'jwk' }), kid, alg } }
 }
 
@@ -183,7 +186,7 @@ export async function hostileContext(b: TestBroker): Promise<HostileContext> {
 const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
 const enc = (v: string | Uint8Array) => Buffer.from(v).toString('base64url')
 type Part = Record<string, unknown> | Uint8Array
-const partText = (p: Part) => enc(p instanceof Uint8Array ? p : JSON.stringify(p))
+export const partText = (p: Part) => enc(p instanceof Uint8Array ? p : JSON.stringify(p))
 
 /** A signature over `input`: RS256, PS256, ES256 with a private key, HS256/384/512 with a secret. */
 function signature(input: string, alg: string, key: KeyObject | Uint8Array): string {
@@ -198,13 +201,17 @@ function signature(input: string, alg: string, key: KeyObject | Uint8Array): str
 }
 
 /** A compact JWS over exactly these parts, signed as `signer` says (or with a given signature text). */
-function compact(header: Part, payload: Part, signer: { readonly alg: string; readonly key: KeyObject | Uint8Array } | { readonly signature: string }): string {
+export function compact(
+  header: Part,
+  payload: Part,
+  signer: { readonly alg: string; readonly key: KeyObject | Uint8Array } | { readonly signature: string },
+): string {
   const input = `${partText(header)}.${partText(payload)}`
   return `${input}.${'signature' in signer ? signer.signature : signature(input, signer.alg, signer.key)}`
 }
 
 /** Merges overrides into a claim or header set; an `undefined` value removes the member. */
-function merge(base: Record<string, unknown>, over: Record<string, unknown> = {}): Record<string, unknown> {
+export function merge(base: Record<string, unknown>, over: Record<string, unknown> = {}): Record<string, unknown> {
   const out: Record<string, unknown> = { ...base }
   for (const [k, v] of Object.entries(over)) {
     if (v === undefined) delete out[k]
@@ -215,7 +222,7 @@ function merge(base: Record<string, unknown>, over: Record<string, unknown> = {}
 
 /** A JWT's role in a request: who signs it, what it must carry, and what a refusal of it is answered with. */
 export interface JwtRole {
-  readonly field: 'subject_token' | 'client_assertion' | 'actor_token' | 'access_token'
+  readonly field: 'subject_token' | 'client_assertion' | 'actor_token' | 'access_token' | 'assertion'
   readonly signer: Signer
   readonly refused: readonly Outcome[]
   header(): Record<string, unknown>
@@ -241,7 +248,7 @@ export interface JwtFault {
   token(): string
 }
 
-function buildJwt(
+export function buildJwt(
   role: JwtRole,
   o: { header?: Record<string, unknown>; claims?: Record<string, unknown>; signer?: Signer; alg?: string } = {},
 ): { header: Record<string, unknown>; claims: Record<string, unknown>; token: string } {
@@ -402,7 +409,7 @@ export function workloadRole(ctx: HostileContext): JwtRole {
   return role
 }
 
-const jwt = (label: string, token: () => string): JwtFault => ({ label, token })
+export const jwt = (label: string, token: () => string): JwtFault => ({ label, token })
 
 /** The last base64url character with unused low bits set: the same bytes, a second spelling (RFC 4648 §3.5). */
 function nonCanonical(part: string, k: number): string | undefined {
@@ -413,12 +420,12 @@ function nonCanonical(part: string, k: number): string | undefined {
   return `${part.slice(0, -1)}${B64URL.charAt((v & ~mask) | (1 + (k % mask)))}`
 }
 
-const HOSTILE_CHARS = ['\u0000', '\ud800', '\udbff', '\udc00', '\udfff'] as const
-const INVALID_UTF8: readonly (readonly number[])[] = [[0xff], [0xc0, 0x80], [0xed, 0xa0, 0x80], [0x80], [0xf8, 0x88, 0x80, 0x80, 0x80], [0xe2, 0x82]]
-const MARK = 'HOSTILE-MARK-7f3a'
+export const HOSTILE_CHARS = ['\u0000', '\ud800', '\udbff', '\udc00', '\udfff'] as const
+export const INVALID_UTF8: readonly (readonly number[])[] = [[0xff], [0xc0, 0x80], [0xed, 0xa0, 0x80], [0x80], [0xf8, 0x88, 0x80, 0x80, 0x80], [0xe2, 0x82]]
+export const MARK = 'HOSTILE-MARK-7f3a'
 
 /** `base` with `bytes` where MARK was in its JSON text. */
-function withBytes(base: Record<string, unknown>, bytes: readonly number[]): Uint8Array {
+export function withBytes(base: Record<string, unknown>, bytes: readonly number[]): Uint8Array {
   const [before, after] = JSON.stringify(base).split(MARK) as [string, string]
   return Buffer.concat([Buffer.from(before), Buffer.from(bytes), Buffer.from(after)])
 }
@@ -752,7 +759,7 @@ export function validJwt(ctx: HostileContext, role: JwtRole): fc.Arbitrary<JwtFa
 // ---------------------------------------------------------------------------
 // Forms (RFC 6749 §4 / appendix B encoding) and the faults that change them
 
-const FORM_TYPES = [
+export const FORM_TYPES = [
   'application/x-www-form-urlencoded',
   'application/x-www-form-urlencoded; charset=UTF-8',
   'APPLICATION/X-WWW-FORM-URLENCODED',
@@ -786,14 +793,14 @@ export interface FormFault {
 }
 
 export const param = (d: FormDraft, name: string) => d.params.find(([n]) => n === name)?.[1]
-const removeParam = (d: FormDraft, name: string) => {
+export const removeParam = (d: FormDraft, name: string) => {
   d.params = d.params.filter(([n]) => n !== name)
 }
-const setParam = (d: FormDraft, name: string, value: string) => {
+export const setParam = (d: FormDraft, name: string, value: string) => {
   removeParam(d, name)
   d.params.push([name, value])
 }
-const fault = (slot: string, label: string, answers: readonly Outcome[], change: (d: FormDraft) => void): FormFault => ({
+export const fault = (slot: string, label: string, answers: readonly Outcome[], change: (d: FormDraft) => void): FormFault => ({
   slot,
   apply(d) {
     d.labels.push(label)
@@ -802,7 +809,7 @@ const fault = (slot: string, label: string, answers: readonly Outcome[], change:
   },
 })
 
-const CREDENTIAL_PARAMS = ['subject_token', 'actor_token', 'client_assertion', 'client_secret', 'token']
+const CREDENTIAL_PARAMS = ['subject_token', 'actor_token', 'client_assertion', 'client_secret', 'token', 'assertion', 'subject_token_dpop']
 const CLIENT_PARAMS = ['client_id', 'client_secret', 'client_assertion', 'client_assertion_type', 'actor_token', 'actor_token_type']
 const KNOWN_PARAMS = new Set([
   'grant_type',
@@ -834,6 +841,8 @@ function credentials(d: FormDraft): string[] {
     if (parts.length === 3 && parts[2]!.length >= 16) out.add(parts[2]!)
   }
   for (const [n, v] of d.params) if (CREDENTIAL_PARAMS.includes(n)) add(v)
+  // A DPoP proof (RFC 9449 §4.1) is no secret, but no answer or log line has any business repeating it.
+  if (d.headers['dpop'] !== undefined) add(d.headers['dpop'])
   const auth = d.headers['authorization']
   if (auth !== undefined) {
     const value = auth.replace(/^\S+\s+/, '')

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { basic, SECRET, startTestBroker, type TestBroker } from '../support/broker.js'
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
 import { hostileContext, type HostileContext } from './arbitraries.js'
+import { identityContext, identitySetup, type IdentitySetup } from './identity.js'
 import { runCase, stackTracesInLogs } from './harness.js'
 import { brokerFor, PROPERTIES, TOTAL_RUNS, type HostileGroup } from './properties.js'
 
@@ -20,21 +21,30 @@ export function seedFromEnv(): number | undefined {
 }
 
 export function describeHostile(group: HostileGroup): void {
-  const { postgres, ssf } = brokerFor(group)
+  const { postgres, ssf, identity } = brokerFor(group)
   ;(postgres ? describePostgres : describe)(`hostile input: ${group}`, () => {
     let b: TestBroker
     let ctx: HostileContext
     let db: TestDatabase | undefined
+    let setup: IdentitySetup | undefined
     const seed = seedFromEnv()
 
     beforeAll(async () => {
       db = postgres ? await createTestDatabase() : undefined
-      b = await startTestBroker({ logLevel: 'debug', ...(db === undefined ? {} : { database: db.url }), ...(ssf === undefined ? {} : { ssf }) })
+      setup = identity === true ? await identitySetup() : undefined
+      b = await startTestBroker({
+        logLevel: 'debug',
+        ...(db === undefined ? {} : { database: db.url }),
+        ...(ssf === undefined ? {} : { ssf }),
+        ...(setup === undefined ? {} : setup.options),
+      })
       ctx = await hostileContext(b)
+      if (setup !== undefined) ctx = { ...ctx, identity: await identityContext(b, ctx, setup) }
     })
     afterAll(async () => {
       await b?.close()
       await db?.drop()
+      await setup?.close()
     })
 
     for (const p of PROPERTIES.filter((x) => x.group === group)) {

@@ -18,6 +18,7 @@ import fc from 'fast-check'
 import { startTestBroker, type TestBroker } from '../support/broker.js'
 import { createTestDatabase, type TestDatabase } from '../support/pg-database.js'
 import { hostileContext, type HostileContext } from './arbitraries.js'
+import { identityContext, identitySetup, type IdentitySetup } from './identity.js'
 import { runCase } from './harness.js'
 import { brokerFor, PROPERTIES, type HostileProperty } from './properties.js'
 
@@ -55,17 +56,25 @@ interface Target {
   readonly broker: TestBroker
   readonly ctx: HostileContext
   readonly db: TestDatabase | undefined
+  readonly setup: IdentitySetup | undefined
 }
 const targets = new Map<string, Promise<Target>>()
 function targetFor(p: HostileProperty): Promise<Target> {
-  const { postgres, ssf } = brokerFor(p.group)
-  const kind = `${postgres ? 'postgres' : 'memory'}${ssf === undefined ? '' : '+ssf'}`
+  const { postgres, ssf, identity } = brokerFor(p.group)
+  const kind = `${postgres ? 'postgres' : 'memory'}${ssf === undefined ? '' : '+ssf'}${identity === true ? '+identity' : ''}`
   let t = targets.get(kind)
   if (t === undefined) {
     t = (async () => {
       const db = postgres ? await createTestDatabase() : undefined
-      const broker = await startTestBroker({ logLevel: 'debug', ...(db === undefined ? {} : { database: db.url }), ...(ssf === undefined ? {} : { ssf }) })
-      return { broker, ctx: await hostileContext(broker), db }
+      const setup = identity === true ? await identitySetup() : undefined
+      const broker = await startTestBroker({
+        logLevel: 'debug',
+        ...(db === undefined ? {} : { database: db.url }),
+        ...(ssf === undefined ? {} : { ssf }),
+        ...(setup === undefined ? {} : setup.options),
+      })
+      const ctx = await hostileContext(broker)
+      return { broker, ctx: setup === undefined ? ctx : { ...ctx, identity: await identityContext(broker, ctx, setup) }, db, setup }
     })()
     targets.set(kind, t)
   }
@@ -73,9 +82,10 @@ function targetFor(p: HostileProperty): Promise<Target> {
 }
 async function closeTargets(): Promise<void> {
   for (const t of targets.values()) {
-    const { broker, db } = await t
+    const { broker, db, setup } = await t
     await broker.close()
     await db?.drop()
+    await setup?.close()
   }
 }
 

@@ -13,10 +13,24 @@ import type { TestBroker } from '../support/broker.js'
 
 /** One acceptable answer. */
 export type Outcome =
-  /** 200 with a token, and exactly one new `token.issued` record. */
-  | { readonly kind: 'token' }
-  /** An error body `{ error }` with this status. */
-  | { readonly kind: 'error'; readonly status: number; readonly error: string }
+  /**
+   * 200 with a token, and exactly one new `token.issued` record; its
+   * `token_type` is `tokenType` (default Bearer), and with `jkt` the token is
+   * bound to that key (`cnf.jkt`, RFC 9449 §6.1).
+   */
+  | { readonly kind: 'token'; readonly tokenType?: string; readonly jkt?: string }
+  /**
+   * An error body `{ error }` with this status; with `description`, exactly
+   * that `error_description` (one text for every failed check: no oracle),
+   * with `headers`, these answer headers exactly.
+   */
+  | {
+      readonly kind: 'error'
+      readonly status: number
+      readonly error: string
+      readonly description?: string
+      readonly headers?: Readonly<Record<string, string>>
+    }
   /** RFC 7662 §2.2: exactly `{"active": false}`. */
   | { readonly kind: 'inactive' }
   /** RFC 7662 §2.2: `active: true` for a token issued to `clientId`. */
@@ -32,7 +46,13 @@ export type Outcome =
   /** RFC 8936 §2.4: 200 `{ sets: {…}, moreAvailable }`. */
   | { readonly kind: 'polled' }
 
-export const error = (status: number, code: string): Outcome => ({ kind: 'error', status, error: code })
+export const error = (status: number, code: string, description?: string, headers?: Readonly<Record<string, string>>): Outcome => ({
+  kind: 'error',
+  status,
+  error: code,
+  ...(description === undefined ? {} : { description }),
+  ...(headers === undefined ? {} : { headers }),
+})
 export const INVALID_REQUEST = error(400, 'invalid_request')
 export const INVALID_CLIENT = error(401, 'invalid_client')
 /** A body over the limit: 413, and the body of an `invalid_request`. */
@@ -76,9 +96,9 @@ export function describeCase(c: HostileCase): string {
 function describeOutcome(o: Outcome): string {
   switch (o.kind) {
     case 'token':
-      return '200 token'
+      return `200 token${o.tokenType === undefined ? '' : ` (${o.tokenType}${o.jkt === undefined ? '' : `, cnf.jkt ${o.jkt}`})`}`
     case 'error':
-      return `${o.status} ${o.error}`
+      return `${o.status} ${o.error}${o.description === undefined ? '' : ` "${o.description}"`}${o.headers === undefined ? '' : ` ${JSON.stringify(o.headers)}`}`
     case 'inactive':
       return '200 {"active":false}'
     case 'active':
@@ -137,6 +157,16 @@ export function traces(text: string, request: HostileRequest | undefined): strin
   return found
 }
 
+/** The `cnf.jkt` of a JWT access token (RFC 9449 §6.1), unverified: the key it is bound to. */
+function boundKey(token: string): unknown {
+  try {
+    const claims = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as { cnf?: { jkt?: unknown } }
+    return claims.cnf?.jkt
+  } catch {
+    return undefined
+  }
+}
+
 const noStore = (res: Response) => /(^|,)\s*no-store\s*(,|$)/.test(res.headers.get('cache-control') ?? '')
 
 /** `head`: a HEAD answer has no body, so an error is told by its status alone. */
@@ -144,9 +174,19 @@ function matches(o: Outcome, status: number, body: unknown, res: Response, issue
   const obj = typeof body === 'object' && body !== null && !Array.isArray(body) ? (body as Record<string, unknown>) : undefined
   switch (o.kind) {
     case 'token':
-      return status === 200 && typeof obj?.['access_token'] === 'string' && obj['token_type'] === 'Bearer' && issued === 1
+      return (
+        status === 200 &&
+        typeof obj?.['access_token'] === 'string' &&
+        obj['token_type'] === (o.tokenType ?? 'Bearer') &&
+        issued === 1 &&
+        (o.jkt === undefined || boundKey(obj['access_token']) === o.jkt)
+      )
     case 'error':
-      return status === o.status && (head || obj?.['error'] === o.error)
+      return (
+        status === o.status &&
+        (head || (obj?.['error'] === o.error && (o.description === undefined || obj['error_description'] === o.description))) &&
+        Object.entries(o.headers ?? {}).every(([name, value]) => res.headers.get(name) === value)
+      )
     case 'inactive':
       return status === 200 && obj?.['active'] === false && Object.keys(obj).length === 1
     case 'active':

@@ -34,22 +34,26 @@ import {
   type HostileContext,
 } from './arbitraries.js'
 import type { HostileCase } from './harness.js'
+import { dpopHeaderCase, idJagCase, identityOf, subjectProofCase, svidCase } from './identity.js'
 
 /**
  * Test files of the suite; `admin` runs on a broker whose revocations and
  * audit queries are on PostgreSQL, `edge` (forward auth, Shared Signals poll)
  * on one that also has a poll receiver (`HOSTILE_SSF`: SETs need the database).
  */
-export type HostileGroup = 'token-requests' | 'token-jwts' | 'oauth' | 'admin' | 'edge'
+export type HostileGroup = 'token-requests' | 'token-jwts' | 'oauth' | 'admin' | 'edge' | 'identity'
 
 /** The `ssf` config of the `edge` group's broker: rs/api polls (RFC 8936). */
 export const HOSTILE_SSF = {
   receivers: [{ name: 'rs-api', audience: 'https://rs.test/events', delivery: { method: 'poll', resource_server: 'rs/api' } }],
 }
 
-/** What broker a group runs against. */
-export function brokerFor(group: HostileGroup): { readonly postgres: boolean; readonly ssf?: Record<string, unknown> } {
-  return group === 'edge' ? { postgres: true, ssf: HOSTILE_SSF } : { postgres: group === 'admin' }
+/**
+ * What broker a group runs against; `identity`: one that also trusts a SPIFFE
+ * trust domain and an ID-JAG issuer and wants DPoP nonces (test/hostile/identity.ts).
+ */
+export function brokerFor(group: HostileGroup): { readonly postgres: boolean; readonly ssf?: Record<string, unknown>; readonly identity?: boolean } {
+  return group === 'edge' ? { postgres: true, ssf: HOSTILE_SSF } : group === 'identity' ? { postgres: false, identity: true } : { postgres: group === 'admin' }
 }
 
 export interface HostileProperty {
@@ -235,6 +239,42 @@ export const PROPERTIES: readonly HostileProperty[] = [
     group: 'edge',
     runs: 500,
     cases: (ctx) => ssfPollCase(ctx, { auth: true, body: true }),
+  },
+  {
+    name: 'dpop: hostile proofs in the DPoP header (typ, alg, jwk, claims, htu, iat, size, junk, several, UTF-8, depth, replay, nonce)',
+    group: 'identity',
+    runs: 600,
+    cases: (ctx) => dpopHeaderCase(identityOf(ctx)),
+  },
+  {
+    name: 'dpop: hostile subject_token_dpop for a DPoP-bound subject token (the proof faults, ath, another key)',
+    group: 'identity',
+    runs: 400,
+    cases: (ctx) => subjectProofCase(identityOf(ctx)),
+  },
+  {
+    name: 'spiffe: JWT-SVID client assertions with encoding, header, key and signature faults',
+    group: 'identity',
+    runs: 400,
+    cases: (ctx) => svidCase(identityOf(ctx), 'form'),
+  },
+  {
+    name: 'spiffe: JWT-SVID client assertions with claim faults (sub, aud, exp, jti, trust domain)',
+    group: 'identity',
+    runs: 400,
+    cases: (ctx) => svidCase(identityOf(ctx), 'claims'),
+  },
+  {
+    name: 'id-jag: JWT bearer assertions with encoding, header, key and signature faults',
+    group: 'identity',
+    runs: 400,
+    cases: (ctx) => idJagCase(identityOf(ctx), 'form'),
+  },
+  {
+    name: 'id-jag: JWT bearer assertions with claim faults (iss, aud, client_id, lifetime, jti, scope, resource) and requests beyond them',
+    group: 'identity',
+    runs: 500,
+    cases: (ctx) => idJagCase(identityOf(ctx), 'claims'),
   },
 ]
 

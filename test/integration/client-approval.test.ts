@@ -176,6 +176,28 @@ describe('@mandate/client human approval against a real broker over HTTP', () =>
     expect(payloadOf(token.accessToken)).toMatchObject({ sub: 'alice', aud: AUDIENCE, act: { sub: AGENT }, authorization_details: details, approval: id })
   })
 
+  it('with a DPoP key, the poll carries a proof and the approved token is bound to the key (RFC 9449 §5)', async () => {
+    const dpopAgent = createClient({
+      issuer: BROKER,
+      clientId: AGENT,
+      auth: clientSecret(SECRET),
+      fetch: route,
+      dpop: true,
+      clock: { now: () => broker.now() * 1000, sleep: (ms) => Promise.resolve(broker.advance(Math.ceil(ms / 1000))) },
+    })
+    const pending = await dpopAgent.requestApproval({
+      subjectToken: await broker.userToken(),
+      audience: AUDIENCE,
+      scope: 'write',
+      bindingMessage: 'Delete q5.pdf',
+    })
+    await decide('Delete q5.pdf', 'approve')
+    const token = await dpopAgent.waitForApproval(pending)
+    expect(answers).toEqual(['200'])
+    expect(token.tokenType).toBe('DPoP')
+    expect(payloadOf(token.accessToken)['cnf']).toEqual({ jkt: await dpopAgent.dpopThumbprint() })
+  })
+
   it('pending for a while: polls every interval until the approval, then the token', async () => {
     const pending = await ask('Delete q4.pdf')
     // Three polls, then the client is held between two polls while the person decides.

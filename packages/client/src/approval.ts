@@ -10,7 +10,7 @@ import * as oauth from 'oauth4webapi'
 import { APPLY } from './auth.js'
 import type { ClientState, MandateToken } from './client.js'
 import { errorFromResponse, MandateClientError } from './errors.js'
-import { discover, requestOptions, sendRetried, tokenFromBody } from './exchange.js'
+import { discover, isNonceRefusal, requestOptions, sendRetried, tokenFromBody, tokenRequestOptions } from './exchange.js'
 import { checkedAudience, scopesOf } from './params.js'
 import { isRetryableStatus, parseRetryAfter } from './retry.js'
 
@@ -169,17 +169,26 @@ export async function waitForApproval(c: ClientState, pending: PendingApproval, 
   const signal = options.signal ?? new AbortController().signal
   const as = await discover(c, signal)
   const client: oauth.Client = { client_id: c.self.clientId }
+  const sendOptions = await tokenRequestOptions(c, signal)
   let interval = Math.max(pending.interval, 0)
   let wait = interval
+  let nonceRetried = false
   for (let attempt = 1; ; attempt++) {
     await c.clock.sleep(wait * 1000, signal)
     const sentAt = c.clock.now()
     const auth = await c.self.auth[APPLY](Math.floor(sentAt / 1000), signal)
-    const response = await oauth.backchannelAuthenticationGrantRequest(as, client, auth, pending.authReqId, requestOptions(c, signal))
-    if (response.status === 200) return approvedToken(as, client, response, pending, sentAt, attempt)
+    const response = await oauth.backchannelAuthenticationGrantRequest(as, client, auth, pending.authReqId, sendOptions)
+    if (response.status === 200) return approvedToken(c, as, client, response, pending, sentAt, attempt)
     const retryable = isRetryableStatus(response.status)
     const retryAfter = retryable ? parseRetryAfter(response.headers.get('retry-after'), c.clock.now()) : undefined
     const error = await errorFromResponse(response, retryAfter, attempt)
+    // RFC 9449 §8: the DPoP handle has learned the broker's nonce; poll again at once, once in a row.
+    const nonceRetry: boolean = isNonceRefusal(c, error, response) && !nonceRetried
+    nonceRetried = nonceRetry
+    if (nonceRetry) {
+      wait = 0
+      continue
+    }
     if (retryable) {
       // The broker is busy or down; the request may still be decided. Past its expiry there is nothing left to wait for.
       if (c.clock.now() >= pending.expiresAt) throw error
@@ -197,6 +206,7 @@ export async function waitForApproval(c: ClientState, pending: PendingApproval, 
 
 /** The 200 answer of a poll (RFC 8693 §2.2.1 plus RFC 9396 §7's `authorization_details`); `invalid_response` when it is not well-formed. */
 async function approvedToken(
+  c: ClientState,
   as: oauth.AuthorizationServer,
   client: oauth.Client,
   response: Response,
@@ -215,5 +225,5 @@ async function approvedToken(
   if (!Array.isArray(details) || !details.every((d: unknown) => typeof d === 'object' && d !== null && typeof (d as { type?: unknown }).type === 'string')) {
     throw new MandateClientError('invalid_response', 'the token response’s authorization_details is not an array of typed objects', { status: 200, attempts })
   }
-  return { ...tokenFromBody(body, pending.audience, pending.scope, sentAt, attempts), authorizationDetails: details as AuthorizationDetail[] }
+  return { ...(await tokenFromBody(c, body, pending.audience, pending.scope, sentAt, attempts)), authorizationDetails: details as AuthorizationDetail[] }
 }

@@ -10,9 +10,11 @@ import type * as oauth from 'oauth4webapi'
 import { requestApproval, waitForApproval, type ApprovalRequest, type ApprovedToken, type PendingApproval, type WaitOptions } from './approval.js'
 import { APPLY, type ClientAuth } from './auth.js'
 import { TokenCache } from './cache.js'
-import { checkedIssuer, exchange } from './exchange.js'
+import { dpopState, boundJktOf, signProof, type DpopOption, type DpopState } from './dpop.js'
+import { checkedIssuer, discover, exchange } from './exchange.js'
 import { checkedAudience, scopesOf } from './params.js'
 import { joinFlight, type Flight } from './flight.js'
+import { authorizedFetch, fetchWithToken } from './resource.js'
 import { retryPolicy, sleep, type RetryOptions, type RetryPolicy } from './retry.js'
 
 /** Time as the client sees it: the cache and the retries read it, tests inject it. */
@@ -48,6 +50,16 @@ export interface ClientOptions {
    * in clear. Loopback (`localhost`, `127.0.0.0/8`, `[::1]`) is always allowed.
    */
   readonly allowInsecureRequests?: boolean
+  /**
+   * DPoP (RFC 9449): every token request carries a proof of this key, and
+   * the broker binds the tokens to it (`cnf.jkt`, `tokenType: 'DPoP'`).
+   * `true` makes an ES256 key pair, once per client, whose private key
+   * cannot be exported; or pass a `CryptoKeyPair` (ECDSA, RSA or Ed25519,
+   * private key with the `sign` usage). One client is one key: a token it
+   * gets is of use only with proofs this client (or another holding the
+   * same key pair) makes.
+   */
+  readonly dpop?: DpopOption
 }
 
 /** What a token is asked for: one audience (RFC 8693 §2.1), and scopes (default: the policy's `default_scopes`). */
@@ -61,6 +73,8 @@ export interface TokenRequest {
 export interface GetTokenRequest extends TokenRequest {
   /** The user's access token (or a parent Mandate token). A secret: it is never logged, and the cache keys it by its SHA-256. */
   readonly subjectToken: string
+  /** For a DPoP-bound subject token: its holder's proof for it (see `delegationProof`), sent as `subject_token_dpop`. */
+  readonly subjectTokenProof?: string
 }
 
 /** The sub-agent that takes a hop: its agent id and how it authenticates. */
@@ -74,12 +88,20 @@ export interface DelegateRequest extends TokenRequest {
   readonly parentToken: string
   /** The sub-agent that will hold the new token; by default the agent of this client. */
   readonly actor?: Actor
+  /**
+   * For a DPoP-bound parent token: the parent's proof for it, from the
+   * parent's `delegationProof(parentToken)`, sent as `subject_token_dpop`.
+   * Left out when the parent token is bound to this client's own key: the
+   * client makes it.
+   */
+  readonly subjectTokenProof?: string
 }
 
 /** A Mandate access token (RFC 8693 §2.2.1). */
 export interface MandateToken {
   readonly accessToken: string
-  readonly tokenType: 'Bearer'
+  /** `DPoP` when the broker bound it to the client's DPoP key (RFC 9449 §5): it is sent with a proof of that key. */
+  readonly tokenType: 'Bearer' | 'DPoP'
   /** RFC 8693 `issued_token_type`. */
   readonly issuedTokenType: string
   readonly audience: string
@@ -102,10 +124,11 @@ export interface MandateClient {
   /** A delegation hop: the parent's Mandate token exchanged for a narrower one held by `actor`. Throws `MandateClientError`. */
   delegate(request: DelegateRequest): Promise<MandateToken>
   /**
-   * A fetch that attaches `Authorization: Bearer` with the token for each
-   * request's audience. A 401 whose challenge says `error="invalid_token"`
-   * (RFC 6750 §3.1: revoked, expired) drops that token and retries once
-   * with a new one.
+   * A fetch that attaches the token for each request's audience, as
+   * `fetchWithToken` does (`Authorization: Bearer`, or `DPoP` with a proof).
+   * A 401 whose challenge says `error="invalid_token"` (RFC 6750 §3.1:
+   * revoked, expired) drops that token and retries once with a new one; one
+   * that asks for the server's DPoP nonce is sent again with it, once.
    */
   fetch(subjectToken: string, options: FetchOptions): (input: string | URL | Request, init?: RequestInit) => Promise<Response>
   /**
@@ -122,6 +145,24 @@ export interface MandateClient {
    * `access_denied`, `expired_token` or `invalid_grant`, or the signal's reason.
    */
   waitForApproval(pending: PendingApproval, options?: WaitOptions): Promise<ApprovedToken>
+  /**
+   * Sends one request to a resource server with `token`: `Authorization:
+   * DPoP` and a proof of the client's key (RFC 9449 §7.1) for a DPoP token,
+   * retried once when the server asks for its nonce (`use_dpop_nonce`, §9);
+   * `Authorization: Bearer` for a Bearer token (RFC 6750 §2.1).
+   */
+  fetchWithToken(token: MandateToken, input: string | URL | Request, init?: RequestInit): Promise<Response>
+  /**
+   * RFC 9449: the proof a sub-agent sends with this client's DPoP-bound
+   * `token` as its subject token (`subject_token_dpop`): signed with this
+   * client's key, for a POST to the broker's token endpoint, `ath` the
+   * token's hash. Single use and short-lived (the broker takes it for about
+   * a minute): make one per hop, just before handing it over with the token.
+   * `TypeError` without a DPoP key.
+   */
+  delegationProof(token: string, options?: { readonly signal?: AbortSignal }): Promise<string>
+  /** The RFC 7638 thumbprint of the client's DPoP key: the `cnf.jkt` of its DPoP tokens. `TypeError` without a DPoP key. */
+  dpopThumbprint(): Promise<string>
   /** Drops a cached token (e.g. one a resource server refused by other means). */
   forget(request: GetTokenRequest | DelegateRequest): void
   /** Tokens cached now. */
@@ -149,6 +190,8 @@ export interface ClientState {
   metadata: Promise<oauth.AuthorizationServer> | undefined
   /** This client's own agent: the actor of `getToken`, and of `delegate` by default. */
   readonly self: Actor
+  /** `ClientOptions.dpop`: the key and the resource servers' nonces; undefined without one. */
+  readonly dpop: DpopState | undefined
 }
 
 /**
@@ -161,9 +204,12 @@ export function createClient(options: ClientOptions): MandateClient {
   return {
     getToken: (request) => obtain(c, request.subjectToken, request, c.self),
     delegate: (request) => obtain(c, request.parentToken, request, request.actor ?? c.self),
+    fetchWithToken: (token, input, init) => fetchWithToken(c, token, input, init),
+    delegationProof: (token, proofOptions) => delegationProof(c, token, proofOptions?.signal),
+    dpopThumbprint: async () => (await dpopKey(c)).jkt,
     forget(request) {
       const [subject, actor] = actorOf(c, request)
-      c.cache.delete(parse(subject, request, actor).key)
+      c.cache.delete(parse(c, subject, request, actor).key)
     },
     get cachedTokens() {
       return c.cache.size
@@ -197,37 +243,42 @@ function clientState(options: ClientOptions): ClientState {
     flights: new Map(),
     metadata: undefined,
     self: { clientId: options.clientId, auth: options.auth },
+    dpop: dpopState(options.dpop, clock),
   }
 }
 
 const sha256 = (text: string) => createHash('sha256').update(text, 'utf8').digest('base64url')
 
-function keyOf(actor: Actor, subjectToken: string, audience: string, scopes: readonly string[] | undefined): string {
-  // Only digests: the cache holds no subject token, not even as a key.
-  return sha256(JSON.stringify([actor.clientId, sha256(subjectToken), audience, scopes ?? null]))
+function keyOf(c: ClientState, actor: Actor, subjectToken: string, audience: string, scopes: readonly string[] | undefined): string {
+  // Only digests: the cache holds no subject token, not even as a key. A client with a DPoP key asks for tokens bound to it,
+  // one without for Bearer tokens: the two never share an entry.
+  return sha256(JSON.stringify([c.dpop === undefined ? 'bearer' : 'dpop', actor.clientId, sha256(subjectToken), audience, scopes ?? null]))
 }
 
 /** A request checked (`TypeError` for one that cannot work): its scopes in order, and its cache key. */
-function parse(subjectToken: string, request: TokenRequest, actor: Actor) {
+export function parse(c: ClientState, subjectToken: string, request: TokenRequest, actor: Actor) {
   if (typeof subjectToken !== 'string' || subjectToken === '') throw new TypeError('the subject token must be a non-empty string')
   checkedAudience(request.audience)
   if (typeof actor.clientId !== 'string' || actor.clientId === '' || typeof actor.auth[APPLY] !== 'function') {
     throw new TypeError('actor must have a clientId and an auth from privateKeyJwt, clientSecret or workloadIdentity')
   }
   const scopes = scopesOf(request.scope)
-  return { scopes, key: keyOf(actor, subjectToken, request.audience, scopes) }
+  return { scopes, key: keyOf(c, actor, subjectToken, request.audience, scopes) }
 }
 
 /** The token from the cache when fresh, else from the exchange in flight for the same key, else from a new one (cached). */
-function obtain(c: ClientState, subjectToken: string, request: TokenRequest, actor: Actor): Promise<MandateToken> {
-  const { scopes, key } = parse(subjectToken, request, actor)
+export function obtain(c: ClientState, subjectToken: string, request: TokenRequest & { subjectTokenProof?: string }, actor: Actor): Promise<MandateToken> {
+  const { scopes, key } = parse(c, subjectToken, request, actor)
+  const given = request.subjectTokenProof
+  if (given !== undefined && (typeof given !== 'string' || given === '')) throw new TypeError('subjectTokenProof must be a non-empty string')
   const cached = c.cache.get(key)
   if (cached !== undefined) return Promise.resolve(cached)
   return joinFlight(
     c.flights,
     key,
     async (signal) => {
-      const token = await exchange(c, subjectToken, actor, request.audience, scopes, signal)
+      const subjectTokenProof = given ?? (await ownProof(c, subjectToken))
+      const token = await exchange(c, { subjectToken, subjectTokenProof, audience: request.audience, scopes }, actor, signal)
       const lifetime = token.expiresAt - c.clock.now()
       c.cache.set(key, token, token.expiresAt - Math.min(c.marginMs, lifetime * 0.1))
       return token
@@ -240,41 +291,30 @@ function actorOf(c: ClientState, request: GetTokenRequest | DelegateRequest): [s
   return 'parentToken' in request ? [request.parentToken, request.actor ?? c.self] : [request.subjectToken, c.self]
 }
 
-/** `MandateClient.fetch`. */
-function authorizedFetch(c: ClientState, subjectToken: string, fetchOptions: FetchOptions) {
-  return async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
-    const request = new Request(input, init)
-    const target = fetchOptions.audienceFor(new URL(request.url))
-    if (target === undefined) return c.fetch(request)
-    const tokenRequest: GetTokenRequest = {
-      subjectToken,
-      audience: target.audience,
-      signal: request.signal,
-      ...(target.scope === undefined ? {} : { scope: target.scope }),
-    }
-    // Kept for the one retry: a body can be sent only once.
-    const spare = request.clone()
-    const token = await obtain(c, subjectToken, tokenRequest, c.self)
-    const response = await sendWith(c, request, token)
-    if (response.status !== 401 || !invalidTokenChallenge(response.headers.get('www-authenticate'))) {
-      await spare.body?.cancel()
-      return response
-    }
-    await response.body?.cancel()
-    c.cache.delete(parse(subjectToken, tokenRequest, c.self).key, token)
-    return sendWith(c, spare, await obtain(c, subjectToken, tokenRequest, c.self))
-  }
+/** The client's DPoP key; `TypeError` without one. */
+async function dpopKey(c: ClientState) {
+  if (c.dpop === undefined) throw new TypeError('this client has no DPoP key (ClientOptions.dpop)')
+  return c.dpop.key
 }
 
-/** `request` with `Authorization: Bearer` and the token (RFC 6750 §2.1). */
-function sendWith(c: ClientState, request: Request, token: MandateToken): Promise<Response> {
-  const headers = new Headers(request.headers)
-  headers.set('authorization', `Bearer ${token.accessToken}`)
-  return c.fetch(new Request(request, { headers }))
+/** `MandateClient.delegationProof`: for a POST to the token endpoint, with `ath` and the broker's nonce when it has sent one. */
+async function delegationProof(c: ClientState, token: string, signal: AbortSignal | undefined): Promise<string> {
+  if (typeof token !== 'string' || token === '') throw new TypeError('the token must be a non-empty string')
+  const key = await dpopKey(c)
+  const as = await discover(c, signal ?? new AbortController().signal)
+  const url = new URL(as.token_endpoint!)
+  const nonce = c.dpop!.nonces.get(url.origin)
+  return signProof(key, { htm: 'POST', url, accessToken: token, ...(nonce === undefined ? {} : { nonce }) }, c.clock)
 }
 
-/** RFC 6750 §3: a Bearer challenge with `error="invalid_token"` (the token is expired, revoked or otherwise not accepted). */
-function invalidTokenChallenge(header: string | null): boolean {
-  if (header === null) return false
-  return /(^|,)\s*Bearer\b[^]*?\berror\s*=\s*"?invalid_token"?/i.test(header)
+/**
+ * A subject token bound to this client's own key (a parent and its sub-agent
+ * in one client) is proved by the client itself, afresh for each attempt
+ * (a proof's jti is single-use); any other needs no proof, or one its holder made.
+ */
+async function ownProof(c: ClientState, subjectToken: string): Promise<(() => Promise<string>) | undefined> {
+  if (c.dpop === undefined) return undefined
+  const jkt = boundJktOf(subjectToken)
+  if (jkt === undefined || jkt !== (await c.dpop.key).jkt) return undefined
+  return () => delegationProof(c, subjectToken, undefined)
 }

@@ -13,7 +13,10 @@
  * `invalid_grant` (the `auth_req_id` is unknown or its token was already
  * issued) and `invalid_authorization_details`; the polling codes
  * `authorization_pending` and `slow_down` are handled by `waitForApproval`
- * and never thrown.
+ * and never thrown. DPoP (RFC 9449 §7.1) adds `invalid_dpop_proof` (no proof
+ * where the agent's policy requires one, or a subject token's holder proof
+ * missing or of another key) and `use_dpop_nonce` (thrown only when the one
+ * retry with the broker's nonce was refused again).
  *
  * Its own codes:
  *

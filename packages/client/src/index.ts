@@ -21,6 +21,7 @@ export type {
   TokenRequest,
 } from './client.js'
 export type { ApprovalRequest, ApprovedToken, AuthorizationDetail, PendingApproval, WaitOptions } from './approval.js'
+export type { DpopOption } from './dpop.js'
 export { clientSecret, privateKeyJwt, workloadIdentity } from './auth.js'
 export type { AssertionAlgorithm, ClientAuth, PrivateKeyJwtOptions, WorkloadTokenSource } from './auth.js'
 export { MandateClientError } from './errors.js'

@@ -6,7 +6,7 @@
  * shared replay store, a resource server in its own memory): `verifyDpopProof`
  * answers the `jti` and until when it must be remembered.
  */
-import { base64url, calculateJwkThumbprint, decodeProtectedHeader, EmbeddedJWK, errors, jwtVerify, type CryptoKey } from 'jose'
+import { base64url, calculateJwkThumbprint, decodeProtectedHeader, errors, importJWK, jwtVerify, type CryptoKey, type JWK } from 'jose'
 import { ASYMMETRIC_ALGORITHMS } from './claims.js'
 
 /** RFC 9449 §7.1 and §12.2 error codes: the proof is bad, or the server wants its nonce in it. */
@@ -95,10 +95,26 @@ export function normalizedHtu(url: string | URL): string | undefined {
   return parsed.href
 }
 
+/** The last URL a check named, normalized: a server checks proofs for a few URLs, most often the same one again. */
+let lastUrl: { readonly url: string | URL; readonly htu: string } | undefined
+
+/** Whether a proof's `htu` names `url` (§4.3 item 9): the same text as its normalized form, or once normalized. */
+function sameUri(htu: string, url: string | URL): boolean {
+  if (lastUrl?.url !== url) {
+    const normalized = normalizedHtu(url)
+    if (normalized === undefined) throw new TypeError('DpopCheck.url must be an absolute http(s) URL')
+    lastUrl = { url, htu: normalized }
+  }
+  return htu === lastUrl.htu || normalizedHtu(htu) === lastUrl.htu
+}
+
 /** base64url(SHA-256(ASCII(token))), the `ath` of a proof sent with `token` (§4.2). WebCrypto: this package runs beyond Node. */
 export async function accessTokenHash(token: string): Promise<string> {
   return base64url.encode(new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(token))))
 }
+
+/** `DpopError.detail` when the proof's key is not the token's `cnf.jkt`: a stolen token, not a broken client (§7.1). */
+export const DPOP_KEY_MISMATCH = 'key is not the one the token is bound to'
 
 const B64URL_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/
 
@@ -127,22 +143,27 @@ export async function verifyDpopProof(proof: string, check: DpopCheck): Promise<
   if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) return fail('no jwk header')
   // §4.3 item 7: a private key in the header means the client has leaked it.
   if (['d', 'p', 'q', 'dp', 'dq', 'qi', 'k'].some((member) => member in jwk)) fail('jwk holds a private key')
+  const kty = (jwk as JWK).kty
+  if (kty !== 'EC' && kty !== 'RSA' && kty !== 'OKP') fail('jwk of an unsupported key type')
 
   let payload: Record<string, unknown>
+  let jkt: string
   try {
-    const verified = await jwtVerify(proof, EmbeddedJWK, { typ: 'dpop+jwt', algorithms: [...algorithms] })
-    payload = verified.payload
+    const key = await proofKey(jwk, header.alg as string)
+    jkt = key.jkt
+    payload = (await jwtVerify(proof, key.key, { typ: 'dpop+jwt', algorithms: [...algorithms] })).payload
   } catch (err) {
-    if (err instanceof errors.JOSEError) return fail(`signature or structure: ${err.code}`)
+    if (err instanceof errors.JOSEError) return fail(`key, signature or structure: ${err.code}`)
+    // WebCrypto refuses a key that does not fit the alg (a P-256 jwk under ES384, say) with its own DataError or
+    // NotSupportedError, and jose passes them on: the proof is as bad as with any other key fault (§4.3 item 6).
+    if (err instanceof DOMException || err instanceof TypeError) return fail(`key: ${err.name}`)
     throw err
   }
 
   const { jti, htm, htu, iat } = payload
   if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256) fail('jti missing or too long')
   if (htm !== check.method) fail('htm does not match the method')
-  const expectedHtu = normalizedHtu(check.url)
-  if (expectedHtu === undefined) throw new TypeError('DpopCheck.url must be an absolute http(s) URL')
-  if (typeof htu !== 'string' || normalizedHtu(htu) !== expectedHtu) fail('htu does not match the URI')
+  if (typeof htu !== 'string' || !sameUri(htu, check.url)) fail('htu does not match the URI')
   if (typeof iat !== 'number' || !Number.isFinite(iat)) fail('iat missing')
   const maxAge = check.maxAgeSeconds ?? 60
   const skew = check.clockSkewSeconds ?? 5
@@ -152,8 +173,7 @@ export async function verifyDpopProof(proof: string, check: DpopCheck): Promise<
   if (check.accessToken !== undefined) {
     if (payload['ath'] !== (await accessTokenHash(check.accessToken))) fail('ath does not match the access token')
   }
-  const jkt = await calculateJwkThumbprint(jwk, 'sha256')
-  if (check.boundJkt !== undefined && !sameText(jkt, check.boundJkt)) fail('key is not the one the token is bound to')
+  if (check.boundJkt !== undefined && !sameText(jkt, check.boundJkt)) fail(DPOP_KEY_MISMATCH)
 
   // The nonce last: a proof bad in any other way is refused as such, not sent round for a nonce.
   if (check.nonces !== undefined) {
@@ -166,6 +186,30 @@ export async function verifyDpopProof(proof: string, check: DpopCheck): Promise<
 }
 
 /** Compares in time independent of where the texts differ (they are public thumbprints and MACs of equal length). */
+/**
+ * A client signs every proof with the same key (RFC 9449 §2): its public key
+ * is imported, and its thumbprint taken, once. Keyed by the algorithm and
+ * the members RFC 7638 §3.2 hashes, in its order; at most `MAX_PROOF_KEYS`,
+ * the oldest dropped first.
+ */
+const MAX_PROOF_KEYS = 4_096
+const proofKeys = new Map<string, Promise<{ readonly key: CryptoKey | Uint8Array; readonly jkt: string }>>()
+
+function proofKey(jwk: JWK, alg: string): Promise<{ readonly key: CryptoKey | Uint8Array; readonly jkt: string }> {
+  // kty is one of EC, RSA, OKP here: these members are the whole public key.
+  const members = jwk.kty === 'EC' ? [jwk.crv, jwk.kty, jwk.x, jwk.y] : jwk.kty === 'RSA' ? [jwk.e, jwk.kty, jwk.n] : [jwk.crv, jwk.kty, jwk.x]
+  const id = `${alg}|${members.map((m) => (typeof m === 'string' ? m : '')).join('|')}`
+  let entry = proofKeys.get(id)
+  if (entry === undefined) {
+    entry = Promise.all([importJWK(jwk, alg), calculateJwkThumbprint(jwk, 'sha256')]).then(([key, jkt]) => ({ key, jkt }))
+    // A key that does not import is not remembered.
+    entry.catch(() => proofKeys.delete(id))
+    if (proofKeys.size >= MAX_PROOF_KEYS) proofKeys.delete(proofKeys.keys().next().value!)
+    proofKeys.set(id, entry)
+  }
+  return entry
+}
+
 function sameText(a: string, b: string): boolean {
   if (a.length !== b.length) return false
   let diff = 0

@@ -1,9 +1,10 @@
 /**
  * Codes a verifier answers with: RFC 6750 §3.1, plus `temporarily_unavailable`
  * (RFC 6749 §4.1.2.1) when it cannot tell whether a token is good (revocation
- * state unknown, signing keys unreachable).
+ * state unknown, signing keys unreachable); RFC 9449 §7.1 and §12.2
+ * `invalid_dpop_proof` and `use_dpop_nonce` for a DPoP-bound token's proof.
  */
-export type VerifierErrorCode = 'invalid_request' | 'invalid_token' | 'insufficient_scope' | 'temporarily_unavailable'
+export type VerifierErrorCode = 'invalid_request' | 'invalid_token' | 'insufficient_scope' | 'temporarily_unavailable' | 'invalid_dpop_proof' | 'use_dpop_nonce'
 
 /** HTTP status for each code: one exhaustive switch, no default. */
 export function verifierStatus(code: VerifierErrorCode): 400 | 401 | 403 | 503 {
@@ -11,6 +12,8 @@ export function verifierStatus(code: VerifierErrorCode): 400 | 401 | 403 | 503 {
     case 'invalid_request':
       return 400
     case 'invalid_token':
+    case 'invalid_dpop_proof':
+    case 'use_dpop_nonce':
       return 401
     case 'insufficient_scope':
       return 403
@@ -52,6 +55,27 @@ export type VerifierReason =
   | 'revocation_state_unknown'
   /** The broker's metadata or signing keys cannot be fetched. */
   | 'keys_unavailable'
+  /** RFC 9449 §7.2: a DPoP-bound token (`cnf.jkt`) presented as a Bearer token. */
+  | 'bound_token_as_bearer'
+  /** A token bound to no key presented with the DPoP scheme (RFC 9449 §7.1: nothing to bind the proof to). */
+  | 'unbound_token_as_dpop'
+  /** A Bearer token where this resource server accepts DPoP only (a bare DPoP challenge, as for no token). */
+  | 'dpop_required'
+  /** `Authorization: DPoP` without a `DPoP` header, or with several (RFC 9449 §4.3 item 1). */
+  | 'dpop_proof_missing'
+  /** The proof fails a check of RFC 9449 §4.3 (syntax, `typ`, `alg`, signature, `htm`, `htu`, `iat`, `ath`). */
+  | 'dpop_proof_invalid'
+  /** The proof's key is not the token's `cnf.jkt` (RFC 9449 §7.1). */
+  | 'dpop_key_mismatch'
+  /** The proof's `jti` was seen before at this resource server (RFC 9449 §11.1). */
+  | 'dpop_replayed'
+  /** The proof carries no nonce, or one no longer accepted (RFC 9449 §9). */
+  | 'dpop_nonce_required'
+  /** The replay store cannot record the proof's `jti` (full or unreachable): refused, never let through. */
+  | 'dpop_replay_unavailable'
+
+/** The description of every `invalid_token` but an expired or revoked token's: which check failed is in `reason` and `detail` only. */
+export const INVALID_TOKEN = 'token is not valid'
 
 /** RFC 7230 quoted-string: `"` and `\` escaped; anything else outside printable ASCII is a programmer mistake. */
 function quoted(value: string): string {
@@ -69,13 +93,29 @@ export function bearerChallenge(
   /** RFC 9728 §5.1: where the client finds this resource's metadata. */
   resourceMetadata?: string,
 ): string {
+  return challenge('Bearer', realm, error, resourceMetadata)
+}
+
+/**
+ * A `WWW-Authenticate` challenge of `scheme`: RFC 6750 §3 for Bearer; for
+ * DPoP, RFC 9449 §7.1, the same parameters plus `algs`, the proof
+ * algorithms accepted.
+ */
+export function challenge(
+  scheme: 'Bearer' | 'DPoP',
+  realm: string,
+  error?: { code: VerifierErrorCode; description: string; scope?: string },
+  resourceMetadata?: string,
+  algs?: readonly string[],
+): string {
   const params = [`realm=${quoted(realm)}`]
   if (error !== undefined) {
     params.push(`error=${quoted(error.code)}`, `error_description=${quoted(error.description)}`)
     if (error.scope !== undefined) params.push(`scope=${quoted(error.scope)}`)
   }
   if (resourceMetadata !== undefined) params.push(`resource_metadata=${quoted(resourceMetadata)}`)
-  return `Bearer ${params.join(', ')}`
+  if (scheme === 'DPoP' && algs !== undefined) params.push(`algs=${quoted(algs.join(' '))}`)
+  return `${scheme} ${params.join(', ')}`
 }
 
 /**
@@ -95,6 +135,8 @@ export class VerifierError extends Error {
   readonly retryAfter: number | undefined
 
   readonly reason: VerifierReason
+  /** The scheme of the challenge (`wwwAuthenticate`). */
+  readonly scheme: 'Bearer' | 'DPoP'
 
   constructor(
     readonly error: VerifierErrorCode,
@@ -108,6 +150,10 @@ export class VerifierError extends Error {
       /** `insufficient_scope`: the scopes the resource requires, space-delimited. */
       readonly scope?: string
       readonly cause?: unknown
+      /** The scheme the challenge names: the one the request used. Default Bearer. */
+      readonly scheme?: 'Bearer' | 'DPoP'
+      /** DPoP: the proof algorithms accepted (RFC 9449 §7.1 `algs`). */
+      readonly algs?: readonly string[]
     },
   ) {
     super(`${error}: ${description}`, options.cause === undefined ? undefined : { cause: options.cause })
@@ -116,10 +162,13 @@ export class VerifierError extends Error {
     this.detail = options.detail
     this.scope = options.scope
     this.retryAfter = error === 'temporarily_unavailable' ? 1 : undefined
-    this.wwwAuthenticate = bearerChallenge(
+    this.scheme = options.scheme ?? 'Bearer'
+    this.wwwAuthenticate = challenge(
+      this.scheme,
       options.realm,
       { code: error, description, ...(options.scope === undefined ? {} : { scope: options.scope }) },
       options.resourceMetadata,
+      options.algs,
     )
   }
 }

@@ -30,7 +30,9 @@ function checkedScopes(options: RequiredScopes): { scopes: string[] } {
 
 /**
  * Express middleware for resource servers: verifies the request's bearer
- * token with `verifier` and sets `req.mandate` to its claims, or answers the
+ * token (or DPoP-bound token and proof, whose `htu` is `req.protocol`, the
+ * `Host` and `req.originalUrl` unless the verifier's `dpop.baseUrl` is set)
+ * with `verifier` and sets `req.mandate` to its claims, or answers the
  * refusal `authenticate` built (RFC 6750 status, `WWW-Authenticate` with
  * `resource_metadata` when the verifier has a `resource`, JSON body,
  * `Cache-Control: no-store`). Options are checked once: `TypeError` on a
@@ -39,12 +41,21 @@ function checkedScopes(options: RequiredScopes): { scopes: string[] } {
 export function mandateAuth(verifier: Verifier, options: MandateAuthOptions = {}): RequestHandler {
   const required = checkedScopes(options)
   return function mandateAuthMiddleware(req: Request, res: Response, next: NextFunction): void {
-    const authorization = authorizationOf(req.headers.authorization, req.rawHeaders)
-    verifier.authenticate(headerSource(authorization), required).then((result) => {
+    const source = headerSource({
+      authorization: authorizationOf(req.headers.authorization, req.rawHeaders),
+      dpop: req.headers['dpop'],
+      method: req.method,
+      path: req.originalUrl,
+      protocol: req.protocol,
+      host: req.get('host'),
+    })
+    verifier.authenticate(source, required).then((result) => {
       if (!result.ok) {
         res.status(result.status).set(result.headers).end(result.body)
         return
       }
+      // RFC 9449 §9: `DPoP-Nonce` on every answer when nonces are on.
+      res.set(result.headers)
       req.mandate = result.token
       next()
     }, next)

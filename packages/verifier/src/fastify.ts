@@ -23,7 +23,9 @@ export type MandateHook = (request: FastifyRequest, reply: FastifyReply) => Prom
 
 /**
  * A Fastify hook for resource servers: verifies the request's bearer token
- * with `verifier` and sets `request.mandate` to its claims, or answers the
+ * (or DPoP-bound token and proof, whose `htu` is `request.protocol`,
+ * `request.host` and `request.url` unless the verifier's `dpop.baseUrl` is
+ * set) with `verifier` and sets `request.mandate` to its claims, or answers the
  * refusal `authenticate` built (RFC 6750 status, `WWW-Authenticate` with
  * `resource_metadata` when the verifier has a `resource`, JSON body,
  * `Cache-Control: no-store`). Use it as a route's `onRequest` or
@@ -35,8 +37,18 @@ export function mandateAuth(verifier: Verifier, options: MandateAuthOptions = {}
   for (const s of scopes) if (parseScope(s)?.length !== 1) throw new TypeError(`malformed scope: ${JSON.stringify(s)}`)
   const required = { scopes }
   return async function mandateAuthHook(request, reply) {
-    const result = await verifier.authenticate(headerSource(authorizationOf(request.headers.authorization, request.raw.rawHeaders)), required)
+    const source = headerSource({
+      authorization: authorizationOf(request.headers.authorization, request.raw.rawHeaders),
+      dpop: request.headers['dpop'],
+      method: request.method,
+      path: request.url,
+      protocol: request.protocol,
+      host: request.host === '' ? undefined : request.host,
+    })
+    const result = await verifier.authenticate(source, required)
     if (!result.ok) return reply.code(result.status).headers(result.headers).send(result.body)
+    // RFC 9449 §9: `DPoP-Nonce` on every answer when nonces are on.
+    reply.headers(result.headers)
     request.mandate = result.token
     return undefined
   }

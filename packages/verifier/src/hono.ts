@@ -16,7 +16,9 @@ export type MandateAuthOptions = RequiredScopes
 
 /**
  * Hono middleware for resource servers: verifies the request's bearer token
- * with `verifier` and sets `c.get('mandate')` to its claims, or answers the
+ * (or DPoP-bound token and proof, whose `htu` is the request's URL as the
+ * server built it, unless the verifier's `dpop.baseUrl` is set) with
+ * `verifier` and sets `c.get('mandate')` to its claims, or answers the
  * refusal `authenticate` built (RFC 6750 status, `WWW-Authenticate`, JSON
  * body). Options are checked once: `TypeError` on a malformed scope.
  */
@@ -27,6 +29,8 @@ export function mandateAuth(verifier: Verifier, options: MandateAuthOptions = {}
   return async function mandateAuthMiddleware(c, next) {
     const result = await verifier.authenticate(c.req.raw, required)
     if (!result.ok) return new Response(result.body, { status: result.status, headers: result.headers })
+    // RFC 9449 §9: `DPoP-Nonce` on every answer when nonces are on.
+    for (const [name, value] of Object.entries(result.headers)) c.header(name, value)
     c.set('mandate', result.token)
     return next()
   }

@@ -21,7 +21,31 @@ export function authorizationOf(value: string | undefined, rawHeaders: readonly 
   return seen > 1 ? all.join(', ') : value
 }
 
-/** A `BearerRequest` carrying `authorization`. */
-export function headerSource(authorization: string | null): BearerRequest {
-  return { headers: { get: (name) => (name.toLowerCase() === 'authorization' ? authorization : null) } }
+/** What a Node framework tells of a request, for `authenticate`. */
+export interface NodeRequestParts {
+  readonly authorization: string | null
+  /** node:http joins repeated `DPoP` headers with `, `, which `authenticate` refuses (RFC 9449 §4.3 item 1). */
+  readonly dpop: string | string[] | undefined
+  readonly method: string
+  /** The request's path and query as received. */
+  readonly path: string
+  /** `http` or `https`, as the framework decided it (its trust-proxy setting). */
+  readonly protocol: string
+  /** The `Host` (or a trusted forwarded host), if any. */
+  readonly host: string | undefined
+}
+
+/** A `BearerRequest` of a Node framework's request: its `Authorization` and `DPoP` headers, its method and URL. */
+export function headerSource(parts: NodeRequestParts): BearerRequest {
+  const dpop = Array.isArray(parts.dpop) ? parts.dpop.join(', ') : (parts.dpop ?? null)
+  return {
+    headers: {
+      get(name) {
+        const lower = name.toLowerCase()
+        return lower === 'authorization' ? parts.authorization : lower === 'dpop' ? dpop : null
+      },
+    },
+    method: parts.method,
+    ...(parts.host === undefined ? {} : { url: `${parts.protocol}://${parts.host}${parts.path}` }),
+  }
 }

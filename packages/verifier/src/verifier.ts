@@ -2,7 +2,9 @@ import { errors, jwtVerify, type JWTPayload } from 'jose'
 import { MANDATE_REQUIRED, mandateClaimsProblem, parseScope, type MandateClaims } from './claims.js'
 import { credentialRequest, type Credentials } from './credentials.js'
 import { discover, metadataUrl, type BrokerMetadata } from './discovery.js'
-import { bearerChallenge, VerifierError, type VerifierErrorCode, type VerifierReason } from './errors.js'
+import { createAuthenticate } from './authenticate.js'
+import { dpopPolicy, type DpopOptions, type DpopPolicy } from './dpop-auth.js'
+import { INVALID_TOKEN as INVALID, VerifierError, type VerifierErrorCode, type VerifierReason } from './errors.js'
 import { followFeed, messageOf, type RevocationSource, type VerifierLogger } from './feed.js'
 import { Unreachable } from './fetch-json.js'
 import { createKeyCache, DEFAULT_KEY_POLICY, type KeyCache, type KeyCachePolicy } from './keys.js'
@@ -68,15 +70,27 @@ export interface VerifierOptions {
   readonly fetch?: typeof fetch
   /** Warnings (the feed lost, unreadable records). Silent when absent. pino fits. */
   readonly logger?: VerifierLogger
+  /** Accept DPoP-bound tokens with their proofs (RFC 9449 §7.1). Without it a bound token is refused whatever its scheme. */
+  readonly dpop?: DpopOptions
 }
 
 /** What `authenticate` answers: the token, or a refusal ready to send. */
 export type AuthenticateResult =
-  | { readonly ok: true; readonly token: VerifiedToken }
+  | {
+      readonly ok: true
+      readonly token: VerifiedToken
+      /** To add to the answer: `DPoP-Nonce` when nonces are on (RFC 9449 §9: every answer carries the current one). */
+      readonly headers: Readonly<Record<string, string>>
+    }
   | {
       readonly ok: false
       readonly status: 400 | 401 | 403 | 503
-      /** `WWW-Authenticate` (RFC 6750 §3), `Content-Type`, `Cache-Control: no-store`, and `Retry-After` on 503. */
+      /**
+       * `WWW-Authenticate` (RFC 6750 §3, RFC 9449 §7.1: a challenge per
+       * scheme accepted, the one the request used first), `Content-Type`,
+       * `Cache-Control: no-store`, `Retry-After` on 503, `DPoP-Nonce` when
+       * nonces are on.
+       */
       readonly headers: Readonly<Record<string, string>>
       /** JSON: `{ error, error_description }` (only `error_description` when no token was sent, RFC 6750 §3.1). */
       readonly body: string
@@ -85,9 +99,16 @@ export type AuthenticateResult =
       readonly error: VerifierError | undefined
     }
 
-/** What `authenticate` reads of a request: its `Authorization` header. A web `Request` is one. */
+/**
+ * What `authenticate` reads of a request: its `Authorization` header, and
+ * for DPoP its `DPoP` header, method and URL. A web `Request` is one.
+ */
 export interface BearerRequest {
   readonly headers: { get(name: string): string | null }
+  /** The request's method (RFC 9449 `htm`). */
+  readonly method?: string
+  /** The request's absolute URL as the server sees it (`htu`; see the `dpop.baseUrl` option). */
+  readonly url?: string
 }
 
 export interface RequiredScopes {
@@ -106,14 +127,19 @@ export interface Verifier {
    * valid beyond the skew, a Mandate claim missing or ill-typed, revoked), 403
    * `insufficient_scope` (a required scope the token lacks), 503
    * `temporarily_unavailable` (revocation state unknown, broker metadata or
-   * keys unreachable). Throws `TypeError` on a malformed required scope.
+   * keys unreachable). A DPoP-bound token (`cnf.jkt`) is refused 401
+   * `invalid_token` here: without its proof it is a Bearer token (RFC 9449
+   * §7.2); `authenticate` checks the proof. Throws `TypeError` on a
+   * malformed required scope.
    */
   verify(token: string, required?: RequiredScopes): Promise<VerifiedToken>
   /**
    * The web-standard adapter: reads `Authorization: Bearer` (RFC 6750 §2.1;
-   * never a query or form parameter) and verifies it. No token at all → 401
-   * with a bare challenge (§3.1); a malformed header → 400
-   * `invalid_request`; otherwise `verify`'s refusal, ready to send.
+   * never a query or form parameter), and with `dpop` `Authorization: DPoP`
+   * and its proof (RFC 9449 §7.1). No token → 401 with a bare challenge
+   * (§3.1); a malformed header → 400 `invalid_request`; a bad proof → 401
+   * `invalid_dpop_proof`, no current nonce → 401 `use_dpop_nonce`;
+   * otherwise `verify`'s refusal, ready to send.
    */
   authenticate(request: BearerRequest, required?: RequiredScopes): Promise<AuthenticateResult>
   /**
@@ -138,9 +164,6 @@ export interface Verifier {
 const DEFAULT_STALE_AFTER_MS = 1000
 /** Longer than any token the broker mints; a bound on what is parsed at all. */
 const MAX_TOKEN_LENGTH = 16 * 1024
-/** Descriptions sent to clients: which check failed is in `reason` and `detail` only. */
-const INVALID = 'token is not valid'
-const NO_STORE = { 'Cache-Control': 'no-store', 'Content-Type': 'application/json' } as const
 const UNAVAILABLE = 'revocation state unknown; try again'
 
 interface Following {
@@ -183,6 +206,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
   if (!(policy.timeoutMs > 0)) throw new TypeError('jwks.timeoutMs must be positive')
   const request = credentialRequest(options.credentials, issuer, clock)
   const logger = options.logger
+  const dpop: DpopPolicy | undefined = options.dpop === undefined ? undefined : dpopPolicy(options.dpop, () => Math.floor(clock() / 1000))
 
   const mirror = createRevocationMirror(() => Math.floor(clock() / 1000))
   let following: Following | undefined
@@ -274,6 +298,23 @@ export function createVerifier(options: VerifierOptions): Verifier {
 
   async function verify(token: string, required: RequiredScopes = {}): Promise<VerifiedToken> {
     const scopes = checkScopes(required)
+    const claims = await verifyToken(token)
+    // RFC 9449 §7.2: a bound token without its proof is refused.
+    if (claims.cnf !== undefined) throw fail('invalid_token', INVALID, 'bound_token_as_bearer')
+    return scoped(claims, scopes)
+  }
+
+  function scoped(claims: MandateClaims, scopes: readonly string[]): MandateClaims {
+    const granted = new Set(claims.scope.split(' '))
+    const missing = scopes.filter((s) => !granted.has(s))
+    if (missing.length > 0) {
+      throw fail('insufficient_scope', 'token lacks a required scope', 'insufficient_scope', `missing ${missing.join(' ')}`, [...new Set(scopes)].join(' '))
+    }
+    return claims
+  }
+
+  /** Every check of the token but the scopes and its binding. */
+  async function verifyToken(token: string): Promise<MandateClaims> {
     if (typeof token !== 'string' || token.length > MAX_TOKEN_LENGTH) throw fail('invalid_token', INVALID, 'malformed_token', 'not a string or too long')
     const f = following
     if (f === undefined) throw fail('temporarily_unavailable', 'signing keys unavailable; try again', 'keys_unavailable', `broker metadata: ${discoveryError}`)
@@ -306,56 +347,20 @@ export function createVerifier(options: VerifierOptions): Verifier {
       case 'unknown':
         throw fail('temporarily_unavailable', UNAVAILABLE, 'revocation_state_unknown', verdict.detail)
     }
-
-    const granted = new Set(claims.scope.split(' '))
-    const missing = scopes.filter((s) => !granted.has(s))
-    if (missing.length > 0) {
-      throw fail('insufficient_scope', 'token lacks a required scope', 'insufficient_scope', `missing ${missing.join(' ')}`, [...new Set(scopes)].join(' '))
-    }
     return claims
   }
 
-  const bare = bearerChallenge(realm, undefined, resourceMetadata)
-  /** RFC 6750 §2.1: `Bearer` and a b64token. */
-  const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
-
-  async function authenticate(req: BearerRequest, required: RequiredScopes = {}): Promise<AuthenticateResult> {
-    checkScopes(required)
-    const authorization = req.headers.get('authorization')
-    // Credentials of another scheme are no bearer token at all (§3.1: no error code).
-    if (authorization === null || !/^Bearer(\s|$)/i.test(authorization)) {
-      return {
-        ok: false,
-        status: 401,
-        headers: { ...NO_STORE, 'WWW-Authenticate': bare },
-        body: JSON.stringify({ error_description: 'a bearer token is required' }),
-        reason: 'missing_token',
-        error: undefined,
-      }
-    }
-    const match = BEARER.exec(authorization)
-    let refusal: VerifierError
-    if (match === null) {
-      refusal = fail('invalid_request', 'malformed Authorization header', 'malformed_header')
-    } else {
-      try {
-        return { ok: true, token: await verify(match[1]!, required) }
-      } catch (err) {
-        if (!(err instanceof VerifierError)) throw err
-        refusal = err
-      }
-    }
-    const headers: Record<string, string> = { ...NO_STORE, 'WWW-Authenticate': refusal.wwwAuthenticate }
-    if (refusal.retryAfter !== undefined) headers['Retry-After'] = String(refusal.retryAfter)
-    return {
-      ok: false,
-      status: refusal.status,
-      headers,
-      body: JSON.stringify({ error: refusal.error, error_description: refusal.description }),
-      reason: refusal.reason,
-      error: refusal,
-    }
-  }
+  const authenticate = createAuthenticate({
+    realm,
+    resourceMetadata,
+    audience,
+    dpop,
+    nowSeconds: () => Math.floor(clock() / 1000),
+    checkScopes,
+    verifyToken,
+    scoped,
+    fail,
+  })
 
   async function whenReady(): Promise<void> {
     const f = await started

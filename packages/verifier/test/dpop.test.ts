@@ -96,6 +96,27 @@ describe('a DPoP proof (RFC 9449 §4.3)', () => {
     expect((await refusal(verifyDpopProof(none, check))).code).toBe('invalid_dpop_proof')
   })
 
+  it('refuses a jwk the runtime will not import for the alg (a curve or key type of another algorithm) as a bad proof, never an exception of its own', async () => {
+    const check = { method: 'GET', url: URL_, now: NOW }
+    const p384 = await generateKeyPair('ES384', { extractable: true })
+    const ed = await generateKeyPair('EdDSA', { extractable: true })
+    // WebCrypto's importKey throws a DataError (not one of jose's errors) for these.
+    // The header says ES384 over the P-256 key: rewritten after signing (the key is refused before the signature is read).
+    const swapped = async () => {
+      const [, payload, signature] = (await proof({})).split('.') as [string, string, string]
+      return `${Buffer.from(JSON.stringify({ alg: 'ES384', typ: 'dpop+jwt', jwk: publicJwk })).toString('base64url')}.${payload}.${signature}`
+    }
+    const cases: Record<string, Promise<string>> = {
+      'ES384 named over a P-256 key': swapped(),
+      'ES256 named over a P-384 key': proof({}, { alg: 'ES256', jwk: await exportJWK(p384.publicKey) }),
+      'ES256 named over an Ed25519 key': proof({}, { alg: 'ES256', jwk: await exportJWK(ed.publicKey) }),
+    }
+    for (const [name, made] of Object.entries(cases)) {
+      const e = await refusal(verifyDpopProof(await made, check))
+      expect({ name, code: e.code, message: e.message }).toEqual({ name, code: 'invalid_dpop_proof', message: 'DPoP proof is invalid' })
+    }
+  })
+
   it('checks ath against the access token it comes with', async () => {
     const good = await proof({ ath: await accessTokenHash('token-a') })
     await verifyDpopProof(good, { method: 'GET', url: URL_, now: NOW, accessToken: 'token-a' })

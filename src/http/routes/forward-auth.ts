@@ -8,6 +8,7 @@ import type { ForwardAuthOutcome, MandateMetrics } from '../../telemetry/metrics
 import type { AppContext, AppEnv } from '../env.js'
 import { isStorableForm } from '../form.js'
 import { BearerError, NO_STORE } from '../oauth-errors.js'
+import { checkForwardProof, DPOP_ALGORITHMS, proofRefused, type ForwardProofDeps } from './forward-auth-dpop.js'
 import type { DescribeRouteOptions } from 'hono-openapi'
 import { described, jsonContent, oauthErrors, parametersOf } from '../openapi.js'
 import { Scope } from './token.js'
@@ -32,14 +33,14 @@ export const ForwardAuthQuery = z.object({
 /** RFC 6750 §3: the body of a Bearer refusal (the challenge is in `WWW-Authenticate`). */
 export const BearerErrorBody = z
   .strictObject({
-    error: z.enum(['unauthorized', 'invalid_token', 'insufficient_scope']),
+    error: z.enum(['unauthorized', 'invalid_token', 'insufficient_scope', 'invalid_dpop_proof']),
     error_description: z.string(),
   })
   .meta({
     id: 'BearerError',
     description:
       'A refusal of the bearer token (RFC 6750 §3.1): `invalid_token`, `insufficient_scope`, or `unauthorized` when the request carried no Bearer token ' +
-      '(whose challenge then names no error). Sent with `Cache-Control: no-store`.',
+      '(whose challenge then names no error); `invalid_dpop_proof` (RFC 9449 §7.1) for a DPoP-bound token whose proof fails a check. Sent with `Cache-Control: no-store`.',
   })
 
 const xMandate = (description: string) => ({ description, schema: { type: 'string' as const } })
@@ -62,15 +63,22 @@ const DESCRIPTION =
   "A proxy's question before it forwards a request to a resource server (nginx `auth_request`, Traefik `forwardAuth`): is the request's own " +
   '`Authorization: Bearer` token (RFC 6750 §2.1) a live Mandate token for this audience, with these scopes? Decided in-process: the signature with ' +
   "the broker's keys and the revocation list's local mirror, no database or Redis round trip. No caller authentication: the answer tells only " +
-  'what the holder of the token can already learn (docs/security-model.md). X-Forwarded-* headers play no part. Off with `forward_auth.enabled: false`.'
+  'what the holder of the token can already learn (docs/security-model.md). X-Forwarded-* headers play no part. Off with `forward_auth.enabled: false`. ' +
+  'A DPoP-bound token (`cnf.jkt`) comes as `Authorization: DPoP` with its `DPoP` proof (RFC 9449 §7.1), checked against `X-Original-Method` and ' +
+  '`X-Original-URL`, which the proxy sets from the original request; its `jti` is spent once per audience. A bound token sent as Bearer is `invalid_token` (§7.2).'
 
 const forwardAuthResponses: NonNullable<DescribeRouteOptions['responses']> = {
   200: { description: "Allowed. Empty body; the token's claims in headers, each always present.", headers: CLAIM_HEADERS },
   ...oauthErrors(400),
   401: {
     description:
-      'No Bearer token (a bare challenge, `unauthorized`), or `invalid_token`: malformed, not Mandate’s, altered, expired, revoked, or for another audience.',
-    headers: challenge('`Bearer realm="mandate"`, with `error="invalid_token"` and `error_description` when a token was sent.'),
+      'No Bearer token (a bare challenge, `unauthorized`), or `invalid_token`: malformed, not Mandate’s, altered, expired, revoked, for another audience, ' +
+      'a DPoP-bound token sent as Bearer or an unbound one as DPoP; or `invalid_dpop_proof`: the DPoP proof is missing, malformed, for another method or URL, ' +
+      'for another token (`ath`), signed by a key other than the token’s `cnf.jkt`, too old, or replayed (one description for all).',
+    headers: challenge(
+      '`Bearer realm="mandate"`, with `error="invalid_token"` and `error_description` when a token was sent; to a DPoP request, ' +
+        '`DPoP realm="mandate", error="…", error_description="…", algs="…"` (RFC 9449 §7.1).',
+    ),
     content: jsonContent(BearerErrorBody),
   },
   403: {
@@ -87,7 +95,32 @@ const forwardAuthSpec: DescribeRouteOptions = {
   summary: 'Forward authentication for a proxy in front of a resource server',
   description: DESCRIPTION,
   security: [{ mandateToken: [] }, {}],
-  parameters: parametersOf('query', ForwardAuthQuery),
+  parameters: [
+    ...parametersOf('query', ForwardAuthQuery),
+    {
+      name: 'DPoP',
+      in: 'header',
+      required: false,
+      description: "The original request's DPoP proof (RFC 9449 §4), with `Authorization: DPoP <token>`: one header, never several.",
+      schema: { type: 'string' },
+    },
+    {
+      name: 'X-Original-Method',
+      in: 'header',
+      required: false,
+      description:
+        "With DPoP: the original request's method (the proof's `htm`), set by the proxy, replacing any the client sent. At /forward-auth/ext-authz the request's own method when absent.",
+      schema: { type: 'string' },
+    },
+    {
+      name: 'X-Original-URL',
+      in: 'header',
+      required: false,
+      description:
+        "With DPoP: the original request's absolute URL as the client called it (the proof's `htu`: scheme, host, path), set by the proxy, replacing any the client sent. Missing with DPoP: 400.",
+      schema: { type: 'string', format: 'uri' },
+    },
+  ],
   responses: forwardAuthResponses,
 }
 
@@ -102,12 +135,14 @@ const forwardAuthExtAuthzSpec: DescribeRouteOptions = {
 /** Every method: Envoy's ext_authz asks with the client's own method (and its path, appended to `path_prefix`). */
 export const EXT_AUTHZ_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 
-export interface ForwardAuthDeps extends TokenStatusDeps {
+export interface ForwardAuthDeps extends TokenStatusDeps, ForwardProofDeps {
   readonly metrics?: MandateMetrics
 }
 
 /** RFC 6750 §2.1: `Bearer` 1*SP b64token (the scheme is case-insensitive: RFC 9110 §11.1). */
 const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
+/** RFC 9449 §7.1: `DPoP` 1*SP b64token. */
+const DPOP = /^DPoP +([A-Za-z0-9\-._~+/]+=*) *$/i
 const NO_TOKEN = 'a Bearer access token is required'
 const INVALID = 'the access token is invalid, expired, revoked or not for this resource'
 const INSUFFICIENT = 'the access token lacks a scope this resource needs'
@@ -121,6 +156,12 @@ const INSUFFICIENT = 'the access token lacks a scope this resource needs'
 export function bearerToken(authorization: string | undefined): string | undefined | null {
   if (authorization === undefined || !/^bearer(\s|$)/i.test(authorization)) return undefined
   return BEARER.exec(authorization)?.[1] ?? null
+}
+
+/** As `bearerToken`, for `Authorization: DPoP` (RFC 9449 §7.1). */
+export function dpopToken(authorization: string | undefined): string | undefined | null {
+  if (authorization === undefined || !/^dpop(\s|$)/i.test(authorization)) return undefined
+  return DPOP.exec(authorization)?.[1] ?? null
 }
 
 /**
@@ -183,7 +224,7 @@ function queryOf(c: AppContext): { readonly audience: string; readonly scopes: r
  * `Retry-After` when the revocation state is unknown. X-Forwarded-* headers
  * play no part in the decision.
  */
-export function forwardAuthRoute(deps: ForwardAuthDeps) {
+export function forwardAuthRoute(deps: ForwardAuthDeps, ownMethodIsOriginal = false) {
   const count = (outcome: ForwardAuthOutcome) => deps.metrics?.forwardAuthDecision(outcome)
   return async function forwardAuth(c: AppContext): Promise<Response> {
     let query: ReturnType<typeof queryOf>
@@ -193,19 +234,35 @@ export function forwardAuthRoute(deps: ForwardAuthDeps) {
       count('bad_request')
       throw err
     }
-    const token = bearerToken(c.req.header('authorization'))
+    const authorization = c.req.header('authorization')
+    const dpop = dpopToken(authorization)
+    const token = dpop ?? bearerToken(authorization)
     if (token === undefined) {
       count('no_token')
       throw new BearerError('missing_token', NO_TOKEN)
     }
     if (token === null) {
       count('invalid_token')
-      throw new BearerError('invalid_token', INVALID, 'malformed Bearer credentials')
+      throw dpop === null
+        ? proofRefused('malformed DPoP credentials', deps.dpopAlgorithms)
+        : new BearerError('invalid_token', INVALID, 'malformed Bearer credentials')
     }
-    const decision = forwardAuthorization(await tokenStatus(token, deps), query.audience, query.scopes)
+    const scheme = dpop === undefined ? 'Bearer' : 'DPoP'
+    // RFC 9449 §7.1: a refusal of a DPoP request is challenged in its scheme, with the proof algorithms.
+    const algs = scheme === 'DPoP' ? (deps.dpopAlgorithms ?? DPOP_ALGORITHMS) : undefined
+    const decision = forwardAuthorization(await tokenStatus(token, deps), query.audience, query.scopes, scheme)
     if (decision.claims !== undefined) {
       c.set('jti', decision.claims.jti)
       c.set('agent', decision.claims.client_id)
+    }
+    // RFC 9449 §7.1: the proof before anything but a refused token is answered (a stolen token learns nothing of its scopes).
+    if (scheme === 'DPoP' && decision.outcome !== 'invalid_token') {
+      try {
+        await checkForwardProof(c, deps, { audience: query.audience, token, jkt: decision.claims.cnf!.jkt, ownMethodIsOriginal })
+      } catch (err) {
+        count(err instanceof BearerError ? 'invalid_dpop_proof' : err instanceof OAuthError && err.code === 'invalid_request' ? 'bad_request' : 'unavailable')
+        throw err
+      }
     }
     switch (decision.outcome) {
       case 'allowed':
@@ -213,10 +270,10 @@ export function forwardAuthRoute(deps: ForwardAuthDeps) {
         return c.body(null, 200, claimHeaders(decision.claims))
       case 'invalid_token':
         count(decision.revoked ? 'revoked' : 'invalid_token')
-        throw new BearerError('invalid_token', INVALID, decision.detail)
+        throw new BearerError('invalid_token', INVALID, decision.detail, undefined, algs)
       case 'insufficient_scope':
         count('insufficient_scope')
-        throw new BearerError('insufficient_scope', INSUFFICIENT, `missing=${decision.missing.join(' ')}`, query.scopes.join(' '))
+        throw new BearerError('insufficient_scope', INSUFFICIENT, `missing=${decision.missing.join(' ')}`, query.scopes.join(' '), algs)
       case 'unavailable':
         count('unavailable')
         throw new OAuthError('temporarily_unavailable', 'revocation state is unknown; try again', { detail: decision.detail, retryAfter: 1 })
@@ -240,7 +297,10 @@ export function mountForwardAuth(app: Hono<AppEnv>, deps: ForwardAuthDeps, shed:
     app.on(
       method,
       '/forward-auth/ext-authz',
-      described({ ...forwardAuthExtAuthzSpec, operationId: `forwardAuthExtAuthz${method.charAt(0)}${method.slice(1).toLowerCase()}` }, forwardAuthRoute(deps)),
+      described(
+        { ...forwardAuthExtAuthzSpec, operationId: `forwardAuthExtAuthz${method.charAt(0)}${method.slice(1).toLowerCase()}` },
+        forwardAuthRoute(deps, true),
+      ),
     )
   }
 }

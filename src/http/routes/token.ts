@@ -89,12 +89,7 @@ export function parseIdJagRequest(form: FormParams, authorization: string | unde
 }
 
 /** Step 1 of the exchange (docs/ARCHITECTURE.md): the form, parameter by parameter (RFC 8693 §2.1). */
-export function parseExchangeRequest(
-  form: FormParams,
-  authorization: string | undefined,
-  clientAddress: string | undefined,
-  dpop?: string,
-): ExchangeRequest {
+export function parseExchangeRequest(form: FormParams, authorization: string | undefined, clientAddress: string | undefined, dpop?: string): ExchangeRequest {
   const grantType = form.required('grant_type')
   if (grantType !== GRANT_TYPE_TOKEN_EXCHANGE) {
     throw new OAuthError('unsupported_grant_type', 'this grant type is not supported', { detail: loggable(grantType) })

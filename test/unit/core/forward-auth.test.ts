@@ -1,7 +1,9 @@
 /**
  * The forward-auth decision without HTTP: a live token passes only for its
  * own audience with every scope asked for; the audience and the scopes are
- * judged before an unknown revocation state, which is never allowed.
+ * judged before an unknown revocation state, which is never allowed; a
+ * DPoP-bound token passes only with the DPoP scheme, and DPoP only with a
+ * bound token.
  */
 import { describe, expect, it } from 'vitest'
 import { actClaim, type AgentId, type Jti, type MandateClaims, type Subject } from '../../../src/core/claims.js'
@@ -53,5 +55,14 @@ describe('forwardAuthorization', () => {
     expect(forwardAuthorization(unknown, 'https://api.test', ['read'])).toEqual({ outcome: 'unavailable', claims, detail: 'mirror stale' })
     expect(forwardAuthorization(unknown, 'https://other.test', [])).toMatchObject({ outcome: 'invalid_token' })
     expect(forwardAuthorization(unknown, 'https://api.test', ['admin'])).toMatchObject({ outcome: 'insufficient_scope' })
+  })
+
+  it('a DPoP-bound token only as DPoP (RFC 9449 §7.2), and the DPoP scheme only with a bound token (§7.1)', () => {
+    const bound: TokenStatus = { state: 'active', claims: { ...claims, cnf: { jkt: 'thumbprint' } } }
+    expect(forwardAuthorization(bound, 'https://api.test', ['read'], 'DPoP')).toMatchObject({ outcome: 'allowed' })
+    expect(forwardAuthorization(bound, 'https://api.test', ['read'])).toMatchObject({ outcome: 'invalid_token', detail: 'DPoP-bound token sent as Bearer' })
+    expect(forwardAuthorization(active, 'https://api.test', ['read'], 'DPoP')).toMatchObject({ outcome: 'invalid_token', detail: 'unbound token sent as DPoP' })
+    // The audience first: a token for another resource is refused as such, whatever its scheme.
+    expect(forwardAuthorization(bound, 'https://other.test', [], 'Bearer')).toMatchObject({ detail: 'audience mismatch' })
   })
 })
