@@ -17,13 +17,16 @@
  */
 import { randomUUID } from 'node:crypto'
 import { join } from 'node:path'
-import { calculateJwkThumbprint, CompactSign, exportJWK } from 'jose'
+import { calculateJwkThumbprint, exportJWK } from 'jose'
 import { Redis } from 'ioredis'
 import * as oauth from 'oauth4webapi'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadSigningKeys, type SigningKey } from '../../src/tokens/keys.js'
 import { AUDIENCE, BROKER, USER_ISSUER, startTestBroker, type TestBroker } from '../support/broker.js'
 import { deletePrefix, REDIS_CLIENT_OPTIONS, REDIS_URL, redisAvailable } from '../support/redis.js'
+import { brokerToken } from '../support/tokens.js'
+
+const NAMES = { issuer: BROKER, userIssuer: USER_ISSUER, audience: AUDIENCE }
 
 const AUD = encodeURIComponent(AUDIENCE)
 const ORIGINAL = 'https://orders.example/orders/7'
@@ -50,25 +53,7 @@ async function startBroker(options: Parameters<typeof startTestBroker>[0] = {}):
 
 /** A token as the broker mints it for a DPoP client: `cnf.jkt` unless `jkt` is null. */
 function mint(broker: Broker, jkt: string | null, claims: Record<string, unknown> = {}): Promise<string> {
-  const t = broker.b.now()
-  const payload = {
-    iss: BROKER,
-    sub: 'alice',
-    sub_id: { format: 'iss_sub', iss: USER_ISSUER, sub: 'alice' },
-    aud: AUDIENCE,
-    client_id: 'secret-agent',
-    act: { sub: 'secret-agent' },
-    scope: 'read',
-    iat: t,
-    nbf: t,
-    exp: t + 300,
-    jti: randomUUID(),
-    ...(jkt === null ? {} : { cnf: { jkt } }),
-    ...claims,
-  }
-  return new CompactSign(new TextEncoder().encode(JSON.stringify(payload)))
-    .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: broker.key.kid })
-    .sign(broker.key.privateKey)
+  return brokerToken(NAMES, broker.key, broker.b.now(), { ...(jkt === null ? {} : { cnf: { jkt } }), ...claims })
 }
 
 async function dpopKey(): Promise<{ pair: KeyPair; jkt: string }> {

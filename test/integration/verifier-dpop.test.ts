@@ -23,7 +23,7 @@
  * one challenge; the reason, for logs, is checked through `authenticate`
  * directly (no framework) at the end.
  */
-import { randomBytes, randomUUID } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
@@ -31,7 +31,7 @@ import { serve } from '@hono/node-server'
 import express from 'express'
 import Fastify from 'fastify'
 import { Hono } from 'hono'
-import { calculateJwkThumbprint, CompactSign, exportJWK } from 'jose'
+import { calculateJwkThumbprint, exportJWK } from 'jose'
 import * as oauth from 'oauth4webapi'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { clientSecret, createClient } from '@mandate/client'
@@ -52,6 +52,9 @@ import {
   startTestBroker,
   type TestBroker,
 } from '../support/broker.js'
+import { brokerToken } from '../support/tokens.js'
+
+const NAMES = { issuer: BROKER, userIssuer: USER_ISSUER, audience: AUDIENCE }
 
 const PUBLIC = 'https://api.test'
 const ALGS = DPOP_ALGORITHMS.join(' ')
@@ -139,25 +142,7 @@ async function startFixture(): Promise<Fixture> {
 
 /** A token as the broker mints it for a DPoP client: `cnf.jkt` (RFC 9449 §6.1) unless `jkt` is null. */
 function mint(f: Fixture, jkt: string | null, claims: Record<string, unknown> = {}): Promise<string> {
-  const t = f.b.now()
-  const payload = {
-    iss: BROKER,
-    sub: 'alice',
-    sub_id: { format: 'iss_sub', iss: USER_ISSUER, sub: 'alice' },
-    aud: AUDIENCE,
-    client_id: 'secret-agent',
-    act: { sub: 'secret-agent' },
-    scope: 'read',
-    iat: t,
-    nbf: t,
-    exp: t + 300,
-    jti: randomUUID(),
-    ...(jkt === null ? {} : { cnf: { jkt } }),
-    ...claims,
-  }
-  return new CompactSign(new TextEncoder().encode(JSON.stringify(payload)))
-    .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: f.key.kid })
-    .sign(f.key.privateKey)
+  return brokerToken(NAMES, f.key, f.b.now(), { ...(jkt === null ? {} : { cnf: { jkt } }), ...claims })
 }
 
 /** A DPoP key pair (oauth4webapi's) and its RFC 7638 thumbprint. */

@@ -30,7 +30,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { serve, type ServerType } from '@hono/node-server'
 import { Hono } from 'hono'
-import { CompactSign, decodeJwt } from 'jose'
+import { decodeJwt } from 'jose'
 import { Redis, type RedisOptions } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import type { Jti } from '../../src/core/claims.js'
@@ -57,7 +57,7 @@ import {
   startTestBroker,
   type TestBroker,
 } from '../support/broker.js'
-import { jtiOf } from '../support/tokens.js'
+import { brokerToken, jtiOf } from '../support/tokens.js'
 
 const CLIENT_OPTIONS = { maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 2000 } satisfies RedisOptions
 
@@ -604,25 +604,7 @@ describe('the claims a Mandate token must carry', () => {
 
   /** A token as the broker would mint it, with `claims` merged in (undefined drops one), signed with the broker's key. */
   function mint(claims: Record<string, unknown> = {}, header: Record<string, unknown> = {}, raw?: (json: string) => string): Promise<string> {
-    const t = b.now()
-    const payload: Record<string, unknown> = {
-      iss: BROKER,
-      sub: 'alice',
-      sub_id: { format: 'iss_sub', iss: USER_ISSUER, sub: 'alice' },
-      aud: AUDIENCE,
-      client_id: 'secret-agent',
-      act: { sub: 'secret-agent' },
-      scope: 'read',
-      iat: t,
-      nbf: t,
-      exp: t + 300,
-      jti: randomUUID(),
-      ...claims,
-    }
-    const json = JSON.stringify(payload)
-    return new CompactSign(new TextEncoder().encode(raw === undefined ? json : raw(json)))
-      .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: key.kid, ...header })
-      .sign(key.privateKey)
+    return brokerToken({ issuer: BROKER, userIssuer: USER_ISSUER, audience: AUDIENCE }, key, b.now(), claims, header, raw)
   }
 
   it('verifies what the broker would mint, `application/at+jwt` and a leftover may_act included', async () => {

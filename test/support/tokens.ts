@@ -5,7 +5,7 @@
  * test names only the claims it is about.
  */
 import { randomUUID, type KeyObject } from 'node:crypto'
-import { decodeJwt, SignJWT, type CryptoKey, type JWTPayload } from 'jose'
+import { CompactSign, decodeJwt, SignJWT, type CryptoKey, type JWTPayload } from 'jose'
 
 /** The payload of a compact JWS, not verified (the tests read tokens they were just given). */
 export function payloadOf(token: string): JWTPayload {
@@ -72,4 +72,47 @@ export function clientAssertion(signer: TestSigner, claims: JWTPayload & { reado
   const iat = options.now ?? nowSeconds()
   const { client, ...rest } = claims
   return signToken(signer, { iss: client, sub: client, jti: randomUUID(), iat, exp: iat + (options.lifetime ?? 60), ...rest }, options)
+}
+
+/** What the test broker's issuer, user and audience are (test/support/broker.ts), for `brokerToken`. */
+export interface BrokerNames {
+  readonly issuer: string
+  readonly userIssuer: string
+  readonly audience: string
+}
+
+/**
+ * A token as the test broker mints one (RFC 9068, `typ` at+jwt), signed with
+ * the broker's own key: alice of the user issuer, held by `secret-agent`,
+ * scope `read`, 300 s from `now`. `claims` go over those defaults (an
+ * undefined one is dropped when serialized), `header` over the header; `raw`
+ * may rewrite the JSON text before it is signed. Resource-server tests use it
+ * for tokens no exchange would give (a `cnf` of any key, a bad claim).
+ */
+export function brokerToken(
+  names: BrokerNames,
+  key: { readonly kid: string; readonly privateKey: KeyObject },
+  now: number,
+  claims: Record<string, unknown> = {},
+  header: Record<string, unknown> = {},
+  raw?: (json: string) => string,
+): Promise<string> {
+  const payload = {
+    iss: names.issuer,
+    sub: 'alice',
+    sub_id: { format: 'iss_sub', iss: names.userIssuer, sub: 'alice' },
+    aud: names.audience,
+    client_id: 'secret-agent',
+    act: { sub: 'secret-agent' },
+    scope: 'read',
+    iat: now,
+    nbf: now,
+    exp: now + 300,
+    jti: randomUUID(),
+    ...claims,
+  }
+  const json = JSON.stringify(payload)
+  return new CompactSign(new TextEncoder().encode(raw === undefined ? json : raw(json)))
+    .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: key.kid, ...header })
+    .sign(key.privateKey)
 }
