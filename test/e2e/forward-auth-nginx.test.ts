@@ -194,18 +194,18 @@ describe.runIf(haveNginx('test/e2e/forward-auth-nginx.test.ts'))('forward auth b
       audience: 'https://orders.example',
       scope,
     })
-    const res = await oauth.genericTokenEndpointRequest(
-      as,
-      client,
-      oauth.ClientSecretBasic('demo-secret'),
-      'urn:ietf:params:oauth:grant-type:token-exchange',
-      params,
-      {
+    const ask = () =>
+      oauth.genericTokenEndpointRequest(as, client, oauth.ClientSecretBasic('demo-secret'), 'urn:ietf:params:oauth:grant-type:token-exchange', params, {
         DPoP,
         [oauth.allowInsecureRequests]: true,
         [oauth.customFetch]: (url, init) => fetch(new URL(new URL(url).pathname, brokerUrl), init),
-      },
-    )
+      })
+    let res = await ask()
+    // A broker started seconds ago refuses proofs that may predate its replay store (503, Retry-After): as a client does, wait and send a new one.
+    for (let attempt = 0; res.status === 503 && attempt < 10; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, 1000 * Number(res.headers.get('retry-after') ?? '1')))
+      res = await ask()
+    }
     const body = await oauth.processGenericTokenEndpointResponse(as, client, res)
     expect(body.token_type).toBe('dpop')
     return { token: body.access_token, pair }
