@@ -34,6 +34,15 @@ export interface CheckedProofs {
 export const NO_PROOFS: CheckedProofs = { client: undefined, subject: undefined, uses: [] }
 
 /**
+ * A checked proof's `jti` to spend under `key` (RFC 9449 §11.1): the earliest
+ * it could have been accepted is its `iat` less the skew allowed ahead; it
+ * is remembered until it is too old to pass anyway.
+ */
+export function proofUse(key: string, proof: { readonly iat: number; readonly rememberUntil: number }, skewSeconds: number): AssertionUse {
+  return { key, earliestUse: (proof.iat - skewSeconds) * 1000, expiresAt: proof.rememberUntil * 1000 }
+}
+
+/**
  * Checks the request's proofs (both at once). Without a verifier (DPoP not
  * configured) a proof is refused rather than ignored: a client that sent one
  * expects a bound token.

@@ -6,6 +6,7 @@
  */
 import { hkdfSync } from 'node:crypto'
 import { createDpopNonces, DpopError, verifyDpopProof, type DpopNonces } from '@mandate/verifier/dpop'
+import { proofUse } from '../core/dpop.js'
 import { DPOP_PROOF_INVALID, OAuthError } from '../core/errors.js'
 import type { SigningKeys } from './keys.js'
 import type { CheckedProof, DpopProofVerifier } from './port.js'
@@ -68,12 +69,7 @@ export function createDpopProofVerifier(options: DpopProofVerifierOptions): Dpop
         })
         return {
           jkt: checked.jkt,
-          // The earliest the proof could have been accepted is its iat less the skew; remembered until it is too old anyway.
-          use: {
-            key: `#dpop:${checked.jkt}#${checked.jti}`,
-            earliestUse: (checked.iat - options.clockSkewSeconds) * 1000,
-            expiresAt: checked.rememberUntil * 1000,
-          },
+          use: proofUse(`#dpop:${checked.jkt}#${checked.jti}`, checked, options.clockSkewSeconds),
         }
       } catch (err) {
         if (!(err instanceof DpopError)) throw err

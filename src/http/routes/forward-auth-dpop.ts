@@ -6,15 +6,14 @@
  */
 import { DPOP_ALGORITHMS, DpopError, dpopHeaderValue, verifyDpopProof, type DpopProof } from '@mandate/verifier/dpop'
 import type { AdmissionStore } from '../../admission/port.js'
-import { OAuthError } from '../../core/errors.js'
+import { proofUse } from '../../core/dpop.js'
+import { DPOP_PROOF_INVALID, OAuthError } from '../../core/errors.js'
 import type { AppContext } from '../env.js'
 import { BearerError } from '../oauth-errors.js'
 
 export { DPOP_ALGORITHMS }
 
-/** One description for every proof failure: which check failed is logged (`detail`), never sent. */
-export const PROOF_INVALID = 'DPoP proof is invalid'
-/** How far ahead of the broker's clock a proof's `iat` may be (`verifyDpopProof`'s default). */
+/** How far ahead of the broker's clock a proof's `iat` may be (`verifyDpopProof`'s default; one description for every failure is `DPOP_PROOF_INVALID`). */
 const PROOF_SKEW_SECONDS = 5
 
 export interface ForwardProofDeps {
@@ -28,7 +27,7 @@ export interface ForwardProofDeps {
 
 /** A refused proof: 401 `invalid_dpop_proof`, challenged with the DPoP scheme. */
 export function proofRefused(detail: string, algorithms: readonly string[] = DPOP_ALGORITHMS): BearerError {
-  return new BearerError('invalid_dpop_proof', PROOF_INVALID, detail, undefined, algorithms)
+  return new BearerError('invalid_dpop_proof', DPOP_PROOF_INVALID, detail, undefined, algorithms)
 }
 
 /**
@@ -102,7 +101,7 @@ export async function checkForwardProof(
   const decision = await deps.admission
     .admit({
       assertion: undefined,
-      proofs: [{ key: replayKey(check.audience, proof), earliestUse: (proof.iat - PROOF_SKEW_SECONDS) * 1000, expiresAt: proof.rememberUntil * 1000 }],
+      proofs: [proofUse(replayKey(check.audience, proof), proof, PROOF_SKEW_SECONDS)],
       buckets: [],
     })
     .catch((cause: unknown) => {
