@@ -35,6 +35,16 @@ export default defineConfig({
       project({ name: 'contract', include: ['test/contract/**/*.test.ts'], environment: 'node', testTimeout: 30_000, hookTimeout: 60_000 }),
       project({ name: 'e2e', include: ['test/e2e/**/*.test.ts'], environment: 'node', testTimeout: 60_000, hookTimeout: 60_000 }),
       // Property-based hostile input against the real app: each test is one property of a thousand or more cases.
+      // The console in Debian's Chromium (test/support/browser.ts) against `serve --dev` processes: one file at a time,
+      // since a browser and a broker per file already fill two cores; a page's first render may wait on a busy machine.
+      project({
+        name: 'browser',
+        include: ['test/browser/**/*.test.ts'],
+        environment: 'node',
+        fileParallelism: false,
+        testTimeout: 90_000,
+        hookTimeout: 90_000,
+      }),
       project({ name: 'hostile', include: ['test/hostile/**/*.test.ts'], environment: 'node', testTimeout: 180_000, hookTimeout: 60_000 }),
     ],
   },
