@@ -7,6 +7,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import { csrfToken, expectAccessible, fetchInPage, haveChromium, screenshot } from '../support/browser.js'
+import { devUserToken, exchange } from '../support/dev-broker.js'
 import { consoleRig, signIn } from './support.js'
 
 describe.runIf(haveChromium('test/browser/console.test.ts'))('console: sign-in, agents, CSRF and roles in Chromium', () => {
@@ -23,13 +24,23 @@ describe.runIf(haveChromium('test/browser/console.test.ts'))('console: sign-in, 
     await screenshot(page, 'sign-in')
   })
 
-  it('signs alice in to the Agents page: a table of the dev agents, found by search, each linking to its page', async () => {
+  it('signs alice in to the Agents page: a table of the dev agents and their use, found by search, each linking to its page', async () => {
+    const base = rig.broker.base
+    for (const scope of ['demo:read', 'demo:read demo:write']) {
+      const issued = await exchange(base, 'demo-agent', await devUserToken(base, 'alice', 'demo:read demo:write'), 'https://demo.example', scope)
+      expect(issued.status, JSON.stringify(issued.body)).toBe(200)
+    }
     const page = await rig.page()
     await signIn(page, 'alice')
     const table = page.getByRole('table')
     await expect.poll(() => table.locator('caption').textContent()).toMatch(/3 of 3 agents/)
     const links = table.getByRole('link')
     expect(await links.allTextContents()).toEqual(expect.arrayContaining(['demo-agent', 'demo-subagent', 'demo-payer']))
+    // demo-agent's row counts the two tokens just issued (the "Tokens 24 h" column).
+    const row = table.getByRole('row').filter({ has: page.getByRole('link', { name: 'demo-agent', exact: true }) })
+    const headers = await table.getByRole('columnheader').allTextContents()
+    const cells = await row.getByRole('cell').allTextContents()
+    expect(cells[headers.findIndex((h) => h.trim() === 'Tokens 24 h')]?.trim()).toBe('2')
     expect(await page.getByRole('link', { name: 'demo-agent', exact: true }).getAttribute('href')).toBe('/console/agents/demo-agent')
     await expectAccessible(page)
     await screenshot(page, 'agents')

@@ -48,18 +48,22 @@ describe.runIf(haveChromium('test/browser/kill.test.ts'))('console: kill and lif
     await screenshot(page, 'agent')
 
     // The Kill control (a link or a form's button) leads to the kill form.
-    await page.getByRole('main').getByText('Kill', { exact: true }).click()
+    const main = page.getByRole('main')
+    await main
+      .getByRole('link', { name: 'Kill', exact: true })
+      .or(main.getByRole('button', { name: 'Kill', exact: true }))
+      .click()
     await page.waitForURL(`**/console/kill?agent=${AGENT}`)
-    expect(await page.getByRole('radio').count()).toBeGreaterThan(0)
-    expect(await page.getByRole('radio', { checked: true }).count()).toBe(1)
-    const reason = page.getByLabel('Reason')
+    expect(await main.getByRole('radio').count()).toBeGreaterThan(0)
+    expect(await main.getByRole('radio', { checked: true }).count()).toBe(1)
+    const reason = main.getByRole('textbox', { name: /Reason/ })
     expect(await reason.getAttribute('required')).not.toBeNull()
     await reason.fill(REASON)
     await expectAccessible(page)
     await screenshot(page, 'kill-form')
-    await page.getByRole('button', { name: 'Kill', exact: true }).click()
+    await main.getByRole('button', { name: 'Kill', exact: true }).click()
 
-    const confirm = page.getByRole('button', { name: 'Confirm kill' })
+    const confirm = main.getByRole('button', { name: 'Confirm kill' })
     await confirm.waitFor()
     expect(await page.getByRole('main').textContent()).toContain(REASON)
     await expectAccessible(page)
@@ -68,7 +72,6 @@ describe.runIf(haveChromium('test/browser/kill.test.ts'))('console: kill and lif
 
     await page.waitForURL('**/console/kills/*')
     const killPath = new URL(page.url()).pathname
-    const main = page.getByRole('main')
     expect(await main.textContent()).toContain(REASON)
     expect(await main.textContent()).toContain('rita')
     expect(await main.textContent()).toMatch(/propagat/i)
