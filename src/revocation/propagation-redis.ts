@@ -33,7 +33,8 @@ export function createRedisPropagationStore(redis: Redis, prefix: string, clock:
   const conn = redis.duplicate({
     connectionName: 'mandate-propagation',
     lazyConnect: false,
-    enableOfflineQueue: false,
+    // Queued while (re)connecting, each bounded by commandTimeout: the first notes come before the connection is up.
+    enableOfflineQueue: true,
     maxRetriesPerRequest: 1,
     commandTimeout: 2_000,
     retryStrategy: redisReconnectDelay,
