@@ -74,7 +74,7 @@ function nameOf(node: ts.SignatureDeclaration): string {
 /** Every `.ts` file under `dir`, sorted. */
 function sources(dir: string): string[] {
   return readdirSync(dir, { recursive: true, encoding: 'utf8' })
-    .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))
+    .filter((f) => (f.endsWith('.ts') || f.endsWith('.tsx')) && !f.endsWith('.d.ts'))
     .map((f) => join(dir, f))
     .sort()
 }

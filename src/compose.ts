@@ -49,6 +49,7 @@ import { createApprovalStore } from './approvals/store.js'
 import { cancelApprovalsOnKill } from './approvals/cancel-on-kill.js'
 import type { ApprovalLinks } from './approvals/link.js'
 import { approvalPagesOf } from './compose/approvals.js'
+import { consoleOf } from './compose/console.js'
 
 // Kept here for the CLI, which imports them from the composition root.
 export { idJagIssuer, instanceIdOf, jwksPolicyOf, trustedIssuer } from './config/translate.js'
@@ -194,6 +195,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       closers.add(async () => stop())
     }
     const approvalPages = approvals === undefined ? undefined : await approvalPagesOf(config, keys, nowSeconds)
+    const consoleSettings = await consoleOf(config, { dev: options.dev, keys, now: nowSeconds, revocations, sqlAudit: stores.sqlAudit }, closers)
 
     const webhooks = await openWebhookNotifier(
       config,
@@ -307,6 +309,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
         ? {}
         : { approvals: { store: approvals, maxPending: config.approvals.max_pending_per_agent, pollInterval: config.approvals.poll_interval } }),
       ...(approvalPages === undefined ? {} : { approvalPages }),
+      ...(consoleSettings === undefined ? {} : { console: consoleSettings }),
     })
     return {
       app,

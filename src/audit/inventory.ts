@@ -39,10 +39,9 @@ async function usageOf(db: Db, now: number, agent: string | undefined): Promise<
       .where(one(agentUsageDay.agent))
       .groupBy(agentUsageDay.agent),
     db
-      .select({ agent: agentUsageHour.agent, tokens: sql<string>`sum(${agentUsageHour.tokens})`, denials: sql<string>`sum(${agentUsageHour.denials})` })
+      .select({ agent: agentUsageHour.agent, hour: agentUsageHour.hour, tokens: agentUsageHour.tokens, denials: agentUsageHour.denials })
       .from(agentUsageHour)
-      .where(and(gte(agentUsageHour.hour, w.hour), one(agentUsageHour.agent)))
-      .groupBy(agentUsageHour.agent),
+      .where(and(gte(agentUsageHour.hour, w.hour), one(agentUsageHour.agent))),
     db
       .select({
         agent: agentUsers.agent,
@@ -53,13 +52,23 @@ async function usageOf(db: Db, now: number, agent: string | undefined): Promise<
       .where(and(gte(agentUsers.lastAt, w.users30d), one(agentUsers.agent)))
       .groupBy(agentUsers.agent),
   ])
-  const h = new Map(hours.map((r) => [r.agent, r]))
+  // One row per agent and hour (at most 24 each): summed here, and kept hour by hour for the inventory's sparkline.
+  const h = new Map<string, { tokens: number; denials: number; byHour: number[] }>()
+  for (const r of hours) {
+    let a = h.get(r.agent)
+    if (a === undefined) h.set(r.agent, (a = { tokens: 0, denials: 0, byHour: new Array<number>(24).fill(0) }))
+    a.tokens += num(r.tokens)
+    a.denials += num(r.denials)
+    const i = r.hour - w.hour
+    if (i >= 0 && i < 24) a.byHour[i] = (a.byHour[i] ?? 0) + num(r.tokens)
+  }
   const u = new Map(users.map((r) => [r.agent, r]))
   const out = new Map<string, AgentUsage>()
   for (const d of days) {
     out.set(d.agent, {
-      tokens24h: num(h.get(d.agent)?.tokens),
-      denials24h: num(h.get(d.agent)?.denials),
+      tokens24h: h.get(d.agent)?.tokens ?? 0,
+      denials24h: h.get(d.agent)?.denials ?? 0,
+      tokensByHour: h.get(d.agent)?.byHour ?? NO_USAGE.tokensByHour,
       users24h: num(u.get(d.agent)?.d1),
       tokens30d: num(d.tokens),
       denials30d: num(d.denials),

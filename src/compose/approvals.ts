@@ -18,13 +18,7 @@ export interface ApprovalPages {
 export async function approvalPagesOf(config: Config, keys: SigningKeys, now: () => number): Promise<ApprovalPages | undefined> {
   const signIn = config.approvals.sign_in
   if (signIn === undefined) return undefined
-  let secret: string
-  try {
-    secret = (await readFile(signIn.client_secret_file, 'utf8')).trim()
-  } catch (err) {
-    throw new TypeError(`approvals.sign_in.client_secret_file ${signIn.client_secret_file}: cannot read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
-  }
-  if (secret === '') throw new TypeError(`approvals.sign_in.client_secret_file ${signIn.client_secret_file}: is empty`)
+  const secret = await readClientSecret('approvals.sign_in', signIn.client_secret_file)
   return {
     links: createApprovalLinks({ issuer: config.issuer, keys, now }),
     signIn: createApprovalSignIn({
@@ -37,4 +31,16 @@ export async function approvalPagesOf(config: Config, keys: SigningKeys, now: ()
       emailClaim: signIn.email_claim,
     }),
   }
+}
+
+/** A sign-in client's secret from its file (`<setting>.client_secret_file`). Throws `TypeError` when it cannot be read or is empty. */
+export async function readClientSecret(setting: string, file: string): Promise<string> {
+  let secret: string
+  try {
+    secret = (await readFile(file, 'utf8')).trim()
+  } catch (err) {
+    throw new TypeError(`${setting}.client_secret_file ${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+  if (secret === '') throw new TypeError(`${setting}.client_secret_file ${file}: is empty`)
+  return secret
 }

@@ -168,29 +168,34 @@ const PushEndpoint = z
   .url()
   .refine((s) => URL.canParse(s) && isAllowedUpstreamUrl(new URL(s)) && new URL(s).hash === '', 'must be https (http only on localhost), without a fragment')
 
+/**
+ * An OpenID Provider people sign in with (authorization code + PKCE): approvers on the approval page
+ * (docs/approval-sign-in.md), responders on the console (docs/console.md). `callback` is the path Mandate
+ * must be registered with as a redirect URI.
+ */
+function signInProvider(callback: string, groupsFor: string) {
+  return z.strictObject({
+    issuer: z
+      .url()
+      .refine(
+        (s) => URL.canParse(s) && isAllowedUpstreamUrl(new URL(s)) && new URL(s).hash === '' && new URL(s).search === '',
+        'must be https (http only on localhost), without query or fragment',
+      )
+      .describe('the OpenID Provider’s issuer URL; its metadata is discovered from it (OpenID Connect Discovery 1.0 §4)'),
+    client_id: z.string().min(1).max(256).describe(`Mandate’s client id at that provider; register Mandate’s \`issuer\` + \`${callback}\` as its redirect URI`),
+    client_secret_file: z.string().min(1).describe('file holding that client’s secret (client_secret_basic); read at start, never from this YAML'),
+    groups_claim: z.string().min(1).max(128).default('groups').describe(`ID token claim listing the groups the person belongs to (${groupsFor})`),
+    groups_scope: z
+      .string()
+      .regex(/^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/, 'must be one scope token (RFC 6749 §3.3)')
+      .optional()
+      .describe('a scope to ask for besides `openid email`, when the provider puts the groups claim in the ID token only for it; absent: none'),
+    email_claim: z.string().min(1).max(128).default('email').describe('ID token claim holding the person’s email (for `approvers: owner`)'),
+  })
+}
+
 /** The OpenID Provider approvers sign in with on the approval page (docs/approval-sign-in.md). */
-export const ApprovalSignInConfig = z.strictObject({
-  issuer: z
-    .url()
-    .refine(
-      (s) => URL.canParse(s) && isAllowedUpstreamUrl(new URL(s)) && new URL(s).hash === '' && new URL(s).search === '',
-      'must be https (http only on localhost), without query or fragment',
-    )
-    .describe('the OpenID Provider’s issuer URL; its metadata is discovered from it (OpenID Connect Discovery 1.0 §4)'),
-  client_id: z
-    .string()
-    .min(1)
-    .max(256)
-    .describe('Mandate’s client id at that provider; register Mandate’s `issuer` + `/approvals/callback` as its redirect URI'),
-  client_secret_file: z.string().min(1).describe('file holding that client’s secret (client_secret_basic); read at start, never from this YAML'),
-  groups_claim: z.string().min(1).max(128).default('groups').describe('ID token claim listing the groups the person belongs to (for `approvers: group:NAME`)'),
-  groups_scope: z
-    .string()
-    .regex(/^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/, 'must be one scope token (RFC 6749 §3.3)')
-    .optional()
-    .describe('a scope to ask for besides `openid email`, when the provider puts the groups claim in the ID token only for it; absent: none'),
-  email_claim: z.string().min(1).max(128).default('email').describe('ID token claim holding the person’s email (for `approvers: owner`)'),
-})
+export const ApprovalSignInConfig = signInProvider('/approvals/callback', 'for `approvers: group:NAME`')
 export type ApprovalSignInConfig = z.infer<typeof ApprovalSignInConfig>
 
 /** One receiver of Security Event Tokens (docs/events.md): where its SETs go and how. */
@@ -252,6 +257,12 @@ export const WebhookConfig = z.strictObject({
     .describe('`standard`: `{ type, timestamp, data }`; `slack`: `{ text, blocks }` for a Slack incoming-webhook URL (signed the same way)'),
 })
 export type WebhookConfig = z.infer<typeof WebhookConfig>
+
+/** Who holds a console role: a person's email, or `group:NAME`. */
+const ConsoleMembers = z
+  .array(z.string().regex(/^(group:[\x21-\x7e]{1,128}|[^\s@]{1,64}@[^\s@]{1,255})$/, 'must be an email or group:NAME'))
+  .max(1000)
+  .default([])
 
 /** An IPv4 or IPv6 address, or a CIDR block of either (`10.0.0.0/8`, `fd00::/8`). */
 const AddressOrBlock = z.string().refine((s) => {
@@ -526,6 +537,41 @@ export const Config = z
       })
       .prefault({})
       .describe('human approval of grants that say `approval` (OpenID CIBA, poll mode; docs/approvals.md)'),
+    console: z
+      .strictObject({
+        enabled: z
+          .boolean()
+          .optional()
+          .describe(
+            'serve the responder console at /console (docs/console.md); absent: on under `--dev`, and when `sign_in` is set; true without `sign_in` outside `--dev` is refused',
+          ),
+        sign_in: signInProvider('/console/callback', 'for `roles`')
+          .optional()
+          .describe(
+            'the OpenID Provider responders sign in with (authorization code + PKCE); under `--dev` the dev issuer’s users sign in with one click instead',
+          ),
+        roles: z
+          .strictObject({
+            viewer: ConsoleMembers.describe('may read everything: agents, kills, chains, the log, approvals'),
+            responder: ConsoleMembers.describe('a viewer who may also kill and lift'),
+            owner: ConsoleMembers.describe('a viewer who may also attest the agents they own (a policy’s `owner` is one of their emails or groups)'),
+            admin: ConsoleMembers.describe('may do everything'),
+          })
+          .prefault({})
+          .describe(
+            'who has which role: each entry an email (the `email_claim`, verified) or `group:NAME` (the `groups_claim`); a person in none may not sign in',
+          ),
+        idle_timeout_seconds: z.number().int().min(60).max(86_400).default(900).describe('a session not used this long ends; each page renews it'),
+        max_session_seconds: z
+          .number()
+          .int()
+          .min(300)
+          .max(7 * 86_400)
+          .default(28_800)
+          .describe('a session ends this long after sign-in, used or not'),
+      })
+      .prefault({})
+      .describe('the responder console: agents, kills, chains, the delegation log and approvals in a browser, through the admin API and its roles'),
     resource_servers: z
       .array(ResourceServerConfig)
       .default([])

@@ -22,6 +22,8 @@ export const DORMANT_AFTER = 90 * 86_400
 /** One agent's usage, as the summaries hold it. */
 export interface AgentUsage {
   readonly tokens24h: number
+  /** Tokens in each of the 24 hours of the 24 h window, the oldest first. */
+  readonly tokensByHour: readonly number[]
   readonly denials24h: number
   readonly users24h: number
   readonly tokens30d: number
@@ -31,7 +33,7 @@ export interface AgentUsage {
   readonly lastTokenAt: number | undefined
 }
 
-export const NO_USAGE: AgentUsage = { tokens24h: 0, denials24h: 0, users24h: 0, tokens30d: 0, denials30d: 0, users30d: 0, lastTokenAt: undefined }
+export const NO_USAGE: AgentUsage = { tokens24h: 0, tokensByHour: new Array<number>(24).fill(0), denials24h: 0, users24h: 0, tokens30d: 0, denials30d: 0, users30d: 0, lastTokenAt: undefined }
 
 /** Reads of the usage summaries the inventory needs (src/audit/inventory.ts). */
 export interface UsageReads extends LeastPrivilegeReads {

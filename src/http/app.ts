@@ -25,6 +25,11 @@ import { tokenRoute } from './routes/token.js'
 import { bcAuthorizeRoute, cibaDeps, type ApprovalSettings } from './routes/bc-authorize.js'
 import { mountAdminApprovals } from './routes/admin-approvals.js'
 import { mountApprovalPages } from './routes/approval-pages.js'
+import { mountConsole } from './routes/console/index.js'
+import type { ConsoleSignIn } from './routes/console/sign-in.js'
+import type { ConsoleSessions } from '../console/session.js'
+import type { ConsoleLive } from '../console/live.js'
+import { consoleCookieOf, consoleSessionAuth } from './console-auth.js'
 import type { ApprovalLinks } from '../approvals/link.js'
 import type { ApprovalSignIn } from '../approvals/sign-in.js'
 import type { CibaDeps } from '../core/ciba.js'
@@ -128,10 +133,19 @@ export interface AppDeps {
   readonly approvals?: ApprovalSettings
   /** The approver's sign-in pages (`approvals.sign_in`, with `approvals`); absent: no /approvals/* route. */
   readonly approvalPages?: { readonly links: ApprovalLinks; readonly signIn: ApprovalSignIn }
+  /** The responder console (`console`); absent: no /console route, and the admin API takes admin keys only. */
+  readonly console?: ConsoleSettings
 }
 
-/** The admin API's paths (the kill switch, the delegation log's queries). */
-const isAdminPath = (path: string) => path === '/admin' || path.startsWith('/admin/')
+/** What the console needs beyond the app's own dependencies (compose/console.ts). */
+export interface ConsoleSettings {
+  readonly sessions: ConsoleSessions
+  readonly signIn: ConsoleSignIn
+  readonly live?: ConsoleLive | undefined
+}
+
+/** The admin API's paths (the kill switch, the delegation log's queries), and the console, which is its client. */
+const isAdminPath = (path: string) => path === '/admin' || path.startsWith('/admin/') || path === '/console' || path.startsWith('/console/')
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/
 /** W3C Trace Context `traceparent`, version 00: the trace id is the second field. */
@@ -206,6 +220,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const ciba = deps.approvals === undefined ? undefined : cibaDeps(deps.exchange, deps.approvals)
   mountOAuthEndpoints(app, deps, tokenDeps, throttle, ciba)
   app.use('/admin/*', limit)
+  const consoleCookie = consoleCookieOf(issuer)
+  if (deps.console !== undefined) app.use('/admin/*', consoleSessionAuth(deps.console.sessions, consoleCookie))
   mountAdminRevocations(app, {
     keys: deps.adminKeys,
     revocations: deps.revocations,
@@ -278,6 +294,18 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       logger: log,
       refusals: deps.refusals,
       maxBodyBytes: deps.maxBodyBytes,
+    })
+  }
+  if (deps.console !== undefined) {
+    app.use('/console/*', limit)
+    mountConsole(app, {
+      ...deps.console,
+      issuer,
+      cookie: consoleCookie,
+      keys: deps.keys,
+      now: deps.exchange.now,
+      logger: log,
+      revocations: deps.revocations,
     })
   }
   app.get(

@@ -5,6 +5,8 @@
  * from app.ts, so that app.ts can import them without a cycle.
  */
 import type { Context } from 'hono'
+import type { ConsoleSession } from '../console/session.js'
+import type { AdminPrincipal } from './admin-auth.js'
 
 /** Why a request was shed under overload. */
 export type ShedReason = 'concurrency' | 'event_loop_lag' | 'audit_backlog'
@@ -25,6 +27,10 @@ export interface AppEnv {
     jti: string | undefined
     error: string | undefined
     adminKey: string | undefined
+    /** Who called an admin route, once authenticated (http/admin-auth.ts). */
+    adminPrincipal: AdminPrincipal | undefined
+    /** The console session a request's cookie opened (http/console-auth.ts). */
+    consoleSession: ConsoleSession | undefined
     /** RFC 6749 §5.2 `error_uri` of the refusal being answered (the token endpoint's recorded denials). */
     errorUri: string | undefined
     /** Set when the request was shed under overload. */

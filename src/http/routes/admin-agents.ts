@@ -20,7 +20,7 @@ import { SHARED_SECRET, type CredentialReads, type CredentialSummary } from '../
 import { AgentCredentialsBody, credentialsJson } from './admin-agent-credentials.js'
 import type { Revocation } from '../../revocation/port.js'
 import type { RevocationService } from '../../revocation/service.js'
-import { requireAdmin, type AdminKey } from '../admin-auth.js'
+import { mayAttest, requireAdmin, type AdminKey } from '../admin-auth.js'
 import type { AppEnv } from '../env.js'
 import { AdminNote, readJsonBody, refuseInvalid } from '../admin-input.js'
 import { AdminError, NO_STORE } from '../oauth-errors.js'
@@ -76,6 +76,7 @@ const AgentParam = z
 const Instant = z.string().describe('RFC 3339, UTC.')
 const Usage = z.strictObject({
   tokens_24h: z.int(),
+  tokens_by_hour: z.array(z.int()).length(24).describe('Tokens in each hour of the 24 h window, the oldest first.'),
   denials_24h: z.int(),
   users_24h: z.int().describe('Distinct users (issuer, sub) issued a token in the window, exact to the minute.'),
   tokens_30d: z.int(),
@@ -241,6 +242,7 @@ export function entryJson(e: InventoryEntry) {
     last_token_at: iso(e.usage.lastTokenAt),
     usage: {
       tokens_24h: e.usage.tokens24h,
+      tokens_by_hour: e.usage.tokensByHour,
       denials_24h: e.usage.denials24h,
       users_24h: e.usage.users24h,
       tokens_30d: e.usage.tokens30d,
@@ -353,8 +355,10 @@ export function mountAdminAgents(app: Hono<AppEnv>, deps: AdminAgentsDeps): void
     if (!body.success) {
       refuseInvalid(body.error, 'body')
     }
-    if (deps.policies.snapshot().get(agent) === undefined) throw new AdminError('not_found', 'no policy names that agent')
+    const policy = deps.policies.snapshot().get(agent)
+    if (policy === undefined) throw new AdminError('not_found', 'no policy names that agent')
     const by = c.get('adminKey')
+    if (!mayAttest(c.get('adminPrincipal'), policy.owner)) throw new AdminError('forbidden', 'you may attest only the agents you own', `key=${by}`)
     const done = await lifecycle.attest({ agent, by, note: body.data.note, clientAddress: c.get('clientAddress'), traceId: c.get('traceId') }).catch(() => {
       throw new AdminError('temporarily_unavailable', 'the attestation could not be recorded; try again')
     })

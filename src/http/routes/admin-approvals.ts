@@ -145,7 +145,7 @@ export function mountAdminApprovals(app: Hono<AppEnv>, deps: AdminApprovalsDeps)
     const body = DecideBody.safeParse(await readJsonBody(c))
     if (!body.success) refuseInvalid(body.error, 'body')
     const keyName = c.get('adminKey')
-    const approver = deps.keys.find((k) => k.name === keyName)?.approver
+    const approver = c.get('adminPrincipal').approver
     if (approver === undefined) {
       throw new AdminError('forbidden', 'this key belongs to no approver (admin.keys[].approver)', `key=${keyName}`)
     }
