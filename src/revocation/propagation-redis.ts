@@ -24,6 +24,15 @@ const GONE_KEPT_MS = 3600 * 1000
 
 const StoredFeed = z.object({ s: z.string(), c: z.number(), n: z.number().nullable() })
 
+/** Undefined for text that is not JSON (a value some other writer left): skipped, never a failed read. */
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return undefined
+  }
+}
+
 export interface RedisPropagationStore extends PropagationStore {
   close(): Promise<void>
 }
@@ -93,7 +102,7 @@ export function createRedisPropagationStore(redis: Redis, prefix: string, clock:
         const perInstance = await exec(live.reduce((p, name) => p.hgetall(keys.feeds(name)), conn.pipeline()))
         live.forEach((instance, i) => {
           for (const [connection, json] of Object.entries((perInstance[i] ?? {}) as Record<string, string>)) {
-            const parsed = StoredFeed.safeParse(JSON.parse(json))
+            const parsed = StoredFeed.safeParse(parseJson(json))
             if (parsed.success)
               feeds.push({ connection, instance, subscriber: parsed.data.s, connectedAt: parsed.data.c, snapshotAt: parsed.data.n ?? undefined })
           }
