@@ -239,6 +239,41 @@ const redisReachable = await redisAvailable('revocation-propagation')
     rs.close()
   })
 
+  it('an instance that died without leaving (its last heartbeat 7 s old) is not live, nor are its streams; it does not count', async () => {
+    const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 })
+    try {
+      const id = await kill(a, 'workload-agent')
+      const lastBeat = a.now() * 1000 - 7_000
+      await redis.zadd(`${prefix}prop:instances`, lastBeat, 'ghost')
+      await redis.hset(`${prefix}prop:feeds:ghost`, 'ghost-stream', JSON.stringify({ s: 'rs/api', c: lastBeat, n: null }))
+      const p = await until(
+        'B live',
+        () => read(a, id),
+        (v) => v.instances.some((i) => i.instance === 'broker-b' && i.live),
+      )
+      expect(p.instances.map((i) => i.instance)).toEqual(['broker-a', 'broker-b'])
+      expect(p.feed_subscribers.some((f) => f.instance === 'ghost')).toBe(false)
+      expect(
+        (
+          await until(
+            'complete',
+            () => read(a, id),
+            (v) => v.complete,
+          )
+        ).complete,
+      ).toBe(true)
+      // Had it still been beating, it would count (and it never applied the kill).
+      await redis.zadd(`${prefix}prop:instances`, a.now() * 1000, 'ghost')
+      const alive = await read(a, id)
+      expect(alive.instances).toContainEqual({ instance: 'ghost', live: true, applied_at: null, last_seen: expect.any(String) })
+      expect(alive.feed_subscribers.map((f) => f.connection)).toContain('ghost-stream')
+      expect(alive.complete).toBe(false)
+      await redis.zrem(`${prefix}prop:instances`, 'ghost')
+    } finally {
+      redis.disconnect()
+    }
+  })
+
   it('B stops: it leaves the live list with its stream, and no longer counts against complete', async () => {
     const rs = await subscribe(servedB.url)
     const before = await kill(a, 'jwt-agent')
