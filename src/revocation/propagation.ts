@@ -26,8 +26,11 @@ export const HEARTBEAT_MS = 2_000
 export const LIVE_WINDOW_MS = 3 * HEARTBEAT_MS
 /** How long the notes of one revocation are kept: long enough to watch a kill arrive, short enough not to grow. */
 export const NOTE_TTL_MS = 24 * 3600 * 1000
-/** Notes waiting for the store beyond this are dropped (the store is down): the oldest first. */
-const MAX_PENDING_NOTES = 10_000
+/**
+ * Notes waiting for the store beyond this are dropped, the oldest first (the
+ * store is down). Above a full resync's worth of records: about 100 bytes each.
+ */
+const MAX_PENDING_NOTES = 100_000
 
 /** One open revocation-feed stream. */
 export interface FeedConnection {
@@ -156,7 +159,8 @@ export function createPropagationTracker(options: TrackerOptions): PropagationTr
   function queue(note: PropagationNote): void {
     if (closed) return
     pending.push(note)
-    if (pending.length > MAX_PENDING_NOTES) pending.shift()
+    // Trimmed in batches: amortized O(1) per note.
+    if (pending.length > 2 * MAX_PENDING_NOTES) pending = pending.slice(-MAX_PENDING_NOTES)
     schedule()
   }
 
