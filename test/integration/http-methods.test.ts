@@ -34,6 +34,8 @@ const ROUTES: Record<string, readonly string[]> = {
   '/admin/audit': ['GET'],
   '/admin/audit/chains/:jti': ['GET'],
   '/admin/audit/requests/:id': ['GET'],
+  '/admin/audit/records/:id': ['GET'],
+  '/admin/audit/verification': ['GET'],
   '/admin/policy/unused': ['GET'],
   '/admin/approvals': ['GET'],
   '/admin/approvals/:id': ['GET', 'POST'],
