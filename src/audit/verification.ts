@@ -63,6 +63,7 @@ interface State {
 }
 
 export function createAuditVerifier(db: Db, options: AuditVerifierOptions): AuditVerifier {
+  // Long, not split: a factory whose short steps share the chains' states and the call's budget.
   const budget = options.budget ?? 20_000
   const pageSize = options.pageSize ?? 2_000
   const maxChains = options.maxChains ?? 1_000

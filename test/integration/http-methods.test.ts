@@ -53,6 +53,10 @@ const ROUTES: Record<string, readonly string[]> = {
   '/dev/users/:sub/token': ['POST'],
   '/dev/jwks.json': ['GET'],
   '/openapi.json': ['GET'],
+  '/console/chains': ['GET'],
+  '/console/chains/:jti': ['GET'],
+  '/console/audit': ['GET'],
+  '/console/audit/records/:id': ['GET'],
 }
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 

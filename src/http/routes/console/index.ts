@@ -8,6 +8,8 @@ import { getCookie } from 'hono/cookie'
 import type { AppEnv } from '../../env.js'
 import { setSessionCookie } from '../../console-auth.js'
 import { mountAgentList } from './agents.js'
+import { mountAudit } from './audit.js'
+import { mountChains } from './chains.js'
 import { CONSOLE_CSS, CONSOLE_JS } from './assets.js'
 import { message } from './layout.js'
 import type { ConsoleDeps, ConsolePages } from './pages.js'
@@ -47,4 +49,6 @@ export function mountConsole(app: Hono<AppEnv>, deps: ConsoleDeps): void {
   const pages: ConsolePages = { app, deps }
   mountSignIn(pages)
   mountAgentList(pages)
+  mountChains(pages)
+  mountAudit(pages)
 }
