@@ -13,6 +13,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { composeMandate, type Mandate } from '../../src/compose.js'
+import { CONSOLE_CSS, CONSOLE_JS } from '../../src/http/routes/console/assets.js'
 import { Config } from '../../src/config/schema.js'
 import { createLogger } from '../../src/telemetry/log.js'
 
@@ -53,6 +54,17 @@ const ROUTES: Record<string, readonly string[]> = {
   '/dev/users/:sub/token': ['POST'],
   '/dev/jwks.json': ['GET'],
   '/openapi.json': ['GET'],
+  // The console (on under --dev): HTML pages; its assets' paths carry their content's hash.
+  '/console': ['GET'],
+  [CONSOLE_CSS.path]: ['GET'],
+  [CONSOLE_JS.path]: ['GET'],
+  '/console/sign-in': ['GET'],
+  '/console/dev/sign-in': ['POST'],
+  '/console/sign-out': ['POST'],
+  '/console/agents': ['GET'],
+  '/console/approvals': ['GET'],
+  '/console/approvals/:id': ['POST'],
+  '/console/events': ['GET'],
   '/console/chains': ['GET'],
   '/console/chains/:jti': ['GET'],
   '/console/audit': ['GET'],
