@@ -97,7 +97,7 @@ const VerificationTable: FC<{ v: Verification }> = ({ v }) => (
 
 const RecordTable: FC<{ records: readonly Entry[] }> = ({ records }) => (
   <table>
-    <caption>{records.length === 0 ? 'No record matches.' : `${records.length} records, newest first`}</caption>
+    <caption>{records.length === 0 ? 'No record matches.' : `${records.length} record${records.length === 1 ? '' : 's'}, newest first`}</caption>
     <thead>
       <tr>
         <th scope="col">Time</th>

@@ -100,7 +100,11 @@ const TokenList: FC<{ node: TreeNodeBody; states: ReadonlyMap<string, TokenState
 
 const RevocationTable: FC<{ entries: TreeBody['revocations'] }> = ({ entries }) => (
   <table>
-    <caption>{entries.length === 0 ? 'No revocation touches this chain.' : `${entries.length} revocation records touch this chain, oldest first`}</caption>
+    <caption>
+      {entries.length === 0
+        ? 'No revocation touches this chain.'
+        : `${entries.length} revocation record${entries.length === 1 ? ' touches' : 's touch'} this chain, oldest first`}
+    </caption>
     <thead>
       <tr>
         <th scope="col">Time</th>
@@ -179,7 +183,9 @@ export function mountChains({ app, deps }: ConsolePages): void {
         <Notice kind="info" text={note} />
         {found === undefined ? null : (
           <table>
-            <caption>{found.length === 0 ? `No token was issued for ${user}.` : `${found.length} chains of ${user}, newest first`}</caption>
+            <caption>
+              {found.length === 0 ? `No token was issued for ${user}.` : `${found.length} chain${found.length === 1 ? '' : 's'} of ${user}, newest first`}
+            </caption>
             <thead>
               <tr>
                 <th scope="col">Chain (root token)</th>

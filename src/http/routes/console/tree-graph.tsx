@@ -109,7 +109,8 @@ export const ChainGraph: FC<{ tree: TreeBody; states: ReadonlyMap<string, TokenS
           `TTL ${duration(ttlOf(n))}${n.agent_instance === null ? '' : ` · inst ${clip(n.agent_instance, 16)}`}`,
         ]
         return (
-          <a href={`#${tokenAnchor(n.jti)}`} aria-label={describeNode(n, state)}>
+          // Named by its visible text (WCAG 2.5.3); the title says the rest on hover.
+          <a href={`#${tokenAnchor(n.jti)}`}>
             <g class={`node agent ${state?.state ?? 'active'}`}>
               <title>{describeNode(n, state)}</title>
               <rect x={p.x} y={p.y} width={w} height={h} rx="6" />
