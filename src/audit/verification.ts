@@ -5,7 +5,7 @@
  * where the last call stopped, checking each new record as `mandate audit
  * verify` does (its columns against its hashed record, its hash, its link to
  * the record before it, no seq skipped), with a bounded number of records
- * per call so that a page load stays fast; a long log is caught up over
+ * and time per call so that a page load stays fast; a long log is caught up over
  * several calls. The state lives in this process's memory.
  *
  * What it does not do: records already verified are not read again, except
@@ -45,6 +45,8 @@ export interface AuditVerifierOptions {
   readonly now: () => number
   /** Most records checked per call, over all chains (default 20 000). */
   readonly budget?: number
+  /** Milliseconds after which a call reads no further page (default 400): a page load stays fast on a busy machine. */
+  readonly maxMillis?: number
   /** Records read per query (default 2 000). */
   readonly pageSize?: number
   /** Most chains listed (default 1 000): every broker start begins a chain. */
@@ -66,6 +68,10 @@ export function createAuditVerifier(db: Db, options: AuditVerifierOptions): Audi
   // Long, not split: a factory whose short steps share the chains' states and the call's budget.
   const budget = options.budget ?? 20_000
   const pageSize = options.pageSize ?? 2_000
+  const maxMillis = options.maxMillis ?? 400
+  let deadline = 0
+  /** Pages read in this call: the first is read whatever the time, so that every call makes progress. */
+  let pages = 0
   const maxChains = options.maxChains ?? 1_000
   const states = new Map<string, State>()
   // One call at a time: two would carry the same chain forward twice.
@@ -111,7 +117,8 @@ export function createAuditVerifier(db: Db, options: AuditVerifierOptions): Audi
       }
     }
     let read = 0
-    while (read < allowance && s.through < s.lastSeq) {
+    while (read < allowance && s.through < s.lastSeq && (pages === 0 || performance.now() < deadline)) {
+      pages++
       const rows = await db
         .select()
         .from(auditLog)
@@ -154,6 +161,8 @@ export function createAuditVerifier(db: Db, options: AuditVerifierOptions): Audi
 
   async function verifyNow(): Promise<readonly ChainVerification[]> {
     let left = budget
+    deadline = performance.now() + maxMillis
+    pages = 0
     const out: ChainVerification[] = []
     for (const chain of await chains()) {
       let s = states.get(chain)

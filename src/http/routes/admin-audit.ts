@@ -161,7 +161,7 @@ const verificationDoc = describeRoute({
   operationId: 'auditVerification',
   summary: 'Each hash chain of the delegation log: verified up to which record, when (auditor, admin)',
   description:
-    'Each call carries every chain forward from where this broker process last stopped, a bounded number of records per call ' +
+    'Each call carries every chain forward from where this broker process last stopped, at most 20 000 records and about 400 ms of reading per call ' +
     '(a long log is caught up over several calls: `complete` says when it is). A chain in which a record fails a check stays flagged, naming the record. ' +
     'The state is this process’s: another instance answers with its own. The read is recorded before it is answered.',
   security: adminKey,
