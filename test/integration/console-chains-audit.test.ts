@@ -130,7 +130,7 @@ describePostgres('console Chains and Audit pages', () => {
     expect(svg).toMatch(/aria-label="Delegation tree of user alice: 2 tokens from agent demo-agent/)
     expect(svg).toContain('user alice')
     expect(svg).toMatch(/<g class="node agent active">[\s\S]*?>demo-agent</)
-    expect(svg).toMatch(/<g class="node agent active">[\s\S]*?>demo-subagent</)
+    expect(svg).toMatch(/<g class="node agent active asked">[\s\S]*?>demo-subagent</)
     // One edge user → agent, one agent → sub-agent; each node links to its entry below.
     expect(svg.match(/<path class="edge"/g)).toHaveLength(2)
     expect(svg).toContain(`href="#token-${jtiOf(parent)}"`)
@@ -183,7 +183,7 @@ describePostgres('console Chains and Audit pages', () => {
     const { html } = await page(`/console/chains/${jtiOf(parent)}`)
     const svg = svgOf(html)
     expect(svg).toMatch(/<g class="node agent revoked">[\s\S]*?>demo-subagent<[\s\S]*?>REVOKED</)
-    expect(svg).toMatch(/<g class="node agent active">[\s\S]*?>demo-agent</)
+    expect(svg).toMatch(/<g class="node agent active asked">[\s\S]*?>demo-agent</)
     expect(svg).toMatch(/1 killed or revoked/)
     expect(html).toMatch(new RegExp(`id="token-${jtiOf(child)}"[\\s\\S]*?<span class="badge killed">revoked</span>`))
     expect(html).toContain('console chain test')

@@ -95,6 +95,7 @@ svg.graph .node.killed text.state, svg.graph .node.revoked text.state { fill: va
 svg.graph .node.expired rect, svg.graph .node.withheld rect { stroke-dasharray: 5 3; }
 svg.graph .node.expired text.state, svg.graph .node.withheld text.state { fill: var(--muted); }
 svg.graph a:hover rect { stroke: var(--accent); }
+svg.graph .node.asked rect { stroke: var(--accent); stroke-width: 3; }
 .graph-scroll { overflow-x: auto; }
 ul.tree { list-style: none; margin: .25rem 0; padding-left: 1.25rem; border-left: 2px solid var(--line); }
 ul.tree .token { padding: .25rem 0 .5rem; }

@@ -40,6 +40,12 @@ interface Filters {
   to: string
 }
 
+/** Altered chains first, then those not yet verified to the end; otherwise as listed. */
+const needsAttention = (a: Verification['chains'][number], b: Verification['chains'][number]) => {
+  const rank = (ch: typeof a) => (!ch.ok ? 0 : ch.verified_through_seq < ch.last_seq ? 1 : 2)
+  return rank(a) - rank(b)
+}
+
 const VerificationTable: FC<{ v: Verification }> = ({ v }) => (
   <>
     <table>
@@ -56,7 +62,7 @@ const VerificationTable: FC<{ v: Verification }> = ({ v }) => (
         </tr>
       </thead>
       <tbody>
-        {v.chains.map((ch) => (
+        {[...v.chains].sort(needsAttention).map((ch) => (
           <tr>
             <td class="mono">{ch.chain}</td>
             <td>{ch.instance}</td>

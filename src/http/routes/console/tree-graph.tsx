@@ -111,7 +111,7 @@ export const ChainGraph: FC<{ tree: TreeBody; states: ReadonlyMap<string, TokenS
         return (
           // Named by its visible text (WCAG 2.5.3); the title says the rest on hover.
           <a href={`#${tokenAnchor(n.jti)}`}>
-            <g class={`node agent ${state?.state ?? 'active'}`}>
+            <g class={`node agent ${state?.state ?? 'active'}${n.jti === tree.jti ? ' asked' : ''}`}>
               <title>{describeNode(n, state)}</title>
               <rect x={p.x} y={p.y} width={w} height={h} rx="6" />
               <text x={p.x + 10} y={p.y + 20} class="title">
