@@ -95,6 +95,16 @@ export function createAuditVerifier(db: Db, options: AuditVerifierOptions): Audi
     return found
   }
 
+  const report = (s: State): ChainVerification => ({
+    chain: s.chain,
+    instance: s.instance,
+    verifiedThroughSeq: s.through,
+    lastSeq: s.lastSeq,
+    at: s.at,
+    ok: s.problem === undefined,
+    problem: s.problem,
+  })
+
   const fail = (s: State, seq: number, id: number | undefined, message: string) => {
     s.problem = { seq, id, message }
   }
@@ -164,7 +174,18 @@ export function createAuditVerifier(db: Db, options: AuditVerifierOptions): Audi
     deadline = performance.now() + maxMillis
     pages = 0
     const out: ChainVerification[] = []
-    for (const chain of await chains()) {
+    const listed = await chains()
+    if (listed.length < maxChains) {
+      // A chain verified before and now gone: every record of it was deleted.
+      const present = new Set(listed)
+      for (const s of states.values()) {
+        if (present.has(s.chain) || s.lastSeq === 0) continue
+        if (s.problem === undefined)
+          fail(s, 1, undefined, `chain ${s.chain} (instance ${s.instance}) was removed after it was verified: it held ${s.lastSeq} records`)
+        out.push(report(s))
+      }
+    }
+    for (const chain of listed) {
       let s = states.get(chain)
       if (s === undefined) {
         const [first] = await db.select({ instance: auditLog.instance }).from(auditLog).where(eq(auditLog.chainId, chain)).orderBy(asc(auditLog.seq)).limit(1)
@@ -178,7 +199,7 @@ export function createAuditVerifier(db: Db, options: AuditVerifierOptions): Audi
         left -= await carry(s, left)
         s.at = options.now()
       }
-      out.push({ chain, instance: s.instance, verifiedThroughSeq: s.through, lastSeq: s.lastSeq, at: s.at, ok: s.problem === undefined, problem: s.problem })
+      out.push(report(s))
     }
     return out
   }

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url'
 import { and, eq, sql } from 'drizzle-orm'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { chainHash } from '../../src/audit/record.js'
+import { createSqlAuditLog } from '../../src/audit/sql.js'
 import { createAuditVerifier } from '../../src/audit/verification.js'
 import { composeMandate, type Mandate } from '../../src/compose.js'
 import { Config } from '../../src/config/schema.js'
@@ -284,6 +285,30 @@ describePostgres('console Chains and Audit pages', () => {
     expect(after.problem!.message).toMatch(/replaced after it was verified/)
     // Put back, so that the broker's own verification (next test) sees the log as written.
     await behindTrigger((tx) => tx.update(auditLog).set({ record: row!.record, at: row!.at, hash: row!.hash }).where(at))
+  })
+
+  it('a chain deleted whole after it was verified is reported removed', async () => {
+    // Another writer's chain of two records, verified, then every row of it deleted.
+    const writer = createSqlAuditLog({
+      database,
+      instance: 'doomed-instance',
+      clock: Date.now,
+      groupMaxRecords: 10,
+      groupMaxWaitMs: 0,
+      writeTimeoutMs: 5_000,
+      logger: createLogger('silent'),
+    })
+    const event = { type: 'key.rotated', at: 1_800_000_000, kid: 'k-1', previousKid: undefined } as const
+    await writer.append(event)
+    await writer.append({ ...event, kid: 'k-2', previousKid: 'k-1' })
+    await writer.close()
+    const verifier = createAuditVerifier(database.db, { now: () => 1_000, maxMillis: 60_000 })
+    const [doomed] = (await verifier.verify()).filter((ch) => ch.instance === 'doomed-instance')
+    expect(doomed).toMatchObject({ ok: true, verifiedThroughSeq: 2, lastSeq: 2 })
+    await behindTrigger((tx) => tx.delete(auditLog).where(eq(auditLog.chainId, doomed!.chain)))
+    const after = (await verifier.verify()).find((ch) => ch.chain === doomed!.chain)
+    expect(after).toMatchObject({ ok: false, problem: { seq: 1, id: undefined } })
+    expect(after!.problem!.message).toBe(`chain ${doomed!.chain} (instance doomed-instance) was removed after it was verified: it held 2 records`)
   })
 
   it('verification flags an edited record, naming it, and the page says so', async () => {

@@ -155,7 +155,7 @@ const recordDoc = describeRoute({
 /** What the verification state says was checked of each record. */
 export const VERIFICATION_CHECKS =
   'each record’s columns against its hashed record, its SHA-256 hash over the previous hash and its content, its link to the record before it, and that no seq is skipped; ' +
-  'records verified by an earlier call are not read again except the last one; signed checkpoints are not read (`mandate audit verify --checkpoints` does a full pass)'
+  'a chain verified before must still exist; records verified by an earlier call are not read again except the last one; signed checkpoints are not read (`mandate audit verify --checkpoints` does a full pass)'
 const verificationDoc = describeRoute({
   tags: ['Admin'],
   operationId: 'auditVerification',
