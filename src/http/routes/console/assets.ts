@@ -87,6 +87,19 @@ svg.graph .node text { fill: var(--fg); font-size: 13px; }
 svg.graph .node text.sub { fill: var(--muted); font-size: 11px; }
 svg.graph .edge { fill: none; stroke: #8c959f; stroke-width: 1.5; }
 svg.graph a:focus rect { stroke: #f59e0b; stroke-width: 3; }
+/* Chains and Audit pages */
+svg.graph .node text.title { font-weight: 600; }
+svg.graph .node text.state { font-size: 11px; font-weight: 700; fill: var(--ok); }
+svg.graph .node.killed rect, svg.graph .node.revoked rect { stroke: var(--danger); stroke-width: 2.5; fill: var(--danger-bg); }
+svg.graph .node.killed text.state, svg.graph .node.revoked text.state { fill: var(--danger); }
+svg.graph .node.expired rect, svg.graph .node.withheld rect { stroke-dasharray: 5 3; }
+svg.graph .node.expired text.state, svg.graph .node.withheld text.state { fill: var(--muted); }
+svg.graph a:hover rect { stroke: var(--accent); }
+svg.graph .node.asked rect { stroke: var(--accent); stroke-width: 3; }
+.graph-scroll { overflow-x: auto; }
+ul.tree { list-style: none; margin: .25rem 0; padding-left: 1.25rem; border-left: 2px solid var(--line); }
+ul.tree .token { padding: .25rem 0 .5rem; }
+ul.tree li:target > .token { background: var(--info-bg); }
 .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 `
 

@@ -11,6 +11,8 @@ import { setSessionCookie } from '../../console-auth.js'
 import { mountAgentList } from './agents.js'
 import { mountApprovalQueue } from './approvals.js'
 import { mountConsoleEvents } from './events.js'
+import { mountAudit } from './audit.js'
+import { mountChains } from './chains.js'
 import { CONSOLE_CSS, CONSOLE_JS } from './assets.js'
 import { message } from './layout.js'
 import type { ConsoleDeps, ConsolePages } from './pages.js'
@@ -59,4 +61,6 @@ export function mountConsole(app: Hono<AppEnv>, deps: ConsoleDeps): void {
   mountAgentList(pages)
   mountApprovalQueue(pages)
   mountConsoleEvents(pages)
+  mountChains(pages)
+  mountAudit(pages)
 }
