@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto'
 
 const CSS = `
 :root { --fg: #1b1f24; --muted: #57606a; --bg: #fff; --panel: #f6f8fa; --line: #d0d7de; --accent: #0a5bc4;
-  --danger: #b42318; --danger-bg: #fdecea; --ok: #1a7f37; --ok-bg: #e6f4ea; --warn: #8a5a00; --warn-bg: #fff4d6; --info-bg: #e8f0fe; }
+  --danger: #b42318; --danger-bg: #fdecea; --ok: #116329; --ok-bg: #e6f4ea; --warn: #8a5a00; --warn-bg: #fff4d6; --info-bg: #e8f0fe; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg); background: var(--bg); }
 a { color: var(--accent); }
