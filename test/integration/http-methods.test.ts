@@ -31,6 +31,7 @@ const ROUTES: Record<string, readonly string[]> = {
   '/admin/agents': ['GET'],
   '/admin/agents/:id': ['GET'],
   '/admin/agents/:id/attest': ['POST'],
+  '/admin/agents/:id/policy': ['GET'],
   '/admin/audit': ['GET'],
   '/admin/audit/chains/:jti': ['GET'],
   '/admin/audit/requests/:id': ['GET'],
