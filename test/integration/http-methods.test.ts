@@ -41,6 +41,12 @@ const ROUTES: Record<string, readonly string[]> = {
   '/approvals/link': ['GET'],
   '/approvals/callback': ['GET'],
   '/approvals/confirm': ['POST'],
+  '/console/agents/:id': ['GET'],
+  '/console/agents/:id/attest': ['POST'],
+  '/console/kill': ['GET', 'POST'],
+  '/console/kills': ['GET'],
+  '/console/kills/:id': ['GET'],
+  '/console/kills/:id/lift': ['GET', 'POST'],
   '/revocations/feed': ['GET', 'POST'],
   '/forward-auth': ['GET'],
   // Envoy's ext_authz asks with the client's own method.

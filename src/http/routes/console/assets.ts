@@ -86,6 +86,14 @@ svg.graph .node text { fill: var(--fg); font-size: 13px; }
 svg.graph .node text.sub { fill: var(--muted); font-size: 11px; }
 svg.graph .edge { fill: none; stroke: #8c959f; stroke-width: 1.5; }
 svg.graph a:focus rect { stroke: #f59e0b; stroke-width: 3; }
+/* Agent, Kill and Kills pages */
+form.kill fieldset { border: 1px solid var(--line); border-radius: 6px; margin: 0 0 1rem; padding: .5rem 1rem 1rem; }
+form.kill legend { font-weight: 600; padding: 0 .25rem; }
+form.kill label.choice { display: block; margin: .25rem 0; }
+form.kill .fields { display: grid; grid-template-columns: repeat(auto-fit, minmax(240px, 1fr)); gap: .5rem 1rem; }
+form.kill .fields label { display: flex; flex-direction: column; font-size: .85rem; color: var(--muted); }
+form.kill > label { font-weight: 600; display: block; margin-top: .5rem; }
+.diff .ctx { display: block; }
 .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 `
 

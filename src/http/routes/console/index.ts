@@ -7,8 +7,11 @@ import type { Hono, MiddlewareHandler } from 'hono'
 import { getCookie } from 'hono/cookie'
 import type { AppEnv } from '../../env.js'
 import { setSessionCookie } from '../../console-auth.js'
+import { mountAgent } from './agent.js'
 import { mountAgentList } from './agents.js'
 import { CONSOLE_CSS, CONSOLE_JS } from './assets.js'
+import { mountKill } from './kill.js'
+import { mountKills } from './kills.js'
 import { message } from './layout.js'
 import type { ConsoleDeps, ConsolePages } from './pages.js'
 import { mountSignIn } from './sign-in.js'
@@ -47,4 +50,7 @@ export function mountConsole(app: Hono<AppEnv>, deps: ConsoleDeps): void {
   const pages: ConsolePages = { app, deps }
   mountSignIn(pages)
   mountAgentList(pages)
+  mountAgent(pages)
+  mountKill(pages)
+  mountKills(pages)
 }
