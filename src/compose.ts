@@ -184,7 +184,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       closers.add(async () => stop())
     }
     const approvalPages = approvals === undefined ? undefined : await approvalPagesOf(config, keys, nowSeconds)
-    const consoleSettings = await consoleOf(config, options.dev, keys, nowSeconds)
+    const consoleSettings = await consoleOf(config, { dev: options.dev, keys, now: nowSeconds, revocations, sqlAudit: stores.sqlAudit }, closers)
 
     const webhooks = await openWebhookNotifier(
       config,

@@ -4,7 +4,10 @@
  * it; off otherwise, since without one nobody could be told apart.
  */
 import { createApprovalSignIn } from '../approvals/sign-in.js'
+import type { SqlAuditLog } from '../audit/sql.js'
 import type { Config } from '../config/schema.js'
+import { createConsoleLive, type ConsoleLiveOptions } from '../console/live.js'
+import type { Closers } from '../core/async.js'
 import { DEV_CONSOLE_PEOPLE } from '../console/roles.js'
 import { createConsoleSessions } from '../console/session.js'
 import type { ConsoleSettings } from '../http/app.js'
@@ -12,15 +15,26 @@ import type { SigningKeys } from '../tokens/keys.js'
 import { readClientSecret } from './approvals.js'
 
 /** Throws `TypeError` when the console is asked for without a way to sign in, or its client secret cannot be read. */
-export async function consoleOf(config: Config, dev: boolean, keys: SigningKeys, now: () => number): Promise<ConsoleSettings | undefined> {
+export interface ConsoleWiring {
+  readonly dev: boolean
+  readonly keys: SigningKeys
+  /** Epoch seconds. */
+  readonly now: () => number
+  readonly revocations: ConsoleLiveOptions['revocations']
+  /** The SQL delegation log, when there is one: denial bursts and approval requests for the live events. */
+  readonly sqlAudit: Pick<SqlAuditLog, 'onDurable'> | undefined
+}
+
+export async function consoleOf(config: Config, w: ConsoleWiring, closers: Closers): Promise<ConsoleSettings | undefined> {
   const settings = config.console
   const signIn = settings.sign_in
-  if (!(settings.enabled ?? (dev || signIn !== undefined))) return undefined
+  if (!(settings.enabled ?? (w.dev || signIn !== undefined))) return undefined
+  if (signIn === undefined && !w.dev) throw new TypeError('console.enabled: the console needs console.sign_in (an OpenID Provider) outside --dev')
+  const { keys, now } = w
   const sessions = createConsoleSessions({ keys, now, idleSeconds: settings.idle_timeout_seconds, maxSeconds: settings.max_session_seconds })
-  if (signIn === undefined) {
-    if (!dev) throw new TypeError('console.enabled: the console needs console.sign_in (an OpenID Provider) outside --dev')
-    return { sessions, signIn: { kind: 'dev', people: DEV_CONSOLE_PEOPLE } }
-  }
+  const live = createConsoleLive({ revocations: w.revocations, onDurable: w.sqlAudit?.onDurable.bind(w.sqlAudit), now })
+  closers.add(async () => live.close())
+  if (signIn === undefined) return { sessions, live, signIn: { kind: 'dev', people: DEV_CONSOLE_PEOPLE } }
   const provider = createApprovalSignIn({
     issuer: signIn.issuer,
     clientId: signIn.client_id,
@@ -30,5 +44,5 @@ export async function consoleOf(config: Config, dev: boolean, keys: SigningKeys,
     groupsScope: signIn.groups_scope,
     emailClaim: signIn.email_claim,
   })
-  return { sessions, signIn: { kind: 'oidc', provider, issuer: signIn.issuer, roles: settings.roles } }
+  return { sessions, live, signIn: { kind: 'oidc', provider, issuer: signIn.issuer, roles: settings.roles } }
 }

@@ -28,6 +28,7 @@ import { mountApprovalPages } from './routes/approval-pages.js'
 import { mountConsole } from './routes/console/index.js'
 import type { ConsoleSignIn } from './routes/console/sign-in.js'
 import type { ConsoleSessions } from '../console/session.js'
+import type { ConsoleLive } from '../console/live.js'
 import { consoleCookieOf, consoleSessionAuth } from './console-auth.js'
 import type { ApprovalLinks } from '../approvals/link.js'
 import type { ApprovalSignIn } from '../approvals/sign-in.js'
@@ -133,6 +134,7 @@ export interface AppDeps {
 export interface ConsoleSettings {
   readonly sessions: ConsoleSessions
   readonly signIn: ConsoleSignIn
+  readonly live?: ConsoleLive | undefined
 }
 
 /** The admin API's paths (the kill switch, the delegation log's queries), and the console, which is its client. */

@@ -13,6 +13,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { composeMandate, type Mandate } from '../../src/compose.js'
+import { CONSOLE_CSS, CONSOLE_JS } from '../../src/http/routes/console/assets.js'
 import { Config } from '../../src/config/schema.js'
 import { createLogger } from '../../src/telemetry/log.js'
 
@@ -41,12 +42,6 @@ const ROUTES: Record<string, readonly string[]> = {
   '/approvals/link': ['GET'],
   '/approvals/callback': ['GET'],
   '/approvals/confirm': ['POST'],
-  '/console/agents/:id': ['GET'],
-  '/console/agents/:id/attest': ['POST'],
-  '/console/kill': ['GET', 'POST'],
-  '/console/kills': ['GET'],
-  '/console/kills/:id': ['GET'],
-  '/console/kills/:id/lift': ['GET', 'POST'],
   '/revocations/feed': ['GET', 'POST'],
   '/forward-auth': ['GET'],
   // Envoy's ext_authz asks with the client's own method.
@@ -58,6 +53,23 @@ const ROUTES: Record<string, readonly string[]> = {
   '/dev/users/:sub/token': ['POST'],
   '/dev/jwks.json': ['GET'],
   '/openapi.json': ['GET'],
+  // The console (on under --dev): HTML pages; its assets' paths carry their content's hash.
+  '/console': ['GET'],
+  [CONSOLE_CSS.path]: ['GET'],
+  [CONSOLE_JS.path]: ['GET'],
+  '/console/sign-in': ['GET'],
+  '/console/dev/sign-in': ['POST'],
+  '/console/sign-out': ['POST'],
+  '/console/agents': ['GET'],
+  '/console/agents/:id': ['GET'],
+  '/console/agents/:id/attest': ['POST'],
+  '/console/kill': ['GET', 'POST'],
+  '/console/kills': ['GET'],
+  '/console/kills/:id': ['GET'],
+  '/console/kills/:id/lift': ['GET', 'POST'],
+  '/console/approvals': ['GET'],
+  '/console/approvals/:id': ['POST'],
+  '/console/events': ['GET'],
 }
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 

@@ -9,6 +9,8 @@ import type { AppEnv } from '../../env.js'
 import { setSessionCookie } from '../../console-auth.js'
 import { mountAgent } from './agent.js'
 import { mountAgentList } from './agents.js'
+import { mountApprovalQueue } from './approvals.js'
+import { mountConsoleEvents } from './events.js'
 import { CONSOLE_CSS, CONSOLE_JS } from './assets.js'
 import { mountKill } from './kill.js'
 import { mountKills } from './kills.js'
@@ -20,6 +22,12 @@ export type { ConsoleDeps } from './pages.js'
 
 /** Pages a person may see signed out. */
 const PUBLIC = /^\/console\/(sign-in|login|callback|dev\/sign-in|sign-out|assets\/.*)$/
+
+/** Whether a console route answers this method here: a wrong method is the router's 405, signed in or not. */
+function routeExists(app: Hono<AppEnv>, method: string, path: string): boolean {
+  const m = method === 'HEAD' ? 'GET' : method
+  return app.router.match(m, path)[0].some(([[, route]]) => route.method === m)
+}
 
 export function mountConsole(app: Hono<AppEnv>, deps: ConsoleDeps): void {
   for (const asset of [CONSOLE_CSS, CONSOLE_JS]) {
@@ -34,7 +42,7 @@ export function mountConsole(app: Hono<AppEnv>, deps: ConsoleDeps): void {
       c.set('consoleSession', opened)
       const renewed = await deps.sessions.renew(opened)
       if (renewed !== undefined) setSessionCookie(c, deps.cookie, renewed, deps.sessions.idleSeconds)
-    } else if (!PUBLIC.test(c.req.path)) {
+    } else if (!PUBLIC.test(c.req.path) && routeExists(app, c.req.method, c.req.path)) {
       if (c.req.method === 'GET' || c.req.method === 'HEAD') {
         const url = new URL(c.req.url)
         return c.redirect(`/console/sign-in?next=${encodeURIComponent(url.pathname + url.search)}`, 302)
@@ -45,7 +53,6 @@ export function mountConsole(app: Hono<AppEnv>, deps: ConsoleDeps): void {
   }
   app.use('/console/*', session)
   app.get('/console', (c) => c.redirect('/console/agents', 302))
-  app.get('/console/', (c) => c.redirect('/console/agents', 302))
 
   const pages: ConsolePages = { app, deps }
   mountSignIn(pages)
@@ -53,4 +60,6 @@ export function mountConsole(app: Hono<AppEnv>, deps: ConsoleDeps): void {
   mountAgent(pages)
   mountKill(pages)
   mountKills(pages)
+  mountApprovalQueue(pages)
+  mountConsoleEvents(pages)
 }

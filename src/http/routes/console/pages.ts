@@ -3,6 +3,7 @@
  * through the admin API in process, api.ts) and the console's dependencies.
  */
 import type { Hono } from 'hono'
+import type { ConsoleLive } from '../../../console/live.js'
 import type { ConsoleSessions } from '../../../console/session.js'
 import type { RevocationService } from '../../../revocation/service.js'
 import type { Logger } from '../../../telemetry/log.js'
@@ -24,6 +25,8 @@ export interface ConsoleDeps {
   readonly logger: Logger
   /** Kills and lifts as they happen, for the live events. */
   readonly revocations: RevocationService
+  /** The live events; absent: no /console/events. */
+  readonly live?: ConsoleLive | undefined
 }
 
 export interface ConsolePages {
