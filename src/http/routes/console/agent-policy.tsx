@@ -22,16 +22,16 @@ export function PolicySection({ policy }: { policy: ApiAnswer<AgentPolicy> }) {
       </p>
       {p.current ? null : <p class="notice warn">The file changed since this policy was loaded: what it says now is shown, not what is in force.</p>}
       {p.redacted.length === 0 ? null : <p class="muted">{`Redacted: ${p.redacted.join(', ')} (a client secret’s hash).`}</p>}
-      {p.yaml === null ? <p class="muted">The file can no longer be read.</p> : <pre aria-label={`Policy file ${p.file}`}>{p.yaml}</pre>}
+      {p.yaml === null ? <p class="muted">The file can no longer be read.</p> : <pre>{p.yaml}</pre>}
     </>
   )
 }
 
 /** A unified diff, each line marked added or removed in words (for screen readers) as well as colour. */
-function Diff({ patch, label }: { patch: string; label: string }) {
+function Diff({ patch }: { patch: string }) {
   const lines = patch.split('\n').filter((l, i, all) => !(l === '' && i === all.length - 1))
   return (
-    <pre class="diff" aria-label={label}>
+    <pre class="diff">
       {lines.map((l) => {
         const cls = l.startsWith('+') && !l.startsWith('+++') ? 'add' : l.startsWith('-') && !l.startsWith('---') ? 'del' : 'ctx'
         return (
@@ -72,7 +72,7 @@ export function ShrinkSection({
   return (
     <>
       <p>{`Unused in the last 30 days, so suggested for removal: ${shrunk.removed.join('; ')}.`}</p>
-      <Diff patch={shrinkPatch(file, file, policy.body.yaml, shrunk.text)} label={`Suggested change to ${file}`} />
+      <Diff patch={shrinkPatch(file, file, policy.body.yaml, shrunk.text)} />
       <p class="muted">
         To apply it, the owner runs <code>{`mandate policy shrink ${agent} --since 30d --write`}</code> in the policies directory (it checks the result is a
         valid policy first).
