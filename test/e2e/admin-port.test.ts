@@ -111,6 +111,20 @@ async function expectSeparatePorts(b: Broker): Promise<void> {
   expect((await fetch(`${b.admin}/oauth2/token`, { method: 'POST', headers: AGENT, body: 'grant_type=x' })).status).toBe(404)
   expect((await fetch(`${b.admin}/.well-known/jwks.json`)).status).toBe(404)
   expect((await fetch(`${b.base}/.well-known/jwks.json`)).status).toBe(200)
+  // The console is the admin API's client: it lives on the admin port with it, never on the public one.
+  expect((await fetch(`${b.base}/console/sign-in`)).status).toBe(404)
+  expect((await fetch(`${b.admin}/console/sign-in`)).status).toBe(200)
+  const signedIn = await fetch(`${b.admin}/console/dev/sign-in`, {
+    method: 'POST',
+    redirect: 'manual',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: 'person=vera',
+  })
+  expect(signedIn.status).toBe(303)
+  const cookie = signedIn.headers.getSetCookie()[0]!.split(';')[0]!
+  const agents = await fetch(`${b.admin}/console/agents`, { headers: { cookie } })
+  expect(agents.status).toBe(200)
+  expect(await agents.text()).toContain('demo-agent')
 }
 
 const logged = (b: Broker, msg: string) =>

@@ -111,7 +111,7 @@ export function mountAgentList({ app }: ConsolePages): void {
           <tbody>
             {agents.map((a) => (
               <tr>
-                <td>
+                <td class="id">
                   <a href={`/console/agents/${encodeURIComponent(a.agent)}`}>{a.agent}</a>
                 </td>
                 <td data-sort={a.state}>

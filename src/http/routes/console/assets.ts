@@ -39,6 +39,7 @@ th, td { text-align: left; padding: .4rem .6rem; border-bottom: 1px solid var(--
 th { background: var(--panel); font-weight: 600; white-space: nowrap; }
 th button.sort { background: none; border: 0; font: inherit; font-weight: 600; cursor: pointer; padding: 0; color: inherit; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.id { white-space: nowrap; }
 tbody tr:hover { background: #f9fbfd; }
 .badge { display: inline-block; padding: 0 .5rem; border-radius: 999px; font-size: .8rem; font-weight: 600; border: 1px solid transparent; white-space: nowrap; }
 .badge.active { background: var(--ok-bg); color: var(--ok); }
