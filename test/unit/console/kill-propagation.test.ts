@@ -24,15 +24,18 @@ describe('the propagation section of a kill', () => {
         revocation_id: 'r',
         complete: false,
         instances: [
-          { instance: 'broker-a', applied_at: '2026-12-07T21:00:01.000Z', last_seen: '2026-12-07T21:00:02.000Z' },
-          { instance: 'broker-b', applied_at: null, last_seen: '2026-12-07T21:00:02.000Z' },
+          { instance: 'broker-a', live: true, applied_at: '2026-12-07T21:00:01.000Z', last_seen: '2026-12-07T21:00:02.000Z' },
+          { instance: 'broker-b', live: true, applied_at: null, last_seen: '2026-12-07T21:00:02.000Z' },
+          // Stopped before it applied it: not waited for.
+          { instance: 'broker-c', live: false, applied_at: null, last_seen: null },
         ],
-        feed_subscribers: [{ subscriber: 'rs/api', instance: 'broker-a', connected_at: '2026-12-07T20:00:00.000Z', sent_at: null }],
-        ssf_receivers: [],
+        feed_subscribers: [{ subscriber: 'rs/api', connection: 'c1', instance: 'broker-a', connected_at: '2026-12-07T20:00:00.000Z', sent_at: null }],
+        ssf_receivers: [{ receiver: 'siem', method: 'push', state: 'pending', attempts: 1, last_error: null, enqueued_at: '2026-12-07T21:00:01.000Z' }],
       },
     })
     expect(out).toContain('data-refresh="2000"')
-    expect(out).toContain('Waiting for: broker instance broker-b, feed subscriber rs/api.')
+    expect(out).toContain('Waiting for: broker instance broker-b, feed subscriber rs/api, ssf receiver siem.')
+    expect(out).toMatch(/broker-c<\/td>.*?<span class="badge neutral">stopped<\/span>/)
     expect(out).toMatch(/<td class="mono">broker-a<\/td><td class="mono"><\/td><td><time datetime="2026-12-07T21:00:01.000Z">/)
   })
 
@@ -44,7 +47,10 @@ describe('the propagation section of a kill', () => {
         complete: true,
         instances: [{ instance: 'broker-a', applied_at: '2026-12-07T21:00:01.000Z', last_seen: '2026-12-07T21:00:02.000Z' }],
         feed_subscribers: [{ subscriber: 'rs/api', instance: 'broker-a', sent_at: '2026-12-07T21:00:03.000Z' }],
-        ssf_receivers: [{ stream: 's1', delivered_at: '2026-12-07T21:00:02.500Z', state: 'delivered' }],
+        ssf_receivers: [
+          { receiver: 'siem', method: 'push', state: 'delivered', attempts: 1, last_error: null, enqueued_at: '2026-12-07T21:00:01.000Z' },
+          { receiver: 'late', method: 'poll', state: 'before_stream', attempts: 0, last_error: null, enqueued_at: null },
+        ],
       },
     })
     expect(out).not.toContain('data-refresh')

@@ -12,10 +12,14 @@ import { Badge, Time } from './layout.js'
 const At = z.string().nullable().optional()
 const PropagationBody = z.looseObject({
   complete: z.boolean(),
-  instances: z.array(z.looseObject({ instance: z.string(), applied_at: At, last_seen: At })).default([]),
-  feed_subscribers: z.array(z.looseObject({ subscriber: z.string(), instance: z.string().nullable().optional(), connected_at: At, sent_at: At })).default([]),
-  ssf_receivers: z.array(z.looseObject({ stream: z.string(), delivered_at: At, state: z.string().nullable().optional() })).default([]),
+  instances: z.array(z.looseObject({ instance: z.string(), live: z.boolean().optional(), applied_at: At })).default([]),
+  feed_subscribers: z.array(z.looseObject({ subscriber: z.string(), instance: z.string().nullable().optional(), sent_at: At })).default([]),
+  ssf_receivers: z
+    .array(z.looseObject({ receiver: z.string().optional(), stream: z.string().optional(), state: z.string().nullable().optional(), delivered_at: At }))
+    .default([]),
 })
+/** SSF delivery states that need nothing more: delivered, or the revocation predates the receiver's stream. */
+const SSF_DONE = new Set(['delivered', 'before_stream'])
 
 /** Milliseconds between two refreshes of a kill's propagation while it is incomplete. */
 export const PROPAGATION_REFRESH_MS = 2000
@@ -24,8 +28,30 @@ interface Row {
   readonly what: string
   readonly name: string
   readonly where: string
-  readonly at: string | null | undefined
-  readonly state: string | undefined
+  /** When it applied, was sent, or was delivered it. */
+  readonly at: string | undefined
+  readonly state: string
+  /** Still waited for: neither done nor gone. */
+  readonly waiting: boolean
+}
+
+function rowsOf(p: z.infer<typeof PropagationBody>): Row[] {
+  const at = (t: string | null | undefined) => t ?? undefined
+  return [
+    ...p.instances.map((i) => {
+      const applied = typeof i.applied_at === 'string'
+      const state = applied ? 'applied' : i.live === false ? 'stopped' : 'waiting'
+      return { what: 'Broker instance', name: i.instance, where: '', at: at(i.applied_at), state, waiting: state === 'waiting' }
+    }),
+    ...p.feed_subscribers.map((f) => {
+      const sent = typeof f.sent_at === 'string'
+      return { what: 'Feed subscriber', name: f.subscriber, where: f.instance ?? '', at: at(f.sent_at), state: sent ? 'sent' : 'waiting', waiting: !sent }
+    }),
+    ...p.ssf_receivers.map((r) => {
+      const state = r.state ?? (typeof r.delivered_at === 'string' ? 'delivered' : 'waiting')
+      return { what: 'SSF receiver', name: r.receiver ?? r.stream ?? '?', where: '', at: at(r.delivered_at), state, waiting: !SSF_DONE.has(state) }
+    }),
+  ]
 }
 
 export function Propagation({ answer }: { answer: ApiAnswer<unknown> }) {
@@ -36,14 +62,10 @@ export function Propagation({ answer }: { answer: ApiAnswer<unknown> }) {
   const parsed = PropagationBody.safeParse(answer.body)
   if (!parsed.success) return <p class="muted">Propagation status: the broker’s answer is not one this console reads.</p>
   const p = parsed.data
-  const rows: Row[] = [
-    ...p.instances.map((i) => ({ what: 'Broker instance', name: i.instance, where: '', at: i.applied_at, state: undefined })),
-    ...p.feed_subscribers.map((s) => ({ what: 'Feed subscriber', name: s.subscriber, where: s.instance ?? '', at: s.sent_at, state: undefined })),
-    ...p.ssf_receivers.map((r) => ({ what: 'SSF receiver', name: r.stream, where: '', at: r.delivered_at, state: r.state ?? undefined })),
-  ]
-  const waiting = rows.filter((r) => r.at === null || r.at === undefined)
+  const rows = rowsOf(p)
+  const waiting = rows.filter((r) => r.waiting)
   const last = rows
-    .flatMap((r) => (typeof r.at === 'string' ? [r.at] : []))
+    .flatMap((r) => (r.at === undefined ? [] : [r.at]))
     .sort()
     .at(-1)
   const summary = p.complete ? (
@@ -78,8 +100,10 @@ export function Propagation({ answer }: { answer: ApiAnswer<unknown> }) {
                 <td>{r.what}</td>
                 <td class="mono">{r.name}</td>
                 <td class="mono">{r.where}</td>
-                <td>{r.at === null || r.at === undefined ? <Badge state="pending" label="waiting" /> : <Time at={r.at} />}</td>
-                <td>{r.state ?? (r.at === null || r.at === undefined ? 'waiting' : 'done')}</td>
+                <td>{r.at === undefined ? <span class="muted">not yet</span> : <Time at={r.at} />}</td>
+                <td>
+                  <Badge state={r.waiting ? 'pending' : r.state === 'failed' ? 'denied' : r.state === 'stopped' ? 'neutral' : 'issued'} label={r.state} />
+                </td>
               </tr>
             ))}
           </tbody>
