@@ -256,6 +256,35 @@ describe('console: agent page, kill and lift', () => {
     expect((await exchange('read')).status).toBe(200)
   })
 
+  it('kills the agent for one user, from a recent token’s link; says what a kind lacks, and what the admin API refused', async () => {
+    const agentPage = (await page('rita', `/console/agents/${AGENT}`)).html
+    const link = `/console/kill?agent=${AGENT}&amp;sub=alice&amp;iss=${encodeURIComponent(USER_ISSUER)}`
+    expect(agentPage).toContain(link)
+    const form = await page('rita', link.replaceAll('&amp;', '&'))
+    expect(form.html).toMatch(/<input type="radio" name="kind" value="agent_sub" checked=""/)
+    const csrf = await csrfOf('rita')
+
+    const lacking = await page('rita', '/console/kill', { csrf, kind: 'instance', agent: AGENT, reason: 'one copy' })
+    expect(lacking.status).toBe(400)
+    expect(text(lacking.html)).toContain('One running instance of the agent needs: Instance (act.instance).')
+    // A user everywhere, at an issuer that is not trusted for users: the admin API's refusal, on the form, and nothing killed.
+    const untrusted = await page('rita', '/console/kill', { csrf, kind: 'sub', sub: 'alice', iss: 'https://nobody.test', reason: 'x', confirm: 'yes' })
+    expect(untrusted.status).toBe(400)
+    expect(text(untrusted.html)).toMatch(/Nothing was killed: iss is not trusted for user subjects/)
+    const before = (await revocations()).length
+
+    const fields = { csrf, kind: 'agent_sub', agent: AGENT, sub: 'alice', iss: USER_ISSUER, reason: 'alice reported it' }
+    expect(text((await page('rita', '/console/kill', fields)).html)).toContain(`You are about to kill agent ${AGENT} for user alice at ${USER_ISSUER}.`)
+    const done = await page('rita', '/console/kill', { ...fields, confirm: 'yes' })
+    expect(done.status).toBe(303)
+    const all = await revocations()
+    expect(all).toHaveLength(before + 1)
+    expect(all[0]).toMatchObject({ kind: 'agent_sub', target: { agent: AGENT, sub: 'alice', iss: USER_ISSUER }, created_by: 'console:rita@example.com' })
+    expect((await exchange('read')).status).toBe(400)
+    const lifted = await page('rita', `/console/kills/${all[0]!.id}/lift`, { csrf })
+    expect(lifted.status).toBe(303)
+  })
+
   it('offers Attest to the agent’s owner, and records it', async () => {
     const p = await page('oscar', `/console/agents/${AGENT}`)
     expect(p.html).toMatch(/<button type="submit" class="primary">\s*Attest\s*<\/button>/)

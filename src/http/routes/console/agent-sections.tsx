@@ -158,7 +158,7 @@ export function TokensSection({ agent, tokens, canKill }: { agent: string; token
                   {text(r['sub']) === '' ? null : (
                     <>
                       {' · '}
-                      <a href={killLink({ agent, sub: text(r['sub']), iss: text(r['sub_iss']) })} aria-label={`Kill ${agent} for user ${text(r['sub'])}`}>
+                      <a href={killLink({ agent, sub: text(r['sub']), iss: text(r['sub_iss']) })} aria-label={`Kill for this user: ${text(r['sub'])}`}>
                         Kill for this user
                       </a>
                     </>

@@ -63,7 +63,7 @@ function KillsTable({ label, rows, lifted }: { label: string; rows: readonly Rev
               </td>
             ) : null}
             <td>
-              <a href={killHref(r)} aria-label={`Kill of ${targetText(r.kind, r.target)}`}>
+              <a href={killHref(r)} aria-label={`details of the kill of ${targetText(r.kind, r.target)}`}>
                 details
               </a>
             </td>
