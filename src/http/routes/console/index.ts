@@ -6,6 +6,7 @@
 import type { Hono, MiddlewareHandler } from 'hono'
 import { getCookie } from 'hono/cookie'
 import type { AppEnv } from '../../env.js'
+import { consolePrincipal } from '../../admin-auth.js'
 import { setSessionCookie } from '../../console-auth.js'
 import { mountAgent } from './agent.js'
 import { mountAgentList } from './agents.js'
@@ -40,6 +41,8 @@ export function mountConsole(app: Hono<AppEnv>, deps: ConsoleDeps): void {
     const opened = await deps.sessions.open(getCookie(c, deps.cookie.name))
     if (opened !== undefined) {
       c.set('consoleSession', opened)
+      // The request's log line names the person, as the admin API's lines do.
+      c.set('adminKey', consolePrincipal(opened).name)
       const renewed = await deps.sessions.renew(opened)
       if (renewed !== undefined) setSessionCookie(c, deps.cookie, renewed, deps.sessions.idleSeconds)
     } else if (!PUBLIC.test(c.req.path) && routeExists(app, c.req.method, c.req.path)) {
