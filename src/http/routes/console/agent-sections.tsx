@@ -295,7 +295,15 @@ export function AttestationSection({ agent, csrf, canAttest }: { agent: AgentDet
     <>
       <dl class="facts">
         <dt>State</dt>
-        <dd>{overdue ? <Badge state="overdue" label="attestation overdue" /> : <Badge state="active" label="up to date" />}</dd>
+        <dd>
+          {overdue ? (
+            <Badge state="overdue" label="attestation overdue" />
+          ) : a.next_due === null ? (
+            <Badge state="neutral" label="not required" />
+          ) : (
+            <Badge state="active" label="up to date" />
+          )}
+        </dd>
         <dt>Last attested</dt>
         <dd>
           <Time at={a.last_attested_at} />

@@ -59,7 +59,7 @@ export const FIELD_LABELS: Record<TargetField, string> = {
   iss: 'User’s issuer (iss)',
   instance: 'Instance (act.instance)',
   jti: 'Token (jti)',
-  chain: 'Chain (the jti of its first token)',
+  chain: 'Chain from token (jti)',
 }
 
 export const formOf = (kind: KillKind): KillForm => KILL_FORMS.find((f) => f.kind === kind)!
