@@ -53,10 +53,10 @@ describe('console: agent page, kill and lift', () => {
     expect(cookie).toBeDefined()
     cookies.set(person, cookie!.split(';')[0]!)
   }
-  const page = async (person: string, path: string, form?: Record<string, string>): Promise<Page> => {
+  const page = async (person: string, path: string, form?: Record<string, string>, headers: Record<string, string> = {}): Promise<Page> => {
     const res = await b.mandate.app.request(path, {
       method: form === undefined ? 'GET' : 'POST',
-      headers: { cookie: cookies.get(person)!, ...(form === undefined ? {} : { 'content-type': 'application/x-www-form-urlencoded' }) },
+      headers: { ...headers, cookie: cookies.get(person)!, ...(form === undefined ? {} : { 'content-type': 'application/x-www-form-urlencoded' }) },
       ...(form === undefined ? {} : { body: new URLSearchParams(form).toString() }),
     })
     return { status: res.status, location: res.headers.get('location'), html: await res.text() }
@@ -168,12 +168,20 @@ describe('console: agent page, kill and lift', () => {
     expect(await revocations()).toEqual([])
   })
 
-  it('refuses a kill form without its CSRF token, at either step, and kills nothing', async () => {
+  it('refuses a kill form without its CSRF token, or from another site, at either step, and kills nothing', async () => {
     for (const step of [{}, { confirm: 'yes' }]) {
       const tried = await page('rita', '/console/kill', { kind: 'agent', agent: AGENT, reason: 'no token', ...step })
       expect(tried.status).toBe(403)
       const forged = await page('rita', '/console/kill', { csrf: 'not-the-token', kind: 'agent', agent: AGENT, reason: 'forged', ...step })
       expect(forged.status).toBe(403)
+      // Her own token, but the browser says another site sent the form.
+      const crossSite = await page(
+        'rita',
+        '/console/kill',
+        { csrf: await csrfOf('rita'), kind: 'agent', agent: AGENT, reason: 'x', ...step },
+        { 'sec-fetch-site': 'cross-site' },
+      )
+      expect(crossSite.status).toBe(403)
     }
     expect(await revocations()).toEqual([])
   })

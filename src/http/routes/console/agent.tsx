@@ -8,7 +8,6 @@
  */
 import { z } from 'zod'
 import { ownsAgent } from '../../../console/roles.js'
-import { csrfMatches } from '../../console-auth.js'
 import type { UnusedBody } from '../admin-policy-unused.js'
 import {
   AnomaliesSection,
@@ -25,7 +24,7 @@ import {
 import { PolicySection, ShrinkSection, type AgentPolicy } from './agent-policy.js'
 import { STATE_LABELS } from './agents.js'
 import { consoleApi } from './api.js'
-import { agentOf, formFields, mayKill, type Revocation } from './kill-forms.js'
+import { agentOf, FORM_REFUSED, formAccepted, formFields, mayKill, type Revocation } from './kill-forms.js'
 import { Badge, message, Notice, render, Time } from './layout.js'
 import type { ConsolePages } from './pages.js'
 
@@ -122,8 +121,8 @@ export function mountAgent({ app }: ConsolePages): void {
   app.post('/console/agents/:id/attest', async function consoleAttest(c) {
     const session = c.get('consoleSession')!
     const form = AttestForm.safeParse(await formFields(c, 4096))
-    if (!form.success || !csrfMatches(session, form.data.csrf)) {
-      return message(c, 403, 'Not allowed', 'The form did not carry its CSRF token, so nothing was done. Reload the page and try again.', 'agents')
+    if (!form.success || !formAccepted(c, session, form.data.csrf)) {
+      return message(c, 403, 'Not allowed', FORM_REFUSED, 'agents')
     }
     const id = AgentId.safeParse(c.req.param('id'))
     if (!id.success) return message(c, 404, 'No such agent', 'That is not an agent id.', 'agents')

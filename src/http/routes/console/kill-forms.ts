@@ -6,6 +6,7 @@
 import type { Context } from 'hono'
 import { z } from 'zod'
 import type { ConsoleSession } from '../../../console/session.js'
+import { csrfMatches } from '../../console-auth.js'
 import type { AppEnv } from '../../env.js'
 import type { RevocationRecord } from '../../openapi.js'
 
@@ -148,6 +149,18 @@ export const agentOf = (r: Revocation): string | undefined => (typeof r.target['
 
 /** Whether a person's console roles may kill and lift (the admin API's `revoke`): a button they cannot use is not shown. */
 export const mayKill = (session: Pick<ConsoleSession, 'roles'>): boolean => session.roles.includes('responder') || session.roles.includes('admin')
+
+/**
+ * Whether a submitted console form may act: it carries the session's CSRF
+ * token, and the browser does not say it came from another site (as the
+ * admin API refuses such a request, http/console-auth.ts).
+ */
+/** What a refused form is told. */
+export const FORM_REFUSED = 'This form did not come from your session’s own page, so nothing was done. Reload the page and try again.'
+
+export function formAccepted(c: Context<AppEnv>, session: ConsoleSession, csrf: string | undefined): boolean {
+  return c.req.header('sec-fetch-site') !== 'cross-site' && csrfMatches(session, csrf)
+}
 
 /** A console form's urlencoded body, bounded, as an object of its (last) values. */
 export async function formFields(c: Context<AppEnv>, max = 8192): Promise<Record<string, string>> {

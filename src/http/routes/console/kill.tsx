@@ -8,11 +8,12 @@
 import type { Context } from 'hono'
 import type { z } from 'zod'
 import type { AppEnv } from '../../env.js'
-import { csrfMatches } from '../../console-auth.js'
 import type { AgentDetailBody } from '../admin-agents.js'
 import { consoleApi, type ApiAnswer } from './api.js'
 import {
   FIELD_LABELS,
+  formAccepted,
+  FORM_REFUSED,
   formFields,
   formOf,
   KILL_FORMS,
@@ -165,7 +166,7 @@ export function mountKill({ app }: ConsolePages): void {
   app.post('/console/kill', async function consoleKill(c) {
     const session = c.get('consoleSession')!
     const fields = await formFields(c)
-    if (!csrfMatches(session, fields['csrf'])) return refused(c, 'The form did not carry its CSRF token, so nothing was done. Reload the page and try again.')
+    if (!formAccepted(c, session, fields['csrf'])) return refused(c, FORM_REFUSED)
     if (!mayKill(session)) return refused(c, 'Your console role may not kill: responders and admins may.')
     const again = (status: 400 | 503, error: string) =>
       render(

@@ -6,9 +6,8 @@
  */
 import type { Context } from 'hono'
 import type { AppEnv } from '../../env.js'
-import { csrfMatches } from '../../console-auth.js'
 import { consoleApi, type ApiAnswer } from './api.js'
-import { formFields, KILL_FORMS, LIFTABLE, mayKill, targetText, type Revocation } from './kill-forms.js'
+import { FORM_REFUSED, formAccepted, formFields, KILL_FORMS, LIFTABLE, mayKill, targetText, type Revocation } from './kill-forms.js'
 import { Propagation } from './kill-propagation.js'
 import { Badge, message, Notice, render, Time } from './layout.js'
 import type { ConsolePages } from './pages.js'
@@ -213,8 +212,8 @@ export function mountKills({ app }: ConsolePages): void {
   app.post('/console/kills/:id/lift', async function consoleLift(c) {
     const session = c.get('consoleSession')!
     const fields = await formFields(c, 1024)
-    if (!csrfMatches(session, fields['csrf'])) {
-      return message(c, 403, 'Not allowed', 'The form did not carry its CSRF token, so nothing was done. Reload the page and try again.', 'kills')
+    if (!formAccepted(c, session, fields['csrf'])) {
+      return message(c, 403, 'Not allowed', FORM_REFUSED, 'kills')
     }
     const id = c.req.param('id')
     if (!UUID.test(id)) return message(c, 404, 'Kill unavailable', 'no revocation has that id', 'kills')
