@@ -15,6 +15,7 @@ import type { AuditLog } from './audit/port.js'
 import { openAnomalyMonitor } from './compose/anomaly.js'
 import type { AnomalyMonitor } from './governance/anomaly-monitor.js'
 import { openPropagation } from './compose/propagation.js'
+import { createPropagationTracker } from './revocation/propagation.js'
 import { openWebhookNotifier } from './compose/notifications.js'
 import { openAgentLifecycle } from './compose/lifecycle.js'
 import type { LifecycleService } from './audit/lifecycle-service.js'
@@ -165,6 +166,16 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       ...(metrics === undefined ? {} : { onRecorded: (r: Revocation, action: 'created' | 'lifted') => metrics.revocation(r.target.kind, action) }),
     })
     metrics?.watchMirrorLag(() => revocations.lag())
+    // Where each kill has reached (GET /admin/revocations/{id}/propagation): noted off the token path, as the mirror applies.
+    const propagation = createPropagationTracker({
+      instance,
+      store: shared.propagationNotes,
+      subscribe: (listener, o) => revocations.subscribe(listener, o),
+      records: () => revocations.records(),
+      clock,
+      logger: log.child({ module: 'propagation' }),
+    })
+    closers.add(() => propagation.close())
     // Runs first on close: open revocation feed streams end before their sources do.
     closers.add(async () => revocations.endSubscriptions())
 
@@ -250,6 +261,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
         },
       }),
       revocations,
+      propagation,
       ...(trust.idJagServed ? { idJag: createIdJagVerifier({ issuers: trust.idJag, now: nowSeconds, skew: config.limits.clock_skew_seconds }) } : {}),
       userIssuers: trust.userIssuers,
       subjectLifetime: { skew: config.limits.clock_skew_seconds, maxAge: config.limits.subject_token_max_age_seconds },
@@ -289,7 +301,7 @@ export async function composeMandate(config: Config, options: ComposeOptions): P
       authFailures: createAuthFailureThrottle(clock),
       resourceServerIds: config.resource_servers.map((rs) => rs.id),
       adminListener: config.listen.admin_port !== undefined,
-      ...(transmitter === undefined ? {} : { ssf: transmitter }),
+      ...(transmitter === undefined ? {} : { ssf: transmitter, ssfDelivery: (r: Revocation) => transmitter.deliveryOf(r) }),
       ...(webhooks === undefined ? {} : { webhooks }),
       forwardAuth: config.forward_auth.enabled,
       lifecycle,

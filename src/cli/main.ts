@@ -271,6 +271,9 @@ brokerOptions(
     .option('--limit <n>', '1-1000', listLimit, '100')
     .option('--before <id>', 'the next page: the id the previous page ended with (printed on stderr as "more: --before <id>")'),
 ).action(revokeAction('revokeList'))
+brokerOptions(
+  revoke.command('status').description('where a revocation has reached: broker instances, feed subscribers, SSF receivers (auditor role)').argument('<id>'),
+).action(revokeAction('revokeStatus'))
 
 addAgentCommands(program)
 addApprovalCommands(program)

@@ -74,3 +74,13 @@ export const revokeList = (o: AdminCallOptions) =>
     else write((await import('./output.js')).revocationsTable(page.revocations))
     if (page.next !== null && o.json !== true) process.stderr.write(`more: --before ${page.next}\n`)
   })
+
+/** `mandate revoke status <id>`: where the revocation has reached (instances, feed subscribers, SSF receivers). */
+export const revokeStatus = (id: string, o: AdminCallOptions) =>
+  run(async () => {
+    const b = await resolveBroker(o)
+    const answer = await adminRequest(b, 'GET', `/admin/revocations/${encodeURIComponent(id)}/propagation`)
+    if (o.json === true) return void write(JSON.stringify(answer))
+    const { propagationTable } = await import('./propagation-output.js')
+    write(propagationTable(answer as Parameters<typeof propagationTable>[0]))
+  })

@@ -10,6 +10,8 @@ import type { Closers } from '../core/async.js'
 import type { Config } from '../config/schema.js'
 import type { RevocationFeed, RevocationLog, RevocationMirror } from '../revocation/port.js'
 import { createRedisRevocationFeed } from '../revocation/redis.js'
+import { createMemoryPropagationStore, type PropagationStore } from '../revocation/propagation.js'
+import { createRedisPropagationStore } from '../revocation/propagation-redis.js'
 import { openRedis } from '../storage/redis.js'
 import type { Logger } from '../telemetry/log.js'
 
@@ -19,6 +21,8 @@ export interface Propagation {
   readonly admission: AdmissionStore
   /** Whether the admission store's connection is up; undefined when it is not the Redis one. */
   readonly admissionConnected: (() => boolean) | undefined
+  /** Where instances note what reached them (GET /admin/revocations/{id}/propagation): Redis, or this process. */
+  readonly propagationNotes: PropagationStore
 }
 
 export interface PropagationOptions {
@@ -52,6 +56,7 @@ export async function openPropagation(config: Config, options: PropagationOption
       // The process's memory, which began at the start (an assertion from before a restart is refused).
       admission: options.admission ?? createMemoryAdmissionStore(clock, options.startedAt),
       admissionConnected: undefined,
+      propagationNotes: createMemoryPropagationStore(clock),
     }
   }
   const redis = await openRedis(url)
@@ -67,9 +72,12 @@ export async function openPropagation(config: Config, options: PropagationOption
     logger: options.logger.child({ module: 'revocation' }),
   })
   closers.add(() => feed.close())
-  if (options.admission !== undefined) return { feed, admission: options.admission, admissionConnected: undefined }
+  const propagationNotes = createRedisPropagationStore(redis, config.storage.key_prefix, clock)
+  closers.add(() => propagationNotes.close())
+  if (options.admission !== undefined) return { feed, admission: options.admission, admissionConnected: undefined, propagationNotes }
   return {
     feed,
+    propagationNotes,
     admission: await createRedisAdmissionStore(redis, config.storage.key_prefix, clock),
     admissionConnected: () => redis.status === 'ready',
   }

@@ -844,7 +844,9 @@ export const Config = z
       .string()
       .regex(/^[A-Za-z0-9._:@-]{1,128}$/)
       .optional()
-      .describe('names this instance in audit records. Default: <hostname>:<pid>. Env: MANDATE_INSTANCE_ID'),
+      .describe(
+        'names this instance in audit records and in where a revocation has reached (GET /admin/revocations/{id}/propagation): give each instance its own. Default: <hostname>:<pid>. Env: MANDATE_INSTANCE_ID',
+      ),
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Env: LOG_LEVEL'),

@@ -42,6 +42,10 @@ import type { TokenRoutesDeps } from './token-callers.js'
 import { revokeRoute } from './routes/revoke.js'
 import { mountAdminRevocations } from './routes/admin-revocations.js'
 import { mountRevocationFeed } from './routes/revocation-feed.js'
+import { mountRevocationPropagation } from './routes/admin-revocation-propagation.js'
+import type { PropagationTracker } from '../revocation/propagation.js'
+import type { SetDelivery } from '../ssf/delivery-of.js'
+import type { Revocation } from '../revocation/port.js'
 import { mountAdminAudit, recordAdminRead, type AuditQueries } from './routes/admin-audit.js'
 import type { ExplainDeps } from '../core/explain.js'
 import { mountAdminPolicy } from './routes/admin-policy.js'
@@ -116,6 +120,10 @@ export interface AppDeps {
   readonly adminListener?: boolean
   /** Poll delivery of revocation SETs (RFC 8936); without it /ssf/poll and the SSF metadata do not exist. */
   readonly ssf?: SetPoller
+  /** Where a revocation's SETs stand for each SSF receiver; absent without receivers. */
+  readonly ssfDelivery?: (r: Revocation) => Promise<readonly SetDelivery[]>
+  /** This instance's propagation notes: what its mirror applied and its feed streams were sent. */
+  readonly propagation: PropagationTracker
   /** The webhooks' delivery state; absent: /admin/webhooks lists none. */
   readonly webhooks?: WebhookStatuses
   /** Attestations and lifecycle states for /admin/agents; absent: not shown, and no POST /admin/agents/{id}/attest. */
@@ -238,6 +246,16 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     maxBodyBytes: deps.maxBodyBytes,
     revocations: deps.revocations,
     recordOpen: (c) => recordAdminRead(c, deps.exchange.audit, 'admin.feed.opened', deps.exchange.now()),
+    propagation: deps.propagation,
+    clock: deps.propagation.clock,
+  })
+  mountRevocationPropagation(app, {
+    keys: deps.adminKeys,
+    revocations: deps.revocations,
+    propagation: deps.propagation,
+    ssfDelivery: deps.ssfDelivery,
+    audit: deps.exchange.audit,
+    now: deps.exchange.now,
   })
   if (deps.ssf !== undefined) {
     mountSsf(app, {

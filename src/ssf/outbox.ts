@@ -99,12 +99,18 @@ export interface SsfStore {
   noteOutcome(receiver: string, atMs: number, failure: string | undefined): Promise<void>
   /** Delivery state of each named receiver that has a stream. */
   status(receivers: readonly string[]): Promise<readonly DeliveryStatus[]>
+  /** Every receiver's queue entries of one revocation (its SETs, and webhook entries), as they stand. */
+  entriesOfRevocation(revocationId: string): Promise<readonly RevocationEntry[]>
   /** The receiver's stream: start, revocation cursor and record cursor (epoch seconds; the last undefined until a record is enqueued). */
   stream(receiver: string): Promise<{ startAt: number; cursorAt: number; auditCursorAt: number | undefined } | undefined>
 }
 
+/** Where one queue entry of a revocation stands. */
+export type RevocationEntry = Pick<SsfOutboxRow, 'receiver' | 'eventType' | 'state' | 'attempts' | 'lastError' | 'enqueuedAtMs'>
+
 export function createSqlSsfStore(db: Db): SsfStore {
   return {
+    entriesOfRevocation: (revocationId) => entriesOfRevocation(db, revocationId),
     ensureStream: (receiver, startAt) => ensureStream(db, receiver, startAt),
     stream: (receiver) => stream(db, receiver),
     unsent: (receiver, graceSeconds, limit) => unsent(db, receiver, graceSeconds, limit),
@@ -140,6 +146,14 @@ async function ensureStream(db: Db, receiver: string, startAt: number): Promise<
 async function stream(db: Db, receiver: string): Promise<{ startAt: number; cursorAt: number; auditCursorAt: number | undefined } | undefined> {
   const [row] = await db.select({ startAt: s.startAt, cursorAt: s.cursorAt, auditCursorAt: s.auditCursorAt }).from(s).where(eq(s.receiver, receiver)).limit(1)
   return row === undefined ? undefined : { ...row, auditCursorAt: row.auditCursorAt ?? undefined }
+}
+
+async function entriesOfRevocation(db: Db, revocationId: string): Promise<readonly RevocationEntry[]> {
+  return db
+    .select({ receiver: o.receiver, eventType: o.eventType, state: o.state, attempts: o.attempts, lastError: o.lastError, enqueuedAtMs: o.enqueuedAtMs })
+    .from(o)
+    .where(eq(o.revocationId, revocationId))
+    .orderBy(asc(o.seq))
 }
 
 async function unsent(db: Db, receiver: string, graceSeconds: number, limit: number): Promise<readonly Revocation[]> {

@@ -19,6 +19,7 @@ import type { PushOutcome } from './push.js'
 import type { PollAnswer, PollRequest, SetPoller } from './port.js'
 import { createPushWorker, releaseLease, type PushReceiver, type PushWorker } from './push-worker.js'
 import { serial } from './serial.js'
+import { deliveryOf, type SetDelivery } from './delivery-of.js'
 
 export type ReceiverDelivery =
   | { readonly method: 'push'; readonly endpointUrl: string; readonly authorization: string | undefined }
@@ -99,6 +100,8 @@ export interface Transmitter extends SetPoller {
   wake(): void
   /** Per receiver: SETs not yet delivered and the age of the oldest, in seconds (as of the last tick). */
   backlog(): ReadonlyMap<string, { readonly pending: number; readonly lagSeconds: number }>
+  /** Where `r`'s SETs stand for each receiver. */
+  deliveryOf(r: Revocation): Promise<readonly SetDelivery[]>
   /** Stops the timers, waits briefly for a push in flight, releases the leases. Idempotent. */
   close(): Promise<void>
 }
@@ -173,6 +176,7 @@ export function createTransmitter(options: TransmitterOptions): Transmitter {
     },
     backlog: () => t.backlog,
     poll: (resourceServer, request, signal) => poll(t, resourceServer, request, signal),
+    deliveryOf: (r) => deliveryOf(options.store, options.receivers, r),
     close: () => close(t),
   }
 }

@@ -176,6 +176,19 @@ describe('mandate revoke against a running broker', () => {
     const id = /│ id +│ ([0-9a-f-]{36}) +│/.exec(kill.stdout)?.[1]
     expect(id).toBeDefined()
 
+    // Where it has reached: this one process, which applied it; no feed stream, no SSF receiver.
+    const status = await asAdmin(['revoke', 'status', id!], { MANDATE_ADMIN_KEY: AUDITOR_KEY })
+    expect(status.status, status.stderr).toBe(0)
+    expect(status.stdout).toMatch(new RegExp(`^agent ${String(id)} made [0-9-]+ [0-9:]+Z: COMPLETE \\(checked `))
+    expect(status.stdout).toMatch(/│ instance +│ live +│ applied +│ last seen +│/)
+    expect(status.stdout).toMatch(/│ yes +│ 20\d\d-/)
+    expect(status.stdout).toContain('no open revocation-feed stream')
+    expect(status.stdout).toContain('no SSF receiver')
+    const statusJson = JSON.parse((await asAdmin(['revoke', 'status', id!, '--json'])).stdout) as { complete: boolean; instances: unknown[] }
+    expect(statusJson).toMatchObject({ revocation_id: id, complete: true })
+    expect(statusJson.instances).toHaveLength(1)
+    expect((await asAdmin(['revoke', 'status', '00000000-0000-4000-8000-000000000000'])).stderr).toMatch(/^mandate: 404 not_found: /)
+
     const table = await asAdmin(['revoke', 'list'])
     expect(table.status).toBe(0)
     expect(table.stdout).toMatch(/│ id +│ kind +│ target +│ state +│ created +│ reason +│/)

@@ -82,7 +82,7 @@ describe('bash', () => {
       ],
       [
         ['mandate', 'revoke', ''],
-        ['agent', 'chain', 'help', 'instance', 'jti', 'lift', 'list', 'sub'],
+        ['agent', 'chain', 'help', 'instance', 'jti', 'lift', 'list', 'status', 'sub'],
       ],
       [
         ['mandate', 'revoke', 'agent', 'x', '--'],
@@ -229,6 +229,7 @@ describe.skipIf(!runZsh)('zsh', () => {
       'jti -- revoke one token',
       'lift -- lift an agent, user or instance kill',
       'list -- list revocations, newest first',
+      'status -- where a revocation has reached: broker instances, feed subscribers, SSF receivers',
       'sub -- kill a user',
     ])
   })

@@ -27,6 +27,7 @@ const ROUTES: Record<string, readonly string[]> = {
   '/oauth2/bc-authorize': ['POST'],
   '/admin/revocations': ['GET', 'POST'],
   '/admin/revocations/:id': ['GET', 'DELETE'],
+  '/admin/revocations/:id/propagation': ['GET'],
   '/admin/webhooks': ['GET'],
   '/admin/policy/explain': ['POST'],
   '/admin/agents': ['GET'],

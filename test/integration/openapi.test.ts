@@ -52,9 +52,12 @@ interface Document {
 /** Hono's `/admin/revocations/:id` is OpenAPI's `/admin/revocations/{id}`. */
 const openApiPath = (path: string) => path.replace(/:([A-Za-z0-9_]+)/g, '{$1}')
 
+/** The console's HTML pages are a client of the API, not part of it (docs/console.md). */
+const isConsolePage = (path: string) => path === '/console' || path.startsWith('/console/')
+
 /** Every (method, path) the app answers; `ALL` entries are middleware (request log, body limit, shedding), not routes. */
 function registered(app: Mandate['app']): string[] {
-  return [...new Set(app.routes.filter((r) => r.method !== 'ALL').map((r) => `${r.method} ${openApiPath(r.path)}`))].sort()
+  return [...new Set(app.routes.filter((r) => r.method !== 'ALL' && !isConsolePage(r.path)).map((r) => `${r.method} ${openApiPath(r.path)}`))].sort()
 }
 
 function documented(doc: Document): string[] {

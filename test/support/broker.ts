@@ -199,6 +199,8 @@ export interface TestBrokerOptions {
   readonly workloadInstanceClaim?: string
   /** The config's `dpop` section (DPoP proofs at the token endpoint). */
   readonly dpop?: Record<string, unknown>
+  /** The config's `instance_id` (two brokers in one process would otherwise share host and pid). */
+  readonly instanceId?: string
   /** More `admin.keys` entries besides the one key per role of `ADMIN_KEYS` (e.g. an approver's, with `approver`). */
   readonly adminKeys?: readonly Record<string, unknown>[]
 }
@@ -331,6 +333,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     data_dir: join(dir, 'data'),
     signing: { generate_if_missing: true },
     log: { level: 'debug' },
+    ...(options.instanceId === undefined ? {} : { instance_id: options.instanceId }),
     ...(options.storage === undefined && options.database === undefined
       ? {}
       : { storage: { ...options.storage, ...(options.database === undefined ? {} : { database_url: options.database }) } }),

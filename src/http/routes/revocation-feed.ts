@@ -26,6 +26,7 @@ import { describeRoute, resolver, type DescribeRouteOptions } from 'hono-openapi
 import { z } from 'zod'
 import { streamSSE, type SSEMessage, type SSEStreamingApi } from 'hono/streaming'
 import type { RevocationService } from '../../revocation/service.js'
+import type { PropagationTracker } from '../../revocation/propagation.js'
 import { encodeFeedRecord, encodeHeartbeat, encodeSnapshot, FEED_EVENTS, feedEventId, feedSequence } from '@mandate/verifier/feed-wire'
 import { OAuthError } from '../../core/errors.js'
 import type { AuthenticatedCaller, ClientCredentials } from '../../tokens/port.js'
@@ -51,6 +52,10 @@ export interface RevocationFeedDeps {
   readonly journalSize?: number
   /** Messages queued for one slow client before it is cut off. Default 10 000. */
   readonly maxQueue?: number
+  /** Told of each stream opened and of what is written to it (GET /admin/revocations/{id}/propagation reads it). */
+  readonly propagation?: Pick<PropagationTracker, 'feedOpened'>
+  /** Epoch ms: when a snapshot was taken. Default Date.now. */
+  readonly clock?: () => number
 }
 
 const feedDoc = (method: 'GET' | 'POST', more: Partial<DescribeRouteOptions>) =>
@@ -91,18 +96,26 @@ export function mountRevocationFeed(app: Hono<AppEnv>, deps: RevocationFeedDeps)
   /** Sequence of the last resync: a resume from before it cannot be served exactly. */
   let resetAt = 0
   /** The last `journalSize` record events, oldest first, contiguous in sequence after `resetAt`. */
-  let journal: { readonly sequence: number; readonly data: string }[] = []
+  let journal: { readonly sequence: number; readonly data: string; readonly record: string }[] = []
+  /** What a written message tells the propagation notes: the record it carries, or when its snapshot was taken. Shared by every client's queue. */
+  const carries = new WeakMap<SSEMessage, { readonly record: string } | { readonly takenAt: number }>()
+  const clock = deps.clock ?? Date.now
   /** Record id → what was last sent for it: the Redis stream echoes each local revocation, sent once. */
   const lastSent = new Map<string, string>()
   const clients = new Set<Client>()
   let ended = false
 
   const freshness = () => ({ fresh: revocations.fresh(), lagMs: revocations.lag() })
-  const snapshot = (): SSEMessage => ({
-    event: FEED_EVENTS.snapshot,
-    id: feedEventId(instance, sequence),
-    data: encodeSnapshot(revocations.records(), freshness()),
-  })
+  const snapshot = (): SSEMessage => {
+    const message = { event: FEED_EVENTS.snapshot, id: feedEventId(instance, sequence), data: encodeSnapshot(revocations.records(), freshness()) }
+    carries.set(message, { takenAt: clock() })
+    return message
+  }
+  const recordEvent = (sequence: number, data: string, record: string): SSEMessage => {
+    const message = { event: FEED_EVENTS.revocation, id: feedEventId(instance, sequence), data }
+    carries.set(message, { record })
+    return message
+  }
 
   revocations.subscribe(
     (record) => {
@@ -112,10 +125,10 @@ export function mountRevocationFeed(app: Hono<AppEnv>, deps: RevocationFeedDeps)
       lastSent.set(record.id, data)
       if (lastSent.size > Math.max(journalSize, 1024)) lastSent.delete(lastSent.keys().next().value!)
       sequence++
-      journal.push({ sequence, data })
+      journal.push({ sequence, data, record: record.id })
       // Trimmed in batches: amortized O(1) per record.
       if (journal.length > journalSize * 2) journal = journalSize === 0 ? [] : journal.slice(-journalSize)
-      const message = { event: FEED_EVENTS.revocation, id: feedEventId(instance, sequence), data }
+      const message = recordEvent(sequence, data, record.id)
       for (const client of clients) client.push(message)
     },
     {
@@ -143,7 +156,7 @@ export function mountRevocationFeed(app: Hono<AppEnv>, deps: RevocationFeedDeps)
     const kept = journal.filter((e) => e.sequence > from)
     const first = kept[0]
     if (first === undefined || first.sequence !== from + 1 || kept.length !== sequence - from) return [snapshot()]
-    return kept.map((e) => ({ event: FEED_EVENTS.revocation, id: feedEventId(instance, e.sequence), data: e.data }))
+    return kept.map((e) => recordEvent(e.sequence, e.data, e.record))
   }
 
   async function follow(c: Context, stream: SSEStreamingApi): Promise<void> {
@@ -174,6 +187,14 @@ export function mountRevocationFeed(app: Hono<AppEnv>, deps: RevocationFeedDeps)
       end: finish,
     }
     const heartbeat = () => client.push({ event: FEED_EVENTS.heartbeat, data: encodeHeartbeat(freshness()) })
+    const resourceServer = c.get('resourceServer') as string | undefined
+    const notes = deps.propagation?.feedOpened(resourceServer ?? `admin:${c.get('adminKey') as string}`)
+    const written = (message: SSEMessage) => {
+      const carried = carries.get(message)
+      if (notes === undefined || carried === undefined) return
+      if ('record' in carried) notes.sent(carried.record)
+      else notes.snapshot(carried.takenAt)
+    }
     clients.add(client)
     // One heartbeat at a time: a client that is not reading does not pile them up.
     const timer = setInterval(() => queue.length === 0 && heartbeat(), heartbeatMs)
@@ -196,12 +217,19 @@ export function mountRevocationFeed(app: Hono<AppEnv>, deps: RevocationFeedDeps)
         }
         // A write waits for the client to read: a client gone or cut off must not hold this loop.
         writing = true
-        await Promise.race([stream.writeSSE(message).finally(() => (writing = false)), stopped])
+        await Promise.race([
+          stream
+            .writeSSE(message)
+            .then(() => written(message))
+            .finally(() => (writing = false)),
+          stopped,
+        ])
       }
     } finally {
       finish()
       clearInterval(timer)
       clients.delete(client)
+      notes?.closed()
       signal.removeEventListener('abort', finish)
       // Ends the response now rather than after a write the client will never read; otherwise streamSSE closes it.
       if (writing) stream.abort()

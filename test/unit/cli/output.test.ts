@@ -62,3 +62,27 @@ describe('tables', () => {
     expect(column(3).join('')).toBe('sub=aliceiss=https://login.example.com/tenants/0f9e8d7c-6b5a-4938-2716-0a1b2c3d4e5f/v2.0')
   })
 })
+
+describe('revoke status', () => {
+  it('says whether it is complete, what has not got it yet, and escapes what the broker sent', async () => {
+    const { propagationTable } = await import('../../../src/cli/propagation-output.js')
+    const text = propagationTable({
+      revocation_id: 'b4df4ccb-1b47-43f6-ad8c-91be5b9f8260',
+      kind: 'agent',
+      created_at: '2026-12-07T01:32:57.000Z',
+      checked_at: '2026-12-07T01:33:00.000Z',
+      complete: false,
+      instances: [
+        { instance: 'broker-a', live: true, applied_at: '2026-12-07T01:32:57.010Z', last_seen: '2026-12-07T01:32:59.000Z' },
+        { instance: 'broker-b', live: true, applied_at: null, last_seen: '2026-12-07T01:32:58.000Z' },
+      ],
+      feed_subscribers: [{ subscriber: 'rs/\u001b[2Japi', connection: 'c1', instance: 'broker-a', connected_at: '2026-12-07T01:00:00.000Z', sent_at: null }],
+      ssf_receivers: [{ receiver: 'siem', method: 'push', state: 'failed', attempts: 5, last_error: 'HTTP 500', enqueued_at: '2026-12-07T01:32:57.000Z' }],
+    })
+    expect(text.split('\n')[0]).toBe('agent b4df4ccb-1b47-43f6-ad8c-91be5b9f8260 made 2026-12-07 01:32:57Z: NOT COMPLETE (checked 2026-12-07 01:33:00Z)')
+    expect(text).toMatch(/broker-b\s+│ yes\s+│ NOT YET/)
+    expect(text).toContain('rs/\\u001b[2Japi')
+    expect(text).not.toContain('\u001b')
+    expect(text).toMatch(/siem\s+│ push\s+│ failed\s+│ 5\s+│ HTTP 500/)
+  })
+})

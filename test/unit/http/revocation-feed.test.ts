@@ -368,3 +368,62 @@ describe('the feed stream', () => {
     expect(rest.of('revocation').length).toBeLessThan(200)
   })
 })
+
+describe('the propagation notes of the feed', () => {
+  it('notes each stream (who opened it), its snapshot, each record written to it, a resume’s replay, and its end', async () => {
+    const { createMemoryPropagationStore, createPropagationTracker, sentAtOf } = await import('../../../src/revocation/propagation.js')
+    const { pino } = await import('pino')
+    let now = T0 * 1000
+    const clock = () => now
+    const store = createMemoryPropagationStore(clock)
+    const mirror = observeMirror(createRevocationMirror(() => T0))
+    const tracker = createPropagationTracker({
+      instance: 'i1',
+      store,
+      subscribe: (l, o) => mirror.subscribe(l, o),
+      records: () => mirror.records(),
+      clock,
+      logger: pino({ enabled: false }),
+    })
+    const app = new Hono<AppEnv>()
+    mountRevocationFeed(app, {
+      keys: [{ name: 'reader', sha256: createHash('sha256').update(KEY).digest(), roles: new Set(['auditor']) }],
+      revocations: { records: () => mirror.records(), subscribe: (l, o) => mirror.subscribe(l, o), fresh: () => true, lag: () => 0 },
+      propagation: tracker,
+      clock,
+    })
+    const open = async (lastEventId?: string) =>
+      reader(await app.request('/revocations/feed', { headers: { ...bearer(KEY), ...(lastEventId === undefined ? {} : { 'last-event-id': lastEventId }) } }))
+    const feed = await open()
+    await vi.waitFor(() => expect(feed.of('snapshot')).toHaveLength(1), WAIT)
+    const snapshotAt = now
+    now += 1000
+    const [a, b2] = [record('a'), record('b')]
+    mirror.apply(a)
+    await vi.waitFor(() => expect(feed.of('revocation')).toHaveLength(1), WAIT)
+    const seenA = await vi.waitFor(async () => {
+      const s = await tracker.read(a.id)
+      expect(s.feeds).toHaveLength(1)
+      expect(s.sent.size).toBe(1)
+      return s
+    }, WAIT)
+    expect(seenA.feeds[0]).toMatchObject({ subscriber: 'admin:reader', instance: 'i1', snapshotAt })
+    // Its own event, after the snapshot: the snapshot did not hold it.
+    expect(sentAtOf(seenA.feeds[0]!, seenA)).toBe(now)
+    const resumeFrom = feed.of('revocation')[0]!.id!
+    await feed.cancel()
+    await vi.waitFor(async () => expect((await tracker.read(a.id)).feeds).toHaveLength(0), WAIT)
+
+    // Missed while away, replayed on resume: noted for the new stream.
+    mirror.apply(b2)
+    const resumed = await open(resumeFrom)
+    await vi.waitFor(() => expect(resumed.of('revocation')).toHaveLength(1), WAIT)
+    await vi.waitFor(async () => {
+      const s = await tracker.read(b2.id)
+      expect(s.feeds).toHaveLength(1)
+      expect(sentAtOf(s.feeds[0]!, s)).toBe(now)
+    }, WAIT)
+    await resumed.cancel()
+    await tracker.close()
+  })
+})
