@@ -239,7 +239,7 @@ describe('console: agent page, kill and lift', () => {
       /Kills Kills naming this agent, in force first .* in force This agent, everywhere agent ops-agent leaking tickets/,
     )
     const kills = text((await page('vera', '/console/kills')).html)
-    expect(kills).toMatch(/In force 1 kills in force .* This agent, everywhere agent ops-agent leaking tickets console:rita@example\.com/)
+    expect(kills).toMatch(/In force 1 kill in force .* This agent, everywhere agent ops-agent leaking tickets console:rita@example\.com/)
     expect(kills).toContain('No kill was lifted.')
   })
 
@@ -261,7 +261,7 @@ describe('console: agent page, kill and lift', () => {
     expect(shown).toMatch(/State lifted/)
     const kills = text((await page('rita', '/console/kills')).html)
     expect(kills).toContain('No kill is in force.')
-    expect(kills).toMatch(/Lifted 1 lifted kills, the latest first .* agent ops-agent leaking tickets console:rita@example\.com .* console:rita@example\.com/)
+    expect(kills).toMatch(/Lifted 1 lifted kill, the latest first .* agent ops-agent leaking tickets console:rita@example\.com .* console:rita@example\.com/)
     b.advance(1)
     expect((await exchange('read')).status).toBe(200)
   })
@@ -293,6 +293,16 @@ describe('console: agent page, kill and lift', () => {
     expect((await exchange('read')).status).toBe(400)
     const lifted = await page('rita', `/console/kills/${all[0]!.id}/lift`, { csrf })
     expect(lifted.status).toBe(303)
+
+    // One token, from its link: revoked for good, so its page offers no Lift; the Kills page lists it apart.
+    const token = await page('rita', '/console/kill', { csrf, kind: 'jti', jti, reason: 'token leaked', confirm: 'yes' })
+    expect(token.status).toBe(303)
+    const shown = await page('rita', token.location!)
+    expect(text(shown.html)).toMatch(new RegExp(`Kill of token ${jti} State revoked Kind One token`))
+    expect(shown.html).not.toMatch(/>\s*Lift\s*</)
+    expect(text((await page('rita', '/console/kills')).html)).toMatch(
+      new RegExp(`Revoked tokens and chains 1 revocation of a token or chain, .* One token token ${jti} token leaked console:rita@example\\.com`),
+    )
   })
 
   it('offers Attest to the agent’s owner, and records it', async () => {

@@ -15,6 +15,7 @@ import type { ConsolePages } from './pages.js'
 /** How many of the latest revocations the Kills page reads. */
 export const KILLS_PAGE = 200
 
+const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? '' : 's'}`
 const kindLabel = (r: Revocation) => KILL_FORMS.find((f) => f.kind === r.kind)?.label ?? r.kind
 const killHref = (r: Revocation) => `/console/kills/${encodeURIComponent(r.id)}`
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
@@ -134,6 +135,7 @@ export function mountKills({ app }: ConsolePages): void {
     const all = list.body.revocations
     const active = all.filter((r) => r.in_force === true)
     const lifted = all.filter((r) => r.in_force === false)
+    const tokens = all.filter((r) => r.in_force === null)
     const session = c.get('consoleSession')!
     return render(
       c,
@@ -148,15 +150,27 @@ export function mountKills({ app }: ConsolePages): void {
           </p>
         ) : null}
         <p class="muted">
-          {`From the latest ${all.length} revocations${list.body.next === null ? ' (all there are)' : ` (older ones: GET /admin/revocations?before=${list.body.next}, or mandate revoke list)`}.`}
+          {list.body.next === null
+            ? `All ${count(all.length, 'revocation')} there are.`
+            : `From the latest ${count(all.length, 'revocation')}; older ones: mandate revoke list, or GET /admin/revocations?before=${list.body.next}.`}
         </p>
         <h2>In force</h2>
-        {active.length === 0 ? <p>No kill is in force.</p> : <KillsTable label={`${active.length} kills in force`} rows={active} lifted={false} />}
+        {active.length === 0 ? <p>No kill is in force.</p> : <KillsTable label={`${count(active.length, 'kill')} in force`} rows={active} lifted={false} />}
         <h2>Lifted</h2>
         {lifted.length === 0 ? (
           <p>No kill was lifted.</p>
         ) : (
-          <KillsTable label={`${lifted.length} lifted kills, the latest first`} rows={lifted} lifted={true} />
+          <KillsTable label={`${count(lifted.length, 'lifted kill')}, the latest first`} rows={lifted} lifted={true} />
+        )}
+        <h2>Revoked tokens and chains</h2>
+        {tokens.length === 0 ? (
+          <p>No token or chain was revoked.</p>
+        ) : (
+          <KillsTable
+            label={`${count(tokens.length, 'revocation')} of a token or chain, the latest first (they cannot be lifted)`}
+            rows={tokens}
+            lifted={false}
+          />
         )}
       </>,
     )
