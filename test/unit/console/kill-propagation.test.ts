@@ -34,7 +34,7 @@ describe('the propagation section of a kill', () => {
       },
     })
     expect(out).toContain('data-refresh="2000"')
-    expect(out).toContain('Waiting for: broker instance broker-b, feed subscriber rs/api, ssf receiver siem.')
+    expect(out).toContain('Waiting for: broker instance broker-b, feed subscriber rs/api, SSF receiver siem.')
     expect(out).toMatch(/broker-c<\/td>.*?<span class="badge neutral">stopped<\/span>/)
     expect(out).toMatch(/<td class="mono">broker-a<\/td><td class="mono"><\/td><td><time datetime="2026-12-07T21:00:01.000Z">/)
   })

@@ -26,6 +26,8 @@ export const PROPAGATION_REFRESH_MS = 2000
 
 interface Row {
   readonly what: string
+  /** `what` within a sentence. */
+  readonly noun: string
   readonly name: string
   readonly where: string
   /** When it applied, was sent, or was delivered it. */
@@ -41,15 +43,31 @@ function rowsOf(p: z.infer<typeof PropagationBody>): Row[] {
     ...p.instances.map((i) => {
       const applied = typeof i.applied_at === 'string'
       const state = applied ? 'applied' : i.live === false ? 'stopped' : 'waiting'
-      return { what: 'Broker instance', name: i.instance, where: '', at: at(i.applied_at), state, waiting: state === 'waiting' }
+      return { what: 'Broker instance', noun: 'broker instance', name: i.instance, where: '', at: at(i.applied_at), state, waiting: state === 'waiting' }
     }),
     ...p.feed_subscribers.map((f) => {
       const sent = typeof f.sent_at === 'string'
-      return { what: 'Feed subscriber', name: f.subscriber, where: f.instance ?? '', at: at(f.sent_at), state: sent ? 'sent' : 'waiting', waiting: !sent }
+      return {
+        what: 'Feed subscriber',
+        noun: 'feed subscriber',
+        name: f.subscriber,
+        where: f.instance ?? '',
+        at: at(f.sent_at),
+        state: sent ? 'sent' : 'waiting',
+        waiting: !sent,
+      }
     }),
     ...p.ssf_receivers.map((r) => {
       const state = r.state ?? (typeof r.delivered_at === 'string' ? 'delivered' : 'waiting')
-      return { what: 'SSF receiver', name: r.receiver ?? r.stream ?? '?', where: '', at: at(r.delivered_at), state, waiting: !SSF_DONE.has(state) }
+      return {
+        what: 'SSF receiver',
+        noun: 'SSF receiver',
+        name: r.receiver ?? r.stream ?? '?',
+        where: '',
+        at: at(r.delivered_at),
+        state,
+        waiting: !SSF_DONE.has(state),
+      }
     }),
   ]
 }
@@ -76,7 +94,7 @@ export function Propagation({ answer }: { answer: ApiAnswer<unknown> }) {
     </p>
   ) : (
     <p class="notice warn" role="status">
-      {`Waiting for: ${waiting.length === 0 ? 'the broker to confirm' : waiting.map((w) => `${w.what.toLowerCase()} ${w.name}`).join(', ')}.`}
+      {`Waiting for: ${waiting.length === 0 ? 'the broker to confirm' : waiting.map((w) => `${w.noun} ${w.name}`).join(', ')}.`}
     </p>
   )
   const section = (
