@@ -88,6 +88,12 @@ export async function queryAudit(db: Db, request: AuditPageRequest): Promise<Aud
   return { records: page.map(entry), next: rows.length > limit ? page.at(-1)!.id : undefined }
 }
 
+/** One record by its id (`AuditEntry.id`), or undefined when no record has it. */
+export async function auditRecord(db: Db, id: number): Promise<AuditEntry | undefined> {
+  const [row] = await db.select().from(auditLog).where(eq(auditLog.id, id)).limit(1)
+  return row === undefined ? undefined : entry(row)
+}
+
 /** One token in a delegation tree. */
 export interface TreeNode {
   readonly jti: string
@@ -103,7 +109,10 @@ export interface TreeNode {
   readonly issuedAt: number
   readonly expiresAt: number
   readonly policyHash: string
+  /** The broker instance that wrote its record. */
   readonly instance: string
+  /** The running copy of the agent that asked (the token's `act.instance`), when its authentication named one. */
+  readonly agentInstance: string | null
   /** Its issuance committed but the response was refused: it never left the broker. */
   readonly withheld: boolean
   readonly children: TreeNode[]
@@ -165,6 +174,7 @@ export async function delegationTree(db: Db, jti: string): Promise<DelegationTre
       expiresAt: rec['exp'] as number,
       policyHash: rec['policy_hash'] as string,
       instance: row.instance,
+      agentInstance: typeof rec['agent_instance'] === 'string' ? rec['agent_instance'] : null,
       withheld: withheld.has(row.jti),
       children: [],
     })

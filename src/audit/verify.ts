@@ -7,7 +7,7 @@
  */
 import { and, asc, eq, gt, or } from 'drizzle-orm'
 import type { Db } from '../storage/database.js'
-import { auditLog } from '../storage/schema.js'
+import { auditLog, type AuditRow } from '../storage/schema.js'
 import type { Checkpoint } from './checkpoint.js'
 
 /** A checkpoint, and the database it names when it names one (`ReadCheckpoint`). */
@@ -111,6 +111,24 @@ const COLUMN_NAMES: Record<keyof RecordColumns, string> = {
 
 const same = (a: unknown, b: unknown): boolean => JSON.stringify(a ?? null) === JSON.stringify(b ?? null)
 
+/**
+ * What is wrong with one row on its own, or undefined: its record is not one
+ * `encodeRecord` writes, its columns disagree with its record, or its content
+ * does not match its hash. Its place in the chain is the caller's to check.
+ */
+export function rowChange(row: AuditRow): string | undefined {
+  const parsed = columnsFromRecord(row.record)
+  if (!parsed.ok) return parsed.reason
+  const c = parsed.columns
+  const stored: RecordColumns = { ...row, actors: row.actors }
+  const differs = (Object.keys(COLUMN_NAMES) as (keyof RecordColumns)[]).filter((k) => !same(stored[k], c[k]))
+  if (differs.length > 0) {
+    return `column${differs.length > 1 ? 's' : ''} ${differs.map((k) => COLUMN_NAMES[k]).join(', ')} disagree${differs.length > 1 ? '' : 's'} with the hashed record`
+  }
+  if (chainHash(row.prevHash, row.record) !== row.hash) return 'its content does not match its hash'
+  return undefined
+}
+
 export async function verifyAuditLog(db: Db, options: VerifyOptions = {}): Promise<VerifyReport> {
   // Long, not split: one pass over every chain, page by page, whose findings, counters and expected checkpoints the checks share.
   const pageSize = options.pageSize ?? 5_000
@@ -213,23 +231,8 @@ export async function verifyAuditLog(db: Db, options: VerifyOptions = {}): Promi
         tail.at = Math.min(tail.at, row.at)
       }
       const at = { chain, seq: row.seq, id: row.id }
-      const parsed = columnsFromRecord(row.record)
-      if (!parsed.ok) {
-        add({ kind: 'changed', ...at, message: `record ${chain}/${row.seq} (id ${row.id}) was changed: ${parsed.reason}` })
-      } else {
-        const c = parsed.columns
-        const stored: RecordColumns = { ...row, actors: row.actors }
-        const differs = (Object.keys(COLUMN_NAMES) as (keyof RecordColumns)[]).filter((k) => !same(stored[k], c[k]))
-        if (differs.length > 0) {
-          add({
-            kind: 'changed',
-            ...at,
-            message: `record ${chain}/${row.seq} (id ${row.id}) was changed: column${differs.length > 1 ? 's' : ''} ${differs.map((k) => COLUMN_NAMES[k]).join(', ')} disagree${differs.length > 1 ? '' : 's'} with the hashed record`,
-          })
-        } else if (chainHash(row.prevHash, row.record) !== row.hash) {
-          add({ kind: 'changed', ...at, message: `record ${chain}/${row.seq} (id ${row.id}) was changed: its content does not match its hash` })
-        }
-      }
+      const change = rowChange(row)
+      if (change !== undefined) add({ kind: 'changed', ...at, message: `record ${chain}/${row.seq} (id ${row.id}) was changed: ${change}` })
       if (row.seq > nextSeq) {
         add({
           kind: 'removed',

@@ -8,7 +8,8 @@ import { CHECKPOINT_TYP, checkpointStore, createCheckpointWriter } from '../audi
 import type { AuditLog } from '../audit/port.js'
 import { createUsageReads } from '../audit/inventory.js'
 import { recordsOfRequest } from '../audit/request-records.js'
-import { delegationTree, lastKeyRotation, queryAudit } from '../audit/query.js'
+import { auditRecord, delegationTree, lastKeyRotation, queryAudit } from '../audit/query.js'
+import { createAuditVerifier } from '../audit/verification.js'
 import type { UsageReads } from '../core/inventory.js'
 import { createSqlAuditLog, type SqlAuditLog } from '../audit/sql.js'
 import type { Closers } from '../core/async.js'
@@ -69,6 +70,7 @@ export async function openDurableStores(config: Config, options: StoreOptions, c
   const database = await openDatabase(config.storage.database_url, { dataDir: config.data_dir })
   closers.add(() => database.close())
   await database.migrate()
+  const verifier = createAuditVerifier(database.db, { now: () => Math.floor(options.clock() / 1000) })
   const onDatabase = {
     engine: database.engine,
     database,
@@ -77,6 +79,8 @@ export async function openDurableStores(config: Config, options: StoreOptions, c
       page: (r) => queryAudit(database.db, r),
       tree: (jti) => delegationTree(database.db, jti),
       request: (id) => recordsOfRequest(database.db, id),
+      record: (id) => auditRecord(database.db, id),
+      verification: () => verifier.verify(),
     } satisfies AuditQueries,
     usageReads: createUsageReads(database.db),
   }

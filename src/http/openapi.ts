@@ -618,6 +618,7 @@ interface TreeNode {
   expires_at: string
   policy_hash: string
   instance: string
+  agent_instance: string | null
   withheld: boolean
   children: TreeNode[]
 }
@@ -634,7 +635,8 @@ const DelegationNode: z.ZodType<TreeNode> = z
     issued_at: Instant,
     expires_at: Instant,
     policy_hash: z.string(),
-    instance: z.string(),
+    instance: z.string().describe('The broker instance that wrote its record.'),
+    agent_instance: z.string().nullable().describe('The running copy of the agent that asked (`act.instance`), when its authentication named one.'),
     withheld: z.boolean().describe('Issued, but the answer was refused: the token never left the broker.'),
     get children() {
       return z.array(DelegationNode)
@@ -650,6 +652,33 @@ export const DelegationTree = z
     revocations: z.array(AuditEntry).describe('Revocation records that touch the tree, oldest first.'),
   })
   .meta({ id: 'DelegationTree' })
+
+export const AuditRecordBody = AuditEntry
+
+const ChainVerification = z
+  .strictObject({
+    chain: z.string(),
+    instance: z.string().describe('The broker instance that wrote the chain.'),
+    verified_through_seq: z.int().describe('Records 1..this of the chain were checked and hold (0: none yet).'),
+    last_seq: z.int().describe('The chain’s last record, when last looked at.'),
+    at: Instant.nullable().describe('When this broker last carried the chain forward; null: not yet.'),
+    ok: z.boolean().describe('False once a record failed a check.'),
+    problem: z
+      .strictObject({ seq: z.int(), id: z.int().nullable(), message: z.string() })
+      .nullable()
+      .describe('The first record that failed: its seq, its id (null when removed), what is wrong.'),
+  })
+  .meta({ id: 'ChainVerification' })
+
+export const AuditVerification = z
+  .strictObject({
+    checked: z
+      .string()
+      .describe('What was checked of each record: its columns against its hashed record, its hash, its link to the one before, no seq skipped.'),
+    complete: z.boolean().describe('Every chain is verified to its last record (false: call again to carry on).'),
+    chains: z.array(ChainVerification),
+  })
+  .meta({ id: 'AuditVerification' })
 
 const ExplainedCheck = z
   .strictObject({

@@ -108,15 +108,18 @@ describe('/admin/audit over PGlite', () => {
     await rm(dir, { recursive: true, force: true })
   })
 
-  it.each(['/admin/audit', '/admin/audit/chains/some-jti'])('%s refuses a missing key, a wrong key (401) and a key without read (403)', async (path) => {
-    const missing = await get(path)
-    expect(missing.status).toBe(401)
-    expect(missing.headers.get('www-authenticate')).toMatch(/^Bearer/)
-    expect((await get(path, 'not-a-key')).status).toBe(401)
-    expect((await get(path, KEYS.responder)).status).toBe(403)
-    expect([200, 404]).toContain((await get(path, KEYS.auditor)).status)
-    expect([200, 404]).toContain((await get(path, KEYS.admin)).status)
-  })
+  it.each(['/admin/audit', '/admin/audit/chains/some-jti', '/admin/audit/records/1', '/admin/audit/verification'])(
+    '%s refuses a missing key, a wrong key (401) and a key without read (403)',
+    async (path) => {
+      const missing = await get(path)
+      expect(missing.status).toBe(401)
+      expect(missing.headers.get('www-authenticate')).toMatch(/^Bearer/)
+      expect((await get(path, 'not-a-key')).status).toBe(401)
+      expect((await get(path, KEYS.responder)).status).toBe(403)
+      expect([200, 404]).toContain((await get(path, KEYS.auditor)).status)
+      expect([200, 404]).toContain((await get(path, KEYS.admin)).status)
+    },
+  )
 
   it.each([
     ['?bogus=1', 'unknown parameter: bogus'],
@@ -245,6 +248,40 @@ describe('/admin/audit over PGlite', () => {
     // alice@dev's delegation tree is untouched by alice@other's kill.
     const tree = (await (await get(`/admin/audit/chains/${jtiOf(child)}`, KEYS.auditor)).json()) as { revocations: Entry[] }
     expect(tree.revocations.map((r) => (r.record['revocation'] as { kind: string }).kind)).not.toContain('sub')
+  })
+
+  it('serves one record by its id, as the query showed it, and records the read', async () => {
+    const [denied] = (await page('?event=token.denied&limit=1')).records
+    const res = await get(`/admin/audit/records/${denied!.id}`, KEYS.auditor)
+    expect(res.status).toBe(200)
+    expect(res.headers.get('cache-control')).toBe('no-store')
+    expect(await res.json()).toEqual(denied)
+    const [read] = (await page('?event=admin.*&limit=2')).records.slice(1)
+    expect(read!.record).toMatchObject({ event: 'admin.audit.read', by: 'auditor-holder', request: `/admin/audit/records/${denied!.id}` })
+    expect((await get('/admin/audit/records/999999999', KEYS.auditor)).status).toBe(404)
+    for (const bad of ['0', 'abc', '-1', '1e3', '1234567890123456789']) {
+      const refused = await get(`/admin/audit/records/${bad}`, KEYS.auditor)
+      expect(refused.status, bad).toBe(400)
+      expect(await refused.json()).toMatchObject({ error: 'invalid_request' })
+    }
+  })
+
+  it('says each chain is verified up to its last record, and what was checked', async () => {
+    const res = await get('/admin/audit/verification', KEYS.auditor)
+    expect(res.status).toBe(200)
+    const body = (await res.json()) as {
+      checked: string
+      complete: boolean
+      chains: { verified_through_seq: number; last_seq: number; ok: boolean; at: string }[]
+    }
+    expect(body.complete).toBe(true)
+    expect(body.checked).toMatch(/hash/)
+    // PGlite: one chain, this broker's.
+    expect(body.chains).toHaveLength(1)
+    expect(body.chains[0]).toMatchObject({ ok: true, problem: null })
+    expect(body.chains[0]!.verified_through_seq).toBe(body.chains[0]!.last_seq)
+    expect(body.chains[0]!.verified_through_seq).toBeGreaterThan(5)
+    expect(Date.parse(body.chains[0]!.at)).toBeGreaterThan(Date.now() - 60_000)
   })
 
   it('records every admin read with its caller and request', async () => {

@@ -37,6 +37,8 @@ const ROUTES: Record<string, readonly string[]> = {
   '/admin/audit': ['GET'],
   '/admin/audit/chains/:jti': ['GET'],
   '/admin/audit/requests/:id': ['GET'],
+  '/admin/audit/records/:id': ['GET'],
+  '/admin/audit/verification': ['GET'],
   '/admin/policy/unused': ['GET'],
   '/admin/approvals': ['GET'],
   '/admin/approvals/:id': ['GET', 'POST'],
@@ -71,6 +73,10 @@ const ROUTES: Record<string, readonly string[]> = {
   '/console/approvals': ['GET'],
   '/console/approvals/:id': ['POST'],
   '/console/events': ['GET'],
+  '/console/chains': ['GET'],
+  '/console/chains/:jti': ['GET'],
+  '/console/audit': ['GET'],
+  '/console/audit/records/:id': ['GET'],
 }
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 

@@ -20,6 +20,8 @@ import {
   AuditPage,
   AuthorizationServerMetadata,
   DelegationTree,
+  AuditRecordBody,
+  AuditVerification,
   IntrospectionResponse,
   JwkSet,
   OAuthErrorBody,
@@ -337,6 +339,12 @@ describePostgres("the delegation log's answers match the documented bodies", () 
     const jti = (JSON.parse(Buffer.from(child.access_token.split('.')[1]!, 'base64url').toString()) as { jti: string }).jti
     const tree = (await expectBody(await m.app.request(`/admin/audit/chains/${jti}`, { headers: bearer(KEY) }), 200, DelegationTree)) as { tokens: number }
     expect(tree.tokens).toBe(2)
+    const first = page.records[0] as { id: number }
+    expect(await expectBody(await m.app.request(`/admin/audit/records/${first.id}`, { headers: bearer(KEY) }), 200, AuditRecordBody)).toEqual(first)
+    const verification = (await expectBody(await m.app.request('/admin/audit/verification', { headers: bearer(KEY) }), 200, AuditVerification)) as {
+      chains: unknown[]
+    }
+    expect(verification.chains.length).toBeGreaterThan(0)
     expect(documented(await served(m.app))).toEqual(registered(m.app))
   })
 })

@@ -5,9 +5,18 @@ import { describeRoute } from 'hono-openapi'
 import { z } from 'zod'
 import { AUDIT_EVENTS, isEventFilter, MAX_INSTANT, MAX_PAGE, type AuditLog } from '../../audit/port.js'
 import type { AuditEntry, AuditPage, AuditPageRequest, DelegationTree } from '../../audit/query.js'
+import type { ChainVerification } from '../../audit/verification.js'
 import { requireAdmin, type AdminKey } from '../admin-auth.js'
 import { AdminError, NO_STORE } from '../oauth-errors.js'
-import { adminErrors, AuditPage as AuditPageBody, DelegationTree as DelegationTreeBody, jsonContent, parametersOf } from '../openapi.js'
+import {
+  adminErrors,
+  AuditPage as AuditPageBody,
+  AuditRecordBody,
+  AuditVerification,
+  DelegationTree as DelegationTreeBody,
+  jsonContent,
+  parametersOf,
+} from '../openapi.js'
 
 /** Reads of the delegation log, as the admin API needs them (src/audit/query.ts over the database). */
 export interface AuditQueries {
@@ -15,6 +24,10 @@ export interface AuditQueries {
   tree(jti: string): Promise<DelegationTree | undefined>
   /** The `token.denied` records of the request answered with this id, oldest first. */
   request(id: string): Promise<readonly AuditEntry[]>
+  /** One record by its id. */
+  record(id: number): Promise<AuditEntry | undefined>
+  /** Each hash chain's verification state, carried forward (audit/verification.ts). */
+  verification(): Promise<readonly ChainVerification[]>
 }
 
 /**
@@ -124,6 +137,37 @@ const requestDoc = describeRoute({
   responses: { 200: { description: 'The records.', content: jsonContent(RequestRecordsBody) }, ...adminErrors(400, 401, 403, 404, 503) },
 })
 
+/** A record's id as `GET /admin/audit` shows it. */
+const RecordId = z
+  .string()
+  .regex(/^[1-9]\d{0,17}$/, 'must be a record id')
+  .transform(Number)
+const recordDoc = describeRoute({
+  tags: ['Admin'],
+  operationId: 'auditRecord',
+  summary: 'One record of the delegation log, by its id (auditor, admin)',
+  description: 'The record as written, with its chain, its seq and its hash. The read is recorded before it is answered.',
+  security: adminKey,
+  parameters: parametersOf('path', z.object({ id: z.string().describe('The record’s `id`, as `GET /admin/audit` shows it.') })),
+  responses: { 200: { description: 'The record.', content: jsonContent(AuditRecordBody) }, ...adminErrors(400, 401, 403, 404, 503) },
+})
+
+/** What the verification state says was checked of each record. */
+export const VERIFICATION_CHECKS =
+  'each record’s columns against its hashed record, its SHA-256 hash over the previous hash and its content, its link to the record before it, and that no seq is skipped; ' +
+  'a chain verified before must still exist; records verified by an earlier call are not read again except the last one; signed checkpoints are not read (`mandate audit verify --checkpoints` does a full pass)'
+const verificationDoc = describeRoute({
+  tags: ['Admin'],
+  operationId: 'auditVerification',
+  summary: 'Each hash chain of the delegation log: verified up to which record, when (auditor, admin)',
+  description:
+    'Each call carries every chain forward from where this broker process last stopped, at most 20 000 records and about 400 ms of reading per call ' +
+    '(a long log is caught up over several calls: `complete` says when it is). A chain in which a record fails a check stays flagged, naming the record. ' +
+    'The state is this process’s: another instance answers with its own. The read is recorded before it is answered.',
+  security: adminKey,
+  responses: { 200: { description: 'The state of each chain.', content: jsonContent(AuditVerification) }, ...adminErrors(401, 403, 404, 503) },
+})
+
 export interface AdminAuditDeps {
   readonly keys: readonly AdminKey[]
   readonly audit: AuditLog
@@ -147,6 +191,7 @@ function treeJson(tree: DelegationTree) {
     expires_at: iso(n.expiresAt),
     policy_hash: n.policyHash,
     instance: n.instance,
+    agent_instance: n.agentInstance,
     withheld: n.withheld,
     children: n.children.map(node),
   })
@@ -188,5 +233,37 @@ export function mountAdminAudit(app: Hono<AppEnv>, deps: AdminAuditDeps): void {
     const records = await deps.queries.request(id.data).catch(unavailable)
     if (records.length === 0) throw new AdminError('not_found', 'no token.denied record names that request id')
     return c.json({ request_id: id.data, records }, 200, NO_STORE)
+  })
+
+  app.get('/admin/audit/records/:id', recordDoc, requireAdmin(deps.keys, 'read'), async function auditRecord(c) {
+    const id = RecordId.safeParse(c.req.param('id'))
+    if (!id.success) throw new AdminError('invalid_request', 'invalid id: must be a record id, as GET /admin/audit shows it')
+    await recordAdminRead(c, deps.audit, 'admin.audit.read', deps.now())
+    const record = await deps.queries.record(id.data).catch(unavailable)
+    if (record === undefined) throw new AdminError('not_found', 'no record has that id')
+    return c.json(record, 200, NO_STORE)
+  })
+
+  app.get('/admin/audit/verification', verificationDoc, requireAdmin(deps.keys, 'read'), async function auditVerification(c) {
+    await recordAdminRead(c, deps.audit, 'admin.audit.read', deps.now())
+    const chains = await deps.queries.verification().catch(unavailable)
+    const iso = (t: number) => (t === 0 ? null : new Date(t * 1000).toISOString())
+    return c.json(
+      {
+        checked: VERIFICATION_CHECKS,
+        complete: chains.every((v) => !v.ok || v.verifiedThroughSeq === v.lastSeq),
+        chains: chains.map((v) => ({
+          chain: v.chain,
+          instance: v.instance,
+          verified_through_seq: v.verifiedThroughSeq,
+          last_seq: v.lastSeq,
+          at: iso(v.at),
+          ok: v.ok,
+          problem: v.problem === undefined ? null : { seq: v.problem.seq, id: v.problem.id ?? null, message: v.problem.message },
+        })),
+      },
+      200,
+      NO_STORE,
+    )
   })
 }

@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto'
 
 const CSS = `
 :root { --fg: #1b1f24; --muted: #57606a; --bg: #fff; --panel: #f6f8fa; --line: #d0d7de; --accent: #0a5bc4;
-  --danger: #b42318; --danger-bg: #fdecea; --ok: #1a7f37; --ok-bg: #e6f4ea; --warn: #8a5a00; --warn-bg: #fff4d6; --info-bg: #e8f0fe; }
+  --danger: #b42318; --danger-bg: #fdecea; --ok: #116329; --ok-bg: #e6f4ea; --warn: #8a5a00; --warn-bg: #fff4d6; --info-bg: #e8f0fe; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg); background: var(--bg); }
 a { color: var(--accent); }
@@ -87,6 +87,19 @@ svg.graph .node text { fill: var(--fg); font-size: 13px; }
 svg.graph .node text.sub { fill: var(--muted); font-size: 11px; }
 svg.graph .edge { fill: none; stroke: #8c959f; stroke-width: 1.5; }
 svg.graph a:focus rect { stroke: #f59e0b; stroke-width: 3; }
+/* Chains and Audit pages */
+svg.graph .node text.title { font-weight: 600; }
+svg.graph .node text.state { font-size: 11px; font-weight: 700; fill: var(--ok); }
+svg.graph .node.killed rect, svg.graph .node.revoked rect { stroke: var(--danger); stroke-width: 2.5; fill: var(--danger-bg); }
+svg.graph .node.killed text.state, svg.graph .node.revoked text.state { fill: var(--danger); }
+svg.graph .node.expired rect, svg.graph .node.withheld rect { stroke-dasharray: 5 3; }
+svg.graph .node.expired text.state, svg.graph .node.withheld text.state { fill: var(--muted); }
+svg.graph a:hover rect { stroke: var(--accent); }
+svg.graph .node.asked rect { stroke: var(--accent); stroke-width: 3; }
+.graph-scroll { overflow-x: auto; }
+ul.tree { list-style: none; margin: .25rem 0; padding-left: 1.25rem; border-left: 2px solid var(--line); }
+ul.tree .token { padding: .25rem 0 .5rem; }
+ul.tree li:target > .token { background: var(--info-bg); }
 /* Agent, Kill and Kills pages */
 form.kill fieldset { border: 1px solid var(--line); border-radius: 6px; margin: 0 0 1rem; padding: .5rem 1rem 1rem; }
 form.kill legend { font-weight: 600; padding: 0 .25rem; }

@@ -12,6 +12,8 @@ import { mountAgent } from './agent.js'
 import { mountAgentList } from './agents.js'
 import { mountApprovalQueue } from './approvals.js'
 import { mountConsoleEvents } from './events.js'
+import { mountAudit } from './audit.js'
+import { mountChains } from './chains.js'
 import { CONSOLE_CSS, CONSOLE_JS } from './assets.js'
 import { mountKill } from './kill.js'
 import { mountKills } from './kills.js'
@@ -65,4 +67,6 @@ export function mountConsole(app: Hono<AppEnv>, deps: ConsoleDeps): void {
   mountKills(pages)
   mountApprovalQueue(pages)
   mountConsoleEvents(pages)
+  mountChains(pages)
+  mountAudit(pages)
 }
