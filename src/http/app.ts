@@ -49,6 +49,7 @@ import type { Revocation } from '../revocation/port.js'
 import { mountAdminAudit, recordAdminRead, type AuditQueries } from './routes/admin-audit.js'
 import type { ExplainDeps } from '../core/explain.js'
 import { mountAdminPolicy } from './routes/admin-policy.js'
+import { mountAdminAgentPolicy } from './routes/admin-agent-policy.js'
 import { mountAdminPolicyUnused } from './routes/admin-policy-unused.js'
 import { mountAdminAgents, type AgentAttestations } from './routes/admin-agents.js'
 import type { LifecycleReads } from '../core/lifecycle.js'
@@ -233,6 +234,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     onAuditError,
   })
   mountAdminPolicy(app, { ...deps.exchange, keys: deps.adminKeys, userIssuers: deps.userIssuers, subjectLifetime: deps.subjectLifetime })
+  mountAdminAgentPolicy(app, { keys: deps.adminKeys, audit: deps.exchange.audit, policies: deps.exchange.policies, now: deps.exchange.now })
   const resourceServers = async (credentials: ClientCredentials) => {
     const caller = await deps.exchange.clients.authenticateCaller(credentials, undefined)
     await deps.exchange.clients.spend(caller)

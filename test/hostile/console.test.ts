@@ -81,6 +81,10 @@ describe('hostile input: console sessions', () => {
     { method: 'DELETE', path: '/admin/revocations/:kill', json: false, acts: 'revoke' },
     { method: 'POST', path: '/admin/agents/demo-agent/attest', json: true, acts: 'attest' },
     { method: 'POST', path: '/console/sign-out', json: false, acts: 'none' },
+    // The console's own forms: a kill at its confirmed step, a lift, an attestation.
+    { method: 'POST', path: '/console/kill', json: false, acts: 'revoke', form: 'kind=agent&agent=demo-agent&reason=forged&confirm=yes' },
+    { method: 'POST', path: '/console/kills/:kill/lift', json: false, acts: 'revoke' },
+    { method: 'POST', path: '/console/agents/demo-agent/attest', json: false, acts: 'attest' },
   )
   const body = fc.oneof(
     fc.constant('{"agent":"demo-agent","reason":"forged"}'),
@@ -116,7 +120,8 @@ describe('hostile input: console sessions', () => {
           let payload = t.json ? text : ''
           if (t.path.startsWith('/console/')) {
             headers['content-type'] = 'application/x-www-form-urlencoded'
-            payload = inForm && csrf !== undefined ? `csrf=${encodeURIComponent(csrf)}` : ''
+            const fields = 'form' in t ? t.form : ''
+            payload = [inForm && csrf !== undefined ? `csrf=${encodeURIComponent(csrf)}` : '', fields].filter((f) => f !== '').join('&')
           } else {
             if (t.json) headers['content-type'] = 'application/json'
             if (csrf !== undefined) headers['x-csrf-token'] = csrf

@@ -100,6 +100,14 @@ svg.graph .node.asked rect { stroke: var(--accent); stroke-width: 3; }
 ul.tree { list-style: none; margin: .25rem 0; padding-left: 1.25rem; border-left: 2px solid var(--line); }
 ul.tree .token { padding: .25rem 0 .5rem; }
 ul.tree li:target > .token { background: var(--info-bg); }
+/* Agent, Kill and Kills pages */
+form.kill fieldset { border: 1px solid var(--line); border-radius: 6px; margin: 0 0 1rem; padding: .5rem 1rem 1rem; }
+form.kill legend { font-weight: 600; padding: 0 .25rem; }
+form.kill label.choice { display: block; margin: .25rem 0; }
+form.kill .fields { display: grid; grid-template-columns: repeat(auto-fit, minmax(240px, 1fr)); gap: .5rem 1rem; }
+form.kill .fields label { display: flex; flex-direction: column; font-size: .85rem; color: var(--muted); }
+form.kill > label { font-weight: 600; display: block; margin-top: .5rem; }
+.diff .ctx { display: block; }
 .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 `
 

@@ -8,12 +8,15 @@ import { getCookie } from 'hono/cookie'
 import type { AppEnv } from '../../env.js'
 import { consolePrincipal } from '../../admin-auth.js'
 import { setSessionCookie } from '../../console-auth.js'
+import { mountAgent } from './agent.js'
 import { mountAgentList } from './agents.js'
 import { mountApprovalQueue } from './approvals.js'
 import { mountConsoleEvents } from './events.js'
 import { mountAudit } from './audit.js'
 import { mountChains } from './chains.js'
 import { CONSOLE_CSS, CONSOLE_JS } from './assets.js'
+import { mountKill } from './kill.js'
+import { mountKills } from './kills.js'
 import { message } from './layout.js'
 import type { ConsoleDeps, ConsolePages } from './pages.js'
 import { mountSignIn } from './sign-in.js'
@@ -59,6 +62,9 @@ export function mountConsole(app: Hono<AppEnv>, deps: ConsoleDeps): void {
   const pages: ConsolePages = { app, deps }
   mountSignIn(pages)
   mountAgentList(pages)
+  mountAgent(pages)
+  mountKill(pages)
+  mountKills(pages)
   mountApprovalQueue(pages)
   mountConsoleEvents(pages)
   mountChains(pages)
