@@ -21,11 +21,18 @@ describe.runIf(haveChromium('test/browser/chains.test.ts'))('console: chains and
     const parentToken = String(parent.body['access_token'])
     const child = await exchange(base, 'demo-subagent', parentToken, DEMO, 'demo:read')
     expect(child.status, JSON.stringify(child.body)).toBe(200)
-    const jti = String(decodeJwt(parentToken).jti)
+    const jtis = [parentToken, String(child.body['access_token'])].map((t) => String(decodeJwt(t).jti))
 
+    // Opened from the agent page's list of the chains it is in (the one delegation made here).
     const page = await rig.page()
     await signIn(page, 'alice')
-    await page.goto(`/console/chains/${encodeURIComponent(jti)}`)
+    await page.goto('/console/agents/demo-agent')
+    await page
+      .getByRole('link', { name: /^Chain of token / })
+      .first()
+      .click()
+    await page.waitForURL('**/console/chains/*')
+    expect(jtis).toContain(decodeURIComponent(new URL(page.url()).pathname.split('/').pop()!))
     const graph = page.getByRole('main').locator('svg').first()
     await graph.waitFor()
     const drawn = (await graph.textContent()) ?? ''
