@@ -18,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { composeMandate, type Mandate } from '../../src/compose.js'
 import { Config } from '../../src/config/schema.js'
 import { createLogger } from '../../src/telemetry/log.js'
+import { consoleSignIn } from '../support/console.js'
 import { seedFromEnv } from './describe-hostile.js'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..')
@@ -52,14 +53,8 @@ describe('hostile input: console sessions', () => {
       ['rita', true],
       ['vera', false],
     ] as const) {
-      const res = await m.app.request('/console/dev/sign-in', {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: `person=${person}`,
-      })
-      const cookie = res.headers.getSetCookie()[0]!.split(';')[0]!
-      const page = await (await m.app.request('/console/agents', { headers: { cookie } })).text()
-      people[person] = { cookie, csrf: /name="csrf-token" content="([^"]+)"/.exec(page)![1]!, responder }
+      const { cookie, csrf } = await consoleSignIn(m.app, person)
+      people[person] = { cookie, csrf, responder }
     }
   }, 120_000)
   afterAll(async () => {

@@ -11,6 +11,7 @@ import { decodeJwt } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ADMIN_KEYS, AUDIENCE, basic, bearer, OTHER_AUDIENCE, SECRET, startTestBroker, USER_ISSUER, type TestBroker } from '../support/broker.js'
 import { hashClientSecret } from '../../src/tokens/client-auth.js'
+import { consoleSignIn } from '../support/console.js'
 
 const AGENT = 'ops-agent'
 const SECRET_HASH = hashClientSecret(SECRET).toString('hex')
@@ -43,15 +44,8 @@ describe('console: agent page, kill and lift', () => {
   const cookies = new Map<string, string>()
 
   const signIn = async (person: string) => {
-    const res = await b.mandate.app.request('/console/dev/sign-in', {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: `person=${person}`,
-    })
-    expect(res.status).toBe(303)
-    const cookie = res.headers.getSetCookie().find((c) => c.includes('mandate_console='))
-    expect(cookie).toBeDefined()
-    cookies.set(person, cookie!.split(';')[0]!)
+    const { cookie } = await consoleSignIn(b.mandate.app, person)
+    cookies.set(person, cookie)
   }
   const page = async (person: string, path: string, form?: Record<string, string>, headers: Record<string, string> = {}): Promise<Page> => {
     const res = await b.mandate.app.request(path, {

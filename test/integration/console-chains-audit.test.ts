@@ -21,6 +21,7 @@ import { Config } from '../../src/config/schema.js'
 import { openDatabase, type Database, type Db } from '../../src/storage/database.js'
 import { auditLog } from '../../src/storage/schema.js'
 import { createLogger } from '../../src/telemetry/log.js'
+import { consoleSignIn } from '../support/console.js'
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/pg-database.js'
 import { jtiOf } from '../support/tokens.js'
 
@@ -59,15 +60,7 @@ describePostgres('console Chains and Audit pages', () => {
   async function signIn(person: string): Promise<{ cookie: string; csrf: string }> {
     const known = cookies.get(person)
     if (known !== undefined) return known
-    const res = await m.app.request('/console/dev/sign-in', {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: `person=${person}`,
-    })
-    expect(res.status).toBe(303)
-    const cookie = /((?:__Host-)?mandate_console=[^;]+)/.exec(res.headers.get('set-cookie') ?? '')![1]!
-    const page = await (await m.app.request('/console/agents', { headers: { cookie } })).text()
-    const csrf = /<meta name="csrf-token" content="([^"]+)"/.exec(page)![1]!
+    const { cookie, csrf } = await consoleSignIn(m.app, person)
     cookies.set(person, { cookie, csrf })
     return { cookie, csrf }
   }
