@@ -44,6 +44,8 @@ export default defineConfig({
         fileParallelism: false,
         testTimeout: 90_000,
         hookTimeout: 90_000,
+        // A page waited for (expect.poll) may take seconds while the other projects load the machine.
+        expect: { poll: { timeout: 30_000, interval: 100 } },
       }),
       project({ name: 'hostile', include: ['test/hostile/**/*.test.ts'], environment: 'node', testTimeout: 180_000, hookTimeout: 60_000 }),
     ],

@@ -58,6 +58,8 @@ export function launchChromium(): Promise<Browser> {
 /** A new context (no cookies) and its page, at the fixed viewport, resolving relative URLs against `baseURL`. */
 export async function freshPage(browser: Browser, baseURL: string): Promise<{ context: BrowserContext; page: Page }> {
   const context = await browser.newContext({ baseURL, viewport: VIEWPORT, reducedMotion: 'reduce' })
+  // Playwright's 30 s default is tight on two cores shared with the other test projects; the test's own timeout is 90 s.
+  context.setDefaultTimeout(60_000)
   return { context, page: await context.newPage() }
 }
 
