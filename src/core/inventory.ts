@@ -33,7 +33,16 @@ export interface AgentUsage {
   readonly lastTokenAt: number | undefined
 }
 
-export const NO_USAGE: AgentUsage = { tokens24h: 0, tokensByHour: new Array<number>(24).fill(0), denials24h: 0, users24h: 0, tokens30d: 0, denials30d: 0, users30d: 0, lastTokenAt: undefined }
+export const NO_USAGE: AgentUsage = {
+  tokens24h: 0,
+  tokensByHour: new Array<number>(24).fill(0),
+  denials24h: 0,
+  users24h: 0,
+  tokens30d: 0,
+  denials30d: 0,
+  users30d: 0,
+  lastTokenAt: undefined,
+}
 
 /** Reads of the usage summaries the inventory needs (src/audit/inventory.ts). */
 export interface UsageReads extends LeastPrivilegeReads {
