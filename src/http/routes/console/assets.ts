@@ -134,6 +134,9 @@ const JS = `
       }
     }
     ;['kill', 'lift', 'quarantine', 'denials', 'approval'].forEach(function (k) { source.addEventListener(k, show(k)) })
+    // Marks the region while the stream is open (the broker's first event says so), unmarks it when it drops.
+    source.addEventListener('ready', function () { live.setAttribute('data-connected', '') })
+    source.addEventListener('error', function () { live.removeAttribute('data-connected') })
   }
 
   // Sortable tables: a header's button sorts the rows by that column (numbers as numbers).
