@@ -229,7 +229,7 @@ describe.skipIf(!runZsh)('zsh', () => {
       'jti -- revoke one token',
       'lift -- lift an agent, user or instance kill',
       'list -- list revocations, newest first',
-      'status -- where a revocation has reached: broker instances, feed subscribers, SSF receivers',
+      'status -- where a revocation has reached',
       'sub -- kill a user',
     ])
   })

@@ -168,7 +168,16 @@ function describeInventory(
       const demo = body.agents.find((a) => a.agent === 'demo-agent')!
       expect(demo.state).toBe('active')
       expect(demo.owner).toBe('platform-team@example.com')
-      expect(demo.usage).toEqual({ tokens_24h: 3, denials_24h: 0, users_24h: 2, tokens_30d: 5, denials_30d: 1, users_30d: 3 })
+      // The three of the window were all issued in its last hour (the sparkline's last point).
+      expect(demo.usage).toEqual({
+        tokens_24h: 3,
+        tokens_by_hour: [...(Array(23).fill(0) as number[]), 3],
+        denials_24h: 0,
+        users_24h: 2,
+        tokens_30d: 5,
+        denials_30d: 1,
+        users_30d: 3,
+      })
       expect(demo.last_token_at).toBe(new Date(now).toISOString().replace(/\.\d{3}Z$/, '.000Z'))
       expect(body.revocations_fresh).toBe(true)
     })
