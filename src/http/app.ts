@@ -307,7 +307,6 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       keys: deps.keys,
       now: deps.exchange.now,
       logger: log,
-      revocations: deps.revocations,
     })
   }
   app.get(

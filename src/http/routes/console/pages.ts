@@ -5,7 +5,6 @@
 import type { Hono } from 'hono'
 import type { ConsoleLive } from '../../../console/live.js'
 import type { ConsoleSessions } from '../../../console/session.js'
-import type { RevocationService } from '../../../revocation/service.js'
 import type { Logger } from '../../../telemetry/log.js'
 import type { SigningKeys } from '../../../tokens/keys.js'
 import type { ConsoleCookie } from '../../console-auth.js'
@@ -23,8 +22,6 @@ export interface ConsoleDeps {
   /** Epoch seconds. */
   readonly now: () => number
   readonly logger: Logger
-  /** Kills and lifts as they happen, for the live events. */
-  readonly revocations: RevocationService
   /** The live events; absent: no /console/events. */
   readonly live?: ConsoleLive | undefined
 }
